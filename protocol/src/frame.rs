@@ -1,0 +1,251 @@
+//! The frame codec: how one message is laid out on a byte stream.
+//!
+//! ```text
+//! +----------------+------------+-----------------------------+
+//! | length: u32 BE | version: u8| bincode payload (length - 1)|
+//! +----------------+------------+-----------------------------+
+//! ```
+//!
+//! `length` counts the version byte and the payload. It is checked against
+//! [`MAX_FRAME_LEN`] before anything is allocated, and the payload is decoded with
+//! bincode's own size limit, so a hostile peer cannot make us reserve memory it did
+//! not send.
+
+use bytes::{Buf, BufMut, BytesMut};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// The frame format version this crate writes and reads.
+pub const FRAME_VERSION: u8 = 1;
+
+/// The largest `length` a frame may declare (version byte plus payload).
+pub const MAX_FRAME_LEN: usize = 64 * 1024;
+
+/// The size of the length prefix.
+const LENGTH_LEN: usize = 4;
+
+/// The bincode configuration shared by both directions. Its limit bounds every
+/// allocation a payload can ask for (a string or vector length, say).
+fn config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<MAX_FRAME_LEN>()
+}
+
+/// Why bytes could not be turned into a message, or a message into bytes.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// The frame declares more bytes than we accept.
+    #[error("frame of {len} bytes exceeds the maximum of {max}")]
+    TooLarge {
+        /// The declared length.
+        len: usize,
+        /// The maximum accepted.
+        max: usize,
+    },
+    /// The frame declares a length of zero: it cannot even hold a version byte.
+    #[error("empty frame")]
+    Empty,
+    /// The frame's version byte is not one we speak.
+    #[error("unsupported frame version {version}")]
+    UnsupportedVersion {
+        /// The version byte received.
+        version: u8,
+    },
+    /// The payload is not a valid encoding of the expected message.
+    #[error("malformed payload")]
+    Malformed(#[source] bincode::error::DecodeError),
+    /// The payload decoded, but bytes were left over inside the frame.
+    #[error("{extra} bytes left over after the message")]
+    TrailingBytes {
+        /// How many bytes were not consumed.
+        extra: usize,
+    },
+    /// The message could not be encoded.
+    #[error("message could not be encoded")]
+    Encode(#[source] bincode::error::EncodeError),
+}
+
+/// Appends `msg` to `dst` as one frame.
+///
+/// A message whose encoding would exceed [`MAX_FRAME_LEN`] is refused and `dst` is
+/// left as it was.
+pub fn encode<M: Serialize>(msg: &M, dst: &mut BytesMut) -> Result<(), FrameError> {
+    let start = dst.len();
+    dst.put_u32(0);
+    dst.put_u8(FRAME_VERSION);
+    let mut writer = dst.writer();
+    let written = bincode::serde::encode_into_std_write(msg, &mut writer, config());
+    let dst = writer.into_inner();
+    let len = dst.len() - start - LENGTH_LEN;
+    let outcome = match written {
+        Err(err) => Err(FrameError::Encode(err)),
+        Ok(_) if len > MAX_FRAME_LEN => Err(FrameError::TooLarge {
+            len,
+            max: MAX_FRAME_LEN,
+        }),
+        Ok(_) => {
+            // `len` fits in a u32: it is at most MAX_FRAME_LEN.
+            dst[start..start + LENGTH_LEN].copy_from_slice(&(len as u32).to_be_bytes());
+            return Ok(());
+        }
+    };
+    dst.truncate(start);
+    outcome
+}
+
+/// Takes one message off the front of `src`.
+///
+/// `Ok(None)` means the frame is not complete yet: read more bytes and call again.
+/// On `Ok(Some(_))` the frame's bytes are consumed. On `Err` the stream can no
+/// longer be trusted and the connection should be closed.
+pub fn decode<M: DeserializeOwned>(src: &mut BytesMut) -> Result<Option<M>, FrameError> {
+    let Some(header) = src.get(..LENGTH_LEN) else {
+        return Ok(None);
+    };
+    let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    if len > MAX_FRAME_LEN {
+        return Err(FrameError::TooLarge {
+            len,
+            max: MAX_FRAME_LEN,
+        });
+    }
+    if len == 0 {
+        return Err(FrameError::Empty);
+    }
+    let version = match src.get(LENGTH_LEN) {
+        Some(&version) => version,
+        None => return Ok(None),
+    };
+    if version != FRAME_VERSION {
+        return Err(FrameError::UnsupportedVersion { version });
+    }
+    if src.len() < LENGTH_LEN + len {
+        // Reserve only what the peer said it will send, which is bounded above.
+        src.reserve(LENGTH_LEN + len - src.len());
+        return Ok(None);
+    }
+    let payload = &src[LENGTH_LEN + 1..LENGTH_LEN + len];
+    let (msg, used) =
+        bincode::serde::decode_from_slice(payload, config()).map_err(FrameError::Malformed)?;
+    if used != payload.len() {
+        return Err(FrameError::TrailingBytes {
+            extra: payload.len() - used,
+        });
+    }
+    src.advance(LENGTH_LEN + len);
+    Ok(Some(msg))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::{AgentMessage, Request};
+
+    fn frame(version: u8, payload: &[u8]) -> BytesMut {
+        let mut buf = BytesMut::new();
+        buf.put_u32(payload.len() as u32 + 1);
+        buf.put_u8(version);
+        buf.put_slice(payload);
+        buf
+    }
+
+    #[test]
+    fn partial_frames_ask_for_more() {
+        let mut whole = BytesMut::new();
+        let msg = AgentMessage::Request {
+            id: 7,
+            request: Request::Heartbeat,
+        };
+        encode(&msg, &mut whole).unwrap();
+        for cut in 0..whole.len() {
+            let mut part = BytesMut::from(&whole[..cut]);
+            assert!(
+                decode::<AgentMessage>(&mut part).unwrap().is_none(),
+                "cut {cut}"
+            );
+            assert_eq!(part.len(), cut, "nothing consumed at cut {cut}");
+        }
+        assert_eq!(decode::<AgentMessage>(&mut whole).unwrap(), Some(msg));
+        assert!(whole.is_empty());
+    }
+
+    #[test]
+    fn two_frames_in_one_buffer_come_out_in_order() {
+        let mut buf = BytesMut::new();
+        let first = AgentMessage::Pong { nonce: 1 };
+        let second = AgentMessage::Pong { nonce: 2 };
+        encode(&first, &mut buf).unwrap();
+        encode(&second, &mut buf).unwrap();
+        assert_eq!(decode::<AgentMessage>(&mut buf).unwrap(), Some(first));
+        assert_eq!(decode::<AgentMessage>(&mut buf).unwrap(), Some(second));
+        assert_eq!(decode::<AgentMessage>(&mut buf).unwrap(), None);
+    }
+
+    #[test]
+    fn oversized_length_is_refused_before_allocating() {
+        let mut buf = BytesMut::with_capacity(8);
+        buf.put_u32(u32::MAX);
+        buf.put_u8(FRAME_VERSION);
+        let capacity = buf.capacity();
+        assert!(matches!(
+            decode::<AgentMessage>(&mut buf),
+            Err(FrameError::TooLarge { len, max: MAX_FRAME_LEN }) if len == u32::MAX as usize
+        ));
+        assert_eq!(buf.capacity(), capacity);
+    }
+
+    #[test]
+    fn unknown_version_is_refused() {
+        let mut buf = frame(9, &[0]);
+        assert!(matches!(
+            decode::<AgentMessage>(&mut buf),
+            Err(FrameError::UnsupportedVersion { version: 9 })
+        ));
+    }
+
+    #[test]
+    fn empty_frame_is_refused() {
+        let mut buf = BytesMut::from(&[0u8, 0, 0, 0][..]);
+        assert!(matches!(
+            decode::<AgentMessage>(&mut buf),
+            Err(FrameError::Empty)
+        ));
+    }
+
+    #[test]
+    fn invalid_payload_is_malformed() {
+        let mut buf = frame(FRAME_VERSION, &[0xff, 0xff, 0xff]);
+        assert!(matches!(
+            decode::<AgentMessage>(&mut buf),
+            Err(FrameError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn trailing_bytes_are_refused() {
+        let mut buf = BytesMut::new();
+        encode(&AgentMessage::Pong { nonce: 3 }, &mut buf).unwrap();
+        let mut payload = buf[5..].to_vec();
+        payload.push(0);
+        let mut buf = frame(FRAME_VERSION, &payload);
+        assert!(matches!(
+            decode::<AgentMessage>(&mut buf),
+            Err(FrameError::TrailingBytes { extra: 1 })
+        ));
+    }
+
+    #[test]
+    fn a_message_too_large_to_send_is_refused_and_leaves_the_buffer() {
+        let mut buf = BytesMut::from(&b"kept"[..]);
+        let huge = vec![0u8; MAX_FRAME_LEN];
+        assert!(encode(&huge, &mut buf).is_err());
+        assert_eq!(&buf[..], b"kept");
+    }
+
+    #[test]
+    fn a_payload_claiming_a_huge_string_is_refused() {
+        // An enum tag for Hello, then varint lengths claiming 2^32 bytes.
+        let mut buf = frame(FRAME_VERSION, &[0, 1, 1, 251, 0xff, 0xff]);
+        assert!(decode::<AgentMessage>(&mut buf).is_err());
+    }
+}

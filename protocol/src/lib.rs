@@ -1,0 +1,17 @@
+//! otpgate's wire protocol: the frame format and the typed messages that agents,
+//! the server and the local login prompt exchange.
+//!
+//! This crate only turns bytes into messages and back. It never touches a socket,
+//! so the same code runs over TLS in production and over in-memory pipes in tests.
+
+#![forbid(unsafe_code)]
+
+pub mod frame;
+pub mod local;
+pub mod message;
+
+pub use frame::{FrameError, decode, encode};
+pub use message::{
+    AgentMessage, ErrorCode, Hello, MAX_PROTOCOL_VERSION, MIN_PROTOCOL_VERSION, Request, RequestId,
+    Response, ServerMessage, Welcome, negotiate,
+};

@@ -1,0 +1,49 @@
+//! The messages between the login prompt (`otpgate login`) and the agent on the
+//! same computer, carried over the agent's Unix socket in the same frames as the
+//! network protocol.
+//!
+//! The prompt never says who it runs as: the agent reads the caller's user from
+//! the socket's peer credentials.
+
+use serde::{Deserialize, Serialize};
+
+/// What the login prompt asks of its local agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LocalRequest {
+    /// How is the agent doing, and who am I to it?
+    Status,
+}
+
+/// The agent's answer to a [`LocalRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LocalResponse {
+    /// The answer to [`LocalRequest::Status`].
+    Status(AgentStatus),
+    /// The request could not be served.
+    Fail(LocalError),
+}
+
+/// What the agent knows of itself and of its caller.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentStatus {
+    /// The OS account the agent sees on the other end of the socket.
+    pub os_user: String,
+    /// The client computer's identity, once the server has welcomed the agent.
+    pub client_id: Option<String>,
+    /// Whether the agent holds a live connection to the server.
+    pub connected: bool,
+    /// The round trip of a heartbeat sent for this status, in microseconds.
+    pub server_rtt_us: Option<u64>,
+}
+
+/// Why the agent could not serve a local request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum LocalError {
+    /// The request was not understood.
+    Malformed,
+    /// The caller's OS account could not be determined.
+    UnknownCaller,
+    /// Something went wrong in the agent; it has been logged there.
+    Internal,
+}

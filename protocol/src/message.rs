@@ -1,0 +1,168 @@
+//! The messages an agent and the server exchange over one connection.
+//!
+//! An agent opens with [`AgentMessage::Hello`], naming the range of protocol
+//! versions it speaks; the server answers [`ServerMessage::Welcome`] with the one
+//! both will use (see [`negotiate`]). After that the agent sends requests, each
+//! with a [`RequestId`] that the server echoes in its response, so several may be
+//! in flight at once. The server may push [`ServerMessage::Ping`] at any time.
+//!
+//! A message never names the client computer it comes from: the server takes the
+//! computer's identity from the agent's TLS certificate.
+
+use serde::{Deserialize, Serialize};
+
+/// The oldest protocol version this build speaks.
+pub const MIN_PROTOCOL_VERSION: u16 = 1;
+/// The newest protocol version this build speaks.
+pub const MAX_PROTOCOL_VERSION: u16 = 1;
+
+/// Pairs a response with the request it answers; chosen by the agent.
+pub type RequestId = u64;
+
+/// What an agent sends to the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AgentMessage {
+    /// The first frame on every connection.
+    Hello(Hello),
+    /// A request; the server answers with a [`ServerMessage::Response`] of the same id.
+    Request {
+        /// Chosen by the agent, echoed by the server.
+        id: RequestId,
+        /// What is asked.
+        request: Request,
+    },
+    /// The answer to a [`ServerMessage::Ping`].
+    Pong {
+        /// The nonce of the ping being answered.
+        nonce: u64,
+    },
+}
+
+/// The agent's opening frame.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The oldest protocol version the agent speaks.
+    pub min_version: u16,
+    /// The newest protocol version the agent speaks.
+    pub max_version: u16,
+    /// The agent's software version, for the operator's eyes.
+    pub agent_version: String,
+    /// The computer's host name as it sees itself, for the operator's eyes; the
+    /// computer's identity comes from its certificate, not from this.
+    pub host_name: String,
+}
+
+/// What an agent may ask of the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// "I am still here": keeps the connection and the computer's last-seen time fresh.
+    Heartbeat,
+}
+
+/// What the server sends to an agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServerMessage {
+    /// The answer to [`AgentMessage::Hello`]: the connection is established.
+    Welcome(Welcome),
+    /// The answer to the request with the same id.
+    Response {
+        /// The id of the request answered.
+        id: RequestId,
+        /// The answer.
+        response: Response,
+    },
+    /// A liveness check; the agent answers [`AgentMessage::Pong`] with the same nonce.
+    Ping {
+        /// Echoed in the pong.
+        nonce: u64,
+    },
+    /// The connection is being closed by the server, for this reason.
+    Close(ErrorCode),
+}
+
+/// The server's half of the handshake.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// The protocol version both sides use from now on.
+    pub version: u16,
+    /// The client computer's identity, as read from its certificate.
+    pub client_id: String,
+    /// The server's software version, for the operator's eyes.
+    pub server_version: String,
+    /// How often the agent should send a heartbeat, in milliseconds.
+    pub heartbeat_interval_ms: u32,
+}
+
+/// The server's answer to one [`Request`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// The heartbeat was recorded.
+    Heartbeat,
+    /// The request could not be served; the connection stays open.
+    Fail(ErrorCode),
+}
+
+/// Why a request failed or a connection is being closed. Codes, not text: a peer
+/// never sees our internal error messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// A frame declared a length over the maximum.
+    FrameTooLarge,
+    /// The stream ended in the middle of a frame.
+    FrameTruncated,
+    /// A frame carried a version byte we do not speak.
+    UnsupportedFrameVersion,
+    /// A frame's payload was not a valid message.
+    Malformed,
+    /// A valid message arrived where it makes no sense (a second Hello, say).
+    UnexpectedMessage,
+    /// The agent's and the server's protocol version ranges do not overlap.
+    UnsupportedProtocolVersion,
+    /// The agent did not say Hello in time, or went silent.
+    Timeout,
+    /// The agent has too many requests in flight.
+    TooManyRequests,
+    /// The part of the server that serves this computer is not available right now;
+    /// trying again later may work.
+    Unavailable,
+    /// The server is shutting down; reconnect later.
+    ShuttingDown,
+    /// Something went wrong on the server; it has been logged there.
+    Internal,
+}
+
+/// Picks the protocol version for a connection: the newest that both the agent's
+/// range and ours contain, or `None` when they do not overlap.
+pub fn negotiate(hello: &Hello) -> Option<u16> {
+    let version = hello.max_version.min(MAX_PROTOCOL_VERSION);
+    (version >= hello.min_version.max(MIN_PROTOCOL_VERSION)).then_some(version)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hello(min_version: u16, max_version: u16) -> Hello {
+        Hello {
+            min_version,
+            max_version,
+            agent_version: String::new(),
+            host_name: String::new(),
+        }
+    }
+
+    #[test]
+    fn negotiation_picks_the_newest_common_version() {
+        assert_eq!(negotiate(&hello(1, 1)), Some(1));
+        assert_eq!(negotiate(&hello(1, 9)), Some(MAX_PROTOCOL_VERSION));
+        assert_eq!(negotiate(&hello(0, 1)), Some(1));
+    }
+
+    #[test]
+    fn negotiation_fails_without_overlap() {
+        assert_eq!(negotiate(&hello(MAX_PROTOCOL_VERSION + 1, 9)), None);
+        assert_eq!(negotiate(&hello(0, 0)), None);
+        assert_eq!(negotiate(&hello(5, 2)), None);
+    }
+}

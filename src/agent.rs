@@ -1,0 +1,434 @@
+//! The agent on a client computer: holds one persistent connection to the server
+//! (Hello, heartbeats, answers to pings), reconnects by itself with exponential
+//! backoff and jitter, resumes TLS sessions so that reconnecting is cheap, and
+//! carries the local login prompt's requests to the server.
+//!
+//! [`Link`] is the handle on that connection; [`run`] is the whole agent, link and
+//! local socket together.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::ClientConfig;
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, MissedTickBehavior, interval_at, sleep, timeout};
+use tokio_rustls::TlsConnector;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use otpgate_protocol::{
+    AgentMessage, ErrorCode, Hello, MAX_PROTOCOL_VERSION, MIN_PROTOCOL_VERSION, Request, Response,
+    ServerMessage, Welcome,
+};
+
+use crate::conn::{FrameReader, FrameWriter};
+use crate::tls::{self, TlsError};
+
+/// How long connecting, the TLS handshake and the Welcome may take together.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The first pause before reconnecting.
+pub const BACKOFF_BASE: Duration = Duration::from_millis(250);
+/// The longest pause before reconnecting.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// How many local requests may wait for the link at once.
+const QUEUE: usize = 64;
+
+/// Where the server is: `HOST:PORT`. The host is also the name its certificate
+/// must carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerAddr {
+    host: String,
+    port: u16,
+}
+
+/// A server address that is not `HOST:PORT`.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:?} is not HOST:PORT")]
+pub struct InvalidServerAddr(String);
+
+impl FromStr for ServerAddr {
+    type Err = InvalidServerAddr;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let invalid = || InvalidServerAddr(s.to_owned());
+        let (host, port) = s.rsplit_once(':').ok_or_else(invalid)?;
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        if host.is_empty() {
+            return Err(invalid());
+        }
+        Ok(Self {
+            host: host.to_owned(),
+            port: port.parse().map_err(|_| invalid())?,
+        })
+    }
+}
+
+/// What the link is doing, for the login prompt and for tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LinkStatus {
+    /// Whether the server has welcomed us on a live connection.
+    pub connected: bool,
+    /// Our identity as the server read it from our certificate.
+    pub client_id: Option<String>,
+    /// How many times the server has welcomed us since the agent started.
+    pub welcomes: u64,
+    /// How many heartbeats the server has acknowledged since the agent started.
+    pub heartbeats: u64,
+    /// Whether the current connection resumed an earlier TLS session.
+    pub resumed: bool,
+}
+
+/// Why a request through the link got no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LinkError {
+    /// There is no connection to the server right now.
+    #[error("not connected to the server")]
+    NotConnected,
+    /// The connection was lost before the server answered.
+    #[error("connection lost before the server answered")]
+    Lost,
+    /// The link has stopped.
+    #[error("the agent is stopping")]
+    Stopped,
+}
+
+/// A request from a local caller, waiting to go out.
+struct Outgoing {
+    request: Request,
+    reply: oneshot::Sender<Result<Response, LinkError>>,
+}
+
+/// The handle on the agent's connection to the server.
+#[derive(Clone)]
+pub struct Link {
+    status: watch::Receiver<LinkStatus>,
+    requests: mpsc::Sender<Outgoing>,
+}
+
+impl Link {
+    /// Starts keeping a connection to `server` with TLS configuration `tls`, until
+    /// `cancel` fires.
+    pub fn spawn(
+        tls: Arc<ClientConfig>,
+        server: ServerAddr,
+        cancel: CancellationToken,
+    ) -> Result<(Self, JoinHandle<()>), TlsError> {
+        let name = tls::server_name(&server.host)?;
+        let (status_tx, status) = watch::channel(LinkStatus::default());
+        let (requests, requests_rx) = mpsc::channel(QUEUE);
+        let task = Maintainer {
+            connector: TlsConnector::from(tls),
+            server,
+            name,
+            status: status_tx,
+            requests: requests_rx,
+            cancel,
+        };
+        Ok((Self { status, requests }, tokio::spawn(task.run())))
+    }
+
+    /// What the link is doing now.
+    pub fn status(&self) -> LinkStatus {
+        self.status.borrow().clone()
+    }
+
+    /// A receiver that sees every change of status.
+    pub fn watch(&self) -> watch::Receiver<LinkStatus> {
+        self.status.clone()
+    }
+
+    /// Sends `request` to the server and waits for its answer.
+    pub async fn call(&self, request: Request) -> Result<Response, LinkError> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(Outgoing { request, reply })
+            .await
+            .map_err(|_| LinkError::Stopped)?;
+        answer.await.unwrap_or(Err(LinkError::Lost))
+    }
+}
+
+/// Exponential backoff with jitter: each pause is drawn from the upper half of a
+/// window that doubles after every failure, so that agents cut off together do not
+/// come back together.
+#[derive(Debug)]
+struct Backoff {
+    window: Duration,
+}
+
+impl Backoff {
+    fn new() -> Self {
+        Self {
+            window: BACKOFF_BASE,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.window = BACKOFF_BASE;
+    }
+
+    fn next(&mut self) -> Duration {
+        let window = self.window;
+        self.window = (self.window * 2).min(BACKOFF_MAX);
+        window / 2 + window.mul_f64(rand::random::<f64>() / 2.0)
+    }
+}
+
+/// The task behind a [`Link`].
+struct Maintainer {
+    connector: TlsConnector,
+    server: ServerAddr,
+    name: ServerName<'static>,
+    status: watch::Sender<LinkStatus>,
+    requests: mpsc::Receiver<Outgoing>,
+    cancel: CancellationToken,
+}
+
+type TlsStream = tokio_rustls::client::TlsStream<TcpStream>;
+
+/// A connection the server has welcomed.
+struct Established {
+    reader: FrameReader<tokio::io::ReadHalf<TlsStream>>,
+    writer: FrameWriter<tokio::io::WriteHalf<TlsStream>>,
+    welcome: Welcome,
+    resumed: bool,
+}
+
+/// Why a connection attempt failed.
+#[derive(Debug, thiserror::Error)]
+enum ConnectError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error("server closed the connection: {0:?}")]
+    Refused(ErrorCode),
+    #[error("server did not welcome us")]
+    NoWelcome,
+}
+
+impl Maintainer {
+    async fn run(mut self) {
+        let mut backoff = Backoff::new();
+        loop {
+            let attempt = tokio::select! {
+                () = self.cancel.cancelled() => return,
+                attempt = timeout(CONNECT_TIMEOUT, self.connect()) => attempt,
+            };
+            match attempt {
+                Ok(Ok(established)) => {
+                    backoff.reset();
+                    if self.session(established).await.is_break() {
+                        return;
+                    }
+                }
+                Ok(Err(err)) => debug!(error = %err, "cannot connect to the server"),
+                Err(_) => debug!("connecting to the server timed out"),
+            }
+            let pause = sleep(backoff.next());
+            tokio::pin!(pause);
+            loop {
+                tokio::select! {
+                    () = self.cancel.cancelled() => return,
+                    () = &mut pause => break,
+                    Some(outgoing) = self.requests.recv() => {
+                        let _ = outgoing.reply.send(Err(LinkError::NotConnected));
+                    }
+                }
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<Established, ConnectError> {
+        let tcp = TcpStream::connect((self.server.host.as_str(), self.server.port)).await?;
+        let _ = tcp.set_nodelay(true);
+        let tls = self.connector.connect(self.name.clone(), tcp).await?;
+        let resumed = tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+        let (read, write) = tokio::io::split(tls);
+        let mut reader = FrameReader::new(read);
+        let mut writer = FrameWriter::new(write);
+        let hello = AgentMessage::Hello(Hello {
+            min_version: MIN_PROTOCOL_VERSION,
+            max_version: MAX_PROTOCOL_VERSION,
+            agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+            host_name: nix::unistd::gethostname()
+                .map(|name| name.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        });
+        writer
+            .write(&hello)
+            .await
+            .map_err(|_| ConnectError::NoWelcome)?;
+        match reader.read::<ServerMessage>().await {
+            Ok(Some(ServerMessage::Welcome(welcome))) => Ok(Established {
+                reader,
+                writer,
+                welcome,
+                resumed,
+            }),
+            Ok(Some(ServerMessage::Close(code))) => Err(ConnectError::Refused(code)),
+            Ok(_) | Err(_) => Err(ConnectError::NoWelcome),
+        }
+    }
+
+    /// Runs one welcomed connection until it ends. `Break` means the agent is
+    /// stopping.
+    async fn session(&mut self, mut conn: Established) -> std::ops::ControlFlow<()> {
+        use std::ops::ControlFlow::{Break, Continue};
+
+        let every = Duration::from_millis(conn.welcome.heartbeat_interval_ms.max(1).into());
+        info!(
+            client = %conn.welcome.client_id,
+            resumed = conn.resumed,
+            "connected to the server"
+        );
+        self.status.send_modify(|status| {
+            status.connected = true;
+            status.client_id = Some(conn.welcome.client_id.clone());
+            status.welcomes += 1;
+            status.resumed = conn.resumed;
+        });
+        let mut ticks = interval_at(Instant::now() + every, every);
+        ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut next_id: u64 = 0;
+        let mut heartbeat: Option<u64> = None;
+        let mut callers: HashMap<u64, oneshot::Sender<Result<Response, LinkError>>> =
+            HashMap::new();
+
+        let flow = loop {
+            let out = tokio::select! {
+                () = self.cancel.cancelled() => break Break(()),
+                _ = ticks.tick() => {
+                    if heartbeat.is_some() {
+                        warn!("server did not answer a heartbeat; reconnecting");
+                        break Continue(());
+                    }
+                    next_id += 1;
+                    heartbeat = Some(next_id);
+                    AgentMessage::Request { id: next_id, request: Request::Heartbeat }
+                }
+                Some(outgoing) = self.requests.recv() => {
+                    next_id += 1;
+                    callers.insert(next_id, outgoing.reply);
+                    AgentMessage::Request { id: next_id, request: outgoing.request }
+                }
+                frame = conn.reader.read::<ServerMessage>() => match frame {
+                    Ok(Some(ServerMessage::Response { id, response })) => {
+                        if heartbeat == Some(id) {
+                            heartbeat = None;
+                            self.status.send_modify(|status| status.heartbeats += 1);
+                        } else if let Some(caller) = callers.remove(&id) {
+                            let _ = caller.send(Ok(response));
+                        }
+                        continue;
+                    }
+                    Ok(Some(ServerMessage::Ping { nonce })) => AgentMessage::Pong { nonce },
+                    Ok(Some(ServerMessage::Close(code))) => {
+                        info!(?code, "server closed the connection");
+                        break Continue(());
+                    }
+                    Ok(Some(ServerMessage::Welcome(_))) => {
+                        warn!("server sent a second Welcome; reconnecting");
+                        break Continue(());
+                    }
+                    Ok(None) | Err(_) => {
+                        info!("connection to the server lost");
+                        break Continue(());
+                    }
+                },
+            };
+            if conn.writer.write(&out).await.is_err() {
+                info!("connection to the server lost");
+                break Continue(());
+            }
+        };
+        self.status.send_modify(|status| status.connected = false);
+        let _ = conn.writer.shutdown().await;
+        // Callers still waiting learn that the connection was lost when their
+        // senders drop here.
+        flow
+    }
+}
+
+/// The agent's settings, from its command line.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Where the server is.
+    pub server: ServerAddr,
+    /// The folder with `client.pem`, `client.key` and `ca.pem`.
+    pub identity: PathBuf,
+    /// Where to serve the local login prompt.
+    pub socket: PathBuf,
+}
+
+/// Why the agent could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AgentError {
+    /// The identity folder is unusable.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The local socket could not be created.
+    #[error("cannot serve {}: {source}", path.display())]
+    Socket {
+        /// The socket's path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Runs the agent until `cancel` fires: the link to the server and the local
+/// socket for the login prompt.
+pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), AgentError> {
+    let tls = tls::client_config(&config.identity)?;
+    let listener =
+        crate::local::bind(&config.socket).map_err(|source| AgentError::Socket {
+            path: config.socket.clone(),
+            source,
+        })?;
+    let (link, task) = Link::spawn(tls, config.server, cancel.clone())?;
+    crate::local::serve(listener, link, cancel).await;
+    let _ = task.await;
+    let _ = std::fs::remove_file(&config.socket);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_addresses_parse() {
+        let addr: ServerAddr = "otp.example.com:7443".parse().unwrap();
+        assert_eq!((addr.host.as_str(), addr.port), ("otp.example.com", 7443));
+        let addr: ServerAddr = "[::1]:7443".parse().unwrap();
+        assert_eq!(addr.host, "::1");
+        for bad in ["nohost", ":7443", "host:", "host:99999"] {
+            assert!(bad.parse::<ServerAddr>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_the_cap_and_resets() {
+        let mut backoff = Backoff::new();
+        let mut window = BACKOFF_BASE;
+        for _ in 0..12 {
+            let pause = backoff.next();
+            assert!(pause >= window / 2 && pause <= window, "{pause:?} in {window:?}");
+            window = (window * 2).min(BACKOFF_MAX);
+        }
+        assert_eq!(backoff.window, BACKOFF_MAX);
+        backoff.reset();
+        assert!(backoff.next() <= BACKOFF_BASE);
+    }
+}

@@ -1,0 +1,240 @@
+//! The server's configuration: embedded defaults, overridden by an optional TOML
+//! file, overridden by command-line flags; loaded and checked whole before any
+//! port is bound.
+//!
+//! ```toml
+//! data_dir = "./otpgate-data"
+//! listen = "127.0.0.1:7443"
+//! server_names = ["otp.example.com"]
+//! max_connections = 200000
+//! handshake_timeout_ms = 10000
+//! heartbeat_interval_ms = 30000
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Where the server keeps its database, PKI and outbox by default.
+pub const DEFAULT_DATA_DIR: &str = "./otpgate-data";
+/// Where the server listens for agents by default.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7443";
+/// How many agent connections may be open at once by default.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 200_000;
+/// How long a TLS handshake, and then the agent's Hello, may take by default.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often agents send a heartbeat by default.
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30);
+
+/// The shortest heartbeat interval we accept: shorter would flood the server.
+const MIN_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(50);
+
+/// A configuration that cannot be used; the server exits with status 64.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The configuration file could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The configuration file is not valid TOML for this configuration.
+    #[error("{}: {message}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said, on one line.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("{field}: {reason}")]
+    Invalid {
+        /// The setting.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// The configuration file's contents; every setting is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    data_dir: Option<PathBuf>,
+    listen: Option<String>,
+    server_names: Option<Vec<String>>,
+    max_connections: Option<usize>,
+    handshake_timeout_ms: Option<u64>,
+    heartbeat_interval_ms: Option<u64>,
+}
+
+/// What the command line may override.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `--listen`.
+    pub listen: Option<String>,
+}
+
+/// A checked server configuration.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The data folder.
+    pub data_dir: PathBuf,
+    /// The address agents connect to.
+    pub listen: SocketAddr,
+    /// Extra names for the server certificate, besides localhost and 127.0.0.1.
+    pub server_names: Vec<String>,
+    /// The most agent connections open at once.
+    pub max_connections: usize,
+    /// How long a TLS handshake, and then the agent's Hello, may take.
+    pub handshake_timeout: Duration,
+    /// How often agents send a heartbeat.
+    pub heartbeat_interval: Duration,
+}
+
+impl ServerConfig {
+    /// The embedded defaults, overridden by file `path` (if given), overridden by
+    /// `overrides`.
+    pub fn load(path: Option<&Path>, overrides: Overrides) -> Result<Self, ConfigError> {
+        let file = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|err| ConfigError::Parse {
+                    path: path.to_owned(),
+                    message: err.message().replace('\n', " "),
+                })?
+            }
+            None => File::default(),
+        };
+        Self::from_parts(file, overrides)
+    }
+
+    fn from_parts(file: File, overrides: Overrides) -> Result<Self, ConfigError> {
+        let listen = overrides
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+        let listen = listen.parse().map_err(|_| ConfigError::Invalid {
+            field: "listen",
+            reason: format!("{listen:?} is not an IP address and port"),
+        })?;
+        let max_connections = file.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+        if max_connections == 0 {
+            return Err(ConfigError::Invalid {
+                field: "max_connections",
+                reason: "must be at least 1".into(),
+            });
+        }
+        let handshake_timeout = file
+            .handshake_timeout_ms
+            .map_or(DEFAULT_HANDSHAKE_TIMEOUT, Duration::from_millis);
+        if handshake_timeout.is_zero() {
+            return Err(ConfigError::Invalid {
+                field: "handshake_timeout_ms",
+                reason: "must be above 0".into(),
+            });
+        }
+        let heartbeat_interval = file
+            .heartbeat_interval_ms
+            .map_or(DEFAULT_HEARTBEAT_INTERVAL, Duration::from_millis);
+        if heartbeat_interval < MIN_HEARTBEAT_INTERVAL
+            || u32::try_from(heartbeat_interval.as_millis()).is_err()
+        {
+            return Err(ConfigError::Invalid {
+                field: "heartbeat_interval_ms",
+                reason: format!(
+                    "must be between {} and {}",
+                    MIN_HEARTBEAT_INTERVAL.as_millis(),
+                    u32::MAX
+                ),
+            });
+        }
+        let server_names = file.server_names.unwrap_or_default();
+        if let Some(bad) = server_names
+            .iter()
+            .find(|name| rustls::pki_types::ServerName::try_from(name.as_str()).is_err())
+        {
+            return Err(ConfigError::Invalid {
+                field: "server_names",
+                reason: format!("{bad:?} is not a valid DNS name or IP address"),
+            });
+        }
+        Ok(Self {
+            data_dir: overrides
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
+            listen,
+            server_names,
+            max_connections,
+            handshake_timeout,
+            heartbeat_interval,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(toml: &str) -> Result<ServerConfig, ConfigError> {
+        ServerConfig::from_parts(toml::from_str(toml).unwrap(), Overrides::default())
+    }
+
+    #[test]
+    fn defaults_apply_when_nothing_is_set() {
+        let config = parse("").unwrap();
+        assert_eq!(config.listen, DEFAULT_LISTEN.parse().unwrap());
+        assert_eq!(config.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+        assert_eq!(config.heartbeat_interval, DEFAULT_HEARTBEAT_INTERVAL);
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let file = toml::from_str("listen = \"127.0.0.1:1\"\ndata_dir = \"/a\"").unwrap();
+        let overrides = Overrides {
+            data_dir: Some("/b".into()),
+            listen: Some("127.0.0.1:2".into()),
+        };
+        let config = ServerConfig::from_parts(file, overrides).unwrap();
+        assert_eq!(config.listen.port(), 2);
+        assert_eq!(config.data_dir, PathBuf::from("/b"));
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_setting_named() {
+        for (toml, field) in [
+            ("listen = \"nowhere\"", "listen"),
+            ("max_connections = 0", "max_connections"),
+            ("heartbeat_interval_ms = 1", "heartbeat_interval_ms"),
+            ("handshake_timeout_ms = 0", "handshake_timeout_ms"),
+            ("server_names = [\"bad name!\"]", "server_names"),
+        ] {
+            match parse(toml) {
+                Err(ConfigError::Invalid { field: got, .. }) => assert_eq!(got, field, "{toml}"),
+                other => panic!("{toml}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_settings_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("otpgate.toml");
+        std::fs::write(&path, "listne = \"127.0.0.1:1\"\n").unwrap();
+        let err = ServerConfig::load(Some(&path), Overrides::default()).unwrap_err();
+        assert!(matches!(err, ConfigError::Parse { .. }), "{err}");
+        assert!(!err.to_string().contains('\n'));
+    }
+}

@@ -1,0 +1,68 @@
+//! Writing the files that hold secrets and state: created with mode 0600 (folders
+//! 0700), written whole to a temporary name and renamed into place, so a crash
+//! never leaves half a key behind.
+
+use std::fs::{self, DirBuilder, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::Path;
+
+/// Creates folder `path` (and its parents) with mode 0700 if it does not exist.
+pub fn create_private_dir(path: &Path) -> io::Result<()> {
+    DirBuilder::new().recursive(true).mode(0o700).create(path)
+}
+
+/// Writes `contents` to `path` with mode 0600, replacing any file there.
+pub fn write_private(path: &Path, contents: &[u8]) -> io::Result<()> {
+    write_with_mode(path, contents, 0o600)
+}
+
+/// Writes `contents` to `path` with mode 0644 (for certificates, which are public).
+pub fn write_public(path: &Path, contents: &[u8]) -> io::Result<()> {
+    write_with_mode(path, contents, 0o644)
+}
+
+fn write_with_mode(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = Path::new(&tmp);
+    // A leftover from a crash may have other permissions; start afresh.
+    match fs::remove_file(tmp) {
+        Err(err) if err.kind() != io::ErrorKind::NotFound => return Err(err),
+        _ => {}
+    }
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(tmp)?;
+    file.write_all(contents)?;
+    file.sync_all()?;
+    fs::rename(tmp, path)?;
+    if let Some(parent) = path.parent() {
+        fs::File::open(parent)?.sync_all()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn private_files_and_folders_are_owner_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("a/b");
+        create_private_dir(&folder).unwrap();
+        let key = folder.join("key");
+        write_private(&key, b"one").unwrap();
+        write_private(&key, b"two").unwrap();
+        assert_eq!(fs::read(&key).unwrap(), b"two");
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&key), 0o600);
+        assert_eq!(mode(&folder), 0o700);
+        assert!(!folder.join("key.tmp").exists());
+    }
+}

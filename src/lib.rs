@@ -1,0 +1,18 @@
+//! otpgate: gates logins to client computers behind one-time passwords.
+//!
+//! This library is the daemon's wiring, shared by the `otpgate` binary and the
+//! black-box tests: configuration, PKI and TLS, the agent-facing server, the agent
+//! itself and its local socket. The wire format lives in `otpgate_protocol` and the
+//! domain rules in `otpgate_actors`.
+
+#![forbid(unsafe_code)]
+
+pub mod agent;
+pub mod config;
+pub mod conn;
+pub mod files;
+pub mod local;
+pub mod pki;
+pub mod server;
+pub mod tickets;
+pub mod tls;

@@ -1,0 +1,432 @@
+//! The server: opens the data folder, accepts agents over mutual TLS and serves
+//! each connection, handing every request to the actor of the computer the
+//! agent's certificate names.
+//!
+//! One task per connection reads frames, runs the requests it receives
+//! concurrently (at most [`MAX_IN_FLIGHT`] at once) and writes their responses.
+//! A connection that sends a bad frame is told why with an [`ErrorCode`] and
+//! closed; nothing it sends can stop the server serving the others.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::{Instant, sleep, timeout};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use otpgate_actors::{
+    AgentInfo, CallError, ComputerId, ComputerMsg, Computers, ConnectionId, SledStore, Store,
+    StoreError, SystemClock,
+};
+use otpgate_protocol::{
+    AgentMessage, ErrorCode, Hello, Request, Response, ServerMessage, Welcome, negotiate,
+};
+
+use crate::config::ServerConfig;
+use crate::conn::{FrameReader, FrameWriter};
+use crate::pki;
+use crate::tls::{self, ALPN, TlsError};
+
+/// How many requests one connection may have in flight.
+pub const MAX_IN_FLIGHT: usize = 32;
+
+/// How long shutdown waits for connections and actors to finish.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// The listen backlog: agents reconnecting all at once queue here.
+const LISTEN_BACKLOG: u32 = 8192;
+
+/// How long to pause accepting after the process ran out of file descriptors.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The PKI or TLS configuration is unusable.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The database could not be opened (another server may hold it).
+    #[error("cannot open the database: {0}")]
+    Store(#[from] StoreError),
+    /// The data folder could not be created.
+    #[error("cannot create the data folder {}: {source}", path.display())]
+    DataDir {
+        /// The folder.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The actors could not be started.
+    #[error("cannot start the actors: {0}")]
+    Actors(#[from] ractor::SpawnErr),
+}
+
+impl OpenError {
+    /// Whether the configuration is at fault (exit status 64) rather than the
+    /// environment.
+    pub fn is_config(&self) -> bool {
+        matches!(self, Self::Tls(_))
+    }
+}
+
+/// Binds `addr` with a backlog deep enough for a reconnect storm.
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// A server with its data folder open, ready to serve a listener.
+pub struct Server {
+    shared: Arc<Shared>,
+    store: Arc<SledStore>,
+    supervisor: JoinHandle<()>,
+    max_connections: usize,
+}
+
+/// What every connection task needs.
+struct Shared {
+    acceptor: TlsAcceptor,
+    computers: Computers,
+    handshake_timeout: Duration,
+    heartbeat_interval: Duration,
+    next_conn: AtomicU64,
+}
+
+impl Server {
+    /// Creates what is missing in the data folder (PKI, database), opens it and
+    /// starts the actors.
+    pub async fn open(config: &ServerConfig) -> Result<Self, OpenError> {
+        crate::files::create_private_dir(&config.data_dir).map_err(|source| {
+            OpenError::DataDir {
+                path: config.data_dir.clone(),
+                source,
+            }
+        })?;
+        let pki = pki::ensure_server(&config.data_dir, &config.server_names)
+            .map_err(TlsError::from)?;
+        let acceptor = TlsAcceptor::from(tls::server_config(pki)?);
+        let db = config.data_dir.join("db");
+        crate::files::create_private_dir(&db).map_err(|source| OpenError::DataDir {
+            path: db.clone(),
+            source,
+        })?;
+        let store = Arc::new(SledStore::open(&db)?);
+        let (computers, supervisor) = Computers::start(store.clone(), Arc::new(SystemClock)).await?;
+        Ok(Self {
+            shared: Arc::new(Shared {
+                acceptor,
+                computers,
+                handshake_timeout: config.handshake_timeout,
+                heartbeat_interval: config.heartbeat_interval,
+                next_conn: AtomicU64::new(0),
+            }),
+            store,
+            supervisor,
+            max_connections: config.max_connections,
+        })
+    }
+
+    /// The handle on the computers' actors, for the parts of the daemon (and the
+    /// tests) that act on a computer outside an agent's connection.
+    pub fn computers(&self) -> Computers {
+        self.shared.computers.clone()
+    }
+
+    /// Serves agents on `listener` until `shutdown` resolves, then stops in order:
+    /// stop accepting, close every connection, stop the actors, flush the database.
+    pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        let cancel = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let permits = Arc::new(Semaphore::new(self.max_connections));
+        tokio::pin!(shutdown);
+        loop {
+            let permit = tokio::select! {
+                () = &mut shutdown => break,
+                permit = permits.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => break,
+                },
+            };
+            let (tcp, peer) = tokio::select! {
+                () = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(err) => {
+                        // Out of file descriptors, or a connection reset while
+                        // queued: nothing to do but wait a little and go on.
+                        warn!(error = %err, "accept failed");
+                        sleep(ACCEPT_ERROR_PAUSE).await;
+                        continue;
+                    }
+                },
+            };
+            let shared = self.shared.clone();
+            let cancel = cancel.child_token();
+            let span = info_span!("conn", %peer, client = tracing::field::Empty);
+            tracker.spawn(serve_tcp(shared, tcp, cancel, permit).instrument(span));
+        }
+
+        info!("shutting down");
+        drop(listener);
+        cancel.cancel();
+        tracker.close();
+        if timeout(SHUTDOWN_GRACE, tracker.wait()).await.is_err() {
+            warn!("connections did not close in time");
+        }
+        self.shared.computers.stop(SHUTDOWN_GRACE).await;
+        if let Err(err) = self.supervisor.await {
+            warn!(error = %err, "supervisor task failed");
+        }
+        if let Err(err) = self.store.flush().await {
+            tracing::error!(error = %err, "final flush failed");
+        }
+        info!("stopped");
+    }
+}
+
+/// Serves one accepted TCP connection: TLS handshake, identity, then the session.
+async fn serve_tcp(
+    shared: Arc<Shared>,
+    tcp: TcpStream,
+    cancel: CancellationToken,
+    _permit: OwnedSemaphorePermit,
+) {
+    // Frames are small and latency matters more than packet count.
+    let _ = tcp.set_nodelay(true);
+    let tls = tokio::select! {
+        () = cancel.cancelled() => return,
+        handshake = timeout(shared.handshake_timeout, shared.acceptor.accept(tcp)) => match handshake {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(err)) => {
+                debug!(error = %err, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                debug!("TLS handshake timed out");
+                return;
+            }
+        },
+    };
+    let (_, session) = tls.get_ref();
+    if session.alpn_protocol() != Some(ALPN) {
+        debug!("client did not negotiate ALPN otpgate/1");
+        return;
+    }
+    let id = match session.peer_certificates().and_then(|certs| certs.first()) {
+        Some(cert) => match pki::client_id(cert) {
+            Ok(id) => id,
+            Err(err) => {
+                warn!(error = %err, "refused a certificate");
+                return;
+            }
+        },
+        // The verifier requires a certificate; this cannot happen, but must not panic.
+        None => return,
+    };
+    tracing::Span::current().record("client", id.as_str());
+    let conn = ConnectionId(shared.next_conn.fetch_add(1, Ordering::Relaxed));
+    let (read, write) = tokio::io::split(tls);
+    let mut session = Session {
+        shared: &shared,
+        id,
+        conn,
+        reader: FrameReader::new(read),
+        writer: FrameWriter::new(write),
+    };
+    session.run(&cancel).await;
+}
+
+/// One agent's connection after the TLS handshake.
+struct Session<'a, R, W> {
+    shared: &'a Shared,
+    id: ComputerId,
+    conn: ConnectionId,
+    reader: FrameReader<R>,
+    writer: FrameWriter<W>,
+}
+
+/// How a session ended.
+enum End {
+    /// The agent closed the connection, or it broke.
+    Gone,
+    /// We close it, telling the agent why.
+    Close(ErrorCode),
+}
+
+impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<'_, R, W> {
+    async fn run(&mut self, cancel: &CancellationToken) {
+        let end = match self.hello().await {
+            Ok(hello) => {
+                let end = self.serve(hello, cancel).await;
+                self.shared.computers.cast(
+                    &self.id,
+                    ComputerMsg::Disconnect { conn: self.conn },
+                );
+                end
+            }
+            Err(end) => end,
+        };
+        if let End::Close(code) = end {
+            debug!(?code, "closing connection");
+            // The agent may be gone already; nothing more to do if so.
+            let _ = self.writer.write(&ServerMessage::Close(code)).await;
+        }
+        let _ = self.writer.shutdown().await;
+        info!("agent disconnected");
+    }
+
+    /// Waits for the agent's Hello and agrees on a protocol version.
+    async fn hello(&mut self) -> Result<(Hello, u16), End> {
+        let hello = match timeout(self.shared.handshake_timeout, self.reader.read()).await {
+            Err(_) => return Err(End::Close(ErrorCode::Timeout)),
+            Ok(Ok(Some(AgentMessage::Hello(hello)))) => hello,
+            Ok(Ok(Some(_))) => return Err(End::Close(ErrorCode::UnexpectedMessage)),
+            Ok(Ok(None)) => return Err(End::Gone),
+            Ok(Err(err)) => return Err(err.code().map_or(End::Gone, End::Close)),
+        };
+        match negotiate(&hello) {
+            Some(version) => Ok((hello, version)),
+            None => Err(End::Close(ErrorCode::UnsupportedProtocolVersion)),
+        }
+    }
+
+    /// Registers the connection with the computer's actor, welcomes the agent, then
+    /// serves its requests until it leaves, misbehaves or we shut down.
+    async fn serve(&mut self, (hello, version): (Hello, u16), cancel: &CancellationToken) -> End {
+        let info = AgentInfo {
+            host_name: hello.host_name,
+            agent_version: hello.agent_version,
+        };
+        let conn = self.conn;
+        let connected = self
+            .shared
+            .computers
+            .call(&self.id, |reply| ComputerMsg::Connect {
+                conn,
+                info: info.clone(),
+                reply,
+            })
+            .await;
+        if let Err(err) = connected {
+            warn!(error = %err, "cannot register connection");
+            return End::Close(code_for(&err));
+        }
+        let welcome = ServerMessage::Welcome(Welcome {
+            version,
+            client_id: self.id.to_string(),
+            server_version: env!("CARGO_PKG_VERSION").to_owned(),
+            heartbeat_interval_ms: u32::try_from(self.shared.heartbeat_interval.as_millis())
+                .unwrap_or(u32::MAX),
+        });
+        if self.writer.write(&welcome).await.is_err() {
+            return End::Gone;
+        }
+        info!(version, host = %info.host_name, "agent connected");
+
+        let interval = self.shared.heartbeat_interval;
+        let idle = sleep(2 * interval);
+        tokio::pin!(idle);
+        let mut ping: Option<u64> = None;
+        let mut in_flight = JoinSet::new();
+        loop {
+            let out = tokio::select! {
+                biased;
+                () = cancel.cancelled() => return End::Close(ErrorCode::ShuttingDown),
+                Some(done) = in_flight.join_next() => match done {
+                    Ok(out) => out,
+                    Err(err) => {
+                        tracing::error!(error = %err, "request task failed");
+                        continue;
+                    }
+                },
+                () = &mut idle => {
+                    if ping.is_some() {
+                        return End::Close(ErrorCode::Timeout);
+                    }
+                    let nonce = rand::random();
+                    ping = Some(nonce);
+                    idle.as_mut().reset(Instant::now() + interval);
+                    ServerMessage::Ping { nonce }
+                }
+                frame = self.reader.read() => {
+                    let msg = match frame {
+                        Ok(Some(msg)) => msg,
+                        Ok(None) => return End::Gone,
+                        Err(err) => return err.code().map_or(End::Gone, End::Close),
+                    };
+                    idle.as_mut().reset(Instant::now() + 2 * interval);
+                    ping = None;
+                    match msg {
+                        AgentMessage::Hello(_) => return End::Close(ErrorCode::UnexpectedMessage),
+                        AgentMessage::Pong { .. } => continue,
+                        AgentMessage::Request { id, request } => {
+                            if in_flight.len() >= MAX_IN_FLIGHT {
+                                let response = Response::Fail(ErrorCode::TooManyRequests);
+                                ServerMessage::Response { id, response }
+                            } else {
+                                let computers = self.shared.computers.clone();
+                                let (computer, conn) = (self.id.clone(), self.conn);
+                                in_flight.spawn(
+                                    async move {
+                                        let response = respond(&computers, &computer, conn, request).await;
+                                        ServerMessage::Response { id, response }
+                                    }
+                                    .in_current_span(),
+                                );
+                                continue;
+                            }
+                        }
+                    }
+                }
+            };
+            if self.writer.write(&out).await.is_err() {
+                return End::Gone;
+            }
+        }
+    }
+}
+
+/// Serves one request of computer `id` on connection `conn`.
+async fn respond(
+    computers: &Computers,
+    id: &ComputerId,
+    conn: ConnectionId,
+    request: Request,
+) -> Response {
+    let answer = match request {
+        Request::Heartbeat => computers
+            .call(id, |reply| ComputerMsg::Heartbeat { conn, reply })
+            .await
+            .map(|()| Response::Heartbeat),
+    };
+    answer.unwrap_or_else(|err| {
+        warn!(error = %err, "request failed");
+        Response::Fail(code_for(&err))
+    })
+}
+
+/// The code a peer is given for a failed call; the details stay in our log.
+fn code_for(err: &CallError) -> ErrorCode {
+    match err {
+        CallError::Unavailable | CallError::Timeout => ErrorCode::Unavailable,
+        _ => ErrorCode::Internal,
+    }
+}

@@ -1,0 +1,84 @@
+//! TLS for the agent protocol: TLS 1.3 only, mutual authentication against the
+//! server's CA, ALPN `otpgate/1`, one crypto provider (aws-lc-rs) on both sides.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+
+use crate::pki::{self, ClientPaths, PkiError, ServerPki};
+use crate::tickets::Tickets;
+
+/// The one application protocol spoken over these connections.
+pub const ALPN: &[u8] = b"otpgate/1";
+
+/// How many resumable sessions the server remembers (for clients that do not take
+/// tickets); tickets need no server memory.
+const SESSION_CACHE: usize = 4096;
+
+/// Why a TLS configuration could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// A key, certificate or CA file could not be used.
+    #[error(transparent)]
+    Pki(#[from] PkiError),
+    /// rustls refused the configuration.
+    #[error("TLS configuration refused: {0}")]
+    Rustls(#[from] rustls::Error),
+    /// The client certificate verifier could not be built.
+    #[error("client verifier: {0}")]
+    Verifier(#[from] rustls::server::VerifierBuilderError),
+    /// A server name is not valid.
+    #[error("{0:?} is not a valid server name")]
+    ServerName(String),
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+fn roots(ca: CertificateDer<'static>) -> Result<Arc<RootCertStore>, TlsError> {
+    let mut roots = RootCertStore::empty();
+    roots.add(ca)?;
+    Ok(Arc::new(roots))
+}
+
+/// The server's TLS configuration: agents must present a certificate from our CA.
+pub fn server_config(pki: ServerPki) -> Result<Arc<ServerConfig>, TlsError> {
+    let provider = provider();
+    let verifier =
+        WebPkiClientVerifier::builder_with_provider(roots(pki.ca)?, provider.clone()).build()?;
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(pki.chain, pki.key)?;
+    config.alpn_protocols = vec![ALPN.to_vec()];
+    config.ticketer = Arc::new(Tickets::new(&pki.secret));
+    // An agent holds one connection: one ticket for its next reconnection is enough.
+    config.send_tls13_tickets = 1;
+    config.session_storage = rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE);
+    Ok(Arc::new(config))
+}
+
+/// An agent's TLS configuration, from the identity folder `dir` that
+/// `otpgate certs client` wrote.
+pub fn client_config(dir: &Path) -> Result<Arc<ClientConfig>, TlsError> {
+    let paths = ClientPaths::new(dir);
+    let chain = pki::read_chain(&paths.cert)?;
+    let key = pki::read_key(&paths.key)?;
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots(pki::read_cert(&paths.ca)?)?)
+        .with_client_auth_cert(chain, key)?;
+    config.alpn_protocols = vec![ALPN.to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The name to check the server's certificate against, from `host` in `host:port`.
+pub fn server_name(host: &str) -> Result<ServerName<'static>, TlsError> {
+    ServerName::try_from(host.to_owned()).map_err(|_| TlsError::ServerName(host.to_owned()))
+}

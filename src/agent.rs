@@ -36,6 +36,9 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const BACKOFF_BASE: Duration = Duration::from_millis(250);
 /// The longest pause before reconnecting.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// After this many heartbeat intervals without a word from the server, the
+/// connection is taken for dead.
+const SILENCE_INTERVALS: u32 = 3;
 /// How many local requests may wait for the link at once.
 const QUEUE: usize = 64;
 
@@ -300,6 +303,7 @@ impl Maintainer {
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut next_id: u64 = 0;
         let mut heartbeat: Option<u64> = None;
+        let mut last_heard = Instant::now();
         let mut callers: HashMap<u64, oneshot::Sender<Result<Response, LinkError>>> =
             HashMap::new();
 
@@ -307,9 +311,13 @@ impl Maintainer {
             let out = tokio::select! {
                 () = self.cancel.cancelled() => break Break(()),
                 _ = ticks.tick() => {
-                    if heartbeat.is_some() {
-                        warn!("server did not answer a heartbeat; reconnecting");
+                    if last_heard.elapsed() > SILENCE_INTERVALS * every {
+                        warn!("server silent for too long; reconnecting");
                         break Continue(());
+                    }
+                    if heartbeat.is_some() {
+                        // The last one is still on its way; do not pile up more.
+                        continue;
                     }
                     next_id += 1;
                     heartbeat = Some(next_id);
@@ -320,30 +328,35 @@ impl Maintainer {
                     callers.insert(next_id, outgoing.reply);
                     AgentMessage::Request { id: next_id, request: outgoing.request }
                 }
-                frame = conn.reader.read::<ServerMessage>() => match frame {
-                    Ok(Some(ServerMessage::Response { id, response })) => {
-                        if heartbeat == Some(id) {
-                            heartbeat = None;
-                            self.status.send_modify(|status| status.heartbeats += 1);
-                        } else if let Some(caller) = callers.remove(&id) {
-                            let _ = caller.send(Ok(response));
-                        }
-                        continue;
-                    }
-                    Ok(Some(ServerMessage::Ping { nonce })) => AgentMessage::Pong { nonce },
-                    Ok(Some(ServerMessage::Close(code))) => {
-                        info!(?code, "server closed the connection");
-                        break Continue(());
-                    }
-                    Ok(Some(ServerMessage::Welcome(_))) => {
-                        warn!("server sent a second Welcome; reconnecting");
-                        break Continue(());
-                    }
-                    Ok(None) | Err(_) => {
+                frame = conn.reader.read::<ServerMessage>() => {
+                    let Ok(Some(msg)) = frame else {
                         info!("connection to the server lost");
                         break Continue(());
+                    };
+                    last_heard = Instant::now();
+                    match msg {
+                        ServerMessage::Response { id, response } => {
+                            if heartbeat == Some(id) {
+                                heartbeat = None;
+                                if response == Response::Heartbeat {
+                                    self.status.send_modify(|status| status.heartbeats += 1);
+                                }
+                            } else if let Some(caller) = callers.remove(&id) {
+                                let _ = caller.send(Ok(response));
+                            }
+                            continue;
+                        }
+                        ServerMessage::Ping { nonce } => AgentMessage::Pong { nonce },
+                        ServerMessage::Close(code) => {
+                            info!(?code, "server closed the connection");
+                            break Continue(());
+                        }
+                        ServerMessage::Welcome(_) => {
+                            warn!("server sent a second Welcome; reconnecting");
+                            break Continue(());
+                        }
                     }
-                },
+                }
             };
             if conn.writer.write(&out).await.is_err() {
                 info!("connection to the server lost");
@@ -391,11 +404,10 @@ pub enum AgentError {
 /// socket for the login prompt.
 pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), AgentError> {
     let tls = tls::client_config(&config.identity)?;
-    let listener =
-        crate::local::bind(&config.socket).map_err(|source| AgentError::Socket {
-            path: config.socket.clone(),
-            source,
-        })?;
+    let listener = crate::local::bind(&config.socket).map_err(|source| AgentError::Socket {
+        path: config.socket.clone(),
+        source,
+    })?;
     let (link, task) = Link::spawn(tls, config.server, cancel.clone())?;
     crate::local::serve(listener, link, cancel).await;
     let _ = task.await;
@@ -424,7 +436,10 @@ mod tests {
         let mut window = BACKOFF_BASE;
         for _ in 0..12 {
             let pause = backoff.next();
-            assert!(pause >= window / 2 && pause <= window, "{pause:?} in {window:?}");
+            assert!(
+                pause >= window / 2 && pause <= window,
+                "{pause:?} in {window:?}"
+            );
             window = (window * 2).min(BACKOFF_MAX);
         }
         assert_eq!(backoff.window, BACKOFF_MAX);

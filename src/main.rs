@@ -13,8 +13,8 @@ use tokio_util::sync::CancellationToken;
 use otpgate::agent::{self, AgentConfig, ServerAddr};
 use otpgate::config::{DEFAULT_DATA_DIR, Overrides, ServerConfig};
 use otpgate::local::{self, DEFAULT_SOCKET};
-use otpgate::server::{self, Server};
 use otpgate::pki;
+use otpgate::server::{self, Server};
 use otpgate_actors::ComputerId;
 use otpgate_protocol::local::{LocalRequest, LocalResponse};
 
@@ -22,7 +22,10 @@ use otpgate_protocol::local::{LocalRequest, LocalResponse};
 const EXIT_CONFIG: u8 = 64;
 
 #[derive(Parser)]
-#[command(version, about = "Gates logins to client computers behind one-time passwords")]
+#[command(
+    version,
+    about = "Gates logins to client computers behind one-time passwords"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

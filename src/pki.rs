@@ -22,8 +22,8 @@ use std::path::{Path, PathBuf};
 use std::{fs, io};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -382,7 +382,10 @@ mod tests {
         let client = issue_client(dir.path(), &id, &dir.path().join("ws-7")).unwrap();
         assert_eq!(mode(&client.key), 0o600);
         assert_eq!(client_id(&read_cert(&client.cert).unwrap()).unwrap(), id);
-        assert_eq!(fs::read(&client.ca).unwrap(), fs::read(&paths.ca_cert).unwrap());
+        assert_eq!(
+            fs::read(&client.ca).unwrap(),
+            fs::read(&paths.ca_cert).unwrap()
+        );
     }
 
     #[test]

@@ -120,8 +120,8 @@ impl Server {
                 source,
             }
         })?;
-        let pki = pki::ensure_server(&config.data_dir, &config.server_names)
-            .map_err(TlsError::from)?;
+        let pki =
+            pki::ensure_server(&config.data_dir, &config.server_names).map_err(TlsError::from)?;
         let acceptor = TlsAcceptor::from(tls::server_config(pki)?);
         let db = config.data_dir.join("db");
         crate::files::create_private_dir(&db).map_err(|source| OpenError::DataDir {
@@ -129,7 +129,8 @@ impl Server {
             source,
         })?;
         let store = Arc::new(SledStore::open(&db)?);
-        let (computers, supervisor) = Computers::start(store.clone(), Arc::new(SystemClock)).await?;
+        let (computers, supervisor) =
+            Computers::start(store.clone(), Arc::new(SystemClock)).await?;
         Ok(Self {
             shared: Arc::new(Shared {
                 acceptor,
@@ -276,10 +277,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<'_, R, W> {
         let end = match self.hello().await {
             Ok(hello) => {
                 let end = self.serve(hello, cancel).await;
-                self.shared.computers.cast(
-                    &self.id,
-                    ComputerMsg::Disconnect { conn: self.conn },
-                );
+                self.shared
+                    .computers
+                    .cast(&self.id, ComputerMsg::Disconnect { conn: self.conn });
                 end
             }
             Err(end) => end,

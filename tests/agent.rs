@@ -1,0 +1,144 @@
+//! An agent with a valid certificate connects, says Hello, stays connected across
+//! heartbeats, reconnects by itself after a server restart (resuming its TLS
+//! session), and keeps being served when its computer's actor panics.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Agent, ServerProcess, TestServer, issue, wait_until};
+use otpgate_actors::{ComputerMsg, SledStore, Store};
+use otpgate_protocol::local::{LocalRequest, LocalResponse};
+use otpgate_protocol::{Request, Response};
+use tokio_util::sync::CancellationToken;
+
+const WITHIN: Duration = Duration::from_secs(20);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_connects_and_stays_connected_across_heartbeats() {
+    let server = TestServer::start().await;
+    let agent = server.agent(&server.identity("ws-1"));
+    agent.welcomed(1, WITHIN).await;
+    assert_eq!(agent.link.status().client_id.as_deref(), Some("ws-1"));
+
+    // Twenty heartbeat intervals on one connection.
+    let mut watch = agent.link.watch();
+    tokio::time::timeout(WITHIN, watch.wait_for(|s| s.heartbeats >= 20))
+        .await
+        .unwrap()
+        .unwrap();
+    let status = agent.link.status();
+    assert!(status.connected);
+    assert_eq!(status.welcomes, 1, "never reconnected: {status:?}");
+    assert_eq!(
+        agent.link.call(Request::Heartbeat).await,
+        Ok(Response::Heartbeat)
+    );
+
+    // The computer's connection and last-seen times are in the database.
+    drop(agent);
+    let data = server.data_dir();
+    let _kept = server.stop().await;
+    let store = SledStore::open(&data.join("db")).unwrap();
+    let record = store.computer(&"ws-1".parse().unwrap()).unwrap().unwrap();
+    assert!(record.last_seen > record.first_seen);
+    assert_eq!(record.connected_since, None, "disconnection recorded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_reconnects_after_a_restart_and_resumes_its_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path(), "127.0.0.1:0");
+    let addr = server.addr;
+    let agent = Agent::start(&issue(&server.data_dir(), dir.path(), "ws-2"), addr);
+    agent.welcomed(1, WITHIN).await;
+    assert!(!agent.link.status().resumed);
+
+    assert!(server.stop().success(), "SIGTERM stops the server cleanly");
+    let mut watch = agent.link.watch();
+    tokio::time::timeout(WITHIN, watch.wait_for(|s| !s.connected))
+        .await
+        .unwrap()
+        .unwrap();
+
+    let server = ServerProcess::start(dir.path(), &addr.to_string());
+    agent.welcomed(2, WITHIN).await;
+    assert!(
+        agent.link.status().resumed,
+        "the ticket from before the restart was accepted"
+    );
+    assert_eq!(
+        agent.link.call(Request::Heartbeat).await,
+        Ok(Response::Heartbeat)
+    );
+
+    // And once more after SIGKILL: the server comes back on the same data.
+    let mut server = server;
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let _server = ServerProcess::start(dir.path(), &addr.to_string());
+    agent.welcomed(3, WITHIN).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_computer_actor_is_respawned_and_the_next_request_served() {
+    let server = TestServer::start().await;
+    let agent = server.agent(&server.identity("ws-3"));
+    agent.welcomed(1, WITHIN).await;
+
+    let id = "ws-3".parse().unwrap();
+    let first = server.computers.actor(&id).await.unwrap();
+    first.cast(ComputerMsg::Panic).unwrap();
+    wait_until(WITHIN, "the panicked actor has stopped", || async {
+        first.get_status() == ractor::ActorStatus::Stopped
+    })
+    .await;
+
+    assert_eq!(
+        agent.link.call(Request::Heartbeat).await,
+        Ok(Response::Heartbeat),
+        "the first request after the panic is served"
+    );
+    let second = server.computers.actor(&id).await.unwrap();
+    assert_ne!(first.get_id(), second.get_id());
+    assert_eq!(agent.link.status().welcomes, 1, "the connection survived");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_login_prompt_is_known_by_its_peer_credentials() {
+    let server = TestServer::start().await;
+    let identity = server.identity("ws-4");
+    let socket = server.data.path().join("agent.sock");
+    let cancel = CancellationToken::new();
+    let config = otpgate::agent::AgentConfig {
+        server: format!("localhost:{}", server.addr.port()).parse().unwrap(),
+        identity,
+        socket: socket.clone(),
+    };
+    let agent = tokio::spawn(otpgate::agent::run(config, cancel.clone()));
+
+    let me = nix::unistd::User::from_uid(nix::unistd::getuid())
+        .unwrap()
+        .unwrap()
+        .name;
+    let deadline = tokio::time::Instant::now() + WITHIN;
+    let status = loop {
+        match otpgate::local::ask(&socket, &LocalRequest::Status).await {
+            Ok(LocalResponse::Status(status)) if status.connected => break status,
+            _ => assert!(
+                tokio::time::Instant::now() < deadline,
+                "agent never connected"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(status.os_user, me);
+    assert_eq!(status.client_id.as_deref(), Some("ws-4"));
+    assert!(status.server_rtt_us.is_some());
+
+    cancel.cancel();
+    agent.await.unwrap().unwrap();
+    assert!(!socket.exists(), "the agent removes its socket");
+    server.stop().await;
+}

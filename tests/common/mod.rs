@@ -1,0 +1,250 @@
+//! Helpers for the black-box tests: a server in this process or as a child
+//! process, client identities, agents and raw TLS clients, all on 127.0.0.1.
+
+#![allow(dead_code)] // Each test file uses its own part of these helpers.
+
+use std::future::Future;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, sleep};
+use tokio_rustls::TlsConnector;
+use tokio_util::sync::CancellationToken;
+
+use otpgate::agent::{Link, ServerAddr};
+use otpgate::config::{Overrides, ServerConfig};
+use otpgate::server::{self, Server};
+use otpgate::{pki, tls};
+use otpgate_actors::Computers;
+
+/// A heartbeat interval short enough that tests see many of them.
+pub const HEARTBEAT_MS: u64 = 100;
+
+/// Sends the server's and agents' logs to the test's output (shown when it fails).
+pub fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// Polls `condition` every few milliseconds until it holds, failing the test
+/// with `what` if it does not within `within`.
+pub async fn wait_until<F, Fut>(within: Duration, what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !condition().await {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Writes the test configuration into `dir` and returns its path.
+pub fn write_config(dir: &Path) -> PathBuf {
+    let path = dir.join("otpgate.toml");
+    std::fs::write(
+        &path,
+        format!("heartbeat_interval_ms = {HEARTBEAT_MS}\nhandshake_timeout_ms = 2000\n"),
+    )
+    .unwrap();
+    path
+}
+
+/// A server running in this process, on a port of its own.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub data: tempfile::TempDir,
+    pub computers: Computers,
+    cancel: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        init_logs();
+        let data = tempfile::tempdir().unwrap();
+        let overrides = Overrides {
+            data_dir: Some(data.path().join("data")),
+            listen: Some("127.0.0.1:0".into()),
+        };
+        let config = ServerConfig::load(Some(&write_config(data.path())), overrides).unwrap();
+        let server = Server::open(&config).await.unwrap();
+        let computers = server.computers();
+        let listener = server::bind(config.listen).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(server.run(listener, cancel.clone().cancelled_owned()));
+        Self {
+            addr,
+            data,
+            computers,
+            cancel,
+            task,
+        }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.data.path().join("data")
+    }
+
+    /// Issues client computer `name`'s identity and returns its folder.
+    pub fn identity(&self, name: &str) -> PathBuf {
+        issue(&self.data_dir(), self.data.path(), name)
+    }
+
+    /// Starts an agent link for identity folder `identity`.
+    pub fn agent(&self, identity: &Path) -> Agent {
+        Agent::start(identity, self.addr)
+    }
+
+    /// Stops the server the way SIGTERM would, and waits for it.
+    pub async fn stop(self) -> tempfile::TempDir {
+        self.cancel.cancel();
+        self.task.await.unwrap();
+        self.data
+    }
+}
+
+/// Issues client computer `name`'s identity from the CA in `data_dir` into a
+/// folder under `parent`.
+pub fn issue(data_dir: &Path, parent: &Path, name: &str) -> PathBuf {
+    let out = parent.join("identities").join(name);
+    pki::issue_client(data_dir, &name.parse().unwrap(), &out).unwrap();
+    out
+}
+
+/// An agent's link to a server, stopped when dropped.
+pub struct Agent {
+    pub link: Link,
+    cancel: CancellationToken,
+}
+
+impl Agent {
+    pub fn start(identity: &Path, server: SocketAddr) -> Self {
+        init_logs();
+        let tls = tls::client_config(identity).unwrap();
+        let addr: ServerAddr = format!("localhost:{}", server.port()).parse().unwrap();
+        let cancel = CancellationToken::new();
+        let (link, _task) = Link::spawn(tls, addr, cancel.clone()).unwrap();
+        Self { link, cancel }
+    }
+
+    /// Waits until the server has welcomed this agent `welcomes` times in all.
+    pub async fn welcomed(&self, welcomes: u64, within: Duration) {
+        let mut watch = self.link.watch();
+        let reached = watch.wait_for(|s| s.connected && s.welcomes >= welcomes);
+        tokio::time::timeout(within, reached)
+            .await
+            .unwrap_or_else(|_| panic!("not welcomed {welcomes} times: {:?}", self.link.status()))
+            .unwrap();
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+/// A TLS connection opened by hand, to send whatever bytes a test wants.
+pub type RawTls = tokio_rustls::client::TlsStream<TcpStream>;
+
+/// Opens a TLS connection to `server` with `config`.
+pub async fn connect_tls(
+    config: Arc<rustls::ClientConfig>,
+    server: SocketAddr,
+) -> std::io::Result<RawTls> {
+    let tcp = TcpStream::connect(server).await?;
+    let name = ServerName::try_from("localhost").unwrap();
+    TlsConnector::from(config).connect(name, tcp).await
+}
+
+/// The server binary, run as a child process on a data folder of its own.
+pub struct ServerProcess {
+    pub addr: SocketAddr,
+    pub child: Child,
+    pub dir: PathBuf,
+}
+
+impl ServerProcess {
+    /// Starts `otpgate serve` on folder `dir` (configuration, data, log) listening
+    /// on `listen`, and waits until it says where it listens.
+    pub fn start(dir: &Path, listen: &str) -> Self {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("server.log"))
+            .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_otpgate"))
+            .arg("serve")
+            .arg("--config")
+            .arg(write_config(dir))
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .args(["--listen", listen])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("otpgate listening on ")
+            .unwrap_or_else(|| panic!("server did not start: {line:?}; see {}", dir.display()))
+            .parse()
+            .unwrap();
+        Self {
+            addr,
+            child,
+            dir: dir.to_owned(),
+        }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    /// The server's resident and peak memory, in KiB, from /proc.
+    pub fn memory_kib(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(name))
+                .and_then(|rest| rest.trim().trim_end_matches(" kB").parse().ok())
+                .unwrap()
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
+    /// Stops the server with SIGTERM and waits for it to exit.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -271,15 +271,27 @@ impl Computers {
         }
     }
 
-    /// Stops every computer's actor, then the supervisor, and waits for them.
-    pub async fn stop(&self, timeout: Duration) {
+    /// Stops every computer's actor once it has handled what is in its mailbox
+    /// (the last disconnections, say), then the supervisor, waiting at most
+    /// `grace` for each step.
+    pub async fn stop(&self, grace: Duration) {
+        self.supervisor.drain_children();
+        let children = self.supervisor.get_children();
+        let drained = async {
+            for child in &children {
+                let _ = child.wait(None).await;
+            }
+        };
+        if tokio::time::timeout(grace, drained).await.is_err() {
+            tracing::warn!("computer actors did not drain in time");
+        }
         if self
             .supervisor
-            .stop_and_wait(None, Some(timeout))
+            .stop_and_wait(None, Some(grace))
             .await
             .is_err()
         {
-            tracing::warn!("computer actors did not stop in time");
+            tracing::warn!("computer supervisor did not stop in time");
         }
     }
 }

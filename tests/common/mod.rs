@@ -52,12 +52,13 @@ where
     }
 }
 
-/// Writes the test configuration into `dir` and returns its path.
-pub fn write_config(dir: &Path) -> PathBuf {
+/// Writes a test configuration with heartbeats every `heartbeat_ms` into `dir`
+/// and returns its path.
+pub fn write_config(dir: &Path, heartbeat_ms: u64) -> PathBuf {
     let path = dir.join("otpgate.toml");
     std::fs::write(
         &path,
-        format!("heartbeat_interval_ms = {HEARTBEAT_MS}\nhandshake_timeout_ms = 2000\n"),
+        format!("heartbeat_interval_ms = {heartbeat_ms}\nhandshake_timeout_ms = 2000\n"),
     )
     .unwrap();
     path
@@ -80,7 +81,8 @@ impl TestServer {
             data_dir: Some(data.path().join("data")),
             listen: Some("127.0.0.1:0".into()),
         };
-        let config = ServerConfig::load(Some(&write_config(data.path())), overrides).unwrap();
+        let config =
+            ServerConfig::load(Some(&write_config(data.path(), HEARTBEAT_MS)), overrides).unwrap();
         let server = Server::open(&config).await.unwrap();
         let computers = server.computers();
         let listener = server::bind(config.listen).unwrap();
@@ -183,6 +185,11 @@ impl ServerProcess {
     /// Starts `otpgate serve` on folder `dir` (configuration, data, log) listening
     /// on `listen`, and waits until it says where it listens.
     pub fn start(dir: &Path, listen: &str) -> Self {
+        Self::start_with(dir, listen, HEARTBEAT_MS)
+    }
+
+    /// As [`ServerProcess::start`], with heartbeats every `heartbeat_ms`.
+    pub fn start_with(dir: &Path, listen: &str, heartbeat_ms: u64) -> Self {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -191,7 +198,7 @@ impl ServerProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_otpgate"))
             .arg("serve")
             .arg("--config")
-            .arg(write_config(dir))
+            .arg(write_config(dir, heartbeat_ms))
             .arg("--data-dir")
             .arg(dir.join("data"))
             .args(["--listen", listen])

@@ -1,0 +1,61 @@
+//! A thousand agents connect at once, from one process, to the server binary, and
+//! every one is welcomed. The time it took and the server's memory are printed
+//! (run with `--nocapture` to see them).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Agent, ServerProcess, issue};
+
+const AGENTS: usize = 1_000;
+/// Heartbeats as an operator would set them; the short ones of the other tests
+/// would make this a heartbeat benchmark.
+const HEARTBEAT_MS: u64 = 2_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_agents_connect_at_once() {
+    // One descriptor per agent here, and the server's own in its process.
+    rlimit::increase_nofile_limit(u64::MAX).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start_with(dir.path(), "127.0.0.1:0", HEARTBEAT_MS);
+    let identities: Vec<_> = (0..AGENTS)
+        .map(|i| issue(&server.data_dir(), dir.path(), &format!("ws-{i:05}")))
+        .collect();
+    let (rss_idle, _) = server.memory_kib();
+
+    let started = Instant::now();
+    let agents: Vec<Agent> = identities
+        .iter()
+        .map(|identity| Agent::start(identity, server.addr))
+        .collect();
+    for agent in &agents {
+        agent.welcomed(1, Duration::from_secs(120)).await;
+    }
+    let took = started.elapsed();
+    let (rss, peak) = server.memory_kib();
+
+    let mut ids: Vec<_> = agents
+        .iter()
+        .map(|agent| agent.link.status().client_id.unwrap())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), AGENTS, "each agent welcomed as its own computer");
+    eprintln!(
+        "{AGENTS} agents welcomed in {:.2} s; server memory {} KiB idle, {} KiB with them \
+         connected ({:.1} KiB per agent), peak {} KiB",
+        took.as_secs_f64(),
+        rss_idle,
+        rss,
+        (rss.saturating_sub(rss_idle)) as f64 / AGENTS as f64,
+        peak
+    );
+
+    // All still on their first connection two heartbeats later.
+    tokio::time::sleep(Duration::from_millis(2 * HEARTBEAT_MS)).await;
+    assert!(agents.iter().all(|agent| {
+        let status = agent.link.status();
+        status.connected && status.welcomes == 1
+    }));
+}

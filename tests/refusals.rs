@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +15,6 @@ use otpgate_protocol::{
     AgentMessage, Hello, MAX_PROTOCOL_VERSION, MIN_PROTOCOL_VERSION, ServerMessage,
 };
 use rustls::RootCertStore;
-use rustls::pki_types::CertificateDer;
 
 const WITHIN: Duration = Duration::from_secs(20);
 
@@ -30,25 +30,36 @@ fn roots(server: &TestServer) -> RootCertStore {
     roots
 }
 
-/// A client that trusts our server, speaks `versions`, and presents `identity`
-/// (a certificate and key) if given.
+/// A client that trusts our server, speaks `versions`, and presents the
+/// certificate and key in files `cert` and `key`, if given.
 fn client(
     server: &TestServer,
     versions: &[&'static rustls::SupportedProtocolVersion],
-    identity: Option<(Vec<CertificateDer<'static>>, std::path::PathBuf)>,
+    identity: Option<(PathBuf, PathBuf)>,
 ) -> Arc<rustls::ClientConfig> {
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(versions)
         .unwrap()
         .with_root_certificates(roots(server));
     let mut config = match identity {
-        Some((chain, key)) => builder
-            .with_client_auth_cert(chain, pki::read_key(&key).unwrap())
+        Some((cert, key)) => builder
+            .with_client_auth_cert(
+                pki::read_chain(&cert).unwrap(),
+                pki::read_key(&key).unwrap(),
+            )
             .unwrap(),
         None => builder.with_no_client_auth(),
     };
     config.alpn_protocols = vec![tls::ALPN.to_vec()];
     Arc::new(config)
+}
+
+/// The certificate and key files `{stem}.pem` and `{stem}.key` in `dir`.
+fn files(dir: &Path, stem: &str) -> Option<(PathBuf, PathBuf)> {
+    Some((
+        dir.join(format!("{stem}.pem")),
+        dir.join(format!("{stem}.key")),
+    ))
 }
 
 /// Whether the server refuses `config`: the handshake fails, or the connection
@@ -80,85 +91,45 @@ async fn clients_without_a_valid_certificate_or_tls13_are_refused() {
 
     let tls13 = &[&rustls::version::TLS13];
     let valid = server.identity("ws-valid");
-    let valid_chain = || pki::read_chain(&valid.join("client.pem")).unwrap();
 
     // The control: the same hand-made client with a valid identity gets in.
-    let good = client(
-        &server,
-        tls13,
-        Some((valid_chain(), valid.join("client.key"))),
-    );
+    let good = client(&server, tls13, files(&valid, "client"));
     assert!(
         !refused(&server, good.clone()).await,
         "a valid client is welcomed"
     );
 
-    let mut no_alpn = (*good).clone();
-    no_alpn.alpn_protocols.clear();
-    assert!(
-        refused(&server, Arc::new(no_alpn)).await,
-        "no ALPN otpgate/1"
-    );
-
-    assert!(
-        refused(&server, client(&server, tls13, None)).await,
-        "no certificate"
-    );
-
     let other_ca = tempfile::tempdir().unwrap();
     pki::ensure_server(other_ca.path(), &[]).unwrap();
     let foreign = issue(other_ca.path(), other_ca.path(), "ws-foreign");
-    let foreign_chain = pki::read_chain(&foreign.join("client.pem")).unwrap();
-    assert!(
-        refused(
-            &server,
+    let mut no_alpn = (*good).clone();
+    no_alpn.alpn_protocols.clear();
+    let intruders = [
+        ("no ALPN otpgate/1", Arc::new(no_alpn)),
+        ("no certificate", client(&server, tls13, None)),
+        (
+            "a certificate from another CA",
+            client(&server, tls13, files(&foreign, "client")),
+        ),
+        (
+            "the server's own certificate posing as a client's",
             client(
                 &server,
                 tls13,
-                Some((foreign_chain, foreign.join("client.key")))
-            )
-        )
-        .await,
-        "a certificate from another CA"
-    );
-
-    let pki_dir = server.data_dir().join("pki");
-    let server_chain = pki::read_chain(&pki_dir.join("server.pem")).unwrap();
-    assert!(
-        refused(
-            &server,
-            client(
-                &server,
-                tls13,
-                Some((server_chain, pki_dir.join("server.key")))
-            )
-        )
-        .await,
-        "the server's own certificate is not a client certificate"
-    );
-
-    let tls12 = &[&rustls::version::TLS12];
-    assert!(
-        refused(
-            &server,
-            client(
-                &server,
-                tls12,
-                Some((valid_chain(), valid.join("client.key")))
-            )
-        )
-        .await,
-        "TLS 1.2 only"
-    );
+                files(&server.data_dir().join("pki"), "server"),
+            ),
+        ),
+        (
+            "TLS 1.2 only",
+            client(&server, &[&rustls::version::TLS12], files(&valid, "client")),
+        ),
+    ];
+    for (what, config) in intruders {
+        assert!(refused(&server, config).await, "{what} is refused");
+    }
 
     // The server kept its agent and takes new ones.
-    let heartbeats = agent.link.status().heartbeats;
-    let mut watch = agent.link.watch();
-    tokio::time::timeout(WITHIN, watch.wait_for(|s| s.heartbeats > heartbeats + 2))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(agent.link.status().welcomes, 1);
+    agent.still_served(WITHIN).await;
     let newcomer = Agent::start(&server.identity("ws-new"), server.addr);
     newcomer.welcomed(1, WITHIN).await;
     server.stop().await;

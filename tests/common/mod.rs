@@ -155,6 +155,20 @@ impl Agent {
     }
 }
 
+impl Agent {
+    /// Asserts that this agent is still served on its first connection: its
+    /// heartbeats keep being acknowledged and it never had to reconnect.
+    pub async fn still_served(&self, within: Duration) {
+        let heartbeats = self.link.status().heartbeats;
+        let mut watch = self.link.watch();
+        tokio::time::timeout(within, watch.wait_for(|s| s.heartbeats > heartbeats + 2))
+            .await
+            .expect("heartbeats still acknowledged")
+            .unwrap();
+        assert_eq!(self.link.status().welcomes, 1, "never reconnected");
+    }
+}
+
 impl Drop for Agent {
     fn drop(&mut self) {
         self.cancel.cancel();

@@ -7,14 +7,27 @@
 
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod clock;
 pub mod computer;
+pub mod directory;
 pub mod id;
+pub mod login;
+pub mod mail;
+pub mod otp;
+pub mod request;
+pub mod session;
+pub mod settings;
 pub mod store;
 pub mod supervisor;
+#[cfg(test)]
+mod testing;
 
-pub use clock::{Clock, SystemClock, Timestamp};
-pub use computer::{AgentInfo, ComputerActor, ComputerError, ComputerMsg, ConnectionId};
+pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
+pub use computer::{
+    AgentInfo, ComputerActor, ComputerError, ComputerMsg, ConnectionId, Decided, Generated,
+    Services,
+};
 pub use id::{ComputerId, InvalidComputerId};
 pub use store::{ComputerRecord, SledStore, Store, StoreError};
 pub use supervisor::{CallError, ComputerSupervisor, Computers};

@@ -1,8 +1,8 @@
 //! Persistence: the [`Store`] trait the actors keep their state in, and its sled
 //! implementation, [`SledStore`].
 //!
-//! Records are bincode behind a one-byte schema version, so a later release can
-//! tell an old record from a new one and migrate it.
+//! One tree per concern. Records are bincode behind a one-byte schema version, so
+//! a later release can tell an old record from a new one and migrate it:
 //!
 //! ```text
 //! +-------------------+------------------------+
@@ -10,18 +10,31 @@
 //! +-------------------+------------------------+
 //! ```
 //!
+//! Records of one computer are keyed `computer \0 rest`, so that its actor loads
+//! them with one prefix scan; ids are big-endian or zero-padded so that keys sort
+//! in creation order.
+//!
 //! Writes are not durable until [`Store::flush`] returns; sled also flushes by
-//! itself every [`FLUSH_EVERY_MS`] milliseconds.
+//! itself every [`FLUSH_EVERY_MS`] milliseconds. sled recovers a prefix of its
+//! log, so a write that survived a crash implies every earlier write did.
 
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::audit::AuditEntry;
 use crate::clock::Timestamp;
+use crate::directory::UserRecord;
 use crate::id::ComputerId;
+use crate::mail::OutboxEntry;
+use crate::otp::Slot;
+use crate::request::AccessRequest;
+use crate::session::ClientSession;
+use crate::settings::{GroupRecord, Options, SystemSettings};
 
 /// How often sled writes its buffers to disk without being asked.
 pub const FLUSH_EVERY_MS: u64 = 500;
@@ -29,7 +42,7 @@ pub const FLUSH_EVERY_MS: u64 = 500;
 /// The schema version written in front of every record.
 const SCHEMA_V1: u8 = 1;
 
-/// What the server remembers of one client computer between connections.
+/// What the server remembers of one client computer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ComputerRecord {
     /// When this computer's agent first connected.
@@ -42,6 +55,33 @@ pub struct ComputerRecord {
     pub host_name: String,
     /// The agent's software version, for the operator's eyes.
     pub agent_version: String,
+    /// The client group it belongs to, if any.
+    pub group: Option<String>,
+    /// Its own options, over its group's.
+    pub options: Options,
+}
+
+/// Failures counted within a window of time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Window {
+    /// When the window began.
+    pub start: Timestamp,
+    /// Failures since then.
+    pub count: u32,
+}
+
+impl Window {
+    /// The window at `now`, restarted if `length` has passed since it began.
+    pub fn at(self, now: Timestamp, length: Duration) -> Self {
+        if now >= self.start.after(length) {
+            Self {
+                start: now,
+                count: 0,
+            }
+        } else {
+            self
+        }
+    }
 }
 
 /// Why the store could not read or write.
@@ -76,50 +116,183 @@ pub enum StoreError {
 /// A future returned by the store, boxed so that `Store` can be a trait object.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
+type Result<T, E = StoreError> = std::result::Result<T, E>;
+
 /// Where the actors keep their state. Writes become durable once [`Store::flush`]
-/// has returned.
+/// has returned. Each computer's records are written only by its actor.
 pub trait Store: Send + Sync + 'static {
-    /// The record of computer `id`, if it was ever seen.
-    fn computer(&self, id: &ComputerId) -> Result<Option<ComputerRecord>, StoreError>;
-
-    /// Replaces the record of computer `id`.
-    fn put_computer(&self, id: &ComputerId, record: &ComputerRecord) -> Result<(), StoreError>;
-
+    /// A new id, unique across the life of the database.
+    fn next_id(&self) -> Result<u64>;
     /// Makes every write made so far durable. Concurrent callers share one flush.
     fn flush(&self) -> StoreFuture<'_, ()>;
+
+    /// The System Settings (the defaults until someone changes them).
+    fn settings(&self) -> Result<SystemSettings>;
+    /// Replaces the System Settings.
+    fn put_settings(&self, settings: &SystemSettings) -> Result<()>;
+
+    /// The record of computer `id`, if it was ever seen.
+    fn computer(&self, id: &ComputerId) -> Result<Option<ComputerRecord>>;
+    /// Replaces the record of computer `id`.
+    fn put_computer(&self, id: &ComputerId, record: &ComputerRecord) -> Result<()>;
+    /// Every computer ever seen.
+    fn computers(&self) -> Result<Vec<(ComputerId, ComputerRecord)>>;
+
+    /// Client group `name`.
+    fn group(&self, name: &str) -> Result<Option<GroupRecord>>;
+    /// Replaces client group `name`.
+    fn put_group(&self, name: &str, group: &GroupRecord) -> Result<()>;
+    /// Every client group.
+    fn groups(&self) -> Result<Vec<(String, GroupRecord)>>;
+
+    /// Internal user `login`.
+    fn user(&self, login: &str) -> Result<Option<UserRecord>>;
+    /// Replaces internal user `login`.
+    fn put_user(&self, user: &UserRecord) -> Result<()>;
+    /// Every internal user.
+    fn users(&self) -> Result<Vec<UserRecord>>;
+
+    /// Every OTP slot of computer `computer`, by OS user.
+    fn slots(&self, computer: &ComputerId) -> Result<Vec<(String, Slot)>>;
+    /// Replaces the OTP slot of `computer` and `os_user`.
+    fn put_slot(&self, computer: &ComputerId, os_user: &str, slot: &Slot) -> Result<()>;
+
+    /// Every access request of `computer`, oldest first.
+    fn requests_of(&self, computer: &ComputerId) -> Result<Vec<AccessRequest>>;
+    /// Every access request, by computer then age.
+    fn requests(&self) -> Result<Vec<AccessRequest>>;
+    /// Replaces an access request.
+    fn put_request(&self, request: &AccessRequest) -> Result<()>;
+
+    /// Every client session of `computer`, oldest first.
+    fn sessions_of(&self, computer: &ComputerId) -> Result<Vec<ClientSession>>;
+    /// Every client session, by computer then age.
+    fn sessions(&self) -> Result<Vec<ClientSession>>;
+    /// Replaces a client session.
+    fn put_session(&self, session: &ClientSession) -> Result<()>;
+
+    /// Appends an entry to the audit log.
+    fn append_audit(&self, entry: &AuditEntry) -> Result<()>;
+    /// The last `limit` audit entries, oldest first.
+    fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>>;
+
+    /// Queues a message.
+    fn queue_mail(&self, entry: &OutboxEntry) -> Result<()>;
+    /// Every queued message, oldest first.
+    fn outbox(&self) -> Result<Vec<OutboxEntry>>;
+    /// Removes a delivered message.
+    fn remove_outbox(&self, id: u64) -> Result<()>;
+
+    /// Counts one failure against `key` and returns the failures in its current
+    /// window of `length`.
+    fn count_failure(&self, key: &str, now: Timestamp, length: Duration) -> Result<u32>;
+    /// The failures counted against `key` in its current window of `length`.
+    fn failures(&self, key: &str, now: Timestamp, length: Duration) -> Result<Window>;
+}
+
+/// One sled tree of one kind of record.
+#[derive(Clone)]
+struct Table {
+    name: &'static str,
+    tree: sled::Tree,
+}
+
+impl Table {
+    fn open(db: &sled::Db, name: &'static str) -> Result<Self> {
+        Ok(Self {
+            name,
+            tree: db.open_tree(name)?,
+        })
+    }
+
+    fn get<T: DeserializeOwned>(&self, key: impl AsRef<[u8]>) -> Result<Option<T>> {
+        self.tree
+            .get(key)?
+            .map(|bytes| decode(self.name, &bytes))
+            .transpose()
+    }
+
+    fn put<T: Serialize>(&self, key: impl AsRef<[u8]>, record: &T) -> Result<()> {
+        self.tree.insert(key.as_ref(), encode(record)?)?;
+        Ok(())
+    }
+
+    fn scan<T: DeserializeOwned>(&self, prefix: impl AsRef<[u8]>) -> Result<Vec<(Vec<u8>, T)>> {
+        self.tree
+            .scan_prefix(prefix)
+            .map(|item| {
+                let (key, value) = item?;
+                Ok((key.to_vec(), decode(self.name, &value)?))
+            })
+            .collect()
+    }
+
+    fn values<T: DeserializeOwned>(&self, prefix: impl AsRef<[u8]>) -> Result<Vec<T>> {
+        Ok(self.scan(prefix)?.into_iter().map(|(_, v)| v).collect())
+    }
 }
 
 /// The embedded store: one sled database in the data folder.
 #[derive(Clone)]
 pub struct SledStore {
     db: sled::Db,
-    computers: sled::Tree,
+    meta: Table,
+    computers: Table,
+    groups: Table,
+    users: Table,
+    otps: Table,
+    requests: Table,
+    sessions: Table,
+    audit: Table,
+    outbox: Table,
+    failures: Table,
 }
 
 impl SledStore {
     /// Opens (or creates) the database in folder `path`. Fails if another process
     /// holds it open.
-    pub fn open(path: &Path) -> Result<Self, StoreError> {
+    pub fn open(path: &Path) -> Result<Self> {
         let db = sled::Config::new()
             .path(path)
             .flush_every_ms(Some(FLUSH_EVERY_MS))
             .open()?;
-        let computers = db.open_tree("computers")?;
-        Ok(Self { db, computers })
+        Ok(Self {
+            meta: Table::open(&db, "meta")?,
+            computers: Table::open(&db, "computers")?,
+            groups: Table::open(&db, "groups")?,
+            users: Table::open(&db, "users")?,
+            otps: Table::open(&db, "otps")?,
+            requests: Table::open(&db, "requests")?,
+            sessions: Table::open(&db, "sessions")?,
+            audit: Table::open(&db, "audit")?,
+            outbox: Table::open(&db, "outbox")?,
+            failures: Table::open(&db, "failures")?,
+            db,
+        })
     }
 }
 
-impl Store for SledStore {
-    fn computer(&self, id: &ComputerId) -> Result<Option<ComputerRecord>, StoreError> {
-        self.computers
-            .get(id.as_str())?
-            .map(|bytes| decode("computers", &bytes))
-            .transpose()
-    }
+/// The key of a computer's record `rest`: `computer \0 rest`.
+fn scoped(computer: &ComputerId, rest: &str) -> Vec<u8> {
+    let mut key = prefix(computer);
+    key.extend_from_slice(rest.as_bytes());
+    key
+}
 
-    fn put_computer(&self, id: &ComputerId, record: &ComputerRecord) -> Result<(), StoreError> {
-        self.computers.insert(id.as_str(), encode(record)?)?;
-        Ok(())
+fn prefix(computer: &ComputerId) -> Vec<u8> {
+    let mut key = computer.as_str().as_bytes().to_vec();
+    key.push(0);
+    key
+}
+
+/// A numeric id as a key part that sorts in numeric order.
+fn ordered(id: u64) -> String {
+    format!("{id:020}")
+}
+
+impl Store for SledStore {
+    fn next_id(&self) -> Result<u64> {
+        Ok(self.db.generate_id()?)
     }
 
     fn flush(&self) -> StoreFuture<'_, ()> {
@@ -128,19 +301,185 @@ impl Store for SledStore {
             Ok(())
         })
     }
+
+    fn settings(&self) -> Result<SystemSettings> {
+        Ok(self.meta.get("settings")?.unwrap_or_default())
+    }
+
+    fn put_settings(&self, settings: &SystemSettings) -> Result<()> {
+        self.meta.put("settings", settings)
+    }
+
+    fn computer(&self, id: &ComputerId) -> Result<Option<ComputerRecord>> {
+        self.computers.get(id.as_str())
+    }
+
+    fn put_computer(&self, id: &ComputerId, record: &ComputerRecord) -> Result<()> {
+        self.computers.put(id.as_str(), record)
+    }
+
+    fn computers(&self) -> Result<Vec<(ComputerId, ComputerRecord)>> {
+        self.computers
+            .scan::<ComputerRecord>("")?
+            .into_iter()
+            .filter_map(|(key, record)| {
+                let id = String::from_utf8(key).ok()?.parse().ok()?;
+                Some(Ok((id, record)))
+            })
+            .collect()
+    }
+
+    fn group(&self, name: &str) -> Result<Option<GroupRecord>> {
+        self.groups.get(name)
+    }
+
+    fn put_group(&self, name: &str, group: &GroupRecord) -> Result<()> {
+        self.groups.put(name, group)
+    }
+
+    fn groups(&self) -> Result<Vec<(String, GroupRecord)>> {
+        Ok(self
+            .groups
+            .scan("")?
+            .into_iter()
+            .map(|(key, group)| (String::from_utf8_lossy(&key).into_owned(), group))
+            .collect())
+    }
+
+    fn user(&self, login: &str) -> Result<Option<UserRecord>> {
+        self.users.get(login)
+    }
+
+    fn put_user(&self, user: &UserRecord) -> Result<()> {
+        self.users.put(&user.login, user)
+    }
+
+    fn users(&self) -> Result<Vec<UserRecord>> {
+        self.users.values("")
+    }
+
+    fn slots(&self, computer: &ComputerId) -> Result<Vec<(String, Slot)>> {
+        let skip = prefix(computer).len();
+        Ok(self
+            .otps
+            .scan(prefix(computer))?
+            .into_iter()
+            .map(|(key, slot)| (String::from_utf8_lossy(&key[skip..]).into_owned(), slot))
+            .collect())
+    }
+
+    fn put_slot(&self, computer: &ComputerId, os_user: &str, slot: &Slot) -> Result<()> {
+        self.otps.put(scoped(computer, os_user), slot)
+    }
+
+    fn requests_of(&self, computer: &ComputerId) -> Result<Vec<AccessRequest>> {
+        self.requests.values(prefix(computer))
+    }
+
+    fn requests(&self) -> Result<Vec<AccessRequest>> {
+        self.requests.values("")
+    }
+
+    fn put_request(&self, request: &AccessRequest) -> Result<()> {
+        self.requests
+            .put(scoped(&request.computer, &ordered(request.id)), request)
+    }
+
+    fn sessions_of(&self, computer: &ComputerId) -> Result<Vec<ClientSession>> {
+        self.sessions.values(prefix(computer))
+    }
+
+    fn sessions(&self) -> Result<Vec<ClientSession>> {
+        self.sessions.values("")
+    }
+
+    fn put_session(&self, session: &ClientSession) -> Result<()> {
+        self.sessions
+            .put(scoped(&session.computer, &ordered(session.id)), session)
+    }
+
+    fn append_audit(&self, entry: &AuditEntry) -> Result<()> {
+        self.audit.put(self.next_id()?.to_be_bytes(), entry)
+    }
+
+    fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>> {
+        let mut entries = self
+            .audit
+            .tree
+            .iter()
+            .rev()
+            .take(limit)
+            .map(|item| decode(self.audit.name, &item?.1))
+            .collect::<Result<Vec<AuditEntry>>>()?;
+        entries.reverse();
+        Ok(entries)
+    }
+
+    fn queue_mail(&self, entry: &OutboxEntry) -> Result<()> {
+        self.outbox.put(entry.id.to_be_bytes(), entry)
+    }
+
+    fn outbox(&self) -> Result<Vec<OutboxEntry>> {
+        self.outbox.values("")
+    }
+
+    fn remove_outbox(&self, id: u64) -> Result<()> {
+        self.outbox.tree.remove(id.to_be_bytes())?;
+        Ok(())
+    }
+
+    fn count_failure(&self, key: &str, now: Timestamp, length: Duration) -> Result<u32> {
+        let mut failed = None;
+        let mut count = 0;
+        // Atomic read-modify-write: concurrent counters (one computer, one account
+        // used from many computers) never lose a failure.
+        self.failures.tree.update_and_fetch(key, |old| {
+            let window = old
+                .and_then(|bytes| decode::<Window>("failures", bytes).ok())
+                .unwrap_or(Window {
+                    start: now,
+                    count: 0,
+                })
+                .at(now, length);
+            let window = Window {
+                count: window.count.saturating_add(1),
+                ..window
+            };
+            count = window.count;
+            match encode(&window) {
+                Ok(bytes) => Some(bytes),
+                Err(err) => {
+                    failed = Some(err);
+                    old.map(<[u8]>::to_vec)
+                }
+            }
+        })?;
+        match failed {
+            Some(err) => Err(err),
+            None => Ok(count),
+        }
+    }
+
+    fn failures(&self, key: &str, now: Timestamp, length: Duration) -> Result<Window> {
+        let window = self.failures.get::<Window>(key)?.unwrap_or(Window {
+            start: now,
+            count: 0,
+        });
+        Ok(window.at(now, length))
+    }
 }
 
 fn config() -> impl bincode::config::Config {
     bincode::config::standard()
 }
 
-fn encode<T: Serialize>(record: &T) -> Result<Vec<u8>, StoreError> {
+fn encode<T: Serialize>(record: &T) -> Result<Vec<u8>> {
     let mut bytes = vec![SCHEMA_V1];
     bincode::serde::encode_into_std_write(record, &mut bytes, config())?;
     Ok(bytes)
 }
 
-fn decode<T: DeserializeOwned>(tree: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
+fn decode<T: DeserializeOwned>(tree: &'static str, bytes: &[u8]) -> Result<T> {
     match bytes.split_first() {
         Some((&SCHEMA_V1, body)) => bincode::serde::decode_from_slice(body, config())
             .map(|(record, _)| record)
@@ -161,6 +500,8 @@ mod tests {
             last_seen: Timestamp::from_unix_millis(3),
             host_name: "ws-1".into(),
             agent_version: "0.1.0".into(),
+            group: None,
+            options: Options::default(),
         }
     }
 
@@ -176,6 +517,51 @@ mod tests {
         }
         let store = SledStore::open(dir.path()).unwrap();
         assert_eq!(store.computer(&id).unwrap(), Some(record()));
+        assert_eq!(store.computers().unwrap(), vec![(id, record())]);
+    }
+
+    #[test]
+    fn prefixes_keep_computers_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let ws1: ComputerId = "ws-1".parse().unwrap();
+        let ws10: ComputerId = "ws-10".parse().unwrap();
+        store.put_slot(&ws1, "alice", &Slot::default()).unwrap();
+        store.put_slot(&ws10, "bob", &Slot::default()).unwrap();
+        let users: Vec<String> = store.slots(&ws1).unwrap().into_iter().map(|(u, _)| u).collect();
+        assert_eq!(users, ["alice"]);
+    }
+
+    #[test]
+    fn failures_count_within_their_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let hour = Duration::from_secs(3600);
+        let t0 = Timestamp::from_unix_millis(10_000);
+        assert_eq!(store.count_failure("k", t0, hour).unwrap(), 1);
+        assert_eq!(store.count_failure("k", t0.after(hour / 2), hour).unwrap(), 2);
+        assert_eq!(store.failures("k", t0.after(hour / 2), hour).unwrap().count, 2);
+        assert_eq!(store.failures("k", t0.after(hour), hour).unwrap().count, 0);
+        assert_eq!(store.count_failure("k", t0.after(hour), hour).unwrap(), 1);
+    }
+
+    #[test]
+    fn the_audit_log_returns_the_newest_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        for i in 0..5 {
+            store
+                .append_audit(&AuditEntry {
+                    at: Timestamp::from_unix_millis(i),
+                    who: "server".into(),
+                    computer: None,
+                    action: crate::audit::Action::Configure,
+                    outcome: i.to_string(),
+                })
+                .unwrap();
+        }
+        let last: Vec<String> = store.audit(3).unwrap().into_iter().map(|e| e.outcome).collect();
+        assert_eq!(last, ["2", "3", "4"]);
     }
 
     #[test]

@@ -23,10 +23,8 @@ use ractor::{
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::clock::Clock;
-use crate::computer::{ComputerActor, ComputerArgs, ComputerError, ComputerMsg};
+use crate::computer::{ComputerActor, ComputerArgs, ComputerError, ComputerMsg, Services};
 use crate::id::ComputerId;
-use crate::store::Store;
 
 /// How long a caller waits for a computer's actor to answer.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -72,8 +70,7 @@ pub struct ComputerSupervisor;
 /// What the [`ComputerSupervisor`] is started with.
 pub struct SupervisorArgs {
     scope: u64,
-    store: Arc<dyn Store>,
-    clock: Arc<dyn Clock>,
+    services: Arc<Services>,
 }
 
 /// The [`ComputerSupervisor`]'s state.
@@ -158,8 +155,7 @@ impl SupervisorState {
         }
         let args = ComputerArgs {
             id: id.clone(),
-            store: self.args.store.clone(),
-            clock: self.args.clock.clone(),
+            services: self.args.services.clone(),
         };
         let name = child_name(self.args.scope, &id);
         let (actor, _) =
@@ -196,16 +192,9 @@ pub struct Computers {
 
 impl Computers {
     /// Starts the supervisor. The returned handle resolves when it has stopped.
-    pub async fn start(
-        store: Arc<dyn Store>,
-        clock: Arc<dyn Clock>,
-    ) -> Result<(Self, JoinHandle<()>), SpawnErr> {
+    pub async fn start(services: Arc<Services>) -> Result<(Self, JoinHandle<()>), SpawnErr> {
         let scope = NEXT_SCOPE.fetch_add(1, Ordering::Relaxed);
-        let args = SupervisorArgs {
-            scope,
-            store,
-            clock,
-        };
+        let args = SupervisorArgs { scope, services };
         let (supervisor, handle) = Actor::spawn(None, ComputerSupervisor, args).await?;
         let computers = Self {
             scope,

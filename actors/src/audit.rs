@@ -1,0 +1,49 @@
+//! The audit log: one entry for every decision, append-only.
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Timestamp;
+
+/// One audit entry: who did what, on which computer, when, and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// When.
+    pub at: Timestamp,
+    /// Who: an OS user on a computer, an internal user, or the server itself.
+    pub who: String,
+    /// The computer concerned, if any.
+    pub computer: Option<String>,
+    /// What was done.
+    pub action: Action,
+    /// How it ended.
+    pub outcome: String,
+}
+
+/// What an audit entry records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Action {
+    /// A person asked for an OTP.
+    Request,
+    /// An approver approved an access request.
+    Approve,
+    /// An approver denied an access request.
+    Deny,
+    /// An access request or OTP expired.
+    Expire,
+    /// An administrator generated an OTP without a request.
+    Generate,
+    /// The live OTP was emailed again.
+    Resend,
+    /// A typed OTP was checked.
+    Verify,
+    /// An OTP was locked after too many wrong attempts.
+    Lock,
+    /// A client session started.
+    SessionStart,
+    /// A client session ended.
+    SessionEnd,
+    /// A message was handed to the mail transport.
+    Mail,
+    /// An administrator changed settings, a client, a group or a user.
+    Configure,
+}

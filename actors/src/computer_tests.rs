@@ -1,0 +1,224 @@
+//! Unit tests of the computer actor's rules, with a manual clock.
+
+use std::time::Duration;
+
+use super::*;
+use crate::clock::ManualClock;
+use crate::testing::services;
+
+const TIMEOUT: Option<Duration> = Some(Duration::from_secs(10));
+const CONN: ConnectionId = ConnectionId(1);
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    svc: Arc<Services>,
+    clock: ManualClock,
+    actor: ActorRef<ComputerMsg>,
+    id: ComputerId,
+}
+
+impl Fixture {
+    async fn new(options: Options) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let (svc, clock) = services(dir.path());
+        let id: ComputerId = "ws-1".parse().unwrap();
+        let (actor, _) = Actor::spawn(
+            None,
+            ComputerActor,
+            ComputerArgs {
+                id: id.clone(),
+                services: svc.clone(),
+            },
+        )
+        .await
+        .unwrap();
+        let fixture = Self {
+            _dir: dir,
+            svc,
+            clock,
+            actor,
+            id,
+        };
+        fixture
+            .actor
+            .call(
+                |reply| ComputerMsg::Configure {
+                    group: None,
+                    options,
+                    by: "test".into(),
+                    reply,
+                },
+                TIMEOUT,
+            )
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        fixture
+    }
+
+    async fn login(&self, os_user: &str, call: LoginCall) -> LoginAnswer {
+        let os_user = os_user.to_owned();
+        let mut call = Some(call);
+        self.actor
+            .call(
+                |reply| ComputerMsg::Login {
+                    conn: CONN,
+                    os_user,
+                    call: call.take().unwrap(),
+                    reply,
+                },
+                TIMEOUT,
+            )
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+    }
+
+    /// The codes in the outbox, newest last.
+    fn codes(&self) -> Vec<String> {
+        self.svc
+            .store
+            .outbox()
+            .unwrap()
+            .into_iter()
+            .filter_map(|entry| match entry.kind {
+                MailKind::Otp {
+                    computer,
+                    os_user,
+                    sealed,
+                    ..
+                } => Some(
+                    self.svc
+                        .keys
+                        .open(&computer, &os_user, &sealed)
+                        .unwrap()
+                        .expose()
+                        .to_owned(),
+                ),
+                _ => None,
+            })
+            .collect()
+    }
+
+    async fn verify(&self, email: &str, code: &str) -> LoginAnswer {
+        self.login(
+            "alice",
+            LoginCall::Verify {
+                email: email.into(),
+                code: Code::from_typed(code),
+            },
+        )
+        .await
+    }
+}
+
+fn auto_directory() -> Options {
+    Options {
+        auto_directory: Some(true),
+        ..Options::default()
+    }
+}
+
+#[tokio::test]
+async fn directory_auto_send_then_verify_once() {
+    let f = Fixture::new(auto_directory()).await;
+    let answer = f.login("alice", LoginCall::Request(Mode::Directory)).await;
+    assert!(matches!(
+        answer,
+        LoginAnswer::Requested(Requested::Send { ref to, .. }) if to == "alice@example.com"
+    ));
+    let codes = f.codes();
+    assert_eq!(codes.len(), 1);
+    assert!(matches!(
+        f.verify("alice@example.com", &codes[0]).await,
+        LoginAnswer::Verified(Verdict::Allow { .. })
+    ));
+    assert_eq!(
+        f.verify("alice@example.com", &codes[0]).await,
+        LoginAnswer::Verified(Verdict::Deny),
+        "single use"
+    );
+    let sessions = f.svc.store.sessions_of(&f.id).unwrap();
+    assert_eq!(sessions.len(), 1);
+    assert_eq!(sessions[0].user_name(), "alice (alice@example.com)");
+}
+
+#[tokio::test]
+async fn an_unknown_account_is_refused_and_email_mode_is_off_with_auto_send() {
+    let f = Fixture::new(auto_directory()).await;
+    assert_eq!(
+        f.login("mallory", LoginCall::Request(Mode::Directory)).await,
+        LoginAnswer::Requested(Requested::Refuse)
+    );
+    assert_eq!(
+        f.login("alice", LoginCall::Request(Mode::Email("a@example.com".into())))
+            .await,
+        LoginAnswer::Requested(Requested::Disabled)
+    );
+}
+
+#[tokio::test]
+async fn within_the_hour_the_same_otp_is_resent_and_after_it_a_new_one_issued() {
+    let f = Fixture::new(auto_directory()).await;
+    f.login("alice", LoginCall::Request(Mode::Directory)).await;
+    f.clock.advance(Duration::from_secs(60));
+    let again = f.login("alice", LoginCall::Request(Mode::Directory)).await;
+    assert!(matches!(again, LoginAnswer::Requested(Requested::Resend { .. })), "{again:?}");
+    let codes = f.codes();
+    assert_eq!(codes.len(), 2);
+    assert_eq!(codes[0], codes[1], "the same OTP, emailed again");
+
+    // Used up, still inside the hour: nothing to resend, and no new one yet.
+    f.verify("alice@example.com", &codes[0]).await;
+    let too_soon = f.login("alice", LoginCall::Request(Mode::Directory)).await;
+    assert!(matches!(too_soon, LoginAnswer::Requested(Requested::TooSoon { .. })), "{too_soon:?}");
+
+    f.clock.advance(Duration::from_secs(60 * 60));
+    let new = f.login("alice", LoginCall::Request(Mode::Directory)).await;
+    assert!(matches!(new, LoginAnswer::Requested(Requested::Send { .. })), "{new:?}");
+    let codes = f.codes();
+    assert_ne!(codes[2], codes[0]);
+}
+
+#[tokio::test]
+async fn an_otp_expires_after_the_expiration_time() {
+    let f = Fixture::new(auto_directory()).await;
+    f.login("alice", LoginCall::Request(Mode::Directory)).await;
+    let code = f.codes().remove(0);
+    f.clock.advance(Duration::from_secs(30 * 60));
+    assert_eq!(
+        f.verify("alice@example.com", &code).await,
+        LoginAnswer::Verified(Verdict::Deny)
+    );
+    let slot = f.svc.store.slots(&f.id).unwrap().remove(0).1;
+    let otp = slot.otp.unwrap();
+    assert_eq!(otp.state, OtpState::Expired);
+    assert!(otp.sealed().is_none(), "the sealed copy is wiped");
+}
+
+#[tokio::test]
+async fn failures_per_computer_are_throttled() {
+    let f = Fixture::new(auto_directory()).await;
+    let settings = SystemSettings {
+        max_failures_per_hour: 3,
+        ..SystemSettings::default()
+    };
+    f.svc.store.put_settings(&settings).unwrap();
+    for _ in 0..3 {
+        assert_eq!(
+            f.verify("x@example.com", "12345678").await,
+            LoginAnswer::Verified(Verdict::Deny)
+        );
+    }
+    assert!(matches!(
+        f.verify("x@example.com", "12345678").await,
+        LoginAnswer::Verified(Verdict::Throttle { .. })
+    ));
+    f.clock.advance(FAILURE_WINDOW);
+    assert_eq!(
+        f.verify("x@example.com", "12345678").await,
+        LoginAnswer::Verified(Verdict::Deny)
+    );
+}

@@ -1,0 +1,99 @@
+//! Who people are: the directory of Active Directory accounts (OS account to
+//! email), behind the [`Directory`] trait, and the internal users of the
+//! Management Tool with their argon2id password hashes.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::LazyLock;
+
+use argon2::{Argon2, PasswordHash, PasswordHasher, PasswordVerifier};
+use serde::{Deserialize, Serialize};
+
+/// Why the directory could not answer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DirectoryError {
+    /// The directory could not be reached or read.
+    #[error("directory unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// A future returned by a [`Directory`].
+pub type DirectoryFuture<'a, T> =
+    Pin<Box<dyn Future<Output = Result<T, DirectoryError>> + Send + 'a>>;
+
+/// Answers "what is this OS account's email?" (Active Directory over LDAP, or a
+/// static file).
+pub trait Directory: Send + Sync + 'static {
+    /// The email address of OS account `account` (`name`, `DOMAIN\name` or
+    /// `name@realm`), if the directory knows one.
+    fn email_of<'a>(&'a self, account: &'a str) -> DirectoryFuture<'a, Option<String>>;
+}
+
+/// What an internal user may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    /// Configures clients, groups, users and settings; approves any request;
+    /// generates OTPs without a request.
+    Administrator,
+    /// Requests OTPs for themselves and approves where listed as an approver.
+    User,
+}
+
+/// An internal user of the Management Tool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecord {
+    /// The login name.
+    pub login: String,
+    /// Where their OTPs and notices go.
+    pub email: String,
+    /// The argon2id hash of their password, in PHC form.
+    pub password_hash: String,
+    /// What they may do.
+    pub role: Role,
+}
+
+/// A hash checked when the login name is unknown, so that a wrong login name
+/// takes as long as a wrong password.
+static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| hash_password("otpgate dummy password"));
+
+/// Hashes `password` with argon2id and a random salt. Slow on purpose: call it
+/// off the async runtime.
+pub fn hash_password(password: &str) -> String {
+    Argon2::default()
+        .hash_password(password.as_bytes())
+        .expect("argon2 with its default parameters and a random salt cannot fail")
+        .to_string()
+}
+
+/// Whether `password` is `user`'s; `None` (an unknown login name) costs the same
+/// and is never right. Slow on purpose: call it off the async runtime.
+pub fn verify_password(user: Option<&UserRecord>, password: &str) -> bool {
+    let hash = user.map_or(DUMMY_HASH.as_str(), |user| user.password_hash.as_str());
+    let Ok(hash) = PasswordHash::new(hash) else {
+        return false;
+    };
+    let right = Argon2::default()
+        .verify_password(password.as_bytes(), &hash)
+        .is_ok();
+    right && user.is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_verify_only_for_their_user() {
+        let user = UserRecord {
+            login: "alice".into(),
+            email: "alice@example.com".into(),
+            password_hash: hash_password("correct horse"),
+            role: Role::User,
+        };
+        assert!(user.password_hash.starts_with("$argon2id$"));
+        assert!(verify_password(Some(&user), "correct horse"));
+        assert!(!verify_password(Some(&user), "correct horse "));
+        assert!(!verify_password(None, "otpgate dummy password"));
+    }
+}

@@ -1,0 +1,162 @@
+//! What the login prompt asks of a computer's actor, and what it is answered.
+//! These are the domain's types; the daemon maps them to and from the wire.
+
+use std::time::Duration;
+
+use zeroize::Zeroizing;
+
+use crate::clock::Timestamp;
+use crate::otp::Code;
+
+/// How a person asks for an OTP.
+#[derive(Debug)]
+pub enum Mode {
+    /// With their email address: an access request to the approvers.
+    Email(String),
+    /// With nothing: the directory knows their OS account's email.
+    Directory,
+    /// With an internal user's login name and password.
+    Internal {
+        /// The login name.
+        login: String,
+        /// The password; wiped when dropped.
+        password: Zeroizing<String>,
+    },
+    /// "I need emergency access to computer", with their email address: an access
+    /// request marked emergency.
+    Emergency(String),
+}
+
+/// What the login prompt of one OS user asks.
+#[derive(Debug)]
+pub enum LoginCall {
+    /// What should the prompt show?
+    Status,
+    /// Ask for an OTP.
+    Request(Mode),
+    /// Email the live OTP again.
+    Resend,
+    /// Check a typed OTP.
+    Verify {
+        /// The email typed.
+        email: String,
+        /// The OTP typed.
+        code: Code,
+    },
+    /// The person logged out of session `session`.
+    Logout {
+        /// The session.
+        session: u64,
+    },
+}
+
+/// The answer to a [`LoginCall`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoginAnswer {
+    /// The answer to [`LoginCall::Status`].
+    Status(PromptState),
+    /// The answer to [`LoginCall::Request`] and [`LoginCall::Resend`].
+    Requested(Requested),
+    /// The answer to [`LoginCall::Verify`].
+    Verified(Verdict),
+    /// The answer to [`LoginCall::Logout`]: whether a session of this user ended.
+    LoggedOut(bool),
+}
+
+/// What the prompt should show to one OS user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PromptState {
+    /// Allow the use of one-time passwords.
+    pub allow_otp: bool,
+    /// Automatically send one-time passwords to Active Directory users.
+    pub auto_directory: bool,
+    /// Automatically send one-time passwords to internal users.
+    pub auto_internal: bool,
+    /// The address of the live OTP or of the latest request, to fill in.
+    pub email: Option<String>,
+    /// The latest access request and what became of it.
+    pub request: Option<(u64, RequestStatus)>,
+    /// Until when the live OTP is valid, if there is one.
+    pub otp_valid_until: Option<Timestamp>,
+    /// When a new OTP may be requested, if not now.
+    pub next_new_at: Option<Timestamp>,
+}
+
+/// What became of an access request, as the person is told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestStatus {
+    /// Waiting for an approver until `expires`.
+    Pending {
+        /// When it expires.
+        expires: Timestamp,
+    },
+    /// Approved: the OTP was sent.
+    Approve,
+    /// Denied, with the approver's comment.
+    Deny {
+        /// The approver's comment.
+        comment: Option<String>,
+    },
+    /// Nobody decided in time.
+    Expire,
+}
+
+/// The answer to a request for an OTP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Requested {
+    /// A new OTP was emailed to `to`.
+    Send {
+        /// The address.
+        to: String,
+        /// Until when it is valid.
+        valid_until: Timestamp,
+    },
+    /// The live OTP was emailed again to `to`.
+    Resend {
+        /// The address.
+        to: String,
+        /// Until when it is valid.
+        valid_until: Timestamp,
+    },
+    /// The request went to the approvers.
+    AwaitApproval {
+        /// The access request.
+        request: u64,
+        /// When it expires.
+        expires: Timestamp,
+    },
+    /// A new OTP may not be requested before `next_at`, and there is none live to
+    /// resend.
+    TooSoon {
+        /// When a new one may be requested.
+        next_at: Timestamp,
+    },
+    /// There is no live OTP to resend.
+    NoLiveOtp,
+    /// OTPs, or this way of asking, are not enabled on this computer.
+    Disabled,
+    /// Refused: wrong login name or password, or no email known for the account.
+    Refuse,
+    /// Too many failures; try again after `retry_after`.
+    Throttle {
+        /// How long to wait.
+        retry_after: Duration,
+    },
+}
+
+/// The answer to a typed OTP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Log in; client session `session` has started.
+    Allow {
+        /// The new client session.
+        session: u64,
+    },
+    /// Do not log in. Which check failed is not said.
+    Deny,
+    /// Too many failures; try again after `retry_after`.
+    Throttle {
+        /// How long to wait.
+        retry_after: Duration,
+    },
+}

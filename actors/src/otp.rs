@@ -1,0 +1,448 @@
+//! One-time passwords: generation, storage and checking.
+//!
+//! An OTP is kept as a keyed hash (HMAC-SHA256 over the computer, the OS user,
+//! the email and the code) for checking, and, only while it is live, as an
+//! AEAD-sealed copy (ChaCha20-Poly1305) so that it can be emailed again. Both are
+//! wiped the moment it is used, expires or is locked. Both keys are derived from
+//! the server secret.
+//!
+//! ```text
+//! tag    = HMAC-SHA256(mac key, "computer\0os user\0email (lower case)\0code")
+//! sealed = nonce (12) || ChaCha20-Poly1305(seal key, nonce, code, aad = "computer\0os user")
+//! ```
+
+use std::fmt;
+
+use aws_lc_rs::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use aws_lc_rs::{constant_time, hmac};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::clock::Timestamp;
+use crate::id::ComputerId;
+
+/// The keys that protect stored OTPs.
+pub struct OtpKeys {
+    mac: hmac::Key,
+    seal: LessSafeKey,
+}
+
+impl fmt::Debug for OtpKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("OtpKeys(..)")
+    }
+}
+
+impl OtpKeys {
+    /// Derives the keys from the server secret.
+    pub fn derive(secret: &[u8]) -> Self {
+        let root = hmac::Key::new(hmac::HMAC_SHA256, secret);
+        let mac = hmac::sign(&root, b"otpgate otp mac key v1");
+        let seal = hmac::sign(&root, b"otpgate otp seal key v1");
+        Self {
+            mac: hmac::Key::new(hmac::HMAC_SHA256, mac.as_ref()),
+            seal: LessSafeKey::new(
+                UnboundKey::new(&CHACHA20_POLY1305, seal.as_ref())
+                    .expect("an HMAC-SHA256 tag is a valid 32-byte ChaCha20 key"),
+            ),
+        }
+    }
+
+    fn tag(&self, computer: &ComputerId, os_user: &str, email: &str, code: &str) -> Tag {
+        let mut ctx = hmac::Context::with_key(&self.mac);
+        for part in [computer.as_str(), os_user, &email.to_lowercase()] {
+            ctx.update(part.as_bytes());
+            ctx.update(b"\0");
+        }
+        ctx.update(code.as_bytes());
+        let mut tag = [0u8; 32];
+        tag.copy_from_slice(ctx.sign().as_ref());
+        Tag(tag)
+    }
+
+    /// Seals `code` for computer `computer` and OS user `os_user`.
+    pub fn seal(&self, computer: &ComputerId, os_user: &str, code: &str) -> Vec<u8> {
+        let mut nonce = [0u8; NONCE_LEN];
+        aws_lc_rs::rand::fill(&mut nonce).expect("the system random generator works");
+        let mut sealed = nonce.to_vec();
+        let mut body = code.as_bytes().to_vec();
+        self.seal
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad(computer, os_user)),
+                &mut body,
+            )
+            .expect("sealing a short code cannot fail");
+        sealed.extend_from_slice(&body);
+        sealed
+    }
+
+    /// Opens what [`OtpKeys::seal`] sealed for the same computer and OS user.
+    pub fn open(&self, computer: &ComputerId, os_user: &str, sealed: &[u8]) -> Option<Code> {
+        let (nonce, body) = sealed.split_first_chunk::<NONCE_LEN>()?;
+        let mut body = Zeroizing::new(body.to_vec());
+        let plain = self
+            .seal
+            .open_in_place(
+                Nonce::assume_unique_for_key(*nonce),
+                Aad::from(aad(computer, os_user)),
+                &mut body,
+            )
+            .ok()?;
+        Some(Code(Zeroizing::new(String::from_utf8(plain.to_vec()).ok()?)))
+    }
+}
+
+fn aad(computer: &ComputerId, os_user: &str) -> Vec<u8> {
+    format!("{computer}\0{os_user}").into_bytes()
+}
+
+/// An OTP in the clear: wiped from memory when dropped, never printed.
+pub struct Code(Zeroizing<String>);
+
+impl Code {
+    /// `len` random decimal digits from the system's CSPRNG, each uniform.
+    pub fn generate(len: u8) -> Self {
+        let mut code = Zeroizing::new(String::with_capacity(len.into()));
+        let mut bytes = Zeroizing::new([0u8; 32]);
+        while code.len() < usize::from(len) {
+            aws_lc_rs::rand::fill(bytes.as_mut_slice()).expect("the system random generator works");
+            // Bytes of 250 and above would favour the low digits; skip them.
+            for &byte in bytes.iter().filter(|&&byte| byte < 250) {
+                if code.len() == usize::from(len) {
+                    break;
+                }
+                code.push(char::from(b'0' + byte % 10));
+            }
+        }
+        Self(code)
+    }
+
+    /// Wraps a code typed in by a person.
+    pub fn from_typed(code: &str) -> Self {
+        Self(Zeroizing::new(code.trim().to_owned()))
+    }
+
+    /// The digits.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Code {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Code(..)")
+    }
+}
+
+/// A keyed hash of an OTP. Compared in constant time only.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Tag([u8; 32]);
+
+impl fmt::Debug for Tag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Tag(..)")
+    }
+}
+
+impl PartialEq for Tag {
+    fn eq(&self, other: &Self) -> bool {
+        constant_time::verify_slices_are_equal(&self.0, &other.0).is_ok()
+    }
+}
+
+impl Eq for Tag {}
+
+/// Where an OTP came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Origin {
+    /// Sent at once: Active Directory or internal user auto-send.
+    AutoSend,
+    /// Sent after approval of access request `id`.
+    Approval {
+        /// The access request.
+        request: u64,
+    },
+    /// Generated by administrator `by` without a request.
+    Generated {
+        /// The administrator's login name.
+        by: String,
+        /// Why.
+        comment: String,
+    },
+}
+
+/// Where an OTP is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OtpState {
+    /// It may be used.
+    Live,
+    /// It has been used to log in.
+    Used,
+    /// Its time ran out.
+    Expired,
+    /// Too many wrong attempts.
+    Locked,
+}
+
+/// One OTP of one computer and OS user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Otp {
+    /// The address it was sent to; the only one it is valid with.
+    pub email: String,
+    /// When it was generated.
+    pub created: Timestamp,
+    /// Until when it may be used.
+    pub valid_until: Timestamp,
+    /// Wrong attempts so far.
+    pub attempts: u32,
+    /// Where it is in its life.
+    pub state: OtpState,
+    /// Where it came from.
+    pub origin: Origin,
+    /// The keyed hash, while live.
+    tag: Option<Tag>,
+    /// The sealed copy, while live.
+    sealed: Option<Vec<u8>>,
+}
+
+/// What checking a typed OTP found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    /// Right: it is now used.
+    Allow,
+    /// Wrong; `locked` when that was the last attempt allowed.
+    Wrong {
+        /// Whether the OTP is now locked.
+        locked: bool,
+    },
+    /// The OTP is not live (used, expired or locked): nothing can match it.
+    NotLive,
+}
+
+impl Otp {
+    /// A new live OTP with `code` for `email`, valid from `now` until `valid_until`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        keys: &OtpKeys,
+        computer: &ComputerId,
+        os_user: &str,
+        email: &str,
+        code: &Code,
+        now: Timestamp,
+        valid_until: Timestamp,
+        origin: Origin,
+    ) -> Self {
+        Self {
+            email: email.to_owned(),
+            created: now,
+            valid_until,
+            attempts: 0,
+            state: OtpState::Live,
+            origin,
+            tag: Some(keys.tag(computer, os_user, email, code.expose())),
+            sealed: Some(keys.seal(computer, os_user, code.expose())),
+        }
+    }
+
+    /// Whether it may still be used at `now`.
+    pub fn is_live(&self, now: Timestamp) -> bool {
+        self.state == OtpState::Live && now < self.valid_until
+    }
+
+    /// Marks it expired (and wipes it) if its time is up at `now`; says whether it
+    /// just expired.
+    pub fn expire_if_due(&mut self, now: Timestamp) -> bool {
+        if self.state == OtpState::Live && now >= self.valid_until {
+            self.end(OtpState::Expired);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Checks `code` typed with `email` for `computer` and `os_user` at `now`.
+    /// Every way of being wrong (code, email, computer, user) looks the same.
+    #[allow(clippy::too_many_arguments)]
+    pub fn check(
+        &mut self,
+        keys: &OtpKeys,
+        computer: &ComputerId,
+        os_user: &str,
+        email: &str,
+        code: &Code,
+        now: Timestamp,
+        max_attempts: u32,
+    ) -> Check {
+        self.expire_if_due(now);
+        let Some(tag) = &self.tag else {
+            return Check::NotLive;
+        };
+        if *tag == keys.tag(computer, os_user, email, code.expose()) {
+            self.end(OtpState::Used);
+            return Check::Allow;
+        }
+        self.attempts += 1;
+        let locked = self.attempts >= max_attempts;
+        if locked {
+            self.end(OtpState::Locked);
+        }
+        Check::Wrong { locked }
+    }
+
+    /// The code in the clear, for emailing it again, while live.
+    pub fn code(&self, keys: &OtpKeys, computer: &ComputerId, os_user: &str) -> Option<Code> {
+        keys.open(computer, os_user, self.sealed.as_deref()?)
+    }
+
+    /// The sealed copy, while live, for the outbox.
+    pub fn sealed(&self) -> Option<&[u8]> {
+        self.sealed.as_deref()
+    }
+
+    /// Ends its life in `state`, wiping the hash and the sealed copy.
+    pub fn end(&mut self, state: OtpState) {
+        self.state = state;
+        self.tag = None;
+        self.sealed = None;
+    }
+}
+
+/// The OTP state of one computer and OS user.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Slot {
+    /// The latest OTP, live or not.
+    pub otp: Option<Otp>,
+    /// When a person last asked for a new OTP (directly or by access request);
+    /// the once-per-interval rule counts from here.
+    pub last_new: Option<Timestamp>,
+    /// When the live OTP was last emailed, to space out resends.
+    pub last_sent: Option<Timestamp>,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    const SECRET: [u8; 32] = [7; 32];
+
+    fn setup() -> (OtpKeys, ComputerId, Timestamp) {
+        (
+            OtpKeys::derive(&SECRET),
+            "ws-1".parse().unwrap(),
+            Timestamp::from_unix_millis(1_000_000),
+        )
+    }
+
+    fn otp(keys: &OtpKeys, computer: &ComputerId, now: Timestamp, code: &Code) -> Otp {
+        let until = now.after(Duration::from_secs(1800));
+        Otp::new(keys, computer, "alice", "Alice@Example.com", code, now, until, Origin::AutoSend)
+    }
+
+    #[test]
+    fn codes_are_digits_of_the_asked_length_and_vary() {
+        for len in 6..=12 {
+            let code = Code::generate(len);
+            assert_eq!(code.expose().len(), usize::from(len));
+            assert!(code.expose().bytes().all(|b| b.is_ascii_digit()));
+        }
+        let codes: std::collections::HashSet<String> =
+            (0..100).map(|_| Code::generate(8).expose().to_owned()).collect();
+        assert!(codes.len() > 95);
+    }
+
+    #[test]
+    fn digits_are_roughly_uniform() {
+        let mut counts = [0u32; 10];
+        for _ in 0..2_000 {
+            for b in Code::generate(10).expose().bytes() {
+                counts[usize::from(b - b'0')] += 1;
+            }
+        }
+        // 2,000 expected per digit; a biased generator would be far off.
+        assert!(counts.iter().all(|&n| (1_700..2_300).contains(&n)), "{counts:?}");
+    }
+
+    #[test]
+    fn the_right_code_is_allowed_once_and_wiped() {
+        let (keys, computer, now) = setup();
+        let code = Code::generate(8);
+        let mut otp = otp(&keys, &computer, now, &code);
+        assert_eq!(otp.code(&keys, &computer, "alice").unwrap().expose(), code.expose());
+        let check = |otp: &mut Otp| otp.check(&keys, &computer, "alice", "alice@example.COM", &code, now, 5);
+        assert_eq!(check(&mut otp), Check::Allow, "email case does not matter");
+        assert_eq!(otp.state, OtpState::Used);
+        assert!(otp.tag.is_none() && otp.sealed.is_none());
+        assert_eq!(check(&mut otp), Check::NotLive);
+    }
+
+    #[test]
+    fn another_computer_user_or_email_is_just_wrong() {
+        let (keys, computer, now) = setup();
+        let code = Code::generate(8);
+        let mut otp = otp(&keys, &computer, now, &code);
+        let other: ComputerId = "ws-2".parse().unwrap();
+        let wrong = Check::Wrong { locked: false };
+        assert_eq!(otp.check(&keys, &other, "alice", "alice@example.com", &code, now, 5), wrong);
+        assert_eq!(otp.check(&keys, &computer, "bob", "alice@example.com", &code, now, 5), wrong);
+        assert_eq!(otp.check(&keys, &computer, "alice", "bob@example.com", &code, now, 5), wrong);
+        assert_eq!(otp.attempts, 3);
+        assert_eq!(otp.code(&keys, &other, "alice").map(|c| c.expose().to_owned()), None);
+    }
+
+    #[test]
+    fn the_fifth_wrong_attempt_locks_and_four_do_not() {
+        let (keys, computer, now) = setup();
+        let code = Code::generate(8);
+        let wrong = Code::from_typed("00000000");
+        let mut otp = otp(&keys, &computer, now, &code);
+        for _ in 0..4 {
+            assert_eq!(
+                otp.check(&keys, &computer, "alice", "alice@example.com", &wrong, now, 5),
+                Check::Wrong { locked: false }
+            );
+        }
+        let mut after_four = otp.clone();
+        assert_eq!(
+            after_four.check(&keys, &computer, "alice", "alice@example.com", &code, now, 5),
+            Check::Allow
+        );
+        assert_eq!(
+            otp.check(&keys, &computer, "alice", "alice@example.com", &wrong, now, 5),
+            Check::Wrong { locked: true }
+        );
+        assert_eq!(otp.state, OtpState::Locked);
+        assert!(otp.sealed().is_none());
+        assert_eq!(
+            otp.check(&keys, &computer, "alice", "alice@example.com", &code, now, 5),
+            Check::NotLive
+        );
+    }
+
+    #[test]
+    fn an_expired_code_is_wiped_and_refused() {
+        let (keys, computer, now) = setup();
+        let code = Code::generate(8);
+        let mut otp = otp(&keys, &computer, now, &code);
+        let later = now.after(Duration::from_secs(1800));
+        assert!(otp.is_live(now.after(Duration::from_secs(1799))));
+        assert!(!otp.is_live(later));
+        assert_eq!(
+            otp.check(&keys, &computer, "alice", "alice@example.com", &code, later, 5),
+            Check::NotLive
+        );
+        assert_eq!(otp.state, OtpState::Expired);
+        assert!(otp.sealed().is_none());
+    }
+
+    #[test]
+    fn keys_differ_per_secret() {
+        let (keys, computer, now) = setup();
+        let code = Code::generate(8);
+        let otp = otp(&keys, &computer, now, &code);
+        let other = OtpKeys::derive(&[8; 32]);
+        assert!(otp.code(&other, &computer, "alice").is_none());
+    }
+}

@@ -1,0 +1,55 @@
+//! Client sessions: a person logged in to a client computer with an OTP.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Timestamp;
+use crate::id::ComputerId;
+
+/// One client session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientSession {
+    /// Unique across the server's life.
+    pub id: u64,
+    /// The computer logged in to.
+    pub computer: ComputerId,
+    /// The OS user logged in.
+    pub os_user: String,
+    /// The email the OTP was sent to.
+    pub email: String,
+    /// When the login was allowed.
+    pub started: Timestamp,
+    /// When the agent last reported it alive.
+    pub last_activity: Timestamp,
+    /// When and why it ended, once it has.
+    pub ended: Option<(Timestamp, SessionEnd)>,
+}
+
+/// Why a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SessionEnd {
+    /// The person logged out.
+    Logout,
+    /// The agent's connection was lost.
+    ConnectionLost,
+    /// The server stopped while it was open.
+    ServerRestart,
+}
+
+impl ClientSession {
+    /// The Management Tool's User Name: `<logged in user> (<email>)`.
+    pub fn user_name(&self) -> String {
+        format!("{} ({})", self.os_user, self.email)
+    }
+}
+
+impl fmt::Display for SessionEnd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Logout => "logged out",
+            Self::ConnectionLost => "connection lost",
+            Self::ServerRestart => "server restarted",
+        })
+    }
+}

@@ -1,0 +1,218 @@
+//! Settings: the System Settings, and the options of client groups and client
+//! computers. A computer inherits each option from its group unless it overrides
+//! it; a group inherits from the defaults.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The default Access Request Expiration Time.
+pub const DEFAULT_EXPIRATION: Duration = Duration::from_secs(30 * 60);
+/// The default shortest time between two new OTPs for one computer and OS user.
+pub const DEFAULT_NEW_OTP_INTERVAL: Duration = Duration::from_secs(60 * 60);
+/// The default number of digits in an OTP.
+pub const DEFAULT_OTP_LENGTH: u8 = 8;
+/// The fewest digits an OTP may have (NIST SP 800-63B).
+pub const MIN_OTP_LENGTH: u8 = 6;
+/// The most digits an OTP may have.
+pub const MAX_OTP_LENGTH: u8 = 12;
+/// The default number of wrong attempts after which an OTP is locked.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+/// The default number of failures allowed per client computer and per account per hour.
+pub const DEFAULT_MAX_FAILURES_PER_HOUR: u32 = 100;
+
+/// The System Settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SystemSettings {
+    /// How long an OTP, and an unprocessed access request, stays valid.
+    pub expiration: Duration,
+    /// The shortest time between two new OTPs for one computer and OS user.
+    pub new_otp_interval: Duration,
+    /// Digits per OTP.
+    pub otp_length: u8,
+    /// Wrong attempts after which an OTP is locked.
+    pub max_attempts: u32,
+    /// Failures allowed per client computer and per account within an hour.
+    pub max_failures_per_hour: u32,
+}
+
+impl Default for SystemSettings {
+    fn default() -> Self {
+        Self {
+            expiration: DEFAULT_EXPIRATION,
+            new_otp_interval: DEFAULT_NEW_OTP_INTERVAL,
+            otp_length: DEFAULT_OTP_LENGTH,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            max_failures_per_hour: DEFAULT_MAX_FAILURES_PER_HOUR,
+        }
+    }
+}
+
+/// A setting that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct InvalidSetting {
+    /// Which setting.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl SystemSettings {
+    /// Checks every value against its range.
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
+        let invalid = |field, reason: &str| {
+            Err(InvalidSetting {
+                field,
+                reason: reason.to_owned(),
+            })
+        };
+        if self.expiration < Duration::from_secs(60) || self.expiration > Duration::from_secs(86_400)
+        {
+            return invalid("expiration", "must be between 1 minute and 24 hours");
+        }
+        if self.new_otp_interval > Duration::from_secs(7 * 86_400) {
+            return invalid("new_otp_interval", "must be at most 7 days");
+        }
+        if !(MIN_OTP_LENGTH..=MAX_OTP_LENGTH).contains(&self.otp_length) {
+            return invalid("otp_length", "must be between 6 and 12 digits");
+        }
+        if !(1..=100).contains(&self.max_attempts) {
+            return invalid("max_attempts", "must be between 1 and 100");
+        }
+        if self.max_failures_per_hour == 0 {
+            return invalid("max_failures_per_hour", "must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// The options of a client group or a client computer. `None` inherits.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Options {
+    /// Allow the use of one-time passwords.
+    pub allow_otp: Option<bool>,
+    /// Users Who Can Approve Access: internal users' login names.
+    pub approvers: Option<Vec<String>>,
+    /// Automatically send one-time passwords to Active Directory users.
+    pub auto_directory: Option<bool>,
+    /// Automatically send one-time passwords to internal users.
+    pub auto_internal: Option<bool>,
+}
+
+impl Options {
+    /// These options laid over `base`: what is set here wins.
+    pub fn over(&self, base: &Effective) -> Effective {
+        Effective {
+            allow_otp: self.allow_otp.unwrap_or(base.allow_otp),
+            approvers: self
+                .approvers
+                .clone()
+                .unwrap_or_else(|| base.approvers.clone()),
+            auto_directory: self.auto_directory.unwrap_or(base.auto_directory),
+            auto_internal: self.auto_internal.unwrap_or(base.auto_internal),
+        }
+    }
+
+    /// Sets what `patch` sets, leaving the rest.
+    pub fn apply(&mut self, patch: &Options) {
+        if patch.allow_otp.is_some() {
+            self.allow_otp = patch.allow_otp;
+        }
+        if patch.approvers.is_some() {
+            self.approvers.clone_from(&patch.approvers);
+        }
+        if patch.auto_directory.is_some() {
+            self.auto_directory = patch.auto_directory;
+        }
+        if patch.auto_internal.is_some() {
+            self.auto_internal = patch.auto_internal;
+        }
+    }
+}
+
+/// The options in force for one computer, every inheritance resolved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Effective {
+    /// Allow the use of one-time passwords.
+    pub allow_otp: bool,
+    /// Users Who Can Approve Access; empty means the administrators.
+    pub approvers: Vec<String>,
+    /// Automatically send one-time passwords to Active Directory users.
+    pub auto_directory: bool,
+    /// Automatically send one-time passwords to internal users.
+    pub auto_internal: bool,
+}
+
+impl Default for Effective {
+    /// What applies where neither group nor computer says otherwise: OTPs allowed,
+    /// every request approved by the administrators.
+    fn default() -> Self {
+        Self {
+            allow_otp: true,
+            approvers: Vec::new(),
+            auto_directory: false,
+            auto_internal: false,
+        }
+    }
+}
+
+/// A client group: a name and options its computers inherit.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupRecord {
+    /// The group's options.
+    pub options: Options,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_computer_inherits_from_its_group_unless_it_overrides() {
+        let group = Options {
+            auto_directory: Some(true),
+            approvers: Some(vec!["alice".into()]),
+            ..Options::default()
+        };
+        let computer = Options {
+            approvers: Some(vec!["bob".into()]),
+            ..Options::default()
+        };
+        let effective = computer.over(&group.over(&Effective::default()));
+        assert!(effective.allow_otp);
+        assert!(effective.auto_directory, "from the group");
+        assert!(!effective.auto_internal, "from the defaults");
+        assert_eq!(effective.approvers, ["bob"], "the computer's own");
+    }
+
+    #[test]
+    fn patches_set_only_what_they_name() {
+        let mut options = Options {
+            allow_otp: Some(false),
+            auto_internal: Some(true),
+            ..Options::default()
+        };
+        options.apply(&Options {
+            allow_otp: Some(true),
+            ..Options::default()
+        });
+        assert_eq!(options.allow_otp, Some(true));
+        assert_eq!(options.auto_internal, Some(true));
+    }
+
+    #[test]
+    fn settings_are_checked() {
+        assert_eq!(SystemSettings::default().validate(), Ok(()));
+        let short = SystemSettings {
+            otp_length: 5,
+            ..SystemSettings::default()
+        };
+        assert_eq!(short.validate().unwrap_err().field, "otp_length");
+        let brief = SystemSettings {
+            expiration: Duration::from_secs(1),
+            ..SystemSettings::default()
+        };
+        assert_eq!(brief.validate().unwrap_err().field, "expiration");
+    }
+}

@@ -1,0 +1,36 @@
+//! Helpers for this crate's unit tests.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::clock::{ManualClock, Timestamp};
+use crate::computer::Services;
+use crate::directory::{Directory, DirectoryFuture};
+use crate::otp::OtpKeys;
+use crate::store::SledStore;
+
+/// A directory that knows the accounts it is given.
+pub struct MapDirectory(pub HashMap<String, String>);
+
+impl Directory for MapDirectory {
+    fn email_of<'a>(&'a self, account: &'a str) -> DirectoryFuture<'a, Option<String>> {
+        Box::pin(async move { Ok(self.0.get(account).cloned()) })
+    }
+}
+
+/// Services on a fresh store in `dir`, with a manual clock and no mailer.
+pub fn services(dir: &Path) -> (Arc<Services>, ManualClock) {
+    let clock = ManualClock::new(Timestamp::from_unix_millis(1_800_000_000_000));
+    let services = Services {
+        store: Arc::new(SledStore::open(dir).unwrap()),
+        clock: Arc::new(clock.clone()),
+        keys: Arc::new(OtpKeys::derive(&[3; 32])),
+        directory: Arc::new(MapDirectory(HashMap::from([(
+            "alice".to_owned(),
+            "alice@example.com".to_owned(),
+        )]))),
+        mailer: None,
+    };
+    (Arc::new(services), clock)
+}

@@ -9,6 +9,9 @@
 //! max_connections = 200000
 //! handshake_timeout_ms = 10000
 //! heartbeat_interval_ms = 30000
+//! directory_file = "/etc/otpgate/directory.toml"   # OS account -> email
+//! mail_from = "otpgate <otpgate@example.com>"
+//! admin_email = "it@example.com"                   # the first administrator's
 //! ```
 
 use std::net::SocketAddr;
@@ -27,6 +30,11 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 200_000;
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often agents send a heartbeat by default.
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30);
+
+/// The sender of every message by default.
+pub const DEFAULT_MAIL_FROM: &str = "otpgate <otpgate@localhost>";
+/// The email of the administrator created on first start, by default.
+pub const DEFAULT_ADMIN_EMAIL: &str = "admin@localhost";
 
 /// The shortest heartbeat interval we accept: shorter would flood the server.
 const MIN_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(50);
@@ -72,6 +80,9 @@ struct File {
     max_connections: Option<usize>,
     handshake_timeout_ms: Option<u64>,
     heartbeat_interval_ms: Option<u64>,
+    directory_file: Option<PathBuf>,
+    mail_from: Option<String>,
+    admin_email: Option<String>,
 }
 
 /// What the command line may override.
@@ -98,6 +109,12 @@ pub struct ServerConfig {
     pub handshake_timeout: Duration,
     /// How often agents send a heartbeat.
     pub heartbeat_interval: Duration,
+    /// The directory of Active Directory accounts (OS account to email), if any.
+    pub directory_file: Option<PathBuf>,
+    /// The sender of every message.
+    pub mail_from: String,
+    /// The email of the administrator created on first start.
+    pub admin_email: String,
 }
 
 impl ServerConfig {
@@ -180,6 +197,13 @@ impl ServerConfig {
             max_connections,
             handshake_timeout,
             heartbeat_interval,
+            directory_file: file.directory_file,
+            mail_from: file
+                .mail_from
+                .unwrap_or_else(|| DEFAULT_MAIL_FROM.to_owned()),
+            admin_email: file
+                .admin_email
+                .unwrap_or_else(|| DEFAULT_ADMIN_EMAIL.to_owned()),
         })
     }
 }

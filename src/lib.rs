@@ -7,12 +7,22 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod agent;
 pub mod config;
 pub mod conn;
+pub mod convert;
+pub mod directory;
 pub mod files;
 pub mod local;
+pub mod outbox;
 pub mod pki;
+pub mod prompt;
 pub mod server;
 pub mod tickets;
 pub mod tls;
+
+/// A time in milliseconds since the Unix epoch, as people read it (UTC).
+pub fn mail_time(unix_millis: u64) -> String {
+    otpgate_actors::mail::rfc3339(otpgate_actors::Timestamp::from_unix_millis(unix_millis))
+}

@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use nix::unistd::{Uid, User};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -20,7 +22,7 @@ use tracing::{Instrument, debug, info_span, warn};
 use otpgate_protocol::local::{AgentStatus, LocalError, LocalRequest, LocalResponse};
 use otpgate_protocol::{Request, Response};
 
-use crate::agent::Link;
+use crate::agent::{Link, LinkError};
 use crate::conn::{FrameReader, FrameWriter, ReadError, WriteError};
 
 /// Where the agent serves the login prompt by default.
@@ -64,7 +66,8 @@ pub async fn serve(listener: UnixListener, link: Link, cancel: CancellationToken
         let cancel = cancel.clone();
         tracker.spawn(async move {
             let caller = caller(&stream).await;
-            let span = info_span!("local", os_user = caller.as_deref().unwrap_or("?"));
+            let name = caller.as_ref().map_or("?", |c| c.name.as_str()).to_owned();
+            let span = info_span!("local", os_user = name);
             tokio::select! {
                 () = cancel.cancelled() => {}
                 () = serve_caller(stream, caller, &link).instrument(span) => {}
@@ -75,18 +78,27 @@ pub async fn serve(listener: UnixListener, link: Link, cancel: CancellationToken
     tracker.wait().await;
 }
 
-/// The OS account on the other end of `stream`, from the kernel's peer credentials.
-async fn caller(stream: &UnixStream) -> Option<String> {
-    let uid = stream.peer_cred().ok()?.uid();
-    // Name lookups may go to the network (NSS), so keep them off the runtime.
-    tokio::task::spawn_blocking(move || User::from_uid(Uid::from_raw(uid)))
-        .await
-        .ok()?
-        .ok()?
-        .map(|user| user.name)
+/// The OS account on the other end of a local connection.
+struct Caller {
+    uid: u32,
+    name: String,
 }
 
-async fn serve_caller(stream: UnixStream, caller: Option<String>, link: &Link) {
+/// The OS account on the other end of `stream`, from the kernel's peer credentials.
+async fn caller(stream: &UnixStream) -> Option<Caller> {
+    let uid = stream.peer_cred().ok()?.uid();
+    // Name lookups may go to the network (NSS), so keep them off the runtime.
+    let user = tokio::task::spawn_blocking(move || User::from_uid(Uid::from_raw(uid)))
+        .await
+        .ok()?
+        .ok()??;
+    Some(Caller {
+        uid,
+        name: user.name,
+    })
+}
+
+async fn serve_caller(stream: UnixStream, caller: Option<Caller>, link: &Link) {
     let (read, write) = stream.into_split();
     let mut reader = FrameReader::new(read);
     let mut writer = FrameWriter::new(write);
@@ -104,7 +116,7 @@ async fn serve_caller(stream: UnixStream, caller: Option<String>, link: &Link) {
         };
         let response = match &caller {
             None => LocalResponse::Fail(LocalError::UnknownCaller),
-            Some(os_user) => answer(request, os_user, link).await,
+            Some(caller) => answer(request, caller, link).await,
         };
         if writer.write(&response).await.is_err() {
             return;
@@ -112,8 +124,26 @@ async fn serve_caller(stream: UnixStream, caller: Option<String>, link: &Link) {
     }
 }
 
-async fn answer(request: LocalRequest, os_user: &str, link: &Link) -> LocalResponse {
+/// Serves one request of `caller`, the OS account on the socket's other end.
+async fn answer(request: LocalRequest, caller: &Caller, link: &Link) -> LocalResponse {
     match request {
+        LocalRequest::Login { os_user, request } => {
+            let os_user = match os_user {
+                Some(other) if other != caller.name && caller.uid != 0 => {
+                    return LocalResponse::Fail(LocalError::Forbidden);
+                }
+                Some(other) => other,
+                None => caller.name.clone(),
+            };
+            match link.call(Request::Login { os_user, request }).await {
+                Ok(Response::Login(response)) => LocalResponse::Login(response),
+                Ok(_) => LocalResponse::Fail(LocalError::Unavailable),
+                Err(LinkError::NotConnected | LinkError::Stopped) => {
+                    LocalResponse::Fail(LocalError::NotConnected)
+                }
+                Err(LinkError::Lost) => LocalResponse::Fail(LocalError::Unavailable),
+            }
+        }
         LocalRequest::Status => {
             let status = link.status();
             let started = Instant::now();
@@ -124,7 +154,7 @@ async fn answer(request: LocalRequest, os_user: &str, link: &Link) -> LocalRespo
                 _ => None,
             };
             LocalResponse::Status(AgentStatus {
-                os_user: os_user.to_owned(),
+                os_user: caller.name.clone(),
                 client_id: status.client_id,
                 connected: status.connected,
                 server_rtt_us,
@@ -133,12 +163,12 @@ async fn answer(request: LocalRequest, os_user: &str, link: &Link) -> LocalRespo
     }
 }
 
-/// Why the login prompt got no answer from its agent.
+/// Why a local client (the login prompt, `otpgate admin`) got no answer.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PromptError {
-    /// The agent's socket could not be reached.
-    #[error("cannot reach the otpgate agent at {}: {source}", path.display())]
+    /// The socket could not be reached.
+    #[error("cannot reach {}: {source}", path.display())]
     Connect {
         /// The socket.
         path: PathBuf,
@@ -146,19 +176,23 @@ pub enum PromptError {
         #[source]
         source: io::Error,
     },
-    /// The agent's answer could not be read.
-    #[error("the agent's answer could not be read: {0}")]
+    /// The answer could not be read.
+    #[error("the answer could not be read: {0}")]
     Read(#[from] ReadError),
     /// The request could not be sent.
     #[error("the request could not be sent: {0}")]
     Write(#[from] WriteError),
-    /// The agent closed the socket without answering.
-    #[error("the agent closed the connection without answering")]
+    /// The other side closed the socket without answering.
+    #[error("the connection was closed without an answer")]
     NoAnswer,
 }
 
-/// Asks the agent at `socket` one request and returns its answer.
-pub async fn ask(socket: &Path, request: &LocalRequest) -> Result<LocalResponse, PromptError> {
+/// Asks whoever serves Unix socket `socket` (the agent, or the daemon's admin
+/// socket) one request and returns its answer.
+pub async fn ask<Q: Serialize, A: DeserializeOwned>(
+    socket: &Path,
+    request: &Q,
+) -> Result<A, PromptError> {
     let stream = UnixStream::connect(socket)
         .await
         .map_err(|source| PromptError::Connect {

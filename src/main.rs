@@ -13,10 +13,13 @@ use tokio_util::sync::CancellationToken;
 use otpgate::agent::{self, AgentConfig, ServerAddr};
 use otpgate::config::{DEFAULT_DATA_DIR, Overrides, ServerConfig};
 use otpgate::local::{self, DEFAULT_SOCKET};
-use otpgate::pki;
+use otpgate::prompt::{self, EXIT_ERROR, Prompt};
 use otpgate::server::{self, Server};
+use otpgate::{admin, pki};
 use otpgate_actors::ComputerId;
+use otpgate_protocol::admin::{AdminRequest, AdminResponse, OptionsView, RoleView, SettingsPatch};
 use otpgate_protocol::local::{LocalRequest, LocalResponse};
+use otpgate_protocol::login::{LoginRequest, RequestMode, Secret};
 
 /// Exit status for a configuration that cannot be used (sysexits' EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
@@ -60,9 +63,33 @@ enum Command {
         #[arg(long, default_value = DEFAULT_SOCKET)]
         socket: PathBuf,
     },
-    /// The login prompt, talking to the local agent.
-    #[command(subcommand)]
-    Login(Login),
+    /// The login prompt, talking to the local agent: interactive without a
+    /// subcommand. Exits 0 on success, 1 when refused or denied, 2 on an error.
+    Login {
+        /// The agent's socket.
+        #[arg(long, global = true, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// Act for another OS user (root only).
+        #[arg(long, global = true)]
+        os_user: Option<String>,
+        /// Print one JSON document.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        step: Option<Login>,
+    },
+    /// The Management Tool on the command line, talking to the running server.
+    /// Exits 0 on success, 1 when refused, 2 on an error.
+    Admin {
+        /// The server's data folder (its admin socket is there).
+        #[arg(long, global = true, default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+        /// Print one JSON document.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        command: Admin,
+    },
 }
 
 #[derive(Subcommand)]
@@ -82,14 +109,272 @@ enum Certs {
 
 #[derive(Subcommand)]
 enum Login {
-    /// Show whether the agent is connected, and who it takes you for.
-    Status {
-        /// The agent's socket.
-        #[arg(long, default_value = DEFAULT_SOCKET)]
-        socket: PathBuf,
-        /// Print one JSON document.
+    /// What the prompt would show: options, the request's state, validity.
+    Status,
+    /// Whether the agent is connected, and who it takes you for.
+    Agent,
+    /// Request a one-time password.
+    Request {
+        /// With your email address (an access request to the approvers).
+        #[arg(long, conflicts_with_all = ["ad", "internal"])]
+        email: Option<String>,
+        /// As an Active Directory user: the directory knows your address.
         #[arg(long)]
-        json: bool,
+        ad: bool,
+        /// As internal user LOGIN; the password is read from standard input.
+        #[arg(long, value_name = "LOGIN")]
+        internal: Option<String>,
+        /// I need emergency access to computer (with --email).
+        #[arg(long, requires = "email")]
+        emergency: bool,
+    },
+    /// Email the valid one-time password again.
+    Resend,
+    /// Check a one-time password, read from standard input.
+    Verify {
+        /// The email address it was sent to.
+        #[arg(long)]
+        email: String,
+    },
+    /// Log out: end your client session.
+    Logout {
+        /// One session in particular.
+        #[arg(long)]
+        session: Option<u64>,
+    },
+}
+
+#[derive(Subcommand)]
+enum Admin {
+    /// System Settings.
+    #[command(subcommand)]
+    Settings(AdminSettings),
+    /// Client computers.
+    #[command(subcommand)]
+    Clients(AdminClients),
+    /// Client groups.
+    #[command(subcommand)]
+    Groups(AdminGroups),
+    /// Internal users.
+    #[command(subcommand)]
+    Users(AdminUsers),
+    /// Access requests.
+    #[command(subcommand)]
+    Requests(AdminRequests),
+    /// One-time passwords.
+    #[command(subcommand)]
+    Otp(AdminOtp),
+    /// Client sessions.
+    #[command(subcommand)]
+    Sessions(AdminSessions),
+    /// The audit log.
+    #[command(subcommand)]
+    Audit(AdminAudit),
+}
+
+#[derive(Subcommand)]
+enum AdminSettings {
+    /// Show them.
+    Get,
+    /// Change those named.
+    Set {
+        /// Access Request Expiration Time.
+        #[arg(long)]
+        expiration_minutes: Option<u64>,
+        /// Shortest time between two new OTPs for one computer and user.
+        #[arg(long)]
+        new_otp_interval_minutes: Option<u64>,
+        /// Digits per OTP (6 to 12).
+        #[arg(long)]
+        otp_length: Option<u8>,
+        /// Wrong attempts after which an OTP is locked.
+        #[arg(long)]
+        max_attempts: Option<u32>,
+        /// Failures allowed per computer and per account per hour.
+        #[arg(long)]
+        max_failures_per_hour: Option<u32>,
+    },
+}
+
+/// The options of a group or a computer; what is not given stays.
+#[derive(clap::Args)]
+struct OptionArgs {
+    /// Allow the use of one-time passwords.
+    #[arg(long)]
+    allow_otp: Option<bool>,
+    /// Users Who Can Approve Access (login names, comma-separated; empty for none).
+    #[arg(long, value_delimiter = ',', num_args = 0..)]
+    approvers: Option<Vec<String>>,
+    /// Automatically send one-time passwords to Active Directory users.
+    #[arg(long)]
+    auto_ad: Option<bool>,
+    /// Automatically send one-time passwords to internal users.
+    #[arg(long)]
+    auto_internal: Option<bool>,
+}
+
+impl OptionArgs {
+    fn view(self) -> OptionsView {
+        OptionsView {
+            allow_otp: self.allow_otp,
+            approvers: self
+                .approvers
+                .map(|a| a.into_iter().filter(|s| !s.is_empty()).collect()),
+            auto_directory: self.auto_ad,
+            auto_internal: self.auto_internal,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum AdminClients {
+    /// List them.
+    List,
+    /// Change one.
+    Set {
+        /// The computer.
+        name: String,
+        /// Put it in this group.
+        #[arg(long, conflicts_with = "no_group")]
+        group: Option<String>,
+        /// Take it out of its group.
+        #[arg(long)]
+        no_group: bool,
+        #[command(flatten)]
+        options: OptionArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminGroups {
+    /// List them.
+    List,
+    /// Create or change one.
+    Set {
+        /// The group.
+        name: String,
+        #[command(flatten)]
+        options: OptionArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminUsers {
+    /// List them.
+    List,
+    /// Add one; the password is read from standard input.
+    Add {
+        /// The login name.
+        login: String,
+        /// The email address.
+        #[arg(long)]
+        email: String,
+        /// administrator or user.
+        #[arg(long, value_enum, default_value = "user")]
+        role: RoleArg,
+    },
+    /// Change one.
+    Set {
+        /// The login name.
+        login: String,
+        /// A new email address.
+        #[arg(long)]
+        email: Option<String>,
+        /// A new role.
+        #[arg(long, value_enum)]
+        role: Option<RoleArg>,
+        /// Read a new password from standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum RoleArg {
+    Administrator,
+    User,
+}
+
+impl From<RoleArg> for RoleView {
+    fn from(role: RoleArg) -> Self {
+        match role {
+            RoleArg::Administrator => Self::Administrator,
+            RoleArg::User => Self::User,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum AdminRequests {
+    /// List the pending ones (or all).
+    List {
+        /// All, not only the pending ones.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Approve one: its OTP is emailed.
+    Approve {
+        /// The request.
+        id: u64,
+        /// A comment.
+        #[arg(long)]
+        comment: Option<String>,
+        /// The internal user approving.
+        #[arg(long = "as", default_value = server::INITIAL_ADMIN)]
+        by: String,
+    },
+    /// Deny one.
+    Deny {
+        /// The request.
+        id: u64,
+        /// A comment, for the person.
+        #[arg(long)]
+        comment: Option<String>,
+        /// The internal user denying.
+        #[arg(long = "as", default_value = server::INITIAL_ADMIN)]
+        by: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminOtp {
+    /// Generate an OTP without a request, and email it.
+    Generate {
+        /// The client computer.
+        #[arg(long)]
+        client: String,
+        /// The OS user.
+        #[arg(long)]
+        os_user: String,
+        /// Where it goes.
+        #[arg(long)]
+        email: String,
+        /// Why.
+        #[arg(long, default_value = admin::DEFAULT_GENERATE_COMMENT)]
+        comment: String,
+        /// The administrator generating it.
+        #[arg(long = "as", default_value = server::INITIAL_ADMIN)]
+        by: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminSessions {
+    /// List the open ones (or all).
+    List {
+        /// All, not only the open ones.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminAudit {
+    /// The newest entries.
+    List {
+        /// How many.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
     },
 }
 
@@ -156,11 +441,46 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             agent::run(config, cancel).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Login(Login::Status { socket, json }) => {
-            match local::ask(&socket, &LocalRequest::Status).await? {
+        Command::Login {
+            socket,
+            os_user,
+            json,
+            step,
+        } => {
+            let prompt = Prompt {
+                socket: &socket,
+                os_user,
+            };
+            Ok(login(&prompt, step, json).await.unwrap_or_else(|err| {
+                eprintln!("otpgate: {err}");
+                ExitCode::from(EXIT_ERROR)
+            }))
+        }
+        Command::Admin {
+            data_dir,
+            json,
+            command,
+        } => Ok(admin_command(&data_dir, command, json)
+            .await
+            .unwrap_or_else(|err| {
+                eprintln!("otpgate: {err:#}");
+                ExitCode::from(EXIT_ERROR)
+            })),
+    }
+}
+
+async fn login(
+    prompt: &Prompt<'_>,
+    step: Option<Login>,
+    json: bool,
+) -> Result<ExitCode, prompt::LoginError> {
+    let request = match step {
+        None => return prompt::interactive(prompt).await,
+        Some(Login::Agent) => {
+            return match local::ask(prompt.socket, &LocalRequest::Status).await? {
                 LocalResponse::Status(status) => {
                     if json {
-                        println!("{}", serde_json::to_string(&status)?);
+                        println!("{}", serde_json::to_string(&status).unwrap_or_default());
                     } else {
                         let client = status.client_id.as_deref().unwrap_or("(not yet known)");
                         let link = match (status.connected, status.server_rtt_us) {
@@ -174,10 +494,144 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     }
                     Ok(ExitCode::SUCCESS)
                 }
-                LocalResponse::Fail(code) => anyhow::bail!("the agent refused: {code:?}"),
+                LocalResponse::Fail(error) => Err(prompt::LoginError::Local(error)),
+                LocalResponse::Login(_) => Err(prompt::LoginError::Unexpected),
+            };
+        }
+        Some(Login::Status) => LoginRequest::Status,
+        Some(Login::Request {
+            email,
+            ad,
+            internal,
+            emergency,
+        }) => LoginRequest::Request(match (email, ad, internal) {
+            (Some(email), _, _) if emergency => RequestMode::Emergency(email),
+            (Some(email), _, _) => RequestMode::Email(email),
+            (None, true, _) => RequestMode::Directory,
+            (None, false, Some(login)) => RequestMode::Internal {
+                login,
+                password: Secret(prompt::read_secret("Password: ")?.to_string()),
+            },
+            (None, false, None) => {
+                eprintln!(
+                    "otpgate: say how: --email, --ad, --internal LOGIN or --emergency --email"
+                );
+                return Ok(ExitCode::from(EXIT_ERROR));
+            }
+        }),
+        Some(Login::Resend) => LoginRequest::Resend,
+        Some(Login::Verify { email }) => LoginRequest::Verify {
+            email,
+            code: Secret(prompt::read_secret("One-time password: ")?.to_string()),
+        },
+        Some(Login::Logout { session }) => LoginRequest::Logout { session },
+    };
+    Ok(prompt::report(&prompt.ask(request).await?, json))
+}
+
+async fn admin_command(
+    data_dir: &std::path::Path,
+    command: Admin,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let password = |prompt: &str| -> anyhow::Result<Secret> {
+        Ok(Secret(prompt::read_secret(prompt)?.to_string()))
+    };
+    let request = match command {
+        Admin::Settings(AdminSettings::Get) => AdminRequest::SettingsGet,
+        Admin::Settings(AdminSettings::Set {
+            expiration_minutes,
+            new_otp_interval_minutes,
+            otp_length,
+            max_attempts,
+            max_failures_per_hour,
+        }) => AdminRequest::SettingsSet(SettingsPatch {
+            expiration_secs: expiration_minutes.map(|m| m * 60),
+            new_otp_interval_secs: new_otp_interval_minutes.map(|m| m * 60),
+            otp_length,
+            max_attempts,
+            max_failures_per_hour,
+        }),
+        Admin::Clients(AdminClients::List) => AdminRequest::ClientsList,
+        Admin::Clients(AdminClients::Set {
+            name,
+            group,
+            no_group,
+            options,
+        }) => AdminRequest::ClientSet {
+            computer: name,
+            group: if no_group {
+                Some(None)
+            } else {
+                group.map(Some)
+            },
+            options: options.view(),
+        },
+        Admin::Groups(AdminGroups::List) => AdminRequest::GroupsList,
+        Admin::Groups(AdminGroups::Set { name, options }) => AdminRequest::GroupSet {
+            name,
+            options: options.view(),
+        },
+        Admin::Users(AdminUsers::List) => AdminRequest::UsersList,
+        Admin::Users(AdminUsers::Add { login, email, role }) => AdminRequest::UserAdd {
+            login,
+            email,
+            role: role.into(),
+            password: password("Password: ")?,
+        },
+        Admin::Users(AdminUsers::Set {
+            login,
+            email,
+            role,
+            password_stdin,
+        }) => AdminRequest::UserSet {
+            login,
+            email,
+            role: role.map(Into::into),
+            password: if password_stdin {
+                Some(password("New password: ")?)
+            } else {
+                None
+            },
+        },
+        Admin::Requests(AdminRequests::List { all }) => AdminRequest::RequestsList { all },
+        Admin::Requests(AdminRequests::Approve { id, comment, by }) => {
+            AdminRequest::RequestDecide {
+                id,
+                by,
+                approve: true,
+                comment,
             }
         }
+        Admin::Requests(AdminRequests::Deny { id, comment, by }) => AdminRequest::RequestDecide {
+            id,
+            by,
+            approve: false,
+            comment,
+        },
+        Admin::Otp(AdminOtp::Generate {
+            client,
+            os_user,
+            email,
+            comment,
+            by,
+        }) => AdminRequest::OtpGenerate {
+            computer: client,
+            os_user,
+            email,
+            comment: Some(comment),
+            by,
+        },
+        Admin::Sessions(AdminSessions::List { all }) => AdminRequest::SessionsList { all },
+        Admin::Audit(AdminAudit::List { limit }) => AdminRequest::AuditList { limit },
+    };
+    let response: AdminResponse = local::ask(&admin::socket_path(data_dir), &request).await?;
+    if json {
+        println!("{}", serde_json::to_string(&response)?);
+    } else {
+        println!("{}", admin::describe(&response));
     }
+    Ok(ExitCode::from(admin::exit_code(&response)))
 }
 
 async fn serve(path: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<ExitCode> {
@@ -188,7 +642,7 @@ async fn serve(path: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<Ex
         Err(err) => return Ok(config_error(&err)),
     };
     raise_fd_limit();
-    let server = match Server::open(&config).await {
+    let mut server = match Server::open(&config).await {
         Ok(server) => server,
         Err(err) if err.is_config() => return Ok(config_error(&err)),
         Err(err) => return Err(err.into()),
@@ -196,6 +650,17 @@ async fn serve(path: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<Ex
     let listener = server::bind(config.listen)
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
+    if let Some(password) = server.take_initial_password() {
+        println!(
+            "otpgate: created administrator '{}' with password {} (also in {}, mode 0600)",
+            server::INITIAL_ADMIN,
+            password.as_str(),
+            config
+                .data_dir
+                .join(server::INITIAL_PASSWORD_FILE)
+                .display()
+        );
+    }
     // Scripts and tests wait for this line.
     println!("otpgate listening on {addr}");
     let cancel = CancellationToken::new();

@@ -24,18 +24,25 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use otpgate_actors::mail::{Mailer, MailerArgs, MailerMsg};
+use otpgate_actors::otp::OtpKeys;
 use otpgate_actors::{
-    AgentInfo, CallError, ComputerId, ComputerMsg, Computers, ConnectionId, SledStore, Store,
-    StoreError, SystemClock,
+    AgentInfo, CallError, Clock, ComputerId, ComputerMsg, Computers, ConnectionId, Services,
+    SledStore, Store, StoreError, SystemClock,
 };
 use otpgate_protocol::{
     AgentMessage, ErrorCode, Hello, Request, Response, ServerMessage, Welcome, negotiate,
 };
+use ractor::{Actor, ActorRef};
+use zeroize::Zeroizing;
 
+use crate::admin::{self, AdminContext};
 use crate::config::ServerConfig;
 use crate::conn::{FrameReader, FrameWriter};
-use crate::pki;
+use crate::directory::{DirectoryFileError, StaticDirectory};
+use crate::outbox::EmlDir;
 use crate::tls::{self, ALPN, TlsError};
+use crate::{convert, pki};
 
 /// How many requests one connection may have in flight.
 pub const MAX_IN_FLIGHT: usize = 32;
@@ -71,13 +78,16 @@ pub enum OpenError {
     /// The actors could not be started.
     #[error("cannot start the actors: {0}")]
     Actors(#[from] ractor::SpawnErr),
+    /// The directory file is unusable.
+    #[error(transparent)]
+    Directory(#[from] DirectoryFileError),
 }
 
 impl OpenError {
     /// Whether the configuration is at fault (exit status 64) rather than the
     /// environment.
     pub fn is_config(&self) -> bool {
-        matches!(self, Self::Tls(_))
+        matches!(self, Self::Tls(_) | Self::Directory(_))
     }
 }
 
@@ -97,8 +107,12 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 pub struct Server {
     shared: Arc<Shared>,
     store: Arc<SledStore>,
+    clock: Arc<dyn Clock>,
     supervisor: JoinHandle<()>,
+    mailer: ActorRef<MailerMsg>,
     max_connections: usize,
+    admin_socket: std::path::PathBuf,
+    initial_password: Option<Zeroizing<String>>,
 }
 
 /// What every connection task needs.
@@ -111,26 +125,66 @@ struct Shared {
 }
 
 impl Server {
-    /// Creates what is missing in the data folder (PKI, database), opens it and
-    /// starts the actors.
+    /// Creates what is missing in the data folder (PKI, database, the first
+    /// administrator), opens it and starts the actors.
     pub async fn open(config: &ServerConfig) -> Result<Self, OpenError> {
-        crate::files::create_private_dir(&config.data_dir).map_err(|source| {
-            OpenError::DataDir {
-                path: config.data_dir.clone(),
+        Self::open_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// [`Server::open`], with wall-clock time from `clock` (tests move it).
+    pub async fn open_with_clock(
+        config: &ServerConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, OpenError> {
+        let data_dir = |path: &std::path::Path| {
+            crate::files::create_private_dir(path).map_err(|source| OpenError::DataDir {
+                path: path.to_owned(),
                 source,
-            }
-        })?;
+            })
+        };
+        data_dir(&config.data_dir)?;
+        let directory = match &config.directory_file {
+            Some(path) => StaticDirectory::load(path)?,
+            None => StaticDirectory::default(),
+        };
         let pki =
             pki::ensure_server(&config.data_dir, &config.server_names).map_err(TlsError::from)?;
+        let keys = Arc::new(OtpKeys::derive(pki.secret.expose()));
         let acceptor = TlsAcceptor::from(tls::server_config(pki)?);
         let db = config.data_dir.join("db");
-        crate::files::create_private_dir(&db).map_err(|source| OpenError::DataDir {
-            path: db.clone(),
-            source,
-        })?;
+        data_dir(&db)?;
         let store = Arc::new(SledStore::open(&db)?);
-        let (computers, supervisor) =
-            Computers::start(store.clone(), Arc::new(SystemClock)).await?;
+        let initial_password = bootstrap_admin(store.as_ref(), config, clock.as_ref()).await?;
+
+        let outbox = config.data_dir.join("outbox");
+        let transport =
+            EmlDir::new(outbox.clone(), config.mail_from.clone()).map_err(|source| {
+                OpenError::DataDir {
+                    path: outbox,
+                    source,
+                }
+            })?;
+        let host = config
+            .server_names
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "localhost".to_owned());
+        let mailer_args = MailerArgs {
+            store: store.clone(),
+            transport: Arc::new(transport),
+            keys: keys.clone(),
+            clock: clock.clone(),
+            host,
+        };
+        let (mailer, _) = Actor::spawn(None, Mailer, mailer_args).await?;
+        let services = Services {
+            store: store.clone(),
+            clock: clock.clone(),
+            keys,
+            directory: Arc::new(directory),
+            mailer: Some(mailer.clone()),
+        };
+        let (computers, supervisor) = Computers::start(Arc::new(services)).await?;
         Ok(Self {
             shared: Arc::new(Shared {
                 acceptor,
@@ -140,9 +194,18 @@ impl Server {
                 next_conn: AtomicU64::new(0),
             }),
             store,
+            clock,
             supervisor,
+            mailer,
             max_connections: config.max_connections,
+            admin_socket: admin::socket_path(&config.data_dir),
+            initial_password,
         })
+    }
+
+    /// The first administrator's password, once, if this start created them.
+    pub fn take_initial_password(&mut self) -> Option<Zeroizing<String>> {
+        self.initial_password.take()
     }
 
     /// The handle on the computers' actors, for the parts of the daemon (and the
@@ -156,6 +219,21 @@ impl Server {
     pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
+        match admin::bind(&self.admin_socket) {
+            Ok(admin_listener) => {
+                let context = AdminContext {
+                    store: self.store.clone(),
+                    computers: self.shared.computers.clone(),
+                    clock: self.clock.clone(),
+                };
+                tracker.spawn(admin::serve(admin_listener, context, cancel.child_token()));
+            }
+            Err(err) => tracing::error!(
+                error = %err,
+                path = %self.admin_socket.display(),
+                "cannot serve the admin socket"
+            ),
+        }
         let permits = Arc::new(Semaphore::new(self.max_connections));
         tokio::pin!(shutdown);
         loop {
@@ -196,6 +274,16 @@ impl Server {
         if let Err(err) = self.supervisor.await {
             warn!(error = %err, "supervisor task failed");
         }
+        // Queued mail stays in the outbox for the next start.
+        if self
+            .mailer
+            .stop_and_wait(None, Some(SHUTDOWN_GRACE))
+            .await
+            .is_err()
+        {
+            warn!("mailer did not stop in time");
+        }
+        let _ = std::fs::remove_file(&self.admin_socket);
         if let Err(err) = self.store.flush().await {
             tracing::error!(error = %err, "final flush failed");
         }
@@ -416,11 +504,90 @@ async fn respond(
             .call(id, |reply| ComputerMsg::Heartbeat { conn, reply })
             .await
             .map(|()| Response::Heartbeat),
+        Request::Login { os_user, request } => {
+            let call = convert::login_call(request);
+            computers
+                .call(id, |reply| ComputerMsg::Login {
+                    conn,
+                    os_user: os_user.clone(),
+                    call: call.clone(),
+                    reply,
+                })
+                .await
+                .map(|answer| Response::Login(convert::login_response(&os_user, answer)))
+        }
     };
     answer.unwrap_or_else(|err| {
         warn!(error = %err, "request failed");
         Response::Fail(code_for(&err))
     })
+}
+
+/// The login name of the administrator created on first start.
+pub const INITIAL_ADMIN: &str = "admin";
+
+/// Where the first administrator's password is kept, in the data folder.
+pub const INITIAL_PASSWORD_FILE: &str = "admin-password";
+
+/// Creates the first administrator if there are no internal users yet, with a
+/// random password that is returned once and kept in a 0600 file.
+async fn bootstrap_admin(
+    store: &dyn Store,
+    config: &ServerConfig,
+    clock: &dyn Clock,
+) -> Result<Option<Zeroizing<String>>, OpenError> {
+    if !store.users()?.is_empty() {
+        return Ok(None);
+    }
+    let password = random_password();
+    let path = config.data_dir.join(INITIAL_PASSWORD_FILE);
+    crate::files::write_private(&path, format!("{}\n", password.as_str()).as_bytes()).map_err(
+        |source| OpenError::DataDir {
+            path: path.clone(),
+            source,
+        },
+    )?;
+    let hashed = password.clone();
+    let password_hash =
+        tokio::task::spawn_blocking(move || otpgate_actors::directory::hash_password(&hashed))
+            .await
+            .expect("hashing a password does not panic");
+    store.put_user(&otpgate_actors::directory::UserRecord {
+        login: INITIAL_ADMIN.to_owned(),
+        email: config.admin_email.clone(),
+        password_hash,
+        role: otpgate_actors::directory::Role::Administrator,
+    })?;
+    store.append_audit(&otpgate_actors::audit::AuditEntry {
+        at: clock.now(),
+        who: "server".into(),
+        computer: None,
+        action: otpgate_actors::audit::Action::Configure,
+        outcome: format!("administrator {INITIAL_ADMIN} created"),
+    })?;
+    store.flush().await?;
+    Ok(Some(password))
+}
+
+/// 20 characters from a 57-letter alphabet without look-alikes: about 116 bits.
+fn random_password() -> Zeroizing<String> {
+    const ALPHABET: &[u8] = b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut password = Zeroizing::new(String::with_capacity(20));
+    let mut bytes = Zeroizing::new([0u8; 64]);
+    while password.len() < 20 {
+        aws_lc_rs::rand::fill(bytes.as_mut_slice()).expect("the system random generator works");
+        // 228 = 4 * 57: larger bytes would favour the first letters.
+        for &byte in bytes
+            .iter()
+            .filter(|&&b| usize::from(b) < 4 * ALPHABET.len())
+        {
+            if password.len() == 20 {
+                break;
+            }
+            password.push(char::from(ALPHABET[usize::from(byte) % ALPHABET.len()]));
+        }
+    }
+    password
 }
 
 /// The code a peer is given for a failed call; the details stay in our log.

@@ -20,9 +20,7 @@ use crate::audit::{Action, AuditEntry};
 use crate::clock::{Clock, Timestamp};
 use crate::directory::{Directory, Role, verify_password};
 use crate::id::ComputerId;
-use crate::login::{
-    LoginAnswer, LoginCall, Mode, PromptState, RequestStatus, Requested, Verdict,
-};
+use crate::login::{LoginAnswer, LoginCall, Mode, PromptState, RequestStatus, Requested, Verdict};
 use crate::mail::{MailKind, MailerMsg, OutboxEntry};
 use crate::otp::{Check, Code, Origin, Otp, OtpKeys, OtpState, Slot};
 use crate::request::{AccessRequest, Decision, Resolution};
@@ -357,13 +355,8 @@ impl ComputerState {
         self.svc.clock.now()
     }
 
-    /// The options in force: the computer's over its group's over the defaults.
     fn effective(&self) -> Result<Effective> {
-        let group = match &self.record.group {
-            Some(name) => self.svc.store.group(name)?.unwrap_or_default().options,
-            None => Options::default(),
-        };
-        Ok(self.record.options.over(&group.over(&Effective::default())))
+        Ok(self.record.effective(self.svc.store.as_ref())?)
     }
 
     fn audit(&self, who: &str, action: Action, outcome: &str) -> Result<()> {
@@ -504,14 +497,18 @@ impl ComputerState {
                 LoginAnswer::Verified(self.verify(conn, os_user, &email, &code)?)
             }
             LoginCall::Logout { session } => {
-                let mine = self
+                let ending: Vec<u64> = self
                     .sessions
-                    .get(&session)
-                    .is_some_and(|(s, _)| s.os_user == os_user);
-                if mine {
-                    self.end_session(session, SessionEnd::Logout)?;
+                    .iter()
+                    .filter(|(id, (s, _))| {
+                        s.os_user == os_user && session.is_none_or(|want| want == **id)
+                    })
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in &ending {
+                    self.end_session(*id, SessionEnd::Logout)?;
                 }
-                LoginAnswer::LoggedOut(mine)
+                LoginAnswer::LoggedOut(!ending.is_empty())
             }
         };
         self.commit().await?;
@@ -573,7 +570,10 @@ impl ComputerState {
         settings: &SystemSettings,
     ) -> Option<Result<Requested>> {
         let now = self.now();
-        let next_at = self.slot(os_user).last_new?.after(settings.new_otp_interval);
+        let next_at = self
+            .slot(os_user)
+            .last_new?
+            .after(settings.new_otp_interval);
         if now >= next_at {
             return None;
         }
@@ -638,7 +638,7 @@ impl ComputerState {
             },
             Mode::Internal { login, password } => {
                 let account = format!("login:{}", login.to_lowercase());
-                if let Some(retry_after) = self.throttled(settings, &[account.clone()])? {
+                if let Some(retry_after) = self.throttled(settings, std::slice::from_ref(&account))? {
                     return Ok(Requested::Throttle { retry_after });
                 }
                 let user = self.svc.store.user(&login)?;
@@ -846,7 +846,8 @@ impl ComputerState {
         };
         let allowed = match self.svc.store.user(by)? {
             Some(user) => {
-                user.role == Role::Administrator || self.effective()?.approvers.contains(&user.login)
+                user.role == Role::Administrator
+                    || self.effective()?.approvers.contains(&user.login)
             }
             None => false,
         };
@@ -876,7 +877,11 @@ impl ComputerState {
                 Origin::Approval { request },
             )?;
             found.decision = Decision::Approve(resolution);
-            self.audit(&who, Action::Approve, &format!("request {request} approved"))?;
+            self.audit(
+                &who,
+                Action::Approve,
+                &format!("request {request} approved"),
+            )?;
         } else {
             found.decision = Decision::Deny(resolution);
             self.queue(
@@ -890,7 +895,11 @@ impl ComputerState {
             self.audit(&who, Action::Deny, &format!("request {request} denied"))?;
         }
         self.svc.store.put_request(&found)?;
-        if self.latest.get(&found.os_user).is_some_and(|r| r.id == found.id) {
+        if self
+            .latest
+            .get(&found.os_user)
+            .is_some_and(|r| r.id == found.id)
+        {
             self.latest.insert(found.os_user.clone(), found.clone());
         }
         self.commit().await?;
@@ -969,7 +978,11 @@ impl ComputerState {
 
     fn expired_request(&mut self, request: &AccessRequest) -> Result<()> {
         self.svc.store.put_request(request)?;
-        if self.latest.get(&request.os_user).is_some_and(|r| r.id == request.id) {
+        if self
+            .latest
+            .get(&request.os_user)
+            .is_some_and(|r| r.id == request.id)
+        {
             self.latest.insert(request.os_user.clone(), request.clone());
         }
         self.queue(
@@ -1021,7 +1034,8 @@ impl ComputerState {
         }
         if let Some(next) = otps.chain(requests).min() {
             let wait = next.unix_millis().saturating_sub(self.now().unix_millis());
-            self.timer = Some(myself.send_after(Duration::from_millis(wait), || ComputerMsg::Sweep));
+            self.timer =
+                Some(myself.send_after(Duration::from_millis(wait), || ComputerMsg::Sweep));
         }
     }
 }

@@ -149,12 +149,16 @@ async fn directory_auto_send_then_verify_once() {
 async fn an_unknown_account_is_refused_and_email_mode_is_off_with_auto_send() {
     let f = Fixture::new(auto_directory()).await;
     assert_eq!(
-        f.login("mallory", LoginCall::Request(Mode::Directory)).await,
+        f.login("mallory", LoginCall::Request(Mode::Directory))
+            .await,
         LoginAnswer::Requested(Requested::Refuse)
     );
     assert_eq!(
-        f.login("alice", LoginCall::Request(Mode::Email("a@example.com".into())))
-            .await,
+        f.login(
+            "alice",
+            LoginCall::Request(Mode::Email("a@example.com".into()))
+        )
+        .await,
         LoginAnswer::Requested(Requested::Disabled)
     );
 }
@@ -165,7 +169,10 @@ async fn within_the_hour_the_same_otp_is_resent_and_after_it_a_new_one_issued() 
     f.login("alice", LoginCall::Request(Mode::Directory)).await;
     f.clock.advance(Duration::from_secs(60));
     let again = f.login("alice", LoginCall::Request(Mode::Directory)).await;
-    assert!(matches!(again, LoginAnswer::Requested(Requested::Resend { .. })), "{again:?}");
+    assert!(
+        matches!(again, LoginAnswer::Requested(Requested::Resend { .. })),
+        "{again:?}"
+    );
     let codes = f.codes();
     assert_eq!(codes.len(), 2);
     assert_eq!(codes[0], codes[1], "the same OTP, emailed again");
@@ -173,11 +180,17 @@ async fn within_the_hour_the_same_otp_is_resent_and_after_it_a_new_one_issued() 
     // Used up, still inside the hour: nothing to resend, and no new one yet.
     f.verify("alice@example.com", &codes[0]).await;
     let too_soon = f.login("alice", LoginCall::Request(Mode::Directory)).await;
-    assert!(matches!(too_soon, LoginAnswer::Requested(Requested::TooSoon { .. })), "{too_soon:?}");
+    assert!(
+        matches!(too_soon, LoginAnswer::Requested(Requested::TooSoon { .. })),
+        "{too_soon:?}"
+    );
 
     f.clock.advance(Duration::from_secs(60 * 60));
     let new = f.login("alice", LoginCall::Request(Mode::Directory)).await;
-    assert!(matches!(new, LoginAnswer::Requested(Requested::Send { .. })), "{new:?}");
+    assert!(
+        matches!(new, LoginAnswer::Requested(Requested::Send { .. })),
+        "{new:?}"
+    );
     let codes = f.codes();
     assert_ne!(codes[2], codes[0]);
 }

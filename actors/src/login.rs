@@ -9,7 +9,7 @@ use crate::clock::Timestamp;
 use crate::otp::Code;
 
 /// How a person asks for an OTP.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Mode {
     /// With their email address: an access request to the approvers.
     Email(String),
@@ -27,8 +27,9 @@ pub enum Mode {
     Emergency(String),
 }
 
-/// What the login prompt of one OS user asks.
-#[derive(Debug)]
+/// What the login prompt of one OS user asks. Cloning copies secrets into
+/// containers that wipe them too.
+#[derive(Debug, Clone)]
 pub enum LoginCall {
     /// What should the prompt show?
     Status,
@@ -43,10 +44,10 @@ pub enum LoginCall {
         /// The OTP typed.
         code: Code,
     },
-    /// The person logged out of session `session`.
+    /// The person logged out: of session `session`, or of all of theirs.
     Logout {
-        /// The session.
-        session: u64,
+        /// The session, if one in particular.
+        session: Option<u64>,
     },
 }
 

@@ -341,7 +341,10 @@ mod tests {
 
     #[test]
     fn timestamps_render_as_utc() {
-        assert_eq!(rfc3339(Timestamp::from_unix_millis(0)), "1970-01-01T00:00:00Z");
+        assert_eq!(
+            rfc3339(Timestamp::from_unix_millis(0)),
+            "1970-01-01T00:00:00Z"
+        );
         assert_eq!(
             rfc3339(Timestamp::from_unix_millis(1_795_929_170_818)),
             "2026-11-29T05:12:50Z"
@@ -368,11 +371,20 @@ mod tests {
                 valid_until: Timestamp::from_unix_millis(1_800_000),
             },
         };
-        assert!(!format!("{entry:?}").contains(code.expose()), "sealed in the outbox");
+        assert!(
+            !format!("{entry:?}").contains(code.expose()),
+            "sealed in the outbox"
+        );
         let mail = entry.render(&keys, "otp.example.com").unwrap();
         assert_eq!(mail.message_id, "<42.0@otp.example.com>");
         assert!(mail.subject.contains("ws-1"));
-        for part in [code.expose(), "ws-1", "alice", "1970-01-01T00:30:00Z", "Nobody"] {
+        for part in [
+            code.expose(),
+            "ws-1",
+            "alice",
+            "1970-01-01T00:30:00Z",
+            "Nobody",
+        ] {
             assert!(mail.body.contains(part), "{part} in {}", mail.body);
         }
         assert!(entry.render(&OtpKeys::derive(&[2; 32]), "h").is_none());

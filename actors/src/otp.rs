@@ -89,7 +89,9 @@ impl OtpKeys {
                 &mut body,
             )
             .ok()?;
-        Some(Code(Zeroizing::new(String::from_utf8(plain.to_vec()).ok()?)))
+        Some(Code(Zeroizing::new(
+            String::from_utf8(plain.to_vec()).ok()?,
+        )))
     }
 }
 
@@ -98,6 +100,7 @@ fn aad(computer: &ComputerId, os_user: &str) -> Vec<u8> {
 }
 
 /// An OTP in the clear: wiped from memory when dropped, never printed.
+#[derive(Clone)]
 pub struct Code(Zeroizing<String>);
 
 impl Code {
@@ -338,7 +341,16 @@ mod tests {
 
     fn otp(keys: &OtpKeys, computer: &ComputerId, now: Timestamp, code: &Code) -> Otp {
         let until = now.after(Duration::from_secs(1800));
-        Otp::new(keys, computer, "alice", "Alice@Example.com", code, now, until, Origin::AutoSend)
+        Otp::new(
+            keys,
+            computer,
+            "alice",
+            "Alice@Example.com",
+            code,
+            now,
+            until,
+            Origin::AutoSend,
+        )
     }
 
     #[test]
@@ -348,8 +360,9 @@ mod tests {
             assert_eq!(code.expose().len(), usize::from(len));
             assert!(code.expose().bytes().all(|b| b.is_ascii_digit()));
         }
-        let codes: std::collections::HashSet<String> =
-            (0..100).map(|_| Code::generate(8).expose().to_owned()).collect();
+        let codes: std::collections::HashSet<String> = (0..100)
+            .map(|_| Code::generate(8).expose().to_owned())
+            .collect();
         assert!(codes.len() > 95);
     }
 
@@ -362,7 +375,10 @@ mod tests {
             }
         }
         // 2,000 expected per digit; a biased generator would be far off.
-        assert!(counts.iter().all(|&n| (1_700..2_300).contains(&n)), "{counts:?}");
+        assert!(
+            counts.iter().all(|&n| (1_700..2_300).contains(&n)),
+            "{counts:?}"
+        );
     }
 
     #[test]
@@ -370,8 +386,21 @@ mod tests {
         let (keys, computer, now) = setup();
         let code = Code::generate(8);
         let mut otp = otp(&keys, &computer, now, &code);
-        assert_eq!(otp.code(&keys, &computer, "alice").unwrap().expose(), code.expose());
-        let check = |otp: &mut Otp| otp.check(&keys, &computer, "alice", "alice@example.COM", &code, now, 5);
+        assert_eq!(
+            otp.code(&keys, &computer, "alice").unwrap().expose(),
+            code.expose()
+        );
+        let check = |otp: &mut Otp| {
+            otp.check(
+                &keys,
+                &computer,
+                "alice",
+                "alice@example.COM",
+                &code,
+                now,
+                5,
+            )
+        };
         assert_eq!(check(&mut otp), Check::Allow, "email case does not matter");
         assert_eq!(otp.state, OtpState::Used);
         assert!(otp.tag.is_none() && otp.sealed.is_none());
@@ -385,11 +414,24 @@ mod tests {
         let mut otp = otp(&keys, &computer, now, &code);
         let other: ComputerId = "ws-2".parse().unwrap();
         let wrong = Check::Wrong { locked: false };
-        assert_eq!(otp.check(&keys, &other, "alice", "alice@example.com", &code, now, 5), wrong);
-        assert_eq!(otp.check(&keys, &computer, "bob", "alice@example.com", &code, now, 5), wrong);
-        assert_eq!(otp.check(&keys, &computer, "alice", "bob@example.com", &code, now, 5), wrong);
+        assert_eq!(
+            otp.check(&keys, &other, "alice", "alice@example.com", &code, now, 5),
+            wrong
+        );
+        assert_eq!(
+            otp.check(&keys, &computer, "bob", "alice@example.com", &code, now, 5),
+            wrong
+        );
+        assert_eq!(
+            otp.check(&keys, &computer, "alice", "bob@example.com", &code, now, 5),
+            wrong
+        );
         assert_eq!(otp.attempts, 3);
-        assert_eq!(otp.code(&keys, &other, "alice").map(|c| c.expose().to_owned()), None);
+        assert_eq!(
+            otp.code(&keys, &other, "alice")
+                .map(|c| c.expose().to_owned()),
+            None
+        );
     }
 
     #[test]
@@ -400,23 +442,55 @@ mod tests {
         let mut otp = otp(&keys, &computer, now, &code);
         for _ in 0..4 {
             assert_eq!(
-                otp.check(&keys, &computer, "alice", "alice@example.com", &wrong, now, 5),
+                otp.check(
+                    &keys,
+                    &computer,
+                    "alice",
+                    "alice@example.com",
+                    &wrong,
+                    now,
+                    5
+                ),
                 Check::Wrong { locked: false }
             );
         }
         let mut after_four = otp.clone();
         assert_eq!(
-            after_four.check(&keys, &computer, "alice", "alice@example.com", &code, now, 5),
+            after_four.check(
+                &keys,
+                &computer,
+                "alice",
+                "alice@example.com",
+                &code,
+                now,
+                5
+            ),
             Check::Allow
         );
         assert_eq!(
-            otp.check(&keys, &computer, "alice", "alice@example.com", &wrong, now, 5),
+            otp.check(
+                &keys,
+                &computer,
+                "alice",
+                "alice@example.com",
+                &wrong,
+                now,
+                5
+            ),
             Check::Wrong { locked: true }
         );
         assert_eq!(otp.state, OtpState::Locked);
         assert!(otp.sealed().is_none());
         assert_eq!(
-            otp.check(&keys, &computer, "alice", "alice@example.com", &code, now, 5),
+            otp.check(
+                &keys,
+                &computer,
+                "alice",
+                "alice@example.com",
+                &code,
+                now,
+                5
+            ),
             Check::NotLive
         );
     }
@@ -430,7 +504,15 @@ mod tests {
         assert!(otp.is_live(now.after(Duration::from_secs(1799))));
         assert!(!otp.is_live(later));
         assert_eq!(
-            otp.check(&keys, &computer, "alice", "alice@example.com", &code, later, 5),
+            otp.check(
+                &keys,
+                &computer,
+                "alice",
+                "alice@example.com",
+                &code,
+                later,
+                5
+            ),
             Check::NotLive
         );
         assert_eq!(otp.state, OtpState::Expired);

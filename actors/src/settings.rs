@@ -67,7 +67,8 @@ impl SystemSettings {
                 reason: reason.to_owned(),
             })
         };
-        if self.expiration < Duration::from_secs(60) || self.expiration > Duration::from_secs(86_400)
+        if self.expiration < Duration::from_secs(60)
+            || self.expiration > Duration::from_secs(86_400)
         {
             return invalid("expiration", "must be between 1 minute and 24 hours");
         }

@@ -34,7 +34,7 @@ use crate::mail::OutboxEntry;
 use crate::otp::Slot;
 use crate::request::AccessRequest;
 use crate::session::ClientSession;
-use crate::settings::{GroupRecord, Options, SystemSettings};
+use crate::settings::{Effective, GroupRecord, Options, SystemSettings};
 
 /// How often sled writes its buffers to disk without being asked.
 pub const FLUSH_EVERY_MS: u64 = 500;
@@ -59,6 +59,17 @@ pub struct ComputerRecord {
     pub group: Option<String>,
     /// Its own options, over its group's.
     pub options: Options,
+}
+
+impl ComputerRecord {
+    /// The options in force: the computer's own over its group's over the defaults.
+    pub fn effective(&self, store: &dyn Store) -> Result<Effective> {
+        let group = match &self.group {
+            Some(name) => store.group(name)?.unwrap_or_default().options,
+            None => Options::default(),
+        };
+        Ok(self.options.over(&group.over(&Effective::default())))
+    }
 }
 
 /// Failures counted within a window of time.
@@ -528,7 +539,12 @@ mod tests {
         let ws10: ComputerId = "ws-10".parse().unwrap();
         store.put_slot(&ws1, "alice", &Slot::default()).unwrap();
         store.put_slot(&ws10, "bob", &Slot::default()).unwrap();
-        let users: Vec<String> = store.slots(&ws1).unwrap().into_iter().map(|(u, _)| u).collect();
+        let users: Vec<String> = store
+            .slots(&ws1)
+            .unwrap()
+            .into_iter()
+            .map(|(u, _)| u)
+            .collect();
         assert_eq!(users, ["alice"]);
     }
 
@@ -539,8 +555,14 @@ mod tests {
         let hour = Duration::from_secs(3600);
         let t0 = Timestamp::from_unix_millis(10_000);
         assert_eq!(store.count_failure("k", t0, hour).unwrap(), 1);
-        assert_eq!(store.count_failure("k", t0.after(hour / 2), hour).unwrap(), 2);
-        assert_eq!(store.failures("k", t0.after(hour / 2), hour).unwrap().count, 2);
+        assert_eq!(
+            store.count_failure("k", t0.after(hour / 2), hour).unwrap(),
+            2
+        );
+        assert_eq!(
+            store.failures("k", t0.after(hour / 2), hour).unwrap().count,
+            2
+        );
         assert_eq!(store.failures("k", t0.after(hour), hour).unwrap().count, 0);
         assert_eq!(store.count_failure("k", t0.after(hour), hour).unwrap(), 1);
     }
@@ -560,7 +582,12 @@ mod tests {
                 })
                 .unwrap();
         }
-        let last: Vec<String> = store.audit(3).unwrap().into_iter().map(|e| e.outcome).collect();
+        let last: Vec<String> = store
+            .audit(3)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.outcome)
+            .collect();
         assert_eq!(last, ["2", "3", "4"]);
     }
 

@@ -288,17 +288,14 @@ impl Computers {
 #[cfg(all(test, feature = "fault-injection"))]
 mod tests {
     use super::*;
-    use crate::clock::SystemClock;
     use crate::computer::{AgentInfo, ConnectionId};
-    use crate::store::SledStore;
+    use crate::testing::services;
 
     #[tokio::test]
     async fn a_panicking_computer_actor_is_respawned() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(SledStore::open(dir.path()).unwrap());
-        let (computers, handle) = Computers::start(store, Arc::new(SystemClock))
-            .await
-            .unwrap();
+        let (services, _) = services(dir.path());
+        let (computers, handle) = Computers::start(services).await.unwrap();
         let id: ComputerId = "ws-1".parse().unwrap();
         let connect = |reply| ComputerMsg::Connect {
             conn: ConnectionId(1),

@@ -6,8 +6,10 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod frame;
 pub mod local;
+pub mod login;
 pub mod message;
 
 pub use frame::{FrameError, decode, encode};

@@ -7,11 +7,21 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::login::{LoginRequest, LoginResponse};
+
 /// What the login prompt asks of its local agent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LocalRequest {
     /// How is the agent doing, and who am I to it?
     Status,
+    /// A login prompt request, for the caller's own OS user, or for `os_user`
+    /// when the caller is root.
+    Login {
+        /// Another OS user to act for; only root may name one.
+        os_user: Option<String>,
+        /// What is asked.
+        request: LoginRequest,
+    },
 }
 
 /// The agent's answer to a [`LocalRequest`].
@@ -19,6 +29,8 @@ pub enum LocalRequest {
 pub enum LocalResponse {
     /// The answer to [`LocalRequest::Status`].
     Status(AgentStatus),
+    /// The server's answer to [`LocalRequest::Login`].
+    Login(LoginResponse),
     /// The request could not be served.
     Fail(LocalError),
 }
@@ -44,6 +56,12 @@ pub enum LocalError {
     Malformed,
     /// The caller's OS account could not be determined.
     UnknownCaller,
+    /// Only root may act for another OS user.
+    Forbidden,
+    /// The agent is not connected to the server right now.
+    NotConnected,
+    /// The server could not serve the request; try again later.
+    Unavailable,
     /// Something went wrong in the agent; it has been logged there.
     Internal,
 }

@@ -11,6 +11,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::login::{LoginRequest, LoginResponse};
+
 /// The oldest protocol version this build speaks.
 pub const MIN_PROTOCOL_VERSION: u16 = 1;
 /// The newest protocol version this build speaks.
@@ -55,8 +57,16 @@ pub struct Hello {
 /// What an agent may ask of the server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
-    /// "I am still here": keeps the connection and the computer's last-seen time fresh.
+    /// "I am still here": keeps the connection, the computer's last-seen time and
+    /// its client sessions' activity fresh.
     Heartbeat,
+    /// The login prompt of OS user `os_user` asks something.
+    Login {
+        /// The OS user, from the prompt's socket peer credentials.
+        os_user: String,
+        /// What the prompt asks.
+        request: LoginRequest,
+    },
 }
 
 /// What the server sends to an agent.
@@ -98,6 +108,8 @@ pub struct Welcome {
 pub enum Response {
     /// The heartbeat was recorded.
     Heartbeat,
+    /// The answer to [`Request::Login`].
+    Login(LoginResponse),
     /// The request could not be served; the connection stays open.
     Fail(ErrorCode),
 }

@@ -193,6 +193,10 @@ pub struct ServerProcess {
     pub addr: SocketAddr,
     pub child: Child,
     pub dir: PathBuf,
+    /// The first administrator's password, if this start created them.
+    pub initial_password: Option<String>,
+    /// Kept open so that the server never writes into a closed pipe.
+    _stdout: BufReader<std::process::ChildStdout>,
 }
 
 impl ServerProcess {
@@ -221,20 +225,25 @@ impl ServerProcess {
             .stderr(log)
             .spawn()
             .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("otpgate listening on ")
-            .unwrap_or_else(|| panic!("server did not start: {line:?}; see {}", dir.display()))
-            .parse()
-            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut initial_password = None;
+        let addr = loop {
+            let mut line = String::new();
+            stdout.read_line(&mut line).unwrap();
+            if let Some(addr) = line.trim().strip_prefix("otpgate listening on ") {
+                break addr.parse().unwrap();
+            }
+            match line.split_once("with password ") {
+                Some((_, rest)) => initial_password = rest.split_whitespace().next().map(String::from),
+                None => panic!("server did not start: {line:?}; see {}", dir.display()),
+            }
+        };
         Self {
             addr,
             child,
             dir: dir.to_owned(),
+            initial_password,
+            _stdout: stdout,
         }
     }
 

@@ -1,0 +1,306 @@
+//! The Management Tool's command-line channel: `otpgate admin` talks to the
+//! running daemon over a Unix socket in its data folder (mode 0600, so only the
+//! daemon's own account may use it), in the same frames as the agent protocol.
+//!
+//! Times are milliseconds since the Unix epoch; durations are seconds.
+
+use serde::{Deserialize, Serialize};
+
+use crate::login::Secret;
+
+/// What the administrator's command asks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AdminRequest {
+    /// The System Settings.
+    SettingsGet,
+    /// Change the System Settings named.
+    SettingsSet(SettingsPatch),
+    /// Every client computer.
+    ClientsList,
+    /// Change a client computer's group or options.
+    ClientSet {
+        /// The computer.
+        computer: String,
+        /// `Some(None)` takes it out of its group.
+        group: Option<Option<String>>,
+        /// The options to set.
+        options: OptionsView,
+    },
+    /// Every client group.
+    GroupsList,
+    /// Create or change a client group.
+    GroupSet {
+        /// The group.
+        name: String,
+        /// The options to set.
+        options: OptionsView,
+    },
+    /// Every internal user.
+    UsersList,
+    /// Create an internal user.
+    UserAdd {
+        /// The login name.
+        login: String,
+        /// The email address.
+        email: String,
+        /// Administrator or user.
+        role: RoleView,
+        /// The password.
+        password: Secret,
+    },
+    /// Change an internal user.
+    UserSet {
+        /// The login name.
+        login: String,
+        /// A new email address.
+        email: Option<String>,
+        /// A new role.
+        role: Option<RoleView>,
+        /// A new password.
+        password: Option<Secret>,
+    },
+    /// Access requests: the pending ones, or all.
+    RequestsList {
+        /// All, not only the pending ones.
+        all: bool,
+    },
+    /// Approve or deny an access request.
+    RequestDecide {
+        /// The request.
+        id: u64,
+        /// The internal user deciding.
+        by: String,
+        /// Approve (`true`) or deny.
+        approve: bool,
+        /// A comment.
+        comment: Option<String>,
+    },
+    /// Generate an OTP without a request.
+    OtpGenerate {
+        /// The client computer.
+        computer: String,
+        /// The OS user.
+        os_user: String,
+        /// Where it goes.
+        email: String,
+        /// Why; "Generated without request." when not given.
+        comment: Option<String>,
+        /// The administrator generating it.
+        by: String,
+    },
+    /// Client sessions: the open ones, or all.
+    SessionsList {
+        /// All, not only the open ones.
+        all: bool,
+    },
+    /// The newest audit entries.
+    AuditList {
+        /// How many.
+        limit: u32,
+    },
+}
+
+/// The System Settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettingsView {
+    /// Access Request Expiration Time, in seconds.
+    pub expiration_secs: u64,
+    /// Shortest time between two new OTPs for one computer and OS user, in seconds.
+    pub new_otp_interval_secs: u64,
+    /// Digits per OTP.
+    pub otp_length: u8,
+    /// Wrong attempts after which an OTP is locked.
+    pub max_attempts: u32,
+    /// Failures allowed per client computer and per account per hour.
+    pub max_failures_per_hour: u32,
+}
+
+/// Changes to the System Settings; what is `None` stays.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettingsPatch {
+    /// Access Request Expiration Time, in seconds.
+    pub expiration_secs: Option<u64>,
+    /// Shortest time between two new OTPs, in seconds.
+    pub new_otp_interval_secs: Option<u64>,
+    /// Digits per OTP.
+    pub otp_length: Option<u8>,
+    /// Wrong attempts after which an OTP is locked.
+    pub max_attempts: Option<u32>,
+    /// Failures allowed per computer and per account per hour.
+    pub max_failures_per_hour: Option<u32>,
+}
+
+/// A group's or computer's options; `None` inherits (in a patch: stays).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OptionsView {
+    /// Allow the use of one-time passwords.
+    pub allow_otp: Option<bool>,
+    /// Users Who Can Approve Access.
+    pub approvers: Option<Vec<String>>,
+    /// Automatically send one-time passwords to Active Directory users.
+    pub auto_directory: Option<bool>,
+    /// Automatically send one-time passwords to internal users.
+    pub auto_internal: Option<bool>,
+}
+
+/// A client computer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientView {
+    /// Its name.
+    pub computer: String,
+    /// Its group.
+    pub group: Option<String>,
+    /// Since when its agent is connected, if it is.
+    pub connected_since: Option<u64>,
+    /// When its agent was last heard from.
+    pub last_seen: u64,
+    /// The host name its agent reported.
+    pub host_name: String,
+    /// Its own options.
+    pub options: OptionsView,
+    /// The options in force, inheritance resolved (every field set).
+    pub effective: OptionsView,
+}
+
+/// A client group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupView {
+    /// Its name.
+    pub name: String,
+    /// Its options.
+    pub options: OptionsView,
+}
+
+/// An internal user's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RoleView {
+    /// Configures everything, approves anything, generates OTPs.
+    Administrator,
+    /// Requests OTPs, approves where listed.
+    User,
+}
+
+/// An internal user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserView {
+    /// The login name.
+    pub login: String,
+    /// The email address.
+    pub email: String,
+    /// The role.
+    pub role: RoleView,
+}
+
+/// An access request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestView {
+    /// Its id.
+    pub id: u64,
+    /// The client computer.
+    pub computer: String,
+    /// The OS user.
+    pub os_user: String,
+    /// The address given.
+    pub email: String,
+    /// Emergency access.
+    pub emergency: bool,
+    /// When it was made.
+    pub created: u64,
+    /// When it expires unless decided.
+    pub expires: u64,
+    /// `pending`, `approved`, `denied` or `expired`.
+    pub state: String,
+    /// Who decided.
+    pub decided_by: Option<String>,
+    /// Their comment.
+    pub comment: Option<String>,
+}
+
+/// A client session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionView {
+    /// Its id.
+    pub id: u64,
+    /// The client computer.
+    pub computer: String,
+    /// `<logged in user> (<email>)`.
+    pub user_name: String,
+    /// When it started.
+    pub started: u64,
+    /// When the agent last reported it alive.
+    pub last_activity: u64,
+    /// When it ended, if it has.
+    pub ended: Option<u64>,
+    /// Why it ended, if it has.
+    pub end_reason: Option<String>,
+}
+
+/// An audit entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditView {
+    /// When.
+    pub at: u64,
+    /// Who.
+    pub who: String,
+    /// The computer concerned.
+    pub computer: Option<String>,
+    /// What.
+    pub action: String,
+    /// How it ended.
+    pub outcome: String,
+}
+
+/// The daemon's answer to an [`AdminRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AdminResponse {
+    /// The System Settings.
+    Settings(SettingsView),
+    /// Client computers.
+    Clients(Vec<ClientView>),
+    /// Client groups.
+    Groups(Vec<GroupView>),
+    /// Internal users.
+    Users(Vec<UserView>),
+    /// Access requests.
+    Requests(Vec<RequestView>),
+    /// An OTP was generated and emailed.
+    Generated {
+        /// Until when it is valid.
+        valid_until: u64,
+    },
+    /// Client sessions.
+    Sessions(Vec<SessionView>),
+    /// Audit entries.
+    Audit(Vec<AuditView>),
+    /// Done.
+    Done,
+    /// Refused or failed.
+    Fail(AdminError),
+}
+
+/// Why an admin request was not done.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminError {
+    /// What kind of failure.
+    pub code: AdminErrorCode,
+    /// For the administrator's eyes.
+    pub message: String,
+}
+
+/// The kinds of admin failures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AdminErrorCode {
+    /// No such thing.
+    NotFound,
+    /// A value is not acceptable.
+    Invalid,
+    /// The named user may not do this.
+    Forbidden,
+    /// It was already done, or cannot be done in its state.
+    Conflict,
+    /// Something failed in the daemon; it has been logged there.
+    Internal,
+}

@@ -1,0 +1,543 @@
+//! The daemon's side of `otpgate admin`: a Unix socket in the data folder, mode
+//! 0600, so only the account that runs the daemon may use it (the operator). It
+//! serves the Management Tool's operations; changes to a computer go through its
+//! actor, global changes (settings, groups, users) straight to the store, and all
+//! of them into the audit log.
+
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::net::{UnixListener, UnixStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, warn};
+use zeroize::Zeroizing;
+
+use otpgate_actors::audit::{Action, AuditEntry};
+use otpgate_actors::directory::{UserRecord, hash_password};
+use otpgate_actors::request::Decision;
+use otpgate_actors::settings::GroupRecord;
+use otpgate_actors::{
+    CallError, Clock, ComputerId, ComputerMsg, Computers, Decided, Generated, Store, StoreError,
+};
+use otpgate_protocol::admin::{
+    AdminError, AdminErrorCode, AdminRequest, AdminResponse, ClientView, GroupView, UserView,
+};
+
+use crate::conn::{FrameReader, FrameWriter};
+use crate::convert;
+
+/// The comment of an OTP generated without a request, unless one is given.
+pub const DEFAULT_GENERATE_COMMENT: &str = "Generated without request.";
+
+/// The socket's name in the data folder.
+pub const SOCKET: &str = "admin.sock";
+
+/// What the admin handler works with.
+#[derive(Clone)]
+pub struct AdminContext {
+    /// Where global state is.
+    pub store: Arc<dyn Store>,
+    /// The computers' actors.
+    pub computers: Computers,
+    /// Where time comes from.
+    pub clock: Arc<dyn Clock>,
+}
+
+/// Creates the admin socket at `path`, for the owner only.
+pub fn bind(path: &Path) -> io::Result<UnixListener> {
+    match std::fs::remove_file(path) {
+        Err(err) if err.kind() != io::ErrorKind::NotFound => return Err(err),
+        _ => {}
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Serves administrators on `listener` until `cancel` fires.
+pub async fn serve(listener: UnixListener, context: AdminContext, cancel: CancellationToken) {
+    let tracker = TaskTracker::new();
+    loop {
+        let stream = tokio::select! {
+            () = cancel.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(err) => {
+                    warn!(error = %err, "admin accept failed");
+                    continue;
+                }
+            },
+        };
+        let context = context.clone();
+        tracker.spawn(serve_one(stream, context));
+    }
+    tracker.close();
+    tracker.wait().await;
+}
+
+async fn serve_one(stream: UnixStream, context: AdminContext) {
+    let operator = stream.peer_cred().map_or_else(
+        |_| "operator".to_owned(),
+        |cred| format!("operator(uid {})", cred.uid()),
+    );
+    let (read, write) = stream.into_split();
+    let mut reader = FrameReader::new(read);
+    let mut writer = FrameWriter::new(write);
+    while let Ok(Some(request)) = reader.read::<AdminRequest>().await {
+        let response = match handle(&context, &operator, request).await {
+            Ok(response) => response,
+            Err(err) => {
+                warn!(error = %err, "admin request failed");
+                fail(
+                    AdminErrorCode::Internal,
+                    "the server could not do it; see its log",
+                )
+            }
+        };
+        if writer.write(&response).await.is_err() {
+            return;
+        }
+    }
+    debug!("admin connection closed");
+}
+
+fn fail(code: AdminErrorCode, message: impl Into<String>) -> AdminResponse {
+    AdminResponse::Fail(AdminError {
+        code,
+        message: message.into(),
+    })
+}
+
+/// Why an admin request failed inside the daemon.
+#[derive(Debug, thiserror::Error)]
+enum HandleError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Call(#[from] CallError),
+}
+
+async fn handle(
+    context: &AdminContext,
+    operator: &str,
+    request: AdminRequest,
+) -> Result<AdminResponse, HandleError> {
+    let store = context.store.as_ref();
+    let audit = |outcome: String| {
+        store.append_audit(&AuditEntry {
+            at: context.clock.now(),
+            who: operator.to_owned(),
+            computer: None,
+            action: Action::Configure,
+            outcome,
+        })
+    };
+    Ok(match request {
+        AdminRequest::SettingsGet => {
+            AdminResponse::Settings(convert::settings_view(&store.settings()?))
+        }
+        AdminRequest::SettingsSet(patch) => {
+            let settings = convert::patch_settings(store.settings()?, &patch);
+            if let Err(invalid) = settings.validate() {
+                return Ok(fail(AdminErrorCode::Invalid, invalid.to_string()));
+            }
+            store.put_settings(&settings)?;
+            audit("system settings changed".into())?;
+            store.flush().await?;
+            AdminResponse::Settings(convert::settings_view(&settings))
+        }
+        AdminRequest::ClientsList => {
+            let mut clients = Vec::new();
+            for (id, record) in store.computers()? {
+                clients.push(ClientView {
+                    computer: id.to_string(),
+                    group: record.group.clone(),
+                    connected_since: record.connected_since.map(|t| t.unix_millis()),
+                    last_seen: record.last_seen.unix_millis(),
+                    host_name: record.host_name.clone(),
+                    options: convert::options_view(&record.options),
+                    effective: convert::effective_view(&record.effective(store)?),
+                });
+            }
+            AdminResponse::Clients(clients)
+        }
+        AdminRequest::ClientSet {
+            computer,
+            group,
+            options,
+        } => {
+            let Ok(id) = computer.parse::<ComputerId>() else {
+                return Ok(fail(
+                    AdminErrorCode::Invalid,
+                    format!("{computer:?} is not a valid computer name"),
+                ));
+            };
+            if let Some(Some(name)) = &group
+                && store.group(name)?.is_none()
+            {
+                return Ok(fail(AdminErrorCode::NotFound, format!("no group {name:?}")));
+            }
+            let options = convert::options(&options);
+            let by = operator.to_owned();
+            context
+                .computers
+                .call(&id, |reply| ComputerMsg::Configure {
+                    group: group.clone(),
+                    options: options.clone(),
+                    by: by.clone(),
+                    reply,
+                })
+                .await?;
+            AdminResponse::Done
+        }
+        AdminRequest::GroupsList => AdminResponse::Groups(
+            store
+                .groups()?
+                .into_iter()
+                .map(|(name, group)| GroupView {
+                    name,
+                    options: convert::options_view(&group.options),
+                })
+                .collect(),
+        ),
+        AdminRequest::GroupSet { name, options } => {
+            if name.is_empty() || name.len() > 128 {
+                return Ok(fail(
+                    AdminErrorCode::Invalid,
+                    "a group's name must be 1 to 128 characters",
+                ));
+            }
+            let mut group: GroupRecord = store.group(&name)?.unwrap_or_default();
+            group.options.apply(&convert::options(&options));
+            store.put_group(&name, &group)?;
+            audit(format!("group {name} changed"))?;
+            store.flush().await?;
+            AdminResponse::Done
+        }
+        AdminRequest::UsersList => AdminResponse::Users(
+            store
+                .users()?
+                .into_iter()
+                .map(|user| UserView {
+                    login: user.login,
+                    email: user.email,
+                    role: convert::role_view(user.role),
+                })
+                .collect(),
+        ),
+        AdminRequest::UserAdd {
+            login,
+            email,
+            role,
+            password,
+        } => {
+            if store.user(&login)?.is_some() {
+                return Ok(fail(
+                    AdminErrorCode::Conflict,
+                    format!("user {login:?} exists"),
+                ));
+            }
+            if let Some(problem) = user_problem(&login, &email, Some(&password.0)) {
+                return Ok(fail(AdminErrorCode::Invalid, problem));
+            }
+            let password_hash = hash_off_runtime(Zeroizing::new(password.0)).await;
+            store.put_user(&UserRecord {
+                login: login.clone(),
+                email,
+                password_hash,
+                role: convert::role(role),
+            })?;
+            audit(format!("user {login} added"))?;
+            store.flush().await?;
+            AdminResponse::Done
+        }
+        AdminRequest::UserSet {
+            login,
+            email,
+            role,
+            password,
+        } => {
+            let Some(mut user) = store.user(&login)? else {
+                return Ok(fail(AdminErrorCode::NotFound, format!("no user {login:?}")));
+            };
+            let new_email = email.as_deref().unwrap_or(&user.email).to_owned();
+            if let Some(problem) =
+                user_problem(&login, &new_email, password.as_ref().map(|p| p.0.as_str()))
+            {
+                return Ok(fail(AdminErrorCode::Invalid, problem));
+            }
+            user.email = new_email;
+            if let Some(role) = role {
+                user.role = convert::role(role);
+            }
+            if let Some(password) = password {
+                user.password_hash = hash_off_runtime(Zeroizing::new(password.0)).await;
+            }
+            store.put_user(&user)?;
+            audit(format!("user {login} changed"))?;
+            store.flush().await?;
+            AdminResponse::Done
+        }
+        AdminRequest::RequestsList { all } => AdminResponse::Requests(
+            store
+                .requests()?
+                .iter()
+                .filter(|r| all || r.decision == Decision::Pending)
+                .map(convert::request_view)
+                .collect(),
+        ),
+        AdminRequest::RequestDecide {
+            id,
+            by,
+            approve,
+            comment,
+        } => {
+            let Some(request) = store.requests()?.into_iter().find(|r| r.id == id) else {
+                return Ok(fail(AdminErrorCode::NotFound, format!("no request {id}")));
+            };
+            let decided = context
+                .computers
+                .call(&request.computer, |reply| ComputerMsg::Decide {
+                    request: id,
+                    by: by.clone(),
+                    approve,
+                    comment: comment.clone(),
+                    reply,
+                })
+                .await?;
+            match decided {
+                Decided::Done(request) => {
+                    AdminResponse::Requests(vec![convert::request_view(&request)])
+                }
+                Decided::NotPending(request) => fail(
+                    AdminErrorCode::Conflict,
+                    format!(
+                        "request {id} is {} already",
+                        convert::request_view(&request).state
+                    ),
+                ),
+                Decided::NotFound => fail(AdminErrorCode::NotFound, format!("no request {id}")),
+                Decided::NotAllowed => fail(
+                    AdminErrorCode::Forbidden,
+                    format!("{by:?} may not decide requests of {}", request.computer),
+                ),
+            }
+        }
+        AdminRequest::OtpGenerate {
+            computer,
+            os_user,
+            email,
+            comment,
+            by,
+        } => {
+            let Ok(id) = computer.parse::<ComputerId>() else {
+                return Ok(fail(
+                    AdminErrorCode::Invalid,
+                    format!("{computer:?} is not a valid computer name"),
+                ));
+            };
+            if os_user.is_empty() || !email.contains('@') {
+                return Ok(fail(
+                    AdminErrorCode::Invalid,
+                    "an OS user and an email address are needed",
+                ));
+            }
+            let comment = comment.unwrap_or_else(|| DEFAULT_GENERATE_COMMENT.to_owned());
+            let generated = context
+                .computers
+                .call(&id, |reply| ComputerMsg::Generate {
+                    os_user: os_user.clone(),
+                    email: email.clone(),
+                    comment: comment.clone(),
+                    by: by.clone(),
+                    reply,
+                })
+                .await?;
+            match generated {
+                Generated::Send { valid_until } => AdminResponse::Generated {
+                    valid_until: valid_until.unix_millis(),
+                },
+                Generated::NotAllowed => fail(
+                    AdminErrorCode::Forbidden,
+                    format!("{by:?} is not an administrator"),
+                ),
+            }
+        }
+        AdminRequest::SessionsList { all } => AdminResponse::Sessions(
+            store
+                .sessions()?
+                .iter()
+                .filter(|s| all || s.ended.is_none())
+                .map(convert::session_view)
+                .collect(),
+        ),
+        AdminRequest::AuditList { limit } => AdminResponse::Audit(
+            store
+                .audit(limit as usize)?
+                .iter()
+                .map(convert::audit_view)
+                .collect(),
+        ),
+    })
+}
+
+/// What is wrong with a user's login name, email or new password, if anything.
+fn user_problem(login: &str, email: &str, password: Option<&str>) -> Option<String> {
+    if login.is_empty()
+        || login.len() > 64
+        || login.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Some("a login name must be 1 to 64 characters without spaces".into());
+    }
+    if !email.contains('@') || email.chars().any(char::is_whitespace) {
+        return Some(format!("{email:?} is not an email address"));
+    }
+    if password.is_some_and(|p| p.chars().count() < 12) {
+        return Some("a password must have at least 12 characters".into());
+    }
+    None
+}
+
+async fn hash_off_runtime(password: Zeroizing<String>) -> String {
+    tokio::task::spawn_blocking(move || hash_password(&password))
+        .await
+        .expect("hashing a password does not panic")
+}
+
+/// The admin socket's path in data folder `data`.
+pub fn socket_path(data: &Path) -> PathBuf {
+    data.join(SOCKET)
+}
+
+/// An answer in words, for the administrator's terminal.
+pub fn describe(response: &AdminResponse) -> String {
+    use std::fmt::Write;
+
+    let time = |millis: u64| crate::mail_time(millis);
+    let options = |o: &otpgate_protocol::admin::OptionsView| {
+        let flag = |v: Option<bool>| v.map_or("-".to_owned(), |v| v.to_string());
+        format!(
+            "allow_otp={} auto_ad={} auto_internal={} approvers={}",
+            flag(o.allow_otp),
+            flag(o.auto_directory),
+            flag(o.auto_internal),
+            o.approvers.as_ref().map_or("-".to_owned(), |a| a.join(","))
+        )
+    };
+    let mut out = String::new();
+    match response {
+        AdminResponse::Settings(s) => {
+            let _ = write!(
+                out,
+                "expiration_minutes      {}\nnew_otp_interval_minutes {}\notp_length              {}\n\
+                 max_attempts            {}\nmax_failures_per_hour   {}",
+                s.expiration_secs / 60,
+                s.new_otp_interval_secs / 60,
+                s.otp_length,
+                s.max_attempts,
+                s.max_failures_per_hour
+            );
+        }
+        AdminResponse::Clients(clients) => {
+            for c in clients {
+                let state = c.connected_since.map_or("disconnected".to_owned(), |t| {
+                    format!("connected since {}", time(t))
+                });
+                let _ = writeln!(
+                    out,
+                    "{}\tgroup={}\t{state}\tlast seen {}\n\tin force: {}",
+                    c.computer,
+                    c.group.as_deref().unwrap_or("-"),
+                    time(c.last_seen),
+                    options(&c.effective)
+                );
+            }
+        }
+        AdminResponse::Groups(groups) => {
+            for g in groups {
+                let _ = writeln!(out, "{}\t{}", g.name, options(&g.options));
+            }
+        }
+        AdminResponse::Users(users) => {
+            for u in users {
+                let _ = writeln!(out, "{}\t{}\t{:?}", u.login, u.email, u.role);
+            }
+        }
+        AdminResponse::Requests(requests) => {
+            for r in requests {
+                let _ = writeln!(
+                    out,
+                    "#{}\t{}\t{} ({})\t{}{}\tcreated {}\texpires {}{}",
+                    r.id,
+                    r.computer,
+                    r.os_user,
+                    r.email,
+                    r.state,
+                    if r.emergency { " EMERGENCY" } else { "" },
+                    time(r.created),
+                    time(r.expires),
+                    r.decided_by
+                        .as_ref()
+                        .map_or(String::new(), |by| format!("\tby {by}"))
+                );
+            }
+        }
+        AdminResponse::Generated { valid_until } => {
+            let _ = write!(
+                out,
+                "OTP generated and emailed; valid until {}",
+                time(*valid_until)
+            );
+        }
+        AdminResponse::Sessions(sessions) => {
+            let _ = writeln!(out, "COMPUTER\tUSER NAME\tSTARTED\tLAST ACTIVITY\tENDED");
+            for s in sessions {
+                let _ = writeln!(
+                    out,
+                    "{}\t{}\t{}\t{}\t{}",
+                    s.computer,
+                    s.user_name,
+                    time(s.started),
+                    time(s.last_activity),
+                    s.ended.map_or("-".to_owned(), |t| format!(
+                        "{} ({})",
+                        time(t),
+                        s.end_reason.as_deref().unwrap_or("")
+                    ))
+                );
+            }
+        }
+        AdminResponse::Audit(entries) => {
+            for e in entries {
+                let _ = writeln!(
+                    out,
+                    "{}\t{}\t{}\t{}\t{}",
+                    time(e.at),
+                    e.who,
+                    e.computer.as_deref().unwrap_or("-"),
+                    e.action,
+                    e.outcome
+                );
+            }
+        }
+        AdminResponse::Done => out.push_str("done"),
+        AdminResponse::Fail(error) => {
+            let _ = write!(out, "refused ({:?}): {}", error.code, error.message);
+        }
+    }
+    out.trim_end().to_owned()
+}
+
+/// The exit status for an answer: 0 done, 1 refused, 2 error.
+pub fn exit_code(response: &AdminResponse) -> u8 {
+    match response {
+        AdminResponse::Fail(AdminError { code, .. }) => match code {
+            AdminErrorCode::NotFound | AdminErrorCode::Forbidden | AdminErrorCode::Conflict => 1,
+            _ => 2,
+        },
+        _ => 0,
+    }
+}

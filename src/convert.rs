@@ -1,0 +1,236 @@
+//! Translation between the wire's types (`otpgate_protocol`) and the domain's
+//! (`otpgate_actors`). Neither crate knows the other; this is where they meet.
+
+use std::time::Duration;
+
+use zeroize::Zeroizing;
+
+use otpgate_actors::audit::AuditEntry;
+use otpgate_actors::directory::Role;
+use otpgate_actors::login::{
+    LoginAnswer, LoginCall, Mode, PromptState, RequestStatus, Requested, Verdict,
+};
+use otpgate_actors::otp::Code;
+use otpgate_actors::request::{AccessRequest, Decision};
+use otpgate_actors::session::ClientSession;
+use otpgate_actors::settings::{Effective, Options, SystemSettings};
+use otpgate_protocol::admin::{
+    AuditView, OptionsView, RequestView, RoleView, SessionView, SettingsPatch, SettingsView,
+};
+use otpgate_protocol::login::{self as wire, LoginRequest, LoginResponse, RequestMode};
+
+/// A login request off the wire, as the computer's actor takes it. The secrets
+/// move into wiping containers.
+pub fn login_call(request: LoginRequest) -> LoginCall {
+    match request {
+        LoginRequest::Status => LoginCall::Status,
+        LoginRequest::Request(mode) => LoginCall::Request(match mode {
+            RequestMode::Email(email) => Mode::Email(email),
+            RequestMode::Directory => Mode::Directory,
+            RequestMode::Internal { login, password } => Mode::Internal {
+                login,
+                password: Zeroizing::new(password.0),
+            },
+            RequestMode::Emergency(email) => Mode::Emergency(email),
+        }),
+        LoginRequest::Resend => LoginCall::Resend,
+        LoginRequest::Verify { email, code } => LoginCall::Verify {
+            email,
+            code: Code::from_typed(&Zeroizing::new(code.0)),
+        },
+        LoginRequest::Logout { session } => LoginCall::Logout { session },
+    }
+}
+
+/// The actor's answer, for the wire.
+pub fn login_response(os_user: &str, answer: LoginAnswer) -> LoginResponse {
+    match answer {
+        LoginAnswer::Status(state) => LoginResponse::Status(prompt_status(os_user, state)),
+        LoginAnswer::Requested(requested) => LoginResponse::Requested(match requested {
+            Requested::Send { to, valid_until } => wire::Requested::Send {
+                to,
+                valid_until: valid_until.unix_millis(),
+            },
+            Requested::Resend { to, valid_until } => wire::Requested::Resend {
+                to,
+                valid_until: valid_until.unix_millis(),
+            },
+            Requested::AwaitApproval { request, expires } => wire::Requested::AwaitApproval {
+                request,
+                expires: expires.unix_millis(),
+            },
+            Requested::TooSoon { next_at } => wire::Requested::TooSoon {
+                next_at: next_at.unix_millis(),
+            },
+            Requested::NoLiveOtp => wire::Requested::NoLiveOtp,
+            Requested::Disabled => wire::Requested::Disabled,
+            Requested::Refuse => wire::Requested::Refuse,
+            Requested::Throttle { retry_after } => wire::Requested::Throttle {
+                retry_after: seconds(retry_after),
+            },
+        }),
+        LoginAnswer::Verified(verdict) => LoginResponse::Verified(match verdict {
+            Verdict::Allow { session } => wire::Verdict::Allow { session },
+            Verdict::Deny => wire::Verdict::Deny,
+            Verdict::Throttle { retry_after } => wire::Verdict::Throttle {
+                retry_after: seconds(retry_after),
+            },
+        }),
+        LoginAnswer::LoggedOut(ended) => LoginResponse::LoggedOut { ended },
+    }
+}
+
+fn prompt_status(os_user: &str, state: PromptState) -> wire::PromptStatus {
+    wire::PromptStatus {
+        os_user: os_user.to_owned(),
+        allow_otp: state.allow_otp,
+        auto_directory: state.auto_directory,
+        auto_internal: state.auto_internal,
+        email: state.email,
+        request: state.request.map(|(id, status)| {
+            let state = match status {
+                RequestStatus::Pending { expires } => wire::RequestState::Pending {
+                    expires: expires.unix_millis(),
+                },
+                RequestStatus::Approve => wire::RequestState::Approve,
+                RequestStatus::Deny { comment } => wire::RequestState::Deny { comment },
+                RequestStatus::Expire => wire::RequestState::Expire,
+            };
+            (id, state)
+        }),
+        otp_valid_until: state.otp_valid_until.map(|t| t.unix_millis()),
+        next_new_at: state.next_new_at.map(|t| t.unix_millis()),
+    }
+}
+
+/// Whole seconds, rounded up so that "retry after" is never too early.
+fn seconds(duration: Duration) -> u64 {
+    duration
+        .as_millis()
+        .div_ceil(1000)
+        .try_into()
+        .unwrap_or(u64::MAX)
+}
+
+/// The System Settings, for the admin channel.
+pub fn settings_view(settings: &SystemSettings) -> SettingsView {
+    SettingsView {
+        expiration_secs: settings.expiration.as_secs(),
+        new_otp_interval_secs: settings.new_otp_interval.as_secs(),
+        otp_length: settings.otp_length,
+        max_attempts: settings.max_attempts,
+        max_failures_per_hour: settings.max_failures_per_hour,
+    }
+}
+
+/// `settings` with `patch` applied.
+pub fn patch_settings(mut settings: SystemSettings, patch: &SettingsPatch) -> SystemSettings {
+    if let Some(secs) = patch.expiration_secs {
+        settings.expiration = Duration::from_secs(secs);
+    }
+    if let Some(secs) = patch.new_otp_interval_secs {
+        settings.new_otp_interval = Duration::from_secs(secs);
+    }
+    if let Some(len) = patch.otp_length {
+        settings.otp_length = len;
+    }
+    if let Some(n) = patch.max_attempts {
+        settings.max_attempts = n;
+    }
+    if let Some(n) = patch.max_failures_per_hour {
+        settings.max_failures_per_hour = n;
+    }
+    settings
+}
+
+/// Options, for the admin channel.
+pub fn options_view(options: &Options) -> OptionsView {
+    OptionsView {
+        allow_otp: options.allow_otp,
+        approvers: options.approvers.clone(),
+        auto_directory: options.auto_directory,
+        auto_internal: options.auto_internal,
+    }
+}
+
+/// Options in force, for the admin channel (every field set).
+pub fn effective_view(effective: &Effective) -> OptionsView {
+    OptionsView {
+        allow_otp: Some(effective.allow_otp),
+        approvers: Some(effective.approvers.clone()),
+        auto_directory: Some(effective.auto_directory),
+        auto_internal: Some(effective.auto_internal),
+    }
+}
+
+/// Options off the admin channel.
+pub fn options(view: &OptionsView) -> Options {
+    Options {
+        allow_otp: view.allow_otp,
+        approvers: view.approvers.clone(),
+        auto_directory: view.auto_directory,
+        auto_internal: view.auto_internal,
+    }
+}
+
+/// A role, for the admin channel.
+pub fn role_view(role: Role) -> RoleView {
+    match role {
+        Role::Administrator => RoleView::Administrator,
+        Role::User => RoleView::User,
+    }
+}
+
+/// A role off the admin channel.
+pub fn role(view: RoleView) -> Role {
+    match view {
+        RoleView::Administrator => Role::Administrator,
+        RoleView::User => Role::User,
+    }
+}
+
+/// An access request, for the admin channel.
+pub fn request_view(request: &AccessRequest) -> RequestView {
+    let (state, resolution) = match &request.decision {
+        Decision::Pending => ("pending", None),
+        Decision::Approve(resolution) => ("approved", Some(resolution)),
+        Decision::Deny(resolution) => ("denied", Some(resolution)),
+        Decision::Expire => ("expired", None),
+    };
+    RequestView {
+        id: request.id,
+        computer: request.computer.to_string(),
+        os_user: request.os_user.clone(),
+        email: request.email.clone(),
+        emergency: request.emergency,
+        created: request.created.unix_millis(),
+        expires: request.expires.unix_millis(),
+        state: state.to_owned(),
+        decided_by: resolution.map(|r| r.by.clone()),
+        comment: resolution.and_then(|r| r.comment.clone()),
+    }
+}
+
+/// A client session, for the admin channel.
+pub fn session_view(session: &ClientSession) -> SessionView {
+    SessionView {
+        id: session.id,
+        computer: session.computer.to_string(),
+        user_name: session.user_name(),
+        started: session.started.unix_millis(),
+        last_activity: session.last_activity.unix_millis(),
+        ended: session.ended.map(|(at, _)| at.unix_millis()),
+        end_reason: session.ended.map(|(_, why)| why.to_string()),
+    }
+}
+
+/// An audit entry, for the admin channel.
+pub fn audit_view(entry: &AuditEntry) -> AuditView {
+    AuditView {
+        at: entry.at.unix_millis(),
+        who: entry.who.clone(),
+        computer: entry.computer.clone(),
+        action: format!("{:?}", entry.action).to_lowercase(),
+        outcome: entry.outcome.clone(),
+    }
+}

@@ -1,0 +1,158 @@
+//! The embedded directory of Active Directory accounts: a TOML file that maps OS
+//! accounts to email addresses. LDAP replaces it in a later release, behind the
+//! same `Directory` trait.
+//!
+//! ```toml
+//! # NetBIOS domain = Kerberos realm: makes CORP\alice and alice@corp.example.com
+//! # one account.
+//! [domains]
+//! CORP = "corp.example.com"
+//!
+//! [accounts]
+//! 'CORP\alice' = "alice@example.com"
+//! "bob@corp.example.com" = "bob@example.com"
+//! "carol" = "carol@example.com"          # a local account
+//! ```
+//!
+//! Accounts match case-insensitively, in either form.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use otpgate_actors::directory::{Directory, DirectoryFuture};
+
+/// Why the directory file could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DirectoryFileError {
+    /// It could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// It is not valid.
+    #[error("{}: {message}", path.display())]
+    Parse {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong, on one line.
+        message: String,
+    },
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    domains: HashMap<String, String>,
+    #[serde(default)]
+    accounts: HashMap<String, String>,
+}
+
+/// A directory read from a file at start.
+#[derive(Debug, Default)]
+pub struct StaticDirectory {
+    /// NetBIOS domain (lower case) to realm (lower case).
+    domains: HashMap<String, String>,
+    /// Canonical account to email.
+    accounts: HashMap<String, String>,
+}
+
+impl StaticDirectory {
+    /// Reads the directory in file `path`.
+    pub fn load(path: &Path) -> Result<Self, DirectoryFileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| DirectoryFileError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let file: File = toml::from_str(&text).map_err(|err| DirectoryFileError::Parse {
+            path: path.to_owned(),
+            message: err.message().replace('\n', " "),
+        })?;
+        Ok(Self::new(file.domains, file.accounts))
+    }
+
+    fn new(domains: HashMap<String, String>, accounts: HashMap<String, String>) -> Self {
+        let mut directory = Self {
+            domains: domains
+                .into_iter()
+                .map(|(domain, realm)| (domain.to_lowercase(), realm.to_lowercase()))
+                .collect(),
+            accounts: HashMap::new(),
+        };
+        directory.accounts = accounts
+            .into_iter()
+            .map(|(account, email)| (directory.canonical(&account), email))
+            .collect();
+        directory
+    }
+
+    /// One spelling per account: lower case, `name@realm` where the domain is known.
+    fn canonical(&self, account: &str) -> String {
+        let account = account.trim().to_lowercase();
+        match account.split_once('\\') {
+            Some((domain, name)) => {
+                let realm = self.domains.get(domain).map_or(domain, String::as_str);
+                format!("{name}@{realm}")
+            }
+            None => account,
+        }
+    }
+}
+
+impl Directory for StaticDirectory {
+    fn email_of<'a>(&'a self, account: &'a str) -> DirectoryFuture<'a, Option<String>> {
+        let email = self.accounts.get(&self.canonical(account)).cloned();
+        Box::pin(async move { Ok(email) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn both_forms_of_an_account_match_case_insensitively() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("directory.toml");
+        std::fs::write(
+            &path,
+            "[domains]\nCORP = \"Corp.Example.com\"\n[accounts]\n\
+             'CORP\\alice' = \"alice@example.com\"\n\
+             \"bob@corp.example.com\" = \"bob@example.com\"\n\
+             \"carol\" = \"carol@example.com\"\n",
+        )
+        .unwrap();
+        let directory = StaticDirectory::load(&path).unwrap();
+        for (account, email) in [
+            ("corp\\ALICE", Some("alice@example.com")),
+            ("alice@CORP.example.com", Some("alice@example.com")),
+            ("CORP\\bob", Some("bob@example.com")),
+            ("bob@corp.example.com", Some("bob@example.com")),
+            ("Carol", Some("carol@example.com")),
+            ("alice", None),
+            ("OTHER\\alice", None),
+        ] {
+            assert_eq!(
+                directory.email_of(account).await.unwrap().as_deref(),
+                email,
+                "{account}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_bad_file_is_reported_on_one_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("directory.toml");
+        std::fs::write(&path, "[acounts]\nx = 1\n").unwrap();
+        let err = StaticDirectory::load(&path).unwrap_err();
+        assert!(!err.to_string().contains('\n'), "{err}");
+    }
+}

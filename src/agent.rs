@@ -23,8 +23,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use otpgate_protocol::{
-    AgentMessage, ErrorCode, Hello, MAX_PROTOCOL_VERSION, MIN_PROTOCOL_VERSION, Request, Response,
-    ServerMessage, Welcome,
+    AgentMessage, ErrorCode, Hello, MAX_IN_FLIGHT, MAX_PROTOCOL_VERSION, MIN_PROTOCOL_VERSION,
+    Request, Response, ServerMessage, Welcome,
 };
 
 use crate::conn::{FrameReader, FrameWriter};
@@ -323,7 +323,8 @@ impl Maintainer {
                     heartbeat = Some(next_id);
                     AgentMessage::Request { id: next_id, request: Request::Heartbeat }
                 }
-                Some(outgoing) = self.requests.recv() => {
+                // Beyond the server's limit, requests wait here in the queue.
+                Some(outgoing) = self.requests.recv(), if callers.len() < MAX_IN_FLIGHT => {
                     next_id += 1;
                     callers.insert(next_id, outgoing.reply);
                     AgentMessage::Request { id: next_id, request: outgoing.request }

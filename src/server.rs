@@ -3,7 +3,7 @@
 //! agent's certificate names.
 //!
 //! One task per connection reads frames, runs the requests it receives
-//! concurrently (at most [`MAX_IN_FLIGHT`] at once) and writes their responses.
+//! concurrently (at most `MAX_IN_FLIGHT` at once) and writes their responses.
 //! A connection that sends a bad frame is told why with an [`ErrorCode`] and
 //! closed; nothing it sends can stop the server serving the others.
 
@@ -31,7 +31,8 @@ use otpgate_actors::{
     SledStore, Store, StoreError, SystemClock,
 };
 use otpgate_protocol::{
-    AgentMessage, ErrorCode, Hello, Request, Response, ServerMessage, Welcome, negotiate,
+    AgentMessage, ErrorCode, Hello, MAX_IN_FLIGHT, Request, Response, ServerMessage, Welcome,
+    negotiate,
 };
 use ractor::{Actor, ActorRef};
 use zeroize::Zeroizing;
@@ -43,9 +44,6 @@ use crate::directory::{DirectoryFileError, StaticDirectory};
 use crate::outbox::EmlDir;
 use crate::tls::{self, ALPN, TlsError};
 use crate::{convert, pki};
-
-/// How many requests one connection may have in flight.
-pub const MAX_IN_FLIGHT: usize = 32;
 
 /// How long shutdown waits for connections and actors to finish.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -112,6 +110,7 @@ pub struct Server {
     mailer: ActorRef<MailerMsg>,
     max_connections: usize,
     admin_socket: std::path::PathBuf,
+    admin_listener: tokio::net::UnixListener,
     initial_password: Option<Zeroizing<String>>,
 }
 
@@ -185,6 +184,11 @@ impl Server {
             mailer: Some(mailer.clone()),
         };
         let (computers, supervisor) = Computers::start(Arc::new(services)).await?;
+        let admin_socket = admin::socket_path(&config.data_dir);
+        let admin_listener = admin::bind(&admin_socket).map_err(|source| OpenError::DataDir {
+            path: admin_socket.clone(),
+            source,
+        })?;
         Ok(Self {
             shared: Arc::new(Shared {
                 acceptor,
@@ -198,7 +202,8 @@ impl Server {
             supervisor,
             mailer,
             max_connections: config.max_connections,
-            admin_socket: admin::socket_path(&config.data_dir),
+            admin_socket,
+            admin_listener,
             initial_password,
         })
     }
@@ -219,21 +224,16 @@ impl Server {
     pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
-        match admin::bind(&self.admin_socket) {
-            Ok(admin_listener) => {
-                let context = AdminContext {
-                    store: self.store.clone(),
-                    computers: self.shared.computers.clone(),
-                    clock: self.clock.clone(),
-                };
-                tracker.spawn(admin::serve(admin_listener, context, cancel.child_token()));
-            }
-            Err(err) => tracing::error!(
-                error = %err,
-                path = %self.admin_socket.display(),
-                "cannot serve the admin socket"
-            ),
-        }
+        let context = AdminContext {
+            store: self.store.clone(),
+            computers: self.shared.computers.clone(),
+            clock: self.clock.clone(),
+        };
+        tracker.spawn(admin::serve(
+            self.admin_listener,
+            context,
+            cancel.child_token(),
+        ));
         let permits = Arc::new(Semaphore::new(self.max_connections));
         tokio::pin!(shutdown);
         loop {

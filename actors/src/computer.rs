@@ -638,7 +638,9 @@ impl ComputerState {
             },
             Mode::Internal { login, password } => {
                 let account = format!("login:{}", login.to_lowercase());
-                if let Some(retry_after) = self.throttled(settings, std::slice::from_ref(&account))? {
+                if let Some(retry_after) =
+                    self.throttled(settings, std::slice::from_ref(&account))?
+                {
                     return Ok(Requested::Throttle { retry_after });
                 }
                 let user = self.svc.store.user(&login)?;

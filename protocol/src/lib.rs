@@ -14,6 +14,6 @@ pub mod message;
 
 pub use frame::{FrameError, decode, encode};
 pub use message::{
-    AgentMessage, ErrorCode, Hello, MAX_PROTOCOL_VERSION, MIN_PROTOCOL_VERSION, Request, RequestId,
-    Response, ServerMessage, Welcome, negotiate,
+    AgentMessage, ErrorCode, Hello, MAX_IN_FLIGHT, MAX_PROTOCOL_VERSION, MIN_PROTOCOL_VERSION,
+    Request, RequestId, Response, ServerMessage, Welcome, negotiate,
 };

@@ -18,6 +18,10 @@ pub const MIN_PROTOCOL_VERSION: u16 = 1;
 /// The newest protocol version this build speaks.
 pub const MAX_PROTOCOL_VERSION: u16 = 1;
 
+/// How many requests an agent may have in flight on one connection; the server
+/// answers [`ErrorCode::TooManyRequests`] beyond it, so agents queue the rest.
+pub const MAX_IN_FLIGHT: usize = 32;
+
 /// Pairs a response with the request it answers; chosen by the agent.
 pub type RequestId = u64;
 

@@ -4,6 +4,9 @@
 use bytes::{BufMut, BytesMut};
 use otpgate_protocol::frame::{FRAME_VERSION, MAX_FRAME_LEN};
 use otpgate_protocol::local::{AgentStatus, LocalError, LocalRequest, LocalResponse};
+use otpgate_protocol::login::{
+    LoginRequest, LoginResponse, RequestMode, Requested, Secret, Verdict,
+};
 use otpgate_protocol::{
     AgentMessage, ErrorCode, FrameError, Hello, Request, Response, ServerMessage, Welcome, decode,
     encode,
@@ -42,14 +45,59 @@ fn agent_message() -> impl Strategy<Value = AgentMessage> {
             id,
             request: Request::Heartbeat
         }),
+        (any::<u64>(), ".{0,32}", login_request()).prop_map(|(id, os_user, request)| {
+            AgentMessage::Request {
+                id,
+                request: Request::Login { os_user, request },
+            }
+        }),
         any::<u64>().prop_map(|nonce| AgentMessage::Pong { nonce }),
+    ]
+}
+
+fn login_request() -> impl Strategy<Value = LoginRequest> {
+    let mode = prop_oneof![
+        ".{0,64}".prop_map(RequestMode::Email),
+        Just(RequestMode::Directory),
+        (".{0,32}", ".{0,64}").prop_map(|(login, password)| RequestMode::Internal {
+            login,
+            password: Secret(password)
+        }),
+        ".{0,64}".prop_map(RequestMode::Emergency),
+    ];
+    prop_oneof![
+        Just(LoginRequest::Status),
+        mode.prop_map(LoginRequest::Request),
+        Just(LoginRequest::Resend),
+        (".{0,64}", "[0-9]{0,12}").prop_map(|(email, code)| LoginRequest::Verify {
+            email,
+            code: Secret(code)
+        }),
+        any::<Option<u64>>().prop_map(|session| LoginRequest::Logout { session }),
+    ]
+}
+
+fn login_response() -> impl Strategy<Value = LoginResponse> {
+    prop_oneof![
+        (".{0,64}", any::<u64>()).prop_map(|(to, valid_until)| {
+            LoginResponse::Requested(Requested::Send { to, valid_until })
+        }),
+        (any::<u64>(), any::<u64>()).prop_map(|(request, expires)| {
+            LoginResponse::Requested(Requested::AwaitApproval { request, expires })
+        }),
+        any::<u64>().prop_map(|session| LoginResponse::Verified(Verdict::Allow { session })),
+        Just(LoginResponse::Verified(Verdict::Deny)),
+        any::<u64>()
+            .prop_map(|retry_after| LoginResponse::Verified(Verdict::Throttle { retry_after })),
+        any::<bool>().prop_map(|ended| LoginResponse::LoggedOut { ended }),
     ]
 }
 
 fn server_message() -> impl Strategy<Value = ServerMessage> {
     let response = prop_oneof![
         Just(Response::Heartbeat),
-        error_code().prop_map(Response::Fail)
+        error_code().prop_map(Response::Fail),
+        login_response().prop_map(Response::Login),
     ];
     prop_oneof![
         (any::<u16>(), ".{0,64}", ".{0,40}", any::<u32>()).prop_map(

@@ -18,11 +18,16 @@ use tokio::time::{Instant, sleep};
 use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 
+use otpgate::agent::AgentConfig;
 use otpgate::agent::{Link, ServerAddr};
 use otpgate::config::{Overrides, ServerConfig};
+use otpgate::local;
+use otpgate::prompt::Prompt;
 use otpgate::server::{self, Server};
 use otpgate::{pki, tls};
-use otpgate_actors::Computers;
+use otpgate_actors::{Clock, Computers, SystemClock};
+use otpgate_protocol::admin::{AdminRequest, AdminResponse};
+use otpgate_protocol::login::{LoginRequest, LoginResponse};
 
 /// A heartbeat interval short enough that tests see many of them.
 pub const HEARTBEAT_MS: u64 = 100;
@@ -56,12 +61,32 @@ where
 /// and returns its path.
 pub fn write_config(dir: &Path, heartbeat_ms: u64) -> PathBuf {
     let path = dir.join("otpgate.toml");
+    let directory = dir.join("directory.toml");
+    std::fs::write(
+        &directory,
+        format!(
+            "[accounts]\n\"{me}\" = \"{me}@example.com\"\n\"alice\" = \"alice@example.com\"\n",
+            me = me()
+        ),
+    )
+    .unwrap();
     std::fs::write(
         &path,
-        format!("heartbeat_interval_ms = {heartbeat_ms}\nhandshake_timeout_ms = 2000\n"),
+        format!(
+            "heartbeat_interval_ms = {heartbeat_ms}\nhandshake_timeout_ms = 2000\n\
+             directory_file = {directory:?}\nadmin_email = \"admin@example.com\"\n"
+        ),
     )
     .unwrap();
     path
+}
+
+/// The OS user running the tests: the login prompt's caller.
+pub fn me() -> String {
+    nix::unistd::User::from_uid(nix::unistd::getuid())
+        .unwrap()
+        .unwrap()
+        .name
 }
 
 /// A server running in this process, on a port of its own.
@@ -69,21 +94,33 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub data: tempfile::TempDir,
     pub computers: Computers,
+    clock: Arc<dyn Clock>,
     cancel: CancellationToken,
     task: JoinHandle<()>,
 }
 
 impl TestServer {
+    /// A server on the system clock.
     pub async fn start() -> Self {
+        Self::start_with_clock(Arc::new(SystemClock)).await
+    }
+
+    /// A server whose wall-clock time is `clock`'s.
+    pub async fn start_with_clock(clock: Arc<dyn Clock>) -> Self {
+        Self::open(tempfile::tempdir().unwrap(), "127.0.0.1:0", clock).await
+    }
+
+    async fn open(data: tempfile::TempDir, listen: &str, clock: Arc<dyn Clock>) -> Self {
         init_logs();
-        let data = tempfile::tempdir().unwrap();
         let overrides = Overrides {
             data_dir: Some(data.path().join("data")),
-            listen: Some("127.0.0.1:0".into()),
+            listen: Some(listen.into()),
         };
         let config =
             ServerConfig::load(Some(&write_config(data.path(), HEARTBEAT_MS)), overrides).unwrap();
-        let server = Server::open(&config).await.unwrap();
+        let server = Server::open_with_clock(&config, clock.clone())
+            .await
+            .unwrap();
         let computers = server.computers();
         let listener = server::bind(config.listen).unwrap();
         let addr = listener.local_addr().unwrap();
@@ -93,9 +130,39 @@ impl TestServer {
             addr,
             data,
             computers,
+            clock,
             cancel,
             task,
         }
+    }
+
+    /// Stops the server gracefully and starts it again on the same data folder,
+    /// port and clock.
+    pub async fn restart(self) -> Self {
+        let (addr, clock) = (self.addr, self.clock.clone());
+        let data = self.stop().await;
+        Self::open(data, &addr.to_string(), clock).await
+    }
+
+    /// Asks the running server's admin socket.
+    pub async fn admin(&self, request: AdminRequest) -> AdminResponse {
+        admin_ask(&self.data_dir(), request).await
+    }
+
+    /// The OTPs mailed to `to`, oldest first, once there are at least `count`.
+    pub async fn codes_for(&self, to: &str, count: usize) -> Vec<String> {
+        codes_for(&self.data_dir(), to, count).await
+    }
+
+    /// Starts client computer `name`: its identity, and its agent serving a
+    /// login socket.
+    pub async fn desk(&self, name: &str) -> Desk {
+        Desk::start(
+            &self.identity(name),
+            self.addr,
+            self.data.path().join(format!("{name}.sock")),
+        )
+        .await
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -234,7 +301,9 @@ impl ServerProcess {
                 break addr.parse().unwrap();
             }
             match line.split_once("with password ") {
-                Some((_, rest)) => initial_password = rest.split_whitespace().next().map(String::from),
+                Some((_, rest)) => {
+                    initial_password = rest.split_whitespace().next().map(String::from)
+                }
                 None => panic!("server did not start: {line:?}; see {}", dir.display()),
             }
         };
@@ -276,5 +345,123 @@ impl Drop for ServerProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Asks the admin socket of the server whose data folder is `data_dir`.
+pub async fn admin_ask(data_dir: &Path, request: AdminRequest) -> AdminResponse {
+    local::ask(&otpgate::admin::socket_path(data_dir), &request)
+        .await
+        .unwrap()
+}
+
+/// The OTPs mailed to `to` in the outbox of data folder `data_dir`, oldest
+/// first, waiting until there are at least `count`.
+pub async fn codes_for(data_dir: &Path, to: &str, count: usize) -> Vec<String> {
+    let mut codes = Vec::new();
+    wait_until(
+        Duration::from_secs(20),
+        &format!("{count} OTPs mailed to {to}"),
+        || {
+            codes = read_codes(&data_dir.join("outbox"), to);
+            let enough = codes.len() >= count;
+            async move { enough }
+        },
+    )
+    .await;
+    codes
+}
+
+/// The messages in outbox folder `outbox` addressed to `to`, oldest first.
+pub fn messages_to(outbox: &Path, to: &str) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(outbox) else {
+        return Vec::new();
+    };
+    let mut messages: Vec<(u64, String)> = entries
+        .filter_map(|entry| {
+            let path = entry.ok()?.path();
+            let id = path
+                .file_name()?
+                .to_str()?
+                .split('.')
+                .next()?
+                .parse()
+                .ok()?;
+            let text = std::fs::read_to_string(&path).ok()?;
+            text.contains(&format!("\r\nTo: {to}\r\n"))
+                .then_some((id, text))
+        })
+        .collect();
+    messages.sort();
+    messages.into_iter().map(|(_, text)| text).collect()
+}
+
+fn read_codes(outbox: &Path, to: &str) -> Vec<String> {
+    messages_to(outbox, to)
+        .iter()
+        .filter_map(|text| {
+            let line = text
+                .lines()
+                .find(|l| l.starts_with("Your one-time password is: "))?;
+            Some(line.rsplit(' ').next()?.trim().to_owned())
+        })
+        .collect()
+}
+
+/// A client computer: its agent, running as in production, with its login socket.
+pub struct Desk {
+    pub socket: PathBuf,
+    cancel: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Desk {
+    pub async fn start(identity: &Path, server: SocketAddr, socket: PathBuf) -> Self {
+        let config = AgentConfig {
+            server: format!("localhost:{}", server.port()).parse().unwrap(),
+            identity: identity.to_owned(),
+            socket: socket.clone(),
+        };
+        let cancel = CancellationToken::new();
+        let agent = otpgate::agent::run(config, cancel.clone());
+        let task = tokio::spawn(async move { agent.await.unwrap() });
+        let desk = Self {
+            socket,
+            cancel,
+            task,
+        };
+        desk.connected().await;
+        desk
+    }
+
+    /// Waits until the agent is connected to the server.
+    pub async fn connected(&self) {
+        use otpgate_protocol::local::{LocalRequest, LocalResponse};
+        let socket = self.socket.clone();
+        wait_until(Duration::from_secs(20), "the agent is connected", || {
+            let socket = socket.clone();
+            async move {
+                matches!(
+                    local::ask(&socket, &LocalRequest::Status).await,
+                    Ok(LocalResponse::Status(status)) if status.connected
+                )
+            }
+        })
+        .await;
+    }
+
+    /// The login prompt, as the OS user running the tests.
+    pub async fn login(&self, request: LoginRequest) -> LoginResponse {
+        let prompt = Prompt {
+            socket: &self.socket,
+            os_user: None,
+        };
+        prompt.ask(request).await.unwrap()
+    }
+
+    /// Stops the agent, as when the computer goes away.
+    pub async fn stop(self) {
+        self.cancel.cancel();
+        self.task.await.unwrap();
     }
 }

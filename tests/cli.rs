@@ -1,0 +1,211 @@
+//! The `otpgate login` and `otpgate admin` commands as scripts use them: the real
+//! binary, `--json`, secrets on standard input, exit status 0 (done), 1
+//! (refused or denied), 2 (error).
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use common::{Desk, TestServer, me};
+
+fn otpgate(args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_otpgate"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn status_of(output: &Output) -> i32 {
+    output.status.code().unwrap()
+}
+
+fn json(output: &Output) -> serde_json::Value {
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|err| panic!("{err}: {}", String::from_utf8_lossy(&output.stdout)))
+}
+
+async fn run(args: Vec<String>, stdin: impl Into<String>) -> Output {
+    let stdin = stdin.into();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        otpgate(&args, &stdin)
+    })
+    .await
+    .unwrap()
+}
+
+fn login(socket: &Path, rest: &[&str]) -> Vec<String> {
+    let mut args = vec![
+        "login".to_owned(),
+        "--socket".to_owned(),
+        socket.display().to_string(),
+    ];
+    args.extend(rest.iter().map(|s| s.to_string()));
+    args
+}
+
+fn admin(data: &Path, rest: &[&str]) -> Vec<String> {
+    let mut args = vec![
+        "admin".to_owned(),
+        "--data-dir".to_owned(),
+        data.display().to_string(),
+    ];
+    args.extend(rest.iter().map(|s| s.to_string()));
+    args
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_get_json_and_exit_codes() {
+    let server = TestServer::start().await;
+    let data = server.data_dir();
+    let set = run(
+        admin(&data, &["clients", "set", "ws-1", "--auto-ad", "true"]),
+        "",
+    )
+    .await;
+    assert_eq!(status_of(&set), 0, "{set:?}");
+    let desk: Desk = server.desk("ws-1").await;
+    let socket = desk.socket.clone();
+    let email = format!("{}@example.com", me());
+
+    let requested = run(login(&socket, &["request", "--ad", "--json"]), "").await;
+    assert_eq!(status_of(&requested), 0, "{requested:?}");
+    assert_eq!(json(&requested)["requested"]["send"]["to"], email.as_str());
+
+    let too_soon = run(login(&socket, &["request", "--email", "x@example.com"]), "").await;
+    assert_eq!(status_of(&too_soon), 1, "plain email is off here: refused");
+
+    let code = server.codes_for(&email, 1).await.remove(0);
+    let wrong = run(login(&socket, &["verify", "--email", &email]), "00000000\n").await;
+    assert_eq!(status_of(&wrong), 1);
+    assert!(String::from_utf8_lossy(&wrong.stdout).contains("Access denied."));
+    let right = run(
+        login(&socket, &["verify", "--email", &email, "--json"]),
+        format!("{code}\n"),
+    )
+    .await;
+    assert_eq!(status_of(&right), 0, "{right:?}");
+    assert!(json(&right)["verified"]["allow"]["session"].is_u64());
+
+    let status = run(login(&socket, &["status", "--json"]), "").await;
+    assert_eq!(json(&status)["status"]["os_user"], me().as_str());
+
+    let logout = run(login(&socket, &["logout"]), "").await;
+    assert_eq!(status_of(&logout), 0);
+    let again = run(login(&socket, &["logout"]), "").await;
+    assert_eq!(status_of(&again), 1, "nothing left to log out of");
+
+    // No agent behind the socket: an error, not a refusal.
+    let nowhere = run(login(&data.join("none.sock"), &["status"]), "").await;
+    assert_eq!(status_of(&nowhere), 2);
+
+    // The admin side: a user added with the password on stdin, listed as JSON.
+    let added = run(
+        admin(
+            &data,
+            &["users", "add", "bob", "--email", "bob@example.com"],
+        ),
+        "a long enough password\n",
+    )
+    .await;
+    assert_eq!(status_of(&added), 0, "{added:?}");
+    let users = run(admin(&data, &["users", "list", "--json"]), "").await;
+    let users = json(&users);
+    assert!(
+        users["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u["login"] == "bob")
+    );
+    let short = run(
+        admin(
+            &data,
+            &["users", "add", "carol", "--email", "carol@example.com"],
+        ),
+        "short\n",
+    )
+    .await;
+    assert_eq!(status_of(&short), 2, "an invalid value is an error");
+    let missing = run(admin(&data, &["requests", "approve", "999"]), "").await;
+    assert_eq!(status_of(&missing), 1, "no such request: refused");
+    let settings = run(
+        admin(&data, &["settings", "set", "--otp-length", "6", "--json"]),
+        "",
+    )
+    .await;
+    assert_eq!(json(&settings)["settings"]["otp_length"], 6);
+    desk.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_interactive_prompt_walks_through_the_seed_screens() {
+    let server = TestServer::start().await;
+    let desk = server.desk("ws-1").await;
+    let socket = desk.socket.display().to_string();
+    let email = format!("{}@example.com", me());
+
+    // No auto-send: the person types their email, asks, and the request waits.
+    let stdin = format!("\n{email}\n");
+    let asked = run(
+        vec!["login".into(), "--socket".into(), socket.clone()],
+        stdin,
+    )
+    .await;
+    let screens = String::from_utf8_lossy(&asked.stderr).into_owned();
+    assert!(
+        screens.contains("=== Request One-Time Password ==="),
+        "{screens}"
+    );
+    assert!(
+        screens.contains("has been sent to the approvers"),
+        "{screens}"
+    );
+    let id = pending_id(&server).await;
+    let approve = run(
+        admin(
+            &server.data_dir(),
+            &["requests", "approve", &id.to_string()],
+        ),
+        "",
+    )
+    .await;
+    assert_eq!(status_of(&approve), 0, "{approve:?}");
+    let code = server.codes_for(&email, 1).await.remove(0);
+
+    // The email is now filled in; the OTP is typed and access granted.
+    let stdin = format!("{code}\n");
+    let granted = run(vec!["login".into(), "--socket".into(), socket], stdin).await;
+    let screens = String::from_utf8_lossy(&granted.stderr).into_owned();
+    assert!(
+        screens.contains(&format!("Email address: {email}")),
+        "{screens}"
+    );
+    assert!(screens.contains("Access granted"), "{screens}");
+    assert_eq!(status_of(&granted), 0);
+    desk.stop().await;
+}
+
+/// The id of the one pending access request.
+async fn pending_id(server: &TestServer) -> u64 {
+    use otpgate_protocol::admin::{AdminRequest, AdminResponse};
+    match server
+        .admin(AdminRequest::RequestsList { all: false })
+        .await
+    {
+        AdminResponse::Requests(requests) => requests[0].id,
+        other => panic!("{other:?}"),
+    }
+}

@@ -1,0 +1,611 @@
+//! The OTP login flow end to end, over real TLS, through the agent's login
+//! socket: every request mode, approvals, expiry, generation, the verification
+//! rules, the once-per-hour rule across a restart, concurrent verifies, and
+//! client sessions. Time rules run on a manual clock.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{Agent, Desk, TestServer, me};
+use otpgate_actors::{Clock, ManualClock, SystemClock};
+use otpgate_protocol::admin::{AdminRequest, AdminResponse, OptionsView, RoleView};
+use otpgate_protocol::login::{
+    LoginRequest, LoginResponse, RequestMode, RequestState, Requested, Secret, Verdict,
+};
+use otpgate_protocol::{Request, Response};
+
+const HOUR: Duration = Duration::from_secs(60 * 60);
+const EXPIRY: Duration = Duration::from_secs(30 * 60);
+
+/// A clock that starts at the real time and moves only when told to.
+fn clock() -> ManualClock {
+    ManualClock::new(SystemClock.now())
+}
+
+async fn server_with(clock: &ManualClock) -> TestServer {
+    TestServer::start_with_clock(Arc::new(clock.clone())).await
+}
+
+async fn set_client(server: &TestServer, name: &str, options: OptionsView) {
+    let response = server
+        .admin(AdminRequest::ClientSet {
+            computer: name.into(),
+            group: None,
+            options,
+        })
+        .await;
+    assert_eq!(response, AdminResponse::Done);
+}
+
+fn auto_ad() -> OptionsView {
+    OptionsView {
+        auto_directory: Some(true),
+        ..OptionsView::default()
+    }
+}
+
+fn my_email() -> String {
+    format!("{}@example.com", me())
+}
+
+async fn request(desk: &Desk, mode: RequestMode) -> Requested {
+    match desk.login(LoginRequest::Request(mode)).await {
+        LoginResponse::Requested(requested) => requested,
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn verify(desk: &Desk, email: &str, code: &str) -> Verdict {
+    let response = desk
+        .login(LoginRequest::Verify {
+            email: email.into(),
+            code: Secret(code.into()),
+        })
+        .await;
+    match response {
+        LoginResponse::Verified(verdict) => verdict,
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn decide(
+    server: &TestServer,
+    id: u64,
+    approve: bool,
+    comment: Option<&str>,
+) -> AdminResponse {
+    server
+        .admin(AdminRequest::RequestDecide {
+            id,
+            by: "admin".into(),
+            approve,
+            comment: comment.map(String::from),
+        })
+        .await
+}
+
+fn request_id(requested: &Requested) -> u64 {
+    match requested {
+        Requested::AwaitApproval { request, .. } => *request,
+        other => panic!("expected a request to the approvers, got {other:?}"),
+    }
+}
+
+async fn status(desk: &Desk) -> otpgate_protocol::login::PromptStatus {
+    match desk.login(LoginRequest::Status).await {
+        LoginResponse::Status(status) => status,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_mode_goes_to_the_approvers_and_approval_sends_the_otp() {
+    let clock = clock();
+    let server = server_with(&clock).await;
+    let desk = server.desk("ws-1").await;
+    let requested = request(&desk, RequestMode::Email("carol@example.com".into())).await;
+    let id = request_id(&requested);
+
+    // The approvers (here the administrator) got the request by mail.
+    let outbox = server.data_dir().join("outbox");
+    common::wait_until(Duration::from_secs(20), "the approver is mailed", || {
+        let mailed = !common::messages_to(&outbox, "admin@example.com").is_empty();
+        async move { mailed }
+    })
+    .await;
+    let pending = server
+        .admin(AdminRequest::RequestsList { all: false })
+        .await;
+    assert!(matches!(pending, AdminResponse::Requests(ref r) if r.len() == 1 && r[0].id == id));
+
+    assert!(matches!(
+        decide(&server, id, true, Some("ok")).await,
+        AdminResponse::Requests(_)
+    ));
+    assert!(
+        matches!(
+            decide(&server, id, false, None).await,
+            AdminResponse::Fail(_)
+        ),
+        "decided once only"
+    );
+    let code = server.codes_for("carol@example.com", 1).await.remove(0);
+    assert!(matches!(
+        status(&desk).await.request,
+        Some((got, RequestState::Approve)) if got == id
+    ));
+    assert_eq!(
+        status(&desk).await.email.as_deref(),
+        Some("carol@example.com")
+    );
+    assert!(matches!(
+        verify(&desk, "carol@example.com", &code).await,
+        Verdict::Allow { .. }
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn directory_internal_and_emergency_modes() {
+    let clock = clock();
+    let server = server_with(&clock).await;
+    let desk = server.desk("ws-1").await;
+
+    // Active Directory users: nothing to type, the directory knows the address.
+    set_client(&server, "ws-1", auto_ad()).await;
+    assert!(
+        matches!(
+            request(&desk, RequestMode::Email(my_email())).await,
+            Requested::Disabled
+        ),
+        "plain email is not offered when auto-send is on"
+    );
+    let sent = request(&desk, RequestMode::Directory).await;
+    assert!(
+        matches!(sent, Requested::Send { ref to, .. } if *to == my_email()),
+        "{sent:?}"
+    );
+    let code = server.codes_for(&my_email(), 1).await.remove(0);
+    assert!(matches!(
+        verify(&desk, &my_email(), &code).await,
+        Verdict::Allow { .. }
+    ));
+
+    // Emergency access: an access request, marked so.
+    clock.advance(HOUR);
+    let requested = request(&desk, RequestMode::Emergency("dave@example.com".into())).await;
+    let id = request_id(&requested);
+    let AdminResponse::Requests(pending) = server
+        .admin(AdminRequest::RequestsList { all: false })
+        .await
+    else {
+        panic!("no list");
+    };
+    assert!(pending.iter().any(|r| r.id == id && r.emergency));
+    let approver_mail = common::messages_to(&server.data_dir().join("outbox"), "admin@example.com");
+    assert!(
+        approver_mail.iter().any(|m| m.contains("EMERGENCY")),
+        "{approver_mail:?}"
+    );
+    decide(&server, id, true, None).await;
+    let code = server.codes_for("dave@example.com", 1).await.remove(0);
+    assert!(matches!(
+        verify(&desk, "dave@example.com", &code).await,
+        Verdict::Allow { .. }
+    ));
+
+    // Internal users: their login name and password.
+    let response = server
+        .admin(AdminRequest::UserAdd {
+            login: "bob".into(),
+            email: "bob@example.com".into(),
+            role: RoleView::User,
+            password: Secret("bob's long password".into()),
+        })
+        .await;
+    assert_eq!(response, AdminResponse::Done);
+    set_client(
+        &server,
+        "ws-1",
+        OptionsView {
+            auto_directory: Some(false),
+            auto_internal: Some(true),
+            ..OptionsView::default()
+        },
+    )
+    .await;
+    clock.advance(HOUR);
+    let wrong = RequestMode::Internal {
+        login: "bob".into(),
+        password: Secret("not it".into()),
+    };
+    assert_eq!(request(&desk, wrong).await, Requested::Refuse);
+    let nobody = RequestMode::Internal {
+        login: "nobody".into(),
+        password: Secret("bob's long password".into()),
+    };
+    assert_eq!(
+        request(&desk, nobody).await,
+        Requested::Refuse,
+        "same answer"
+    );
+    let right = RequestMode::Internal {
+        login: "bob".into(),
+        password: Secret("bob's long password".into()),
+    };
+    assert!(
+        matches!(request(&desk, right).await, Requested::Send { ref to, .. } if to == "bob@example.com")
+    );
+    let code = server.codes_for("bob@example.com", 1).await.remove(0);
+    assert!(matches!(
+        verify(&desk, "bob@example.com", &code).await,
+        Verdict::Allow { .. }
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn denial_and_expiry_of_requests_reach_the_person() {
+    let clock = clock();
+    let server = server_with(&clock).await;
+    let desk = server.desk("ws-1").await;
+
+    let id = request_id(&request(&desk, RequestMode::Email("erin@example.com".into())).await);
+    decide(&server, id, false, Some("not today")).await;
+    assert_eq!(
+        status(&desk).await.request,
+        Some((
+            id,
+            RequestState::Deny {
+                comment: Some("not today".into())
+            }
+        ))
+    );
+    let outbox = server.data_dir().join("outbox");
+    common::wait_until(Duration::from_secs(20), "the denial is mailed", || {
+        let mailed = common::messages_to(&outbox, "erin@example.com")
+            .iter()
+            .any(|m| m.contains("was denied") && m.contains("not today"));
+        async move { mailed }
+    })
+    .await;
+
+    // Inside the hour a new request is not taken.
+    assert!(matches!(
+        request(&desk, RequestMode::Email("erin@example.com".into())).await,
+        Requested::TooSoon { .. }
+    ));
+    clock.advance(HOUR);
+    let id = request_id(&request(&desk, RequestMode::Email("erin@example.com".into())).await);
+    clock.advance(EXPIRY);
+    assert_eq!(
+        status(&desk).await.request,
+        Some((id, RequestState::Expire))
+    );
+    assert!(
+        matches!(
+            decide(&server, id, true, None).await,
+            AdminResponse::Fail(_)
+        ),
+        "too late"
+    );
+    common::wait_until(Duration::from_secs(20), "the expiry is mailed", || {
+        let mailed = common::messages_to(&outbox, "erin@example.com")
+            .iter()
+            .any(|m| m.contains("expired"));
+        async move { mailed }
+    })
+    .await;
+    assert!(
+        server.codes_for("erin@example.com", 0).await.is_empty(),
+        "no OTP was ever sent"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_administrator_generates_an_otp_without_a_request() {
+    let clock = clock();
+    let server = server_with(&clock).await;
+    let desk = server.desk("ws-1").await;
+    let generated = server
+        .admin(AdminRequest::OtpGenerate {
+            computer: "ws-1".into(),
+            os_user: me(),
+            email: my_email(),
+            comment: None,
+            by: "admin".into(),
+        })
+        .await;
+    assert!(
+        matches!(generated, AdminResponse::Generated { .. }),
+        "{generated:?}"
+    );
+    let code = server.codes_for(&my_email(), 1).await.remove(0);
+    assert!(matches!(
+        verify(&desk, &my_email(), &code).await,
+        Verdict::Allow { .. }
+    ));
+    let AdminResponse::Audit(audit) = server.admin(AdminRequest::AuditList { limit: 100 }).await
+    else {
+        panic!("no audit");
+    };
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.action == "generate" && e.outcome.contains("Generated without request."))
+    );
+
+    // Only administrators may.
+    server
+        .admin(AdminRequest::UserAdd {
+            login: "bob".into(),
+            email: "bob@example.com".into(),
+            role: RoleView::User,
+            password: Secret("bob's long password".into()),
+        })
+        .await;
+    let refused = server
+        .admin(AdminRequest::OtpGenerate {
+            computer: "ws-1".into(),
+            os_user: me(),
+            email: my_email(),
+            comment: None,
+            by: "bob".into(),
+        })
+        .await;
+    assert!(matches!(refused, AdminResponse::Fail(_)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_otp_works_only_where_when_and_for_whom_it_was_issued() {
+    let clock = clock();
+    let server = server_with(&clock).await;
+    let desk = server.desk("ws-1").await;
+    let other_desk = server.desk("ws-2").await;
+    set_client(&server, "ws-1", auto_ad()).await;
+    let email = my_email();
+
+    request(&desk, RequestMode::Directory).await;
+    let code = server.codes_for(&email, 1).await.remove(0);
+    assert_eq!(
+        verify(&other_desk, &email, &code).await,
+        Verdict::Deny,
+        "another computer"
+    );
+    let other_user = Agent::start(&server.identity("ws-1"), server.addr);
+    other_user.welcomed(1, Duration::from_secs(20)).await;
+    let as_other = other_user
+        .link
+        .call(Request::Login {
+            os_user: "somebody-else".into(),
+            request: LoginRequest::Verify {
+                email: email.clone(),
+                code: Secret(code.clone()),
+            },
+        })
+        .await;
+    assert_eq!(
+        as_other,
+        Ok(Response::Login(LoginResponse::Verified(Verdict::Deny))),
+        "another OS user"
+    );
+    assert_eq!(
+        verify(&desk, "someone@example.com", &code).await,
+        Verdict::Deny,
+        "another email"
+    );
+    // Three wrong tries so far on this OTP at most: the right one still works, once.
+    assert!(matches!(
+        verify(&desk, &email, &code).await,
+        Verdict::Allow { .. }
+    ));
+    assert_eq!(
+        verify(&desk, &email, &code).await,
+        Verdict::Deny,
+        "a second time"
+    );
+
+    // After expiry.
+    clock.advance(HOUR);
+    request(&desk, RequestMode::Directory).await;
+    let code = server.codes_for(&email, 2).await.remove(1);
+    clock.advance(EXPIRY);
+    assert_eq!(verify(&desk, &email, &code).await, Verdict::Deny, "expired");
+
+    // Four wrong attempts, then the right one: still accepted.
+    clock.advance(HOUR);
+    request(&desk, RequestMode::Directory).await;
+    let code = server.codes_for(&email, 3).await.remove(2);
+    for _ in 0..4 {
+        assert_eq!(verify(&desk, &email, "00000000").await, Verdict::Deny);
+    }
+    assert!(matches!(
+        verify(&desk, &email, &code).await,
+        Verdict::Allow { .. }
+    ));
+
+    // Five wrong attempts lock it.
+    clock.advance(HOUR);
+    request(&desk, RequestMode::Directory).await;
+    let code = server.codes_for(&email, 4).await.remove(3);
+    for _ in 0..5 {
+        assert_eq!(verify(&desk, &email, "00000000").await, Verdict::Deny);
+    }
+    assert_eq!(verify(&desk, &email, &code).await, Verdict::Deny, "locked");
+    let AdminResponse::Audit(audit) = server.admin(AdminRequest::AuditList { limit: 200 }).await
+    else {
+        panic!("no audit");
+    };
+    assert!(audit.iter().any(|e| e.action == "lock"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn within_the_hour_the_same_otp_is_resent_even_across_a_restart() {
+    let clock = clock();
+    let server = server_with(&clock).await;
+    set_client(&server, "ws-1", auto_ad()).await;
+    let identity = server.identity("ws-1");
+    let desk = Desk::start(&identity, server.addr, server.data.path().join("ws-1.sock")).await;
+    let email = my_email();
+    assert!(matches!(
+        request(&desk, RequestMode::Directory).await,
+        Requested::Send { .. }
+    ));
+    let first = server.codes_for(&email, 1).await.remove(0);
+
+    clock.advance(Duration::from_secs(10 * 60));
+    let server = server.restart().await;
+    desk.connected().await;
+    let again = request(&desk, RequestMode::Directory).await;
+    assert!(matches!(again, Requested::Resend { .. }), "{again:?}");
+    let codes = server.codes_for(&email, 2).await;
+    assert_eq!(codes[1], first, "the same OTP, mailed again");
+    assert!(matches!(
+        desk.login(LoginRequest::Resend).await,
+        LoginResponse::Requested(Requested::Resend { .. })
+    ));
+
+    clock.advance(HOUR);
+    assert!(matches!(
+        request(&desk, RequestMode::Directory).await,
+        Requested::Send { .. }
+    ));
+    let codes = server.codes_for(&email, 3).await;
+    let newest = codes.last().unwrap();
+    assert_ne!(*newest, first, "a new OTP after the hour");
+    assert_eq!(
+        verify(&desk, &email, &first).await,
+        Verdict::Deny,
+        "the old one is replaced"
+    );
+    assert!(matches!(
+        verify(&desk, &email, newest).await,
+        Verdict::Allow { .. }
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_concurrent_verifies_of_one_otp_allow_exactly_one() {
+    let clock = clock();
+    let server = server_with(&clock).await;
+    set_client(&server, "ws-1", auto_ad()).await;
+    let desk = Arc::new(server.desk("ws-1").await);
+    request(&desk, RequestMode::Directory).await;
+    let code = server.codes_for(&my_email(), 1).await.remove(0);
+    let mut tries = tokio::task::JoinSet::new();
+    for _ in 0..50 {
+        let (desk, code) = (desk.clone(), code.clone());
+        tries.spawn(async move { verify(&desk, &my_email(), &code).await });
+    }
+    let verdicts = tries.join_all().await;
+    let allowed = verdicts
+        .iter()
+        .filter(|v| matches!(v, Verdict::Allow { .. }))
+        .count();
+    assert_eq!(allowed, 1, "{verdicts:?}");
+    assert!(
+        verdicts
+            .iter()
+            .all(|v| matches!(v, Verdict::Allow { .. } | Verdict::Deny))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_sessions_show_the_user_name_and_end_on_logout_or_disconnection() {
+    let clock = clock();
+    let server = server_with(&clock).await;
+    set_client(&server, "ws-1", auto_ad()).await;
+    let identity = server.identity("ws-1");
+
+    // alice, through the agent's link (the test runs as another OS user).
+    let agent = Agent::start(&identity, server.addr);
+    agent.welcomed(1, Duration::from_secs(20)).await;
+    let as_alice = |request| {
+        let link = agent.link.clone();
+        async move {
+            link.call(Request::Login {
+                os_user: "alice".into(),
+                request,
+            })
+            .await
+        }
+    };
+    as_alice(LoginRequest::Request(RequestMode::Directory))
+        .await
+        .unwrap();
+    let code = server.codes_for("alice@example.com", 1).await.remove(0);
+    let verified = as_alice(LoginRequest::Verify {
+        email: "alice@example.com".into(),
+        code: Secret(code),
+    })
+    .await;
+    assert!(matches!(
+        verified,
+        Ok(Response::Login(LoginResponse::Verified(
+            Verdict::Allow { .. }
+        )))
+    ));
+
+    // The operator's command shows the User Name.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_otpgate"))
+        .args(["admin", "--data-dir"])
+        .arg(server.data_dir())
+        .args(["sessions", "list"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let listing = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        listing.contains("ws-1\talice (alice@example.com)\t"),
+        "{listing}"
+    );
+
+    // The tester's own session, then logout.
+    let desk = Desk::start(&identity, server.addr, server.data.path().join("ws-1.sock")).await;
+    request(&desk, RequestMode::Directory).await;
+    let code = server.codes_for(&my_email(), 1).await.remove(0);
+    assert!(matches!(
+        verify(&desk, &my_email(), &code).await,
+        Verdict::Allow { .. }
+    ));
+    assert_eq!(sessions(&server, false).await.len(), 2);
+    assert_eq!(
+        desk.login(LoginRequest::Logout { session: None }).await,
+        LoginResponse::LoggedOut { ended: true }
+    );
+    let names: Vec<String> = sessions(&server, false)
+        .await
+        .into_iter()
+        .map(|s| s.user_name)
+        .collect();
+    assert_eq!(names, ["alice (alice@example.com)"]);
+
+    // alice's agent goes away: her session ends with it.
+    drop(agent);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let ended = loop {
+        let all = sessions(&server, true).await;
+        if all.iter().all(|s| s.ended.is_some()) {
+            break all;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "alice's session never ended"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let reasons: Vec<_> = ended.iter().filter_map(|s| s.end_reason.clone()).collect();
+    assert!(
+        reasons.contains(&"connection lost".to_owned())
+            && reasons.contains(&"logged out".to_owned()),
+        "{reasons:?}"
+    );
+    desk.stop().await;
+}
+
+async fn sessions(server: &TestServer, all: bool) -> Vec<otpgate_protocol::admin::SessionView> {
+    match server.admin(AdminRequest::SessionsList { all }).await {
+        AdminResponse::Sessions(sessions) => sessions,
+        other => panic!("{other:?}"),
+    }
+}

@@ -465,6 +465,11 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<'_, R, W> {
                     match msg {
                         AgentMessage::Hello(_) => return End::Close(ErrorCode::UnexpectedMessage),
                         AgentMessage::Pong { .. } => continue,
+                        AgentMessage::Request { id, request: Request::Heartbeat } => {
+                            let conn = self.conn;
+                            self.shared.computers.cast(&self.id, ComputerMsg::Heartbeat { conn });
+                            ServerMessage::Response { id, response: Response::Heartbeat }
+                        }
                         AgentMessage::Request { id, request } => {
                             if in_flight.len() >= MAX_IN_FLIGHT {
                                 let response = Response::Fail(ErrorCode::TooManyRequests);
@@ -500,10 +505,8 @@ async fn respond(
     request: Request,
 ) -> Response {
     let answer = match request {
-        Request::Heartbeat => computers
-            .call(id, |reply| ComputerMsg::Heartbeat { conn, reply })
-            .await
-            .map(|()| Response::Heartbeat),
+        // Answered by the connection itself; never spawned here.
+        Request::Heartbeat => Ok(Response::Heartbeat),
         Request::Login { os_user, request } => {
             let call = convert::login_call(request);
             computers

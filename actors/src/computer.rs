@@ -59,12 +59,12 @@ pub enum ComputerMsg {
         /// Answered once the connection is recorded.
         reply: RpcReplyPort<Result<(), ComputerError>>,
     },
-    /// The agent on connection `conn` is alive.
+    /// The agent on connection `conn` is alive: recorded, not answered (the
+    /// connection answers heartbeats itself, so a busy actor never looks like a
+    /// dead server to its agent).
     Heartbeat {
         /// Which connection.
         conn: ConnectionId,
-        /// Answered once the time is recorded.
-        reply: RpcReplyPort<Result<(), ComputerError>>,
     },
     /// Connection `conn` has closed: its client sessions end.
     Disconnect {
@@ -293,8 +293,10 @@ impl Actor for ComputerActor {
                 state.record.agent_version = info.agent_version;
                 let _ = reply.send(state.seen(conn));
             }
-            ComputerMsg::Heartbeat { conn, reply } => {
-                let _ = reply.send(state.seen(conn));
+            ComputerMsg::Heartbeat { conn } => {
+                if let Err(err) = state.seen(conn) {
+                    tracing::error!(computer = %state.id, error = %err, "cannot record a heartbeat");
+                }
             }
             ComputerMsg::Disconnect { conn } => {
                 if let Err(err) = state.disconnect(conn).await {
@@ -519,7 +521,7 @@ impl ComputerState {
         let effective = self.effective()?;
         let settings = self.svc.store.settings()?;
         let now = self.now();
-        let slot = self.slot(os_user).clone();
+        let slot = self.slots.get(os_user).cloned().unwrap_or_default();
         let live = slot.otp.as_ref().filter(|otp| otp.is_live(now));
         let request = self.latest.get(os_user);
         Ok(PromptState {
@@ -571,7 +573,8 @@ impl ComputerState {
     ) -> Option<Result<Requested>> {
         let now = self.now();
         let next_at = self
-            .slot(os_user)
+            .slots
+            .get(os_user)?
             .last_new?
             .after(settings.new_otp_interval);
         if now >= next_at {
@@ -594,7 +597,9 @@ impl ComputerState {
     /// Emails the live OTP again, if there is one and the last email is not too recent.
     fn resend(&mut self, os_user: &str) -> Result<Requested> {
         let now = self.now();
-        let slot = self.slot(os_user);
+        let Some(slot) = self.slots.get_mut(os_user) else {
+            return Ok(Requested::NoLiveOtp);
+        };
         let Some(otp) = slot.otp.as_ref().filter(|otp| otp.is_live(now)) else {
             return Ok(Requested::NoLiveOtp);
         };
@@ -780,7 +785,12 @@ impl ComputerState {
         }
         let now = self.now();
         let (svc, id) = (self.svc.clone(), self.id.clone());
-        let check = match self.slot(os_user).otp.as_mut() {
+        // A user with no OTP gets no slot: names the agent sends cost no storage.
+        let check = match self
+            .slots
+            .get_mut(os_user)
+            .and_then(|slot| slot.otp.as_mut())
+        {
             Some(otp) => otp.check(
                 &svc.keys,
                 &id,

@@ -74,6 +74,8 @@ async fn kill_9_after_allow_and_after_sent_loses_nothing() {
         LoginResponse::Verified(Verdict::Allow { .. })
     ));
     kill_9(&mut server);
+    ws1.disconnected().await;
+    ws2.disconnected().await;
 
     let mut server = ServerProcess::start(dir.path(), &addr.to_string());
     assert!(
@@ -81,6 +83,7 @@ async fn kill_9_after_allow_and_after_sent_loses_nothing() {
         "the administrator exists already"
     );
     ws1.connected().await;
+    ws2.connected().await;
     assert_eq!(
         verify(&ws1, &email, &first).await,
         LoginResponse::Verified(Verdict::Deny),
@@ -96,6 +99,7 @@ async fn kill_9_after_allow_and_after_sent_loses_nothing() {
         LoginResponse::Requested(Requested::Send { .. })
     ));
     kill_9(&mut server);
+    ws2.disconnected().await;
     let _server = ServerProcess::start(dir.path(), &addr.to_string());
     ws2.connected().await;
     let second = codes_for(&data, &email, 2).await.remove(1);

@@ -183,11 +183,18 @@ async fn directory_internal_and_emergency_modes() {
         panic!("no list");
     };
     assert!(pending.iter().any(|r| r.id == id && r.emergency));
-    let approver_mail = common::messages_to(&server.data_dir().join("outbox"), "admin@example.com");
-    assert!(
-        approver_mail.iter().any(|m| m.contains("EMERGENCY")),
-        "{approver_mail:?}"
-    );
+    let outbox = server.data_dir().join("outbox");
+    common::wait_until(
+        Duration::from_secs(20),
+        "the approver is told of the emergency",
+        || {
+            let told = common::messages_to(&outbox, "admin@example.com")
+                .iter()
+                .any(|m| m.contains("EMERGENCY"));
+            async move { told }
+        },
+    )
+    .await;
     decide(&server, id, true, None).await;
     let code = server.codes_for("dave@example.com", 1).await.remove(0);
     assert!(matches!(

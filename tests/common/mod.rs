@@ -436,17 +436,30 @@ impl Desk {
 
     /// Waits until the agent is connected to the server.
     pub async fn connected(&self) {
+        self.until_connected(true).await;
+    }
+
+    /// Waits until the agent has noticed that its connection is gone.
+    pub async fn disconnected(&self) {
+        self.until_connected(false).await;
+    }
+
+    async fn until_connected(&self, connected: bool) {
         use otpgate_protocol::local::{LocalRequest, LocalResponse};
         let socket = self.socket.clone();
-        wait_until(Duration::from_secs(20), "the agent is connected", || {
-            let socket = socket.clone();
-            async move {
-                matches!(
-                    local::ask(&socket, &LocalRequest::Status).await,
-                    Ok(LocalResponse::Status(status)) if status.connected
-                )
-            }
-        })
+        wait_until(
+            Duration::from_secs(20),
+            "the agent's connection changes",
+            || {
+                let socket = socket.clone();
+                async move {
+                    matches!(
+                        local::ask(&socket, &LocalRequest::Status).await,
+                        Ok(LocalResponse::Status(status)) if status.connected == connected
+                    )
+                }
+            },
+        )
         .await;
     }
 

@@ -5,13 +5,11 @@
 //! of them into the audit log.
 
 use std::io;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 use zeroize::Zeroizing;
 
@@ -48,34 +46,15 @@ pub struct AdminContext {
 
 /// Creates the admin socket at `path`, for the owner only.
 pub fn bind(path: &Path) -> io::Result<UnixListener> {
-    match std::fs::remove_file(path) {
-        Err(err) if err.kind() != io::ErrorKind::NotFound => return Err(err),
-        _ => {}
-    }
-    let listener = UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(listener)
+    crate::local::bind(path, 0o600)
 }
 
 /// Serves administrators on `listener` until `cancel` fires.
 pub async fn serve(listener: UnixListener, context: AdminContext, cancel: CancellationToken) {
-    let tracker = TaskTracker::new();
-    loop {
-        let stream = tokio::select! {
-            () = cancel.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(err) => {
-                    warn!(error = %err, "admin accept failed");
-                    continue;
-                }
-            },
-        };
-        let context = context.clone();
-        tracker.spawn(serve_one(stream, context));
-    }
-    tracker.close();
-    tracker.wait().await;
+    crate::local::accept(listener, cancel, |stream| {
+        serve_one(stream, context.clone())
+    })
+    .await;
 }
 
 async fn serve_one(stream: UnixStream, context: AdminContext) {

@@ -405,10 +405,11 @@ pub enum AgentError {
 /// socket for the login prompt.
 pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), AgentError> {
     let tls = tls::client_config(&config.identity)?;
-    let listener = crate::local::bind(&config.socket).map_err(|source| AgentError::Socket {
-        path: config.socket.clone(),
-        source,
-    })?;
+    let listener =
+        crate::local::bind(&config.socket, 0o666).map_err(|source| AgentError::Socket {
+            path: config.socket.clone(),
+            source,
+        })?;
     let (link, task) = Link::spawn(tls, config.server, cancel.clone())?;
     crate::local::serve(listener, link, cancel).await;
     let _ = task.await;

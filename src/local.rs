@@ -6,6 +6,7 @@
 //! caller says about itself is believed.
 
 use std::fs;
+use std::future::Future;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -28,9 +29,9 @@ use crate::conn::{FrameReader, FrameWriter, ReadError, WriteError};
 /// Where the agent serves the login prompt by default.
 pub const DEFAULT_SOCKET: &str = "/run/otpgate/agent.sock";
 
-/// Creates the socket at `path`, replacing a stale one left by a crash, and opens
-/// it to every local user.
-pub fn bind(path: &Path) -> io::Result<UnixListener> {
+/// Creates the socket at `path` with permissions `mode`, replacing a stale one
+/// left by a crash, but never one that another process still serves.
+pub fn bind(path: &Path, mode: u32) -> io::Result<UnixListener> {
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent)?;
     }
@@ -38,18 +39,23 @@ pub fn bind(path: &Path) -> io::Result<UnixListener> {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
             return Err(io::Error::new(
                 io::ErrorKind::AddrInUse,
-                "another agent is serving this socket",
+                "another process is serving this socket",
             ));
         }
         fs::remove_file(path)?;
     }
     let listener = UnixListener::bind(path)?;
-    fs::set_permissions(path, fs::Permissions::from_mode(0o666))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
     Ok(listener)
 }
 
-/// Serves login prompts on `listener` until `cancel` fires.
-pub async fn serve(listener: UnixListener, link: Link, cancel: CancellationToken) {
+/// Accepts connections on `listener` until `cancel` fires, serving each with
+/// `serve` in a task of its own; then waits for those tasks.
+pub async fn accept<F, Fut>(listener: UnixListener, cancel: CancellationToken, serve: F)
+where
+    F: Fn(UnixStream) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let tracker = TaskTracker::new();
     loop {
         let stream = tokio::select! {
@@ -57,14 +63,23 @@ pub async fn serve(listener: UnixListener, link: Link, cancel: CancellationToken
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
                 Err(err) => {
-                    warn!(error = %err, "local accept failed");
+                    warn!(error = %err, "accept on a local socket failed");
                     continue;
                 }
             },
         };
+        tracker.spawn(serve(stream));
+    }
+    tracker.close();
+    tracker.wait().await;
+}
+
+/// Serves login prompts on `listener` until `cancel` fires.
+pub async fn serve(listener: UnixListener, link: Link, cancel: CancellationToken) {
+    accept(listener, cancel.clone(), |stream| {
         let link = link.clone();
         let cancel = cancel.clone();
-        tracker.spawn(async move {
+        async move {
             let caller = caller(&stream).await;
             let name = caller.as_ref().map_or("?", |c| c.name.as_str()).to_owned();
             let span = info_span!("local", os_user = name);
@@ -72,10 +87,9 @@ pub async fn serve(listener: UnixListener, link: Link, cancel: CancellationToken
                 () = cancel.cancelled() => {}
                 () = serve_caller(stream, caller, &link).instrument(span) => {}
             }
-        });
-    }
-    tracker.close();
-    tracker.wait().await;
+        }
+    })
+    .await;
 }
 
 /// The OS account on the other end of a local connection.

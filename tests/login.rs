@@ -28,6 +28,14 @@ async fn server_with(clock: &ManualClock) -> TestServer {
     TestServer::start_with_clock(Arc::new(clock.clone())).await
 }
 
+/// A server on a manual clock, with client computer ws-1 connected.
+async fn setup() -> (ManualClock, TestServer, Desk) {
+    let clock = clock();
+    let server = server_with(&clock).await;
+    let desk = server.desk("ws-1").await;
+    (clock, server, desk)
+}
+
 async fn set_client(server: &TestServer, name: &str, options: OptionsView) {
     let response = server
         .admin(AdminRequest::ClientSet {
@@ -102,9 +110,7 @@ async fn status(desk: &Desk) -> otpgate_protocol::login::PromptStatus {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn email_mode_goes_to_the_approvers_and_approval_sends_the_otp() {
-    let clock = clock();
-    let server = server_with(&clock).await;
-    let desk = server.desk("ws-1").await;
+    let (_, server, desk) = setup().await;
     let requested = request(&desk, RequestMode::Email("carol@example.com".into())).await;
     let id = request_id(&requested);
 
@@ -148,9 +154,7 @@ async fn email_mode_goes_to_the_approvers_and_approval_sends_the_otp() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn directory_internal_and_emergency_modes() {
-    let clock = clock();
-    let server = server_with(&clock).await;
-    let desk = server.desk("ws-1").await;
+    let (clock, server, desk) = setup().await;
 
     // Active Directory users: nothing to type, the directory knows the address.
     set_client(&server, "ws-1", auto_ad()).await;
@@ -253,9 +257,7 @@ async fn directory_internal_and_emergency_modes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn denial_and_expiry_of_requests_reach_the_person() {
-    let clock = clock();
-    let server = server_with(&clock).await;
-    let desk = server.desk("ws-1").await;
+    let (clock, server, desk) = setup().await;
 
     let id = request_id(&request(&desk, RequestMode::Email("erin@example.com".into())).await);
     decide(&server, id, false, Some("not today")).await;
@@ -311,9 +313,7 @@ async fn denial_and_expiry_of_requests_reach_the_person() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_administrator_generates_an_otp_without_a_request() {
-    let clock = clock();
-    let server = server_with(&clock).await;
-    let desk = server.desk("ws-1").await;
+    let (_, server, desk) = setup().await;
     let generated = server
         .admin(AdminRequest::OtpGenerate {
             computer: "ws-1".into(),
@@ -365,9 +365,7 @@ async fn an_administrator_generates_an_otp_without_a_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_otp_works_only_where_when_and_for_whom_it_was_issued() {
-    let clock = clock();
-    let server = server_with(&clock).await;
-    let desk = server.desk("ws-1").await;
+    let (clock, server, desk) = setup().await;
     let other_desk = server.desk("ws-2").await;
     set_client(&server, "ws-1", auto_ad()).await;
     let email = my_email();

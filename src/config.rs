@@ -12,6 +12,16 @@
 //! directory_file = "/etc/otpgate/directory.toml"   # OS account -> email
 //! mail_from = "otpgate <otpgate@example.com>"
 //! admin_email = "it@example.com"                   # the first administrator's
+//!
+//! [smtp]                      # without it, mail goes to <data>/outbox as .eml files
+//! host = "mail.example.com"
+//! port = 587
+//! security = "starttls"       # "tls" (implicit), "starttls", or "plain" (loopback only)
+//! username = "otpgate"
+//! password_file = "/etc/otpgate/smtp-password"   # or password_env = "VAR"
+//! ca_file = "/etc/otpgate/relay-ca.pem"          # default: the system's CAs
+//! timeout_secs = 30
+//! max_attempts = 10
 //! ```
 
 use std::net::SocketAddr;
@@ -83,6 +93,133 @@ struct File {
     directory_file: Option<PathBuf>,
     mail_from: Option<String>,
     admin_email: Option<String>,
+    smtp: Option<SmtpFile>,
+}
+
+/// The `[smtp]` section as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SmtpFile {
+    host: String,
+    port: Option<u16>,
+    security: Option<SmtpSecurity>,
+    username: Option<String>,
+    password_file: Option<PathBuf>,
+    password_env: Option<String>,
+    ca_file: Option<PathBuf>,
+    timeout_secs: Option<u64>,
+    max_attempts: Option<u32>,
+}
+
+/// How the connection to the relay is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpSecurity {
+    /// TLS from the first byte (port 465).
+    Tls,
+    /// Plain, then STARTTLS before anything else (port 587).
+    StartTls,
+    /// No TLS: only to a relay on this machine.
+    Plain,
+}
+
+/// A checked `[smtp]` section.
+#[derive(Clone)]
+pub struct SmtpConfig {
+    /// The relay's host name (also checked against its certificate).
+    pub host: String,
+    /// Its port.
+    pub port: u16,
+    /// How the connection is protected.
+    pub security: SmtpSecurity,
+    /// The AUTH user name, if the relay wants one.
+    pub username: Option<String>,
+    /// The AUTH password, read from a file or the environment; never logged.
+    pub password: Option<zeroize::Zeroizing<String>>,
+    /// The CA to check the relay against, instead of the system's.
+    pub ca_file: Option<PathBuf>,
+    /// How long to wait for the relay.
+    pub timeout: Duration,
+    /// Tries of one message before it is given up.
+    pub max_attempts: u32,
+}
+
+impl std::fmt::Debug for SmtpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("security", &self.security)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| ".."))
+            .finish_non_exhaustive()
+    }
+}
+
+impl SmtpFile {
+    fn check(self) -> Result<SmtpConfig, ConfigError> {
+        let invalid = |reason: String| ConfigError::Invalid {
+            field: "smtp",
+            reason,
+        };
+        let security = self.security.unwrap_or(SmtpSecurity::StartTls);
+        let loopback = self.host == "localhost"
+            || self
+                .host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if security == SmtpSecurity::Plain && !loopback {
+            return Err(invalid(format!(
+                "security = \"plain\" is allowed only to a relay on this machine, not {:?}",
+                self.host
+            )));
+        }
+        let password = match (&self.password_file, &self.password_env) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "give password_file or password_env, not both".into(),
+                ));
+            }
+            (Some(path), None) => {
+                Some(
+                    crate::mail::read_password(path).map_err(|source| ConfigError::Read {
+                        path: path.clone(),
+                        source,
+                    })?,
+                )
+            }
+            (None, Some(var)) => Some(zeroize::Zeroizing::new(
+                std::env::var(var)
+                    .map_err(|_| invalid(format!("environment variable {var} is not set")))?,
+            )),
+            (None, None) => None,
+        };
+        if password.is_some() != self.username.is_some() {
+            return Err(invalid("username and a password go together".into()));
+        }
+        let max_attempts = self
+            .max_attempts
+            .unwrap_or(otpgate_actors::mail::DEFAULT_MAX_ATTEMPTS);
+        if max_attempts == 0 {
+            return Err(invalid("max_attempts must be at least 1".into()));
+        }
+        Ok(SmtpConfig {
+            port: self.port.unwrap_or(match security {
+                SmtpSecurity::Tls => 465,
+                SmtpSecurity::StartTls => 587,
+                SmtpSecurity::Plain => 25,
+            }),
+            host: self.host,
+            security,
+            username: self.username,
+            password,
+            ca_file: self.ca_file,
+            timeout: self
+                .timeout_secs
+                .map_or(crate::mail::DEFAULT_SMTP_TIMEOUT, Duration::from_secs),
+            max_attempts,
+        })
+    }
 }
 
 /// What the command line may override.
@@ -115,6 +252,8 @@ pub struct ServerConfig {
     pub mail_from: String,
     /// The email of the administrator created on first start.
     pub admin_email: String,
+    /// The SMTP relay; `None` writes `.eml` files into the outbox folder.
+    pub smtp: Option<SmtpConfig>,
 }
 
 impl ServerConfig {
@@ -204,6 +343,7 @@ impl ServerConfig {
             admin_email: file
                 .admin_email
                 .unwrap_or_else(|| DEFAULT_ADMIN_EMAIL.to_owned()),
+            smtp: file.smtp.map(SmtpFile::check).transpose()?,
         })
     }
 }
@@ -244,6 +384,11 @@ mod tests {
             ("heartbeat_interval_ms = 1", "heartbeat_interval_ms"),
             ("handshake_timeout_ms = 0", "handshake_timeout_ms"),
             ("server_names = [\"bad name!\"]", "server_names"),
+            (
+                "[smtp]\nhost = \"mail.example.com\"\nsecurity = \"plain\"",
+                "smtp",
+            ),
+            ("[smtp]\nhost = \"127.0.0.1\"\nusername = \"u\"", "smtp"),
         ] {
             match parse(toml) {
                 Err(ConfigError::Invalid { field: got, .. }) => assert_eq!(got, field, "{toml}"),

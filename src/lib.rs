@@ -15,7 +15,7 @@ pub mod convert;
 pub mod directory;
 pub mod files;
 pub mod local;
-pub mod outbox;
+pub mod mail;
 pub mod pki;
 pub mod prompt;
 pub mod server;

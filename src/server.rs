@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use otpgate_actors::mail::{Mailer, MailerArgs, MailerMsg};
+use otpgate_actors::mail::{MailTransport, Mailer, MailerArgs, MailerMsg};
 use otpgate_actors::otp::OtpKeys;
 use otpgate_actors::{
     AgentInfo, CallError, Clock, ComputerId, ComputerMsg, Computers, ConnectionId, Services,
@@ -41,7 +41,7 @@ use crate::admin::{self, AdminContext};
 use crate::config::ServerConfig;
 use crate::conn::{FrameReader, FrameWriter};
 use crate::directory::{DirectoryFileError, StaticDirectory};
-use crate::outbox::EmlDir;
+use crate::mail::{EmlDir, Sender, Smtp, SmtpSetupError};
 use crate::tls::{self, ALPN, TlsError};
 use crate::{convert, pki};
 
@@ -79,13 +79,16 @@ pub enum OpenError {
     /// The directory file is unusable.
     #[error(transparent)]
     Directory(#[from] DirectoryFileError),
+    /// The SMTP relay's settings are unusable.
+    #[error("smtp: {0}")]
+    Smtp(#[from] SmtpSetupError),
 }
 
 impl OpenError {
     /// Whether the configuration is at fault (exit status 64) rather than the
     /// environment.
     pub fn is_config(&self) -> bool {
-        matches!(self, Self::Tls(_) | Self::Directory(_))
+        matches!(self, Self::Tls(_) | Self::Directory(_) | Self::Smtp(_))
     }
 }
 
@@ -155,14 +158,19 @@ impl Server {
         let store = Arc::new(SledStore::open(&db)?);
         let initial_password = bootstrap_admin(store.as_ref(), config, clock.as_ref()).await?;
 
-        let outbox = config.data_dir.join("outbox");
-        let transport =
-            EmlDir::new(outbox.clone(), config.mail_from.clone()).map_err(|source| {
-                OpenError::DataDir {
-                    path: outbox,
-                    source,
-                }
-            })?;
+        let from = Sender::parse(&config.mail_from);
+        let transport: Arc<dyn MailTransport> = match &config.smtp {
+            Some(smtp) => Arc::new(Smtp::new(smtp, from)?),
+            None => {
+                let outbox = config.data_dir.join("outbox");
+                let dir =
+                    EmlDir::new(outbox.clone(), from).map_err(|source| OpenError::DataDir {
+                        path: outbox,
+                        source,
+                    })?;
+                Arc::new(dir)
+            }
+        };
         let host = config
             .server_names
             .first()
@@ -170,10 +178,16 @@ impl Server {
             .unwrap_or_else(|| "localhost".to_owned());
         let mailer_args = MailerArgs {
             store: store.clone(),
-            transport: Arc::new(transport),
+            transport,
             keys: keys.clone(),
             clock: clock.clone(),
             host,
+            max_attempts: config
+                .smtp
+                .as_ref()
+                .map_or(otpgate_actors::mail::DEFAULT_MAX_ATTEMPTS, |smtp| {
+                    smtp.max_attempts
+                }),
         };
         let (mailer, _) = Actor::spawn(None, Mailer, mailer_args).await?;
         let services = Services {

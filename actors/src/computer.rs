@@ -371,12 +371,16 @@ impl ComputerState {
         })?)
     }
 
-    fn queue(&mut self, to: &str, kind: MailKind) -> Result<()> {
+    fn queue(&mut self, to: &str, kind: MailKind, request: Option<u64>) -> Result<()> {
+        let now = self.now();
         let entry = OutboxEntry {
             id: self.svc.store.next_id()?,
             to: to.to_owned(),
-            queued: self.now(),
+            queued: now,
             kind,
+            request,
+            attempts: 0,
+            next_try: now,
         };
         self.svc.store.queue_mail(&entry)?;
         self.mail_queued = true;
@@ -604,6 +608,7 @@ impl ComputerState {
             return Ok(Requested::NoLiveOtp);
         };
         let (to, valid_until) = (otp.email.clone(), otp.valid_until);
+        let request = otp.origin.request();
         let sealed = otp.sealed().map(<[u8]>::to_vec);
         let recently = slot
             .last_sent
@@ -611,7 +616,7 @@ impl ComputerState {
         if !recently && let Some(sealed) = sealed {
             slot.last_sent = Some(now);
             self.save_slot(os_user)?;
-            self.queue(&to, self.otp_mail(os_user, sealed, valid_until))?;
+            self.queue(&to, self.otp_mail(os_user, sealed, valid_until), request)?;
         }
         Ok(Requested::Resend { to, valid_until })
     }
@@ -692,6 +697,7 @@ impl ComputerState {
                     emergency,
                     expires: request.expires,
                 },
+                Some(request.id),
             )?;
         }
         let requested = Requested::AwaitApproval {
@@ -758,11 +764,12 @@ impl ComputerState {
             origin,
         );
         let sealed = otp.sealed().map(<[u8]>::to_vec).unwrap_or_default();
+        let request = otp.origin.request();
         let slot = self.slot(os_user);
         slot.otp = Some(otp);
         slot.last_sent = Some(now);
         self.save_slot(os_user)?;
-        self.queue(email, self.otp_mail(os_user, sealed, valid_until))?;
+        self.queue(email, self.otp_mail(os_user, sealed, valid_until), request)?;
         Ok(valid_until)
     }
 
@@ -903,6 +910,7 @@ impl ComputerState {
                     denied: true,
                     comment,
                 },
+                Some(request),
             )?;
             self.audit(&who, Action::Deny, &format!("request {request} denied"))?;
         }
@@ -1004,6 +1012,7 @@ impl ComputerState {
                 denied: false,
                 comment: None,
             },
+            Some(request.id),
         )?;
         self.audit(
             &person(&request.os_user, &self.id),

@@ -19,9 +19,6 @@ use crate::id::ComputerId;
 use crate::otp::OtpKeys;
 use crate::store::{Store, StoreError};
 
-/// How long the mailer waits before trying a failed delivery again.
-pub const RETRY_AFTER: Duration = Duration::from_secs(5);
-
 /// One message waiting in the outbox.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutboxEntry {
@@ -33,6 +30,29 @@ pub struct OutboxEntry {
     pub queued: Timestamp,
     /// What it says.
     pub kind: MailKind,
+    /// The access request it belongs to, if any.
+    pub request: Option<u64>,
+    /// Failed deliveries so far.
+    pub attempts: u32,
+    /// Not to be tried again before this.
+    pub next_try: Timestamp,
+}
+
+/// A message that could not be delivered, for the administrators.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailFailure {
+    /// The message's id.
+    pub id: u64,
+    /// The recipient.
+    pub to: String,
+    /// When it was given up.
+    pub at: Timestamp,
+    /// What the relay (or the renderer) said.
+    pub reason: String,
+    /// The computer it concerned.
+    pub computer: Option<ComputerId>,
+    /// The access request it belonged to, if any.
+    pub request: Option<u64>,
 }
 
 /// What a message says.
@@ -88,13 +108,85 @@ pub struct Mail {
     pub date: Timestamp,
     /// The plain-text body.
     pub body: String,
+    /// The same, as HTML.
+    pub html: String,
+}
+
+/// What a message says, laid out once for both its text and its HTML part.
+struct Content {
+    subject: String,
+    intro: String,
+    /// Shown large: the OTP.
+    highlight: Option<String>,
+    facts: Vec<(&'static str, String)>,
+    outro: Vec<String>,
+}
+
+impl Content {
+    fn text(&self) -> String {
+        let mut text = format!("{}\n\n", self.intro);
+        if let Some(highlight) = &self.highlight {
+            text.push_str(&format!("    {highlight}\n\n"));
+        }
+        for (label, value) in &self.facts {
+            text.push_str(&format!("{label}: {value}\n"));
+        }
+        for line in &self.outro {
+            text.push_str(&format!("\n{line}"));
+        }
+        text.push('\n');
+        text
+    }
+
+    fn html(&self) -> String {
+        let mut html = format!(
+            "<!DOCTYPE html><html><body style=\"font-family:sans-serif\"><p>{}</p>",
+            escape(&self.intro)
+        );
+        if let Some(highlight) = &self.highlight {
+            html.push_str(&format!(
+                "<p style=\"font-size:28px;font-weight:bold;letter-spacing:4px\">{}</p>",
+                escape(highlight)
+            ));
+        }
+        html.push_str("<table>");
+        for (label, value) in &self.facts {
+            html.push_str(&format!(
+                "<tr><td>{}</td><td><b>{}</b></td></tr>",
+                escape(label),
+                escape(value)
+            ));
+        }
+        html.push_str("</table>");
+        for line in &self.outro {
+            html.push_str(&format!("<p>{}</p>", escape(line)));
+        }
+        html.push_str("</body></html>");
+        html
+    }
+}
+
+/// `text` with the characters HTML gives meaning to escaped.
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 impl OutboxEntry {
     /// Renders the message. `None` when an OTP can no longer be opened (the server
     /// secret changed): such a message cannot be sent.
     pub fn render(&self, keys: &OtpKeys, host: &str) -> Option<Mail> {
-        let (subject, body) = match &self.kind {
+        let content = match &self.kind {
             MailKind::Otp {
                 computer,
                 os_user,
@@ -102,19 +194,20 @@ impl OutboxEntry {
                 valid_until,
             } => {
                 let code = keys.open(computer, os_user, sealed)?;
-                (
-                    format!("Your one-time password for {computer}"),
-                    format!(
-                        "Your one-time password is: {}\n\n\
-                         Client computer: {computer}\n\
-                         User: {os_user}\n\
-                         Valid until: {}\n\n\
-                         It works once, only on this computer and for this user.\n\
-                         Nobody from IT will ever ask you for this code.\n",
-                        code.expose(),
-                        rfc3339(*valid_until)
-                    ),
-                )
+                Content {
+                    subject: format!("Your one-time password for {computer}"),
+                    intro: "Your one-time password is:".into(),
+                    highlight: Some(code.expose().to_owned()),
+                    facts: vec![
+                        ("Client computer", computer.to_string()),
+                        ("User", os_user.clone()),
+                        ("Valid until", rfc3339(*valid_until)),
+                    ],
+                    outro: vec![
+                        "It works once, only on this computer and for this user.".into(),
+                        "Nobody from IT will ever ask you for this code.".into(),
+                    ],
+                }
             }
             MailKind::Approval {
                 request,
@@ -129,19 +222,22 @@ impl OutboxEntry {
                 } else {
                     "Access request"
                 };
-                (
-                    format!("{kind} for {computer} from {requester}"),
-                    format!(
-                        "{kind} #{request}\n\n\
-                         From: {requester}\n\
-                         Client computer: {computer}\n\
-                         User: {os_user}\n\
-                         Expires: {}\n\n\
-                         Approve: otpgate admin requests approve {request}\n\
-                         Deny:    otpgate admin requests deny {request}\n",
-                        rfc3339(*expires)
-                    ),
-                )
+                Content {
+                    subject: format!("{kind} for {computer} from {requester}"),
+                    intro: format!("{kind} #{request}"),
+                    highlight: None,
+                    facts: vec![
+                        ("From", requester.clone()),
+                        ("Client computer", computer.to_string()),
+                        ("User", os_user.clone()),
+                        ("Emergency", if *emergency { "yes" } else { "no" }.into()),
+                        ("Expires", rfc3339(*expires)),
+                    ],
+                    outro: vec![
+                        format!("Approve: otpgate admin requests approve {request}"),
+                        format!("Deny: otpgate admin requests deny {request}"),
+                    ],
+                }
             }
             MailKind::Outcome {
                 computer,
@@ -149,22 +245,25 @@ impl OutboxEntry {
                 comment,
             } => {
                 let what = if *denied { "denied" } else { "expired" };
-                let comment = comment
-                    .as_deref()
-                    .map(|c| format!("Comment: {c}\n"))
-                    .unwrap_or_default();
-                (
-                    format!("Your access request for {computer} was {what}"),
-                    format!("Your access request for {computer} was {what}.\n{comment}"),
-                )
+                Content {
+                    subject: format!("Your access request for {computer} was {what}"),
+                    intro: format!("Your access request for {computer} was {what}."),
+                    highlight: None,
+                    facts: comment
+                        .iter()
+                        .map(|comment| ("Comment", comment.clone()))
+                        .collect(),
+                    outro: Vec::new(),
+                }
             }
         };
         Some(Mail {
             message_id: format!("<{}.{}@{host}>", self.id, self.queued.unix_millis()),
             to: self.to.clone(),
-            subject,
+            subject: content.subject.clone(),
             date: self.queued,
-            body,
+            body: content.text(),
+            html: content.html(),
         })
     }
 }
@@ -217,13 +316,36 @@ pub trait MailTransport: Send + Sync + 'static {
     fn deliver<'a>(&'a self, mail: &'a Mail) -> DeliveryFuture<'a>;
 }
 
+/// The first pause after a failed delivery; it doubles with every failure.
+pub const BACKOFF_BASE: Duration = Duration::from_secs(2);
+/// The longest pause between two tries of one message.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(10 * 60);
+/// Tries of one message before it is given up, by default.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 10;
+
+/// The pause after failure number `attempts` (from 1): exponential, capped, and
+/// drawn from its upper half so that retries spread out.
+pub fn backoff(attempts: u32) -> Duration {
+    let window = BACKOFF_BASE
+        .saturating_mul(2u32.saturating_pow(attempts.saturating_sub(1)))
+        .min(BACKOFF_MAX);
+    let mut byte = [0u8; 1];
+    // Without randomness the pause is simply the whole window.
+    let fraction = match aws_lc_rs::rand::fill(&mut byte) {
+        Ok(()) => f64::from(byte[0]) / 255.0,
+        Err(_) => 1.0,
+    };
+    window / 2 + window.mul_f64(fraction / 2.0)
+}
+
 /// What the [`Mailer`] is asked to do.
 pub enum MailerMsg {
-    /// Something was queued: deliver what is in the outbox.
+    /// Something was queued, or a retry is due: deliver what is due.
     Wake,
 }
 
-/// Delivers the outbox through a [`MailTransport`], oldest first, one at a time.
+/// Delivers the outbox through a [`MailTransport`], oldest first, one at a time,
+/// retrying with backoff while the relay is unavailable.
 pub struct Mailer;
 
 /// What the [`Mailer`] is started with.
@@ -238,13 +360,15 @@ pub struct MailerArgs {
     pub clock: Arc<dyn Clock>,
     /// The host name in Message-IDs.
     pub host: String,
+    /// Tries of one message before it is given up.
+    pub max_attempts: u32,
 }
 
 /// The [`Mailer`]'s state.
 pub struct MailerState {
     args: MailerArgs,
-    /// Whether a retry is already scheduled.
-    retrying: bool,
+    /// The timer for the next retry.
+    timer: Option<tokio::task::JoinHandle<Result<(), ractor::MessagingErr<MailerMsg>>>>,
 }
 
 impl Actor for Mailer {
@@ -259,10 +383,18 @@ impl Actor for Mailer {
     ) -> Result<MailerState, ActorProcessingErr> {
         // Whatever was queued before a restart goes out now.
         myself.send_message(MailerMsg::Wake)?;
-        Ok(MailerState {
-            args,
-            retrying: false,
-        })
+        Ok(MailerState { args, timer: None })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<MailerMsg>,
+        state: &mut MailerState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(timer) = state.timer.take() {
+            timer.abort();
+        }
+        Ok(())
     }
 
     async fn handle(
@@ -273,13 +405,20 @@ impl Actor for Mailer {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             MailerMsg::Wake => {
-                state.retrying = false;
-                if let Err(err) = state.drain().await {
-                    tracing::warn!(error = %err, "mail delivery paused; will retry");
-                    if !state.retrying {
-                        state.retrying = true;
-                        myself.send_after(RETRY_AFTER, || MailerMsg::Wake);
+                let next = match state.drain().await {
+                    Ok(next) => next,
+                    Err(err) => {
+                        tracing::error!(error = %err, "mail outbox unreadable; will retry");
+                        Some(state.args.clock.now().after(BACKOFF_MAX))
                     }
+                };
+                if let Some(timer) = state.timer.take() {
+                    timer.abort();
+                }
+                if let Some(next) = next {
+                    let now = state.args.clock.now().unix_millis();
+                    let wait = Duration::from_millis(next.unix_millis().saturating_sub(now));
+                    state.timer = Some(myself.send_after(wait, || MailerMsg::Wake));
                 }
             }
         }
@@ -287,39 +426,64 @@ impl Actor for Mailer {
     }
 }
 
-/// Why the mailer stopped draining the outbox for now.
-#[derive(Debug, thiserror::Error)]
-enum DrainError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Delivery(#[from] DeliveryError),
-}
-
 impl MailerState {
-    /// Delivers every queued message, oldest first, until the outbox is empty or a
-    /// delivery fails for now.
-    async fn drain(&mut self) -> Result<(), DrainError> {
+    /// Delivers every message that is due, oldest first. Stops at the first
+    /// delivery that fails for now (the relay is likely down for all of them).
+    /// Returns when the next try is due, if anything is left.
+    async fn drain(&mut self) -> Result<Option<Timestamp>, StoreError> {
         let args = &self.args;
-        for entry in args.store.outbox()? {
-            let outcome = match entry.render(&args.keys, &args.host) {
+        let mut next: Option<Timestamp> = None;
+        let mut later = |at: Timestamp| next = Some(next.map_or(at, |n: Timestamp| n.min(at)));
+        for mut entry in args.store.outbox()? {
+            let now = args.clock.now();
+            if entry.next_try > now {
+                later(entry.next_try);
+                continue;
+            }
+            let failure = match entry.render(&args.keys, &args.host) {
+                None => Some("the OTP can no longer be opened".to_owned()),
                 Some(mail) => match args.transport.deliver(&mail).await {
-                    Ok(()) => "delivered".to_owned(),
-                    Err(DeliveryError::Permanent(reason)) => format!("failed: {reason}"),
-                    Err(err) => return Err(err.into()),
+                    Ok(()) => None,
+                    Err(DeliveryError::Permanent(reason)) => Some(reason),
+                    Err(DeliveryError::Temporary(reason)) => {
+                        entry.attempts += 1;
+                        if entry.attempts < args.max_attempts {
+                            entry.next_try = now.after(backoff(entry.attempts));
+                            tracing::warn!(message = entry.id, attempts = entry.attempts, %reason, "mail delivery failed; will retry");
+                            args.store.queue_mail(&entry)?;
+                            later(entry.next_try);
+                            break;
+                        }
+                        Some(format!("gave up after {} tries: {reason}", entry.attempts))
+                    }
                 },
-                None => "failed: the OTP can no longer be opened".to_owned(),
             };
+            let outcome = match &failure {
+                None => "delivered".to_owned(),
+                Some(reason) => format!("failed: {reason}"),
+            };
+            if let Some(reason) = failure {
+                tracing::error!(message = entry.id, %reason, "mail delivery failed for good");
+                args.store.put_mail_failure(&MailFailure {
+                    id: entry.id,
+                    to: entry.to.clone(),
+                    at: now,
+                    reason,
+                    computer: entry.kind.computer().cloned(),
+                    request: entry.request,
+                })?;
+            }
             args.store.append_audit(&AuditEntry {
-                at: args.clock.now(),
+                at: now,
                 who: "server".into(),
                 computer: entry.kind.computer().map(ToString::to_string),
                 action: Action::Mail,
                 outcome: format!("message {} to {}: {outcome}", entry.id, entry.to),
             })?;
             args.store.remove_outbox(entry.id)?;
+            args.store.flush().await?;
         }
-        Ok(())
+        Ok(next)
     }
 }
 
@@ -338,6 +502,44 @@ impl MailKind {
 mod tests {
     use super::*;
     use crate::otp::Code;
+
+    #[test]
+    fn backoff_doubles_within_jitter_up_to_the_cap() {
+        for attempts in 1..20 {
+            let window = BACKOFF_BASE
+                .saturating_mul(2u32.saturating_pow(attempts - 1))
+                .min(BACKOFF_MAX);
+            let pause = backoff(attempts);
+            assert!(
+                pause >= window / 2 && pause <= window,
+                "{attempts}: {pause:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn html_parts_escape_what_people_typed() {
+        let entry = OutboxEntry {
+            id: 1,
+            to: "x@example.com".into(),
+            queued: Timestamp::from_unix_millis(0),
+            kind: MailKind::Outcome {
+                computer: "ws-1".parse().unwrap(),
+                denied: true,
+                comment: Some("<script>alert('x')</script> & co".into()),
+            },
+            request: Some(7),
+            attempts: 0,
+            next_try: Timestamp::from_unix_millis(0),
+        };
+        let mail = entry.render(&OtpKeys::derive(&[1; 32]), "h").unwrap();
+        assert!(
+            mail.html
+                .contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; co")
+        );
+        assert!(!mail.html.contains("<script>"));
+        assert!(mail.body.contains("<script>"), "the text part is text");
+    }
 
     #[test]
     fn timestamps_render_as_utc() {
@@ -370,6 +572,9 @@ mod tests {
                 sealed: keys.seal(&computer, "alice", code.expose()),
                 valid_until: Timestamp::from_unix_millis(1_800_000),
             },
+            request: None,
+            attempts: 0,
+            next_try: Timestamp::from_unix_millis(0),
         };
         assert!(
             !format!("{entry:?}").contains(code.expose()),

@@ -175,6 +175,16 @@ pub enum Origin {
     },
 }
 
+impl Origin {
+    /// The access request it was sent for, if any.
+    pub fn request(&self) -> Option<u64> {
+        match self {
+            Self::Approval { request } => Some(*request),
+            Self::AutoSend | Self::Generated { .. } => None,
+        }
+    }
+}
+
 /// Where an OTP is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OtpState {

@@ -30,7 +30,7 @@ use crate::audit::AuditEntry;
 use crate::clock::Timestamp;
 use crate::directory::UserRecord;
 use crate::id::ComputerId;
-use crate::mail::OutboxEntry;
+use crate::mail::{MailFailure, OutboxEntry};
 use crate::otp::Slot;
 use crate::request::AccessRequest;
 use crate::session::ClientSession;
@@ -193,6 +193,10 @@ pub trait Store: Send + Sync + 'static {
     fn outbox(&self) -> Result<Vec<OutboxEntry>>;
     /// Removes a delivered message.
     fn remove_outbox(&self, id: u64) -> Result<()>;
+    /// Records a message given up on.
+    fn put_mail_failure(&self, failure: &MailFailure) -> Result<()>;
+    /// Every message given up on, oldest first.
+    fn mail_failures(&self) -> Result<Vec<MailFailure>>;
 
     /// Counts one failure against `key` and returns the failures in its current
     /// window of `length`.
@@ -256,6 +260,7 @@ pub struct SledStore {
     sessions: Table,
     audit: Table,
     outbox: Table,
+    mail_failures: Table,
     failures: Table,
 }
 
@@ -277,6 +282,7 @@ impl SledStore {
             sessions: Table::open(&db, "sessions")?,
             audit: Table::open(&db, "audit")?,
             outbox: Table::open(&db, "outbox")?,
+            mail_failures: Table::open(&db, "mail_failures")?,
             failures: Table::open(&db, "failures")?,
             db,
         })
@@ -437,6 +443,14 @@ impl Store for SledStore {
     fn remove_outbox(&self, id: u64) -> Result<()> {
         self.outbox.tree.remove(id.to_be_bytes())?;
         Ok(())
+    }
+
+    fn put_mail_failure(&self, failure: &MailFailure) -> Result<()> {
+        self.mail_failures.put(failure.id.to_be_bytes(), failure)
+    }
+
+    fn mail_failures(&self) -> Result<Vec<MailFailure>> {
+        self.mail_failures.values("")
     }
 
     fn count_failure(&self, key: &str, now: Timestamp, length: Duration) -> Result<u32> {

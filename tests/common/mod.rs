@@ -388,7 +388,7 @@ pub fn messages_to(outbox: &Path, to: &str) -> Vec<String> {
                 .parse()
                 .ok()?;
             let text = std::fs::read_to_string(&path).ok()?;
-            text.contains(&format!("\r\nTo: {to}\r\n"))
+            text.contains(&format!("\r\nTo: <{to}>\r\n"))
                 .then_some((id, text))
         })
         .collect();
@@ -400,10 +400,13 @@ fn read_codes(outbox: &Path, to: &str) -> Vec<String> {
     messages_to(outbox, to)
         .iter()
         .filter_map(|text| {
-            let line = text
+            // In the text part, the code stands alone on the first line after this.
+            let mut lines = text
                 .lines()
-                .find(|l| l.starts_with("Your one-time password is: "))?;
-            Some(line.rsplit(' ').next()?.trim().to_owned())
+                .map(str::trim)
+                .skip_while(|line| *line != "Your one-time password is:");
+            lines.next()?;
+            lines.find(|line| !line.is_empty()).map(str::to_owned)
         })
         .collect()
 }

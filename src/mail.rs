@@ -1,0 +1,286 @@
+//! Mail transports: the embedded default writes every message as an `.eml` file
+//! into `<data folder>/outbox/`; with an `[smtp]` section, messages go to an SMTP
+//! relay through mail-send. Both write the same message: a plain-text part and an
+//! HTML alternative, with the Message-ID the outbox gave it, so that a relay or a
+//! reader can tell a repeat from a new message.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mail_send::SmtpClientBuilder;
+use mail_send::mail_builder::MessageBuilder;
+use mail_send::mail_builder::headers::date::Date;
+use rustls::RootCertStore;
+use zeroize::Zeroizing;
+
+use otpgate_actors::mail::{DeliveryError, DeliveryFuture, Mail, MailTransport};
+
+use crate::config::{SmtpConfig, SmtpSecurity};
+use crate::files::write_private;
+
+/// The sender of every message: a display name and an address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sender {
+    name: String,
+    address: String,
+}
+
+impl Sender {
+    /// Reads `Name <address>` or a bare `address`.
+    pub fn parse(text: &str) -> Self {
+        match text.split_once('<') {
+            Some((name, rest)) => Self {
+                name: name.trim().trim_matches('"').to_owned(),
+                address: rest.trim_end().trim_end_matches('>').trim().to_owned(),
+            },
+            None => Self {
+                name: String::new(),
+                address: text.trim().to_owned(),
+            },
+        }
+    }
+}
+
+/// The message `mail` from `from`, ready to be written or sent.
+fn compose<'a>(mail: &'a Mail, from: &'a Sender) -> MessageBuilder<'a> {
+    let message_id = mail
+        .message_id
+        .trim_start_matches('<')
+        .trim_end_matches('>');
+    let seconds = i64::try_from(mail.date.unix_millis() / 1000).unwrap_or(i64::MAX);
+    MessageBuilder::new()
+        .from((from.name.as_str(), from.address.as_str()))
+        .to(mail.to.as_str())
+        .subject(mail.subject.as_str())
+        .date(Date::new(seconds))
+        .message_id(message_id)
+        .text_body(mail.body.as_str())
+        .html_body(mail.html.as_str())
+}
+
+/// Writes messages as `.eml` files into a folder, whole under a temporary name and
+/// then renamed, so a reader never sees half a message. A message delivered twice
+/// (after a crash) rewrites the same file.
+#[derive(Debug, Clone)]
+pub struct EmlDir {
+    dir: PathBuf,
+    from: Sender,
+}
+
+impl EmlDir {
+    /// Messages from `from` into folder `dir` (created 0700 if missing).
+    pub fn new(dir: PathBuf, from: Sender) -> std::io::Result<Self> {
+        crate::files::create_private_dir(&dir)?;
+        Ok(Self { dir, from })
+    }
+}
+
+impl MailTransport for EmlDir {
+    fn deliver<'a>(&'a self, mail: &'a Mail) -> DeliveryFuture<'a> {
+        Box::pin(async move {
+            let name: String = mail
+                .message_id
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '@'))
+                .collect();
+            let path = self.dir.join(format!("{name}.eml"));
+            let bytes = compose(mail, &self.from)
+                .write_to_vec()
+                .map_err(|err| DeliveryError::Temporary(err.to_string()))?;
+            tokio::task::spawn_blocking(move || write_private(&path, &bytes))
+                .await
+                .map_err(|err| DeliveryError::Temporary(err.to_string()))?
+                .map_err(|err| DeliveryError::Temporary(err.to_string()))
+        })
+    }
+}
+
+/// Hands messages to an SMTP relay, one connection per message.
+pub struct Smtp {
+    builder: SmtpClientBuilder<String>,
+    security: SmtpSecurity,
+    from: Sender,
+}
+
+/// Why the SMTP transport could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SmtpSetupError {
+    /// The CA file is unusable.
+    #[error(transparent)]
+    Ca(#[from] crate::pki::PkiError),
+    /// rustls refused a CA certificate.
+    #[error("CA certificate refused: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+impl Smtp {
+    /// A transport to the relay `config` describes, sending as `from`.
+    pub fn new(config: &SmtpConfig, from: Sender) -> Result<Self, SmtpSetupError> {
+        let mut roots = RootCertStore::empty();
+        match &config.ca_file {
+            Some(path) => {
+                for cert in crate::pki::read_chain(path)? {
+                    roots.add(cert)?;
+                }
+            }
+            None => {
+                let native = rustls_native_certs::load_native_certs();
+                roots.add_parsable_certificates(native.certs);
+            }
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let mut builder = SmtpClientBuilder::new_with_tls_connector(
+            config.host.clone(),
+            config.port,
+            tokio_rustls::TlsConnector::from(Arc::new(tls)),
+        )
+        .implicit_tls(config.security == SmtpSecurity::Tls)
+        .timeout(config.timeout);
+        if let (Some(user), Some(password)) = (&config.username, &config.password) {
+            builder = builder.credentials((user.clone(), password.to_string()));
+        }
+        Ok(Self {
+            builder,
+            security: config.security,
+            from,
+        })
+    }
+
+    async fn send(&self, mail: &Mail) -> mail_send::Result<()> {
+        let message = compose(mail, &self.from);
+        match self.security {
+            SmtpSecurity::Plain => {
+                let mut client = self.builder.connect_plain().await?;
+                client.send(message).await?;
+                client.quit().await
+            }
+            SmtpSecurity::Tls | SmtpSecurity::StartTls => {
+                let mut client = self.builder.connect().await?;
+                client.send(message).await?;
+                client.quit().await
+            }
+        }
+    }
+}
+
+impl MailTransport for Smtp {
+    fn deliver<'a>(&'a self, mail: &'a Mail) -> DeliveryFuture<'a> {
+        Box::pin(async move {
+            self.send(mail).await.map_err(|err| {
+                // A 5xx reply will not change by trying again; anything else may.
+                let permanent = match &err {
+                    mail_send::Error::UnexpectedReply(reply)
+                    | mail_send::Error::AuthenticationFailed(reply) => reply.code() >= 500,
+                    _ => false,
+                };
+                let reason = describe(&err);
+                if permanent {
+                    DeliveryError::Permanent(reason)
+                } else {
+                    DeliveryError::Temporary(reason)
+                }
+            })
+        })
+    }
+}
+
+/// What went wrong, on one line, without credentials.
+fn describe(err: &mail_send::Error) -> String {
+    match err {
+        mail_send::Error::UnexpectedReply(reply)
+        | mail_send::Error::AuthenticationFailed(reply) => {
+            format!(
+                "relay said {} {}",
+                reply.code(),
+                reply.message().replace(['\r', '\n'], " ")
+            )
+        }
+        mail_send::Error::Io(err) => format!("relay unreachable: {err}"),
+        mail_send::Error::Timeout => "relay timed out".into(),
+        mail_send::Error::Tls(err) => format!("TLS with the relay failed: {err}"),
+        mail_send::Error::MissingStartTls => "relay does not offer STARTTLS".into(),
+        mail_send::Error::UnsupportedAuthMechanism => {
+            "relay offers no usable AUTH mechanism".into()
+        }
+        other => format!("SMTP error: {other}"),
+    }
+}
+
+/// Reads the SMTP password from a file (its first line).
+pub fn read_password(path: &std::path::Path) -> std::io::Result<Zeroizing<String>> {
+    let text = Zeroizing::new(std::fs::read_to_string(path)?);
+    Ok(Zeroizing::new(text.lines().next().unwrap_or("").to_owned()))
+}
+
+/// How long mail-send waits for the relay, unless configured: its own default is
+/// an hour.
+pub const DEFAULT_SMTP_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[cfg(test)]
+mod tests {
+    use otpgate_actors::Timestamp;
+
+    use super::*;
+
+    #[test]
+    fn senders_parse_with_and_without_a_name() {
+        assert_eq!(
+            Sender::parse("\"otpgate\" <otp@example.com>"),
+            Sender {
+                name: "otpgate".into(),
+                address: "otp@example.com".into()
+            }
+        );
+        assert_eq!(
+            Sender::parse(" otp@example.com ").address,
+            "otp@example.com"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_message_becomes_one_eml_file_with_both_parts() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = EmlDir::new(
+            dir.path().join("outbox"),
+            Sender::parse("otpgate <otp@example.com>"),
+        )
+        .unwrap();
+        let mail = Mail {
+            message_id: "<7.0@otp.example.com>".into(),
+            to: "alice@example.com".into(),
+            subject: "Your one-time password for ws-1".into(),
+            date: Timestamp::from_unix_millis(1_795_931_627_266),
+            body: "Your one-time password is: 12345678\n".into(),
+            html: "<p>12345678</p>".into(),
+        };
+        outbox.deliver(&mail).await.unwrap();
+        outbox.deliver(&mail).await.unwrap();
+        let files: Vec<_> = std::fs::read_dir(dir.path().join("outbox"))
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .collect();
+        assert_eq!(files.len(), 1, "a repeat rewrites the same file");
+        let text = std::fs::read_to_string(&files[0]).unwrap();
+        for part in [
+            "From: \"otpgate\" <otp@example.com>\r\n",
+            "To: <alice@example.com>\r\n",
+            "Subject: Your one-time password for ws-1\r\n",
+            "Date: Sun, 29 Nov 2026 05:53:47 +0000\r\n",
+            "Message-ID: <7.0@otp.example.com>\r\n",
+            "multipart/alternative",
+            "text/plain",
+            "text/html",
+            "Your one-time password is: 12345678",
+            "<p>12345678</p>",
+        ] {
+            assert!(text.contains(part), "{part:?} in {text}");
+        }
+    }
+}

@@ -260,12 +260,22 @@ async fn handle(
             store.flush().await?;
             AdminResponse::Done
         }
-        AdminRequest::RequestsList { all } => AdminResponse::Requests(
+        AdminRequest::RequestsList { all } => {
+            let failures = store.mail_failures()?;
+            AdminResponse::Requests(
+                store
+                    .requests()?
+                    .iter()
+                    .filter(|r| all || r.decision == Decision::Pending)
+                    .map(|r| convert::request_view(r, &failures))
+                    .collect(),
+            )
+        }
+        AdminRequest::MailFailures => AdminResponse::MailFailures(
             store
-                .requests()?
+                .mail_failures()?
                 .iter()
-                .filter(|r| all || r.decision == Decision::Pending)
-                .map(convert::request_view)
+                .map(convert::mail_failure_view)
                 .collect(),
         ),
         AdminRequest::RequestDecide {
@@ -289,13 +299,13 @@ async fn handle(
                 .await?;
             match decided {
                 Decided::Done(request) => {
-                    AdminResponse::Requests(vec![convert::request_view(&request)])
+                    AdminResponse::Requests(vec![convert::request_view(&request, &[])])
                 }
                 Decided::NotPending(request) => fail(
                     AdminErrorCode::Conflict,
                     format!(
                         "request {id} is {} already",
-                        convert::request_view(&request).state
+                        convert::request_view(&request, &[]).state
                     ),
                 ),
                 Decided::NotFound => fail(AdminErrorCode::NotFound, format!("no request {id}")),
@@ -462,6 +472,9 @@ pub fn describe(response: &AdminResponse) -> String {
                         .as_ref()
                         .map_or(String::new(), |by| format!("\tby {by}"))
                 );
+                if let Some(failure) = &r.mail_failure {
+                    let _ = writeln!(out, "\tmail failed {failure}");
+                }
             }
         }
         AdminResponse::Generated { valid_until } => {
@@ -499,6 +512,20 @@ pub fn describe(response: &AdminResponse) -> String {
                     e.computer.as_deref().unwrap_or("-"),
                     e.action,
                     e.outcome
+                );
+            }
+        }
+        AdminResponse::MailFailures(failures) => {
+            for f in failures {
+                let _ = writeln!(
+                    out,
+                    "{}\tmessage {} to {}\t{}{}",
+                    time(f.at),
+                    f.id,
+                    f.to,
+                    f.reason,
+                    f.request
+                        .map_or(String::new(), |r| format!("\trequest #{r}"))
                 );
             }
         }

@@ -10,12 +10,14 @@ use otpgate_actors::directory::Role;
 use otpgate_actors::login::{
     LoginAnswer, LoginCall, Mode, PromptState, RequestStatus, Requested, Verdict,
 };
+use otpgate_actors::mail::MailFailure;
 use otpgate_actors::otp::Code;
 use otpgate_actors::request::{AccessRequest, Decision};
 use otpgate_actors::session::ClientSession;
 use otpgate_actors::settings::{Effective, Options, SystemSettings};
 use otpgate_protocol::admin::{
-    AuditView, OptionsView, RequestView, RoleView, SessionView, SettingsPatch, SettingsView,
+    AuditView, MailFailureView, OptionsView, RequestView, RoleView, SessionView, SettingsPatch,
+    SettingsView,
 };
 use otpgate_protocol::login::{self as wire, LoginRequest, LoginResponse, RequestMode};
 
@@ -189,8 +191,9 @@ pub fn role(view: RoleView) -> Role {
     }
 }
 
-/// An access request, for the admin channel.
-pub fn request_view(request: &AccessRequest) -> RequestView {
+/// An access request, for the admin channel, with the delivery failure of a
+/// message about it from `failures`, if any.
+pub fn request_view(request: &AccessRequest, failures: &[MailFailure]) -> RequestView {
     let (state, resolution) = match &request.decision {
         Decision::Pending => ("pending", None),
         Decision::Approve(resolution) => ("approved", Some(resolution)),
@@ -208,6 +211,22 @@ pub fn request_view(request: &AccessRequest) -> RequestView {
         state: state.to_owned(),
         decided_by: resolution.map(|r| r.by.clone()),
         comment: resolution.and_then(|r| r.comment.clone()),
+        mail_failure: failures
+            .iter()
+            .find(|f| f.request == Some(request.id))
+            .map(|f| format!("to {}: {}", f.to, f.reason)),
+    }
+}
+
+/// A message given up on, for the admin channel.
+pub fn mail_failure_view(failure: &MailFailure) -> MailFailureView {
+    MailFailureView {
+        id: failure.id,
+        to: failure.to.clone(),
+        at: failure.at.unix_millis(),
+        reason: failure.reason.clone(),
+        computer: failure.computer.as_ref().map(ToString::to_string),
+        request: failure.request,
     }
 }
 

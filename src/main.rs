@@ -170,6 +170,15 @@ enum Admin {
     /// The audit log.
     #[command(subcommand)]
     Audit(AdminAudit),
+    /// Mail delivery.
+    #[command(subcommand)]
+    Mail(AdminMail),
+}
+
+#[derive(Subcommand)]
+enum AdminMail {
+    /// Messages given up on (a 5xx from the relay, or too many tries).
+    Failures,
 }
 
 #[derive(Subcommand)]
@@ -624,6 +633,7 @@ async fn admin_command(
         },
         Admin::Sessions(AdminSessions::List { all }) => AdminRequest::SessionsList { all },
         Admin::Audit(AdminAudit::List { limit }) => AdminRequest::AuditList { limit },
+        Admin::Mail(AdminMail::Failures) => AdminRequest::MailFailures,
     };
     let response: AdminResponse = local::ask(&admin::socket_path(data_dir), &request).await?;
     if json {

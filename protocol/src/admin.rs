@@ -93,6 +93,8 @@ pub enum AdminRequest {
         /// All, not only the open ones.
         all: bool,
     },
+    /// Messages given up on (a 5xx from the relay, or too many tries).
+    MailFailures,
     /// The newest audit entries.
     AuditList {
         /// How many.
@@ -215,6 +217,25 @@ pub struct RequestView {
     pub decided_by: Option<String>,
     /// Their comment.
     pub comment: Option<String>,
+    /// Why a message about it could not be delivered, if one could not.
+    pub mail_failure: Option<String>,
+}
+
+/// A message given up on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailFailureView {
+    /// The message's id.
+    pub id: u64,
+    /// The recipient.
+    pub to: String,
+    /// When it was given up.
+    pub at: u64,
+    /// Why.
+    pub reason: String,
+    /// The computer it concerned.
+    pub computer: Option<String>,
+    /// The access request it belonged to.
+    pub request: Option<u64>,
 }
 
 /// A client session.
@@ -274,6 +295,8 @@ pub enum AdminResponse {
     Sessions(Vec<SessionView>),
     /// Audit entries.
     Audit(Vec<AuditView>),
+    /// Messages given up on.
+    MailFailures(Vec<MailFailureView>),
     /// Done.
     Done,
     /// Refused or failed.

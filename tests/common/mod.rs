@@ -60,6 +60,11 @@ where
 /// Writes a test configuration with heartbeats every `heartbeat_ms` into `dir`
 /// and returns its path.
 pub fn write_config(dir: &Path, heartbeat_ms: u64) -> PathBuf {
+    write_config_with(dir, heartbeat_ms, "")
+}
+
+/// [`write_config`] with `extra` TOML (sections) at the end.
+pub fn write_config_with(dir: &Path, heartbeat_ms: u64, extra: &str) -> PathBuf {
     let path = dir.join("otpgate.toml");
     let directory = dir.join("directory.toml");
     std::fs::write(
@@ -74,7 +79,7 @@ pub fn write_config(dir: &Path, heartbeat_ms: u64) -> PathBuf {
         &path,
         format!(
             "heartbeat_interval_ms = {heartbeat_ms}\nhandshake_timeout_ms = 2000\n\
-             directory_file = {directory:?}\nadmin_email = \"admin@example.com\"\n"
+             directory_file = {directory:?}\nadmin_email = \"admin@example.com\"\n{extra}"
         ),
     )
     .unwrap();
@@ -95,6 +100,7 @@ pub struct TestServer {
     pub data: tempfile::TempDir,
     pub computers: Computers,
     clock: Arc<dyn Clock>,
+    extra: String,
     cancel: CancellationToken,
     task: JoinHandle<()>,
 }
@@ -107,17 +113,35 @@ impl TestServer {
 
     /// A server whose wall-clock time is `clock`'s.
     pub async fn start_with_clock(clock: Arc<dyn Clock>) -> Self {
-        Self::open(tempfile::tempdir().unwrap(), "127.0.0.1:0", clock).await
+        Self::open(
+            tempfile::tempdir().unwrap(),
+            "127.0.0.1:0",
+            clock,
+            String::new(),
+        )
+        .await
     }
 
-    async fn open(data: tempfile::TempDir, listen: &str, clock: Arc<dyn Clock>) -> Self {
+    /// A server on the system clock with `extra` configuration (an `[smtp]`
+    /// section, say).
+    pub async fn start_with_config(extra: &str) -> Self {
+        let data = tempfile::tempdir().unwrap();
+        Self::open(data, "127.0.0.1:0", Arc::new(SystemClock), extra.to_owned()).await
+    }
+
+    async fn open(
+        data: tempfile::TempDir,
+        listen: &str,
+        clock: Arc<dyn Clock>,
+        extra: String,
+    ) -> Self {
         init_logs();
         let overrides = Overrides {
             data_dir: Some(data.path().join("data")),
             listen: Some(listen.into()),
         };
-        let config =
-            ServerConfig::load(Some(&write_config(data.path(), HEARTBEAT_MS)), overrides).unwrap();
+        let path = write_config_with(data.path(), HEARTBEAT_MS, &extra);
+        let config = ServerConfig::load(Some(&path), overrides).unwrap();
         let server = Server::open_with_clock(&config, clock.clone())
             .await
             .unwrap();
@@ -131,6 +155,7 @@ impl TestServer {
             data,
             computers,
             clock,
+            extra,
             cancel,
             task,
         }
@@ -139,9 +164,9 @@ impl TestServer {
     /// Stops the server gracefully and starts it again on the same data folder,
     /// port and clock.
     pub async fn restart(self) -> Self {
-        let (addr, clock) = (self.addr, self.clock.clone());
+        let (addr, clock, extra) = (self.addr, self.clock.clone(), self.extra.clone());
         let data = self.stop().await;
-        Self::open(data, &addr.to_string(), clock).await
+        Self::open(data, &addr.to_string(), clock, extra).await
     }
 
     /// Asks the running server's admin socket.
@@ -479,5 +504,103 @@ impl Desk {
     pub async fn stop(self) {
         self.cancel.cancel();
         self.task.await.unwrap();
+    }
+}
+
+/// A real SMTP server (Debian's aiosmtpd) on a loopback port, for as long as
+/// this lives.
+pub struct SmtpServer {
+    pub port: u16,
+    pub out: PathBuf,
+    child: Option<Child>,
+    args: Vec<String>,
+}
+
+impl SmtpServer {
+    /// A free loopback port for a server that is not started yet.
+    pub fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    /// A server on `port` writing into `out`, with `args` (`--tls-cert`, `--user`…);
+    /// not started.
+    pub fn new(port: u16, out: PathBuf, args: &[&str]) -> Self {
+        Self {
+            port,
+            out,
+            child: None,
+            args: args.iter().map(|a| a.to_string()).collect(),
+        }
+    }
+
+    /// Starts it and waits until it listens.
+    pub fn start(&mut self) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/smtp_server.py");
+        // Debian's python3, which has python3-aiosmtpd (scripts/test installs it).
+        let mut child = Command::new("/usr/bin/python3")
+            .arg(script)
+            .args(["--port", &self.port.to_string(), "--out"])
+            .arg(&self.out)
+            .args(&self.args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("/usr/bin/python3 with aiosmtpd (apt-get install python3-aiosmtpd)");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready", "the SMTP server did not start");
+        self.child = Some(child);
+    }
+
+    /// Stops it.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The messages it accepted, in order of arrival.
+    pub fn messages(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(&self.out) else {
+            return Vec::new();
+        };
+        let mut messages: Vec<(u64, String)> = entries
+            .filter_map(|entry| {
+                let path = entry.ok()?.path();
+                let n = path.file_stem()?.to_str()?.parse().ok()?;
+                (path.extension()? == "eml").then_some(())?;
+                Some((n, std::fs::read_to_string(&path).ok()?))
+            })
+            .collect();
+        messages.sort();
+        messages.into_iter().map(|(_, text)| text).collect()
+    }
+
+    /// Waits until it has accepted at least `count` messages, and returns them.
+    pub async fn wait_for(&self, count: usize, within: Duration) -> Vec<String> {
+        let mut messages = Vec::new();
+        wait_until(
+            within,
+            &format!("{count} messages at the SMTP server"),
+            || {
+                messages = self.messages();
+                let enough = messages.len() >= count;
+                async move { enough }
+            },
+        )
+        .await;
+        messages
+    }
+}
+
+impl Drop for SmtpServer {
+    fn drop(&mut self) {
+        self.stop();
     }
 }

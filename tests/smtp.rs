@@ -1,0 +1,252 @@
+//! Mail through a real SMTP server (Debian's aiosmtpd, started by the tests on a
+//! loopback port): both parts of the OTP mail over plain SMTP, STARTTLS and AUTH;
+//! a relay that is down for a while, and a server restarted with mail queued,
+//! still deliver every message exactly once; a permanent 5xx is recorded and
+//! shown.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use common::{SmtpServer, TestServer, me};
+use otpgate_protocol::admin::{AdminRequest, AdminResponse};
+use otpgate_protocol::login::{LoginRequest, LoginResponse, RequestMode, Secret, Verdict};
+
+const WITHIN: Duration = Duration::from_secs(30);
+
+fn plain(port: u16) -> String {
+    format!("[smtp]\nhost = \"127.0.0.1\"\nport = {port}\nsecurity = \"plain\"\ntimeout_secs = 5\n")
+}
+
+async fn generate(server: &TestServer, os_user: &str, email: &str) {
+    let generated = server
+        .admin(AdminRequest::OtpGenerate {
+            computer: "ws-1".into(),
+            os_user: os_user.into(),
+            email: email.into(),
+            comment: None,
+            by: "admin".into(),
+        })
+        .await;
+    assert!(
+        matches!(generated, AdminResponse::Generated { .. }),
+        "{generated:?}"
+    );
+}
+
+/// The OTP in a message's text part.
+fn code_in(message: &str) -> String {
+    let mut lines = message
+        .lines()
+        .map(str::trim)
+        .skip_while(|line| *line != "Your one-time password is:");
+    lines.next();
+    lines.find(|line| !line.is_empty()).unwrap().to_owned()
+}
+
+fn message_id(message: &str) -> String {
+    message
+        .lines()
+        .find_map(|line| line.strip_prefix("Message-ID: "))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+/// Waits until the audit log has `count` delivered messages.
+async fn delivered(server: &TestServer, count: usize) {
+    let deadline = tokio::time::Instant::now() + WITHIN;
+    loop {
+        let AdminResponse::Audit(entries) =
+            server.admin(AdminRequest::AuditList { limit: 1000 }).await
+        else {
+            panic!("no audit");
+        };
+        let done = entries
+            .iter()
+            .filter(|e| e.action == "mail" && e.outcome.ends_with("delivered"))
+            .count();
+        if done >= count {
+            assert_eq!(done, count, "no message delivered twice");
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {done} of {count} delivered"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_otp_mail_arrives_with_both_parts_and_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut relay = SmtpServer::new(SmtpServer::free_port(), dir.path().join("relay"), &[]);
+    relay.start();
+    let server = TestServer::start_with_config(&plain(relay.port)).await;
+    let desk = server.desk("ws-1").await;
+    let email = format!("{}@example.com", me());
+    generate(&server, &me(), &email).await;
+
+    let message = relay.wait_for(1, WITHIN).await.remove(0);
+    for part in [
+        "multipart/alternative",
+        "text/plain",
+        "text/html",
+        "Subject: Your one-time password for ws-1",
+        "Nobody from IT will ever ask you for this code.",
+    ] {
+        assert!(message.contains(part), "{part:?} in {message}");
+    }
+    assert!(message.contains(&format!("To: <{email}>")));
+    let verdict = desk
+        .login(LoginRequest::Verify {
+            email,
+            code: Secret(code_in(&message)),
+        })
+        .await;
+    assert!(
+        matches!(verdict, LoginResponse::Verified(Verdict::Allow { .. })),
+        "{verdict:?}"
+    );
+    assert!(
+        std::fs::read_dir(server.data_dir().join("outbox")).is_err(),
+        "with a relay, no .eml outbox folder"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starttls_and_auth_with_a_private_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    // The relay's certificate comes from a CA of its own, given to otpgate as ca_file.
+    let relay_pki = dir.path().join("relay-pki");
+    otpgate::pki::ensure_server(&relay_pki, &[]).unwrap();
+    let cert = relay_pki.join("pki/server.pem");
+    let key = relay_pki.join("pki/server.key");
+    let mut relay = SmtpServer::new(
+        SmtpServer::free_port(),
+        dir.path().join("relay"),
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+            "--user",
+            "otpgate",
+            "--password",
+            "relay secret",
+        ],
+    );
+    relay.start();
+    let password_file = dir.path().join("smtp-password");
+    std::fs::write(&password_file, "relay secret\n").unwrap();
+    let config = format!(
+        "[smtp]\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"starttls\"\nusername = \"otpgate\"\n\
+         password_file = {password_file:?}\nca_file = {:?}\ntimeout_secs = 5\n",
+        relay.port,
+        relay_pki.join("pki/ca.pem")
+    );
+    let server = TestServer::start_with_config(&config).await;
+    generate(&server, "alice", "alice@example.com").await;
+    let message = relay.wait_for(1, WITHIN).await.remove(0);
+    assert!(message.contains("To: <alice@example.com>"));
+    assert_eq!(code_in(&message).len(), 8);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_down_for_a_while_and_a_restart_lose_and_repeat_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut relay = SmtpServer::new(SmtpServer::free_port(), dir.path().join("relay"), &[]);
+    let server = TestServer::start_with_config(&plain(relay.port)).await;
+    for user in ["u1", "u2", "u3"] {
+        generate(&server, user, &format!("{user}@example.com")).await;
+    }
+    // The relay stays down for a while: the mailer tries and backs off.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Then the server restarts with the messages still queued...
+    let server = server.restart().await;
+    generate(&server, "u4", "u4@example.com").await;
+    // ...and the relay comes back.
+    relay.start();
+    let messages = relay.wait_for(4, Duration::from_secs(60)).await;
+    delivered(&server, 4).await;
+    let messages_now = relay.messages();
+    assert_eq!(messages_now.len(), 4, "each message once");
+    let ids: HashSet<String> = messages.iter().map(|m| message_id(m)).collect();
+    assert_eq!(ids.len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permanent_failure_is_recorded_and_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut relay = SmtpServer::new(SmtpServer::free_port(), dir.path().join("relay"), &[]);
+    relay.start();
+    let server = TestServer::start_with_config(&plain(relay.port)).await;
+    let desk = server.desk("ws-1").await;
+
+    // An access request whose OTP mail the relay refuses for good.
+    let requested = desk
+        .login(LoginRequest::Request(RequestMode::Email(
+            "reject-carol@example.com".into(),
+        )))
+        .await;
+    let LoginResponse::Requested(otpgate_protocol::login::Requested::AwaitApproval {
+        request, ..
+    }) = requested
+    else {
+        panic!("{requested:?}");
+    };
+    let approved = server
+        .admin(AdminRequest::RequestDecide {
+            id: request,
+            by: "admin".into(),
+            approve: true,
+            comment: None,
+        })
+        .await;
+    assert!(matches!(approved, AdminResponse::Requests(_)));
+
+    let deadline = tokio::time::Instant::now() + WITHIN;
+    let failure = loop {
+        if let AdminResponse::MailFailures(failures) =
+            server.admin(AdminRequest::MailFailures).await
+            && let Some(failure) = failures.into_iter().next()
+        {
+            break failure;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no failure recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(failure.to, "reject-carol@example.com");
+    assert_eq!(failure.request, Some(request));
+    assert!(failure.reason.contains("550"), "{}", failure.reason);
+
+    let AdminResponse::Requests(requests) =
+        server.admin(AdminRequest::RequestsList { all: true }).await
+    else {
+        panic!("no requests");
+    };
+    let shown = requests.iter().find(|r| r.id == request).unwrap();
+    assert!(
+        shown
+            .mail_failure
+            .as_deref()
+            .is_some_and(|f| f.contains("550")),
+        "{shown:?}"
+    );
+    let AdminResponse::Audit(audit) = server.admin(AdminRequest::AuditList { limit: 100 }).await
+    else {
+        panic!("no audit");
+    };
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.action == "mail" && e.outcome.contains("failed: relay said 550"))
+    );
+    // The approver's own mail went through.
+    relay.wait_for(1, WITHIN).await;
+}

@@ -15,6 +15,7 @@ use zeroize::Zeroizing;
 
 use otpgate_actors::audit::{Action, AuditEntry};
 use otpgate_actors::directory::{UserRecord, hash_password};
+use otpgate_actors::otp::OtpKeys;
 use otpgate_actors::request::Decision;
 use otpgate_actors::settings::GroupRecord;
 use otpgate_actors::{
@@ -42,6 +43,8 @@ pub struct AdminContext {
     pub computers: Computers,
     /// Where time comes from.
     pub clock: Arc<dyn Clock>,
+    /// Opens the tokens of approvers' links.
+    pub keys: Arc<OtpKeys>,
 }
 
 /// Creates the admin socket at `path`, for the owner only.
@@ -283,36 +286,11 @@ async fn handle(
             by,
             approve,
             comment,
-        } => {
-            let Some(request) = store.requests()?.into_iter().find(|r| r.id == id) else {
-                return Ok(fail(AdminErrorCode::NotFound, format!("no request {id}")));
-            };
-            let decided = context
-                .computers
-                .call(&request.computer, |reply| ComputerMsg::Decide {
-                    request: id,
-                    by: by.clone(),
-                    approve,
-                    comment: comment.clone(),
-                    reply,
-                })
-                .await?;
-            match decided {
-                Decided::Done(request) => {
-                    AdminResponse::Requests(vec![convert::request_view(&request, &[])])
-                }
-                Decided::NotPending(request) => fail(
-                    AdminErrorCode::Conflict,
-                    format!(
-                        "request {id} is {} already",
-                        convert::request_view(&request, &[]).state
-                    ),
-                ),
-                Decided::NotFound => fail(AdminErrorCode::NotFound, format!("no request {id}")),
-                Decided::NotAllowed => fail(
-                    AdminErrorCode::Forbidden,
-                    format!("{by:?} may not decide requests of {}", request.computer),
-                ),
+        } => decide(context, id, by, approve, comment).await?,
+        AdminRequest::RequestDecideToken { token, comment } => {
+            match context.keys.open_decision_token(&token) {
+                Some((id, approve, by)) => decide(context, id, by, approve, comment).await?,
+                None => fail(AdminErrorCode::Forbidden, "this link is not valid"),
             }
         }
         AdminRequest::OtpGenerate {
@@ -369,6 +347,46 @@ async fn handle(
                 .iter()
                 .map(convert::audit_view)
                 .collect(),
+        ),
+    })
+}
+
+/// Approves or denies access request `id` as internal user `by`.
+async fn decide(
+    context: &AdminContext,
+    id: u64,
+    by: String,
+    approve: bool,
+    comment: Option<String>,
+) -> Result<AdminResponse, HandleError> {
+    let Some(request) = context.store.requests()?.into_iter().find(|r| r.id == id) else {
+        return Ok(fail(AdminErrorCode::NotFound, format!("no request {id}")));
+    };
+    let decided = context
+        .computers
+        .call(&request.computer, |reply| ComputerMsg::Decide {
+            request: id,
+            by: by.clone(),
+            approve,
+            comment: comment.clone(),
+            reply,
+        })
+        .await?;
+    Ok(match decided {
+        Decided::Done(request) => {
+            AdminResponse::Requests(vec![convert::request_view(&request, &[])])
+        }
+        Decided::NotPending(request) => fail(
+            AdminErrorCode::Conflict,
+            format!(
+                "request {id} is {} already",
+                convert::request_view(&request, &[]).state
+            ),
+        ),
+        Decided::NotFound => fail(AdminErrorCode::NotFound, format!("no request {id}")),
+        Decided::NotAllowed => fail(
+            AdminErrorCode::Forbidden,
+            format!("{by:?} may not decide requests of {}", request.computer),
         ),
     })
 }

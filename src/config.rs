@@ -12,6 +12,7 @@
 //! directory_file = "/etc/otpgate/directory.toml"   # OS account -> email
 //! mail_from = "otpgate <otpgate@example.com>"
 //! admin_email = "it@example.com"                   # the first administrator's
+//! management_url = "https://otp.example.com:8443"  # for links in approvers' mail
 //!
 //! [smtp]                      # without it, mail goes to <data>/outbox as .eml files
 //! host = "mail.example.com"
@@ -43,6 +44,8 @@ pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30);
 
 /// The sender of every message by default.
 pub const DEFAULT_MAIL_FROM: &str = "otpgate <otpgate@localhost>";
+/// Where the Management Tool is, by default, for the links in approvers' mail.
+pub const DEFAULT_MANAGEMENT_URL: &str = "https://localhost:8443";
 /// The email of the administrator created on first start, by default.
 pub const DEFAULT_ADMIN_EMAIL: &str = "admin@localhost";
 
@@ -93,6 +96,7 @@ struct File {
     directory_file: Option<PathBuf>,
     mail_from: Option<String>,
     admin_email: Option<String>,
+    management_url: Option<String>,
     smtp: Option<SmtpFile>,
 }
 
@@ -252,6 +256,8 @@ pub struct ServerConfig {
     pub mail_from: String,
     /// The email of the administrator created on first start.
     pub admin_email: String,
+    /// Where the Management Tool is, for the links in approvers' mail.
+    pub management_url: String,
     /// The SMTP relay; `None` writes `.eml` files into the outbox folder.
     pub smtp: Option<SmtpConfig>,
 }
@@ -343,6 +349,10 @@ impl ServerConfig {
             admin_email: file
                 .admin_email
                 .unwrap_or_else(|| DEFAULT_ADMIN_EMAIL.to_owned()),
+            management_url: file
+                .management_url
+                .map(|url| url.trim_end_matches('/').to_owned())
+                .unwrap_or_else(|| DEFAULT_MANAGEMENT_URL.to_owned()),
             smtp: file.smtp.map(SmtpFile::check).transpose()?,
         })
     }

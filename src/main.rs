@@ -323,8 +323,12 @@ enum AdminRequests {
     },
     /// Approve one: its OTP is emailed.
     Approve {
-        /// The request.
-        id: u64,
+        /// The request (or give --token).
+        #[arg(required_unless_present = "token")]
+        id: Option<u64>,
+        /// The token of the Approve link in an approver's mail.
+        #[arg(long, conflicts_with = "id")]
+        token: Option<String>,
         /// A comment.
         #[arg(long)]
         comment: Option<String>,
@@ -334,8 +338,12 @@ enum AdminRequests {
     },
     /// Deny one.
     Deny {
-        /// The request.
-        id: u64,
+        /// The request (or give --token).
+        #[arg(required_unless_present = "token")]
+        id: Option<u64>,
+        /// The token of the Deny link in an approver's mail.
+        #[arg(long, conflicts_with = "id")]
+        token: Option<String>,
         /// A comment, for the person.
         #[arg(long)]
         comment: Option<String>,
@@ -604,20 +612,18 @@ async fn admin_command(
             },
         },
         Admin::Requests(AdminRequests::List { all }) => AdminRequest::RequestsList { all },
-        Admin::Requests(AdminRequests::Approve { id, comment, by }) => {
-            AdminRequest::RequestDecide {
-                id,
-                by,
-                approve: true,
-                comment,
-            }
-        }
-        Admin::Requests(AdminRequests::Deny { id, comment, by }) => AdminRequest::RequestDecide {
+        Admin::Requests(AdminRequests::Approve {
             id,
-            by,
-            approve: false,
+            token,
             comment,
-        },
+            by,
+        }) => decision(id, token, by, true, comment),
+        Admin::Requests(AdminRequests::Deny {
+            id,
+            token,
+            comment,
+            by,
+        }) => decision(id, token, by, false, comment),
         Admin::Otp(AdminOtp::Generate {
             client,
             os_user,
@@ -642,6 +648,26 @@ async fn admin_command(
         println!("{}", admin::describe(&response));
     }
     Ok(ExitCode::from(admin::exit_code(&response)))
+}
+
+/// A decision by id (as `by`), or by the token of a link (which says all).
+fn decision(
+    id: Option<u64>,
+    token: Option<String>,
+    by: String,
+    approve: bool,
+    comment: Option<String>,
+) -> AdminRequest {
+    match (token, id) {
+        (Some(token), _) => AdminRequest::RequestDecideToken { token, comment },
+        (None, id) => AdminRequest::RequestDecide {
+            // clap requires one of the two.
+            id: id.unwrap_or_default(),
+            by,
+            approve,
+            comment,
+        },
+    }
 }
 
 async fn serve(path: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<ExitCode> {

@@ -109,6 +109,7 @@ pub struct Server {
     shared: Arc<Shared>,
     store: Arc<SledStore>,
     clock: Arc<dyn Clock>,
+    keys: Arc<OtpKeys>,
     supervisor: JoinHandle<()>,
     mailer: ActorRef<MailerMsg>,
     max_connections: usize,
@@ -182,6 +183,7 @@ impl Server {
             keys: keys.clone(),
             clock: clock.clone(),
             host,
+            management_url: config.management_url.clone(),
             max_attempts: config
                 .smtp
                 .as_ref()
@@ -190,6 +192,7 @@ impl Server {
                 }),
         };
         let (mailer, _) = Actor::spawn(None, Mailer, mailer_args).await?;
+        let services_keys = keys.clone();
         let services = Services {
             store: store.clone(),
             clock: clock.clone(),
@@ -213,6 +216,7 @@ impl Server {
             }),
             store,
             clock,
+            keys: services_keys,
             supervisor,
             mailer,
             max_connections: config.max_connections,
@@ -242,6 +246,7 @@ impl Server {
             store: self.store.clone(),
             computers: self.shared.computers.clone(),
             clock: self.clock.clone(),
+            keys: self.keys.clone(),
         };
         tracker.spawn(admin::serve(
             self.admin_listener,

@@ -250,3 +250,97 @@ async fn a_permanent_failure_is_recorded_and_shown() {
     // The approver's own mail went through.
     relay.wait_for(1, WITHIN).await;
 }
+
+/// The token of the link after `label` ("Approve:" or "Deny:") in a message.
+fn token_after(message: &str, label: &str) -> String {
+    // Undo quoted-printable soft breaks and escapes, should the part use them.
+    let text = message.replace("=\r\n", "").replace("=3D", "=");
+    let line = text
+        .lines()
+        .find(|line| line.trim_start().starts_with(label))
+        .unwrap_or_else(|| panic!("no {label} link in {message}"));
+    line.split("token=").nth(1).unwrap().trim().to_owned()
+}
+
+fn admin_cli(data: &std::path::Path, args: &[&str]) -> i32 {
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_otpgate"))
+        .arg("admin")
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    status.code().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approvers_link_approves_once_and_only_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut relay = SmtpServer::new(SmtpServer::free_port(), dir.path().join("relay"), &[]);
+    relay.start();
+    let server = TestServer::start_with_config(&plain(relay.port)).await;
+    let desk = server.desk("ws-1").await;
+    let requested = desk
+        .login(LoginRequest::Request(RequestMode::Email(
+            "frank@example.com".into(),
+        )))
+        .await;
+    assert!(matches!(
+        requested,
+        LoginResponse::Requested(otpgate_protocol::login::Requested::AwaitApproval { .. })
+    ));
+    let mail = relay.wait_for(1, WITHIN).await.remove(0);
+    assert!(mail.contains("To: <admin@example.com>"), "{mail}");
+    let approve = token_after(&mail, "Approve:");
+    let deny = token_after(&mail, "Deny:");
+    assert_ne!(approve, deny);
+
+    let data = server.data_dir();
+    let (forged, tail) = approve.split_at(approve.len() - 1);
+    let forged = format!("{forged}{}", if tail == "0" { "1" } else { "0" });
+    let run = |args: Vec<String>| {
+        let data = data.clone();
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            admin_cli(&data, &args)
+        })
+    };
+    let with = |token: &str| {
+        vec![
+            "requests".into(),
+            "approve".into(),
+            "--token".into(),
+            token.to_owned(),
+        ]
+    };
+    assert_eq!(
+        run(with(&forged)).await.unwrap(),
+        1,
+        "a forged link is refused"
+    );
+    assert_eq!(run(with(&approve)).await.unwrap(), 0, "the link approves");
+    assert_eq!(run(with(&approve)).await.unwrap(), 1, "once only");
+    let deny_args = vec!["requests".into(), "deny".into(), "--token".into(), deny];
+    assert_eq!(
+        run(deny_args).await.unwrap(),
+        1,
+        "the other link is spent too"
+    );
+
+    let messages = relay.wait_for(2, WITHIN).await;
+    let otp_mail = messages
+        .iter()
+        .find(|m| m.contains("To: <frank@example.com>"))
+        .unwrap();
+    let verdict = desk
+        .login(LoginRequest::Verify {
+            email: "frank@example.com".into(),
+            code: Secret(code_in(otp_mail)),
+        })
+        .await;
+    assert!(matches!(
+        verdict,
+        LoginResponse::Verified(Verdict::Allow { .. })
+    ));
+}

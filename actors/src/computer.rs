@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 
 use crate::audit::{Action, AuditEntry};
 use crate::clock::{Clock, Timestamp};
-use crate::directory::{Directory, Role, verify_password};
+use crate::directory::{Directory, Role, UserRecord, verify_password};
 use crate::id::ComputerId;
 use crate::login::{LoginAnswer, LoginCall, Mode, PromptState, RequestStatus, Requested, Verdict};
 use crate::mail::{MailKind, MailerMsg, OutboxEntry};
@@ -686,10 +686,11 @@ impl ComputerState {
         self.svc.store.put_request(&request)?;
         self.slot(os_user).last_new = Some(now);
         self.save_slot(os_user)?;
-        for approver in self.approver_emails()? {
+        for approver in self.approvers()? {
             self.queue(
-                &approver,
+                &approver.email,
                 MailKind::Approval {
+                    approver: approver.login,
                     request: request.id,
                     computer: self.id.clone(),
                     os_user: os_user.to_owned(),
@@ -708,9 +709,9 @@ impl ComputerState {
         Ok(requested)
     }
 
-    /// The addresses of the users who may approve this computer's requests: its
-    /// approvers, or the administrators when it names none.
-    fn approver_emails(&self) -> Result<Vec<String>> {
+    /// The users who are told of this computer's requests: its approvers, or the
+    /// administrators when it names none.
+    fn approvers(&self) -> Result<Vec<UserRecord>> {
         let approvers = self.effective()?.approvers;
         Ok(self
             .svc
@@ -721,7 +722,6 @@ impl ComputerState {
                 approvers.contains(&user.login)
                     || (approvers.is_empty() && user.role == Role::Administrator)
             })
-            .map(|user| user.email)
             .collect())
     }
 

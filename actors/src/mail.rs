@@ -71,6 +71,8 @@ pub enum MailKind {
     },
     /// An access request, for an approver.
     Approval {
+        /// The approver's login name: the links in the message act for them.
+        approver: String,
         /// The request.
         request: u64,
         /// The computer asked from.
@@ -185,7 +187,7 @@ fn escape(text: &str) -> String {
 impl OutboxEntry {
     /// Renders the message. `None` when an OTP can no longer be opened (the server
     /// secret changed): such a message cannot be sent.
-    pub fn render(&self, keys: &OtpKeys, host: &str) -> Option<Mail> {
+    pub fn render(&self, keys: &OtpKeys, host: &str, management_url: &str) -> Option<Mail> {
         let content = match &self.kind {
             MailKind::Otp {
                 computer,
@@ -210,6 +212,7 @@ impl OutboxEntry {
                 }
             }
             MailKind::Approval {
+                approver,
                 request,
                 computer,
                 os_user,
@@ -217,6 +220,10 @@ impl OutboxEntry {
                 emergency,
                 expires,
             } => {
+                let link = |approve| {
+                    let token = keys.decision_token(*request, approve, approver);
+                    format!("{management_url}/requests/decide?token={token}")
+                };
                 let kind = if *emergency {
                     "EMERGENCY access request"
                 } else {
@@ -234,8 +241,9 @@ impl OutboxEntry {
                         ("Expires", rfc3339(*expires)),
                     ],
                     outro: vec![
-                        format!("Approve: otpgate admin requests approve {request}"),
-                        format!("Deny: otpgate admin requests deny {request}"),
+                        format!("Approve: {}", link(true)),
+                        format!("Deny: {}", link(false)),
+                        "Each link works once, until the request expires.".into(),
                     ],
                 }
             }
@@ -360,6 +368,8 @@ pub struct MailerArgs {
     pub clock: Arc<dyn Clock>,
     /// The host name in Message-IDs.
     pub host: String,
+    /// Where the Management Tool is, for the links in approvers' mail.
+    pub management_url: String,
     /// Tries of one message before it is given up.
     pub max_attempts: u32,
 }
@@ -440,7 +450,7 @@ impl MailerState {
                 later(entry.next_try);
                 continue;
             }
-            let failure = match entry.render(&args.keys, &args.host) {
+            let failure = match entry.render(&args.keys, &args.host, &args.management_url) {
                 None => Some("the OTP can no longer be opened".to_owned()),
                 Some(mail) => match args.transport.deliver(&mail).await {
                     Ok(()) => None,
@@ -532,7 +542,9 @@ mod tests {
             attempts: 0,
             next_try: Timestamp::from_unix_millis(0),
         };
-        let mail = entry.render(&OtpKeys::derive(&[1; 32]), "h").unwrap();
+        let mail = entry
+            .render(&OtpKeys::derive(&[1; 32]), "h", "https://m")
+            .unwrap();
         assert!(
             mail.html
                 .contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; co")
@@ -580,7 +592,7 @@ mod tests {
             !format!("{entry:?}").contains(code.expose()),
             "sealed in the outbox"
         );
-        let mail = entry.render(&keys, "otp.example.com").unwrap();
+        let mail = entry.render(&keys, "otp.example.com", "https://m").unwrap();
         assert_eq!(mail.message_id, "<42.0@otp.example.com>");
         assert!(mail.subject.contains("ws-1"));
         for part in [
@@ -592,6 +604,10 @@ mod tests {
         ] {
             assert!(mail.body.contains(part), "{part} in {}", mail.body);
         }
-        assert!(entry.render(&OtpKeys::derive(&[2; 32]), "h").is_none());
+        assert!(
+            entry
+                .render(&OtpKeys::derive(&[2; 32]), "h", "https://m")
+                .is_none()
+        );
     }
 }

@@ -21,10 +21,12 @@ use zeroize::Zeroizing;
 use crate::clock::Timestamp;
 use crate::id::ComputerId;
 
-/// The keys that protect stored OTPs.
+/// The keys that protect stored OTPs, and sign the Approve and Deny links of
+/// approvers' mail.
 pub struct OtpKeys {
     mac: hmac::Key,
     seal: LessSafeKey,
+    decide: hmac::Key,
 }
 
 impl fmt::Debug for OtpKeys {
@@ -39,8 +41,10 @@ impl OtpKeys {
         let root = hmac::Key::new(hmac::HMAC_SHA256, secret);
         let mac = hmac::sign(&root, b"otpgate otp mac key v1");
         let seal = hmac::sign(&root, b"otpgate otp seal key v1");
+        let decide = hmac::sign(&root, b"otpgate decision token key v1");
         Self {
             mac: hmac::Key::new(hmac::HMAC_SHA256, mac.as_ref()),
+            decide: hmac::Key::new(hmac::HMAC_SHA256, decide.as_ref()),
             seal: LessSafeKey::new(
                 UnboundKey::new(&CHACHA20_POLY1305, seal.as_ref())
                     .expect("an HMAC-SHA256 tag is a valid 32-byte ChaCha20 key"),
@@ -93,6 +97,61 @@ impl OtpKeys {
             String::from_utf8(plain.to_vec()).ok()?,
         )))
     }
+}
+
+impl OtpKeys {
+    /// A link token that lets approver `login` approve (or deny) access request
+    /// `request`. It works once: a decided or expired request takes no decision.
+    ///
+    /// ```text
+    /// token = hex(request u64 BE || action u8 || login) "." hex(HMAC-SHA256(decide key, same))
+    /// ```
+    pub fn decision_token(&self, request: u64, approve: bool, login: &str) -> String {
+        let body = token_body(request, approve, login);
+        let tag = hmac::sign(&self.decide, &body);
+        format!("{}.{}", hex(&body), hex(tag.as_ref()))
+    }
+
+    /// What a token from [`OtpKeys::decision_token`] says, if it is genuine:
+    /// the request, approve or deny, and the approver.
+    pub fn open_decision_token(&self, token: &str) -> Option<(u64, bool, String)> {
+        let (body, tag) = token.trim().split_once('.')?;
+        let (body, tag) = (unhex(body)?, unhex(tag)?);
+        hmac::verify(&self.decide, &body, &tag).ok()?;
+        let (request, rest) = body.split_first_chunk::<8>()?;
+        let (&action, login) = rest.split_first()?;
+        let approve = match action {
+            1 => true,
+            0 => false,
+            _ => return None,
+        };
+        Some((
+            u64::from_be_bytes(*request),
+            approve,
+            String::from_utf8(login.to_vec()).ok()?,
+        ))
+    }
+}
+
+fn token_body(request: u64, approve: bool, login: &str) -> Vec<u8> {
+    let mut body = request.to_be_bytes().to_vec();
+    body.push(u8::from(approve));
+    body.extend_from_slice(login.as_bytes());
+    body
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) || text.len() > 512 {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 fn aad(computer: &ComputerId, os_user: &str) -> Vec<u8> {
@@ -527,6 +586,32 @@ mod tests {
         );
         assert_eq!(otp.state, OtpState::Expired);
         assert!(otp.sealed().is_none());
+    }
+
+    #[test]
+    fn decision_tokens_say_what_they_were_made_for_and_resist_tampering() {
+        let keys = OtpKeys::derive(&SECRET);
+        let token = keys.decision_token(42, true, "alice");
+        assert_eq!(
+            keys.open_decision_token(&token),
+            Some((42, true, "alice".into()))
+        );
+        let deny = keys.decision_token(42, false, "alice");
+        assert_ne!(token, deny);
+        assert_eq!(
+            keys.open_decision_token(&deny),
+            Some((42, false, "alice".into()))
+        );
+        let mut forged = token.clone().into_bytes();
+        forged[1] ^= 1;
+        assert_eq!(
+            keys.open_decision_token(&String::from_utf8(forged).unwrap()),
+            None
+        );
+        assert_eq!(OtpKeys::derive(&[9; 32]).open_decision_token(&token), None);
+        for junk in ["", ".", "zz.zz", "abc", "00.00"] {
+            assert_eq!(keys.open_decision_token(junk), None, "{junk:?}");
+        }
     }
 
     #[test]

@@ -75,6 +75,14 @@ pub enum AdminRequest {
         /// A comment.
         comment: Option<String>,
     },
+    /// Approve or deny an access request with the token of a link in an
+    /// approver's mail; the decision is the link's, and so is the approver.
+    RequestDecideToken {
+        /// The token.
+        token: String,
+        /// A comment.
+        comment: Option<String>,
+    },
     /// Generate an OTP without a request.
     OtpGenerate {
         /// The client computer.

@@ -15,6 +15,7 @@ use zeroize::Zeroizing;
 
 use otpgate_actors::audit::{Action, AuditEntry};
 use otpgate_actors::directory::{UserRecord, hash_password};
+use otpgate_actors::mail::{DeliveryError, Mail, MailTransport};
 use otpgate_actors::otp::OtpKeys;
 use otpgate_actors::request::Decision;
 use otpgate_actors::settings::GroupRecord;
@@ -45,6 +46,10 @@ pub struct AdminContext {
     pub clock: Arc<dyn Clock>,
     /// Opens the tokens of approvers' links.
     pub keys: Arc<OtpKeys>,
+    /// Where mail goes, for test messages.
+    pub transport: Arc<dyn MailTransport>,
+    /// The host name in Message-IDs.
+    pub host: String,
 }
 
 /// Creates the admin socket at `path`, for the owner only.
@@ -273,6 +278,30 @@ async fn handle(
                     .map(|r| convert::request_view(r, &failures))
                     .collect(),
             )
+        }
+        AdminRequest::MailTest { to } => {
+            if !to.contains('@') || to.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Ok(fail(
+                    AdminErrorCode::Invalid,
+                    format!("{to:?} is not an email address"),
+                ));
+            }
+            let now = context.clock.now();
+            let body = "This is a test message from otpgate. If you can read it, mail works.\n";
+            let mail = Mail {
+                message_id: format!("<test.{}@{}>", now.unix_millis(), context.host),
+                to,
+                subject: "otpgate test message".into(),
+                date: now,
+                body: body.into(),
+                html: format!("<p>{}</p>", body.trim_end()),
+            };
+            audit(format!("test message to {}", mail.to))?;
+            match context.transport.deliver(&mail).await {
+                Ok(said) => AdminResponse::MailSent { said },
+                Err(DeliveryError::Permanent(reason)) => fail(AdminErrorCode::Conflict, reason),
+                Err(err) => fail(AdminErrorCode::Internal, err.to_string()),
+            }
         }
         AdminRequest::MailFailures => AdminResponse::MailFailures(
             store
@@ -546,6 +575,9 @@ pub fn describe(response: &AdminResponse) -> String {
                         .map_or(String::new(), |r| format!("\trequest #{r}"))
                 );
             }
+        }
+        AdminResponse::MailSent { said } => {
+            let _ = write!(out, "sent: {said}");
         }
         AdminResponse::Done => out.push_str("done"),
         AdminResponse::Fail(error) => {

@@ -85,13 +85,15 @@ impl MailTransport for EmlDir {
                 .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '@'))
                 .collect();
             let path = self.dir.join(format!("{name}.eml"));
+            let said = format!("written to {}", path.display());
             let bytes = compose(mail, &self.from)
                 .write_to_vec()
                 .map_err(|err| DeliveryError::Temporary(err.to_string()))?;
             tokio::task::spawn_blocking(move || write_private(&path, &bytes))
                 .await
                 .map_err(|err| DeliveryError::Temporary(err.to_string()))?
-                .map_err(|err| DeliveryError::Temporary(err.to_string()))
+                .map_err(|err| DeliveryError::Temporary(err.to_string()))?;
+            Ok(said)
         })
     }
 }
@@ -153,20 +155,29 @@ impl Smtp {
         })
     }
 
-    async fn send(&self, mail: &Mail) -> mail_send::Result<()> {
+    /// Sends `mail`; returns the relay's reply to it.
+    async fn send(&self, mail: &Mail) -> mail_send::Result<String> {
         let message = compose(mail, &self.from);
-        match self.security {
+        let reply = match self.security {
             SmtpSecurity::Plain => {
                 let mut client = self.builder.connect_plain().await?;
-                client.send(message).await?;
-                client.quit().await
+                let reply = client.send(message).await?;
+                // The message is taken; a failed goodbye changes nothing.
+                let _ = client.quit().await;
+                reply
             }
             SmtpSecurity::Tls | SmtpSecurity::StartTls => {
                 let mut client = self.builder.connect().await?;
-                client.send(message).await?;
-                client.quit().await
+                let reply = client.send(message).await?;
+                let _ = client.quit().await;
+                reply
             }
-        }
+        };
+        Ok(format!(
+            "relay said {} {}",
+            reply.code(),
+            reply.message().replace(['\r', '\n'], " ")
+        ))
     }
 }
 

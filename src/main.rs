@@ -179,6 +179,12 @@ enum Admin {
 enum AdminMail {
     /// Messages given up on (a 5xx from the relay, or too many tries).
     Failures,
+    /// Send a test message now and show what the relay said.
+    Test {
+        /// The recipient.
+        #[arg(long)]
+        to: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -640,6 +646,7 @@ async fn admin_command(
         Admin::Sessions(AdminSessions::List { all }) => AdminRequest::SessionsList { all },
         Admin::Audit(AdminAudit::List { limit }) => AdminRequest::AuditList { limit },
         Admin::Mail(AdminMail::Failures) => AdminRequest::MailFailures,
+        Admin::Mail(AdminMail::Test { to }) => AdminRequest::MailTest { to },
     };
     let response: AdminResponse = local::ask(&admin::socket_path(data_dir), &request).await?;
     if json {

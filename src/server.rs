@@ -110,6 +110,8 @@ pub struct Server {
     store: Arc<SledStore>,
     clock: Arc<dyn Clock>,
     keys: Arc<OtpKeys>,
+    transport: Arc<dyn MailTransport>,
+    host: String,
     supervisor: JoinHandle<()>,
     mailer: ActorRef<MailerMsg>,
     max_connections: usize,
@@ -179,10 +181,10 @@ impl Server {
             .unwrap_or_else(|| "localhost".to_owned());
         let mailer_args = MailerArgs {
             store: store.clone(),
-            transport,
+            transport: transport.clone(),
             keys: keys.clone(),
             clock: clock.clone(),
-            host,
+            host: host.clone(),
             management_url: config.management_url.clone(),
             max_attempts: config
                 .smtp
@@ -217,6 +219,8 @@ impl Server {
             store,
             clock,
             keys: services_keys,
+            transport,
+            host,
             supervisor,
             mailer,
             max_connections: config.max_connections,
@@ -247,6 +251,8 @@ impl Server {
             computers: self.shared.computers.clone(),
             clock: self.clock.clone(),
             keys: self.keys.clone(),
+            transport: self.transport.clone(),
+            host: self.host.clone(),
         };
         tracker.spawn(admin::serve(
             self.admin_listener,

@@ -65,7 +65,7 @@ async fn delivered(server: &TestServer, count: usize) {
         };
         let done = entries
             .iter()
-            .filter(|e| e.action == "mail" && e.outcome.ends_with("delivered"))
+            .filter(|e| e.action == "mail" && e.outcome.contains(": delivered ("))
             .count();
         if done >= count {
             assert_eq!(done, count, "no message delivered twice");
@@ -113,6 +113,27 @@ async fn the_otp_mail_arrives_with_both_parts_and_works() {
     assert!(
         std::fs::read_dir(server.data_dir().join("outbox")).is_err(),
         "with a relay, no .eml outbox folder"
+    );
+
+    // The operator's test message reports what the relay said.
+    let sent = server
+        .admin(AdminRequest::MailTest {
+            to: "ops@example.com".into(),
+        })
+        .await;
+    assert!(
+        matches!(sent, AdminResponse::MailSent { ref said } if said.contains("250")),
+        "{sent:?}"
+    );
+    assert!(relay.wait_for(2, WITHIN).await[1].contains("Subject: otpgate test message"));
+    let refused = server
+        .admin(AdminRequest::MailTest {
+            to: "reject-ops@example.com".into(),
+        })
+        .await;
+    assert!(
+        matches!(refused, AdminResponse::Fail(ref e) if e.message.contains("550")),
+        "{refused:?}"
     );
 }
 

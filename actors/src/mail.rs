@@ -316,11 +316,14 @@ pub enum DeliveryError {
 }
 
 /// A future returned by a [`MailTransport`].
-pub type DeliveryFuture<'a> = Pin<Box<dyn Future<Output = Result<(), DeliveryError>> + Send + 'a>>;
+/// On success, what the transport said (the relay's reply, say).
+pub type DeliveryFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<String, DeliveryError>> + Send + 'a>>;
 
 /// Where messages go: a folder of `.eml` files, or an SMTP relay.
 pub trait MailTransport: Send + Sync + 'static {
-    /// Hands `mail` over; `Ok` means it was taken and must not be sent again.
+    /// Hands `mail` over; `Ok` means it was taken and must not be sent again, and
+    /// carries what the transport said.
     fn deliver<'a>(&'a self, mail: &'a Mail) -> DeliveryFuture<'a>;
 }
 
@@ -450,11 +453,11 @@ impl MailerState {
                 later(entry.next_try);
                 continue;
             }
-            let failure = match entry.render(&args.keys, &args.host, &args.management_url) {
-                None => Some("the OTP can no longer be opened".to_owned()),
+            let (failure, said) = match entry.render(&args.keys, &args.host, &args.management_url) {
+                None => (Some("the OTP can no longer be opened".to_owned()), None),
                 Some(mail) => match args.transport.deliver(&mail).await {
-                    Ok(()) => None,
-                    Err(DeliveryError::Permanent(reason)) => Some(reason),
+                    Ok(said) => (None, Some(said)),
+                    Err(DeliveryError::Permanent(reason)) => (Some(reason), None),
                     Err(DeliveryError::Temporary(reason)) => {
                         entry.attempts += 1;
                         if entry.attempts < args.max_attempts {
@@ -464,13 +467,16 @@ impl MailerState {
                             later(entry.next_try);
                             break;
                         }
-                        Some(format!("gave up after {} tries: {reason}", entry.attempts))
+                        (
+                            Some(format!("gave up after {} tries: {reason}", entry.attempts)),
+                            None,
+                        )
                     }
                 },
             };
-            let outcome = match &failure {
-                None => "delivered".to_owned(),
-                Some(reason) => format!("failed: {reason}"),
+            let outcome = match (&failure, said) {
+                (Some(reason), _) => format!("failed: {reason}"),
+                (None, said) => format!("delivered ({})", said.unwrap_or_default()),
             };
             if let Some(reason) = failure {
                 tracing::error!(message = entry.id, %reason, "mail delivery failed for good");

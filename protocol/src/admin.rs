@@ -103,6 +103,12 @@ pub enum AdminRequest {
     },
     /// Messages given up on (a 5xx from the relay, or too many tries).
     MailFailures,
+    /// Send a test message now, bypassing the outbox, and report what the relay
+    /// (or the outbox folder) said.
+    MailTest {
+        /// The recipient.
+        to: String,
+    },
     /// The newest audit entries.
     AuditList {
         /// How many.
@@ -305,6 +311,11 @@ pub enum AdminResponse {
     Audit(Vec<AuditView>),
     /// Messages given up on.
     MailFailures(Vec<MailFailureView>),
+    /// The test message was taken; what the transport said.
+    MailSent {
+        /// The relay's reply, or where the file was written.
+        said: String,
+    },
     /// Done.
     Done,
     /// Refused or failed.

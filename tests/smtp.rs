@@ -179,23 +179,35 @@ async fn starttls_and_auth_with_a_private_ca() {
 async fn a_relay_down_for_a_while_and_a_restart_lose_and_repeat_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let mut relay = SmtpServer::new(SmtpServer::free_port(), dir.path().join("relay"), &[]);
+    relay.start();
     let server = TestServer::start_with_config(&plain(relay.port)).await;
+    generate(&server, "u0", "u0@example.com").await;
+    relay.wait_for(1, WITHIN).await;
+
+    // The relay goes down; mail queues and the mailer backs off.
+    relay.stop();
     for user in ["u1", "u2", "u3"] {
         generate(&server, user, &format!("{user}@example.com")).await;
     }
-    // The relay stays down for a while: the mailer tries and backs off.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    // Then the server restarts with the messages still queued...
+    // The server restarts with the messages still queued, and takes another...
     let server = server.restart().await;
     generate(&server, "u4", "u4@example.com").await;
     // ...and the relay comes back.
     relay.start();
-    let messages = relay.wait_for(4, Duration::from_secs(60)).await;
-    delivered(&server, 4).await;
-    let messages_now = relay.messages();
-    assert_eq!(messages_now.len(), 4, "each message once");
+    let messages = relay.wait_for(5, Duration::from_secs(60)).await;
+    delivered(&server, 5).await;
+    assert_eq!(relay.messages().len(), 5, "each message once");
     let ids: HashSet<String> = messages.iter().map(|m| message_id(m)).collect();
-    assert_eq!(ids.len(), 4);
+    assert_eq!(ids.len(), 5);
+    for user in ["u0", "u1", "u2", "u3", "u4"] {
+        let to = format!("To: <{user}@example.com>");
+        assert_eq!(
+            messages.iter().filter(|m| m.contains(&to)).count(),
+            1,
+            "{user}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,6 @@
 """A real SMTP server for otpgate's tests: Debian's aiosmtpd on a loopback port.
 
-Every message it accepts is written whole into OUT as N.eml. A recipient whose
+Every message it accepts is written whole into OUT as <arrival ns>-<n>.eml. A recipient whose
 address starts with "reject" gets a permanent 550. With --tls-cert/--tls-key it
 offers STARTTLS and requires it; with --user/--password it requires AUTH.
 It prints "ready" once it listens and serves until killed.
@@ -13,6 +13,7 @@ import pathlib
 import signal
 import ssl
 import sys
+import time
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
@@ -30,7 +31,8 @@ class Handler:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
-        path = self.out / f"{next(self.count)}.eml"
+        # Named by arrival time, so that a restarted server adds rather than overwrites.
+        path = self.out / f"{time.time_ns()}-{next(self.count)}.eml"
         tmp = path.with_suffix(".tmp")
         tmp.write_bytes(envelope.original_content or envelope.content)
         os.rename(tmp, path)

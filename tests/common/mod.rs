@@ -570,12 +570,18 @@ impl SmtpServer {
         let Ok(entries) = std::fs::read_dir(&self.out) else {
             return Vec::new();
         };
-        let mut messages: Vec<(u64, String)> = entries
+        let mut messages: Vec<(u128, String)> = entries
             .filter_map(|entry| {
                 let path = entry.ok()?.path();
-                let n = path.file_stem()?.to_str()?.parse().ok()?;
                 (path.extension()? == "eml").then_some(())?;
-                Some((n, std::fs::read_to_string(&path).ok()?))
+                let arrival = path
+                    .file_stem()?
+                    .to_str()?
+                    .split('-')
+                    .next()?
+                    .parse()
+                    .ok()?;
+                Some((arrival, std::fs::read_to_string(&path).ok()?))
             })
             .collect();
         messages.sort();

@@ -1,0 +1,168 @@
+//! Micro-benchmarks of the hot paths: the frame codec, OTP generation, sealing
+//! and checking, one round trip to a computer's actor, and a durable sled write
+//! with and without batching of flushes. `cargo bench --bench micro`; the
+//! figures and what limits them are in BENCHMARKS.md.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+
+use otpgate_actors::directory::{Directory, DirectoryFuture};
+use otpgate_actors::otp::{Code, Origin, Otp, OtpKeys};
+use otpgate_actors::{
+    Clock, ComputerId, ComputerMsg, Computers, Services, SledStore, Store, SystemClock,
+};
+use otpgate_protocol::login::{LoginRequest, Secret};
+use otpgate_protocol::{AgentMessage, Request};
+
+fn frames(c: &mut Criterion) {
+    let msg = AgentMessage::Request {
+        id: 42,
+        request: Request::Login {
+            os_user: "alice".into(),
+            request: LoginRequest::Verify {
+                email: "alice@example.com".into(),
+                code: Secret("12345678".into()),
+            },
+        },
+    };
+    let mut encoded = BytesMut::new();
+    otpgate_protocol::encode(&msg, &mut encoded).unwrap();
+    c.bench_function("frame/encode", |b| {
+        let mut buf = BytesMut::with_capacity(256);
+        b.iter(|| {
+            buf.clear();
+            otpgate_protocol::encode(&msg, &mut buf).unwrap();
+        })
+    });
+    c.bench_function("frame/decode", |b| {
+        b.iter_batched(
+            || encoded.clone(),
+            |mut buf| otpgate_protocol::decode::<AgentMessage>(&mut buf).unwrap(),
+            BatchSize::SmallInput,
+        )
+    });
+}
+
+fn otps(c: &mut Criterion) {
+    let keys = OtpKeys::derive(&[7; 32]);
+    let computer: ComputerId = "ws-1".parse().unwrap();
+    let now = SystemClock.now();
+    let until = now.after(Duration::from_secs(1800));
+    c.bench_function("otp/generate", |b| b.iter(|| Code::generate(8)));
+    let code = Code::generate(8);
+    c.bench_function("otp/issue (hash + seal)", |b| {
+        b.iter(|| {
+            Otp::new(
+                &keys,
+                &computer,
+                "alice",
+                "alice@example.com",
+                &code,
+                now,
+                until,
+                Origin::AutoSend,
+            )
+        })
+    });
+    let otp = Otp::new(
+        &keys,
+        &computer,
+        "alice",
+        "alice@example.com",
+        &code,
+        now,
+        until,
+        Origin::AutoSend,
+    );
+    c.bench_function("otp/verify (right code)", |b| {
+        b.iter_batched(
+            || otp.clone(),
+            |mut otp| {
+                otp.check(
+                    &keys,
+                    &computer,
+                    "alice",
+                    "alice@example.com",
+                    &code,
+                    now,
+                    5,
+                )
+            },
+            BatchSize::SmallInput,
+        )
+    });
+}
+
+struct NoDirectory;
+
+impl Directory for NoDirectory {
+    fn email_of<'a>(&'a self, _: &'a str) -> DirectoryFuture<'a, Option<String>> {
+        Box::pin(async { Ok(None) })
+    }
+}
+
+fn actors(c: &mut Criterion) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SledStore::open(dir.path()).unwrap());
+    let services = Arc::new(Services {
+        store: store.clone(),
+        clock: Arc::new(SystemClock),
+        keys: Arc::new(OtpKeys::derive(&[7; 32])),
+        directory: Arc::new(NoDirectory),
+        mailer: None,
+    });
+    let computers = runtime.block_on(async { Computers::start(services).await.unwrap().0 });
+    let id: ComputerId = "ws-1".parse().unwrap();
+    runtime.block_on(async { computers.actor(&id).await.unwrap() });
+    c.bench_function("actor/round trip (find + call)", |b| {
+        b.to_async(&runtime).iter(|| async {
+            let actor = computers.actor(&id).await.unwrap();
+            actor
+                .call(ComputerMsg::Record, Some(Duration::from_secs(5)))
+                .await
+                .unwrap()
+        })
+    });
+
+    // A durable write through the store: an audit entry, then a flush (the
+    // server's "durable before visible"), alone or shared by 64 writes.
+    let entry = otpgate_actors::audit::AuditEntry {
+        at: SystemClock.now(),
+        who: "alice@ws-1".into(),
+        computer: Some("ws-1".into()),
+        action: otpgate_actors::audit::Action::Verify,
+        outcome: "allowed (alice@example.com)".into(),
+    };
+    c.bench_function("store/durable write (write + flush each)", |b| {
+        b.to_async(&runtime).iter(|| async {
+            store.append_audit(&entry).unwrap();
+            store.flush().await.unwrap();
+        })
+    });
+    c.bench_function(
+        "store/durable write (64 writes per flush), per write",
+        |b| {
+            b.to_async(&runtime).iter_custom(|iters| {
+                let (store, entry) = (store.clone(), entry.clone());
+                async move {
+                    let started = std::time::Instant::now();
+                    for n in 0..iters {
+                        store.append_audit(&entry).unwrap();
+                        if n % 64 == 63 {
+                            store.flush().await.unwrap();
+                        }
+                    }
+                    store.flush().await.unwrap();
+                    started.elapsed()
+                }
+            })
+        },
+    );
+}
+
+criterion_group!(benches, frames, otps, actors);
+criterion_main!(benches);

@@ -19,13 +19,13 @@ const HEARTBEAT_MS: u64 = 2_000;
 async fn a_thousand_agents_connect_at_once() {
     // One descriptor per agent here, and the server's own in its process.
     rlimit::increase_nofile_limit(u64::MAX).unwrap();
-    let agents = std::env::var("OTPGATE_SCALE_AGENTS")
+    let count = std::env::var("OTPGATE_SCALE_AGENTS")
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(DEFAULT_AGENTS);
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start_with(dir.path(), "127.0.0.1:0", HEARTBEAT_MS);
-    let identities: Vec<_> = (0..agents)
+    let identities: Vec<_> = (0..count)
         .map(|i| issue(&server.data_dir(), dir.path(), &format!("ws-{i:05}")))
         .collect();
     let (rss_idle, _) = server.memory_kib();
@@ -47,14 +47,14 @@ async fn a_thousand_agents_connect_at_once() {
         .collect();
     ids.sort();
     ids.dedup();
-    assert_eq!(ids.len(), agents, "each agent welcomed as its own computer");
+    assert_eq!(ids.len(), count, "each agent welcomed as its own computer");
     eprintln!(
-        "{agents} agents welcomed in {:.2} s; server memory {} KiB idle, {} KiB with them \
+        "{count} agents welcomed in {:.2} s; server memory {} KiB idle, {} KiB with them \
          connected ({:.1} KiB per agent), peak {} KiB",
         took.as_secs_f64(),
         rss_idle,
         rss,
-        (rss.saturating_sub(rss_idle)) as f64 / agents as f64,
+        (rss.saturating_sub(rss_idle)) as f64 / count as f64,
         peak
     );
 

@@ -64,8 +64,8 @@ pub enum OpenError {
     /// The database could not be opened (another server may hold it).
     #[error("cannot open the database: {0}")]
     Store(#[from] StoreError),
-    /// The data folder could not be created.
-    #[error("cannot create the data folder {}: {source}", path.display())]
+    /// A folder or socket in the data folder could not be created.
+    #[error("cannot create {}: {source}", path.display())]
     DataDir {
         /// The folder.
         path: std::path::PathBuf,

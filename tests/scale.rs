@@ -11,7 +11,7 @@ use common::{Agent, ServerProcess, issue};
 
 /// How many agents, unless `OTPGATE_SCALE_AGENTS` says otherwise.
 const DEFAULT_AGENTS: usize = 1_000;
-/// Heartbeats as an operator would set them; the short ones of the other tests
+/// Heartbeats (and, below, the handshake timeout) as an operator would set them; the short ones of the other tests
 /// would make this a heartbeat benchmark.
 const HEARTBEAT_MS: u64 = 2_000;
 
@@ -24,7 +24,12 @@ async fn a_thousand_agents_connect_at_once() {
         .and_then(|n| n.parse().ok())
         .unwrap_or(DEFAULT_AGENTS);
     let dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start_with(dir.path(), "127.0.0.1:0", HEARTBEAT_MS);
+    let server = ServerProcess::start_with(
+        dir.path(),
+        "127.0.0.1:0",
+        HEARTBEAT_MS,
+        otpgate::config::DEFAULT_HANDSHAKE_TIMEOUT.as_millis() as u64,
+    );
     let identities: Vec<_> = (0..count)
         .map(|i| issue(&server.data_dir(), dir.path(), &format!("ws-{i:05}")))
         .collect();

@@ -259,14 +259,16 @@ impl Actor for ComputerActor {
         };
         // Sessions that were open when the server stopped lived on connections
         // that are gone.
+        let mut ended = false;
         for mut session in state.svc.store.sessions_of(&state.id)? {
             if session.ended.is_none() {
                 session.ended = Some((now, SessionEnd::ServerRestart));
                 state.svc.store.put_session(&session)?;
                 state.audit(&session.user_name(), Action::SessionEnd, "server restarted")?;
+                ended = true;
             }
         }
-        state.sweep(&myself).await?;
+        state.sweep(&myself, ended).await?;
         Ok(state)
     }
 
@@ -344,7 +346,7 @@ impl Actor for ComputerActor {
             ComputerMsg::Record(reply) => {
                 let _ = reply.send(state.record.clone());
             }
-            ComputerMsg::Sweep => state.sweep(&myself).await?,
+            ComputerMsg::Sweep => state.sweep(&myself, false).await?,
             #[cfg(feature = "fault-injection")]
             ComputerMsg::Panic => panic!("fault injected into computer {}", state.id),
         }
@@ -489,6 +491,7 @@ impl ComputerState {
         os_user: &str,
         call: LoginCall,
     ) -> Result<LoginAnswer> {
+        // Committed with the answer below.
         self.expire_user(os_user)?;
         let answer = match call {
             LoginCall::Status => LoginAnswer::Status(self.prompt_state(os_user)?),
@@ -973,7 +976,8 @@ impl ComputerState {
     }
 
     /// Expires what is due for `os_user`.
-    fn expire_user(&mut self, os_user: &str) -> Result<()> {
+    /// Says whether anything expired.
+    fn expire_user(&mut self, os_user: &str) -> Result<bool> {
         let now = self.now();
         let expired_otp = self
             .slots
@@ -990,10 +994,11 @@ impl ComputerState {
         {
             expired_request = Some(request.clone());
         }
+        let expired = expired_otp || expired_request.is_some();
         if let Some(request) = expired_request {
             self.expired_request(&request)?;
         }
-        Ok(())
+        Ok(expired)
     }
 
     fn expired_request(&mut self, request: &AccessRequest) -> Result<()> {
@@ -1022,7 +1027,9 @@ impl ComputerState {
     }
 
     /// Expires everything that is due, then sets the timer for what is next.
-    async fn sweep(&mut self, myself: &ActorRef<ComputerMsg>) -> Result<()> {
+    /// Flushes only when something changed (`changed` says what the caller
+    /// already changed), so that spawning an idle computer costs no fsync.
+    async fn sweep(&mut self, myself: &ActorRef<ComputerMsg>, mut changed: bool) -> Result<()> {
         let users: HashSet<String> = self
             .slots
             .keys()
@@ -1030,9 +1037,11 @@ impl ComputerState {
             .cloned()
             .collect();
         for os_user in users {
-            self.expire_user(&os_user)?;
+            changed |= self.expire_user(&os_user)?;
         }
-        self.commit().await?;
+        if changed {
+            self.commit().await?;
+        }
         self.schedule(myself);
         Ok(())
     }

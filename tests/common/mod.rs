@@ -57,14 +57,12 @@ where
     }
 }
 
-/// Writes a test configuration with heartbeats every `heartbeat_ms` into `dir`
-/// and returns its path.
-pub fn write_config(dir: &Path, heartbeat_ms: u64) -> PathBuf {
-    write_config_with(dir, heartbeat_ms, "")
-}
+/// A handshake (and Hello) timeout short enough for tests to see it.
+pub const HANDSHAKE_MS: u64 = 2000;
 
-/// [`write_config`] with `extra` TOML (sections) at the end.
-pub fn write_config_with(dir: &Path, heartbeat_ms: u64, extra: &str) -> PathBuf {
+/// Writes a test configuration into `dir` and returns its path: heartbeats every
+/// `heartbeat_ms`, handshakes within `handshake_ms`, then `extra` TOML sections.
+pub fn write_config(dir: &Path, heartbeat_ms: u64, handshake_ms: u64, extra: &str) -> PathBuf {
     let path = dir.join("otpgate.toml");
     let directory = dir.join("directory.toml");
     std::fs::write(
@@ -78,7 +76,7 @@ pub fn write_config_with(dir: &Path, heartbeat_ms: u64, extra: &str) -> PathBuf 
     std::fs::write(
         &path,
         format!(
-            "heartbeat_interval_ms = {heartbeat_ms}\nhandshake_timeout_ms = 2000\n\
+            "heartbeat_interval_ms = {heartbeat_ms}\nhandshake_timeout_ms = {handshake_ms}\n\
              directory_file = {directory:?}\nadmin_email = \"admin@example.com\"\n{extra}"
         ),
     )
@@ -140,7 +138,7 @@ impl TestServer {
             data_dir: Some(data.path().join("data")),
             listen: Some(listen.into()),
         };
-        let path = write_config_with(data.path(), HEARTBEAT_MS, &extra);
+        let path = write_config(data.path(), HEARTBEAT_MS, HANDSHAKE_MS, &extra);
         let config = ServerConfig::load(Some(&path), overrides).unwrap();
         let server = Server::open_with_clock(&config, clock.clone())
             .await
@@ -295,11 +293,12 @@ impl ServerProcess {
     /// Starts `otpgate serve` on folder `dir` (configuration, data, log) listening
     /// on `listen`, and waits until it says where it listens.
     pub fn start(dir: &Path, listen: &str) -> Self {
-        Self::start_with(dir, listen, HEARTBEAT_MS)
+        Self::start_with(dir, listen, HEARTBEAT_MS, HANDSHAKE_MS)
     }
 
-    /// As [`ServerProcess::start`], with heartbeats every `heartbeat_ms`.
-    pub fn start_with(dir: &Path, listen: &str, heartbeat_ms: u64) -> Self {
+    /// As [`ServerProcess::start`], with heartbeats every `heartbeat_ms` and
+    /// handshakes within `handshake_ms`.
+    pub fn start_with(dir: &Path, listen: &str, heartbeat_ms: u64, handshake_ms: u64) -> Self {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -308,7 +307,7 @@ impl ServerProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_otpgate"))
             .arg("serve")
             .arg("--config")
-            .arg(write_config(dir, heartbeat_ms))
+            .arg(write_config(dir, heartbeat_ms, handshake_ms, ""))
             .arg("--data-dir")
             .arg(dir.join("data"))
             .args(["--listen", listen])

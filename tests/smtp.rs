@@ -19,6 +19,14 @@ fn plain(port: u16) -> String {
     format!("[smtp]\nhost = \"127.0.0.1\"\nport = {port}\nsecurity = \"plain\"\ntimeout_secs = 5\n")
 }
 
+/// A running plain relay, and a server that sends through it.
+async fn relay_and_server(dir: &std::path::Path) -> (SmtpServer, TestServer) {
+    let mut relay = SmtpServer::new(SmtpServer::free_port(), dir.join("relay"), &[]);
+    relay.start();
+    let server = TestServer::start_with_config(&plain(relay.port)).await;
+    (relay, server)
+}
+
 async fn generate(server: &TestServer, os_user: &str, email: &str) {
     let generated = server
         .admin(AdminRequest::OtpGenerate {
@@ -82,9 +90,7 @@ async fn delivered(server: &TestServer, count: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_otp_mail_arrives_with_both_parts_and_works() {
     let dir = tempfile::tempdir().unwrap();
-    let mut relay = SmtpServer::new(SmtpServer::free_port(), dir.path().join("relay"), &[]);
-    relay.start();
-    let server = TestServer::start_with_config(&plain(relay.port)).await;
+    let (relay, server) = relay_and_server(dir.path()).await;
     let desk = server.desk("ws-1").await;
     let email = format!("{}@example.com", me());
     generate(&server, &me(), &email).await;
@@ -178,9 +184,7 @@ async fn starttls_and_auth_with_a_private_ca() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_down_for_a_while_and_a_restart_lose_and_repeat_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let mut relay = SmtpServer::new(SmtpServer::free_port(), dir.path().join("relay"), &[]);
-    relay.start();
-    let server = TestServer::start_with_config(&plain(relay.port)).await;
+    let (mut relay, server) = relay_and_server(dir.path()).await;
     generate(&server, "u0", "u0@example.com").await;
     relay.wait_for(1, WITHIN).await;
 
@@ -213,9 +217,7 @@ async fn a_relay_down_for_a_while_and_a_restart_lose_and_repeat_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_permanent_failure_is_recorded_and_shown() {
     let dir = tempfile::tempdir().unwrap();
-    let mut relay = SmtpServer::new(SmtpServer::free_port(), dir.path().join("relay"), &[]);
-    relay.start();
-    let server = TestServer::start_with_config(&plain(relay.port)).await;
+    let (relay, server) = relay_and_server(dir.path()).await;
     let desk = server.desk("ws-1").await;
 
     // An access request whose OTP mail the relay refuses for good.
@@ -310,9 +312,7 @@ fn admin_cli(data: &std::path::Path, args: &[&str]) -> i32 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_approvers_link_approves_once_and_only_once() {
     let dir = tempfile::tempdir().unwrap();
-    let mut relay = SmtpServer::new(SmtpServer::free_port(), dir.path().join("relay"), &[]);
-    relay.start();
-    let server = TestServer::start_with_config(&plain(relay.port)).await;
+    let (relay, server) = relay_and_server(dir.path()).await;
     let desk = server.desk("ws-1").await;
     let requested = desk
         .login(LoginRequest::Request(RequestMode::Email(

@@ -13,8 +13,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort};
-use tokio::task::JoinHandle;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use crate::audit::{Action, AuditEntry};
 use crate::clock::{Clock, Timestamp};
@@ -27,6 +26,7 @@ use crate::request::{AccessRequest, Decision, Resolution};
 use crate::session::{ClientSession, SessionEnd};
 use crate::settings::{Effective, Options, SystemSettings};
 use crate::store::{ComputerRecord, Store, StoreError};
+use crate::timer::Timer;
 
 /// The window over which failures per computer and per account are counted.
 pub const FAILURE_WINDOW: Duration = Duration::from_secs(60 * 60);
@@ -204,8 +204,8 @@ pub struct ComputerState {
     latest: HashMap<String, AccessRequest>,
     /// Open client sessions, with the connection they live on.
     sessions: HashMap<u64, (ClientSession, ConnectionId)>,
-    /// The pending expiry timer.
-    timer: Option<JoinHandle<Result<(), MessagingErr<ComputerMsg>>>>,
+    /// The expiry timer; cancelled when the state drops with the actor.
+    timer: Timer<ComputerMsg>,
     /// Whether mail was queued since the last commit.
     mail_queued: bool,
 }
@@ -254,7 +254,7 @@ impl Actor for ComputerActor {
             slots,
             latest,
             sessions: HashMap::new(),
-            timer: None,
+            timer: Timer::idle(),
             mail_queued: false,
         };
         // Sessions that were open when the server stopped lived on connections
@@ -270,17 +270,6 @@ impl Actor for ComputerActor {
         }
         state.sweep(&myself, ended).await?;
         Ok(state)
-    }
-
-    async fn post_stop(
-        &self,
-        _myself: ActorRef<Self::Msg>,
-        state: &mut ComputerState,
-    ) -> Result<(), ActorProcessingErr> {
-        if let Some(timer) = state.timer.take() {
-            timer.abort();
-        }
-        Ok(())
     }
 
     async fn handle(
@@ -1059,13 +1048,13 @@ impl ComputerState {
             .values()
             .filter(|r| r.decision == Decision::Pending)
             .map(|r| r.expires);
-        if let Some(timer) = self.timer.take() {
-            timer.abort();
-        }
-        if let Some(next) = otps.chain(requests).min() {
-            let wait = next.unix_millis().saturating_sub(self.now().unix_millis());
-            self.timer =
-                Some(myself.send_after(Duration::from_millis(wait), || ComputerMsg::Sweep));
+        match otps.chain(requests).min() {
+            Some(next) => {
+                let wait = next.unix_millis().saturating_sub(self.now().unix_millis());
+                let wait = Duration::from_millis(wait);
+                self.timer.set(myself, wait, || ComputerMsg::Sweep);
+            }
+            None => self.timer.cancel(),
         }
     }
 }

@@ -22,6 +22,7 @@ pub mod store;
 pub mod supervisor;
 #[cfg(test)]
 mod testing;
+pub mod timer;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use computer::{

@@ -18,6 +18,7 @@ use crate::clock::{Clock, Timestamp};
 use crate::id::ComputerId;
 use crate::otp::OtpKeys;
 use crate::store::{Store, StoreError};
+use crate::timer::Timer;
 
 /// One message waiting in the outbox.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -380,8 +381,8 @@ pub struct MailerArgs {
 /// The [`Mailer`]'s state.
 pub struct MailerState {
     args: MailerArgs,
-    /// The timer for the next retry.
-    timer: Option<tokio::task::JoinHandle<Result<(), ractor::MessagingErr<MailerMsg>>>>,
+    /// The timer for the next retry; cancelled when the state drops.
+    timer: Timer<MailerMsg>,
 }
 
 impl Actor for Mailer {
@@ -396,18 +397,10 @@ impl Actor for Mailer {
     ) -> Result<MailerState, ActorProcessingErr> {
         // Whatever was queued before a restart goes out now.
         myself.send_message(MailerMsg::Wake)?;
-        Ok(MailerState { args, timer: None })
-    }
-
-    async fn post_stop(
-        &self,
-        _myself: ActorRef<MailerMsg>,
-        state: &mut MailerState,
-    ) -> Result<(), ActorProcessingErr> {
-        if let Some(timer) = state.timer.take() {
-            timer.abort();
-        }
-        Ok(())
+        Ok(MailerState {
+            args,
+            timer: Timer::idle(),
+        })
     }
 
     async fn handle(
@@ -425,13 +418,13 @@ impl Actor for Mailer {
                         Some(state.args.clock.now().after(BACKOFF_MAX))
                     }
                 };
-                if let Some(timer) = state.timer.take() {
-                    timer.abort();
-                }
-                if let Some(next) = next {
-                    let now = state.args.clock.now().unix_millis();
-                    let wait = Duration::from_millis(next.unix_millis().saturating_sub(now));
-                    state.timer = Some(myself.send_after(wait, || MailerMsg::Wake));
+                match next {
+                    Some(next) => {
+                        let now = state.args.clock.now().unix_millis();
+                        let wait = Duration::from_millis(next.unix_millis().saturating_sub(now));
+                        state.timer.set(&myself, wait, || MailerMsg::Wake);
+                    }
+                    None => state.timer.cancel(),
                 }
             }
         }

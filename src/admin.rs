@@ -437,7 +437,8 @@ fn user_problem(login: &str, email: &str, password: Option<&str>) -> Option<Stri
     None
 }
 
-async fn hash_off_runtime(password: Zeroizing<String>) -> String {
+/// Hashes `password` with argon2id on a blocking thread.
+pub(crate) async fn hash_off_runtime(password: Zeroizing<String>) -> String {
     tokio::task::spawn_blocking(move || hash_password(&password))
         .await
         .expect("hashing a password does not panic")

@@ -575,11 +575,7 @@ async fn bootstrap_admin(
             source,
         },
     )?;
-    let hashed = password.clone();
-    let password_hash =
-        tokio::task::spawn_blocking(move || otpgate_actors::directory::hash_password(&hashed))
-            .await
-            .expect("hashing a password does not panic");
+    let password_hash = admin::hash_off_runtime(password.clone()).await;
     store.put_user(&otpgate_actors::directory::UserRecord {
         login: INITIAL_ADMIN.to_owned(),
         email: config.admin_email.clone(),

@@ -21,6 +21,8 @@
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -247,10 +249,40 @@ impl Table {
     }
 }
 
+/// Group commit over sled's flush. sled 0.34 runs each `flush_async` on its
+/// own thread pool, where many at once can take every thread and deadlock
+/// waiting for the log write that needs one; so one flush runs at a time, and
+/// callers that arrive while it runs share the next one.
+#[derive(Default)]
+struct Flusher {
+    /// Taken by each caller after its writes.
+    tickets: AtomicU64,
+    /// Held while flushing; holds the last ticket made durable.
+    durable: tokio::sync::Mutex<u64>,
+}
+
+impl Flusher {
+    async fn flush(&self, db: &sled::Db) -> Result<()> {
+        let ticket = self.tickets.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut durable = self.durable.lock().await;
+        if *durable >= ticket {
+            // A flush that began after this caller's writes has finished.
+            return Ok(());
+        }
+        // Every ticket up to here was taken after its writes, so this flush
+        // covers them all.
+        let covered = self.tickets.load(Ordering::SeqCst);
+        db.flush_async().await?;
+        *durable = covered;
+        Ok(())
+    }
+}
+
 /// The embedded store: one sled database in the data folder.
 #[derive(Clone)]
 pub struct SledStore {
     db: sled::Db,
+    flusher: Arc<Flusher>,
     meta: Table,
     computers: Table,
     groups: Table,
@@ -273,6 +305,7 @@ impl SledStore {
             .flush_every_ms(Some(FLUSH_EVERY_MS))
             .open()?;
         Ok(Self {
+            flusher: Arc::default(),
             meta: Table::open(&db, "meta")?,
             computers: Table::open(&db, "computers")?,
             groups: Table::open(&db, "groups")?,
@@ -313,10 +346,7 @@ impl Store for SledStore {
     }
 
     fn flush(&self) -> StoreFuture<'_, ()> {
-        Box::pin(async move {
-            self.db.flush_async().await?;
-            Ok(())
-        })
+        Box::pin(self.flusher.flush(&self.db))
     }
 
     fn settings(&self) -> Result<SystemSettings> {
@@ -543,6 +573,26 @@ mod tests {
         let store = SledStore::open(dir.path()).unwrap();
         assert_eq!(store.computer(&id).unwrap(), Some(record()));
         assert_eq!(store.computers().unwrap(), vec![(id, record())]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn many_concurrent_flushes_all_finish() {
+        // 500 at once used to take every sled pool thread and never return.
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let mut flushes = tokio::task::JoinSet::new();
+        for i in 0..500u64 {
+            let store = store.clone();
+            flushes.spawn(async move {
+                store
+                    .put_slot(&"ws-1".parse().unwrap(), &i.to_string(), &Slot::default())
+                    .unwrap();
+                store.flush().await.unwrap();
+            });
+        }
+        tokio::time::timeout(std::time::Duration::from_secs(60), flushes.join_all())
+            .await
+            .expect("every flush returns");
     }
 
     #[test]

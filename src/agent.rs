@@ -7,6 +7,7 @@
 //! local socket together.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use std::time::Duration;
 
 use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior, interval_at, sleep, timeout};
@@ -126,12 +127,25 @@ impl Link {
         server: ServerAddr,
         cancel: CancellationToken,
     ) -> Result<(Self, JoinHandle<()>), TlsError> {
+        Self::spawn_from(tls, server, None, cancel)
+    }
+
+    /// [`Link::spawn`], connecting from local address `source` when given (a load
+    /// generator spreads its connections over several, so as not to run out of
+    /// ports).
+    pub fn spawn_from(
+        tls: Arc<ClientConfig>,
+        server: ServerAddr,
+        source: Option<IpAddr>,
+        cancel: CancellationToken,
+    ) -> Result<(Self, JoinHandle<()>), TlsError> {
         let name = tls::server_name(&server.host)?;
         let (status_tx, status) = watch::channel(LinkStatus::default());
         let (requests, requests_rx) = mpsc::channel(QUEUE);
         let task = Maintainer {
             connector: TlsConnector::from(tls),
             server,
+            source,
             name,
             status: status_tx,
             requests: requests_rx,
@@ -191,6 +205,7 @@ impl Backoff {
 struct Maintainer {
     connector: TlsConnector,
     server: ServerAddr,
+    source: Option<IpAddr>,
     name: ServerName<'static>,
     status: watch::Sender<LinkStatus>,
     requests: mpsc::Receiver<Outgoing>,
@@ -216,6 +231,8 @@ enum ConnectError {
     Refused(ErrorCode),
     #[error("server did not welcome us")]
     NoWelcome,
+    #[error("the server has no address of the source address's family")]
+    NoAddress,
 }
 
 impl Maintainer {
@@ -251,7 +268,23 @@ impl Maintainer {
     }
 
     async fn connect(&self) -> Result<Established, ConnectError> {
-        let tcp = TcpStream::connect((self.server.host.as_str(), self.server.port)).await?;
+        let target = (self.server.host.as_str(), self.server.port);
+        let tcp = match self.source {
+            None => TcpStream::connect(target).await?,
+            Some(source) => {
+                let server = tokio::net::lookup_host(target)
+                    .await?
+                    .find(|addr| addr.is_ipv4() == source.is_ipv4())
+                    .ok_or(ConnectError::NoAddress)?;
+                let socket = if source.is_ipv4() {
+                    TcpSocket::new_v4()?
+                } else {
+                    TcpSocket::new_v6()?
+                };
+                socket.bind(SocketAddr::new(source, 0))?;
+                socket.connect(server).await?
+            }
+        };
         let _ = tcp.set_nodelay(true);
         let tls = self.connector.connect(self.name.clone(), tcp).await?;
         let resumed = tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);

@@ -9,6 +9,7 @@
 
 pub mod admin;
 pub mod agent;
+pub mod bench;
 pub mod config;
 pub mod conn;
 pub mod convert;

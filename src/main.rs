@@ -78,6 +78,9 @@ enum Command {
         #[command(subcommand)]
         step: Option<Login>,
     },
+    /// Load-test a server it starts itself, over real mutual TLS on loopback.
+    #[command(subcommand)]
+    Bench(Bench),
     /// The Management Tool on the command line, talking to the running server.
     /// Exits 0 on success, 1 when refused, 2 on an error.
     Admin {
@@ -141,6 +144,31 @@ enum Login {
         /// One session in particular.
         #[arg(long)]
         session: Option<u64>,
+    },
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// N agents connect at once and hold their connections with heartbeats.
+    Hold {
+        /// How many agents.
+        #[arg(long, default_value_t = 1000)]
+        agents: usize,
+        /// Seconds to hold once all are connected.
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        /// How many 127.0.0.x source addresses to spread them over.
+        #[arg(long, default_value_t = 8)]
+        sources: u8,
+        /// The server's heartbeat interval, in seconds.
+        #[arg(long, default_value_t = 30)]
+        heartbeat: u64,
+        /// Where the server's data and the agents' identities are kept between runs.
+        #[arg(long, default_value = "./otpgate-bench")]
+        work_dir: PathBuf,
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -478,6 +506,34 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 eprintln!("otpgate: {err}");
                 ExitCode::from(EXIT_ERROR)
             }))
+        }
+        Command::Bench(Bench::Hold {
+            agents,
+            duration,
+            sources,
+            heartbeat,
+            work_dir,
+            json,
+        }) => {
+            raise_fd_limit();
+            let options = otpgate::bench::HoldOptions {
+                agents,
+                duration: std::time::Duration::from_secs(duration),
+                sources,
+                heartbeat: std::time::Duration::from_secs(heartbeat.max(1)),
+                work_dir,
+            };
+            let report = otpgate::bench::hold(options).await?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!("{}", otpgate::bench::describe(&report));
+            }
+            Ok(if report.welcomed == report.agents {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Admin {
             data_dir,

@@ -309,8 +309,12 @@ impl Server {
             warn!("mailer did not stop in time");
         }
         let _ = std::fs::remove_file(&self.admin_socket);
-        if let Err(err) = self.store.flush().await {
-            tracing::error!(error = %err, "final flush failed");
+        // Everything anyone was told about is durable already; this flushes the
+        // rest (last-seen times), bounded like the other steps.
+        match timeout(SHUTDOWN_GRACE, self.store.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::error!(error = %err, "final flush failed"),
+            Err(_) => tracing::error!("final flush did not finish in time"),
         }
         info!("stopped");
     }

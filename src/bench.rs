@@ -90,6 +90,47 @@ impl Percentiles {
     }
 }
 
+/// A process's memory and CPU time, from /proc.
+#[derive(Debug, Clone, Copy)]
+pub struct Usage {
+    /// Resident memory, in KiB.
+    pub rss_kib: u64,
+    /// Peak resident memory, in KiB.
+    pub peak_rss_kib: u64,
+    /// CPU time, user and system, in seconds.
+    pub cpu_secs: f64,
+}
+
+impl Usage {
+    /// The usage of process `pid`.
+    pub fn of(pid: u32) -> std::io::Result<Self> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let field = |name: &str| -> u64 {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(name))
+                .and_then(|rest| rest.trim().trim_end_matches(" kB").parse().ok())
+                .unwrap_or(0)
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        // Fields after the command name (which may hold spaces) start at ")".
+        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        // utime and stime are fields 14 and 15, so 11 and 12 after ")"; 100 ticks/s.
+        Ok(Self {
+            rss_kib: field("VmRSS:"),
+            peak_rss_kib: field("VmHWM:"),
+            cpu_secs: (ticks(11) + ticks(12)) as f64 / 100.0,
+        })
+    }
+}
+
 /// The server under test, a child process.
 struct Server {
     child: Child,
@@ -137,30 +178,8 @@ impl Server {
         }
     }
 
-    /// Resident and peak memory in KiB, and CPU seconds, from /proc.
-    fn usage(&self) -> anyhow::Result<(u64, u64, f64)> {
-        let pid = self.child.id();
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-        let field = |name: &str| -> u64 {
-            status
-                .lines()
-                .find_map(|line| line.strip_prefix(name))
-                .and_then(|rest| rest.trim().trim_end_matches(" kB").parse().ok())
-                .unwrap_or(0)
-        };
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-        // Fields after the command name (which may hold spaces) start at ")".
-        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        let ticks = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|f| f.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        // utime and stime are fields 14 and 15, so 11 and 12 after ")"; 100 ticks/s.
-        let cpu = (ticks(11) + ticks(12)) as f64 / 100.0;
-        Ok((field("VmRSS:"), field("VmHWM:"), cpu))
+    fn usage(&self) -> anyhow::Result<Usage> {
+        Ok(Usage::of(self.child.id())?)
     }
 
     fn stop(mut self) {
@@ -246,7 +265,7 @@ async fn run_hold(options: &HoldOptions, server: &Server) -> anyhow::Result<Hold
     }
     let connect = started.elapsed();
     let welcomed = links.len() - waiting.len();
-    let (server_rss_kib, _, _) = server.usage()?;
+    let server_rss_kib = server.usage()?.rss_kib;
     let heartbeats_before: u64 = links.iter().map(|l| l.status().heartbeats).sum();
     eprintln!(
         "bench: {welcomed} welcomed in {:.2} s; holding for {:?}",
@@ -256,7 +275,7 @@ async fn run_hold(options: &HoldOptions, server: &Server) -> anyhow::Result<Hold
     tokio::time::sleep(options.duration).await;
     let heartbeats_after: u64 = links.iter().map(|l| l.status().heartbeats).sum();
     let reconnected = links.iter().filter(|l| l.status().welcomes > 1).count();
-    let (_, server_peak_rss_kib, server_cpu_secs) = server.usage()?;
+    let after = server.usage()?;
     cancel.cancel();
     Ok(HoldReport {
         agents: links.len(),
@@ -267,8 +286,8 @@ async fn run_hold(options: &HoldOptions, server: &Server) -> anyhow::Result<Hold
         reconnected,
         heartbeats: heartbeats_after - heartbeats_before,
         server_rss_kib,
-        server_peak_rss_kib,
-        server_cpu_secs,
+        server_peak_rss_kib: after.peak_rss_kib,
+        server_cpu_secs: after.cpu_secs,
     })
 }
 

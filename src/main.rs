@@ -356,35 +356,27 @@ enum AdminRequests {
         all: bool,
     },
     /// Approve one: its OTP is emailed.
-    Approve {
-        /// The request (or give --token).
-        #[arg(required_unless_present = "token")]
-        id: Option<u64>,
-        /// The token of the Approve link in an approver's mail.
-        #[arg(long, conflicts_with = "id")]
-        token: Option<String>,
-        /// A comment.
-        #[arg(long)]
-        comment: Option<String>,
-        /// The internal user approving.
-        #[arg(long = "as", default_value = server::INITIAL_ADMIN)]
-        by: String,
-    },
+    Approve(DecideArgs),
     /// Deny one.
-    Deny {
-        /// The request (or give --token).
-        #[arg(required_unless_present = "token")]
-        id: Option<u64>,
-        /// The token of the Deny link in an approver's mail.
-        #[arg(long, conflicts_with = "id")]
-        token: Option<String>,
-        /// A comment, for the person.
-        #[arg(long)]
-        comment: Option<String>,
-        /// The internal user denying.
-        #[arg(long = "as", default_value = server::INITIAL_ADMIN)]
-        by: String,
-    },
+    Deny(DecideArgs),
+}
+
+/// Which request to decide, and as whom.
+#[derive(clap::Args)]
+struct DecideArgs {
+    /// The request (or give --token).
+    #[arg(required_unless_present = "token")]
+    id: Option<u64>,
+    /// The token of the link in an approver's mail (it names the request, the
+    /// decision and the approver).
+    #[arg(long, conflicts_with = "id")]
+    token: Option<String>,
+    /// A comment, for the person.
+    #[arg(long)]
+    comment: Option<String>,
+    /// The internal user deciding.
+    #[arg(long = "as", default_value = server::INITIAL_ADMIN)]
+    by: String,
 }
 
 #[derive(Subcommand)]
@@ -674,18 +666,8 @@ async fn admin_command(
             },
         },
         Admin::Requests(AdminRequests::List { all }) => AdminRequest::RequestsList { all },
-        Admin::Requests(AdminRequests::Approve {
-            id,
-            token,
-            comment,
-            by,
-        }) => decision(id, token, by, true, comment),
-        Admin::Requests(AdminRequests::Deny {
-            id,
-            token,
-            comment,
-            by,
-        }) => decision(id, token, by, false, comment),
+        Admin::Requests(AdminRequests::Approve(args)) => decision(args, true),
+        Admin::Requests(AdminRequests::Deny(args)) => decision(args, false),
         Admin::Otp(AdminOtp::Generate {
             client,
             os_user,
@@ -713,22 +695,19 @@ async fn admin_command(
     Ok(ExitCode::from(admin::exit_code(&response)))
 }
 
-/// A decision by id (as `by`), or by the token of a link (which says all).
-fn decision(
-    id: Option<u64>,
-    token: Option<String>,
-    by: String,
-    approve: bool,
-    comment: Option<String>,
-) -> AdminRequest {
-    match (token, id) {
-        (Some(token), _) => AdminRequest::RequestDecideToken { token, comment },
-        (None, id) => AdminRequest::RequestDecide {
+/// A decision by id (as `--as`), or by the token of a link (which says all).
+fn decision(args: DecideArgs, approve: bool) -> AdminRequest {
+    match args.token {
+        Some(token) => AdminRequest::RequestDecideToken {
+            token,
+            comment: args.comment,
+        },
+        None => AdminRequest::RequestDecide {
             // clap requires one of the two.
-            id: id.unwrap_or_default(),
-            by,
+            id: args.id.unwrap_or_default(),
+            by: args.by,
             approve,
-            comment,
+            comment: args.comment,
         },
     }
 }

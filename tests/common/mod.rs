@@ -346,15 +346,8 @@ impl ServerProcess {
 
     /// The server's resident and peak memory, in KiB, from /proc.
     pub fn memory_kib(&self) -> (u64, u64) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let field = |name: &str| {
-            status
-                .lines()
-                .find_map(|line| line.strip_prefix(name))
-                .and_then(|rest| rest.trim().trim_end_matches(" kB").parse().ok())
-                .unwrap()
-        };
-        (field("VmRSS:"), field("VmHWM:"))
+        let usage = otpgate::bench::Usage::of(self.child.id()).unwrap();
+        (usage.rss_kib, usage.peak_rss_kib)
     }
 
     /// Stops the server with SIGTERM and waits for it to exit.

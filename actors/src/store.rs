@@ -124,6 +124,9 @@ pub enum StoreError {
     /// A record could not be encoded.
     #[error("record could not be encoded")]
     Encode(#[from] bincode::error::EncodeError),
+    /// The thread flushing the database stopped before it finished.
+    #[error("flush aborted")]
+    FlushAborted,
 }
 
 /// A future returned by the store, boxed so that `Store` can be a trait object.
@@ -251,8 +254,9 @@ impl Table {
 
 /// Group commit over sled's flush. sled 0.34 runs each `flush_async` on its
 /// own thread pool, where many at once can take every thread and deadlock
-/// waiting for the log write that needs one; so one flush runs at a time, and
-/// callers that arrive while it runs share the next one.
+/// waiting for the log write that needs one; so one flush runs at a time, on
+/// tokio's blocking pool (leaving sled's pool to sled's own I/O), and callers that
+/// arrive while it runs share the next one.
 #[derive(Default)]
 struct Flusher {
     /// Taken by each caller after its writes.
@@ -272,7 +276,10 @@ impl Flusher {
         // Every ticket up to here was taken after its writes, so this flush
         // covers them all.
         let covered = self.tickets.load(Ordering::SeqCst);
-        db.flush_async().await?;
+        let db = db.clone();
+        tokio::task::spawn_blocking(move || db.flush())
+            .await
+            .map_err(|_| StoreError::FlushAborted)??;
         *durable = covered;
         Ok(())
     }

@@ -156,11 +156,9 @@ async fn handle(
             group,
             options,
         } => {
-            let Ok(id) = computer.parse::<ComputerId>() else {
-                return Ok(fail(
-                    AdminErrorCode::Invalid,
-                    format!("{computer:?} is not a valid computer name"),
-                ));
+            let id = match computer_id(&computer) {
+                Ok(id) => id,
+                Err(refused) => return Ok(refused),
             };
             if let Some(Some(name)) = &group
                 && store.group(name)?.is_none()
@@ -329,11 +327,9 @@ async fn handle(
             comment,
             by,
         } => {
-            let Ok(id) = computer.parse::<ComputerId>() else {
-                return Ok(fail(
-                    AdminErrorCode::Invalid,
-                    format!("{computer:?} is not a valid computer name"),
-                ));
+            let id = match computer_id(&computer) {
+                Ok(id) => id,
+                Err(refused) => return Ok(refused),
             };
             if os_user.is_empty() || !email.contains('@') {
                 return Ok(fail(
@@ -377,6 +373,16 @@ async fn handle(
                 .map(convert::audit_view)
                 .collect(),
         ),
+    })
+}
+
+/// The computer named `name`, or the refusal to send back.
+fn computer_id(name: &str) -> Result<ComputerId, AdminResponse> {
+    name.parse().map_err(|_| {
+        fail(
+            AdminErrorCode::Invalid,
+            format!("{name:?} is not a valid computer name"),
+        )
     })
 }
 

@@ -509,59 +509,26 @@ mod tests {
         let code = Code::generate(8);
         let wrong = Code::from_typed("00000000");
         let mut otp = otp(&keys, &computer, now, &code);
+        let type_in = |otp: &mut Otp, typed: &Code| {
+            otp.check(
+                &keys,
+                &computer,
+                "alice",
+                "alice@example.com",
+                typed,
+                now,
+                5,
+            )
+        };
         for _ in 0..4 {
-            assert_eq!(
-                otp.check(
-                    &keys,
-                    &computer,
-                    "alice",
-                    "alice@example.com",
-                    &wrong,
-                    now,
-                    5
-                ),
-                Check::Wrong { locked: false }
-            );
+            assert_eq!(type_in(&mut otp, &wrong), Check::Wrong { locked: false });
         }
         let mut after_four = otp.clone();
-        assert_eq!(
-            after_four.check(
-                &keys,
-                &computer,
-                "alice",
-                "alice@example.com",
-                &code,
-                now,
-                5
-            ),
-            Check::Allow
-        );
-        assert_eq!(
-            otp.check(
-                &keys,
-                &computer,
-                "alice",
-                "alice@example.com",
-                &wrong,
-                now,
-                5
-            ),
-            Check::Wrong { locked: true }
-        );
+        assert_eq!(type_in(&mut after_four, &code), Check::Allow);
+        assert_eq!(type_in(&mut otp, &wrong), Check::Wrong { locked: true });
         assert_eq!(otp.state, OtpState::Locked);
         assert!(otp.sealed().is_none());
-        assert_eq!(
-            otp.check(
-                &keys,
-                &computer,
-                "alice",
-                "alice@example.com",
-                &code,
-                now,
-                5
-            ),
-            Check::NotLive
-        );
+        assert_eq!(type_in(&mut otp, &code), Check::NotLive);
     }
 
     #[test]

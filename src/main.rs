@@ -151,25 +151,93 @@ enum Login {
 enum Bench {
     /// N agents connect at once and hold their connections with heartbeats.
     Hold {
-        /// How many agents.
-        #[arg(long, default_value_t = 1000)]
-        agents: usize,
+        #[command(flatten)]
+        fleet: FleetArgs,
         /// Seconds to hold once all are connected.
         #[arg(long, default_value_t = 10)]
         duration: u64,
-        /// How many 127.0.0.x source addresses to spread them over.
-        #[arg(long, default_value_t = 8)]
-        sources: u8,
-        /// The server's heartbeat interval, in seconds.
-        #[arg(long, default_value_t = 30)]
-        heartbeat: u64,
-        /// Where the server's data and the agents' identities are kept between runs.
-        #[arg(long, default_value = "./otpgate-bench")]
-        work_dir: PathBuf,
-        /// Print one JSON document.
-        #[arg(long)]
-        json: bool,
     },
+    /// N agents connect; the server is restarted under them; time their return.
+    Reconnect {
+        #[command(flatten)]
+        fleet: FleetArgs,
+        /// Stop the server with SIGKILL instead of SIGTERM.
+        #[arg(long)]
+        kill: bool,
+    },
+    /// Agents log in over and over: request (auto-send), OTP from the mail,
+    /// verify, log out.
+    Logins {
+        #[command(flatten)]
+        fleet: FleetArgs,
+        #[command(flatten)]
+        storm: StormArgs,
+    },
+    /// Attackers send wrong OTPs as fast as they can while the other agents log in.
+    Flood {
+        #[command(flatten)]
+        fleet: FleetArgs,
+        #[command(flatten)]
+        storm: StormArgs,
+        /// How many of the agents attack.
+        #[arg(long, default_value_t = 10)]
+        attackers: usize,
+    },
+}
+
+/// What every bench scenario is run with.
+#[derive(clap::Args)]
+struct FleetArgs {
+    /// How many agents.
+    #[arg(long, default_value_t = 1000)]
+    agents: usize,
+    /// How many 127.0.0.x source addresses to spread them over.
+    #[arg(long, default_value_t = 8)]
+    sources: u8,
+    /// The server's heartbeat interval, in seconds.
+    #[arg(long, default_value_t = 30)]
+    heartbeat: u64,
+    /// Where the server's data and the agents' identities are kept between runs.
+    #[arg(long, default_value = "./otpgate-bench")]
+    work_dir: PathBuf,
+    /// Print one JSON document.
+    #[arg(long)]
+    json: bool,
+}
+
+impl FleetArgs {
+    fn options(&self) -> otpgate::bench::FleetOptions {
+        otpgate::bench::FleetOptions {
+            agents: self.agents,
+            sources: self.sources,
+            heartbeat: std::time::Duration::from_secs(self.heartbeat.max(1)),
+            work_dir: self.work_dir.clone(),
+        }
+    }
+}
+
+/// How hard a login storm goes.
+#[derive(clap::Args)]
+struct StormArgs {
+    /// Logins started per second; without it, as fast as the agents can.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Logins in all, at most.
+    #[arg(long, default_value_t = 10_000)]
+    count: usize,
+    /// Seconds after which no login starts.
+    #[arg(long, default_value_t = 30)]
+    duration: u64,
+}
+
+impl StormArgs {
+    fn options(&self) -> otpgate::bench::LoginOptions {
+        otpgate::bench::LoginOptions {
+            count: self.count,
+            rate: self.rate.filter(|r| *r > 0.0),
+            duration: std::time::Duration::from_secs(self.duration),
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -423,10 +491,16 @@ enum AdminAudit {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A bench's thousands of simulated agents would drown its progress in their
+    // connection notices.
+    let default_level = match cli.command {
+        Command::Bench(_) => "warn",
+        _ => "info",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
@@ -499,33 +573,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 ExitCode::from(EXIT_ERROR)
             }))
         }
-        Command::Bench(Bench::Hold {
-            agents,
-            duration,
-            sources,
-            heartbeat,
-            work_dir,
-            json,
-        }) => {
+        Command::Bench(scenario) => {
             raise_fd_limit();
-            let options = otpgate::bench::HoldOptions {
-                agents,
-                duration: std::time::Duration::from_secs(duration),
-                sources,
-                heartbeat: std::time::Duration::from_secs(heartbeat.max(1)),
-                work_dir,
-            };
-            let report = otpgate::bench::hold(options).await?;
-            if json {
-                println!("{}", serde_json::to_string(&report)?);
-            } else {
-                println!("{}", otpgate::bench::describe(&report));
-            }
-            Ok(if report.welcomed == report.agents {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            bench(scenario).await
         }
         Command::Admin {
             data_dir,
@@ -770,6 +820,45 @@ async fn stop_on_signal(cancel: CancellationToken) {
 }
 
 /// One descriptor per agent connection: lift the soft limit to the hard one.
+/// Runs a bench scenario and prints its report; fails when the run fell short.
+async fn bench(scenario: Bench) -> anyhow::Result<ExitCode> {
+    use otpgate::bench::{self, Report};
+    let (report, json) = match scenario {
+        Bench::Hold { fleet, duration } => (
+            Report::Hold(
+                bench::hold(fleet.options(), std::time::Duration::from_secs(duration)).await?,
+            ),
+            fleet.json,
+        ),
+        Bench::Reconnect { fleet, kill } => (
+            Report::Reconnect(bench::reconnect(fleet.options(), kill).await?),
+            fleet.json,
+        ),
+        Bench::Logins { fleet, storm } => (
+            Report::Logins(bench::logins(fleet.options(), storm.options()).await?),
+            fleet.json,
+        ),
+        Bench::Flood {
+            fleet,
+            storm,
+            attackers,
+        } => (
+            Report::Flood(bench::flood(fleet.options(), storm.options(), attackers).await?),
+            fleet.json,
+        ),
+    };
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("{}", report.describe());
+    }
+    Ok(if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
 fn raise_fd_limit() {
     if let Err(err) = rlimit::increase_nofile_limit(u64::MAX) {
         tracing::warn!(error = %err, "cannot raise the open-files limit");

@@ -1,24 +1,18 @@
-//! `otpgate bench hold` as a load tester runs it: it starts its own server,
-//! connects its agents from several 127.0.0.x addresses, holds, and reports.
+//! `otpgate bench` as a load tester runs it: each scenario starts its own server,
+//! connects its agents from several 127.0.0.x addresses, does its work, stops by
+//! itself and reports.
 
+use std::path::Path;
 use std::process::Command;
 
-#[test]
-fn bench_hold_connects_every_agent_and_reports() {
-    let work = tempfile::tempdir().unwrap();
+/// Runs `otpgate bench <args> --json` with its work folder in `work`; returns
+/// the report.
+fn bench(work: &Path, args: &[&str]) -> serde_json::Value {
     let output = Command::new(env!("CARGO_BIN_EXE_otpgate"))
-        .args([
-            "bench",
-            "hold",
-            "--agents",
-            "40",
-            "--duration",
-            "2",
-            "--heartbeat",
-            "1",
-        ])
+        .arg("bench")
+        .args(args)
         .args(["--sources", "4", "--json", "--work-dir"])
-        .arg(work.path())
+        .arg(work)
         .output()
         .unwrap();
     assert!(
@@ -26,21 +20,101 @@ fn bench_hold_connects_every_agent_and_reports() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+fn assert_percentiles(report: &serde_json::Value, field: &str) {
+    let p50 = report[field]["p50"].as_f64().unwrap();
+    let p99 = report[field]["p99"].as_f64().unwrap();
+    let max = report[field]["max"].as_f64().unwrap();
+    assert!(p50 > 0.0 && p50 <= p99 && p99 <= max, "{report}");
+}
+
+#[test]
+fn bench_hold_connects_every_agent_and_reports() {
+    let work = tempfile::tempdir().unwrap();
+    let args = [
+        "hold",
+        "--agents",
+        "40",
+        "--duration",
+        "2",
+        "--heartbeat",
+        "1",
+    ];
+    let report = bench(work.path(), &args);
+    assert_eq!(report["scenario"], "hold");
     assert_eq!(report["agents"], 40);
     assert_eq!(report["welcomed"], 40);
     assert_eq!(report["reconnected"], 0);
     assert!(report["heartbeats"].as_u64().unwrap() >= 40, "{report}");
-    let p50 = report["connect_ms"]["p50"].as_f64().unwrap();
-    let max = report["connect_ms"]["max"].as_f64().unwrap();
-    assert!(p50 > 0.0 && p50 <= max, "{report}");
-    assert!(report["server_peak_rss_kib"].as_u64().unwrap() > 1000);
-    assert!(report["server_cpu_secs"].as_f64().unwrap() > 0.0);
+    assert_percentiles(&report, "connect_ms");
+    assert!(report["server"]["peak_rss_kib"].as_u64().unwrap() > 1000);
+    assert!(report["server"]["cpu_secs"].as_f64().unwrap() > 0.0);
     // The identities are kept for the next run.
-    assert_eq!(
-        std::fs::read_dir(work.path().join("identities"))
-            .unwrap()
-            .count(),
-        40
-    );
+    let identities = std::fs::read_dir(work.path().join("identities")).unwrap();
+    assert_eq!(identities.count(), 40);
+}
+
+#[test]
+fn bench_logins_completes_every_login_through_the_mail() {
+    let work = tempfile::tempdir().unwrap();
+    let args = ["logins", "--agents", "10", "--count", "60", "--rate", "100"];
+    let report = bench(work.path(), &args);
+    assert_eq!(report["scenario"], "logins");
+    assert_eq!(report["attempted"], 60);
+    assert_eq!(report["completed"], 60, "{report}");
+    assert_eq!(report["errors"], serde_json::json!({}));
+    assert_percentiles(&report, "latency_ms");
+    // A second run on the same server data: the hour between new OTPs is off
+    // for the bench, and no code from the first run is taken for a new one.
+    let report = bench(work.path(), &["logins", "--agents", "10", "--count", "30"]);
+    assert_eq!(report["completed"], 30, "{report}");
+}
+
+#[test]
+fn bench_flood_never_lets_a_wrong_code_in_and_others_still_log_in() {
+    let work = tempfile::tempdir().unwrap();
+    let args = [
+        "flood",
+        "--agents",
+        "8",
+        "--attackers",
+        "2",
+        "--count",
+        "40",
+        "--rate",
+        "20",
+    ];
+    let report = bench(work.path(), &args);
+    assert_eq!(report["scenario"], "flood");
+    assert_eq!(report["wrongly_allowed"], 0);
+    assert_eq!(report["right_code_after_lock_allowed"], 0);
+    let sent = report["wrong_codes"].as_u64().unwrap();
+    let verdicts = &report["verdicts"];
+    // Each attacker's OTP locks after 5 wrong codes; its computer is throttled
+    // after 100 failures in the hour.
+    assert!(sent > 10, "{report}");
+    let denied = verdicts["deny"].as_u64().unwrap_or(0);
+    let throttled = verdicts["throttle"].as_u64().unwrap_or(0);
+    assert_eq!(denied + throttled, sent, "{report}");
+    assert_eq!(report["honest"]["completed"], 40, "{report}");
+}
+
+#[test]
+fn bench_reconnect_brings_every_agent_back_after_a_restart() {
+    let work = tempfile::tempdir().unwrap();
+    for stop in ["sigterm", "sigkill"] {
+        let mut args = vec!["reconnect", "--agents", "30"];
+        if stop == "sigkill" {
+            args.push("--kill");
+        }
+        let report = bench(work.path(), &args);
+        assert_eq!(report["scenario"], "reconnect");
+        assert_eq!(report["stopped_with"], stop);
+        assert_eq!(report["returned"], 30, "{report}");
+        // The server's session tickets survive its restart.
+        assert_eq!(report["resumed"], 30, "{report}");
+        assert_percentiles(&report, "return_ms");
+    }
 }

@@ -356,7 +356,7 @@ pub enum MailerMsg {
     Wake,
 }
 
-/// Delivers the outbox through a [`MailTransport`], oldest first, one at a time,
+/// Delivers the outbox through a [`MailTransport`], oldest first, [`BATCH`] at a time,
 /// retrying with backoff while the relay is unavailable.
 pub struct Mailer;
 
@@ -432,67 +432,133 @@ impl Actor for Mailer {
     }
 }
 
+/// How many messages the [`Mailer`] hands to its transport at once. Their
+/// bookkeeping (audit, removal from the outbox) is made durable with one flush.
+pub const BATCH: usize = 16;
+
+/// What became of one message handed to the transport.
+enum Settled {
+    /// Delivered, or given up for good: it has left the outbox.
+    Done,
+    /// The transport failed for now: tried again at this time.
+    Retry(Timestamp),
+}
+
 impl MailerState {
-    /// Delivers every message that is due, oldest first. Stops at the first
-    /// delivery that fails for now (the relay is likely down for all of them).
-    /// Returns when the next try is due, if anything is left.
+    /// Delivers every message that is due, oldest first, in concurrent batches of
+    /// [`BATCH`]. Stops after a batch in which a delivery failed for now (the
+    /// relay is likely down for all of them). Returns when the next try is due,
+    /// if anything is left.
     async fn drain(&mut self) -> Result<Option<Timestamp>, StoreError> {
         let args = &self.args;
         let mut next: Option<Timestamp> = None;
         let mut later = |at: Timestamp| next = Some(next.map_or(at, |n: Timestamp| n.min(at)));
-        for mut entry in args.store.outbox()? {
-            let now = args.clock.now();
-            if entry.next_try > now {
-                later(entry.next_try);
-                continue;
+        let now = args.clock.now();
+        let (due, waiting): (Vec<_>, Vec<_>) = args
+            .store
+            .outbox()?
+            .into_iter()
+            .partition(|entry| entry.next_try <= now);
+        waiting.iter().for_each(|entry| later(entry.next_try));
+        let mut due = due.into_iter().peekable();
+        while due.peek().is_some() {
+            let batch: Vec<OutboxEntry> = due.by_ref().take(BATCH).collect();
+            let mut relay_down = false;
+            for (mut entry, delivered) in self.deliver(batch).await {
+                if let Settled::Retry(at) = self.settle(&mut entry, delivered)? {
+                    later(at);
+                    relay_down = true;
+                }
             }
-            let (failure, said) = match entry.render(&args.keys, &args.host, &args.management_url) {
-                None => (Some("the OTP can no longer be opened".to_owned()), None),
-                Some(mail) => match args.transport.deliver(&mail).await {
-                    Ok(said) => (None, Some(said)),
-                    Err(DeliveryError::Permanent(reason)) => (Some(reason), None),
-                    Err(DeliveryError::Temporary(reason)) => {
-                        entry.attempts += 1;
-                        if entry.attempts < args.max_attempts {
-                            entry.next_try = now.after(backoff(entry.attempts));
-                            tracing::warn!(message = entry.id, attempts = entry.attempts, %reason, "mail delivery failed; will retry");
-                            args.store.queue_mail(&entry)?;
-                            later(entry.next_try);
-                            break;
-                        }
-                        (
-                            Some(format!("gave up after {} tries: {reason}", entry.attempts)),
-                            None,
-                        )
-                    }
-                },
-            };
-            let outcome = match (&failure, said) {
-                (Some(reason), _) => format!("failed: {reason}"),
-                (None, said) => format!("delivered ({})", said.unwrap_or_default()),
-            };
-            if let Some(reason) = failure {
-                tracing::error!(message = entry.id, %reason, "mail delivery failed for good");
-                args.store.put_mail_failure(&MailFailure {
-                    id: entry.id,
-                    to: entry.to.clone(),
-                    at: now,
-                    reason,
-                    computer: entry.kind.computer().cloned(),
-                    request: entry.request,
-                })?;
+            self.args.store.flush().await?;
+            if relay_down {
+                break;
             }
-            args.store.append_audit(&AuditEntry {
-                at: now,
-                who: "server".into(),
-                computer: entry.kind.computer().map(ToString::to_string),
-                action: Action::Mail,
-                outcome: format!("message {} to {}: {outcome}", entry.id, entry.to),
-            })?;
-            args.store.remove_outbox(entry.id)?;
-            args.store.flush().await?;
         }
         Ok(next)
+    }
+
+    /// Hands `batch` to the transport, all at once; answers in the same order.
+    async fn deliver(
+        &self,
+        batch: Vec<OutboxEntry>,
+    ) -> Vec<(OutboxEntry, Result<String, DeliveryError>)> {
+        let args = &self.args;
+        let deliveries: Vec<_> = batch
+            .iter()
+            .map(|entry| {
+                let mail = entry.render(&args.keys, &args.host, &args.management_url);
+                let transport = Arc::clone(&args.transport);
+                tokio::spawn(async move {
+                    match mail {
+                        Some(mail) => transport.deliver(&mail).await,
+                        None => Err(DeliveryError::Permanent(
+                            "the OTP can no longer be opened".into(),
+                        )),
+                    }
+                })
+            })
+            .collect();
+        let mut results = Vec::with_capacity(batch.len());
+        for (entry, delivery) in batch.into_iter().zip(deliveries) {
+            let delivered = delivery
+                .await
+                .unwrap_or_else(|err| Err(DeliveryError::Temporary(err.to_string())));
+            results.push((entry, delivered));
+        }
+        results
+    }
+
+    /// Records what became of `entry`: retried later, given up, or delivered.
+    /// The caller flushes.
+    fn settle(
+        &self,
+        entry: &mut OutboxEntry,
+        delivered: Result<String, DeliveryError>,
+    ) -> Result<Settled, StoreError> {
+        let args = &self.args;
+        let now = args.clock.now();
+        let outcome = match delivered {
+            Ok(said) => format!("delivered ({said})"),
+            Err(DeliveryError::Permanent(reason)) => self.give_up(entry, reason)?,
+            Err(DeliveryError::Temporary(reason)) => {
+                entry.attempts += 1;
+                if entry.attempts >= args.max_attempts {
+                    let reason = format!("gave up after {} tries: {reason}", entry.attempts);
+                    self.give_up(entry, reason)?
+                } else {
+                    entry.next_try = now.after(backoff(entry.attempts));
+                    tracing::warn!(message = entry.id, attempts = entry.attempts, %reason, "mail delivery failed; will retry");
+                    args.store.queue_mail(entry)?;
+                    return Ok(Settled::Retry(entry.next_try));
+                }
+            }
+        };
+        args.store.append_audit(&AuditEntry {
+            at: now,
+            who: "server".into(),
+            computer: entry.kind.computer().map(ToString::to_string),
+            action: Action::Mail,
+            outcome: format!("message {} to {}: {outcome}", entry.id, entry.to),
+        })?;
+        args.store.remove_outbox(entry.id)?;
+        Ok(Settled::Done)
+    }
+
+    /// Records that `entry` will not be delivered, for the administrators; returns
+    /// the outcome for the audit log.
+    fn give_up(&self, entry: &OutboxEntry, reason: String) -> Result<String, StoreError> {
+        tracing::error!(message = entry.id, %reason, "mail delivery failed for good");
+        let outcome = format!("failed: {reason}");
+        self.args.store.put_mail_failure(&MailFailure {
+            id: entry.id,
+            to: entry.to.clone(),
+            at: self.args.clock.now(),
+            reason,
+            computer: entry.kind.computer().cloned(),
+            request: entry.request,
+        })?;
+        Ok(outcome)
     }
 }
 

@@ -416,15 +416,7 @@ pub fn messages_to(outbox: &Path, to: &str) -> Vec<String> {
 fn read_codes(outbox: &Path, to: &str) -> Vec<String> {
     messages_to(outbox, to)
         .iter()
-        .filter_map(|text| {
-            // In the text part, the code stands alone on the first line after this.
-            let mut lines = text
-                .lines()
-                .map(str::trim)
-                .skip_while(|line| *line != "Your one-time password is:");
-            lines.next()?;
-            lines.find(|line| !line.is_empty()).map(str::to_owned)
-        })
+        .filter_map(|text| otpgate::bench::read_otp_mail(text).map(|mail| mail.code))
         .collect()
 }
 

@@ -26,16 +26,21 @@ fn write_with_mode(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = Path::new(&tmp);
-    // A leftover from a crash may have other permissions; start afresh.
-    match fs::remove_file(tmp) {
-        Err(err) if err.kind() != io::ErrorKind::NotFound => return Err(err),
-        _ => {}
-    }
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(tmp)?;
+    let create = || {
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(tmp)
+    };
+    let mut file = match create() {
+        // A leftover from a crash may have other permissions: start afresh.
+        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
+            fs::remove_file(tmp)?;
+            create()?
+        }
+        opened => opened?,
+    };
     file.write_all(contents)?;
     file.sync_all()?;
     fs::rename(tmp, path)?;
@@ -64,5 +69,11 @@ mod tests {
         assert_eq!(mode(&key), 0o600);
         assert_eq!(mode(&folder), 0o700);
         assert!(!folder.join("key.tmp").exists());
+        // A leftover from a crash, readable by others, is replaced.
+        fs::write(folder.join("key.tmp"), b"old").unwrap();
+        fs::set_permissions(folder.join("key.tmp"), fs::Permissions::from_mode(0o644)).unwrap();
+        write_private(&key, b"three").unwrap();
+        assert_eq!(fs::read(&key).unwrap(), b"three");
+        assert_eq!(mode(&key), 0o600);
     }
 }

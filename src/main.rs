@@ -769,7 +769,17 @@ async fn serve(path: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<Ex
         Ok(config) => config,
         Err(err) => return Ok(config_error(&err)),
     };
-    raise_fd_limit();
+    if let Some(files) = raise_fd_limit()
+        && u64::try_from(config.max_connections).unwrap_or(u64::MAX) + server::RESERVED_FILES
+            > files
+    {
+        tracing::warn!(
+            max_connections = config.max_connections,
+            open_files_limit = files,
+            "the open-files limit is below max_connections: connections beyond it will wait; \
+             raise it (LimitNOFILE= in the service unit, or ulimit -n)"
+        );
+    }
     let mut server = match Server::open(&config).await {
         Ok(server) => server,
         Err(err) if err.is_config() => return Ok(config_error(&err)),
@@ -859,8 +869,9 @@ async fn bench(scenario: Bench) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn raise_fd_limit() {
-    if let Err(err) = rlimit::increase_nofile_limit(u64::MAX) {
-        tracing::warn!(error = %err, "cannot raise the open-files limit");
-    }
+/// Raises this process's open-files limit as far as it may go; returns the limit.
+fn raise_fd_limit() -> Option<u64> {
+    rlimit::increase_nofile_limit(u64::MAX)
+        .inspect_err(|err| tracing::warn!(error = %err, "cannot raise the open-files limit"))
+        .ok()
 }

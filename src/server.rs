@@ -48,6 +48,10 @@ use crate::{convert, pki};
 /// How long shutdown waits for connections and actors to finish.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
+/// Open files the server needs besides its connections: the database, the
+/// listeners, the outbox, the blocking pool's files.
+pub const RESERVED_FILES: u64 = 256;
+
 /// The listen backlog: agents reconnecting all at once queue here.
 const LISTEN_BACKLOG: u32 = 8192;
 

@@ -1,8 +1,12 @@
 //! The bench's mailbox: how the load generator gets each OTP without a person.
 //! It reads the messages the server writes into its outbox folder (the embedded
-//! mail transport, `<data>/outbox/*.eml`), as they land (inotify), takes each
-//! OTP message's recipient and code, and deletes the file. The server has no
-//! benchmark hook: what the bench measures is the real path, mail included.
+//! mail transport, `<data>/outbox/*.eml`), as they land (inotify), and takes
+//! each OTP message's recipient and code. The server has no benchmark hook: what
+//! the bench measures is the real path, mail included.
+//!
+//! Messages are left in place while the bench runs (deleting thousands of small
+//! files a second costs ext4 more than writing them) and cleared when the next
+//! run opens the mailbox.
 //!
 //! A message is named after its Message-ID, `<id>.<queued ms>@<host>.eml`; a
 //! login only takes a code queued after it asked, so a message left over from
@@ -83,9 +87,12 @@ pub(super) struct Mailbox {
 
 impl Mailbox {
     /// Starts reading folder `outbox` (created if missing), on a thread of its
-    /// own. Messages already there are read too.
+    /// own, after deleting the messages of earlier runs.
     pub(super) fn open(outbox: &Path) -> anyhow::Result<Self> {
         crate::files::create_private_dir(outbox)?;
+        for entry in std::fs::read_dir(outbox)? {
+            std::fs::remove_file(entry?.path())?;
+        }
         let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
         // Messages are written under a temporary name and renamed into place.
         inotify.add_watch(outbox, AddWatchFlags::IN_MOVED_TO)?;
@@ -93,7 +100,6 @@ impl Mailbox {
             dir: outbox.to_owned(),
             slots: Arc::default(),
         };
-        reader.scan();
         let mailbox = Self {
             slots: Arc::clone(&reader.slots),
             stop: Arc::default(),
@@ -166,8 +172,10 @@ impl Reader {
         }
     }
 
-    /// Reads every message in the folder (at the start, and when the kernel's
-    /// event queue overflowed).
+    /// Reads every message in the folder, when the kernel's event queue
+    /// overflowed. Messages read before change nothing: a login only takes a
+    /// code queued after it asked, and a newer code is never replaced by an
+    /// older one.
     fn scan(&self) {
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return;
@@ -179,7 +187,7 @@ impl Reader {
         }
     }
 
-    /// Reads message file `name`, deletes it, and hands its code over.
+    /// Reads message file `name` and hands its code over.
     fn take(&self, name: &str) {
         let Some(queued) = queued_millis(name) else {
             return;
@@ -188,24 +196,31 @@ impl Reader {
         let Ok(text) = std::fs::read_to_string(&path) else {
             return;
         };
-        let _ = std::fs::remove_file(&path);
         let Some(OtpMail { to, code }) = read_otp_mail(&text) else {
             return;
         };
         let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
         match slots.remove(&to) {
-            Some(Slot::Waiting { since, reply }) if queued >= since => {
-                // A login that gave up waiting drops its end; the code goes with it.
-                let _ = reply.send(code);
+            Some(kept) if !newer(&kept, queued) => {
+                // An older message: the login waits for its own; a newer code stays.
+                slots.insert(to, kept);
             }
-            Some(waiting @ Slot::Waiting { .. }) => {
-                // An older message: the login waits for its own.
-                slots.insert(to, waiting);
+            Some(Slot::Waiting { reply, .. }) => {
+                // A login that gave up waiting dropped its end; the code goes with it.
+                let _ = reply.send(code);
             }
             _ => {
                 slots.insert(to, Slot::Arrived { code, queued });
             }
         }
+    }
+}
+
+/// Whether a message queued at `queued` is for what `slot` holds or waits for.
+fn newer(slot: &Slot, queued: u64) -> bool {
+    match slot {
+        Slot::Waiting { since, .. } => queued >= *since,
+        Slot::Arrived { queued: held, .. } => queued > *held,
     }
 }
 

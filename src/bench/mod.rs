@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use otpgate_protocol::admin::{AdminRequest, AdminResponse};
 
 use crate::agent::{Link, ServerAddr};
+use crate::server::RESERVED_FILES;
 use crate::{admin, local, pki, tls};
 
 pub use connections::{HoldReport, ReconnectReport, hold, reconnect};
@@ -343,6 +344,16 @@ struct Fleet {
 impl Fleet {
     /// Starts the server (first run: creates its PKI) and connects every agent.
     async fn start(options: &FleetOptions, setup: &ServerSetup) -> anyhow::Result<(Server, Self)> {
+        // One file per agent here, and one per agent in the server (which
+        // inherits this process's limit).
+        let (files, _) = rlimit::getrlimit(rlimit::Resource::NOFILE)?;
+        let needed = u64::try_from(options.agents).unwrap_or(u64::MAX) + RESERVED_FILES;
+        anyhow::ensure!(
+            needed <= files,
+            "{} agents need {needed} open files in the bench and in the server, but the \
+             open-files limit here is {files}: raise it (ulimit -n) or run fewer agents",
+            options.agents
+        );
         crate::files::create_private_dir(&options.work_dir)?;
         let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
         let server = Server::start(&options.work_dir, setup, listen)?;

@@ -9,6 +9,7 @@
 //! max_connections = 200000
 //! handshake_timeout_ms = 10000
 //! heartbeat_interval_ms = 30000
+//! requests_per_second = 20      # per agent connection, bursts of twice that
 //! directory_file = "/etc/otpgate/directory.toml"   # OS account -> email
 //! mail_from = "otpgate <otpgate@example.com>"
 //! admin_email = "it@example.com"                   # the first administrator's
@@ -26,6 +27,7 @@
 //! ```
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -41,6 +43,9 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 200_000;
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often agents send a heartbeat by default.
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30);
+/// How many requests (heartbeats aside) one agent connection may send per
+/// second by default; bursts of twice as many pass.
+pub const DEFAULT_REQUESTS_PER_SECOND: u32 = 20;
 
 /// The sender of every message by default.
 pub const DEFAULT_MAIL_FROM: &str = "otpgate <otpgate@localhost>";
@@ -93,6 +98,7 @@ struct File {
     max_connections: Option<usize>,
     handshake_timeout_ms: Option<u64>,
     heartbeat_interval_ms: Option<u64>,
+    requests_per_second: Option<u32>,
     directory_file: Option<PathBuf>,
     mail_from: Option<String>,
     admin_email: Option<String>,
@@ -250,6 +256,8 @@ pub struct ServerConfig {
     pub handshake_timeout: Duration,
     /// How often agents send a heartbeat.
     pub heartbeat_interval: Duration,
+    /// Requests per second one agent connection may send (heartbeats aside).
+    pub requests_per_second: NonZeroU32,
     /// The directory of Active Directory accounts (OS account to email), if any.
     pub directory_file: Option<PathBuf>,
     /// The sender of every message.
@@ -322,6 +330,14 @@ impl ServerConfig {
                 ),
             });
         }
+        let requests_per_second = NonZeroU32::new(
+            file.requests_per_second
+                .unwrap_or(DEFAULT_REQUESTS_PER_SECOND),
+        )
+        .ok_or_else(|| ConfigError::Invalid {
+            field: "requests_per_second",
+            reason: "must be at least 1".into(),
+        })?;
         let server_names = file.server_names.unwrap_or_default();
         if let Some(bad) = server_names
             .iter()
@@ -342,6 +358,7 @@ impl ServerConfig {
             max_connections,
             handshake_timeout,
             heartbeat_interval,
+            requests_per_second,
             directory_file: file.directory_file,
             mail_from: file
                 .mail_from
@@ -392,6 +409,7 @@ mod tests {
             ("listen = \"nowhere\"", "listen"),
             ("max_connections = 0", "max_connections"),
             ("heartbeat_interval_ms = 1", "heartbeat_interval_ms"),
+            ("requests_per_second = 0", "requests_per_second"),
             ("handshake_timeout_ms = 0", "handshake_timeout_ms"),
             ("server_names = [\"bad name!\"]", "server_names"),
             (

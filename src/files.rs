@@ -17,12 +17,33 @@ pub fn write_private(path: &Path, contents: &[u8]) -> io::Result<()> {
     write_with_mode(path, contents, 0o600)
 }
 
+/// [`write_private`], except that the new name in the folder is not made durable
+/// yet: [`sync_dir`] does that, once for every file written before it.
+pub fn write_private_unsynced(path: &Path, contents: &[u8]) -> io::Result<()> {
+    write_and_rename(path, contents, 0o600)
+}
+
+/// Makes the names written into folder `dir` durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    fs::File::open(dir)?.sync_all()
+}
+
 /// Writes `contents` to `path` with mode 0644 (for certificates, which are public).
 pub fn write_public(path: &Path, contents: &[u8]) -> io::Result<()> {
     write_with_mode(path, contents, 0o644)
 }
 
 fn write_with_mode(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
+    write_and_rename(path, contents, mode)?;
+    match path.parent() {
+        Some(parent) => sync_dir(parent),
+        None => Ok(()),
+    }
+}
+
+/// Writes `contents` to a temporary name beside `path`, makes them durable and
+/// renames the file into place.
+fn write_and_rename(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = Path::new(&tmp);
@@ -43,11 +64,7 @@ fn write_with_mode(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
     };
     file.write_all(contents)?;
     file.sync_all()?;
-    fs::rename(tmp, path)?;
-    if let Some(parent) = path.parent() {
-        fs::File::open(parent)?.sync_all()?;
-    }
-    Ok(())
+    fs::rename(tmp, path)
 }
 
 #[cfg(test)]

@@ -14,10 +14,10 @@ use mail_send::mail_builder::headers::date::Date;
 use rustls::RootCertStore;
 use zeroize::Zeroizing;
 
-use otpgate_actors::mail::{DeliveryError, DeliveryFuture, Mail, MailTransport};
+use otpgate_actors::mail::{DeliveryError, DeliveryFuture, Mail, MailTransport, SyncFuture};
 
 use crate::config::{SmtpConfig, SmtpSecurity};
-use crate::files::write_private;
+use crate::files::{sync_dir, write_private_unsynced};
 
 /// The sender of every message: a display name and an address.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,9 +59,13 @@ fn compose<'a>(mail: &'a Mail, from: &'a Sender) -> MessageBuilder<'a> {
         .html_body(mail.html.as_str())
 }
 
+/// How many `.eml` files are written at once.
+const EML_BATCH: usize = 64;
+
 /// Writes messages as `.eml` files into a folder, whole under a temporary name and
-/// then renamed, so a reader never sees half a message. A message delivered twice
-/// (after a crash) rewrites the same file.
+/// then renamed, so a reader never sees half a message; the folder is synced
+/// once per batch. A message delivered twice (after a crash) rewrites the same
+/// file.
 #[derive(Debug, Clone)]
 pub struct EmlDir {
     dir: PathBuf,
@@ -89,12 +93,27 @@ impl MailTransport for EmlDir {
             let bytes = compose(mail, &self.from)
                 .write_to_vec()
                 .map_err(|err| DeliveryError::Temporary(err.to_string()))?;
-            tokio::task::spawn_blocking(move || write_private(&path, &bytes))
+            tokio::task::spawn_blocking(move || write_private_unsynced(&path, &bytes))
                 .await
                 .map_err(|err| DeliveryError::Temporary(err.to_string()))?
                 .map_err(|err| DeliveryError::Temporary(err.to_string()))?;
             Ok(said)
         })
+    }
+
+    fn sync(&self) -> SyncFuture<'_> {
+        let dir = self.dir.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || sync_dir(&dir))
+                .await
+                .map_err(std::io::Error::other)?
+        })
+    }
+
+    /// Files are cheap to write side by side; a batch shares one folder sync
+    /// and one database flush.
+    fn batch(&self) -> usize {
+        EML_BATCH
     }
 }
 

@@ -166,7 +166,9 @@ enum Bench {
         kill: bool,
     },
     /// Agents log in over and over: request (auto-send), OTP from the mail,
-    /// verify, log out.
+    /// verify, log out. Each agent does one login at a time, and the server's
+    /// flood control lets one connection send 20 requests a second (a login is
+    /// three): run at least one agent per 6 logins a second of target rate.
     Logins {
         #[command(flatten)]
         fleet: FleetArgs,

@@ -3,13 +3,15 @@
 //! agent's certificate names.
 //!
 //! One task per connection reads frames, runs the requests it receives
-//! concurrently (at most `MAX_IN_FLIGHT` at once) and writes their responses.
+//! concurrently (at most `MAX_IN_FLIGHT` at once, and no faster than the
+//! configured requests per second: flood control) and writes their responses.
 //! A connection that sends a bad frame is told why with an [`ErrorCode`] and
 //! closed; nothing it sends can stop the server serving the others.
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -24,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use governor::{Quota, RateLimiter};
 use otpgate_actors::mail::{MailTransport, Mailer, MailerArgs, MailerMsg};
 use otpgate_actors::otp::OtpKeys;
 use otpgate_actors::{
@@ -130,6 +133,8 @@ struct Shared {
     computers: Computers,
     handshake_timeout: Duration,
     heartbeat_interval: Duration,
+    /// Flood control: how fast one connection may send requests.
+    request_quota: Quota,
     next_conn: AtomicU64,
 }
 
@@ -218,6 +223,11 @@ impl Server {
                 computers,
                 handshake_timeout: config.handshake_timeout,
                 heartbeat_interval: config.heartbeat_interval,
+                request_quota: Quota::per_second(config.requests_per_second).allow_burst(
+                    config
+                        .requests_per_second
+                        .saturating_mul(NonZeroU32::new(2).expect("2 is not 0")),
+                ),
                 next_conn: AtomicU64::new(0),
             }),
             store,
@@ -467,6 +477,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<'_, R, W> {
         tokio::pin!(idle);
         let mut ping: Option<u64> = None;
         let mut in_flight = JoinSet::new();
+        let flood = RateLimiter::direct(self.shared.request_quota);
         loop {
             let out = tokio::select! {
                 biased;
@@ -504,7 +515,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<'_, R, W> {
                             ServerMessage::Response { id, response: Response::Heartbeat }
                         }
                         AgentMessage::Request { id, request } => {
-                            if in_flight.len() >= MAX_IN_FLIGHT {
+                            if in_flight.len() >= MAX_IN_FLIGHT || flood.check().is_err() {
                                 let response = Response::Fail(ErrorCode::TooManyRequests);
                                 ServerMessage::Response { id, response }
                             } else {

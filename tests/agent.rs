@@ -10,7 +10,7 @@ use common::{Agent, ServerProcess, TestServer, issue, wait_until};
 use otpgate_actors::{ComputerMsg, SledStore, Store};
 use otpgate_protocol::local::{LocalRequest, LocalResponse};
 use otpgate_protocol::login::{LoginRequest, LoginResponse};
-use otpgate_protocol::{Request, Response};
+use otpgate_protocol::{ErrorCode, Request, Response};
 use tokio_util::sync::CancellationToken;
 
 const WITHIN: Duration = Duration::from_secs(20);
@@ -147,5 +147,44 @@ async fn the_login_prompt_is_known_by_its_peer_credentials() {
     cancel.cancel();
     agent.await.unwrap().unwrap();
     assert!(!socket.exists(), "the agent removes its socket");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_floods_requests_is_slowed_down_not_cut_off() {
+    let server = TestServer::start_with_config("requests_per_second = 5\n").await;
+    let agent = server.agent(&server.identity("ws-9"));
+    agent.welcomed(1, WITHIN).await;
+    let status = || Request::Login {
+        os_user: "alice".into(),
+        request: LoginRequest::Status,
+    };
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..30 {
+        let (link, request) = (agent.link.clone(), status());
+        calls.spawn(async move { link.call(request).await });
+    }
+    let (mut served, mut refused) = (0, 0);
+    while let Some(answer) = calls.join_next().await {
+        match answer.unwrap() {
+            Ok(Response::Login(LoginResponse::Status(_))) => served += 1,
+            Ok(Response::Fail(ErrorCode::TooManyRequests)) => refused += 1,
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    // A burst of twice the rate passes; the rest is refused.
+    assert!(
+        served >= 10 && refused >= 1,
+        "{served} served, {refused} refused"
+    );
+    // Heartbeats are not counted, and the connection stays: a second later the
+    // agent is served again.
+    agent.still_served(WITHIN).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(matches!(
+        agent.link.call(status()).await,
+        Ok(Response::Login(LoginResponse::Status(_)))
+    ));
+    assert_eq!(agent.link.status().welcomes, 1);
     server.stop().await;
 }

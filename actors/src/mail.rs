@@ -321,11 +321,28 @@ pub enum DeliveryError {
 pub type DeliveryFuture<'a> =
     Pin<Box<dyn Future<Output = Result<String, DeliveryError>> + Send + 'a>>;
 
+/// A future returned by [`MailTransport::sync`].
+pub type SyncFuture<'a> = Pin<Box<dyn Future<Output = std::io::Result<()>> + Send + 'a>>;
+
 /// Where messages go: a folder of `.eml` files, or an SMTP relay.
 pub trait MailTransport: Send + Sync + 'static {
-    /// Hands `mail` over; `Ok` means it was taken and must not be sent again, and
-    /// carries what the transport said.
+    /// Hands `mail` over; `Ok` means it was taken and, once [`sync`] has
+    /// returned, must not be sent again. Carries what the transport said.
+    ///
+    /// [`sync`]: MailTransport::sync
     fn deliver<'a>(&'a self, mail: &'a Mail) -> DeliveryFuture<'a>;
+
+    /// Makes every message taken so far durable. The [`Mailer`] calls it once
+    /// per batch, before it forgets the batch; a relay that answered 250 has
+    /// nothing left to do.
+    fn sync(&self) -> SyncFuture<'_> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// How many messages it takes at once (at least 1).
+    fn batch(&self) -> usize {
+        DEFAULT_BATCH
+    }
 }
 
 /// The first pause after a failed delivery; it doubles with every failure.
@@ -356,7 +373,8 @@ pub enum MailerMsg {
     Wake,
 }
 
-/// Delivers the outbox through a [`MailTransport`], oldest first, [`BATCH`] at a time,
+/// Delivers the outbox through a [`MailTransport`], oldest first, in batches of
+/// [`MailTransport::batch`] messages at a time,
 /// retrying with backoff while the relay is unavailable.
 pub struct Mailer;
 
@@ -432,9 +450,9 @@ impl Actor for Mailer {
     }
 }
 
-/// How many messages the [`Mailer`] hands to its transport at once. Their
-/// bookkeeping (audit, removal from the outbox) is made durable with one flush.
-pub const BATCH: usize = 16;
+/// How many messages the [`Mailer`] hands to a transport at once unless it says
+/// otherwise: a relay should not see more connections from one client.
+pub const DEFAULT_BATCH: usize = 4;
 
 /// What became of one message handed to the transport.
 enum Settled {
@@ -445,10 +463,11 @@ enum Settled {
 }
 
 impl MailerState {
-    /// Delivers every message that is due, oldest first, in concurrent batches of
-    /// [`BATCH`]. Stops after a batch in which a delivery failed for now (the
-    /// relay is likely down for all of them). Returns when the next try is due,
-    /// if anything is left.
+    /// Delivers every message that is due, oldest first, in concurrent batches
+    /// of [`MailTransport::batch`]; each batch's bookkeeping (audit, removal
+    /// from the outbox) is made durable with one flush. Stops after a batch in
+    /// which a delivery failed for now (the relay is likely down for all of
+    /// them). Returns when the next try is due, if anything is left.
     async fn drain(&mut self) -> Result<Option<Timestamp>, StoreError> {
         let args = &self.args;
         let mut next: Option<Timestamp> = None;
@@ -462,9 +481,19 @@ impl MailerState {
         waiting.iter().for_each(|entry| later(entry.next_try));
         let mut due = due.into_iter().peekable();
         while due.peek().is_some() {
-            let batch: Vec<OutboxEntry> = due.by_ref().take(BATCH).collect();
+            let size = args.transport.batch().max(1);
+            let batch: Vec<OutboxEntry> = due.by_ref().take(size).collect();
             let mut relay_down = false;
-            for (mut entry, delivered) in self.deliver(batch).await {
+            let mut delivered = self.deliver(batch).await;
+            if let Err(err) = self.args.transport.sync().await {
+                // Nothing of this batch is known to be kept: it is tried again.
+                for (_, result) in &mut delivered {
+                    if result.is_ok() {
+                        *result = Err(DeliveryError::Temporary(format!("not kept: {err}")));
+                    }
+                }
+            }
+            for (mut entry, delivered) in delivered {
                 if let Settled::Retry(at) = self.settle(&mut entry, delivered)? {
                     later(at);
                     relay_down = true;
@@ -673,6 +702,100 @@ mod tests {
             entry
                 .render(&OtpKeys::derive(&[2; 32]), "h", "https://m")
                 .is_none()
+        );
+    }
+}
+
+#[cfg(test)]
+mod mailer_tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::store::SledStore;
+
+    /// Takes every message; its first sync fails, as a full disk would.
+    #[derive(Default)]
+    struct Flaky {
+        taken: Mutex<Vec<String>>,
+        synced_once: AtomicBool,
+    }
+
+    impl MailTransport for Flaky {
+        fn deliver<'a>(&'a self, mail: &'a Mail) -> DeliveryFuture<'a> {
+            self.taken.lock().unwrap().push(mail.to.clone());
+            Box::pin(async { Ok("taken".to_owned()) })
+        }
+
+        fn sync(&self) -> SyncFuture<'_> {
+            let first = !self.synced_once.swap(true, Ordering::SeqCst);
+            Box::pin(async move {
+                if first {
+                    Err(std::io::Error::other("disk full"))
+                } else {
+                    Ok(())
+                }
+            })
+        }
+    }
+
+    fn entry(id: u64, now: Timestamp) -> OutboxEntry {
+        OutboxEntry {
+            id,
+            to: format!("user{id}@example.com"),
+            queued: now,
+            kind: MailKind::Outcome {
+                computer: "ws-1".parse().unwrap(),
+                denied: false,
+                comment: None,
+            },
+            request: None,
+            attempts: 0,
+            next_try: now,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_leaves_the_outbox_only_once_the_transport_kept_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
+        let clock = ManualClock::new(Timestamp::from_unix_millis(1_800_000_000_000));
+        let batch = DEFAULT_BATCH;
+        let count = batch as u64 + 3;
+        for id in 1..=count {
+            store.queue_mail(&entry(id, clock.now())).unwrap();
+        }
+        let transport = Arc::new(Flaky::default());
+        let mut state = MailerState {
+            args: MailerArgs {
+                store: Arc::clone(&store),
+                transport: transport.clone(),
+                keys: Arc::new(OtpKeys::derive(&[2; 32])),
+                clock: Arc::new(clock.clone()),
+                host: "h".into(),
+                management_url: "https://m".into(),
+                max_attempts: 3,
+            },
+            timer: Timer::idle(),
+        };
+
+        // The first batch is handed over but not kept: it stays, to be retried,
+        // and the rest waits for the next round.
+        let next = state.drain().await.unwrap();
+        assert_eq!(transport.taken.lock().unwrap().len(), batch);
+        let left = store.outbox().unwrap();
+        assert_eq!(left.len() as u64, count);
+        assert!(left.iter().take(batch).all(|e| e.attempts == 1));
+        assert!(next.is_some_and(|at| at > clock.now()));
+
+        // Once its retry is due, everything goes.
+        clock.advance(BACKOFF_MAX);
+        assert_eq!(state.drain().await.unwrap(), None);
+        assert!(store.outbox().unwrap().is_empty());
+        assert_eq!(
+            transport.taken.lock().unwrap().len() as u64,
+            batch as u64 + count
         );
     }
 }

@@ -137,7 +137,8 @@ pub enum ErrorCode {
     UnsupportedProtocolVersion,
     /// The agent did not say Hello in time, or went silent.
     Timeout,
-    /// The agent has too many requests in flight.
+    /// The agent has too many requests in flight, or sends them too fast (flood
+    /// control); the connection stays open.
     TooManyRequests,
     /// The part of the server that serves this computer is not available right now;
     /// trying again later may work.

@@ -11,15 +11,8 @@ use super::{
     CONNECT_DEADLINE, Fleet, FleetOptions, Percentiles, Server, ServerSetup, Usage, histogram,
 };
 
-/// Connections beyond the agents the server accepts (the admin's, late ones).
-const SPARE_CONNECTIONS: usize = 1000;
-
 fn setup(options: &FleetOptions) -> ServerSetup {
-    ServerSetup {
-        heartbeat: options.heartbeat,
-        max_connections: options.agents + SPARE_CONNECTIONS,
-        directory: None,
-    }
+    ServerSetup::new(options, None)
 }
 
 /// The result of a `hold` run.

@@ -25,7 +25,7 @@ use otpgate_protocol::admin::{AdminRequest, OptionsView, SettingsPatch};
 use otpgate_protocol::login::{
     LoginRequest, LoginResponse, RequestMode, Requested, Secret, Verdict,
 };
-use otpgate_protocol::{Request, Response};
+use otpgate_protocol::{ErrorCode, Request, Response};
 
 use super::mailbox::Mailbox;
 use super::{
@@ -197,11 +197,7 @@ async fn with_setup<T>(
         writeln!(accounts, "{name:?} = \"{name}@{MAIL_DOMAIN}\"")?;
     }
     std::fs::write(&directory, accounts)?;
-    let setup = ServerSetup {
-        heartbeat: options.heartbeat,
-        max_connections: options.agents + 1000,
-        directory: Some(directory),
-    };
+    let setup = ServerSetup::new(options, Some(directory));
     let (server, fleet) = Fleet::start(options, &setup).await?;
     let result = async {
         let (welcomed, last) = fleet
@@ -287,6 +283,7 @@ async fn call(
     };
     match link.call(request).await {
         Ok(Response::Login(answer)) => Ok(answer),
+        Ok(Response::Fail(ErrorCode::TooManyRequests)) => Err("rate_limited"),
         Ok(Response::Fail(_)) => Err("server_error"),
         Ok(Response::Heartbeat) => Err("protocol"),
         Err(_) => Err("connection"),

@@ -209,6 +209,17 @@ struct ServerSetup {
     directory: Option<PathBuf>,
 }
 
+impl ServerSetup {
+    fn new(options: &FleetOptions, directory: Option<PathBuf>) -> Self {
+        Self {
+            heartbeat: options.heartbeat,
+            // Room for the agents and a few more (late or stray connections).
+            max_connections: options.agents + options.agents / 100 + 16,
+            directory,
+        }
+    }
+}
+
 /// The server under test, a child process running this same binary.
 struct Server {
     child: Child,

@@ -111,20 +111,19 @@ impl TestServer {
 
     /// A server whose wall-clock time is `clock`'s.
     pub async fn start_with_clock(clock: Arc<dyn Clock>) -> Self {
-        Self::open(
-            tempfile::tempdir().unwrap(),
-            "127.0.0.1:0",
-            clock,
-            String::new(),
-        )
-        .await
+        Self::start_with(clock, "").await
+    }
+
+    /// A server whose wall-clock time is `clock`'s, with `extra` configuration.
+    pub async fn start_with(clock: Arc<dyn Clock>, extra: &str) -> Self {
+        let data = tempfile::tempdir().unwrap();
+        Self::open(data, "127.0.0.1:0", clock, extra.to_owned()).await
     }
 
     /// A server on the system clock with `extra` configuration (an `[smtp]`
     /// section, say).
     pub async fn start_with_config(extra: &str) -> Self {
-        let data = tempfile::tempdir().unwrap();
-        Self::open(data, "127.0.0.1:0", Arc::new(SystemClock), extra.to_owned()).await
+        Self::start_with(Arc::new(SystemClock), extra).await
     }
 
     async fn open(

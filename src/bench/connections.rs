@@ -152,13 +152,8 @@ pub async fn reconnect(options: FleetOptions, kill: bool) -> anyhow::Result<Reco
     let (server, fleet) = Fleet::start(&options, &setup).await?;
     let result = run_reconnect(&options, &setup, server, &fleet, kill).await;
     fleet.stop();
-    match result {
-        Ok((server, report)) => {
-            server.stop();
-            Ok(report)
-        }
-        Err(err) => Err(err),
-    }
+    // The new server stops when dropped.
+    result.map(|(_, report)| report)
 }
 
 async fn run_reconnect(
@@ -172,7 +167,6 @@ async fn run_reconnect(
         .welcomed(&vec![1; fleet.len()], Instant::now(), &mut histogram())
         .await;
     if welcomed < fleet.len() {
-        server.stop();
         anyhow::bail!(
             "only {welcomed} of {} agents connected within {CONNECT_DEADLINE:?}",
             fleet.len()

@@ -337,13 +337,26 @@ async fn logout(link: &Link, user: &str, session: u64) -> Result<(), &'static st
     }
 }
 
-/// One agent's share of a storm.
+/// One agent's share of a storm, or all of it.
 struct Tally {
     latency: Histogram<u64>,
     attempted: u64,
     completed: u64,
     errors: Kinds,
+    /// When its last login ended, from the start of the storm.
     last: Duration,
+}
+
+impl Tally {
+    fn new() -> Self {
+        Self {
+            latency: histogram(),
+            attempted: 0,
+            completed: 0,
+            errors: Kinds::new(),
+            last: Duration::ZERO,
+        }
+    }
 }
 
 /// Runs a login storm with agents `links` (agent `offset + i` is `links[i]`),
@@ -372,13 +385,7 @@ async fn storm_on(
         );
         let rate = storm.rate;
         workers.spawn(async move {
-            let mut tally = Tally {
-                latency: histogram(),
-                attempted: 0,
-                completed: 0,
-                errors: Kinds::new(),
-                last: Duration::ZERO,
-            };
+            let mut tally = Tally::new();
             loop {
                 let ticket = next.fetch_add(1, Ordering::Relaxed);
                 let due = match rate {
@@ -408,13 +415,7 @@ async fn storm_on(
             }
         });
     }
-    let mut total = Tally {
-        latency: histogram(),
-        attempted: 0,
-        completed: 0,
-        errors: Kinds::new(),
-        last: Duration::ZERO,
-    };
+    let mut total = Tally::new();
     let mut progress = tokio::time::interval(Duration::from_secs(1));
     progress.tick().await;
     loop {
@@ -460,6 +461,7 @@ struct Attack {
 }
 
 /// What the attackers did, together.
+#[derive(Default)]
 struct AttackTally {
     sent: u64,
     allowed: u64,
@@ -485,13 +487,7 @@ impl Attack {
                 .map_err(|kind| anyhow::anyhow!("attacker {user} got no OTP: {kind}"))?;
             let stop = stop.clone();
             tasks.spawn(async move {
-                let mut tally = AttackTally {
-                    sent: 0,
-                    allowed: 0,
-                    verdicts: Kinds::new(),
-                    right_codes: Vec::new(),
-                    secs: 0.0,
-                };
+                let mut tally = AttackTally::default();
                 while !stop.is_cancelled() {
                     let wrong = wrong_code(&right);
                     let kind = match call(&link, &user, verify(&user, &wrong)).await {
@@ -519,13 +515,7 @@ impl Attack {
 
     /// Waits for every attacker to stop and adds up what they did.
     async fn finish(mut self) -> anyhow::Result<AttackTally> {
-        let mut total = AttackTally {
-            sent: 0,
-            allowed: 0,
-            verdicts: Kinds::new(),
-            right_codes: Vec::new(),
-            secs: 0.0,
-        };
+        let mut total = AttackTally::default();
         while let Some(tally) = self.tasks.join_next().await {
             let tally = tally?;
             total.sent += tally.sent;

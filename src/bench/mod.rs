@@ -77,7 +77,11 @@ impl Report {
             Self::Hold(r) => r.welcomed == r.agents,
             Self::Reconnect(r) => r.returned == r.agents,
             Self::Logins(r) => r.completed == r.attempted,
-            Self::Flood(r) => r.honest.completed == r.honest.attempted && r.wrongly_allowed == 0,
+            Self::Flood(r) => {
+                r.honest.completed == r.honest.attempted
+                    && r.wrongly_allowed == 0
+                    && r.right_code_after_lock_allowed == 0
+            }
         }
     }
 
@@ -283,14 +287,20 @@ impl Server {
 
     /// Sends `signal` and waits for the server to exit.
     fn stop_with(mut self, signal: nix::sys::signal::Signal) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, signal);
-        let _ = self.child.wait();
+        self.signal_and_wait(signal);
     }
 
     /// Stops the server as an operator would, with SIGTERM.
     fn stop(self) {
         self.stop_with(nix::sys::signal::Signal::SIGTERM);
+    }
+
+    fn signal_and_wait(&mut self, signal: nix::sys::signal::Signal) {
+        if let Ok(None) = self.child.try_wait() {
+            let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, signal);
+            let _ = self.child.wait();
+        }
     }
 
     fn admin_socket(&self) -> PathBuf {
@@ -300,6 +310,13 @@ impl Server {
     /// Asks the server's admin socket.
     async fn admin(&self, request: &AdminRequest) -> anyhow::Result<AdminResponse> {
         ask_admin(&self.admin_socket(), request).await
+    }
+}
+
+impl Drop for Server {
+    /// A run that fails half-way still stops its server.
+    fn drop(&mut self) {
+        self.signal_and_wait(nix::sys::signal::Signal::SIGTERM);
     }
 }
 
@@ -369,13 +386,7 @@ impl Fleet {
         let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
         let server = Server::start(&options.work_dir, setup, listen)?;
         eprintln!("bench: loading {} identities", options.agents);
-        let configs = match identities(&options.work_dir, options.agents) {
-            Ok(configs) => configs,
-            Err(err) => {
-                server.stop();
-                return Err(err);
-            }
-        };
+        let configs = identities(&options.work_dir, options.agents)?;
         let addr = server.addr()?;
         let cancel = CancellationToken::new();
         let sources = usize::from(options.sources.max(1));

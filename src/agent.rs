@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::ops::ControlFlow::{self, Break, Continue};
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -89,6 +90,87 @@ pub struct LinkStatus {
     pub heartbeats: u64,
     /// Whether the current connection resumed an earlier TLS session.
     pub resumed: bool,
+    /// Connection attempts that failed and connections that ended, by why.
+    pub failures: Failures,
+}
+
+/// Why a connection attempt failed or a welcomed connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// Nobody listens at the server's address (it is down or restarting).
+    Refused,
+    /// Connecting took too long, or the server went silent.
+    Timeout,
+    /// The TLS handshake failed.
+    Tls,
+    /// The server closed the connection with an error code (shutting down, say).
+    Closed,
+    /// The connection broke.
+    Lost,
+    /// Anything else.
+    Other,
+}
+
+impl Failure {
+    fn of_io(err: &std::io::Error) -> Self {
+        use std::io::ErrorKind;
+        match err.kind() {
+            ErrorKind::ConnectionRefused => Self::Refused,
+            ErrorKind::TimedOut => Self::Timeout,
+            // What tokio-rustls reports a failed handshake as.
+            ErrorKind::InvalidData => Self::Tls,
+            ErrorKind::ConnectionReset
+            | ErrorKind::ConnectionAborted
+            | ErrorKind::BrokenPipe
+            | ErrorKind::UnexpectedEof => Self::Lost,
+            _ => Self::Other,
+        }
+    }
+}
+
+/// How many connection attempts failed and connections ended, by [`Failure`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Failures {
+    /// See [`Failure::Refused`].
+    pub refused: u64,
+    /// See [`Failure::Timeout`].
+    pub timeout: u64,
+    /// See [`Failure::Tls`].
+    pub tls: u64,
+    /// See [`Failure::Closed`].
+    pub closed: u64,
+    /// See [`Failure::Lost`].
+    pub lost: u64,
+    /// See [`Failure::Other`].
+    pub other: u64,
+}
+
+impl Failures {
+    fn add(&mut self, failure: Failure) {
+        let count = match failure {
+            Failure::Refused => &mut self.refused,
+            Failure::Timeout => &mut self.timeout,
+            Failure::Tls => &mut self.tls,
+            Failure::Closed => &mut self.closed,
+            Failure::Lost => &mut self.lost,
+            Failure::Other => &mut self.other,
+        };
+        *count += 1;
+    }
+
+    /// Each kind with its count, the kinds that never happened left out.
+    pub fn by_kind(&self) -> impl Iterator<Item = (&'static str, u64)> {
+        [
+            ("refused", self.refused),
+            ("timeout", self.timeout),
+            ("tls", self.tls),
+            ("closed", self.closed),
+            ("lost", self.lost),
+            ("other", self.other),
+        ]
+        .into_iter()
+        .filter(|(_, count)| *count > 0)
+    }
 }
 
 /// Why a request through the link got no answer.
@@ -235,6 +317,17 @@ enum ConnectError {
     NoAddress,
 }
 
+impl ConnectError {
+    fn failure(&self) -> Failure {
+        match self {
+            Self::Io(err) => Failure::of_io(err),
+            Self::Refused(_) => Failure::Closed,
+            Self::NoWelcome => Failure::Lost,
+            Self::NoAddress => Failure::Other,
+        }
+    }
+}
+
 impl Maintainer {
     async fn run(mut self) {
         let mut backoff = Backoff::new();
@@ -243,16 +336,25 @@ impl Maintainer {
                 () = self.cancel.cancelled() => return,
                 attempt = timeout(CONNECT_TIMEOUT, self.connect()) => attempt,
             };
-            match attempt {
+            let failure = match attempt {
                 Ok(Ok(established)) => {
                     backoff.reset();
-                    if self.session(established).await.is_break() {
-                        return;
+                    match self.session(established).await {
+                        Break(()) => return,
+                        Continue(ended) => ended,
                     }
                 }
-                Ok(Err(err)) => debug!(error = %err, "cannot connect to the server"),
-                Err(_) => debug!("connecting to the server timed out"),
-            }
+                Ok(Err(err)) => {
+                    debug!(error = %err, "cannot connect to the server");
+                    err.failure()
+                }
+                Err(_) => {
+                    debug!("connecting to the server timed out");
+                    Failure::Timeout
+                }
+            };
+            self.status
+                .send_modify(|status| status.failures.add(failure));
             let pause = sleep(backoff.next());
             tokio::pin!(pause);
             loop {
@@ -316,10 +418,8 @@ impl Maintainer {
     }
 
     /// Runs one welcomed connection until it ends. `Break` means the agent is
-    /// stopping.
-    async fn session(&mut self, mut conn: Established) -> std::ops::ControlFlow<()> {
-        use std::ops::ControlFlow::{Break, Continue};
-
+    /// stopping; `Continue` says why the connection ended.
+    async fn session(&mut self, mut conn: Established) -> ControlFlow<(), Failure> {
         let every = Duration::from_millis(conn.welcome.heartbeat_interval_ms.max(1).into());
         info!(
             client = %conn.welcome.client_id,
@@ -346,7 +446,7 @@ impl Maintainer {
                 _ = ticks.tick() => {
                     if last_heard.elapsed() > SILENCE_INTERVALS * every {
                         warn!("server silent for too long; reconnecting");
-                        break Continue(());
+                        break Continue(Failure::Timeout);
                     }
                     if heartbeat.is_some() {
                         // The last one is still on its way; do not pile up more.
@@ -365,7 +465,7 @@ impl Maintainer {
                 frame = conn.reader.read::<ServerMessage>() => {
                     let Ok(Some(msg)) = frame else {
                         info!("connection to the server lost");
-                        break Continue(());
+                        break Continue(Failure::Lost);
                     };
                     last_heard = Instant::now();
                     match msg {
@@ -383,18 +483,18 @@ impl Maintainer {
                         ServerMessage::Ping { nonce } => AgentMessage::Pong { nonce },
                         ServerMessage::Close(code) => {
                             info!(?code, "server closed the connection");
-                            break Continue(());
+                            break Continue(Failure::Closed);
                         }
                         ServerMessage::Welcome(_) => {
                             warn!("server sent a second Welcome; reconnecting");
-                            break Continue(());
+                            break Continue(Failure::Other);
                         }
                     }
                 }
             };
             if conn.writer.write(&out).await.is_err() {
                 info!("connection to the server lost");
-                break Continue(());
+                break Continue(Failure::Lost);
             }
         };
         self.status.send_modify(|status| status.connected = false);

@@ -47,6 +47,7 @@ fn bench_hold_connects_every_agent_and_reports() {
     assert_eq!(report["agents"], 40);
     assert_eq!(report["welcomed"], 40);
     assert_eq!(report["reconnected"], 0);
+    assert_eq!(report["errors"], serde_json::json!({}), "{report}");
     assert!(report["heartbeats"].as_u64().unwrap() >= 40, "{report}");
     assert_percentiles(&report, "connect_ms");
     assert!(report["server"]["peak_rss_kib"].as_u64().unwrap() > 1000);
@@ -120,6 +121,10 @@ fn bench_reconnect_brings_every_agent_back_after_a_restart() {
         assert_eq!(report["returned"], 30, "{report}");
         // The server's session tickets survive its restart.
         assert_eq!(report["resumed"], 30, "{report}");
+        // Every connection was cut once: told why by a server stopping
+        // gracefully, broken by one killed.
+        let cut = if stop == "sigterm" { "closed" } else { "lost" };
+        assert!(report["errors"][cut].as_u64().unwrap() >= 30, "{report}");
         assert_percentiles(&report, "return_ms");
     }
 }

@@ -8,7 +8,8 @@ use nix::sys::signal::Signal;
 use serde::Serialize;
 
 use super::{
-    CONNECT_DEADLINE, Fleet, FleetOptions, Percentiles, Server, ServerSetup, Usage, histogram,
+    CONNECT_DEADLINE, Fleet, FleetOptions, Kinds, Percentiles, Server, ServerSetup, Usage,
+    describe_kinds, histogram,
 };
 
 fn setup(options: &FleetOptions) -> ServerSetup {
@@ -32,6 +33,8 @@ pub struct HoldReport {
     pub reconnected: usize,
     /// Heartbeats acknowledged while holding.
     pub heartbeats: u64,
+    /// Failed connection attempts and ended connections, by kind.
+    pub errors: Kinds,
     /// The server with everyone connected (peak and CPU at the end).
     pub server: Usage,
 }
@@ -41,7 +44,8 @@ impl HoldReport {
         format!(
             "hold: {} agents, {} welcomed in {:.2} s ({:.0}/s)\n\
              connect latency ms: {}\n\
-             holding: {} heartbeats acknowledged, {} agents reconnected\n{}",
+             holding: {} heartbeats acknowledged, {} agents reconnected\n\
+             connection failures: {}\n{}",
             self.agents,
             self.welcomed,
             self.connect_secs,
@@ -49,6 +53,7 @@ impl HoldReport {
             self.connect_ms.describe(),
             self.heartbeats,
             self.reconnected,
+            describe_kinds(&self.errors),
             self.server.describe(self.agents)
         )
     }
@@ -92,6 +97,7 @@ async fn run_hold(
         connect_ms: Percentiles::of(&connect),
         reconnected,
         heartbeats: heartbeats(fleet) - before,
+        errors: fleet.failures(),
         server: Usage { rss_kib, ..after },
     })
 }
@@ -117,6 +123,9 @@ pub struct ReconnectReport {
     pub return_ms: Percentiles,
     /// Agents whose new connection resumed their TLS session.
     pub resumed: usize,
+    /// Failed connection attempts and ended connections, by kind (the restart
+    /// closes every connection, and refuses them while the server is down).
+    pub errors: Kinds,
     /// The old server with everyone connected.
     pub before: Usage,
     /// The new server with everyone back.
@@ -129,6 +138,7 @@ impl ReconnectReport {
             "reconnect: {} agents, {} welcomed; server stopped with {}, listening again after {:.2} s\n\
              {} back in {:.2} s after its start ({:.0}/s), {} with TLS resumption\n\
              return latency ms: {}\n\
+             connection failures: {}\n\
              before: {}\nafter:  {}",
             self.agents,
             self.welcomed,
@@ -139,6 +149,7 @@ impl ReconnectReport {
             self.returns_per_sec,
             self.resumed,
             self.return_ms.describe(),
+            describe_kinds(&self.errors),
             self.before.describe(self.agents),
             self.after.describe(self.agents),
         )
@@ -204,6 +215,7 @@ async fn run_reconnect(
         returns_per_sec: returned as f64 / back.as_secs_f64().max(f64::EPSILON),
         return_ms: Percentiles::of(&returns),
         resumed,
+        errors: fleet.failures(),
         before,
         after,
     };

@@ -460,6 +460,18 @@ impl Fleet {
         (count, last)
     }
 
+    /// The agents' failed connection attempts and ended connections so far, by
+    /// kind.
+    fn failures(&self) -> Kinds {
+        let mut kinds = Kinds::new();
+        for link in &self.links {
+            for (kind, count) in link.status().failures.by_kind() {
+                *kinds.entry(kind.into()).or_default() += count;
+            }
+        }
+        kinds
+    }
+
     /// How many times each agent has been welcomed so far.
     fn welcomes(&self) -> Vec<u64> {
         self.links.iter().map(|l| l.status().welcomes).collect()

@@ -15,7 +15,7 @@ use zeroize::Zeroizing;
 
 use otpgate_actors::audit::{Action, AuditEntry};
 use otpgate_actors::directory::{UserRecord, hash_password};
-use otpgate_actors::mail::{DeliveryError, Mail, MailTransport};
+use otpgate_actors::mail::{DeliveryError, Mail, MailTransport, is_email_address};
 use otpgate_actors::otp::OtpKeys;
 use otpgate_actors::request::Decision;
 use otpgate_actors::settings::GroupRecord;
@@ -278,7 +278,7 @@ async fn handle(
             )
         }
         AdminRequest::MailTest { to } => {
-            if !to.contains('@') || to.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            if !is_email_address(&to) {
                 return Ok(fail(
                     AdminErrorCode::Invalid,
                     format!("{to:?} is not an email address"),
@@ -331,7 +331,7 @@ async fn handle(
                 Ok(id) => id,
                 Err(refused) => return Ok(refused),
             };
-            if os_user.is_empty() || !email.contains('@') {
+            if os_user.is_empty() || !is_email_address(&email) {
                 return Ok(fail(
                     AdminErrorCode::Invalid,
                     "an OS user and an email address are needed",
@@ -434,7 +434,7 @@ fn user_problem(login: &str, email: &str, password: Option<&str>) -> Option<Stri
     {
         return Some("a login name must be 1 to 64 characters without spaces".into());
     }
-    if !email.contains('@') || email.chars().any(char::is_whitespace) {
+    if !is_email_address(email) {
         return Some(format!("{email:?} is not an email address"));
     }
     if password.is_some_and(|p| p.chars().count() < 12) {

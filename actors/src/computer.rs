@@ -20,7 +20,7 @@ use crate::clock::{Clock, Timestamp};
 use crate::directory::{Directory, Role, UserRecord, verify_password};
 use crate::id::ComputerId;
 use crate::login::{LoginAnswer, LoginCall, Mode, PromptState, RequestStatus, Requested, Verdict};
-use crate::mail::{MailKind, MailerMsg, OutboxEntry};
+use crate::mail::{MailKind, MailerMsg, OutboxEntry, is_email_address};
 use crate::otp::{Check, Code, Origin, Otp, OtpKeys, OtpState, Slot};
 use crate::request::{AccessRequest, Decision, Resolution};
 use crate::session::{ClientSession, SessionEnd};
@@ -661,7 +661,7 @@ impl ComputerState {
                 };
             }
         };
-        if !plausible_email(&email) {
+        if !is_email_address(&email) {
             return Ok(Requested::Refuse);
         }
         let now = self.now();
@@ -1088,21 +1088,6 @@ fn describe(requested: &Requested) -> String {
         Requested::Disabled => "not enabled".into(),
         Requested::Refuse => "refused".into(),
         Requested::Throttle { .. } => "throttled".into(),
-    }
-}
-
-/// Whether `email` looks like an address: something, an `@`, a dotted domain.
-fn plausible_email(email: &str) -> bool {
-    match email.split_once('@') {
-        Some((local, domain)) => {
-            !local.is_empty()
-                && domain.contains('.')
-                && !domain.starts_with('.')
-                && !domain.ends_with('.')
-                && email.len() <= 254
-                && !email.chars().any(|c| c.is_whitespace() || c.is_control())
-        }
-        None => false,
     }
 }
 

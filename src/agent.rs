@@ -555,6 +555,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn failures_are_counted_by_kind() {
+        use std::io::{Error, ErrorKind};
+        let mut failures = Failures::default();
+        for err in [
+            ErrorKind::ConnectionRefused,
+            ErrorKind::ConnectionRefused,
+            ErrorKind::InvalidData,
+        ] {
+            failures.add(Failure::of_io(&Error::from(err)));
+        }
+        failures.add(ConnectError::Refused(ErrorCode::ShuttingDown).failure());
+        failures.add(Failure::of_io(&Error::from(ErrorKind::UnexpectedEof)));
+        let kinds: Vec<_> = failures.by_kind().collect();
+        assert_eq!(
+            kinds,
+            [("refused", 2), ("tls", 1), ("closed", 1), ("lost", 1)]
+        );
+    }
+
+    #[test]
     fn server_addresses_parse() {
         let addr: ServerAddr = "otp.example.com:7443".parse().unwrap();
         assert_eq!((addr.host.as_str(), addr.port), ("otp.example.com", 7443));

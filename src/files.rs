@@ -1,7 +1,6 @@
 //! Writing the files that hold secrets and state: created with mode 0600 (folders
 //! 0700), written whole to a temporary name and renamed into place, so a crash
-//! never leaves half a key behind. Files written in batches (the `.eml` outbox)
-//! share one sync of the file system instead of one each.
+//! never leaves half a key behind.
 
 use std::fs::{self, DirBuilder, OpenOptions};
 use std::io::{self, Write};
@@ -18,23 +17,14 @@ pub fn write_private(path: &Path, contents: &[u8]) -> io::Result<()> {
     write_with_mode(path, contents, 0o600)
 }
 
-/// [`write_private`] for files written in batches: whole under a temporary name
-/// and renamed into place, so that a reader never sees half of one while the
-/// system runs, but durable only once [`sync_filesystem`] has returned (one call
-/// for the whole batch). After a crash before that, a file may be missing or
-/// empty: the caller must be able to write it again.
-pub fn write_private_batched(path: &Path, contents: &[u8]) -> io::Result<()> {
-    write_and_rename(path, contents, 0o600, false)
-}
-
-/// Makes everything written to the file system that holds `dir` durable,
-/// contents and names alike.
-pub fn sync_filesystem(dir: &Path) -> io::Result<()> {
-    nix::unistd::syncfs(fs::File::open(dir)?).map_err(io::Error::from)
+/// [`write_private`], except that the new name in the folder is not made durable
+/// yet: [`sync_dir`] does that, once for every file written before it.
+pub fn write_private_unsynced(path: &Path, contents: &[u8]) -> io::Result<()> {
+    write_and_rename(path, contents, 0o600)
 }
 
 /// Makes the names written into folder `dir` durable.
-fn sync_dir(dir: &Path) -> io::Result<()> {
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
     fs::File::open(dir)?.sync_all()
 }
 
@@ -44,16 +34,16 @@ pub fn write_public(path: &Path, contents: &[u8]) -> io::Result<()> {
 }
 
 fn write_with_mode(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
-    write_and_rename(path, contents, mode, true)?;
+    write_and_rename(path, contents, mode)?;
     match path.parent() {
         Some(parent) => sync_dir(parent),
         None => Ok(()),
     }
 }
 
-/// Writes `contents` to a temporary name beside `path`, makes them durable if
-/// `sync`, and renames the file into place.
-fn write_and_rename(path: &Path, contents: &[u8], mode: u32, sync: bool) -> io::Result<()> {
+/// Writes `contents` to a temporary name beside `path`, makes them durable and
+/// renames the file into place.
+fn write_and_rename(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = Path::new(&tmp);
@@ -73,9 +63,7 @@ fn write_and_rename(path: &Path, contents: &[u8], mode: u32, sync: bool) -> io::
         opened => opened?,
     };
     file.write_all(contents)?;
-    if sync {
-        file.sync_all()?;
-    }
+    file.sync_all()?;
     fs::rename(tmp, path)
 }
 
@@ -107,15 +95,15 @@ mod tests {
     }
 
     #[test]
-    fn batched_files_are_whole_and_private_once_synced() {
+    fn files_written_in_a_batch_are_whole_and_private() {
         let dir = tempfile::tempdir().unwrap();
         let names: Vec<_> = (0..3)
             .map(|i| dir.path().join(format!("{i}.eml")))
             .collect();
         for (i, name) in names.iter().enumerate() {
-            write_private_batched(name, format!("message {i}").as_bytes()).unwrap();
+            write_private_unsynced(name, format!("message {i}").as_bytes()).unwrap();
         }
-        sync_filesystem(dir.path()).unwrap();
+        sync_dir(dir.path()).unwrap();
         for (i, name) in names.iter().enumerate() {
             assert_eq!(fs::read_to_string(name).unwrap(), format!("message {i}"));
             assert_eq!(

@@ -17,7 +17,7 @@ use zeroize::Zeroizing;
 use otpgate_actors::mail::{DeliveryError, DeliveryFuture, Mail, MailTransport, SyncFuture};
 
 use crate::config::{SmtpConfig, SmtpSecurity};
-use crate::files::{sync_filesystem, write_private_batched};
+use crate::files::{sync_dir, write_private_unsynced};
 
 /// The sender of every message: a display name and an address.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,10 +63,9 @@ fn compose<'a>(mail: &'a Mail, from: &'a Sender) -> MessageBuilder<'a> {
 const EML_BATCH: usize = 64;
 
 /// Writes messages as `.eml` files into a folder, whole under a temporary name and
-/// then renamed, so a reader never sees half a message; a batch is made durable
-/// with one sync of the file system (not a sync per file), before the outbox
-/// lets go of it. After a crash before that sync, a message may be missing or
-/// empty until the mailer, at start, writes it again under the same name.
+/// then renamed, so a reader never sees half a message; the folder is synced
+/// once per batch. A message delivered twice (after a crash) rewrites the same
+/// file.
 #[derive(Debug, Clone)]
 pub struct EmlDir {
     dir: PathBuf,
@@ -94,7 +93,7 @@ impl MailTransport for EmlDir {
             let bytes = compose(mail, &self.from)
                 .write_to_vec()
                 .map_err(|err| DeliveryError::Temporary(err.to_string()))?;
-            tokio::task::spawn_blocking(move || write_private_batched(&path, &bytes))
+            tokio::task::spawn_blocking(move || write_private_unsynced(&path, &bytes))
                 .await
                 .map_err(|err| DeliveryError::Temporary(err.to_string()))?
                 .map_err(|err| DeliveryError::Temporary(err.to_string()))?;
@@ -105,14 +104,14 @@ impl MailTransport for EmlDir {
     fn sync(&self) -> SyncFuture<'_> {
         let dir = self.dir.clone();
         Box::pin(async move {
-            tokio::task::spawn_blocking(move || sync_filesystem(&dir))
+            tokio::task::spawn_blocking(move || sync_dir(&dir))
                 .await
                 .map_err(std::io::Error::other)?
         })
     }
 
-    /// Files are cheap to write side by side; a batch shares one file-system
-    /// sync and one database flush.
+    /// Files are cheap to write side by side; a batch shares one folder sync
+    /// and one database flush.
     fn batch(&self) -> usize {
         EML_BATCH
     }

@@ -16,11 +16,6 @@ use otpgate::local::{self, DEFAULT_SOCKET};
 use otpgate::prompt::{self, EXIT_ERROR, Prompt};
 use otpgate::server::{self, Server};
 use otpgate::{admin, pki};
-
-/// The allocator: glibc's malloc and free were a seventh of the server's CPU
-/// time under a login storm (see BENCHMARKS.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use otpgate_actors::ComputerId;
 use otpgate_protocol::admin::{AdminRequest, AdminResponse, OptionsView, RoleView, SettingsPatch};
 use otpgate_protocol::local::{LocalRequest, LocalResponse};

@@ -66,11 +66,7 @@ fn message_id(message: &str) -> String {
 async fn delivered(server: &TestServer, count: usize) {
     let deadline = tokio::time::Instant::now() + WITHIN;
     loop {
-        let AdminResponse::Audit(entries) =
-            server.admin(AdminRequest::AuditList { limit: 1000 }).await
-        else {
-            panic!("no audit");
-        };
+        let entries = server.audit(1000).await;
         let done = entries
             .iter()
             .filter(|e| e.action == "mail" && e.outcome.contains(": delivered ("))
@@ -273,10 +269,7 @@ async fn a_permanent_failure_is_recorded_and_shown() {
             .is_some_and(|f| f.contains("550")),
         "{shown:?}"
     );
-    let AdminResponse::Audit(audit) = server.admin(AdminRequest::AuditList { limit: 100 }).await
-    else {
-        panic!("no audit");
-    };
+    let audit = server.audit(100).await;
     assert!(
         audit
             .iter()

@@ -29,8 +29,8 @@ use otpgate_protocol::{ErrorCode, Request, Response};
 
 use super::mailbox::Mailbox;
 use super::{
-    Fleet, FleetOptions, Kinds, Percentiles, Server, ServerSetup, Usage, agent_name, ask_admin,
-    describe_kinds, histogram, record,
+    Fleet, FleetOptions, Kinds, Percentiles, Server, ServerSetup, Usage, add_kind, agent_name,
+    ask_admin, describe_kinds, histogram, record,
 };
 use crate::agent::Link;
 
@@ -409,7 +409,7 @@ async fn storm_on(
                         tally.completed += 1;
                         done.fetch_add(1, Ordering::Relaxed);
                     }
-                    Err(kind) => *tally.errors.entry(kind.into()).or_default() += 1,
+                    Err(kind) => add_kind(&mut tally.errors, kind, 1),
                 }
                 tally.last = started.elapsed();
             }
@@ -432,7 +432,7 @@ async fn storm_on(
                     total.attempted += tally.attempted;
                     total.completed += tally.completed;
                     for (kind, n) in tally.errors {
-                        *total.errors.entry(kind).or_default() += n;
+                        add_kind(&mut total.errors, &kind, n);
                     }
                     total.last = total.last.max(tally.last);
                 }
@@ -501,7 +501,7 @@ impl Attack {
                         Err(kind) => kind,
                     };
                     tally.sent += 1;
-                    *tally.verdicts.entry(kind.into()).or_default() += 1;
+                    add_kind(&mut tally.verdicts, kind, 1);
                 }
                 tally.right_codes.push((link, user, right));
                 tally
@@ -521,7 +521,7 @@ impl Attack {
             total.sent += tally.sent;
             total.allowed += tally.allowed;
             for (kind, n) in tally.verdicts {
-                *total.verdicts.entry(kind).or_default() += n;
+                add_kind(&mut total.verdicts, &kind, n);
             }
             total.right_codes.extend(tally.right_codes);
         }

@@ -142,6 +142,11 @@ fn record(histogram: &mut Histogram<u64>, elapsed: Duration) {
 /// Counts of errors (or outcomes), by kind.
 pub type Kinds = BTreeMap<String, u64>;
 
+/// Adds `count` to `kind` in `kinds`.
+fn add_kind(kinds: &mut Kinds, kind: &str, count: u64) {
+    *kinds.entry(kind.to_owned()).or_default() += count;
+}
+
 fn describe_kinds(kinds: &Kinds) -> String {
     if kinds.is_empty() {
         return "none".into();
@@ -466,7 +471,7 @@ impl Fleet {
         let mut kinds = Kinds::new();
         for link in &self.links {
             for (kind, count) in link.status().failures.by_kind() {
-                *kinds.entry(kind.into()).or_default() += count;
+                add_kind(&mut kinds, kind, count);
             }
         }
         kinds

@@ -26,7 +26,7 @@ use otpgate::prompt::Prompt;
 use otpgate::server::{self, Server};
 use otpgate::{pki, tls};
 use otpgate_actors::{Clock, Computers, SystemClock};
-use otpgate_protocol::admin::{AdminRequest, AdminResponse};
+use otpgate_protocol::admin::{AdminRequest, AdminResponse, AuditView};
 use otpgate_protocol::login::{LoginRequest, LoginResponse};
 
 /// A heartbeat interval short enough that tests see many of them.
@@ -169,6 +169,15 @@ impl TestServer {
     /// Asks the running server's admin socket.
     pub async fn admin(&self, request: AdminRequest) -> AdminResponse {
         admin_ask(&self.data_dir(), request).await
+    }
+
+    /// The newest `limit` entries of the audit log.
+    pub async fn audit(&self, limit: u32) -> Vec<AuditView> {
+        let AdminResponse::Audit(entries) = self.admin(AdminRequest::AuditList { limit }).await
+        else {
+            panic!("no audit");
+        };
+        entries
     }
 
     /// The OTPs mailed to `to`, oldest first, once there are at least `count`.

@@ -330,6 +330,17 @@ impl Server {
             Ok(Err(err)) => tracing::error!(error = %err, "final flush failed"),
             Err(_) => tracing::error!("final flush did not finish in time"),
         }
+        // An actor reports that it stopped a moment before its state (which
+        // holds the database) is dropped: wait, bounded, until nothing else
+        // holds it, so that the database is closed (and its lock released) when
+        // this returns.
+        let deadline = Instant::now() + SHUTDOWN_GRACE;
+        while Arc::strong_count(&self.store) > 1 && Instant::now() < deadline {
+            sleep(Duration::from_millis(5)).await;
+        }
+        if Arc::strong_count(&self.store) > 1 {
+            warn!("the database is still held by a stopping task");
+        }
         info!("stopped");
     }
 }

@@ -131,7 +131,7 @@ async fn the_login_prompt_is_known_by_its_peer_credentials() {
         .name;
     let deadline = tokio::time::Instant::now() + WITHIN;
     let status = loop {
-        match otpgate::local::ask(&socket, &LocalRequest::Status).await {
+        match otpgate::unix::ask(&socket, &LocalRequest::Status).await {
             Ok(LocalResponse::Status(status)) if status.connected => break status,
             _ => assert!(
                 tokio::time::Instant::now() < deadline,

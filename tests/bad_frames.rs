@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::{RawTls, TestServer, connect_tls};
-use otpgate::conn::{FrameReader, FrameWriter};
+use otpgate::frames::{FrameReader, FrameWriter};
 use otpgate::tls;
 use otpgate_protocol::{
     AgentMessage, ErrorCode, Hello, MAX_PROTOCOL_VERSION, MIN_PROTOCOL_VERSION, ServerMessage,

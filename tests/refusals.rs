@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{Agent, TestServer, connect_tls, issue};
-use otpgate::conn::{FrameReader, FrameWriter};
-use otpgate::{pki, tls};
+use otpgate::frames::{FrameReader, FrameWriter};
+use otpgate::tls::{self, pki};
 use otpgate_protocol::{
     AgentMessage, Hello, MAX_PROTOCOL_VERSION, MIN_PROTOCOL_VERSION, ServerMessage,
 };

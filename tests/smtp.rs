@@ -144,7 +144,7 @@ async fn starttls_and_auth_with_a_private_ca() {
     let dir = tempfile::tempdir().unwrap();
     // The relay's certificate comes from a CA of its own, given to otpgate as ca_file.
     let relay_pki = dir.path().join("relay-pki");
-    otpgate::pki::ensure_server(&relay_pki, &[]).unwrap();
+    otpgate::tls::pki::ensure_server(&relay_pki, &[]).unwrap();
     let cert = relay_pki.join("pki/server.pem");
     let key = relay_pki.join("pki/server.key");
     let mut relay = SmtpServer::new(

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+use time::format_description::well_known::Rfc3339;
 
 /// A point in wall-clock time, in milliseconds since the Unix epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -22,6 +23,17 @@ impl Timestamp {
     /// Milliseconds since the Unix epoch.
     pub const fn unix_millis(self) -> u64 {
         self.0
+    }
+
+    /// As people read it: UTC to the second, in RFC 3339 form
+    /// (`2026-11-29T05:12:50Z`).
+    pub fn rfc3339(self) -> String {
+        let seconds = i64::try_from(self.0 / 1000).unwrap_or(i64::MAX);
+        time::OffsetDateTime::from_unix_timestamp(seconds)
+            .ok()
+            .and_then(|at| at.format(&Rfc3339).ok())
+            // Beyond the year 9999: no reader will mind the raw number.
+            .unwrap_or_else(|| format!("@{seconds}"))
     }
 
     /// This timestamp moved `by` later, saturating at the end of time.
@@ -72,5 +84,26 @@ impl ManualClock {
 impl Clock for ManualClock {
     fn now(&self) -> Timestamp {
         Timestamp(self.0.load(Ordering::SeqCst))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_render_as_utc() {
+        assert_eq!(
+            Timestamp::from_unix_millis(0).rfc3339(),
+            "1970-01-01T00:00:00Z"
+        );
+        assert_eq!(
+            Timestamp::from_unix_millis(1_795_929_170_818).rfc3339(),
+            "2026-11-29T05:12:50Z"
+        );
+        assert_eq!(
+            Timestamp::from_unix_millis(951_782_400_000).rfc3339(),
+            "2000-02-29T00:00:00Z"
+        );
     }
 }

@@ -32,7 +32,7 @@ use crate::audit::AuditEntry;
 use crate::clock::Timestamp;
 use crate::directory::UserRecord;
 use crate::id::ComputerId;
-use crate::mail::{MailFailure, OutboxEntry};
+use crate::mail::outbox::{MailFailure, OutboxEntry};
 use crate::otp::Slot;
 use crate::request::AccessRequest;
 use crate::session::ClientSession;

@@ -32,7 +32,7 @@ use super::{
     Fleet, FleetOptions, Kinds, Percentiles, Server, ServerSetup, Usage, add_kind, agent_name,
     ask_admin, describe_kinds, histogram, record,
 };
-use crate::agent::Link;
+use crate::agent::link::Link;
 
 /// How long a login waits for its OTP message.
 const MAIL_WAIT: Duration = Duration::from_secs(30);

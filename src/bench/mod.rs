@@ -31,9 +31,11 @@ use tokio_util::sync::CancellationToken;
 
 use otpgate_protocol::admin::{AdminRequest, AdminResponse};
 
-use crate::agent::{Link, ServerAddr};
+use crate::agent::link::{Link, ServerAddr};
 use crate::server::RESERVED_FILES;
-use crate::{admin, local, pki, tls};
+use crate::server::admin;
+use crate::tls::{self, pki};
+use crate::unix;
 
 pub use connections::{HoldReport, ReconnectReport, hold, reconnect};
 pub use logins::{FloodReport, LoginOptions, LoginReport, flood, logins};
@@ -327,7 +329,7 @@ impl Drop for Server {
 
 /// Asks the admin socket at `socket`; a refusal is an error.
 async fn ask_admin(socket: &Path, request: &AdminRequest) -> anyhow::Result<AdminResponse> {
-    match local::ask(socket, request).await? {
+    match unix::ask(socket, request).await? {
         AdminResponse::Fail(refused) => bail!("the server refused {request:?}: {refused:?}"),
         answer => Ok(answer),
     }

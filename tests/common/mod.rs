@@ -19,12 +19,12 @@ use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 
 use otpgate::agent::AgentConfig;
-use otpgate::agent::{Link, ServerAddr};
-use otpgate::config::{Overrides, ServerConfig};
-use otpgate::local;
-use otpgate::prompt::Prompt;
+use otpgate::agent::link::{Link, ServerAddr};
+use otpgate::cli::prompt::Prompt;
+use otpgate::server::config::{Overrides, ServerConfig};
 use otpgate::server::{self, Server};
-use otpgate::{pki, tls};
+use otpgate::tls::{self, pki};
+use otpgate::unix;
 use otpgate_actors::{Clock, Computers, SystemClock};
 use otpgate_protocol::admin::{AdminRequest, AdminResponse, AuditView};
 use otpgate_protocol::login::{LoginRequest, LoginResponse};
@@ -375,7 +375,7 @@ impl Drop for ServerProcess {
 
 /// Asks the admin socket of the server whose data folder is `data_dir`.
 pub async fn admin_ask(data_dir: &Path, request: AdminRequest) -> AdminResponse {
-    local::ask(&otpgate::admin::socket_path(data_dir), &request)
+    unix::ask(&otpgate::server::admin::socket_path(data_dir), &request)
         .await
         .unwrap()
 }
@@ -474,7 +474,7 @@ impl Desk {
                 let socket = socket.clone();
                 async move {
                     matches!(
-                        local::ask(&socket, &LocalRequest::Status).await,
+                        unix::ask(&socket, &LocalRequest::Status).await,
                         Ok(LocalResponse::Status(status)) if status.connected == connected
                     )
                 }

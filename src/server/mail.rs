@@ -6,18 +6,16 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use mail_send::SmtpClientBuilder;
 use mail_send::mail_builder::MessageBuilder;
 use mail_send::mail_builder::headers::date::Date;
 use rustls::RootCertStore;
-use zeroize::Zeroizing;
 
 use otpgate_actors::mail::{DeliveryError, DeliveryFuture, Mail, MailTransport, SyncFuture};
 
-use crate::config::{SmtpConfig, SmtpSecurity};
 use crate::files::{sync_dir, write_private_unsynced};
+use crate::server::config::{SmtpConfig, SmtpSecurity};
 
 /// The sender of every message: a display name and an address.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,7 +128,7 @@ pub struct Smtp {
 pub enum SmtpSetupError {
     /// The CA file is unusable.
     #[error(transparent)]
-    Ca(#[from] crate::pki::PkiError),
+    Ca(#[from] crate::tls::pki::PkiError),
     /// rustls refused a CA certificate.
     #[error("CA certificate refused: {0}")]
     Rustls(#[from] rustls::Error),
@@ -142,7 +140,7 @@ impl Smtp {
         let mut roots = RootCertStore::empty();
         match &config.ca_file {
             Some(path) => {
-                for cert in crate::pki::read_chain(path)? {
+                for cert in crate::tls::pki::read_chain(path)? {
                     roots.add(cert)?;
                 }
             }
@@ -242,16 +240,6 @@ fn describe(err: &mail_send::Error) -> String {
         other => format!("SMTP error: {other}"),
     }
 }
-
-/// Reads the SMTP password from a file (its first line).
-pub fn read_password(path: &std::path::Path) -> std::io::Result<Zeroizing<String>> {
-    let text = Zeroizing::new(std::fs::read_to_string(path)?);
-    Ok(Zeroizing::new(text.lines().next().unwrap_or("").to_owned()))
-}
-
-/// How long mail-send waits for the relay, unless configured: its own default is
-/// an hour.
-pub const DEFAULT_SMTP_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[cfg(test)]
 mod tests {

@@ -1,5 +1,11 @@
 //! TLS for the agent protocol: TLS 1.3 only, mutual authentication against the
 //! server's CA, ALPN `otpgate/1`, one crypto provider (aws-lc-rs) on both sides.
+//! Shared by both ends of the wire: the server, the agent, the PKI tools and the
+//! load generator; the PKI itself is in [`pki`], the server's session-ticket keys
+//! in `tickets`.
+
+pub mod pki;
+mod tickets;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -9,8 +15,8 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
-use crate::pki::{self, ClientPaths, PkiError, ServerPki};
-use crate::tickets::Tickets;
+use pki::{ClientPaths, PkiError, ServerPki};
+use tickets::Tickets;
 
 /// The one application protocol spoken over these connections.
 pub const ALPN: &[u8] = b"otpgate/1";

@@ -22,7 +22,7 @@ use aws_lc_rs::hmac;
 use rustls::server::ProducesTickets;
 use zeroize::Zeroizing;
 
-use crate::pki::ServerSecret;
+use crate::tls::pki::ServerSecret;
 
 /// How long one ticket key is used for issuing, in seconds.
 pub const PERIOD: u64 = 6 * 60 * 60;
@@ -126,7 +126,7 @@ mod tests {
     use super::*;
 
     fn tickets(dir: &std::path::Path) -> Tickets {
-        Tickets::new(&crate::pki::ensure_server(dir, &[]).unwrap().secret)
+        Tickets::new(&crate::tls::pki::ensure_server(dir, &[]).unwrap().secret)
     }
 
     #[test]

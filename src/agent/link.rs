@@ -1,15 +1,11 @@
-//! The agent on a client computer: holds one persistent connection to the server
-//! (Hello, heartbeats, answers to pings), reconnects by itself with exponential
-//! backoff and jitter, resumes TLS sessions so that reconnecting is cheap, and
-//! carries the local login prompt's requests to the server.
-//!
-//! [`Link`] is the handle on that connection; [`run`] is the whole agent, link and
-//! local socket together.
+//! The agent's link to the server: one persistent connection (Hello, heartbeats,
+//! answers to pings), reconnected by itself with exponential backoff and jitter,
+//! resuming TLS sessions so that reconnecting is cheap, carrying the login
+//! prompt's requests to the server. [`Link`] is the handle on it.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::ControlFlow::{self, Break, Continue};
-use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,7 +25,7 @@ use otpgate_protocol::{
     Request, Response, ServerMessage, Welcome,
 };
 
-use crate::conn::{FrameReader, FrameWriter};
+use crate::frames::{FrameReader, FrameWriter};
 use crate::tls::{self, TlsError};
 
 /// How long connecting, the TLS handshake and the Welcome may take together.
@@ -503,51 +499,6 @@ impl Maintainer {
         // senders drop here.
         flow
     }
-}
-
-/// The agent's settings, from its command line.
-#[derive(Debug, Clone)]
-pub struct AgentConfig {
-    /// Where the server is.
-    pub server: ServerAddr,
-    /// The folder with `client.pem`, `client.key` and `ca.pem`.
-    pub identity: PathBuf,
-    /// Where to serve the local login prompt.
-    pub socket: PathBuf,
-}
-
-/// Why the agent could not start.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum AgentError {
-    /// The identity folder is unusable.
-    #[error(transparent)]
-    Tls(#[from] TlsError),
-    /// The local socket could not be created.
-    #[error("cannot serve {}: {source}", path.display())]
-    Socket {
-        /// The socket's path.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-/// Runs the agent until `cancel` fires: the link to the server and the local
-/// socket for the login prompt.
-pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), AgentError> {
-    let tls = tls::client_config(&config.identity)?;
-    let listener =
-        crate::local::bind(&config.socket, 0o666).map_err(|source| AgentError::Socket {
-            path: config.socket.clone(),
-            source,
-        })?;
-    let (link, task) = Link::spawn(tls, config.server, cancel.clone())?;
-    crate::local::serve(listener, link, cancel).await;
-    let _ = task.await;
-    let _ = std::fs::remove_file(&config.socket);
-    Ok(())
 }
 
 #[cfg(test)]

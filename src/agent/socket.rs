@@ -1,82 +1,30 @@
-//! The agent's local Unix socket, where the login prompt (`otpgate login`) asks
-//! for things, and the prompt's side of it.
+//! The agent's prompt socket, where the login prompt (`otpgate login`) asks for
+//! things on behalf of the OS user who runs it.
 //!
 //! Any local user may connect (the socket is mode 0666). The agent knows each
 //! caller by the socket's peer credentials, which the kernel fills in; nothing the
 //! caller says about itself is believed.
 
-use std::fs;
-use std::future::Future;
-use std::io;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use nix::unistd::{Uid, User};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-use tracing::{Instrument, debug, info_span, warn};
+use tracing::{Instrument, debug, info_span};
 
 use otpgate_protocol::local::{AgentStatus, LocalError, LocalRequest, LocalResponse};
 use otpgate_protocol::{Request, Response};
 
-use crate::agent::{Link, LinkError};
-use crate::conn::{FrameReader, FrameWriter, ReadError, WriteError};
+use crate::agent::link::{Link, LinkError};
+use crate::frames::{FrameReader, FrameWriter};
+use crate::unix;
 
 /// Where the agent serves the login prompt by default.
 pub const DEFAULT_SOCKET: &str = "/run/otpgate/agent.sock";
 
-/// Creates the socket at `path` with permissions `mode`, replacing a stale one
-/// left by a crash, but never one that another process still serves.
-pub fn bind(path: &Path, mode: u32) -> io::Result<UnixListener> {
-    if let Some(parent) = path.parent() {
-        fs::create_dir_all(parent)?;
-    }
-    if path.exists() {
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(io::Error::new(
-                io::ErrorKind::AddrInUse,
-                "another process is serving this socket",
-            ));
-        }
-        fs::remove_file(path)?;
-    }
-    let listener = UnixListener::bind(path)?;
-    fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
-    Ok(listener)
-}
-
-/// Accepts connections on `listener` until `cancel` fires, serving each with
-/// `serve` in a task of its own; then waits for those tasks.
-pub async fn accept<F, Fut>(listener: UnixListener, cancel: CancellationToken, serve: F)
-where
-    F: Fn(UnixStream) -> Fut,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let tracker = TaskTracker::new();
-    loop {
-        let stream = tokio::select! {
-            () = cancel.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(err) => {
-                    warn!(error = %err, "accept on a local socket failed");
-                    continue;
-                }
-            },
-        };
-        tracker.spawn(serve(stream));
-    }
-    tracker.close();
-    tracker.wait().await;
-}
-
 /// Serves login prompts on `listener` until `cancel` fires.
 pub async fn serve(listener: UnixListener, link: Link, cancel: CancellationToken) {
-    accept(listener, cancel.clone(), |stream| {
+    unix::accept(listener, cancel.clone(), |stream| {
         let link = link.clone();
         let cancel = cancel.clone();
         async move {
@@ -175,48 +123,4 @@ async fn answer(request: LocalRequest, caller: &Caller, link: &Link) -> LocalRes
             })
         }
     }
-}
-
-/// Why a local client (the login prompt, `otpgate admin`) got no answer.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum PromptError {
-    /// The socket could not be reached.
-    #[error("cannot reach {}: {source}", path.display())]
-    Connect {
-        /// The socket.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: io::Error,
-    },
-    /// The answer could not be read.
-    #[error("the answer could not be read: {0}")]
-    Read(#[from] ReadError),
-    /// The request could not be sent.
-    #[error("the request could not be sent: {0}")]
-    Write(#[from] WriteError),
-    /// The other side closed the socket without answering.
-    #[error("the connection was closed without an answer")]
-    NoAnswer,
-}
-
-/// Asks whoever serves Unix socket `socket` (the agent, or the daemon's admin
-/// socket) one request and returns its answer.
-pub async fn ask<Q: Serialize, A: DeserializeOwned>(
-    socket: &Path,
-    request: &Q,
-) -> Result<A, PromptError> {
-    let stream = UnixStream::connect(socket)
-        .await
-        .map_err(|source| PromptError::Connect {
-            path: socket.to_owned(),
-            source,
-        })?;
-    let (read, write) = stream.into_split();
-    FrameWriter::new(write).write(request).await?;
-    FrameReader::new(read)
-        .read()
-        .await?
-        .ok_or(PromptError::NoAnswer)
 }

@@ -8,6 +8,12 @@
 //! A connection that sends a bad frame is told why with an [`ErrorCode`] and
 //! closed; nothing it sends can stop the server serving the others.
 
+pub mod admin;
+pub mod config;
+mod convert;
+pub mod directory;
+pub mod mail;
+
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -40,13 +46,12 @@ use otpgate_protocol::{
 use ractor::{Actor, ActorRef};
 use zeroize::Zeroizing;
 
-use crate::admin::{self, AdminContext};
-use crate::config::ServerConfig;
-use crate::conn::{FrameReader, FrameWriter};
-use crate::directory::{DirectoryFileError, StaticDirectory};
-use crate::mail::{EmlDir, Sender, Smtp, SmtpSetupError};
-use crate::tls::{self, ALPN, TlsError};
-use crate::{convert, pki};
+use crate::frames::{FrameReader, FrameWriter};
+use crate::tls::{self, ALPN, TlsError, pki};
+use admin::AdminContext;
+use config::ServerConfig;
+use directory::{DirectoryFileError, StaticDirectory};
+use mail::{EmlDir, Sender, Smtp, SmtpSetupError};
 
 /// How long shutdown waits for connections and actors to finish.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -139,7 +144,8 @@ struct Shared {
 }
 
 impl Server {
-    /// Creates what is missing in the data folder (PKI, database, the first
+    /// Checks what the configuration names (directory file, PKI, SMTP relay's CA),
+    /// then creates what is missing in the data folder (PKI, database, the first
     /// administrator), opens it and starts the actors.
     pub async fn open(config: &ServerConfig) -> Result<Self, OpenError> {
         Self::open_with_clock(config, Arc::new(SystemClock)).await
@@ -165,11 +171,6 @@ impl Server {
             pki::ensure_server(&config.data_dir, &config.server_names).map_err(TlsError::from)?;
         let keys = Arc::new(OtpKeys::derive(pki.secret.expose()));
         let acceptor = TlsAcceptor::from(tls::server_config(pki)?);
-        let db = config.data_dir.join("db");
-        data_dir(&db)?;
-        let store = Arc::new(SledStore::open(&db)?);
-        let initial_password = bootstrap_admin(store.as_ref(), config, clock.as_ref()).await?;
-
         let from = Sender::parse(&config.mail_from);
         let transport: Arc<dyn MailTransport> = match &config.smtp {
             Some(smtp) => Arc::new(Smtp::new(smtp, from)?),
@@ -183,6 +184,12 @@ impl Server {
                 Arc::new(dir)
             }
         };
+        // Everything the configuration names is checked above; only now is the
+        // database opened.
+        let db = config.data_dir.join("db");
+        data_dir(&db)?;
+        let store = Arc::new(SledStore::open(&db)?);
+        let initial_password = bootstrap_admin(store.as_ref(), config, clock.as_ref()).await?;
         let host = config
             .server_names
             .first()

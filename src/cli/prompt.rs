@@ -16,8 +16,9 @@ use otpgate_protocol::login::{
     Verdict,
 };
 
-use crate::local::{self, PromptError};
-use crate::mail_time;
+use crate::cli::args::Login;
+use crate::cli::time;
+use crate::unix::{self, PromptError};
 
 /// Success.
 pub const EXIT_OK: u8 = 0;
@@ -68,7 +69,7 @@ impl Prompt<'_> {
             os_user: self.os_user.clone(),
             request,
         };
-        match local::ask(self.socket, &request).await? {
+        match unix::ask(self.socket, &request).await? {
             LocalResponse::Login(response) => Ok(response),
             LocalResponse::Fail(error) => Err(LoginError::Local(error)),
             LocalResponse::Status(_) => Err(LoginError::Unexpected),
@@ -111,20 +112,20 @@ pub fn describe(response: &LoginResponse) -> String {
         LoginResponse::Requested(requested) => match requested {
             Requested::Send { to, valid_until } => format!(
                 "The one-time password has been sent to {to}. It is valid until {}.",
-                mail_time(*valid_until)
+                time(*valid_until)
             ),
             Requested::Resend { to, valid_until } => format!(
                 "The one-time password has been sent to {to} again. It is valid until {}.",
-                mail_time(*valid_until)
+                time(*valid_until)
             ),
             Requested::AwaitApproval { request, expires } => format!(
                 "Your request #{request} has been sent to the approvers. If it is approved, \
                  the one-time password will be emailed to you. It expires at {}.",
-                mail_time(*expires)
+                time(*expires)
             ),
             Requested::TooSoon { next_at } => format!(
                 "A new one-time password cannot be requested before {}.",
-                mail_time(*next_at)
+                time(*next_at)
             ),
             Requested::NoLiveOtp => "There is no valid one-time password to resend.".into(),
             Requested::Disabled => "This way of requesting is not enabled on this computer.".into(),
@@ -162,7 +163,7 @@ fn describe_status(status: &PromptStatus) -> String {
             RequestState::Pending { expires } => {
                 format!(
                     "Request #{id} is waiting for approval until {}.",
-                    mail_time(*expires)
+                    time(*expires)
                 )
             }
             RequestState::Approve => {
@@ -178,13 +179,13 @@ fn describe_status(status: &PromptStatus) -> String {
     if let Some(until) = status.otp_valid_until {
         lines.push(format!(
             "Your one-time password is valid until {}.",
-            mail_time(until)
+            time(until)
         ));
     }
     if let Some(next) = status.next_new_at {
         lines.push(format!(
             "A new one-time password can be requested from {}.",
-            mail_time(next)
+            time(next)
         ));
     }
     lines.join("\n")
@@ -310,4 +311,65 @@ async fn request_screen(prompt: &Prompt<'_>, status: &PromptStatus) -> Result<()
     let response = prompt.ask(LoginRequest::Request(mode)).await?;
     eprintln!("{}", describe(&response));
     Ok(())
+}
+
+/// Runs one step of the login (or, without one, walks through the screens).
+pub(super) async fn step(
+    prompt: &Prompt<'_>,
+    step: Option<Login>,
+    json: bool,
+) -> Result<ExitCode, LoginError> {
+    let request = match step {
+        None => return interactive(prompt).await,
+        Some(Login::Agent) => {
+            return match unix::ask(prompt.socket, &LocalRequest::Status).await? {
+                LocalResponse::Status(status) => {
+                    if json {
+                        println!("{}", serde_json::to_string(&status).unwrap_or_default());
+                    } else {
+                        let client = status.client_id.as_deref().unwrap_or("(not yet known)");
+                        let link = match (status.connected, status.server_rtt_us) {
+                            (true, Some(rtt)) => format!("connected, round trip {rtt} µs"),
+                            (true, None) => "connected, server not answering".to_owned(),
+                            (false, _) => "not connected".to_owned(),
+                        };
+                        println!("user:     {}", status.os_user);
+                        println!("computer: {client}");
+                        println!("server:   {link}");
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                LocalResponse::Fail(error) => Err(LoginError::Local(error)),
+                LocalResponse::Login(_) => Err(LoginError::Unexpected),
+            };
+        }
+        Some(Login::Status) => LoginRequest::Status,
+        Some(Login::Request {
+            email,
+            ad,
+            internal,
+            emergency,
+        }) => LoginRequest::Request(match (email, ad, internal) {
+            (Some(email), _, _) if emergency => RequestMode::Emergency(email),
+            (Some(email), _, _) => RequestMode::Email(email),
+            (None, true, _) => RequestMode::Directory,
+            (None, false, Some(login)) => RequestMode::Internal {
+                login,
+                password: Secret(read_secret("Password: ")?.to_string()),
+            },
+            (None, false, None) => {
+                eprintln!(
+                    "otpgate: say how: --email, --ad, --internal LOGIN or --emergency --email"
+                );
+                return Ok(ExitCode::from(EXIT_ERROR));
+            }
+        }),
+        Some(Login::Resend) => LoginRequest::Resend,
+        Some(Login::Verify { email }) => LoginRequest::Verify {
+            email,
+            code: Secret(read_secret("One-time password: ")?.to_string()),
+        },
+        Some(Login::Logout { session }) => LoginRequest::Logout { session },
+    };
+    Ok(report(&prompt.ask(request).await?, json))
 }

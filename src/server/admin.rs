@@ -26,8 +26,8 @@ use otpgate_protocol::admin::{
     AdminError, AdminErrorCode, AdminRequest, AdminResponse, ClientView, GroupView, UserView,
 };
 
-use crate::conn::{FrameReader, FrameWriter};
-use crate::convert;
+use crate::frames::{FrameReader, FrameWriter};
+use crate::server::convert;
 
 /// The comment of an OTP generated without a request, unless one is given.
 pub const DEFAULT_GENERATE_COMMENT: &str = "Generated without request.";
@@ -54,12 +54,12 @@ pub struct AdminContext {
 
 /// Creates the admin socket at `path`, for the owner only.
 pub fn bind(path: &Path) -> io::Result<UnixListener> {
-    crate::local::bind(path, 0o600)
+    crate::unix::bind(path, 0o600)
 }
 
 /// Serves administrators on `listener` until `cancel` fires.
 pub async fn serve(listener: UnixListener, context: AdminContext, cancel: CancellationToken) {
-    crate::local::accept(listener, cancel, |stream| {
+    crate::unix::accept(listener, cancel, |stream| {
         serve_one(stream, context.clone())
     })
     .await;
@@ -453,154 +453,4 @@ pub(crate) async fn hash_off_runtime(password: Zeroizing<String>) -> String {
 /// The admin socket's path in data folder `data`.
 pub fn socket_path(data: &Path) -> PathBuf {
     data.join(SOCKET)
-}
-
-/// An answer in words, for the administrator's terminal.
-pub fn describe(response: &AdminResponse) -> String {
-    use std::fmt::Write;
-
-    let time = |millis: u64| crate::mail_time(millis);
-    let options = |o: &otpgate_protocol::admin::OptionsView| {
-        let flag = |v: Option<bool>| v.map_or("-".to_owned(), |v| v.to_string());
-        format!(
-            "allow_otp={} auto_ad={} auto_internal={} approvers={}",
-            flag(o.allow_otp),
-            flag(o.auto_directory),
-            flag(o.auto_internal),
-            o.approvers.as_ref().map_or("-".to_owned(), |a| a.join(","))
-        )
-    };
-    let mut out = String::new();
-    match response {
-        AdminResponse::Settings(s) => {
-            let _ = write!(
-                out,
-                "expiration_minutes      {}\nnew_otp_interval_minutes {}\notp_length              {}\n\
-                 max_attempts            {}\nmax_failures_per_hour   {}",
-                s.expiration_secs / 60,
-                s.new_otp_interval_secs / 60,
-                s.otp_length,
-                s.max_attempts,
-                s.max_failures_per_hour
-            );
-        }
-        AdminResponse::Clients(clients) => {
-            for c in clients {
-                let state = c.connected_since.map_or("disconnected".to_owned(), |t| {
-                    format!("connected since {}", time(t))
-                });
-                let _ = writeln!(
-                    out,
-                    "{}\tgroup={}\t{state}\tlast seen {}\n\tin force: {}",
-                    c.computer,
-                    c.group.as_deref().unwrap_or("-"),
-                    time(c.last_seen),
-                    options(&c.effective)
-                );
-            }
-        }
-        AdminResponse::Groups(groups) => {
-            for g in groups {
-                let _ = writeln!(out, "{}\t{}", g.name, options(&g.options));
-            }
-        }
-        AdminResponse::Users(users) => {
-            for u in users {
-                let _ = writeln!(out, "{}\t{}\t{:?}", u.login, u.email, u.role);
-            }
-        }
-        AdminResponse::Requests(requests) => {
-            for r in requests {
-                let _ = writeln!(
-                    out,
-                    "#{}\t{}\t{} ({})\t{}{}\tcreated {}\texpires {}{}",
-                    r.id,
-                    r.computer,
-                    r.os_user,
-                    r.email,
-                    r.state,
-                    if r.emergency { " EMERGENCY" } else { "" },
-                    time(r.created),
-                    time(r.expires),
-                    r.decided_by
-                        .as_ref()
-                        .map_or(String::new(), |by| format!("\tby {by}"))
-                );
-                if let Some(failure) = &r.mail_failure {
-                    let _ = writeln!(out, "\tmail failed {failure}");
-                }
-            }
-        }
-        AdminResponse::Generated { valid_until } => {
-            let _ = write!(
-                out,
-                "OTP generated and emailed; valid until {}",
-                time(*valid_until)
-            );
-        }
-        AdminResponse::Sessions(sessions) => {
-            let _ = writeln!(out, "COMPUTER\tUSER NAME\tSTARTED\tLAST ACTIVITY\tENDED");
-            for s in sessions {
-                let _ = writeln!(
-                    out,
-                    "{}\t{}\t{}\t{}\t{}",
-                    s.computer,
-                    s.user_name,
-                    time(s.started),
-                    time(s.last_activity),
-                    s.ended.map_or("-".to_owned(), |t| format!(
-                        "{} ({})",
-                        time(t),
-                        s.end_reason.as_deref().unwrap_or("")
-                    ))
-                );
-            }
-        }
-        AdminResponse::Audit(entries) => {
-            for e in entries {
-                let _ = writeln!(
-                    out,
-                    "{}\t{}\t{}\t{}\t{}",
-                    time(e.at),
-                    e.who,
-                    e.computer.as_deref().unwrap_or("-"),
-                    e.action,
-                    e.outcome
-                );
-            }
-        }
-        AdminResponse::MailFailures(failures) => {
-            for f in failures {
-                let _ = writeln!(
-                    out,
-                    "{}\tmessage {} to {}\t{}{}",
-                    time(f.at),
-                    f.id,
-                    f.to,
-                    f.reason,
-                    f.request
-                        .map_or(String::new(), |r| format!("\trequest #{r}"))
-                );
-            }
-        }
-        AdminResponse::MailSent { said } => {
-            let _ = write!(out, "sent: {said}");
-        }
-        AdminResponse::Done => out.push_str("done"),
-        AdminResponse::Fail(error) => {
-            let _ = write!(out, "refused ({:?}): {}", error.code, error.message);
-        }
-    }
-    out.trim_end().to_owned()
-}
-
-/// The exit status for an answer: 0 done, 1 refused, 2 error.
-pub fn exit_code(response: &AdminResponse) -> u8 {
-    match response {
-        AdminResponse::Fail(AdminError { code, .. }) => match code {
-            AdminErrorCode::NotFound | AdminErrorCode::Forbidden | AdminErrorCode::Conflict => 1,
-            _ => 2,
-        },
-        _ => 0,
-    }
 }

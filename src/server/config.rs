@@ -32,6 +32,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use zeroize::Zeroizing;
 
 /// Where the server keeps its database, PKI and outbox by default.
 pub const DEFAULT_DATA_DIR: &str = "./otpgate-data";
@@ -191,12 +192,10 @@ impl SmtpFile {
                 ));
             }
             (Some(path), None) => {
-                Some(
-                    crate::mail::read_password(path).map_err(|source| ConfigError::Read {
-                        path: path.clone(),
-                        source,
-                    })?,
-                )
+                Some(read_password(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?)
             }
             (None, Some(var)) => Some(zeroize::Zeroizing::new(
                 std::env::var(var)
@@ -226,7 +225,7 @@ impl SmtpFile {
             ca_file: self.ca_file,
             timeout: self
                 .timeout_secs
-                .map_or(crate::mail::DEFAULT_SMTP_TIMEOUT, Duration::from_secs),
+                .map_or(DEFAULT_SMTP_TIMEOUT, Duration::from_secs),
             max_attempts,
         })
     }
@@ -374,6 +373,16 @@ impl ServerConfig {
         })
     }
 }
+
+/// Reads the SMTP password from a file (its first line).
+pub fn read_password(path: &std::path::Path) -> std::io::Result<Zeroizing<String>> {
+    let text = Zeroizing::new(std::fs::read_to_string(path)?);
+    Ok(Zeroizing::new(text.lines().next().unwrap_or("").to_owned()))
+}
+
+/// How long mail-send waits for the relay, unless configured: its own default is
+/// an hour.
+pub const DEFAULT_SMTP_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[cfg(test)]
 mod tests {

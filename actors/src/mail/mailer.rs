@@ -1,0 +1,414 @@
+//! The [`Mailer`] actor: delivers the outbox through a [`MailTransport`] (a folder
+//! of `.eml` files, or SMTP), oldest first, in batches, retrying with backoff,
+//! and removes a message only once the transport has kept it.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+
+use crate::audit::{Action, AuditEntry};
+use crate::clock::{Clock, Timestamp};
+use crate::mail::outbox::{MailFailure, OutboxEntry};
+use crate::mail::render::Mail;
+use crate::otp::OtpKeys;
+use crate::store::{Store, StoreError};
+use crate::timer::Timer;
+
+/// Why a transport did not take a message.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeliveryError {
+    /// Trying again later may work.
+    #[error("temporary delivery failure: {0}")]
+    Temporary(String),
+    /// Trying again will not help.
+    #[error("permanent delivery failure: {0}")]
+    Permanent(String),
+}
+
+/// A future returned by a [`MailTransport`].
+/// On success, what the transport said (the relay's reply, say).
+pub type DeliveryFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<String, DeliveryError>> + Send + 'a>>;
+
+/// A future returned by [`MailTransport::sync`].
+pub type SyncFuture<'a> = Pin<Box<dyn Future<Output = std::io::Result<()>> + Send + 'a>>;
+
+/// Where messages go: a folder of `.eml` files, or an SMTP relay.
+pub trait MailTransport: Send + Sync + 'static {
+    /// Hands `mail` over; `Ok` means it was taken and, once [`sync`] has
+    /// returned, must not be sent again. Carries what the transport said.
+    ///
+    /// [`sync`]: MailTransport::sync
+    fn deliver<'a>(&'a self, mail: &'a Mail) -> DeliveryFuture<'a>;
+
+    /// Makes every message taken so far durable. The [`Mailer`] calls it once
+    /// per batch, before it forgets the batch; a relay that answered 250 has
+    /// nothing left to do.
+    fn sync(&self) -> SyncFuture<'_> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// How many messages it takes at once (at least 1).
+    fn batch(&self) -> usize {
+        DEFAULT_BATCH
+    }
+}
+
+/// The first pause after a failed delivery; it doubles with every failure.
+pub const BACKOFF_BASE: Duration = Duration::from_secs(2);
+/// The longest pause between two tries of one message.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(10 * 60);
+/// Tries of one message before it is given up, by default.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 10;
+
+/// The pause after failure number `attempts` (from 1): exponential, capped, and
+/// drawn from its upper half so that retries spread out.
+pub fn backoff(attempts: u32) -> Duration {
+    let window = BACKOFF_BASE
+        .saturating_mul(2u32.saturating_pow(attempts.saturating_sub(1)))
+        .min(BACKOFF_MAX);
+    let mut byte = [0u8; 1];
+    // Without randomness the pause is simply the whole window.
+    let fraction = match aws_lc_rs::rand::fill(&mut byte) {
+        Ok(()) => f64::from(byte[0]) / 255.0,
+        Err(_) => 1.0,
+    };
+    window / 2 + window.mul_f64(fraction / 2.0)
+}
+
+/// What the [`Mailer`] is asked to do.
+pub enum MailerMsg {
+    /// Something was queued, or a retry is due: deliver what is due.
+    Wake,
+}
+
+/// Delivers the outbox through a [`MailTransport`], oldest first, in batches of
+/// [`MailTransport::batch`] messages at a time,
+/// retrying with backoff while the relay is unavailable.
+pub struct Mailer;
+
+/// What the [`Mailer`] is started with.
+pub struct MailerArgs {
+    /// Where the outbox is.
+    pub store: Arc<dyn Store>,
+    /// Where messages go.
+    pub transport: Arc<dyn MailTransport>,
+    /// Opens the OTPs in OTP messages.
+    pub keys: Arc<OtpKeys>,
+    /// Where time comes from.
+    pub clock: Arc<dyn Clock>,
+    /// The host name in Message-IDs.
+    pub host: String,
+    /// Where the Management Tool is, for the links in approvers' mail.
+    pub management_url: String,
+    /// Tries of one message before it is given up.
+    pub max_attempts: u32,
+}
+
+/// The [`Mailer`]'s state.
+pub struct MailerState {
+    args: MailerArgs,
+    /// The timer for the next retry; cancelled when the state drops.
+    timer: Timer<MailerMsg>,
+}
+
+impl Actor for Mailer {
+    type Msg = MailerMsg;
+    type State = MailerState;
+    type Arguments = MailerArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<MailerMsg>,
+        args: MailerArgs,
+    ) -> Result<MailerState, ActorProcessingErr> {
+        // Whatever was queued before a restart goes out now.
+        myself.send_message(MailerMsg::Wake)?;
+        Ok(MailerState {
+            args,
+            timer: Timer::idle(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<MailerMsg>,
+        message: MailerMsg,
+        state: &mut MailerState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            MailerMsg::Wake => {
+                let next = match state.drain().await {
+                    Ok(next) => next,
+                    Err(err) => {
+                        tracing::error!(error = %err, "mail outbox unreadable; will retry");
+                        Some(state.args.clock.now().after(BACKOFF_MAX))
+                    }
+                };
+                match next {
+                    Some(next) => {
+                        let now = state.args.clock.now().unix_millis();
+                        let wait = Duration::from_millis(next.unix_millis().saturating_sub(now));
+                        state.timer.set(&myself, wait, || MailerMsg::Wake);
+                    }
+                    None => state.timer.cancel(),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How many messages the [`Mailer`] hands to a transport at once unless it says
+/// otherwise: a relay should not see more connections from one client.
+pub const DEFAULT_BATCH: usize = 4;
+
+/// What became of one message handed to the transport.
+enum Settled {
+    /// Delivered, or given up for good: it has left the outbox.
+    Done,
+    /// The transport failed for now: tried again at this time.
+    Retry(Timestamp),
+}
+
+impl MailerState {
+    /// Delivers every message that is due, oldest first, in concurrent batches
+    /// of [`MailTransport::batch`]; each batch's bookkeeping (audit, removal
+    /// from the outbox) is made durable with one flush. Stops after a batch in
+    /// which a delivery failed for now (the relay is likely down for all of
+    /// them). Returns when the next try is due, if anything is left.
+    async fn drain(&mut self) -> Result<Option<Timestamp>, StoreError> {
+        let args = &self.args;
+        let mut next: Option<Timestamp> = None;
+        let mut later = |at: Timestamp| next = Some(next.map_or(at, |n: Timestamp| n.min(at)));
+        let now = args.clock.now();
+        let (due, waiting): (Vec<_>, Vec<_>) = args
+            .store
+            .outbox()?
+            .into_iter()
+            .partition(|entry| entry.next_try <= now);
+        waiting.iter().for_each(|entry| later(entry.next_try));
+        let mut due = due.into_iter().peekable();
+        while due.peek().is_some() {
+            let size = args.transport.batch().max(1);
+            let batch: Vec<OutboxEntry> = due.by_ref().take(size).collect();
+            let mut relay_down = false;
+            let mut delivered = self.deliver(batch).await;
+            if let Err(err) = self.args.transport.sync().await {
+                // Nothing of this batch is known to be kept: it is tried again.
+                for (_, result) in &mut delivered {
+                    if result.is_ok() {
+                        *result = Err(DeliveryError::Temporary(format!("not kept: {err}")));
+                    }
+                }
+            }
+            for (mut entry, delivered) in delivered {
+                if let Settled::Retry(at) = self.settle(&mut entry, delivered)? {
+                    later(at);
+                    relay_down = true;
+                }
+            }
+            self.args.store.flush().await?;
+            if relay_down {
+                break;
+            }
+        }
+        Ok(next)
+    }
+
+    /// Hands `batch` to the transport, all at once; answers in the same order.
+    async fn deliver(
+        &self,
+        batch: Vec<OutboxEntry>,
+    ) -> Vec<(OutboxEntry, Result<String, DeliveryError>)> {
+        let args = &self.args;
+        let deliveries: Vec<_> = batch
+            .iter()
+            .map(|entry| {
+                let mail = entry.render(&args.keys, &args.host, &args.management_url);
+                let transport = Arc::clone(&args.transport);
+                tokio::spawn(async move {
+                    match mail {
+                        Some(mail) => transport.deliver(&mail).await,
+                        None => Err(DeliveryError::Permanent(
+                            "the OTP can no longer be opened".into(),
+                        )),
+                    }
+                })
+            })
+            .collect();
+        let mut results = Vec::with_capacity(batch.len());
+        for (entry, delivery) in batch.into_iter().zip(deliveries) {
+            let delivered = delivery
+                .await
+                .unwrap_or_else(|err| Err(DeliveryError::Temporary(err.to_string())));
+            results.push((entry, delivered));
+        }
+        results
+    }
+
+    /// Records what became of `entry`: retried later, given up, or delivered.
+    /// The caller flushes.
+    fn settle(
+        &self,
+        entry: &mut OutboxEntry,
+        delivered: Result<String, DeliveryError>,
+    ) -> Result<Settled, StoreError> {
+        let args = &self.args;
+        let now = args.clock.now();
+        let outcome = match delivered {
+            Ok(said) => format!("delivered ({said})"),
+            Err(DeliveryError::Permanent(reason)) => self.give_up(entry, reason)?,
+            Err(DeliveryError::Temporary(reason)) => {
+                entry.attempts += 1;
+                if entry.attempts >= args.max_attempts {
+                    let reason = format!("gave up after {} tries: {reason}", entry.attempts);
+                    self.give_up(entry, reason)?
+                } else {
+                    entry.next_try = now.after(backoff(entry.attempts));
+                    tracing::warn!(message = entry.id, attempts = entry.attempts, %reason, "mail delivery failed; will retry");
+                    args.store.queue_mail(entry)?;
+                    return Ok(Settled::Retry(entry.next_try));
+                }
+            }
+        };
+        args.store.append_audit(&AuditEntry {
+            at: now,
+            who: "server".into(),
+            computer: entry.kind.computer().map(ToString::to_string),
+            action: Action::Mail,
+            outcome: format!("message {} to {}: {outcome}", entry.id, entry.to),
+        })?;
+        args.store.remove_outbox(entry.id)?;
+        Ok(Settled::Done)
+    }
+
+    /// Records that `entry` will not be delivered, for the administrators; returns
+    /// the outcome for the audit log.
+    fn give_up(&self, entry: &OutboxEntry, reason: String) -> Result<String, StoreError> {
+        tracing::error!(message = entry.id, %reason, "mail delivery failed for good");
+        let outcome = format!("failed: {reason}");
+        self.args.store.put_mail_failure(&MailFailure {
+            id: entry.id,
+            to: entry.to.clone(),
+            at: self.args.clock.now(),
+            reason,
+            computer: entry.kind.computer().cloned(),
+            request: entry.request,
+        })?;
+        Ok(outcome)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::mail::outbox::MailKind;
+    use crate::store::SledStore;
+
+    #[test]
+    fn backoff_doubles_within_jitter_up_to_the_cap() {
+        for attempts in 1..20 {
+            let window = BACKOFF_BASE
+                .saturating_mul(2u32.saturating_pow(attempts - 1))
+                .min(BACKOFF_MAX);
+            let pause = backoff(attempts);
+            assert!(
+                pause >= window / 2 && pause <= window,
+                "{attempts}: {pause:?}"
+            );
+        }
+    }
+
+    /// Takes every message; its first sync fails, as a full disk would.
+    #[derive(Default)]
+    struct Flaky {
+        taken: Mutex<Vec<String>>,
+        synced_once: AtomicBool,
+    }
+
+    impl MailTransport for Flaky {
+        fn deliver<'a>(&'a self, mail: &'a Mail) -> DeliveryFuture<'a> {
+            self.taken.lock().unwrap().push(mail.to.clone());
+            Box::pin(async { Ok("taken".to_owned()) })
+        }
+
+        fn sync(&self) -> SyncFuture<'_> {
+            let first = !self.synced_once.swap(true, Ordering::SeqCst);
+            Box::pin(async move {
+                if first {
+                    Err(std::io::Error::other("disk full"))
+                } else {
+                    Ok(())
+                }
+            })
+        }
+    }
+
+    fn entry(id: u64, now: Timestamp) -> OutboxEntry {
+        OutboxEntry {
+            id,
+            to: format!("user{id}@example.com"),
+            queued: now,
+            kind: MailKind::Outcome {
+                computer: "ws-1".parse().unwrap(),
+                denied: false,
+                comment: None,
+            },
+            request: None,
+            attempts: 0,
+            next_try: now,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_leaves_the_outbox_only_once_the_transport_kept_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
+        let clock = ManualClock::new(Timestamp::from_unix_millis(1_800_000_000_000));
+        let batch = DEFAULT_BATCH;
+        let count = batch as u64 + 3;
+        for id in 1..=count {
+            store.queue_mail(&entry(id, clock.now())).unwrap();
+        }
+        let transport = Arc::new(Flaky::default());
+        let mut state = MailerState {
+            args: MailerArgs {
+                store: Arc::clone(&store),
+                transport: transport.clone(),
+                keys: Arc::new(OtpKeys::derive(&[2; 32])),
+                clock: Arc::new(clock.clone()),
+                host: "h".into(),
+                management_url: "https://m".into(),
+                max_attempts: 3,
+            },
+            timer: Timer::idle(),
+        };
+
+        // The first batch is handed over but not kept: it stays, to be retried,
+        // and the rest waits for the next round.
+        let next = state.drain().await.unwrap();
+        assert_eq!(transport.taken.lock().unwrap().len(), batch);
+        let left = store.outbox().unwrap();
+        assert_eq!(left.len() as u64, count);
+        assert!(left.iter().take(batch).all(|e| e.attempts == 1));
+        assert!(next.is_some_and(|at| at > clock.now()));
+
+        // Once its retry is due, everything goes.
+        clock.advance(BACKOFF_MAX);
+        assert_eq!(state.drain().await.unwrap(), None);
+        assert!(store.outbox().unwrap().is_empty());
+        assert_eq!(
+            transport.taken.lock().unwrap().len() as u64,
+            batch as u64 + count
+        );
+    }
+}

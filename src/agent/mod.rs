@@ -1,0 +1,57 @@
+//! The agent: runs on each client computer, holds one connection to the server
+//! ([`link`]) and serves the login prompt on a local socket ([`socket`]).
+
+pub mod link;
+pub mod socket;
+
+use std::path::PathBuf;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::tls::{self, TlsError};
+use link::{Link, ServerAddr};
+
+/// The agent's settings, from its command line.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Where the server is.
+    pub server: ServerAddr,
+    /// The folder with `client.pem`, `client.key` and `ca.pem`.
+    pub identity: PathBuf,
+    /// Where to serve the local login prompt.
+    pub socket: PathBuf,
+}
+
+/// Why the agent could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AgentError {
+    /// The identity folder is unusable.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The local socket could not be created.
+    #[error("cannot serve {}: {source}", path.display())]
+    Socket {
+        /// The socket's path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Runs the agent until `cancel` fires: the link to the server and the local
+/// socket for the login prompt.
+pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), AgentError> {
+    let tls = tls::client_config(&config.identity)?;
+    let listener =
+        crate::unix::bind(&config.socket, 0o666).map_err(|source| AgentError::Socket {
+            path: config.socket.clone(),
+            source,
+        })?;
+    let (link, task) = Link::spawn(tls, config.server, cancel.clone())?;
+    socket::serve(listener, link, cancel).await;
+    let _ = task.await;
+    let _ = std::fs::remove_file(&config.socket);
+    Ok(())
+}

@@ -1,0 +1,481 @@
+//! The command line: every subcommand and flag of `otpgate`, as clap reads them.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use otpgate_actors::ComputerId;
+use otpgate_protocol::admin::{OptionsView, RoleView};
+
+use crate::agent::link::ServerAddr;
+use crate::agent::socket::DEFAULT_SOCKET;
+use crate::server::INITIAL_ADMIN;
+use crate::server::admin::DEFAULT_GENERATE_COMMENT;
+use crate::server::config::DEFAULT_DATA_DIR;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Gates logins to client computers behind one-time passwords"
+)]
+pub(super) struct Cli {
+    #[command(subcommand)]
+    pub(super) command: Command,
+}
+
+#[derive(Subcommand)]
+pub(super) enum Command {
+    /// Run the server.
+    Serve {
+        /// A TOML configuration file; without it the embedded defaults apply.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The data folder (database, PKI, outbox).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// The address to listen on for agents.
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Issue certificates.
+    #[command(subcommand)]
+    Certs(Certs),
+    /// Run the agent of a client computer.
+    Agent {
+        /// The server, as HOST:PORT; HOST must be a name in its certificate.
+        #[arg(long)]
+        server: ServerAddr,
+        /// The folder that `otpgate certs client` wrote for this computer.
+        #[arg(long)]
+        identity: PathBuf,
+        /// Where to serve the login prompt.
+        #[arg(long, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+    /// The login prompt, talking to the local agent: interactive without a
+    /// subcommand. Exits 0 on success, 1 when refused or denied, 2 on an error.
+    Login {
+        /// The agent's socket.
+        #[arg(long, global = true, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// Act for another OS user (root only).
+        #[arg(long, global = true)]
+        os_user: Option<String>,
+        /// Print one JSON document.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        step: Option<Login>,
+    },
+    /// Load-test a server it starts itself, over real mutual TLS on loopback.
+    #[command(subcommand)]
+    Bench(Bench),
+    /// The Management Tool on the command line, talking to the running server.
+    /// Exits 0 on success, 1 when refused, 2 on an error.
+    Admin {
+        /// The server's data folder (its admin socket is there).
+        #[arg(long, global = true, default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+        /// Print one JSON document.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        command: Admin,
+    },
+}
+
+#[derive(Subcommand)]
+pub(super) enum Certs {
+    /// Issue a client computer's certificate and key, with the CA certificate.
+    Client {
+        /// The computer's name; it becomes its identity.
+        name: ComputerId,
+        /// The folder to write client.pem, client.key and ca.pem into.
+        #[arg(long)]
+        out: PathBuf,
+        /// The server's data folder, which holds the CA.
+        #[arg(long, default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+pub(super) enum Login {
+    /// What the prompt would show: options, the request's state, validity.
+    Status,
+    /// Whether the agent is connected, and who it takes you for.
+    Agent,
+    /// Request a one-time password.
+    Request {
+        /// With your email address (an access request to the approvers).
+        #[arg(long, conflicts_with_all = ["ad", "internal"])]
+        email: Option<String>,
+        /// As an Active Directory user: the directory knows your address.
+        #[arg(long)]
+        ad: bool,
+        /// As internal user LOGIN; the password is read from standard input.
+        #[arg(long, value_name = "LOGIN")]
+        internal: Option<String>,
+        /// I need emergency access to computer (with --email).
+        #[arg(long, requires = "email")]
+        emergency: bool,
+    },
+    /// Email the valid one-time password again.
+    Resend,
+    /// Check a one-time password, read from standard input.
+    Verify {
+        /// The email address it was sent to.
+        #[arg(long)]
+        email: String,
+    },
+    /// Log out: end your client session.
+    Logout {
+        /// One session in particular.
+        #[arg(long)]
+        session: Option<u64>,
+    },
+}
+
+#[derive(Subcommand)]
+pub(super) enum Bench {
+    /// N agents connect at once and hold their connections with heartbeats.
+    Hold {
+        #[command(flatten)]
+        fleet: FleetArgs,
+        /// Seconds to hold once all are connected.
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+    },
+    /// N agents connect; the server is restarted under them; time their return.
+    Reconnect {
+        #[command(flatten)]
+        fleet: FleetArgs,
+        /// Stop the server with SIGKILL instead of SIGTERM.
+        #[arg(long)]
+        kill: bool,
+    },
+    /// Agents log in over and over: request (auto-send), OTP from the mail,
+    /// verify, log out. Each agent does one login at a time, and the server's
+    /// flood control lets one connection send 20 requests a second (a login is
+    /// three): run at least one agent per 6 logins a second of target rate.
+    Logins {
+        #[command(flatten)]
+        fleet: FleetArgs,
+        #[command(flatten)]
+        storm: StormArgs,
+    },
+    /// Attackers send wrong OTPs as fast as they can while the other agents log in.
+    Flood {
+        #[command(flatten)]
+        fleet: FleetArgs,
+        #[command(flatten)]
+        storm: StormArgs,
+        /// How many of the agents attack.
+        #[arg(long, default_value_t = 10)]
+        attackers: usize,
+    },
+}
+
+/// What every bench scenario is run with.
+#[derive(clap::Args)]
+pub(super) struct FleetArgs {
+    /// How many agents.
+    #[arg(long, default_value_t = 1000)]
+    pub(super) agents: usize,
+    /// How many 127.0.0.x source addresses to spread them over.
+    #[arg(long, default_value_t = 8)]
+    pub(super) sources: u8,
+    /// The server's heartbeat interval, in seconds.
+    #[arg(long, default_value_t = 30)]
+    pub(super) heartbeat: u64,
+    /// Where the server's data and the agents' identities are kept between runs.
+    #[arg(long, default_value = "./otpgate-bench")]
+    pub(super) work_dir: PathBuf,
+    /// Print one JSON document.
+    #[arg(long)]
+    pub(super) json: bool,
+}
+
+impl FleetArgs {
+    pub(super) fn options(&self) -> crate::bench::FleetOptions {
+        crate::bench::FleetOptions {
+            agents: self.agents,
+            sources: self.sources,
+            heartbeat: std::time::Duration::from_secs(self.heartbeat.max(1)),
+            work_dir: self.work_dir.clone(),
+        }
+    }
+}
+
+/// How hard a login storm goes.
+#[derive(clap::Args)]
+pub(super) struct StormArgs {
+    /// Logins started per second; without it, as fast as the agents can.
+    #[arg(long)]
+    pub(super) rate: Option<f64>,
+    /// Logins in all, at most.
+    #[arg(long, default_value_t = 10_000)]
+    pub(super) count: usize,
+    /// Seconds after which no login starts.
+    #[arg(long, default_value_t = 30)]
+    pub(super) duration: u64,
+}
+
+impl StormArgs {
+    pub(super) fn options(&self) -> crate::bench::LoginOptions {
+        crate::bench::LoginOptions {
+            count: self.count,
+            rate: self.rate.filter(|r| *r > 0.0),
+            duration: std::time::Duration::from_secs(self.duration),
+        }
+    }
+}
+
+#[derive(Subcommand)]
+pub(super) enum Admin {
+    /// System Settings.
+    #[command(subcommand)]
+    Settings(AdminSettings),
+    /// Client computers.
+    #[command(subcommand)]
+    Clients(AdminClients),
+    /// Client groups.
+    #[command(subcommand)]
+    Groups(AdminGroups),
+    /// Internal users.
+    #[command(subcommand)]
+    Users(AdminUsers),
+    /// Access requests.
+    #[command(subcommand)]
+    Requests(AdminRequests),
+    /// One-time passwords.
+    #[command(subcommand)]
+    Otp(AdminOtp),
+    /// Client sessions.
+    #[command(subcommand)]
+    Sessions(AdminSessions),
+    /// The audit log.
+    #[command(subcommand)]
+    Audit(AdminAudit),
+    /// Mail delivery.
+    #[command(subcommand)]
+    Mail(AdminMail),
+}
+
+#[derive(Subcommand)]
+pub(super) enum AdminMail {
+    /// Messages given up on (a 5xx from the relay, or too many tries).
+    Failures,
+    /// Send a test message now and show what the relay said.
+    Test {
+        /// The recipient.
+        #[arg(long)]
+        to: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub(super) enum AdminSettings {
+    /// Show them.
+    Get,
+    /// Change those named.
+    Set {
+        /// Access Request Expiration Time.
+        #[arg(long)]
+        expiration_minutes: Option<u64>,
+        /// Shortest time between two new OTPs for one computer and user.
+        #[arg(long)]
+        new_otp_interval_minutes: Option<u64>,
+        /// Digits per OTP (6 to 12).
+        #[arg(long)]
+        otp_length: Option<u8>,
+        /// Wrong attempts after which an OTP is locked.
+        #[arg(long)]
+        max_attempts: Option<u32>,
+        /// Failures allowed per computer and per account per hour.
+        #[arg(long)]
+        max_failures_per_hour: Option<u32>,
+    },
+}
+
+/// The options of a group or a computer; what is not given stays.
+#[derive(clap::Args)]
+pub(super) struct OptionArgs {
+    /// Allow the use of one-time passwords.
+    #[arg(long)]
+    pub(super) allow_otp: Option<bool>,
+    /// Users Who Can Approve Access (login names, comma-separated; empty for none).
+    #[arg(long, value_delimiter = ',', num_args = 0..)]
+    pub(super) approvers: Option<Vec<String>>,
+    /// Automatically send one-time passwords to Active Directory users.
+    #[arg(long)]
+    pub(super) auto_ad: Option<bool>,
+    /// Automatically send one-time passwords to internal users.
+    #[arg(long)]
+    pub(super) auto_internal: Option<bool>,
+}
+
+impl OptionArgs {
+    pub(super) fn view(self) -> OptionsView {
+        OptionsView {
+            allow_otp: self.allow_otp,
+            approvers: self
+                .approvers
+                .map(|a| a.into_iter().filter(|s| !s.is_empty()).collect()),
+            auto_directory: self.auto_ad,
+            auto_internal: self.auto_internal,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+pub(super) enum AdminClients {
+    /// List them.
+    List,
+    /// Change one.
+    Set {
+        /// The computer.
+        name: String,
+        /// Put it in this group.
+        #[arg(long, conflicts_with = "no_group")]
+        group: Option<String>,
+        /// Take it out of its group.
+        #[arg(long)]
+        no_group: bool,
+        #[command(flatten)]
+        options: OptionArgs,
+    },
+}
+
+#[derive(Subcommand)]
+pub(super) enum AdminGroups {
+    /// List them.
+    List,
+    /// Create or change one.
+    Set {
+        /// The group.
+        name: String,
+        #[command(flatten)]
+        options: OptionArgs,
+    },
+}
+
+#[derive(Subcommand)]
+pub(super) enum AdminUsers {
+    /// List them.
+    List,
+    /// Add one; the password is read from standard input.
+    Add {
+        /// The login name.
+        login: String,
+        /// The email address.
+        #[arg(long)]
+        email: String,
+        /// administrator or user.
+        #[arg(long, value_enum, default_value = "user")]
+        role: RoleArg,
+    },
+    /// Change one.
+    Set {
+        /// The login name.
+        login: String,
+        /// A new email address.
+        #[arg(long)]
+        email: Option<String>,
+        /// A new role.
+        #[arg(long, value_enum)]
+        role: Option<RoleArg>,
+        /// Read a new password from standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub(super) enum RoleArg {
+    Administrator,
+    User,
+}
+
+impl From<RoleArg> for RoleView {
+    fn from(role: RoleArg) -> Self {
+        match role {
+            RoleArg::Administrator => Self::Administrator,
+            RoleArg::User => Self::User,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+pub(super) enum AdminRequests {
+    /// List the pending ones (or all).
+    List {
+        /// All, not only the pending ones.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Approve one: its OTP is emailed.
+    Approve(DecideArgs),
+    /// Deny one.
+    Deny(DecideArgs),
+}
+
+/// Which request to decide, and as whom.
+#[derive(clap::Args)]
+pub(super) struct DecideArgs {
+    /// The request (or give --token).
+    #[arg(required_unless_present = "token")]
+    pub(super) id: Option<u64>,
+    /// The token of the link in an approver's mail (it names the request, the
+    /// decision and the approver).
+    #[arg(long, conflicts_with = "id")]
+    pub(super) token: Option<String>,
+    /// A comment, for the person.
+    #[arg(long)]
+    pub(super) comment: Option<String>,
+    /// The internal user deciding.
+    #[arg(long = "as", default_value = INITIAL_ADMIN)]
+    pub(super) by: String,
+}
+
+#[derive(Subcommand)]
+pub(super) enum AdminOtp {
+    /// Generate an OTP without a request, and email it.
+    Generate {
+        /// The client computer.
+        #[arg(long)]
+        client: String,
+        /// The OS user.
+        #[arg(long)]
+        os_user: String,
+        /// Where it goes.
+        #[arg(long)]
+        email: String,
+        /// Why.
+        #[arg(long, default_value = DEFAULT_GENERATE_COMMENT)]
+        comment: String,
+        /// The administrator generating it.
+        #[arg(long = "as", default_value = INITIAL_ADMIN)]
+        by: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub(super) enum AdminSessions {
+    /// List the open ones (or all).
+    List {
+        /// All, not only the open ones.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub(super) enum AdminAudit {
+    /// The newest entries.
+    List {
+        /// How many.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+}

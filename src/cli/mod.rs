@@ -1,0 +1,249 @@
+//! The `otpgate` command line: reads the arguments ([`args`]), sets up logging
+//! and the runtime, and runs the program asked for: the server, the agent, the
+//! login prompt ([`prompt`]), the Management Tool's commands ([`admin`]), the PKI
+//! tools or a load test.
+
+mod admin;
+mod args;
+pub mod prompt;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+use otpgate_actors::Timestamp;
+
+use crate::agent::{self, AgentConfig};
+use crate::server::config::{Overrides, ServerConfig};
+use crate::server::{self, Server};
+use crate::tls::pki;
+use args::{Bench, Certs, Cli, Command};
+use prompt::{EXIT_ERROR, Prompt};
+
+/// Exit status for a configuration that cannot be used (sysexits' EX_USAGE).
+const EXIT_CONFIG: u8 = 64;
+
+/// Runs the command line; what `otpgate` does.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // A bench's thousands of simulated agents would drown its progress in their
+    // connection notices.
+    let default_level = match cli.command {
+        Command::Bench(_) => "warn",
+        _ => "info",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
+        )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("otpgate: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("otpgate: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve {
+            config,
+            data_dir,
+            listen,
+        } => serve(config, Overrides { data_dir, listen }).await,
+        Command::Certs(Certs::Client {
+            name,
+            out,
+            data_dir,
+        }) => {
+            let paths = pki::issue_client(&data_dir, &name, &out)?;
+            println!(
+                "issued {name}: {} {} {}",
+                paths.cert.display(),
+                paths.key.display(),
+                paths.ca.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Agent {
+            server,
+            identity,
+            socket,
+        } => {
+            raise_fd_limit();
+            let cancel = CancellationToken::new();
+            tokio::spawn(stop_on_signal(cancel.clone()));
+            let config = AgentConfig {
+                server,
+                identity,
+                socket,
+            };
+            agent::run(config, cancel).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Login {
+            socket,
+            os_user,
+            json,
+            step,
+        } => {
+            let prompt = Prompt {
+                socket: &socket,
+                os_user,
+            };
+            Ok(prompt::step(&prompt, step, json)
+                .await
+                .unwrap_or_else(|err| {
+                    eprintln!("otpgate: {err}");
+                    ExitCode::from(EXIT_ERROR)
+                }))
+        }
+        Command::Bench(scenario) => {
+            raise_fd_limit();
+            bench(scenario).await
+        }
+        Command::Admin {
+            data_dir,
+            json,
+            command,
+        } => Ok(admin::command(&data_dir, command, json)
+            .await
+            .unwrap_or_else(|err| {
+                eprintln!("otpgate: {err:#}");
+                ExitCode::from(EXIT_ERROR)
+            })),
+    }
+}
+
+async fn serve(path: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<ExitCode> {
+    // Everything the server creates (database, keys, outbox) is for its owner only.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    let config = match ServerConfig::load(path.as_deref(), overrides) {
+        Ok(config) => config,
+        Err(err) => return Ok(config_error(&err)),
+    };
+    if let Some(files) = raise_fd_limit()
+        && u64::try_from(config.max_connections).unwrap_or(u64::MAX) + server::RESERVED_FILES
+            > files
+    {
+        tracing::warn!(
+            max_connections = config.max_connections,
+            open_files_limit = files,
+            "the open-files limit is below max_connections: connections beyond it will wait; \
+             raise it (LimitNOFILE= in the service unit, or ulimit -n)"
+        );
+    }
+    let mut server = match Server::open(&config).await {
+        Ok(server) => server,
+        Err(err) if err.is_config() => return Ok(config_error(&err)),
+        Err(err) => return Err(err.into()),
+    };
+    let listener = server::bind(config.listen)
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    if let Some(password) = server.take_initial_password() {
+        println!(
+            "otpgate: created administrator '{}' with password {} (also in {}, mode 0600)",
+            server::INITIAL_ADMIN,
+            password.as_str(),
+            config
+                .data_dir
+                .join(server::INITIAL_PASSWORD_FILE)
+                .display()
+        );
+    }
+    // Scripts and tests wait for this line.
+    println!("otpgate listening on {addr}");
+    let cancel = CancellationToken::new();
+    tokio::spawn(stop_on_signal(cancel.clone()));
+    server.run(listener, cancel.cancelled_owned()).await;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn config_error(err: &dyn std::fmt::Display) -> ExitCode {
+    eprintln!("otpgate: configuration: {err}");
+    ExitCode::from(EXIT_CONFIG)
+}
+
+/// Cancels `cancel` on the first SIGINT or SIGTERM.
+async fn stop_on_signal(cancel: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        tracing::error!("cannot listen for signals");
+        return;
+    };
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+    }
+    cancel.cancel();
+}
+
+/// Runs a bench scenario and prints its report; fails when the run fell short.
+async fn bench(scenario: Bench) -> anyhow::Result<ExitCode> {
+    use crate::bench::{self, Report};
+    let (report, json) = match scenario {
+        Bench::Hold { fleet, duration } => (
+            Report::Hold(
+                bench::hold(fleet.options(), std::time::Duration::from_secs(duration)).await?,
+            ),
+            fleet.json,
+        ),
+        Bench::Reconnect { fleet, kill } => (
+            Report::Reconnect(bench::reconnect(fleet.options(), kill).await?),
+            fleet.json,
+        ),
+        Bench::Logins { fleet, storm } => (
+            Report::Logins(bench::logins(fleet.options(), storm.options()).await?),
+            fleet.json,
+        ),
+        Bench::Flood {
+            fleet,
+            storm,
+            attackers,
+        } => (
+            Report::Flood(bench::flood(fleet.options(), storm.options(), attackers).await?),
+            fleet.json,
+        ),
+    };
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("{}", report.describe());
+    }
+    Ok(if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Raises this process's open-files limit as far as it may go; returns the limit.
+fn raise_fd_limit() -> Option<u64> {
+    rlimit::increase_nofile_limit(u64::MAX)
+        .inspect_err(|err| tracing::warn!(error = %err, "cannot raise the open-files limit"))
+        .ok()
+}
+
+/// A time in milliseconds since the Unix epoch, as people read it.
+fn time(unix_millis: u64) -> String {
+    Timestamp::from_unix_millis(unix_millis).rfc3339()
+}

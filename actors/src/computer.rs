@@ -1,8 +1,9 @@
 //! The actor that owns one client computer: its agent connections, OTPs, access
 //! requests, client sessions, expiry timer and failure counts. Every decision
 //! about one computer goes through its mailbox, so they are serialised without
-//! locks; the rules themselves live in [`crate::otp`], [`crate::request`] and
-//! [`crate::settings`].
+//! locks. This file is the actor's I/O only: it loads state, looks up what a
+//! rule needs, calls the rule in [`crate::rules`], applies the effects the rule
+//! returns and replies.
 //!
 //! Its state is loaded from the [`Store`] in `pre_start`, so a restart by the
 //! supervisor is just a respawn. A change that someone will rely on (an OTP
@@ -17,22 +18,17 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use crate::audit::{Action, AuditEntry};
 use crate::clock::{Clock, Timestamp};
-use crate::directory::{Directory, Role, UserRecord, verify_password};
+use crate::directory::{Directory, verify_password};
 use crate::id::ComputerId;
-use crate::login::{LoginAnswer, LoginCall, Mode, PromptState, RequestStatus, Requested, Verdict};
-use crate::mail::{MailKind, MailerMsg, OutboxEntry, is_email_address};
-use crate::otp::{Check, Code, Origin, Otp, OtpKeys, OtpState, Slot};
-use crate::request::{AccessRequest, Decision, Resolution};
+use crate::login::{LoginAnswer, LoginCall, Mode, Requested, Verdict};
+use crate::mail::{MailKind, MailerMsg, OutboxEntry};
+use crate::otp::{Code, Origin, OtpKeys};
+use crate::request::{AccessRequest, Choice};
+use crate::rules::{self, Admit, Effect, FailureKey, Logins, Policy, Window};
 use crate::session::{ClientSession, SessionEnd};
 use crate::settings::{Effective, Options, SystemSettings};
 use crate::store::{ComputerRecord, Store, StoreError};
 use crate::timer::Timer;
-
-/// The window over which failures per computer and per account are counted.
-pub const FAILURE_WINDOW: Duration = Duration::from_secs(60 * 60);
-
-/// The shortest time between two emails of the same OTP.
-pub const RESEND_GAP: Duration = Duration::from_secs(30);
 
 /// What every computer's actor works with.
 pub struct Services {
@@ -88,8 +84,8 @@ pub enum ComputerMsg {
         request: u64,
         /// The deciding internal user's login name.
         by: String,
-        /// Approve (`true`) or deny.
-        approve: bool,
+        /// Approve or deny.
+        choice: Choice,
         /// Their comment.
         comment: Option<String>,
         /// What became of it.
@@ -198,10 +194,8 @@ pub struct ComputerState {
     /// a moment: a reconnecting agent may arrive before its old connection has
     /// been noticed as dead.
     connections: HashSet<ConnectionId>,
-    /// OTP state per OS user.
-    slots: HashMap<String, Slot>,
-    /// The latest access request per OS user.
-    latest: HashMap<String, AccessRequest>,
+    /// OTP slots and the latest access request, per OS user.
+    logins: Logins,
     /// Open client sessions, with the connection they live on.
     sessions: HashMap<u64, (ClientSession, ConnectionId)>,
     /// The expiry timer; cancelled when the state drops with the actor.
@@ -241,18 +235,19 @@ impl Actor for ComputerActor {
                 options: Options::default(),
             },
         };
-        let slots = svc.store.slots(&id)?.into_iter().collect();
-        let mut latest = HashMap::new();
+        let mut logins = Logins {
+            slots: svc.store.slots(&id)?.into_iter().collect(),
+            latest: HashMap::new(),
+        };
         for request in svc.store.requests_of(&id)? {
-            latest.insert(request.os_user.clone(), request);
+            logins.latest.insert(request.os_user.clone(), request);
         }
         let mut state = ComputerState {
             id,
             svc,
             record,
             connections: HashSet::new(),
-            slots,
-            latest,
+            logins,
             sessions: HashMap::new(),
             timer: Timer::idle(),
             mail_queued: false,
@@ -307,11 +302,11 @@ impl Actor for ComputerActor {
             ComputerMsg::Decide {
                 request,
                 by,
-                approve,
+                choice,
                 comment,
                 reply,
             } => {
-                let _ = reply.send(state.decide(request, &by, approve, comment).await);
+                let _ = reply.send(state.decide(request, &by, choice, comment).await);
                 state.schedule(&myself);
             }
             ComputerMsg::Generate {
@@ -360,6 +355,40 @@ impl ComputerState {
             action,
             outcome: outcome.to_owned(),
         })?)
+    }
+
+    /// The failures counted against `key` in its current window.
+    fn window(&self, settings: &SystemSettings, key: &FailureKey) -> Result<Window> {
+        Ok(self
+            .svc
+            .store
+            .failures(&key.key(), self.now(), settings.failure_window)?)
+    }
+
+    /// Writes what a rule decided; [`ComputerState::commit`] makes it durable.
+    fn apply(&mut self, settings: &SystemSettings, effects: Vec<Effect>) -> Result<()> {
+        let now = self.now();
+        let store = Arc::clone(&self.svc.store);
+        for effect in effects {
+            match effect {
+                Effect::SaveSlot(os_user) => {
+                    if let Some(slot) = self.logins.slots.get(&os_user) {
+                        store.put_slot(&self.id, &os_user, slot)?;
+                    }
+                }
+                Effect::SaveRequest(request) => store.put_request(&request)?,
+                Effect::QueueMail { to, kind, request } => self.queue(&to, kind, request)?,
+                Effect::Audit {
+                    who,
+                    action,
+                    outcome,
+                } => self.audit(&who, action, &outcome)?,
+                Effect::CountFailure(key) => {
+                    store.count_failure(&key.key(), now, settings.failure_window)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     fn queue(&mut self, to: &str, kind: MailKind, request: Option<u64>) -> Result<()> {
@@ -426,6 +455,29 @@ impl ComputerState {
         self.commit().await
     }
 
+    fn start_session(
+        &mut self,
+        id: u64,
+        conn: ConnectionId,
+        os_user: &str,
+        email: &str,
+    ) -> Result<()> {
+        let now = self.now();
+        let session = ClientSession {
+            id,
+            computer: self.id.clone(),
+            os_user: os_user.to_owned(),
+            email: email.to_owned(),
+            started: now,
+            last_activity: now,
+            ended: None,
+        };
+        self.svc.store.put_session(&session)?;
+        self.audit(&session.user_name(), Action::SessionStart, "started")?;
+        self.sessions.insert(id, (session, conn));
+        Ok(())
+    }
+
     fn end_session(&mut self, id: u64, why: SessionEnd) -> Result<()> {
         if let Some((mut session, _)) = self.sessions.remove(&id) {
             session.ended = Some((self.now(), why));
@@ -435,64 +487,67 @@ impl ComputerState {
         Ok(())
     }
 
-    fn slot(&mut self, os_user: &str) -> &mut Slot {
-        self.slots.entry(os_user.to_owned()).or_default()
-    }
-
-    fn save_slot(&self, os_user: &str) -> Result<()> {
-        match self.slots.get(os_user) {
-            Some(slot) => Ok(self.svc.store.put_slot(&self.id, os_user, slot)?),
-            None => Ok(()),
-        }
-    }
-
-    /// How long until the first of `keys` is below its failure limit again, if
-    /// any of them is at it.
-    fn throttled(&self, settings: &SystemSettings, keys: &[String]) -> Result<Option<Duration>> {
-        let now = self.now();
-        let mut wait = None;
-        for key in keys {
-            let window = self.svc.store.failures(key, now, FAILURE_WINDOW)?;
-            if window.count >= settings.max_failures_per_hour {
-                let until = window.start.after(FAILURE_WINDOW);
-                let left = Duration::from_millis(until.unix_millis() - now.unix_millis());
-                wait = Some(wait.map_or(left, |w: Duration| w.max(left)));
-            }
-        }
-        Ok(wait)
-    }
-
-    fn count_failures(&self, keys: &[String]) -> Result<()> {
-        let now = self.now();
-        for key in keys {
-            self.svc.store.count_failure(key, now, FAILURE_WINDOW)?;
-        }
-        Ok(())
-    }
-
-    fn computer_key(&self) -> String {
-        format!("computer:{}", self.id)
-    }
-
     async fn login(
         &mut self,
         conn: ConnectionId,
         os_user: &str,
         call: LoginCall,
     ) -> Result<LoginAnswer> {
-        // Committed with the answer below.
-        self.expire_user(os_user)?;
+        let settings = self.svc.store.settings()?;
+        let options = self.effective()?;
+        let policy = Policy {
+            settings: &settings,
+            options: &options,
+        };
+        let (id, keys, now) = (self.id.clone(), Arc::clone(&self.svc.keys), self.now());
+        let who = rules::person(os_user, &id);
+        let mut effects = Vec::new();
+        self.logins.expire_due(&id, os_user, now, &mut effects);
+        let mut started = None;
         let answer = match call {
-            LoginCall::Status => LoginAnswer::Status(self.prompt_state(os_user)?),
-            LoginCall::Request(mode) => LoginAnswer::Requested(self.request(os_user, mode).await?),
+            LoginCall::Status => {
+                LoginAnswer::Status(self.logins.prompt_state(policy, os_user, now))
+            }
+            LoginCall::Request(mode) => {
+                let requested = self.request(policy, os_user, mode, &mut effects).await?;
+                effects.push(Effect::audit(
+                    &who,
+                    Action::Request,
+                    &rules::describe(&requested),
+                ));
+                LoginAnswer::Requested(requested)
+            }
             LoginCall::Resend => {
-                let who = person(os_user, &self.id);
-                let requested = self.resend(os_user)?;
-                self.audit(&who, Action::Resend, &describe(&requested))?;
+                let requested = self.logins.resend(&id, policy, os_user, now, &mut effects);
+                effects.push(Effect::audit(
+                    &who,
+                    Action::Resend,
+                    &rules::describe(&requested),
+                ));
                 LoginAnswer::Requested(requested)
             }
             LoginCall::Verify { email, code } => {
-                LoginAnswer::Verified(self.verify(conn, os_user, &email, &code)?)
+                let failures = [
+                    self.window(&settings, &FailureKey::Computer(id.clone()))?,
+                    self.window(&settings, &FailureKey::Email(email.clone()))?,
+                ];
+                let session = self.svc.store.next_id()?;
+                let verdict = self.logins.verify(
+                    &keys,
+                    &id,
+                    policy,
+                    failures,
+                    session,
+                    os_user,
+                    &email,
+                    &code,
+                    now,
+                    &mut effects,
+                );
+                if let Verdict::Allow { session } = verdict {
+                    started = Some((session, email));
+                }
+                LoginAnswer::Verified(verdict)
             }
             LoginCall::Logout { session } => {
                 let ending: Vec<u64> = self
@@ -509,140 +564,50 @@ impl ComputerState {
                 LoginAnswer::LoggedOut(!ending.is_empty())
             }
         };
+        self.apply(&settings, effects)?;
+        if let Some((session, email)) = started {
+            self.start_session(session, conn, os_user, &email)?;
+        }
         self.commit().await?;
         Ok(answer)
     }
 
-    fn prompt_state(&mut self, os_user: &str) -> Result<PromptState> {
-        let effective = self.effective()?;
-        let settings = self.svc.store.settings()?;
-        let now = self.now();
-        let slot = self.slots.get(os_user).cloned().unwrap_or_default();
-        let live = slot.otp.as_ref().filter(|otp| otp.is_live(now));
-        let request = self.latest.get(os_user);
-        Ok(PromptState {
-            allow_otp: effective.allow_otp,
-            auto_directory: effective.auto_directory,
-            auto_internal: effective.auto_internal,
-            email: live
-                .map(|otp| otp.email.clone())
-                .or_else(|| request.map(|r| r.email.clone())),
-            request: request.map(|r| (r.id, status_of(r))),
-            otp_valid_until: live.map(|otp| otp.valid_until),
-            next_new_at: slot
-                .last_new
-                .map(|at| at.after(settings.new_otp_interval))
-                .filter(|&next| next > now),
-        })
-    }
-
-    async fn request(&mut self, os_user: &str, mode: Mode) -> Result<Requested> {
-        let who = person(os_user, &self.id);
-        let settings = self.svc.store.settings()?;
-        let effective = self.effective()?;
-        let enabled = match &mode {
-            Mode::Email(_) => !effective.auto_directory && !effective.auto_internal,
-            Mode::Directory => effective.auto_directory,
-            Mode::Internal { .. } => effective.auto_internal,
-            Mode::Emergency(_) => true,
-        };
-        let requested = if !effective.allow_otp || !enabled {
-            Requested::Disabled
-        } else if let Some(retry_after) = self.throttled(&settings, &[self.computer_key()])? {
-            Requested::Throttle { retry_after }
-        } else if let Some(within) = self.within_interval(os_user, &settings) {
-            within?
-        } else {
-            self.request_new(os_user, mode, &settings).await?
-        };
-        self.audit(&who, Action::Request, &describe(&requested))?;
-        Ok(requested)
-    }
-
-    /// Inside the interval since the last new OTP: resend the live one, point at
-    /// the pending request, or say when a new one may be asked for. `None` when a
-    /// new one may be asked for now.
-    fn within_interval(
+    /// A request for an OTP: admitted by the rules, then looked up as its mode
+    /// needs (directory, password), then issued or sent to the approvers.
+    async fn request(
         &mut self,
-        os_user: &str,
-        settings: &SystemSettings,
-    ) -> Option<Result<Requested>> {
-        let now = self.now();
-        let next_at = self
-            .slots
-            .get(os_user)?
-            .last_new?
-            .after(settings.new_otp_interval);
-        if now >= next_at {
-            return None;
-        }
-        if let Some(request) = self.latest.get(os_user)
-            && request.decision == Decision::Pending
-        {
-            return Some(Ok(Requested::AwaitApproval {
-                request: request.id,
-                expires: request.expires,
-            }));
-        }
-        Some(match self.resend(os_user) {
-            Ok(Requested::NoLiveOtp) => Ok(Requested::TooSoon { next_at }),
-            other => other,
-        })
-    }
-
-    /// Emails the live OTP again, if there is one and the last email is not too recent.
-    fn resend(&mut self, os_user: &str) -> Result<Requested> {
-        let now = self.now();
-        let Some(slot) = self.slots.get_mut(os_user) else {
-            return Ok(Requested::NoLiveOtp);
-        };
-        let Some(otp) = slot.otp.as_ref().filter(|otp| otp.is_live(now)) else {
-            return Ok(Requested::NoLiveOtp);
-        };
-        let (to, valid_until) = (otp.email.clone(), otp.valid_until);
-        let request = otp.origin.request();
-        let sealed = otp.sealed().map(<[u8]>::to_vec);
-        let recently = slot
-            .last_sent
-            .is_some_and(|sent| now < sent.after(RESEND_GAP));
-        if !recently && let Some(sealed) = sealed {
-            slot.last_sent = Some(now);
-            self.save_slot(os_user)?;
-            self.queue(&to, self.otp_mail(os_user, sealed, valid_until), request)?;
-        }
-        Ok(Requested::Resend { to, valid_until })
-    }
-
-    fn otp_mail(&self, os_user: &str, sealed: Vec<u8>, valid_until: Timestamp) -> MailKind {
-        MailKind::Otp {
-            computer: self.id.clone(),
-            os_user: os_user.to_owned(),
-            sealed,
-            valid_until,
-        }
-    }
-
-    async fn request_new(
-        &mut self,
+        policy: Policy<'_>,
         os_user: &str,
         mode: Mode,
-        settings: &SystemSettings,
+        effects: &mut Vec<Effect>,
     ) -> Result<Requested> {
+        let (id, now) = (self.id.clone(), self.now());
+        let computer = FailureKey::Computer(id.clone());
+        let failures = self.window(policy.settings, &computer)?;
+        let enabled = rules::enabled(&mode, policy.options);
+        match self
+            .logins
+            .admit(&id, policy, enabled, failures, os_user, now, effects)
+        {
+            Admit::Answer(answer) => return Ok(answer),
+            Admit::New => {}
+        }
         let (email, emergency) = match mode {
             Mode::Email(email) => (email, false),
             Mode::Emergency(email) => (email, true),
-            Mode::Directory => match self.svc.directory.email_of(os_user).await? {
-                Some(email) => return self.issue_for_request(os_user, &email, settings),
-                None => {
-                    self.count_failures(&[self.computer_key()])?;
-                    return Ok(Requested::Refuse);
-                }
-            },
+            Mode::Directory => {
+                return Ok(match self.svc.directory.email_of(os_user).await? {
+                    Some(email) => self.send_new(policy, os_user, &email, effects),
+                    None => {
+                        effects.push(Effect::CountFailure(computer));
+                        Requested::Refuse
+                    }
+                });
+            }
             Mode::Internal { login, password } => {
-                let account = format!("login:{}", login.to_lowercase());
-                if let Some(retry_after) =
-                    self.throttled(settings, std::slice::from_ref(&account))?
-                {
+                let account = FailureKey::Login(login.clone());
+                let failures = self.window(policy.settings, &account)?;
+                if let Some(retry_after) = rules::throttled(&[failures], policy.settings, now) {
                     return Ok(Requested::Throttle { retry_after });
                 }
                 let user = self.svc.store.user(&login)?;
@@ -652,187 +617,47 @@ impl ComputerState {
                 })
                 .await
                 .unwrap_or(false);
-                return match user {
-                    Some(user) if right => self.issue_for_request(os_user, &user.email, settings),
+                return Ok(match user {
+                    Some(user) if right => self.send_new(policy, os_user, &user.email, effects),
                     _ => {
-                        self.count_failures(&[self.computer_key(), account])?;
-                        Ok(Requested::Refuse)
+                        effects.push(Effect::CountFailure(computer));
+                        effects.push(Effect::CountFailure(account));
+                        Requested::Refuse
                     }
-                };
+                });
             }
         };
-        if !is_email_address(&email) {
-            return Ok(Requested::Refuse);
-        }
-        let now = self.now();
-        let request = AccessRequest {
-            id: self.svc.store.next_id()?,
-            computer: self.id.clone(),
-            os_user: os_user.to_owned(),
-            email: email.clone(),
-            emergency,
-            created: now,
-            expires: now.after(settings.expiration),
-            decision: Decision::Pending,
-        };
-        self.svc.store.put_request(&request)?;
-        self.slot(os_user).last_new = Some(now);
-        self.save_slot(os_user)?;
-        for approver in self.approvers()? {
-            self.queue(
-                &approver.email,
-                MailKind::Approval {
-                    approver: approver.login,
-                    request: request.id,
-                    computer: self.id.clone(),
-                    os_user: os_user.to_owned(),
-                    requester: email.clone(),
-                    emergency,
-                    expires: request.expires,
-                },
-                Some(request.id),
-            )?;
-        }
-        let requested = Requested::AwaitApproval {
-            request: request.id,
-            expires: request.expires,
-        };
-        self.latest.insert(os_user.to_owned(), request);
-        Ok(requested)
+        let users = self.svc.store.users()?;
+        let approvers = rules::approvers(&users, policy.options);
+        let request = self.svc.store.next_id()?;
+        Ok(self.logins.open_request(
+            &id, policy, &approvers, request, os_user, &email, emergency, now, effects,
+        ))
     }
 
-    /// The users who are told of this computer's requests: its approvers, or the
-    /// administrators when it names none.
-    fn approvers(&self) -> Result<Vec<UserRecord>> {
-        let approvers = self.effective()?.approvers;
-        Ok(self
-            .svc
-            .store
-            .users()?
-            .into_iter()
-            .filter(|user| {
-                approvers.contains(&user.login)
-                    || (approvers.is_empty() && user.role == Role::Administrator)
-            })
-            .collect())
-    }
-
-    /// A new OTP asked for by the person: it starts the interval.
-    fn issue_for_request(
+    /// A new OTP the person asked for, sent at once.
+    fn send_new(
         &mut self,
+        policy: Policy<'_>,
         os_user: &str,
         email: &str,
-        settings: &SystemSettings,
-    ) -> Result<Requested> {
-        let valid_until = self.issue(os_user, email, settings, Origin::AutoSend)?;
-        self.slot(os_user).last_new = Some(self.now());
-        self.save_slot(os_user)?;
-        Ok(Requested::Send {
-            to: email.to_owned(),
-            valid_until,
-        })
-    }
-
-    /// Generates an OTP for `os_user` and `email`, replacing any other, and queues
-    /// its email.
-    fn issue(
-        &mut self,
-        os_user: &str,
-        email: &str,
-        settings: &SystemSettings,
-        origin: Origin,
-    ) -> Result<Timestamp> {
-        let now = self.now();
-        let valid_until = now.after(settings.expiration);
-        let code = Code::generate(settings.otp_length);
-        let otp = Otp::new(
+        effects: &mut Vec<Effect>,
+    ) -> Requested {
+        let code = Code::generate(policy.settings.otp_length);
+        let valid_until = self.logins.issue(
             &self.svc.keys,
             &self.id,
+            policy,
             os_user,
             email,
             &code,
-            now,
-            valid_until,
-            origin,
+            Origin::AutoSend,
+            self.svc.clock.now(),
+            effects,
         );
-        let sealed = otp.sealed().map(<[u8]>::to_vec).unwrap_or_default();
-        let request = otp.origin.request();
-        let slot = self.slot(os_user);
-        slot.otp = Some(otp);
-        slot.last_sent = Some(now);
-        self.save_slot(os_user)?;
-        self.queue(email, self.otp_mail(os_user, sealed, valid_until), request)?;
-        Ok(valid_until)
-    }
-
-    fn verify(
-        &mut self,
-        conn: ConnectionId,
-        os_user: &str,
-        email: &str,
-        code: &Code,
-    ) -> Result<Verdict> {
-        let who = person(os_user, &self.id);
-        let settings = self.svc.store.settings()?;
-        let keys = [
-            self.computer_key(),
-            format!("email:{}", email.to_lowercase()),
-        ];
-        if let Some(retry_after) = self.throttled(&settings, &keys)? {
-            self.audit(&who, Action::Verify, "throttled")?;
-            return Ok(Verdict::Throttle { retry_after });
-        }
-        let now = self.now();
-        let (svc, id) = (self.svc.clone(), self.id.clone());
-        // A user with no OTP gets no slot: names the agent sends cost no storage.
-        let check = match self
-            .slots
-            .get_mut(os_user)
-            .and_then(|slot| slot.otp.as_mut())
-        {
-            Some(otp) => otp.check(
-                &svc.keys,
-                &id,
-                os_user,
-                email,
-                code,
-                now,
-                settings.max_attempts,
-            ),
-            None => Check::NotLive,
-        };
-        self.save_slot(os_user)?;
-        match check {
-            Check::Allow => {
-                let session = ClientSession {
-                    id: self.svc.store.next_id()?,
-                    computer: self.id.clone(),
-                    os_user: os_user.to_owned(),
-                    email: email.to_owned(),
-                    started: now,
-                    last_activity: now,
-                    ended: None,
-                };
-                self.svc.store.put_session(&session)?;
-                self.audit(&who, Action::Verify, &format!("allowed ({email})"))?;
-                self.audit(&session.user_name(), Action::SessionStart, "started")?;
-                let id = session.id;
-                self.sessions.insert(id, (session, conn));
-                Ok(Verdict::Allow { session: id })
-            }
-            Check::Wrong { locked } => {
-                self.count_failures(&keys)?;
-                self.audit(&who, Action::Verify, &format!("denied ({email})"))?;
-                if locked {
-                    self.audit(&who, Action::Lock, "locked after too many wrong attempts")?;
-                }
-                Ok(Verdict::Deny)
-            }
-            Check::NotLive => {
-                self.count_failures(&keys)?;
-                self.audit(&who, Action::Verify, &format!("denied ({email})"))?;
-                Ok(Verdict::Deny)
-            }
+        Requested::Send {
+            to: email.to_owned(),
+            valid_until,
         }
     }
 
@@ -840,10 +665,10 @@ impl ComputerState {
         &mut self,
         request: u64,
         by: &str,
-        approve: bool,
+        choice: Choice,
         comment: Option<String>,
     ) -> Result<Decided> {
-        let found = match self.latest.values().find(|r| r.id == request) {
+        let found = match self.logins.latest.values().find(|r| r.id == request) {
             Some(found) => Some(found.clone()),
             None => self
                 .svc
@@ -855,67 +680,36 @@ impl ComputerState {
         let Some(mut found) = found else {
             return Ok(Decided::NotFound);
         };
-        let allowed = match self.svc.store.user(by)? {
-            Some(user) => {
-                user.role == Role::Administrator
-                    || self.effective()?.approvers.contains(&user.login)
-            }
-            None => false,
-        };
-        if !allowed {
+        let settings = self.svc.store.settings()?;
+        let options = self.effective()?;
+        if !rules::may_decide(self.svc.store.user(by)?.as_ref(), &options) {
             return Ok(Decided::NotAllowed);
         }
-        let now = self.now();
-        if found.expire_if_due(now) {
-            self.expired_request(&found)?;
-        }
-        if found.decision != Decision::Pending {
-            self.commit().await?;
-            return Ok(Decided::NotPending(found));
-        }
-        let resolution = Resolution {
-            by: by.to_owned(),
-            at: now,
-            comment: comment.clone(),
+        let policy = Policy {
+            settings: &settings,
+            options: &options,
         };
-        let who = format!("user:{by}");
-        if approve {
-            let settings = self.svc.store.settings()?;
-            self.issue(
-                &found.os_user,
-                &found.email,
-                &settings,
-                Origin::Approval { request },
-            )?;
-            found.decision = Decision::Approve(resolution);
-            self.audit(
-                &who,
-                Action::Approve,
-                &format!("request {request} approved"),
-            )?;
-        } else {
-            found.decision = Decision::Deny(resolution);
-            self.queue(
-                &found.email,
-                MailKind::Outcome {
-                    computer: self.id.clone(),
-                    denied: true,
-                    comment,
-                },
-                Some(request),
-            )?;
-            self.audit(&who, Action::Deny, &format!("request {request} denied"))?;
-        }
-        self.svc.store.put_request(&found)?;
-        if self
-            .latest
-            .get(&found.os_user)
-            .is_some_and(|r| r.id == found.id)
-        {
-            self.latest.insert(found.os_user.clone(), found.clone());
-        }
+        let code = Code::generate(settings.otp_length);
+        let mut effects = Vec::new();
+        let pending = self.logins.decide(
+            &self.svc.keys,
+            &self.id,
+            policy,
+            &mut found,
+            by,
+            choice,
+            comment,
+            &code,
+            self.svc.clock.now(),
+            &mut effects,
+        );
+        self.apply(&settings, effects)?;
         self.commit().await?;
-        Ok(Decided::Done(found))
+        Ok(if pending {
+            Decided::Done(found)
+        } else {
+            Decided::NotPending(found)
+        })
     }
 
     async fn generate(
@@ -925,25 +719,38 @@ impl ComputerState {
         comment: String,
         by: &str,
     ) -> Result<Generated> {
-        let admin = self
-            .svc
-            .store
-            .user(by)?
-            .is_some_and(|user| user.role == Role::Administrator);
-        if !admin {
+        if !rules::may_generate(self.svc.store.user(by)?.as_ref()) {
             return Ok(Generated::NotAllowed);
         }
         let settings = self.svc.store.settings()?;
+        let options = self.effective()?;
+        let policy = Policy {
+            settings: &settings,
+            options: &options,
+        };
+        let code = Code::generate(settings.otp_length);
+        let mut effects = Vec::new();
         let origin = Origin::Generated {
             by: by.to_owned(),
             comment: comment.clone(),
         };
-        let valid_until = self.issue(os_user, email, &settings, origin)?;
-        self.audit(
+        let valid_until = self.logins.issue(
+            &self.svc.keys,
+            &self.id,
+            policy,
+            os_user,
+            email,
+            &code,
+            origin,
+            self.svc.clock.now(),
+            &mut effects,
+        );
+        effects.push(Effect::audit(
             &format!("user:{by}"),
             Action::Generate,
             &format!("for {os_user} ({email}): {comment}"),
-        )?;
+        ));
+        self.apply(&settings, effects)?;
         self.commit().await?;
         Ok(Generated::Send { valid_until })
     }
@@ -964,71 +771,19 @@ impl ComputerState {
         Ok(self.record.clone())
     }
 
-    /// Expires what is due for `os_user`.
-    /// Says whether anything expired.
-    fn expire_user(&mut self, os_user: &str) -> Result<bool> {
-        let now = self.now();
-        let expired_otp = self
-            .slots
-            .get_mut(os_user)
-            .and_then(|slot| slot.otp.as_mut())
-            .is_some_and(|otp| otp.expire_if_due(now));
-        if expired_otp {
-            self.save_slot(os_user)?;
-            self.audit(&person(os_user, &self.id), Action::Expire, "OTP expired")?;
-        }
-        let mut expired_request = None;
-        if let Some(request) = self.latest.get_mut(os_user)
-            && request.expire_if_due(now)
-        {
-            expired_request = Some(request.clone());
-        }
-        let expired = expired_otp || expired_request.is_some();
-        if let Some(request) = expired_request {
-            self.expired_request(&request)?;
-        }
-        Ok(expired)
-    }
-
-    fn expired_request(&mut self, request: &AccessRequest) -> Result<()> {
-        self.svc.store.put_request(request)?;
-        if self
-            .latest
-            .get(&request.os_user)
-            .is_some_and(|r| r.id == request.id)
-        {
-            self.latest.insert(request.os_user.clone(), request.clone());
-        }
-        self.queue(
-            &request.email,
-            MailKind::Outcome {
-                computer: self.id.clone(),
-                denied: false,
-                comment: None,
-            },
-            Some(request.id),
-        )?;
-        self.audit(
-            &person(&request.os_user, &self.id),
-            Action::Expire,
-            &format!("request {} expired", request.id),
-        )
-    }
-
     /// Expires everything that is due, then sets the timer for what is next.
     /// Flushes only when something changed (`changed` says what the caller
     /// already changed), so that spawning an idle computer costs no fsync.
-    async fn sweep(&mut self, myself: &ActorRef<ComputerMsg>, mut changed: bool) -> Result<()> {
-        let users: HashSet<String> = self
-            .slots
-            .keys()
-            .chain(self.latest.keys())
-            .cloned()
-            .collect();
-        for os_user in users {
-            changed |= self.expire_user(&os_user)?;
+    async fn sweep(&mut self, myself: &ActorRef<ComputerMsg>, changed: bool) -> Result<()> {
+        let mut effects = Vec::new();
+        let expired = self
+            .logins
+            .expire_all_due(&self.id, self.now(), &mut effects);
+        if expired {
+            let settings = self.svc.store.settings()?;
+            self.apply(&settings, effects)?;
         }
-        if changed {
+        if changed || expired {
             self.commit().await?;
         }
         self.schedule(myself);
@@ -1037,18 +792,7 @@ impl ComputerState {
 
     /// Sets the timer for the next OTP or request that will expire.
     fn schedule(&mut self, myself: &ActorRef<ComputerMsg>) {
-        let otps = self
-            .slots
-            .values()
-            .filter_map(|slot| slot.otp.as_ref())
-            .filter(|otp| otp.state == OtpState::Live)
-            .map(|otp| otp.valid_until);
-        let requests = self
-            .latest
-            .values()
-            .filter(|r| r.decision == Decision::Pending)
-            .map(|r| r.expires);
-        match otps.chain(requests).min() {
+        match self.logins.next_expiry() {
             Some(next) => {
                 let wait = next.unix_millis().saturating_sub(self.now().unix_millis());
                 let wait = Duration::from_millis(wait);
@@ -1056,38 +800,6 @@ impl ComputerState {
             }
             None => self.timer.cancel(),
         }
-    }
-}
-
-fn status_of(request: &AccessRequest) -> RequestStatus {
-    match &request.decision {
-        Decision::Pending => RequestStatus::Pending {
-            expires: request.expires,
-        },
-        Decision::Approve(_) => RequestStatus::Approve,
-        Decision::Deny(resolution) => RequestStatus::Deny {
-            comment: resolution.comment.clone(),
-        },
-        Decision::Expire => RequestStatus::Expire,
-    }
-}
-
-/// How a person appears in the audit log.
-fn person(os_user: &str, computer: &ComputerId) -> String {
-    format!("{os_user}@{computer}")
-}
-
-/// The outcome of a request, for the audit log; never the OTP.
-fn describe(requested: &Requested) -> String {
-    match requested {
-        Requested::Send { to, .. } => format!("OTP sent to {to}"),
-        Requested::Resend { to, .. } => format!("OTP resent to {to}"),
-        Requested::AwaitApproval { request, .. } => format!("request {request} to approvers"),
-        Requested::TooSoon { .. } => "too soon for a new OTP".into(),
-        Requested::NoLiveOtp => "no live OTP".into(),
-        Requested::Disabled => "not enabled".into(),
-        Requested::Refuse => "refused".into(),
-        Requested::Throttle { .. } => "throttled".into(),
     }
 }
 

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::clock::ManualClock;
+use crate::otp::OtpState;
 use crate::testing::services;
 
 const TIMEOUT: Option<Duration> = Some(Duration::from_secs(10));
@@ -215,7 +216,7 @@ async fn an_otp_expires_after_the_expiration_time() {
 async fn failures_per_computer_are_throttled() {
     let f = Fixture::new(auto_directory()).await;
     let settings = SystemSettings {
-        max_failures_per_hour: 3,
+        max_failures: 3,
         ..SystemSettings::default()
     };
     f.svc.store.put_settings(&settings).unwrap();
@@ -229,7 +230,7 @@ async fn failures_per_computer_are_throttled() {
         f.verify("x@example.com", "12345678").await,
         LoginAnswer::Verified(Verdict::Throttle { .. })
     ));
-    f.clock.advance(FAILURE_WINDOW);
+    f.clock.advance(crate::settings::DEFAULT_FAILURE_WINDOW);
     assert_eq!(
         f.verify("x@example.com", "12345678").await,
         LoginAnswer::Verified(Verdict::Deny)

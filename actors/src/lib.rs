@@ -16,6 +16,7 @@ pub mod login;
 pub mod mail;
 pub mod otp;
 pub mod request;
+pub mod rules;
 pub mod session;
 pub mod settings;
 pub mod store;

@@ -15,11 +15,13 @@ use std::fmt;
 
 use aws_lc_rs::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use aws_lc_rs::{constant_time, hmac};
+use data_encoding::HEXLOWER;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::clock::Timestamp;
 use crate::id::ComputerId;
+use crate::request::Choice;
 
 /// The keys that protect stored OTPs, and sign the Approve and Deny links of
 /// approvers' mail.
@@ -100,58 +102,63 @@ impl OtpKeys {
 }
 
 impl OtpKeys {
-    /// A link token that lets approver `login` approve (or deny) access request
-    /// `request`. It works once: a decided or expired request takes no decision.
+    /// A link token that lets `token.approver` make `token.choice` on access
+    /// request `token.request`. It works once: a decided or expired request takes
+    /// no decision.
     ///
     /// ```text
-    /// token = hex(request u64 BE || action u8 || login) "." hex(HMAC-SHA256(decide key, same))
+    /// token = hex(request u64 BE || choice u8 (1 approve, 0 deny) || approver)
+    ///         "." hex(HMAC-SHA256(decide key, same))
     /// ```
-    pub fn decision_token(&self, request: u64, approve: bool, login: &str) -> String {
-        let body = token_body(request, approve, login);
+    pub fn decision_token(&self, token: &DecisionToken) -> String {
+        let mut body = token.request.to_be_bytes().to_vec();
+        body.push(u8::from(token.choice == Choice::Approve));
+        body.extend_from_slice(token.approver.as_bytes());
         let tag = hmac::sign(&self.decide, &body);
-        format!("{}.{}", hex(&body), hex(tag.as_ref()))
+        format!(
+            "{}.{}",
+            HEXLOWER.encode(&body),
+            HEXLOWER.encode(tag.as_ref())
+        )
     }
 
-    /// What a token from [`OtpKeys::decision_token`] says, if it is genuine:
-    /// the request, approve or deny, and the approver.
-    pub fn open_decision_token(&self, token: &str) -> Option<(u64, bool, String)> {
+    /// What a token from [`OtpKeys::decision_token`] says, if it is genuine.
+    pub fn open_decision_token(&self, token: &str) -> Option<DecisionToken> {
         let (body, tag) = token.trim().split_once('.')?;
-        let (body, tag) = (unhex(body)?, unhex(tag)?);
+        if body.len() > MAX_TOKEN_HEX {
+            return None;
+        }
+        let body = HEXLOWER.decode(body.as_bytes()).ok()?;
+        let tag = HEXLOWER.decode(tag.as_bytes()).ok()?;
         hmac::verify(&self.decide, &body, &tag).ok()?;
         let (request, rest) = body.split_first_chunk::<8>()?;
-        let (&action, login) = rest.split_first()?;
-        let approve = match action {
-            1 => true,
-            0 => false,
+        let (&choice, approver) = rest.split_first()?;
+        let choice = match choice {
+            1 => Choice::Approve,
+            0 => Choice::Deny,
             _ => return None,
         };
-        Some((
-            u64::from_be_bytes(*request),
-            approve,
-            String::from_utf8(login.to_vec()).ok()?,
-        ))
+        Some(DecisionToken {
+            request: u64::from_be_bytes(*request),
+            choice,
+            approver: String::from_utf8(approver.to_vec()).ok()?,
+        })
     }
 }
 
-fn token_body(request: u64, approve: bool, login: &str) -> Vec<u8> {
-    let mut body = request.to_be_bytes().to_vec();
-    body.push(u8::from(approve));
-    body.extend_from_slice(login.as_bytes());
-    body
-}
+/// The longest token body read, in hex digits: a request id, a choice and a
+/// login name of at most 247 bytes.
+const MAX_TOKEN_HEX: usize = 512;
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) || text.len() > 512 {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
+/// What an approver's link decides: who makes which choice on which request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecisionToken {
+    /// The access request.
+    pub request: u64,
+    /// Approve or deny.
+    pub choice: Choice,
+    /// The approver's login name.
+    pub approver: String,
 }
 
 fn aad(computer: &ComputerId, os_user: &str) -> Vec<u8> {
@@ -558,17 +565,20 @@ mod tests {
     #[test]
     fn decision_tokens_say_what_they_were_made_for_and_resist_tampering() {
         let keys = OtpKeys::derive(&SECRET);
-        let token = keys.decision_token(42, true, "alice");
-        assert_eq!(
-            keys.open_decision_token(&token),
-            Some((42, true, "alice".into()))
-        );
-        let deny = keys.decision_token(42, false, "alice");
-        assert_ne!(token, deny);
-        assert_eq!(
-            keys.open_decision_token(&deny),
-            Some((42, false, "alice".into()))
-        );
+        let approve = DecisionToken {
+            request: 42,
+            choice: Choice::Approve,
+            approver: "alice".into(),
+        };
+        let token = keys.decision_token(&approve);
+        assert_eq!(keys.open_decision_token(&token), Some(approve.clone()));
+        let deny = DecisionToken {
+            choice: Choice::Deny,
+            ..approve
+        };
+        let deny_token = keys.decision_token(&deny);
+        assert_ne!(token, deny_token);
+        assert_eq!(keys.open_decision_token(&deny_token), Some(deny));
         let mut forged = token.clone().into_bytes();
         forged[1] ^= 1;
         assert_eq!(

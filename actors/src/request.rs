@@ -39,6 +39,25 @@ pub enum Decision {
     Expire,
 }
 
+/// An approver's choice on an access request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Choice {
+    /// Send the person an OTP.
+    Approve,
+    /// Refuse.
+    Deny,
+}
+
+/// Why a person's access request ended without an OTP, as their mail tells it.
+/// Stored in the outbox where a `denied` flag once was: keep `Expire` first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Refusal {
+    /// Nobody decided in time.
+    Expire,
+    /// An approver denied it.
+    Deny,
+}
+
 /// Who decided, when, and what they said.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Resolution {

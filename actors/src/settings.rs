@@ -18,8 +18,13 @@ pub const MIN_OTP_LENGTH: u8 = 6;
 pub const MAX_OTP_LENGTH: u8 = 12;
 /// The default number of wrong attempts after which an OTP is locked.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
-/// The default number of failures allowed per client computer and per account per hour.
-pub const DEFAULT_MAX_FAILURES_PER_HOUR: u32 = 100;
+/// The default number of failures allowed per client computer and per account
+/// within the failure window.
+pub const DEFAULT_MAX_FAILURES: u32 = 100;
+/// The default window over which failures are counted.
+pub const DEFAULT_FAILURE_WINDOW: Duration = Duration::from_secs(60 * 60);
+/// The default shortest time between two emails of the same OTP.
+pub const DEFAULT_RESEND_GAP: Duration = Duration::from_secs(30);
 
 /// The System Settings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,8 +37,12 @@ pub struct SystemSettings {
     pub otp_length: u8,
     /// Wrong attempts after which an OTP is locked.
     pub max_attempts: u32,
-    /// Failures allowed per client computer and per account within an hour.
-    pub max_failures_per_hour: u32,
+    /// Failures allowed per client computer and per account within the window.
+    pub max_failures: u32,
+    /// The window over which failures are counted.
+    pub failure_window: Duration,
+    /// The shortest time between two emails of the same OTP.
+    pub resend_gap: Duration,
 }
 
 impl Default for SystemSettings {
@@ -43,7 +52,33 @@ impl Default for SystemSettings {
             new_otp_interval: DEFAULT_NEW_OTP_INTERVAL,
             otp_length: DEFAULT_OTP_LENGTH,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
-            max_failures_per_hour: DEFAULT_MAX_FAILURES_PER_HOUR,
+            max_failures: DEFAULT_MAX_FAILURES,
+            failure_window: DEFAULT_FAILURE_WINDOW,
+            resend_gap: DEFAULT_RESEND_GAP,
+        }
+    }
+}
+
+/// The System Settings as the first release stored them (schema version 1):
+/// read once and upgraded, never written.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SystemSettingsV1 {
+    expiration: Duration,
+    new_otp_interval: Duration,
+    otp_length: u8,
+    max_attempts: u32,
+    max_failures_per_hour: u32,
+}
+
+impl From<SystemSettingsV1> for SystemSettings {
+    fn from(old: SystemSettingsV1) -> Self {
+        Self {
+            expiration: old.expiration,
+            new_otp_interval: old.new_otp_interval,
+            otp_length: old.otp_length,
+            max_attempts: old.max_attempts,
+            max_failures: old.max_failures_per_hour,
+            ..Self::default()
         }
     }
 }
@@ -81,8 +116,16 @@ impl SystemSettings {
         if !(1..=100).contains(&self.max_attempts) {
             return invalid("max_attempts", "must be between 1 and 100");
         }
-        if self.max_failures_per_hour == 0 {
-            return invalid("max_failures_per_hour", "must be at least 1");
+        if self.max_failures == 0 {
+            return invalid("max_failures", "must be at least 1");
+        }
+        if self.failure_window < Duration::from_secs(60)
+            || self.failure_window > Duration::from_secs(86_400)
+        {
+            return invalid("failure_window", "must be between 1 minute and 24 hours");
+        }
+        if self.resend_gap > Duration::from_secs(3600) {
+            return invalid("resend_gap", "must be at most 1 hour");
         }
         Ok(())
     }

@@ -35,14 +35,18 @@ use crate::id::ComputerId;
 use crate::mail::outbox::{MailFailure, OutboxEntry};
 use crate::otp::Slot;
 use crate::request::AccessRequest;
+use crate::rules::Window;
 use crate::session::ClientSession;
-use crate::settings::{Effective, GroupRecord, Options, SystemSettings};
+use crate::settings::{Effective, GroupRecord, Options, SystemSettings, SystemSettingsV1};
 
 /// How often sled writes its buffers to disk without being asked.
 pub const FLUSH_EVERY_MS: u64 = 500;
 
 /// The schema version written in front of every record.
 const SCHEMA_V1: u8 = 1;
+/// The schema version of the System Settings since they gained the failure
+/// window and the resend gap; version 1 is read and upgraded.
+const SETTINGS_V2: u8 = 2;
 
 /// What the server remembers of one client computer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,29 +75,6 @@ impl ComputerRecord {
             None => Options::default(),
         };
         Ok(self.options.over(&group.over(&Effective::default())))
-    }
-}
-
-/// Failures counted within a window of time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Window {
-    /// When the window began.
-    pub start: Timestamp,
-    /// Failures since then.
-    pub count: u32,
-}
-
-impl Window {
-    /// The window at `now`, restarted if `length` has passed since it began.
-    pub fn at(self, now: Timestamp, length: Duration) -> Self {
-        if now >= self.start.after(length) {
-            Self {
-                start: now,
-                count: 0,
-            }
-        } else {
-            self
-        }
     }
 }
 
@@ -357,11 +338,23 @@ impl Store for SledStore {
     }
 
     fn settings(&self) -> Result<SystemSettings> {
-        Ok(self.meta.get("settings")?.unwrap_or_default())
+        let tree = self.meta.name;
+        let Some(bytes) = self.meta.tree.get("settings")? else {
+            return Ok(SystemSettings::default());
+        };
+        match bytes.split_first() {
+            Some((&SETTINGS_V2, body)) => decode_body(tree, body),
+            Some((&SCHEMA_V1, body)) => Ok(decode_body::<SystemSettingsV1>(tree, body)?.into()),
+            Some((&version, _)) => Err(StoreError::UnknownSchema { tree, version }),
+            None => Err(StoreError::UnknownSchema { tree, version: 0 }),
+        }
     }
 
     fn put_settings(&self, settings: &SystemSettings) -> Result<()> {
-        self.meta.put("settings", settings)
+        self.meta
+            .tree
+            .insert("settings", encode_as(SETTINGS_V2, settings)?)?;
+        Ok(())
     }
 
     fn computer(&self, id: &ComputerId) -> Result<Option<ComputerRecord>> {
@@ -536,16 +529,24 @@ fn config() -> impl bincode::config::Config {
 }
 
 fn encode<T: Serialize>(record: &T) -> Result<Vec<u8>> {
-    let mut bytes = vec![SCHEMA_V1];
+    encode_as(SCHEMA_V1, record)
+}
+
+fn encode_as<T: Serialize>(version: u8, record: &T) -> Result<Vec<u8>> {
+    let mut bytes = vec![version];
     bincode::serde::encode_into_std_write(record, &mut bytes, config())?;
     Ok(bytes)
 }
 
+fn decode_body<T: DeserializeOwned>(tree: &'static str, body: &[u8]) -> Result<T> {
+    bincode::serde::decode_from_slice(body, config())
+        .map(|(record, _)| record)
+        .map_err(|source| StoreError::Corrupt { tree, source })
+}
+
 fn decode<T: DeserializeOwned>(tree: &'static str, bytes: &[u8]) -> Result<T> {
     match bytes.split_first() {
-        Some((&SCHEMA_V1, body)) => bincode::serde::decode_from_slice(body, config())
-            .map(|(record, _)| record)
-            .map_err(|source| StoreError::Corrupt { tree, source }),
+        Some((&SCHEMA_V1, body)) => decode_body(tree, body),
         Some((&version, _)) => Err(StoreError::UnknownSchema { tree, version }),
         None => Err(StoreError::UnknownSchema { tree, version: 0 }),
     }
@@ -660,6 +661,46 @@ mod tests {
             .map(|e| e.outcome)
             .collect();
         assert_eq!(last, ["2", "3", "4"]);
+    }
+
+    #[test]
+    fn settings_of_the_first_schema_are_upgraded() {
+        #[derive(Serialize)]
+        struct V1 {
+            expiration: Duration,
+            new_otp_interval: Duration,
+            otp_length: u8,
+            max_attempts: u32,
+            max_failures_per_hour: u32,
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let old = V1 {
+            expiration: Duration::from_secs(600),
+            new_otp_interval: Duration::from_secs(60),
+            otp_length: 10,
+            max_attempts: 3,
+            max_failures_per_hour: 7,
+        };
+        store
+            .meta
+            .tree
+            .insert("settings", encode(&old).unwrap())
+            .unwrap();
+        let upgraded = store.settings().unwrap();
+        assert_eq!(
+            upgraded,
+            SystemSettings {
+                expiration: Duration::from_secs(600),
+                new_otp_interval: Duration::from_secs(60),
+                otp_length: 10,
+                max_attempts: 3,
+                max_failures: 7,
+                ..SystemSettings::default()
+            }
+        );
+        store.put_settings(&upgraded).unwrap();
+        assert_eq!(store.settings().unwrap(), upgraded);
     }
 
     #[test]

@@ -127,8 +127,12 @@ pub struct SettingsView {
     pub otp_length: u8,
     /// Wrong attempts after which an OTP is locked.
     pub max_attempts: u32,
-    /// Failures allowed per client computer and per account per hour.
-    pub max_failures_per_hour: u32,
+    /// Failures allowed per client computer and per account within the window.
+    pub max_failures: u32,
+    /// The window over which failures are counted, in seconds.
+    pub failure_window_secs: u64,
+    /// Shortest time between two emails of the same OTP, in seconds.
+    pub resend_gap_secs: u64,
 }
 
 /// Changes to the System Settings; what is `None` stays.
@@ -142,8 +146,12 @@ pub struct SettingsPatch {
     pub otp_length: Option<u8>,
     /// Wrong attempts after which an OTP is locked.
     pub max_attempts: Option<u32>,
-    /// Failures allowed per computer and per account per hour.
-    pub max_failures_per_hour: Option<u32>,
+    /// Failures allowed per computer and per account within the window.
+    pub max_failures: Option<u32>,
+    /// The window over which failures are counted, in seconds.
+    pub failure_window_secs: Option<u64>,
+    /// Shortest time between two emails of the same OTP, in seconds.
+    pub resend_gap_secs: Option<u64>,
 }
 
 /// A group's or computer's options; `None` inherits (in a patch: stays).

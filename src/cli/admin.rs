@@ -33,13 +33,17 @@ pub(super) async fn command(
             new_otp_interval_minutes,
             otp_length,
             max_attempts,
-            max_failures_per_hour,
+            max_failures,
+            failure_window_minutes,
+            resend_gap_secs,
         }) => AdminRequest::SettingsSet(SettingsPatch {
             expiration_secs: expiration_minutes.map(|m| m * 60),
             new_otp_interval_secs: new_otp_interval_minutes.map(|m| m * 60),
             otp_length,
             max_attempts,
-            max_failures_per_hour,
+            max_failures,
+            failure_window_secs: failure_window_minutes.map(|m| m * 60),
+            resend_gap_secs,
         }),
         Admin::Clients(AdminClients::List) => AdminRequest::ClientsList,
         Admin::Clients(AdminClients::Set {
@@ -149,13 +153,16 @@ pub fn describe(response: &AdminResponse) -> String {
         AdminResponse::Settings(s) => {
             let _ = write!(
                 out,
-                "expiration_minutes      {}\nnew_otp_interval_minutes {}\notp_length              {}\n\
-                 max_attempts            {}\nmax_failures_per_hour   {}",
+                "expiration_minutes       {}\nnew_otp_interval_minutes {}\notp_length               {}\n\
+                 max_attempts             {}\nmax_failures             {}\nfailure_window_minutes   {}\n\
+                 resend_gap_secs          {}",
                 s.expiration_secs / 60,
                 s.new_otp_interval_secs / 60,
                 s.otp_length,
                 s.max_attempts,
-                s.max_failures_per_hour
+                s.max_failures,
+                s.failure_window_secs / 60,
+                s.resend_gap_secs
             );
         }
         AdminResponse::Clients(clients) => {

@@ -292,9 +292,15 @@ pub(super) enum AdminSettings {
         /// Wrong attempts after which an OTP is locked.
         #[arg(long)]
         max_attempts: Option<u32>,
-        /// Failures allowed per computer and per account per hour.
+        /// Failures allowed per computer and per account within the window.
         #[arg(long)]
-        max_failures_per_hour: Option<u32>,
+        max_failures: Option<u32>,
+        /// The window over which failures are counted.
+        #[arg(long)]
+        failure_window_minutes: Option<u64>,
+        /// Shortest time between two emails of the same OTP.
+        #[arg(long)]
+        resend_gap_secs: Option<u64>,
     },
 }
 

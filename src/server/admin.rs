@@ -17,7 +17,7 @@ use otpgate_actors::audit::{Action, AuditEntry};
 use otpgate_actors::directory::{UserRecord, hash_password};
 use otpgate_actors::mail::{DeliveryError, Mail, MailTransport, is_email_address};
 use otpgate_actors::otp::OtpKeys;
-use otpgate_actors::request::Decision;
+use otpgate_actors::request::{Choice, Decision};
 use otpgate_actors::settings::GroupRecord;
 use otpgate_actors::{
     CallError, Clock, ComputerId, ComputerMsg, Computers, Decided, Generated, Store, StoreError,
@@ -313,10 +313,26 @@ async fn handle(
             by,
             approve,
             comment,
-        } => decide(context, id, by, approve, comment).await?,
+        } => {
+            let choice = if approve {
+                Choice::Approve
+            } else {
+                Choice::Deny
+            };
+            decide(context, id, by, choice, comment).await?
+        }
         AdminRequest::RequestDecideToken { token, comment } => {
             match context.keys.open_decision_token(&token) {
-                Some((id, approve, by)) => decide(context, id, by, approve, comment).await?,
+                Some(token) => {
+                    decide(
+                        context,
+                        token.request,
+                        token.approver,
+                        token.choice,
+                        comment,
+                    )
+                    .await?
+                }
                 None => fail(AdminErrorCode::Forbidden, "this link is not valid"),
             }
         }
@@ -391,7 +407,7 @@ async fn decide(
     context: &AdminContext,
     id: u64,
     by: String,
-    approve: bool,
+    choice: Choice,
     comment: Option<String>,
 ) -> Result<AdminResponse, HandleError> {
     let Some(request) = context.store.requests()?.into_iter().find(|r| r.id == id) else {
@@ -402,7 +418,7 @@ async fn decide(
         .call(&request.computer, |reply| ComputerMsg::Decide {
             request: id,
             by: by.clone(),
-            approve,
+            choice,
             comment: comment.clone(),
             reply,
         })

@@ -121,7 +121,9 @@ pub fn settings_view(settings: &SystemSettings) -> SettingsView {
         new_otp_interval_secs: settings.new_otp_interval.as_secs(),
         otp_length: settings.otp_length,
         max_attempts: settings.max_attempts,
-        max_failures_per_hour: settings.max_failures_per_hour,
+        max_failures: settings.max_failures,
+        failure_window_secs: settings.failure_window.as_secs(),
+        resend_gap_secs: settings.resend_gap.as_secs(),
     }
 }
 
@@ -139,8 +141,14 @@ pub fn patch_settings(mut settings: SystemSettings, patch: &SettingsPatch) -> Sy
     if let Some(n) = patch.max_attempts {
         settings.max_attempts = n;
     }
-    if let Some(n) = patch.max_failures_per_hour {
-        settings.max_failures_per_hour = n;
+    if let Some(n) = patch.max_failures {
+        settings.max_failures = n;
+    }
+    if let Some(secs) = patch.failure_window_secs {
+        settings.failure_window = Duration::from_secs(secs);
+    }
+    if let Some(secs) = patch.resend_gap_secs {
+        settings.resend_gap = Duration::from_secs(secs);
     }
     settings
 }

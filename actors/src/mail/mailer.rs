@@ -312,6 +312,7 @@ mod tests {
     use super::*;
     use crate::clock::ManualClock;
     use crate::mail::outbox::MailKind;
+    use crate::request::Refusal;
     use crate::store::SledStore;
 
     #[test]
@@ -360,7 +361,7 @@ mod tests {
             queued: now,
             kind: MailKind::Outcome {
                 computer: "ws-1".parse().unwrap(),
-                denied: false,
+                refusal: Refusal::Expire,
                 comment: None,
             },
             request: None,

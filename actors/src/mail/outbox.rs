@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Timestamp;
 use crate::id::ComputerId;
+use crate::request::Refusal;
 
 /// One message waiting in the outbox.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,8 +80,8 @@ pub enum MailKind {
     Outcome {
         /// The computer asked from.
         computer: ComputerId,
-        /// `true` when denied, `false` when it expired.
-        denied: bool,
+        /// Denied, or expired.
+        refusal: Refusal,
         /// The approver's comment, if any.
         comment: Option<String>,
     },

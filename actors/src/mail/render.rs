@@ -3,7 +3,8 @@
 
 use crate::clock::Timestamp;
 use crate::mail::outbox::{MailKind, OutboxEntry};
-use crate::otp::OtpKeys;
+use crate::otp::{DecisionToken, OtpKeys};
+use crate::request::{Choice, Refusal};
 
 /// A message ready for a transport.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,8 +129,12 @@ impl OutboxEntry {
                 emergency,
                 expires,
             } => {
-                let link = |approve| {
-                    let token = keys.decision_token(*request, approve, approver);
+                let link = |choice| {
+                    let token = keys.decision_token(&DecisionToken {
+                        request: *request,
+                        choice,
+                        approver: approver.clone(),
+                    });
                     format!("{management_url}/requests/decide?token={token}")
                 };
                 let kind = if *emergency {
@@ -149,18 +154,21 @@ impl OutboxEntry {
                         ("Expires", expires.rfc3339()),
                     ],
                     outro: vec![
-                        format!("Approve: {}", link(true)),
-                        format!("Deny: {}", link(false)),
+                        format!("Approve: {}", link(Choice::Approve)),
+                        format!("Deny: {}", link(Choice::Deny)),
                         "Each link works once, until the request expires.".into(),
                     ],
                 }
             }
             MailKind::Outcome {
                 computer,
-                denied,
+                refusal,
                 comment,
             } => {
-                let what = if *denied { "denied" } else { "expired" };
+                let what = match refusal {
+                    Refusal::Deny => "denied",
+                    Refusal::Expire => "expired",
+                };
                 Content {
                     subject: format!("Your access request for {computer} was {what}"),
                     intro: format!("Your access request for {computer} was {what}."),
@@ -198,7 +206,7 @@ mod tests {
             queued: Timestamp::from_unix_millis(0),
             kind: MailKind::Outcome {
                 computer: "ws-1".parse().unwrap(),
-                denied: true,
+                refusal: Refusal::Deny,
                 comment: Some("<script>alert('x')</script> & co".into()),
             },
             request: Some(7),

@@ -1,0 +1,710 @@
+//! The login rules of DESIGN.md 1.2, as plain code. Each rule takes one
+//! computer's login state ([`Logins`]), the policy in force ([`Policy`]), what
+//! was looked up before the call (failure windows, a directory answer, a password
+//! check, a fresh id) and `now`; it changes the state in memory and returns the
+//! answer, pushing what must be written or sent as [`Effect`]s. No store, no
+//! actor, no clock: the [`ComputerActor`](crate::ComputerActor) loads the state,
+//! looks things up, calls a rule, applies its effects in one commit and replies.
+//!
+//! Where each rule lives:
+//! - an OTP works once, only for the computer, OS user and email it was made
+//!   for, and locks after too many wrong attempts: [`Otp::check`];
+//! - OTPs and unprocessed access requests expire: [`Logins::expire_due`], and
+//!   the timer for the next expiry: [`Logins::next_expiry`];
+//! - a new OTP at most once per interval, the live one resent instead, resends
+//!   spaced out: [`Logins::admit`], [`Logins::resend`];
+//! - failure limits per computer and per account: [`throttled`], counted by
+//!   [`Effect::CountFailure`];
+//! - who may decide a request and generate an OTP: [`may_decide`],
+//!   [`may_generate`]; approvers are notified: [`Logins::open_request`].
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::audit::Action;
+use crate::clock::Timestamp;
+use crate::directory::{Role, UserRecord};
+use crate::id::ComputerId;
+use crate::login::{Mode, PromptState, RequestStatus, Requested, Verdict};
+use crate::mail::is_email_address;
+use crate::mail::outbox::MailKind;
+use crate::otp::{Check, Code, Origin, Otp, OtpKeys, OtpState, Slot};
+use crate::request::{AccessRequest, Choice, Decision, Refusal, Resolution};
+use crate::settings::{Effective, SystemSettings};
+
+/// The policy in force for one computer, read from memory.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy<'a> {
+    /// The System Settings.
+    pub settings: &'a SystemSettings,
+    /// The computer's options, its group's and the defaults resolved.
+    pub options: &'a Effective,
+}
+
+/// Something a rule decided must be written, sent or counted. The actor applies
+/// a call's effects together and makes them durable before it answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Save the OTP slot of this OS user, as it now is in the state.
+    SaveSlot(String),
+    /// Save this access request.
+    SaveRequest(AccessRequest),
+    /// Queue a message.
+    QueueMail {
+        /// The recipient.
+        to: String,
+        /// What it says.
+        kind: MailKind,
+        /// The access request it belongs to, if any.
+        request: Option<u64>,
+    },
+    /// Append to the audit log.
+    Audit {
+        /// Who acted.
+        who: String,
+        /// What was done.
+        action: Action,
+        /// What came of it; never a secret.
+        outcome: String,
+    },
+    /// Count a failure against this key.
+    CountFailure(FailureKey),
+}
+
+impl Effect {
+    /// An entry for the audit log.
+    pub fn audit(who: &str, action: Action, outcome: &str) -> Self {
+        Self::Audit {
+            who: who.to_owned(),
+            action,
+            outcome: outcome.to_owned(),
+        }
+    }
+}
+
+/// What failures are counted against.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum FailureKey {
+    /// Everything that failed on one computer.
+    Computer(ComputerId),
+    /// Wrong codes typed with one email address, on any computer.
+    Email(String),
+    /// Wrong passwords for one internal login, on any computer.
+    Login(String),
+}
+
+impl FailureKey {
+    /// The key under which the store counts it.
+    pub fn key(&self) -> String {
+        match self {
+            Self::Computer(id) => format!("computer:{id}"),
+            Self::Email(email) => format!("email:{}", email.to_lowercase()),
+            Self::Login(login) => format!("login:{}", login.to_lowercase()),
+        }
+    }
+}
+
+/// Failures counted within a window of time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Window {
+    /// When the window began.
+    pub start: Timestamp,
+    /// Failures since then.
+    pub count: u32,
+}
+
+impl Window {
+    /// The window at `now`, restarted if `length` has passed since it began.
+    pub fn at(self, now: Timestamp, length: Duration) -> Self {
+        if now >= self.start.after(length) {
+            Self {
+                start: now,
+                count: 0,
+            }
+        } else {
+            self
+        }
+    }
+}
+
+/// How long until every one of `windows` is below the failure limit again, if
+/// any of them is at it.
+pub fn throttled(
+    windows: &[Window],
+    settings: &SystemSettings,
+    now: Timestamp,
+) -> Option<Duration> {
+    windows
+        .iter()
+        .map(|window| window.at(now, settings.failure_window))
+        .filter(|window| window.count >= settings.max_failures)
+        .map(|window| {
+            let until = window.start.after(settings.failure_window);
+            Duration::from_millis(until.unix_millis().saturating_sub(now.unix_millis()))
+        })
+        .max()
+}
+
+/// Whether `user` may decide the access requests of a computer whose options
+/// are `options`: administrators always, others when they are its approvers.
+pub fn may_decide(user: Option<&UserRecord>, options: &Effective) -> bool {
+    user.is_some_and(|user| {
+        user.role == Role::Administrator || options.approvers.contains(&user.login)
+    })
+}
+
+/// Whether `user` may generate an OTP without a request: administrators only.
+pub fn may_generate(user: Option<&UserRecord>) -> bool {
+    user.is_some_and(|user| user.role == Role::Administrator)
+}
+
+/// Who is told of a computer's access requests: its approvers, or the
+/// administrators when it names none.
+pub fn approvers<'u>(
+    users: impl IntoIterator<Item = &'u UserRecord>,
+    options: &Effective,
+) -> Vec<&'u UserRecord> {
+    users
+        .into_iter()
+        .filter(|user| {
+            options.approvers.contains(&user.login)
+                || (options.approvers.is_empty() && user.role == Role::Administrator)
+        })
+        .collect()
+}
+
+/// Whether a computer with `options` takes requests in `mode`: by email only
+/// when neither auto-send option is on; Active Directory and internal users only
+/// when their option is; emergency access always.
+pub fn enabled(mode: &Mode, options: &Effective) -> bool {
+    match mode {
+        Mode::Email(_) => !options.auto_directory && !options.auto_internal,
+        Mode::Directory => options.auto_directory,
+        Mode::Internal { .. } => options.auto_internal,
+        Mode::Emergency(_) => true,
+    }
+}
+
+/// The outcome of a request, for the audit log; never the OTP.
+pub fn describe(requested: &Requested) -> String {
+    match requested {
+        Requested::Send { to, .. } => format!("OTP sent to {to}"),
+        Requested::Resend { to, .. } => format!("OTP resent to {to}"),
+        Requested::AwaitApproval { request, .. } => format!("request {request} to approvers"),
+        Requested::TooSoon { .. } => "too soon for a new OTP".into(),
+        Requested::NoLiveOtp => "no live OTP".into(),
+        Requested::Disabled => "not enabled".into(),
+        Requested::Refuse => "refused".into(),
+        Requested::Throttle { .. } => "throttled".into(),
+    }
+}
+
+/// How a person appears in the audit log.
+pub fn person(os_user: &str, computer: &ComputerId) -> String {
+    format!("{os_user}@{computer}")
+}
+
+/// What [`Logins::admit`] found: a new OTP may be asked for, or the answer is
+/// already known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admit {
+    /// Go on: look up what the mode needs, then issue or open a request.
+    New,
+    /// The answer, without a new OTP.
+    Answer(Requested),
+}
+
+/// The login state of one client computer: OTP slots and the latest access
+/// request, per OS user.
+#[derive(Debug, Clone, Default)]
+pub struct Logins {
+    /// OTP state per OS user.
+    pub slots: HashMap<String, Slot>,
+    /// The latest access request per OS user.
+    pub latest: HashMap<String, AccessRequest>,
+}
+
+impl Logins {
+    /// Expires what is due at `now` for `os_user`: the OTP, and a pending access
+    /// request (whose requester is told). Says whether anything expired.
+    pub fn expire_due(
+        &mut self,
+        computer: &ComputerId,
+        os_user: &str,
+        now: Timestamp,
+        effects: &mut Vec<Effect>,
+    ) -> bool {
+        let who = person(os_user, computer);
+        let otp_expired = self
+            .slots
+            .get_mut(os_user)
+            .and_then(|slot| slot.otp.as_mut())
+            .is_some_and(|otp| otp.expire_if_due(now));
+        if otp_expired {
+            effects.push(Effect::SaveSlot(os_user.to_owned()));
+            effects.push(Effect::audit(&who, Action::Expire, "OTP expired"));
+        }
+        let request_expired = self
+            .latest
+            .get_mut(os_user)
+            .is_some_and(|request| request.expire_if_due(now));
+        if request_expired && let Some(request) = self.latest.get(os_user) {
+            expired(computer, request, effects);
+        }
+        otp_expired || request_expired
+    }
+
+    /// Expires everything due at `now`; says whether anything expired.
+    pub fn expire_all_due(
+        &mut self,
+        computer: &ComputerId,
+        now: Timestamp,
+        effects: &mut Vec<Effect>,
+    ) -> bool {
+        let mut users: Vec<String> = self
+            .slots
+            .keys()
+            .chain(self.latest.keys())
+            .cloned()
+            .collect();
+        users.sort_unstable();
+        users.dedup();
+        let mut changed = false;
+        for os_user in users {
+            changed |= self.expire_due(computer, &os_user, now, effects);
+        }
+        changed
+    }
+
+    /// When the next live OTP or pending request expires, if any.
+    pub fn next_expiry(&self) -> Option<Timestamp> {
+        let otps = self
+            .slots
+            .values()
+            .filter_map(|slot| slot.otp.as_ref())
+            .filter(|otp| otp.state == OtpState::Live)
+            .map(|otp| otp.valid_until);
+        let requests = self
+            .latest
+            .values()
+            .filter(|r| r.decision == Decision::Pending)
+            .map(|r| r.expires);
+        otps.chain(requests).min()
+    }
+
+    /// What the login prompt of `os_user` shows.
+    pub fn prompt_state(&self, policy: Policy<'_>, os_user: &str, now: Timestamp) -> PromptState {
+        let slot = self.slots.get(os_user);
+        let live = slot
+            .and_then(|slot| slot.otp.as_ref())
+            .filter(|otp| otp.is_live(now));
+        let request = self.latest.get(os_user);
+        PromptState {
+            allow_otp: policy.options.allow_otp,
+            auto_directory: policy.options.auto_directory,
+            auto_internal: policy.options.auto_internal,
+            email: live
+                .map(|otp| otp.email.clone())
+                .or_else(|| request.map(|r| r.email.clone())),
+            request: request.map(|r| (r.id, status_of(r))),
+            otp_valid_until: live.map(|otp| otp.valid_until),
+            next_new_at: self
+                .next_new_at(policy.settings, os_user)
+                .filter(|&next| next > now),
+        }
+    }
+
+    /// When `os_user` may next ask for a new OTP, if they ever asked for one.
+    fn next_new_at(&self, settings: &SystemSettings, os_user: &str) -> Option<Timestamp> {
+        Some(
+            self.slots
+                .get(os_user)?
+                .last_new?
+                .after(settings.new_otp_interval),
+        )
+    }
+
+    /// Whether `os_user` may ask for a new OTP in a mode that is `enabled`, given
+    /// the computer's failure window: not while OTPs are off or throttled; within
+    /// the interval since the last new one, the pending request is pointed at, the
+    /// live OTP resent, or the time a new one may be asked for is given.
+    #[allow(clippy::too_many_arguments)]
+    pub fn admit(
+        &mut self,
+        computer: &ComputerId,
+        policy: Policy<'_>,
+        enabled: bool,
+        computer_failures: Window,
+        os_user: &str,
+        now: Timestamp,
+        effects: &mut Vec<Effect>,
+    ) -> Admit {
+        if !policy.options.allow_otp || !enabled {
+            return Admit::Answer(Requested::Disabled);
+        }
+        if let Some(retry_after) = throttled(&[computer_failures], policy.settings, now) {
+            return Admit::Answer(Requested::Throttle { retry_after });
+        }
+        let Some(next_at) = self
+            .next_new_at(policy.settings, os_user)
+            .filter(|&next| now < next)
+        else {
+            return Admit::New;
+        };
+        if let Some(request) = self.latest.get(os_user)
+            && request.decision == Decision::Pending
+        {
+            return Admit::Answer(Requested::AwaitApproval {
+                request: request.id,
+                expires: request.expires,
+            });
+        }
+        Admit::Answer(match self.resend(computer, policy, os_user, now, effects) {
+            Requested::NoLiveOtp => Requested::TooSoon { next_at },
+            other => other,
+        })
+    }
+
+    /// Emails the live OTP of `os_user` again, unless the last email is more
+    /// recent than the resend gap (then it only says where it went).
+    pub fn resend(
+        &mut self,
+        computer: &ComputerId,
+        policy: Policy<'_>,
+        os_user: &str,
+        now: Timestamp,
+        effects: &mut Vec<Effect>,
+    ) -> Requested {
+        let Some(slot) = self.slots.get_mut(os_user) else {
+            return Requested::NoLiveOtp;
+        };
+        let Some(otp) = slot.otp.as_ref().filter(|otp| otp.is_live(now)) else {
+            return Requested::NoLiveOtp;
+        };
+        let (to, valid_until) = (otp.email.clone(), otp.valid_until);
+        let recently = slot
+            .last_sent
+            .is_some_and(|sent| now < sent.after(policy.settings.resend_gap));
+        if !recently && let Some(sealed) = otp.sealed() {
+            effects.push(Effect::QueueMail {
+                to: to.clone(),
+                kind: otp_mail(computer, os_user, sealed.to_vec(), valid_until),
+                request: otp.origin.request(),
+            });
+            slot.last_sent = Some(now);
+            effects.push(Effect::SaveSlot(os_user.to_owned()));
+        }
+        Requested::Resend { to, valid_until }
+    }
+
+    /// Issues a new OTP `code` for `os_user` and `email`, replacing any other, and
+    /// queues its email. `asked` when the person asked for it (it starts the
+    /// interval), not when an approver or administrator made it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn issue(
+        &mut self,
+        keys: &OtpKeys,
+        computer: &ComputerId,
+        policy: Policy<'_>,
+        os_user: &str,
+        email: &str,
+        code: &Code,
+        origin: Origin,
+        now: Timestamp,
+        effects: &mut Vec<Effect>,
+    ) -> Timestamp {
+        let valid_until = now.after(policy.settings.expiration);
+        let asked = origin == Origin::AutoSend;
+        let otp = Otp::new(
+            keys,
+            computer,
+            os_user,
+            email,
+            code,
+            now,
+            valid_until,
+            origin,
+        );
+        effects.push(Effect::QueueMail {
+            to: email.to_owned(),
+            kind: otp_mail(
+                computer,
+                os_user,
+                otp.sealed().map(<[u8]>::to_vec).unwrap_or_default(),
+                valid_until,
+            ),
+            request: otp.origin.request(),
+        });
+        let slot = self.slots.entry(os_user.to_owned()).or_default();
+        slot.otp = Some(otp);
+        slot.last_sent = Some(now);
+        if asked {
+            slot.last_new = Some(now);
+        }
+        effects.push(Effect::SaveSlot(os_user.to_owned()));
+        valid_until
+    }
+
+    /// Opens access request `id` from `os_user` for `email`, and notifies
+    /// `approvers` (see [`approvers`]). It starts the interval. Refused when
+    /// `email` is not an address.
+    #[allow(clippy::too_many_arguments)]
+    pub fn open_request(
+        &mut self,
+        computer: &ComputerId,
+        policy: Policy<'_>,
+        approvers: &[&UserRecord],
+        id: u64,
+        os_user: &str,
+        email: &str,
+        emergency: bool,
+        now: Timestamp,
+        effects: &mut Vec<Effect>,
+    ) -> Requested {
+        if !is_email_address(email) {
+            return Requested::Refuse;
+        }
+        let request = AccessRequest {
+            id,
+            computer: computer.clone(),
+            os_user: os_user.to_owned(),
+            email: email.to_owned(),
+            emergency,
+            created: now,
+            expires: now.after(policy.settings.expiration),
+            decision: Decision::Pending,
+        };
+        effects.push(Effect::SaveRequest(request.clone()));
+        self.slots.entry(os_user.to_owned()).or_default().last_new = Some(now);
+        effects.push(Effect::SaveSlot(os_user.to_owned()));
+        for approver in approvers {
+            effects.push(Effect::QueueMail {
+                to: approver.email.clone(),
+                kind: MailKind::Approval {
+                    approver: approver.login.clone(),
+                    request: id,
+                    computer: computer.clone(),
+                    os_user: os_user.to_owned(),
+                    requester: email.to_owned(),
+                    emergency,
+                    expires: request.expires,
+                },
+                request: Some(id),
+            });
+        }
+        let answer = Requested::AwaitApproval {
+            request: id,
+            expires: request.expires,
+        };
+        self.latest.insert(os_user.to_owned(), request);
+        answer
+    }
+
+    /// Checks `code` typed by `os_user` with `email`, given the failure windows of
+    /// the computer and of the email. On Allow the OTP is used up and client
+    /// session `session` may start; every wrong answer looks the same to the
+    /// caller and is counted.
+    #[allow(clippy::too_many_arguments)]
+    pub fn verify(
+        &mut self,
+        keys: &OtpKeys,
+        computer: &ComputerId,
+        policy: Policy<'_>,
+        failures: [Window; 2],
+        session: u64,
+        os_user: &str,
+        email: &str,
+        code: &Code,
+        now: Timestamp,
+        effects: &mut Vec<Effect>,
+    ) -> Verdict {
+        let who = person(os_user, computer);
+        if let Some(retry_after) = throttled(&failures, policy.settings, now) {
+            effects.push(Effect::audit(&who, Action::Verify, "throttled"));
+            return Verdict::Throttle { retry_after };
+        }
+        // A user with no OTP gets no slot: names the agent sends cost no storage.
+        let check = match self
+            .slots
+            .get_mut(os_user)
+            .and_then(|slot| slot.otp.as_mut())
+        {
+            Some(otp) => {
+                effects.push(Effect::SaveSlot(os_user.to_owned()));
+                otp.check(
+                    keys,
+                    computer,
+                    os_user,
+                    email,
+                    code,
+                    now,
+                    policy.settings.max_attempts,
+                )
+            }
+            None => Check::NotLive,
+        };
+        match check {
+            Check::Allow => {
+                effects.push(Effect::audit(
+                    &who,
+                    Action::Verify,
+                    &format!("allowed ({email})"),
+                ));
+                Verdict::Allow { session }
+            }
+            Check::Wrong { .. } | Check::NotLive => {
+                effects.push(Effect::CountFailure(FailureKey::Computer(computer.clone())));
+                effects.push(Effect::CountFailure(FailureKey::Email(email.to_owned())));
+                effects.push(Effect::audit(
+                    &who,
+                    Action::Verify,
+                    &format!("denied ({email})"),
+                ));
+                if check == (Check::Wrong { locked: true }) {
+                    effects.push(Effect::audit(
+                        &who,
+                        Action::Lock,
+                        "locked after too many wrong attempts",
+                    ));
+                }
+                Verdict::Deny
+            }
+        }
+    }
+
+    /// Decides pending access request `request` as `choice` (by `by`, who may
+    /// decide it). Approval issues OTP `code`; denial tells the requester. Says
+    /// whether it was still pending; one that expired meanwhile is expired now.
+    #[allow(clippy::too_many_arguments)]
+    pub fn decide(
+        &mut self,
+        keys: &OtpKeys,
+        computer: &ComputerId,
+        policy: Policy<'_>,
+        request: &mut AccessRequest,
+        by: &str,
+        choice: Choice,
+        comment: Option<String>,
+        code: &Code,
+        now: Timestamp,
+        effects: &mut Vec<Effect>,
+    ) -> bool {
+        if request.expire_if_due(now) {
+            expired(computer, request, effects);
+        }
+        if request.decision != Decision::Pending {
+            self.remember(request);
+            return false;
+        }
+        let resolution = Resolution {
+            by: by.to_owned(),
+            at: now,
+            comment: comment.clone(),
+        };
+        let who = format!("user:{by}");
+        let id = request.id;
+        match choice {
+            Choice::Approve => {
+                self.issue(
+                    keys,
+                    computer,
+                    policy,
+                    &request.os_user,
+                    &request.email,
+                    code,
+                    Origin::Approval { request: id },
+                    now,
+                    effects,
+                );
+                request.decision = Decision::Approve(resolution);
+                effects.push(Effect::audit(
+                    &who,
+                    Action::Approve,
+                    &format!("request {id} approved"),
+                ));
+            }
+            Choice::Deny => {
+                request.decision = Decision::Deny(resolution);
+                effects.push(Effect::QueueMail {
+                    to: request.email.clone(),
+                    kind: MailKind::Outcome {
+                        computer: computer.clone(),
+                        refusal: Refusal::Deny,
+                        comment,
+                    },
+                    request: Some(id),
+                });
+                effects.push(Effect::audit(
+                    &who,
+                    Action::Deny,
+                    &format!("request {id} denied"),
+                ));
+            }
+        }
+        effects.push(Effect::SaveRequest(request.clone()));
+        self.remember(request);
+        true
+    }
+
+    /// Keeps `request` as the latest of its OS user, if it is that one.
+    fn remember(&mut self, request: &AccessRequest) {
+        if let Some(latest) = self.latest.get_mut(&request.os_user)
+            && latest.id == request.id
+        {
+            latest.clone_from(request);
+        }
+    }
+}
+
+/// Records that `request` expired and tells its requester.
+fn expired(computer: &ComputerId, request: &AccessRequest, effects: &mut Vec<Effect>) {
+    effects.push(Effect::SaveRequest(request.clone()));
+    effects.push(Effect::QueueMail {
+        to: request.email.clone(),
+        kind: MailKind::Outcome {
+            computer: computer.clone(),
+            refusal: Refusal::Expire,
+            comment: None,
+        },
+        request: Some(request.id),
+    });
+    effects.push(Effect::audit(
+        &person(&request.os_user, computer),
+        Action::Expire,
+        &format!("request {} expired", request.id),
+    ));
+}
+
+fn otp_mail(
+    computer: &ComputerId,
+    os_user: &str,
+    sealed: Vec<u8>,
+    valid_until: Timestamp,
+) -> MailKind {
+    MailKind::Otp {
+        computer: computer.clone(),
+        os_user: os_user.to_owned(),
+        sealed,
+        valid_until,
+    }
+}
+
+/// Where an access request stands, for the prompt.
+pub fn status_of(request: &AccessRequest) -> RequestStatus {
+    match &request.decision {
+        Decision::Pending => RequestStatus::Pending {
+            expires: request.expires,
+        },
+        Decision::Approve(_) => RequestStatus::Approve,
+        Decision::Deny(resolution) => RequestStatus::Deny {
+            comment: resolution.comment.clone(),
+        },
+        Decision::Expire => RequestStatus::Expire,
+    }
+}
+
+#[cfg(test)]
+#[path = "rules_tests.rs"]
+mod tests;

@@ -1,0 +1,457 @@
+//! Unit tests of the login rules: no store, no actor, no clock.
+
+use std::time::Duration;
+
+use super::*;
+use crate::directory::Role;
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+fn keys() -> OtpKeys {
+    OtpKeys::derive(&[3; 32])
+}
+
+fn ws() -> ComputerId {
+    "ws-1".parse().unwrap()
+}
+
+fn t0() -> Timestamp {
+    Timestamp::from_unix_millis(1_800_000_000_000)
+}
+
+fn auto() -> Effective {
+    Effective {
+        auto_directory: true,
+        ..Effective::default()
+    }
+}
+
+fn user(login: &str, role: Role) -> UserRecord {
+    UserRecord {
+        login: login.into(),
+        email: format!("{login}@example.com"),
+        role,
+        password_hash: String::new(),
+    }
+}
+
+fn no_failures() -> Window {
+    Window {
+        start: t0(),
+        count: 0,
+    }
+}
+
+/// Issues an OTP the person asked for; returns its code.
+fn issue(logins: &mut Logins, policy: Policy<'_>, now: Timestamp) -> Code {
+    let code = Code::generate(policy.settings.otp_length);
+    logins.issue(
+        &keys(),
+        &ws(),
+        policy,
+        "alice",
+        "alice@example.com",
+        &code,
+        Origin::AutoSend,
+        now,
+        &mut Vec::new(),
+    );
+    code
+}
+
+fn verify(logins: &mut Logins, policy: Policy<'_>, code: &Code, now: Timestamp) -> Verdict {
+    logins.verify(
+        &keys(),
+        &ws(),
+        policy,
+        [no_failures(), no_failures()],
+        7,
+        "alice",
+        "alice@example.com",
+        code,
+        now,
+        &mut Vec::new(),
+    )
+}
+
+fn mails(effects: &[Effect]) -> usize {
+    effects
+        .iter()
+        .filter(|e| matches!(e, Effect::QueueMail { .. }))
+        .count()
+}
+
+#[test]
+fn an_otp_works_once_and_not_after_it_expires() {
+    let settings = SystemSettings::default();
+    let options = auto();
+    let policy = Policy {
+        settings: &settings,
+        options: &options,
+    };
+    let mut logins = Logins::default();
+    let code = issue(&mut logins, policy, t0());
+    assert_eq!(
+        verify(&mut logins, policy, &code, t0()),
+        Verdict::Allow { session: 7 }
+    );
+    assert_eq!(verify(&mut logins, policy, &code, t0()), Verdict::Deny);
+
+    let code = issue(&mut logins, policy, t0());
+    let late = t0().after(settings.expiration);
+    let mut effects = Vec::new();
+    assert!(logins.expire_due(&ws(), "alice", late, &mut effects));
+    assert!(effects.contains(&Effect::SaveSlot("alice".into())));
+    assert_eq!(verify(&mut logins, policy, &code, late), Verdict::Deny);
+    assert_eq!(logins.next_expiry(), None, "nothing left to expire");
+}
+
+#[test]
+fn wrong_codes_are_counted_against_computer_and_email_and_lock_the_otp() {
+    let settings = SystemSettings {
+        max_attempts: 2,
+        ..SystemSettings::default()
+    };
+    let options = auto();
+    let policy = Policy {
+        settings: &settings,
+        options: &options,
+    };
+    let mut logins = Logins::default();
+    let code = issue(&mut logins, policy, t0());
+    let wrong = Code::from_typed("00000000");
+    let mut effects = Vec::new();
+    for _ in 0..2 {
+        let verdict = logins.verify(
+            &keys(),
+            &ws(),
+            policy,
+            [no_failures(), no_failures()],
+            7,
+            "alice",
+            "alice@example.com",
+            &wrong,
+            t0(),
+            &mut effects,
+        );
+        assert_eq!(verdict, Verdict::Deny);
+    }
+    let counted: Vec<_> = effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::CountFailure(key) => Some(key.key()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        counted,
+        [
+            "computer:ws-1",
+            "email:alice@example.com",
+            "computer:ws-1",
+            "email:alice@example.com"
+        ]
+    );
+    assert!(effects.contains(&Effect::audit(
+        "alice@ws-1",
+        Action::Lock,
+        "locked after too many wrong attempts"
+    )));
+    assert_eq!(
+        verify(&mut logins, policy, &code, t0()),
+        Verdict::Deny,
+        "locked: the right code no longer works"
+    );
+}
+
+#[test]
+fn failures_throttle_until_their_window_has_passed() {
+    let settings = SystemSettings {
+        max_failures: 3,
+        ..SystemSettings::default()
+    };
+    let full = Window {
+        start: t0(),
+        count: 3,
+    };
+    let below = Window {
+        start: t0(),
+        count: 2,
+    };
+    let later = t0().after(10 * MINUTE);
+    assert_eq!(throttled(&[below], &settings, later), None);
+    assert_eq!(
+        throttled(&[below, full], &settings, later),
+        Some(settings.failure_window - 10 * MINUTE)
+    );
+    assert_eq!(
+        throttled(&[full], &settings, t0().after(settings.failure_window)),
+        None,
+        "a new window"
+    );
+    let options = auto();
+    let policy = Policy {
+        settings: &settings,
+        options: &options,
+    };
+    let mut logins = Logins::default();
+    let verdict = logins.verify(
+        &keys(),
+        &ws(),
+        policy,
+        [no_failures(), full],
+        7,
+        "alice",
+        "alice@example.com",
+        &Code::from_typed("1"),
+        later,
+        &mut Vec::new(),
+    );
+    assert!(matches!(verdict, Verdict::Throttle { .. }));
+}
+
+#[test]
+fn within_the_interval_the_live_otp_is_resent_spaced_by_the_gap() {
+    let settings = SystemSettings::default();
+    let options = auto();
+    let policy = Policy {
+        settings: &settings,
+        options: &options,
+    };
+    let mut logins = Logins::default();
+    issue(&mut logins, policy, t0());
+    let admit = |logins: &mut Logins, now: Timestamp, effects: &mut Vec<Effect>| {
+        logins.admit(&ws(), policy, true, no_failures(), "alice", now, effects)
+    };
+    let soon = t0().after(settings.resend_gap / 2);
+    let mut effects = Vec::new();
+    let answer = admit(&mut logins, soon, &mut effects);
+    assert!(matches!(answer, Admit::Answer(Requested::Resend { .. })));
+    assert_eq!(
+        mails(&effects),
+        0,
+        "inside the resend gap: not mailed again"
+    );
+
+    let after_gap = t0().after(settings.resend_gap);
+    let answer = admit(&mut logins, after_gap, &mut effects);
+    assert!(matches!(answer, Admit::Answer(Requested::Resend { .. })));
+    assert_eq!(mails(&effects), 1);
+
+    // Once the OTP is used, a new one must wait for the interval.
+    let code = Code::generate(8);
+    logins.slots.get_mut("alice").unwrap().otp = Some(Otp::new(
+        &keys(),
+        &ws(),
+        "alice",
+        "alice@example.com",
+        &code,
+        t0(),
+        t0().after(settings.expiration),
+        Origin::AutoSend,
+    ));
+    verify(&mut logins, policy, &code, after_gap);
+    let answer = admit(&mut logins, after_gap, &mut effects);
+    assert_eq!(
+        answer,
+        Admit::Answer(Requested::TooSoon {
+            next_at: t0().after(settings.new_otp_interval)
+        })
+    );
+    let next = t0().after(settings.new_otp_interval);
+    assert_eq!(admit(&mut logins, next, &mut effects), Admit::New);
+}
+
+#[test]
+fn modes_follow_the_computers_options() {
+    let email = Mode::Email("a@example.com".into());
+    let emergency = Mode::Emergency("a@example.com".into());
+    let plain = Effective::default();
+    assert!(enabled(&email, &plain));
+    assert!(!enabled(&Mode::Directory, &plain));
+    assert!(enabled(&emergency, &plain));
+    assert!(!enabled(&email, &auto()), "auto-send replaces plain email");
+    assert!(enabled(&Mode::Directory, &auto()));
+    assert!(enabled(&emergency, &auto()));
+
+    let off = Effective {
+        allow_otp: false,
+        ..auto()
+    };
+    let settings = SystemSettings::default();
+    let policy = Policy {
+        settings: &settings,
+        options: &off,
+    };
+    let answer = Logins::default().admit(
+        &ws(),
+        policy,
+        true,
+        no_failures(),
+        "alice",
+        t0(),
+        &mut Vec::new(),
+    );
+    assert_eq!(answer, Admit::Answer(Requested::Disabled));
+}
+
+#[test]
+fn only_approvers_and_administrators_decide_and_approvers_default_to_administrators() {
+    let admin = user("root", Role::Administrator);
+    let bob = user("bob", Role::User);
+    let carol = user("carol", Role::User);
+    let named = Effective {
+        approvers: vec!["bob".into()],
+        ..Effective::default()
+    };
+    assert!(may_decide(Some(&admin), &named));
+    assert!(may_decide(Some(&bob), &named));
+    assert!(!may_decide(Some(&carol), &named));
+    assert!(!may_decide(None, &named));
+    assert!(may_generate(Some(&admin)));
+    assert!(!may_generate(Some(&bob)));
+
+    let users = [admin.clone(), bob.clone(), carol];
+    let logins: Vec<_> = approvers(&users, &named)
+        .iter()
+        .map(|u| u.login.clone())
+        .collect();
+    assert_eq!(logins, ["bob"]);
+    let fallback: Vec<_> = approvers(&users, &Effective::default())
+        .iter()
+        .map(|u| u.login.clone())
+        .collect();
+    assert_eq!(fallback, ["root"]);
+}
+
+#[test]
+fn a_request_notifies_each_approver_and_an_approval_sends_the_otp() {
+    let settings = SystemSettings::default();
+    let options = Effective::default();
+    let policy = Policy {
+        settings: &settings,
+        options: &options,
+    };
+    let approvers_ = [user("bob", Role::User), user("dave", Role::User)];
+    let approvers: Vec<&UserRecord> = approvers_.iter().collect();
+    let mut logins = Logins::default();
+    let mut effects = Vec::new();
+    let answer = logins.open_request(
+        &ws(),
+        policy,
+        &approvers,
+        11,
+        "alice",
+        "alice@example.com",
+        true,
+        t0(),
+        &mut effects,
+    );
+    assert_eq!(
+        answer,
+        Requested::AwaitApproval {
+            request: 11,
+            expires: t0().after(settings.expiration)
+        }
+    );
+    assert_eq!(mails(&effects), 2, "one mail per approver");
+    assert_eq!(logins.next_expiry(), Some(t0().after(settings.expiration)));
+
+    let mut request = logins.latest["alice"].clone();
+    let mut effects = Vec::new();
+    let code = Code::generate(8);
+    assert!(logins.decide(
+        &keys(),
+        &ws(),
+        policy,
+        &mut request,
+        "bob",
+        Choice::Approve,
+        None,
+        &code,
+        t0().after(MINUTE),
+        &mut effects,
+    ));
+    assert!(matches!(request.decision, Decision::Approve(_)));
+    assert_eq!(mails(&effects), 1, "the OTP");
+    assert_eq!(
+        verify(&mut logins, policy, &code, t0().after(MINUTE)),
+        Verdict::Allow { session: 7 }
+    );
+    assert!(
+        !logins.decide(
+            &keys(),
+            &ws(),
+            policy,
+            &mut request,
+            "bob",
+            Choice::Deny,
+            None,
+            &code,
+            t0().after(MINUTE),
+            &mut Vec::new(),
+        ),
+        "decided once"
+    );
+}
+
+#[test]
+fn an_undecided_request_expires_and_its_requester_is_told() {
+    let settings = SystemSettings::default();
+    let options = Effective::default();
+    let policy = Policy {
+        settings: &settings,
+        options: &options,
+    };
+    let mut logins = Logins::default();
+    logins.open_request(
+        &ws(),
+        policy,
+        &[],
+        11,
+        "alice",
+        "alice@example.com",
+        false,
+        t0(),
+        &mut Vec::new(),
+    );
+    let mut effects = Vec::new();
+    assert!(!logins.expire_all_due(&ws(), t0().after(MINUTE), &mut effects));
+    assert!(logins.expire_all_due(&ws(), t0().after(settings.expiration), &mut effects));
+    assert_eq!(logins.latest["alice"].decision, Decision::Expire);
+    assert!(effects.iter().any(|e| matches!(
+        e,
+        Effect::QueueMail {
+            kind: MailKind::Outcome {
+                refusal: Refusal::Expire,
+                ..
+            },
+            ..
+        }
+    )));
+    assert_eq!(logins.next_expiry(), None);
+}
+
+#[test]
+fn a_request_with_no_address_is_refused() {
+    let settings = SystemSettings::default();
+    let options = Effective::default();
+    let policy = Policy {
+        settings: &settings,
+        options: &options,
+    };
+    let mut effects = Vec::new();
+    let answer = Logins::default().open_request(
+        &ws(),
+        policy,
+        &[],
+        1,
+        "alice",
+        "not an address",
+        false,
+        t0(),
+        &mut effects,
+    );
+    assert_eq!(answer, Requested::Refuse);
+    assert!(effects.is_empty());
+}

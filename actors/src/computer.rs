@@ -23,10 +23,11 @@ use crate::id::ComputerId;
 use crate::login::{LoginAnswer, LoginCall, Mode, Requested, Verdict};
 use crate::mail::{MailKind, MailerMsg, OutboxEntry};
 use crate::otp::{Code, Origin, OtpKeys};
+use crate::policy;
 use crate::request::{AccessRequest, Choice};
 use crate::rules::{self, Admit, Effect, FailureKey, Logins, Policy, Window};
 use crate::session::{ClientSession, SessionEnd};
-use crate::settings::{Effective, Options, SystemSettings};
+use crate::settings::{Options, SystemSettings};
 use crate::store::{ComputerRecord, Store, StoreError};
 use crate::timer::Timer;
 
@@ -38,6 +39,8 @@ pub struct Services {
     pub clock: Arc<dyn Clock>,
     /// The keys that protect stored OTPs.
     pub keys: Arc<OtpKeys>,
+    /// The settings, groups and users in force, and the one way to change them.
+    pub policy: policy::Owner,
     /// Where Active Directory accounts' emails come from.
     pub directory: Arc<dyn Directory>,
     /// Woken when mail is queued.
@@ -343,10 +346,6 @@ impl ComputerState {
         self.svc.clock.now()
     }
 
-    fn effective(&self) -> Result<Effective> {
-        Ok(self.record.effective(self.svc.store.as_ref())?)
-    }
-
     fn audit(&self, who: &str, action: Action, outcome: &str) -> Result<()> {
         Ok(self.svc.store.append_audit(&AuditEntry {
             at: self.now(),
@@ -493,10 +492,11 @@ impl ComputerState {
         os_user: &str,
         call: LoginCall,
     ) -> Result<LoginAnswer> {
-        let settings = self.svc.store.settings()?;
-        let options = self.effective()?;
+        let snapshot = self.svc.policy.snapshot();
+        let settings = &snapshot.settings;
+        let options = snapshot.effective(&self.record);
         let policy = Policy {
-            settings: &settings,
+            settings,
             options: &options,
         };
         let (id, keys, now) = (self.id.clone(), Arc::clone(&self.svc.keys), self.now());
@@ -509,7 +509,9 @@ impl ComputerState {
                 LoginAnswer::Status(self.logins.prompt_state(policy, os_user, now))
             }
             LoginCall::Request(mode) => {
-                let requested = self.request(policy, os_user, mode, &mut effects).await?;
+                let requested = self
+                    .request(&snapshot, policy, os_user, mode, &mut effects)
+                    .await?;
                 effects.push(Effect::audit(
                     &who,
                     Action::Request,
@@ -528,8 +530,8 @@ impl ComputerState {
             }
             LoginCall::Verify { email, code } => {
                 let failures = [
-                    self.window(&settings, &FailureKey::Computer(id.clone()))?,
-                    self.window(&settings, &FailureKey::Email(email.clone()))?,
+                    self.window(settings, &FailureKey::Computer(id.clone()))?,
+                    self.window(settings, &FailureKey::Email(email.clone()))?,
                 ];
                 let session = self.svc.store.next_id()?;
                 let verdict = self.logins.verify(
@@ -564,7 +566,7 @@ impl ComputerState {
                 LoginAnswer::LoggedOut(!ending.is_empty())
             }
         };
-        self.apply(&settings, effects)?;
+        self.apply(settings, effects)?;
         if let Some((session, email)) = started {
             self.start_session(session, conn, os_user, &email)?;
         }
@@ -576,6 +578,7 @@ impl ComputerState {
     /// needs (directory, password), then issued or sent to the approvers.
     async fn request(
         &mut self,
+        snapshot: &policy::Snapshot,
         policy: Policy<'_>,
         os_user: &str,
         mode: Mode,
@@ -610,7 +613,7 @@ impl ComputerState {
                 if let Some(retry_after) = rules::throttled(&[failures], policy.settings, now) {
                     return Ok(Requested::Throttle { retry_after });
                 }
-                let user = self.svc.store.user(&login)?;
+                let user = snapshot.user(&login).cloned();
                 let checked = user.clone();
                 let right = tokio::task::spawn_blocking(move || {
                     verify_password(checked.as_ref(), &password)
@@ -627,8 +630,7 @@ impl ComputerState {
                 });
             }
         };
-        let users = self.svc.store.users()?;
-        let approvers = rules::approvers(&users, policy.options);
+        let approvers = rules::approvers(snapshot.users.values(), policy.options);
         let request = self.svc.store.next_id()?;
         Ok(self.logins.open_request(
             &id, policy, &approvers, request, os_user, &email, emergency, now, effects,
@@ -670,23 +672,19 @@ impl ComputerState {
     ) -> Result<Decided> {
         let found = match self.logins.latest.values().find(|r| r.id == request) {
             Some(found) => Some(found.clone()),
-            None => self
-                .svc
-                .store
-                .requests_of(&self.id)?
-                .into_iter()
-                .find(|r| r.id == request),
+            None => self.svc.store.request(request)?,
         };
-        let Some(mut found) = found else {
+        let Some(mut found) = found.filter(|found| found.computer == self.id) else {
             return Ok(Decided::NotFound);
         };
-        let settings = self.svc.store.settings()?;
-        let options = self.effective()?;
-        if !rules::may_decide(self.svc.store.user(by)?.as_ref(), &options) {
+        let snapshot = self.svc.policy.snapshot();
+        let settings = &snapshot.settings;
+        let options = snapshot.effective(&self.record);
+        if !rules::may_decide(snapshot.user(by), &options) {
             return Ok(Decided::NotAllowed);
         }
         let policy = Policy {
-            settings: &settings,
+            settings,
             options: &options,
         };
         let code = Code::generate(settings.otp_length);
@@ -703,7 +701,7 @@ impl ComputerState {
             self.svc.clock.now(),
             &mut effects,
         );
-        self.apply(&settings, effects)?;
+        self.apply(settings, effects)?;
         self.commit().await?;
         Ok(if pending {
             Decided::Done(found)
@@ -719,13 +717,14 @@ impl ComputerState {
         comment: String,
         by: &str,
     ) -> Result<Generated> {
-        if !rules::may_generate(self.svc.store.user(by)?.as_ref()) {
+        let snapshot = self.svc.policy.snapshot();
+        if !rules::may_generate(snapshot.user(by)) {
             return Ok(Generated::NotAllowed);
         }
-        let settings = self.svc.store.settings()?;
-        let options = self.effective()?;
+        let settings = &snapshot.settings;
+        let options = snapshot.effective(&self.record);
         let policy = Policy {
-            settings: &settings,
+            settings,
             options: &options,
         };
         let code = Code::generate(settings.otp_length);
@@ -750,7 +749,7 @@ impl ComputerState {
             Action::Generate,
             &format!("for {os_user} ({email}): {comment}"),
         ));
-        self.apply(&settings, effects)?;
+        self.apply(settings, effects)?;
         self.commit().await?;
         Ok(Generated::Send { valid_until })
     }
@@ -780,8 +779,8 @@ impl ComputerState {
             .logins
             .expire_all_due(&self.id, self.now(), &mut effects);
         if expired {
-            let settings = self.svc.store.settings()?;
-            self.apply(&settings, effects)?;
+            let snapshot = self.svc.policy.snapshot();
+            self.apply(&snapshot.settings, effects)?;
         }
         if changed || expired {
             self.commit().await?;

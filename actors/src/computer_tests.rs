@@ -219,7 +219,17 @@ async fn failures_per_computer_are_throttled() {
         max_failures: 3,
         ..SystemSettings::default()
     };
-    f.svc.store.put_settings(&settings).unwrap();
+    let mut edit = f.svc.policy.edit().await;
+    edit.set_settings(settings);
+    edit.commit(&AuditEntry {
+        at: f.clock.now(),
+        who: "test".into(),
+        computer: None,
+        action: Action::Configure,
+        outcome: "settings".into(),
+    })
+    .await
+    .unwrap();
     for _ in 0..3 {
         assert_eq!(
             f.verify("x@example.com", "12345678").await,

@@ -15,6 +15,7 @@ pub mod id;
 pub mod login;
 pub mod mail;
 pub mod otp;
+pub mod policy;
 pub mod request;
 pub mod rules;
 pub mod session;

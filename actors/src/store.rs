@@ -37,7 +37,7 @@ use crate::otp::Slot;
 use crate::request::AccessRequest;
 use crate::rules::Window;
 use crate::session::ClientSession;
-use crate::settings::{Effective, GroupRecord, Options, SystemSettings, SystemSettingsV1};
+use crate::settings::{GroupRecord, Options, SystemSettings, SystemSettingsV1};
 
 /// How often sled writes its buffers to disk without being asked.
 pub const FLUSH_EVERY_MS: u64 = 500;
@@ -65,17 +65,6 @@ pub struct ComputerRecord {
     pub group: Option<String>,
     /// Its own options, over its group's.
     pub options: Options,
-}
-
-impl ComputerRecord {
-    /// The options in force: the computer's own over its group's over the defaults.
-    pub fn effective(&self, store: &dyn Store) -> Result<Effective> {
-        let group = match &self.group {
-            Some(name) => store.group(name)?.unwrap_or_default().options,
-            None => Options::default(),
-        };
-        Ok(self.options.over(&group.over(&Effective::default())))
-    }
 }
 
 /// Why the store could not read or write.
@@ -135,15 +124,11 @@ pub trait Store: Send + Sync + 'static {
     /// Every computer ever seen.
     fn computers(&self) -> Result<Vec<(ComputerId, ComputerRecord)>>;
 
-    /// Client group `name`.
-    fn group(&self, name: &str) -> Result<Option<GroupRecord>>;
     /// Replaces client group `name`.
     fn put_group(&self, name: &str, group: &GroupRecord) -> Result<()>;
     /// Every client group.
     fn groups(&self) -> Result<Vec<(String, GroupRecord)>>;
 
-    /// Internal user `login`.
-    fn user(&self, login: &str) -> Result<Option<UserRecord>>;
     /// Replaces internal user `login`.
     fn put_user(&self, user: &UserRecord) -> Result<()>;
     /// Every internal user.
@@ -158,6 +143,8 @@ pub trait Store: Send + Sync + 'static {
     fn requests_of(&self, computer: &ComputerId) -> Result<Vec<AccessRequest>>;
     /// Every access request, by computer then age.
     fn requests(&self) -> Result<Vec<AccessRequest>>;
+    /// Access request `id`, found by its id.
+    fn request(&self, id: u64) -> Result<Option<AccessRequest>>;
     /// Replaces an access request.
     fn put_request(&self, request: &AccessRequest) -> Result<()>;
 
@@ -277,6 +264,8 @@ pub struct SledStore {
     users: Table,
     otps: Table,
     requests: Table,
+    /// Access request id -> its computer, so that a request is found by id.
+    request_index: Table,
     sessions: Table,
     audit: Table,
     outbox: Table,
@@ -292,7 +281,7 @@ impl SledStore {
             .path(path)
             .flush_every_ms(Some(FLUSH_EVERY_MS))
             .open()?;
-        Ok(Self {
+        let store = Self {
             flusher: Arc::default(),
             meta: Table::open(&db, "meta")?,
             computers: Table::open(&db, "computers")?,
@@ -300,13 +289,29 @@ impl SledStore {
             users: Table::open(&db, "users")?,
             otps: Table::open(&db, "otps")?,
             requests: Table::open(&db, "requests")?,
+            request_index: Table::open(&db, "request_index")?,
             sessions: Table::open(&db, "sessions")?,
             audit: Table::open(&db, "audit")?,
             outbox: Table::open(&db, "outbox")?,
             mail_failures: Table::open(&db, "mail_failures")?,
             failures: Table::open(&db, "failures")?,
             db,
-        })
+        };
+        store.index_requests()?;
+        Ok(store)
+    }
+
+    /// Indexes requests written before the index existed (once: a store whose
+    /// index has entries is up to date, as every request is indexed when put).
+    fn index_requests(&self) -> Result<()> {
+        if !self.request_index.tree.is_empty() {
+            return Ok(());
+        }
+        for request in self.requests()? {
+            self.request_index
+                .put(request.id.to_be_bytes(), &request.computer)?;
+        }
+        Ok(())
     }
 }
 
@@ -376,10 +381,6 @@ impl Store for SledStore {
             .collect()
     }
 
-    fn group(&self, name: &str) -> Result<Option<GroupRecord>> {
-        self.groups.get(name)
-    }
-
     fn put_group(&self, name: &str, group: &GroupRecord) -> Result<()> {
         self.groups.put(name, group)
     }
@@ -391,10 +392,6 @@ impl Store for SledStore {
             .into_iter()
             .map(|(key, group)| (String::from_utf8_lossy(&key).into_owned(), group))
             .collect())
-    }
-
-    fn user(&self, login: &str) -> Result<Option<UserRecord>> {
-        self.users.get(login)
     }
 
     fn put_user(&self, user: &UserRecord) -> Result<()> {
@@ -427,7 +424,16 @@ impl Store for SledStore {
         self.requests.values("")
     }
 
+    fn request(&self, id: u64) -> Result<Option<AccessRequest>> {
+        match self.request_index.get::<ComputerId>(id.to_be_bytes())? {
+            Some(computer) => self.requests.get(scoped(&computer, &ordered(id))),
+            None => Ok(None),
+        }
+    }
+
     fn put_request(&self, request: &AccessRequest) -> Result<()> {
+        self.request_index
+            .put(request.id.to_be_bytes(), &request.computer)?;
         self.requests
             .put(scoped(&request.computer, &ordered(request.id)), request)
     }
@@ -618,6 +624,34 @@ mod tests {
             .map(|(u, _)| u)
             .collect();
         assert_eq!(users, ["alice"]);
+    }
+
+    #[test]
+    fn requests_are_found_by_id_also_those_written_before_the_index() {
+        use crate::request::{AccessRequest, Decision};
+        let dir = tempfile::tempdir().unwrap();
+        let request = |id, computer: &str| AccessRequest {
+            id,
+            computer: computer.parse().unwrap(),
+            os_user: "alice".into(),
+            email: "alice@example.com".into(),
+            emergency: false,
+            created: Timestamp::from_unix_millis(0),
+            expires: Timestamp::from_unix_millis(1),
+            decision: Decision::Pending,
+        };
+        {
+            let store = SledStore::open(dir.path()).unwrap();
+            store.put_request(&request(7, "ws-1")).unwrap();
+            store.put_request(&request(8, "ws-2")).unwrap();
+            // As a store from before the index.
+            store.request_index.tree.clear().unwrap();
+            assert_eq!(store.request(7).unwrap(), None);
+        }
+        let store = SledStore::open(dir.path()).unwrap();
+        assert_eq!(store.request(7).unwrap(), Some(request(7, "ws-1")));
+        assert_eq!(store.request(8).unwrap(), Some(request(8, "ws-2")));
+        assert_eq!(store.request(9).unwrap(), None);
     }
 
     #[test]

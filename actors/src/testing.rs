@@ -8,7 +8,8 @@ use crate::clock::{ManualClock, Timestamp};
 use crate::computer::Services;
 use crate::directory::{Directory, DirectoryFuture};
 use crate::otp::OtpKeys;
-use crate::store::SledStore;
+use crate::policy;
+use crate::store::{SledStore, Store};
 
 /// A directory that knows the accounts it is given.
 pub struct MapDirectory(pub HashMap<String, String>);
@@ -22,8 +23,10 @@ impl Directory for MapDirectory {
 /// Services on a fresh store in `dir`, with a manual clock and no mailer.
 pub fn services(dir: &Path) -> (Arc<Services>, ManualClock) {
     let clock = ManualClock::new(Timestamp::from_unix_millis(1_800_000_000_000));
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir).unwrap());
     let services = Services {
-        store: Arc::new(SledStore::open(dir).unwrap()),
+        policy: policy::Owner::load(Arc::clone(&store)).unwrap(),
+        store,
         clock: Arc::new(clock.clone()),
         keys: Arc::new(OtpKeys::derive(&[3; 32])),
         directory: Arc::new(MapDirectory(HashMap::from([(

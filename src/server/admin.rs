@@ -17,6 +17,7 @@ use otpgate_actors::audit::{Action, AuditEntry};
 use otpgate_actors::directory::{UserRecord, hash_password};
 use otpgate_actors::mail::{DeliveryError, Mail, MailTransport, is_email_address};
 use otpgate_actors::otp::OtpKeys;
+use otpgate_actors::policy;
 use otpgate_actors::request::{Choice, Decision};
 use otpgate_actors::settings::GroupRecord;
 use otpgate_actors::{
@@ -38,8 +39,10 @@ pub const SOCKET: &str = "admin.sock";
 /// What the admin handler works with.
 #[derive(Clone)]
 pub struct AdminContext {
-    /// Where global state is.
+    /// Where state is kept, for the lists.
     pub store: Arc<dyn Store>,
+    /// The settings, groups and users, and the one way to change them.
+    pub policy: policy::Owner,
     /// The computers' actors.
     pub computers: Computers,
     /// Where time comes from.
@@ -113,27 +116,27 @@ async fn handle(
     request: AdminRequest,
 ) -> Result<AdminResponse, HandleError> {
     let store = context.store.as_ref();
-    let audit = |outcome: String| {
-        store.append_audit(&AuditEntry {
-            at: context.clock.now(),
-            who: operator.to_owned(),
-            computer: None,
-            action: Action::Configure,
-            outcome,
-        })
+    let policy = context.policy.snapshot();
+    let audit = |outcome: String| AuditEntry {
+        at: context.clock.now(),
+        who: operator.to_owned(),
+        computer: None,
+        action: Action::Configure,
+        outcome,
     };
     Ok(match request {
         AdminRequest::SettingsGet => {
-            AdminResponse::Settings(convert::settings_view(&store.settings()?))
+            AdminResponse::Settings(convert::settings_view(&policy.settings))
         }
         AdminRequest::SettingsSet(patch) => {
-            let settings = convert::patch_settings(store.settings()?, &patch);
+            let mut edit = context.policy.edit().await;
+            let settings = convert::patch_settings(edit.current().settings.clone(), &patch);
             if let Err(invalid) = settings.validate() {
                 return Ok(fail(AdminErrorCode::Invalid, invalid.to_string()));
             }
-            store.put_settings(&settings)?;
-            audit("system settings changed".into())?;
-            store.flush().await?;
+            edit.set_settings(settings.clone());
+            edit.commit(&audit("system settings changed".into()))
+                .await?;
             AdminResponse::Settings(convert::settings_view(&settings))
         }
         AdminRequest::ClientsList => {
@@ -146,7 +149,7 @@ async fn handle(
                     last_seen: record.last_seen.unix_millis(),
                     host_name: record.host_name.clone(),
                     options: convert::options_view(&record.options),
-                    effective: convert::effective_view(&record.effective(store)?),
+                    effective: convert::effective_view(&policy.effective(&record)),
                 });
             }
             AdminResponse::Clients(clients)
@@ -161,7 +164,7 @@ async fn handle(
                 Err(refused) => return Ok(refused),
             };
             if let Some(Some(name)) = &group
-                && store.group(name)?.is_none()
+                && !policy.groups.contains_key(name)
             {
                 return Ok(fail(AdminErrorCode::NotFound, format!("no group {name:?}")));
             }
@@ -179,11 +182,11 @@ async fn handle(
             AdminResponse::Done
         }
         AdminRequest::GroupsList => AdminResponse::Groups(
-            store
-                .groups()?
-                .into_iter()
+            policy
+                .groups
+                .iter()
                 .map(|(name, group)| GroupView {
-                    name,
+                    name: name.clone(),
                     options: convert::options_view(&group.options),
                 })
                 .collect(),
@@ -195,20 +198,25 @@ async fn handle(
                     "a group's name must be 1 to 128 characters",
                 ));
             }
-            let mut group: GroupRecord = store.group(&name)?.unwrap_or_default();
+            let mut edit = context.policy.edit().await;
+            let mut group: GroupRecord = edit
+                .current()
+                .groups
+                .get(&name)
+                .cloned()
+                .unwrap_or_default();
             group.options.apply(&convert::options(&options));
-            store.put_group(&name, &group)?;
-            audit(format!("group {name} changed"))?;
-            store.flush().await?;
+            edit.put_group(&name, group);
+            edit.commit(&audit(format!("group {name} changed"))).await?;
             AdminResponse::Done
         }
         AdminRequest::UsersList => AdminResponse::Users(
-            store
-                .users()?
-                .into_iter()
+            policy
+                .users
+                .values()
                 .map(|user| UserView {
-                    login: user.login,
-                    email: user.email,
+                    login: user.login.clone(),
+                    email: user.email.clone(),
                     role: convert::role_view(user.role),
                 })
                 .collect(),
@@ -219,24 +227,24 @@ async fn handle(
             role,
             password,
         } => {
-            if store.user(&login)?.is_some() {
+            if let Some(problem) = user_problem(&login, &email, Some(&password.0)) {
+                return Ok(fail(AdminErrorCode::Invalid, problem));
+            }
+            let password_hash = hash_off_runtime(Zeroizing::new(password.0)).await;
+            let mut edit = context.policy.edit().await;
+            if edit.current().user(&login).is_some() {
                 return Ok(fail(
                     AdminErrorCode::Conflict,
                     format!("user {login:?} exists"),
                 ));
             }
-            if let Some(problem) = user_problem(&login, &email, Some(&password.0)) {
-                return Ok(fail(AdminErrorCode::Invalid, problem));
-            }
-            let password_hash = hash_off_runtime(Zeroizing::new(password.0)).await;
-            store.put_user(&UserRecord {
+            edit.put_user(UserRecord {
                 login: login.clone(),
                 email,
                 password_hash,
                 role: convert::role(role),
-            })?;
-            audit(format!("user {login} added"))?;
-            store.flush().await?;
+            });
+            edit.commit(&audit(format!("user {login} added"))).await?;
             AdminResponse::Done
         }
         AdminRequest::UserSet {
@@ -245,7 +253,9 @@ async fn handle(
             role,
             password,
         } => {
-            let Some(mut user) = store.user(&login)? else {
+            // Held while the password hashes: two changes of one user never race.
+            let mut edit = context.policy.edit().await;
+            let Some(mut user) = edit.current().user(&login).cloned() else {
                 return Ok(fail(AdminErrorCode::NotFound, format!("no user {login:?}")));
             };
             let new_email = email.as_deref().unwrap_or(&user.email).to_owned();
@@ -261,9 +271,8 @@ async fn handle(
             if let Some(password) = password {
                 user.password_hash = hash_off_runtime(Zeroizing::new(password.0)).await;
             }
-            store.put_user(&user)?;
-            audit(format!("user {login} changed"))?;
-            store.flush().await?;
+            edit.put_user(user);
+            edit.commit(&audit(format!("user {login} changed"))).await?;
             AdminResponse::Done
         }
         AdminRequest::RequestsList { all } => {
@@ -294,7 +303,7 @@ async fn handle(
                 body: body.into(),
                 html: format!("<p>{}</p>", body.trim_end()),
             };
-            audit(format!("test message to {}", mail.to))?;
+            store.append_audit(&audit(format!("test message to {}", mail.to)))?;
             match context.transport.deliver(&mail).await {
                 Ok(said) => AdminResponse::MailSent { said },
                 Err(DeliveryError::Permanent(reason)) => fail(AdminErrorCode::Conflict, reason),
@@ -410,7 +419,7 @@ async fn decide(
     choice: Choice,
     comment: Option<String>,
 ) -> Result<AdminResponse, HandleError> {
-    let Some(request) = context.store.requests()?.into_iter().find(|r| r.id == id) else {
+    let Some(request) = context.store.request(id)? else {
         return Ok(fail(AdminErrorCode::NotFound, format!("no request {id}")));
     };
     let decided = context

@@ -33,8 +33,11 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use governor::{Quota, RateLimiter};
+use otpgate_actors::audit::{Action, AuditEntry};
+use otpgate_actors::directory::{Role, UserRecord};
 use otpgate_actors::mail::{MailTransport, Mailer, MailerArgs, MailerMsg};
 use otpgate_actors::otp::OtpKeys;
+use otpgate_actors::policy;
 use otpgate_actors::{
     AgentInfo, CallError, Clock, ComputerId, ComputerMsg, Computers, ConnectionId, Services,
     SledStore, Store, StoreError, SystemClock,
@@ -120,6 +123,7 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 pub struct Server {
     shared: Arc<Shared>,
     store: Arc<SledStore>,
+    policy: policy::Owner,
     clock: Arc<dyn Clock>,
     keys: Arc<OtpKeys>,
     transport: Arc<dyn MailTransport>,
@@ -189,7 +193,8 @@ impl Server {
         let db = config.data_dir.join("db");
         data_dir(&db)?;
         let store = Arc::new(SledStore::open(&db)?);
-        let initial_password = bootstrap_admin(store.as_ref(), config, clock.as_ref()).await?;
+        let policy = policy::Owner::load(store.clone())?;
+        let initial_password = bootstrap_admin(&policy, config, clock.as_ref()).await?;
         let host = config
             .server_names
             .first()
@@ -212,6 +217,7 @@ impl Server {
         let (mailer, _) = Actor::spawn(None, Mailer, mailer_args).await?;
         let services_keys = keys.clone();
         let services = Services {
+            policy: policy.clone(),
             store: store.clone(),
             clock: clock.clone(),
             keys,
@@ -238,6 +244,7 @@ impl Server {
                 next_conn: AtomicU64::new(0),
             }),
             store,
+            policy,
             clock,
             keys: services_keys,
             transport,
@@ -269,6 +276,7 @@ impl Server {
         let tracker = TaskTracker::new();
         let context = AdminContext {
             store: self.store.clone(),
+            policy: self.policy.clone(),
             computers: self.shared.computers.clone(),
             clock: self.clock.clone(),
             keys: self.keys.clone(),
@@ -597,11 +605,12 @@ pub const INITIAL_PASSWORD_FILE: &str = "admin-password";
 /// Creates the first administrator if there are no internal users yet, with a
 /// random password that is returned once and kept in a 0600 file.
 async fn bootstrap_admin(
-    store: &dyn Store,
+    policy: &policy::Owner,
     config: &ServerConfig,
     clock: &dyn Clock,
 ) -> Result<Option<Zeroizing<String>>, OpenError> {
-    if !store.users()?.is_empty() {
+    let mut edit = policy.edit().await;
+    if !edit.current().users.is_empty() {
         return Ok(None);
     }
     let password = random_password();
@@ -613,20 +622,20 @@ async fn bootstrap_admin(
         },
     )?;
     let password_hash = admin::hash_off_runtime(password.clone()).await;
-    store.put_user(&otpgate_actors::directory::UserRecord {
+    edit.put_user(UserRecord {
         login: INITIAL_ADMIN.to_owned(),
         email: config.admin_email.clone(),
         password_hash,
-        role: otpgate_actors::directory::Role::Administrator,
-    })?;
-    store.append_audit(&otpgate_actors::audit::AuditEntry {
+        role: Role::Administrator,
+    });
+    edit.commit(&AuditEntry {
         at: clock.now(),
         who: "server".into(),
         computer: None,
-        action: otpgate_actors::audit::Action::Configure,
+        action: Action::Configure,
         outcome: format!("administrator {INITIAL_ADMIN} created"),
-    })?;
-    store.flush().await?;
+    })
+    .await?;
     Ok(Some(password))
 }
 

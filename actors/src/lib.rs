@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod backoff;
 pub mod clock;
 pub mod computer;
 pub mod directory;

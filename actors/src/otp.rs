@@ -16,6 +16,7 @@ use std::fmt;
 use aws_lc_rs::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use aws_lc_rs::{constant_time, hmac};
 use data_encoding::HEXLOWER;
+use rand::RngExt;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
@@ -170,19 +171,13 @@ fn aad(computer: &ComputerId, os_user: &str) -> Vec<u8> {
 pub struct Code(Zeroizing<String>);
 
 impl Code {
-    /// `len` random decimal digits from the system's CSPRNG, each uniform.
+    /// `len` random decimal digits, each uniform, from a CSPRNG (rand's
+    /// thread-local ChaCha generator, seeded and reseeded from the OS).
     pub fn generate(len: u8) -> Self {
+        let mut rng = rand::rng();
         let mut code = Zeroizing::new(String::with_capacity(len.into()));
-        let mut bytes = Zeroizing::new([0u8; 32]);
-        while code.len() < usize::from(len) {
-            aws_lc_rs::rand::fill(bytes.as_mut_slice()).expect("the system random generator works");
-            // Bytes of 250 and above would favour the low digits; skip them.
-            for &byte in bytes.iter().filter(|&&byte| byte < 250) {
-                if code.len() == usize::from(len) {
-                    break;
-                }
-                code.push(char::from(b'0' + byte % 10));
-            }
+        for _ in 0..len {
+            code.push(char::from(b'0' + rng.random_range(0..10u8)));
         }
         Self(code)
     }

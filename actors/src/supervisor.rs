@@ -23,8 +23,15 @@ use ractor::{
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::computer::{ComputerActor, ComputerArgs, ComputerError, ComputerMsg, Services};
+use crate::computer::{
+    AgentInfo, ComputerActor, ComputerArgs, ComputerError, ComputerMsg, ConnectionId, Decided,
+    Generated, Services,
+};
 use crate::id::ComputerId;
+use crate::login::{LoginAnswer, LoginCall};
+use crate::request::Choice;
+use crate::settings::Options;
+use crate::store::ComputerRecord;
 
 /// How long a caller waits for a computer's actor to answer.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -230,11 +237,111 @@ impl Computers {
         }
     }
 
+    /// Registers agent connection `conn` of computer `id`, which says `info` of
+    /// itself.
+    pub async fn connect(
+        &self,
+        id: &ComputerId,
+        conn: ConnectionId,
+        info: AgentInfo,
+    ) -> Result<(), CallError> {
+        self.call(id, |reply| ComputerMsg::Connect {
+            conn,
+            info: info.clone(),
+            reply,
+        })
+        .await
+    }
+
+    /// Tells computer `id` that its agent on `conn` is alive.
+    pub fn heartbeat(&self, id: &ComputerId, conn: ConnectionId) {
+        self.cast(id, ComputerMsg::Heartbeat { conn });
+    }
+
+    /// Tells computer `id` that connection `conn` has closed.
+    pub fn disconnect(&self, id: &ComputerId, conn: ConnectionId) {
+        self.cast(id, ComputerMsg::Disconnect { conn });
+    }
+
+    /// Asks computer `id` what the login prompt of `os_user` asks, through `conn`.
+    pub async fn login(
+        &self,
+        id: &ComputerId,
+        conn: ConnectionId,
+        os_user: &str,
+        call: LoginCall,
+    ) -> Result<LoginAnswer, CallError> {
+        self.call(id, |reply| ComputerMsg::Login {
+            conn,
+            os_user: os_user.to_owned(),
+            call: call.clone(),
+            reply,
+        })
+        .await
+    }
+
+    /// Has internal user `by` make `choice` on access request `request` of
+    /// computer `id`.
+    pub async fn decide(
+        &self,
+        id: &ComputerId,
+        request: u64,
+        by: &str,
+        choice: Choice,
+        comment: Option<String>,
+    ) -> Result<Decided, CallError> {
+        self.call(id, |reply| ComputerMsg::Decide {
+            request,
+            by: by.to_owned(),
+            choice,
+            comment: comment.clone(),
+            reply,
+        })
+        .await
+    }
+
+    /// Has administrator `by` generate an OTP without a request on computer `id`,
+    /// for `os_user` and `email`.
+    pub async fn generate(
+        &self,
+        id: &ComputerId,
+        os_user: &str,
+        email: &str,
+        comment: &str,
+        by: &str,
+    ) -> Result<Generated, CallError> {
+        self.call(id, |reply| ComputerMsg::Generate {
+            os_user: os_user.to_owned(),
+            email: email.to_owned(),
+            comment: comment.to_owned(),
+            by: by.to_owned(),
+            reply,
+        })
+        .await
+    }
+
+    /// Changes computer `id`'s group (`Some(None)` leaves it) and options, as `by`.
+    pub async fn configure(
+        &self,
+        id: &ComputerId,
+        group: Option<Option<String>>,
+        options: &Options,
+        by: &str,
+    ) -> Result<ComputerRecord, CallError> {
+        self.call(id, |reply| ComputerMsg::Configure {
+            group: group.clone(),
+            options: options.clone(),
+            by: by.to_owned(),
+            reply,
+        })
+        .await
+    }
+
     /// Asks computer `id`'s actor the message that `build` makes, and waits for its
     /// answer. A message that could not be delivered because the actor had just
     /// died is sent once more, to its successor; a message the actor received is
     /// never sent twice.
-    pub async fn call<T, F>(&self, id: &ComputerId, build: F) -> Result<T, CallError>
+    async fn call<T, F>(&self, id: &ComputerId, build: F) -> Result<T, CallError>
     where
         T: Send + 'static,
         F: Fn(RpcReplyPort<Result<T, ComputerError>>) -> ComputerMsg,
@@ -253,7 +360,7 @@ impl Computers {
     }
 
     /// Sends computer `id`'s actor a message without waiting, if it is running.
-    pub fn cast(&self, id: &ComputerId, message: ComputerMsg) {
+    fn cast(&self, id: &ComputerId, message: ComputerMsg) {
         if let Some(actor) = ActorRef::<ComputerMsg>::where_is(child_name(self.scope, id)) {
             // A dead actor has nothing left to be told.
             let _ = actor.cast(message);

@@ -20,6 +20,7 @@ use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use otpgate_actors::backoff::Backoff;
 use otpgate_protocol::{
     AgentMessage, ErrorCode, Hello, MAX_IN_FLIGHT, MAX_PROTOCOL_VERSION, MIN_PROTOCOL_VERSION,
     Request, Response, ServerMessage, Welcome,
@@ -30,10 +31,12 @@ use crate::tls::{self, TlsError};
 
 /// How long connecting, the TLS handshake and the Welcome may take together.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// The first pause before reconnecting.
-pub const BACKOFF_BASE: Duration = Duration::from_millis(250);
-/// The longest pause before reconnecting.
-pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// How the agent spaces out reconnections: from a quarter second, doubling, up to
+/// 30 seconds, so that agents cut off together do not come back together.
+pub const BACKOFF: Backoff = Backoff {
+    base: Duration::from_millis(250),
+    max: Duration::from_secs(30),
+};
 /// After this many heartbeat intervals without a word from the server, the
 /// connection is taken for dead.
 const SILENCE_INTERVALS: u32 = 3;
@@ -253,32 +256,6 @@ impl Link {
     }
 }
 
-/// Exponential backoff with jitter: each pause is drawn from the upper half of a
-/// window that doubles after every failure, so that agents cut off together do not
-/// come back together.
-#[derive(Debug)]
-struct Backoff {
-    window: Duration,
-}
-
-impl Backoff {
-    fn new() -> Self {
-        Self {
-            window: BACKOFF_BASE,
-        }
-    }
-
-    fn reset(&mut self) {
-        self.window = BACKOFF_BASE;
-    }
-
-    fn next(&mut self) -> Duration {
-        let window = self.window;
-        self.window = (self.window * 2).min(BACKOFF_MAX);
-        window / 2 + window.mul_f64(rand::random::<f64>() / 2.0)
-    }
-}
-
 /// The task behind a [`Link`].
 struct Maintainer {
     connector: TlsConnector,
@@ -326,7 +303,8 @@ impl ConnectError {
 
 impl Maintainer {
     async fn run(mut self) {
-        let mut backoff = Backoff::new();
+        // Failed attempts since the last connection the server welcomed.
+        let mut failures = 0;
         loop {
             let attempt = tokio::select! {
                 () = self.cancel.cancelled() => return,
@@ -334,7 +312,7 @@ impl Maintainer {
             };
             let failure = match attempt {
                 Ok(Ok(established)) => {
-                    backoff.reset();
+                    failures = 0;
                     match self.session(established).await {
                         Break(()) => return,
                         Continue(ended) => ended,
@@ -351,7 +329,8 @@ impl Maintainer {
             };
             self.status
                 .send_modify(|status| status.failures.add(failure));
-            let pause = sleep(backoff.next());
+            failures += 1;
+            let pause = sleep(BACKOFF.pause(failures));
             tokio::pin!(pause);
             loop {
                 tokio::select! {
@@ -534,22 +513,5 @@ mod tests {
         for bad in ["nohost", ":7443", "host:", "host:99999"] {
             assert!(bad.parse::<ServerAddr>().is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn backoff_doubles_with_jitter_up_to_the_cap_and_resets() {
-        let mut backoff = Backoff::new();
-        let mut window = BACKOFF_BASE;
-        for _ in 0..12 {
-            let pause = backoff.next();
-            assert!(
-                pause >= window / 2 && pause <= window,
-                "{pause:?} in {window:?}"
-            );
-            window = (window * 2).min(BACKOFF_MAX);
-        }
-        assert_eq!(backoff.window, BACKOFF_MAX);
-        backoff.reset();
-        assert!(backoff.next() <= BACKOFF_BASE);
     }
 }

@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use mail_parser::MessageParser;
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, poll};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
@@ -34,23 +35,19 @@ pub struct OtpMail {
 }
 
 /// Reads an OTP message as the server writes it (an RFC 5322 message with a
-/// plain-text part). `None` for any other message.
+/// plain-text part) with mail-parser. `None` for any other message.
 pub fn read_otp_mail(text: &str) -> Option<OtpMail> {
-    let to = text
-        .lines()
-        .take_while(|line| !line.is_empty())
-        .find_map(|line| line.strip_prefix("To: "))?
-        .trim()
-        .trim_start_matches('<')
-        .trim_end_matches('>')
-        .to_owned();
+    let message = MessageParser::default().parse(text.as_bytes())?;
+    let to = message.to()?.first()?.address()?.to_owned();
+    let body = message.body_text(0)?;
     // In the text part, the code stands alone on the first line after this.
-    let mut lines = text
+    let code = body
         .lines()
         .map(str::trim)
-        .skip_while(|line| *line != "Your one-time password is:");
-    lines.next()?;
-    let code = lines.find(|line| !line.is_empty())?.to_owned();
+        .skip_while(|line| *line != "Your one-time password is:")
+        .skip(1)
+        .find(|line| !line.is_empty())?
+        .to_owned();
     Some(OtpMail { to, code })
 }
 

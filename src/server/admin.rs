@@ -21,7 +21,7 @@ use otpgate_actors::policy;
 use otpgate_actors::request::{Choice, Decision};
 use otpgate_actors::settings::GroupRecord;
 use otpgate_actors::{
-    CallError, Clock, ComputerId, ComputerMsg, Computers, Decided, Generated, Store, StoreError,
+    CallError, Clock, ComputerId, Computers, Decided, Generated, Store, StoreError,
 };
 use otpgate_protocol::admin::{
     AdminError, AdminErrorCode, AdminRequest, AdminResponse, ClientView, GroupView, UserView,
@@ -168,16 +168,9 @@ async fn handle(
             {
                 return Ok(fail(AdminErrorCode::NotFound, format!("no group {name:?}")));
             }
-            let options = convert::options(&options);
-            let by = operator.to_owned();
             context
                 .computers
-                .call(&id, |reply| ComputerMsg::Configure {
-                    group: group.clone(),
-                    options: options.clone(),
-                    by: by.clone(),
-                    reply,
-                })
+                .configure(&id, group, &convert::options(&options), operator)
                 .await?;
             AdminResponse::Done
         }
@@ -365,13 +358,7 @@ async fn handle(
             let comment = comment.unwrap_or_else(|| DEFAULT_GENERATE_COMMENT.to_owned());
             let generated = context
                 .computers
-                .call(&id, |reply| ComputerMsg::Generate {
-                    os_user: os_user.clone(),
-                    email: email.clone(),
-                    comment: comment.clone(),
-                    by: by.clone(),
-                    reply,
-                })
+                .generate(&id, &os_user, &email, &comment, &by)
                 .await?;
             match generated {
                 Generated::Send { valid_until } => AdminResponse::Generated {
@@ -424,13 +411,7 @@ async fn decide(
     };
     let decided = context
         .computers
-        .call(&request.computer, |reply| ComputerMsg::Decide {
-            request: id,
-            by: by.clone(),
-            choice,
-            comment: comment.clone(),
-            reply,
-        })
+        .decide(&request.computer, id, &by, choice, comment)
         .await?;
     Ok(match decided {
         Decided::Done(request) => {

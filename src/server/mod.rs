@@ -39,14 +39,15 @@ use otpgate_actors::mail::{MailTransport, Mailer, MailerArgs, MailerMsg};
 use otpgate_actors::otp::OtpKeys;
 use otpgate_actors::policy;
 use otpgate_actors::{
-    AgentInfo, CallError, Clock, ComputerId, ComputerMsg, Computers, ConnectionId, Services,
-    SledStore, Store, StoreError, SystemClock,
+    AgentInfo, CallError, Clock, ComputerId, Computers, ConnectionId, Services, SledStore, Store,
+    StoreError, SystemClock,
 };
 use otpgate_protocol::{
     AgentMessage, ErrorCode, Hello, MAX_IN_FLIGHT, Request, Response, ServerMessage, Welcome,
     negotiate,
 };
 use ractor::{Actor, ActorRef};
+use rand::RngExt;
 use zeroize::Zeroizing;
 
 use crate::frames::{FrameReader, FrameWriter};
@@ -434,9 +435,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<'_, R, W> {
         let end = match self.hello().await {
             Ok(hello) => {
                 let end = self.serve(hello, cancel).await;
-                self.shared
-                    .computers
-                    .cast(&self.id, ComputerMsg::Disconnect { conn: self.conn });
+                self.shared.computers.disconnect(&self.id, self.conn);
                 end
             }
             Err(end) => end,
@@ -476,11 +475,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<'_, R, W> {
         let connected = self
             .shared
             .computers
-            .call(&self.id, |reply| ComputerMsg::Connect {
-                conn,
-                info: info.clone(),
-                reply,
-            })
+            .connect(&self.id, conn, info.clone())
             .await;
         if let Err(err) = connected {
             warn!(error = %err, "cannot register connection");
@@ -537,7 +532,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<'_, R, W> {
                         AgentMessage::Pong { .. } => continue,
                         AgentMessage::Request { id, request: Request::Heartbeat } => {
                             let conn = self.conn;
-                            self.shared.computers.cast(&self.id, ComputerMsg::Heartbeat { conn });
+                            self.shared.computers.heartbeat(&self.id, conn);
                             ServerMessage::Response { id, response: Response::Heartbeat }
                         }
                         AgentMessage::Request { id, request } => {
@@ -580,12 +575,7 @@ async fn respond(
         Request::Login { os_user, request } => {
             let call = convert::login_call(request);
             computers
-                .call(id, |reply| ComputerMsg::Login {
-                    conn,
-                    os_user: os_user.clone(),
-                    call: call.clone(),
-                    reply,
-                })
+                .login(id, conn, &os_user, call)
                 .await
                 .map(|answer| Response::Login(convert::login_response(&os_user, answer)))
         }
@@ -641,21 +631,13 @@ async fn bootstrap_admin(
 
 /// 20 characters from a 57-letter alphabet without look-alikes: about 116 bits.
 fn random_password() -> Zeroizing<String> {
+    // No 0/O, 1/l/I: read off a screen and typed in.
     const ALPHABET: &[u8] = b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
-    let mut password = Zeroizing::new(String::with_capacity(20));
-    let mut bytes = Zeroizing::new([0u8; 64]);
-    while password.len() < 20 {
-        aws_lc_rs::rand::fill(bytes.as_mut_slice()).expect("the system random generator works");
-        // 228 = 4 * 57: larger bytes would favour the first letters.
-        for &byte in bytes
-            .iter()
-            .filter(|&&b| usize::from(b) < 4 * ALPHABET.len())
-        {
-            if password.len() == 20 {
-                break;
-            }
-            password.push(char::from(ALPHABET[usize::from(byte) % ALPHABET.len()]));
-        }
+    const LENGTH: usize = 20;
+    let mut rng = rand::rng();
+    let mut password = Zeroizing::new(String::with_capacity(LENGTH));
+    for _ in 0..LENGTH {
+        password.push(char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]));
     }
     password
 }

@@ -413,8 +413,9 @@ pub fn messages_to(outbox: &Path, to: &str) -> Vec<String> {
                 .parse()
                 .ok()?;
             let text = std::fs::read_to_string(&path).ok()?;
-            text.contains(&format!("\r\nTo: <{to}>\r\n"))
-                .then_some((id, text))
+            let message = mail_parser::MessageParser::default().parse(text.as_bytes())?;
+            let addressed = message.to()?.first()?.address()? == to;
+            addressed.then_some((id, text))
         })
         .collect();
     messages.sort();

@@ -10,6 +10,7 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use crate::audit::{Action, AuditEntry};
+use crate::backoff::Backoff;
 use crate::clock::{Clock, Timestamp};
 use crate::mail::outbox::{MailFailure, OutboxEntry};
 use crate::mail::render::Mail;
@@ -58,27 +59,14 @@ pub trait MailTransport: Send + Sync + 'static {
     }
 }
 
-/// The first pause after a failed delivery; it doubles with every failure.
-pub const BACKOFF_BASE: Duration = Duration::from_secs(2);
-/// The longest pause between two tries of one message.
-pub const BACKOFF_MAX: Duration = Duration::from_secs(10 * 60);
+/// How the mailer spaces out retries of one message: from 2 seconds, doubling,
+/// up to 10 minutes.
+pub const BACKOFF: Backoff = Backoff {
+    base: Duration::from_secs(2),
+    max: Duration::from_secs(10 * 60),
+};
 /// Tries of one message before it is given up, by default.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 10;
-
-/// The pause after failure number `attempts` (from 1): exponential, capped, and
-/// drawn from its upper half so that retries spread out.
-pub fn backoff(attempts: u32) -> Duration {
-    let window = BACKOFF_BASE
-        .saturating_mul(2u32.saturating_pow(attempts.saturating_sub(1)))
-        .min(BACKOFF_MAX);
-    let mut byte = [0u8; 1];
-    // Without randomness the pause is simply the whole window.
-    let fraction = match aws_lc_rs::rand::fill(&mut byte) {
-        Ok(()) => f64::from(byte[0]) / 255.0,
-        Err(_) => 1.0,
-    };
-    window / 2 + window.mul_f64(fraction / 2.0)
-}
 
 /// What the [`Mailer`] is asked to do.
 pub enum MailerMsg {
@@ -146,7 +134,7 @@ impl Actor for Mailer {
                     Ok(next) => next,
                     Err(err) => {
                         tracing::error!(error = %err, "mail outbox unreadable; will retry");
-                        Some(state.args.clock.now().after(BACKOFF_MAX))
+                        Some(state.args.clock.now().after(BACKOFF.max))
                     }
                 };
                 match next {
@@ -269,7 +257,7 @@ impl MailerState {
                     let reason = format!("gave up after {} tries: {reason}", entry.attempts);
                     self.give_up(entry, reason)?
                 } else {
-                    entry.next_try = now.after(backoff(entry.attempts));
+                    entry.next_try = now.after(BACKOFF.pause(entry.attempts));
                     tracing::warn!(message = entry.id, attempts = entry.attempts, %reason, "mail delivery failed; will retry");
                     args.store.queue_mail(entry)?;
                     return Ok(Settled::Retry(entry.next_try));
@@ -314,20 +302,6 @@ mod tests {
     use crate::mail::outbox::MailKind;
     use crate::request::Refusal;
     use crate::store::SledStore;
-
-    #[test]
-    fn backoff_doubles_within_jitter_up_to_the_cap() {
-        for attempts in 1..20 {
-            let window = BACKOFF_BASE
-                .saturating_mul(2u32.saturating_pow(attempts - 1))
-                .min(BACKOFF_MAX);
-            let pause = backoff(attempts);
-            assert!(
-                pause >= window / 2 && pause <= window,
-                "{attempts}: {pause:?}"
-            );
-        }
-    }
 
     /// Takes every message; its first sync fails, as a full disk would.
     #[derive(Default)]
@@ -404,7 +378,7 @@ mod tests {
         assert!(next.is_some_and(|at| at > clock.now()));
 
         // Once its retry is due, everything goes.
-        clock.advance(BACKOFF_MAX);
+        clock.advance(BACKOFF.max);
         assert_eq!(state.drain().await.unwrap(), None);
         assert!(store.outbox().unwrap().is_empty());
         assert_eq!(

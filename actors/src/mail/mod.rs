@@ -6,8 +6,8 @@ pub mod outbox;
 pub mod render;
 
 pub use mailer::{
-    BACKOFF_BASE, BACKOFF_MAX, DEFAULT_BATCH, DEFAULT_MAX_ATTEMPTS, DeliveryError, DeliveryFuture,
-    MailTransport, Mailer, MailerArgs, MailerMsg, SyncFuture, backoff,
+    BACKOFF, DEFAULT_BATCH, DEFAULT_MAX_ATTEMPTS, DeliveryError, DeliveryFuture, MailTransport,
+    Mailer, MailerArgs, MailerMsg, SyncFuture,
 };
 pub use outbox::{MailFailure, MailKind, OutboxEntry};
 pub use render::Mail;

@@ -7,7 +7,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{RawTls, TestServer, connect_tls};
+use common::agent::{RawTls, connect_tls};
+use common::server::TestServer;
 use otpgate::frames::{FrameReader, FrameWriter};
 use otpgate::tls;
 use otpgate_protocol::{

@@ -8,7 +8,9 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use common::{Desk, TestServer, me};
+use common::agent::Desk;
+use common::me;
+use common::server::TestServer;
 
 fn otpgate(args: &[&str], stdin: &str) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_otpgate"))

@@ -4,7 +4,10 @@
 
 mod common;
 
-use common::{Desk, ServerProcess, admin_ask, codes_for, issue, me};
+use common::agent::Desk;
+use common::mail::codes_for;
+use common::me;
+use common::server::{ServerProcess, admin_ask, issue};
 use otpgate_protocol::admin::{AdminRequest, AdminResponse, OptionsView};
 use otpgate_protocol::login::{
     LoginRequest, LoginResponse, RequestMode, Requested, Secret, Verdict,
@@ -111,5 +114,8 @@ async fn kill_9_after_allow_and_after_sent_loses_nothing() {
 
     // One message per OTP: a delivery repeated after the crash rewrites the same
     // Message-ID's file.
-    assert_eq!(common::messages_to(&data.join("outbox"), &email).len(), 2);
+    assert_eq!(
+        common::mail::messages_to(&data.join("outbox"), &email).len(),
+        2
+    );
 }

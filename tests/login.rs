@@ -8,9 +8,11 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Agent, Desk, TestServer, me};
+use common::agent::{Agent, Desk};
+use common::me;
+use common::server::TestServer;
 use otpgate_actors::{Clock, ManualClock, SystemClock};
-use otpgate_protocol::admin::{AdminRequest, AdminResponse, OptionsView, RoleView};
+use otpgate_protocol::admin::{AdminRequest, AdminResponse, Choice, OptionsView, RoleView};
 use otpgate_protocol::login::{
     LoginRequest, LoginResponse, RequestMode, RequestState, Requested, Secret, Verdict,
 };
@@ -81,14 +83,14 @@ async fn verify(desk: &Desk, email: &str, code: &str) -> Verdict {
 async fn decide(
     server: &TestServer,
     id: u64,
-    approve: bool,
+    choice: Choice,
     comment: Option<&str>,
 ) -> AdminResponse {
     server
         .admin(AdminRequest::RequestDecide {
             id,
             by: "admin".into(),
-            approve,
+            choice,
             comment: comment.map(String::from),
         })
         .await
@@ -101,7 +103,7 @@ fn request_id(requested: &Requested) -> u64 {
     }
 }
 
-async fn status(desk: &Desk) -> otpgate_protocol::login::PromptStatus {
+async fn status(desk: &Desk) -> otpgate_protocol::login::PromptState {
     match desk.login(LoginRequest::Status).await {
         LoginResponse::Status(status) => status,
         other => panic!("{other:?}"),
@@ -117,7 +119,7 @@ async fn email_mode_goes_to_the_approvers_and_approval_sends_the_otp() {
     // The approvers (here the administrator) got the request by mail.
     let outbox = server.data_dir().join("outbox");
     common::wait_until(Duration::from_secs(20), "the approver is mailed", || {
-        let mailed = !common::messages_to(&outbox, "admin@example.com").is_empty();
+        let mailed = !common::mail::messages_to(&outbox, "admin@example.com").is_empty();
         async move { mailed }
     })
     .await;
@@ -127,12 +129,12 @@ async fn email_mode_goes_to_the_approvers_and_approval_sends_the_otp() {
     assert!(matches!(pending, AdminResponse::Requests(ref r) if r.len() == 1 && r[0].id == id));
 
     assert!(matches!(
-        decide(&server, id, true, Some("ok")).await,
+        decide(&server, id, Choice::Approve, Some("ok")).await,
         AdminResponse::Requests(_)
     ));
     assert!(
         matches!(
-            decide(&server, id, false, None).await,
+            decide(&server, id, Choice::Deny, None).await,
             AdminResponse::Fail(_)
         ),
         "decided once only"
@@ -192,14 +194,14 @@ async fn directory_internal_and_emergency_modes() {
         Duration::from_secs(20),
         "the approver is told of the emergency",
         || {
-            let told = common::messages_to(&outbox, "admin@example.com")
+            let told = common::mail::messages_to(&outbox, "admin@example.com")
                 .iter()
                 .any(|m| m.contains("EMERGENCY"));
             async move { told }
         },
     )
     .await;
-    decide(&server, id, true, None).await;
+    decide(&server, id, Choice::Approve, None).await;
     let code = server.codes_for("dave@example.com", 1).await.remove(0);
     assert!(matches!(
         verify(&desk, "dave@example.com", &code).await,
@@ -260,7 +262,7 @@ async fn denial_and_expiry_of_requests_reach_the_person() {
     let (clock, server, desk) = setup().await;
 
     let id = request_id(&request(&desk, RequestMode::Email("erin@example.com".into())).await);
-    decide(&server, id, false, Some("not today")).await;
+    decide(&server, id, Choice::Deny, Some("not today")).await;
     assert_eq!(
         status(&desk).await.request,
         Some((
@@ -272,7 +274,7 @@ async fn denial_and_expiry_of_requests_reach_the_person() {
     );
     let outbox = server.data_dir().join("outbox");
     common::wait_until(Duration::from_secs(20), "the denial is mailed", || {
-        let mailed = common::messages_to(&outbox, "erin@example.com")
+        let mailed = common::mail::messages_to(&outbox, "erin@example.com")
             .iter()
             .any(|m| m.contains("was denied") && m.contains("not today"));
         async move { mailed }
@@ -293,13 +295,13 @@ async fn denial_and_expiry_of_requests_reach_the_person() {
     );
     assert!(
         matches!(
-            decide(&server, id, true, None).await,
+            decide(&server, id, Choice::Approve, None).await,
             AdminResponse::Fail(_)
         ),
         "too late"
     );
     common::wait_until(Duration::from_secs(20), "the expiry is mailed", || {
-        let mailed = common::messages_to(&outbox, "erin@example.com")
+        let mailed = common::mail::messages_to(&outbox, "erin@example.com")
             .iter()
             .any(|m| m.contains("expired"));
         async move { mailed }

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Agent, TestServer, connect_tls, issue};
+use common::agent::{Agent, connect_tls};
+use common::server::{TestServer, issue};
 use otpgate::frames::{FrameReader, FrameWriter};
 use otpgate::tls::{self, pki};
 use otpgate_protocol::{

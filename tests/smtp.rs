@@ -9,8 +9,10 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{SmtpServer, TestServer, me};
-use otpgate_protocol::admin::{AdminRequest, AdminResponse};
+use common::me;
+use common::server::TestServer;
+use common::smtp::SmtpServer;
+use otpgate_protocol::admin::{AdminRequest, AdminResponse, Choice};
 use otpgate_protocol::login::{LoginRequest, LoginResponse, RequestMode, Secret, Verdict};
 
 const WITHIN: Duration = Duration::from_secs(30);
@@ -189,7 +191,15 @@ async fn a_relay_down_for_a_while_and_a_restart_lose_and_repeat_nothing() {
     for user in ["u1", "u2", "u3"] {
         generate(&server, user, &format!("{user}@example.com")).await;
     }
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    common::wait_until(WITHIN, "every queued message tried and failed", || async {
+        match server.admin(AdminRequest::MailQueue).await {
+            AdminResponse::MailQueue(queue) => {
+                queue.len() == 3 && queue.iter().all(|m| m.attempts >= 1)
+            }
+            _ => false,
+        }
+    })
+    .await;
     // The server restarts with the messages still queued, and takes another...
     let server = server.restart().await;
     generate(&server, "u4", "u4@example.com").await;
@@ -232,7 +242,7 @@ async fn a_permanent_failure_is_recorded_and_shown() {
         .admin(AdminRequest::RequestDecide {
             id: request,
             by: "admin".into(),
-            approve: true,
+            choice: Choice::Approve,
             comment: None,
         })
         .await;

@@ -47,3 +47,23 @@ pub enum Action {
     /// An administrator changed settings, a client, a group or a user.
     Configure,
 }
+
+impl Action {
+    /// Its name, as the audit log shows it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Request => "request",
+            Self::Approve => "approve",
+            Self::Deny => "deny",
+            Self::Expire => "expire",
+            Self::Generate => "generate",
+            Self::Resend => "resend",
+            Self::Verify => "verify",
+            Self::Lock => "lock",
+            Self::SessionStart => "session_start",
+            Self::SessionEnd => "session_end",
+            Self::Mail => "mail",
+            Self::Configure => "configure",
+        }
+    }
+}

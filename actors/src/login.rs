@@ -76,7 +76,7 @@ pub struct PromptState {
     /// The address of the live OTP or of the latest request, to fill in.
     pub email: Option<String>,
     /// The latest access request and what became of it.
-    pub request: Option<(u64, RequestStatus)>,
+    pub request: Option<(u64, RequestState)>,
     /// Until when the live OTP is valid, if there is one.
     pub otp_valid_until: Option<Timestamp>,
     /// When a new OTP may be requested, if not now.
@@ -85,7 +85,7 @@ pub struct PromptState {
 
 /// What became of an access request, as the person is told.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RequestStatus {
+pub enum RequestState {
     /// Waiting for an approver until `expires`.
     Pending {
         /// When it expires.

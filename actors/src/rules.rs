@@ -27,7 +27,7 @@ use crate::audit::Action;
 use crate::clock::Timestamp;
 use crate::directory::{Role, UserRecord};
 use crate::id::ComputerId;
-use crate::login::{Mode, PromptState, RequestStatus, Requested, Verdict};
+use crate::login::{Mode, PromptState, RequestState, Requested, Verdict};
 use crate::mail::is_email_address;
 use crate::mail::outbox::MailKind;
 use crate::otp::{Check, Code, Origin, Otp, OtpKeys, OtpState, Slot};
@@ -692,16 +692,16 @@ fn otp_mail(
 }
 
 /// Where an access request stands, for the prompt.
-pub fn status_of(request: &AccessRequest) -> RequestStatus {
+pub fn status_of(request: &AccessRequest) -> RequestState {
     match &request.decision {
-        Decision::Pending => RequestStatus::Pending {
+        Decision::Pending => RequestState::Pending {
             expires: request.expires,
         },
-        Decision::Approve(_) => RequestStatus::Approve,
-        Decision::Deny(resolution) => RequestStatus::Deny {
+        Decision::Approve(_) => RequestState::Approve,
+        Decision::Deny(resolution) => RequestState::Deny {
             comment: resolution.comment.clone(),
         },
-        Decision::Expire => RequestStatus::Expire,
+        Decision::Expire => RequestState::Expire,
     }
 }
 

@@ -4,6 +4,8 @@
 //!
 //! Times are milliseconds since the Unix epoch; durations are seconds.
 
+use std::fmt;
+
 use serde::{Deserialize, Serialize};
 
 use crate::login::Secret;
@@ -70,8 +72,8 @@ pub enum AdminRequest {
         id: u64,
         /// The internal user deciding.
         by: String,
-        /// Approve (`true`) or deny.
-        approve: bool,
+        /// Approve or deny.
+        choice: Choice,
         /// A comment.
         comment: Option<String>,
     },
@@ -103,6 +105,8 @@ pub enum AdminRequest {
     },
     /// Messages given up on (a 5xx from the relay, or too many tries).
     MailFailures,
+    /// Messages waiting in the outbox, with their failed tries so far.
+    MailQueue,
     /// Send a test message now, bypassing the outbox, and report what the relay
     /// (or the outbox folder) said.
     MailTest {
@@ -233,14 +237,64 @@ pub struct RequestView {
     pub created: u64,
     /// When it expires unless decided.
     pub expires: u64,
-    /// `pending`, `approved`, `denied` or `expired`.
-    pub state: String,
+    /// Where it stands.
+    pub state: Decision,
     /// Who decided.
     pub decided_by: Option<String>,
     /// Their comment.
     pub comment: Option<String>,
     /// Why a message about it could not be delivered, if one could not.
     pub mail_failure: Option<String>,
+}
+
+/// An approver's choice on an access request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Choice {
+    /// Send the person an OTP.
+    Approve,
+    /// Refuse.
+    Deny,
+}
+
+/// Where an access request stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// Waiting for an approver.
+    Pending,
+    /// Approved: an OTP was sent.
+    Approve,
+    /// Denied.
+    Deny,
+    /// Nobody decided in time.
+    Expire,
+}
+
+impl fmt::Display for Decision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Pending => "pending",
+            Self::Approve => "approved",
+            Self::Deny => "denied",
+            Self::Expire => "expired",
+        })
+    }
+}
+
+/// A message waiting in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueuedMailView {
+    /// The message's id.
+    pub id: u64,
+    /// The recipient.
+    pub to: String,
+    /// When it was queued.
+    pub queued: u64,
+    /// Failed tries so far.
+    pub attempts: u32,
+    /// Not tried again before this.
+    pub next_try: u64,
 }
 
 /// A message given up on.
@@ -319,6 +373,8 @@ pub enum AdminResponse {
     Audit(Vec<AuditView>),
     /// Messages given up on.
     MailFailures(Vec<MailFailureView>),
+    /// The answer to [`AdminRequest::MailQueue`], oldest first.
+    MailQueue(Vec<QueuedMailView>),
     /// The test message was taken; what the transport said.
     MailSent {
         /// The relay's reply, or where the file was written.

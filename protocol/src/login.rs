@@ -67,7 +67,7 @@ pub enum LoginRequest {
 #[serde(rename_all = "snake_case")]
 pub enum LoginResponse {
     /// The answer to [`LoginRequest::Status`].
-    Status(PromptStatus),
+    Status(PromptState),
     /// The answer to [`LoginRequest::Request`] and [`LoginRequest::Resend`].
     Requested(Requested),
     /// The answer to [`LoginRequest::Verify`].
@@ -81,7 +81,7 @@ pub enum LoginResponse {
 
 /// What the prompt should show.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PromptStatus {
+pub struct PromptState {
     /// The OS user the answer is for.
     pub os_user: String,
     /// Allow the use of one-time passwords.

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use otpgate_protocol::admin::{
-    AdminError, AdminErrorCode, AdminRequest, AdminResponse, SettingsPatch,
+    AdminError, AdminErrorCode, AdminRequest, AdminResponse, Choice, SettingsPatch,
 };
 use otpgate_protocol::login::Secret;
 
@@ -88,8 +88,8 @@ pub(super) async fn command(
             },
         },
         Admin::Requests(AdminRequests::List { all }) => AdminRequest::RequestsList { all },
-        Admin::Requests(AdminRequests::Approve(args)) => decision(args, true),
-        Admin::Requests(AdminRequests::Deny(args)) => decision(args, false),
+        Admin::Requests(AdminRequests::Approve(args)) => decision(args, Choice::Approve),
+        Admin::Requests(AdminRequests::Deny(args)) => decision(args, Choice::Deny),
         Admin::Otp(AdminOtp::Generate {
             client,
             os_user,
@@ -106,6 +106,7 @@ pub(super) async fn command(
         Admin::Sessions(AdminSessions::List { all }) => AdminRequest::SessionsList { all },
         Admin::Audit(AdminAudit::List { limit }) => AdminRequest::AuditList { limit },
         Admin::Mail(AdminMail::Failures) => AdminRequest::MailFailures,
+        Admin::Mail(AdminMail::Queue) => AdminRequest::MailQueue,
         Admin::Mail(AdminMail::Test { to }) => AdminRequest::MailTest { to },
     };
     let response: AdminResponse = unix::ask(&socket_path(data_dir), &request).await?;
@@ -118,7 +119,7 @@ pub(super) async fn command(
 }
 
 /// A decision by id (as `--as`), or by the token of a link (which says all).
-fn decision(args: DecideArgs, approve: bool) -> AdminRequest {
+fn decision(args: DecideArgs, choice: Choice) -> AdminRequest {
     match args.token {
         Some(token) => AdminRequest::RequestDecideToken {
             token,
@@ -128,7 +129,7 @@ fn decision(args: DecideArgs, approve: bool) -> AdminRequest {
             // clap requires one of the two.
             id: args.id.unwrap_or_default(),
             by: args.by,
-            approve,
+            choice,
             comment: args.comment,
         },
     }
@@ -261,6 +262,19 @@ pub fn describe(response: &AdminResponse) -> String {
                     f.reason,
                     f.request
                         .map_or(String::new(), |r| format!("\trequest #{r}"))
+                );
+            }
+        }
+        AdminResponse::MailQueue(queue) => {
+            for m in queue {
+                let _ = writeln!(
+                    out,
+                    "{}\tmessage {} to {}\t{} failed tries\tnext try {}",
+                    time(m.queued),
+                    m.id,
+                    m.to,
+                    m.attempts,
+                    time(m.next_try)
                 );
             }
         }

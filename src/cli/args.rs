@@ -266,6 +266,8 @@ pub(super) enum Admin {
 pub(super) enum AdminMail {
     /// Messages given up on (a 5xx from the relay, or too many tries).
     Failures,
+    /// Messages waiting to be delivered, with their failed tries so far.
+    Queue,
     /// Send a test message now and show what the relay said.
     Test {
         /// The recipient.

@@ -171,7 +171,9 @@ async fn serve(path: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<Ex
     println!("otpgate listening on {addr}");
     let cancel = CancellationToken::new();
     tokio::spawn(stop_on_signal(cancel.clone()));
-    server.run(listener, cancel.cancelled_owned()).await;
+    if let server::Stopped::Late(step) = server.run(listener, cancel.cancelled_owned()).await {
+        tracing::warn!(step, "stopped without waiting for everything");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -12,8 +12,7 @@ use zeroize::Zeroizing;
 
 use otpgate_protocol::local::{LocalError, LocalRequest, LocalResponse};
 use otpgate_protocol::login::{
-    LoginRequest, LoginResponse, PromptStatus, RequestMode, RequestState, Requested, Secret,
-    Verdict,
+    LoginRequest, LoginResponse, PromptState, RequestMode, RequestState, Requested, Secret, Verdict,
 };
 
 use crate::cli::args::Login;
@@ -150,7 +149,7 @@ pub fn describe(response: &LoginResponse) -> String {
     }
 }
 
-fn describe_status(status: &PromptStatus) -> String {
+fn describe_status(status: &PromptState) -> String {
     let mut lines = vec![format!("User: {}", status.os_user)];
     if !status.allow_otp {
         lines.push("One-time passwords are not enabled on this computer.".into());
@@ -280,7 +279,7 @@ pub async fn interactive(prompt: &Prompt<'_>) -> Result<ExitCode, LoginError> {
 }
 
 /// The second window: how this computer lets a person ask for an OTP.
-async fn request_screen(prompt: &Prompt<'_>, status: &PromptStatus) -> Result<(), LoginError> {
+async fn request_screen(prompt: &Prompt<'_>, status: &PromptState) -> Result<(), LoginError> {
     eprintln!("\n=== Request One-Time Password ===");
     let emergency = || -> io::Result<RequestMode> {
         Ok(RequestMode::Emergency(read_line(

@@ -303,6 +303,13 @@ async fn handle(
                 Err(err) => fail(AdminErrorCode::Internal, err.to_string()),
             }
         }
+        AdminRequest::MailQueue => AdminResponse::MailQueue(
+            store
+                .outbox()?
+                .iter()
+                .map(convert::queued_mail_view)
+                .collect(),
+        ),
         AdminRequest::MailFailures => AdminResponse::MailFailures(
             store
                 .mail_failures()?
@@ -313,16 +320,9 @@ async fn handle(
         AdminRequest::RequestDecide {
             id,
             by,
-            approve,
+            choice,
             comment,
-        } => {
-            let choice = if approve {
-                Choice::Approve
-            } else {
-                Choice::Deny
-            };
-            decide(context, id, by, choice, comment).await?
-        }
+        } => decide(context, id, by, convert::choice(choice), comment).await?,
         AdminRequest::RequestDecideToken { token, comment } => {
             match context.keys.open_decision_token(&token) {
                 Some(token) => {

@@ -8,16 +8,16 @@ use zeroize::Zeroizing;
 use otpgate_actors::audit::AuditEntry;
 use otpgate_actors::directory::Role;
 use otpgate_actors::login::{
-    LoginAnswer, LoginCall, Mode, PromptState, RequestStatus, Requested, Verdict,
+    LoginAnswer, LoginCall, Mode, PromptState, RequestState, Requested, Verdict,
 };
-use otpgate_actors::mail::MailFailure;
+use otpgate_actors::mail::{MailFailure, OutboxEntry};
 use otpgate_actors::otp::Code;
-use otpgate_actors::request::{AccessRequest, Decision};
+use otpgate_actors::request::{AccessRequest, Choice, Decision};
 use otpgate_actors::session::ClientSession;
 use otpgate_actors::settings::{Effective, Options, SystemSettings};
 use otpgate_protocol::admin::{
-    AuditView, MailFailureView, OptionsView, RequestView, RoleView, SessionView, SettingsPatch,
-    SettingsView,
+    self as admin, AuditView, MailFailureView, OptionsView, QueuedMailView, RequestView, RoleView,
+    SessionView, SettingsPatch, SettingsView,
 };
 use otpgate_protocol::login::{self as wire, LoginRequest, LoginResponse, RequestMode};
 
@@ -47,7 +47,7 @@ pub fn login_call(request: LoginRequest) -> LoginCall {
 /// The actor's answer, for the wire.
 pub fn login_response(os_user: &str, answer: LoginAnswer) -> LoginResponse {
     match answer {
-        LoginAnswer::Status(state) => LoginResponse::Status(prompt_status(os_user, state)),
+        LoginAnswer::Status(state) => LoginResponse::Status(prompt_state(os_user, state)),
         LoginAnswer::Requested(requested) => LoginResponse::Requested(match requested {
             Requested::Send { to, valid_until } => wire::Requested::Send {
                 to,
@@ -82,8 +82,8 @@ pub fn login_response(os_user: &str, answer: LoginAnswer) -> LoginResponse {
     }
 }
 
-fn prompt_status(os_user: &str, state: PromptState) -> wire::PromptStatus {
-    wire::PromptStatus {
+fn prompt_state(os_user: &str, state: PromptState) -> wire::PromptState {
+    wire::PromptState {
         os_user: os_user.to_owned(),
         allow_otp: state.allow_otp,
         auto_directory: state.auto_directory,
@@ -91,12 +91,12 @@ fn prompt_status(os_user: &str, state: PromptState) -> wire::PromptStatus {
         email: state.email,
         request: state.request.map(|(id, status)| {
             let state = match status {
-                RequestStatus::Pending { expires } => wire::RequestState::Pending {
+                RequestState::Pending { expires } => wire::RequestState::Pending {
                     expires: expires.unix_millis(),
                 },
-                RequestStatus::Approve => wire::RequestState::Approve,
-                RequestStatus::Deny { comment } => wire::RequestState::Deny { comment },
-                RequestStatus::Expire => wire::RequestState::Expire,
+                RequestState::Approve => wire::RequestState::Approve,
+                RequestState::Deny { comment } => wire::RequestState::Deny { comment },
+                RequestState::Expire => wire::RequestState::Expire,
             };
             (id, state)
         }),
@@ -203,10 +203,10 @@ pub fn role(view: RoleView) -> Role {
 /// message about it from `failures`, if any.
 pub fn request_view(request: &AccessRequest, failures: &[MailFailure]) -> RequestView {
     let (state, resolution) = match &request.decision {
-        Decision::Pending => ("pending", None),
-        Decision::Approve(resolution) => ("approved", Some(resolution)),
-        Decision::Deny(resolution) => ("denied", Some(resolution)),
-        Decision::Expire => ("expired", None),
+        Decision::Pending => (admin::Decision::Pending, None),
+        Decision::Approve(resolution) => (admin::Decision::Approve, Some(resolution)),
+        Decision::Deny(resolution) => (admin::Decision::Deny, Some(resolution)),
+        Decision::Expire => (admin::Decision::Expire, None),
     };
     RequestView {
         id: request.id,
@@ -216,13 +216,32 @@ pub fn request_view(request: &AccessRequest, failures: &[MailFailure]) -> Reques
         emergency: request.emergency,
         created: request.created.unix_millis(),
         expires: request.expires.unix_millis(),
-        state: state.to_owned(),
+        state,
         decided_by: resolution.map(|r| r.by.clone()),
         comment: resolution.and_then(|r| r.comment.clone()),
         mail_failure: failures
             .iter()
             .find(|f| f.request == Some(request.id))
             .map(|f| format!("to {}: {}", f.to, f.reason)),
+    }
+}
+
+/// An approver's choice off the admin channel.
+pub fn choice(view: admin::Choice) -> Choice {
+    match view {
+        admin::Choice::Approve => Choice::Approve,
+        admin::Choice::Deny => Choice::Deny,
+    }
+}
+
+/// A message waiting in the outbox, for the admin channel.
+pub fn queued_mail_view(entry: &OutboxEntry) -> QueuedMailView {
+    QueuedMailView {
+        id: entry.id,
+        to: entry.to.clone(),
+        queued: entry.queued.unix_millis(),
+        attempts: entry.attempts,
+        next_try: entry.next_try.unix_millis(),
     }
 }
 
@@ -257,7 +276,7 @@ pub fn audit_view(entry: &AuditEntry) -> AuditView {
         at: entry.at.unix_millis(),
         who: entry.who.clone(),
         computer: entry.computer.clone(),
-        action: format!("{:?}", entry.action).to_lowercase(),
+        action: entry.action.name().to_owned(),
         outcome: entry.outcome.clone(),
     }
 }

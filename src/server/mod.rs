@@ -272,7 +272,9 @@ impl Server {
 
     /// Serves agents on `listener` until `shutdown` resolves, then stops in order:
     /// stop accepting, close every connection, stop the actors, flush the database.
-    pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+    /// Says whether every step finished within its grace.
+    pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Stopped {
+        let mut stopped = Stopped::Clean;
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
         let context = AdminContext {
@@ -324,6 +326,7 @@ impl Server {
         tracker.close();
         if timeout(SHUTDOWN_GRACE, tracker.wait()).await.is_err() {
             warn!("connections did not close in time");
+            stopped = Stopped::Late("connections");
         }
         self.shared.computers.stop(SHUTDOWN_GRACE).await;
         if let Err(err) = self.supervisor.await {
@@ -337,28 +340,47 @@ impl Server {
             .is_err()
         {
             warn!("mailer did not stop in time");
+            stopped = Stopped::Late("mailer");
         }
         let _ = std::fs::remove_file(&self.admin_socket);
         // Everything anyone was told about is durable already; this flushes the
         // rest (last-seen times), bounded like the other steps.
         match timeout(SHUTDOWN_GRACE, self.store.flush()).await {
             Ok(Ok(())) => {}
-            Ok(Err(err)) => tracing::error!(error = %err, "final flush failed"),
-            Err(_) => tracing::error!("final flush did not finish in time"),
+            Ok(Err(err)) => {
+                tracing::error!(error = %err, "final flush failed");
+                stopped = Stopped::Late("final flush");
+            }
+            Err(_) => {
+                tracing::error!("final flush did not finish in time");
+                stopped = Stopped::Late("final flush");
+            }
         }
         // An actor reports that it stopped a moment before its state (which
         // holds the database) is dropped: wait, bounded, until nothing else
         // holds it, so that the database is closed (and its lock released) when
         // this returns.
+        drop(self.policy);
         let deadline = Instant::now() + SHUTDOWN_GRACE;
         while Arc::strong_count(&self.store) > 1 && Instant::now() < deadline {
             sleep(Duration::from_millis(5)).await;
         }
         if Arc::strong_count(&self.store) > 1 {
             warn!("the database is still held by a stopping task");
+            stopped = Stopped::Late("database release");
         }
         info!("stopped");
+        stopped
     }
+}
+
+/// How [`Server::run`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// Every step of the shutdown finished within its grace.
+    Clean,
+    /// This step (the last that did not) was cut short by its grace.
+    Late(&'static str),
 }
 
 /// Serves one accepted TCP connection: TLS handshake, identity, then the session.

@@ -1,0 +1,158 @@
+//! Clients of a server under test: an agent's link ([`Agent`]), a whole client
+//! computer with its login socket ([`Desk`]), and raw TLS connections.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsConnector;
+use tokio_util::sync::CancellationToken;
+
+use super::{init_logs, wait_until};
+use otpgate::agent::AgentConfig;
+use otpgate::agent::link::{Link, ServerAddr};
+use otpgate::cli::prompt::Prompt;
+use otpgate::tls;
+use otpgate::unix;
+use otpgate_protocol::login::{LoginRequest, LoginResponse};
+
+/// An agent's link to a server, stopped when dropped.
+pub struct Agent {
+    pub link: Link,
+    cancel: CancellationToken,
+}
+
+impl Agent {
+    pub fn start(identity: &Path, server: SocketAddr) -> Self {
+        init_logs();
+        let tls = tls::client_config(identity).unwrap();
+        let addr: ServerAddr = format!("localhost:{}", server.port()).parse().unwrap();
+        let cancel = CancellationToken::new();
+        let (link, _task) = Link::spawn(tls, addr, cancel.clone()).unwrap();
+        Self { link, cancel }
+    }
+
+    /// Waits until the server has welcomed this agent `welcomes` times in all.
+    pub async fn welcomed(&self, welcomes: u64, within: Duration) {
+        let mut watch = self.link.watch();
+        let reached = watch.wait_for(|s| s.connected && s.welcomes >= welcomes);
+        tokio::time::timeout(within, reached)
+            .await
+            .unwrap_or_else(|_| panic!("not welcomed {welcomes} times: {:?}", self.link.status()))
+            .unwrap();
+    }
+}
+
+impl Agent {
+    /// Asserts that this agent is still served on its first connection: its
+    /// heartbeats keep being acknowledged and it never had to reconnect.
+    pub async fn still_served(&self, within: Duration) {
+        self.still_served_since(self.link.status().heartbeats, within)
+            .await;
+    }
+
+    /// [`Agent::still_served`], counting from `heartbeats` acknowledged: so that
+    /// many agents can be checked over the same stretch of time.
+    pub async fn still_served_since(&self, heartbeats: u64, within: Duration) {
+        let mut watch = self.link.watch();
+        tokio::time::timeout(within, watch.wait_for(|s| s.heartbeats > heartbeats + 2))
+            .await
+            .expect("heartbeats still acknowledged")
+            .unwrap();
+        assert_eq!(self.link.status().welcomes, 1, "never reconnected");
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+/// A TLS connection opened by hand, to send whatever bytes a test wants.
+pub type RawTls = tokio_rustls::client::TlsStream<TcpStream>;
+
+/// Opens a TLS connection to `server` with `config`.
+pub async fn connect_tls(
+    config: Arc<rustls::ClientConfig>,
+    server: SocketAddr,
+) -> std::io::Result<RawTls> {
+    let tcp = TcpStream::connect(server).await?;
+    let name = ServerName::try_from("localhost").unwrap();
+    TlsConnector::from(config).connect(name, tcp).await
+}
+
+/// A client computer: its agent, running as in production, with its login socket.
+pub struct Desk {
+    pub socket: PathBuf,
+    cancel: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Desk {
+    pub async fn start(identity: &Path, server: SocketAddr, socket: PathBuf) -> Self {
+        let config = AgentConfig {
+            server: format!("localhost:{}", server.port()).parse().unwrap(),
+            identity: identity.to_owned(),
+            socket: socket.clone(),
+        };
+        let cancel = CancellationToken::new();
+        let agent = otpgate::agent::run(config, cancel.clone());
+        let task = tokio::spawn(async move { agent.await.unwrap() });
+        let desk = Self {
+            socket,
+            cancel,
+            task,
+        };
+        desk.connected().await;
+        desk
+    }
+
+    /// Waits until the agent is connected to the server.
+    pub async fn connected(&self) {
+        self.until_connected(true).await;
+    }
+
+    /// Waits until the agent has noticed that its connection is gone.
+    pub async fn disconnected(&self) {
+        self.until_connected(false).await;
+    }
+
+    async fn until_connected(&self, connected: bool) {
+        use otpgate_protocol::local::{LocalRequest, LocalResponse};
+        let socket = self.socket.clone();
+        wait_until(
+            Duration::from_secs(20),
+            "the agent's connection changes",
+            || {
+                let socket = socket.clone();
+                async move {
+                    matches!(
+                        unix::ask(&socket, &LocalRequest::Status).await,
+                        Ok(LocalResponse::Status(status)) if status.connected == connected
+                    )
+                }
+            },
+        )
+        .await;
+    }
+
+    /// The login prompt, as the OS user running the tests.
+    pub async fn login(&self, request: LoginRequest) -> LoginResponse {
+        let prompt = Prompt {
+            socket: &self.socket,
+            os_user: None,
+        };
+        prompt.ask(request).await.unwrap()
+    }
+
+    /// Stops the agent, as when the computer goes away.
+    pub async fn stop(self) {
+        self.cancel.cancel();
+        self.task.await.unwrap();
+    }
+}

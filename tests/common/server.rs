@@ -1,0 +1,282 @@
+//! A server under test: in this process ([`TestServer`]) or as a child process
+//! of the real binary ([`ServerProcess`]), each on a port and data folder of its
+//! own; and client identities issued from its CA.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use otpgate::server::config::{Overrides, ServerConfig};
+use otpgate::server::{self, Server};
+use otpgate::tls::pki;
+use otpgate::unix;
+use otpgate_actors::{Clock, Computers, SystemClock};
+use otpgate_protocol::admin::{AdminRequest, AdminResponse, AuditView};
+
+use super::agent::{Agent, Desk};
+use super::mail::codes_for;
+use super::{HEARTBEAT_MS, init_logs, me};
+
+/// A handshake (and Hello) timeout short enough for tests to see it.
+pub const HANDSHAKE_MS: u64 = 2000;
+
+/// Writes a test configuration into `dir` and returns its path: heartbeats every
+/// `heartbeat_ms`, handshakes within `handshake_ms`, then `extra` TOML sections.
+pub fn write_config(dir: &Path, heartbeat_ms: u64, handshake_ms: u64, extra: &str) -> PathBuf {
+    let path = dir.join("otpgate.toml");
+    let directory = dir.join("directory.toml");
+    std::fs::write(
+        &directory,
+        format!(
+            "[accounts]\n\"{me}\" = \"{me}@example.com\"\n\"alice\" = \"alice@example.com\"\n",
+            me = me()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        &path,
+        format!(
+            "heartbeat_interval_ms = {heartbeat_ms}\nhandshake_timeout_ms = {handshake_ms}\n\
+             directory_file = {directory:?}\nadmin_email = \"admin@example.com\"\n{extra}"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// A server running in this process, on a port of its own.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub data: tempfile::TempDir,
+    pub computers: Computers,
+    clock: Arc<dyn Clock>,
+    extra: String,
+    cancel: CancellationToken,
+    task: JoinHandle<server::Stopped>,
+}
+
+impl TestServer {
+    /// A server on the system clock.
+    pub async fn start() -> Self {
+        Self::start_with_clock(Arc::new(SystemClock)).await
+    }
+
+    /// A server whose wall-clock time is `clock`'s.
+    pub async fn start_with_clock(clock: Arc<dyn Clock>) -> Self {
+        Self::start_with(clock, "").await
+    }
+
+    /// A server whose wall-clock time is `clock`'s, with `extra` configuration.
+    pub async fn start_with(clock: Arc<dyn Clock>, extra: &str) -> Self {
+        let data = tempfile::tempdir().unwrap();
+        Self::open(data, "127.0.0.1:0", clock, extra.to_owned()).await
+    }
+
+    /// A server on the system clock with `extra` configuration (an `[smtp]`
+    /// section, say).
+    pub async fn start_with_config(extra: &str) -> Self {
+        Self::start_with(Arc::new(SystemClock), extra).await
+    }
+
+    async fn open(
+        data: tempfile::TempDir,
+        listen: &str,
+        clock: Arc<dyn Clock>,
+        extra: String,
+    ) -> Self {
+        init_logs();
+        let overrides = Overrides {
+            data_dir: Some(data.path().join("data")),
+            listen: Some(listen.into()),
+        };
+        let path = write_config(data.path(), HEARTBEAT_MS, HANDSHAKE_MS, &extra);
+        let config = ServerConfig::load(Some(&path), overrides).unwrap();
+        let server = Server::open_with_clock(&config, clock.clone())
+            .await
+            .unwrap();
+        let computers = server.computers();
+        let listener = server::bind(config.listen).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(server.run(listener, cancel.clone().cancelled_owned()));
+        Self {
+            addr,
+            data,
+            computers,
+            clock,
+            extra,
+            cancel,
+            task,
+        }
+    }
+
+    /// Stops the server gracefully and starts it again on the same data folder,
+    /// port and clock.
+    pub async fn restart(self) -> Self {
+        let (addr, clock, extra) = (self.addr, self.clock.clone(), self.extra.clone());
+        let data = self.stop().await;
+        Self::open(data, &addr.to_string(), clock, extra).await
+    }
+
+    /// Asks the running server's admin socket.
+    pub async fn admin(&self, request: AdminRequest) -> AdminResponse {
+        admin_ask(&self.data_dir(), request).await
+    }
+
+    /// The newest `limit` entries of the audit log.
+    pub async fn audit(&self, limit: u32) -> Vec<AuditView> {
+        let AdminResponse::Audit(entries) = self.admin(AdminRequest::AuditList { limit }).await
+        else {
+            panic!("no audit");
+        };
+        entries
+    }
+
+    /// The OTPs mailed to `to`, oldest first, once there are at least `count`.
+    pub async fn codes_for(&self, to: &str, count: usize) -> Vec<String> {
+        codes_for(&self.data_dir(), to, count).await
+    }
+
+    /// Starts client computer `name`: its identity, and its agent serving a
+    /// login socket.
+    pub async fn desk(&self, name: &str) -> Desk {
+        Desk::start(
+            &self.identity(name),
+            self.addr,
+            self.data.path().join(format!("{name}.sock")),
+        )
+        .await
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.data.path().join("data")
+    }
+
+    /// Issues client computer `name`'s identity and returns its folder.
+    pub fn identity(&self, name: &str) -> PathBuf {
+        issue(&self.data_dir(), self.data.path(), name)
+    }
+
+    /// Starts an agent link for identity folder `identity`.
+    pub fn agent(&self, identity: &Path) -> Agent {
+        Agent::start(identity, self.addr)
+    }
+
+    /// Stops the server the way SIGTERM would, and waits for it.
+    pub async fn stop(self) -> tempfile::TempDir {
+        self.cancel.cancel();
+        assert_eq!(
+            self.task.await.unwrap(),
+            server::Stopped::Clean,
+            "every shutdown step in time"
+        );
+        self.data
+    }
+}
+
+/// Issues client computer `name`'s identity from the CA in `data_dir` into a
+/// folder under `parent`.
+pub fn issue(data_dir: &Path, parent: &Path, name: &str) -> PathBuf {
+    let out = parent.join("identities").join(name);
+    pki::issue_client(data_dir, &name.parse().unwrap(), &out).unwrap();
+    out
+}
+
+/// The server binary, run as a child process on a data folder of its own.
+pub struct ServerProcess {
+    pub addr: SocketAddr,
+    pub child: Child,
+    pub dir: PathBuf,
+    /// The first administrator's password, if this start created them.
+    pub initial_password: Option<String>,
+    /// Kept open so that the server never writes into a closed pipe.
+    _stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl ServerProcess {
+    /// Starts `otpgate serve` on folder `dir` (configuration, data, log) listening
+    /// on `listen`, and waits until it says where it listens.
+    pub fn start(dir: &Path, listen: &str) -> Self {
+        Self::start_with(dir, listen, HEARTBEAT_MS, HANDSHAKE_MS)
+    }
+
+    /// As [`ServerProcess::start`], with heartbeats every `heartbeat_ms` and
+    /// handshakes within `handshake_ms`.
+    pub fn start_with(dir: &Path, listen: &str, heartbeat_ms: u64, handshake_ms: u64) -> Self {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("server.log"))
+            .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_otpgate"))
+            .arg("serve")
+            .arg("--config")
+            .arg(write_config(dir, heartbeat_ms, handshake_ms, ""))
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .args(["--listen", listen])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut initial_password = None;
+        let addr = loop {
+            let mut line = String::new();
+            stdout.read_line(&mut line).unwrap();
+            if let Some(addr) = line.trim().strip_prefix("otpgate listening on ") {
+                break addr.parse().unwrap();
+            }
+            match line.split_once("with password ") {
+                Some((_, rest)) => {
+                    initial_password = rest.split_whitespace().next().map(String::from)
+                }
+                None => panic!("server did not start: {line:?}; see {}", dir.display()),
+            }
+        };
+        Self {
+            addr,
+            child,
+            dir: dir.to_owned(),
+            initial_password,
+            _stdout: stdout,
+        }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    /// The server's resident and peak memory, in KiB, from /proc.
+    pub fn memory_kib(&self) -> (u64, u64) {
+        let usage = otpgate::bench::Usage::of(self.child.id()).unwrap();
+        (usage.rss_kib, usage.peak_rss_kib)
+    }
+
+    /// Stops the server with SIGTERM and waits for it to exit.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Asks the admin socket of the server whose data folder is `data_dir`.
+pub async fn admin_ask(data_dir: &Path, request: AdminRequest) -> AdminResponse {
+    unix::ask(&otpgate::server::admin::socket_path(data_dir), &request)
+        .await
+        .unwrap()
+}

@@ -202,12 +202,5 @@ async fn the_interactive_prompt_walks_through_the_seed_screens() {
 
 /// The id of the one pending access request.
 async fn pending_id(server: &TestServer) -> u64 {
-    use otpgate_protocol::admin::{AdminRequest, AdminResponse};
-    match server
-        .admin(AdminRequest::RequestsList { all: false })
-        .await
-    {
-        AdminResponse::Requests(requests) => requests[0].id,
-        other => panic!("{other:?}"),
-    }
+    server.requests(false).await[0].id
 }

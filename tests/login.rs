@@ -12,7 +12,9 @@ use common::agent::{Agent, Desk};
 use common::me;
 use common::server::TestServer;
 use otpgate_actors::{Clock, ManualClock, SystemClock};
-use otpgate_protocol::admin::{AdminRequest, AdminResponse, Choice, OptionsView, RoleView};
+use otpgate_protocol::admin::{
+    AdminRequest, AdminResponse, Choice, ListFilter, OptionsView, PageRequest, RoleView,
+};
 use otpgate_protocol::login::{
     LoginRequest, LoginResponse, RequestMode, RequestState, Requested, Secret, Verdict,
 };
@@ -123,14 +125,12 @@ async fn email_mode_goes_to_the_approvers_and_approval_sends_the_otp() {
         async move { mailed }
     })
     .await;
-    let pending = server
-        .admin(AdminRequest::RequestsList { all: false })
-        .await;
-    assert!(matches!(pending, AdminResponse::Requests(ref r) if r.len() == 1 && r[0].id == id));
+    let pending = server.requests(false).await;
+    assert!(pending.len() == 1 && pending[0].id == id, "{pending:?}");
 
     assert!(matches!(
         decide(&server, id, Choice::Approve, Some("ok")).await,
-        AdminResponse::Requests(_)
+        AdminResponse::Decided(_)
     ));
     assert!(
         matches!(
@@ -182,12 +182,7 @@ async fn directory_internal_and_emergency_modes() {
     clock.advance(HOUR);
     let requested = request(&desk, RequestMode::Emergency("dave@example.com".into())).await;
     let id = request_id(&requested);
-    let AdminResponse::Requests(pending) = server
-        .admin(AdminRequest::RequestsList { all: false })
-        .await
-    else {
-        panic!("no list");
-    };
+    let pending = server.requests(false).await;
     assert!(pending.iter().any(|r| r.id == id && r.emergency));
     let outbox = server.data_dir().join("outbox");
     common::wait_until(
@@ -607,8 +602,13 @@ async fn client_sessions_show_the_user_name_and_end_on_logout_or_disconnection()
 }
 
 async fn sessions(server: &TestServer, all: bool) -> Vec<otpgate_protocol::admin::SessionView> {
-    match server.admin(AdminRequest::SessionsList { all }).await {
-        AdminResponse::Sessions(sessions) => sessions,
+    let request = AdminRequest::SessionsList {
+        all,
+        filter: ListFilter::default(),
+        page: PageRequest::default(),
+    };
+    match server.admin(request).await {
+        AdminResponse::Sessions(sessions) => sessions.items,
         other => panic!("{other:?}"),
     }
 }

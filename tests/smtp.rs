@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::me;
 use common::server::TestServer;
 use common::smtp::SmtpServer;
-use otpgate_protocol::admin::{AdminRequest, AdminResponse, Choice};
+use otpgate_protocol::admin::{AdminRequest, AdminResponse, Choice, PageRequest};
 use otpgate_protocol::login::{LoginRequest, LoginResponse, RequestMode, Secret, Verdict};
 
 const WITHIN: Duration = Duration::from_secs(30);
@@ -192,9 +192,12 @@ async fn a_relay_down_for_a_while_and_a_restart_lose_and_repeat_nothing() {
         generate(&server, user, &format!("{user}@example.com")).await;
     }
     common::wait_until(WITHIN, "every queued message tried and failed", || async {
-        match server.admin(AdminRequest::MailQueue).await {
+        let request = AdminRequest::MailQueue {
+            page: PageRequest::default(),
+        };
+        match server.admin(request).await {
             AdminResponse::MailQueue(queue) => {
-                queue.len() == 3 && queue.iter().all(|m| m.attempts >= 1)
+                queue.items.len() == 3 && queue.items.iter().all(|m| m.attempts >= 1)
             }
             _ => false,
         }
@@ -246,13 +249,15 @@ async fn a_permanent_failure_is_recorded_and_shown() {
             comment: None,
         })
         .await;
-    assert!(matches!(approved, AdminResponse::Requests(_)));
+    assert!(matches!(approved, AdminResponse::Decided(_)), "{approved:?}");
 
     let deadline = tokio::time::Instant::now() + WITHIN;
     let failure = loop {
-        if let AdminResponse::MailFailures(failures) =
-            server.admin(AdminRequest::MailFailures).await
-            && let Some(failure) = failures.into_iter().next()
+        let request = AdminRequest::MailFailures {
+            page: PageRequest::default(),
+        };
+        if let AdminResponse::MailFailures(failures) = server.admin(request).await
+            && let Some(failure) = failures.items.into_iter().next()
         {
             break failure;
         }
@@ -266,11 +271,7 @@ async fn a_permanent_failure_is_recorded_and_shown() {
     assert_eq!(failure.request, Some(request));
     assert!(failure.reason.contains("550"), "{}", failure.reason);
 
-    let AdminResponse::Requests(requests) =
-        server.admin(AdminRequest::RequestsList { all: true }).await
-    else {
-        panic!("no requests");
-    };
+    let requests = server.requests(true).await;
     let shown = requests.iter().find(|r| r.id == request).unwrap();
     assert!(
         shown

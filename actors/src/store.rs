@@ -19,6 +19,7 @@
 //! log, so a write that survived a crash implies every earlier write did.
 
 use std::future::Future;
+use std::ops::Bound;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -94,10 +95,20 @@ pub enum StoreError {
     /// A record could not be encoded.
     #[error("record could not be encoded")]
     Encode(#[from] bincode::error::EncodeError),
+    /// A key that this build cannot have written.
+    #[error("unreadable key in {tree}")]
+    BadKey {
+        /// The tree the key is in.
+        tree: &'static str,
+    },
     /// The thread flushing the database stopped before it finished.
     #[error("flush aborted")]
     FlushAborted,
 }
+
+/// Records read in order from a cursor, each with its own key: the cursor
+/// that the next page starts after.
+pub type Records<'a, T> = Box<dyn Iterator<Item = Result<(Vec<u8>, T)>> + Send + 'a>;
 
 /// A future returned by the store, boxed so that `Store` can be a trait object.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
@@ -123,6 +134,8 @@ pub trait Store: Send + Sync + 'static {
     fn put_computer(&self, id: &ComputerId, record: &ComputerRecord) -> Result<()>;
     /// Every computer ever seen.
     fn computers(&self) -> Result<Vec<(ComputerId, ComputerRecord)>>;
+    /// The computers after cursor `after`, in name order.
+    fn computers_from(&self, after: Option<&[u8]>) -> Records<'_, (ComputerId, ComputerRecord)>;
 
     /// Replaces client group `name`.
     fn put_group(&self, name: &str, group: &GroupRecord) -> Result<()>;
@@ -143,6 +156,8 @@ pub trait Store: Send + Sync + 'static {
     fn requests_of(&self, computer: &ComputerId) -> Result<Vec<AccessRequest>>;
     /// Every access request, by computer then age.
     fn requests(&self) -> Result<Vec<AccessRequest>>;
+    /// The access requests after cursor `after`, by computer then age.
+    fn requests_from(&self, after: Option<&[u8]>) -> Records<'_, AccessRequest>;
     /// Access request `id`, found by its id.
     fn request(&self, id: u64) -> Result<Option<AccessRequest>>;
     /// Replaces an access request.
@@ -150,26 +165,30 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every client session of `computer`, oldest first.
     fn sessions_of(&self, computer: &ComputerId) -> Result<Vec<ClientSession>>;
-    /// Every client session, by computer then age.
-    fn sessions(&self) -> Result<Vec<ClientSession>>;
+    /// The client sessions after cursor `after`, by computer then age.
+    fn sessions_from(&self, after: Option<&[u8]>) -> Records<'_, ClientSession>;
     /// Replaces a client session.
     fn put_session(&self, session: &ClientSession) -> Result<()>;
 
     /// Appends an entry to the audit log.
     fn append_audit(&self, entry: &AuditEntry) -> Result<()>;
-    /// The last `limit` audit entries, oldest first.
-    fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>>;
+    /// The audit entries before cursor `before`, newest first.
+    fn audit_from(&self, before: Option<&[u8]>) -> Records<'_, AuditEntry>;
 
     /// Queues a message.
     fn queue_mail(&self, entry: &OutboxEntry) -> Result<()>;
     /// Every queued message, oldest first.
     fn outbox(&self) -> Result<Vec<OutboxEntry>>;
+    /// The queued messages after cursor `after`, oldest first.
+    fn outbox_from(&self, after: Option<&[u8]>) -> Records<'_, OutboxEntry>;
     /// Removes a delivered message.
     fn remove_outbox(&self, id: u64) -> Result<()>;
     /// Records a message given up on.
     fn put_mail_failure(&self, failure: &MailFailure) -> Result<()>;
     /// Every message given up on, oldest first.
     fn mail_failures(&self) -> Result<Vec<MailFailure>>;
+    /// The messages given up on after cursor `after`, oldest first.
+    fn mail_failures_from(&self, after: Option<&[u8]>) -> Records<'_, MailFailure>;
 
     /// Counts one failure against `key` and returns the failures in its current
     /// window of `length`.
@@ -213,6 +232,32 @@ impl Table {
                 Ok((key.to_vec(), decode(self.name, &value)?))
             })
             .collect()
+    }
+
+    /// The records after `after` in key order, or, `newest_first`, before it in
+    /// reverse order.
+    fn from<T: DeserializeOwned + 'static>(
+        &self,
+        cursor: Option<&[u8]>,
+        newest_first: bool,
+    ) -> Records<'static, T> {
+        let name = self.name;
+        let range: sled::Iter = match (cursor, newest_first) {
+            (Some(after), false) => self
+                .tree
+                .range::<&[u8], _>((Bound::Excluded(after), Bound::Unbounded)),
+            (Some(before), true) => self.tree.range::<&[u8], _>(..before),
+            (None, _) => self.tree.iter(),
+        };
+        let decode_one = move |item: sled::Result<(sled::IVec, sled::IVec)>| {
+            let (key, value) = item?;
+            Ok((key.to_vec(), decode(name, &value)?))
+        };
+        if newest_first {
+            Box::new(range.rev().map(decode_one))
+        } else {
+            Box::new(range.map(decode_one))
+        }
     }
 
     fn values<T: DeserializeOwned>(&self, prefix: impl AsRef<[u8]>) -> Result<Vec<T>> {
@@ -385,6 +430,17 @@ impl Store for SledStore {
         self.groups.put(name, group)
     }
 
+    fn computers_from(&self, after: Option<&[u8]>) -> Records<'_, (ComputerId, ComputerRecord)> {
+        Box::new(self.computers.from(after, false).map(|item| {
+            let (key, record) = item?;
+            let id = std::str::from_utf8(&key)
+                .ok()
+                .and_then(|name| name.parse().ok())
+                .ok_or(StoreError::BadKey { tree: "computers" })?;
+            Ok((key, (id, record)))
+        }))
+    }
+
     fn groups(&self) -> Result<Vec<(String, GroupRecord)>> {
         Ok(self
             .groups
@@ -431,6 +487,10 @@ impl Store for SledStore {
         }
     }
 
+    fn requests_from(&self, after: Option<&[u8]>) -> Records<'_, AccessRequest> {
+        self.requests.from(after, false)
+    }
+
     fn put_request(&self, request: &AccessRequest) -> Result<()> {
         self.request_index
             .put(request.id.to_be_bytes(), &request.computer)?;
@@ -442,8 +502,8 @@ impl Store for SledStore {
         self.sessions.values(prefix(computer))
     }
 
-    fn sessions(&self) -> Result<Vec<ClientSession>> {
-        self.sessions.values("")
+    fn sessions_from(&self, after: Option<&[u8]>) -> Records<'_, ClientSession> {
+        self.sessions.from(after, false)
     }
 
     fn put_session(&self, session: &ClientSession) -> Result<()> {
@@ -455,17 +515,8 @@ impl Store for SledStore {
         self.audit.put(self.next_id()?.to_be_bytes(), entry)
     }
 
-    fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>> {
-        let mut entries = self
-            .audit
-            .tree
-            .iter()
-            .rev()
-            .take(limit)
-            .map(|item| decode(self.audit.name, &item?.1))
-            .collect::<Result<Vec<AuditEntry>>>()?;
-        entries.reverse();
-        Ok(entries)
+    fn audit_from(&self, before: Option<&[u8]>) -> Records<'_, AuditEntry> {
+        self.audit.from(before, true)
     }
 
     fn queue_mail(&self, entry: &OutboxEntry) -> Result<()> {
@@ -474,6 +525,10 @@ impl Store for SledStore {
 
     fn outbox(&self) -> Result<Vec<OutboxEntry>> {
         self.outbox.values("")
+    }
+
+    fn outbox_from(&self, after: Option<&[u8]>) -> Records<'_, OutboxEntry> {
+        self.outbox.from(after, false)
     }
 
     fn remove_outbox(&self, id: u64) -> Result<()> {
@@ -487,6 +542,10 @@ impl Store for SledStore {
 
     fn mail_failures(&self) -> Result<Vec<MailFailure>> {
         self.mail_failures.values("")
+    }
+
+    fn mail_failures_from(&self, after: Option<&[u8]>) -> Records<'_, MailFailure> {
+        self.mail_failures.from(after, false)
     }
 
     fn count_failure(&self, key: &str, now: Timestamp, length: Duration) -> Result<u32> {
@@ -688,13 +747,19 @@ mod tests {
                 })
                 .unwrap();
         }
-        let last: Vec<String> = store
-            .audit(3)
-            .unwrap()
-            .into_iter()
-            .map(|e| e.outcome)
+        let newest: Vec<(Vec<u8>, String)> = store
+            .audit_from(None)
+            .take(3)
+            .map(|item| item.map(|(key, e)| (key, e.outcome)).unwrap())
             .collect();
-        assert_eq!(last, ["2", "3", "4"]);
+        let outcomes: Vec<&str> = newest.iter().map(|(_, o)| o.as_str()).collect();
+        assert_eq!(outcomes, ["4", "3", "2"]);
+        let (cursor, _) = &newest[2];
+        let older: Vec<String> = store
+            .audit_from(Some(cursor))
+            .map(|item| item.unwrap().1.outcome)
+            .collect();
+        assert_eq!(older, ["1", "0"], "the next page starts before the cursor");
     }
 
     #[test]

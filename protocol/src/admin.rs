@@ -17,8 +17,11 @@ pub enum AdminRequest {
     SettingsGet,
     /// Change the System Settings named.
     SettingsSet(SettingsPatch),
-    /// Every client computer.
-    ClientsList,
+    /// Client computers, by name.
+    ClientsList {
+        /// Which page.
+        page: PageRequest,
+    },
     /// Change a client computer's group or options.
     ClientSet {
         /// The computer.
@@ -37,8 +40,11 @@ pub enum AdminRequest {
         /// The options to set.
         options: OptionsView,
     },
-    /// Every internal user.
-    UsersList,
+    /// Internal users, by login name.
+    UsersList {
+        /// Which page.
+        page: PageRequest,
+    },
     /// Create an internal user.
     UserAdd {
         /// The login name.
@@ -61,10 +67,14 @@ pub enum AdminRequest {
         /// A new password.
         password: Option<Secret>,
     },
-    /// Access requests: the pending ones, or all.
+    /// Access requests (the pending ones, or all), by computer then age.
     RequestsList {
         /// All, not only the pending ones.
         all: bool,
+        /// Which ones.
+        filter: ListFilter,
+        /// Which page.
+        page: PageRequest,
     },
     /// Approve or deny an access request.
     RequestDecide {
@@ -98,26 +108,78 @@ pub enum AdminRequest {
         /// The administrator generating it.
         by: String,
     },
-    /// Client sessions: the open ones, or all.
+    /// Client sessions (the open ones, or all), by computer then age.
     SessionsList {
         /// All, not only the open ones.
         all: bool,
+        /// Which ones.
+        filter: ListFilter,
+        /// Which page.
+        page: PageRequest,
     },
-    /// Messages given up on (a 5xx from the relay, or too many tries).
-    MailFailures,
-    /// Messages waiting in the outbox, with their failed tries so far.
-    MailQueue,
+    /// Messages given up on (a 5xx from the relay, or too many tries), oldest
+    /// first.
+    MailFailures {
+        /// Which page.
+        page: PageRequest,
+    },
+    /// Messages waiting in the outbox, with their failed tries so far, oldest
+    /// first.
+    MailQueue {
+        /// Which page.
+        page: PageRequest,
+    },
     /// Send a test message now, bypassing the outbox, and report what the relay
     /// (or the outbox folder) said.
     MailTest {
         /// The recipient.
         to: String,
     },
-    /// The newest audit entries.
+    /// Audit entries, newest first.
     AuditList {
-        /// How many.
-        limit: u32,
+        /// Which ones.
+        filter: ListFilter,
+        /// Which page.
+        page: PageRequest,
     },
+}
+
+/// The entries a page holds unless the request says otherwise.
+pub const DEFAULT_PAGE: u32 = 100;
+/// The most entries a page holds; fewer when they would not fit in one frame.
+pub const MAX_PAGE: u32 = 1000;
+
+/// Which page of a list: up to `limit` entries (0: [`DEFAULT_PAGE`]) after
+/// cursor `after`, the `next` of the page before.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageRequest {
+    /// The most entries wanted; 0 for the default.
+    pub limit: u32,
+    /// Where the page starts: the previous page's `next`, or `None` for the first.
+    pub after: Option<Vec<u8>>,
+}
+
+/// One page of a list. The server may return fewer entries than asked for, to
+/// fit in one frame; `next` says where the following page starts, if one does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Page<T> {
+    /// The entries.
+    pub items: Vec<T>,
+    /// The cursor of the next page; `None` on the last.
+    pub next: Option<Vec<u8>>,
+}
+
+/// Which entries of a list, all of what is given holding; `None` matches any.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListFilter {
+    /// On this client computer.
+    pub computer: Option<String>,
+    /// Of this person: their OS user, email address or login name.
+    pub user: Option<String>,
+    /// At or after this time.
+    pub since: Option<u64>,
+    /// Before this time.
+    pub until: Option<u64>,
 }
 
 /// The System Settings.
@@ -355,26 +417,28 @@ pub enum AdminResponse {
     /// The System Settings.
     Settings(SettingsView),
     /// Client computers.
-    Clients(Vec<ClientView>),
+    Clients(Page<ClientView>),
     /// Client groups.
     Groups(Vec<GroupView>),
     /// Internal users.
-    Users(Vec<UserView>),
+    Users(Page<UserView>),
     /// Access requests.
-    Requests(Vec<RequestView>),
+    Requests(Page<RequestView>),
     /// An OTP was generated and emailed.
     Generated {
         /// Until when it is valid.
         valid_until: u64,
     },
     /// Client sessions.
-    Sessions(Vec<SessionView>),
-    /// Audit entries.
-    Audit(Vec<AuditView>),
+    Sessions(Page<SessionView>),
+    /// Audit entries, newest first.
+    Audit(Page<AuditView>),
     /// Messages given up on.
-    MailFailures(Vec<MailFailureView>),
-    /// The answer to [`AdminRequest::MailQueue`], oldest first.
-    MailQueue(Vec<QueuedMailView>),
+    MailFailures(Page<MailFailureView>),
+    /// Messages waiting in the outbox.
+    MailQueue(Page<QueuedMailView>),
+    /// One access request, as decided.
+    Decided(Box<RequestView>),
     /// The test message was taken; what the transport said.
     MailSent {
         /// The relay's reply, or where the file was written.
@@ -409,4 +473,6 @@ pub enum AdminErrorCode {
     Conflict,
     /// Something failed in the daemon; it has been logged there.
     Internal,
+    /// The answer would not fit in one frame.
+    TooLarge,
 }

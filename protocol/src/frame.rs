@@ -8,8 +8,8 @@
 //!
 //! `length` counts the version byte and the payload. It is checked against
 //! [`MAX_FRAME_LEN`] before anything is allocated, and the payload is decoded with
-//! bincode's own size limit, so a hostile peer cannot make us reserve memory it did
-//! not send.
+//! bincode's own limit on what decoding may reserve, [`MAX_DECODED`]: a hostile
+//! peer cannot make us reserve more than a bounded multiple of what it sent.
 
 use bytes::{Buf, BufMut, BytesMut};
 use serde::Serialize;
@@ -21,13 +21,19 @@ pub const FRAME_VERSION: u8 = 1;
 /// The largest `length` a frame may declare (version byte plus payload).
 pub const MAX_FRAME_LEN: usize = 64 * 1024;
 
+/// The most memory decoding one frame may reserve. Decoded values take more room
+/// than their encoding (a string's 24-byte header for its 1-byte length, say),
+/// so this is a multiple of [`MAX_FRAME_LEN`]: a frame that any sender of ours
+/// can encode always decodes.
+pub const MAX_DECODED: usize = 16 * MAX_FRAME_LEN;
+
 /// The size of the length prefix.
 const LENGTH_LEN: usize = 4;
 
 /// The bincode configuration shared by both directions. Its limit bounds every
 /// allocation a payload can ask for (a string or vector length, say).
 fn config() -> impl bincode::config::Config {
-    bincode::config::standard().with_limit::<MAX_FRAME_LEN>()
+    bincode::config::standard().with_limit::<MAX_DECODED>()
 }
 
 /// Why bytes could not be turned into a message, or a message into bytes.
@@ -93,6 +99,14 @@ pub fn encode<M: Serialize>(msg: &M, dst: &mut BytesMut) -> Result<(), FrameErro
     outcome
 }
 
+/// How many bytes of payload `msg` takes in a frame (the version byte aside):
+/// for a sender that fills a frame entry by entry.
+pub fn encoded_len<M: Serialize>(msg: &M) -> Result<usize, FrameError> {
+    let mut size = bincode::enc::write::SizeWriter::default();
+    bincode::serde::encode_into_writer(msg, &mut size, config()).map_err(FrameError::Encode)?;
+    Ok(size.bytes_written)
+}
+
 /// Takes one message off the front of `src`.
 ///
 /// `Ok(None)` means the frame is not complete yet: read more bytes and call again.
@@ -147,6 +161,18 @@ mod tests {
         buf.put_u8(version);
         buf.put_slice(payload);
         buf
+    }
+
+    #[test]
+    fn encoded_len_is_what_a_frame_carries() {
+        let msg = AgentMessage::Request {
+            id: 300,
+            request: Request::Heartbeat,
+        };
+        let mut buf = BytesMut::new();
+        encode(&msg, &mut buf).unwrap();
+        let declared = u32::from_be_bytes(buf[..4].try_into().unwrap()) as usize;
+        assert_eq!(encoded_len(&msg).unwrap() + 1, declared);
     }
 
     #[test]

@@ -12,7 +12,7 @@ pub mod local;
 pub mod login;
 pub mod message;
 
-pub use frame::{FrameError, decode, encode};
+pub use frame::{FrameError, MAX_FRAME_LEN, decode, encode, encoded_len};
 pub use message::{
     AgentMessage, ErrorCode, Hello, MAX_IN_FLIGHT, MAX_PROTOCOL_VERSION, MIN_PROTOCOL_VERSION,
     Request, RequestId, Response, ServerMessage, Welcome, negotiate,

@@ -6,13 +6,14 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use otpgate_protocol::admin::{
-    AdminError, AdminErrorCode, AdminRequest, AdminResponse, Choice, SettingsPatch,
+    AdminError, AdminErrorCode, AdminRequest, AdminResponse, Choice, ListFilter, MAX_PAGE,
+    PageRequest, RequestView, SettingsPatch,
 };
 use otpgate_protocol::login::Secret;
 
 use crate::cli::args::{
     Admin, AdminAudit, AdminClients, AdminGroups, AdminMail, AdminOtp, AdminRequests,
-    AdminSessions, AdminSettings, AdminUsers, DecideArgs,
+    AdminSessions, AdminSettings, AdminUsers, DecideArgs, FilterArgs, PageArgs,
 };
 use crate::cli::{prompt, time};
 use crate::server::admin::socket_path;
@@ -45,7 +46,12 @@ pub(super) async fn command(
             failure_window_secs: failure_window_minutes.map(|m| m * 60),
             resend_gap_secs,
         }),
-        Admin::Clients(AdminClients::List) => AdminRequest::ClientsList,
+        Admin::Clients(AdminClients::List(PageArgs { limit })) => {
+            return list(data_dir, json, limit, |page| AdminRequest::ClientsList {
+                page,
+            })
+            .await;
+        }
         Admin::Clients(AdminClients::Set {
             name,
             group,
@@ -65,7 +71,12 @@ pub(super) async fn command(
             name,
             options: options.view(),
         },
-        Admin::Users(AdminUsers::List) => AdminRequest::UsersList,
+        Admin::Users(AdminUsers::List(PageArgs { limit })) => {
+            return list(data_dir, json, limit, |page| AdminRequest::UsersList {
+                page,
+            })
+            .await;
+        }
         Admin::Users(AdminUsers::Add { login, email, role }) => AdminRequest::UserAdd {
             login,
             email,
@@ -87,7 +98,17 @@ pub(super) async fn command(
                 None
             },
         },
-        Admin::Requests(AdminRequests::List { all }) => AdminRequest::RequestsList { all },
+        Admin::Requests(AdminRequests::List { all, filter, page }) => {
+            let filter = list_filter(filter);
+            return list(data_dir, json, page.limit, |page| {
+                AdminRequest::RequestsList {
+                    all,
+                    filter: filter.clone(),
+                    page,
+                }
+            })
+            .await;
+        }
         Admin::Requests(AdminRequests::Approve(args)) => decision(args, Choice::Approve),
         Admin::Requests(AdminRequests::Deny(args)) => decision(args, Choice::Deny),
         Admin::Otp(AdminOtp::Generate {
@@ -103,19 +124,149 @@ pub(super) async fn command(
             comment: Some(comment),
             by,
         },
-        Admin::Sessions(AdminSessions::List { all }) => AdminRequest::SessionsList { all },
-        Admin::Audit(AdminAudit::List { limit }) => AdminRequest::AuditList { limit },
-        Admin::Mail(AdminMail::Failures) => AdminRequest::MailFailures,
-        Admin::Mail(AdminMail::Queue) => AdminRequest::MailQueue,
+        Admin::Sessions(AdminSessions::List { all, filter, page }) => {
+            let filter = list_filter(filter);
+            return list(data_dir, json, page.limit, |page| {
+                AdminRequest::SessionsList {
+                    all,
+                    filter: filter.clone(),
+                    page,
+                }
+            })
+            .await;
+        }
+        Admin::Audit(AdminAudit::List { limit, filter }) => {
+            let filter = list_filter(filter);
+            let limit = (limit > 0).then_some(limit);
+            return list(data_dir, json, limit, |page| AdminRequest::AuditList {
+                filter: filter.clone(),
+                page,
+            })
+            .await;
+        }
+        Admin::Mail(AdminMail::Failures(PageArgs { limit })) => {
+            return list(data_dir, json, limit, |page| AdminRequest::MailFailures {
+                page,
+            })
+            .await;
+        }
+        Admin::Mail(AdminMail::Queue(PageArgs { limit })) => {
+            return list(data_dir, json, limit, |page| AdminRequest::MailQueue {
+                page,
+            })
+            .await;
+        }
         Admin::Mail(AdminMail::Test { to }) => AdminRequest::MailTest { to },
     };
     let response: AdminResponse = unix::ask(&socket_path(data_dir), &request).await?;
+    report(&response, json)
+}
+
+/// Does to each kind of paged answer what `$body` says of its page `$page`.
+macro_rules! paged {
+    ($response:expr, |$page:ident| $body:expr) => {
+        match $response {
+            AdminResponse::Clients($page) => Some($body),
+            AdminResponse::Users($page) => Some($body),
+            AdminResponse::Requests($page) => Some($body),
+            AdminResponse::Sessions($page) => Some($body),
+            AdminResponse::Audit($page) => Some($body),
+            AdminResponse::MailFailures($page) => Some($body),
+            AdminResponse::MailQueue($page) => Some($body),
+            _ => None,
+        }
+    };
+}
+
+/// Prints `response`, in words or as JSON; the exit status it calls for. A
+/// list, all its pages followed, prints as `{"<list>": [entries]}`.
+fn report(response: &AdminResponse, json: bool) -> anyhow::Result<ExitCode> {
     if json {
-        println!("{}", serde_json::to_string(&response)?);
+        let mut value = serde_json::to_value(response)?;
+        if paged!(response, |_page| ()).is_some()
+            && let Some((_, page)) = value.as_object_mut().and_then(|o| o.iter_mut().next())
+        {
+            *page = page["items"].take();
+        }
+        println!("{value}");
     } else {
-        println!("{}", describe(&response));
+        println!("{}", describe(response));
     }
-    Ok(ExitCode::from(exit_code(&response)))
+    Ok(ExitCode::from(exit_code(response)))
+}
+
+/// Asks for a list page by page (`ask` makes the request for a page) until it
+/// ends or `limit` entries have come, and prints them as one answer.
+async fn list(
+    data_dir: &Path,
+    json: bool,
+    limit: Option<usize>,
+    ask: impl Fn(PageRequest) -> AdminRequest,
+) -> anyhow::Result<ExitCode> {
+    let socket = socket_path(data_dir);
+    let mut all: Option<AdminResponse> = None;
+    let mut request = PageRequest::default();
+    loop {
+        let left = limit.map_or(usize::MAX, |limit| {
+            limit.saturating_sub(all.as_ref().map_or(0, count))
+        });
+        request.limit = u32::try_from(left).unwrap_or(MAX_PAGE).min(MAX_PAGE);
+        let mut page: AdminResponse = unix::ask(&socket, &ask(request.clone())).await?;
+        let Some(next) = paged!(&mut page, |page| page.next.take()) else {
+            // A refusal or failure: shown as it is.
+            return report(&page, json);
+        };
+        all = Some(match all {
+            None => page,
+            Some(mut all) => {
+                append(&mut all, page);
+                all
+            }
+        });
+        let have = all.as_ref().map_or(0, count);
+        match next {
+            Some(next) if limit.is_none_or(|limit| have < limit) => request.after = Some(next),
+            _ => break,
+        }
+    }
+    report(&all.unwrap_or(AdminResponse::Done), json)
+}
+
+/// How many entries a paged answer holds.
+fn count(response: &AdminResponse) -> usize {
+    paged!(response, |page| page.items.len()).unwrap_or(0)
+}
+
+/// Adds `more`'s entries to `all`, when both are pages of the same list.
+fn append(all: &mut AdminResponse, more: AdminResponse) {
+    match (all, more) {
+        (AdminResponse::Clients(all), AdminResponse::Clients(more)) => all.items.extend(more.items),
+        (AdminResponse::Users(all), AdminResponse::Users(more)) => all.items.extend(more.items),
+        (AdminResponse::Requests(all), AdminResponse::Requests(more)) => {
+            all.items.extend(more.items);
+        }
+        (AdminResponse::Sessions(all), AdminResponse::Sessions(more)) => {
+            all.items.extend(more.items);
+        }
+        (AdminResponse::Audit(all), AdminResponse::Audit(more)) => all.items.extend(more.items),
+        (AdminResponse::MailFailures(all), AdminResponse::MailFailures(more)) => {
+            all.items.extend(more.items);
+        }
+        (AdminResponse::MailQueue(all), AdminResponse::MailQueue(more)) => {
+            all.items.extend(more.items);
+        }
+        _ => {}
+    }
+}
+
+/// The filter of a list command.
+fn list_filter(args: FilterArgs) -> ListFilter {
+    ListFilter {
+        computer: args.computer,
+        user: args.user,
+        since: args.since,
+        until: args.until,
+    }
 }
 
 /// A decision by id (as `--as`), or by the token of a link (which says all).
@@ -167,7 +318,7 @@ pub fn describe(response: &AdminResponse) -> String {
             );
         }
         AdminResponse::Clients(clients) => {
-            for c in clients {
+            for c in &clients.items {
                 let state = c.connected_since.map_or("disconnected".to_owned(), |t| {
                     format!("connected since {}", time(t))
                 });
@@ -187,32 +338,16 @@ pub fn describe(response: &AdminResponse) -> String {
             }
         }
         AdminResponse::Users(users) => {
-            for u in users {
+            for u in &users.items {
                 let _ = writeln!(out, "{}\t{}\t{:?}", u.login, u.email, u.role);
             }
         }
         AdminResponse::Requests(requests) => {
-            for r in requests {
-                let _ = writeln!(
-                    out,
-                    "#{}\t{}\t{} ({})\t{}{}\tcreated {}\texpires {}{}",
-                    r.id,
-                    r.computer,
-                    r.os_user,
-                    r.email,
-                    r.state,
-                    if r.emergency { " EMERGENCY" } else { "" },
-                    time(r.created),
-                    time(r.expires),
-                    r.decided_by
-                        .as_ref()
-                        .map_or(String::new(), |by| format!("\tby {by}"))
-                );
-                if let Some(failure) = &r.mail_failure {
-                    let _ = writeln!(out, "\tmail failed {failure}");
-                }
+            for r in &requests.items {
+                request_line(&mut out, r);
             }
         }
+        AdminResponse::Decided(r) => request_line(&mut out, r),
         AdminResponse::Generated { valid_until } => {
             let _ = write!(
                 out,
@@ -222,7 +357,7 @@ pub fn describe(response: &AdminResponse) -> String {
         }
         AdminResponse::Sessions(sessions) => {
             let _ = writeln!(out, "COMPUTER\tUSER NAME\tSTARTED\tLAST ACTIVITY\tENDED");
-            for s in sessions {
+            for s in &sessions.items {
                 let _ = writeln!(
                     out,
                     "{}\t{}\t{}\t{}\t{}",
@@ -239,7 +374,8 @@ pub fn describe(response: &AdminResponse) -> String {
             }
         }
         AdminResponse::Audit(entries) => {
-            for e in entries {
+            // Newest first on the wire; read top to bottom, oldest first.
+            for e in entries.items.iter().rev() {
                 let _ = writeln!(
                     out,
                     "{}\t{}\t{}\t{}\t{}",
@@ -252,7 +388,7 @@ pub fn describe(response: &AdminResponse) -> String {
             }
         }
         AdminResponse::MailFailures(failures) => {
-            for f in failures {
+            for f in &failures.items {
                 let _ = writeln!(
                     out,
                     "{}\tmessage {} to {}\t{}{}",
@@ -266,7 +402,7 @@ pub fn describe(response: &AdminResponse) -> String {
             }
         }
         AdminResponse::MailQueue(queue) => {
-            for m in queue {
+            for m in &queue.items {
                 let _ = writeln!(
                     out,
                     "{}\tmessage {} to {}\t{} failed tries\tnext try {}",
@@ -290,6 +426,30 @@ pub fn describe(response: &AdminResponse) -> String {
 }
 
 /// The exit status for an answer: 0 done, 1 refused, 2 error.
+/// One access request on a line, and its mail failure on the next.
+fn request_line(out: &mut String, r: &RequestView) {
+    use std::fmt::Write;
+
+    let _ = writeln!(
+        out,
+        "#{}\t{}\t{} ({})\t{}{}\tcreated {}\texpires {}{}",
+        r.id,
+        r.computer,
+        r.os_user,
+        r.email,
+        r.state,
+        if r.emergency { " EMERGENCY" } else { "" },
+        time(r.created),
+        time(r.expires),
+        r.decided_by
+            .as_ref()
+            .map_or(String::new(), |by| format!("\tby {by}"))
+    );
+    if let Some(failure) = &r.mail_failure {
+        let _ = writeln!(out, "\tmail failed {failure}");
+    }
+}
+
 pub fn exit_code(response: &AdminResponse) -> u8 {
     match response {
         AdminResponse::Fail(AdminError { code, .. }) => match code {

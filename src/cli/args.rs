@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 use otpgate_actors::ComputerId;
 use otpgate_protocol::admin::{OptionsView, RoleView};
@@ -177,7 +177,7 @@ pub(super) enum Bench {
 }
 
 /// What every bench scenario is run with.
-#[derive(clap::Args)]
+#[derive(Args)]
 pub(super) struct FleetArgs {
     /// How many agents.
     #[arg(long, default_value_t = 1000)]
@@ -208,7 +208,7 @@ impl FleetArgs {
 }
 
 /// How hard a login storm goes.
-#[derive(clap::Args)]
+#[derive(Args)]
 pub(super) struct StormArgs {
     /// Logins started per second; without it, as fast as the agents can.
     #[arg(long)]
@@ -265,9 +265,9 @@ pub(super) enum Admin {
 #[derive(Subcommand)]
 pub(super) enum AdminMail {
     /// Messages given up on (a 5xx from the relay, or too many tries).
-    Failures,
+    Failures(PageArgs),
     /// Messages waiting to be delivered, with their failed tries so far.
-    Queue,
+    Queue(PageArgs),
     /// Send a test message now and show what the relay said.
     Test {
         /// The recipient.
@@ -307,7 +307,7 @@ pub(super) enum AdminSettings {
 }
 
 /// The options of a group or a computer; what is not given stays.
-#[derive(clap::Args)]
+#[derive(Args)]
 pub(super) struct OptionArgs {
     /// Allow the use of one-time passwords.
     #[arg(long)]
@@ -339,7 +339,7 @@ impl OptionArgs {
 #[derive(Subcommand)]
 pub(super) enum AdminClients {
     /// List them.
-    List,
+    List(PageArgs),
     /// Change one.
     Set {
         /// The computer.
@@ -371,7 +371,7 @@ pub(super) enum AdminGroups {
 #[derive(Subcommand)]
 pub(super) enum AdminUsers {
     /// List them.
-    List,
+    List(PageArgs),
     /// Add one; the password is read from standard input.
     Add {
         /// The login name.
@@ -421,6 +421,10 @@ pub(super) enum AdminRequests {
         /// All, not only the pending ones.
         #[arg(long)]
         all: bool,
+        #[command(flatten)]
+        filter: FilterArgs,
+        #[command(flatten)]
+        page: PageArgs,
     },
     /// Approve one: its OTP is emailed.
     Approve(DecideArgs),
@@ -429,7 +433,7 @@ pub(super) enum AdminRequests {
 }
 
 /// Which request to decide, and as whom.
-#[derive(clap::Args)]
+#[derive(Args)]
 pub(super) struct DecideArgs {
     /// The request (or give --token).
     #[arg(required_unless_present = "token")]
@@ -475,6 +479,10 @@ pub(super) enum AdminSessions {
         /// All, not only the open ones.
         #[arg(long)]
         all: bool,
+        #[command(flatten)]
+        filter: FilterArgs,
+        #[command(flatten)]
+        page: PageArgs,
     },
 }
 
@@ -482,8 +490,43 @@ pub(super) enum AdminSessions {
 pub(super) enum AdminAudit {
     /// The newest entries.
     List {
-        /// How many.
+        /// The newest this many (0: all).
         #[arg(long, default_value_t = 50)]
-        limit: u32,
+        limit: usize,
+        #[command(flatten)]
+        filter: FilterArgs,
     },
+}
+
+/// How much of a list to print: everything unless `--limit` says less.
+#[derive(Args)]
+pub(super) struct PageArgs {
+    /// At most this many entries.
+    #[arg(long)]
+    pub(super) limit: Option<usize>,
+}
+
+/// Which entries of a list to print.
+#[derive(Args)]
+pub(super) struct FilterArgs {
+    /// Only those of this client computer.
+    #[arg(long)]
+    pub(super) computer: Option<String>,
+    /// Only those of this person (OS user, email address or login name).
+    #[arg(long)]
+    pub(super) user: Option<String>,
+    /// Only those at or after this time (RFC 3339, e.g. 2026-11-29T08:00:00Z).
+    #[arg(long, value_parser = parse_time)]
+    pub(super) since: Option<u64>,
+    /// Only those before this time (RFC 3339).
+    #[arg(long, value_parser = parse_time)]
+    pub(super) until: Option<u64>,
+}
+
+/// An RFC 3339 time as milliseconds since the Unix epoch.
+fn parse_time(text: &str) -> Result<u64, String> {
+    let at = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map_err(|err| format!("not an RFC 3339 time ({err})"))?;
+    u64::try_from(at.unix_timestamp_nanos() / 1_000_000)
+        .map_err(|_| "a time before 1970".to_owned())
 }

@@ -5,6 +5,7 @@
 //! of them into the audit log.
 
 use std::io;
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -23,12 +24,14 @@ use otpgate_actors::settings::GroupRecord;
 use otpgate_actors::{
     CallError, Clock, ComputerId, Computers, Decided, Generated, Store, StoreError,
 };
+use otpgate_protocol::FrameError;
 use otpgate_protocol::admin::{
     AdminError, AdminErrorCode, AdminRequest, AdminResponse, ClientView, GroupView, UserView,
 };
 
-use crate::frames::{FrameReader, FrameWriter};
+use crate::frames::{FrameReader, FrameWriter, WriteError};
 use crate::server::convert;
+use crate::server::pages::{self, Matches};
 
 /// The comment of an OTP generated without a request, unless one is given.
 pub const DEFAULT_GENERATE_COMMENT: &str = "Generated without request.";
@@ -87,8 +90,21 @@ async fn serve_one(stream: UnixStream, context: AdminContext) {
                 )
             }
         };
-        if writer.write(&response).await.is_err() {
-            return;
+        match writer.write(&response).await {
+            Ok(()) => {}
+            Err(WriteError::Frame(FrameError::TooLarge { len, max })) => {
+                warn!(len, max, "admin answer too large for a frame");
+                let refusal = fail(
+                    AdminErrorCode::TooLarge,
+                    format!(
+                        "the answer ({len} bytes) would not fit in one frame ({max}); ask for less"
+                    ),
+                );
+                if writer.write(&refusal).await.is_err() {
+                    return;
+                }
+            }
+            Err(_) => return,
         }
     }
     debug!("admin connection closed");
@@ -139,21 +155,20 @@ async fn handle(
                 .await?;
             AdminResponse::Settings(convert::settings_view(&settings))
         }
-        AdminRequest::ClientsList => {
-            let mut clients = Vec::new();
-            for (id, record) in store.computers()? {
-                clients.push(ClientView {
-                    computer: id.to_string(),
-                    group: record.group.clone(),
-                    connected_since: record.connected_since.map(|t| t.unix_millis()),
-                    last_seen: record.last_seen.unix_millis(),
-                    host_name: record.host_name.clone(),
-                    options: convert::options_view(&record.options),
-                    effective: convert::effective_view(&policy.effective(&record)),
-                });
-            }
-            AdminResponse::Clients(clients)
-        }
+        AdminRequest::ClientsList { page } => AdminResponse::Clients(pages::page(
+            store.computers_from(page.after.as_deref()),
+            &page,
+            |_| true,
+            |(id, record)| ClientView {
+                computer: id.to_string(),
+                group: record.group.clone(),
+                connected_since: record.connected_since.map(|t| t.unix_millis()),
+                last_seen: record.last_seen.unix_millis(),
+                host_name: record.host_name.clone(),
+                options: convert::options_view(&record.options),
+                effective: convert::effective_view(&policy.effective(record)),
+            },
+        )?),
         AdminRequest::ClientSet {
             computer,
             group,
@@ -203,17 +218,29 @@ async fn handle(
             edit.commit(&audit(format!("group {name} changed"))).await?;
             AdminResponse::Done
         }
-        AdminRequest::UsersList => AdminResponse::Users(
-            policy
+        AdminRequest::UsersList { page } => {
+            let after = page
+                .after
+                .as_deref()
+                .map(|after| String::from_utf8_lossy(after).into_owned());
+            let users = policy
                 .users
-                .values()
-                .map(|user| UserView {
+                .range::<String, _>((
+                    after.map_or(Bound::Unbounded, Bound::Excluded),
+                    Bound::Unbounded,
+                ))
+                .map(|(login, user)| Ok((login.as_bytes().to_vec(), user)));
+            AdminResponse::Users(pages::page(
+                Box::new(users),
+                &page,
+                |_| true,
+                |user| UserView {
                     login: user.login.clone(),
                     email: user.email.clone(),
                     role: convert::role_view(user.role),
-                })
-                .collect(),
-        ),
+                },
+            )?)
+        }
         AdminRequest::UserAdd {
             login,
             email,
@@ -268,16 +295,14 @@ async fn handle(
             edit.commit(&audit(format!("user {login} changed"))).await?;
             AdminResponse::Done
         }
-        AdminRequest::RequestsList { all } => {
+        AdminRequest::RequestsList { all, filter, page } => {
             let failures = store.mail_failures()?;
-            AdminResponse::Requests(
-                store
-                    .requests()?
-                    .iter()
-                    .filter(|r| all || r.decision == Decision::Pending)
-                    .map(|r| convert::request_view(r, &failures))
-                    .collect(),
-            )
+            AdminResponse::Requests(pages::page(
+                store.requests_from(page.after.as_deref()),
+                &page,
+                |r| (all || r.decision == Decision::Pending) && r.matches(&filter),
+                |r| convert::request_view(r, &failures),
+            )?)
         }
         AdminRequest::MailTest { to } => {
             if !is_email_address(&to) {
@@ -303,20 +328,18 @@ async fn handle(
                 Err(err) => fail(AdminErrorCode::Internal, err.to_string()),
             }
         }
-        AdminRequest::MailQueue => AdminResponse::MailQueue(
-            store
-                .outbox()?
-                .iter()
-                .map(convert::queued_mail_view)
-                .collect(),
-        ),
-        AdminRequest::MailFailures => AdminResponse::MailFailures(
-            store
-                .mail_failures()?
-                .iter()
-                .map(convert::mail_failure_view)
-                .collect(),
-        ),
+        AdminRequest::MailQueue { page } => AdminResponse::MailQueue(pages::page(
+            store.outbox_from(page.after.as_deref()),
+            &page,
+            |_| true,
+            convert::queued_mail_view,
+        )?),
+        AdminRequest::MailFailures { page } => AdminResponse::MailFailures(pages::page(
+            store.mail_failures_from(page.after.as_deref()),
+            &page,
+            |_| true,
+            convert::mail_failure_view,
+        )?),
         AdminRequest::RequestDecide {
             id,
             by,
@@ -370,21 +393,18 @@ async fn handle(
                 ),
             }
         }
-        AdminRequest::SessionsList { all } => AdminResponse::Sessions(
-            store
-                .sessions()?
-                .iter()
-                .filter(|s| all || s.ended.is_none())
-                .map(convert::session_view)
-                .collect(),
-        ),
-        AdminRequest::AuditList { limit } => AdminResponse::Audit(
-            store
-                .audit(limit as usize)?
-                .iter()
-                .map(convert::audit_view)
-                .collect(),
-        ),
+        AdminRequest::SessionsList { all, filter, page } => AdminResponse::Sessions(pages::page(
+            store.sessions_from(page.after.as_deref()),
+            &page,
+            |s| (all || s.ended.is_none()) && s.matches(&filter),
+            convert::session_view,
+        )?),
+        AdminRequest::AuditList { filter, page } => AdminResponse::Audit(pages::page(
+            store.audit_from(page.after.as_deref()),
+            &page,
+            |entry| entry.matches(&filter),
+            convert::audit_view,
+        )?),
     })
 }
 
@@ -415,7 +435,7 @@ async fn decide(
         .await?;
     Ok(match decided {
         Decided::Done(request) => {
-            AdminResponse::Requests(vec![convert::request_view(&request, &[])])
+            AdminResponse::Decided(Box::new(convert::request_view(&request, &[])))
         }
         Decided::NotPending(request) => fail(
             AdminErrorCode::Conflict,

@@ -13,6 +13,7 @@ pub mod config;
 mod convert;
 pub mod directory;
 pub mod mail;
+mod pages;
 
 use std::future::Future;
 use std::io;

@@ -15,8 +15,10 @@ use otpgate::server::config::{Overrides, ServerConfig};
 use otpgate::server::{self, Server};
 use otpgate::tls::pki;
 use otpgate::unix;
-use otpgate_actors::{Clock, Computers, SystemClock};
-use otpgate_protocol::admin::{AdminRequest, AdminResponse, AuditView};
+use otpgate_actors::{Clock, Computers, SledStore, Store, SystemClock};
+use otpgate_protocol::admin::{
+    AdminRequest, AdminResponse, AuditView, ListFilter, PageRequest, RequestView,
+};
 
 use super::agent::{Agent, Desk};
 use super::mail::codes_for;
@@ -77,6 +79,20 @@ impl TestServer {
         Self::open(data, "127.0.0.1:0", clock, extra.to_owned()).await
     }
 
+    /// A server on the system clock whose database `seed` filled before it
+    /// started: for lists longer than a test could make through the front door.
+    pub async fn start_seeded(seed: impl FnOnce(&dyn Store)) -> Self {
+        let data = tempfile::tempdir().unwrap();
+        let db = data.path().join("data").join("db");
+        std::fs::create_dir_all(&db).unwrap();
+        {
+            let store = SledStore::open(&db).unwrap();
+            seed(&store);
+            store.flush().await.unwrap();
+        }
+        Self::open(data, "127.0.0.1:0", Arc::new(SystemClock), String::new()).await
+    }
+
     /// A server on the system clock with `extra` configuration (an `[smtp]`
     /// section, say).
     pub async fn start_with_config(extra: &str) -> Self {
@@ -128,13 +144,29 @@ impl TestServer {
         admin_ask(&self.data_dir(), request).await
     }
 
-    /// The newest `limit` entries of the audit log.
+    /// The newest `limit` entries of the audit log (one page), oldest first.
     pub async fn audit(&self, limit: u32) -> Vec<AuditView> {
-        let AdminResponse::Audit(entries) = self.admin(AdminRequest::AuditList { limit }).await
-        else {
+        let request = AdminRequest::AuditList {
+            filter: ListFilter::default(),
+            page: PageRequest { limit, after: None },
+        };
+        let AdminResponse::Audit(page) = self.admin(request).await else {
             panic!("no audit");
         };
-        entries
+        page.items.into_iter().rev().collect()
+    }
+
+    /// The access requests (the pending ones, or all), one page.
+    pub async fn requests(&self, all: bool) -> Vec<RequestView> {
+        let request = AdminRequest::RequestsList {
+            all,
+            filter: ListFilter::default(),
+            page: PageRequest::default(),
+        };
+        match self.admin(request).await {
+            AdminResponse::Requests(page) => page.items,
+            other => panic!("{other:?}"),
+        }
     }
 
     /// The OTPs mailed to `to`, oldest first, once there are at least `count`.

@@ -249,7 +249,10 @@ async fn a_permanent_failure_is_recorded_and_shown() {
             comment: None,
         })
         .await;
-    assert!(matches!(approved, AdminResponse::Decided(_)), "{approved:?}");
+    assert!(
+        matches!(approved, AdminResponse::Decided(_)),
+        "{approved:?}"
+    );
 
     let deadline = tokio::time::Instant::now() + WITHIN;
     let failure = loop {

@@ -645,22 +645,35 @@ impl ComputerState {
         email: &str,
         effects: &mut Vec<Effect>,
     ) -> Requested {
+        let valid_until = self.issue(policy, os_user, email, Origin::AutoSend, effects);
+        Requested::Send {
+            to: email.to_owned(),
+            valid_until,
+        }
+    }
+
+    /// Issues a fresh OTP for `os_user` and `email` (see [`Logins::issue`]).
+    fn issue(
+        &mut self,
+        policy: Policy<'_>,
+        os_user: &str,
+        email: &str,
+        origin: Origin,
+        effects: &mut Vec<Effect>,
+    ) -> Timestamp {
         let code = Code::generate(policy.settings.otp_length);
-        let valid_until = self.logins.issue(
+        let now = self.now();
+        self.logins.issue(
             &self.svc.keys,
             &self.id,
             policy,
             os_user,
             email,
             &code,
-            Origin::AutoSend,
-            self.svc.clock.now(),
+            origin,
+            now,
             effects,
-        );
-        Requested::Send {
-            to: email.to_owned(),
-            valid_until,
-        }
+        )
     }
 
     async fn decide(
@@ -727,23 +740,12 @@ impl ComputerState {
             settings,
             options: &options,
         };
-        let code = Code::generate(settings.otp_length);
         let mut effects = Vec::new();
         let origin = Origin::Generated {
             by: by.to_owned(),
             comment: comment.clone(),
         };
-        let valid_until = self.logins.issue(
-            &self.svc.keys,
-            &self.id,
-            policy,
-            os_user,
-            email,
-            &code,
-            origin,
-            self.svc.clock.now(),
-            &mut effects,
-        );
+        let valid_until = self.issue(policy, os_user, email, origin, &mut effects);
         effects.push(Effect::audit(
             &format!("user:{by}"),
             Action::Generate,

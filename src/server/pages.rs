@@ -5,11 +5,11 @@
 
 use serde::Serialize;
 
-use otpgate_actors::StoreError;
 use otpgate_actors::audit::AuditEntry;
 use otpgate_actors::request::AccessRequest;
 use otpgate_actors::session::ClientSession;
 use otpgate_actors::store::Records;
+use otpgate_actors::{ComputerId, StoreError, Timestamp};
 use otpgate_protocol::admin::{DEFAULT_PAGE, ListFilter, MAX_PAGE, Page, PageRequest};
 use otpgate_protocol::{MAX_FRAME_LEN, encoded_len};
 
@@ -54,28 +54,46 @@ pub fn page<T, V: Serialize>(
 
 impl Matches for AccessRequest {
     fn matches(&self, filter: &ListFilter) -> bool {
-        filter
-            .computer
-            .as_deref()
-            .is_none_or(|c| self.computer.as_str() == c)
-            && filter.user.as_deref().is_none_or(|u| {
-                self.os_user.eq_ignore_ascii_case(u) || self.email.eq_ignore_ascii_case(u)
-            })
-            && within(filter, self.created.unix_millis())
+        of_person(
+            filter,
+            &self.computer,
+            &self.os_user,
+            &self.email,
+            self.created,
+        )
     }
 }
 
 impl Matches for ClientSession {
     fn matches(&self, filter: &ListFilter) -> bool {
-        filter
-            .computer
-            .as_deref()
-            .is_none_or(|c| self.computer.as_str() == c)
-            && filter.user.as_deref().is_none_or(|u| {
-                self.os_user.eq_ignore_ascii_case(u) || self.email.eq_ignore_ascii_case(u)
-            })
-            && within(filter, self.started.unix_millis())
+        of_person(
+            filter,
+            &self.computer,
+            &self.os_user,
+            &self.email,
+            self.started,
+        )
     }
+}
+
+/// Whether a person's record (on `computer`, as `os_user` with `email`, made
+/// `at`) is one `filter` asks for.
+fn of_person(
+    filter: &ListFilter,
+    computer: &ComputerId,
+    os_user: &str,
+    email: &str,
+    at: Timestamp,
+) -> bool {
+    filter
+        .computer
+        .as_deref()
+        .is_none_or(|c| computer.as_str() == c)
+        && filter
+            .user
+            .as_deref()
+            .is_none_or(|u| os_user.eq_ignore_ascii_case(u) || email.eq_ignore_ascii_case(u))
+        && within(filter, at.unix_millis())
 }
 
 impl Matches for AuditEntry {

@@ -126,7 +126,7 @@ impl OtpKeys {
     /// What a token from [`OtpKeys::decision_token`] says, if it is genuine.
     pub fn open_decision_token(&self, token: &str) -> Option<DecisionToken> {
         let (body, tag) = token.trim().split_once('.')?;
-        if body.len() > MAX_TOKEN_HEX {
+        if body.len() > MAX_TOKEN_HEX || tag.len() != 64 {
             return None;
         }
         let body = HEXLOWER.decode(body.as_bytes()).ok()?;
@@ -148,7 +148,7 @@ impl OtpKeys {
 }
 
 /// The longest token body read, in hex digits: a request id, a choice and a
-/// login name of at most 247 bytes.
+/// login name of at most 247 bytes. The tag is always 64 hex digits.
 const MAX_TOKEN_HEX: usize = 512;
 
 /// What an approver's link decides: who makes which choice on which request.

@@ -62,8 +62,8 @@ const EML_BATCH: usize = 64;
 
 /// Writes messages as `.eml` files into a folder, whole under a temporary name and
 /// then renamed, so a reader never sees half a message; the folder is synced
-/// once per batch. A message delivered twice (after a crash) rewrites the same
-/// file.
+/// once per batch. A message delivered again (after a crash) finds its file
+/// and leaves it as it is.
 #[derive(Debug, Clone)]
 pub struct EmlDir {
     dir: PathBuf,
@@ -87,15 +87,23 @@ impl MailTransport for EmlDir {
                 .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '@'))
                 .collect();
             let path = self.dir.join(format!("{name}.eml"));
-            let said = format!("written to {}", path.display());
             let bytes = compose(mail, &self.from)
                 .write_to_vec()
                 .map_err(|err| DeliveryError::Temporary(err.to_string()))?;
-            tokio::task::spawn_blocking(move || write_private_unsynced(&path, &bytes))
-                .await
-                .map_err(|err| DeliveryError::Temporary(err.to_string()))?
-                .map_err(|err| DeliveryError::Temporary(err.to_string()))?;
-            Ok(said)
+            tokio::task::spawn_blocking(move || {
+                // A file is renamed into place whole, so one that is there was
+                // delivered: after a crash between writing it and leaving the
+                // outbox, it is not written again (a reader would see an old
+                // message arrive anew, after newer ones).
+                if path.try_exists()? {
+                    return Ok(format!("already written to {}", path.display()));
+                }
+                write_private_unsynced(&path, &bytes)?;
+                Ok(format!("written to {}", path.display()))
+            })
+            .await
+            .map_err(|err| DeliveryError::Temporary(err.to_string()))?
+            .map_err(|err: std::io::Error| DeliveryError::Temporary(err.to_string()))
         })
     }
 
@@ -243,6 +251,8 @@ fn describe(err: &mail_send::Error) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::MetadataExt;
+
     use otpgate_actors::Timestamp;
 
     use super::*;
@@ -279,12 +289,21 @@ mod tests {
             html: "<p>12345678</p>".into(),
         };
         outbox.deliver(&mail).await.unwrap();
-        outbox.deliver(&mail).await.unwrap();
         let files: Vec<_> = std::fs::read_dir(dir.path().join("outbox"))
             .unwrap()
             .map(|entry| entry.unwrap().path())
             .collect();
-        assert_eq!(files.len(), 1, "a repeat rewrites the same file");
+        assert_eq!(files.len(), 1);
+        let first = std::fs::metadata(&files[0]).unwrap();
+        let again = outbox.deliver(&mail).await.unwrap();
+        assert!(again.starts_with("already written"), "{again}");
+        let after = std::fs::metadata(&files[0]).unwrap();
+        assert_eq!(
+            (first.ino(), first.modified().unwrap()),
+            (after.ino(), after.modified().unwrap()),
+            "a repeat leaves the delivered file alone"
+        );
+        assert_eq!(std::fs::read_dir(dir.path().join("outbox")).unwrap().count(), 1);
         let text = std::fs::read_to_string(&files[0]).unwrap();
         for part in [
             "From: \"otpgate\" <otp@example.com>\r\n",

@@ -303,7 +303,12 @@ mod tests {
             (after.ino(), after.modified().unwrap()),
             "a repeat leaves the delivered file alone"
         );
-        assert_eq!(std::fs::read_dir(dir.path().join("outbox")).unwrap().count(), 1);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("outbox"))
+                .unwrap()
+                .count(),
+            1
+        );
         let text = std::fs::read_to_string(&files[0]).unwrap();
         for part in [
             "From: \"otpgate\" <otp@example.com>\r\n",

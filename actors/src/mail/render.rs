@@ -182,7 +182,9 @@ impl OutboxEntry {
             }
         };
         Some(Mail {
-            message_id: format!("<{}.{}@{host}>", self.id, self.queued.unix_millis()),
+            // The id zero-padded: Message-IDs (and the `.eml` files named after
+            // them) sort in the order the messages were queued, across restarts.
+            message_id: format!("<{:020}.{}@{host}>", self.id, self.queued.unix_millis()),
             to: self.to.clone(),
             subject: content.subject.clone(),
             date: self.queued,
@@ -197,6 +199,29 @@ mod tests {
     use super::*;
     use crate::id::ComputerId;
     use crate::otp::Code;
+
+    #[test]
+    fn message_ids_sort_in_queue_order_across_an_id_jump() {
+        // sled's ids jump by millions after a restart: 999 then 2,000,000.
+        let keys = OtpKeys::derive(&[1; 32]);
+        let id = |id: u64| {
+            let entry = OutboxEntry {
+                id,
+                to: "x@example.com".into(),
+                queued: Timestamp::from_unix_millis(0),
+                kind: MailKind::Outcome {
+                    computer: "ws-1".parse().unwrap(),
+                    refusal: Refusal::Expire,
+                    comment: None,
+                },
+                request: None,
+                attempts: 0,
+                next_try: Timestamp::from_unix_millis(0),
+            };
+            entry.render(&keys, "h", "https://m").unwrap().message_id
+        };
+        assert!(id(999) < id(2_000_000), "{} {}", id(999), id(2_000_000));
+    }
 
     #[test]
     fn html_parts_escape_what_people_typed() {
@@ -248,7 +273,7 @@ mod tests {
             "sealed in the outbox"
         );
         let mail = entry.render(&keys, "otp.example.com", "https://m").unwrap();
-        assert_eq!(mail.message_id, "<42.0@otp.example.com>");
+        assert_eq!(mail.message_id, "<00000000000000000042.0@otp.example.com>");
         assert!(mail.subject.contains("ws-1"));
         for part in [
             code.expose(),

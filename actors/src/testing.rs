@@ -7,8 +7,10 @@ use std::sync::Arc;
 use crate::clock::{ManualClock, Timestamp};
 use crate::computer::Services;
 use crate::directory::{Directory, DirectoryFuture};
+use crate::mail::{MailKind, OutboxEntry};
 use crate::otp::OtpKeys;
 use crate::policy;
+use crate::request::Refusal;
 use crate::store::{SledStore, Store};
 
 /// A directory that knows the accounts it is given.
@@ -36,4 +38,21 @@ pub fn services(dir: &Path) -> (Arc<Services>, ManualClock) {
         mailer: None,
     };
     (Arc::new(services), clock)
+}
+
+/// A queued notice (an expired request) to `user<id>@example.com`, due `now`.
+pub fn outcome_entry(id: u64, now: Timestamp) -> OutboxEntry {
+    OutboxEntry {
+        id,
+        to: format!("user{id}@example.com"),
+        queued: now,
+        kind: MailKind::Outcome {
+            computer: "ws-1".parse().unwrap(),
+            refusal: Refusal::Expire,
+            comment: None,
+        },
+        request: None,
+        attempts: 0,
+        next_try: now,
+    }
 }

@@ -299,9 +299,8 @@ mod tests {
 
     use super::*;
     use crate::clock::ManualClock;
-    use crate::mail::outbox::MailKind;
-    use crate::request::Refusal;
     use crate::store::SledStore;
+    use crate::testing::outcome_entry;
 
     /// Takes every message; its first sync fails, as a full disk would.
     #[derive(Default)]
@@ -328,22 +327,6 @@ mod tests {
         }
     }
 
-    fn entry(id: u64, now: Timestamp) -> OutboxEntry {
-        OutboxEntry {
-            id,
-            to: format!("user{id}@example.com"),
-            queued: now,
-            kind: MailKind::Outcome {
-                computer: "ws-1".parse().unwrap(),
-                refusal: Refusal::Expire,
-                comment: None,
-            },
-            request: None,
-            attempts: 0,
-            next_try: now,
-        }
-    }
-
     #[tokio::test]
     async fn a_batch_leaves_the_outbox_only_once_the_transport_kept_it() {
         let dir = tempfile::tempdir().unwrap();
@@ -352,7 +335,7 @@ mod tests {
         let batch = DEFAULT_BATCH;
         let count = batch as u64 + 3;
         for id in 1..=count {
-            store.queue_mail(&entry(id, clock.now())).unwrap();
+            store.queue_mail(&outcome_entry(id, clock.now())).unwrap();
         }
         let transport = Arc::new(Flaky::default());
         let mut state = MailerState {

@@ -199,26 +199,17 @@ mod tests {
     use super::*;
     use crate::id::ComputerId;
     use crate::otp::Code;
+    use crate::testing::outcome_entry;
 
     #[test]
     fn message_ids_sort_in_queue_order_across_an_id_jump() {
         // sled's ids jump by millions after a restart: 999 then 2,000,000.
         let keys = OtpKeys::derive(&[1; 32]);
         let id = |id: u64| {
-            let entry = OutboxEntry {
-                id,
-                to: "x@example.com".into(),
-                queued: Timestamp::from_unix_millis(0),
-                kind: MailKind::Outcome {
-                    computer: "ws-1".parse().unwrap(),
-                    refusal: Refusal::Expire,
-                    comment: None,
-                },
-                request: None,
-                attempts: 0,
-                next_try: Timestamp::from_unix_millis(0),
-            };
-            entry.render(&keys, "h", "https://m").unwrap().message_id
+            outcome_entry(id, Timestamp::from_unix_millis(0))
+                .render(&keys, "h", "https://m")
+                .unwrap()
+                .message_id
         };
         assert!(id(999) < id(2_000_000), "{} {}", id(999), id(2_000_000));
     }

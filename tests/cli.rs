@@ -204,3 +204,53 @@ async fn the_interactive_prompt_walks_through_the_seed_screens() {
 async fn pending_id(server: &TestServer) -> u64 {
     server.requests(false).await[0].id
 }
+
+#[test]
+fn a_configuration_that_cannot_be_used_stops_serve_with_status_64() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, toml) in [
+        ("bad-listen", "listen = \"not an address\"\n"),
+        ("bad-name", "server_names = [\"bad name!\"]\n"),
+        (
+            "unreadable-directory",
+            "directory_file = \"/nonexistent/directory.toml\"\n",
+        ),
+    ] {
+        let config = dir.path().join(format!("{name}.toml"));
+        let data = dir.path().join(name);
+        std::fs::write(
+            &config,
+            format!("data_dir = \"{}\"\n{toml}", data.display()),
+        )
+        .unwrap();
+        let out = otpgate(&["serve", "--config", config.to_str().unwrap()], "");
+        assert_eq!(out.status.code(), Some(64), "{name}: {out:?}");
+        // The reason is one line, the last (a log line may come before it).
+        let said = String::from_utf8_lossy(&out.stderr);
+        let reason = said.trim_end().lines().last().unwrap_or_default();
+        assert!(
+            reason.starts_with("otpgate: configuration: "),
+            "{name}: {said:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_folder_keys_and_sockets_are_the_owners_only() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::server::ServerProcess::start(dir.path(), "127.0.0.1:0");
+    let data = server.data_dir();
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700);
+    for file in [
+        "admin.sock",
+        "admin-password",
+        "secret.key",
+        "pki/ca.key",
+        "pki/server.key",
+    ] {
+        assert_eq!(mode(&data.join(file)), 0o600, "{file}");
+    }
+}

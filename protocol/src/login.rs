@@ -180,3 +180,20 @@ pub enum Verdict {
         retry_after: u64,
     },
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_secret_never_shows_in_debug_output() {
+        let secret = Secret("hunter2 correct horse".into());
+        let request = LoginRequest::Verify {
+            email: "alice@example.com".into(),
+            code: secret.clone(),
+        };
+        for shown in [format!("{secret:?}"), format!("{request:?}")] {
+            assert!(!shown.contains("hunter2"), "{shown}");
+        }
+    }
+}

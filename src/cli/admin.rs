@@ -137,10 +137,11 @@ pub(super) async fn command(
         }
         Admin::Audit(AdminAudit::List { limit, filter }) => {
             let filter = list_filter(filter);
-            let limit = (limit > 0).then_some(limit);
-            return list(data_dir, json, limit, |page| AdminRequest::AuditList {
-                filter: filter.clone(),
-                page,
+            return list(data_dir, json, Some(limit), |page| {
+                AdminRequest::AuditList {
+                    filter: filter.clone(),
+                    page,
+                }
             })
             .await;
         }
@@ -204,6 +205,8 @@ async fn list(
     ask: impl Fn(PageRequest) -> AdminRequest,
 ) -> anyhow::Result<ExitCode> {
     let socket = socket_path(data_dir);
+    // `--limit 0` asks for no limit, as for the audit log.
+    let limit = limit.filter(|&limit| limit > 0);
     let mut all: Option<AdminResponse> = None;
     let mut request = PageRequest::default();
     loop {

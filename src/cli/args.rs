@@ -501,7 +501,7 @@ pub(super) enum AdminAudit {
 /// How much of a list to print: everything unless `--limit` says less.
 #[derive(Args)]
 pub(super) struct PageArgs {
-    /// At most this many entries.
+    /// At most this many entries (0: all).
     #[arg(long)]
     pub(super) limit: Option<usize>,
 }

@@ -189,7 +189,11 @@ async fn every_list_longer_than_a_frame_is_paged_and_followed() {
     }
     // No administrator was created: the seed made users.
     assert_eq!(count(&data, &["users", "list", "--limit", "5"]), 5);
-    assert_eq!(count(&data, &["clients", "list", "--limit", "0"]), n, "0: all");
+    assert_eq!(
+        count(&data, &["clients", "list", "--limit", "0"]),
+        n,
+        "0: all"
+    );
     assert_eq!(
         count(&data, &["audit", "list"]),
         50,

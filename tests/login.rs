@@ -12,9 +12,7 @@ use common::agent::{Agent, Desk};
 use common::me;
 use common::server::TestServer;
 use otpgate_actors::{Clock, ManualClock, SystemClock};
-use otpgate_protocol::admin::{
-    AdminRequest, AdminResponse, Choice, ListFilter, OptionsView, PageRequest, RoleView,
-};
+use otpgate_protocol::admin::{AdminRequest, AdminResponse, Choice, OptionsView, RoleView};
 use otpgate_protocol::login::{
     LoginRequest, LoginResponse, RequestMode, RequestState, Requested, Secret, Verdict,
 };
@@ -566,12 +564,13 @@ async fn client_sessions_show_the_user_name_and_end_on_logout_or_disconnection()
         verify(&desk, &my_email(), &code).await,
         Verdict::Allow { .. }
     ));
-    assert_eq!(sessions(&server, false).await.len(), 2);
+    assert_eq!(server.sessions(false).await.len(), 2);
     assert_eq!(
         desk.login(LoginRequest::Logout { session: None }).await,
         LoginResponse::LoggedOut { ended: true }
     );
-    let names: Vec<String> = sessions(&server, false)
+    let names: Vec<String> = server
+        .sessions(false)
         .await
         .into_iter()
         .map(|s| s.user_name)
@@ -582,7 +581,7 @@ async fn client_sessions_show_the_user_name_and_end_on_logout_or_disconnection()
     drop(agent);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let ended = loop {
-        let all = sessions(&server, true).await;
+        let all = server.sessions(true).await;
         if all.iter().all(|s| s.ended.is_some()) {
             break all;
         }
@@ -599,16 +598,4 @@ async fn client_sessions_show_the_user_name_and_end_on_logout_or_disconnection()
         "{reasons:?}"
     );
     desk.stop().await;
-}
-
-async fn sessions(server: &TestServer, all: bool) -> Vec<otpgate_protocol::admin::SessionView> {
-    let request = AdminRequest::SessionsList {
-        all,
-        filter: ListFilter::default(),
-        page: PageRequest::default(),
-    };
-    match server.admin(request).await {
-        AdminResponse::Sessions(sessions) => sessions.items,
-        other => panic!("{other:?}"),
-    }
 }

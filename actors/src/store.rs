@@ -132,8 +132,6 @@ pub trait Store: Send + Sync + 'static {
     fn computer(&self, id: &ComputerId) -> Result<Option<ComputerRecord>>;
     /// Replaces the record of computer `id`.
     fn put_computer(&self, id: &ComputerId, record: &ComputerRecord) -> Result<()>;
-    /// Every computer ever seen.
-    fn computers(&self) -> Result<Vec<(ComputerId, ComputerRecord)>>;
     /// The computers after cursor `after`, in name order.
     fn computers_from(&self, after: Option<&[u8]>) -> Records<'_, (ComputerId, ComputerRecord)>;
 
@@ -154,8 +152,6 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every access request of `computer`, oldest first.
     fn requests_of(&self, computer: &ComputerId) -> Result<Vec<AccessRequest>>;
-    /// Every access request, by computer then age.
-    fn requests(&self) -> Result<Vec<AccessRequest>>;
     /// The access requests after cursor `after`, by computer then age.
     fn requests_from(&self, after: Option<&[u8]>) -> Records<'_, AccessRequest>;
     /// Access request `id`, found by its id.
@@ -352,7 +348,8 @@ impl SledStore {
         if !self.request_index.tree.is_empty() {
             return Ok(());
         }
-        for request in self.requests()? {
+        for request in self.requests_from(None) {
+            let (_, request) = request?;
             self.request_index
                 .put(request.id.to_be_bytes(), &request.computer)?;
         }
@@ -415,17 +412,6 @@ impl Store for SledStore {
         self.computers.put(id.as_str(), record)
     }
 
-    fn computers(&self) -> Result<Vec<(ComputerId, ComputerRecord)>> {
-        self.computers
-            .scan::<ComputerRecord>("")?
-            .into_iter()
-            .filter_map(|(key, record)| {
-                let id = String::from_utf8(key).ok()?.parse().ok()?;
-                Some(Ok((id, record)))
-            })
-            .collect()
-    }
-
     fn put_group(&self, name: &str, group: &GroupRecord) -> Result<()> {
         self.groups.put(name, group)
     }
@@ -474,10 +460,6 @@ impl Store for SledStore {
 
     fn requests_of(&self, computer: &ComputerId) -> Result<Vec<AccessRequest>> {
         self.requests.values(prefix(computer))
-    }
-
-    fn requests(&self) -> Result<Vec<AccessRequest>> {
-        self.requests.values("")
     }
 
     fn request(&self, id: u64) -> Result<Option<AccessRequest>> {
@@ -645,7 +627,11 @@ mod tests {
         }
         let store = SledStore::open(dir.path()).unwrap();
         assert_eq!(store.computer(&id).unwrap(), Some(record()));
-        assert_eq!(store.computers().unwrap(), vec![(id, record())]);
+        let all: Vec<_> = store
+            .computers_from(None)
+            .map(|item| item.unwrap().1)
+            .collect();
+        assert_eq!(all, vec![(id, record())]);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,7 +17,7 @@ use otpgate::tls::pki;
 use otpgate::unix;
 use otpgate_actors::{Clock, Computers, SledStore, Store, SystemClock};
 use otpgate_protocol::admin::{
-    AdminRequest, AdminResponse, AuditView, ListFilter, PageRequest, RequestView,
+    AdminRequest, AdminResponse, AuditView, ListFilter, PageRequest, RequestView, SessionView,
 };
 
 use super::agent::{Agent, Desk};
@@ -154,6 +154,19 @@ impl TestServer {
             panic!("no audit");
         };
         page.items.into_iter().rev().collect()
+    }
+
+    /// The client sessions (the open ones, or all), one page.
+    pub async fn sessions(&self, all: bool) -> Vec<SessionView> {
+        let request = AdminRequest::SessionsList {
+            all,
+            filter: ListFilter::default(),
+            page: PageRequest::default(),
+        };
+        match self.admin(request).await {
+            AdminResponse::Sessions(page) => page.items,
+            other => panic!("{other:?}"),
+        }
     }
 
     /// The access requests (the pending ones, or all), one page.

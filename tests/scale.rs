@@ -30,6 +30,7 @@ async fn a_thousand_agents_connect_at_once() {
         "127.0.0.1:0",
         HEARTBEAT_MS,
         otpgate::server::config::DEFAULT_HANDSHAKE_TIMEOUT.as_millis() as u64,
+        "",
     );
     let identities: Vec<_> = (0..count)
         .map(|i| issue(&server.data_dir(), dir.path(), &format!("ws-{i:05}")))

@@ -2,7 +2,8 @@
 //! loopback port): both parts of the OTP mail over plain SMTP, STARTTLS and AUTH;
 //! a relay that is down for a while, and a server restarted with mail queued,
 //! still deliver every message exactly once; a permanent 5xx is recorded and
-//! shown.
+//! shown; a 4xx is retried until delivered or `max_attempts`; refused
+//! credentials keep the mail queued; a lost 250 repeats that message only.
 
 mod common;
 
@@ -23,7 +24,7 @@ fn plain(port: u16) -> String {
 
 /// A running plain relay, and a server that sends through it.
 async fn relay_and_server(dir: &std::path::Path) -> (SmtpServer, TestServer) {
-    let mut relay = SmtpServer::new(SmtpServer::free_port(), dir.join("relay"), &[]);
+    let mut relay = SmtpServer::new(dir.join("relay"), &[]);
     relay.start();
     let server = TestServer::start_with_config(&plain(relay.port)).await;
     (relay, server)
@@ -141,17 +142,16 @@ async fn the_otp_mail_arrives_with_both_parts_and_works() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn starttls_and_auth_with_a_private_ca() {
-    let dir = tempfile::tempdir().unwrap();
-    // The relay's certificate comes from a CA of its own, given to otpgate as ca_file.
-    let relay_pki = dir.path().join("relay-pki");
+/// A relay that requires STARTTLS (with a certificate from a CA of its own) and
+/// AUTH as otpgate with "relay secret", and the `[smtp]` section that logs in to
+/// it with `password`.
+fn auth_relay(dir: &std::path::Path, password: &str) -> (SmtpServer, String) {
+    let relay_pki = dir.join("relay-pki");
     otpgate::tls::pki::ensure_server(&relay_pki, &[]).unwrap();
     let cert = relay_pki.join("pki/server.pem");
     let key = relay_pki.join("pki/server.key");
     let mut relay = SmtpServer::new(
-        SmtpServer::free_port(),
-        dir.path().join("relay"),
+        dir.join("relay"),
         &[
             "--tls-cert",
             cert.to_str().unwrap(),
@@ -164,19 +164,131 @@ async fn starttls_and_auth_with_a_private_ca() {
         ],
     );
     relay.start();
-    let password_file = dir.path().join("smtp-password");
-    std::fs::write(&password_file, "relay secret\n").unwrap();
+    let password_file = dir.join("smtp-password");
+    std::fs::write(&password_file, format!("{password}\n")).unwrap();
     let config = format!(
         "[smtp]\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"starttls\"\nusername = \"otpgate\"\n\
          password_file = {password_file:?}\nca_file = {:?}\ntimeout_secs = 5\n",
         relay.port,
         relay_pki.join("pki/ca.pem")
     );
+    (relay, config)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starttls_and_auth_with_a_private_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let (relay, config) = auth_relay(dir.path(), "relay secret");
     let server = TestServer::start_with_config(&config).await;
     generate(&server, "alice", "alice@example.com").await;
     let message = relay.wait_for(1, WITHIN).await.remove(0);
     assert!(message.contains("To: <alice@example.com>"));
     assert_eq!(code_in(&message).len(), 8);
+}
+
+/// The queued messages, as the administrators see them.
+async fn queue(server: &TestServer) -> Vec<otpgate_protocol::admin::QueuedMailView> {
+    let request = AdminRequest::MailQueue {
+        page: PageRequest::default(),
+    };
+    match server.admin(request).await {
+        AdminResponse::MailQueue(queue) => queue.items,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The messages given up on.
+async fn failures(server: &TestServer) -> Vec<otpgate_protocol::admin::MailFailureView> {
+    let request = AdminRequest::MailFailures {
+        page: PageRequest::default(),
+    };
+    match server.admin(request).await {
+        AdminResponse::MailFailures(failures) => failures.items,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_credentials_keep_the_mail_queued_until_they_are_put_right() {
+    let dir = tempfile::tempdir().unwrap();
+    let (relay, wrong) = auth_relay(dir.path(), "not the secret");
+    let server = TestServer::start_with_config(&wrong).await;
+    generate(&server, "alice", "alice@example.com").await;
+
+    // The relay answers 535 at AUTH: the message is tried, stays queued, and is
+    // not given up as if the message were at fault.
+    common::wait_until(WITHIN, "a refused try", || async {
+        queue(&server).await.iter().any(|m| m.attempts >= 1)
+    })
+    .await;
+    assert_eq!(failures(&server).await, []);
+    assert!(relay.messages().is_empty());
+
+    // The operator puts the password right and restarts: it goes out.
+    std::fs::write(dir.path().join("smtp-password"), "relay secret\n").unwrap();
+    let server = server.restart().await;
+    let message = relay.wait_for(1, WITHIN).await.remove(0);
+    assert!(message.contains("To: <alice@example.com>"));
+    delivered(&server, 1).await;
+    assert_eq!(queue(&server).await, []);
+    assert_eq!(failures(&server).await, []);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_4xx_is_retried_until_delivered_and_given_up_after_max_attempts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut relay = SmtpServer::new(dir.path().join("relay"), &[]);
+    relay.start();
+    let config = format!("{}max_attempts = 3\n", plain(relay.port));
+    let server = TestServer::start_with_config(&config).await;
+    // The relay answers 451 twice to dave, and to erin more often than tried.
+    generate(&server, "dave", "busy2-dave@example.com").await;
+    generate(&server, "erin", "busy9-erin@example.com").await;
+
+    common::wait_until(Duration::from_secs(60), "both settled", || async {
+        queue(&server).await.is_empty()
+    })
+    .await;
+    let messages = relay.messages();
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    assert!(messages[0].contains("To: <busy2-dave@example.com>"));
+    delivered(&server, 1).await;
+    let failures = failures(&server).await;
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert_eq!(failures[0].to, "busy9-erin@example.com");
+    assert!(
+        failures[0].reason.contains("gave up after 3 tries") && failures[0].reason.contains("451"),
+        "{}",
+        failures[0].reason
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_250_lost_with_the_connection_repeats_that_message_and_no_other() {
+    let dir = tempfile::tempdir().unwrap();
+    // The relay keeps the first message but drops the connection before its 250.
+    let mut relay = SmtpServer::new(dir.path().join("relay"), &["--drop", "1"]);
+    relay.start();
+    let server = TestServer::start_with_config(&plain(relay.port)).await;
+    for user in ["u1", "u2", "u3"] {
+        generate(&server, user, &format!("{user}@example.com")).await;
+    }
+    delivered(&server, 3).await;
+    // Nothing is queued, so nothing more can arrive: this is the whole run.
+    assert_eq!(queue(&server).await, []);
+    let messages = relay.messages();
+    let ids: Vec<String> = messages.iter().map(|m| message_id(m)).collect();
+    let distinct: HashSet<&String> = ids.iter().collect();
+    assert_eq!(
+        (messages.len(), distinct.len()),
+        (4, 3),
+        "each message once, and the one whose 250 was lost twice: {ids:?}"
+    );
+    assert_eq!(
+        ids.iter().filter(|id| **id == ids[0]).count(),
+        2,
+        "the repeat is the dropped one, the first to arrive: {ids:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -677,7 +677,7 @@ fn expired(computer: &ComputerId, request: &AccessRequest, effects: &mut Vec<Eff
     ));
 }
 
-fn otp_mail(
+pub(crate) fn otp_mail(
     computer: &ComputerId,
     os_user: &str,
     sealed: Vec<u8>,

@@ -110,6 +110,9 @@ pub enum StoreError {
 /// that the next page starts after.
 pub type Records<'a, T> = Box<dyn Iterator<Item = Result<(Vec<u8>, T)>> + Send + 'a>;
 
+/// Every OTP slot with its computer and OS user, read in key order.
+pub type SlotRecords<'a> = Box<dyn Iterator<Item = Result<(ComputerId, String, Slot)>> + Send + 'a>;
+
 /// A future returned by the store, boxed so that `Store` can be a trait object.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
@@ -149,6 +152,19 @@ pub trait Store: Send + Sync + 'static {
     fn slots(&self, computer: &ComputerId) -> Result<Vec<(String, Slot)>>;
     /// Replaces the OTP slot of `computer` and `os_user`.
     fn put_slot(&self, computer: &ComputerId, os_user: &str, slot: &Slot) -> Result<()>;
+    /// Every OTP slot of every computer: `(computer, os_user, slot)`.
+    fn every_slot(&self) -> SlotRecords<'_>;
+    /// Records that a mail of the OTP of `computer` and `os_user` valid until
+    /// `valid_until` has left the outbox (delivered, or given up and listed).
+    fn put_mailed(
+        &self,
+        computer: &ComputerId,
+        os_user: &str,
+        valid_until: Timestamp,
+    ) -> Result<()>;
+    /// The validity end of the OTP of `computer` and `os_user` whose mail last
+    /// left the outbox.
+    fn mailed(&self, computer: &ComputerId, os_user: &str) -> Result<Option<Timestamp>>;
 
     /// Every access request of `computer`, oldest first.
     fn requests_of(&self, computer: &ComputerId) -> Result<Vec<AccessRequest>>;
@@ -304,6 +320,9 @@ pub struct SledStore {
     groups: Table,
     users: Table,
     otps: Table,
+    /// Computer and OS user -> the validity end of the OTP whose mail last left
+    /// the outbox: what the mailer checks at start (see `Mailer`).
+    mailed: Table,
     requests: Table,
     /// Access request id -> its computer, so that a request is found by id.
     request_index: Table,
@@ -329,6 +348,7 @@ impl SledStore {
             groups: Table::open(&db, "groups")?,
             users: Table::open(&db, "users")?,
             otps: Table::open(&db, "otps")?,
+            mailed: Table::open(&db, "mailed")?,
             requests: Table::open(&db, "requests")?,
             request_index: Table::open(&db, "request_index")?,
             sessions: Table::open(&db, "sessions")?,
@@ -456,6 +476,33 @@ impl Store for SledStore {
 
     fn put_slot(&self, computer: &ComputerId, os_user: &str, slot: &Slot) -> Result<()> {
         self.otps.put(scoped(computer, os_user), slot)
+    }
+
+    fn every_slot(&self) -> SlotRecords<'_> {
+        Box::new(self.otps.from::<Slot>(None, false).map(|record| {
+            let (key, slot) = record?;
+            let bad = || StoreError::BadKey { tree: "otps" };
+            let split = key.iter().position(|&b| b == 0).ok_or_else(bad)?;
+            let computer = std::str::from_utf8(&key[..split])
+                .ok()
+                .and_then(|name| name.parse().ok())
+                .ok_or_else(bad)?;
+            let os_user = String::from_utf8_lossy(&key[split + 1..]).into_owned();
+            Ok((computer, os_user, slot))
+        }))
+    }
+
+    fn put_mailed(
+        &self,
+        computer: &ComputerId,
+        os_user: &str,
+        valid_until: Timestamp,
+    ) -> Result<()> {
+        self.mailed.put(scoped(computer, os_user), &valid_until)
+    }
+
+    fn mailed(&self, computer: &ComputerId, os_user: &str) -> Result<Option<Timestamp>> {
+        self.mailed.get(scoped(computer, os_user))
     }
 
     fn requests_of(&self, computer: &ComputerId) -> Result<Vec<AccessRequest>> {

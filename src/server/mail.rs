@@ -210,17 +210,20 @@ impl MailTransport for Smtp {
     fn deliver<'a>(&'a self, mail: &'a Mail) -> DeliveryFuture<'a> {
         Box::pin(async move {
             self.send(mail).await.map_err(|err| {
-                // A 5xx reply will not change by trying again; anything else may.
-                let permanent = match &err {
-                    mail_send::Error::UnexpectedReply(reply)
-                    | mail_send::Error::AuthenticationFailed(reply) => reply.code() >= 500,
-                    _ => false,
-                };
                 let reason = describe(&err);
-                if permanent {
-                    DeliveryError::Permanent(reason)
-                } else {
-                    DeliveryError::Temporary(reason)
+                match &err {
+                    // Refused credentials are the configuration's fault, not the
+                    // message's: it waits in the queue until they are put right.
+                    mail_send::Error::AuthenticationFailed(_)
+                    | mail_send::Error::UnsupportedAuthMechanism => {
+                        tracing::error!(%reason, "the SMTP relay refused otpgate's login: check [smtp] username and password_file");
+                        DeliveryError::Temporary(format!("configuration: {reason}"))
+                    }
+                    // A 5xx reply to the message will not change by trying again.
+                    mail_send::Error::UnexpectedReply(reply) if reply.code() >= 500 => {
+                        DeliveryError::Permanent(reason)
+                    }
+                    _ => DeliveryError::Temporary(reason),
                 }
             })
         })

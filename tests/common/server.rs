@@ -134,9 +134,15 @@ impl TestServer {
     /// Stops the server gracefully and starts it again on the same data folder,
     /// port and clock.
     pub async fn restart(self) -> Self {
-        let (addr, clock, extra) = (self.addr, self.clock.clone(), self.extra.clone());
+        let extra = self.extra.clone();
+        self.restart_with(&extra).await
+    }
+
+    /// As [`TestServer::restart`], with `extra` configuration instead.
+    pub async fn restart_with(self, extra: &str) -> Self {
+        let (addr, clock) = (self.addr, self.clock.clone());
         let data = self.stop().await;
-        Self::open(data, &addr.to_string(), clock, extra).await
+        Self::open(data, &addr.to_string(), clock, extra.to_owned()).await
     }
 
     /// Asks the running server's admin socket.
@@ -247,12 +253,18 @@ impl ServerProcess {
     /// Starts `otpgate serve` on folder `dir` (configuration, data, log) listening
     /// on `listen`, and waits until it says where it listens.
     pub fn start(dir: &Path, listen: &str) -> Self {
-        Self::start_with(dir, listen, HEARTBEAT_MS, HANDSHAKE_MS)
+        Self::start_with(dir, listen, HEARTBEAT_MS, HANDSHAKE_MS, "")
     }
 
-    /// As [`ServerProcess::start`], with heartbeats every `heartbeat_ms` and
-    /// handshakes within `handshake_ms`.
-    pub fn start_with(dir: &Path, listen: &str, heartbeat_ms: u64, handshake_ms: u64) -> Self {
+    /// As [`ServerProcess::start`], with heartbeats every `heartbeat_ms`,
+    /// handshakes within `handshake_ms` and `extra` configuration.
+    pub fn start_with(
+        dir: &Path,
+        listen: &str,
+        heartbeat_ms: u64,
+        handshake_ms: u64,
+        extra: &str,
+    ) -> Self {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -261,7 +273,7 @@ impl ServerProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_otpgate"))
             .arg("serve")
             .arg("--config")
-            .arg(write_config(dir, heartbeat_ms, handshake_ms, ""))
+            .arg(write_config(dir, heartbeat_ms, handshake_ms, extra))
             .arg("--data-dir")
             .arg(dir.join("data"))
             .args(["--listen", listen])

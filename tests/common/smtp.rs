@@ -16,27 +16,19 @@ pub struct SmtpServer {
 }
 
 impl SmtpServer {
-    /// A free loopback port for a server that is not started yet.
-    pub fn free_port() -> u16 {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    }
-
-    /// A server on `port` writing into `out`, with `args` (`--tls-cert`, `--user`…);
-    /// not started.
-    pub fn new(port: u16, out: PathBuf, args: &[&str]) -> Self {
+    /// A server writing into `out`, with `args` (`--tls-cert`, `--user`, `--drop`…);
+    /// not started. Its first start takes a free port.
+    pub fn new(out: PathBuf, args: &[&str]) -> Self {
         Self {
-            port,
+            port: 0,
             out,
             child: None,
             args: args.iter().map(|a| a.to_string()).collect(),
         }
     }
 
-    /// Starts it and waits until it listens.
+    /// Starts it and waits until it listens: on a free port the first time, on
+    /// the port it had after that.
     pub fn start(&mut self) {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/smtp_server.py");
         // Debian's python3, which has python3-aiosmtpd (scripts/test installs it).
@@ -52,7 +44,11 @@ impl SmtpServer {
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
             .unwrap();
-        assert_eq!(line.trim(), "ready", "the SMTP server did not start");
+        self.port = line
+            .trim()
+            .strip_prefix("ready ")
+            .and_then(|port| port.parse().ok())
+            .unwrap_or_else(|| panic!("the SMTP server did not start: {line:?}"));
         self.child = Some(child);
     }
 

@@ -2,6 +2,7 @@
 //! of `.eml` files, or SMTP), oldest first, in batches, retrying with backoff,
 //! and removes a message only once the transport has kept it.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -12,9 +13,10 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use crate::audit::{Action, AuditEntry};
 use crate::backoff::Backoff;
 use crate::clock::{Clock, Timestamp};
-use crate::mail::outbox::{MailFailure, OutboxEntry};
+use crate::mail::outbox::{MailFailure, MailKind, OutboxEntry};
 use crate::mail::render::Mail;
 use crate::otp::OtpKeys;
+use crate::rules;
 use crate::store::{Store, StoreError};
 use crate::timer::Timer;
 
@@ -114,6 +116,7 @@ impl Actor for Mailer {
         myself: ActorRef<MailerMsg>,
         args: MailerArgs,
     ) -> Result<MailerState, ActorProcessingErr> {
+        requeue_unmailed(&args).await?;
         // Whatever was queued before a restart goes out now.
         myself.send_message(MailerMsg::Wake)?;
         Ok(MailerState {
@@ -149,6 +152,66 @@ impl Actor for Mailer {
         }
         Ok(())
     }
+}
+
+/// Queues again the mail of every live OTP that is neither in the outbox nor
+/// recorded as having left it: a person told "sent" gets the mail even if the
+/// store lost its outbox entry in a crash. Returns how many were queued again.
+async fn requeue_unmailed(args: &MailerArgs) -> Result<usize, StoreError> {
+    let now = args.clock.now();
+    let mut queued = HashSet::new();
+    for entry in args.store.outbox()? {
+        if let MailKind::Otp {
+            computer,
+            os_user,
+            valid_until,
+            ..
+        } = entry.kind
+        {
+            queued.insert((computer, os_user, valid_until));
+        }
+    }
+    let mut requeued = 0;
+    for slot in args.store.every_slot() {
+        let (computer, os_user, slot) = slot?;
+        let Some(otp) = slot.otp.filter(|otp| otp.is_live(now)) else {
+            continue;
+        };
+        let Some(sealed) = otp.sealed() else {
+            continue;
+        };
+        let key = (computer, os_user, otp.valid_until);
+        if queued.contains(&key) || args.store.mailed(&key.0, &key.1)? == Some(otp.valid_until) {
+            continue;
+        }
+        let (computer, os_user, valid_until) = key;
+        tracing::error!(%computer, "the mail of a live OTP was neither queued nor sent; queued again");
+        let entry = OutboxEntry {
+            id: args.store.next_id()?,
+            to: otp.email.clone(),
+            queued: now,
+            kind: rules::otp_mail(&computer, &os_user, sealed.to_vec(), valid_until),
+            request: otp.origin.request(),
+            attempts: 0,
+            next_try: now,
+        };
+        args.store.queue_mail(&entry)?;
+        args.store.append_audit(&AuditEntry {
+            at: now,
+            who: "server".into(),
+            computer: Some(computer.to_string()),
+            action: Action::Mail,
+            outcome: format!(
+                "message {} to {}: queued again at start, the OTP's mail was lost",
+                entry.id, entry.to
+            ),
+        })?;
+        requeued += 1;
+    }
+    if requeued > 0 {
+        args.store.flush().await?;
+    }
+    Ok(requeued)
 }
 
 /// How many messages the [`Mailer`] hands to a transport at once unless it says
@@ -271,6 +334,17 @@ impl MailerState {
             action: Action::Mail,
             outcome: format!("message {} to {}: {outcome}", entry.id, entry.to),
         })?;
+        if let MailKind::Otp {
+            computer,
+            os_user,
+            valid_until,
+            ..
+        } = &entry.kind
+        {
+            // Before the removal: a crash between the two sends it twice, never
+            // not at all.
+            args.store.put_mailed(computer, os_user, *valid_until)?;
+        }
         args.store.remove_outbox(entry.id)?;
         Ok(Settled::Done)
     }
@@ -299,6 +373,8 @@ mod tests {
 
     use super::*;
     use crate::clock::ManualClock;
+    use crate::id::ComputerId;
+    use crate::otp::{Code, Origin, Otp, Slot};
     use crate::store::SledStore;
     use crate::testing::outcome_entry;
 
@@ -339,15 +415,7 @@ mod tests {
         }
         let transport = Arc::new(Flaky::default());
         let mut state = MailerState {
-            args: MailerArgs {
-                store: Arc::clone(&store),
-                transport: transport.clone(),
-                keys: Arc::new(OtpKeys::derive(&[2; 32])),
-                clock: Arc::new(clock.clone()),
-                host: "h".into(),
-                management_url: "https://m".into(),
-                max_attempts: 3,
-            },
+            args: args(&store, transport.clone(), &clock),
             timer: Timer::idle(),
         };
 
@@ -367,6 +435,72 @@ mod tests {
         assert_eq!(
             transport.taken.lock().unwrap().len() as u64,
             batch as u64 + count
+        );
+    }
+
+    fn args(store: &Arc<dyn Store>, transport: Arc<Flaky>, clock: &ManualClock) -> MailerArgs {
+        MailerArgs {
+            store: Arc::clone(store),
+            transport,
+            keys: Arc::new(OtpKeys::derive(&[2; 32])),
+            clock: Arc::new(clock.clone()),
+            host: "h".into(),
+            management_url: "https://m".into(),
+            max_attempts: 3,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_live_otp_whose_mail_left_no_trace_is_mailed_at_start_and_only_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
+        let clock = ManualClock::new(Timestamp::from_unix_millis(1_800_000_000_000));
+        let transport = Arc::new(Flaky {
+            synced_once: AtomicBool::new(true),
+            ..Flaky::default()
+        });
+        let args = args(&store, transport.clone(), &clock);
+        let computer: ComputerId = "ws-1".parse().unwrap();
+        let slot = |os_user: &str, valid_for: Duration| Slot {
+            otp: Some(Otp::new(
+                &args.keys,
+                &computer,
+                os_user,
+                &format!("{os_user}@example.com"),
+                &Code::generate(8),
+                clock.now(),
+                clock.now().after(valid_for),
+                Origin::AutoSend,
+            )),
+            ..Slot::default()
+        };
+        // Two live OTPs whose outbox entries a crash lost, and one that expired.
+        for (os_user, valid_for) in [("alice", 1800), ("bob", 1800), ("carol", 1)] {
+            let slot = slot(os_user, Duration::from_secs(valid_for));
+            store.put_slot(&computer, os_user, &slot).unwrap();
+        }
+        clock.advance(Duration::from_secs(2));
+
+        assert_eq!(requeue_unmailed(&args).await.unwrap(), 2);
+        assert_eq!(requeue_unmailed(&args).await.unwrap(), 0, "queued now");
+        let mut state = MailerState {
+            args,
+            timer: Timer::idle(),
+        };
+        assert_eq!(state.drain().await.unwrap(), None);
+        let mut taken = transport.taken.lock().unwrap().clone();
+        taken.sort();
+        assert_eq!(taken, ["alice@example.com", "bob@example.com"]);
+        // Delivered: a later start finds them sent and sends nothing again.
+        assert_eq!(requeue_unmailed(&state.args).await.unwrap(), 0);
+        let audit: Vec<_> = store
+            .audit_from(None)
+            .map(|e| e.unwrap().1.outcome)
+            .collect();
+        assert_eq!(
+            audit.iter().filter(|o| o.contains("queued again")).count(),
+            2,
+            "{audit:?}"
         );
     }
 }

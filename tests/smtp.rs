@@ -10,6 +10,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
+use common::mail::token_after;
 use common::me;
 use common::server::TestServer;
 use common::smtp::SmtpServer;
@@ -405,17 +406,6 @@ async fn a_permanent_failure_is_recorded_and_shown() {
     relay.wait_for(1, WITHIN).await;
 }
 
-/// The token of the link after `label` ("Approve:" or "Deny:") in a message.
-fn token_after(message: &str, label: &str) -> String {
-    // Undo quoted-printable soft breaks and escapes, should the part use them.
-    let text = message.replace("=\r\n", "").replace("=3D", "=");
-    let line = text
-        .lines()
-        .find(|line| line.trim_start().starts_with(label))
-        .unwrap_or_else(|| panic!("no {label} link in {message}"));
-    line.split("token=").nth(1).unwrap().trim().to_owned()
-}
-
 fn admin_cli(data: &std::path::Path, args: &[&str]) -> i32 {
     let status = std::process::Command::new(env!("CARGO_BIN_EXE_otpgate"))
         .arg("admin")
@@ -470,6 +460,17 @@ async fn an_approvers_link_approves_once_and_only_once() {
         run(with(&forged)).await.unwrap(),
         1,
         "a forged link is refused"
+    );
+    let crossed = vec![
+        "requests".into(),
+        "deny".into(),
+        "--token".into(),
+        approve.clone(),
+    ];
+    assert_eq!(
+        run(crossed).await.unwrap(),
+        1,
+        "deny with an Approve link is refused and decides nothing"
     );
     assert_eq!(run(with(&approve)).await.unwrap(), 0, "the link approves");
     assert_eq!(run(with(&approve)).await.unwrap(), 1, "once only");

@@ -161,17 +161,22 @@ pub fn may_generate(user: Option<&UserRecord>) -> bool {
 }
 
 /// Who is told of a computer's access requests: its approvers, or the
-/// administrators when it names none.
+/// administrators when it names none that exist.
 pub fn approvers<'u>(
-    users: impl IntoIterator<Item = &'u UserRecord>,
+    users: impl IntoIterator<Item = &'u UserRecord> + Clone,
     options: &Effective,
 ) -> Vec<&'u UserRecord> {
+    let named: Vec<_> = users
+        .clone()
+        .into_iter()
+        .filter(|user| options.approvers.contains(&user.login))
+        .collect();
+    if !named.is_empty() {
+        return named;
+    }
     users
         .into_iter()
-        .filter(|user| {
-            options.approvers.contains(&user.login)
-                || (options.approvers.is_empty() && user.role == Role::Administrator)
-        })
+        .filter(|user| user.role == Role::Administrator)
         .collect()
 }
 

@@ -322,6 +322,16 @@ fn only_approvers_and_administrators_decide_and_approvers_default_to_administrat
         .map(|u| u.login.clone())
         .collect();
     assert_eq!(fallback, ["root"]);
+    // Approvers that name nobody who exists: the administrators are told.
+    let gone = Effective {
+        approvers: vec!["nobody".into()],
+        ..Effective::default()
+    };
+    let fallback: Vec<_> = approvers(&users, &gone)
+        .iter()
+        .map(|u| u.login.clone())
+        .collect();
+    assert_eq!(fallback, ["root"]);
 }
 
 #[test]

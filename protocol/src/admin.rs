@@ -88,10 +88,12 @@ pub enum AdminRequest {
         comment: Option<String>,
     },
     /// Approve or deny an access request with the token of a link in an
-    /// approver's mail; the decision is the link's, and so is the approver.
+    /// approver's mail; the approver is the link's, and the choice must be too.
     RequestDecideToken {
         /// The token.
         token: String,
+        /// Approve or deny: refused unless it is the link's.
+        choice: Choice,
         /// A comment.
         comment: Option<String>,
     },

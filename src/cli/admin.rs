@@ -272,11 +272,13 @@ fn list_filter(args: FilterArgs) -> ListFilter {
     }
 }
 
-/// A decision by id (as `--as`), or by the token of a link (which says all).
+/// A decision by id (as `--as`), or by the token of a link (which names the
+/// request and the approver, and must make the same choice).
 fn decision(args: DecideArgs, choice: Choice) -> AdminRequest {
     match args.token {
         Some(token) => AdminRequest::RequestDecideToken {
             token,
+            choice,
             comment: args.comment,
         },
         None => AdminRequest::RequestDecide {

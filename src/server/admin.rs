@@ -26,7 +26,8 @@ use otpgate_actors::{
 };
 use otpgate_protocol::FrameError;
 use otpgate_protocol::admin::{
-    AdminError, AdminErrorCode, AdminRequest, AdminResponse, ClientView, GroupView, UserView,
+    AdminError, AdminErrorCode, AdminRequest, AdminResponse, ClientView, GroupView, OptionsView,
+    UserView,
 };
 
 use crate::frames::{FrameReader, FrameWriter, WriteError};
@@ -183,6 +184,9 @@ async fn handle(
             {
                 return Ok(fail(AdminErrorCode::NotFound, format!("no group {name:?}")));
             }
+            if let Some(refused) = unknown_approvers(&policy, &options) {
+                return Ok(refused);
+            }
             context
                 .computers
                 .configure(&id, group, &convert::options(&options), operator)
@@ -205,6 +209,9 @@ async fn handle(
                     AdminErrorCode::Invalid,
                     "a group's name must be 1 to 128 characters",
                 ));
+            }
+            if let Some(refused) = unknown_approvers(&policy, &options) {
+                return Ok(refused);
             }
             let mut edit = context.policy.edit().await;
             let mut group: GroupRecord = edit
@@ -346,21 +353,27 @@ async fn handle(
             choice,
             comment,
         } => decide(context, id, by, convert::choice(choice), comment).await?,
-        AdminRequest::RequestDecideToken { token, comment } => {
-            match context.keys.open_decision_token(&token) {
-                Some(token) => {
-                    decide(
-                        context,
-                        token.request,
-                        token.approver,
-                        token.choice,
-                        comment,
-                    )
-                    .await?
-                }
-                None => fail(AdminErrorCode::Forbidden, "this link is not valid"),
+        AdminRequest::RequestDecideToken {
+            token,
+            choice,
+            comment,
+        } => match context.keys.open_decision_token(&token) {
+            Some(token) if token.choice == convert::choice(choice) => {
+                decide(
+                    context,
+                    token.request,
+                    token.approver,
+                    token.choice,
+                    comment,
+                )
+                .await?
             }
-        }
+            Some(_) => fail(
+                AdminErrorCode::Conflict,
+                "this link makes the other choice: use the command of its own",
+            ),
+            None => fail(AdminErrorCode::Forbidden, "this link is not valid"),
+        },
         AdminRequest::OtpGenerate {
             computer,
             os_user,
@@ -409,6 +422,24 @@ async fn handle(
 }
 
 /// The computer named `name`, or the refusal to send back.
+/// A refusal naming the approvers in `options` that are not internal users:
+/// nobody would be told of a request (requests fall back to the administrators).
+fn unknown_approvers(policy: &policy::Snapshot, options: &OptionsView) -> Option<AdminResponse> {
+    let unknown: Vec<&str> = options
+        .approvers
+        .iter()
+        .flatten()
+        .filter(|login| !policy.users.contains_key(*login))
+        .map(String::as_str)
+        .collect();
+    (!unknown.is_empty()).then(|| {
+        fail(
+            AdminErrorCode::NotFound,
+            format!("no internal user {}: add them first", unknown.join(", ")),
+        )
+    })
+}
+
 fn computer_id(name: &str) -> Result<ComputerId, AdminResponse> {
     name.parse().map_err(|_| {
         fail(

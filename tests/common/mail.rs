@@ -52,3 +52,14 @@ pub fn read_codes(outbox: &Path, to: &str) -> Vec<String> {
         .filter_map(|text| otpgate::bench::read_otp_mail(text).map(|mail| mail.code))
         .collect()
 }
+
+/// The token of the link after `label` ("Approve:" or "Deny:") in a message.
+pub fn token_after(message: &str, label: &str) -> String {
+    // Undo quoted-printable soft breaks and escapes, should the part use them.
+    let text = message.replace("=\r\n", "").replace("=3D", "=");
+    let line = text
+        .lines()
+        .find(|line| line.trim_start().starts_with(label))
+        .unwrap_or_else(|| panic!("no {label} link in {message}"));
+    line.split("token=").nth(1).unwrap().trim().to_owned()
+}

@@ -499,10 +499,14 @@ async fn fifty_concurrent_verifies_of_one_otp_allow_exactly_one() {
         .filter(|v| matches!(v, Verdict::Allow { .. }))
         .count();
     assert_eq!(allowed, 1, "{verdicts:?}");
+    // The others are refused: denied, or throttled once the person's share of
+    // failures is spent.
     assert!(
-        verdicts
-            .iter()
-            .all(|v| matches!(v, Verdict::Allow { .. } | Verdict::Deny))
+        verdicts.iter().all(|v| matches!(
+            v,
+            Verdict::Allow { .. } | Verdict::Deny | Verdict::Throttle { .. }
+        )),
+        "{verdicts:?}"
     );
 }
 

@@ -25,7 +25,7 @@ use crate::mail::{MailKind, MailerMsg, OutboxEntry};
 use crate::otp::{Code, Origin, OtpKeys};
 use crate::policy;
 use crate::request::{AccessRequest, Choice};
-use crate::rules::{self, Admit, Effect, FailureKey, Logins, Policy, Window};
+use crate::rules::{self, Admit, Bucket, Effect, FailureKey, Logins, Policy};
 use crate::session::{ClientSession, SessionEnd};
 use crate::settings::{Options, SystemSettings};
 use crate::store::{ComputerRecord, Store, StoreError};
@@ -356,12 +356,17 @@ impl ComputerState {
         })?)
     }
 
-    /// The failures counted against `key` in its current window.
-    fn window(&self, settings: &SystemSettings, key: &FailureKey) -> Result<Window> {
-        Ok(self
-            .svc
-            .store
-            .failures(&key.key(), self.now(), settings.failure_window)?)
+    /// The failures counted against each of `keys`, for the rules to check.
+    fn failures(
+        &self,
+        keys: impl IntoIterator<Item = FailureKey>,
+    ) -> Result<Vec<(FailureKey, Bucket)>> {
+        keys.into_iter()
+            .map(|key| {
+                let bucket = self.svc.store.failures(&key.key())?;
+                Ok((key, bucket))
+            })
+            .collect()
     }
 
     /// Writes what a rule decided; [`ComputerState::commit`] makes it durable.
@@ -383,7 +388,8 @@ impl ComputerState {
                     outcome,
                 } => self.audit(&who, action, &outcome)?,
                 Effect::CountFailure(key) => {
-                    store.count_failure(&key.key(), now, settings.failure_window)?;
+                    let (limit, window) = (key.limit(settings), settings.failure_window);
+                    store.count_failure(&key.key(), &|bucket| bucket.fail(now, limit, window))?;
                 }
             }
         }
@@ -529,16 +535,17 @@ impl ComputerState {
                 LoginAnswer::Requested(requested)
             }
             LoginCall::Verify { email, code } => {
-                let failures = [
-                    self.window(settings, &FailureKey::Computer(id.clone()))?,
-                    self.window(settings, &FailureKey::Email(email.clone()))?,
-                ];
+                let failures = self.failures([
+                    FailureKey::Person(id.clone(), os_user.to_owned()),
+                    FailureKey::Computer(id.clone()),
+                    FailureKey::Email(email.clone()),
+                ])?;
                 let session = self.svc.store.next_id()?;
                 let verdict = self.logins.verify(
                     &keys,
                     &id,
                     policy,
-                    failures,
+                    &failures,
                     session,
                     os_user,
                     &email,
@@ -585,12 +592,13 @@ impl ComputerState {
         effects: &mut Vec<Effect>,
     ) -> Result<Requested> {
         let (id, now) = (self.id.clone(), self.now());
+        let person = FailureKey::Person(id.clone(), os_user.to_owned());
         let computer = FailureKey::Computer(id.clone());
-        let failures = self.window(policy.settings, &computer)?;
+        let failures = self.failures([person.clone(), computer.clone()])?;
         let enabled = rules::enabled(&mode, policy.options);
         match self
             .logins
-            .admit(&id, policy, enabled, failures, os_user, now, effects)
+            .admit(&id, policy, enabled, &failures, os_user, now, effects)
         {
             Admit::Answer(answer) => return Ok(answer),
             Admit::New => {}
@@ -602,6 +610,7 @@ impl ComputerState {
                 return Ok(match self.svc.directory.email_of(os_user).await? {
                     Some(email) => self.send_new(policy, os_user, &email, effects),
                     None => {
+                        effects.push(Effect::CountFailure(person));
                         effects.push(Effect::CountFailure(computer));
                         Requested::Refuse
                     }
@@ -609,8 +618,8 @@ impl ComputerState {
             }
             Mode::Internal { login, password } => {
                 let account = FailureKey::Login(login.clone());
-                let failures = self.window(policy.settings, &account)?;
-                if let Some(retry_after) = rules::throttled(&[failures], policy.settings, now) {
+                let failures = self.failures([account.clone()])?;
+                if let Some((retry_after, _)) = rules::throttled(&failures, policy.settings, now) {
                     return Ok(Requested::Throttle { retry_after });
                 }
                 let user = snapshot.user(&login).cloned();
@@ -623,6 +632,7 @@ impl ComputerState {
                 return Ok(match user {
                     Some(user) if right => self.send_new(policy, os_user, &user.email, effects),
                     _ => {
+                        effects.push(Effect::CountFailure(person));
                         effects.push(Effect::CountFailure(computer));
                         effects.push(Effect::CountFailure(account));
                         Requested::Refuse

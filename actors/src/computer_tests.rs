@@ -213,10 +213,11 @@ async fn an_otp_expires_after_the_expiration_time() {
 }
 
 #[tokio::test]
-async fn failures_per_computer_are_throttled() {
+async fn failures_throttle_the_person_first_and_the_computer_only_when_sprayed() {
     let f = Fixture::new(auto_directory()).await;
+    // Two failures for a person, twenty for the computer.
     let settings = SystemSettings {
-        max_failures: 3,
+        max_failures: 20,
         ..SystemSettings::default()
     };
     let mut edit = f.svc.policy.edit().await;
@@ -230,19 +231,35 @@ async fn failures_per_computer_are_throttled() {
     })
     .await
     .unwrap();
-    for _ in 0..3 {
-        assert_eq!(
-            f.verify("x@example.com", "12345678").await,
-            LoginAnswer::Verified(Verdict::Deny)
-        );
+    let wrong = |os_user: &'static str| {
+        f.login(
+            os_user,
+            LoginCall::Verify {
+                email: format!("{os_user}@example.com"),
+                code: Code::from_typed("12345678"),
+            },
+        )
+    };
+    for _ in 0..2 {
+        assert_eq!(wrong("alice").await, LoginAnswer::Verified(Verdict::Deny));
     }
     assert!(matches!(
-        f.verify("x@example.com", "12345678").await,
+        wrong("alice").await,
         LoginAnswer::Verified(Verdict::Throttle { .. })
     ));
-    f.clock.advance(crate::settings::DEFAULT_FAILURE_WINDOW);
-    assert_eq!(
-        f.verify("x@example.com", "12345678").await,
-        LoginAnswer::Verified(Verdict::Deny)
-    );
+    // Alice's failures leave bob alone.
+    assert_eq!(wrong("bob").await, LoginAnswer::Verified(Verdict::Deny));
+    // Spraying with new names fills the computer's bucket (3 + 17 = 20): then
+    // everyone waits.
+    for n in 0..17 {
+        let os_user: &'static str = Box::leak(format!("u{n}").into_boxed_str());
+        assert_eq!(wrong(os_user).await, LoginAnswer::Verified(Verdict::Deny));
+    }
+    assert!(matches!(
+        wrong("carol").await,
+        LoginAnswer::Verified(Verdict::Throttle { .. })
+    ));
+    // The person's share drains in a tenth of the window.
+    f.clock.advance(crate::settings::DEFAULT_FAILURE_WINDOW / 2);
+    assert_eq!(wrong("alice").await, LoginAnswer::Verified(Verdict::Deny));
 }

@@ -84,9 +84,14 @@ impl Effect {
     }
 }
 
-/// What failures are counted against.
+/// What failures are counted against: first the person (an OS user on one
+/// computer), whose limit is the lowest, so that nobody can spend anyone
+/// else's; then, with limits aimed at spraying, the computer, the email address
+/// and the internal login, whatever computer they were tried from.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum FailureKey {
+    /// One OS user on one computer.
+    Person(ComputerId, String),
     /// Everything that failed on one computer.
     Computer(ComputerId),
     /// Wrong codes typed with one email address, on any computer.
@@ -95,56 +100,114 @@ pub enum FailureKey {
     Login(String),
 }
 
+/// A person's share of [`SystemSettings::max_failures`]: one in this many.
+pub const PERSON_SHARE: u32 = 10;
+
 impl FailureKey {
     /// The key under which the store counts it.
     pub fn key(&self) -> String {
         match self {
+            Self::Person(id, os_user) => format!("person:{id}\0{os_user}"),
             Self::Computer(id) => format!("computer:{id}"),
             Self::Email(email) => format!("email:{}", email.to_lowercase()),
             Self::Login(login) => format!("login:{}", login.to_lowercase()),
         }
     }
-}
 
-/// Failures counted within a window of time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Window {
-    /// When the window began.
-    pub start: Timestamp,
-    /// Failures since then.
-    pub count: u32,
-}
+    /// The failures it takes within one failure window before it is throttled:
+    /// `max_failures` for a computer or an account, a [`PERSON_SHARE`] of it for
+    /// a person.
+    pub fn limit(&self, settings: &SystemSettings) -> u32 {
+        match self {
+            Self::Person(..) => (settings.max_failures / PERSON_SHARE).max(1),
+            Self::Computer(_) | Self::Email(_) | Self::Login(_) => settings.max_failures,
+        }
+    }
 
-impl Window {
-    /// The window at `now`, restarted if `length` has passed since it began.
-    pub fn at(self, now: Timestamp, length: Duration) -> Self {
-        if now >= self.start.after(length) {
-            Self {
-                start: now,
-                count: 0,
-            }
-        } else {
-            self
+    /// What it is, for the audit log.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Person(..) => "this user on this computer".into(),
+            Self::Computer(_) => "this computer".into(),
+            Self::Email(email) => email.to_lowercase(),
+            Self::Login(login) => format!("login {login}"),
         }
     }
 }
 
-/// How long until every one of `windows` is below the failure limit again, if
-/// any of them is at it.
-pub fn throttled(
-    windows: &[Window],
+/// Thousandths of a failure: a bucket drains by fractions.
+const UNIT: u64 = 1000;
+
+/// The failures against one key, as a leaky bucket: each failure adds one, and
+/// the bucket drains its key's limit in every failure window. A key is throttled
+/// while its bucket is full, that is once it took its limit within any stretch
+/// of one window's length: no window edge lets twice the limit through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bucket {
+    /// Failures in it, in thousandths.
+    level: u64,
+    /// When it was last drained.
+    at: Timestamp,
+}
+
+impl Default for Bucket {
+    /// An empty bucket.
+    fn default() -> Self {
+        Self {
+            level: 0,
+            at: Timestamp::from_unix_millis(0),
+        }
+    }
+}
+
+impl Bucket {
+    /// The bucket at `now`, drained at `limit` per `window`.
+    fn at(self, now: Timestamp, limit: u32, window: Duration) -> Self {
+        let elapsed = u128::from(now.unix_millis().saturating_sub(self.at.unix_millis()));
+        let drained = elapsed * u128::from(limit) * u128::from(UNIT) / window.as_millis().max(1);
+        Self {
+            level: self
+                .level
+                .saturating_sub(u64::try_from(drained).unwrap_or(u64::MAX)),
+            at: now.max(self.at),
+        }
+    }
+
+    /// The bucket with one more failure at `now`.
+    pub fn fail(self, now: Timestamp, limit: u32, window: Duration) -> Self {
+        let bucket = self.at(now, limit, window);
+        Self {
+            level: bucket.level.saturating_add(UNIT),
+            ..bucket
+        }
+    }
+
+    /// How long until it takes a failure again, if it is full at `now` (one more
+    /// would overflow it).
+    pub fn full_for(self, now: Timestamp, limit: u32, window: Duration) -> Option<Duration> {
+        let capacity = u64::from(limit) * UNIT;
+        let over = self.level.saturating_add(UNIT).saturating_sub(capacity);
+        let per_window = u128::from(limit) * u128::from(UNIT);
+        let draining = (u128::from(over) * window.as_millis()).div_ceil(per_window);
+        let free = u128::from(self.at.unix_millis()) + draining;
+        let wait = free.saturating_sub(u128::from(now.unix_millis()));
+        (wait > 0).then(|| Duration::from_millis(u64::try_from(wait).unwrap_or(u64::MAX)))
+    }
+}
+
+/// The longest wait among the full buckets of `failures`, with its key.
+pub fn throttled<'k>(
+    failures: &'k [(FailureKey, Bucket)],
     settings: &SystemSettings,
     now: Timestamp,
-) -> Option<Duration> {
-    windows
+) -> Option<(Duration, &'k FailureKey)> {
+    failures
         .iter()
-        .map(|window| window.at(now, settings.failure_window))
-        .filter(|window| window.count >= settings.max_failures)
-        .map(|window| {
-            let until = window.start.after(settings.failure_window);
-            Duration::from_millis(until.unix_millis().saturating_sub(now.unix_millis()))
+        .filter_map(|(key, bucket)| {
+            let wait = bucket.full_for(now, key.limit(settings), settings.failure_window)?;
+            Some((wait, key))
         })
-        .max()
+        .max_by_key(|(wait, _)| *wait)
 }
 
 /// Whether `user` may decide the access requests of a computer whose options
@@ -332,7 +395,8 @@ impl Logins {
     }
 
     /// Whether `os_user` may ask for a new OTP in a mode that is `enabled`, given
-    /// the computer's failure window: not while OTPs are off or throttled; within
+    /// the `failures` of the person and the computer: not while OTPs are off or
+    /// throttled; within
     /// the interval since the last new one, the pending request is pointed at, the
     /// live OTP resent, or the time a new one may be asked for is given.
     #[allow(clippy::too_many_arguments)]
@@ -341,7 +405,7 @@ impl Logins {
         computer: &ComputerId,
         policy: Policy<'_>,
         enabled: bool,
-        computer_failures: Window,
+        failures: &[(FailureKey, Bucket)],
         os_user: &str,
         now: Timestamp,
         effects: &mut Vec<Effect>,
@@ -349,7 +413,7 @@ impl Logins {
         if !policy.options.allow_otp || !enabled {
             return Admit::Answer(Requested::Disabled);
         }
-        if let Some(retry_after) = throttled(&[computer_failures], policy.settings, now) {
+        if let Some((retry_after, _)) = throttled(failures, policy.settings, now) {
             return Admit::Answer(Requested::Throttle { retry_after });
         }
         let Some(next_at) = self
@@ -507,8 +571,8 @@ impl Logins {
         answer
     }
 
-    /// Checks `code` typed by `os_user` with `email`, given the failure windows of
-    /// the computer and of the email. On Allow the OTP is used up and client
+    /// Checks `code` typed by `os_user` with `email`, given the `failures` of the
+    /// person, the computer and the email. On Allow the OTP is used up and client
     /// session `session` may start; every wrong answer looks the same to the
     /// caller and is counted.
     #[allow(clippy::too_many_arguments)]
@@ -517,7 +581,7 @@ impl Logins {
         keys: &OtpKeys,
         computer: &ComputerId,
         policy: Policy<'_>,
-        failures: [Window; 2],
+        failures: &[(FailureKey, Bucket)],
         session: u64,
         os_user: &str,
         email: &str,
@@ -526,8 +590,9 @@ impl Logins {
         effects: &mut Vec<Effect>,
     ) -> Verdict {
         let who = person(os_user, computer);
-        if let Some(retry_after) = throttled(&failures, policy.settings, now) {
-            effects.push(Effect::audit(&who, Action::Verify, "throttled"));
+        if let Some((retry_after, key)) = throttled(failures, policy.settings, now) {
+            let outcome = format!("throttled: too many failures for {}", key.describe());
+            effects.push(Effect::audit(&who, Action::Verify, &outcome));
             return Verdict::Throttle { retry_after };
         }
         // A user with no OTP gets no slot: names the agent sends cost no storage.
@@ -560,8 +625,13 @@ impl Logins {
                 Verdict::Allow { session }
             }
             Check::Wrong { .. } | Check::NotLive => {
-                effects.push(Effect::CountFailure(FailureKey::Computer(computer.clone())));
-                effects.push(Effect::CountFailure(FailureKey::Email(email.to_owned())));
+                for key in [
+                    FailureKey::Person(computer.clone(), os_user.to_owned()),
+                    FailureKey::Computer(computer.clone()),
+                    FailureKey::Email(email.to_owned()),
+                ] {
+                    effects.push(Effect::CountFailure(key));
+                }
                 effects.push(Effect::audit(
                     &who,
                     Action::Verify,

@@ -35,13 +35,6 @@ fn user(login: &str, role: Role) -> UserRecord {
     }
 }
 
-fn no_failures() -> Window {
-    Window {
-        start: t0(),
-        count: 0,
-    }
-}
-
 /// Issues an OTP the person asked for; returns its code.
 fn issue(logins: &mut Logins, policy: Policy<'_>, now: Timestamp) -> Code {
     let code = Code::generate(policy.settings.otp_length);
@@ -64,7 +57,7 @@ fn verify(logins: &mut Logins, policy: Policy<'_>, code: &Code, now: Timestamp) 
         &keys(),
         &ws(),
         policy,
-        [no_failures(), no_failures()],
+        &[],
         7,
         "alice",
         "alice@example.com",
@@ -107,7 +100,7 @@ fn an_otp_works_once_and_not_after_it_expires() {
 }
 
 #[test]
-fn wrong_codes_are_counted_against_computer_and_email_and_lock_the_otp() {
+fn wrong_codes_are_counted_against_person_computer_and_email_and_lock_the_otp() {
     let settings = SystemSettings {
         max_attempts: 2,
         ..SystemSettings::default()
@@ -126,7 +119,7 @@ fn wrong_codes_are_counted_against_computer_and_email_and_lock_the_otp() {
             &keys(),
             &ws(),
             policy,
-            [no_failures(), no_failures()],
+            &[],
             7,
             "alice",
             "alice@example.com",
@@ -146,11 +139,11 @@ fn wrong_codes_are_counted_against_computer_and_email_and_lock_the_otp() {
     assert_eq!(
         counted,
         [
-            "computer:ws-1",
-            "email:alice@example.com",
+            "person:ws-1\0alice",
             "computer:ws-1",
             "email:alice@example.com"
         ]
+        .repeat(2)
     );
     assert!(effects.contains(&Effect::audit(
         "alice@ws-1",
@@ -164,50 +157,92 @@ fn wrong_codes_are_counted_against_computer_and_email_and_lock_the_otp() {
     );
 }
 
+/// `key`'s bucket after `count` failures at `at`.
+fn failed(
+    key: FailureKey,
+    settings: &SystemSettings,
+    count: u32,
+    at: Timestamp,
+) -> (FailureKey, Bucket) {
+    let limit = key.limit(settings);
+    let bucket = (0..count).fold(Bucket::default(), |bucket, _| {
+        bucket.fail(at, limit, settings.failure_window)
+    });
+    (key, bucket)
+}
+
 #[test]
-fn failures_throttle_until_their_window_has_passed() {
+fn a_person_is_throttled_long_before_their_computer_or_account() {
+    let settings = SystemSettings::default();
+    let person = FailureKey::Person(ws(), "alice".into());
+    let email = FailureKey::Email("alice@example.com".into());
+    assert_eq!(
+        person.limit(&settings),
+        settings.max_failures / PERSON_SHARE
+    );
+    assert_eq!(email.limit(&settings), settings.max_failures);
+    assert_eq!(
+        FailureKey::Computer(ws()).limit(&settings),
+        settings.max_failures
+    );
+    let limit = person.limit(&settings);
+    let below = [failed(person.clone(), &settings, limit - 1, t0())];
+    assert_eq!(throttled(&below, &settings, t0()), None);
+    let full = [
+        failed(person.clone(), &settings, limit, t0()),
+        failed(email, &settings, limit, t0()),
+    ];
+    let (wait, key) = throttled(&full, &settings, t0()).unwrap();
+    assert_eq!(*key, person, "the person's own budget, not the address's");
+    assert_eq!(wait, settings.failure_window / limit);
+}
+
+#[test]
+fn a_bucket_drains_steadily_so_no_window_edge_lets_twice_the_limit_through() {
     let settings = SystemSettings {
-        max_failures: 3,
+        max_failures: 4,
         ..SystemSettings::default()
     };
-    let full = Window {
-        start: t0(),
-        count: 3,
-    };
-    let below = Window {
-        start: t0(),
-        count: 2,
-    };
-    let later = t0().after(10 * MINUTE);
-    assert_eq!(throttled(&[below], &settings, later), None);
-    assert_eq!(
-        throttled(&[below, full], &settings, later),
-        Some(settings.failure_window - 10 * MINUTE)
-    );
-    assert_eq!(
-        throttled(&[full], &settings, t0().after(settings.failure_window)),
-        None,
-        "a new window"
-    );
+    let window = settings.failure_window;
+    let key = FailureKey::Computer(ws());
+    // The limit at the very end of one hour...
+    let late = t0().after(window - MINUTE);
+    let (_, bucket) = failed(key.clone(), &settings, 4, late);
+    let failures = [(key.clone(), bucket)];
+    // ...is not forgiven at the start of the next: a fixed window would be.
+    let next_hour = t0().after(window + MINUTE);
+    let (wait, _) = throttled(&failures, &settings, next_hour).unwrap();
+    assert_eq!(wait, window / 4 - 2 * MINUTE);
+    // One failure drains in a quarter of the window: then one more is taken.
+    let drained = late.after(window / 4);
+    assert_eq!(throttled(&failures, &settings, drained), None);
+    let again = [(key.clone(), bucket.fail(drained, 4, window))];
+    assert!(throttled(&again, &settings, drained).is_some());
+    // So at most 4 + 4 fail within any one window's length, never 8 at once.
     let options = auto();
     let policy = Policy {
         settings: &settings,
         options: &options,
     };
     let mut logins = Logins::default();
+    let mut effects = Vec::new();
     let verdict = logins.verify(
         &keys(),
         &ws(),
         policy,
-        [no_failures(), full],
+        &failures,
         7,
         "alice",
         "alice@example.com",
         &Code::from_typed("1"),
-        later,
-        &mut Vec::new(),
+        late,
+        &mut effects,
     );
     assert!(matches!(verdict, Verdict::Throttle { .. }));
+    assert!(effects.iter().any(|e| matches!(
+        e,
+        Effect::Audit { outcome, .. } if outcome == "throttled: too many failures for this computer"
+    )));
 }
 
 #[test]
@@ -221,7 +256,7 @@ fn within_the_interval_the_live_otp_is_resent_spaced_by_the_gap() {
     let mut logins = Logins::default();
     issue(&mut logins, policy, t0());
     let admit = |logins: &mut Logins, now: Timestamp, effects: &mut Vec<Effect>| {
-        logins.admit(&ws(), policy, true, no_failures(), "alice", now, effects)
+        logins.admit(&ws(), policy, true, &[], "alice", now, effects)
     };
     let soon = t0().after(settings.resend_gap / 2);
     let mut effects = Vec::new();
@@ -283,15 +318,7 @@ fn modes_follow_the_computers_options() {
         settings: &settings,
         options: &off,
     };
-    let answer = Logins::default().admit(
-        &ws(),
-        policy,
-        true,
-        no_failures(),
-        "alice",
-        t0(),
-        &mut Vec::new(),
-    );
+    let answer = Logins::default().admit(&ws(), policy, true, &[], "alice", t0(), &mut Vec::new());
     assert_eq!(answer, Admit::Answer(Requested::Disabled));
 }
 

@@ -37,7 +37,9 @@ pub struct SystemSettings {
     pub otp_length: u8,
     /// Wrong attempts after which an OTP is locked.
     pub max_attempts: u32,
-    /// Failures allowed per client computer and per account within the window.
+    /// Failures allowed per client computer and per account within the window;
+    /// a person (an OS user on one computer) is allowed a tenth of it
+    /// (`rules::PERSON_SHARE`).
     pub max_failures: u32,
     /// The window over which failures are counted.
     pub failure_window: Duration,

@@ -24,7 +24,6 @@ use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -36,7 +35,7 @@ use crate::id::ComputerId;
 use crate::mail::outbox::{MailFailure, OutboxEntry};
 use crate::otp::Slot;
 use crate::request::AccessRequest;
-use crate::rules::Window;
+use crate::rules::Bucket;
 use crate::session::ClientSession;
 use crate::settings::{GroupRecord, Options, SystemSettings, SystemSettingsV1};
 
@@ -202,11 +201,12 @@ pub trait Store: Send + Sync + 'static {
     /// The messages given up on after cursor `after`, oldest first.
     fn mail_failures_from(&self, after: Option<&[u8]>) -> Records<'_, MailFailure>;
 
-    /// Counts one failure against `key` and returns the failures in its current
-    /// window of `length`.
-    fn count_failure(&self, key: &str, now: Timestamp, length: Duration) -> Result<u32>;
-    /// The failures counted against `key` in its current window of `length`.
-    fn failures(&self, key: &str, now: Timestamp, length: Duration) -> Result<Window>;
+    /// Counts one failure against `key`: replaces its bucket with `fail` of it,
+    /// atomically, so that concurrent failures (one account tried from many
+    /// computers) are never lost.
+    fn count_failure(&self, key: &str, fail: &(dyn Fn(Bucket) -> Bucket + Sync)) -> Result<()>;
+    /// The failures counted against `key`, as last written.
+    fn failures(&self, key: &str) -> Result<Bucket>;
 }
 
 /// One sled tree of one kind of record.
@@ -341,6 +341,9 @@ impl SledStore {
             .path(path)
             .flush_every_ms(Some(FLUSH_EVERY_MS))
             .open()?;
+        // Fixed-window failure counts of older builds: short-lived, and unlike
+        // the buckets that replaced them.
+        db.drop_tree("failures")?;
         let store = Self {
             flusher: Arc::default(),
             meta: Table::open(&db, "meta")?,
@@ -355,7 +358,7 @@ impl SledStore {
             audit: Table::open(&db, "audit")?,
             outbox: Table::open(&db, "outbox")?,
             mail_failures: Table::open(&db, "mail_failures")?,
-            failures: Table::open(&db, "failures")?,
+            failures: Table::open(&db, "failure_buckets")?,
             db,
         };
         store.index_requests()?;
@@ -577,25 +580,13 @@ impl Store for SledStore {
         self.mail_failures.from(after, false)
     }
 
-    fn count_failure(&self, key: &str, now: Timestamp, length: Duration) -> Result<u32> {
+    fn count_failure(&self, key: &str, fail: &(dyn Fn(Bucket) -> Bucket + Sync)) -> Result<()> {
         let mut failed = None;
-        let mut count = 0;
-        // Atomic read-modify-write: concurrent counters (one computer, one account
-        // used from many computers) never lose a failure.
         self.failures.tree.update_and_fetch(key, |old| {
-            let window = old
-                .and_then(|bytes| decode::<Window>("failures", bytes).ok())
-                .unwrap_or(Window {
-                    start: now,
-                    count: 0,
-                })
-                .at(now, length);
-            let window = Window {
-                count: window.count.saturating_add(1),
-                ..window
-            };
-            count = window.count;
-            match encode(&window) {
+            let bucket = old
+                .and_then(|bytes| decode::<Bucket>("failure_buckets", bytes).ok())
+                .unwrap_or_default();
+            match encode(&fail(bucket)) {
                 Ok(bytes) => Some(bytes),
                 Err(err) => {
                     failed = Some(err);
@@ -603,18 +594,11 @@ impl Store for SledStore {
                 }
             }
         })?;
-        match failed {
-            Some(err) => Err(err),
-            None => Ok(count),
-        }
+        failed.map_or(Ok(()), Err)
     }
 
-    fn failures(&self, key: &str, now: Timestamp, length: Duration) -> Result<Window> {
-        let window = self.failures.get::<Window>(key)?.unwrap_or(Window {
-            start: now,
-            count: 0,
-        });
-        Ok(window.at(now, length))
+    fn failures(&self, key: &str) -> Result<Bucket> {
+        Ok(self.failures.get::<Bucket>(key)?.unwrap_or_default())
     }
 }
 
@@ -648,6 +632,8 @@ fn decode<T: DeserializeOwned>(tree: &'static str, bytes: &[u8]) -> Result<T> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn record() -> ComputerRecord {
@@ -747,22 +733,27 @@ mod tests {
     }
 
     #[test]
-    fn failures_count_within_their_window() {
+    fn failures_are_counted_atomically_and_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path()).unwrap();
         let hour = Duration::from_secs(3600);
         let t0 = Timestamp::from_unix_millis(10_000);
-        assert_eq!(store.count_failure("k", t0, hour).unwrap(), 1);
-        assert_eq!(
-            store.count_failure("k", t0.after(hour / 2), hour).unwrap(),
-            2
-        );
-        assert_eq!(
-            store.failures("k", t0.after(hour / 2), hour).unwrap().count,
-            2
-        );
-        assert_eq!(store.failures("k", t0.after(hour), hour).unwrap().count, 0);
-        assert_eq!(store.count_failure("k", t0.after(hour), hour).unwrap(), 1);
+        let fail = |bucket: Bucket| bucket.fail(t0, 2, hour);
+        {
+            let store = SledStore::open(dir.path()).unwrap();
+            assert_eq!(store.failures("k").unwrap(), Bucket::default());
+            std::thread::scope(|scope| {
+                for _ in 0..2 {
+                    scope.spawn(|| store.count_failure("k", &fail).unwrap());
+                }
+            });
+            assert_eq!(
+                store.failures("k").unwrap().full_for(t0, 2, hour),
+                Some(hour / 2)
+            );
+        }
+        let store = SledStore::open(dir.path()).unwrap();
+        assert!(store.failures("k").unwrap().full_for(t0, 2, hour).is_some());
+        assert_eq!(store.failures("other").unwrap(), Bucket::default());
     }
 
     #[test]

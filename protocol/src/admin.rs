@@ -214,7 +214,8 @@ pub struct SettingsPatch {
     pub otp_length: Option<u8>,
     /// Wrong attempts after which an OTP is locked.
     pub max_attempts: Option<u32>,
-    /// Failures allowed per computer and per account within the window.
+    /// Failures allowed per computer and per account within the window (a
+    /// person on one computer: a tenth of it).
     pub max_failures: Option<u32>,
     /// The window over which failures are counted, in seconds.
     pub failure_window_secs: Option<u64>,

@@ -254,3 +254,61 @@ async fn the_data_folder_keys_and_sockets_are_the_owners_only() {
         assert_eq!(mode(&data.join(file)), 0o600, "{file}");
     }
 }
+
+/// Runs `otpgate args` as OS account `uid` (the tests run as root).
+async fn run_as(uid: u32, args: Vec<String>) -> Output {
+    use std::os::unix::process::CommandExt;
+    tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_otpgate"))
+            .args(&args)
+            .uid(uid)
+            .gid(uid)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_root_may_act_for_another_os_user() {
+    const NOBODY: u32 = 65534;
+    let server = TestServer::start().await;
+    let desk = server.desk("ws-1").await;
+    // The socket's folder is open to every local user, as /run/otpgate is.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(server.data.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    // nobody is taken for nobody...
+    let agent = run_as(NOBODY, login(&desk.socket, &["--json", "agent"])).await;
+    assert_eq!(status_of(&agent), 0, "{agent:?}");
+    assert_eq!(json(&agent)["os_user"], "nobody");
+    // ...and may not ask as root: refused by the agent, never sent on.
+    let ask = login(
+        &desk.socket,
+        &["--os-user", "root", "request", "--email", "x@example.com"],
+    );
+    let refused = run_as(NOBODY, ask.clone()).await;
+    assert_eq!(status_of(&refused), 1, "{refused:?}");
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        said.contains("only root may act for another user"),
+        "{said}"
+    );
+    assert!(server.requests(true).await.is_empty());
+
+    // Root may act for anyone.
+    let asked = run(
+        login(
+            &desk.socket,
+            &["--os-user", "nobody", "request", "--email", "x@example.com"],
+        ),
+        "",
+    )
+    .await;
+    assert_eq!(status_of(&asked), 0, "{asked:?}");
+    let requests = server.requests(true).await;
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].os_user, "nobody");
+}

@@ -110,7 +110,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 .await
                 .unwrap_or_else(|err| {
                     eprintln!("otpgate: {err}");
-                    ExitCode::from(EXIT_ERROR)
+                    ExitCode::from(err.exit_code())
                 }))
         }
         Command::Bench(scenario) => {

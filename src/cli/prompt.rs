@@ -43,6 +43,17 @@ pub enum LoginError {
     Io(#[from] io::Error),
 }
 
+impl LoginError {
+    /// The exit status: refused (1) when the agent would not act for the
+    /// caller, an error (2) otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Local(LocalError::Forbidden) => EXIT_REFUSED,
+            _ => EXIT_ERROR,
+        }
+    }
+}
+
 fn describe_local(error: LocalError) -> &'static str {
     match error {
         LocalError::NotConnected => "the agent is not connected to the server; try again shortly",

@@ -213,6 +213,62 @@ async fn an_otp_expires_after_the_expiration_time() {
 }
 
 #[tokio::test]
+async fn the_timer_expires_requests_and_otps_and_tells_the_person_without_any_call() {
+    let f = Fixture::new(auto_directory()).await;
+    f.login("alice", LoginCall::Request(Mode::Directory)).await;
+    let asked = f
+        .login(
+            "bob",
+            LoginCall::Request(Mode::Emergency("bob@example.com".into())),
+        )
+        .await;
+    assert!(
+        matches!(
+            asked,
+            LoginAnswer::Requested(Requested::AwaitApproval { .. })
+        ),
+        "{asked:?}"
+    );
+    f.clock.advance(Duration::from_secs(30 * 60));
+    // What the actor's timer sends when the first expiry is due; nobody calls.
+    f.actor.cast(ComputerMsg::Sweep).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let request = loop {
+        let request = f.svc.store.requests_of(&f.id).unwrap().remove(0);
+        if request.decision != crate::request::Decision::Pending {
+            break request;
+        }
+        assert!(std::time::Instant::now() < deadline, "not expired");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(request.decision, crate::request::Decision::Expire);
+    // Bob is told by mail; alice's OTP is expired and its sealed copy wiped.
+    let told = f.svc.store.outbox().unwrap().into_iter().any(|entry| {
+        entry.to == "bob@example.com"
+            && matches!(
+                entry.kind,
+                MailKind::Outcome {
+                    refusal: crate::request::Refusal::Expire,
+                    ..
+                }
+            )
+    });
+    assert!(told, "the requester is told");
+    let slots = f.svc.store.slots(&f.id).unwrap();
+    let (_, alice) = slots.iter().find(|(user, _)| user == "alice").unwrap();
+    let otp = alice.otp.as_ref().unwrap();
+    assert_eq!(otp.state, OtpState::Expired);
+    assert!(otp.sealed().is_none(), "the sealed copy is wiped");
+    let expired = f
+        .svc
+        .store
+        .audit_from(None)
+        .filter(|e| e.as_ref().unwrap().1.action == Action::Expire)
+        .count();
+    assert_eq!(expired, 2, "both expiries are in the audit log");
+}
+
+#[tokio::test]
 async fn failures_throttle_the_person_first_and_the_computer_only_when_sprayed() {
     let f = Fixture::new(auto_directory()).await;
     // Two failures for a person, twenty for the computer.

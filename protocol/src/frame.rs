@@ -8,8 +8,11 @@
 //!
 //! `length` counts the version byte and the payload. It is checked against
 //! [`MAX_FRAME_LEN`] before anything is allocated, and the payload is decoded with
-//! bincode's own limit on what decoding may reserve, [`MAX_DECODED`]: a hostile
-//! peer cannot make us reserve more than a bounded multiple of what it sent.
+//! bincode's limit on what it reads and reserves (a string's room is reserved
+//! only once its length passed the limit) set by the frame's own length,
+//! [`decode_limit`]: a hostile peer cannot make us reserve more than a small
+//! multiple of what it sent. (serde itself reserves room for a sequence of up
+//! to 1 MiB before reading it; only admin messages hold sequences.)
 
 use bytes::{Buf, BufMut, BytesMut};
 use serde::Serialize;
@@ -30,10 +33,51 @@ pub const MAX_DECODED: usize = 16 * MAX_FRAME_LEN;
 /// The size of the length prefix.
 const LENGTH_LEN: usize = 4;
 
-/// The bincode configuration shared by both directions. Its limit bounds every
-/// allocation a payload can ask for (a string or vector length, say).
+/// The bincode configuration for encoding, and for decoding the largest frames.
 fn config() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<MAX_DECODED>()
+}
+
+/// How much more a decoded value may take than its encoding.
+const DECODE_FACTOR: usize = MAX_DECODED / MAX_FRAME_LEN;
+
+/// The bincode limit for decoding a payload of `len` bytes: [`DECODE_FACTOR`]
+/// times it, rounded up to a power of four from 1 KiB, at most [`MAX_DECODED`].
+pub fn decode_limit(len: usize) -> usize {
+    LIMITS
+        .into_iter()
+        .find(|&limit| len.saturating_mul(DECODE_FACTOR) <= limit)
+        .unwrap_or(MAX_DECODED)
+}
+
+/// The limits [`decode_limit`] picks from, below [`MAX_DECODED`].
+const LIMITS: [usize; 5] = [1 << 10, 1 << 12, 1 << 14, 1 << 16, 1 << 18];
+
+/// Decodes `payload` under [`decode_limit`] of its length (bincode's limit is a
+/// type parameter: one configuration per limit).
+fn decode_payload<M: DeserializeOwned>(
+    payload: &[u8],
+) -> Result<(M, usize), bincode::error::DecodeError> {
+    use bincode::config::standard;
+    use bincode::serde::decode_from_slice;
+    match decode_limit(payload.len()) {
+        limit if limit == LIMITS[0] => {
+            decode_from_slice(payload, standard().with_limit::<{ 1 << 10 }>())
+        }
+        limit if limit == LIMITS[1] => {
+            decode_from_slice(payload, standard().with_limit::<{ 1 << 12 }>())
+        }
+        limit if limit == LIMITS[2] => {
+            decode_from_slice(payload, standard().with_limit::<{ 1 << 14 }>())
+        }
+        limit if limit == LIMITS[3] => {
+            decode_from_slice(payload, standard().with_limit::<{ 1 << 16 }>())
+        }
+        limit if limit == LIMITS[4] => {
+            decode_from_slice(payload, standard().with_limit::<{ 1 << 18 }>())
+        }
+        _ => decode_from_slice(payload, config()),
+    }
 }
 
 /// Why bytes could not be turned into a message, or a message into bytes.
@@ -139,8 +183,7 @@ pub fn decode<M: DeserializeOwned>(src: &mut BytesMut) -> Result<Option<M>, Fram
         return Ok(None);
     }
     let payload = &src[LENGTH_LEN + 1..LENGTH_LEN + len];
-    let (msg, used) =
-        bincode::serde::decode_from_slice(payload, config()).map_err(FrameError::Malformed)?;
+    let (msg, used) = decode_payload(payload).map_err(FrameError::Malformed)?;
     if used != payload.len() {
         return Err(FrameError::TrailingBytes {
             extra: payload.len() - used,
@@ -154,6 +197,19 @@ pub fn decode<M: DeserializeOwned>(src: &mut BytesMut) -> Result<Option<M>, Fram
 mod tests {
     use super::*;
     use crate::message::{AgentMessage, Request};
+
+    #[test]
+    fn the_decode_limit_is_a_small_multiple_of_the_frame() {
+        assert_eq!(decode_limit(1), 1 << 10);
+        assert_eq!(decode_limit(64), 1 << 10);
+        assert_eq!(decode_limit(65), 1 << 12);
+        assert_eq!(decode_limit(MAX_FRAME_LEN), MAX_DECODED);
+        for len in [1, 100, 1000, 5000, 40_000, MAX_FRAME_LEN] {
+            let limit = decode_limit(len);
+            assert!(limit >= len * DECODE_FACTOR, "{len}");
+            assert!(limit <= (4 * len * DECODE_FACTOR).max(1 << 10), "{len}");
+        }
+    }
 
     fn frame(version: u8, payload: &[u8]) -> BytesMut {
         let mut buf = BytesMut::new();

@@ -195,3 +195,31 @@ async fn a_connection_that_floods_requests_is_slowed_down_not_cut_off() {
     assert_eq!(agent.link.status().welcomes, 1);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_max_connections_wait_for_a_free_slot() {
+    let server = TestServer::start_with_config("max_connections = 2\n").await;
+    let identities: Vec<_> = (1..=3)
+        .map(|n| server.identity(&format!("ws-{n}")))
+        .collect();
+    let first = server.agent(&identities[0]);
+    let second = server.agent(&identities[1]);
+    first.welcomed(1, Duration::from_secs(20)).await;
+    second.welcomed(1, Duration::from_secs(20)).await;
+
+    // A third waits, unanswered, while the two keep being served.
+    let third = server.agent(&identities[2]);
+    let heartbeats = [&first, &second].map(|agent| agent.link.status().heartbeats);
+    first
+        .still_served_since(heartbeats[0], Duration::from_secs(20))
+        .await;
+    second
+        .still_served_since(heartbeats[1], Duration::from_secs(20))
+        .await;
+    assert_eq!(third.link.status().welcomes, 0, "no slot for a third");
+
+    // One leaves: the third gets its slot.
+    drop(first);
+    third.welcomed(1, Duration::from_secs(20)).await;
+    second.still_served(Duration::from_secs(20)).await;
+}

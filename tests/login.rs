@@ -12,7 +12,9 @@ use common::agent::{Agent, Desk};
 use common::me;
 use common::server::TestServer;
 use otpgate_actors::{Clock, ManualClock, SystemClock};
-use otpgate_protocol::admin::{AdminRequest, AdminResponse, Choice, OptionsView, RoleView};
+use otpgate_protocol::admin::{
+    AdminErrorCode, AdminRequest, AdminResponse, Choice, OptionsView, RoleView,
+};
 use otpgate_protocol::login::{
     LoginRequest, LoginResponse, RequestMode, RequestState, Requested, Secret, Verdict,
 };
@@ -334,8 +336,8 @@ async fn an_administrator_generates_an_otp_without_a_request() {
             .any(|e| e.action == "generate" && e.outcome.contains("Generated without request."))
     );
 
-    // Only administrators may.
-    server
+    // Only administrators may: bob exists, and is refused for his role.
+    let added = server
         .admin(AdminRequest::UserAdd {
             login: "bob".into(),
             email: "bob@example.com".into(),
@@ -343,16 +345,29 @@ async fn an_administrator_generates_an_otp_without_a_request() {
             password: Secret("bob's long password".into()),
         })
         .await;
-    let refused = server
-        .admin(AdminRequest::OtpGenerate {
-            computer: "ws-1".into(),
-            os_user: me(),
-            email: my_email(),
-            comment: None,
-            by: "bob".into(),
-        })
-        .await;
-    assert!(matches!(refused, AdminResponse::Fail(_)));
+    assert_eq!(added, AdminResponse::Done);
+    for by in ["bob", "nobody"] {
+        let refused = server
+            .admin(AdminRequest::OtpGenerate {
+                computer: "ws-1".into(),
+                os_user: "carol".into(),
+                email: "carol@example.com".into(),
+                comment: None,
+                by: by.into(),
+            })
+            .await;
+        assert!(
+            matches!(&refused, AdminResponse::Fail(e) if e.code == AdminErrorCode::Forbidden),
+            "{by}: {refused:?}"
+        );
+    }
+    let generated = server
+        .audit(0)
+        .await
+        .into_iter()
+        .filter(|e| e.action == "generate")
+        .count();
+    assert_eq!(generated, 1, "only the administrator's");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

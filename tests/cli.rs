@@ -312,3 +312,38 @@ async fn only_root_may_act_for_another_os_user() {
     assert_eq!(requests.len(), 1);
     assert_eq!(requests[0].os_user, "nobody");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_otps_the_login_goes_on_with_status_0() {
+    let server = TestServer::start().await;
+    let data = server.data_dir();
+    let off = run(
+        admin(&data, &["clients", "set", "ws-1", "--allow-otp", "false"]),
+        "",
+    )
+    .await;
+    assert_eq!(status_of(&off), 0, "{off:?}");
+    let desk = server.desk("ws-1").await;
+    let socket = desk.socket.clone();
+
+    let requested = run(
+        login(&socket, &["request", "--email", "x@example.com", "--json"]),
+        "",
+    )
+    .await;
+    assert_eq!(status_of(&requested), 0, "{requested:?}");
+    assert_eq!(json(&requested)["requested"], "not_required");
+    let verified = run(
+        login(&socket, &["verify", "--email", "x@example.com", "--json"]),
+        "12345678\n",
+    )
+    .await;
+    assert_eq!(status_of(&verified), 0, "{verified:?}");
+    assert_eq!(json(&verified)["verified"], "not_required");
+    // The interactive prompt says so and lets the login go on.
+    let prompt = run(login(&socket, &[]), "").await;
+    assert_eq!(status_of(&prompt), 0, "{prompt:?}");
+    assert!(String::from_utf8_lossy(&prompt.stderr).contains("not required"));
+    // Nothing was checked, so nothing was counted or sent.
+    assert!(server.requests(true).await.is_empty());
+}

@@ -39,6 +39,8 @@ async fn generate(server: &TestServer, os_user: &str, email: &str) {
             email: email.into(),
             comment: None,
             by: "admin".into(),
+            // No agent of ws-1 runs here: these tests are about the mail.
+            new_client: true,
         })
         .await;
     assert!(

@@ -132,9 +132,19 @@ pub enum Requested {
         /// When a new one may be requested.
         next_at: Timestamp,
     },
+    /// The live OTP was emailed to `to` moments ago; it may be sent again at
+    /// `next_at`.
+    ResendLater {
+        /// The address.
+        to: String,
+        /// When it may be sent again.
+        next_at: Timestamp,
+    },
     /// There is no live OTP to resend.
     NoLiveOtp,
-    /// OTPs, or this way of asking, are not enabled on this computer.
+    /// OTPs are not used on this computer: log in without one.
+    NotRequired,
+    /// This way of asking is not enabled on this computer.
     Disabled,
     /// Refused: wrong login name or password, or no email known for the account.
     Refuse,
@@ -155,6 +165,8 @@ pub enum Verdict {
     },
     /// Do not log in. Which check failed is not said.
     Deny,
+    /// OTPs are not used on this computer: log in without one.
+    NotRequired,
     /// Too many failures; try again after `retry_after`.
     Throttle {
         /// How long to wait.

@@ -264,6 +264,8 @@ pub fn describe(requested: &Requested) -> String {
         Requested::TooSoon { .. } => "too soon for a new OTP".into(),
         Requested::NoLiveOtp => "no live OTP".into(),
         Requested::Disabled => "not enabled".into(),
+        Requested::NotRequired => "OTPs not required".into(),
+        Requested::ResendLater { to, .. } => format!("OTP sent to {to} moments ago"),
         Requested::Refuse => "refused".into(),
         Requested::Throttle { .. } => "throttled".into(),
     }
@@ -395,10 +397,11 @@ impl Logins {
     }
 
     /// Whether `os_user` may ask for a new OTP in a mode that is `enabled`, given
-    /// the `failures` of the person and the computer: not while OTPs are off or
-    /// throttled; within
-    /// the interval since the last new one, the pending request is pointed at, the
-    /// live OTP resent, or the time a new one may be asked for is given.
+    /// the `failures` of the person and the computer: not needed while OTPs are
+    /// off; not while this mode is off or they are throttled; while a request of
+    /// theirs is pending, that request; within the interval since an OTP was
+    /// last issued to them, the live OTP resent or the time a new one may be
+    /// asked for.
     #[allow(clippy::too_many_arguments)]
     pub fn admit(
         &mut self,
@@ -410,18 +413,15 @@ impl Logins {
         now: Timestamp,
         effects: &mut Vec<Effect>,
     ) -> Admit {
-        if !policy.options.allow_otp || !enabled {
+        if !policy.options.allow_otp {
+            return Admit::Answer(Requested::NotRequired);
+        }
+        if !enabled {
             return Admit::Answer(Requested::Disabled);
         }
         if let Some((retry_after, _)) = throttled(failures, policy.settings, now) {
             return Admit::Answer(Requested::Throttle { retry_after });
         }
-        let Some(next_at) = self
-            .next_new_at(policy.settings, os_user)
-            .filter(|&next| now < next)
-        else {
-            return Admit::New;
-        };
         if let Some(request) = self.latest.get(os_user)
             && request.decision == Decision::Pending
         {
@@ -430,6 +430,12 @@ impl Logins {
                 expires: request.expires,
             });
         }
+        let Some(next_at) = self
+            .next_new_at(policy.settings, os_user)
+            .filter(|&next| now < next)
+        else {
+            return Admit::New;
+        };
         Admit::Answer(match self.resend(computer, policy, os_user, now, effects) {
             Requested::NoLiveOtp => Requested::TooSoon { next_at },
             other => other,
@@ -437,7 +443,7 @@ impl Logins {
     }
 
     /// Emails the live OTP of `os_user` again, unless the last email is more
-    /// recent than the resend gap (then it only says where it went).
+    /// recent than the resend gap (then it says when it may be sent again).
     pub fn resend(
         &mut self,
         computer: &ComputerId,
@@ -446,6 +452,9 @@ impl Logins {
         now: Timestamp,
         effects: &mut Vec<Effect>,
     ) -> Requested {
+        if !policy.options.allow_otp {
+            return Requested::NotRequired;
+        }
         let Some(slot) = self.slots.get_mut(os_user) else {
             return Requested::NoLiveOtp;
         };
@@ -453,10 +462,14 @@ impl Logins {
             return Requested::NoLiveOtp;
         };
         let (to, valid_until) = (otp.email.clone(), otp.valid_until);
-        let recently = slot
+        if let Some(next_at) = slot
             .last_sent
-            .is_some_and(|sent| now < sent.after(policy.settings.resend_gap));
-        if !recently && let Some(sealed) = otp.sealed() {
+            .map(|sent| sent.after(policy.settings.resend_gap))
+            .filter(|&next_at| now < next_at)
+        {
+            return Requested::ResendLater { to, next_at };
+        }
+        if let Some(sealed) = otp.sealed() {
             effects.push(Effect::QueueMail {
                 to: to.clone(),
                 kind: otp_mail(computer, os_user, sealed.to_vec(), valid_until),
@@ -469,8 +482,8 @@ impl Logins {
     }
 
     /// Issues a new OTP `code` for `os_user` and `email`, replacing any other, and
-    /// queues its email. `asked` when the person asked for it (it starts the
-    /// interval), not when an approver or administrator made it.
+    /// queues its email. One the person asked for (sent at once, or approved)
+    /// starts the interval; one an administrator generated does not.
     #[allow(clippy::too_many_arguments)]
     pub fn issue(
         &mut self,
@@ -485,7 +498,7 @@ impl Logins {
         effects: &mut Vec<Effect>,
     ) -> Timestamp {
         let valid_until = now.after(policy.settings.expiration);
-        let asked = origin == Origin::AutoSend;
+        let asked = !matches!(origin, Origin::Generated { .. });
         let otp = Otp::new(
             keys,
             computer,
@@ -517,8 +530,8 @@ impl Logins {
     }
 
     /// Opens access request `id` from `os_user` for `email`, and notifies
-    /// `approvers` (see [`approvers`]). It starts the interval. Refused when
-    /// `email` is not an address.
+    /// `approvers` (see [`approvers`]). Only an approval, which issues an OTP,
+    /// starts the interval. Refused when `email` is not an address.
     #[allow(clippy::too_many_arguments)]
     pub fn open_request(
         &mut self,
@@ -546,8 +559,6 @@ impl Logins {
             decision: Decision::Pending,
         };
         effects.push(Effect::SaveRequest(request.clone()));
-        self.slots.entry(os_user.to_owned()).or_default().last_new = Some(now);
-        effects.push(Effect::SaveSlot(os_user.to_owned()));
         for approver in approvers {
             effects.push(Effect::QueueMail {
                 to: approver.email.clone(),
@@ -572,7 +583,7 @@ impl Logins {
     }
 
     /// Checks `code` typed by `os_user` with `email`, given the `failures` of the
-    /// person, the computer and the email. On Allow the OTP is used up and client
+    /// person, the computer and the email; not needed while OTPs are off. On Allow the OTP is used up and client
     /// session `session` may start; every wrong answer looks the same to the
     /// caller and is counted.
     #[allow(clippy::too_many_arguments)]
@@ -589,6 +600,9 @@ impl Logins {
         now: Timestamp,
         effects: &mut Vec<Effect>,
     ) -> Verdict {
+        if !policy.options.allow_otp {
+            return Verdict::NotRequired;
+        }
         let who = person(os_user, computer);
         if let Some((retry_after, key)) = throttled(failures, policy.settings, now) {
             let outcome = format!("throttled: too many failures for {}", key.describe());

@@ -261,12 +261,15 @@ fn within_the_interval_the_live_otp_is_resent_spaced_by_the_gap() {
     let soon = t0().after(settings.resend_gap / 2);
     let mut effects = Vec::new();
     let answer = admit(&mut logins, soon, &mut effects);
-    assert!(matches!(answer, Admit::Answer(Requested::Resend { .. })));
     assert_eq!(
-        mails(&effects),
-        0,
-        "inside the resend gap: not mailed again"
+        answer,
+        Admit::Answer(Requested::ResendLater {
+            to: "alice@example.com".into(),
+            next_at: t0().after(settings.resend_gap),
+        }),
+        "inside the resend gap: not mailed again, and told when it can be"
     );
+    assert_eq!(mails(&effects), 0);
 
     let after_gap = t0().after(settings.resend_gap);
     let answer = admit(&mut logins, after_gap, &mut effects);
@@ -319,7 +322,78 @@ fn modes_follow_the_computers_options() {
         options: &off,
     };
     let answer = Logins::default().admit(&ws(), policy, true, &[], "alice", t0(), &mut Vec::new());
-    assert_eq!(answer, Admit::Answer(Requested::Disabled));
+    assert_eq!(answer, Admit::Answer(Requested::NotRequired));
+    let mut logins = Logins::default();
+    assert_eq!(
+        verify(&mut logins, policy, &Code::from_typed("1"), t0()),
+        Verdict::NotRequired,
+        "nothing to check, nothing counted"
+    );
+    let on = Policy {
+        settings: &settings,
+        options: &auto(),
+    };
+    let answer = logins.admit(&ws(), on, false, &[], "alice", t0(), &mut Vec::new());
+    assert_eq!(
+        answer,
+        Admit::Answer(Requested::Disabled),
+        "a mode that is off"
+    );
+}
+
+#[test]
+fn the_interval_starts_only_when_an_otp_is_issued() {
+    let settings = SystemSettings::default();
+    let options = Effective::default();
+    let policy = Policy {
+        settings: &settings,
+        options: &options,
+    };
+    let mut logins = Logins::default();
+    let mut effects = Vec::new();
+    let open = |logins: &mut Logins, id: u64, now: Timestamp, effects: &mut Vec<Effect>| {
+        logins.open_request(
+            &ws(),
+            policy,
+            &[],
+            id,
+            "alice",
+            "alice@example.com",
+            false,
+            now,
+            effects,
+        )
+    };
+    open(&mut logins, 1, t0(), &mut effects);
+    // While it is pending, asking again points at it.
+    let later = t0().after(MINUTE);
+    assert_eq!(
+        logins.admit(&ws(), policy, true, &[], "alice", later, &mut effects),
+        Admit::Answer(Requested::AwaitApproval {
+            request: 1,
+            expires: t0().after(settings.expiration),
+        })
+    );
+    // Denied: no OTP was issued, so the person may ask again at once.
+    let mut request = logins.latest["alice"].clone();
+    let code = Code::generate(8);
+    let denied = logins.decide(
+        &keys(),
+        &ws(),
+        policy,
+        &mut request,
+        "root",
+        Choice::Deny,
+        None,
+        &code,
+        later,
+        &mut effects,
+    );
+    assert!(denied);
+    assert_eq!(
+        logins.admit(&ws(), policy, true, &[], "alice", later, &mut effects),
+        Admit::New
+    );
 }
 
 #[test]

@@ -109,6 +109,8 @@ pub enum AdminRequest {
         comment: Option<String>,
         /// The administrator generating it.
         by: String,
+        /// Generate it even for a computer the server has never seen.
+        new_client: bool,
     },
     /// Client sessions (the open ones, or all), by computer then age.
     SessionsList {

@@ -150,9 +150,19 @@ pub enum Requested {
         /// When a new one may be requested.
         next_at: u64,
     },
+    /// The live OTP was emailed to `to` moments ago; it may be sent again at
+    /// `next_at`.
+    ResendLater {
+        /// The address.
+        to: String,
+        /// When it may be sent again.
+        next_at: u64,
+    },
     /// No live OTP to resend.
     NoLiveOtp,
-    /// OTPs, or this way of asking, are not enabled on this computer.
+    /// OTPs are not used on this computer: log in without one.
+    NotRequired,
+    /// This way of asking is not enabled on this computer.
     Disabled,
     /// Refused.
     Refuse,
@@ -174,6 +184,8 @@ pub enum Verdict {
     },
     /// Access denied.
     Deny,
+    /// OTPs are not used on this computer: log in without one.
+    NotRequired,
     /// Too many failures: wait.
     Throttle {
         /// Seconds to wait.

@@ -298,15 +298,24 @@ fn admin_request() -> impl Strategy<Value = AdminRequest> {
                 comment,
             }
         }),
-        (text(), text(), text(), proptest::option::of(text()), text()).prop_map(
-            |(computer, os_user, email, comment, by)| AdminRequest::OtpGenerate {
-                computer,
-                os_user,
-                email,
-                comment,
-                by
-            }
-        ),
+        (
+            text(),
+            text(),
+            text(),
+            proptest::option::of(text()),
+            text(),
+            any::<bool>()
+        )
+            .prop_map(|(computer, os_user, email, comment, by, new_client)| {
+                AdminRequest::OtpGenerate {
+                    computer,
+                    os_user,
+                    email,
+                    comment,
+                    by,
+                    new_client,
+                }
+            }),
         (any::<bool>(), list_filter(), page_request())
             .prop_map(|(all, filter, page)| { AdminRequest::SessionsList { all, filter, page } }),
         page_request().prop_map(|page| AdminRequest::MailQueue { page }),

@@ -117,12 +117,14 @@ pub(super) async fn command(
             email,
             comment,
             by,
+            new_client,
         }) => AdminRequest::OtpGenerate {
             computer: client,
             os_user,
             email,
             comment: Some(comment),
             by,
+            new_client,
         },
         Admin::Sessions(AdminSessions::List { all, filter, page }) => {
             let filter = list_filter(filter);

@@ -469,6 +469,10 @@ pub(super) enum AdminOtp {
         /// The administrator generating it.
         #[arg(long = "as", default_value = INITIAL_ADMIN)]
         by: String,
+        /// Generate it even for a computer the server has never seen (its
+        /// agent has not connected yet).
+        #[arg(long)]
+        new_client: bool,
     },
 }
 

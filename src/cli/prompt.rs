@@ -87,15 +87,26 @@ impl Prompt<'_> {
     }
 }
 
-/// The exit status for an answer.
+/// What the prompt says when this computer does not use OTPs.
+const NOT_REQUIRED: &str =
+    "One-time passwords are not required on this computer: log in without one.";
+
+/// The exit status for an answer: 0 when the login may go on (or a request is
+/// on its way), 1 when refused or denied.
 pub fn exit_code(response: &LoginResponse) -> u8 {
     let ok = match response {
         LoginResponse::Status(_) => true,
         LoginResponse::Requested(requested) => matches!(
             requested,
-            Requested::Send { .. } | Requested::Resend { .. } | Requested::AwaitApproval { .. }
+            Requested::Send { .. }
+                | Requested::Resend { .. }
+                | Requested::ResendLater { .. }
+                | Requested::AwaitApproval { .. }
+                | Requested::NotRequired
         ),
-        LoginResponse::Verified(verdict) => matches!(verdict, Verdict::Allow { .. }),
+        LoginResponse::Verified(verdict) => {
+            matches!(verdict, Verdict::Allow { .. } | Verdict::NotRequired)
+        }
         LoginResponse::LoggedOut { ended } => *ended,
     };
     if ok { EXIT_OK } else { EXIT_REFUSED }
@@ -137,7 +148,13 @@ pub fn describe(response: &LoginResponse) -> String {
                 "A new one-time password cannot be requested before {}.",
                 time(*next_at)
             ),
+            Requested::ResendLater { to, next_at } => format!(
+                "The one-time password was sent to {to} moments ago. It can be sent again \
+                 from {}.",
+                time(*next_at)
+            ),
             Requested::NoLiveOtp => "There is no valid one-time password to resend.".into(),
+            Requested::NotRequired => NOT_REQUIRED.into(),
             Requested::Disabled => "This way of requesting is not enabled on this computer.".into(),
             Requested::Refuse => "The request was refused.".into(),
             Requested::Throttle { retry_after } => {
@@ -147,6 +164,7 @@ pub fn describe(response: &LoginResponse) -> String {
         LoginResponse::Verified(verdict) => match verdict {
             Verdict::Allow { session } => format!("Access granted (session {session})."),
             Verdict::Deny => "Access denied.".into(),
+            Verdict::NotRequired => NOT_REQUIRED.into(),
             Verdict::Throttle { retry_after } => {
                 format!("Too many failed attempts. Try again in {retry_after} seconds.")
             }
@@ -163,7 +181,7 @@ pub fn describe(response: &LoginResponse) -> String {
 fn describe_status(status: &PromptState) -> String {
     let mut lines = vec![format!("User: {}", status.os_user)];
     if !status.allow_otp {
-        lines.push("One-time passwords are not enabled on this computer.".into());
+        lines.push(NOT_REQUIRED.into());
     }
     if let Some(email) = &status.email {
         lines.push(format!("Email address: {email}"));
@@ -255,11 +273,12 @@ pub async fn interactive(prompt: &Prompt<'_>) -> Result<ExitCode, LoginError> {
         let LoginResponse::Status(status) = prompt.ask(LoginRequest::Status).await? else {
             return Err(LoginError::Unexpected);
         };
+        if !status.allow_otp {
+            eprintln!("{NOT_REQUIRED}");
+            return Ok(ExitCode::from(EXIT_OK));
+        }
         eprintln!("\n=== One-time password required ===");
         eprintln!("{}", describe_status(&status));
-        if !status.allow_otp {
-            return Ok(ExitCode::from(EXIT_REFUSED));
-        }
         let email = match &status.email {
             Some(email) => email.clone(),
             None => read_line("Email address (empty to request a one-time password): ")?,

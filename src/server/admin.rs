@@ -380,6 +380,7 @@ async fn handle(
             email,
             comment,
             by,
+            new_client,
         } => {
             let id = match computer_id(&computer) {
                 Ok(id) => id,
@@ -389,6 +390,15 @@ async fn handle(
                 return Ok(fail(
                     AdminErrorCode::Invalid,
                     "an OS user and an email address are needed",
+                ));
+            }
+            if !new_client && store.computer(&id)?.is_none() {
+                return Ok(fail(
+                    AdminErrorCode::NotFound,
+                    format!(
+                        "client computer {id} has never connected (a typo?); \
+                         --new-client generates the OTP anyway"
+                    ),
                 ));
             }
             let comment = comment.unwrap_or_else(|| DEFAULT_GENERATE_COMMENT.to_owned());

@@ -64,7 +64,12 @@ pub fn login_response(os_user: &str, answer: LoginAnswer) -> LoginResponse {
             Requested::TooSoon { next_at } => wire::Requested::TooSoon {
                 next_at: next_at.unix_millis(),
             },
+            Requested::ResendLater { to, next_at } => wire::Requested::ResendLater {
+                to,
+                next_at: next_at.unix_millis(),
+            },
             Requested::NoLiveOtp => wire::Requested::NoLiveOtp,
+            Requested::NotRequired => wire::Requested::NotRequired,
             Requested::Disabled => wire::Requested::Disabled,
             Requested::Refuse => wire::Requested::Refuse,
             Requested::Throttle { retry_after } => wire::Requested::Throttle {
@@ -74,6 +79,7 @@ pub fn login_response(os_user: &str, answer: LoginAnswer) -> LoginResponse {
         LoginAnswer::Verified(verdict) => LoginResponse::Verified(match verdict {
             Verdict::Allow { session } => wire::Verdict::Allow { session },
             Verdict::Deny => wire::Verdict::Deny,
+            Verdict::NotRequired => wire::Verdict::NotRequired,
             Verdict::Throttle { retry_after } => wire::Verdict::Throttle {
                 retry_after: seconds(retry_after),
             },

@@ -212,3 +212,22 @@ async fn random_bytes_do_not_stop_the_server() {
     newcomer.welcomed(1, WITHIN).await;
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hello_with_a_host_name_that_breaks_its_rule_is_refused() {
+    let server = TestServer::start().await;
+    for host_name in ["evil\u{1b}[2J", "two words", &"a".repeat(300)] {
+        let mut stream = open(&server, false).await;
+        let hello = AgentMessage::Hello(Hello {
+            min_version: MIN_PROTOCOL_VERSION,
+            max_version: MAX_PROTOCOL_VERSION,
+            agent_version: "test".into(),
+            host_name: host_name.into(),
+        });
+        let mut writer = FrameWriter::new(&mut stream);
+        writer.write(&hello).await.unwrap();
+        expect_close(stream, ErrorCode::Malformed).await;
+    }
+    // A proper one is welcomed.
+    open(&server, true).await;
+}

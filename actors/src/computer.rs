@@ -22,6 +22,7 @@ use crate::directory::{Directory, verify_password};
 use crate::id::ComputerId;
 use crate::login::{LoginAnswer, LoginCall, Mode, Requested, Verdict};
 use crate::mail::{MailKind, MailerMsg, OutboxEntry};
+use crate::names;
 use crate::otp::{Code, Origin, OtpKeys};
 use crate::policy;
 use crate::request::{AccessRequest, Choice};
@@ -500,6 +501,12 @@ impl ComputerState {
     ) -> Result<LoginAnswer> {
         let snapshot = self.svc.policy.snapshot();
         let settings = &snapshot.settings;
+        if !names::is_os_account(os_user) {
+            let (answer, effects) = rules::invalid_caller(&self.id, &call);
+            self.apply(settings, effects)?;
+            self.commit().await?;
+            return Ok(answer);
+        }
         let options = snapshot.effective(&self.record);
         let policy = Policy {
             settings,
@@ -615,6 +622,11 @@ impl ComputerState {
                         Requested::Refuse
                     }
                 });
+            }
+            Mode::Internal { login, .. } if !names::is_login(&login) => {
+                effects.push(Effect::CountFailure(person));
+                effects.push(Effect::CountFailure(computer));
+                return Ok(Requested::Refuse);
             }
             Mode::Internal { login, password } => {
                 let account = FailureKey::Login(login.clone());

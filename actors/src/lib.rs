@@ -15,6 +15,7 @@ pub mod directory;
 pub mod id;
 pub mod login;
 pub mod mail;
+pub mod names;
 pub mod otp;
 pub mod policy;
 pub mod request;

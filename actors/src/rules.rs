@@ -27,9 +27,9 @@ use crate::audit::Action;
 use crate::clock::Timestamp;
 use crate::directory::{Role, UserRecord};
 use crate::id::ComputerId;
-use crate::login::{Mode, PromptState, RequestState, Requested, Verdict};
-use crate::mail::is_email_address;
+use crate::login::{LoginAnswer, LoginCall, Mode, PromptState, RequestState, Requested, Verdict};
 use crate::mail::outbox::MailKind;
+use crate::names::is_email_address;
 use crate::otp::{Check, Code, Origin, Otp, OtpKeys, OtpState, Slot};
 use crate::request::{AccessRequest, Choice, Decision, Refusal, Resolution};
 use crate::settings::{Effective, SystemSettings};
@@ -274,6 +274,28 @@ pub fn describe(requested: &Requested) -> String {
 /// How a person appears in the audit log.
 pub fn person(os_user: &str, computer: &ComputerId) -> String {
     format!("{os_user}@{computer}")
+}
+
+/// The answer to a call from an OS user name that breaks its rule
+/// ([`is_os_account`](crate::names::is_os_account)): refused as any other refusal looks, counted against the
+/// computer, and audited without the name.
+pub fn invalid_caller(computer: &ComputerId, call: &LoginCall) -> (LoginAnswer, Vec<Effect>) {
+    let answer = match call {
+        LoginCall::Status | LoginCall::Request(_) | LoginCall::Resend => {
+            LoginAnswer::Requested(Requested::Refuse)
+        }
+        LoginCall::Verify { .. } => LoginAnswer::Verified(Verdict::Deny),
+        LoginCall::Logout { .. } => LoginAnswer::LoggedOut(false),
+    };
+    let effects = vec![
+        Effect::CountFailure(FailureKey::Computer(computer.clone())),
+        Effect::audit(
+            &format!("(invalid OS user name)@{computer}"),
+            Action::Verify,
+            "refused: invalid OS user name",
+        ),
+    ];
+    (answer, effects)
 }
 
 /// What [`Logins::admit`] found: a new OTP may be asked for, or the answer is
@@ -546,6 +568,11 @@ impl Logins {
         effects: &mut Vec<Effect>,
     ) -> Requested {
         if !is_email_address(email) {
+            effects.push(Effect::CountFailure(FailureKey::Person(
+                computer.clone(),
+                os_user.to_owned(),
+            )));
+            effects.push(Effect::CountFailure(FailureKey::Computer(computer.clone())));
             return Requested::Refuse;
         }
         let request = AccessRequest {
@@ -604,6 +631,20 @@ impl Logins {
             return Verdict::NotRequired;
         }
         let who = person(os_user, computer);
+        if !is_email_address(email) {
+            // Not an address: a denial like any other, counted, never written out.
+            effects.push(Effect::CountFailure(FailureKey::Person(
+                computer.clone(),
+                os_user.to_owned(),
+            )));
+            effects.push(Effect::CountFailure(FailureKey::Computer(computer.clone())));
+            effects.push(Effect::audit(
+                &who,
+                Action::Verify,
+                "denied (not an email address)",
+            ));
+            return Verdict::Deny;
+        }
         if let Some((retry_after, key)) = throttled(failures, policy.settings, now) {
             let outcome = format!("throttled: too many failures for {}", key.describe());
             effects.push(Effect::audit(&who, Action::Verify, &outcome));

@@ -544,7 +544,7 @@ fn an_undecided_request_expires_and_its_requester_is_told() {
 }
 
 #[test]
-fn a_request_with_no_address_is_refused() {
+fn a_request_with_no_address_is_refused_and_counted() {
     let settings = SystemSettings::default();
     let options = Effective::default();
     let policy = Policy {
@@ -564,5 +564,12 @@ fn a_request_with_no_address_is_refused() {
         &mut effects,
     );
     assert_eq!(answer, Requested::Refuse);
-    assert!(effects.is_empty());
+    assert_eq!(
+        effects,
+        [
+            Effect::CountFailure(FailureKey::Person(ws(), "alice".into())),
+            Effect::CountFailure(FailureKey::Computer(ws())),
+        ],
+        "counted, and nothing saved or mailed"
+    );
 }

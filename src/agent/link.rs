@@ -372,8 +372,11 @@ impl Maintainer {
             min_version: MIN_PROTOCOL_VERSION,
             max_version: MAX_PROTOCOL_VERSION,
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+            // One the server would refuse is not sent: the name is informative only.
             host_name: nix::unistd::gethostname()
                 .map(|name| name.to_string_lossy().into_owned())
+                .ok()
+                .filter(|name| otpgate_actors::names::is_host_name(name))
                 .unwrap_or_default(),
         });
         writer

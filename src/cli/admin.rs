@@ -15,6 +15,8 @@ use crate::cli::args::{
     Admin, AdminAudit, AdminClients, AdminGroups, AdminMail, AdminOtp, AdminRequests,
     AdminSessions, AdminSettings, AdminUsers, DecideArgs, FilterArgs, PageArgs,
 };
+use otpgate_actors::names::for_terminal;
+
 use crate::cli::{prompt, time};
 use crate::server::admin::socket_path;
 use crate::unix;
@@ -193,7 +195,7 @@ fn report(response: &AdminResponse, json: bool) -> anyhow::Result<ExitCode> {
         }
         println!("{value}");
     } else {
-        println!("{}", describe(response));
+        println!("{}", for_terminal(&describe(response)));
     }
     Ok(ExitCode::from(exit_code(response)))
 }

@@ -8,6 +8,7 @@ use std::io::{self, BufRead, IsTerminal, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
+use otpgate_actors::names::{for_terminal, printable};
 use zeroize::Zeroizing;
 
 use otpgate_protocol::local::{LocalError, LocalRequest, LocalResponse};
@@ -121,7 +122,7 @@ pub fn report(response: &LoginResponse, json: bool) -> ExitCode {
             Err(_) => return ExitCode::from(EXIT_ERROR),
         }
     } else {
-        println!("{}", describe(response));
+        println!("{}", for_terminal(&describe(response)));
     }
     ExitCode::from(exit_code(response))
 }
@@ -278,7 +279,7 @@ pub async fn interactive(prompt: &Prompt<'_>) -> Result<ExitCode, LoginError> {
             return Ok(ExitCode::from(EXIT_OK));
         }
         eprintln!("\n=== One-time password required ===");
-        eprintln!("{}", describe_status(&status));
+        eprintln!("{}", for_terminal(&describe_status(&status)));
         let email = match &status.email {
             Some(email) => email.clone(),
             None => read_line("Email address (empty to request a one-time password): ")?,
@@ -298,7 +299,7 @@ pub async fn interactive(prompt: &Prompt<'_>) -> Result<ExitCode, LoginError> {
                 code: Secret(code.to_string()),
             })
             .await?;
-        eprintln!("{}", describe(&response));
+        eprintln!("{}", for_terminal(&describe(&response)));
         if let LoginResponse::Verified(Verdict::Allow { .. }) = response {
             return Ok(ExitCode::from(EXIT_OK));
         }
@@ -362,8 +363,8 @@ pub(super) async fn step(
                             (true, None) => "connected, server not answering".to_owned(),
                             (false, _) => "not connected".to_owned(),
                         };
-                        println!("user:     {}", status.os_user);
-                        println!("computer: {client}");
+                        println!("user:     {}", printable(&status.os_user));
+                        println!("computer: {}", printable(client));
                         println!("server:   {link}");
                     }
                     Ok(ExitCode::SUCCESS)

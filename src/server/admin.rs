@@ -16,7 +16,8 @@ use zeroize::Zeroizing;
 
 use otpgate_actors::audit::{Action, AuditEntry};
 use otpgate_actors::directory::{UserRecord, hash_password};
-use otpgate_actors::mail::{DeliveryError, Mail, MailTransport, is_email_address};
+use otpgate_actors::mail::{DeliveryError, Mail, MailTransport};
+use otpgate_actors::names::{is_email_address, is_login, is_plain_text};
 use otpgate_actors::otp::OtpKeys;
 use otpgate_actors::policy;
 use otpgate_actors::request::{Choice, Decision};
@@ -204,10 +205,10 @@ async fn handle(
                 .collect(),
         ),
         AdminRequest::GroupSet { name, options } => {
-            if name.is_empty() || name.len() > 128 {
+            if name.is_empty() || !is_plain_text(&name, 128) {
                 return Ok(fail(
                     AdminErrorCode::Invalid,
-                    "a group's name must be 1 to 128 characters",
+                    "a group's name must be 1 to 128 characters, none of them control characters",
                 ));
             }
             if let Some(refused) = unknown_approvers(&policy, &options) {
@@ -401,6 +402,9 @@ async fn handle(
                     ),
                 ));
             }
+            if let Some(refused) = bad_comment(comment.as_deref()) {
+                return Ok(refused);
+            }
             let comment = comment.unwrap_or_else(|| DEFAULT_GENERATE_COMMENT.to_owned());
             let generated = context
                 .computers
@@ -459,6 +463,21 @@ fn computer_id(name: &str) -> Result<ComputerId, AdminResponse> {
     })
 }
 
+/// The longest comment an approver or administrator may give.
+const MAX_COMMENT: usize = 500;
+
+/// A refusal of a comment that is too long or holds control characters.
+fn bad_comment(comment: Option<&str>) -> Option<AdminResponse> {
+    comment
+        .filter(|comment| !is_plain_text(comment, MAX_COMMENT))
+        .map(|_| {
+            fail(
+                AdminErrorCode::Invalid,
+                format!("a comment must be at most {MAX_COMMENT} characters on one line"),
+            )
+        })
+}
+
 /// Approves or denies access request `id` as internal user `by`.
 async fn decide(
     context: &AdminContext,
@@ -467,6 +486,9 @@ async fn decide(
     choice: Choice,
     comment: Option<String>,
 ) -> Result<AdminResponse, HandleError> {
+    if let Some(refused) = bad_comment(comment.as_deref()) {
+        return Ok(refused);
+    }
     let Some(request) = context.store.request(id)? else {
         return Ok(fail(AdminErrorCode::NotFound, format!("no request {id}")));
     };
@@ -495,10 +517,7 @@ async fn decide(
 
 /// What is wrong with a user's login name, email or new password, if anything.
 fn user_problem(login: &str, email: &str, password: Option<&str>) -> Option<String> {
-    if login.is_empty()
-        || login.len() > 64
-        || login.chars().any(|c| c.is_whitespace() || c.is_control())
-    {
+    if !is_login(login) {
         return Some("a login name must be 1 to 64 characters without spaces".into());
     }
     if !is_email_address(email) {

@@ -13,6 +13,7 @@ use mail_send::mail_builder::headers::date::Date;
 use rustls::RootCertStore;
 
 use otpgate_actors::mail::{DeliveryError, DeliveryFuture, Mail, MailTransport, SyncFuture};
+use otpgate_actors::names::printable;
 
 use crate::files::{sync_dir, write_private_unsynced};
 use crate::server::config::{SmtpConfig, SmtpSecurity};
@@ -198,11 +199,7 @@ impl Smtp {
                 reply
             }
         };
-        Ok(format!(
-            "relay said {} {}",
-            reply.code(),
-            reply.message().replace(['\r', '\n'], " ")
-        ))
+        Ok(said(reply.code(), reply.message()))
     }
 }
 
@@ -230,17 +227,19 @@ impl MailTransport for Smtp {
     }
 }
 
+/// A relay's reply, on one line, safe for the audit log and a terminal.
+fn said(code: u16, message: &str) -> String {
+    format!(
+        "relay said {code} {}",
+        printable(&message.replace(['\r', '\n'], " "))
+    )
+}
+
 /// What went wrong, on one line, without credentials.
 fn describe(err: &mail_send::Error) -> String {
     match err {
         mail_send::Error::UnexpectedReply(reply)
-        | mail_send::Error::AuthenticationFailed(reply) => {
-            format!(
-                "relay said {} {}",
-                reply.code(),
-                reply.message().replace(['\r', '\n'], " ")
-            )
-        }
+        | mail_send::Error::AuthenticationFailed(reply) => said(reply.code(), reply.message()),
         mail_send::Error::Io(err) => format!("relay unreachable: {err}"),
         mail_send::Error::Timeout => "relay timed out".into(),
         mail_send::Error::Tls(err) => format!("TLS with the relay failed: {err}"),

@@ -37,6 +37,7 @@ use governor::{Quota, RateLimiter};
 use otpgate_actors::audit::{Action, AuditEntry};
 use otpgate_actors::directory::{Role, UserRecord};
 use otpgate_actors::mail::{MailTransport, Mailer, MailerArgs, MailerMsg};
+use otpgate_actors::names::is_host_name;
 use otpgate_actors::otp::OtpKeys;
 use otpgate_actors::policy;
 use otpgate_actors::{
@@ -70,6 +71,9 @@ const LISTEN_BACKLOG: u32 = 8192;
 
 /// How long to pause accepting after the process ran out of file descriptors.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// The longest agent version string a Hello may carry.
+const MAX_AGENT_VERSION: usize = 64;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -481,6 +485,10 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<'_, R, W> {
             Ok(Ok(None)) => return Err(End::Gone),
             Ok(Err(err)) => return Err(err.code().map_or(End::Gone, End::Close)),
         };
+        if !is_host_name(&hello.host_name) || hello.agent_version.len() > MAX_AGENT_VERSION {
+            warn!("refused a Hello with an invalid host name or agent version");
+            return Err(End::Close(ErrorCode::Malformed));
+        }
         match negotiate(&hello) {
             Some(version) => Ok((hello, version)),
             None => Err(End::Close(ErrorCode::UnsupportedProtocolVersion)),

@@ -1,0 +1,188 @@
+//! One rule per kind of name that enters the server from an agent, a person or
+//! an administrator: email addresses, OS accounts (`DOMAIN\\name`, `name@realm`
+//! or a local name), internal login names and host names (computer names are
+//! [`ComputerId`](crate::ComputerId)). A name that breaks its rule is refused
+//! before it reaches a rule, a failure key or the audit log; and [`printable`]
+//! makes any text safe for a terminal.
+
+use std::borrow::Cow;
+use std::fmt::Write;
+
+/// Whether `text` can be used as an email address: a local part, one `@`, a
+/// domain (dotted or not: on-premises mail often uses internal names), at most
+/// 254 characters, no spaces or control characters. The one rule for every
+/// address the server accepts, typed by people or set by administrators.
+pub fn is_email_address(text: &str) -> bool {
+    match text.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && !domain.is_empty()
+                && !domain.contains('@')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && text.len() <= 254
+                && !text.chars().any(|c| c.is_whitespace() || c.is_control())
+        }
+        None => false,
+    }
+}
+
+/// The longest OS account name taken, domain or realm included.
+pub const MAX_OS_ACCOUNT: usize = 256;
+
+/// Whether `name` can be an OS account: a local name, `DOMAIN\\name` or
+/// `name@realm`; 1 to [`MAX_OS_ACCOUNT`] bytes; letters, digits, spaces inside
+/// (Windows allows them) and `. _ - $ '`; no control characters.
+pub fn is_os_account(name: &str) -> bool {
+    let part = |part: &str| {
+        !part.is_empty()
+            && !part.starts_with(' ')
+            && !part.ends_with(' ')
+            && part
+                .chars()
+                .all(|c| c.is_alphanumeric() || matches!(c, ' ' | '.' | '_' | '-' | '$' | '\''))
+    };
+    if name.is_empty() || name.len() > MAX_OS_ACCOUNT {
+        return false;
+    }
+    match (name.split_once('\\'), name.split_once('@')) {
+        (Some((domain, user)), None) => part(domain) && part(user),
+        (None, Some((user, realm))) => part(user) && part(realm),
+        (None, None) => part(name),
+        (Some(_), Some(_)) => false,
+    }
+}
+
+/// Whether `login` can be an internal user's login name: 1 to 64 characters
+/// without spaces or control characters.
+pub fn is_login(login: &str) -> bool {
+    (1..=64).contains(&login.chars().count())
+        && !login.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+/// Whether `name` can be the host name an agent reports: empty (unknown), or up
+/// to 253 bytes of dot-separated labels of 1 to 63 letters, digits, `-` and `_`.
+pub fn is_host_name(name: &str) -> bool {
+    name.is_empty()
+        || (name.len() <= 253
+            && name.split('.').all(|label| {
+                (1..=63).contains(&label.len())
+                    && label
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+            }))
+}
+
+/// Whether `text` is free text of at most `max` characters (a comment, a group
+/// name) without control characters.
+pub fn is_plain_text(text: &str, max: usize) -> bool {
+    text.chars().count() <= max && !text.chars().any(char::is_control)
+}
+
+/// `text` with every control character written as an escape (`\\u{1b}`): one
+/// field that cannot break a line or move a terminal's cursor.
+pub fn printable(text: &str) -> Cow<'_, str> {
+    escape(text, |_| true)
+}
+
+/// Output for a terminal: every control character but line breaks and tabs
+/// escaped, so that text from elsewhere cannot send escape sequences.
+pub fn for_terminal(text: &str) -> Cow<'_, str> {
+    escape(text, |c| !matches!(c, '\n' | '\t'))
+}
+
+/// `text` with the control characters `escaped` selects written as escapes.
+fn escape(text: &str, escaped: impl Fn(char) -> bool) -> Cow<'_, str> {
+    let escaped = |c: char| c.is_control() && escaped(c);
+    if !text.chars().any(escaped) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if escaped(c) {
+            let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_rule_tells_addresses_from_other_text() {
+        for good in ["alice@example.com", "admin@localhost", "a.b+c@corp"] {
+            assert!(is_email_address(good), "{good}");
+        }
+        for bad in [
+            "",
+            "alice",
+            "@example.com",
+            "alice@",
+            "alice@.com",
+            "alice@example.",
+            "a@b@c",
+            "alice @example.com",
+            "alice@exa\nmple.com",
+        ] {
+            assert!(!is_email_address(bad), "{bad:?}");
+        }
+        assert!(!is_email_address(&format!(
+            "{}@example.com",
+            "a".repeat(250)
+        )));
+    }
+
+    #[test]
+    fn os_accounts_are_local_domain_or_realm_names() {
+        for good in [
+            "alice",
+            "CORP\\alice",
+            "alice@CORP.EXAMPLE",
+            "John Smith",
+            "svc-backup$",
+            "o'brien",
+        ] {
+            assert!(is_os_account(good), "{good}");
+        }
+        for bad in [
+            "",
+            " alice",
+            "alice\n",
+            "a\\b\\c",
+            "a@b@c",
+            "CORP\\a@b",
+            "\\alice",
+            "alice@",
+            "al\u{1b}[2Jice",
+            "a/b",
+            "a:b",
+        ] {
+            assert!(!is_os_account(bad), "{bad:?}");
+        }
+        assert!(!is_os_account(&"a".repeat(MAX_OS_ACCOUNT + 1)));
+    }
+
+    #[test]
+    fn host_names_are_dns_like_or_empty() {
+        for good in ["", "ws-1", "ws-1.corp.example", "WS_7"] {
+            assert!(is_host_name(good), "{good}");
+        }
+        for bad in ["ws 1", "ws..corp", ".ws", "ws\r\n", &"a".repeat(64)] {
+            assert!(!is_host_name(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn control_characters_are_escaped_for_a_terminal() {
+        assert_eq!(printable("plain"), "plain");
+        assert_eq!(printable("a\u{1b}[2Jb\n"), "a\\u{1b}[2Jb\\u{a}");
+        assert_eq!(for_terminal("a\tb\n\u{7}"), "a\tb\n\\u{7}");
+        assert!(is_plain_text("fine, thanks", 20));
+        assert!(!is_plain_text("two\nlines", 20));
+        assert!(!is_plain_text(&"x".repeat(21), 20));
+    }
+}

@@ -124,6 +124,7 @@ async fn the_login_prompt_is_known_by_its_peer_credentials() {
         server: format!("localhost:{}", server.addr.port()).parse().unwrap(),
         identity,
         socket: socket.clone(),
+        per_user_per_second: common::agent::UNLIMITED,
     };
     let agent = tokio::spawn(otpgate::agent::run(config, cancel.clone()));
 

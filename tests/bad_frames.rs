@@ -231,3 +231,75 @@ async fn a_hello_with_a_host_name_that_breaks_its_rule_is_refused() {
     // A proper one is welcomed.
     open(&server, true).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_identity_holds_a_few_connections_and_heartbeats_are_flood_controlled() {
+    let server = TestServer::start().await;
+    let mut held = Vec::new();
+    for _ in 0..otpgate_actors::computer::MAX_CONNECTIONS_PER_COMPUTER {
+        held.push(open(&server, true).await);
+    }
+    // One more with the same identity is closed with its reason.
+    let mut extra = open(&server, false).await;
+    let mut writer = FrameWriter::new(&mut extra);
+    writer
+        .write(&hello(MIN_PROTOCOL_VERSION, MAX_PROTOCOL_VERSION))
+        .await
+        .unwrap();
+    expect_close(extra, ErrorCode::TooManyConnections).await;
+
+    // Heartbeats as fast as one can send them: refused past the flood limit,
+    // and the connection stays open.
+    let mut flooding = held.pop().unwrap();
+    let mut frames = bytes::BytesMut::new();
+    for id in 0..500 {
+        let beat = AgentMessage::Request {
+            id,
+            request: otpgate_protocol::Request::Heartbeat,
+        };
+        otpgate_protocol::encode(&beat, &mut frames).unwrap();
+    }
+    flooding.write_all(&frames).await.unwrap();
+    let mut reader = FrameReader::new(&mut flooding);
+    let (mut answered, mut refused) = (0, 0);
+    while answered + refused < 500 {
+        match tokio::time::timeout(WITHIN, reader.read::<ServerMessage>())
+            .await
+            .unwrap()
+        {
+            Ok(Some(ServerMessage::Response { response, .. })) => match response {
+                otpgate_protocol::Response::Heartbeat => answered += 1,
+                otpgate_protocol::Response::Fail(ErrorCode::TooManyRequests) => refused += 1,
+                other => panic!("{other:?}"),
+            },
+            Ok(Some(ServerMessage::Ping { .. })) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(
+        refused > 0 && answered > 0,
+        "{answered} answered, {refused} refused"
+    );
+
+    // A connection that leaves frees its place.
+    drop(reader);
+    drop(flooding);
+    let deadline = tokio::time::Instant::now() + WITHIN;
+    loop {
+        let mut stream = open(&server, false).await;
+        let mut writer = FrameWriter::new(&mut stream);
+        writer
+            .write(&hello(MIN_PROTOCOL_VERSION, MAX_PROTOCOL_VERSION))
+            .await
+            .unwrap();
+        let mut reader = FrameReader::new(&mut stream);
+        match reader.read::<ServerMessage>().await {
+            Ok(Some(ServerMessage::Welcome(_))) => break,
+            Ok(Some(ServerMessage::Close(ErrorCode::TooManyConnections))) => {
+                assert!(tokio::time::Instant::now() < deadline, "no place freed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

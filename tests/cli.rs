@@ -347,3 +347,65 @@ async fn without_otps_the_login_goes_on_with_status_0() {
     // Nothing was checked, so nothing was counted or sent.
     assert!(server.requests(true).await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_users_burst_is_theirs_to_wait_out_and_others_are_served() {
+    const NOBODY: u32 = 65534;
+    let server = TestServer::start().await;
+    // The agent as it runs by default.
+    let desk = Desk::start_with(
+        &server.identity("ws-1"),
+        server.addr,
+        server.data.path().join("ws-1.sock"),
+        otpgate::agent::socket::DEFAULT_PER_USER_PER_SECOND,
+    )
+    .await;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(server.data.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    // A hundred verifies at once from one OS user (root, here)...
+    let socket = desk.socket.clone();
+    let mut burst = tokio::task::JoinSet::new();
+    for _ in 0..100 {
+        let socket = socket.clone();
+        burst.spawn(async move {
+            let prompt = otpgate::cli::prompt::Prompt {
+                socket: &socket,
+                os_user: None,
+            };
+            prompt
+                .ask(otpgate_protocol::login::LoginRequest::Verify {
+                    email: "x@example.com".into(),
+                    code: otpgate_protocol::login::Secret("12345678".into()),
+                })
+                .await
+        });
+    }
+    // ...while another user asks for the prompt's state.
+    let other = run_as(NOBODY, login(&socket, &["--json", "status"])).await;
+    assert_eq!(status_of(&other), 0, "{other:?}");
+    let answers = burst.join_all().await;
+    let throttled = answers
+        .iter()
+        .filter(|a| {
+            matches!(
+                a,
+                Ok(otpgate_protocol::login::LoginResponse::Throttled { retry_after }) if *retry_after >= 1
+            )
+        })
+        .count();
+    // Every answer is a denial or a wait: none is "the server could not answer".
+    for answer in &answers {
+        assert!(
+            matches!(
+                answer,
+                Ok(otpgate_protocol::login::LoginResponse::Verified(
+                    otpgate_protocol::login::Verdict::Deny
+                        | otpgate_protocol::login::Verdict::Throttle { .. }
+                )) | Ok(otpgate_protocol::login::LoginResponse::Throttled { .. })
+            ),
+            "{answer:?}"
+        );
+    }
+    assert!(throttled >= 50, "{throttled} of 100 waited");
+}

@@ -30,6 +30,7 @@ use crate::rules::{self, Admit, Bucket, Effect, FailureKey, Logins, Policy};
 use crate::session::{ClientSession, SessionEnd};
 use crate::settings::{Options, SystemSettings};
 use crate::store::{ComputerRecord, Store, StoreError};
+use crate::supervisor::HeartbeatSlot;
 use crate::timer::Timer;
 
 /// What every computer's actor works with.
@@ -65,6 +66,9 @@ pub enum ComputerMsg {
     Heartbeat {
         /// Which connection.
         conn: ConnectionId,
+        /// Freed once this heartbeat is handled: a connection never has more
+        /// than one waiting.
+        pending: HeartbeatSlot,
     },
     /// Connection `conn` has closed: its client sessions end.
     Disconnect {
@@ -176,7 +180,18 @@ pub enum ComputerError {
     /// The directory could not answer.
     #[error(transparent)]
     Directory(#[from] crate::directory::DirectoryError),
+    /// The computer has [`MAX_CONNECTIONS_PER_COMPUTER`] connections already.
+    #[error("too many connections of this computer")]
+    TooManyConnections,
 }
+
+/// The most connections one computer identity may hold at once: its agent, and
+/// room for reconnections whose old connection has not been noticed gone yet.
+pub const MAX_CONNECTIONS_PER_COMPUTER: usize = 4;
+
+/// How often at most a live connection's `last_seen` (and its sessions' last
+/// activity) is written: heartbeats come more often, and need no disk.
+pub const SEEN_WRITE_EVERY: Duration = Duration::from_secs(30);
 
 /// The actor; stateless, as ractor wants: its state is [`ComputerState`].
 pub struct ComputerActor;
@@ -206,6 +221,8 @@ pub struct ComputerState {
     timer: Timer<ComputerMsg>,
     /// Whether mail was queued since the last commit.
     mail_queued: bool,
+    /// When a heartbeat last wrote `last_seen`.
+    last_saved: Option<Timestamp>,
 }
 
 type Result<T, E = ComputerError> = std::result::Result<T, E>;
@@ -255,6 +272,7 @@ impl Actor for ComputerActor {
             sessions: HashMap::new(),
             timer: Timer::idle(),
             mail_queued: false,
+            last_saved: None,
         };
         // Sessions that were open when the server stopped lived on connections
         // that are gone.
@@ -279,11 +297,18 @@ impl Actor for ComputerActor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             ComputerMsg::Connect { conn, info, reply } => {
+                if state.connections.len() >= MAX_CONNECTIONS_PER_COMPUTER {
+                    let _ = reply.send(Err(ComputerError::TooManyConnections));
+                    return Ok(());
+                }
                 state.record.host_name = info.host_name;
                 state.record.agent_version = info.agent_version;
+                // A new connection is recorded at once, whatever the last write.
+                state.last_saved = None;
                 let _ = reply.send(state.seen(conn));
             }
-            ComputerMsg::Heartbeat { conn } => {
+            ComputerMsg::Heartbeat { conn, pending } => {
+                pending.handled();
                 if let Err(err) = state.seen(conn) {
                     tracing::error!(computer = %state.id, error = %err, "cannot record a heartbeat");
                 }
@@ -425,12 +450,20 @@ impl ComputerState {
         Ok(())
     }
 
-    /// Records that connection `conn` is alive now.
+    /// Records that connection `conn` is alive now: in memory each time, in the
+    /// store at most every [`SEEN_WRITE_EVERY`].
     fn seen(&mut self, conn: ConnectionId) -> Result<()> {
         let now = self.now();
         self.connections.insert(conn);
         self.record.connected_since.get_or_insert(now);
         self.record.last_seen = now;
+        if self
+            .last_saved
+            .is_some_and(|saved| now < saved.after(SEEN_WRITE_EVERY))
+        {
+            return Ok(());
+        }
+        self.last_saved = Some(now);
         for (session, on) in self.sessions.values_mut() {
             if *on == conn {
                 session.last_activity = now;

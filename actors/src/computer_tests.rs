@@ -319,3 +319,45 @@ async fn failures_throttle_the_person_first_and_the_computer_only_when_sprayed()
     f.clock.advance(crate::settings::DEFAULT_FAILURE_WINDOW / 2);
     assert_eq!(wrong("alice").await, LoginAnswer::Verified(Verdict::Deny));
 }
+
+#[tokio::test]
+async fn heartbeats_write_last_seen_at_most_every_so_often() {
+    let f = Fixture::new(auto_directory()).await;
+    let info = AgentInfo {
+        host_name: "ws-1".into(),
+        agent_version: "test".into(),
+    };
+    f.actor
+        .call(
+            |reply| ComputerMsg::Connect {
+                conn: CONN,
+                info: info.clone(),
+                reply,
+            },
+            TIMEOUT,
+        )
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let connected = f.clock.now();
+    let stored = || f.svc.store.computer(&f.id).unwrap().unwrap().last_seen;
+    assert_eq!(stored(), connected);
+    let slot = HeartbeatSlot::default();
+    let beat = |after: Duration| {
+        f.clock.advance(after);
+        f.actor
+            .cast(ComputerMsg::Heartbeat {
+                conn: CONN,
+                pending: slot.clone(),
+            })
+            .unwrap();
+        // Handled in order: once the status is answered, so is the heartbeat.
+        f.login("alice", LoginCall::Status)
+    };
+    beat(Duration::from_secs(10)).await;
+    beat(Duration::from_secs(10)).await;
+    assert_eq!(stored(), connected, "not written for every heartbeat");
+    beat(SEEN_WRITE_EVERY).await;
+    assert_eq!(stored(), f.clock.now());
+}

@@ -35,4 +35,4 @@ pub use computer::{
 };
 pub use id::{ComputerId, InvalidComputerId};
 pub use store::{ComputerRecord, SledStore, Store, StoreError};
-pub use supervisor::{CallError, ComputerSupervisor, Computers};
+pub use supervisor::{CallError, ComputerSupervisor, Computers, HeartbeatSlot};

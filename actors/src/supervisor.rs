@@ -11,8 +11,8 @@
 //! [`RESTART_WINDOW`]), in which case it is left down until it is next needed.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use ractor::rpc::CallResult;
@@ -188,6 +188,43 @@ fn child_name(scope: u64, id: &ComputerId) -> String {
     format!("computer#{scope}:{id}")
 }
 
+/// How long a heartbeat may wait in a mailbox before its connection sends
+/// another anyway (the actor may have died with it).
+const HEARTBEAT_STALE: Duration = Duration::from_secs(10);
+
+/// One connection's heartbeat waiting in its computer's mailbox, if any, so
+/// that a connection never has more than one there.
+#[derive(Debug, Clone, Default)]
+pub struct HeartbeatSlot(Arc<AtomicU64>);
+
+impl HeartbeatSlot {
+    /// Milliseconds on a monotonic clock, from 1.
+    fn now() -> u64 {
+        static START: OnceLock<Instant> = OnceLock::new();
+        let elapsed = START.get_or_init(Instant::now).elapsed().as_millis();
+        u64::try_from(elapsed).unwrap_or(u64::MAX - 1) + 1
+    }
+
+    /// Claims the slot for a new heartbeat: false while one sent less than
+    /// [`HEARTBEAT_STALE`] ago waits.
+    fn take(&self) -> bool {
+        let now = Self::now();
+        let sent = self.0.load(Ordering::Acquire);
+        let stale = u64::try_from(HEARTBEAT_STALE.as_millis()).unwrap_or(u64::MAX);
+        if sent != 0 && now < sent.saturating_add(stale) {
+            return false;
+        }
+        self.0
+            .compare_exchange(sent, now, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// The heartbeat has been handled (or never sent): the slot is free.
+    pub fn handled(&self) {
+        self.0.store(0, Ordering::Release);
+    }
+}
+
 /// The daemon's handle on the computers' actors: finds or spawns the actor of a
 /// computer and calls it with a timeout.
 #[derive(Clone)]
@@ -253,9 +290,15 @@ impl Computers {
         .await
     }
 
-    /// Tells computer `id` that its agent on `conn` is alive.
-    pub fn heartbeat(&self, id: &ComputerId, conn: ConnectionId) {
-        self.cast(id, ComputerMsg::Heartbeat { conn });
+    /// Tells computer `id` that its agent on `conn` is alive, unless the last
+    /// heartbeat sent through `slot` still waits in its mailbox.
+    pub fn heartbeat(&self, id: &ComputerId, conn: ConnectionId, slot: &HeartbeatSlot) {
+        if slot.take() {
+            let pending = slot.clone();
+            if !self.cast(id, ComputerMsg::Heartbeat { conn, pending }) {
+                slot.handled();
+            }
+        }
     }
 
     /// Tells computer `id` that connection `conn` has closed.
@@ -359,12 +402,11 @@ impl Computers {
         Err(CallError::Unavailable)
     }
 
-    /// Sends computer `id`'s actor a message without waiting, if it is running.
-    fn cast(&self, id: &ComputerId, message: ComputerMsg) {
-        if let Some(actor) = ActorRef::<ComputerMsg>::where_is(child_name(self.scope, id)) {
-            // A dead actor has nothing left to be told.
-            let _ = actor.cast(message);
-        }
+    /// Sends computer `id`'s actor a message without waiting, if it is running;
+    /// whether it was sent. A dead actor has nothing left to be told.
+    fn cast(&self, id: &ComputerId, message: ComputerMsg) -> bool {
+        ActorRef::<ComputerMsg>::where_is(child_name(self.scope, id))
+            .is_some_and(|actor| actor.cast(message).is_ok())
     }
 
     /// Stops every computer's actor once it has handled what is in its mailbox
@@ -389,6 +431,20 @@ impl Computers {
         {
             tracing::warn!("computer supervisor did not stop in time");
         }
+    }
+}
+
+#[cfg(test)]
+mod slot_tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_has_at_most_one_heartbeat_waiting() {
+        let slot = HeartbeatSlot::default();
+        assert!(slot.take());
+        assert!(!slot.take(), "one waits already");
+        slot.handled();
+        assert!(slot.take());
     }
 }
 

@@ -77,6 +77,12 @@ pub enum LoginResponse {
         /// Whether a session ended.
         ended: bool,
     },
+    /// Not asked: too many requests from this OS user (or this computer) just
+    /// now. Ask again after `retry_after` seconds.
+    Throttled {
+        /// Seconds to wait.
+        retry_after: u64,
+    },
 }
 
 /// What the prompt should show.

@@ -145,6 +145,9 @@ pub enum ErrorCode {
     Unavailable,
     /// The server is shutting down; reconnect later.
     ShuttingDown,
+    /// This computer has as many connections as it may hold; the others must
+    /// close first.
+    TooManyConnections,
     /// Something went wrong on the server; it has been logged there.
     Internal,
 }

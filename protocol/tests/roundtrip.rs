@@ -75,6 +75,7 @@ fn error_code() -> impl Strategy<Value = ErrorCode> {
         Just(ErrorCode::TooManyRequests),
         Just(ErrorCode::Unavailable),
         Just(ErrorCode::ShuttingDown),
+        Just(ErrorCode::TooManyConnections),
         Just(ErrorCode::Internal),
     ]
 }

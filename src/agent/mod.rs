@@ -4,6 +4,7 @@
 pub mod link;
 pub mod socket;
 
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 
 use tokio_util::sync::CancellationToken;
@@ -20,6 +21,9 @@ pub struct AgentConfig {
     pub identity: PathBuf,
     /// Where to serve the local login prompt.
     pub socket: PathBuf,
+    /// Login requests each local OS user may send per second (bursts of twice
+    /// that); the rest are answered with a wait.
+    pub per_user_per_second: NonZeroU32,
 }
 
 /// Why the agent could not start.
@@ -50,7 +54,7 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), A
             source,
         })?;
     let (link, task) = Link::spawn(tls, config.server, cancel.clone())?;
-    socket::serve(listener, link, cancel).await;
+    socket::serve(listener, link, config.per_user_per_second, cancel).await;
     let _ = task.await;
     let _ = std::fs::remove_file(&config.socket);
     Ok(())

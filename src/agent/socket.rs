@@ -5,7 +5,12 @@
 //! caller by the socket's peer credentials, which the kernel fills in; nothing the
 //! caller says about itself is believed.
 
-use std::time::Instant;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use nix::unistd::{Uid, User};
 use tokio::net::{UnixListener, UnixStream};
@@ -13,7 +18,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span};
 
 use otpgate_protocol::local::{AgentStatus, LocalError, LocalRequest, LocalResponse};
-use otpgate_protocol::{Request, Response};
+use otpgate_protocol::login::LoginResponse;
+use otpgate_protocol::{ErrorCode, Request, Response};
 
 use crate::agent::link::{Link, LinkError};
 use crate::frames::{FrameReader, FrameWriter};
@@ -22,18 +28,36 @@ use crate::unix;
 /// Where the agent serves the login prompt by default.
 pub const DEFAULT_SOCKET: &str = "/run/otpgate/agent.sock";
 
-/// Serves login prompts on `listener` until `cancel` fires.
-pub async fn serve(listener: UnixListener, link: Link, cancel: CancellationToken) {
+/// Login requests one OS user may send per second by default (in bursts of
+/// twice that): one person's flood is theirs to wait out, and leaves the
+/// connection's share (the server's flood control) to everyone else.
+pub const DEFAULT_PER_USER_PER_SECOND: NonZeroU32 = NonZeroU32::new(5).unwrap();
+
+/// Each local OS user's share of login requests, by uid.
+type PerUser = DefaultKeyedRateLimiter<u32>;
+
+/// Serves login prompts on `listener` until `cancel` fires, `per_second` login
+/// requests per local OS user.
+pub async fn serve(
+    listener: UnixListener,
+    link: Link,
+    per_second: NonZeroU32,
+    cancel: CancellationToken,
+) {
+    let quota = Quota::per_second(per_second)
+        .allow_burst(per_second.saturating_mul(NonZeroU32::new(2).unwrap_or(NonZeroU32::MIN)));
+    let per_user: Arc<PerUser> = Arc::new(RateLimiter::keyed(quota));
     unix::accept(listener, cancel.clone(), |stream| {
         let link = link.clone();
         let cancel = cancel.clone();
+        let per_user = Arc::clone(&per_user);
         async move {
             let caller = caller(&stream).await;
             let name = caller.as_ref().map_or("?", |c| c.name.as_str()).to_owned();
             let span = info_span!("local", os_user = name);
             tokio::select! {
                 () = cancel.cancelled() => {}
-                () = serve_caller(stream, caller, &link).instrument(span) => {}
+                () = serve_caller(stream, caller, &link, &per_user).instrument(span) => {}
             }
         }
     })
@@ -60,7 +84,7 @@ async fn caller(stream: &UnixStream) -> Option<Caller> {
     })
 }
 
-async fn serve_caller(stream: UnixStream, caller: Option<Caller>, link: &Link) {
+async fn serve_caller(stream: UnixStream, caller: Option<Caller>, link: &Link, per_user: &PerUser) {
     let (read, write) = stream.into_split();
     let mut reader = FrameReader::new(read);
     let mut writer = FrameWriter::new(write);
@@ -78,7 +102,7 @@ async fn serve_caller(stream: UnixStream, caller: Option<Caller>, link: &Link) {
         };
         let response = match &caller {
             None => LocalResponse::Fail(LocalError::UnknownCaller),
-            Some(caller) => answer(request, caller, link).await,
+            Some(caller) => answer(request, caller, link, per_user).await,
         };
         if writer.write(&response).await.is_err() {
             return;
@@ -86,8 +110,22 @@ async fn serve_caller(stream: UnixStream, caller: Option<Caller>, link: &Link) {
     }
 }
 
+/// The answer to a request not sent on: try again after `wait` (whole seconds,
+/// at least one).
+fn throttled(wait: Duration) -> LocalResponse {
+    let retry_after = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    LocalResponse::Login(LoginResponse::Throttled {
+        retry_after: retry_after.max(1),
+    })
+}
+
 /// Serves one request of `caller`, the OS account on the socket's other end.
-async fn answer(request: LocalRequest, caller: &Caller, link: &Link) -> LocalResponse {
+async fn answer(
+    request: LocalRequest,
+    caller: &Caller,
+    link: &Link,
+    per_user: &PerUser,
+) -> LocalResponse {
     match request {
         LocalRequest::Login { os_user, request } => {
             let os_user = match os_user {
@@ -97,8 +135,14 @@ async fn answer(request: LocalRequest, caller: &Caller, link: &Link) -> LocalRes
                 Some(other) => other,
                 None => caller.name.clone(),
             };
+            if let Err(not_until) = per_user.check_key(&caller.uid) {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                return throttled(wait);
+            }
             match link.call(Request::Login { os_user, request }).await {
                 Ok(Response::Login(response)) => LocalResponse::Login(response),
+                // The connection's share is spent for now: a wait, not a failure.
+                Ok(Response::Fail(ErrorCode::TooManyRequests)) => throttled(Duration::from_secs(1)),
                 Ok(_) => LocalResponse::Fail(LocalError::Unavailable),
                 Err(LinkError::NotConnected | LinkError::Stopped) => {
                     LocalResponse::Fail(LocalError::NotConnected)

@@ -1,5 +1,6 @@
 //! The command line: every subcommand and flag of `otpgate`, as clap reads them.
 
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
@@ -8,7 +9,7 @@ use otpgate_actors::ComputerId;
 use otpgate_protocol::admin::{OptionsView, RoleView};
 
 use crate::agent::link::ServerAddr;
-use crate::agent::socket::DEFAULT_SOCKET;
+use crate::agent::socket::{DEFAULT_PER_USER_PER_SECOND, DEFAULT_SOCKET};
 use crate::server::INITIAL_ADMIN;
 use crate::server::admin::DEFAULT_GENERATE_COMMENT;
 use crate::server::config::DEFAULT_DATA_DIR;
@@ -51,6 +52,10 @@ pub(super) enum Command {
         /// Where to serve the login prompt.
         #[arg(long, default_value = DEFAULT_SOCKET)]
         socket: PathBuf,
+        /// Login requests each local OS user may send per second (bursts of
+        /// twice that); more are answered with the time to wait.
+        #[arg(long, default_value_t = DEFAULT_PER_USER_PER_SECOND)]
+        per_user_per_second: NonZeroU32,
     },
     /// The login prompt, talking to the local agent: interactive without a
     /// subcommand. Exits 0 on success, 1 when refused or denied, 2 on an error.

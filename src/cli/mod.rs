@@ -84,6 +84,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             server,
             identity,
             socket,
+            per_user_per_second,
         } => {
             raise_fd_limit();
             let cancel = CancellationToken::new();
@@ -92,6 +93,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 server,
                 identity,
                 socket,
+                per_user_per_second,
             };
             agent::run(config, cancel).await?;
             Ok(ExitCode::SUCCESS)

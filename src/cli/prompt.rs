@@ -109,6 +109,7 @@ pub fn exit_code(response: &LoginResponse) -> u8 {
             matches!(verdict, Verdict::Allow { .. } | Verdict::NotRequired)
         }
         LoginResponse::LoggedOut { ended } => *ended,
+        LoginResponse::Throttled { .. } => false,
     };
     if ok { EXIT_OK } else { EXIT_REFUSED }
 }
@@ -170,6 +171,9 @@ pub fn describe(response: &LoginResponse) -> String {
                 format!("Too many failed attempts. Try again in {retry_after} seconds.")
             }
         },
+        LoginResponse::Throttled { retry_after } => {
+            format!("Too many requests just now. Try again in {retry_after} seconds.")
+        }
         LoginResponse::LoggedOut { ended } => if *ended {
             "Logged out."
         } else {

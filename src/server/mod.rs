@@ -41,8 +41,8 @@ use otpgate_actors::names::is_host_name;
 use otpgate_actors::otp::OtpKeys;
 use otpgate_actors::policy;
 use otpgate_actors::{
-    AgentInfo, CallError, Clock, ComputerId, Computers, ConnectionId, Services, SledStore, Store,
-    StoreError, SystemClock,
+    AgentInfo, CallError, Clock, ComputerError, ComputerId, Computers, ConnectionId, HeartbeatSlot,
+    Services, SledStore, Store, StoreError, SystemClock,
 };
 use otpgate_protocol::{
     AgentMessage, ErrorCode, Hello, MAX_IN_FLIGHT, Request, Response, ServerMessage, Welcome,
@@ -530,6 +530,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<'_, R, W> {
         let mut ping: Option<u64> = None;
         let mut in_flight = JoinSet::new();
         let flood = RateLimiter::direct(self.shared.request_quota);
+        let heartbeat = HeartbeatSlot::default();
         loop {
             let out = tokio::select! {
                 biased;
@@ -562,9 +563,13 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<'_, R, W> {
                         AgentMessage::Hello(_) => return End::Close(ErrorCode::UnexpectedMessage),
                         AgentMessage::Pong { .. } => continue,
                         AgentMessage::Request { id, request: Request::Heartbeat } => {
-                            let conn = self.conn;
-                            self.shared.computers.heartbeat(&self.id, conn);
-                            ServerMessage::Response { id, response: Response::Heartbeat }
+                            let response = if flood.check().is_err() {
+                                Response::Fail(ErrorCode::TooManyRequests)
+                            } else {
+                                self.shared.computers.heartbeat(&self.id, self.conn, &heartbeat);
+                                Response::Heartbeat
+                            };
+                            ServerMessage::Response { id, response }
                         }
                         AgentMessage::Request { id, request } => {
                             if in_flight.len() >= MAX_IN_FLIGHT || flood.check().is_err() {
@@ -677,6 +682,7 @@ fn random_password() -> Zeroizing<String> {
 fn code_for(err: &CallError) -> ErrorCode {
     match err {
         CallError::Unavailable | CallError::Timeout => ErrorCode::Unavailable,
+        CallError::Failed(ComputerError::TooManyConnections) => ErrorCode::TooManyConnections,
         _ => ErrorCode::Internal,
     }
 }

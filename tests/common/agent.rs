@@ -2,6 +2,7 @@
 //! computer with its login socket ([`Desk`]), and raw TLS connections.
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -93,12 +94,28 @@ pub struct Desk {
     task: JoinHandle<()>,
 }
 
+/// The agent's per-user limit in tests that are not about it: out of the way.
+pub const UNLIMITED: NonZeroU32 = NonZeroU32::new(1_000_000).unwrap();
+
 impl Desk {
+    /// A client computer whose agent lets each OS user send as much as they like.
     pub async fn start(identity: &Path, server: SocketAddr, socket: PathBuf) -> Self {
+        Self::start_with(identity, server, socket, UNLIMITED).await
+    }
+
+    /// A client computer whose agent takes `per_user` login requests per second
+    /// from each OS user.
+    pub async fn start_with(
+        identity: &Path,
+        server: SocketAddr,
+        socket: PathBuf,
+        per_user: NonZeroU32,
+    ) -> Self {
         let config = AgentConfig {
             server: format!("localhost:{}", server.port()).parse().unwrap(),
             identity: identity.to_owned(),
             socket: socket.clone(),
+            per_user_per_second: per_user,
         };
         let cancel = CancellationToken::new();
         let agent = otpgate::agent::run(config, cancel.clone());

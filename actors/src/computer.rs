@@ -21,7 +21,8 @@ use crate::clock::{Clock, Timestamp};
 use crate::directory::{Directory, verify_password};
 use crate::id::ComputerId;
 use crate::login::{LoginAnswer, LoginCall, Mode, Requested, Verdict};
-use crate::mail::{MailKind, MailerMsg, OutboxEntry};
+use crate::mail::{MailKind, MailerHandle, OutboxEntry};
+use crate::mailbox::Waiting;
 use crate::names;
 use crate::otp::{Code, Origin, OtpKeys};
 use crate::policy;
@@ -30,7 +31,6 @@ use crate::rules::{self, Admit, Bucket, Effect, FailureKey, Logins, Policy};
 use crate::session::{ClientSession, SessionEnd};
 use crate::settings::{Options, SystemSettings};
 use crate::store::{ComputerRecord, Store, StoreError};
-use crate::supervisor::HeartbeatSlot;
 use crate::timer::Timer;
 
 /// What every computer's actor works with.
@@ -46,7 +46,7 @@ pub struct Services {
     /// Where Active Directory accounts' emails come from.
     pub directory: Arc<dyn Directory>,
     /// Woken when mail is queued.
-    pub mailer: Option<ActorRef<MailerMsg>>,
+    pub mailer: Option<MailerHandle>,
 }
 
 /// What a [`ComputerActor`] is asked to do.
@@ -68,7 +68,7 @@ pub enum ComputerMsg {
         conn: ConnectionId,
         /// Freed once this heartbeat is handled: a connection never has more
         /// than one waiting.
-        pending: HeartbeatSlot,
+        pending: Waiting,
     },
     /// Connection `conn` has closed: its client sessions end.
     Disconnect {
@@ -444,8 +444,7 @@ impl ComputerState {
         if std::mem::take(&mut self.mail_queued)
             && let Some(mailer) = &self.svc.mailer
         {
-            // A mailer that is gone finds the queue when it starts again.
-            let _ = mailer.cast(MailerMsg::Wake);
+            mailer.wake();
         }
         Ok(())
     }

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::clock::ManualClock;
+use crate::mailbox::Waiting;
 use crate::otp::OtpState;
 use crate::testing::services;
 
@@ -343,7 +344,7 @@ async fn heartbeats_write_last_seen_at_most_every_so_often() {
     let connected = f.clock.now();
     let stored = || f.svc.store.computer(&f.id).unwrap().unwrap().last_seen;
     assert_eq!(stored(), connected);
-    let slot = HeartbeatSlot::default();
+    let slot = Waiting::default();
     let beat = |after: Duration| {
         f.clock.advance(after);
         f.actor

@@ -15,6 +15,7 @@ pub mod directory;
 pub mod id;
 pub mod login;
 pub mod mail;
+pub mod mailbox;
 pub mod names;
 pub mod otp;
 pub mod policy;
@@ -34,5 +35,6 @@ pub use computer::{
     Services,
 };
 pub use id::{ComputerId, InvalidComputerId};
+pub use mailbox::Waiting;
 pub use store::{ComputerRecord, SledStore, Store, StoreError};
-pub use supervisor::{CallError, ComputerSupervisor, Computers, HeartbeatSlot};
+pub use supervisor::{CallError, ComputerSupervisor, Computers};

@@ -11,8 +11,8 @@
 //! [`RESTART_WINDOW`]), in which case it is left down until it is next needed.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use ractor::rpc::CallResult;
@@ -29,6 +29,7 @@ use crate::computer::{
 };
 use crate::id::ComputerId;
 use crate::login::{LoginAnswer, LoginCall};
+use crate::mailbox::Waiting;
 use crate::request::Choice;
 use crate::settings::Options;
 use crate::store::ComputerRecord;
@@ -188,43 +189,6 @@ fn child_name(scope: u64, id: &ComputerId) -> String {
     format!("computer#{scope}:{id}")
 }
 
-/// How long a heartbeat may wait in a mailbox before its connection sends
-/// another anyway (the actor may have died with it).
-const HEARTBEAT_STALE: Duration = Duration::from_secs(10);
-
-/// One connection's heartbeat waiting in its computer's mailbox, if any, so
-/// that a connection never has more than one there.
-#[derive(Debug, Clone, Default)]
-pub struct HeartbeatSlot(Arc<AtomicU64>);
-
-impl HeartbeatSlot {
-    /// Milliseconds on a monotonic clock, from 1.
-    fn now() -> u64 {
-        static START: OnceLock<Instant> = OnceLock::new();
-        let elapsed = START.get_or_init(Instant::now).elapsed().as_millis();
-        u64::try_from(elapsed).unwrap_or(u64::MAX - 1) + 1
-    }
-
-    /// Claims the slot for a new heartbeat: false while one sent less than
-    /// [`HEARTBEAT_STALE`] ago waits.
-    fn take(&self) -> bool {
-        let now = Self::now();
-        let sent = self.0.load(Ordering::Acquire);
-        let stale = u64::try_from(HEARTBEAT_STALE.as_millis()).unwrap_or(u64::MAX);
-        if sent != 0 && now < sent.saturating_add(stale) {
-            return false;
-        }
-        self.0
-            .compare_exchange(sent, now, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-    }
-
-    /// The heartbeat has been handled (or never sent): the slot is free.
-    pub fn handled(&self) {
-        self.0.store(0, Ordering::Release);
-    }
-}
-
 /// The daemon's handle on the computers' actors: finds or spawns the actor of a
 /// computer and calls it with a timeout.
 #[derive(Clone)]
@@ -291,12 +255,12 @@ impl Computers {
     }
 
     /// Tells computer `id` that its agent on `conn` is alive, unless the last
-    /// heartbeat sent through `slot` still waits in its mailbox.
-    pub fn heartbeat(&self, id: &ComputerId, conn: ConnectionId, slot: &HeartbeatSlot) {
-        if slot.take() {
-            let pending = slot.clone();
+    /// heartbeat sent through `waiting` still waits in its mailbox.
+    pub fn heartbeat(&self, id: &ComputerId, conn: ConnectionId, waiting: &Waiting) {
+        if waiting.take() {
+            let pending = waiting.clone();
             if !self.cast(id, ComputerMsg::Heartbeat { conn, pending }) {
-                slot.handled();
+                waiting.handled();
             }
         }
     }
@@ -431,20 +395,6 @@ impl Computers {
         {
             tracing::warn!("computer supervisor did not stop in time");
         }
-    }
-}
-
-#[cfg(test)]
-mod slot_tests {
-    use super::*;
-
-    #[test]
-    fn a_connection_has_at_most_one_heartbeat_waiting() {
-        let slot = HeartbeatSlot::default();
-        assert!(slot.take());
-        assert!(!slot.take(), "one waits already");
-        slot.handled();
-        assert!(slot.take());
     }
 }
 

@@ -36,13 +36,13 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use governor::{Quota, RateLimiter};
 use otpgate_actors::audit::{Action, AuditEntry};
 use otpgate_actors::directory::{Role, UserRecord};
-use otpgate_actors::mail::{MailTransport, Mailer, MailerArgs, MailerMsg};
+use otpgate_actors::mail::{MailTransport, Mailer, MailerArgs, MailerHandle, MailerMsg};
 use otpgate_actors::names::is_host_name;
 use otpgate_actors::otp::OtpKeys;
 use otpgate_actors::policy;
 use otpgate_actors::{
-    AgentInfo, CallError, Clock, ComputerError, ComputerId, Computers, ConnectionId, HeartbeatSlot,
-    Services, SledStore, Store, StoreError, SystemClock,
+    AgentInfo, CallError, Clock, ComputerError, ComputerId, Computers, ConnectionId, Services,
+    SledStore, Store, StoreError, SystemClock, Waiting,
 };
 use otpgate_protocol::{
     AgentMessage, ErrorCode, Hello, MAX_IN_FLIGHT, Request, Response, ServerMessage, Welcome,
@@ -206,6 +206,7 @@ impl Server {
             .first()
             .cloned()
             .unwrap_or_else(|| "localhost".to_owned());
+        let waiting = Waiting::default();
         let mailer_args = MailerArgs {
             store: store.clone(),
             transport: transport.clone(),
@@ -219,6 +220,7 @@ impl Server {
                 .map_or(otpgate_actors::mail::DEFAULT_MAX_ATTEMPTS, |smtp| {
                     smtp.max_attempts
                 }),
+            waiting: waiting.clone(),
         };
         let (mailer, _) = Actor::spawn(None, Mailer, mailer_args).await?;
         let services_keys = keys.clone();
@@ -228,7 +230,7 @@ impl Server {
             clock: clock.clone(),
             keys,
             directory: Arc::new(directory),
-            mailer: Some(mailer.clone()),
+            mailer: Some(MailerHandle::new(mailer.clone(), waiting)),
         };
         let (computers, supervisor) = Computers::start(Arc::new(services)).await?;
         let admin_socket = admin::socket_path(&config.data_dir);
@@ -530,7 +532,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<'_, R, W> {
         let mut ping: Option<u64> = None;
         let mut in_flight = JoinSet::new();
         let flood = RateLimiter::direct(self.shared.request_quota);
-        let heartbeat = HeartbeatSlot::default();
+        let heartbeat = Waiting::default();
         loop {
             let out = tokio::select! {
                 biased;

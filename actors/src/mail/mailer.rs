@@ -15,6 +15,7 @@ use crate::backoff::Backoff;
 use crate::clock::{Clock, Timestamp};
 use crate::mail::outbox::{MailFailure, MailKind, OutboxEntry};
 use crate::mail::render::Mail;
+use crate::mailbox::Waiting;
 use crate::otp::OtpKeys;
 use crate::rules;
 use crate::store::{Store, StoreError};
@@ -97,6 +98,31 @@ pub struct MailerArgs {
     pub management_url: String,
     /// Tries of one message before it is given up.
     pub max_attempts: u32,
+    /// Whether a wake-up from a [`MailerHandle`] waits; freed as each is handled.
+    pub waiting: Waiting,
+}
+
+/// How the computers' actors wake the [`Mailer`] when they queued mail: at most
+/// one wake-up waits in its mailbox, however much is queued meanwhile.
+#[derive(Clone)]
+pub struct MailerHandle {
+    actor: ActorRef<MailerMsg>,
+    waiting: Waiting,
+}
+
+impl MailerHandle {
+    /// The handle of `actor`, started with `waiting` in its [`MailerArgs`].
+    pub fn new(actor: ActorRef<MailerMsg>, waiting: Waiting) -> Self {
+        Self { actor, waiting }
+    }
+
+    /// Wakes the mailer, unless a wake-up waits already. A mailer that is gone
+    /// finds the queue when it starts again.
+    pub fn wake(&self) {
+        if self.waiting.take() && self.actor.cast(MailerMsg::Wake).is_err() {
+            self.waiting.handled();
+        }
+    }
 }
 
 /// The [`Mailer`]'s state.
@@ -133,6 +159,8 @@ impl Actor for Mailer {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             MailerMsg::Wake => {
+                // Before draining: mail queued from now on wakes it again.
+                state.args.waiting.handled();
                 let next = match state.drain().await {
                     Ok(next) => next,
                     Err(err) => {
@@ -447,6 +475,7 @@ mod tests {
             host: "h".into(),
             management_url: "https://m".into(),
             max_attempts: 3,
+            waiting: Waiting::default(),
         }
     }
 

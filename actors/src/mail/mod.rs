@@ -7,7 +7,7 @@ pub mod render;
 
 pub use mailer::{
     BACKOFF, DEFAULT_BATCH, DEFAULT_MAX_ATTEMPTS, DeliveryError, DeliveryFuture, MailTransport,
-    Mailer, MailerArgs, MailerMsg, SyncFuture,
+    Mailer, MailerArgs, MailerHandle, MailerMsg, SyncFuture,
 };
 pub use outbox::{MailFailure, MailKind, OutboxEntry};
 pub use render::Mail;

@@ -83,3 +83,94 @@ async fn names_that_break_their_rule_are_refused_counted_and_never_written_out()
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_computer_that_makes_up_users_cannot_mail_without_end() {
+    let server = TestServer::start().await;
+    let patch = SettingsPatch {
+        max_new_per_computer: Some(3),
+        ..SettingsPatch::default()
+    };
+    let set = server.admin(AdminRequest::SettingsSet(patch)).await;
+    assert!(matches!(set, AdminResponse::Settings(_)), "{set:?}");
+    let desk = server.desk("ws-1").await;
+    let ask = |os_user: String| {
+        let socket = desk.socket.clone();
+        async move {
+            let prompt = Prompt {
+                socket: &socket,
+                os_user: Some(os_user),
+            };
+            prompt
+                .ask(LoginRequest::Request(RequestMode::Email(
+                    "someone@example.com".into(),
+                )))
+                .await
+                .unwrap()
+        }
+    };
+    // A new OS user name each time gets around the once-per-hour rule, but not
+    // around the computer's cap.
+    for n in 0..3 {
+        let asked = ask(format!("made-up-{n}")).await;
+        assert!(
+            matches!(
+                asked,
+                LoginResponse::Requested(Requested::AwaitApproval { .. })
+            ),
+            "{asked:?}"
+        );
+    }
+    let capped = ask("made-up-3".into()).await;
+    assert!(
+        matches!(capped, LoginResponse::Requested(Requested::Throttle { .. })),
+        "{capped:?}"
+    );
+    assert_eq!(server.requests(true).await.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_address_is_shown_to_the_client_only_masked() {
+    let server = TestServer::start().await;
+    let set = AdminRequest::ClientSet {
+        computer: "ws-1".into(),
+        group: None,
+        options: otpgate_protocol::admin::OptionsView {
+            auto_directory: Some(true),
+            ..Default::default()
+        },
+    };
+    assert_eq!(server.admin(set).await, AdminResponse::Done);
+    let desk = server.desk("ws-1").await;
+    let alice = Prompt {
+        socket: &desk.socket,
+        os_user: Some("alice".into()),
+    };
+    let sent = alice
+        .ask(LoginRequest::Request(RequestMode::Directory))
+        .await
+        .unwrap();
+    assert!(
+        matches!(&sent, LoginResponse::Requested(Requested::Send { to, .. }) if to == "a***@example.com"),
+        "{sent:?}"
+    );
+    let again = alice.ask(LoginRequest::Resend).await.unwrap();
+    let shown = format!("{again:?}");
+    assert!(!shown.contains("alice@"), "{shown}");
+    let status = alice.ask(LoginRequest::Status).await.unwrap();
+    let shown = format!("{status:?}");
+    assert!(!shown.contains("alice@"), "{shown}");
+    // The mail itself goes to the real address, and the OTP works with it.
+    let code = server.codes_for("alice@example.com", 1).await.remove(0);
+    let verified = alice
+        .ask(LoginRequest::Verify {
+            email: "alice@example.com".into(),
+            code: Secret(code),
+        })
+        .await
+        .unwrap();
+    assert!(
+        matches!(verified, LoginResponse::Verified(Verdict::Allow { .. })),
+        "{verified:?}"
+    );
+}

@@ -27,7 +27,7 @@ use crate::names;
 use crate::otp::{Code, Origin, OtpKeys};
 use crate::policy;
 use crate::request::{AccessRequest, Choice};
-use crate::rules::{self, Admit, Bucket, Effect, FailureKey, Logins, Policy};
+use crate::rules::{self, Admit, Bucket, Effect, LimitKey, Logins, Policy};
 use crate::session::{ClientSession, SessionEnd};
 use crate::settings::{Options, SystemSettings};
 use crate::store::{ComputerRecord, Store, StoreError};
@@ -385,8 +385,8 @@ impl ComputerState {
     /// The failures counted against each of `keys`, for the rules to check.
     fn failures(
         &self,
-        keys: impl IntoIterator<Item = FailureKey>,
-    ) -> Result<Vec<(FailureKey, Bucket)>> {
+        keys: impl IntoIterator<Item = LimitKey>,
+    ) -> Result<Vec<(LimitKey, Bucket)>> {
         keys.into_iter()
             .map(|key| {
                 let bucket = self.svc.store.failures(&key.key())?;
@@ -413,7 +413,7 @@ impl ComputerState {
                     action,
                     outcome,
                 } => self.audit(&who, action, &outcome)?,
-                Effect::CountFailure(key) => {
+                Effect::Count(key) => {
                     let (limit, window) = (key.limit(settings), settings.failure_window);
                     store.count_failure(&key.key(), &|bucket| bucket.fail(now, limit, window))?;
                 }
@@ -575,9 +575,9 @@ impl ComputerState {
             }
             LoginCall::Verify { email, code } => {
                 let failures = self.failures([
-                    FailureKey::Person(id.clone(), os_user.to_owned()),
-                    FailureKey::Computer(id.clone()),
-                    FailureKey::Email(email.clone()),
+                    LimitKey::Person(id.clone(), os_user.to_owned()),
+                    LimitKey::Computer(id.clone()),
+                    LimitKey::Email(email.clone()),
                 ])?;
                 let session = self.svc.store.next_id()?;
                 let verdict = self.logins.verify(
@@ -631,9 +631,13 @@ impl ComputerState {
         effects: &mut Vec<Effect>,
     ) -> Result<Requested> {
         let (id, now) = (self.id.clone(), self.now());
-        let person = FailureKey::Person(id.clone(), os_user.to_owned());
-        let computer = FailureKey::Computer(id.clone());
-        let failures = self.failures([person.clone(), computer.clone()])?;
+        let person = LimitKey::Person(id.clone(), os_user.to_owned());
+        let computer = LimitKey::Computer(id.clone());
+        let failures = self.failures([
+            person.clone(),
+            computer.clone(),
+            LimitKey::NewOnComputer(id.clone()),
+        ])?;
         let enabled = rules::enabled(&mode, policy.options);
         match self
             .logins
@@ -649,19 +653,19 @@ impl ComputerState {
                 return Ok(match self.svc.directory.email_of(os_user).await? {
                     Some(email) => self.send_new(policy, os_user, &email, effects),
                     None => {
-                        effects.push(Effect::CountFailure(person));
-                        effects.push(Effect::CountFailure(computer));
+                        effects.push(Effect::Count(person));
+                        effects.push(Effect::Count(computer));
                         Requested::Refuse
                     }
                 });
             }
             Mode::Internal { login, .. } if !names::is_login(&login) => {
-                effects.push(Effect::CountFailure(person));
-                effects.push(Effect::CountFailure(computer));
+                effects.push(Effect::Count(person));
+                effects.push(Effect::Count(computer));
                 return Ok(Requested::Refuse);
             }
             Mode::Internal { login, password } => {
-                let account = FailureKey::Login(login.clone());
+                let account = LimitKey::Login(login.clone());
                 let failures = self.failures([account.clone()])?;
                 if let Some((retry_after, _)) = rules::throttled(&failures, policy.settings, now) {
                     return Ok(Requested::Throttle { retry_after });
@@ -676,9 +680,9 @@ impl ComputerState {
                 return Ok(match user {
                     Some(user) if right => self.send_new(policy, os_user, &user.email, effects),
                     _ => {
-                        effects.push(Effect::CountFailure(person));
-                        effects.push(Effect::CountFailure(computer));
-                        effects.push(Effect::CountFailure(account));
+                        effects.push(Effect::Count(person));
+                        effects.push(Effect::Count(computer));
+                        effects.push(Effect::Count(account));
                         Requested::Refuse
                     }
                 });
@@ -700,8 +704,10 @@ impl ComputerState {
         effects: &mut Vec<Effect>,
     ) -> Requested {
         let valid_until = self.issue(policy, os_user, email, Origin::AutoSend, effects);
+        // The address came from the directory or the user list, not from the
+        // person: the client is shown only enough of it to recognise.
         Requested::Send {
-            to: email.to_owned(),
+            to: names::masked(email),
             valid_until,
         }
     }

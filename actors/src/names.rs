@@ -73,6 +73,14 @@ pub fn is_host_name(name: &str) -> bool {
             }))
 }
 
+/// `email` as a client computer may see it when the person did not type it: its
+/// first character and its domain (`a***@example.com`).
+pub fn masked(email: &str) -> String {
+    let (local, domain) = email.split_once('@').unwrap_or((email, ""));
+    let first: String = local.chars().take(1).collect();
+    format!("{first}***@{domain}")
+}
+
 /// Whether `text` is free text of at most `max` characters (a comment, a group
 /// name) without control characters.
 pub fn is_plain_text(text: &str, max: usize) -> bool {
@@ -174,6 +182,12 @@ mod tests {
         for bad in ["ws 1", "ws..corp", ".ws", "ws\r\n", &"a".repeat(64)] {
             assert!(!is_host_name(bad), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_masked_address_shows_its_first_letter_and_domain() {
+        assert_eq!(masked("alice@example.com"), "a***@example.com");
+        assert_eq!(masked("\u{e9}mile@corp"), "\u{e9}***@corp");
     }
 
     #[test]

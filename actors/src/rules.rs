@@ -14,7 +14,7 @@
 //! - a new OTP at most once per interval, the live one resent instead, resends
 //!   spaced out: [`Logins::admit`], [`Logins::resend`];
 //! - failure limits per computer and per account: [`throttled`], counted by
-//!   [`Effect::CountFailure`];
+//!   [`Effect::Count`];
 //! - who may decide a request and generate an OTP: [`may_decide`],
 //!   [`may_generate`]; approvers are notified: [`Logins::open_request`].
 
@@ -29,7 +29,7 @@ use crate::directory::{Role, UserRecord};
 use crate::id::ComputerId;
 use crate::login::{LoginAnswer, LoginCall, Mode, PromptState, RequestState, Requested, Verdict};
 use crate::mail::outbox::MailKind;
-use crate::names::is_email_address;
+use crate::names::{is_email_address, masked};
 use crate::otp::{Check, Code, Origin, Otp, OtpKeys, OtpState, Slot};
 use crate::request::{AccessRequest, Choice, Decision, Refusal, Resolution};
 use crate::settings::{Effective, SystemSettings};
@@ -70,7 +70,7 @@ pub enum Effect {
         outcome: String,
     },
     /// Count a failure against this key.
-    CountFailure(FailureKey),
+    Count(LimitKey),
 }
 
 impl Effect {
@@ -84,12 +84,14 @@ impl Effect {
     }
 }
 
-/// What failures are counted against: first the person (an OS user on one
-/// computer), whose limit is the lowest, so that nobody can spend anyone
-/// else's; then, with limits aimed at spraying, the computer, the email address
-/// and the internal login, whatever computer they were tried from.
+/// What is counted, each in a [`Bucket`] of its own. Failures: first against
+/// the person (an OS user on one computer), whose limit is the lowest, so that
+/// nobody can spend anyone else's; then, with limits aimed at spraying, against
+/// the computer, the email address and the internal login, whatever computer
+/// they were tried from. And the new OTPs and access requests of a computer,
+/// whatever OS user names it makes up.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum FailureKey {
+pub enum LimitKey {
     /// One OS user on one computer.
     Person(ComputerId, String),
     /// Everything that failed on one computer.
@@ -98,12 +100,14 @@ pub enum FailureKey {
     Email(String),
     /// Wrong passwords for one internal login, on any computer.
     Login(String),
+    /// New OTPs sent at once and access requests opened on one computer.
+    NewOnComputer(ComputerId),
 }
 
 /// A person's share of [`SystemSettings::max_failures`]: one in this many.
 pub const PERSON_SHARE: u32 = 10;
 
-impl FailureKey {
+impl LimitKey {
     /// The key under which the store counts it.
     pub fn key(&self) -> String {
         match self {
@@ -111,6 +115,7 @@ impl FailureKey {
             Self::Computer(id) => format!("computer:{id}"),
             Self::Email(email) => format!("email:{}", email.to_lowercase()),
             Self::Login(login) => format!("login:{}", login.to_lowercase()),
+            Self::NewOnComputer(id) => format!("new:{id}"),
         }
     }
 
@@ -121,6 +126,7 @@ impl FailureKey {
         match self {
             Self::Person(..) => (settings.max_failures / PERSON_SHARE).max(1),
             Self::Computer(_) | Self::Email(_) | Self::Login(_) => settings.max_failures,
+            Self::NewOnComputer(_) => settings.max_new_per_computer,
         }
     }
 
@@ -131,6 +137,7 @@ impl FailureKey {
             Self::Computer(_) => "this computer".into(),
             Self::Email(email) => email.to_lowercase(),
             Self::Login(login) => format!("login {login}"),
+            Self::NewOnComputer(_) => "new OTPs on this computer".into(),
         }
     }
 }
@@ -197,10 +204,10 @@ impl Bucket {
 
 /// The longest wait among the full buckets of `failures`, with its key.
 pub fn throttled<'k>(
-    failures: &'k [(FailureKey, Bucket)],
+    failures: &'k [(LimitKey, Bucket)],
     settings: &SystemSettings,
     now: Timestamp,
-) -> Option<(Duration, &'k FailureKey)> {
+) -> Option<(Duration, &'k LimitKey)> {
     failures
         .iter()
         .filter_map(|(key, bucket)| {
@@ -288,7 +295,7 @@ pub fn invalid_caller(computer: &ComputerId, call: &LoginCall) -> (LoginAnswer, 
         LoginCall::Logout { .. } => LoginAnswer::LoggedOut(false),
     };
     let effects = vec![
-        Effect::CountFailure(FailureKey::Computer(computer.clone())),
+        Effect::Count(LimitKey::Computer(computer.clone())),
         Effect::audit(
             &format!("(invalid OS user name)@{computer}"),
             Action::Verify,
@@ -397,9 +404,13 @@ impl Logins {
             allow_otp: policy.options.allow_otp,
             auto_directory: policy.options.auto_directory,
             auto_internal: policy.options.auto_internal,
-            email: live
-                .map(|otp| otp.email.clone())
-                .or_else(|| request.map(|r| r.email.clone())),
+            // An address the person typed is theirs to see again; one from the
+            // directory or the user list is not shown.
+            email: match live {
+                Some(otp) if otp.origin == Origin::AutoSend => None,
+                Some(otp) => Some(otp.email.clone()),
+                None => request.map(|r| r.email.clone()),
+            },
             request: request.map(|r| (r.id, status_of(r))),
             otp_valid_until: live.map(|otp| otp.valid_until),
             next_new_at: self
@@ -430,7 +441,7 @@ impl Logins {
         computer: &ComputerId,
         policy: Policy<'_>,
         enabled: bool,
-        failures: &[(FailureKey, Bucket)],
+        failures: &[(LimitKey, Bucket)],
         os_user: &str,
         now: Timestamp,
         effects: &mut Vec<Effect>,
@@ -441,7 +452,11 @@ impl Logins {
         if !enabled {
             return Admit::Answer(Requested::Disabled);
         }
-        if let Some((retry_after, _)) = throttled(failures, policy.settings, now) {
+        let (new, failed): (Vec<_>, Vec<_>) = failures
+            .iter()
+            .cloned()
+            .partition(|(key, _)| matches!(key, LimitKey::NewOnComputer(_)));
+        if let Some((retry_after, _)) = throttled(&failed, policy.settings, now) {
             return Admit::Answer(Requested::Throttle { retry_after });
         }
         if let Some(request) = self.latest.get(os_user)
@@ -456,7 +471,11 @@ impl Logins {
             .next_new_at(policy.settings, os_user)
             .filter(|&next| now < next)
         else {
-            return Admit::New;
+            // Something new: unless the computer has made too much of it.
+            return match throttled(&new, policy.settings, now) {
+                Some((retry_after, _)) => Admit::Answer(Requested::Throttle { retry_after }),
+                None => Admit::New,
+            };
         };
         Admit::Answer(match self.resend(computer, policy, os_user, now, effects) {
             Requested::NoLiveOtp => Requested::TooSoon { next_at },
@@ -483,7 +502,12 @@ impl Logins {
         let Some(otp) = slot.otp.as_ref().filter(|otp| otp.is_live(now)) else {
             return Requested::NoLiveOtp;
         };
-        let (to, valid_until) = (otp.email.clone(), otp.valid_until);
+        let to = if otp.origin == Origin::AutoSend {
+            masked(&otp.email)
+        } else {
+            otp.email.clone()
+        };
+        let valid_until = otp.valid_until;
         if let Some(next_at) = slot
             .last_sent
             .map(|sent| sent.after(policy.settings.resend_gap))
@@ -493,7 +517,7 @@ impl Logins {
         }
         if let Some(sealed) = otp.sealed() {
             effects.push(Effect::QueueMail {
-                to: to.clone(),
+                to: otp.email.clone(),
                 kind: otp_mail(computer, os_user, sealed.to_vec(), valid_until),
                 request: otp.origin.request(),
             });
@@ -521,6 +545,8 @@ impl Logins {
     ) -> Timestamp {
         let valid_until = now.after(policy.settings.expiration);
         let asked = !matches!(origin, Origin::Generated { .. });
+        // Sent at once: new on this computer (an approval's request counted).
+        let origin_counts = origin == Origin::AutoSend;
         let otp = Otp::new(
             keys,
             computer,
@@ -541,6 +567,9 @@ impl Logins {
             ),
             request: otp.origin.request(),
         });
+        if origin_counts {
+            effects.push(Effect::Count(LimitKey::NewOnComputer(computer.clone())));
+        }
         let slot = self.slots.entry(os_user.to_owned()).or_default();
         slot.otp = Some(otp);
         slot.last_sent = Some(now);
@@ -568,11 +597,11 @@ impl Logins {
         effects: &mut Vec<Effect>,
     ) -> Requested {
         if !is_email_address(email) {
-            effects.push(Effect::CountFailure(FailureKey::Person(
+            effects.push(Effect::Count(LimitKey::Person(
                 computer.clone(),
                 os_user.to_owned(),
             )));
-            effects.push(Effect::CountFailure(FailureKey::Computer(computer.clone())));
+            effects.push(Effect::Count(LimitKey::Computer(computer.clone())));
             return Requested::Refuse;
         }
         let request = AccessRequest {
@@ -586,6 +615,7 @@ impl Logins {
             decision: Decision::Pending,
         };
         effects.push(Effect::SaveRequest(request.clone()));
+        effects.push(Effect::Count(LimitKey::NewOnComputer(computer.clone())));
         for approver in approvers {
             effects.push(Effect::QueueMail {
                 to: approver.email.clone(),
@@ -619,7 +649,7 @@ impl Logins {
         keys: &OtpKeys,
         computer: &ComputerId,
         policy: Policy<'_>,
-        failures: &[(FailureKey, Bucket)],
+        failures: &[(LimitKey, Bucket)],
         session: u64,
         os_user: &str,
         email: &str,
@@ -633,11 +663,11 @@ impl Logins {
         let who = person(os_user, computer);
         if !is_email_address(email) {
             // Not an address: a denial like any other, counted, never written out.
-            effects.push(Effect::CountFailure(FailureKey::Person(
+            effects.push(Effect::Count(LimitKey::Person(
                 computer.clone(),
                 os_user.to_owned(),
             )));
-            effects.push(Effect::CountFailure(FailureKey::Computer(computer.clone())));
+            effects.push(Effect::Count(LimitKey::Computer(computer.clone())));
             effects.push(Effect::audit(
                 &who,
                 Action::Verify,
@@ -681,11 +711,11 @@ impl Logins {
             }
             Check::Wrong { .. } | Check::NotLive => {
                 for key in [
-                    FailureKey::Person(computer.clone(), os_user.to_owned()),
-                    FailureKey::Computer(computer.clone()),
-                    FailureKey::Email(email.to_owned()),
+                    LimitKey::Person(computer.clone(), os_user.to_owned()),
+                    LimitKey::Computer(computer.clone()),
+                    LimitKey::Email(email.to_owned()),
                 ] {
-                    effects.push(Effect::CountFailure(key));
+                    effects.push(Effect::Count(key));
                 }
                 effects.push(Effect::audit(
                     &who,

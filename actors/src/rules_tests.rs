@@ -132,7 +132,7 @@ fn wrong_codes_are_counted_against_person_computer_and_email_and_lock_the_otp() 
     let counted: Vec<_> = effects
         .iter()
         .filter_map(|e| match e {
-            Effect::CountFailure(key) => Some(key.key()),
+            Effect::Count(key) => Some(key.key()),
             _ => None,
         })
         .collect();
@@ -159,11 +159,11 @@ fn wrong_codes_are_counted_against_person_computer_and_email_and_lock_the_otp() 
 
 /// `key`'s bucket after `count` failures at `at`.
 fn failed(
-    key: FailureKey,
+    key: LimitKey,
     settings: &SystemSettings,
     count: u32,
     at: Timestamp,
-) -> (FailureKey, Bucket) {
+) -> (LimitKey, Bucket) {
     let limit = key.limit(settings);
     let bucket = (0..count).fold(Bucket::default(), |bucket, _| {
         bucket.fail(at, limit, settings.failure_window)
@@ -174,15 +174,15 @@ fn failed(
 #[test]
 fn a_person_is_throttled_long_before_their_computer_or_account() {
     let settings = SystemSettings::default();
-    let person = FailureKey::Person(ws(), "alice".into());
-    let email = FailureKey::Email("alice@example.com".into());
+    let person = LimitKey::Person(ws(), "alice".into());
+    let email = LimitKey::Email("alice@example.com".into());
     assert_eq!(
         person.limit(&settings),
         settings.max_failures / PERSON_SHARE
     );
     assert_eq!(email.limit(&settings), settings.max_failures);
     assert_eq!(
-        FailureKey::Computer(ws()).limit(&settings),
+        LimitKey::Computer(ws()).limit(&settings),
         settings.max_failures
     );
     let limit = person.limit(&settings);
@@ -204,7 +204,7 @@ fn a_bucket_drains_steadily_so_no_window_edge_lets_twice_the_limit_through() {
         ..SystemSettings::default()
     };
     let window = settings.failure_window;
-    let key = FailureKey::Computer(ws());
+    let key = LimitKey::Computer(ws());
     // The limit at the very end of one hour...
     let late = t0().after(window - MINUTE);
     let (_, bucket) = failed(key.clone(), &settings, 4, late);
@@ -264,7 +264,7 @@ fn within_the_interval_the_live_otp_is_resent_spaced_by_the_gap() {
     assert_eq!(
         answer,
         Admit::Answer(Requested::ResendLater {
-            to: "alice@example.com".into(),
+            to: "a***@example.com".into(),
             next_at: t0().after(settings.resend_gap),
         }),
         "inside the resend gap: not mailed again, and told when it can be"
@@ -567,8 +567,8 @@ fn a_request_with_no_address_is_refused_and_counted() {
     assert_eq!(
         effects,
         [
-            Effect::CountFailure(FailureKey::Person(ws(), "alice".into())),
-            Effect::CountFailure(FailureKey::Computer(ws())),
+            Effect::Count(LimitKey::Person(ws(), "alice".into())),
+            Effect::Count(LimitKey::Computer(ws())),
         ],
         "counted, and nothing saved or mailed"
     );

@@ -25,6 +25,10 @@ pub const DEFAULT_MAX_FAILURES: u32 = 100;
 pub const DEFAULT_FAILURE_WINDOW: Duration = Duration::from_secs(60 * 60);
 /// The default shortest time between two emails of the same OTP.
 pub const DEFAULT_RESEND_GAP: Duration = Duration::from_secs(30);
+/// The default number of new OTPs and access requests one client computer may
+/// cause within the failure window: a shared terminal server's users each
+/// asking once an hour, with room to spare.
+pub const DEFAULT_MAX_NEW_PER_COMPUTER: u32 = 300;
 
 /// The System Settings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,6 +49,9 @@ pub struct SystemSettings {
     pub failure_window: Duration,
     /// The shortest time between two emails of the same OTP.
     pub resend_gap: Duration,
+    /// New OTPs and access requests one client computer may cause within the
+    /// failure window, whatever OS user names it uses.
+    pub max_new_per_computer: u32,
 }
 
 impl Default for SystemSettings {
@@ -57,6 +64,35 @@ impl Default for SystemSettings {
             max_failures: DEFAULT_MAX_FAILURES,
             failure_window: DEFAULT_FAILURE_WINDOW,
             resend_gap: DEFAULT_RESEND_GAP,
+            max_new_per_computer: DEFAULT_MAX_NEW_PER_COMPUTER,
+        }
+    }
+}
+
+/// The System Settings as schema version 2 stored them (before the cap on new
+/// OTPs per computer): read once and upgraded, never written.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SystemSettingsV2 {
+    expiration: Duration,
+    new_otp_interval: Duration,
+    otp_length: u8,
+    max_attempts: u32,
+    max_failures: u32,
+    failure_window: Duration,
+    resend_gap: Duration,
+}
+
+impl From<SystemSettingsV2> for SystemSettings {
+    fn from(old: SystemSettingsV2) -> Self {
+        Self {
+            expiration: old.expiration,
+            new_otp_interval: old.new_otp_interval,
+            otp_length: old.otp_length,
+            max_attempts: old.max_attempts,
+            max_failures: old.max_failures,
+            failure_window: old.failure_window,
+            resend_gap: old.resend_gap,
+            ..Self::default()
         }
     }
 }
@@ -128,6 +164,9 @@ impl SystemSettings {
         }
         if self.resend_gap > Duration::from_secs(3600) {
             return invalid("resend_gap", "must be at most 1 hour");
+        }
+        if self.max_new_per_computer == 0 {
+            return invalid("max_new_per_computer", "must be at least 1");
         }
         Ok(())
     }

@@ -37,16 +37,19 @@ use crate::otp::Slot;
 use crate::request::AccessRequest;
 use crate::rules::Bucket;
 use crate::session::ClientSession;
-use crate::settings::{GroupRecord, Options, SystemSettings, SystemSettingsV1};
+use crate::settings::{GroupRecord, Options, SystemSettings, SystemSettingsV1, SystemSettingsV2};
 
 /// How often sled writes its buffers to disk without being asked.
 pub const FLUSH_EVERY_MS: u64 = 500;
 
 /// The schema version written in front of every record.
 const SCHEMA_V1: u8 = 1;
-/// The schema version of the System Settings since they gained the failure
-/// window and the resend gap; version 1 is read and upgraded.
+/// The schema version of the System Settings when they gained the failure
+/// window and the resend gap; read and upgraded, as version 1 is.
 const SETTINGS_V2: u8 = 2;
+/// The schema version of the System Settings since they gained the cap on new
+/// OTPs per computer.
+const SETTINGS_V3: u8 = 3;
 
 /// What the server remembers of one client computer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -413,7 +416,8 @@ impl Store for SledStore {
             return Ok(SystemSettings::default());
         };
         match bytes.split_first() {
-            Some((&SETTINGS_V2, body)) => decode_body(tree, body),
+            Some((&SETTINGS_V3, body)) => decode_body(tree, body),
+            Some((&SETTINGS_V2, body)) => Ok(decode_body::<SystemSettingsV2>(tree, body)?.into()),
             Some((&SCHEMA_V1, body)) => Ok(decode_body::<SystemSettingsV1>(tree, body)?.into()),
             Some((&version, _)) => Err(StoreError::UnknownSchema { tree, version }),
             None => Err(StoreError::UnknownSchema { tree, version: 0 }),
@@ -423,7 +427,7 @@ impl Store for SledStore {
     fn put_settings(&self, settings: &SystemSettings) -> Result<()> {
         self.meta
             .tree
-            .insert("settings", encode_as(SETTINGS_V2, settings)?)?;
+            .insert("settings", encode_as(SETTINGS_V3, settings)?)?;
         Ok(())
     }
 
@@ -824,6 +828,49 @@ mod tests {
         );
         store.put_settings(&upgraded).unwrap();
         assert_eq!(store.settings().unwrap(), upgraded);
+    }
+
+    #[test]
+    fn settings_of_the_second_schema_are_upgraded() {
+        #[derive(Serialize)]
+        struct V2 {
+            expiration: Duration,
+            new_otp_interval: Duration,
+            otp_length: u8,
+            max_attempts: u32,
+            max_failures: u32,
+            failure_window: Duration,
+            resend_gap: Duration,
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let old = V2 {
+            expiration: Duration::from_secs(600),
+            new_otp_interval: Duration::from_secs(60),
+            otp_length: 10,
+            max_attempts: 3,
+            max_failures: 7,
+            failure_window: Duration::from_secs(120),
+            resend_gap: Duration::from_secs(5),
+        };
+        store
+            .meta
+            .tree
+            .insert("settings", encode_as(SETTINGS_V2, &old).unwrap())
+            .unwrap();
+        assert_eq!(
+            store.settings().unwrap(),
+            SystemSettings {
+                expiration: Duration::from_secs(600),
+                new_otp_interval: Duration::from_secs(60),
+                otp_length: 10,
+                max_attempts: 3,
+                max_failures: 7,
+                failure_window: Duration::from_secs(120),
+                resend_gap: Duration::from_secs(5),
+                ..SystemSettings::default()
+            }
+        );
     }
 
     #[test]

@@ -203,6 +203,8 @@ pub struct SettingsView {
     pub failure_window_secs: u64,
     /// Shortest time between two emails of the same OTP, in seconds.
     pub resend_gap_secs: u64,
+    /// New OTPs and access requests one computer may cause within the window.
+    pub max_new_per_computer: u32,
 }
 
 /// Changes to the System Settings; what is `None` stays.
@@ -223,6 +225,8 @@ pub struct SettingsPatch {
     pub failure_window_secs: Option<u64>,
     /// Shortest time between two emails of the same OTP, in seconds.
     pub resend_gap_secs: Option<u64>,
+    /// New OTPs and access requests one computer may cause within the window.
+    pub max_new_per_computer: Option<u32>,
 }
 
 /// A group's or computer's options; `None` inherits (in a patch: stays).

@@ -39,6 +39,7 @@ pub(super) async fn command(
             max_failures,
             failure_window_minutes,
             resend_gap_secs,
+            max_new_per_computer,
         }) => AdminRequest::SettingsSet(SettingsPatch {
             expiration_secs: expiration_minutes.map(|m| m * 60),
             new_otp_interval_secs: new_otp_interval_minutes.map(|m| m * 60),
@@ -47,6 +48,7 @@ pub(super) async fn command(
             max_failures,
             failure_window_secs: failure_window_minutes.map(|m| m * 60),
             resend_gap_secs,
+            max_new_per_computer,
         }),
         Admin::Clients(AdminClients::List(PageArgs { limit })) => {
             return list(data_dir, json, limit, |page| AdminRequest::ClientsList {
@@ -316,14 +318,15 @@ pub fn describe(response: &AdminResponse) -> String {
                 out,
                 "expiration_minutes       {}\nnew_otp_interval_minutes {}\notp_length               {}\n\
                  max_attempts             {}\nmax_failures             {}\nfailure_window_minutes   {}\n\
-                 resend_gap_secs          {}",
+                 resend_gap_secs          {}\nmax_new_per_computer     {}",
                 s.expiration_secs / 60,
                 s.new_otp_interval_secs / 60,
                 s.otp_length,
                 s.max_attempts,
                 s.max_failures,
                 s.failure_window_secs / 60,
-                s.resend_gap_secs
+                s.resend_gap_secs,
+                s.max_new_per_computer
             );
         }
         AdminResponse::Clients(clients) => {

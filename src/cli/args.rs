@@ -308,6 +308,10 @@ pub(super) enum AdminSettings {
         /// Shortest time between two emails of the same OTP.
         #[arg(long)]
         resend_gap_secs: Option<u64>,
+        /// New OTPs and access requests one computer may cause within the
+        /// failure window.
+        #[arg(long)]
+        max_new_per_computer: Option<u32>,
     },
 }
 

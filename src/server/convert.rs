@@ -130,6 +130,7 @@ pub fn settings_view(settings: &SystemSettings) -> SettingsView {
         max_failures: settings.max_failures,
         failure_window_secs: settings.failure_window.as_secs(),
         resend_gap_secs: settings.resend_gap.as_secs(),
+        max_new_per_computer: settings.max_new_per_computer,
     }
 }
 
@@ -155,6 +156,9 @@ pub fn patch_settings(mut settings: SystemSettings, patch: &SettingsPatch) -> Sy
     }
     if let Some(secs) = patch.resend_gap_secs {
         settings.resend_gap = Duration::from_secs(secs);
+    }
+    if let Some(n) = patch.max_new_per_computer {
+        settings.max_new_per_computer = n;
     }
     settings
 }

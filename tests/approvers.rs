@@ -24,7 +24,7 @@ async fn add_user(server: &TestServer, login: &str) {
         login: login.into(),
         email: format!("{login}@example.com"),
         role: RoleView::User,
-        password: Secret("a long enough password".into()),
+        password: Secret(PASSWORD.into()),
     };
     done(server, add).await;
 }
@@ -78,10 +78,20 @@ async fn mailed(server: &TestServer, to: &str, count: usize) -> Vec<String> {
     messages
 }
 
+/// The password every internal user of these tests has.
+const PASSWORD: &str = "a long enough password";
+
+/// Approves request `id` as `by`, with the password the tests gave them.
 async fn decide(server: &TestServer, id: u64, by: &str) -> AdminResponse {
+    let password = if by == "admin" {
+        server.admin_password()
+    } else {
+        PASSWORD.to_owned()
+    };
     let decide = AdminRequest::RequestDecide {
         id,
         by: by.into(),
+        password: Secret(password),
         choice: Choice::Approve,
         comment: None,
     };
@@ -180,4 +190,34 @@ async fn approvers_must_be_internal_users() {
             other => panic!("{other:?}"),
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deciding_as_someone_takes_their_password_and_records_who_was_at_the_socket() {
+    let server = TestServer::start().await;
+    add_user(&server, "carol").await;
+    set_approvers(&server, "lab", &["carol"]).await;
+    join(&server, "ws-1", "lab").await;
+    let id = ask(&server, "ws-1", "erin@example.com").await;
+
+    // Reaching the admin socket is not being carol.
+    let guessed = AdminRequest::RequestDecide {
+        id,
+        by: "carol".into(),
+        password: Secret("not her password".into()),
+        choice: Choice::Approve,
+        comment: None,
+    };
+    assert!(forbidden(&server.admin(guessed).await));
+    assert_eq!(decision(&server, id).await, Decision::Pending);
+
+    let decided = decide(&server, id, "carol").await;
+    assert!(matches!(decided, AdminResponse::Decided(_)), "{decided:?}");
+    let uid = nix::unistd::getuid();
+    let audit = server.audit(0).await;
+    assert!(
+        audit.iter().any(|e| e.who == format!("operator(uid {uid})")
+            && e.outcome == format!("request {id} decided as carol")),
+        "{audit:#?}"
+    );
 }

@@ -143,7 +143,12 @@ async fn scripts_get_json_and_exit_codes() {
     )
     .await;
     assert_eq!(status_of(&short), 2, "an invalid value is an error");
-    let missing = run(admin(&data, &["requests", "approve", "999"]), "").await;
+    let password = format!("{}\n", server.admin_password());
+    let missing = run(
+        admin(&data, &["requests", "approve", "999"]),
+        password.clone(),
+    )
+    .await;
     assert_eq!(status_of(&missing), 1, "no such request: refused");
     let settings = run(
         admin(&data, &["settings", "set", "--otp-length", "6", "--json"]),
@@ -183,7 +188,7 @@ async fn the_interactive_prompt_walks_through_the_seed_screens() {
             &server.data_dir(),
             &["requests", "approve", &id.to_string()],
         ),
-        "",
+        format!("{}\n", server.admin_password()),
     )
     .await;
     assert_eq!(status_of(&approve), 0, "{approve:?}");

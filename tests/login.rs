@@ -93,6 +93,7 @@ async fn decide(
         .admin(AdminRequest::RequestDecide {
             id,
             by: "admin".into(),
+            password: Secret(server.admin_password()),
             choice,
             comment: comment.map(String::from),
         })

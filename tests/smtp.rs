@@ -360,6 +360,7 @@ async fn a_permanent_failure_is_recorded_and_shown() {
         .admin(AdminRequest::RequestDecide {
             id: request,
             by: "admin".into(),
+            password: Secret(server.admin_password()),
             choice: Choice::Approve,
             comment: None,
         })

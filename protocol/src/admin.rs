@@ -82,6 +82,8 @@ pub enum AdminRequest {
         id: u64,
         /// The internal user deciding.
         by: String,
+        /// Their password: whoever reaches the socket is not every approver.
+        password: Secret,
         /// Approve or deny.
         choice: Choice,
         /// A comment.

@@ -284,14 +284,22 @@ fn admin_request() -> impl Strategy<Value = AdminRequest> {
         }),
         (any::<bool>(), list_filter(), page_request())
             .prop_map(|(all, filter, page)| { AdminRequest::RequestsList { all, filter, page } }),
-        (any::<u64>(), text(), choice(), proptest::option::of(text())).prop_map(
-            |(id, by, choice, comment)| AdminRequest::RequestDecide {
-                id,
-                by,
-                choice,
-                comment
-            }
-        ),
+        (
+            any::<u64>(),
+            text(),
+            text(),
+            choice(),
+            proptest::option::of(text())
+        )
+            .prop_map(
+                |(id, by, password, choice, comment)| AdminRequest::RequestDecide {
+                    id,
+                    by,
+                    password: Secret(password),
+                    choice,
+                    comment
+                }
+            ),
         (text(), choice(), proptest::option::of(text())).prop_map(|(token, choice, comment)| {
             AdminRequest::RequestDecideToken {
                 token,

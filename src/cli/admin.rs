@@ -113,8 +113,8 @@ pub(super) async fn command(
             })
             .await;
         }
-        Admin::Requests(AdminRequests::Approve(args)) => decision(args, Choice::Approve),
-        Admin::Requests(AdminRequests::Deny(args)) => decision(args, Choice::Deny),
+        Admin::Requests(AdminRequests::Approve(args)) => decision(args, Choice::Approve, password)?,
+        Admin::Requests(AdminRequests::Deny(args)) => decision(args, Choice::Deny, password)?,
         Admin::Otp(AdminOtp::Generate {
             client,
             os_user,
@@ -278,10 +278,15 @@ fn list_filter(args: FilterArgs) -> ListFilter {
     }
 }
 
-/// A decision by id (as `--as`), or by the token of a link (which names the
-/// request and the approver, and must make the same choice).
-fn decision(args: DecideArgs, choice: Choice) -> AdminRequest {
-    match args.token {
+/// A decision by id (as `--as`, whose password is read), or by the token of a
+/// link (which names the request and the approver, and must make the same
+/// choice).
+fn decision(
+    args: DecideArgs,
+    choice: Choice,
+    password: impl Fn(&str) -> anyhow::Result<Secret>,
+) -> anyhow::Result<AdminRequest> {
+    Ok(match args.token {
         Some(token) => AdminRequest::RequestDecideToken {
             token,
             choice,
@@ -290,11 +295,12 @@ fn decision(args: DecideArgs, choice: Choice) -> AdminRequest {
         None => AdminRequest::RequestDecide {
             // clap requires one of the two.
             id: args.id.unwrap_or_default(),
+            password: password(&format!("Password of {}: ", args.by))?,
             by: args.by,
             choice,
             comment: args.comment,
         },
-    }
+    })
 }
 
 /// An answer in words, for the administrator's terminal.

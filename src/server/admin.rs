@@ -15,7 +15,7 @@ use tracing::{debug, warn};
 use zeroize::Zeroizing;
 
 use otpgate_actors::audit::{Action, AuditEntry};
-use otpgate_actors::directory::{UserRecord, hash_password};
+use otpgate_actors::directory::{UserRecord, hash_password, verify_password};
 use otpgate_actors::mail::{DeliveryError, Mail, MailTransport};
 use otpgate_actors::names::{is_email_address, is_login, is_plain_text};
 use otpgate_actors::otp::OtpKeys;
@@ -135,13 +135,14 @@ async fn handle(
 ) -> Result<AdminResponse, HandleError> {
     let store = context.store.as_ref();
     let policy = context.policy.snapshot();
-    let audit = |outcome: String| AuditEntry {
+    let audit_as = |action: Action, outcome: String| AuditEntry {
         at: context.clock.now(),
         who: operator.to_owned(),
         computer: None,
-        action: Action::Configure,
+        action,
         outcome,
     };
+    let audit = |outcome: String| audit_as(Action::Configure, outcome);
     Ok(match request {
         AdminRequest::SettingsGet => {
             AdminResponse::Settings(convert::settings_view(&policy.settings))
@@ -351,9 +352,36 @@ async fn handle(
         AdminRequest::RequestDecide {
             id,
             by,
+            password,
             choice,
             comment,
-        } => decide(context, id, by, convert::choice(choice), comment).await?,
+        } => {
+            let user = policy.user(&by).cloned();
+            let password = Zeroizing::new(password.0);
+            let right =
+                tokio::task::spawn_blocking(move || verify_password(user.as_ref(), &password))
+                    .await
+                    .unwrap_or(false);
+            if !right {
+                warn!(%operator, "a decision as another user with a wrong password");
+                return Ok(fail(
+                    AdminErrorCode::Forbidden,
+                    "wrong login name or password",
+                ));
+            }
+            let choice = convert::choice(choice);
+            let decided = decide(context, id, by.clone(), choice, comment).await?;
+            if matches!(decided, AdminResponse::Decided(_)) {
+                // Who was at the socket, beside the approver the actor records.
+                let action = match choice {
+                    Choice::Approve => Action::Approve,
+                    Choice::Deny => Action::Deny,
+                };
+                store.append_audit(&audit_as(action, format!("request {id} decided as {by}")))?;
+                store.flush().await?;
+            }
+            decided
+        }
         AdminRequest::RequestDecideToken {
             token,
             choice,

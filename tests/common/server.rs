@@ -208,6 +208,12 @@ impl TestServer {
         self.data.path().join("data")
     }
 
+    /// The first administrator's password, as the first start wrote it.
+    pub fn admin_password(&self) -> String {
+        let path = self.data_dir().join(otpgate::server::INITIAL_PASSWORD_FILE);
+        std::fs::read_to_string(path).unwrap().trim().to_owned()
+    }
+
     /// Issues client computer `name`'s identity and returns its folder.
     pub fn identity(&self, name: &str) -> PathBuf {
         issue(&self.data_dir(), self.data.path(), name)

@@ -135,3 +135,38 @@ async fn clients_without_a_valid_certificate_or_tls13_are_refused() {
     newcomer.welcomed(1, WITHIN).await;
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_handshakes_are_capped_and_cannot_keep_agents_out() {
+    use tokio::io::AsyncReadExt;
+    // Handshakes time out after common::server::HANDSHAKE_MS.
+    let server = TestServer::start_with_config("max_handshakes_per_source = 2\n").await;
+    let agent = server.agent(&server.identity("ws-ok"));
+    agent.welcomed(1, WITHIN).await;
+
+    // Two connections that never say a word hold the source's two places...
+    let mut loris = Vec::new();
+    for _ in 0..2 {
+        loris.push(tokio::net::TcpStream::connect(server.addr).await.unwrap());
+    }
+    // ...so a third is closed at once, while they are still held open.
+    let mut third = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(WITHIN, third.read(&mut byte)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
+    for stream in &loris {
+        assert!(
+            matches!(stream.try_read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "the slow ones are still held"
+        );
+    }
+    // The agent that was in is still served; once the slow ones time out, new
+    // agents get in.
+    agent.still_served(WITHIN).await;
+    for mut stream in loris {
+        let closed = tokio::time::timeout(WITHIN, stream.read(&mut byte)).await;
+        assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "{closed:?}");
+    }
+    let newcomer = Agent::start(&server.identity("ws-new"), server.addr);
+    newcomer.welcomed(1, WITHIN).await;
+}

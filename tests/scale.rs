@@ -30,7 +30,11 @@ async fn a_thousand_agents_connect_at_once() {
         "127.0.0.1:0",
         HEARTBEAT_MS,
         otpgate::server::config::DEFAULT_HANDSHAKE_TIMEOUT.as_millis() as u64,
-        "",
+        // Every agent connects from loopback.
+        &format!(
+            "max_handshakes_per_source = {}\n",
+            otpgate::server::config::DEFAULT_MAX_HANDSHAKES
+        ),
     );
     let identities: Vec<_> = (0..count)
         .map(|i| issue(&server.data_dir(), dir.path(), &format!("ws-{i:05}")))

@@ -34,6 +34,7 @@ use otpgate_protocol::admin::{AdminRequest, AdminResponse};
 use crate::agent::link::{Link, ServerAddr};
 use crate::server::RESERVED_FILES;
 use crate::server::admin;
+use crate::server::config::DEFAULT_MAX_HANDSHAKES;
 use crate::tls::{self, pki};
 use crate::unix;
 
@@ -243,10 +244,13 @@ impl Server {
     /// Starts the server with its data in `work/data`, listening on `listen`.
     fn start(work: &Path, setup: &ServerSetup, listen: SocketAddr) -> anyhow::Result<Self> {
         let config = work.join("bench.toml");
+        // Every agent connects from loopback: the per-source gate is the
+        // whole fleet's.
         let mut text = format!(
-            "heartbeat_interval_ms = {}\nmax_connections = {}\n",
+            "heartbeat_interval_ms = {}\nmax_connections = {}\nmax_handshakes_per_source = {}\n",
             setup.heartbeat.as_millis(),
-            setup.max_connections
+            setup.max_connections,
+            DEFAULT_MAX_HANDSHAKES
         );
         if let Some(directory) = &setup.directory {
             text.push_str(&format!("directory_file = {:?}\n", directory.display()));

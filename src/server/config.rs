@@ -7,6 +7,8 @@
 //! listen = "127.0.0.1:7443"
 //! server_names = ["otp.example.com"]
 //! max_connections = 200000
+//! max_handshakes = 1024         # TLS handshakes in flight, in all
+//! max_handshakes_per_source = 256   # ... and from one IP address
 //! handshake_timeout_ms = 10000
 //! heartbeat_interval_ms = 30000
 //! requests_per_second = 20      # per agent connection, bursts of twice that
@@ -40,6 +42,11 @@ pub const DEFAULT_DATA_DIR: &str = "./otpgate-data";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7443";
 /// How many agent connections may be open at once by default.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 200_000;
+/// How many TLS handshakes may be in flight at once by default: enough for a
+/// fleet reconnecting after a restart, at a 2-core machine's handshake rate.
+pub const DEFAULT_MAX_HANDSHAKES: usize = 1024;
+/// How many TLS handshakes may be in flight from one IP address by default.
+pub const DEFAULT_MAX_HANDSHAKES_PER_SOURCE: usize = 256;
 /// How long a TLS handshake, and then the agent's Hello, may take by default.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often agents send a heartbeat by default.
@@ -97,6 +104,8 @@ struct File {
     listen: Option<String>,
     server_names: Option<Vec<String>>,
     max_connections: Option<usize>,
+    max_handshakes: Option<usize>,
+    max_handshakes_per_source: Option<usize>,
     handshake_timeout_ms: Option<u64>,
     heartbeat_interval_ms: Option<u64>,
     requests_per_second: Option<u32>,
@@ -251,6 +260,10 @@ pub struct ServerConfig {
     pub server_names: Vec<String>,
     /// The most agent connections open at once.
     pub max_connections: usize,
+    /// The most TLS handshakes in flight at once.
+    pub max_handshakes: usize,
+    /// The most TLS handshakes in flight from one IP address.
+    pub max_handshakes_per_source: usize,
     /// How long a TLS handshake, and then the agent's Hello, may take.
     pub handshake_timeout: Duration,
     /// How often agents send a heartbeat.
@@ -298,13 +311,29 @@ impl ServerConfig {
             field: "listen",
             reason: format!("{listen:?} is not an IP address and port"),
         })?;
-        let max_connections = file.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
-        if max_connections == 0 {
-            return Err(ConfigError::Invalid {
-                field: "max_connections",
-                reason: "must be at least 1".into(),
-            });
-        }
+        let at_least_one = |field: &'static str, value: usize| {
+            if value == 0 {
+                Err(ConfigError::Invalid {
+                    field,
+                    reason: "must be at least 1".into(),
+                })
+            } else {
+                Ok(value)
+            }
+        };
+        let max_connections = at_least_one(
+            "max_connections",
+            file.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
+        )?;
+        let max_handshakes = at_least_one(
+            "max_handshakes",
+            file.max_handshakes.unwrap_or(DEFAULT_MAX_HANDSHAKES),
+        )?;
+        let max_handshakes_per_source = at_least_one(
+            "max_handshakes_per_source",
+            file.max_handshakes_per_source
+                .unwrap_or(DEFAULT_MAX_HANDSHAKES_PER_SOURCE),
+        )?;
         let handshake_timeout = file
             .handshake_timeout_ms
             .map_or(DEFAULT_HANDSHAKE_TIMEOUT, Duration::from_millis);
@@ -355,6 +384,8 @@ impl ServerConfig {
             listen,
             server_names,
             max_connections,
+            max_handshakes,
+            max_handshakes_per_source,
             handshake_timeout,
             heartbeat_interval,
             requests_per_second,

@@ -12,6 +12,7 @@ pub mod admin;
 pub mod config;
 mod convert;
 pub mod directory;
+mod gate;
 pub mod mail;
 mod pages;
 
@@ -57,6 +58,7 @@ use crate::tls::{self, ALPN, TlsError, pki};
 use admin::AdminContext;
 use config::ServerConfig;
 use directory::{DirectoryFileError, StaticDirectory};
+use gate::Handshakes;
 use mail::{EmlDir, Sender, Smtp, SmtpSetupError};
 
 /// How long shutdown waits for connections and actors to finish.
@@ -145,6 +147,8 @@ pub struct Server {
 /// What every connection task needs.
 struct Shared {
     acceptor: TlsAcceptor,
+    /// Handshakes in flight, in all and per source address.
+    handshakes: Arc<Handshakes>,
     computers: Computers,
     handshake_timeout: Duration,
     heartbeat_interval: Duration,
@@ -241,6 +245,10 @@ impl Server {
         Ok(Self {
             shared: Arc::new(Shared {
                 acceptor,
+                handshakes: Handshakes::new(
+                    config.max_handshakes,
+                    config.max_handshakes_per_source,
+                ),
                 computers,
                 handshake_timeout: config.handshake_timeout,
                 heartbeat_interval: config.heartbeat_interval,
@@ -324,7 +332,7 @@ impl Server {
             let shared = self.shared.clone();
             let cancel = cancel.child_token();
             let span = info_span!("conn", %peer, client = tracing::field::Empty);
-            tracker.spawn(serve_tcp(shared, tcp, cancel, permit).instrument(span));
+            tracker.spawn(serve_tcp(shared, tcp, peer, cancel, permit).instrument(span));
         }
 
         info!("shutting down");
@@ -394,9 +402,14 @@ pub enum Stopped {
 async fn serve_tcp(
     shared: Arc<Shared>,
     tcp: TcpStream,
+    peer: SocketAddr,
     cancel: CancellationToken,
     _permit: OwnedSemaphorePermit,
 ) {
+    let Some(place) = shared.handshakes.enter(peer.ip()) else {
+        debug!("too many handshakes in flight; closed");
+        return;
+    };
     // Frames are small and latency matters more than packet count.
     let _ = tcp.set_nodelay(true);
     let tls = tokio::select! {
@@ -413,6 +426,7 @@ async fn serve_tcp(
             }
         },
     };
+    drop(place);
     let (_, session) = tls.get_ref();
     if session.alpn_protocol() != Some(ALPN) {
         debug!("client did not negotiate ALPN otpgate/1");

@@ -550,7 +550,8 @@ async fn fifty_concurrent_verifies_of_one_otp_allow_exactly_one() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_sessions_show_the_user_name_and_end_on_logout_or_disconnection() {
+async fn client_sessions_show_the_user_name_outlive_connections_and_restarts_and_end_on_logout_or_timeout()
+ {
     let clock = clock();
     let server = server_with(&clock).await;
     set_client(&server, "ws-1", auto_ad()).await;
@@ -620,25 +621,33 @@ async fn client_sessions_show_the_user_name_and_end_on_logout_or_disconnection()
         .collect();
     assert_eq!(names, ["alice (alice@example.com)"]);
 
-    // alice's agent goes away: her session ends with it.
+    // alice's agent and then the server go away; she is still logged in.
     drop(agent);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let ended = loop {
-        let all = server.sessions(true).await;
-        if all.iter().all(|s| s.ended.is_some()) {
-            break all;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "alice's session never ended"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
-    let reasons: Vec<_> = ended.iter().filter_map(|s| s.end_reason.clone()).collect();
+    let server = server.restart().await;
+    desk.connected().await;
+    let open = server.sessions(false).await;
+    assert_eq!(open.len(), 1, "{open:?}");
+    assert_eq!(open[0].user_name, "alice (alice@example.com)");
+
+    // The whole computer goes away for longer than the session timeout: when its
+    // agent is back, her session is over, as of when it went.
+    desk.stop().await;
+    let last_heard = clock.now();
+    clock.advance(otpgate_actors::settings::DEFAULT_SESSION_TIMEOUT + Duration::from_secs(60));
+    let desk = Desk::start(&identity, server.addr, server.data.path().join("ws-1.sock")).await;
+    let all = server.sessions(true).await;
+    let alice = all
+        .iter()
+        .find(|s| s.user_name.starts_with("alice"))
+        .unwrap();
+    assert_eq!(alice.end_reason.as_deref(), Some("agent not heard from"));
     assert!(
-        reasons.contains(&"connection lost".to_owned())
-            && reasons.contains(&"logged out".to_owned()),
-        "{reasons:?}"
+        alice.ended.unwrap()
+            <= last_heard.unix_millis()
+                + otpgate_actors::settings::DEFAULT_SESSION_TIMEOUT.as_millis() as u64
     );
+    let reasons: Vec<_> = all.iter().filter_map(|s| s.end_reason.clone()).collect();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(reasons.contains(&"logged out".to_owned()), "{reasons:?}");
     desk.stop().await;
 }

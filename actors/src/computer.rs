@@ -75,10 +75,8 @@ pub enum ComputerMsg {
         /// Which connection.
         conn: ConnectionId,
     },
-    /// The login prompt of OS user `os_user`, through connection `conn`.
+    /// The login prompt of OS user `os_user`.
     Login {
-        /// Which connection.
-        conn: ConnectionId,
         /// The OS user, as the agent read it from the prompt's peer credentials.
         os_user: String,
         /// What is asked.
@@ -215,8 +213,8 @@ pub struct ComputerState {
     connections: HashSet<ConnectionId>,
     /// OTP slots and the latest access request, per OS user.
     logins: Logins,
-    /// Open client sessions, with the connection they live on.
-    sessions: HashMap<u64, (ClientSession, ConnectionId)>,
+    /// Open client sessions: they outlive connections and restarts.
+    sessions: HashMap<u64, ClientSession>,
     /// The expiry timer; cancelled when the state drops with the actor.
     timer: Timer<ComputerMsg>,
     /// Whether mail was queued since the last commit.
@@ -274,18 +272,14 @@ impl Actor for ComputerActor {
             mail_queued: false,
             last_saved: None,
         };
-        // Sessions that were open when the server stopped lived on connections
-        // that are gone.
-        let mut ended = false;
-        for mut session in state.svc.store.sessions_of(&state.id)? {
+        // Sessions open when the server stopped are still open: the people are
+        // still logged in. Those whose agent was gone too long end in the sweep.
+        for session in state.svc.store.sessions_of(&state.id)? {
             if session.ended.is_none() {
-                session.ended = Some((now, SessionEnd::ServerRestart));
-                state.svc.store.put_session(&session)?;
-                state.audit(&session.user_name(), Action::SessionEnd, "server restarted")?;
-                ended = true;
+                state.sessions.insert(session.id, session);
             }
         }
-        state.sweep(&myself, ended).await?;
+        state.sweep(&myself, false).await?;
         Ok(state)
     }
 
@@ -301,6 +295,8 @@ impl Actor for ComputerActor {
                     let _ = reply.send(Err(ComputerError::TooManyConnections));
                     return Ok(());
                 }
+                // Sessions whose agent was gone too long ended when it went.
+                state.sweep(&myself, false).await?;
                 state.record.host_name = info.host_name;
                 state.record.agent_version = info.agent_version;
                 // A new connection is recorded at once, whatever the last write.
@@ -319,12 +315,11 @@ impl Actor for ComputerActor {
                 }
             }
             ComputerMsg::Login {
-                conn,
                 os_user,
                 call,
                 reply,
             } => {
-                let answer = state.login(conn, &os_user, call).await;
+                let answer = state.login(&os_user, call).await;
                 let _ = reply.send(answer);
                 state.schedule(&myself);
             }
@@ -463,11 +458,9 @@ impl ComputerState {
             return Ok(());
         }
         self.last_saved = Some(now);
-        for (session, on) in self.sessions.values_mut() {
-            if *on == conn {
-                session.last_activity = now;
-                self.svc.store.put_session(session)?;
-            }
+        for session in self.sessions.values_mut() {
+            session.last_activity = now;
+            self.svc.store.put_session(session)?;
         }
         self.save_record()
     }
@@ -476,16 +469,8 @@ impl ComputerState {
         Ok(self.svc.store.put_computer(&self.id, &self.record)?)
     }
 
+    /// Connection `conn` closed; the computer's sessions go on.
     async fn disconnect(&mut self, conn: ConnectionId) -> Result<()> {
-        let ended: Vec<u64> = self
-            .sessions
-            .iter()
-            .filter(|(_, (_, on))| *on == conn)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in ended {
-            self.end_session(id, SessionEnd::ConnectionLost)?;
-        }
         if self.connections.remove(&conn) && self.connections.is_empty() {
             self.record.connected_since = None;
             self.save_record()?;
@@ -493,13 +478,7 @@ impl ComputerState {
         self.commit().await
     }
 
-    fn start_session(
-        &mut self,
-        id: u64,
-        conn: ConnectionId,
-        os_user: &str,
-        email: &str,
-    ) -> Result<()> {
+    fn start_session(&mut self, id: u64, os_user: &str, email: &str) -> Result<()> {
         let now = self.now();
         let session = ClientSession {
             id,
@@ -512,25 +491,21 @@ impl ComputerState {
         };
         self.svc.store.put_session(&session)?;
         self.audit(&session.user_name(), Action::SessionStart, "started")?;
-        self.sessions.insert(id, (session, conn));
+        self.sessions.insert(id, session);
         Ok(())
     }
 
-    fn end_session(&mut self, id: u64, why: SessionEnd) -> Result<()> {
-        if let Some((mut session, _)) = self.sessions.remove(&id) {
-            session.ended = Some((self.now(), why));
+    /// Ends session `id` at `at`, for `why`.
+    fn end_session(&mut self, id: u64, at: Timestamp, why: SessionEnd) -> Result<()> {
+        if let Some(mut session) = self.sessions.remove(&id) {
+            session.ended = Some((at, why));
             self.svc.store.put_session(&session)?;
             self.audit(&session.user_name(), Action::SessionEnd, &why.to_string())?;
         }
         Ok(())
     }
 
-    async fn login(
-        &mut self,
-        conn: ConnectionId,
-        os_user: &str,
-        call: LoginCall,
-    ) -> Result<LoginAnswer> {
+    async fn login(&mut self, os_user: &str, call: LoginCall) -> Result<LoginAnswer> {
         let snapshot = self.svc.policy.snapshot();
         let settings = &snapshot.settings;
         if !names::is_os_account(os_user) {
@@ -601,20 +576,20 @@ impl ComputerState {
                 let ending: Vec<u64> = self
                     .sessions
                     .iter()
-                    .filter(|(id, (s, _))| {
+                    .filter(|(id, s)| {
                         s.os_user == os_user && session.is_none_or(|want| want == **id)
                     })
                     .map(|(id, _)| *id)
                     .collect();
                 for id in &ending {
-                    self.end_session(*id, SessionEnd::Logout)?;
+                    self.end_session(*id, now, SessionEnd::Logout)?;
                 }
                 LoginAnswer::LoggedOut(!ending.is_empty())
             }
         };
         self.apply(settings, effects)?;
         if let Some((session, email)) = started {
-            self.start_session(session, conn, os_user, &email)?;
+            self.start_session(session, os_user, &email)?;
         }
         self.commit().await?;
         Ok(answer)
@@ -836,24 +811,43 @@ impl ComputerState {
     /// Flushes only when something changed (`changed` says what the caller
     /// already changed), so that spawning an idle computer costs no fsync.
     async fn sweep(&mut self, myself: &ActorRef<ComputerMsg>, changed: bool) -> Result<()> {
+        let now = self.now();
+        let snapshot = self.svc.policy.snapshot();
         let mut effects = Vec::new();
-        let expired = self
-            .logins
-            .expire_all_due(&self.id, self.now(), &mut effects);
+        let expired = self.logins.expire_all_due(&self.id, now, &mut effects);
         if expired {
-            let snapshot = self.svc.policy.snapshot();
             self.apply(&snapshot.settings, effects)?;
         }
-        if changed || expired {
+        let gone: Vec<(u64, Timestamp)> = self
+            .sessions
+            .values()
+            .map(|session| {
+                (
+                    session.id,
+                    rules::session_ends_at(session, &snapshot.settings),
+                )
+            })
+            .filter(|&(_, ends)| ends <= now)
+            .collect();
+        for &(id, at) in &gone {
+            self.end_session(id, at, SessionEnd::AgentGone)?;
+        }
+        if changed || expired || !gone.is_empty() {
             self.commit().await?;
         }
         self.schedule(myself);
         Ok(())
     }
 
-    /// Sets the timer for the next OTP or request that will expire.
+    /// Sets the timer for the next OTP or request that will expire, or session
+    /// whose agent will have been gone too long.
     fn schedule(&mut self, myself: &ActorRef<ComputerMsg>) {
-        match self.logins.next_expiry() {
+        let snapshot = self.svc.policy.snapshot();
+        let sessions = self
+            .sessions
+            .values()
+            .map(|session| rules::session_ends_at(session, &snapshot.settings));
+        match self.logins.next_expiry().into_iter().chain(sessions).min() {
             Some(next) => {
                 let wait = next.unix_millis().saturating_sub(self.now().unix_millis());
                 let wait = Duration::from_millis(wait);

@@ -65,7 +65,6 @@ impl Fixture {
         self.actor
             .call(
                 |reply| ComputerMsg::Login {
-                    conn: CONN,
                     os_user,
                     call: call.take().unwrap(),
                     reply,

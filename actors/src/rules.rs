@@ -32,6 +32,7 @@ use crate::mail::outbox::MailKind;
 use crate::names::{is_email_address, masked};
 use crate::otp::{Check, Code, Origin, Otp, OtpKeys, OtpState, Slot};
 use crate::request::{AccessRequest, Choice, Decision, Refusal, Resolution};
+use crate::session::ClientSession;
 use crate::settings::{Effective, SystemSettings};
 
 /// The policy in force for one computer, read from memory.
@@ -303,6 +304,13 @@ pub fn invalid_caller(computer: &ComputerId, call: &LoginCall) -> (LoginAnswer, 
         ),
     ];
     (answer, effects)
+}
+
+/// When `session` ends unless its computer's agent is heard from: the session
+/// timeout after its last activity. A connected agent's heartbeats keep moving
+/// it on.
+pub fn session_ends_at(session: &ClientSession, settings: &SystemSettings) -> Timestamp {
+    session.last_activity.after(settings.session_timeout)
 }
 
 /// What [`Logins::admit`] found: a new OTP may be asked for, or the answer is

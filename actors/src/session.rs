@@ -26,15 +26,21 @@ pub struct ClientSession {
     pub ended: Option<(Timestamp, SessionEnd)>,
 }
 
-/// Why a session ended.
+/// Why a session ended. A session outlives its agent's connections and the
+/// server's restarts; it ends when the person logs out, or when its computer's
+/// agent has not been heard from for the session timeout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SessionEnd {
     /// The person logged out.
     Logout,
-    /// The agent's connection was lost.
+    /// Ended by older servers when the agent's connection was lost (kept so
+    /// that their records read).
     ConnectionLost,
-    /// The server stopped while it was open.
+    /// Ended by older servers when they stopped (kept so that their records
+    /// read).
     ServerRestart,
+    /// Its computer's agent was not heard from for the session timeout.
+    AgentGone,
 }
 
 impl ClientSession {
@@ -50,6 +56,7 @@ impl fmt::Display for SessionEnd {
             Self::Logout => "logged out",
             Self::ConnectionLost => "connection lost",
             Self::ServerRestart => "server restarted",
+            Self::AgentGone => "agent not heard from",
         })
     }
 }

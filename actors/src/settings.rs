@@ -29,6 +29,9 @@ pub const DEFAULT_RESEND_GAP: Duration = Duration::from_secs(30);
 /// cause within the failure window: a shared terminal server's users each
 /// asking once an hour, with room to spare.
 pub const DEFAULT_MAX_NEW_PER_COMPUTER: u32 = 300;
+/// How long by default a client session stays open while its computer's agent
+/// is not heard from (a machine that crashed, or was unplugged).
+pub const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(12 * 60 * 60);
 
 /// The System Settings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,6 +55,9 @@ pub struct SystemSettings {
     /// New OTPs and access requests one client computer may cause within the
     /// failure window, whatever OS user names it uses.
     pub max_new_per_computer: u32,
+    /// How long a client session stays open while its computer's agent is not
+    /// heard from.
+    pub session_timeout: Duration,
 }
 
 impl Default for SystemSettings {
@@ -65,6 +71,7 @@ impl Default for SystemSettings {
             failure_window: DEFAULT_FAILURE_WINDOW,
             resend_gap: DEFAULT_RESEND_GAP,
             max_new_per_computer: DEFAULT_MAX_NEW_PER_COMPUTER,
+            session_timeout: DEFAULT_SESSION_TIMEOUT,
         }
     }
 }
@@ -167,6 +174,11 @@ impl SystemSettings {
         }
         if self.max_new_per_computer == 0 {
             return invalid("max_new_per_computer", "must be at least 1");
+        }
+        if self.session_timeout < Duration::from_secs(60)
+            || self.session_timeout > Duration::from_secs(30 * 86_400)
+        {
+            return invalid("session_timeout", "must be between 1 minute and 30 days");
         }
         Ok(())
     }

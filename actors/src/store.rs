@@ -48,7 +48,7 @@ const SCHEMA_V1: u8 = 1;
 /// window and the resend gap; read and upgraded, as version 1 is.
 const SETTINGS_V2: u8 = 2;
 /// The schema version of the System Settings since they gained the cap on new
-/// OTPs per computer.
+/// OTPs per computer and the session timeout.
 const SETTINGS_V3: u8 = 3;
 
 /// What the server remembers of one client computer.

@@ -270,16 +270,14 @@ impl Computers {
         self.cast(id, ComputerMsg::Disconnect { conn });
     }
 
-    /// Asks computer `id` what the login prompt of `os_user` asks, through `conn`.
+    /// Asks computer `id` what the login prompt of `os_user` asks.
     pub async fn login(
         &self,
         id: &ComputerId,
-        conn: ConnectionId,
         os_user: &str,
         call: LoginCall,
     ) -> Result<LoginAnswer, CallError> {
         self.call(id, |reply| ComputerMsg::Login {
-            conn,
             os_user: os_user.to_owned(),
             call: call.clone(),
             reply,

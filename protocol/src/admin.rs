@@ -207,6 +207,8 @@ pub struct SettingsView {
     pub resend_gap_secs: u64,
     /// New OTPs and access requests one computer may cause within the window.
     pub max_new_per_computer: u32,
+    /// How long a client session stays open without its agent, in seconds.
+    pub session_timeout_secs: u64,
 }
 
 /// Changes to the System Settings; what is `None` stays.
@@ -229,6 +231,8 @@ pub struct SettingsPatch {
     pub resend_gap_secs: Option<u64>,
     /// New OTPs and access requests one computer may cause within the window.
     pub max_new_per_computer: Option<u32>,
+    /// How long a client session stays open without its agent, in seconds.
+    pub session_timeout_secs: Option<u64>,
 }
 
 /// A group's or computer's options; `None` inherits (in a patch: stays).

@@ -40,6 +40,7 @@ pub(super) async fn command(
             failure_window_minutes,
             resend_gap_secs,
             max_new_per_computer,
+            session_timeout_minutes,
         }) => AdminRequest::SettingsSet(SettingsPatch {
             expiration_secs: expiration_minutes.map(|m| m * 60),
             new_otp_interval_secs: new_otp_interval_minutes.map(|m| m * 60),
@@ -49,6 +50,7 @@ pub(super) async fn command(
             failure_window_secs: failure_window_minutes.map(|m| m * 60),
             resend_gap_secs,
             max_new_per_computer,
+            session_timeout_secs: session_timeout_minutes.map(|m| m * 60),
         }),
         Admin::Clients(AdminClients::List(PageArgs { limit })) => {
             return list(data_dir, json, limit, |page| AdminRequest::ClientsList {
@@ -324,7 +326,7 @@ pub fn describe(response: &AdminResponse) -> String {
                 out,
                 "expiration_minutes       {}\nnew_otp_interval_minutes {}\notp_length               {}\n\
                  max_attempts             {}\nmax_failures             {}\nfailure_window_minutes   {}\n\
-                 resend_gap_secs          {}\nmax_new_per_computer     {}",
+                 resend_gap_secs          {}\nmax_new_per_computer     {}\nsession_timeout_minutes  {}",
                 s.expiration_secs / 60,
                 s.new_otp_interval_secs / 60,
                 s.otp_length,
@@ -332,7 +334,8 @@ pub fn describe(response: &AdminResponse) -> String {
                 s.max_failures,
                 s.failure_window_secs / 60,
                 s.resend_gap_secs,
-                s.max_new_per_computer
+                s.max_new_per_computer,
+                s.session_timeout_secs / 60
             );
         }
         AdminResponse::Clients(clients) => {

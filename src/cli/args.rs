@@ -312,6 +312,10 @@ pub(super) enum AdminSettings {
         /// failure window.
         #[arg(long)]
         max_new_per_computer: Option<u32>,
+        /// How long a client session stays open while its computer's agent is
+        /// not heard from.
+        #[arg(long)]
+        session_timeout_minutes: Option<u64>,
     },
 }
 

@@ -131,6 +131,7 @@ pub fn settings_view(settings: &SystemSettings) -> SettingsView {
         failure_window_secs: settings.failure_window.as_secs(),
         resend_gap_secs: settings.resend_gap.as_secs(),
         max_new_per_computer: settings.max_new_per_computer,
+        session_timeout_secs: settings.session_timeout.as_secs(),
     }
 }
 
@@ -159,6 +160,9 @@ pub fn patch_settings(mut settings: SystemSettings, patch: &SettingsPatch) -> Sy
     }
     if let Some(n) = patch.max_new_per_computer {
         settings.max_new_per_computer = n;
+    }
+    if let Some(secs) = patch.session_timeout_secs {
+        settings.session_timeout = Duration::from_secs(secs);
     }
     settings
 }

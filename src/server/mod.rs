@@ -593,10 +593,10 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<'_, R, W> {
                                 ServerMessage::Response { id, response }
                             } else {
                                 let computers = self.shared.computers.clone();
-                                let (computer, conn) = (self.id.clone(), self.conn);
+                                let computer = self.id.clone();
                                 in_flight.spawn(
                                     async move {
-                                        let response = respond(&computers, &computer, conn, request).await;
+                                        let response = respond(&computers, &computer, request).await;
                                         ServerMessage::Response { id, response }
                                     }
                                     .in_current_span(),
@@ -614,20 +614,15 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<'_, R, W> {
     }
 }
 
-/// Serves one request of computer `id` on connection `conn`.
-async fn respond(
-    computers: &Computers,
-    id: &ComputerId,
-    conn: ConnectionId,
-    request: Request,
-) -> Response {
+/// Serves one request of computer `id`.
+async fn respond(computers: &Computers, id: &ComputerId, request: Request) -> Response {
     let answer = match request {
         // Answered by the connection itself; never spawned here.
         Request::Heartbeat => Ok(Response::Heartbeat),
         Request::Login { os_user, request } => {
             let call = convert::login_call(request);
             computers
-                .login(id, conn, &os_user, call)
+                .login(id, &os_user, call)
                 .await
                 .map(|answer| Response::Login(convert::login_response(&os_user, answer)))
         }

@@ -28,6 +28,21 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     fs::File::open(dir)?.sync_all()
 }
 
+/// Opens `path` for appending, created with mode 0600 (and its name made
+/// durable) if it does not exist. A crash may cut off the last line written.
+pub fn append_private(path: &Path) -> io::Result<fs::File> {
+    let created = !path.exists();
+    let file = OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(path)?;
+    if created && let Some(parent) = path.parent() {
+        sync_dir(parent)?;
+    }
+    Ok(file)
+}
+
 /// Writes `contents` to `path` with mode 0644 (for certificates, which are public).
 pub fn write_public(path: &Path, contents: &[u8]) -> io::Result<()> {
     write_with_mode(path, contents, 0o644)

@@ -177,3 +177,99 @@ async fn slow_handshakes_are_capped_and_cannot_keep_agents_out() {
     let newcomer = Agent::start(&server.identity("ws-new"), server.addr);
     newcomer.welcomed(1, WITHIN).await;
 }
+
+/// Opens a TLS connection with `config` and says Hello: whether it was
+/// resumed, and what the server answered.
+async fn hello_with(
+    server: &TestServer,
+    config: Arc<rustls::ClientConfig>,
+) -> (bool, Option<ServerMessage>) {
+    let stream = connect_tls(config, server.addr).await.unwrap();
+    let resumed = stream.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+    let (read, write) = tokio::io::split(stream);
+    let hello = AgentMessage::Hello(Hello {
+        min_version: MIN_PROTOCOL_VERSION,
+        max_version: MAX_PROTOCOL_VERSION,
+        agent_version: "test".into(),
+        host_name: "ws-rev".into(),
+    });
+    let _ = FrameWriter::new(write).write(&hello).await;
+    let mut reader = FrameReader::new(read);
+    let answer = tokio::time::timeout(WITHIN, reader.read::<ServerMessage>())
+        .await
+        .expect("the server answers or closes");
+    (resumed, answer.ok().flatten())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_certificate_is_cut_off_at_once_and_refused_even_when_resuming() {
+    let server = TestServer::start().await;
+    let identity = server.identity("ws-rev");
+    let agent = server.agent(&identity);
+    agent.welcomed(1, WITHIN).await;
+    // A client of the same identity takes a session ticket while it may.
+    let config = client(
+        &server,
+        &[&rustls::version::TLS13],
+        files(&identity, "client"),
+    );
+    let (_, first) = hello_with(&server, config.clone()).await;
+    assert!(
+        matches!(first, Some(ServerMessage::Welcome(_))),
+        "{first:?}"
+    );
+
+    // The operator revokes the computer's certificates.
+    let data = server.data_dir();
+    let revoke = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_otpgate"))
+            .args(["certs", "revoke", "ws-rev", "--data-dir"])
+            .arg(&data)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(revoke.status.success(), "{revoke:?}");
+    let said = String::from_utf8_lossy(&revoke.stdout);
+    assert!(said.contains("1 connection(s) closed"), "{said}");
+    let revoked_at = std::time::SystemTime::now();
+
+    // The connected agent was cut off, and a resumed session is refused too.
+    let mut watch = agent.link.watch();
+    tokio::time::timeout(WITHIN, watch.wait_for(|s| !s.connected))
+        .await
+        .unwrap()
+        .unwrap();
+    let (resumed, answer) = hello_with(&server, config).await;
+    assert!(resumed, "the client resumed its session");
+    assert_eq!(
+        answer,
+        Some(ServerMessage::Close(
+            otpgate_protocol::ErrorCode::CertificateRefused
+        ))
+    );
+    assert_eq!(agent.link.status().welcomes, 1, "never let back in");
+
+    // A certificate issued afterwards lets the computer back in.
+    common::wait_until(WITHIN, "the next second", || {
+        let later = std::time::SystemTime::now()
+            .duration_since(revoked_at)
+            .is_ok_and(|d| d.as_secs() >= 1);
+        async move { later }
+    })
+    .await;
+    let fresh = issue(
+        &server.data_dir(),
+        &server.data.path().join("new"),
+        "ws-rev",
+    );
+    let back = Agent::start(&fresh, server.addr);
+    back.welcomed(1, WITHIN).await;
+    let audit = server.audit(0).await;
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.outcome == "certificates of ws-rev revoked")
+    );
+}

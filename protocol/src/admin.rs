@@ -141,6 +141,12 @@ pub enum AdminRequest {
         /// The recipient.
         to: String,
     },
+    /// Revoke every certificate issued so far to a client computer, and close
+    /// its connections.
+    CertRevoke {
+        /// The client computer.
+        computer: String,
+    },
     /// Audit entries, newest first.
     AuditList {
         /// Which ones.
@@ -458,6 +464,11 @@ pub enum AdminResponse {
     MailSent {
         /// The relay's reply, or where the file was written.
         said: String,
+    },
+    /// A computer's certificates were revoked.
+    Revoked {
+        /// How many of its connections were closed.
+        disconnected: u32,
     },
     /// Done.
     Done,

@@ -148,6 +148,9 @@ pub enum ErrorCode {
     /// This computer has as many connections as it may hold; the others must
     /// close first.
     TooManyConnections,
+    /// The client certificate has been revoked, or has expired (a resumed TLS
+    /// session is checked too).
+    CertificateRefused,
     /// Something went wrong on the server; it has been logged there.
     Internal,
 }

@@ -76,6 +76,7 @@ fn error_code() -> impl Strategy<Value = ErrorCode> {
         Just(ErrorCode::Unavailable),
         Just(ErrorCode::ShuttingDown),
         Just(ErrorCode::TooManyConnections),
+        Just(ErrorCode::CertificateRefused),
         Just(ErrorCode::Internal),
     ]
 }

@@ -189,7 +189,7 @@ macro_rules! paged {
 
 /// Prints `response`, in words or as JSON; the exit status it calls for. A
 /// list, all its pages followed, prints as `{"<list>": [entries]}`.
-fn report(response: &AdminResponse, json: bool) -> anyhow::Result<ExitCode> {
+pub(super) fn report(response: &AdminResponse, json: bool) -> anyhow::Result<ExitCode> {
     if json {
         let mut value = serde_json::to_value(response)?;
         if paged!(response, |_page| ()).is_some()
@@ -437,6 +437,12 @@ pub fn describe(response: &AdminResponse) -> String {
         }
         AdminResponse::MailSent { said } => {
             let _ = write!(out, "sent: {said}");
+        }
+        AdminResponse::Revoked { disconnected } => {
+            let _ = write!(
+                out,
+                "revoked; {disconnected} connection(s) closed; a certificate issued from now on is accepted"
+            );
         }
         AdminResponse::Done => out.push_str("done"),
         AdminResponse::Fail(error) => {

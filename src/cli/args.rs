@@ -102,6 +102,16 @@ pub(super) enum Certs {
         #[arg(long, default_value = DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
     },
+    /// Revoke every certificate issued so far to a client computer: the
+    /// running server closes its connections at once and refuses them, resumed
+    /// sessions included. Issue a new one to let the computer back in.
+    Revoke {
+        /// The computer's name.
+        name: ComputerId,
+        /// The server's data folder.
+        #[arg(long, default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]

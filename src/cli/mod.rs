@@ -7,19 +7,23 @@ mod admin;
 mod args;
 pub mod prompt;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
-use otpgate_actors::Timestamp;
+use otpgate_actors::{ComputerId, Timestamp};
+use otpgate_protocol::admin::{AdminRequest, AdminResponse};
 
 use crate::agent::{self, AgentConfig};
+use crate::server::admin::socket_path;
 use crate::server::config::{Overrides, ServerConfig};
 use crate::server::{self, Server};
 use crate::tls::pki;
+use crate::tls::revoked::Revocations;
+use crate::unix;
 use args::{Bench, Certs, Cli, Command};
 use prompt::{EXIT_ERROR, Prompt};
 
@@ -80,6 +84,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Certs(Certs::Revoke { name, data_dir }) => revoke(&data_dir, &name).await,
         Command::Agent {
             server,
             identity,
@@ -177,6 +182,27 @@ async fn serve(path: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<Ex
         tracing::warn!(step, "stopped without waiting for everything");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Revokes computer `id`'s certificates through the running server, or, when
+/// none runs on `data_dir`, in its revocation list for its next start.
+async fn revoke(data_dir: &Path, id: &ComputerId) -> anyhow::Result<ExitCode> {
+    let request = AdminRequest::CertRevoke {
+        computer: id.to_string(),
+    };
+    match unix::ask::<_, AdminResponse>(&socket_path(data_dir), &request).await {
+        Ok(response) => admin::report(&response, false),
+        Err(unix::PromptError::Connect { .. }) => {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+            Revocations::load(data_dir)?.revoke(id, i64::try_from(now.as_secs())?)?;
+            println!(
+                "revoked {id}; no server runs on {}: it refuses them from its start",
+                data_dir.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(err) => Err(err.into()),
+    }
 }
 
 fn config_error(err: &dyn std::fmt::Display) -> ExitCode {

@@ -33,7 +33,9 @@ use otpgate_protocol::admin::{
 
 use crate::frames::{FrameReader, FrameWriter, WriteError};
 use crate::server::convert;
+use crate::server::live::Live;
 use crate::server::pages::{self, Matches};
+use crate::tls::revoked::Revocations;
 
 /// The comment of an OTP generated without a request, unless one is given.
 pub const DEFAULT_GENERATE_COMMENT: &str = "Generated without request.";
@@ -58,6 +60,10 @@ pub struct AdminContext {
     pub transport: Arc<dyn MailTransport>,
     /// The host name in Message-IDs.
     pub host: String,
+    /// Revoked client certificates.
+    pub revocations: Arc<Revocations>,
+    /// The agent connections open now.
+    pub live: Arc<Live>,
 }
 
 /// Creates the admin socket at `path`, for the owner only.
@@ -403,6 +409,27 @@ async fn handle(
             ),
             None => fail(AdminErrorCode::Forbidden, "this link is not valid"),
         },
+        AdminRequest::CertRevoke { computer } => {
+            let id = match computer_id(&computer) {
+                Ok(id) => id,
+                Err(refused) => return Ok(refused),
+            };
+            let now = context.clock.now();
+            let seconds = i64::try_from(now.unix_millis() / 1000).unwrap_or(i64::MAX);
+            if let Err(err) = context.revocations.revoke(&id, seconds) {
+                warn!(error = %err, "cannot write the revocation list");
+                return Ok(fail(
+                    AdminErrorCode::Internal,
+                    "the revocation list could not be written",
+                ));
+            }
+            let disconnected = context.live.close_all(&id);
+            store.append_audit(&audit(format!("certificates of {id} revoked")))?;
+            store.flush().await?;
+            AdminResponse::Revoked {
+                disconnected: u32::try_from(disconnected).unwrap_or(u32::MAX),
+            }
+        }
         AdminRequest::OtpGenerate {
             computer,
             os_user,

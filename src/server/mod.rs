@@ -13,6 +13,7 @@ pub mod config;
 mod convert;
 pub mod directory;
 mod gate;
+pub(crate) mod live;
 pub mod mail;
 mod pages;
 
@@ -54,11 +55,13 @@ use rand::RngExt;
 use zeroize::Zeroizing;
 
 use crate::frames::{FrameReader, FrameWriter};
+use crate::tls::revoked::Revocations;
 use crate::tls::{self, ALPN, TlsError, pki};
 use admin::AdminContext;
 use config::ServerConfig;
 use directory::{DirectoryFileError, StaticDirectory};
 use gate::Handshakes;
+use live::Live;
 use mail::{EmlDir, Sender, Smtp, SmtpSetupError};
 
 /// How long shutdown waits for connections and actors to finish.
@@ -149,6 +152,10 @@ struct Shared {
     acceptor: TlsAcceptor,
     /// Handshakes in flight, in all and per source address.
     handshakes: Arc<Handshakes>,
+    /// Revoked client certificates, checked on every connection.
+    revocations: Arc<Revocations>,
+    /// The connections open now, for revocations to close.
+    live: Arc<Live>,
     computers: Computers,
     handshake_timeout: Duration,
     heartbeat_interval: Duration,
@@ -185,6 +192,7 @@ impl Server {
             pki::ensure_server(&config.data_dir, &config.server_names).map_err(TlsError::from)?;
         let keys = Arc::new(OtpKeys::derive(pki.secret.expose()));
         let acceptor = TlsAcceptor::from(tls::server_config(pki)?);
+        let revocations = Arc::new(Revocations::load(&config.data_dir).map_err(TlsError::from)?);
         let from = Sender::parse(&config.mail_from);
         let transport: Arc<dyn MailTransport> = match &config.smtp {
             Some(smtp) => Arc::new(Smtp::new(smtp, from)?),
@@ -249,6 +257,8 @@ impl Server {
                     config.max_handshakes,
                     config.max_handshakes_per_source,
                 ),
+                revocations: revocations.clone(),
+                live: Arc::default(),
                 computers,
                 handshake_timeout: config.handshake_timeout,
                 heartbeat_interval: config.heartbeat_interval,
@@ -300,6 +310,8 @@ impl Server {
             keys: self.keys.clone(),
             transport: self.transport.clone(),
             host: self.host.clone(),
+            revocations: self.shared.revocations.clone(),
+            live: self.shared.live.clone(),
         };
         tracker.spawn(admin::serve(
             self.admin_listener,
@@ -432,9 +444,12 @@ async fn serve_tcp(
         debug!("client did not negotiate ALPN otpgate/1");
         return;
     }
-    let id = match session.peer_certificates().and_then(|certs| certs.first()) {
-        Some(cert) => match pki::client_id(cert) {
-            Ok(id) => id,
+    // A resumed session carries the certificate of its first handshake, which
+    // rustls does not check again: its expiry and revocation are checked here,
+    // on every connection.
+    let cert = match session.peer_certificates().and_then(|certs| certs.first()) {
+        Some(cert) => match pki::client_cert(cert) {
+            Ok(cert) => cert,
             Err(err) => {
                 warn!(error = %err, "refused a certificate");
                 return;
@@ -443,15 +458,29 @@ async fn serve_tcp(
         // The verifier requires a certificate; this cannot happen, but must not panic.
         None => return,
     };
-    tracing::Span::current().record("client", id.as_str());
-    let conn = ConnectionId(shared.next_conn.fetch_add(1, Ordering::Relaxed));
+    tracing::Span::current().record("client", cert.id.as_str());
     let (read, write) = tokio::io::split(tls);
+    let mut writer = FrameWriter::new(write);
+    let now = unix_seconds();
+    if cert.expires < now || shared.revocations.refuses(&cert) {
+        warn!(
+            expired = cert.expires < now,
+            "refused a revoked or expired certificate"
+        );
+        let _ = writer
+            .write(&ServerMessage::Close(ErrorCode::CertificateRefused))
+            .await;
+        return;
+    }
+    let conn = ConnectionId(shared.next_conn.fetch_add(1, Ordering::Relaxed));
+    let live = shared.live.enter(&cert.id, conn);
     let mut session = Session {
         shared: &shared,
-        id,
+        id: cert.id,
         conn,
         reader: FrameReader::new(read),
-        writer: FrameWriter::new(write),
+        writer,
+        revoked: live.revoked.clone(),
     };
     session.run(&cancel).await;
 }
@@ -463,6 +492,8 @@ struct Session<'a, R, W> {
     conn: ConnectionId,
     reader: FrameReader<R>,
     writer: FrameWriter<W>,
+    /// Fires when the computer's certificates are revoked.
+    revoked: CancellationToken,
 }
 
 /// How a session ended.
@@ -551,6 +582,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<'_, R, W> {
             let out = tokio::select! {
                 biased;
                 () = cancel.cancelled() => return End::Close(ErrorCode::ShuttingDown),
+                () = self.revoked.cancelled() => return End::Close(ErrorCode::CertificateRefused),
                 Some(done) = in_flight.join_next() => match done {
                     Ok(out) => out,
                     Err(err) => {
@@ -612,6 +644,14 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<'_, R, W> {
             }
         }
     }
+}
+
+/// The wall-clock time in Unix seconds.
+fn unix_seconds() -> i64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since.as_secs()).unwrap_or(i64::MAX)
 }
 
 /// Serves one request of computer `id`.

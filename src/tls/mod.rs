@@ -5,6 +5,7 @@
 //! in `tickets`.
 
 pub mod pki;
+pub mod revoked;
 mod tickets;
 
 use std::path::Path;
@@ -56,6 +57,7 @@ fn roots(ca: CertificateDer<'static>) -> Result<Arc<RootCertStore>, TlsError> {
 /// The server's TLS configuration: agents must present a certificate from our CA.
 pub fn server_config(pki: ServerPki) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = provider();
+    let ticketer = Arc::new(Tickets::new(&pki.secret, &pki.ca));
     let verifier =
         WebPkiClientVerifier::builder_with_provider(roots(pki.ca)?, provider.clone()).build()?;
     let mut config = ServerConfig::builder_with_provider(provider)
@@ -63,7 +65,7 @@ pub fn server_config(pki: ServerPki) -> Result<Arc<ServerConfig>, TlsError> {
         .with_client_cert_verifier(verifier)
         .with_single_cert(pki.chain, pki.key)?;
     config.alpn_protocols = vec![ALPN.to_vec()];
-    config.ticketer = Arc::new(Tickets::new(&pki.secret));
+    config.ticketer = ticketer;
     // An agent holds one connection: one ticket for its next reconnection is enough.
     config.send_tls13_tickets = 1;
     config.session_storage = rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE);

@@ -81,6 +81,14 @@ pub enum PkiError {
     /// A certificate does not name a valid client computer.
     #[error("certificate does not name a valid client computer")]
     Identity,
+    /// A line of the revocation list cannot be read.
+    #[error("{}: cannot read the line {line:?} (NAME UNIX_SECONDS)", path.display())]
+    Revocations {
+        /// The list.
+        path: PathBuf,
+        /// The line.
+        line: String,
+    },
     /// The server secret has the wrong length.
     #[error("{}: must hold exactly {SECRET_LEN} bytes", path.display())]
     Secret {
@@ -249,8 +257,21 @@ pub fn issue_client(data: &Path, id: &ComputerId, out: &Path) -> Result<ClientPa
     Ok(client)
 }
 
-/// The client computer a (verified) client certificate names.
-pub fn client_id(cert: &CertificateDer<'_>) -> Result<ComputerId, PkiError> {
+/// What the server needs of a client certificate on every connection, resumed
+/// or not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCert {
+    /// The client computer it names.
+    pub id: ComputerId,
+    /// When it was issued, in Unix seconds (its start of validity is backdated
+    /// by the same hour for every certificate we issue).
+    pub issued: i64,
+    /// When it expires, in Unix seconds.
+    pub expires: i64,
+}
+
+/// The facts of a (verified) client certificate.
+pub fn client_cert(cert: &CertificateDer<'_>) -> Result<ClientCert, PkiError> {
     let (_, cert) = x509_parser::parse_x509_certificate(cert).map_err(|_| PkiError::Parse)?;
     let cn = cert
         .subject()
@@ -258,7 +279,12 @@ pub fn client_id(cert: &CertificateDer<'_>) -> Result<ComputerId, PkiError> {
         .next()
         .and_then(|cn| cn.as_str().ok())
         .ok_or(PkiError::Identity)?;
-    cn.parse().map_err(|_| PkiError::Identity)
+    let validity = cert.validity();
+    Ok(ClientCert {
+        id: cn.parse().map_err(|_| PkiError::Identity)?,
+        issued: validity.not_before.timestamp() + BACKDATE.whole_seconds(),
+        expires: validity.not_after.timestamp(),
+    })
 }
 
 /// Reads the first certificate in PEM file `path`.
@@ -381,7 +407,11 @@ mod tests {
         let id: ComputerId = "WS-7".parse().unwrap();
         let client = issue_client(dir.path(), &id, &dir.path().join("ws-7")).unwrap();
         assert_eq!(mode(&client.key), 0o600);
-        assert_eq!(client_id(&read_cert(&client.cert).unwrap()).unwrap(), id);
+        let cert = client_cert(&read_cert(&client.cert).unwrap()).unwrap();
+        assert_eq!(cert.id, id);
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        assert!((now - 5..=now).contains(&cert.issued), "{cert:?}");
+        assert!(cert.expires > now);
         assert_eq!(
             fs::read(&client.ca).unwrap(),
             fs::read(&paths.ca_cert).unwrap()

@@ -2,8 +2,10 @@
 //!
 //! rustls's own ticketer keeps its key in memory, so after a restart every agent
 //! would need a full handshake at once. This one derives its keys from the server
-//! secret and the current period, so the tickets agents hold stay valid across a
-//! restart and a reconnect storm resumes instead of paying for full handshakes.
+//! secret, the CA certificate and the current period, so the tickets agents hold
+//! stay valid across a restart and a reconnect storm resumes instead of paying
+//! for full handshakes; and a new CA ends every ticket, so that a session
+//! resumed without a certificate check cannot outlive the CA that vouched for it.
 //! Keys roll every [`PERIOD`]; a ticket is accepted in its own period and the next.
 //! Resumption in rustls always runs a fresh (EC)DHE exchange, so a leaked key
 //! opens no recorded traffic.
@@ -29,22 +31,29 @@ pub const PERIOD: u64 = 6 * 60 * 60;
 
 const PERIOD_LEN: usize = 8;
 
-/// Issues and opens session tickets with keys derived from the server secret.
+/// Issues and opens session tickets with keys derived from the server secret
+/// and the CA.
 pub struct Tickets {
     /// The HMAC key that derives each period's ticket key from the server secret.
     root: hmac::Key,
+    /// The SHA-256 of the CA certificate, in every key's label.
+    ca: [u8; 32],
 }
 
 impl Tickets {
-    /// Tickets whose keys come from `secret`.
-    pub fn new(secret: &ServerSecret) -> Self {
+    /// Tickets whose keys come from `secret` and the CA certificate `ca`.
+    pub fn new(secret: &ServerSecret, ca: &[u8]) -> Self {
+        let mut digest = [0u8; 32];
+        digest.copy_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, ca).as_ref());
         Self {
             root: hmac::Key::new(hmac::HMAC_SHA256, secret.expose()),
+            ca: digest,
         }
     }
 
     fn key(&self, period: u64) -> Option<LessSafeKey> {
-        let mut label = Zeroizing::new(b"otpgate tls ticket key v1 ".to_vec());
+        let mut label = Zeroizing::new(b"otpgate tls ticket key v2 ".to_vec());
+        label.extend_from_slice(&self.ca);
         label.extend_from_slice(&period.to_be_bytes());
         let tag = hmac::sign(&self.root, &label);
         let key = UnboundKey::new(&CHACHA20_POLY1305, tag.as_ref()).ok()?;
@@ -126,7 +135,8 @@ mod tests {
     use super::*;
 
     fn tickets(dir: &std::path::Path) -> Tickets {
-        Tickets::new(&crate::tls::pki::ensure_server(dir, &[]).unwrap().secret)
+        let pki = crate::tls::pki::ensure_server(dir, &[]).unwrap();
+        Tickets::new(&pki.secret, &pki.ca)
     }
 
     #[test]
@@ -147,6 +157,15 @@ mod tests {
         assert_eq!(tickets(dir.path()).decrypt(&ticket).unwrap(), b"session");
         let other = tempfile::tempdir().unwrap();
         assert_eq!(tickets(other.path()).decrypt(&ticket), None);
+    }
+
+    #[test]
+    fn a_new_ca_ends_every_ticket() {
+        let dir = tempfile::tempdir().unwrap();
+        let ticket = tickets(dir.path()).encrypt(b"session").unwrap();
+        // The CA is rotated as certs/README.md says: pki/ moved aside.
+        std::fs::rename(dir.path().join("pki"), dir.path().join("old-pki")).unwrap();
+        assert_eq!(tickets(dir.path()).decrypt(&ticket), None);
     }
 
     #[test]

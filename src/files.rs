@@ -28,6 +28,23 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     fs::File::open(dir)?.sync_all()
 }
 
+/// Takes away from `path` every permission `mode` does not give (a folder or key
+/// someone made readable to others); the mode it had, if it changed. A missing
+/// path is left alone.
+pub fn tighten(path: &Path, mode: u32) -> io::Result<Option<u32>> {
+    use std::os::unix::fs::PermissionsExt;
+    let had = match fs::metadata(path) {
+        Ok(meta) => meta.permissions().mode() & 0o777,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(err) => return Err(err),
+    };
+    if had & !mode == 0 {
+        return Ok(None);
+    }
+    fs::set_permissions(path, fs::Permissions::from_mode(had & mode))?;
+    Ok(Some(had))
+}
+
 /// Opens `path` for appending, created with mode 0600 (and its name made
 /// durable) if it does not exist. A crash may cut off the last line written.
 pub fn append_private(path: &Path) -> io::Result<fs::File> {

@@ -251,6 +251,17 @@ async fn the_data_folder_keys_and_sockets_are_the_owners_only() {
     let data = server.data_dir();
     let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&data), 0o700);
+    // Made readable to others while it was stopped (a restore, say): the next
+    // start takes that back.
+    server.stop();
+    let widen = |path: &Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    widen(&data, 0o755);
+    widen(&data.join("secret.key"), 0o644);
+    widen(&data.join("pki/ca.key"), 0o640);
+    let _server = common::server::ServerProcess::start(dir.path(), "127.0.0.1:0");
+    assert_eq!(mode(&data), 0o700);
     for file in [
         "admin.sock",
         "admin-password",

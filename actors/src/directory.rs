@@ -57,6 +57,12 @@ pub struct UserRecord {
 /// takes as long as a wrong password.
 static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| hash_password("otpgate dummy password"));
 
+/// Makes the dummy hash now (an argon2 hash: slow), so that the first unknown
+/// login is not slower than the others.
+pub fn prepare() {
+    LazyLock::force(&DUMMY_HASH);
+}
+
 /// Hashes `password` with argon2id and a random salt. Slow on purpose: call it
 /// off the async runtime.
 pub fn hash_password(password: &str) -> String {

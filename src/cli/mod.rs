@@ -7,6 +7,7 @@ mod admin;
 mod args;
 pub mod prompt;
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -164,15 +165,23 @@ async fn serve(path: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<Ex
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     if let Some(password) = server.take_initial_password() {
-        println!(
-            "otpgate: created administrator '{}' with password {} (also in {}, mode 0600)",
-            server::INITIAL_ADMIN,
-            password.as_str(),
-            config
-                .data_dir
-                .join(server::INITIAL_PASSWORD_FILE)
-                .display()
-        );
+        let file = config.data_dir.join(server::INITIAL_PASSWORD_FILE);
+        // On a terminal the operator sees it once; elsewhere (a service whose
+        // output a journal keeps) it is only in the owner's file.
+        if std::io::stdout().is_terminal() {
+            println!(
+                "otpgate: created administrator '{}' with password {} (also in {}, mode 0600)",
+                server::INITIAL_ADMIN,
+                password.as_str(),
+                file.display()
+            );
+        } else {
+            println!(
+                "otpgate: created administrator '{}'; the password is in {} (mode 0600)",
+                server::INITIAL_ADMIN,
+                file.display()
+            );
+        }
     }
     // Scripts and tests wait for this line.
     println!("otpgate listening on {addr}");

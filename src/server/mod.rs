@@ -184,6 +184,12 @@ impl Server {
             })
         };
         data_dir(&config.data_dir)?;
+        tighten_data_dir(&config.data_dir)?;
+        // The dummy password hash that unknown logins are checked against is
+        // made now, not by the first unknown login.
+        tokio::task::spawn_blocking(otpgate_actors::directory::prepare)
+            .await
+            .ok();
         let directory = match &config.directory_file {
             Some(path) => StaticDirectory::load(path)?,
             None => StaticDirectory::default(),
@@ -671,6 +677,37 @@ async fn respond(computers: &Computers, id: &ComputerId, request: Request) -> Re
         warn!(error = %err, "request failed");
         Response::Fail(code_for(&err))
     })
+}
+
+/// The owner's only parts of a data folder, and the modes they must not exceed.
+const PRIVATE: [(&str, u32); 8] = [
+    ("", 0o700),
+    ("db", 0o700),
+    ("pki", 0o700),
+    ("secret.key", 0o600),
+    ("pki/ca.key", 0o600),
+    ("pki/server.key", 0o600),
+    ("pki/revoked.txt", 0o600),
+    (INITIAL_PASSWORD_FILE, 0o600),
+];
+
+/// Takes away any permission others were given on the private parts of data
+/// folder `data` (a copy or a restore may have widened them), and says so.
+fn tighten_data_dir(data: &std::path::Path) -> Result<(), OpenError> {
+    for (part, mode) in PRIVATE {
+        let path = data.join(part);
+        match crate::files::tighten(&path, mode) {
+            Ok(Some(had)) => warn!(
+                path = %path.display(),
+                had = format_args!("{had:o}"),
+                now = format_args!("{:o}", had & mode),
+                "others could read this; tightened"
+            ),
+            Ok(None) => {}
+            Err(source) => return Err(OpenError::DataDir { path, source }),
+        }
+    }
+    Ok(())
 }
 
 /// The login name of the administrator created on first start.

@@ -296,9 +296,16 @@ impl ServerProcess {
             if let Some(addr) = line.trim().strip_prefix("otpgate listening on ") {
                 break addr.parse().unwrap();
             }
-            match line.split_once("with password ") {
+            // Not on a terminal: the password is only in the owner's file.
+            assert!(
+                !line.contains("with password"),
+                "the password went to a pipe: {line:?}"
+            );
+            match line.split_once("the password is in ") {
                 Some((_, rest)) => {
-                    initial_password = rest.split_whitespace().next().map(String::from)
+                    let file = rest.split(" (mode").next().unwrap();
+                    let password = std::fs::read_to_string(file).unwrap();
+                    initial_password = Some(password.trim().to_owned());
                 }
                 None => panic!("server did not start: {line:?}; see {}", dir.display()),
             }

@@ -130,6 +130,20 @@ pub enum ComputerMsg {
     Panic,
 }
 
+impl ComputerMsg {
+    /// Whether this is a call whose caller no longer waits for the answer.
+    fn caller_gone(&self) -> bool {
+        match self {
+            Self::Connect { reply, .. } => reply.is_closed(),
+            Self::Login { reply, .. } => reply.is_closed(),
+            Self::Decide { reply, .. } => reply.is_closed(),
+            Self::Generate { reply, .. } => reply.is_closed(),
+            Self::Configure { reply, .. } => reply.is_closed(),
+            _ => false,
+        }
+    }
+}
+
 /// What became of a [`ComputerMsg::Decide`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decided {
@@ -289,6 +303,13 @@ impl Actor for ComputerActor {
         message: ComputerMsg,
         state: &mut ComputerState,
     ) -> Result<(), ActorProcessingErr> {
+        if message.caller_gone() {
+            // Its call timed out while this waited in the mailbox: nothing is done
+            // that the caller would not know of, such as an OTP used up or issued
+            // behind an "unavailable".
+            tracing::warn!(computer = %state.id, "dropped a call whose caller gave up");
+            return Ok(());
+        }
         match message {
             ComputerMsg::Connect { conn, info, reply } => {
                 if state.connections.len() >= MAX_CONNECTIONS_PER_COMPUTER {

@@ -364,3 +364,28 @@ async fn heartbeats_write_last_seen_at_most_every_so_often() {
     beat(SEEN_WRITE_EVERY).await;
     assert_eq!(stored(), f.clock.now());
 }
+
+#[tokio::test]
+async fn a_call_whose_caller_gave_up_is_not_carried_out() {
+    let f = Fixture::new(auto_directory()).await;
+    // The caller's call timed out while the message waited: its answer port is
+    // closed by the time the actor reaches it.
+    let (reply, gone) = ractor::concurrency::oneshot();
+    drop(gone);
+    f.actor
+        .cast(ComputerMsg::Login {
+            os_user: "alice".into(),
+            call: LoginCall::Request(Mode::Directory),
+            reply: reply.into(),
+        })
+        .unwrap();
+    // Handled in order: once this is answered, so was that.
+    f.login("bob", LoginCall::Status).await;
+    assert!(f.codes().is_empty(), "no OTP was issued behind its back");
+    // Asked again, alice gets a new one at once.
+    let answer = f.login("alice", LoginCall::Request(Mode::Directory)).await;
+    assert!(
+        matches!(answer, LoginAnswer::Requested(Requested::Send { .. })),
+        "{answer:?}"
+    );
+}

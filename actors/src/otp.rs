@@ -104,15 +104,19 @@ impl OtpKeys {
 
 impl OtpKeys {
     /// A link token that lets `token.approver` make `token.choice` on access
-    /// request `token.request`. It works once: a decided or expired request takes
-    /// no decision.
+    /// request `token.request` until `token.expires`. It works once: a decided
+    /// or expired request takes no decision. A random nonce makes every token
+    /// unique, even two for the same decision.
     ///
     /// ```text
-    /// token = hex(request u64 BE || choice u8 (1 approve, 0 deny) || approver)
+    /// token = hex(request u64 BE || expires u64 BE (Unix ms) || nonce (16)
+    ///             || choice u8 (1 approve, 0 deny) || approver)
     ///         "." hex(HMAC-SHA256(decide key, same))
     /// ```
     pub fn decision_token(&self, token: &DecisionToken) -> String {
         let mut body = token.request.to_be_bytes().to_vec();
+        body.extend_from_slice(&token.expires.unix_millis().to_be_bytes());
+        body.extend_from_slice(&rand::rng().random::<[u8; TOKEN_NONCE_LEN]>());
         body.push(u8::from(token.choice == Choice::Approve));
         body.extend_from_slice(token.approver.as_bytes());
         let tag = hmac::sign(&self.decide, &body);
@@ -123,8 +127,9 @@ impl OtpKeys {
         )
     }
 
-    /// What a token from [`OtpKeys::decision_token`] says, if it is genuine.
-    pub fn open_decision_token(&self, token: &str) -> Option<DecisionToken> {
+    /// What a token from [`OtpKeys::decision_token`] says, if it is genuine and
+    /// has not expired at `now`.
+    pub fn open_decision_token(&self, token: &str, now: Timestamp) -> Option<DecisionToken> {
         let (body, tag) = token.trim().split_once('.')?;
         if body.len() > MAX_TOKEN_HEX || tag.len() != 64 {
             return None;
@@ -133,23 +138,32 @@ impl OtpKeys {
         let tag = HEXLOWER.decode(tag.as_bytes()).ok()?;
         hmac::verify(&self.decide, &body, &tag).ok()?;
         let (request, rest) = body.split_first_chunk::<8>()?;
+        let (expires, rest) = rest.split_first_chunk::<8>()?;
+        let (_nonce, rest) = rest.split_first_chunk::<TOKEN_NONCE_LEN>()?;
         let (&choice, approver) = rest.split_first()?;
         let choice = match choice {
             1 => Choice::Approve,
             0 => Choice::Deny,
             _ => return None,
         };
+        let expires = Timestamp::from_unix_millis(u64::from_be_bytes(*expires));
+        (now < expires).then_some(())?;
         Some(DecisionToken {
             request: u64::from_be_bytes(*request),
             choice,
             approver: String::from_utf8(approver.to_vec()).ok()?,
+            expires,
         })
     }
 }
 
-/// The longest token body read, in hex digits: a request id, a choice and a
-/// login name of at most 247 bytes. The tag is always 64 hex digits.
-const MAX_TOKEN_HEX: usize = 512;
+/// The random bytes in every decision token.
+const TOKEN_NONCE_LEN: usize = 16;
+
+/// The longest token body read, in hex digits: a request id, an expiry, a
+/// nonce, a choice and a login name of at most 247 bytes. The tag is always 64
+/// hex digits.
+const MAX_TOKEN_HEX: usize = 2 * (8 + 8 + TOKEN_NONCE_LEN + 1 + 247);
 
 /// What an approver's link decides: who makes which choice on which request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,6 +174,8 @@ pub struct DecisionToken {
     pub choice: Choice,
     /// The approver's login name.
     pub approver: String,
+    /// When the link stops working (the request's own expiry).
+    pub expires: Timestamp,
 }
 
 fn aad(computer: &ComputerId, os_user: &str) -> Vec<u8> {
@@ -560,29 +576,40 @@ mod tests {
     #[test]
     fn decision_tokens_say_what_they_were_made_for_and_resist_tampering() {
         let keys = OtpKeys::derive(&SECRET);
+        let now = Timestamp::from_unix_millis(1_000_000);
         let approve = DecisionToken {
             request: 42,
             choice: Choice::Approve,
             approver: "alice".into(),
+            expires: now.after(std::time::Duration::from_secs(60)),
         };
         let token = keys.decision_token(&approve);
-        assert_eq!(keys.open_decision_token(&token), Some(approve.clone()));
+        assert_eq!(keys.open_decision_token(&token, now), Some(approve.clone()));
+        assert_eq!(
+            keys.open_decision_token(&token, approve.expires),
+            None,
+            "expired"
+        );
+        assert_ne!(keys.decision_token(&approve), token, "a nonce in each");
         let deny = DecisionToken {
             choice: Choice::Deny,
             ..approve
         };
         let deny_token = keys.decision_token(&deny);
         assert_ne!(token, deny_token);
-        assert_eq!(keys.open_decision_token(&deny_token), Some(deny));
+        assert_eq!(keys.open_decision_token(&deny_token, now), Some(deny));
         let mut forged = token.clone().into_bytes();
         forged[1] ^= 1;
         assert_eq!(
-            keys.open_decision_token(&String::from_utf8(forged).unwrap()),
+            keys.open_decision_token(&String::from_utf8(forged).unwrap(), now),
             None
         );
-        assert_eq!(OtpKeys::derive(&[9; 32]).open_decision_token(&token), None);
+        assert_eq!(
+            OtpKeys::derive(&[9; 32]).open_decision_token(&token, now),
+            None
+        );
         for junk in ["", ".", "zz.zz", "abc", "00.00"] {
-            assert_eq!(keys.open_decision_token(junk), None, "{junk:?}");
+            assert_eq!(keys.open_decision_token(junk, now), None, "{junk:?}");
         }
     }
 

@@ -392,7 +392,10 @@ async fn handle(
             token,
             choice,
             comment,
-        } => match context.keys.open_decision_token(&token) {
+        } => match context
+            .keys
+            .open_decision_token(&token, context.clock.now())
+        {
             Some(token) if token.choice == convert::choice(choice) => {
                 decide(
                     context,

@@ -134,6 +134,7 @@ impl OutboxEntry {
                         request: *request,
                         choice,
                         approver: approver.clone(),
+                        expires: *expires,
                     });
                     format!("{management_url}/requests/decide?token={token}")
                 };

@@ -36,6 +36,14 @@ impl Timestamp {
             .unwrap_or_else(|| format!("@{seconds}"))
     }
 
+    /// This timestamp moved `by` earlier, saturating at the epoch.
+    pub fn before(self, by: Duration) -> Self {
+        Self(
+            self.0
+                .saturating_sub(u64::try_from(by.as_millis()).unwrap_or(u64::MAX)),
+        )
+    }
+
     /// This timestamp moved `by` later, saturating at the end of time.
     pub fn after(self, by: Duration) -> Self {
         Self(

@@ -190,6 +190,13 @@ impl Bucket {
         }
     }
 
+    /// Whether it has drained by `now`: untouched for two windows (it never
+    /// holds more than its limit and a few racing failures, and drains its
+    /// limit in one).
+    pub fn drained_by(&self, now: Timestamp, window: Duration) -> bool {
+        now >= self.at.after(window * 2)
+    }
+
     /// How long until it takes a failure again, if it is full at `now` (one more
     /// would overflow it).
     pub fn full_for(self, now: Timestamp, limit: u32, window: Duration) -> Option<Duration> {

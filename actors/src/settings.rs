@@ -32,6 +32,9 @@ pub const DEFAULT_MAX_NEW_PER_COMPUTER: u32 = 300;
 /// How long by default a client session stays open while its computer's agent
 /// is not heard from (a machine that crashed, or was unplugged).
 pub const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(12 * 60 * 60);
+/// How long by default the audit log, ended sessions, decided requests and
+/// given-up messages are kept.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(365 * 86_400);
 
 /// The System Settings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,6 +61,9 @@ pub struct SystemSettings {
     /// How long a client session stays open while its computer's agent is not
     /// heard from.
     pub session_timeout: Duration,
+    /// How long the audit log, ended sessions, decided requests and given-up
+    /// messages are kept.
+    pub retention: Duration,
 }
 
 impl Default for SystemSettings {
@@ -72,6 +78,7 @@ impl Default for SystemSettings {
             resend_gap: DEFAULT_RESEND_GAP,
             max_new_per_computer: DEFAULT_MAX_NEW_PER_COMPUTER,
             session_timeout: DEFAULT_SESSION_TIMEOUT,
+            retention: DEFAULT_RETENTION,
         }
     }
 }
@@ -179,6 +186,11 @@ impl SystemSettings {
             || self.session_timeout > Duration::from_secs(30 * 86_400)
         {
             return invalid("session_timeout", "must be between 1 minute and 30 days");
+        }
+        if self.retention < Duration::from_secs(86_400)
+            || self.retention > Duration::from_secs(3650 * 86_400)
+        {
+            return invalid("retention", "must be between 1 day and 10 years");
         }
         Ok(())
     }

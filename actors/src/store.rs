@@ -24,6 +24,7 @@ use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -34,7 +35,7 @@ use crate::directory::UserRecord;
 use crate::id::ComputerId;
 use crate::mail::outbox::{MailFailure, OutboxEntry};
 use crate::otp::Slot;
-use crate::request::AccessRequest;
+use crate::request::{AccessRequest, Decision};
 use crate::rules::Bucket;
 use crate::session::ClientSession;
 use crate::settings::{GroupRecord, Options, SystemSettings, SystemSettingsV1, SystemSettingsV2};
@@ -210,6 +211,12 @@ pub trait Store: Send + Sync + 'static {
     fn count_failure(&self, key: &str, fail: &(dyn Fn(Bucket) -> Bucket + Sync)) -> Result<()>;
     /// The failures counted against `key`, as last written.
     fn failures(&self, key: &str) -> Result<Bucket>;
+
+    /// Removes what is over and older than `cutoff` (audit entries, ended
+    /// sessions, decided or expired requests, messages given up on), the
+    /// failure buckets that `window` has drained by `now`, and the records of
+    /// mail sent for OTPs that have expired. Returns how many records went.
+    fn prune(&self, cutoff: Timestamp, now: Timestamp, window: Duration) -> Result<usize>;
 }
 
 /// One sled tree of one kind of record.
@@ -273,6 +280,22 @@ impl Table {
         } else {
             Box::new(range.map(decode_one))
         }
+    }
+
+    /// Removes every record for which `remove` says so; how many went.
+    fn remove_where<T: DeserializeOwned + 'static>(
+        &self,
+        remove: impl Fn(&T) -> bool,
+    ) -> Result<usize> {
+        let mut removed = 0;
+        for item in self.from::<T>(None, false) {
+            let (key, record) = item?;
+            if remove(&record) {
+                self.tree.remove(key)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     fn values<T: DeserializeOwned>(&self, prefix: impl AsRef<[u8]>) -> Result<Vec<T>> {
@@ -604,6 +627,41 @@ impl Store for SledStore {
     fn failures(&self, key: &str) -> Result<Bucket> {
         Ok(self.failures.get::<Bucket>(key)?.unwrap_or_default())
     }
+
+    fn prune(&self, cutoff: Timestamp, now: Timestamp, window: Duration) -> Result<usize> {
+        // Audit ids grow with time: the oldest come first, and the first one
+        // kept ends the scan.
+        let mut removed = 0;
+        for item in self.audit.from::<AuditEntry>(None, false) {
+            let (key, entry) = item?;
+            if entry.at >= cutoff {
+                break;
+            }
+            self.audit.tree.remove(key)?;
+            removed += 1;
+        }
+        removed += self
+            .sessions
+            .remove_where(|s: &ClientSession| s.ended.is_some_and(|(at, _)| at < cutoff))?;
+        for item in self.requests.from::<AccessRequest>(None, false) {
+            let (key, request) = item?;
+            if request.decision != Decision::Pending && request.created < cutoff {
+                self.requests.tree.remove(key)?;
+                self.request_index.tree.remove(request.id.to_be_bytes())?;
+                removed += 1;
+            }
+        }
+        removed += self
+            .mail_failures
+            .remove_where(|f: &MailFailure| f.at < cutoff)?;
+        removed += self
+            .failures
+            .remove_where(|bucket: &Bucket| bucket.drained_by(now, window))?;
+        removed += self
+            .mailed
+            .remove_where(|valid_until: &Timestamp| *valid_until <= now)?;
+        Ok(removed)
+    }
 }
 
 fn config() -> impl bincode::config::Config {
@@ -636,8 +694,6 @@ fn decode<T: DeserializeOwned>(tree: &'static str, bytes: &[u8]) -> Result<T> {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     fn record() -> ComputerRecord {
@@ -706,6 +762,83 @@ mod tests {
             .map(|(u, _)| u)
             .collect();
         assert_eq!(users, ["alice"]);
+    }
+
+    #[test]
+    fn pruning_removes_what_is_over_and_old_and_keeps_the_rest() {
+        use crate::audit::Action;
+        use crate::session::SessionEnd;
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let day = Duration::from_secs(86_400);
+        let t = |days: u64| Timestamp::from_unix_millis(days * 86_400_000);
+        let (cutoff, now) = (t(100), t(465));
+        for at in [t(10), t(99), t(100), t(300)] {
+            store
+                .append_audit(&AuditEntry {
+                    at,
+                    who: "x".into(),
+                    computer: None,
+                    action: Action::Configure,
+                    outcome: "o".into(),
+                })
+                .unwrap();
+        }
+        let session = |id, ended: Option<u64>| ClientSession {
+            id,
+            computer: "ws-1".parse().unwrap(),
+            os_user: "alice".into(),
+            email: "alice@example.com".into(),
+            started: t(1),
+            last_activity: t(1),
+            ended: ended.map(|days| (t(days), SessionEnd::Logout)),
+        };
+        for s in [
+            session(1, Some(50)),
+            session(2, Some(200)),
+            session(3, None),
+        ] {
+            store.put_session(&s).unwrap();
+        }
+        let request = |id, created, decision| AccessRequest {
+            id,
+            computer: "ws-1".parse().unwrap(),
+            os_user: "alice".into(),
+            email: "alice@example.com".into(),
+            emergency: false,
+            created,
+            expires: created.after(day),
+            decision,
+        };
+        store
+            .put_request(&request(11, t(5), Decision::Expire))
+            .unwrap();
+        store
+            .put_request(&request(12, t(5), Decision::Pending))
+            .unwrap();
+        store
+            .put_request(&request(13, t(150), Decision::Expire))
+            .unwrap();
+        let window = Duration::from_secs(3600);
+        let failed = |at| Bucket::default().fail(at, 10, window);
+        store.count_failure("old", &|_| failed(t(1))).unwrap();
+        store.count_failure("fresh", &|_| failed(now)).unwrap();
+        let ws1: ComputerId = "ws-1".parse().unwrap();
+        store.put_mailed(&ws1, "alice", t(400)).unwrap();
+        store.put_mailed(&ws1, "bob", t(500)).unwrap();
+
+        assert_eq!(store.prune(cutoff, now, window).unwrap(), 2 + 1 + 1 + 1 + 1);
+        let audit: Vec<_> = store.audit_from(None).map(|e| e.unwrap().1.at).collect();
+        assert_eq!(audit, [t(300), t(100)]);
+        let sessions: Vec<_> = store.sessions_from(None).map(|s| s.unwrap().1.id).collect();
+        assert_eq!(sessions, [2, 3], "the open one stays, however old");
+        assert_eq!(store.request(11).unwrap(), None);
+        assert!(store.request(12).unwrap().is_some(), "a pending one stays");
+        assert!(store.request(13).unwrap().is_some());
+        assert_eq!(store.failures("old").unwrap(), Bucket::default());
+        assert_ne!(store.failures("fresh").unwrap(), Bucket::default());
+        assert_eq!(store.mailed(&ws1, "alice").unwrap(), None);
+        assert_eq!(store.mailed(&ws1, "bob").unwrap(), Some(t(500)));
     }
 
     #[test]

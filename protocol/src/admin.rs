@@ -215,6 +215,8 @@ pub struct SettingsView {
     pub max_new_per_computer: u32,
     /// How long a client session stays open without its agent, in seconds.
     pub session_timeout_secs: u64,
+    /// How long the audit log and finished records are kept, in days.
+    pub retention_days: u64,
 }
 
 /// Changes to the System Settings; what is `None` stays.
@@ -239,6 +241,8 @@ pub struct SettingsPatch {
     pub max_new_per_computer: Option<u32>,
     /// How long a client session stays open without its agent, in seconds.
     pub session_timeout_secs: Option<u64>,
+    /// How long the audit log and finished records are kept, in days.
+    pub retention_days: Option<u64>,
 }
 
 /// A group's or computer's options; `None` inherits (in a patch: stays).

@@ -41,6 +41,7 @@ pub(super) async fn command(
             resend_gap_secs,
             max_new_per_computer,
             session_timeout_minutes,
+            retention_days,
         }) => AdminRequest::SettingsSet(SettingsPatch {
             expiration_secs: expiration_minutes.map(|m| m * 60),
             new_otp_interval_secs: new_otp_interval_minutes.map(|m| m * 60),
@@ -51,6 +52,7 @@ pub(super) async fn command(
             resend_gap_secs,
             max_new_per_computer,
             session_timeout_secs: session_timeout_minutes.map(|m| m * 60),
+            retention_days,
         }),
         Admin::Clients(AdminClients::List(PageArgs { limit })) => {
             return list(data_dir, json, limit, |page| AdminRequest::ClientsList {
@@ -326,7 +328,7 @@ pub fn describe(response: &AdminResponse) -> String {
                 out,
                 "expiration_minutes       {}\nnew_otp_interval_minutes {}\notp_length               {}\n\
                  max_attempts             {}\nmax_failures             {}\nfailure_window_minutes   {}\n\
-                 resend_gap_secs          {}\nmax_new_per_computer     {}\nsession_timeout_minutes  {}",
+                 resend_gap_secs          {}\nmax_new_per_computer     {}\nsession_timeout_minutes  {}\nretention_days           {}",
                 s.expiration_secs / 60,
                 s.new_otp_interval_secs / 60,
                 s.otp_length,
@@ -335,7 +337,8 @@ pub fn describe(response: &AdminResponse) -> String {
                 s.failure_window_secs / 60,
                 s.resend_gap_secs,
                 s.max_new_per_computer,
-                s.session_timeout_secs / 60
+                s.session_timeout_secs / 60,
+                s.retention_days
             );
         }
         AdminResponse::Clients(clients) => {

@@ -326,6 +326,10 @@ pub(super) enum AdminSettings {
         /// not heard from.
         #[arg(long)]
         session_timeout_minutes: Option<u64>,
+        /// How long the audit log, ended sessions, decided requests and
+        /// given-up messages are kept.
+        #[arg(long)]
+        retention_days: Option<u64>,
     },
 }
 

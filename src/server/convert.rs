@@ -132,6 +132,7 @@ pub fn settings_view(settings: &SystemSettings) -> SettingsView {
         resend_gap_secs: settings.resend_gap.as_secs(),
         max_new_per_computer: settings.max_new_per_computer,
         session_timeout_secs: settings.session_timeout.as_secs(),
+        retention_days: settings.retention.as_secs() / 86_400,
     }
 }
 
@@ -163,6 +164,9 @@ pub fn patch_settings(mut settings: SystemSettings, patch: &SettingsPatch) -> Sy
     }
     if let Some(secs) = patch.session_timeout_secs {
         settings.session_timeout = Duration::from_secs(secs);
+    }
+    if let Some(days) = patch.retention_days {
+        settings.retention = Duration::from_secs(days.saturating_mul(86_400));
     }
     settings
 }

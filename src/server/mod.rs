@@ -319,6 +319,12 @@ impl Server {
             revocations: self.shared.revocations.clone(),
             live: self.shared.live.clone(),
         };
+        tracker.spawn(prune_every(
+            self.store.clone(),
+            self.policy.clone(),
+            self.clock.clone(),
+            cancel.child_token(),
+        ));
         tracker.spawn(admin::serve(
             self.admin_listener,
             context,
@@ -648,6 +654,41 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<'_, R, W> {
             if self.writer.write(&out).await.is_err() {
                 return End::Gone;
             }
+        }
+    }
+}
+
+/// How often the store is pruned (see [`prune_every`]).
+const PRUNE_EVERY: Duration = Duration::from_secs(60 * 60);
+
+/// Removes what the retention setting no longer keeps, and what is over (see
+/// `Store::prune`), at start and every [`PRUNE_EVERY`], until `cancel` fires.
+async fn prune_every(
+    store: Arc<SledStore>,
+    policy: policy::Owner,
+    clock: Arc<dyn Clock>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let settings = policy.snapshot().settings.clone();
+        let now = clock.now();
+        let cutoff = now.before(settings.retention);
+        let pruning = {
+            let store = store.clone();
+            tokio::task::spawn_blocking(move || store.prune(cutoff, now, settings.failure_window))
+        };
+        match pruning.await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(removed)) => match store.flush().await {
+                Ok(()) => info!(removed, "pruned records past their retention"),
+                Err(err) => warn!(error = %err, "cannot flush after pruning"),
+            },
+            Ok(Err(err)) => warn!(error = %err, "cannot prune the store"),
+            Err(err) => warn!(error = %err, "pruning stopped"),
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = sleep(PRUNE_EVERY) => {}
         }
     }
 }

@@ -17,12 +17,12 @@ const INJECTED: &str = "x@example.com\n2026-11-29 00:00:00\tadmin\tws-1\tapprove
 async fn names_that_break_their_rule_are_refused_counted_and_never_written_out() {
     let server = TestServer::start().await;
     // A person may fail once before they are throttled.
-    let patch = SettingsPatch {
-        max_failures: Some(10),
-        ..SettingsPatch::default()
-    };
-    let set = server.admin(AdminRequest::SettingsSet(patch)).await;
-    assert!(matches!(set, AdminResponse::Settings(_)), "{set:?}");
+    server
+        .set_settings(SettingsPatch {
+            max_failures: Some(10),
+            ..SettingsPatch::default()
+        })
+        .await;
     let desk = server.desk("ws-1").await;
     let as_user = |os_user: &str| Prompt {
         socket: &desk.socket,
@@ -87,12 +87,12 @@ async fn names_that_break_their_rule_are_refused_counted_and_never_written_out()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_computer_that_makes_up_users_cannot_mail_without_end() {
     let server = TestServer::start().await;
-    let patch = SettingsPatch {
-        max_new_per_computer: Some(3),
-        ..SettingsPatch::default()
-    };
-    let set = server.admin(AdminRequest::SettingsSet(patch)).await;
-    assert!(matches!(set, AdminResponse::Settings(_)), "{set:?}");
+    server
+        .set_settings(SettingsPatch {
+            max_new_per_computer: Some(3),
+            ..SettingsPatch::default()
+        })
+        .await;
     let desk = server.desk("ws-1").await;
     let ask = |os_user: String| {
         let socket = desk.socket.clone();

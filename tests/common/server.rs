@@ -18,6 +18,7 @@ use otpgate::unix;
 use otpgate_actors::{Clock, Computers, SledStore, Store, SystemClock};
 use otpgate_protocol::admin::{
     AdminRequest, AdminResponse, AuditView, ListFilter, PageRequest, RequestView, SessionView,
+    SettingsPatch,
 };
 
 use super::agent::{Agent, Desk};
@@ -148,6 +149,12 @@ impl TestServer {
     /// Asks the running server's admin socket.
     pub async fn admin(&self, request: AdminRequest) -> AdminResponse {
         admin_ask(&self.data_dir(), request).await
+    }
+
+    /// Changes the System Settings `patch` names.
+    pub async fn set_settings(&self, patch: SettingsPatch) {
+        let answer = self.admin(AdminRequest::SettingsSet(patch)).await;
+        assert!(matches!(answer, AdminResponse::Settings(_)), "{answer:?}");
     }
 
     /// The newest `limit` entries of the audit log (one page), oldest first.

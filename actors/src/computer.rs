@@ -70,7 +70,7 @@ pub enum ComputerMsg {
         /// than one waiting.
         pending: Waiting,
     },
-    /// Connection `conn` has closed: its client sessions end.
+    /// Connection `conn` has closed (the computer's sessions go on).
     Disconnect {
         /// Which connection.
         conn: ConnectionId,

@@ -473,6 +473,10 @@ async fn serve_tcp(
     tracing::Span::current().record("client", cert.id.as_str());
     let (read, write) = tokio::io::split(tls);
     let mut writer = FrameWriter::new(write);
+    // Entered before the check: a revocation either shows in the check or
+    // finds this connection to close.
+    let conn = ConnectionId(shared.next_conn.fetch_add(1, Ordering::Relaxed));
+    let live = shared.live.enter(&cert.id, conn);
     let now = unix_seconds();
     if cert.expires < now || shared.revocations.refuses(&cert) {
         warn!(
@@ -484,8 +488,6 @@ async fn serve_tcp(
             .await;
         return;
     }
-    let conn = ConnectionId(shared.next_conn.fetch_add(1, Ordering::Relaxed));
-    let live = shared.live.enter(&cert.id, conn);
     let mut session = Session {
         shared: &shared,
         id: cert.id,

@@ -1,5 +1,5 @@
 //! One rule per kind of name that enters the server from an agent, a person or
-//! an administrator: email addresses, OS accounts (`DOMAIN\\name`, `name@realm`
+//! an administrator: email addresses, OS accounts (`DOMAIN\name`, `name@realm`
 //! or a local name), internal login names and host names (computer names are
 //! [`ComputerId`](crate::ComputerId)). A name that breaks its rule is refused
 //! before it reaches a rule, a failure key or the audit log; and [`printable`]
@@ -30,7 +30,7 @@ pub fn is_email_address(text: &str) -> bool {
 /// The longest OS account name taken, domain or realm included.
 pub const MAX_OS_ACCOUNT: usize = 256;
 
-/// Whether `name` can be an OS account: a local name, `DOMAIN\\name` or
+/// Whether `name` can be an OS account: a local name, `DOMAIN\name` or
 /// `name@realm`; 1 to [`MAX_OS_ACCOUNT`] bytes; letters, digits, spaces inside
 /// (Windows allows them) and `. _ - $ '`; no control characters.
 pub fn is_os_account(name: &str) -> bool {
@@ -87,7 +87,7 @@ pub fn is_plain_text(text: &str, max: usize) -> bool {
     text.chars().count() <= max && !text.chars().any(char::is_control)
 }
 
-/// `text` with every control character written as an escape (`\\u{1b}`): one
+/// `text` with every control character written as an escape (`\u{1b}`): one
 /// field that cannot break a line or move a terminal's cursor.
 pub fn printable(text: &str) -> Cow<'_, str> {
     escape(text, |_| true)

@@ -273,11 +273,26 @@ async fn the_data_folder_keys_and_sockets_are_the_owners_only() {
     }
 }
 
-/// Runs `otpgate args` as OS account `uid` (the tests run as root).
-async fn run_as(uid: u32, args: Vec<String>) -> Output {
+/// A copy of the binary in folder `dir` (open to every account) that every
+/// account may run: the build folder may lie in a home only root can enter
+/// (`/root`, on CI).
+fn binary_for_everyone(dir: &Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("otpgate-for-everyone");
+    if !path.exists() {
+        std::fs::copy(env!("CARGO_BIN_EXE_otpgate"), &path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    path
+}
+
+/// Runs `otpgate args` as OS account `uid` (the tests run as root), from a
+/// copy of the binary in `dir`.
+async fn run_as(uid: u32, dir: &Path, args: Vec<String>) -> Output {
     use std::os::unix::process::CommandExt;
+    let binary = binary_for_everyone(dir);
     tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_otpgate"))
+        Command::new(binary)
             .args(&args)
             .uid(uid)
             .gid(uid)
@@ -299,7 +314,12 @@ async fn only_root_may_act_for_another_os_user() {
     std::fs::set_permissions(server.data.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
 
     // nobody is taken for nobody...
-    let agent = run_as(NOBODY, login(&desk.socket, &["--json", "agent"])).await;
+    let agent = run_as(
+        NOBODY,
+        server.data.path(),
+        login(&desk.socket, &["--json", "agent"]),
+    )
+    .await;
     assert_eq!(status_of(&agent), 0, "{agent:?}");
     assert_eq!(json(&agent)["os_user"], "nobody");
     // ...and may not ask as root: refused by the agent, never sent on.
@@ -307,7 +327,7 @@ async fn only_root_may_act_for_another_os_user() {
         &desk.socket,
         &["--os-user", "root", "request", "--email", "x@example.com"],
     );
-    let refused = run_as(NOBODY, ask.clone()).await;
+    let refused = run_as(NOBODY, server.data.path(), ask.clone()).await;
     assert_eq!(status_of(&refused), 1, "{refused:?}");
     let said = String::from_utf8_lossy(&refused.stderr);
     assert!(
@@ -400,7 +420,12 @@ async fn one_users_burst_is_theirs_to_wait_out_and_others_are_served() {
         });
     }
     // ...while another user asks for the prompt's state.
-    let other = run_as(NOBODY, login(&socket, &["--json", "status"])).await;
+    let other = run_as(
+        NOBODY,
+        server.data.path(),
+        login(&socket, &["--json", "status"]),
+    )
+    .await;
     assert_eq!(status_of(&other), 0, "{other:?}");
     let answers = burst.join_all().await;
     let throttled = answers

@@ -25,10 +25,16 @@ impl Timestamp {
         self.0
     }
 
+    /// Whole seconds since the Unix epoch (as certificates and the revocation
+    /// list count them).
+    pub fn unix_seconds(self) -> i64 {
+        i64::try_from(self.0 / 1000).unwrap_or(i64::MAX)
+    }
+
     /// As people read it: UTC to the second, in RFC 3339 form
     /// (`2026-11-29T05:12:50Z`).
     pub fn rfc3339(self) -> String {
-        let seconds = i64::try_from(self.0 / 1000).unwrap_or(i64::MAX);
+        let seconds = self.unix_seconds();
         time::OffsetDateTime::from_unix_timestamp(seconds)
             .ok()
             .and_then(|at| at.format(&Rfc3339).ok())

@@ -18,7 +18,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use crate::audit::{Action, AuditEntry};
 use crate::clock::{Clock, Timestamp};
-use crate::directory::{Directory, verify_password};
+use crate::directory::{Directory, check_password};
 use crate::id::ComputerId;
 use crate::login::{LoginAnswer, LoginCall, Mode, Requested, Verdict};
 use crate::mail::{MailKind, MailerHandle, OutboxEntry};
@@ -667,12 +667,7 @@ impl ComputerState {
                     return Ok(Requested::Throttle { retry_after });
                 }
                 let user = snapshot.user(&login).cloned();
-                let checked = user.clone();
-                let right = tokio::task::spawn_blocking(move || {
-                    verify_password(checked.as_ref(), &password)
-                })
-                .await
-                .unwrap_or(false);
+                let right = check_password(user.clone(), password).await;
                 return Ok(match user {
                     Some(user) if right => self.send_new(policy, os_user, &user.email, effects),
                     _ => {

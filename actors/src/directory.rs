@@ -8,6 +8,7 @@ use std::sync::LazyLock;
 
 use argon2::{Argon2, PasswordHash, PasswordHasher, PasswordVerifier};
 use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
 
 /// Why the directory could not answer.
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +84,14 @@ pub fn verify_password(user: Option<&UserRecord>, password: &str) -> bool {
         .verify_password(password.as_bytes(), &hash)
         .is_ok();
     right && user.is_some()
+}
+
+/// [`verify_password`] on a blocking thread (argon2 takes milliseconds): what
+/// the actors and the admin handler call.
+pub async fn check_password(user: Option<UserRecord>, password: Zeroizing<String>) -> bool {
+    tokio::task::spawn_blocking(move || verify_password(user.as_ref(), &password))
+        .await
+        .unwrap_or(false)
 }
 
 #[cfg(test)]

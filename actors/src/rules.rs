@@ -212,12 +212,12 @@ impl Bucket {
 
 /// The longest wait among the full buckets of `failures`, with its key.
 pub fn throttled<'k>(
-    failures: &'k [(LimitKey, Bucket)],
+    failures: impl IntoIterator<Item = &'k (LimitKey, Bucket)>,
     settings: &SystemSettings,
     now: Timestamp,
 ) -> Option<(Duration, &'k LimitKey)> {
     failures
-        .iter()
+        .into_iter()
         .filter_map(|(key, bucket)| {
             let wait = bucket.full_for(now, key.limit(settings), settings.failure_window)?;
             Some((wait, key))
@@ -467,11 +467,9 @@ impl Logins {
         if !enabled {
             return Admit::Answer(Requested::Disabled);
         }
-        let (new, failed): (Vec<_>, Vec<_>) = failures
-            .iter()
-            .cloned()
-            .partition(|(key, _)| matches!(key, LimitKey::NewOnComputer(_)));
-        if let Some((retry_after, _)) = throttled(&failed, policy.settings, now) {
+        let new = |(key, _): &&(LimitKey, Bucket)| matches!(key, LimitKey::NewOnComputer(_));
+        let failed = failures.iter().filter(|entry| !new(entry));
+        if let Some((retry_after, _)) = throttled(failed, policy.settings, now) {
             return Admit::Answer(Requested::Throttle { retry_after });
         }
         if let Some(request) = self.latest.get(os_user)
@@ -487,7 +485,7 @@ impl Logins {
             .filter(|&next| now < next)
         else {
             // Something new: unless the computer has made too much of it.
-            return match throttled(&new, policy.settings, now) {
+            return match throttled(failures.iter().filter(new), policy.settings, now) {
                 Some((retry_after, _)) => Admit::Answer(Requested::Throttle { retry_after }),
                 None => Admit::New,
             };

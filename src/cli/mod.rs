@@ -15,7 +15,7 @@ use anyhow::Context;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
-use otpgate_actors::{ComputerId, Timestamp};
+use otpgate_actors::{Clock, ComputerId, SystemClock, Timestamp};
 use otpgate_protocol::admin::{AdminRequest, AdminResponse};
 
 use crate::agent::{self, AgentConfig};
@@ -202,8 +202,7 @@ async fn revoke(data_dir: &Path, id: &ComputerId) -> anyhow::Result<ExitCode> {
     match unix::ask::<_, AdminResponse>(&socket_path(data_dir), &request).await {
         Ok(response) => admin::report(&response, false),
         Err(unix::PromptError::Connect { .. }) => {
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
-            Revocations::load(data_dir)?.revoke(id, i64::try_from(now.as_secs())?)?;
+            Revocations::load(data_dir)?.revoke(id, SystemClock.now().unix_seconds())?;
             println!(
                 "revoked {id}; no server runs on {}: it refuses them from its start",
                 data_dir.display()

@@ -15,7 +15,7 @@ use tracing::{debug, warn};
 use zeroize::Zeroizing;
 
 use otpgate_actors::audit::{Action, AuditEntry};
-use otpgate_actors::directory::{UserRecord, hash_password, verify_password};
+use otpgate_actors::directory::{UserRecord, check_password, hash_password};
 use otpgate_actors::mail::{DeliveryError, Mail, MailTransport};
 use otpgate_actors::names::{is_email_address, is_login, is_plain_text};
 use otpgate_actors::otp::OtpKeys;
@@ -363,12 +363,7 @@ async fn handle(
             comment,
         } => {
             let user = policy.user(&by).cloned();
-            let password = Zeroizing::new(password.0);
-            let right =
-                tokio::task::spawn_blocking(move || verify_password(user.as_ref(), &password))
-                    .await
-                    .unwrap_or(false);
-            if !right {
+            if !check_password(user, Zeroizing::new(password.0)).await {
                 warn!(%operator, "a decision as another user with a wrong password");
                 return Ok(fail(
                     AdminErrorCode::Forbidden,
@@ -417,8 +412,7 @@ async fn handle(
                 Ok(id) => id,
                 Err(refused) => return Ok(refused),
             };
-            let now = context.clock.now();
-            let seconds = i64::try_from(now.unix_millis() / 1000).unwrap_or(i64::MAX);
+            let seconds = context.clock.now().unix_seconds();
             if let Err(err) = context.revocations.revoke(&id, seconds) {
                 warn!(error = %err, "cannot write the revocation list");
                 return Ok(fail(

@@ -477,7 +477,7 @@ async fn serve_tcp(
     // finds this connection to close.
     let conn = ConnectionId(shared.next_conn.fetch_add(1, Ordering::Relaxed));
     let live = shared.live.enter(&cert.id, conn);
-    let now = unix_seconds();
+    let now = SystemClock.now().unix_seconds();
     if cert.expires < now || shared.revocations.refuses(&cert) {
         warn!(
             expired = cert.expires < now,
@@ -693,14 +693,6 @@ async fn prune_every(
             () = sleep(PRUNE_EVERY) => {}
         }
     }
-}
-
-/// The wall-clock time in Unix seconds.
-fn unix_seconds() -> i64 {
-    let since = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    i64::try_from(since.as_secs()).unwrap_or(i64::MAX)
 }
 
 /// Serves one request of computer `id`.

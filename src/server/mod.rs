@@ -186,10 +186,10 @@ impl Server {
         data_dir(&config.data_dir)?;
         tighten_data_dir(&config.data_dir)?;
         // The dummy password hash that unknown logins are checked against is
-        // made now, not by the first unknown login.
-        tokio::task::spawn_blocking(otpgate_actors::directory::prepare)
-            .await
-            .ok();
+        // made now, beside the rest of the start, not by the first unknown login.
+        drop(tokio::task::spawn_blocking(
+            otpgate_actors::directory::prepare,
+        ));
         let directory = match &config.directory_file {
             Some(path) => StaticDirectory::load(path)?,
             None => StaticDirectory::default(),

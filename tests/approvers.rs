@@ -84,7 +84,7 @@ const PASSWORD: &str = "a long enough password";
 /// Approves request `id` as `by`, with the password the tests gave them.
 async fn decide(server: &TestServer, id: u64, by: &str) -> AdminResponse {
     let password = if by == "admin" {
-        server.admin_password()
+        server.admin_password().await
     } else {
         PASSWORD.to_owned()
     };

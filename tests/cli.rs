@@ -143,7 +143,7 @@ async fn scripts_get_json_and_exit_codes() {
     )
     .await;
     assert_eq!(status_of(&short), 2, "an invalid value is an error");
-    let password = format!("{}\n", server.admin_password());
+    let password = format!("{}\n", server.admin_password().await);
     let missing = run(
         admin(&data, &["requests", "approve", "999"]),
         password.clone(),
@@ -188,7 +188,7 @@ async fn the_interactive_prompt_walks_through_the_seed_screens() {
             &server.data_dir(),
             &["requests", "approve", &id.to_string()],
         ),
-        format!("{}\n", server.admin_password()),
+        format!("{}\n", server.admin_password().await),
     )
     .await;
     assert_eq!(status_of(&approve), 0, "{approve:?}");

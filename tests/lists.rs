@@ -47,6 +47,7 @@ fn seed(store: &dyn Store) {
                 email: format!("user{i:05}.{PAD}@example.com"),
                 password_hash: String::new(),
                 role: Role::User,
+                password_change_due: false,
             })
             .unwrap();
         store

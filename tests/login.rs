@@ -93,7 +93,7 @@ async fn decide(
         .admin(AdminRequest::RequestDecide {
             id,
             by: "admin".into(),
-            password: Secret(server.admin_password()),
+            password: Secret(server.admin_password().await),
             choice,
             comment: comment.map(String::from),
         })
@@ -315,6 +315,7 @@ async fn an_administrator_generates_an_otp_without_a_request() {
             email: my_email(),
             comment: None,
             by: "admin".into(),
+            password: Secret(server.admin_password().await),
             new_client: false,
         })
         .await;
@@ -335,12 +336,14 @@ async fn an_administrator_generates_an_otp_without_a_request() {
     );
 
     // A computer never seen is a typo until the administrator says otherwise.
+    let password = server.admin_password().await;
     let typo = |new_client| AdminRequest::OtpGenerate {
         computer: "ws-l".into(),
         os_user: me(),
         email: my_email(),
         comment: None,
         by: "admin".into(),
+        password: Secret(password.clone()),
         new_client,
     };
     let refused = server.admin(typo(false)).await;
@@ -372,6 +375,7 @@ async fn an_administrator_generates_an_otp_without_a_request() {
                 email: "carol@example.com".into(),
                 comment: None,
                 by: by.into(),
+                password: Secret("bob's long password".into()),
                 new_client: false,
             })
             .await;
@@ -387,6 +391,83 @@ async fn an_administrator_generates_an_otp_without_a_request() {
         .filter(|e| e.action == "generate")
         .count();
     assert_eq!(generated, 2, "only the administrator's");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_administrators_password_opens_nothing_until_changed() {
+    let (_, server, desk) = setup().await;
+    let initial = server.initial_password();
+    let refused_as_due = |answer: &AdminResponse| {
+        matches!(answer, AdminResponse::Fail(e)
+            if e.code == AdminErrorCode::Forbidden && e.message.contains("users set admin"))
+    };
+
+    // It gets no OTP at a client computer (refused, not counted as a guess).
+    let internal = |auto_internal| OptionsView {
+        auto_internal: Some(auto_internal),
+        ..OptionsView::default()
+    };
+    set_client(&server, "ws-1", internal(true)).await;
+    let as_admin = RequestMode::Internal {
+        login: "admin".into(),
+        password: Secret(initial.clone()),
+    };
+    assert_eq!(request(&desk, as_admin).await, Requested::Refuse);
+    assert!(
+        server
+            .audit(20)
+            .await
+            .iter()
+            .any(|e| e.outcome.contains("admin must change the password first")),
+        "the refusal says why in the audit log"
+    );
+
+    // It decides nothing and generates nothing.
+    set_client(&server, "ws-1", internal(false)).await;
+    let id = request_id(&request(&desk, RequestMode::Email(my_email())).await);
+    let decide = |password: &str| AdminRequest::RequestDecide {
+        id,
+        by: "admin".into(),
+        password: Secret(password.into()),
+        choice: Choice::Approve,
+        comment: None,
+    };
+    let answer = server.admin(decide(&initial)).await;
+    assert!(refused_as_due(&answer), "{answer:?}");
+    let generate = AdminRequest::OtpGenerate {
+        computer: "ws-1".into(),
+        os_user: "carol".into(),
+        email: "carol@example.com".into(),
+        comment: None,
+        by: "admin".into(),
+        password: Secret(initial.clone()),
+        new_client: false,
+    };
+    let answer = server.admin(generate).await;
+    assert!(refused_as_due(&answer), "{answer:?}");
+
+    // Changed: the new one decides, the file of the old one is gone, and the
+    // old one opens nothing at all.
+    let chosen = server.admin_password().await;
+    assert!(!server.data_dir().join("admin-password").exists());
+    let answer = server.admin(decide(&initial)).await;
+    assert!(
+        matches!(&answer, AdminResponse::Fail(e) if e.message == "wrong login name or password"),
+        "{answer:?}"
+    );
+    let answer = server.admin(decide(&chosen)).await;
+    assert!(matches!(answer, AdminResponse::Decided(_)), "{answer:?}");
+    // The list no longer shows a change due.
+    let users = server.admin(AdminRequest::UsersList {
+        page: otpgate_protocol::admin::PageRequest {
+            limit: 10,
+            after: None,
+        },
+    });
+    let AdminResponse::Users(users) = users.await else {
+        panic!("users");
+    };
+    assert!(users.items.iter().all(|u| !u.password_change_due));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

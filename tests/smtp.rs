@@ -39,6 +39,7 @@ async fn generate(server: &TestServer, os_user: &str, email: &str) {
             email: email.into(),
             comment: None,
             by: "admin".into(),
+            password: Secret(server.admin_password().await),
             // No agent of ws-1 runs here: these tests are about the mail.
             new_client: true,
         })
@@ -360,7 +361,7 @@ async fn a_permanent_failure_is_recorded_and_shown() {
         .admin(AdminRequest::RequestDecide {
             id: request,
             by: "admin".into(),
-            password: Secret(server.admin_password()),
+            password: Secret(server.admin_password().await),
             choice: Choice::Approve,
             comment: None,
         })

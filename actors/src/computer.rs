@@ -669,6 +669,16 @@ impl ComputerState {
                 let user = snapshot.user(&login).cloned();
                 let right = check_password(user.clone(), password).await;
                 return Ok(match user {
+                    Some(user) if right && user.password_change_due => {
+                        // Right, but a password made for them: not a guess,
+                        // so not counted; it opens nothing until changed.
+                        effects.push(Effect::audit(
+                            os_user,
+                            Action::Request,
+                            &format!("refused: {login} must change the password first"),
+                        ));
+                        Requested::Refuse
+                    }
                     Some(user) if right => self.send_new(policy, os_user, &user.email, effects),
                     _ => {
                         effects.push(Effect::Count(person));

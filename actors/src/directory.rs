@@ -52,6 +52,31 @@ pub struct UserRecord {
     pub password_hash: String,
     /// What they may do.
     pub role: Role,
+    /// The password was made for them (the first administrator's, printed at
+    /// the first start): it opens nothing until they choose their own.
+    pub password_change_due: bool,
+}
+
+/// An internal user as stored before [`UserRecord::password_change_due`];
+/// read and upgraded.
+#[derive(Debug, Clone, Deserialize)]
+pub struct UserRecordV1 {
+    login: String,
+    email: String,
+    password_hash: String,
+    role: Role,
+}
+
+impl From<UserRecordV1> for UserRecord {
+    fn from(old: UserRecordV1) -> Self {
+        Self {
+            login: old.login,
+            email: old.email,
+            password_hash: old.password_hash,
+            role: old.role,
+            password_change_due: false,
+        }
+    }
 }
 
 /// A hash checked when the login name is unknown, so that a wrong login name
@@ -105,6 +130,7 @@ mod tests {
             email: "alice@example.com".into(),
             password_hash: hash_password("correct horse"),
             role: Role::User,
+            password_change_due: false,
         };
         assert!(user.password_hash.starts_with("$argon2id$"));
         assert!(verify_password(Some(&user), "correct horse"));

@@ -206,6 +206,7 @@ mod tests {
             email: "bob@example.com".into(),
             password_hash: String::new(),
             role: Role::User,
+            password_change_due: false,
         });
         assert_eq!(owner.snapshot(), before, "not seen before the commit");
         edit.commit(&audit()).await.unwrap();

@@ -32,6 +32,7 @@ fn user(login: &str, role: Role) -> UserRecord {
         email: format!("{login}@example.com"),
         role,
         password_hash: String::new(),
+        password_change_due: false,
     }
 }
 

@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::audit::AuditEntry;
 use crate::clock::Timestamp;
-use crate::directory::UserRecord;
+use crate::directory::{UserRecord, UserRecordV1};
 use crate::id::ComputerId;
 use crate::mail::outbox::{MailFailure, OutboxEntry};
 use crate::otp::Slot;
@@ -51,6 +51,9 @@ const SETTINGS_V2: u8 = 2;
 /// The schema version of the System Settings since they gained the cap on new
 /// OTPs per computer and the session timeout.
 const SETTINGS_V3: u8 = 3;
+/// The schema version of internal users since they gained the flag of a
+/// password change due.
+const USERS_V2: u8 = 2;
 
 /// What the server remembers of one client computer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -438,12 +441,11 @@ impl Store for SledStore {
         let Some(bytes) = self.meta.tree.get("settings")? else {
             return Ok(SystemSettings::default());
         };
-        match bytes.split_first() {
-            Some((&SETTINGS_V3, body)) => decode_body(tree, body),
-            Some((&SETTINGS_V2, body)) => Ok(decode_body::<SystemSettingsV2>(tree, body)?.into()),
-            Some((&SCHEMA_V1, body)) => Ok(decode_body::<SystemSettingsV1>(tree, body)?.into()),
-            Some((&version, _)) => Err(StoreError::UnknownSchema { tree, version }),
-            None => Err(StoreError::UnknownSchema { tree, version: 0 }),
+        match split_version(tree, &bytes)? {
+            (SETTINGS_V3, body) => decode_body(tree, body),
+            (SETTINGS_V2, body) => Ok(decode_body::<SystemSettingsV2>(tree, body)?.into()),
+            (SCHEMA_V1, body) => Ok(decode_body::<SystemSettingsV1>(tree, body)?.into()),
+            (version, _) => Err(StoreError::UnknownSchema { tree, version }),
         }
     }
 
@@ -487,11 +489,26 @@ impl Store for SledStore {
     }
 
     fn put_user(&self, user: &UserRecord) -> Result<()> {
-        self.users.put(&user.login, user)
+        self.users
+            .tree
+            .insert(user.login.as_bytes(), encode_as(USERS_V2, user)?)?;
+        Ok(())
     }
 
     fn users(&self) -> Result<Vec<UserRecord>> {
-        self.users.values("")
+        let tree = self.users.name;
+        self.users
+            .tree
+            .iter()
+            .map(|item| {
+                let (_, bytes) = item?;
+                match split_version(tree, &bytes)? {
+                    (USERS_V2, body) => decode_body(tree, body),
+                    (SCHEMA_V1, body) => Ok(decode_body::<UserRecordV1>(tree, body)?.into()),
+                    (version, _) => Err(StoreError::UnknownSchema { tree, version }),
+                }
+            })
+            .collect()
     }
 
     fn slots(&self, computer: &ComputerId) -> Result<Vec<(String, Slot)>> {
@@ -684,11 +701,18 @@ fn decode_body<T: DeserializeOwned>(tree: &'static str, body: &[u8]) -> Result<T
         .map_err(|source| StoreError::Corrupt { tree, source })
 }
 
-fn decode<T: DeserializeOwned>(tree: &'static str, bytes: &[u8]) -> Result<T> {
+/// A record's schema version and its body.
+fn split_version<'a>(tree: &'static str, bytes: &'a [u8]) -> Result<(u8, &'a [u8])> {
     match bytes.split_first() {
-        Some((&SCHEMA_V1, body)) => decode_body(tree, body),
-        Some((&version, _)) => Err(StoreError::UnknownSchema { tree, version }),
+        Some((&version, body)) => Ok((version, body)),
         None => Err(StoreError::UnknownSchema { tree, version: 0 }),
+    }
+}
+
+fn decode<T: DeserializeOwned>(tree: &'static str, bytes: &[u8]) -> Result<T> {
+    match split_version(tree, bytes)? {
+        (SCHEMA_V1, body) => decode_body(tree, body),
+        (version, _) => Err(StoreError::UnknownSchema { tree, version }),
     }
 }
 
@@ -1004,6 +1028,40 @@ mod tests {
                 ..SystemSettings::default()
             }
         );
+    }
+
+    #[test]
+    fn users_of_the_first_schema_are_upgraded() {
+        #[derive(Serialize)]
+        struct V1 {
+            login: String,
+            email: String,
+            password_hash: String,
+            role: crate::directory::Role,
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let old = V1 {
+            login: "alice".into(),
+            email: "alice@example.com".into(),
+            password_hash: "$argon2id$x".into(),
+            role: crate::directory::Role::Administrator,
+        };
+        store.users.put("alice", &old).unwrap();
+        let upgraded = UserRecord {
+            login: "alice".into(),
+            email: "alice@example.com".into(),
+            password_hash: "$argon2id$x".into(),
+            role: crate::directory::Role::Administrator,
+            password_change_due: false,
+        };
+        assert_eq!(store.users().unwrap(), std::slice::from_ref(&upgraded));
+        let due = UserRecord {
+            password_change_due: true,
+            ..upgraded
+        };
+        store.put_user(&due).unwrap();
+        assert_eq!(store.users().unwrap(), [due]);
     }
 
     #[test]

@@ -111,6 +111,8 @@ pub enum AdminRequest {
         comment: Option<String>,
         /// The administrator generating it.
         by: String,
+        /// Their password: whoever reaches the socket is not every administrator.
+        password: Secret,
         /// Generate it even for a computer the server has never seen.
         new_client: bool,
     },
@@ -305,6 +307,9 @@ pub struct UserView {
     pub email: String,
     /// The role.
     pub role: RoleView,
+    /// Their password was made for them and opens nothing until they choose
+    /// their own.
+    pub password_change_due: bool,
 }
 
 /// An access request.

@@ -314,18 +314,22 @@ fn admin_request() -> impl Strategy<Value = AdminRequest> {
             text(),
             proptest::option::of(text()),
             text(),
+            text(),
             any::<bool>()
         )
-            .prop_map(|(computer, os_user, email, comment, by, new_client)| {
-                AdminRequest::OtpGenerate {
-                    computer,
-                    os_user,
-                    email,
-                    comment,
-                    by,
-                    new_client,
+            .prop_map(
+                |(computer, os_user, email, comment, by, password, new_client)| {
+                    AdminRequest::OtpGenerate {
+                        computer,
+                        os_user,
+                        email,
+                        comment,
+                        by,
+                        password: Secret(password),
+                        new_client,
+                    }
                 }
-            }),
+            ),
         (any::<bool>(), list_filter(), page_request())
             .prop_map(|(all, filter, page)| { AdminRequest::SessionsList { all, filter, page } }),
         page_request().prop_map(|page| AdminRequest::MailQueue { page }),

@@ -131,6 +131,7 @@ pub(super) async fn command(
             os_user,
             email,
             comment: Some(comment),
+            password: password(&format!("Password of {by}: "))?,
             by,
             new_client,
         },
@@ -363,7 +364,12 @@ pub fn describe(response: &AdminResponse) -> String {
         }
         AdminResponse::Users(users) => {
             for u in &users.items {
-                let _ = writeln!(out, "{}\t{}\t{:?}", u.login, u.email, u.role);
+                let due = if u.password_change_due {
+                    "\tpassword change due"
+                } else {
+                    ""
+                };
+                let _ = writeln!(out, "{}\t{}\t{:?}{due}", u.login, u.email, u.role);
             }
         }
         AdminResponse::Requests(requests) => {

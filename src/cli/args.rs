@@ -493,7 +493,8 @@ pub(super) enum AdminOtp {
         /// Why.
         #[arg(long, default_value = DEFAULT_GENERATE_COMMENT)]
         comment: String,
-        /// The administrator generating it.
+        /// The administrator generating it; their password is read from
+        /// standard input.
         #[arg(long = "as", default_value = INITIAL_ADMIN)]
         by: String,
         /// Generate it even for a computer the server has never seen (its

@@ -30,6 +30,7 @@ use otpgate_protocol::admin::{
     AdminError, AdminErrorCode, AdminRequest, AdminResponse, ClientView, GroupView, OptionsView,
     UserView,
 };
+use otpgate_protocol::login::Secret;
 
 use crate::frames::{FrameReader, FrameWriter, WriteError};
 use crate::server::convert;
@@ -64,6 +65,9 @@ pub struct AdminContext {
     pub revocations: Arc<Revocations>,
     /// The agent connections open now.
     pub live: Arc<Live>,
+    /// The file the first administrator's password was written to at the
+    /// first start; removed once they have chosen their own.
+    pub initial_password_file: PathBuf,
 }
 
 /// Creates the admin socket at `path`, for the owner only.
@@ -253,6 +257,7 @@ async fn handle(
                     login: user.login.clone(),
                     email: user.email.clone(),
                     role: convert::role_view(user.role),
+                    password_change_due: user.password_change_due,
                 },
             )?)
         }
@@ -278,6 +283,7 @@ async fn handle(
                 email,
                 password_hash,
                 role: convert::role(role),
+                password_change_due: false,
             });
             edit.commit(&audit(format!("user {login} added"))).await?;
             AdminResponse::Done
@@ -305,6 +311,12 @@ async fn handle(
             }
             if let Some(password) = password {
                 user.password_hash = hash_off_runtime(Zeroizing::new(password.0)).await;
+                if user.password_change_due {
+                    // Only the first administrator's is made for them; the
+                    // file holding it now holds nothing that opens anything.
+                    user.password_change_due = false;
+                    remove_initial_password(&context.initial_password_file);
+                }
             }
             edit.put_user(user);
             edit.commit(&audit(format!("user {login} changed"))).await?;
@@ -362,13 +374,8 @@ async fn handle(
             choice,
             comment,
         } => {
-            let user = policy.user(&by).cloned();
-            if !check_password(user, Zeroizing::new(password.0)).await {
-                warn!(%operator, "a decision as another user with a wrong password");
-                return Ok(fail(
-                    AdminErrorCode::Forbidden,
-                    "wrong login name or password",
-                ));
+            if let Err(refused) = authenticate(&policy, operator, &by, password).await {
+                return Ok(refused);
             }
             let choice = convert::choice(choice);
             let decided = decide(context, id, by.clone(), choice, comment).await?;
@@ -433,8 +440,12 @@ async fn handle(
             email,
             comment,
             by,
+            password,
             new_client,
         } => {
+            if let Err(refused) = authenticate(&policy, operator, &by, password).await {
+                return Ok(refused);
+            }
             let id = match computer_id(&computer) {
                 Ok(id) => id,
                 Err(refused) => return Ok(refused),
@@ -487,7 +498,47 @@ async fn handle(
     })
 }
 
-/// The computer named `name`, or the refusal to send back.
+/// Checks that `password` is internal user `by`'s and opens something (it is
+/// not one made for them and still to be changed); the refusal to send back if
+/// not.
+async fn authenticate(
+    policy: &policy::Snapshot,
+    operator: &str,
+    by: &str,
+    password: Secret,
+) -> Result<(), AdminResponse> {
+    let user = policy.user(by).cloned();
+    let due = user.as_ref().is_some_and(|user| user.password_change_due);
+    if !check_password(user, Zeroizing::new(password.0)).await {
+        warn!(%operator, "an action as another user with a wrong password");
+        return Err(fail(
+            AdminErrorCode::Forbidden,
+            "wrong login name or password",
+        ));
+    }
+    if due {
+        return Err(fail(
+            AdminErrorCode::Forbidden,
+            format!(
+                "the password of {by} was made at the first start and opens nothing until \
+                 they choose their own: otpgate admin users set {by} --password-stdin"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Removes the file of the first administrator's password, if it is there.
+fn remove_initial_password(path: &Path) {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+        Err(err) => {
+            warn!(error = %err, path = %path.display(), "cannot remove the first password's file")
+        }
+    }
+}
+
 /// A refusal naming the approvers in `options` that are not internal users:
 /// nobody would be told of a request (requests fall back to the administrators).
 fn unknown_approvers(policy: &policy::Snapshot, options: &OptionsView) -> Option<AdminResponse> {
@@ -506,6 +557,7 @@ fn unknown_approvers(policy: &policy::Snapshot, options: &OptionsView) -> Option
     })
 }
 
+/// The computer named `name`, or the refusal to send back.
 fn computer_id(name: &str) -> Result<ComputerId, AdminResponse> {
     name.parse().map_err(|_| {
         fail(

@@ -145,6 +145,7 @@ pub struct Server {
     admin_socket: std::path::PathBuf,
     admin_listener: tokio::net::UnixListener,
     initial_password: Option<Zeroizing<String>>,
+    initial_password_file: std::path::PathBuf,
 }
 
 /// What every connection task needs.
@@ -287,6 +288,7 @@ impl Server {
             admin_socket,
             admin_listener,
             initial_password,
+            initial_password_file: config.data_dir.join(INITIAL_PASSWORD_FILE),
         })
     }
 
@@ -318,6 +320,7 @@ impl Server {
             host: self.host.clone(),
             revocations: self.shared.revocations.clone(),
             live: self.shared.live.clone(),
+            initial_password_file: self.initial_password_file.clone(),
         };
         tracker.spawn(prune_every(
             self.store.clone(),
@@ -776,6 +779,7 @@ async fn bootstrap_admin(
         email: config.admin_email.clone(),
         password_hash,
         role: Role::Administrator,
+        password_change_due: true,
     });
     edit.commit(&AuditEntry {
         at: clock.now(),

@@ -20,10 +20,14 @@ use otpgate_protocol::admin::{
     AdminRequest, AdminResponse, AuditView, ListFilter, PageRequest, RequestView, SessionView,
     SettingsPatch,
 };
+use otpgate_protocol::login::Secret;
 
 use super::agent::{Agent, Desk};
 use super::mail::codes_for;
 use super::{HEARTBEAT_MS, init_logs, me};
+
+/// The password the tests give the first administrator.
+pub const ADMIN_PASSWORD: &str = "the tests' administrator password";
 
 /// A handshake (and Hello) timeout short enough for tests to see it.
 pub const HANDSHAKE_MS: u64 = 2000;
@@ -215,10 +219,34 @@ impl TestServer {
         self.data.path().join("data")
     }
 
-    /// The first administrator's password, as the first start wrote it.
-    pub fn admin_password(&self) -> String {
-        let path = self.data_dir().join(otpgate::server::INITIAL_PASSWORD_FILE);
-        std::fs::read_to_string(path).unwrap().trim().to_owned()
+    /// The first administrator's password: the one the first start made opens
+    /// nothing until changed, so it is changed to [`ADMIN_PASSWORD`] first.
+    pub async fn admin_password(&self) -> String {
+        if self.initial_password_file().exists() {
+            let changed = self
+                .admin(AdminRequest::UserSet {
+                    login: "admin".into(),
+                    email: None,
+                    role: None,
+                    password: Some(Secret(ADMIN_PASSWORD.into())),
+                })
+                .await;
+            assert_eq!(changed, AdminResponse::Done);
+        }
+        ADMIN_PASSWORD.to_owned()
+    }
+
+    /// The password made for the first administrator at the first start, which
+    /// opens nothing until changed (see [`TestServer::admin_password`]).
+    pub fn initial_password(&self) -> String {
+        std::fs::read_to_string(self.initial_password_file())
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+
+    fn initial_password_file(&self) -> PathBuf {
+        self.data_dir().join(otpgate::server::INITIAL_PASSWORD_FILE)
     }
 
     /// Issues client computer `name`'s identity and returns its folder.

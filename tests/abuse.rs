@@ -25,7 +25,7 @@ async fn names_that_break_their_rule_are_refused_counted_and_never_written_out()
         .await;
     let desk = server.desk("ws-1").await;
     let as_user = |os_user: &str| Prompt {
-        socket: &desk.socket,
+        socket: desk.socket.clone(),
         os_user: Some(os_user.into()),
     };
     let verify = |email: &str| LoginRequest::Verify {
@@ -98,7 +98,7 @@ async fn a_computer_that_makes_up_users_cannot_mail_without_end() {
         let socket = desk.socket.clone();
         async move {
             let prompt = Prompt {
-                socket: &socket,
+                socket,
                 os_user: Some(os_user),
             };
             prompt
@@ -143,7 +143,7 @@ async fn a_directory_address_is_shown_to_the_client_only_masked() {
     assert_eq!(server.admin(set).await, AdminResponse::Done);
     let desk = server.desk("ws-1").await;
     let alice = Prompt {
-        socket: &desk.socket,
+        socket: desk.socket.clone(),
         os_user: Some("alice".into()),
     };
     let sent = alice

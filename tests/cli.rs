@@ -7,6 +7,7 @@ mod common;
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use common::agent::Desk;
 use common::me;
@@ -163,25 +164,25 @@ async fn scripts_get_json_and_exit_codes() {
 async fn the_interactive_prompt_walks_through_the_seed_screens() {
     let server = TestServer::start().await;
     let desk = server.desk("ws-1").await;
-    let socket = desk.socket.display().to_string();
     let email = format!("{}@example.com", me());
+    let mut prompt = Command::new(env!("CARGO_BIN_EXE_otpgate"))
+        .args(["login", "--socket"])
+        .arg(&desk.socket)
+        .args(["--approval-wait", "120"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = prompt.stdin.take().unwrap();
 
-    // No auto-send: the person types their email, asks, and the request waits.
-    let stdin = format!("\n{email}\n");
-    let asked = run(
-        vec!["login".into(), "--socket".into(), socket.clone()],
-        stdin,
-    )
+    // No auto-send: the person leaves the email empty (the request window),
+    // types their address, and the prompt waits for the approvers.
+    stdin.write_all(format!("\n{email}\n").as_bytes()).unwrap();
+    common::wait_until(Duration::from_secs(20), "the request", || async {
+        !server.requests(false).await.is_empty()
+    })
     .await;
-    let screens = String::from_utf8_lossy(&asked.stderr).into_owned();
-    assert!(
-        screens.contains("=== Request One-Time Password ==="),
-        "{screens}"
-    );
-    assert!(
-        screens.contains("has been sent to the approvers"),
-        "{screens}"
-    );
     let id = pending_id(&server).await;
     let approve = run(
         admin(
@@ -194,16 +195,25 @@ async fn the_interactive_prompt_walks_through_the_seed_screens() {
     assert_eq!(status_of(&approve), 0, "{approve:?}");
     let code = server.codes_for(&email, 1).await.remove(0);
 
-    // The email is now filled in; the OTP is typed and access granted.
-    let stdin = format!("{code}\n");
-    let granted = run(vec!["login".into(), "--socket".into(), socket], stdin).await;
+    // Approved: back to the first window, the email filled in; the OTP is
+    // typed and access granted.
+    stdin.write_all(format!("{code}\n").as_bytes()).unwrap();
+    drop(stdin);
+    let granted = tokio::task::spawn_blocking(move || prompt.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
     let screens = String::from_utf8_lossy(&granted.stderr).into_owned();
-    assert!(
-        screens.contains(&format!("Email address: {email}")),
-        "{screens}"
-    );
-    assert!(screens.contains("Access granted"), "{screens}");
-    assert_eq!(status_of(&granted), 0);
+    for shown in [
+        "Request One-Time Password",
+        "has been sent to the approvers",
+        "Your request was approved",
+        &format!("Email address: {email}"),
+        "Access granted",
+    ] {
+        assert!(screens.contains(shown), "{shown:?} in {screens}");
+    }
+    assert_eq!(status_of(&granted), 0, "{screens}");
     desk.stop().await;
 }
 
@@ -408,7 +418,7 @@ async fn one_users_burst_is_theirs_to_wait_out_and_others_are_served() {
         let socket = socket.clone();
         burst.spawn(async move {
             let prompt = otpgate::cli::prompt::Prompt {
-                socket: &socket,
+                socket,
                 os_user: None,
             };
             prompt

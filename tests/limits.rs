@@ -29,7 +29,7 @@ async fn server() -> TestServer {
 
 async fn ask(desk: &Desk, os_user: &str, request: LoginRequest) -> LoginResponse {
     let prompt = Prompt {
-        socket: &desk.socket,
+        socket: desk.socket.clone(),
         os_user: Some(os_user.into()),
     };
     prompt.ask(request).await.unwrap()

@@ -46,6 +46,8 @@ pub enum Action {
     Mail,
     /// An administrator changed settings, a client, a group or a user.
     Configure,
+    /// A member of a computer's exempt group logged in without an OTP.
+    Exempt,
 }
 
 impl Action {
@@ -64,6 +66,7 @@ impl Action {
             Self::SessionEnd => "session_end",
             Self::Mail => "mail",
             Self::Configure => "configure",
+            Self::Exempt => "exempt",
         }
     }
 }

@@ -49,6 +49,12 @@ pub enum LoginCall {
         /// The session, if one in particular.
         session: Option<u64>,
     },
+    /// The person logged in without an OTP as a member of the computer's
+    /// exempt group (break-glass): recorded, never refused.
+    Exempt {
+        /// Where: the PAM service (`sshd`, `login`, ...).
+        service: String,
+    },
 }
 
 /// The answer to a [`LoginCall`].
@@ -62,6 +68,8 @@ pub enum LoginAnswer {
     Verified(Verdict),
     /// The answer to [`LoginCall::Logout`]: whether a session of this user ended.
     LoggedOut(bool),
+    /// The answer to [`LoginCall::Exempt`]: recorded.
+    Noted,
 }
 
 /// What the prompt should show to one OS user.

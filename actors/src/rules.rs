@@ -301,6 +301,7 @@ pub fn invalid_caller(computer: &ComputerId, call: &LoginCall) -> (LoginAnswer, 
         }
         LoginCall::Verify { .. } => LoginAnswer::Verified(Verdict::Deny),
         LoginCall::Logout { .. } => LoginAnswer::LoggedOut(false),
+        LoginCall::Exempt { .. } => LoginAnswer::Noted,
     };
     let effects = vec![
         Effect::Count(LimitKey::Computer(computer.clone())),

@@ -22,6 +22,27 @@ pub enum LocalRequest {
         /// What is asked.
         request: LoginRequest,
     },
+    /// PAM's session open (root only): ties the client session that `os_user`'s
+    /// latest Allow started to the calling process, which holds the OS
+    /// session; the client session ends when that process closes it or exits.
+    SessionOpen {
+        /// The OS user whose session opens.
+        os_user: String,
+    },
+    /// PAM's session close (root only): ends the client sessions of `os_user`
+    /// tied to the calling process.
+    SessionClose {
+        /// The OS user whose session closes.
+        os_user: String,
+    },
+    /// PAM let `os_user` in without an OTP as a member of the exempt group
+    /// (root only): for the server's audit log, sent on as soon as it can be.
+    Exempt {
+        /// The OS user.
+        os_user: String,
+        /// The PAM service (`sshd`, `login`, ...).
+        service: String,
+    },
 }
 
 /// The agent's answer to a [`LocalRequest`].
@@ -31,6 +52,15 @@ pub enum LocalResponse {
     Status(AgentStatus),
     /// The server's answer to [`LocalRequest::Login`].
     Login(LoginResponse),
+    /// The answer to [`LocalRequest::SessionOpen`]: the client session now tied
+    /// to the caller, if one was waiting.
+    SessionOpened {
+        /// The client session.
+        session: Option<u64>,
+    },
+    /// Done: the answer to [`LocalRequest::SessionClose`] and
+    /// [`LocalRequest::Exempt`].
+    Done,
     /// The request could not be served.
     Fail(LocalError),
 }

@@ -60,6 +60,12 @@ pub enum LoginRequest {
         /// The session, if one in particular.
         session: Option<u64>,
     },
+    /// The person logged in without an OTP as a member of the computer's
+    /// exempt group (break-glass), at PAM service `service`: for the audit log.
+    Exempt {
+        /// The PAM service (`sshd`, `login`, ...).
+        service: String,
+    },
 }
 
 /// The answer to a [`LoginRequest`].
@@ -77,6 +83,8 @@ pub enum LoginResponse {
         /// Whether a session ended.
         ended: bool,
     },
+    /// The answer to [`LoginRequest::Exempt`]: recorded.
+    Noted,
     /// Not asked: too many requests from this OS user (or this computer) just
     /// now. Ask again after `retry_after` seconds.
     Throttled {

@@ -1,16 +1,21 @@
 //! The agent: runs on each client computer, holds one connection to the server
-//! ([`link`]) and serves the login prompt on a local socket ([`socket`]).
+//! ([`link`]), serves the login prompt and the PAM gate on a local socket
+//! ([`socket`]), and ends the client sessions whose OS sessions end
+//! ([`sessions`]).
 
 pub mod link;
+pub mod sessions;
 pub mod socket;
 
 use std::num::NonZeroU32;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
 use crate::tls::{self, TlsError};
 use link::{Link, ServerAddr};
+use sessions::Sessions;
 
 /// The agent's settings, from its command line.
 #[derive(Debug, Clone)]
@@ -54,7 +59,14 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), A
             source,
         })?;
     let (link, task) = Link::spawn(tls, config.server, cancel.clone())?;
-    socket::serve(listener, link, config.per_user_per_second, cancel).await;
+    let sessions = Arc::new(Sessions::default());
+    let watcher = tokio::spawn(sessions::watch(
+        Arc::clone(&sessions),
+        link.clone(),
+        cancel.clone(),
+    ));
+    socket::serve(listener, link, sessions, config.per_user_per_second, cancel).await;
+    let _ = watcher.await;
     let _ = task.await;
     let _ = std::fs::remove_file(&config.socket);
     Ok(())

@@ -18,10 +18,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span};
 
 use otpgate_protocol::local::{AgentStatus, LocalError, LocalRequest, LocalResponse};
-use otpgate_protocol::login::LoginResponse;
+use otpgate_protocol::login::{LoginRequest, LoginResponse, Verdict};
 use otpgate_protocol::{ErrorCode, Request, Response};
 
 use crate::agent::link::{Link, LinkError};
+use crate::agent::sessions::Sessions;
 use crate::frames::{FrameReader, FrameWriter};
 use crate::unix;
 
@@ -33,14 +34,16 @@ pub const DEFAULT_SOCKET: &str = "/run/otpgate/agent.sock";
 /// connection's share (the server's flood control) to everyone else.
 pub const DEFAULT_PER_USER_PER_SECOND: NonZeroU32 = NonZeroU32::new(5).unwrap();
 
-/// Each local OS user's share of login requests, by uid.
-type PerUser = DefaultKeyedRateLimiter<u32>;
+/// Each local OS user's share of login requests, by the name of the user
+/// acted for (root, the PAM gate, acts for everyone who logs in).
+type PerUser = DefaultKeyedRateLimiter<String>;
 
 /// Serves login prompts on `listener` until `cancel` fires, `per_second` login
 /// requests per local OS user.
 pub async fn serve(
     listener: UnixListener,
     link: Link,
+    sessions: Arc<Sessions>,
     per_second: NonZeroU32,
     cancel: CancellationToken,
 ) {
@@ -48,31 +51,43 @@ pub async fn serve(
         .allow_burst(per_second.saturating_mul(NonZeroU32::new(2).unwrap_or(NonZeroU32::MIN)));
     let per_user: Arc<PerUser> = Arc::new(RateLimiter::keyed(quota));
     unix::accept(listener, cancel.clone(), |stream| {
-        let link = link.clone();
+        let agent = Agent {
+            link: link.clone(),
+            sessions: Arc::clone(&sessions),
+            per_user: Arc::clone(&per_user),
+        };
         let cancel = cancel.clone();
-        let per_user = Arc::clone(&per_user);
         async move {
             let caller = caller(&stream).await;
             let name = caller.as_ref().map_or("?", |c| c.name.as_str()).to_owned();
             let span = info_span!("local", os_user = name);
             tokio::select! {
                 () = cancel.cancelled() => {}
-                () = serve_caller(stream, caller, &link, &per_user).instrument(span) => {}
+                () = serve_caller(stream, caller, &agent).instrument(span) => {}
             }
         }
     })
     .await;
 }
 
-/// The OS account on the other end of a local connection.
+/// What serves one local connection.
+struct Agent {
+    link: Link,
+    sessions: Arc<Sessions>,
+    per_user: Arc<PerUser>,
+}
+
+/// The OS account and process on the other end of a local connection.
 struct Caller {
     uid: u32,
     name: String,
+    pid: Option<i32>,
 }
 
 /// The OS account on the other end of `stream`, from the kernel's peer credentials.
 async fn caller(stream: &UnixStream) -> Option<Caller> {
-    let uid = stream.peer_cred().ok()?.uid();
+    let credentials = stream.peer_cred().ok()?;
+    let (uid, pid) = (credentials.uid(), credentials.pid());
     // Name lookups may go to the network (NSS), so keep them off the runtime.
     let user = tokio::task::spawn_blocking(move || User::from_uid(Uid::from_raw(uid)))
         .await
@@ -81,10 +96,11 @@ async fn caller(stream: &UnixStream) -> Option<Caller> {
     Some(Caller {
         uid,
         name: user.name,
+        pid,
     })
 }
 
-async fn serve_caller(stream: UnixStream, caller: Option<Caller>, link: &Link, per_user: &PerUser) {
+async fn serve_caller(stream: UnixStream, caller: Option<Caller>, agent: &Agent) {
     let (read, write) = stream.into_split();
     let mut reader = FrameReader::new(read);
     let mut writer = FrameWriter::new(write);
@@ -102,7 +118,7 @@ async fn serve_caller(stream: UnixStream, caller: Option<Caller>, link: &Link, p
         };
         let response = match &caller {
             None => LocalResponse::Fail(LocalError::UnknownCaller),
-            Some(caller) => answer(request, caller, link, per_user).await,
+            Some(caller) => answer(request, caller, agent).await,
         };
         if writer.write(&response).await.is_err() {
             return;
@@ -120,27 +136,37 @@ fn throttled(wait: Duration) -> LocalResponse {
 }
 
 /// Serves one request of `caller`, the OS account on the socket's other end.
-async fn answer(
-    request: LocalRequest,
-    caller: &Caller,
-    link: &Link,
-    per_user: &PerUser,
-) -> LocalResponse {
+async fn answer(request: LocalRequest, caller: &Caller, agent: &Agent) -> LocalResponse {
+    let root = caller.uid == 0;
     match request {
         LocalRequest::Login { os_user, request } => {
             let os_user = match os_user {
-                Some(other) if other != caller.name && caller.uid != 0 => {
+                Some(other) if other != caller.name && !root => {
                     return LocalResponse::Fail(LocalError::Forbidden);
                 }
                 Some(other) => other,
                 None => caller.name.clone(),
             };
-            if let Err(not_until) = per_user.check_key(&caller.uid) {
+            if let Err(not_until) = agent.per_user.check_key(&os_user) {
                 let wait = not_until.wait_time_from(DefaultClock::default().now());
                 return throttled(wait);
             }
-            match link.call(Request::Login { os_user, request }).await {
-                Ok(Response::Login(response)) => LocalResponse::Login(response),
+            let answer = agent
+                .link
+                .call(Request::Login {
+                    os_user: os_user.clone(),
+                    request,
+                })
+                .await;
+            match answer {
+                Ok(Response::Login(response)) => {
+                    if let (LoginResponse::Verified(Verdict::Allow { session }), Some(pid)) =
+                        (&response, caller.pid)
+                    {
+                        agent.sessions.allowed(&os_user, *session, pid);
+                    }
+                    LocalResponse::Login(response)
+                }
                 // The connection's share is spent for now: a wait, not a failure.
                 Ok(Response::Fail(ErrorCode::TooManyRequests)) => throttled(Duration::from_secs(1)),
                 Ok(_) => LocalResponse::Fail(LocalError::Unavailable),
@@ -150,10 +176,34 @@ async fn answer(
                 Err(LinkError::Lost) => LocalResponse::Fail(LocalError::Unavailable),
             }
         }
+        LocalRequest::SessionOpen { .. }
+        | LocalRequest::SessionClose { .. }
+        | LocalRequest::Exempt { .. }
+            if !root =>
+        {
+            LocalResponse::Fail(LocalError::Forbidden)
+        }
+        LocalRequest::SessionOpen { os_user } => LocalResponse::SessionOpened {
+            session: caller
+                .pid
+                .and_then(|pid| agent.sessions.open(&os_user, pid)),
+        },
+        LocalRequest::SessionClose { os_user } => {
+            if let Some(pid) = caller.pid {
+                agent.sessions.close(&os_user, pid);
+            }
+            LocalResponse::Done
+        }
+        LocalRequest::Exempt { os_user, service } => {
+            agent
+                .sessions
+                .notify(&os_user, LoginRequest::Exempt { service });
+            LocalResponse::Done
+        }
         LocalRequest::Status => {
-            let status = link.status();
+            let status = agent.link.status();
             let started = Instant::now();
-            let server_rtt_us = match link.call(Request::Heartbeat).await {
+            let server_rtt_us = match agent.link.call(Request::Heartbeat).await {
                 Ok(Response::Heartbeat) => {
                     Some(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX))
                 }

@@ -69,6 +69,10 @@ pub(super) enum Command {
         /// Print one JSON document.
         #[arg(long, global = true)]
         json: bool,
+        /// Interactive: how long to wait for the approvers' decision on an
+        /// access request, in seconds (0: tell the person to come back).
+        #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+        approval_wait: u64,
         #[command(subcommand)]
         step: Option<Login>,
     },

@@ -108,13 +108,11 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             socket,
             os_user,
             json,
+            approval_wait,
             step,
         } => {
-            let prompt = Prompt {
-                socket: &socket,
-                os_user,
-            };
-            Ok(prompt::step(&prompt, step, json)
+            let prompt = Prompt { socket, os_user };
+            Ok(prompt::step(&prompt, step, json, approval_wait)
                 .await
                 .unwrap_or_else(|err| {
                     eprintln!("otpgate: {err}");

@@ -5,7 +5,7 @@
 //! Exit status: 0 on success, 1 when refused or denied, 2 on an error.
 
 use std::io::{self, BufRead, IsTerminal, Write};
-use std::path::Path;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use otpgate_actors::names::{for_terminal, printable};
@@ -13,8 +13,9 @@ use zeroize::Zeroizing;
 
 use otpgate_protocol::local::{LocalError, LocalRequest, LocalResponse};
 use otpgate_protocol::login::{
-    LoginRequest, LoginResponse, PromptState, RequestMode, RequestState, Requested, Secret, Verdict,
+    LoginRequest, LoginResponse, RequestMode, Requested, Secret, Verdict,
 };
+use otpgate_protocol::screens::{self, Outcome, Waits, Window};
 
 use crate::cli::args::Login;
 use crate::cli::time;
@@ -66,31 +67,28 @@ fn describe_local(error: LocalError) -> &'static str {
 }
 
 /// Where the prompt talks to, and as whom.
-pub struct Prompt<'a> {
+#[derive(Clone)]
+pub struct Prompt {
     /// The agent's socket.
-    pub socket: &'a Path,
+    pub socket: PathBuf,
     /// Another OS user to act for (root only).
     pub os_user: Option<String>,
 }
 
-impl Prompt<'_> {
+impl Prompt {
     /// Sends one login request through the agent.
     pub async fn ask(&self, request: LoginRequest) -> Result<LoginResponse, LoginError> {
         let request = LocalRequest::Login {
             os_user: self.os_user.clone(),
             request,
         };
-        match unix::ask(self.socket, &request).await? {
+        match unix::ask(&self.socket, &request).await? {
             LocalResponse::Login(response) => Ok(response),
             LocalResponse::Fail(error) => Err(LoginError::Local(error)),
-            LocalResponse::Status(_) => Err(LoginError::Unexpected),
+            _ => Err(LoginError::Unexpected),
         }
     }
 }
-
-/// What the prompt says when this computer does not use OTPs.
-const NOT_REQUIRED: &str =
-    "One-time passwords are not required on this computer: log in without one.";
 
 /// The exit status for an answer: 0 when the login may go on (or a request is
 /// on its way), 1 when refused or denied.
@@ -109,6 +107,7 @@ pub fn exit_code(response: &LoginResponse) -> u8 {
             matches!(verdict, Verdict::Allow { .. } | Verdict::NotRequired)
         }
         LoginResponse::LoggedOut { ended } => *ended,
+        LoginResponse::Noted => true,
         LoginResponse::Throttled { .. } => false,
     };
     if ok { EXIT_OK } else { EXIT_REFUSED }
@@ -123,105 +122,9 @@ pub fn report(response: &LoginResponse, json: bool) -> ExitCode {
             Err(_) => return ExitCode::from(EXIT_ERROR),
         }
     } else {
-        println!("{}", for_terminal(&describe(response)));
+        println!("{}", for_terminal(&screens::describe(response, &time)));
     }
     ExitCode::from(exit_code(response))
-}
-
-/// An answer in words.
-pub fn describe(response: &LoginResponse) -> String {
-    match response {
-        LoginResponse::Status(status) => describe_status(status),
-        LoginResponse::Requested(requested) => match requested {
-            Requested::Send { to, valid_until } => format!(
-                "The one-time password has been sent to {to}. It is valid until {}.",
-                time(*valid_until)
-            ),
-            Requested::Resend { to, valid_until } => format!(
-                "The one-time password has been sent to {to} again. It is valid until {}.",
-                time(*valid_until)
-            ),
-            Requested::AwaitApproval { request, expires } => format!(
-                "Your request #{request} has been sent to the approvers. If it is approved, \
-                 the one-time password will be emailed to you. It expires at {}.",
-                time(*expires)
-            ),
-            Requested::TooSoon { next_at } => format!(
-                "A new one-time password cannot be requested before {}.",
-                time(*next_at)
-            ),
-            Requested::ResendLater { to, next_at } => format!(
-                "The one-time password was sent to {to} moments ago. It can be sent again \
-                 from {}.",
-                time(*next_at)
-            ),
-            Requested::NoLiveOtp => "There is no valid one-time password to resend.".into(),
-            Requested::NotRequired => NOT_REQUIRED.into(),
-            Requested::Disabled => "This way of requesting is not enabled on this computer.".into(),
-            Requested::Refuse => "The request was refused.".into(),
-            Requested::Throttle { retry_after } => {
-                format!("Too many failed attempts. Try again in {retry_after} seconds.")
-            }
-        },
-        LoginResponse::Verified(verdict) => match verdict {
-            Verdict::Allow { session } => format!("Access granted (session {session})."),
-            Verdict::Deny => "Access denied.".into(),
-            Verdict::NotRequired => NOT_REQUIRED.into(),
-            Verdict::Throttle { retry_after } => {
-                format!("Too many failed attempts. Try again in {retry_after} seconds.")
-            }
-        },
-        LoginResponse::Throttled { retry_after } => {
-            format!("Too many requests just now. Try again in {retry_after} seconds.")
-        }
-        LoginResponse::LoggedOut { ended } => if *ended {
-            "Logged out."
-        } else {
-            "No open session to log out of."
-        }
-        .into(),
-    }
-}
-
-fn describe_status(status: &PromptState) -> String {
-    let mut lines = vec![format!("User: {}", status.os_user)];
-    if !status.allow_otp {
-        lines.push(NOT_REQUIRED.into());
-    }
-    if let Some(email) = &status.email {
-        lines.push(format!("Email address: {email}"));
-    }
-    if let Some((id, state)) = &status.request {
-        lines.push(match state {
-            RequestState::Pending { expires } => {
-                format!(
-                    "Request #{id} is waiting for approval until {}.",
-                    time(*expires)
-                )
-            }
-            RequestState::Approve => {
-                format!("Request #{id} was approved: the one-time password has been sent.")
-            }
-            RequestState::Deny { comment } => match comment {
-                Some(comment) => format!("Request #{id} was denied: {comment}"),
-                None => format!("Request #{id} was denied."),
-            },
-            RequestState::Expire => format!("Request #{id} expired without a decision."),
-        });
-    }
-    if let Some(until) = status.otp_valid_until {
-        lines.push(format!(
-            "Your one-time password is valid until {}.",
-            time(until)
-        ));
-    }
-    if let Some(next) = status.next_new_at {
-        lines.push(format!(
-            "A new one-time password can be requested from {}.",
-            time(next)
-        ));
-    }
-    lines.join("\n")
 }
 
 /// Reads one line from standard input, without echo when it is a terminal.
@@ -272,91 +175,73 @@ fn read_line(prompt: &str) -> io::Result<String> {
     Ok(line.trim().to_owned())
 }
 
-/// The interactive prompt: the seed's pop-up windows as terminal screens.
-pub async fn interactive(prompt: &Prompt<'_>) -> Result<ExitCode, LoginError> {
-    loop {
-        let LoginResponse::Status(status) = prompt.ask(LoginRequest::Status).await? else {
-            return Err(LoginError::Unexpected);
-        };
-        if !status.allow_otp {
-            eprintln!("{NOT_REQUIRED}");
-            return Ok(ExitCode::from(EXIT_OK));
-        }
-        eprintln!("\n=== One-time password required ===");
-        eprintln!("{}", for_terminal(&describe_status(&status)));
-        let email = match &status.email {
-            Some(email) => email.clone(),
-            None => read_line("Email address (empty to request a one-time password): ")?,
-        };
-        if email.is_empty() {
-            request_screen(prompt, &status).await?;
-            continue;
-        }
-        let code = read_secret("Password (one-time password; empty to request one): ")?;
-        if code.is_empty() {
-            request_screen(prompt, &status).await?;
-            continue;
-        }
-        let response = prompt
-            .ask(LoginRequest::Verify {
-                email,
-                code: Secret(code.to_string()),
-            })
-            .await?;
-        eprintln!("{}", for_terminal(&describe(&response)));
-        if let LoginResponse::Verified(Verdict::Allow { .. }) = response {
-            return Ok(ExitCode::from(EXIT_OK));
-        }
-        if let LoginResponse::Verified(Verdict::Throttle { .. }) = response {
-            return Ok(ExitCode::from(EXIT_REFUSED));
-        }
+/// The interactive prompt: the seed's pop-up windows as terminal screens
+/// (see [`screens::walk`]), on a blocking thread: the terminal is read there.
+/// An access request's decision is waited for up to `approval_wait` seconds.
+pub async fn interactive(prompt: &Prompt, approval_wait: u64) -> Result<ExitCode, LoginError> {
+    let mut window = Terminal {
+        prompt: prompt.clone(),
+        runtime: tokio::runtime::Handle::current(),
+    };
+    let waits = Waits::up_to(approval_wait);
+    let outcome = tokio::task::spawn_blocking(move || screens::walk(&mut window, waits))
+        .await
+        .map_err(|_| LoginError::Unexpected)??;
+    Ok(ExitCode::from(match outcome {
+        Outcome::Allowed { .. } | Outcome::NotRequired => EXIT_OK,
+        Outcome::Denied | Outcome::Throttled { .. } => EXIT_REFUSED,
+    }))
+}
+
+/// The screens on this terminal: prompts and notes on standard error, answers
+/// from standard input.
+struct Terminal {
+    prompt: Prompt,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Window for Terminal {
+    type Error = LoginError;
+
+    fn ask_agent(&mut self, request: LoginRequest) -> Result<LoginResponse, LoginError> {
+        self.runtime.block_on(self.prompt.ask(request))
+    }
+
+    fn read(&mut self, prompt: &str, hidden: bool) -> Result<Zeroizing<String>, LoginError> {
+        Ok(if hidden {
+            read_secret(prompt)?
+        } else {
+            Zeroizing::new(read_line(prompt)?)
+        })
+    }
+
+    fn say(&mut self, text: &str) -> Result<(), LoginError> {
+        eprintln!("{}", for_terminal(text));
+        Ok(())
+    }
+
+    fn pause(&mut self, seconds: u64) -> Result<(), LoginError> {
+        std::thread::sleep(std::time::Duration::from_secs(seconds));
+        Ok(())
+    }
+
+    fn time(&self, unix_millis: u64) -> String {
+        time(unix_millis)
     }
 }
 
-/// The second window: how this computer lets a person ask for an OTP.
-async fn request_screen(prompt: &Prompt<'_>, status: &PromptState) -> Result<(), LoginError> {
-    eprintln!("\n=== Request One-Time Password ===");
-    let emergency = || -> io::Result<RequestMode> {
-        Ok(RequestMode::Emergency(read_line(
-            "I need emergency access to computer. Email address: ",
-        )?))
-    };
-    let mode = if status.auto_directory {
-        let answer = read_line("Press Enter to request (or type E for emergency access): ")?;
-        if answer.eq_ignore_ascii_case("e") {
-            emergency()?
-        } else {
-            RequestMode::Directory
-        }
-    } else if status.auto_internal {
-        let login = read_line("Login name (or type E for emergency access): ")?;
-        if login.eq_ignore_ascii_case("e") {
-            emergency()?
-        } else {
-            let password = read_secret("Password: ")?;
-            RequestMode::Internal {
-                login,
-                password: Secret(password.to_string()),
-            }
-        }
-    } else {
-        RequestMode::Email(read_line("Email address: ")?)
-    };
-    let response = prompt.ask(LoginRequest::Request(mode)).await?;
-    eprintln!("{}", describe(&response));
-    Ok(())
-}
-
-/// Runs one step of the login (or, without one, walks through the screens).
+/// Runs one step of the login (or, without one, walks through the screens,
+/// waiting up to `approval_wait` seconds for an access request's decision).
 pub(super) async fn step(
-    prompt: &Prompt<'_>,
+    prompt: &Prompt,
     step: Option<Login>,
     json: bool,
+    approval_wait: u64,
 ) -> Result<ExitCode, LoginError> {
     let request = match step {
-        None => return interactive(prompt).await,
+        None => return interactive(prompt, approval_wait).await,
         Some(Login::Agent) => {
-            return match unix::ask(prompt.socket, &LocalRequest::Status).await? {
+            return match unix::ask(&prompt.socket, &LocalRequest::Status).await? {
                 LocalResponse::Status(status) => {
                     if json {
                         println!("{}", serde_json::to_string(&status).unwrap_or_default());
@@ -374,7 +259,7 @@ pub(super) async fn step(
                     Ok(ExitCode::SUCCESS)
                 }
                 LocalResponse::Fail(error) => Err(LoginError::Local(error)),
-                LocalResponse::Login(_) => Err(LoginError::Unexpected),
+                _ => Err(LoginError::Unexpected),
             };
         }
         Some(Login::Status) => LoginRequest::Status,

@@ -41,6 +41,7 @@ pub fn login_call(request: LoginRequest) -> LoginCall {
             code: Code::from_typed(&Zeroizing::new(code.0)),
         },
         LoginRequest::Logout { session } => LoginCall::Logout { session },
+        LoginRequest::Exempt { service } => LoginCall::Exempt { service },
     }
 }
 
@@ -85,6 +86,7 @@ pub fn login_response(os_user: &str, answer: LoginAnswer) -> LoginResponse {
             },
         }),
         LoginAnswer::LoggedOut(ended) => LoginResponse::LoggedOut { ended },
+        LoginAnswer::Noted => LoginResponse::Noted,
     }
 }
 

@@ -161,7 +161,7 @@ impl Desk {
     /// The login prompt, as the OS user running the tests.
     pub async fn login(&self, request: LoginRequest) -> LoginResponse {
         let prompt = Prompt {
-            socket: &self.socket,
+            socket: self.socket.clone(),
             os_user: None,
         };
         prompt.ask(request).await.unwrap()

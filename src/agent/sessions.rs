@@ -1,0 +1,315 @@
+//! Client sessions tied to the OS sessions that the PAM gate opens.
+//!
+//! A login is allowed in one process (PAM's `auth`: sshd runs it in a child of
+//! the connection's process) and its OS session opened, and later closed, in
+//! another (PAM's `session`, in the connection's process). The module cannot
+//! carry the client session between them, so the agent does: it remembers each
+//! Allow with the process that asked, binds the one that process (or its
+//! parent) was given to the process that opens the OS session, and ends the
+//! client session when that process closes it, or exits without doing so (a
+//! dropped SSH connection, a killed `login`).
+//!
+//! What the server must hear of (the end of a session, an exempt login) is
+//! queued and sent as soon as the link is up, oldest first.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use otpgate_protocol::login::LoginRequest;
+use otpgate_protocol::{Request, Response};
+
+use crate::agent::link::Link;
+
+/// How long an Allow waits for its OS session to open.
+const BIND_WITHIN: Duration = Duration::from_secs(10 * 60);
+/// The most Allows kept waiting; the oldest go first.
+const MAX_ALLOWED: usize = 1024;
+/// The most notices kept for the server while it cannot be reached.
+const MAX_NOTICES: usize = 4096;
+/// How often bound processes are looked at, and undelivered notices retried.
+const WATCH_EVERY: Duration = Duration::from_secs(2);
+
+/// A process, told apart from a later one with its pid by its start time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Process {
+    pid: i32,
+    /// Clock ticks after boot (`/proc/PID/stat`, field 22).
+    start: u64,
+}
+
+impl Process {
+    /// Process `pid` as it is now, with its parent's pid; `None` once gone.
+    fn read(pid: i32) -> Option<(Self, i32)> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // "pid (comm) state ppid ... starttime ...": comm may hold anything,
+        // so fields are counted from its closing parenthesis.
+        let rest = &stat[stat.rfind(')')? + 1..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let parent = fields.get(1)?.parse().ok()?;
+        let start = fields.get(19)?.parse().ok()?;
+        Some((Self { pid, start }, parent))
+    }
+
+    fn alive(self) -> bool {
+        Self::read(self.pid).is_some_and(|(now, _)| now == self)
+    }
+}
+
+/// An Allow whose OS session has not opened yet.
+struct Allowed {
+    os_user: String,
+    session: u64,
+    /// The process that asked, and its parent.
+    asked_by: (i32, Option<i32>),
+    at: Instant,
+}
+
+/// A client session bound to the process that holds its OS session.
+struct Bound {
+    os_user: String,
+    session: u64,
+    process: Process,
+}
+
+#[derive(Default)]
+struct State {
+    allowed: VecDeque<Allowed>,
+    bound: Vec<Bound>,
+    /// For the server, oldest first: (OS user, what to tell).
+    notices: VecDeque<(String, LoginRequest)>,
+}
+
+/// The agent's record of PAM-opened sessions and of notices for the server.
+#[derive(Default)]
+pub struct Sessions {
+    state: Mutex<State>,
+    /// Wakes the delivery of notices.
+    queued: Notify,
+}
+
+impl Sessions {
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic elsewhere while holding the lock leaves consistent data:
+        // every change is one push or one remove.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Remembers that process `pid` was allowed in as `os_user`, with client
+    /// session `session`.
+    pub fn allowed(&self, os_user: &str, session: u64, pid: i32) {
+        let parent = Process::read(pid).map(|(_, parent)| parent);
+        let mut state = self.state();
+        let now = Instant::now();
+        state
+            .allowed
+            .retain(|a| now.duration_since(a.at) < BIND_WITHIN);
+        if state.allowed.len() >= MAX_ALLOWED {
+            state.allowed.pop_front();
+        }
+        state.allowed.push_back(Allowed {
+            os_user: os_user.to_owned(),
+            session,
+            asked_by: (pid, parent),
+            at: now,
+        });
+    }
+
+    /// Binds the client session of `os_user`'s Allow to process `pid`, which
+    /// opens the OS session: the Allow that `pid` or its child asked for, else
+    /// the oldest waiting one of `os_user`. The client session, if any.
+    pub fn open(&self, os_user: &str, pid: i32) -> Option<u64> {
+        let (process, _) = Process::read(pid)?;
+        let mut state = self.state();
+        let now = Instant::now();
+        let mine = |a: &Allowed| {
+            a.os_user == os_user
+                && now.duration_since(a.at) < BIND_WITHIN
+                && (a.asked_by.0 == pid || a.asked_by.1 == Some(pid))
+        };
+        let index = state.allowed.iter().position(mine).or_else(|| {
+            state
+                .allowed
+                .iter()
+                .position(|a| a.os_user == os_user && now.duration_since(a.at) < BIND_WITHIN)
+        })?;
+        let allowed = state.allowed.remove(index)?;
+        state.bound.push(Bound {
+            os_user: allowed.os_user,
+            session: allowed.session,
+            process,
+        });
+        Some(allowed.session)
+    }
+
+    /// Ends the client sessions of `os_user` bound to process `pid`; how many.
+    pub fn close(&self, os_user: &str, pid: i32) -> usize {
+        let mut state = self.state();
+        let (closing, kept): (Vec<Bound>, Vec<Bound>) = std::mem::take(&mut state.bound)
+            .into_iter()
+            .partition(|b| b.os_user == os_user && b.process.pid == pid);
+        state.bound = kept;
+        let count = closing.len();
+        for bound in closing {
+            push_notice(&mut state, bound.os_user, logout(bound.session));
+        }
+        drop(state);
+        self.queued.notify_one();
+        count
+    }
+
+    /// Queues `request` about `os_user` for the server.
+    pub fn notify(&self, os_user: &str, request: LoginRequest) {
+        push_notice(&mut self.state(), os_user.to_owned(), request);
+        self.queued.notify_one();
+    }
+
+    /// Ends the client sessions whose processes have exited.
+    fn reap(&self) {
+        let mut state = self.state();
+        let (gone, alive): (Vec<Bound>, Vec<Bound>) = std::mem::take(&mut state.bound)
+            .into_iter()
+            .partition(|b| !b.process.alive());
+        state.bound = alive;
+        for bound in gone {
+            info!(
+                os_user = bound.os_user,
+                session = bound.session,
+                "the OS session's process is gone: ending its client session"
+            );
+            push_notice(&mut state, bound.os_user, logout(bound.session));
+        }
+    }
+
+    /// Sends queued notices, oldest first, until the queue is empty or the
+    /// server cannot be reached.
+    async fn deliver(&self, link: &Link) {
+        loop {
+            let Some((os_user, request)) = self.state().notices.front().cloned() else {
+                return;
+            };
+            match link
+                .call(Request::Login {
+                    os_user: os_user.clone(),
+                    request,
+                })
+                .await
+            {
+                Ok(Response::Login(_)) => {
+                    self.state().notices.pop_front();
+                }
+                Ok(other) => {
+                    debug!(?other, "notice not taken yet");
+                    return;
+                }
+                Err(err) => {
+                    debug!(error = %err, "notice not delivered yet");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn logout(session: u64) -> LoginRequest {
+    LoginRequest::Logout {
+        session: Some(session),
+    }
+}
+
+fn push_notice(state: &mut State, os_user: String, request: LoginRequest) {
+    if state.notices.len() >= MAX_NOTICES {
+        warn!("too many notices for the server: the oldest is dropped");
+        state.notices.pop_front();
+    }
+    state.notices.push_back((os_user, request));
+}
+
+/// Watches bound processes and delivers notices until `cancel` fires.
+pub async fn watch(sessions: Arc<Sessions>, link: Link, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(WATCH_EVERY);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = tick.tick() => sessions.reap(),
+            () = sessions.queued.notified() => {}
+        }
+        sessions.deliver(&link).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn me() -> i32 {
+        i32::try_from(std::process::id()).unwrap()
+    }
+
+    #[test]
+    fn a_process_is_read_with_its_parent_and_start() {
+        let (me_now, parent) = Process::read(me()).unwrap();
+        assert_eq!(Process::read(me()).unwrap().0, me_now, "the same start");
+        assert_eq!(
+            parent,
+            i32::try_from(std::os::unix::process::parent_id()).unwrap()
+        );
+        assert!(me_now.alive());
+        assert!(
+            !Process {
+                start: me_now.start + 1,
+                ..me_now
+            }
+            .alive(),
+            "a later process with the pid is another"
+        );
+    }
+
+    #[test]
+    fn the_allow_of_the_opening_process_or_its_child_is_bound_first() {
+        let sessions = Sessions::default();
+        // Asked by another process, then by this one's child (sshd's auth).
+        sessions.allowed("alice", 1, 1);
+        sessions.state().allowed.back_mut().unwrap().asked_by = (1, Some(0));
+        sessions.allowed("alice", 2, 1);
+        sessions.state().allowed.back_mut().unwrap().asked_by = (12345, Some(me()));
+        assert_eq!(sessions.open("alice", me()), Some(2));
+        // Then the oldest that is left.
+        assert_eq!(sessions.open("alice", me()), Some(1));
+        assert_eq!(sessions.open("alice", me()), None);
+        assert_eq!(sessions.close("alice", me()), 2);
+        let notices: Vec<_> = sessions.state().notices.iter().cloned().collect();
+        assert_eq!(
+            notices,
+            [
+                ("alice".to_owned(), logout(2)),
+                ("alice".to_owned(), logout(1))
+            ]
+        );
+    }
+
+    #[test]
+    fn a_session_whose_process_exited_is_ended() {
+        let sessions = Sessions::default();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = i32::try_from(child.id()).unwrap();
+        sessions.allowed("bob", 7, pid);
+        assert_eq!(sessions.open("bob", pid), Some(7));
+        sessions.reap();
+        assert!(sessions.state().notices.is_empty(), "still running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        sessions.reap();
+        let notices: Vec<_> = sessions.state().notices.iter().cloned().collect();
+        assert_eq!(notices, [("bob".to_owned(), logout(7))]);
+    }
+}

@@ -1,8 +1,9 @@
 //! Helpers for the black-box tests, one file per thing they set up, each
 //! starting a real component on 127.0.0.1 and cleaning it up on drop: a server in
 //! this process or as a child process ([`server`]), agents, login desks and raw
-//! TLS clients ([`agent`]), the `.eml` outbox ([`mail`]) and a real SMTP relay
-//! ([`smtp`]).
+//! TLS clients ([`agent`]), the `.eml` outbox ([`mail`]), a real SMTP relay
+//! ([`smtp`]), and the machine's accounts, groups and PAM services with the PAM
+//! module ([`system`]).
 
 #![allow(dead_code)] // Each test file uses its own part of these helpers.
 
@@ -10,6 +11,7 @@ pub mod agent;
 pub mod mail;
 pub mod server;
 pub mod smtp;
+pub mod system;
 
 use std::future::Future;
 use std::time::Duration;

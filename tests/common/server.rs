@@ -40,8 +40,12 @@ pub fn write_config(dir: &Path, heartbeat_ms: u64, handshake_ms: u64, extra: &st
     std::fs::write(
         &directory,
         format!(
-            "[accounts]\n\"{me}\" = \"{me}@example.com\"\n\"alice\" = \"alice@example.com\"\n",
-            me = me()
+            "[accounts]\n\"{me}\" = \"{me}@example.com\"\n\"alice\" = \"alice@example.com\"\n{accounts}",
+            me = me(),
+            accounts = super::system::ACCOUNTS
+                .iter()
+                .map(|name| format!("\"{name}\" = \"{name}@example.com\"\n"))
+                .collect::<String>()
         ),
     )
     .unwrap();

@@ -1,0 +1,381 @@
+//! The PAM gate end to end: `pam_otpgate.so` loaded by `pamtester` from a PAM
+//! service file the test writes, a real agent, a real server, and test
+//! accounts the test creates, each put back as it was on drop. Needs root.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::agent::Desk;
+use common::server::TestServer;
+use common::system::{self, Account, PamService};
+use otpgate_actors::{Clock, ManualClock, SystemClock};
+use otpgate_protocol::admin::{AdminRequest, AdminResponse, Choice, OptionsView, RoleView};
+use otpgate_protocol::login::Secret;
+
+const HOUR: Duration = Duration::from_secs(60 * 60);
+
+/// `pamtester` running operations `ops` of service `service` for `user`, its
+/// conversation on pipes. Its conversation reads an answer with one `read`, so
+/// each line is typed only once its prompt is shown.
+struct Pamtester {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    /// Everything shown so far, stdout and stderr as they came.
+    shown: Arc<Mutex<String>>,
+    /// How much of `shown` prompts already answered.
+    seen: usize,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Pamtester {
+    fn start(service: &PamService, user: &str, ops: &[&str]) -> Self {
+        // Unbuffered: its notes (stdout) show before the prompts that follow.
+        let mut child = Command::new("stdbuf")
+            .args(["-o0", "pamtester", service.name.as_str(), user])
+            .args(ops)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take();
+        let shown = Arc::new(Mutex::new(String::new()));
+        let stdout: Box<dyn Read + Send> = Box::new(child.stdout.take().unwrap());
+        let stderr: Box<dyn Read + Send> = Box::new(child.stderr.take().unwrap());
+        let readers = [stdout, stderr]
+            .into_iter()
+            .map(|mut stream| {
+                let shown = Arc::clone(&shown);
+                std::thread::spawn(move || {
+                    let mut chunk = [0u8; 4096];
+                    while let Ok(read) = stream.read(&mut chunk) {
+                        if read == 0 {
+                            return;
+                        }
+                        shown
+                            .lock()
+                            .unwrap()
+                            .push_str(&String::from_utf8_lossy(&chunk[..read]));
+                    }
+                })
+            })
+            .collect();
+        Self {
+            child,
+            stdin,
+            shown,
+            seen: 0,
+            readers,
+        }
+    }
+
+    /// Waits for `prompt` to be shown, then types `line`.
+    async fn answer(&mut self, prompt: &str, line: &str) {
+        self.answer_first(&[(prompt, line)]).await;
+    }
+
+    /// Waits for the first of `prompts` to be shown, types its line, and
+    /// says which it was.
+    async fn answer_first(&mut self, prompts: &[(&str, &str)]) -> usize {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let (which, line) = loop {
+            {
+                let shown = self.shown.lock().unwrap();
+                let first = prompts
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, (prompt, line))| {
+                        let at = shown[self.seen..].find(prompt)?;
+                        Some((at, i, prompt.len(), *line))
+                    })
+                    .min();
+                if let Some((at, which, len, line)) = first {
+                    self.seen += at + len;
+                    break (which, line);
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "none of {prompts:?} in {shown}"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let stdin = self.stdin.as_mut().unwrap();
+        stdin.write_all(format!("{line}\n").as_bytes()).unwrap();
+        stdin.flush().unwrap();
+        which
+    }
+
+    /// Closes the conversation and waits: whether every operation succeeded,
+    /// and all it showed.
+    async fn finish(mut self) -> (bool, String) {
+        drop(self.stdin.take());
+        let (status, readers) = tokio::task::spawn_blocking(move || {
+            let status = self.child.wait().unwrap();
+            (status, self.readers)
+        })
+        .await
+        .unwrap();
+        for reader in readers {
+            reader.join().unwrap();
+        }
+        let shown = self.shown.lock().unwrap().clone();
+        (status.success(), shown)
+    }
+}
+
+/// The first window after an OTP was sent: the address (typed if only its
+/// masked form is known), then the OTP.
+async fn otp_window(pam: &mut Pamtester, email: &str, code: &str) {
+    let asked = pam
+        .answer_first(&[("Email address (", email), ("One-time password", code)])
+        .await;
+    if asked == 0 {
+        pam.answer("One-time password", code).await;
+    }
+}
+
+/// A service whose `auth` and `session` are the module's, with `args`.
+fn service(name: &str, desk: &Desk, args: &str) -> PamService {
+    let module = system::module().display().to_string();
+    let socket = desk.socket.display();
+    PamService::create(
+        name,
+        &format!(
+            "auth     required  {module} socket={socket} approval_wait=30 {args}\n\
+             account  required  pam_permit.so\n\
+             session  optional  {module} socket={socket}\n"
+        ),
+    )
+}
+
+async fn set_client(server: &TestServer, options: OptionsView) {
+    let answer = server
+        .admin(AdminRequest::ClientSet {
+            computer: "ws-1".into(),
+            group: None,
+            options,
+        })
+        .await;
+    assert_eq!(answer, AdminResponse::Done);
+}
+
+async fn approve(server: &TestServer, choice: Choice, comment: Option<&str>) {
+    let id = wait_for_request(server).await;
+    let answer = server
+        .admin(AdminRequest::RequestDecide {
+            id,
+            by: "admin".into(),
+            password: Secret(server.admin_password().await),
+            choice,
+            comment: comment.map(Into::into),
+        })
+        .await;
+    assert!(matches!(answer, AdminResponse::Decided(_)), "{answer:?}");
+}
+
+/// The id of the pending access request, once there is one.
+async fn wait_for_request(server: &TestServer) -> u64 {
+    common::wait_until(Duration::from_secs(20), "an access request", || async {
+        !server.requests(false).await.is_empty()
+    })
+    .await;
+    server.requests(false).await[0].id
+}
+
+async fn setup() -> (ManualClock, TestServer, Desk) {
+    let clock = ManualClock::new(SystemClock.now());
+    let server = TestServer::start_with_clock(Arc::new(clock.clone())).await;
+    let desk = server.desk("ws-1").await;
+    (clock, server, desk)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_mode_ends_in_a_login() {
+    if !system::root_or_skip("every_request_mode_ends_in_a_login") {
+        return;
+    }
+    let (clock, server, desk) = setup().await;
+    let account = Account::create("otpgate-t1", &[]);
+    let service = service("otpgate-test-modes", &desk, "");
+    let email = account.email();
+
+    // Neither auto option: an access request with the email address, waited
+    // for, approved; back at the OTP window with the email filled in.
+    let mut pam = Pamtester::start(&service, &account.name, &["authenticate"]);
+    pam.answer("Email address (empty", "").await;
+    pam.answer("Email address: ", &email).await;
+    approve(&server, Choice::Approve, None).await;
+    let code = server.codes_for(&email, 1).await.remove(0);
+    pam.answer(&format!("One-time password for {email}"), &code)
+        .await;
+    let (ok, shown) = pam.finish().await;
+    assert!(ok, "{shown}");
+    for said in [
+        "has been sent to the approvers",
+        "Your request was approved",
+    ] {
+        assert!(shown.contains(said), "{said:?} in {shown}");
+    }
+
+    // Active Directory users: nothing to type; the address is shown masked
+    // and typed in full.
+    clock.advance(HOUR);
+    set_client(
+        &server,
+        OptionsView {
+            auto_directory: Some(true),
+            ..OptionsView::default()
+        },
+    )
+    .await;
+    let mut pam = Pamtester::start(&service, &account.name, &["authenticate"]);
+    // The latest request's address is still filled in: an empty OTP asks anew.
+    pam.answer("(empty to request", "").await;
+    pam.answer("Press Enter", "").await;
+    let code = server.codes_for(&email, 2).await.remove(1);
+    otp_window(&mut pam, &email, &code).await;
+    let (ok, shown) = pam.finish().await;
+    assert!(ok, "{shown}");
+    assert!(
+        shown.contains("has been sent to o***@example.com"),
+        "{shown}"
+    );
+
+    // Emergency access, offered beside the directory.
+    clock.advance(HOUR);
+    let mut pam = Pamtester::start(&service, &account.name, &["authenticate"]);
+    pam.answer("(empty to request", "").await;
+    pam.answer("Press Enter", "E").await;
+    pam.answer(
+        "I need emergency access to computer. Email address: ",
+        &email,
+    )
+    .await;
+    approve(&server, Choice::Approve, None).await;
+    let code = server.codes_for(&email, 3).await.remove(2);
+    pam.answer(&format!("One-time password for {email}"), &code)
+        .await;
+    let (ok, shown) = pam.finish().await;
+    assert!(ok, "{shown}");
+
+    // Internal users: login name and password.
+    clock.advance(HOUR);
+    let added = server
+        .admin(AdminRequest::UserAdd {
+            login: "carol".into(),
+            email: email.clone(),
+            role: RoleView::User,
+            password: Secret("carol's long password".into()),
+        })
+        .await;
+    assert_eq!(added, AdminResponse::Done);
+    set_client(
+        &server,
+        OptionsView {
+            auto_directory: Some(false),
+            auto_internal: Some(true),
+            ..OptionsView::default()
+        },
+    )
+    .await;
+    let mut pam = Pamtester::start(&service, &account.name, &["authenticate"]);
+    pam.answer("(empty to request", "").await;
+    pam.answer("Login name", "carol").await;
+    pam.answer("Password: ", "carol's long password").await;
+    let code = server.codes_for(&email, 4).await.remove(3);
+    otp_window(&mut pam, &email, &code).await;
+    let (ok, shown) = pam.finish().await;
+    assert!(ok, "{shown}");
+    desk.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn denials_say_access_denied_and_nothing_more() {
+    if !system::root_or_skip("denials_say_access_denied_and_nothing_more") {
+        return;
+    }
+    let (clock, server, desk) = setup().await;
+    let account = Account::create("otpgate-t2", &[]);
+    let other = Account::create("otpgate-t3", &[]);
+    let service = service("otpgate-test-denials", &desk, "");
+    let email = account.email();
+
+    // Denied by an approver, with a comment.
+    let mut pam = Pamtester::start(&service, &account.name, &["authenticate"]);
+    pam.answer("Email address (empty", "").await;
+    pam.answer("Email address: ", &email).await;
+    approve(&server, Choice::Deny, Some("not on a Sunday")).await;
+    let (ok, shown) = pam.finish().await;
+    assert!(!ok, "{shown}");
+    assert!(
+        shown.contains("Your request was denied: not on a Sunday"),
+        "{shown}"
+    );
+
+    // Nobody decides before the request expires.
+    let mut pam = Pamtester::start(&service, &account.name, &["authenticate"]);
+    pam.answer("(empty to request", "").await;
+    pam.answer("Email address: ", &email).await;
+    wait_for_request(&server).await;
+    clock.advance(Duration::from_secs(31 * 60));
+    let (ok, shown) = pam.finish().await;
+    assert!(!ok, "{shown}");
+    assert!(shown.contains("expired without a decision"), "{shown}");
+
+    // An OTP issued: a wrong one, then another user's, are denied alike; the
+    // right one once; then its replay.
+    let generate = |os_user: &str, email: String| AdminRequest::OtpGenerate {
+        computer: "ws-1".into(),
+        os_user: os_user.into(),
+        email,
+        comment: None,
+        by: "admin".into(),
+        password: Secret(common::server::ADMIN_PASSWORD.into()),
+        new_client: false,
+    };
+    server.admin_password().await;
+    for (user, to) in [(&account, email.clone()), (&other, other.email())] {
+        let answer = server.admin(generate(&user.name, to)).await;
+        assert!(
+            matches!(answer, AdminResponse::Generated { .. }),
+            "{answer:?}"
+        );
+    }
+    let code = server.codes_for(&email, 1).await.remove(0);
+    let others = server.codes_for(&other.email(), 1).await.remove(0);
+    let wrong = if code == "00000000" {
+        "11111111"
+    } else {
+        "00000000"
+    };
+    for (typed, allowed) in [
+        (wrong, false),
+        (others.as_str(), false),
+        (code.as_str(), true),
+        (code.as_str(), false),
+    ] {
+        let mut pam = Pamtester::start(&service, &account.name, &["authenticate"]);
+        otp_window(&mut pam, &email, typed).await;
+        let (ok, shown) = pam.finish().await;
+        assert_eq!(ok, allowed, "{shown}");
+        if !allowed {
+            assert!(shown.contains("Access denied."), "{shown}");
+            for hint in ["wrong", "used", "another", "invalid", "not yours"] {
+                assert!(!shown.contains(hint), "no hint of which check: {shown}");
+            }
+        }
+    }
+    let allowed = server
+        .audit(0)
+        .await
+        .iter()
+        .filter(|e| e.action == "verify" && e.outcome.starts_with("allowed"))
+        .count();
+    assert_eq!(allowed, 1, "the right OTP let in once, its replay not");
+    desk.stop().await;
+}

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::agent::Desk;
 use common::server::TestServer;
-use common::system::{self, Account, PamService};
+use common::system::{self, Account, Group, PamService};
 use otpgate_actors::{Clock, ManualClock, SystemClock};
 use otpgate_protocol::admin::{AdminRequest, AdminResponse, Choice, OptionsView, RoleView};
 use otpgate_protocol::login::Secret;
@@ -377,5 +377,127 @@ async fn denials_say_access_denied_and_nothing_more() {
         .filter(|e| e.action == "verify" && e.outcome.starts_with("allowed"))
         .count();
     assert_eq!(allowed, 1, "the right OTP let in once, its replay not");
+    desk.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn off_unreachable_and_exempt_pass_or_fail_without_a_prompt() {
+    if !system::root_or_skip("off_unreachable_and_exempt_pass_or_fail_without_a_prompt") {
+        return;
+    }
+    let (_, server, desk) = setup().await;
+    let exempt = Group::create("otpgate-exempt-t");
+    let account = Account::create("otpgate-t4", &[]);
+    let breakglass = Account::create("otpgate-t5", &[&exempt]);
+    let args = format!("exempt_group={}", exempt.name);
+    let gate = service("otpgate-test-edges", &desk, &args);
+    // Nothing is typed: a prompt would get no answer and fail the login.
+    let unattended = |user: &str, service: &PamService| {
+        let pam = Pamtester::start(service, user, &["authenticate"]);
+        async move { pam.finish().await }
+    };
+
+    // An exempt account passes, and the audit log hears of it.
+    let (ok, shown) = unattended(&breakglass.name, &gate).await;
+    assert!(ok, "{shown}");
+    common::wait_until(
+        Duration::from_secs(20),
+        "the exempt login is audited",
+        || async {
+            server.audit(20).await.iter().any(|e| {
+                e.action == "exempt"
+                    && e.who.starts_with(&breakglass.name)
+                    && e.outcome.contains("otpgate-test-edges")
+            })
+        },
+    )
+    .await;
+
+    // With OTPs off for the computer: no prompt, through.
+    set_client(
+        &server,
+        OptionsView {
+            allow_otp: Some(false),
+            ..OptionsView::default()
+        },
+    )
+    .await;
+    let (ok, shown) = unattended(&account.name, &gate).await;
+    assert!(ok, "{shown}");
+    assert!(shown.contains("not required"), "{shown}");
+
+    // The agent's socket is not there: closed by default, open when told.
+    let nowhere = PamService::create(
+        "otpgate-test-nowhere",
+        &format!(
+            "auth required {} socket=/nonexistent/agent.sock\n",
+            system::module().display()
+        ),
+    );
+    let (ok, shown) = unattended(&account.name, &nowhere).await;
+    assert!(!ok, "{shown}");
+    assert!(
+        shown.contains("The OTP server cannot be reached"),
+        "{shown}"
+    );
+
+    // The server is down (the agent answers, without a link): the same.
+    let allow = service("otpgate-test-edges-allow", &desk, "on_unreachable=allow");
+    let data = server.stop().await;
+    let (ok, shown) = unattended(&account.name, &gate).await;
+    assert!(!ok, "{shown}");
+    assert!(
+        shown.contains("The OTP server cannot be reached"),
+        "{shown}"
+    );
+    let (ok, shown) = unattended(&account.name, &allow).await;
+    assert!(ok, "on_unreachable=allow: {shown}");
+    drop(data);
+    desk.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_session_lives_as_long_as_the_pam_session() {
+    if !system::root_or_skip("the_client_session_lives_as_long_as_the_pam_session") {
+        return;
+    }
+    let (_, server, desk) = setup().await;
+    let account = Account::create("otpgate-t6", &[]);
+    let service = service("otpgate-test-sessions", &desk, "");
+    let email = account.email();
+    server.admin_password().await;
+    let generate = AdminRequest::OtpGenerate {
+        computer: "ws-1".into(),
+        os_user: account.name.clone(),
+        email: email.clone(),
+        comment: None,
+        by: "admin".into(),
+        password: Secret(common::server::ADMIN_PASSWORD.into()),
+        new_client: false,
+    };
+    assert!(matches!(
+        server.admin(generate).await,
+        AdminResponse::Generated { .. }
+    ));
+    let code = server.codes_for(&email, 1).await.remove(0);
+    let mut pam = Pamtester::start(
+        &service,
+        &account.name,
+        &["authenticate", "open_session", "close_session"],
+    );
+    otp_window(&mut pam, &email, &code).await;
+    let (ok, shown) = pam.finish().await;
+    assert!(ok, "{shown}");
+    common::wait_until(
+        Duration::from_secs(20),
+        "the session ends at close",
+        || async {
+            let sessions = server.sessions(true).await;
+            sessions.len() == 1
+                && sessions[0].user_name == format!("{} ({email})", account.name)
+                && sessions[0].ended.is_some()
+        },
+    )
+    .await;
     desk.stop().await;
 }

@@ -1,0 +1,306 @@
+//! The PAM gate under a real sshd (its own config, on a 127.0.0.1 port, PAM
+//! service of its own) logged in to by a real ssh client answering the
+//! keyboard-interactive prompts (driven by Debian's python3-pexpect). Needs root.
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output};
+use std::time::Duration;
+
+use common::server::{ADMIN_PASSWORD, TestServer};
+use common::system::{self, Account, PamService};
+use otpgate_protocol::admin::{AdminRequest, AdminResponse};
+use otpgate_protocol::login::Secret;
+
+/// Answers ssh's prompts: the email address, then the OTP.
+const CLIENT: &str = r#"
+import sys, pexpect
+port, user, email, code, command = sys.argv[1:6]
+child = pexpect.spawn("ssh", ["-p", port,
+    "-o", "PreferredAuthentications=keyboard-interactive",
+    "-o", "PubkeyAuthentication=no", "-o", "StrictHostKeyChecking=no",
+    "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+    "-o", "NumberOfPasswordPrompts=1", user + "@127.0.0.1", command],
+    encoding="utf-8", timeout=60)
+while True:
+    asked = child.expect([r"Email address \(", "One-time password", pexpect.EOF])
+    if asked == 0:
+        child.sendline(email)
+    elif asked == 1:
+        child.sendline(code)
+    else:
+        break
+print(child.before, end="")
+child.close()
+sys.exit(255 if child.exitstatus is None else child.exitstatus)
+"#;
+
+/// A real sshd started under the name of its PAM service, stopped on drop.
+struct Sshd {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Sshd {
+    /// Starts sshd in `dir` with PAM service `service` (sshd takes it from the
+    /// name it runs by).
+    fn start(dir: &Path, service: &PamService) -> Self {
+        // sshd's privilege separation folder, which its package makes at boot;
+        // left in place (it is empty, and the tests may share it).
+        let run = Path::new("/run/sshd");
+        if !run.exists() {
+            std::fs::create_dir_all(run).unwrap();
+        }
+        let key = dir.join(format!("{}.key", service.name));
+        if !key.exists() {
+            let made = Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                .arg(&key)
+                .status()
+                .unwrap();
+            assert!(made.success());
+        }
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = dir.join(format!("{}.conf", service.name));
+        std::fs::write(
+            &config,
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {key}\nUsePAM yes\n\
+                 KbdInteractiveAuthentication yes\nPasswordAuthentication no\n\
+                 PubkeyAuthentication no\nPermitRootLogin no\nPidFile {pid}\n",
+                key = key.display(),
+                pid = dir.join(format!("{}.pid", service.name)).display(),
+            ),
+        )
+        .unwrap();
+        let binary = dir.join(&service.name);
+        if !binary.exists() {
+            std::os::unix::fs::symlink("/usr/sbin/sshd", &binary).unwrap();
+        }
+        let log = dir.join(format!("{}.log", service.name));
+        let child = Command::new(&binary)
+            .args(["-D", "-f"])
+            .arg(&config)
+            .arg("-E")
+            .arg(&log)
+            .spawn()
+            .unwrap();
+        let sshd = Self { child, port, log };
+        sshd.wait_for_banner();
+        sshd
+    }
+
+    /// Waits until sshd answers with its banner.
+    fn wait_for_banner(&self) {
+        use std::io::Read;
+        for _ in 0..200 {
+            if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(5)))
+                    .unwrap();
+                let mut banner = [0u8; 8];
+                if stream.read_exact(&mut banner).is_ok() && banner.starts_with(b"SSH-2.0") {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("sshd did not answer: {}", self.log());
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Logs in as `user` with `email` and `code`, and runs `command`.
+fn ssh(dir: &Path, sshd: &Sshd, user: &str, email: &str, code: &str, command: &str) -> Child {
+    let client = dir.join("client.py");
+    std::fs::write(&client, CLIENT).unwrap();
+    Command::new("/usr/bin/python3")
+        .arg(&client)
+        .args([&sshd.port.to_string(), user, email, code, command])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+async fn finish(child: Child) -> Output {
+    tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// An OTP for `account`, generated by the administrator.
+async fn otp(server: &TestServer, account: &Account, count: usize) -> String {
+    server.admin_password().await;
+    let generate = AdminRequest::OtpGenerate {
+        computer: "ws-1".into(),
+        os_user: account.name.clone(),
+        email: account.email(),
+        comment: None,
+        by: "admin".into(),
+        password: Secret(ADMIN_PASSWORD.into()),
+        new_client: false,
+    };
+    let answer = server.admin(generate).await;
+    assert!(
+        matches!(answer, AdminResponse::Generated { .. }),
+        "{answer:?}"
+    );
+    server
+        .codes_for(&account.email(), count)
+        .await
+        .remove(count - 1)
+}
+
+/// A PAM service for sshd: the OTP gate as its only authentication.
+fn sshd_service(name: &str, socket: &Path, extra: &str) -> PamService {
+    let module = system::module().display().to_string();
+    let socket = socket.display();
+    PamService::create(
+        name,
+        &format!(
+            "auth     required  {module} socket={socket} {extra}\n\
+             account  required  pam_permit.so\n\
+             session  required  pam_permit.so\n\
+             session  optional  {module} socket={socket}\n"
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ssh_login_needs_the_otp_and_its_session_ends_with_the_connection() {
+    if !system::root_or_skip("an_ssh_login_needs_the_otp") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start().await;
+    let desk = server.desk("ws-1").await;
+    let account = Account::create("otpgate-t7", &[]);
+    let email = account.email();
+    let service = sshd_service("otpgate-test-sshd", &desk.socket, "");
+    let sshd = Sshd::start(dir.path(), &service);
+
+    // A wrong OTP: no shell.
+    let denied = finish(ssh(
+        dir.path(),
+        &sshd,
+        &account.name,
+        &email,
+        "00000000",
+        "echo SHELL-OK",
+    ))
+    .await;
+    let said = String::from_utf8_lossy(&denied.stdout);
+    assert!(!said.contains("SHELL-OK"), "{said}");
+    assert_ne!(denied.status.code(), Some(0), "{said}");
+
+    // The right one: a shell, and a client session shown as `user (email)`,
+    // open while the connection is, ended when it closes.
+    let code = otp(&server, &account, 1).await;
+    let first = ssh(
+        dir.path(),
+        &sshd,
+        &account.name,
+        &email,
+        &code,
+        "echo SHELL-OK; sleep 3",
+    );
+    let user_name = format!("{} ({email})", account.name);
+    common::wait_until(Duration::from_secs(30), "the session is open", || async {
+        server
+            .sessions(false)
+            .await
+            .iter()
+            .any(|s| s.user_name == user_name)
+    })
+    .await;
+    // A second connection of the same user is a session of its own.
+    let code = otp(&server, &account, 2).await;
+    let second = ssh(
+        dir.path(),
+        &sshd,
+        &account.name,
+        &email,
+        &code,
+        "echo SHELL-OK; sleep 12",
+    );
+    common::wait_until(
+        Duration::from_secs(30),
+        "both sessions are open",
+        || async { server.sessions(false).await.len() == 2 },
+    )
+    .await;
+    let first = finish(first).await;
+    let said = String::from_utf8_lossy(&first.stdout);
+    assert!(said.contains("SHELL-OK"), "{said}\n{}", sshd.log());
+    assert_eq!(first.status.code(), Some(0), "{said}");
+    common::wait_until(
+        Duration::from_secs(20),
+        "the first session ends",
+        || async {
+            let sessions = server.sessions(true).await;
+            sessions.iter().filter(|s| s.ended.is_some()).count() == 1
+                && sessions.iter().filter(|s| s.ended.is_none()).count() == 1
+        },
+    )
+    .await;
+    // The second connection simply drops: its session ends too.
+    let mut second = second;
+    second.kill().unwrap();
+    let _ = finish(second).await;
+    common::wait_until(
+        Duration::from_secs(20),
+        "the second session ends",
+        || async { server.sessions(false).await.is_empty() },
+    )
+    .await;
+    desk.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_the_module_fails_closed_and_sshd_lives_on() {
+    if !system::root_or_skip("a_panic_in_the_module_fails_closed") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start().await;
+    let desk = server.desk("ws-1").await;
+    let account = Account::create("otpgate-t8", &[]);
+    let service = sshd_service("otpgate-test-sshd-panic", &desk.socket, "panic_for_test");
+    let sshd = Sshd::start(dir.path(), &service);
+    let code = otp(&server, &account, 1).await;
+    let refused = finish(ssh(
+        dir.path(),
+        &sshd,
+        &account.name,
+        &account.email(),
+        &code,
+        "echo SHELL-OK",
+    ))
+    .await;
+    let said = String::from_utf8_lossy(&refused.stdout);
+    assert!(!said.contains("SHELL-OK"), "{said}");
+    assert_ne!(refused.status.code(), Some(0));
+    // The panic became PAM_ABORT, and sshd still serves.
+    assert!(sshd.log().contains("PAM: Critical error"), "{}", sshd.log());
+    sshd.wait_for_banner();
+    desk.stop().await;
+}

@@ -329,22 +329,10 @@ async fn denials_say_access_denied_and_nothing_more() {
 
     // An OTP issued: a wrong one, then another user's, are denied alike; the
     // right one once; then its replay.
-    let generate = |os_user: &str, email: String| AdminRequest::OtpGenerate {
-        computer: "ws-1".into(),
-        os_user: os_user.into(),
-        email,
-        comment: None,
-        by: "admin".into(),
-        password: Secret(common::server::ADMIN_PASSWORD.into()),
-        new_client: false,
-    };
-    server.admin_password().await;
-    for (user, to) in [(&account, email.clone()), (&other, other.email())] {
-        let answer = server.admin(generate(&user.name, to)).await;
-        assert!(
-            matches!(answer, AdminResponse::Generated { .. }),
-            "{answer:?}"
-        );
+    for user in [&account, &other] {
+        server
+            .generate("ws-1", &user.name, &user.email(), false)
+            .await;
     }
     let code = server.codes_for(&email, 1).await.remove(0);
     let others = server.codes_for(&other.email(), 1).await.remove(0);
@@ -465,20 +453,7 @@ async fn the_client_session_lives_as_long_as_the_pam_session() {
     let account = Account::create("otpgate-t6", &[]);
     let service = service("otpgate-test-sessions", &desk, "");
     let email = account.email();
-    server.admin_password().await;
-    let generate = AdminRequest::OtpGenerate {
-        computer: "ws-1".into(),
-        os_user: account.name.clone(),
-        email: email.clone(),
-        comment: None,
-        by: "admin".into(),
-        password: Secret(common::server::ADMIN_PASSWORD.into()),
-        new_client: false,
-    };
-    assert!(matches!(
-        server.admin(generate).await,
-        AdminResponse::Generated { .. }
-    ));
+    server.generate("ws-1", &account.name, &email, false).await;
     let code = server.codes_for(&email, 1).await.remove(0);
     let mut pam = Pamtester::start(
         &service,

@@ -32,22 +32,8 @@ async fn relay_and_server(dir: &std::path::Path) -> (SmtpServer, TestServer) {
 }
 
 async fn generate(server: &TestServer, os_user: &str, email: &str) {
-    let generated = server
-        .admin(AdminRequest::OtpGenerate {
-            computer: "ws-1".into(),
-            os_user: os_user.into(),
-            email: email.into(),
-            comment: None,
-            by: "admin".into(),
-            password: Secret(server.admin_password().await),
-            // No agent of ws-1 runs here: these tests are about the mail.
-            new_client: true,
-        })
-        .await;
-    assert!(
-        matches!(generated, AdminResponse::Generated { .. }),
-        "{generated:?}"
-    );
+    // No agent of ws-1 runs here: these tests are about the mail.
+    server.generate("ws-1", os_user, email, true).await;
 }
 
 /// The OTP in a message's text part.

@@ -240,6 +240,25 @@ impl TestServer {
         ADMIN_PASSWORD.to_owned()
     }
 
+    /// Has the administrator generate an OTP for `os_user` at `computer`,
+    /// emailed to `email` (`new_client`: a computer never seen).
+    pub async fn generate(&self, computer: &str, os_user: &str, email: &str, new_client: bool) {
+        let generate = AdminRequest::OtpGenerate {
+            computer: computer.into(),
+            os_user: os_user.into(),
+            email: email.into(),
+            comment: None,
+            by: "admin".into(),
+            password: Secret(self.admin_password().await),
+            new_client,
+        };
+        let answer = self.admin(generate).await;
+        assert!(
+            matches!(answer, AdminResponse::Generated { .. }),
+            "{answer:?}"
+        );
+    }
+
     /// The password made for the first administrator at the first start, which
     /// opens nothing until changed (see [`TestServer::admin_password`]).
     pub fn initial_password(&self) -> String {

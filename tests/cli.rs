@@ -302,13 +302,23 @@ async fn run_as(uid: u32, dir: &Path, args: Vec<String>) -> Output {
     use std::os::unix::process::CommandExt;
     let binary = binary_for_everyone(dir);
     tokio::task::spawn_blocking(move || {
-        Command::new(binary)
-            .args(&args)
-            .uid(uid)
-            .gid(uid)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
+        // Another test thread may fork while the copy is still open for
+        // writing: its child holds the file until it execs (ETXTBSY meanwhile).
+        for _ in 0..100 {
+            match Command::new(&binary)
+                .args(&args)
+                .uid(uid)
+                .gid(uid)
+                .stdin(Stdio::null())
+                .output()
+            {
+                Err(err) if err.kind() == std::io::ErrorKind::ExecutableFileBusy => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                output => return output.unwrap(),
+            }
+        }
+        panic!("{} stayed busy", binary.display())
     })
     .await
     .unwrap()

@@ -48,6 +48,8 @@ pub enum Action {
     Configure,
     /// A member of a computer's exempt group logged in without an OTP.
     Exempt,
+    /// Someone signed in to the web Management Tool, or was refused.
+    SignIn,
 }
 
 impl Action {
@@ -67,6 +69,7 @@ impl Action {
             Self::Mail => "mail",
             Self::Configure => "configure",
             Self::Exempt => "exempt",
+            Self::SignIn => "sign_in",
         }
     }
 }

@@ -131,14 +131,17 @@ fn fail(code: AdminErrorCode, message: impl Into<String>) -> AdminResponse {
 
 /// Why an admin request failed inside the daemon.
 #[derive(Debug, thiserror::Error)]
-enum HandleError {
+pub(crate) enum HandleError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
     Call(#[from] CallError),
 }
 
-async fn handle(
+/// Serves one administrator's request: the one path to the Management Tool's
+/// operations, for the socket and the web alike. `operator` is who asked, as
+/// the audit log records them.
+pub(crate) async fn handle(
     context: &AdminContext,
     operator: &str,
     request: AdminRequest,
@@ -377,18 +380,7 @@ async fn handle(
             if let Err(refused) = authenticate(&policy, operator, &by, password).await {
                 return Ok(refused);
             }
-            let choice = convert::choice(choice);
-            let decided = decide(context, id, by.clone(), choice, comment).await?;
-            if matches!(decided, AdminResponse::Decided(_)) {
-                // Who was at the socket, beside the approver the actor records.
-                let action = match choice {
-                    Choice::Approve => Action::Approve,
-                    Choice::Deny => Action::Deny,
-                };
-                store.append_audit(&audit_as(action, format!("request {id} decided as {by}")))?;
-                store.flush().await?;
-            }
-            decided
+            decide_as(context, operator, id, by, convert::choice(choice), comment).await?
         }
         AdminRequest::RequestDecideToken {
             token,
@@ -580,6 +572,35 @@ fn bad_comment(comment: Option<&str>) -> Option<AdminResponse> {
                 format!("a comment must be at most {MAX_COMMENT} characters on one line"),
             )
         })
+}
+
+/// Approves or denies access request `id` as internal user `by`, whose
+/// identity the caller checked (their password on the socket, their session
+/// on the web); `operator` is who asked, recorded beside the approver.
+pub(crate) async fn decide_as(
+    context: &AdminContext,
+    operator: &str,
+    id: u64,
+    by: String,
+    choice: Choice,
+    comment: Option<String>,
+) -> Result<AdminResponse, HandleError> {
+    let decided = decide(context, id, by.clone(), choice, comment).await?;
+    if matches!(decided, AdminResponse::Decided(_)) {
+        let action = match choice {
+            Choice::Approve => Action::Approve,
+            Choice::Deny => Action::Deny,
+        };
+        context.store.append_audit(&AuditEntry {
+            at: context.clock.now(),
+            who: operator.to_owned(),
+            computer: None,
+            action,
+            outcome: format!("request {id} decided as {by}"),
+        })?;
+        context.store.flush().await?;
+    }
+    Ok(decided)
 }
 
 /// Approves or denies access request `id` as internal user `by`.

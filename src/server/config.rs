@@ -17,6 +17,12 @@
 //! admin_email = "it@example.com"                   # the first administrator's
 //! management_url = "https://otp.example.com:8443"  # for links in approvers' mail
 //!
+//! [web]                       # the Management Tool over HTTPS
+//! enabled = true
+//! listen = "127.0.0.1:8443"
+//! cert_file = "/etc/otpgate/web.pem"   # chain, leaf first; default: the server's
+//! key_file = "/etc/otpgate/web.key"    # own certificate from its PKI
+//!
 //! [smtp]                      # without it, mail goes to <data>/outbox as .eml files
 //! host = "mail.example.com"
 //! port = 587
@@ -54,6 +60,9 @@ pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30);
 /// How many requests (heartbeats aside) one agent connection may send per
 /// second by default; bursts of twice as many pass.
 pub const DEFAULT_REQUESTS_PER_SECOND: u32 = 20;
+
+/// Where the web Management Tool listens by default.
+pub const DEFAULT_WEB_LISTEN: &str = "127.0.0.1:8443";
 
 /// The sender of every message by default.
 pub const DEFAULT_MAIL_FROM: &str = "otpgate <otpgate@localhost>";
@@ -113,7 +122,27 @@ struct File {
     mail_from: Option<String>,
     admin_email: Option<String>,
     management_url: Option<String>,
+    web: Option<WebFile>,
     smtp: Option<SmtpFile>,
+}
+
+/// The `[web]` section as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebFile {
+    enabled: Option<bool>,
+    listen: Option<String>,
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+}
+
+/// The web Management Tool's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebConfig {
+    /// Where it listens.
+    pub listen: SocketAddr,
+    /// Its certificate chain and key (PEM files); `None`: the server's own.
+    pub identity: Option<(PathBuf, PathBuf)>,
 }
 
 /// The `[smtp]` section as written.
@@ -278,6 +307,8 @@ pub struct ServerConfig {
     pub admin_email: String,
     /// Where the Management Tool is, for the links in approvers' mail.
     pub management_url: String,
+    /// The web Management Tool; `None` when turned off.
+    pub web: Option<WebConfig>,
     /// The SMTP relay; `None` writes `.eml` files into the outbox folder.
     pub smtp: Option<SmtpConfig>,
 }
@@ -400,8 +431,33 @@ impl ServerConfig {
                 .management_url
                 .map(|url| url.trim_end_matches('/').to_owned())
                 .unwrap_or_else(|| DEFAULT_MANAGEMENT_URL.to_owned()),
+            web: file.web.unwrap_or_default().check()?,
             smtp: file.smtp.map(SmtpFile::check).transpose()?,
         })
+    }
+}
+
+impl WebFile {
+    fn check(self) -> Result<Option<WebConfig>, ConfigError> {
+        if self.enabled == Some(false) {
+            return Ok(None);
+        }
+        let listen = self.listen.unwrap_or_else(|| DEFAULT_WEB_LISTEN.to_owned());
+        let listen = listen.parse().map_err(|_| ConfigError::Invalid {
+            field: "web.listen",
+            reason: format!("{listen:?} is not an IP address and port"),
+        })?;
+        let identity = match (self.cert_file, self.key_file) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => {
+                return Err(ConfigError::Invalid {
+                    field: "web.cert_file",
+                    reason: "give both cert_file and key_file, or neither".into(),
+                });
+            }
+        };
+        Ok(Some(WebConfig { listen, identity }))
     }
 }
 

@@ -16,6 +16,7 @@ mod gate;
 pub(crate) mod live;
 pub mod mail;
 mod pages;
+pub mod web;
 
 use std::future::Future;
 use std::io;
@@ -108,13 +109,22 @@ pub enum OpenError {
     /// The SMTP relay's settings are unusable.
     #[error("smtp: {0}")]
     Smtp(#[from] SmtpSetupError),
+    /// The web Management Tool cannot start.
+    #[error(transparent)]
+    Web(#[from] web::WebError),
 }
 
 impl OpenError {
     /// Whether the configuration is at fault (exit status 64) rather than the
     /// environment.
     pub fn is_config(&self) -> bool {
-        matches!(self, Self::Tls(_) | Self::Directory(_) | Self::Smtp(_))
+        matches!(
+            self,
+            Self::Tls(_)
+                | Self::Directory(_)
+                | Self::Smtp(_)
+                | Self::Web(web::WebError::Identity { .. })
+        )
     }
 }
 
@@ -146,6 +156,7 @@ pub struct Server {
     admin_listener: tokio::net::UnixListener,
     initial_password: Option<Zeroizing<String>>,
     initial_password_file: std::path::PathBuf,
+    web: Option<web::Web>,
 }
 
 /// What every connection task needs.
@@ -198,6 +209,11 @@ impl Server {
         let pki =
             pki::ensure_server(&config.data_dir, &config.server_names).map_err(TlsError::from)?;
         let keys = Arc::new(OtpKeys::derive(pki.secret.expose()));
+        let web = config
+            .web
+            .as_ref()
+            .map(|web| web::Web::bind(web, pki.chain.clone(), pki.key.clone_key()))
+            .transpose()?;
         let acceptor = TlsAcceptor::from(tls::server_config(pki)?);
         let revocations = Arc::new(Revocations::load(&config.data_dir).map_err(TlsError::from)?);
         let from = Sender::parse(&config.mail_from);
@@ -289,12 +305,18 @@ impl Server {
             admin_listener,
             initial_password,
             initial_password_file: config.data_dir.join(INITIAL_PASSWORD_FILE),
+            web,
         })
     }
 
     /// The first administrator's password, once, if this start created them.
     pub fn take_initial_password(&mut self) -> Option<Zeroizing<String>> {
         self.initial_password.take()
+    }
+
+    /// Where the web Management Tool listens, unless it is turned off.
+    pub fn web_addr(&self) -> Option<SocketAddr> {
+        self.web.as_ref().and_then(|web| web.local_addr().ok())
     }
 
     /// The handle on the computers' actors, for the parts of the daemon (and the
@@ -328,6 +350,9 @@ impl Server {
             self.clock.clone(),
             cancel.child_token(),
         ));
+        if let Some(web) = self.web {
+            tracker.spawn(web.serve(context.clone(), cancel.child_token()));
+        }
         tracker.spawn(admin::serve(
             self.admin_listener,
             context,

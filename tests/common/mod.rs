@@ -2,16 +2,19 @@
 //! starting a real component on 127.0.0.1 and cleaning it up on drop: a server in
 //! this process or as a child process ([`server`]), agents, login desks and raw
 //! TLS clients ([`agent`]), the `.eml` outbox ([`mail`]), a real SMTP relay
-//! ([`smtp`]), and the machine's accounts, groups and PAM services with the PAM
-//! module ([`system`]).
+//! ([`smtp`]), the machine's accounts, groups and PAM services with the PAM
+//! module ([`system`]), an HTTPS client of the Management Tool ([`web`]), and
+//! a real headless Chromium ([`browser`]).
 
 #![allow(dead_code)] // Each test file uses its own part of these helpers.
 
 pub mod agent;
+pub mod browser;
 pub mod mail;
 pub mod server;
 pub mod smtp;
 pub mod system;
+pub mod web;
 
 use std::future::Future;
 use std::time::Duration;

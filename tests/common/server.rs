@@ -53,7 +53,8 @@ pub fn write_config(dir: &Path, heartbeat_ms: u64, handshake_ms: u64, extra: &st
         &path,
         format!(
             "heartbeat_interval_ms = {heartbeat_ms}\nhandshake_timeout_ms = {handshake_ms}\n\
-             directory_file = {directory:?}\nadmin_email = \"admin@example.com\"\n{extra}"
+             directory_file = {directory:?}\nadmin_email = \"admin@example.com\"\n{extra}\n\
+             [web]\nlisten = \"127.0.0.1:0\"\n"
         ),
     )
     .unwrap();
@@ -63,6 +64,8 @@ pub fn write_config(dir: &Path, heartbeat_ms: u64, handshake_ms: u64, extra: &st
 /// A server running in this process, on a port of its own.
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// Where the web Management Tool listens.
+    pub web: SocketAddr,
     pub data: tempfile::TempDir,
     pub computers: Computers,
     clock: Arc<dyn Clock>,
@@ -125,12 +128,14 @@ impl TestServer {
             .await
             .unwrap();
         let computers = server.computers();
+        let web = server.web_addr().unwrap();
         let listener = server::bind(config.listen).unwrap();
         let addr = listener.local_addr().unwrap();
         let cancel = CancellationToken::new();
         let task = tokio::spawn(server.run(listener, cancel.clone().cancelled_owned()));
         Self {
             addr,
+            web,
             data,
             computers,
             clock,

@@ -1,0 +1,252 @@
+//! Who is signed in to the web Management Tool: internal users with their
+//! password, sessions held in memory behind a random cookie (`Secure`,
+//! `HttpOnly`, `SameSite=Strict`) with idle and absolute timeouts, a CSRF token
+//! per session, and sign-in throttled per account and per address.
+//!
+//! A signed-in person is checked against the current users on every request:
+//! a removed or demoted user loses what they had at once.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+use otpgate_actors::directory::Role;
+
+use super::App;
+
+/// The session cookie's name.
+pub const COOKIE: &str = "otpgate_session";
+/// A session ends after this long without a request.
+pub const IDLE: Duration = Duration::from_secs(30 * 60);
+/// A session ends this long after sign-in, busy or not.
+pub const ABSOLUTE: Duration = Duration::from_secs(12 * 60 * 60);
+
+/// One signed-in browser.
+struct Session {
+    login: String,
+    csrf: String,
+    started: Instant,
+    last_seen: Instant,
+}
+
+/// The open sessions, by cookie value, and the sign-in throttles.
+pub struct Sessions {
+    open: Mutex<HashMap<String, Session>>,
+    per_account: DefaultKeyedRateLimiter<String>,
+    per_address: DefaultKeyedRateLimiter<IpAddr>,
+}
+
+impl Default for Sessions {
+    fn default() -> Self {
+        let per_minute = |n| Quota::per_minute(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN));
+        Self {
+            open: Mutex::default(),
+            per_account: RateLimiter::keyed(per_minute(5)),
+            per_address: RateLimiter::keyed(per_minute(20)),
+        }
+    }
+}
+
+/// 32 random bytes, hex.
+fn token() -> String {
+    let bytes: [u8; 32] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Sessions {
+    fn open(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether a sign-in attempt for `login` from `address` may be checked now.
+    pub fn may_try(&self, login: &str, address: IpAddr) -> bool {
+        self.per_address.check_key(&address).is_ok()
+            && self.per_account.check_key(&login.to_owned()).is_ok()
+    }
+
+    /// Opens a session for `login`; its cookie value.
+    pub fn start(&self, login: &str) -> String {
+        let now = Instant::now();
+        let id = token();
+        let mut open = self.open();
+        open.retain(|_, s| alive(s, now));
+        open.insert(
+            id.clone(),
+            Session {
+                login: login.to_owned(),
+                csrf: token(),
+                started: now,
+                last_seen: now,
+            },
+        );
+        id
+    }
+
+    /// Ends session `id`.
+    pub fn end(&self, id: &str) {
+        self.open().remove(id);
+    }
+
+    /// The session behind cookie `id`, if it is still alive: its login and CSRF
+    /// token. Counts as activity.
+    fn touch(&self, id: &str) -> Option<(String, String)> {
+        let now = Instant::now();
+        let mut open = self.open();
+        match open.get_mut(id) {
+            Some(session) if alive(session, now) => {
+                session.last_seen = now;
+                Some((session.login.clone(), session.csrf.clone()))
+            }
+            Some(_) => {
+                open.remove(id);
+                None
+            }
+            None => None,
+        }
+    }
+}
+
+fn alive(session: &Session, now: Instant) -> bool {
+    now.duration_since(session.last_seen) < IDLE && now.duration_since(session.started) < ABSOLUTE
+}
+
+/// The value of cookie `name` in `headers`.
+pub fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value)
+}
+
+/// The `Set-Cookie` value that holds session `id`.
+pub fn session_cookie(id: &str) -> String {
+    format!("{COOKIE}={id}; Path=/; Secure; HttpOnly; SameSite=Strict")
+}
+
+/// The `Set-Cookie` value that removes the session cookie.
+pub fn cleared_cookie() -> String {
+    format!("{COOKIE}=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0")
+}
+
+/// A signed-in person, as the request's handler sees them.
+pub struct SignedIn {
+    /// Their login name.
+    pub login: String,
+    /// Their role now.
+    pub role: Role,
+    /// The token every form of theirs must carry back.
+    pub csrf: String,
+    /// The cookie value, for sign-out.
+    pub session: String,
+}
+
+impl SignedIn {
+    /// Whether they are an administrator.
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Administrator
+    }
+
+    /// Whether `sent` is their CSRF token (compared in constant time).
+    pub fn csrf_ok(&self, sent: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        self.csrf.len() == sent.len() && bool::from(self.csrf.as_bytes().ct_eq(sent.as_bytes()))
+    }
+
+    /// How the audit log names them.
+    pub fn operator(&self) -> String {
+        format!("web({})", self.login)
+    }
+}
+
+impl FromRequestParts<App> for SignedIn {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Response> {
+        let session = cookie(&parts.headers, COOKIE).map(str::to_owned);
+        let found = session
+            .as_deref()
+            .and_then(|id| app.sessions.touch(id))
+            .and_then(|(login, csrf)| {
+                let policy = app.admin.policy.snapshot();
+                let role = policy.user(&login)?.role;
+                Some((login, csrf, role))
+            });
+        match (found, session) {
+            (Some((login, csrf, role)), Some(session)) => Ok(Self {
+                login,
+                role,
+                csrf,
+                session,
+            }),
+            _ => {
+                // Back here once signed in: only a path of ours.
+                let next = parts
+                    .uri
+                    .path_and_query()
+                    .map_or("/", |p| p.as_str())
+                    .to_owned();
+                let target = format!("/signin?next={}", super::query_escape(&next));
+                Err(Redirect::to(&target).into_response())
+            }
+        }
+    }
+}
+
+/// Whether `next` is a path on this site (not `//host` or `https://...`).
+pub fn local_path(next: &str) -> bool {
+    next.starts_with('/') && !next.starts_with("//") && !next.contains('\\')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_local_paths_are_followed_after_sign_in() {
+        assert!(local_path("/requests/decide?token=abc"));
+        for outside in ["//evil.example", "https://evil.example/", "/\\evil", "evil"] {
+            assert!(!local_path(outside), "{outside}");
+        }
+    }
+
+    #[test]
+    fn a_session_lives_until_idle_or_too_old() {
+        let sessions = Sessions::default();
+        let id = sessions.start("alice");
+        assert_eq!(
+            sessions.touch(&id).map(|(l, _)| l).as_deref(),
+            Some("alice")
+        );
+        sessions.open().get_mut(&id).unwrap().last_seen -= IDLE;
+        assert!(sessions.touch(&id).is_none(), "idle too long");
+        let id = sessions.start("alice");
+        sessions.open().get_mut(&id).unwrap().started -= ABSOLUTE;
+        assert!(sessions.touch(&id).is_none(), "too old");
+        let id = sessions.start("alice");
+        sessions.end(&id);
+        assert!(sessions.touch(&id).is_none(), "signed out");
+    }
+
+    #[test]
+    fn cookies_are_read_by_name() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::COOKIE,
+            "a=1; otpgate_session=xyz; b=2".parse().unwrap(),
+        );
+        assert_eq!(cookie(&headers, COOKIE), Some("xyz"));
+        assert_eq!(cookie(&headers, "c"), None);
+    }
+}

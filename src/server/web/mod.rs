@@ -1,0 +1,232 @@
+//! The web Management Tool: `otpgate serve` also serves it over HTTPS (TLS 1.2
+//! and 1.3, rustls), server-rendered pages that work without JavaScript (a
+//! small script only converts times and keeps the pending count live).
+//!
+//! Every page goes through the admin handler's operations
+//! ([`crate::server::admin::handle`], [`crate::server::admin::decide_as`]): the
+//! socket and the web share one path to the store and the audit log. Every
+//! change is a POST carrying the session's CSRF token, from our own origin;
+//! every answer carries the security headers (CSP without inline script,
+//! `frame-ancestors 'none'`, no referrer, HSTS).
+
+mod auth;
+mod views;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::server::admin::AdminContext;
+use crate::server::config::WebConfig;
+
+/// What every handler works with.
+#[derive(Clone)]
+pub struct App {
+    /// The admin operations, shared with the socket.
+    admin: AdminContext,
+    /// Who is signed in.
+    sessions: Arc<auth::Sessions>,
+}
+
+/// The Management Tool, bound and ready to serve.
+pub struct Web {
+    listener: std::net::TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+}
+
+/// Why the Management Tool could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum WebError {
+    /// Its certificate or key could not be read.
+    #[error("web certificate {}: {reason}", path.display())]
+    Identity {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// rustls refused the certificate and key.
+    #[error("web TLS: {0}")]
+    Tls(#[from] rustls::Error),
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+impl Web {
+    /// Binds `config.listen` with its certificate, or with `chain` and `key`
+    /// (the server's own) when it names none.
+    pub fn bind(
+        config: &WebConfig,
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+    ) -> Result<Self, WebError> {
+        let (chain, key) = match &config.identity {
+            Some((cert, key)) => (read_chain(cert)?, read_key(key)?),
+            None => (chain, key),
+        };
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+            .with_no_client_auth()
+            .with_single_cert(chain, key)?;
+        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let listener =
+            std::net::TcpListener::bind(config.listen).map_err(|source| WebError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|source| WebError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        Ok(Self {
+            listener,
+            tls: Arc::new(tls),
+        })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `cancel` fires, then lets requests in flight finish for a
+    /// few seconds.
+    pub async fn serve(self, admin: AdminContext, cancel: CancellationToken) {
+        let app = App {
+            admin,
+            sessions: Arc::default(),
+        };
+        let addr = self.local_addr().ok();
+        let handle = axum_server::Handle::new();
+        let stopper = handle.clone();
+        tokio::spawn(async move {
+            cancel.cancelled().await;
+            stopper.graceful_shutdown(Some(Duration::from_secs(5)));
+        });
+        let config = axum_server::tls_rustls::RustlsConfig::from_config(self.tls);
+        let server = match axum_server::from_tcp_rustls(self.listener, config) {
+            Ok(server) => server,
+            Err(err) => {
+                warn!(error = %err, "the Management Tool cannot serve");
+                return;
+            }
+        };
+        info!(?addr, "Management Tool listening");
+        let service = router(app).into_make_service_with_connect_info::<SocketAddr>();
+        if let Err(err) = server.handle(handle).serve(service).await {
+            warn!(error = %err, "the Management Tool stopped");
+        }
+    }
+}
+
+fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, WebError> {
+    use rustls::pki_types::pem::PemObject;
+    CertificateDer::pem_file_iter(path)
+        .and_then(Iterator::collect)
+        .map_err(|err| WebError::Identity {
+            path: path.to_owned(),
+            reason: err.to_string(),
+        })
+}
+
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, WebError> {
+    use rustls::pki_types::pem::PemObject;
+    PrivateKeyDer::from_pem_file(path).map_err(|err| WebError::Identity {
+        path: path.to_owned(),
+        reason: err.to_string(),
+    })
+}
+
+fn router(app: App) -> Router {
+    Router::new()
+        .route("/", get(views::home))
+        .route("/signin", get(views::signin_page).post(views::signin))
+        .route("/signout", post(views::signout))
+        .route("/requests", get(views::requests))
+        .route("/requests/{id}/decide", post(views::decide))
+        .route(
+            "/requests/decide",
+            get(views::link_page).post(views::link_decide),
+        )
+        .route("/sessions", get(views::sessions))
+        .route("/events", get(views::events))
+        .route("/static/app.css", get(views::stylesheet))
+        .route("/static/app.js", get(views::script))
+        .layer(middleware::from_fn(guard))
+        .with_state(app)
+}
+
+/// Refuses state changes from other origins, and puts the security headers
+/// on every answer.
+async fn guard(request: Request, next: Next) -> Response {
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        let headers = request.headers();
+        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+        let host = host.or_else(|| request.uri().authority().map(|a| a.as_str()));
+        let site = headers.get("sec-fetch-site").and_then(|s| s.to_str().ok());
+        let origin = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok());
+        let refused = match (site, origin) {
+            (Some(site), _) if site != "same-origin" && site != "none" => true,
+            // Under `Referrer-Policy: no-referrer` browsers send `Origin: null`
+            // with forms; their Sec-Fetch-Site says where the form was.
+            (_, Some("null")) => site != Some("same-origin"),
+            (_, Some(origin)) => Some(origin.trim_start_matches("https://")) != host,
+            (_, None) => false,
+        };
+        if refused {
+            return (StatusCode::FORBIDDEN, "refused: not from this site").into_response();
+        }
+    }
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+             connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+        (
+            header::STRICT_TRANSPORT_SECURITY,
+            "max-age=31536000; includeSubDomains",
+        ),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::CACHE_CONTROL, "no-store"),
+    ] {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    response
+}
+
+/// `text` escaped for a URL's query.
+pub fn query_escape(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

@@ -1,0 +1,728 @@
+//! The Management Tool's pages: sign-in, Access Requests (decided here or from
+//! a mail link, always by a POST), Client Sessions, and the live pending count.
+//! Lists come from the admin handler's operations; what a user may see is cut
+//! to the computers they approve unless they are an administrator.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use askama::Template;
+use axum::extract::{ConnectInfo, Form, Path, Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use futures_util::Stream;
+use serde::Deserialize;
+use tracing::warn;
+use zeroize::Zeroizing;
+
+use otpgate_actors::audit::{Action, AuditEntry};
+use otpgate_actors::directory::check_password;
+use otpgate_actors::request::Choice;
+use otpgate_actors::{ComputerId, Timestamp, rules};
+use otpgate_protocol::admin::{
+    AdminRequest, AdminResponse, Decision, ListFilter, PageRequest, RequestView, SessionView,
+};
+
+use super::App;
+use super::auth::{self, SignedIn};
+use crate::server::admin;
+
+/// The most entries a list page shows.
+const PAGE: u32 = 200;
+
+/// What the navigation shows to a signed-in person.
+struct Nav {
+    login: String,
+    csrf: String,
+    pending: usize,
+}
+
+/// A page in words, for a status other than 200.
+#[derive(Template)]
+#[template(path = "message.html")]
+struct MessagePage {
+    title: String,
+    nav: Option<Nav>,
+    notice: Option<String>,
+    error: Option<String>,
+}
+
+fn message(status: StatusCode, nav: Option<Nav>, title: &str, error: Option<String>) -> Response {
+    render(
+        status,
+        &MessagePage {
+            title: title.to_owned(),
+            nav,
+            notice: None,
+            error,
+        },
+    )
+}
+
+fn render(status: StatusCode, page: &impl Template) -> Response {
+    match page.render() {
+        Ok(html) => (status, Html(html)).into_response(),
+        Err(err) => {
+            warn!(error = %err, "a page could not be rendered");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the page could not be shown",
+            )
+                .into_response()
+        }
+    }
+}
+
+/// A time as the pages carry it: RFC 3339 in UTC (the script shows it local).
+fn time(unix_millis: u64) -> String {
+    Timestamp::from_unix_millis(unix_millis).rfc3339()
+}
+
+pub async fn home() -> Redirect {
+    Redirect::to("/requests")
+}
+
+#[derive(Deserialize)]
+pub struct NextQuery {
+    next: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "signin.html")]
+struct SigninPage {
+    title: &'static str,
+    nav: Option<Nav>,
+    notice: Option<String>,
+    error: Option<String>,
+    next: String,
+    login: String,
+}
+
+fn signin_form(status: StatusCode, next: String, login: String, error: Option<String>) -> Response {
+    render(
+        status,
+        &SigninPage {
+            title: "Sign in",
+            nav: None,
+            notice: None,
+            error,
+            next,
+            login,
+        },
+    )
+}
+
+pub async fn signin_page(Query(query): Query<NextQuery>) -> Response {
+    let next = query
+        .next
+        .filter(|n| auth::local_path(n))
+        .unwrap_or_default();
+    signin_form(StatusCode::OK, next, String::new(), None)
+}
+
+#[derive(Deserialize)]
+pub struct SigninForm {
+    login: String,
+    password: String,
+    #[serde(default)]
+    next: String,
+}
+
+pub async fn signin(
+    State(app): State<App>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Form(form): Form<SigninForm>,
+) -> Response {
+    let SigninForm {
+        login,
+        password,
+        next,
+    } = form;
+    let password = Zeroizing::new(password);
+    let next = if auth::local_path(&next) {
+        next
+    } else {
+        "/requests".to_owned()
+    };
+    if !app.sessions.may_try(&login, peer.ip()) {
+        return signin_form(
+            StatusCode::TOO_MANY_REQUESTS,
+            next,
+            login,
+            Some("Too many attempts. Wait a minute and try again.".into()),
+        );
+    }
+    let user = app.admin.policy.snapshot().user(&login).cloned();
+    let due = user.as_ref().is_some_and(|u| u.password_change_due);
+    let right = check_password(user, password).await;
+    let audit = |outcome: &str| AuditEntry {
+        at: app.admin.clock.now(),
+        who: format!("web({login}) from {}", peer.ip()),
+        computer: None,
+        action: Action::SignIn,
+        outcome: outcome.to_owned(),
+    };
+    if !right {
+        let _ = app.admin.store.append_audit(&audit("refused"));
+        return signin_form(
+            StatusCode::UNAUTHORIZED,
+            next,
+            login,
+            Some("Wrong login name or password.".into()),
+        );
+    }
+    if due {
+        return signin_form(
+            StatusCode::FORBIDDEN,
+            next,
+            login.clone(),
+            Some(format!(
+                "This password was made at the first start and opens nothing until changed: \
+                 otpgate admin users set {login} --password-stdin"
+            )),
+        );
+    }
+    let _ = app.admin.store.append_audit(&audit("signed in"));
+    let session = app.sessions.start(&login);
+    let mut response = Redirect::to(&next).into_response();
+    if let Ok(cookie) = HeaderValue::from_str(&auth::session_cookie(&session)) {
+        response.headers_mut().insert(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+#[derive(Deserialize)]
+pub struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+pub async fn signout(
+    State(app): State<App>,
+    signed: SignedIn,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    if !signed.csrf_ok(&form.csrf) {
+        return csrf_refused();
+    }
+    app.sessions.end(&signed.session);
+    let mut response = Redirect::to("/signin").into_response();
+    if let Ok(cookie) = HeaderValue::from_str(&auth::cleared_cookie()) {
+        response.headers_mut().insert(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+fn csrf_refused() -> Response {
+    message(
+        StatusCode::FORBIDDEN,
+        None,
+        "Refused",
+        Some("This form has expired. Reload the page and try again.".into()),
+    )
+}
+
+/// Whether `signed` may see and decide the requests and sessions of
+/// `computer`: administrators everywhere, others where they approve.
+fn may_see(app: &App, signed: &SignedIn, computer: &str) -> bool {
+    if signed.is_admin() {
+        return true;
+    }
+    let Ok(id) = computer.parse::<ComputerId>() else {
+        return false;
+    };
+    let Ok(Some(record)) = app.admin.store.computer(&id) else {
+        return false;
+    };
+    let policy = app.admin.policy.snapshot();
+    let options = policy.effective(&record);
+    rules::approvers(policy.users.values(), &options)
+        .iter()
+        .any(|user| user.login == signed.login)
+}
+
+/// The access requests `signed` may see, newest page first by computer.
+async fn visible_requests(app: &App, signed: &SignedIn) -> Result<Vec<RequestView>, Response> {
+    let list = AdminRequest::RequestsList {
+        all: true,
+        filter: ListFilter::default(),
+        page: PageRequest {
+            limit: PAGE,
+            after: None,
+        },
+    };
+    match admin::handle(&app.admin, &signed.operator(), list).await {
+        Ok(AdminResponse::Requests(page)) => Ok(page
+            .items
+            .into_iter()
+            .filter(|r| may_see(app, signed, &r.computer))
+            .collect()),
+        other => {
+            warn!(?other, "the requests could not be listed");
+            Err(message(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                None,
+                "Unavailable",
+                Some("The requests could not be listed; see the server's log.".into()),
+            ))
+        }
+    }
+}
+
+async fn nav(app: &App, signed: &SignedIn) -> Nav {
+    let pending = visible_requests(app, signed).await.map_or(0, |requests| {
+        requests
+            .iter()
+            .filter(|r| r.state == Decision::Pending)
+            .count()
+    });
+    Nav {
+        login: signed.login.clone(),
+        csrf: signed.csrf.clone(),
+        pending,
+    }
+}
+
+/// A request as a page shows it.
+struct RequestRow {
+    id: u64,
+    computer: String,
+    os_user: String,
+    email: String,
+    emergency: bool,
+    created: String,
+    expires: String,
+    state: &'static str,
+    pending: bool,
+    decided_by: String,
+    comment: String,
+}
+
+impl From<&RequestView> for RequestRow {
+    fn from(r: &RequestView) -> Self {
+        Self {
+            id: r.id,
+            computer: r.computer.clone(),
+            os_user: r.os_user.clone(),
+            email: r.email.clone(),
+            emergency: r.emergency,
+            created: time(r.created),
+            expires: time(r.expires),
+            state: match r.state {
+                Decision::Pending => "pending",
+                Decision::Approve => "approved",
+                Decision::Deny => "denied",
+                Decision::Expire => "expired",
+            },
+            pending: r.state == Decision::Pending,
+            decided_by: r.decided_by.clone().unwrap_or_default(),
+            comment: r.comment.clone().unwrap_or_default(),
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "requests.html")]
+struct RequestsPage {
+    title: &'static str,
+    nav: Option<Nav>,
+    notice: Option<String>,
+    error: Option<String>,
+    csrf: String,
+    pending: Vec<RequestRow>,
+    decided: Vec<RequestRow>,
+}
+
+#[derive(Deserialize)]
+pub struct RequestsQuery {
+    done: Option<String>,
+}
+
+pub async fn requests(
+    State(app): State<App>,
+    signed: SignedIn,
+    Query(query): Query<RequestsQuery>,
+) -> Response {
+    requests_page(&app, &signed, StatusCode::OK, query.done, None).await
+}
+
+async fn requests_page(
+    app: &App,
+    signed: &SignedIn,
+    status: StatusCode,
+    notice: Option<String>,
+    error: Option<String>,
+) -> Response {
+    let requests = match visible_requests(app, signed).await {
+        Ok(requests) => requests,
+        Err(response) => return response,
+    };
+    let (pending, decided): (Vec<_>, Vec<_>) = requests
+        .iter()
+        .map(RequestRow::from)
+        .partition(|r| r.pending);
+    render(
+        status,
+        &RequestsPage {
+            title: "Access Requests",
+            nav: Some(nav(app, signed).await),
+            notice,
+            error,
+            csrf: signed.csrf.clone(),
+            pending,
+            decided,
+        },
+    )
+}
+
+#[derive(Deserialize)]
+pub struct DecideForm {
+    #[serde(default)]
+    csrf: String,
+    choice: String,
+    #[serde(default)]
+    comment: String,
+}
+
+fn choice(text: &str) -> Option<Choice> {
+    match text {
+        "approve" => Some(Choice::Approve),
+        "deny" => Some(Choice::Deny),
+        _ => None,
+    }
+}
+
+fn comment(text: String) -> Option<String> {
+    let text = text.trim().to_owned();
+    (!text.is_empty()).then_some(text)
+}
+
+/// Decides request `id` as `by` and shows the requests page with the outcome.
+async fn decide_and_show(
+    app: &App,
+    signed: &SignedIn,
+    id: u64,
+    by: String,
+    choice: Choice,
+    comment: Option<String>,
+) -> Response {
+    match admin::decide_as(&app.admin, &signed.operator(), id, by, choice, comment).await {
+        Ok(AdminResponse::Decided(request)) => {
+            let done = format!(
+                "Request #{} {}.",
+                request.id,
+                if choice == Choice::Approve {
+                    "approved: the one-time password is on its way"
+                } else {
+                    "denied"
+                }
+            );
+            Redirect::to(&format!("/requests?done={}", super::query_escape(&done))).into_response()
+        }
+        Ok(AdminResponse::Fail(fail)) => {
+            requests_page(app, signed, StatusCode::CONFLICT, None, Some(fail.message)).await
+        }
+        other => {
+            warn!(?other, "a decision failed");
+            requests_page(
+                app,
+                signed,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                None,
+                Some("The decision could not be made; see the server's log.".into()),
+            )
+            .await
+        }
+    }
+}
+
+pub async fn decide(
+    State(app): State<App>,
+    signed: SignedIn,
+    Path(id): Path<u64>,
+    Form(form): Form<DecideForm>,
+) -> Response {
+    if !signed.csrf_ok(&form.csrf) {
+        return csrf_refused();
+    }
+    let Some(choice) = choice(&form.choice) else {
+        return requests_page(
+            &app,
+            &signed,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            None,
+            Some("Choose Approve or Deny.".into()),
+        )
+        .await;
+    };
+    let by = signed.login.clone();
+    decide_and_show(&app, &signed, id, by, choice, comment(form.comment)).await
+}
+
+#[derive(Template)]
+#[template(path = "decide.html")]
+struct LinkPage {
+    title: &'static str,
+    nav: Option<Nav>,
+    notice: Option<String>,
+    error: Option<String>,
+    csrf: String,
+    token: String,
+    verb: &'static str,
+    class: &'static str,
+    request: RequestRow,
+}
+
+#[derive(Deserialize)]
+pub struct TokenQuery {
+    #[serde(default)]
+    token: String,
+}
+
+/// The decision a mail link's `token` carries, if it is valid and `signed`'s.
+fn open_link(
+    app: &App,
+    signed: &SignedIn,
+    token: &str,
+) -> Result<otpgate_actors::otp::DecisionToken, (StatusCode, &'static str)> {
+    let now = app.admin.clock.now();
+    match app.admin.keys.open_decision_token(token, now) {
+        Some(link) if link.approver == signed.login => Ok(link),
+        Some(_) => Err((
+            StatusCode::FORBIDDEN,
+            "This link was sent to another approver.",
+        )),
+        None => Err((
+            StatusCode::NOT_FOUND,
+            "This link is not valid, or its request has expired.",
+        )),
+    }
+}
+
+/// An Approve or Deny link from an approver's mail: shows the request and asks
+/// for the decision to be confirmed (a GET never decides: mail scanners fetch
+/// links).
+pub async fn link_page(
+    State(app): State<App>,
+    signed: SignedIn,
+    Query(query): Query<TokenQuery>,
+) -> Response {
+    let link = match open_link(&app, &signed, &query.token) {
+        Ok(link) => link,
+        Err((status, why)) => {
+            return message(
+                status,
+                Some(nav(&app, &signed).await),
+                "Link refused",
+                Some(why.into()),
+            );
+        }
+    };
+    let request = match app.admin.store.request(link.request) {
+        Ok(Some(request)) => crate::server::convert::request_view(&request, &[]),
+        _ => {
+            return message(
+                StatusCode::NOT_FOUND,
+                Some(nav(&app, &signed).await),
+                "Not found",
+                Some(format!("There is no request #{}.", link.request)),
+            );
+        }
+    };
+    let request = RequestRow::from(&request);
+    let notice = (!request.pending).then(|| format!("This request is {} already.", request.state));
+    let (verb, class) = match link.choice {
+        Choice::Approve => ("Approve", "approve"),
+        Choice::Deny => ("Deny", "deny"),
+    };
+    render(
+        StatusCode::OK,
+        &LinkPage {
+            title: verb,
+            nav: Some(nav(&app, &signed).await),
+            notice,
+            error: None,
+            csrf: signed.csrf.clone(),
+            token: query.token,
+            verb,
+            class,
+            request,
+        },
+    )
+}
+
+#[derive(Deserialize)]
+pub struct LinkForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    token: String,
+    #[serde(default)]
+    comment: String,
+}
+
+pub async fn link_decide(
+    State(app): State<App>,
+    signed: SignedIn,
+    Form(form): Form<LinkForm>,
+) -> Response {
+    if !signed.csrf_ok(&form.csrf) {
+        return csrf_refused();
+    }
+    match open_link(&app, &signed, &form.token) {
+        Ok(link) => {
+            decide_and_show(
+                &app,
+                &signed,
+                link.request,
+                link.approver,
+                link.choice,
+                comment(form.comment),
+            )
+            .await
+        }
+        Err((status, why)) => message(
+            status,
+            Some(nav(&app, &signed).await),
+            "Link refused",
+            Some(why.into()),
+        ),
+    }
+}
+
+/// A client session as the page shows it.
+struct SessionRow {
+    user_name: String,
+    computer: String,
+    started: String,
+    ended: String,
+    reason: String,
+    open: bool,
+}
+
+impl From<&SessionView> for SessionRow {
+    fn from(s: &SessionView) -> Self {
+        Self {
+            user_name: s.user_name.clone(),
+            computer: s.computer.clone(),
+            started: time(s.started),
+            ended: s.ended.map(time).unwrap_or_default(),
+            reason: s.end_reason.clone().unwrap_or_default(),
+            open: s.ended.is_none(),
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "sessions.html")]
+struct SessionsPage {
+    title: &'static str,
+    nav: Option<Nav>,
+    notice: Option<String>,
+    error: Option<String>,
+    computer: String,
+    user: String,
+    sessions: Vec<SessionRow>,
+}
+
+#[derive(Deserialize)]
+pub struct SessionsQuery {
+    #[serde(default)]
+    computer: String,
+    #[serde(default)]
+    user: String,
+}
+
+pub async fn sessions(
+    State(app): State<App>,
+    signed: SignedIn,
+    Query(query): Query<SessionsQuery>,
+) -> Response {
+    let filter = ListFilter {
+        computer: comment(query.computer.clone()),
+        user: comment(query.user.clone()),
+        ..ListFilter::default()
+    };
+    let list = AdminRequest::SessionsList {
+        all: true,
+        filter,
+        page: PageRequest {
+            limit: PAGE,
+            after: None,
+        },
+    };
+    let sessions = match admin::handle(&app.admin, &signed.operator(), list).await {
+        Ok(AdminResponse::Sessions(page)) => page.items,
+        Ok(AdminResponse::Fail(fail)) => {
+            return message(
+                StatusCode::BAD_REQUEST,
+                Some(nav(&app, &signed).await),
+                "Refused",
+                Some(fail.message),
+            );
+        }
+        other => {
+            warn!(?other, "the sessions could not be listed");
+            return message(StatusCode::INTERNAL_SERVER_ERROR, None, "Unavailable", None);
+        }
+    };
+    let mut rows: Vec<SessionRow> = sessions
+        .iter()
+        .filter(|s| may_see(&app, &signed, &s.computer))
+        .map(SessionRow::from)
+        .collect();
+    // Open ones first, each part newest first.
+    rows.sort_by(|a, b| b.open.cmp(&a.open).then(b.started.cmp(&a.started)));
+    render(
+        StatusCode::OK,
+        &SessionsPage {
+            title: "Client Sessions",
+            nav: Some(nav(&app, &signed).await),
+            notice: None,
+            error: None,
+            computer: query.computer,
+            user: query.user,
+            sessions: rows,
+        },
+    )
+}
+
+/// Server-sent events: the signed-in person's pending count, whenever it
+/// changes (looked at every second).
+pub async fn events(
+    State(app): State<App>,
+    signed: SignedIn,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let stream = futures_util::stream::unfold(
+        (app, signed, None::<usize>),
+        |(app, signed, last)| async move {
+            loop {
+                let count = nav(&app, &signed).await.pending;
+                if last != Some(count) {
+                    let event = Event::default().event("pending").data(count.to_string());
+                    return Some((Ok(event), (app, signed, Some(count))));
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        },
+    );
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+pub async fn stylesheet() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        include_str!("../../../static/app.css"),
+    )
+        .into_response()
+}
+
+pub async fn script() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        include_str!("../../../static/app.js"),
+    )
+        .into_response()
+}

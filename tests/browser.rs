@@ -1,0 +1,259 @@
+//! The web Management Tool in a real headless Chromium: what an approver does
+//! in a day. Screenshots of the main pages go to `target/tmp/screenshots/`.
+
+mod common;
+
+use std::time::Duration;
+
+use common::browser::Browser;
+use common::server::TestServer;
+use common::web::base;
+use otpgate::cli::prompt::Prompt;
+use otpgate_protocol::login::{LoginRequest, LoginResponse, RequestMode, Secret, Verdict};
+use thirtyfour::prelude::*;
+
+/// Waits until `condition` holds on `driver`'s page, checking every 100 ms;
+/// shows the page if it never does.
+async fn wait_for<F, Fut>(driver: &WebDriver, what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    for _ in 0..150 {
+        if condition().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let url = driver
+        .current_url()
+        .await
+        .map(|u| u.to_string())
+        .unwrap_or_default();
+    let page = driver.source().await.unwrap_or_default();
+    panic!("timed out waiting until {what} at {url}:\n{page}");
+}
+
+async fn text_of(driver: &WebDriver, by: By) -> String {
+    match driver.find(by).await {
+        Ok(element) => element.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+async fn sign_in(driver: &WebDriver, password: &str) {
+    driver
+        .find(By::Id("login"))
+        .await
+        .unwrap()
+        .send_keys("admin")
+        .await
+        .unwrap();
+    driver
+        .find(By::Id("password"))
+        .await
+        .unwrap()
+        .send_keys(password)
+        .await
+        .unwrap();
+    driver
+        .find(By::Css("form button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approver_signs_in_decides_and_follows_a_mail_link() {
+    let Some(browser) =
+        Browser::start("an_approver_signs_in_decides_and_follows_a_mail_link").await
+    else {
+        return;
+    };
+    let server = TestServer::start().await;
+    let desk = server.desk("ws-1").await;
+    let password = server.admin_password().await;
+    let site = base(server.web);
+    let driver = browser.driver();
+    // The person at ws-1 is alice (the agent takes root's word for whom it acts).
+    let alice = Prompt {
+        socket: desk.socket.clone(),
+        os_user: Some("alice".into()),
+    };
+
+    // Signing in lands where the person was going.
+    driver.goto(format!("{site}/requests")).await.unwrap();
+    browser.shot("signin").await;
+    sign_in(driver, &password).await;
+    wait_for(driver, "the requests page", || async {
+        text_of(driver, By::Tag("h1")).await == "Access Requests"
+    })
+    .await;
+    assert_eq!(text_of(driver, By::Id("pending")).await, "0");
+
+    // An agent asks: the badge and the request appear without a reload.
+    let asked = alice
+        .ask(LoginRequest::Request(RequestMode::Email(
+            "alice@example.com".into(),
+        )))
+        .await
+        .unwrap();
+    assert!(matches!(asked, LoginResponse::Requested(_)), "{asked:?}");
+    wait_for(driver, "the live badge", || async {
+        text_of(driver, By::Id("pending")).await == "1"
+    })
+    .await;
+    wait_for(driver, "the live list", || async {
+        text_of(driver, By::Id("pending-list"))
+            .await
+            .contains("alice@example.com")
+    })
+    .await;
+    browser.shot("requests-pending").await;
+
+    // Approved with a comment: the person's OTP mail is queued.
+    driver
+        .find(By::Css("#pending-list input[name=comment]"))
+        .await
+        .unwrap()
+        .send_keys("welcome back")
+        .await
+        .unwrap();
+    driver
+        .find(By::Css("#pending-list button.approve"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for(driver, "the approval's notice", || async {
+        text_of(driver, By::Css("p.notice"))
+            .await
+            .contains("approved")
+    })
+    .await;
+    let code = server.codes_for("alice@example.com", 1).await.remove(0);
+    browser.shot("requests-decided").await;
+
+    // Another request, denied.
+    let other = Prompt {
+        socket: desk.socket.clone(),
+        os_user: Some("root".into()),
+    };
+    other
+        .ask(LoginRequest::Request(RequestMode::Email(
+            "mallory@example.com".into(),
+        )))
+        .await
+        .unwrap();
+    wait_for(driver, "the second request", || async {
+        text_of(driver, By::Id("pending-list"))
+            .await
+            .contains("mallory@example.com")
+    })
+    .await;
+    driver
+        .find(By::Css("#pending-list button.deny"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for(driver, "the denial's notice", || async {
+        text_of(driver, By::Css("p.notice"))
+            .await
+            .contains("denied")
+    })
+    .await;
+
+    // Alice logs in: Client Sessions shows her as `alice (alice@example.com)`.
+    let verified = alice
+        .ask(LoginRequest::Verify {
+            email: "alice@example.com".into(),
+            code: Secret(code),
+        })
+        .await
+        .unwrap();
+    assert!(
+        matches!(verified, LoginResponse::Verified(Verdict::Allow { .. })),
+        "{verified:?}"
+    );
+    driver.goto(format!("{site}/sessions")).await.unwrap();
+    wait_for(driver, "the session", || async {
+        text_of(driver, By::Tag("tbody"))
+            .await
+            .contains("alice (alice@example.com)")
+    })
+    .await;
+    browser.shot("sessions").await;
+
+    // Signed out, an Approve link from the mail goes through sign-in to the
+    // confirmation, and the confirmation decides.
+    driver
+        .find(By::Css("form.signout button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for(driver, "the sign-in page", || async {
+        text_of(driver, By::Tag("h1")).await == "Sign in"
+    })
+    .await;
+    let mallory = Prompt {
+        socket: desk.socket.clone(),
+        os_user: Some("bin".into()),
+    };
+    mallory
+        .ask(LoginRequest::Request(RequestMode::Email(
+            "bin@example.com".into(),
+        )))
+        .await
+        .unwrap();
+    let outbox = server.data_dir().join("outbox");
+    let mut mail = None;
+    wait_for(driver, "the approver's mail", || {
+        let found = common::mail::messages_to(&outbox, "admin@example.com")
+            .into_iter()
+            .find(|m| m.contains("bin@example.com"));
+        let done = found.is_some();
+        mail = found.or(mail.take());
+        async move { done }
+    })
+    .await;
+    let token = common::mail::token_after(&mail.unwrap(), "Approve:");
+    driver
+        .goto(format!("{site}/requests/decide?token={token}"))
+        .await
+        .unwrap();
+    wait_for(driver, "the sign-in page", || async {
+        text_of(driver, By::Tag("h1")).await == "Sign in"
+    })
+    .await;
+    sign_in(driver, &password).await;
+    wait_for(driver, "the confirmation", || async {
+        text_of(driver, By::Tag("h1"))
+            .await
+            .starts_with("Approve access request")
+    })
+    .await;
+    browser.shot("link-confirm").await;
+    driver
+        .find(By::Css("button.approve"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for(driver, "the link's approval", || async {
+        text_of(driver, By::Css("p.notice"))
+            .await
+            .contains("approved")
+    })
+    .await;
+    assert!(server.requests(false).await.is_empty());
+    browser.quit().await;
+    desk.stop().await;
+}

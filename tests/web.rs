@@ -1,0 +1,278 @@
+//! The web Management Tool over real HTTPS: sign-in and sessions, CSRF and
+//! origin checks, security headers, roles, escaping, decisions from the page
+//! and from a mail link.
+
+mod common;
+
+use std::time::Duration;
+
+use common::agent::Desk;
+use common::server::TestServer;
+use common::web::WebClient;
+use otpgate_protocol::admin::{AdminRequest, AdminResponse, OptionsView, RoleView};
+use otpgate_protocol::login::{LoginRequest, RequestMode, Secret};
+
+/// An access request from the desk's person; its id.
+async fn request_access(server: &TestServer, desk: &Desk, email: &str) -> u64 {
+    desk.login(LoginRequest::Request(RequestMode::Email(email.into())))
+        .await;
+    common::wait_until(Duration::from_secs(20), "the request", || async {
+        server
+            .requests(false)
+            .await
+            .iter()
+            .any(|r| r.email == email)
+    })
+    .await;
+    server
+        .requests(false)
+        .await
+        .into_iter()
+        .find(|r| r.email == email)
+        .unwrap()
+        .id
+}
+
+async fn add_user(server: &TestServer, login: &str, role: RoleView) {
+    let added = server
+        .admin(AdminRequest::UserAdd {
+            login: login.into(),
+            email: format!("{login}@example.com"),
+            role,
+            password: Secret(format!("{login}'s long password")),
+        })
+        .await;
+    assert_eq!(added, AdminResponse::Done);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_need_a_session_and_changes_need_its_token_from_this_site() {
+    let server = TestServer::start().await;
+    let web = WebClient::new(&server);
+
+    // Not signed in: to the sign-in page, and back after.
+    let answer = web.get("/requests").await;
+    assert_eq!(answer.status(), 303);
+    assert_eq!(answer.headers()["location"], "/signin?next=/requests");
+    for header in [
+        "content-security-policy",
+        "strict-transport-security",
+        "referrer-policy",
+        "x-content-type-options",
+    ] {
+        assert!(answer.headers().contains_key(header), "{header}");
+    }
+    let csp = answer.headers()["content-security-policy"]
+        .to_str()
+        .unwrap();
+    assert!(csp.contains("frame-ancestors 'none'") && !csp.contains("unsafe-inline"));
+
+    // Generic refusals: an unknown login and a wrong password read the same.
+    for (login, password) in [("nobody", "whatever password"), ("admin", "wrong password")] {
+        let answer = web.sign_in(login, password).await;
+        assert_eq!(answer.status(), 401);
+        assert!(
+            answer
+                .text()
+                .await
+                .unwrap()
+                .contains("Wrong login name or password.")
+        );
+    }
+    // The password made at the first start opens nothing.
+    let answer = web.sign_in("admin", &server.initial_password()).await;
+    assert_eq!(answer.status(), 403);
+
+    let password = server.admin_password().await;
+    let answer = web.sign_in("admin", &password).await;
+    assert_eq!(answer.status(), 303);
+    assert_eq!(answer.headers()["location"], "/requests");
+    let cookie = answer.headers()["set-cookie"].to_str().unwrap();
+    for flag in ["Secure", "HttpOnly", "SameSite=Strict"] {
+        assert!(cookie.contains(flag), "{cookie}");
+    }
+    let (page, csrf) = web.page("/requests").await;
+    assert!(page.contains("Access Requests"));
+    assert_eq!(csrf.len(), 64);
+
+    // A form without the session's token, or from another site, changes nothing.
+    let answer = web
+        .post(
+            "/requests/1/decide",
+            &[("csrf", "forged"), ("choice", "approve")],
+        )
+        .await;
+    assert_eq!(answer.status(), 403);
+    let answer = web
+        .post_with(
+            "/requests/1/decide",
+            &[("csrf", &csrf), ("choice", "approve")],
+            &[("origin", "https://evil.example")],
+        )
+        .await;
+    assert_eq!(answer.status(), 403);
+    // Under no-referrer a browser's own form says `Origin: null`: only its
+    // Sec-Fetch-Site vouches for it.
+    let answer = web
+        .post_with(
+            "/requests/1/decide",
+            &[("csrf", &csrf), ("choice", "approve")],
+            &[("origin", "null")],
+        )
+        .await;
+    assert_eq!(answer.status(), 403);
+    let answer = web
+        .post_with(
+            "/requests/1/decide",
+            &[("csrf", &csrf), ("choice", "approve")],
+            &[("origin", "null"), ("sec-fetch-site", "same-origin")],
+        )
+        .await;
+    assert_eq!(answer.status(), 409, "through the guard: no request 1");
+
+    // Signed out: the cookie no longer opens anything.
+    let answer = web.post("/signout", &[("csrf", &csrf)]).await;
+    assert_eq!(answer.status(), 303);
+    assert_eq!(web.get("/sessions").await.status(), 303);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approvers_decide_what_is_theirs_and_text_stays_text() {
+    let server = TestServer::start().await;
+    let desk = server.desk("ws-1").await;
+    add_user(&server, "bob", RoleView::User).await;
+    add_user(&server, "carol", RoleView::User).await;
+    let set = server
+        .admin(AdminRequest::ClientSet {
+            computer: "ws-1".into(),
+            group: None,
+            options: OptionsView {
+                approvers: Some(vec!["bob".into()]),
+                ..OptionsView::default()
+            },
+        })
+        .await;
+    assert_eq!(set, AdminResponse::Done);
+    let id = request_access(&server, &desk, "alice@example.com").await;
+
+    // Carol approves nothing here: she does not see the request, and cannot
+    // decide it by posting anyway.
+    let carol = WebClient::new(&server);
+    assert_eq!(
+        carol
+            .sign_in("carol", "carol's long password")
+            .await
+            .status(),
+        303
+    );
+    let (page, csrf) = carol.page("/requests").await;
+    assert!(!page.contains("alice@example.com"), "{page}");
+    let answer = carol
+        .post(
+            &format!("/requests/{id}/decide"),
+            &[("csrf", &csrf), ("choice", "approve")],
+        )
+        .await;
+    assert_eq!(answer.status(), 409);
+    assert!(answer.text().await.unwrap().contains("may not decide"));
+
+    // Bob sees it with the count, and denies it with a comment that is markup.
+    let bob = WebClient::new(&server);
+    assert_eq!(
+        bob.sign_in("bob", "bob's long password").await.status(),
+        303
+    );
+    let (page, csrf) = bob.page("/requests").await;
+    assert!(page.contains("alice@example.com"), "{page}");
+    assert!(
+        page.contains(r#"id="pending" title="Pending requests">1<"#),
+        "{page}"
+    );
+    let answer = bob
+        .post(
+            &format!("/requests/{id}/decide"),
+            &[
+                ("csrf", &csrf),
+                ("choice", "deny"),
+                ("comment", "<script>alert(1)</script>"),
+            ],
+        )
+        .await;
+    assert_eq!(answer.status(), 303);
+    let (page, _) = bob.page("/requests").await;
+    assert!(
+        page.contains("&#60;script&#62;alert(1)&#60;/script&#62;"),
+        "{page}"
+    );
+    assert!(!page.contains("<script>alert"), "{page}");
+    assert!(
+        server
+            .audit(20)
+            .await
+            .iter()
+            .any(|e| e.who == "web(bob)" && e.outcome == format!("request {id} decided as bob"))
+    );
+    desk.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mail_link_leads_through_sign_in_to_a_confirmation_and_works_once() {
+    let server = TestServer::start().await;
+    let desk = server.desk("ws-1").await;
+    let password = server.admin_password().await;
+    let id = request_access(&server, &desk, "alice@example.com").await;
+    let outbox = server.data_dir().join("outbox");
+    common::wait_until(Duration::from_secs(20), "the approver's mail", || async {
+        !common::mail::messages_to(&outbox, "admin@example.com").is_empty()
+    })
+    .await;
+    let mail = common::mail::messages_to(&outbox, "admin@example.com").remove(0);
+    let token = common::mail::token_after(&mail, "Approve:");
+    let link = format!("/requests/decide?token={token}");
+
+    let web = WebClient::new(&server);
+    let answer = web.get(&link).await;
+    assert_eq!(answer.status(), 303);
+    let signin = answer.headers()["location"].to_str().unwrap().to_owned();
+    assert!(
+        signin.starts_with("/signin?next=/requests/decide%3Ftoken%3D"),
+        "{signin}"
+    );
+    let (page, _) = web.page(&signin).await;
+    let next = page
+        .split("name=\"next\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .replace("&#x3d;", "=")
+        .replace("&#61;", "=")
+        .replace("&amp;", "&");
+    assert_eq!(next, link);
+    let answer = web
+        .post(
+            "/signin",
+            &[("login", "admin"), ("password", &password), ("next", &next)],
+        )
+        .await;
+    assert_eq!(answer.headers()["location"], link.as_str());
+
+    // The GET only shows; the POST decides, once.
+    let (page, csrf) = web.page(&link).await;
+    assert!(
+        page.contains(&format!("Approve access request #{id}")),
+        "{page}"
+    );
+    assert_eq!(server.requests(false).await.len(), 1, "still pending");
+    let form = [
+        ("csrf", csrf.as_str()),
+        ("token", token.as_str()),
+        ("comment", "ok"),
+    ];
+    let answer = web.post("/requests/decide", &form).await;
+    assert_eq!(answer.status(), 303);
+    assert!(server.requests(false).await.is_empty(), "approved");
+    let answer = web.post("/requests/decide", &form).await;
+    assert_eq!(answer.status(), 409);
+    assert!(answer.text().await.unwrap().contains("already"));
+    desk.stop().await;
+}

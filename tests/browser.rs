@@ -189,6 +189,24 @@ async fn an_approver_signs_in_decides_and_follows_a_mail_link() {
     .await;
     browser.shot("sessions").await;
 
+    // A setting changed on its page is in force for the next request.
+    driver.goto(format!("{site}/settings")).await.unwrap();
+    let expiration = driver.find(By::Id("expiration_minutes")).await.unwrap();
+    expiration.clear().await.unwrap();
+    expiration.send_keys("10").await.unwrap();
+    browser.shot("settings").await;
+    driver
+        .find(By::Css("main form button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for(driver, "the settings saved", || async {
+        text_of(driver, By::Css("p.notice")).await.contains("saved")
+    })
+    .await;
+
     // Signed out, an Approve link from the mail goes through sign-in to the
     // confirmation, and the confirmation decides.
     driver
@@ -212,6 +230,12 @@ async fn an_approver_signs_in_decides_and_follows_a_mail_link() {
         )))
         .await
         .unwrap();
+    let request = server.requests(false).await.remove(0);
+    assert_eq!(
+        request.expires - request.created,
+        10 * 60 * 1000,
+        "the new expiry"
+    );
     let outbox = server.data_dir().join("outbox");
     let mut mail = None;
     wait_for(driver, "the approver's mail", || {

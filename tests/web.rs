@@ -276,3 +276,172 @@ async fn a_mail_link_leads_through_sign_in_to_a_confirmation_and_works_once() {
     assert!(answer.text().await.unwrap().contains("already"));
     desk.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn administrators_manage_settings_users_otps_audit_and_mail() {
+    let server = TestServer::start().await;
+    let desk = server.desk("ws-1").await;
+    let password = server.admin_password().await;
+    add_user(&server, "bob", RoleView::User).await;
+
+    // Not for users.
+    let bob = WebClient::new(&server);
+    assert_eq!(
+        bob.sign_in("bob", "bob's long password").await.status(),
+        303
+    );
+    for page in ["/settings", "/clients", "/users", "/otp", "/audit", "/mail"] {
+        assert_eq!(bob.get(page).await.status(), 403, "{page}");
+    }
+
+    let web = WebClient::new(&server);
+    assert_eq!(web.sign_in("admin", &password).await.status(), 303);
+
+    // Settings: the defaults shown, a bad value refused with its reason, a
+    // good one saved and in force.
+    let (page, csrf) = web.page("/settings").await;
+    assert!(page.contains("Access Request Expiration Time") && page.contains("Default: 30"));
+    let form = |otp_length: &'static str| {
+        vec![
+            ("expiration_minutes", "30"),
+            ("new_otp_interval_minutes", "60"),
+            ("otp_length", otp_length),
+            ("max_attempts", "5"),
+            ("max_failures", "100"),
+            ("failure_window_minutes", "60"),
+            ("resend_gap_secs", "30"),
+            ("max_new_per_computer", "300"),
+            ("session_timeout_minutes", "720"),
+            ("retention_days", "365"),
+        ]
+    };
+    let mut bad = form("99");
+    bad.push(("csrf", &csrf));
+    let answer = web.post("/settings", &bad).await;
+    assert_eq!(answer.status(), 422);
+    assert!(answer.text().await.unwrap().contains("class=\"error\""));
+    let mut good = form("6");
+    good.push(("csrf", &csrf));
+    assert_eq!(web.post("/settings", &good).await.status(), 303);
+    assert_eq!(server.settings().await.otp_length, 6);
+
+    // Clients: ws-1 online, its options inherited.
+    let (page, _) = web.page("/clients").await;
+    assert!(
+        page.contains("ws-1") && page.contains("online") && page.contains("title=\"inherited\"")
+    );
+
+    // Users: added, promoted, password reset.
+    let added = [
+        ("csrf", csrf.as_str()),
+        ("login", "dave"),
+        ("email", "dave@example.com"),
+        ("role", "user"),
+        ("password", "dave's long password"),
+    ];
+    assert_eq!(web.post("/users", &added).await.status(), 303);
+    let short = [
+        ("csrf", csrf.as_str()),
+        ("role", "administrator"),
+        ("password", "short"),
+    ];
+    let answer = web.post("/users/dave", &short).await;
+    assert_eq!(answer.status(), 422);
+    assert!(
+        answer
+            .text()
+            .await
+            .unwrap()
+            .contains("at least 12 characters")
+    );
+    let reset = [
+        ("csrf", csrf.as_str()),
+        ("role", "administrator"),
+        ("password", "dave's new long password"),
+    ];
+    assert_eq!(web.post("/users/dave", &reset).await.status(), 303);
+    let dave = WebClient::new(&server);
+    assert_eq!(
+        dave.sign_in("dave", "dave's new long password")
+            .await
+            .status(),
+        303
+    );
+    assert_eq!(
+        dave.get("/settings").await.status(),
+        200,
+        "an administrator now"
+    );
+
+    // Generate OTP: the administrator's password again; the OTP has the new
+    // length.
+    let generate = [
+        ("csrf", csrf.as_str()),
+        ("computer", "ws-1"),
+        ("os_user", "alice"),
+        ("email", "alice@example.com"),
+        ("comment", ""),
+        ("password", password.as_str()),
+    ];
+    assert_eq!(web.post("/otp", &generate).await.status(), 303);
+    let code = server.codes_for("alice@example.com", 1).await.remove(0);
+    assert_eq!(code.len(), 6);
+
+    // Audit: filtered by kind; exported as CSV and JSON.
+    let (page, _) = web.page("/audit?kind=generate").await;
+    assert!(page.contains("Generated without request."), "{page}");
+    assert!(!page.contains(">sign_in<"), "{page}");
+    let csv = web
+        .get("/audit?kind=sign_in&format=csv")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        csv.starts_with("at,who,computer,action,outcome\r\n"),
+        "{csv}"
+    );
+    assert!(csv.contains("\"web(admin) from 127.0.0.1\""), "{csv}");
+    let json: serde_json::Value =
+        serde_json::from_str(&web.get("/audit?format=json").await.text().await.unwrap()).unwrap();
+    assert!(
+        json.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "generate")
+    );
+
+    // Mail: a test message through the outbox.
+    let answer = web
+        .post("/mail/test", &[("csrf", &csrf), ("to", "ops@example.com")])
+        .await;
+    assert_eq!(answer.status(), 303);
+    let (page, _) = web
+        .page(answer.headers()["location"].to_str().unwrap())
+        .await;
+    assert!(page.contains("Sent to ops@example.com"), "{page}");
+
+    // Profile: one's own password, the current one first.
+    let wrong = [
+        ("csrf", csrf.as_str()),
+        ("current", "not it"),
+        ("new", "an even longer password"),
+    ];
+    assert_eq!(web.post("/profile", &wrong).await.status(), 422);
+    let right = [
+        ("csrf", csrf.as_str()),
+        ("current", password.as_str()),
+        ("new", "an even longer password"),
+    ];
+    assert_eq!(web.post("/profile", &right).await.status(), 303);
+    let again = WebClient::new(&server);
+    assert_eq!(again.sign_in("admin", &password).await.status(), 401);
+    assert_eq!(
+        again
+            .sign_in("admin", "an even longer password")
+            .await
+            .status(),
+        303
+    );
+    desk.stop().await;
+}

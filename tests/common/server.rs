@@ -18,7 +18,7 @@ use otpgate::unix;
 use otpgate_actors::{Clock, Computers, SledStore, Store, SystemClock};
 use otpgate_protocol::admin::{
     AdminRequest, AdminResponse, AuditView, ListFilter, PageRequest, RequestView, SessionView,
-    SettingsPatch,
+    SettingsPatch, SettingsView,
 };
 use otpgate_protocol::login::Secret;
 
@@ -162,6 +162,14 @@ impl TestServer {
     /// Asks the running server's admin socket.
     pub async fn admin(&self, request: AdminRequest) -> AdminResponse {
         admin_ask(&self.data_dir(), request).await
+    }
+
+    /// The System Settings now.
+    pub async fn settings(&self) -> SettingsView {
+        match self.admin(AdminRequest::SettingsGet).await {
+            AdminResponse::Settings(settings) => settings,
+            other => panic!("{other:?}"),
+        }
     }
 
     /// Changes the System Settings `patch` names.

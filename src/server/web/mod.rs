@@ -1,6 +1,8 @@
 //! The web Management Tool: `otpgate serve` also serves it over HTTPS (TLS 1.2
 //! and 1.3, rustls), server-rendered pages that work without JavaScript (a
-//! small script only converts times and keeps the pending count live).
+//! small script only converts times and keeps the pending count live): the
+//! approvers' pages ([`views`]) and the administrators' ([`manage`]), behind
+//! sign-in ([`auth`]).
 //!
 //! Every page goes through the admin handler's operations
 //! ([`crate::server::admin::handle`], [`crate::server::admin::decide_as`]): the
@@ -10,6 +12,7 @@
 //! `frame-ancestors 'none'`, no referrer, HSTS).
 
 mod auth;
+mod manage;
 mod views;
 
 use std::net::SocketAddr;
@@ -169,6 +172,21 @@ fn router(app: App) -> Router {
             get(views::link_page).post(views::link_decide),
         )
         .route("/sessions", get(views::sessions))
+        .route(
+            "/settings",
+            get(manage::settings).post(manage::settings_set),
+        )
+        .route("/clients", get(manage::clients))
+        .route("/users", get(manage::users).post(manage::user_add))
+        .route("/users/{login}", post(manage::user_set))
+        .route("/otp", get(manage::otp).post(manage::otp_generate))
+        .route("/audit", get(manage::audit))
+        .route("/mail", get(manage::mail))
+        .route("/mail/test", post(manage::mail_test))
+        .route(
+            "/profile",
+            get(manage::profile).post(manage::profile_password),
+        )
         .route("/events", get(views::events))
         .route("/static/app.css", get(views::stylesheet))
         .route("/static/app.js", get(views::script))

@@ -33,10 +33,11 @@ use crate::server::admin;
 const PAGE: u32 = 200;
 
 /// What the navigation shows to a signed-in person.
-struct Nav {
-    login: String,
-    csrf: String,
-    pending: usize,
+pub(super) struct Nav {
+    pub(super) login: String,
+    pub(super) csrf: String,
+    pub(super) pending: usize,
+    pub(super) admin: bool,
 }
 
 /// A page in words, for a status other than 200.
@@ -49,7 +50,12 @@ struct MessagePage {
     error: Option<String>,
 }
 
-fn message(status: StatusCode, nav: Option<Nav>, title: &str, error: Option<String>) -> Response {
+pub(super) fn message(
+    status: StatusCode,
+    nav: Option<Nav>,
+    title: &str,
+    error: Option<String>,
+) -> Response {
     render(
         status,
         &MessagePage {
@@ -61,7 +67,7 @@ fn message(status: StatusCode, nav: Option<Nav>, title: &str, error: Option<Stri
     )
 }
 
-fn render(status: StatusCode, page: &impl Template) -> Response {
+pub(super) fn render(status: StatusCode, page: &impl Template) -> Response {
     match page.render() {
         Ok(html) => (status, Html(html)).into_response(),
         Err(err) => {
@@ -76,7 +82,7 @@ fn render(status: StatusCode, page: &impl Template) -> Response {
 }
 
 /// A time as the pages carry it: RFC 3339 in UTC (the script shows it local).
-fn time(unix_millis: u64) -> String {
+pub(super) fn time(unix_millis: u64) -> String {
     Timestamp::from_unix_millis(unix_millis).rfc3339()
 }
 
@@ -215,7 +221,7 @@ pub async fn signout(
     response
 }
 
-fn csrf_refused() -> Response {
+pub(super) fn csrf_refused() -> Response {
     message(
         StatusCode::FORBIDDEN,
         None,
@@ -271,7 +277,7 @@ async fn visible_requests(app: &App, signed: &SignedIn) -> Result<Vec<RequestVie
     }
 }
 
-async fn nav(app: &App, signed: &SignedIn) -> Nav {
+pub(super) async fn nav(app: &App, signed: &SignedIn) -> Nav {
     let pending = visible_requests(app, signed).await.map_or(0, |requests| {
         requests
             .iter()
@@ -282,6 +288,7 @@ async fn nav(app: &App, signed: &SignedIn) -> Nav {
         login: signed.login.clone(),
         csrf: signed.csrf.clone(),
         pending,
+        admin: signed.is_admin(),
     }
 }
 
@@ -394,7 +401,7 @@ fn choice(text: &str) -> Option<Choice> {
     }
 }
 
-fn comment(text: String) -> Option<String> {
+pub(super) fn comment(text: String) -> Option<String> {
     let text = text.trim().to_owned();
     (!text.is_empty()).then_some(text)
 }

@@ -331,6 +331,69 @@ async fn administrators_manage_settings_users_otps_audit_and_mail() {
         page.contains("ws-1") && page.contains("online") && page.contains("title=\"inherited\"")
     );
 
+    // A group made from its page; ws-1 put in it with options of its own, an
+    // unknown approver refused, then an option back to inherit.
+    let answer = web.get("/groups?name=finance").await;
+    assert_eq!(answer.headers()["location"], "/groups/finance");
+    let group = [
+        ("csrf", csrf.as_str()),
+        ("allow_otp", "yes"),
+        ("auto_directory", "yes"),
+        ("auto_internal", "inherit"),
+        ("approvers_inherit", "yes"),
+    ];
+    assert_eq!(web.post("/groups/finance", &group).await.status(), 303);
+    let client = |allow_otp: &'static str, approvers: &'static str| {
+        vec![
+            ("group", "finance"),
+            ("allow_otp", allow_otp),
+            ("auto_directory", "inherit"),
+            ("auto_internal", "inherit"),
+            ("approvers", approvers),
+        ]
+    };
+    let mut unknown = client("no", "bob, zed");
+    unknown.push(("csrf", &csrf));
+    let answer = web.post("/clients/ws-1", &unknown).await;
+    assert_eq!(answer.status(), 422);
+    assert!(
+        answer
+            .text()
+            .await
+            .unwrap()
+            .contains("no internal user zed")
+    );
+    let mut own = client("no", "bob");
+    own.push(("csrf", &csrf));
+    assert_eq!(web.post("/clients/ws-1", &own).await.status(), 303);
+    let ws1 = || async {
+        match server
+            .admin(AdminRequest::ClientsList {
+                page: otpgate_protocol::admin::PageRequest::default(),
+            })
+            .await
+        {
+            AdminResponse::Clients(page) => page.items.into_iter().next().unwrap(),
+            other => panic!("{other:?}"),
+        }
+    };
+    let now = ws1().await;
+    assert_eq!(now.group.as_deref(), Some("finance"));
+    assert_eq!(now.options.allow_otp, Some(false));
+    assert_eq!(now.options.approvers, Some(vec!["bob".to_owned()]));
+    assert_eq!(now.effective.auto_directory, Some(true), "from the group");
+    let mut inherit = client("inherit", "bob");
+    inherit.push(("csrf", &csrf));
+    assert_eq!(web.post("/clients/ws-1", &inherit).await.status(), 303);
+    let now = ws1().await;
+    assert_eq!(now.options.allow_otp, None, "back to inherit");
+    assert_eq!(now.effective.allow_otp, Some(true), "the group's");
+    let (page, _) = web.page("/clients/ws-1").await;
+    assert!(
+        page.contains("Client ws-1") && page.contains("In force: yes"),
+        "{page}"
+    );
+
     // Users: added, promoted, password reset.
     let added = [
         ("csrf", csrf.as_str()),

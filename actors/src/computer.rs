@@ -29,7 +29,7 @@ use crate::policy;
 use crate::request::{AccessRequest, Choice};
 use crate::rules::{self, Admit, Bucket, Effect, LimitKey, Logins, Policy};
 use crate::session::{ClientSession, SessionEnd};
-use crate::settings::{Options, SystemSettings};
+use crate::settings::{Options, OptionsPatch, SystemSettings};
 use crate::store::{ComputerRecord, Store, StoreError};
 use crate::timer::Timer;
 
@@ -118,7 +118,7 @@ pub enum ComputerMsg {
         /// `Some(None)` leaves its group; `Some(Some(g))` puts it in group `g`.
         group: Option<Option<String>>,
         /// The options to set.
-        options: Options,
+        options: OptionsPatch,
         /// Who changes them, for the audit log.
         by: String,
         /// The record as changed.
@@ -836,7 +836,7 @@ impl ComputerState {
     async fn configure(
         &mut self,
         group: Option<Option<String>>,
-        options: &Options,
+        options: &OptionsPatch,
         by: &str,
     ) -> Result<ComputerRecord> {
         if let Some(group) = group {

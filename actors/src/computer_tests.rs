@@ -46,7 +46,10 @@ impl Fixture {
             .call(
                 |reply| ComputerMsg::Configure {
                     group: None,
-                    options,
+                    options: OptionsPatch {
+                        set: options,
+                        inherit: vec![],
+                    },
                     by: "test".into(),
                     reply,
                 },

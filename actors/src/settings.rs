@@ -223,21 +223,53 @@ impl Options {
         }
     }
 
-    /// Sets what `patch` sets, leaving the rest.
-    pub fn apply(&mut self, patch: &Options) {
-        if patch.allow_otp.is_some() {
-            self.allow_otp = patch.allow_otp;
+    /// Sets what `patch` sets, puts back to inherit what it names so, and
+    /// leaves the rest.
+    pub fn apply(&mut self, patch: &OptionsPatch) {
+        let set = &patch.set;
+        if set.allow_otp.is_some() {
+            self.allow_otp = set.allow_otp;
         }
-        if patch.approvers.is_some() {
-            self.approvers.clone_from(&patch.approvers);
+        if set.approvers.is_some() {
+            self.approvers.clone_from(&set.approvers);
         }
-        if patch.auto_directory.is_some() {
-            self.auto_directory = patch.auto_directory;
+        if set.auto_directory.is_some() {
+            self.auto_directory = set.auto_directory;
         }
-        if patch.auto_internal.is_some() {
-            self.auto_internal = patch.auto_internal;
+        if set.auto_internal.is_some() {
+            self.auto_internal = set.auto_internal;
+        }
+        for name in &patch.inherit {
+            match name {
+                OptionName::AllowOtp => self.allow_otp = None,
+                OptionName::Approvers => self.approvers = None,
+                OptionName::AutoDirectory => self.auto_directory = None,
+                OptionName::AutoInternal => self.auto_internal = None,
+            }
         }
     }
+}
+
+/// One option of a group or computer, by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OptionName {
+    /// Allow the use of one-time passwords.
+    AllowOtp,
+    /// Users Who Can Approve Access.
+    Approvers,
+    /// Automatically send one-time passwords to Active Directory users.
+    AutoDirectory,
+    /// Automatically send one-time passwords to internal users.
+    AutoInternal,
+}
+
+/// A change to a group's or computer's options.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OptionsPatch {
+    /// What it sets; `None` stays.
+    pub set: Options,
+    /// What goes back to inherit (from the group, or the defaults).
+    pub inherit: Vec<OptionName>,
 }
 
 /// The options in force for one computer, every inheritance resolved.
@@ -302,12 +334,21 @@ mod tests {
             auto_internal: Some(true),
             ..Options::default()
         };
-        options.apply(&Options {
-            allow_otp: Some(true),
-            ..Options::default()
+        options.apply(&OptionsPatch {
+            set: Options {
+                allow_otp: Some(true),
+                ..Options::default()
+            },
+            inherit: vec![],
         });
         assert_eq!(options.allow_otp, Some(true));
         assert_eq!(options.auto_internal, Some(true));
+        options.apply(&OptionsPatch {
+            set: Options::default(),
+            inherit: vec![OptionName::AutoInternal],
+        });
+        assert_eq!(options.allow_otp, Some(true));
+        assert_eq!(options.auto_internal, None, "back to inherit");
     }
 
     #[test]

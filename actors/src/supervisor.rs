@@ -31,7 +31,7 @@ use crate::id::ComputerId;
 use crate::login::{LoginAnswer, LoginCall};
 use crate::mailbox::Waiting;
 use crate::request::Choice;
-use crate::settings::Options;
+use crate::settings::OptionsPatch;
 use crate::store::ComputerRecord;
 
 /// How long a caller waits for a computer's actor to answer.
@@ -330,7 +330,7 @@ impl Computers {
         &self,
         id: &ComputerId,
         group: Option<Option<String>>,
-        options: &Options,
+        options: &OptionsPatch,
         by: &str,
     ) -> Result<ComputerRecord, CallError> {
         self.call(id, |reply| ComputerMsg::Configure {

@@ -258,6 +258,23 @@ pub struct OptionsView {
     pub auto_directory: Option<bool>,
     /// Automatically send one-time passwords to internal users.
     pub auto_internal: Option<bool>,
+    /// In a change: the options that go back to inherit (from the group, or
+    /// the defaults); empty elsewhere.
+    pub inherit: Vec<OptionNameView>,
+}
+
+/// One option of a group or computer, by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OptionNameView {
+    /// Allow the use of one-time passwords.
+    AllowOtp,
+    /// Users Who Can Approve Access.
+    Approvers,
+    /// Automatically send one-time passwords to Active Directory users.
+    AutoDirectory,
+    /// Automatically send one-time passwords to internal users.
+    AutoInternal,
 }
 
 /// A client computer.

@@ -10,7 +10,7 @@ use std::cell::Cell;
 use bytes::{BufMut, BytesMut};
 use otpgate_protocol::admin::{
     AdminError, AdminErrorCode, AdminRequest, AdminResponse, AuditView, Choice, ListFilter,
-    OptionsView, Page, PageRequest, RoleView, SessionView, SettingsPatch,
+    OptionNameView, OptionsView, Page, PageRequest, RoleView, SessionView, SettingsPatch,
 };
 use otpgate_protocol::frame::{FRAME_VERSION, MAX_DECODED, MAX_FRAME_LEN, decode_limit};
 use otpgate_protocol::local::{AgentStatus, LocalError, LocalRequest, LocalResponse};
@@ -204,13 +204,23 @@ fn options_view() -> impl Strategy<Value = OptionsView> {
         proptest::option::of(proptest::collection::vec(text(), 0..3)),
         any::<Option<bool>>(),
         any::<Option<bool>>(),
+        proptest::collection::vec(
+            prop_oneof![
+                Just(OptionNameView::AllowOtp),
+                Just(OptionNameView::Approvers),
+                Just(OptionNameView::AutoDirectory),
+                Just(OptionNameView::AutoInternal),
+            ],
+            0..4,
+        ),
     )
         .prop_map(
-            |(allow_otp, approvers, auto_directory, auto_internal)| OptionsView {
+            |(allow_otp, approvers, auto_directory, auto_internal, inherit)| OptionsView {
                 allow_otp,
                 approvers,
                 auto_directory,
                 auto_internal,
+                inherit,
             },
         )
 }

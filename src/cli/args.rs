@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use otpgate_actors::ComputerId;
-use otpgate_protocol::admin::{OptionsView, RoleView};
+use otpgate_protocol::admin::{OptionNameView, OptionsView, RoleView};
 
 use crate::agent::link::ServerAddr;
 use crate::agent::socket::{DEFAULT_PER_USER_PER_SECOND, DEFAULT_SOCKET};
@@ -352,6 +352,18 @@ pub(super) struct OptionArgs {
     /// Automatically send one-time passwords to internal users.
     #[arg(long)]
     pub(super) auto_internal: Option<bool>,
+    /// Put these options back to inherit (from the group, or the defaults).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub(super) inherit: Vec<OptionArg>,
+}
+
+/// An option's name on the command line.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub(super) enum OptionArg {
+    AllowOtp,
+    Approvers,
+    AutoAd,
+    AutoInternal,
 }
 
 impl OptionArgs {
@@ -363,6 +375,16 @@ impl OptionArgs {
                 .map(|a| a.into_iter().filter(|s| !s.is_empty()).collect()),
             auto_directory: self.auto_ad,
             auto_internal: self.auto_internal,
+            inherit: self
+                .inherit
+                .into_iter()
+                .map(|name| match name {
+                    OptionArg::AllowOtp => OptionNameView::AllowOtp,
+                    OptionArg::Approvers => OptionNameView::Approvers,
+                    OptionArg::AutoAd => OptionNameView::AutoDirectory,
+                    OptionArg::AutoInternal => OptionNameView::AutoInternal,
+                })
+                .collect(),
         }
     }
 }

@@ -14,10 +14,10 @@ use otpgate_actors::mail::{MailFailure, OutboxEntry};
 use otpgate_actors::otp::Code;
 use otpgate_actors::request::{AccessRequest, Choice, Decision};
 use otpgate_actors::session::ClientSession;
-use otpgate_actors::settings::{Effective, Options, SystemSettings};
+use otpgate_actors::settings::{Effective, OptionName, Options, OptionsPatch, SystemSettings};
 use otpgate_protocol::admin::{
-    self as admin, AuditView, MailFailureView, OptionsView, QueuedMailView, RequestView, RoleView,
-    SessionView, SettingsPatch, SettingsView,
+    self as admin, AuditView, MailFailureView, OptionNameView, OptionsView, QueuedMailView,
+    RequestView, RoleView, SessionView, SettingsPatch, SettingsView,
 };
 use otpgate_protocol::login::{self as wire, LoginRequest, LoginResponse, RequestMode};
 
@@ -180,6 +180,7 @@ pub fn options_view(options: &Options) -> OptionsView {
         approvers: options.approvers.clone(),
         auto_directory: options.auto_directory,
         auto_internal: options.auto_internal,
+        inherit: Vec::new(),
     }
 }
 
@@ -190,16 +191,29 @@ pub fn effective_view(effective: &Effective) -> OptionsView {
         approvers: Some(effective.approvers.clone()),
         auto_directory: Some(effective.auto_directory),
         auto_internal: Some(effective.auto_internal),
+        inherit: Vec::new(),
     }
 }
 
-/// Options off the admin channel.
-pub fn options(view: &OptionsView) -> Options {
-    Options {
-        allow_otp: view.allow_otp,
-        approvers: view.approvers.clone(),
-        auto_directory: view.auto_directory,
-        auto_internal: view.auto_internal,
+/// A change of options off the admin channel.
+pub fn options(view: &OptionsView) -> OptionsPatch {
+    OptionsPatch {
+        set: Options {
+            allow_otp: view.allow_otp,
+            approvers: view.approvers.clone(),
+            auto_directory: view.auto_directory,
+            auto_internal: view.auto_internal,
+        },
+        inherit: view
+            .inherit
+            .iter()
+            .map(|name| match name {
+                OptionNameView::AllowOtp => OptionName::AllowOtp,
+                OptionNameView::Approvers => OptionName::Approvers,
+                OptionNameView::AutoDirectory => OptionName::AutoDirectory,
+                OptionNameView::AutoInternal => OptionName::AutoInternal,
+            })
+            .collect(),
     }
 }
 

@@ -177,6 +177,12 @@ fn router(app: App) -> Router {
             get(manage::settings).post(manage::settings_set),
         )
         .route("/clients", get(manage::clients))
+        .route(
+            "/clients/{name}",
+            get(manage::client).post(manage::client_set),
+        )
+        .route("/groups", get(manage::group_open))
+        .route("/groups/{name}", get(manage::group).post(manage::group_set))
         .route("/users", get(manage::users).post(manage::user_add))
         .route("/users/{login}", post(manage::user_set))
         .route("/otp", get(manage::otp).post(manage::otp_generate))

@@ -460,7 +460,7 @@ async fn options_page(
             name,
             label,
             current: yes_no(field(own)),
-            effective: in_force(effective.and_then(|e| field(e))),
+            effective: in_force(effective.and_then(field)),
         })
         .collect();
     let approvers_effective = match effective.and_then(|e| e.approvers.as_ref()) {

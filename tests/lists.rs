@@ -48,6 +48,7 @@ fn seed(store: &dyn Store) {
                 password_hash: String::new(),
                 role: Role::User,
                 password_change_due: false,
+                disabled: false,
             })
             .unwrap();
         store

@@ -435,6 +435,24 @@ async fn administrators_manage_settings_users_otps_audit_and_mail() {
         200,
         "an administrator now"
     );
+    // Disabled: his session and his password open nothing any more.
+    let disable = [
+        ("csrf", csrf.as_str()),
+        ("role", "administrator"),
+        ("disabled", "yes"),
+    ];
+    assert_eq!(web.post("/users/dave", &disable).await.status(), 303);
+    assert_eq!(dave.get("/settings").await.status(), 303);
+    assert_eq!(
+        dave.sign_in("dave", "dave's new long password")
+            .await
+            .status(),
+        401
+    );
+    // The last enabled administrator stays one.
+    let answer = web.post("/users/admin", &disable).await;
+    assert_eq!(answer.status(), 422);
+    assert!(answer.text().await.unwrap().contains("last administrator"));
 
     // Generate OTP: the administrator's password again; the OTP has the new
     // length.

@@ -55,6 +55,9 @@ pub struct UserRecord {
     /// The password was made for them (the first administrator's, printed at
     /// the first start): it opens nothing until they choose their own.
     pub password_change_due: bool,
+    /// Disabled by an administrator: their password opens nothing and they
+    /// approve nothing, until enabled again.
+    pub disabled: bool,
 }
 
 /// An internal user as stored before [`UserRecord::password_change_due`];
@@ -69,12 +72,37 @@ pub struct UserRecordV1 {
 
 impl From<UserRecordV1> for UserRecord {
     fn from(old: UserRecordV1) -> Self {
-        Self {
+        UserRecordV2 {
             login: old.login,
             email: old.email,
             password_hash: old.password_hash,
             role: old.role,
             password_change_due: false,
+        }
+        .into()
+    }
+}
+
+/// An internal user as stored before [`UserRecord::disabled`]; read and
+/// upgraded.
+#[derive(Debug, Clone, Deserialize)]
+pub struct UserRecordV2 {
+    login: String,
+    email: String,
+    password_hash: String,
+    role: Role,
+    password_change_due: bool,
+}
+
+impl From<UserRecordV2> for UserRecord {
+    fn from(old: UserRecordV2) -> Self {
+        Self {
+            login: old.login,
+            email: old.email,
+            password_hash: old.password_hash,
+            role: old.role,
+            password_change_due: old.password_change_due,
+            disabled: false,
         }
     }
 }
@@ -99,7 +127,8 @@ pub fn hash_password(password: &str) -> String {
 }
 
 /// Whether `password` is `user`'s; `None` (an unknown login name) costs the same
-/// and is never right. Slow on purpose: call it off the async runtime.
+/// and is never right, nor is a disabled user's. Slow on purpose: call it off
+/// the async runtime.
 pub fn verify_password(user: Option<&UserRecord>, password: &str) -> bool {
     let hash = user.map_or(DUMMY_HASH.as_str(), |user| user.password_hash.as_str());
     let Ok(hash) = PasswordHash::new(hash) else {
@@ -108,7 +137,7 @@ pub fn verify_password(user: Option<&UserRecord>, password: &str) -> bool {
     let right = Argon2::default()
         .verify_password(password.as_bytes(), &hash)
         .is_ok();
-    right && user.is_some()
+    right && user.is_some_and(|user| !user.disabled)
 }
 
 /// [`verify_password`] on a blocking thread (argon2 takes milliseconds): what
@@ -131,10 +160,16 @@ mod tests {
             password_hash: hash_password("correct horse"),
             role: Role::User,
             password_change_due: false,
+            disabled: false,
         };
         assert!(user.password_hash.starts_with("$argon2id$"));
         assert!(verify_password(Some(&user), "correct horse"));
         assert!(!verify_password(Some(&user), "correct horse "));
         assert!(!verify_password(None, "otpgate dummy password"));
+        let disabled = UserRecord {
+            disabled: true,
+            ..user
+        };
+        assert!(!verify_password(Some(&disabled), "correct horse"));
     }
 }

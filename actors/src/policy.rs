@@ -207,6 +207,7 @@ mod tests {
             password_hash: String::new(),
             role: Role::User,
             password_change_due: false,
+            disabled: false,
         });
         assert_eq!(owner.snapshot(), before, "not seen before the commit");
         edit.commit(&audit()).await.unwrap();

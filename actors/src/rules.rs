@@ -229,17 +229,18 @@ pub fn throttled<'k>(
 /// are `options`: administrators always, others when they are its approvers.
 pub fn may_decide(user: Option<&UserRecord>, options: &Effective) -> bool {
     user.is_some_and(|user| {
-        user.role == Role::Administrator || options.approvers.contains(&user.login)
+        !user.disabled
+            && (user.role == Role::Administrator || options.approvers.contains(&user.login))
     })
 }
 
 /// Whether `user` may generate an OTP without a request: administrators only.
 pub fn may_generate(user: Option<&UserRecord>) -> bool {
-    user.is_some_and(|user| user.role == Role::Administrator)
+    user.is_some_and(|user| !user.disabled && user.role == Role::Administrator)
 }
 
 /// Who is told of a computer's access requests: its approvers, or the
-/// administrators when it names none that exist.
+/// administrators when it names none that exist; disabled users never.
 pub fn approvers<'u>(
     users: impl IntoIterator<Item = &'u UserRecord> + Clone,
     options: &Effective,
@@ -247,14 +248,14 @@ pub fn approvers<'u>(
     let named: Vec<_> = users
         .clone()
         .into_iter()
-        .filter(|user| options.approvers.contains(&user.login))
+        .filter(|user| !user.disabled && options.approvers.contains(&user.login))
         .collect();
     if !named.is_empty() {
         return named;
     }
     users
         .into_iter()
-        .filter(|user| user.role == Role::Administrator)
+        .filter(|user| !user.disabled && user.role == Role::Administrator)
         .collect()
 }
 

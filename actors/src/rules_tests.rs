@@ -33,6 +33,7 @@ fn user(login: &str, role: Role) -> UserRecord {
         role,
         password_hash: String::new(),
         password_change_due: false,
+        disabled: false,
     }
 }
 
@@ -434,6 +435,25 @@ fn only_approvers_and_administrators_decide_and_approvers_default_to_administrat
         .map(|u| u.login.clone())
         .collect();
     assert_eq!(fallback, ["root"]);
+
+    // Disabled: no longer an approver, nor an administrator.
+    let disabled = |user: &UserRecord| UserRecord {
+        disabled: true,
+        ..user.clone()
+    };
+    assert!(!may_decide(Some(&disabled(&bob)), &named));
+    assert!(!may_decide(Some(&disabled(&admin)), &named));
+    assert!(!may_generate(Some(&disabled(&admin))));
+    let users = [admin.clone(), disabled(&bob)];
+    let logins: Vec<_> = approvers(&users, &named)
+        .iter()
+        .map(|u| u.login.clone())
+        .collect();
+    assert_eq!(
+        logins,
+        ["root"],
+        "bob disabled: the administrators are told"
+    );
 }
 
 #[test]

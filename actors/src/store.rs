@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::audit::AuditEntry;
 use crate::clock::Timestamp;
-use crate::directory::{UserRecord, UserRecordV1};
+use crate::directory::{UserRecord, UserRecordV1, UserRecordV2};
 use crate::id::ComputerId;
 use crate::mail::outbox::{MailFailure, OutboxEntry};
 use crate::otp::Slot;
@@ -51,9 +51,11 @@ const SETTINGS_V2: u8 = 2;
 /// The schema version of the System Settings since they gained the cap on new
 /// OTPs per computer and the session timeout.
 const SETTINGS_V3: u8 = 3;
-/// The schema version of internal users since they gained the flag of a
-/// password change due.
+/// The schema version of internal users when they gained the flag of a
+/// password change due; read and upgraded.
 const USERS_V2: u8 = 2;
+/// The schema version of internal users since they can be disabled.
+const USERS_V3: u8 = 3;
 
 /// What the server remembers of one client computer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -491,7 +493,7 @@ impl Store for SledStore {
     fn put_user(&self, user: &UserRecord) -> Result<()> {
         self.users
             .tree
-            .insert(user.login.as_bytes(), encode_as(USERS_V2, user)?)?;
+            .insert(user.login.as_bytes(), encode_as(USERS_V3, user)?)?;
         Ok(())
     }
 
@@ -503,7 +505,8 @@ impl Store for SledStore {
             .map(|item| {
                 let (_, bytes) = item?;
                 match split_version(tree, &bytes)? {
-                    (USERS_V2, body) => decode_body(tree, body),
+                    (USERS_V3, body) => decode_body(tree, body),
+                    (USERS_V2, body) => Ok(decode_body::<UserRecordV2>(tree, body)?.into()),
                     (SCHEMA_V1, body) => Ok(decode_body::<UserRecordV1>(tree, body)?.into()),
                     (version, _) => Err(StoreError::UnknownSchema { tree, version }),
                 }
@@ -742,7 +745,7 @@ mod tests {
             store.put_computer(&id, &record()).unwrap();
             store.flush().await.unwrap();
         }
-        let store = SledStore::open(dir.path()).unwrap();
+        let store = reopen(dir.path());
         assert_eq!(store.computer(&id).unwrap(), Some(record()));
         let all: Vec<_> = store
             .computers_from(None)
@@ -887,10 +890,23 @@ mod tests {
             store.request_index.tree.clear().unwrap();
             assert_eq!(store.request(7).unwrap(), None);
         }
-        let store = SledStore::open(dir.path()).unwrap();
+        let store = reopen(dir.path());
         assert_eq!(store.request(7).unwrap(), Some(request(7, "ws-1")));
         assert_eq!(store.request(8).unwrap(), Some(request(8, "ws-2")));
         assert_eq!(store.request(9).unwrap(), None);
+    }
+
+    /// Opens the store at `path` again, once the handle before has let go of
+    /// the lock (sled's flusher thread holds it for a moment after a drop).
+    fn reopen(path: &Path) -> SledStore {
+        for _ in 0..100 {
+            match SledStore::open(path) {
+                Ok(store) => return store,
+                Err(StoreError::Database(_)) => std::thread::sleep(Duration::from_millis(50)),
+                Err(err) => panic!("{err}"),
+            }
+        }
+        panic!("the store at {} stayed locked", path.display())
     }
 
     #[test]
@@ -912,7 +928,7 @@ mod tests {
                 Some(hour / 2)
             );
         }
-        let store = SledStore::open(dir.path()).unwrap();
+        let store = reopen(dir.path());
         assert!(store.failures("k").unwrap().full_for(t0, 2, hour).is_some());
         assert_eq!(store.failures("other").unwrap(), Bucket::default());
     }
@@ -1031,7 +1047,7 @@ mod tests {
     }
 
     #[test]
-    fn users_of_the_first_schema_are_upgraded() {
+    fn users_of_earlier_schemas_are_upgraded() {
         #[derive(Serialize)]
         struct V1 {
             login: String,
@@ -1054,8 +1070,36 @@ mod tests {
             password_hash: "$argon2id$x".into(),
             role: crate::directory::Role::Administrator,
             password_change_due: false,
+            disabled: false,
         };
         assert_eq!(store.users().unwrap(), std::slice::from_ref(&upgraded));
+        #[derive(Serialize)]
+        struct V2 {
+            login: String,
+            email: String,
+            password_hash: String,
+            role: crate::directory::Role,
+            password_change_due: bool,
+        }
+        let old = V2 {
+            login: "alice".into(),
+            email: "alice@example.com".into(),
+            password_hash: "$argon2id$x".into(),
+            role: crate::directory::Role::Administrator,
+            password_change_due: true,
+        };
+        store
+            .users
+            .tree
+            .insert("alice", encode_as(USERS_V2, &old).unwrap())
+            .unwrap();
+        assert_eq!(
+            store.users().unwrap(),
+            [UserRecord {
+                password_change_due: true,
+                ..upgraded.clone()
+            }]
+        );
         let due = UserRecord {
             password_change_due: true,
             ..upgraded

@@ -66,6 +66,9 @@ pub enum AdminRequest {
         role: Option<RoleView>,
         /// A new password.
         password: Option<Secret>,
+        /// Disable (their password opens nothing, they approve nothing) or
+        /// enable again.
+        disabled: Option<bool>,
     },
     /// Access requests (the pending ones, or all), by computer then age.
     RequestsList {
@@ -327,6 +330,8 @@ pub struct UserView {
     /// Their password was made for them and opens nothing until they choose
     /// their own.
     pub password_change_due: bool,
+    /// Disabled: their password opens nothing, they approve nothing.
+    pub disabled: bool,
 }
 
 /// An access request.

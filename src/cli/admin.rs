@@ -96,10 +96,12 @@ pub(super) async fn command(
             email,
             role,
             password_stdin,
+            disabled,
         }) => AdminRequest::UserSet {
             login,
             email,
             role: role.map(Into::into),
+            disabled,
             password: if password_stdin {
                 Some(password("New password: ")?)
             } else {
@@ -369,7 +371,8 @@ pub fn describe(response: &AdminResponse) -> String {
                 } else {
                     ""
                 };
-                let _ = writeln!(out, "{}\t{}\t{:?}{due}", u.login, u.email, u.role);
+                let disabled = if u.disabled { "\tdisabled" } else { "" };
+                let _ = writeln!(out, "{}\t{}\t{:?}{due}{disabled}", u.login, u.email, u.role);
             }
         }
         AdminResponse::Requests(requests) => {

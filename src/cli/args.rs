@@ -449,6 +449,10 @@ pub(super) enum AdminUsers {
         /// Read a new password from standard input.
         #[arg(long)]
         password_stdin: bool,
+        /// Disable (true: their password opens nothing, they approve nothing)
+        /// or enable again (false).
+        #[arg(long)]
+        disabled: Option<bool>,
     },
 }
 

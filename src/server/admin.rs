@@ -15,7 +15,7 @@ use tracing::{debug, warn};
 use zeroize::Zeroizing;
 
 use otpgate_actors::audit::{Action, AuditEntry};
-use otpgate_actors::directory::{UserRecord, check_password, hash_password};
+use otpgate_actors::directory::{Role, UserRecord, check_password, hash_password};
 use otpgate_actors::mail::{DeliveryError, Mail, MailTransport};
 use otpgate_actors::names::{is_email_address, is_login, is_plain_text};
 use otpgate_actors::otp::OtpKeys;
@@ -261,6 +261,7 @@ pub(crate) async fn handle(
                     email: user.email.clone(),
                     role: convert::role_view(user.role),
                     password_change_due: user.password_change_due,
+                    disabled: user.disabled,
                 },
             )?)
         }
@@ -287,6 +288,7 @@ pub(crate) async fn handle(
                 password_hash,
                 role: convert::role(role),
                 password_change_due: false,
+                disabled: false,
             });
             edit.commit(&audit(format!("user {login} added"))).await?;
             AdminResponse::Done
@@ -296,6 +298,7 @@ pub(crate) async fn handle(
             email,
             role,
             password,
+            disabled,
         } => {
             // Held while the password hashes: two changes of one user never race.
             let mut edit = context.policy.edit().await;
@@ -311,6 +314,22 @@ pub(crate) async fn handle(
             user.email = new_email;
             if let Some(role) = role {
                 user.role = convert::role(role);
+            }
+            if let Some(disabled) = disabled {
+                user.disabled = disabled;
+            }
+            let admins_left = edit
+                .current()
+                .users
+                .values()
+                .filter(|other| other.login != login)
+                .chain(std::iter::once(&user))
+                .any(|u| u.role == Role::Administrator && !u.disabled);
+            if !admins_left {
+                return Ok(fail(
+                    AdminErrorCode::Conflict,
+                    "the last administrator stays an enabled administrator",
+                ));
             }
             if let Some(password) = password {
                 user.password_hash = hash_off_runtime(Zeroizing::new(password.0)).await;

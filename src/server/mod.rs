@@ -805,6 +805,7 @@ async fn bootstrap_admin(
         password_hash,
         role: Role::Administrator,
         password_change_due: true,
+        disabled: false,
     });
     edit.commit(&AuditEntry {
         at: clock.now(),

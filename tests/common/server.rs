@@ -246,6 +246,7 @@ impl TestServer {
                     email: None,
                     role: None,
                     password: Some(Secret(ADMIN_PASSWORD.into())),
+                    disabled: None,
                 })
                 .await;
             assert_eq!(changed, AdminResponse::Done);

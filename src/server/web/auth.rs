@@ -4,7 +4,7 @@
 //! per session, and sign-in throttled per account and per address.
 //!
 //! A signed-in person is checked against the current users on every request:
-//! a removed or demoted user loses what they had at once.
+//! a removed, disabled or demoted user loses what they had at once.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -180,8 +180,8 @@ impl FromRequestParts<App> for SignedIn {
             .and_then(|id| app.sessions.touch(id))
             .and_then(|(login, csrf)| {
                 let policy = app.admin.policy.snapshot();
-                let role = policy.user(&login)?.role;
-                Some((login, csrf, role))
+                let user = policy.user(&login).filter(|user| !user.disabled)?;
+                Some((login, csrf, user.role))
             });
         match (found, session) {
             (Some((login, csrf, role)), Some(session)) => Ok(Self {

@@ -717,6 +717,7 @@ struct UserRow {
     email: String,
     role: &'static str,
     due: bool,
+    disabled: bool,
 }
 
 fn role_name(role: RoleView) -> &'static str {
@@ -776,6 +777,7 @@ async fn users_page(
                     email: u.email.clone(),
                     role: role_name(u.role),
                     due: u.password_change_due,
+                    disabled: u.disabled,
                 })
                 .collect(),
         },
@@ -805,6 +807,8 @@ pub struct UserForm {
     role: String,
     #[serde(default)]
     password: String,
+    /// Present when the box is ticked.
+    disabled: Option<String>,
 }
 
 /// Shows the outcome of a change on the users page.
@@ -876,6 +880,7 @@ pub async fn user_set(
         email: None,
         role: role(&form.role),
         password: (!password.is_empty()).then(|| Secret(password.to_string())),
+        disabled: Some(form.disabled.is_some()),
     };
     let answer = ask(&app, &signed, request).await;
     users_outcome(&app, &signed, answer, &format!("User {login} changed.")).await
@@ -1421,6 +1426,7 @@ pub async fn profile_password(
         email: None,
         role: None,
         password: Some(Secret(new.to_string())),
+        disabled: None,
     };
     match ask(&app, &signed, request).await {
         AdminResponse::Done => done("/profile", "Password changed."),

@@ -189,6 +189,16 @@ async fn an_approver_signs_in_decides_and_follows_a_mail_link() {
     .await;
     browser.shot("sessions").await;
 
+    // The administrators' pages, and the requests on a phone's screen.
+    for page in ["clients", "users", "audit"] {
+        driver.goto(format!("{site}/{page}")).await.unwrap();
+        browser.shot(page).await;
+    }
+    driver.set_window_rect(0, 0, 390, 844).await.unwrap();
+    driver.goto(format!("{site}/requests")).await.unwrap();
+    browser.shot("requests-phone").await;
+    driver.set_window_rect(0, 0, 1280, 900).await.unwrap();
+
     // A setting changed on its page is in force for the next request.
     driver.goto(format!("{site}/settings")).await.unwrap();
     let expiration = driver.find(By::Id("expiration_minutes")).await.unwrap();

@@ -66,7 +66,8 @@ pub const DEFAULT_WEB_LISTEN: &str = "127.0.0.1:8443";
 
 /// The sender of every message by default.
 pub const DEFAULT_MAIL_FROM: &str = "otpgate <otpgate@localhost>";
-/// Where the Management Tool is, by default, for the links in approvers' mail.
+/// Where the Management Tool is for the links in approvers' mail, without a
+/// web tool of ours or a host name to give.
 pub const DEFAULT_MANAGEMENT_URL: &str = "https://localhost:8443";
 /// The email of the administrator created on first start, by default.
 pub const DEFAULT_ADMIN_EMAIL: &str = "admin@localhost";
@@ -398,6 +399,19 @@ impl ServerConfig {
             reason: "must be at least 1".into(),
         })?;
         let server_names = file.server_names.unwrap_or_default();
+        let web = file.web.unwrap_or_default().check()?;
+        let management_url = file.management_url.map_or_else(
+            // Our own web tool, under the first name the server goes by.
+            || match &web {
+                Some(web) => format!(
+                    "https://{}:{}",
+                    server_names.first().map_or("localhost", String::as_str),
+                    web.listen.port()
+                ),
+                None => DEFAULT_MANAGEMENT_URL.to_owned(),
+            },
+            |url| url.trim_end_matches('/').to_owned(),
+        );
         if let Some(bad) = server_names
             .iter()
             .find(|name| rustls::pki_types::ServerName::try_from(name.as_str()).is_err())
@@ -427,11 +441,8 @@ impl ServerConfig {
             admin_email: file
                 .admin_email
                 .unwrap_or_else(|| DEFAULT_ADMIN_EMAIL.to_owned()),
-            management_url: file
-                .management_url
-                .map(|url| url.trim_end_matches('/').to_owned())
-                .unwrap_or_else(|| DEFAULT_MANAGEMENT_URL.to_owned()),
-            web: file.web.unwrap_or_default().check()?,
+            management_url,
+            web,
             smtp: file.smtp.map(SmtpFile::check).transpose()?,
         })
     }
@@ -485,6 +496,19 @@ mod tests {
         assert_eq!(config.listen, DEFAULT_LISTEN.parse().unwrap());
         assert_eq!(config.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
         assert_eq!(config.heartbeat_interval, DEFAULT_HEARTBEAT_INTERVAL);
+    }
+
+    #[test]
+    fn approvers_links_point_at_our_own_web_tool_unless_told() {
+        assert_eq!(parse("").unwrap().management_url, "https://localhost:8443");
+        let ours = parse("server_names = [\"otp.example.com\"]\n[web]\nlisten = \"0.0.0.0:9443\"")
+            .unwrap();
+        assert_eq!(ours.management_url, "https://otp.example.com:9443");
+        let given = parse("management_url = \"https://m.example.com/\"").unwrap();
+        assert_eq!(given.management_url, "https://m.example.com");
+        let off = parse("[web]\nenabled = false").unwrap();
+        assert_eq!(off.web, None);
+        assert!(parse("[web]\ncert_file = \"/a.pem\"").is_err(), "a key too");
     }
 
     #[test]

@@ -232,6 +232,11 @@ fn a_configuration_that_cannot_be_used_stops_serve_with_status_64() {
             "unreadable-directory",
             "directory_file = \"/nonexistent/directory.toml\"\n",
         ),
+        (
+            "unreadable-ldap-password",
+            "[ldap]\nurl = \"ldaps://dc1.example.com\"\nbind_dn = \"cn=a\"\n\
+             base_dn = \"dc=b\"\npassword_file = \"/nonexistent/password\"\n",
+        ),
     ] {
         let config = dir.path().join(format!("{name}.toml"));
         let data = dir.path().join(name);

@@ -662,12 +662,18 @@ impl ComputerState {
             Mode::Email(email) => (email, false),
             Mode::Emergency(email) => (email, true),
             Mode::Directory => {
-                return Ok(match self.svc.directory.email_of(os_user).await? {
-                    Some(email) => self.send_new(policy, os_user, &email, effects),
-                    None => {
+                return Ok(match self.svc.directory.email_of(os_user).await {
+                    Ok(Some(email)) => self.send_new(policy, os_user, &email, effects),
+                    Ok(None) => {
                         effects.push(Effect::Count(person));
                         effects.push(Effect::Count(computer));
                         Requested::Refuse
+                    }
+                    // Not the person's failure: said, logged, audited, not
+                    // counted against them.
+                    Err(err) => {
+                        tracing::warn!(computer = %id, error = %err, "directory lookup failed");
+                        Requested::DirectoryUnavailable
                     }
                 });
             }

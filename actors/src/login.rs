@@ -156,6 +156,9 @@ pub enum Requested {
     Disabled,
     /// Refused: wrong login name or password, or no email known for the account.
     Refuse,
+    /// The directory cannot be reached now: try again, or ask for emergency
+    /// access.
+    DirectoryUnavailable,
     /// Too many failures; try again after `retry_after`.
     Throttle {
         /// How long to wait.

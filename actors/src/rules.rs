@@ -283,6 +283,7 @@ pub fn describe(requested: &Requested) -> String {
         Requested::NotRequired => "OTPs not required".into(),
         Requested::ResendLater { to, .. } => format!("OTP sent to {to} moments ago"),
         Requested::Refuse => "refused".into(),
+        Requested::DirectoryUnavailable => "refused: the directory cannot be reached".into(),
         Requested::Throttle { .. } => "throttled".into(),
     }
 }

@@ -180,6 +180,9 @@ pub enum Requested {
     Disabled,
     /// Refused.
     Refuse,
+    /// The directory cannot be reached now: try again, or ask for emergency
+    /// access.
+    DirectoryUnavailable,
     /// Too many failures: wait.
     Throttle {
         /// Seconds to wait.

@@ -335,6 +335,9 @@ pub fn describe(response: &LoginResponse, time: &dyn Fn(u64) -> String) -> Strin
             Requested::NotRequired => NOT_REQUIRED.into(),
             Requested::Disabled => "This way of requesting is not enabled on this computer.".into(),
             Requested::Refuse => "The request was refused.".into(),
+            Requested::DirectoryUnavailable => "The directory cannot be reached. Try again \
+                 shortly, or ask for emergency access."
+                .into(),
             Requested::Throttle { retry_after } => {
                 format!("Too many failed attempts. Try again in {retry_after} seconds.")
             }

@@ -23,6 +23,19 @@
 //! cert_file = "/etc/otpgate/web.pem"   # chain, leaf first; default: the server's
 //! key_file = "/etc/otpgate/web.key"    # own certificate from its PKI
 //!
+//! [ldap]                      # Active Directory (or LDAP) instead of directory_file
+//! url = "ldaps://dc1.corp.example.com"   # or ldap:// with StartTLS (plain on loopback)
+//! bind_dn = "CN=otpgate,OU=Service,DC=corp,DC=example,DC=com"
+//! password_file = "/etc/otpgate/ldap-password"   # or password_env = "VAR"
+//! ca_file = "/etc/otpgate/ad-ca.pem"             # default: the system's CAs
+//! base_dn = "DC=corp,DC=example,DC=com"
+//! filter = "(&(objectClass=user)(|(sAMAccountName={name})(userPrincipalName={upn})))"
+//! mail_attribute = "mail"
+//! timeout_secs = 5
+//! cache_secs = 60
+//! [ldap.domains]              # NetBIOS domain = realm: CORP\alice is alice@corp.example.com
+//! CORP = "corp.example.com"
+//!
 //! [smtp]                      # without it, mail goes to <data>/outbox as .eml files
 //! host = "mail.example.com"
 //! port = 587
@@ -124,7 +137,62 @@ struct File {
     admin_email: Option<String>,
     management_url: Option<String>,
     web: Option<WebFile>,
+    ldap: Option<LdapFile>,
     smtp: Option<SmtpFile>,
+}
+
+/// The `[ldap]` section as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LdapFile {
+    url: String,
+    bind_dn: String,
+    password_file: Option<PathBuf>,
+    password_env: Option<String>,
+    ca_file: Option<PathBuf>,
+    base_dn: String,
+    filter: Option<String>,
+    mail_attribute: Option<String>,
+    timeout_secs: Option<u64>,
+    cache_secs: Option<u64>,
+    #[serde(default)]
+    domains: std::collections::HashMap<String, String>,
+}
+
+/// The filter that finds an OS account in Active Directory, by default.
+pub const DEFAULT_LDAP_FILTER: &str =
+    "(&(objectClass=user)(|(sAMAccountName={name})(userPrincipalName={upn})))";
+/// How long one directory lookup may take by default.
+pub const DEFAULT_LDAP_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a directory answer is kept by default.
+pub const DEFAULT_LDAP_CACHE: Duration = Duration::from_secs(60);
+
+/// The LDAP directory's settings.
+#[derive(Debug, Clone)]
+pub struct LdapConfig {
+    /// `ldaps://host[:port]` or `ldap://host[:port]`.
+    pub url: String,
+    /// Over `ldap://`: upgrade with StartTLS (always, unless the host is loopback).
+    pub starttls: bool,
+    /// Who the server binds as to search.
+    pub bind_dn: String,
+    /// Its password.
+    pub bind_password: Zeroizing<String>,
+    /// The CA that signs the directory's certificate; `None`: the system's.
+    pub ca_file: Option<PathBuf>,
+    /// Where accounts are searched.
+    pub base_dn: String,
+    /// The filter that finds an account: `{name}` and `{upn}` are replaced
+    /// with the account's escaped name and user principal name.
+    pub filter: String,
+    /// The attribute holding an account's email.
+    pub mail_attribute: String,
+    /// The longest a lookup may take.
+    pub timeout: Duration,
+    /// How long an answer is kept.
+    pub cache: Duration,
+    /// NetBIOS domain to realm.
+    pub domains: std::collections::HashMap<String, String>,
 }
 
 /// The `[web]` section as written.
@@ -213,35 +281,17 @@ impl SmtpFile {
             reason,
         };
         let security = self.security.unwrap_or(SmtpSecurity::StartTls);
-        let loopback = self.host == "localhost"
-            || self
-                .host
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback());
-        if security == SmtpSecurity::Plain && !loopback {
+        if security == SmtpSecurity::Plain && !is_loopback(&self.host) {
             return Err(invalid(format!(
                 "security = \"plain\" is allowed only to a relay on this machine, not {:?}",
                 self.host
             )));
         }
-        let password = match (&self.password_file, &self.password_env) {
-            (Some(_), Some(_)) => {
-                return Err(invalid(
-                    "give password_file or password_env, not both".into(),
-                ));
-            }
-            (Some(path), None) => {
-                Some(read_password(path).map_err(|source| ConfigError::Read {
-                    path: path.clone(),
-                    source,
-                })?)
-            }
-            (None, Some(var)) => Some(zeroize::Zeroizing::new(
-                std::env::var(var)
-                    .map_err(|_| invalid(format!("environment variable {var} is not set")))?,
-            )),
-            (None, None) => None,
-        };
+        let password = secret(
+            "smtp",
+            self.password_file.as_deref(),
+            self.password_env.as_deref(),
+        )?;
         if password.is_some() != self.username.is_some() {
             return Err(invalid("username and a password go together".into()));
         }
@@ -310,6 +360,8 @@ pub struct ServerConfig {
     pub management_url: String,
     /// The web Management Tool; `None` when turned off.
     pub web: Option<WebConfig>,
+    /// The LDAP directory; `None`: the directory file (or none).
+    pub ldap: Option<LdapConfig>,
     /// The SMTP relay; `None` writes `.eml` files into the outbox folder.
     pub smtp: Option<SmtpConfig>,
 }
@@ -443,6 +495,7 @@ impl ServerConfig {
                 .unwrap_or_else(|| DEFAULT_ADMIN_EMAIL.to_owned()),
             management_url,
             web,
+            ldap: file.ldap.map(LdapFile::check).transpose()?,
             smtp: file.smtp.map(SmtpFile::check).transpose()?,
         })
     }
@@ -469,6 +522,107 @@ impl WebFile {
             }
         };
         Ok(Some(WebConfig { listen, identity }))
+    }
+}
+
+/// Whether `host` is this machine.
+fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// A password given by file (its first line) or environment variable, for the
+/// `field` section; `None` if neither.
+fn secret(
+    field: &'static str,
+    file: Option<&Path>,
+    env: Option<&str>,
+) -> Result<Option<Zeroizing<String>>, ConfigError> {
+    let invalid = |reason: String| ConfigError::Invalid { field, reason };
+    match (file, env) {
+        (Some(_), Some(_)) => Err(invalid(
+            "give password_file or password_env, not both".into(),
+        )),
+        (Some(path), None) => Ok(Some(read_password(path).map_err(|source| {
+            ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            }
+        })?)),
+        (None, Some(var)) => {
+            Ok(Some(Zeroizing::new(std::env::var(var).map_err(|_| {
+                invalid(format!("environment variable {var} is not set"))
+            })?)))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+impl LdapFile {
+    fn check(self) -> Result<LdapConfig, ConfigError> {
+        let invalid = |reason: String| ConfigError::Invalid {
+            field: "ldap",
+            reason,
+        };
+        let (scheme, rest) = self
+            .url
+            .split_once("://")
+            .ok_or_else(|| invalid(format!("{:?} is not an ldap:// or ldaps:// URL", self.url)))?;
+        let authority = rest.split(['/', '?']).next().unwrap_or_default();
+        let host = match authority.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or_default(),
+            None => authority.split(':').next().unwrap_or_default(),
+        };
+        if host.is_empty() {
+            return Err(invalid(format!("{:?} names no host", self.url)));
+        }
+        let starttls = match scheme {
+            "ldaps" => false,
+            "ldap" => !is_loopback(host),
+            _ => {
+                return Err(invalid(format!(
+                    "{:?} is not an ldap:// or ldaps:// URL",
+                    self.url
+                )));
+            }
+        };
+        let bind_password = secret(
+            "ldap",
+            self.password_file.as_deref(),
+            self.password_env.as_deref(),
+        )?
+        .ok_or_else(|| invalid("the bind password: give password_file or password_env".into()))?;
+        if let Some(ca) = &self.ca_file {
+            std::fs::metadata(ca).map_err(|source| ConfigError::Read {
+                path: ca.clone(),
+                source,
+            })?;
+        }
+        let filter = self
+            .filter
+            .unwrap_or_else(|| DEFAULT_LDAP_FILTER.to_owned());
+        if !filter.contains("{name}") && !filter.contains("{upn}") {
+            return Err(invalid("the filter must use {name} or {upn}".into()));
+        }
+        Ok(LdapConfig {
+            url: self.url,
+            starttls,
+            bind_dn: self.bind_dn,
+            bind_password,
+            ca_file: self.ca_file,
+            base_dn: self.base_dn,
+            filter,
+            mail_attribute: self.mail_attribute.unwrap_or_else(|| "mail".to_owned()),
+            timeout: self
+                .timeout_secs
+                .map_or(DEFAULT_LDAP_TIMEOUT, Duration::from_secs),
+            cache: self
+                .cache_secs
+                .map_or(DEFAULT_LDAP_CACHE, Duration::from_secs),
+            domains: self.domains,
+        })
     }
 }
 
@@ -509,6 +663,40 @@ mod tests {
         let off = parse("[web]\nenabled = false").unwrap();
         assert_eq!(off.web, None);
         assert!(parse("[web]\ncert_file = \"/a.pem\"").is_err(), "a key too");
+    }
+
+    #[test]
+    fn ldap_wants_tls_a_password_and_a_filter_that_names_the_account() {
+        let ldap = |url: &str, extra: &str| {
+            parse(&format!(
+                "[ldap]\nurl = \"{url}\"\nbind_dn = \"cn=a\"\nbase_dn = \"dc=b\"\n{extra}"
+            ))
+        };
+        let with_password = "password_env = \"PATH\"";
+        let starttls = |url| ldap(url, with_password).unwrap().ldap.unwrap().starttls;
+        assert!(!starttls("ldaps://dc1.corp.example.com"));
+        assert!(
+            starttls("ldap://dc1.corp.example.com:389"),
+            "StartTLS off loopback"
+        );
+        assert!(!starttls("ldap://127.0.0.1:3389"));
+        assert!(!starttls("ldap://[::1]:3389/"));
+        for (url, extra) in [
+            ("http://dc1", with_password),
+            ("ldaps://", with_password),
+            ("ldaps://dc1", ""),
+            ("ldaps://dc1", "password_file = \"/nonexistent/password\""),
+            (
+                "ldaps://dc1",
+                "password_env = \"PATH\"\nfilter = \"(uid=alice)\"",
+            ),
+            (
+                "ldaps://dc1",
+                "password_env = \"PATH\"\nca_file = \"/nonexistent/ca.pem\"",
+            ),
+        ] {
+            assert!(ldap(url, extra).is_err(), "{url} {extra}");
+        }
     }
 
     #[test]

@@ -73,6 +73,7 @@ pub fn login_response(os_user: &str, answer: LoginAnswer) -> LoginResponse {
             Requested::NotRequired => wire::Requested::NotRequired,
             Requested::Disabled => wire::Requested::Disabled,
             Requested::Refuse => wire::Requested::Refuse,
+            Requested::DirectoryUnavailable => wire::Requested::DirectoryUnavailable,
             Requested::Throttle { retry_after } => wire::Requested::Throttle {
                 retry_after: seconds(retry_after),
             },

@@ -1,6 +1,7 @@
 //! The embedded directory of Active Directory accounts: a TOML file that maps OS
-//! accounts to email addresses. LDAP replaces it in a later release, behind the
-//! same `Directory` trait.
+//! accounts to email addresses (LDAP, in [`crate::server::ldap`], stands in
+//! for it behind the same `Directory` trait), and the one reading of account
+//! names both use ([`Domains`]).
 //!
 //! ```toml
 //! # NetBIOS domain = Kerberos realm: makes CORP\alice and alice@corp.example.com
@@ -55,11 +56,47 @@ struct File {
     accounts: HashMap<String, String>,
 }
 
+/// NetBIOS domains and their realms: how `CORP\alice` and
+/// `alice@corp.example.com` are known to be one account.
+#[derive(Debug, Default, Clone)]
+pub struct Domains {
+    /// NetBIOS domain (lower case) to realm (lower case).
+    realms: HashMap<String, String>,
+}
+
+impl Domains {
+    /// The map from NetBIOS domains to realms.
+    pub fn new(realms: HashMap<String, String>) -> Self {
+        Self {
+            realms: realms
+                .into_iter()
+                .map(|(domain, realm)| (domain.to_lowercase(), realm.to_lowercase()))
+                .collect(),
+        }
+    }
+
+    /// An account's name and, where a realm is known, its user principal name
+    /// (`name@realm`), lower case: `CORP\alice` and `alice@corp.example.com`
+    /// give the same; a local `alice`, the name alone.
+    pub fn split(&self, account: &str) -> (String, Option<String>) {
+        let account = account.trim().to_lowercase();
+        match account.split_once('\\') {
+            Some((domain, name)) => {
+                let realm = self.realms.get(domain).map_or(domain, String::as_str);
+                (name.to_owned(), Some(format!("{name}@{realm}")))
+            }
+            None => match account.split_once('@') {
+                Some((name, _)) => (name.to_owned(), Some(account.clone())),
+                None => (account, None),
+            },
+        }
+    }
+}
+
 /// A directory read from a file at start.
 #[derive(Debug, Default)]
 pub struct StaticDirectory {
-    /// NetBIOS domain (lower case) to realm (lower case).
-    domains: HashMap<String, String>,
+    domains: Domains,
     /// Canonical account to email.
     accounts: HashMap<String, String>,
 }
@@ -80,10 +117,7 @@ impl StaticDirectory {
 
     fn new(domains: HashMap<String, String>, accounts: HashMap<String, String>) -> Self {
         let mut directory = Self {
-            domains: domains
-                .into_iter()
-                .map(|(domain, realm)| (domain.to_lowercase(), realm.to_lowercase()))
-                .collect(),
+            domains: Domains::new(domains),
             accounts: HashMap::new(),
         };
         directory.accounts = accounts
@@ -93,16 +127,11 @@ impl StaticDirectory {
         directory
     }
 
-    /// One spelling per account: lower case, `name@realm` where the domain is known.
+    /// One spelling per account: lower case, `name@realm` where a realm is
+    /// known.
     fn canonical(&self, account: &str) -> String {
-        let account = account.trim().to_lowercase();
-        match account.split_once('\\') {
-            Some((domain, name)) => {
-                let realm = self.domains.get(domain).map_or(domain, String::as_str);
-                format!("{name}@{realm}")
-            }
-            None => account,
-        }
+        let (name, upn) = self.domains.split(account);
+        upn.unwrap_or(name)
     }
 }
 

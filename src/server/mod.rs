@@ -13,6 +13,7 @@ pub mod config;
 mod convert;
 pub mod directory;
 mod gate;
+pub mod ldap;
 pub(crate) mod live;
 pub mod mail;
 mod pages;
@@ -38,7 +39,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use governor::{Quota, RateLimiter};
 use otpgate_actors::audit::{Action, AuditEntry};
-use otpgate_actors::directory::{Role, UserRecord};
+use otpgate_actors::directory::{Directory, Role, UserRecord};
 use otpgate_actors::mail::{MailTransport, Mailer, MailerArgs, MailerHandle, MailerMsg};
 use otpgate_actors::names::is_host_name;
 use otpgate_actors::otp::OtpKeys;
@@ -112,6 +113,9 @@ pub enum OpenError {
     /// The web Management Tool cannot start.
     #[error(transparent)]
     Web(#[from] web::WebError),
+    /// The LDAP directory's settings are unusable.
+    #[error(transparent)]
+    Ldap(#[from] ldap::LdapSetupError),
 }
 
 impl OpenError {
@@ -123,6 +127,7 @@ impl OpenError {
             Self::Tls(_)
                 | Self::Directory(_)
                 | Self::Smtp(_)
+                | Self::Ldap(_)
                 | Self::Web(web::WebError::Identity { .. })
         )
     }
@@ -202,9 +207,10 @@ impl Server {
         drop(tokio::task::spawn_blocking(
             otpgate_actors::directory::prepare,
         ));
-        let directory = match &config.directory_file {
-            Some(path) => StaticDirectory::load(path)?,
-            None => StaticDirectory::default(),
+        let directory: Arc<dyn Directory> = match (&config.ldap, &config.directory_file) {
+            (Some(ldap), _) => Arc::new(ldap::LdapDirectory::new(ldap.clone())?),
+            (None, Some(path)) => Arc::new(StaticDirectory::load(path)?),
+            (None, None) => Arc::new(StaticDirectory::default()),
         };
         let pki =
             pki::ensure_server(&config.data_dir, &config.server_names).map_err(TlsError::from)?;
@@ -264,7 +270,7 @@ impl Server {
             store: store.clone(),
             clock: clock.clone(),
             keys,
-            directory: Arc::new(directory),
+            directory,
             mailer: Some(MailerHandle::new(mailer.clone(), waiting)),
         };
         let (computers, supervisor) = Computers::start(Arc::new(services)).await?;

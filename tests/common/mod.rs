@@ -4,7 +4,7 @@
 //! TLS clients ([`agent`]), the `.eml` outbox ([`mail`]), a real SMTP relay
 //! ([`smtp`]), the machine's accounts, groups and PAM services with the PAM
 //! module ([`system`]), an HTTPS client of the Management Tool ([`web`]), and
-//! a real headless Chromium ([`browser`]).
+//! a real headless Chromium ([`browser`]), a real OpenLDAP ([`slapd`]).
 
 #![allow(dead_code)] // Each test file uses its own part of these helpers.
 
@@ -12,6 +12,7 @@ pub mod agent;
 pub mod browser;
 pub mod mail;
 pub mod server;
+pub mod slapd;
 pub mod smtp;
 pub mod system;
 pub mod web;

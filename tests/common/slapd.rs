@@ -1,0 +1,179 @@
+//! A real OpenLDAP server (Debian's `slapd`) on 127.0.0.1 ports of its own,
+//! from a temporary configuration: an Active Directory-like schema, LDAPS
+//! with a private CA, a bind account and a few people. Stopped on drop.
+//! Without `slapd` and `ldap-utils` installed the LDAP tests say so and pass.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// The directory's base.
+pub const BASE: &str = "dc=corp,dc=example,dc=com";
+/// The account otpgate binds as, and its password.
+pub const BIND_DN: &str = "cn=otpgate,dc=corp,dc=example,dc=com";
+pub const BIND_PASSWORD: &str = "otpgate's bind password";
+const ROOT_DN: &str = "cn=admin,dc=corp,dc=example,dc=com";
+const ROOT_PASSWORD: &str = "root password of the test directory";
+
+/// Attributes Active Directory has and OpenLDAP does not.
+const AD_SCHEMA: &str = "\
+attributetype ( 1.3.6.1.4.1.99999.1.1 NAME 'sAMAccountName' EQUALITY caseIgnoreMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.15 SINGLE-VALUE )
+attributetype ( 1.3.6.1.4.1.99999.1.2 NAME 'userPrincipalName' EQUALITY caseIgnoreMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.15 SINGLE-VALUE )
+attributetype ( 1.3.6.1.4.1.99999.1.3 NAME 'userAccountControl' EQUALITY integerMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.27 SINGLE-VALUE )
+attributetype ( 1.3.6.1.4.1.99999.1.4 NAME 'memberOf' EQUALITY distinguishedNameMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.12 )
+objectclass ( 1.3.6.1.4.1.99999.2.1 NAME 'user' SUP inetOrgPerson STRUCTURAL MAY ( sAMAccountName $ userPrincipalName $ userAccountControl $ memberOf ) )
+";
+
+/// A person of the directory: account name, and its mail and flags.
+fn person(name: &str, mail: Option<&str>, flags: u32) -> String {
+    let mail = mail.map(|m| format!("mail: {m}\n")).unwrap_or_default();
+    format!(
+        "dn: cn={name},{BASE}\nobjectClass: user\ncn: {name}\nsn: {name}\n\
+         sAMAccountName: {name}\nuserPrincipalName: {name}@corp.example.com\n\
+         userAccountControl: {flags}\n{mail}\n"
+    )
+}
+
+/// A running slapd.
+pub struct Slapd {
+    dir: PathBuf,
+    /// The LDAPS port.
+    pub port: u16,
+    plain_port: u16,
+}
+
+impl Slapd {
+    /// Starts a directory in `dir` with alice (mail), dave (disabled), erin
+    /// (no mail) and bob (mail); `None` (said) without slapd installed.
+    pub fn start(dir: &Path, test: &str) -> Option<Self> {
+        if !Path::new("/usr/sbin/slapd").exists() || !Path::new("/usr/bin/ldapadd").exists() {
+            eprintln!("{test}: skipped, it needs Debian's slapd and ldap-utils");
+            return None;
+        }
+        otpgate::tls::pki::ensure_server(dir, &[]).unwrap();
+        let free = || {
+            TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        };
+        std::fs::write(dir.join("ad.schema"), AD_SCHEMA).unwrap();
+        std::fs::create_dir_all(dir.join("db")).unwrap();
+        let d = dir.display();
+        std::fs::write(
+            dir.join("slapd.conf"),
+            format!(
+                "include /etc/ldap/schema/core.schema\ninclude /etc/ldap/schema/cosine.schema\n\
+                 include /etc/ldap/schema/inetorgperson.schema\ninclude {d}/ad.schema\n\
+                 modulepath /usr/lib/ldap\nmoduleload back_mdb\npidfile {d}/slapd.pid\n\
+                 TLSCACertificateFile {d}/pki/ca.pem\nTLSCertificateFile {d}/pki/server.pem\n\
+                 TLSCertificateKeyFile {d}/pki/server.key\n\
+                 database mdb\nsuffix \"{BASE}\"\nrootdn \"{ROOT_DN}\"\nrootpw \"{ROOT_PASSWORD}\"\n\
+                 directory {d}/db\n"
+            ),
+        )
+        .unwrap();
+        let slapd = Self {
+            dir: dir.to_owned(),
+            port: free(),
+            plain_port: free(),
+        };
+        slapd.run();
+        let entries = format!(
+            "dn: {BASE}\nobjectClass: dcObject\nobjectClass: organization\no: corp\ndc: corp\n\n\
+             dn: {BIND_DN}\nobjectClass: inetOrgPerson\ncn: otpgate\nsn: otpgate\n\
+             userPassword: {BIND_PASSWORD}\n\n{}{}{}{}",
+            person("alice", Some("alice@example.com"), 512),
+            person("bob", Some("bob@example.com"), 512),
+            person("dave", Some("dave@example.com"), 514),
+            person("erin", None, 512),
+        );
+        std::fs::write(dir.join("people.ldif"), entries).unwrap();
+        let added = Command::new("ldapadd")
+            .args(["-x", "-H"])
+            .arg(format!("ldap://127.0.0.1:{}/", slapd.plain_port))
+            .args(["-D", ROOT_DN, "-w", ROOT_PASSWORD, "-f"])
+            .arg(dir.join("people.ldif"))
+            .output()
+            .unwrap();
+        assert!(
+            added.status.success(),
+            "ldapadd: {}",
+            String::from_utf8_lossy(&added.stderr)
+        );
+        Some(slapd)
+    }
+
+    /// Starts slapd on this directory's ports, and waits until it answers.
+    pub fn run(&self) {
+        let urls = format!(
+            "ldap://127.0.0.1:{}/ ldaps://127.0.0.1:{}/",
+            self.plain_port, self.port
+        );
+        let mut command = Command::new("/usr/sbin/slapd");
+        command
+            .arg("-f")
+            .arg(self.dir.join("slapd.conf"))
+            .args(["-h", &urls]);
+        if nix::unistd::Uid::effective().is_root() {
+            command.args(["-u", "root", "-g", "root"]);
+        }
+        let started = command.output().unwrap();
+        assert!(
+            started.status.success(),
+            "slapd: {}",
+            String::from_utf8_lossy(&started.stderr)
+        );
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("slapd did not listen");
+    }
+
+    /// Stops slapd (it forks: by the pid in its file), and waits until it is gone.
+    pub fn stop(&self) {
+        let pidfile = self.dir.join("slapd.pid");
+        let Ok(pid) = std::fs::read_to_string(&pidfile) else {
+            return;
+        };
+        let Ok(pid) = pid.trim().parse::<i32>() else {
+            return;
+        };
+        let pid = nix::unistd::Pid::from_raw(pid);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        for _ in 0..100 {
+            if nix::sys::signal::kill(pid, None).is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        let _ = std::fs::remove_file(pidfile);
+    }
+
+    /// The `[ldap]` section that points otpgate at this directory.
+    pub fn config(&self) -> String {
+        let password = self.dir.join("bind-password");
+        std::fs::write(&password, format!("{BIND_PASSWORD}\n")).unwrap();
+        format!(
+            "[ldap]\nurl = \"ldaps://127.0.0.1:{port}\"\nbind_dn = \"{BIND_DN}\"\n\
+             password_file = \"{password}\"\nca_file = \"{ca}\"\n\
+             base_dn = \"{BASE}\"\ntimeout_secs = 2\ncache_secs = 60\n\
+             [ldap.domains]\nCORP = \"corp.example.com\"\n",
+            port = self.port,
+            password = password.display(),
+            ca = self.dir.join("pki/ca.pem").display(),
+        )
+    }
+}
+
+impl Drop for Slapd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

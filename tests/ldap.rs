@@ -64,8 +64,30 @@ async fn directory_users_get_their_otp_and_nobody_else_does() {
         assert_eq!(ask_as(&desk, account).await, Requested::Refuse, "{account}");
     }
 
+    // What the operator sees of an account, asked afresh.
+    let test = |account: &str| AdminRequest::DirectoryTest {
+        account: account.into(),
+    };
+    let AdminResponse::DirectoryAccount(alice) = server.admin(test("CORP\\alice")).await else {
+        panic!("directory test");
+    };
+    assert_eq!(alice.email.as_deref(), Some("alice@example.com"));
+    assert!(!alice.disabled && alice.error.is_none());
+    assert_eq!(
+        alice.groups,
+        [format!("cn=it-approvers,{}", common::slapd::BASE)]
+    );
+    let AdminResponse::DirectoryAccount(dave) = server.admin(test("CORP\\dave")).await else {
+        panic!("directory test");
+    };
+    assert!(dave.found && dave.disabled, "{dave:?}");
+
     // The directory goes away: a clear answer, the server serves on.
     slapd.stop();
+    let AdminResponse::DirectoryAccount(down) = server.admin(test("CORP\\alice")).await else {
+        panic!("directory test");
+    };
+    assert!(down.error.is_some(), "{down:?}");
     assert_eq!(
         ask_as(&desk, "CORP\\bob").await,
         Requested::DirectoryUnavailable

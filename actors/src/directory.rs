@@ -29,6 +29,29 @@ pub trait Directory: Send + Sync + 'static {
     /// The email address of OS account `account` (`name`, `DOMAIN\name` or
     /// `name@realm`), if the directory knows one.
     fn email_of<'a>(&'a self, account: &'a str) -> DirectoryFuture<'a, Option<String>>;
+
+    /// What the directory holds on `account`, asked afresh (no cached answer):
+    /// for an operator checking the directory.
+    fn describe<'a>(&'a self, account: &'a str) -> DirectoryFuture<'a, Option<AccountInfo>> {
+        Box::pin(async move {
+            Ok(self.email_of(account).await?.map(|email| AccountInfo {
+                email: Some(email),
+                disabled: false,
+                groups: Vec::new(),
+            }))
+        })
+    }
+}
+
+/// What a directory holds on one account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountInfo {
+    /// Its email address, if it has one.
+    pub email: Option<String>,
+    /// Disabled in the directory.
+    pub disabled: bool,
+    /// The groups it is a member of.
+    pub groups: Vec<String>,
 }
 
 /// What an internal user may do.

@@ -152,6 +152,12 @@ pub enum AdminRequest {
         /// The client computer.
         computer: String,
     },
+    /// What the directory holds on an OS account, asked afresh, and how long
+    /// it took.
+    DirectoryTest {
+        /// The OS account (`name`, `DOMAIN\\name` or `name@realm`).
+        account: String,
+    },
     /// Audit entries, newest first.
     AuditList {
         /// Which ones.
@@ -297,6 +303,23 @@ pub struct ClientView {
     pub options: OptionsView,
     /// The options in force, inheritance resolved (every field set).
     pub effective: OptionsView,
+}
+
+/// What the directory answered for one account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirectoryView {
+    /// Whether it found the account (once).
+    pub found: bool,
+    /// Its email address, if it has one.
+    pub email: Option<String>,
+    /// Disabled in the directory.
+    pub disabled: bool,
+    /// The groups it is a member of.
+    pub groups: Vec<String>,
+    /// Why the directory could not answer, if it could not.
+    pub error: Option<String>,
+    /// How long the answer took, in microseconds.
+    pub micros: u64,
 }
 
 /// A client group.
@@ -503,6 +526,8 @@ pub enum AdminResponse {
     },
     /// Done.
     Done,
+    /// The answer to [`AdminRequest::DirectoryTest`].
+    DirectoryAccount(DirectoryView),
     /// Refused or failed.
     Fail(AdminError),
 }

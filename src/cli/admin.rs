@@ -12,8 +12,8 @@ use otpgate_protocol::admin::{
 use otpgate_protocol::login::Secret;
 
 use crate::cli::args::{
-    Admin, AdminAudit, AdminClients, AdminGroups, AdminMail, AdminOtp, AdminRequests,
-    AdminSessions, AdminSettings, AdminUsers, DecideArgs, FilterArgs, PageArgs,
+    Admin, AdminAudit, AdminClients, AdminDirectory, AdminGroups, AdminMail, AdminOtp,
+    AdminRequests, AdminSessions, AdminSettings, AdminUsers, DecideArgs, FilterArgs, PageArgs,
 };
 use otpgate_actors::names::for_terminal;
 
@@ -171,6 +171,9 @@ pub(super) async fn command(
             .await;
         }
         Admin::Mail(AdminMail::Test { to }) => AdminRequest::MailTest { to },
+        Admin::Directory(AdminDirectory::Test { account }) => {
+            AdminRequest::DirectoryTest { account }
+        }
     };
     let response: AdminResponse = unix::ask(&socket_path(data_dir), &request).await?;
     report(&response, json)
@@ -449,6 +452,24 @@ pub fn describe(response: &AdminResponse) -> String {
         }
         AdminResponse::MailSent { said } => {
             let _ = write!(out, "sent: {said}");
+        }
+        AdminResponse::DirectoryAccount(d) => {
+            let took = format!("({} ms)", d.micros / 1000);
+            let _ = match (&d.error, d.found) {
+                (Some(error), _) => write!(out, "the directory cannot be reached: {error} {took}"),
+                (None, false) => write!(out, "not found (or found more than once) {took}"),
+                (None, true) => write!(
+                    out,
+                    "email:    {}\ndisabled: {}\ngroups:   {}\n{took}",
+                    d.email.as_deref().unwrap_or("(none)"),
+                    if d.disabled { "yes" } else { "no" },
+                    if d.groups.is_empty() {
+                        "(none)".to_owned()
+                    } else {
+                        d.groups.join("; ")
+                    },
+                ),
+            };
         }
         AdminResponse::Revoked { disconnected } => {
             let _ = write!(

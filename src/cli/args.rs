@@ -279,6 +279,19 @@ pub(super) enum Admin {
     /// Mail delivery.
     #[command(subcommand)]
     Mail(AdminMail),
+    /// The directory of Active Directory accounts.
+    #[command(subcommand)]
+    Directory(AdminDirectory),
+}
+
+#[derive(Subcommand)]
+pub(super) enum AdminDirectory {
+    /// What the directory holds on an OS account (asked afresh), and how long
+    /// it took.
+    Test {
+        /// The account: name, DOMAIN\name or name@realm.
+        account: String,
+    },
 }
 
 #[derive(Subcommand)]

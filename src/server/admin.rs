@@ -15,7 +15,7 @@ use tracing::{debug, warn};
 use zeroize::Zeroizing;
 
 use otpgate_actors::audit::{Action, AuditEntry};
-use otpgate_actors::directory::{Role, UserRecord, check_password, hash_password};
+use otpgate_actors::directory::{Directory, Role, UserRecord, check_password, hash_password};
 use otpgate_actors::mail::{DeliveryError, Mail, MailTransport};
 use otpgate_actors::names::{is_email_address, is_login, is_plain_text};
 use otpgate_actors::otp::OtpKeys;
@@ -27,8 +27,8 @@ use otpgate_actors::{
 };
 use otpgate_protocol::FrameError;
 use otpgate_protocol::admin::{
-    AdminError, AdminErrorCode, AdminRequest, AdminResponse, ClientView, GroupView, OptionsView,
-    UserView,
+    AdminError, AdminErrorCode, AdminRequest, AdminResponse, ClientView, DirectoryView, GroupView,
+    OptionsView, UserView,
 };
 use otpgate_protocol::login::Secret;
 
@@ -65,6 +65,8 @@ pub struct AdminContext {
     pub revocations: Arc<Revocations>,
     /// The agent connections open now.
     pub live: Arc<Live>,
+    /// Who people are, for `directory test`.
+    pub directory: Arc<dyn Directory>,
     /// The file the first administrator's password was written to at the
     /// first start; removed once they have chosen their own.
     pub initial_password_file: PathBuf,
@@ -500,6 +502,23 @@ pub(crate) async fn handle(
             |s| (all || s.ended.is_none()) && s.matches(&filter),
             convert::session_view,
         )?),
+        AdminRequest::DirectoryTest { account } => {
+            let started = std::time::Instant::now();
+            let answer = context.directory.describe(&account).await;
+            let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            let (info, error) = match answer {
+                Ok(info) => (info, None),
+                Err(err) => (None, Some(err.to_string())),
+            };
+            AdminResponse::DirectoryAccount(DirectoryView {
+                found: info.is_some(),
+                email: info.as_ref().and_then(|i| i.email.clone()),
+                disabled: info.as_ref().is_some_and(|i| i.disabled),
+                groups: info.map(|i| i.groups).unwrap_or_default(),
+                error,
+                micros,
+            })
+        }
         AdminRequest::AuditList { filter, page } => AdminResponse::Audit(pages::page(
             store.audit_from(page.after.as_deref()),
             &page,

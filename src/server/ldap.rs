@@ -20,7 +20,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::{ClientConfig, RootCertStore};
 use tracing::{debug, warn};
 
-use otpgate_actors::directory::{Directory, DirectoryError, DirectoryFuture};
+use otpgate_actors::directory::{AccountInfo, Directory, DirectoryError, DirectoryFuture};
 
 use crate::server::config::LdapConfig;
 use crate::server::directory::Domains;
@@ -149,11 +149,16 @@ impl LdapDirectory {
         Ok(ldap)
     }
 
-    /// Asks the directory for `account`'s email.
-    async fn search(&self, account: &str) -> Result<Answer, ldap3::LdapError> {
+    /// Asks the directory what it holds on `account`: `None` when it finds
+    /// no entry, or more than one (an ambiguous name).
+    async fn search(&self, account: &str) -> Result<Option<AccountInfo>, ldap3::LdapError> {
         let mut ldap = self.connection().await?;
         let filter = self.filter(account);
-        let attributes = [self.config.mail_attribute.as_str(), "userAccountControl"];
+        let attributes = [
+            self.config.mail_attribute.as_str(),
+            "userAccountControl",
+            "memberOf",
+        ];
         let (entries, _) = ldap
             .with_timeout(self.config.timeout)
             .search(&self.config.base_dn, Scope::Subtree, &filter, attributes)
@@ -165,20 +170,25 @@ impl LdapDirectory {
             return Ok(None);
         };
         let entry = SearchEntry::construct(entry);
-        let first = |name: &str| {
+        let values = |name: &str| {
             entry
                 .attrs
                 .iter()
                 .find(|(key, _)| key.eq_ignore_ascii_case(name))
-                .and_then(|(_, values)| values.first())
+                .map_or(&[][..], |(_, values)| values.as_slice())
         };
-        let disabled = first("userAccountControl")
+        let disabled = values("userAccountControl")
+            .first()
             .and_then(|flags| flags.trim().parse::<u32>().ok())
             .is_some_and(|flags| flags & ACCOUNT_DISABLED != 0);
-        Ok(first(&self.config.mail_attribute)
-            .filter(|_| !disabled)
-            .filter(|mail| !mail.trim().is_empty())
-            .map(|mail| mail.trim().to_owned()))
+        Ok(Some(AccountInfo {
+            email: values(&self.config.mail_attribute)
+                .first()
+                .map(|mail| mail.trim().to_owned())
+                .filter(|mail| !mail.is_empty()),
+            disabled,
+            groups: values("memberOf").to_vec(),
+        }))
     }
 
     fn cached(&self, key: &str) -> Option<Answer> {
@@ -206,12 +216,20 @@ impl LdapDirectory {
         if let Some(answer) = self.cached(&key) {
             return Ok(answer);
         }
+        let found = self.bounded_search(account).await?;
+        // Disabled, or without mail: no email, as for an unknown account.
+        let answer = found
+            .filter(|info| !info.disabled)
+            .and_then(|info| info.email);
+        self.keep(key, &answer);
+        Ok(answer)
+    }
+
+    /// [`Self::search`] within the timeout; a failed connection is dropped.
+    async fn bounded_search(&self, account: &str) -> Result<Option<AccountInfo>, DirectoryError> {
         let searched = tokio::time::timeout(self.config.timeout, self.search(account)).await;
         match searched {
-            Ok(Ok(answer)) => {
-                self.keep(key, &answer);
-                Ok(answer)
-            }
+            Ok(Ok(found)) => Ok(found),
             Ok(Err(err)) => {
                 warn!(error = %err, "the directory could not be searched");
                 self.drop_connection().await;
@@ -233,6 +251,10 @@ impl LdapDirectory {
 impl Directory for LdapDirectory {
     fn email_of<'a>(&'a self, account: &'a str) -> DirectoryFuture<'a, Option<String>> {
         Box::pin(self.lookup(account))
+    }
+
+    fn describe<'a>(&'a self, account: &'a str) -> DirectoryFuture<'a, Option<AccountInfo>> {
+        Box::pin(self.bounded_search(account))
     }
 }
 

@@ -162,6 +162,7 @@ pub struct Server {
     initial_password: Option<Zeroizing<String>>,
     initial_password_file: std::path::PathBuf,
     web: Option<web::Web>,
+    directory: Arc<dyn Directory>,
 }
 
 /// What every connection task needs.
@@ -270,7 +271,7 @@ impl Server {
             store: store.clone(),
             clock: clock.clone(),
             keys,
-            directory,
+            directory: Arc::clone(&directory),
             mailer: Some(MailerHandle::new(mailer.clone(), waiting)),
         };
         let (computers, supervisor) = Computers::start(Arc::new(services)).await?;
@@ -312,6 +313,7 @@ impl Server {
             initial_password,
             initial_password_file: config.data_dir.join(INITIAL_PASSWORD_FILE),
             web,
+            directory,
         })
     }
 
@@ -349,6 +351,7 @@ impl Server {
             revocations: self.shared.revocations.clone(),
             live: self.shared.live.clone(),
             initial_password_file: self.initial_password_file.clone(),
+            directory: self.directory.clone(),
         };
         tracker.spawn(prune_every(
             self.store.clone(),

@@ -85,7 +85,8 @@ impl Slapd {
             "dn: {BASE}\nobjectClass: dcObject\nobjectClass: organization\no: corp\ndc: corp\n\n\
              dn: {BIND_DN}\nobjectClass: inetOrgPerson\ncn: otpgate\nsn: otpgate\n\
              userPassword: {BIND_PASSWORD}\n\n{}{}{}{}",
-            person("alice", Some("alice@example.com"), 512),
+            person("alice", Some("alice@example.com"), 512)
+                .replace("\n\n", &format!("\nmemberOf: cn=it-approvers,{BASE}\n\n")),
             person("bob", Some("bob@example.com"), 512),
             person("dave", Some("dave@example.com"), 514),
             person("erin", None, 512),

@@ -12,6 +12,7 @@
 //! has no benchmark hook to switch on.
 
 mod connections;
+mod directory;
 mod logins;
 mod mailbox;
 
@@ -39,6 +40,7 @@ use crate::tls::{self, pki};
 use crate::unix;
 
 pub use connections::{HoldReport, ReconnectReport, hold, reconnect};
+pub use directory::{DirectoryReport, directory};
 pub use logins::{FloodReport, LoginOptions, LoginReport, flood, logins};
 pub use mailbox::{OtpMail, read_otp_mail};
 
@@ -70,6 +72,8 @@ pub enum Report {
     Logins(LoginReport),
     /// See [`flood`].
     Flood(FloodReport),
+    /// See [`directory`].
+    Directory(DirectoryReport),
 }
 
 impl Report {
@@ -85,6 +89,7 @@ impl Report {
                     && r.wrongly_allowed == 0
                     && r.right_code_after_lock_allowed == 0
             }
+            Self::Directory(r) => r.failed == 0,
         }
     }
 
@@ -95,6 +100,7 @@ impl Report {
             Self::Reconnect(r) => r.describe(),
             Self::Logins(r) => r.describe(),
             Self::Flood(r) => r.describe(),
+            Self::Directory(r) => r.describe(),
         }
     }
 }

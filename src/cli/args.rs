@@ -193,6 +193,22 @@ pub(super) enum Bench {
         #[arg(long, default_value_t = 10)]
         attackers: usize,
     },
+    /// How long the [ldap] directory of a server's configuration takes to
+    /// answer for one account, cache cold and warm.
+    Directory {
+        /// The server's configuration file (its [ldap] section).
+        #[arg(long)]
+        config: PathBuf,
+        /// The account to look up.
+        #[arg(long)]
+        account: String,
+        /// Lookups in each run.
+        #[arg(long, default_value_t = 1000)]
+        count: u64,
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// What every bench scenario is run with.

@@ -259,6 +259,15 @@ async fn bench(scenario: Bench) -> anyhow::Result<ExitCode> {
             Report::Flood(bench::flood(fleet.options(), storm.options(), attackers).await?),
             fleet.json,
         ),
+        Bench::Directory {
+            config,
+            account,
+            count,
+            json,
+        } => (
+            Report::Directory(bench::directory(&config, &account, count).await?),
+            json,
+        ),
     };
     if json {
         println!("{}", serde_json::to_string(&report)?);

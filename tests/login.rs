@@ -716,6 +716,11 @@ async fn client_sessions_show_the_user_name_outlive_connections_and_restarts_and
     let last_heard = clock.now();
     clock.advance(otpgate_actors::settings::DEFAULT_SESSION_TIMEOUT + Duration::from_secs(60));
     let desk = Desk::start(&identity, server.addr, server.data.path().join("ws-1.sock")).await;
+    // The computer's actor ends it on its first sweep after the agent is back.
+    common::wait_until(Duration::from_secs(10), "alice's session ends", || async {
+        server.sessions(false).await.is_empty()
+    })
+    .await;
     let all = server.sessions(true).await;
     let alice = all
         .iter()

@@ -1,0 +1,464 @@
+//! Clients and Client Groups: status and options, inherited values marked,
+//! each changed on its own page and put back to inherit if wanted.
+
+use std::collections::HashMap;
+
+use askama::Template;
+use axum::extract::{Form, Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{Redirect, Response};
+use serde::Deserialize;
+
+use otpgate_protocol::admin::{
+    AdminRequest, AdminResponse, OptionNameView, OptionsView, PageRequest,
+};
+
+use super::{Done, admins_only, ask, done, refuse_change};
+use crate::server::web::App;
+use crate::server::web::auth::SignedIn;
+use crate::server::web::views::{Nav, message, nav, render, time};
+
+/// An option's value in a table, and whether it is inherited.
+struct Cell {
+    value: String,
+    inherited: bool,
+}
+
+fn cells(own: &OptionsView, effective: Option<&OptionsView>) -> Vec<Cell> {
+    let yes_no = |b: bool| if b { "yes" } else { "no" }.to_owned();
+    let cell = |own: Option<String>, inherited: Option<String>| match own {
+        Some(value) => Cell {
+            value,
+            inherited: false,
+        },
+        None => Cell {
+            value: inherited.unwrap_or_else(|| "(default)".into()),
+            inherited: true,
+        },
+    };
+    let names = |list: &Vec<String>| {
+        if list.is_empty() {
+            "(the administrators)".to_owned()
+        } else {
+            list.join(", ")
+        }
+    };
+    vec![
+        cell(
+            own.allow_otp.map(yes_no),
+            effective.and_then(|e| e.allow_otp).map(yes_no),
+        ),
+        cell(
+            own.auto_directory.map(yes_no),
+            effective.and_then(|e| e.auto_directory).map(yes_no),
+        ),
+        cell(
+            own.auto_internal.map(yes_no),
+            effective.and_then(|e| e.auto_internal).map(yes_no),
+        ),
+        cell(
+            own.approvers.as_ref().map(names),
+            effective.and_then(|e| e.approvers.as_ref()).map(names),
+        ),
+    ]
+}
+
+struct ClientRow {
+    href: String,
+    computer: String,
+    online: bool,
+    last_seen: String,
+    group: String,
+    cells: Vec<Cell>,
+}
+
+struct GroupRow {
+    href: String,
+    name: String,
+    cells: Vec<Cell>,
+}
+
+#[derive(Template)]
+#[template(path = "clients.html")]
+struct ClientsPage {
+    title: &'static str,
+    nav: Option<Nav>,
+    notice: Option<String>,
+    error: Option<String>,
+    clients: Vec<ClientRow>,
+    groups: Vec<GroupRow>,
+}
+
+pub async fn clients(State(app): State<App>, signed: SignedIn) -> Response {
+    if let Some(refused) = admins_only(&app, &signed).await {
+        return refused;
+    }
+    let page = PageRequest {
+        limit: 1000,
+        after: None,
+    };
+    let clients = match ask(&app, &signed, AdminRequest::ClientsList { page }).await {
+        AdminResponse::Clients(page) => page.items,
+        _ => return message(StatusCode::INTERNAL_SERVER_ERROR, None, "Unavailable", None),
+    };
+    let groups = match ask(&app, &signed, AdminRequest::GroupsList).await {
+        AdminResponse::Groups(groups) => groups,
+        _ => return message(StatusCode::INTERNAL_SERVER_ERROR, None, "Unavailable", None),
+    };
+    render(
+        StatusCode::OK,
+        &ClientsPage {
+            title: "Clients",
+            nav: Some(nav(&app, &signed).await),
+            notice: None,
+            error: None,
+            clients: clients
+                .iter()
+                .map(|c| ClientRow {
+                    href: format!("/clients/{}", path_segment(&c.computer)),
+                    computer: c.computer.clone(),
+                    online: c.connected_since.is_some(),
+                    last_seen: time(c.last_seen),
+                    group: c.group.clone().unwrap_or_default(),
+                    cells: cells(&c.options, Some(&c.effective)),
+                })
+                .collect(),
+            groups: groups
+                .iter()
+                .map(|g| GroupRow {
+                    href: format!("/groups/{}", path_segment(&g.name)),
+                    name: g.name.clone(),
+                    cells: cells(&g.options, None),
+                })
+                .collect(),
+        },
+    )
+}
+
+/// `text` as one segment of a URL's path.
+fn path_segment(text: &str) -> String {
+    crate::server::web::query_escape(text).replace('/', "%2F")
+}
+
+/// A yes/no option as its form shows it.
+struct SelectRow {
+    name: &'static str,
+    label: &'static str,
+    current: &'static str,
+    effective: String,
+}
+
+#[derive(Template)]
+#[template(path = "options.html")]
+struct OptionsPage {
+    title: String,
+    nav: Option<Nav>,
+    notice: Option<String>,
+    error: Option<String>,
+    csrf: String,
+    action: String,
+    /// For a client: every group, and whether it is the client's.
+    groups: Option<Vec<(String, bool)>>,
+    rows: Vec<SelectRow>,
+    approvers: String,
+    approvers_inherit: bool,
+    approvers_effective: String,
+}
+
+/// The yes/no options: form name, label, and the field of a view.
+type FlagField = (&'static str, &'static str, fn(&OptionsView) -> Option<bool>);
+
+const FLAGS: [FlagField; 3] = [
+    ("allow_otp", "Allow the use of one-time passwords", |o| {
+        o.allow_otp
+    }),
+    (
+        "auto_directory",
+        "Automatically send one-time passwords to Active Directory users",
+        |o| o.auto_directory,
+    ),
+    (
+        "auto_internal",
+        "Automatically send one-time passwords to internal users",
+        |o| o.auto_internal,
+    ),
+];
+
+/// The form for `own` options, `effective` beside them where known.
+#[allow(clippy::too_many_arguments)]
+async fn options_page(
+    app: &App,
+    signed: &SignedIn,
+    status: StatusCode,
+    title: String,
+    action: String,
+    groups: Option<Vec<(String, bool)>>,
+    own: &OptionsView,
+    effective: Option<&OptionsView>,
+    notice: Option<String>,
+    error: Option<String>,
+) -> Response {
+    let yes_no = |b: Option<bool>| match b {
+        Some(true) => "yes",
+        Some(false) => "no",
+        None => "inherit",
+    };
+    let in_force = |b: Option<bool>| match b {
+        Some(b) => yes_no(Some(b)).to_owned(),
+        None => "from the group or the defaults".to_owned(),
+    };
+    let rows = FLAGS
+        .iter()
+        .map(|(name, label, field)| SelectRow {
+            name,
+            label,
+            current: yes_no(field(own)),
+            effective: in_force(effective.and_then(field)),
+        })
+        .collect();
+    let approvers_effective = match effective.and_then(|e| e.approvers.as_ref()) {
+        Some(list) if list.is_empty() => "(the administrators)".to_owned(),
+        Some(list) => list.join(", "),
+        None => "from the group or the defaults".to_owned(),
+    };
+    render(
+        status,
+        &OptionsPage {
+            title,
+            nav: Some(nav(app, signed).await),
+            notice,
+            error,
+            csrf: signed.csrf.clone(),
+            action,
+            groups,
+            rows,
+            approvers: own
+                .approvers
+                .as_ref()
+                .map(|a| a.join(", "))
+                .unwrap_or_default(),
+            approvers_inherit: own.approvers.is_none(),
+            approvers_effective,
+        },
+    )
+}
+
+/// The options a submitted form sets, and what it puts back to inherit.
+fn options_from(form: &HashMap<String, String>) -> OptionsView {
+    let mut view = OptionsView::default();
+    let names = [
+        OptionNameView::AllowOtp,
+        OptionNameView::AutoDirectory,
+        OptionNameView::AutoInternal,
+    ];
+    for ((name, _, _), option) in FLAGS.iter().zip(names) {
+        let value = match form.get(*name).map(String::as_str) {
+            Some("yes") => Some(true),
+            Some("no") => Some(false),
+            _ => {
+                view.inherit.push(option);
+                None
+            }
+        };
+        match option {
+            OptionNameView::AllowOtp => view.allow_otp = value,
+            OptionNameView::AutoDirectory => view.auto_directory = value,
+            _ => view.auto_internal = value,
+        }
+    }
+    if form.get("approvers_inherit").is_some() {
+        view.inherit.push(OptionNameView::Approvers);
+    } else {
+        let list = form.get("approvers").map_or("", String::as_str);
+        view.approvers = Some(
+            list.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        );
+    }
+    view
+}
+
+/// A client as its form shows it, with the groups to choose from.
+async fn client_form(
+    app: &App,
+    signed: &SignedIn,
+    name: &str,
+    status: StatusCode,
+    notice: Option<String>,
+    error: Option<String>,
+) -> Response {
+    let page = PageRequest {
+        limit: 1000,
+        after: None,
+    };
+    let client = match ask(app, signed, AdminRequest::ClientsList { page }).await {
+        AdminResponse::Clients(page) => page.items.into_iter().find(|c| c.computer == name),
+        _ => None,
+    };
+    let Some(client) = client else {
+        return message(
+            StatusCode::NOT_FOUND,
+            Some(nav(app, signed).await),
+            "Not found",
+            Some(format!("No client computer {name}.")),
+        );
+    };
+    let groups = match ask(app, signed, AdminRequest::GroupsList).await {
+        AdminResponse::Groups(groups) => groups
+            .into_iter()
+            .map(|g| {
+                let mine = client.group.as_deref() == Some(g.name.as_str());
+                (g.name, mine)
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    options_page(
+        app,
+        signed,
+        status,
+        format!("Client {name}"),
+        format!("/clients/{}", path_segment(name)),
+        Some(groups),
+        &client.options,
+        Some(&client.effective),
+        notice,
+        error,
+    )
+    .await
+}
+
+pub async fn client(
+    State(app): State<App>,
+    signed: SignedIn,
+    Path(name): Path<String>,
+    Query(query): Query<Done>,
+) -> Response {
+    if let Some(refused) = admins_only(&app, &signed).await {
+        return refused;
+    }
+    client_form(&app, &signed, &name, StatusCode::OK, query.done, None).await
+}
+
+pub async fn client_set(
+    State(app): State<App>,
+    signed: SignedIn,
+    Path(name): Path<String>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    if let Some(refused) =
+        refuse_change(&app, &signed, form.get("csrf").map_or("", String::as_str)).await
+    {
+        return refused;
+    }
+    let group = form.get("group").map(|g| g.trim().to_owned());
+    let request = AdminRequest::ClientSet {
+        computer: name.clone(),
+        group: Some(group.filter(|g| !g.is_empty())),
+        options: options_from(&form),
+    };
+    match ask(&app, &signed, request).await {
+        AdminResponse::Done => done(&format!("/clients/{}", path_segment(&name)), "Saved."),
+        AdminResponse::Fail(fail) => {
+            client_form(
+                &app,
+                &signed,
+                &name,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                None,
+                Some(fail.message),
+            )
+            .await
+        }
+        _ => message(StatusCode::INTERNAL_SERVER_ERROR, None, "Unavailable", None),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct GroupQuery {
+    #[serde(default)]
+    name: String,
+}
+
+/// The "new group" form: to the group's own page.
+pub async fn group_open(Query(query): Query<GroupQuery>) -> Redirect {
+    Redirect::to(&format!("/groups/{}", path_segment(query.name.trim())))
+}
+
+async fn group_form(
+    app: &App,
+    signed: &SignedIn,
+    name: &str,
+    status: StatusCode,
+    notice: Option<String>,
+    error: Option<String>,
+) -> Response {
+    let own = match ask(app, signed, AdminRequest::GroupsList).await {
+        AdminResponse::Groups(groups) => groups
+            .into_iter()
+            .find(|g| g.name == name)
+            .map(|g| g.options)
+            .unwrap_or_default(),
+        _ => OptionsView::default(),
+    };
+    options_page(
+        app,
+        signed,
+        status,
+        format!("Client group {name}"),
+        format!("/groups/{}", path_segment(name)),
+        None,
+        &own,
+        None,
+        notice,
+        error,
+    )
+    .await
+}
+
+pub async fn group(
+    State(app): State<App>,
+    signed: SignedIn,
+    Path(name): Path<String>,
+    Query(query): Query<Done>,
+) -> Response {
+    if let Some(refused) = admins_only(&app, &signed).await {
+        return refused;
+    }
+    group_form(&app, &signed, &name, StatusCode::OK, query.done, None).await
+}
+
+pub async fn group_set(
+    State(app): State<App>,
+    signed: SignedIn,
+    Path(name): Path<String>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    if let Some(refused) =
+        refuse_change(&app, &signed, form.get("csrf").map_or("", String::as_str)).await
+    {
+        return refused;
+    }
+    let request = AdminRequest::GroupSet {
+        name: name.clone(),
+        options: options_from(&form),
+    };
+    match ask(&app, &signed, request).await {
+        AdminResponse::Done => done(&format!("/groups/{}", path_segment(&name)), "Saved."),
+        AdminResponse::Fail(fail) => {
+            group_form(
+                &app,
+                &signed,
+                &name,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                None,
+                Some(fail.message),
+            )
+            .await
+        }
+        _ => message(StatusCode::INTERNAL_SERVER_ERROR, None, "Unavailable", None),
+    }
+}

@@ -1,0 +1,133 @@
+//! Generate OTP: an OTP without a request, with the administrator's password
+//! again.
+
+use askama::Template;
+use axum::extract::{Form, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde::Deserialize;
+use zeroize::Zeroizing;
+
+use otpgate_protocol::admin::{AdminRequest, AdminResponse};
+use otpgate_protocol::login::Secret;
+
+use super::{Done, admins_only, ask, done, refuse_change};
+use crate::server::admin;
+use crate::server::web::App;
+use crate::server::web::auth::SignedIn;
+use crate::server::web::views::{Nav, comment, message, nav, render, time};
+
+#[derive(Template)]
+#[template(path = "otp.html")]
+struct OtpPage {
+    title: &'static str,
+    nav: Option<Nav>,
+    notice: Option<String>,
+    error: Option<String>,
+    csrf: String,
+    computer: String,
+    os_user: String,
+    email: String,
+    comment: String,
+}
+
+#[derive(Deserialize, Default)]
+pub struct OtpForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    computer: String,
+    #[serde(default)]
+    os_user: String,
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    comment: String,
+    #[serde(default)]
+    password: String,
+}
+
+async fn otp_page(
+    app: &App,
+    signed: &SignedIn,
+    status: StatusCode,
+    form: OtpForm,
+    notice: Option<String>,
+    error: Option<String>,
+) -> Response {
+    render(
+        status,
+        &OtpPage {
+            title: "Generate OTP",
+            nav: Some(nav(app, signed).await),
+            notice,
+            error,
+            csrf: signed.csrf.clone(),
+            computer: form.computer,
+            os_user: form.os_user,
+            email: form.email,
+            comment: if form.comment.is_empty() {
+                admin::DEFAULT_GENERATE_COMMENT.to_owned()
+            } else {
+                form.comment
+            },
+        },
+    )
+}
+
+pub async fn otp(State(app): State<App>, signed: SignedIn, Query(query): Query<Done>) -> Response {
+    if let Some(refused) = admins_only(&app, &signed).await {
+        return refused;
+    }
+    otp_page(
+        &app,
+        &signed,
+        StatusCode::OK,
+        OtpForm::default(),
+        query.done,
+        None,
+    )
+    .await
+}
+
+pub async fn otp_generate(
+    State(app): State<App>,
+    signed: SignedIn,
+    Form(mut form): Form<OtpForm>,
+) -> Response {
+    if let Some(refused) = refuse_change(&app, &signed, &form.csrf).await {
+        return refused;
+    }
+    let password = Zeroizing::new(std::mem::take(&mut form.password));
+    let request = AdminRequest::OtpGenerate {
+        computer: form.computer.trim().to_owned(),
+        os_user: form.os_user.trim().to_owned(),
+        email: form.email.trim().to_owned(),
+        comment: comment(form.comment.clone()),
+        by: signed.login.clone(),
+        password: Secret(password.to_string()),
+        new_client: false,
+    };
+    match ask(&app, &signed, request).await {
+        AdminResponse::Generated { valid_until } => {
+            let what = format!(
+                "The one-time password has been sent to {}. It is valid until {}.",
+                form.email.trim(),
+                time(valid_until)
+            );
+            done("/otp", &what)
+        }
+        AdminResponse::Fail(fail) => {
+            otp_page(
+                &app,
+                &signed,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                form,
+                None,
+                Some(fail.message),
+            )
+            .await
+        }
+        _ => message(StatusCode::INTERNAL_SERVER_ERROR, None, "Unavailable", None),
+    }
+}

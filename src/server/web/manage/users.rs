@@ -1,0 +1,300 @@
+//! Users (add, role, password reset, disable) and everyone's Profile (their
+//! own password, the current one first).
+
+use std::net::SocketAddr;
+
+use askama::Template;
+use axum::extract::{ConnectInfo, Form, Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde::Deserialize;
+use zeroize::Zeroizing;
+
+use otpgate_actors::directory::check_password;
+use otpgate_protocol::admin::{AdminRequest, AdminResponse, PageRequest, RoleView};
+use otpgate_protocol::login::Secret;
+
+use super::{Done, admins_only, ask, done, refuse_change};
+use crate::server::web::App;
+use crate::server::web::auth::SignedIn;
+use crate::server::web::views::{Nav, csrf_refused, message, nav, render};
+
+struct UserRow {
+    login: String,
+    email: String,
+    role: &'static str,
+    due: bool,
+    disabled: bool,
+}
+
+fn role_name(role: RoleView) -> &'static str {
+    match role {
+        RoleView::Administrator => "administrator",
+        RoleView::User => "user",
+    }
+}
+
+fn role(text: &str) -> Option<RoleView> {
+    match text {
+        "administrator" => Some(RoleView::Administrator),
+        "user" => Some(RoleView::User),
+        _ => None,
+    }
+}
+
+#[derive(Template)]
+#[template(path = "users.html")]
+struct UsersPage {
+    title: &'static str,
+    nav: Option<Nav>,
+    notice: Option<String>,
+    error: Option<String>,
+    csrf: String,
+    users: Vec<UserRow>,
+}
+
+async fn users_page(
+    app: &App,
+    signed: &SignedIn,
+    status: StatusCode,
+    notice: Option<String>,
+    error: Option<String>,
+) -> Response {
+    let page = PageRequest {
+        limit: 1000,
+        after: None,
+    };
+    let AdminResponse::Users(users) = ask(app, signed, AdminRequest::UsersList { page }).await
+    else {
+        return message(StatusCode::INTERNAL_SERVER_ERROR, None, "Unavailable", None);
+    };
+    render(
+        status,
+        &UsersPage {
+            title: "Users",
+            nav: Some(nav(app, signed).await),
+            notice,
+            error,
+            csrf: signed.csrf.clone(),
+            users: users
+                .items
+                .iter()
+                .map(|u| UserRow {
+                    login: u.login.clone(),
+                    email: u.email.clone(),
+                    role: role_name(u.role),
+                    due: u.password_change_due,
+                    disabled: u.disabled,
+                })
+                .collect(),
+        },
+    )
+}
+
+pub async fn users(
+    State(app): State<App>,
+    signed: SignedIn,
+    Query(query): Query<Done>,
+) -> Response {
+    if let Some(refused) = admins_only(&app, &signed).await {
+        return refused;
+    }
+    users_page(&app, &signed, StatusCode::OK, query.done, None).await
+}
+
+#[derive(Deserialize)]
+pub struct UserForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    login: String,
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    role: String,
+    #[serde(default)]
+    password: String,
+    /// Present when the box is ticked.
+    disabled: Option<String>,
+}
+
+/// Shows the outcome of a change on the users page.
+async fn users_outcome(
+    app: &App,
+    signed: &SignedIn,
+    answer: AdminResponse,
+    what: &str,
+) -> Response {
+    match answer {
+        AdminResponse::Done => done("/users", what),
+        AdminResponse::Fail(fail) => {
+            users_page(
+                app,
+                signed,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                None,
+                Some(fail.message),
+            )
+            .await
+        }
+        _ => message(StatusCode::INTERNAL_SERVER_ERROR, None, "Unavailable", None),
+    }
+}
+
+pub async fn user_add(
+    State(app): State<App>,
+    signed: SignedIn,
+    Form(form): Form<UserForm>,
+) -> Response {
+    if let Some(refused) = refuse_change(&app, &signed, &form.csrf).await {
+        return refused;
+    }
+    let password = Zeroizing::new(form.password);
+    let request = AdminRequest::UserAdd {
+        login: form.login.trim().to_owned(),
+        email: form.email.trim().to_owned(),
+        role: role(&form.role).unwrap_or(RoleView::User),
+        password: Secret(password.to_string()),
+    };
+    let answer = ask(&app, &signed, request).await;
+    users_outcome(
+        &app,
+        &signed,
+        answer,
+        &format!("User {} added.", form.login.trim()),
+    )
+    .await
+}
+
+pub async fn user_set(
+    State(app): State<App>,
+    signed: SignedIn,
+    Path(login): Path<String>,
+    Form(form): Form<UserForm>,
+) -> Response {
+    if let Some(refused) = refuse_change(&app, &signed, &form.csrf).await {
+        return refused;
+    }
+    let password = Zeroizing::new(form.password);
+    let request = AdminRequest::UserSet {
+        login: login.clone(),
+        email: None,
+        role: role(&form.role),
+        password: (!password.is_empty()).then(|| Secret(password.to_string())),
+        disabled: Some(form.disabled.is_some()),
+    };
+    let answer = ask(&app, &signed, request).await;
+    users_outcome(&app, &signed, answer, &format!("User {login} changed.")).await
+}
+
+#[derive(Template)]
+#[template(path = "profile.html")]
+struct ProfilePage {
+    title: &'static str,
+    nav: Option<Nav>,
+    notice: Option<String>,
+    error: Option<String>,
+    csrf: String,
+    login: String,
+    role: &'static str,
+}
+
+async fn profile_page(
+    app: &App,
+    signed: &SignedIn,
+    status: StatusCode,
+    notice: Option<String>,
+    error: Option<String>,
+) -> Response {
+    render(
+        status,
+        &ProfilePage {
+            title: "Profile",
+            nav: Some(nav(app, signed).await),
+            notice,
+            error,
+            csrf: signed.csrf.clone(),
+            login: signed.login.clone(),
+            role: if signed.is_admin() {
+                "administrator"
+            } else {
+                "user"
+            },
+        },
+    )
+}
+
+pub async fn profile(
+    State(app): State<App>,
+    signed: SignedIn,
+    Query(query): Query<Done>,
+) -> Response {
+    profile_page(&app, &signed, StatusCode::OK, query.done, None).await
+}
+
+#[derive(Deserialize)]
+pub struct PasswordForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    current: String,
+    #[serde(default)]
+    new: String,
+}
+
+/// Changes the signed-in person's own password: the current one first.
+pub async fn profile_password(
+    State(app): State<App>,
+    signed: SignedIn,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Form(form): Form<PasswordForm>,
+) -> Response {
+    if !signed.csrf_ok(&form.csrf) {
+        return csrf_refused();
+    }
+    let (current, new) = (Zeroizing::new(form.current), Zeroizing::new(form.new));
+    if !app.sessions.may_try(&signed.login, peer.ip()) {
+        let error = "Too many attempts. Wait a minute and try again.".to_owned();
+        return profile_page(
+            &app,
+            &signed,
+            StatusCode::TOO_MANY_REQUESTS,
+            None,
+            Some(error),
+        )
+        .await;
+    }
+    let user = app.admin.policy.snapshot().user(&signed.login).cloned();
+    if !check_password(user, current).await {
+        let error = "The current password is not right.".to_owned();
+        return profile_page(
+            &app,
+            &signed,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            None,
+            Some(error),
+        )
+        .await;
+    }
+    let request = AdminRequest::UserSet {
+        login: signed.login.clone(),
+        email: None,
+        role: None,
+        password: Some(Secret(new.to_string())),
+        disabled: None,
+    };
+    match ask(&app, &signed, request).await {
+        AdminResponse::Done => done("/profile", "Password changed."),
+        AdminResponse::Fail(fail) => {
+            profile_page(
+                &app,
+                &signed,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                None,
+                Some(fail.message),
+            )
+            .await
+        }
+        _ => message(StatusCode::INTERNAL_SERVER_ERROR, None, "Unavailable", None),
+    }
+}

@@ -2,7 +2,7 @@
 //! and 1.3, rustls), server-rendered pages that work without JavaScript (a
 //! small script only converts times and keeps the pending count live): the
 //! approvers' pages ([`views`]) and the administrators' ([`manage`]), behind
-//! sign-in ([`auth`]).
+//! sign-in ([`signin`], sessions in [`auth`]).
 //!
 //! Every page goes through the admin handler's operations
 //! ([`crate::server::admin::handle`], [`crate::server::admin::decide_as`]): the
@@ -13,6 +13,7 @@
 
 mod auth;
 mod manage;
+mod signin;
 mod views;
 
 use std::net::SocketAddr;
@@ -163,8 +164,8 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, WebError> {
 fn router(app: App) -> Router {
     Router::new()
         .route("/", get(views::home))
-        .route("/signin", get(views::signin_page).post(views::signin))
-        .route("/signout", post(views::signout))
+        .route("/signin", get(signin::signin_page).post(signin::signin))
+        .route("/signout", post(signin::signout))
         .route("/requests", get(views::requests))
         .route("/requests/{id}/decide", post(views::decide))
         .route(

@@ -130,10 +130,20 @@ async fn pages_need_a_session_and_changes_need_its_token_from_this_site() {
         .await;
     assert_eq!(answer.status(), 409, "through the guard: no request 1");
 
+    // The live count streams while signed in, and stops at sign-out.
+    let mut events = web.get("/events").await;
+    let first = events.chunk().await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("event: pending"));
+
     // Signed out: the cookie no longer opens anything.
     let answer = web.post("/signout", &[("csrf", &csrf)]).await;
     assert_eq!(answer.status(), 303);
     assert_eq!(web.get("/sessions").await.status(), 303);
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        while events.chunk().await.unwrap().is_some() {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream ends with the session");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

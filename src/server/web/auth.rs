@@ -95,6 +95,13 @@ impl Sessions {
         self.open().remove(id);
     }
 
+    /// Whether session `id` is still alive, without counting as activity.
+    pub fn is_open(&self, id: &str) -> bool {
+        self.open()
+            .get(id)
+            .is_some_and(|session| alive(session, Instant::now()))
+    }
+
     /// The session behind cookie `id`, if it is still alive: its login and CSRF
     /// token. Counts as activity.
     fn touch(&self, id: &str) -> Option<(String, String)> {
@@ -235,7 +242,9 @@ mod tests {
         sessions.open().get_mut(&id).unwrap().started -= ABSOLUTE;
         assert!(sessions.touch(&id).is_none(), "too old");
         let id = sessions.start("alice");
+        assert!(sessions.is_open(&id));
         sessions.end(&id);
+        assert!(!sessions.is_open(&id));
         assert!(sessions.touch(&id).is_none(), "signed out");
     }
 

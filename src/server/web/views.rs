@@ -562,7 +562,8 @@ pub async fn sessions(
 }
 
 /// Server-sent events: the signed-in person's pending count, whenever it
-/// changes (looked at every second).
+/// changes (looked at every second), until their session ends (the stream
+/// itself does not keep it alive).
 pub async fn events(
     State(app): State<App>,
     signed: SignedIn,
@@ -571,6 +572,9 @@ pub async fn events(
         (app, signed, None::<usize>),
         |(app, signed, last)| async move {
             loop {
+                if !app.sessions.is_open(&signed.session) {
+                    return None;
+                }
                 let count = nav(&app, &signed).await.pending;
                 if last != Some(count) {
                     let event = Event::default().event("pending").data(count.to_string());

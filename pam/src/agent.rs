@@ -5,7 +5,7 @@
 use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use zeroize::Zeroize;
@@ -51,10 +51,11 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Connects to the agent's socket at `path`; every later read and write
-    /// gives up after `timeout`.
+    /// Connects to the agent's socket at `path` within `timeout` (a blocking
+    /// connect would wait as long as the agent's backlog stays full); every
+    /// later read and write gives up after `timeout` too.
     pub fn connect(path: &Path, timeout: Duration) -> Result<Self, AgentError> {
-        let stream = UnixStream::connect(path)?;
+        let stream = connect_within(path, timeout)?;
         stream.set_read_timeout(Some(timeout))?;
         stream.set_write_timeout(Some(timeout))?;
         Ok(Self {
@@ -84,6 +85,38 @@ impl Agent {
                 return Err(AgentError::Io(io::ErrorKind::UnexpectedEof.into()));
             }
             self.buffer.extend_from_slice(&chunk[..read]);
+        }
+    }
+}
+
+/// A connection to the Unix socket at `path`, tried without blocking until
+/// `timeout` has passed. Close-on-exec: a child the host forks never holds it.
+fn connect_within(path: &Path, timeout: Duration) -> io::Result<UnixStream> {
+    use nix::errno::Errno;
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket};
+    use std::os::fd::AsRawFd;
+
+    let deadline = Instant::now() + timeout;
+    let address = UnixAddr::new(path).map_err(io::Error::from)?;
+    loop {
+        let fd = socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+            None,
+        )
+        .map_err(io::Error::from)?;
+        match connect(fd.as_raw_fd(), &address) {
+            Ok(()) => {
+                let stream = UnixStream::from(fd);
+                stream.set_nonblocking(false)?;
+                return Ok(stream);
+            }
+            // The agent's backlog is full: try again until the deadline.
+            Err(Errno::EAGAIN) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(errno) => return Err(errno.into()),
         }
     }
 }
@@ -152,6 +185,26 @@ mod tests {
             unreachable!()
         };
         assert!(code.0.is_empty(), "wiped (zeroize clears what it zeroes)");
+    }
+
+    #[test]
+    fn connecting_to_a_full_backlog_gives_up_in_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.sock");
+        // A listener that never accepts: its backlog fills, then connects wait.
+        let _listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let started = Instant::now();
+        let mut held = Vec::new();
+        let refused = loop {
+            match connect_within(&path, Duration::from_millis(200)) {
+                Ok(stream) => held.push(stream),
+                Err(err) => break err,
+            }
+            assert!(held.len() < 10_000, "the backlog never filled");
+        };
+        assert_eq!(refused.kind(), io::ErrorKind::WouldBlock, "{refused}");
+        assert!(started.elapsed() < Duration::from_secs(30));
+        assert!(connect_within(&dir.path().join("none.sock"), Duration::from_millis(200)).is_err());
     }
 
     #[test]

@@ -59,7 +59,8 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), A
             source,
         })?;
     let (link, task) = Link::spawn(tls, config.server, cancel.clone())?;
-    let sessions = Arc::new(Sessions::default());
+    // Beside the socket: /run/otpgate/agent.sessions by default.
+    let sessions = Arc::new(Sessions::load(config.socket.with_extension("sessions")));
     let watcher = tokio::spawn(sessions::watch(
         Arc::clone(&sessions),
         link.clone(),

@@ -11,11 +11,17 @@
 //!
 //! What the server must hear of (the end of a session, an exempt login) is
 //! queued and sent as soon as the link is up, oldest first.
+//!
+//! The ties and the queue are kept in a file beside the agent's socket (0600),
+//! rewritten on every change: a restarted agent goes on watching the sessions
+//! it tied, and still sends what it had not sent.
 
 use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -35,7 +41,7 @@ const MAX_NOTICES: usize = 4096;
 const WATCH_EVERY: Duration = Duration::from_secs(2);
 
 /// A process, told apart from a later one with its pid by its start time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 struct Process {
     pid: i32,
     /// Clock ticks after boot (`/proc/PID/stat`, field 22).
@@ -70,14 +76,17 @@ struct Allowed {
 }
 
 /// A client session bound to the process that holds its OS session.
+#[derive(Serialize, Deserialize)]
 struct Bound {
     os_user: String,
     session: u64,
     process: Process,
 }
 
-#[derive(Default)]
+#[derive(Default, Serialize, Deserialize)]
 struct State {
+    /// Not kept: an Allow waits minutes at most for its OS session.
+    #[serde(skip)]
     allowed: VecDeque<Allowed>,
     bound: Vec<Bound>,
     /// For the server, oldest first: (OS user, what to tell).
@@ -90,9 +99,40 @@ pub struct Sessions {
     state: Mutex<State>,
     /// Wakes the delivery of notices.
     queued: Notify,
+    /// Where the ties and the queue are kept, if anywhere.
+    file: Option<PathBuf>,
 }
 
 impl Sessions {
+    /// The record kept in `file`: what it holds, if it is there and readable.
+    pub fn load(file: PathBuf) -> Self {
+        let state = match std::fs::read(&file) {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|err| {
+                warn!(file = %file.display(), error = %err, "the session record is unreadable: starting afresh");
+                State::default()
+            }),
+            Err(_) => State::default(),
+        };
+        Self {
+            state: Mutex::new(state),
+            queued: Notify::new(),
+            file: Some(file),
+        }
+    }
+
+    /// Writes the ties and the queue to the file, if there is one.
+    fn save(&self, state: &State) {
+        let Some(file) = &self.file else {
+            return;
+        };
+        let written = serde_json::to_vec(state)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| crate::files::write_private(file, &bytes));
+        if let Err(err) = written {
+            warn!(file = %file.display(), error = %err, "the session record could not be written");
+        }
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         // A panic elsewhere while holding the lock leaves consistent data:
         // every change is one push or one remove.
@@ -145,6 +185,7 @@ impl Sessions {
             session: allowed.session,
             process,
         });
+        self.save(&state);
         Some(allowed.session)
     }
 
@@ -159,6 +200,7 @@ impl Sessions {
         for bound in closing {
             push_notice(&mut state, bound.os_user, logout(bound.session));
         }
+        self.save(&state);
         drop(state);
         self.queued.notify_one();
         count
@@ -166,7 +208,10 @@ impl Sessions {
 
     /// Queues `request` about `os_user` for the server.
     pub fn notify(&self, os_user: &str, request: LoginRequest) {
-        push_notice(&mut self.state(), os_user.to_owned(), request);
+        let mut state = self.state();
+        push_notice(&mut state, os_user.to_owned(), request);
+        self.save(&state);
+        drop(state);
         self.queued.notify_one();
     }
 
@@ -177,6 +222,9 @@ impl Sessions {
             .into_iter()
             .partition(|b| !b.process.alive());
         state.bound = alive;
+        if gone.is_empty() {
+            return;
+        }
         for bound in gone {
             info!(
                 os_user = bound.os_user,
@@ -185,6 +233,7 @@ impl Sessions {
             );
             push_notice(&mut state, bound.os_user, logout(bound.session));
         }
+        self.save(&state);
     }
 
     /// Sends queued notices, oldest first, until the queue is empty or the
@@ -202,7 +251,9 @@ impl Sessions {
                 .await
             {
                 Ok(Response::Login(_)) => {
-                    self.state().notices.pop_front();
+                    let mut state = self.state();
+                    state.notices.pop_front();
+                    self.save(&state);
                 }
                 Ok(other) => {
                     debug!(?other, "notice not taken yet");
@@ -292,6 +343,40 @@ mod tests {
                 ("alice".to_owned(), logout(1))
             ]
         );
+    }
+
+    #[test]
+    fn a_restarted_agent_keeps_its_ties_and_its_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("agent.sessions");
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = i32::try_from(child.id()).unwrap();
+        let exempt = LoginRequest::Exempt {
+            service: "sshd".into(),
+        };
+        {
+            let sessions = Sessions::load(file.clone());
+            sessions.allowed("carol", 9, pid);
+            assert_eq!(sessions.open("carol", pid), Some(9));
+            sessions.notify("dan", exempt.clone());
+        }
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let again = Sessions::load(file.clone());
+        child.kill().unwrap();
+        child.wait().unwrap();
+        again.reap();
+        let notices: Vec<_> = again.state().notices.iter().cloned().collect();
+        assert_eq!(
+            notices,
+            [("dan".to_owned(), exempt), ("carol".to_owned(), logout(9))]
+        );
+        std::fs::write(&file, "not json").unwrap();
+        assert!(Sessions::load(file).state().bound.is_empty(), "afresh");
     }
 
     #[test]

@@ -8,9 +8,8 @@ use serde::Deserialize;
 
 use otpgate_protocol::admin::{AdminRequest, AdminResponse, AuditView, ListFilter, PageRequest};
 
-use super::{admins_only, ask};
+use super::{Admin, ask};
 use crate::server::web::App;
-use crate::server::web::auth::SignedIn;
 use crate::server::web::views::{Nav, comment, message, nav, render, time};
 
 #[derive(Deserialize, Default)]
@@ -113,12 +112,9 @@ const MAX_EXPORT: usize = 10_000;
 
 pub async fn audit(
     State(app): State<App>,
-    signed: SignedIn,
+    Admin(signed): Admin,
     Query(query): Query<AuditQuery>,
 ) -> Response {
-    if let Some(refused) = admins_only(&app, &signed).await {
-        return refused;
-    }
     let kind = query.kind.trim().to_owned();
     let keep = |e: &AuditView| kind.is_empty() || e.action == kind;
     if query.format == "csv" || query.format == "json" {

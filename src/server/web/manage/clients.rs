@@ -13,7 +13,7 @@ use otpgate_protocol::admin::{
     AdminRequest, AdminResponse, OptionNameView, OptionsView, PageRequest,
 };
 
-use super::{Done, admins_only, ask, done, refuse_change};
+use super::{Admin, Done, ask, done, refuse_change};
 use crate::server::web::App;
 use crate::server::web::auth::SignedIn;
 use crate::server::web::views::{Nav, message, nav, render, time};
@@ -89,10 +89,7 @@ struct ClientsPage {
     groups: Vec<GroupRow>,
 }
 
-pub async fn clients(State(app): State<App>, signed: SignedIn) -> Response {
-    if let Some(refused) = admins_only(&app, &signed).await {
-        return refused;
-    }
+pub async fn clients(State(app): State<App>, Admin(signed): Admin) -> Response {
     let page = PageRequest {
         limit: 1000,
         after: None,
@@ -333,25 +330,20 @@ async fn client_form(
 
 pub async fn client(
     State(app): State<App>,
-    signed: SignedIn,
+    Admin(signed): Admin,
     Path(name): Path<String>,
     Query(query): Query<Done>,
 ) -> Response {
-    if let Some(refused) = admins_only(&app, &signed).await {
-        return refused;
-    }
     client_form(&app, &signed, &name, StatusCode::OK, query.done, None).await
 }
 
 pub async fn client_set(
     State(app): State<App>,
-    signed: SignedIn,
+    Admin(signed): Admin,
     Path(name): Path<String>,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    if let Some(refused) =
-        refuse_change(&app, &signed, form.get("csrf").map_or("", String::as_str)).await
-    {
+    if let Some(refused) = refuse_change(&signed, form.get("csrf").map_or("", String::as_str)) {
         return refused;
     }
     let group = form.get("group").map(|g| g.trim().to_owned());
@@ -421,25 +413,20 @@ async fn group_form(
 
 pub async fn group(
     State(app): State<App>,
-    signed: SignedIn,
+    Admin(signed): Admin,
     Path(name): Path<String>,
     Query(query): Query<Done>,
 ) -> Response {
-    if let Some(refused) = admins_only(&app, &signed).await {
-        return refused;
-    }
     group_form(&app, &signed, &name, StatusCode::OK, query.done, None).await
 }
 
 pub async fn group_set(
     State(app): State<App>,
-    signed: SignedIn,
+    Admin(signed): Admin,
     Path(name): Path<String>,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    if let Some(refused) =
-        refuse_change(&app, &signed, form.get("csrf").map_or("", String::as_str)).await
-    {
+    if let Some(refused) = refuse_change(&signed, form.get("csrf").map_or("", String::as_str)) {
         return refused;
     }
     let request = AdminRequest::GroupSet {

@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use otpgate_protocol::admin::{AdminRequest, AdminResponse, PageRequest};
 
-use super::{Done, admins_only, ask, done, refuse_change};
+use super::{Admin, Done, ask, done, refuse_change};
 use crate::server::web::App;
 use crate::server::web::auth::SignedIn;
 use crate::server::web::views::{Nav, message, nav, render, time};
@@ -71,10 +71,11 @@ async fn mail_page(
     )
 }
 
-pub async fn mail(State(app): State<App>, signed: SignedIn, Query(query): Query<Done>) -> Response {
-    if let Some(refused) = admins_only(&app, &signed).await {
-        return refused;
-    }
+pub async fn mail(
+    State(app): State<App>,
+    Admin(signed): Admin,
+    Query(query): Query<Done>,
+) -> Response {
     mail_page(&app, &signed, StatusCode::OK, query.done, None).await
 }
 
@@ -88,10 +89,10 @@ pub struct MailTestForm {
 
 pub async fn mail_test(
     State(app): State<App>,
-    signed: SignedIn,
+    Admin(signed): Admin,
     Form(form): Form<MailTestForm>,
 ) -> Response {
-    if let Some(refused) = refuse_change(&app, &signed, &form.csrf).await {
+    if let Some(refused) = refuse_change(&signed, &form.csrf) {
         return refused;
     }
     let to = form.to.trim().to_owned();

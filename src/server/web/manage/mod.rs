@@ -17,7 +17,9 @@ pub use otp::{otp, otp_generate};
 pub use settings::{settings, settings_set};
 pub use users::{profile, profile_password, user_add, user_set, users};
 
+use axum::extract::FromRequestParts;
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use tracing::warn;
@@ -29,23 +31,28 @@ use super::auth::SignedIn;
 use super::views::{csrf_refused, message, nav};
 use crate::server::admin;
 
-/// A refusal for who is not an administrator.
-async fn admins_only(app: &App, signed: &SignedIn) -> Option<Response> {
-    (!signed.is_admin()).then_some(())?;
-    Some(message(
-        StatusCode::FORBIDDEN,
-        Some(nav(app, signed).await),
-        "Administrators only",
-        Some("This page is for administrators.".into()),
-    ))
+/// A signed-in administrator: the pages here take no one else.
+pub struct Admin(pub SignedIn);
+
+impl FromRequestParts<App> for Admin {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Response> {
+        let signed = SignedIn::from_request_parts(parts, app).await?;
+        if signed.is_admin() {
+            return Ok(Self(signed));
+        }
+        Err(message(
+            StatusCode::FORBIDDEN,
+            Some(nav(app, &signed).await),
+            "Administrators only",
+            Some("This page is for administrators.".into()),
+        ))
+    }
 }
 
-/// For a change: the refusal when `signed` is not an administrator, or `csrf`
-/// is not their form's token.
-async fn refuse_change(app: &App, signed: &SignedIn, csrf: &str) -> Option<Response> {
-    if let Some(refused) = admins_only(app, signed).await {
-        return Some(refused);
-    }
+/// For a change: the refusal when `csrf` is not the form's token.
+fn refuse_change(signed: &SignedIn, csrf: &str) -> Option<Response> {
     (!signed.csrf_ok(csrf)).then(csrf_refused)
 }
 

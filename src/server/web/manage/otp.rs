@@ -11,7 +11,7 @@ use zeroize::Zeroizing;
 use otpgate_protocol::admin::{AdminRequest, AdminResponse};
 use otpgate_protocol::login::Secret;
 
-use super::{Done, admins_only, ask, done, refuse_change};
+use super::{Admin, Done, ask, done, refuse_change};
 use crate::server::admin;
 use crate::server::web::App;
 use crate::server::web::auth::SignedIn;
@@ -75,10 +75,11 @@ async fn otp_page(
     )
 }
 
-pub async fn otp(State(app): State<App>, signed: SignedIn, Query(query): Query<Done>) -> Response {
-    if let Some(refused) = admins_only(&app, &signed).await {
-        return refused;
-    }
+pub async fn otp(
+    State(app): State<App>,
+    Admin(signed): Admin,
+    Query(query): Query<Done>,
+) -> Response {
     otp_page(
         &app,
         &signed,
@@ -92,10 +93,10 @@ pub async fn otp(State(app): State<App>, signed: SignedIn, Query(query): Query<D
 
 pub async fn otp_generate(
     State(app): State<App>,
-    signed: SignedIn,
+    Admin(signed): Admin,
     Form(mut form): Form<OtpForm>,
 ) -> Response {
-    if let Some(refused) = refuse_change(&app, &signed, &form.csrf).await {
+    if let Some(refused) = refuse_change(&signed, &form.csrf) {
         return refused;
     }
     let password = Zeroizing::new(std::mem::take(&mut form.password));

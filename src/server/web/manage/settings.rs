@@ -10,7 +10,7 @@ use axum::response::Response;
 use otpgate_actors::settings::SystemSettings;
 use otpgate_protocol::admin::{AdminRequest, AdminResponse, SettingsPatch, SettingsView};
 
-use super::{Done, admins_only, ask, done, refuse_change};
+use super::{Admin, Done, ask, done, refuse_change};
 use crate::server::convert;
 use crate::server::web::App;
 use crate::server::web::auth::SignedIn;
@@ -151,23 +151,18 @@ async fn settings_page(
 
 pub async fn settings(
     State(app): State<App>,
-    signed: SignedIn,
+    Admin(signed): Admin,
     Query(query): Query<Done>,
 ) -> Response {
-    if let Some(refused) = admins_only(&app, &signed).await {
-        return refused;
-    }
     settings_page(&app, &signed, StatusCode::OK, query.done, None).await
 }
 
 pub async fn settings_set(
     State(app): State<App>,
-    signed: SignedIn,
+    Admin(signed): Admin,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    if let Some(refused) =
-        refuse_change(&app, &signed, form.get("csrf").map_or("", String::as_str)).await
-    {
+    if let Some(refused) = refuse_change(&signed, form.get("csrf").map_or("", String::as_str)) {
         return refused;
     }
     let mut values = HashMap::new();

@@ -14,7 +14,7 @@ use otpgate_actors::directory::check_password;
 use otpgate_protocol::admin::{AdminRequest, AdminResponse, PageRequest, RoleView};
 use otpgate_protocol::login::Secret;
 
-use super::{Done, admins_only, ask, done, refuse_change};
+use super::{Admin, Done, ask, done, refuse_change};
 use crate::server::web::App;
 use crate::server::web::auth::SignedIn;
 use crate::server::web::views::{Nav, csrf_refused, message, nav, render};
@@ -93,12 +93,9 @@ async fn users_page(
 
 pub async fn users(
     State(app): State<App>,
-    signed: SignedIn,
+    Admin(signed): Admin,
     Query(query): Query<Done>,
 ) -> Response {
-    if let Some(refused) = admins_only(&app, &signed).await {
-        return refused;
-    }
     users_page(&app, &signed, StatusCode::OK, query.done, None).await
 }
 
@@ -143,10 +140,10 @@ async fn users_outcome(
 
 pub async fn user_add(
     State(app): State<App>,
-    signed: SignedIn,
+    Admin(signed): Admin,
     Form(form): Form<UserForm>,
 ) -> Response {
-    if let Some(refused) = refuse_change(&app, &signed, &form.csrf).await {
+    if let Some(refused) = refuse_change(&signed, &form.csrf) {
         return refused;
     }
     let password = Zeroizing::new(form.password);
@@ -168,11 +165,11 @@ pub async fn user_add(
 
 pub async fn user_set(
     State(app): State<App>,
-    signed: SignedIn,
+    Admin(signed): Admin,
     Path(login): Path<String>,
     Form(form): Form<UserForm>,
 ) -> Response {
-    if let Some(refused) = refuse_change(&app, &signed, &form.csrf).await {
+    if let Some(refused) = refuse_change(&signed, &form.csrf) {
         return refused;
     }
     let password = Zeroizing::new(form.password);

@@ -13,7 +13,7 @@ use otpgate_protocol::admin::{
     AdminRequest, AdminResponse, OptionNameView, OptionsView, PageRequest,
 };
 
-use super::{Admin, Done, ask, done, refuse_change};
+use super::{Admin, Done, ask, done, not_done, refuse_change};
 use crate::server::web::App;
 use crate::server::web::auth::SignedIn;
 use crate::server::web::views::{Nav, message, nav, render, time};
@@ -354,18 +354,20 @@ pub async fn client_set(
     };
     match ask(&app, &signed, request).await {
         AdminResponse::Done => done(&format!("/clients/{}", path_segment(&name)), "Saved."),
-        AdminResponse::Fail(fail) => {
-            client_form(
-                &app,
-                &signed,
-                &name,
-                StatusCode::UNPROCESSABLE_ENTITY,
-                None,
-                Some(fail.message),
-            )
+        other => {
+            not_done(other, |reason| async move {
+                client_form(
+                    &app,
+                    &signed,
+                    &name,
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    None,
+                    Some(reason),
+                )
+                .await
+            })
             .await
         }
-        _ => message(StatusCode::INTERNAL_SERVER_ERROR, None, "Unavailable", None),
     }
 }
 
@@ -435,17 +437,19 @@ pub async fn group_set(
     };
     match ask(&app, &signed, request).await {
         AdminResponse::Done => done(&format!("/groups/{}", path_segment(&name)), "Saved."),
-        AdminResponse::Fail(fail) => {
-            group_form(
-                &app,
-                &signed,
-                &name,
-                StatusCode::UNPROCESSABLE_ENTITY,
-                None,
-                Some(fail.message),
-            )
+        other => {
+            not_done(other, |reason| async move {
+                group_form(
+                    &app,
+                    &signed,
+                    &name,
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    None,
+                    Some(reason),
+                )
+                .await
+            })
             .await
         }
-        _ => message(StatusCode::INTERNAL_SERVER_ERROR, None, "Unavailable", None),
     }
 }

@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use otpgate_protocol::admin::{AdminRequest, AdminResponse, PageRequest};
 
-use super::{Admin, Done, ask, done, refuse_change};
+use super::{Admin, Done, ask, done, not_done, refuse_change};
 use crate::server::web::App;
 use crate::server::web::auth::SignedIn;
 use crate::server::web::views::{Nav, message, nav, render, time};
@@ -98,16 +98,18 @@ pub async fn mail_test(
     let to = form.to.trim().to_owned();
     match ask(&app, &signed, AdminRequest::MailTest { to: to.clone() }).await {
         AdminResponse::MailSent { said } => done("/mail", &format!("Sent to {to}: {said}")),
-        AdminResponse::Fail(fail) => {
-            mail_page(
-                &app,
-                &signed,
-                StatusCode::UNPROCESSABLE_ENTITY,
-                None,
-                Some(fail.message),
-            )
+        other => {
+            not_done(other, |reason| async move {
+                mail_page(
+                    &app,
+                    &signed,
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    None,
+                    Some(reason),
+                )
+                .await
+            })
             .await
         }
-        _ => message(StatusCode::INTERNAL_SERVER_ERROR, None, "Unavailable", None),
     }
 }

@@ -70,6 +70,21 @@ async fn ask(app: &App, signed: &SignedIn, request: AdminRequest) -> AdminRespon
     }
 }
 
+/// The answer to a change that was not done: the page again with the reason
+/// (`again`), or the server's error page for an answer no change gives.
+async fn not_done<F: Future<Output = Response>>(
+    answer: AdminResponse,
+    again: impl FnOnce(String) -> F,
+) -> Response {
+    match answer {
+        AdminResponse::Fail(fail) => again(fail.message).await,
+        other => {
+            warn!(?other, "an unexpected answer to a change");
+            message(StatusCode::INTERNAL_SERVER_ERROR, None, "Unavailable", None)
+        }
+    }
+}
+
 /// Where a page goes after a change: back to itself, saying what was done.
 fn done(path: &str, what: &str) -> Response {
     Redirect::to(&format!(

@@ -11,11 +11,11 @@ use zeroize::Zeroizing;
 use otpgate_protocol::admin::{AdminRequest, AdminResponse};
 use otpgate_protocol::login::Secret;
 
-use super::{Admin, Done, ask, done, refuse_change};
+use super::{Admin, Done, ask, done, not_done, refuse_change};
 use crate::server::admin;
 use crate::server::web::App;
 use crate::server::web::auth::SignedIn;
-use crate::server::web::views::{Nav, comment, message, nav, render, time};
+use crate::server::web::views::{Nav, comment, nav, render, time};
 
 #[derive(Template)]
 #[template(path = "otp.html")]
@@ -118,17 +118,19 @@ pub async fn otp_generate(
             );
             done("/otp", &what)
         }
-        AdminResponse::Fail(fail) => {
-            otp_page(
-                &app,
-                &signed,
-                StatusCode::UNPROCESSABLE_ENTITY,
-                form,
-                None,
-                Some(fail.message),
-            )
+        other => {
+            not_done(other, |reason| async move {
+                otp_page(
+                    &app,
+                    &signed,
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    form,
+                    None,
+                    Some(reason),
+                )
+                .await
+            })
             .await
         }
-        _ => message(StatusCode::INTERNAL_SERVER_ERROR, None, "Unavailable", None),
     }
 }

@@ -10,7 +10,7 @@ use axum::response::Response;
 use otpgate_actors::settings::SystemSettings;
 use otpgate_protocol::admin::{AdminRequest, AdminResponse, SettingsPatch, SettingsView};
 
-use super::{Admin, Done, ask, done, refuse_change};
+use super::{Admin, Done, ask, done, not_done, refuse_change};
 use crate::server::convert;
 use crate::server::web::App;
 use crate::server::web::auth::SignedIn;
@@ -199,16 +199,18 @@ pub async fn settings_set(
     };
     match ask(&app, &signed, AdminRequest::SettingsSet(patch)).await {
         AdminResponse::Settings(_) => done("/settings", "Settings saved."),
-        AdminResponse::Fail(fail) => {
-            settings_page(
-                &app,
-                &signed,
-                StatusCode::UNPROCESSABLE_ENTITY,
-                None,
-                Some(fail.message),
-            )
+        other => {
+            not_done(other, |reason| async move {
+                settings_page(
+                    &app,
+                    &signed,
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    None,
+                    Some(reason),
+                )
+                .await
+            })
             .await
         }
-        _ => message(StatusCode::INTERNAL_SERVER_ERROR, None, "Unavailable", None),
     }
 }

@@ -14,7 +14,7 @@ use otpgate_actors::directory::check_password;
 use otpgate_protocol::admin::{AdminRequest, AdminResponse, PageRequest, RoleView};
 use otpgate_protocol::login::Secret;
 
-use super::{Admin, Done, ask, done, refuse_change};
+use super::{Admin, Done, ask, done, not_done, refuse_change};
 use crate::server::web::App;
 use crate::server::web::auth::SignedIn;
 use crate::server::web::views::{Nav, csrf_refused, message, nav, render};
@@ -124,17 +124,19 @@ async fn users_outcome(
 ) -> Response {
     match answer {
         AdminResponse::Done => done("/users", what),
-        AdminResponse::Fail(fail) => {
-            users_page(
-                app,
-                signed,
-                StatusCode::UNPROCESSABLE_ENTITY,
-                None,
-                Some(fail.message),
-            )
+        other => {
+            not_done(other, |reason| async move {
+                users_page(
+                    app,
+                    signed,
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    None,
+                    Some(reason),
+                )
+                .await
+            })
             .await
         }
-        _ => message(StatusCode::INTERNAL_SERVER_ERROR, None, "Unavailable", None),
     }
 }
 
@@ -282,16 +284,18 @@ pub async fn profile_password(
     };
     match ask(&app, &signed, request).await {
         AdminResponse::Done => done("/profile", "Password changed."),
-        AdminResponse::Fail(fail) => {
-            profile_page(
-                &app,
-                &signed,
-                StatusCode::UNPROCESSABLE_ENTITY,
-                None,
-                Some(fail.message),
-            )
+        other => {
+            not_done(other, |reason| async move {
+                profile_page(
+                    &app,
+                    &signed,
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    None,
+                    Some(reason),
+                )
+                .await
+            })
             .await
         }
-        _ => message(StatusCode::INTERNAL_SERVER_ERROR, None, "Unavailable", None),
     }
 }

@@ -16,7 +16,7 @@ use crate::login::{
 };
 
 /// What the walk says when this computer does not use OTPs.
-pub const NOT_REQUIRED: &str =
+const NOT_REQUIRED: &str =
     "One-time passwords are not required on this computer: log in without one.";
 
 /// Where the screens are shown and the agent asked: a terminal, a PAM

@@ -398,3 +398,141 @@ fn status_lines(status: &PromptState, time: &dyn Fn(u64) -> String) -> Vec<Strin
     }
     lines
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use super::*;
+
+    /// A window that answers from scripts and records what it was asked.
+    #[derive(Default)]
+    struct Scripted {
+        answers: VecDeque<LoginResponse>,
+        typed: VecDeque<&'static str>,
+        asked: Vec<LoginRequest>,
+        said: Vec<String>,
+        paused: u64,
+    }
+
+    impl Window for Scripted {
+        type Error = ();
+
+        fn ask_agent(&mut self, request: LoginRequest) -> Result<LoginResponse, ()> {
+            self.asked.push(request);
+            self.answers.pop_front().ok_or(())
+        }
+
+        fn read(&mut self, _: &str, _: bool) -> Result<Zeroizing<String>, ()> {
+            self.typed
+                .pop_front()
+                .map(|t| Zeroizing::new(t.into()))
+                .ok_or(())
+        }
+
+        fn say(&mut self, text: &str) -> Result<(), ()> {
+            self.said.push(text.into());
+            Ok(())
+        }
+
+        fn pause(&mut self, seconds: u64) -> Result<(), ()> {
+            self.paused += seconds;
+            Ok(())
+        }
+
+        fn time(&self, unix_millis: u64) -> String {
+            unix_millis.to_string()
+        }
+    }
+
+    fn state(email: Option<&str>, request: Option<(u64, RequestState)>) -> LoginResponse {
+        LoginResponse::Status(PromptState {
+            os_user: "alice".into(),
+            allow_otp: true,
+            auto_directory: false,
+            auto_internal: false,
+            email: email.map(Into::into),
+            request,
+            otp_valid_until: None,
+            next_new_at: None,
+        })
+    }
+
+    #[test]
+    fn an_access_request_is_waited_for_then_the_otp_is_asked() {
+        let pending = RequestState::Pending { expires: 9 };
+        let mut window = Scripted {
+            answers: VecDeque::from([
+                state(None, None),
+                LoginResponse::Requested(Requested::AwaitApproval {
+                    request: 7,
+                    expires: 9,
+                }),
+                state(Some("a@example.com"), Some((7, pending))),
+                state(Some("a@example.com"), Some((7, RequestState::Approve))),
+                state(Some("a@example.com"), Some((7, RequestState::Approve))),
+                LoginResponse::Verified(Verdict::Allow { session: 3 }),
+            ]),
+            typed: VecDeque::from(["", "a@example.com", "12345678"]),
+            ..Scripted::default()
+        };
+        let outcome = walk(&mut window, Waits::up_to(60)).unwrap();
+        assert_eq!(outcome, Outcome::Allowed { session: 3 });
+        assert_eq!(window.paused, 10, "two looks, 5 s apart");
+        assert_eq!(
+            window.asked[1],
+            LoginRequest::Request(RequestMode::Email("a@example.com".into()))
+        );
+        assert!(matches!(
+            &window.asked[5],
+            LoginRequest::Verify { email, code } if email == "a@example.com" && code.0 == "12345678"
+        ));
+        assert!(window.said.iter().any(|s| s.contains("was approved")));
+    }
+
+    #[test]
+    fn without_a_wait_the_person_is_told_to_come_back() {
+        let mut window = Scripted {
+            answers: VecDeque::from([
+                state(None, None),
+                LoginResponse::Requested(Requested::AwaitApproval {
+                    request: 7,
+                    expires: 9,
+                }),
+            ]),
+            typed: VecDeque::from(["", "a@example.com"]),
+            ..Scripted::default()
+        };
+        assert_eq!(walk(&mut window, Waits::up_to(0)), Ok(Outcome::Denied));
+        assert!(window.said.last().unwrap().contains("log in again"));
+    }
+
+    #[test]
+    fn a_denial_says_the_approvers_comment() {
+        let mut window = Scripted {
+            answers: VecDeque::from([
+                state(
+                    Some("a@example.com"),
+                    Some((7, RequestState::Pending { expires: 9 })),
+                ),
+                state(
+                    Some("a@example.com"),
+                    Some((
+                        7,
+                        RequestState::Deny {
+                            comment: Some("not today".into()),
+                        },
+                    )),
+                ),
+            ]),
+            ..Scripted::default()
+        };
+        assert_eq!(walk(&mut window, Waits::up_to(60)), Ok(Outcome::Denied));
+        assert!(
+            window
+                .said
+                .iter()
+                .any(|s| s == "Your request was denied: not today")
+        );
+    }
+}

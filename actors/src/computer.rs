@@ -18,7 +18,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use crate::audit::{Action, AuditEntry};
 use crate::clock::{Clock, Timestamp};
-use crate::directory::{Directory, check_password};
+use crate::directory::{Directory, PasswordCheck, check_login};
 use crate::id::ComputerId;
 use crate::login::{LoginAnswer, LoginCall, Mode, Requested, Verdict};
 use crate::mail::{MailKind, MailerHandle, OutboxEntry};
@@ -689,9 +689,8 @@ impl ComputerState {
                     return Ok(Requested::Throttle { retry_after });
                 }
                 let user = snapshot.user(&login).cloned();
-                let right = check_password(user.clone(), password).await;
-                return Ok(match user {
-                    Some(user) if right && user.password_change_due => {
+                return Ok(match check_login(user, password).await {
+                    PasswordCheck::ChangeDue => {
                         // Right, but a password made for them: not a guess,
                         // so not counted; it opens nothing until changed.
                         effects.push(Effect::audit(
@@ -701,8 +700,10 @@ impl ComputerState {
                         ));
                         Requested::Refuse
                     }
-                    Some(user) if right => self.send_new(policy, os_user, &user.email, effects),
-                    _ => {
+                    PasswordCheck::Right(user) => {
+                        self.send_new(policy, os_user, &user.email, effects)
+                    }
+                    PasswordCheck::Refused => {
                         effects.push(Effect::Count(person));
                         effects.push(Effect::Count(computer));
                         effects.push(Effect::Count(account));

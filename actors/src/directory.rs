@@ -171,6 +171,29 @@ pub async fn check_password(user: Option<UserRecord>, password: Zeroizing<String
         .unwrap_or(false)
 }
 
+/// What a login name and password come to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PasswordCheck {
+    /// Wrong password, unknown or disabled user: alike.
+    Refused,
+    /// The right password, but one made for them (the first administrator's)
+    /// and still to be changed: it opens nothing yet.
+    ChangeDue,
+    /// The right password: the user.
+    Right(UserRecord),
+}
+
+/// Checks internal user `user`'s `password` (see [`PasswordCheck`]), off the
+/// async runtime: the one check behind every use of a password.
+pub async fn check_login(user: Option<UserRecord>, password: Zeroizing<String>) -> PasswordCheck {
+    let right = check_password(user.clone(), password).await;
+    match user {
+        Some(user) if right && user.password_change_due => PasswordCheck::ChangeDue,
+        Some(user) if right => PasswordCheck::Right(user),
+        _ => PasswordCheck::Refused,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,7 +15,9 @@ use tracing::{debug, warn};
 use zeroize::Zeroizing;
 
 use otpgate_actors::audit::{Action, AuditEntry};
-use otpgate_actors::directory::{Directory, Role, UserRecord, check_password, hash_password};
+use otpgate_actors::directory::{
+    Directory, PasswordCheck, Role, UserRecord, check_login, hash_password,
+};
 use otpgate_actors::mail::{DeliveryError, Mail, MailTransport};
 use otpgate_actors::names::{is_email_address, is_login, is_plain_text};
 use otpgate_actors::otp::OtpKeys;
@@ -537,25 +539,23 @@ async fn authenticate(
     by: &str,
     password: Secret,
 ) -> Result<(), AdminResponse> {
-    let user = policy.user(by).cloned();
-    let due = user.as_ref().is_some_and(|user| user.password_change_due);
-    if !check_password(user, Zeroizing::new(password.0)).await {
-        warn!(%operator, "an action as another user with a wrong password");
-        return Err(fail(
-            AdminErrorCode::Forbidden,
-            "wrong login name or password",
-        ));
-    }
-    if due {
-        return Err(fail(
+    match check_login(policy.user(by).cloned(), Zeroizing::new(password.0)).await {
+        PasswordCheck::Right(_) => Ok(()),
+        PasswordCheck::Refused => {
+            warn!(%operator, "an action as another user with a wrong password");
+            Err(fail(
+                AdminErrorCode::Forbidden,
+                "wrong login name or password",
+            ))
+        }
+        PasswordCheck::ChangeDue => Err(fail(
             AdminErrorCode::Forbidden,
             format!(
                 "the password of {by} was made at the first start and opens nothing until \
                  they choose their own: otpgate admin users set {by} --password-stdin"
             ),
-        ));
+        )),
     }
-    Ok(())
 }
 
 /// Removes the file of the first administrator's password, if it is there.

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use zeroize::Zeroizing;
 
 use otpgate_actors::audit::{Action, AuditEntry};
-use otpgate_actors::directory::check_password;
+use otpgate_actors::directory::{PasswordCheck, check_login};
 
 use super::App;
 use super::auth::{self, SignedIn};
@@ -89,8 +89,7 @@ pub async fn signin(
         );
     }
     let user = app.admin.policy.snapshot().user(&login).cloned();
-    let due = user.as_ref().is_some_and(|u| u.password_change_due);
-    let right = check_password(user, password).await;
+    let checked = check_login(user, password).await;
     let audit = |outcome: &str| AuditEntry {
         at: app.admin.clock.now(),
         who: format!("web({login}) from {}", peer.ip()),
@@ -98,7 +97,7 @@ pub async fn signin(
         action: Action::SignIn,
         outcome: outcome.to_owned(),
     };
-    if !right {
+    if checked == PasswordCheck::Refused {
         let _ = app.admin.store.append_audit(&audit("refused"));
         return signin_form(
             StatusCode::UNAUTHORIZED,
@@ -107,7 +106,7 @@ pub async fn signin(
             Some("Wrong login name or password.".into()),
         );
     }
-    if due {
+    if checked == PasswordCheck::ChangeDue {
         return signin_form(
             StatusCode::FORBIDDEN,
             next,

@@ -149,6 +149,11 @@ pub(super) async fn nav(app: &App, signed: &SignedIn) -> Nav {
             .filter(|r| r.state == Decision::Pending)
             .count()
     });
+    nav_with(signed, pending)
+}
+
+/// The navigation of `signed`, `pending` requests waiting for them.
+fn nav_with(signed: &SignedIn, pending: usize) -> Nav {
     Nav {
         login: signed.login.clone(),
         csrf: signed.csrf.clone(),
@@ -239,7 +244,8 @@ async fn requests_page(
         status,
         &RequestsPage {
             title: "Access Requests",
-            nav: Some(nav(app, signed).await),
+            // The list is at hand: the badge is counted from it, not listed again.
+            nav: Some(nav_with(signed, pending.len())),
             notice,
             error,
             csrf: signed.csrf.clone(),

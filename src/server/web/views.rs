@@ -272,7 +272,9 @@ fn choice(text: &str) -> Option<Choice> {
     }
 }
 
-pub(super) fn comment(text: String) -> Option<String> {
+/// `text` trimmed, or `None` when that leaves nothing (an empty comment or
+/// filter field).
+pub(super) fn non_empty(text: String) -> Option<String> {
     let text = text.trim().to_owned();
     (!text.is_empty()).then_some(text)
 }
@@ -336,7 +338,7 @@ pub async fn decide(
         .await;
     };
     let by = signed.login.clone();
-    decide_and_show(&app, &signed, id, by, choice, comment(form.comment)).await
+    decide_and_show(&app, &signed, id, by, choice, non_empty(form.comment)).await
 }
 
 #[derive(Template)]
@@ -457,7 +459,7 @@ pub async fn link_decide(
                 link.request,
                 link.approver,
                 link.choice,
-                comment(form.comment),
+                non_empty(form.comment),
             )
             .await
         }
@@ -519,8 +521,8 @@ pub async fn sessions(
     Query(query): Query<SessionsQuery>,
 ) -> Response {
     let filter = ListFilter {
-        computer: comment(query.computer.clone()),
-        user: comment(query.user.clone()),
+        computer: non_empty(query.computer.clone()),
+        user: non_empty(query.user.clone()),
         ..ListFilter::default()
     };
     let list = AdminRequest::SessionsList {

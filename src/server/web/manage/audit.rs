@@ -10,7 +10,7 @@ use otpgate_protocol::admin::{AdminRequest, AdminResponse, AuditView, ListFilter
 
 use super::{Admin, ask};
 use crate::server::web::App;
-use crate::server::web::views::{Nav, comment, message, nav, render, time};
+use crate::server::web::views::{Nav, message, nav, non_empty, render, time};
 
 #[derive(Deserialize, Default)]
 pub struct AuditQuery {
@@ -48,8 +48,8 @@ impl AuditQuery {
 
     fn filter(&self) -> ListFilter {
         ListFilter {
-            computer: comment(self.computer.clone()),
-            user: comment(self.user.clone()),
+            computer: non_empty(self.computer.clone()),
+            user: non_empty(self.user.clone()),
             since: minute(&self.since),
             until: minute(&self.until),
         }

@@ -15,7 +15,7 @@ use super::{Admin, Done, ask, done, not_done, refuse_change};
 use crate::server::admin;
 use crate::server::web::App;
 use crate::server::web::auth::SignedIn;
-use crate::server::web::views::{Nav, comment, nav, render, time};
+use crate::server::web::views::{Nav, nav, non_empty, render, time};
 
 #[derive(Template)]
 #[template(path = "otp.html")]
@@ -104,7 +104,7 @@ pub async fn otp_generate(
         computer: form.computer.trim().to_owned(),
         os_user: form.os_user.trim().to_owned(),
         email: form.email.trim().to_owned(),
-        comment: comment(form.comment.clone()),
+        comment: non_empty(form.comment.clone()),
         by: signed.login.clone(),
         password: Secret(password.to_string()),
         new_client: false,

@@ -55,6 +55,14 @@ use std::time::Duration;
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
+mod ldap;
+mod smtp;
+
+use ldap::LdapFile;
+pub use ldap::{DEFAULT_LDAP_CACHE, DEFAULT_LDAP_FILTER, DEFAULT_LDAP_TIMEOUT, LdapConfig};
+use smtp::SmtpFile;
+pub use smtp::{DEFAULT_SMTP_TIMEOUT, SmtpConfig, SmtpSecurity};
+
 /// Where the server keeps its database, PKI and outbox by default.
 pub const DEFAULT_DATA_DIR: &str = "./otpgate-data";
 /// Where the server listens for agents by default.
@@ -141,60 +149,6 @@ struct File {
     smtp: Option<SmtpFile>,
 }
 
-/// The `[ldap]` section as written.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LdapFile {
-    url: String,
-    bind_dn: String,
-    password_file: Option<PathBuf>,
-    password_env: Option<String>,
-    ca_file: Option<PathBuf>,
-    base_dn: String,
-    filter: Option<String>,
-    mail_attribute: Option<String>,
-    timeout_secs: Option<u64>,
-    cache_secs: Option<u64>,
-    #[serde(default)]
-    domains: std::collections::HashMap<String, String>,
-}
-
-/// The filter that finds an OS account in Active Directory, by default.
-pub const DEFAULT_LDAP_FILTER: &str =
-    "(&(objectClass=user)(|(sAMAccountName={name})(userPrincipalName={upn})))";
-/// How long one directory lookup may take by default.
-pub const DEFAULT_LDAP_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a directory answer is kept by default.
-pub const DEFAULT_LDAP_CACHE: Duration = Duration::from_secs(60);
-
-/// The LDAP directory's settings.
-#[derive(Debug, Clone)]
-pub struct LdapConfig {
-    /// `ldaps://host[:port]` or `ldap://host[:port]`.
-    pub url: String,
-    /// Over `ldap://`: upgrade with StartTLS (always, unless the host is loopback).
-    pub starttls: bool,
-    /// Who the server binds as to search.
-    pub bind_dn: String,
-    /// Its password.
-    pub bind_password: Zeroizing<String>,
-    /// The CA that signs the directory's certificate; `None`: the system's.
-    pub ca_file: Option<PathBuf>,
-    /// Where accounts are searched.
-    pub base_dn: String,
-    /// The filter that finds an account: `{name}` and `{upn}` are replaced
-    /// with the account's escaped name and user principal name.
-    pub filter: String,
-    /// The attribute holding an account's email.
-    pub mail_attribute: String,
-    /// The longest a lookup may take.
-    pub timeout: Duration,
-    /// How long an answer is kept.
-    pub cache: Duration,
-    /// NetBIOS domain to realm.
-    pub domains: std::collections::HashMap<String, String>,
-}
-
 /// The `[web]` section as written.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -212,112 +166,6 @@ pub struct WebConfig {
     pub listen: SocketAddr,
     /// Its certificate chain and key (PEM files); `None`: the server's own.
     pub identity: Option<(PathBuf, PathBuf)>,
-}
-
-/// The `[smtp]` section as written.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SmtpFile {
-    host: String,
-    port: Option<u16>,
-    security: Option<SmtpSecurity>,
-    username: Option<String>,
-    password_file: Option<PathBuf>,
-    password_env: Option<String>,
-    ca_file: Option<PathBuf>,
-    timeout_secs: Option<u64>,
-    max_attempts: Option<u32>,
-}
-
-/// How the connection to the relay is protected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SmtpSecurity {
-    /// TLS from the first byte (port 465).
-    Tls,
-    /// Plain, then STARTTLS before anything else (port 587).
-    StartTls,
-    /// No TLS: only to a relay on this machine.
-    Plain,
-}
-
-/// A checked `[smtp]` section.
-#[derive(Clone)]
-pub struct SmtpConfig {
-    /// The relay's host name (also checked against its certificate).
-    pub host: String,
-    /// Its port.
-    pub port: u16,
-    /// How the connection is protected.
-    pub security: SmtpSecurity,
-    /// The AUTH user name, if the relay wants one.
-    pub username: Option<String>,
-    /// The AUTH password, read from a file or the environment; never logged.
-    pub password: Option<zeroize::Zeroizing<String>>,
-    /// The CA to check the relay against, instead of the system's.
-    pub ca_file: Option<PathBuf>,
-    /// How long to wait for the relay.
-    pub timeout: Duration,
-    /// Tries of one message before it is given up.
-    pub max_attempts: u32,
-}
-
-impl std::fmt::Debug for SmtpConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SmtpConfig")
-            .field("host", &self.host)
-            .field("port", &self.port)
-            .field("security", &self.security)
-            .field("username", &self.username)
-            .field("password", &self.password.as_ref().map(|_| ".."))
-            .finish_non_exhaustive()
-    }
-}
-
-impl SmtpFile {
-    fn check(self) -> Result<SmtpConfig, ConfigError> {
-        let invalid = |reason: String| ConfigError::Invalid {
-            field: "smtp",
-            reason,
-        };
-        let security = self.security.unwrap_or(SmtpSecurity::StartTls);
-        if security == SmtpSecurity::Plain && !is_loopback(&self.host) {
-            return Err(invalid(format!(
-                "security = \"plain\" is allowed only to a relay on this machine, not {:?}",
-                self.host
-            )));
-        }
-        let password = secret(
-            "smtp",
-            self.password_file.as_deref(),
-            self.password_env.as_deref(),
-        )?;
-        if password.is_some() != self.username.is_some() {
-            return Err(invalid("username and a password go together".into()));
-        }
-        let max_attempts = self
-            .max_attempts
-            .unwrap_or(otpgate_actors::mail::DEFAULT_MAX_ATTEMPTS);
-        if max_attempts == 0 {
-            return Err(invalid("max_attempts must be at least 1".into()));
-        }
-        Ok(SmtpConfig {
-            port: self.port.unwrap_or(match security {
-                SmtpSecurity::Tls => 465,
-                SmtpSecurity::StartTls => 587,
-                SmtpSecurity::Plain => 25,
-            }),
-            host: self.host,
-            security,
-            username: self.username,
-            password,
-            ca_file: self.ca_file,
-            timeout: self
-                .timeout_secs
-                .map_or(DEFAULT_SMTP_TIMEOUT, Duration::from_secs),
-            max_attempts,
-        })
-    }
 }
 
 /// What the command line may override.
@@ -560,87 +408,17 @@ fn secret(
     }
 }
 
-impl LdapFile {
-    fn check(self) -> Result<LdapConfig, ConfigError> {
-        let invalid = |reason: String| ConfigError::Invalid {
-            field: "ldap",
-            reason,
-        };
-        let (scheme, rest) = self
-            .url
-            .split_once("://")
-            .ok_or_else(|| invalid(format!("{:?} is not an ldap:// or ldaps:// URL", self.url)))?;
-        let authority = rest.split(['/', '?']).next().unwrap_or_default();
-        let host = match authority.strip_prefix('[') {
-            Some(v6) => v6.split(']').next().unwrap_or_default(),
-            None => authority.split(':').next().unwrap_or_default(),
-        };
-        if host.is_empty() {
-            return Err(invalid(format!("{:?} names no host", self.url)));
-        }
-        let starttls = match scheme {
-            "ldaps" => false,
-            "ldap" => !is_loopback(host),
-            _ => {
-                return Err(invalid(format!(
-                    "{:?} is not an ldap:// or ldaps:// URL",
-                    self.url
-                )));
-            }
-        };
-        let bind_password = secret(
-            "ldap",
-            self.password_file.as_deref(),
-            self.password_env.as_deref(),
-        )?
-        .ok_or_else(|| invalid("the bind password: give password_file or password_env".into()))?;
-        if let Some(ca) = &self.ca_file {
-            std::fs::metadata(ca).map_err(|source| ConfigError::Read {
-                path: ca.clone(),
-                source,
-            })?;
-        }
-        let filter = self
-            .filter
-            .unwrap_or_else(|| DEFAULT_LDAP_FILTER.to_owned());
-        if !filter.contains("{name}") && !filter.contains("{upn}") {
-            return Err(invalid("the filter must use {name} or {upn}".into()));
-        }
-        Ok(LdapConfig {
-            url: self.url,
-            starttls,
-            bind_dn: self.bind_dn,
-            bind_password,
-            ca_file: self.ca_file,
-            base_dn: self.base_dn,
-            filter,
-            mail_attribute: self.mail_attribute.unwrap_or_else(|| "mail".to_owned()),
-            timeout: self
-                .timeout_secs
-                .map_or(DEFAULT_LDAP_TIMEOUT, Duration::from_secs),
-            cache: self
-                .cache_secs
-                .map_or(DEFAULT_LDAP_CACHE, Duration::from_secs),
-            domains: self.domains,
-        })
-    }
-}
-
 /// Reads the SMTP password from a file (its first line).
 pub fn read_password(path: &std::path::Path) -> std::io::Result<Zeroizing<String>> {
     let text = Zeroizing::new(std::fs::read_to_string(path)?);
     Ok(Zeroizing::new(text.lines().next().unwrap_or("").to_owned()))
 }
 
-/// How long mail-send waits for the relay, unless configured: its own default is
-/// an hour.
-pub const DEFAULT_SMTP_TIMEOUT: Duration = Duration::from_secs(30);
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn parse(toml: &str) -> Result<ServerConfig, ConfigError> {
+    pub(super) fn parse(toml: &str) -> Result<ServerConfig, ConfigError> {
         ServerConfig::from_parts(toml::from_str(toml).unwrap(), Overrides::default())
     }
 
@@ -663,40 +441,6 @@ mod tests {
         let off = parse("[web]\nenabled = false").unwrap();
         assert_eq!(off.web, None);
         assert!(parse("[web]\ncert_file = \"/a.pem\"").is_err(), "a key too");
-    }
-
-    #[test]
-    fn ldap_wants_tls_a_password_and_a_filter_that_names_the_account() {
-        let ldap = |url: &str, extra: &str| {
-            parse(&format!(
-                "[ldap]\nurl = \"{url}\"\nbind_dn = \"cn=a\"\nbase_dn = \"dc=b\"\n{extra}"
-            ))
-        };
-        let with_password = "password_env = \"PATH\"";
-        let starttls = |url| ldap(url, with_password).unwrap().ldap.unwrap().starttls;
-        assert!(!starttls("ldaps://dc1.corp.example.com"));
-        assert!(
-            starttls("ldap://dc1.corp.example.com:389"),
-            "StartTLS off loopback"
-        );
-        assert!(!starttls("ldap://127.0.0.1:3389"));
-        assert!(!starttls("ldap://[::1]:3389/"));
-        for (url, extra) in [
-            ("http://dc1", with_password),
-            ("ldaps://", with_password),
-            ("ldaps://dc1", ""),
-            ("ldaps://dc1", "password_file = \"/nonexistent/password\""),
-            (
-                "ldaps://dc1",
-                "password_env = \"PATH\"\nfilter = \"(uid=alice)\"",
-            ),
-            (
-                "ldaps://dc1",
-                "password_env = \"PATH\"\nca_file = \"/nonexistent/ca.pem\"",
-            ),
-        ] {
-            assert!(ldap(url, extra).is_err(), "{url} {extra}");
-        }
     }
 
     #[test]

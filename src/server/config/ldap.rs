@@ -1,0 +1,169 @@
+//! The `[ldap]` section: where the Active Directory (or LDAP) directory is
+//! and how to search it; checked whole at start.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use zeroize::Zeroizing;
+
+use super::{ConfigError, is_loopback, secret};
+
+/// The `[ldap]` section as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct LdapFile {
+    url: String,
+    bind_dn: String,
+    password_file: Option<PathBuf>,
+    password_env: Option<String>,
+    ca_file: Option<PathBuf>,
+    base_dn: String,
+    filter: Option<String>,
+    mail_attribute: Option<String>,
+    timeout_secs: Option<u64>,
+    cache_secs: Option<u64>,
+    #[serde(default)]
+    domains: std::collections::HashMap<String, String>,
+}
+
+/// The filter that finds an OS account in Active Directory, by default.
+pub const DEFAULT_LDAP_FILTER: &str =
+    "(&(objectClass=user)(|(sAMAccountName={name})(userPrincipalName={upn})))";
+/// How long one directory lookup may take by default.
+pub const DEFAULT_LDAP_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a directory answer is kept by default.
+pub const DEFAULT_LDAP_CACHE: Duration = Duration::from_secs(60);
+
+/// The LDAP directory's settings.
+#[derive(Debug, Clone)]
+pub struct LdapConfig {
+    /// `ldaps://host[:port]` or `ldap://host[:port]`.
+    pub url: String,
+    /// Over `ldap://`: upgrade with StartTLS (always, unless the host is loopback).
+    pub starttls: bool,
+    /// Who the server binds as to search.
+    pub bind_dn: String,
+    /// Its password.
+    pub bind_password: Zeroizing<String>,
+    /// The CA that signs the directory's certificate; `None`: the system's.
+    pub ca_file: Option<PathBuf>,
+    /// Where accounts are searched.
+    pub base_dn: String,
+    /// The filter that finds an account: `{name}` and `{upn}` are replaced
+    /// with the account's escaped name and user principal name.
+    pub filter: String,
+    /// The attribute holding an account's email.
+    pub mail_attribute: String,
+    /// The longest a lookup may take.
+    pub timeout: Duration,
+    /// How long an answer is kept.
+    pub cache: Duration,
+    /// NetBIOS domain to realm.
+    pub domains: std::collections::HashMap<String, String>,
+}
+
+impl LdapFile {
+    pub(super) fn check(self) -> Result<LdapConfig, ConfigError> {
+        let invalid = |reason: String| ConfigError::Invalid {
+            field: "ldap",
+            reason,
+        };
+        let (scheme, rest) = self
+            .url
+            .split_once("://")
+            .ok_or_else(|| invalid(format!("{:?} is not an ldap:// or ldaps:// URL", self.url)))?;
+        let authority = rest.split(['/', '?']).next().unwrap_or_default();
+        let host = match authority.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or_default(),
+            None => authority.split(':').next().unwrap_or_default(),
+        };
+        if host.is_empty() {
+            return Err(invalid(format!("{:?} names no host", self.url)));
+        }
+        let starttls = match scheme {
+            "ldaps" => false,
+            "ldap" => !is_loopback(host),
+            _ => {
+                return Err(invalid(format!(
+                    "{:?} is not an ldap:// or ldaps:// URL",
+                    self.url
+                )));
+            }
+        };
+        let bind_password = secret(
+            "ldap",
+            self.password_file.as_deref(),
+            self.password_env.as_deref(),
+        )?
+        .ok_or_else(|| invalid("the bind password: give password_file or password_env".into()))?;
+        if let Some(ca) = &self.ca_file {
+            std::fs::metadata(ca).map_err(|source| ConfigError::Read {
+                path: ca.clone(),
+                source,
+            })?;
+        }
+        let filter = self
+            .filter
+            .unwrap_or_else(|| DEFAULT_LDAP_FILTER.to_owned());
+        if !filter.contains("{name}") && !filter.contains("{upn}") {
+            return Err(invalid("the filter must use {name} or {upn}".into()));
+        }
+        Ok(LdapConfig {
+            url: self.url,
+            starttls,
+            bind_dn: self.bind_dn,
+            bind_password,
+            ca_file: self.ca_file,
+            base_dn: self.base_dn,
+            filter,
+            mail_attribute: self.mail_attribute.unwrap_or_else(|| "mail".to_owned()),
+            timeout: self
+                .timeout_secs
+                .map_or(DEFAULT_LDAP_TIMEOUT, Duration::from_secs),
+            cache: self
+                .cache_secs
+                .map_or(DEFAULT_LDAP_CACHE, Duration::from_secs),
+            domains: self.domains,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::parse;
+
+    #[test]
+    fn ldap_wants_tls_a_password_and_a_filter_that_names_the_account() {
+        let ldap = |url: &str, extra: &str| {
+            parse(&format!(
+                "[ldap]\nurl = \"{url}\"\nbind_dn = \"cn=a\"\nbase_dn = \"dc=b\"\n{extra}"
+            ))
+        };
+        let with_password = "password_env = \"PATH\"";
+        let starttls = |url| ldap(url, with_password).unwrap().ldap.unwrap().starttls;
+        assert!(!starttls("ldaps://dc1.corp.example.com"));
+        assert!(
+            starttls("ldap://dc1.corp.example.com:389"),
+            "StartTLS off loopback"
+        );
+        assert!(!starttls("ldap://127.0.0.1:3389"));
+        assert!(!starttls("ldap://[::1]:3389/"));
+        for (url, extra) in [
+            ("http://dc1", with_password),
+            ("ldaps://", with_password),
+            ("ldaps://dc1", ""),
+            ("ldaps://dc1", "password_file = \"/nonexistent/password\""),
+            (
+                "ldaps://dc1",
+                "password_env = \"PATH\"\nfilter = \"(uid=alice)\"",
+            ),
+            (
+                "ldaps://dc1",
+                "password_env = \"PATH\"\nca_file = \"/nonexistent/ca.pem\"",
+            ),
+        ] {
+            assert!(ldap(url, extra).is_err(), "{url} {extra}");
+        }
+    }
+}

@@ -1,28 +1,34 @@
 //! Active Directory over LDAP against a real OpenLDAP (slapd) with an AD-like
 //! schema over LDAPS: auto-send end to end through an agent, both spellings of
 //! an account, unknown, disabled and mail-less accounts refused alike, names
-//! that try to widen the search, the directory going away and coming back.
+//! that try to widen the search, the directory going away and coming back;
+//! directory accounts and (nested) groups as approvers, mailed at their
+//! directory address, signing in with their directory password.
 
 mod common;
 
+use std::time::Duration;
+
 use common::agent::Desk;
 use common::server::TestServer;
-use common::slapd::Slapd;
+use common::slapd::{Slapd, password};
+use common::web::WebClient;
 use otpgate::cli::prompt::Prompt;
-use otpgate_protocol::admin::{AdminRequest, AdminResponse, OptionsView};
-use otpgate_protocol::login::{LoginRequest, LoginResponse, RequestMode, Requested};
+use otpgate_protocol::admin::{AdminErrorCode, AdminRequest, AdminResponse, Choice, OptionsView};
+use otpgate_protocol::login::{LoginRequest, LoginResponse, RequestMode, Requested, Secret};
 
 /// Asks for an OTP as `os_user` (root acts for them) with the directory.
 async fn ask_as(desk: &Desk, os_user: &str) -> Requested {
+    ask(desk, os_user, RequestMode::Directory).await
+}
+
+/// Asks for an OTP as `os_user` (root acts for them) by `mode`.
+async fn ask(desk: &Desk, os_user: &str, mode: RequestMode) -> Requested {
     let prompt = Prompt {
         socket: desk.socket.clone(),
         os_user: Some(os_user.into()),
     };
-    match prompt
-        .ask(LoginRequest::Request(RequestMode::Directory))
-        .await
-        .unwrap()
-    {
+    match prompt.ask(LoginRequest::Request(mode)).await.unwrap() {
         LoginResponse::Requested(requested) => requested,
         other => panic!("{other:?}"),
     }
@@ -73,10 +79,7 @@ async fn directory_users_get_their_otp_and_nobody_else_does() {
     };
     assert_eq!(alice.email.as_deref(), Some("alice@example.com"));
     assert!(!alice.disabled && alice.error.is_none());
-    assert_eq!(
-        alice.groups,
-        [format!("cn=it-approvers,{}", common::slapd::BASE)]
-    );
+    assert_eq!(alice.groups, ["it-approvers@corp.example.com"]);
     let AdminResponse::DirectoryAccount(dave) = server.admin(test("CORP\\dave")).await else {
         panic!("directory test");
     };
@@ -107,6 +110,171 @@ async fn directory_users_get_their_otp_and_nobody_else_does() {
     assert!(
         matches!(&answer, Requested::Send { to, .. } if to == "b***@example.com"),
         "{answer:?}"
+    );
+    desk.stop().await;
+}
+
+/// An access request from `os_user` with `email`: its number.
+async fn request_access(desk: &Desk, os_user: &str, email: &str) -> u64 {
+    match ask(desk, os_user, RequestMode::Email(email.into())).await {
+        Requested::AwaitApproval { request, .. } => request,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn directory_people_and_groups_approve_with_their_directory_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(slapd) = Slapd::start(dir.path(), "directory_people_and_groups_approve") else {
+        return;
+    };
+    let server = TestServer::start_with_config(&slapd.config()).await;
+    let desk = server.desk("ws-1").await;
+    let approvers = |entries: &[&str]| AdminRequest::ClientSet {
+        computer: "ws-1".into(),
+        group: None,
+        options: OptionsView {
+            approvers: Some(entries.iter().map(|e| (*e).to_owned()).collect()),
+            ..OptionsView::default()
+        },
+    };
+    // Entries the directory does not know are refused; accounts and groups it
+    // knows are taken.
+    let refused = server.admin(approvers(&["CORP\\nobody"])).await;
+    assert!(
+        matches!(&refused, AdminResponse::Fail(e) if e.message.contains("CORP\\nobody")),
+        "{refused:?}"
+    );
+    let set = server
+        .admin(approvers(&["CORP\\bob", "CORP\\it-approvers"]))
+        .await;
+    assert_eq!(set, AdminResponse::Done);
+
+    // A request reaches bob, and the group's members through its nested
+    // group (alice; frank through helpdesk), not disabled dave nor carol.
+    let first = request_access(&desk, "worker1", "worker1@example.com").await;
+    let outbox = server.data_dir().join("outbox");
+    for approver in ["bob", "alice", "frank"] {
+        let to = format!("{approver}@example.com");
+        common::wait_until(Duration::from_secs(20), "the approvers' mail", || async {
+            !common::mail::messages_to(&outbox, &to).is_empty()
+        })
+        .await;
+    }
+    for nobody in ["dave@example.com", "carol@example.com", "admin@example.com"] {
+        assert!(
+            common::mail::messages_to(&outbox, nobody).is_empty(),
+            "{nobody}"
+        );
+    }
+
+    // Frank, in the group through helpdesk, signs in with his directory
+    // password and approves: the requester gets the OTP.
+    let frank = WebClient::new(&server);
+    let answer = frank.sign_in("CORP\\frank", &password("frank")).await;
+    assert_eq!(answer.status(), 303);
+    let (page, csrf) = frank.page("/requests").await;
+    assert!(page.contains("worker1@example.com"), "{page}");
+    let answer = frank
+        .post(
+            &format!("/requests/{first}/decide"),
+            &[("csrf", &csrf), ("choice", "approve")],
+        )
+        .await;
+    assert_eq!(answer.status(), 303);
+    assert_eq!(server.codes_for("worker1@example.com", 1).await.len(), 1);
+
+    // Carol is in the directory but approves nothing here.
+    let carol = WebClient::new(&server);
+    assert_eq!(
+        carol
+            .sign_in("carol@corp.example.com", &password("carol"))
+            .await
+            .status(),
+        303
+    );
+    let second = request_access(&desk, "worker2", "worker2@example.com").await;
+    let (page, csrf) = carol.page("/requests").await;
+    assert!(!page.contains("worker2@example.com"), "{page}");
+    let answer = carol
+        .post(
+            &format!("/requests/{second}/decide"),
+            &[("csrf", &csrf), ("choice", "approve")],
+        )
+        .await;
+    assert_eq!(answer.status(), 409);
+
+    // Bob follows the link in his mail, signed in by his other spelling.
+    let about_second = || {
+        common::mail::messages_to(&outbox, "bob@example.com")
+            .into_iter()
+            .find(|mail| mail.contains("worker2@example.com"))
+    };
+    common::wait_until(Duration::from_secs(20), "bob's second mail", || async {
+        about_second().is_some()
+    })
+    .await;
+    let mail = about_second().unwrap();
+    let token = common::mail::token_after(&mail, "Deny:");
+    let bob = WebClient::new(&server);
+    assert_eq!(
+        bob.sign_in("bob@corp.example.com", &password("bob"))
+            .await
+            .status(),
+        303
+    );
+    let link = format!("/requests/decide?token={token}");
+    let (page, csrf) = bob.page(&link).await;
+    assert!(
+        page.contains(&format!("Deny access request #{second}")),
+        "{page}"
+    );
+    let form = [
+        ("csrf", csrf.as_str()),
+        ("token", token.as_str()),
+        ("comment", ""),
+    ];
+    assert_eq!(bob.post("/requests/decide", &form).await.status(), 303);
+    assert!(server.requests(false).await.is_empty(), "both decided");
+
+    // On the admin socket, alice decides as herself with her directory
+    // password; a wrong one is refused.
+    let third = request_access(&desk, "worker3", "worker3@example.com").await;
+    let decide = |password: String| AdminRequest::RequestDecide {
+        id: third,
+        by: "CORP\\alice".into(),
+        password: Secret(password),
+        choice: Choice::Deny,
+        comment: None,
+    };
+    let wrong = server.admin(decide("not alice's".into())).await;
+    assert!(
+        matches!(&wrong, AdminResponse::Fail(e) if e.code == AdminErrorCode::Forbidden),
+        "{wrong:?}"
+    );
+    let done = server.admin(decide(password("alice"))).await;
+    assert!(matches!(done, AdminResponse::Decided(_)), "{done:?}");
+
+    // A wrong directory password: refused like any other, then throttled
+    // (even the right one) after a few tries; an empty one never binds.
+    let guesser = WebClient::new(&server);
+    assert_eq!(guesser.sign_in("CORP\\bob", "").await.status(), 401);
+    for _ in 0..4 {
+        assert_eq!(guesser.sign_in("CORP\\bob", "guess").await.status(), 401);
+    }
+    assert_eq!(
+        guesser
+            .sign_in("CORP\\bob", &password("bob"))
+            .await
+            .status(),
+        429
+    );
+    assert!(
+        server
+            .audit(50)
+            .await
+            .iter()
+            .any(|e| e.who.starts_with("web(CORP\\frank)") && e.outcome == "signed in")
     );
     desk.stop().await;
 }

@@ -371,7 +371,7 @@ async fn administrators_manage_settings_users_otps_audit_and_mail() {
             .text()
             .await
             .unwrap()
-            .contains("no internal user zed")
+            .contains("no internal user, directory account or group zed")
     );
     let mut own = client("no", "bob");
     own.push(("csrf", &csrf));

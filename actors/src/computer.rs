@@ -18,7 +18,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use crate::audit::{Action, AuditEntry};
 use crate::clock::{Clock, Timestamp};
-use crate::directory::{Directory, PasswordCheck, check_login};
+use crate::directory::{Directory, PasswordCheck, Recipient, check_login, is_directory_name};
 use crate::id::ComputerId;
 use crate::login::{LoginAnswer, LoginCall, Mode, Requested, Verdict};
 use crate::mail::{MailKind, MailerHandle, OutboxEntry};
@@ -27,7 +27,7 @@ use crate::names;
 use crate::otp::{Code, Origin, OtpKeys};
 use crate::policy;
 use crate::request::{AccessRequest, Choice};
-use crate::rules::{self, Admit, Bucket, Effect, LimitKey, Logins, Policy};
+use crate::rules::{self, Admit, Bucket, Decider, Effect, LimitKey, Logins, Policy};
 use crate::session::{ClientSession, SessionEnd};
 use crate::settings::{Options, OptionsPatch, SystemSettings};
 use crate::store::{ComputerRecord, Store, StoreError};
@@ -87,12 +87,25 @@ pub enum ComputerMsg {
         /// The answer.
         reply: RpcReplyPort<Result<LoginAnswer, ComputerError>>,
     },
+    /// A [`ComputerMsg::Login`] again, with what the directory said for it
+    /// (looked up outside the actor's turn, so a slow directory holds up only
+    /// this call).
+    Looked {
+        /// As in [`ComputerMsg::Login`].
+        os_user: String,
+        /// As in [`ComputerMsg::Login`].
+        call: LoginCall,
+        /// What the directory said.
+        found: Found,
+        /// As in [`ComputerMsg::Login`].
+        reply: RpcReplyPort<Result<LoginAnswer, ComputerError>>,
+    },
     /// Approve or deny access request `request`.
     Decide {
         /// The access request.
         request: u64,
-        /// The deciding internal user's login name.
-        by: String,
+        /// Who decides.
+        by: Decider,
         /// Approve or deny.
         choice: Choice,
         /// Their comment.
@@ -138,13 +151,59 @@ impl ComputerMsg {
     fn caller_gone(&self) -> bool {
         match self {
             Self::Connect { reply, .. } => reply.is_closed(),
-            Self::Login { reply, .. } => reply.is_closed(),
+            Self::Login { reply, .. } | Self::Looked { reply, .. } => reply.is_closed(),
             Self::Decide { reply, .. } => reply.is_closed(),
             Self::Generate { reply, .. } => reply.is_closed(),
             Self::Configure { reply, .. } => reply.is_closed(),
             _ => false,
         }
     }
+}
+
+/// What a request needs from the directory before the actor's turn.
+#[derive(Debug, Default)]
+struct Lookup {
+    /// The OS account's email (Active Directory auto-send).
+    requester: bool,
+    /// The approver entries naming directory accounts or groups.
+    entries: Vec<String>,
+}
+
+impl Lookup {
+    fn is_empty(&self) -> bool {
+        !self.requester && self.entries.is_empty()
+    }
+
+    /// Asks the directory (each lookup bounded by its timeout).
+    async fn run(self, directory: &dyn Directory, os_user: &str) -> Found {
+        let requester = if self.requester {
+            Some(directory.email_of(os_user).await)
+        } else {
+            None
+        };
+        let mut recipients = Vec::new();
+        for entry in &self.entries {
+            match directory.recipients(entry).await {
+                Ok(found) => recipients.extend(found.unwrap_or_default()),
+                Err(err) => {
+                    tracing::warn!(%entry, error = %err, "approvers could not be looked up")
+                }
+            }
+        }
+        Found {
+            requester,
+            recipients,
+        }
+    }
+}
+
+/// What the directory said for a request.
+#[derive(Debug, Default)]
+pub struct Found {
+    /// The OS account's email, if it was looked up.
+    requester: Option<Result<Option<String>, crate::directory::DirectoryError>>,
+    /// Whom the approver entries naming the directory reach.
+    recipients: Vec<Recipient>,
 }
 
 /// What became of a [`ComputerMsg::Decide`].
@@ -343,7 +402,33 @@ impl Actor for ComputerActor {
                 call,
                 reply,
             } => {
-                let answer = state.login(&os_user, call).await;
+                let lookup = state.lookup(&call);
+                if lookup.is_empty() {
+                    let answer = state.login(&os_user, call, Found::default()).await;
+                    let _ = reply.send(answer);
+                    state.schedule(&myself);
+                } else {
+                    let directory = Arc::clone(&state.svc.directory);
+                    tokio::spawn(async move {
+                        let found = lookup.run(&*directory, &os_user).await;
+                        let again = ComputerMsg::Looked {
+                            os_user,
+                            call,
+                            found,
+                            reply,
+                        };
+                        // Gone: the actor stopped; the caller hears so.
+                        let _ = myself.cast(again);
+                    });
+                }
+            }
+            ComputerMsg::Looked {
+                os_user,
+                call,
+                found,
+                reply,
+            } => {
+                let answer = state.login(&os_user, call, found).await;
                 let _ = reply.send(answer);
                 state.schedule(&myself);
             }
@@ -529,7 +614,32 @@ impl ComputerState {
         Ok(())
     }
 
-    async fn login(&mut self, os_user: &str, call: LoginCall) -> Result<LoginAnswer> {
+    /// What `call` needs from the directory, as the options stand now (they
+    /// are read again in the turn that answers it).
+    fn lookup(&self, call: &LoginCall) -> Lookup {
+        let LoginCall::Request(mode) = call else {
+            return Lookup::default();
+        };
+        let options = self.svc.policy.snapshot().effective(&self.record);
+        match mode {
+            Mode::Directory => Lookup {
+                requester: rules::enabled(mode, &options),
+                entries: Vec::new(),
+            },
+            Mode::Email(_) | Mode::Emergency(_) if rules::enabled(mode, &options) => Lookup {
+                requester: false,
+                entries: options
+                    .approvers
+                    .iter()
+                    .filter(|entry| is_directory_name(entry))
+                    .cloned()
+                    .collect(),
+            },
+            _ => Lookup::default(),
+        }
+    }
+
+    async fn login(&mut self, os_user: &str, call: LoginCall, found: Found) -> Result<LoginAnswer> {
         let snapshot = self.svc.policy.snapshot();
         let settings = &snapshot.settings;
         if !names::is_os_account(os_user) {
@@ -554,7 +664,7 @@ impl ComputerState {
             }
             LoginCall::Request(mode) => {
                 let requested = self
-                    .request(&snapshot, policy, os_user, mode, &mut effects)
+                    .request(&snapshot, policy, os_user, mode, found, &mut effects)
                     .await?;
                 effects.push(Effect::audit(
                     &who,
@@ -640,6 +750,7 @@ impl ComputerState {
         policy: Policy<'_>,
         os_user: &str,
         mode: Mode,
+        found: Found,
         effects: &mut Vec<Effect>,
     ) -> Result<Requested> {
         let (id, now) = (self.id.clone(), self.now());
@@ -662,7 +773,12 @@ impl ComputerState {
             Mode::Email(email) => (email, false),
             Mode::Emergency(email) => (email, true),
             Mode::Directory => {
-                return Ok(match self.svc.directory.email_of(os_user).await {
+                let email = match found.requester {
+                    Some(email) => email,
+                    // The options changed since the lookup was decided.
+                    None => self.svc.directory.email_of(os_user).await,
+                };
+                return Ok(match email {
                     Ok(Some(email)) => self.send_new(policy, os_user, &email, effects),
                     Ok(None) => {
                         effects.push(Effect::Count(person));
@@ -712,7 +828,7 @@ impl ComputerState {
                 });
             }
         };
-        let approvers = rules::approvers(snapshot.users.values(), policy.options);
+        let approvers = rules::approvers(snapshot.users.values(), policy.options, found.recipients);
         let request = self.svc.store.next_id()?;
         Ok(self.logins.open_request(
             &id, policy, &approvers, request, os_user, &email, emergency, now, effects,
@@ -763,7 +879,7 @@ impl ComputerState {
     async fn decide(
         &mut self,
         request: u64,
-        by: &str,
+        by: &Decider,
         choice: Choice,
         comment: Option<String>,
     ) -> Result<Decided> {
@@ -777,7 +893,13 @@ impl ComputerState {
         let snapshot = self.svc.policy.snapshot();
         let settings = &snapshot.settings;
         let options = snapshot.effective(&self.record);
-        if !rules::may_decide(snapshot.user(by), &options) {
+        let allowed = match by {
+            Decider::User(login) => rules::may_decide(snapshot.user(login), &options),
+            Decider::Person(person) => rules::person_may_decide(person, &options, |entry| {
+                self.svc.directory.canonical(entry)
+            }),
+        };
+        if !allowed {
             return Ok(Decided::NotAllowed);
         }
         let policy = Policy {
@@ -791,7 +913,7 @@ impl ComputerState {
             &self.id,
             policy,
             &mut found,
-            by,
+            by.name(),
             choice,
             comment,
             &code,

@@ -4,9 +4,10 @@ use std::time::Duration;
 
 use super::*;
 use crate::clock::ManualClock;
+use crate::directory::DirectoryFuture;
 use crate::mailbox::Waiting;
 use crate::otp::OtpState;
-use crate::testing::services;
+use crate::testing::{services, services_with};
 
 const TIMEOUT: Option<Duration> = Some(Duration::from_secs(10));
 const CONN: ConnectionId = ConnectionId(1);
@@ -21,8 +22,17 @@ struct Fixture {
 
 impl Fixture {
     async fn new(options: Options) -> Self {
+        Self::with_directory(options, None).await
+    }
+
+    /// A computer with `options`, whose services ask `directory` (by default
+    /// one that knows alice).
+    async fn with_directory(options: Options, directory: Option<Arc<dyn Directory>>) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let (svc, clock) = services(dir.path());
+        let (svc, clock) = match directory {
+            Some(directory) => services_with(dir.path(), directory),
+            None => services(dir.path()),
+        };
         let id: ComputerId = "ws-1".parse().unwrap();
         let (actor, _) = Actor::spawn(
             None,
@@ -123,6 +133,51 @@ fn auto_directory() -> Options {
         auto_directory: Some(true),
         ..Options::default()
     }
+}
+
+/// A directory that answers only once it is let go.
+struct HeldDirectory(Arc<tokio::sync::Semaphore>);
+
+impl Directory for HeldDirectory {
+    fn email_of<'a>(&'a self, account: &'a str) -> DirectoryFuture<'a, Option<String>> {
+        Box::pin(async move {
+            let _go = self.0.acquire().await;
+            Ok(Some(format!("{account}@example.com")))
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_slow_directory_holds_up_only_the_request_that_waits_for_it() {
+    let held = Arc::new(tokio::sync::Semaphore::new(0));
+    let directory: Arc<dyn Directory> = Arc::new(HeldDirectory(Arc::clone(&held)));
+    let f = Fixture::with_directory(auto_directory(), Some(directory)).await;
+    let actor = f.actor.clone();
+    let waiting = tokio::spawn(async move {
+        actor
+            .call(
+                |reply| ComputerMsg::Login {
+                    os_user: "alice".into(),
+                    call: LoginCall::Request(Mode::Directory),
+                    reply,
+                },
+                TIMEOUT,
+            )
+            .await
+    });
+    // The lookup is outside the actor's turn: the same computer answers others.
+    for _ in 0..3 {
+        let status = f.login("bob", LoginCall::Status).await;
+        assert!(matches!(status, LoginAnswer::Status(_)), "{status:?}");
+    }
+    assert!(!waiting.is_finished());
+    held.add_permits(1);
+    let answer = waiting.await.unwrap().unwrap().unwrap().unwrap();
+    assert!(
+        matches!(&answer, LoginAnswer::Requested(Requested::Send { to, .. }) if to == "a***@example.com"),
+        "{answer:?}"
+    );
+    assert_eq!(f.codes().len(), 1);
 }
 
 #[tokio::test]

@@ -41,6 +41,82 @@ pub trait Directory: Send + Sync + 'static {
             }))
         })
     }
+
+    /// The one spelling every name of an account or group comes to (lower
+    /// case; `name@realm` where the realm is known): how approver entries are
+    /// compared with people.
+    fn canonical(&self, name: &str) -> String {
+        name.trim().to_lowercase()
+    }
+
+    /// The person `account` is, if `password` is theirs (checked by the
+    /// directory itself), they are enabled, and the directory lets people sign
+    /// in; `None` alike for every refusal.
+    fn sign_in<'a>(
+        &'a self,
+        account: &'a str,
+        password: &'a str,
+    ) -> DirectoryFuture<'a, Option<DirectoryPerson>> {
+        let _ = (account, password);
+        Box::pin(async { Ok(None) })
+    }
+
+    /// The person `account` is, if enabled, without a password: for a link
+    /// the server itself signed for them.
+    fn person<'a>(&'a self, account: &'a str) -> DirectoryFuture<'a, Option<DirectoryPerson>> {
+        let _ = account;
+        Box::pin(async { Ok(None) })
+    }
+
+    /// Who approver entry `entry` (an account or a group) reaches by mail:
+    /// the account, or the group's members (nested ones included) that are
+    /// enabled and have mail; `None` when the directory knows no such account
+    /// or group.
+    fn recipients<'a>(&'a self, entry: &'a str) -> DirectoryFuture<'a, Option<Vec<Recipient>>> {
+        let _ = entry;
+        Box::pin(async { Ok(None) })
+    }
+}
+
+/// A person of the directory, as found when they sign in (or are named by a
+/// link of theirs): what they approve as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectoryPerson {
+    /// Their account as they named it (`CORP\bob`), for display and the log.
+    pub name: String,
+    /// Their account in the one spelling every name of it comes to (see
+    /// [`Directory::canonical`]).
+    pub account: String,
+    /// Their email address, if the directory has one.
+    pub email: Option<String>,
+    /// The groups they are a member of, nested ones included, each in its
+    /// canonical spelling.
+    pub groups: Vec<String>,
+}
+
+impl DirectoryPerson {
+    /// Whether approver entry `entry`, already canonical, names them or a
+    /// group of theirs.
+    pub fn is_named_by(&self, entry: &str) -> bool {
+        self.account == entry || self.groups.iter().any(|group| group == entry)
+    }
+}
+
+/// Someone told of an access request: their name (what the links in the
+/// message act as) and address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recipient {
+    /// The internal user's login name, or the directory account's canonical
+    /// name.
+    pub name: String,
+    /// Where the message goes.
+    pub email: String,
+}
+
+/// Whether approver entry `name` names a directory account or group
+/// (`CORP\bob`, `it-approvers@corp.example.com`) rather than an internal user.
+pub fn is_directory_name(name: &str) -> bool {
+    name.contains('\\') || name.contains('@')
 }
 
 /// What a directory holds on one account.

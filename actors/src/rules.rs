@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::audit::Action;
 use crate::clock::Timestamp;
-use crate::directory::{Role, UserRecord};
+use crate::directory::{DirectoryPerson, Recipient, Role, UserRecord, is_directory_name};
 use crate::id::ComputerId;
 use crate::login::{LoginAnswer, LoginCall, Mode, PromptState, RequestState, Requested, Verdict};
 use crate::mail::outbox::MailKind;
@@ -225,6 +225,26 @@ pub fn throttled<'k>(
         .max_by_key(|(wait, _)| *wait)
 }
 
+/// Who decides an access request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decider {
+    /// An internal user, by login name.
+    User(String),
+    /// A person of the directory, signed in with their directory password (or
+    /// holding a link the server signed for them).
+    Person(DirectoryPerson),
+}
+
+impl Decider {
+    /// Their name, as the request records who decided it.
+    pub fn name(&self) -> &str {
+        match self {
+            Self::User(login) => login,
+            Self::Person(person) => &person.name,
+        }
+    }
+}
+
 /// Whether `user` may decide the access requests of a computer whose options
 /// are `options`: administrators always, others when they are its approvers.
 pub fn may_decide(user: Option<&UserRecord>, options: &Effective) -> bool {
@@ -234,28 +254,57 @@ pub fn may_decide(user: Option<&UserRecord>, options: &Effective) -> bool {
     })
 }
 
+/// Whether directory person `person` may decide the access requests of a
+/// computer whose options are `options`: when one of its approver entries
+/// names them or a group of theirs, compared in the spelling `canonical`
+/// gives.
+pub fn person_may_decide(
+    person: &DirectoryPerson,
+    options: &Effective,
+    canonical: impl Fn(&str) -> String,
+) -> bool {
+    options
+        .approvers
+        .iter()
+        .filter(|entry| is_directory_name(entry))
+        .any(|entry| person.is_named_by(&canonical(entry)))
+}
+
 /// Whether `user` may generate an OTP without a request: administrators only.
 pub fn may_generate(user: Option<&UserRecord>) -> bool {
     user.is_some_and(|user| !user.disabled && user.role == Role::Administrator)
 }
 
-/// Who is told of a computer's access requests: its approvers, or the
-/// administrators when it names none that exist; disabled users never.
+/// Who is told of a computer's access requests: its internal approvers and
+/// the people its directory entries reach (`found`), once each; or the
+/// administrators when that is nobody. Disabled users never.
 pub fn approvers<'u>(
     users: impl IntoIterator<Item = &'u UserRecord> + Clone,
     options: &Effective,
-) -> Vec<&'u UserRecord> {
-    let named: Vec<_> = users
+    found: Vec<Recipient>,
+) -> Vec<Recipient> {
+    let recipient = |user: &UserRecord| Recipient {
+        name: user.login.clone(),
+        email: user.email.clone(),
+    };
+    let mut named: Vec<Recipient> = users
         .clone()
         .into_iter()
         .filter(|user| !user.disabled && options.approvers.contains(&user.login))
+        .map(recipient)
         .collect();
+    for person in found {
+        if !named.iter().any(|known| known.name == person.name) {
+            named.push(person);
+        }
+    }
     if !named.is_empty() {
         return named;
     }
     users
         .into_iter()
         .filter(|user| !user.disabled && user.role == Role::Administrator)
+        .map(recipient)
         .collect()
 }
 
@@ -604,7 +653,7 @@ impl Logins {
         &mut self,
         computer: &ComputerId,
         policy: Policy<'_>,
-        approvers: &[&UserRecord],
+        approvers: &[Recipient],
         id: u64,
         os_user: &str,
         email: &str,
@@ -636,7 +685,7 @@ impl Logins {
             effects.push(Effect::QueueMail {
                 to: approver.email.clone(),
                 kind: MailKind::Approval {
-                    approver: approver.login.clone(),
+                    approver: approver.name.clone(),
                     request: id,
                     computer: computer.clone(),
                     os_user: os_user.to_owned(),

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::*;
-use crate::directory::Role;
+use crate::directory::{DirectoryPerson, Recipient, Role};
 
 const MINUTE: Duration = Duration::from_secs(60);
 
@@ -415,14 +415,14 @@ fn only_approvers_and_administrators_decide_and_approvers_default_to_administrat
     assert!(!may_generate(Some(&bob)));
 
     let users = [admin.clone(), bob.clone(), carol];
-    let logins: Vec<_> = approvers(&users, &named)
+    let logins: Vec<_> = approvers(&users, &named, Vec::new())
         .iter()
-        .map(|u| u.login.clone())
+        .map(|u| u.name.clone())
         .collect();
     assert_eq!(logins, ["bob"]);
-    let fallback: Vec<_> = approvers(&users, &Effective::default())
+    let fallback: Vec<_> = approvers(&users, &Effective::default(), Vec::new())
         .iter()
-        .map(|u| u.login.clone())
+        .map(|u| u.name.clone())
         .collect();
     assert_eq!(fallback, ["root"]);
     // Approvers that name nobody who exists: the administrators are told.
@@ -430,9 +430,9 @@ fn only_approvers_and_administrators_decide_and_approvers_default_to_administrat
         approvers: vec!["nobody".into()],
         ..Effective::default()
     };
-    let fallback: Vec<_> = approvers(&users, &gone)
+    let fallback: Vec<_> = approvers(&users, &gone, Vec::new())
         .iter()
-        .map(|u| u.login.clone())
+        .map(|u| u.name.clone())
         .collect();
     assert_eq!(fallback, ["root"]);
 
@@ -445,15 +445,82 @@ fn only_approvers_and_administrators_decide_and_approvers_default_to_administrat
     assert!(!may_decide(Some(&disabled(&admin)), &named));
     assert!(!may_generate(Some(&disabled(&admin))));
     let users = [admin.clone(), disabled(&bob)];
-    let logins: Vec<_> = approvers(&users, &named)
+    let logins: Vec<_> = approvers(&users, &named, Vec::new())
         .iter()
-        .map(|u| u.login.clone())
+        .map(|u| u.name.clone())
         .collect();
     assert_eq!(
         logins,
         ["root"],
         "bob disabled: the administrators are told"
     );
+
+    // Directory people the entries reach join the internal approvers, once
+    // each; reaching somebody, they keep the administrators out.
+    let users = [admin.clone(), bob.clone()];
+    let frank = Recipient {
+        name: "frank@corp.example.com".into(),
+        email: "frank@example.com".into(),
+    };
+    let with_group = Effective {
+        approvers: vec!["bob".into(), "CORP\\it-approvers".into()],
+        ..Effective::default()
+    };
+    let told: Vec<_> = approvers(&users, &with_group, vec![frank.clone(), frank.clone()])
+        .into_iter()
+        .map(|u| u.name)
+        .collect();
+    assert_eq!(told, ["bob", "frank@corp.example.com"]);
+    let only_group = Effective {
+        approvers: vec!["CORP\\it-approvers".into()],
+        ..Effective::default()
+    };
+    let told: Vec<_> = approvers(&users, &only_group, vec![frank])
+        .into_iter()
+        .map(|u| u.name)
+        .collect();
+    assert_eq!(told, ["frank@corp.example.com"]);
+}
+
+#[test]
+fn directory_people_decide_where_an_entry_names_them_or_a_group_of_theirs() {
+    let frank = DirectoryPerson {
+        name: "CORP\\frank".into(),
+        account: "frank@corp.example.com".into(),
+        email: Some("frank@example.com".into()),
+        groups: vec![
+            "helpdesk@corp.example.com".into(),
+            "it-approvers@corp.example.com".into(),
+        ],
+    };
+    let canonical =
+        |entry: &str| entry.to_lowercase().replace("corp\\", "").to_owned() + "@corp.example.com";
+    let options = |entries: &[&str]| Effective {
+        approvers: entries.iter().map(|e| (*e).to_owned()).collect(),
+        ..Effective::default()
+    };
+    assert!(person_may_decide(
+        &frank,
+        &options(&["CORP\\frank"]),
+        canonical
+    ));
+    assert!(person_may_decide(
+        &frank,
+        &options(&["bob", "CORP\\IT-Approvers"]),
+        canonical
+    ));
+    assert!(!person_may_decide(
+        &frank,
+        &options(&["CORP\\dave", "CORP\\other"]),
+        canonical
+    ));
+    // A bare name is an internal user's, never a directory group's.
+    assert!(!person_may_decide(
+        &frank,
+        &options(&["helpdesk", "frank"]),
+        canonical
+    ));
+    assert!(!person_may_decide(&frank, &options(&[]), canonical));
 }
 
 #[test]
@@ -464,8 +531,13 @@ fn a_request_notifies_each_approver_and_an_approval_sends_the_otp() {
         settings: &settings,
         options: &options,
     };
-    let approvers_ = [user("bob", Role::User), user("dave", Role::User)];
-    let approvers: Vec<&UserRecord> = approvers_.iter().collect();
+    let approvers: Vec<Recipient> = ["bob", "dave"]
+        .into_iter()
+        .map(|login| Recipient {
+            name: login.into(),
+            email: user(login, Role::User).email,
+        })
+        .collect();
     let mut logins = Logins::default();
     let mut effects = Vec::new();
     let answer = logins.open_request(

@@ -31,6 +31,7 @@ use crate::id::ComputerId;
 use crate::login::{LoginAnswer, LoginCall};
 use crate::mailbox::Waiting;
 use crate::request::Choice;
+use crate::rules::Decider;
 use crate::settings::OptionsPatch;
 use crate::store::ComputerRecord;
 
@@ -285,19 +286,19 @@ impl Computers {
         .await
     }
 
-    /// Has internal user `by` make `choice` on access request `request` of
+    /// Has `by` make `choice` on access request `request` of
     /// computer `id`.
     pub async fn decide(
         &self,
         id: &ComputerId,
         request: u64,
-        by: &str,
+        by: &Decider,
         choice: Choice,
         comment: Option<String>,
     ) -> Result<Decided, CallError> {
         self.call(id, |reply| ComputerMsg::Decide {
             request,
-            by: by.to_owned(),
+            by: by.clone(),
             choice,
             comment: comment.clone(),
             reply,

@@ -22,8 +22,20 @@ impl Directory for MapDirectory {
     }
 }
 
-/// Services on a fresh store in `dir`, with a manual clock and no mailer.
+/// Services on a fresh store in `dir`, with a manual clock, no mailer, and a
+/// directory that knows alice.
 pub fn services(dir: &Path) -> (Arc<Services>, ManualClock) {
+    services_with(
+        dir,
+        Arc::new(MapDirectory(HashMap::from([(
+            "alice".to_owned(),
+            "alice@example.com".to_owned(),
+        )]))),
+    )
+}
+
+/// [`services`] with `directory`.
+pub fn services_with(dir: &Path, directory: Arc<dyn Directory>) -> (Arc<Services>, ManualClock) {
     let clock = ManualClock::new(Timestamp::from_unix_millis(1_800_000_000_000));
     let store: Arc<dyn Store> = Arc::new(SledStore::open(dir).unwrap());
     let services = Services {
@@ -31,10 +43,7 @@ pub fn services(dir: &Path) -> (Arc<Services>, ManualClock) {
         store,
         clock: Arc::new(clock.clone()),
         keys: Arc::new(OtpKeys::derive(&[3; 32])),
-        directory: Arc::new(MapDirectory(HashMap::from([(
-            "alice".to_owned(),
-            "alice@example.com".to_owned(),
-        )]))),
+        directory,
         mailer: None,
     };
     (Arc::new(services), clock)

@@ -557,4 +557,6 @@ pub enum AdminErrorCode {
     Internal,
     /// The answer would not fit in one frame.
     TooLarge,
+    /// Something it needs (the directory) cannot be reached now; try again.
+    Unavailable,
 }

@@ -514,6 +514,8 @@ pub fn exit_code(response: &AdminResponse) -> u8 {
     match response {
         AdminResponse::Fail(AdminError { code, .. }) => match code {
             AdminErrorCode::NotFound | AdminErrorCode::Forbidden | AdminErrorCode::Conflict => 1,
+            // EX_TEMPFAIL: try again later.
+            AdminErrorCode::Unavailable => 75,
             _ => 2,
         },
         _ => 0,

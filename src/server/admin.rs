@@ -16,13 +16,15 @@ use zeroize::Zeroizing;
 
 use otpgate_actors::audit::{Action, AuditEntry};
 use otpgate_actors::directory::{
-    Directory, PasswordCheck, Role, UserRecord, check_login, hash_password,
+    Directory, DirectoryPerson, PasswordCheck, Role, UserRecord, check_login, hash_password,
+    is_directory_name,
 };
 use otpgate_actors::mail::{DeliveryError, Mail, MailTransport};
 use otpgate_actors::names::{is_email_address, is_login, is_plain_text};
 use otpgate_actors::otp::OtpKeys;
 use otpgate_actors::policy;
 use otpgate_actors::request::{Choice, Decision};
+use otpgate_actors::rules::Decider;
 use otpgate_actors::settings::GroupRecord;
 use otpgate_actors::{
     CallError, Clock, ComputerId, Computers, Decided, Generated, Store, StoreError,
@@ -203,7 +205,7 @@ pub(crate) async fn handle(
             {
                 return Ok(fail(AdminErrorCode::NotFound, format!("no group {name:?}")));
             }
-            if let Some(refused) = unknown_approvers(&policy, &options) {
+            if let Some(refused) = unknown_approvers(context, &policy, &options).await {
                 return Ok(refused);
             }
             context
@@ -229,7 +231,7 @@ pub(crate) async fn handle(
                     "a group's name must be 1 to 128 characters, none of them control characters",
                 ));
             }
-            if let Some(refused) = unknown_approvers(&policy, &options) {
+            if let Some(refused) = unknown_approvers(context, &policy, &options).await {
                 return Ok(refused);
             }
             let mut edit = context.policy.edit().await;
@@ -400,9 +402,10 @@ pub(crate) async fn handle(
             choice,
             comment,
         } => {
-            if let Err(refused) = authenticate(&policy, operator, &by, password).await {
-                return Ok(refused);
-            }
+            let by = match authenticate(context, operator, &by, password).await {
+                Ok(by) => by,
+                Err(refused) => return Ok(refused),
+            };
             decide_as(context, operator, id, by, convert::choice(choice), comment).await?
         }
         AdminRequest::RequestDecideToken {
@@ -414,14 +417,10 @@ pub(crate) async fn handle(
             .open_decision_token(&token, context.clock.now())
         {
             Some(token) if token.choice == convert::choice(choice) => {
-                decide(
-                    context,
-                    token.request,
-                    token.approver,
-                    token.choice,
-                    comment,
-                )
-                .await?
+                match decider_named(context, &token.approver).await {
+                    Ok(by) => decide(context, token.request, by, token.choice, comment).await?,
+                    Err(refused) => refused,
+                }
             }
             Some(_) => fail(
                 AdminErrorCode::Conflict,
@@ -458,7 +457,7 @@ pub(crate) async fn handle(
             password,
             new_client,
         } => {
-            if let Err(refused) = authenticate(&policy, operator, &by, password).await {
+            if let Err(refused) = authenticate(context, operator, &by, password).await {
                 return Ok(refused);
             }
             let id = match computer_id(&computer) {
@@ -530,31 +529,96 @@ pub(crate) async fn handle(
     })
 }
 
-/// Checks that `password` is internal user `by`'s and opens something (it is
-/// not one made for them and still to be changed); the refusal to send back if
-/// not.
+/// What a login name and password come to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SignIn {
+    /// Wrong password, unknown or disabled: alike.
+    Refused,
+    /// An internal user's right password, made for them and still to be
+    /// changed: it opens nothing yet.
+    ChangeDue,
+    /// A directory account, but the directory cannot be reached.
+    Unavailable,
+    /// The internal user.
+    User(UserRecord),
+    /// The directory person (their password checked by a bind as them).
+    Person(DirectoryPerson),
+}
+
+/// Checks `login`'s `password`: an internal user's by its hash; a directory
+/// account's (`CORP\bob`, `bob@corp.example.com`, when no internal user has
+/// that name) by the directory. The one check behind the admin socket's `--as`
+/// and the web sign-in.
+pub(crate) async fn sign_in(
+    context: &AdminContext,
+    login: &str,
+    password: Zeroizing<String>,
+) -> SignIn {
+    let user = context.policy.snapshot().user(login).cloned();
+    if user.is_none() && is_directory_name(login) {
+        return match context.directory.sign_in(login, &password).await {
+            Ok(Some(person)) => SignIn::Person(person),
+            Ok(None) => SignIn::Refused,
+            Err(_) => SignIn::Unavailable,
+        };
+    }
+    match check_login(user, password).await {
+        PasswordCheck::Refused => SignIn::Refused,
+        PasswordCheck::ChangeDue => SignIn::ChangeDue,
+        PasswordCheck::Right(user) => SignIn::User(user),
+    }
+}
+
+/// Checks that `password` is `by`'s (see [`sign_in`]) and opens something;
+/// who they are, or the refusal to send back.
 async fn authenticate(
-    policy: &policy::Snapshot,
+    context: &AdminContext,
     operator: &str,
     by: &str,
     password: Secret,
-) -> Result<(), AdminResponse> {
-    match check_login(policy.user(by).cloned(), Zeroizing::new(password.0)).await {
-        PasswordCheck::Right(_) => Ok(()),
-        PasswordCheck::Refused => {
+) -> Result<Decider, AdminResponse> {
+    match sign_in(context, by, Zeroizing::new(password.0)).await {
+        SignIn::User(user) => Ok(Decider::User(user.login)),
+        SignIn::Person(person) => Ok(Decider::Person(person)),
+        SignIn::Refused => {
             warn!(%operator, "an action as another user with a wrong password");
             Err(fail(
                 AdminErrorCode::Forbidden,
                 "wrong login name or password",
             ))
         }
-        PasswordCheck::ChangeDue => Err(fail(
+        SignIn::ChangeDue => Err(fail(
             AdminErrorCode::Forbidden,
             format!(
                 "the password of {by} was made at the first start and opens nothing until \
                  they choose their own: otpgate admin users set {by} --password-stdin"
             ),
         )),
+        SignIn::Unavailable => Err(directory_unavailable()),
+    }
+}
+
+/// The refusal when the directory cannot be reached.
+fn directory_unavailable() -> AdminResponse {
+    fail(
+        AdminErrorCode::Unavailable,
+        "the directory cannot be reached; try again shortly",
+    )
+}
+
+/// Who approver `name` of a link the server signed is: the internal user,
+/// or the directory person (found again, so their groups are today's).
+async fn decider_named(context: &AdminContext, name: &str) -> Result<Decider, AdminResponse> {
+    if context.policy.snapshot().user(name).is_some() || !is_directory_name(name) {
+        return Ok(Decider::User(name.to_owned()));
+    }
+    match context.directory.person(name).await {
+        Ok(Some(person)) => Ok(Decider::Person(person)),
+        Ok(None) => Err(fail(
+            AdminErrorCode::Forbidden,
+            "this link's approver is no longer in the directory",
+        )),
+        Err(_) => Err(directory_unavailable()),
     }
 }
 
@@ -569,20 +633,38 @@ fn remove_initial_password(path: &Path) {
     }
 }
 
-/// A refusal naming the approvers in `options` that are not internal users:
-/// nobody would be told of a request (requests fall back to the administrators).
-fn unknown_approvers(policy: &policy::Snapshot, options: &OptionsView) -> Option<AdminResponse> {
-    let unknown: Vec<&str> = options
-        .approvers
-        .iter()
-        .flatten()
-        .filter(|login| !policy.users.contains_key(*login))
-        .map(String::as_str)
-        .collect();
+/// A refusal naming the approvers in `options` that are neither internal
+/// users nor accounts or groups the directory knows: nobody would be told of a
+/// request. A directory that cannot be asked now is not a refusal (logged).
+async fn unknown_approvers(
+    context: &AdminContext,
+    policy: &policy::Snapshot,
+    options: &OptionsView,
+) -> Option<AdminResponse> {
+    let mut unknown = Vec::new();
+    for entry in options.approvers.iter().flatten() {
+        if policy.users.contains_key(entry) {
+            continue;
+        }
+        if is_directory_name(entry) {
+            match context.directory.recipients(entry).await {
+                Ok(Some(_)) => continue,
+                Ok(None) => {}
+                Err(err) => {
+                    warn!(%entry, error = %err, "an approver entry could not be checked");
+                    continue;
+                }
+            }
+        }
+        unknown.push(entry.as_str());
+    }
     (!unknown.is_empty()).then(|| {
         fail(
             AdminErrorCode::NotFound,
-            format!("no internal user {}: add them first", unknown.join(", ")),
+            format!(
+                "no internal user, directory account or group {}: add them first",
+                unknown.join(", ")
+            ),
         )
     })
 }
@@ -612,18 +694,19 @@ fn bad_comment(comment: Option<&str>) -> Option<AdminResponse> {
         })
 }
 
-/// Approves or denies access request `id` as internal user `by`, whose
-/// identity the caller checked (their password on the socket, their session
-/// on the web); `operator` is who asked, recorded beside the approver.
+/// Approves or denies access request `id` as `by`, whose identity the caller
+/// checked (their password on the socket, their session on the web);
+/// `operator` is who asked, recorded beside the approver.
 pub(crate) async fn decide_as(
     context: &AdminContext,
     operator: &str,
     id: u64,
-    by: String,
+    by: Decider,
     choice: Choice,
     comment: Option<String>,
 ) -> Result<AdminResponse, HandleError> {
-    let decided = decide(context, id, by.clone(), choice, comment).await?;
+    let name = by.name().to_owned();
+    let decided = decide(context, id, by, choice, comment).await?;
     if matches!(decided, AdminResponse::Decided(_)) {
         let action = match choice {
             Choice::Approve => Action::Approve,
@@ -634,18 +717,18 @@ pub(crate) async fn decide_as(
             who: operator.to_owned(),
             computer: None,
             action,
-            outcome: format!("request {id} decided as {by}"),
+            outcome: format!("request {id} decided as {name}"),
         })?;
         context.store.flush().await?;
     }
     Ok(decided)
 }
 
-/// Approves or denies access request `id` as internal user `by`.
+/// Approves or denies access request `id` as `by`.
 async fn decide(
     context: &AdminContext,
     id: u64,
-    by: String,
+    by: Decider,
     choice: Choice,
     comment: Option<String>,
 ) -> Result<AdminResponse, HandleError> {
@@ -673,7 +756,11 @@ async fn decide(
         Decided::NotFound => fail(AdminErrorCode::NotFound, format!("no request {id}")),
         Decided::NotAllowed => fail(
             AdminErrorCode::Forbidden,
-            format!("{by:?} may not decide requests of {}", request.computer),
+            format!(
+                "{:?} may not decide requests of {}",
+                by.name(),
+                request.computer
+            ),
         ),
     })
 }

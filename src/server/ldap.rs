@@ -10,8 +10,8 @@
 //! again, so a directory that comes back is used without a restart. Every
 //! lookup is bounded by the timeout; answers are kept for a short while.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Scope, SearchEntry, ldap_escape};
@@ -20,7 +20,9 @@ use rustls::pki_types::pem::PemObject;
 use rustls::{ClientConfig, RootCertStore};
 use tracing::{debug, warn};
 
-use otpgate_actors::directory::{AccountInfo, Directory, DirectoryError, DirectoryFuture};
+use otpgate_actors::directory::{
+    AccountInfo, Directory, DirectoryError, DirectoryFuture, DirectoryPerson, Recipient,
+};
 
 use crate::server::config::LdapConfig;
 use crate::server::directory::Domains;
@@ -29,6 +31,23 @@ use crate::server::directory::Domains;
 const MAX_CACHED: usize = 10_000;
 /// `userAccountControl`'s bit of a disabled account.
 const ACCOUNT_DISABLED: u32 = 2;
+/// Active Directory's attributes for account flags, principal name and
+/// account name.
+const ACCOUNT_CONTROL: &str = "userAccountControl";
+const UPN: &str = "userPrincipalName";
+const SAM: &str = "sAMAccountName";
+/// What a root DSE lists among `supportedCapabilities` when it is AD.
+const AD_CAPABILITY: &str = "1.2.840.113556.1.4.800";
+/// AD's matching rule that follows group membership through nested groups.
+const IN_CHAIN: &str = "1.2.840.113556.1.4.1941";
+/// A filter for group entries, AD's and OpenLDAP's.
+const GROUP_CLASSES: &str = "(|(objectClass=group)(objectClass=groupOfNames))";
+/// How deep nested groups are followed where AD does not do it.
+const MAX_NESTING: usize = 8;
+/// The most people one approver entry reaches by mail.
+const MAX_RECIPIENTS: usize = 200;
+/// The result code of a bind with a wrong password.
+const INVALID_CREDENTIALS: u32 = 49;
 
 /// Why the LDAP directory could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +74,8 @@ pub struct LdapDirectory {
     connection: tokio::sync::Mutex<Option<Ldap>>,
     /// Answers by account (lower case), and until when they hold.
     cache: Mutex<HashMap<String, (Instant, Answer)>>,
+    /// Whether the directory is Active Directory, once known.
+    active_directory: OnceLock<bool>,
 }
 
 impl LdapDirectory {
@@ -97,6 +118,7 @@ impl LdapDirectory {
             tls: Arc::new(tls),
             connection: tokio::sync::Mutex::default(),
             cache: Mutex::default(),
+            active_directory: OnceLock::new(),
         })
     }
 
@@ -125,6 +147,14 @@ impl LdapDirectory {
         filter
     }
 
+    /// How connections are made.
+    fn settings(&self) -> LdapConnSettings {
+        LdapConnSettings::new()
+            .set_config(Arc::clone(&self.tls))
+            .set_starttls(self.config.starttls)
+            .set_conn_timeout(self.config.timeout)
+    }
+
     /// The open connection, or a new one bound as the server's account.
     async fn connection(&self) -> Result<Ldap, ldap3::LdapError> {
         let mut open = self.connection.lock().await;
@@ -133,12 +163,8 @@ impl LdapDirectory {
         {
             return Ok(ldap.clone());
         }
-        let settings = LdapConnSettings::new()
-            .set_config(Arc::clone(&self.tls))
-            .set_starttls(self.config.starttls)
-            .set_conn_timeout(self.config.timeout);
         let (connection, mut ldap) =
-            LdapConnAsync::with_settings(settings, &self.config.url).await?;
+            LdapConnAsync::with_settings(self.settings(), &self.config.url).await?;
         ldap3::drive!(connection);
         ldap.with_timeout(self.config.timeout);
         ldap.simple_bind(&self.config.bind_dn, &self.config.bind_password)
@@ -149,45 +175,273 @@ impl LdapDirectory {
         Ok(ldap)
     }
 
-    /// Asks the directory what it holds on `account`: `None` when it finds
-    /// no entry, or more than one (an ambiguous name).
-    async fn search(&self, account: &str) -> Result<Option<AccountInfo>, ldap3::LdapError> {
-        let mut ldap = self.connection().await?;
-        let filter = self.filter(account);
-        let attributes = [
-            self.config.mail_attribute.as_str(),
-            "userAccountControl",
-            "memberOf",
-        ];
+    /// The one entry `filter` finds under the base, with `attributes`: `None`
+    /// when it finds none, or more than one (an ambiguous name).
+    async fn one(
+        &self,
+        ldap: &mut Ldap,
+        filter: &str,
+        attributes: &[&str],
+    ) -> Result<Option<SearchEntry>, ldap3::LdapError> {
         let (entries, _) = ldap
-            .with_timeout(self.config.timeout)
-            .search(&self.config.base_dn, Scope::Subtree, &filter, attributes)
+            .search(&self.config.base_dn, Scope::Subtree, filter, attributes)
             .await?
             .success()?;
-        // None, or more than one (an ambiguous name): no email.
         let mut entries = entries.into_iter();
-        let (Some(entry), None) = (entries.next(), entries.next()) else {
+        Ok(match (entries.next(), entries.next()) {
+            (Some(entry), None) => Some(SearchEntry::construct(entry)),
+            _ => None,
+        })
+    }
+
+    /// Whether the directory is Active Directory (its root DSE says so), which
+    /// follows nested groups in one search; asked once.
+    async fn is_active_directory(&self, ldap: &mut Ldap) -> Result<bool, ldap3::LdapError> {
+        if let Some(known) = self.active_directory.get() {
+            return Ok(*known);
+        }
+        let (entries, _) = ldap
+            .search(
+                "",
+                Scope::Base,
+                "(objectClass=*)",
+                ["supportedCapabilities"],
+            )
+            .await?
+            .success()?;
+        let known = entries.into_iter().any(|entry| {
+            values(&SearchEntry::construct(entry), "supportedCapabilities")
+                .iter()
+                .any(|oid| oid == AD_CAPABILITY)
+        });
+        Ok(*self.active_directory.get_or_init(|| known))
+    }
+
+    /// The person `account` names, if enabled, and their entry's DN.
+    async fn find_person(
+        &self,
+        account: &str,
+    ) -> Result<Option<(String, DirectoryPerson)>, ldap3::LdapError> {
+        let mut ldap = self.connection().await?;
+        let mail = self.config.mail_attribute.as_str();
+        let Some(entry) = self
+            .one(
+                &mut ldap,
+                &self.filter(account),
+                &[mail, ACCOUNT_CONTROL, UPN],
+            )
+            .await?
+        else {
             return Ok(None);
         };
-        let entry = SearchEntry::construct(entry);
-        let values = |name: &str| {
-            entry
-                .attrs
-                .iter()
-                .find(|(key, _)| key.eq_ignore_ascii_case(name))
-                .map_or(&[][..], |(_, values)| values.as_slice())
+        if is_disabled(&entry) {
+            return Ok(None);
+        }
+        let groups = self.groups_of(&mut ldap, &entry.dn).await?;
+        let person = DirectoryPerson {
+            name: account.trim().to_owned(),
+            account: self
+                .account_name(&entry)
+                .unwrap_or_else(|| self.canonical(account)),
+            email: self.mail(&entry),
+            groups,
         };
-        let disabled = values("userAccountControl")
+        Ok(Some((entry.dn, person)))
+    }
+
+    /// The canonical names of the groups entry `dn` is a member of, nested
+    /// ones included: by Active Directory's `LDAP_MATCHING_RULE_IN_CHAIN` in
+    /// one search where the directory is AD, else group by group through
+    /// `member`, at most [`MAX_NESTING`] deep.
+    async fn groups_of(&self, ldap: &mut Ldap, dn: &str) -> Result<Vec<String>, ldap3::LdapError> {
+        let attributes = [SAM, "cn"];
+        let mut names = Vec::new();
+        if self.is_active_directory(ldap).await? {
+            let filter = format!("(member:{IN_CHAIN}:={})", ldap_escape(dn));
+            let (entries, _) = ldap
+                .search(&self.config.base_dn, Scope::Subtree, &filter, attributes)
+                .await?
+                .success()?;
+            names.extend(
+                entries
+                    .into_iter()
+                    .filter_map(|entry| group_name(&SearchEntry::construct(entry))),
+            );
+            return Ok(names);
+        }
+        let mut seen = HashSet::new();
+        let mut frontier = vec![dn.to_owned()];
+        for _ in 0..MAX_NESTING {
+            if frontier.is_empty() {
+                break;
+            }
+            let members: String = frontier
+                .iter()
+                .map(|dn| format!("(member={})", ldap_escape(dn.as_str())))
+                .collect();
+            let filter = format!("(&{GROUP_CLASSES}(|{members}))");
+            let (entries, _) = ldap
+                .search(&self.config.base_dn, Scope::Subtree, &filter, attributes)
+                .await?
+                .success()?;
+            frontier.clear();
+            for entry in entries.into_iter().map(SearchEntry::construct) {
+                if seen.insert(entry.dn.to_lowercase()) {
+                    names.extend(group_name(&entry));
+                    frontier.push(entry.dn);
+                }
+            }
+        }
+        Ok(names)
+    }
+
+    /// Who approver entry `entry` reaches: the enabled account with mail it
+    /// names, or the enabled members with mail of the group it names, nested
+    /// ones included (at most [`MAX_RECIPIENTS`]).
+    async fn find_recipients(
+        &self,
+        entry: &str,
+    ) -> Result<Option<Vec<Recipient>>, ldap3::LdapError> {
+        let mut ldap = self.connection().await?;
+        let mail = self.config.mail_attribute.as_str();
+        let person_attributes = [mail, ACCOUNT_CONTROL, UPN, SAM, "objectClass", "member"];
+        if let Some(person) = self
+            .one(&mut ldap, &self.filter(entry), &person_attributes)
+            .await?
+        {
+            return Ok(Some(self.recipient(&person).into_iter().collect()));
+        }
+        let (name, _) = self.domains.split(entry);
+        let name = ldap_escape(name.as_str());
+        let filter = format!("(&{GROUP_CLASSES}(|({SAM}={name})(cn={name})))");
+        let Some(group) = self.one(&mut ldap, &filter, &["cn"]).await? else {
+            return Ok(None);
+        };
+        let mut recipients = Vec::new();
+        if self.is_active_directory(&mut ldap).await? {
+            let filter = format!("(memberOf:{IN_CHAIN}:={})", ldap_escape(group.dn.as_str()));
+            let (entries, _) = ldap
+                .search(
+                    &self.config.base_dn,
+                    Scope::Subtree,
+                    &filter,
+                    person_attributes,
+                )
+                .await?
+                .success()?;
+            recipients.extend(
+                entries
+                    .into_iter()
+                    .filter_map(|entry| self.recipient(&SearchEntry::construct(entry))),
+            );
+        } else {
+            let mut seen = HashSet::from([group.dn.to_lowercase()]);
+            let mut frontier = vec![group.dn];
+            for _ in 0..MAX_NESTING {
+                let mut next = Vec::new();
+                for dn in frontier {
+                    let (entries, _) = ldap
+                        .search(&dn, Scope::Base, "(objectClass=*)", ["member"])
+                        .await?
+                        .success()?;
+                    for entry in entries.into_iter().map(SearchEntry::construct) {
+                        next.extend(values(&entry, "member").iter().cloned());
+                    }
+                }
+                frontier = Vec::new();
+                for dn in next {
+                    if !seen.insert(dn.to_lowercase()) || recipients.len() >= MAX_RECIPIENTS {
+                        continue;
+                    }
+                    let (entries, _) = ldap
+                        .search(&dn, Scope::Base, "(objectClass=*)", person_attributes)
+                        .await?
+                        .success()?;
+                    for member in entries.into_iter().map(SearchEntry::construct) {
+                        if is_group(&member) {
+                            frontier.push(member.dn);
+                        } else {
+                            recipients.extend(self.recipient(&member));
+                        }
+                    }
+                }
+                if frontier.is_empty() {
+                    break;
+                }
+            }
+        }
+        recipients.truncate(MAX_RECIPIENTS);
+        Ok(Some(recipients))
+    }
+
+    /// An enabled account entry with mail, as someone to tell.
+    fn recipient(&self, entry: &SearchEntry) -> Option<Recipient> {
+        if is_disabled(entry) {
+            return None;
+        }
+        Some(Recipient {
+            name: self.account_name(entry)?,
+            email: self.mail(entry)?,
+        })
+    }
+
+    /// An account entry's canonical name: its user principal name, or its
+    /// account name.
+    fn account_name(&self, entry: &SearchEntry) -> Option<String> {
+        let name = values(entry, UPN).first().or(values(entry, SAM).first())?;
+        Some(self.canonical(name))
+    }
+
+    /// An entry's mail, if it has one.
+    fn mail(&self, entry: &SearchEntry) -> Option<String> {
+        values(entry, &self.config.mail_attribute)
             .first()
-            .and_then(|flags| flags.trim().parse::<u32>().ok())
-            .is_some_and(|flags| flags & ACCOUNT_DISABLED != 0);
+            .map(|mail| mail.trim().to_owned())
+            .filter(|mail| !mail.is_empty())
+    }
+
+    /// Bound to the timeout, on a connection of its own: whether `password`
+    /// is entry `dn`'s (the directory checks it; it is never read).
+    async fn password_is(&self, dn: &str, password: &str) -> Result<bool, ldap3::LdapError> {
+        let (connection, mut ldap) =
+            LdapConnAsync::with_settings(self.settings(), &self.config.url).await?;
+        ldap3::drive!(connection);
+        ldap.with_timeout(self.config.timeout);
+        let bound = ldap.simple_bind(dn, password).await?;
+        let _ = ldap.unbind().await;
+        match bound.rc {
+            0 => Ok(true),
+            INVALID_CREDENTIALS => Ok(false),
+            _ => bound.success().map(|_| false),
+        }
+    }
+
+    /// [`Self::find_person`], then [`Self::password_is`].
+    async fn check_sign_in(
+        &self,
+        account: &str,
+        password: &str,
+    ) -> Result<Option<DirectoryPerson>, ldap3::LdapError> {
+        let Some((dn, person)) = self.find_person(account).await? else {
+            return Ok(None);
+        };
+        Ok(self.password_is(&dn, password).await?.then_some(person))
+    }
+
+    /// What the directory holds on `account`.
+    async fn search(&self, account: &str) -> Result<Option<AccountInfo>, ldap3::LdapError> {
+        let mut ldap = self.connection().await?;
+        let mail = self.config.mail_attribute.as_str();
+        let Some(entry) = self
+            .one(&mut ldap, &self.filter(account), &[mail, ACCOUNT_CONTROL])
+            .await?
+        else {
+            return Ok(None);
+        };
         Ok(Some(AccountInfo {
-            email: values(&self.config.mail_attribute)
-                .first()
-                .map(|mail| mail.trim().to_owned())
-                .filter(|mail| !mail.is_empty()),
-            disabled,
-            groups: values("memberOf").to_vec(),
+            email: self.mail(&entry),
+            disabled: is_disabled(&entry),
+            groups: self.groups_of(&mut ldap, &entry.dn).await?,
         }))
     }
 
@@ -216,7 +470,7 @@ impl LdapDirectory {
         if let Some(answer) = self.cached(&key) {
             return Ok(answer);
         }
-        let found = self.bounded_search(account).await?;
+        let found = self.bounded(self.search(account)).await?;
         // Disabled, or without mail: no email, as for an unknown account.
         let answer = found
             .filter(|info| !info.disabled)
@@ -225,10 +479,12 @@ impl LdapDirectory {
         Ok(answer)
     }
 
-    /// [`Self::search`] within the timeout; a failed connection is dropped.
-    async fn bounded_search(&self, account: &str) -> Result<Option<AccountInfo>, DirectoryError> {
-        let searched = tokio::time::timeout(self.config.timeout, self.search(account)).await;
-        match searched {
+    /// `work` within the timeout; a failed connection is dropped.
+    async fn bounded<T>(
+        &self,
+        work: impl Future<Output = Result<T, ldap3::LdapError>>,
+    ) -> Result<T, DirectoryError> {
+        match tokio::time::timeout(self.config.timeout, work).await {
             Ok(Ok(found)) => Ok(found),
             Ok(Err(err)) => {
                 warn!(error = %err, "the directory could not be searched");
@@ -254,8 +510,83 @@ impl Directory for LdapDirectory {
     }
 
     fn describe<'a>(&'a self, account: &'a str) -> DirectoryFuture<'a, Option<AccountInfo>> {
-        Box::pin(self.bounded_search(account))
+        Box::pin(self.bounded(self.search(account)))
     }
+
+    fn canonical(&self, name: &str) -> String {
+        let (name, upn) = self.domains.split(name);
+        upn.unwrap_or(name)
+    }
+
+    fn sign_in<'a>(
+        &'a self,
+        account: &'a str,
+        password: &'a str,
+    ) -> DirectoryFuture<'a, Option<DirectoryPerson>> {
+        Box::pin(async move {
+            // An empty password would be an anonymous bind, which succeeds.
+            if password.is_empty() {
+                return Ok(None);
+            }
+            self.bounded(self.check_sign_in(account, password)).await
+        })
+    }
+
+    fn person<'a>(&'a self, account: &'a str) -> DirectoryFuture<'a, Option<DirectoryPerson>> {
+        Box::pin(async move {
+            let found = self.bounded(self.find_person(account)).await?;
+            Ok(found.map(|(_, person)| person))
+        })
+    }
+
+    fn recipients<'a>(&'a self, entry: &'a str) -> DirectoryFuture<'a, Option<Vec<Recipient>>> {
+        Box::pin(self.bounded(self.find_recipients(entry)))
+    }
+}
+
+/// The values of attribute `name` of `entry` (none if it has none).
+fn values<'e>(entry: &'e SearchEntry, name: &str) -> &'e [String] {
+    entry
+        .attrs
+        .iter()
+        .find(|(key, _)| key.eq_ignore_ascii_case(name))
+        .map_or(&[][..], |(_, values)| values.as_slice())
+}
+
+/// Whether account entry `entry` is disabled (`userAccountControl` bit 2).
+fn is_disabled(entry: &SearchEntry) -> bool {
+    values(entry, ACCOUNT_CONTROL)
+        .first()
+        .and_then(|flags| flags.trim().parse::<u32>().ok())
+        .is_some_and(|flags| flags & ACCOUNT_DISABLED != 0)
+}
+
+/// Whether `entry` is a group (AD's `group`, or `groupOfNames`).
+fn is_group(entry: &SearchEntry) -> bool {
+    values(entry, "objectClass").iter().any(|class| {
+        class.eq_ignore_ascii_case("group") || class.eq_ignore_ascii_case("groupOfNames")
+    })
+}
+
+/// A group entry's canonical name: its account name (or common name) at the
+/// realm its DN's domain components spell (`cn=it-approvers,dc=corp,dc=example,dc=com`
+/// is `it-approvers@corp.example.com`, which `CORP\it-approvers` comes to).
+fn group_name(entry: &SearchEntry) -> Option<String> {
+    let name = values(entry, SAM).first().or(values(entry, "cn").first())?;
+    let realm: Vec<&str> = entry
+        .dn
+        .split(',')
+        .filter_map(|rdn| {
+            let (key, value) = rdn.trim().split_once('=')?;
+            key.trim().eq_ignore_ascii_case("dc").then(|| value.trim())
+        })
+        .collect();
+    let name = name.trim().to_lowercase();
+    Some(if realm.is_empty() {
+        name
+    } else {
+        format!("{name}@{}", realm.join(".").to_lowercase())
+    })
 }
 
 #[cfg(test)]

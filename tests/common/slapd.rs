@@ -25,14 +25,29 @@ attributetype ( 1.3.6.1.4.1.99999.1.4 NAME 'memberOf' EQUALITY distinguishedName
 objectclass ( 1.3.6.1.4.1.99999.2.1 NAME 'user' SUP inetOrgPerson STRUCTURAL MAY ( sAMAccountName $ userPrincipalName $ userAccountControl $ memberOf ) )
 ";
 
+/// The directory password of person `name`.
+pub fn password(name: &str) -> String {
+    format!("{name}'s directory password")
+}
+
 /// A person of the directory: account name, and its mail and flags.
 fn person(name: &str, mail: Option<&str>, flags: u32) -> String {
     let mail = mail.map(|m| format!("mail: {m}\n")).unwrap_or_default();
     format!(
         "dn: cn={name},{BASE}\nobjectClass: user\ncn: {name}\nsn: {name}\n\
          sAMAccountName: {name}\nuserPrincipalName: {name}@corp.example.com\n\
-         userAccountControl: {flags}\n{mail}\n"
+         userAccountControl: {flags}\nuserPassword: {password}\n{mail}\n",
+        password = password(name)
     )
+}
+
+/// A group of the directory (`groupOfNames`) and its members' common names.
+fn group(name: &str, members: &[&str]) -> String {
+    let members: String = members
+        .iter()
+        .map(|member| format!("member: cn={member},{BASE}\n"))
+        .collect();
+    format!("dn: cn={name},{BASE}\nobjectClass: groupOfNames\ncn: {name}\n{members}\n")
 }
 
 /// A running slapd.
@@ -44,8 +59,10 @@ pub struct Slapd {
 }
 
 impl Slapd {
-    /// Starts a directory in `dir` with alice (mail), dave (disabled), erin
-    /// (no mail) and bob (mail); `None` (said) without slapd installed.
+    /// Starts a directory in `dir` with alice, bob, carol and frank (mail),
+    /// dave (disabled) and erin (no mail), each with the password
+    /// [`password`] gives; group it-approvers holds alice and group helpdesk,
+    /// which holds frank and dave. `None` (said) without slapd installed.
     pub fn start(dir: &Path, test: &str) -> Option<Self> {
         if !Path::new("/usr/sbin/slapd").exists() || !Path::new("/usr/bin/ldapadd").exists() {
             eprintln!("{test}: skipped, it needs Debian's slapd and ldap-utils");
@@ -84,12 +101,16 @@ impl Slapd {
         let entries = format!(
             "dn: {BASE}\nobjectClass: dcObject\nobjectClass: organization\no: corp\ndc: corp\n\n\
              dn: {BIND_DN}\nobjectClass: inetOrgPerson\ncn: otpgate\nsn: otpgate\n\
-             userPassword: {BIND_PASSWORD}\n\n{}{}{}{}",
+             userPassword: {BIND_PASSWORD}\n\n{}{}{}{}{}{}{}{}",
             person("alice", Some("alice@example.com"), 512)
                 .replace("\n\n", &format!("\nmemberOf: cn=it-approvers,{BASE}\n\n")),
             person("bob", Some("bob@example.com"), 512),
+            person("carol", Some("carol@example.com"), 512),
             person("dave", Some("dave@example.com"), 514),
             person("erin", None, 512),
+            person("frank", Some("frank@example.com"), 512),
+            group("it-approvers", &["alice", "helpdesk"]),
+            group("helpdesk", &["frank", "dave"]),
         );
         std::fs::write(dir.join("people.ldif"), entries).unwrap();
         let added = Command::new("ldapadd")

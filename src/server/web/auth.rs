@@ -1,10 +1,14 @@
 //! Who is signed in to the web Management Tool: internal users with their
-//! password, sessions held in memory behind a random cookie (`Secure`,
+//! password, directory people with theirs (checked by the directory; their
+//! groups read at sign-in), sessions held in memory behind a random cookie (`Secure`,
 //! `HttpOnly`, `SameSite=Strict`) with idle and absolute timeouts, a CSRF token
 //! per session, and sign-in throttled per account and per address.
 //!
-//! A signed-in person is checked against the current users on every request:
-//! a removed, disabled or demoted user loses what they had at once.
+//! A signed-in internal user is checked against the current users on every
+//! request: a removed, disabled or demoted user loses what they had at once. A
+//! directory person approves only, and where the approver entries name them
+//! (checked on every decision); disabled in the directory, they keep their
+//! session until it times out.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -18,7 +22,8 @@ use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-use otpgate_actors::directory::Role;
+use otpgate_actors::directory::{DirectoryPerson, Role};
+use otpgate_actors::rules::Decider;
 
 use super::App;
 
@@ -32,6 +37,7 @@ pub const ABSOLUTE: Duration = Duration::from_secs(12 * 60 * 60);
 /// One signed-in browser.
 struct Session {
     login: String,
+    person: Option<DirectoryPerson>,
     csrf: String,
     started: Instant,
     last_seen: Instant,
@@ -72,8 +78,9 @@ impl Sessions {
             && self.per_account.check_key(&login.to_owned()).is_ok()
     }
 
-    /// Opens a session for `login`; its cookie value.
-    pub fn start(&self, login: &str) -> String {
+    /// Opens a session for `login` (a directory `person`, or an internal
+    /// user); its cookie value.
+    pub fn start(&self, login: &str, person: Option<DirectoryPerson>) -> String {
         let now = Instant::now();
         let id = token();
         let mut open = self.open();
@@ -82,6 +89,7 @@ impl Sessions {
             id.clone(),
             Session {
                 login: login.to_owned(),
+                person,
                 csrf: token(),
                 started: now,
                 last_seen: now,
@@ -102,15 +110,19 @@ impl Sessions {
             .is_some_and(|session| alive(session, Instant::now()))
     }
 
-    /// The session behind cookie `id`, if it is still alive: its login and CSRF
-    /// token. Counts as activity.
-    fn touch(&self, id: &str) -> Option<(String, String)> {
+    /// The session behind cookie `id`, if it is still alive: its login, CSRF
+    /// token and directory person. Counts as activity.
+    fn touch(&self, id: &str) -> Option<(String, String, Option<DirectoryPerson>)> {
         let now = Instant::now();
         let mut open = self.open();
         match open.get_mut(id) {
             Some(session) if alive(session, now) => {
                 session.last_seen = now;
-                Some((session.login.clone(), session.csrf.clone()))
+                Some((
+                    session.login.clone(),
+                    session.csrf.clone(),
+                    session.person.clone(),
+                ))
             }
             Some(_) => {
                 open.remove(id);
@@ -151,8 +163,10 @@ pub fn cleared_cookie() -> String {
 pub struct SignedIn {
     /// Their login name.
     pub login: String,
-    /// Their role now.
+    /// Their role now (a directory person's is always user).
     pub role: Role,
+    /// The directory person, if they signed in with a directory account.
+    pub person: Option<DirectoryPerson>,
     /// The token every form of theirs must carry back.
     pub csrf: String,
     /// The cookie value, for sign-out.
@@ -171,6 +185,22 @@ impl SignedIn {
         self.csrf.len() == sent.len() && bool::from(self.csrf.as_bytes().ct_eq(sent.as_bytes()))
     }
 
+    /// Who they decide as.
+    pub fn decider(&self) -> Decider {
+        match &self.person {
+            Some(person) => Decider::Person(person.clone()),
+            None => Decider::User(self.login.clone()),
+        }
+    }
+
+    /// The name the links in their mail act as: an internal user's login, a
+    /// directory person's canonical account.
+    pub fn mailed_as(&self) -> &str {
+        self.person
+            .as_ref()
+            .map_or(self.login.as_str(), |person| person.account.as_str())
+    }
+
     /// How the audit log names them.
     pub fn operator(&self) -> String {
         format!("web({})", self.login)
@@ -185,15 +215,19 @@ impl FromRequestParts<App> for SignedIn {
         let found = session
             .as_deref()
             .and_then(|id| app.sessions.touch(id))
-            .and_then(|(login, csrf)| {
+            .and_then(|(login, csrf, person)| {
+                if person.is_some() {
+                    return Some((login, csrf, Role::User, person));
+                }
                 let policy = app.admin.policy.snapshot();
                 let user = policy.user(&login).filter(|user| !user.disabled)?;
-                Some((login, csrf, user.role))
+                Some((login, csrf, user.role, None))
             });
         match (found, session) {
-            (Some((login, csrf, role)), Some(session)) => Ok(Self {
+            (Some((login, csrf, role, person)), Some(session)) => Ok(Self {
                 login,
                 role,
+                person,
                 csrf,
                 session,
             }),
@@ -231,17 +265,17 @@ mod tests {
     #[test]
     fn a_session_lives_until_idle_or_too_old() {
         let sessions = Sessions::default();
-        let id = sessions.start("alice");
+        let id = sessions.start("alice", None);
         assert_eq!(
-            sessions.touch(&id).map(|(l, _)| l).as_deref(),
+            sessions.touch(&id).map(|(l, _, _)| l).as_deref(),
             Some("alice")
         );
         sessions.open().get_mut(&id).unwrap().last_seen -= IDLE;
         assert!(sessions.touch(&id).is_none(), "idle too long");
-        let id = sessions.start("alice");
+        let id = sessions.start("alice", None);
         sessions.open().get_mut(&id).unwrap().started -= ABSOLUTE;
         assert!(sessions.touch(&id).is_none(), "too old");
-        let id = sessions.start("alice");
+        let id = sessions.start("alice", None);
         assert!(sessions.is_open(&id));
         sessions.end(&id);
         assert!(!sessions.is_open(&id));

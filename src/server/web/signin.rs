@@ -1,6 +1,7 @@
 //! Signing in and out of the Management Tool: the form, the password check
-//! (throttled per account and per address, one answer for every wrong
-//! attempt), the session cookie.
+//! (an internal user's, or a directory account's by the directory; throttled
+//! per account and per address, one answer for every wrong attempt), the
+//! session cookie.
 
 use std::net::SocketAddr;
 
@@ -12,7 +13,8 @@ use serde::Deserialize;
 use zeroize::Zeroizing;
 
 use otpgate_actors::audit::{Action, AuditEntry};
-use otpgate_actors::directory::{PasswordCheck, check_login};
+
+use crate::server::admin::{self, SignIn};
 
 use super::App;
 use super::auth::{self, SignedIn};
@@ -88,8 +90,7 @@ pub async fn signin(
             Some("Too many attempts. Wait a minute and try again.".into()),
         );
     }
-    let user = app.admin.policy.snapshot().user(&login).cloned();
-    let checked = check_login(user, password).await;
+    let checked = admin::sign_in(&app.admin, &login, password).await;
     let audit = |outcome: &str| AuditEntry {
         at: app.admin.clock.now(),
         who: format!("web({login}) from {}", peer.ip()),
@@ -97,7 +98,19 @@ pub async fn signin(
         action: Action::SignIn,
         outcome: outcome.to_owned(),
     };
-    if checked == PasswordCheck::Refused {
+    if checked == SignIn::Unavailable {
+        let _ = app
+            .admin
+            .store
+            .append_audit(&audit("refused: the directory cannot be reached"));
+        return signin_form(
+            StatusCode::SERVICE_UNAVAILABLE,
+            next,
+            login,
+            Some("The directory cannot be reached. Try again shortly.".into()),
+        );
+    }
+    if checked == SignIn::Refused {
         let _ = app.admin.store.append_audit(&audit("refused"));
         return signin_form(
             StatusCode::UNAUTHORIZED,
@@ -106,7 +119,7 @@ pub async fn signin(
             Some("Wrong login name or password.".into()),
         );
     }
-    if checked == PasswordCheck::ChangeDue {
+    if checked == SignIn::ChangeDue {
         return signin_form(
             StatusCode::FORBIDDEN,
             next,
@@ -117,8 +130,12 @@ pub async fn signin(
             )),
         );
     }
+    let person = match checked {
+        SignIn::Person(person) => Some(person),
+        _ => None,
+    };
     let _ = app.admin.store.append_audit(&audit("signed in"));
-    let session = app.sessions.start(&login);
+    let session = app.sessions.start(&login, person);
     let mut response = Redirect::to(&next).into_response();
     if let Ok(cookie) = HeaderValue::from_str(&auth::session_cookie(&session)) {
         response.headers_mut().insert(header::SET_COOKIE, cookie);

@@ -109,9 +109,12 @@ fn may_see(app: &App, signed: &SignedIn, computer: &str) -> bool {
     };
     let policy = app.admin.policy.snapshot();
     let options = policy.effective(&record);
-    rules::approvers(policy.users.values(), &options)
-        .iter()
-        .any(|user| user.login == signed.login)
+    match &signed.person {
+        Some(person) => rules::person_may_decide(person, &options, |entry| {
+            app.admin.directory.canonical(entry)
+        }),
+        None => rules::may_decide(policy.user(&signed.login), &options),
+    }
 }
 
 /// The access requests `signed` may see, newest page first by computer.
@@ -279,15 +282,16 @@ pub(super) fn non_empty(text: String) -> Option<String> {
     (!text.is_empty()).then_some(text)
 }
 
-/// Decides request `id` as `by` and shows the requests page with the outcome.
+/// Decides request `id` as `signed` and shows the requests page with the
+/// outcome.
 async fn decide_and_show(
     app: &App,
     signed: &SignedIn,
     id: u64,
-    by: String,
     choice: Choice,
     comment: Option<String>,
 ) -> Response {
+    let by = signed.decider();
     match admin::decide_as(&app.admin, &signed.operator(), id, by, choice, comment).await {
         Ok(AdminResponse::Decided(request)) => {
             let done = format!(
@@ -337,8 +341,7 @@ pub async fn decide(
         )
         .await;
     };
-    let by = signed.login.clone();
-    decide_and_show(&app, &signed, id, by, choice, non_empty(form.comment)).await
+    decide_and_show(&app, &signed, id, choice, non_empty(form.comment)).await
 }
 
 #[derive(Template)]
@@ -369,7 +372,7 @@ fn open_link(
 ) -> Result<otpgate_actors::otp::DecisionToken, (StatusCode, &'static str)> {
     let now = app.admin.clock.now();
     match app.admin.keys.open_decision_token(token, now) {
-        Some(link) if link.approver == signed.login => Ok(link),
+        Some(link) if link.approver == signed.mailed_as() => Ok(link),
         Some(_) => Err((
             StatusCode::FORBIDDEN,
             "This link was sent to another approver.",
@@ -457,7 +460,6 @@ pub async fn link_decide(
                 &app,
                 &signed,
                 link.request,
-                link.approver,
                 link.choice,
                 non_empty(form.comment),
             )

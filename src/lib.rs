@@ -2,9 +2,9 @@
 //!
 //! This library is the daemon's programs, shared by the `otpgate` binary and the
 //! black-box tests, one folder each: the [`server`], the [`agent`], the command
-//! line ([`cli`]) and the load generator ([`bench`]); beside them the few pieces
+//! line ([`cli`]), the terminal [`recorder`] and the load generator ([`bench`]); beside them the few pieces
 //! they share: [`frames`] over any byte stream, local [`unix`] sockets, private
-//! [`files`], and the PKI and TLS set-up both ends of the wire use ([`tls`]). The
+//! [`files`], asciicast recordings ([`cast`]), and the PKI and TLS set-up both ends of the wire use ([`tls`]). The
 //! wire format lives in `otpgate_protocol` and the domain rules in
 //! `otpgate_actors`.
 
@@ -12,9 +12,11 @@
 
 pub mod agent;
 pub mod bench;
+pub mod cast;
 pub mod cli;
 pub mod files;
 pub mod frames;
+pub mod recorder;
 pub mod server;
 pub mod tls;
 pub mod unix;

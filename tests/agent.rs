@@ -125,6 +125,8 @@ async fn the_login_prompt_is_known_by_its_peer_credentials() {
         identity,
         socket: socket.clone(),
         per_user_per_second: common::agent::UNLIMITED,
+        spool: socket.with_extension("spool"),
+        spool_limit: 64 << 20,
     };
     let agent = tokio::spawn(otpgate::agent::run(config, cancel.clone()));
 

@@ -288,24 +288,11 @@ async fn the_data_folder_keys_and_sockets_are_the_owners_only() {
     }
 }
 
-/// A copy of the binary in folder `dir` (open to every account) that every
-/// account may run: the build folder may lie in a home only root can enter
-/// (`/root`, on CI).
-fn binary_for_everyone(dir: &Path) -> std::path::PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    let path = dir.join("otpgate-for-everyone");
-    if !path.exists() {
-        std::fs::copy(env!("CARGO_BIN_EXE_otpgate"), &path).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
-    path
-}
-
 /// Runs `otpgate args` as OS account `uid` (the tests run as root), from a
 /// copy of the binary in `dir`.
 async fn run_as(uid: u32, dir: &Path, args: Vec<String>) -> Output {
     use std::os::unix::process::CommandExt;
-    let binary = binary_for_everyone(dir);
+    let binary = common::system::binary_for_everyone(dir);
     tokio::task::spawn_blocking(move || {
         // Another test thread may fork while the copy is still open for
         // writing: its child holds the file until it execs (ETXTBSY meanwhile).

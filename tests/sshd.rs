@@ -9,8 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 use std::time::Duration;
 
+use common::agent::Desk;
 use common::server::TestServer;
 use common::system::{self, Account, PamService};
+use otpgate_protocol::admin::{AdminRequest, AdminResponse, PageRequest};
 
 /// Answers ssh's prompts: the email address, then the OTP.
 const CLIENT: &str = r#"
@@ -46,6 +48,11 @@ impl Sshd {
     /// Starts sshd in `dir` with PAM service `service` (sshd takes it from the
     /// name it runs by).
     fn start(dir: &Path, service: &PamService) -> Self {
+        Self::start_with(dir, service, "")
+    }
+
+    /// [`Sshd::start`], with `extra` lines in its configuration.
+    fn start_with(dir: &Path, service: &PamService, extra: &str) -> Self {
         // sshd's privilege separation folder, which its package makes at boot;
         // left in place (it is empty, and the tests may share it).
         let run = Path::new("/run/sshd");
@@ -72,7 +79,7 @@ impl Sshd {
             format!(
                 "Port {port}\nListenAddress 127.0.0.1\nHostKey {key}\nUsePAM yes\n\
                  KbdInteractiveAuthentication yes\nPasswordAuthentication no\n\
-                 PubkeyAuthentication no\nPermitRootLogin no\nPidFile {pid}\n",
+                 PubkeyAuthentication no\nPermitRootLogin no\nPidFile {pid}\n{extra}",
                 key = key.display(),
                 pid = dir.join(format!("{}.pid", service.name)).display(),
             ),
@@ -288,5 +295,85 @@ async fn a_panic_in_the_module_fails_closed_and_sshd_lives_on() {
     // The panic became PAM_ABORT, and sshd still serves.
     assert!(sshd.log().contains("PAM: Critical error"), "{}", sshd.log());
     sshd.wait_for_banner();
+    desk.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forced_recorder_records_the_ssh_session_tied_to_its_client_session() {
+    if !system::root_or_skip("a_forced_recorder_records_the_ssh_session") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    // The recorder runs as the person: its binary and the agent's socket must
+    // be within their reach.
+    let open = dir.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let binary = system::binary_for_everyone(&open);
+    let server = TestServer::start().await;
+    let desk = Desk::start(
+        &server.identity("ws-1"),
+        server.addr,
+        open.join("agent.sock"),
+    )
+    .await;
+    let account = Account::create("otpgate-t6", &[]);
+    let service = sshd_service("otpgate-test-sshd-record", &desk.socket, "");
+    let force = format!(
+        "ForceCommand {} record --socket {}\n",
+        binary.display(),
+        desk.socket.display()
+    );
+    let sshd = Sshd::start_with(dir.path(), &service, &force);
+    let code = otp(&server, &account, 1).await;
+    let done = finish(ssh(
+        dir.path(),
+        &sshd,
+        &account.name,
+        &account.email(),
+        &code,
+        "echo RECORDED-$((6*7))",
+    ))
+    .await;
+    let said = String::from_utf8_lossy(&done.stdout);
+    assert!(said.contains("RECORDED-42"), "{said}\n{}", sshd.log());
+
+    // On the server: the recording, of that person, tied to the client
+    // session of the OTP login.
+    let list = AdminRequest::RecordingsList {
+        session: None,
+        page: PageRequest::default(),
+    };
+    common::wait_until(Duration::from_secs(30), "the recording", || async {
+        matches!(server.admin(list.clone()).await,
+            AdminResponse::Recordings(page) if page.items.iter().any(|r| r.ended.is_some()))
+    })
+    .await;
+    let AdminResponse::Recordings(page) = server.admin(list).await else {
+        panic!("recordings");
+    };
+    let recording = &page.items[0];
+    let session = server.sessions(true).await.remove(0);
+    assert_eq!(recording.os_user, account.name);
+    assert_eq!(
+        recording.session,
+        Some(session.id),
+        "{recording:?} {session:?}"
+    );
+    let AdminResponse::RecordingPart(part) = server
+        .admin(AdminRequest::RecordingRead {
+            id: recording.id,
+            from: 0,
+        })
+        .await
+    else {
+        panic!("read");
+    };
+    assert!(part.events.contains("RECORDED-42"), "{}", part.events);
+    assert!(
+        recording.command.contains("RECORDED-$((6*7))"),
+        "{recording:?}"
+    );
     desk.stop().await;
 }

@@ -50,6 +50,8 @@ pub enum Action {
     Exempt,
     /// Someone signed in to the web Management Tool, or was refused.
     SignIn,
+    /// Something befell a terminal recording (output lost on the client).
+    Record,
 }
 
 impl Action {
@@ -70,6 +72,7 @@ impl Action {
             Self::Configure => "configure",
             Self::Exempt => "exempt",
             Self::SignIn => "sign_in",
+            Self::Record => "record",
         }
     }
 }

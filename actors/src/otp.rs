@@ -30,6 +30,7 @@ pub struct OtpKeys {
     mac: hmac::Key,
     seal: LessSafeKey,
     decide: hmac::Key,
+    recording: hmac::Key,
 }
 
 impl fmt::Debug for OtpKeys {
@@ -45,14 +46,28 @@ impl OtpKeys {
         let mac = hmac::sign(&root, b"otpgate otp mac key v1");
         let seal = hmac::sign(&root, b"otpgate otp seal key v1");
         let decide = hmac::sign(&root, b"otpgate decision token key v1");
+        let recording = hmac::sign(&root, b"otpgate recording seal key v1");
         Self {
             mac: hmac::Key::new(hmac::HMAC_SHA256, mac.as_ref()),
             decide: hmac::Key::new(hmac::HMAC_SHA256, decide.as_ref()),
+            recording: hmac::Key::new(hmac::HMAC_SHA256, recording.as_ref()),
             seal: LessSafeKey::new(
                 UnboundKey::new(&CHACHA20_POLY1305, seal.as_ref())
                     .expect("an HMAC-SHA256 tag is a valid 32-byte ChaCha20 key"),
             ),
         }
+    }
+
+    /// The seal of a stored recording's summary `body` (its chain head and
+    /// counts): only this server can make one, so a recording altered and
+    /// re-chained without the secret is caught.
+    pub fn seal_recording(&self, body: &[u8]) -> Vec<u8> {
+        hmac::sign(&self.recording, body).as_ref().to_vec()
+    }
+
+    /// Whether `seal` is [`Self::seal_recording`] of `body` (in constant time).
+    pub fn recording_sealed(&self, body: &[u8], seal: &[u8]) -> bool {
+        hmac::verify(&self.recording, body, seal).is_ok()
     }
 
     fn tag(&self, computer: &ComputerId, os_user: &str, email: &str, code: &str) -> Tag {

@@ -688,7 +688,9 @@ fn config() -> impl bincode::config::Config {
     bincode::config::standard()
 }
 
-fn encode<T: Serialize>(record: &T) -> Result<Vec<u8>> {
+/// `record` as stored: a schema version byte, then bincode. Also how the
+/// server's other databases (recordings) store theirs.
+pub fn encode<T: Serialize>(record: &T) -> Result<Vec<u8>> {
     encode_as(SCHEMA_V1, record)
 }
 
@@ -712,7 +714,8 @@ fn split_version<'a>(tree: &'static str, bytes: &'a [u8]) -> Result<(u8, &'a [u8
     }
 }
 
-fn decode<T: DeserializeOwned>(tree: &'static str, bytes: &[u8]) -> Result<T> {
+/// A record of `tree` as [`encode`] stored it.
+pub fn decode<T: DeserializeOwned>(tree: &'static str, bytes: &[u8]) -> Result<T> {
     match split_version(tree, bytes)? {
         (SCHEMA_V1, body) => decode_body(tree, body),
         (version, _) => Err(StoreError::UnknownSchema { tree, version }),

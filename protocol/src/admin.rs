@@ -165,6 +165,30 @@ pub enum AdminRequest {
         /// Which page.
         page: PageRequest,
     },
+    /// Terminal recordings, newest first.
+    RecordingsList {
+        /// Only those of this client session.
+        session: Option<u64>,
+        /// Which page.
+        page: PageRequest,
+    },
+    /// Part of a recording's asciicast events, from chunk `from` on.
+    RecordingRead {
+        /// The recording.
+        id: u64,
+        /// The first chunk wanted (0 at first, then the part's `next`).
+        from: u64,
+    },
+    /// Checks recordings against their hash chains and the server's seal.
+    RecordingsVerify {
+        /// This one only; `None`: all.
+        id: Option<u64>,
+    },
+    /// Where text shows in the recordings (escapes left out, case ignored).
+    RecordingsSearch {
+        /// The text.
+        text: String,
+    },
 }
 
 /// The entries a page holds unless the request says otherwise.
@@ -320,6 +344,70 @@ pub struct DirectoryView {
     pub error: Option<String>,
     /// How long the answer took, in microseconds.
     pub micros: u64,
+}
+
+/// A terminal recording.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordingView {
+    /// Its number.
+    pub id: u64,
+    /// The client computer.
+    pub computer: String,
+    /// The OS user.
+    pub os_user: String,
+    /// The client session of the OTP login it ran in, if known.
+    pub session: Option<u64>,
+    /// When it started, in Unix milliseconds.
+    pub started: u64,
+    /// When it ended, once it has.
+    pub ended: Option<u64>,
+    /// The exit status of what ran, once it has ended.
+    pub status: Option<i32>,
+    /// What ran.
+    pub command: String,
+    /// Terminal columns and rows at the start.
+    pub width: u16,
+    /// Terminal rows at the start.
+    pub height: u16,
+    /// Chunks stored.
+    pub chunks: u64,
+    /// Event bytes stored.
+    pub bytes: u64,
+    /// Output was dropped on the client computer.
+    pub incomplete: bool,
+}
+
+/// Part of a recording.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordingPartView {
+    /// The recording.
+    pub recording: RecordingView,
+    /// Its asciicast header line (with the first part only).
+    pub header: Option<String>,
+    /// Event lines.
+    pub events: String,
+    /// The chunk the next part starts at, if there is more.
+    pub next: Option<u64>,
+}
+
+/// What verification found for one recording.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifiedView {
+    /// The recording.
+    pub id: u64,
+    /// What is wrong with it; `None`: intact.
+    pub problem: Option<String>,
+}
+
+/// A place where searched text shows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HitView {
+    /// The recording.
+    pub recording: RecordingView,
+    /// Milliseconds from its start.
+    pub offset_ms: u64,
+    /// The line of text it is on.
+    pub line: String,
 }
 
 /// A client group.
@@ -528,6 +616,14 @@ pub enum AdminResponse {
     Done,
     /// The answer to [`AdminRequest::DirectoryTest`].
     DirectoryAccount(DirectoryView),
+    /// Terminal recordings.
+    Recordings(Page<RecordingView>),
+    /// Part of a recording.
+    RecordingPart(Box<RecordingPartView>),
+    /// What verification found.
+    Verified(Vec<VerifiedView>),
+    /// Where searched text shows (at most 100 places).
+    Hits(Vec<HitView>),
     /// Refused or failed.
     Fail(AdminError),
 }

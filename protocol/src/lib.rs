@@ -11,6 +11,7 @@ pub mod frame;
 pub mod local;
 pub mod login;
 pub mod message;
+pub mod record;
 pub mod screens;
 
 pub use frame::{FrameError, MAX_FRAME_LEN, decode, encode, encoded_len};

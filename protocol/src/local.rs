@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::login::{LoginRequest, LoginResponse};
+use crate::record::RecordChunk;
 
 /// What the login prompt asks of its local agent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,6 +44,11 @@ pub enum LocalRequest {
         /// The PAM service (`sshd`, `login`, ...).
         service: String,
     },
+    /// A piece of the caller's terminal recording (`otpgate record`): answered
+    /// [`LocalResponse::Done`] once the agent holds it on disk, so the
+    /// recorder may forget it; [`LocalError::Unavailable`] when the spool is
+    /// full.
+    Record(RecordChunk),
 }
 
 /// The agent's answer to a [`LocalRequest`].
@@ -58,8 +64,8 @@ pub enum LocalResponse {
         /// The client session.
         session: Option<u64>,
     },
-    /// Done: the answer to [`LocalRequest::SessionClose`] and
-    /// [`LocalRequest::Exempt`].
+    /// Done: the answer to [`LocalRequest::SessionClose`],
+    /// [`LocalRequest::Exempt`] and [`LocalRequest::Record`].
     Done,
     /// The request could not be served.
     Fail(LocalError),

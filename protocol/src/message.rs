@@ -12,6 +12,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::login::{LoginRequest, LoginResponse};
+use crate::record::RecordChunk;
 
 /// The oldest protocol version this build speaks.
 pub const MIN_PROTOCOL_VERSION: u16 = 1;
@@ -71,6 +72,18 @@ pub enum Request {
         /// What the prompt asks.
         request: LoginRequest,
     },
+    /// A piece of a terminal recording made on this computer, answered with
+    /// [`Response::Recorded`] once the server holds it durably.
+    Record {
+        /// The OS user whose terminal it records, from the recorder's socket
+        /// peer credentials.
+        os_user: String,
+        /// The client session of the OTP login it runs in, if the agent tied
+        /// it to one.
+        session: Option<u64>,
+        /// The piece.
+        chunk: RecordChunk,
+    },
 }
 
 /// What the server sends to an agent.
@@ -114,6 +127,9 @@ pub enum Response {
     Heartbeat,
     /// The answer to [`Request::Login`].
     Login(LoginResponse),
+    /// The answer to [`Request::Record`]: the piece is stored durably (or was
+    /// already); the agent may forget it.
+    Recorded,
     /// The request could not be served; the connection stays open.
     Fail(ErrorCode),
 }
@@ -153,6 +169,8 @@ pub enum ErrorCode {
     CertificateRefused,
     /// Something went wrong on the server; it has been logged there.
     Internal,
+    /// A recording's chunk came before the ones it follows; send those first.
+    OutOfOrder,
 }
 
 /// Picks the protocol version for a connection: the newest that both the agent's

@@ -17,6 +17,7 @@ use otpgate_protocol::local::{AgentStatus, LocalError, LocalRequest, LocalRespon
 use otpgate_protocol::login::{
     LoginRequest, LoginResponse, RequestMode, Requested, Secret, Verdict,
 };
+use otpgate_protocol::record::{RecordChunk, RecordingEnd, RecordingStart};
 use otpgate_protocol::{
     AgentMessage, ErrorCode, FrameError, Hello, Request, Response, ServerMessage, Welcome, decode,
     encode,
@@ -78,6 +79,7 @@ fn error_code() -> impl Strategy<Value = ErrorCode> {
         Just(ErrorCode::TooManyConnections),
         Just(ErrorCode::CertificateRefused),
         Just(ErrorCode::Internal),
+        Just(ErrorCode::OutOfOrder),
     ]
 }
 
@@ -104,7 +106,55 @@ fn agent_message() -> impl Strategy<Value = AgentMessage> {
             }
         }),
         any::<u64>().prop_map(|nonce| AgentMessage::Pong { nonce }),
+        (
+            any::<u64>(),
+            ".{0,32}",
+            any::<Option<u64>>(),
+            record_chunk()
+        )
+            .prop_map(|(id, os_user, session, chunk)| AgentMessage::Request {
+                id,
+                request: Request::Record {
+                    os_user,
+                    session,
+                    chunk
+                },
+            }),
     ]
+}
+
+fn record_chunk() -> impl Strategy<Value = RecordChunk> {
+    (
+        any::<[u8; 16]>(),
+        any::<u64>(),
+        proptest::option::of((
+            any::<u16>(),
+            any::<u16>(),
+            any::<u64>(),
+            ".{0,32}",
+            any::<bool>(),
+        )),
+        ".{0,256}",
+        any::<bool>(),
+        proptest::option::of((any::<u64>(), any::<i32>())),
+    )
+        .prop_map(|(recording, seq, start, events, lost, end)| RecordChunk {
+            recording,
+            seq,
+            start: start.map(
+                |(width, height, started_ms, command, input)| RecordingStart {
+                    width,
+                    height,
+                    started_ms,
+                    term: command.clone(),
+                    command,
+                    input,
+                },
+            ),
+            events: events.into_bytes(),
+            lost,
+            end: end.map(|(at_ms, status)| RecordingEnd { at_ms, status }),
+        })
 }
 
 fn login_request() -> impl Strategy<Value = LoginRequest> {
@@ -150,6 +200,7 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
         Just(Response::Heartbeat),
         error_code().prop_map(Response::Fail),
         login_response().prop_map(Response::Login),
+        Just(Response::Recorded),
     ];
     prop_oneof![
         (any::<u16>(), ".{0,64}", ".{0,40}", any::<u32>()).prop_map(
@@ -399,6 +450,7 @@ fn admin_response() -> impl Strategy<Value = AdminResponse> {
                 Just(AdminErrorCode::Conflict),
                 Just(AdminErrorCode::Internal),
                 Just(AdminErrorCode::TooLarge),
+                Just(AdminErrorCode::Unavailable),
             ],
             text()
         )
@@ -479,9 +531,11 @@ proptest! {
     }
 
     #[test]
-    fn local_messages_round_trip(msg in local_message()) {
+    fn local_messages_round_trip(msg in local_message(), chunk in record_chunk()) {
         prop_assert_eq!(round_trip(&msg), msg);
         prop_assert_eq!(round_trip(&LocalRequest::Status), LocalRequest::Status);
+        let record = LocalRequest::Record(chunk);
+        prop_assert_eq!(round_trip(&record), record);
     }
 
     #[test]

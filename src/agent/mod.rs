@@ -1,11 +1,12 @@
 //! The agent: runs on each client computer, holds one connection to the server
-//! ([`link`]), serves the login prompt and the PAM gate on a local socket
-//! ([`socket`]), and ends the client sessions whose OS sessions end
-//! ([`sessions`]).
+//! ([`link`]), serves the login prompt, the PAM gate and the terminal recorder
+//! on a local socket ([`socket`]), ends the client sessions whose OS sessions
+//! end ([`sessions`]), and ships recordings to the server ([`spool`]).
 
 pub mod link;
 pub mod sessions;
 pub mod socket;
+pub mod spool;
 
 use std::num::NonZeroU32;
 use std::path::PathBuf;
@@ -16,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::tls::{self, TlsError};
 use link::{Link, ServerAddr};
 use sessions::Sessions;
+use spool::Spool;
 
 /// The agent's settings, from its command line.
 #[derive(Debug, Clone)]
@@ -29,6 +31,10 @@ pub struct AgentConfig {
     /// Login requests each local OS user may send per second (bursts of twice
     /// that); the rest are answered with a wait.
     pub per_user_per_second: NonZeroU32,
+    /// Where recordings wait for the server (root's only).
+    pub spool: PathBuf,
+    /// The most bytes the spool holds.
+    pub spool_limit: u64,
 }
 
 /// Why the agent could not start.
@@ -38,6 +44,15 @@ pub enum AgentError {
     /// The identity folder is unusable.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The spool folder could not be opened.
+    #[error("cannot use the spool {}: {source}", path.display())]
+    Spool {
+        /// The folder.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The local socket could not be created.
     #[error("cannot serve {}: {source}", path.display())]
     Socket {
@@ -58,7 +73,14 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), A
             path: config.socket.clone(),
             source,
         })?;
+    let spool = Arc::new(
+        Spool::open(&config.spool, config.spool_limit).map_err(|source| AgentError::Spool {
+            path: config.spool.clone(),
+            source,
+        })?,
+    );
     let (link, task) = Link::spawn(tls, config.server, cancel.clone())?;
+    let shipper = tokio::spawn(Arc::clone(&spool).ship(link.clone(), cancel.clone()));
     // Beside the socket: /run/otpgate/agent.sessions by default.
     let sessions = Arc::new(Sessions::load(config.socket.with_extension("sessions")));
     let watcher = tokio::spawn(sessions::watch(
@@ -66,8 +88,14 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), A
         link.clone(),
         cancel.clone(),
     ));
-    socket::serve(listener, link, sessions, config.per_user_per_second, cancel).await;
+    socket::serve(
+        listener,
+        socket::Agent::new(link, sessions, spool, config.per_user_per_second),
+        cancel,
+    )
+    .await;
     let _ = watcher.await;
+    let _ = shipper.await;
     let _ = task.await;
     let _ = std::fs::remove_file(&config.socket);
     Ok(())

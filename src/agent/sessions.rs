@@ -37,6 +37,8 @@ const BIND_WITHIN: Duration = Duration::from_secs(10 * 60);
 const MAX_ALLOWED: usize = 1024;
 /// The most notices kept for the server while it cannot be reached.
 const MAX_NOTICES: usize = 4096;
+/// How far up its ancestors a process is followed to find its session.
+const MAX_ANCESTORS: usize = 64;
 /// How often bound processes are looked at, and undelivered notices retried.
 const WATCH_EVERY: Duration = Duration::from_secs(2);
 
@@ -189,6 +191,29 @@ impl Sessions {
         Some(allowed.session)
     }
 
+    /// The client session of `os_user` whose OS session holds process `pid`:
+    /// the one bound to `pid` or to one of its ancestors (a recorder runs
+    /// under the shell's session).
+    pub fn session_of(&self, os_user: &str, pid: i32) -> Option<u64> {
+        let state = self.state();
+        let mut pid = pid;
+        for _ in 0..MAX_ANCESTORS {
+            let (process, parent) = Process::read(pid)?;
+            if let Some(bound) = state
+                .bound
+                .iter()
+                .find(|b| b.os_user == os_user && b.process == process)
+            {
+                return Some(bound.session);
+            }
+            if parent <= 1 {
+                return None;
+            }
+            pid = parent;
+        }
+        None
+    }
+
     /// Ends the client sessions of `os_user` bound to process `pid`; how many.
     pub fn close(&self, os_user: &str, pid: i32) -> usize {
         let mut state = self.state();
@@ -320,6 +345,18 @@ mod tests {
             .alive(),
             "a later process with the pid is another"
         );
+    }
+
+    #[test]
+    fn a_process_belongs_to_the_session_bound_to_it_or_an_ancestor() {
+        let sessions = Sessions::default();
+        let parent = i32::try_from(std::os::unix::process::parent_id()).unwrap();
+        assert_eq!(sessions.session_of("alice", me()), None);
+        sessions.allowed("alice", 7, parent);
+        assert_eq!(sessions.open("alice", parent), Some(7));
+        assert_eq!(sessions.session_of("alice", me()), Some(7), "a child");
+        assert_eq!(sessions.session_of("alice", parent), Some(7), "itself");
+        assert_eq!(sessions.session_of("bob", me()), None, "another user's");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The agent's prompt socket, where the login prompt (`otpgate login`) asks for
-//! things on behalf of the OS user who runs it.
+//! things on behalf of the OS user who runs it, the PAM gate ties sessions, and
+//! the recorder (`otpgate record`) hands over its chunks.
 //!
 //! Any local user may connect (the socket is mode 0666). The agent knows each
 //! caller by the socket's peer credentials, which the kernel fills in; nothing the
@@ -15,7 +16,7 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use nix::unistd::{Uid, User};
 use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, info_span};
+use tracing::{Instrument, debug, info_span, warn};
 
 use otpgate_protocol::local::{AgentStatus, LocalError, LocalRequest, LocalResponse};
 use otpgate_protocol::login::{LoginRequest, LoginResponse, Verdict};
@@ -23,6 +24,7 @@ use otpgate_protocol::{ErrorCode, Request, Response};
 
 use crate::agent::link::{Link, LinkError};
 use crate::agent::sessions::Sessions;
+use crate::agent::spool::{Spool, SpoolError};
 use crate::frames::{FrameReader, FrameWriter};
 use crate::unix;
 
@@ -38,24 +40,11 @@ pub const DEFAULT_PER_USER_PER_SECOND: NonZeroU32 = NonZeroU32::new(5).unwrap();
 /// acted for (root, the PAM gate, acts for everyone who logs in).
 type PerUser = DefaultKeyedRateLimiter<String>;
 
-/// Serves login prompts on `listener` until `cancel` fires, `per_second` login
-/// requests per local OS user.
-pub async fn serve(
-    listener: UnixListener,
-    link: Link,
-    sessions: Arc<Sessions>,
-    per_second: NonZeroU32,
-    cancel: CancellationToken,
-) {
-    let quota = Quota::per_second(per_second)
-        .allow_burst(per_second.saturating_mul(NonZeroU32::new(2).unwrap_or(NonZeroU32::MIN)));
-    let per_user: Arc<PerUser> = Arc::new(RateLimiter::keyed(quota));
+/// Serves login prompts, the PAM gate and recorders on `listener` until
+/// `cancel` fires.
+pub async fn serve(listener: UnixListener, agent: Agent, cancel: CancellationToken) {
     unix::accept(listener, cancel.clone(), |stream| {
-        let agent = Agent {
-            link: link.clone(),
-            sessions: Arc::clone(&sessions),
-            per_user: Arc::clone(&per_user),
-        };
+        let agent = agent.clone();
         let cancel = cancel.clone();
         async move {
             let caller = caller(&stream).await;
@@ -70,11 +59,34 @@ pub async fn serve(
     .await;
 }
 
-/// What serves one local connection.
-struct Agent {
+/// What serves the local connections.
+#[derive(Clone)]
+pub struct Agent {
     link: Link,
     sessions: Arc<Sessions>,
+    spool: Arc<Spool>,
     per_user: Arc<PerUser>,
+}
+
+impl Agent {
+    /// Serves through `link`, ties sessions in `sessions`, spools recordings
+    /// in `spool`, and lets each local OS user send `per_second` login
+    /// requests (bursts of twice that).
+    pub fn new(
+        link: Link,
+        sessions: Arc<Sessions>,
+        spool: Arc<Spool>,
+        per_second: NonZeroU32,
+    ) -> Self {
+        let quota = Quota::per_second(per_second)
+            .allow_burst(per_second.saturating_mul(NonZeroU32::new(2).unwrap_or(NonZeroU32::MIN)));
+        Self {
+            link,
+            sessions,
+            spool,
+            per_user: Arc::new(RateLimiter::keyed(quota)),
+        }
+    }
 }
 
 /// The OS account and process on the other end of a local connection.
@@ -199,6 +211,30 @@ async fn answer(request: LocalRequest, caller: &Caller, agent: &Agent) -> LocalR
                 .sessions
                 .notify(&os_user, LoginRequest::Exempt { service });
             LocalResponse::Done
+        }
+        LocalRequest::Record(chunk) => {
+            if !chunk.is_well_formed() {
+                return LocalResponse::Fail(LocalError::Malformed);
+            }
+            // The recording is the caller's own terminal: it runs under the
+            // OS session its OTP login opened.
+            let session = caller
+                .pid
+                .filter(|_| chunk.seq == 0)
+                .and_then(|pid| agent.sessions.session_of(&caller.name, pid));
+            let spool = Arc::clone(&agent.spool);
+            let os_user = caller.name.clone();
+            let spooled =
+                tokio::task::spawn_blocking(move || spool.put(&os_user, session, chunk)).await;
+            match spooled {
+                Ok(Ok(())) => LocalResponse::Done,
+                Ok(Err(SpoolError::Full)) => LocalResponse::Fail(LocalError::Unavailable),
+                Ok(Err(SpoolError::Io(err))) => {
+                    warn!(error = %err, "cannot spool a recording");
+                    LocalResponse::Fail(LocalError::Internal)
+                }
+                Err(_) => LocalResponse::Fail(LocalError::Internal),
+            }
         }
         LocalRequest::Status => {
             let status = agent.link.status();

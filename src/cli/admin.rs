@@ -13,11 +13,12 @@ use otpgate_protocol::login::Secret;
 
 use crate::cli::args::{
     Admin, AdminAudit, AdminClients, AdminDirectory, AdminGroups, AdminMail, AdminOtp,
-    AdminRequests, AdminSessions, AdminSettings, AdminUsers, DecideArgs, FilterArgs, PageArgs,
+    AdminRecordings, AdminRequests, AdminSessions, AdminSettings, AdminUsers, DecideArgs,
+    FilterArgs, PageArgs,
 };
 use otpgate_actors::names::for_terminal;
 
-use crate::cli::{prompt, time};
+use crate::cli::{prompt, recordings, time};
 use crate::server::admin::socket_path;
 use crate::unix;
 
@@ -174,6 +175,27 @@ pub(super) async fn command(
         Admin::Directory(AdminDirectory::Test { account }) => {
             AdminRequest::DirectoryTest { account }
         }
+        Admin::Sessions(AdminSessions::Play {
+            session,
+            speed,
+            from,
+            recording,
+        }) => {
+            return recordings::play(data_dir, session, recording, speed, from).await;
+        }
+        Admin::Recordings(AdminRecordings::List { session, page }) => {
+            return list(data_dir, json, page.limit, |page| {
+                AdminRequest::RecordingsList { session, page }
+            })
+            .await;
+        }
+        Admin::Recordings(AdminRecordings::Verify { id }) => AdminRequest::RecordingsVerify { id },
+        Admin::Recordings(AdminRecordings::Export { id }) => {
+            return recordings::export(data_dir, id).await;
+        }
+        Admin::Recordings(AdminRecordings::Search { text }) => {
+            AdminRequest::RecordingsSearch { text }
+        }
     };
     let response: AdminResponse = unix::ask(&socket_path(data_dir), &request).await?;
     report(&response, json)
@@ -190,6 +212,7 @@ macro_rules! paged {
             AdminResponse::Audit($page) => Some($body),
             AdminResponse::MailFailures($page) => Some($body),
             AdminResponse::MailQueue($page) => Some($body),
+            AdminResponse::Recordings($page) => Some($body),
             _ => None,
         }
     };
@@ -272,6 +295,9 @@ fn append(all: &mut AdminResponse, more: AdminResponse) {
             all.items.extend(more.items);
         }
         (AdminResponse::MailQueue(all), AdminResponse::MailQueue(more)) => {
+            all.items.extend(more.items);
+        }
+        (AdminResponse::Recordings(all), AdminResponse::Recordings(more)) => {
             all.items.extend(more.items);
         }
         _ => {}
@@ -453,6 +479,12 @@ pub fn describe(response: &AdminResponse) -> String {
         AdminResponse::MailSent { said } => {
             let _ = write!(out, "sent: {said}");
         }
+        AdminResponse::Recordings(page) => recordings::describe_list(&mut out, &page.items),
+        AdminResponse::RecordingPart(part) => {
+            recordings::describe_list(&mut out, std::slice::from_ref(&part.recording));
+        }
+        AdminResponse::Verified(verified) => recordings::describe_verified(&mut out, verified),
+        AdminResponse::Hits(hits) => recordings::describe_hits(&mut out, hits),
         AdminResponse::DirectoryAccount(d) => {
             let took = format!("({} ms)", d.micros / 1000);
             let _ = match (&d.error, d.found) {
@@ -518,6 +550,7 @@ pub fn exit_code(response: &AdminResponse) -> u8 {
             AdminErrorCode::Unavailable => 75,
             _ => 2,
         },
+        AdminResponse::Verified(verified) if verified.iter().any(|v| v.problem.is_some()) => 1,
         _ => 0,
     }
 }

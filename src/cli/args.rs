@@ -10,6 +10,7 @@ use otpgate_protocol::admin::{OptionNameView, OptionsView, RoleView};
 
 use crate::agent::link::ServerAddr;
 use crate::agent::socket::{DEFAULT_PER_USER_PER_SECOND, DEFAULT_SOCKET};
+use crate::agent::spool::{DEFAULT_SPOOL, DEFAULT_SPOOL_MIB};
 use crate::server::INITIAL_ADMIN;
 use crate::server::admin::DEFAULT_GENERATE_COMMENT;
 use crate::server::config::DEFAULT_DATA_DIR;
@@ -56,6 +57,36 @@ pub(super) enum Command {
         /// twice that); more are answered with the time to wait.
         #[arg(long, default_value_t = DEFAULT_PER_USER_PER_SECOND)]
         per_user_per_second: NonZeroU32,
+        /// Where terminal recordings wait for the server (made root's only).
+        #[arg(long, default_value = DEFAULT_SPOOL)]
+        spool: PathBuf,
+        /// The most the spool holds, in MiB; past it new recording output is
+        /// refused (what is spooled is kept).
+        #[arg(long, default_value_t = DEFAULT_SPOOL_MIB)]
+        spool_mib: u64,
+    },
+    /// Run a shell (or COMMAND) under a pseudo-terminal and record what it
+    /// shows, for the server (through the local agent). Meant as sshd's
+    /// `ForceCommand`: without COMMAND it runs what the SSH client asked for,
+    /// else the user's login shell. Exits with the command's status.
+    Record {
+        /// The agent's socket.
+        #[arg(long, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// Record typed input too (passwords typed at prompts included).
+        #[arg(long)]
+        input: bool,
+        /// The most recording held in memory while the agent does not take
+        /// it, in MiB; past it output is left out of the recording (which is
+        /// marked incomplete), never out of the terminal.
+        #[arg(long, default_value_t = 16)]
+        buffer_mib: usize,
+        /// Internal: hand recording chunks read from stdin to the agent.
+        #[arg(long, hide = true)]
+        deliver: bool,
+        /// The command and its arguments.
+        #[arg(last = true)]
+        command: Vec<std::ffi::OsString>,
     },
     /// The login prompt, talking to the local agent: interactive without a
     /// subcommand. Exits 0 on success, 1 when refused or denied, 2 on an error.
@@ -298,6 +329,9 @@ pub(super) enum Admin {
     /// The directory of Active Directory accounts.
     #[command(subcommand)]
     Directory(AdminDirectory),
+    /// Terminal recordings.
+    #[command(subcommand)]
+    Recordings(AdminRecordings),
 }
 
 #[derive(Subcommand)]
@@ -574,6 +608,50 @@ pub(super) enum AdminSessions {
         filter: FilterArgs,
         #[command(flatten)]
         page: PageArgs,
+    },
+    /// Replay a session's terminal recording here, with its timing.
+    Play {
+        /// The client session.
+        session: u64,
+        /// Faster (2) or slower (0.5).
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+        /// Start this many seconds in (what came before is shown at once).
+        #[arg(long, default_value_t = 0.0)]
+        from: f64,
+        /// Which of the session's recordings, when it has several (default:
+        /// the first).
+        #[arg(long)]
+        recording: Option<u64>,
+    },
+}
+
+#[derive(Subcommand)]
+pub(super) enum AdminRecordings {
+    /// The recordings, newest first.
+    List {
+        /// Only those of this client session.
+        #[arg(long)]
+        session: Option<u64>,
+        #[command(flatten)]
+        page: PageArgs,
+    },
+    /// Check recordings against their hash chains and the server's seal;
+    /// exits 1 when one was altered.
+    Verify {
+        /// This one only (default: all).
+        id: Option<u64>,
+    },
+    /// Write a recording as an asciicast v2 file (`asciinema play` reads it)
+    /// to standard output.
+    Export {
+        /// The recording.
+        id: u64,
+    },
+    /// Where TEXT shows in the recordings (escapes left out, case ignored).
+    Search {
+        /// The text.
+        text: String,
     },
 }
 

@@ -6,6 +6,7 @@
 mod admin;
 mod args;
 pub mod prompt;
+mod recordings;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -19,6 +20,7 @@ use otpgate_actors::{Clock, ComputerId, SystemClock, Timestamp};
 use otpgate_protocol::admin::{AdminRequest, AdminResponse};
 
 use crate::agent::{self, AgentConfig};
+use crate::recorder::{self, RecorderConfig};
 use crate::server::admin::socket_path;
 use crate::server::config::{Overrides, ServerConfig};
 use crate::server::{self, Server};
@@ -91,6 +93,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             identity,
             socket,
             per_user_per_second,
+            spool,
+            spool_mib,
         } => {
             raise_fd_limit();
             let cancel = CancellationToken::new();
@@ -100,6 +104,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 identity,
                 socket,
                 per_user_per_second,
+                spool,
+                spool_limit: spool_mib.saturating_mul(1 << 20),
             };
             agent::run(config, cancel).await?;
             Ok(ExitCode::SUCCESS)
@@ -118,6 +124,32 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     eprintln!("otpgate: {err}");
                     ExitCode::from(err.exit_code())
                 }))
+        }
+        Command::Record {
+            socket,
+            input: _,
+            buffer_mib: _,
+            deliver: true,
+            command: _,
+        } => {
+            recorder::deliver(socket).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Record {
+            socket,
+            input,
+            buffer_mib,
+            deliver: false,
+            command,
+        } => {
+            let config = RecorderConfig {
+                socket,
+                command,
+                input,
+                buffer_limit: buffer_mib.saturating_mul(1 << 20),
+            };
+            let status = recorder::run(config).await?;
+            Ok(ExitCode::from(u8::try_from(status).unwrap_or(1)))
         }
         Command::Bench(scenario) => {
             raise_fd_limit();
@@ -289,6 +321,6 @@ fn raise_fd_limit() -> Option<u64> {
 }
 
 /// A time in milliseconds since the Unix epoch, as people read it.
-fn time(unix_millis: u64) -> String {
+pub(super) fn time(unix_millis: u64) -> String {
     Timestamp::from_unix_millis(unix_millis).rfc3339()
 }

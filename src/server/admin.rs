@@ -40,6 +40,7 @@ use crate::frames::{FrameReader, FrameWriter, WriteError};
 use crate::server::convert;
 use crate::server::live::Live;
 use crate::server::pages::{self, Matches};
+use crate::server::recordings::{self, Recordings};
 use crate::tls::revoked::Revocations;
 
 /// The comment of an OTP generated without a request, unless one is given.
@@ -69,6 +70,8 @@ pub struct AdminContext {
     pub revocations: Arc<Revocations>,
     /// The agent connections open now.
     pub live: Arc<Live>,
+    /// Terminal recordings.
+    pub recordings: Arc<Recordings>,
     /// Who people are, for `directory test`.
     pub directory: Arc<dyn Directory>,
     /// The file the first administrator's password was written to at the
@@ -128,7 +131,7 @@ async fn serve_one(stream: UnixStream, context: AdminContext) {
     debug!("admin connection closed");
 }
 
-fn fail(code: AdminErrorCode, message: impl Into<String>) -> AdminResponse {
+pub(crate) fn fail(code: AdminErrorCode, message: impl Into<String>) -> AdminResponse {
     AdminResponse::Fail(AdminError {
         code,
         message: message.into(),
@@ -163,6 +166,22 @@ pub(crate) async fn handle(
     };
     let audit = |outcome: String| audit_as(Action::Configure, outcome);
     Ok(match request {
+        request @ (AdminRequest::RecordingsList { .. }
+        | AdminRequest::RecordingRead { .. }
+        | AdminRequest::RecordingsVerify { .. }
+        | AdminRequest::RecordingsSearch { .. }) => {
+            let recordings = Arc::clone(&context.recordings);
+            let answered = tokio::task::spawn_blocking(move || {
+                recordings::admin::answer(&recordings, &request)
+            })
+            .await;
+            match answered {
+                Ok(Ok(Some(answer))) => answer,
+                Ok(Ok(None)) => fail(AdminErrorCode::Invalid, "not a recordings request"),
+                Ok(Err(err)) => return Err(err.into()),
+                Err(_) => fail(AdminErrorCode::Internal, "the recordings could not be read"),
+            }
+        }
         AdminRequest::SettingsGet => {
             AdminResponse::Settings(convert::settings_view(&policy.settings))
         }

@@ -17,6 +17,7 @@ pub mod ldap;
 pub(crate) mod live;
 pub mod mail;
 mod pages;
+pub mod recordings;
 pub mod web;
 
 use std::future::Future;
@@ -41,13 +42,14 @@ use governor::{Quota, RateLimiter};
 use otpgate_actors::audit::{Action, AuditEntry};
 use otpgate_actors::directory::{Directory, Role, UserRecord};
 use otpgate_actors::mail::{MailTransport, Mailer, MailerArgs, MailerHandle, MailerMsg};
-use otpgate_actors::names::is_host_name;
+use otpgate_actors::names::{is_host_name, is_os_account};
 use otpgate_actors::otp::OtpKeys;
 use otpgate_actors::policy;
 use otpgate_actors::{
     AgentInfo, CallError, Clock, ComputerError, ComputerId, Computers, ConnectionId, Services,
     SledStore, Store, StoreError, SystemClock, Waiting,
 };
+use otpgate_protocol::record::RecordChunk;
 use otpgate_protocol::{
     AgentMessage, ErrorCode, Hello, MAX_IN_FLIGHT, Request, Response, ServerMessage, Welcome,
     negotiate,
@@ -65,6 +67,7 @@ use directory::{DirectoryFileError, StaticDirectory};
 use gate::Handshakes;
 use live::Live;
 use mail::{EmlDir, Sender, Smtp, SmtpSetupError};
+use recordings::{Recordings, Stored};
 
 /// How long shutdown waits for connections and actors to finish.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -149,6 +152,8 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 pub struct Server {
     shared: Arc<Shared>,
     store: Arc<SledStore>,
+    /// How long recordings are kept after their last write.
+    recording_retention: Duration,
     policy: policy::Owner,
     clock: Arc<dyn Clock>,
     keys: Arc<OtpKeys>,
@@ -175,6 +180,12 @@ struct Shared {
     /// The connections open now, for revocations to close.
     live: Arc<Live>,
     computers: Computers,
+    /// Terminal recordings, stored as agents ship them.
+    recordings: Arc<Recordings>,
+    /// The audit log (a recording that lost output) and client sessions (a
+    /// recording's tie).
+    store: Arc<SledStore>,
+    clock: Arc<dyn Clock>,
     handshake_timeout: Duration,
     heartbeat_interval: Duration,
     /// Flood control: how fast one connection may send requests.
@@ -241,6 +252,11 @@ impl Server {
         let db = config.data_dir.join("db");
         data_dir(&db)?;
         let store = Arc::new(SledStore::open(&db)?);
+        data_dir(&config.data_dir.join(RECORDINGS))?;
+        let recordings = Arc::new(Recordings::open(
+            &config.data_dir.join(RECORDINGS),
+            Arc::clone(&keys),
+        )?);
         let policy = policy::Owner::load(store.clone())?;
         let initial_password = bootstrap_admin(&policy, config, clock.as_ref()).await?;
         let host = config
@@ -290,6 +306,9 @@ impl Server {
                 revocations: revocations.clone(),
                 live: Arc::default(),
                 computers,
+                recordings,
+                store: store.clone(),
+                clock: clock.clone(),
                 handshake_timeout: config.handshake_timeout,
                 heartbeat_interval: config.heartbeat_interval,
                 request_quota: Quota::per_second(config.requests_per_second).allow_burst(
@@ -300,6 +319,7 @@ impl Server {
                 next_conn: AtomicU64::new(0),
             }),
             store,
+            recording_retention: config.recording_retention,
             policy,
             clock,
             keys: services_keys,
@@ -341,6 +361,7 @@ impl Server {
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
         let context = AdminContext {
+            recordings: self.shared.recordings.clone(),
             store: self.store.clone(),
             policy: self.policy.clone(),
             computers: self.shared.computers.clone(),
@@ -357,6 +378,7 @@ impl Server {
             self.store.clone(),
             self.policy.clone(),
             self.clock.clone(),
+            (self.shared.recordings.clone(), self.recording_retention),
             cancel.child_token(),
         ));
         if let Some(web) = self.web {
@@ -421,7 +443,13 @@ impl Server {
         let _ = std::fs::remove_file(&self.admin_socket);
         // Everything anyone was told about is durable already; this flushes the
         // rest (last-seen times), bounded like the other steps.
-        match timeout(SHUTDOWN_GRACE, self.store.flush()).await {
+        let recordings = Arc::clone(&self.shared.recordings);
+        drop(self.shared);
+        let flushed = async {
+            self.store.flush().await?;
+            recordings.flush().await
+        };
+        match timeout(SHUTDOWN_GRACE, flushed).await {
             Ok(Ok(())) => {}
             Ok(Err(err)) => {
                 tracing::error!(error = %err, "final flush failed");
@@ -434,14 +462,15 @@ impl Server {
         }
         // An actor reports that it stopped a moment before its state (which
         // holds the database) is dropped: wait, bounded, until nothing else
-        // holds it, so that the database is closed (and its lock released) when
-        // this returns.
+        // holds the databases, so that they are closed (and their locks
+        // released) when this returns.
         drop(self.policy);
         let deadline = Instant::now() + SHUTDOWN_GRACE;
-        while Arc::strong_count(&self.store) > 1 && Instant::now() < deadline {
+        let held = || Arc::strong_count(&self.store) > 1 || Arc::strong_count(&recordings) > 1;
+        while held() && Instant::now() < deadline {
             sleep(Duration::from_millis(5)).await;
         }
-        if Arc::strong_count(&self.store) > 1 {
+        if held() {
             warn!("the database is still held by a stopping task");
             stopped = Stopped::Late("database release");
         }
@@ -526,7 +555,7 @@ async fn serve_tcp(
         return;
     }
     let mut session = Session {
-        shared: &shared,
+        shared,
         id: cert.id,
         conn,
         reader: FrameReader::new(read),
@@ -537,8 +566,8 @@ async fn serve_tcp(
 }
 
 /// One agent's connection after the TLS handshake.
-struct Session<'a, R, W> {
-    shared: &'a Shared,
+struct Session<R, W> {
+    shared: Arc<Shared>,
     id: ComputerId,
     conn: ConnectionId,
     reader: FrameReader<R>,
@@ -555,7 +584,7 @@ enum End {
     Close(ErrorCode),
 }
 
-impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<'_, R, W> {
+impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
     async fn run(&mut self, cancel: &CancellationToken) {
         let end = match self.hello().await {
             Ok(hello) => {
@@ -675,11 +704,11 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<'_, R, W> {
                                 let response = Response::Fail(ErrorCode::TooManyRequests);
                                 ServerMessage::Response { id, response }
                             } else {
-                                let computers = self.shared.computers.clone();
+                                let shared = Arc::clone(&self.shared);
                                 let computer = self.id.clone();
                                 in_flight.spawn(
                                     async move {
-                                        let response = respond(&computers, &computer, request).await;
+                                        let response = respond(&shared, &computer, request).await;
                                         ServerMessage::Response { id, response }
                                     }
                                     .in_current_span(),
@@ -701,16 +730,32 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<'_, R, W> {
 const PRUNE_EVERY: Duration = Duration::from_secs(60 * 60);
 
 /// Removes what the retention setting no longer keeps, and what is over (see
-/// `Store::prune`), at start and every [`PRUNE_EVERY`], until `cancel` fires.
+/// `Store::prune`), and the recordings past their own retention, at start and
+/// every [`PRUNE_EVERY`], until `cancel` fires.
 async fn prune_every(
     store: Arc<SledStore>,
     policy: policy::Owner,
     clock: Arc<dyn Clock>,
+    (recordings, recording_retention): (Arc<Recordings>, Duration),
     cancel: CancellationToken,
 ) {
     loop {
         let settings = policy.snapshot().settings.clone();
         let now = clock.now();
+        let old = now.before(recording_retention);
+        let pruning = {
+            let recordings = recordings.clone();
+            tokio::task::spawn_blocking(move || recordings.prune(old))
+        };
+        match pruning.await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(removed)) => match recordings.flush().await {
+                Ok(()) => info!(removed, "removed recordings past their retention"),
+                Err(err) => warn!(error = %err, "cannot flush after removing recordings"),
+            },
+            Ok(Err(err)) => warn!(error = %err, "cannot remove old recordings"),
+            Err(err) => warn!(error = %err, "removing old recordings stopped"),
+        }
         let cutoff = now.before(settings.retention);
         let pruning = {
             let store = store.clone();
@@ -733,13 +778,26 @@ async fn prune_every(
 }
 
 /// Serves one request of computer `id`.
-async fn respond(computers: &Computers, id: &ComputerId, request: Request) -> Response {
+async fn respond(shared: &Shared, id: &ComputerId, request: Request) -> Response {
     let answer = match request {
         // Answered by the connection itself; never spawned here.
         Request::Heartbeat => Ok(Response::Heartbeat),
+        Request::Record {
+            os_user,
+            session,
+            chunk,
+        } => {
+            return record(shared, id, &os_user, session, &chunk)
+                .await
+                .unwrap_or_else(|err| {
+                    warn!(error = %err, "a recording's chunk could not be stored");
+                    Response::Fail(ErrorCode::Internal)
+                });
+        }
         Request::Login { os_user, request } => {
             let call = convert::login_call(request);
-            computers
+            shared
+                .computers
                 .login(id, &os_user, call)
                 .await
                 .map(|answer| Response::Login(convert::login_response(&os_user, answer)))
@@ -751,11 +809,70 @@ async fn respond(computers: &Computers, id: &ComputerId, request: Request) -> Re
     })
 }
 
+/// Stores a chunk of a recording made on computer `id` for `os_user`, tied to
+/// client `session` if that is one of this computer's; answered once durable.
+async fn record(
+    shared: &Shared,
+    id: &ComputerId,
+    os_user: &str,
+    session: Option<u64>,
+    chunk: &RecordChunk,
+) -> Result<Response, StoreError> {
+    if !is_os_account(os_user) {
+        return Ok(Response::Fail(ErrorCode::Malformed));
+    }
+    // Only a session of this computer, of this user: an agent speaks for its
+    // own computer alone.
+    let session = match session {
+        Some(session) if chunk.seq == 0 => shared
+            .store
+            .sessions_of(id)?
+            .iter()
+            .any(|s| s.id == session && s.os_user == os_user)
+            .then_some(session),
+        _ => None,
+    };
+    let now = shared.clock.now();
+    let stored = shared.recordings.store(id, os_user, session, chunk, now)?;
+    Ok(match stored {
+        Stored::Kept {
+            id: recording,
+            first_loss,
+        } => {
+            if first_loss {
+                shared.store.append_audit(&AuditEntry {
+                    at: now,
+                    who: format!("{os_user}@{id}"),
+                    computer: Some(id.to_string()),
+                    action: Action::Record,
+                    outcome: format!(
+                        "recording {recording} incomplete: output was dropped on the client \
+                         computer (its buffer or spool was full)"
+                    ),
+                })?;
+                shared.store.flush().await?;
+            }
+            shared.recordings.flush().await?;
+            Response::Recorded
+        }
+        Stored::OutOfOrder { expected } => {
+            warn!(
+                expected,
+                got = chunk.seq,
+                "a recording's chunk out of order"
+            );
+            Response::Fail(ErrorCode::OutOfOrder)
+        }
+        Stored::Malformed => Response::Fail(ErrorCode::Malformed),
+    })
+}
+
 /// The owner's only parts of a data folder, and the modes they must not exceed.
-const PRIVATE: [(&str, u32); 8] = [
+const PRIVATE: [(&str, u32); 9] = [
     ("", 0o700),
     ("db", 0o700),
     ("pki", 0o700),
+    (RECORDINGS, 0o700),
     ("secret.key", 0o600),
     ("pki/ca.key", 0o600),
     ("pki/server.key", 0o600),
@@ -781,6 +898,9 @@ fn tighten_data_dir(data: &std::path::Path) -> Result<(), OpenError> {
     }
     Ok(())
 }
+
+/// The recordings' database folder, in the data folder.
+const RECORDINGS: &str = "recordings";
 
 /// The login name of the administrator created on first start.
 pub const INITIAL_ADMIN: &str = "admin";

@@ -116,6 +116,8 @@ impl Desk {
             identity: identity.to_owned(),
             socket: socket.clone(),
             per_user_per_second: per_user,
+            spool: socket.with_extension("spool"),
+            spool_limit: 64 << 20,
         };
         let cancel = CancellationToken::new();
         let agent = otpgate::agent::run(config, cancel.clone());

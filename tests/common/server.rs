@@ -154,9 +154,21 @@ impl TestServer {
 
     /// As [`TestServer::restart`], with `extra` configuration instead.
     pub async fn restart_with(self, extra: &str) -> Self {
-        let (addr, clock) = (self.addr, self.clock.clone());
-        let data = self.stop().await;
-        Self::open(data, &addr.to_string(), clock, extra.to_owned()).await
+        let mut paused = self.pause().await;
+        paused.extra = extra.to_owned();
+        paused.resume().await
+    }
+
+    /// Stops the server gracefully, to be started again by [`Paused::resume`]
+    /// on the same data folder, port and clock.
+    pub async fn pause(self) -> Paused {
+        let (addr, clock, extra) = (self.addr, self.clock.clone(), self.extra.clone());
+        Paused {
+            data: self.stop().await,
+            addr,
+            clock,
+            extra,
+        }
     }
 
     /// Asks the running server's admin socket.
@@ -305,6 +317,26 @@ impl TestServer {
             "every shutdown step in time"
         );
         self.data
+    }
+}
+
+/// A stopped [`TestServer`], its data folder kept.
+pub struct Paused {
+    data: tempfile::TempDir,
+    addr: SocketAddr,
+    clock: Arc<dyn Clock>,
+    extra: String,
+}
+
+impl Paused {
+    /// Its data folder.
+    pub fn data_dir(&self) -> PathBuf {
+        self.data.path().join("data")
+    }
+
+    /// Starts the server again where it was.
+    pub async fn resume(self) -> TestServer {
+        TestServer::open(self.data, &self.addr.to_string(), self.clock, self.extra).await
     }
 }
 

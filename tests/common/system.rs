@@ -140,6 +140,19 @@ impl Drop for PamService {
     }
 }
 
+/// A copy of the `otpgate` binary in folder `dir` (open to every account)
+/// that every account may run: the build folder may lie in a home only root
+/// can enter (`/root`, on CI).
+pub fn binary_for_everyone(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("otpgate-for-everyone");
+    if !path.exists() {
+        std::fs::copy(env!("CARGO_BIN_EXE_otpgate"), &path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    path
+}
+
 /// The PAM module, built once per test run with the test-only panic argument.
 pub fn module() -> &'static Path {
     static MODULE: OnceLock<PathBuf> = OnceLock::new();

@@ -16,6 +16,7 @@
 //! mail_from = "otpgate <otpgate@example.com>"
 //! admin_email = "it@example.com"                   # the first administrator's
 //! management_url = "https://otp.example.com:8443"  # for links in approvers' mail
+//! recording_retention_days = 90  # terminal recordings are removed this long after their last write
 //!
 //! [web]                       # the Management Tool over HTTPS
 //! enabled = true
@@ -81,6 +82,8 @@ pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30);
 /// How many requests (heartbeats aside) one agent connection may send per
 /// second by default; bursts of twice as many pass.
 pub const DEFAULT_REQUESTS_PER_SECOND: u32 = 20;
+/// How many days terminal recordings are kept after their last write.
+pub const DEFAULT_RECORDING_RETENTION_DAYS: u32 = 90;
 
 /// Where the web Management Tool listens by default.
 pub const DEFAULT_WEB_LISTEN: &str = "127.0.0.1:8443";
@@ -144,6 +147,7 @@ struct File {
     mail_from: Option<String>,
     admin_email: Option<String>,
     management_url: Option<String>,
+    recording_retention_days: Option<u32>,
     web: Option<WebFile>,
     ldap: Option<LdapFile>,
     smtp: Option<SmtpFile>,
@@ -206,6 +210,8 @@ pub struct ServerConfig {
     pub admin_email: String,
     /// Where the Management Tool is, for the links in approvers' mail.
     pub management_url: String,
+    /// How long terminal recordings are kept after their last write.
+    pub recording_retention: Duration,
     /// The web Management Tool; `None` when turned off.
     pub web: Option<WebConfig>,
     /// The LDAP directory; `None`: the directory file (or none).
@@ -298,6 +304,15 @@ impl ServerConfig {
             field: "requests_per_second",
             reason: "must be at least 1".into(),
         })?;
+        let recording_retention_days = file
+            .recording_retention_days
+            .unwrap_or(DEFAULT_RECORDING_RETENTION_DAYS);
+        if recording_retention_days == 0 {
+            return Err(ConfigError::Invalid {
+                field: "recording_retention_days",
+                reason: "must be at least 1".into(),
+            });
+        }
         let server_names = file.server_names.unwrap_or_default();
         let web = file.web.unwrap_or_default().check()?;
         let management_url = file.management_url.map_or_else(
@@ -334,6 +349,9 @@ impl ServerConfig {
             handshake_timeout,
             heartbeat_interval,
             requests_per_second,
+            recording_retention: Duration::from_secs(
+                24 * 60 * 60 * u64::from(recording_retention_days),
+            ),
             directory_file: file.directory_file,
             mail_from: file
                 .mail_from
@@ -462,6 +480,7 @@ mod tests {
             ("max_connections = 0", "max_connections"),
             ("heartbeat_interval_ms = 1", "heartbeat_interval_ms"),
             ("requests_per_second = 0", "requests_per_second"),
+            ("recording_retention_days = 0", "recording_retention_days"),
             ("handshake_timeout_ms = 0", "handshake_timeout_ms"),
             ("server_names = [\"bad name!\"]", "server_names"),
             (

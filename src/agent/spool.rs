@@ -1,0 +1,293 @@
+//! Recordings on their way to the server. Each chunk a recorder hands over is
+//! written to a file of its own in the spool folder (root's, 0700), synced,
+//! before the recorder is told it may forget it; the shipper sends the files
+//! over the link in order (recording by recording, chunk by chunk) and removes
+//! one only once the server says it holds it durably. So a `kill -9` of the
+//! agent loses nothing it acknowledged, and a server that is away only makes
+//! the spool grow.
+//!
+//! The spool is bounded: when a chunk would take it past its size, the chunk
+//! is refused (what is already spooled, the oldest, is kept); the recorder then
+//! holds it, and if its own buffer fills, drops output and marks the recording
+//! incomplete, which the server records in the audit log.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use otpgate_protocol::record::RecordChunk;
+use otpgate_protocol::{ErrorCode, Request, Response};
+
+use crate::agent::link::Link;
+
+/// Where the agent spools recordings by default.
+pub const DEFAULT_SPOOL: &str = "/var/spool/otpgate";
+/// The most the spool holds by default, in MiB.
+pub const DEFAULT_SPOOL_MIB: u64 = 256;
+
+/// How long the shipper waits before trying again after a failure.
+const RETRY_AFTER: Duration = Duration::from_secs(2);
+/// A chunk file's ending.
+const CHUNK: &str = "chunk";
+
+/// Why a chunk could not be spooled.
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    /// The spool is at its size limit.
+    #[error("the spool is full")]
+    Full,
+    /// The file could not be written.
+    #[error("cannot write the spool: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// What a spooled file holds: the chunk and what the server is told with it.
+#[derive(Serialize, Deserialize)]
+struct Spooled {
+    os_user: String,
+    session: Option<u64>,
+    chunk: RecordChunk,
+}
+
+/// The spool folder.
+pub struct Spool {
+    dir: PathBuf,
+    limit: u64,
+    /// Bytes in the folder's chunk files.
+    used: Mutex<u64>,
+    /// Wakes the shipper.
+    queued: Notify,
+}
+
+impl Spool {
+    /// The spool in folder `dir` (made root's only), at most `limit` bytes;
+    /// what an earlier run left is kept, half-written files are removed.
+    pub fn open(dir: &Path, limit: u64) -> std::io::Result<Self> {
+        crate::files::create_private_dir(dir)?;
+        let mut used = 0;
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == CHUNK) {
+                used += entry.metadata()?.len();
+            } else {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+        Ok(Self {
+            dir: dir.to_owned(),
+            limit,
+            used: Mutex::new(used),
+            queued: Notify::new(),
+        })
+    }
+
+    fn used(&self) -> std::sync::MutexGuard<'_, u64> {
+        self.used.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Chunk `seq` of recording `key`'s file: in sending order by name.
+    fn path(&self, chunk: &RecordChunk) -> PathBuf {
+        let key: String = chunk.recording.iter().map(|b| format!("{b:02x}")).collect();
+        self.dir.join(format!("{key}-{:016x}.{CHUNK}", chunk.seq))
+    }
+
+    /// Keeps `chunk` of `os_user`'s recording (in client `session`) on disk,
+    /// synced; a chunk spooled before is kept once. Blocking: call it off the
+    /// async runtime.
+    pub fn put(
+        &self,
+        os_user: &str,
+        session: Option<u64>,
+        chunk: RecordChunk,
+    ) -> Result<(), SpoolError> {
+        let path = self.path(&chunk);
+        if path.exists() {
+            return Ok(());
+        }
+        let bytes = serde_json::to_vec(&Spooled {
+            os_user: os_user.to_owned(),
+            session,
+            chunk,
+        })
+        .map_err(std::io::Error::other)?;
+        let len = bytes.len() as u64;
+        {
+            let mut used = self.used();
+            if *used + len > self.limit {
+                return Err(SpoolError::Full);
+            }
+            *used += len;
+        }
+        // Whole or not at all, and durable, before the recorder may forget it.
+        let written = crate::files::write_private(&path, &bytes);
+        if written.is_err() {
+            *self.used() -= len;
+        }
+        written?;
+        self.queued.notify_one();
+        Ok(())
+    }
+
+    /// The chunk files, in sending order.
+    fn queue(&self) -> std::io::Result<Vec<PathBuf>> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&self.dir)?
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|path| path.extension().is_some_and(|e| e == CHUNK))
+            .collect();
+        files.sort();
+        Ok(files)
+    }
+
+    fn remove(&self, path: &Path) {
+        let len = std::fs::metadata(path).map_or(0, |m| m.len());
+        match std::fs::remove_file(path) {
+            Ok(()) => {
+                let mut used = self.used();
+                *used = used.saturating_sub(len);
+            }
+            Err(err) => warn!(error = %err, path = %path.display(), "cannot remove a sent chunk"),
+        }
+    }
+
+    /// Sends what is spooled, in order, over `link`, until `cancel` fires.
+    pub async fn ship(self: Arc<Self>, link: Link, cancel: CancellationToken) {
+        loop {
+            let delivered = self.ship_once(&link).await;
+            let wait = if delivered {
+                // Everything went: wait for more.
+                Duration::from_secs(60)
+            } else {
+                RETRY_AFTER
+            };
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = self.queued.notified() => {}
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// One pass over the spool; whether it is empty now.
+    async fn ship_once(&self, link: &Link) -> bool {
+        let files = match self.queue() {
+            Ok(files) => files,
+            Err(err) => {
+                warn!(error = %err, "cannot read the spool");
+                return false;
+            }
+        };
+        // A recording whose chunk could not go now: its later ones wait too.
+        let mut held: Option<[u8; 16]> = None;
+        let mut all = true;
+        for path in files {
+            let spooled: Spooled = match std::fs::read(&path)
+                .map_err(|err| err.to_string())
+                .and_then(|bytes| serde_json::from_slice(&bytes).map_err(|err| err.to_string()))
+            {
+                Ok(spooled) => spooled,
+                Err(err) => {
+                    warn!(error = %err, path = %path.display(), "an unreadable spooled chunk, removed");
+                    self.remove(&path);
+                    continue;
+                }
+            };
+            if held == Some(spooled.chunk.recording) {
+                all = false;
+                continue;
+            }
+            let recording = spooled.chunk.recording;
+            let request = Request::Record {
+                os_user: spooled.os_user,
+                session: spooled.session,
+                chunk: spooled.chunk,
+            };
+            match link.call(request).await {
+                Ok(Response::Recorded) => {
+                    debug!(path = %path.display(), "chunk delivered");
+                    self.remove(&path);
+                }
+                // It can never be taken: keeping it would hold back the rest.
+                Ok(Response::Fail(ErrorCode::Malformed)) => {
+                    warn!(path = %path.display(), "the server refused a chunk as malformed; removed");
+                    self.remove(&path);
+                }
+                Ok(Response::Fail(ErrorCode::OutOfOrder)) => {
+                    warn!(path = %path.display(), "the server wants earlier chunks first");
+                    held = Some(recording);
+                    all = false;
+                }
+                // Not connected, throttled, or the server could not store it now.
+                _ => return false,
+            }
+        }
+        all
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(key: u8, seq: u64) -> RecordChunk {
+        RecordChunk {
+            recording: [key; 16],
+            seq,
+            start: None,
+            events: b"[0.5, \"o\", \"x\"]\n".to_vec(),
+            lost: false,
+            end: None,
+        }
+    }
+
+    #[test]
+    fn chunks_wait_in_order_within_the_limit_and_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("spool");
+        let spool = Spool::open(&folder, 1_000).unwrap();
+        for (key, seq) in [(2, 1), (1, 10), (2, 0), (1, 2)] {
+            spool.put("alice", Some(4), chunk(key, seq)).unwrap();
+        }
+        spool.put("alice", Some(4), chunk(1, 2)).unwrap();
+        let names: Vec<String> = spool
+            .queue()
+            .unwrap()
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy()[30..].to_owned())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "01-0000000000000002.chunk",
+                "01-000000000000000a.chunk",
+                "02-0000000000000000.chunk",
+                "02-0000000000000001.chunk"
+            ],
+            "by recording, then by number; a chunk sent twice is kept once"
+        );
+        let used = *spool.used();
+        let mut seq = 0;
+        while spool.put("alice", None, chunk(3, seq)).is_ok() {
+            seq += 1;
+        }
+        assert!(matches!(
+            spool.put("alice", None, chunk(3, 999)),
+            Err(SpoolError::Full)
+        ));
+        assert!(*spool.used() <= 1_000);
+        // A half-written file is removed at the next start; the rest counted.
+        std::fs::write(folder.join("x.tmp"), b"half").unwrap();
+        let again = Spool::open(&folder, 1_000).unwrap();
+        assert_eq!(*again.used(), *spool.used());
+        assert!(!folder.join("x.tmp").exists());
+        assert!(used > 0);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&folder).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "root's only");
+    }
+}

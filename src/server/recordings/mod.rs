@@ -1,0 +1,658 @@
+//! Terminal recordings on the server: a sled database of its own in the data
+//! folder (`recordings/`), apart from the state the actors keep, since it is
+//! large and pruned on its own retention.
+//!
+//! A recording is stored as its chunks, each deflated, under the number the
+//! server gave it, with a summary: who, where, the client session, how many
+//! chunks, and the head of a hash chain over them (`head = SHA-256(head ‖ seq
+//! ‖ SHA-256(events))`) sealed with a key derived from the server's secret.
+//! [`Recordings::verify`] recomputes the chain from the chunks and checks the
+//! seal: a chunk altered, removed or added, or a summary rewritten, is found.
+//! A chunk is taken only in order (the next number, or one already stored,
+//! which is acknowledged again), in one transaction with its summary; the
+//! caller flushes before acknowledging.
+
+use std::io::{Read, Write};
+use std::sync::Arc;
+
+use aws_lc_rs::digest::{SHA256, digest};
+use flate2::Compression;
+use flate2::read::DeflateDecoder;
+use flate2::write::DeflateEncoder;
+use serde::{Deserialize, Serialize};
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+
+use otpgate_actors::otp::OtpKeys;
+use otpgate_actors::store::{self, StoreError};
+use otpgate_actors::{ComputerId, Timestamp};
+use otpgate_protocol::record::{RecordChunk, RecordingEnd, RecordingKey, RecordingStart};
+
+use crate::cast;
+
+pub mod admin;
+
+const META: &str = "recordings";
+const CHUNKS: &str = "recording_chunks";
+const KEYS: &str = "recording_keys";
+
+/// What is kept of one recording besides its chunks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recording {
+    /// The server's number for it.
+    pub id: u64,
+    /// The client computer it was made on.
+    pub computer: String,
+    /// Its recorder's name for it.
+    pub key: RecordingKey,
+    /// The OS user whose terminal it is.
+    pub os_user: String,
+    /// The client session of the OTP login it ran in, if known.
+    pub session: Option<u64>,
+    /// Its header.
+    pub start: RecordingStart,
+    /// Chunks stored: the next one expected is this number.
+    pub chunks: u64,
+    /// Event bytes stored (before compression).
+    pub bytes: u64,
+    /// When the last chunk arrived.
+    pub updated: Timestamp,
+    /// How it ended, once it has.
+    pub end: Option<RecordingEnd>,
+    /// Output was dropped on the client computer (a full buffer or spool).
+    pub incomplete: bool,
+    /// The head of the hash chain over its chunks.
+    pub head: [u8; 32],
+    /// The server's seal over the fields above (see [`Recording::summary`]).
+    pub seal: Vec<u8>,
+}
+
+impl Recording {
+    /// What the seal covers: every field a reader relies on.
+    fn summary(&self) -> Vec<u8> {
+        let mut body = Vec::with_capacity(128);
+        body.extend_from_slice(&self.id.to_be_bytes());
+        body.extend_from_slice(&self.key);
+        for text in [&self.computer, &self.os_user] {
+            body.extend_from_slice(&(text.len() as u64).to_be_bytes());
+            body.extend_from_slice(text.as_bytes());
+        }
+        body.extend_from_slice(&self.session.map_or(u64::MAX, |s| s).to_be_bytes());
+        body.extend_from_slice(&self.start.started_ms.to_be_bytes());
+        body.extend_from_slice(&self.chunks.to_be_bytes());
+        body.extend_from_slice(&self.bytes.to_be_bytes());
+        let end = self
+            .end
+            .map_or((u64::MAX, 0), |end| (end.at_ms, end.status));
+        body.extend_from_slice(&end.0.to_be_bytes());
+        body.extend_from_slice(&end.1.to_be_bytes());
+        body.push(u8::from(self.incomplete));
+        body.extend_from_slice(&self.head);
+        body
+    }
+}
+
+/// What became of a chunk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stored {
+    /// Stored now (or before): it may be forgotten by the sender.
+    Kept {
+        /// The recording's number.
+        id: u64,
+        /// This chunk is the first to say output was lost.
+        first_loss: bool,
+    },
+    /// Not the next in order: the sender must send `expected` first.
+    OutOfOrder {
+        /// The number expected next.
+        expected: u64,
+    },
+    /// Its pieces do not agree (see `RecordChunk::is_well_formed`).
+    Malformed,
+}
+
+/// Why a stored recording fails verification.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Tampered {
+    /// Its summary is not sealed by this server.
+    #[error("its summary is not sealed by this server")]
+    Seal,
+    /// A chunk is missing.
+    #[error("chunk {0} is missing")]
+    Missing(u64),
+    /// A chunk cannot be read.
+    #[error("chunk {0} cannot be read")]
+    Unreadable(u64),
+    /// More chunks than the summary counts.
+    #[error("it holds chunks the summary does not count")]
+    Extra,
+    /// The chunks do not hash to the sealed head.
+    #[error("its chunks do not match their hash chain")]
+    Chain,
+}
+
+/// One place where a search's text was found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hit {
+    /// The recording.
+    pub recording: u64,
+    /// Seconds from its start.
+    pub seconds: f64,
+    /// The line of plain text it is on.
+    pub line: String,
+}
+
+/// The recordings database.
+pub struct Recordings {
+    db: sled::Db,
+    meta: sled::Tree,
+    chunks: sled::Tree,
+    keys: sled::Tree,
+    seal: Arc<OtpKeys>,
+}
+
+fn chunk_key(id: u64, seq: u64) -> [u8; 16] {
+    let mut key = [0; 16];
+    key[..8].copy_from_slice(&id.to_be_bytes());
+    key[8..].copy_from_slice(&seq.to_be_bytes());
+    key
+}
+
+/// The chunk number in a key of [`chunk_key`].
+fn seq_of(key: &[u8]) -> u64 {
+    key.get(8..16)
+        .and_then(|seq| seq.try_into().ok())
+        .map_or(u64::MAX, u64::from_be_bytes)
+}
+
+fn recording_key(computer: &ComputerId, key: &RecordingKey) -> Vec<u8> {
+    let mut full = computer.as_str().as_bytes().to_vec();
+    full.push(0);
+    full.extend_from_slice(key);
+    full
+}
+
+/// The next head of the chain after `head`, for chunk `seq` holding `events`.
+fn chain(head: &[u8; 32], seq: u64, events: &[u8]) -> [u8; 32] {
+    let mut input = Vec::with_capacity(72);
+    input.extend_from_slice(head);
+    input.extend_from_slice(&seq.to_be_bytes());
+    input.extend_from_slice(digest(&SHA256, events).as_ref());
+    let mut next = [0; 32];
+    next.copy_from_slice(digest(&SHA256, &input).as_ref());
+    next
+}
+
+fn deflate(events: &[u8]) -> Vec<u8> {
+    let mut encoder = DeflateEncoder::new(Vec::new(), Compression::fast());
+    encoder
+        .write_all(events)
+        .and_then(|()| encoder.finish())
+        .expect("deflating into memory cannot fail")
+}
+
+fn inflate(stored: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut events = Vec::new();
+    DeflateDecoder::new(stored)
+        .take(4 * otpgate_protocol::record::MAX_CHUNK_EVENTS as u64)
+        .read_to_end(&mut events)?;
+    Ok(events)
+}
+
+impl Recordings {
+    /// Opens (or creates) the database in folder `path`.
+    pub fn open(path: &std::path::Path, seal: Arc<OtpKeys>) -> Result<Self, StoreError> {
+        let db = sled::Config::new().path(path).open()?;
+        Ok(Self {
+            meta: db.open_tree(META)?,
+            chunks: db.open_tree(CHUNKS)?,
+            keys: db.open_tree(KEYS)?,
+            db,
+            seal,
+        })
+    }
+
+    /// Makes what was stored durable.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Stores `chunk` of computer `computer`'s recording, made for `os_user`
+    /// in client `session`, arrived at `now`. Not durable until [`Self::flush`].
+    pub fn store(
+        &self,
+        computer: &ComputerId,
+        os_user: &str,
+        session: Option<u64>,
+        chunk: &RecordChunk,
+        now: Timestamp,
+    ) -> Result<Stored, StoreError> {
+        if !chunk.is_well_formed() {
+            return Ok(Stored::Malformed);
+        }
+        let key = recording_key(computer, &chunk.recording);
+        let known = match self.keys.get(&key)? {
+            Some(id) => Some(self.get_by_bytes(&id)?),
+            None => None,
+        };
+        let mut recording = match (known, &chunk.start) {
+            (Some(recording), _) => recording,
+            (None, Some(start)) => Recording {
+                id: self.db.generate_id()?,
+                computer: computer.to_string(),
+                key: chunk.recording,
+                os_user: os_user.to_owned(),
+                session,
+                start: start.clone(),
+                chunks: 0,
+                bytes: 0,
+                updated: now,
+                end: None,
+                incomplete: false,
+                head: [0; 32],
+                seal: Vec::new(),
+            },
+            (None, None) => return Ok(Stored::OutOfOrder { expected: 0 }),
+        };
+        let id = recording.id;
+        if chunk.seq < recording.chunks {
+            return Ok(Stored::Kept {
+                id,
+                first_loss: false,
+            });
+        }
+        if chunk.seq > recording.chunks || recording.end.is_some() {
+            return Ok(Stored::OutOfOrder {
+                expected: recording.chunks,
+            });
+        }
+        let first_loss = chunk.lost && !recording.incomplete;
+        recording.head = chain(&recording.head, chunk.seq, &chunk.events);
+        recording.chunks += 1;
+        recording.bytes += chunk.events.len() as u64;
+        recording.updated = now;
+        recording.incomplete |= chunk.lost;
+        recording.end = chunk.end;
+        recording.seal = self.seal.seal_recording(&recording.summary());
+        let meta = store::encode(&recording)?;
+        let body = deflate(&chunk.events);
+        let written: Result<(), TransactionError<()>> = (&self.meta, &self.chunks, &self.keys)
+            .transaction(|(meta_tree, chunks, keys)| {
+                meta_tree.insert(&id.to_be_bytes(), meta.as_slice())?;
+                chunks.insert(&chunk_key(id, chunk.seq), body.as_slice())?;
+                keys.insert(key.as_slice(), &id.to_be_bytes())?;
+                Ok::<_, ConflictableTransactionError<()>>(())
+            });
+        written.map_err(|err| match err {
+            TransactionError::Storage(err) => StoreError::Database(err),
+            TransactionError::Abort(()) => unreachable!("the transaction never aborts"),
+        })?;
+        Ok(Stored::Kept { id, first_loss })
+    }
+
+    fn get_by_bytes(&self, id: &[u8]) -> Result<Recording, StoreError> {
+        match self.meta.get(id)? {
+            Some(bytes) => store::decode(META, &bytes),
+            None => Err(StoreError::BadKey { tree: META }),
+        }
+    }
+
+    /// Recording `id`'s chunks from number `from` on, in order.
+    fn chunks_of(&self, id: u64, from: u64) -> sled::Iter {
+        self.chunks
+            .range(chunk_key(id, from)..=chunk_key(id, u64::MAX))
+    }
+
+    /// Recording `id`, if there is one.
+    pub fn get(&self, id: u64) -> Result<Option<Recording>, StoreError> {
+        self.meta
+            .get(id.to_be_bytes())?
+            .map(|bytes| store::decode(META, &bytes))
+            .transpose()
+    }
+
+    /// The recordings, newest first, after cursor `after` (a number's bytes).
+    pub fn list(&self, after: Option<&[u8]>) -> store::Records<'_, Recording> {
+        let range = match after {
+            Some(after) => self.meta.range(..after.to_vec()),
+            None => self.meta.range::<Vec<u8>, _>(..),
+        };
+        Box::new(range.rev().map(|entry| {
+            let (key, value) = entry?;
+            Ok((key.to_vec(), store::decode(META, &value)?))
+        }))
+    }
+
+    /// The event lines of recording `id` from chunk `from` on, whole chunks
+    /// up to about `budget` bytes (at least one); and the chunk to read next,
+    /// if any.
+    pub fn read(
+        &self,
+        id: u64,
+        from: u64,
+        budget: usize,
+    ) -> Result<(String, Option<u64>), StoreError> {
+        let mut events = String::new();
+        for entry in self.chunks_of(id, from) {
+            let (key, stored) = entry?;
+            let text = inflate(&stored).map_err(|_| StoreError::BadKey { tree: CHUNKS })?;
+            let text = String::from_utf8_lossy(&text);
+            if !events.is_empty() && events.len() + text.len() > budget {
+                return Ok((events, Some(seq_of(&key))));
+            }
+            events.push_str(&text);
+        }
+        Ok((events, None))
+    }
+
+    /// Checks recording `id` against its chain and seal.
+    pub fn verify(&self, recording: &Recording) -> Result<Result<(), Tampered>, StoreError> {
+        if !self
+            .seal
+            .recording_sealed(&recording.summary(), &recording.seal)
+        {
+            return Ok(Err(Tampered::Seal));
+        }
+        let id = recording.id;
+        let mut head = [0; 32];
+        let mut expected = 0;
+        for entry in self.chunks_of(id, 0) {
+            let (key, stored) = entry?;
+            let seq = seq_of(&key);
+            if seq != expected {
+                return Ok(Err(Tampered::Missing(expected)));
+            }
+            if seq >= recording.chunks {
+                return Ok(Err(Tampered::Extra));
+            }
+            let Ok(events) = inflate(&stored) else {
+                return Ok(Err(Tampered::Unreadable(seq)));
+            };
+            head = chain(&head, seq, &events);
+            expected += 1;
+        }
+        if expected < recording.chunks {
+            return Ok(Err(Tampered::Missing(expected)));
+        }
+        Ok(if head == recording.head {
+            Ok(())
+        } else {
+            Err(Tampered::Chain)
+        })
+    }
+
+    /// Where `text` (case-insensitive, in what a person reads: escapes left
+    /// out) shows in recording `recording`, at most `limit` places.
+    pub fn search(
+        &self,
+        recording: &Recording,
+        text: &str,
+        limit: usize,
+    ) -> Result<Vec<Hit>, StoreError> {
+        let wanted = text.to_lowercase();
+        let mut hits = Vec::new();
+        // The plain text seen lately, so that a match split across events is
+        // found; cut back once it has been searched.
+        let mut window = String::new();
+        let mut from = 0;
+        loop {
+            let (events, next) = self.read(recording.id, from, 1 << 20)?;
+            for event in cast::events(&events) {
+                if event.kind != Some(cast::Kind::Output) {
+                    continue;
+                }
+                window.push_str(&cast::plain_text(&event.data).to_lowercase());
+                if let Some(at) = window.find(&wanted) {
+                    let start = window[..at].rfind('\n').map_or(0, |n| n + 1);
+                    let end = window[at..].find('\n').map_or(window.len(), |n| at + n);
+                    hits.push(Hit {
+                        recording: recording.id,
+                        seconds: event.seconds,
+                        line: window[start..end].trim().to_owned(),
+                    });
+                    if hits.len() >= limit {
+                        return Ok(hits);
+                    }
+                    window.clear();
+                }
+                // Keep only what a match could still start in.
+                let keep = wanted.len().saturating_sub(1) + 200;
+                if window.len() > 4 * keep {
+                    let mut cut = window.len() - keep;
+                    while !window.is_char_boundary(cut) {
+                        cut += 1;
+                    }
+                    window.drain(..cut);
+                }
+            }
+            match next {
+                Some(next) => from = next,
+                None => return Ok(hits),
+            }
+        }
+    }
+
+    /// Removes the recordings last written before `cutoff`; how many.
+    pub fn prune(&self, cutoff: Timestamp) -> Result<usize, StoreError> {
+        let mut removed = 0;
+        for entry in self.list(None) {
+            let (_, recording) = entry?;
+            if recording.updated >= cutoff {
+                continue;
+            }
+            let id = recording.id;
+            for chunk in self.chunks_of(id, 0) {
+                let (key, _) = chunk?;
+                self.chunks.remove(key)?;
+            }
+            if let Ok(computer) = recording.computer.parse() {
+                self.keys.remove(recording_key(&computer, &recording.key))?;
+            }
+            self.meta.remove(id.to_be_bytes())?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use otpgate_protocol::record::RecordingStart;
+
+    use super::*;
+
+    fn open(dir: &std::path::Path) -> Recordings {
+        Recordings::open(&dir.join("recordings"), Arc::new(OtpKeys::derive(&[5; 32]))).unwrap()
+    }
+
+    fn chunk(seq: u64, text: &str) -> RecordChunk {
+        RecordChunk {
+            recording: [9; 16],
+            seq,
+            start: (seq == 0).then(|| RecordingStart {
+                width: 80,
+                height: 24,
+                started_ms: 1_800_000_000_000,
+                command: "/bin/sh".into(),
+                term: "xterm".into(),
+                input: false,
+            }),
+            events: cast::event(seq as f64, cast::Kind::Output, text).into_bytes(),
+            lost: false,
+            end: None,
+        }
+    }
+
+    fn ws() -> ComputerId {
+        "ws-1".parse().unwrap()
+    }
+
+    fn at(ms: u64) -> Timestamp {
+        Timestamp::from_unix_millis(ms)
+    }
+
+    fn kept(stored: Stored) -> u64 {
+        match stored {
+            Stored::Kept { id, .. } => id,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn chunks_are_taken_in_order_once_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = open(dir.path());
+        assert_eq!(
+            r.store(&ws(), "alice", Some(3), &chunk(1, "early"), at(1))
+                .unwrap(),
+            Stored::OutOfOrder { expected: 0 }
+        );
+        let id = kept(
+            r.store(&ws(), "alice", Some(3), &chunk(0, "$ ls\r\n"), at(1))
+                .unwrap(),
+        );
+        assert_eq!(
+            r.store(&ws(), "alice", Some(3), &chunk(2, "late"), at(2))
+                .unwrap(),
+            Stored::OutOfOrder { expected: 1 }
+        );
+        let mut last = chunk(1, "a.txt\r\n");
+        last.end = Some(RecordingEnd {
+            at_ms: 5,
+            status: 0,
+        });
+        assert_eq!(
+            kept(r.store(&ws(), "alice", None, &last, at(3)).unwrap()),
+            id
+        );
+        // Sent again (the acknowledgement was lost): taken as stored.
+        assert_eq!(
+            kept(r.store(&ws(), "alice", None, &last, at(4)).unwrap()),
+            id
+        );
+        let recording = r.get(id).unwrap().unwrap();
+        assert_eq!((recording.chunks, recording.session), (2, Some(3)));
+        assert_eq!(recording.end.map(|e| e.status), Some(0));
+        let (events, next) = r.read(id, 0, 1 << 20).unwrap();
+        assert_eq!(next, None);
+        let output: String = cast::events(&events).map(|e| e.data).collect();
+        assert_eq!(output, "$ ls\r\na.txt\r\n");
+        // Page by page: one chunk at a time when the budget is small.
+        assert_eq!(r.read(id, 0, 1).unwrap().1, Some(1));
+        assert_eq!(r.verify(&recording).unwrap(), Ok(()));
+        // Another computer's recording with the same key is another one.
+        let other: ComputerId = "ws-2".parse().unwrap();
+        assert_ne!(
+            kept(r.store(&other, "bob", None, &chunk(0, "x"), at(5)).unwrap()),
+            id
+        );
+        let mut bad = chunk(1, "x");
+        bad.events.pop();
+        assert_eq!(
+            r.store(&ws(), "alice", None, &bad, at(6)).unwrap(),
+            Stored::Malformed
+        );
+    }
+
+    #[test]
+    fn a_tampered_recording_fails_verification() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = open(dir.path());
+        let id = kept(
+            r.store(&ws(), "alice", None, &chunk(0, "one"), at(1))
+                .unwrap(),
+        );
+        for seq in 1..4 {
+            r.store(&ws(), "alice", None, &chunk(seq, "more"), at(2))
+                .unwrap();
+        }
+        let recording = r.get(id).unwrap().unwrap();
+        assert_eq!(r.verify(&recording).unwrap(), Ok(()));
+
+        // A chunk's text changed.
+        let original = r.chunks.get(chunk_key(id, 2)).unwrap().unwrap();
+        r.chunks
+            .insert(chunk_key(id, 2), deflate(&chunk(2, "MORE").events))
+            .unwrap();
+        assert_eq!(r.verify(&recording).unwrap(), Err(Tampered::Chain));
+        r.chunks.insert(chunk_key(id, 2), original.clone()).unwrap();
+
+        // A chunk removed, or one added.
+        r.chunks.remove(chunk_key(id, 1)).unwrap();
+        assert_eq!(r.verify(&recording).unwrap(), Err(Tampered::Missing(1)));
+        r.chunks.insert(chunk_key(id, 1), original.clone()).unwrap();
+        r.chunks.insert(chunk_key(id, 4), original).unwrap();
+        assert_eq!(r.verify(&recording).unwrap(), Err(Tampered::Extra));
+        r.chunks.remove(chunk_key(id, 4)).unwrap();
+
+        // The summary rewritten without the server's key (the last chunk
+        // dropped and the head recomputed to match).
+        let mut shorter = recording.clone();
+        shorter.chunks = 3;
+        r.chunks.remove(chunk_key(id, 3)).unwrap();
+        let mut head = [0; 32];
+        for seq in 0..3 {
+            let events = inflate(&r.chunks.get(chunk_key(id, seq)).unwrap().unwrap()).unwrap();
+            head = chain(&head, seq, &events);
+        }
+        shorter.head = head;
+        assert_eq!(r.verify(&shorter).unwrap(), Err(Tampered::Seal));
+    }
+
+    #[test]
+    fn search_finds_text_as_a_person_read_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = open(dir.path());
+        let parts = [
+            "$ \u{1b}[1mcat /etc/sha",
+            "dow\u{1b}[0m\r\n",
+            "root:x:0:0\r\n",
+        ];
+        let mut id = 0;
+        for (seq, text) in parts.iter().enumerate() {
+            id = kept(
+                r.store(&ws(), "alice", None, &chunk(seq as u64, text), at(1))
+                    .unwrap(),
+            );
+        }
+        let recording = r.get(id).unwrap().unwrap();
+        let hits = r.search(&recording, "/ETC/SHADOW", 10).unwrap();
+        assert_eq!(hits.len(), 1, "{hits:?}");
+        assert_eq!(hits[0].line, "$ cat /etc/shadow");
+        assert_eq!(hits[0].seconds, 1.0, "where the match ends");
+        assert!(
+            r.search(&recording, "nothing like it", 10)
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn recordings_past_their_retention_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = open(dir.path());
+        let old = kept(
+            r.store(&ws(), "alice", None, &chunk(0, "old"), at(1_000))
+                .unwrap(),
+        );
+        let mut new = chunk(0, "new");
+        new.recording = [1; 16];
+        let new = kept(r.store(&ws(), "alice", None, &new, at(9_000)).unwrap());
+        assert_eq!(r.prune(at(5_000)).unwrap(), 1);
+        assert!(r.get(old).unwrap().is_none());
+        assert!(r.get(new).unwrap().is_some());
+        assert_eq!(r.read(old, 0, 1 << 20).unwrap().0, "");
+        // Its key is free again: the same recorder key starts a new one.
+        assert_ne!(
+            kept(
+                r.store(&ws(), "alice", None, &chunk(0, "again"), at(9_500))
+                    .unwrap()
+            ),
+            old
+        );
+        let listed: Vec<u64> = r.list(None).map(|e| e.unwrap().1.id).collect();
+        assert_eq!(listed.len(), 2);
+        assert!(listed[0] > listed[1], "newest first");
+    }
+}

@@ -1,0 +1,288 @@
+//! Terminal recording end to end: `otpgate record` under a real
+//! pseudo-terminal, through a real agent, to the server; played back byte for
+//! byte with its timing; spooled while the server is away; nothing the agent
+//! acknowledged lost when it is killed with SIGKILL; a stored recording
+//! altered on disk fails verification.
+
+mod common;
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::server::TestServer;
+use otpgate::cast::{self, Kind};
+use otpgate_protocol::admin::{AdminRequest, AdminResponse, PageRequest, RecordingView};
+
+const OTPGATE: &str = env!("CARGO_BIN_EXE_otpgate");
+
+/// Runs `otpgate record` with `command` under a pseudo-terminal of its own,
+/// the way sshd would: what the terminal showed, and the exit status.
+fn record(socket: &Path, command: &[&str]) -> (Vec<u8>, i32) {
+    let (mut pty, pts) = pty_process::blocking::open().unwrap();
+    pty.resize(pty_process::Size::new(24, 80)).unwrap();
+    let mut child = pty_process::blocking::Command::new(OTPGATE)
+        .arg("record")
+        .arg("--socket")
+        .arg(socket)
+        .arg("--")
+        .args(command)
+        .spawn(pts)
+        .unwrap();
+    let mut shown = Vec::new();
+    let mut buffer = [0; 4096];
+    // EIO once the recorder has exited and closed the terminal.
+    while let Ok(n @ 1..) = pty.read(&mut buffer) {
+        shown.extend_from_slice(&buffer[..n]);
+    }
+    let status = child.wait().unwrap().code().unwrap_or(-1);
+    (shown, status)
+}
+
+/// The recordings the server holds, newest first.
+async fn recordings(server: &TestServer) -> Vec<RecordingView> {
+    let list = AdminRequest::RecordingsList {
+        session: None,
+        page: PageRequest::default(),
+    };
+    match server.admin(list).await {
+        AdminResponse::Recordings(page) => page.items,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Waits until the server holds a recording that has ended; it.
+async fn ended(server: &TestServer) -> RecordingView {
+    common::wait_until(Duration::from_secs(30), "an ended recording", || async {
+        recordings(server).await.iter().any(|r| r.ended.is_some())
+    })
+    .await;
+    recordings(server)
+        .await
+        .into_iter()
+        .find(|r| r.ended.is_some())
+        .unwrap()
+}
+
+/// Recording `id` as an asciicast file: its header and event lines.
+async fn cast_of(server: &TestServer, id: u64) -> (String, String) {
+    let (mut header, mut events, mut from) = (None, String::new(), 0);
+    loop {
+        match server.admin(AdminRequest::RecordingRead { id, from }).await {
+            AdminResponse::RecordingPart(part) => {
+                header = header.or(part.header);
+                events.push_str(&part.events);
+                match part.next {
+                    Some(next) => from = next,
+                    None => return (header.unwrap(), events),
+                }
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+/// The output a recording holds, all of it in order.
+fn output(events: &str) -> String {
+    cast::events(events)
+        .filter(|e| e.kind == Some(Kind::Output))
+        .map(|e| e.data)
+        .collect()
+}
+
+/// When output containing `text` was recorded.
+fn when(events: &str, text: &str) -> f64 {
+    cast::events(events)
+        .find(|e| e.kind == Some(Kind::Output) && e.data.contains(text))
+        .unwrap_or_else(|| panic!("{text:?} not recorded"))
+        .seconds
+}
+
+/// Whether the server finds recording `id` intact.
+async fn intact(server: &TestServer, id: u64) -> Option<String> {
+    match server
+        .admin(AdminRequest::RecordingsVerify { id: Some(id) })
+        .await
+    {
+        AdminResponse::Verified(verified) => verified[0].problem.clone(),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recorded_shell_plays_back_byte_for_byte_with_its_timing() {
+    let server = TestServer::start().await;
+    let desk = server.desk("ws-1").await;
+    let socket = desk.socket.clone();
+    let script = "printf 'hello\\n'; sleep 0.6; \
+                  printf 'w\\303\\266rld \\033[1mbold\\033[0m\\n'; \
+                  i=0; while [ $i -lt 3000 ]; do echo \"line $i of a long listing\"; i=$((i+1)); done; \
+                  exit 3";
+    let (shown, status) =
+        tokio::task::spawn_blocking(move || record(&socket, &["/bin/sh", "-c", script]))
+            .await
+            .unwrap();
+    assert_eq!(status, 3, "the command's status");
+    let recording = ended(&server).await;
+    assert_eq!(recording.status, Some(3));
+    assert!(!recording.incomplete);
+    assert!(recording.chunks > 1, "a long listing takes several chunks");
+    let (header, events) = cast_of(&server, recording.id).await;
+    let header: serde_json::Value = serde_json::from_str(&header).unwrap();
+    assert_eq!(
+        (header["version"].as_u64(), header["width"].as_u64()),
+        (Some(2), Some(80))
+    );
+
+    // What the person saw is what was recorded, byte for byte.
+    assert_eq!(output(&events).as_bytes(), shown.as_slice());
+    assert!(output(&events).contains("wörld \u{1b}[1mbold"));
+    // With its timing: the pause between the two lines is there.
+    let pause = when(&events, "rld") - when(&events, "hello");
+    assert!((0.5..3.0).contains(&pause), "{pause} s between them");
+
+    assert_eq!(intact(&server, recording.id).await, None);
+    // Search finds a line as a person read it, and where.
+    let AdminResponse::Hits(hits) = server
+        .admin(AdminRequest::RecordingsSearch {
+            text: "LINE 2999 of".into(),
+        })
+        .await
+    else {
+        panic!("search");
+    };
+    assert_eq!(hits.len(), 1, "{hits:?}");
+    assert_eq!(hits[0].line, "line 2999 of a long listing");
+    desk.stop().await;
+}
+
+/// The data folder's recordings database, opened while the server is away.
+fn tamper(data_dir: &Path, id: u64) {
+    let db = sled::open(data_dir.join("recordings")).unwrap();
+    let chunks = db.open_tree("recording_chunks").unwrap();
+    let (key, _) = chunks
+        .scan_prefix(id.to_be_bytes())
+        .next()
+        .unwrap()
+        .unwrap();
+    let forged = otpgate::cast::event(0.1, Kind::Output, "nothing to see here");
+    let mut encoder = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut encoder, forged.as_bytes()).unwrap();
+    chunks.insert(key, encoder.finish().unwrap()).unwrap();
+    db.flush().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recording_made_while_the_server_is_away_arrives_whole_and_tampering_shows() {
+    let server = TestServer::start().await;
+    let desk = server.desk("ws-1").await;
+    let paused = server.pause().await;
+    desk.disconnected().await;
+    let socket = desk.socket.clone();
+    let (shown, status) = tokio::task::spawn_blocking(move || {
+        record(
+            &socket,
+            &[
+                "/bin/sh",
+                "-c",
+                "echo made offline; sleep 0.3; echo still offline",
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 0);
+    // The agent holds it on disk until the server is back.
+    let spool = desk.socket.with_extension("spool");
+    assert!(std::fs::read_dir(&spool).unwrap().count() > 0, "spooled");
+    let server = paused.resume().await;
+    let recording = ended(&server).await;
+    let (_, events) = cast_of(&server, recording.id).await;
+    assert_eq!(output(&events).as_bytes(), shown.as_slice());
+    common::wait_until(Duration::from_secs(10), "an empty spool", || async {
+        std::fs::read_dir(&spool).unwrap().count() == 0
+    })
+    .await;
+    assert_eq!(intact(&server, recording.id).await, None);
+
+    // Altered on disk: verification says so.
+    let id = recording.id;
+    desk.stop().await;
+    let paused = server.pause().await;
+    tamper(&paused.data_dir(), id);
+    let server = paused.resume().await;
+    let problem = intact(&server, id).await;
+    assert!(problem.is_some_and(|p| p.contains("hash chain")), "altered");
+}
+
+/// `otpgate agent` as its own process, for computer `identity`, serving
+/// `socket` and spooling in `spool`.
+fn agent(server: std::net::SocketAddr, identity: &Path, socket: &Path, spool: &Path) -> Child {
+    Command::new(OTPGATE)
+        .arg("agent")
+        .arg("--server")
+        .arg(format!("localhost:{}", server.port()))
+        .arg("--identity")
+        .arg(identity)
+        .arg("--socket")
+        .arg(socket)
+        .arg("--spool")
+        .arg(spool)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_killed_mid_session_loses_nothing_it_acknowledged() {
+    let server = TestServer::start().await;
+    let identity = server.identity("ws-9");
+    let addr = server.addr;
+    let dir = tempfile::tempdir().unwrap();
+    let (socket, spool) = (dir.path().join("agent.sock"), dir.path().join("spool"));
+    // The server away: what the first agent acknowledges is only in its spool.
+    let paused = server.pause().await;
+    let mut first = agent(addr, &identity, &socket, &spool);
+    common::wait_until(Duration::from_secs(10), "the agent's socket", || async {
+        socket.exists()
+    })
+    .await;
+    let recorder = {
+        let socket = socket.clone();
+        tokio::task::spawn_blocking(move || {
+            record(
+                &socket,
+                &[
+                    "/bin/sh",
+                    "-c",
+                    "echo one; sleep 2; echo two; sleep 1; echo three",
+                ],
+            )
+        })
+    };
+    common::wait_until(
+        Duration::from_secs(10),
+        "the first chunk spooled",
+        || async { std::fs::read_dir(&spool).is_ok_and(|mut files| files.next().is_some()) },
+    )
+    .await;
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let mut second = agent(addr, &identity, &socket, &spool);
+    let (shown, status) = recorder.await.unwrap();
+    assert_eq!(status, 0);
+    let server = paused.resume().await;
+    let recording = ended(&server).await;
+    let (_, events) = cast_of(&server, recording.id).await;
+    assert_eq!(output(&events).as_bytes(), shown.as_slice());
+    assert!(
+        output(&events).contains("one"),
+        "acknowledged by the killed agent"
+    );
+    assert!(!recording.incomplete);
+    assert_eq!(intact(&server, recording.id).await, None);
+    second.kill().unwrap();
+    second.wait().unwrap();
+}

@@ -1,6 +1,7 @@
-// The Management Tool's only script: times in the viewer's own zone (UTC on
-// hover), and the pending count kept live, with the pending list refreshed
-// when it changes. The pages work without it.
+// The Management Tool's own script: times in the viewer's own zone (UTC on
+// hover), the pending count kept live, with the pending list refreshed when
+// it changes, and the recording player started on its page. The pages work
+// without it, except for playing a recording (its file can be downloaded).
 "use strict";
 
 function localTimes(root) {
@@ -12,8 +13,21 @@ function localTimes(root) {
   }
 }
 
+// A recording's page: the player, at the moment asked for.
+function player() {
+  const el = document.getElementById("player");
+  if (!el || !window.AsciinemaPlayer) return;
+  window.AsciinemaPlayer.create(el.dataset.cast, el, {
+    startAt: Number(el.dataset.startAt) || 0,
+    autoPlay: true,
+    fit: "width",
+    controls: true,
+  });
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   localTimes(document);
+  player();
   const badge = document.getElementById("pending");
   if (!badge || !window.EventSource) return;
   const events = new EventSource("/events");

@@ -1,5 +1,5 @@
 //! The web Management Tool in a real headless Chromium: what an approver does
-//! in a day. Screenshots of the main pages go to `target/tmp/screenshots/`.
+//! in a day, and a terminal recording played back and searched. Screenshots of the main pages go to `target/tmp/screenshots/`.
 
 mod common;
 
@@ -9,6 +9,7 @@ use common::browser::Browser;
 use common::server::TestServer;
 use common::web::base;
 use otpgate::cli::prompt::Prompt;
+use otpgate_protocol::admin::{AdminRequest, AdminResponse, PageRequest};
 use otpgate_protocol::login::{LoginRequest, LoginResponse, RequestMode, Secret, Verdict};
 use thirtyfour::prelude::*;
 
@@ -290,4 +291,81 @@ async fn an_approver_signs_in_decides_and_follows_a_mail_link() {
     assert!(server.requests(false).await.is_empty());
     browser.quit().await;
     desk.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recording_plays_in_the_browser_and_its_text_is_found() {
+    let Some(browser) = Browser::start("a_recording_plays_in_the_browser").await else {
+        return;
+    };
+    let server = TestServer::start().await;
+    let desk = server.desk("ws-1").await;
+    let password = server.admin_password().await;
+    let site = base(server.web);
+    let driver = browser.driver();
+    let socket = desk.socket.clone();
+    let (_, status) = tokio::task::spawn_blocking(move || {
+        common::recorder::record(
+            &socket,
+            &["/bin/sh", "-c", "echo shown in the browser; sleep 1"],
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 0);
+    let list = AdminRequest::RecordingsList {
+        session: None,
+        page: PageRequest::default(),
+    };
+    common::wait_until(Duration::from_secs(30), "the recording", || async {
+        matches!(server.admin(list.clone()).await,
+            AdminResponse::Recordings(page) if page.items.iter().any(|r| r.ended.is_some()))
+    })
+    .await;
+    let AdminResponse::Recordings(page) = server.admin(list).await else {
+        panic!("recordings");
+    };
+    let id = page.items[0].id;
+
+    // Its page plays it: the terminal shows what the person saw.
+    driver
+        .goto(format!("{site}/recordings/{id}"))
+        .await
+        .unwrap();
+    sign_in(driver, &password).await;
+    wait_for(driver, "the player shows the recording", || async {
+        text_of(driver, By::Id("player"))
+            .await
+            .contains("shown in the browser")
+    })
+    .await;
+    browser.shot("recording").await;
+
+    // The search finds the moment, and leads to it.
+    driver
+        .goto(format!("{site}/recordings?q=IN+THE+BROWSER"))
+        .await
+        .unwrap();
+    wait_for(driver, "the search result", || async {
+        text_of(driver, By::Css("main table"))
+            .await
+            .contains("shown in the browser")
+    })
+    .await;
+    browser.shot("recordings-search").await;
+    driver
+        .find(By::Css("main table a"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for(driver, "the player at the moment", || async {
+        text_of(driver, By::Id("player"))
+            .await
+            .contains("shown in the browser")
+    })
+    .await;
+    desk.stop().await;
+    browser.quit().await;
 }

@@ -6,39 +6,18 @@
 
 mod common;
 
-use std::io::Read;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::recorder::record;
 use common::server::TestServer;
+use common::web::WebClient;
 use otpgate::cast::{self, Kind};
-use otpgate_protocol::admin::{AdminRequest, AdminResponse, PageRequest, RecordingView};
+use otpgate_protocol::admin::{AdminRequest, AdminResponse, PageRequest, RecordingView, RoleView};
+use otpgate_protocol::login::Secret;
 
 const OTPGATE: &str = env!("CARGO_BIN_EXE_otpgate");
-
-/// Runs `otpgate record` with `command` under a pseudo-terminal of its own,
-/// the way sshd would: what the terminal showed, and the exit status.
-fn record(socket: &Path, command: &[&str]) -> (Vec<u8>, i32) {
-    let (mut pty, pts) = pty_process::blocking::open().unwrap();
-    pty.resize(pty_process::Size::new(24, 80)).unwrap();
-    let mut child = pty_process::blocking::Command::new(OTPGATE)
-        .arg("record")
-        .arg("--socket")
-        .arg(socket)
-        .arg("--")
-        .args(command)
-        .spawn(pts)
-        .unwrap();
-    let mut shown = Vec::new();
-    let mut buffer = [0; 4096];
-    // EIO once the recorder has exited and closed the terminal.
-    while let Ok(n @ 1..) = pty.read(&mut buffer) {
-        shown.extend_from_slice(&buffer[..n]);
-    }
-    let status = child.wait().unwrap().code().unwrap_or(-1);
-    (shown, status)
-}
 
 /// The recordings the server holds, newest first.
 async fn recordings(server: &TestServer) -> Vec<RecordingView> {
@@ -143,6 +122,39 @@ async fn a_recorded_shell_plays_back_byte_for_byte_with_its_timing() {
     assert!((0.5..3.0).contains(&pause), "{pause} s between them");
 
     assert_eq!(intact(&server, recording.id).await, None);
+    // On the web: its file for an administrator, nothing for a user who
+    // approves nothing on that computer.
+    let password = server.admin_password().await;
+    let admin = WebClient::new(&server);
+    assert_eq!(admin.sign_in("admin", &password).await.status(), 303);
+    let file = admin
+        .get(&format!("/recordings/{}/cast", recording.id))
+        .await;
+    assert_eq!(file.status(), 200);
+    assert_eq!(
+        file.text().await.unwrap().lines().count(),
+        1 + cast::events(&events).count()
+    );
+    let added = server
+        .admin(AdminRequest::UserAdd {
+            login: "bob".into(),
+            email: "bob@example.com".into(),
+            role: RoleView::User,
+            password: Secret("bob's long password".into()),
+        })
+        .await;
+    assert_eq!(added, AdminResponse::Done);
+    let bob = WebClient::new(&server);
+    assert_eq!(
+        bob.sign_in("bob", "bob's long password").await.status(),
+        303
+    );
+    for page in [
+        format!("/recordings/{}", recording.id),
+        format!("/recordings/{}/cast", recording.id),
+    ] {
+        assert_eq!(bob.get(&page).await.status(), 404, "{page}");
+    }
     // Search finds a line as a person read it, and where.
     let AdminResponse::Hits(hits) = server
         .admin(AdminRequest::RecordingsSearch {

@@ -4,13 +4,15 @@
 //! TLS clients ([`agent`]), the `.eml` outbox ([`mail`]), a real SMTP relay
 //! ([`smtp`]), the machine's accounts, groups and PAM services with the PAM
 //! module ([`system`]), an HTTPS client of the Management Tool ([`web`]), and
-//! a real headless Chromium ([`browser`]), a real OpenLDAP ([`slapd`]).
+//! a real headless Chromium ([`browser`]), a real OpenLDAP ([`slapd`]), the
+//! terminal recorder under a pseudo-terminal ([`recorder`]).
 
 #![allow(dead_code)] // Each test file uses its own part of these helpers.
 
 pub mod agent;
 pub mod browser;
 pub mod mail;
+pub mod recorder;
 pub mod server;
 pub mod slapd;
 pub mod smtp;

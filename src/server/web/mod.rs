@@ -13,6 +13,7 @@
 
 mod auth;
 mod manage;
+mod recordings;
 mod signin;
 mod views;
 
@@ -197,6 +198,17 @@ fn router(app: App) -> Router {
         .route("/events", get(views::events))
         .route("/static/app.css", get(views::stylesheet))
         .route("/static/app.js", get(views::script))
+        .route("/recordings", get(recordings::search))
+        .route("/recordings/{id}", get(recordings::play))
+        .route("/recordings/{id}/cast", get(recordings::cast))
+        .route(
+            "/static/asciinema-player.js",
+            get(recordings::player_script),
+        )
+        .route(
+            "/static/asciinema-player.css",
+            get(recordings::player_style),
+        )
         .layer(middleware::from_fn(guard))
         .with_state(app)
 }
@@ -224,12 +236,14 @@ async fn guard(request: Request, next: Next) -> Response {
     }
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
-    for (name, value) in [
-        (
-            header::CONTENT_SECURITY_POLICY,
+    // A page that needs more (the recording player) says so itself.
+    headers
+        .entry(header::CONTENT_SECURITY_POLICY)
+        .or_insert(HeaderValue::from_static(
             "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
              connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-        ),
+        ));
+    for (name, value) in [
         (
             header::STRICT_TRANSPORT_SECURITY,
             "max-age=31536000; includeSubDomains",

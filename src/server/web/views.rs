@@ -18,7 +18,8 @@ use tracing::warn;
 use otpgate_actors::request::Choice;
 use otpgate_actors::{ComputerId, Timestamp, rules};
 use otpgate_protocol::admin::{
-    AdminRequest, AdminResponse, Decision, ListFilter, PageRequest, RequestView, SessionView,
+    AdminRequest, AdminResponse, Decision, ListFilter, MAX_PAGE, PageRequest, RecordingView,
+    RequestView, SessionView,
 };
 
 use super::App;
@@ -97,7 +98,7 @@ pub(super) fn csrf_refused() -> Response {
 
 /// Whether `signed` may see and decide the requests and sessions of
 /// `computer`: administrators everywhere, others where they approve.
-fn may_see(app: &App, signed: &SignedIn, computer: &str) -> bool {
+pub(super) fn may_see(app: &App, signed: &SignedIn, computer: &str) -> bool {
     if signed.is_admin() {
         return true;
     }
@@ -482,10 +483,12 @@ struct SessionRow {
     ended: String,
     reason: String,
     open: bool,
+    /// Its terminal recordings, oldest first.
+    recordings: Vec<u64>,
 }
 
-impl From<&SessionView> for SessionRow {
-    fn from(s: &SessionView) -> Self {
+impl SessionRow {
+    fn new(s: &SessionView, recordings: &[RecordingView]) -> Self {
         Self {
             user_name: s.user_name.clone(),
             computer: s.computer.clone(),
@@ -493,6 +496,12 @@ impl From<&SessionView> for SessionRow {
             ended: s.ended.map(time).unwrap_or_default(),
             reason: s.end_reason.clone().unwrap_or_default(),
             open: s.ended.is_none(),
+            recordings: recordings
+                .iter()
+                .rev()
+                .filter(|r| r.session == Some(s.id))
+                .map(|r| r.id)
+                .collect(),
         }
     }
 }
@@ -550,10 +559,25 @@ pub async fn sessions(
             return message(StatusCode::INTERNAL_SERVER_ERROR, None, "Unavailable", None);
         }
     };
+    // The newest recordings, to link from their sessions.
+    let list = AdminRequest::RecordingsList {
+        session: None,
+        page: PageRequest {
+            limit: MAX_PAGE,
+            after: None,
+        },
+    };
+    let recordings = match admin::handle(&app.admin, &signed.operator(), list).await {
+        Ok(AdminResponse::Recordings(page)) => page.items,
+        other => {
+            warn!(?other, "the recordings could not be listed");
+            Vec::new()
+        }
+    };
     let mut rows: Vec<SessionRow> = sessions
         .iter()
         .filter(|s| may_see(&app, &signed, &s.computer))
-        .map(SessionRow::from)
+        .map(|s| SessionRow::new(s, &recordings))
         .collect();
     // Open ones first, each part newest first.
     rows.sort_by(|a, b| b.open.cmp(&a.open).then(b.started.cmp(&a.started)));

@@ -1,0 +1,249 @@
+//! Terminal recordings in the Management Tool: a recording played in the
+//! browser (asciinema-player, served from the binary), its asciicast file,
+//! and a search across recordings' text. Administrators see every recording,
+//! approvers those of the computers they approve, like the sessions.
+
+use askama::Template;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use tracing::warn;
+
+use otpgate_protocol::admin::{AdminRequest, AdminResponse, RecordingView};
+
+use super::App;
+use super::auth::SignedIn;
+use super::views::{Nav, may_see, message, nav, render, time};
+use crate::server::admin;
+
+/// The play page's policy: the player compiles its terminal emulator from
+/// WebAssembly and sizes its elements by their style attributes.
+const PLAYER_POLICY: &str = "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; \
+     style-src 'self' 'unsafe-inline'; img-src 'self'; connect-src 'self'; \
+     form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// A recording as the pages show it.
+struct RecordingRow {
+    id: u64,
+    who: String,
+    started: String,
+    ended: String,
+    command: String,
+    incomplete: bool,
+}
+
+impl From<&RecordingView> for RecordingRow {
+    fn from(r: &RecordingView) -> Self {
+        Self {
+            id: r.id,
+            who: format!("{}@{}", r.os_user, r.computer),
+            started: time(r.started),
+            ended: r.ended.map(time).unwrap_or_default(),
+            command: r.command.clone(),
+            incomplete: r.incomplete,
+        }
+    }
+}
+
+/// Recording `id`, if `signed` may see it; else the page that says no.
+async fn visible(app: &App, signed: &SignedIn, id: u64) -> Result<RecordingView, Response> {
+    let read = AdminRequest::RecordingRead { id, from: u64::MAX };
+    match admin::handle(&app.admin, &signed.operator(), read).await {
+        Ok(AdminResponse::RecordingPart(part))
+            if may_see(app, signed, &part.recording.computer) =>
+        {
+            Ok(part.recording)
+        }
+        Ok(AdminResponse::RecordingPart(_) | AdminResponse::Fail(_)) => Err(message(
+            StatusCode::NOT_FOUND,
+            Some(nav(app, signed).await),
+            "Not found",
+            Some(format!("There is no recording #{id} for you.")),
+        )),
+        other => {
+            warn!(?other, "a recording could not be read");
+            Err(message(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                None,
+                "Unavailable",
+                None,
+            ))
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "play.html")]
+struct PlayPage {
+    title: String,
+    nav: Option<Nav>,
+    notice: Option<String>,
+    error: Option<String>,
+    recording: RecordingRow,
+    start_at: u64,
+}
+
+#[derive(Deserialize)]
+pub struct PlayQuery {
+    /// Seconds in to start at.
+    #[serde(default)]
+    t: u64,
+}
+
+pub async fn play(
+    State(app): State<App>,
+    signed: SignedIn,
+    Path(id): Path<u64>,
+    Query(query): Query<PlayQuery>,
+) -> Response {
+    let recording = match visible(&app, &signed, id).await {
+        Ok(recording) => recording,
+        Err(refused) => return refused,
+    };
+    let mut page = render(
+        StatusCode::OK,
+        &PlayPage {
+            title: format!("Recording #{id}"),
+            nav: Some(nav(&app, &signed).await),
+            notice: recording.incomplete.then(|| {
+                "Output was lost on the client computer: this recording is incomplete.".into()
+            }),
+            error: None,
+            recording: RecordingRow::from(&recording),
+            start_at: query.t,
+        },
+    );
+    page.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(PLAYER_POLICY),
+    );
+    page
+}
+
+/// The recording as an asciicast v2 file.
+pub async fn cast(State(app): State<App>, signed: SignedIn, Path(id): Path<u64>) -> Response {
+    if let Err(refused) = visible(&app, &signed, id).await {
+        return refused;
+    }
+    let mut file = String::new();
+    let mut from = 0;
+    loop {
+        let read = AdminRequest::RecordingRead { id, from };
+        match admin::handle(&app.admin, &signed.operator(), read).await {
+            Ok(AdminResponse::RecordingPart(part)) => {
+                file.push_str(part.header.as_deref().unwrap_or_default());
+                file.push_str(&part.events);
+                match part.next {
+                    Some(next) => from = next,
+                    None => break,
+                }
+            }
+            other => {
+                warn!(?other, "a recording could not be read");
+                return (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the recording could not be read",
+                )
+                    .into_response();
+            }
+        }
+    }
+    (
+        [
+            (header::CONTENT_TYPE, "application/x-asciicast"),
+            (
+                header::CONTENT_DISPOSITION,
+                &format!("attachment; filename=\"recording-{id}.cast\""),
+            ),
+        ],
+        file,
+    )
+        .into_response()
+}
+
+/// A place where searched text shows, as the page lists it.
+struct HitRow {
+    recording: RecordingRow,
+    offset: u64,
+    at: String,
+    line: String,
+}
+
+#[derive(Template)]
+#[template(path = "recordings.html")]
+struct SearchPage {
+    title: &'static str,
+    nav: Option<Nav>,
+    notice: Option<String>,
+    error: Option<String>,
+    q: String,
+    hits: Vec<HitRow>,
+}
+
+#[derive(Deserialize)]
+pub struct SearchQuery {
+    #[serde(default)]
+    q: String,
+}
+
+pub async fn search(
+    State(app): State<App>,
+    signed: SignedIn,
+    Query(query): Query<SearchQuery>,
+) -> Response {
+    let mut hits = Vec::new();
+    if !query.q.trim().is_empty() {
+        let search = AdminRequest::RecordingsSearch {
+            text: query.q.clone(),
+        };
+        match admin::handle(&app.admin, &signed.operator(), search).await {
+            Ok(AdminResponse::Hits(found)) => {
+                hits = found
+                    .iter()
+                    .filter(|hit| may_see(&app, &signed, &hit.recording.computer))
+                    .map(|hit| {
+                        let seconds = hit.offset_ms / 1000;
+                        HitRow {
+                            recording: RecordingRow::from(&hit.recording),
+                            offset: seconds,
+                            at: format!("{}:{:02}", seconds / 60, seconds % 60),
+                            line: hit.line.clone(),
+                        }
+                    })
+                    .collect();
+            }
+            other => {
+                warn!(?other, "the recordings could not be searched");
+                return message(StatusCode::INTERNAL_SERVER_ERROR, None, "Unavailable", None);
+            }
+        }
+    }
+    render(
+        StatusCode::OK,
+        &SearchPage {
+            title: "Recordings",
+            nav: Some(nav(&app, &signed).await),
+            notice: None,
+            error: None,
+            q: query.q,
+            hits,
+        },
+    )
+}
+
+pub async fn player_script() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        include_str!("../../../static/vendor/asciinema-player/asciinema-player.min.js"),
+    )
+        .into_response()
+}
+
+pub async fn player_style() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        include_str!("../../../static/vendor/asciinema-player/asciinema-player.css"),
+    )
+        .into_response()
+}

@@ -15,6 +15,7 @@ mod connections;
 mod directory;
 mod logins;
 mod mailbox;
+mod recording;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -43,6 +44,7 @@ pub use connections::{HoldReport, ReconnectReport, hold, reconnect};
 pub use directory::{DirectoryReport, directory};
 pub use logins::{FloodReport, LoginOptions, LoginReport, flood, logins};
 pub use mailbox::{OtpMail, read_otp_mail};
+pub use recording::{RecordReport, recording};
 
 /// How long the agents may take to be welcomed, at most.
 const CONNECT_DEADLINE: Duration = Duration::from_secs(300);
@@ -74,6 +76,8 @@ pub enum Report {
     Flood(FloodReport),
     /// See [`directory`].
     Directory(DirectoryReport),
+    /// See [`recording`].
+    Record(RecordReport),
 }
 
 impl Report {
@@ -90,6 +94,7 @@ impl Report {
                     && r.right_code_after_lock_allowed == 0
             }
             Self::Directory(r) => r.failed == 0,
+            Self::Record(r) => r.passed(),
         }
     }
 
@@ -101,6 +106,7 @@ impl Report {
             Self::Logins(r) => r.describe(),
             Self::Flood(r) => r.describe(),
             Self::Directory(r) => r.describe(),
+            Self::Record(r) => r.describe(),
         }
     }
 }
@@ -129,10 +135,21 @@ impl Percentiles {
         }
     }
 
+    /// In milliseconds; to the microsecond below 10 ms.
     fn describe(&self) -> String {
+        let ms = |v: f64| {
+            if v < 10.0 {
+                format!("{v:.3}")
+            } else {
+                format!("{v:.1}")
+            }
+        };
         format!(
-            "p50 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}",
-            self.p50, self.p99, self.p999, self.max
+            "p50 {}  p99 {}  p99.9 {}  max {}",
+            ms(self.p50),
+            ms(self.p99),
+            ms(self.p999),
+            ms(self.max)
         )
     }
 }

@@ -240,6 +240,19 @@ pub(super) enum Bench {
         #[arg(long)]
         json: bool,
     },
+    /// What `otpgate record` costs a terminal: keystroke-to-echo time and the
+    /// throughput of a `cat` of a large file, straight and recorded.
+    Record {
+        /// Keystrokes, one at a time, in each run.
+        #[arg(long, default_value_t = 2000)]
+        keys: u64,
+        /// The size of the file printed, in MiB.
+        #[arg(long, default_value_t = 100)]
+        mebibytes: u64,
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// What every bench scenario is run with.

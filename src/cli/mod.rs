@@ -300,6 +300,14 @@ async fn bench(scenario: Bench) -> anyhow::Result<ExitCode> {
             Report::Directory(bench::directory(&config, &account, count).await?),
             json,
         ),
+        Bench::Record {
+            keys,
+            mebibytes,
+            json,
+        } => (
+            Report::Record(bench::recording(keys, mebibytes).await?),
+            json,
+        ),
     };
     if json {
         println!("{}", serde_json::to_string(&report)?);

@@ -16,7 +16,7 @@ use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{IsTerminal, Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -25,6 +25,7 @@ use tokio::sync::mpsc;
 use tokio::time::{sleep, timeout};
 
 use otpgate_protocol::local::{LocalError, LocalRequest, LocalResponse};
+use otpgate_protocol::login::{LoginRequest, LoginResponse};
 use otpgate_protocol::record::{
     MAX_CHUNK_EVENTS, RecordChunk, RecordingEnd, RecordingKey, RecordingStart,
 };
@@ -54,7 +55,8 @@ pub struct RecorderConfig {
     /// (`SSH_ORIGINAL_COMMAND`) by the user's shell, else the user's login
     /// shell.
     pub command: Vec<OsString>,
-    /// Record typed input too.
+    /// Record typed input too, whatever the computer's options say (they
+    /// are asked through the agent: `record_input`).
     pub input: bool,
     /// The most bytes of chunks held while the agent has not taken them.
     pub buffer_limit: usize,
@@ -155,8 +157,22 @@ impl Drop for RawMode {
     }
 }
 
+/// Whether the computer's options (through the agent and the server) say to
+/// record typed input; no when they cannot be asked.
+async fn input_wanted(socket: &Path) -> bool {
+    let status = LocalRequest::Login {
+        os_user: None,
+        request: LoginRequest::Status,
+    };
+    matches!(
+        timeout(AGENT_TIMEOUT, crate::unix::ask(socket, &status)).await,
+        Ok(Ok(LocalResponse::Login(LoginResponse::Status(state)))) if state.record_input
+    )
+}
+
 /// Runs and records; the command's exit status.
-pub async fn run(config: RecorderConfig) -> Result<i32, RecordError> {
+pub async fn run(mut config: RecorderConfig) -> Result<i32, RecordError> {
+    config.input = config.input || input_wanted(&config.socket).await;
     let failed = |err: &dyn std::fmt::Display| RecordError::Start(err.to_string());
     let (width, height) = size_of(std::io::stdout());
     let (pty, pts) = pty_process::blocking::open().map_err(|e| failed(&e))?;

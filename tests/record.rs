@@ -10,11 +10,13 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::recorder::record;
+use common::recorder::{record, record_with};
 use common::server::TestServer;
 use common::web::WebClient;
 use otpgate::cast::{self, Kind};
-use otpgate_protocol::admin::{AdminRequest, AdminResponse, PageRequest, RecordingView, RoleView};
+use otpgate_protocol::admin::{
+    AdminRequest, AdminResponse, OptionsView, PageRequest, RecordingView, RoleView,
+};
 use otpgate_protocol::login::Secret;
 
 const OTPGATE: &str = env!("CARGO_BIN_EXE_otpgate");
@@ -297,4 +299,104 @@ async fn an_agent_killed_mid_session_loses_nothing_it_acknowledged() {
     assert_eq!(intact(&server, recording.id).await, None);
     second.kill().unwrap();
     second.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typed_input_is_recorded_only_where_the_options_say_so() {
+    let server = TestServer::start().await;
+    let desk = server.desk("ws-1").await;
+    let typed_in = async |server: &TestServer| {
+        let before = recordings(server).await.len();
+        let socket = desk.socket.clone();
+        let (_, status) = tokio::task::spawn_blocking(move || {
+            common::recorder::record_typing(
+                &socket,
+                &["/bin/sh", "-c", "read line; echo \"got $line\""],
+                b"typed words\n",
+            )
+        })
+        .await
+        .unwrap();
+        assert_eq!(status, 0);
+        common::wait_until(Duration::from_secs(30), "the recording", || async {
+            recordings(server)
+                .await
+                .iter()
+                .filter(|r| r.ended.is_some())
+                .count()
+                > before
+        })
+        .await;
+        let (_, events) = cast_of(server, recordings(server).await[0].id).await;
+        assert!(output(&events).contains("got typed words"), "{events}");
+        cast::events(&events)
+            .filter(|e| e.kind == Some(Kind::Input))
+            .map(|e| e.data)
+            .collect::<String>()
+    };
+    assert_eq!(typed_in(&server).await, "", "not by default");
+    let set = server
+        .admin(AdminRequest::ClientSet {
+            computer: "ws-1".into(),
+            group: None,
+            options: OptionsView {
+                record_input: Some(true),
+                ..OptionsView::default()
+            },
+        })
+        .await;
+    assert_eq!(set, AdminResponse::Done);
+    assert_eq!(typed_in(&server).await, "typed words\n");
+    desk.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_spool_leaves_output_out_marks_the_recording_and_says_so() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("agent.sock");
+    // A spool that takes small chunks only, and a recorder that holds nothing.
+    let desk = common::agent::Desk::start_configured(otpgate::agent::AgentConfig {
+        server: format!("localhost:{}", server.addr.port()).parse().unwrap(),
+        identity: server.identity("ws-1"),
+        socket: socket.clone(),
+        per_user_per_second: common::agent::UNLIMITED,
+        spool: dir.path().join("spool"),
+        spool_limit: 8 << 10,
+    })
+    .await;
+    let (shown, status) = tokio::task::spawn_blocking(move || {
+        record_with(
+            &socket,
+            &["--buffer-mib", "0"],
+            &[
+                "/bin/sh",
+                "-c",
+                "echo first; sleep 0.7; seq 1 20000; sleep 0.7; echo last",
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 0);
+    assert!(
+        String::from_utf8_lossy(&shown).contains("19999"),
+        "the terminal lost nothing"
+    );
+    let recording = ended(&server).await;
+    assert!(recording.incomplete, "{recording:?}");
+    let (_, events) = cast_of(&server, recording.id).await;
+    let kept = output(&events);
+    assert!(kept.contains("first") && kept.contains("last"), "{kept}");
+    assert!(!kept.contains("19999"), "the long listing was left out");
+    assert_eq!(intact(&server, recording.id).await, None);
+    assert!(
+        server
+            .audit(20)
+            .await
+            .iter()
+            .any(|e| e.action == "record" && e.outcome.contains("incomplete")),
+        "in the audit log"
+    );
+    desk.stop().await;
 }

@@ -81,6 +81,8 @@ pub struct PromptState {
     pub auto_directory: bool,
     /// Automatically send one-time passwords to internal users.
     pub auto_internal: bool,
+    /// Record typed input in recorded terminals.
+    pub record_input: bool,
     /// The address of the live OTP or of the latest request, to fill in.
     pub email: Option<String>,
     /// The latest access request and what became of it.

@@ -471,6 +471,7 @@ impl Logins {
             allow_otp: policy.options.allow_otp,
             auto_directory: policy.options.auto_directory,
             auto_internal: policy.options.auto_internal,
+            record_input: policy.options.record_input,
             // An address the person typed is theirs to see again; one from the
             // directory or the user list is not shown.
             email: match live {

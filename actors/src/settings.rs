@@ -207,6 +207,30 @@ pub struct Options {
     pub auto_directory: Option<bool>,
     /// Automatically send one-time passwords to internal users.
     pub auto_internal: Option<bool>,
+    /// Record what people type in recorded terminals, not only what is shown
+    /// (off by default: it holds passwords typed at prompts).
+    pub record_input: Option<bool>,
+}
+
+/// The options as stored before [`Options::record_input`]; read and upgraded.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct OptionsV1 {
+    allow_otp: Option<bool>,
+    approvers: Option<Vec<String>>,
+    auto_directory: Option<bool>,
+    auto_internal: Option<bool>,
+}
+
+impl From<OptionsV1> for Options {
+    fn from(old: OptionsV1) -> Self {
+        Self {
+            allow_otp: old.allow_otp,
+            approvers: old.approvers,
+            auto_directory: old.auto_directory,
+            auto_internal: old.auto_internal,
+            record_input: None,
+        }
+    }
 }
 
 impl Options {
@@ -220,6 +244,7 @@ impl Options {
                 .unwrap_or_else(|| base.approvers.clone()),
             auto_directory: self.auto_directory.unwrap_or(base.auto_directory),
             auto_internal: self.auto_internal.unwrap_or(base.auto_internal),
+            record_input: self.record_input.unwrap_or(base.record_input),
         }
     }
 
@@ -239,12 +264,16 @@ impl Options {
         if set.auto_internal.is_some() {
             self.auto_internal = set.auto_internal;
         }
+        if set.record_input.is_some() {
+            self.record_input = set.record_input;
+        }
         for name in &patch.inherit {
             match name {
                 OptionName::AllowOtp => self.allow_otp = None,
                 OptionName::Approvers => self.approvers = None,
                 OptionName::AutoDirectory => self.auto_directory = None,
                 OptionName::AutoInternal => self.auto_internal = None,
+                OptionName::RecordInput => self.record_input = None,
             }
         }
     }
@@ -261,6 +290,8 @@ pub enum OptionName {
     AutoDirectory,
     /// Automatically send one-time passwords to internal users.
     AutoInternal,
+    /// Record typed input.
+    RecordInput,
 }
 
 /// A change to a group's or computer's options.
@@ -283,6 +314,8 @@ pub struct Effective {
     pub auto_directory: bool,
     /// Automatically send one-time passwords to internal users.
     pub auto_internal: bool,
+    /// Record typed input in recorded terminals.
+    pub record_input: bool,
 }
 
 impl Default for Effective {
@@ -294,6 +327,7 @@ impl Default for Effective {
             approvers: Vec::new(),
             auto_directory: false,
             auto_internal: false,
+            record_input: false,
         }
     }
 }
@@ -303,6 +337,20 @@ impl Default for Effective {
 pub struct GroupRecord {
     /// The group's options.
     pub options: Options,
+}
+
+/// A group as stored before [`Options::record_input`]; read and upgraded.
+#[derive(Debug, Clone, Deserialize)]
+pub struct GroupRecordV1 {
+    options: OptionsV1,
+}
+
+impl From<GroupRecordV1> for GroupRecord {
+    fn from(old: GroupRecordV1) -> Self {
+        Self {
+            options: old.options.into(),
+        }
+    }
 }
 
 #[cfg(test)]

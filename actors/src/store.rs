@@ -38,7 +38,10 @@ use crate::otp::Slot;
 use crate::request::{AccessRequest, Decision};
 use crate::rules::Bucket;
 use crate::session::ClientSession;
-use crate::settings::{GroupRecord, Options, SystemSettings, SystemSettingsV1, SystemSettingsV2};
+use crate::settings::{
+    GroupRecord, GroupRecordV1, Options, OptionsV1, SystemSettings, SystemSettingsV1,
+    SystemSettingsV2,
+};
 
 /// How often sled writes its buffers to disk without being asked.
 pub const FLUSH_EVERY_MS: u64 = 500;
@@ -56,6 +59,9 @@ const SETTINGS_V3: u8 = 3;
 const USERS_V2: u8 = 2;
 /// The schema version of internal users since they can be disabled.
 const USERS_V3: u8 = 3;
+/// The schema version of computers and groups since their options hold
+/// `record_input`; version 1 is read and upgraded.
+const OPTIONS_V2: u8 = 2;
 
 /// What the server remembers of one client computer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,6 +80,32 @@ pub struct ComputerRecord {
     pub group: Option<String>,
     /// Its own options, over its group's.
     pub options: Options,
+}
+
+/// A computer as stored before [`Options::record_input`]; read and upgraded.
+#[derive(Deserialize)]
+struct ComputerRecordV1 {
+    first_seen: Timestamp,
+    connected_since: Option<Timestamp>,
+    last_seen: Timestamp,
+    host_name: String,
+    agent_version: String,
+    group: Option<String>,
+    options: OptionsV1,
+}
+
+impl From<ComputerRecordV1> for ComputerRecord {
+    fn from(old: ComputerRecordV1) -> Self {
+        Self {
+            first_seen: old.first_seen,
+            connected_since: old.connected_since,
+            last_seen: old.last_seen,
+            host_name: old.host_name,
+            agent_version: old.agent_version,
+            group: old.group,
+            options: old.options.into(),
+        }
+    }
 }
 
 /// Why the store could not read or write.
@@ -459,35 +491,59 @@ impl Store for SledStore {
     }
 
     fn computer(&self, id: &ComputerId) -> Result<Option<ComputerRecord>> {
-        self.computers.get(id.as_str())
+        let tree = self.computers.name;
+        self.computers
+            .tree
+            .get(id.as_str())?
+            .map(|bytes| upgrading::<ComputerRecord, ComputerRecordV1>(tree, &bytes))
+            .transpose()
     }
 
     fn put_computer(&self, id: &ComputerId, record: &ComputerRecord) -> Result<()> {
-        self.computers.put(id.as_str(), record)
+        self.computers
+            .tree
+            .insert(id.as_str(), encode_as(OPTIONS_V2, record)?)?;
+        Ok(())
     }
 
     fn put_group(&self, name: &str, group: &GroupRecord) -> Result<()> {
-        self.groups.put(name, group)
+        self.groups
+            .tree
+            .insert(name, encode_as(OPTIONS_V2, group)?)?;
+        Ok(())
     }
 
     fn computers_from(&self, after: Option<&[u8]>) -> Records<'_, (ComputerId, ComputerRecord)> {
-        Box::new(self.computers.from(after, false).map(|item| {
-            let (key, record) = item?;
+        let tree = self.computers.name;
+        let range = match after {
+            Some(after) => self
+                .computers
+                .tree
+                .range::<&[u8], _>((Bound::Excluded(after), Bound::Unbounded)),
+            None => self.computers.tree.iter(),
+        };
+        Box::new(range.map(move |item| {
+            let (key, bytes) = item?;
             let id = std::str::from_utf8(&key)
                 .ok()
                 .and_then(|name| name.parse().ok())
-                .ok_or(StoreError::BadKey { tree: "computers" })?;
-            Ok((key, (id, record)))
+                .ok_or(StoreError::BadKey { tree })?;
+            let record = upgrading::<ComputerRecord, ComputerRecordV1>(tree, &bytes)?;
+            Ok((key.to_vec(), (id, record)))
         }))
     }
 
     fn groups(&self) -> Result<Vec<(String, GroupRecord)>> {
-        Ok(self
-            .groups
-            .scan("")?
-            .into_iter()
-            .map(|(key, group)| (String::from_utf8_lossy(&key).into_owned(), group))
-            .collect())
+        let tree = self.groups.name;
+        self.groups
+            .tree
+            .iter()
+            .map(|item| {
+                let (key, bytes) = item?;
+                let group = upgrading::<GroupRecord, GroupRecordV1>(tree, &bytes)?;
+                Ok((String::from_utf8_lossy(&key).into_owned(), group))
+            })
+            .collect()
     }
 
     fn put_user(&self, user: &UserRecord) -> Result<()> {
@@ -711,6 +767,19 @@ fn split_version<'a>(tree: &'static str, bytes: &'a [u8]) -> Result<(u8, &'a [u8
     match bytes.split_first() {
         Some((&version, body)) => Ok((version, body)),
         None => Err(StoreError::UnknownSchema { tree, version: 0 }),
+    }
+}
+
+/// A computer or group of `tree`: as written now ([`OPTIONS_V2`]), or in its
+/// first schema (`Old`), upgraded.
+fn upgrading<T: DeserializeOwned, Old: DeserializeOwned + Into<T>>(
+    tree: &'static str,
+    bytes: &[u8],
+) -> Result<T> {
+    match split_version(tree, bytes)? {
+        (OPTIONS_V2, body) => decode_body(tree, body),
+        (SCHEMA_V1, body) => Ok(decode_body::<Old>(tree, body)?.into()),
+        (version, _) => Err(StoreError::UnknownSchema { tree, version }),
     }
 }
 
@@ -1047,6 +1116,73 @@ mod tests {
                 ..SystemSettings::default()
             }
         );
+    }
+
+    #[test]
+    fn computers_and_groups_of_the_first_schema_are_upgraded() {
+        #[derive(Serialize)]
+        struct OptionsV1 {
+            allow_otp: Option<bool>,
+            approvers: Option<Vec<String>>,
+            auto_directory: Option<bool>,
+            auto_internal: Option<bool>,
+        }
+        #[derive(Serialize)]
+        struct ComputerV1 {
+            first_seen: Timestamp,
+            connected_since: Option<Timestamp>,
+            last_seen: Timestamp,
+            host_name: String,
+            agent_version: String,
+            group: Option<String>,
+            options: OptionsV1,
+        }
+        let options = || OptionsV1 {
+            allow_otp: Some(false),
+            approvers: Some(vec!["bob".into()]),
+            auto_directory: None,
+            auto_internal: Some(true),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let at = Timestamp::from_unix_millis(1_800_000_000_000);
+        let old = ComputerV1 {
+            first_seen: at,
+            connected_since: None,
+            last_seen: at,
+            host_name: "ws-1.corp".into(),
+            agent_version: "0.1.0".into(),
+            group: Some("lab".into()),
+            options: options(),
+        };
+        store.computers.put("ws-1", &old).unwrap();
+        store.groups.put("lab", &(options(),)).unwrap();
+        let upgraded = Options {
+            allow_otp: Some(false),
+            approvers: Some(vec!["bob".into()]),
+            auto_directory: None,
+            auto_internal: Some(true),
+            record_input: None,
+        };
+        let ws: ComputerId = "ws-1".parse().unwrap();
+        let computer = store.computer(&ws).unwrap().unwrap();
+        assert_eq!(
+            (computer.host_name.as_str(), &computer.options),
+            ("ws-1.corp", &upgraded)
+        );
+        let listed: Vec<_> = store.computers_from(None).map(|c| c.unwrap().1.1).collect();
+        assert_eq!(listed, std::slice::from_ref(&computer));
+        assert_eq!(store.groups().unwrap()[0].1.options, upgraded);
+        // Written back in the new schema, read as written.
+        let recording_input = ComputerRecord {
+            options: Options {
+                record_input: Some(true),
+                ..upgraded
+            },
+            ..computer
+        };
+        store.put_computer(&ws, &recording_input).unwrap();
+        assert_eq!(store.computer(&ws).unwrap(), Some(recording_input));
     }
 
     #[test]

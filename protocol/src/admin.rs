@@ -291,6 +291,8 @@ pub struct OptionsView {
     pub auto_directory: Option<bool>,
     /// Automatically send one-time passwords to internal users.
     pub auto_internal: Option<bool>,
+    /// Record typed input in recorded terminals.
+    pub record_input: Option<bool>,
     /// In a change: the options that go back to inherit (from the group, or
     /// the defaults); empty elsewhere.
     pub inherit: Vec<OptionNameView>,
@@ -308,6 +310,8 @@ pub enum OptionNameView {
     AutoDirectory,
     /// Automatically send one-time passwords to internal users.
     AutoInternal,
+    /// Record typed input in recorded terminals.
+    RecordInput,
 }
 
 /// A client computer.

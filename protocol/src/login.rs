@@ -104,6 +104,8 @@ pub struct PromptState {
     pub auto_directory: bool,
     /// Automatically send one-time passwords to internal users.
     pub auto_internal: bool,
+    /// Record typed input in recorded terminals (`otpgate record` asks).
+    pub record_input: bool,
     /// The address to fill in, once known.
     pub email: Option<String>,
     /// The latest access request's id and state.

@@ -451,6 +451,7 @@ mod tests {
             allow_otp: true,
             auto_directory: false,
             auto_internal: false,
+            record_input: false,
             email: email.map(Into::into),
             request,
             otp_valid_until: None,

@@ -255,23 +255,28 @@ fn options_view() -> impl Strategy<Value = OptionsView> {
         proptest::option::of(proptest::collection::vec(text(), 0..3)),
         any::<Option<bool>>(),
         any::<Option<bool>>(),
+        any::<Option<bool>>(),
         proptest::collection::vec(
             prop_oneof![
                 Just(OptionNameView::AllowOtp),
                 Just(OptionNameView::Approvers),
                 Just(OptionNameView::AutoDirectory),
                 Just(OptionNameView::AutoInternal),
+                Just(OptionNameView::RecordInput),
             ],
-            0..4,
+            0..5,
         ),
     )
         .prop_map(
-            |(allow_otp, approvers, auto_directory, auto_internal, inherit)| OptionsView {
-                allow_otp,
-                approvers,
-                auto_directory,
-                auto_internal,
-                inherit,
+            |(allow_otp, approvers, auto_directory, auto_internal, record_input, inherit)| {
+                OptionsView {
+                    allow_otp,
+                    approvers,
+                    auto_directory,
+                    auto_internal,
+                    record_input,
+                    inherit,
+                }
             },
         )
 }

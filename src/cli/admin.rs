@@ -346,10 +346,11 @@ pub fn describe(response: &AdminResponse) -> String {
     let options = |o: &otpgate_protocol::admin::OptionsView| {
         let flag = |v: Option<bool>| v.map_or("-".to_owned(), |v| v.to_string());
         format!(
-            "allow_otp={} auto_ad={} auto_internal={} approvers={}",
+            "allow_otp={} auto_ad={} auto_internal={} record_input={} approvers={}",
             flag(o.allow_otp),
             flag(o.auto_directory),
             flag(o.auto_internal),
+            flag(o.record_input),
             o.approvers.as_ref().map_or("-".to_owned(), |a| a.join(","))
         )
     };

@@ -73,7 +73,8 @@ pub(super) enum Command {
         /// The agent's socket.
         #[arg(long, default_value = DEFAULT_SOCKET)]
         socket: PathBuf,
-        /// Record typed input too (passwords typed at prompts included).
+        /// Record typed input too (passwords typed at prompts included),
+        /// whatever the computer's `record_input` option says.
         #[arg(long)]
         input: bool,
         /// The most recording held in memory while the agent does not take
@@ -419,7 +420,8 @@ pub(super) struct OptionArgs {
     /// Allow the use of one-time passwords.
     #[arg(long)]
     pub(super) allow_otp: Option<bool>,
-    /// Users Who Can Approve Access (login names, comma-separated; empty for none).
+    /// Users Who Can Approve Access: internal login names, or directory
+    /// accounts and groups as CORP\name (comma-separated; empty for none).
     #[arg(long, value_delimiter = ',', num_args = 0..)]
     pub(super) approvers: Option<Vec<String>>,
     /// Automatically send one-time passwords to Active Directory users.
@@ -428,6 +430,10 @@ pub(super) struct OptionArgs {
     /// Automatically send one-time passwords to internal users.
     #[arg(long)]
     pub(super) auto_internal: Option<bool>,
+    /// Record typed input in recorded terminals (passwords typed at prompts
+    /// too).
+    #[arg(long)]
+    pub(super) record_input: Option<bool>,
     /// Put these options back to inherit (from the group, or the defaults).
     #[arg(long, value_enum, value_delimiter = ',')]
     pub(super) inherit: Vec<OptionArg>,
@@ -440,6 +446,7 @@ pub(super) enum OptionArg {
     Approvers,
     AutoAd,
     AutoInternal,
+    RecordInput,
 }
 
 impl OptionArgs {
@@ -451,6 +458,7 @@ impl OptionArgs {
                 .map(|a| a.into_iter().filter(|s| !s.is_empty()).collect()),
             auto_directory: self.auto_ad,
             auto_internal: self.auto_internal,
+            record_input: self.record_input,
             inherit: self
                 .inherit
                 .into_iter()
@@ -459,6 +467,7 @@ impl OptionArgs {
                     OptionArg::Approvers => OptionNameView::Approvers,
                     OptionArg::AutoAd => OptionNameView::AutoDirectory,
                     OptionArg::AutoInternal => OptionNameView::AutoInternal,
+                    OptionArg::RecordInput => OptionNameView::RecordInput,
                 })
                 .collect(),
         }

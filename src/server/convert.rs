@@ -97,6 +97,7 @@ fn prompt_state(os_user: &str, state: PromptState) -> wire::PromptState {
         allow_otp: state.allow_otp,
         auto_directory: state.auto_directory,
         auto_internal: state.auto_internal,
+        record_input: state.record_input,
         email: state.email,
         request: state.request.map(|(id, status)| {
             let state = match status {
@@ -181,6 +182,7 @@ pub fn options_view(options: &Options) -> OptionsView {
         approvers: options.approvers.clone(),
         auto_directory: options.auto_directory,
         auto_internal: options.auto_internal,
+        record_input: options.record_input,
         inherit: Vec::new(),
     }
 }
@@ -192,6 +194,7 @@ pub fn effective_view(effective: &Effective) -> OptionsView {
         approvers: Some(effective.approvers.clone()),
         auto_directory: Some(effective.auto_directory),
         auto_internal: Some(effective.auto_internal),
+        record_input: Some(effective.record_input),
         inherit: Vec::new(),
     }
 }
@@ -204,6 +207,7 @@ pub fn options(view: &OptionsView) -> OptionsPatch {
             approvers: view.approvers.clone(),
             auto_directory: view.auto_directory,
             auto_internal: view.auto_internal,
+            record_input: view.record_input,
         },
         inherit: view
             .inherit
@@ -213,6 +217,7 @@ pub fn options(view: &OptionsView) -> OptionsPatch {
                 OptionNameView::Approvers => OptionName::Approvers,
                 OptionNameView::AutoDirectory => OptionName::AutoDirectory,
                 OptionNameView::AutoInternal => OptionName::AutoInternal,
+                OptionNameView::RecordInput => OptionName::RecordInput,
             })
             .collect(),
     }

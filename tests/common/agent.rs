@@ -111,14 +111,20 @@ impl Desk {
         socket: PathBuf,
         per_user: NonZeroU32,
     ) -> Self {
-        let config = AgentConfig {
+        Self::start_configured(AgentConfig {
             server: format!("localhost:{}", server.port()).parse().unwrap(),
             identity: identity.to_owned(),
             socket: socket.clone(),
             per_user_per_second: per_user,
             spool: socket.with_extension("spool"),
             spool_limit: 64 << 20,
-        };
+        })
+        .await
+    }
+
+    /// A client computer whose agent runs with `config`.
+    pub async fn start_configured(config: AgentConfig) -> Self {
+        let socket = config.socket.clone();
         let cancel = CancellationToken::new();
         let agent = otpgate::agent::run(config, cancel.clone());
         let task = tokio::spawn(async move { agent.await.unwrap() });

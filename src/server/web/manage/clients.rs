@@ -57,6 +57,10 @@ fn cells(own: &OptionsView, effective: Option<&OptionsView>) -> Vec<Cell> {
             effective.and_then(|e| e.auto_internal).map(yes_no),
         ),
         cell(
+            own.record_input.map(yes_no),
+            effective.and_then(|e| e.record_input).map(yes_no),
+        ),
+        cell(
             own.approvers.as_ref().map(names),
             effective.and_then(|e| e.approvers.as_ref()).map(names),
         ),
@@ -165,7 +169,7 @@ struct OptionsPage {
 /// The yes/no options: form name, label, and the field of a view.
 type FlagField = (&'static str, &'static str, fn(&OptionsView) -> Option<bool>);
 
-const FLAGS: [FlagField; 3] = [
+const FLAGS: [FlagField; 4] = [
     ("allow_otp", "Allow the use of one-time passwords", |o| {
         o.allow_otp
     }),
@@ -178,6 +182,11 @@ const FLAGS: [FlagField; 3] = [
         "auto_internal",
         "Automatically send one-time passwords to internal users",
         |o| o.auto_internal,
+    ),
+    (
+        "record_input",
+        "Record typed input in recorded terminals (passwords typed at prompts too)",
+        |o| o.record_input,
     ),
 ];
 
@@ -247,6 +256,7 @@ fn options_from(form: &HashMap<String, String>) -> OptionsView {
         OptionNameView::AllowOtp,
         OptionNameView::AutoDirectory,
         OptionNameView::AutoInternal,
+        OptionNameView::RecordInput,
     ];
     for ((name, _, _), option) in FLAGS.iter().zip(names) {
         let value = match form.get(*name).map(String::as_str) {
@@ -260,7 +270,8 @@ fn options_from(form: &HashMap<String, String>) -> OptionsView {
         match option {
             OptionNameView::AllowOtp => view.allow_otp = value,
             OptionNameView::AutoDirectory => view.auto_directory = value,
-            _ => view.auto_internal = value,
+            OptionNameView::AutoInternal => view.auto_internal = value,
+            _ => view.record_input = value,
         }
     }
     if form.get("approvers_inherit").is_some() {

@@ -124,6 +124,18 @@ async fn a_recorded_shell_plays_back_byte_for_byte_with_its_timing() {
     assert!((0.5..3.0).contains(&pause), "{pause} s between them");
 
     assert_eq!(intact(&server, recording.id).await, None);
+    // On the command line: the same file, and intact.
+    let id = recording.id.to_string();
+    let exported = server.admin_cli(&["recordings", "export", &id]).await;
+    assert!(exported.status.success());
+    let (header_line, _) = cast_of(&server, recording.id).await;
+    assert_eq!(
+        String::from_utf8(exported.stdout).unwrap(),
+        format!("{header_line}{events}")
+    );
+    let verified = server.admin_cli(&["recordings", "verify", &id]).await;
+    assert!(verified.status.success());
+    assert!(String::from_utf8_lossy(&verified.stdout).contains("intact"));
     // On the web: its file for an administrator, nothing for a user who
     // approves nothing on that computer.
     let password = server.admin_password().await;
@@ -228,6 +240,9 @@ async fn a_recording_made_while_the_server_is_away_arrives_whole_and_tampering_s
     let server = paused.resume().await;
     let problem = intact(&server, id).await;
     assert!(problem.is_some_and(|p| p.contains("hash chain")), "altered");
+    let verified = server.admin_cli(&["recordings", "verify"]).await;
+    assert_eq!(verified.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&verified.stdout).contains("ALTERED"));
 }
 
 /// `otpgate agent` as its own process, for computer `identity`, serving

@@ -375,5 +375,11 @@ async fn a_forced_recorder_records_the_ssh_session_tied_to_its_client_session() 
         recording.command.contains("RECORDED-$((6*7))"),
         "{recording:?}"
     );
+    // Played back by its session, in a terminal.
+    let played = server
+        .admin_cli(&["sessions", "play", &session.id.to_string(), "--speed", "20"])
+        .await;
+    assert!(played.status.success(), "{played:?}");
+    assert!(String::from_utf8_lossy(&played.stdout).contains("RECORDED-42"));
     desk.stop().await;
 }

@@ -171,6 +171,19 @@ impl TestServer {
         }
     }
 
+    /// Runs `otpgate admin ARGS` against this server's data folder.
+    pub async fn admin_cli(&self, args: &[&str]) -> std::process::Output {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_otpgate"));
+        command
+            .arg("admin")
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .args(args);
+        tokio::task::spawn_blocking(move || command.output().unwrap())
+            .await
+            .unwrap()
+    }
+
     /// Asks the running server's admin socket.
     pub async fn admin(&self, request: AdminRequest) -> AdminResponse {
         admin_ask(&self.data_dir(), request).await

@@ -1,7 +1,8 @@
 //! Terminal recording end to end: `otpgate record` under a real
 //! pseudo-terminal, through a real agent, to the server; played back byte for
 //! byte with its timing; spooled while the server is away; nothing the agent
-//! acknowledged lost when it is killed with SIGKILL; a stored recording
+//! acknowledged lost when it, or the server, is killed with SIGKILL; typed
+//! input only where the options say; a full spool said; a stored recording
 //! altered on disk fails verification.
 
 mod common;
@@ -11,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::recorder::{record, record_with};
-use common::server::TestServer;
+use common::server::{ServerProcess, TestServer, admin_ask};
 use common::web::WebClient;
 use otpgate::cast::{self, Kind};
 use otpgate_protocol::admin::{
@@ -22,24 +23,24 @@ use otpgate_protocol::login::Secret;
 const OTPGATE: &str = env!("CARGO_BIN_EXE_otpgate");
 
 /// The recordings the server holds, newest first.
-async fn recordings(server: &TestServer) -> Vec<RecordingView> {
+async fn recordings(data: &Path) -> Vec<RecordingView> {
     let list = AdminRequest::RecordingsList {
         session: None,
         page: PageRequest::default(),
     };
-    match server.admin(list).await {
+    match admin_ask(data, list).await {
         AdminResponse::Recordings(page) => page.items,
         other => panic!("{other:?}"),
     }
 }
 
 /// Waits until the server holds a recording that has ended; it.
-async fn ended(server: &TestServer) -> RecordingView {
+async fn ended(data: &Path) -> RecordingView {
     common::wait_until(Duration::from_secs(30), "an ended recording", || async {
-        recordings(server).await.iter().any(|r| r.ended.is_some())
+        recordings(data).await.iter().any(|r| r.ended.is_some())
     })
     .await;
-    recordings(server)
+    recordings(data)
         .await
         .into_iter()
         .find(|r| r.ended.is_some())
@@ -47,10 +48,10 @@ async fn ended(server: &TestServer) -> RecordingView {
 }
 
 /// Recording `id` as an asciicast file: its header and event lines.
-async fn cast_of(server: &TestServer, id: u64) -> (String, String) {
+async fn cast_of(data: &Path, id: u64) -> (String, String) {
     let (mut header, mut events, mut from) = (None, String::new(), 0);
     loop {
-        match server.admin(AdminRequest::RecordingRead { id, from }).await {
+        match admin_ask(data, AdminRequest::RecordingRead { id, from }).await {
             AdminResponse::RecordingPart(part) => {
                 header = header.or(part.header);
                 events.push_str(&part.events);
@@ -81,11 +82,8 @@ fn when(events: &str, text: &str) -> f64 {
 }
 
 /// Whether the server finds recording `id` intact.
-async fn intact(server: &TestServer, id: u64) -> Option<String> {
-    match server
-        .admin(AdminRequest::RecordingsVerify { id: Some(id) })
-        .await
-    {
+async fn intact(data: &Path, id: u64) -> Option<String> {
+    match admin_ask(data, AdminRequest::RecordingsVerify { id: Some(id) }).await {
         AdminResponse::Verified(verified) => verified[0].problem.clone(),
         other => panic!("{other:?}"),
     }
@@ -105,11 +103,11 @@ async fn a_recorded_shell_plays_back_byte_for_byte_with_its_timing() {
             .await
             .unwrap();
     assert_eq!(status, 3, "the command's status");
-    let recording = ended(&server).await;
+    let recording = ended(&server.data_dir()).await;
     assert_eq!(recording.status, Some(3));
     assert!(!recording.incomplete);
     assert!(recording.chunks > 1, "a long listing takes several chunks");
-    let (header, events) = cast_of(&server, recording.id).await;
+    let (header, events) = cast_of(&server.data_dir(), recording.id).await;
     let header: serde_json::Value = serde_json::from_str(&header).unwrap();
     assert_eq!(
         (header["version"].as_u64(), header["width"].as_u64()),
@@ -123,12 +121,12 @@ async fn a_recorded_shell_plays_back_byte_for_byte_with_its_timing() {
     let pause = when(&events, "rld") - when(&events, "hello");
     assert!((0.5..3.0).contains(&pause), "{pause} s between them");
 
-    assert_eq!(intact(&server, recording.id).await, None);
+    assert_eq!(intact(&server.data_dir(), recording.id).await, None);
     // On the command line: the same file, and intact.
     let id = recording.id.to_string();
     let exported = server.admin_cli(&["recordings", "export", &id]).await;
     assert!(exported.status.success());
-    let (header_line, _) = cast_of(&server, recording.id).await;
+    let (header_line, _) = cast_of(&server.data_dir(), recording.id).await;
     assert_eq!(
         String::from_utf8(exported.stdout).unwrap(),
         format!("{header_line}{events}")
@@ -223,14 +221,14 @@ async fn a_recording_made_while_the_server_is_away_arrives_whole_and_tampering_s
     let spool = desk.socket.with_extension("spool");
     assert!(std::fs::read_dir(&spool).unwrap().count() > 0, "spooled");
     let server = paused.resume().await;
-    let recording = ended(&server).await;
-    let (_, events) = cast_of(&server, recording.id).await;
+    let recording = ended(&server.data_dir()).await;
+    let (_, events) = cast_of(&server.data_dir(), recording.id).await;
     assert_eq!(output(&events).as_bytes(), shown.as_slice());
     common::wait_until(Duration::from_secs(10), "an empty spool", || async {
         std::fs::read_dir(&spool).unwrap().count() == 0
     })
     .await;
-    assert_eq!(intact(&server, recording.id).await, None);
+    assert_eq!(intact(&server.data_dir(), recording.id).await, None);
 
     // Altered on disk: verification says so.
     let id = recording.id;
@@ -238,7 +236,7 @@ async fn a_recording_made_while_the_server_is_away_arrives_whole_and_tampering_s
     let paused = server.pause().await;
     tamper(&paused.data_dir(), id);
     let server = paused.resume().await;
-    let problem = intact(&server, id).await;
+    let problem = intact(&server.data_dir(), id).await;
     assert!(problem.is_some_and(|p| p.contains("hash chain")), "altered");
     let verified = server.admin_cli(&["recordings", "verify"]).await;
     assert_eq!(verified.status.code(), Some(1));
@@ -303,15 +301,15 @@ async fn an_agent_killed_mid_session_loses_nothing_it_acknowledged() {
     let (shown, status) = recorder.await.unwrap();
     assert_eq!(status, 0);
     let server = paused.resume().await;
-    let recording = ended(&server).await;
-    let (_, events) = cast_of(&server, recording.id).await;
+    let recording = ended(&server.data_dir()).await;
+    let (_, events) = cast_of(&server.data_dir(), recording.id).await;
     assert_eq!(output(&events).as_bytes(), shown.as_slice());
     assert!(
         output(&events).contains("one"),
         "acknowledged by the killed agent"
     );
     assert!(!recording.incomplete);
-    assert_eq!(intact(&server, recording.id).await, None);
+    assert_eq!(intact(&server.data_dir(), recording.id).await, None);
     second.kill().unwrap();
     second.wait().unwrap();
 }
@@ -321,7 +319,7 @@ async fn typed_input_is_recorded_only_where_the_options_say_so() {
     let server = TestServer::start().await;
     let desk = server.desk("ws-1").await;
     let typed_in = async |server: &TestServer| {
-        let before = recordings(server).await.len();
+        let before = recordings(&server.data_dir()).await.len();
         let socket = desk.socket.clone();
         let (_, status) = tokio::task::spawn_blocking(move || {
             common::recorder::record_typing(
@@ -334,7 +332,7 @@ async fn typed_input_is_recorded_only_where_the_options_say_so() {
         .unwrap();
         assert_eq!(status, 0);
         common::wait_until(Duration::from_secs(30), "the recording", || async {
-            recordings(server)
+            recordings(&server.data_dir())
                 .await
                 .iter()
                 .filter(|r| r.ended.is_some())
@@ -342,7 +340,11 @@ async fn typed_input_is_recorded_only_where_the_options_say_so() {
                 > before
         })
         .await;
-        let (_, events) = cast_of(server, recordings(server).await[0].id).await;
+        let (_, events) = cast_of(
+            &server.data_dir(),
+            recordings(&server.data_dir()).await[0].id,
+        )
+        .await;
         assert!(output(&events).contains("got typed words"), "{events}");
         cast::events(&events)
             .filter(|e| e.kind == Some(Kind::Input))
@@ -398,13 +400,13 @@ async fn a_full_spool_leaves_output_out_marks_the_recording_and_says_so() {
         String::from_utf8_lossy(&shown).contains("19999"),
         "the terminal lost nothing"
     );
-    let recording = ended(&server).await;
+    let recording = ended(&server.data_dir()).await;
     assert!(recording.incomplete, "{recording:?}");
-    let (_, events) = cast_of(&server, recording.id).await;
+    let (_, events) = cast_of(&server.data_dir(), recording.id).await;
     let kept = output(&events);
     assert!(kept.contains("first") && kept.contains("last"), "{kept}");
     assert!(!kept.contains("19999"), "the long listing was left out");
-    assert_eq!(intact(&server, recording.id).await, None);
+    assert_eq!(intact(&server.data_dir(), recording.id).await, None);
     assert!(
         server
             .audit(20)
@@ -414,4 +416,46 @@ async fn a_full_spool_leaves_output_out_marks_the_recording_and_says_so() {
         "in the audit log"
     );
     desk.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_mid_session_loses_nothing_it_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path(), "127.0.0.1:0");
+    let (addr, data) = (server.addr, server.data_dir());
+    let identity = common::server::issue(&data, dir.path(), "ws-1");
+    let desk = common::agent::Desk::start(&identity, addr, dir.path().join("agent.sock")).await;
+    let socket = desk.socket.clone();
+    let recorder = tokio::task::spawn_blocking(move || {
+        record(
+            &socket,
+            &[
+                "/bin/sh",
+                "-c",
+                "echo one; sleep 1.5; seq 1 3000; sleep 1.5; echo three",
+            ],
+        )
+    });
+    common::wait_until(Duration::from_secs(20), "a chunk stored", || async {
+        recordings(&data)
+            .await
+            .first()
+            .is_some_and(|r| r.chunks > 0)
+    })
+    .await;
+    // SIGKILL: what it acknowledged is on its disk; the rest waits in the
+    // agent's spool and comes again.
+    let mut server = server;
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    drop(server);
+    let server = ServerProcess::start(dir.path(), &addr.to_string());
+    let (shown, status) = recorder.await.unwrap();
+    assert_eq!(status, 0);
+    let recording = ended(&data).await;
+    let (_, events) = cast_of(&data, recording.id).await;
+    assert_eq!(output(&events).as_bytes(), shown.as_slice());
+    assert_eq!(intact(&data, recording.id).await, None);
+    desk.stop().await;
+    drop(server);
 }

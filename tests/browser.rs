@@ -9,7 +9,6 @@ use common::browser::Browser;
 use common::server::TestServer;
 use common::web::base;
 use otpgate::cli::prompt::Prompt;
-use otpgate_protocol::admin::{AdminRequest, AdminResponse, PageRequest};
 use otpgate_protocol::login::{LoginRequest, LoginResponse, RequestMode, Secret, Verdict};
 use thirtyfour::prelude::*;
 
@@ -313,19 +312,7 @@ async fn a_recording_plays_in_the_browser_and_its_text_is_found() {
     .await
     .unwrap();
     assert_eq!(status, 0);
-    let list = AdminRequest::RecordingsList {
-        session: None,
-        page: PageRequest::default(),
-    };
-    common::wait_until(Duration::from_secs(30), "the recording", || async {
-        matches!(server.admin(list.clone()).await,
-            AdminResponse::Recordings(page) if page.items.iter().any(|r| r.ended.is_some()))
-    })
-    .await;
-    let AdminResponse::Recordings(page) = server.admin(list).await else {
-        panic!("recordings");
-    };
-    let id = page.items[0].id;
+    let id = server.ended_recording().await.id;
 
     // Its page plays it: the terminal shows what the person saw.
     driver

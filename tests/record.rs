@@ -12,40 +12,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::recorder::{record, record_with};
-use common::server::{ServerProcess, TestServer, admin_ask};
+use common::server::{ServerProcess, TestServer, admin_ask, ended_recording, recordings};
 use common::web::WebClient;
 use otpgate::cast::{self, Kind};
-use otpgate_protocol::admin::{
-    AdminRequest, AdminResponse, OptionsView, PageRequest, RecordingView, RoleView,
-};
-use otpgate_protocol::login::Secret;
+use otpgate_protocol::admin::{AdminRequest, AdminResponse, OptionsView, RoleView};
 
 const OTPGATE: &str = env!("CARGO_BIN_EXE_otpgate");
-
-/// The recordings the server holds, newest first.
-async fn recordings(data: &Path) -> Vec<RecordingView> {
-    let list = AdminRequest::RecordingsList {
-        session: None,
-        page: PageRequest::default(),
-    };
-    match admin_ask(data, list).await {
-        AdminResponse::Recordings(page) => page.items,
-        other => panic!("{other:?}"),
-    }
-}
-
-/// Waits until the server holds a recording that has ended; it.
-async fn ended(data: &Path) -> RecordingView {
-    common::wait_until(Duration::from_secs(30), "an ended recording", || async {
-        recordings(data).await.iter().any(|r| r.ended.is_some())
-    })
-    .await;
-    recordings(data)
-        .await
-        .into_iter()
-        .find(|r| r.ended.is_some())
-        .unwrap()
-}
 
 /// Recording `id` as an asciicast file: its header and event lines.
 async fn cast_of(data: &Path, id: u64) -> (String, String) {
@@ -103,7 +75,7 @@ async fn a_recorded_shell_plays_back_byte_for_byte_with_its_timing() {
             .await
             .unwrap();
     assert_eq!(status, 3, "the command's status");
-    let recording = ended(&server.data_dir()).await;
+    let recording = server.ended_recording().await;
     assert_eq!(recording.status, Some(3));
     assert!(!recording.incomplete);
     assert!(recording.chunks > 1, "a long listing takes several chunks");
@@ -147,15 +119,7 @@ async fn a_recorded_shell_plays_back_byte_for_byte_with_its_timing() {
         file.text().await.unwrap().lines().count(),
         1 + cast::events(&events).count()
     );
-    let added = server
-        .admin(AdminRequest::UserAdd {
-            login: "bob".into(),
-            email: "bob@example.com".into(),
-            role: RoleView::User,
-            password: Secret("bob's long password".into()),
-        })
-        .await;
-    assert_eq!(added, AdminResponse::Done);
+    server.add_user("bob", RoleView::User).await;
     let bob = WebClient::new(&server);
     assert_eq!(
         bob.sign_in("bob", "bob's long password").await.status(),
@@ -221,7 +185,7 @@ async fn a_recording_made_while_the_server_is_away_arrives_whole_and_tampering_s
     let spool = desk.socket.with_extension("spool");
     assert!(std::fs::read_dir(&spool).unwrap().count() > 0, "spooled");
     let server = paused.resume().await;
-    let recording = ended(&server.data_dir()).await;
+    let recording = server.ended_recording().await;
     let (_, events) = cast_of(&server.data_dir(), recording.id).await;
     assert_eq!(output(&events).as_bytes(), shown.as_slice());
     common::wait_until(Duration::from_secs(10), "an empty spool", || async {
@@ -301,7 +265,7 @@ async fn an_agent_killed_mid_session_loses_nothing_it_acknowledged() {
     let (shown, status) = recorder.await.unwrap();
     assert_eq!(status, 0);
     let server = paused.resume().await;
-    let recording = ended(&server.data_dir()).await;
+    let recording = server.ended_recording().await;
     let (_, events) = cast_of(&server.data_dir(), recording.id).await;
     assert_eq!(output(&events).as_bytes(), shown.as_slice());
     assert!(
@@ -400,7 +364,7 @@ async fn a_full_spool_leaves_output_out_marks_the_recording_and_says_so() {
         String::from_utf8_lossy(&shown).contains("19999"),
         "the terminal lost nothing"
     );
-    let recording = ended(&server.data_dir()).await;
+    let recording = server.ended_recording().await;
     assert!(recording.incomplete, "{recording:?}");
     let (_, events) = cast_of(&server.data_dir(), recording.id).await;
     let kept = output(&events);
@@ -452,7 +416,7 @@ async fn a_server_killed_mid_session_loses_nothing_it_acknowledged() {
     let server = ServerProcess::start(dir.path(), &addr.to_string());
     let (shown, status) = recorder.await.unwrap();
     assert_eq!(status, 0);
-    let recording = ended(&data).await;
+    let recording = ended_recording(&data).await;
     let (_, events) = cast_of(&data, recording.id).await;
     assert_eq!(output(&events).as_bytes(), shown.as_slice());
     assert_eq!(intact(&data, recording.id).await, None);

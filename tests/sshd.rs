@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::agent::Desk;
 use common::server::TestServer;
 use common::system::{self, Account, PamService};
-use otpgate_protocol::admin::{AdminRequest, AdminResponse, PageRequest};
+use otpgate_protocol::admin::{AdminRequest, AdminResponse};
 
 /// Answers ssh's prompts: the email address, then the OTP.
 const CLIENT: &str = r#"
@@ -341,19 +341,7 @@ async fn a_forced_recorder_records_the_ssh_session_tied_to_its_client_session() 
 
     // On the server: the recording, of that person, tied to the client
     // session of the OTP login.
-    let list = AdminRequest::RecordingsList {
-        session: None,
-        page: PageRequest::default(),
-    };
-    common::wait_until(Duration::from_secs(30), "the recording", || async {
-        matches!(server.admin(list.clone()).await,
-            AdminResponse::Recordings(page) if page.items.iter().any(|r| r.ended.is_some()))
-    })
-    .await;
-    let AdminResponse::Recordings(page) = server.admin(list).await else {
-        panic!("recordings");
-    };
-    let recording = &page.items[0];
+    let recording = &server.ended_recording().await;
     let session = server.sessions(true).await.remove(0);
     assert_eq!(recording.os_user, account.name);
     assert_eq!(

@@ -10,7 +10,7 @@ use common::agent::Desk;
 use common::server::TestServer;
 use common::web::WebClient;
 use otpgate_protocol::admin::{AdminRequest, AdminResponse, OptionsView, RoleView};
-use otpgate_protocol::login::{LoginRequest, RequestMode, Secret};
+use otpgate_protocol::login::{LoginRequest, RequestMode};
 
 /// An access request from the desk's person; its id.
 async fn request_access(server: &TestServer, desk: &Desk, email: &str) -> u64 {
@@ -31,18 +31,6 @@ async fn request_access(server: &TestServer, desk: &Desk, email: &str) -> u64 {
         .find(|r| r.email == email)
         .unwrap()
         .id
-}
-
-async fn add_user(server: &TestServer, login: &str, role: RoleView) {
-    let added = server
-        .admin(AdminRequest::UserAdd {
-            login: login.into(),
-            email: format!("{login}@example.com"),
-            role,
-            password: Secret(format!("{login}'s long password")),
-        })
-        .await;
-    assert_eq!(added, AdminResponse::Done);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -150,8 +138,8 @@ async fn pages_need_a_session_and_changes_need_its_token_from_this_site() {
 async fn approvers_decide_what_is_theirs_and_text_stays_text() {
     let server = TestServer::start().await;
     let desk = server.desk("ws-1").await;
-    add_user(&server, "bob", RoleView::User).await;
-    add_user(&server, "carol", RoleView::User).await;
+    server.add_user("bob", RoleView::User).await;
+    server.add_user("carol", RoleView::User).await;
     let set = server
         .admin(AdminRequest::ClientSet {
             computer: "ws-1".into(),
@@ -292,7 +280,7 @@ async fn administrators_manage_settings_users_otps_audit_and_mail() {
     let server = TestServer::start().await;
     let desk = server.desk("ws-1").await;
     let password = server.admin_password().await;
-    add_user(&server, "bob", RoleView::User).await;
+    server.add_user("bob", RoleView::User).await;
 
     // Not for users.
     let bob = WebClient::new(&server);

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -17,8 +18,8 @@ use otpgate::tls::pki;
 use otpgate::unix;
 use otpgate_actors::{Clock, Computers, SledStore, Store, SystemClock};
 use otpgate_protocol::admin::{
-    AdminRequest, AdminResponse, AuditView, ListFilter, PageRequest, RequestView, SessionView,
-    SettingsPatch, SettingsView,
+    AdminRequest, AdminResponse, AuditView, ListFilter, PageRequest, RecordingView, RequestView,
+    RoleView, SessionView, SettingsPatch, SettingsView,
 };
 use otpgate_protocol::login::Secret;
 
@@ -182,6 +183,26 @@ impl TestServer {
         tokio::task::spawn_blocking(move || command.output().unwrap())
             .await
             .unwrap()
+    }
+
+    /// Adds internal user `login` (`login@example.com`, password
+    /// "`login`'s long password") with `role`.
+    pub async fn add_user(&self, login: &str, role: RoleView) {
+        let added = self
+            .admin(AdminRequest::UserAdd {
+                login: login.into(),
+                email: format!("{login}@example.com"),
+                role,
+                password: Secret(format!("{login}'s long password")),
+            })
+            .await;
+        assert_eq!(added, AdminResponse::Done);
+    }
+
+    /// Waits until the server holds a terminal recording that has ended; the
+    /// newest such.
+    pub async fn ended_recording(&self) -> RecordingView {
+        ended_recording(&self.data_dir()).await
     }
 
     /// Asks the running server's admin socket.
@@ -351,6 +372,35 @@ impl Paused {
     pub async fn resume(self) -> TestServer {
         TestServer::open(self.data, &self.addr.to_string(), self.clock, self.extra).await
     }
+}
+
+/// The terminal recordings the server on data folder `data` holds, newest
+/// first.
+pub async fn recordings(data: &Path) -> Vec<RecordingView> {
+    let list = AdminRequest::RecordingsList {
+        session: None,
+        page: PageRequest::default(),
+    };
+    match admin_ask(data, list).await {
+        AdminResponse::Recordings(page) => page.items,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Waits until the server on data folder `data` holds a recording that has
+/// ended; the newest such.
+pub async fn ended_recording(data: &Path) -> RecordingView {
+    let ended = || async {
+        recordings(data)
+            .await
+            .into_iter()
+            .find(|r| r.ended.is_some())
+    };
+    super::wait_until(Duration::from_secs(30), "an ended recording", || async {
+        ended().await.is_some()
+    })
+    .await;
+    ended().await.unwrap()
 }
 
 /// Issues client computer `name`'s identity from the CA in `data_dir` into a

@@ -196,21 +196,45 @@ fn router(app: App) -> Router {
             get(manage::profile).post(manage::profile_password),
         )
         .route("/events", get(views::events))
-        .route("/static/app.css", get(views::stylesheet))
-        .route("/static/app.js", get(views::script))
+        .route(
+            "/static/app.css",
+            get(|| asset(CSS, include_str!("../../../static/app.css"))),
+        )
+        .route(
+            "/static/app.js",
+            get(|| asset(JS, include_str!("../../../static/app.js"))),
+        )
         .route("/recordings", get(recordings::search))
         .route("/recordings/{id}", get(recordings::play))
         .route("/recordings/{id}/cast", get(recordings::cast))
         .route(
             "/static/asciinema-player.js",
-            get(recordings::player_script),
+            get(|| {
+                asset(
+                    JS,
+                    include_str!("../../../static/vendor/asciinema-player/asciinema-player.min.js"),
+                )
+            }),
         )
         .route(
             "/static/asciinema-player.css",
-            get(recordings::player_style),
+            get(|| {
+                asset(
+                    CSS,
+                    include_str!("../../../static/vendor/asciinema-player/asciinema-player.css"),
+                )
+            }),
         )
         .layer(middleware::from_fn(guard))
         .with_state(app)
+}
+
+const CSS: &str = "text/css; charset=utf-8";
+const JS: &str = "text/javascript; charset=utf-8";
+
+/// A file of ours built into the binary, as `content_type`.
+async fn asset(content_type: &'static str, body: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
 /// Refuses state changes from other origins, and puts the security headers

@@ -231,19 +231,3 @@ pub async fn search(
         },
     )
 }
-
-pub async fn player_script() -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
-        include_str!("../../../static/vendor/asciinema-player/asciinema-player.min.js"),
-    )
-        .into_response()
-}
-
-pub async fn player_style() -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
-        include_str!("../../../static/vendor/asciinema-player/asciinema-player.css"),
-    )
-        .into_response()
-}

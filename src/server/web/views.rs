@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use askama::Template;
 use axum::extract::{Form, Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use futures_util::Stream;
@@ -619,20 +619,4 @@ pub async fn events(
         },
     );
     Sse::new(stream).keep_alive(KeepAlive::default())
-}
-
-pub async fn stylesheet() -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
-        include_str!("../../../static/app.css"),
-    )
-        .into_response()
-}
-
-pub async fn script() -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
-        include_str!("../../../static/app.js"),
-    )
-        .into_response()
 }

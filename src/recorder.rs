@@ -184,6 +184,7 @@ pub async fn run(mut config: RecorderConfig) -> Result<i32, RecordError> {
         .spawn(pts)
         .map_err(|e| failed(&e))?;
     let started = Instant::now();
+    hang_up_with_the_terminal(&child);
     let start = RecordingStart {
         width,
         height,
@@ -223,6 +224,9 @@ pub async fn run(mut config: RecorderConfig) -> Result<i32, RecordError> {
                 let _ = typed.send(Seen::Input(Instant::now(), buffer[..n].to_vec()));
             }
         }
+        // The person's side ended (`ssh host cmd < file`, a closed
+        // connection): the command reads an end of file too.
+        let _ = input.write_all(&[END_OF_FILE]);
     });
     // The command's end.
     let exited = seen.clone();
@@ -256,6 +260,34 @@ pub async fn run(mut config: RecorderConfig) -> Result<i32, RecordError> {
     drop(raw);
     recording.finish(&config.socket).await;
     Ok(status)
+}
+
+/// The terminal's end-of-file character (Ctrl-D).
+const END_OF_FILE: u8 = 0x04;
+
+/// When the person's terminal hangs up (a dropped SSH connection) or the
+/// recorder is asked to stop, the command's process group is hung up in
+/// turn, instead of the recorder dying with what it still holds: the command
+/// ends, and the recording is finished and handed over as usual.
+fn hang_up_with_the_terminal(child: &std::process::Child) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(group) = i32::try_from(child.id()) else {
+        return;
+    };
+    for kind in [SignalKind::hangup(), SignalKind::terminate()] {
+        let Ok(mut signals) = signal(kind) else {
+            continue;
+        };
+        tokio::spawn(async move {
+            while signals.recv().await.is_some() {
+                // The command leads a session of its own: its group is its pid.
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(group),
+                    nix::sys::signal::Signal::SIGHUP,
+                );
+            }
+        });
+    }
 }
 
 /// Milliseconds since the Unix epoch, now.

@@ -423,3 +423,22 @@ async fn a_server_killed_mid_session_loses_nothing_it_acknowledged() {
     desk.stop().await;
     drop(server);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminal_that_hangs_up_ends_the_command_and_the_recording_is_finished() {
+    let server = TestServer::start().await;
+    let desk = server.desk("ws-1").await;
+    let socket = desk.socket.clone();
+    let (_, status) = tokio::task::spawn_blocking(move || {
+        common::recorder::record_hung_up(&socket, &["/bin/sh", "-c", "echo before; sleep 60"])
+    })
+    .await
+    .unwrap();
+    // SIGHUP: 128 + 1.
+    assert_eq!(status, 129);
+    let recording = server.ended_recording().await;
+    assert_eq!(recording.status, Some(129));
+    let (_, events) = cast_of(&server.data_dir(), recording.id).await;
+    assert!(output(&events).contains("before"));
+    desk.stop().await;
+}

@@ -787,7 +787,7 @@ async fn respond(shared: &Shared, id: &ComputerId, request: Request) -> Response
             session,
             chunk,
         } => {
-            return record(shared, id, &os_user, session, &chunk)
+            return record(shared, id, &os_user, session, chunk)
                 .await
                 .unwrap_or_else(|err| {
                     warn!(error = %err, "a recording's chunk could not be stored");
@@ -816,7 +816,7 @@ async fn record(
     id: &ComputerId,
     os_user: &str,
     session: Option<u64>,
-    chunk: &RecordChunk,
+    chunk: RecordChunk,
 ) -> Result<Response, StoreError> {
     if !is_os_account(os_user) {
         return Ok(Response::Fail(ErrorCode::Malformed));
@@ -833,7 +833,25 @@ async fn record(
         _ => None,
     };
     let now = shared.clock.now();
-    let stored = shared.recordings.store(id, os_user, session, chunk, now)?;
+    let seq = chunk.seq;
+    // Deflating and hashing take a moment: off the async runtime.
+    let stored = {
+        let (recordings, id, os_user) = (
+            Arc::clone(&shared.recordings),
+            id.clone(),
+            os_user.to_owned(),
+        );
+        let storing = tokio::task::spawn_blocking(move || {
+            recordings.store(&id, &os_user, session, &chunk, now)
+        });
+        match storing.await {
+            Ok(stored) => stored?,
+            Err(err) => {
+                warn!(error = %err, "storing a recording's chunk stopped");
+                return Ok(Response::Fail(ErrorCode::Internal));
+            }
+        }
+    };
     Ok(match stored {
         Stored::Kept {
             id: recording,
@@ -856,11 +874,7 @@ async fn record(
             Response::Recorded
         }
         Stored::OutOfOrder { expected } => {
-            warn!(
-                expected,
-                got = chunk.seq,
-                "a recording's chunk out of order"
-            );
+            warn!(expected, got = seq, "a recording's chunk out of order");
             Response::Fail(ErrorCode::OutOfOrder)
         }
         Stored::Malformed => Response::Fail(ErrorCode::Malformed),

@@ -9,20 +9,31 @@ const OTPGATE: &str = env!("CARGO_BIN_EXE_otpgate");
 /// Runs `otpgate record` with `command` under a pseudo-terminal of its own,
 /// the way sshd would: what the terminal showed, and the exit status.
 pub fn record(socket: &Path, command: &[&str]) -> (Vec<u8>, i32) {
-    record_typing(socket, command, b"")
+    run(socket, &[], command, b"", false)
 }
 
 /// [`record`], with `typed` typed at the terminal a second in.
 pub fn record_typing(socket: &Path, command: &[&str], typed: &[u8]) -> (Vec<u8>, i32) {
-    run(socket, &[], command, typed)
+    run(socket, &[], command, typed, false)
 }
 
 /// [`record`], with the recorder's own `options`.
 pub fn record_with(socket: &Path, options: &[&str], command: &[&str]) -> (Vec<u8>, i32) {
-    run(socket, options, command, b"")
+    run(socket, options, command, b"", false)
 }
 
-fn run(socket: &Path, options: &[&str], command: &[&str], typed: &[u8]) -> (Vec<u8>, i32) {
+/// [`record`], the terminal hung up (SIGHUP to the recorder) a second in.
+pub fn record_hung_up(socket: &Path, command: &[&str]) -> (Vec<u8>, i32) {
+    run(socket, &[], command, b"", true)
+}
+
+fn run(
+    socket: &Path,
+    options: &[&str],
+    command: &[&str],
+    typed: &[u8],
+    hang_up: bool,
+) -> (Vec<u8>, i32) {
     let (mut pty, pts) = pty_process::blocking::open().unwrap();
     pty.resize(pty_process::Size::new(24, 80)).unwrap();
     let mut child = pty_process::blocking::Command::new(OTPGATE)
@@ -41,6 +52,13 @@ fn run(socket: &Path, options: &[&str], command: &[&str], typed: &[u8]) -> (Vec<
         std::thread::spawn(move || {
             std::thread::sleep(std::time::Duration::from_secs(1));
             let _ = std::io::Write::write_all(&mut keyboard, &typed);
+        });
+    }
+    if hang_up {
+        let recorder = nix::unistd::Pid::from_raw(child.id() as i32);
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            let _ = nix::sys::signal::kill(recorder, nix::sys::signal::Signal::SIGHUP);
         });
     }
     let mut shown = Vec::new();

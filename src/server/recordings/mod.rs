@@ -144,6 +144,10 @@ pub struct Hit {
 
 /// The recordings database.
 pub struct Recordings {
+    /// Held while a chunk is stored: a chunk sent again on a new connection
+    /// while the first is still being stored must find it (never two
+    /// recordings for one key, never two writers of one summary).
+    storing: std::sync::Mutex<()>,
     db: sled::Db,
     meta: sled::Tree,
     chunks: sled::Tree,
@@ -204,6 +208,7 @@ impl Recordings {
     pub fn open(path: &std::path::Path, seal: Arc<OtpKeys>) -> Result<Self, StoreError> {
         let db = sled::Config::new().path(path).open()?;
         Ok(Self {
+            storing: std::sync::Mutex::new(()),
             meta: db.open_tree(META)?,
             chunks: db.open_tree(CHUNKS)?,
             keys: db.open_tree(KEYS)?,
@@ -231,6 +236,7 @@ impl Recordings {
         if !chunk.is_well_formed() {
             return Ok(Stored::Malformed);
         }
+        let _storing = self.storing.lock().unwrap_or_else(|p| p.into_inner());
         let key = recording_key(computer, &chunk.recording);
         let known = match self.keys.get(&key)? {
             Some(id) => Some(self.get_by_bytes(&id)?),

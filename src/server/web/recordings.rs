@@ -48,6 +48,7 @@ impl From<&RecordingView> for RecordingRow {
 
 /// Recording `id`, if `signed` may see it; else the page that says no.
 async fn visible(app: &App, signed: &SignedIn, id: u64) -> Result<RecordingView, Response> {
+    // Read from past its last chunk: the summary alone.
     let read = AdminRequest::RecordingRead { id, from: u64::MAX };
     match admin::handle(&app.admin, &signed.operator(), read).await {
         Ok(AdminResponse::RecordingPart(part))

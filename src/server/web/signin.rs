@@ -14,6 +14,8 @@ use zeroize::Zeroizing;
 
 use otpgate_actors::audit::{Action, AuditEntry};
 
+use otpgate_actors::directory::is_directory_name;
+
 use crate::server::admin::{self, SignIn};
 
 use super::App;
@@ -82,7 +84,13 @@ pub async fn signin(
     } else {
         "/requests".to_owned()
     };
-    if !app.sessions.may_try(&login, peer.ip()) {
+    // One account, however it is spelled, shares one allowance.
+    let account = if is_directory_name(&login) {
+        app.admin.directory.canonical(&login)
+    } else {
+        login.clone()
+    };
+    if !app.sessions.may_try(&account, peer.ip()) {
         return signin_form(
             StatusCode::TOO_MANY_REQUESTS,
             next,

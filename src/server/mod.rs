@@ -42,14 +42,13 @@ use governor::{Quota, RateLimiter};
 use otpgate_actors::audit::{Action, AuditEntry};
 use otpgate_actors::directory::{Directory, Role, UserRecord};
 use otpgate_actors::mail::{MailTransport, Mailer, MailerArgs, MailerHandle, MailerMsg};
-use otpgate_actors::names::{is_host_name, is_os_account};
+use otpgate_actors::names::is_host_name;
 use otpgate_actors::otp::OtpKeys;
 use otpgate_actors::policy;
 use otpgate_actors::{
     AgentInfo, CallError, Clock, ComputerError, ComputerId, Computers, ConnectionId, Services,
     SledStore, Store, StoreError, SystemClock, Waiting,
 };
-use otpgate_protocol::record::RecordChunk;
 use otpgate_protocol::{
     AgentMessage, ErrorCode, Hello, MAX_IN_FLIGHT, Request, Response, ServerMessage, Welcome,
     negotiate,
@@ -67,7 +66,7 @@ use directory::{DirectoryFileError, StaticDirectory};
 use gate::Handshakes;
 use live::Live;
 use mail::{EmlDir, Sender, Smtp, SmtpSetupError};
-use recordings::{Recordings, Stored};
+use recordings::Recordings;
 
 /// How long shutdown waits for connections and actors to finish.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -787,12 +786,18 @@ async fn respond(shared: &Shared, id: &ComputerId, request: Request) -> Response
             session,
             chunk,
         } => {
-            return record(shared, id, &os_user, session, chunk)
-                .await
-                .unwrap_or_else(|err| {
-                    warn!(error = %err, "a recording's chunk could not be stored");
-                    Response::Fail(ErrorCode::Internal)
-                });
+            return recordings::receive(
+                &shared.recordings,
+                shared.store.as_ref(),
+                shared.clock.now(),
+                (id, &os_user, session),
+                chunk,
+            )
+            .await
+            .unwrap_or_else(|err| {
+                warn!(error = %err, "a recording's chunk could not be stored");
+                Response::Fail(ErrorCode::Internal)
+            });
         }
         Request::Login { os_user, request } => {
             let call = convert::login_call(request);
@@ -806,78 +811,6 @@ async fn respond(shared: &Shared, id: &ComputerId, request: Request) -> Response
     answer.unwrap_or_else(|err| {
         warn!(error = %err, "request failed");
         Response::Fail(code_for(&err))
-    })
-}
-
-/// Stores a chunk of a recording made on computer `id` for `os_user`, tied to
-/// client `session` if that is one of this computer's; answered once durable.
-async fn record(
-    shared: &Shared,
-    id: &ComputerId,
-    os_user: &str,
-    session: Option<u64>,
-    chunk: RecordChunk,
-) -> Result<Response, StoreError> {
-    if !is_os_account(os_user) {
-        return Ok(Response::Fail(ErrorCode::Malformed));
-    }
-    // Only a session of this computer, of this user: an agent speaks for its
-    // own computer alone.
-    let session = match session {
-        Some(session) if chunk.seq == 0 => shared
-            .store
-            .sessions_of(id)?
-            .iter()
-            .any(|s| s.id == session && s.os_user == os_user)
-            .then_some(session),
-        _ => None,
-    };
-    let now = shared.clock.now();
-    let seq = chunk.seq;
-    // Deflating and hashing take a moment: off the async runtime.
-    let stored = {
-        let (recordings, id, os_user) = (
-            Arc::clone(&shared.recordings),
-            id.clone(),
-            os_user.to_owned(),
-        );
-        let storing = tokio::task::spawn_blocking(move || {
-            recordings.store(&id, &os_user, session, &chunk, now)
-        });
-        match storing.await {
-            Ok(stored) => stored?,
-            Err(err) => {
-                warn!(error = %err, "storing a recording's chunk stopped");
-                return Ok(Response::Fail(ErrorCode::Internal));
-            }
-        }
-    };
-    Ok(match stored {
-        Stored::Kept {
-            id: recording,
-            first_loss,
-        } => {
-            if first_loss {
-                shared.store.append_audit(&AuditEntry {
-                    at: now,
-                    who: format!("{os_user}@{id}"),
-                    computer: Some(id.to_string()),
-                    action: Action::Record,
-                    outcome: format!(
-                        "recording {recording} incomplete: output was dropped on the client \
-                         computer (its buffer or spool was full)"
-                    ),
-                })?;
-                shared.store.flush().await?;
-            }
-            shared.recordings.flush().await?;
-            Response::Recorded
-        }
-        Stored::OutOfOrder { expected } => {
-            warn!(expected, got = seq, "a recording's chunk out of order");
-            Response::Fail(ErrorCode::OutOfOrder)
-        }
-        Stored::Malformed => Response::Fail(ErrorCode::Malformed),
     })
 }
 

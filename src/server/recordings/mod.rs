@@ -10,7 +10,7 @@
 //! seal: a chunk altered, removed or added, or a summary rewritten, is found.
 //! A chunk is taken only in order (the next number, or one already stored,
 //! which is acknowledged again), in one transaction with its summary; the
-//! caller flushes before acknowledging.
+//! caller flushes before acknowledging ([`receive`] does, for agents).
 
 use std::io::{Read, Write};
 use std::sync::Arc;
@@ -23,10 +23,14 @@ use serde::{Deserialize, Serialize};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
+use otpgate_actors::audit::{Action, AuditEntry};
+use otpgate_actors::names::is_os_account;
 use otpgate_actors::otp::OtpKeys;
 use otpgate_actors::store::{self, StoreError};
-use otpgate_actors::{ComputerId, Timestamp};
+use otpgate_actors::{ComputerId, Store, Timestamp};
 use otpgate_protocol::record::{RecordChunk, RecordingEnd, RecordingKey, RecordingStart};
+use otpgate_protocol::{ErrorCode, Response};
+use tracing::warn;
 
 use crate::cast;
 
@@ -460,6 +464,74 @@ impl Recordings {
         }
         Ok(removed)
     }
+}
+
+/// Takes a chunk that computer `computer`'s agent shipped, made for
+/// `os_user` in client `session` (kept only if it is that computer's session
+/// of that user: an agent speaks for its own computer alone), arrived at
+/// `now`; the answer, sent once the chunk is durable. A first loss of output
+/// goes to the audit log in `store`.
+pub async fn receive(
+    recordings: &Arc<Recordings>,
+    store: &dyn Store,
+    now: Timestamp,
+    (computer, os_user, session): (&ComputerId, &str, Option<u64>),
+    chunk: RecordChunk,
+) -> Result<Response, StoreError> {
+    if !is_os_account(os_user) {
+        return Ok(Response::Fail(ErrorCode::Malformed));
+    }
+    let session = match session {
+        Some(session) if chunk.seq == 0 => store
+            .sessions_of(computer)?
+            .iter()
+            .any(|s| s.id == session && s.os_user == os_user)
+            .then_some(session),
+        _ => None,
+    };
+    let seq = chunk.seq;
+    // Deflating and hashing take a moment: off the async runtime.
+    let storing = {
+        let (recordings, computer, os_user) =
+            (Arc::clone(recordings), computer.clone(), os_user.to_owned());
+        tokio::task::spawn_blocking(move || {
+            recordings.store(&computer, &os_user, session, &chunk, now)
+        })
+    };
+    let stored = match storing.await {
+        Ok(stored) => stored?,
+        Err(err) => {
+            warn!(error = %err, "storing a recording's chunk stopped");
+            return Ok(Response::Fail(ErrorCode::Internal));
+        }
+    };
+    Ok(match stored {
+        Stored::Kept {
+            id: recording,
+            first_loss,
+        } => {
+            if first_loss {
+                store.append_audit(&AuditEntry {
+                    at: now,
+                    who: format!("{os_user}@{computer}"),
+                    computer: Some(computer.to_string()),
+                    action: Action::Record,
+                    outcome: format!(
+                        "recording {recording} incomplete: output was dropped on the client \
+                         computer (its buffer or spool was full)"
+                    ),
+                })?;
+                store.flush().await?;
+            }
+            recordings.flush().await?;
+            Response::Recorded
+        }
+        Stored::OutOfOrder { expected } => {
+            warn!(expected, got = seq, "a recording's chunk out of order");
+            Response::Fail(ErrorCode::OutOfOrder)
+        }
+        Stored::Malformed => Response::Fail(ErrorCode::Malformed),
+    })
 }
 
 #[cfg(test)]

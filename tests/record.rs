@@ -288,7 +288,8 @@ async fn typed_input_is_recorded_only_where_the_options_say_so() {
         let (_, status) = tokio::task::spawn_blocking(move || {
             common::recorder::record_typing(
                 &socket,
-                &["/bin/sh", "-c", "read line; echo \"got $line\""],
+                &["/bin/sh", "-c", "echo ready; read line; echo \"got $line\""],
+                "ready",
                 b"typed words\n",
             )
         })
@@ -430,7 +431,11 @@ async fn a_terminal_that_hangs_up_ends_the_command_and_the_recording_is_finished
     let desk = server.desk("ws-1").await;
     let socket = desk.socket.clone();
     let (_, status) = tokio::task::spawn_blocking(move || {
-        common::recorder::record_hung_up(&socket, &["/bin/sh", "-c", "echo before; sleep 60"])
+        common::recorder::record_hung_up(
+            &socket,
+            &["/bin/sh", "-c", "echo before; sleep 60"],
+            "before",
+        )
     })
     .await
     .unwrap();

@@ -24,6 +24,7 @@ use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 use tokio::time::{sleep, timeout};
 
+use otpgate_actors::store;
 use otpgate_protocol::local::{LocalError, LocalRequest, LocalResponse};
 use otpgate_protocol::login::{LoginRequest, LoginResponse};
 use otpgate_protocol::record::{
@@ -544,7 +545,7 @@ impl Recording {
 /// Starts `otpgate record --deliver` on its own, fed `chunks` on its stdin.
 fn hand_to_deliverer(socket: &PathBuf, chunks: &[RecordChunk]) -> std::io::Result<()> {
     use std::os::unix::process::CommandExt;
-    let bytes = serde_json::to_vec(chunks).map_err(std::io::Error::other)?;
+    let bytes = store::encode(&chunks).map_err(std::io::Error::other)?;
     let mut deliverer = std::process::Command::new(std::env::current_exe()?)
         .arg("record")
         .arg("--socket")
@@ -567,7 +568,8 @@ fn hand_to_deliverer(socket: &PathBuf, chunks: &[RecordChunk]) -> std::io::Resul
 pub async fn deliver(socket: PathBuf) -> std::io::Result<()> {
     let mut bytes = Vec::new();
     std::io::stdin().read_to_end(&mut bytes)?;
-    let chunks: Vec<RecordChunk> = serde_json::from_slice(&bytes).map_err(std::io::Error::other)?;
+    let chunks: Vec<RecordChunk> =
+        store::decode("deliverer", &bytes).map_err(std::io::Error::other)?;
     let mut unsent: VecDeque<RecordChunk> = chunks.into();
     let deadline = Instant::now() + DELIVER_WITHIN;
     let mut agent: Option<AgentLink> = None;

@@ -20,10 +20,14 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use otpgate_actors::store;
 use otpgate_protocol::record::RecordChunk;
 use otpgate_protocol::{ErrorCode, Request, Response};
 
 use crate::agent::link::Link;
+
+/// What a spooled file is called in errors.
+const SPOOL: &str = "spool";
 
 /// Where the agent spools recordings by default.
 pub const DEFAULT_SPOOL: &str = "/var/spool/otpgate";
@@ -69,6 +73,9 @@ impl Spool {
     /// what an earlier run left is kept, half-written files are removed.
     pub fn open(dir: &Path, limit: u64) -> std::io::Result<Self> {
         crate::files::create_private_dir(dir)?;
+        if let Some(had) = crate::files::tighten(dir, 0o700)? {
+            warn!(path = %dir.display(), had = format_args!("{had:o}"), "others could read the spool; tightened");
+        }
         let mut used = 0;
         for entry in std::fs::read_dir(dir)? {
             let entry = entry?;
@@ -110,7 +117,7 @@ impl Spool {
         if path.exists() {
             return Ok(());
         }
-        let bytes = serde_json::to_vec(&Spooled {
+        let bytes = store::encode(&Spooled {
             os_user: os_user.to_owned(),
             session,
             chunk,
@@ -188,7 +195,7 @@ impl Spool {
         for path in files {
             let spooled: Spooled = match std::fs::read(&path)
                 .map_err(|err| err.to_string())
-                .and_then(|bytes| serde_json::from_slice(&bytes).map_err(|err| err.to_string()))
+                .and_then(|bytes| store::decode(SPOOL, &bytes).map_err(|err| err.to_string()))
             {
                 Ok(spooled) => spooled,
                 Err(err) => {
@@ -287,7 +294,10 @@ mod tests {
         assert!(!folder.join("x.tmp").exists());
         assert!(used > 0);
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&folder).unwrap().permissions().mode();
-        assert_eq!(mode & 0o077, 0, "root's only");
+        let mode = || std::fs::metadata(&folder).unwrap().permissions().mode();
+        assert_eq!(mode() & 0o077, 0, "root's only");
+        std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o755)).unwrap();
+        Spool::open(&folder, 1_000).unwrap();
+        assert_eq!(mode() & 0o077, 0, "made root's only again");
     }
 }

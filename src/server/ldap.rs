@@ -5,9 +5,10 @@
 //! Every value put into the search filter is escaped (RFC 4515), so a name
 //! with `*`, `(`, `)`, `\` or NUL cannot widen the search. An account that is
 //! disabled (`userAccountControl` bit 2), has no mail, or is not found (or not
-//! found once) has no email, alike. One connection is kept and shared (the
-//! handle multiplexes); a failed one is dropped and the next lookup connects
-//! again, so a directory that comes back is used without a restart. Every
+//! found once) has no email, alike. A small pool of connections is kept,
+//! lookups taking them in turn (each handle multiplexes); after a failure the
+//! pool is emptied and the next lookups connect again, so a directory that
+//! comes back is used without a restart. Every
 //! lookup is bounded by the timeout; answers are kept for a short while.
 
 use std::collections::{HashMap, HashSet};
@@ -70,8 +71,10 @@ pub struct LdapDirectory {
     config: LdapConfig,
     domains: Domains,
     tls: Arc<ClientConfig>,
-    /// The connection in use, if one is open.
-    connection: tokio::sync::Mutex<Option<Ldap>>,
+    /// The pool: each slot's connection, if one is open.
+    connections: Vec<tokio::sync::Mutex<Option<Ldap>>>,
+    /// Which slot the next lookup takes.
+    next: std::sync::atomic::AtomicUsize,
     /// Answers by account (lower case), and until when they hold.
     cache: Mutex<HashMap<String, (Instant, Answer)>>,
     /// Whether the directory is Active Directory, once known.
@@ -114,9 +117,12 @@ impl LdapDirectory {
             .with_no_client_auth();
         Ok(Self {
             domains: Domains::new(config.domains.clone()),
+            connections: (0..config.pool_size.max(1))
+                .map(|_| tokio::sync::Mutex::default())
+                .collect(),
             config,
             tls: Arc::new(tls),
-            connection: tokio::sync::Mutex::default(),
+            next: std::sync::atomic::AtomicUsize::new(0),
             cache: Mutex::default(),
             active_directory: OnceLock::new(),
         })
@@ -155,9 +161,11 @@ impl LdapDirectory {
             .set_conn_timeout(self.config.timeout)
     }
 
-    /// The open connection, or a new one bound as the server's account.
+    /// The next slot's open connection, or a new one bound as the server's
+    /// account.
     async fn connection(&self) -> Result<Ldap, ldap3::LdapError> {
-        let mut open = self.connection.lock().await;
+        let slot = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut open = self.connections[slot % self.connections.len()].lock().await;
         if let Some(ldap) = open.as_mut()
             && !ldap.is_closed()
         {
@@ -499,8 +507,12 @@ impl LdapDirectory {
         }
     }
 
+    /// Empties the pool after a failure: the next lookups connect afresh
+    /// (to a directory that may have come back).
     async fn drop_connection(&self) {
-        self.connection.lock().await.take();
+        for slot in &self.connections {
+            slot.lock().await.take();
+        }
     }
 }
 
@@ -607,6 +619,7 @@ mod tests {
             mail_attribute: "mail".into(),
             timeout: Duration::from_secs(1),
             cache: Duration::from_secs(60),
+            pool_size: 2,
             domains: [("CORP".to_owned(), "corp.example.com".to_owned())].into(),
         })
         .unwrap()

@@ -23,6 +23,7 @@ pub(super) struct LdapFile {
     mail_attribute: Option<String>,
     timeout_secs: Option<u64>,
     cache_secs: Option<u64>,
+    pool_size: Option<usize>,
     #[serde(default)]
     domains: std::collections::HashMap<String, String>,
 }
@@ -34,6 +35,10 @@ pub const DEFAULT_LDAP_FILTER: &str =
 pub const DEFAULT_LDAP_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a directory answer is kept by default.
 pub const DEFAULT_LDAP_CACHE: Duration = Duration::from_secs(60);
+/// How many connections to the directory are kept by default.
+pub const DEFAULT_LDAP_POOL: usize = 2;
+/// The most connections to the directory that may be kept.
+const MAX_LDAP_POOL: usize = 16;
 
 /// The LDAP directory's settings.
 #[derive(Debug, Clone)]
@@ -59,6 +64,9 @@ pub struct LdapConfig {
     pub timeout: Duration,
     /// How long an answer is kept.
     pub cache: Duration,
+    /// How many connections are kept (lookups take them in turn; each one
+    /// multiplexes).
+    pub pool_size: usize,
     /// NetBIOS domain to realm.
     pub domains: std::collections::HashMap<String, String>,
 }
@@ -109,7 +117,14 @@ impl LdapFile {
         if !filter.contains("{name}") && !filter.contains("{upn}") {
             return Err(invalid("the filter must use {name} or {upn}".into()));
         }
+        let pool_size = self.pool_size.unwrap_or(DEFAULT_LDAP_POOL);
+        if !(1..=MAX_LDAP_POOL).contains(&pool_size) {
+            return Err(invalid(format!(
+                "pool_size must be between 1 and {MAX_LDAP_POOL}"
+            )));
+        }
         Ok(LdapConfig {
+            pool_size,
             url: self.url,
             starttls,
             bind_dn: self.bind_dn,
@@ -149,6 +164,11 @@ mod tests {
         );
         assert!(!starttls("ldap://127.0.0.1:3389"));
         assert!(!starttls("ldap://[::1]:3389/"));
+        let pool = |extra: &str| {
+            let extra = format!("{with_password}\n{extra}");
+            ldap("ldaps://dc1", &extra).unwrap().ldap.unwrap().pool_size
+        };
+        assert_eq!((pool(""), pool("pool_size = 4")), (2, 4));
         for (url, extra) in [
             ("http://dc1", with_password),
             ("ldaps://", with_password),
@@ -162,6 +182,8 @@ mod tests {
                 "ldaps://dc1",
                 "password_env = \"PATH\"\nca_file = \"/nonexistent/ca.pem\"",
             ),
+            ("ldaps://dc1", "password_env = \"PATH\"\npool_size = 0"),
+            ("ldaps://dc1", "password_env = \"PATH\"\npool_size = 17"),
         ] {
             assert!(ldap(url, extra).is_err(), "{url} {extra}");
         }

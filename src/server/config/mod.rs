@@ -34,6 +34,7 @@
 //! mail_attribute = "mail"
 //! timeout_secs = 5
 //! cache_secs = 60
+//! pool_size = 2              # connections kept, taken in turn
 //! [ldap.domains]              # NetBIOS domain = realm: CORP\alice is alice@corp.example.com
 //! CORP = "corp.example.com"
 //!

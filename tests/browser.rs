@@ -41,6 +41,17 @@ async fn text_of(driver: &WebDriver, by: By) -> String {
     }
 }
 
+/// Clicks the element `css` finds.
+async fn click(driver: &WebDriver, css: &str) {
+    driver
+        .find(By::Css(css))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
 async fn sign_in(driver: &WebDriver, password: &str) {
     driver
         .find(By::Id("login"))
@@ -56,13 +67,7 @@ async fn sign_in(driver: &WebDriver, password: &str) {
         .send_keys(password)
         .await
         .unwrap();
-    driver
-        .find(By::Css("form button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(driver, "form button[type=submit]").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -121,13 +126,7 @@ async fn an_approver_signs_in_decides_and_follows_a_mail_link() {
         .send_keys("welcome back")
         .await
         .unwrap();
-    driver
-        .find(By::Css("#pending-list button.approve"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(driver, "#pending-list button.approve").await;
     wait_for(driver, "the approval's notice", || async {
         text_of(driver, By::Css("p.notice"))
             .await
@@ -154,13 +153,7 @@ async fn an_approver_signs_in_decides_and_follows_a_mail_link() {
             .contains("mallory@example.com")
     })
     .await;
-    driver
-        .find(By::Css("#pending-list button.deny"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(driver, "#pending-list button.deny").await;
     wait_for(driver, "the denial's notice", || async {
         text_of(driver, By::Css("p.notice"))
             .await
@@ -205,13 +198,7 @@ async fn an_approver_signs_in_decides_and_follows_a_mail_link() {
     expiration.clear().await.unwrap();
     expiration.send_keys("10").await.unwrap();
     browser.shot("settings").await;
-    driver
-        .find(By::Css("main form button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(driver, "main form button[type=submit]").await;
     wait_for(driver, "the settings saved", || async {
         text_of(driver, By::Css("p.notice")).await.contains("saved")
     })
@@ -219,13 +206,7 @@ async fn an_approver_signs_in_decides_and_follows_a_mail_link() {
 
     // Signed out, an Approve link from the mail goes through sign-in to the
     // confirmation, and the confirmation decides.
-    driver
-        .find(By::Css("form.signout button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(driver, "form.signout button").await;
     wait_for(driver, "the sign-in page", || async {
         text_of(driver, By::Tag("h1")).await == "Sign in"
     })
@@ -274,13 +255,7 @@ async fn an_approver_signs_in_decides_and_follows_a_mail_link() {
     })
     .await;
     browser.shot("link-confirm").await;
-    driver
-        .find(By::Css("button.approve"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(driver, "button.approve").await;
     wait_for(driver, "the link's approval", || async {
         text_of(driver, By::Css("p.notice"))
             .await
@@ -340,13 +315,7 @@ async fn a_recording_plays_in_the_browser_and_its_text_is_found() {
     })
     .await;
     browser.shot("recordings-search").await;
-    driver
-        .find(By::Css("main table a"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(driver, "main table a").await;
     wait_for(driver, "the player at the moment", || async {
         text_of(driver, By::Id("player"))
             .await

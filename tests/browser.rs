@@ -34,6 +34,14 @@ where
     panic!("timed out waiting until {what} at {url}:\n{page}");
 }
 
+/// Waits until the element `by` finds shows `text`, as [`wait_for`].
+async fn wait_for_text(driver: &WebDriver, what: &str, by: By, text: &str) {
+    wait_for(driver, what, || async {
+        text_of(driver, by.clone()).await.contains(text)
+    })
+    .await;
+}
+
 async fn text_of(driver: &WebDriver, by: By) -> String {
     match driver.find(by).await {
         Ok(element) => element.text().await.unwrap_or_default(),
@@ -110,11 +118,12 @@ async fn an_approver_signs_in_decides_and_follows_a_mail_link() {
         text_of(driver, By::Id("pending")).await == "1"
     })
     .await;
-    wait_for(driver, "the live list", || async {
-        text_of(driver, By::Id("pending-list"))
-            .await
-            .contains("alice@example.com")
-    })
+    wait_for_text(
+        driver,
+        "the live list",
+        By::Id("pending-list"),
+        "alice@example.com",
+    )
     .await;
     browser.shot("requests-pending").await;
 
@@ -127,11 +136,12 @@ async fn an_approver_signs_in_decides_and_follows_a_mail_link() {
         .await
         .unwrap();
     click(driver, "#pending-list button.approve").await;
-    wait_for(driver, "the approval's notice", || async {
-        text_of(driver, By::Css("p.notice"))
-            .await
-            .contains("approved")
-    })
+    wait_for_text(
+        driver,
+        "the approval's notice",
+        By::Css("p.notice"),
+        "approved",
+    )
     .await;
     let code = server.codes_for("alice@example.com", 1).await.remove(0);
     browser.shot("requests-decided").await;
@@ -147,19 +157,15 @@ async fn an_approver_signs_in_decides_and_follows_a_mail_link() {
         )))
         .await
         .unwrap();
-    wait_for(driver, "the second request", || async {
-        text_of(driver, By::Id("pending-list"))
-            .await
-            .contains("mallory@example.com")
-    })
+    wait_for_text(
+        driver,
+        "the second request",
+        By::Id("pending-list"),
+        "mallory@example.com",
+    )
     .await;
     click(driver, "#pending-list button.deny").await;
-    wait_for(driver, "the denial's notice", || async {
-        text_of(driver, By::Css("p.notice"))
-            .await
-            .contains("denied")
-    })
-    .await;
+    wait_for_text(driver, "the denial's notice", By::Css("p.notice"), "denied").await;
 
     // Alice logs in: Client Sessions shows her as `alice (alice@example.com)`.
     let verified = alice
@@ -174,11 +180,12 @@ async fn an_approver_signs_in_decides_and_follows_a_mail_link() {
         "{verified:?}"
     );
     driver.goto(format!("{site}/sessions")).await.unwrap();
-    wait_for(driver, "the session", || async {
-        text_of(driver, By::Tag("tbody"))
-            .await
-            .contains("alice (alice@example.com)")
-    })
+    wait_for_text(
+        driver,
+        "the session",
+        By::Tag("tbody"),
+        "alice (alice@example.com)",
+    )
     .await;
     browser.shot("sessions").await;
 
@@ -199,10 +206,7 @@ async fn an_approver_signs_in_decides_and_follows_a_mail_link() {
     expiration.send_keys("10").await.unwrap();
     browser.shot("settings").await;
     click(driver, "main form button[type=submit]").await;
-    wait_for(driver, "the settings saved", || async {
-        text_of(driver, By::Css("p.notice")).await.contains("saved")
-    })
-    .await;
+    wait_for_text(driver, "the settings saved", By::Css("p.notice"), "saved").await;
 
     // Signed out, an Approve link from the mail goes through sign-in to the
     // confirmation, and the confirmation decides.
@@ -256,11 +260,12 @@ async fn an_approver_signs_in_decides_and_follows_a_mail_link() {
     .await;
     browser.shot("link-confirm").await;
     click(driver, "button.approve").await;
-    wait_for(driver, "the link's approval", || async {
-        text_of(driver, By::Css("p.notice"))
-            .await
-            .contains("approved")
-    })
+    wait_for_text(
+        driver,
+        "the link's approval",
+        By::Css("p.notice"),
+        "approved",
+    )
     .await;
     assert!(server.requests(false).await.is_empty());
     browser.quit().await;
@@ -295,11 +300,12 @@ async fn a_recording_plays_in_the_browser_and_its_text_is_found() {
         .await
         .unwrap();
     sign_in(driver, &password).await;
-    wait_for(driver, "the player shows the recording", || async {
-        text_of(driver, By::Id("player"))
-            .await
-            .contains("shown in the browser")
-    })
+    wait_for_text(
+        driver,
+        "the player shows the recording",
+        By::Id("player"),
+        "shown in the browser",
+    )
     .await;
     browser.shot("recording").await;
 
@@ -308,19 +314,21 @@ async fn a_recording_plays_in_the_browser_and_its_text_is_found() {
         .goto(format!("{site}/recordings?q=IN+THE+BROWSER"))
         .await
         .unwrap();
-    wait_for(driver, "the search result", || async {
-        text_of(driver, By::Css("main table"))
-            .await
-            .contains("shown in the browser")
-    })
+    wait_for_text(
+        driver,
+        "the search result",
+        By::Css("main table"),
+        "shown in the browser",
+    )
     .await;
     browser.shot("recordings-search").await;
     click(driver, "main table a").await;
-    wait_for(driver, "the player at the moment", || async {
-        text_of(driver, By::Id("player"))
-            .await
-            .contains("shown in the browser")
-    })
+    wait_for_text(
+        driver,
+        "the player at the moment",
+        By::Id("player"),
+        "shown in the browser",
+    )
     .await;
     desk.stop().await;
     browser.quit().await;

@@ -13,7 +13,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Scope, SearchEntry, ldap_escape};
 use rustls::pki_types::CertificateDer;
@@ -76,7 +76,9 @@ pub struct LdapDirectory {
     /// Which slot the next lookup takes.
     next: std::sync::atomic::AtomicUsize,
     /// Answers by account (lower case), and until when they hold.
-    cache: Mutex<HashMap<String, (Instant, Answer)>>,
+    emails: Cache<Answer>,
+    /// Whom approver entries reach, by entry (lower case).
+    recipients: Cache<Option<Vec<Recipient>>>,
     /// Whether the directory is Active Directory, once known.
     active_directory: OnceLock<bool>,
 }
@@ -120,10 +122,11 @@ impl LdapDirectory {
             connections: (0..config.pool_size.max(1))
                 .map(|_| tokio::sync::Mutex::default())
                 .collect(),
+            emails: Cache::new(config.cache),
+            recipients: Cache::new(config.cache),
             config,
             tls: Arc::new(tls),
             next: std::sync::atomic::AtomicUsize::new(0),
-            cache: Mutex::default(),
             active_directory: OnceLock::new(),
         })
     }
@@ -453,29 +456,10 @@ impl LdapDirectory {
         }))
     }
 
-    fn cached(&self, key: &str) -> Option<Answer> {
-        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        cache
-            .get(key)
-            .filter(|(until, _)| Instant::now() < *until)
-            .map(|(_, answer)| answer.clone())
-    }
-
-    fn keep(&self, key: String, answer: &Answer) {
-        if self.config.cache.is_zero() {
-            return;
-        }
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.len() >= MAX_CACHED {
-            cache.clear();
-        }
-        cache.insert(key, (Instant::now() + self.config.cache, answer.clone()));
-    }
-
     /// Looks `account` up, within the timeout; an answer is kept a while.
     async fn lookup(&self, account: &str) -> Result<Answer, DirectoryError> {
         let key = account.trim().to_lowercase();
-        if let Some(answer) = self.cached(&key) {
+        if let Some(answer) = self.emails.get(&key) {
             return Ok(answer);
         }
         let found = self.bounded(self.search(account)).await?;
@@ -483,7 +467,19 @@ impl LdapDirectory {
         let answer = found
             .filter(|info| !info.disabled)
             .and_then(|info| info.email);
-        self.keep(key, &answer);
+        self.emails.keep(key, &answer);
+        Ok(answer)
+    }
+
+    /// [`Self::find_recipients`] within the timeout; an answer is kept a
+    /// while (every request to a computer with directory approvers asks).
+    async fn reach(&self, entry: &str) -> Result<Option<Vec<Recipient>>, DirectoryError> {
+        let key = entry.trim().to_lowercase();
+        if let Some(answer) = self.recipients.get(&key) {
+            return Ok(answer);
+        }
+        let answer = self.bounded(self.find_recipients(entry)).await?;
+        self.recipients.keep(key, &answer);
         Ok(answer)
     }
 
@@ -552,7 +548,43 @@ impl Directory for LdapDirectory {
     }
 
     fn recipients<'a>(&'a self, entry: &'a str) -> DirectoryFuture<'a, Option<Vec<Recipient>>> {
-        Box::pin(self.bounded(self.find_recipients(entry)))
+        Box::pin(self.reach(entry))
+    }
+}
+
+/// Answers kept a short while, by key; a time to live of zero keeps none.
+struct Cache<V> {
+    ttl: Duration,
+    entries: Mutex<HashMap<String, (Instant, V)>>,
+}
+
+impl<V: Clone> Cache<V> {
+    fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            entries: Mutex::default(),
+        }
+    }
+
+    /// The answer kept for `key`, if it still holds.
+    fn get(&self, key: &str) -> Option<V> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries
+            .get(key)
+            .filter(|(until, _)| Instant::now() < *until)
+            .map(|(_, value)| value.clone())
+    }
+
+    /// Keeps `value` for `key` for the time to live.
+    fn keep(&self, key: String, value: &V) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if entries.len() >= MAX_CACHED {
+            entries.clear();
+        }
+        entries.insert(key, (Instant::now() + self.ttl, value.clone()));
     }
 }
 
@@ -603,8 +635,6 @@ fn group_name(entry: &SearchEntry) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     fn directory(filter: &str) -> LdapDirectory {
@@ -643,5 +673,28 @@ mod tests {
         // A value cannot bring a placeholder of its own.
         let d = directory("(|(uid={name})(upn={upn}))");
         assert_eq!(d.filter("{upn}"), "(|(uid={upn})(upn={upn}))");
+    }
+
+    #[test]
+    fn answers_are_kept_for_their_time_to_live_only() {
+        let cache = Cache::new(Duration::from_secs(60));
+        assert_eq!(cache.get("corp\\bob"), None);
+        cache.keep("corp\\bob".into(), &Some(1));
+        assert_eq!(cache.get("corp\\bob"), Some(Some(1)));
+        cache
+            .entries
+            .lock()
+            .unwrap()
+            .get_mut("corp\\bob")
+            .unwrap()
+            .0 -= Duration::from_secs(61);
+        assert_eq!(cache.get("corp\\bob"), None, "expired");
+        let none = Cache::new(Duration::ZERO);
+        none.keep("corp\\bob".into(), &1);
+        assert_eq!(
+            none.get("corp\\bob"),
+            None,
+            "a time to live of zero keeps none"
+        );
     }
 }

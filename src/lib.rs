@@ -2,10 +2,11 @@
 //!
 //! This library is the daemon's programs, shared by the `otpgate` binary and the
 //! black-box tests, one folder each: the [`server`], the [`agent`], the command
-//! line ([`cli`]), the terminal [`recorder`] and the load generator ([`bench`]); beside them the few pieces
-//! they share: [`frames`] over any byte stream, local [`unix`] sockets, private
-//! [`files`], asciicast recordings ([`cast`]), and the PKI and TLS set-up both ends of the wire use ([`tls`]). The
-//! wire format lives in `otpgate_protocol` and the domain rules in
+//! line ([`cli`]), the terminal [`recorder`] and the load generator
+//! ([`bench`]); beside them the few pieces they share: [`frames`] over any byte
+//! stream, local [`unix`] sockets, private [`files`], asciicast recordings
+//! ([`cast`]), and the PKI and TLS set-up both ends of the wire use ([`tls`]).
+//! The wire format lives in `otpgate_protocol` and the domain rules in
 //! `otpgate_actors`.
 
 #![forbid(unsafe_code)]

@@ -1,5 +1,6 @@
 //! The web Management Tool in a real headless Chromium: what an approver does
-//! in a day, and a terminal recording played back and searched. Screenshots of the main pages go to `target/tmp/screenshots/`.
+//! in a day, and a terminal recording played back and searched. Screenshots
+//! of the main pages go to `target/tmp/screenshots/`.
 
 mod common;
 

@@ -16,7 +16,7 @@
 //! mail_from = "otpgate <otpgate@example.com>"
 //! admin_email = "it@example.com"                   # the first administrator's
 //! management_url = "https://otp.example.com:8443"  # for links in approvers' mail
-//! recording_retention_days = 90  # terminal recordings are removed this long after their last write
+//! recording_retention_days = 90  # recordings kept this long after their last write
 //!
 //! [web]                       # the Management Tool over HTTPS
 //! enabled = true

@@ -1,8 +1,9 @@
 //! Who is signed in to the web Management Tool: internal users with their
 //! password, directory people with theirs (checked by the directory; their
-//! groups read at sign-in), sessions held in memory behind a random cookie (`Secure`,
-//! `HttpOnly`, `SameSite=Strict`) with idle and absolute timeouts, a CSRF token
-//! per session, and sign-in throttled per account and per address.
+//! groups read at sign-in); sessions held in memory behind a random cookie
+//! (`Secure`, `HttpOnly`, `SameSite=Strict`) with idle and absolute timeouts,
+//! a CSRF token per session, and sign-in throttled per account and per
+//! address.
 //!
 //! A signed-in internal user is checked against the current users on every
 //! request: a removed, disabled or demoted user loses what they had at once. A

@@ -18,6 +18,8 @@ use otpgate::cast::{self, Kind};
 use otpgate_protocol::admin::{AdminRequest, AdminResponse, OptionsView, RoleView};
 
 const OTPGATE: &str = env!("CARGO_BIN_EXE_otpgate");
+/// Debian's asciinema (the test command installs it).
+const ASCIINEMA: &str = "/usr/bin/asciinema";
 
 /// Recording `id` as an asciicast file: its header and event lines.
 async fn cast_of(data: &Path, id: u64) -> (String, String) {
@@ -106,6 +108,21 @@ async fn a_recorded_shell_plays_back_byte_for_byte_with_its_timing() {
     let verified = server.admin_cli(&["recordings", "verify", &id]).await;
     assert!(verified.status.success());
     assert!(String::from_utf8_lossy(&verified.stdout).contains("intact"));
+    // asciinema itself plays the export: the same bytes the person saw.
+    if Path::new(ASCIINEMA).exists() {
+        let file = server.data.path().join("session.cast");
+        std::fs::write(&file, format!("{header_line}{events}")).unwrap();
+        // It wants a terminal of its own.
+        let (played, status) = tokio::task::spawn_blocking(move || {
+            common::recorder::on_raw_terminal(ASCIINEMA, &[Path::new("cat"), &file])
+        })
+        .await
+        .unwrap();
+        assert_eq!(status, 0, "{}", String::from_utf8_lossy(&played));
+        assert_eq!(played, shown);
+    } else {
+        eprintln!("asciinema not installed: its playback of the export not checked");
+    }
     // On the web: its file for an administrator, nothing for a user who
     // approves nothing on that computer.
     let password = server.admin_password().await;

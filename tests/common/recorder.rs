@@ -80,3 +80,27 @@ fn run(
     let status = child.wait().unwrap().code().unwrap_or(-1);
     (shown, status)
 }
+
+/// What `program` with `args` prints on a terminal of its own that passes
+/// its output through untouched (raw), and its exit status.
+pub fn on_raw_terminal(program: &str, args: &[&Path]) -> (Vec<u8>, i32) {
+    let (mut pty, pts) = pty_process::blocking::open().unwrap();
+    {
+        use std::os::fd::AsFd;
+        let fd = pts.as_fd();
+        let mut raw = rustix::termios::tcgetattr(fd).unwrap();
+        raw.make_raw();
+        rustix::termios::tcsetattr(fd, rustix::termios::OptionalActions::Now, &raw).unwrap();
+    }
+    let mut child = pty_process::blocking::Command::new(program)
+        .args(args)
+        .spawn(pts)
+        .unwrap();
+    let mut shown = Vec::new();
+    let mut buffer = [0; 4096];
+    while let Ok(n @ 1..) = pty.read(&mut buffer) {
+        shown.extend_from_slice(&buffer[..n]);
+    }
+    let status = child.wait().unwrap().code().unwrap_or(-1);
+    (shown, status)
+}

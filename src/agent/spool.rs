@@ -6,11 +6,13 @@
 //! agent loses nothing it acknowledged, and a server that is away only makes
 //! the spool grow.
 //!
-//! The spool is bounded: when a chunk would take it past its size, the chunk
-//! is refused (what is already spooled, the oldest, is kept); the recorder then
+//! The spool is bounded: when a chunk would take it past its size, or its OS
+//! user past half of it (one person's flood leaves room for the others), the
+//! chunk is refused (what is already spooled, the oldest, is kept); the recorder then
 //! holds it, and if its own buffer fills, drops output and marks the recording
 //! incomplete, which the server records in the audit log.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -28,6 +30,9 @@ use crate::agent::link::Link;
 
 /// What a spooled file is called in errors.
 const SPOOL: &str = "spool";
+/// No OS user may hold more than this share of the spool (a half): one
+/// person's flood leaves room for the others' recordings.
+const USER_SHARE: u64 = 2;
 
 /// Where the agent spools recordings by default.
 pub const DEFAULT_SPOOL: &str = "/var/spool/otpgate";
@@ -58,12 +63,32 @@ struct Spooled {
     chunk: RecordChunk,
 }
 
+/// Bytes in the spool's chunk files, in all and by OS user.
+#[derive(Default)]
+struct Usage {
+    total: u64,
+    by_user: HashMap<String, u64>,
+}
+
+impl Usage {
+    fn add(&mut self, os_user: &str, len: u64) {
+        self.total += len;
+        *self.by_user.entry(os_user.to_owned()).or_default() += len;
+    }
+
+    fn take(&mut self, os_user: Option<&str>, len: u64) {
+        self.total = self.total.saturating_sub(len);
+        if let Some(held) = os_user.and_then(|user| self.by_user.get_mut(user)) {
+            *held = held.saturating_sub(len);
+        }
+    }
+}
+
 /// The spool folder.
 pub struct Spool {
     dir: PathBuf,
     limit: u64,
-    /// Bytes in the folder's chunk files.
-    used: Mutex<u64>,
+    used: Mutex<Usage>,
     /// Wakes the shipper.
     queued: Notify,
 }
@@ -76,14 +101,19 @@ impl Spool {
         if let Some(had) = crate::files::tighten(dir, 0o700)? {
             warn!(path = %dir.display(), had = format_args!("{had:o}"), "others could read the spool; tightened");
         }
-        let mut used = 0;
+        let mut used = Usage::default();
         for entry in std::fs::read_dir(dir)? {
-            let entry = entry?;
-            let path = entry.path();
-            if path.extension().is_some_and(|e| e == CHUNK) {
-                used += entry.metadata()?.len();
-            } else {
-                let _ = std::fs::remove_file(&path);
+            let path = entry?.path();
+            let spooled = path
+                .extension()
+                .is_some_and(|e| e == CHUNK)
+                .then(|| read(&path).ok())
+                .flatten();
+            match spooled {
+                Some((spooled, len)) => used.add(&spooled.os_user, len),
+                None => {
+                    let _ = std::fs::remove_file(&path);
+                }
             }
         }
         Ok(Self {
@@ -94,7 +124,7 @@ impl Spool {
         })
     }
 
-    fn used(&self) -> std::sync::MutexGuard<'_, u64> {
+    fn used(&self) -> std::sync::MutexGuard<'_, Usage> {
         self.used.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -126,15 +156,16 @@ impl Spool {
         let len = bytes.len() as u64;
         {
             let mut used = self.used();
-            if *used + len > self.limit {
+            let theirs = used.by_user.get(os_user).copied().unwrap_or(0);
+            if used.total + len > self.limit || theirs + len > self.limit / USER_SHARE {
                 return Err(SpoolError::Full);
             }
-            *used += len;
+            used.add(os_user, len);
         }
         // Whole or not at all, and durable, before the recorder may forget it.
         let written = crate::files::write_private(&path, &bytes);
         if written.is_err() {
-            *self.used() -= len;
+            self.used().take(Some(os_user), len);
         }
         written?;
         self.queued.notify_one();
@@ -151,13 +182,11 @@ impl Spool {
         Ok(files)
     }
 
-    fn remove(&self, path: &Path) {
+    /// Removes chunk file `path`, of `os_user` if known.
+    fn remove(&self, path: &Path, os_user: Option<&str>) {
         let len = std::fs::metadata(path).map_or(0, |m| m.len());
         match std::fs::remove_file(path) {
-            Ok(()) => {
-                let mut used = self.used();
-                *used = used.saturating_sub(len);
-            }
+            Ok(()) => self.used().take(os_user, len),
             Err(err) => warn!(error = %err, path = %path.display(), "cannot remove a sent chunk"),
         }
     }
@@ -193,14 +222,11 @@ impl Spool {
         let mut held: Option<[u8; 16]> = None;
         let mut all = true;
         for path in files {
-            let spooled: Spooled = match std::fs::read(&path)
-                .map_err(|err| err.to_string())
-                .and_then(|bytes| store::decode(SPOOL, &bytes).map_err(|err| err.to_string()))
-            {
-                Ok(spooled) => spooled,
+            let spooled = match read(&path) {
+                Ok((spooled, _)) => spooled,
                 Err(err) => {
                     warn!(error = %err, path = %path.display(), "an unreadable spooled chunk, removed");
-                    self.remove(&path);
+                    self.remove(&path, None);
                     continue;
                 }
             };
@@ -209,6 +235,7 @@ impl Spool {
                 continue;
             }
             let recording = spooled.chunk.recording;
+            let os_user = spooled.os_user.clone();
             let request = Request::Record {
                 os_user: spooled.os_user,
                 session: spooled.session,
@@ -217,12 +244,12 @@ impl Spool {
             match link.call(request).await {
                 Ok(Response::Recorded) => {
                     debug!(path = %path.display(), "chunk delivered");
-                    self.remove(&path);
+                    self.remove(&path, Some(&os_user));
                 }
                 // It can never be taken: keeping it would hold back the rest.
                 Ok(Response::Fail(ErrorCode::Malformed)) => {
                     warn!(path = %path.display(), "the server refused a chunk as malformed; removed");
-                    self.remove(&path);
+                    self.remove(&path, Some(&os_user));
                 }
                 Ok(Response::Fail(ErrorCode::OutOfOrder)) => {
                     warn!(path = %path.display(), "the server wants earlier chunks first");
@@ -235,6 +262,13 @@ impl Spool {
         }
         all
     }
+}
+
+/// A spooled file, and its size.
+fn read(path: &Path) -> Result<(Spooled, u64), String> {
+    let bytes = std::fs::read(path).map_err(|err| err.to_string())?;
+    let spooled = store::decode(SPOOL, &bytes).map_err(|err| err.to_string())?;
+    Ok((spooled, bytes.len() as u64))
 }
 
 #[cfg(test)]
@@ -277,7 +311,6 @@ mod tests {
             ],
             "by recording, then by number; a chunk sent twice is kept once"
         );
-        let used = *spool.used();
         let mut seq = 0;
         while spool.put("alice", None, chunk(3, seq)).is_ok() {
             seq += 1;
@@ -286,13 +319,20 @@ mod tests {
             spool.put("alice", None, chunk(3, 999)),
             Err(SpoolError::Full)
         ));
-        assert!(*spool.used() <= 1_000);
-        // A half-written file is removed at the next start; the rest counted.
+        assert!(
+            spool.used().by_user["alice"] <= 500,
+            "at most half is one user's"
+        );
+        // Another user still has room.
+        spool.put("bob", None, chunk(4, 0)).unwrap();
+        assert!(spool.used().total <= 1_000);
+        // A half-written file is removed at the next start; the rest counted,
+        // each user's part too.
         std::fs::write(folder.join("x.tmp"), b"half").unwrap();
         let again = Spool::open(&folder, 1_000).unwrap();
-        assert_eq!(*again.used(), *spool.used());
+        assert_eq!(again.used().total, spool.used().total);
+        assert_eq!(again.used().by_user, spool.used().by_user);
         assert!(!folder.join("x.tmp").exists());
-        assert!(used > 0);
         use std::os::unix::fs::PermissionsExt;
         let mode = || std::fs::metadata(&folder).unwrap().permissions().mode();
         assert_eq!(mode() & 0o077, 0, "root's only");

@@ -43,12 +43,11 @@ fn run(
     socket: &Path,
     options: &[&str],
     command: &[&str],
-    mut when: Option<(&str, Act<'_>)>,
+    when: Option<(&str, Act<'_>)>,
 ) -> (Vec<u8>, i32) {
-    use std::io::Write;
-    let (mut pty, pts) = pty_process::blocking::open().unwrap();
+    let (pty, pts) = pty_process::blocking::open().unwrap();
     pty.resize(pty_process::Size::new(24, 80)).unwrap();
-    let mut child = pty_process::blocking::Command::new(OTPGATE)
+    let child = pty_process::blocking::Command::new(OTPGATE)
         .arg("record")
         .arg("--socket")
         .arg(socket)
@@ -57,9 +56,19 @@ fn run(
         .args(command)
         .spawn(pts)
         .unwrap();
+    watch(pty, child, when)
+}
+
+/// What the terminal of `pty` shows until `child` has exited and closed it
+/// (EIO), doing what `when` says once a text shows; and `child`'s status.
+fn watch(
+    mut pty: pty_process::blocking::Pty,
+    mut child: std::process::Child,
+    mut when: Option<(&str, Act<'_>)>,
+) -> (Vec<u8>, i32) {
+    use std::io::Write;
     let mut shown = Vec::new();
     let mut buffer = [0; 4096];
-    // EIO once the recorder has exited and closed the terminal.
     while let Ok(n @ 1..) = pty.read(&mut buffer) {
         shown.extend_from_slice(&buffer[..n]);
         let Some((text, _)) = &when else {
@@ -84,7 +93,7 @@ fn run(
 /// What `program` with `args` prints on a terminal of its own that passes
 /// its output through untouched (raw), and its exit status.
 pub fn on_raw_terminal(program: &str, args: &[&Path]) -> (Vec<u8>, i32) {
-    let (mut pty, pts) = pty_process::blocking::open().unwrap();
+    let (pty, pts) = pty_process::blocking::open().unwrap();
     {
         use std::os::fd::AsFd;
         let fd = pts.as_fd();
@@ -92,15 +101,9 @@ pub fn on_raw_terminal(program: &str, args: &[&Path]) -> (Vec<u8>, i32) {
         raw.make_raw();
         rustix::termios::tcsetattr(fd, rustix::termios::OptionalActions::Now, &raw).unwrap();
     }
-    let mut child = pty_process::blocking::Command::new(program)
+    let child = pty_process::blocking::Command::new(program)
         .args(args)
         .spawn(pts)
         .unwrap();
-    let mut shown = Vec::new();
-    let mut buffer = [0; 4096];
-    while let Ok(n @ 1..) = pty.read(&mut buffer) {
-        shown.extend_from_slice(&buffer[..n]);
-    }
-    let status = child.wait().unwrap().code().unwrap_or(-1);
-    (shown, status)
+    watch(pty, child, None)
 }

@@ -15,6 +15,7 @@ use otpgate_actors::{
     Clock, ComputerId, ComputerMsg, Computers, Services, SledStore, Store, SystemClock,
 };
 use otpgate_protocol::login::{LoginRequest, Secret};
+use otpgate_protocol::version::AGENT;
 use otpgate_protocol::{AgentMessage, Request};
 
 fn frames(c: &mut Criterion) {
@@ -29,12 +30,12 @@ fn frames(c: &mut Criterion) {
         },
     };
     let mut encoded = BytesMut::new();
-    otpgate_protocol::encode(&msg, &mut encoded).unwrap();
+    otpgate_protocol::encode(&msg, AGENT.newest, &mut encoded).unwrap();
     c.bench_function("frame/encode", |b| {
         let mut buf = BytesMut::with_capacity(256);
         b.iter(|| {
             buf.clear();
-            otpgate_protocol::encode(&msg, &mut buf).unwrap();
+            otpgate_protocol::encode(&msg, AGENT.newest, &mut buf).unwrap();
         })
     });
     c.bench_function("frame/decode", |b| {

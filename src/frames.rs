@@ -1,15 +1,14 @@
 //! Frames over any byte stream: [`FrameReader`] and [`FrameWriter`] wrap the two
 //! halves of a connection (TLS in production, an in-memory pipe in tests) and
-//! move whole messages with the codec of `otpgate_protocol::frame`.
+//! move whole messages with the codec of `otpgate_protocol::frame`, each in the
+//! version of its wire the caller names.
 
 use std::io;
 
 use bytes::BytesMut;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use otpgate_protocol::{ErrorCode, FrameError};
+use otpgate_protocol::{ErrorCode, Frame, FrameError, Message};
 
 /// Why a frame could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -68,13 +67,25 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
-    /// The next message. `Ok(None)` is a clean end of stream, between frames.
+    /// The next message, in whichever version of its wire it is written.
+    /// `Ok(None)` is a clean end of stream, between frames.
     ///
     /// Cancel-safe: bytes read before a cancellation stay buffered for the next call.
-    pub async fn read<M: DeserializeOwned>(&mut self) -> Result<Option<M>, ReadError> {
+    pub async fn read<M: Message>(&mut self) -> Result<Option<M>, ReadError> {
+        match self.read_frame().await? {
+            Some(frame) => Ok(Some(M::decode(&frame)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The next frame, its message not read yet: for a reader that answers
+    /// what it cannot read. `Ok(None)` is a clean end of stream.
+    ///
+    /// Cancel-safe, as [`FrameReader::read`].
+    pub async fn read_frame(&mut self) -> Result<Option<Frame>, ReadError> {
         loop {
-            if let Some(msg) = otpgate_protocol::decode(&mut self.buf)? {
-                return Ok(Some(msg));
+            if let Some(frame) = otpgate_protocol::frame::split(&mut self.buf)? {
+                return Ok(Some(frame));
             }
             if self.inner.read_buf(&mut self.buf).await? == 0 {
                 return if self.buf.is_empty() {
@@ -102,10 +113,10 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         }
     }
 
-    /// Writes `msg` as one frame and flushes it.
-    pub async fn write<M: Serialize>(&mut self, msg: &M) -> Result<(), WriteError> {
+    /// Writes `msg` as one frame of `version` and flushes it.
+    pub async fn write<M: Message>(&mut self, msg: &M, version: u8) -> Result<(), WriteError> {
         self.buf.clear();
-        otpgate_protocol::encode(msg, &mut self.buf)?;
+        msg.encode(version, &mut self.buf)?;
         self.inner.write_all(&self.buf).await?;
         self.inner.flush().await?;
         Ok(())
@@ -138,7 +149,7 @@ mod tests {
         let sent = msgs.clone();
         let send = tokio::spawn(async move {
             for msg in &sent {
-                writer.write(msg).await.unwrap();
+                writer.write(msg, 2).await.unwrap();
             }
             writer.shutdown().await.unwrap();
         });

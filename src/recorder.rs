@@ -20,7 +20,6 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 use tokio::time::{sleep, timeout};
 
@@ -32,7 +31,7 @@ use otpgate_protocol::record::{
 };
 
 use crate::cast::{self, Kind};
-use crate::frames::{FrameReader, FrameWriter};
+use crate::unix;
 
 /// How long events wait before they are sent as a chunk, at most.
 const CHUNK_EVERY: Duration = Duration::from_millis(500);
@@ -166,7 +165,7 @@ async fn input_wanted(socket: &Path) -> bool {
         request: LoginRequest::Status,
     };
     matches!(
-        timeout(AGENT_TIMEOUT, crate::unix::ask(socket, &status)).await,
+        timeout(AGENT_TIMEOUT, unix::ask(socket, &status)).await,
         Ok(Ok(LocalResponse::Login(LoginResponse::Status(state)))) if state.record_input
     )
 }
@@ -359,7 +358,7 @@ impl Recording {
     /// Takes events until the command has exited and its terminal has shown
     /// its last output (or a moment after the exit, when something it left
     /// running keeps the terminal open); the command's status.
-    async fn record(&mut self, mut events: mpsc::UnboundedReceiver<Seen>, socket: &PathBuf) -> i32 {
+    async fn record(&mut self, mut events: mpsc::UnboundedReceiver<Seen>, socket: &Path) -> i32 {
         let mut exit: Option<(i32, Instant)> = None;
         let mut closed = false;
         loop {
@@ -498,7 +497,7 @@ impl Recording {
     }
 
     /// Hands what is held to the agent, oldest first, while it takes them.
-    async fn send(&mut self, socket: &PathBuf) {
+    async fn send(&mut self, socket: &Path) {
         while let Some(chunk) = self.unsent.front() {
             let link = match self.agent.as_mut() {
                 Some(link) => link,
@@ -601,35 +600,22 @@ pub async fn deliver(socket: PathBuf) -> std::io::Result<()> {
 }
 
 /// A connection to the agent's socket.
-struct AgentLink {
-    reader: FrameReader<tokio::net::unix::OwnedReadHalf>,
-    writer: FrameWriter<tokio::net::unix::OwnedWriteHalf>,
-}
+struct AgentLink(unix::Client<LocalRequest, LocalResponse>);
 
 impl AgentLink {
-    async fn connect(socket: &PathBuf) -> Option<Self> {
-        let stream = timeout(AGENT_TIMEOUT, UnixStream::connect(socket))
-            .await
-            .ok()?
-            .ok()?;
-        let (read, write) = stream.into_split();
-        Some(Self {
-            reader: FrameReader::new(read),
-            writer: FrameWriter::new(write),
-        })
+    async fn connect(socket: &Path) -> Option<Self> {
+        let client = timeout(AGENT_TIMEOUT, unix::Client::connect(socket));
+        Some(Self(client.await.ok()?.ok()?))
     }
 
     /// Hands `chunk` over: done with it (`true`: taken, or refused as
     /// malformed, which it would always be), refused for now (`false`: the
     /// spool is full), or the connection failed (`None`).
     async fn hand(&mut self, chunk: RecordChunk) -> Option<bool> {
-        let exchange = async {
-            self.writer.write(&LocalRequest::Record(chunk)).await.ok()?;
-            self.reader.read::<LocalResponse>().await.ok()?
-        };
-        match timeout(AGENT_TIMEOUT, exchange).await.ok()? {
-            Some(LocalResponse::Done | LocalResponse::Fail(LocalError::Malformed)) => Some(true),
-            Some(LocalResponse::Fail(_)) => Some(false),
+        let request = LocalRequest::Record(chunk);
+        match timeout(AGENT_TIMEOUT, self.0.ask(&request)).await.ok()? {
+            Ok(LocalResponse::Done | LocalResponse::Fail(LocalError::Malformed)) => Some(true),
+            Ok(LocalResponse::Fail(_)) => Some(false),
             _ => None,
         }
     }

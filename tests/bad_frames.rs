@@ -19,6 +19,9 @@ use tokio::net::TcpStream;
 
 const WITHIN: Duration = Duration::from_secs(20);
 
+/// The version the test agents speak: the newest.
+const NEWEST: u8 = otpgate_protocol::version::AGENT.newest;
+
 fn hello(min_version: u16, max_version: u16) -> AgentMessage {
     AgentMessage::Hello(Hello {
         min_version,
@@ -34,8 +37,12 @@ async fn open(server: &TestServer, greet: bool) -> RawTls {
     let mut stream = connect_tls(config, server.addr).await.unwrap();
     if greet {
         let mut buf = bytes::BytesMut::new();
-        otpgate_protocol::encode(&hello(MIN_PROTOCOL_VERSION, MAX_PROTOCOL_VERSION), &mut buf)
-            .unwrap();
+        otpgate_protocol::encode(
+            &hello(MIN_PROTOCOL_VERSION, MAX_PROTOCOL_VERSION),
+            NEWEST,
+            &mut buf,
+        )
+        .unwrap();
         stream.write_all(&buf).await.unwrap();
         let mut reader = FrameReader::new(&mut stream);
         let welcome = reader.read::<ServerMessage>().await.unwrap();
@@ -134,7 +141,7 @@ async fn messages_out_of_place_close_the_connection_with_a_code() {
 
 async fn send(stream: &mut RawTls, msg: &AgentMessage) {
     let (_, write) = tokio::io::split(stream);
-    FrameWriter::new(write).write(msg).await.unwrap();
+    FrameWriter::new(write).write(msg, NEWEST).await.unwrap();
 }
 
 /// A small deterministic generator, so that a failure can be replayed.
@@ -225,7 +232,7 @@ async fn a_hello_with_a_host_name_that_breaks_its_rule_is_refused() {
             host_name: host_name.into(),
         });
         let mut writer = FrameWriter::new(&mut stream);
-        writer.write(&hello).await.unwrap();
+        writer.write(&hello, NEWEST).await.unwrap();
         expect_close(stream, ErrorCode::Malformed).await;
     }
     // A proper one is welcomed.
@@ -243,7 +250,7 @@ async fn one_identity_holds_a_few_connections_and_heartbeats_are_flood_controlle
     let mut extra = open(&server, false).await;
     let mut writer = FrameWriter::new(&mut extra);
     writer
-        .write(&hello(MIN_PROTOCOL_VERSION, MAX_PROTOCOL_VERSION))
+        .write(&hello(MIN_PROTOCOL_VERSION, MAX_PROTOCOL_VERSION), NEWEST)
         .await
         .unwrap();
     expect_close(extra, ErrorCode::TooManyConnections).await;
@@ -257,7 +264,7 @@ async fn one_identity_holds_a_few_connections_and_heartbeats_are_flood_controlle
             id,
             request: otpgate_protocol::Request::Heartbeat,
         };
-        otpgate_protocol::encode(&beat, &mut frames).unwrap();
+        otpgate_protocol::encode(&beat, NEWEST, &mut frames).unwrap();
     }
     flooding.write_all(&frames).await.unwrap();
     let mut reader = FrameReader::new(&mut flooding);
@@ -289,7 +296,7 @@ async fn one_identity_holds_a_few_connections_and_heartbeats_are_flood_controlle
         let mut stream = open(&server, false).await;
         let mut writer = FrameWriter::new(&mut stream);
         writer
-            .write(&hello(MIN_PROTOCOL_VERSION, MAX_PROTOCOL_VERSION))
+            .write(&hello(MIN_PROTOCOL_VERSION, MAX_PROTOCOL_VERSION), NEWEST)
             .await
             .unwrap();
         let mut reader = FrameReader::new(&mut stream);

@@ -39,6 +39,7 @@ fn seed(store: &dyn Store) {
             agent_version: "0.1.0".into(),
             group: None,
             options: Options::default(),
+            protocol: Some(2),
         };
         store.put_computer(&computer(i), &record).unwrap();
         store

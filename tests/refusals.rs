@@ -13,7 +13,8 @@ use common::server::{TestServer, issue};
 use otpgate::frames::{FrameReader, FrameWriter};
 use otpgate::tls::{self, pki};
 use otpgate_protocol::{
-    AgentMessage, Hello, MAX_PROTOCOL_VERSION, MIN_PROTOCOL_VERSION, ServerMessage,
+    AgentMessage, HANDSHAKE_VERSION, Hello, MAX_PROTOCOL_VERSION, MIN_PROTOCOL_VERSION,
+    ServerMessage,
 };
 use rustls::RootCertStore;
 
@@ -88,7 +89,9 @@ async fn hello_with(
         host_name: "test".into(),
     });
     // With TLS 1.3 a client learns of its rejection only when it next reads.
-    let _ = FrameWriter::new(write).write(&hello).await;
+    let _ = FrameWriter::new(write)
+        .write(&hello, HANDSHAKE_VERSION)
+        .await;
     let answer = tokio::time::timeout(WITHIN, FrameReader::new(read).read::<ServerMessage>())
         .await
         .expect("the server answers or closes");

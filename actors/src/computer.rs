@@ -242,6 +242,8 @@ pub struct AgentInfo {
     pub host_name: String,
     /// The agent's software version.
     pub agent_version: String,
+    /// The agent link version its connection speaks.
+    pub protocol: u8,
 }
 
 /// Why a [`ComputerActor`] could not do what it was asked.
@@ -328,6 +330,7 @@ impl Actor for ComputerActor {
                 agent_version: String::new(),
                 group: None,
                 options: Options::default(),
+                protocol: None,
             },
         };
         let mut logins = Logins {
@@ -382,6 +385,7 @@ impl Actor for ComputerActor {
                 state.sweep(&myself, false).await?;
                 state.record.host_name = info.host_name;
                 state.record.agent_version = info.agent_version;
+                state.record.protocol = Some(info.protocol);
                 // A new connection is recorded at once, whatever the last write.
                 state.last_saved = None;
                 let _ = reply.send(state.seen(conn));

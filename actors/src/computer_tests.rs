@@ -387,6 +387,7 @@ async fn heartbeats_write_last_seen_at_most_every_so_often() {
     let info = AgentInfo {
         host_name: "ws-1".into(),
         agent_version: "test".into(),
+        protocol: 2,
     };
     f.actor
         .call(
@@ -402,6 +403,11 @@ async fn heartbeats_write_last_seen_at_most_every_so_often() {
         .unwrap()
         .unwrap();
     let connected = f.clock.now();
+    let record = f.svc.store.computer(&f.id).unwrap().unwrap();
+    assert_eq!(
+        (record.agent_version.as_str(), record.protocol),
+        ("test", Some(2))
+    );
     let stored = || f.svc.store.computer(&f.id).unwrap().unwrap().last_seen;
     assert_eq!(stored(), connected);
     let slot = Waiting::default();

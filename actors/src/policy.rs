@@ -223,6 +223,7 @@ mod tests {
             agent_version: String::new(),
             group: Some("finance".into()),
             options: Options::default(),
+            protocol: None,
         };
         assert_eq!(now.effective(&record).approvers, ["bob"]);
 

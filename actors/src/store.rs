@@ -62,6 +62,9 @@ const USERS_V3: u8 = 3;
 /// The schema version of computers and groups since their options hold
 /// `record_input`; version 1 is read and upgraded.
 const OPTIONS_V2: u8 = 2;
+/// The schema version of computers since they hold their agent's protocol
+/// version; versions 1 and 2 are read and upgraded.
+const COMPUTERS_V3: u8 = 3;
 
 /// What the server remembers of one client computer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,6 +83,36 @@ pub struct ComputerRecord {
     pub group: Option<String>,
     /// Its own options, over its group's.
     pub options: Options,
+    /// The agent link version its agent last spoke, for the operator's eyes
+    /// (`None` before a connection recorded it).
+    pub protocol: Option<u8>,
+}
+
+/// A computer as stored before [`ComputerRecord::protocol`]; read and upgraded.
+#[derive(Deserialize)]
+struct ComputerRecordV2 {
+    first_seen: Timestamp,
+    connected_since: Option<Timestamp>,
+    last_seen: Timestamp,
+    host_name: String,
+    agent_version: String,
+    group: Option<String>,
+    options: Options,
+}
+
+impl From<ComputerRecordV2> for ComputerRecord {
+    fn from(old: ComputerRecordV2) -> Self {
+        Self {
+            first_seen: old.first_seen,
+            connected_since: old.connected_since,
+            last_seen: old.last_seen,
+            host_name: old.host_name,
+            agent_version: old.agent_version,
+            group: old.group,
+            options: old.options,
+            protocol: None,
+        }
+    }
 }
 
 /// A computer as stored before [`Options::record_input`]; read and upgraded.
@@ -96,7 +129,7 @@ struct ComputerRecordV1 {
 
 impl From<ComputerRecordV1> for ComputerRecord {
     fn from(old: ComputerRecordV1) -> Self {
-        Self {
+        ComputerRecordV2 {
             first_seen: old.first_seen,
             connected_since: old.connected_since,
             last_seen: old.last_seen,
@@ -105,6 +138,17 @@ impl From<ComputerRecordV1> for ComputerRecord {
             group: old.group,
             options: old.options.into(),
         }
+        .into()
+    }
+}
+
+/// A computer as stored in any schema, upgraded.
+fn computer_record(tree: &'static str, bytes: &[u8]) -> Result<ComputerRecord> {
+    match split_version(tree, bytes)? {
+        (COMPUTERS_V3, body) => decode_body(tree, body),
+        (OPTIONS_V2, body) => Ok(decode_body::<ComputerRecordV2>(tree, body)?.into()),
+        (SCHEMA_V1, body) => Ok(decode_body::<ComputerRecordV1>(tree, body)?.into()),
+        (version, _) => Err(StoreError::UnknownSchema { tree, version }),
     }
 }
 
@@ -495,14 +539,14 @@ impl Store for SledStore {
         self.computers
             .tree
             .get(id.as_str())?
-            .map(|bytes| upgrading::<ComputerRecord, ComputerRecordV1>(tree, &bytes))
+            .map(|bytes| computer_record(tree, &bytes))
             .transpose()
     }
 
     fn put_computer(&self, id: &ComputerId, record: &ComputerRecord) -> Result<()> {
         self.computers
             .tree
-            .insert(id.as_str(), encode_as(OPTIONS_V2, record)?)?;
+            .insert(id.as_str(), encode_as(COMPUTERS_V3, record)?)?;
         Ok(())
     }
 
@@ -528,7 +572,7 @@ impl Store for SledStore {
                 .ok()
                 .and_then(|name| name.parse().ok())
                 .ok_or(StoreError::BadKey { tree })?;
-            let record = upgrading::<ComputerRecord, ComputerRecordV1>(tree, &bytes)?;
+            let record = computer_record(tree, &bytes)?;
             Ok((key.to_vec(), (id, record)))
         }))
     }
@@ -770,8 +814,8 @@ fn split_version<'a>(tree: &'static str, bytes: &'a [u8]) -> Result<(u8, &'a [u8
     }
 }
 
-/// A computer or group of `tree`: as written now ([`OPTIONS_V2`]), or in its
-/// first schema (`Old`), upgraded.
+/// A group of `tree`: as written now ([`OPTIONS_V2`]), or in its first schema
+/// (`Old`), upgraded.
 fn upgrading<T: DeserializeOwned, Old: DeserializeOwned + Into<T>>(
     tree: &'static str,
     bytes: &[u8],
@@ -804,6 +848,7 @@ mod tests {
             agent_version: "0.1.0".into(),
             group: None,
             options: Options::default(),
+            protocol: Some(2),
         }
     }
 
@@ -1182,7 +1227,33 @@ mod tests {
             ..computer
         };
         store.put_computer(&ws, &recording_input).unwrap();
-        assert_eq!(store.computer(&ws).unwrap(), Some(recording_input));
+        assert_eq!(store.computer(&ws).unwrap(), Some(recording_input.clone()));
+
+        // Schema 2: without the agent's protocol version.
+        #[derive(Serialize)]
+        struct ComputerV2 {
+            first_seen: Timestamp,
+            connected_since: Option<Timestamp>,
+            last_seen: Timestamp,
+            host_name: String,
+            agent_version: String,
+            group: Option<String>,
+            options: Options,
+        }
+        let v2 = ComputerV2 {
+            first_seen: at,
+            connected_since: None,
+            last_seen: at,
+            host_name: "ws-1.corp".into(),
+            agent_version: "0.1.0".into(),
+            group: Some("lab".into()),
+            options: recording_input.options.clone(),
+        };
+        let bytes = encode_as(OPTIONS_V2, &v2).unwrap();
+        store.computers.tree.insert("ws-1", bytes).unwrap();
+        let upgraded = store.computer(&ws).unwrap().unwrap();
+        assert_eq!(upgraded, recording_input);
+        assert_eq!(upgraded.protocol, None);
     }
 
     #[test]

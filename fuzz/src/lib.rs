@@ -2,7 +2,10 @@
 //! well-formed frame, so that a message decoder, not the length check, runs.
 
 use bytes::{BufMut, BytesMut};
-use otpgate_protocol::frame::{FRAME_VERSION, MAX_FRAME_LEN};
+use otpgate_protocol::frame::MAX_FRAME_LEN;
+
+/// The version byte of the frames: the newest, which every wire speaks.
+const FRAME_VERSION: u8 = otpgate_protocol::version::AGENT.newest;
 
 /// `payload` (cut to what a frame holds) in a frame whose length says what
 /// follows.

@@ -1,6 +1,10 @@
 //! The module's side of the agent's socket: blocking std I/O, one request and
 //! its answer at a time, every read and write bounded by a timeout. No threads,
 //! no runtime: the module runs inside sshd, login, su.
+//!
+//! Requests are written in the newest version of the local wire this module
+//! speaks; an agent of an older release answers in its own, and the module
+//! connects again and asks again in that one (`Versions::fall_back`).
 
 use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -10,9 +14,10 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use zeroize::Zeroize;
 
+use otpgate_protocol::frame::split;
 use otpgate_protocol::local::{LocalRequest, LocalResponse};
 use otpgate_protocol::login::{LoginRequest, RequestMode};
-use otpgate_protocol::{FrameError, decode, encode};
+use otpgate_protocol::{Frame, FrameError, Message};
 
 /// Why the agent gave no answer.
 #[derive(Debug)]
@@ -48,6 +53,13 @@ impl From<FrameError> for AgentError {
 pub struct Agent {
     stream: UnixStream,
     buffer: BytesMut,
+    /// Where the agent's socket is, to connect again in an older version.
+    path: std::path::PathBuf,
+    timeout: Duration,
+    /// The version requests are written in.
+    version: u8,
+    /// Whether the agent has answered in `version`.
+    confirmed: bool,
 }
 
 impl Agent {
@@ -55,34 +67,73 @@ impl Agent {
     /// connect would wait as long as the agent's backlog stays full); every
     /// later read and write gives up after `timeout` too.
     pub fn connect(path: &Path, timeout: Duration) -> Result<Self, AgentError> {
-        let stream = connect_within(path, timeout)?;
-        stream.set_read_timeout(Some(timeout))?;
-        stream.set_write_timeout(Some(timeout))?;
-        Ok(Self {
+        Ok(Self::over(connect_within(path, timeout)?, path, timeout))
+    }
+
+    /// Asks over `stream`, a connection to `path`.
+    fn over(stream: UnixStream, path: &Path, timeout: Duration) -> Self {
+        Self {
             stream,
             buffer: BytesMut::with_capacity(1024),
-        })
+            path: path.to_owned(),
+            timeout,
+            version: LocalRequest::VERSIONS.newest,
+            confirmed: false,
+        }
     }
 
     /// Sends `request` and waits for its answer. The secrets it carries are
     /// wiped, in the request and in the bytes that carried them.
     pub fn ask(&mut self, mut request: LocalRequest) -> Result<LocalResponse, AgentError> {
-        let mut frame = BytesMut::new();
-        let encoded = encode(&request, &mut frame);
+        let answer = self.ask_in_turn(&request);
         wipe(&mut request);
+        answer
+    }
+
+    /// Asks `request` in our version, then, if the agent answers in an older
+    /// one, again in that.
+    fn ask_in_turn(&mut self, request: &LocalRequest) -> Result<LocalResponse, AgentError> {
+        loop {
+            let asked = self.version;
+            let frame = self.exchange(request)?;
+            let answered = frame.as_ref().map(|frame| frame.version);
+            let older = match answered {
+                None if self.confirmed => None,
+                answered => LocalRequest::VERSIONS.fall_back(asked, answered),
+            };
+            match (older, frame) {
+                (Some(older), _) => {
+                    self.version = older;
+                    self.stream = connect_within(&self.path, self.timeout)?;
+                    self.buffer.clear();
+                }
+                (None, Some(frame)) => {
+                    self.confirmed = true;
+                    return Ok(LocalResponse::decode(&frame)?);
+                }
+                (None, None) => return Err(AgentError::Io(io::ErrorKind::UnexpectedEof.into())),
+            }
+        }
+    }
+
+    /// Writes `request` in our version and reads the frame that answers it;
+    /// `None` when the agent closed the connection first.
+    fn exchange(&mut self, request: &LocalRequest) -> Result<Option<Frame>, AgentError> {
+        let mut frame = BytesMut::new();
+        let encoded = request.encode(self.version, &mut frame);
         let sent = encoded
             .map_err(AgentError::from)
             .and_then(|()| Ok(self.stream.write_all(&frame)?));
         frame.zeroize();
         sent?;
         loop {
-            if let Some(response) = decode::<LocalResponse>(&mut self.buffer)? {
-                return Ok(response);
+            if let Some(frame) = split(&mut self.buffer)? {
+                return Ok(Some(frame));
             }
             let mut chunk = [0u8; 4096];
             let read = self.stream.read(&mut chunk)?;
             if read == 0 {
-                return Err(AgentError::Io(io::ErrorKind::UnexpectedEof.into()));
+                return Ok(None);
             }
             self.buffer.extend_from_slice(&chunk[..read]);
         }
@@ -110,6 +161,8 @@ fn connect_within(path: &Path, timeout: Duration) -> io::Result<UnixStream> {
             Ok(()) => {
                 let stream = UnixStream::from(fd);
                 stream.set_nonblocking(false)?;
+                stream.set_read_timeout(Some(timeout))?;
+                stream.set_write_timeout(Some(timeout))?;
                 return Ok(stream);
             }
             // The agent's backlog is full: try again until the deadline.
@@ -138,31 +191,42 @@ mod tests {
     use otpgate_protocol::local::LocalError;
     use otpgate_protocol::login::Secret;
 
+    /// Reads one request off `stream`, as `(version, request)`.
+    fn read_request(stream: &mut UnixStream) -> Option<(u8, LocalRequest)> {
+        let mut buffer = BytesMut::new();
+        let mut chunk = [0u8; 256];
+        loop {
+            if let Some(frame) = split(&mut buffer).unwrap() {
+                return Some((frame.version, frame.decode().unwrap()));
+            }
+            let read = stream.read(&mut chunk).unwrap();
+            if read == 0 {
+                return None;
+            }
+            buffer.extend_from_slice(&chunk[..read]);
+        }
+    }
+
+    /// `response` as a frame of `version`.
+    fn answer(response: &LocalResponse, version: u8) -> BytesMut {
+        let mut frame = BytesMut::new();
+        response.encode(version, &mut frame).unwrap();
+        frame
+    }
+
     #[test]
     fn an_answer_comes_back_over_the_socket_in_pieces() {
         let (ours, theirs) = UnixStream::pair().unwrap();
         let agent_side = std::thread::spawn(move || {
             let mut theirs = theirs;
-            let mut buffer = BytesMut::new();
-            let mut chunk = [0u8; 256];
-            let request = loop {
-                if let Some(request) = decode::<LocalRequest>(&mut buffer).unwrap() {
-                    break request;
-                }
-                let read = theirs.read(&mut chunk).unwrap();
-                buffer.extend_from_slice(&chunk[..read]);
-            };
-            let mut frame = BytesMut::new();
-            encode(&LocalResponse::Fail(LocalError::NotConnected), &mut frame).unwrap();
+            let (version, request) = read_request(&mut theirs).unwrap();
+            let frame = answer(&LocalResponse::Fail(LocalError::NotConnected), version);
             for byte in frame.iter() {
                 theirs.write_all(&[*byte]).unwrap();
             }
             request
         });
-        let mut agent = Agent {
-            stream: ours,
-            buffer: BytesMut::new(),
-        };
+        let mut agent = Agent::over(ours, Path::new("unused"), Duration::from_secs(5));
         let mut request = LocalRequest::Login {
             os_user: Some("alice".into()),
             request: LoginRequest::Verify {
@@ -185,6 +249,43 @@ mod tests {
             unreachable!()
         };
         assert!(code.0.is_empty(), "wiped (zeroize clears what it zeroes)");
+    }
+
+    #[test]
+    fn an_agent_of_the_first_release_is_asked_again_in_its_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        // As the first release's agent does: a frame of a version it does not
+        // know is refused as malformed, in version 1, and the connection closed.
+        let agent_side = std::thread::spawn(move || {
+            let (mut first, _) = listener.accept().unwrap();
+            let (version, _) = read_request(&mut first).unwrap();
+            assert_eq!(version, LocalRequest::VERSIONS.newest);
+            first
+                .write_all(&answer(&LocalResponse::Fail(LocalError::Malformed), 1))
+                .unwrap();
+            drop(first);
+            let (mut second, _) = listener.accept().unwrap();
+            let mut asked = Vec::new();
+            while let Some((version, request)) = read_request(&mut second) {
+                asked.push((version, request));
+                second.write_all(&answer(&LocalResponse::Done, 1)).unwrap();
+            }
+            asked
+        });
+        let mut agent = Agent::connect(&path, Duration::from_secs(5)).unwrap();
+        let close = LocalRequest::SessionClose {
+            os_user: "alice".into(),
+        };
+        assert_eq!(agent.ask(close.clone()).unwrap(), LocalResponse::Done);
+        assert_eq!(agent.ask(close.clone()).unwrap(), LocalResponse::Done);
+        drop(agent);
+        assert_eq!(
+            agent_side.join().unwrap(),
+            [(1, close.clone()), (1, close)],
+            "asked again, then on, in version 1"
+        );
     }
 
     #[test]
@@ -212,10 +313,7 @@ mod tests {
         let (ours, _theirs) = UnixStream::pair().unwrap();
         ours.set_read_timeout(Some(Duration::from_millis(50)))
             .unwrap();
-        let mut agent = Agent {
-            stream: ours,
-            buffer: BytesMut::new(),
-        };
+        let mut agent = Agent::over(ours, Path::new("unused"), Duration::from_millis(50));
         let err = agent.ask(LocalRequest::Status).unwrap_err();
         assert!(
             matches!(err, AgentError::Io(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::TimedOut)

@@ -3,12 +3,19 @@
 //! daemon's own account may use it), in the same frames as the agent protocol.
 //!
 //! Times are milliseconds since the Unix epoch; durations are seconds.
+//!
+//! Each request carries the version it is written in; the daemon answers in the
+//! same one (see [`crate::version`]). Version 2 shows each client's agent
+//! versions in [`ClientView`]; [`v1`] keeps the shape version 1 has.
 
 use std::fmt;
 
+use bytes::BytesMut;
 use serde::{Deserialize, Serialize};
 
+use crate::frame::{Frame, FrameError, encode_as};
 use crate::login::Secret;
+use crate::version::{self, Message, Versions};
 
 /// What the administrator's command asks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -331,6 +338,26 @@ pub struct ClientView {
     pub options: OptionsView,
     /// The options in force, inheritance resolved (every field set).
     pub effective: OptionsView,
+    /// The software version its agent reported when it last connected (empty
+    /// if it never did, or through a version 1 answer).
+    pub agent_version: String,
+    /// The agent link version its agent spoke when it last connected.
+    pub protocol: Option<u8>,
+}
+
+impl ClientView {
+    /// Its agent, for the operator's eyes: `0.2.0 (protocol 2)`; `-` before it
+    /// ever connected, `?` for what an older server did not say.
+    pub fn agent(&self) -> String {
+        match (self.agent_version.as_str(), self.protocol) {
+            ("", None) => "-".to_owned(),
+            (version, protocol) => format!(
+                "{} (protocol {})",
+                if version.is_empty() { "?" } else { version },
+                protocol.map_or_else(|| "?".to_owned(), |p| p.to_string())
+            ),
+        }
+    }
 }
 
 /// What the directory answered for one account.
@@ -659,4 +686,125 @@ pub enum AdminErrorCode {
     TooLarge,
     /// Something it needs (the directory) cannot be reached now; try again.
     Unavailable,
+    /// The request is not one this daemon knows (a newer client's, say).
+    /// Since version 2.
+    Unsupported,
+}
+
+impl<T> Page<T> {
+    /// The same page, each entry turned into a `U`.
+    pub fn map<U>(self, f: impl FnMut(T) -> U) -> Page<U> {
+        Page {
+            items: self.items.into_iter().map(f).collect(),
+            next: self.next,
+        }
+    }
+}
+
+/// The shapes of version 1 that differ from today's.
+pub mod v1 {
+    use serde::{Deserialize, Serialize};
+
+    use super::OptionsView;
+
+    /// A client computer as version 1 shows it: without its agent's versions.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct ClientView {
+        /// Its name.
+        pub computer: String,
+        /// Its group.
+        pub group: Option<String>,
+        /// Since when its agent is connected, if it is.
+        pub connected_since: Option<u64>,
+        /// When its agent was last heard from.
+        pub last_seen: u64,
+        /// The host name its agent reported.
+        pub host_name: String,
+        /// Its own options.
+        pub options: OptionsView,
+        /// The options in force, inheritance resolved (every field set).
+        pub effective: OptionsView,
+    }
+
+    impl From<super::ClientView> for ClientView {
+        fn from(client: super::ClientView) -> Self {
+            Self {
+                computer: client.computer,
+                group: client.group,
+                connected_since: client.connected_since,
+                last_seen: client.last_seen,
+                host_name: client.host_name,
+                options: client.options,
+                effective: client.effective,
+            }
+        }
+    }
+
+    impl From<ClientView> for super::ClientView {
+        fn from(client: ClientView) -> Self {
+            Self {
+                computer: client.computer,
+                group: client.group,
+                connected_since: client.connected_since,
+                last_seen: client.last_seen,
+                host_name: client.host_name,
+                options: client.options,
+                effective: client.effective,
+                agent_version: String::new(),
+                protocol: None,
+            }
+        }
+    }
+}
+
+/// The variant index of [`AdminResponse::Clients`], the one whose shape
+/// differs in version 1: bincode writes a variant as its index then its
+/// content, so `(CLIENTS, page)` is that variant of version 1.
+const CLIENTS: u32 = 1;
+
+impl Message for AdminRequest {
+    const VERSIONS: Versions = version::ADMIN;
+
+    fn encode(&self, version: u8, dst: &mut BytesMut) -> Result<(), FrameError> {
+        encode_as(self, Self::VERSIONS.check(version)?, dst)
+    }
+
+    fn decode(frame: &Frame) -> Result<Self, FrameError> {
+        Self::VERSIONS.check(frame.version)?;
+        frame.decode()
+    }
+}
+
+impl Message for AdminResponse {
+    const VERSIONS: Versions = version::ADMIN;
+
+    fn encode(&self, version: u8, dst: &mut BytesMut) -> Result<(), FrameError> {
+        let version = Self::VERSIONS.check(version)?;
+        match self {
+            Self::Clients(page) if version < 2 => {
+                let page = page.clone().map(v1::ClientView::from);
+                encode_as(&(CLIENTS, page), version, dst)
+            }
+            Self::Fail(AdminError {
+                code: AdminErrorCode::Unsupported,
+                message,
+            }) if version < 2 => {
+                let fail = Self::Fail(AdminError {
+                    code: AdminErrorCode::Invalid,
+                    message: message.clone(),
+                });
+                encode_as(&fail, version, dst)
+            }
+            _ => encode_as(self, version, dst),
+        }
+    }
+
+    fn decode(frame: &Frame) -> Result<Self, FrameError> {
+        let version = Self::VERSIONS.check(frame.version)?;
+        if version < 2 && frame.prefix::<u32>() == Some(CLIENTS) {
+            let (_, page): (u32, Page<v1::ClientView>) = frame.decode()?;
+            return Ok(Self::Clients(page.map(ClientView::from)));
+        }
+        frame.decode()
+    }
 }

@@ -7,19 +7,22 @@
 //! ```
 //!
 //! `length` counts the version byte and the payload. It is checked against
-//! [`MAX_FRAME_LEN`] before anything is allocated, and the payload is decoded with
-//! bincode's limit on what it reads and reserves (a string's room is reserved
-//! only once its length passed the limit) set by the frame's own length,
-//! [`decode_limit`]: a hostile peer cannot make us reserve more than a small
-//! multiple of what it sent. (serde itself reserves room for a sequence of up
-//! to 1 MiB before reading it; only admin messages hold sequences.)
+//! [`MAX_FRAME_LEN`] before anything is allocated. `version` is the version of
+//! the wire the payload is written in (see [`crate::version`]): this layer
+//! carries it and leaves it to the message types to read. Because every frame
+//! says how long it is, a payload that cannot be read (a newer peer's message)
+//! is skipped whole and the stream stays in step.
+//!
+//! The payload is decoded with bincode's limit on what it reads and reserves (a
+//! string's room is reserved only once its length passed the limit) set by the
+//! frame's own length, [`decode_limit`]: a hostile peer cannot make us reserve
+//! more than a small multiple of what it sent. (serde itself reserves room for a
+//! sequence of up to 1 MiB before reading it; only admin messages hold
+//! sequences.)
 
 use bytes::{Buf, BufMut, BytesMut};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-
-/// The frame format version this crate writes and reads.
-pub const FRAME_VERSION: u8 = 1;
 
 /// The largest `length` a frame may declare (version byte plus payload).
 pub const MAX_FRAME_LEN: usize = 64 * 1024;
@@ -95,10 +98,18 @@ pub enum FrameError {
     /// The frame declares a length of zero: it cannot even hold a version byte.
     #[error("empty frame")]
     Empty,
-    /// The frame's version byte is not one we speak.
-    #[error("unsupported frame version {version}")]
+    /// The frame is written in a version of its wire that this build does not
+    /// speak (the frame itself was read whole: the stream is still in step).
+    #[error("unsupported version {version}")]
     UnsupportedVersion {
         /// The version byte received.
+        version: u8,
+    },
+    /// The message does not exist in the version it was to be written in (a
+    /// request an older peer does not know).
+    #[error("this message does not exist in version {version}")]
+    NotInVersion {
+        /// The version asked for.
         version: u8,
     },
     /// The payload is not a valid encoding of the expected message.
@@ -115,14 +126,43 @@ pub enum FrameError {
     Encode(#[source] bincode::error::EncodeError),
 }
 
-/// Appends `msg` to `dst` as one frame.
+/// One frame off a stream: the version its message is written in, and the
+/// message's bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    /// The version of the wire the payload is written in.
+    pub version: u8,
+    /// The encoded message.
+    pub payload: BytesMut,
+}
+
+impl Frame {
+    /// The whole payload as an `M` in bincode: nothing may be left over.
+    pub fn decode<M: DeserializeOwned>(&self) -> Result<M, FrameError> {
+        let (msg, used) = decode_payload(&self.payload).map_err(FrameError::Malformed)?;
+        if used != self.payload.len() {
+            return Err(FrameError::TrailingBytes {
+                extra: self.payload.len() - used,
+            });
+        }
+        Ok(msg)
+    }
+
+    /// What the start of the payload holds, read as a `P` with the rest left
+    /// unread: the envelope of a message that does not decode whole.
+    pub fn prefix<P: DeserializeOwned>(&self) -> Option<P> {
+        decode_payload(&self.payload).ok().map(|(prefix, _)| prefix)
+    }
+}
+
+/// Appends `msg` to `dst` as one frame of `version`, in bincode.
 ///
 /// A message whose encoding would exceed [`MAX_FRAME_LEN`] is refused and `dst` is
 /// left as it was.
-pub fn encode<M: Serialize>(msg: &M, dst: &mut BytesMut) -> Result<(), FrameError> {
+pub fn encode_as<M: Serialize>(msg: &M, version: u8, dst: &mut BytesMut) -> Result<(), FrameError> {
     let start = dst.len();
     dst.put_u32(0);
-    dst.put_u8(FRAME_VERSION);
+    dst.put_u8(version);
     let mut writer = dst.writer();
     let written = bincode::serde::encode_into_std_write(msg, &mut writer, config());
     let dst = writer.into_inner();
@@ -151,12 +191,12 @@ pub fn encoded_len<M: Serialize>(msg: &M) -> Result<usize, FrameError> {
     Ok(size.bytes_written)
 }
 
-/// Takes one message off the front of `src`.
+/// Takes one frame off the front of `src`.
 ///
 /// `Ok(None)` means the frame is not complete yet: read more bytes and call again.
 /// On `Ok(Some(_))` the frame's bytes are consumed. On `Err` the stream can no
 /// longer be trusted and the connection should be closed.
-pub fn decode<M: DeserializeOwned>(src: &mut BytesMut) -> Result<Option<M>, FrameError> {
+pub fn split(src: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
     let Some(header) = src.get(..LENGTH_LEN) else {
         return Ok(None);
     };
@@ -170,33 +210,25 @@ pub fn decode<M: DeserializeOwned>(src: &mut BytesMut) -> Result<Option<M>, Fram
     if len == 0 {
         return Err(FrameError::Empty);
     }
-    let version = match src.get(LENGTH_LEN) {
-        Some(&version) => version,
-        None => return Ok(None),
-    };
-    if version != FRAME_VERSION {
-        return Err(FrameError::UnsupportedVersion { version });
-    }
     if src.len() < LENGTH_LEN + len {
         // Reserve only what the peer said it will send, which is bounded above.
         src.reserve(LENGTH_LEN + len - src.len());
         return Ok(None);
     }
-    let payload = &src[LENGTH_LEN + 1..LENGTH_LEN + len];
-    let (msg, used) = decode_payload(payload).map_err(FrameError::Malformed)?;
-    if used != payload.len() {
-        return Err(FrameError::TrailingBytes {
-            extra: payload.len() - used,
-        });
-    }
-    src.advance(LENGTH_LEN + len);
-    Ok(Some(msg))
+    src.advance(LENGTH_LEN);
+    let mut frame = src.split_to(len);
+    let version = frame.get_u8();
+    Ok(Some(Frame {
+        version,
+        payload: frame,
+    }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::message::{AgentMessage, Request};
+    use crate::version::decode;
 
     #[test]
     fn the_decode_limit_is_a_small_multiple_of_the_frame() {
@@ -226,7 +258,7 @@ mod tests {
             request: Request::Heartbeat,
         };
         let mut buf = BytesMut::new();
-        encode(&msg, &mut buf).unwrap();
+        encode_as(&msg, 1, &mut buf).unwrap();
         let declared = u32::from_be_bytes(buf[..4].try_into().unwrap()) as usize;
         assert_eq!(encoded_len(&msg).unwrap() + 1, declared);
     }
@@ -238,16 +270,15 @@ mod tests {
             id: 7,
             request: Request::Heartbeat,
         };
-        encode(&msg, &mut whole).unwrap();
+        encode_as(&msg, 2, &mut whole).unwrap();
         for cut in 0..whole.len() {
             let mut part = BytesMut::from(&whole[..cut]);
-            assert!(
-                decode::<AgentMessage>(&mut part).unwrap().is_none(),
-                "cut {cut}"
-            );
+            assert!(split(&mut part).unwrap().is_none(), "cut {cut}");
             assert_eq!(part.len(), cut, "nothing consumed at cut {cut}");
         }
-        assert_eq!(decode::<AgentMessage>(&mut whole).unwrap(), Some(msg));
+        let frame = split(&mut whole).unwrap().unwrap();
+        assert_eq!(frame.version, 2);
+        assert_eq!(frame.decode::<AgentMessage>().unwrap(), msg);
         assert!(whole.is_empty());
     }
 
@@ -256,8 +287,8 @@ mod tests {
         let mut buf = BytesMut::new();
         let first = AgentMessage::Pong { nonce: 1 };
         let second = AgentMessage::Pong { nonce: 2 };
-        encode(&first, &mut buf).unwrap();
-        encode(&second, &mut buf).unwrap();
+        encode_as(&first, 1, &mut buf).unwrap();
+        encode_as(&second, 2, &mut buf).unwrap();
         assert_eq!(decode::<AgentMessage>(&mut buf).unwrap(), Some(first));
         assert_eq!(decode::<AgentMessage>(&mut buf).unwrap(), Some(second));
         assert_eq!(decode::<AgentMessage>(&mut buf).unwrap(), None);
@@ -267,36 +298,38 @@ mod tests {
     fn oversized_length_is_refused_before_allocating() {
         let mut buf = BytesMut::with_capacity(8);
         buf.put_u32(u32::MAX);
-        buf.put_u8(FRAME_VERSION);
+        buf.put_u8(1);
         let capacity = buf.capacity();
         assert!(matches!(
-            decode::<AgentMessage>(&mut buf),
+            split(&mut buf),
             Err(FrameError::TooLarge { len, max: MAX_FRAME_LEN }) if len == u32::MAX as usize
         ));
         assert_eq!(buf.capacity(), capacity);
     }
 
     #[test]
-    fn unknown_version_is_refused() {
+    fn an_unknown_version_is_refused_and_the_frame_skipped() {
         let mut buf = frame(9, &[0]);
+        buf.extend_from_slice(&frame(1, &[2, 5]));
         assert!(matches!(
             decode::<AgentMessage>(&mut buf),
             Err(FrameError::UnsupportedVersion { version: 9 })
         ));
+        assert_eq!(
+            decode::<AgentMessage>(&mut buf).unwrap(),
+            Some(AgentMessage::Pong { nonce: 5 })
+        );
     }
 
     #[test]
     fn empty_frame_is_refused() {
         let mut buf = BytesMut::from(&[0u8, 0, 0, 0][..]);
-        assert!(matches!(
-            decode::<AgentMessage>(&mut buf),
-            Err(FrameError::Empty)
-        ));
+        assert!(matches!(split(&mut buf), Err(FrameError::Empty)));
     }
 
     #[test]
     fn invalid_payload_is_malformed() {
-        let mut buf = frame(FRAME_VERSION, &[0xff, 0xff, 0xff]);
+        let mut buf = frame(1, &[0xff, 0xff, 0xff]);
         assert!(matches!(
             decode::<AgentMessage>(&mut buf),
             Err(FrameError::Malformed(_))
@@ -306,10 +339,10 @@ mod tests {
     #[test]
     fn trailing_bytes_are_refused() {
         let mut buf = BytesMut::new();
-        encode(&AgentMessage::Pong { nonce: 3 }, &mut buf).unwrap();
+        encode_as(&AgentMessage::Pong { nonce: 3 }, 1, &mut buf).unwrap();
         let mut payload = buf[5..].to_vec();
         payload.push(0);
-        let mut buf = frame(FRAME_VERSION, &payload);
+        let mut buf = frame(1, &payload);
         assert!(matches!(
             decode::<AgentMessage>(&mut buf),
             Err(FrameError::TrailingBytes { extra: 1 })
@@ -320,14 +353,14 @@ mod tests {
     fn a_message_too_large_to_send_is_refused_and_leaves_the_buffer() {
         let mut buf = BytesMut::from(&b"kept"[..]);
         let huge = vec![0u8; MAX_FRAME_LEN];
-        assert!(encode(&huge, &mut buf).is_err());
+        assert!(encode_as(&huge, 1, &mut buf).is_err());
         assert_eq!(&buf[..], b"kept");
     }
 
     #[test]
     fn a_payload_claiming_a_huge_string_is_refused() {
         // An enum tag for Hello, then varint lengths claiming 2^32 bytes.
-        let mut buf = frame(FRAME_VERSION, &[0, 1, 1, 251, 0xff, 0xff]);
+        let mut buf = frame(1, &[0, 1, 1, 251, 0xff, 0xff]);
         assert!(decode::<AgentMessage>(&mut buf).is_err());
     }
 }

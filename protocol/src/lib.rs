@@ -13,9 +13,12 @@ pub mod login;
 pub mod message;
 pub mod record;
 pub mod screens;
+pub mod version;
 
-pub use frame::{FrameError, MAX_FRAME_LEN, decode, encode, encoded_len};
+pub use frame::{Frame, FrameError, MAX_FRAME_LEN, encoded_len};
 pub use message::{
-    AgentMessage, ErrorCode, Hello, MAX_IN_FLIGHT, MAX_PROTOCOL_VERSION, MIN_PROTOCOL_VERSION,
-    Request, RequestId, Response, ServerMessage, Welcome, negotiate,
+    AgentMessage, ErrorCode, HANDSHAKE_VERSION, Hello, MAX_IN_FLIGHT, MAX_PROTOCOL_VERSION,
+    MIN_PROTOCOL_VERSION, Request, RequestId, Response, ServerMessage, Unreadable, Welcome,
+    negotiate,
 };
+pub use version::{Message, Versions, decode, encode};

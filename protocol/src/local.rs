@@ -4,11 +4,17 @@
 //!
 //! The prompt never says who it runs as: the agent reads the caller's user from
 //! the socket's peer credentials.
+//!
+//! Each request carries the version it is written in; the agent answers in the
+//! same one (see [`crate::version`]).
 
+use bytes::BytesMut;
 use serde::{Deserialize, Serialize};
 
+use crate::frame::{Frame, FrameError, encode_as};
 use crate::login::{LoginRequest, LoginResponse};
 use crate::record::RecordChunk;
+use crate::version::{self, Message, Versions};
 
 /// What the login prompt asks of its local agent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,4 +106,40 @@ pub enum LocalError {
     Unavailable,
     /// Something went wrong in the agent; it has been logged there.
     Internal,
+    /// The request is not one this agent knows (a newer client's, say), or
+    /// the server it is connected to does not serve it. Since version 2.
+    Unsupported,
+}
+
+impl Message for LocalRequest {
+    const VERSIONS: Versions = version::LOCAL;
+
+    fn encode(&self, version: u8, dst: &mut BytesMut) -> Result<(), FrameError> {
+        encode_as(self, Self::VERSIONS.check(version)?, dst)
+    }
+
+    fn decode(frame: &Frame) -> Result<Self, FrameError> {
+        Self::VERSIONS.check(frame.version)?;
+        frame.decode()
+    }
+}
+
+impl Message for LocalResponse {
+    const VERSIONS: Versions = version::LOCAL;
+
+    fn encode(&self, version: u8, dst: &mut BytesMut) -> Result<(), FrameError> {
+        let version = Self::VERSIONS.check(version)?;
+        match self {
+            // A client of version 1 knows no better word for it.
+            Self::Fail(LocalError::Unsupported) if version < 2 => {
+                encode_as(&Self::Fail(LocalError::Malformed), version, dst)
+            }
+            _ => encode_as(self, version, dst),
+        }
+    }
+
+    fn decode(frame: &Frame) -> Result<Self, FrameError> {
+        Self::VERSIONS.check(frame.version)?;
+        frame.decode()
+    }
 }

@@ -8,16 +8,28 @@
 //!
 //! A message never names the client computer it comes from: the server takes the
 //! computer's identity from the agent's TLS certificate.
+//!
+//! Hello and Welcome are the fixed points: their shapes never change and they
+//! travel in frames of version 1, which every build reads, because neither side
+//! knows the other's versions before them. Every later frame is written in the
+//! version agreed (see [`crate::version`] for how versions differ and grow).
 
+use bytes::BytesMut;
 use serde::{Deserialize, Serialize};
 
+use crate::frame::{Frame, FrameError, encode_as};
 use crate::login::{LoginRequest, LoginResponse};
 use crate::record::RecordChunk;
+use crate::version::{self, Message};
 
 /// The oldest protocol version this build speaks.
-pub const MIN_PROTOCOL_VERSION: u16 = 1;
+pub const MIN_PROTOCOL_VERSION: u16 = version::AGENT.oldest as u16;
 /// The newest protocol version this build speaks.
-pub const MAX_PROTOCOL_VERSION: u16 = 1;
+pub const MAX_PROTOCOL_VERSION: u16 = version::AGENT.newest as u16;
+
+/// The version of the frames that carry [`AgentMessage::Hello`] and
+/// [`ServerMessage::Welcome`].
+pub const HANDSHAKE_VERSION: u8 = 1;
 
 /// How many requests an agent may have in flight on one connection; the server
 /// answers [`ErrorCode::TooManyRequests`] beyond it, so agents queue the rest.
@@ -171,13 +183,114 @@ pub enum ErrorCode {
     Internal,
     /// A recording's chunk came before the ones it follows; send those first.
     OutOfOrder,
+    /// The request is not one this server knows (a newer agent's, say): the
+    /// connection stays open. Since version 2.
+    Unsupported,
 }
 
 /// Picks the protocol version for a connection: the newest that both the agent's
 /// range and ours contain, or `None` when they do not overlap.
-pub fn negotiate(hello: &Hello) -> Option<u16> {
+pub fn negotiate(hello: &Hello) -> Option<u8> {
     let version = hello.max_version.min(MAX_PROTOCOL_VERSION);
-    (version >= hello.min_version.max(MIN_PROTOCOL_VERSION)).then_some(version)
+    (version >= hello.min_version.max(MIN_PROTOCOL_VERSION))
+        .then(|| u8::try_from(version).ok())
+        .flatten()
+}
+
+/// What can be read of a frame whose message does not decode whole: enough to
+/// answer it without closing the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unreadable {
+    /// A request (or, from the server, a response) with this id: a newer
+    /// peer's, or one broken inside; the stream is still in step.
+    Request(RequestId),
+    /// A message this build does not know at all, after the ones it knows: a
+    /// newer peer's, to be let pass.
+    Unknown,
+    /// Not a message at all: the peer is broken or hostile.
+    Garbage,
+}
+
+/// Reads the envelope of a frame that did not decode: the variant index of
+/// the outer enum (`Request`/`Response` is 1, with its id next), and how many
+/// variants this build knows of it.
+fn unreadable(frame: &Frame, known: u32) -> Unreadable {
+    match frame.prefix::<(u32, u64)>() {
+        Some((1, id)) => Unreadable::Request(id),
+        _ => match frame.prefix::<u32>() {
+            Some(index) if index >= known => Unreadable::Unknown,
+            _ => Unreadable::Garbage,
+        },
+    }
+}
+
+impl AgentMessage {
+    /// What can be read of `frame`, whose message did not decode.
+    pub fn unreadable(frame: &Frame) -> Unreadable {
+        unreadable(frame, 3)
+    }
+}
+
+impl ServerMessage {
+    /// What can be read of `frame`, whose message did not decode.
+    pub fn unreadable(frame: &Frame) -> Unreadable {
+        unreadable(frame, 4)
+    }
+}
+
+impl ErrorCode {
+    /// The code an agent of `version` knows that says the most of this one.
+    fn in_version(self, version: u8) -> Self {
+        match self {
+            Self::Unsupported if version < 2 => Self::Malformed,
+            code => code,
+        }
+    }
+}
+
+impl Message for AgentMessage {
+    const VERSIONS: version::Versions = version::AGENT;
+
+    fn encode(&self, version: u8, dst: &mut BytesMut) -> Result<(), FrameError> {
+        let version = match self {
+            Self::Hello(_) => HANDSHAKE_VERSION,
+            _ => Self::VERSIONS.check(version)?,
+        };
+        encode_as(self, version, dst)
+    }
+
+    fn decode(frame: &Frame) -> Result<Self, FrameError> {
+        Self::VERSIONS.check(frame.version)?;
+        frame.decode()
+    }
+}
+
+impl Message for ServerMessage {
+    const VERSIONS: version::Versions = version::AGENT;
+
+    fn encode(&self, version: u8, dst: &mut BytesMut) -> Result<(), FrameError> {
+        match self {
+            Self::Welcome(_) => encode_as(self, HANDSHAKE_VERSION, dst),
+            Self::Response {
+                id,
+                response: Response::Fail(code),
+            } => {
+                let version = Self::VERSIONS.check(version)?;
+                let response = Response::Fail(code.in_version(version));
+                encode_as(&Self::Response { id: *id, response }, version, dst)
+            }
+            Self::Close(code) => {
+                let version = Self::VERSIONS.check(version)?;
+                encode_as(&Self::Close(code.in_version(version)), version, dst)
+            }
+            _ => encode_as(self, Self::VERSIONS.check(version)?, dst),
+        }
+    }
+
+    fn decode(frame: &Frame) -> Result<Self, FrameError> {
+        Self::VERSIONS.check(frame.version)?;
+        frame.decode()
+    }
 }
 
 #[cfg(test)]
@@ -196,8 +309,40 @@ mod tests {
     #[test]
     fn negotiation_picks_the_newest_common_version() {
         assert_eq!(negotiate(&hello(1, 1)), Some(1));
-        assert_eq!(negotiate(&hello(1, 9)), Some(MAX_PROTOCOL_VERSION));
+        assert_eq!(negotiate(&hello(1, 9)), Some(version::AGENT.newest));
         assert_eq!(negotiate(&hello(0, 1)), Some(1));
+    }
+
+    #[test]
+    fn envelopes_of_unreadable_frames_name_the_request() {
+        let mut buf = BytesMut::new();
+        // A request whose kind (index 9) this build does not know.
+        encode_as(&(1u32, 77u64, 9u32, "x"), 2, &mut buf).unwrap();
+        let frame = crate::frame::split(&mut buf).unwrap().unwrap();
+        assert!(AgentMessage::decode(&frame).is_err());
+        assert_eq!(AgentMessage::unreadable(&frame), Unreadable::Request(77));
+        encode_as(&(7u32, "a push of a newer server"), 2, &mut buf).unwrap();
+        let frame = crate::frame::split(&mut buf).unwrap().unwrap();
+        assert_eq!(ServerMessage::unreadable(&frame), Unreadable::Unknown);
+        encode_as(&(2u32, "not a pong"), 2, &mut buf).unwrap();
+        let frame = crate::frame::split(&mut buf).unwrap().unwrap();
+        assert_eq!(AgentMessage::unreadable(&frame), Unreadable::Garbage);
+    }
+
+    #[test]
+    fn an_older_agent_is_told_a_code_it_knows() {
+        let mut buf = BytesMut::new();
+        let close = ServerMessage::Close(ErrorCode::Unsupported);
+        close.encode(1, &mut buf).unwrap();
+        assert_eq!(
+            crate::decode::<ServerMessage>(&mut buf).unwrap(),
+            Some(ServerMessage::Close(ErrorCode::Malformed))
+        );
+        close.encode(2, &mut buf).unwrap();
+        assert_eq!(
+            crate::decode::<ServerMessage>(&mut buf).unwrap(),
+            Some(close)
+        );
     }
 
     #[test]

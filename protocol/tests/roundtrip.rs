@@ -12,16 +12,19 @@ use otpgate_protocol::admin::{
     AdminError, AdminErrorCode, AdminRequest, AdminResponse, AuditView, Choice, ListFilter,
     OptionNameView, OptionsView, Page, PageRequest, RoleView, SessionView, SettingsPatch,
 };
-use otpgate_protocol::frame::{FRAME_VERSION, MAX_DECODED, MAX_FRAME_LEN, decode_limit};
+use otpgate_protocol::frame::{MAX_DECODED, MAX_FRAME_LEN, decode_limit};
 use otpgate_protocol::local::{AgentStatus, LocalError, LocalRequest, LocalResponse};
 use otpgate_protocol::login::{
     LoginRequest, LoginResponse, RequestMode, Requested, Secret, Verdict,
 };
 use otpgate_protocol::record::{RecordChunk, RecordingEnd, RecordingStart};
 use otpgate_protocol::{
-    AgentMessage, ErrorCode, FrameError, Hello, Request, Response, ServerMessage, Welcome, decode,
-    encode,
+    AgentMessage, ErrorCode, FrameError, Hello, Message, Request, Response, ServerMessage, Welcome,
+    decode, encode,
 };
+
+/// The version byte of the frames made by hand here.
+const FRAME_VERSION: u8 = otpgate_protocol::version::AGENT.newest;
 use proptest::prelude::*;
 
 /// The system allocator, counting this thread's peak of live bytes.
@@ -80,6 +83,7 @@ fn error_code() -> impl Strategy<Value = ErrorCode> {
         Just(ErrorCode::CertificateRefused),
         Just(ErrorCode::Internal),
         Just(ErrorCode::OutOfOrder),
+        Just(ErrorCode::Unsupported),
     ]
 }
 
@@ -239,7 +243,8 @@ fn local_message() -> impl Strategy<Value = LocalResponse> {
         prop_oneof![
             Just(LocalError::Malformed),
             Just(LocalError::UnknownCaller),
-            Just(LocalError::Internal)
+            Just(LocalError::Internal),
+            Just(LocalError::Unsupported)
         ]
         .prop_map(LocalResponse::Fail),
     ]
@@ -456,6 +461,7 @@ fn admin_response() -> impl Strategy<Value = AdminResponse> {
                 Just(AdminErrorCode::Internal),
                 Just(AdminErrorCode::TooLarge),
                 Just(AdminErrorCode::Unavailable),
+                Just(AdminErrorCode::Unsupported),
             ],
             text()
         )
@@ -466,9 +472,9 @@ fn admin_response() -> impl Strategy<Value = AdminResponse> {
 /// A valid frame of `msg` with `changes` applied to its payload (a byte set at
 /// an offset) and, `cut`, its declared length moved by up to 8 bytes (so that
 /// it says less or more than follows): the length is under the limit.
-fn altered<M: serde::Serialize>(msg: &M, changes: &[(usize, u8)], cut: i8) -> BytesMut {
+fn altered<M: Message>(msg: &M, changes: &[(usize, u8)], cut: i8) -> BytesMut {
     let mut buf = BytesMut::new();
-    encode(msg, &mut buf).expect("encodes");
+    encode(msg, M::VERSIONS.newest, &mut buf).expect("encodes");
     let payload_len = buf.len() - 5;
     for &(at, byte) in changes {
         if payload_len > 0 {
@@ -482,7 +488,7 @@ fn altered<M: serde::Serialize>(msg: &M, changes: &[(usize, u8)], cut: i8) -> By
 
 /// Decodes `frame` as `M` until it ends or fails; the peak of what that
 /// allocated, against what the first frame declared.
-fn decode_all<M: serde::de::DeserializeOwned>(mut frame: BytesMut) -> (usize, usize) {
+fn decode_all<M: Message>(mut frame: BytesMut) -> (usize, usize) {
     let declared = u32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]) as usize;
     let peak = peak_allocation(|| while let Ok(Some(_)) = decode::<M>(&mut frame) {});
     (peak, declared)
@@ -513,12 +519,10 @@ fn cut() -> impl Strategy<Value = i8> {
     prop_oneof![6 => Just(0i8), 1 => -8i8..8]
 }
 
-fn round_trip<M>(msg: &M) -> M
-where
-    M: serde::Serialize + serde::de::DeserializeOwned,
-{
+/// `msg` written in the newest version of its wire, and read back.
+fn round_trip<M: Message>(msg: &M) -> M {
     let mut buf = BytesMut::new();
-    encode(msg, &mut buf).expect("encodes");
+    encode(msg, M::VERSIONS.newest, &mut buf).expect("encodes");
     let out = decode(&mut buf).expect("decodes").expect("whole frame");
     assert!(buf.is_empty(), "the frame is consumed whole");
     out

@@ -21,12 +21,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use otpgate_actors::backoff::Backoff;
+use otpgate_protocol::version as protocol_version;
 use otpgate_protocol::{
-    AgentMessage, ErrorCode, Hello, MAX_IN_FLIGHT, MAX_PROTOCOL_VERSION, MIN_PROTOCOL_VERSION,
-    Request, Response, ServerMessage, Welcome,
+    AgentMessage, ErrorCode, FrameError, HANDSHAKE_VERSION, Hello, MAX_IN_FLIGHT,
+    MAX_PROTOCOL_VERSION, MIN_PROTOCOL_VERSION, Message, Request, Response, ServerMessage,
+    Unreadable, Welcome,
 };
 
-use crate::frames::{FrameReader, FrameWriter};
+use crate::frames::{FrameReader, FrameWriter, WriteError};
 use crate::tls::{self, TlsError};
 
 /// How long connecting, the TLS handshake and the Welcome may take together.
@@ -274,6 +276,8 @@ struct Established {
     reader: FrameReader<tokio::io::ReadHalf<TlsStream>>,
     writer: FrameWriter<tokio::io::WriteHalf<TlsStream>>,
     welcome: Welcome,
+    /// The protocol version agreed, that our frames are written in.
+    version: u8,
     resumed: bool,
 }
 
@@ -380,16 +384,24 @@ impl Maintainer {
                 .unwrap_or_default(),
         });
         writer
-            .write(&hello)
+            .write(&hello, HANDSHAKE_VERSION)
             .await
             .map_err(|_| ConnectError::NoWelcome)?;
         match reader.read::<ServerMessage>().await {
-            Ok(Some(ServerMessage::Welcome(welcome))) => Ok(Established {
-                reader,
-                writer,
-                welcome,
-                resumed,
-            }),
+            Ok(Some(ServerMessage::Welcome(welcome))) => {
+                // A server must pick from the range we offered.
+                let version = u8::try_from(welcome.version)
+                    .ok()
+                    .filter(|&version| protocol_version::AGENT.contains(version))
+                    .ok_or(ConnectError::NoWelcome)?;
+                Ok(Established {
+                    reader,
+                    writer,
+                    welcome,
+                    version,
+                    resumed,
+                })
+            }
             Ok(Some(ServerMessage::Close(code))) => Err(ConnectError::Refused(code)),
             Ok(_) | Err(_) => Err(ConnectError::NoWelcome),
         }
@@ -402,8 +414,18 @@ impl Maintainer {
         info!(
             client = %conn.welcome.client_id,
             resumed = conn.resumed,
+            version = conn.version,
+            server_version = %conn.welcome.server_version,
             "connected to the server"
         );
+        if conn.version < protocol_version::AGENT.newest {
+            warn!(
+                version = conn.version,
+                server_version = %conn.welcome.server_version,
+                "the server speaks an older protocol version: it is served in it, and what \
+                 it does not know is answered as unsupported until the server is upgraded"
+            );
+        }
         self.status.send_modify(|status| {
             status.connected = true;
             status.client_id = Some(conn.welcome.client_id.clone());
@@ -440,12 +462,34 @@ impl Maintainer {
                     callers.insert(next_id, outgoing.reply);
                     AgentMessage::Request { id: next_id, request: outgoing.request }
                 }
-                frame = conn.reader.read::<ServerMessage>() => {
-                    let Ok(Some(msg)) = frame else {
+                frame = conn.reader.read_frame() => {
+                    let Ok(Some(frame)) = frame else {
                         info!("connection to the server lost");
                         break Continue(Failure::Lost);
                     };
                     last_heard = Instant::now();
+                    let msg = match ServerMessage::decode(&frame) {
+                        Ok(msg) => msg,
+                        Err(err) => match ServerMessage::unreadable(&frame) {
+                            // The answer of a newer server that we cannot read:
+                            // that one request failed.
+                            Unreadable::Request(id) => {
+                                debug!(id, error = %err, "an answer we cannot read");
+                                ServerMessage::Response {
+                                    id,
+                                    response: Response::Fail(ErrorCode::Unsupported),
+                                }
+                            }
+                            Unreadable::Unknown => {
+                                debug!("let pass a message of a newer server");
+                                continue;
+                            }
+                            Unreadable::Garbage => {
+                                warn!(error = %err, "the server sent what we cannot read; reconnecting");
+                                break Continue(Failure::Other);
+                            }
+                        },
+                    };
                     match msg {
                         ServerMessage::Response { id, response } => {
                             if heartbeat == Some(id) {
@@ -470,9 +514,21 @@ impl Maintainer {
                     }
                 }
             };
-            if conn.writer.write(&out).await.is_err() {
-                info!("connection to the server lost");
-                break Continue(Failure::Lost);
+            match conn.writer.write(&out, conn.version).await {
+                Ok(()) => {}
+                // A request this server's version cannot carry: its caller does
+                // without, and the connection goes on.
+                Err(WriteError::Frame(FrameError::NotInVersion { .. })) => {
+                    if let AgentMessage::Request { id, .. } = out
+                        && let Some(caller) = callers.remove(&id)
+                    {
+                        let _ = caller.send(Ok(Response::Fail(ErrorCode::Unsupported)));
+                    }
+                }
+                Err(_) => {
+                    info!("connection to the server lost");
+                    break Continue(Failure::Lost);
+                }
             }
         };
         self.status.send_modify(|status| status.connected = false);

@@ -16,7 +16,7 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use nix::unistd::{Uid, User};
 use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, info_span, warn};
+use tracing::{Instrument, info_span, warn};
 
 use otpgate_protocol::local::{AgentStatus, LocalError, LocalRequest, LocalResponse};
 use otpgate_protocol::login::{LoginRequest, LoginResponse, Verdict};
@@ -25,7 +25,6 @@ use otpgate_protocol::{ErrorCode, Request, Response};
 use crate::agent::link::{Link, LinkError};
 use crate::agent::sessions::Sessions;
 use crate::agent::spool::{Spool, SpoolError};
-use crate::frames::{FrameReader, FrameWriter};
 use crate::unix;
 
 /// Where the agent serves the login prompt by default.
@@ -113,29 +112,14 @@ async fn caller(stream: &UnixStream) -> Option<Caller> {
 }
 
 async fn serve_caller(stream: UnixStream, caller: Option<Caller>, agent: &Agent) {
-    let (read, write) = stream.into_split();
-    let mut reader = FrameReader::new(read);
-    let mut writer = FrameWriter::new(write);
-    loop {
-        let request = match reader.read::<LocalRequest>().await {
-            Ok(Some(request)) => request,
-            Ok(None) => return,
-            Err(err) => {
-                debug!(error = %err, "bad local request");
-                let _ = writer
-                    .write(&LocalResponse::Fail(LocalError::Malformed))
-                    .await;
-                return;
-            }
-        };
-        let response = match &caller {
+    let refuse = |_| LocalResponse::Fail(LocalError::Unsupported);
+    unix::serve_requests(stream, refuse, |request| async {
+        match &caller {
             None => LocalResponse::Fail(LocalError::UnknownCaller),
             Some(caller) => answer(request, caller, agent).await,
-        };
-        if writer.write(&response).await.is_err() {
-            return;
         }
-    }
+    })
+    .await;
 }
 
 /// The answer to a request not sent on: try again after `wait` (whole seconds,

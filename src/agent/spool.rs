@@ -14,6 +14,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -91,6 +92,8 @@ pub struct Spool {
     used: Mutex<Usage>,
     /// Wakes the shipper.
     queued: Notify,
+    /// Whether the operator was told that the server does not take recordings.
+    unsupported: AtomicBool,
 }
 
 impl Spool {
@@ -121,6 +124,7 @@ impl Spool {
             limit,
             used: Mutex::new(used),
             queued: Notify::new(),
+            unsupported: AtomicBool::new(false),
         })
     }
 
@@ -255,6 +259,16 @@ impl Spool {
                     warn!(path = %path.display(), "the server wants earlier chunks first");
                     held = Some(recording);
                     all = false;
+                }
+                // A server of a release that does not take recordings.
+                Ok(Response::Fail(ErrorCode::Unsupported)) => {
+                    if !self.unsupported.swap(true, Ordering::Relaxed) {
+                        warn!(
+                            "the server does not take recordings (it is of an older release): \
+                             they wait in the spool until it is upgraded"
+                        );
+                    }
+                    return false;
                 }
                 // Not connected, throttled, or the server could not store it now.
                 _ => return false,

@@ -16,10 +16,9 @@ use anyhow::Context;
 use serde::Serialize;
 use tokio::net::UnixListener;
 
-use otpgate_protocol::local::{LocalRequest, LocalResponse};
+use otpgate_protocol::local::{LocalError, LocalRequest, LocalResponse};
 
 use super::{Percentiles, histogram, record};
-use crate::frames::{FrameReader, FrameWriter};
 
 /// What a recording bench measured.
 #[derive(Debug, Clone, Serialize)]
@@ -74,16 +73,17 @@ fn sink(socket: &Path) -> anyhow::Result<std::sync::Arc<std::sync::atomic::Atomi
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             let counted = counted.clone();
-            tokio::spawn(async move {
-                let (read, write) = stream.into_split();
-                let (mut reader, mut writer) = (FrameReader::new(read), FrameWriter::new(write));
-                while let Ok(Some(LocalRequest::Record(_))) = reader.read().await {
-                    counted.fetch_add(1, Ordering::Relaxed);
-                    if writer.write(&LocalResponse::Done).await.is_err() {
-                        return;
+            let refuse = |_| LocalResponse::Fail(LocalError::Unsupported);
+            tokio::spawn(crate::unix::serve_requests(
+                stream,
+                refuse,
+                move |request| {
+                    if let LocalRequest::Record(_) = request {
+                        counted.fetch_add(1, Ordering::Relaxed);
                     }
-                }
-            });
+                    async { LocalResponse::Done }
+                },
+            ));
         }
     });
     Ok(chunks)

@@ -381,10 +381,11 @@ pub fn describe(response: &AdminResponse) -> String {
                 });
                 let _ = writeln!(
                     out,
-                    "{}\tgroup={}\t{state}\tlast seen {}\n\tin force: {}",
+                    "{}\tgroup={}\t{state}\tlast seen {}\tagent {}\n\tin force: {}",
                     c.computer,
                     c.group.as_deref().unwrap_or("-"),
                     time(c.last_seen),
+                    c.agent(),
                     options(&c.effective)
                 );
             }

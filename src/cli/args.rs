@@ -2,11 +2,13 @@
 
 use std::num::NonZeroU32;
 use std::path::PathBuf;
+use std::sync::LazyLock;
 
 use clap::{Args, Parser, Subcommand};
 
 use otpgate_actors::ComputerId;
 use otpgate_protocol::admin::{OptionNameView, OptionsView, RoleView};
+use otpgate_protocol::version::{self, Versions};
 
 use crate::agent::link::ServerAddr;
 use crate::agent::socket::{DEFAULT_PER_USER_PER_SECOND, DEFAULT_SOCKET};
@@ -15,9 +17,22 @@ use crate::server::INITIAL_ADMIN;
 use crate::server::admin::DEFAULT_GENERATE_COMMENT;
 use crate::server::config::DEFAULT_DATA_DIR;
 
+/// What `--version` prints: the software's version, and the versions of each
+/// wire it speaks (see `otpgate_protocol::version`).
+static VERSION: LazyLock<String> = LazyLock::new(|| {
+    let range = |v: Versions| format!("{}-{}", v.oldest, v.newest);
+    format!(
+        "{} (agent protocol {}, local socket {}, admin socket {})",
+        env!("CARGO_PKG_VERSION"),
+        range(version::AGENT),
+        range(version::LOCAL),
+        range(version::ADMIN),
+    )
+});
+
 #[derive(Parser)]
 #[command(
-    version,
+    version = VERSION.as_str(),
     about = "Gates logins to client computers behind one-time passwords"
 )]
 pub(super) struct Cli {

@@ -29,19 +29,18 @@ use otpgate_actors::settings::GroupRecord;
 use otpgate_actors::{
     CallError, Clock, ComputerId, Computers, Decided, Generated, Store, StoreError,
 };
-use otpgate_protocol::FrameError;
 use otpgate_protocol::admin::{
     AdminError, AdminErrorCode, AdminRequest, AdminResponse, ClientView, DirectoryView, GroupView,
     OptionsView, UserView,
 };
 use otpgate_protocol::login::Secret;
 
-use crate::frames::{FrameReader, FrameWriter, WriteError};
 use crate::server::convert;
 use crate::server::live::Live;
 use crate::server::pages::{self, Matches};
 use crate::server::recordings::{self, Recordings};
 use crate::tls::revoked::Revocations;
+use crate::unix::{self, Refusal};
 
 /// The comment of an OTP generated without a request, unless one is given.
 pub const DEFAULT_GENERATE_COMMENT: &str = "Generated without request.";
@@ -97,38 +96,36 @@ async fn serve_one(stream: UnixStream, context: AdminContext) {
         |_| "operator".to_owned(),
         |cred| format!("operator(uid {})", cred.uid()),
     );
-    let (read, write) = stream.into_split();
-    let mut reader = FrameReader::new(read);
-    let mut writer = FrameWriter::new(write);
-    while let Ok(Some(request)) = reader.read::<AdminRequest>().await {
-        let response = match handle(&context, &operator, request).await {
-            Ok(response) => response,
-            Err(err) => {
+    let operator = &operator;
+    let context = &context;
+    unix::serve_requests(stream, refuse, |request| async move {
+        handle(context, operator, request)
+            .await
+            .unwrap_or_else(|err| {
                 warn!(error = %err, "admin request failed");
                 fail(
                     AdminErrorCode::Internal,
                     "the server could not do it; see its log",
                 )
-            }
-        };
-        match writer.write(&response).await {
-            Ok(()) => {}
-            Err(WriteError::Frame(FrameError::TooLarge { len, max })) => {
-                warn!(len, max, "admin answer too large for a frame");
-                let refusal = fail(
-                    AdminErrorCode::TooLarge,
-                    format!(
-                        "the answer ({len} bytes) would not fit in one frame ({max}); ask for less"
-                    ),
-                );
-                if writer.write(&refusal).await.is_err() {
-                    return;
-                }
-            }
-            Err(_) => return,
-        }
-    }
+            })
+    })
+    .await;
     debug!("admin connection closed");
+}
+
+/// The answer to a request that cannot be answered as asked.
+fn refuse(refusal: Refusal) -> AdminResponse {
+    match refusal {
+        Refusal::Unreadable => fail(
+            AdminErrorCode::Unsupported,
+            "the server does not know this request: upgrade the server, or use an \
+             `otpgate admin` of its release",
+        ),
+        Refusal::TooLarge { len, max } => fail(
+            AdminErrorCode::TooLarge,
+            format!("the answer ({len} bytes) would not fit in one frame ({max}); ask for less"),
+        ),
+    }
 }
 
 pub(crate) fn fail(code: AdminErrorCode, message: impl Into<String>) -> AdminResponse {
@@ -208,6 +205,8 @@ pub(crate) async fn handle(
                 host_name: record.host_name.clone(),
                 options: convert::options_view(&record.options),
                 effective: convert::effective_view(&policy.effective(record)),
+                agent_version: record.agent_version.clone(),
+                protocol: record.protocol,
             },
         )?),
         AdminRequest::ClientSet {

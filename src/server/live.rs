@@ -1,7 +1,8 @@
 //! The agent connections open now, by client computer: what a revocation of
-//! the computer's certificates closes at once.
+//! the computer's certificates closes at once; and which computers a warning
+//! about their agent was given for.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use otpgate_actors::{ComputerId, ConnectionId};
@@ -46,6 +47,21 @@ impl Live {
             conns.values().for_each(CancellationToken::cancel);
             conns.len()
         })
+    }
+}
+
+/// The computers a warning was given for, so that it is given once per
+/// computer and run of the server.
+#[derive(Debug, Default)]
+pub struct Warned(Mutex<HashSet<ComputerId>>);
+
+impl Warned {
+    /// Whether `id` is warned about for the first time (it is now).
+    pub fn first(&self, id: &ComputerId) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id.clone())
     }
 }
 

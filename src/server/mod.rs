@@ -49,9 +49,10 @@ use otpgate_actors::{
     AgentInfo, CallError, Clock, ComputerError, ComputerId, Computers, ConnectionId, Services,
     SledStore, Store, StoreError, SystemClock, Waiting,
 };
+use otpgate_protocol::version as protocol_version;
 use otpgate_protocol::{
-    AgentMessage, ErrorCode, Hello, MAX_IN_FLIGHT, Request, Response, ServerMessage, Welcome,
-    negotiate,
+    AgentMessage, ErrorCode, FrameError, HANDSHAKE_VERSION, Hello, MAX_IN_FLIGHT, Message, Request,
+    Response, ServerMessage, Unreadable, Welcome, negotiate,
 };
 use ractor::{Actor, ActorRef};
 use rand::RngExt;
@@ -64,7 +65,7 @@ use admin::AdminContext;
 use config::ServerConfig;
 use directory::{DirectoryFileError, StaticDirectory};
 use gate::Handshakes;
-use live::Live;
+use live::{Live, Warned};
 use mail::{EmlDir, Sender, Smtp, SmtpSetupError};
 use recordings::Recordings;
 
@@ -178,6 +179,8 @@ struct Shared {
     revocations: Arc<Revocations>,
     /// The connections open now, for revocations to close.
     live: Arc<Live>,
+    /// The computers whose agent was found to speak an older protocol.
+    old_agents: Warned,
     computers: Computers,
     /// Terminal recordings, stored as agents ship them.
     recordings: Arc<Recordings>,
@@ -304,6 +307,7 @@ impl Server {
                 ),
                 revocations: revocations.clone(),
                 live: Arc::default(),
+                old_agents: Warned::default(),
                 computers,
                 recordings,
                 store: store.clone(),
@@ -548,9 +552,8 @@ async fn serve_tcp(
             expired = cert.expires < now,
             "refused a revoked or expired certificate"
         );
-        let _ = writer
-            .write(&ServerMessage::Close(ErrorCode::CertificateRefused))
-            .await;
+        let refused = ServerMessage::Close(ErrorCode::CertificateRefused);
+        let _ = writer.write(&refused, HANDSHAKE_VERSION).await;
         return;
     }
     let mut session = Session {
@@ -559,6 +562,7 @@ async fn serve_tcp(
         conn,
         reader: FrameReader::new(read),
         writer,
+        version: HANDSHAKE_VERSION,
         revoked: live.revoked.clone(),
     };
     session.run(&cancel).await;
@@ -571,6 +575,8 @@ struct Session<R, W> {
     conn: ConnectionId,
     reader: FrameReader<R>,
     writer: FrameWriter<W>,
+    /// The protocol version agreed at Hello, that our frames are written in.
+    version: u8,
     /// Fires when the computer's certificates are revoked.
     revoked: CancellationToken,
 }
@@ -596,14 +602,17 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         if let End::Close(code) = end {
             debug!(?code, "closing connection");
             // The agent may be gone already; nothing more to do if so.
-            let _ = self.writer.write(&ServerMessage::Close(code)).await;
+            let _ = self
+                .writer
+                .write(&ServerMessage::Close(code), self.version)
+                .await;
         }
         let _ = self.writer.shutdown().await;
         info!("agent disconnected");
     }
 
     /// Waits for the agent's Hello and agrees on a protocol version.
-    async fn hello(&mut self) -> Result<(Hello, u16), End> {
+    async fn hello(&mut self) -> Result<(Hello, u8), End> {
         let hello = match timeout(self.shared.handshake_timeout, self.reader.read()).await {
             Err(_) => return Err(End::Close(ErrorCode::Timeout)),
             Ok(Ok(Some(AgentMessage::Hello(hello)))) => hello,
@@ -623,10 +632,11 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
 
     /// Registers the connection with the computer's actor, welcomes the agent, then
     /// serves its requests until it leaves, misbehaves or we shut down.
-    async fn serve(&mut self, (hello, version): (Hello, u16), cancel: &CancellationToken) -> End {
+    async fn serve(&mut self, (hello, version): (Hello, u8), cancel: &CancellationToken) -> End {
         let info = AgentInfo {
             host_name: hello.host_name,
             agent_version: hello.agent_version,
+            protocol: version,
         };
         let conn = self.conn;
         let connected = self
@@ -639,16 +649,25 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             return End::Close(code_for(&err));
         }
         let welcome = ServerMessage::Welcome(Welcome {
-            version,
+            version: version.into(),
             client_id: self.id.to_string(),
             server_version: env!("CARGO_PKG_VERSION").to_owned(),
             heartbeat_interval_ms: u32::try_from(self.shared.heartbeat_interval.as_millis())
                 .unwrap_or(u32::MAX),
         });
-        if self.writer.write(&welcome).await.is_err() {
+        if self.writer.write(&welcome, version).await.is_err() {
             return End::Gone;
         }
+        self.version = version;
         info!(version, host = %info.host_name, "agent connected");
+        if version < protocol_version::AGENT.newest && self.shared.old_agents.first(&self.id) {
+            warn!(
+                version,
+                agent_version = %info.agent_version,
+                "this agent speaks an older protocol version; it is served, but upgrade it \
+                 (see \"Upgrading\" in the README)"
+            );
+        }
 
         let interval = self.shared.heartbeat_interval;
         let idle = sleep(2 * interval);
@@ -678,18 +697,44 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                     idle.as_mut().reset(Instant::now() + interval);
                     ServerMessage::Ping { nonce }
                 }
-                frame = self.reader.read() => {
-                    let msg = match frame {
-                        Ok(Some(msg)) => msg,
+                frame = self.reader.read_frame() => {
+                    let frame = match frame {
+                        Ok(Some(frame)) => frame,
                         Ok(None) => return End::Gone,
                         Err(err) => return err.code().map_or(End::Gone, End::Close),
                     };
                     idle.as_mut().reset(Instant::now() + 2 * interval);
                     ping = None;
+                    // What cannot be read but answered is answered at once.
+                    let msg = match AgentMessage::decode(&frame) {
+                        Ok(msg) => Ok(msg),
+                        Err(FrameError::UnsupportedVersion { .. }) => {
+                            return End::Close(ErrorCode::UnsupportedFrameVersion);
+                        }
+                        Err(_) => match AgentMessage::unreadable(&frame) {
+                            // A newer agent's request, or one broken inside: the
+                            // frame said how long it was, so the rest is in step.
+                            Unreadable::Request(id) => {
+                                debug!(id, "answered a request we cannot read");
+                                let response = if flood.check().is_err() {
+                                    Response::Fail(ErrorCode::TooManyRequests)
+                                } else {
+                                    Response::Fail(ErrorCode::Unsupported)
+                                };
+                                Err(ServerMessage::Response { id, response })
+                            }
+                            Unreadable::Unknown => {
+                                debug!("let pass a message we do not know");
+                                continue;
+                            }
+                            Unreadable::Garbage => return End::Close(ErrorCode::Malformed),
+                        },
+                    };
                     match msg {
-                        AgentMessage::Hello(_) => return End::Close(ErrorCode::UnexpectedMessage),
-                        AgentMessage::Pong { .. } => continue,
-                        AgentMessage::Request { id, request: Request::Heartbeat } => {
+                        Err(answer) => answer,
+                        Ok(AgentMessage::Hello(_)) => return End::Close(ErrorCode::UnexpectedMessage),
+                        Ok(AgentMessage::Pong { .. }) => continue,
+                        Ok(AgentMessage::Request { id, request: Request::Heartbeat }) => {
                             let response = if flood.check().is_err() {
                                 Response::Fail(ErrorCode::TooManyRequests)
                             } else {
@@ -698,7 +743,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                             };
                             ServerMessage::Response { id, response }
                         }
-                        AgentMessage::Request { id, request } => {
+                        Ok(AgentMessage::Request { id, request }) => {
                             if in_flight.len() >= MAX_IN_FLIGHT || flood.check().is_err() {
                                 let response = Response::Fail(ErrorCode::TooManyRequests);
                                 ServerMessage::Response { id, response }
@@ -718,7 +763,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                     }
                 }
             };
-            if self.writer.write(&out).await.is_err() {
+            if self.writer.write(&out, self.version).await.is_err() {
                 return End::Gone;
             }
         }

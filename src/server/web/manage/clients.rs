@@ -72,6 +72,8 @@ struct ClientRow {
     computer: String,
     online: bool,
     last_seen: String,
+    /// Its agent's software and protocol version.
+    agent: String,
     group: String,
     cells: Vec<Cell>,
 }
@@ -120,6 +122,7 @@ pub async fn clients(State(app): State<App>, Admin(signed): Admin) -> Response {
                     computer: c.computer.clone(),
                     online: c.connected_since.is_some(),
                     last_seen: time(c.last_seen),
+                    agent: c.agent(),
                     group: c.group.clone().unwrap_or_default(),
                     cells: cells(&c.options, Some(&c.effective)),
                 })

@@ -1,8 +1,10 @@
 //! otpgate's wire protocol: the frame format and the typed messages that agents,
 //! the server and the local login prompt exchange.
 //!
-//! This crate only turns bytes into messages and back. It never touches a socket,
-//! so the same code runs over TLS in production and over in-memory pipes in tests.
+//! This crate only turns bytes into messages and back, in every version of each
+//! wire that this build speaks ([`version`] says how versions are agreed and
+//! grown). It never touches a socket, so the same code runs over TLS in
+//! production and over in-memory pipes in tests.
 
 #![forbid(unsafe_code)]
 

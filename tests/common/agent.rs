@@ -74,6 +74,73 @@ impl Drop for Agent {
     }
 }
 
+/// Waits until the agent serving `socket` says it is connected to its server
+/// (or, with `connected` false, that it is not).
+async fn until_connected(socket: &Path, connected: bool) {
+    use otpgate_protocol::local::{LocalRequest, LocalResponse};
+    wait_until(
+        Duration::from_secs(20),
+        "the agent's connection changes",
+        || async move {
+            matches!(
+                unix::ask(socket, &LocalRequest::Status).await,
+                Ok(LocalResponse::Status(status)) if status.connected == connected
+            )
+        },
+    )
+    .await;
+}
+
+/// An agent run as a process of binary `otpgate` (another release's, say),
+/// serving a login socket in a folder of the test's; killed on drop.
+pub struct AgentProcess {
+    pub socket: PathBuf,
+    child: std::process::Child,
+}
+
+impl AgentProcess {
+    /// Starts the agent of `identity` for `server`, its socket, spool and log
+    /// in `dir`, and waits until it is connected.
+    pub async fn start(otpgate: &Path, identity: &Path, server: SocketAddr, dir: &Path) -> Self {
+        let socket = dir.join("agent.sock");
+        let log = std::fs::File::create(dir.join("agent.log")).unwrap();
+        let child = std::process::Command::new(otpgate)
+            .arg("agent")
+            .args(["--server", &format!("localhost:{}", server.port())])
+            .arg("--identity")
+            .arg(identity)
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--spool")
+            .arg(dir.join("spool"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let agent = Self { socket, child };
+        agent.connected().await;
+        agent
+    }
+
+    /// Waits until the agent is connected to the server.
+    pub async fn connected(&self) {
+        until_connected(&self.socket, true).await;
+    }
+
+    /// Waits until the agent has noticed that its connection is gone.
+    pub async fn disconnected(&self) {
+        until_connected(&self.socket, false).await;
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A TLS connection opened by hand, to send whatever bytes a test wants.
 pub type RawTls = tokio_rustls::client::TlsStream<TcpStream>;
 
@@ -148,22 +215,7 @@ impl Desk {
     }
 
     async fn until_connected(&self, connected: bool) {
-        use otpgate_protocol::local::{LocalRequest, LocalResponse};
-        let socket = self.socket.clone();
-        wait_until(
-            Duration::from_secs(20),
-            "the agent's connection changes",
-            || {
-                let socket = socket.clone();
-                async move {
-                    matches!(
-                        unix::ask(&socket, &LocalRequest::Status).await,
-                        Ok(LocalResponse::Status(status)) if status.connected == connected
-                    )
-                }
-            },
-        )
-        .await;
+        until_connected(&self.socket, connected).await;
     }
 
     /// The login prompt, as the OS user running the tests.

@@ -5,14 +5,18 @@
 //! ([`smtp`]), the machine's accounts, groups and PAM services with the PAM
 //! module ([`system`]), an HTTPS client of the Management Tool ([`web`]), and
 //! a real headless Chromium ([`browser`]), a real OpenLDAP ([`slapd`]), the
-//! terminal recorder under a pseudo-terminal ([`recorder`]).
+//! terminal recorder under a pseudo-terminal ([`recorder`]), `pamtester` at a
+//! PAM service's prompts ([`pamtester`]), and the previous release built from
+//! the repository's history ([`release`]).
 
 #![allow(dead_code)] // Each test file uses its own part of these helpers.
 
 pub mod agent;
 pub mod browser;
 pub mod mail;
+pub mod pamtester;
 pub mod recorder;
+pub mod release;
 pub mod server;
 pub mod slapd;
 pub mod smtp;

@@ -12,6 +12,11 @@ pub fn record(socket: &Path, command: &[&str]) -> (Vec<u8>, i32) {
     run(socket, &[], command, None)
 }
 
+/// [`record`], by the recorder of binary `otpgate` (another release's, say).
+pub fn record_by(otpgate: &Path, socket: &Path, command: &[&str]) -> (Vec<u8>, i32) {
+    run_by(otpgate, socket, &[], command, None)
+}
+
 /// [`record`], with `typed` typed at the terminal once it shows `prompt`.
 pub fn record_typing(
     socket: &Path,
@@ -45,9 +50,19 @@ fn run(
     command: &[&str],
     when: Option<(&str, Act<'_>)>,
 ) -> (Vec<u8>, i32) {
+    run_by(Path::new(OTPGATE), socket, options, command, when)
+}
+
+fn run_by(
+    otpgate: &Path,
+    socket: &Path,
+    options: &[&str],
+    command: &[&str],
+    when: Option<(&str, Act<'_>)>,
+) -> (Vec<u8>, i32) {
     let (pty, pts) = pty_process::blocking::open().unwrap();
     pty.resize(pty_process::Size::new(24, 80)).unwrap();
-    let child = pty_process::blocking::Command::new(OTPGATE)
+    let child = pty_process::blocking::Command::new(otpgate)
         .arg("record")
         .arg("--socket")
         .arg(socket)

@@ -438,12 +438,26 @@ impl ServerProcess {
         handshake_ms: u64,
         extra: &str,
     ) -> Self {
+        let otpgate = Path::new(env!("CARGO_BIN_EXE_otpgate"));
+        Self::start_binary(otpgate, dir, listen, heartbeat_ms, handshake_ms, extra)
+    }
+
+    /// As [`ServerProcess::start_with`], running binary `otpgate` (another
+    /// release's, say).
+    pub fn start_binary(
+        otpgate: &Path,
+        dir: &Path,
+        listen: &str,
+        heartbeat_ms: u64,
+        handshake_ms: u64,
+        extra: &str,
+    ) -> Self {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(dir.join("server.log"))
             .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_otpgate"))
+        let mut child = Command::new(otpgate)
             .arg("serve")
             .arg("--config")
             .arg(write_config(dir, heartbeat_ms, handshake_ms, extra))

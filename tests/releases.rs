@@ -1,0 +1,303 @@
+//! Releases side by side, with the previous release built from the
+//! repository's history (`common::release`): its agent, login prompt,
+//! recorder, admin CLI and PAM module against this release's server and
+//! agent, and this release's agent, prompt, recorder and CLI against the
+//! previous release's server, which speaks version 1 of every wire only.
+//! Each runs a whole login through an access request an approver decides, a
+//! recording, and a revocation.
+
+mod common;
+
+use std::path::Path;
+use std::process::Output;
+use std::time::Duration;
+
+use common::agent::AgentProcess;
+use common::mail::codes_for;
+use common::pamtester::{Pamtester, otp_window};
+use common::recorder::record_by;
+use common::release::{self, run, this_otpgate};
+use common::server::{ServerProcess, TestServer};
+use common::system::{self, Account, PamService};
+use common::{HEARTBEAT_MS, me, wait_until};
+use otpgate_protocol::admin::RoleView;
+
+const WITHIN: Duration = Duration::from_secs(30);
+
+fn said(output: &Output) -> String {
+    format!(
+        "status {:?}\nstdout: {}\nstderr: {}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// Runs `otpgate` of binary `otpgate` with `args`; fails the test unless it
+/// exits 0. What it printed.
+async fn ok(otpgate: &Path, args: &[&str], stdin: &str) -> String {
+    let output = run(otpgate, args, stdin).await;
+    assert!(output.status.success(), "{args:?}: {}", said(&output));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// One client computer's life against one server, the programs of each
+/// side from the release given: an access request made by `prompt`'s login
+/// prompt and approved by `cli`'s admin CLI; the OTP verified; a terminal
+/// recorded by `prompt`'s recorder; the computer's certificates revoked by
+/// `cli`.
+struct Life<'a> {
+    /// The binary whose login prompt and recorder the person uses.
+    prompt: &'a Path,
+    /// The binary whose admin CLI the operator uses.
+    cli: &'a Path,
+    /// The server's data folder.
+    data: &'a Path,
+    /// The administrator's password.
+    password: &'a str,
+}
+
+impl Life<'_> {
+    async fn live(&self, agent: &AgentProcess, computer: &str) {
+        let socket = agent.socket.to_str().unwrap();
+        let data = self.data.to_str().unwrap();
+        let email = format!("{}@example.com", me());
+
+        ok(
+            self.prompt,
+            &["login", "--socket", socket, "request", "--email", &email],
+            "",
+        )
+        .await;
+        let pending = ok(
+            self.cli,
+            &["admin", "--data-dir", data, "requests", "list", "--json"],
+            "",
+        )
+        .await;
+        let pending: serde_json::Value = serde_json::from_str(&pending).unwrap();
+        let id = pending["requests"][0]["id"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("a pending request in {pending}"))
+            .to_string();
+        ok(
+            self.cli,
+            &["admin", "--data-dir", data, "requests", "approve", &id],
+            &format!("{}\n", self.password),
+        )
+        .await;
+        let code = codes_for(self.data, &email, 1).await.remove(0);
+        let verified = ok(
+            self.prompt,
+            &["login", "--socket", socket, "verify", "--email", &email],
+            &format!("{code}\n"),
+        )
+        .await;
+        assert!(!verified.contains("denied"), "{verified}");
+        let sessions = ok(
+            self.cli,
+            &["admin", "--data-dir", data, "sessions", "list"],
+            "",
+        )
+        .await;
+        assert!(
+            sessions.contains(&format!("{} ({email})", me())),
+            "the client session shows: {sessions}"
+        );
+
+        let (shown, status) = {
+            let (prompt, socket) = (self.prompt.to_owned(), agent.socket.clone());
+            tokio::task::spawn_blocking(move || {
+                record_by(&prompt, &socket, &["echo", "across-releases"])
+            })
+            .await
+            .unwrap()
+        };
+        assert_eq!(status, 0, "{}", String::from_utf8_lossy(&shown));
+        wait_until(WITHIN, "the recording arrives whole", || async {
+            let found = run(
+                self.cli,
+                &[
+                    "admin",
+                    "--data-dir",
+                    data,
+                    "recordings",
+                    "search",
+                    "across-releases",
+                ],
+                "",
+            )
+            .await;
+            String::from_utf8_lossy(&found.stdout).contains("across-releases")
+        })
+        .await;
+
+        let clients = ok(
+            self.cli,
+            &["admin", "--data-dir", data, "clients", "list"],
+            "",
+        )
+        .await;
+        assert!(clients.contains(computer), "{clients}");
+        ok(
+            self.cli,
+            &["certs", "revoke", computer, "--data-dir", data],
+            "",
+        )
+        .await;
+        agent.disconnected().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_previous_releases_agent_prompt_recorder_and_cli_work_with_this_server() {
+    let test = "the_previous_releases_agent_prompt_recorder_and_cli_work_with_this_server";
+    let Some(previous) = release::previous(test) else {
+        return;
+    };
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let agent = AgentProcess::start(
+        &previous.otpgate,
+        &server.identity("ws-old"),
+        server.addr,
+        dir.path(),
+    )
+    .await;
+    let password = server.admin_password().await;
+    Life {
+        prompt: &previous.otpgate,
+        cli: &previous.otpgate,
+        data: &server.data_dir(),
+        password: &password,
+    }
+    .live(&agent, "ws-old")
+    .await;
+    // This release's CLI shows the agent and the wire it spoke.
+    let clients = ok(
+        this_otpgate(),
+        &[
+            "admin",
+            "--data-dir",
+            server.data_dir().to_str().unwrap(),
+            "clients",
+            "list",
+        ],
+        "",
+    )
+    .await;
+    assert!(clients.contains("agent 0.1.0 (protocol 1)"), "{clients}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn this_releases_agent_prompt_recorder_and_cli_work_with_the_previous_server() {
+    let test = "this_releases_agent_prompt_recorder_and_cli_work_with_the_previous_server";
+    let Some(previous) = release::previous(test) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start_binary(
+        &previous.otpgate,
+        dir.path(),
+        "127.0.0.1:0",
+        HEARTBEAT_MS,
+        2000,
+        "",
+    );
+    let data = server.data_dir();
+    let data_arg = data.to_str().unwrap();
+    // The first administrator chooses their password, with this release's CLI.
+    let password = "the cross-release administrator's password";
+    ok(
+        this_otpgate(),
+        &[
+            "admin",
+            "--data-dir",
+            data_arg,
+            "users",
+            "set",
+            "admin",
+            "--password-stdin",
+        ],
+        &format!("{password}\n"),
+    )
+    .await;
+    let identity = dir.path().join("ws-new");
+    let identity_arg = identity.to_str().unwrap();
+    ok(
+        &previous.otpgate,
+        &[
+            "certs",
+            "client",
+            "ws-new",
+            "--out",
+            identity_arg,
+            "--data-dir",
+            data_arg,
+        ],
+        "",
+    )
+    .await;
+    let agent_dir = tempfile::tempdir().unwrap();
+    let agent = AgentProcess::start(this_otpgate(), &identity, server.addr, agent_dir.path()).await;
+    Life {
+        prompt: this_otpgate(),
+        cli: this_otpgate(),
+        data: &data,
+        password,
+    }
+    .live(&agent, "ws-new")
+    .await;
+    let log = std::fs::read_to_string(agent_dir.path().join("agent.log")).unwrap();
+    assert!(
+        log.contains("the server speaks an older protocol version"),
+        "the agent says why it does without: {log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pam_modules_and_agents_of_either_release_work_together() {
+    let test = "pam_modules_and_agents_of_either_release_work_together";
+    if !system::root_or_skip(test) {
+        return;
+    }
+    let Some(previous) = release::previous(test) else {
+        return;
+    };
+    let server = TestServer::start().await;
+    server.add_user("approver", RoleView::Administrator).await;
+    let account = Account::create("otpgate-t8", &[]);
+    let email = account.email();
+    let pairs = [
+        ("old-module", previous.pam_module.as_path(), this_otpgate()),
+        ("old-agent", system::module(), previous.otpgate.as_path()),
+    ];
+    for (round, (name, module, agent)) in pairs.into_iter().enumerate() {
+        let dir = tempfile::tempdir().unwrap();
+        let computer = format!("ws-{name}");
+        let agent =
+            AgentProcess::start(agent, &server.identity(&computer), server.addr, dir.path()).await;
+        let socket = agent.socket.display();
+        let module = module.display();
+        let service = PamService::create(
+            &format!("otpgate-test-{name}"),
+            &format!(
+                "auth     required  {module} socket={socket} approval_wait=30\n\
+                 account  required  pam_permit.so\n\
+                 session  optional  {module} socket={socket}\n"
+            ),
+        );
+        server
+            .generate(&computer, &account.name, &email, false)
+            .await;
+        let code = server.codes_for(&email, round + 1).await.remove(round);
+        let mut pam = Pamtester::start(
+            &service,
+            &account.name,
+            &["authenticate", "open_session", "close_session"],
+        );
+        otp_window(&mut pam, &email, &code).await;
+        let (ok, shown) = pam.finish().await;
+        assert!(ok, "{name}: {shown}");
+    }
+}

@@ -66,7 +66,7 @@ fn build(commit: &str) -> Option<Release> {
     if !src.join("Cargo.toml").exists() {
         let _ = std::fs::remove_dir_all(&src);
         std::fs::create_dir_all(&src).unwrap();
-        let archive = Command::new("git")
+        let mut archive = Command::new("git")
             .arg("-C")
             .arg(root)
             .args(["archive", "--format=tar", commit])
@@ -77,10 +77,14 @@ fn build(commit: &str) -> Option<Release> {
             .arg("-x")
             .arg("-C")
             .arg(&src)
-            .stdin(archive.stdout.unwrap())
+            .stdin(archive.stdout.take().unwrap())
             .status()
             .unwrap();
-        assert!(extracted.success(), "cannot extract {commit}");
+        let archived = archive.wait().unwrap();
+        assert!(
+            archived.success() && extracted.success(),
+            "cannot extract {commit}"
+        );
     }
     eprintln!(
         "building the previous release ({commit}) once, into {}",

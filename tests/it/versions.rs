@@ -5,8 +5,6 @@
 //! it is newer than theirs, in their newest), and keep the connection after
 //! one they cannot read.
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
@@ -14,8 +12,8 @@ use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
-use common::agent::{RawTls, connect_tls};
-use common::server::TestServer;
+use crate::common::agent::{RawTls, connect_tls};
+use crate::common::server::TestServer;
 use otpgate::frames::FrameReader;
 use otpgate::tls;
 use otpgate_protocol::admin::{AdminRequest, AdminResponse, PageRequest};

@@ -1,6 +1,6 @@
 //! What the PAM and sshd tests change on the machine, each put back on drop
 //! (test accounts and groups, PAM service files), and the PAM module they load.
-//! These tests need root; without it they say so and pass.
+//! These tests need root; without it they are skipped (`super::skip`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 
 /// The test accounts, one per test so that tests running at once never share
 /// one; the test directory knows each as `<name>@example.com`.
-pub const ACCOUNTS: [&str; 8] = [
+pub const ACCOUNTS: [&str; 10] = [
     "otpgate-t1",
     "otpgate-t2",
     "otpgate-t3",
@@ -17,13 +17,15 @@ pub const ACCOUNTS: [&str; 8] = [
     "otpgate-t6",
     "otpgate-t7",
     "otpgate-t8",
+    "otpgate-t9",
+    "otpgate-t10",
 ];
 
 /// Whether the tests run as root; if not, says that `test` is skipped.
 pub fn root_or_skip(test: &str) -> bool {
     let root = nix::unistd::Uid::effective().is_root();
     if !root {
-        eprintln!("{test}: skipped, it needs root (accounts, /etc/pam.d)");
+        super::skip(test, "it needs root (accounts, /etc/pam.d)");
     }
     root
 }

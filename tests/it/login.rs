@@ -3,14 +3,12 @@
 //! rules, the once-per-hour rule across a restart, concurrent verifies, and
 //! client sessions. Time rules run on a manual clock.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::agent::{Agent, Desk};
-use common::me;
-use common::server::TestServer;
+use crate::common::agent::{Agent, Desk};
+use crate::common::me;
+use crate::common::server::TestServer;
 use otpgate_actors::names::masked;
 use otpgate_actors::{Clock, ManualClock, SystemClock};
 use otpgate_protocol::admin::{
@@ -122,8 +120,8 @@ async fn email_mode_goes_to_the_approvers_and_approval_sends_the_otp() {
 
     // The approvers (here the administrator) got the request by mail.
     let outbox = server.data_dir().join("outbox");
-    common::wait_until(Duration::from_secs(20), "the approver is mailed", || {
-        let mailed = !common::mail::messages_to(&outbox, "admin@example.com").is_empty();
+    crate::common::wait_until(Duration::from_secs(20), "the approver is mailed", || {
+        let mailed = !crate::common::mail::messages_to(&outbox, "admin@example.com").is_empty();
         async move { mailed }
     })
     .await;
@@ -187,11 +185,11 @@ async fn directory_internal_and_emergency_modes() {
     let pending = server.requests(false).await;
     assert!(pending.iter().any(|r| r.id == id && r.emergency));
     let outbox = server.data_dir().join("outbox");
-    common::wait_until(
+    crate::common::wait_until(
         Duration::from_secs(20),
         "the approver is told of the emergency",
         || {
-            let told = common::mail::messages_to(&outbox, "admin@example.com")
+            let told = crate::common::mail::messages_to(&outbox, "admin@example.com")
                 .iter()
                 .any(|m| m.contains("EMERGENCY"));
             async move { told }
@@ -270,8 +268,8 @@ async fn denial_and_expiry_of_requests_reach_the_person() {
         ))
     );
     let outbox = server.data_dir().join("outbox");
-    common::wait_until(Duration::from_secs(20), "the denial is mailed", || {
-        let mailed = common::mail::messages_to(&outbox, "erin@example.com")
+    crate::common::wait_until(Duration::from_secs(20), "the denial is mailed", || {
+        let mailed = crate::common::mail::messages_to(&outbox, "erin@example.com")
             .iter()
             .any(|m| m.contains("was denied") && m.contains("not today"));
         async move { mailed }
@@ -292,8 +290,8 @@ async fn denial_and_expiry_of_requests_reach_the_person() {
         ),
         "too late"
     );
-    common::wait_until(Duration::from_secs(20), "the expiry is mailed", || {
-        let mailed = common::mail::messages_to(&outbox, "erin@example.com")
+    crate::common::wait_until(Duration::from_secs(20), "the expiry is mailed", || {
+        let mailed = crate::common::mail::messages_to(&outbox, "erin@example.com")
             .iter()
             .any(|m| m.contains("expired"));
         async move { mailed }
@@ -717,7 +715,7 @@ async fn client_sessions_show_the_user_name_outlive_connections_and_restarts_and
     clock.advance(otpgate_actors::settings::DEFAULT_SESSION_TIMEOUT + Duration::from_secs(60));
     let desk = Desk::start(&identity, server.addr, server.data.path().join("ws-1.sock")).await;
     // The computer's actor ends it on its first sweep after the agent is back.
-    common::wait_until(Duration::from_secs(10), "alice's session ends", || async {
+    crate::common::wait_until(Duration::from_secs(10), "alice's session ends", || async {
         server.sessions(false).await.is_empty()
     })
     .await;

@@ -2,13 +2,11 @@
 //! origin checks, security headers, roles, escaping, decisions from the page
 //! and from a mail link.
 
-mod common;
-
 use std::time::Duration;
 
-use common::agent::Desk;
-use common::server::TestServer;
-use common::web::WebClient;
+use crate::common::agent::Desk;
+use crate::common::server::TestServer;
+use crate::common::web::WebClient;
 use otpgate_protocol::admin::{AdminRequest, AdminResponse, OptionsView, RoleView};
 use otpgate_protocol::login::{LoginRequest, RequestMode};
 
@@ -16,7 +14,7 @@ use otpgate_protocol::login::{LoginRequest, RequestMode};
 async fn request_access(server: &TestServer, desk: &Desk, email: &str) -> u64 {
     desk.login(LoginRequest::Request(RequestMode::Email(email.into())))
         .await;
-    common::wait_until(Duration::from_secs(20), "the request", || async {
+    crate::common::wait_until(Duration::from_secs(20), "the request", || async {
         server
             .requests(false)
             .await
@@ -214,12 +212,12 @@ async fn a_mail_link_leads_through_sign_in_to_a_confirmation_and_works_once() {
     let password = server.admin_password().await;
     let id = request_access(&server, &desk, "alice@example.com").await;
     let outbox = server.data_dir().join("outbox");
-    common::wait_until(Duration::from_secs(20), "the approver's mail", || async {
-        !common::mail::messages_to(&outbox, "admin@example.com").is_empty()
+    crate::common::wait_until(Duration::from_secs(20), "the approver's mail", || async {
+        !crate::common::mail::messages_to(&outbox, "admin@example.com").is_empty()
     })
     .await;
-    let mail = common::mail::messages_to(&outbox, "admin@example.com").remove(0);
-    let token = common::mail::token_after(&mail, "Approve:");
+    let mail = crate::common::mail::messages_to(&outbox, "admin@example.com").remove(0);
+    let token = crate::common::mail::token_after(&mail, "Approve:");
     let link = format!("/requests/decide?token={token}");
 
     let web = WebClient::new(&server);

@@ -4,10 +4,8 @@
 //! the one it is about: the others still had room. The tests run as root, who
 //! may act for any OS user through the agent's socket.
 
-mod common;
-
-use common::agent::Desk;
-use common::server::TestServer;
+use crate::common::agent::Desk;
+use crate::common::server::TestServer;
 use otpgate::cli::prompt::Prompt;
 use otpgate_protocol::admin::{AdminRequest, AdminResponse, OptionsView, RoleView, SettingsPatch};
 use otpgate_protocol::login::{

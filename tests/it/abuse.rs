@@ -2,9 +2,7 @@
 //! their rule are refused like any other refusal, counted, and never written
 //! into the audit log.
 
-mod common;
-
-use common::server::TestServer;
+use crate::common::server::TestServer;
 use otpgate::cli::prompt::Prompt;
 use otpgate_protocol::admin::{AdminRequest, AdminResponse, SettingsPatch};
 use otpgate_protocol::login::{

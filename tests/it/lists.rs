@@ -2,8 +2,6 @@
 //! with a closed connection, and `otpgate admin ... list` follows the pages to
 //! print everything asked for, with `--limit` and filters.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
@@ -16,7 +14,7 @@ use otpgate_actors::settings::Options;
 use otpgate_actors::{ComputerId, ComputerRecord, Store, Timestamp};
 use otpgate_protocol::admin::{AdminRequest, AdminResponse, ListFilter, MAX_PAGE, PageRequest};
 
-use common::server::TestServer;
+use crate::common::server::TestServer;
 
 /// Entries per list: with the padding below, each list is several frames long.
 const N: u64 = 700;

@@ -5,15 +5,13 @@
 //! shown; a 4xx is retried until delivered or `max_attempts`; refused
 //! credentials keep the mail queued; a lost 250 repeats that message only.
 
-mod common;
-
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::mail::token_after;
-use common::me;
-use common::server::TestServer;
-use common::smtp::SmtpServer;
+use crate::common::mail::token_after;
+use crate::common::me;
+use crate::common::server::TestServer;
+use crate::common::smtp::SmtpServer;
 use otpgate_protocol::admin::{AdminRequest, AdminResponse, Choice, PageRequest};
 use otpgate_protocol::login::{LoginRequest, LoginResponse, RequestMode, Secret, Verdict};
 
@@ -207,7 +205,7 @@ async fn refused_credentials_keep_the_mail_queued_until_they_are_put_right() {
 
     // The relay answers 535 at AUTH: the message is tried, stays queued, and is
     // not given up as if the message were at fault.
-    common::wait_until(WITHIN, "a refused try", || async {
+    crate::common::wait_until(WITHIN, "a refused try", || async {
         queue(&server).await.iter().any(|m| m.attempts >= 1)
     })
     .await;
@@ -235,7 +233,7 @@ async fn a_4xx_is_retried_until_delivered_and_given_up_after_max_attempts() {
     generate(&server, "dave", "busy2-dave@example.com").await;
     generate(&server, "erin", "busy9-erin@example.com").await;
 
-    common::wait_until(Duration::from_secs(60), "both settled", || async {
+    crate::common::wait_until(Duration::from_secs(60), "both settled", || async {
         queue(&server).await.is_empty()
     })
     .await;
@@ -293,7 +291,7 @@ async fn a_relay_down_for_a_while_and_a_restart_lose_and_repeat_nothing() {
     for user in ["u1", "u2", "u3"] {
         generate(&server, user, &format!("{user}@example.com")).await;
     }
-    common::wait_until(WITHIN, "every queued message tried and failed", || async {
+    crate::common::wait_until(WITHIN, "every queued message tried and failed", || async {
         let request = AdminRequest::MailQueue {
             page: PageRequest::default(),
         };

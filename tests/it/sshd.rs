@@ -2,16 +2,13 @@
 //! service of its own) logged in to by a real ssh client answering the
 //! keyboard-interactive prompts (driven by Debian's python3-pexpect). Needs root.
 
-mod common;
-
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 use std::time::Duration;
 
-use common::agent::Desk;
-use common::server::TestServer;
-use common::system::{self, Account, PamService};
+use crate::common::agent::Desk;
+use crate::common::server::TestServer;
+use crate::common::system::{self, Account, PamService};
 use otpgate_protocol::admin::{AdminRequest, AdminResponse};
 
 /// Answers ssh's prompts: the email address, then the OTP.
@@ -68,56 +65,61 @@ impl Sshd {
                 .unwrap();
             assert!(made.success());
         }
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let config = dir.join(format!("{}.conf", service.name));
-        std::fs::write(
-            &config,
-            format!(
-                "Port {port}\nListenAddress 127.0.0.1\nHostKey {key}\nUsePAM yes\n\
-                 KbdInteractiveAuthentication yes\nPasswordAuthentication no\n\
-                 PubkeyAuthentication no\nPermitRootLogin no\nPidFile {pid}\n{extra}",
-                key = key.display(),
-                pid = dir.join(format!("{}.pid", service.name)).display(),
-            ),
-        )
-        .unwrap();
         let binary = dir.join(&service.name);
         if !binary.exists() {
             std::os::unix::fs::symlink("/usr/sbin/sshd", &binary).unwrap();
         }
         let log = dir.join(format!("{}.log", service.name));
-        let child = Command::new(&binary)
-            .args(["-D", "-f"])
-            .arg(&config)
-            .arg("-E")
-            .arg(&log)
-            .spawn()
+        let config = dir.join(format!("{}.conf", service.name));
+        crate::common::retry_start("sshd", || {
+            let port = crate::common::free_port();
+            std::fs::write(
+                &config,
+                format!(
+                    "Port {port}\nListenAddress 127.0.0.1\nHostKey {key}\nUsePAM yes\n\
+                     KbdInteractiveAuthentication yes\nPasswordAuthentication no\n\
+                     PubkeyAuthentication no\nPermitRootLogin no\nPidFile {pid}\n{extra}",
+                    key = key.display(),
+                    pid = dir.join(format!("{}.pid", service.name)).display(),
+                ),
+            )
             .unwrap();
-        let sshd = Self { child, port, log };
-        sshd.wait_for_banner();
-        sshd
+            let child = Command::new(&binary)
+                .args(["-D", "-f"])
+                .arg(&config)
+                .arg("-E")
+                .arg(&log)
+                .spawn()
+                .unwrap();
+            let mut sshd = Self {
+                child,
+                port,
+                log: log.clone(),
+            };
+            sshd.wait_for_banner().map(|()| sshd)
+        })
     }
 
-    /// Waits until sshd answers with its banner.
-    fn wait_for_banner(&self) {
+    /// Waits until sshd answers with its banner; why not, if it does not (it
+    /// could not bind its port, say).
+    fn wait_for_banner(&mut self) -> Result<(), String> {
         use std::io::Read;
         for _ in 0..200 {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!("sshd exited ({status}): {}", self.log()));
+            }
             if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
                 stream
                     .set_read_timeout(Some(Duration::from_secs(5)))
                     .unwrap();
                 let mut banner = [0u8; 8];
                 if stream.read_exact(&mut banner).is_ok() && banner.starts_with(b"SSH-2.0") {
-                    return;
+                    return Ok(());
                 }
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("sshd did not answer: {}", self.log());
+        Err(format!("sshd did not answer: {}", self.log()))
     }
 
     fn log(&self) -> String {
@@ -217,7 +219,7 @@ async fn an_ssh_login_needs_the_otp_and_its_session_ends_with_the_connection() {
         "echo SHELL-OK; sleep 3",
     );
     let user_name = format!("{} ({email})", account.name);
-    common::wait_until(Duration::from_secs(30), "the session is open", || async {
+    crate::common::wait_until(Duration::from_secs(30), "the session is open", || async {
         server
             .sessions(false)
             .await
@@ -235,7 +237,7 @@ async fn an_ssh_login_needs_the_otp_and_its_session_ends_with_the_connection() {
         &code,
         "echo SHELL-OK; sleep 12",
     );
-    common::wait_until(
+    crate::common::wait_until(
         Duration::from_secs(30),
         "both sessions are open",
         || async { server.sessions(false).await.len() == 2 },
@@ -245,7 +247,7 @@ async fn an_ssh_login_needs_the_otp_and_its_session_ends_with_the_connection() {
     let said = String::from_utf8_lossy(&first.stdout);
     assert!(said.contains("SHELL-OK"), "{said}\n{}", sshd.log());
     assert_eq!(first.status.code(), Some(0), "{said}");
-    common::wait_until(
+    crate::common::wait_until(
         Duration::from_secs(20),
         "the first session ends",
         || async {
@@ -259,7 +261,7 @@ async fn an_ssh_login_needs_the_otp_and_its_session_ends_with_the_connection() {
     let mut second = second;
     second.kill().unwrap();
     let _ = finish(second).await;
-    common::wait_until(
+    crate::common::wait_until(
         Duration::from_secs(20),
         "the second session ends",
         || async { server.sessions(false).await.is_empty() },
@@ -278,7 +280,7 @@ async fn a_panic_in_the_module_fails_closed_and_sshd_lives_on() {
     let desk = server.desk("ws-1").await;
     let account = Account::create("otpgate-t8", &[]);
     let service = sshd_service("otpgate-test-sshd-panic", &desk.socket, "panic_for_test");
-    let sshd = Sshd::start(dir.path(), &service);
+    let mut sshd = Sshd::start(dir.path(), &service);
     let code = otp(&server, &account, 1).await;
     let refused = finish(ssh(
         dir.path(),
@@ -294,7 +296,7 @@ async fn a_panic_in_the_module_fails_closed_and_sshd_lives_on() {
     assert_ne!(refused.status.code(), Some(0));
     // The panic became PAM_ABORT, and sshd still serves.
     assert!(sshd.log().contains("PAM: Critical error"), "{}", sshd.log());
-    sshd.wait_for_banner();
+    sshd.wait_for_banner().unwrap();
     desk.stop().await;
 }
 
@@ -318,7 +320,7 @@ async fn a_forced_recorder_records_the_ssh_session_tied_to_its_client_session() 
         open.join("agent.sock"),
     )
     .await;
-    let account = Account::create("otpgate-t6", &[]);
+    let account = Account::create("otpgate-t9", &[]);
     let service = sshd_service("otpgate-test-sshd-record", &desk.socket, "");
     let force = format!(
         "ForceCommand {} record --socket {}\n",

@@ -5,14 +5,12 @@
 //! directory accounts and (nested) groups as approvers, mailed at their
 //! directory address, signing in with their directory password.
 
-mod common;
-
 use std::time::Duration;
 
-use common::agent::Desk;
-use common::server::TestServer;
-use common::slapd::{Slapd, password};
-use common::web::WebClient;
+use crate::common::agent::Desk;
+use crate::common::server::TestServer;
+use crate::common::slapd::{Slapd, password};
+use crate::common::web::WebClient;
 use otpgate::cli::prompt::Prompt;
 use otpgate_protocol::admin::{AdminErrorCode, AdminRequest, AdminResponse, Choice, OptionsView};
 use otpgate_protocol::login::{LoginRequest, LoginResponse, RequestMode, Requested, Secret};
@@ -156,14 +154,14 @@ async fn directory_people_and_groups_approve_with_their_directory_password() {
     let outbox = server.data_dir().join("outbox");
     for approver in ["bob", "alice", "frank"] {
         let to = format!("{approver}@example.com");
-        common::wait_until(Duration::from_secs(20), "the approvers' mail", || async {
-            !common::mail::messages_to(&outbox, &to).is_empty()
+        crate::common::wait_until(Duration::from_secs(20), "the approvers' mail", || async {
+            !crate::common::mail::messages_to(&outbox, &to).is_empty()
         })
         .await;
     }
     for nobody in ["dave@example.com", "carol@example.com", "admin@example.com"] {
         assert!(
-            common::mail::messages_to(&outbox, nobody).is_empty(),
+            crate::common::mail::messages_to(&outbox, nobody).is_empty(),
             "{nobody}"
         );
     }
@@ -206,16 +204,16 @@ async fn directory_people_and_groups_approve_with_their_directory_password() {
 
     // Bob follows the link in his mail, signed in by his other spelling.
     let about_second = || {
-        common::mail::messages_to(&outbox, "bob@example.com")
+        crate::common::mail::messages_to(&outbox, "bob@example.com")
             .into_iter()
             .find(|mail| mail.contains("worker2@example.com"))
     };
-    common::wait_until(Duration::from_secs(20), "bob's second mail", || async {
+    crate::common::wait_until(Duration::from_secs(20), "bob's second mail", || async {
         about_second().is_some()
     })
     .await;
     let mail = about_second().unwrap();
-    let token = common::mail::token_after(&mail, "Deny:");
+    let token = crate::common::mail::token_after(&mail, "Deny:");
     let bob = WebClient::new(&server);
     assert_eq!(
         bob.sign_in("bob@corp.example.com", &password("bob"))

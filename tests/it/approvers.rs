@@ -3,12 +3,10 @@
 //! refused, by id and by a link whose approver is no longer one. Mail goes to
 //! the `.eml` outbox and is read as the approvers read it.
 
-mod common;
-
 use std::time::Duration;
 
-use common::mail::{messages_to, token_after};
-use common::server::TestServer;
+use crate::common::mail::{messages_to, token_after};
+use crate::common::server::TestServer;
 use otpgate_protocol::admin::{
     AdminErrorCode, AdminRequest, AdminResponse, Choice, Decision, OptionsView, RoleView,
 };
@@ -65,7 +63,7 @@ async fn ask(server: &TestServer, computer: &str, email: &str) -> u64 {
 async fn mailed(server: &TestServer, to: &str, count: usize) -> Vec<String> {
     let outbox = server.data_dir().join("outbox");
     let mut messages = Vec::new();
-    common::wait_until(
+    crate::common::wait_until(
         Duration::from_secs(20),
         &format!("{count} messages to {to}"),
         || {

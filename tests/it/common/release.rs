@@ -28,9 +28,8 @@ pub fn previous(test: &str) -> Option<&'static Release> {
     static PREVIOUS: OnceLock<Option<Release>> = OnceLock::new();
     let release = PREVIOUS.get_or_init(|| build(PREVIOUS_RELEASE)).as_ref();
     if release.is_none() {
-        eprintln!(
-            "{test}: skipped, the repository's history (commit {PREVIOUS_RELEASE}) is not here"
-        );
+        let why = format!("the repository's history (commit {PREVIOUS_RELEASE}) is not here");
+        super::skip(test, &why);
     }
     release
 }

@@ -9,8 +9,6 @@
 //! PAM service's prompts ([`pamtester`]), and the previous release built from
 //! the repository's history ([`release`]).
 
-#![allow(dead_code)] // Each test file uses its own part of these helpers.
-
 pub mod agent;
 pub mod browser;
 pub mod mail;
@@ -27,6 +25,22 @@ use std::future::Future;
 use std::time::Duration;
 
 use tokio::time::{Instant, sleep};
+
+/// Says that `test` (or a part of it) cannot run here, and `why`. It is
+/// counted as skipped in `scripts/test`'s closing line (a file in
+/// `$OTPGATE_SKIPPED`), not as passed; where every test must run
+/// (`OTPGATE_NO_SKIP=1`, as `.ci/run` sets: CI runs as root with everything
+/// installed) it fails instead.
+pub fn skip(test: &str, why: &str) {
+    assert!(
+        std::env::var_os("OTPGATE_NO_SKIP").is_none(),
+        "{test} cannot run here ({why}), and OTPGATE_NO_SKIP says every test must"
+    );
+    eprintln!("{test}: skipped, {why}");
+    if let Some(dir) = std::env::var_os("OTPGATE_SKIPPED") {
+        let _ = std::fs::write(std::path::Path::new(&dir).join(test), why);
+    }
+}
 
 /// A heartbeat interval short enough that tests see many of them.
 pub const HEARTBEAT_MS: u64 = 100;
@@ -54,6 +68,34 @@ where
         assert!(Instant::now() < deadline, "timed out waiting until {what}");
         sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// A port on 127.0.0.1 that was free a moment ago, for a child that binds its
+/// own (sshd, slapd, chromedriver take no socket handed to them): another
+/// process may take it meanwhile, so start such a child with [`retry_start`].
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts `what`, a child that binds ports from [`free_port`]: a start that
+/// fails (the port was taken meanwhile, say) is tried again with new ports,
+/// up to five times.
+pub fn retry_start<T>(what: &str, mut start: impl FnMut() -> Result<T, String>) -> T {
+    let mut why = String::new();
+    for _ in 0..5 {
+        match start() {
+            Ok(started) => return started,
+            Err(err) => {
+                eprintln!("{what} did not start, trying again: {err}");
+                why = err;
+            }
+        }
+    }
+    panic!("{what} did not start: {why}")
 }
 
 /// The OS user running the tests: the login prompt's caller.

@@ -2,15 +2,13 @@
 //! service file the test writes, a real agent, a real server, and test
 //! accounts the test creates, each put back as it was on drop. Needs root.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::agent::Desk;
-use common::pamtester::{Pamtester, otp_window};
-use common::server::TestServer;
-use common::system::{self, Account, Group, PamService};
+use crate::common::agent::Desk;
+use crate::common::pamtester::{Pamtester, otp_window};
+use crate::common::server::TestServer;
+use crate::common::system::{self, Account, Group, PamService};
 use otpgate_actors::{Clock, ManualClock, SystemClock};
 use otpgate_protocol::admin::{AdminRequest, AdminResponse, Choice, OptionsView, RoleView};
 use otpgate_protocol::login::Secret;
@@ -58,7 +56,7 @@ async fn approve(server: &TestServer, choice: Choice, comment: Option<&str>) {
 
 /// The id of the pending access request, once there is one.
 async fn wait_for_request(server: &TestServer) -> u64 {
-    common::wait_until(Duration::from_secs(20), "an access request", || async {
+    crate::common::wait_until(Duration::from_secs(20), "an access request", || async {
         !server.requests(false).await.is_empty()
     })
     .await;
@@ -266,7 +264,7 @@ async fn off_unreachable_and_exempt_pass_or_fail_without_a_prompt() {
     // An exempt account passes, and the audit log hears of it.
     let (ok, shown) = unattended(&breakglass.name, &gate).await;
     assert!(ok, "{shown}");
-    common::wait_until(
+    crate::common::wait_until(
         Duration::from_secs(20),
         "the exempt login is audited",
         || async {
@@ -341,7 +339,7 @@ async fn the_client_session_lives_as_long_as_the_pam_session() {
     otp_window(&mut pam, &email, &code).await;
     let (ok, shown) = pam.finish().await;
     assert!(ok, "{shown}");
-    common::wait_until(
+    crate::common::wait_until(
         Duration::from_secs(20),
         "the session ends at close",
         || async {

@@ -2,14 +2,12 @@
 //! server certificate posing as a client, TLS 1.2 only, no ALPN. Each is refused, and the
 //! server goes on serving the agents it has.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::agent::{Agent, connect_tls};
-use common::server::{TestServer, issue};
+use crate::common::agent::{Agent, connect_tls};
+use crate::common::server::{TestServer, issue};
 use otpgate::frames::{FrameReader, FrameWriter};
 use otpgate::tls::{self, pki};
 use otpgate_protocol::{
@@ -153,7 +151,7 @@ async fn clients_without_a_valid_certificate_or_tls13_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_handshakes_are_capped_and_cannot_keep_agents_out() {
     use tokio::io::AsyncReadExt;
-    // Handshakes time out after common::server::HANDSHAKE_MS.
+    // Handshakes time out after crate::common::server::HANDSHAKE_MS.
     let server = TestServer::start_with_config("max_handshakes_per_source = 2\n").await;
     let agent = server.agent(&server.identity("ws-ok"));
     agent.welcomed(1, WITHIN).await;
@@ -173,7 +171,7 @@ async fn slow_handshakes_are_capped_and_cannot_keep_agents_out() {
             Ok(_) => panic!("the server said something"),
         }
     };
-    common::wait_until(WITHIN, "five closed", || {
+    crate::common::wait_until(WITHIN, "five closed", || {
         let count = silent.iter().filter(|s| closed(s)).count();
         async move { count >= 5 }
     })
@@ -243,7 +241,7 @@ async fn a_revoked_certificate_is_cut_off_at_once_and_refused_even_when_resuming
     assert_eq!(agent.link.status().welcomes, 1, "never let back in");
 
     // A certificate issued afterwards lets the computer back in.
-    common::wait_until(WITHIN, "the next second", || {
+    crate::common::wait_until(WITHIN, "the next second", || {
         let later = std::time::SystemTime::now()
             .duration_since(revoked_at)
             .is_ok_and(|d| d.as_secs() >= 1);

@@ -2,13 +2,11 @@
 //! in a day, and a terminal recording played back and searched. Screenshots
 //! of the main pages go to `target/tmp/screenshots/`.
 
-mod common;
-
 use std::time::Duration;
 
-use common::browser::Browser;
-use common::server::TestServer;
-use common::web::base;
+use crate::common::browser::Browser;
+use crate::common::server::TestServer;
+use crate::common::web::base;
 use otpgate::cli::prompt::Prompt;
 use otpgate_protocol::login::{LoginRequest, LoginResponse, RequestMode, Secret, Verdict};
 use thirtyfour::prelude::*;
@@ -235,7 +233,7 @@ async fn an_approver_signs_in_decides_and_follows_a_mail_link() {
     let outbox = server.data_dir().join("outbox");
     let mut mail = None;
     wait_for(driver, "the approver's mail", || {
-        let found = common::mail::messages_to(&outbox, "admin@example.com")
+        let found = crate::common::mail::messages_to(&outbox, "admin@example.com")
             .into_iter()
             .find(|m| m.contains("bin@example.com"));
         let done = found.is_some();
@@ -243,7 +241,7 @@ async fn an_approver_signs_in_decides_and_follows_a_mail_link() {
         async move { done }
     })
     .await;
-    let token = common::mail::token_after(&mail.unwrap(), "Approve:");
+    let token = crate::common::mail::token_after(&mail.unwrap(), "Approve:");
     driver
         .goto(format!("{site}/requests/decide?token={token}"))
         .await
@@ -285,7 +283,7 @@ async fn a_recording_plays_in_the_browser_and_its_text_is_found() {
     let driver = browser.driver();
     let socket = desk.socket.clone();
     let (_, status) = tokio::task::spawn_blocking(move || {
-        common::recorder::record(
+        crate::common::recorder::record(
             &socket,
             &["/bin/sh", "-c", "echo shown in the browser; sleep 1"],
         )

@@ -30,7 +30,7 @@ impl SmtpServer {
     /// Starts it and waits until it listens: on a free port the first time, on
     /// the port it had after that.
     pub fn start(&mut self) {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/smtp_server.py");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/common/smtp_server.py");
         // Debian's python3, which has python3-aiosmtpd (scripts/test installs it).
         let mut child = Command::new("/usr/bin/python3")
             .arg(script)

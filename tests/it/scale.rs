@@ -3,12 +3,10 @@
 //! (run with `--nocapture` to see them). `OTPGATE_SCALE_AGENTS=N` measures with
 //! another number (see BENCHMARKS.md).
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::agent::Agent;
-use common::server::{ServerProcess, issue};
+use crate::common::agent::Agent;
+use crate::common::server::{ServerProcess, issue};
 
 /// How many agents, unless `OTPGATE_SCALE_AGENTS` says otherwise.
 const DEFAULT_AGENTS: usize = 1_000;

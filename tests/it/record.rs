@@ -5,15 +5,13 @@
 //! input only where the options say; a full spool said; a stored recording
 //! altered on disk fails verification.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::recorder::{record, record_with};
-use common::server::{ServerProcess, TestServer, admin_ask, ended_recording, recordings};
-use common::web::WebClient;
+use crate::common::recorder::{record, record_with};
+use crate::common::server::{ServerProcess, TestServer, admin_ask, ended_recording, recordings};
+use crate::common::web::WebClient;
 use otpgate::cast::{self, Kind};
 use otpgate_protocol::admin::{AdminRequest, AdminResponse, OptionsView, RoleView};
 
@@ -114,14 +112,17 @@ async fn a_recorded_shell_plays_back_byte_for_byte_with_its_timing() {
         std::fs::write(&file, format!("{header_line}{events}")).unwrap();
         // It wants a terminal of its own.
         let (played, status) = tokio::task::spawn_blocking(move || {
-            common::recorder::on_raw_terminal(ASCIINEMA, &[Path::new("cat"), &file])
+            crate::common::recorder::on_raw_terminal(ASCIINEMA, &[Path::new("cat"), &file])
         })
         .await
         .unwrap();
         assert_eq!(status, 0, "{}", String::from_utf8_lossy(&played));
         assert_eq!(played, shown);
     } else {
-        eprintln!("asciinema not installed: its playback of the export not checked");
+        crate::common::skip(
+            "a_recorded_shell_plays_back_byte_for_byte_with_its_timing (asciinema's playback)",
+            "it needs Debian's asciinema",
+        );
     }
     // On the web: its file for an administrator, nothing for a user who
     // approves nothing on that computer.
@@ -205,7 +206,7 @@ async fn a_recording_made_while_the_server_is_away_arrives_whole_and_tampering_s
     let recording = server.ended_recording().await;
     let (_, events) = cast_of(&server.data_dir(), recording.id).await;
     assert_eq!(output(&events).as_bytes(), shown.as_slice());
-    common::wait_until(Duration::from_secs(10), "an empty spool", || async {
+    crate::common::wait_until(Duration::from_secs(10), "an empty spool", || async {
         std::fs::read_dir(&spool).unwrap().count() == 0
     })
     .await;
@@ -253,7 +254,7 @@ async fn an_agent_killed_mid_session_loses_nothing_it_acknowledged() {
     // The server away: what the first agent acknowledges is only in its spool.
     let paused = server.pause().await;
     let mut first = agent(addr, &identity, &socket, &spool);
-    common::wait_until(Duration::from_secs(10), "the agent's socket", || async {
+    crate::common::wait_until(Duration::from_secs(10), "the agent's socket", || async {
         socket.exists()
     })
     .await;
@@ -270,7 +271,7 @@ async fn an_agent_killed_mid_session_loses_nothing_it_acknowledged() {
             )
         })
     };
-    common::wait_until(
+    crate::common::wait_until(
         Duration::from_secs(10),
         "the first chunk spooled",
         || async { std::fs::read_dir(&spool).is_ok_and(|mut files| files.next().is_some()) },
@@ -303,7 +304,7 @@ async fn typed_input_is_recorded_only_where_the_options_say_so() {
         let before = recordings(&server.data_dir()).await.len();
         let socket = desk.socket.clone();
         let (_, status) = tokio::task::spawn_blocking(move || {
-            common::recorder::record_typing(
+            crate::common::recorder::record_typing(
                 &socket,
                 &["/bin/sh", "-c", "echo ready; read line; echo \"got $line\""],
                 "ready",
@@ -313,7 +314,7 @@ async fn typed_input_is_recorded_only_where_the_options_say_so() {
         .await
         .unwrap();
         assert_eq!(status, 0);
-        common::wait_until(Duration::from_secs(30), "the recording", || async {
+        crate::common::wait_until(Duration::from_secs(30), "the recording", || async {
             recordings(&server.data_dir())
                 .await
                 .iter()
@@ -355,11 +356,11 @@ async fn a_full_spool_leaves_output_out_marks_the_recording_and_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("agent.sock");
     // A spool that takes small chunks only, and a recorder that holds nothing.
-    let desk = common::agent::Desk::start_configured(otpgate::agent::AgentConfig {
+    let desk = crate::common::agent::Desk::start_configured(otpgate::agent::AgentConfig {
         server: format!("localhost:{}", server.addr.port()).parse().unwrap(),
         identity: server.identity("ws-1"),
         socket: socket.clone(),
-        per_user_per_second: common::agent::UNLIMITED,
+        per_user_per_second: crate::common::agent::UNLIMITED,
         spool: dir.path().join("spool"),
         spool_limit: 8 << 10,
     })
@@ -405,8 +406,9 @@ async fn a_server_killed_mid_session_loses_nothing_it_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path(), "127.0.0.1:0");
     let (addr, data) = (server.addr, server.data_dir());
-    let identity = common::server::issue(&data, dir.path(), "ws-1");
-    let desk = common::agent::Desk::start(&identity, addr, dir.path().join("agent.sock")).await;
+    let identity = crate::common::server::issue(&data, dir.path(), "ws-1");
+    let desk =
+        crate::common::agent::Desk::start(&identity, addr, dir.path().join("agent.sock")).await;
     let socket = desk.socket.clone();
     let recorder = tokio::task::spawn_blocking(move || {
         record(
@@ -418,7 +420,7 @@ async fn a_server_killed_mid_session_loses_nothing_it_acknowledged() {
             ],
         )
     });
-    common::wait_until(Duration::from_secs(20), "a chunk stored", || async {
+    crate::common::wait_until(Duration::from_secs(20), "a chunk stored", || async {
         recordings(&data)
             .await
             .first()
@@ -448,7 +450,7 @@ async fn a_terminal_that_hangs_up_ends_the_command_and_the_recording_is_finished
     let desk = server.desk("ws-1").await;
     let socket = desk.socket.clone();
     let (_, status) = tokio::task::spawn_blocking(move || {
-        common::recorder::record_hung_up(
+        crate::common::recorder::record_hung_up(
             &socket,
             &["/bin/sh", "-c", "echo before; sleep 60"],
             "before",

@@ -3,7 +3,6 @@
 //! browsers it started) on drop. Without Debian's `chromium` and
 //! `chromium-driver` installed the browser tests say so and pass.
 
-use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -27,22 +26,32 @@ impl Browser {
     /// not installed.
     pub async fn start(test: &str) -> Option<Self> {
         if !Path::new(CHROMIUM).exists() || !Path::new(CHROMEDRIVER).exists() {
-            eprintln!("{test}: skipped, it needs Debian's chromium and chromium-driver");
+            super::skip(test, "it needs Debian's chromium and chromium-driver");
             return None;
         }
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let chromedriver = Command::new(CHROMEDRIVER)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            // Its own process group: dropped, it goes with every browser it began.
-            .process_group(0)
-            .spawn()
-            .unwrap();
+        let (port, chromedriver) = super::retry_start("chromedriver", || {
+            let port = super::free_port();
+            let mut chromedriver = Command::new(CHROMEDRIVER)
+                .arg(format!("--port={port}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                // Its own process group: dropped, it goes with every browser it began.
+                .process_group(0)
+                .spawn()
+                .unwrap();
+            for _ in 0..100 {
+                if let Ok(Some(status)) = chromedriver.try_wait() {
+                    return Err(format!("chromedriver exited ({status})"));
+                }
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Ok((port, chromedriver));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = chromedriver.kill();
+            let _ = chromedriver.wait();
+            Err("chromedriver did not listen".into())
+        });
         // thirtyfour's HTTP client takes the process's default TLS provider.
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let mut caps = DesiredCapabilities::chrome();

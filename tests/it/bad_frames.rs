@@ -3,12 +3,10 @@
 //! with an error code; random bytes thrown at a live server do not stop it
 //! serving its agents.
 
-mod common;
-
 use std::time::Duration;
 
-use common::agent::{RawTls, connect_tls};
-use common::server::TestServer;
+use crate::common::agent::{RawTls, connect_tls};
+use crate::common::server::TestServer;
 use otpgate::frames::{FrameReader, FrameWriter};
 use otpgate::tls;
 use otpgate_protocol::{

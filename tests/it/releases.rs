@@ -1,25 +1,23 @@
 //! Releases side by side, with the previous release built from the
-//! repository's history (`common::release`): its agent, login prompt,
+//! repository's history (`crate::common::release`): its agent, login prompt,
 //! recorder, admin CLI and PAM module against this release's server and
 //! agent, and this release's agent, prompt, recorder and CLI against the
 //! previous release's server, which speaks version 1 of every wire only.
 //! Each runs a whole login through an access request an approver decides, a
 //! recording, and a revocation.
 
-mod common;
-
 use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
-use common::agent::AgentProcess;
-use common::mail::codes_for;
-use common::pamtester::{Pamtester, otp_window};
-use common::recorder::record_by;
-use common::release::{self, run, this_otpgate};
-use common::server::{ServerProcess, TestServer};
-use common::system::{self, Account, PamService};
-use common::{HEARTBEAT_MS, me, wait_until};
+use crate::common::agent::AgentProcess;
+use crate::common::mail::codes_for;
+use crate::common::pamtester::{Pamtester, otp_window};
+use crate::common::recorder::record_by;
+use crate::common::release::{self, run, this_otpgate};
+use crate::common::server::{ServerProcess, TestServer};
+use crate::common::system::{self, Account, PamService};
+use crate::common::{HEARTBEAT_MS, me, wait_until};
 use otpgate_protocol::admin::RoleView;
 
 const WITHIN: Duration = Duration::from_secs(30);
@@ -266,7 +264,7 @@ async fn pam_modules_and_agents_of_either_release_work_together() {
     };
     let server = TestServer::start().await;
     server.add_user("approver", RoleView::Administrator).await;
-    let account = Account::create("otpgate-t8", &[]);
+    let account = Account::create("otpgate-t10", &[]);
     let email = account.email();
     let pairs = [
         ("old-module", previous.pam_module.as_path(), this_otpgate()),

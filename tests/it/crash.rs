@@ -5,14 +5,12 @@
 //! audit entries are there, and the announced OTP is delivered once and works,
 //! even when its queue entry is taken away while the server is down.
 
-mod common;
-
 use std::time::Duration;
 
-use common::agent::Desk;
-use common::me;
-use common::server::{ServerProcess, admin_ask, issue};
-use common::smtp::SmtpServer;
+use crate::common::agent::Desk;
+use crate::common::me;
+use crate::common::server::{ServerProcess, admin_ask, issue};
+use crate::common::smtp::SmtpServer;
 use otpgate_actors::{SledStore, Store};
 use otpgate_protocol::admin::{
     AdminRequest, AdminResponse, ListFilter, OptionsView, PageRequest, SessionView,
@@ -91,8 +89,8 @@ async fn kill_9_after_allow_and_after_sent_loses_nothing() {
         ServerProcess::start_with(
             dir.path(),
             listen,
-            common::HEARTBEAT_MS,
-            common::server::HANDSHAKE_MS,
+            crate::common::HEARTBEAT_MS,
+            crate::common::server::HANDSHAKE_MS,
             &smtp,
         )
     };

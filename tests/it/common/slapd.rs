@@ -3,7 +3,6 @@
 //! with a private CA, a bind account and a few people. Stopped on drop.
 //! Without `slapd` and `ldap-utils` installed the LDAP tests say so and pass.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -65,17 +64,10 @@ impl Slapd {
     /// which holds frank and dave. `None` (said) without slapd installed.
     pub fn start(dir: &Path, test: &str) -> Option<Self> {
         if !Path::new("/usr/sbin/slapd").exists() || !Path::new("/usr/bin/ldapadd").exists() {
-            eprintln!("{test}: skipped, it needs Debian's slapd and ldap-utils");
+            super::skip(test, "it needs Debian's slapd and ldap-utils");
             return None;
         }
         otpgate::tls::pki::ensure_server(dir, &[]).unwrap();
-        let free = || {
-            TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port()
-        };
         std::fs::write(dir.join("ad.schema"), AD_SCHEMA).unwrap();
         std::fs::create_dir_all(dir.join("db")).unwrap();
         let d = dir.display();
@@ -92,12 +84,14 @@ impl Slapd {
             ),
         )
         .unwrap();
-        let slapd = Self {
-            dir: dir.to_owned(),
-            port: free(),
-            plain_port: free(),
-        };
-        slapd.run();
+        let slapd = super::retry_start("slapd", || {
+            let slapd = Self {
+                dir: dir.to_owned(),
+                port: super::free_port(),
+                plain_port: super::free_port(),
+            };
+            slapd.try_run().map(|()| slapd)
+        });
         let entries = format!(
             "dn: {BASE}\nobjectClass: dcObject\nobjectClass: organization\no: corp\ndc: corp\n\n\
              dn: {BIND_DN}\nobjectClass: inetOrgPerson\ncn: otpgate\nsn: otpgate\n\
@@ -128,8 +122,14 @@ impl Slapd {
         Some(slapd)
     }
 
-    /// Starts slapd on this directory's ports, and waits until it answers.
+    /// Starts slapd again on this directory's ports, and waits until it answers.
     pub fn run(&self) {
+        self.try_run().unwrap();
+    }
+
+    /// Starts slapd on this directory's ports, and waits until it answers; why
+    /// not, if it does not (it could not bind, say).
+    fn try_run(&self) -> Result<(), String> {
         let urls = format!(
             "ldap://127.0.0.1:{}/ ldaps://127.0.0.1:{}/",
             self.plain_port, self.port
@@ -143,18 +143,19 @@ impl Slapd {
             command.args(["-u", "root", "-g", "root"]);
         }
         let started = command.output().unwrap();
-        assert!(
-            started.status.success(),
-            "slapd: {}",
-            String::from_utf8_lossy(&started.stderr)
-        );
+        if !started.status.success() {
+            return Err(format!(
+                "slapd: {}",
+                String::from_utf8_lossy(&started.stderr)
+            ));
+        }
         for _ in 0..100 {
             if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("slapd did not listen");
+        Err("slapd did not listen".into())
     }
 
     /// Stops slapd (it forks: by the pid in its file), and waits until it is gone.

@@ -2,13 +2,11 @@
 //! heartbeats, reconnects by itself after a server restart (resuming its TLS
 //! session), and keeps being served when its computer's actor panics.
 
-mod common;
-
 use std::time::Duration;
 
-use common::agent::Agent;
-use common::server::{ServerProcess, TestServer, issue};
-use common::wait_until;
+use crate::common::agent::Agent;
+use crate::common::server::{ServerProcess, TestServer, issue};
+use crate::common::wait_until;
 use otpgate_actors::{ComputerMsg, SledStore, Store};
 use otpgate_protocol::local::{LocalRequest, LocalResponse};
 use otpgate_protocol::login::{LoginRequest, LoginResponse};
@@ -124,7 +122,7 @@ async fn the_login_prompt_is_known_by_its_peer_credentials() {
         server: format!("localhost:{}", server.addr.port()).parse().unwrap(),
         identity,
         socket: socket.clone(),
-        per_user_per_second: common::agent::UNLIMITED,
+        per_user_per_second: crate::common::agent::UNLIMITED,
         spool: socket.with_extension("spool"),
         spool_limit: 64 << 20,
     };

@@ -2,16 +2,14 @@
 //! binary, `--json`, secrets on standard input, exit status 0 (done), 1
 //! (refused or denied), 2 (error).
 
-mod common;
-
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::agent::Desk;
-use common::me;
-use common::server::TestServer;
+use crate::common::agent::Desk;
+use crate::common::me;
+use crate::common::server::TestServer;
 
 fn otpgate(args: &[&str], stdin: &str) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_otpgate"))
@@ -179,7 +177,7 @@ async fn the_interactive_prompt_walks_through_the_seed_screens() {
     // No auto-send: the person leaves the email empty (the request window),
     // types their address, and the prompt waits for the approvers.
     stdin.write_all(format!("\n{email}\n").as_bytes()).unwrap();
-    common::wait_until(Duration::from_secs(20), "the request", || async {
+    crate::common::wait_until(Duration::from_secs(20), "the request", || async {
         !server.requests(false).await.is_empty()
     })
     .await;
@@ -262,7 +260,7 @@ async fn the_data_folder_keys_and_sockets_are_the_owners_only() {
     use std::os::unix::fs::PermissionsExt;
 
     let dir = tempfile::tempdir().unwrap();
-    let server = common::server::ServerProcess::start(dir.path(), "127.0.0.1:0");
+    let server = crate::common::server::ServerProcess::start(dir.path(), "127.0.0.1:0");
     let data = server.data_dir();
     let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&data), 0o700);
@@ -275,7 +273,7 @@ async fn the_data_folder_keys_and_sockets_are_the_owners_only() {
     widen(&data, 0o755);
     widen(&data.join("secret.key"), 0o644);
     widen(&data.join("pki/ca.key"), 0o640);
-    let _server = common::server::ServerProcess::start(dir.path(), "127.0.0.1:0");
+    let _server = crate::common::server::ServerProcess::start(dir.path(), "127.0.0.1:0");
     assert_eq!(mode(&data), 0o700);
     for file in [
         "admin.sock",
@@ -292,7 +290,7 @@ async fn the_data_folder_keys_and_sockets_are_the_owners_only() {
 /// copy of the binary in `dir`.
 async fn run_as(uid: u32, dir: &Path, args: Vec<String>) -> Output {
     use std::os::unix::process::CommandExt;
-    let binary = common::system::binary_for_everyone(dir);
+    let binary = crate::common::system::binary_for_everyone(dir);
     tokio::task::spawn_blocking(move || {
         // Another test thread may fork while the copy is still open for
         // writing: its child holds the file until it execs (ETXTBSY meanwhile).

@@ -1,0 +1,29 @@
+//! The black-box tests, in one binary: each module starts the real server (in
+//! this process or as the built binary), agents, and the real components a flow
+//! needs (SMTP, OpenLDAP, sshd with PAM, Chromium, the previous release), and
+//! talks to them over real sockets on 127.0.0.1. What they share is in
+//! [`common`].
+
+mod common;
+
+mod abuse;
+mod agent;
+mod approvers;
+mod bad_frames;
+mod bench;
+mod browser;
+mod cli;
+mod crash;
+mod ldap;
+mod limits;
+mod lists;
+mod login;
+mod pam;
+mod record;
+mod refusals;
+mod releases;
+mod scale;
+mod smtp;
+mod sshd;
+mod versions;
+mod web;

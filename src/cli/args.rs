@@ -14,8 +14,8 @@ use crate::agent::link::ServerAddr;
 use crate::agent::socket::{DEFAULT_PER_USER_PER_SECOND, DEFAULT_SOCKET};
 use crate::agent::spool::{DEFAULT_SPOOL, DEFAULT_SPOOL_MIB};
 use crate::server::INITIAL_ADMIN;
-use crate::server::admin::DEFAULT_GENERATE_COMMENT;
 use crate::server::config::DEFAULT_DATA_DIR;
+use crate::server::service::DEFAULT_GENERATE_COMMENT;
 
 /// What `--version` prints: the software's version, and the versions of each
 /// wire it speaks (see `otpgate_protocol::version`).

@@ -18,6 +18,7 @@ pub(crate) mod live;
 pub mod mail;
 mod pages;
 pub mod recordings;
+pub mod service;
 pub mod web;
 
 use std::future::Future;
@@ -61,13 +62,13 @@ use zeroize::Zeroizing;
 use crate::frames::{FrameReader, FrameWriter};
 use crate::tls::revoked::Revocations;
 use crate::tls::{self, ALPN, TlsError, pki};
-use admin::AdminContext;
 use config::ServerConfig;
 use directory::{DirectoryFileError, StaticDirectory};
 use gate::Handshakes;
 use live::{Live, Warned};
 use mail::{EmlDir, Sender, Smtp, SmtpSetupError};
 use recordings::Recordings;
+use service::AdminService;
 
 /// How long shutdown waits for connections and actors to finish.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -363,7 +364,7 @@ impl Server {
         let mut stopped = Stopped::Clean;
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
-        let context = AdminContext {
+        let service = Arc::new(AdminService {
             recordings: self.shared.recordings.clone(),
             store: self.store.clone(),
             policy: self.policy.clone(),
@@ -376,7 +377,7 @@ impl Server {
             live: self.shared.live.clone(),
             initial_password_file: self.initial_password_file.clone(),
             directory: self.directory.clone(),
-        };
+        });
         tracker.spawn(prune_every(
             self.store.clone(),
             self.policy.clone(),
@@ -385,11 +386,11 @@ impl Server {
             cancel.child_token(),
         ));
         if let Some(web) = self.web {
-            tracker.spawn(web.serve(context.clone(), cancel.child_token()));
+            tracker.spawn(web.serve(service.clone(), cancel.child_token()));
         }
         tracker.spawn(admin::serve(
             self.admin_listener,
-            context,
+            service,
             cancel.child_token(),
         ));
         let permits = Arc::new(Semaphore::new(self.max_connections));
@@ -919,7 +920,7 @@ async fn bootstrap_admin(
             source,
         },
     )?;
-    let password_hash = admin::hash_off_runtime(password.clone()).await;
+    let password_hash = service::hash_off_runtime(password.clone()).await;
     edit.put_user(UserRecord {
         login: INITIAL_ADMIN.to_owned(),
         email: config.admin_email.clone(),

@@ -312,6 +312,13 @@ async fn administrators_manage_settings_users_otps_audit_and_mail() {
     assert!(answer.text().await.unwrap().contains("class=\"error\""));
     let mut good = form("6");
     good.push(("csrf", &csrf));
+    // A user's change is refused by the service itself, whatever page posts it.
+    let (_, bobs) = bob.page("/requests").await;
+    let mut bobs_form = form("7");
+    bobs_form.push(("csrf", &bobs));
+    let answer = bob.post("/settings", &bobs_form).await;
+    assert_eq!(answer.status(), 403);
+    assert!(answer.text().await.unwrap().contains("for administrators"));
     assert_eq!(web.post("/settings", &good).await.status(), 303);
     assert_eq!(server.settings().await.otp_length, 6);
 

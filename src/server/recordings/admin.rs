@@ -1,17 +1,15 @@
-//! The admin operations on recordings (list, read, verify, search), for the
-//! socket and the web pages alike; blocking (they read and inflate chunks):
-//! called off the async runtime.
+//! The reading side of recordings (list, read, verify, search), as the admin
+//! service answers with them; blocking (they read and inflate chunks): called
+//! off the async runtime. Whose recordings are taken is the caller's `keep`.
 
 use otpgate_actors::StoreError;
 use otpgate_protocol::MAX_FRAME_LEN;
 use otpgate_protocol::admin::{
-    AdminErrorCode, AdminRequest, AdminResponse, HitView, RecordingPartView, RecordingView,
-    VerifiedView,
+    HitView, Page, PageRequest, RecordingPartView, RecordingView, VerifiedView,
 };
 
 use super::{Recording, Recordings};
 use crate::cast;
-use crate::server::admin::fail;
 use crate::server::pages;
 
 /// The most places a search answers with.
@@ -38,75 +36,98 @@ pub fn view(recording: &Recording) -> RecordingView {
     }
 }
 
-/// The answer to a recordings request; `None` for any other request.
-pub fn answer(
+/// Recordings, newest first: those of client session `session` when given,
+/// of those `keep` accepts.
+pub fn list(
     recordings: &Recordings,
-    request: &AdminRequest,
-) -> Result<Option<AdminResponse>, StoreError> {
-    Ok(Some(match request {
-        AdminRequest::RecordingsList { session, page } => AdminResponse::Recordings(pages::page(
-            recordings.list(page.after.as_deref()),
-            page,
-            |recording| session.is_none_or(|session| recording.session == Some(session)),
-            view,
-        )?),
-        AdminRequest::RecordingRead { id, from } => match recordings.get(*id)? {
-            Some(recording) => {
-                let (events, next) = recordings.read(*id, *from, PART_BUDGET)?;
-                AdminResponse::RecordingPart(Box::new(RecordingPartView {
-                    header: (*from == 0).then(|| cast::header(&recording.start)),
-                    recording: view(&recording),
-                    events,
-                    next,
-                }))
-            }
-            None => return Ok(Some(not_found(*id))),
+    session: Option<u64>,
+    page: &PageRequest,
+    keep: impl Fn(&Recording) -> bool,
+) -> Result<Page<RecordingView>, StoreError> {
+    pages::page(
+        recordings.list(page.after.as_deref()),
+        page,
+        |recording| {
+            session.is_none_or(|session| recording.session == Some(session)) && keep(recording)
         },
-        AdminRequest::RecordingsVerify { id } => {
-            let mut verified = Vec::new();
-            let mut check = |recording: &Recording| -> Result<(), StoreError> {
-                verified.push(VerifiedView {
-                    id: recording.id,
-                    problem: recordings.verify(recording)?.err().map(|t| t.to_string()),
-                });
-                Ok(())
-            };
-            match id {
-                Some(id) => match recordings.get(*id)? {
-                    Some(recording) => check(&recording)?,
-                    None => return Ok(Some(not_found(*id))),
-                },
-                None => {
-                    for entry in recordings.list(None) {
-                        check(&entry?.1)?;
-                    }
-                }
-            }
-            AdminResponse::Verified(verified)
-        }
-        AdminRequest::RecordingsSearch { text } => {
-            let mut hits = Vec::new();
-            if !text.trim().is_empty() {
-                for entry in recordings.list(None) {
-                    let (_, recording) = entry?;
-                    let found =
-                        recordings.search(&recording, text.trim(), MAX_HITS - hits.len())?;
-                    hits.extend(found.into_iter().map(|hit| HitView {
-                        recording: view(&recording),
-                        offset_ms: (hit.seconds * 1000.0) as u64,
-                        line: hit.line,
-                    }));
-                    if hits.len() >= MAX_HITS {
-                        break;
-                    }
-                }
-            }
-            AdminResponse::Hits(hits)
-        }
-        _ => return Ok(None),
+        view,
+    )
+}
+
+/// Part of recording `id`, from chunk `from` on: its events as fit in one
+/// answer. `None` when there is no such recording, or `keep` refuses it.
+pub fn part(
+    recordings: &Recordings,
+    id: u64,
+    from: u64,
+    keep: impl Fn(&Recording) -> bool,
+) -> Result<Option<RecordingPartView>, StoreError> {
+    let Some(recording) = recordings.get(id)?.filter(|r| keep(r)) else {
+        return Ok(None);
+    };
+    let (events, next) = recordings.read(id, from, PART_BUDGET)?;
+    Ok(Some(RecordingPartView {
+        header: (from == 0).then(|| cast::header(&recording.start)),
+        recording: view(&recording),
+        events,
+        next,
     }))
 }
 
-fn not_found(id: u64) -> AdminResponse {
-    fail(AdminErrorCode::NotFound, format!("no recording {id}"))
+/// What checking recording `id` (or, `None`, every one) against its hash
+/// chain and the server's seal found; `None` when there is no such recording.
+pub fn verify(
+    recordings: &Recordings,
+    id: Option<u64>,
+) -> Result<Option<Vec<VerifiedView>>, StoreError> {
+    let mut verified = Vec::new();
+    let mut check = |recording: &Recording| -> Result<(), StoreError> {
+        verified.push(VerifiedView {
+            id: recording.id,
+            problem: recordings.verify(recording)?.err().map(|t| t.to_string()),
+        });
+        Ok(())
+    };
+    match id {
+        Some(id) => match recordings.get(id)? {
+            Some(recording) => check(&recording)?,
+            None => return Ok(None),
+        },
+        None => {
+            for entry in recordings.list(None) {
+                check(&entry?.1)?;
+            }
+        }
+    }
+    Ok(Some(verified))
+}
+
+/// Where `text` shows in the recordings `keep` accepts (escapes left out, case
+/// ignored): at most [`MAX_HITS`] places, the newest recordings first.
+pub fn search(
+    recordings: &Recordings,
+    text: &str,
+    keep: impl Fn(&Recording) -> bool,
+) -> Result<Vec<HitView>, StoreError> {
+    let mut hits = Vec::new();
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(hits);
+    }
+    for entry in recordings.list(None) {
+        let (_, recording) = entry?;
+        if !keep(&recording) {
+            continue;
+        }
+        let found = recordings.search(&recording, text, MAX_HITS - hits.len())?;
+        hits.extend(found.into_iter().map(|hit| HitView {
+            recording: view(&recording),
+            offset_ms: (hit.seconds * 1000.0) as u64,
+            line: hit.line,
+        }));
+        if hits.len() >= MAX_HITS {
+            break;
+        }
+    }
+    Ok(hits)
 }

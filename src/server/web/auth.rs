@@ -6,10 +6,11 @@
 //! address.
 //!
 //! A signed-in internal user is checked against the current users on every
-//! request: a removed, disabled or demoted user loses what they had at once. A
-//! directory person approves only, and where the approver entries name them
-//! (checked on every decision); disabled in the directory, they keep their
-//! session until it times out.
+//! request (by the admin service): a removed, disabled or demoted user loses
+//! what they had at once. A directory person approves only, and where the
+//! approver entries name them (checked on every decision); disabled in the
+//! directory, they keep their session until it times out. Every change comes
+//! as a [`Posted`] form, which checks the session's CSRF token.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -17,16 +18,21 @@ use std::num::NonZeroU32;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use axum::extract::FromRequestParts;
+use std::net::SocketAddr;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
 
-use otpgate_actors::directory::{DirectoryPerson, Role};
-use otpgate_actors::rules::Decider;
+use otpgate_actors::directory::DirectoryPerson;
 
 use super::App;
+use crate::server::service::{Identity, Principal, Via};
 
 /// The session cookie's name.
 pub const COOKIE: &str = "otpgate_session";
@@ -162,12 +168,10 @@ pub fn cleared_cookie() -> String {
 
 /// A signed-in person, as the request's handler sees them.
 pub struct SignedIn {
-    /// Their login name.
-    pub login: String,
-    /// Their role now (a directory person's is always user).
-    pub role: Role,
-    /// The directory person, if they signed in with a directory account.
-    pub person: Option<DirectoryPerson>,
+    /// Who they are to the admin service.
+    pub principal: Principal,
+    /// Whether they are an administrator now.
+    admin: bool,
     /// The token every form of theirs must carry back.
     pub csrf: String,
     /// The cookie value, for sign-out.
@@ -177,34 +181,19 @@ pub struct SignedIn {
 impl SignedIn {
     /// Whether they are an administrator.
     pub fn is_admin(&self) -> bool {
-        self.role == Role::Administrator
+        self.admin
+    }
+
+    /// The name they signed in with: an internal user's login, a directory
+    /// person's canonical account.
+    pub fn login(&self) -> &str {
+        self.principal.name()
     }
 
     /// Whether `sent` is their CSRF token (compared in constant time).
-    pub fn csrf_ok(&self, sent: &str) -> bool {
+    fn csrf_ok(&self, sent: &str) -> bool {
         use subtle::ConstantTimeEq;
         self.csrf.len() == sent.len() && bool::from(self.csrf.as_bytes().ct_eq(sent.as_bytes()))
-    }
-
-    /// Who they decide as.
-    pub fn decider(&self) -> Decider {
-        match &self.person {
-            Some(person) => Decider::Person(person.clone()),
-            None => Decider::User(self.login.clone()),
-        }
-    }
-
-    /// The name the links in their mail act as: an internal user's login, a
-    /// directory person's canonical account.
-    pub fn mailed_as(&self) -> &str {
-        self.person
-            .as_ref()
-            .map_or(self.login.as_str(), |person| person.account.as_str())
-    }
-
-    /// How the audit log names them.
-    pub fn operator(&self) -> String {
-        format!("web({})", self.login)
     }
 }
 
@@ -212,23 +201,27 @@ impl FromRequestParts<App> for SignedIn {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Response> {
+        let address = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(peer)| peer.ip());
         let session = cookie(&parts.headers, COOKIE).map(str::to_owned);
         let found = session
             .as_deref()
             .and_then(|id| app.sessions.touch(id))
-            .and_then(|(login, csrf, person)| {
-                if person.is_some() {
-                    return Some((login, csrf, Role::User, person));
-                }
-                let policy = app.admin.policy.snapshot();
-                let user = policy.user(&login).filter(|user| !user.disabled)?;
-                Some((login, csrf, user.role, None))
-            });
+            .map(|(login, csrf, person)| {
+                let identity = match person {
+                    Some(person) => Identity::Person(person),
+                    None => Identity::User(login),
+                };
+                let via = Via::Web { address };
+                (Principal { identity, via }, csrf)
+            })
+            .filter(|(principal, _)| app.service.stands(principal));
         match (found, session) {
-            (Some((login, csrf, role, person)), Some(session)) => Ok(Self {
-                login,
-                role,
-                person,
+            (Some((principal, csrf)), Some(session)) => Ok(Self {
+                admin: app.service.is_admin(&principal),
+                principal,
                 csrf,
                 session,
             }),
@@ -242,6 +235,48 @@ impl FromRequestParts<App> for SignedIn {
                 let target = format!("/signin?next={}", super::query_escape(&next));
                 Err(Redirect::to(&target).into_response())
             }
+        }
+    }
+}
+
+/// A form posted by a signed-in person, its CSRF token checked: the one place
+/// it is. Every change the pages make comes as one.
+pub struct Posted<T> {
+    /// Who posted it.
+    pub signed: SignedIn,
+    /// The form's fields.
+    pub form: T,
+}
+
+/// The CSRF token every form carries, whatever else it holds.
+#[derive(Deserialize)]
+struct Token {
+    #[serde(default)]
+    csrf: String,
+}
+
+impl<T: DeserializeOwned> FromRequest<App> for Posted<T> {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, app: &App) -> Result<Self, Response> {
+        let (mut parts, body) = request.into_parts();
+        let signed = SignedIn::from_request_parts(&mut parts, app).await?;
+        let bytes = Bytes::from_request(Request::from_parts(parts, body), app)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let token: Token = serde_urlencoded::from_bytes(&bytes).unwrap_or(Token {
+            csrf: String::new(),
+        });
+        if !signed.csrf_ok(&token.csrf) {
+            return Err(super::views::csrf_refused());
+        }
+        match serde_urlencoded::from_bytes(&bytes) {
+            Ok(form) => Ok(Self { signed, form }),
+            Err(err) => Err((
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("the form could not be read: {err}"),
+            )
+                .into_response()),
         }
     }
 }

@@ -4,10 +4,11 @@
 //! approvers' pages ([`views`]) and the administrators' ([`manage`]), behind
 //! sign-in ([`signin`], sessions in [`auth`]).
 //!
-//! Every page goes through the admin handler's operations
-//! ([`crate::server::admin::handle`], [`crate::server::admin::decide_as`]): the
-//! socket and the web share one path to the store and the audit log. Every
-//! change is a POST carrying the session's CSRF token, from our own origin;
+//! A thin adapter over the admin service ([`crate::server::service`]), as the
+//! admin socket is: the pages call its typed operations as the signed-in
+//! [`crate::server::service::Principal`], which decides what they may see and
+//! do and writes the audit log; the web holds no store. Every change is a POST
+//! carrying the session's CSRF token ([`auth::Posted`]), from our own origin;
 //! every answer carries the security headers (CSP without inline script,
 //! `frame-ancestors 'none'`, no referrer, HSTS).
 
@@ -32,14 +33,14 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::server::admin::AdminContext;
 use crate::server::config::WebConfig;
+use crate::server::service::AdminService;
 
 /// What every handler works with.
 #[derive(Clone)]
 pub struct App {
-    /// The admin operations, shared with the socket.
-    admin: AdminContext,
+    /// The Management Tool's operations, shared with the socket.
+    service: Arc<AdminService>,
     /// Who is signed in.
     sessions: Arc<auth::Sessions>,
 }
@@ -116,9 +117,9 @@ impl Web {
 
     /// Serves until `cancel` fires, then lets requests in flight finish for a
     /// few seconds.
-    pub async fn serve(self, admin: AdminContext, cancel: CancellationToken) {
+    pub async fn serve(self, service: Arc<AdminService>, cancel: CancellationToken) {
         let app = App {
-            admin,
+            service,
             sessions: Arc::default(),
         };
         let addr = self.local_addr().ok();

@@ -10,12 +10,12 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use tracing::warn;
 
-use otpgate_protocol::admin::{AdminRequest, AdminResponse, RecordingView};
+use otpgate_protocol::admin::RecordingView;
 
 use super::App;
 use super::auth::SignedIn;
-use super::views::{Nav, may_see, message, nav, render, time};
-use crate::server::admin;
+use super::views::{Nav, message, nav, render, time};
+use crate::server::service::ServiceError;
 
 /// The play page's policy: the player compiles its terminal emulator from
 /// WebAssembly and sizes its elements by their style attributes.
@@ -48,22 +48,16 @@ impl From<&RecordingView> for RecordingRow {
 
 /// Recording `id`, if `signed` may see it; else the page that says no.
 async fn visible(app: &App, signed: &SignedIn, id: u64) -> Result<RecordingView, Response> {
-    // Read from past its last chunk: the summary alone.
-    let read = AdminRequest::RecordingRead { id, from: u64::MAX };
-    match admin::handle(&app.admin, &signed.operator(), read).await {
-        Ok(AdminResponse::RecordingPart(part))
-            if may_see(app, signed, &part.recording.computer) =>
-        {
-            Ok(part.recording)
-        }
-        Ok(AdminResponse::RecordingPart(_) | AdminResponse::Fail(_)) => Err(message(
+    match app.service.recording(&signed.principal, id).await {
+        Ok(recording) => Ok(recording),
+        Err(ServiceError::Refused(_)) => Err(message(
             StatusCode::NOT_FOUND,
             Some(nav(app, signed).await),
             "Not found",
             Some(format!("There is no recording #{id} for you.")),
         )),
-        other => {
-            warn!(?other, "a recording could not be read");
+        Err(err) => {
+            err.told();
             Err(message(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 None,
@@ -130,9 +124,12 @@ pub async fn cast(State(app): State<App>, signed: SignedIn, Path(id): Path<u64>)
     let mut file = String::new();
     let mut from = 0;
     loop {
-        let read = AdminRequest::RecordingRead { id, from };
-        match admin::handle(&app.admin, &signed.operator(), read).await {
-            Ok(AdminResponse::RecordingPart(part)) => {
+        match app
+            .service
+            .recording_part(&signed.principal, id, from)
+            .await
+        {
+            Ok(part) => {
                 file.push_str(part.header.as_deref().unwrap_or_default());
                 file.push_str(&part.events);
                 match part.next {
@@ -140,8 +137,8 @@ pub async fn cast(State(app): State<App>, signed: SignedIn, Path(id): Path<u64>)
                     None => break,
                 }
             }
-            other => {
-                warn!(?other, "a recording could not be read");
+            Err(err) => {
+                warn!(error = %err, "a recording could not be read");
                 return (
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "the recording could not be read",
@@ -195,14 +192,14 @@ pub async fn search(
 ) -> Response {
     let mut hits = Vec::new();
     if !query.q.trim().is_empty() {
-        let search = AdminRequest::RecordingsSearch {
-            text: query.q.clone(),
-        };
-        match admin::handle(&app.admin, &signed.operator(), search).await {
-            Ok(AdminResponse::Hits(found)) => {
+        match app
+            .service
+            .search_recordings(&signed.principal, query.q.clone())
+            .await
+        {
+            Ok(found) => {
                 hits = found
                     .iter()
-                    .filter(|hit| may_see(&app, &signed, &hit.recording.computer))
                     .map(|hit| {
                         let seconds = hit.offset_ms / 1000;
                         HitRow {
@@ -214,8 +211,8 @@ pub async fn search(
                     })
                     .collect();
             }
-            other => {
-                warn!(?other, "the recordings could not be searched");
+            Err(err) => {
+                warn!(error = %err, "the recordings could not be searched");
                 return message(StatusCode::INTERNAL_SERVER_ERROR, None, "Unavailable", None);
             }
         }

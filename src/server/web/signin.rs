@@ -12,15 +12,10 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-use otpgate_actors::audit::{Action, AuditEntry};
-
-use otpgate_actors::directory::is_directory_name;
-
-use crate::server::admin::{self, SignIn};
-
 use super::App;
-use super::auth::{self, SignedIn};
-use super::views::{Nav, csrf_refused, render};
+use super::auth::{self, Posted};
+use super::views::{Nav, render};
+use crate::server::service::{Identity, SignInError, Via};
 
 #[derive(Deserialize)]
 pub struct NextQuery {
@@ -84,13 +79,10 @@ pub async fn signin(
     } else {
         "/requests".to_owned()
     };
-    // One account, however it is spelled, shares one allowance.
-    let account = if is_directory_name(&login) {
-        app.admin.directory.canonical(&login)
-    } else {
-        login.clone()
-    };
-    if !app.sessions.may_try(&account, peer.ip()) {
+    if !app
+        .sessions
+        .may_try(&app.service.account_key(&login), peer.ip())
+    {
         return signin_form(
             StatusCode::TOO_MANY_REQUESTS,
             next,
@@ -98,51 +90,39 @@ pub async fn signin(
             Some("Too many attempts. Wait a minute and try again.".into()),
         );
     }
-    let checked = admin::sign_in(&app.admin, &login, password).await;
-    let audit = |outcome: &str| AuditEntry {
-        at: app.admin.clock.now(),
-        who: format!("web({login}) from {}", peer.ip()),
-        computer: None,
-        action: Action::SignIn,
-        outcome: outcome.to_owned(),
+    let via = Via::Web {
+        address: Some(peer.ip()),
     };
-    if checked == SignIn::Unavailable {
-        let _ = app
-            .admin
-            .store
-            .append_audit(&audit("refused: the directory cannot be reached"));
-        return signin_form(
-            StatusCode::SERVICE_UNAVAILABLE,
-            next,
-            login,
-            Some("The directory cannot be reached. Try again shortly.".into()),
-        );
-    }
-    if checked == SignIn::Refused {
-        let _ = app.admin.store.append_audit(&audit("refused"));
-        return signin_form(
-            StatusCode::UNAUTHORIZED,
-            next,
-            login,
-            Some("Wrong login name or password.".into()),
-        );
-    }
-    if checked == SignIn::ChangeDue {
-        return signin_form(
-            StatusCode::FORBIDDEN,
-            next,
-            login.clone(),
-            Some(format!(
-                "This password was made at the first start and opens nothing until changed: \
-                 otpgate admin users set {login} --password-stdin"
-            )),
-        );
-    }
-    let person = match checked {
-        SignIn::Person(person) => Some(person),
+    let principal = match app.service.sign_in(&login, password, via).await {
+        Ok(principal) => principal,
+        Err(err) => {
+            let (status, error) = match err {
+                SignInError::Unavailable => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "The directory cannot be reached. Try again shortly.".to_owned(),
+                ),
+                SignInError::Wrong => (
+                    StatusCode::UNAUTHORIZED,
+                    "Wrong login name or password.".to_owned(),
+                ),
+                SignInError::ChangeDue(_) => (
+                    StatusCode::FORBIDDEN,
+                    format!(
+                        "This password was made at the first start and opens nothing until \
+                         changed: otpgate admin users set {login} --password-stdin"
+                    ),
+                ),
+                SignInError::Failed(failed) => {
+                    (StatusCode::INTERNAL_SERVER_ERROR, failed.told().message)
+                }
+            };
+            return signin_form(status, next, login, Some(error));
+        }
+    };
+    let person = match principal.identity {
+        Identity::Person(person) => Some(person),
         _ => None,
     };
-    let _ = app.admin.store.append_audit(&audit("signed in"));
     let session = app.sessions.start(&login, person);
     let mut response = Redirect::to(&next).into_response();
     if let Ok(cookie) = HeaderValue::from_str(&auth::session_cookie(&session)) {
@@ -151,21 +131,12 @@ pub async fn signin(
     response
 }
 
+/// A form that holds nothing but its CSRF token.
 #[derive(Deserialize)]
-pub struct CsrfForm {
-    #[serde(default)]
-    csrf: String,
-}
+pub struct Empty {}
 
-pub async fn signout(
-    State(app): State<App>,
-    signed: SignedIn,
-    Form(form): Form<CsrfForm>,
-) -> Response {
-    if !signed.csrf_ok(&form.csrf) {
-        return csrf_refused();
-    }
-    app.sessions.end(&signed.session);
+pub async fn signout(State(app): State<App>, posted: Posted<Empty>) -> Response {
+    app.sessions.end(&posted.signed.session);
     let mut response = Redirect::to("/signin").into_response();
     if let Ok(cookie) = HeaderValue::from_str(&auth::cleared_cookie()) {
         response.headers_mut().insert(header::SET_COOKIE, cookie);

@@ -1,13 +1,13 @@
 //! The approvers' pages of the Management Tool: Access Requests (decided here or from
 //! a mail link, always by a POST), Client Sessions, and the live pending count.
-//! Lists come from the admin handler's operations; what a user may see is cut
-//! to the computers they approve unless they are an administrator.
+//! Lists come from the admin service, which cuts them to the computers the
+//! signed-in person approves unless they are an administrator.
 
 use std::convert::Infallible;
 use std::time::Duration;
 
 use askama::Template;
-use axum::extract::{Form, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -15,16 +15,16 @@ use futures_util::Stream;
 use serde::Deserialize;
 use tracing::warn;
 
+use otpgate_actors::Timestamp;
 use otpgate_actors::request::Choice;
-use otpgate_actors::{ComputerId, Timestamp, rules};
 use otpgate_protocol::admin::{
-    AdminRequest, AdminResponse, Decision, ListFilter, MAX_PAGE, PageRequest, RecordingView,
-    RequestView, SessionView,
+    AdminErrorCode, Decision, ListFilter, MAX_PAGE, PageRequest, RecordingView, RequestView,
+    SessionView,
 };
 
 use super::App;
-use super::auth::SignedIn;
-use crate::server::admin;
+use super::auth::{Posted, SignedIn};
+use crate::server::service::{Open, ServiceError, Which};
 
 /// The most entries a list page shows.
 const PAGE: u32 = 200;
@@ -96,70 +96,27 @@ pub(super) fn csrf_refused() -> Response {
     )
 }
 
-/// Whether `signed` may see and decide the requests and sessions of
-/// `computer`: administrators everywhere, others where they approve.
-pub(super) fn may_see(app: &App, signed: &SignedIn, computer: &str) -> bool {
-    if signed.is_admin() {
-        return true;
-    }
-    let Ok(id) = computer.parse::<ComputerId>() else {
-        return false;
-    };
-    let Ok(Some(record)) = app.admin.store.computer(&id) else {
-        return false;
-    };
-    let policy = app.admin.policy.snapshot();
-    let options = policy.effective(&record);
-    match &signed.person {
-        Some(person) => rules::person_may_decide(person, &options, |entry| {
-            app.admin.directory.canonical(entry)
-        }),
-        None => rules::may_decide(policy.user(&signed.login), &options),
-    }
-}
-
-/// The access requests `signed` may see, newest page first by computer.
-async fn visible_requests(app: &App, signed: &SignedIn) -> Result<Vec<RequestView>, Response> {
-    let list = AdminRequest::RequestsList {
-        all: true,
-        filter: ListFilter::default(),
-        page: PageRequest {
-            limit: PAGE,
-            after: None,
-        },
-    };
-    match admin::handle(&app.admin, &signed.operator(), list).await {
-        Ok(AdminResponse::Requests(page)) => Ok(page
-            .items
-            .into_iter()
-            .filter(|r| may_see(app, signed, &r.computer))
-            .collect()),
-        other => {
-            warn!(?other, "the requests could not be listed");
-            Err(message(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                None,
-                "Unavailable",
-                Some("The requests could not be listed; see the server's log.".into()),
-            ))
-        }
-    }
-}
-
 pub(super) async fn nav(app: &App, signed: &SignedIn) -> Nav {
-    let pending = visible_requests(app, signed).await.map_or(0, |requests| {
-        requests
-            .iter()
-            .filter(|r| r.state == Decision::Pending)
-            .count()
-    });
+    let page = PageRequest {
+        limit: PAGE,
+        after: None,
+    };
+    let pending = app
+        .service
+        .requests(
+            &signed.principal,
+            Which::Pending,
+            &ListFilter::default(),
+            &page,
+        )
+        .map_or(0, |page| page.items.len());
     nav_with(signed, pending)
 }
 
 /// The navigation of `signed`, `pending` requests waiting for them.
 fn nav_with(signed: &SignedIn, pending: usize) -> Nav {
     Nav {
-        login: signed.login.clone(),
+        login: signed.login().to_owned(),
         csrf: signed.csrf.clone(),
         pending,
         admin: signed.is_admin(),
@@ -236,9 +193,25 @@ async fn requests_page(
     notice: Option<String>,
     error: Option<String>,
 ) -> Response {
-    let requests = match visible_requests(app, signed).await {
-        Ok(requests) => requests,
-        Err(response) => return response,
+    // The requests `signed` may see, newest page first by computer.
+    let page = PageRequest {
+        limit: PAGE,
+        after: None,
+    };
+    let listed = app
+        .service
+        .requests(&signed.principal, Which::All, &ListFilter::default(), &page);
+    let requests = match listed {
+        Ok(page) => page.items,
+        Err(err) => {
+            warn!(error = %err, "the requests could not be listed");
+            return message(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                None,
+                "Unavailable",
+                Some("The requests could not be listed; see the server's log.".into()),
+            );
+        }
     };
     let (pending, decided): (Vec<_>, Vec<_>) = requests
         .iter()
@@ -261,8 +234,6 @@ async fn requests_page(
 
 #[derive(Deserialize)]
 pub struct DecideForm {
-    #[serde(default)]
-    csrf: String,
     choice: String,
     #[serde(default)]
     comment: String,
@@ -292,9 +263,12 @@ async fn decide_and_show(
     choice: Choice,
     comment: Option<String>,
 ) -> Response {
-    let by = signed.decider();
-    match admin::decide_as(&app.admin, &signed.operator(), id, by, choice, comment).await {
-        Ok(AdminResponse::Decided(request)) => {
+    match app
+        .service
+        .decide(&signed.principal, id, choice, comment)
+        .await
+    {
+        Ok(request) => {
             let done = format!(
                 "Request #{} {}.",
                 request.id,
@@ -306,11 +280,12 @@ async fn decide_and_show(
             );
             Redirect::to(&format!("/requests?done={}", super::query_escape(&done))).into_response()
         }
-        Ok(AdminResponse::Fail(fail)) => {
-            requests_page(app, signed, StatusCode::CONFLICT, None, Some(fail.message)).await
+        Err(err @ ServiceError::Refused(_)) => {
+            let reason = err.told().message;
+            requests_page(app, signed, StatusCode::CONFLICT, None, Some(reason)).await
         }
-        other => {
-            warn!(?other, "a decision failed");
+        Err(err) => {
+            err.told();
             requests_page(
                 app,
                 signed,
@@ -325,13 +300,9 @@ async fn decide_and_show(
 
 pub async fn decide(
     State(app): State<App>,
-    signed: SignedIn,
     Path(id): Path<u64>,
-    Form(form): Form<DecideForm>,
+    Posted { signed, form }: Posted<DecideForm>,
 ) -> Response {
-    if !signed.csrf_ok(&form.csrf) {
-        return csrf_refused();
-    }
     let Some(choice) = choice(&form.choice) else {
         return requests_page(
             &app,
@@ -365,24 +336,20 @@ pub struct TokenQuery {
     token: String,
 }
 
-/// The decision a mail link's `token` carries, if it is valid and `signed`'s.
-fn open_link(
-    app: &App,
-    signed: &SignedIn,
-    token: &str,
-) -> Result<otpgate_actors::otp::DecisionToken, (StatusCode, &'static str)> {
-    let now = app.admin.clock.now();
-    match app.admin.keys.open_decision_token(token, now) {
-        Some(link) if link.approver == signed.mailed_as() => Ok(link),
-        Some(_) => Err((
-            StatusCode::FORBIDDEN,
-            "This link was sent to another approver.",
-        )),
-        None => Err((
-            StatusCode::NOT_FOUND,
-            "This link is not valid, or its request has expired.",
-        )),
-    }
+/// The refusal of a mail link that is not valid or not `signed`'s.
+async fn link_refused(app: &App, signed: &SignedIn, err: ServiceError) -> Response {
+    let status = if err.is(AdminErrorCode::Forbidden) {
+        StatusCode::FORBIDDEN
+    } else {
+        StatusCode::NOT_FOUND
+    };
+    let why = err.told().message;
+    message(
+        status,
+        Some(nav(app, signed).await),
+        "Link refused",
+        Some(why),
+    )
 }
 
 /// An Approve or Deny link from an approver's mail: shows the request and asks
@@ -393,20 +360,13 @@ pub async fn link_page(
     signed: SignedIn,
     Query(query): Query<TokenQuery>,
 ) -> Response {
-    let link = match open_link(&app, &signed, &query.token) {
+    let link = match app.service.open_link(&signed.principal, &query.token) {
         Ok(link) => link,
-        Err((status, why)) => {
-            return message(
-                status,
-                Some(nav(&app, &signed).await),
-                "Link refused",
-                Some(why.into()),
-            );
-        }
+        Err(err) => return link_refused(&app, &signed, err).await,
     };
-    let request = match app.admin.store.request(link.request) {
-        Ok(Some(request)) => crate::server::convert::request_view(&request, &[]),
-        _ => {
+    let request = match app.service.request(&signed.principal, link.request) {
+        Ok(request) => request,
+        Err(_) => {
             return message(
                 StatusCode::NOT_FOUND,
                 Some(nav(&app, &signed).await),
@@ -440,8 +400,6 @@ pub async fn link_page(
 #[derive(Deserialize)]
 pub struct LinkForm {
     #[serde(default)]
-    csrf: String,
-    #[serde(default)]
     token: String,
     #[serde(default)]
     comment: String,
@@ -449,13 +407,9 @@ pub struct LinkForm {
 
 pub async fn link_decide(
     State(app): State<App>,
-    signed: SignedIn,
-    Form(form): Form<LinkForm>,
+    Posted { signed, form }: Posted<LinkForm>,
 ) -> Response {
-    if !signed.csrf_ok(&form.csrf) {
-        return csrf_refused();
-    }
-    match open_link(&app, &signed, &form.token) {
+    match app.service.open_link(&signed.principal, &form.token) {
         Ok(link) => {
             decide_and_show(
                 &app,
@@ -466,12 +420,7 @@ pub async fn link_decide(
             )
             .await
         }
-        Err((status, why)) => message(
-            status,
-            Some(nav(&app, &signed).await),
-            "Link refused",
-            Some(why.into()),
-        ),
+        Err(err) => link_refused(&app, &signed, err).await,
     }
 }
 
@@ -536,47 +485,42 @@ pub async fn sessions(
         user: non_empty(query.user.clone()),
         ..ListFilter::default()
     };
-    let list = AdminRequest::SessionsList {
-        all: true,
-        filter,
-        page: PageRequest {
-            limit: PAGE,
-            after: None,
-        },
+    let page = PageRequest {
+        limit: PAGE,
+        after: None,
     };
-    let sessions = match admin::handle(&app.admin, &signed.operator(), list).await {
-        Ok(AdminResponse::Sessions(page)) => page.items,
-        Ok(AdminResponse::Fail(fail)) => {
+    let sessions = match app
+        .service
+        .sessions(&signed.principal, Open::AndEnded, &filter, &page)
+    {
+        Ok(page) => page.items,
+        Err(err @ ServiceError::Refused(_)) => {
             return message(
                 StatusCode::BAD_REQUEST,
                 Some(nav(&app, &signed).await),
                 "Refused",
-                Some(fail.message),
+                Some(err.told().message),
             );
         }
-        other => {
-            warn!(?other, "the sessions could not be listed");
+        Err(err) => {
+            err.told();
             return message(StatusCode::INTERNAL_SERVER_ERROR, None, "Unavailable", None);
         }
     };
     // The newest recordings, to link from their sessions.
-    let list = AdminRequest::RecordingsList {
-        session: None,
-        page: PageRequest {
-            limit: MAX_PAGE,
-            after: None,
-        },
+    let page = PageRequest {
+        limit: MAX_PAGE,
+        after: None,
     };
-    let recordings = match admin::handle(&app.admin, &signed.operator(), list).await {
-        Ok(AdminResponse::Recordings(page)) => page.items,
-        other => {
-            warn!(?other, "the recordings could not be listed");
+    let recordings = match app.service.recordings(&signed.principal, None, page).await {
+        Ok(page) => page.items,
+        Err(err) => {
+            warn!(error = %err, "the recordings could not be listed");
             Vec::new()
         }
     };
     let mut rows: Vec<SessionRow> = sessions
         .iter()
-        .filter(|s| may_see(&app, &signed, &s.computer))
         .map(|s| SessionRow::new(s, &recordings))
         .collect();
     // Open ones first, each part newest first.

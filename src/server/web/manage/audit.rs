@@ -6,11 +6,11 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use otpgate_protocol::admin::{AdminRequest, AdminResponse, AuditView, ListFilter, PageRequest};
+use otpgate_protocol::admin::{AuditView, ListFilter, PageRequest};
 
-use super::{Admin, ask};
+use super::{Admin, unavailable};
 use crate::server::web::App;
-use crate::server::web::views::{Nav, message, nav, non_empty, render, time};
+use crate::server::web::views::{Nav, nav, non_empty, render, time};
 
 #[derive(Deserialize, Default)]
 pub struct AuditQuery {
@@ -121,12 +121,13 @@ pub async fn audit(
         let mut entries = Vec::new();
         let mut after = None;
         while entries.len() < MAX_EXPORT {
-            let request = AdminRequest::AuditList {
-                filter: query.filter(),
-                page: PageRequest { limit: 1000, after },
-            };
-            let AdminResponse::Audit(page) = ask(&app, &signed, request).await else {
-                return message(StatusCode::INTERNAL_SERVER_ERROR, None, "Unavailable", None);
+            let page = PageRequest { limit: 1000, after };
+            let page = match app
+                .service
+                .audit_log(&signed.principal, &query.filter(), &page)
+            {
+                Ok(page) => page,
+                Err(err) => return unavailable(err),
             };
             entries.extend(page.items.into_iter().filter(keep));
             after = page.next;
@@ -137,15 +138,16 @@ pub async fn audit(
         entries.truncate(MAX_EXPORT);
         return export(&entries, &query.format);
     }
-    let request = AdminRequest::AuditList {
-        filter: query.filter(),
-        page: PageRequest {
-            limit: 100,
-            after: unhex(&query.after),
-        },
+    let page = PageRequest {
+        limit: 100,
+        after: unhex(&query.after),
     };
-    let AdminResponse::Audit(page) = ask(&app, &signed, request).await else {
-        return message(StatusCode::INTERNAL_SERVER_ERROR, None, "Unavailable", None);
+    let page = match app
+        .service
+        .audit_log(&signed.principal, &query.filter(), &page)
+    {
+        Ok(page) => page,
+        Err(err) => return unavailable(err),
     };
     let entries = page
         .items

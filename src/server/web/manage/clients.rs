@@ -4,18 +4,17 @@
 use std::collections::HashMap;
 
 use askama::Template;
-use axum::extract::{Form, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{Redirect, Response};
 use serde::Deserialize;
 
-use otpgate_protocol::admin::{
-    AdminRequest, AdminResponse, OptionNameView, OptionsView, PageRequest,
-};
+use otpgate_protocol::admin::{OptionNameView, OptionsView, PageRequest};
 
-use super::{Admin, Done, ask, done, not_done, refuse_change};
+use super::{Admin, Done, done, not_done, unavailable};
+use crate::server::service::ServiceError;
 use crate::server::web::App;
-use crate::server::web::auth::SignedIn;
+use crate::server::web::auth::{Posted, SignedIn};
 use crate::server::web::views::{Nav, message, nav, render, time};
 
 /// An option's value in a table, and whether it is inherited.
@@ -100,13 +99,13 @@ pub async fn clients(State(app): State<App>, Admin(signed): Admin) -> Response {
         limit: 1000,
         after: None,
     };
-    let clients = match ask(&app, &signed, AdminRequest::ClientsList { page }).await {
-        AdminResponse::Clients(page) => page.items,
-        _ => return message(StatusCode::INTERNAL_SERVER_ERROR, None, "Unavailable", None),
+    let clients = match app.service.clients(&signed.principal, &page) {
+        Ok(page) => page.items,
+        Err(err) => return unavailable(err),
     };
-    let groups = match ask(&app, &signed, AdminRequest::GroupsList).await {
-        AdminResponse::Groups(groups) => groups,
-        _ => return message(StatusCode::INTERNAL_SERVER_ERROR, None, "Unavailable", None),
+    let groups = match app.service.groups(&signed.principal) {
+        Ok(groups) => groups,
+        Err(err) => return unavailable(err),
     };
     render(
         StatusCode::OK,
@@ -301,31 +300,27 @@ async fn client_form(
     notice: Option<String>,
     error: Option<String>,
 ) -> Response {
-    let page = PageRequest {
-        limit: 1000,
-        after: None,
+    let client = match app.service.client(&signed.principal, name) {
+        Ok(client) => client,
+        Err(err @ ServiceError::Refused(_)) => {
+            return message(
+                StatusCode::NOT_FOUND,
+                Some(nav(app, signed).await),
+                "Not found",
+                Some(err.told().message),
+            );
+        }
+        Err(err) => return unavailable(err),
     };
-    let client = match ask(app, signed, AdminRequest::ClientsList { page }).await {
-        AdminResponse::Clients(page) => page.items.into_iter().find(|c| c.computer == name),
-        _ => None,
-    };
-    let Some(client) = client else {
-        return message(
-            StatusCode::NOT_FOUND,
-            Some(nav(app, signed).await),
-            "Not found",
-            Some(format!("No client computer {name}.")),
-        );
-    };
-    let groups = match ask(app, signed, AdminRequest::GroupsList).await {
-        AdminResponse::Groups(groups) => groups
+    let groups = match app.service.groups(&signed.principal) {
+        Ok(groups) => groups
             .into_iter()
             .map(|g| {
                 let mine = client.group.as_deref() == Some(g.name.as_str());
                 (g.name, mine)
             })
             .collect(),
-        _ => Vec::new(),
+        Err(err) => return unavailable(err),
     };
     options_page(
         app,
@@ -353,32 +348,21 @@ pub async fn client(
 
 pub async fn client_set(
     State(app): State<App>,
-    Admin(signed): Admin,
     Path(name): Path<String>,
-    Form(form): Form<HashMap<String, String>>,
+    Posted { signed, form }: Posted<HashMap<String, String>>,
 ) -> Response {
-    if let Some(refused) = refuse_change(&signed, form.get("csrf").map_or("", String::as_str)) {
-        return refused;
-    }
     let group = form.get("group").map(|g| g.trim().to_owned());
-    let request = AdminRequest::ClientSet {
-        computer: name.clone(),
-        group: Some(group.filter(|g| !g.is_empty())),
-        options: options_from(&form),
-    };
-    match ask(&app, &signed, request).await {
-        AdminResponse::Done => done(&format!("/clients/{}", path_segment(&name)), "Saved."),
-        other => {
-            not_done(other, |reason| async move {
-                client_form(
-                    &app,
-                    &signed,
-                    &name,
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    None,
-                    Some(reason),
-                )
-                .await
+    let group = Some(group.filter(|g| !g.is_empty()));
+    let options = options_from(&form);
+    match app
+        .service
+        .set_client(&signed.principal, &name, group, &options)
+        .await
+    {
+        Ok(()) => done(&format!("/clients/{}", path_segment(&name)), "Saved."),
+        Err(err) => {
+            not_done(err, |status, reason| async move {
+                client_form(&app, &signed, &name, status, None, Some(reason)).await
             })
             .await
         }
@@ -404,13 +388,13 @@ async fn group_form(
     notice: Option<String>,
     error: Option<String>,
 ) -> Response {
-    let own = match ask(app, signed, AdminRequest::GroupsList).await {
-        AdminResponse::Groups(groups) => groups
+    let own = match app.service.groups(&signed.principal) {
+        Ok(groups) => groups
             .into_iter()
             .find(|g| g.name == name)
             .map(|g| g.options)
             .unwrap_or_default(),
-        _ => OptionsView::default(),
+        Err(err) => return unavailable(err),
     };
     options_page(
         app,
@@ -438,30 +422,19 @@ pub async fn group(
 
 pub async fn group_set(
     State(app): State<App>,
-    Admin(signed): Admin,
     Path(name): Path<String>,
-    Form(form): Form<HashMap<String, String>>,
+    Posted { signed, form }: Posted<HashMap<String, String>>,
 ) -> Response {
-    if let Some(refused) = refuse_change(&signed, form.get("csrf").map_or("", String::as_str)) {
-        return refused;
-    }
-    let request = AdminRequest::GroupSet {
-        name: name.clone(),
-        options: options_from(&form),
-    };
-    match ask(&app, &signed, request).await {
-        AdminResponse::Done => done(&format!("/groups/{}", path_segment(&name)), "Saved."),
-        other => {
-            not_done(other, |reason| async move {
-                group_form(
-                    &app,
-                    &signed,
-                    &name,
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    None,
-                    Some(reason),
-                )
-                .await
+    let options = options_from(&form);
+    match app
+        .service
+        .set_group(&signed.principal, &name, &options)
+        .await
+    {
+        Ok(()) => done(&format!("/groups/{}", path_segment(&name)), "Saved."),
+        Err(err) => {
+            not_done(err, |status, reason| async move {
+                group_form(&app, &signed, &name, status, None, Some(reason)).await
             })
             .await
         }

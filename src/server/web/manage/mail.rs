@@ -1,17 +1,17 @@
 //! Mail: the messages given up on, and a test message.
 
 use askama::Template;
-use axum::extract::{Form, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
 
-use otpgate_protocol::admin::{AdminRequest, AdminResponse, PageRequest};
+use otpgate_protocol::admin::PageRequest;
 
-use super::{Admin, Done, ask, done, not_done, refuse_change};
+use super::{Admin, Done, done, not_done, unavailable};
 use crate::server::web::App;
-use crate::server::web::auth::SignedIn;
-use crate::server::web::views::{Nav, message, nav, render, time};
+use crate::server::web::auth::{Posted, SignedIn};
+use crate::server::web::views::{Nav, nav, render, time};
 
 struct FailureRow {
     at: String,
@@ -43,10 +43,9 @@ async fn mail_page(
         limit: 200,
         after: None,
     };
-    let AdminResponse::MailFailures(failures) =
-        ask(app, signed, AdminRequest::MailFailures { page }).await
-    else {
-        return message(StatusCode::INTERNAL_SERVER_ERROR, None, "Unavailable", None);
+    let failures = match app.service.mail_failures(&signed.principal, &page) {
+        Ok(failures) => failures,
+        Err(err) => return unavailable(err),
     };
     render(
         status,
@@ -82,32 +81,19 @@ pub async fn mail(
 #[derive(Deserialize)]
 pub struct MailTestForm {
     #[serde(default)]
-    csrf: String,
-    #[serde(default)]
     to: String,
 }
 
 pub async fn mail_test(
     State(app): State<App>,
-    Admin(signed): Admin,
-    Form(form): Form<MailTestForm>,
+    Posted { signed, form }: Posted<MailTestForm>,
 ) -> Response {
-    if let Some(refused) = refuse_change(&signed, &form.csrf) {
-        return refused;
-    }
     let to = form.to.trim().to_owned();
-    match ask(&app, &signed, AdminRequest::MailTest { to: to.clone() }).await {
-        AdminResponse::MailSent { said } => done("/mail", &format!("Sent to {to}: {said}")),
-        other => {
-            not_done(other, |reason| async move {
-                mail_page(
-                    &app,
-                    &signed,
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    None,
-                    Some(reason),
-                )
-                .await
+    match app.service.mail_test(&signed.principal, &to).await {
+        Ok(said) => done("/mail", &format!("Sent to {to}: {said}")),
+        Err(err) => {
+            not_done(err, |status, reason| async move {
+                mail_page(&app, &signed, status, None, Some(reason)).await
             })
             .await
         }

@@ -1,7 +1,8 @@
 //! The Management Tool's administration pages (administrators only, but for
 //! the profile): System Settings, Clients and Client Groups, Users, Generate
-//! OTP, the audit log with its exports, Mail. Each goes through the admin
-//! handler's operations, as `otpgate admin` does.
+//! OTP, the audit log with its exports, Mail. Each calls the admin service,
+//! as `otpgate admin` does; the service checks that the signed-in person is an
+//! administrator ([`Admin`] only shows the others a page that says so).
 
 mod audit;
 mod clients;
@@ -24,12 +25,12 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use tracing::warn;
 
-use otpgate_protocol::admin::{AdminRequest, AdminResponse};
+use otpgate_protocol::admin::AdminErrorCode;
 
 use super::App;
 use super::auth::SignedIn;
-use super::views::{csrf_refused, message, nav};
-use crate::server::admin;
+use super::views::{message, nav};
+use crate::server::service::ServiceError;
 
 /// A signed-in administrator: the pages here take no one else.
 pub struct Admin(pub SignedIn);
@@ -51,38 +52,32 @@ impl FromRequestParts<App> for Admin {
     }
 }
 
-/// For a change: the refusal when `csrf` is not the form's token.
-fn refuse_change(signed: &SignedIn, csrf: &str) -> Option<Response> {
-    (!signed.csrf_ok(csrf)).then(csrf_refused)
-}
-
-/// Runs `request` through the admin handler as `signed`.
-async fn ask(app: &App, signed: &SignedIn, request: AdminRequest) -> AdminResponse {
-    match admin::handle(&app.admin, &signed.operator(), request).await {
-        Ok(answer) => answer,
-        Err(err) => {
-            warn!(error = %err, "a web admin request failed");
-            AdminResponse::Fail(otpgate_protocol::admin::AdminError {
-                code: otpgate_protocol::admin::AdminErrorCode::Internal,
-                message: "The server could not do it; see its log.".into(),
-            })
-        }
-    }
-}
-
-/// The answer to a change that was not done: the page again with the reason
-/// (`again`), or the server's error page for an answer no change gives.
+/// The answer to a change the service did not make: the page again
+/// (`again`) with the reason and its status (422), or, to one who may not
+/// make it, a page that says so (403), or the server's error page for a
+/// failure (logged).
 async fn not_done<F: Future<Output = Response>>(
-    answer: AdminResponse,
-    again: impl FnOnce(String) -> F,
+    err: ServiceError,
+    again: impl FnOnce(StatusCode, String) -> F,
 ) -> Response {
-    match answer {
-        AdminResponse::Fail(fail) => again(fail.message).await,
-        other => {
-            warn!(?other, "an unexpected answer to a change");
-            message(StatusCode::INTERNAL_SERVER_ERROR, None, "Unavailable", None)
+    match err {
+        ServiceError::Refused(refused) if refused.code == AdminErrorCode::Forbidden => message(
+            StatusCode::FORBIDDEN,
+            None,
+            "Refused",
+            Some(refused.message),
+        ),
+        ServiceError::Refused(refused) => {
+            again(StatusCode::UNPROCESSABLE_ENTITY, refused.message).await
         }
+        failed => unavailable(failed),
     }
+}
+
+/// The server's error page for what a page could not read (logged).
+fn unavailable(err: ServiceError) -> Response {
+    warn!(error = %err, "a page could not be shown");
+    message(StatusCode::INTERNAL_SERVER_ERROR, None, "Unavailable", None)
 }
 
 /// Where a page goes after a change: back to itself, saying what was done.

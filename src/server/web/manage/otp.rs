@@ -2,19 +2,18 @@
 //! again.
 
 use askama::Template;
-use axum::extract::{Form, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-use otpgate_protocol::admin::{AdminRequest, AdminResponse};
 use otpgate_protocol::login::Secret;
 
-use super::{Admin, Done, ask, done, not_done, refuse_change};
-use crate::server::admin;
+use super::{Admin, Done, done, not_done};
+use crate::server::service::{Client, DEFAULT_GENERATE_COMMENT, Generate};
 use crate::server::web::App;
-use crate::server::web::auth::SignedIn;
+use crate::server::web::auth::{Posted, SignedIn};
 use crate::server::web::views::{Nav, nav, non_empty, render, time};
 
 #[derive(Template)]
@@ -33,8 +32,6 @@ struct OtpPage {
 
 #[derive(Deserialize, Default)]
 pub struct OtpForm {
-    #[serde(default)]
-    csrf: String,
     #[serde(default)]
     computer: String,
     #[serde(default)]
@@ -67,7 +64,7 @@ async fn otp_page(
             os_user: form.os_user,
             email: form.email,
             comment: if form.comment.is_empty() {
-                admin::DEFAULT_GENERATE_COMMENT.to_owned()
+                DEFAULT_GENERATE_COMMENT.to_owned()
             } else {
                 form.comment
             },
@@ -93,42 +90,29 @@ pub async fn otp(
 
 pub async fn otp_generate(
     State(app): State<App>,
-    Admin(signed): Admin,
-    Form(mut form): Form<OtpForm>,
+    Posted { signed, mut form }: Posted<OtpForm>,
 ) -> Response {
-    if let Some(refused) = refuse_change(&signed, &form.csrf) {
-        return refused;
-    }
     let password = Zeroizing::new(std::mem::take(&mut form.password));
-    let request = AdminRequest::OtpGenerate {
+    let otp = Generate {
         computer: form.computer.trim().to_owned(),
         os_user: form.os_user.trim().to_owned(),
         email: form.email.trim().to_owned(),
         comment: non_empty(form.comment.clone()),
-        by: signed.login.clone(),
-        password: Secret(password.to_string()),
-        new_client: false,
+        client: Client::Known,
     };
-    match ask(&app, &signed, request).await {
-        AdminResponse::Generated { valid_until } => {
+    let password = Secret(password.to_string());
+    match app.service.generate(&signed.principal, password, otp).await {
+        Ok(valid_until) => {
             let what = format!(
                 "The one-time password has been sent to {}. It is valid until {}.",
                 form.email.trim(),
-                time(valid_until)
+                time(valid_until.unix_millis())
             );
             done("/otp", &what)
         }
-        other => {
-            not_done(other, |reason| async move {
-                otp_page(
-                    &app,
-                    &signed,
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    form,
-                    None,
-                    Some(reason),
-                )
-                .await
+        Err(err) => {
+            not_done(err, |status, reason| async move {
+                otp_page(&app, &signed, status, form, None, Some(reason)).await
             })
             .await
         }

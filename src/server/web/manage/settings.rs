@@ -3,18 +3,18 @@
 use std::collections::HashMap;
 
 use askama::Template;
-use axum::extract::{Form, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 
 use otpgate_actors::settings::SystemSettings;
-use otpgate_protocol::admin::{AdminRequest, AdminResponse, SettingsPatch, SettingsView};
+use otpgate_protocol::admin::{SettingsPatch, SettingsView};
 
-use super::{Admin, Done, ask, done, not_done, refuse_change};
+use super::{Admin, Done, done, not_done, unavailable};
 use crate::server::convert;
 use crate::server::web::App;
-use crate::server::web::auth::SignedIn;
-use crate::server::web::views::{Nav, message, nav, render};
+use crate::server::web::auth::{Posted, SignedIn};
+use crate::server::web::views::{Nav, nav, render};
 
 /// One setting as the form shows it.
 struct SettingRow {
@@ -122,8 +122,9 @@ async fn settings_page(
     notice: Option<String>,
     error: Option<String>,
 ) -> Response {
-    let AdminResponse::Settings(current) = ask(app, signed, AdminRequest::SettingsGet).await else {
-        return message(StatusCode::INTERNAL_SERVER_ERROR, None, "Unavailable", None);
+    let current = match app.service.settings(&signed.principal) {
+        Ok(current) => current,
+        Err(err) => return unavailable(err),
     };
     let defaults = convert::settings_view(&SystemSettings::default());
     let rows = SETTINGS
@@ -159,12 +160,8 @@ pub async fn settings(
 
 pub async fn settings_set(
     State(app): State<App>,
-    Admin(signed): Admin,
-    Form(form): Form<HashMap<String, String>>,
+    Posted { signed, form }: Posted<HashMap<String, String>>,
 ) -> Response {
-    if let Some(refused) = refuse_change(&signed, form.get("csrf").map_or("", String::as_str)) {
-        return refused;
-    }
     let mut values = HashMap::new();
     for (name, label, _, factor, _) in SETTINGS {
         match form.get(name).map(|v| v.trim().parse::<u64>()) {
@@ -197,18 +194,11 @@ pub async fn settings_set(
         session_timeout_secs: Some(values["session_timeout_minutes"]),
         retention_days: Some(values["retention_days"]),
     };
-    match ask(&app, &signed, AdminRequest::SettingsSet(patch)).await {
-        AdminResponse::Settings(_) => done("/settings", "Settings saved."),
-        other => {
-            not_done(other, |reason| async move {
-                settings_page(
-                    &app,
-                    &signed,
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    None,
-                    Some(reason),
-                )
-                .await
+    match app.service.set_settings(&signed.principal, &patch).await {
+        Ok(_) => done("/settings", "Settings saved."),
+        Err(err) => {
+            not_done(err, |status, reason| async move {
+                settings_page(&app, &signed, status, None, Some(reason)).await
             })
             .await
         }

@@ -4,20 +4,20 @@
 use std::net::SocketAddr;
 
 use askama::Template;
-use axum::extract::{ConnectInfo, Form, Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-use otpgate_actors::directory::check_password;
-use otpgate_protocol::admin::{AdminRequest, AdminResponse, PageRequest, RoleView};
+use otpgate_protocol::admin::{PageRequest, RoleView};
 use otpgate_protocol::login::Secret;
 
-use super::{Admin, Done, ask, done, not_done, refuse_change};
+use super::{Admin, Done, done, not_done, unavailable};
+use crate::server::service::{Answer, NewUser, UserChange};
 use crate::server::web::App;
-use crate::server::web::auth::SignedIn;
-use crate::server::web::views::{Nav, csrf_refused, message, nav, render};
+use crate::server::web::auth::{Posted, SignedIn};
+use crate::server::web::views::{Nav, nav, render};
 
 struct UserRow {
     login: String,
@@ -64,9 +64,9 @@ async fn users_page(
         limit: 1000,
         after: None,
     };
-    let AdminResponse::Users(users) = ask(app, signed, AdminRequest::UsersList { page }).await
-    else {
-        return message(StatusCode::INTERNAL_SERVER_ERROR, None, "Unavailable", None);
+    let users = match app.service.users(&signed.principal, &page) {
+        Ok(users) => users,
+        Err(err) => return unavailable(err),
     };
     render(
         status,
@@ -102,8 +102,6 @@ pub async fn users(
 #[derive(Deserialize)]
 pub struct UserForm {
     #[serde(default)]
-    csrf: String,
-    #[serde(default)]
     login: String,
     #[serde(default)]
     email: String,
@@ -116,24 +114,12 @@ pub struct UserForm {
 }
 
 /// Shows the outcome of a change on the users page.
-async fn users_outcome(
-    app: &App,
-    signed: &SignedIn,
-    answer: AdminResponse,
-    what: &str,
-) -> Response {
+async fn users_outcome(app: &App, signed: &SignedIn, answer: Answer<()>, what: &str) -> Response {
     match answer {
-        AdminResponse::Done => done("/users", what),
-        other => {
-            not_done(other, |reason| async move {
-                users_page(
-                    app,
-                    signed,
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    None,
-                    Some(reason),
-                )
-                .await
+        Ok(()) => done("/users", what),
+        Err(err) => {
+            not_done(err, |status, reason| async move {
+                users_page(app, signed, status, None, Some(reason)).await
             })
             .await
         }
@@ -142,20 +128,16 @@ async fn users_outcome(
 
 pub async fn user_add(
     State(app): State<App>,
-    Admin(signed): Admin,
-    Form(form): Form<UserForm>,
+    Posted { signed, form }: Posted<UserForm>,
 ) -> Response {
-    if let Some(refused) = refuse_change(&signed, &form.csrf) {
-        return refused;
-    }
     let password = Zeroizing::new(form.password);
-    let request = AdminRequest::UserAdd {
+    let user = NewUser {
         login: form.login.trim().to_owned(),
         email: form.email.trim().to_owned(),
         role: role(&form.role).unwrap_or(RoleView::User),
         password: Secret(password.to_string()),
     };
-    let answer = ask(&app, &signed, request).await;
+    let answer = app.service.add_user(&signed.principal, user).await;
     users_outcome(
         &app,
         &signed,
@@ -167,22 +149,20 @@ pub async fn user_add(
 
 pub async fn user_set(
     State(app): State<App>,
-    Admin(signed): Admin,
     Path(login): Path<String>,
-    Form(form): Form<UserForm>,
+    Posted { signed, form }: Posted<UserForm>,
 ) -> Response {
-    if let Some(refused) = refuse_change(&signed, &form.csrf) {
-        return refused;
-    }
     let password = Zeroizing::new(form.password);
-    let request = AdminRequest::UserSet {
-        login: login.clone(),
+    let change = UserChange {
         email: None,
         role: role(&form.role),
         password: (!password.is_empty()).then(|| Secret(password.to_string())),
         disabled: Some(form.disabled.is_some()),
     };
-    let answer = ask(&app, &signed, request).await;
+    let answer = app
+        .service
+        .set_user(&signed.principal, &login, change)
+        .await;
     users_outcome(&app, &signed, answer, &format!("User {login} changed.")).await
 }
 
@@ -213,7 +193,7 @@ async fn profile_page(
             notice,
             error,
             csrf: signed.csrf.clone(),
-            login: signed.login.clone(),
+            login: signed.login().to_owned(),
             role: if signed.is_admin() {
                 "administrator"
             } else {
@@ -234,8 +214,6 @@ pub async fn profile(
 #[derive(Deserialize)]
 pub struct PasswordForm {
     #[serde(default)]
-    csrf: String,
-    #[serde(default)]
     current: String,
     #[serde(default)]
     new: String,
@@ -244,15 +222,11 @@ pub struct PasswordForm {
 /// Changes the signed-in person's own password: the current one first.
 pub async fn profile_password(
     State(app): State<App>,
-    signed: SignedIn,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Form(form): Form<PasswordForm>,
+    Posted { signed, form }: Posted<PasswordForm>,
 ) -> Response {
-    if !signed.csrf_ok(&form.csrf) {
-        return csrf_refused();
-    }
     let (current, new) = (Zeroizing::new(form.current), Zeroizing::new(form.new));
-    if !app.sessions.may_try(&signed.login, peer.ip()) {
+    if !app.sessions.may_try(signed.login(), peer.ip()) {
         let error = "Too many attempts. Wait a minute and try again.".to_owned();
         return profile_page(
             &app,
@@ -263,37 +237,15 @@ pub async fn profile_password(
         )
         .await;
     }
-    let user = app.admin.policy.snapshot().user(&signed.login).cloned();
-    if !check_password(user, current).await {
-        let error = "The current password is not right.".to_owned();
-        return profile_page(
-            &app,
-            &signed,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            None,
-            Some(error),
-        )
-        .await;
-    }
-    let request = AdminRequest::UserSet {
-        login: signed.login.clone(),
-        email: None,
-        role: None,
-        password: Some(Secret(new.to_string())),
-        disabled: None,
-    };
-    match ask(&app, &signed, request).await {
-        AdminResponse::Done => done("/profile", "Password changed."),
-        other => {
-            not_done(other, |reason| async move {
-                profile_page(
-                    &app,
-                    &signed,
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    None,
-                    Some(reason),
-                )
-                .await
+    match app
+        .service
+        .change_own_password(&signed.principal, current, Secret(new.to_string()))
+        .await
+    {
+        Ok(()) => done("/profile", "Password changed."),
+        Err(err) => {
+            not_done(err, |status, reason| async move {
+                profile_page(&app, &signed, status, None, Some(reason)).await
             })
             .await
         }

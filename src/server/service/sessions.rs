@@ -1,0 +1,41 @@
+//! Client sessions: each principal sees those of the computers they approve,
+//! administrators all.
+
+use otpgate_protocol::admin::{ListFilter, Page, PageRequest, SessionView};
+
+use super::{AdminService, Answer, Principal};
+use crate::server::convert;
+use crate::server::pages::{self, Matches};
+
+/// Which client sessions a list holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Open {
+    /// Those still open.
+    Only,
+    /// Every one, ended or not.
+    AndEnded,
+}
+
+impl AdminService {
+    /// Client sessions `who` may see (`open` says which, `filter` of whom), by
+    /// computer then age.
+    pub fn sessions(
+        &self,
+        who: &Principal,
+        open: Open,
+        filter: &ListFilter,
+        page: &PageRequest,
+    ) -> Answer<Page<SessionView>> {
+        let visible = self.visibility(who);
+        Ok(pages::page(
+            self.store.sessions_from(page.after.as_deref()),
+            page,
+            |s| {
+                (open == Open::AndEnded || s.ended.is_none())
+                    && s.matches(filter)
+                    && visible.covers(s.computer.as_str())
+            },
+            convert::session_view,
+        )?)
+    }
+}

@@ -12,7 +12,6 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
@@ -23,7 +22,7 @@ use crate::agent::{self, AgentConfig};
 use crate::recorder::{self, RecorderConfig};
 use crate::server::admin::socket_path;
 use crate::server::config::{Overrides, ServerConfig};
-use crate::server::{self, Server};
+use crate::server::{self, Listeners, Server};
 use crate::tls::pki;
 use crate::tls::revoked::Revocations;
 use crate::unix;
@@ -186,14 +185,17 @@ async fn serve(path: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<Ex
              raise it (LimitNOFILE= in the service unit, or ulimit -n)"
         );
     }
-    let mut server = match Server::open(&config).await {
+    // Every port first: one in use stops the start with nothing made.
+    let opened = match Listeners::bind(&config) {
+        Ok(listeners) => Server::open(&config, listeners).await,
+        Err(err) => Err(err),
+    };
+    let mut server = match opened {
         Ok(server) => server,
         Err(err) if err.is_config() => return Ok(config_error(&err)),
         Err(err) => return Err(err.into()),
     };
-    let listener = server::bind(config.listen)
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
-    let addr = listener.local_addr()?;
+    let addr = server.agent_addr()?;
     if let Some(password) = server.take_initial_password() {
         let file = config.data_dir.join(server::INITIAL_PASSWORD_FILE);
         // On a terminal the operator sees it once; elsewhere (a service whose
@@ -217,7 +219,7 @@ async fn serve(path: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<Ex
     println!("otpgate listening on {addr}");
     let cancel = CancellationToken::new();
     tokio::spawn(stop_on_signal(cancel.clone()));
-    if let server::Stopped::Late(step) = server.run(listener, cancel.cancelled_owned()).await {
+    if let server::Stopped::Late(step) = server.run(cancel.cancelled_owned()).await {
         tracing::warn!(step, "stopped without waiting for everything");
     }
     Ok(ExitCode::SUCCESS)

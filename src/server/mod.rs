@@ -10,7 +10,9 @@
 
 pub mod admin;
 pub mod config;
+mod connection;
 mod convert;
+mod data;
 pub mod directory;
 mod gate;
 pub mod ldap;
@@ -19,56 +21,51 @@ pub mod mail;
 mod pages;
 pub mod recordings;
 pub mod service;
+mod upkeep;
 pub mod web;
+
+pub use data::{INITIAL_ADMIN, INITIAL_PASSWORD_FILE};
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep, timeout};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{Instrument, info, info_span, warn};
 
-use governor::{Quota, RateLimiter};
-use otpgate_actors::audit::{Action, AuditEntry};
-use otpgate_actors::directory::{Directory, Role, UserRecord};
+use governor::Quota;
+use otpgate_actors::directory::Directory;
 use otpgate_actors::mail::{MailTransport, Mailer, MailerArgs, MailerHandle, MailerMsg};
-use otpgate_actors::names::is_host_name;
 use otpgate_actors::otp::OtpKeys;
 use otpgate_actors::policy;
 use otpgate_actors::{
-    AgentInfo, CallError, Clock, ComputerError, ComputerId, Computers, ConnectionId, Services,
-    SledStore, Store, StoreError, SystemClock, Waiting,
-};
-use otpgate_protocol::version as protocol_version;
-use otpgate_protocol::{
-    AgentMessage, ErrorCode, FrameError, HANDSHAKE_VERSION, Hello, MAX_IN_FLIGHT, Message, Request,
-    Response, ServerMessage, Unreadable, Welcome, negotiate,
+    Clock, Computers, Services, SledStore, Store, StoreError, SystemClock, Waiting,
 };
 use ractor::{Actor, ActorRef};
-use rand::RngExt;
 use zeroize::Zeroizing;
 
-use crate::frames::{FrameReader, FrameWriter};
 use crate::tls::revoked::Revocations;
-use crate::tls::{self, ALPN, TlsError, pki};
+use crate::tls::{self, TlsError, pki};
 use config::ServerConfig;
+use connection::{Shared, serve_tcp};
+use data::{RECORDINGS, bootstrap_admin, tighten_data_dir};
 use directory::{DirectoryFileError, StaticDirectory};
 use gate::Handshakes;
-use live::{Live, Warned};
+use live::Warned;
 use mail::{EmlDir, Sender, Smtp, SmtpSetupError};
 use recordings::Recordings;
 use service::AdminService;
+use upkeep::prune_every;
 
 /// How long shutdown waits for connections and actors to finish.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -82,9 +79,6 @@ const LISTEN_BACKLOG: u32 = 8192;
 
 /// How long to pause accepting after the process ran out of file descriptors.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
-
-/// The longest agent version string a Hello may carry.
-const MAX_AGENT_VERSION: usize = 64;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +111,15 @@ pub enum OpenError {
     /// The web Management Tool cannot start.
     #[error(transparent)]
     Web(#[from] web::WebError),
+    /// The agents' port could not be bound (another process holds it).
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
     /// The LDAP directory's settings are unusable.
     #[error(transparent)]
     Ldap(#[from] ldap::LdapSetupError),
@@ -149,9 +152,37 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
-/// A server with its data folder open, ready to serve a listener.
+/// The server's ports, bound before anything is written: a port in use stops a
+/// start with nothing made in the data folder.
+pub struct Listeners {
+    /// Where agents connect.
+    agents: TcpListener,
+    /// Where the web Management Tool listens, unless it is turned off.
+    web: Option<web::Listener>,
+}
+
+impl Listeners {
+    /// Binds the agents' port and the web Management Tool's (reading its own
+    /// certificate and key, if the configuration names them).
+    pub fn bind(config: &ServerConfig) -> Result<Self, OpenError> {
+        let agents = bind(config.listen).map_err(|source| OpenError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+        let web = config.web.as_ref().map(web::Listener::bind).transpose()?;
+        Ok(Self { agents, web })
+    }
+
+    /// Where agents connect.
+    pub fn agent_addr(&self) -> io::Result<SocketAddr> {
+        self.agents.local_addr()
+    }
+}
+
+/// A server with its data folder open and its ports bound, ready to serve.
 pub struct Server {
     shared: Arc<Shared>,
+    listener: TcpListener,
     store: Arc<SledStore>,
     /// How long recordings are kept after their last write.
     recording_retention: Duration,
@@ -171,44 +202,38 @@ pub struct Server {
     directory: Arc<dyn Directory>,
 }
 
-/// What every connection task needs.
-struct Shared {
-    acceptor: TlsAcceptor,
-    /// Handshakes in flight, in all and per source address.
-    handshakes: Arc<Handshakes>,
-    /// Revoked client certificates, checked on every connection.
-    revocations: Arc<Revocations>,
-    /// The connections open now, for revocations to close.
-    live: Arc<Live>,
-    /// The computers whose agent was found to speak an older protocol.
-    old_agents: Warned,
-    computers: Computers,
-    /// Terminal recordings, stored as agents ship them.
-    recordings: Arc<Recordings>,
-    /// The audit log (a recording that lost output) and client sessions (a
-    /// recording's tie).
-    store: Arc<SledStore>,
-    clock: Arc<dyn Clock>,
-    handshake_timeout: Duration,
-    heartbeat_interval: Duration,
-    /// Flood control: how fast one connection may send requests.
-    request_quota: Quota,
-    next_conn: AtomicU64,
-}
-
 impl Server {
-    /// Checks what the configuration names (directory file, PKI, SMTP relay's CA),
-    /// then creates what is missing in the data folder (PKI, database, the first
-    /// administrator), opens it and starts the actors.
-    pub async fn open(config: &ServerConfig) -> Result<Self, OpenError> {
-        Self::open_with_clock(config, Arc::new(SystemClock)).await
+    /// Checks what the configuration names (directory, SMTP relay), then, on
+    /// the ports `listeners` bound, creates what is missing in the data folder
+    /// (the admin socket, PKI, database, the first administrator), opens it
+    /// and starts the actors.
+    pub async fn open(config: &ServerConfig, listeners: Listeners) -> Result<Self, OpenError> {
+        Self::open_with_clock(config, listeners, Arc::new(SystemClock)).await
     }
 
     /// [`Server::open`], with wall-clock time from `clock` (tests move it).
     pub async fn open_with_clock(
         config: &ServerConfig,
+        listeners: Listeners,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, OpenError> {
+        // What the configuration names, checked before anything is written.
+        let directory: Arc<dyn Directory> = match (&config.ldap, &config.directory_file) {
+            (Some(ldap), _) => Arc::new(ldap::LdapDirectory::new(ldap.clone())?),
+            (None, Some(path)) => Arc::new(StaticDirectory::load(path)?),
+            (None, None) => Arc::new(StaticDirectory::default()),
+        };
+        let from = Sender::parse(&config.mail_from);
+        let smtp = config
+            .smtp
+            .as_ref()
+            .map(|smtp| Smtp::new(smtp, from.clone()))
+            .transpose()?;
+        // The dummy password hash that unknown logins are checked against is
+        // made now, beside the rest of the start, not by the first unknown login.
+        drop(tokio::task::spawn_blocking(
+            otpgate_actors::directory::prepare,
+        ));
         let data_dir = |path: &std::path::Path| {
             crate::files::create_private_dir(path).map_err(|source| OpenError::DataDir {
                 path: path.to_owned(),
@@ -217,29 +242,24 @@ impl Server {
         };
         data_dir(&config.data_dir)?;
         tighten_data_dir(&config.data_dir)?;
-        // The dummy password hash that unknown logins are checked against is
-        // made now, beside the rest of the start, not by the first unknown login.
-        drop(tokio::task::spawn_blocking(
-            otpgate_actors::directory::prepare,
-        ));
-        let directory: Arc<dyn Directory> = match (&config.ldap, &config.directory_file) {
-            (Some(ldap), _) => Arc::new(ldap::LdapDirectory::new(ldap.clone())?),
-            (None, Some(path)) => Arc::new(StaticDirectory::load(path)?),
-            (None, None) => Arc::new(StaticDirectory::default()),
-        };
+        // Another server on this data folder serves its admin socket: refused
+        // here, before anything of theirs is touched.
+        let admin_socket = admin::socket_path(&config.data_dir);
+        let admin_listener = admin::bind(&admin_socket).map_err(|source| OpenError::DataDir {
+            path: admin_socket.clone(),
+            source,
+        })?;
         let pki =
             pki::ensure_server(&config.data_dir, &config.server_names).map_err(TlsError::from)?;
         let keys = Arc::new(OtpKeys::derive(pki.secret.expose()));
-        let web = config
+        let web = listeners
             .web
-            .as_ref()
-            .map(|web| web::Web::bind(web, pki.chain.clone(), pki.key.clone_key()))
+            .map(|web| web::Web::new(web, pki.chain.clone(), pki.key.clone_key()))
             .transpose()?;
         let acceptor = TlsAcceptor::from(tls::server_config(pki)?);
         let revocations = Arc::new(Revocations::load(&config.data_dir).map_err(TlsError::from)?);
-        let from = Sender::parse(&config.mail_from);
-        let transport: Arc<dyn MailTransport> = match &config.smtp {
-            Some(smtp) => Arc::new(Smtp::new(smtp, from)?),
+        let transport: Arc<dyn MailTransport> = match smtp {
+            Some(smtp) => Arc::new(smtp),
             None => {
                 let outbox = config.data_dir.join("outbox");
                 let dir =
@@ -294,12 +314,8 @@ impl Server {
             mailer: Some(MailerHandle::new(mailer.clone(), waiting)),
         };
         let (computers, supervisor) = Computers::start(Arc::new(services)).await?;
-        let admin_socket = admin::socket_path(&config.data_dir);
-        let admin_listener = admin::bind(&admin_socket).map_err(|source| OpenError::DataDir {
-            path: admin_socket.clone(),
-            source,
-        })?;
         Ok(Self {
+            listener: listeners.agents,
             shared: Arc::new(Shared {
                 acceptor,
                 handshakes: Handshakes::new(
@@ -357,10 +373,16 @@ impl Server {
         self.shared.computers.clone()
     }
 
-    /// Serves agents on `listener` until `shutdown` resolves, then stops in order:
+    /// Where agents connect.
+    pub fn agent_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves agents until `shutdown` resolves, then stops in order:
     /// stop accepting, close every connection, stop the actors, flush the database.
     /// Says whether every step finished within its grace.
-    pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Stopped {
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Stopped {
+        let listener = self.listener;
         let mut stopped = Stopped::Clean;
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
@@ -490,474 +512,4 @@ pub enum Stopped {
     Clean,
     /// This step (the last that did not) was cut short by its grace.
     Late(&'static str),
-}
-
-/// Serves one accepted TCP connection: TLS handshake, identity, then the session.
-async fn serve_tcp(
-    shared: Arc<Shared>,
-    tcp: TcpStream,
-    peer: SocketAddr,
-    cancel: CancellationToken,
-    _permit: OwnedSemaphorePermit,
-) {
-    let Some(place) = shared.handshakes.enter(peer.ip()) else {
-        debug!("too many handshakes in flight; closed");
-        return;
-    };
-    // Frames are small and latency matters more than packet count.
-    let _ = tcp.set_nodelay(true);
-    let tls = tokio::select! {
-        () = cancel.cancelled() => return,
-        handshake = timeout(shared.handshake_timeout, shared.acceptor.accept(tcp)) => match handshake {
-            Ok(Ok(tls)) => tls,
-            Ok(Err(err)) => {
-                debug!(error = %err, "TLS handshake failed");
-                return;
-            }
-            Err(_) => {
-                debug!("TLS handshake timed out");
-                return;
-            }
-        },
-    };
-    drop(place);
-    let (_, session) = tls.get_ref();
-    if session.alpn_protocol() != Some(ALPN) {
-        debug!("client did not negotiate ALPN otpgate/1");
-        return;
-    }
-    // A resumed session carries the certificate of its first handshake, which
-    // rustls does not check again: its expiry and revocation are checked here,
-    // on every connection.
-    let cert = match session.peer_certificates().and_then(|certs| certs.first()) {
-        Some(cert) => match pki::client_cert(cert) {
-            Ok(cert) => cert,
-            Err(err) => {
-                warn!(error = %err, "refused a certificate");
-                return;
-            }
-        },
-        // The verifier requires a certificate; this cannot happen, but must not panic.
-        None => return,
-    };
-    tracing::Span::current().record("client", cert.id.as_str());
-    let (read, write) = tokio::io::split(tls);
-    let mut writer = FrameWriter::new(write);
-    // Entered before the check: a revocation either shows in the check or
-    // finds this connection to close.
-    let conn = ConnectionId(shared.next_conn.fetch_add(1, Ordering::Relaxed));
-    let live = shared.live.enter(&cert.id, conn);
-    let now = SystemClock.now().unix_seconds();
-    if cert.expires < now || shared.revocations.refuses(&cert) {
-        warn!(
-            expired = cert.expires < now,
-            "refused a revoked or expired certificate"
-        );
-        let refused = ServerMessage::Close(ErrorCode::CertificateRefused);
-        let _ = writer.write(&refused, HANDSHAKE_VERSION).await;
-        return;
-    }
-    let mut session = Session {
-        shared,
-        id: cert.id,
-        conn,
-        reader: FrameReader::new(read),
-        writer,
-        version: HANDSHAKE_VERSION,
-        revoked: live.revoked.clone(),
-    };
-    session.run(&cancel).await;
-}
-
-/// One agent's connection after the TLS handshake.
-struct Session<R, W> {
-    shared: Arc<Shared>,
-    id: ComputerId,
-    conn: ConnectionId,
-    reader: FrameReader<R>,
-    writer: FrameWriter<W>,
-    /// The protocol version agreed at Hello, that our frames are written in.
-    version: u8,
-    /// Fires when the computer's certificates are revoked.
-    revoked: CancellationToken,
-}
-
-/// How a session ended.
-enum End {
-    /// The agent closed the connection, or it broke.
-    Gone,
-    /// We close it, telling the agent why.
-    Close(ErrorCode),
-}
-
-impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
-    async fn run(&mut self, cancel: &CancellationToken) {
-        let end = match self.hello().await {
-            Ok(hello) => {
-                let end = self.serve(hello, cancel).await;
-                self.shared.computers.disconnect(&self.id, self.conn);
-                end
-            }
-            Err(end) => end,
-        };
-        if let End::Close(code) = end {
-            debug!(?code, "closing connection");
-            // The agent may be gone already; nothing more to do if so.
-            let _ = self
-                .writer
-                .write(&ServerMessage::Close(code), self.version)
-                .await;
-        }
-        let _ = self.writer.shutdown().await;
-        info!("agent disconnected");
-    }
-
-    /// Waits for the agent's Hello and agrees on a protocol version.
-    async fn hello(&mut self) -> Result<(Hello, u8), End> {
-        let hello = match timeout(self.shared.handshake_timeout, self.reader.read()).await {
-            Err(_) => return Err(End::Close(ErrorCode::Timeout)),
-            Ok(Ok(Some(AgentMessage::Hello(hello)))) => hello,
-            Ok(Ok(Some(_))) => return Err(End::Close(ErrorCode::UnexpectedMessage)),
-            Ok(Ok(None)) => return Err(End::Gone),
-            Ok(Err(err)) => return Err(err.code().map_or(End::Gone, End::Close)),
-        };
-        if !is_host_name(&hello.host_name) || hello.agent_version.len() > MAX_AGENT_VERSION {
-            warn!("refused a Hello with an invalid host name or agent version");
-            return Err(End::Close(ErrorCode::Malformed));
-        }
-        match negotiate(&hello) {
-            Some(version) => Ok((hello, version)),
-            None => Err(End::Close(ErrorCode::UnsupportedProtocolVersion)),
-        }
-    }
-
-    /// Registers the connection with the computer's actor, welcomes the agent, then
-    /// serves its requests until it leaves, misbehaves or we shut down.
-    async fn serve(&mut self, (hello, version): (Hello, u8), cancel: &CancellationToken) -> End {
-        let info = AgentInfo {
-            host_name: hello.host_name,
-            agent_version: hello.agent_version,
-            protocol: version,
-        };
-        let conn = self.conn;
-        let connected = self
-            .shared
-            .computers
-            .connect(&self.id, conn, info.clone())
-            .await;
-        if let Err(err) = connected {
-            warn!(error = %err, "cannot register connection");
-            return End::Close(code_for(&err));
-        }
-        let welcome = ServerMessage::Welcome(Welcome {
-            version: version.into(),
-            client_id: self.id.to_string(),
-            server_version: env!("CARGO_PKG_VERSION").to_owned(),
-            heartbeat_interval_ms: u32::try_from(self.shared.heartbeat_interval.as_millis())
-                .unwrap_or(u32::MAX),
-        });
-        if self.writer.write(&welcome, version).await.is_err() {
-            return End::Gone;
-        }
-        self.version = version;
-        info!(version, host = %info.host_name, "agent connected");
-        if version < protocol_version::AGENT.newest && self.shared.old_agents.first(&self.id) {
-            warn!(
-                version,
-                agent_version = %info.agent_version,
-                "this agent speaks an older protocol version; it is served, but upgrade it \
-                 (see \"Upgrading\" in the README)"
-            );
-        }
-
-        let interval = self.shared.heartbeat_interval;
-        let idle = sleep(2 * interval);
-        tokio::pin!(idle);
-        let mut ping: Option<u64> = None;
-        let mut in_flight = JoinSet::new();
-        let flood = RateLimiter::direct(self.shared.request_quota);
-        let heartbeat = Waiting::default();
-        loop {
-            let out = tokio::select! {
-                biased;
-                () = cancel.cancelled() => return End::Close(ErrorCode::ShuttingDown),
-                () = self.revoked.cancelled() => return End::Close(ErrorCode::CertificateRefused),
-                Some(done) = in_flight.join_next() => match done {
-                    Ok(out) => out,
-                    Err(err) => {
-                        tracing::error!(error = %err, "request task failed");
-                        continue;
-                    }
-                },
-                () = &mut idle => {
-                    if ping.is_some() {
-                        return End::Close(ErrorCode::Timeout);
-                    }
-                    let nonce = rand::random();
-                    ping = Some(nonce);
-                    idle.as_mut().reset(Instant::now() + interval);
-                    ServerMessage::Ping { nonce }
-                }
-                frame = self.reader.read_frame() => {
-                    let frame = match frame {
-                        Ok(Some(frame)) => frame,
-                        Ok(None) => return End::Gone,
-                        Err(err) => return err.code().map_or(End::Gone, End::Close),
-                    };
-                    idle.as_mut().reset(Instant::now() + 2 * interval);
-                    ping = None;
-                    // What cannot be read but answered is answered at once.
-                    let msg = match AgentMessage::decode(&frame) {
-                        Ok(msg) => Ok(msg),
-                        Err(FrameError::UnsupportedVersion { .. }) => {
-                            return End::Close(ErrorCode::UnsupportedFrameVersion);
-                        }
-                        Err(_) => match AgentMessage::unreadable(&frame) {
-                            // A newer agent's request, or one broken inside: the
-                            // frame said how long it was, so the rest is in step.
-                            Unreadable::Request(id) => {
-                                debug!(id, "answered a request we cannot read");
-                                let response = if flood.check().is_err() {
-                                    Response::Fail(ErrorCode::TooManyRequests)
-                                } else {
-                                    Response::Fail(ErrorCode::Unsupported)
-                                };
-                                Err(ServerMessage::Response { id, response })
-                            }
-                            Unreadable::Unknown => {
-                                debug!("let pass a message we do not know");
-                                continue;
-                            }
-                            Unreadable::Garbage => return End::Close(ErrorCode::Malformed),
-                        },
-                    };
-                    match msg {
-                        Err(answer) => answer,
-                        Ok(AgentMessage::Hello(_)) => return End::Close(ErrorCode::UnexpectedMessage),
-                        Ok(AgentMessage::Pong { .. }) => continue,
-                        Ok(AgentMessage::Request { id, request: Request::Heartbeat }) => {
-                            let response = if flood.check().is_err() {
-                                Response::Fail(ErrorCode::TooManyRequests)
-                            } else {
-                                self.shared.computers.heartbeat(&self.id, self.conn, &heartbeat);
-                                Response::Heartbeat
-                            };
-                            ServerMessage::Response { id, response }
-                        }
-                        Ok(AgentMessage::Request { id, request }) => {
-                            if in_flight.len() >= MAX_IN_FLIGHT || flood.check().is_err() {
-                                let response = Response::Fail(ErrorCode::TooManyRequests);
-                                ServerMessage::Response { id, response }
-                            } else {
-                                let shared = Arc::clone(&self.shared);
-                                let computer = self.id.clone();
-                                in_flight.spawn(
-                                    async move {
-                                        let response = respond(&shared, &computer, request).await;
-                                        ServerMessage::Response { id, response }
-                                    }
-                                    .in_current_span(),
-                                );
-                                continue;
-                            }
-                        }
-                    }
-                }
-            };
-            if self.writer.write(&out, self.version).await.is_err() {
-                return End::Gone;
-            }
-        }
-    }
-}
-
-/// How often the store is pruned (see [`prune_every`]).
-const PRUNE_EVERY: Duration = Duration::from_secs(60 * 60);
-
-/// Removes what the retention setting no longer keeps, and what is over (see
-/// `Store::prune`), and the recordings past their own retention, at start and
-/// every [`PRUNE_EVERY`], until `cancel` fires.
-async fn prune_every(
-    store: Arc<SledStore>,
-    policy: policy::Owner,
-    clock: Arc<dyn Clock>,
-    (recordings, recording_retention): (Arc<Recordings>, Duration),
-    cancel: CancellationToken,
-) {
-    loop {
-        let settings = policy.snapshot().settings.clone();
-        let now = clock.now();
-        let old = now.before(recording_retention);
-        let pruning = {
-            let recordings = recordings.clone();
-            tokio::task::spawn_blocking(move || recordings.prune(old))
-        };
-        match pruning.await {
-            Ok(Ok(0)) => {}
-            Ok(Ok(removed)) => match recordings.flush().await {
-                Ok(()) => info!(removed, "removed recordings past their retention"),
-                Err(err) => warn!(error = %err, "cannot flush after removing recordings"),
-            },
-            Ok(Err(err)) => warn!(error = %err, "cannot remove old recordings"),
-            Err(err) => warn!(error = %err, "removing old recordings stopped"),
-        }
-        let cutoff = now.before(settings.retention);
-        let pruning = {
-            let store = store.clone();
-            tokio::task::spawn_blocking(move || store.prune(cutoff, now, settings.failure_window))
-        };
-        match pruning.await {
-            Ok(Ok(0)) => {}
-            Ok(Ok(removed)) => match store.flush().await {
-                Ok(()) => info!(removed, "pruned records past their retention"),
-                Err(err) => warn!(error = %err, "cannot flush after pruning"),
-            },
-            Ok(Err(err)) => warn!(error = %err, "cannot prune the store"),
-            Err(err) => warn!(error = %err, "pruning stopped"),
-        }
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            () = sleep(PRUNE_EVERY) => {}
-        }
-    }
-}
-
-/// Serves one request of computer `id`.
-async fn respond(shared: &Shared, id: &ComputerId, request: Request) -> Response {
-    let answer = match request {
-        // Answered by the connection itself; never spawned here.
-        Request::Heartbeat => Ok(Response::Heartbeat),
-        Request::Record {
-            os_user,
-            session,
-            chunk,
-        } => {
-            return recordings::receive(
-                &shared.recordings,
-                shared.store.as_ref(),
-                shared.clock.now(),
-                (id, &os_user, session),
-                chunk,
-            )
-            .await
-            .unwrap_or_else(|err| {
-                warn!(error = %err, "a recording's chunk could not be stored");
-                Response::Fail(ErrorCode::Internal)
-            });
-        }
-        Request::Login { os_user, request } => {
-            let call = convert::login_call(request);
-            shared
-                .computers
-                .login(id, &os_user, call)
-                .await
-                .map(|answer| Response::Login(convert::login_response(&os_user, answer)))
-        }
-    };
-    answer.unwrap_or_else(|err| {
-        warn!(error = %err, "request failed");
-        Response::Fail(code_for(&err))
-    })
-}
-
-/// The owner's only parts of a data folder, and the modes they must not exceed.
-const PRIVATE: [(&str, u32); 9] = [
-    ("", 0o700),
-    ("db", 0o700),
-    ("pki", 0o700),
-    (RECORDINGS, 0o700),
-    ("secret.key", 0o600),
-    ("pki/ca.key", 0o600),
-    ("pki/server.key", 0o600),
-    ("pki/revoked.txt", 0o600),
-    (INITIAL_PASSWORD_FILE, 0o600),
-];
-
-/// Takes away any permission others were given on the private parts of data
-/// folder `data` (a copy or a restore may have widened them), and says so.
-fn tighten_data_dir(data: &std::path::Path) -> Result<(), OpenError> {
-    for (part, mode) in PRIVATE {
-        let path = data.join(part);
-        match crate::files::tighten(&path, mode) {
-            Ok(Some(had)) => warn!(
-                path = %path.display(),
-                had = format_args!("{had:o}"),
-                now = format_args!("{:o}", had & mode),
-                "others could read this; tightened"
-            ),
-            Ok(None) => {}
-            Err(source) => return Err(OpenError::DataDir { path, source }),
-        }
-    }
-    Ok(())
-}
-
-/// The recordings' database folder, in the data folder.
-const RECORDINGS: &str = "recordings";
-
-/// The login name of the administrator created on first start.
-pub const INITIAL_ADMIN: &str = "admin";
-
-/// Where the first administrator's password is kept, in the data folder.
-pub const INITIAL_PASSWORD_FILE: &str = "admin-password";
-
-/// Creates the first administrator if there are no internal users yet, with a
-/// random password that is returned once and kept in a 0600 file.
-async fn bootstrap_admin(
-    policy: &policy::Owner,
-    config: &ServerConfig,
-    clock: &dyn Clock,
-) -> Result<Option<Zeroizing<String>>, OpenError> {
-    let mut edit = policy.edit().await;
-    if !edit.current().users.is_empty() {
-        return Ok(None);
-    }
-    let password = random_password();
-    let path = config.data_dir.join(INITIAL_PASSWORD_FILE);
-    crate::files::write_private(&path, format!("{}\n", password.as_str()).as_bytes()).map_err(
-        |source| OpenError::DataDir {
-            path: path.clone(),
-            source,
-        },
-    )?;
-    let password_hash = service::hash_off_runtime(password.clone()).await;
-    edit.put_user(UserRecord {
-        login: INITIAL_ADMIN.to_owned(),
-        email: config.admin_email.clone(),
-        password_hash,
-        role: Role::Administrator,
-        password_change_due: true,
-        disabled: false,
-    });
-    edit.commit(&AuditEntry {
-        at: clock.now(),
-        who: "server".into(),
-        computer: None,
-        action: Action::Configure,
-        outcome: format!("administrator {INITIAL_ADMIN} created"),
-    })
-    .await?;
-    Ok(Some(password))
-}
-
-/// 20 characters from a 57-letter alphabet without look-alikes: about 116 bits.
-fn random_password() -> Zeroizing<String> {
-    // No 0/O, 1/l/I: read off a screen and typed in.
-    const ALPHABET: &[u8] = b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
-    const LENGTH: usize = 20;
-    let mut rng = rand::rng();
-    let mut password = Zeroizing::new(String::with_capacity(LENGTH));
-    for _ in 0..LENGTH {
-        password.push(char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]));
-    }
-    password
-}
-
-/// The code a peer is given for a failed call; the details stay in our log.
-fn code_for(err: &CallError) -> ErrorCode {
-    match err {
-        CallError::Unavailable | CallError::Timeout => ErrorCode::Unavailable,
-        CallError::Failed(ComputerError::TooManyConnections) => ErrorCode::TooManyConnections,
-        _ => ErrorCode::Internal,
-    }
 }

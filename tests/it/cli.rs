@@ -286,6 +286,50 @@ async fn the_data_folder_keys_and_sockets_are_the_owners_only() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_in_use_stops_the_start_with_nothing_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = taken.local_addr().unwrap().to_string();
+    let data = dir.path().join("data");
+    let config = crate::common::server::write_config(dir.path(), 100, 2000, "");
+    let start = |listen: &str, config: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_otpgate"))
+            .arg("serve")
+            .arg("--config")
+            .arg(config)
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["--listen", listen])
+            .output()
+            .unwrap()
+    };
+    // The agents' port, then the web's.
+    let refused = start(&taken, &config);
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        said.contains(&format!("cannot listen on {taken}")),
+        "{said}"
+    );
+    assert!(!data.exists(), "nothing made: {said}");
+    let web_taken = dir.path().join("web-taken");
+    std::fs::create_dir(&web_taken).unwrap();
+    let config = crate::common::server::write_config(&web_taken, 100, 2000, "");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"{taken}\""));
+    std::fs::write(&config, text).unwrap();
+    let refused = start("127.0.0.1:0", &config);
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        said.contains(&format!("cannot listen on {taken}")),
+        "{said}"
+    );
+    assert!(!data.exists(), "nothing made: {said}");
+}
+
 /// Runs `otpgate args` as OS account `uid` (the tests run as root), from a
 /// copy of the binary in `dir`.
 async fn run_as(uid: u32, dir: &Path, args: Vec<String>) -> Output {

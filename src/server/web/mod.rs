@@ -45,6 +45,36 @@ pub struct App {
     sessions: Arc<auth::Sessions>,
 }
 
+/// The Management Tool's port, bound, with its own certificate and key if the
+/// configuration names them (read now, before anything is written).
+pub struct Listener {
+    listener: std::net::TcpListener,
+    identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+}
+
+impl Listener {
+    /// Reads the certificate and key `config` names, if any, and binds
+    /// `config.listen`.
+    pub fn bind(config: &WebConfig) -> Result<Self, WebError> {
+        let identity = match &config.identity {
+            Some((cert, key)) => Some((read_chain(cert)?, read_key(key)?)),
+            None => None,
+        };
+        let bind_error = |source| WebError::Bind {
+            addr: config.listen,
+            source,
+        };
+        let listener = std::net::TcpListener::bind(config.listen).map_err(bind_error)?;
+        listener.set_nonblocking(true).map_err(bind_error)?;
+        Ok(Self { listener, identity })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+}
+
 /// The Management Tool, bound and ready to serve.
 pub struct Web {
     listener: std::net::TcpListener,
@@ -76,36 +106,22 @@ pub enum WebError {
 }
 
 impl Web {
-    /// Binds `config.listen` with its certificate, or with `chain` and `key`
-    /// (the server's own) when it names none.
-    pub fn bind(
-        config: &WebConfig,
+    /// Serves on `listener` with its own certificate, or with `chain` and
+    /// `key` (the server's own) when the configuration names none.
+    pub fn new(
+        listener: Listener,
         chain: Vec<CertificateDer<'static>>,
         key: PrivateKeyDer<'static>,
     ) -> Result<Self, WebError> {
-        let (chain, key) = match &config.identity {
-            Some((cert, key)) => (read_chain(cert)?, read_key(key)?),
-            None => (chain, key),
-        };
+        let (chain, key) = listener.identity.unwrap_or((chain, key));
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let mut tls = rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
             .with_no_client_auth()
             .with_single_cert(chain, key)?;
         tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        let listener =
-            std::net::TcpListener::bind(config.listen).map_err(|source| WebError::Bind {
-                addr: config.listen,
-                source,
-            })?;
-        listener
-            .set_nonblocking(true)
-            .map_err(|source| WebError::Bind {
-                addr: config.listen,
-                source,
-            })?;
         Ok(Self {
-            listener,
+            listener: listener.listener,
             tls: Arc::new(tls),
         })
     }

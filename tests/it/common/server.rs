@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use otpgate::server::config::{Overrides, ServerConfig};
-use otpgate::server::{self, Server};
+use otpgate::server::{self, Listeners, Server};
 use otpgate::tls::pki;
 use otpgate::unix;
 use otpgate_actors::{Clock, Computers, SledStore, Store, SystemClock};
@@ -125,15 +125,15 @@ impl TestServer {
         };
         let path = write_config(data.path(), HEARTBEAT_MS, HANDSHAKE_MS, &extra);
         let config = ServerConfig::load(Some(&path), overrides).unwrap();
-        let server = Server::open_with_clock(&config, clock.clone())
+        let listeners = Listeners::bind(&config).unwrap();
+        let server = Server::open_with_clock(&config, listeners, clock.clone())
             .await
             .unwrap();
         let computers = server.computers();
         let web = server.web_addr().unwrap();
-        let listener = server::bind(config.listen).unwrap();
-        let addr = listener.local_addr().unwrap();
+        let addr = server.agent_addr().unwrap();
         let cancel = CancellationToken::new();
-        let task = tokio::spawn(server.run(listener, cancel.clone().cancelled_owned()));
+        let task = tokio::spawn(server.run(cancel.clone().cancelled_owned()));
         Self {
             addr,
             web,

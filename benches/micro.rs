@@ -124,7 +124,7 @@ fn actors(c: &mut Criterion) {
     // server's "durable before visible"), alone or shared by 64 writes.
     let entry = otpgate_actors::audit::AuditEntry {
         at: SystemClock.now(),
-        who: "alice@ws-1".into(),
+        who: otpgate_actors::audit::Who::os_user("alice", &"ws-1"),
         computer: Some("ws-1".into()),
         action: otpgate_actors::audit::Action::Verify,
         outcome: "allowed (alice@example.com)".into(),

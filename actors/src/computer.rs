@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
-use crate::audit::{Action, AuditEntry};
+use crate::audit::{Action, AuditEntry, Who};
 use crate::clock::{Clock, Timestamp};
 use crate::directory::{Directory, PasswordCheck, Recipient, check_login, is_directory_name};
 use crate::id::ComputerId;
@@ -133,7 +133,7 @@ pub enum ComputerMsg {
         /// The options to set.
         options: OptionsPatch,
         /// Who changes them, for the audit log.
-        by: String,
+        by: Who,
         /// The record as changed.
         reply: RpcReplyPort<Result<ComputerRecord, ComputerError>>,
     },
@@ -480,10 +480,10 @@ impl ComputerState {
         self.svc.clock.now()
     }
 
-    fn audit(&self, who: &str, action: Action, outcome: &str) -> Result<()> {
+    fn audit(&self, who: &Who, action: Action, outcome: &str) -> Result<()> {
         Ok(self.svc.store.append_audit(&AuditEntry {
             at: self.now(),
-            who: who.to_owned(),
+            who: who.clone(),
             computer: Some(self.id.to_string()),
             action,
             outcome: outcome.to_owned(),
@@ -603,7 +603,7 @@ impl ComputerState {
             ended: None,
         };
         self.svc.store.put_session(&session)?;
-        self.audit(&session.user_name(), Action::SessionStart, "started")?;
+        self.audit(&session.who(), Action::SessionStart, "started")?;
         self.sessions.insert(id, session);
         Ok(())
     }
@@ -613,7 +613,7 @@ impl ComputerState {
         if let Some(mut session) = self.sessions.remove(&id) {
             session.ended = Some((at, why));
             self.svc.store.put_session(&session)?;
-            self.audit(&session.user_name(), Action::SessionEnd, &why.to_string())?;
+            self.audit(&session.who(), Action::SessionEnd, &why.to_string())?;
         }
         Ok(())
     }
@@ -814,7 +814,7 @@ impl ComputerState {
                         // Right, but a password made for them: not a guess,
                         // so not counted; it opens nothing until changed.
                         effects.push(Effect::audit(
-                            os_user,
+                            &rules::person(os_user, &self.id),
                             Action::Request,
                             &format!("refused: {login} must change the password first"),
                         ));
@@ -957,7 +957,9 @@ impl ComputerState {
         };
         let valid_until = self.issue(policy, os_user, email, origin, &mut effects);
         effects.push(Effect::audit(
-            &format!("user:{by}"),
+            &Who::User {
+                login: by.to_owned(),
+            },
             Action::Generate,
             &format!("for {os_user} ({email}): {comment}"),
         ));
@@ -970,14 +972,14 @@ impl ComputerState {
         &mut self,
         group: Option<Option<String>>,
         options: &OptionsPatch,
-        by: &str,
+        by: &Who,
     ) -> Result<ComputerRecord> {
         if let Some(group) = group {
             self.record.group = group;
         }
         self.record.options.apply(options);
         self.save_record()?;
-        self.audit(&format!("user:{by}"), Action::Configure, "client changed")?;
+        self.audit(by, Action::Configure, "client changed")?;
         self.commit().await?;
         Ok(self.record.clone())
     }

@@ -60,7 +60,7 @@ impl Fixture {
                         set: options,
                         inherit: vec![],
                     },
-                    by: "test".into(),
+                    by: crate::audit::Who::Server,
                     reply,
                 },
                 TIMEOUT,
@@ -341,7 +341,7 @@ async fn failures_throttle_the_person_first_and_the_computer_only_when_sprayed()
     edit.set_settings(settings);
     edit.commit(&AuditEntry {
         at: f.clock.now(),
-        who: "test".into(),
+        who: crate::audit::Who::Server,
         computer: None,
         action: Action::Configure,
         outcome: "settings".into(),

@@ -10,6 +10,9 @@ use argon2::{Argon2, PasswordHash, PasswordHasher, PasswordVerifier};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+use crate::store::StoreError;
+use crate::store::record::{Body, Record, SCHEMA_V1};
+
 /// Why the directory could not answer.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -159,10 +162,23 @@ pub struct UserRecord {
     pub disabled: bool,
 }
 
+impl Record for UserRecord {
+    /// Since users can be disabled.
+    const VERSION: u8 = 3;
+
+    fn upgrade(body: Body<'_>) -> Result<Self, StoreError> {
+        match body.version {
+            2 => Ok(body.decode::<UserRecordV2>()?.into()),
+            SCHEMA_V1 => Ok(body.decode::<UserRecordV1>()?.into()),
+            _ => Err(body.unknown()),
+        }
+    }
+}
+
 /// An internal user as stored before [`UserRecord::password_change_due`];
 /// read and upgraded.
 #[derive(Debug, Clone, Deserialize)]
-pub struct UserRecordV1 {
+struct UserRecordV1 {
     login: String,
     email: String,
     password_hash: String,
@@ -185,7 +201,7 @@ impl From<UserRecordV1> for UserRecord {
 /// An internal user as stored before [`UserRecord::disabled`]; read and
 /// upgraded.
 #[derive(Debug, Clone, Deserialize)]
-pub struct UserRecordV2 {
+struct UserRecordV2 {
     login: String,
     email: String,
     password_hash: String,

@@ -173,7 +173,7 @@ mod tests {
     fn audit() -> AuditEntry {
         AuditEntry {
             at: Timestamp::from_unix_millis(0),
-            who: "test".into(),
+            who: crate::audit::Who::Server,
             computer: None,
             action: Action::Configure,
             outcome: "changed".into(),

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::audit::Action;
+use crate::audit::{Action, Who};
 use crate::clock::Timestamp;
 use crate::directory::{DirectoryPerson, Recipient, Role, UserRecord, is_directory_name};
 use crate::id::ComputerId;
@@ -64,7 +64,7 @@ pub enum Effect {
     /// Append to the audit log.
     Audit {
         /// Who acted.
-        who: String,
+        who: Who,
         /// What was done.
         action: Action,
         /// What came of it; never a secret.
@@ -76,9 +76,9 @@ pub enum Effect {
 
 impl Effect {
     /// An entry for the audit log.
-    pub fn audit(who: &str, action: Action, outcome: &str) -> Self {
+    pub fn audit(who: &Who, action: Action, outcome: &str) -> Self {
         Self::Audit {
-            who: who.to_owned(),
+            who: who.clone(),
             action,
             outcome: outcome.to_owned(),
         }
@@ -338,8 +338,8 @@ pub fn describe(requested: &Requested) -> String {
 }
 
 /// How a person appears in the audit log.
-pub fn person(os_user: &str, computer: &ComputerId) -> String {
-    format!("{os_user}@{computer}")
+pub fn person(os_user: &str, computer: &ComputerId) -> Who {
+    Who::os_user(os_user, computer)
 }
 
 /// The answer to a call from an OS user name that breaks its rule
@@ -357,7 +357,7 @@ pub fn invalid_caller(computer: &ComputerId, call: &LoginCall) -> (LoginAnswer, 
     let effects = vec![
         Effect::Count(LimitKey::Computer(computer.clone())),
         Effect::audit(
-            &format!("(invalid OS user name)@{computer}"),
+            &Who::os_user("(invalid OS user name)", computer),
             Action::Verify,
             "refused: invalid OS user name",
         ),
@@ -829,7 +829,9 @@ impl Logins {
             at: now,
             comment: comment.clone(),
         };
-        let who = format!("user:{by}");
+        let who = Who::User {
+            login: by.to_owned(),
+        };
         let id = request.id;
         match choice {
             Choice::Approve => {

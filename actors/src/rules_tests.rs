@@ -148,7 +148,7 @@ fn wrong_codes_are_counted_against_person_computer_and_email_and_lock_the_otp() 
         .repeat(2)
     );
     assert!(effects.contains(&Effect::audit(
-        "alice@ws-1",
+        &crate::audit::Who::os_user("alice", &"ws-1"),
         Action::Lock,
         "locked after too many wrong attempts"
     )));

@@ -4,6 +4,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::audit::Who;
 use crate::clock::Timestamp;
 use crate::id::ComputerId;
 
@@ -46,7 +47,15 @@ pub enum SessionEnd {
 impl ClientSession {
     /// The Management Tool's User Name: `<logged in user> (<email>)`.
     pub fn user_name(&self) -> String {
-        format!("{} ({})", self.os_user, self.email)
+        self.who().to_string()
+    }
+
+    /// Its person, as the audit log names them.
+    pub fn who(&self) -> Who {
+        Who::Session {
+            os_user: self.os_user.clone(),
+            email: self.email.clone(),
+        }
     }
 }
 

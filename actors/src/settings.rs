@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::store::StoreError;
+use crate::store::record::{Body, Record, SCHEMA_V1};
+
 /// The default Access Request Expiration Time.
 pub const DEFAULT_EXPIRATION: Duration = Duration::from_secs(30 * 60);
 /// The default shortest time between two new OTPs for one computer and OS user.
@@ -83,10 +86,23 @@ impl Default for SystemSettings {
     }
 }
 
+impl Record for SystemSettings {
+    /// Since the cap on new OTPs per computer and the session timeout.
+    const VERSION: u8 = 3;
+
+    fn upgrade(body: Body<'_>) -> Result<Self, StoreError> {
+        match body.version {
+            2 => Ok(body.decode::<SystemSettingsV2>()?.into()),
+            SCHEMA_V1 => Ok(body.decode::<SystemSettingsV1>()?.into()),
+            _ => Err(body.unknown()),
+        }
+    }
+}
+
 /// The System Settings as schema version 2 stored them (before the cap on new
 /// OTPs per computer): read once and upgraded, never written.
 #[derive(Debug, Clone, Deserialize)]
-pub struct SystemSettingsV2 {
+struct SystemSettingsV2 {
     expiration: Duration,
     new_otp_interval: Duration,
     otp_length: u8,
@@ -114,7 +130,7 @@ impl From<SystemSettingsV2> for SystemSettings {
 /// The System Settings as the first release stored them (schema version 1):
 /// read once and upgraded, never written.
 #[derive(Debug, Clone, Deserialize)]
-pub struct SystemSettingsV1 {
+struct SystemSettingsV1 {
     expiration: Duration,
     new_otp_interval: Duration,
     otp_length: u8,
@@ -339,9 +355,20 @@ pub struct GroupRecord {
     pub options: Options,
 }
 
+impl Record for GroupRecord {
+    const VERSION: u8 = 2;
+
+    fn upgrade(body: Body<'_>) -> Result<Self, StoreError> {
+        match body.version {
+            SCHEMA_V1 => Ok(body.decode::<GroupRecordV1>()?.into()),
+            _ => Err(body.unknown()),
+        }
+    }
+}
+
 /// A group as stored before [`Options::record_input`]; read and upgraded.
 #[derive(Debug, Clone, Deserialize)]
-pub struct GroupRecordV1 {
+struct GroupRecordV1 {
     options: OptionsV1,
 }
 

@@ -23,6 +23,7 @@ use ractor::{
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::audit::Who;
 use crate::computer::{
     AgentInfo, ComputerActor, ComputerArgs, ComputerError, ComputerMsg, ConnectionId, Decided,
     Generated, Services,
@@ -332,12 +333,12 @@ impl Computers {
         id: &ComputerId,
         group: Option<Option<String>>,
         options: &OptionsPatch,
-        by: &str,
+        by: &Who,
     ) -> Result<ComputerRecord, CallError> {
         self.call(id, |reply| ComputerMsg::Configure {
             group: group.clone(),
             options: options.clone(),
-            by: by.to_owned(),
+            by: by.clone(),
             reply,
         })
         .await

@@ -66,7 +66,7 @@ fn entry(id: u64) -> OutboxEntry {
 fn audit(outcome: String) -> AuditEntry {
     AuditEntry {
         at: Timestamp::from_unix_millis(0),
-        who: "crash test".into(),
+        who: otpgate_actors::audit::Who::Server,
         computer: None,
         action: Action::Mail,
         outcome,

@@ -314,7 +314,7 @@ pub fn session_view(session: &ClientSession) -> SessionView {
 pub fn audit_view(entry: &AuditEntry) -> AuditView {
     AuditView {
         at: entry.at.unix_millis(),
-        who: entry.who.clone(),
+        who: entry.who.to_string(),
         computer: entry.computer.clone(),
         action: entry.action.name().to_owned(),
         outcome: entry.outcome.clone(),

@@ -4,7 +4,7 @@
 use tracing::warn;
 use zeroize::Zeroizing;
 
-use otpgate_actors::audit::{Action, AuditEntry};
+use otpgate_actors::audit::{Action, AuditEntry, Who};
 use otpgate_actors::directory::{Role, UserRecord};
 use otpgate_actors::{Clock, policy};
 use rand::RngExt;
@@ -84,7 +84,7 @@ pub(super) async fn bootstrap_admin(
     });
     edit.commit(&AuditEntry {
         at: clock.now(),
-        who: "server".into(),
+        who: Who::Server,
         computer: None,
         action: Action::Configure,
         outcome: format!("administrator {INITIAL_ADMIN} created"),

@@ -102,15 +102,7 @@ impl Matches for AuditEntry {
             .computer
             .as_deref()
             .is_none_or(|c| self.computer.as_deref() == Some(c))
-            && filter.user.as_deref().is_none_or(|u| {
-                // People appear as `os user@computer`, internal users as `user:login`.
-                self.who == u
-                    || self.who == format!("user:{u}")
-                    || self
-                        .who
-                        .split_once('@')
-                        .is_some_and(|(os_user, _)| os_user == u)
-            })
+            && filter.user.as_deref().is_none_or(|u| self.who.names(u))
             && within(filter, self.at.unix_millis())
     }
 }

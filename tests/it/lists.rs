@@ -76,7 +76,7 @@ fn seed(store: &dyn Store) {
         store
             .append_audit(&AuditEntry {
                 at: at(i),
-                who: format!("os{i}@{}", computer(i)),
+                who: otpgate_actors::audit::Who::os_user(&format!("os{i}"), &computer(i)),
                 computer: Some(computer(i).to_string()),
                 action: Action::Request,
                 outcome: format!("entry {i} {PAD}"),

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
-use crate::audit::{Action, AuditEntry};
+use crate::audit::{Action, AuditEntry, Who};
 use crate::backoff::Backoff;
 use crate::clock::{Clock, Timestamp};
 use crate::mail::outbox::{MailFailure, MailKind, OutboxEntry};
@@ -226,7 +226,7 @@ async fn requeue_unmailed(args: &MailerArgs) -> Result<usize, StoreError> {
         args.store.queue_mail(&entry)?;
         args.store.append_audit(&AuditEntry {
             at: now,
-            who: "server".into(),
+            who: Who::Server,
             computer: Some(computer.to_string()),
             action: Action::Mail,
             outcome: format!(
@@ -357,7 +357,7 @@ impl MailerState {
         };
         args.store.append_audit(&AuditEntry {
             at: now,
-            who: "server".into(),
+            who: Who::Server,
             computer: entry.kind.computer().map(ToString::to_string),
             action: Action::Mail,
             outcome: format!("message {} to {}: {outcome}", entry.id, entry.to),

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
-use otpgate_actors::audit::{Action, AuditEntry};
+use otpgate_actors::audit::{Action, AuditEntry, Who};
 use otpgate_actors::names::is_os_account;
 use otpgate_actors::otp::OtpKeys;
 use otpgate_actors::store::{self, StoreError};
@@ -513,7 +513,7 @@ pub async fn receive(
             if first_loss {
                 store.append_audit(&AuditEntry {
                     at: now,
-                    who: format!("{os_user}@{computer}"),
+                    who: Who::os_user(os_user, computer),
                     computer: Some(computer.to_string()),
                     action: Action::Record,
                     outcome: format!(

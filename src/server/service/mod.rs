@@ -34,7 +34,7 @@ use std::sync::Arc;
 
 use tracing::warn;
 
-use otpgate_actors::audit::{Action, AuditEntry};
+use otpgate_actors::audit::{Action, AuditEntry, Who};
 use otpgate_actors::directory::{Directory, DirectoryPerson, Role};
 use otpgate_actors::mail::MailTransport;
 use otpgate_actors::otp::OtpKeys;
@@ -149,11 +149,13 @@ impl Principal {
     /// How the audit log names who acted: on the socket, the operator's
     /// account (whoever they act as, which the entry's outcome says); on the
     /// web, the person signed in.
-    pub fn who(&self) -> String {
+    pub fn who(&self) -> Who {
         match self.via {
-            Via::Socket { uid: Some(uid) } => format!("operator(uid {uid})"),
-            Via::Socket { uid: None } => "operator".to_owned(),
-            Via::Web { .. } => format!("web({})", self.name()),
+            Via::Socket { uid } => Who::Operator { uid },
+            Via::Web { .. } => Who::Web {
+                login: self.name().to_owned(),
+                address: None,
+            },
         }
     }
 }

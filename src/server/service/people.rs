@@ -5,7 +5,7 @@
 
 use zeroize::Zeroizing;
 
-use otpgate_actors::audit::Action;
+use otpgate_actors::audit::{Action, Who};
 use otpgate_actors::directory::{PasswordCheck, check_login, is_directory_name};
 use otpgate_actors::names::is_plain_text;
 use otpgate_protocol::admin::{AdminErrorCode, DirectoryView};
@@ -70,11 +70,11 @@ impl AdminService {
             Err(_) => "refused",
         };
         let mut entry = self.entry(&asker, Action::SignIn, None, outcome.into());
-        if let Via::Web {
-            address: Some(address),
-        } = via
-        {
-            entry.who = format!("{} from {address}", entry.who);
+        if let Via::Web { address } = via {
+            entry.who = Who::Web {
+                login: login.to_owned(),
+                address,
+            };
         }
         if checked.is_err() || matches!(via, Via::Web { .. }) {
             self.store

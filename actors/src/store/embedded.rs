@@ -1,0 +1,344 @@
+//! The embedded store: one sled database in the data folder, a tree per
+//! concern.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::flusher::Flusher;
+use super::record::{decode_record, encode_record};
+use super::table::Table;
+use super::{ComputerRecord, Records, Result, SlotRecords, Store, StoreError, StoreFuture};
+use crate::audit::AuditEntry;
+use crate::clock::Timestamp;
+use crate::directory::UserRecord;
+use crate::id::ComputerId;
+use crate::mail::outbox::{MailFailure, OutboxEntry};
+use crate::otp::Slot;
+use crate::request::{AccessRequest, Decision};
+use crate::rules::Bucket;
+use crate::session::ClientSession;
+use crate::settings::{GroupRecord, SystemSettings};
+
+/// How often sled writes its buffers to disk without being asked.
+pub const FLUSH_EVERY_MS: u64 = 500;
+
+/// The embedded store: one sled database in the data folder.
+#[derive(Clone)]
+pub struct SledStore {
+    pub(super) db: sled::Db,
+    pub(super) flusher: Arc<Flusher>,
+    pub(super) meta: Table,
+    pub(super) computers: Table,
+    pub(super) groups: Table,
+    pub(super) users: Table,
+    pub(super) otps: Table,
+    /// Computer and OS user -> the validity end of the OTP whose mail last left
+    /// the outbox: what the mailer checks at start (see `Mailer`).
+    pub(super) mailed: Table,
+    pub(super) requests: Table,
+    /// Access request id -> its computer, so that a request is found by id.
+    pub(super) request_index: Table,
+    pub(super) sessions: Table,
+    pub(super) audit: Table,
+    pub(super) outbox: Table,
+    pub(super) mail_failures: Table,
+    pub(super) failures: Table,
+}
+
+impl SledStore {
+    /// Opens (or creates) the database in folder `path`. Fails if another process
+    /// holds it open.
+    pub fn open(path: &Path) -> Result<Self> {
+        let db = sled::Config::new()
+            .path(path)
+            .flush_every_ms(Some(FLUSH_EVERY_MS))
+            .open()?;
+        // Fixed-window failure counts of older builds: short-lived, and unlike
+        // the buckets that replaced them.
+        db.drop_tree("failures")?;
+        let store = Self {
+            flusher: Arc::default(),
+            meta: Table::open(&db, "meta")?,
+            computers: Table::open(&db, "computers")?,
+            groups: Table::open(&db, "groups")?,
+            users: Table::open(&db, "users")?,
+            otps: Table::open(&db, "otps")?,
+            mailed: Table::open(&db, "mailed")?,
+            requests: Table::open(&db, "requests")?,
+            request_index: Table::open(&db, "request_index")?,
+            sessions: Table::open(&db, "sessions")?,
+            audit: Table::open(&db, "audit")?,
+            outbox: Table::open(&db, "outbox")?,
+            mail_failures: Table::open(&db, "mail_failures")?,
+            failures: Table::open(&db, "failure_buckets")?,
+            db,
+        };
+        store.index_requests()?;
+        Ok(store)
+    }
+
+    /// Indexes requests written before the index existed (once: a store whose
+    /// index has entries is up to date, as every request is indexed when put).
+    fn index_requests(&self) -> Result<()> {
+        if !self.request_index.tree.is_empty() {
+            return Ok(());
+        }
+        for request in self.requests_from(None) {
+            let (_, request) = request?;
+            self.request_index
+                .put(request.id.to_be_bytes(), &request.computer)?;
+        }
+        Ok(())
+    }
+}
+
+/// The key of a computer's record `rest`: `computer \0 rest`.
+fn scoped(computer: &ComputerId, rest: &str) -> Vec<u8> {
+    let mut key = prefix(computer);
+    key.extend_from_slice(rest.as_bytes());
+    key
+}
+
+fn prefix(computer: &ComputerId) -> Vec<u8> {
+    let mut key = computer.as_str().as_bytes().to_vec();
+    key.push(0);
+    key
+}
+
+/// A numeric id as a key part that sorts in numeric order.
+fn ordered(id: u64) -> String {
+    format!("{id:020}")
+}
+
+impl Store for SledStore {
+    fn next_id(&self) -> Result<u64> {
+        Ok(self.db.generate_id()?)
+    }
+
+    fn flush(&self) -> StoreFuture<'_, ()> {
+        Box::pin(self.flusher.flush(&self.db))
+    }
+
+    fn settings(&self) -> Result<SystemSettings> {
+        Ok(self.meta.get("settings")?.unwrap_or_default())
+    }
+
+    fn put_settings(&self, settings: &SystemSettings) -> Result<()> {
+        self.meta.put("settings", settings)
+    }
+
+    fn computer(&self, id: &ComputerId) -> Result<Option<ComputerRecord>> {
+        self.computers.get(id.as_str())
+    }
+
+    fn put_computer(&self, id: &ComputerId, record: &ComputerRecord) -> Result<()> {
+        self.computers.put(id.as_str(), record)
+    }
+
+    fn put_group(&self, name: &str, group: &GroupRecord) -> Result<()> {
+        self.groups.put(name, group)
+    }
+
+    fn computers_from(&self, after: Option<&[u8]>) -> Records<'_, (ComputerId, ComputerRecord)> {
+        let tree = self.computers.name;
+        Box::new(
+            self.computers
+                .from::<ComputerRecord>(after, false)
+                .map(move |item| {
+                    let (key, record) = item?;
+                    let id = std::str::from_utf8(&key)
+                        .ok()
+                        .and_then(|name| name.parse().ok())
+                        .ok_or(StoreError::BadKey { tree })?;
+                    Ok((key, (id, record)))
+                }),
+        )
+    }
+
+    fn groups(&self) -> Result<Vec<(String, GroupRecord)>> {
+        Ok(self
+            .groups
+            .scan::<GroupRecord>("")?
+            .into_iter()
+            .map(|(key, group)| (String::from_utf8_lossy(&key).into_owned(), group))
+            .collect())
+    }
+
+    fn put_user(&self, user: &UserRecord) -> Result<()> {
+        self.users.put(user.login.as_bytes(), user)
+    }
+
+    fn users(&self) -> Result<Vec<UserRecord>> {
+        self.users.values("")
+    }
+
+    fn slots(&self, computer: &ComputerId) -> Result<Vec<(String, Slot)>> {
+        let skip = prefix(computer).len();
+        Ok(self
+            .otps
+            .scan(prefix(computer))?
+            .into_iter()
+            .map(|(key, slot)| (String::from_utf8_lossy(&key[skip..]).into_owned(), slot))
+            .collect())
+    }
+
+    fn put_slot(&self, computer: &ComputerId, os_user: &str, slot: &Slot) -> Result<()> {
+        self.otps.put(scoped(computer, os_user), slot)
+    }
+
+    fn every_slot(&self) -> SlotRecords<'_> {
+        Box::new(self.otps.from::<Slot>(None, false).map(|record| {
+            let (key, slot) = record?;
+            let bad = || StoreError::BadKey { tree: "otps" };
+            let split = key.iter().position(|&b| b == 0).ok_or_else(bad)?;
+            let computer = std::str::from_utf8(&key[..split])
+                .ok()
+                .and_then(|name| name.parse().ok())
+                .ok_or_else(bad)?;
+            let os_user = String::from_utf8_lossy(&key[split + 1..]).into_owned();
+            Ok((computer, os_user, slot))
+        }))
+    }
+
+    fn put_mailed(
+        &self,
+        computer: &ComputerId,
+        os_user: &str,
+        valid_until: Timestamp,
+    ) -> Result<()> {
+        self.mailed.put(scoped(computer, os_user), &valid_until)
+    }
+
+    fn mailed(&self, computer: &ComputerId, os_user: &str) -> Result<Option<Timestamp>> {
+        self.mailed.get(scoped(computer, os_user))
+    }
+
+    fn requests_of(&self, computer: &ComputerId) -> Result<Vec<AccessRequest>> {
+        self.requests.values(prefix(computer))
+    }
+
+    fn request(&self, id: u64) -> Result<Option<AccessRequest>> {
+        match self.request_index.get::<ComputerId>(id.to_be_bytes())? {
+            Some(computer) => self.requests.get(scoped(&computer, &ordered(id))),
+            None => Ok(None),
+        }
+    }
+
+    fn requests_from(&self, after: Option<&[u8]>) -> Records<'_, AccessRequest> {
+        self.requests.from(after, false)
+    }
+
+    fn put_request(&self, request: &AccessRequest) -> Result<()> {
+        self.request_index
+            .put(request.id.to_be_bytes(), &request.computer)?;
+        self.requests
+            .put(scoped(&request.computer, &ordered(request.id)), request)
+    }
+
+    fn sessions_of(&self, computer: &ComputerId) -> Result<Vec<ClientSession>> {
+        self.sessions.values(prefix(computer))
+    }
+
+    fn sessions_from(&self, after: Option<&[u8]>) -> Records<'_, ClientSession> {
+        self.sessions.from(after, false)
+    }
+
+    fn put_session(&self, session: &ClientSession) -> Result<()> {
+        self.sessions
+            .put(scoped(&session.computer, &ordered(session.id)), session)
+    }
+
+    fn append_audit(&self, entry: &AuditEntry) -> Result<()> {
+        self.audit.put(self.next_id()?.to_be_bytes(), entry)
+    }
+
+    fn audit_from(&self, before: Option<&[u8]>) -> Records<'_, AuditEntry> {
+        self.audit.from(before, true)
+    }
+
+    fn queue_mail(&self, entry: &OutboxEntry) -> Result<()> {
+        self.outbox.put(entry.id.to_be_bytes(), entry)
+    }
+
+    fn outbox(&self) -> Result<Vec<OutboxEntry>> {
+        self.outbox.values("")
+    }
+
+    fn outbox_from(&self, after: Option<&[u8]>) -> Records<'_, OutboxEntry> {
+        self.outbox.from(after, false)
+    }
+
+    fn remove_outbox(&self, id: u64) -> Result<()> {
+        self.outbox.tree.remove(id.to_be_bytes())?;
+        Ok(())
+    }
+
+    fn put_mail_failure(&self, failure: &MailFailure) -> Result<()> {
+        self.mail_failures.put(failure.id.to_be_bytes(), failure)
+    }
+
+    fn mail_failures(&self) -> Result<Vec<MailFailure>> {
+        self.mail_failures.values("")
+    }
+
+    fn mail_failures_from(&self, after: Option<&[u8]>) -> Records<'_, MailFailure> {
+        self.mail_failures.from(after, false)
+    }
+
+    fn count_failure(&self, key: &str, fail: &(dyn Fn(Bucket) -> Bucket + Sync)) -> Result<()> {
+        let mut failed = None;
+        self.failures.tree.update_and_fetch(key, |old| {
+            let bucket = old
+                .and_then(|bytes| decode_record::<Bucket>("failure_buckets", bytes).ok())
+                .unwrap_or_default();
+            match encode_record(&fail(bucket)) {
+                Ok(bytes) => Some(bytes),
+                Err(err) => {
+                    failed = Some(err);
+                    old.map(<[u8]>::to_vec)
+                }
+            }
+        })?;
+        failed.map_or(Ok(()), Err)
+    }
+
+    fn failures(&self, key: &str) -> Result<Bucket> {
+        Ok(self.failures.get::<Bucket>(key)?.unwrap_or_default())
+    }
+
+    fn prune(&self, cutoff: Timestamp, now: Timestamp, window: Duration) -> Result<usize> {
+        // Audit ids grow with time: the oldest come first, and the first one
+        // kept ends the scan.
+        let mut removed = 0;
+        for item in self.audit.from::<AuditEntry>(None, false) {
+            let (key, entry) = item?;
+            if entry.at >= cutoff {
+                break;
+            }
+            self.audit.tree.remove(key)?;
+            removed += 1;
+        }
+        removed += self
+            .sessions
+            .remove_where(|s: &ClientSession| s.ended.is_some_and(|(at, _)| at < cutoff))?;
+        for item in self.requests.from::<AccessRequest>(None, false) {
+            let (key, request) = item?;
+            if request.decision != Decision::Pending && request.created < cutoff {
+                self.requests.tree.remove(key)?;
+                self.request_index.tree.remove(request.id.to_be_bytes())?;
+                removed += 1;
+            }
+        }
+        removed += self
+            .mail_failures
+            .remove_where(|f: &MailFailure| f.at < cutoff)?;
+        removed += self
+            .failures
+            .remove_where(|bucket: &Bucket| bucket.drained_by(now, window))?;
+        removed += self
+            .mailed
+            .remove_where(|valid_until: &Timestamp| *valid_until <= now)?;
+        Ok(removed)
+    }
+}

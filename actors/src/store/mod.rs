@@ -1,0 +1,199 @@
+//! Persistence: the [`Store`] trait the actors keep their state in, and its sled
+//! implementation, [`SledStore`].
+//!
+//! One tree per concern ([`table`]). Records are bincode behind a one-byte
+//! schema version ([`record`]), so a later release can tell an old record from
+//! a new one and upgrade it as it reads it.
+//!
+//! Records of one computer are keyed `computer \0 rest`, so that its actor loads
+//! them with one prefix scan; ids are big-endian or zero-padded so that keys sort
+//! in creation order.
+//!
+//! Writes are not durable until [`Store::flush`] returns; sled also flushes by
+//! itself every [`FLUSH_EVERY_MS`] milliseconds. sled recovers a prefix of its
+//! log, so a write that survived a crash implies every earlier write did.
+
+mod computers;
+mod embedded;
+mod flusher;
+pub mod record;
+mod table;
+#[cfg(test)]
+mod tests;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use crate::audit::AuditEntry;
+use crate::clock::Timestamp;
+use crate::directory::UserRecord;
+use crate::id::ComputerId;
+use crate::mail::outbox::{MailFailure, OutboxEntry};
+use crate::otp::Slot;
+use crate::request::AccessRequest;
+use crate::rules::Bucket;
+use crate::session::ClientSession;
+use crate::settings::{GroupRecord, SystemSettings};
+
+pub use computers::ComputerRecord;
+pub use embedded::{FLUSH_EVERY_MS, SledStore};
+pub use record::{Record, decode, encode};
+
+/// Why the store could not read or write.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database failed.
+    #[error("database error")]
+    Database(#[from] sled::Error),
+    /// A stored record could not be decoded.
+    #[error("corrupt record in {tree}")]
+    Corrupt {
+        /// The tree the record is in.
+        tree: &'static str,
+        /// What the decoder said.
+        #[source]
+        source: bincode::error::DecodeError,
+    },
+    /// A stored record has a schema version this build does not know.
+    #[error("record in {tree} has unknown schema version {version}")]
+    UnknownSchema {
+        /// The tree the record is in.
+        tree: &'static str,
+        /// The version byte found.
+        version: u8,
+    },
+    /// A record could not be encoded.
+    #[error("record could not be encoded")]
+    Encode(#[from] bincode::error::EncodeError),
+    /// A key that this build cannot have written.
+    #[error("unreadable key in {tree}")]
+    BadKey {
+        /// The tree the key is in.
+        tree: &'static str,
+    },
+    /// The thread flushing the database stopped before it finished.
+    #[error("flush aborted")]
+    FlushAborted,
+}
+
+/// Records read in order from a cursor, each with its own key: the cursor
+/// that the next page starts after.
+pub type Records<'a, T> = Box<dyn Iterator<Item = Result<(Vec<u8>, T)>> + Send + 'a>;
+
+/// Every OTP slot with its computer and OS user, read in key order.
+pub type SlotRecords<'a> = Box<dyn Iterator<Item = Result<(ComputerId, String, Slot)>> + Send + 'a>;
+
+/// A future returned by the store, boxed so that `Store` can be a trait object.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Where the actors keep their state. Writes become durable once [`Store::flush`]
+/// has returned. Each computer's records are written only by its actor.
+pub trait Store: Send + Sync + 'static {
+    /// A new id, unique across the life of the database.
+    fn next_id(&self) -> Result<u64>;
+    /// Makes every write made so far durable. Concurrent callers share one flush.
+    fn flush(&self) -> StoreFuture<'_, ()>;
+
+    /// The System Settings (the defaults until someone changes them).
+    fn settings(&self) -> Result<SystemSettings>;
+    /// Replaces the System Settings.
+    fn put_settings(&self, settings: &SystemSettings) -> Result<()>;
+
+    /// The record of computer `id`, if it was ever seen.
+    fn computer(&self, id: &ComputerId) -> Result<Option<ComputerRecord>>;
+    /// Replaces the record of computer `id`.
+    fn put_computer(&self, id: &ComputerId, record: &ComputerRecord) -> Result<()>;
+    /// The computers after cursor `after`, in name order.
+    fn computers_from(&self, after: Option<&[u8]>) -> Records<'_, (ComputerId, ComputerRecord)>;
+
+    /// Replaces client group `name`.
+    fn put_group(&self, name: &str, group: &GroupRecord) -> Result<()>;
+    /// Every client group.
+    fn groups(&self) -> Result<Vec<(String, GroupRecord)>>;
+
+    /// Replaces internal user `login`.
+    fn put_user(&self, user: &UserRecord) -> Result<()>;
+    /// Every internal user.
+    fn users(&self) -> Result<Vec<UserRecord>>;
+
+    /// Every OTP slot of computer `computer`, by OS user.
+    fn slots(&self, computer: &ComputerId) -> Result<Vec<(String, Slot)>>;
+    /// Replaces the OTP slot of `computer` and `os_user`.
+    fn put_slot(&self, computer: &ComputerId, os_user: &str, slot: &Slot) -> Result<()>;
+    /// Every OTP slot of every computer: `(computer, os_user, slot)`.
+    fn every_slot(&self) -> SlotRecords<'_>;
+    /// Records that a mail of the OTP of `computer` and `os_user` valid until
+    /// `valid_until` has left the outbox (delivered, or given up and listed).
+    fn put_mailed(
+        &self,
+        computer: &ComputerId,
+        os_user: &str,
+        valid_until: Timestamp,
+    ) -> Result<()>;
+    /// The validity end of the OTP of `computer` and `os_user` whose mail last
+    /// left the outbox.
+    fn mailed(&self, computer: &ComputerId, os_user: &str) -> Result<Option<Timestamp>>;
+
+    /// Every access request of `computer`, oldest first.
+    fn requests_of(&self, computer: &ComputerId) -> Result<Vec<AccessRequest>>;
+    /// The access requests after cursor `after`, by computer then age.
+    fn requests_from(&self, after: Option<&[u8]>) -> Records<'_, AccessRequest>;
+    /// Access request `id`, found by its id.
+    fn request(&self, id: u64) -> Result<Option<AccessRequest>>;
+    /// Replaces an access request.
+    fn put_request(&self, request: &AccessRequest) -> Result<()>;
+
+    /// Every client session of `computer`, oldest first.
+    fn sessions_of(&self, computer: &ComputerId) -> Result<Vec<ClientSession>>;
+    /// The client sessions after cursor `after`, by computer then age.
+    fn sessions_from(&self, after: Option<&[u8]>) -> Records<'_, ClientSession>;
+    /// Replaces a client session.
+    fn put_session(&self, session: &ClientSession) -> Result<()>;
+
+    /// Appends an entry to the audit log.
+    fn append_audit(&self, entry: &AuditEntry) -> Result<()>;
+    /// The audit entries before cursor `before`, newest first.
+    fn audit_from(&self, before: Option<&[u8]>) -> Records<'_, AuditEntry>;
+
+    /// Queues a message.
+    fn queue_mail(&self, entry: &OutboxEntry) -> Result<()>;
+    /// Every queued message, oldest first.
+    fn outbox(&self) -> Result<Vec<OutboxEntry>>;
+    /// The queued messages after cursor `after`, oldest first.
+    fn outbox_from(&self, after: Option<&[u8]>) -> Records<'_, OutboxEntry>;
+    /// Removes a delivered message.
+    fn remove_outbox(&self, id: u64) -> Result<()>;
+    /// Records a message given up on.
+    fn put_mail_failure(&self, failure: &MailFailure) -> Result<()>;
+    /// Every message given up on, oldest first.
+    fn mail_failures(&self) -> Result<Vec<MailFailure>>;
+    /// The messages given up on after cursor `after`, oldest first.
+    fn mail_failures_from(&self, after: Option<&[u8]>) -> Records<'_, MailFailure>;
+
+    /// Counts one failure against `key`: replaces its bucket with `fail` of it,
+    /// atomically, so that concurrent failures (one account tried from many
+    /// computers) are never lost.
+    fn count_failure(&self, key: &str, fail: &(dyn Fn(Bucket) -> Bucket + Sync)) -> Result<()>;
+    /// The failures counted against `key`, as last written.
+    fn failures(&self, key: &str) -> Result<Bucket>;
+
+    /// Removes what is over and older than `cutoff` (audit entries, ended
+    /// sessions, decided or expired requests, messages given up on), the
+    /// failure buckets that `window` has drained by `now`, and the records of
+    /// mail sent for OTPs that have expired. Returns how many records went.
+    fn prune(&self, cutoff: Timestamp, now: Timestamp, window: Duration) -> Result<usize>;
+}
+
+/// The records kept in their first schema: nothing to upgrade yet.
+impl Record for AccessRequest {}
+impl Record for Bucket {}
+impl Record for ClientSession {}
+impl Record for ComputerId {}
+impl Record for MailFailure {}
+impl Record for OutboxEntry {}
+impl Record for Slot {}
+impl Record for Timestamp {}

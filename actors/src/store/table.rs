@@ -1,0 +1,91 @@
+//! One sled tree of records of one type, each read in whichever schema it
+//! was written in ([`Record`]) and written in the current one.
+
+use std::ops::Bound;
+
+use super::record::{Record, decode_record, encode_record};
+use super::{Records, Result};
+
+/// One sled tree of one kind of record.
+#[derive(Clone)]
+pub(super) struct Table {
+    pub(super) name: &'static str,
+    pub(super) tree: sled::Tree,
+}
+
+impl Table {
+    pub(super) fn open(db: &sled::Db, name: &'static str) -> Result<Self> {
+        Ok(Self {
+            name,
+            tree: db.open_tree(name)?,
+        })
+    }
+
+    pub(super) fn get<T: Record>(&self, key: impl AsRef<[u8]>) -> Result<Option<T>> {
+        self.tree
+            .get(key)?
+            .map(|bytes| decode_record(self.name, &bytes))
+            .transpose()
+    }
+
+    pub(super) fn put<T: Record>(&self, key: impl AsRef<[u8]>, record: &T) -> Result<()> {
+        self.tree.insert(key.as_ref(), encode_record(record)?)?;
+        Ok(())
+    }
+
+    pub(super) fn scan<T: Record>(&self, prefix: impl AsRef<[u8]>) -> Result<Vec<(Vec<u8>, T)>> {
+        self.tree
+            .scan_prefix(prefix)
+            .map(|item| {
+                let (key, value) = item?;
+                Ok((key.to_vec(), decode_record(self.name, &value)?))
+            })
+            .collect()
+    }
+
+    /// The records after `after` in key order, or, `newest_first`, before it in
+    /// reverse order.
+    pub(super) fn from<T: Record + 'static>(
+        &self,
+        cursor: Option<&[u8]>,
+        newest_first: bool,
+    ) -> Records<'static, T> {
+        let name = self.name;
+        let range: sled::Iter = match (cursor, newest_first) {
+            (Some(after), false) => self
+                .tree
+                .range::<&[u8], _>((Bound::Excluded(after), Bound::Unbounded)),
+            (Some(before), true) => self.tree.range::<&[u8], _>(..before),
+            (None, _) => self.tree.iter(),
+        };
+        let decode_one = move |item: sled::Result<(sled::IVec, sled::IVec)>| {
+            let (key, value) = item?;
+            Ok((key.to_vec(), decode_record(name, &value)?))
+        };
+        if newest_first {
+            Box::new(range.rev().map(decode_one))
+        } else {
+            Box::new(range.map(decode_one))
+        }
+    }
+
+    /// Removes every record for which `remove` says so; how many went.
+    pub(super) fn remove_where<T: Record + 'static>(
+        &self,
+        remove: impl Fn(&T) -> bool,
+    ) -> Result<usize> {
+        let mut removed = 0;
+        for item in self.from::<T>(None, false) {
+            let (key, record) = item?;
+            if remove(&record) {
+                self.tree.remove(key)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    pub(super) fn values<T: Record>(&self, prefix: impl AsRef<[u8]>) -> Result<Vec<T>> {
+        Ok(self.scan(prefix)?.into_iter().map(|(_, v)| v).collect())
+    }
+}

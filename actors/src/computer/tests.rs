@@ -3,10 +3,15 @@
 use std::time::Duration;
 
 use super::*;
+use crate::audit::{Action, AuditEntry};
 use crate::clock::ManualClock;
 use crate::directory::DirectoryFuture;
+use crate::login::{Mode, Requested, Verdict};
+use crate::mail::MailKind;
 use crate::mailbox::Waiting;
+use crate::otp::Code;
 use crate::otp::OtpState;
+use crate::settings::SystemSettings;
 use crate::testing::{services, services_with};
 
 const TIMEOUT: Option<Duration> = Some(Duration::from_secs(10));

@@ -1,0 +1,96 @@
+//! Applying what a rule decided: its effects written in one batch (slots,
+//! requests, mail queued, audit entries, failures counted), then made durable
+//! before anyone is told.
+
+use std::sync::Arc;
+
+use crate::audit::{Action, AuditEntry, Who};
+use crate::clock::Timestamp;
+use crate::mail::{MailKind, OutboxEntry};
+use crate::rules::{Bucket, Effect, LimitKey};
+use crate::settings::SystemSettings;
+
+use super::{ComputerState, Result};
+
+impl ComputerState {
+    pub(super) fn now(&self) -> Timestamp {
+        self.svc.clock.now()
+    }
+
+    pub(super) fn audit(&self, who: &Who, action: Action, outcome: &str) -> Result<()> {
+        Ok(self.svc.store.append_audit(&AuditEntry {
+            at: self.now(),
+            who: who.clone(),
+            computer: Some(self.id.to_string()),
+            action,
+            outcome: outcome.to_owned(),
+        })?)
+    }
+
+    /// The failures counted against each of `keys`, for the rules to check.
+    pub(super) fn failures(
+        &self,
+        keys: impl IntoIterator<Item = LimitKey>,
+    ) -> Result<Vec<(LimitKey, Bucket)>> {
+        keys.into_iter()
+            .map(|key| {
+                let bucket = self.svc.store.failures(&key.key())?;
+                Ok((key, bucket))
+            })
+            .collect()
+    }
+
+    /// Writes what a rule decided; [`ComputerState::commit`] makes it durable.
+    pub(super) fn apply(&mut self, settings: &SystemSettings, effects: Vec<Effect>) -> Result<()> {
+        let now = self.now();
+        let store = Arc::clone(&self.svc.store);
+        for effect in effects {
+            match effect {
+                Effect::SaveSlot(os_user) => {
+                    if let Some(slot) = self.logins.slots.get(&os_user) {
+                        store.put_slot(&self.id, &os_user, slot)?;
+                    }
+                }
+                Effect::SaveRequest(request) => store.put_request(&request)?,
+                Effect::QueueMail { to, kind, request } => self.queue(&to, kind, request)?,
+                Effect::Audit {
+                    who,
+                    action,
+                    outcome,
+                } => self.audit(&who, action, &outcome)?,
+                Effect::Count(key) => {
+                    let (limit, window) = (key.limit(settings), settings.failure_window);
+                    store.count_failure(&key.key(), &|bucket| bucket.fail(now, limit, window))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn queue(&mut self, to: &str, kind: MailKind, request: Option<u64>) -> Result<()> {
+        let now = self.now();
+        let entry = OutboxEntry {
+            id: self.svc.store.next_id()?,
+            to: to.to_owned(),
+            queued: now,
+            kind,
+            request,
+            attempts: 0,
+            next_try: now,
+        };
+        self.svc.store.queue_mail(&entry)?;
+        self.mail_queued = true;
+        Ok(())
+    }
+
+    /// Makes every change so far durable, then lets the mailer send what was queued.
+    pub(super) async fn commit(&mut self) -> Result<()> {
+        self.svc.store.flush().await?;
+        if std::mem::take(&mut self.mail_queued)
+            && let Some(mailer) = &self.svc.mailer
+        {
+            mailer.wake();
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,260 @@
+//! The login prompt's calls: status, a request for an OTP in each mode,
+//! resend, verify, logout, exempt logins.
+
+use std::sync::Arc;
+
+use crate::audit::Action;
+use crate::clock::Timestamp;
+use crate::directory::{PasswordCheck, check_login};
+use crate::login::{LoginAnswer, LoginCall, Mode, Requested, Verdict};
+use crate::names;
+use crate::otp::{Code, Origin};
+use crate::policy;
+use crate::rules::{self, Admit, Effect, LimitKey, Policy};
+use crate::session::SessionEnd;
+
+use super::{ComputerState, Found, MAX_SERVICE, Result};
+
+impl ComputerState {
+    pub(super) async fn login(
+        &mut self,
+        os_user: &str,
+        call: LoginCall,
+        found: Found,
+    ) -> Result<LoginAnswer> {
+        let snapshot = self.svc.policy.snapshot();
+        let settings = &snapshot.settings;
+        if !names::is_os_account(os_user) {
+            let (answer, effects) = rules::invalid_caller(&self.id, &call);
+            self.apply(settings, effects)?;
+            self.commit().await?;
+            return Ok(answer);
+        }
+        let options = snapshot.effective(&self.record);
+        let policy = Policy {
+            settings,
+            options: &options,
+        };
+        let (id, keys, now) = (self.id.clone(), Arc::clone(&self.svc.keys), self.now());
+        let who = rules::person(os_user, &id);
+        let mut effects = Vec::new();
+        self.logins.expire_due(&id, os_user, now, &mut effects);
+        let mut started = None;
+        let answer = match call {
+            LoginCall::Status => {
+                LoginAnswer::Status(self.logins.prompt_state(policy, os_user, now))
+            }
+            LoginCall::Request(mode) => {
+                let requested = self
+                    .request(&snapshot, policy, os_user, mode, found, &mut effects)
+                    .await?;
+                effects.push(Effect::audit(
+                    &who,
+                    Action::Request,
+                    &rules::describe(&requested),
+                ));
+                LoginAnswer::Requested(requested)
+            }
+            LoginCall::Resend => {
+                let requested = self.logins.resend(&id, policy, os_user, now, &mut effects);
+                effects.push(Effect::audit(
+                    &who,
+                    Action::Resend,
+                    &rules::describe(&requested),
+                ));
+                LoginAnswer::Requested(requested)
+            }
+            LoginCall::Verify { email, code } => {
+                let failures = self.failures([
+                    LimitKey::Person(id.clone(), os_user.to_owned()),
+                    LimitKey::Computer(id.clone()),
+                    LimitKey::Email(email.clone()),
+                ])?;
+                let session = self.svc.store.next_id()?;
+                let verdict = self.logins.verify(
+                    &keys,
+                    &id,
+                    policy,
+                    &failures,
+                    session,
+                    os_user,
+                    &email,
+                    &code,
+                    now,
+                    &mut effects,
+                );
+                if let Verdict::Allow { session } = verdict {
+                    started = Some((session, email));
+                }
+                LoginAnswer::Verified(verdict)
+            }
+            LoginCall::Logout { session } => {
+                let ending: Vec<u64> = self
+                    .sessions
+                    .iter()
+                    .filter(|(id, s)| {
+                        s.os_user == os_user && session.is_none_or(|want| want == **id)
+                    })
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in &ending {
+                    self.end_session(*id, now, SessionEnd::Logout)?;
+                }
+                LoginAnswer::LoggedOut(!ending.is_empty())
+            }
+            LoginCall::Exempt { service } => {
+                let service = if names::is_plain_text(&service, MAX_SERVICE) {
+                    service
+                } else {
+                    "(an invalid service name)".to_owned()
+                };
+                effects.push(Effect::audit(
+                    &who,
+                    Action::Exempt,
+                    &format!("logged in without an OTP (exempt group) at {service}"),
+                ));
+                LoginAnswer::Noted
+            }
+        };
+        self.apply(settings, effects)?;
+        if let Some((session, email)) = started {
+            self.start_session(session, os_user, &email)?;
+        }
+        self.commit().await?;
+        Ok(answer)
+    }
+
+    /// A request for an OTP: admitted by the rules, then looked up as its mode
+    /// needs (directory, password), then issued or sent to the approvers.
+    pub(super) async fn request(
+        &mut self,
+        snapshot: &policy::Snapshot,
+        policy: Policy<'_>,
+        os_user: &str,
+        mode: Mode,
+        found: Found,
+        effects: &mut Vec<Effect>,
+    ) -> Result<Requested> {
+        let (id, now) = (self.id.clone(), self.now());
+        let person = LimitKey::Person(id.clone(), os_user.to_owned());
+        let computer = LimitKey::Computer(id.clone());
+        let failures = self.failures([
+            person.clone(),
+            computer.clone(),
+            LimitKey::NewOnComputer(id.clone()),
+        ])?;
+        let enabled = rules::enabled(&mode, policy.options);
+        match self
+            .logins
+            .admit(&id, policy, enabled, &failures, os_user, now, effects)
+        {
+            Admit::Answer(answer) => return Ok(answer),
+            Admit::New => {}
+        }
+        let (email, emergency) = match mode {
+            Mode::Email(email) => (email, false),
+            Mode::Emergency(email) => (email, true),
+            Mode::Directory => {
+                let email = match found.requester {
+                    Some(email) => email,
+                    // The options changed since the lookup was decided.
+                    None => self.svc.directory.email_of(os_user).await,
+                };
+                return Ok(match email {
+                    Ok(Some(email)) => self.send_new(policy, os_user, &email, effects),
+                    Ok(None) => {
+                        effects.push(Effect::Count(person));
+                        effects.push(Effect::Count(computer));
+                        Requested::Refuse
+                    }
+                    // Not the person's failure: said, logged, audited, not
+                    // counted against them.
+                    Err(err) => {
+                        tracing::warn!(computer = %id, error = %err, "directory lookup failed");
+                        Requested::DirectoryUnavailable
+                    }
+                });
+            }
+            Mode::Internal { login, .. } if !names::is_login(&login) => {
+                effects.push(Effect::Count(person));
+                effects.push(Effect::Count(computer));
+                return Ok(Requested::Refuse);
+            }
+            Mode::Internal { login, password } => {
+                let account = LimitKey::Login(login.clone());
+                let failures = self.failures([account.clone()])?;
+                if let Some((retry_after, _)) = rules::throttled(&failures, policy.settings, now) {
+                    return Ok(Requested::Throttle { retry_after });
+                }
+                let user = snapshot.user(&login).cloned();
+                return Ok(match check_login(user, password).await {
+                    PasswordCheck::ChangeDue => {
+                        // Right, but a password made for them: not a guess,
+                        // so not counted; it opens nothing until changed.
+                        effects.push(Effect::audit(
+                            &rules::person(os_user, &self.id),
+                            Action::Request,
+                            &format!("refused: {login} must change the password first"),
+                        ));
+                        Requested::Refuse
+                    }
+                    PasswordCheck::Right(user) => {
+                        self.send_new(policy, os_user, &user.email, effects)
+                    }
+                    PasswordCheck::Refused => {
+                        effects.push(Effect::Count(person));
+                        effects.push(Effect::Count(computer));
+                        effects.push(Effect::Count(account));
+                        Requested::Refuse
+                    }
+                });
+            }
+        };
+        let approvers = rules::approvers(snapshot.users.values(), policy.options, found.recipients);
+        let request = self.svc.store.next_id()?;
+        Ok(self.logins.open_request(
+            &id, policy, &approvers, request, os_user, &email, emergency, now, effects,
+        ))
+    }
+
+    /// A new OTP the person asked for, sent at once.
+    pub(super) fn send_new(
+        &mut self,
+        policy: Policy<'_>,
+        os_user: &str,
+        email: &str,
+        effects: &mut Vec<Effect>,
+    ) -> Requested {
+        let valid_until = self.issue(policy, os_user, email, Origin::AutoSend, effects);
+        // The address came from the directory or the user list, not from the
+        // person: the client is shown only enough of it to recognise.
+        Requested::Send {
+            to: names::masked(email),
+            valid_until,
+        }
+    }
+
+    /// Issues a fresh OTP for `os_user` and `email` (see [`Logins::issue`]).
+    pub(super) fn issue(
+        &mut self,
+        policy: Policy<'_>,
+        os_user: &str,
+        email: &str,
+        origin: Origin,
+        effects: &mut Vec<Effect>,
+    ) -> Timestamp {
+        let code = Code::generate(policy.settings.otp_length);
+        let now = self.now();
+        self.logins.issue(
+            &self.svc.keys,
+            &self.id,
+            policy,
+            os_user,
+            email,
+            &code,
+            origin,
+            now,
+            effects,
+        )
+    }
+}

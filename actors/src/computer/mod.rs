@@ -1,0 +1,442 @@
+//! The actor that owns one client computer: its agent connections, OTPs, access
+//! requests, client sessions, expiry timer and failure counts. Every decision
+//! about one computer goes through its mailbox, so they are serialised without
+//! locks. The actor is I/O only: it loads state, looks up what a rule needs
+//! ([`lookups`]), calls the rule in [`crate::rules`], applies the effects the
+//! rule returns ([`effects`]) and replies. Its use cases are split by whom
+//! they serve: the login prompt ([`logins`]), approvers and administrators
+//! ([`management`]), and connections, sessions and timers ([`sessions`]).
+//!
+//! Its state is loaded from the [`Store`] in `pre_start`, so a restart by the
+//! supervisor is just a respawn. A change that someone will rely on (an OTP
+//! issued or used, a request decided, a mail queued) is flushed before the reply
+//! leaves and before the mailer is woken.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+
+use crate::audit::Who;
+use crate::clock::{Clock, Timestamp};
+use crate::directory::Directory;
+use crate::id::ComputerId;
+use crate::login::{LoginAnswer, LoginCall};
+use crate::mail::MailerHandle;
+use crate::mailbox::Waiting;
+use crate::otp::OtpKeys;
+use crate::policy;
+use crate::request::{AccessRequest, Choice};
+use crate::rules::{Decider, Logins};
+use crate::session::ClientSession;
+use crate::settings::{Options, OptionsPatch};
+use crate::store::{ComputerRecord, Store, StoreError};
+use crate::timer::Timer;
+
+mod effects;
+mod logins;
+mod lookups;
+mod management;
+mod sessions;
+
+use lookups::Found;
+
+/// The longest PAM service name an exempt login's record keeps.
+const MAX_SERVICE: usize = 64;
+
+/// What every computer's actor works with.
+pub struct Services {
+    /// Where state is kept.
+    pub store: Arc<dyn Store>,
+    /// Where wall-clock time comes from.
+    pub clock: Arc<dyn Clock>,
+    /// The keys that protect stored OTPs.
+    pub keys: Arc<OtpKeys>,
+    /// The settings, groups and users in force, and the one way to change them.
+    pub policy: policy::Owner,
+    /// Where Active Directory accounts' emails come from.
+    pub directory: Arc<dyn Directory>,
+    /// Woken when mail is queued.
+    pub mailer: Option<MailerHandle>,
+}
+
+/// What a [`ComputerActor`] is asked to do.
+pub enum ComputerMsg {
+    /// An agent connection for this computer was established.
+    Connect {
+        /// Which connection.
+        conn: ConnectionId,
+        /// What the agent said of itself.
+        info: AgentInfo,
+        /// Answered once the connection is recorded.
+        reply: RpcReplyPort<Result<(), ComputerError>>,
+    },
+    /// The agent on connection `conn` is alive: recorded, not answered (the
+    /// connection answers heartbeats itself, so a busy actor never looks like a
+    /// dead server to its agent).
+    Heartbeat {
+        /// Which connection.
+        conn: ConnectionId,
+        /// Freed once this heartbeat is handled: a connection never has more
+        /// than one waiting.
+        pending: Waiting,
+    },
+    /// Connection `conn` has closed (the computer's sessions go on).
+    Disconnect {
+        /// Which connection.
+        conn: ConnectionId,
+    },
+    /// The login prompt of OS user `os_user`.
+    Login {
+        /// The OS user, as the agent read it from the prompt's peer credentials.
+        os_user: String,
+        /// What is asked.
+        call: LoginCall,
+        /// The answer.
+        reply: RpcReplyPort<Result<LoginAnswer, ComputerError>>,
+    },
+    /// A [`ComputerMsg::Login`] again, with what the directory said for it
+    /// (looked up outside the actor's turn, so a slow directory holds up only
+    /// this call).
+    Looked {
+        /// As in [`ComputerMsg::Login`].
+        os_user: String,
+        /// As in [`ComputerMsg::Login`].
+        call: LoginCall,
+        /// What the directory said.
+        found: Found,
+        /// As in [`ComputerMsg::Login`].
+        reply: RpcReplyPort<Result<LoginAnswer, ComputerError>>,
+    },
+    /// Approve or deny access request `request`.
+    Decide {
+        /// The access request.
+        request: u64,
+        /// Who decides.
+        by: Decider,
+        /// Approve or deny.
+        choice: Choice,
+        /// Their comment.
+        comment: Option<String>,
+        /// What became of it.
+        reply: RpcReplyPort<Result<Decided, ComputerError>>,
+    },
+    /// Generate an OTP without a request (administrators only).
+    Generate {
+        /// The OS user it is for.
+        os_user: String,
+        /// Where it goes.
+        email: String,
+        /// Why.
+        comment: String,
+        /// The administrator's login name.
+        by: String,
+        /// Until when it is valid, or why not.
+        reply: RpcReplyPort<Result<Generated, ComputerError>>,
+    },
+    /// Change the computer's group and options.
+    Configure {
+        /// `Some(None)` leaves its group; `Some(Some(g))` puts it in group `g`.
+        group: Option<Option<String>>,
+        /// The options to set.
+        options: OptionsPatch,
+        /// Who changes them, for the audit log.
+        by: Who,
+        /// The record as changed.
+        reply: RpcReplyPort<Result<ComputerRecord, ComputerError>>,
+    },
+    /// What is known of this computer.
+    Record(RpcReplyPort<ComputerRecord>),
+    /// Expire what is due: sent by the actor's own timer.
+    Sweep,
+    /// Panics in the handler, to prove that the supervisor respawns the actor.
+    #[cfg(feature = "fault-injection")]
+    Panic,
+}
+
+impl ComputerMsg {
+    /// Whether this is a call whose caller no longer waits for the answer.
+    fn caller_gone(&self) -> bool {
+        match self {
+            Self::Connect { reply, .. } => reply.is_closed(),
+            Self::Login { reply, .. } | Self::Looked { reply, .. } => reply.is_closed(),
+            Self::Decide { reply, .. } => reply.is_closed(),
+            Self::Generate { reply, .. } => reply.is_closed(),
+            Self::Configure { reply, .. } => reply.is_closed(),
+            _ => false,
+        }
+    }
+}
+
+/// What became of a [`ComputerMsg::Decide`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decided {
+    /// Decided as asked.
+    Done(AccessRequest),
+    /// It was already decided, or had expired.
+    NotPending(AccessRequest),
+    /// No such request on this computer.
+    NotFound,
+    /// The user may not decide requests of this computer.
+    NotAllowed,
+}
+
+/// What became of a [`ComputerMsg::Generate`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Generated {
+    /// Sent; valid until then.
+    Send {
+        /// Until when it is valid.
+        valid_until: Timestamp,
+    },
+    /// Only administrators may do this.
+    NotAllowed,
+}
+
+/// Tells one agent connection from another, within one server process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnectionId(pub u64);
+
+/// What an agent says of itself when it connects.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AgentInfo {
+    /// The host name the agent reported.
+    pub host_name: String,
+    /// The agent's software version.
+    pub agent_version: String,
+    /// The agent link version its connection speaks.
+    pub protocol: u8,
+}
+
+/// Why a [`ComputerActor`] could not do what it was asked.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ComputerError {
+    /// The store failed.
+    #[error("storage failed")]
+    Store(#[from] StoreError),
+    /// The directory could not answer.
+    #[error(transparent)]
+    Directory(#[from] crate::directory::DirectoryError),
+    /// The computer has [`MAX_CONNECTIONS_PER_COMPUTER`] connections already.
+    #[error("too many connections of this computer")]
+    TooManyConnections,
+}
+
+/// The most connections one computer identity may hold at once: its agent, and
+/// room for reconnections whose old connection has not been noticed gone yet.
+pub const MAX_CONNECTIONS_PER_COMPUTER: usize = 4;
+
+/// How often at most a live connection's `last_seen` (and its sessions' last
+/// activity) is written: heartbeats come more often, and need no disk.
+pub const SEEN_WRITE_EVERY: Duration = Duration::from_secs(30);
+
+/// The actor; stateless, as ractor wants: its state is [`ComputerState`].
+pub struct ComputerActor;
+
+/// What a [`ComputerActor`] is started with.
+pub struct ComputerArgs {
+    /// Which computer it serves.
+    pub id: ComputerId,
+    /// What it works with.
+    pub services: Arc<Services>,
+}
+
+/// A [`ComputerActor`]'s state.
+pub struct ComputerState {
+    id: ComputerId,
+    svc: Arc<Services>,
+    record: ComputerRecord,
+    /// The open connections of this computer's agent. More than one is normal for
+    /// a moment: a reconnecting agent may arrive before its old connection has
+    /// been noticed as dead.
+    connections: HashSet<ConnectionId>,
+    /// OTP slots and the latest access request, per OS user.
+    logins: Logins,
+    /// Open client sessions: they outlive connections and restarts.
+    sessions: HashMap<u64, ClientSession>,
+    /// The expiry timer; cancelled when the state drops with the actor.
+    timer: Timer<ComputerMsg>,
+    /// Whether mail was queued since the last commit.
+    mail_queued: bool,
+    /// When a heartbeat last wrote `last_seen`.
+    last_saved: Option<Timestamp>,
+}
+
+type Result<T, E = ComputerError> = std::result::Result<T, E>;
+
+impl Actor for ComputerActor {
+    type Msg = ComputerMsg;
+    type State = ComputerState;
+    type Arguments = ComputerArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: ComputerArgs,
+    ) -> Result<ComputerState, ActorProcessingErr> {
+        let ComputerArgs { id, services: svc } = args;
+        let now = svc.clock.now();
+        let record = match svc.store.computer(&id)? {
+            // A restart forgets the connections, which re-register with their next
+            // heartbeat; until then the computer is not connected.
+            Some(record) => ComputerRecord {
+                connected_since: None,
+                ..record
+            },
+            None => ComputerRecord {
+                first_seen: now,
+                connected_since: None,
+                last_seen: now,
+                host_name: String::new(),
+                agent_version: String::new(),
+                group: None,
+                options: Options::default(),
+                protocol: None,
+            },
+        };
+        let mut logins = Logins {
+            slots: svc.store.slots(&id)?.into_iter().collect(),
+            latest: HashMap::new(),
+        };
+        for request in svc.store.requests_of(&id)? {
+            logins.latest.insert(request.os_user.clone(), request);
+        }
+        let mut state = ComputerState {
+            id,
+            svc,
+            record,
+            connections: HashSet::new(),
+            logins,
+            sessions: HashMap::new(),
+            timer: Timer::idle(),
+            mail_queued: false,
+            last_saved: None,
+        };
+        // Sessions open when the server stopped are still open: the people are
+        // still logged in. Those whose agent was gone too long end in the sweep.
+        for session in state.svc.store.sessions_of(&state.id)? {
+            if session.ended.is_none() {
+                state.sessions.insert(session.id, session);
+            }
+        }
+        state.sweep(&myself, false).await?;
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: ComputerMsg,
+        state: &mut ComputerState,
+    ) -> Result<(), ActorProcessingErr> {
+        if message.caller_gone() {
+            // Its call timed out while this waited in the mailbox: nothing is done
+            // that the caller would not know of, such as an OTP used up or issued
+            // behind an "unavailable".
+            tracing::warn!(computer = %state.id, "dropped a call whose caller gave up");
+            return Ok(());
+        }
+        match message {
+            ComputerMsg::Connect { conn, info, reply } => {
+                if state.connections.len() >= MAX_CONNECTIONS_PER_COMPUTER {
+                    let _ = reply.send(Err(ComputerError::TooManyConnections));
+                    return Ok(());
+                }
+                // Sessions whose agent was gone too long ended when it went.
+                state.sweep(&myself, false).await?;
+                state.record.host_name = info.host_name;
+                state.record.agent_version = info.agent_version;
+                state.record.protocol = Some(info.protocol);
+                // A new connection is recorded at once, whatever the last write.
+                state.last_saved = None;
+                let _ = reply.send(state.seen(conn));
+            }
+            ComputerMsg::Heartbeat { conn, pending } => {
+                pending.handled();
+                if let Err(err) = state.seen(conn) {
+                    tracing::error!(computer = %state.id, error = %err, "cannot record a heartbeat");
+                }
+            }
+            ComputerMsg::Disconnect { conn } => {
+                if let Err(err) = state.disconnect(conn).await {
+                    tracing::error!(computer = %state.id, error = %err, "cannot record disconnection");
+                }
+            }
+            ComputerMsg::Login {
+                os_user,
+                call,
+                reply,
+            } => {
+                let lookup = state.lookup(&call);
+                if lookup.is_empty() {
+                    let answer = state.login(&os_user, call, Found::default()).await;
+                    let _ = reply.send(answer);
+                    state.schedule(&myself);
+                } else {
+                    let directory = Arc::clone(&state.svc.directory);
+                    tokio::spawn(async move {
+                        let found = lookup.run(&*directory, &os_user).await;
+                        let again = ComputerMsg::Looked {
+                            os_user,
+                            call,
+                            found,
+                            reply,
+                        };
+                        // Gone: the actor stopped; the caller hears so.
+                        let _ = myself.cast(again);
+                    });
+                }
+            }
+            ComputerMsg::Looked {
+                os_user,
+                call,
+                found,
+                reply,
+            } => {
+                let answer = state.login(&os_user, call, found).await;
+                let _ = reply.send(answer);
+                state.schedule(&myself);
+            }
+            ComputerMsg::Decide {
+                request,
+                by,
+                choice,
+                comment,
+                reply,
+            } => {
+                let _ = reply.send(state.decide(request, &by, choice, comment).await);
+                state.schedule(&myself);
+            }
+            ComputerMsg::Generate {
+                os_user,
+                email,
+                comment,
+                by,
+                reply,
+            } => {
+                let _ = reply.send(state.generate(&os_user, &email, comment, &by).await);
+                state.schedule(&myself);
+            }
+            ComputerMsg::Configure {
+                group,
+                options,
+                by,
+                reply,
+            } => {
+                let _ = reply.send(state.configure(group, &options, &by).await);
+            }
+            ComputerMsg::Record(reply) => {
+                let _ = reply.send(state.record.clone());
+            }
+            ComputerMsg::Sweep => state.sweep(&myself, false).await?,
+            #[cfg(feature = "fault-injection")]
+            ComputerMsg::Panic => panic!("fault injected into computer {}", state.id),
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

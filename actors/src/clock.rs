@@ -32,7 +32,7 @@ impl Timestamp {
     }
 
     /// As people read it: UTC to the second, in RFC 3339 form
-    /// (`2026-11-29T05:12:50Z`).
+    /// (`2026-11-29T05:12:50Z`). [`shown`] does it for a time on the wire.
     pub fn rfc3339(self) -> String {
         let seconds = self.unix_seconds();
         time::OffsetDateTime::from_unix_timestamp(seconds)
@@ -99,6 +99,13 @@ impl Clock for ManualClock {
     fn now(&self) -> Timestamp {
         Timestamp(self.0.load(Ordering::SeqCst))
     }
+}
+
+/// A time in milliseconds since the Unix epoch, as the wire carries it, shown
+/// as people read it ([`Timestamp::rfc3339`]): the command line's and the web
+/// pages' one way to show a time.
+pub fn shown(unix_millis: u64) -> String {
+    Timestamp::from_unix_millis(unix_millis).rfc3339()
 }
 
 #[cfg(test)]

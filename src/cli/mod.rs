@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
-use otpgate_actors::{Clock, ComputerId, SystemClock, Timestamp};
+use otpgate_actors::{Clock, ComputerId, SystemClock};
 use otpgate_protocol::admin::{AdminRequest, AdminResponse};
 
 use crate::agent::{self, AgentConfig};
@@ -331,6 +331,4 @@ fn raise_fd_limit() -> Option<u64> {
 }
 
 /// A time in milliseconds since the Unix epoch, as people read it.
-pub(super) fn time(unix_millis: u64) -> String {
-    Timestamp::from_unix_millis(unix_millis).rfc3339()
-}
+pub(super) use otpgate_actors::clock::shown as time;

@@ -15,7 +15,6 @@ use futures_util::Stream;
 use serde::Deserialize;
 use tracing::warn;
 
-use otpgate_actors::Timestamp;
 use otpgate_actors::request::Choice;
 use otpgate_protocol::admin::{
     AdminErrorCode, Decision, ListFilter, MAX_PAGE, PageRequest, RecordingView, RequestView,
@@ -79,9 +78,7 @@ pub(super) fn render(status: StatusCode, page: &impl Template) -> Response {
 }
 
 /// A time as the pages carry it: RFC 3339 in UTC (the script shows it local).
-pub(super) fn time(unix_millis: u64) -> String {
-    Timestamp::from_unix_millis(unix_millis).rfc3339()
-}
+pub(super) use otpgate_actors::clock::shown as time;
 
 pub async fn home() -> Redirect {
     Redirect::to("/requests")

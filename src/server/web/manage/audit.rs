@@ -4,6 +4,7 @@ use askama::Template;
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use data_encoding::{HEXLOWER, HEXLOWER_PERMISSIVE};
 use serde::Deserialize;
 
 use otpgate_protocol::admin::{AuditView, ListFilter, PageRequest};
@@ -68,18 +69,15 @@ fn minute(text: &str) -> Option<u64> {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    HEXLOWER.encode(bytes)
 }
 
 /// A cursor from the URL; `None` (the first page) for nothing or nonsense.
 fn unhex(text: &str) -> Option<Vec<u8>> {
-    if text.is_empty() || !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
+    HEXLOWER_PERMISSIVE
+        .decode(text.as_bytes())
+        .ok()
+        .filter(|cursor| !cursor.is_empty())
 }
 
 struct AuditRow {

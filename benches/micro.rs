@@ -10,7 +10,7 @@ use bytes::BytesMut;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 
 use otpgate_actors::directory::{Directory, DirectoryFuture};
-use otpgate_actors::otp::{Code, Origin, Otp, OtpKeys};
+use otpgate_actors::otp::{Binding, Code, Origin, Otp, OtpKeys};
 use otpgate_actors::{
     Clock, ComputerId, ComputerMsg, Computers, Services, SledStore, Store, SystemClock,
 };
@@ -54,34 +54,18 @@ fn otps(c: &mut Criterion) {
     let until = now.after(Duration::from_secs(1800));
     c.bench_function("otp/generate", |b| b.iter(|| Code::generate(8)));
     let code = Code::generate(8);
-    let issue = || {
-        Otp::new(
-            &keys,
-            &computer,
-            "alice",
-            "alice@example.com",
-            &code,
-            now,
-            until,
-            Origin::AutoSend,
-        )
+    let binding = Binding {
+        computer: &computer,
+        os_user: "alice",
+        email: "alice@example.com",
     };
+    let issue = || Otp::new(&keys, binding, &code, now, until, Origin::AutoSend);
     c.bench_function("otp/issue (hash + seal)", |b| b.iter(issue));
     let otp = issue();
     c.bench_function("otp/verify (right code)", |b| {
         b.iter_batched(
             || otp.clone(),
-            |mut otp| {
-                otp.check(
-                    &keys,
-                    &computer,
-                    "alice",
-                    "alice@example.com",
-                    &code,
-                    now,
-                    5,
-                )
-            },
+            |mut otp| otp.check(&keys, binding, &code, now, 5),
             BatchSize::SmallInput,
         )
     });

@@ -66,10 +66,19 @@ pub enum LoginAnswer {
     Requested(Requested),
     /// The answer to [`LoginCall::Verify`].
     Verified(Verdict),
-    /// The answer to [`LoginCall::Logout`]: whether a session of this user ended.
-    LoggedOut(bool),
+    /// The answer to [`LoginCall::Logout`].
+    LoggedOut(Logout),
     /// The answer to [`LoginCall::Exempt`]: recorded.
     Noted,
+}
+
+/// What a logout came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logout {
+    /// A client session of the user ended.
+    Ended,
+    /// None was open.
+    NothingOpen,
 }
 
 /// What the prompt should show to one OS user.

@@ -70,9 +70,10 @@ impl OtpKeys {
         hmac::verify(&self.recording, body, seal).is_ok()
     }
 
-    fn tag(&self, computer: &ComputerId, os_user: &str, email: &str, code: &str) -> Tag {
+    fn tag(&self, binding: Binding<'_>, code: &str) -> Tag {
         let mut ctx = hmac::Context::with_key(&self.mac);
-        for part in [computer.as_str(), os_user, &email.to_lowercase()] {
+        let email = binding.email.to_lowercase();
+        for part in [binding.computer.as_str(), binding.os_user, &email] {
             ctx.update(part.as_bytes());
             ctx.update(b"\0");
         }
@@ -325,28 +326,40 @@ pub enum Check {
     NotLive,
 }
 
+/// What an OTP is bound to: the computer and OS user it was made for, and
+/// the address it went to. Its hash covers all three with the code, so a code
+/// typed on another computer, by another user or with another address never
+/// matches.
+#[derive(Debug, Clone, Copy)]
+pub struct Binding<'a> {
+    /// The client computer.
+    pub computer: &'a ComputerId,
+    /// The OS user.
+    pub os_user: &'a str,
+    /// The email address.
+    pub email: &'a str,
+}
+
 impl Otp {
-    /// A new live OTP with `code` for `email`, valid from `now` until `valid_until`.
-    #[allow(clippy::too_many_arguments)]
+    /// A new live OTP with `code`, bound to `binding`, valid from `now` until
+    /// `valid_until`.
     pub fn new(
         keys: &OtpKeys,
-        computer: &ComputerId,
-        os_user: &str,
-        email: &str,
+        binding: Binding<'_>,
         code: &Code,
         now: Timestamp,
         valid_until: Timestamp,
         origin: Origin,
     ) -> Self {
         Self {
-            email: email.to_owned(),
+            email: binding.email.to_owned(),
             created: now,
             valid_until,
             attempts: 0,
             state: OtpState::Live,
             origin,
-            tag: Some(keys.tag(computer, os_user, email, code.expose())),
-            sealed: Some(keys.seal(computer, os_user, code.expose())),
+            tag: Some(keys.tag(binding, code.expose())),
+            sealed: Some(keys.seal(binding.computer, binding.os_user, code.expose())),
         }
     }
 
@@ -366,15 +379,13 @@ impl Otp {
         }
     }
 
-    /// Checks `code` typed with `email` for `computer` and `os_user` at `now`.
-    /// Every way of being wrong (code, email, computer, user) looks the same.
-    #[allow(clippy::too_many_arguments)]
+    /// Checks `code` typed with the computer, user and address of `binding` at
+    /// `now`. Every way of being wrong (code, email, computer, user) looks the
+    /// same.
     pub fn check(
         &mut self,
         keys: &OtpKeys,
-        computer: &ComputerId,
-        os_user: &str,
-        email: &str,
+        binding: Binding<'_>,
         code: &Code,
         now: Timestamp,
         max_attempts: u32,
@@ -383,7 +394,7 @@ impl Otp {
         let Some(tag) = &self.tag else {
             return Check::NotLive;
         };
-        if *tag == keys.tag(computer, os_user, email, code.expose()) {
+        if *tag == keys.tag(binding, code.expose()) {
             self.end(OtpState::Used);
             return Check::Allow;
         }
@@ -441,18 +452,22 @@ mod tests {
         )
     }
 
+    fn bound<'a>(computer: &'a ComputerId, os_user: &'a str, email: &'a str) -> Binding<'a> {
+        Binding {
+            computer,
+            os_user,
+            email,
+        }
+    }
+
     fn otp(keys: &OtpKeys, computer: &ComputerId, now: Timestamp, code: &Code) -> Otp {
         let until = now.after(Duration::from_secs(1800));
-        Otp::new(
-            keys,
+        let binding = Binding {
             computer,
-            "alice",
-            "Alice@Example.com",
-            code,
-            now,
-            until,
-            Origin::AutoSend,
-        )
+            os_user: "alice",
+            email: "Alice@Example.com",
+        };
+        Otp::new(keys, binding, code, now, until, Origin::AutoSend)
     }
 
     #[test]
@@ -495,9 +510,7 @@ mod tests {
         let check = |otp: &mut Otp| {
             otp.check(
                 &keys,
-                &computer,
-                "alice",
-                "alice@example.COM",
+                bound(&computer, "alice", "alice@example.COM"),
                 &code,
                 now,
                 5,
@@ -517,15 +530,33 @@ mod tests {
         let other: ComputerId = "ws-2".parse().unwrap();
         let wrong = Check::Wrong { locked: false };
         assert_eq!(
-            otp.check(&keys, &other, "alice", "alice@example.com", &code, now, 5),
+            otp.check(
+                &keys,
+                bound(&other, "alice", "alice@example.com"),
+                &code,
+                now,
+                5
+            ),
             wrong
         );
         assert_eq!(
-            otp.check(&keys, &computer, "bob", "alice@example.com", &code, now, 5),
+            otp.check(
+                &keys,
+                bound(&computer, "bob", "alice@example.com"),
+                &code,
+                now,
+                5
+            ),
             wrong
         );
         assert_eq!(
-            otp.check(&keys, &computer, "alice", "bob@example.com", &code, now, 5),
+            otp.check(
+                &keys,
+                bound(&computer, "alice", "bob@example.com"),
+                &code,
+                now,
+                5
+            ),
             wrong
         );
         assert_eq!(otp.attempts, 3);
@@ -545,9 +576,7 @@ mod tests {
         let type_in = |otp: &mut Otp, typed: &Code| {
             otp.check(
                 &keys,
-                &computer,
-                "alice",
-                "alice@example.com",
+                bound(&computer, "alice", "alice@example.com"),
                 typed,
                 now,
                 5,
@@ -575,9 +604,7 @@ mod tests {
         assert_eq!(
             otp.check(
                 &keys,
-                &computer,
-                "alice",
-                "alice@example.com",
+                bound(&computer, "alice", "alice@example.com"),
                 &code,
                 later,
                 5

@@ -27,10 +27,12 @@ use crate::audit::{Action, Who};
 use crate::clock::Timestamp;
 use crate::directory::{DirectoryPerson, Recipient, Role, UserRecord, is_directory_name};
 use crate::id::ComputerId;
-use crate::login::{LoginAnswer, LoginCall, Mode, PromptState, RequestState, Requested, Verdict};
+use crate::login::{
+    LoginAnswer, LoginCall, Logout, Mode, PromptState, RequestState, Requested, Verdict,
+};
 use crate::mail::outbox::MailKind;
 use crate::names::{is_email_address, masked};
-use crate::otp::{Check, Code, Origin, Otp, OtpKeys, OtpState, Slot};
+use crate::otp::{Binding, Check, Code, Origin, Otp, OtpKeys, OtpState, Slot};
 use crate::request::{AccessRequest, Choice, Decision, Refusal, Resolution};
 use crate::session::ClientSession;
 use crate::settings::{Effective, SystemSettings};
@@ -42,6 +44,75 @@ pub struct Policy<'a> {
     pub settings: &'a SystemSettings,
     /// The computer's options, its group's and the defaults resolved.
     pub options: &'a Effective,
+}
+
+/// What the rules of one actor turn work with: the computer, the policy in
+/// force for it, the keys its OTPs are made with, and the time of the turn.
+#[derive(Clone, Copy)]
+pub struct Turn<'a> {
+    /// The client computer.
+    pub computer: &'a ComputerId,
+    /// Its policy.
+    pub policy: Policy<'a>,
+    /// The keys OTPs are hashed and sealed with.
+    pub keys: &'a OtpKeys,
+    /// Now.
+    pub now: Timestamp,
+}
+
+impl<'a> Turn<'a> {
+    /// What an OTP of `os_user` sent to `email` on this computer is bound to.
+    fn binding(&self, os_user: &'a str, email: &'a str) -> Binding<'a> {
+        Binding {
+            computer: self.computer,
+            os_user,
+            email,
+        }
+    }
+}
+
+/// What a person typed at the prompt to log in.
+#[derive(Clone, Copy)]
+pub struct Typed<'a> {
+    /// The OS user, from the agent.
+    pub os_user: &'a str,
+    /// The address typed.
+    pub email: &'a str,
+    /// The OTP typed.
+    pub code: &'a Code,
+}
+
+/// Whether an access request is for emergency access.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// A plain request with an email address.
+    Normal,
+    /// "I need emergency access to computer".
+    Emergency,
+}
+
+/// An access request to open.
+#[derive(Clone, Copy)]
+pub struct Ask<'a> {
+    /// Its id.
+    pub id: u64,
+    /// The OS user asking.
+    pub os_user: &'a str,
+    /// The address they gave.
+    pub email: &'a str,
+    /// Emergency access or not.
+    pub access: Access,
+}
+
+/// An approver's decision on an access request.
+#[derive(Clone)]
+pub struct Ruling<'a> {
+    /// Who decides: an approver's name.
+    pub by: &'a str,
+    /// Approve or deny.
+    pub choice: Choice,
+    /// Their comment.
+    pub comment: Option<String>,
 }
 
 /// Something a rule decided must be written, sent or counted. The actor applies
@@ -351,7 +422,7 @@ pub fn invalid_caller(computer: &ComputerId, call: &LoginCall) -> (LoginAnswer, 
             LoginAnswer::Requested(Requested::Refuse)
         }
         LoginCall::Verify { .. } => LoginAnswer::Verified(Verdict::Deny),
-        LoginCall::Logout { .. } => LoginAnswer::LoggedOut(false),
+        LoginCall::Logout { .. } => LoginAnswer::LoggedOut(Logout::NothingOpen),
         LoginCall::Exempt { .. } => LoginAnswer::Noted,
     };
     let effects = vec![
@@ -503,17 +574,15 @@ impl Logins {
     /// theirs is pending, that request; within the interval since an OTP was
     /// last issued to them, the live OTP resent or the time a new one may be
     /// asked for.
-    #[allow(clippy::too_many_arguments)]
     pub fn admit(
         &mut self,
-        computer: &ComputerId,
-        policy: Policy<'_>,
+        turn: &Turn<'_>,
         enabled: bool,
         failures: &[(LimitKey, Bucket)],
         os_user: &str,
-        now: Timestamp,
         effects: &mut Vec<Effect>,
     ) -> Admit {
+        let (policy, now) = (turn.policy, turn.now);
         if !policy.options.allow_otp {
             return Admit::Answer(Requested::NotRequired);
         }
@@ -543,7 +612,7 @@ impl Logins {
                 None => Admit::New,
             };
         };
-        Admit::Answer(match self.resend(computer, policy, os_user, now, effects) {
+        Admit::Answer(match self.resend(turn, os_user, effects) {
             Requested::NoLiveOtp => Requested::TooSoon { next_at },
             other => other,
         })
@@ -553,12 +622,11 @@ impl Logins {
     /// recent than the resend gap (then it says when it may be sent again).
     pub fn resend(
         &mut self,
-        computer: &ComputerId,
-        policy: Policy<'_>,
+        turn: &Turn<'_>,
         os_user: &str,
-        now: Timestamp,
         effects: &mut Vec<Effect>,
     ) -> Requested {
+        let (computer, policy, now) = (turn.computer, turn.policy, turn.now);
         if !policy.options.allow_otp {
             return Requested::NotRequired;
         }
@@ -596,33 +664,22 @@ impl Logins {
     /// Issues a new OTP `code` for `os_user` and `email`, replacing any other, and
     /// queues its email. One the person asked for (sent at once, or approved)
     /// starts the interval; one an administrator generated does not.
-    #[allow(clippy::too_many_arguments)]
     pub fn issue(
         &mut self,
-        keys: &OtpKeys,
-        computer: &ComputerId,
-        policy: Policy<'_>,
+        turn: &Turn<'_>,
         os_user: &str,
         email: &str,
         code: &Code,
         origin: Origin,
-        now: Timestamp,
         effects: &mut Vec<Effect>,
     ) -> Timestamp {
-        let valid_until = now.after(policy.settings.expiration);
+        let (computer, now) = (turn.computer, turn.now);
+        let valid_until = now.after(turn.policy.settings.expiration);
         let asked = !matches!(origin, Origin::Generated { .. });
         // Sent at once: new on this computer (an approval's request counted).
         let origin_counts = origin == Origin::AutoSend;
-        let otp = Otp::new(
-            keys,
-            computer,
-            os_user,
-            email,
-            code,
-            now,
-            valid_until,
-            origin,
-        );
+        let binding = turn.binding(os_user, email);
+        let otp = Otp::new(turn.keys, binding, code, now, valid_until, origin);
         effects.push(Effect::QueueMail {
             to: email.to_owned(),
             kind: otp_mail(
@@ -646,22 +703,24 @@ impl Logins {
         valid_until
     }
 
-    /// Opens access request `id` from `os_user` for `email`, and notifies
-    /// `approvers` (see [`approvers`]). Only an approval, which issues an OTP,
-    /// starts the interval. Refused when `email` is not an address.
-    #[allow(clippy::too_many_arguments)]
+    /// Opens the access request `ask` says, and notifies `approvers` (see
+    /// [`approvers`]). Only an approval, which issues an OTP, starts the
+    /// interval. Refused when the email is not an address.
     pub fn open_request(
         &mut self,
-        computer: &ComputerId,
-        policy: Policy<'_>,
+        turn: &Turn<'_>,
         approvers: &[Recipient],
-        id: u64,
-        os_user: &str,
-        email: &str,
-        emergency: bool,
-        now: Timestamp,
+        ask: Ask<'_>,
         effects: &mut Vec<Effect>,
     ) -> Requested {
+        let (computer, now) = (turn.computer, turn.now);
+        let Ask {
+            id,
+            os_user,
+            email,
+            access,
+        } = ask;
+        let emergency = access == Access::Emergency;
         if !is_email_address(email) {
             effects.push(Effect::Count(LimitKey::Person(
                 computer.clone(),
@@ -677,7 +736,7 @@ impl Logins {
             email: email.to_owned(),
             emergency,
             created: now,
-            expires: now.after(policy.settings.expiration),
+            expires: now.after(turn.policy.settings.expiration),
             decision: Decision::Pending,
         };
         effects.push(Effect::SaveRequest(request.clone()));
@@ -709,20 +768,20 @@ impl Logins {
     /// person, the computer and the email; not needed while OTPs are off. On Allow the OTP is used up and client
     /// session `session` may start; every wrong answer looks the same to the
     /// caller and is counted.
-    #[allow(clippy::too_many_arguments)]
     pub fn verify(
         &mut self,
-        keys: &OtpKeys,
-        computer: &ComputerId,
-        policy: Policy<'_>,
+        turn: &Turn<'_>,
         failures: &[(LimitKey, Bucket)],
         session: u64,
-        os_user: &str,
-        email: &str,
-        code: &Code,
-        now: Timestamp,
+        typed: Typed<'_>,
         effects: &mut Vec<Effect>,
     ) -> Verdict {
+        let (computer, policy, now) = (turn.computer, turn.policy, turn.now);
+        let Typed {
+            os_user,
+            email,
+            code,
+        } = typed;
         if !policy.options.allow_otp {
             return Verdict::NotRequired;
         }
@@ -754,15 +813,8 @@ impl Logins {
         {
             Some(otp) => {
                 effects.push(Effect::SaveSlot(os_user.to_owned()));
-                otp.check(
-                    keys,
-                    computer,
-                    os_user,
-                    email,
-                    code,
-                    now,
-                    policy.settings.max_attempts,
-                )
+                let binding = turn.binding(os_user, email);
+                otp.check(turn.keys, binding, code, now, policy.settings.max_attempts)
             }
             None => Check::NotLive,
         };
@@ -803,20 +855,20 @@ impl Logins {
     /// Decides pending access request `request` as `choice` (by `by`, who may
     /// decide it). Approval issues OTP `code`; denial tells the requester. Says
     /// whether it was still pending; one that expired meanwhile is expired now.
-    #[allow(clippy::too_many_arguments)]
     pub fn decide(
         &mut self,
-        keys: &OtpKeys,
-        computer: &ComputerId,
-        policy: Policy<'_>,
+        turn: &Turn<'_>,
         request: &mut AccessRequest,
-        by: &str,
-        choice: Choice,
-        comment: Option<String>,
+        ruling: Ruling<'_>,
         code: &Code,
-        now: Timestamp,
         effects: &mut Vec<Effect>,
     ) -> bool {
+        let (computer, now) = (turn.computer, turn.now);
+        let Ruling {
+            by,
+            choice,
+            comment,
+        } = ruling;
         if request.expire_if_due(now) {
             expired(computer, request, effects);
         }
@@ -835,15 +887,13 @@ impl Logins {
         let id = request.id;
         match choice {
             Choice::Approve => {
+                let origin = Origin::Approval { request: id };
                 self.issue(
-                    keys,
-                    computer,
-                    policy,
+                    turn,
                     &request.os_user,
                     &request.email,
                     code,
-                    Origin::Approval { request: id },
-                    now,
+                    origin,
                     effects,
                 );
                 request.decision = Decision::Approve(resolution);

@@ -41,14 +41,11 @@ fn user(login: &str, role: Role) -> UserRecord {
 fn issue(logins: &mut Logins, policy: Policy<'_>, now: Timestamp) -> Code {
     let code = Code::generate(policy.settings.otp_length);
     logins.issue(
-        &keys(),
-        &ws(),
-        policy,
+        &turn(&keys(), &ws(), policy, now),
         "alice",
         "alice@example.com",
         &code,
         Origin::AutoSend,
-        now,
         &mut Vec::new(),
     );
     code
@@ -56,17 +53,31 @@ fn issue(logins: &mut Logins, policy: Policy<'_>, now: Timestamp) -> Code {
 
 fn verify(logins: &mut Logins, policy: Policy<'_>, code: &Code, now: Timestamp) -> Verdict {
     logins.verify(
-        &keys(),
-        &ws(),
-        policy,
+        &turn(&keys(), &ws(), policy, now),
         &[],
         7,
-        "alice",
-        "alice@example.com",
-        code,
-        now,
+        Typed {
+            os_user: "alice",
+            email: "alice@example.com",
+            code,
+        },
         &mut Vec::new(),
     )
+}
+
+/// A turn on `computer` with `keys`, `policy`, at `now`.
+fn turn<'a>(
+    keys: &'a OtpKeys,
+    computer: &'a ComputerId,
+    policy: Policy<'a>,
+    now: Timestamp,
+) -> Turn<'a> {
+    Turn {
+        computer,
+        policy,
+        keys,
+        now,
+    }
 }
 
 fn mails(effects: &[Effect]) -> usize {
@@ -118,15 +129,14 @@ fn wrong_codes_are_counted_against_person_computer_and_email_and_lock_the_otp() 
     let mut effects = Vec::new();
     for _ in 0..2 {
         let verdict = logins.verify(
-            &keys(),
-            &ws(),
-            policy,
+            &turn(&keys(), &ws(), policy, t0()),
             &[],
             7,
-            "alice",
-            "alice@example.com",
-            &wrong,
-            t0(),
+            Typed {
+                os_user: "alice",
+                email: "alice@example.com",
+                code: &wrong,
+            },
             &mut effects,
         );
         assert_eq!(verdict, Verdict::Deny);
@@ -229,15 +239,14 @@ fn a_bucket_drains_steadily_so_no_window_edge_lets_twice_the_limit_through() {
     let mut logins = Logins::default();
     let mut effects = Vec::new();
     let verdict = logins.verify(
-        &keys(),
-        &ws(),
-        policy,
+        &turn(&keys(), &ws(), policy, late),
         &failures,
         7,
-        "alice",
-        "alice@example.com",
-        &Code::from_typed("1"),
-        late,
+        Typed {
+            os_user: "alice",
+            email: "alice@example.com",
+            code: &Code::from_typed("1"),
+        },
         &mut effects,
     );
     assert!(matches!(verdict, Verdict::Throttle { .. }));
@@ -258,7 +267,13 @@ fn within_the_interval_the_live_otp_is_resent_spaced_by_the_gap() {
     let mut logins = Logins::default();
     issue(&mut logins, policy, t0());
     let admit = |logins: &mut Logins, now: Timestamp, effects: &mut Vec<Effect>| {
-        logins.admit(&ws(), policy, true, &[], "alice", now, effects)
+        logins.admit(
+            &turn(&keys(), &ws(), policy, now),
+            true,
+            &[],
+            "alice",
+            effects,
+        )
     };
     let soon = t0().after(settings.resend_gap / 2);
     let mut effects = Vec::new();
@@ -280,11 +295,14 @@ fn within_the_interval_the_live_otp_is_resent_spaced_by_the_gap() {
 
     // Once the OTP is used, a new one must wait for the interval.
     let code = Code::generate(8);
+    let binding = Binding {
+        computer: &ws(),
+        os_user: "alice",
+        email: "alice@example.com",
+    };
     logins.slots.get_mut("alice").unwrap().otp = Some(Otp::new(
         &keys(),
-        &ws(),
-        "alice",
-        "alice@example.com",
+        binding,
         &code,
         t0(),
         t0().after(settings.expiration),
@@ -323,7 +341,13 @@ fn modes_follow_the_computers_options() {
         settings: &settings,
         options: &off,
     };
-    let answer = Logins::default().admit(&ws(), policy, true, &[], "alice", t0(), &mut Vec::new());
+    let answer = Logins::default().admit(
+        &turn(&keys(), &ws(), policy, t0()),
+        true,
+        &[],
+        "alice",
+        &mut Vec::new(),
+    );
     assert_eq!(answer, Admit::Answer(Requested::NotRequired));
     let mut logins = Logins::default();
     assert_eq!(
@@ -335,7 +359,13 @@ fn modes_follow_the_computers_options() {
         settings: &settings,
         options: &auto(),
     };
-    let answer = logins.admit(&ws(), on, false, &[], "alice", t0(), &mut Vec::new());
+    let answer = logins.admit(
+        &turn(&keys(), &ws(), on, t0()),
+        false,
+        &[],
+        "alice",
+        &mut Vec::new(),
+    );
     assert_eq!(
         answer,
         Admit::Answer(Requested::Disabled),
@@ -355,14 +385,14 @@ fn the_interval_starts_only_when_an_otp_is_issued() {
     let mut effects = Vec::new();
     let open = |logins: &mut Logins, id: u64, now: Timestamp, effects: &mut Vec<Effect>| {
         logins.open_request(
-            &ws(),
-            policy,
+            &turn(&keys(), &ws(), policy, now),
             &[],
-            id,
-            "alice",
-            "alice@example.com",
-            false,
-            now,
+            Ask {
+                id,
+                os_user: "alice",
+                email: "alice@example.com",
+                access: Access::Normal,
+            },
             effects,
         )
     };
@@ -370,7 +400,13 @@ fn the_interval_starts_only_when_an_otp_is_issued() {
     // While it is pending, asking again points at it.
     let later = t0().after(MINUTE);
     assert_eq!(
-        logins.admit(&ws(), policy, true, &[], "alice", later, &mut effects),
+        logins.admit(
+            &turn(&keys(), &ws(), policy, later),
+            true,
+            &[],
+            "alice",
+            &mut effects
+        ),
         Admit::Answer(Requested::AwaitApproval {
             request: 1,
             expires: t0().after(settings.expiration),
@@ -380,20 +416,25 @@ fn the_interval_starts_only_when_an_otp_is_issued() {
     let mut request = logins.latest["alice"].clone();
     let code = Code::generate(8);
     let denied = logins.decide(
-        &keys(),
-        &ws(),
-        policy,
+        &turn(&keys(), &ws(), policy, later),
         &mut request,
-        "root",
-        Choice::Deny,
-        None,
+        Ruling {
+            by: "root",
+            choice: Choice::Deny,
+            comment: None,
+        },
         &code,
-        later,
         &mut effects,
     );
     assert!(denied);
     assert_eq!(
-        logins.admit(&ws(), policy, true, &[], "alice", later, &mut effects),
+        logins.admit(
+            &turn(&keys(), &ws(), policy, later),
+            true,
+            &[],
+            "alice",
+            &mut effects
+        ),
         Admit::New
     );
 }
@@ -541,14 +582,14 @@ fn a_request_notifies_each_approver_and_an_approval_sends_the_otp() {
     let mut logins = Logins::default();
     let mut effects = Vec::new();
     let answer = logins.open_request(
-        &ws(),
-        policy,
+        &turn(&keys(), &ws(), policy, t0()),
         &approvers,
-        11,
-        "alice",
-        "alice@example.com",
-        true,
-        t0(),
+        Ask {
+            id: 11,
+            os_user: "alice",
+            email: "alice@example.com",
+            access: Access::Emergency,
+        },
         &mut effects,
     );
     assert_eq!(
@@ -565,16 +606,15 @@ fn a_request_notifies_each_approver_and_an_approval_sends_the_otp() {
     let mut effects = Vec::new();
     let code = Code::generate(8);
     assert!(logins.decide(
-        &keys(),
-        &ws(),
-        policy,
+        &turn(&keys(), &ws(), policy, t0().after(MINUTE)),
         &mut request,
-        "bob",
-        Choice::Approve,
-        None,
+        Ruling {
+            by: "bob",
+            choice: Choice::Approve,
+            comment: None
+        },
         &code,
-        t0().after(MINUTE),
-        &mut effects,
+        &mut effects
     ));
     assert!(matches!(request.decision, Decision::Approve(_)));
     assert_eq!(mails(&effects), 1, "the OTP");
@@ -584,16 +624,15 @@ fn a_request_notifies_each_approver_and_an_approval_sends_the_otp() {
     );
     assert!(
         !logins.decide(
-            &keys(),
-            &ws(),
-            policy,
+            &turn(&keys(), &ws(), policy, t0().after(MINUTE)),
             &mut request,
-            "bob",
-            Choice::Deny,
-            None,
+            Ruling {
+                by: "bob",
+                choice: Choice::Deny,
+                comment: None
+            },
             &code,
-            t0().after(MINUTE),
-            &mut Vec::new(),
+            &mut Vec::new()
         ),
         "decided once"
     );
@@ -609,14 +648,14 @@ fn an_undecided_request_expires_and_its_requester_is_told() {
     };
     let mut logins = Logins::default();
     logins.open_request(
-        &ws(),
-        policy,
+        &turn(&keys(), &ws(), policy, t0()),
         &[],
-        11,
-        "alice",
-        "alice@example.com",
-        false,
-        t0(),
+        Ask {
+            id: 11,
+            os_user: "alice",
+            email: "alice@example.com",
+            access: Access::Normal,
+        },
         &mut Vec::new(),
     );
     let mut effects = Vec::new();
@@ -646,14 +685,14 @@ fn a_request_with_no_address_is_refused_and_counted() {
     };
     let mut effects = Vec::new();
     let answer = Logins::default().open_request(
-        &ws(),
-        policy,
+        &turn(&keys(), &ws(), policy, t0()),
         &[],
-        1,
-        "alice",
-        "not an address",
-        false,
-        t0(),
+        Ask {
+            id: 1,
+            os_user: "alice",
+            email: "not an address",
+            access: Access::Normal,
+        },
         &mut effects,
     );
     assert_eq!(answer, Requested::Refuse);

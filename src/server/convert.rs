@@ -8,7 +8,7 @@ use zeroize::Zeroizing;
 use otpgate_actors::audit::AuditEntry;
 use otpgate_actors::directory::Role;
 use otpgate_actors::login::{
-    LoginAnswer, LoginCall, Mode, PromptState, RequestState, Requested, Verdict,
+    LoginAnswer, LoginCall, Logout, Mode, PromptState, RequestState, Requested, Verdict,
 };
 use otpgate_actors::mail::{MailFailure, OutboxEntry};
 use otpgate_actors::otp::Code;
@@ -86,7 +86,9 @@ pub fn login_response(os_user: &str, answer: LoginAnswer) -> LoginResponse {
                 retry_after: seconds(retry_after),
             },
         }),
-        LoginAnswer::LoggedOut(ended) => LoginResponse::LoggedOut { ended },
+        LoginAnswer::LoggedOut(logout) => LoginResponse::LoggedOut {
+            ended: logout == Logout::Ended,
+        },
         LoginAnswer::Noted => LoginResponse::Noted,
     }
 }

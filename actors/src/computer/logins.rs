@@ -6,11 +6,11 @@ use std::sync::Arc;
 use crate::audit::Action;
 use crate::clock::Timestamp;
 use crate::directory::{PasswordCheck, check_login};
-use crate::login::{LoginAnswer, LoginCall, Mode, Requested, Verdict};
+use crate::login::{LoginAnswer, LoginCall, Logout, Mode, Requested, Verdict};
 use crate::names;
 use crate::otp::{Code, Origin};
 use crate::policy;
-use crate::rules::{self, Admit, Effect, LimitKey, Policy};
+use crate::rules::{self, Access, Admit, Ask, Effect, LimitKey, Policy, Turn, Typed};
 use crate::session::SessionEnd;
 
 use super::{ComputerState, Found, MAX_SERVICE, Result};
@@ -56,7 +56,13 @@ impl ComputerState {
                 LoginAnswer::Requested(requested)
             }
             LoginCall::Resend => {
-                let requested = self.logins.resend(&id, policy, os_user, now, &mut effects);
+                let turn = Turn {
+                    computer: &id,
+                    policy,
+                    keys: &keys,
+                    now,
+                };
+                let requested = self.logins.resend(&turn, os_user, &mut effects);
                 effects.push(Effect::audit(
                     &who,
                     Action::Resend,
@@ -71,18 +77,20 @@ impl ComputerState {
                     LimitKey::Email(email.clone()),
                 ])?;
                 let session = self.svc.store.next_id()?;
-                let verdict = self.logins.verify(
-                    &keys,
-                    &id,
+                let turn = Turn {
+                    computer: &id,
                     policy,
-                    &failures,
-                    session,
-                    os_user,
-                    &email,
-                    &code,
+                    keys: &keys,
                     now,
-                    &mut effects,
-                );
+                };
+                let typed = Typed {
+                    os_user,
+                    email: &email,
+                    code: &code,
+                };
+                let verdict = self
+                    .logins
+                    .verify(&turn, &failures, session, typed, &mut effects);
                 if let Verdict::Allow { session } = verdict {
                     started = Some((session, email));
                 }
@@ -100,7 +108,11 @@ impl ComputerState {
                 for id in &ending {
                     self.end_session(*id, now, SessionEnd::Logout)?;
                 }
-                LoginAnswer::LoggedOut(!ending.is_empty())
+                LoginAnswer::LoggedOut(if ending.is_empty() {
+                    Logout::NothingOpen
+                } else {
+                    Logout::Ended
+                })
             }
             LoginCall::Exempt { service } => {
                 let service = if names::is_plain_text(&service, MAX_SERVICE) {
@@ -135,7 +147,13 @@ impl ComputerState {
         found: Found,
         effects: &mut Vec<Effect>,
     ) -> Result<Requested> {
-        let (id, now) = (self.id.clone(), self.now());
+        let (id, keys, now) = (self.id.clone(), Arc::clone(&self.svc.keys), self.now());
+        let turn = Turn {
+            computer: &id,
+            policy,
+            keys: &keys,
+            now,
+        };
         let person = LimitKey::Person(id.clone(), os_user.to_owned());
         let computer = LimitKey::Computer(id.clone());
         let failures = self.failures([
@@ -146,14 +164,14 @@ impl ComputerState {
         let enabled = rules::enabled(&mode, policy.options);
         match self
             .logins
-            .admit(&id, policy, enabled, &failures, os_user, now, effects)
+            .admit(&turn, enabled, &failures, os_user, effects)
         {
             Admit::Answer(answer) => return Ok(answer),
             Admit::New => {}
         }
-        let (email, emergency) = match mode {
-            Mode::Email(email) => (email, false),
-            Mode::Emergency(email) => (email, true),
+        let (email, access) = match mode {
+            Mode::Email(email) => (email, Access::Normal),
+            Mode::Emergency(email) => (email, Access::Emergency),
             Mode::Directory => {
                 let email = match found.requester {
                     Some(email) => email,
@@ -212,9 +230,13 @@ impl ComputerState {
         };
         let approvers = rules::approvers(snapshot.users.values(), policy.options, found.recipients);
         let request = self.svc.store.next_id()?;
-        Ok(self.logins.open_request(
-            &id, policy, &approvers, request, os_user, &email, emergency, now, effects,
-        ))
+        let ask = Ask {
+            id: request,
+            os_user,
+            email: &email,
+            access,
+        };
+        Ok(self.logins.open_request(&turn, &approvers, ask, effects))
     }
 
     /// A new OTP the person asked for, sent at once.
@@ -244,17 +266,13 @@ impl ComputerState {
         effects: &mut Vec<Effect>,
     ) -> Timestamp {
         let code = Code::generate(policy.settings.otp_length);
-        let now = self.now();
-        self.logins.issue(
-            &self.svc.keys,
-            &self.id,
+        let turn = Turn {
+            computer: &self.id,
             policy,
-            os_user,
-            email,
-            &code,
-            origin,
-            now,
-            effects,
-        )
+            keys: &self.svc.keys,
+            now: self.now(),
+        };
+        self.logins
+            .issue(&turn, os_user, email, &code, origin, effects)
     }
 }

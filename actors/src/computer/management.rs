@@ -4,7 +4,7 @@
 use crate::audit::{Action, Who};
 use crate::otp::{Code, Origin};
 use crate::request::Choice;
-use crate::rules::{self, Decider, Effect, Policy};
+use crate::rules::{self, Decider, Effect, Policy, Ruling, Turn};
 use crate::settings::OptionsPatch;
 use crate::store::ComputerRecord;
 
@@ -43,18 +43,20 @@ impl ComputerState {
         };
         let code = Code::generate(settings.otp_length);
         let mut effects = Vec::new();
-        let pending = self.logins.decide(
-            &self.svc.keys,
-            &self.id,
+        let turn = Turn {
+            computer: &self.id,
             policy,
-            &mut found,
-            by.name(),
+            keys: &self.svc.keys,
+            now: self.svc.clock.now(),
+        };
+        let ruling = Ruling {
+            by: by.name(),
             choice,
             comment,
-            &code,
-            self.svc.clock.now(),
-            &mut effects,
-        );
+        };
+        let pending = self
+            .logins
+            .decide(&turn, &mut found, ruling, &code, &mut effects);
         self.apply(settings, effects)?;
         self.commit().await?;
         Ok(if pending {

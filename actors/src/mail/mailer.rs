@@ -493,9 +493,11 @@ mod tests {
         let slot = |os_user: &str, valid_for: Duration| Slot {
             otp: Some(Otp::new(
                 &args.keys,
-                &computer,
-                os_user,
-                &format!("{os_user}@example.com"),
+                crate::otp::Binding {
+                    computer: &computer,
+                    os_user,
+                    email: &format!("{os_user}@example.com"),
+                },
                 &Code::generate(8),
                 clock.now(),
                 clock.now().after(valid_for),

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::flusher::Flusher;
 use super::record::{decode_record, encode_record};
-use super::table::Table;
+use super::table::{Order, Table};
 use super::{ComputerRecord, Records, Result, SlotRecords, Store, StoreError, StoreFuture};
 use crate::audit::AuditEntry;
 use crate::clock::Timestamp;
@@ -144,7 +144,7 @@ impl Store for SledStore {
         let tree = self.computers.name;
         Box::new(
             self.computers
-                .from::<ComputerRecord>(after, false)
+                .from::<ComputerRecord>(after, Order::Oldest)
                 .map(move |item| {
                     let (key, record) = item?;
                     let id = std::str::from_utf8(&key)
@@ -188,7 +188,7 @@ impl Store for SledStore {
     }
 
     fn every_slot(&self) -> SlotRecords<'_> {
-        Box::new(self.otps.from::<Slot>(None, false).map(|record| {
+        Box::new(self.otps.from::<Slot>(None, Order::Oldest).map(|record| {
             let (key, slot) = record?;
             let bad = || StoreError::BadKey { tree: "otps" };
             let split = key.iter().position(|&b| b == 0).ok_or_else(bad)?;
@@ -226,7 +226,7 @@ impl Store for SledStore {
     }
 
     fn requests_from(&self, after: Option<&[u8]>) -> Records<'_, AccessRequest> {
-        self.requests.from(after, false)
+        self.requests.from(after, Order::Oldest)
     }
 
     fn put_request(&self, request: &AccessRequest) -> Result<()> {
@@ -241,7 +241,7 @@ impl Store for SledStore {
     }
 
     fn sessions_from(&self, after: Option<&[u8]>) -> Records<'_, ClientSession> {
-        self.sessions.from(after, false)
+        self.sessions.from(after, Order::Oldest)
     }
 
     fn put_session(&self, session: &ClientSession) -> Result<()> {
@@ -254,7 +254,7 @@ impl Store for SledStore {
     }
 
     fn audit_from(&self, before: Option<&[u8]>) -> Records<'_, AuditEntry> {
-        self.audit.from(before, true)
+        self.audit.from(before, Order::Newest)
     }
 
     fn queue_mail(&self, entry: &OutboxEntry) -> Result<()> {
@@ -266,7 +266,7 @@ impl Store for SledStore {
     }
 
     fn outbox_from(&self, after: Option<&[u8]>) -> Records<'_, OutboxEntry> {
-        self.outbox.from(after, false)
+        self.outbox.from(after, Order::Oldest)
     }
 
     fn remove_outbox(&self, id: u64) -> Result<()> {
@@ -283,7 +283,7 @@ impl Store for SledStore {
     }
 
     fn mail_failures_from(&self, after: Option<&[u8]>) -> Records<'_, MailFailure> {
-        self.mail_failures.from(after, false)
+        self.mail_failures.from(after, Order::Oldest)
     }
 
     fn count_failure(&self, key: &str, fail: &(dyn Fn(Bucket) -> Bucket + Sync)) -> Result<()> {
@@ -311,7 +311,7 @@ impl Store for SledStore {
         // Audit ids grow with time: the oldest come first, and the first one
         // kept ends the scan.
         let mut removed = 0;
-        for item in self.audit.from::<AuditEntry>(None, false) {
+        for item in self.audit.from::<AuditEntry>(None, Order::Oldest) {
             let (key, entry) = item?;
             if entry.at >= cutoff {
                 break;
@@ -322,7 +322,7 @@ impl Store for SledStore {
         removed += self
             .sessions
             .remove_where(|s: &ClientSession| s.ended.is_some_and(|(at, _)| at < cutoff))?;
-        for item in self.requests.from::<AccessRequest>(None, false) {
+        for item in self.requests.from::<AccessRequest>(None, Order::Oldest) {
             let (key, request) = item?;
             if request.decision != Decision::Pending && request.created < cutoff {
                 self.requests.tree.remove(key)?;

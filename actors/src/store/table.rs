@@ -4,6 +4,15 @@
 use std::ops::Bound;
 
 use super::record::{Record, decode_record, encode_record};
+
+/// Which way a table is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Order {
+    /// In key order: creation order, for ids and zero-padded keys.
+    Oldest,
+    /// In reverse key order.
+    Newest,
+}
 use super::{Records, Result};
 
 /// One sled tree of one kind of record.
@@ -43,29 +52,28 @@ impl Table {
             .collect()
     }
 
-    /// The records after `after` in key order, or, `newest_first`, before it in
-    /// reverse order.
+    /// The records from `cursor` on (excluded) in `order`: after it in key
+    /// order, or before it newest first.
     pub(super) fn from<T: Record + 'static>(
         &self,
         cursor: Option<&[u8]>,
-        newest_first: bool,
+        order: Order,
     ) -> Records<'static, T> {
         let name = self.name;
-        let range: sled::Iter = match (cursor, newest_first) {
-            (Some(after), false) => self
+        let range: sled::Iter = match (cursor, order) {
+            (Some(after), Order::Oldest) => self
                 .tree
                 .range::<&[u8], _>((Bound::Excluded(after), Bound::Unbounded)),
-            (Some(before), true) => self.tree.range::<&[u8], _>(..before),
+            (Some(before), Order::Newest) => self.tree.range::<&[u8], _>(..before),
             (None, _) => self.tree.iter(),
         };
         let decode_one = move |item: sled::Result<(sled::IVec, sled::IVec)>| {
             let (key, value) = item?;
             Ok((key.to_vec(), decode_record(name, &value)?))
         };
-        if newest_first {
-            Box::new(range.rev().map(decode_one))
-        } else {
-            Box::new(range.map(decode_one))
+        match order {
+            Order::Newest => Box::new(range.rev().map(decode_one)),
+            Order::Oldest => Box::new(range.map(decode_one)),
         }
     }
 
@@ -75,7 +83,7 @@ impl Table {
         remove: impl Fn(&T) -> bool,
     ) -> Result<usize> {
         let mut removed = 0;
-        for item in self.from::<T>(None, false) {
+        for item in self.from::<T>(None, Order::Oldest) {
             let (key, record) = item?;
             if remove(&record) {
                 self.tree.remove(key)?;

@@ -192,20 +192,35 @@ const FLAGS: [FlagField; 4] = [
     ),
 ];
 
-/// The form for `own` options, `effective` beside them where known.
-#[allow(clippy::too_many_arguments)]
+/// What an options form shows: a client's or a group's.
+struct Options<'a> {
+    /// The page's title.
+    title: String,
+    /// Where the form posts.
+    action: String,
+    /// A client's choice of groups (with its own marked); none for a group.
+    groups: Option<Vec<(String, bool)>>,
+    /// Its own options.
+    own: &'a OptionsView,
+    /// Those in force, where known.
+    effective: Option<&'a OptionsView>,
+}
+
+/// The form of `options`, with a `notice` or an `error`.
 async fn options_page(
     app: &App,
     signed: &SignedIn,
     status: StatusCode,
-    title: String,
-    action: String,
-    groups: Option<Vec<(String, bool)>>,
-    own: &OptionsView,
-    effective: Option<&OptionsView>,
-    notice: Option<String>,
-    error: Option<String>,
+    options: Options<'_>,
+    (notice, error): (Option<String>, Option<String>),
 ) -> Response {
+    let Options {
+        title,
+        action,
+        groups,
+        own,
+        effective,
+    } = options;
     let yes_no = |b: Option<bool>| match b {
         Some(true) => "yes",
         Some(false) => "no",
@@ -322,19 +337,14 @@ async fn client_form(
             .collect(),
         Err(err) => return unavailable(err),
     };
-    options_page(
-        app,
-        signed,
-        status,
-        format!("Client {name}"),
-        format!("/clients/{}", path_segment(name)),
-        Some(groups),
-        &client.options,
-        Some(&client.effective),
-        notice,
-        error,
-    )
-    .await
+    let options = Options {
+        title: format!("Client {name}"),
+        action: format!("/clients/{}", path_segment(name)),
+        groups: Some(groups),
+        own: &client.options,
+        effective: Some(&client.effective),
+    };
+    options_page(app, signed, status, options, (notice, error)).await
 }
 
 pub async fn client(
@@ -396,19 +406,14 @@ async fn group_form(
             .unwrap_or_default(),
         Err(err) => return unavailable(err),
     };
-    options_page(
-        app,
-        signed,
-        status,
-        format!("Client group {name}"),
-        format!("/groups/{}", path_segment(name)),
-        None,
-        &own,
-        None,
-        notice,
-        error,
-    )
-    .await
+    let options = Options {
+        title: format!("Client group {name}"),
+        action: format!("/groups/{}", path_segment(name)),
+        groups: None,
+        own: &own,
+        effective: None,
+    };
+    options_page(app, signed, status, options, (notice, error)).await
 }
 
 pub async fn group(

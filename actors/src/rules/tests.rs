@@ -3,7 +3,13 @@
 use std::time::Duration;
 
 use super::*;
-use crate::directory::{DirectoryPerson, Recipient, Role};
+use crate::clock::Timestamp;
+use crate::directory::{DirectoryPerson, Recipient, Role, UserRecord};
+use crate::id::ComputerId;
+use crate::login::{Mode, Requested, Verdict};
+use crate::otp::{Binding, Code, Origin, Otp, OtpKeys};
+use crate::request::{Choice, Decision, Refusal};
+use crate::settings::{Effective, SystemSettings};
 
 const MINUTE: Duration = Duration::from_secs(60);
 

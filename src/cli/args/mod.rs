@@ -1,0 +1,206 @@
+//! The command line: every subcommand and flag of `otpgate`, as clap reads them.
+
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::sync::LazyLock;
+
+use clap::{Parser, Subcommand};
+
+use otpgate_actors::ComputerId;
+use otpgate_protocol::version::{self, Versions};
+
+use crate::agent::link::ServerAddr;
+use crate::agent::socket::{DEFAULT_PER_USER_PER_SECOND, DEFAULT_SOCKET};
+use crate::agent::spool::{DEFAULT_SPOOL, DEFAULT_SPOOL_MIB};
+use crate::server::config::DEFAULT_DATA_DIR;
+
+mod admin;
+mod bench;
+
+pub(super) use admin::*;
+pub(super) use bench::*;
+
+/// What `--version` prints: the software's version, and the versions of each
+/// wire it speaks (see `otpgate_protocol::version`).
+static VERSION: LazyLock<String> = LazyLock::new(|| {
+    let range = |v: Versions| format!("{}-{}", v.oldest, v.newest);
+    format!(
+        "{} (agent protocol {}, local socket {}, admin socket {})",
+        env!("CARGO_PKG_VERSION"),
+        range(version::AGENT),
+        range(version::LOCAL),
+        range(version::ADMIN),
+    )
+});
+
+#[derive(Parser)]
+#[command(
+    version = VERSION.as_str(),
+    about = "Gates logins to client computers behind one-time passwords"
+)]
+pub(super) struct Cli {
+    #[command(subcommand)]
+    pub(super) command: Command,
+}
+
+#[derive(Subcommand)]
+pub(super) enum Command {
+    /// Run the server.
+    Serve {
+        /// A TOML configuration file; without it the embedded defaults apply.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The data folder (database, PKI, outbox).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// The address to listen on for agents.
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Issue certificates.
+    #[command(subcommand)]
+    Certs(Certs),
+    /// Run the agent of a client computer.
+    Agent {
+        /// The server, as HOST:PORT; HOST must be a name in its certificate.
+        #[arg(long)]
+        server: ServerAddr,
+        /// The folder that `otpgate certs client` wrote for this computer.
+        #[arg(long)]
+        identity: PathBuf,
+        /// Where to serve the login prompt.
+        #[arg(long, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// Login requests each local OS user may send per second (bursts of
+        /// twice that); more are answered with the time to wait.
+        #[arg(long, default_value_t = DEFAULT_PER_USER_PER_SECOND)]
+        per_user_per_second: NonZeroU32,
+        /// Where terminal recordings wait for the server (made root's only).
+        #[arg(long, default_value = DEFAULT_SPOOL)]
+        spool: PathBuf,
+        /// The most the spool holds, in MiB; past it new recording output is
+        /// refused (what is spooled is kept).
+        #[arg(long, default_value_t = DEFAULT_SPOOL_MIB)]
+        spool_mib: u64,
+    },
+    /// Run a shell (or COMMAND) under a pseudo-terminal and record what it
+    /// shows, for the server (through the local agent). Meant as sshd's
+    /// `ForceCommand`: without COMMAND it runs what the SSH client asked for,
+    /// else the user's login shell. Exits with the command's status.
+    Record {
+        /// The agent's socket.
+        #[arg(long, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// Record typed input too (passwords typed at prompts included),
+        /// whatever the computer's `record_input` option says.
+        #[arg(long)]
+        input: bool,
+        /// The most recording held in memory while the agent does not take
+        /// it, in MiB; past it output is left out of the recording (which is
+        /// marked incomplete), never out of the terminal.
+        #[arg(long, default_value_t = 16)]
+        buffer_mib: usize,
+        /// Internal: hand recording chunks read from stdin to the agent.
+        #[arg(long, hide = true)]
+        deliver: bool,
+        /// The command and its arguments.
+        #[arg(last = true)]
+        command: Vec<std::ffi::OsString>,
+    },
+    /// The login prompt, talking to the local agent: interactive without a
+    /// subcommand. Exits 0 on success, 1 when refused or denied, 2 on an error.
+    Login {
+        /// The agent's socket.
+        #[arg(long, global = true, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// Act for another OS user (root only).
+        #[arg(long, global = true)]
+        os_user: Option<String>,
+        /// Print one JSON document.
+        #[arg(long, global = true)]
+        json: bool,
+        /// Interactive: how long to wait for the approvers' decision on an
+        /// access request, in seconds (0: tell the person to come back).
+        #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+        approval_wait: u64,
+        #[command(subcommand)]
+        step: Option<Login>,
+    },
+    /// Load-test a server it starts itself, over real mutual TLS on loopback.
+    #[command(subcommand)]
+    Bench(Bench),
+    /// The Management Tool on the command line, talking to the running server.
+    /// Exits 0 on success, 1 when refused, 2 on an error.
+    Admin {
+        /// The server's data folder (its admin socket is there).
+        #[arg(long, global = true, default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+        /// Print one JSON document.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        command: Admin,
+    },
+}
+
+#[derive(Subcommand)]
+pub(super) enum Certs {
+    /// Issue a client computer's certificate and key, with the CA certificate.
+    Client {
+        /// The computer's name; it becomes its identity.
+        name: ComputerId,
+        /// The folder to write client.pem, client.key and ca.pem into.
+        #[arg(long)]
+        out: PathBuf,
+        /// The server's data folder, which holds the CA.
+        #[arg(long, default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+    },
+    /// Revoke every certificate issued so far to a client computer: the
+    /// running server closes its connections at once and refuses them, resumed
+    /// sessions included. Issue a new one to let the computer back in.
+    Revoke {
+        /// The computer's name.
+        name: ComputerId,
+        /// The server's data folder.
+        #[arg(long, default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+pub(super) enum Login {
+    /// What the prompt would show: options, the request's state, validity.
+    Status,
+    /// Whether the agent is connected, and who it takes you for.
+    Agent,
+    /// Request a one-time password.
+    Request {
+        /// With your email address (an access request to the approvers).
+        #[arg(long, conflicts_with_all = ["ad", "internal"])]
+        email: Option<String>,
+        /// As an Active Directory user: the directory knows your address.
+        #[arg(long)]
+        ad: bool,
+        /// As internal user LOGIN; the password is read from standard input.
+        #[arg(long, value_name = "LOGIN")]
+        internal: Option<String>,
+        /// I need emergency access to computer (with --email).
+        #[arg(long, requires = "email")]
+        emergency: bool,
+    },
+    /// Email the valid one-time password again.
+    Resend,
+    /// Check a one-time password, read from standard input.
+    Verify {
+        /// The email address it was sent to.
+        #[arg(long)]
+        email: String,
+    },
+    /// Log out: end your client session.
+    Logout {
+        /// One session in particular.
+        #[arg(long)]
+        session: Option<u64>,
+    },
+}

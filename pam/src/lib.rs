@@ -29,7 +29,7 @@ use zeroize::Zeroizing;
 
 use otpgate_protocol::local::{LocalError, LocalRequest, LocalResponse};
 use otpgate_protocol::login::{LoginRequest, LoginResponse};
-use otpgate_protocol::screens::{self, Outcome, Waits, Window};
+use otpgate_screens::{self as screens, Outcome, Waits, Window};
 
 use agent::Agent;
 use args::{Args, Unreachable};

@@ -14,7 +14,6 @@ pub mod local;
 pub mod login;
 pub mod message;
 pub mod record;
-pub mod screens;
 pub mod version;
 
 pub use frame::{Frame, FrameError, MAX_FRAME_LEN, encoded_len};

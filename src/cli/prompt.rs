@@ -15,7 +15,7 @@ use otpgate_protocol::local::{LocalError, LocalRequest, LocalResponse};
 use otpgate_protocol::login::{
     LoginRequest, LoginResponse, RequestMode, Requested, Secret, Verdict,
 };
-use otpgate_protocol::screens::{self, Outcome, Waits, Window};
+use otpgate_screens::{self as screens, Outcome, Waits, Window};
 
 use crate::cli::args::Login;
 use crate::cli::time;

@@ -9,9 +9,11 @@
 //! is then waited for, the approvers' verdict told, and the walk goes back to
 //! the first window.
 
+#![forbid(unsafe_code)]
+
 use zeroize::Zeroizing;
 
-use crate::login::{
+use otpgate_protocol::login::{
     LoginRequest, LoginResponse, PromptState, RequestMode, RequestState, Requested, Secret, Verdict,
 };
 

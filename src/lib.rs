@@ -4,8 +4,9 @@
 //! black-box tests, one folder each: the [`server`], the [`agent`], the command
 //! line ([`cli`]), the terminal [`recorder`] and the load generator
 //! ([`bench`]); beside them the few pieces they share: [`frames`] over any byte
-//! stream, local [`unix`] sockets, private [`files`], asciicast recordings
-//! ([`cast`]), and the PKI and TLS set-up both ends of the wire use ([`tls`]).
+//! stream, local [`unix`] sockets, private [`files`] and the client's
+//! versioned [`records`] in them, asciicast recordings ([`cast`]), and the PKI
+//! and TLS set-up both ends of the wire use ([`tls`]).
 //! The wire format lives in `otpgate_protocol` and the domain rules in
 //! `otpgate_actors`.
 
@@ -18,6 +19,7 @@ pub mod cli;
 pub mod files;
 pub mod frames;
 pub mod recorder;
+pub mod records;
 pub mod server;
 pub mod tls;
 pub mod unix;

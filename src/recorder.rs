@@ -23,7 +23,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 use tokio::time::{sleep, timeout};
 
-use otpgate_actors::store;
 use otpgate_protocol::local::{LocalError, LocalRequest, LocalResponse};
 use otpgate_protocol::login::{LoginRequest, LoginResponse};
 use otpgate_protocol::record::{
@@ -31,6 +30,7 @@ use otpgate_protocol::record::{
 };
 
 use crate::cast::{self, Kind};
+use crate::records;
 use crate::unix;
 
 /// How long events wait before they are sent as a chunk, at most.
@@ -544,7 +544,7 @@ impl Recording {
 /// Starts `otpgate record --deliver` on its own, fed `chunks` on its stdin.
 fn hand_to_deliverer(socket: &PathBuf, chunks: &[RecordChunk]) -> std::io::Result<()> {
     use std::os::unix::process::CommandExt;
-    let bytes = store::encode(&chunks).map_err(std::io::Error::other)?;
+    let bytes = records::encode(&chunks).map_err(std::io::Error::other)?;
     let mut deliverer = std::process::Command::new(std::env::current_exe()?)
         .arg("record")
         .arg("--socket")
@@ -568,7 +568,7 @@ pub async fn deliver(socket: PathBuf) -> std::io::Result<()> {
     let mut bytes = Vec::new();
     std::io::stdin().read_to_end(&mut bytes)?;
     let chunks: Vec<RecordChunk> =
-        store::decode("deliverer", &bytes).map_err(std::io::Error::other)?;
+        records::decode("deliverer", &bytes).map_err(std::io::Error::other)?;
     let mut unsent: VecDeque<RecordChunk> = chunks.into();
     let deadline = Instant::now() + DELIVER_WITHIN;
     let mut agent: Option<AgentLink> = None;

@@ -23,11 +23,11 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use otpgate_actors::store;
 use otpgate_protocol::record::RecordChunk;
 use otpgate_protocol::{ErrorCode, Request, Response};
 
 use crate::agent::link::Link;
+use crate::records;
 
 /// What a spooled file is called in errors.
 const SPOOL: &str = "spool";
@@ -151,7 +151,7 @@ impl Spool {
         if path.exists() {
             return Ok(());
         }
-        let bytes = store::encode(&Spooled {
+        let bytes = records::encode(&Spooled {
             os_user: os_user.to_owned(),
             session,
             chunk,
@@ -281,7 +281,7 @@ impl Spool {
 /// A spooled file, and its size.
 fn read(path: &Path) -> Result<(Spooled, u64), String> {
     let bytes = std::fs::read(path).map_err(|err| err.to_string())?;
-    let spooled = store::decode(SPOOL, &bytes).map_err(|err| err.to_string())?;
+    let spooled = records::decode(SPOOL, &bytes).map_err(|err| err.to_string())?;
     Ok((spooled, bytes.len() as u64))
 }
 

@@ -12,20 +12,7 @@ use crate::common::me;
 use crate::common::server::TestServer;
 
 fn otpgate(args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_otpgate"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    crate::common::run(Path::new(env!("CARGO_BIN_EXE_otpgate")), args, stdin)
 }
 
 fn status_of(output: &Output) -> i32 {

@@ -17,16 +17,7 @@ const HOUR: Duration = Duration::from_secs(60 * 60);
 
 /// A service whose `auth` and `session` are the module's, with `args`.
 fn service(name: &str, desk: &Desk, args: &str) -> PamService {
-    let module = system::module().display().to_string();
-    let socket = desk.socket.display();
-    PamService::create(
-        name,
-        &format!(
-            "auth     required  {module} socket={socket} approval_wait=30 {args}\n\
-             account  required  pam_permit.so\n\
-             session  optional  {module} socket={socket}\n"
-        ),
-    )
+    PamService::gate(name, system::module(), &desk.socket, args)
 }
 
 async fn set_client(server: &TestServer, options: OptionsView) {

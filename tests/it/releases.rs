@@ -275,16 +275,7 @@ async fn pam_modules_and_agents_of_either_release_work_together() {
         let computer = format!("ws-{name}");
         let agent =
             AgentProcess::start(agent, &server.identity(&computer), server.addr, dir.path()).await;
-        let socket = agent.socket.display();
-        let module = module.display();
-        let service = PamService::create(
-            &format!("otpgate-test-{name}"),
-            &format!(
-                "auth     required  {module} socket={socket} approval_wait=30\n\
-                 account  required  pam_permit.so\n\
-                 session  optional  {module} socket={socket}\n"
-            ),
-        );
+        let service = PamService::gate(&format!("otpgate-test-{name}"), module, &agent.socket, "");
         server
             .generate(&computer, &account.name, &email, false)
             .await;

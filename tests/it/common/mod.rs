@@ -98,6 +98,26 @@ pub fn retry_start<T>(what: &str, mut start: impl FnMut() -> Result<T, String>) 
     panic!("{what} did not start: {why}")
 }
 
+/// Runs `program` with `args`, `stdin` on its standard input, and waits.
+pub fn run(program: &std::path::Path, args: &[&str], stdin: &str) -> std::process::Output {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
 /// The OS user running the tests: the login prompt's caller.
 pub fn me() -> String {
     nix::unistd::User::from_uid(nix::unistd::getuid())

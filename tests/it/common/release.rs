@@ -109,23 +109,15 @@ pub fn this_otpgate() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_otpgate"))
 }
 
-/// Runs binary `otpgate` with `args`, `stdin` on its standard input.
+/// Runs binary `otpgate` with `args`, `stdin` on its standard input, off
+/// the runtime.
 pub async fn run(otpgate: &Path, args: &[&str], stdin: &str) -> std::process::Output {
-    use std::io::Write;
-    let mut child = Command::new(otpgate)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
-        .await
-        .unwrap()
+    let (otpgate, stdin) = (otpgate.to_owned(), stdin.to_owned());
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        super::run(&otpgate, &args, &stdin)
+    })
+    .await
+    .unwrap()
 }

@@ -136,6 +136,22 @@ impl PamService {
     }
 }
 
+impl PamService {
+    /// Service `name` whose `auth` and `session` are PAM module `module`
+    /// asking the agent at `socket`, with `args`.
+    pub fn gate(name: &str, module: &Path, socket: &Path, args: &str) -> Self {
+        let (module, socket) = (module.display(), socket.display());
+        Self::create(
+            name,
+            &format!(
+                "auth     required  {module} socket={socket} approval_wait=30 {args}\n\
+                 account  required  pam_permit.so\n\
+                 session  optional  {module} socket={socket}\n"
+            ),
+        )
+    }
+}
+
 impl Drop for PamService {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);

@@ -70,6 +70,27 @@ async fn pages_need_a_session_and_changes_need_its_token_from_this_site() {
     assert_eq!(answer.status(), 403);
 
     let password = server.admin_password().await;
+    // A `next` a browser would read as another site (a tab or a newline in
+    // it, which browsers drop), or that no header may carry: the usual page.
+    // (The sign-in throttle allows 5 tries of one account a minute.)
+    for next in ["/\t/evil.example", "/\n/evil.example"] {
+        let outside = WebClient::new(&server);
+        let form = [("login", "admin"), ("password", &password), ("next", next)];
+        let answer = outside.post("/signin", &form).await;
+        assert_eq!(answer.status(), 303, "{next:?}");
+        assert_eq!(answer.headers()["location"], "/requests", "{next:?}");
+        // Nor is such a `next` put in the form of the sign-in page.
+        let page = outside
+            .get(&format!(
+                "/signin?next={}",
+                otpgate::server::web::query_escape(next)
+            ))
+            .await;
+        assert!(
+            !page.text().await.unwrap().contains("evil.example"),
+            "{next:?}"
+        );
+    }
     let answer = web.sign_in("admin", &password).await;
     assert_eq!(answer.status(), 303);
     assert_eq!(answer.headers()["location"], "/requests");

@@ -281,9 +281,20 @@ impl<T: DeserializeOwned> FromRequest<App> for Posted<T> {
     }
 }
 
-/// Whether `next` is a path on this site (not `//host` or `https://...`).
+/// Whether `next` is a path on this site to go back to after sign-in: made
+/// only of characters a path and query carry as they are (letters, digits,
+/// `-._~/?=&%+`: no space, tab, newline or backslash, which browsers drop or
+/// turn into a slash), one `/` first, and read as a URI of a path and query
+/// only (no scheme, no host).
 pub fn local_path(next: &str) -> bool {
-    next.starts_with('/') && !next.starts_with("//") && !next.contains('\\')
+    let safe = next
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-._~/?=&%+".contains(&b));
+    safe && next.starts_with('/')
+        && !next.starts_with("//")
+        && next
+            .parse::<axum::http::Uri>()
+            .is_ok_and(|uri| uri.scheme().is_none() && uri.authority().is_none())
 }
 
 #[cfg(test)]
@@ -293,7 +304,17 @@ mod tests {
     #[test]
     fn only_local_paths_are_followed_after_sign_in() {
         assert!(local_path("/requests/decide?token=abc"));
-        for outside in ["//evil.example", "https://evil.example/", "/\\evil", "evil"] {
+        assert!(local_path("/recordings?q=needle%20x&t=3"));
+        for outside in [
+            "//evil.example",
+            "https://evil.example/",
+            "/\\evil",
+            "evil",
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/ /evil.example",
+            "",
+        ] {
             assert!(!local_path(outside), "{outside}");
         }
     }

@@ -179,6 +179,7 @@ async fn answer(
             let administrator = Principal {
                 identity: Identity::User(by),
                 via: operator.via,
+                credential: None,
             };
             let otp = Generate {
                 computer,

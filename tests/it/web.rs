@@ -544,3 +544,69 @@ async fn administrators_manage_settings_users_otps_audit_and_mail() {
     );
     desk.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_password_ends_the_sessions_and_streams_opened_with_the_old_one() {
+    let server = TestServer::start().await;
+    server.add_user("bob", RoleView::Administrator).await;
+    let set_password = |password: &str| AdminRequest::UserSet {
+        login: "bob".into(),
+        email: None,
+        role: None,
+        password: Some(otpgate_protocol::login::Secret(password.into())),
+        disabled: None,
+    };
+    let bob = WebClient::new(&server);
+    assert_eq!(
+        bob.sign_in("bob", "bob's long password").await.status(),
+        303
+    );
+    assert_eq!(bob.get("/settings").await.status(), 200);
+    let mut events = bob.get("/events").await;
+    let first = events.chunk().await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("event: pending"));
+
+    // An administrator resets bob's password: what he opened with the old one
+    // opens nothing, and his live count stops.
+    let reset = server
+        .admin(set_password("bob's reset long password"))
+        .await;
+    assert_eq!(reset, AdminResponse::Done);
+    assert_eq!(bob.get("/settings").await.status(), 303);
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        while events.chunk().await.unwrap().is_some() {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream ends with the old password");
+
+    // Signed in again with the new one, and demoted while his stream runs: it
+    // goes on with the role he has now (requests he does not approve leave
+    // his count), and the administrators' pages refuse him.
+    assert_eq!(
+        bob.sign_in("bob", "bob's reset long password")
+            .await
+            .status(),
+        303
+    );
+    let desk = server.desk("ws-1").await;
+    request_access(&server, &desk, "alice@example.com").await;
+    let mut events = bob.get("/events").await;
+    let first = String::from_utf8_lossy(&events.chunk().await.unwrap().unwrap()).into_owned();
+    assert!(first.contains("data: 1"), "{first}");
+    let demote = AdminRequest::UserSet {
+        login: "bob".into(),
+        email: None,
+        role: Some(RoleView::User),
+        password: None,
+        disabled: None,
+    };
+    assert_eq!(server.admin(demote).await, AdminResponse::Done);
+    let next = tokio::time::timeout(Duration::from_secs(10), events.chunk())
+        .await
+        .expect("the count changes with the role")
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&next).contains("data: 0"));
+    assert_eq!(bob.get("/settings").await.status(), 403);
+    desk.stop().await;
+}

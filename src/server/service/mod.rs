@@ -35,7 +35,7 @@ use std::sync::Arc;
 use tracing::warn;
 
 use otpgate_actors::audit::{Action, AuditEntry, Who};
-use otpgate_actors::directory::{Directory, DirectoryPerson, Role};
+use otpgate_actors::directory::{Directory, DirectoryPerson, Role, UserRecord};
 use otpgate_actors::mail::MailTransport;
 use otpgate_actors::otp::OtpKeys;
 use otpgate_actors::rules::{self, Decider};
@@ -88,6 +88,26 @@ pub struct Principal {
     pub identity: Identity,
     /// From where.
     pub via: Via,
+    /// For an internal user who signed in with their password: which password
+    /// it was. Once it changes (they chose another, or an administrator reset
+    /// it) the principal no longer stands.
+    pub credential: Option<Credential>,
+}
+
+/// Which password an internal user signed in with: a fingerprint of its hash,
+/// never the hash itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Credential(u64);
+
+impl Credential {
+    /// The fingerprint of `user`'s password now.
+    fn of(user: &UserRecord) -> Self {
+        let digest =
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, user.password_hash.as_bytes());
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&digest.as_ref()[..8]);
+        Self(u64::from_be_bytes(first))
+    }
 }
 
 /// Who a principal is.
@@ -124,6 +144,7 @@ impl Principal {
         Self {
             identity: Identity::Operator,
             via: Via::Socket { uid },
+            credential: None,
         }
     }
 
@@ -228,15 +249,16 @@ impl AdminService {
     }
 
     /// Whether `who` still stands: an internal user who exists and is
-    /// enabled, a directory person, the operator. A web session of one who no
-    /// longer stands opens nothing.
+    /// enabled, with the password they signed in with; a directory person; the
+    /// operator. A web session of one who no longer stands opens nothing.
     pub fn stands(&self, who: &Principal) -> bool {
         match &who.identity {
-            Identity::User(login) => self
-                .policy
-                .snapshot()
-                .user(login)
-                .is_some_and(|user| !user.disabled),
+            Identity::User(login) => self.policy.snapshot().user(login).is_some_and(|user| {
+                !user.disabled
+                    && who
+                        .credential
+                        .is_none_or(|signed| signed == Credential::of(user))
+            }),
             Identity::Operator | Identity::Person(_) => true,
         }
     }

@@ -10,7 +10,9 @@ use otpgate_actors::directory::{PasswordCheck, check_login, is_directory_name};
 use otpgate_actors::names::is_plain_text;
 use otpgate_protocol::admin::{AdminErrorCode, DirectoryView};
 
-use super::{AdminService, Answer, Identity, Principal, ServiceError, Via, refusal, refuse};
+use super::{
+    AdminService, Answer, Credential, Identity, Principal, ServiceError, Via, refusal, refuse,
+};
 
 /// The longest comment an approver or administrator may give.
 pub const MAX_COMMENT: usize = 500;
@@ -63,6 +65,7 @@ impl AdminService {
         let asker = Principal {
             identity: Identity::User(login.to_owned()),
             via,
+            credential: None,
         };
         let outcome = match &checked {
             Ok(_) => "signed in",
@@ -98,6 +101,7 @@ impl AdminService {
                 Ok(Some(person)) => Ok(Principal {
                     identity: Identity::Person(person),
                     via,
+                    credential: None,
                 }),
                 Ok(None) => Err(SignInError::Wrong),
                 Err(_) => Err(SignInError::Unavailable),
@@ -107,6 +111,7 @@ impl AdminService {
             PasswordCheck::Refused => Err(SignInError::Wrong),
             PasswordCheck::ChangeDue => Err(SignInError::ChangeDue(login.to_owned())),
             PasswordCheck::Right(user) => Ok(Principal {
+                credential: Some(Credential::of(&user)),
                 identity: Identity::User(user.login),
                 via,
             }),
@@ -121,12 +126,14 @@ impl AdminService {
             return Ok(Principal {
                 identity: Identity::User(name.to_owned()),
                 via,
+                credential: None,
             });
         }
         match self.directory.person(name).await {
             Ok(Some(person)) => Ok(Principal {
                 identity: Identity::Person(person),
                 via,
+                credential: None,
             }),
             Ok(None) => refuse(
                 AdminErrorCode::Forbidden,

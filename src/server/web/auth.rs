@@ -29,10 +29,8 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use otpgate_actors::directory::DirectoryPerson;
-
 use super::App;
-use crate::server::service::{Identity, Principal, Via};
+use crate::server::service::{Principal, Via};
 
 /// The session cookie's name.
 pub const COOKIE: &str = "otpgate_session";
@@ -43,8 +41,8 @@ pub const ABSOLUTE: Duration = Duration::from_secs(12 * 60 * 60);
 
 /// One signed-in browser.
 struct Session {
-    login: String,
-    person: Option<DirectoryPerson>,
+    /// Who signed in (with the credential they signed in with).
+    principal: Principal,
     csrf: String,
     started: Instant,
     last_seen: Instant,
@@ -85,9 +83,8 @@ impl Sessions {
             && self.per_account.check_key(&login.to_owned()).is_ok()
     }
 
-    /// Opens a session for `login` (a directory `person`, or an internal
-    /// user); its cookie value.
-    pub fn start(&self, login: &str, person: Option<DirectoryPerson>) -> String {
+    /// Opens a session for `principal`, who signed in; its cookie value.
+    pub fn start(&self, principal: Principal) -> String {
         let now = Instant::now();
         let id = token();
         let mut open = self.open();
@@ -95,8 +92,7 @@ impl Sessions {
         open.insert(
             id.clone(),
             Session {
-                login: login.to_owned(),
-                person,
+                principal,
                 csrf: token(),
                 started: now,
                 last_seen: now,
@@ -117,19 +113,15 @@ impl Sessions {
             .is_some_and(|session| alive(session, Instant::now()))
     }
 
-    /// The session behind cookie `id`, if it is still alive: its login, CSRF
-    /// token and directory person. Counts as activity.
-    fn touch(&self, id: &str) -> Option<(String, String, Option<DirectoryPerson>)> {
+    /// The session behind cookie `id`, if it is still alive: who signed in,
+    /// and the CSRF token. Counts as activity.
+    fn touch(&self, id: &str) -> Option<(Principal, String)> {
         let now = Instant::now();
         let mut open = self.open();
         match open.get_mut(id) {
             Some(session) if alive(session, now) => {
                 session.last_seen = now;
-                Some((
-                    session.login.clone(),
-                    session.csrf.clone(),
-                    session.person.clone(),
-                ))
+                Some((session.principal.clone(), session.csrf.clone()))
             }
             Some(_) => {
                 open.remove(id);
@@ -206,16 +198,14 @@ impl FromRequestParts<App> for SignedIn {
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ConnectInfo(peer)| peer.ip());
         let session = cookie(&parts.headers, COOKIE).map(str::to_owned);
+        // Who signed in, as long as they still stand (an internal user still
+        // enabled, with the password they signed in with).
         let found = session
             .as_deref()
             .and_then(|id| app.sessions.touch(id))
-            .map(|(login, csrf, person)| {
-                let identity = match person {
-                    Some(person) => Identity::Person(person),
-                    None => Identity::User(login),
-                };
+            .map(|(principal, csrf)| {
                 let via = Via::Web { address };
-                (Principal { identity, via }, csrf)
+                (Principal { via, ..principal }, csrf)
             })
             .filter(|(principal, _)| app.service.stands(principal));
         match (found, session) {
@@ -322,17 +312,19 @@ mod tests {
     #[test]
     fn a_session_lives_until_idle_or_too_old() {
         let sessions = Sessions::default();
-        let id = sessions.start("alice", None);
-        assert_eq!(
-            sessions.touch(&id).map(|(l, _, _)| l).as_deref(),
-            Some("alice")
-        );
+        let alice = || Principal {
+            identity: crate::server::service::Identity::User("alice".into()),
+            via: Via::Web { address: None },
+            credential: None,
+        };
+        let id = sessions.start(alice());
+        assert_eq!(sessions.touch(&id).map(|(p, _)| p), Some(alice()));
         sessions.open().get_mut(&id).unwrap().last_seen -= IDLE;
         assert!(sessions.touch(&id).is_none(), "idle too long");
-        let id = sessions.start("alice", None);
+        let id = sessions.start(alice());
         sessions.open().get_mut(&id).unwrap().started -= ABSOLUTE;
         assert!(sessions.touch(&id).is_none(), "too old");
-        let id = sessions.start("alice", None);
+        let id = sessions.start(alice());
         assert!(sessions.is_open(&id));
         sessions.end(&id);
         assert!(!sessions.is_open(&id));

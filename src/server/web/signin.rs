@@ -15,7 +15,7 @@ use zeroize::Zeroizing;
 use super::App;
 use super::auth::{self, Posted};
 use super::views::{Nav, render};
-use crate::server::service::{Identity, SignInError, Via};
+use crate::server::service::{SignInError, Via};
 
 #[derive(Deserialize)]
 pub struct NextQuery {
@@ -119,11 +119,7 @@ pub async fn signin(
             return signin_form(status, next, login, Some(error));
         }
     };
-    let person = match principal.identity {
-        Identity::Person(person) => Some(person),
-        _ => None,
-    };
-    let session = app.sessions.start(&login, person);
+    let session = app.sessions.start(principal);
     let mut response = Redirect::to(&next).into_response();
     if let Ok(cookie) = HeaderValue::from_str(&auth::session_cookie(&session)) {
         response.headers_mut().insert(header::SET_COOKIE, cookie);

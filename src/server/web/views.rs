@@ -537,8 +537,8 @@ pub async fn sessions(
 }
 
 /// Server-sent events: the signed-in person's pending count, whenever it
-/// changes (looked at every second), until their session ends (the stream
-/// itself does not keep it alive).
+/// changes (looked at every second), until their session ends or they no
+/// longer stand (the stream itself does not keep the session alive).
 pub async fn events(
     State(app): State<App>,
     signed: SignedIn,
@@ -547,7 +547,11 @@ pub async fn events(
         (app, signed, None::<usize>),
         |(app, signed, last)| async move {
             loop {
-                if !app.sessions.is_open(&signed.session) {
+                // A session that ended, or whose person no longer stands (a
+                // password changed, an account disabled), ends the stream;
+                // each count is made with their role of now.
+                if !app.sessions.is_open(&signed.session) || !app.service.stands(&signed.principal)
+                {
                     return None;
                 }
                 let count = nav(&app, &signed).await.pending;

@@ -200,7 +200,7 @@ async fn directory_people_and_groups_approve_with_their_directory_password() {
             &[("csrf", &csrf), ("choice", "approve")],
         )
         .await;
-    assert_eq!(answer.status(), 409);
+    assert_eq!(answer.status(), 403);
 
     // Bob follows the link in his mail, signed in by his other spelling.
     let about_second = || {

@@ -65,9 +65,20 @@ async fn pages_need_a_session_and_changes_need_its_token_from_this_site() {
                 .contains("Wrong login name or password.")
         );
     }
-    // The password made at the first start opens nothing.
+    // The password made at the first start opens nothing, and the refusal is
+    // in the audit log like the others.
+    let refusals = || async {
+        let audit = server.audit(100).await;
+        audit
+            .iter()
+            .filter(|e| e.action == "sign_in" && e.who.starts_with("web(admin)"))
+            .filter(|e| e.outcome == "refused")
+            .count()
+    };
+    let before = refusals().await;
     let answer = web.sign_in("admin", &server.initial_password()).await;
     assert_eq!(answer.status(), 403);
+    assert_eq!(refusals().await, before + 1);
 
     let password = server.admin_password().await;
     // A `next` a browser would read as another site (a tab or a newline in
@@ -111,13 +122,13 @@ async fn pages_need_a_session_and_changes_need_its_token_from_this_site() {
         .await;
     assert_eq!(answer.status(), 403);
     // Under no-referrer a browser's own form says `Origin: null`: only its
-    // Sec-Fetch-Site vouches for it. 409: through the guard (no request 1).
+    // Sec-Fetch-Site vouches for it. 404: through the guard (no request 1).
     let origins: [(&[(&str, &str)], u16); 3] = [
         (&[("origin", "https://evil.example")], 403),
         (&[("origin", "null")], 403),
         (
             &[("origin", "null"), ("sec-fetch-site", "same-origin")],
-            409,
+            404,
         ),
     ];
     for (headers, status) in origins {
@@ -184,8 +195,11 @@ async fn approvers_decide_what_is_theirs_and_text_stays_text() {
             &[("csrf", &csrf), ("choice", "approve")],
         )
         .await;
-    assert_eq!(answer.status(), 409);
-    assert!(answer.text().await.unwrap().contains("may not decide"));
+    // Refused without a word of whose request it is.
+    assert_eq!(answer.status(), 403);
+    let page = answer.text().await.unwrap();
+    assert!(page.contains("may not decide request"), "{page}");
+    assert!(!page.contains("ws-1"), "{page}");
 
     // Bob sees it with the count, and denies it with a comment that is markup.
     let bob = WebClient::new(&server);

@@ -164,6 +164,16 @@ impl AdminService {
         let Some(request) = self.store.request(id)? else {
             return refuse(AdminErrorCode::NotFound, format!("no request {id}"));
         };
+        // Not theirs: refused without saying whose it is.
+        let not_theirs = || {
+            refuse(
+                AdminErrorCode::Forbidden,
+                format!("{:?} may not decide request {id}", by.name()),
+            )
+        };
+        if !self.visibility(who).covers(request.computer.as_str()) {
+            return not_theirs();
+        }
         let decided = self
             .computers
             .decide(&request.computer, id, &by, choice, comment)
@@ -178,14 +188,7 @@ impl AdminService {
                 ),
             ),
             Decided::NotFound => refuse(AdminErrorCode::NotFound, format!("no request {id}")),
-            Decided::NotAllowed => refuse(
-                AdminErrorCode::Forbidden,
-                format!(
-                    "{:?} may not decide requests of {}",
-                    by.name(),
-                    request.computer
-                ),
-            ),
+            Decided::NotAllowed => not_theirs(),
         }
     }
 

@@ -277,9 +277,14 @@ async fn decide_and_show(
             );
             Redirect::to(&format!("/requests?done={}", super::query_escape(&done))).into_response()
         }
-        Err(err @ ServiceError::Refused(_)) => {
-            let reason = err.told().message;
-            requests_page(app, signed, StatusCode::CONFLICT, None, Some(reason)).await
+        Err(ServiceError::Refused(refused)) => {
+            let status = match refused.code {
+                AdminErrorCode::Forbidden => StatusCode::FORBIDDEN,
+                AdminErrorCode::NotFound => StatusCode::NOT_FOUND,
+                AdminErrorCode::Conflict => StatusCode::CONFLICT,
+                _ => StatusCode::UNPROCESSABLE_ENTITY,
+            };
+            requests_page(app, signed, status, None, Some(refused.message)).await
         }
         Err(err) => {
             err.told();

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use data_encoding::HEXLOWER;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -132,10 +133,14 @@ impl Spool {
         self.used.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Chunk `seq` of recording `key`'s file: in sending order by name.
-    fn path(&self, chunk: &RecordChunk) -> PathBuf {
-        let key: String = chunk.recording.iter().map(|b| format!("{b:02x}")).collect();
-        self.dir.join(format!("{key}-{:016x}.{CHUNK}", chunk.seq))
+    /// The file of chunk `seq` of `os_user`'s recording `key`: in sending
+    /// order by name, and apart from any other user's (a chunk naming another
+    /// user's recording never takes the place of theirs).
+    fn path(&self, os_user: &str, chunk: &RecordChunk) -> PathBuf {
+        let user = HEXLOWER.encode(os_user.as_bytes());
+        let key = HEXLOWER.encode(&chunk.recording);
+        self.dir
+            .join(format!("{user}-{key}-{:016x}.{CHUNK}", chunk.seq))
     }
 
     /// Keeps `chunk` of `os_user`'s recording (in client `session`) on disk,
@@ -147,7 +152,7 @@ impl Spool {
         session: Option<u64>,
         chunk: RecordChunk,
     ) -> Result<(), SpoolError> {
-        let path = self.path(&chunk);
+        let path = self.path(os_user, &chunk);
         if path.exists() {
             return Ok(());
         }
@@ -301,6 +306,21 @@ mod tests {
     }
 
     #[test]
+    fn one_users_chunk_never_takes_the_place_of_anothers() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(&dir.path().join("spool"), 1_000).unwrap();
+        spool.put("alice", Some(4), chunk(1, 0)).unwrap();
+        spool.put("mallory", None, chunk(1, 0)).unwrap();
+        let owners: Vec<String> = spool
+            .queue()
+            .unwrap()
+            .iter()
+            .map(|path| read(path).unwrap().0.os_user)
+            .collect();
+        assert_eq!(owners, ["alice", "mallory"], "both kept, each its own");
+    }
+
+    #[test]
     fn chunks_wait_in_order_within_the_limit_and_survive_a_restart() {
         let dir = tempfile::tempdir().unwrap();
         let folder = dir.path().join("spool");
@@ -313,7 +333,11 @@ mod tests {
             .queue()
             .unwrap()
             .iter()
-            .map(|p| p.file_name().unwrap().to_string_lossy()[30..].to_owned())
+            .map(|p| {
+                // The user's and the key's names, but for the key's last byte.
+                let name = p.file_name().unwrap().to_string_lossy().into_owned();
+                name[name.len() - 25..].to_owned()
+            })
             .collect();
         assert_eq!(
             names,

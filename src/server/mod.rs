@@ -279,6 +279,7 @@ impl Server {
         let recordings = Arc::new(Recordings::open(
             &config.data_dir.join(RECORDINGS),
             Arc::clone(&keys),
+            config.recording_quotas,
         )?);
         let policy = policy::Owner::load(store.clone())?;
         let initial_password = bootstrap_admin(&policy, config, clock.as_ref()).await?;

@@ -402,6 +402,41 @@ async fn a_full_spool_leaves_output_out_marks_the_recording_and_says_so() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_a_users_quota_the_server_leaves_output_out_and_says_so() {
+    // One MiB per OS user: a local user who streams recordings cannot fill
+    // the disk the logins need.
+    let server = TestServer::start_with_config("recording_quota_user_mib = 1").await;
+    let desk = server.desk("ws-1").await;
+    let socket = desk.socket.clone();
+    let (shown, status) = tokio::task::spawn_blocking(move || {
+        record(
+            &socket,
+            &["/bin/sh", "-c", "echo first; seq 1 300000; echo last"],
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 0);
+    assert!(String::from_utf8_lossy(&shown).contains("299999"));
+    let recording = server.ended_recording().await;
+    assert!(recording.incomplete, "{recording:?}");
+    assert!(recording.bytes <= 1 << 20, "{recording:?}");
+    let (_, events) = cast_of(&server.data_dir(), recording.id).await;
+    let kept = output(&events);
+    assert!(kept.contains("first") && !kept.contains("299999"));
+    assert_eq!(intact(&server.data_dir(), recording.id).await, None);
+    assert!(
+        server
+            .audit(20)
+            .await
+            .iter()
+            .any(|e| e.action == "record" && e.outcome.contains("quota")),
+        "in the audit log"
+    );
+    desk.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_killed_mid_session_loses_nothing_it_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path(), "127.0.0.1:0");

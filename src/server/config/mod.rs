@@ -17,6 +17,10 @@
 //! admin_email = "it@example.com"                   # the first administrator's
 //! management_url = "https://otp.example.com:8443"  # for links in approvers' mail
 //! recording_retention_days = 90  # recordings kept this long after their last write
+//! recording_quota_computer_mib = 2048  # recording one computer may fill...
+//! recording_quota_user_mib = 512       # ... and one OS user on it; past it
+//!                                       # output is left out (audited)
+//! recordings_session_only = false      # keep only recordings of OTP logins
 //!
 //! [web]                       # the Management Tool over HTTPS
 //! enabled = true
@@ -64,6 +68,8 @@ use ldap::LdapFile;
 pub use ldap::{DEFAULT_LDAP_CACHE, DEFAULT_LDAP_FILTER, DEFAULT_LDAP_TIMEOUT, LdapConfig};
 use smtp::SmtpFile;
 pub use smtp::{DEFAULT_SMTP_TIMEOUT, SmtpConfig, SmtpSecurity};
+
+use crate::server::recordings::{DEFAULT_QUOTAS, Quotas};
 
 /// Where the server keeps its database, PKI and outbox by default.
 pub const DEFAULT_DATA_DIR: &str = "./otpgate-data";
@@ -149,6 +155,9 @@ struct File {
     admin_email: Option<String>,
     management_url: Option<String>,
     recording_retention_days: Option<u32>,
+    recording_quota_computer_mib: Option<u64>,
+    recording_quota_user_mib: Option<u64>,
+    recordings_session_only: Option<bool>,
     web: Option<WebFile>,
     ldap: Option<LdapFile>,
     smtp: Option<SmtpFile>,
@@ -213,6 +222,9 @@ pub struct ServerConfig {
     pub management_url: String,
     /// How long terminal recordings are kept after their last write.
     pub recording_retention: Duration,
+    /// How much recording is kept per computer and OS user, and whether only
+    /// that of client sessions.
+    pub recording_quotas: Quotas,
     /// The web Management Tool; `None` when turned off.
     pub web: Option<WebConfig>,
     /// The LDAP directory; `None`: the directory file (or none).
@@ -314,6 +326,29 @@ impl ServerConfig {
                 reason: "must be at least 1".into(),
             });
         }
+        let mib = |field, value: Option<u64>, default: u64| match value {
+            Some(0) => Err(ConfigError::Invalid {
+                field,
+                reason: "must be at least 1".into(),
+            }),
+            Some(mib) => Ok(mib.saturating_mul(1 << 20)),
+            None => Ok(default),
+        };
+        let recording_quotas = Quotas {
+            per_computer: mib(
+                "recording_quota_computer_mib",
+                file.recording_quota_computer_mib,
+                DEFAULT_QUOTAS.per_computer,
+            )?,
+            per_user: mib(
+                "recording_quota_user_mib",
+                file.recording_quota_user_mib,
+                DEFAULT_QUOTAS.per_user,
+            )?,
+            session_only: file
+                .recordings_session_only
+                .unwrap_or(DEFAULT_QUOTAS.session_only),
+        };
         let server_names = file.server_names.unwrap_or_default();
         let web = file.web.unwrap_or_default().check()?;
         let management_url = file.management_url.map_or_else(
@@ -353,6 +388,7 @@ impl ServerConfig {
             recording_retention: Duration::from_secs(
                 24 * 60 * 60 * u64::from(recording_retention_days),
             ),
+            recording_quotas,
             directory_file: file.directory_file,
             mail_from: file
                 .mail_from

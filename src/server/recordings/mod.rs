@@ -11,6 +11,13 @@
 //! A chunk is taken only in order (the next number, or one already stored,
 //! which is acknowledged again), in one transaction with its summary; the
 //! caller flushes before acknowledging ([`receive`] does, for agents).
+//!
+//! What one computer and one OS user may fill is bounded ([`Quotas`]): past
+//! it a chunk is acknowledged with its output left out, the recording marked
+//! incomplete and the loss audited, so that an agent's spool drains and the
+//! disk the logins need does not fill. A chunk is only ever added to a
+//! recording of the OS user who began it; recordings not tied to a client
+//! session may be refused whole.
 
 use std::io::{Read, Write};
 use std::sync::Arc;
@@ -28,7 +35,9 @@ use otpgate_actors::names::is_os_account;
 use otpgate_actors::otp::OtpKeys;
 use otpgate_actors::store::{self, StoreError};
 use otpgate_actors::{ComputerId, Store, Timestamp};
-use otpgate_protocol::record::{RecordChunk, RecordingEnd, RecordingKey, RecordingStart};
+use otpgate_protocol::record::{
+    MAX_CHUNK_EVENTS, RecordChunk, RecordingEnd, RecordingKey, RecordingStart,
+};
 use otpgate_protocol::{ErrorCode, Response};
 use tracing::warn;
 
@@ -39,6 +48,35 @@ pub mod admin;
 const META: &str = "recordings";
 const CHUNKS: &str = "recording_chunks";
 const KEYS: &str = "recording_keys";
+/// Event bytes stored, per computer and per OS user of a computer.
+const USAGE: &str = "recording_usage";
+/// The recordings refused whole (not tied to a client session), by key, with
+/// when they were last heard of: their later chunks are acknowledged and left.
+const REFUSED: &str = "recording_refused";
+
+/// The widest terminal a recording may claim: a player given more would
+/// freeze its reader's page.
+pub const MAX_COLUMNS: u16 = 1000;
+/// The tallest terminal a recording may claim.
+pub const MAX_ROWS: u16 = 500;
+
+/// What the server keeps of recordings, at most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quotas {
+    /// Event bytes one client computer's recordings may hold.
+    pub per_computer: u64,
+    /// Event bytes one OS user's recordings on one computer may hold.
+    pub per_user: u64,
+    /// Keep only recordings tied to a client session (an OTP login).
+    pub session_only: bool,
+}
+
+/// What is kept of recordings unless the configuration says otherwise.
+pub const DEFAULT_QUOTAS: Quotas = Quotas {
+    per_computer: 2048 << 20,
+    per_user: 512 << 20,
+    session_only: false,
+};
 
 /// What is kept of one recording besides its chunks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,16 +141,32 @@ pub enum Stored {
     Kept {
         /// The recording's number.
         id: u64,
-        /// This chunk is the first to say output was lost.
-        first_loss: bool,
+        /// Why this chunk is the first to leave output out, if it is.
+        first_loss: Option<Loss>,
+    },
+    /// Its recording is not kept (not tied to a client session): it may be
+    /// forgotten by the sender; `first` on the recording's first chunk.
+    Refused {
+        /// Whether this is the first chunk of the recording refused.
+        first: bool,
     },
     /// Not the next in order: the sender must send `expected` first.
     OutOfOrder {
         /// The number expected next.
         expected: u64,
     },
-    /// Its pieces do not agree (see `RecordChunk::is_well_formed`).
+    /// Its pieces do not agree (see `RecordChunk::is_well_formed`), or it
+    /// names another OS user than the one whose recording it would extend.
     Malformed,
+}
+
+/// Why output is missing from a recording.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Loss {
+    /// Dropped on the client computer (its buffer or spool was full).
+    Client,
+    /// Left out here: the computer's or the user's quota was reached.
+    Quota,
 }
 
 /// Why a stored recording fails verification.
@@ -156,7 +210,10 @@ pub struct Recordings {
     meta: sled::Tree,
     chunks: sled::Tree,
     keys: sled::Tree,
+    usage: sled::Tree,
+    refused: sled::Tree,
     seal: Arc<OtpKeys>,
+    quotas: Quotas,
 }
 
 fn chunk_key(id: u64, seq: u64) -> [u8; 16] {
@@ -178,6 +235,20 @@ fn recording_key(computer: &ComputerId, key: &RecordingKey) -> Vec<u8> {
     full.push(0);
     full.extend_from_slice(key);
     full
+}
+
+/// The usage keys of `os_user` on `computer`: the computer's, and theirs.
+fn usage_keys(computer: &str, os_user: &str) -> [Vec<u8>; 2] {
+    let of_computer = format!("c\0{computer}").into_bytes();
+    let of_user = format!("u\0{computer}\0{os_user}").into_bytes();
+    [of_computer, of_user]
+}
+
+fn usage_of(tree: &sled::Tree, key: &[u8]) -> Result<u64, sled::Error> {
+    Ok(tree
+        .get(key)?
+        .and_then(|bytes| bytes.as_ref().try_into().ok())
+        .map_or(0, u64::from_be_bytes))
 }
 
 /// The next head of the chain after `head`, for chunk `seq` holding `events`.
@@ -208,17 +279,44 @@ fn inflate(stored: &[u8]) -> std::io::Result<Vec<u8>> {
 }
 
 impl Recordings {
-    /// Opens (or creates) the database in folder `path`.
-    pub fn open(path: &std::path::Path, seal: Arc<OtpKeys>) -> Result<Self, StoreError> {
+    /// Opens (or creates) the database in folder `path`, keeping recordings
+    /// within `quotas`.
+    pub fn open(
+        path: &std::path::Path,
+        seal: Arc<OtpKeys>,
+        quotas: Quotas,
+    ) -> Result<Self, StoreError> {
         let db = sled::Config::new().path(path).open()?;
-        Ok(Self {
+        let recordings = Self {
             storing: std::sync::Mutex::new(()),
             meta: db.open_tree(META)?,
             chunks: db.open_tree(CHUNKS)?,
             keys: db.open_tree(KEYS)?,
+            usage: db.open_tree(USAGE)?,
+            refused: db.open_tree(REFUSED)?,
             db,
             seal,
-        })
+            quotas,
+        };
+        recordings.count_usage()?;
+        Ok(recordings)
+    }
+
+    /// Counts what the recordings of an older build hold (once: a database
+    /// with recordings and usage counted is up to date, as every chunk is
+    /// counted when stored).
+    fn count_usage(&self) -> Result<(), StoreError> {
+        if !self.usage.is_empty() || self.meta.is_empty() {
+            return Ok(());
+        }
+        for entry in self.list(None) {
+            let (_, recording) = entry?;
+            for key in usage_keys(&recording.computer, &recording.os_user) {
+                let used = usage_of(&self.usage, &key)? + recording.bytes;
+                self.usage.insert(key, &used.to_be_bytes())?;
+            }
+        }
+        Ok(())
     }
 
     /// Makes what was stored durable.
@@ -242,19 +340,35 @@ impl Recordings {
         }
         let _storing = self.storing.lock().unwrap_or_else(|p| p.into_inner());
         let key = recording_key(computer, &chunk.recording);
+        if self.refused.contains_key(&key)? {
+            self.refused
+                .insert(&key, &now.unix_millis().to_be_bytes())?;
+            return Ok(Stored::Refused { first: false });
+        }
         let known = match self.keys.get(&key)? {
             Some(id) => Some(self.get_by_bytes(&id)?),
             None => None,
         };
         let mut recording = match (known, &chunk.start) {
+            // Only its own user's chunks extend a recording.
+            (Some(recording), _) if recording.os_user != os_user => return Ok(Stored::Malformed),
             (Some(recording), _) => recording,
+            (None, Some(_)) if self.quotas.session_only && session.is_none() => {
+                self.refused
+                    .insert(&key, &now.unix_millis().to_be_bytes())?;
+                return Ok(Stored::Refused { first: true });
+            }
             (None, Some(start)) => Recording {
                 id: self.db.generate_id()?,
                 computer: computer.to_string(),
                 key: chunk.recording,
                 os_user: os_user.to_owned(),
                 session,
-                start: start.clone(),
+                start: RecordingStart {
+                    width: start.width.clamp(1, MAX_COLUMNS),
+                    height: start.height.clamp(1, MAX_ROWS),
+                    ..start.clone()
+                },
                 chunks: 0,
                 bytes: 0,
                 updated: now,
@@ -269,7 +383,7 @@ impl Recordings {
         if chunk.seq < recording.chunks {
             return Ok(Stored::Kept {
                 id,
-                first_loss: false,
+                first_loss: None,
             });
         }
         if chunk.seq > recording.chunks || recording.end.is_some() {
@@ -277,21 +391,47 @@ impl Recordings {
                 expected: recording.chunks,
             });
         }
-        let first_loss = chunk.lost && !recording.incomplete;
-        recording.head = chain(&recording.head, chunk.seq, &chunk.events);
+        let usage = usage_keys(computer.as_str(), os_user);
+        let [used_by_computer, used_by_user] = [
+            usage_of(&self.usage, &usage[0])?,
+            usage_of(&self.usage, &usage[1])?,
+        ];
+        // Full once less room is left than a whole chunk takes: what comes
+        // after is left out too, not kept piecemeal as small chunks fit.
+        let whole = MAX_CHUNK_EVENTS as u64;
+        let over = used_by_computer + whole > self.quotas.per_computer
+            || used_by_user + whole > self.quotas.per_user;
+        // Past a quota the chunk is taken with its output left out.
+        let events: &[u8] = if over { &[] } else { &chunk.events };
+        let loss = if over {
+            Some(Loss::Quota)
+        } else {
+            chunk.lost.then_some(Loss::Client)
+        };
+        let first_loss = loss.filter(|_| !recording.incomplete);
+        let kept = events.len() as u64;
+        recording.head = chain(&recording.head, chunk.seq, events);
         recording.chunks += 1;
-        recording.bytes += chunk.events.len() as u64;
+        recording.bytes += kept;
         recording.updated = now;
-        recording.incomplete |= chunk.lost;
+        recording.incomplete |= loss.is_some();
         recording.end = chunk.end;
         recording.seal = self.seal.seal_recording(&recording.summary());
         let meta = store::encode(&recording)?;
-        let body = deflate(&chunk.events);
-        let written: Result<(), TransactionError<()>> = (&self.meta, &self.chunks, &self.keys)
-            .transaction(|(meta_tree, chunks, keys)| {
+        let body = deflate(events);
+        let used = [
+            (used_by_computer + kept).to_be_bytes(),
+            (used_by_user + kept).to_be_bytes(),
+        ];
+        let trees = (&self.meta, &self.chunks, &self.keys, &self.usage);
+        let written: Result<(), TransactionError<()>> =
+            trees.transaction(|(meta_tree, chunks, keys, usage_tree)| {
                 meta_tree.insert(&id.to_be_bytes(), meta.as_slice())?;
                 chunks.insert(&chunk_key(id, chunk.seq), body.as_slice())?;
                 keys.insert(key.as_slice(), &id.to_be_bytes())?;
+                for (key, used) in usage.iter().zip(&used) {
+                    usage_tree.insert(key.as_slice(), used)?;
+                }
                 Ok::<_, ConflictableTransactionError<()>>(())
             });
         written.map_err(|err| match err {
@@ -459,8 +599,19 @@ impl Recordings {
             if let Ok(computer) = recording.computer.parse() {
                 self.keys.remove(recording_key(&computer, &recording.key))?;
             }
+            for key in usage_keys(&recording.computer, &recording.os_user) {
+                let used = usage_of(&self.usage, &key)?.saturating_sub(recording.bytes);
+                self.usage.insert(key, &used.to_be_bytes())?;
+            }
             self.meta.remove(id.to_be_bytes())?;
             removed += 1;
+        }
+        for entry in self.refused.iter() {
+            let (key, last) = entry?;
+            let last = last.as_ref().try_into().map_or(0, u64::from_be_bytes);
+            if Timestamp::from_unix_millis(last) < cutoff {
+                self.refused.remove(key)?;
+            }
         }
         Ok(removed)
     }
@@ -505,22 +656,40 @@ pub async fn receive(
             return Ok(Response::Fail(ErrorCode::Internal));
         }
     };
+    let lost = |outcome: String| AuditEntry {
+        at: now,
+        who: Who::os_user(os_user, computer),
+        computer: Some(computer.to_string()),
+        action: Action::Record,
+        outcome,
+    };
     Ok(match stored {
         Stored::Kept {
             id: recording,
             first_loss,
         } => {
-            if first_loss {
-                store.append_audit(&AuditEntry {
-                    at: now,
-                    who: Who::os_user(os_user, computer),
-                    computer: Some(computer.to_string()),
-                    action: Action::Record,
-                    outcome: format!(
-                        "recording {recording} incomplete: output was dropped on the client \
-                         computer (its buffer or spool was full)"
-                    ),
-                })?;
+            let why = match first_loss {
+                Some(Loss::Client) => {
+                    Some("output was dropped on the client computer (its buffer or spool was full)")
+                }
+                Some(Loss::Quota) => Some(
+                    "output was left out: the recordings of this computer or user reached \
+                     their quota",
+                ),
+                None => None,
+            };
+            if let Some(why) = why {
+                store.append_audit(&lost(format!("recording {recording} incomplete: {why}")))?;
+                store.flush().await?;
+            }
+            recordings.flush().await?;
+            Response::Recorded
+        }
+        Stored::Refused { first } => {
+            if first {
+                store.append_audit(&lost(
+                    "a recording not tied to a client session was not kept".into(),
+                ))?;
                 store.flush().await?;
             }
             recordings.flush().await?;

@@ -6,7 +6,12 @@ use otpgate_protocol::record::RecordingStart;
 use super::*;
 
 fn open(dir: &std::path::Path) -> Recordings {
-    Recordings::open(&dir.join("recordings"), Arc::new(OtpKeys::derive(&[5; 32]))).unwrap()
+    open_with(dir, DEFAULT_QUOTAS)
+}
+
+fn open_with(dir: &std::path::Path, quotas: Quotas) -> Recordings {
+    let keys = Arc::new(OtpKeys::derive(&[5; 32]));
+    Recordings::open(&dir.join("recordings"), keys, quotas).unwrap()
 }
 
 fn chunk(seq: u64, text: &str) -> RecordChunk {
@@ -197,4 +202,154 @@ fn recordings_past_their_retention_are_removed() {
     let listed: Vec<u64> = r.list(None).map(|e| e.unwrap().1.id).collect();
     assert_eq!(listed.len(), 2);
     assert!(listed[0] > listed[1], "newest first");
+}
+
+#[test]
+fn a_chunk_naming_another_user_does_not_extend_a_recording() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = open(dir.path());
+    kept(
+        r.store(&ws(), "alice", None, &chunk(0, "alice's"), at(1))
+            .unwrap(),
+    );
+    assert_eq!(
+        r.store(&ws(), "mallory", None, &chunk(1, "mallory's"), at(2))
+            .unwrap(),
+        Stored::Malformed
+    );
+    let recording = r.list(None).next().unwrap().unwrap().1;
+    assert_eq!((recording.os_user.as_str(), recording.chunks), ("alice", 1));
+    // The same key on another computer is another recording.
+    let other: ComputerId = "ws-2".parse().unwrap();
+    kept(
+        r.store(&other, "mallory", None, &chunk(0, "mine"), at(3))
+            .unwrap(),
+    );
+}
+
+#[test]
+fn past_a_quota_output_is_left_out_and_the_recording_marked_incomplete() {
+    let dir = tempfile::tempdir().unwrap();
+    let line = chunk(1, "x").events.len() as u64;
+    // Room for three lines before less than a whole chunk is left.
+    let whole = MAX_CHUNK_EVENTS as u64;
+    let quotas = Quotas {
+        per_computer: 100 * whole,
+        per_user: whole + 3 * line - 1,
+        session_only: false,
+    };
+    let r = open_with(dir.path(), quotas);
+    let id = kept(
+        r.store(&ws(), "alice", None, &chunk(0, "x"), at(1))
+            .unwrap(),
+    );
+    for seq in 1..3 {
+        let stored = r
+            .store(&ws(), "alice", None, &chunk(seq, "x"), at(2))
+            .unwrap();
+        assert_eq!(
+            stored,
+            Stored::Kept {
+                id,
+                first_loss: None
+            }
+        );
+    }
+    // Alice's fourth line is over her quota: acknowledged, left out, said once.
+    let stored = r
+        .store(&ws(), "alice", None, &chunk(3, "x"), at(3))
+        .unwrap();
+    assert_eq!(
+        stored,
+        Stored::Kept {
+            id,
+            first_loss: Some(Loss::Quota)
+        }
+    );
+    let stored = r
+        .store(&ws(), "alice", None, &chunk(4, "x"), at(4))
+        .unwrap();
+    assert_eq!(
+        stored,
+        Stored::Kept {
+            id,
+            first_loss: None
+        }
+    );
+    let recording = r.get(id).unwrap().unwrap();
+    assert!(recording.incomplete);
+    assert_eq!((recording.chunks, recording.bytes), (5, 3 * line));
+    assert_eq!(r.verify(&recording).unwrap(), Ok(()), "still sealed whole");
+    // Bob on the same computer has a quota of his own, and counts are kept
+    // across a restart (an older database's are counted once at open).
+    let mut bobs = chunk(0, "x");
+    bobs.recording = [8; 16];
+    assert!(matches!(
+        r.store(&ws(), "bob", None, &bobs, at(5)).unwrap(),
+        Stored::Kept {
+            first_loss: None,
+            ..
+        }
+    ));
+    drop(r);
+    let r = open_with(dir.path(), quotas);
+    let stored = r
+        .store(&ws(), "alice", None, &chunk(5, "x"), at(6))
+        .unwrap();
+    assert_eq!(
+        stored,
+        Stored::Kept {
+            id,
+            first_loss: None
+        }
+    );
+    assert_eq!(r.get(id).unwrap().unwrap().bytes, 3 * line);
+    // Pruned, a recording gives its room back.
+    assert_eq!(r.prune(at(100)).unwrap(), 2);
+    let mut again = chunk(0, "x");
+    again.recording = [7; 16];
+    assert!(matches!(
+        r.store(&ws(), "alice", None, &again, at(101)).unwrap(),
+        Stored::Kept {
+            first_loss: None,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn with_sessions_only_a_recording_outside_one_is_refused_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let quotas = Quotas {
+        session_only: true,
+        ..DEFAULT_QUOTAS
+    };
+    let r = open_with(dir.path(), quotas);
+    assert_eq!(
+        r.store(&ws(), "alice", None, &chunk(0, "x"), at(1))
+            .unwrap(),
+        Stored::Refused { first: true }
+    );
+    assert_eq!(
+        r.store(&ws(), "alice", None, &chunk(1, "x"), at(2))
+            .unwrap(),
+        Stored::Refused { first: false }
+    );
+    assert_eq!(r.list(None).count(), 0);
+    let mut tied = chunk(0, "x");
+    tied.recording = [1; 16];
+    kept(r.store(&ws(), "alice", Some(4), &tied, at(3)).unwrap());
+}
+
+#[test]
+fn a_terminal_size_is_clamped_at_receipt() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = open(dir.path());
+    let mut huge = chunk(0, "x");
+    if let Some(start) = huge.start.as_mut() {
+        (start.width, start.height) = (u16::MAX, u16::MAX);
+    }
+    let id = kept(r.store(&ws(), "alice", None, &huge, at(1)).unwrap());
+    let start = r.get(id).unwrap().unwrap().start;
+    assert_eq!((start.width, start.height), (MAX_COLUMNS, MAX_ROWS));
 }

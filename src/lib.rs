@@ -4,7 +4,7 @@
 //! black-box tests, one folder each: the [`server`], the [`agent`], the command
 //! line ([`cli`]), the terminal [`recorder`] and the load generator
 //! ([`bench`]); beside them the few pieces they share: [`frames`] over any byte
-//! stream, local [`unix`] sockets, private [`files`] and the client's
+//! stream, the [`accept`] loops' pause after a failure, local [`unix`] sockets, private [`files`] and the client's
 //! versioned [`records`] in them, asciicast recordings ([`cast`]), and the PKI
 //! and TLS set-up both ends of the wire use ([`tls`]).
 //! The wire format lives in `otpgate_protocol` and the domain rules in
@@ -12,6 +12,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod accept;
 pub mod agent;
 pub mod bench;
 pub mod cast;

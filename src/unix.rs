@@ -10,7 +10,9 @@ use std::io;
 use std::marker::PhantomData;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+use futures_util::FutureExt;
 use otpgate_protocol::{Frame, FrameError, Message};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
@@ -18,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
+use crate::accept;
 use crate::frames::{FrameReader, FrameWriter, ReadError, WriteError};
 
 /// Creates the socket at `path` with permissions `mode`, replacing a stale one
@@ -40,25 +43,41 @@ pub fn bind(path: &Path, mode: u32) -> io::Result<UnixListener> {
     Ok(listener)
 }
 
-/// Accepts connections on `listener` until `cancel` fires, serving each with
-/// `serve` in a task of its own; then waits for those tasks.
-pub async fn accept<F, Fut>(listener: UnixListener, cancel: CancellationToken, serve: F)
-where
+/// How long a connection to a local socket may wait for its next request
+/// before the server closes it. Longer than a person takes at a login prompt
+/// (sshd gives up after two minutes), so that clients of the release before,
+/// which do not connect again, are not cut off; this release's clients
+/// connect again when they find their connection closed.
+pub const IDLE: Duration = Duration::from_secs(5 * 60);
+
+/// Accepts connections on `listener` (named `what` in the log) until `cancel`
+/// fires, serving each with `serve` in a task of its own; then waits for
+/// those tasks.
+pub async fn accept<F, Fut>(
+    what: &'static str,
+    listener: UnixListener,
+    cancel: CancellationToken,
+    serve: F,
+) where
     F: Fn(UnixStream) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let tracker = TaskTracker::new();
+    let mut pause = accept::Pause::new(what);
     loop {
         let stream = tokio::select! {
             () = cancel.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
                 Err(err) => {
-                    warn!(error = %err, "accept on a local socket failed");
-                    continue;
+                    tokio::select! {
+                        () = cancel.cancelled() => break,
+                        () = tokio::time::sleep(pause.failed(&err)) => continue,
+                    }
                 }
             },
         };
+        pause.accepted();
         tracker.spawn(serve(stream));
     }
     tracker.close();
@@ -81,12 +100,16 @@ pub enum Refusal {
 }
 
 /// Serves the requests of one local connection in turn, until the client
-/// closes it or breaks the stream: each request is read in the version it is
+/// closes it, breaks the stream or sends no whole request for `idle`: each request is read in the version it is
 /// written in and answered, by `answer`, in the same version (or, when it is
 /// newer than ours, in our newest, so that the client asks again in it); what
 /// cannot be answered as asked is answered with `refuse`.
-pub async fn serve_requests<Q, A, F, Fut>(stream: UnixStream, refuse: fn(Refusal) -> A, answer: F)
-where
+pub async fn serve_requests<Q, A, F, Fut>(
+    stream: UnixStream,
+    idle: Duration,
+    refuse: fn(Refusal) -> A,
+    answer: F,
+) where
     Q: Message,
     A: Message,
     F: Fn(Q) -> Fut,
@@ -96,11 +119,15 @@ where
     let mut reader = FrameReader::new(read);
     let mut writer = FrameWriter::new(write);
     loop {
-        let frame = match reader.read_frame().await {
-            Ok(Some(frame)) => frame,
-            Ok(None) => return,
-            Err(err) => {
+        let frame = match tokio::time::timeout(idle, reader.read_frame()).await {
+            Ok(Ok(Some(frame))) => frame,
+            Ok(Ok(None)) => return,
+            Ok(Err(err)) => {
                 debug!(error = %err, "a local connection broke its stream");
+                return;
+            }
+            Err(_) => {
+                debug!("a local connection sat idle; closed");
                 return;
             }
         };
@@ -169,7 +196,7 @@ pub enum PromptError {
 /// protocol that both sides speak: it starts with ours and falls back, once
 /// per version, when the server answers in an older one (see
 /// `otpgate_protocol::version`). Connected on the first request, and again
-/// after the server closed the connection.
+/// after the server closed the connection (as it does with one left idle).
 pub struct Client<Q, A> {
     socket: PathBuf,
     version: u8,
@@ -228,10 +255,17 @@ impl<Q: Message, A: Message> Client<Q, A> {
         }
     }
 
-    /// The connection, made now if there is none.
+    /// The connection, made now if there is none or the server has closed
+    /// the one there was (between requests, nothing else is there to read).
     async fn connection(
         &mut self,
     ) -> Result<&mut (FrameReader<OwnedReadHalf>, FrameWriter<OwnedWriteHalf>), PromptError> {
+        if let Some((reader, _)) = &mut self.conn
+            && reader.read_frame().now_or_never().is_some()
+        {
+            debug!("the server closed the connection; connecting again");
+            self.conn = None;
+        }
         if self.conn.is_none() {
             let stream =
                 UnixStream::connect(&self.socket)
@@ -338,5 +372,34 @@ mod tests {
         let second = client.ask(&AdminRequest::SettingsGet).await;
         assert!(matches!(second, Err(PromptError::NoAnswer)), "{second:?}");
         assert_eq!(daemon.await.unwrap(), 2, "asked in 2 both times");
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_server_closed_while_idle_is_made_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("admin.sock");
+        let listener = bind(&socket, 0o600).unwrap();
+        let idle = Duration::from_millis(50);
+        let served = tokio::spawn(async move {
+            for _ in 0..2 {
+                let (stream, _) = listener.accept().await.unwrap();
+                serve_requests(
+                    stream,
+                    idle,
+                    |_| AdminResponse::Done,
+                    |_: AdminRequest| async { AdminResponse::Done },
+                )
+                .await;
+            }
+        });
+        let mut client = Client::<AdminRequest, AdminResponse>::new(&socket);
+        client.ask(&AdminRequest::SettingsGet).await.unwrap();
+        tokio::time::sleep(idle * 4).await;
+        let again = client.ask(&AdminRequest::SettingsGet).await;
+        assert_eq!(again.unwrap(), AdminResponse::Done);
+        tokio::time::timeout(Duration::from_secs(5), served)
+            .await
+            .expect("the second connection was closed idle too")
+            .unwrap();
     }
 }

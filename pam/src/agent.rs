@@ -65,7 +65,7 @@ pub struct Agent {
 impl Agent {
     /// Connects to the agent's socket at `path` within `timeout` (a blocking
     /// connect would wait as long as the agent's backlog stays full); every
-    /// later read and write gives up after `timeout` too.
+    /// later answer must come whole within `timeout` too.
     pub fn connect(path: &Path, timeout: Duration) -> Result<Self, AgentError> {
         Ok(Self::over(connect_within(path, timeout)?, path, timeout))
     }
@@ -117,8 +117,15 @@ impl Agent {
     }
 
     /// Writes `request` in our version and reads the frame that answers it;
-    /// `None` when the agent closed the connection first.
+    /// `None` when the agent closed the connection first. A connection the
+    /// agent closed while it sat idle (the person reading their mail) is made
+    /// again first.
     fn exchange(&mut self, request: &LocalRequest) -> Result<Option<Frame>, AgentError> {
+        if closed_by_peer(&self.stream) {
+            self.stream = connect_within(&self.path, self.timeout)?;
+            self.buffer.clear();
+        }
+        let deadline = Instant::now() + self.timeout;
         let mut frame = BytesMut::new();
         let encoded = request.encode(self.version, &mut frame);
         let sent = encoded
@@ -130,6 +137,13 @@ impl Agent {
             if let Some(frame) = split(&mut self.buffer)? {
                 return Ok(Some(frame));
             }
+            // One deadline for the whole answer: an agent that sends a byte
+            // now and then does not hold the login open past it.
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(AgentError::Io(io::ErrorKind::TimedOut.into()));
+            }
+            self.stream.set_read_timeout(Some(left))?;
             let mut chunk = [0u8; 4096];
             let read = self.stream.read(&mut chunk)?;
             if read == 0 {
@@ -171,6 +185,22 @@ fn connect_within(path: &Path, timeout: Duration) -> io::Result<UnixStream> {
             }
             Err(errno) => return Err(errno.into()),
         }
+    }
+}
+
+/// Whether the other end of `stream` has closed it (or broken it): between
+/// requests nothing is there to read, so a peek that finds the end says so.
+fn closed_by_peer(stream: &UnixStream) -> bool {
+    use nix::sys::socket::{MsgFlags, recv};
+    use std::os::fd::AsRawFd;
+    let mut byte = [0u8; 1];
+    match recv(
+        stream.as_raw_fd(),
+        &mut byte,
+        MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
+    ) {
+        Ok(read) => read == 0,
+        Err(errno) => errno != nix::errno::Errno::EAGAIN,
     }
 }
 
@@ -306,6 +336,75 @@ mod tests {
         assert_eq!(refused.kind(), io::ErrorKind::WouldBlock, "{refused}");
         assert!(started.elapsed() < Duration::from_secs(30));
         assert!(connect_within(&dir.path().join("none.sock"), Duration::from_millis(200)).is_err());
+    }
+
+    #[test]
+    fn an_agent_that_sends_a_byte_now_and_then_is_given_up_on_at_the_deadline() {
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        let dribble = std::thread::spawn(move || {
+            let _ = read_request(&mut theirs);
+            let status = otpgate_protocol::local::AgentStatus {
+                os_user: "a".repeat(200),
+                client_id: None,
+                connected: true,
+                server_rtt_us: None,
+            };
+            let frame = answer(
+                &LocalResponse::Status(status),
+                LocalRequest::VERSIONS.newest,
+            );
+            // Over six seconds in all, a byte well within each read's timeout.
+            for byte in frame.iter() {
+                std::thread::sleep(Duration::from_millis(30));
+                if theirs.write_all(&[*byte]).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut agent = Agent::over(ours, Path::new("unused"), Duration::from_millis(100));
+        let started = Instant::now();
+        let err = agent.ask(LocalRequest::Status).unwrap_err();
+        assert!(
+            matches!(&err, AgentError::Io(e) if e.kind() == io::ErrorKind::TimedOut || e.kind() == io::ErrorKind::WouldBlock),
+            "{err}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "given up at the deadline, not per byte"
+        );
+        drop(agent);
+        dribble.join().unwrap();
+    }
+
+    #[test]
+    fn a_connection_the_agent_closed_while_idle_is_made_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let (closed, was_closed) = std::sync::mpsc::channel();
+        let agent_side = std::thread::spawn(move || {
+            let mut served = 0;
+            for _ in 0..2 {
+                let (mut stream, _) = listener.accept().unwrap();
+                let (version, _) = read_request(&mut stream).unwrap();
+                stream
+                    .write_all(&answer(&LocalResponse::Done, version))
+                    .unwrap();
+                served += 1;
+                // As the agent does with a connection left idle.
+                drop(stream);
+                closed.send(()).unwrap();
+            }
+            served
+        });
+        let mut agent = Agent::connect(&path, Duration::from_secs(5)).unwrap();
+        let close = LocalRequest::SessionClose {
+            os_user: "alice".into(),
+        };
+        assert_eq!(agent.ask(close.clone()).unwrap(), LocalResponse::Done);
+        was_closed.recv().unwrap();
+        assert_eq!(agent.ask(close).unwrap(), LocalResponse::Done);
+        assert_eq!(agent_side.join().unwrap(), 2);
     }
 
     #[test]

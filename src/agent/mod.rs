@@ -8,7 +8,6 @@ pub mod sessions;
 pub mod socket;
 pub mod spool;
 
-use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -28,9 +27,8 @@ pub struct AgentConfig {
     pub identity: PathBuf,
     /// Where to serve the local login prompt.
     pub socket: PathBuf,
-    /// Login requests each local OS user may send per second (bursts of twice
-    /// that); the rest are answered with a wait.
-    pub per_user_per_second: NonZeroU32,
+    /// What each local OS user may take of the agent's socket.
+    pub limits: socket::Limits,
     /// Where recordings wait for the server (root's only).
     pub spool: PathBuf,
     /// The most bytes the spool holds.
@@ -90,7 +88,7 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), A
     ));
     socket::serve(
         listener,
-        socket::Agent::new(link, sessions, spool, config.per_user_per_second),
+        socket::Agent::new(link, sessions, spool, config.limits),
         cancel,
     )
     .await;

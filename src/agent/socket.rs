@@ -6,8 +6,9 @@
 //! caller by the socket's peer credentials, which the kernel fills in; nothing the
 //! caller says about itself is believed.
 
+use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use governor::clock::{Clock, DefaultClock};
@@ -30,23 +31,48 @@ use crate::unix;
 /// Where the agent serves the login prompt by default.
 pub const DEFAULT_SOCKET: &str = "/run/otpgate/agent.sock";
 
-/// Login requests one OS user may send per second by default (in bursts of
-/// twice that): one person's flood is theirs to wait out, and leaves the
-/// connection's share (the server's flood control) to everyone else.
-pub const DEFAULT_PER_USER_PER_SECOND: NonZeroU32 = NonZeroU32::new(5).unwrap();
+/// What each local OS user may take of the agent: a user who floods the socket
+/// waits, or loses their own connections, and leaves the rest to everyone
+/// else (root's, the PAM gate's for everyone who logs in, first of all).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Login requests per second (bursts of twice that), by the OS user acted
+    /// for; the rest are answered with the time to wait.
+    pub logins_per_second: NonZeroU32,
+    /// Recording chunks per second (bursts of twice that), by uid; the rest
+    /// are refused for now, and the recorder keeps them and tries again.
+    pub chunks_per_second: NonZeroU32,
+    /// Connections open at once, by uid; one past it is closed at once.
+    /// Root's are not capped: root is the PAM gate of every login.
+    pub connections: usize,
+    /// How long a connection may wait for its next request before it is
+    /// closed.
+    pub idle: Duration,
+}
 
-/// Each local OS user's share of login requests, by the name of the user
-/// acted for (root, the PAM gate, acts for everyone who logs in).
-type PerUser = DefaultKeyedRateLimiter<String>;
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            logins_per_second: NonZeroU32::new(5).unwrap_or(NonZeroU32::MIN),
+            // A chunk is at most 48 KiB, and a recorder sends one every half
+            // second unless output fills one first: about 1 MiB/s.
+            chunks_per_second: NonZeroU32::new(20).unwrap_or(NonZeroU32::MIN),
+            connections: 64,
+            idle: unix::IDLE,
+        }
+    }
+}
 
 /// Serves login prompts, the PAM gate and recorders on `listener` until
 /// `cancel` fires.
 pub async fn serve(listener: UnixListener, agent: Agent, cancel: CancellationToken) {
-    unix::accept(listener, cancel.clone(), |stream| {
+    unix::accept("agent", listener, cancel.clone(), |stream| {
         let agent = agent.clone();
         let cancel = cancel.clone();
         async move {
-            let caller = caller(&stream).await;
+            let Some((caller, _slot)) = caller(&stream, &agent.open).await else {
+                return;
+            };
             let name = caller.as_ref().map_or("?", |c| c.name.as_str()).to_owned();
             let span = info_span!("local", os_user = name);
             tokio::select! {
@@ -64,26 +90,99 @@ pub struct Agent {
     link: Link,
     sessions: Arc<Sessions>,
     spool: Arc<Spool>,
-    per_user: Arc<PerUser>,
+    idle: Duration,
+    /// Login requests, by the name of the OS user acted for.
+    logins: Arc<DefaultKeyedRateLimiter<String>>,
+    /// Recording chunks, by uid.
+    chunks: Arc<DefaultKeyedRateLimiter<u32>>,
+    open: Arc<Open>,
 }
 
 impl Agent {
     /// Serves through `link`, ties sessions in `sessions`, spools recordings
-    /// in `spool`, and lets each local OS user send `per_second` login
-    /// requests (bursts of twice that).
-    pub fn new(
-        link: Link,
-        sessions: Arc<Sessions>,
-        spool: Arc<Spool>,
-        per_second: NonZeroU32,
-    ) -> Self {
-        let quota = Quota::per_second(per_second)
-            .allow_burst(per_second.saturating_mul(NonZeroU32::new(2).unwrap_or(NonZeroU32::MIN)));
+    /// in `spool`, and gives each local OS user `limits`.
+    pub fn new(link: Link, sessions: Arc<Sessions>, spool: Arc<Spool>, limits: Limits) -> Self {
         Self {
             link,
             sessions,
             spool,
-            per_user: Arc::new(RateLimiter::keyed(quota)),
+            idle: limits.idle,
+            logins: Arc::new(RateLimiter::keyed(twice_in_bursts(
+                limits.logins_per_second,
+            ))),
+            chunks: Arc::new(RateLimiter::keyed(twice_in_bursts(
+                limits.chunks_per_second,
+            ))),
+            open: Arc::new(Open::new(limits.connections)),
+        }
+    }
+}
+
+/// `per_second`, in bursts of twice that.
+fn twice_in_bursts(per_second: NonZeroU32) -> Quota {
+    Quota::per_second(per_second)
+        .allow_burst(per_second.saturating_mul(NonZeroU32::new(2).unwrap_or(NonZeroU32::MIN)))
+}
+
+/// The connections each uid has open, against the cap.
+struct Open {
+    cap: usize,
+    /// Per uid: how many, and whether one was turned away since the count
+    /// was last below the cap (to log that once, not for every try).
+    by_uid: Mutex<HashMap<u32, (usize, bool)>>,
+}
+
+/// One open connection of a uid, counted until dropped.
+struct Slot {
+    open: Arc<Open>,
+    uid: u32,
+}
+
+impl Open {
+    fn new(cap: usize) -> Self {
+        Self {
+            cap,
+            by_uid: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A slot for one more connection of `uid`, or `None` when it has `cap`
+    /// open already (root never does).
+    fn take(self: &Arc<Self>, uid: u32) -> Option<Slot> {
+        let mut by_uid = self.by_uid.lock().unwrap_or_else(PoisonError::into_inner);
+        let (count, turned_away) = by_uid.entry(uid).or_default();
+        if *count >= self.cap && uid != 0 {
+            if !std::mem::replace(turned_away, true) {
+                warn!(
+                    uid,
+                    cap = self.cap,
+                    "a local user has as many connections open as allowed; \
+                     closing the ones past it"
+                );
+            }
+            return None;
+        }
+        *count += 1;
+        Some(Slot {
+            open: Arc::clone(self),
+            uid,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut by_uid = self
+            .open
+            .by_uid
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some((count, turned_away)) = by_uid.get_mut(&self.uid) {
+            *count -= 1;
+            *turned_away = false;
+            if *count == 0 {
+                by_uid.remove(&self.uid);
+            }
         }
     }
 }
@@ -95,25 +194,33 @@ struct Caller {
     pid: Option<i32>,
 }
 
-/// The OS account on the other end of `stream`, from the kernel's peer credentials.
-async fn caller(stream: &UnixStream) -> Option<Caller> {
-    let credentials = stream.peer_cred().ok()?;
+/// The OS account on the other end of `stream`, from the kernel's peer
+/// credentials, with the slot its connection takes in `open`; `None` when it
+/// has no slot left (the connection is then closed), an inner `None` when it
+/// is not known (answered as such).
+async fn caller(stream: &UnixStream, open: &Arc<Open>) -> Option<(Option<Caller>, Option<Slot>)> {
+    let Ok(credentials) = stream.peer_cred() else {
+        return Some((None, None));
+    };
     let (uid, pid) = (credentials.uid(), credentials.pid());
+    let slot = open.take(uid)?;
     // Name lookups may go to the network (NSS), so keep them off the runtime.
     let user = tokio::task::spawn_blocking(move || User::from_uid(Uid::from_raw(uid)))
         .await
-        .ok()?
-        .ok()??;
-    Some(Caller {
+        .ok()
+        .and_then(Result::ok)
+        .flatten();
+    let caller = user.map(|user| Caller {
         uid,
         name: user.name,
         pid,
-    })
+    });
+    Some((caller, Some(slot)))
 }
 
 async fn serve_caller(stream: UnixStream, caller: Option<Caller>, agent: &Agent) {
     let refuse = |_| LocalResponse::Fail(LocalError::Unsupported);
-    unix::serve_requests(stream, refuse, |request| async {
+    unix::serve_requests(stream, agent.idle, refuse, |request| async {
         match &caller {
             None => LocalResponse::Fail(LocalError::UnknownCaller),
             Some(caller) => answer(request, caller, agent).await,
@@ -143,7 +250,7 @@ async fn answer(request: LocalRequest, caller: &Caller, agent: &Agent) -> LocalR
                 Some(other) => other,
                 None => caller.name.clone(),
             };
-            if let Err(not_until) = agent.per_user.check_key(&os_user) {
+            if let Err(not_until) = agent.logins.check_key(&os_user) {
                 let wait = not_until.wait_time_from(DefaultClock::default().now());
                 return throttled(wait);
             }
@@ -199,6 +306,9 @@ async fn answer(request: LocalRequest, caller: &Caller, agent: &Agent) -> LocalR
         LocalRequest::Record(chunk) => {
             if !chunk.is_well_formed() {
                 return LocalResponse::Fail(LocalError::Malformed);
+            }
+            if agent.chunks.check_key(&caller.uid).is_err() {
+                return LocalResponse::Fail(LocalError::Unavailable);
             }
             // The recording is the caller's own terminal: it runs under the
             // OS session its OTP login opened.

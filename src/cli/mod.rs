@@ -11,6 +11,7 @@ mod recordings;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
@@ -18,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use otpgate_actors::{Clock, ComputerId, SystemClock};
 use otpgate_protocol::admin::{AdminRequest, AdminResponse};
 
+use crate::agent::socket::Limits;
 use crate::agent::{self, AgentConfig};
 use crate::recorder::{self, RecorderConfig};
 use crate::server::admin::socket_path;
@@ -92,6 +94,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             identity,
             socket,
             per_user_per_second,
+            chunks_per_second,
+            connections_per_user,
+            idle_secs,
             spool,
             spool_mib,
         } => {
@@ -102,7 +107,12 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 server,
                 identity,
                 socket,
-                per_user_per_second,
+                limits: Limits {
+                    logins_per_second: per_user_per_second,
+                    chunks_per_second,
+                    connections: connections_per_user,
+                    idle: Duration::from_secs(idle_secs),
+                },
                 spool,
                 spool_limit: spool_mib.saturating_mul(1 << 20),
             };
@@ -272,9 +282,7 @@ async fn bench(scenario: Bench) -> anyhow::Result<ExitCode> {
     use crate::bench::{self, Report};
     let (report, json) = match scenario {
         Bench::Hold { fleet, duration } => (
-            Report::Hold(
-                bench::hold(fleet.options(), std::time::Duration::from_secs(duration)).await?,
-            ),
+            Report::Hold(bench::hold(fleet.options(), Duration::from_secs(duration)).await?),
             fleet.json,
         ),
         Bench::Reconnect { fleet, kill } => (

@@ -33,7 +33,7 @@ pub fn bind(path: &Path) -> io::Result<UnixListener> {
 
 /// Serves administrators on `listener` until `cancel` fires.
 pub async fn serve(listener: UnixListener, service: Arc<AdminService>, cancel: CancellationToken) {
-    crate::unix::accept(listener, cancel, |stream| {
+    crate::unix::accept("admin", listener, cancel, |stream| {
         serve_one(stream, service.clone())
     })
     .await;
@@ -43,7 +43,7 @@ async fn serve_one(stream: UnixStream, service: Arc<AdminService>) {
     // The socket is the daemon's account's only (mode 0600): the operator.
     let operator = Principal::operator(stream.peer_cred().ok().map(|cred| cred.uid()));
     let (service, operator) = (&service, &operator);
-    unix::serve_requests(stream, refuse, |request| async move {
+    unix::serve_requests(stream, unix::IDLE, refuse, |request| async move {
         answer(service, operator, request)
             .await
             .unwrap_or_else(|err| AdminResponse::Fail(err.told()))

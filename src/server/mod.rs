@@ -54,6 +54,7 @@ use otpgate_actors::{
 use ractor::{Actor, ActorRef};
 use zeroize::Zeroizing;
 
+use crate::accept;
 use crate::tls::revoked::Revocations;
 use crate::tls::{self, TlsError, pki};
 use config::ServerConfig;
@@ -76,9 +77,6 @@ pub const RESERVED_FILES: u64 = 256;
 
 /// The listen backlog: agents reconnecting all at once queue here.
 const LISTEN_BACKLOG: u32 = 8192;
-
-/// How long to pause accepting after the process ran out of file descriptors.
-const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -417,6 +415,7 @@ impl Server {
             cancel.child_token(),
         ));
         let permits = Arc::new(Semaphore::new(self.max_connections));
+        let mut pause = accept::Pause::new("agents");
         tokio::pin!(shutdown);
         loop {
             let permit = tokio::select! {
@@ -431,14 +430,12 @@ impl Server {
                 accepted = listener.accept() => match accepted {
                     Ok(accepted) => accepted,
                     Err(err) => {
-                        // Out of file descriptors, or a connection reset while
-                        // queued: nothing to do but wait a little and go on.
-                        warn!(error = %err, "accept failed");
-                        sleep(ACCEPT_ERROR_PAUSE).await;
+                        sleep(pause.failed(&err)).await;
                         continue;
                     }
                 },
             };
+            pause.accepted();
             let shared = self.shared.clone();
             let cancel = cancel.child_token();
             let span = info_span!("conn", %peer, client = tracing::field::Empty);

@@ -122,7 +122,7 @@ async fn the_login_prompt_is_known_by_its_peer_credentials() {
         server: format!("localhost:{}", server.addr.port()).parse().unwrap(),
         identity,
         socket: socket.clone(),
-        per_user_per_second: crate::common::agent::UNLIMITED,
+        limits: crate::common::agent::unlimited(),
         spool: socket.with_extension("spool"),
         spool_limit: 64 << 20,
     };

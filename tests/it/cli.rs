@@ -436,7 +436,7 @@ async fn one_users_burst_is_theirs_to_wait_out_and_others_are_served() {
         &server.identity("ws-1"),
         server.addr,
         server.data.path().join("ws-1.sock"),
-        otpgate::agent::socket::DEFAULT_PER_USER_PER_SECOND,
+        otpgate::agent::socket::Limits::default(),
     )
     .await;
     use std::os::unix::fs::PermissionsExt;

@@ -17,6 +17,7 @@ mod crash;
 mod ldap;
 mod limits;
 mod lists;
+mod local;
 mod login;
 mod pam;
 mod record;

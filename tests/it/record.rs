@@ -360,7 +360,7 @@ async fn a_full_spool_leaves_output_out_marks_the_recording_and_says_so() {
         server: format!("localhost:{}", server.addr.port()).parse().unwrap(),
         identity: server.identity("ws-1"),
         socket: socket.clone(),
-        per_user_per_second: crate::common::agent::UNLIMITED,
+        limits: crate::common::agent::unlimited(),
         spool: dir.path().join("spool"),
         spool_limit: 8 << 10,
     })

@@ -10,7 +10,7 @@ use otpgate_actors::ComputerId;
 use otpgate_protocol::version::{self, Versions};
 
 use crate::agent::link::ServerAddr;
-use crate::agent::socket::{DEFAULT_PER_USER_PER_SECOND, DEFAULT_SOCKET};
+use crate::agent::socket::{DEFAULT_SOCKET, Limits};
 use crate::agent::spool::{DEFAULT_SPOOL, DEFAULT_SPOOL_MIB};
 use crate::server::config::DEFAULT_DATA_DIR;
 
@@ -73,8 +73,20 @@ pub(super) enum Command {
         socket: PathBuf,
         /// Login requests each local OS user may send per second (bursts of
         /// twice that); more are answered with the time to wait.
-        #[arg(long, default_value_t = DEFAULT_PER_USER_PER_SECOND)]
+        #[arg(long, default_value_t = Limits::default().logins_per_second)]
         per_user_per_second: NonZeroU32,
+        /// Recording chunks each local OS user may hand over per second
+        /// (bursts of twice that); their recorders keep the rest and try again.
+        #[arg(long, default_value_t = Limits::default().chunks_per_second)]
+        chunks_per_second: NonZeroU32,
+        /// Connections each local OS user but root may hold open on the socket;
+        /// one past it is closed at once.
+        #[arg(long, default_value_t = Limits::default().connections)]
+        connections_per_user: usize,
+        /// Seconds a connection may wait for its next request before the agent
+        /// closes it.
+        #[arg(long, default_value_t = Limits::default().idle.as_secs())]
+        idle_secs: u64,
         /// Where terminal recordings wait for the server (made root's only).
         #[arg(long, default_value = DEFAULT_SPOOL)]
         spool: PathBuf,

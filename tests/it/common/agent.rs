@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::{init_logs, wait_until};
 use otpgate::agent::AgentConfig;
 use otpgate::agent::link::{Link, ServerAddr};
+use otpgate::agent::socket::Limits;
 use otpgate::cli::prompt::Prompt;
 use otpgate::tls;
 use otpgate::unix;
@@ -100,11 +101,31 @@ pub struct AgentProcess {
 
 impl AgentProcess {
     /// Starts the agent of `identity` for `server`, its socket, spool and log
-    /// in `dir`, and waits until it is connected.
+    /// (`agent.log`) in `dir`, and waits until it is connected.
     pub async fn start(otpgate: &Path, identity: &Path, server: SocketAddr, dir: &Path) -> Self {
+        Self::start_under(&[], otpgate, identity, server, dir).await
+    }
+
+    /// As [`AgentProcess::start`], the agent run by the command `wrapper`
+    /// (`prlimit --nofile=...`, say).
+    pub async fn start_under(
+        wrapper: &[&str],
+        otpgate: &Path,
+        identity: &Path,
+        server: SocketAddr,
+        dir: &Path,
+    ) -> Self {
         let socket = dir.join("agent.sock");
         let log = std::fs::File::create(dir.join("agent.log")).unwrap();
-        let child = std::process::Command::new(otpgate)
+        let mut command = match wrapper {
+            [program, args @ ..] => {
+                let mut command = std::process::Command::new(program);
+                command.args(args).arg(otpgate);
+                command
+            }
+            [] => std::process::Command::new(otpgate),
+        };
+        let child = command
             .arg("agent")
             .args(["--server", &format!("localhost:{}", server.port())])
             .arg("--identity")
@@ -161,28 +182,35 @@ pub struct Desk {
     task: JoinHandle<()>,
 }
 
-/// The agent's per-user limit in tests that are not about it: out of the way.
-pub const UNLIMITED: NonZeroU32 = NonZeroU32::new(1_000_000).unwrap();
+/// The agent's per-user limits in tests that are not about them: out of the
+/// way.
+pub fn unlimited() -> Limits {
+    let plenty = NonZeroU32::new(1_000_000).unwrap();
+    Limits {
+        logins_per_second: plenty,
+        chunks_per_second: plenty,
+        ..Limits::default()
+    }
+}
 
 impl Desk {
     /// A client computer whose agent lets each OS user send as much as they like.
     pub async fn start(identity: &Path, server: SocketAddr, socket: PathBuf) -> Self {
-        Self::start_with(identity, server, socket, UNLIMITED).await
+        Self::start_with(identity, server, socket, unlimited()).await
     }
 
-    /// A client computer whose agent takes `per_user` login requests per second
-    /// from each OS user.
+    /// A client computer whose agent gives each OS user `limits`.
     pub async fn start_with(
         identity: &Path,
         server: SocketAddr,
         socket: PathBuf,
-        per_user: NonZeroU32,
+        limits: Limits,
     ) -> Self {
         Self::start_configured(AgentConfig {
             server: format!("localhost:{}", server.port()).parse().unwrap(),
             identity: identity.to_owned(),
             socket: socket.clone(),
-            per_user_per_second: per_user,
+            limits,
             spool: socket.with_extension("spool"),
             spool_limit: 64 << 20,
         })

@@ -1,0 +1,217 @@
+//! A local user on a client computer against the agent's socket (mode 0666):
+//! they hold no more connections than their share, idle ones are closed, their
+//! recording chunks come at their rate, and an agent out of file descriptors
+//! pauses instead of spinning, then serves again. Root (the PAM gate of every
+//! login) is served throughout.
+
+use std::num::NonZeroU32;
+use std::os::unix::process::CommandExt;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use crate::common::agent::{AgentProcess, Desk, unlimited};
+use crate::common::release::this_otpgate;
+use crate::common::server::TestServer;
+use crate::common::wait_until;
+use otpgate::agent::socket::Limits;
+use otpgate::unix;
+use otpgate_protocol::local::{LocalError, LocalRequest, LocalResponse};
+use otpgate_protocol::login::{LoginRequest, LoginResponse};
+use otpgate_protocol::record::{RecordChunk, RecordingStart};
+
+const NOBODY: u32 = 65534;
+const WITHIN: Duration = Duration::from_secs(20);
+
+/// Run as a local user: opens ten connections to the socket in argv[1], says
+/// how many the agent closed at once, then (after a line on stdin) how many it
+/// closed within ten seconds, then whether a new one stays open.
+const HOLDER: &str = r#"
+import select, socket, sys, time
+
+def closed(conns, wait):
+    time.sleep(wait)
+    readable, _, _ = select.select(conns, [], [], 0)
+    return [c for c in readable if c.recv(1) == b""]
+
+conns = []
+for _ in range(10):
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(sys.argv[1])
+    conns.append(s)
+print(len(closed(conns, 0.5)), flush=True)
+sys.stdin.readline()
+deadline = time.monotonic() + 10
+gone = set()
+while len(gone) < len(conns) and time.monotonic() < deadline:
+    gone.update(closed([c for c in conns if c not in gone], 0.2))
+print(len(gone), flush=True)
+fresh = socket.socket(socket.AF_UNIX)
+fresh.connect(sys.argv[1])
+print(len(closed([fresh], 0.5)), flush=True)
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_user_holds_no_more_than_their_share_of_connections_and_idle_ones_close() {
+    let server = TestServer::start().await;
+    let limits = Limits {
+        connections: 4,
+        idle: Duration::from_secs(2),
+        ..unlimited()
+    };
+    let desk = Desk::start_with(
+        &server.identity("ws-1"),
+        server.addr,
+        server.data.path().join("ws-1.sock"),
+        limits,
+    )
+    .await;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(server.data.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    let mut holder = tokio::process::Command::from({
+        let mut command = std::process::Command::new("python3");
+        command
+            .args(["-c", HOLDER])
+            .arg(&desk.socket)
+            .uid(NOBODY)
+            .gid(NOBODY)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped());
+        command
+    })
+    .kill_on_drop(true)
+    .spawn()
+    .unwrap();
+    let mut said = BufReader::new(holder.stdout.take().unwrap()).lines();
+    let mut next = async || said.next_line().await.unwrap().unwrap();
+
+    assert_eq!(
+        next().await,
+        "6",
+        "of ten, the six past the cap closed at once"
+    );
+    // Root, the PAM gate of every login, is served while the user is at the cap.
+    assert!(matches!(
+        desk.login(LoginRequest::Status).await,
+        LoginResponse::Status(_)
+    ));
+    let mut stdin = holder.stdin.take().unwrap();
+    stdin.write_all(b"\n").await.unwrap();
+    assert_eq!(next().await, "10", "the four held idle were closed too");
+    assert_eq!(next().await, "0", "their places are free again");
+    assert!(holder.wait().await.unwrap().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_users_recording_chunks_come_at_their_rate() {
+    let server = TestServer::start().await;
+    let limits = Limits {
+        chunks_per_second: NonZeroU32::new(1).unwrap(),
+        ..unlimited()
+    };
+    let desk = Desk::start_with(
+        &server.identity("ws-1"),
+        server.addr,
+        server.data.path().join("ws-1.sock"),
+        limits,
+    )
+    .await;
+    let mut recorder = unix::Client::<LocalRequest, LocalResponse>::new(&desk.socket);
+    let chunk = |seq: u64| {
+        LocalRequest::Record(RecordChunk {
+            recording: [7; 16],
+            seq,
+            start: (seq == 0).then(|| RecordingStart {
+                width: 80,
+                height: 24,
+                started_ms: 1,
+                command: "sh".into(),
+                term: "xterm".into(),
+                input: false,
+            }),
+            events: b"[0.5, \"o\", \"x\"]\n".to_vec(),
+            lost: false,
+            end: None,
+        })
+    };
+    let mut answers = Vec::new();
+    for seq in 0..5 {
+        answers.push(recorder.ask(&chunk(seq)).await.unwrap());
+    }
+    let refused = LocalResponse::Fail(LocalError::Unavailable);
+    assert_eq!(
+        answers,
+        [
+            LocalResponse::Done,
+            LocalResponse::Done,
+            refused.clone(),
+            refused.clone(),
+            refused
+        ],
+        "a burst of twice the rate, then the recorder is told to keep the rest"
+    );
+    wait_until(WITHIN, "the user's rate comes back", || {
+        let (socket, request) = (desk.socket.clone(), chunk(2));
+        async move {
+            let answer = unix::ask::<LocalRequest, LocalResponse>(&socket, &request).await;
+            matches!(answer, Ok(LocalResponse::Done))
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_out_of_file_descriptors_pauses_then_serves_again() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let agent = AgentProcess::start_under(
+        &["prlimit", "--nofile=40"],
+        this_otpgate(),
+        &server.identity("ws-1"),
+        server.addr,
+        dir.path(),
+    )
+    .await;
+    // Root's connections are not capped: enough of them use up every
+    // descriptor the agent has, and the rest wait in the socket's backlog.
+    let mut held = Vec::new();
+    for _ in 0..80 {
+        held.push(
+            tokio::net::UnixStream::connect(&agent.socket)
+                .await
+                .unwrap(),
+        );
+    }
+    let log = dir.path().join("agent.log");
+    let failures = || {
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .matches("accept failed")
+            .count()
+    };
+    wait_until(WITHIN, "the agent runs out of descriptors", || async {
+        failures() > 0
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        failures(),
+        1,
+        "a run of failures is logged once, and paced, not spun on"
+    );
+    drop(held);
+    wait_until(WITHIN, "the agent serves again", || async {
+        matches!(
+            unix::ask::<LocalRequest, LocalResponse>(&agent.socket, &LocalRequest::Status).await,
+            Ok(LocalResponse::Status(_))
+        )
+    })
+    .await;
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("accepting connections again")
+    );
+}

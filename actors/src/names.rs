@@ -2,11 +2,8 @@
 //! an administrator: email addresses, OS accounts (`DOMAIN\name`, `name@realm`
 //! or a local name), internal login names and host names (computer names are
 //! [`ComputerId`](crate::ComputerId)). A name that breaks its rule is refused
-//! before it reaches a rule, a failure key or the audit log; and [`printable`]
-//! makes any text safe for a terminal.
-
-use std::borrow::Cow;
-use std::fmt::Write;
+//! before it reaches a rule, a failure key or the audit log. (Text shown on a
+//! terminal is made safe by `otpgate_screens::printable`.)
 
 /// Whether `text` can be used as an email address: a local part, one `@`, a
 /// domain (dotted or not: on-premises mail often uses internal names), at most
@@ -87,35 +84,6 @@ pub fn is_plain_text(text: &str, max: usize) -> bool {
     text.chars().count() <= max && !text.chars().any(char::is_control)
 }
 
-/// `text` with every control character written as an escape (`\u{1b}`): one
-/// field that cannot break a line or move a terminal's cursor.
-pub fn printable(text: &str) -> Cow<'_, str> {
-    escape(text, |_| true)
-}
-
-/// Output for a terminal: every control character but line breaks and tabs
-/// escaped, so that text from elsewhere cannot send escape sequences.
-pub fn for_terminal(text: &str) -> Cow<'_, str> {
-    escape(text, |c| !matches!(c, '\n' | '\t'))
-}
-
-/// `text` with the control characters `escaped` selects written as escapes.
-fn escape(text: &str, escaped: impl Fn(char) -> bool) -> Cow<'_, str> {
-    let escaped = |c: char| c.is_control() && escaped(c);
-    if !text.chars().any(escaped) {
-        return Cow::Borrowed(text);
-    }
-    let mut out = String::with_capacity(text.len() + 8);
-    for c in text.chars() {
-        if escaped(c) {
-            let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
-        } else {
-            out.push(c);
-        }
-    }
-    Cow::Owned(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,10 +159,7 @@ mod tests {
     }
 
     #[test]
-    fn control_characters_are_escaped_for_a_terminal() {
-        assert_eq!(printable("plain"), "plain");
-        assert_eq!(printable("a\u{1b}[2Jb\n"), "a\\u{1b}[2Jb\\u{a}");
-        assert_eq!(for_terminal("a\tb\n\u{7}"), "a\tb\n\\u{7}");
+    fn plain_text_has_no_control_characters_and_a_length() {
         assert!(is_plain_text("fine, thanks", 20));
         assert!(!is_plain_text("two\nlines", 20));
         assert!(!is_plain_text(&"x".repeat(21), 20));

@@ -282,13 +282,10 @@ impl Window for Gate<'_> {
     }
 }
 
-/// Shows `text` through the conversation, control characters dropped.
+/// Shows `text` through the conversation (the walk's, already made fit for a
+/// terminal, or the module's own).
 fn say(conv: &Conv<'_>, text: &str) {
-    let clean: String = text
-        .chars()
-        .filter(|c| *c == '\n' || !c.is_control())
-        .collect();
-    let _ = conv.send(PAM_TEXT_INFO, &clean);
+    let _ = conv.send(PAM_TEXT_INFO, text);
 }
 
 /// Whether OS account `user` belongs to `group` (as its primary group or

@@ -8,8 +8,15 @@
 //! which asks for an OTP the way the computer's options say. An access request
 //! is then waited for, the approvers' verdict told, and the walk goes back to
 //! the first window.
+//!
+//! Every text the walk shows passes [`for_terminal`] first: what comes from
+//! the server (an address, an approver's comment) cannot move a terminal's
+//! cursor or forge a line, in any front end.
 
 #![forbid(unsafe_code)]
+
+use std::borrow::Cow;
+use std::fmt::Write;
 
 use zeroize::Zeroizing;
 
@@ -92,6 +99,67 @@ const MAX_ROUNDS: u32 = 10;
 
 /// Walks the screens until access is granted or denied.
 pub fn walk<W: Window>(window: &mut W, waits: Waits) -> Result<Outcome, W::Error> {
+    walk_shown(&mut Shown(window), waits)
+}
+
+/// A window shown text made fit for a terminal ([`for_terminal`]).
+struct Shown<'w, W>(&'w mut W);
+
+impl<W: Window> Window for Shown<'_, W> {
+    type Error = W::Error;
+
+    fn ask_agent(&mut self, request: LoginRequest) -> Result<LoginResponse, W::Error> {
+        self.0.ask_agent(request)
+    }
+
+    fn read(&mut self, prompt: &str, hidden: bool) -> Result<Zeroizing<String>, W::Error> {
+        self.0.read(&for_terminal(prompt), hidden)
+    }
+
+    fn say(&mut self, text: &str) -> Result<(), W::Error> {
+        self.0.say(&for_terminal(text))
+    }
+
+    fn pause(&mut self, seconds: u64) -> Result<(), W::Error> {
+        self.0.pause(seconds)
+    }
+
+    fn time(&self, unix_millis: u64) -> String {
+        self.0.time(unix_millis)
+    }
+}
+
+/// `text` with every control character written as an escape (`\u{1b}`): one
+/// field that cannot break a line or move a terminal's cursor.
+pub fn printable(text: &str) -> Cow<'_, str> {
+    escape(text, |_| true)
+}
+
+/// Output for a terminal: every control character but line breaks and tabs
+/// escaped, so that text from elsewhere cannot send escape sequences.
+pub fn for_terminal(text: &str) -> Cow<'_, str> {
+    escape(text, |c| !matches!(c, '\n' | '\t'))
+}
+
+/// `text` with the control characters `escaped` selects written as escapes.
+fn escape(text: &str, escaped: impl Fn(char) -> bool) -> Cow<'_, str> {
+    let escaped = |c: char| c.is_control() && escaped(c);
+    if !text.chars().any(escaped) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if escaped(c) {
+            let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// [`walk`], in a window that shows only what is fit for a terminal.
+fn walk_shown<W: Window>(window: &mut W, waits: Waits) -> Result<Outcome, W::Error> {
     // The masked address a directory OTP went to: a hint for the email field.
     let mut hint: Option<String> = None;
     for round in 0..MAX_ROUNDS {
@@ -185,12 +253,13 @@ fn request_window<W: Window>(
     hint: &mut Option<String>,
 ) -> Result<Option<Outcome>, W::Error> {
     window.say("Request One-Time Password")?;
-    let emergency = |window: &mut W| -> Result<RequestMode, W::Error> {
+    // An empty answer where a name is asked for goes back to the first window.
+    let emergency = |window: &mut W| -> Result<Option<RequestMode>, W::Error> {
         let email = window.read(
             "I need emergency access to computer. Email address: ",
             false,
         )?;
-        Ok(RequestMode::Emergency(email.trim().to_owned()))
+        Ok(named(&email).map(RequestMode::Emergency))
     };
     let mode = if status.auto_directory {
         let answer = window.read(
@@ -200,22 +269,27 @@ fn request_window<W: Window>(
         if answer.trim().eq_ignore_ascii_case("e") {
             emergency(window)?
         } else {
-            RequestMode::Directory
+            Some(RequestMode::Directory)
         }
     } else if status.auto_internal {
         let login = window.read("Login name (or type E for emergency access): ", false)?;
-        if login.trim().eq_ignore_ascii_case("e") {
-            emergency(window)?
-        } else {
-            let password = window.read("Password: ", true)?;
-            RequestMode::Internal {
-                login: login.trim().to_owned(),
-                password: Secret(password.to_string()),
+        match named(&login) {
+            Some(e) if e.eq_ignore_ascii_case("e") => emergency(window)?,
+            Some(login) => {
+                let password = window.read("Password: ", true)?;
+                Some(RequestMode::Internal {
+                    login,
+                    password: Secret(password.to_string()),
+                })
             }
+            None => None,
         }
     } else {
         let email = window.read("Email address: ", false)?;
-        RequestMode::Email(email.trim().to_owned())
+        named(&email).map(RequestMode::Email)
+    };
+    let Some(mode) = mode else {
+        return Ok(None);
     };
     let answer = window.ask_agent(LoginRequest::Request(mode))?;
     let text = describe(&answer, &|t| window.time(t));
@@ -233,6 +307,12 @@ fn request_window<W: Window>(
         | LoginResponse::Throttled { retry_after } => Some(Outcome::Throttled { retry_after }),
         _ => None,
     })
+}
+
+/// `answer` trimmed, or `None` when nothing was typed.
+fn named(answer: &str) -> Option<String> {
+    let answer = answer.trim();
+    (!answer.is_empty()).then(|| answer.to_owned())
 }
 
 /// Waits for the approvers' decision on request `id`, looking every
@@ -269,8 +349,8 @@ fn wait_for_approval<W: Window>(
             RequestState::Pending { .. } => {
                 if waited - noted >= waits.note && waited < waits.approval {
                     window.say(&format!(
-                        "Still waiting for approval ({} seconds left)...",
-                        waits.approval - waited
+                        "Still waiting for approval ({} left)...",
+                        seconds(waits.approval - waited)
                     ))?;
                     noted = waited;
                 }
@@ -293,6 +373,15 @@ fn wait_for_approval<W: Window>(
                 return Ok(Some(Outcome::Denied));
             }
         }
+    }
+}
+
+/// `n` seconds, in words.
+fn seconds(n: u64) -> String {
+    if n == 1 {
+        "1 second".into()
+    } else {
+        format!("{n} seconds")
     }
 }
 
@@ -341,7 +430,10 @@ pub fn describe(response: &LoginResponse, time: &dyn Fn(u64) -> String) -> Strin
                  shortly, or ask for emergency access."
                 .into(),
             Requested::Throttle { retry_after } => {
-                format!("Too many failed attempts. Try again in {retry_after} seconds.")
+                format!(
+                    "Too many failed attempts. Try again in {}.",
+                    seconds(*retry_after)
+                )
             }
         },
         LoginResponse::Verified(verdict) => match verdict {
@@ -349,11 +441,17 @@ pub fn describe(response: &LoginResponse, time: &dyn Fn(u64) -> String) -> Strin
             Verdict::Deny => "Access denied.".into(),
             Verdict::NotRequired => NOT_REQUIRED.into(),
             Verdict::Throttle { retry_after } => {
-                format!("Too many failed attempts. Try again in {retry_after} seconds.")
+                format!(
+                    "Too many failed attempts. Try again in {}.",
+                    seconds(*retry_after)
+                )
             }
         },
         LoginResponse::Throttled { retry_after } => {
-            format!("Too many requests just now. Try again in {retry_after} seconds.")
+            format!(
+                "Too many requests just now. Try again in {}.",
+                seconds(*retry_after)
+            )
         }
         LoginResponse::LoggedOut { ended } => if *ended {
             "Logged out."
@@ -413,6 +511,7 @@ mod tests {
         answers: VecDeque<LoginResponse>,
         typed: VecDeque<&'static str>,
         asked: Vec<LoginRequest>,
+        prompts: Vec<String>,
         said: Vec<String>,
         paused: u64,
     }
@@ -425,7 +524,8 @@ mod tests {
             self.answers.pop_front().ok_or(())
         }
 
-        fn read(&mut self, _: &str, _: bool) -> Result<Zeroizing<String>, ()> {
+        fn read(&mut self, prompt: &str, _: bool) -> Result<Zeroizing<String>, ()> {
+            self.prompts.push(prompt.into());
             self.typed
                 .pop_front()
                 .map(|t| Zeroizing::new(t.into()))
@@ -536,6 +636,88 @@ mod tests {
                 .said
                 .iter()
                 .any(|s| s == "Your request was denied: not today")
+        );
+    }
+
+    #[test]
+    fn what_the_server_sends_is_shown_with_its_control_characters_escaped() {
+        let email = "a\u{1b}[2J@example.com";
+        let denied = RequestState::Deny {
+            comment: Some("no\r\u{1b}[1A".into()),
+        };
+        let mut window = Scripted {
+            answers: VecDeque::from([
+                state(Some(email), None),
+                LoginResponse::Verified(Verdict::Deny),
+                state(Some(email), Some((7, denied))),
+            ]),
+            typed: VecDeque::from(["12345678"]),
+            ..Scripted::default()
+        };
+        let _ = walk(&mut window, Waits::up_to(60));
+        let shown = window.prompts.iter().chain(&window.said);
+        assert!(
+            shown
+                .clone()
+                .all(|text| !text.contains('\u{1b}') && !text.contains('\r')),
+            "{:?} {:?}",
+            window.prompts,
+            window.said
+        );
+        assert!(
+            shown
+                .clone()
+                .any(|text| text.contains("a\\u{1b}[2J@example.com"))
+        );
+    }
+
+    #[test]
+    fn control_characters_are_escaped_for_a_terminal() {
+        assert_eq!(printable("plain"), "plain");
+        assert_eq!(printable("a\u{1b}[2Jb\n"), "a\\u{1b}[2Jb\\u{a}");
+        assert_eq!(for_terminal("a\tb\n\u{7}"), "a\tb\n\\u{7}");
+    }
+
+    #[test]
+    fn an_empty_name_goes_back_to_the_first_window_without_a_request() {
+        let internal = LoginResponse::Status(PromptState {
+            auto_internal: true,
+            ..match state(None, None) {
+                LoginResponse::Status(status) => status,
+                _ => unreachable!(),
+            }
+        });
+        let mut window = Scripted {
+            answers: VecDeque::from([internal.clone(), internal]),
+            typed: VecDeque::from(["", "", "x@example.com", "12345678"]),
+            ..Scripted::default()
+        };
+        let _ = walk(&mut window, Waits::up_to(60));
+        assert!(
+            !window
+                .asked
+                .iter()
+                .any(|asked| matches!(asked, LoginRequest::Request(_))),
+            "{:?}",
+            window.asked
+        );
+        assert!(!window.prompts.iter().any(|p| p == "Password: "));
+        assert_eq!(
+            window
+                .prompts
+                .iter()
+                .filter(|p| p.starts_with("Email address"))
+                .count(),
+            2
+        );
+    }
+
+    #[test]
+    fn one_second_is_one_second() {
+        let once = LoginResponse::Throttled { retry_after: 1 };
+        assert_eq!(
+            describe(&once, &|t| t.to_string()),
+            "Too many requests just now. Try again in 1 second."
         );
     }
 }

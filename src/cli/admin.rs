@@ -16,7 +16,7 @@ use crate::cli::args::{
     AdminRecordings, AdminRequests, AdminSessions, AdminSettings, AdminUsers, DecideArgs,
     FilterArgs, PageArgs,
 };
-use otpgate_actors::names::for_terminal;
+use otpgate_screens::for_terminal;
 
 use crate::cli::{prompt, recordings, time};
 use crate::server::admin::socket_path;

@@ -8,14 +8,13 @@ use std::io::{self, BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use otpgate_actors::names::{for_terminal, printable};
 use zeroize::Zeroizing;
 
 use otpgate_protocol::local::{LocalError, LocalRequest, LocalResponse};
 use otpgate_protocol::login::{
     LoginRequest, LoginResponse, RequestMode, Requested, Secret, Verdict,
 };
-use otpgate_screens::{self as screens, Outcome, Waits, Window};
+use otpgate_screens::{self as screens, Outcome, Waits, Window, for_terminal, printable};
 
 use crate::cli::args::Login;
 use crate::cli::time;
@@ -216,7 +215,7 @@ impl Window for Terminal {
     }
 
     fn say(&mut self, text: &str) -> Result<(), LoginError> {
-        eprintln!("{}", for_terminal(text));
+        eprintln!("{text}");
         Ok(())
     }
 

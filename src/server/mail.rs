@@ -13,7 +13,7 @@ use mail_send::mail_builder::headers::date::Date;
 use rustls::RootCertStore;
 
 use otpgate_actors::mail::{DeliveryError, DeliveryFuture, Mail, MailTransport, SyncFuture};
-use otpgate_actors::names::printable;
+use otpgate_screens::printable;
 
 use crate::files::{sync_dir, write_private_unsynced};
 use crate::server::config::{SmtpConfig, SmtpSecurity};

@@ -177,11 +177,13 @@ pub(super) async fn command(
         }
         Admin::Sessions(AdminSessions::Play {
             session,
-            speed,
-            from,
             recording,
+            play,
         }) => {
-            return recordings::play(data_dir, session, recording, speed, from).await;
+            return recordings::play_session(data_dir, session, recording, play).await;
+        }
+        Admin::Recordings(AdminRecordings::Play { id, play }) => {
+            return recordings::play(data_dir, id, play).await;
         }
         Admin::Recordings(AdminRecordings::List { session, page }) => {
             return list(data_dir, json, page.limit, |page| {
@@ -190,8 +192,8 @@ pub(super) async fn command(
             .await;
         }
         Admin::Recordings(AdminRecordings::Verify { id }) => AdminRequest::RecordingsVerify { id },
-        Admin::Recordings(AdminRecordings::Export { id }) => {
-            return recordings::export(data_dir, id).await;
+        Admin::Recordings(AdminRecordings::Export { id, force }) => {
+            return recordings::export(data_dir, id, force).await;
         }
         Admin::Recordings(AdminRecordings::Search { text }) => {
             AdminRequest::RecordingsSearch { text }

@@ -1,6 +1,8 @@
 //! `otpgate admin sessions play` and `otpgate admin recordings ...`: a
 //! recording replayed in this terminal with its timing, written out as an
-//! asciicast file, and the lists, checks and search results in words.
+//! asciicast file, and the lists, checks and search results in words. What is
+//! handed out is verified first: a recording altered since it was stored is
+//! refused, or with `--force` handed out with a warning.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -15,6 +17,7 @@ use otpgate_protocol::admin::{
 
 use crate::cast::{self, Kind};
 use crate::cli::admin::report;
+use crate::cli::args::{ForceArg, PlayArgs};
 use crate::cli::time;
 use crate::server::admin::socket_path;
 use crate::unix;
@@ -53,8 +56,43 @@ async fn parts(
     }
 }
 
-/// `admin recordings export ID`: the asciicast file on standard output.
-pub(super) async fn export(data_dir: &Path, id: u64) -> anyhow::Result<ExitCode> {
+/// Whether recording `id` may be handed out: `Ok(())` when it verifies, or
+/// when it does not and `force` says to go on (warned on standard error);
+/// else the exit code, said why.
+async fn checked(
+    data_dir: &Path,
+    id: u64,
+    force: ForceArg,
+) -> anyhow::Result<Result<(), ExitCode>> {
+    let request = AdminRequest::RecordingsVerify { id: Some(id) };
+    let problem = match unix::ask(&socket_path(data_dir), &request).await? {
+        AdminResponse::Verified(verified) => verified.into_iter().find_map(|v| v.problem),
+        other => return Ok(Err(report(&other, false)?)),
+    };
+    let Some(problem) = problem else {
+        return Ok(Ok(()));
+    };
+    if force.force {
+        eprintln!(
+            "otpgate: WARNING: recording {id} does not verify ({problem}): what follows may \
+             have been altered since it was recorded"
+        );
+        Ok(Ok(()))
+    } else {
+        eprintln!(
+            "otpgate: recording {id} does not verify ({problem}): it may have been altered \
+             since it was recorded, so it is not handed out (--force to have it anyway)"
+        );
+        Ok(Err(ExitCode::from(1)))
+    }
+}
+
+/// `admin recordings export ID`: the asciicast file on standard output, once
+/// it verifies (or `force`).
+pub(super) async fn export(data_dir: &Path, id: u64, force: ForceArg) -> anyhow::Result<ExitCode> {
+    if let Err(refused) = checked(data_dir, id, force).await? {
+        return Ok(refused);
+    }
     let mut out = std::io::stdout().lock();
     let refused = parts(data_dir, id, async |part| {
         if let Some(header) = &part.header {
@@ -72,17 +110,13 @@ pub(super) async fn export(data_dir: &Path, id: u64) -> anyhow::Result<ExitCode>
 }
 
 /// `admin sessions play SESSION`: the session's recording (the first, or
-/// `recording`) replayed at `speed`, from `from` seconds in.
-pub(super) async fn play(
+/// `recording`) replayed as `how` says.
+pub(super) async fn play_session(
     data_dir: &Path,
     session: u64,
     recording: Option<u64>,
-    speed: f64,
-    from: f64,
+    how: PlayArgs,
 ) -> anyhow::Result<ExitCode> {
-    if !(speed.is_finite() && speed > 0.0) {
-        anyhow::bail!("--speed must be a number above 0");
-    }
     let list = AdminRequest::RecordingsList {
         session: Some(session),
         page: PageRequest::default(),
@@ -100,9 +134,22 @@ pub(super) async fn play(
         eprintln!("otpgate: session {session} has no such recording");
         return Ok(ExitCode::from(1));
     };
+    play(data_dir, chosen.id, how).await
+}
+
+/// `admin recordings play ID`: recording `id` replayed at `how.speed`, from
+/// `how.from` seconds in, once it verifies (or `how.force`).
+pub(super) async fn play(data_dir: &Path, id: u64, how: PlayArgs) -> anyhow::Result<ExitCode> {
+    let PlayArgs { speed, from, force } = how;
+    if !(speed.is_finite() && speed > 0.0) {
+        anyhow::bail!("--speed must be a number above 0");
+    }
+    if let Err(refused) = checked(data_dir, id, force).await? {
+        return Ok(refused);
+    }
     let started = tokio::time::Instant::now();
     let mut out = std::io::stdout().lock();
-    let refused = parts(data_dir, chosen.id, async |part| {
+    let refused = parts(data_dir, id, async |part| {
         for event in cast::events(&part.events) {
             if event.kind != Some(Kind::Output) {
                 continue;

@@ -223,6 +223,38 @@ async fn a_recording_made_while_the_server_is_away_arrives_whole_and_tampering_s
     let verified = server.admin_cli(&["recordings", "verify"]).await;
     assert_eq!(verified.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&verified.stdout).contains("ALTERED"));
+
+    // What is altered is not handed out, unless asked for, and then under a
+    // warning: on the command line...
+    let id = id.to_string();
+    for args in [
+        ["recordings", "export", &id].as_slice(),
+        &["recordings", "play", &id, "--speed", "100"],
+    ] {
+        let refused = server.admin_cli(args).await;
+        assert_eq!(refused.status.code(), Some(1), "{args:?}");
+        assert!(refused.stdout.is_empty(), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&refused.stderr).contains("does not verify"),
+            "{args:?}"
+        );
+        let forced = server.admin_cli(&[args, &["--force"]].concat()).await;
+        assert_eq!(forced.status.code(), Some(0), "{args:?}");
+        assert!(String::from_utf8_lossy(&forced.stdout).contains("nothing to see here"));
+        assert!(String::from_utf8_lossy(&forced.stderr).contains("WARNING"));
+    }
+    // ...and on the web.
+    let admin = WebClient::new(&server);
+    let password = server.admin_password().await;
+    assert_eq!(admin.sign_in("admin", &password).await.status(), 303);
+    let refused = admin.get(&format!("/recordings/{id}/cast")).await;
+    assert_eq!(refused.status(), 409);
+    let forced = admin.get(&format!("/recordings/{id}/cast?force=1")).await;
+    assert_eq!(forced.status(), 200);
+    assert!(forced.text().await.unwrap().contains("nothing to see here"));
+    let (page, _) = admin.page(&format!("/recordings/{id}")).await;
+    assert!(page.contains("does not verify"), "{page}");
+    assert!(page.contains("cast?force=1"), "{page}");
 }
 
 /// `otpgate agent` as its own process, for computer `identity`, serving

@@ -332,17 +332,36 @@ pub(in crate::cli) enum AdminSessions {
     Play {
         /// The client session.
         session: u64,
-        /// Faster (2) or slower (0.5).
-        #[arg(long, default_value_t = 1.0)]
-        speed: f64,
-        /// Start this many seconds in (what came before is shown at once).
-        #[arg(long, default_value_t = 0.0)]
-        from: f64,
         /// Which of the session's recordings, when it has several (default:
         /// the first).
         #[arg(long)]
         recording: Option<u64>,
+        #[command(flatten)]
+        play: PlayArgs,
     },
+}
+
+/// How a recording is replayed.
+#[derive(Args, Debug, Clone, Copy)]
+pub(in crate::cli) struct PlayArgs {
+    /// Faster (2) or slower (0.5).
+    #[arg(long, default_value_t = 1.0)]
+    pub speed: f64,
+    /// Start this many seconds in (what came before is shown at once).
+    #[arg(long, default_value_t = 0.0)]
+    pub from: f64,
+    #[command(flatten)]
+    pub force: ForceArg,
+}
+
+/// Whether a recording that does not verify is handed out anyway.
+#[derive(Args, Debug, Clone, Copy)]
+pub(in crate::cli) struct ForceArg {
+    /// Hand it out even if it does not verify (altered since it was stored),
+    /// with a warning on standard error; without it, such a recording is
+    /// refused.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Subcommand)]
@@ -366,6 +385,16 @@ pub(in crate::cli) enum AdminRecordings {
     Export {
         /// The recording.
         id: u64,
+        #[command(flatten)]
+        force: ForceArg,
+    },
+    /// Replay a recording here, with its timing (one made outside an OTP
+    /// login's session too).
+    Play {
+        /// The recording.
+        id: u64,
+        #[command(flatten)]
+        play: PlayArgs,
     },
     /// Where TEXT shows in the recordings (escapes left out, case ignored).
     Search {

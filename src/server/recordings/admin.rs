@@ -75,10 +75,12 @@ pub fn part(
 }
 
 /// What checking recording `id` (or, `None`, every one) against its hash
-/// chain and the server's seal found; `None` when there is no such recording.
+/// chain and the server's seal found, of those `keep` accepts; `None` when
+/// there is no such recording, or `keep` refuses it.
 pub fn verify(
     recordings: &Recordings,
     id: Option<u64>,
+    keep: impl Fn(&Recording) -> bool,
 ) -> Result<Option<Vec<VerifiedView>>, StoreError> {
     let mut verified = Vec::new();
     let mut check = |recording: &Recording| -> Result<(), StoreError> {
@@ -89,13 +91,16 @@ pub fn verify(
         Ok(())
     };
     match id {
-        Some(id) => match recordings.get(id)? {
+        Some(id) => match recordings.get(id)?.filter(|r| keep(r)) {
             Some(recording) => check(&recording)?,
             None => return Ok(None),
         },
         None => {
             for entry in recordings.list(None) {
-                check(&entry?.1)?;
+                let recording = entry?.1;
+                if keep(&recording) {
+                    check(&recording)?;
+                }
             }
         }
     }

@@ -262,6 +262,16 @@ fn chain(head: &[u8; 32], seq: u64, events: &[u8]) -> [u8; 32] {
     next
 }
 
+/// Where `wanted` (lowercase) starts in `text`, compared in lowercase: a byte
+/// offset of `text` itself, whose case is kept (lowercasing may change a
+/// text's length, so the two cannot share offsets).
+fn find_ignoring_case(text: &str, wanted: &str) -> Option<usize> {
+    text.char_indices().map(|(at, _)| at).find(|&at| {
+        let mut lowered = text[at..].chars().flat_map(char::to_lowercase);
+        wanted.chars().all(|w| lowered.next() == Some(w))
+    })
+}
+
 fn deflate(events: &[u8]) -> Vec<u8> {
     let mut encoder = DeflateEncoder::new(Vec::new(), Compression::fast());
     encoder
@@ -533,7 +543,8 @@ impl Recordings {
     }
 
     /// Where `text` (case-insensitive, in what a person reads: escapes left
-    /// out) shows in recording `recording`, at most `limit` places.
+    /// out) shows in recording `recording`, at most `limit` places, each with
+    /// its line as it was shown.
     pub fn search(
         &self,
         recording: &Recording,
@@ -552,8 +563,8 @@ impl Recordings {
                 if event.kind != Some(cast::Kind::Output) {
                     continue;
                 }
-                window.push_str(&cast::plain_text(&event.data).to_lowercase());
-                if let Some(at) = window.find(&wanted) {
+                window.push_str(&cast::plain_text(&event.data));
+                if let Some(at) = find_ignoring_case(&window, &wanted) {
                     let start = window[..at].rfind('\n').map_or(0, |n| n + 1);
                     let end = window[at..].find('\n').map_or(window.len(), |n| at + n);
                     hits.push(Hit {

@@ -153,9 +153,10 @@ fn search_finds_text_as_a_person_read_it() {
     let dir = tempfile::tempdir().unwrap();
     let r = open(dir.path());
     let parts = [
-        "$ \u{1b}[1mcat /etc/sha",
+        "$ \u{1b}[1mcat /etc/Sha",
         "dow\u{1b}[0m\r\n",
         "root:x:0:0\r\n",
+        "NEEDLE-Q7Z \u{130}stanbul\r\n",
     ];
     let mut id = 0;
     for (seq, text) in parts.iter().enumerate() {
@@ -167,8 +168,15 @@ fn search_finds_text_as_a_person_read_it() {
     let recording = r.get(id).unwrap().unwrap();
     let hits = r.search(&recording, "/ETC/SHADOW", 10).unwrap();
     assert_eq!(hits.len(), 1, "{hits:?}");
-    assert_eq!(hits[0].line, "$ cat /etc/shadow");
+    assert_eq!(hits[0].line, "$ cat /etc/Shadow", "as it was shown");
     assert_eq!(hits[0].seconds, 1.0, "where the match ends");
+    // Lowercasing changes a text's length (the dotted capital I takes two
+    // characters): the line shown is still the one read.
+    let hits = r
+        .search(&recording, "needle-q7z i\u{307}stanbul", 10)
+        .unwrap();
+    assert_eq!(hits.len(), 1, "{hits:?}");
+    assert_eq!(hits[0].line, "NEEDLE-Q7Z \u{130}stanbul");
     assert!(
         r.search(&recording, "nothing like it", 10)
             .unwrap()

@@ -4,6 +4,7 @@
 //! approvers those of the computers they approve, like the sessions.
 
 use askama::Template;
+use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -68,6 +69,28 @@ async fn visible(app: &App, signed: &SignedIn, id: u64) -> Result<RecordingView,
     }
 }
 
+/// What is wrong with recording `id` (altered since it was stored), if
+/// anything, as `signed` is told; the page that says no when it cannot be
+/// checked.
+async fn problem(app: &App, signed: &SignedIn, id: u64) -> Result<Option<String>, Response> {
+    match app
+        .service
+        .verify_recordings(&signed.principal, Some(id))
+        .await
+    {
+        Ok(verified) => Ok(verified.into_iter().find_map(|v| v.problem)),
+        Err(err) => {
+            warn!(error = %err, "a recording could not be checked");
+            Err(message(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                None,
+                "Unavailable",
+                None,
+            ))
+        }
+    }
+}
+
 #[derive(Template)]
 #[template(path = "play.html")]
 struct PlayPage {
@@ -76,6 +99,8 @@ struct PlayPage {
     notice: Option<String>,
     error: Option<String>,
     recording: RecordingRow,
+    /// Where the player and the download get the file.
+    cast: String,
     start_at: u64,
 }
 
@@ -96,6 +121,15 @@ pub async fn play(
         Ok(recording) => recording,
         Err(refused) => return refused,
     };
+    let problem = match problem(&app, &signed, id).await {
+        Ok(problem) => problem,
+        Err(refused) => return refused,
+    };
+    // An altered recording is still shown, under a warning no one can miss.
+    let cast = match problem {
+        Some(_) => format!("/recordings/{id}/cast?force=1"),
+        None => format!("/recordings/{id}/cast"),
+    };
     let mut page = render(
         StatusCode::OK,
         &PlayPage {
@@ -104,8 +138,14 @@ pub async fn play(
             notice: recording.incomplete.then(|| {
                 "Output was lost on the client computer: this recording is incomplete.".into()
             }),
-            error: None,
+            error: problem.map(|problem| {
+                format!(
+                    "This recording does not verify ({problem}): what it shows may have been \
+                     altered since it was recorded."
+                )
+            }),
             recording: RecordingRow::from(&recording),
+            cast,
             start_at: query.t,
         },
     );
@@ -116,37 +156,63 @@ pub async fn play(
     page
 }
 
-/// The recording as an asciicast v2 file.
-pub async fn cast(State(app): State<App>, signed: SignedIn, Path(id): Path<u64>) -> Response {
+#[derive(Deserialize)]
+pub struct CastQuery {
+    /// Hand it out even if it does not verify.
+    #[serde(default)]
+    force: u8,
+}
+
+/// The recording as an asciicast v2 file, streamed a part at a time; refused
+/// (409) when it does not verify, unless `force=1`.
+pub async fn cast(
+    State(app): State<App>,
+    signed: SignedIn,
+    Path(id): Path<u64>,
+    Query(query): Query<CastQuery>,
+) -> Response {
     if let Err(refused) = visible(&app, &signed, id).await {
         return refused;
     }
-    let mut file = String::new();
-    let mut from = 0;
-    loop {
-        match app
-            .service
-            .recording_part(&signed.principal, id, from)
-            .await
-        {
-            Ok(part) => {
-                file.push_str(part.header.as_deref().unwrap_or_default());
-                file.push_str(&part.events);
-                match part.next {
-                    Some(next) => from = next,
-                    None => break,
-                }
-            }
-            Err(err) => {
-                warn!(error = %err, "a recording could not be read");
-                return (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "the recording could not be read",
-                )
-                    .into_response();
-            }
+    match problem(&app, &signed, id).await {
+        Ok(None) => {}
+        Ok(Some(problem)) if query.force == 1 => {
+            warn!(id, problem, "an altered recording handed out, as asked");
         }
+        Ok(Some(problem)) => {
+            return (
+                StatusCode::CONFLICT,
+                format!(
+                    "recording {id} does not verify ({problem}): it may have been altered \
+                     since it was recorded; add force=1 to have it anyway"
+                ),
+            )
+                .into_response();
+        }
+        Err(refused) => return refused,
     }
+    // Each part is read when the one before has been sent: one part in
+    // memory, whatever the recording's length.
+    let parts = futures_util::stream::unfold(Some(0), move |from| {
+        let (app, principal) = (app.clone(), signed.principal.clone());
+        async move {
+            let part = app.service.recording_part(&principal, id, from?).await;
+            Some(match part {
+                Ok(part) => {
+                    let mut text = part.header.unwrap_or_default();
+                    text.push_str(&part.events);
+                    (Ok(text), part.next)
+                }
+                Err(err) => {
+                    warn!(error = %err, "a recording could not be read");
+                    (
+                        Err(std::io::Error::other("the recording could not be read")),
+                        None,
+                    )
+                }
+            })
+        }
+    });
     (
         [
             (header::CONTENT_TYPE, "application/x-asciicast"),
@@ -155,7 +221,7 @@ pub async fn cast(State(app): State<App>, signed: SignedIn, Path(id): Path<u64>)
                 &format!("attachment; filename=\"recording-{id}.cast\""),
             ),
         ],
-        file,
+        Body::from_stream(parts),
     )
         .into_response()
 }

@@ -33,7 +33,7 @@ use otpgate_protocol::{
 use super::convert;
 use super::gate::Handshakes;
 use super::live::{Live, Warned};
-use super::recordings::{self, Recordings};
+use super::recordings::{self, Shelf};
 use crate::frames::{FrameReader, FrameWriter};
 use crate::tls::revoked::Revocations;
 use crate::tls::{ALPN, pki};
@@ -54,7 +54,7 @@ pub(super) struct Shared {
     pub(super) old_agents: Warned,
     pub(super) computers: Computers,
     /// Terminal recordings, stored as agents ship them.
-    pub(super) recordings: Arc<Recordings>,
+    pub(super) recordings: Shelf,
     /// The audit log (a recording that lost output) and client sessions (a
     /// recording's tie).
     pub(super) store: Arc<SledStore>,
@@ -355,8 +355,12 @@ async fn respond(shared: &Shared, id: &ComputerId, request: Request) -> Response
             session,
             chunk,
         } => {
+            // Kept in the agent's spool until the recordings are back.
+            let Ok(recordings) = shared.recordings.get() else {
+                return Response::Fail(ErrorCode::Unavailable);
+            };
             return recordings::receive(
-                &shared.recordings,
+                recordings,
                 shared.store.as_ref(),
                 shared.clock.now(),
                 (id, &os_user, session),

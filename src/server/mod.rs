@@ -44,6 +44,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, info_span, warn};
 
 use governor::Quota;
+use otpgate_actors::audit::{Action, AuditEntry, Who};
 use otpgate_actors::directory::Directory;
 use otpgate_actors::mail::{MailTransport, Mailer, MailerArgs, MailerHandle, MailerMsg};
 use otpgate_actors::otp::OtpKeys;
@@ -64,7 +65,7 @@ use directory::{DirectoryFileError, StaticDirectory};
 use gate::Handshakes;
 use live::Warned;
 use mail::{EmlDir, Sender, Smtp, SmtpSetupError};
-use recordings::Recordings;
+use recordings::Shelf;
 use service::AdminService;
 use upkeep::prune_every;
 
@@ -273,12 +274,21 @@ impl Server {
         let db = config.data_dir.join("db");
         data_dir(&db)?;
         let store = Arc::new(SledStore::open(&db)?);
-        data_dir(&config.data_dir.join(RECORDINGS))?;
-        let recordings = Arc::new(Recordings::open(
+        let recordings = Shelf::open(
             &config.data_dir.join(RECORDINGS),
             Arc::clone(&keys),
             config.recording_quotas,
-        )?);
+        );
+        if let Err(why) = recordings.get() {
+            store.append_audit(&AuditEntry {
+                at: clock.now(),
+                who: Who::Server,
+                computer: None,
+                action: Action::Record,
+                outcome: format!("recordings unavailable: {why}"),
+            })?;
+            store.flush().await?;
+        }
         let policy = policy::Owner::load(store.clone())?;
         let initial_password = bootstrap_admin(&policy, config, clock.as_ref()).await?;
         let host = config
@@ -467,11 +477,14 @@ impl Server {
         let _ = std::fs::remove_file(&self.admin_socket);
         // Everything anyone was told about is durable already; this flushes the
         // rest (last-seen times), bounded like the other steps.
-        let recordings = Arc::clone(&self.shared.recordings);
+        let recordings = self.shared.recordings.get().ok().cloned();
         drop(self.shared);
         let flushed = async {
             self.store.flush().await?;
-            recordings.flush().await
+            match &recordings {
+                Some(recordings) => recordings.flush().await,
+                None => Ok(()),
+            }
         };
         match timeout(SHUTDOWN_GRACE, flushed).await {
             Ok(Ok(())) => {}
@@ -490,7 +503,12 @@ impl Server {
         // released) when this returns.
         drop(self.policy);
         let deadline = Instant::now() + SHUTDOWN_GRACE;
-        let held = || Arc::strong_count(&self.store) > 1 || Arc::strong_count(&recordings) > 1;
+        let held = || {
+            Arc::strong_count(&self.store) > 1
+                || recordings
+                    .as_ref()
+                    .is_some_and(|r| Arc::strong_count(r) > 1)
+        };
         while held() && Instant::now() < deadline {
             sleep(Duration::from_millis(5)).await;
         }

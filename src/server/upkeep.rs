@@ -10,7 +10,7 @@ use tracing::{info, warn};
 
 use otpgate_actors::{Clock, SledStore, Store, policy};
 
-use super::recordings::Recordings;
+use super::recordings::{Recordings, Shelf};
 
 /// How often the store is pruned (see [`prune_every`]).
 const PRUNE_EVERY: Duration = Duration::from_secs(60 * 60);
@@ -22,25 +22,14 @@ pub(super) async fn prune_every(
     store: Arc<SledStore>,
     policy: policy::Owner,
     clock: Arc<dyn Clock>,
-    (recordings, recording_retention): (Arc<Recordings>, Duration),
+    (recordings, recording_retention): (Shelf, Duration),
     cancel: CancellationToken,
 ) {
     loop {
         let settings = policy.snapshot().settings.clone();
         let now = clock.now();
-        let old = now.before(recording_retention);
-        let pruning = {
-            let recordings = recordings.clone();
-            tokio::task::spawn_blocking(move || recordings.prune(old))
-        };
-        match pruning.await {
-            Ok(Ok(0)) => {}
-            Ok(Ok(removed)) => match recordings.flush().await {
-                Ok(()) => info!(removed, "removed recordings past their retention"),
-                Err(err) => warn!(error = %err, "cannot flush after removing recordings"),
-            },
-            Ok(Err(err)) => warn!(error = %err, "cannot remove old recordings"),
-            Err(err) => warn!(error = %err, "removing old recordings stopped"),
+        if let Ok(recordings) = recordings.get() {
+            prune_recordings(recordings, now.before(recording_retention)).await;
         }
         let cutoff = now.before(settings.retention);
         let pruning = {
@@ -60,5 +49,22 @@ pub(super) async fn prune_every(
             () = cancel.cancelled() => return,
             () = sleep(PRUNE_EVERY) => {}
         }
+    }
+}
+
+/// Removes the recordings last written before `old`.
+async fn prune_recordings(recordings: &Arc<Recordings>, old: otpgate_actors::Timestamp) {
+    let pruning = {
+        let recordings = Arc::clone(recordings);
+        tokio::task::spawn_blocking(move || recordings.prune(old))
+    };
+    match pruning.await {
+        Ok(Ok(0)) => {}
+        Ok(Ok(removed)) => match recordings.flush().await {
+            Ok(()) => info!(removed, "removed recordings past their retention"),
+            Err(err) => warn!(error = %err, "cannot flush after removing recordings"),
+        },
+        Ok(Err(err)) => warn!(error = %err, "cannot remove old recordings"),
+        Err(err) => warn!(error = %err, "removing old recordings stopped"),
     }
 }

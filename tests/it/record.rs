@@ -533,3 +533,84 @@ async fn a_terminal_that_hangs_up_ends_the_command_and_the_recording_is_finished
     assert!(output(&events).contains("before"));
     desk.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_recordings_database_leaves_logins_working_and_says_so() {
+    use otpgate_protocol::admin::{AdminError, AdminErrorCode};
+    use otpgate_protocol::login::{LoginRequest, LoginResponse, Secret, Verdict};
+
+    let server = TestServer::start().await;
+    let paused = server.pause().await;
+    let folder = paused.data_dir().join("recordings");
+    std::fs::write(folder.join("conf"), "garbage, as a failing disk leaves it").unwrap();
+    let server = paused.resume().await;
+
+    // OTP logins go on.
+    let desk = server.desk("ws-1").await;
+    let email = format!("{}@example.com", crate::common::me());
+    let generated = server
+        .admin(AdminRequest::OtpGenerate {
+            computer: "ws-1".into(),
+            os_user: crate::common::me(),
+            email: email.clone(),
+            comment: None,
+            by: "admin".into(),
+            password: otpgate_protocol::login::Secret(server.admin_password().await),
+            new_client: false,
+        })
+        .await;
+    assert!(
+        matches!(generated, AdminResponse::Generated { .. }),
+        "{generated:?}"
+    );
+    let code = server.codes_for(&email, 1).await.remove(0);
+    let verified = desk
+        .login(LoginRequest::Verify {
+            email,
+            code: Secret(code),
+        })
+        .await;
+    assert!(
+        matches!(verified, LoginResponse::Verified(Verdict::Allow { .. })),
+        "{verified:?}"
+    );
+
+    // Recordings are said to be unavailable, where, and what to do.
+    let listed = server
+        .admin(AdminRequest::RecordingsList {
+            session: None,
+            page: Default::default(),
+        })
+        .await;
+    let AdminResponse::Fail(AdminError {
+        code: AdminErrorCode::Unavailable,
+        message,
+    }) = listed
+    else {
+        panic!("{listed:?}")
+    };
+    assert!(message.contains(&folder.display().to_string()), "{message}");
+    assert!(message.contains("move that folder aside"), "{message}");
+    assert!(
+        server
+            .audit(20)
+            .await
+            .iter()
+            .any(|e| e.outcome.starts_with("recordings unavailable"))
+    );
+    // A recording made meanwhile waits in the agent's spool.
+    let socket = desk.socket.clone();
+    let (_, status) =
+        tokio::task::spawn_blocking(move || record(&socket, &["/bin/echo", "kept for later"]))
+            .await
+            .unwrap();
+    assert_eq!(status, 0);
+    let spool = desk.socket.with_extension("spool");
+    crate::common::wait_until(
+        Duration::from_secs(10),
+        "the chunks are spooled",
+        || async { std::fs::read_dir(&spool).unwrap().count() > 0 },
+    )
+    .await;
+    desk.stop().await;
+}

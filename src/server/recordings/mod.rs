@@ -628,6 +628,62 @@ impl Recordings {
     }
 }
 
+/// The recordings store as the server holds it: open, or unavailable (its
+/// database could not be opened at start). Logins never depend on it: a
+/// damaged recordings database leaves the server serving OTP logins, with
+/// recordings refused (agents keep theirs in their spools) and said so.
+#[derive(Clone)]
+pub enum Shelf {
+    /// Open.
+    Open(Arc<Recordings>),
+    /// Unavailable: why, with where and what to do.
+    Unavailable(Arc<str>),
+}
+
+impl Shelf {
+    /// Opens the database in folder `path` (see [`Recordings::open`]); one
+    /// that cannot be opened is logged, with what to do, and left alone.
+    pub fn open(path: &std::path::Path, seal: Arc<OtpKeys>, quotas: Quotas) -> Self {
+        let opened = match crate::files::create_private_dir(path) {
+            Ok(()) => Recordings::open(path, seal, quotas).map_err(|err| with_sources(&err)),
+            Err(err) => Err(err.to_string()),
+        };
+        match opened {
+            Ok(recordings) => Self::Open(Arc::new(recordings)),
+            Err(err) => {
+                let why = format!(
+                    "the recordings database in {} cannot be opened ({err}); OTP logins go on, \
+                     recordings wait in the agents' spools. To start a new one, stop the \
+                     server, move that folder aside (keep it: it may be recovered) and start \
+                     the server again",
+                    path.display()
+                );
+                tracing::error!("{why}");
+                Self::Unavailable(why.into())
+            }
+        }
+    }
+
+    /// The store, or why it is unavailable.
+    pub fn get(&self) -> Result<&Arc<Recordings>, &str> {
+        match self {
+            Self::Open(recordings) => Ok(recordings),
+            Self::Unavailable(why) => Err(why),
+        }
+    }
+}
+
+/// `err` and what it came from, each after a colon.
+fn with_sources(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(err) = source {
+        text = format!("{text}: {err}");
+        source = err.source();
+    }
+    text
+}
+
 /// Takes a chunk that computer `computer`'s agent shipped, made for
 /// `os_user` in client `session` (kept only if it is that computer's session
 /// of that user: an agent speaks for its own computer alone), arrived at

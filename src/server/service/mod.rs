@@ -43,7 +43,7 @@ use otpgate_actors::{CallError, Clock, ComputerId, Computers, Store, StoreError,
 use otpgate_protocol::admin::{AdminError, AdminErrorCode};
 
 use crate::server::live::Live;
-use crate::server::recordings::Recordings;
+use crate::server::recordings::Shelf;
 use crate::tls::revoked::Revocations;
 
 pub use people::{MAX_COMMENT, SignInError};
@@ -73,7 +73,7 @@ pub struct AdminService {
     /// The agent connections open now.
     pub(crate) live: Arc<Live>,
     /// Terminal recordings.
-    pub(crate) recordings: Arc<Recordings>,
+    pub(crate) recordings: Shelf,
     /// Who people are: sign-in with a directory account, `directory test`.
     pub(crate) directory: Arc<dyn Directory>,
     /// The file the first administrator's password was written to at the

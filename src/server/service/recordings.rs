@@ -92,7 +92,10 @@ impl AdminService {
         &self,
         work: impl FnOnce(&Recordings) -> Result<T, StoreError> + Send + 'static,
     ) -> Answer<T> {
-        let recordings = Arc::clone(&self.recordings);
+        let recordings = match self.recordings.get() {
+            Ok(recordings) => Arc::clone(recordings),
+            Err(why) => return refuse(AdminErrorCode::Unavailable, why),
+        };
         match tokio::task::spawn_blocking(move || work(&recordings)).await {
             Ok(done) => Ok(done?),
             Err(_) => refuse(AdminErrorCode::Internal, "the recordings could not be read"),

@@ -273,8 +273,8 @@ mod tests {
             action: Action::Configure,
             outcome: "group lab changed".into(),
         };
-        let bytes = crate::store::encode(&old).unwrap();
-        let entry: AuditEntry = crate::store::record::decode_record("audit", &bytes).unwrap();
+        let bytes = crate::store::record::encode_as(SCHEMA_V1, &old).unwrap();
+        let entry: AuditEntry = crate::store::decode("audit", &bytes).unwrap();
         assert_eq!(entry.who, Who::Recorded("operator(uid 0)".into()));
         assert_eq!(entry.outcome, "group lab changed");
     }

@@ -20,6 +20,7 @@ use crate::cli::admin::report;
 use crate::cli::args::{ForceArg, PlayArgs};
 use crate::cli::time;
 use crate::server::admin::socket_path;
+use crate::server::recordings::admin::WHOLE;
 use crate::unix;
 
 /// Part of recording `id` from chunk `from`, or the answer that refused it.
@@ -195,9 +196,13 @@ pub(super) fn describe_list(out: &mut String, recordings: &[RecordingView]) {
 /// What verification found, a line each.
 pub(super) fn describe_verified(out: &mut String, verified: &[VerifiedView]) {
     for v in verified {
+        let what = match v.id {
+            WHOLE => "the recordings as a whole".to_owned(),
+            id => format!("recording {id}"),
+        };
         let _ = match &v.problem {
-            None => writeln!(out, "recording {}: intact", v.id),
-            Some(problem) => writeln!(out, "recording {}: ALTERED: {problem}", v.id),
+            None => writeln!(out, "{what}: intact"),
+            Some(problem) => writeln!(out, "{what}: ALTERED: {problem}"),
         };
     }
 }

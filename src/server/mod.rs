@@ -279,13 +279,28 @@ impl Server {
             Arc::clone(&keys),
             config.recording_quotas,
         );
-        if let Err(why) = recordings.get() {
+        let trouble = match recordings.get() {
+            Err(why) => Some(format!("recordings unavailable: {why}")),
+            Ok(recordings) => match recordings.found_gone() {
+                0 => None,
+                gone => {
+                    let why = format!(
+                        "{gone} recordings are gone from the recordings database (it was \
+                         damaged, or put back from an earlier copy); `otpgate admin \
+                         recordings verify` reports it until the database is replaced"
+                    );
+                    tracing::error!("{why}");
+                    Some(why)
+                }
+            },
+        };
+        if let Some(outcome) = trouble {
             store.append_audit(&AuditEntry {
                 at: clock.now(),
                 who: Who::Server,
                 computer: None,
                 action: Action::Record,
-                outcome: format!("recordings unavailable: {why}"),
+                outcome,
             })?;
             store.flush().await?;
         }

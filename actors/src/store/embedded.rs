@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::flusher::Flusher;
-use super::record::{decode_record, encode_record};
+use super::record::{decode, encode};
 use super::table::{Order, Table};
 use super::{ComputerRecord, Records, Result, SlotRecords, Store, StoreError, StoreFuture};
 use crate::audit::AuditEntry;
@@ -290,9 +290,9 @@ impl Store for SledStore {
         let mut failed = None;
         self.failures.tree.update_and_fetch(key, |old| {
             let bucket = old
-                .and_then(|bytes| decode_record::<Bucket>("failure_buckets", bytes).ok())
+                .and_then(|bytes| decode::<Bucket>("failure_buckets", bytes).ok())
                 .unwrap_or_default();
-            match encode_record(&fail(bucket)) {
+            match encode(&fail(bucket)) {
                 Ok(bytes) => Some(bytes),
                 Err(err) => {
                     failed = Some(err);

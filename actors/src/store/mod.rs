@@ -76,6 +76,15 @@ pub enum StoreError {
     /// The thread flushing the database stopped before it finished.
     #[error("flush aborted")]
     FlushAborted,
+    /// A file kept beside a database could not be read or written.
+    #[error("{}: {source}", path.display())]
+    File {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Records read in order from a cursor, each with its own key: the cursor

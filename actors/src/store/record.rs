@@ -62,13 +62,14 @@ fn config() -> impl bincode::config::Config {
     bincode::config::standard()
 }
 
-/// `record` as a table stores it, in its current schema.
-pub(super) fn encode_record<T: Record>(record: &T) -> Result<Vec<u8>> {
+/// `record` as stored, in its current schema: how the tables, the server's
+/// other databases (recordings) keep theirs.
+pub fn encode<T: Record>(record: &T) -> Result<Vec<u8>> {
     encode_as(T::VERSION, record)
 }
 
-/// A record of `tree` as a table stored it, in whichever schema it reads.
-pub(crate) fn decode_record<T: Record>(tree: &'static str, bytes: &[u8]) -> Result<T> {
+/// A record of `tree` as [`encode`] stored it, in whichever schema it reads.
+pub fn decode<T: Record>(tree: &'static str, bytes: &[u8]) -> Result<T> {
     let body = split(tree, bytes)?;
     if body.version == T::VERSION {
         body.decode()
@@ -77,23 +78,8 @@ pub(crate) fn decode_record<T: Record>(tree: &'static str, bytes: &[u8]) -> Resu
     }
 }
 
-/// `record` as stored in schema version 1: how the server's other databases
-/// (recordings) and the agent's files keep theirs.
-pub fn encode<T: Serialize>(record: &T) -> Result<Vec<u8>> {
-    encode_as(SCHEMA_V1, record)
-}
-
-/// A record of `tree` as [`encode`] stored it.
-pub fn decode<T: DeserializeOwned>(tree: &'static str, bytes: &[u8]) -> Result<T> {
-    let body = split(tree, bytes)?;
-    match body.version {
-        SCHEMA_V1 => body.decode(),
-        _ => Err(body.unknown()),
-    }
-}
-
 /// `record` as stored in schema `version` (tests write earlier schemas with it).
-pub(super) fn encode_as<T: Serialize>(version: u8, record: &T) -> Result<Vec<u8>> {
+pub fn encode_as<T: Serialize>(version: u8, record: &T) -> Result<Vec<u8>> {
     let mut bytes = vec![version];
     bincode::serde::encode_into_std_write(record, &mut bytes, config())?;
     Ok(bytes)

@@ -3,7 +3,7 @@
 
 use std::ops::Bound;
 
-use super::record::{Record, decode_record, encode_record};
+use super::record::{Record, decode, encode};
 
 /// Which way a table is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,12 +33,12 @@ impl Table {
     pub(super) fn get<T: Record>(&self, key: impl AsRef<[u8]>) -> Result<Option<T>> {
         self.tree
             .get(key)?
-            .map(|bytes| decode_record(self.name, &bytes))
+            .map(|bytes| decode(self.name, &bytes))
             .transpose()
     }
 
     pub(super) fn put<T: Record>(&self, key: impl AsRef<[u8]>, record: &T) -> Result<()> {
-        self.tree.insert(key.as_ref(), encode_record(record)?)?;
+        self.tree.insert(key.as_ref(), encode(record)?)?;
         Ok(())
     }
 
@@ -47,7 +47,7 @@ impl Table {
             .scan_prefix(prefix)
             .map(|item| {
                 let (key, value) = item?;
-                Ok((key.to_vec(), decode_record(self.name, &value)?))
+                Ok((key.to_vec(), decode(self.name, &value)?))
             })
             .collect()
     }
@@ -69,7 +69,7 @@ impl Table {
         };
         let decode_one = move |item: sled::Result<(sled::IVec, sled::IVec)>| {
             let (key, value) = item?;
-            Ok((key.to_vec(), decode_record(name, &value)?))
+            Ok((key.to_vec(), decode(name, &value)?))
         };
         match order {
             Order::Newest => Box::new(range.rev().map(decode_one)),

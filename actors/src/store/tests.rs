@@ -273,7 +273,7 @@ fn settings_of_the_first_schema_are_upgraded() {
     store
         .meta
         .tree
-        .insert("settings", encode(&old).unwrap())
+        .insert("settings", encode_as(SCHEMA_V1, &old).unwrap())
         .unwrap();
     let upgraded = store.settings().unwrap();
     assert_eq!(

@@ -193,7 +193,8 @@ pub struct RecordingPartView {
 /// What verification found for one recording.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VerifiedView {
-    /// The recording.
+    /// The recording; 0, which no recording has, for the recordings as a
+    /// whole (some removed, added or rolled back, or lost).
     pub id: u64,
     /// What is wrong with it; `None`: intact.
     pub problem: Option<String>,

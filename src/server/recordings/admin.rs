@@ -74,8 +74,13 @@ pub fn part(
     }))
 }
 
-/// What checking recording `id` (or, `None`, every one) against its hash
-/// chain and the server's seal found, of those `keep` accepts; `None` when
+/// The number a verification answer gives the recordings as a whole (no
+/// recording has it).
+pub const WHOLE: u64 = 0;
+
+/// What checking recording `id` (or, `None`, every one and the census)
+/// against its hash chain and the server's seal found, of those `keep`
+/// accepts; `None` when
 /// there is no such recording, or `keep` refuses it.
 pub fn verify(
     recordings: &Recordings,
@@ -101,6 +106,12 @@ pub fn verify(
                 if keep(&recording) {
                     check(&recording)?;
                 }
+            }
+            if let Err(problem) = recordings.verify_census()? {
+                verified.push(VerifiedView {
+                    id: WHOLE,
+                    problem: Some(problem.to_string()),
+                });
             }
         }
     }

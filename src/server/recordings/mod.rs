@@ -4,13 +4,11 @@
 //!
 //! A recording is stored as its chunks, each deflated, under the number the
 //! server gave it, with a summary: who, where, the client session, how many
-//! chunks, and the head of a hash chain over them (`head = SHA-256(head ‖ seq
-//! ‖ SHA-256(events))`) sealed with a key derived from the server's secret.
-//! [`Recordings::verify`] recomputes the chain from the chunks and checks the
-//! seal: a chunk altered, removed or added, or a summary rewritten, is found.
-//! A chunk is taken only in order (the next number, or one already stored,
-//! which is acknowledged again), in one transaction with its summary; the
-//! caller flushes before acknowledging ([`receive`] does, for agents).
+//! chunks, and the head of a hash chain over them, sealed; a sealed census
+//! counts the recordings (see [`sealed`] for what that finds). A chunk is
+//! taken only in order (the next number, or one already stored, which is
+//! acknowledged again), in one transaction with its summary and the census;
+//! the caller flushes before acknowledging ([`receive`] does, for agents).
 //!
 //! What one computer and one OS user may fill is bounded ([`Quotas`]): past
 //! it a chunk is acknowledged with its output left out, the recording marked
@@ -22,13 +20,12 @@
 use std::io::{Read, Write};
 use std::sync::Arc;
 
-use aws_lc_rs::digest::{SHA256, digest};
 use flate2::Compression;
 use flate2::read::DeflateDecoder;
 use flate2::write::DeflateEncoder;
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::transaction::TransactionError;
 
 use otpgate_actors::audit::{Action, AuditEntry, Who};
 use otpgate_actors::names::is_os_account;
@@ -41,9 +38,13 @@ use otpgate_protocol::record::{
 use otpgate_protocol::{ErrorCode, Response};
 use tracing::warn;
 
-use crate::cast;
-
 pub mod admin;
+pub mod sealed;
+mod search;
+
+pub use sealed::Tampered;
+use sealed::chain;
+pub use search::Hit;
 
 const META: &str = "recordings";
 const CHUNKS: &str = "recording_chunks";
@@ -105,33 +106,11 @@ pub struct Recording {
     pub incomplete: bool,
     /// The head of the hash chain over its chunks.
     pub head: [u8; 32],
-    /// The server's seal over the fields above (see [`Recording::summary`]).
+    /// The server's seal over the fields above.
     pub seal: Vec<u8>,
-}
-
-impl Recording {
-    /// What the seal covers: every field a reader relies on.
-    fn summary(&self) -> Vec<u8> {
-        let mut body = Vec::with_capacity(128);
-        body.extend_from_slice(&self.id.to_be_bytes());
-        body.extend_from_slice(&self.key);
-        for text in [&self.computer, &self.os_user] {
-            body.extend_from_slice(&(text.len() as u64).to_be_bytes());
-            body.extend_from_slice(text.as_bytes());
-        }
-        body.extend_from_slice(&self.session.map_or(u64::MAX, |s| s).to_be_bytes());
-        body.extend_from_slice(&self.start.started_ms.to_be_bytes());
-        body.extend_from_slice(&self.chunks.to_be_bytes());
-        body.extend_from_slice(&self.bytes.to_be_bytes());
-        let end = self
-            .end
-            .map_or((u64::MAX, 0), |end| (end.at_ms, end.status));
-        body.extend_from_slice(&end.0.to_be_bytes());
-        body.extend_from_slice(&end.1.to_be_bytes());
-        body.push(u8::from(self.incomplete));
-        body.extend_from_slice(&self.head);
-        body
-    }
+    /// The seal covers the first release's summary, which left some of the
+    /// fields out; sealed whole again at its next chunk.
+    pub summary_v1: bool,
 }
 
 /// What became of a chunk.
@@ -169,37 +148,6 @@ pub enum Loss {
     Quota,
 }
 
-/// Why a stored recording fails verification.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Tampered {
-    /// Its summary is not sealed by this server.
-    #[error("its summary is not sealed by this server")]
-    Seal,
-    /// A chunk is missing.
-    #[error("chunk {0} is missing")]
-    Missing(u64),
-    /// A chunk cannot be read.
-    #[error("chunk {0} cannot be read")]
-    Unreadable(u64),
-    /// More chunks than the summary counts.
-    #[error("it holds chunks the summary does not count")]
-    Extra,
-    /// The chunks do not hash to the sealed head.
-    #[error("its chunks do not match their hash chain")]
-    Chain,
-}
-
-/// One place where a search's text was found.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Hit {
-    /// The recording.
-    pub recording: u64,
-    /// Seconds from its start.
-    pub seconds: f64,
-    /// The line of plain text it is on.
-    pub line: String,
-}
-
 /// The recordings database.
 pub struct Recordings {
     /// Held while a chunk is stored: a chunk sent again on a new connection
@@ -212,8 +160,14 @@ pub struct Recordings {
     keys: sled::Tree,
     usage: sled::Tree,
     refused: sled::Tree,
+    census: sled::Tree,
     seal: Arc<OtpKeys>,
     quotas: Quotas,
+    /// The anchor file (see [`sealed`]), and the count it holds.
+    anchor: std::path::PathBuf,
+    anchored: std::sync::atomic::AtomicU64,
+    /// Recordings found gone from the database when it was opened.
+    found_gone: u64,
 }
 
 fn chunk_key(id: u64, seq: u64) -> [u8; 16] {
@@ -251,27 +205,6 @@ fn usage_of(tree: &sled::Tree, key: &[u8]) -> Result<u64, sled::Error> {
         .map_or(0, u64::from_be_bytes))
 }
 
-/// The next head of the chain after `head`, for chunk `seq` holding `events`.
-fn chain(head: &[u8; 32], seq: u64, events: &[u8]) -> [u8; 32] {
-    let mut input = Vec::with_capacity(72);
-    input.extend_from_slice(head);
-    input.extend_from_slice(&seq.to_be_bytes());
-    input.extend_from_slice(digest(&SHA256, events).as_ref());
-    let mut next = [0; 32];
-    next.copy_from_slice(digest(&SHA256, &input).as_ref());
-    next
-}
-
-/// Where `wanted` (lowercase) starts in `text`, compared in lowercase: a byte
-/// offset of `text` itself, whose case is kept (lowercasing may change a
-/// text's length, so the two cannot share offsets).
-fn find_ignoring_case(text: &str, wanted: &str) -> Option<usize> {
-    text.char_indices().map(|(at, _)| at).find(|&at| {
-        let mut lowered = text[at..].chars().flat_map(char::to_lowercase);
-        wanted.chars().all(|w| lowered.next() == Some(w))
-    })
-}
-
 fn deflate(events: &[u8]) -> Vec<u8> {
     let mut encoder = DeflateEncoder::new(Vec::new(), Compression::fast());
     encoder
@@ -297,19 +230,32 @@ impl Recordings {
         quotas: Quotas,
     ) -> Result<Self, StoreError> {
         let db = sled::Config::new().path(path).open()?;
-        let recordings = Self {
+        let mut recordings = Self {
             storing: std::sync::Mutex::new(()),
             meta: db.open_tree(META)?,
             chunks: db.open_tree(CHUNKS)?,
             keys: db.open_tree(KEYS)?,
             usage: db.open_tree(USAGE)?,
             refused: db.open_tree(REFUSED)?,
+            census: db.open_tree(sealed::CENSUS)?,
             db,
             seal,
             quotas,
+            anchor: sealed::anchor_of(path),
+            anchored: std::sync::atomic::AtomicU64::new(0),
+            found_gone: 0,
         };
         recordings.count_usage()?;
+        recordings.found_gone = recordings.take_census(&sealed::anchor_of(path))?;
+        recordings.db.flush()?;
+        recordings.anchor()?;
         Ok(recordings)
+    }
+
+    /// How many recordings were found gone from the database when it was
+    /// opened (see [`sealed`]).
+    pub fn found_gone(&self) -> u64 {
+        self.found_gone
     }
 
     /// Counts what the recordings of an older build hold (once: a database
@@ -332,7 +278,7 @@ impl Recordings {
     /// Makes what was stored durable.
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.db.flush_async().await?;
-        Ok(())
+        self.anchor()
     }
 
     /// Stores `chunk` of computer `computer`'s recording, made for `os_user`
@@ -386,6 +332,7 @@ impl Recordings {
                 incomplete: false,
                 head: [0; 32],
                 seal: Vec::new(),
+                summary_v1: false,
             },
             (None, None) => return Ok(Stored::OutOfOrder { expected: 0 }),
         };
@@ -426,29 +373,82 @@ impl Recordings {
         recording.updated = now;
         recording.incomplete |= loss.is_some();
         recording.end = chunk.end;
+        let mut census = self.census()?.unwrap_or_default();
+        if recording.chunks == 1 {
+            census.count += 1;
+            census.made += 1;
+        } else {
+            census.fold(&recording.seal);
+        }
+        recording.summary_v1 = false;
         recording.seal = self.seal.seal_recording(&recording.summary());
+        census.fold(&recording.seal);
+        let census = census.sealed(&self.seal)?;
         let meta = store::encode(&recording)?;
         let body = deflate(events);
         let used = [
             (used_by_computer + kept).to_be_bytes(),
             (used_by_user + kept).to_be_bytes(),
         ];
-        let trees = (&self.meta, &self.chunks, &self.keys, &self.usage);
-        let written: Result<(), TransactionError<()>> =
-            trees.transaction(|(meta_tree, chunks, keys, usage_tree)| {
+        let trees = (
+            &self.meta,
+            &self.chunks,
+            &self.keys,
+            &self.usage,
+            &self.census,
+        );
+        transact(
+            trees.transaction(|(meta_tree, chunks, keys, usage_tree, census_tree)| {
                 meta_tree.insert(&id.to_be_bytes(), meta.as_slice())?;
                 chunks.insert(&chunk_key(id, chunk.seq), body.as_slice())?;
                 keys.insert(key.as_slice(), &id.to_be_bytes())?;
                 for (key, used) in usage.iter().zip(&used) {
                     usage_tree.insert(key.as_slice(), used)?;
                 }
-                Ok::<_, ConflictableTransactionError<()>>(())
-            });
-        written.map_err(|err| match err {
-            TransactionError::Storage(err) => StoreError::Database(err),
-            TransactionError::Abort(()) => unreachable!("the transaction never aborts"),
-        })?;
+                census_tree.insert(Self::census_key(), census.as_slice())?;
+                Ok(())
+            }),
+        )?;
         Ok(Stored::Kept { id, first_loss })
+    }
+
+    /// Removes `recording`: its summary, name, usage and place in the census
+    /// in one transaction, then its chunks (a crash in between leaves chunks
+    /// no summary names, which nothing reads).
+    fn remove(&self, recording: &Recording) -> Result<(), StoreError> {
+        let _storing = self.storing.lock().unwrap_or_else(|p| p.into_inner());
+        let id = recording.id;
+        let usage = usage_keys(&recording.computer, &recording.os_user);
+        let used = [
+            usage_of(&self.usage, &usage[0])?.saturating_sub(recording.bytes),
+            usage_of(&self.usage, &usage[1])?.saturating_sub(recording.bytes),
+        ];
+        let mut census = self.census()?.unwrap_or_default();
+        census.count = census.count.saturating_sub(1);
+        census.fold(&recording.seal);
+        let census = census.sealed(&self.seal)?;
+        let name = recording
+            .computer
+            .parse()
+            .ok()
+            .map(|computer| recording_key(&computer, &recording.key));
+        let trees = (&self.meta, &self.keys, &self.usage, &self.census);
+        transact(trees.transaction(|(meta, keys, usage_tree, census_tree)| {
+            meta.remove(&id.to_be_bytes())?;
+            if let Some(name) = &name {
+                keys.remove(name.as_slice())?;
+            }
+            for (key, used) in usage.iter().zip(&used) {
+                usage_tree.insert(key.as_slice(), &used.to_be_bytes())?;
+            }
+            census_tree.insert(Self::census_key(), census.as_slice())?;
+            Ok(())
+        }))?;
+        for chunk in self.chunks_of(id, 0) {
+            let (key, _) = chunk?;
+            self.chunks.remove(key)?;
+        }
+        Ok(())
     }
 
     fn get_by_bytes(&self, id: &[u8]) -> Result<Recording, StoreError> {
@@ -506,94 +506,6 @@ impl Recordings {
         Ok((events, None))
     }
 
-    /// Checks recording `id` against its chain and seal.
-    pub fn verify(&self, recording: &Recording) -> Result<Result<(), Tampered>, StoreError> {
-        if !self
-            .seal
-            .recording_sealed(&recording.summary(), &recording.seal)
-        {
-            return Ok(Err(Tampered::Seal));
-        }
-        let id = recording.id;
-        let mut head = [0; 32];
-        let mut expected = 0;
-        for entry in self.chunks_of(id, 0) {
-            let (key, stored) = entry?;
-            let seq = seq_of(&key);
-            if seq != expected {
-                return Ok(Err(Tampered::Missing(expected)));
-            }
-            if seq >= recording.chunks {
-                return Ok(Err(Tampered::Extra));
-            }
-            let Ok(events) = inflate(&stored) else {
-                return Ok(Err(Tampered::Unreadable(seq)));
-            };
-            head = chain(&head, seq, &events);
-            expected += 1;
-        }
-        if expected < recording.chunks {
-            return Ok(Err(Tampered::Missing(expected)));
-        }
-        Ok(if head == recording.head {
-            Ok(())
-        } else {
-            Err(Tampered::Chain)
-        })
-    }
-
-    /// Where `text` (case-insensitive, in what a person reads: escapes left
-    /// out) shows in recording `recording`, at most `limit` places, each with
-    /// its line as it was shown.
-    pub fn search(
-        &self,
-        recording: &Recording,
-        text: &str,
-        limit: usize,
-    ) -> Result<Vec<Hit>, StoreError> {
-        let wanted = text.to_lowercase();
-        let mut hits = Vec::new();
-        // The plain text seen lately, so that a match split across events is
-        // found; cut back once it has been searched.
-        let mut window = String::new();
-        let mut from = 0;
-        loop {
-            let (events, next) = self.read(recording.id, from, 1 << 20)?;
-            for event in cast::events(&events) {
-                if event.kind != Some(cast::Kind::Output) {
-                    continue;
-                }
-                window.push_str(&cast::plain_text(&event.data));
-                if let Some(at) = find_ignoring_case(&window, &wanted) {
-                    let start = window[..at].rfind('\n').map_or(0, |n| n + 1);
-                    let end = window[at..].find('\n').map_or(window.len(), |n| at + n);
-                    hits.push(Hit {
-                        recording: recording.id,
-                        seconds: event.seconds,
-                        line: window[start..end].trim().to_owned(),
-                    });
-                    if hits.len() >= limit {
-                        return Ok(hits);
-                    }
-                    window.clear();
-                }
-                // Keep only what a match could still start in.
-                let keep = wanted.len().saturating_sub(1) + 200;
-                if window.len() > 4 * keep {
-                    let mut cut = window.len() - keep;
-                    while !window.is_char_boundary(cut) {
-                        cut += 1;
-                    }
-                    window.drain(..cut);
-                }
-            }
-            match next {
-                Some(next) => from = next,
-                None => return Ok(hits),
-            }
-        }
-    }
-
     /// Removes the recordings last written before `cutoff`; how many.
     pub fn prune(&self, cutoff: Timestamp) -> Result<usize, StoreError> {
         let mut removed = 0;
@@ -602,19 +514,7 @@ impl Recordings {
             if recording.updated >= cutoff {
                 continue;
             }
-            let id = recording.id;
-            for chunk in self.chunks_of(id, 0) {
-                let (key, _) = chunk?;
-                self.chunks.remove(key)?;
-            }
-            if let Ok(computer) = recording.computer.parse() {
-                self.keys.remove(recording_key(&computer, &recording.key))?;
-            }
-            for key in usage_keys(&recording.computer, &recording.os_user) {
-                let used = usage_of(&self.usage, &key)?.saturating_sub(recording.bytes);
-                self.usage.insert(key, &used.to_be_bytes())?;
-            }
-            self.meta.remove(id.to_be_bytes())?;
+            self.remove(&recording)?;
             removed += 1;
         }
         for entry in self.refused.iter() {
@@ -671,6 +571,14 @@ impl Shelf {
             Self::Unavailable(why) => Err(why),
         }
     }
+}
+
+/// The outcome of a transaction that never aborts.
+fn transact(written: Result<(), TransactionError<()>>) -> Result<(), StoreError> {
+    written.map_err(|err| match err {
+        TransactionError::Storage(err) => StoreError::Database(err),
+        TransactionError::Abort(()) => unreachable!("the transaction never aborts"),
+    })
 }
 
 /// `err` and what it came from, each after a colon.

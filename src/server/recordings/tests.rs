@@ -4,6 +4,7 @@
 use otpgate_protocol::record::RecordingStart;
 
 use super::*;
+use crate::cast;
 
 fn open(dir: &std::path::Path) -> Recordings {
     open_with(dir, DEFAULT_QUOTAS)
@@ -360,4 +361,161 @@ fn a_terminal_size_is_clamped_at_receipt() {
     let id = kept(r.store(&ws(), "alice", None, &huge, at(1)).unwrap());
     let start = r.get(id).unwrap().unwrap().start;
     assert_eq!((start.width, start.height), (MAX_COLUMNS, MAX_ROWS));
+}
+
+#[test]
+fn the_seal_covers_the_whole_start_and_the_last_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = open(dir.path());
+    let id = kept(
+        r.store(&ws(), "alice", None, &chunk(0, "one"), at(1))
+            .unwrap(),
+    );
+    let recording = r.get(id).unwrap().unwrap();
+    assert_eq!(r.verify(&recording).unwrap(), Ok(()));
+    let changes: [fn(&mut Recording); 6] = [
+        |r| r.start.command = "/bin/true".into(),
+        |r| r.start.width = 81,
+        |r| r.start.height = 25,
+        |r| r.start.term = "vt100".into(),
+        |r| r.start.input = true,
+        // Made to look older, to be pruned early.
+        |r| r.updated = at(0),
+    ];
+    for change in changes {
+        let mut altered = recording.clone();
+        change(&mut altered);
+        assert_eq!(
+            r.verify(&altered).unwrap(),
+            Err(Tampered::Seal),
+            "{altered:?}"
+        );
+    }
+}
+
+/// Recording `key`'s first chunk, of ws-1's alice, stored at `ms`.
+fn first(r: &Recordings, key: u8, ms: u64) -> u64 {
+    let mut chunk = chunk(0, "one");
+    chunk.recording = [key; 16];
+    kept(r.store(&ws(), "alice", None, &chunk, at(ms)).unwrap())
+}
+
+#[test]
+fn a_recording_removed_whole_or_rolled_back_is_found_by_the_census() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = open(dir.path());
+    first(&r, 1, 1);
+    let id = first(&r, 2, 1);
+    assert_eq!(r.verify_census().unwrap(), Ok(()));
+
+    // Rolled back: its summary of one chunk put back, the second chunk gone.
+    let earlier = r.meta.get(id.to_be_bytes()).unwrap().unwrap();
+    let mut second = chunk(1, "two");
+    second.recording = [2; 16];
+    r.store(&ws(), "alice", None, &second, at(2)).unwrap();
+    assert_eq!(r.verify_census().unwrap(), Ok(()));
+    let later = r.meta.get(id.to_be_bytes()).unwrap().unwrap();
+    r.meta.insert(id.to_be_bytes(), earlier).unwrap();
+    r.chunks.remove(chunk_key(id, 1)).unwrap();
+    let recording = r.get(id).unwrap().unwrap();
+    assert_eq!(r.verify(&recording).unwrap(), Ok(()), "on its own it holds");
+    assert!(matches!(
+        r.verify_census().unwrap(),
+        Err(Tampered::Census { .. })
+    ));
+    r.meta.insert(id.to_be_bytes(), later).unwrap();
+
+    // Removed whole.
+    r.meta.remove(id.to_be_bytes()).unwrap();
+    assert_eq!(
+        r.verify_census().unwrap(),
+        Err(Tampered::Census {
+            counted: 2,
+            stored: 1
+        })
+    );
+}
+
+#[test]
+fn pruning_keeps_the_census() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = open(dir.path());
+    first(&r, 1, 1);
+    first(&r, 2, 5);
+    assert_eq!(r.prune(at(3)).unwrap(), 1);
+    assert_eq!(r.verify_census().unwrap(), Ok(()));
+}
+
+#[test]
+fn recordings_gone_from_the_database_are_found_at_the_next_opening() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = open(dir.path());
+    first(&r, 1, 1);
+    first(&r, 2, 1);
+    r.db.flush().unwrap();
+    r.anchor().unwrap();
+    assert_eq!(r.found_gone(), 0);
+    drop(r);
+    // As sled leaves a log it cut short: what was in it is gone, the census
+    // with it; the anchor file beside it is not.
+    std::fs::remove_dir_all(dir.path().join("recordings")).unwrap();
+    let r = open(dir.path());
+    assert_eq!(r.found_gone(), 2);
+    assert_eq!(r.verify_census().unwrap(), Err(Tampered::Lost(2)));
+    drop(r);
+    let r = open(dir.path());
+    assert_eq!(r.found_gone(), 0, "found once");
+    assert_eq!(
+        r.verify_census().unwrap(),
+        Err(Tampered::Lost(2)),
+        "reported on"
+    );
+}
+
+#[test]
+fn a_recording_of_the_first_release_verifies_and_is_sealed_whole_at_its_next_chunk() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Arc::new(OtpKeys::derive(&[5; 32]));
+    let r = open(dir.path());
+    let id = first(&r, 1, 1);
+    // Stored as the first release stored it: its schema (the same fields
+    // but the last), its seal.
+    let current = r.get(id).unwrap().unwrap();
+    let mut old = current.clone();
+    old.summary_v1 = true;
+    old.seal = keys.seal_recording(&old.summary());
+    let v1 = (
+        old.id,
+        &old.computer,
+        old.key,
+        &old.os_user,
+        old.session,
+        &old.start,
+        old.chunks,
+        old.bytes,
+        old.updated,
+        old.end,
+        old.incomplete,
+        old.head,
+        &old.seal,
+    );
+    let bytes = otpgate_actors::store::record::encode_as(1, &v1).unwrap();
+    r.meta.insert(id.to_be_bytes(), bytes).unwrap();
+    let mut census = r.census().unwrap().unwrap();
+    census.fold(&current.seal);
+    census.fold(&old.seal);
+    r.census
+        .insert(b"census", census.sealed(&keys).unwrap())
+        .unwrap();
+
+    let read = r.get(id).unwrap().unwrap();
+    assert!(read.summary_v1);
+    assert_eq!(r.verify(&read).unwrap(), Ok(()));
+    let mut next = chunk(1, "two");
+    next.recording = [1; 16];
+    r.store(&ws(), "alice", None, &next, at(2)).unwrap();
+    let read = r.get(id).unwrap().unwrap();
+    assert!(!read.summary_v1, "sealed whole now");
+    assert_eq!(r.verify(&read).unwrap(), Ok(()));
+    assert_eq!(r.verify_census().unwrap(), Ok(()));
 }

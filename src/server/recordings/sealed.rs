@@ -1,0 +1,381 @@
+//! What keeps recordings honest.
+//!
+//! - Each recording's chunks form a hash chain (`head = SHA-256(head ‖ seq ‖
+//!   SHA-256(events))`), and its summary (every field a reader relies on: who,
+//!   where, the command, size, terminal, input flag, times, counts, the
+//!   chain's head) is sealed with a key derived from the server's secret: a
+//!   chunk altered, removed or added, or a summary rewritten, is found.
+//! - The census, sealed too, counts the recordings stored and ever made and
+//!   folds their seals together (XOR): a recording removed whole, or rolled
+//!   back to an earlier sealed state, no longer matches it. It is written in
+//!   the same transaction as every chunk.
+//! - Beside the database, the anchor file (`recordings.made` in the data
+//!   folder) says how many recordings were ever made, written once they are
+//!   durable: a database that lost recordings (a damaged log that sled cuts
+//!   short when it opens) is found at the next start, and stays reported.
+//!
+//! Not found: the whole database put back from an earlier copy together with
+//! an anchor file of the same time.
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+
+use aws_lc_rs::digest::{SHA256, digest};
+use serde::{Deserialize, Serialize};
+
+use otpgate_actors::StoreError;
+use otpgate_actors::otp::OtpKeys;
+use otpgate_actors::store::record::{Body, SCHEMA_V1};
+use otpgate_actors::store::{self, Record};
+use otpgate_protocol::record::{RecordingEnd, RecordingKey, RecordingStart};
+
+use super::{Recording, Recordings, inflate, seq_of};
+
+/// The tree with the census, under [`CENSUS_KEY`].
+pub(super) const CENSUS: &str = "recording_census";
+const CENSUS_KEY: &[u8] = b"census";
+
+/// Why a stored recording, or the recordings as a whole, fails verification.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Tampered {
+    /// Its summary is not sealed by this server.
+    #[error("its summary is not sealed by this server")]
+    Seal,
+    /// A chunk is missing.
+    #[error("chunk {0} is missing")]
+    Missing(u64),
+    /// A chunk cannot be read.
+    #[error("chunk {0} cannot be read")]
+    Unreadable(u64),
+    /// More chunks than the summary counts.
+    #[error("it holds chunks the summary does not count")]
+    Extra,
+    /// The chunks do not hash to the sealed head.
+    #[error("its chunks do not match their hash chain")]
+    Chain,
+    /// The census is missing or not sealed by this server.
+    #[error("the census of recordings is missing or not sealed by this server")]
+    CensusSeal,
+    /// What is stored does not match the census.
+    #[error(
+        "the census counts {counted} recordings where {stored} are stored, or other \
+         versions of them: recordings were removed, added or rolled back behind the \
+         server's back"
+    )]
+    Census {
+        /// Recordings the census counts.
+        counted: u64,
+        /// Recordings stored.
+        stored: u64,
+    },
+    /// Recordings this server made are gone from the database.
+    #[error("{0} recordings this server made are gone from the database (found at a start)")]
+    Lost(u64),
+}
+
+/// The next head of the chain after `head`, for chunk `seq` holding `events`.
+pub(super) fn chain(head: &[u8; 32], seq: u64, events: &[u8]) -> [u8; 32] {
+    let mut input = Vec::with_capacity(72);
+    input.extend_from_slice(head);
+    input.extend_from_slice(&seq.to_be_bytes());
+    input.extend_from_slice(digest(&SHA256, events).as_ref());
+    let mut next = [0; 32];
+    next.copy_from_slice(digest(&SHA256, &input).as_ref());
+    next
+}
+
+/// `text`'s length, then its bytes.
+fn put_text(body: &mut Vec<u8>, text: &str) {
+    body.extend_from_slice(&(text.len() as u64).to_be_bytes());
+    body.extend_from_slice(text.as_bytes());
+}
+
+impl Recording {
+    /// What the seal covers.
+    pub(super) fn summary(&self) -> Vec<u8> {
+        if self.summary_v1 {
+            return self.summary_v1();
+        }
+        let mut body = Vec::with_capacity(192);
+        body.extend_from_slice(b"otpgate recording 2\0");
+        body.extend_from_slice(&self.id.to_be_bytes());
+        body.extend_from_slice(&self.key);
+        put_text(&mut body, &self.computer);
+        put_text(&mut body, &self.os_user);
+        body.extend_from_slice(&self.session.unwrap_or(u64::MAX).to_be_bytes());
+        let start = &self.start;
+        body.extend_from_slice(&start.width.to_be_bytes());
+        body.extend_from_slice(&start.height.to_be_bytes());
+        body.extend_from_slice(&start.started_ms.to_be_bytes());
+        put_text(&mut body, &start.command);
+        put_text(&mut body, &start.term);
+        body.push(u8::from(start.input));
+        body.extend_from_slice(&self.chunks.to_be_bytes());
+        body.extend_from_slice(&self.bytes.to_be_bytes());
+        body.extend_from_slice(&self.updated.unix_millis().to_be_bytes());
+        self.put_end(&mut body);
+        body.push(u8::from(self.incomplete));
+        body.extend_from_slice(&self.head);
+        body
+    }
+
+    /// What the first release's seal covers: fewer fields (a recording of
+    /// then is sealed again, whole, at its next chunk).
+    fn summary_v1(&self) -> Vec<u8> {
+        let mut body = Vec::with_capacity(128);
+        body.extend_from_slice(&self.id.to_be_bytes());
+        body.extend_from_slice(&self.key);
+        put_text(&mut body, &self.computer);
+        put_text(&mut body, &self.os_user);
+        body.extend_from_slice(&self.session.unwrap_or(u64::MAX).to_be_bytes());
+        body.extend_from_slice(&self.start.started_ms.to_be_bytes());
+        body.extend_from_slice(&self.chunks.to_be_bytes());
+        body.extend_from_slice(&self.bytes.to_be_bytes());
+        self.put_end(&mut body);
+        body.push(u8::from(self.incomplete));
+        body.extend_from_slice(&self.head);
+        body
+    }
+
+    fn put_end(&self, body: &mut Vec<u8>) {
+        let (at, status) = self
+            .end
+            .map_or((u64::MAX, 0), |end| (end.at_ms, end.status));
+        body.extend_from_slice(&at.to_be_bytes());
+        body.extend_from_slice(&status.to_be_bytes());
+    }
+}
+
+impl Record for Recording {
+    /// Since the seal covers the whole summary.
+    const VERSION: u8 = 2;
+
+    fn upgrade(body: Body<'_>) -> Result<Self, StoreError> {
+        match body.version {
+            SCHEMA_V1 => Ok(body.decode::<RecordingV1>()?.into()),
+            _ => Err(body.unknown()),
+        }
+    }
+}
+
+/// A recording as the first release stored it.
+#[derive(Deserialize)]
+struct RecordingV1 {
+    id: u64,
+    computer: String,
+    key: RecordingKey,
+    os_user: String,
+    session: Option<u64>,
+    start: RecordingStart,
+    chunks: u64,
+    bytes: u64,
+    updated: otpgate_actors::Timestamp,
+    end: Option<RecordingEnd>,
+    incomplete: bool,
+    head: [u8; 32],
+    seal: Vec<u8>,
+}
+
+impl From<RecordingV1> for Recording {
+    fn from(old: RecordingV1) -> Self {
+        Self {
+            id: old.id,
+            computer: old.computer,
+            key: old.key,
+            os_user: old.os_user,
+            session: old.session,
+            start: old.start,
+            chunks: old.chunks,
+            bytes: old.bytes,
+            updated: old.updated,
+            end: old.end,
+            incomplete: old.incomplete,
+            head: old.head,
+            seal: old.seal,
+            summary_v1: true,
+        }
+    }
+}
+
+/// The recordings as a whole, sealed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct Census {
+    /// Recordings stored.
+    pub count: u64,
+    /// Recordings ever made (removed ones, pruned or lost, included).
+    pub made: u64,
+    /// Recordings found gone from the database at a start.
+    pub lost: u64,
+    /// Their seals, folded together with XOR.
+    pub seals: [u8; 32],
+    /// The server's seal over the fields above.
+    pub seal: Vec<u8>,
+}
+
+impl Record for Census {}
+
+impl Census {
+    /// Folds `seal` in (or, folded in already, out).
+    pub(super) fn fold(&mut self, seal: &[u8]) {
+        for (folded, byte) in self.seals.iter_mut().zip(seal) {
+            *folded ^= byte;
+        }
+    }
+
+    fn body(&self) -> Vec<u8> {
+        let mut body = b"otpgate recordings census 1\0".to_vec();
+        for n in [self.count, self.made, self.lost] {
+            body.extend_from_slice(&n.to_be_bytes());
+        }
+        body.extend_from_slice(&self.seals);
+        body
+    }
+
+    /// The census sealed with `keys`, as stored.
+    pub(super) fn sealed(mut self, keys: &OtpKeys) -> Result<Vec<u8>, StoreError> {
+        self.seal = keys.seal_recording(&self.body());
+        store::encode(&self)
+    }
+}
+
+/// The anchor file of the recordings database in folder `path`.
+pub(super) fn anchor_of(path: &Path) -> std::path::PathBuf {
+    path.with_extension("made")
+}
+
+/// The count an anchor file holds (0 when there is none yet).
+fn read_anchor(path: &Path) -> std::io::Result<u64> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => text.trim().parse().map_err(std::io::Error::other),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(err) => Err(err),
+    }
+}
+
+impl Recordings {
+    /// The census as stored.
+    pub(super) fn census(&self) -> Result<Option<Census>, StoreError> {
+        self.census
+            .get(CENSUS_KEY)?
+            .map(|bytes| store::decode(CENSUS, &bytes))
+            .transpose()
+    }
+
+    /// Stores `census`, sealed (outside a chunk's transaction).
+    fn put_census(&self, census: Census) -> Result<(), StoreError> {
+        self.census.insert(CENSUS_KEY, census.sealed(&self.seal)?)?;
+        Ok(())
+    }
+
+    /// The key the census is stored under, for a transaction.
+    pub(super) fn census_key() -> &'static [u8] {
+        CENSUS_KEY
+    }
+
+    /// At opening: takes the census (counting a database of an earlier
+    /// build's once) and holds it against the anchor file; how many
+    /// recordings it finds gone.
+    pub(super) fn take_census(&self, anchor: &Path) -> Result<u64, StoreError> {
+        let mut census = match self.census()? {
+            Some(census) => census,
+            None => {
+                let mut census = Census::default();
+                for entry in self.list(None) {
+                    let (_, recording) = entry?;
+                    census.count += 1;
+                    census.fold(&recording.seal);
+                }
+                census.made = census.count;
+                census
+            }
+        };
+        let anchored = read_anchor(anchor).map_err(|source| StoreError::File {
+            path: anchor.to_owned(),
+            source,
+        })?;
+        let gone = anchored.saturating_sub(census.made);
+        census.lost += gone;
+        census.made = census.made.max(anchored);
+        self.anchored.store(anchored, Ordering::Relaxed);
+        self.put_census(census)?;
+        Ok(gone)
+    }
+
+    /// Writes the anchor file, if recordings were made since it was last
+    /// written; called once they are durable.
+    pub(super) fn anchor(&self) -> Result<(), StoreError> {
+        let made = self.census()?.map_or(0, |census| census.made);
+        if made > self.anchored.load(Ordering::Relaxed) {
+            crate::files::write_private(&self.anchor, made.to_string().as_bytes()).map_err(
+                |source| StoreError::File {
+                    path: self.anchor.clone(),
+                    source,
+                },
+            )?;
+            self.anchored.fetch_max(made, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Checks `recording` against its chain and seal.
+    pub fn verify(&self, recording: &Recording) -> Result<Result<(), Tampered>, StoreError> {
+        if !self
+            .seal
+            .recording_sealed(&recording.summary(), &recording.seal)
+        {
+            return Ok(Err(Tampered::Seal));
+        }
+        let id = recording.id;
+        let mut head = [0; 32];
+        let mut expected = 0;
+        for entry in self.chunks_of(id, 0) {
+            let (key, stored) = entry?;
+            let seq = seq_of(&key);
+            if seq != expected {
+                return Ok(Err(Tampered::Missing(expected)));
+            }
+            if seq >= recording.chunks {
+                return Ok(Err(Tampered::Extra));
+            }
+            let Ok(events) = inflate(&stored) else {
+                return Ok(Err(Tampered::Unreadable(seq)));
+            };
+            head = chain(&head, seq, &events);
+            expected += 1;
+        }
+        if expected < recording.chunks {
+            return Ok(Err(Tampered::Missing(expected)));
+        }
+        Ok(if head == recording.head {
+            Ok(())
+        } else {
+            Err(Tampered::Chain)
+        })
+    }
+
+    /// Checks the recordings as a whole against the census.
+    pub fn verify_census(&self) -> Result<Result<(), Tampered>, StoreError> {
+        let Some(census) = self.census()? else {
+            return Ok(Err(Tampered::CensusSeal));
+        };
+        if !self.seal.recording_sealed(&census.body(), &census.seal) {
+            return Ok(Err(Tampered::CensusSeal));
+        }
+        let mut stored = Census::default();
+        for entry in self.list(None) {
+            let (_, recording) = entry?;
+            stored.count += 1;
+            stored.fold(&recording.seal);
+        }
+        if (stored.count, stored.seals) != (census.count, census.seals) {
+            return Ok(Err(Tampered::Census {
+                counted: census.count,
+                stored: stored.count,
+            }));
+        }
+        Ok(match census.lost {
+            0 => Ok(()),
+            lost => Err(Tampered::Lost(lost)),
+        })
+    }
+}

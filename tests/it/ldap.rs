@@ -182,25 +182,20 @@ async fn directory_people_and_groups_approve_with_their_directory_password() {
     assert_eq!(answer.status(), 303);
     assert_eq!(server.codes_for("worker1@example.com", 1).await.len(), 1);
 
-    // Carol is in the directory but approves nothing here.
+    // Carol is in the directory but approves nothing here: her right
+    // password opens nothing, and she is told why.
     let carol = WebClient::new(&server);
-    assert_eq!(
-        carol
-            .sign_in("carol@corp.example.com", &password("carol"))
-            .await
-            .status(),
-        303
-    );
-    let second = request_access(&desk, "worker2", "worker2@example.com").await;
-    let (page, csrf) = carol.page("/requests").await;
-    assert!(!page.contains("worker2@example.com"), "{page}");
     let answer = carol
-        .post(
-            &format!("/requests/{second}/decide"),
-            &[("csrf", &csrf), ("choice", "approve")],
-        )
+        .sign_in("carol@corp.example.com", &password("carol"))
         .await;
     assert_eq!(answer.status(), 403);
+    let page = answer.text().await.unwrap();
+    assert!(page.contains("approves no client computer"), "{page}");
+    assert_eq!(carol.get("/requests").await.status(), 303, "not signed in");
+    assert!(server.audit(20).await.iter().any(|e| e.action == "sign_in"
+        && e.outcome == "refused: approves no client computer"
+        && e.who.contains("carol")));
+    let second = request_access(&desk, "worker2", "worker2@example.com").await;
 
     // Bob follows the link in his mail, signed in by his other spelling.
     let about_second = || {

@@ -142,10 +142,26 @@ async fn pages_need_a_session_and_changes_need_its_token_from_this_site() {
         assert_eq!(answer.status(), status, "{headers:?}");
     }
 
-    // The live count streams while signed in, and stops at sign-out.
+    // The live count streams while signed in, and stops at sign-out; a
+    // session holds a few streams, not any number.
     let mut events = web.get("/events").await;
     let first = events.chunk().await.unwrap().unwrap();
     assert!(String::from_utf8_lossy(&first).contains("event: pending"));
+    let mut more = Vec::new();
+    for _ in 0..3 {
+        let stream = web.get("/events").await;
+        assert_eq!(stream.status(), 200);
+        more.push(stream);
+    }
+    assert_eq!(web.get("/events").await.status(), 429, "a fifth");
+    drop(more.pop());
+    crate::common::wait_until(
+        Duration::from_secs(10),
+        "a stream's place is free",
+        || async { web.get("/events").await.status() == 200 },
+    )
+    .await;
+    drop(more);
 
     // Signed out: the cookie no longer opens anything.
     let answer = web.post("/signout", &[("csrf", &csrf)]).await;

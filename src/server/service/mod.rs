@@ -272,6 +272,19 @@ impl AdminService {
         }
     }
 
+    /// Whether `who` may decide for some client computer (administrators:
+    /// all of them).
+    fn approves_any(&self, who: &Principal) -> Answer<bool> {
+        let visible = self.visibility(who);
+        for entry in self.store.computers_from(None) {
+            let (_, (id, _)) = entry?;
+            if visible.covers(id.as_str()) {
+                return Ok(true);
+            }
+        }
+        Ok(visible.all)
+    }
+
     /// Which computers `who` may see and decide for: administrators all, the
     /// others those whose approvers name them (each computer looked up once).
     fn visibility(&self, who: &Principal) -> Visibility {

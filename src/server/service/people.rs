@@ -33,6 +33,13 @@ pub enum SignInError {
     /// A directory account, but the directory cannot be reached.
     #[error("the directory cannot be reached; try again shortly")]
     Unavailable,
+    /// A directory account with the right password that approves no
+    /// computer: the Management Tool has nothing for them.
+    #[error(
+        "{0} approves no client computer, so there is nothing here for them: only \
+         approvers and administrators sign in"
+    )]
+    ApprovesNothing(String),
     /// The attempt could not be audited.
     #[error(transparent)]
     Failed(#[from] ServiceError),
@@ -70,6 +77,7 @@ impl AdminService {
         let outcome = match &checked {
             Ok(_) => "signed in",
             Err(SignInError::Unavailable) => "refused: the directory cannot be reached",
+            Err(SignInError::ApprovesNothing(_)) => "refused: approves no client computer",
             Err(_) => "refused",
         };
         let mut entry = self.entry(&asker, Action::SignIn, None, outcome.into());
@@ -97,14 +105,19 @@ impl AdminService {
     ) -> Result<Principal, SignInError> {
         let user = self.policy.snapshot().user(login).cloned();
         if user.is_none() && is_directory_name(login) {
-            return match self.directory.sign_in(login, &password).await {
-                Ok(Some(person)) => Ok(Principal {
+            let person = match self.directory.sign_in(login, &password).await {
+                Ok(Some(person)) => Principal {
                     identity: Identity::Person(person),
                     via,
                     credential: None,
-                }),
-                Ok(None) => Err(SignInError::Wrong),
-                Err(_) => Err(SignInError::Unavailable),
+                },
+                Ok(None) => return Err(SignInError::Wrong),
+                Err(_) => return Err(SignInError::Unavailable),
+            };
+            return if self.approves_any(&person)? {
+                Ok(person)
+            } else {
+                Err(SignInError::ApprovesNothing(person.name().to_owned()))
             };
         }
         match check_login(user, password).await {

@@ -15,7 +15,8 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use std::net::SocketAddr;
@@ -46,6 +47,38 @@ struct Session {
     csrf: String,
     started: Instant,
     last_seen: Instant,
+    /// Event streams open now.
+    streams: Arc<AtomicUsize>,
+    /// Recording searches running now.
+    searches: Arc<AtomicUsize>,
+}
+
+/// What one session may hold at once of what costs the server while it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Held {
+    /// An event stream (`/events`): one per open page, a few tabs' worth.
+    Stream,
+    /// A search through recordings, which reads and inflates them.
+    Search,
+}
+
+impl Held {
+    /// How many one session may hold at once.
+    fn most(self) -> usize {
+        match self {
+            Self::Stream => 4,
+            Self::Search => 1,
+        }
+    }
+}
+
+/// One of what a session holds, given back when dropped.
+pub struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// The open sessions, by cookie value, and the sign-in throttles.
@@ -96,6 +129,8 @@ impl Sessions {
                 csrf: token(),
                 started: now,
                 last_seen: now,
+                streams: Arc::default(),
+                searches: Arc::default(),
             },
         );
         id
@@ -111,6 +146,23 @@ impl Sessions {
         self.open()
             .get(id)
             .is_some_and(|session| alive(session, Instant::now()))
+    }
+
+    /// One more `held` for session `id`, or `None` when it holds as many as
+    /// it may (or has ended).
+    pub fn hold(&self, id: &str, held: Held) -> Option<Slot> {
+        let open = self.open();
+        let session = open.get(id)?;
+        let count = match held {
+            Held::Stream => &session.streams,
+            Held::Search => &session.searches,
+        };
+        count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < held.most()).then_some(n + 1)
+            })
+            .ok()?;
+        Some(Slot(Arc::clone(count)))
     }
 
     /// The session behind cookie `id`, if it is still alive: who signed in,

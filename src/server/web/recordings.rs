@@ -14,7 +14,7 @@ use tracing::warn;
 use otpgate_protocol::admin::RecordingView;
 
 use super::App;
-use super::auth::SignedIn;
+use super::auth::{Held, SignedIn};
 use super::views::{Nav, message, nav, render, time};
 use crate::server::service::ServiceError;
 
@@ -258,6 +258,15 @@ pub async fn search(
 ) -> Response {
     let mut hits = Vec::new();
     if !query.q.trim().is_empty() {
+        // A search reads and inflates recordings: one at a time per session.
+        let Some(_searching) = app.sessions.hold(&signed.session, Held::Search) else {
+            return message(
+                StatusCode::TOO_MANY_REQUESTS,
+                Some(nav(&app, &signed).await),
+                "Busy",
+                Some("A search of yours is still running: wait for it to finish.".into()),
+            );
+        };
         match app
             .service
             .search_recordings(&signed.principal, query.q.clone())

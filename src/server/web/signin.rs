@@ -112,6 +112,12 @@ pub async fn signin(
                          changed: otpgate admin users set {login} --password-stdin"
                     ),
                 ),
+                SignInError::ApprovesNothing(_) => (
+                    StatusCode::FORBIDDEN,
+                    "Your account approves no client computer, so there is nothing here for \
+                     you: only approvers and administrators sign in."
+                        .to_owned(),
+                ),
                 SignInError::Failed(failed) => {
                     (StatusCode::INTERNAL_SERVER_ERROR, failed.told().message)
                 }

@@ -11,7 +11,6 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use futures_util::Stream;
 use serde::Deserialize;
 use tracing::warn;
 
@@ -22,7 +21,7 @@ use otpgate_protocol::admin::{
 };
 
 use super::App;
-use super::auth::{Posted, SignedIn};
+use super::auth::{Held, Posted, SignedIn};
 use crate::server::service::{Open, ServiceError, Which};
 
 /// The most entries a list page shows.
@@ -544,13 +543,18 @@ pub async fn sessions(
 /// Server-sent events: the signed-in person's pending count, whenever it
 /// changes (looked at every second), until their session ends or they no
 /// longer stand (the stream itself does not keep the session alive).
-pub async fn events(
-    State(app): State<App>,
-    signed: SignedIn,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+pub async fn events(State(app): State<App>, signed: SignedIn) -> Response {
+    // Each open page holds a stream: a few per session, not any number.
+    let Some(slot) = app.sessions.hold(&signed.session, Held::Stream) else {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many pages of this session are open",
+        )
+            .into_response();
+    };
     let stream = futures_util::stream::unfold(
-        (app, signed, None::<usize>),
-        |(app, signed, last)| async move {
+        (app, signed, None::<usize>, slot),
+        |(app, signed, last, slot)| async move {
             loop {
                 // A session that ended, or whose person no longer stands (a
                 // password changed, an account disabled), ends the stream;
@@ -562,11 +566,13 @@ pub async fn events(
                 let count = nav(&app, &signed).await.pending;
                 if last != Some(count) {
                     let event = Event::default().event("pending").data(count.to_string());
-                    return Some((Ok(event), (app, signed, Some(count))));
+                    return Some((Ok::<_, Infallible>(event), (app, signed, Some(count), slot)));
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         },
     );
-    Sse::new(stream).keep_alive(KeepAlive::default())
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
 }

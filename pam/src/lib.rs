@@ -1,15 +1,19 @@
 //! `pam_otpgate.so`: the PAM module that gates OS logins (sshd, login, su,
 //! sudo, a display manager) behind otpgate's one-time passwords.
 //!
-//! `auth` walks the seed's screens ([`otpgate_protocol::screens`]) through the
+//! `auth` walks the seed's screens (`otpgate_screens`) through the
 //! PAM conversation, asking the local agent for `PAM_USER` as root; it succeeds
 //! only on Allow, or when the computer does not use OTPs. `session` ties the
 //! client session the Allow started to the process that holds the OS session,
 //! through the agent (sshd authenticates in another process than the one that
 //! opens the session, so nothing is kept in the PAM handle).
 //!
-//! Inside a host process: no threads, no runtime, blocking I/O with a timeout
-//! on every read and write; no panic crosses into the host (`pam-bindings`
+//! sshd runs the `auth` stack only for keyboard-interactive (and password)
+//! logins: a key login skips it unless sshd_config says
+//! `AuthenticationMethods publickey,keyboard-interactive` (see the README).
+//!
+//! Inside a host process: no threads, no runtime, blocking I/O with one
+//! deadline per answer; no panic crosses into the host (`pam-bindings`
 //! catches it and the login fails closed; the message goes to syslog, never to
 //! the terminal); nothing reaches the person but through the conversation.
 

@@ -11,13 +11,19 @@ use crate::common::server::TestServer;
 use crate::common::system::{self, Account, PamService};
 use otpgate_protocol::admin::{AdminRequest, AdminResponse};
 
-/// Answers ssh's prompts: the email address, then the OTP.
+/// Answers ssh's prompts: the email address, then the OTP; with a key file
+/// as a sixth argument, offers that key first.
 const CLIENT: &str = r#"
 import sys, pexpect
 port, user, email, code, command = sys.argv[1:6]
-child = pexpect.spawn("ssh", ["-p", port,
-    "-o", "PreferredAuthentications=keyboard-interactive",
-    "-o", "PubkeyAuthentication=no", "-o", "StrictHostKeyChecking=no",
+if len(sys.argv) > 6:
+    methods = ["-i", sys.argv[6], "-o", "IdentitiesOnly=yes",
+        "-o", "PreferredAuthentications=publickey,keyboard-interactive"]
+else:
+    methods = ["-o", "PreferredAuthentications=keyboard-interactive",
+        "-o", "PubkeyAuthentication=no"]
+child = pexpect.spawn("ssh", ["-p", port] + methods + [
+    "-o", "StrictHostKeyChecking=no",
     "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
     "-o", "NumberOfPasswordPrompts=1", user + "@127.0.0.1", command],
     encoding="utf-8", timeout=60)
@@ -75,10 +81,11 @@ impl Sshd {
             let port = crate::common::free_port();
             std::fs::write(
                 &config,
+                // sshd keeps the first value of a keyword: `extra` comes first.
                 format!(
-                    "Port {port}\nListenAddress 127.0.0.1\nHostKey {key}\nUsePAM yes\n\
+                    "{extra}\nPort {port}\nListenAddress 127.0.0.1\nHostKey {key}\nUsePAM yes\n\
                      KbdInteractiveAuthentication yes\nPasswordAuthentication no\n\
-                     PubkeyAuthentication no\nPermitRootLogin no\nPidFile {pid}\n{extra}",
+                     PubkeyAuthentication no\nPermitRootLogin no\nPidFile {pid}\n",
                     key = key.display(),
                     pid = dir.join(format!("{}.pid", service.name)).display(),
                 ),
@@ -136,11 +143,22 @@ impl Drop for Sshd {
 
 /// Logs in as `user` with `email` and `code`, and runs `command`.
 fn ssh(dir: &Path, sshd: &Sshd, user: &str, email: &str, code: &str, command: &str) -> Child {
+    ssh_with(dir, sshd, (user, email, code, command), None)
+}
+
+/// [`ssh`], offering the private key in file `key` first, if given.
+fn ssh_with(
+    dir: &Path,
+    sshd: &Sshd,
+    (user, email, code, command): (&str, &str, &str, &str),
+    key: Option<&Path>,
+) -> Child {
     let client = dir.join("client.py");
     std::fs::write(&client, CLIENT).unwrap();
     Command::new("/usr/bin/python3")
         .arg(&client)
         .args([&sshd.port.to_string(), user, email, code, command])
+        .args(key)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -371,5 +389,78 @@ async fn a_forced_recorder_records_the_ssh_session_tied_to_its_client_session() 
         .await;
     assert!(played.status.success(), "{played:?}");
     assert!(String::from_utf8_lossy(&played.stdout).contains("RECORDED-42"));
+    desk.stop().await;
+}
+
+/// A key pair made in `dir`, its public half authorised for `account`; the
+/// private key's file.
+fn authorised_key(dir: &Path, account: &Account) -> PathBuf {
+    let key = dir.join("user.key");
+    let made = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let user = nix::unistd::User::from_name(&account.name)
+        .unwrap()
+        .unwrap();
+    let ssh_dir = user.dir.join(".ssh");
+    std::fs::create_dir_all(&ssh_dir).unwrap();
+    let authorized = ssh_dir.join("authorized_keys");
+    std::fs::copy(key.with_extension("key.pub"), &authorized).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&ssh_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::set_permissions(&authorized, std::fs::Permissions::from_mode(0o600)).unwrap();
+    for path in [&ssh_dir, &authorized] {
+        nix::unistd::chown(path.as_path(), Some(user.uid), Some(user.gid)).unwrap();
+    }
+    key
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_login_needs_the_otp_only_where_sshd_asks_for_both() {
+    if !system::root_or_skip("a_key_login_needs_the_otp") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start().await;
+    let desk = server.desk("ws-1").await;
+    let account = Account::create("otpgate-t11", &[]);
+    let email = account.email();
+    let key = authorised_key(dir.path(), &account);
+    let login = |sshd: &Sshd, code: &str| {
+        finish(ssh_with(
+            dir.path(),
+            sshd,
+            (&account.name, &email, code, "echo SHELL-OK"),
+            Some(&key),
+        ))
+    };
+
+    // With keys allowed and nothing more said, sshd never runs PAM's auth
+    // stack for a key login: no OTP is asked for (what the README warns of).
+    let service = sshd_service("otpgate-test-sshd-keys", &desk.socket, "");
+    let keys_alone = Sshd::start_with(dir.path(), &service, "PubkeyAuthentication yes");
+    let open = login(&keys_alone, "00000000").await;
+    assert!(String::from_utf8_lossy(&open.stdout).contains("SHELL-OK"));
+    drop(keys_alone);
+
+    // With `AuthenticationMethods publickey,keyboard-interactive`, the key is
+    // the first step and the OTP the second: a wrong one, no shell...
+    let both = Sshd::start_with(
+        dir.path(),
+        &service,
+        "PubkeyAuthentication yes\nAuthenticationMethods publickey,keyboard-interactive",
+    );
+    let denied = login(&both, "00000000").await;
+    let said = String::from_utf8_lossy(&denied.stdout);
+    assert!(!said.contains("SHELL-OK"), "{said}");
+    assert_ne!(denied.status.code(), Some(0), "{said}");
+    // ...the right one, a shell.
+    let code = otp(&server, &account, 1).await;
+    let allowed = login(&both, &code).await;
+    let said = String::from_utf8_lossy(&allowed.stdout);
+    assert!(said.contains("SHELL-OK"), "{said}\n{}", both.log());
     desk.stop().await;
 }

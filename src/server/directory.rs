@@ -77,18 +77,34 @@ impl Domains {
 
     /// An account's name and, where a realm is known, its user principal name
     /// (`name@realm`), lower case: `CORP\alice` and `alice@corp.example.com`
-    /// give the same; a local `alice`, the name alone.
-    pub fn split(&self, account: &str) -> (String, Option<String>) {
+    /// give the same; a local `alice`, the name alone. `None` for a NetBIOS
+    /// domain not in the map: `OTHER\alice` is nobody here, never CORP's
+    /// alice. A principal name in a realm not in the map (an alternate
+    /// suffix) is its own name too, so that it matches by principal name only.
+    pub fn split(&self, account: &str) -> Option<(String, Option<String>)> {
         let account = account.trim().to_lowercase();
         match account.split_once('\\') {
             Some((domain, name)) => {
-                let realm = self.realms.get(domain).map_or(domain, String::as_str);
-                (name.to_owned(), Some(format!("{name}@{realm}")))
+                let realm = self.realms.get(domain)?;
+                Some((name.to_owned(), Some(format!("{name}@{realm}"))))
             }
             None => match account.split_once('@') {
-                Some((name, _)) => (name.to_owned(), Some(account.clone())),
-                None => (account, None),
+                Some((name, realm)) if self.realms.values().any(|r| r == realm) => {
+                    Some((name.to_owned(), Some(account.clone())))
+                }
+                Some(_) => Some((account.clone(), Some(account))),
+                None => Some((account, None)),
             },
+        }
+    }
+
+    /// The one spelling of an account: its principal name where a realm is
+    /// known, else its name, lower case; a name in an unknown domain as
+    /// written (lower case), which no account of a known one has.
+    pub fn canonical(&self, account: &str) -> String {
+        match self.split(account) {
+            Some((name, upn)) => upn.unwrap_or(name),
+            None => account.trim().to_lowercase(),
         }
     }
 }
@@ -127,11 +143,9 @@ impl StaticDirectory {
         directory
     }
 
-    /// One spelling per account: lower case, `name@realm` where a realm is
-    /// known.
+    /// One spelling per account (see [`Domains::canonical`]).
     fn canonical(&self, account: &str) -> String {
-        let (name, upn) = self.domains.split(account);
-        upn.unwrap_or(name)
+        self.domains.canonical(account)
     }
 }
 

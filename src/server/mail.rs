@@ -172,7 +172,7 @@ impl Smtp {
         .implicit_tls(config.security == SmtpSecurity::Tls)
         .timeout(config.timeout);
         if let (Some(user), Some(password)) = (&config.username, &config.password) {
-            builder = builder.credentials((user.clone(), password.to_string()));
+            builder = builder.credentials((user.clone(), password.expose().to_owned()));
         }
         Ok(Self {
             builder,

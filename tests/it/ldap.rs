@@ -62,11 +62,25 @@ async fn directory_users_get_their_otp_and_nobody_else_does() {
     }
     assert_eq!(server.codes_for("alice@example.com", 2).await.len(), 2);
 
-    // Unknown, disabled, without mail, or a name that would match everyone:
-    // the same refusal.
-    for account in ["CORP\\zed", "CORP\\dave", "CORP\\erin", "CORP\\*", "*"] {
+    // Unknown, disabled, locked out, expired, without mail, of a domain not
+    // in [ldap.domains], or a name that would match everyone: the same
+    // refusal.
+    for account in [
+        "CORP\\zed",
+        "CORP\\dave",
+        "CORP\\gina",
+        "CORP\\hank",
+        "CORP\\erin",
+        "OTHER\\alice",
+        "CORP\\*",
+        "*",
+    ] {
         assert_eq!(ask_as(&desk, account).await, Requested::Refuse, "{account}");
     }
+    assert!(matches!(
+        ask_as(&desk, "CORP\\ivan").await,
+        Requested::Send { .. }
+    ));
 
     // What the operator sees of an account, asked afresh.
     let test = |account: &str| AdminRequest::DirectoryTest {

@@ -5,9 +5,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
-use zeroize::Zeroizing;
 
-use super::{ConfigError, is_loopback, secret};
+use super::{ConfigError, Password, is_loopback, secret};
 
 /// The `[ldap]` section as written.
 #[derive(Debug, Deserialize)]
@@ -50,7 +49,7 @@ pub struct LdapConfig {
     /// Who the server binds as to search.
     pub bind_dn: String,
     /// Its password.
-    pub bind_password: Zeroizing<String>,
+    pub bind_password: Password,
     /// The CA that signs the directory's certificate; `None`: the system's.
     pub ca_file: Option<PathBuf>,
     /// Where accounts are searched.
@@ -187,5 +186,27 @@ mod tests {
         ] {
             assert!(ldap(url, extra).is_err(), "{url} {extra}");
         }
+    }
+
+    #[test]
+    fn an_empty_bind_password_is_refused_and_none_is_ever_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("password");
+        let ldap = |password: &str| {
+            std::fs::write(&file, password).unwrap();
+            parse(&format!(
+                "[ldap]\nurl = \"ldaps://dc1\"\nbind_dn = \"cn=a\"\nbase_dn = \"dc=b\"\n\
+                 password_file = \"{}\"",
+                file.display()
+            ))
+        };
+        for empty in ["", "\n", "\nsecond line"] {
+            let refused = ldap(empty).unwrap_err().to_string();
+            assert!(refused.contains("the password is empty"), "{refused}");
+        }
+        let config = ldap("s3cret-bind\n").unwrap().ldap.unwrap();
+        assert_eq!(config.bind_password.expose(), "s3cret-bind");
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("s3cret-bind"), "{shown}");
     }
 }

@@ -436,35 +436,68 @@ fn is_loopback(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
+/// A password from the configuration: never shown (its `Debug` says only
+/// that there is one), wiped when dropped.
+#[derive(Clone)]
+pub struct Password(Zeroizing<String>);
+
+impl Password {
+    /// The password itself, for the one call that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for Password {
+    fn from(password: String) -> Self {
+        Self(Zeroizing::new(password))
+    }
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(..)")
+    }
+}
+
 /// A password given by file (its first line) or environment variable, for the
-/// `field` section; `None` if neither.
+/// `field` section; `None` if neither. An empty one is refused: to LDAP it
+/// would be an anonymous bind, which succeeds.
 fn secret(
     field: &'static str,
     file: Option<&Path>,
     env: Option<&str>,
-) -> Result<Option<Zeroizing<String>>, ConfigError> {
+) -> Result<Option<Password>, ConfigError> {
     let invalid = |reason: String| ConfigError::Invalid { field, reason };
-    match (file, env) {
-        (Some(_), Some(_)) => Err(invalid(
-            "give password_file or password_env, not both".into(),
-        )),
-        (Some(path), None) => Ok(Some(read_password(path).map_err(|source| {
-            ConfigError::Read {
-                path: path.to_owned(),
-                source,
-            }
-        })?)),
-        (None, Some(var)) => {
-            Ok(Some(Zeroizing::new(std::env::var(var).map_err(|_| {
-                invalid(format!("environment variable {var} is not set"))
-            })?)))
+    let password = match (file, env) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "give password_file or password_env, not both".into(),
+            ));
         }
-        (None, None) => Ok(None),
+        (Some(path), None) => read_password(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?,
+        (None, Some(var)) => Zeroizing::new(
+            std::env::var(var)
+                .map_err(|_| invalid(format!("environment variable {var} is not set")))?,
+        ),
+        (None, None) => return Ok(None),
+    };
+    if password.is_empty() {
+        let from = match (file, env) {
+            (Some(path), _) => format!("the first line of {}", path.display()),
+            (_, Some(var)) => format!("environment variable {var}"),
+            _ => unreachable!("one was given"),
+        };
+        return Err(invalid(format!("the password is empty ({from})")));
     }
+    Ok(Some(Password(password)))
 }
 
-/// Reads the SMTP password from a file (its first line).
-pub fn read_password(path: &std::path::Path) -> std::io::Result<Zeroizing<String>> {
+/// Reads a password from a file (its first line).
+fn read_password(path: &std::path::Path) -> std::io::Result<Zeroizing<String>> {
     let text = Zeroizing::new(std::fs::read_to_string(path)?);
     Ok(Zeroizing::new(text.lines().next().unwrap_or("").to_owned()))
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{ConfigError, is_loopback, secret};
+use super::{ConfigError, Password, is_loopback, secret};
 
 /// The `[smtp]` section as written.
 #[derive(Debug, Deserialize)]
@@ -36,7 +36,7 @@ pub enum SmtpSecurity {
 }
 
 /// A checked `[smtp]` section.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct SmtpConfig {
     /// The relay's host name (also checked against its certificate).
     pub host: String,
@@ -47,25 +47,13 @@ pub struct SmtpConfig {
     /// The AUTH user name, if the relay wants one.
     pub username: Option<String>,
     /// The AUTH password, read from a file or the environment; never logged.
-    pub password: Option<zeroize::Zeroizing<String>>,
+    pub password: Option<Password>,
     /// The CA to check the relay against, instead of the system's.
     pub ca_file: Option<PathBuf>,
     /// How long to wait for the relay.
     pub timeout: Duration,
     /// Tries of one message before it is given up.
     pub max_attempts: u32,
-}
-
-impl std::fmt::Debug for SmtpConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SmtpConfig")
-            .field("host", &self.host)
-            .field("port", &self.port)
-            .field("security", &self.security)
-            .field("username", &self.username)
-            .field("password", &self.password.as_ref().map(|_| ".."))
-            .finish_non_exhaustive()
-    }
 }
 
 impl SmtpFile {

@@ -21,7 +21,9 @@ attributetype ( 1.3.6.1.4.1.99999.1.1 NAME 'sAMAccountName' EQUALITY caseIgnoreM
 attributetype ( 1.3.6.1.4.1.99999.1.2 NAME 'userPrincipalName' EQUALITY caseIgnoreMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.15 SINGLE-VALUE )
 attributetype ( 1.3.6.1.4.1.99999.1.3 NAME 'userAccountControl' EQUALITY integerMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.27 SINGLE-VALUE )
 attributetype ( 1.3.6.1.4.1.99999.1.4 NAME 'memberOf' EQUALITY distinguishedNameMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.12 )
-objectclass ( 1.3.6.1.4.1.99999.2.1 NAME 'user' SUP inetOrgPerson STRUCTURAL MAY ( sAMAccountName $ userPrincipalName $ userAccountControl $ memberOf ) )
+attributetype ( 1.3.6.1.4.1.99999.1.5 NAME 'lockoutTime' EQUALITY integerMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.27 SINGLE-VALUE )
+attributetype ( 1.3.6.1.4.1.99999.1.6 NAME 'accountExpires' EQUALITY integerMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.27 SINGLE-VALUE )
+objectclass ( 1.3.6.1.4.1.99999.2.1 NAME 'user' SUP inetOrgPerson STRUCTURAL MAY ( sAMAccountName $ userPrincipalName $ userAccountControl $ memberOf $ lockoutTime $ accountExpires ) )
 ";
 
 /// The directory password of person `name`.
@@ -58,8 +60,9 @@ pub struct Slapd {
 }
 
 impl Slapd {
-    /// Starts a directory in `dir` with alice, bob, carol and frank (mail),
-    /// dave (disabled) and erin (no mail), each with the password
+    /// Starts a directory in `dir` with alice, bob, carol, frank and ivan
+    /// (mail), dave (disabled), erin (no mail), gina (locked out) and hank
+    /// (expired), each with the password
     /// [`password`] gives; group it-approvers holds alice and group helpdesk,
     /// which holds frank and dave. `None` (said) without slapd installed.
     pub fn start(dir: &Path, test: &str) -> Option<Self> {
@@ -95,7 +98,7 @@ impl Slapd {
         let entries = format!(
             "dn: {BASE}\nobjectClass: dcObject\nobjectClass: organization\no: corp\ndc: corp\n\n\
              dn: {BIND_DN}\nobjectClass: inetOrgPerson\ncn: otpgate\nsn: otpgate\n\
-             userPassword: {BIND_PASSWORD}\n\n{}{}{}{}{}{}{}{}",
+             userPassword: {BIND_PASSWORD}\n\n{}{}{}{}{}{}{}{}{}{}{}",
             person("alice", Some("alice@example.com"), 512)
                 .replace("\n\n", &format!("\nmemberOf: cn=it-approvers,{BASE}\n\n")),
             person("bob", Some("bob@example.com"), 512),
@@ -103,6 +106,14 @@ impl Slapd {
             person("dave", Some("dave@example.com"), 514),
             person("erin", None, 512),
             person("frank", Some("frank@example.com"), 512),
+            // Locked out (as AD records it), expired (2001), and one whose
+            // expiry is far off.
+            person("gina", Some("gina@example.com"), 512)
+                .replace("\n\n", "\nlockoutTime: 133500000000000000\n\n"),
+            person("hank", Some("hank@example.com"), 512)
+                .replace("\n\n", "\naccountExpires: 126000000000000000\n\n"),
+            person("ivan", Some("ivan@example.com"), 512)
+                .replace("\n\n", "\naccountExpires: 9000000000000000000\n\n"),
             group("it-approvers", &["alice", "helpdesk"]),
             group("helpdesk", &["frank", "dave"]),
         );

@@ -4,16 +4,21 @@
 //!
 //! Every value put into the search filter is escaped (RFC 4515), so a name
 //! with `*`, `(`, `)`, `\` or NUL cannot widen the search. An account that is
-//! disabled (`userAccountControl` bit 2), has no mail, or is not found (or not
-//! found once) has no email, alike. A small pool of connections is kept,
+//! disabled (`userAccountControl` bit 2), locked out, expired
+//! (`accountExpires`), has no mail, or is not found (or not found once) has
+//! no email, alike; so is one of a NetBIOS domain not in `[ldap.domains]`. A small pool of connections is kept,
 //! lookups taking them in turn (each handle multiplexes); after a failure the
 //! pool is emptied and the next lookups connect again, so a directory that
 //! comes back is used without a restart. Every
 //! lookup is bounded by the timeout; answers are kept for a short while.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::collections::HashSet;
+use std::sync::{Arc, OnceLock};
+
+mod cache;
+mod entry;
+#[cfg(test)]
+mod tests;
 
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Scope, SearchEntry, ldap_escape};
 use rustls::pki_types::CertificateDer;
@@ -27,14 +32,10 @@ use otpgate_actors::directory::{
 
 use crate::server::config::LdapConfig;
 use crate::server::directory::Domains;
+use cache::Cache;
+use entry::{STANDING, group_name, is_closed, is_group, values};
 
-/// The most answers kept; past it the cache starts again.
-const MAX_CACHED: usize = 10_000;
-/// `userAccountControl`'s bit of a disabled account.
-const ACCOUNT_DISABLED: u32 = 2;
-/// Active Directory's attributes for account flags, principal name and
-/// account name.
-const ACCOUNT_CONTROL: &str = "userAccountControl";
+/// Active Directory's attributes for the principal name and account name.
 const UPN: &str = "userPrincipalName";
 const SAM: &str = "sAMAccountName";
 /// What a root DSE lists among `supportedCapabilities` when it is AD.
@@ -131,9 +132,10 @@ impl LdapDirectory {
         })
     }
 
-    /// The filter that finds `account`.
-    fn filter(&self, account: &str) -> String {
-        let (name, upn) = self.domains.split(account);
+    /// The filter that finds `account`; `None` for an account of a domain
+    /// not in `[ldap.domains]`, which is nobody here.
+    fn filter(&self, account: &str) -> Option<String> {
+        let (name, upn) = self.domains.split(account)?;
         let upn = upn.unwrap_or_else(|| name.clone());
         // One pass, so that a value cannot bring a placeholder of its own.
         let mut filter = String::with_capacity(self.config.filter.len() + 64);
@@ -153,7 +155,7 @@ impl LdapDirectory {
             }
         }
         filter.push_str(rest);
-        filter
+        Some(filter)
     }
 
     /// How connections are made.
@@ -178,7 +180,7 @@ impl LdapDirectory {
             LdapConnAsync::with_settings(self.settings(), &self.config.url).await?;
         ldap3::drive!(connection);
         ldap.with_timeout(self.config.timeout);
-        ldap.simple_bind(&self.config.bind_dn, &self.config.bind_password)
+        ldap.simple_bind(&self.config.bind_dn, self.config.bind_password.expose())
             .await?
             .success()?;
         debug!(url = %self.config.url, "connected to the directory");
@@ -235,17 +237,16 @@ impl LdapDirectory {
     ) -> Result<Option<(String, DirectoryPerson)>, ldap3::LdapError> {
         let mut ldap = self.connection().await?;
         let mail = self.config.mail_attribute.as_str();
+        let Some(filter) = self.filter(account) else {
+            return Ok(None);
+        };
         let Some(entry) = self
-            .one(
-                &mut ldap,
-                &self.filter(account),
-                &[mail, ACCOUNT_CONTROL, UPN],
-            )
+            .one(&mut ldap, &filter, &[&[mail, UPN][..], &STANDING].concat())
             .await?
         else {
             return Ok(None);
         };
-        if is_disabled(&entry) {
+        if is_closed(&entry) {
             return Ok(None);
         }
         let groups = self.groups_of(&mut ldap, &entry.dn).await?;
@@ -315,14 +316,17 @@ impl LdapDirectory {
     ) -> Result<Option<Vec<Recipient>>, ldap3::LdapError> {
         let mut ldap = self.connection().await?;
         let mail = self.config.mail_attribute.as_str();
-        let person_attributes = [mail, ACCOUNT_CONTROL, UPN, SAM, "objectClass", "member"];
-        if let Some(person) = self
-            .one(&mut ldap, &self.filter(entry), &person_attributes)
-            .await?
-        {
+        let person_attributes =
+            [&[mail, UPN, SAM, "objectClass", "member"][..], &STANDING].concat();
+        let Some(filter) = self.filter(entry) else {
+            return Ok(None);
+        };
+        if let Some(person) = self.one(&mut ldap, &filter, &person_attributes).await? {
             return Ok(Some(self.recipient(&person).into_iter().collect()));
         }
-        let (name, _) = self.domains.split(entry);
+        let Some((name, _)) = self.domains.split(entry) else {
+            return Ok(None);
+        };
         let name = ldap_escape(name.as_str());
         let filter = format!("(&{GROUP_CLASSES}(|({SAM}={name})(cn={name})))");
         let Some(group) = self.one(&mut ldap, &filter, &["cn"]).await? else {
@@ -336,7 +340,7 @@ impl LdapDirectory {
                     &self.config.base_dn,
                     Scope::Subtree,
                     &filter,
-                    person_attributes,
+                    &person_attributes,
                 )
                 .await?
                 .success()?;
@@ -365,7 +369,7 @@ impl LdapDirectory {
                         continue;
                     }
                     let (entries, _) = ldap
-                        .search(&dn, Scope::Base, "(objectClass=*)", person_attributes)
+                        .search(&dn, Scope::Base, "(objectClass=*)", &person_attributes)
                         .await?
                         .success()?;
                     for member in entries.into_iter().map(SearchEntry::construct) {
@@ -385,9 +389,9 @@ impl LdapDirectory {
         Ok(Some(recipients))
     }
 
-    /// An enabled account entry with mail, as someone to tell.
+    /// An account entry that may be used, with mail, as someone to tell.
     fn recipient(&self, entry: &SearchEntry) -> Option<Recipient> {
-        if is_disabled(entry) {
+        if is_closed(entry) {
             return None;
         }
         Some(Recipient {
@@ -443,15 +447,18 @@ impl LdapDirectory {
     async fn search(&self, account: &str) -> Result<Option<AccountInfo>, ldap3::LdapError> {
         let mut ldap = self.connection().await?;
         let mail = self.config.mail_attribute.as_str();
+        let Some(filter) = self.filter(account) else {
+            return Ok(None);
+        };
         let Some(entry) = self
-            .one(&mut ldap, &self.filter(account), &[mail, ACCOUNT_CONTROL])
+            .one(&mut ldap, &filter, &[&[mail][..], &STANDING].concat())
             .await?
         else {
             return Ok(None);
         };
         Ok(Some(AccountInfo {
             email: self.mail(&entry),
-            disabled: is_disabled(&entry),
+            disabled: is_closed(&entry),
             groups: self.groups_of(&mut ldap, &entry.dn).await?,
         }))
     }
@@ -522,8 +529,7 @@ impl Directory for LdapDirectory {
     }
 
     fn canonical(&self, name: &str) -> String {
-        let (name, upn) = self.domains.split(name);
-        upn.unwrap_or(name)
+        self.domains.canonical(name)
     }
 
     fn sign_in<'a>(
@@ -549,152 +555,5 @@ impl Directory for LdapDirectory {
 
     fn recipients<'a>(&'a self, entry: &'a str) -> DirectoryFuture<'a, Option<Vec<Recipient>>> {
         Box::pin(self.reach(entry))
-    }
-}
-
-/// Answers kept a short while, by key; a time to live of zero keeps none.
-struct Cache<V> {
-    ttl: Duration,
-    entries: Mutex<HashMap<String, (Instant, V)>>,
-}
-
-impl<V: Clone> Cache<V> {
-    fn new(ttl: Duration) -> Self {
-        Self {
-            ttl,
-            entries: Mutex::default(),
-        }
-    }
-
-    /// The answer kept for `key`, if it still holds.
-    fn get(&self, key: &str) -> Option<V> {
-        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        entries
-            .get(key)
-            .filter(|(until, _)| Instant::now() < *until)
-            .map(|(_, value)| value.clone())
-    }
-
-    /// Keeps `value` for `key` for the time to live.
-    fn keep(&self, key: String, value: &V) {
-        if self.ttl.is_zero() {
-            return;
-        }
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        if entries.len() >= MAX_CACHED {
-            entries.clear();
-        }
-        entries.insert(key, (Instant::now() + self.ttl, value.clone()));
-    }
-}
-
-/// The values of attribute `name` of `entry` (none if it has none).
-fn values<'e>(entry: &'e SearchEntry, name: &str) -> &'e [String] {
-    entry
-        .attrs
-        .iter()
-        .find(|(key, _)| key.eq_ignore_ascii_case(name))
-        .map_or(&[][..], |(_, values)| values.as_slice())
-}
-
-/// Whether account entry `entry` is disabled (`userAccountControl` bit 2).
-fn is_disabled(entry: &SearchEntry) -> bool {
-    values(entry, ACCOUNT_CONTROL)
-        .first()
-        .and_then(|flags| flags.trim().parse::<u32>().ok())
-        .is_some_and(|flags| flags & ACCOUNT_DISABLED != 0)
-}
-
-/// Whether `entry` is a group (AD's `group`, or `groupOfNames`).
-fn is_group(entry: &SearchEntry) -> bool {
-    values(entry, "objectClass").iter().any(|class| {
-        class.eq_ignore_ascii_case("group") || class.eq_ignore_ascii_case("groupOfNames")
-    })
-}
-
-/// A group entry's canonical name: its account name (or common name) at the
-/// realm its DN's domain components spell (`cn=it-approvers,dc=corp,dc=example,dc=com`
-/// is `it-approvers@corp.example.com`, which `CORP\it-approvers` comes to).
-fn group_name(entry: &SearchEntry) -> Option<String> {
-    let name = values(entry, SAM).first().or(values(entry, "cn").first())?;
-    let realm: Vec<&str> = entry
-        .dn
-        .split(',')
-        .filter_map(|rdn| {
-            let (key, value) = rdn.trim().split_once('=')?;
-            key.trim().eq_ignore_ascii_case("dc").then(|| value.trim())
-        })
-        .collect();
-    let name = name.trim().to_lowercase();
-    Some(if realm.is_empty() {
-        name
-    } else {
-        format!("{name}@{}", realm.join(".").to_lowercase())
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn directory(filter: &str) -> LdapDirectory {
-        LdapDirectory::new(LdapConfig {
-            url: "ldaps://127.0.0.1".into(),
-            starttls: false,
-            bind_dn: "cn=otpgate".into(),
-            bind_password: "x".to_owned().into(),
-            ca_file: None,
-            base_dn: "dc=corp,dc=example,dc=com".into(),
-            filter: filter.into(),
-            mail_attribute: "mail".into(),
-            timeout: Duration::from_secs(1),
-            cache: Duration::from_secs(60),
-            pool_size: 2,
-            domains: [("CORP".to_owned(), "corp.example.com".to_owned())].into(),
-        })
-        .unwrap()
-    }
-
-    #[test]
-    fn both_forms_of_an_account_find_the_same_entry() {
-        let d = directory(crate::server::config::DEFAULT_LDAP_FILTER);
-        let expected = "(&(objectClass=user)(|(sAMAccountName=alice)(userPrincipalName=alice@corp.example.com)))";
-        assert_eq!(d.filter("CORP\\alice"), expected);
-        assert_eq!(d.filter("Alice@Corp.Example.com"), expected);
-    }
-
-    #[test]
-    fn values_are_escaped_and_never_widen_the_search() {
-        let d = directory("(uid={name})");
-        assert_eq!(d.filter("a*"), "(uid=a\\2a)");
-        assert_eq!(d.filter("x)(uid=*"), "(uid=x\\29\\28uid=\\2a)");
-        assert_eq!(d.filter("back\\slash"), "(uid=slash)", "a domain part");
-        assert_eq!(d.filter("n\0ul"), "(uid=n\\00ul)");
-        // A value cannot bring a placeholder of its own.
-        let d = directory("(|(uid={name})(upn={upn}))");
-        assert_eq!(d.filter("{upn}"), "(|(uid={upn})(upn={upn}))");
-    }
-
-    #[test]
-    fn answers_are_kept_for_their_time_to_live_only() {
-        let cache = Cache::new(Duration::from_secs(60));
-        assert_eq!(cache.get("corp\\bob"), None);
-        cache.keep("corp\\bob".into(), &Some(1));
-        assert_eq!(cache.get("corp\\bob"), Some(Some(1)));
-        cache
-            .entries
-            .lock()
-            .unwrap()
-            .get_mut("corp\\bob")
-            .unwrap()
-            .0 -= Duration::from_secs(61);
-        assert_eq!(cache.get("corp\\bob"), None, "expired");
-        let none = Cache::new(Duration::ZERO);
-        none.keep("corp\\bob".into(), &1);
-        assert_eq!(
-            none.get("corp\\bob"),
-            None,
-            "a time to live of zero keeps none"
-        );
     }
 }

@@ -90,6 +90,11 @@ pub struct DirectoryPerson {
     /// Their account in the one spelling every name of it comes to (see
     /// [`Directory::canonical`]).
     pub account: String,
+    /// The other canonical names of their entry: their account name at the
+    /// realm of its DN, where their principal name has another suffix (an
+    /// alternate UPN suffix: `CORP\carol` names the entry whose principal
+    /// name is `carol@corp-alt.example`).
+    pub aliases: Vec<String>,
     /// Their email address, if the directory has one.
     pub email: Option<String>,
     /// The groups they are a member of, nested ones included, each in its
@@ -98,10 +103,12 @@ pub struct DirectoryPerson {
 }
 
 impl DirectoryPerson {
-    /// Whether approver entry `entry`, already canonical, names them or a
-    /// group of theirs.
+    /// Whether approver entry `entry`, already canonical, names them (by
+    /// any name of their entry) or a group of theirs.
     pub fn is_named_by(&self, entry: &str) -> bool {
-        self.account == entry || self.groups.iter().any(|group| group == entry)
+        self.account == entry
+            || self.aliases.iter().any(|alias| alias == entry)
+            || self.groups.iter().any(|group| group == entry)
     }
 }
 

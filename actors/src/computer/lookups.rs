@@ -1,5 +1,6 @@
-//! What a request needs from the directory before the actor's turn (the
-//! requester's address, the approvers a directory group reaches): looked up
+//! What a login needs from the directory: the one name of the person an OS
+//! account is, and before the actor's turn what a request needs (the
+//! requester's address, the approvers a directory group reaches), looked up
 //! by a task of its own so that a slow directory holds up only that request.
 
 use crate::directory::{Directory, Recipient, is_directory_name};
@@ -55,6 +56,19 @@ pub struct Found {
 }
 
 impl ComputerState {
+    /// The one name of the person OS account `os_user` is: a directory
+    /// account in its canonical spelling (`CORP\ALICE`, `Corp\alice` and
+    /// `alice@corp.example.com` are one person, with one OTP slot and one
+    /// failure count), a local account as it is (local names are
+    /// case-sensitive).
+    pub(super) fn person(&self, os_user: String) -> String {
+        if is_directory_name(&os_user) {
+            self.svc.directory.canonical(&os_user)
+        } else {
+            os_user
+        }
+    }
+
     /// What `call` needs from the directory, as the options stand now (they
     /// are read again in the turn that answers it).
     pub(super) fn lookup(&self, call: &LoginCall) -> Lookup {

@@ -369,6 +369,7 @@ impl Actor for ComputerActor {
                 call,
                 reply,
             } => {
+                let os_user = state.person(os_user);
                 let lookup = state.lookup(&call);
                 if lookup.is_empty() {
                     let answer = state.login(&os_user, call, Found::default()).await;
@@ -416,6 +417,7 @@ impl Actor for ComputerActor {
                 by,
                 reply,
             } => {
+                let os_user = state.person(os_user);
                 let _ = reply.send(state.generate(&os_user, &email, comment, &by).await);
                 state.schedule(&myself);
             }

@@ -534,6 +534,7 @@ fn directory_people_decide_where_an_entry_names_them_or_a_group_of_theirs() {
     let frank = DirectoryPerson {
         name: "CORP\\frank".into(),
         account: "frank@corp.example.com".into(),
+        aliases: Vec::new(),
         email: Some("frank@example.com".into()),
         groups: vec![
             "helpdesk@corp.example.com".into(),

@@ -71,10 +71,10 @@ pub(super) fn is_group(entry: &SearchEntry) -> bool {
     })
 }
 
-/// A group entry's canonical name: its account name (or common name) at the
-/// realm its DN's domain components spell (`cn=it-approvers,dc=corp,dc=example,dc=com`
+/// An entry's canonical name by its DN: its account name (or common name) at
+/// the realm its DN's domain components spell (`cn=it-approvers,dc=corp,dc=example,dc=com`
 /// is `it-approvers@corp.example.com`, which `CORP\it-approvers` comes to).
-pub(super) fn group_name(entry: &SearchEntry) -> Option<String> {
+pub(super) fn name_by_dn(entry: &SearchEntry) -> Option<String> {
     let name = values(entry, SAM).first().or(values(entry, "cn").first())?;
     let realm: Vec<&str> = entry
         .dn

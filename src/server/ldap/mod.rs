@@ -33,7 +33,7 @@ use otpgate_actors::directory::{
 use crate::server::config::LdapConfig;
 use crate::server::directory::Domains;
 use cache::Cache;
-use entry::{STANDING, group_name, is_closed, is_group, values};
+use entry::{STANDING, is_closed, is_group, name_by_dn, values};
 
 /// Active Directory's attributes for the principal name and account name.
 const UPN: &str = "userPrincipalName";
@@ -240,21 +240,24 @@ impl LdapDirectory {
         let Some(filter) = self.filter(account) else {
             return Ok(None);
         };
-        let Some(entry) = self
-            .one(&mut ldap, &filter, &[&[mail, UPN][..], &STANDING].concat())
-            .await?
-        else {
+        let attributes = [&[mail, UPN, SAM, "cn"][..], &STANDING].concat();
+        let Some(entry) = self.one(&mut ldap, &filter, &attributes).await? else {
             return Ok(None);
         };
         if is_closed(&entry) {
             return Ok(None);
         }
         let groups = self.groups_of(&mut ldap, &entry.dn).await?;
+        let canonical = self
+            .account_name(&entry)
+            .unwrap_or_else(|| self.canonical(account));
         let person = DirectoryPerson {
             name: account.trim().to_owned(),
-            account: self
-                .account_name(&entry)
-                .unwrap_or_else(|| self.canonical(account)),
+            aliases: name_by_dn(&entry)
+                .filter(|alias| *alias != canonical)
+                .into_iter()
+                .collect(),
+            account: canonical,
             email: self.mail(&entry),
             groups,
         };
@@ -277,7 +280,7 @@ impl LdapDirectory {
             names.extend(
                 entries
                     .into_iter()
-                    .filter_map(|entry| group_name(&SearchEntry::construct(entry))),
+                    .filter_map(|entry| name_by_dn(&SearchEntry::construct(entry))),
             );
             return Ok(names);
         }
@@ -299,7 +302,7 @@ impl LdapDirectory {
             frontier.clear();
             for entry in entries.into_iter().map(SearchEntry::construct) {
                 if seen.insert(entry.dn.to_lowercase()) {
-                    names.extend(group_name(&entry));
+                    names.extend(name_by_dn(&entry));
                     frontier.push(entry.dn);
                 }
             }

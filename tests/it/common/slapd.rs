@@ -60,8 +60,8 @@ pub struct Slapd {
 }
 
 impl Slapd {
-    /// Starts a directory in `dir` with alice, bob, carol, frank and ivan
-    /// (mail), dave (disabled), erin (no mail), gina (locked out) and hank
+    /// Starts a directory in `dir` with alice, bob, carol, frank, ivan and
+    /// kate (mail; kate's principal name `kate@corp-alt.example`), dave (disabled), erin (no mail), gina (locked out) and hank
     /// (expired), each with the password
     /// [`password`] gives; group it-approvers holds alice and group helpdesk,
     /// which holds frank and dave. `None` (said) without slapd installed.
@@ -98,7 +98,7 @@ impl Slapd {
         let entries = format!(
             "dn: {BASE}\nobjectClass: dcObject\nobjectClass: organization\no: corp\ndc: corp\n\n\
              dn: {BIND_DN}\nobjectClass: inetOrgPerson\ncn: otpgate\nsn: otpgate\n\
-             userPassword: {BIND_PASSWORD}\n\n{}{}{}{}{}{}{}{}{}{}{}",
+             userPassword: {BIND_PASSWORD}\n\n{}{}{}{}{}{}{}{}{}{}{}{}",
             person("alice", Some("alice@example.com"), 512)
                 .replace("\n\n", &format!("\nmemberOf: cn=it-approvers,{BASE}\n\n")),
             person("bob", Some("bob@example.com"), 512),
@@ -114,6 +114,9 @@ impl Slapd {
                 .replace("\n\n", "\naccountExpires: 126000000000000000\n\n"),
             person("ivan", Some("ivan@example.com"), 512)
                 .replace("\n\n", "\naccountExpires: 9000000000000000000\n\n"),
+            // Her principal name has an alternate suffix.
+            person("kate", Some("kate@example.com"), 512)
+                .replace("kate@corp.example.com", "kate@corp-alt.example"),
             group("it-approvers", &["alice", "helpdesk"]),
             group("helpdesk", &["frank", "dave"]),
         );

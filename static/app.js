@@ -1,5 +1,5 @@
 // The Management Tool's own script: times in the viewer's own zone (UTC on
-// hover), the pending count kept live, with the pending list refreshed when
+// hover), and read in it where a form asks for one, the pending count kept live, with the pending list refreshed when
 // it changes, and the recording player started on its page. The pages work
 // without it, except for playing a recording (its file can be downloaded).
 "use strict";
@@ -27,6 +27,9 @@ function player() {
 
 document.addEventListener("DOMContentLoaded", () => {
   localTimes(document);
+  // Times typed in a filter are in the viewer's zone, like the rows.
+  const tz = document.getElementById("tz");
+  if (tz) tz.value = String(-new Date().getTimezoneOffset());
   player();
   const badge = document.getElementById("pending");
   if (!badge || !window.EventSource) return;

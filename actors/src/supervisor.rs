@@ -293,13 +293,14 @@ impl Computers {
         &self,
         id: &ComputerId,
         request: u64,
-        by: &Decider,
+        (by, seen_as): (&Decider, &Who),
         choice: Choice,
         comment: Option<String>,
     ) -> Result<Decided, CallError> {
         self.call(id, |reply| ComputerMsg::Decide {
             request,
             by: by.clone(),
+            seen_as: seen_as.clone(),
             choice,
             comment: comment.clone(),
             reply,

@@ -180,20 +180,26 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
 async fn serve(path: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<ExitCode> {
     // Everything the server creates (database, keys, outbox) is for its owner only.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
-    let config = match ServerConfig::load(path.as_deref(), overrides) {
+    let mut config = match ServerConfig::load(path.as_deref(), overrides) {
         Ok(config) => config,
         Err(err) => return Ok(config_error(&err)),
     };
-    if let Some(files) = raise_fd_limit()
-        && u64::try_from(config.max_connections).unwrap_or(u64::MAX) + server::RESERVED_FILES
-            > files
-    {
-        tracing::warn!(
-            max_connections = config.max_connections,
-            open_files_limit = files,
-            "the open-files limit is below max_connections: connections beyond it will wait; \
-             raise it (LimitNOFILE= in the service unit, or ulimit -n)"
-        );
+    if let Some(files) = raise_fd_limit() {
+        let room =
+            usize::try_from(files.saturating_sub(server::RESERVED_FILES)).unwrap_or(usize::MAX);
+        if config.max_connections > room {
+            if config.max_connections_given {
+                tracing::warn!(
+                    max_connections = config.max_connections,
+                    open_files_limit = files,
+                    "the open-files limit is below max_connections: connections beyond it \
+                     will wait; raise it (LimitNOFILE= in the service unit, or ulimit -n)"
+                );
+            } else {
+                // The default sized to what this machine allows, not warned about.
+                config.max_connections = room.max(1);
+            }
+        }
     }
     // Every port first: one in use stops the start with nothing made.
     let opened = match Listeners::bind(&config) {

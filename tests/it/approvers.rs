@@ -215,7 +215,7 @@ async fn deciding_as_someone_takes_their_password_and_records_who_was_at_the_soc
     let audit = server.audit(0).await;
     assert!(
         audit.iter().any(|e| e.who == format!("operator(uid {uid})")
-            && e.outcome == format!("request {id} decided as carol")),
+            && e.outcome == format!("request {id} approved by carol")),
         "{audit:#?}"
     );
 }

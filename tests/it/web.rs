@@ -251,7 +251,20 @@ async fn approvers_decide_what_is_theirs_and_text_stays_text() {
             .audit(20)
             .await
             .iter()
-            .any(|e| e.who == "web(bob)" && e.outcome == format!("request {id} decided as bob"))
+            .any(|e| e.who == "web(bob)" && e.outcome == format!("request {id} denied by bob"))
+    );
+    // One decision, one entry.
+    let entries = server.audit(20).await;
+    let about =
+        |e: &&otpgate_protocol::admin::AuditView| e.outcome.contains(&format!("request {id} "));
+    assert_eq!(
+        entries
+            .iter()
+            .filter(about)
+            .filter(|e| e.action == "deny")
+            .count(),
+        1,
+        "{entries:#?}"
     );
     desk.stop().await;
 }
@@ -360,7 +373,11 @@ async fn administrators_manage_settings_users_otps_audit_and_mail() {
     bad.push(("csrf", &csrf));
     let answer = web.post("/settings", &bad).await;
     assert_eq!(answer.status(), 422);
-    assert!(answer.text().await.unwrap().contains("class=\"error\""));
+    let page = answer.text().await.unwrap();
+    assert!(
+        page.contains("OTP length: must be between 6 and 12 digits."),
+        "said with the page's label: {page}"
+    );
     let mut good = form("6");
     good.push(("csrf", &csrf));
     // A user's change is refused by the service itself, whatever page posts it.

@@ -14,7 +14,7 @@ impl ComputerState {
     pub(super) async fn decide(
         &mut self,
         request: u64,
-        by: &Decider,
+        (by, seen_as): (&Decider, &Who),
         choice: Choice,
         comment: Option<String>,
     ) -> Result<Decided> {
@@ -51,6 +51,7 @@ impl ComputerState {
         };
         let ruling = Ruling {
             by: by.name(),
+            seen_as,
             choice,
             comment,
         };

@@ -115,6 +115,8 @@ pub enum ComputerMsg {
         request: u64,
         /// Who decides.
         by: Decider,
+        /// Who the audit log says decided.
+        seen_as: Who,
         /// Approve or deny.
         choice: Choice,
         /// Their comment.
@@ -403,11 +405,13 @@ impl Actor for ComputerActor {
             ComputerMsg::Decide {
                 request,
                 by,
+                seen_as,
                 choice,
                 comment,
                 reply,
             } => {
-                let _ = reply.send(state.decide(request, &by, choice, comment).await);
+                let decided = state.decide(request, (&by, &seen_as), choice, comment);
+                let _ = reply.send(decided.await);
                 state.schedule(&myself);
             }
             ComputerMsg::Generate {

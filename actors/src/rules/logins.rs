@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use crate::audit::{Action, Who};
+use crate::audit::Action;
 use crate::clock::Timestamp;
 use crate::directory::Recipient;
 use crate::id::ComputerId;
@@ -442,6 +442,7 @@ impl Logins {
         let (computer, now) = (turn.computer, turn.now);
         let Ruling {
             by,
+            seen_as: who,
             choice,
             comment,
         } = ruling;
@@ -457,9 +458,6 @@ impl Logins {
             at: now,
             comment: comment.clone(),
         };
-        let who = Who::User {
-            login: by.to_owned(),
-        };
         let id = request.id;
         match choice {
             Choice::Approve => {
@@ -474,9 +472,9 @@ impl Logins {
                 );
                 request.decision = Decision::Approve(resolution);
                 effects.push(Effect::audit(
-                    &who,
+                    who,
                     Action::Approve,
-                    &format!("request {id} approved"),
+                    &format!("request {id} approved by {by}"),
                 ));
             }
             Choice::Deny => {
@@ -491,9 +489,9 @@ impl Logins {
                     request: Some(id),
                 });
                 effects.push(Effect::audit(
-                    &who,
+                    who,
                     Action::Deny,
-                    &format!("request {id} denied"),
+                    &format!("request {id} denied by {by}"),
                 ));
             }
         }

@@ -109,6 +109,9 @@ pub struct Ask<'a> {
 pub struct Ruling<'a> {
     /// Who decides: an approver's name.
     pub by: &'a str,
+    /// Who the audit log says decided (and through what: the web, the
+    /// admin socket).
+    pub seen_as: &'a Who,
     /// Approve or deny.
     pub choice: Choice,
     /// Their comment.

@@ -426,6 +426,9 @@ fn the_interval_starts_only_when_an_otp_is_issued() {
         &mut request,
         Ruling {
             by: "root",
+            seen_as: &Who::User {
+                login: "root".into(),
+            },
             choice: Choice::Deny,
             comment: None,
         },
@@ -617,6 +620,9 @@ fn a_request_notifies_each_approver_and_an_approval_sends_the_otp() {
         &mut request,
         Ruling {
             by: "bob",
+            seen_as: &Who::User {
+                login: "bob".into(),
+            },
             choice: Choice::Approve,
             comment: None
         },
@@ -635,6 +641,9 @@ fn a_request_notifies_each_approver_and_an_approval_sends_the_otp() {
             &mut request,
             Ruling {
                 by: "bob",
+                seen_as: &Who::User {
+                    login: "bob".into(),
+                },
                 choice: Choice::Deny,
                 comment: None
             },

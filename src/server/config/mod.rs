@@ -6,7 +6,7 @@
 //! data_dir = "./otpgate-data"
 //! listen = "127.0.0.1:7443"
 //! server_names = ["otp.example.com"]
-//! max_connections = 200000
+//! max_connections = 200000    # default: this, or what the open-files limit allows
 //! max_handshakes = 1024         # TLS handshakes in flight, in all
 //! max_handshakes_per_source = 256   # ... and from one IP address
 //! handshake_timeout_ms = 10000
@@ -202,6 +202,9 @@ pub struct ServerConfig {
     pub server_names: Vec<String>,
     /// The most agent connections open at once.
     pub max_connections: usize,
+    /// Whether the configuration set `max_connections` (else the default,
+    /// which `serve` lowers to what the open-files limit leaves room for).
+    pub max_connections_given: bool,
     /// The most TLS handshakes in flight at once.
     pub max_handshakes: usize,
     /// The most TLS handshakes in flight from one IP address.
@@ -380,6 +383,7 @@ impl ServerConfig {
             listen,
             server_names,
             max_connections,
+            max_connections_given: file.max_connections.is_some(),
             max_handshakes,
             max_handshakes_per_source,
             handshake_timeout,

@@ -3,7 +3,6 @@
 //! the link in their mail, and OTPs an administrator generates without a
 //! request.
 
-use otpgate_actors::audit::Action;
 use otpgate_actors::names::is_email_address;
 use otpgate_actors::otp::DecisionToken;
 use otpgate_actors::request::{Choice, Decision};
@@ -95,14 +94,7 @@ impl AdminService {
         choice: Choice,
         comment: Option<String>,
     ) -> Answer<RequestView> {
-        let decided = self.decide_unaudited(who, id, choice, comment).await?;
-        let action = match choice {
-            Choice::Approve => Action::Approve,
-            Choice::Deny => Action::Deny,
-        };
-        let outcome = format!("request {id} decided as {}", who.name());
-        self.audit(who, action, None, outcome).await?;
-        Ok(decided)
+        self.decide_as(who, id, choice, comment).await
     }
 
     /// The decision the mail link `token` carries, if it is valid and was
@@ -141,13 +133,14 @@ impl AdminService {
             );
         }
         let approver = self.approver_named(&link.approver, who.via).await?;
-        self.decide_unaudited(&approver, link.request, link.choice, comment)
+        self.decide_as(&approver, link.request, link.choice, comment)
             .await
     }
 
     /// Has `who` decide request `id` through its computer's actor, which
-    /// checks that they approve that computer and records the decision.
-    async fn decide_unaudited(
+    /// checks that they approve that computer and records the decision (its
+    /// audit entry says who, and through what).
+    async fn decide_as(
         &self,
         who: &Principal,
         id: u64,
@@ -176,7 +169,7 @@ impl AdminService {
         }
         let decided = self
             .computers
-            .decide(&request.computer, id, &by, choice, comment)
+            .decide(&request.computer, id, (&by, &who.who()), choice, comment)
             .await?;
         match decided {
             Decided::Done(request) => Ok(convert::request_view(&request, &[])),

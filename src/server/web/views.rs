@@ -209,10 +209,12 @@ async fn requests_page(
             );
         }
     };
-    let (pending, decided): (Vec<_>, Vec<_>) = requests
+    let (pending, mut decided): (Vec<_>, Vec<_>) = requests
         .iter()
         .map(RequestRow::from)
         .partition(|r| r.pending);
+    // The history newest first, as the audit log lists.
+    decided.sort_by_key(|r| std::cmp::Reverse(r.id));
     render(
         status,
         &RequestsPage {

@@ -25,6 +25,10 @@ pub struct AuditQuery {
     since: String,
     #[serde(default)]
     until: String,
+    /// The viewer's time zone, in minutes east of UTC (the page's script
+    /// fills it in; without it, times are read as UTC).
+    #[serde(default)]
+    tz: i32,
     #[serde(default)]
     after: String,
     #[serde(default)]
@@ -40,6 +44,7 @@ impl AuditQuery {
             ("kind", &self.kind),
             ("since", &self.since),
             ("until", &self.until),
+            ("tz", &self.tz.to_string()),
         ]
         .iter()
         .map(|(name, value)| format!("{name}={}", crate::server::web::query_escape(value)))
@@ -51,19 +56,21 @@ impl AuditQuery {
         ListFilter {
             computer: non_empty(self.computer.clone()),
             user: non_empty(self.user.clone()),
-            since: minute(&self.since),
-            until: minute(&self.until),
+            since: minute(&self.since, self.tz),
+            until: minute(&self.until, self.tz),
         }
     }
 }
 
-/// A `datetime-local` value, read as UTC, in milliseconds since the epoch.
-fn minute(text: &str) -> Option<u64> {
+/// A `datetime-local` value, in the zone `tz` minutes east of UTC (at most
+/// 14 hours either way), in milliseconds since the epoch.
+fn minute(text: &str, tz: i32) -> Option<u64> {
     let format =
         time::format_description::parse_borrowed::<2>("[year]-[month]-[day]T[hour]:[minute]")
             .ok()?;
     let at = time::PrimitiveDateTime::parse(text.trim(), &format).ok()?;
-    u64::try_from(at.assume_utc().unix_timestamp())
+    let offset = time::UtcOffset::from_whole_seconds(tz.clamp(-14 * 60, 14 * 60) * 60).ok()?;
+    u64::try_from(at.assume_offset(offset).unix_timestamp())
         .ok()
         .map(|s| s * 1000)
 }
@@ -100,6 +107,7 @@ struct AuditPage {
     kind: String,
     since: String,
     until: String,
+    tz: i32,
     query: String,
     entries: Vec<AuditRow>,
     next: Option<String>,
@@ -172,6 +180,7 @@ pub async fn audit(
             kind: query.kind,
             since: query.since,
             until: query.until,
+            tz: query.tz,
             entries,
             next: page.next.as_deref().map(hex),
         },
@@ -253,6 +262,18 @@ mod tests {
         assert_eq!(unhex("abc"), None);
         assert_eq!(unhex(""), None, "the first page");
         assert_eq!(unhex("zz"), None);
-        assert_eq!(minute("2026-11-30T10:15"), Some(1_796_033_700_000));
+        assert_eq!(minute("2026-11-30T10:15", 0), Some(1_796_033_700_000));
+    }
+
+    #[test]
+    fn times_are_read_in_the_viewers_zone() {
+        // 11:15 in Paris (UTC+1 in November) is 10:15 UTC.
+        assert_eq!(minute("2026-11-30T11:15", 60), Some(1_796_033_700_000));
+        assert_eq!(minute("2026-11-30T05:15", -300), Some(1_796_033_700_000));
+        assert_eq!(
+            minute("2026-11-30T10:15", 100_000),
+            minute("2026-11-30T10:15", 14 * 60),
+            "at most 14 hours"
+        );
     }
 }

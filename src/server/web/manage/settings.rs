@@ -25,83 +25,103 @@ struct SettingRow {
     default: u64,
 }
 
-/// The settings form's fields: name, label, unit, divisor from the view's
-/// unit, and the view's field.
-type SettingField = (
-    &'static str,
-    &'static str,
-    &'static str,
-    u64,
-    fn(&SettingsView) -> u64,
-);
+/// One field of the settings form.
+struct SettingField {
+    /// The form's name for it.
+    name: &'static str,
+    /// What the page calls it.
+    label: &'static str,
+    /// The unit it is typed in.
+    unit: &'static str,
+    /// How many of the view's unit one of the form's is.
+    factor: u64,
+    /// The setting's own name, as validation names it.
+    setting: &'static str,
+    /// Its value in the view.
+    view: fn(&SettingsView) -> u64,
+}
 
 const SETTINGS: [SettingField; 10] = [
-    (
-        "expiration_minutes",
-        "Access Request Expiration Time",
-        "minutes",
-        60,
-        |s| s.expiration_secs,
-    ),
-    (
-        "new_otp_interval_minutes",
-        "Time between two new OTPs",
-        "minutes",
-        60,
-        |s| s.new_otp_interval_secs,
-    ),
-    ("otp_length", "OTP length", "digits", 1, |s| {
-        u64::from(s.otp_length)
-    }),
-    (
-        "max_attempts",
-        "Wrong attempts before an OTP locks",
-        "attempts",
-        1,
-        |s| u64::from(s.max_attempts),
-    ),
-    (
-        "max_failures",
-        "Failures per computer and per account within the window",
-        "failures",
-        1,
-        |s| u64::from(s.max_failures),
-    ),
-    (
-        "failure_window_minutes",
-        "Failure window",
-        "minutes",
-        60,
-        |s| s.failure_window_secs,
-    ),
-    (
-        "resend_gap_secs",
-        "Shortest time between two emails of one OTP",
-        "seconds",
-        1,
-        |s| s.resend_gap_secs,
-    ),
-    (
-        "max_new_per_computer",
-        "New OTPs and requests per computer within the window",
-        "per window",
-        1,
-        |s| u64::from(s.max_new_per_computer),
-    ),
-    (
-        "session_timeout_minutes",
-        "Client session timeout without its agent",
-        "minutes",
-        60,
-        |s| s.session_timeout_secs,
-    ),
-    (
-        "retention_days",
-        "Keep the audit log and finished records",
-        "days",
-        1,
-        |s| s.retention_days,
-    ),
+    SettingField {
+        name: "expiration_minutes",
+        label: "Access Request Expiration Time",
+        unit: "minutes",
+        factor: 60,
+        setting: "expiration",
+        view: |s| s.expiration_secs,
+    },
+    SettingField {
+        name: "new_otp_interval_minutes",
+        label: "Time between two new OTPs",
+        unit: "minutes",
+        factor: 60,
+        setting: "new_otp_interval",
+        view: |s| s.new_otp_interval_secs,
+    },
+    SettingField {
+        name: "otp_length",
+        label: "OTP length",
+        unit: "digits",
+        factor: 1,
+        setting: "otp_length",
+        view: |s| u64::from(s.otp_length),
+    },
+    SettingField {
+        name: "max_attempts",
+        label: "Wrong attempts before an OTP locks",
+        unit: "attempts",
+        factor: 1,
+        setting: "max_attempts",
+        view: |s| u64::from(s.max_attempts),
+    },
+    SettingField {
+        name: "max_failures",
+        label: "Failures per computer and per account within the window",
+        unit: "failures",
+        factor: 1,
+        setting: "max_failures",
+        view: |s| u64::from(s.max_failures),
+    },
+    SettingField {
+        name: "failure_window_minutes",
+        label: "Failure window",
+        unit: "minutes",
+        factor: 60,
+        setting: "failure_window",
+        view: |s| s.failure_window_secs,
+    },
+    SettingField {
+        name: "resend_gap_secs",
+        label: "Shortest time between two emails of one OTP",
+        unit: "seconds",
+        factor: 1,
+        setting: "resend_gap",
+        view: |s| s.resend_gap_secs,
+    },
+    SettingField {
+        name: "max_new_per_computer",
+        label: "New OTPs and requests per computer within the window",
+        unit: "per window",
+        factor: 1,
+        setting: "max_new_per_computer",
+        view: |s| u64::from(s.max_new_per_computer),
+    },
+    SettingField {
+        name: "session_timeout_minutes",
+        label: "Client session timeout without its agent",
+        unit: "minutes",
+        factor: 60,
+        setting: "session_timeout",
+        view: |s| s.session_timeout_secs,
+    },
+    SettingField {
+        name: "retention_days",
+        label: "Keep the audit log and finished records",
+        unit: "days",
+        factor: 1,
+        setting: "retention",
+        view: |s| s.retention_days,
+    },
 ];
 
 #[derive(Template)]
@@ -129,12 +149,12 @@ async fn settings_page(
     let defaults = convert::settings_view(&SystemSettings::default());
     let rows = SETTINGS
         .iter()
-        .map(|(name, label, unit, divisor, field)| SettingRow {
-            name,
-            label,
-            unit,
-            value: field(&current) / divisor,
-            default: field(&defaults) / divisor,
+        .map(|field| SettingRow {
+            name: field.name,
+            label: field.label,
+            unit: field.unit,
+            value: (field.view)(&current) / field.factor,
+            default: (field.view)(&defaults) / field.factor,
         })
         .collect();
     render(
@@ -163,7 +183,13 @@ pub async fn settings_set(
     Posted { signed, form }: Posted<HashMap<String, String>>,
 ) -> Response {
     let mut values = HashMap::new();
-    for (name, label, _, factor, _) in SETTINGS {
+    for SettingField {
+        name,
+        label,
+        factor,
+        ..
+    } in SETTINGS
+    {
         match form.get(name).map(|v| v.trim().parse::<u64>()) {
             Some(Ok(value)) => {
                 values.insert(name, value.saturating_mul(factor));
@@ -194,6 +220,19 @@ pub async fn settings_set(
         session_timeout_secs: Some(values["session_timeout_minutes"]),
         retention_days: Some(values["retention_days"]),
     };
+    // Every validated setting is in the form: for an administrator, a value
+    // out of its range is said with the label the page shows (the service
+    // checks again, and refuses anyone else first).
+    let checked = convert::patch_settings(SystemSettings::default(), &patch).validate();
+    if let (true, Err(invalid)) = (signed.is_admin(), checked) {
+        let label = SETTINGS
+            .iter()
+            .find(|field| field.setting == invalid.field)
+            .map_or(invalid.field, |field| field.label);
+        let error = format!("{label}: {}.", invalid.reason);
+        let status = StatusCode::UNPROCESSABLE_ENTITY;
+        return settings_page(&app, &signed, status, None, Some(error)).await;
+    }
     match app.service.set_settings(&signed.principal, &patch).await {
         Ok(_) => done("/settings", "Settings saved."),
         Err(err) => {

@@ -526,9 +526,17 @@ impl Recording {
     async fn finish(&mut self, socket: &PathBuf) {
         let deadline = Instant::now() + FINISH_WITHIN;
         while !self.unsent.is_empty() && Instant::now() < deadline {
-            self.send(socket).await;
+            // Bounded as a whole, not per chunk: a slow agent, or one pacing
+            // this user's chunks, does not keep the recorder past its time.
+            // A chunk cut short is handed over again (the agent and the server
+            // take a chunk they have once).
+            let left = deadline.saturating_duration_since(Instant::now());
+            if timeout(left, self.send(socket)).await.is_err() {
+                self.agent = None;
+                break;
+            }
             if !self.unsent.is_empty() {
-                sleep(Duration::from_millis(200)).await;
+                sleep(Duration::from_millis(200).min(left)).await;
             }
         }
         if self.unsent.is_empty() {

@@ -12,7 +12,7 @@ use super::{ConfigError, Password, is_loopback, secret};
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct LdapFile {
-    url: String,
+    url: Urls,
     bind_dn: String,
     password_file: Option<PathBuf>,
     password_env: Option<String>,
@@ -25,6 +25,47 @@ pub(super) struct LdapFile {
     pool_size: Option<usize>,
     #[serde(default)]
     domains: std::collections::HashMap<String, String>,
+}
+
+/// One directory's address, or several domain controllers' (tried in turn).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Urls {
+    One(String),
+    Several(Vec<String>),
+}
+
+/// One domain controller: where, and whether to upgrade with StartTLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LdapUrl {
+    /// `ldaps://host[:port]` or `ldap://host[:port]`.
+    pub url: String,
+    /// Over `ldap://`: upgrade with StartTLS (always, unless the host is
+    /// loopback).
+    pub starttls: bool,
+}
+
+impl LdapUrl {
+    /// `url` checked: a scheme of LDAP's and a host.
+    fn check(url: String) -> Result<Self, String> {
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or_else(|| format!("{url:?} is not an ldap:// or ldaps:// URL"))?;
+        let authority = rest.split(['/', '?']).next().unwrap_or_default();
+        let host = match authority.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or_default(),
+            None => authority.split(':').next().unwrap_or_default(),
+        };
+        if host.is_empty() {
+            return Err(format!("{url:?} names no host"));
+        }
+        let starttls = match scheme {
+            "ldaps" => false,
+            "ldap" => !is_loopback(host),
+            _ => return Err(format!("{url:?} is not an ldap:// or ldaps:// URL")),
+        };
+        Ok(Self { url, starttls })
+    }
 }
 
 /// The filter that finds an OS account in Active Directory, by default.
@@ -42,10 +83,9 @@ const MAX_LDAP_POOL: usize = 16;
 /// The LDAP directory's settings.
 #[derive(Debug, Clone)]
 pub struct LdapConfig {
-    /// `ldaps://host[:port]` or `ldap://host[:port]`.
-    pub url: String,
-    /// Over `ldap://`: upgrade with StartTLS (always, unless the host is loopback).
-    pub starttls: bool,
+    /// The domain controllers, tried in this order (the one that answered
+    /// last first).
+    pub urls: Vec<LdapUrl>,
     /// Who the server binds as to search.
     pub bind_dn: String,
     /// Its password.
@@ -76,28 +116,18 @@ impl LdapFile {
             field: "ldap",
             reason,
         };
-        let (scheme, rest) = self
-            .url
-            .split_once("://")
-            .ok_or_else(|| invalid(format!("{:?} is not an ldap:// or ldaps:// URL", self.url)))?;
-        let authority = rest.split(['/', '?']).next().unwrap_or_default();
-        let host = match authority.strip_prefix('[') {
-            Some(v6) => v6.split(']').next().unwrap_or_default(),
-            None => authority.split(':').next().unwrap_or_default(),
+        let urls = match self.url {
+            Urls::One(url) => vec![url],
+            Urls::Several(urls) => urls,
         };
-        if host.is_empty() {
-            return Err(invalid(format!("{:?} names no host", self.url)));
+        if urls.is_empty() {
+            return Err(invalid("url: give at least one".into()));
         }
-        let starttls = match scheme {
-            "ldaps" => false,
-            "ldap" => !is_loopback(host),
-            _ => {
-                return Err(invalid(format!(
-                    "{:?} is not an ldap:// or ldaps:// URL",
-                    self.url
-                )));
-            }
-        };
+        let urls = urls
+            .into_iter()
+            .map(LdapUrl::check)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(invalid)?;
         let bind_password = secret(
             "ldap",
             self.password_file.as_deref(),
@@ -124,8 +154,7 @@ impl LdapFile {
         }
         Ok(LdapConfig {
             pool_size,
-            url: self.url,
-            starttls,
+            urls,
             bind_dn: self.bind_dn,
             bind_password,
             ca_file: self.ca_file,
@@ -155,7 +184,7 @@ mod tests {
             ))
         };
         let with_password = "password_env = \"PATH\"";
-        let starttls = |url| ldap(url, with_password).unwrap().ldap.unwrap().starttls;
+        let starttls = |url| ldap(url, with_password).unwrap().ldap.unwrap().urls[0].starttls;
         assert!(!starttls("ldaps://dc1.corp.example.com"));
         assert!(
             starttls("ldap://dc1.corp.example.com:389"),
@@ -168,6 +197,25 @@ mod tests {
             ldap("ldaps://dc1", &extra).unwrap().ldap.unwrap().pool_size
         };
         assert_eq!((pool(""), pool("pool_size = 4")), (2, 4));
+        // Several domain controllers, each checked.
+        let several = |urls: &str| {
+            parse(&format!(
+                "[ldap]\nurl = {urls}\nbind_dn = \"cn=a\"\nbase_dn = \"dc=b\"\n{with_password}"
+            ))
+        };
+        let urls = several("[\"ldaps://dc1\", \"ldap://dc2:389\"]")
+            .unwrap()
+            .ldap
+            .unwrap()
+            .urls;
+        assert_eq!(
+            urls.iter()
+                .map(|u| (u.url.as_str(), u.starttls))
+                .collect::<Vec<_>>(),
+            [("ldaps://dc1", false), ("ldap://dc2:389", true)]
+        );
+        assert!(several("[]").is_err());
+        assert!(several("[\"ldaps://dc1\", \"http://dc2\"]").is_err());
         for (url, extra) in [
             ("http://dc1", with_password),
             ("ldaps://", with_password),

@@ -29,7 +29,8 @@
 //! key_file = "/etc/otpgate/web.key"    # own certificate from its PKI
 //!
 //! [ldap]                      # Active Directory (or LDAP) instead of directory_file
-//! url = "ldaps://dc1.corp.example.com"   # or ldap:// with StartTLS (plain on loopback)
+//! url = "ldaps://dc1.corp.example.com"   # or a list of domain controllers, tried in
+//!                                        # turn; ldap:// with StartTLS (plain on loopback)
 //! bind_dn = "CN=otpgate,OU=Service,DC=corp,DC=example,DC=com"
 //! password_file = "/etc/otpgate/ldap-password"   # or password_env = "VAR"
 //! ca_file = "/etc/otpgate/ad-ca.pem"             # default: the system's CAs
@@ -65,7 +66,9 @@ mod ldap;
 mod smtp;
 
 use ldap::LdapFile;
-pub use ldap::{DEFAULT_LDAP_CACHE, DEFAULT_LDAP_FILTER, DEFAULT_LDAP_TIMEOUT, LdapConfig};
+pub use ldap::{
+    DEFAULT_LDAP_CACHE, DEFAULT_LDAP_FILTER, DEFAULT_LDAP_TIMEOUT, LdapConfig, LdapUrl,
+};
 use smtp::SmtpFile;
 pub use smtp::{DEFAULT_SMTP_TIMEOUT, SmtpConfig, SmtpSecurity};
 

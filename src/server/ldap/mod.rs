@@ -30,7 +30,7 @@ use otpgate_actors::directory::{
     AccountInfo, Directory, DirectoryError, DirectoryFuture, DirectoryPerson, Recipient,
 };
 
-use crate::server::config::LdapConfig;
+use crate::server::config::{LdapConfig, LdapUrl};
 use crate::server::directory::Domains;
 use cache::Cache;
 use entry::{STANDING, is_closed, is_group, name_by_dn, values};
@@ -82,6 +82,8 @@ pub struct LdapDirectory {
     recipients: Cache<Option<Vec<Recipient>>>,
     /// Whether the directory is Active Directory, once known.
     active_directory: OnceLock<bool>,
+    /// Which domain controller answered last.
+    answered: std::sync::atomic::AtomicUsize,
 }
 
 impl LdapDirectory {
@@ -129,6 +131,7 @@ impl LdapDirectory {
             tls: Arc::new(tls),
             next: std::sync::atomic::AtomicUsize::new(0),
             active_directory: OnceLock::new(),
+            answered: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -158,12 +161,38 @@ impl LdapDirectory {
         Some(filter)
     }
 
-    /// How connections are made.
-    fn settings(&self) -> LdapConnSettings {
+    /// How connections to `url` are made.
+    fn settings(&self, url: &LdapUrl) -> LdapConnSettings {
         LdapConnSettings::new()
             .set_config(Arc::clone(&self.tls))
-            .set_starttls(self.config.starttls)
+            .set_starttls(url.starttls)
             .set_conn_timeout(self.config.timeout)
+    }
+
+    /// A new connection to the first domain controller that answers, tried
+    /// from the one that answered last: fail-over without a restart.
+    async fn connect(&self) -> Result<Ldap, ldap3::LdapError> {
+        let urls = &self.config.urls;
+        let first = self.answered.load(std::sync::atomic::Ordering::Relaxed);
+        let mut failed = None;
+        for at in (0..urls.len()).map(|n| (first + n) % urls.len()) {
+            let url = &urls[at];
+            match LdapConnAsync::with_settings(self.settings(url), &url.url).await {
+                Ok((connection, mut ldap)) => {
+                    ldap3::drive!(connection);
+                    ldap.with_timeout(self.config.timeout);
+                    self.answered
+                        .store(at, std::sync::atomic::Ordering::Relaxed);
+                    debug!(url = %url.url, "connected to the directory");
+                    return Ok(ldap);
+                }
+                Err(err) => {
+                    warn!(url = %url.url, error = %err, "a domain controller did not answer");
+                    failed = Some(err);
+                }
+            }
+        }
+        Err(failed.unwrap_or(ldap3::LdapError::EndOfStream))
     }
 
     /// The next slot's open connection, or a new one bound as the server's
@@ -176,14 +205,10 @@ impl LdapDirectory {
         {
             return Ok(ldap.clone());
         }
-        let (connection, mut ldap) =
-            LdapConnAsync::with_settings(self.settings(), &self.config.url).await?;
-        ldap3::drive!(connection);
-        ldap.with_timeout(self.config.timeout);
+        let mut ldap = self.connect().await?;
         ldap.simple_bind(&self.config.bind_dn, self.config.bind_password.expose())
             .await?
             .success()?;
-        debug!(url = %self.config.url, "connected to the directory");
         *open = Some(ldap.clone());
         Ok(ldap)
     }
@@ -421,10 +446,7 @@ impl LdapDirectory {
     /// Bound to the timeout, on a connection of its own: whether `password`
     /// is entry `dn`'s (the directory checks it; it is never read).
     async fn password_is(&self, dn: &str, password: &str) -> Result<bool, ldap3::LdapError> {
-        let (connection, mut ldap) =
-            LdapConnAsync::with_settings(self.settings(), &self.config.url).await?;
-        ldap3::drive!(connection);
-        ldap.with_timeout(self.config.timeout);
+        let mut ldap = self.connect().await?;
         let bound = ldap.simple_bind(dn, password).await?;
         let _ = ldap.unbind().await;
         match bound.rc {

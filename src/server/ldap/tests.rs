@@ -6,8 +6,10 @@ use super::*;
 
 fn directory(filter: &str) -> LdapDirectory {
     LdapDirectory::new(LdapConfig {
-        url: "ldaps://127.0.0.1".into(),
-        starttls: false,
+        urls: vec![crate::server::config::LdapUrl {
+            url: "ldaps://127.0.0.1".into(),
+            starttls: false,
+        }],
         bind_dn: "cn=otpgate".into(),
         bind_password: "x".to_owned().into(),
         ca_file: None,

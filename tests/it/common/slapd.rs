@@ -195,14 +195,27 @@ impl Slapd {
 
     /// The `[ldap]` section that points otpgate at this directory.
     pub fn config(&self) -> String {
+        self.config_with_url(&format!("\"ldaps://127.0.0.1:{}\"", self.port))
+    }
+
+    /// [`Slapd::config`] with a domain controller that does not answer
+    /// listed before this one.
+    pub fn config_behind_a_dead_one(&self) -> String {
+        let dead = super::free_port();
+        self.config_with_url(&format!(
+            "[\"ldaps://127.0.0.1:{dead}\", \"ldaps://127.0.0.1:{}\"]",
+            self.port
+        ))
+    }
+
+    fn config_with_url(&self, url: &str) -> String {
         let password = self.dir.join("bind-password");
         std::fs::write(&password, format!("{BIND_PASSWORD}\n")).unwrap();
         format!(
-            "[ldap]\nurl = \"ldaps://127.0.0.1:{port}\"\nbind_dn = \"{BIND_DN}\"\n\
+            "[ldap]\nurl = {url}\nbind_dn = \"{BIND_DN}\"\n\
              password_file = \"{password}\"\nca_file = \"{ca}\"\n\
              base_dn = \"{BASE}\"\ntimeout_secs = 2\ncache_secs = 60\n\
              [ldap.domains]\nCORP = \"corp.example.com\"\n",
-            port = self.port,
             password = password.display(),
             ca = self.dir.join("pki/ca.pem").display(),
         )

@@ -104,6 +104,11 @@ async fn directory_users_get_their_otp_and_nobody_else_does() {
     assert_eq!(alice.email.as_deref(), Some("alice@example.com"));
     assert!(!alice.disabled && alice.error.is_none());
     assert_eq!(alice.groups, ["it-approvers@corp.example.com"]);
+    // In more groups than the directory answers in one search: all found.
+    let AdminResponse::DirectoryAccount(lena) = server.admin(test("CORP\\lena")).await else {
+        panic!("directory test");
+    };
+    assert_eq!(lena.groups.len(), 3, "{lena:?}");
     let AdminResponse::DirectoryAccount(dave) = server.admin(test("CORP\\dave")).await else {
         panic!("directory test");
     };

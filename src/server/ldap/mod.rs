@@ -20,6 +20,7 @@ mod entry;
 #[cfg(test)]
 mod tests;
 
+use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Scope, SearchEntry, ldap_escape};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
@@ -46,6 +47,8 @@ const IN_CHAIN: &str = "1.2.840.113556.1.4.1941";
 const GROUP_CLASSES: &str = "(|(objectClass=group)(objectClass=groupOfNames))";
 /// How deep nested groups are followed where AD does not do it.
 const MAX_NESTING: usize = 8;
+/// Entries asked for per page of a search (AD answers at most 1,000).
+const PAGE_SIZE: i32 = 500;
 /// The most people one approver entry reaches by mail.
 const MAX_RECIPIENTS: usize = 200;
 /// The result code of a bind with a wrong password.
@@ -232,6 +235,36 @@ impl LdapDirectory {
         })
     }
 
+    /// Every entry `filter` finds under the base, with `attributes`, asked
+    /// for in pages (RFC 2696): a directory that caps what one search
+    /// answers (Active Directory: 1,000 entries) gives them all, page by page.
+    async fn subtree(
+        &self,
+        ldap: &mut Ldap,
+        filter: &str,
+        attributes: &[&str],
+    ) -> Result<Vec<SearchEntry>, ldap3::LdapError> {
+        let adapters: Vec<Box<dyn Adapter<_, _>>> = vec![
+            Box::new(EntriesOnly::new()),
+            Box::new(PagedResults::new(PAGE_SIZE)),
+        ];
+        let mut search = ldap
+            .streaming_search_with(
+                adapters,
+                &self.config.base_dn,
+                Scope::Subtree,
+                filter,
+                attributes.to_vec(),
+            )
+            .await?;
+        let mut entries = Vec::new();
+        while let Some(entry) = search.next().await? {
+            entries.push(SearchEntry::construct(entry));
+        }
+        search.finish().await.success()?;
+        Ok(entries)
+    }
+
     /// Whether the directory is Active Directory (its root DSE says so), which
     /// follows nested groups in one search; asked once.
     async fn is_active_directory(&self, ldap: &mut Ldap) -> Result<bool, ldap3::LdapError> {
@@ -298,15 +331,8 @@ impl LdapDirectory {
         let mut names = Vec::new();
         if self.is_active_directory(ldap).await? {
             let filter = format!("(member:{IN_CHAIN}:={})", ldap_escape(dn));
-            let (entries, _) = ldap
-                .search(&self.config.base_dn, Scope::Subtree, &filter, attributes)
-                .await?
-                .success()?;
-            names.extend(
-                entries
-                    .into_iter()
-                    .filter_map(|entry| name_by_dn(&SearchEntry::construct(entry))),
-            );
+            let entries = self.subtree(ldap, &filter, &attributes).await?;
+            names.extend(entries.iter().filter_map(name_by_dn));
             return Ok(names);
         }
         let mut seen = HashSet::new();
@@ -320,12 +346,9 @@ impl LdapDirectory {
                 .map(|dn| format!("(member={})", ldap_escape(dn.as_str())))
                 .collect();
             let filter = format!("(&{GROUP_CLASSES}(|{members}))");
-            let (entries, _) = ldap
-                .search(&self.config.base_dn, Scope::Subtree, &filter, attributes)
-                .await?
-                .success()?;
+            let entries = self.subtree(ldap, &filter, &attributes).await?;
             frontier.clear();
-            for entry in entries.into_iter().map(SearchEntry::construct) {
+            for entry in entries {
                 if seen.insert(entry.dn.to_lowercase()) {
                     names.extend(name_by_dn(&entry));
                     frontier.push(entry.dn);
@@ -363,20 +386,8 @@ impl LdapDirectory {
         let mut recipients = Vec::new();
         if self.is_active_directory(&mut ldap).await? {
             let filter = format!("(memberOf:{IN_CHAIN}:={})", ldap_escape(group.dn.as_str()));
-            let (entries, _) = ldap
-                .search(
-                    &self.config.base_dn,
-                    Scope::Subtree,
-                    &filter,
-                    &person_attributes,
-                )
-                .await?
-                .success()?;
-            recipients.extend(
-                entries
-                    .into_iter()
-                    .filter_map(|entry| self.recipient(&SearchEntry::construct(entry))),
-            );
+            let entries = self.subtree(&mut ldap, &filter, &person_attributes).await?;
+            recipients.extend(entries.iter().filter_map(|entry| self.recipient(entry)));
         } else {
             let mut seen = HashSet::from([group.dn.to_lowercase()]);
             let mut frontier = vec![group.dn];

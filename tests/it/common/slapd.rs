@@ -83,7 +83,10 @@ impl Slapd {
                  TLSCACertificateFile {d}/pki/ca.pem\nTLSCertificateFile {d}/pki/server.pem\n\
                  TLSCertificateKeyFile {d}/pki/server.key\n\
                  database mdb\nsuffix \"{BASE}\"\nrootdn \"{ROOT_DN}\"\nrootpw \"{ROOT_PASSWORD}\"\n\
-                 directory {d}/db\n"
+                 directory {d}/db\n\
+                 # As Active Directory caps a search (at 1,000), smaller: more\n\
+                 # needs paged results.\n\
+                 limits * size.soft=2 size.hard=2 size.prtotal=unlimited\n"
             ),
         )
         .unwrap();
@@ -98,7 +101,7 @@ impl Slapd {
         let entries = format!(
             "dn: {BASE}\nobjectClass: dcObject\nobjectClass: organization\no: corp\ndc: corp\n\n\
              dn: {BIND_DN}\nobjectClass: inetOrgPerson\ncn: otpgate\nsn: otpgate\n\
-             userPassword: {BIND_PASSWORD}\n\n{}{}{}{}{}{}{}{}{}{}{}{}",
+             userPassword: {BIND_PASSWORD}\n\n{}{}{}{}{}{}{}{}{}{}{}{}{}{}{}{}",
             person("alice", Some("alice@example.com"), 512)
                 .replace("\n\n", &format!("\nmemberOf: cn=it-approvers,{BASE}\n\n")),
             person("bob", Some("bob@example.com"), 512),
@@ -117,6 +120,11 @@ impl Slapd {
             // Her principal name has an alternate suffix.
             person("kate", Some("kate@example.com"), 512)
                 .replace("kate@corp.example.com", "kate@corp-alt.example"),
+            // In more groups than one search answers without paging.
+            person("lena", Some("lena@example.com"), 512),
+            group("g1", &["lena"]),
+            group("g2", &["lena"]),
+            group("g3", &["lena"]),
             group("it-approvers", &["alice", "helpdesk"]),
             group("helpdesk", &["frank", "dave"]),
         );

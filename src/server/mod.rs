@@ -422,6 +422,7 @@ impl Server {
             revocations: self.shared.revocations.clone(),
             live: self.shared.live.clone(),
             initial_password_file: self.initial_password_file.clone(),
+            wrong_binds: Default::default(),
             directory: self.directory.clone(),
         });
         tracker.spawn(prune_every(

@@ -76,6 +76,9 @@ pub struct AdminService {
     pub(crate) recordings: Shelf,
     /// Who people are: sign-in with a directory account, `directory test`.
     pub(crate) directory: Arc<dyn Directory>,
+    /// Wrong directory passwords lately, per account (see
+    /// [`people::WrongBinds`]).
+    pub(crate) wrong_binds: people::WrongBinds,
     /// The file the first administrator's password was written to at the
     /// first start; removed once they have chosen their own.
     pub(crate) initial_password_file: PathBuf,

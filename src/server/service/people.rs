@@ -3,6 +3,10 @@
 //! counted alike whatever went wrong; and what the directory says of an
 //! account (`directory test`).
 
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
 use zeroize::Zeroizing;
 
 use otpgate_actors::audit::{Action, Who};
@@ -13,6 +17,51 @@ use otpgate_protocol::admin::{AdminErrorCode, DirectoryView};
 use super::{
     AdminService, Answer, Credential, Identity, Principal, ServiceError, Via, refusal, refuse,
 };
+
+/// Wrong directory passwords given through otpgate within this window...
+const WRONG_BIND_WINDOW: Duration = Duration::from_secs(30 * 60);
+/// ...after which no more are tried: fewer than Active Directory's usual
+/// lockout thresholds (5 to 10 within 30 minutes), so that a stranger
+/// guessing at the sign-in page cannot lock a person out of their account.
+const MAX_WRONG_BINDS: usize = 3;
+
+/// Wrong directory passwords given lately, per account (in its canonical
+/// spelling, so every spelling counts alike).
+#[derive(Debug, Default)]
+pub struct WrongBinds(Mutex<HashMap<String, VecDeque<Instant>>>);
+
+impl WrongBinds {
+    /// How long until `account` may be tried again, if it may not now.
+    fn wait(&self, account: &str) -> Option<Duration> {
+        let mut all = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        let times = all.get_mut(account)?;
+        while times
+            .front()
+            .is_some_and(|&at| now.duration_since(at) >= WRONG_BIND_WINDOW)
+        {
+            times.pop_front();
+        }
+        if times.is_empty() {
+            all.remove(account);
+            return None;
+        }
+        (times.len() >= MAX_WRONG_BINDS)
+            .then(|| WRONG_BIND_WINDOW.saturating_sub(now.duration_since(times[0])))
+    }
+
+    /// Counts a wrong password for `account`.
+    fn failed(&self, account: &str) {
+        let mut all = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        // Past many accounts at once (a sweep), the oldest news goes first.
+        if all.len() >= 100_000 {
+            all.clear();
+        }
+        all.entry(account.to_owned())
+            .or_default()
+            .push_back(Instant::now());
+    }
+}
 
 /// The longest comment an approver or administrator may give.
 pub const MAX_COMMENT: usize = 500;
@@ -33,6 +82,14 @@ pub enum SignInError {
     /// A directory account, but the directory cannot be reached.
     #[error("the directory cannot be reached; try again shortly")]
     Unavailable,
+    /// A directory account given too many wrong passwords lately: no more
+    /// are tried against the directory for a while, so that its own lockout
+    /// is never what stops the person.
+    #[error("too many wrong passwords for this account lately; try again in {minutes} minutes")]
+    TooManyWrong {
+        /// Minutes until one more is tried.
+        minutes: u64,
+    },
     /// A directory account with the right password that approves no
     /// computer: the Management Tool has nothing for them.
     #[error(
@@ -49,7 +106,9 @@ impl From<SignInError> for ServiceError {
     fn from(err: SignInError) -> Self {
         match err {
             SignInError::Failed(failed) => failed,
-            SignInError::Unavailable => refusal(AdminErrorCode::Unavailable, err.to_string()),
+            SignInError::Unavailable | SignInError::TooManyWrong { .. } => {
+                refusal(AdminErrorCode::Unavailable, err.to_string())
+            }
             refused => refusal(AdminErrorCode::Forbidden, refused.to_string()),
         }
     }
@@ -77,6 +136,7 @@ impl AdminService {
         let outcome = match &checked {
             Ok(_) => "signed in",
             Err(SignInError::Unavailable) => "refused: the directory cannot be reached",
+            Err(SignInError::TooManyWrong { .. }) => "refused: too many wrong passwords lately",
             Err(SignInError::ApprovesNothing(_)) => "refused: approves no client computer",
             Err(_) => "refused",
         };
@@ -105,13 +165,26 @@ impl AdminService {
     ) -> Result<Principal, SignInError> {
         let user = self.policy.snapshot().user(login).cloned();
         if user.is_none() && is_directory_name(login) {
+            // An empty password is never sent: it would be an anonymous bind.
+            if password.is_empty() {
+                return Err(SignInError::Wrong);
+            }
+            let account = self.directory.canonical(login);
+            if let Some(wait) = self.wrong_binds.wait(&account) {
+                return Err(SignInError::TooManyWrong {
+                    minutes: wait.as_secs().div_ceil(60).max(1),
+                });
+            }
             let person = match self.directory.sign_in(login, &password).await {
                 Ok(Some(person)) => Principal {
                     identity: Identity::Person(person),
                     via,
                     credential: None,
                 },
-                Ok(None) => return Err(SignInError::Wrong),
+                Ok(None) => {
+                    self.wrong_binds.failed(&account);
+                    return Err(SignInError::Wrong);
+                }
                 Err(_) => return Err(SignInError::Unavailable),
             };
             return if self.approves_any(&person)? {
@@ -203,5 +276,38 @@ pub(super) fn check_comment(comment: Option<&str>) -> Answer<()> {
             format!("a comment must be at most {MAX_COMMENT} characters on one line"),
         ),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_few_wrong_directory_passwords_stop_the_tries_for_a_while() {
+        let wrong = WrongBinds::default();
+        for _ in 0..MAX_WRONG_BINDS - 1 {
+            wrong.failed("bob@corp.example.com");
+            assert_eq!(wrong.wait("bob@corp.example.com"), None);
+        }
+        wrong.failed("bob@corp.example.com");
+        let wait = wrong.wait("bob@corp.example.com").unwrap();
+        assert!(
+            wait > WRONG_BIND_WINDOW - Duration::from_secs(60),
+            "{wait:?}"
+        );
+        assert_eq!(wrong.wait("alice@corp.example.com"), None, "per account");
+        // Once the window has passed, tried again.
+        let long_ago = Instant::now() - WRONG_BIND_WINDOW;
+        for at in wrong
+            .0
+            .lock()
+            .unwrap()
+            .get_mut("bob@corp.example.com")
+            .unwrap()
+        {
+            *at = long_ago;
+        }
+        assert_eq!(wrong.wait("bob@corp.example.com"), None);
     }
 }

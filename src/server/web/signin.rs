@@ -112,6 +112,13 @@ pub async fn signin(
                          changed: otpgate admin users set {login} --password-stdin"
                     ),
                 ),
+                SignInError::TooManyWrong { minutes } => (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    format!(
+                        "Too many wrong passwords for this account lately. Try again in \
+                         {minutes} minutes."
+                    ),
+                ),
                 SignInError::ApprovesNothing(_) => (
                     StatusCode::FORBIDDEN,
                     "Your account approves no client computer, so there is nothing here for \

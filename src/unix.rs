@@ -100,13 +100,13 @@ pub enum Refusal {
 }
 
 /// Serves the requests of one local connection in turn, until the client
-/// closes it, breaks the stream or sends no whole request for `idle`: each request is read in the version it is
-/// written in and answered, by `answer`, in the same version (or, when it is
+/// closes it, breaks the stream or sends no whole request for `idle` (if
+/// given): each request is read in the version it is written in and answered, by `answer`, in the same version (or, when it is
 /// newer than ours, in our newest, so that the client asks again in it); what
 /// cannot be answered as asked is answered with `refuse`.
 pub async fn serve_requests<Q, A, F, Fut>(
     stream: UnixStream,
-    idle: Duration,
+    idle: Option<Duration>,
     refuse: fn(Refusal) -> A,
     answer: F,
 ) where
@@ -119,7 +119,13 @@ pub async fn serve_requests<Q, A, F, Fut>(
     let mut reader = FrameReader::new(read);
     let mut writer = FrameWriter::new(write);
     loop {
-        let frame = match tokio::time::timeout(idle, reader.read_frame()).await {
+        let read = async {
+            match idle {
+                Some(idle) => tokio::time::timeout(idle, reader.read_frame()).await,
+                None => Ok(reader.read_frame().await),
+            }
+        };
+        let frame = match read.await {
             Ok(Ok(Some(frame))) => frame,
             Ok(Ok(None)) => return,
             Ok(Err(err)) => {
@@ -385,7 +391,7 @@ mod tests {
                 let (stream, _) = listener.accept().await.unwrap();
                 serve_requests(
                     stream,
-                    idle,
+                    Some(idle),
                     |_| AdminResponse::Done,
                     |_: AdminRequest| async { AdminResponse::Done },
                 )

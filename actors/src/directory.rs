@@ -123,6 +123,18 @@ pub struct Recipient {
     pub email: String,
 }
 
+/// The one name of the person OS account `os_user` is: a directory account
+/// in `directory`'s canonical spelling (`CORP\ALICE`, `Corp\alice` and
+/// `alice@corp.example.com` are one person), a local account as it is
+/// (local names are case-sensitive).
+pub fn person_name(directory: &dyn Directory, os_user: String) -> String {
+    if is_directory_name(&os_user) {
+        directory.canonical(&os_user)
+    } else {
+        os_user
+    }
+}
+
 /// Whether approver entry `name` names a directory account or group
 /// (`CORP\bob`, `it-approvers@corp.example.com`) rather than an internal user.
 pub fn is_directory_name(name: &str) -> bool {

@@ -6,7 +6,7 @@
 //! speaks; an agent of an older release answers in its own, and the module
 //! connects again and asks again in that one (`Versions::fall_back`).
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -130,7 +130,7 @@ impl Agent {
         let encoded = request.encode(self.version, &mut frame);
         let sent = encoded
             .map_err(AgentError::from)
-            .and_then(|()| Ok(self.stream.write_all(&frame)?));
+            .and_then(|()| Ok(send_all(&self.stream, &frame)?));
         frame.zeroize();
         sent?;
         loop {
@@ -188,6 +188,23 @@ fn connect_within(path: &Path, timeout: Duration) -> io::Result<UnixStream> {
     }
 }
 
+/// Writes all of `bytes` to `stream` without raising SIGPIPE when the agent
+/// has gone (the host process may not ignore it, and would die of it):
+/// EPIPE instead. The stream's write timeout bounds each send.
+fn send_all(stream: &UnixStream, mut bytes: &[u8]) -> io::Result<()> {
+    use nix::sys::socket::{MsgFlags, send};
+    use std::os::fd::AsRawFd;
+    while !bytes.is_empty() {
+        match send(stream.as_raw_fd(), bytes, MsgFlags::MSG_NOSIGNAL) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(sent) => bytes = &bytes[sent..],
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(errno) => return Err(errno.into()),
+        }
+    }
+    Ok(())
+}
+
 /// Whether the other end of `stream` has closed it (or broken it): between
 /// requests nothing is there to read, so a peek that finds the end says so.
 fn closed_by_peer(stream: &UnixStream) -> bool {
@@ -220,6 +237,7 @@ mod tests {
     use super::*;
     use otpgate_protocol::local::LocalError;
     use otpgate_protocol::login::Secret;
+    use std::io::Write;
 
     /// Reads one request off `stream`, as `(version, request)`.
     fn read_request(stream: &mut UnixStream) -> Option<(u8, LocalRequest)> {

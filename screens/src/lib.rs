@@ -11,7 +11,8 @@
 //!
 //! Every text the walk shows passes [`for_terminal`] first: what comes from
 //! the server (an address, an approver's comment) cannot move a terminal's
-//! cursor or forge a line, in any front end.
+//! cursor, clear it or overwrite a line (a carriage return is escaped; line
+//! breaks are kept), in any front end.
 
 #![forbid(unsafe_code)]
 

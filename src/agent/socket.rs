@@ -7,7 +7,7 @@
 //! caller says about itself is believed.
 
 use std::collections::HashMap;
-use std::num::NonZeroU32;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -44,9 +44,11 @@ pub struct Limits {
     pub chunks_per_second: NonZeroU32,
     /// Connections open at once, by uid; one past it is closed at once.
     /// Root's are not capped: root is the PAM gate of every login.
-    pub connections: usize,
+    pub connections: NonZeroUsize,
     /// How long a connection may wait for its next request before it is
-    /// closed.
+    /// closed. Root's are not closed: the PAM module of the release before
+    /// does not connect again, and a person may sit at its prompt (su, a
+    /// display manager) for as long as they like.
     pub idle: Duration,
 }
 
@@ -57,7 +59,7 @@ impl Default for Limits {
             // A chunk is at most 48 KiB, and a recorder sends one every half
             // second unless output fills one first: about 1 MiB/s.
             chunks_per_second: NonZeroU32::new(20).unwrap_or(NonZeroU32::MIN),
-            connections: 64,
+            connections: NonZeroUsize::new(64).unwrap_or(NonZeroUsize::MIN),
             idle: unix::IDLE,
         }
     }
@@ -127,10 +129,13 @@ fn twice_in_bursts(per_second: NonZeroU32) -> Quota {
 /// The connections each uid has open, against the cap.
 struct Open {
     cap: usize,
-    /// Per uid: how many, and whether one was turned away since the count
-    /// was last below the cap (to log that once, not for every try).
-    by_uid: Mutex<HashMap<u32, (usize, bool)>>,
+    /// Per uid: how many, and when turning one away was last logged (once a
+    /// minute at most, however the user cycles connections).
+    by_uid: Mutex<HashMap<u32, (usize, Option<Instant>)>>,
 }
+
+/// How often turning a user's connections away is logged, at most.
+const WARN_EVERY: Duration = Duration::from_secs(60);
 
 /// One open connection of a uid, counted until dropped.
 struct Slot {
@@ -139,9 +144,9 @@ struct Slot {
 }
 
 impl Open {
-    fn new(cap: usize) -> Self {
+    fn new(cap: NonZeroUsize) -> Self {
         Self {
-            cap,
+            cap: cap.get(),
             by_uid: Mutex::new(HashMap::new()),
         }
     }
@@ -150,9 +155,10 @@ impl Open {
     /// open already (root never does).
     fn take(self: &Arc<Self>, uid: u32) -> Option<Slot> {
         let mut by_uid = self.by_uid.lock().unwrap_or_else(PoisonError::into_inner);
-        let (count, turned_away) = by_uid.entry(uid).or_default();
+        let (count, warned) = by_uid.entry(uid).or_default();
         if *count >= self.cap && uid != 0 {
-            if !std::mem::replace(turned_away, true) {
+            if warned.is_none_or(|at| at.elapsed() >= WARN_EVERY) {
+                *warned = Some(Instant::now());
                 warn!(
                     uid,
                     cap = self.cap,
@@ -177,9 +183,8 @@ impl Drop for Slot {
             .by_uid
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if let Some((count, turned_away)) = by_uid.get_mut(&self.uid) {
+        if let Some((count, _)) = by_uid.get_mut(&self.uid) {
             *count -= 1;
-            *turned_away = false;
             if *count == 0 {
                 by_uid.remove(&self.uid);
             }
@@ -220,7 +225,11 @@ async fn caller(stream: &UnixStream, open: &Arc<Open>) -> Option<(Option<Caller>
 
 async fn serve_caller(stream: UnixStream, caller: Option<Caller>, agent: &Agent) {
     let refuse = |_| LocalResponse::Fail(LocalError::Unsupported);
-    unix::serve_requests(stream, agent.idle, refuse, |request| async {
+    let idle = match &caller {
+        Some(caller) if caller.uid == 0 => None,
+        _ => Some(agent.idle),
+    };
+    unix::serve_requests(stream, idle, refuse, |request| async {
         match &caller {
             None => LocalResponse::Fail(LocalError::UnknownCaller),
             Some(caller) => answer(request, caller, agent).await,

@@ -76,7 +76,7 @@ fn sink(socket: &Path) -> anyhow::Result<std::sync::Arc<std::sync::atomic::Atomi
             let refuse = |_| LocalResponse::Fail(LocalError::Unsupported);
             tokio::spawn(crate::unix::serve_requests(
                 stream,
-                crate::unix::IDLE,
+                Some(crate::unix::IDLE),
                 refuse,
                 move |request| {
                     if let LocalRequest::Record(_) = request {

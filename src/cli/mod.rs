@@ -111,7 +111,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     logins_per_second: per_user_per_second,
                     chunks_per_second,
                     connections: connections_per_user,
-                    idle: Duration::from_secs(idle_secs),
+                    idle: Duration::from_secs(idle_secs.get()),
                 },
                 spool,
                 spool_limit: spool_mib.saturating_mul(1 << 20),
@@ -184,6 +184,14 @@ async fn serve(path: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<Ex
         Ok(config) => config,
         Err(err) => return Ok(config_error(&err)),
     };
+    if let Some(ldap) = &config.ldap
+        && ldap.domains.is_empty()
+    {
+        tracing::warn!(
+            "[ldap] names no NetBIOS domain in [ldap.domains]: accounts written DOMAIN\\name \
+             (logins, approvers) match nobody; add e.g. CORP = \"corp.example.com\""
+        );
+    }
     if let Some(files) = raise_fd_limit() {
         let room =
             usize::try_from(files.saturating_sub(server::RESERVED_FILES)).unwrap_or(usize::MAX);

@@ -43,7 +43,7 @@ async fn serve_one(stream: UnixStream, service: Arc<AdminService>) {
     // The socket is the daemon's account's only (mode 0600): the operator.
     let operator = Principal::operator(stream.peer_cred().ok().map(|cred| cred.uid()));
     let (service, operator) = (&service, &operator);
-    unix::serve_requests(stream, unix::IDLE, refuse, |request| async move {
+    unix::serve_requests(stream, Some(unix::IDLE), refuse, |request| async move {
         answer(service, operator, request)
             .await
             .unwrap_or_else(|err| AdminResponse::Fail(err.told()))

@@ -37,6 +37,7 @@ use super::recordings::{self, Shelf};
 use crate::frames::{FrameReader, FrameWriter};
 use crate::tls::revoked::Revocations;
 use crate::tls::{ALPN, pki};
+use otpgate_actors::directory::{Directory, person_name};
 
 /// The longest software version an agent may report.
 const MAX_AGENT_VERSION: usize = 64;
@@ -55,6 +56,8 @@ pub(super) struct Shared {
     pub(super) computers: Computers,
     /// Terminal recordings, stored as agents ship them.
     pub(super) recordings: Shelf,
+    /// Who people are: a recording's OS user is named as its login was.
+    pub(super) directory: Arc<dyn Directory>,
     /// The audit log (a recording that lost output) and client sessions (a
     /// recording's tie).
     pub(super) store: Arc<SledStore>,
@@ -359,6 +362,8 @@ async fn respond(shared: &Shared, id: &ComputerId, request: Request) -> Response
             let Ok(recordings) = shared.recordings.get() else {
                 return Response::Fail(ErrorCode::Unavailable);
             };
+            // The person, named as their login's session names them.
+            let os_user = person_name(shared.directory.as_ref(), os_user);
             return recordings::receive(
                 recordings,
                 shared.store.as_ref(),

@@ -351,6 +351,7 @@ impl Server {
                 old_agents: Warned::default(),
                 computers,
                 recordings,
+                directory: Arc::clone(&directory),
                 store: store.clone(),
                 clock: clock.clone(),
                 handshake_timeout: config.handshake_timeout,
@@ -456,8 +457,10 @@ impl Server {
                 accepted = listener.accept() => match accepted {
                     Ok(accepted) => accepted,
                     Err(err) => {
-                        sleep(pause.failed(&err)).await;
-                        continue;
+                        tokio::select! {
+                            () = &mut shutdown => break,
+                            () = sleep(pause.failed(&err)) => continue,
+                        }
                     }
                 },
             };

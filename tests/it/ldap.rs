@@ -38,8 +38,9 @@ async fn directory_users_get_their_otp_and_nobody_else_does() {
     let Some(slapd) = Slapd::start(dir.path(), "directory_users_get_their_otp") else {
         return;
     };
-    // The first domain controller listed does not answer: the next does.
-    let server = TestServer::start_with_config(&slapd.config_behind_a_dead_one()).await;
+    // The first domain controllers listed do not answer: the next does.
+    let (config, _silent) = slapd.config_behind_dead_ones();
+    let server = TestServer::start_with_config(&config).await;
     let desk = server.desk("ws-1").await;
     let set = server
         .admin(AdminRequest::ClientSet {

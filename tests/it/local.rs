@@ -56,7 +56,7 @@ print(len(closed([fresh], 0.5)), flush=True)
 async fn a_local_user_holds_no_more_than_their_share_of_connections_and_idle_ones_close() {
     let server = TestServer::start().await;
     let limits = Limits {
-        connections: 4,
+        connections: std::num::NonZeroUsize::new(4).unwrap(),
         idle: Duration::from_secs(2),
         ..unlimited()
     };

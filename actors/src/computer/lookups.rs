@@ -3,7 +3,7 @@
 //! requester's address, the approvers a directory group reaches), looked up
 //! by a task of its own so that a slow directory holds up only that request.
 
-use crate::directory::{Directory, Recipient, is_directory_name};
+use crate::directory::{Directory, Recipient, is_directory_name, person_name};
 use crate::login::{LoginCall, Mode};
 use crate::rules::{self};
 
@@ -56,17 +56,10 @@ pub struct Found {
 }
 
 impl ComputerState {
-    /// The one name of the person OS account `os_user` is: a directory
-    /// account in its canonical spelling (`CORP\ALICE`, `Corp\alice` and
-    /// `alice@corp.example.com` are one person, with one OTP slot and one
-    /// failure count), a local account as it is (local names are
-    /// case-sensitive).
+    /// The one name of the person OS account `os_user` is (see
+    /// [`person_name`]): one OTP slot and one failure count per person.
     pub(super) fn person(&self, os_user: String) -> String {
-        if is_directory_name(&os_user) {
-            self.svc.directory.canonical(&os_user)
-        } else {
-            os_user
-        }
+        person_name(self.svc.directory.as_ref(), os_user)
     }
 
     /// What `call` needs from the directory, as the options stand now (they

@@ -193,8 +193,8 @@ pub struct RecordingPartView {
 /// What verification found for one recording.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VerifiedView {
-    /// The recording; 0, which no recording has, for the recordings as a
-    /// whole (some removed, added or rolled back, or lost).
+    /// The recording; `u64::MAX`, which no recording has, for the
+    /// recordings as a whole (some removed, added or rolled back, or lost).
     pub id: u64,
     /// What is wrong with it; `None`: intact.
     pub problem: Option<String>,

@@ -1,6 +1,6 @@
 //! The command line: every subcommand and flag of `otpgate`, as clap reads them.
 
-use std::num::NonZeroU32;
+use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
 use std::path::PathBuf;
 use std::sync::LazyLock;
 
@@ -82,11 +82,11 @@ pub(super) enum Command {
         /// Connections each local OS user but root may hold open on the socket;
         /// one past it is closed at once.
         #[arg(long, default_value_t = Limits::default().connections)]
-        connections_per_user: usize,
-        /// Seconds a connection may wait for its next request before the agent
-        /// closes it.
-        #[arg(long, default_value_t = Limits::default().idle.as_secs())]
-        idle_secs: u64,
+        connections_per_user: NonZeroUsize,
+        /// Seconds a connection of a user but root may wait for its next
+        /// request before the agent closes it.
+        #[arg(long, default_value_t = NonZeroU64::new(Limits::default().idle.as_secs()).unwrap_or(NonZeroU64::MIN))]
+        idle_secs: NonZeroU64,
         /// Where terminal recordings wait for the server (made root's only).
         #[arg(long, default_value = DEFAULT_SPOOL)]
         spool: PathBuf,

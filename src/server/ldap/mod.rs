@@ -164,12 +164,17 @@ impl LdapDirectory {
         Some(filter)
     }
 
-    /// How connections to `url` are made.
+    /// How connections to `url` are made: each domain controller gets its
+    /// share of the lookup's time, so that one that does not answer at all
+    /// (switched off, behind a firewall) leaves time for the next.
     fn settings(&self, url: &LdapUrl) -> LdapConnSettings {
+        let share = u32::try_from(self.config.urls.len())
+            .unwrap_or(u32::MAX)
+            .max(1);
         LdapConnSettings::new()
             .set_config(Arc::clone(&self.tls))
             .set_starttls(url.starttls)
-            .set_conn_timeout(self.config.timeout)
+            .set_conn_timeout(self.config.timeout / share)
     }
 
     /// A new connection to the first domain controller that answers, tried

@@ -75,8 +75,8 @@ pub fn part(
 }
 
 /// The number a verification answer gives the recordings as a whole (no
-/// recording has it).
-pub const WHOLE: u64 = 0;
+/// recording has it: sled numbers them from 0 up).
+pub const WHOLE: u64 = u64::MAX;
 
 /// What checking recording `id` (or, `None`, every one and the census)
 /// against its hash chain and the server's seal found, of those `keep`

@@ -165,7 +165,7 @@ pub struct Recordings {
     quotas: Quotas,
     /// The anchor file (see [`sealed`]), and the count it holds.
     anchor: std::path::PathBuf,
-    anchored: std::sync::atomic::AtomicU64,
+    anchored: std::sync::Mutex<u64>,
     /// Recordings found gone from the database when it was opened.
     found_gone: u64,
 }
@@ -242,13 +242,13 @@ impl Recordings {
             seal,
             quotas,
             anchor: sealed::anchor_of(path),
-            anchored: std::sync::atomic::AtomicU64::new(0),
+            anchored: std::sync::Mutex::new(0),
             found_gone: 0,
         };
         recordings.count_usage()?;
         recordings.found_gone = recordings.take_census(&sealed::anchor_of(path))?;
         recordings.db.flush()?;
-        recordings.anchor()?;
+        recordings.anchor(recordings.made()?)?;
         Ok(recordings)
     }
 
@@ -277,8 +277,11 @@ impl Recordings {
 
     /// Makes what was stored durable.
     pub async fn flush(&self) -> Result<(), StoreError> {
+        // What is stored now is what this flush makes durable: the anchor
+        // never counts a recording a crash could still take back.
+        let made = self.made()?;
         self.db.flush_async().await?;
-        self.anchor()
+        self.anchor(made)
     }
 
     /// Stores `chunk` of computer `computer`'s recording, made for `os_user`
@@ -405,18 +408,23 @@ impl Recordings {
                 for (key, used) in usage.iter().zip(&used) {
                     usage_tree.insert(key.as_slice(), used)?;
                 }
-                census_tree.insert(Self::census_key(), census.as_slice())?;
+                census_tree.insert(sealed::CENSUS_KEY, census.as_slice())?;
                 Ok(())
             }),
         )?;
         Ok(Stored::Kept { id, first_loss })
     }
 
-    /// Removes `recording`: its summary, name, usage and place in the census
-    /// in one transaction, then its chunks (a crash in between leaves chunks
-    /// no summary names, which nothing reads).
-    fn remove(&self, recording: &Recording) -> Result<(), StoreError> {
+    /// Removes recording `id` if it was last written before `cutoff`, as it
+    /// stands under the store's lock (a chunk may have come since it was
+    /// listed): its summary, name, usage and place in the census in one
+    /// transaction, then its chunks (a crash in between leaves chunks no
+    /// summary names, which nothing reads). Whether it was removed.
+    fn remove_if_before(&self, id: u64, cutoff: Timestamp) -> Result<bool, StoreError> {
         let _storing = self.storing.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(recording) = self.get(id)?.filter(|r| r.updated < cutoff) else {
+            return Ok(false);
+        };
         let id = recording.id;
         let usage = usage_keys(&recording.computer, &recording.os_user);
         let used = [
@@ -441,14 +449,14 @@ impl Recordings {
             for (key, used) in usage.iter().zip(&used) {
                 usage_tree.insert(key.as_slice(), &used.to_be_bytes())?;
             }
-            census_tree.insert(Self::census_key(), census.as_slice())?;
+            census_tree.insert(sealed::CENSUS_KEY, census.as_slice())?;
             Ok(())
         }))?;
         for chunk in self.chunks_of(id, 0) {
             let (key, _) = chunk?;
             self.chunks.remove(key)?;
         }
-        Ok(())
+        Ok(true)
     }
 
     fn get_by_bytes(&self, id: &[u8]) -> Result<Recording, StoreError> {
@@ -511,11 +519,9 @@ impl Recordings {
         let mut removed = 0;
         for entry in self.list(None) {
             let (_, recording) = entry?;
-            if recording.updated >= cutoff {
-                continue;
+            if recording.updated < cutoff && self.remove_if_before(recording.id, cutoff)? {
+                removed += 1;
             }
-            self.remove(&recording)?;
-            removed += 1;
         }
         for entry in self.refused.iter() {
             let (key, last) = entry?;

@@ -9,16 +9,17 @@
 //!   folds their seals together (XOR): a recording removed whole, or rolled
 //!   back to an earlier sealed state, no longer matches it. It is written in
 //!   the same transaction as every chunk.
-//! - Beside the database, the anchor file (`recordings.made` in the data
+//! - Beside sled's own files, the anchor file (`made`, in the recordings
 //!   folder) says how many recordings were ever made, written once they are
 //!   durable: a database that lost recordings (a damaged log that sled cuts
 //!   short when it opens) is found at the next start, and stays reported.
+//!   Moving the folder aside to start a new database moves it too.
 //!
 //! Not found: the whole database put back from an earlier copy together with
 //! an anchor file of the same time.
 
 use std::path::Path;
-use std::sync::atomic::Ordering;
+use std::sync::PoisonError;
 
 use aws_lc_rs::digest::{SHA256, digest};
 use serde::{Deserialize, Serialize};
@@ -29,11 +30,11 @@ use otpgate_actors::store::record::{Body, SCHEMA_V1};
 use otpgate_actors::store::{self, Record};
 use otpgate_protocol::record::{RecordingEnd, RecordingKey, RecordingStart};
 
-use super::{Recording, Recordings, inflate, seq_of};
+use super::{Recording, Recordings, chunk_key, inflate, seq_of};
 
 /// The tree with the census, under [`CENSUS_KEY`].
 pub(super) const CENSUS: &str = "recording_census";
-const CENSUS_KEY: &[u8] = b"census";
+pub(super) const CENSUS_KEY: &[u8] = b"census";
 
 /// Why a stored recording, or the recordings as a whole, fails verification.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -240,16 +241,22 @@ impl Census {
 
 /// The anchor file of the recordings database in folder `path`.
 pub(super) fn anchor_of(path: &Path) -> std::path::PathBuf {
-    path.with_extension("made")
+    path.join("made")
 }
 
-/// The count an anchor file holds (0 when there is none yet).
-fn read_anchor(path: &Path) -> std::io::Result<u64> {
-    match std::fs::read_to_string(path) {
+/// The count an anchor file holds: 0 when there is none yet, or when it
+/// cannot be read (said in the log; it is written again with the next
+/// recording), never a reason to leave the recordings unavailable.
+fn read_anchor(path: &Path) -> u64 {
+    let read = match std::fs::read_to_string(path) {
         Ok(text) => text.trim().parse().map_err(std::io::Error::other),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(0),
         Err(err) => Err(err),
-    }
+    };
+    read.unwrap_or_else(|err| {
+        tracing::error!(path = %path.display(), error = %err, "the recordings' anchor file cannot be read; recordings lost before now may go unnoticed");
+        0
+    })
 }
 
 impl Recordings {
@@ -261,15 +268,21 @@ impl Recordings {
             .transpose()
     }
 
+    /// The recordings stored, counted and their seals folded.
+    fn count(&self) -> Result<Census, StoreError> {
+        let mut counted = Census::default();
+        for entry in self.list(None) {
+            let (_, recording) = entry?;
+            counted.count += 1;
+            counted.fold(&recording.seal);
+        }
+        Ok(counted)
+    }
+
     /// Stores `census`, sealed (outside a chunk's transaction).
     fn put_census(&self, census: Census) -> Result<(), StoreError> {
         self.census.insert(CENSUS_KEY, census.sealed(&self.seal)?)?;
         Ok(())
-    }
-
-    /// The key the census is stored under, for a transaction.
-    pub(super) fn census_key() -> &'static [u8] {
-        CENSUS_KEY
     }
 
     /// At opening: takes the census (counting a database of an earlier
@@ -279,45 +292,46 @@ impl Recordings {
         let mut census = match self.census()? {
             Some(census) => census,
             None => {
-                let mut census = Census::default();
-                for entry in self.list(None) {
-                    let (_, recording) = entry?;
-                    census.count += 1;
-                    census.fold(&recording.seal);
-                }
+                let mut census = self.count()?;
                 census.made = census.count;
                 census
             }
         };
-        let anchored = read_anchor(anchor).map_err(|source| StoreError::File {
-            path: anchor.to_owned(),
-            source,
-        })?;
+        let anchored = read_anchor(anchor);
         let gone = anchored.saturating_sub(census.made);
         census.lost += gone;
         census.made = census.made.max(anchored);
-        self.anchored.store(anchored, Ordering::Relaxed);
+        *self.anchored.lock().unwrap_or_else(PoisonError::into_inner) = anchored;
         self.put_census(census)?;
         Ok(gone)
     }
 
-    /// Writes the anchor file, if recordings were made since it was last
-    /// written; called once they are durable.
-    pub(super) fn anchor(&self) -> Result<(), StoreError> {
-        let made = self.census()?.map_or(0, |census| census.made);
-        if made > self.anchored.load(Ordering::Relaxed) {
+    /// How many recordings were ever made, as stored now: what the anchor
+    /// may say once what is stored now is durable.
+    pub(super) fn made(&self) -> Result<u64, StoreError> {
+        Ok(self.census()?.map_or(0, |census| census.made))
+    }
+
+    /// Writes `made` (taken before the flush that made it durable) to the
+    /// anchor file, if it is more than the file says; one writer at a time.
+    pub(super) fn anchor(&self, made: u64) -> Result<(), StoreError> {
+        let mut anchored = self.anchored.lock().unwrap_or_else(PoisonError::into_inner);
+        if made > *anchored {
             crate::files::write_private(&self.anchor, made.to_string().as_bytes()).map_err(
                 |source| StoreError::File {
                     path: self.anchor.clone(),
                     source,
                 },
             )?;
-            self.anchored.fetch_max(made, Ordering::Relaxed);
+            *anchored = made;
         }
         Ok(())
     }
 
-    /// Checks `recording` against its chain and seal.
+    /// Checks `recording` against its chain and seal. Its chunks are read up
+    /// to its count; one past it counts as added behind the server's back
+    /// only if the recording, read again, has not grown meanwhile (a chunk
+    /// and its summary are written in one transaction).
     pub fn verify(&self, recording: &Recording) -> Result<Result<(), Tampered>, StoreError> {
         if !self
             .seal
@@ -328,14 +342,14 @@ impl Recordings {
         let id = recording.id;
         let mut head = [0; 32];
         let mut expected = 0;
-        for entry in self.chunks_of(id, 0) {
+        for entry in self
+            .chunks
+            .range(chunk_key(id, 0)..chunk_key(id, recording.chunks))
+        {
             let (key, stored) = entry?;
             let seq = seq_of(&key);
             if seq != expected {
                 return Ok(Err(Tampered::Missing(expected)));
-            }
-            if seq >= recording.chunks {
-                return Ok(Err(Tampered::Extra));
             }
             let Ok(events) = inflate(&stored) else {
                 return Ok(Err(Tampered::Unreadable(seq)));
@@ -346,27 +360,37 @@ impl Recordings {
         if expected < recording.chunks {
             return Ok(Err(Tampered::Missing(expected)));
         }
-        Ok(if head == recording.head {
-            Ok(())
-        } else {
-            Err(Tampered::Chain)
-        })
+        if head != recording.head {
+            return Ok(Err(Tampered::Chain));
+        }
+        if self
+            .chunks
+            .range(chunk_key(id, recording.chunks)..=chunk_key(id, u64::MAX))
+            .next()
+            .is_some()
+        {
+            let grown = self
+                .get(id)?
+                .is_some_and(|now| now.chunks > recording.chunks);
+            if !grown {
+                return Ok(Err(Tampered::Extra));
+            }
+        }
+        Ok(Ok(()))
     }
 
-    /// Checks the recordings as a whole against the census.
+    /// Checks the recordings as a whole against the census (holding the
+    /// store still while it reads the summaries, so that a chunk stored
+    /// meanwhile is not taken for a change behind the server's back).
     pub fn verify_census(&self) -> Result<Result<(), Tampered>, StoreError> {
+        let _still = self.storing.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(census) = self.census()? else {
             return Ok(Err(Tampered::CensusSeal));
         };
         if !self.seal.recording_sealed(&census.body(), &census.seal) {
             return Ok(Err(Tampered::CensusSeal));
         }
-        let mut stored = Census::default();
-        for entry in self.list(None) {
-            let (_, recording) = entry?;
-            stored.count += 1;
-            stored.fold(&recording.seal);
-        }
+        let stored = self.count()?;
         if (stored.count, stored.seals) != (census.count, census.seals) {
             return Ok(Err(Tampered::Census {
                 counted: census.count,

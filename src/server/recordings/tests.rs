@@ -128,9 +128,9 @@ fn a_tampered_recording_fails_verification() {
     r.chunks.insert(chunk_key(id, 2), original.clone()).unwrap();
 
     // A chunk removed, or one added.
-    r.chunks.remove(chunk_key(id, 1)).unwrap();
+    let first = r.chunks.remove(chunk_key(id, 1)).unwrap().unwrap();
     assert_eq!(r.verify(&recording).unwrap(), Err(Tampered::Missing(1)));
-    r.chunks.insert(chunk_key(id, 1), original.clone()).unwrap();
+    r.chunks.insert(chunk_key(id, 1), first).unwrap();
     r.chunks.insert(chunk_key(id, 4), original).unwrap();
     assert_eq!(r.verify(&recording).unwrap(), Err(Tampered::Extra));
     r.chunks.remove(chunk_key(id, 4)).unwrap();
@@ -452,13 +452,24 @@ fn recordings_gone_from_the_database_are_found_at_the_next_opening() {
     let r = open(dir.path());
     first(&r, 1, 1);
     first(&r, 2, 1);
+    let made = r.made().unwrap();
     r.db.flush().unwrap();
-    r.anchor().unwrap();
+    r.anchor(made).unwrap();
     assert_eq!(r.found_gone(), 0);
     drop(r);
     // As sled leaves a log it cut short: what was in it is gone, the census
-    // with it; the anchor file beside it is not.
-    std::fs::remove_dir_all(dir.path().join("recordings")).unwrap();
+    // with it; the anchor file beside sled's own is not.
+    let folder = dir.path().join("recordings");
+    for file in std::fs::read_dir(&folder).unwrap() {
+        let path = file.unwrap().path();
+        if path.file_name() != Some("made".as_ref()) {
+            if path.is_dir() {
+                std::fs::remove_dir_all(path).unwrap();
+            } else {
+                std::fs::remove_file(path).unwrap();
+            }
+        }
+    }
     let r = open(dir.path());
     assert_eq!(r.found_gone(), 2);
     assert_eq!(r.verify_census().unwrap(), Err(Tampered::Lost(2)));
@@ -517,5 +528,38 @@ fn a_recording_of_the_first_release_verifies_and_is_sealed_whole_at_its_next_chu
     let read = r.get(id).unwrap().unwrap();
     assert!(!read.summary_v1, "sealed whole now");
     assert_eq!(r.verify(&read).unwrap(), Ok(()));
+    assert_eq!(r.verify_census().unwrap(), Ok(()));
+}
+
+#[test]
+fn a_recording_still_being_written_verifies_and_the_census_holds_while_chunks_come() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = open(dir.path());
+    let id = first(&r, 1, 1);
+    let listed = r.get(id).unwrap().unwrap();
+    // A chunk arrives after the summary was read, before the check.
+    let mut next = chunk(1, "two");
+    next.recording = [1; 16];
+    r.store(&ws(), "alice", None, &next, at(2)).unwrap();
+    assert_eq!(r.verify(&listed).unwrap(), Ok(()), "grown, not altered");
+    // One put there behind the server's back is found.
+    let now = r.get(id).unwrap().unwrap();
+    r.chunks
+        .insert(chunk_key(id, 2), deflate(b"[1.0, \"o\", \"x\"]\n"))
+        .unwrap();
+    assert_eq!(r.verify(&now).unwrap(), Err(Tampered::Extra));
+}
+
+#[test]
+fn a_recording_written_to_while_pruned_is_kept_and_the_census_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = open(dir.path());
+    let id = first(&r, 1, 1);
+    // Listed as old, then a chunk comes before it is removed.
+    let mut next = chunk(1, "two");
+    next.recording = [1; 16];
+    r.store(&ws(), "alice", None, &next, at(9)).unwrap();
+    assert!(!r.remove_if_before(id, at(5)).unwrap(), "written since");
+    assert!(r.get(id).unwrap().is_some());
     assert_eq!(r.verify_census().unwrap(), Ok(()));
 }

@@ -5,10 +5,11 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use zeroize::Zeroizing;
 
+use otpgate_actors::Timestamp;
 use otpgate_actors::audit::{Action, Who};
 use otpgate_actors::directory::{PasswordCheck, check_login, is_directory_name};
 use otpgate_actors::names::is_plain_text;
@@ -25,41 +26,49 @@ const WRONG_BIND_WINDOW: Duration = Duration::from_secs(30 * 60);
 /// guessing at the sign-in page cannot lock a person out of their account.
 const MAX_WRONG_BINDS: usize = 3;
 
-/// Wrong directory passwords given lately, per account (in its canonical
-/// spelling, so every spelling counts alike).
+/// Tries of directory passwords lately, per account (in its canonical
+/// spelling, so every spelling counts alike). A try is counted before the
+/// directory is asked, so that tries sent at once cannot all pass the limit,
+/// and forgotten when it was right (the directory resets its own count then)
+/// or never reached the directory.
 #[derive(Debug, Default)]
-pub struct WrongBinds(Mutex<HashMap<String, VecDeque<Instant>>>);
+pub struct WrongBinds(Mutex<HashMap<String, VecDeque<Timestamp>>>);
 
 impl WrongBinds {
-    /// How long until `account` may be tried again, if it may not now.
-    fn wait(&self, account: &str) -> Option<Duration> {
-        let mut all = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        let now = Instant::now();
-        let times = all.get_mut(account)?;
-        while times
-            .front()
-            .is_some_and(|&at| now.duration_since(at) >= WRONG_BIND_WINDOW)
-        {
-            times.pop_front();
-        }
-        if times.is_empty() {
-            all.remove(account);
-            return None;
-        }
-        (times.len() >= MAX_WRONG_BINDS)
-            .then(|| WRONG_BIND_WINDOW.saturating_sub(now.duration_since(times[0])))
-    }
-
-    /// Counts a wrong password for `account`.
-    fn failed(&self, account: &str) {
+    /// Takes one try for `account` at `now`; or, when it has had its wrong
+    /// ones within the window, how long until one may be tried again.
+    fn take(&self, account: &str, now: Timestamp) -> Result<(), Duration> {
         let mut all = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         // Past many accounts at once (a sweep), the oldest news goes first.
-        if all.len() >= 100_000 {
+        if all.len() >= 100_000 && !all.contains_key(account) {
             all.clear();
         }
-        all.entry(account.to_owned())
-            .or_default()
-            .push_back(Instant::now());
+        let tries = all.entry(account.to_owned()).or_default();
+        let since = now.before(WRONG_BIND_WINDOW);
+        while tries.front().is_some_and(|&at| at <= since) {
+            tries.pop_front();
+        }
+        if let Some(&oldest) = tries.front()
+            && tries.len() >= MAX_WRONG_BINDS
+        {
+            let passed = now.unix_millis().saturating_sub(oldest.unix_millis());
+            return Err(WRONG_BIND_WINDOW.saturating_sub(Duration::from_millis(passed)));
+        }
+        tries.push_back(now);
+        Ok(())
+    }
+
+    /// The try taken at `at` for `account` does not count: it was right, or
+    /// never reached the directory. A right one forgets the wrong ones too.
+    fn forget(&self, account: &str, at: Timestamp, right: bool) {
+        let mut all = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if right {
+            all.remove(account);
+        } else if let Some(tries) = all.get_mut(account)
+            && let Some(place) = tries.iter().rposition(|&t| t == at)
+        {
+            tries.remove(place);
+        }
     }
 }
 
@@ -170,22 +179,26 @@ impl AdminService {
                 return Err(SignInError::Wrong);
             }
             let account = self.directory.canonical(login);
-            if let Some(wait) = self.wrong_binds.wait(&account) {
+            let now = self.clock.now();
+            if let Err(wait) = self.wrong_binds.take(&account, now) {
                 return Err(SignInError::TooManyWrong {
                     minutes: wait.as_secs().div_ceil(60).max(1),
                 });
             }
             let person = match self.directory.sign_in(login, &password).await {
-                Ok(Some(person)) => Principal {
-                    identity: Identity::Person(person),
-                    via,
-                    credential: None,
-                },
-                Ok(None) => {
-                    self.wrong_binds.failed(&account);
-                    return Err(SignInError::Wrong);
+                Ok(Some(person)) => {
+                    self.wrong_binds.forget(&account, now, true);
+                    Principal {
+                        identity: Identity::Person(person),
+                        via,
+                        credential: None,
+                    }
                 }
-                Err(_) => return Err(SignInError::Unavailable),
+                Ok(None) => return Err(SignInError::Wrong),
+                Err(_) => {
+                    self.wrong_binds.forget(&account, now, false);
+                    return Err(SignInError::Unavailable);
+                }
             };
             return if self.approves_any(&person)? {
                 Ok(person)
@@ -286,28 +299,33 @@ mod tests {
     #[test]
     fn a_few_wrong_directory_passwords_stop_the_tries_for_a_while() {
         let wrong = WrongBinds::default();
-        for _ in 0..MAX_WRONG_BINDS - 1 {
-            wrong.failed("bob@corp.example.com");
-            assert_eq!(wrong.wait("bob@corp.example.com"), None);
+        let t0 = Timestamp::from_unix_millis(1_800_000_000_000);
+        let bob = "bob@corp.example.com";
+        for _ in 0..MAX_WRONG_BINDS {
+            assert_eq!(wrong.take(bob, t0), Ok(()));
         }
-        wrong.failed("bob@corp.example.com");
-        let wait = wrong.wait("bob@corp.example.com").unwrap();
-        assert!(
-            wait > WRONG_BIND_WINDOW - Duration::from_secs(60),
-            "{wait:?}"
+        // Tries sent at once are counted as they are taken: the next waits.
+        let wait = wrong
+            .take(bob, t0.after(Duration::from_secs(60)))
+            .unwrap_err();
+        assert_eq!(wait, WRONG_BIND_WINDOW - Duration::from_secs(60));
+        assert_eq!(
+            wrong.take("alice@corp.example.com", t0),
+            Ok(()),
+            "per account"
         );
-        assert_eq!(wrong.wait("alice@corp.example.com"), None, "per account");
         // Once the window has passed, tried again.
-        let long_ago = Instant::now() - WRONG_BIND_WINDOW;
-        for at in wrong
-            .0
-            .lock()
-            .unwrap()
-            .get_mut("bob@corp.example.com")
-            .unwrap()
-        {
-            *at = long_ago;
-        }
-        assert_eq!(wrong.wait("bob@corp.example.com"), None);
+        assert_eq!(wrong.take(bob, t0.after(WRONG_BIND_WINDOW)), Ok(()));
+        // A right one forgets the wrong ones; one that never reached the
+        // directory is given back alone.
+        let later = t0.after(WRONG_BIND_WINDOW * 3);
+        assert_eq!(wrong.take(bob, later), Ok(()));
+        assert_eq!(wrong.take(bob, later), Ok(()));
+        wrong.forget(bob, later, false);
+        assert_eq!(wrong.take(bob, later), Ok(()));
+        assert_eq!(wrong.take(bob, later), Ok(()));
+        assert!(wrong.take(bob, later).is_err(), "three counted");
+        wrong.forget(bob, later, true);
+        assert_eq!(wrong.take(bob, later), Ok(()));
     }
 }

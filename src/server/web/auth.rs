@@ -49,8 +49,8 @@ struct Session {
     last_seen: Instant,
     /// Event streams open now.
     streams: Arc<AtomicUsize>,
-    /// Recording searches running now.
-    searches: Arc<AtomicUsize>,
+    /// Readings of recordings running now.
+    readings: Arc<AtomicUsize>,
 }
 
 /// What one session may hold at once of what costs the server while it runs.
@@ -58,8 +58,9 @@ struct Session {
 pub enum Held {
     /// An event stream (`/events`): one per open page, a few tabs' worth.
     Stream,
-    /// A search through recordings, which reads and inflates them.
-    Search,
+    /// Reading recordings whole (a search, or checking one before it is
+    /// handed out), which inflates them.
+    Reading,
 }
 
 impl Held {
@@ -67,7 +68,7 @@ impl Held {
     fn most(self) -> usize {
         match self {
             Self::Stream => 4,
-            Self::Search => 1,
+            Self::Reading => 2,
         }
     }
 }
@@ -130,7 +131,7 @@ impl Sessions {
                 started: now,
                 last_seen: now,
                 streams: Arc::default(),
-                searches: Arc::default(),
+                readings: Arc::default(),
             },
         );
         id
@@ -155,7 +156,7 @@ impl Sessions {
         let session = open.get(id)?;
         let count = match held {
             Held::Stream => &session.streams,
-            Held::Search => &session.searches,
+            Held::Reading => &session.readings,
         };
         count
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {

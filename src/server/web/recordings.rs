@@ -3,6 +3,8 @@
 //! and a search across recordings' text. Administrators see every recording,
 //! approvers those of the computers they approve, like the sessions.
 
+use std::sync::Arc;
+
 use askama::Template;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -69,15 +71,42 @@ async fn visible(app: &App, signed: &SignedIn, id: u64) -> Result<RecordingView,
     }
 }
 
+/// Runs `work` (a reading of recordings, which inflates them) as one of the
+/// few a session may have going; in a task of its own that holds the
+/// session's place until it is done, even when the browser gives up waiting.
+async fn reading<T: Send + 'static>(
+    app: &App,
+    signed: &SignedIn,
+    work: impl Future<Output = T> + Send + 'static,
+) -> Result<T, Response> {
+    let Some(slot) = app.sessions.hold(&signed.session, Held::Reading) else {
+        return Err(message(
+            StatusCode::TOO_MANY_REQUESTS,
+            Some(nav(app, signed).await),
+            "Busy",
+            Some("Searches or checks of yours are still running: wait for them to finish.".into()),
+        ));
+    };
+    let done = tokio::spawn(async move {
+        let _slot = slot;
+        work.await
+    });
+    done.await.map_err(|err| {
+        warn!(error = %err, "a reading of recordings stopped");
+        message(StatusCode::INTERNAL_SERVER_ERROR, None, "Unavailable", None)
+    })
+}
+
 /// What is wrong with recording `id` (altered since it was stored), if
 /// anything, as `signed` is told; the page that says no when it cannot be
 /// checked.
 async fn problem(app: &App, signed: &SignedIn, id: u64) -> Result<Option<String>, Response> {
-    match app
-        .service
-        .verify_recordings(&signed.principal, Some(id))
-        .await
-    {
+    let (service, principal) = (Arc::clone(&app.service), signed.principal.clone());
+    let checked = reading(app, signed, async move {
+        service.verify_recordings(&principal, Some(id)).await
+    })
+    .await?;
+    match checked {
         Ok(verified) => Ok(verified.into_iter().find_map(|v| v.problem)),
         Err(err) => {
             warn!(error = %err, "a recording could not be checked");
@@ -258,20 +287,20 @@ pub async fn search(
 ) -> Response {
     let mut hits = Vec::new();
     if !query.q.trim().is_empty() {
-        // A search reads and inflates recordings: one at a time per session.
-        let Some(_searching) = app.sessions.hold(&signed.session, Held::Search) else {
-            return message(
-                StatusCode::TOO_MANY_REQUESTS,
-                Some(nav(&app, &signed).await),
-                "Busy",
-                Some("A search of yours is still running: wait for it to finish.".into()),
-            );
+        let (service, principal, q) = (
+            Arc::clone(&app.service),
+            signed.principal.clone(),
+            query.q.clone(),
+        );
+        let searched = reading(&app, &signed, async move {
+            service.search_recordings(&principal, q).await
+        })
+        .await;
+        let searched = match searched {
+            Ok(searched) => searched,
+            Err(busy) => return busy,
         };
-        match app
-            .service
-            .search_recordings(&signed.principal, query.q.clone())
-            .await
-        {
+        match searched {
             Ok(found) => {
                 hits = found
                     .iter()

@@ -206,14 +206,20 @@ impl Slapd {
         self.config_with_url(&format!("\"ldaps://127.0.0.1:{}\"", self.port))
     }
 
-    /// [`Slapd::config`] with a domain controller that does not answer
-    /// listed before this one.
-    pub fn config_behind_a_dead_one(&self) -> String {
-        let dead = super::free_port();
-        self.config_with_url(&format!(
-            "[\"ldaps://127.0.0.1:{dead}\", \"ldaps://127.0.0.1:{}\"]",
+    /// [`Slapd::config`] with two domain controllers listed before this
+    /// one: one that refuses connections, and one that takes them and never
+    /// answers (a switched-off host behind a firewall looks so), which must
+    /// be kept open as long as the configuration is used.
+    pub fn config_behind_dead_ones(&self) -> (String, std::net::TcpListener) {
+        let refusing = super::free_port();
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let config = self.config_with_url(&format!(
+            "[\"ldaps://127.0.0.1:{refusing}\", \"ldaps://127.0.0.1:{}\", \
+             \"ldaps://127.0.0.1:{}\"]",
+            silent.local_addr().unwrap().port(),
             self.port
-        ))
+        ));
+        (config, silent)
     }
 
     fn config_with_url(&self, url: &str) -> String {

@@ -26,6 +26,7 @@ use otpgate_protocol::{ErrorCode, Request, Response};
 use crate::agent::link::{Link, LinkError};
 use crate::agent::sessions::Sessions;
 use crate::agent::spool::{Spool, SpoolError};
+use crate::places::{Place, Places};
 use crate::unix;
 
 /// Where the agent serves the login prompt by default.
@@ -72,7 +73,7 @@ pub async fn serve(listener: UnixListener, agent: Agent, cancel: CancellationTok
         let agent = agent.clone();
         let cancel = cancel.clone();
         async move {
-            let Some((caller, _slot)) = caller(&stream, &agent.open).await else {
+            let Some((caller, _place)) = caller(&stream, &agent.open).await else {
                 return;
             };
             let name = caller.as_ref().map_or("?", |c| c.name.as_str()).to_owned();
@@ -129,36 +130,34 @@ fn twice_in_bursts(per_second: NonZeroU32) -> Quota {
 /// The connections each uid has open, against the cap.
 struct Open {
     cap: usize,
-    /// Per uid: how many, and when turning one away was last logged (once a
-    /// minute at most, however the user cycles connections).
-    by_uid: Mutex<HashMap<u32, (usize, Option<Instant>)>>,
+    places: Arc<Places<u32>>,
+    /// When turning a user's connections away was last logged, per uid (once
+    /// a minute at most, however the user cycles connections).
+    warned: Mutex<HashMap<u32, Instant>>,
 }
 
 /// How often turning a user's connections away is logged, at most.
 const WARN_EVERY: Duration = Duration::from_secs(60);
 
-/// One open connection of a uid, counted until dropped.
-struct Slot {
-    open: Arc<Open>,
-    uid: u32,
-}
-
 impl Open {
     fn new(cap: NonZeroUsize) -> Self {
         Self {
             cap: cap.get(),
-            by_uid: Mutex::new(HashMap::new()),
+            places: Places::new(),
+            warned: Mutex::default(),
         }
     }
 
-    /// A slot for one more connection of `uid`, or `None` when it has `cap`
+    /// A place for one more connection of `uid`, or `None` when it has `cap`
     /// open already (root never does).
-    fn take(self: &Arc<Self>, uid: u32) -> Option<Slot> {
-        let mut by_uid = self.by_uid.lock().unwrap_or_else(PoisonError::into_inner);
-        let (count, warned) = by_uid.entry(uid).or_default();
-        if *count >= self.cap && uid != 0 {
-            if warned.is_none_or(|at| at.elapsed() >= WARN_EVERY) {
-                *warned = Some(Instant::now());
+    fn take(&self, uid: u32) -> Option<Place<u32>> {
+        let place = self
+            .places
+            .take(uid, |_, of_uid| uid == 0 || of_uid < self.cap);
+        if place.is_none() {
+            let mut warned = self.warned.lock().unwrap_or_else(PoisonError::into_inner);
+            if warned.get(&uid).is_none_or(|at| at.elapsed() >= WARN_EVERY) {
+                warned.insert(uid, Instant::now());
                 warn!(
                     uid,
                     cap = self.cap,
@@ -166,29 +165,8 @@ impl Open {
                      closing the ones past it"
                 );
             }
-            return None;
         }
-        *count += 1;
-        Some(Slot {
-            open: Arc::clone(self),
-            uid,
-        })
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let mut by_uid = self
-            .open
-            .by_uid
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some((count, _)) = by_uid.get_mut(&self.uid) {
-            *count -= 1;
-            if *count == 0 {
-                by_uid.remove(&self.uid);
-            }
-        }
+        place
     }
 }
 
@@ -200,15 +178,15 @@ struct Caller {
 }
 
 /// The OS account on the other end of `stream`, from the kernel's peer
-/// credentials, with the slot its connection takes in `open`; `None` when it
-/// has no slot left (the connection is then closed), an inner `None` when it
+/// credentials, with the place its connection takes in `open`; `None` when it
+/// has no place left (the connection is then closed), an inner `None` when it
 /// is not known (answered as such).
-async fn caller(stream: &UnixStream, open: &Arc<Open>) -> Option<(Option<Caller>, Option<Slot>)> {
+async fn caller(stream: &UnixStream, open: &Open) -> Option<(Option<Caller>, Option<Place<u32>>)> {
     let Ok(credentials) = stream.peer_cred() else {
         return Some((None, None));
     };
     let (uid, pid) = (credentials.uid(), credentials.pid());
-    let slot = open.take(uid)?;
+    let place = open.take(uid)?;
     // Name lookups may go to the network (NSS), so keep them off the runtime.
     let user = tokio::task::spawn_blocking(move || User::from_uid(Uid::from_raw(uid)))
         .await
@@ -220,7 +198,7 @@ async fn caller(stream: &UnixStream, open: &Arc<Open>) -> Option<(Option<Caller>
         name: user.name,
         pid,
     });
-    Some((caller, Some(slot)))
+    Some((caller, Some(place)))
 }
 
 async fn serve_caller(stream: UnixStream, caller: Option<Caller>, agent: &Agent) {

@@ -3,24 +3,21 @@
 //! that connect and never finish a handshake (slow loris) cannot take every
 //! place while the agents that authenticate wait.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
+
+use crate::places::{Place as Taken, Places};
 
 /// Handshakes in flight, by source address.
 #[derive(Debug)]
 pub struct Handshakes {
     max: usize,
     per_source: usize,
-    in_flight: Mutex<(usize, HashMap<IpAddr, usize>)>,
+    in_flight: Arc<Places<IpAddr>>,
 }
 
 /// One handshake's place at the gate, given back when dropped.
-#[derive(Debug)]
-pub struct Place {
-    gate: Arc<Handshakes>,
-    source: IpAddr,
-}
+pub type Place = Taken<IpAddr>;
 
 impl Handshakes {
     /// A gate for `max` handshakes at once, `per_source` from one address.
@@ -28,45 +25,15 @@ impl Handshakes {
         Arc::new(Self {
             max,
             per_source,
-            in_flight: Mutex::new((0, HashMap::new())),
+            in_flight: Places::new(),
         })
     }
 
     /// A place for a handshake from `source`, unless the gate is full for it.
     pub fn enter(self: &Arc<Self>, source: IpAddr) -> Option<Place> {
-        let mut in_flight = self
-            .in_flight
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let (total, by_source) = &mut *in_flight;
-        let from_source = by_source.get(&source).copied().unwrap_or(0);
-        if *total >= self.max || from_source >= self.per_source {
-            return None;
-        }
-        *total += 1;
-        by_source.insert(source, from_source + 1);
-        Some(Place {
-            gate: Arc::clone(self),
-            source,
+        self.in_flight.take(source, |total, from_source| {
+            total < self.max && from_source < self.per_source
         })
-    }
-}
-
-impl Drop for Place {
-    fn drop(&mut self) {
-        let mut in_flight = self
-            .gate
-            .in_flight
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let (total, by_source) = &mut *in_flight;
-        *total -= 1;
-        if let Some(count) = by_source.get_mut(&self.source) {
-            *count -= 1;
-            if *count == 0 {
-                by_source.remove(&self.source);
-            }
-        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! Upkeep while the server runs: what the retention settings no longer keep
 //! is removed, at start and every hour.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,9 +9,9 @@ use tokio::time::sleep;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use otpgate_actors::{Clock, SledStore, Store, policy};
+use otpgate_actors::{Clock, SledStore, Store, StoreError, policy};
 
-use super::recordings::{Recordings, Shelf};
+use super::recordings::Shelf;
 
 /// How often the store is pruned (see [`prune_every`]).
 const PRUNE_EVERY: Duration = Duration::from_secs(60 * 60);
@@ -29,22 +30,23 @@ pub(super) async fn prune_every(
         let settings = policy.snapshot().settings.clone();
         let now = clock.now();
         if let Ok(recordings) = recordings.get() {
-            prune_recordings(recordings, now.before(recording_retention)).await;
+            let (recordings, old) = (Arc::clone(recordings), now.before(recording_retention));
+            let flushed = Arc::clone(&recordings);
+            prune(
+                "recordings past their retention",
+                move || recordings.prune(old),
+                || async move { flushed.flush().await },
+            )
+            .await;
         }
         let cutoff = now.before(settings.retention);
-        let pruning = {
-            let store = store.clone();
-            tokio::task::spawn_blocking(move || store.prune(cutoff, now, settings.failure_window))
-        };
-        match pruning.await {
-            Ok(Ok(0)) => {}
-            Ok(Ok(removed)) => match store.flush().await {
-                Ok(()) => info!(removed, "pruned records past their retention"),
-                Err(err) => warn!(error = %err, "cannot flush after pruning"),
-            },
-            Ok(Err(err)) => warn!(error = %err, "cannot prune the store"),
-            Err(err) => warn!(error = %err, "pruning stopped"),
-        }
+        let (pruned, flushed) = (store.clone(), store.clone());
+        prune(
+            "records past their retention",
+            move || pruned.prune(cutoff, now, settings.failure_window),
+            || async move { flushed.flush().await },
+        )
+        .await;
         tokio::select! {
             () = cancel.cancelled() => return,
             () = sleep(PRUNE_EVERY) => {}
@@ -52,19 +54,20 @@ pub(super) async fn prune_every(
     }
 }
 
-/// Removes the recordings last written before `old`.
-async fn prune_recordings(recordings: &Arc<Recordings>, old: otpgate_actors::Timestamp) {
-    let pruning = {
-        let recordings = Arc::clone(recordings);
-        tokio::task::spawn_blocking(move || recordings.prune(old))
-    };
-    match pruning.await {
+/// Removes `what` with `remove` (off the runtime), then makes it durable with
+/// `flush` if anything went; logs how it went.
+async fn prune<F: Future<Output = Result<(), StoreError>>>(
+    what: &'static str,
+    remove: impl FnOnce() -> Result<usize, StoreError> + Send + 'static,
+    flush: impl FnOnce() -> F,
+) {
+    match tokio::task::spawn_blocking(remove).await {
         Ok(Ok(0)) => {}
-        Ok(Ok(removed)) => match recordings.flush().await {
-            Ok(()) => info!(removed, "removed recordings past their retention"),
-            Err(err) => warn!(error = %err, "cannot flush after removing recordings"),
+        Ok(Ok(removed)) => match flush().await {
+            Ok(()) => info!(removed, what, "removed"),
+            Err(err) => warn!(error = %err, what, "cannot flush after removing"),
         },
-        Ok(Err(err)) => warn!(error = %err, "cannot remove old recordings"),
-        Err(err) => warn!(error = %err, "removing old recordings stopped"),
+        Ok(Err(err)) => warn!(error = %err, what, "cannot remove"),
+        Err(err) => warn!(error = %err, what, "removing stopped"),
     }
 }

@@ -432,13 +432,9 @@ async fn one_users_burst_is_theirs_to_wait_out_and_others_are_served() {
     const NOBODY: u32 = 65534;
     let server = TestServer::start().await;
     // The agent as it runs by default.
-    let desk = Desk::start_with(
-        &server.identity("ws-1"),
-        server.addr,
-        server.data.path().join("ws-1.sock"),
-        otpgate::agent::socket::Limits::default(),
-    )
-    .await;
+    let desk = server
+        .desk_with("ws-1", otpgate::agent::socket::Limits::default())
+        .await;
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(server.data.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
 

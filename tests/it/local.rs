@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-use crate::common::agent::{AgentProcess, Desk, unlimited};
+use crate::common::agent::{AgentProcess, unlimited};
 use crate::common::release::this_otpgate;
 use crate::common::server::TestServer;
 use crate::common::wait_until;
@@ -60,13 +60,7 @@ async fn a_local_user_holds_no_more_than_their_share_of_connections_and_idle_one
         idle: Duration::from_secs(2),
         ..unlimited()
     };
-    let desk = Desk::start_with(
-        &server.identity("ws-1"),
-        server.addr,
-        server.data.path().join("ws-1.sock"),
-        limits,
-    )
-    .await;
+    let desk = server.desk_with("ws-1", limits).await;
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(server.data.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
 
@@ -111,13 +105,7 @@ async fn a_local_users_recording_chunks_come_at_their_rate() {
         chunks_per_second: NonZeroU32::new(1).unwrap(),
         ..unlimited()
     };
-    let desk = Desk::start_with(
-        &server.identity("ws-1"),
-        server.addr,
-        server.data.path().join("ws-1.sock"),
-        limits,
-    )
-    .await;
+    let desk = server.desk_with("ws-1", limits).await;
     let mut recorder = unix::Client::<LocalRequest, LocalResponse>::new(&desk.socket);
     let chunk = |seq: u64| {
         LocalRequest::Record(RecordChunk {

@@ -270,10 +270,17 @@ impl TestServer {
     /// Starts client computer `name`: its identity, and its agent serving a
     /// login socket.
     pub async fn desk(&self, name: &str) -> Desk {
-        Desk::start(
+        self.desk_with(name, crate::common::agent::unlimited())
+            .await
+    }
+
+    /// Client computer `name`, its agent giving each local user `limits`.
+    pub async fn desk_with(&self, name: &str, limits: otpgate::agent::socket::Limits) -> Desk {
+        Desk::start_with(
             &self.identity(name),
             self.addr,
             self.data.path().join(format!("{name}.sock")),
+            limits,
         )
         .await
     }

@@ -10,7 +10,7 @@ use crate::otp::Code;
 
 /// How a person asks for an OTP.
 #[derive(Debug, Clone)]
-pub enum Mode {
+pub enum RequestMode {
     /// With their email address: an access request to the approvers.
     Email(String),
     /// With nothing: the directory knows their OS account's email.
@@ -30,11 +30,11 @@ pub enum Mode {
 /// What the login prompt of one OS user asks. Cloning copies secrets into
 /// containers that wipe them too.
 #[derive(Debug, Clone)]
-pub enum LoginCall {
+pub enum LoginRequest {
     /// What should the prompt show?
     Status,
     /// Ask for an OTP.
-    Request(Mode),
+    Request(RequestMode),
     /// Email the live OTP again.
     Resend,
     /// Check a typed OTP.
@@ -57,18 +57,18 @@ pub enum LoginCall {
     },
 }
 
-/// The answer to a [`LoginCall`].
+/// The answer to a [`LoginRequest`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LoginAnswer {
-    /// The answer to [`LoginCall::Status`].
+pub enum LoginResponse {
+    /// The answer to [`LoginRequest::Status`].
     Status(PromptState),
-    /// The answer to [`LoginCall::Request`] and [`LoginCall::Resend`].
+    /// The answer to [`LoginRequest::Request`] and [`LoginRequest::Resend`].
     Requested(Requested),
-    /// The answer to [`LoginCall::Verify`].
+    /// The answer to [`LoginRequest::Verify`].
     Verified(Verdict),
-    /// The answer to [`LoginCall::Logout`].
+    /// The answer to [`LoginRequest::Logout`].
     LoggedOut(Logout),
-    /// The answer to [`LoginCall::Exempt`]: recorded.
+    /// The answer to [`LoginRequest::Exempt`]: recorded.
     Noted,
 }
 

@@ -1,7 +1,8 @@
 //! One rule per kind of name that enters the server from an agent, a person or
 //! an administrator: email addresses, OS accounts (`DOMAIN\name`, `name@realm`
-//! or a local name), internal login names and host names (computer names are
-//! [`ComputerId`](crate::ComputerId)). A name that breaks its rule is refused
+//! or a local name) and internal login names (computer names are
+//! [`ComputerId`](crate::ComputerId); the host name an agent reports is a
+//! rule of the wire's `Hello`). A name that breaks its rule is refused
 //! before it reaches a rule, a failure key or the audit log. (Text shown on a
 //! terminal is made safe by `otpgate_screens::printable`.)
 
@@ -55,19 +56,6 @@ pub fn is_os_account(name: &str) -> bool {
 pub fn is_login(login: &str) -> bool {
     (1..=64).contains(&login.chars().count())
         && !login.chars().any(|c| c.is_whitespace() || c.is_control())
-}
-
-/// Whether `name` can be the host name an agent reports: empty (unknown), or up
-/// to 253 bytes of dot-separated labels of 1 to 63 letters, digits, `-` and `_`.
-pub fn is_host_name(name: &str) -> bool {
-    name.is_empty()
-        || (name.len() <= 253
-            && name.split('.').all(|label| {
-                (1..=63).contains(&label.len())
-                    && label
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
-            }))
 }
 
 /// `email` as a client computer may see it when the person did not type it: its
@@ -140,16 +128,6 @@ mod tests {
             assert!(!is_os_account(bad), "{bad:?}");
         }
         assert!(!is_os_account(&"a".repeat(MAX_OS_ACCOUNT + 1)));
-    }
-
-    #[test]
-    fn host_names_are_dns_like_or_empty() {
-        for good in ["", "ws-1", "ws-1.corp.example", "WS_7"] {
-            assert!(is_host_name(good), "{good}");
-        }
-        for bad in ["ws 1", "ws..corp", ".ws", "ws\r\n", &"a".repeat(64)] {
-            assert!(!is_host_name(bad), "{bad:?}");
-        }
     }
 
     #[test]

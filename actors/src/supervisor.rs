@@ -29,7 +29,7 @@ use crate::computer::{
     Generated, Services,
 };
 use crate::id::ComputerId;
-use crate::login::{LoginAnswer, LoginCall};
+use crate::login::{LoginRequest, LoginResponse};
 use crate::mailbox::Waiting;
 use crate::request::Choice;
 use crate::rules::Decider;
@@ -277,8 +277,8 @@ impl Computers {
         &self,
         id: &ComputerId,
         os_user: &str,
-        call: LoginCall,
-    ) -> Result<LoginAnswer, CallError> {
+        call: LoginRequest,
+    ) -> Result<LoginResponse, CallError> {
         self.call(id, |reply| ComputerMsg::Login {
             os_user: os_user.to_owned(),
             call: call.clone(),

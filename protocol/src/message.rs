@@ -71,6 +71,31 @@ pub struct Hello {
     pub host_name: String,
 }
 
+/// The longest software version an agent may report.
+pub const MAX_AGENT_VERSION: usize = 64;
+
+impl Hello {
+    /// Whether what the agent says of itself keeps the rules: a host name of
+    /// [`is_host_name`], a software version of at most [`MAX_AGENT_VERSION`]
+    /// bytes.
+    pub fn is_well_formed(&self) -> bool {
+        is_host_name(&self.host_name) && self.agent_version.len() <= MAX_AGENT_VERSION
+    }
+}
+
+/// Whether `name` can be the host name an agent reports: empty (unknown), or up
+/// to 253 bytes of dot-separated labels of 1 to 63 letters, digits, `-` and `_`.
+pub fn is_host_name(name: &str) -> bool {
+    name.is_empty()
+        || (name.len() <= 253
+            && name.split('.').all(|label| {
+                (1..=63).contains(&label.len())
+                    && label
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+            }))
+}
+
 /// What an agent may ask of the server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
@@ -296,6 +321,24 @@ impl Message for ServerMessage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_agent_says_of_itself_only_what_keeps_the_rules() {
+        for good in ["", "ws-1", "ws-1.corp.example", "WS_7"] {
+            assert!(is_host_name(good), "{good}");
+        }
+        for bad in ["ws 1", "ws..corp", ".ws", "ws\r\n", &"a".repeat(64)] {
+            assert!(!is_host_name(bad), "{bad:?}");
+        }
+        let hello = |agent_version: String| Hello {
+            min_version: 1,
+            max_version: 2,
+            agent_version,
+            host_name: "ws-1".into(),
+        };
+        assert!(hello("0.2.0".into()).is_well_formed());
+        assert!(!hello("v".repeat(MAX_AGENT_VERSION + 1)).is_well_formed());
+    }
 
     fn hello(min_version: u16, max_version: u16) -> Hello {
         Hello {

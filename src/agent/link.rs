@@ -380,7 +380,7 @@ impl Maintainer {
             host_name: nix::unistd::gethostname()
                 .map(|name| name.to_string_lossy().into_owned())
                 .ok()
-                .filter(|name| otpgate_actors::names::is_host_name(name))
+                .filter(|name| otpgate_protocol::message::is_host_name(name))
                 .unwrap_or_default(),
         });
         writer

@@ -19,7 +19,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
 
-use otpgate_actors::names::is_host_name;
+use otpgate_actors::directory::{Directory, person_name};
 use otpgate_actors::{
     AgentInfo, CallError, Clock, ComputerError, ComputerId, Computers, ConnectionId, SledStore,
     SystemClock, Waiting,
@@ -37,10 +37,6 @@ use super::recordings::{self, Shelf};
 use crate::frames::{FrameReader, FrameWriter};
 use crate::tls::revoked::Revocations;
 use crate::tls::{ALPN, pki};
-use otpgate_actors::directory::{Directory, person_name};
-
-/// The longest software version an agent may report.
-const MAX_AGENT_VERSION: usize = 64;
 
 /// What every connection task needs.
 pub(super) struct Shared {
@@ -198,7 +194,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             Ok(Ok(None)) => return Err(End::Gone),
             Ok(Err(err)) => return Err(err.code().map_or(End::Gone, End::Close)),
         };
-        if !is_host_name(&hello.host_name) || hello.agent_version.len() > MAX_AGENT_VERSION {
+        if !hello.is_well_formed() {
             warn!("refused a Hello with an invalid host name or agent version");
             return Err(End::Close(ErrorCode::Malformed));
         }
@@ -378,7 +374,7 @@ async fn respond(shared: &Shared, id: &ComputerId, request: Request) -> Response
             });
         }
         Request::Login { os_user, request } => {
-            let call = convert::login_call(request);
+            let call = convert::login_request(request);
             shared
                 .computers
                 .login(id, &os_user, call)

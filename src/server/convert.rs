@@ -8,7 +8,7 @@ use zeroize::Zeroizing;
 use otpgate_actors::audit::AuditEntry;
 use otpgate_actors::directory::Role;
 use otpgate_actors::login::{
-    LoginAnswer, LoginCall, Logout, Mode, PromptState, RequestState, Requested, Verdict,
+    LoginRequest, LoginResponse, Logout, PromptState, RequestMode, RequestState, Requested, Verdict,
 };
 use otpgate_actors::mail::{MailFailure, OutboxEntry};
 use otpgate_actors::otp::Code;
@@ -19,37 +19,37 @@ use otpgate_protocol::admin::{
     self as admin, AuditView, MailFailureView, OptionNameView, OptionsView, QueuedMailView,
     RequestView, RoleView, SessionView, SettingsPatch, SettingsView,
 };
-use otpgate_protocol::login::{self as wire, LoginRequest, LoginResponse, RequestMode};
+use otpgate_protocol::login::{self as wire};
 
 /// A login request off the wire, as the computer's actor takes it. The secrets
 /// move into wiping containers.
-pub fn login_call(request: LoginRequest) -> LoginCall {
+pub fn login_request(request: wire::LoginRequest) -> LoginRequest {
     match request {
-        LoginRequest::Status => LoginCall::Status,
-        LoginRequest::Request(mode) => LoginCall::Request(match mode {
-            RequestMode::Email(email) => Mode::Email(email),
-            RequestMode::Directory => Mode::Directory,
-            RequestMode::Internal { login, password } => Mode::Internal {
+        wire::LoginRequest::Status => LoginRequest::Status,
+        wire::LoginRequest::Request(mode) => LoginRequest::Request(match mode {
+            wire::RequestMode::Email(email) => RequestMode::Email(email),
+            wire::RequestMode::Directory => RequestMode::Directory,
+            wire::RequestMode::Internal { login, password } => RequestMode::Internal {
                 login,
                 password: Zeroizing::new(password.0),
             },
-            RequestMode::Emergency(email) => Mode::Emergency(email),
+            wire::RequestMode::Emergency(email) => RequestMode::Emergency(email),
         }),
-        LoginRequest::Resend => LoginCall::Resend,
-        LoginRequest::Verify { email, code } => LoginCall::Verify {
+        wire::LoginRequest::Resend => LoginRequest::Resend,
+        wire::LoginRequest::Verify { email, code } => LoginRequest::Verify {
             email,
             code: Code::from_typed(&Zeroizing::new(code.0)),
         },
-        LoginRequest::Logout { session } => LoginCall::Logout { session },
-        LoginRequest::Exempt { service } => LoginCall::Exempt { service },
+        wire::LoginRequest::Logout { session } => LoginRequest::Logout { session },
+        wire::LoginRequest::Exempt { service } => LoginRequest::Exempt { service },
     }
 }
 
 /// The actor's answer, for the wire.
-pub fn login_response(os_user: &str, answer: LoginAnswer) -> LoginResponse {
+pub fn login_response(os_user: &str, answer: LoginResponse) -> wire::LoginResponse {
     match answer {
-        LoginAnswer::Status(state) => LoginResponse::Status(prompt_state(os_user, state)),
-        LoginAnswer::Requested(requested) => LoginResponse::Requested(match requested {
+        LoginResponse::Status(state) => wire::LoginResponse::Status(prompt_state(os_user, state)),
+        LoginResponse::Requested(requested) => wire::LoginResponse::Requested(match requested {
             Requested::Send { to, valid_until } => wire::Requested::Send {
                 to,
                 valid_until: valid_until.unix_millis(),
@@ -78,7 +78,7 @@ pub fn login_response(os_user: &str, answer: LoginAnswer) -> LoginResponse {
                 retry_after: seconds(retry_after),
             },
         }),
-        LoginAnswer::Verified(verdict) => LoginResponse::Verified(match verdict {
+        LoginResponse::Verified(verdict) => wire::LoginResponse::Verified(match verdict {
             Verdict::Allow { session } => wire::Verdict::Allow { session },
             Verdict::Deny => wire::Verdict::Deny,
             Verdict::NotRequired => wire::Verdict::NotRequired,
@@ -86,10 +86,10 @@ pub fn login_response(os_user: &str, answer: LoginAnswer) -> LoginResponse {
                 retry_after: seconds(retry_after),
             },
         }),
-        LoginAnswer::LoggedOut(logout) => LoginResponse::LoggedOut {
+        LoginResponse::LoggedOut(logout) => wire::LoginResponse::LoggedOut {
             ended: logout == Logout::Ended,
         },
-        LoginAnswer::Noted => LoginResponse::Noted,
+        LoginResponse::Noted => wire::LoginResponse::Noted,
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crate::audit::Action;
 use crate::clock::Timestamp;
 use crate::directory::{PasswordCheck, check_login};
-use crate::login::{LoginAnswer, LoginCall, Logout, Mode, Requested, Verdict};
+use crate::login::{LoginRequest, LoginResponse, Logout, RequestMode, Requested, Verdict};
 use crate::names;
 use crate::otp::{Code, Origin};
 use crate::policy;
@@ -19,9 +19,9 @@ impl ComputerState {
     pub(super) async fn login(
         &mut self,
         os_user: &str,
-        call: LoginCall,
+        call: LoginRequest,
         found: Found,
-    ) -> Result<LoginAnswer> {
+    ) -> Result<LoginResponse> {
         let snapshot = self.svc.policy.snapshot();
         let settings = &snapshot.settings;
         if !names::is_os_account(os_user) {
@@ -41,10 +41,10 @@ impl ComputerState {
         self.logins.expire_due(&id, os_user, now, &mut effects);
         let mut started = None;
         let answer = match call {
-            LoginCall::Status => {
-                LoginAnswer::Status(self.logins.prompt_state(policy, os_user, now))
+            LoginRequest::Status => {
+                LoginResponse::Status(self.logins.prompt_state(policy, os_user, now))
             }
-            LoginCall::Request(mode) => {
+            LoginRequest::Request(mode) => {
                 let requested = self
                     .request(&snapshot, policy, os_user, mode, found, &mut effects)
                     .await?;
@@ -53,9 +53,9 @@ impl ComputerState {
                     Action::Request,
                     &rules::describe(&requested),
                 ));
-                LoginAnswer::Requested(requested)
+                LoginResponse::Requested(requested)
             }
-            LoginCall::Resend => {
+            LoginRequest::Resend => {
                 let turn = Turn {
                     computer: &id,
                     policy,
@@ -68,9 +68,9 @@ impl ComputerState {
                     Action::Resend,
                     &rules::describe(&requested),
                 ));
-                LoginAnswer::Requested(requested)
+                LoginResponse::Requested(requested)
             }
-            LoginCall::Verify { email, code } => {
+            LoginRequest::Verify { email, code } => {
                 let failures = self.failures([
                     LimitKey::Person(id.clone(), os_user.to_owned()),
                     LimitKey::Computer(id.clone()),
@@ -94,9 +94,9 @@ impl ComputerState {
                 if let Verdict::Allow { session } = verdict {
                     started = Some((session, email));
                 }
-                LoginAnswer::Verified(verdict)
+                LoginResponse::Verified(verdict)
             }
-            LoginCall::Logout { session } => {
+            LoginRequest::Logout { session } => {
                 let ending: Vec<u64> = self
                     .sessions
                     .iter()
@@ -108,13 +108,13 @@ impl ComputerState {
                 for id in &ending {
                     self.end_session(*id, now, SessionEnd::Logout)?;
                 }
-                LoginAnswer::LoggedOut(if ending.is_empty() {
+                LoginResponse::LoggedOut(if ending.is_empty() {
                     Logout::NothingOpen
                 } else {
                     Logout::Ended
                 })
             }
-            LoginCall::Exempt { service } => {
+            LoginRequest::Exempt { service } => {
                 let service = if names::is_plain_text(&service, MAX_SERVICE) {
                     service
                 } else {
@@ -125,7 +125,7 @@ impl ComputerState {
                     Action::Exempt,
                     &format!("logged in without an OTP (exempt group) at {service}"),
                 ));
-                LoginAnswer::Noted
+                LoginResponse::Noted
             }
         };
         self.apply(settings, effects)?;
@@ -143,7 +143,7 @@ impl ComputerState {
         snapshot: &policy::Snapshot,
         policy: Policy<'_>,
         os_user: &str,
-        mode: Mode,
+        mode: RequestMode,
         found: Found,
         effects: &mut Vec<Effect>,
     ) -> Result<Requested> {
@@ -170,9 +170,9 @@ impl ComputerState {
             Admit::New => {}
         }
         let (email, access) = match mode {
-            Mode::Email(email) => (email, Access::Normal),
-            Mode::Emergency(email) => (email, Access::Emergency),
-            Mode::Directory => {
+            RequestMode::Email(email) => (email, Access::Normal),
+            RequestMode::Emergency(email) => (email, Access::Emergency),
+            RequestMode::Directory => {
                 let email = match found.requester {
                     Some(email) => email,
                     // The options changed since the lookup was decided.
@@ -193,12 +193,12 @@ impl ComputerState {
                     }
                 });
             }
-            Mode::Internal { login, .. } if !names::is_login(&login) => {
+            RequestMode::Internal { login, .. } if !names::is_login(&login) => {
                 effects.push(Effect::Count(person));
                 effects.push(Effect::Count(computer));
                 return Ok(Requested::Refuse);
             }
-            Mode::Internal { login, password } => {
+            RequestMode::Internal { login, password } => {
                 let account = LimitKey::Login(login.clone());
                 let failures = self.failures([account.clone()])?;
                 if let Some((retry_after, _)) = rules::throttled(&failures, policy.settings, now) {

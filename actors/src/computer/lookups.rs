@@ -4,7 +4,7 @@
 //! by a task of its own so that a slow directory holds up only that request.
 
 use crate::directory::{Directory, Recipient, is_directory_name, person_name};
-use crate::login::{LoginCall, Mode};
+use crate::login::{LoginRequest, RequestMode};
 use crate::rules::{self};
 
 use super::{ComputerState, Result};
@@ -64,25 +64,27 @@ impl ComputerState {
 
     /// What `call` needs from the directory, as the options stand now (they
     /// are read again in the turn that answers it).
-    pub(super) fn lookup(&self, call: &LoginCall) -> Lookup {
-        let LoginCall::Request(mode) = call else {
+    pub(super) fn lookup(&self, call: &LoginRequest) -> Lookup {
+        let LoginRequest::Request(mode) = call else {
             return Lookup::default();
         };
         let options = self.svc.policy.snapshot().effective(&self.record);
         match mode {
-            Mode::Directory => Lookup {
+            RequestMode::Directory => Lookup {
                 requester: rules::enabled(mode, &options),
                 entries: Vec::new(),
             },
-            Mode::Email(_) | Mode::Emergency(_) if rules::enabled(mode, &options) => Lookup {
-                requester: false,
-                entries: options
-                    .approvers
-                    .iter()
-                    .filter(|entry| is_directory_name(entry))
-                    .cloned()
-                    .collect(),
-            },
+            RequestMode::Email(_) | RequestMode::Emergency(_) if rules::enabled(mode, &options) => {
+                Lookup {
+                    requester: false,
+                    entries: options
+                        .approvers
+                        .iter()
+                        .filter(|entry| is_directory_name(entry))
+                        .cloned()
+                        .collect(),
+                }
+            }
             _ => Lookup::default(),
         }
     }

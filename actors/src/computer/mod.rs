@@ -22,7 +22,7 @@ use crate::audit::Who;
 use crate::clock::{Clock, Timestamp};
 use crate::directory::Directory;
 use crate::id::ComputerId;
-use crate::login::{LoginAnswer, LoginCall};
+use crate::login::{LoginRequest, LoginResponse};
 use crate::mail::MailerHandle;
 use crate::mailbox::Waiting;
 use crate::otp::OtpKeys;
@@ -92,9 +92,9 @@ pub enum ComputerMsg {
         /// The OS user, as the agent read it from the prompt's peer credentials.
         os_user: String,
         /// What is asked.
-        call: LoginCall,
+        call: LoginRequest,
         /// The answer.
-        reply: RpcReplyPort<Result<LoginAnswer, ComputerError>>,
+        reply: RpcReplyPort<Result<LoginResponse, ComputerError>>,
     },
     /// A [`ComputerMsg::Login`] again, with what the directory said for it
     /// (looked up outside the actor's turn, so a slow directory holds up only
@@ -103,11 +103,11 @@ pub enum ComputerMsg {
         /// As in [`ComputerMsg::Login`].
         os_user: String,
         /// As in [`ComputerMsg::Login`].
-        call: LoginCall,
+        call: LoginRequest,
         /// What the directory said.
         found: Found,
         /// As in [`ComputerMsg::Login`].
-        reply: RpcReplyPort<Result<LoginAnswer, ComputerError>>,
+        reply: RpcReplyPort<Result<LoginResponse, ComputerError>>,
     },
     /// Approve or deny access request `request`.
     Decide {

@@ -6,7 +6,7 @@ use super::*;
 use crate::audit::{Action, AuditEntry};
 use crate::clock::ManualClock;
 use crate::directory::DirectoryFuture;
-use crate::login::{Mode, Requested, Verdict};
+use crate::login::{RequestMode, Requested, Verdict};
 use crate::mail::MailKind;
 use crate::mailbox::Waiting;
 use crate::otp::Code;
@@ -77,7 +77,7 @@ impl Fixture {
         fixture
     }
 
-    async fn login(&self, os_user: &str, call: LoginCall) -> LoginAnswer {
+    async fn login(&self, os_user: &str, call: LoginRequest) -> LoginResponse {
         let os_user = os_user.to_owned();
         let mut call = Some(call);
         self.actor
@@ -121,10 +121,10 @@ impl Fixture {
             .collect()
     }
 
-    async fn verify(&self, email: &str, code: &str) -> LoginAnswer {
+    async fn verify(&self, email: &str, code: &str) -> LoginResponse {
         self.login(
             "alice",
-            LoginCall::Verify {
+            LoginRequest::Verify {
                 email: email.into(),
                 code: Code::from_typed(code),
             },
@@ -163,7 +163,7 @@ async fn a_slow_directory_holds_up_only_the_request_that_waits_for_it() {
             .call(
                 |reply| ComputerMsg::Login {
                     os_user: "alice".into(),
-                    call: LoginCall::Request(Mode::Directory),
+                    call: LoginRequest::Request(RequestMode::Directory),
                     reply,
                 },
                 TIMEOUT,
@@ -172,14 +172,14 @@ async fn a_slow_directory_holds_up_only_the_request_that_waits_for_it() {
     });
     // The lookup is outside the actor's turn: the same computer answers others.
     for _ in 0..3 {
-        let status = f.login("bob", LoginCall::Status).await;
-        assert!(matches!(status, LoginAnswer::Status(_)), "{status:?}");
+        let status = f.login("bob", LoginRequest::Status).await;
+        assert!(matches!(status, LoginResponse::Status(_)), "{status:?}");
     }
     assert!(!waiting.is_finished());
     held.add_permits(1);
     let answer = waiting.await.unwrap().unwrap().unwrap().unwrap();
     assert!(
-        matches!(&answer, LoginAnswer::Requested(Requested::Send { to, .. }) if to == "a***@example.com"),
+        matches!(&answer, LoginResponse::Requested(Requested::Send { to, .. }) if to == "a***@example.com"),
         "{answer:?}"
     );
     assert_eq!(f.codes().len(), 1);
@@ -188,11 +188,13 @@ async fn a_slow_directory_holds_up_only_the_request_that_waits_for_it() {
 #[tokio::test]
 async fn directory_auto_send_then_verify_once() {
     let f = Fixture::new(auto_directory()).await;
-    let answer = f.login("alice", LoginCall::Request(Mode::Directory)).await;
+    let answer = f
+        .login("alice", LoginRequest::Request(RequestMode::Directory))
+        .await;
     assert!(
         matches!(
             answer,
-            LoginAnswer::Requested(Requested::Send { ref to, .. }) if to == "a***@example.com"
+            LoginResponse::Requested(Requested::Send { ref to, .. }) if to == "a***@example.com"
         ),
         "the directory's address is shown masked: {answer:?}"
     );
@@ -200,11 +202,11 @@ async fn directory_auto_send_then_verify_once() {
     assert_eq!(codes.len(), 1);
     assert!(matches!(
         f.verify("alice@example.com", &codes[0]).await,
-        LoginAnswer::Verified(Verdict::Allow { .. })
+        LoginResponse::Verified(Verdict::Allow { .. })
     ));
     assert_eq!(
         f.verify("alice@example.com", &codes[0]).await,
-        LoginAnswer::Verified(Verdict::Deny),
+        LoginResponse::Verified(Verdict::Deny),
         "single use"
     );
     let sessions = f.svc.store.sessions_of(&f.id).unwrap();
@@ -216,28 +218,31 @@ async fn directory_auto_send_then_verify_once() {
 async fn an_unknown_account_is_refused_and_email_mode_is_off_with_auto_send() {
     let f = Fixture::new(auto_directory()).await;
     assert_eq!(
-        f.login("mallory", LoginCall::Request(Mode::Directory))
+        f.login("mallory", LoginRequest::Request(RequestMode::Directory))
             .await,
-        LoginAnswer::Requested(Requested::Refuse)
+        LoginResponse::Requested(Requested::Refuse)
     );
     assert_eq!(
         f.login(
             "alice",
-            LoginCall::Request(Mode::Email("a@example.com".into()))
+            LoginRequest::Request(RequestMode::Email("a@example.com".into()))
         )
         .await,
-        LoginAnswer::Requested(Requested::Disabled)
+        LoginResponse::Requested(Requested::Disabled)
     );
 }
 
 #[tokio::test]
 async fn within_the_hour_the_same_otp_is_resent_and_after_it_a_new_one_issued() {
     let f = Fixture::new(auto_directory()).await;
-    f.login("alice", LoginCall::Request(Mode::Directory)).await;
+    f.login("alice", LoginRequest::Request(RequestMode::Directory))
+        .await;
     f.clock.advance(Duration::from_secs(60));
-    let again = f.login("alice", LoginCall::Request(Mode::Directory)).await;
+    let again = f
+        .login("alice", LoginRequest::Request(RequestMode::Directory))
+        .await;
     assert!(
-        matches!(again, LoginAnswer::Requested(Requested::Resend { .. })),
+        matches!(again, LoginResponse::Requested(Requested::Resend { .. })),
         "{again:?}"
     );
     let codes = f.codes();
@@ -246,16 +251,23 @@ async fn within_the_hour_the_same_otp_is_resent_and_after_it_a_new_one_issued() 
 
     // Used up, still inside the hour: nothing to resend, and no new one yet.
     f.verify("alice@example.com", &codes[0]).await;
-    let too_soon = f.login("alice", LoginCall::Request(Mode::Directory)).await;
+    let too_soon = f
+        .login("alice", LoginRequest::Request(RequestMode::Directory))
+        .await;
     assert!(
-        matches!(too_soon, LoginAnswer::Requested(Requested::TooSoon { .. })),
+        matches!(
+            too_soon,
+            LoginResponse::Requested(Requested::TooSoon { .. })
+        ),
         "{too_soon:?}"
     );
 
     f.clock.advance(Duration::from_secs(60 * 60));
-    let new = f.login("alice", LoginCall::Request(Mode::Directory)).await;
+    let new = f
+        .login("alice", LoginRequest::Request(RequestMode::Directory))
+        .await;
     assert!(
-        matches!(new, LoginAnswer::Requested(Requested::Send { .. })),
+        matches!(new, LoginResponse::Requested(Requested::Send { .. })),
         "{new:?}"
     );
     let codes = f.codes();
@@ -265,12 +277,13 @@ async fn within_the_hour_the_same_otp_is_resent_and_after_it_a_new_one_issued() 
 #[tokio::test]
 async fn an_otp_expires_after_the_expiration_time() {
     let f = Fixture::new(auto_directory()).await;
-    f.login("alice", LoginCall::Request(Mode::Directory)).await;
+    f.login("alice", LoginRequest::Request(RequestMode::Directory))
+        .await;
     let code = f.codes().remove(0);
     f.clock.advance(Duration::from_secs(30 * 60));
     assert_eq!(
         f.verify("alice@example.com", &code).await,
-        LoginAnswer::Verified(Verdict::Deny)
+        LoginResponse::Verified(Verdict::Deny)
     );
     let slot = f.svc.store.slots(&f.id).unwrap().remove(0).1;
     let otp = slot.otp.unwrap();
@@ -281,17 +294,18 @@ async fn an_otp_expires_after_the_expiration_time() {
 #[tokio::test]
 async fn the_timer_expires_requests_and_otps_and_tells_the_person_without_any_call() {
     let f = Fixture::new(auto_directory()).await;
-    f.login("alice", LoginCall::Request(Mode::Directory)).await;
+    f.login("alice", LoginRequest::Request(RequestMode::Directory))
+        .await;
     let asked = f
         .login(
             "bob",
-            LoginCall::Request(Mode::Emergency("bob@example.com".into())),
+            LoginRequest::Request(RequestMode::Emergency("bob@example.com".into())),
         )
         .await;
     assert!(
         matches!(
             asked,
-            LoginAnswer::Requested(Requested::AwaitApproval { .. })
+            LoginResponse::Requested(Requested::AwaitApproval { .. })
         ),
         "{asked:?}"
     );
@@ -356,34 +370,34 @@ async fn failures_throttle_the_person_first_and_the_computer_only_when_sprayed()
     let wrong = |os_user: &'static str| {
         f.login(
             os_user,
-            LoginCall::Verify {
+            LoginRequest::Verify {
                 email: format!("{os_user}@example.com"),
                 code: Code::from_typed("12345678"),
             },
         )
     };
     for _ in 0..2 {
-        assert_eq!(wrong("alice").await, LoginAnswer::Verified(Verdict::Deny));
+        assert_eq!(wrong("alice").await, LoginResponse::Verified(Verdict::Deny));
     }
     assert!(matches!(
         wrong("alice").await,
-        LoginAnswer::Verified(Verdict::Throttle { .. })
+        LoginResponse::Verified(Verdict::Throttle { .. })
     ));
     // Alice's failures leave bob alone.
-    assert_eq!(wrong("bob").await, LoginAnswer::Verified(Verdict::Deny));
+    assert_eq!(wrong("bob").await, LoginResponse::Verified(Verdict::Deny));
     // Spraying with new names fills the computer's bucket (3 + 17 = 20): then
     // everyone waits.
     for n in 0..17 {
         let os_user: &'static str = Box::leak(format!("u{n}").into_boxed_str());
-        assert_eq!(wrong(os_user).await, LoginAnswer::Verified(Verdict::Deny));
+        assert_eq!(wrong(os_user).await, LoginResponse::Verified(Verdict::Deny));
     }
     assert!(matches!(
         wrong("carol").await,
-        LoginAnswer::Verified(Verdict::Throttle { .. })
+        LoginResponse::Verified(Verdict::Throttle { .. })
     ));
     // The person's share drains in a tenth of the window.
     f.clock.advance(crate::settings::DEFAULT_FAILURE_WINDOW / 2);
-    assert_eq!(wrong("alice").await, LoginAnswer::Verified(Verdict::Deny));
+    assert_eq!(wrong("alice").await, LoginResponse::Verified(Verdict::Deny));
 }
 
 #[tokio::test]
@@ -425,7 +439,7 @@ async fn heartbeats_write_last_seen_at_most_every_so_often() {
             })
             .unwrap();
         // Handled in order: once the status is answered, so is the heartbeat.
-        f.login("alice", LoginCall::Status)
+        f.login("alice", LoginRequest::Status)
     };
     beat(Duration::from_secs(10)).await;
     beat(Duration::from_secs(10)).await;
@@ -444,17 +458,19 @@ async fn a_call_whose_caller_gave_up_is_not_carried_out() {
     f.actor
         .cast(ComputerMsg::Login {
             os_user: "alice".into(),
-            call: LoginCall::Request(Mode::Directory),
+            call: LoginRequest::Request(RequestMode::Directory),
             reply: reply.into(),
         })
         .unwrap();
     // Handled in order: once this is answered, so was that.
-    f.login("bob", LoginCall::Status).await;
+    f.login("bob", LoginRequest::Status).await;
     assert!(f.codes().is_empty(), "no OTP was issued behind its back");
     // Asked again, alice gets a new one at once.
-    let answer = f.login("alice", LoginCall::Request(Mode::Directory)).await;
+    let answer = f
+        .login("alice", LoginRequest::Request(RequestMode::Directory))
+        .await;
     assert!(
-        matches!(answer, LoginAnswer::Requested(Requested::Send { .. })),
+        matches!(answer, LoginResponse::Requested(Requested::Send { .. })),
         "{answer:?}"
     );
 }

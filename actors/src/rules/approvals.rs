@@ -2,7 +2,7 @@
 //! request, and which ways of asking a computer's options enable.
 
 use crate::directory::{DirectoryPerson, Recipient, Role, UserRecord, is_directory_name};
-use crate::login::Mode;
+use crate::login::RequestMode;
 use crate::settings::Effective;
 
 /// Who decides an access request.
@@ -91,11 +91,11 @@ pub fn approvers<'u>(
 /// Whether a computer with `options` takes requests in `mode`: by email only
 /// when neither auto-send option is on; Active Directory and internal users only
 /// when their option is; emergency access always.
-pub fn enabled(mode: &Mode, options: &Effective) -> bool {
+pub fn enabled(mode: &RequestMode, options: &Effective) -> bool {
     match mode {
-        Mode::Email(_) => !options.auto_directory && !options.auto_internal,
-        Mode::Directory => options.auto_directory,
-        Mode::Internal { .. } => options.auto_internal,
-        Mode::Emergency(_) => true,
+        RequestMode::Email(_) => !options.auto_directory && !options.auto_internal,
+        RequestMode::Directory => options.auto_directory,
+        RequestMode::Internal { .. } => options.auto_internal,
+        RequestMode::Emergency(_) => true,
     }
 }

@@ -25,7 +25,7 @@ mod logins;
 use crate::audit::{Action, Who};
 use crate::clock::Timestamp;
 use crate::id::ComputerId;
-use crate::login::{LoginAnswer, LoginCall, Logout, Requested, Verdict};
+use crate::login::{LoginRequest, LoginResponse, Logout, Requested, Verdict};
 use crate::mail::outbox::MailKind;
 use crate::otp::{Binding, Code, OtpKeys};
 use crate::request::{AccessRequest, Choice};
@@ -184,14 +184,14 @@ pub fn person(os_user: &str, computer: &ComputerId) -> Who {
 /// The answer to a call from an OS user name that breaks its rule
 /// ([`is_os_account`](crate::names::is_os_account)): refused as any other refusal looks, counted against the
 /// computer, and audited without the name.
-pub fn invalid_caller(computer: &ComputerId, call: &LoginCall) -> (LoginAnswer, Vec<Effect>) {
+pub fn invalid_caller(computer: &ComputerId, call: &LoginRequest) -> (LoginResponse, Vec<Effect>) {
     let answer = match call {
-        LoginCall::Status | LoginCall::Request(_) | LoginCall::Resend => {
-            LoginAnswer::Requested(Requested::Refuse)
+        LoginRequest::Status | LoginRequest::Request(_) | LoginRequest::Resend => {
+            LoginResponse::Requested(Requested::Refuse)
         }
-        LoginCall::Verify { .. } => LoginAnswer::Verified(Verdict::Deny),
-        LoginCall::Logout { .. } => LoginAnswer::LoggedOut(Logout::NothingOpen),
-        LoginCall::Exempt { .. } => LoginAnswer::Noted,
+        LoginRequest::Verify { .. } => LoginResponse::Verified(Verdict::Deny),
+        LoginRequest::Logout { .. } => LoginResponse::LoggedOut(Logout::NothingOpen),
+        LoginRequest::Exempt { .. } => LoginResponse::Noted,
     };
     let effects = vec![
         Effect::Count(LimitKey::Computer(computer.clone())),

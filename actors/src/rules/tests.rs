@@ -6,7 +6,7 @@ use super::*;
 use crate::clock::Timestamp;
 use crate::directory::{DirectoryPerson, Recipient, Role, UserRecord};
 use crate::id::ComputerId;
-use crate::login::{Mode, Requested, Verdict};
+use crate::login::{RequestMode, Requested, Verdict};
 use crate::otp::{Binding, Code, Origin, Otp, OtpKeys};
 use crate::request::{Choice, Decision, Refusal};
 use crate::settings::{Effective, SystemSettings};
@@ -328,14 +328,14 @@ fn within_the_interval_the_live_otp_is_resent_spaced_by_the_gap() {
 
 #[test]
 fn modes_follow_the_computers_options() {
-    let email = Mode::Email("a@example.com".into());
-    let emergency = Mode::Emergency("a@example.com".into());
+    let email = RequestMode::Email("a@example.com".into());
+    let emergency = RequestMode::Emergency("a@example.com".into());
     let plain = Effective::default();
     assert!(enabled(&email, &plain));
-    assert!(!enabled(&Mode::Directory, &plain));
+    assert!(!enabled(&RequestMode::Directory, &plain));
     assert!(enabled(&emergency, &plain));
     assert!(!enabled(&email, &auto()), "auto-send replaces plain email");
-    assert!(enabled(&Mode::Directory, &auto()));
+    assert!(enabled(&RequestMode::Directory, &auto()));
     assert!(enabled(&emergency, &auto()));
 
     let off = Effective {

@@ -121,6 +121,10 @@ pub enum Request {
         /// The piece.
         chunk: RecordChunk,
     },
+    /// The server's clock, answered with [`Response::Time`]: how far the
+    /// computer's is from it (`otpgate doctor agent`). Since version 2, and
+    /// answered with `Unsupported` by servers of that version built before it.
+    Time,
 }
 
 /// What the server sends to an agent.
@@ -169,6 +173,9 @@ pub enum Response {
     Recorded,
     /// The request could not be served; the connection stays open.
     Fail(ErrorCode),
+    /// The answer to [`Request::Time`]: the server's clock when it answered,
+    /// in milliseconds since the Unix epoch.
+    Time(u64),
 }
 
 /// Why a request failed or a connection is being closed. Codes, not text: a peer
@@ -279,6 +286,10 @@ impl Message for AgentMessage {
     fn encode(&self, version: u8, dst: &mut BytesMut) -> Result<(), FrameError> {
         let version = match self {
             Self::Hello(_) => HANDSHAKE_VERSION,
+            Self::Request {
+                request: Request::Time,
+                ..
+            } if version < 2 => return Err(FrameError::NotInVersion { version }),
             _ => Self::VERSIONS.check(version)?,
         };
         encode_as(self, version, dst)
@@ -347,6 +358,20 @@ mod tests {
             agent_version: String::new(),
             host_name: String::new(),
         }
+    }
+
+    #[test]
+    fn the_time_is_not_asked_of_a_first_release_server() {
+        let time = AgentMessage::Request {
+            id: 1,
+            request: Request::Time,
+        };
+        let mut buf = BytesMut::new();
+        assert!(matches!(
+            time.encode(1, &mut buf),
+            Err(FrameError::NotInVersion { version: 1 })
+        ));
+        assert!(time.encode(2, &mut buf).is_ok());
     }
 
     #[test]

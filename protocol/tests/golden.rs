@@ -996,6 +996,20 @@ fn agent_samples_since_2() -> Vec<Sample> {
             "close-unsupported",
             ServerMessage::Close(ErrorCode::Unsupported),
         ),
+        sample(
+            "time",
+            AgentMessage::Request {
+                id: 7,
+                request: Request::Time,
+            },
+        ),
+        sample(
+            "response-time",
+            ServerMessage::Response {
+                id: 7,
+                response: Response::Time(1_796_601_600_000),
+            },
+        ),
     ]
 }
 

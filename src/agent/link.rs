@@ -58,6 +58,16 @@ pub struct ServerAddr {
 #[error("{0:?} is not HOST:PORT")]
 pub struct InvalidServerAddr(String);
 
+impl std::fmt::Display for ServerAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
 impl FromStr for ServerAddr {
     type Err = InvalidServerAddr;
 

@@ -5,6 +5,7 @@
 
 mod admin;
 mod args;
+mod doctor;
 pub mod prompt;
 mod recordings;
 
@@ -28,7 +29,7 @@ use crate::server::{self, Listeners, Server};
 use crate::tls::pki;
 use crate::tls::revoked::Revocations;
 use crate::unix;
-use args::{Bench, Certs, Cli, Command};
+use args::{Bench, Certs, Cli, Command, DoctorAgent};
 use prompt::{EXIT_ERROR, Prompt};
 
 /// Exit status for a configuration that cannot be used (sysexits' EX_USAGE).
@@ -164,6 +165,30 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             raise_fd_limit();
             bench(scenario).await
         }
+        Command::Doctor {
+            config,
+            data_dir,
+            send_test,
+            json,
+            agent: None,
+        } => {
+            let overrides = Overrides {
+                data_dir,
+                listen: None,
+            };
+            Ok(doctor::report(
+                &doctor::server(config.as_deref(), overrides, send_test.as_deref()).await,
+                json,
+            ))
+        }
+        Command::Doctor {
+            json,
+            agent: Some(DoctorAgent::Agent { server, identity }),
+            ..
+        } => Ok(doctor::report(
+            &doctor::agent(&identity, server).await,
+            json,
+        )),
         Command::Admin {
             data_dir,
             json,

@@ -317,6 +317,16 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                             };
                             ServerMessage::Response { id, response }
                         }
+                        Ok(AgentMessage::Request { id, request: Request::Time }) => {
+                            let response = if flood.check().is_err() {
+                                Response::Fail(ErrorCode::TooManyRequests)
+                            } else if self.version < 2 {
+                                Response::Fail(ErrorCode::Unsupported)
+                            } else {
+                                Response::Time(self.shared.clock.now().unix_millis())
+                            };
+                            ServerMessage::Response { id, response }
+                        }
                         Ok(AgentMessage::Request { id, request }) => {
                             if in_flight.len() >= MAX_IN_FLIGHT || flood.check().is_err() {
                                 let response = Response::Fail(ErrorCode::TooManyRequests);
@@ -349,6 +359,7 @@ async fn respond(shared: &Shared, id: &ComputerId, request: Request) -> Response
     let answer = match request {
         // Answered by the connection itself; never spawned here.
         Request::Heartbeat => Ok(Response::Heartbeat),
+        Request::Time => Ok(Response::Time(shared.clock.now().unix_millis())),
         Request::Record {
             os_user,
             session,

@@ -181,6 +181,30 @@ impl Smtp {
         })
     }
 
+    /// Reaches the relay and logs in as the configuration says (TLS and
+    /// authentication included), then says goodbye: nothing is sent. What
+    /// went wrong is said without credentials.
+    pub async fn reach(&self) -> Result<(), String> {
+        // A failed goodbye changes nothing: the relay was reached.
+        let reached = match self.security {
+            SmtpSecurity::Plain => match self.builder.connect_plain().await {
+                Ok(client) => client.quit().await.or(Ok(())),
+                Err(err) => Err(err),
+            },
+            SmtpSecurity::Tls | SmtpSecurity::StartTls => match self.builder.connect().await {
+                Ok(client) => client.quit().await.or(Ok(())),
+                Err(err) => Err(err),
+            },
+        };
+        reached.map_err(|err| describe(&err))
+    }
+
+    /// Sends `mail` now, outside any queue: the relay's reply, or what went
+    /// wrong, without credentials.
+    pub async fn send_now(&self, mail: &Mail) -> Result<String, String> {
+        self.send(mail).await.map_err(|err| describe(&err))
+    }
+
     /// Sends `mail`; returns the relay's reply to it.
     async fn send(&self, mail: &Mail) -> mail_send::Result<String> {
         let message = compose(mail, &self.from);

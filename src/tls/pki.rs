@@ -287,6 +287,12 @@ pub fn client_cert(cert: &CertificateDer<'_>) -> Result<ClientCert, PkiError> {
     })
 }
 
+/// When `cert` ends, in Unix seconds.
+pub fn expiry(cert: &CertificateDer<'_>) -> Result<i64, PkiError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert).map_err(|_| PkiError::Parse)?;
+    Ok(cert.validity().not_after.timestamp())
+}
+
 /// Reads the first certificate in PEM file `path`.
 pub fn read_cert(path: &Path) -> Result<CertificateDer<'static>, PkiError> {
     CertificateDer::from_pem_file(path).map_err(|source| pem_error(path, source))

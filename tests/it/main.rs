@@ -14,6 +14,7 @@ mod bench;
 mod browser;
 mod cli;
 mod crash;
+mod doctor;
 mod ldap;
 mod limits;
 mod lists;

@@ -236,6 +236,18 @@ async fn this_releases_agent_prompt_recorder_and_cli_work_with_the_previous_serv
         "",
     )
     .await;
+    // The doctor finds the server fine; its clock it cannot ask of it.
+    let server_arg = server.addr.to_string();
+    let (checks, code) =
+        crate::doctor::doctor(&["agent", "--identity", identity_arg, "--server", &server_arg])
+            .await;
+    assert_eq!(crate::doctor::status(&checks, "server"), "OK", "{checks:?}");
+    assert_eq!(
+        crate::doctor::status(&checks, "clock"),
+        "WARN",
+        "{checks:?}"
+    );
+    assert_eq!(code, Some(0));
     let agent_dir = tempfile::tempdir().unwrap();
     let agent = AgentProcess::start(this_otpgate(), &identity, server.addr, agent_dir.path()).await;
     Life {

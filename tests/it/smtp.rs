@@ -133,7 +133,7 @@ async fn the_otp_mail_arrives_with_both_parts_and_works() {
 /// A relay that requires STARTTLS (with a certificate from a CA of its own) and
 /// AUTH as otpgate with "relay secret", and the `[smtp]` section that logs in to
 /// it with `password`.
-fn auth_relay(dir: &std::path::Path, password: &str) -> (SmtpServer, String) {
+pub(crate) fn auth_relay(dir: &std::path::Path, password: &str) -> (SmtpServer, String) {
     let relay_pki = dir.join("relay-pki");
     otpgate::tls::pki::ensure_server(&relay_pki, &[]).unwrap();
     let cert = relay_pki.join("pki/server.pem");

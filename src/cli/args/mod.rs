@@ -153,6 +153,41 @@ pub(super) enum Command {
         #[command(subcommand)]
         command: Admin,
     },
+    /// What is wrong with this server (or, `doctor agent`, this computer's
+    /// agent): each check OK, WARN or FAIL with the fix; exits 1 when one
+    /// failed. Reads and asks, changes nothing, sends no mail.
+    Doctor {
+        /// A TOML configuration file; without it the embedded defaults apply.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The data folder.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Send a test message to this address through the configured
+        /// relay (by default the relay is reached and logged in to only).
+        #[arg(long, value_name = "ADDRESS")]
+        send_test: Option<String>,
+        /// Print one JSON document.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        agent: Option<DoctorAgent>,
+    },
+}
+
+/// `otpgate doctor agent`.
+#[derive(Subcommand)]
+pub(super) enum DoctorAgent {
+    /// Check this computer's agent: its identity and whether the server
+    /// welcomes it.
+    Agent {
+        /// The server, as HOST:PORT.
+        #[arg(long)]
+        server: ServerAddr,
+        /// The agent's identity folder.
+        #[arg(long)]
+        identity: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]

@@ -1,0 +1,553 @@
+//! `otpgate doctor`: what is wrong with this server or this agent, asked of
+//! the program itself. Each check says OK, WARN or FAIL, what it found and,
+//! when not OK, the fix; the exit status is 1 when one failed. It reads the
+//! configuration and the data folder, and asks what they name (the relay,
+//! the directory, the server), but changes nothing and sends no mail.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::agent::link::{Failures, Link, LinkStatus, ServerAddr};
+use crate::server::admin::socket_path;
+use crate::server::config::{Overrides, ServerConfig};
+use crate::server::ldap::LdapDirectory;
+use crate::server::mail::{Sender, Smtp};
+use crate::tls::pki::{self, ClientPaths};
+use otpgate_actors::directory::Directory;
+use otpgate_actors::mail::Mail;
+use otpgate_actors::{Clock, SystemClock};
+use otpgate_protocol::{ErrorCode, Request, Response};
+
+/// A certificate this close to its end is warned about.
+const EXPIRY_WARNING: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Free space below this in the data folder's file system is warned about.
+const LOW_DISK: u64 = 1 << 30;
+/// How long the agent's doctor waits for the server's welcome, and then for
+/// its time.
+const REACH_WITHIN: Duration = Duration::from_secs(10);
+/// A computer's clock this far from the server's is warned about...
+const CLOCK_WARN: Duration = Duration::from_secs(30);
+/// ...and this far fails (Kerberos, which Active Directory sites run, allows
+/// five minutes).
+const CLOCK_FAIL: Duration = Duration::from_secs(5 * 60);
+
+/// How a check came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Status {
+    /// Fine.
+    Ok,
+    /// Works, but will not for long, or not as well as it should.
+    Warn,
+    /// Does not work.
+    Fail,
+}
+
+/// One check's outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    /// What was checked.
+    pub check: String,
+    /// How it came out.
+    pub status: Status,
+    /// What was found.
+    pub found: String,
+    /// What to do, when it is not OK.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+}
+
+impl Check {
+    fn ok(check: impl Into<String>, found: impl Into<String>) -> Self {
+        Self {
+            check: check.into(),
+            status: Status::Ok,
+            found: found.into(),
+            fix: None,
+        }
+    }
+
+    fn not_ok(
+        status: Status,
+        check: impl Into<String>,
+        found: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Self {
+        Self {
+            check: check.into(),
+            status,
+            found: found.into(),
+            fix: Some(fix.into()),
+        }
+    }
+}
+
+/// Prints `checks` (as one JSON document with `json`) and gives the exit
+/// status: 1 when one failed.
+pub fn report(checks: &[Check], json: bool) -> ExitCode {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(checks).unwrap_or_default()
+        );
+    } else {
+        for check in checks {
+            let status = match check.status {
+                Status::Ok => "OK  ",
+                Status::Warn => "WARN",
+                Status::Fail => "FAIL",
+            };
+            println!("{status}  {}: {}", check.check, check.found);
+            if let Some(fix) = &check.fix {
+                println!("      fix: {fix}");
+            }
+        }
+    }
+    if checks.iter().any(|c| c.status == Status::Fail) {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// The server's checks: its configuration, data folder, certificates, what
+/// the configuration names, the machine's limits, and whether it serves.
+pub async fn server(
+    config: Option<&Path>,
+    overrides: Overrides,
+    send_test: Option<&str>,
+) -> Vec<Check> {
+    let config = match ServerConfig::load(config, overrides) {
+        Ok(config) => config,
+        Err(err) => {
+            return vec![Check::not_ok(
+                Status::Fail,
+                "configuration",
+                err.to_string(),
+                "correct the configuration file",
+            )];
+        }
+    };
+    let mut checks = vec![Check::ok("configuration", "read and checked")];
+    let data = &config.data_dir;
+    checks.extend(data_folder(data));
+    for (what, path) in [
+        ("CA certificate", data.join("pki/ca.pem")),
+        ("server certificate", data.join("pki/server.pem")),
+    ] {
+        checks.push(certificate(what, &path, "renewed at the next start if it is the server's; a new CA needs every computer re-issued"));
+    }
+    if let Some((cert, _)) = config.web.as_ref().and_then(|web| web.identity.clone()) {
+        checks.push(certificate(
+            "web certificate",
+            &cert,
+            "give [web] a renewed certificate",
+        ));
+    }
+    checks.push(smtp(&config, send_test).await);
+    if let Some(ldap) = &config.ldap {
+        checks.push(directory(ldap.clone()).await);
+    }
+    checks.push(disk(data));
+    checks.push(open_files(&config));
+    checks.push(serving(data).await);
+    checks
+}
+
+/// The data folder and the secrets in it: there, and the owner's only.
+fn data_folder(data: &Path) -> Vec<Check> {
+    use std::os::unix::fs::PermissionsExt;
+    if !data.exists() {
+        return vec![Check::not_ok(
+            Status::Warn,
+            "data folder",
+            format!("{} does not exist yet", data.display()),
+            "it is made at the first start (otpgate serve)",
+        )];
+    }
+    let mut open = Vec::new();
+    for path in [
+        data.to_owned(),
+        data.join("secret.key"),
+        data.join("pki/ca.key"),
+        data.join("pki/server.key"),
+        data.join("db"),
+        data.join("recordings"),
+    ] {
+        if let Ok(meta) = std::fs::metadata(&path)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            open.push(format!(
+                "{} ({:o})",
+                path.display(),
+                meta.permissions().mode() & 0o777
+            ));
+        }
+    }
+    vec![if open.is_empty() {
+        Check::ok(
+            "data folder",
+            format!("{}, the owner's only", data.display()),
+        )
+    } else {
+        Check::not_ok(
+            Status::Fail,
+            "data folder",
+            format!("others may read: {}", open.join(", ")),
+            format!("chmod -R go-rwx {}", data.display()),
+        )
+    }]
+}
+
+/// The certificate in `path`: readable, and not about to end.
+fn certificate(what: &str, path: &Path, fix: &str) -> Check {
+    if !path.exists() {
+        return Check::not_ok(
+            Status::Warn,
+            what,
+            format!("{} is not made yet", path.display()),
+            "start the server once to make it",
+        );
+    }
+    let expires = match pki::read_cert(path).and_then(|cert| pki::expiry(&cert)) {
+        Ok(expires) => expires,
+        Err(err) => {
+            return Check::not_ok(Status::Warn, what, err.to_string(), fix);
+        }
+    };
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let left = expires - now;
+    let shown = otpgate_actors::clock::shown(u64::try_from(expires).unwrap_or(0) * 1000);
+    if left <= 0 {
+        Check::not_ok(Status::Fail, what, format!("expired at {shown}"), fix)
+    } else if left < i64::try_from(EXPIRY_WARNING.as_secs()).unwrap_or(i64::MAX) {
+        Check::not_ok(Status::Warn, what, format!("expires at {shown}"), fix)
+    } else {
+        Check::ok(what, format!("valid until {shown}"))
+    }
+}
+
+/// The mail relay: reached, and the login taken; with `send_test`, a test
+/// message sent to that address.
+async fn smtp(config: &ServerConfig, send_test: Option<&str>) -> Check {
+    let Some(smtp) = &config.smtp else {
+        return Check::ok(
+            "mail",
+            format!(
+                "no [smtp]: messages are written to {}",
+                config.data_dir.join("outbox").display()
+            ),
+        );
+    };
+    let relay = format!("{}:{}", smtp.host, smtp.port);
+    let transport = match Smtp::new(smtp, Sender::parse(&config.mail_from)) {
+        Ok(transport) => transport,
+        Err(err) => return mail_failed(&relay, &err.to_string()),
+    };
+    if let Err(err) = transport.reach().await {
+        return mail_failed(&relay, &err);
+    }
+    let Some(to) = send_test else {
+        return Check::ok("mail", format!("{relay} reached and the login taken"));
+    };
+    let now = SystemClock.now();
+    let test = Mail {
+        message_id: format!("<doctor-{}@otpgate>", now.unix_millis()),
+        to: to.to_owned(),
+        subject: "otpgate test message".into(),
+        date: now,
+        body: "otpgate doctor sent this to check that mail from the server arrives.".into(),
+        html: "<p>otpgate doctor sent this to check that mail from the server arrives.</p>".into(),
+    };
+    match transport.send_now(&test).await {
+        Ok(reply) => Check::ok(
+            "mail",
+            format!("{relay} took a test message to {to}: {reply}"),
+        ),
+        Err(err) => mail_failed(&relay, &format!("the test message to {to}: {err}")),
+    }
+}
+
+/// The mail check when the relay or the message was not taken.
+fn mail_failed(relay: &str, err: &str) -> Check {
+    Check::not_ok(
+        Status::Fail,
+        "mail",
+        format!("{relay}: {err}"),
+        "check [smtp] (host, port, security, username, password_file, ca_file) and the relay",
+    )
+}
+
+/// The directory: bound as the server's account and searched.
+async fn directory(ldap: crate::server::config::LdapConfig) -> Check {
+    let urls: Vec<String> = ldap.urls.iter().map(|u| u.url.clone()).collect();
+    let searched = match LdapDirectory::new(ldap) {
+        Ok(directory) => directory
+            .describe("otpgate-doctor")
+            .await
+            .map(|_| ())
+            .map_err(|err| err.to_string()),
+        Err(err) => Err(err.to_string()),
+    };
+    match searched {
+        Ok(()) => Check::ok(
+            "directory",
+            format!("{} bound and searched", urls.join(", ")),
+        ),
+        Err(err) => Check::not_ok(
+            Status::Fail,
+            "directory",
+            err,
+            "check [ldap] (url, bind_dn, the password, ca_file, base_dn) and the domain controllers",
+        ),
+    }
+}
+
+/// Free space where the data folder is.
+fn disk(data: &Path) -> Check {
+    let folder = if data.exists() { data } else { Path::new(".") };
+    match nix::sys::statvfs::statvfs(folder) {
+        Ok(fs) => {
+            let free = fs.blocks_available().saturating_mul(fs.fragment_size());
+            let total = fs.blocks().saturating_mul(fs.fragment_size()).max(1);
+            let found = format!("{} MiB free of {} MiB", free >> 20, total >> 20);
+            if free < LOW_DISK || free.saturating_mul(10) < total {
+                Check::not_ok(
+                    Status::Warn,
+                    "disk",
+                    found,
+                    "free space where the data folder is (recordings are the largest part: see their quotas and retention)",
+                )
+            } else {
+                Check::ok("disk", found)
+            }
+        }
+        Err(err) => Check::not_ok(
+            Status::Warn,
+            "disk",
+            err.to_string(),
+            "check the data folder's file system",
+        ),
+    }
+}
+
+/// The open-files limit this process may raise itself to, against the
+/// connections the server is to hold.
+fn open_files(config: &ServerConfig) -> Check {
+    let Ok((_, hard)) = rlimit::getrlimit(rlimit::Resource::NOFILE) else {
+        return Check::not_ok(
+            Status::Warn,
+            "open files",
+            "the limit cannot be read",
+            "check ulimit -n",
+        );
+    };
+    let needed = u64::try_from(config.max_connections)
+        .unwrap_or(u64::MAX)
+        .saturating_add(crate::server::RESERVED_FILES);
+    let found = format!(
+        "up to {hard} open files; {needed} wanted for max_connections = {}",
+        config.max_connections
+    );
+    if hard >= needed {
+        Check::ok("open files", found)
+    } else if config.max_connections_given {
+        Check::not_ok(
+            Status::Warn,
+            "open files",
+            found,
+            "raise it: LimitNOFILE= in the service unit, or ulimit -n",
+        )
+    } else {
+        Check::ok(
+            "open files",
+            format!("up to {hard} open files; max_connections is sized to it"),
+        )
+    }
+}
+
+/// Whether a server serves this data folder now (its admin socket answers).
+async fn serving(data: &Path) -> Check {
+    let socket = socket_path(data);
+    match tokio::net::UnixStream::connect(&socket).await {
+        Ok(_) => Check::ok("server", format!("serving ({} answers)", socket.display())),
+        Err(_) => Check::not_ok(
+            Status::Warn,
+            "server",
+            "not running on this data folder",
+            "start it: otpgate serve (or systemctl start otpgate)",
+        ),
+    }
+}
+
+/// The agent's checks: its identity folder and certificates, and whether the
+/// server welcomes it.
+pub async fn agent(identity: &Path, server: ServerAddr) -> Vec<Check> {
+    use std::os::unix::fs::PermissionsExt;
+    let paths = ClientPaths::new(identity);
+    let mut checks = Vec::new();
+    match std::fs::metadata(&paths.key) {
+        Ok(meta) if meta.permissions().mode() & 0o077 == 0 => {
+            checks.push(Check::ok("identity", format!("{}, the key root's only", identity.display())));
+        }
+        Ok(_) => checks.push(Check::not_ok(
+            Status::Fail,
+            "identity",
+            format!("others may read {}", paths.key.display()),
+            format!("chmod 600 {}", paths.key.display()),
+        )),
+        Err(err) => checks.push(Check::not_ok(
+            Status::Fail,
+            "identity",
+            format!("{}: {err}", paths.key.display()),
+            "issue this computer's certificate (otpgate certs client NAME --out DIR) and copy it here",
+        )),
+    }
+    checks.push(certificate(
+        "computer certificate",
+        &paths.cert,
+        "issue a new one: otpgate certs client NAME",
+    ));
+    checks.push(certificate(
+        "CA certificate",
+        &paths.ca,
+        "copy the server's pki/ca.pem here",
+    ));
+    checks.extend(reach(identity, server).await);
+    checks
+}
+
+/// Whether the server at `server` welcomes the computer of `identity` and,
+/// when it does, how far the clocks are apart.
+async fn reach(identity: &Path, server: ServerAddr) -> Vec<Check> {
+    let shown = server.to_string();
+    let tls = match crate::tls::client_config(identity) {
+        Ok(tls) => tls,
+        Err(err) => {
+            return vec![Check::not_ok(
+                Status::Fail,
+                "server",
+                err.to_string(),
+                "fix the identity folder",
+            )];
+        }
+    };
+    let cancel = CancellationToken::new();
+    let (link, task) = match Link::spawn(tls, server, cancel.clone()) {
+        Ok(spawned) => spawned,
+        Err(err) => {
+            return vec![Check::not_ok(
+                Status::Fail,
+                "server",
+                err.to_string(),
+                "check --server",
+            )];
+        }
+    };
+    let mut watch = link.watch();
+    // Welcomed, or refused once: the link would try again and again. Only
+    // whether: the status seen is a read guard, which would hold up the
+    // link's next change of status.
+    let settled = |s: &LinkStatus| s.connected || s.failures.by_kind().next().is_some();
+    let _ = tokio::time::timeout(REACH_WITHIN, watch.wait_for(settled)).await;
+    let welcomed = link.status().connected;
+    let status = link.status();
+    let checks = if welcomed {
+        let server = Check::ok(
+            "server",
+            format!(
+                "{shown} welcomes this computer as {}",
+                status.client_id.unwrap_or_default()
+            ),
+        );
+        vec![server, skew(&link).await]
+    } else {
+        vec![Check::not_ok(
+            Status::Fail,
+            "server",
+            format!(
+                "{shown} did not welcome this computer ({})",
+                tried(&status.failures)
+            ),
+            "check that the server runs and listens there, that this host name is in its certificate, and that this computer's certificate is not revoked",
+        )]
+    };
+    cancel.cancel();
+    let _ = task.await;
+    checks
+}
+
+/// What the link's tries came to, as people read it.
+fn tried(failures: &Failures) -> String {
+    let kinds: Vec<String> = failures
+        .by_kind()
+        .map(|(kind, count)| format!("{kind}: {count}"))
+        .collect();
+    if kinds.is_empty() {
+        format!("no answer within {} s", REACH_WITHIN.as_secs())
+    } else {
+        format!("failures {}", kinds.join(", "))
+    }
+}
+
+/// How far this computer's clock is from the server's: the server's time
+/// against the middle of the round trip that asked for it.
+async fn skew(link: &Link) -> Check {
+    let before = SystemClock.now().unix_millis();
+    let answer = tokio::time::timeout(REACH_WITHIN, link.call(Request::Time)).await;
+    let after = SystemClock.now().unix_millis();
+    match answer {
+        Ok(Ok(Response::Time(server))) => {
+            let ours = before / 2 + after / 2;
+            clock_check(i128::from(ours) - i128::from(server), after - before)
+        }
+        Ok(Ok(Response::Fail(ErrorCode::Unsupported))) => Check::not_ok(
+            Status::Warn,
+            "clock",
+            "the server's release does not tell its time",
+            "compare `date -u` here and on the server",
+        ),
+        _ => Check::not_ok(
+            Status::Warn,
+            "clock",
+            "the server did not tell its time",
+            "compare `date -u` here and on the server",
+        ),
+    }
+}
+
+/// The clock check for this computer being `ahead_ms` ahead of the server
+/// (behind when negative), measured over a round trip of `rtt_ms`.
+fn clock_check(ahead_ms: i128, rtt_ms: u64) -> Check {
+    let seconds = ahead_ms.unsigned_abs() / 1000;
+    let way = if ahead_ms < 0 { "behind" } else { "ahead of" };
+    let found = format!("{seconds} s {way} the server's (asked in {rtt_ms} ms)");
+    let fix = "keep both clocks set by NTP (timedatectl set-ntp true): certificates and the times people see depend on them";
+    if seconds >= CLOCK_FAIL.as_secs().into() {
+        Check::not_ok(Status::Fail, "clock", found, fix)
+    } else if seconds >= CLOCK_WARN.as_secs().into() {
+        Check::not_ok(Status::Warn, "clock", found, fix)
+    } else {
+        Check::ok("clock", found)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_clock_is_fine_within_half_a_minute_warned_beyond_and_fails_at_five() {
+        assert_eq!(clock_check(0, 3).status, Status::Ok);
+        assert_eq!(clock_check(-29_999, 3).status, Status::Ok);
+        assert_eq!(clock_check(30_000, 3).status, Status::Warn);
+        let behind = clock_check(-300_000, 3);
+        assert_eq!(behind.status, Status::Fail);
+        assert_eq!(behind.found, "300 s behind the server's (asked in 3 ms)");
+        assert!(clock_check(301_000, 3).found.contains("ahead of"));
+    }
+}

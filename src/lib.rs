@@ -19,6 +19,7 @@ pub mod cast;
 pub mod cli;
 pub mod files;
 pub mod frames;
+pub mod metrics;
 pub mod places;
 pub mod recorder;
 pub mod records;

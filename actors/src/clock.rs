@@ -25,6 +25,11 @@ impl Timestamp {
         self.0
     }
 
+    /// How long after `earlier` this is (nothing if it is not after it).
+    pub const fn since(self, earlier: Self) -> Duration {
+        Duration::from_millis(self.0.saturating_sub(earlier.0))
+    }
+
     /// Whole seconds since the Unix epoch (as certificates and the revocation
     /// list count them).
     pub fn unix_seconds(self) -> i64 {

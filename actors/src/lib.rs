@@ -16,6 +16,7 @@ pub mod id;
 pub mod login;
 pub mod mail;
 pub mod mailbox;
+pub mod metrics;
 pub mod names;
 pub mod otp;
 pub mod policy;

@@ -10,6 +10,7 @@
 //! child instead, unless it keeps failing ([`MAX_RESTARTS`] within
 //! [`RESTART_WINDOW`]), in which case it is left down until it is next needed.
 
+use crate::metrics::metrics;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -134,6 +135,7 @@ impl Actor for ComputerSupervisor {
                 let Some(id) = state.children.remove(&cell.get_id()) else {
                     return Ok(());
                 };
+                metrics().computer_actors.dec();
                 tracing::error!(computer = %id, error = %err, "computer actor failed");
                 if state.may_restart(&id) {
                     if let Err(err) = state.find_or_spawn(&myself, id.clone()).await {
@@ -143,8 +145,10 @@ impl Actor for ComputerSupervisor {
                     tracing::error!(computer = %id, "computer actor keeps failing; left down until needed");
                 }
             }
-            SupervisionEvent::ActorTerminated(cell, _, _) => {
-                state.children.remove(&cell.get_id());
+            SupervisionEvent::ActorTerminated(cell, _, _)
+                if state.children.remove(&cell.get_id()).is_some() =>
+            {
+                metrics().computer_actors.dec();
             }
             _ => {}
         }
@@ -171,6 +175,7 @@ impl SupervisorState {
         let (actor, _) =
             Actor::spawn_linked(Some(name), ComputerActor, args, myself.get_cell()).await?;
         self.children.insert(actor.get_id(), id);
+        metrics().computer_actors.inc();
         Ok(actor)
     }
 

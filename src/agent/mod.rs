@@ -4,6 +4,7 @@
 //! end ([`sessions`]), and ships recordings to the server ([`spool`]).
 
 pub mod link;
+mod metrics;
 pub mod sessions;
 pub mod socket;
 pub mod spool;
@@ -33,6 +34,8 @@ pub struct AgentConfig {
     pub spool: PathBuf,
     /// The most bytes the spool holds.
     pub spool_limit: u64,
+    /// Where to serve the agent's Prometheus metrics, if anywhere.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// Why the agent could not start.
@@ -47,6 +50,15 @@ pub enum AgentError {
     Spool {
         /// The folder.
         path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The metrics port could not be bound.
+    #[error("cannot serve metrics on {addr}: {source}")]
+    Metrics {
+        /// The address.
+        addr: std::net::SocketAddr,
         /// Why.
         #[source]
         source: std::io::Error,
@@ -77,6 +89,12 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), A
             source,
         })?,
     );
+    let metrics_listener = config
+        .metrics
+        .map(|addr| {
+            crate::server::bind(addr).map_err(|source| AgentError::Metrics { addr, source })
+        })
+        .transpose()?;
     let (link, task) = Link::spawn(tls, config.server, cancel.clone())?;
     let shipper = tokio::spawn(Arc::clone(&spool).ship(link.clone(), cancel.clone()));
     // Beside the socket: /run/otpgate/agent.sessions by default.
@@ -86,12 +104,19 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), A
         link.clone(),
         cancel.clone(),
     ));
+    let exporter = metrics_listener.map(|listener| {
+        let registry = metrics::registry(link.clone(), Arc::clone(&spool), Arc::clone(&sessions));
+        tokio::spawn(crate::metrics::serve(listener, registry, cancel.clone()))
+    });
     socket::serve(
         listener,
         socket::Agent::new(link, sessions, spool, config.limits),
         cancel,
     )
     .await;
+    if let Some(exporter) = exporter {
+        let _ = exporter.await;
+    }
     let _ = watcher.await;
     let _ = shipper.await;
     let _ = task.await;

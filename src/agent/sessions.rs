@@ -135,6 +135,11 @@ impl Sessions {
         }
     }
 
+    /// How many notices wait for the server.
+    pub fn queued_notices(&self) -> usize {
+        self.state().notices.len()
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         // A panic elsewhere while holding the lock leaves consistent data:
         // every change is one push or one remove.

@@ -133,6 +133,11 @@ impl Spool {
         self.used.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The bytes waiting for the server.
+    pub fn backlog(&self) -> u64 {
+        self.used().total
+    }
+
     /// The file of chunk `seq` of `os_user`'s recording `key`: in sending
     /// order by name, and apart from any other user's (a chunk naming another
     /// user's recording never takes the place of theirs).

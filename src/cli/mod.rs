@@ -100,6 +100,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             idle_secs,
             spool,
             spool_mib,
+            metrics_listen,
         } => {
             raise_fd_limit();
             let cancel = CancellationToken::new();
@@ -116,6 +117,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 },
                 spool,
                 spool_limit: spool_mib.saturating_mul(1 << 20),
+                metrics: metrics_listen,
             };
             agent::run(config, cancel).await?;
             Ok(ExitCode::SUCCESS)

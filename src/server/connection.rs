@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
 
 use otpgate_actors::directory::{Directory, person_name};
+use otpgate_actors::metrics::{Held, LoginOutcome, Tally, TlsRefusal, metrics};
 use otpgate_actors::{
     AgentInfo, CallError, Clock, ComputerError, ComputerId, Computers, ConnectionId, SledStore,
     SystemClock, Waiting,
@@ -75,6 +76,7 @@ pub(super) async fn serve_tcp(
 ) {
     let Some(place) = shared.handshakes.enter(peer.ip()) else {
         debug!("too many handshakes in flight; closed");
+        metrics().tls_refused(TlsRefusal::Gate);
         return;
     };
     // Frames are small and latency matters more than packet count.
@@ -85,10 +87,12 @@ pub(super) async fn serve_tcp(
             Ok(Ok(tls)) => tls,
             Ok(Err(err)) => {
                 debug!(error = %err, "TLS handshake failed");
+                metrics().tls_refused(TlsRefusal::Handshake);
                 return;
             }
             Err(_) => {
                 debug!("TLS handshake timed out");
+                metrics().tls_refused(TlsRefusal::Timeout);
                 return;
             }
         },
@@ -126,6 +130,7 @@ pub(super) async fn serve_tcp(
             expired = cert.expires < now,
             "refused a revoked or expired certificate"
         );
+        metrics().tls_refused(TlsRefusal::Revoked);
         let refused = ServerMessage::Close(ErrorCode::CertificateRefused);
         let _ = writer.write(&refused, HANDSHAKE_VERSION).await;
         return;
@@ -234,6 +239,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         }
         self.version = version;
         info!(version, host = %info.host_name, "agent connected");
+        let _connected = Held::of(&metrics().agents_connected);
         if version < protocol_version::AGENT.newest && self.shared.old_agents.first(&self.id) {
             warn!(
                 version,
@@ -385,12 +391,16 @@ async fn respond(shared: &Shared, id: &ComputerId, request: Request) -> Response
             });
         }
         Request::Login { os_user, request } => {
+            let verify = matches!(
+                request,
+                otpgate_protocol::login::LoginRequest::Verify { .. }
+            );
             let call = convert::login_request(request);
-            shared
-                .computers
-                .login(id, &os_user, call)
-                .await
-                .map(|answer| Response::Login(convert::login_response(&os_user, answer)))
+            let answer = shared.computers.login(id, &os_user, call).await;
+            if verify && answer.is_err() {
+                metrics().tally(Tally::Login(LoginOutcome::Unavailable));
+            }
+            answer.map(|answer| Response::Login(convert::login_response(&os_user, answer)))
         }
     };
     answer.unwrap_or_else(|err| {

@@ -47,6 +47,7 @@ use governor::Quota;
 use otpgate_actors::audit::{Action, AuditEntry, Who};
 use otpgate_actors::directory::Directory;
 use otpgate_actors::mail::{MailTransport, Mailer, MailerArgs, MailerHandle, MailerMsg};
+use otpgate_actors::metrics::metrics;
 use otpgate_actors::otp::OtpKeys;
 use otpgate_actors::policy;
 use otpgate_actors::{
@@ -158,6 +159,8 @@ pub struct Listeners {
     agents: TcpListener,
     /// Where the web Management Tool listens, unless it is turned off.
     web: Option<web::Listener>,
+    /// Where the Prometheus endpoint listens, if it is asked for.
+    metrics: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -169,7 +172,15 @@ impl Listeners {
             source,
         })?;
         let web = config.web.as_ref().map(web::Listener::bind).transpose()?;
-        Ok(Self { agents, web })
+        let metrics = config
+            .metrics
+            .map(|addr| bind(addr).map_err(|source| OpenError::Listen { addr, source }))
+            .transpose()?;
+        Ok(Self {
+            agents,
+            web,
+            metrics,
+        })
     }
 
     /// Where agents connect.
@@ -198,6 +209,7 @@ pub struct Server {
     initial_password: Option<Zeroizing<String>>,
     initial_password_file: std::path::PathBuf,
     web: Option<web::Web>,
+    metrics: Option<TcpListener>,
     directory: Arc<dyn Directory>,
 }
 
@@ -378,6 +390,7 @@ impl Server {
             initial_password,
             initial_password_file: config.data_dir.join(INITIAL_PASSWORD_FILE),
             web,
+            metrics: listeners.metrics,
             directory,
         })
     }
@@ -435,6 +448,16 @@ impl Server {
         ));
         if let Some(web) = self.web {
             tracker.spawn(web.serve(service.clone(), cancel.child_token()));
+        }
+        if let Some(listener) = self.metrics {
+            if let Ok(addr) = listener.local_addr() {
+                info!(%addr, "metrics endpoint listening");
+            }
+            tracker.spawn(crate::metrics::serve(
+                listener,
+                metrics().registry(),
+                cancel.child_token(),
+            ));
         }
         tracker.spawn(admin::serve(
             self.admin_listener,

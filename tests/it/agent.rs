@@ -125,6 +125,7 @@ async fn the_login_prompt_is_known_by_its_peer_credentials() {
         limits: crate::common::agent::unlimited(),
         spool: socket.with_extension("spool"),
         spool_limit: 64 << 20,
+        metrics: None,
     };
     let agent = tokio::spawn(otpgate::agent::run(config, cancel.clone()));
 

@@ -156,6 +156,7 @@ async fn an_agent_out_of_file_descriptors_pauses_then_serves_again() {
     let dir = tempfile::tempdir().unwrap();
     let agent = AgentProcess::start_under(
         &["prlimit", "--nofile=40"],
+        &[],
         this_otpgate(),
         &server.identity("ws-1"),
         server.addr,

@@ -20,6 +20,7 @@ mod limits;
 mod lists;
 mod local;
 mod login;
+mod metrics;
 mod pam;
 mod record;
 mod refusals;

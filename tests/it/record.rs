@@ -395,6 +395,7 @@ async fn a_full_spool_leaves_output_out_marks_the_recording_and_says_so() {
         limits: crate::common::agent::unlimited(),
         spool: dir.path().join("spool"),
         spool_limit: 8 << 10,
+        metrics: None,
     })
     .await;
     let (shown, status) = tokio::task::spawn_blocking(move || {

@@ -33,7 +33,7 @@ fn said(output: &Output) -> String {
 
 /// Runs `otpgate` of binary `otpgate` with `args`; fails the test unless it
 /// exits 0. What it printed.
-async fn ok(otpgate: &Path, args: &[&str], stdin: &str) -> String {
+pub(crate) async fn ok(otpgate: &Path, args: &[&str], stdin: &str) -> String {
     let output = run(otpgate, args, stdin).await;
     assert!(output.status.success(), "{args:?}: {}", said(&output));
     String::from_utf8_lossy(&output.stdout).into_owned()
@@ -44,19 +44,19 @@ async fn ok(otpgate: &Path, args: &[&str], stdin: &str) -> String {
 /// prompt and approved by `cli`'s admin CLI; the OTP verified; a terminal
 /// recorded by `prompt`'s recorder; the computer's certificates revoked by
 /// `cli`.
-struct Life<'a> {
+pub(crate) struct Life<'a> {
     /// The binary whose login prompt and recorder the person uses.
-    prompt: &'a Path,
+    pub(crate) prompt: &'a Path,
     /// The binary whose admin CLI the operator uses.
-    cli: &'a Path,
+    pub(crate) cli: &'a Path,
     /// The server's data folder.
-    data: &'a Path,
+    pub(crate) data: &'a Path,
     /// The administrator's password.
-    password: &'a str,
+    pub(crate) password: &'a str,
 }
 
 impl Life<'_> {
-    async fn live(&self, agent: &AgentProcess, computer: &str) {
+    pub(crate) async fn live(&self, agent: &AgentProcess, computer: &str) {
         let socket = agent.socket.to_str().unwrap();
         let data = self.data.to_str().unwrap();
         let email = format!("{}@example.com", me());

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::audit::{Action, AuditEntry, Who};
 use crate::clock::Timestamp;
 use crate::mail::{MailKind, OutboxEntry};
+use crate::metrics::metrics;
 use crate::rules::{Bucket, Effect, LimitKey};
 use crate::settings::SystemSettings;
 
@@ -62,6 +63,7 @@ impl ComputerState {
                     let (limit, window) = (key.limit(settings), settings.failure_window);
                     store.count_failure(&key.key(), &|bucket| bucket.fail(now, limit, window))?;
                 }
+                Effect::Tally(tally) => metrics().tally(tally),
             }
         }
         Ok(())
@@ -79,6 +81,7 @@ impl ComputerState {
             next_try: now,
         };
         self.svc.store.queue_mail(&entry)?;
+        metrics().mail_queue.inc();
         self.mail_queued = true;
         Ok(())
     }

@@ -7,6 +7,7 @@ use crate::audit::Action;
 use crate::clock::Timestamp;
 use crate::directory::{PasswordCheck, check_login};
 use crate::login::{LoginRequest, LoginResponse, Logout, RequestMode, Requested, Verdict};
+use crate::metrics::{RequestKind, Tally};
 use crate::names;
 use crate::otp::{Code, Origin};
 use crate::policy;
@@ -45,9 +46,17 @@ impl ComputerState {
                 LoginResponse::Status(self.logins.prompt_state(policy, os_user, now))
             }
             LoginRequest::Request(mode) => {
+                let kind = match &mode {
+                    RequestMode::Email(_) => RequestKind::Email,
+                    RequestMode::Directory => RequestKind::Directory,
+                    RequestMode::Internal { .. } => RequestKind::Internal,
+                    RequestMode::Emergency(_) => RequestKind::Emergency,
+                };
                 let requested = self
                     .request(&snapshot, policy, os_user, mode, found, &mut effects)
                     .await?;
+                let outcome = rules::request_outcome(&requested);
+                effects.push(Effect::Tally(Tally::Request(kind, outcome)));
                 effects.push(Effect::audit(
                     &who,
                     Action::Request,
@@ -63,6 +72,8 @@ impl ComputerState {
                     now,
                 };
                 let requested = self.logins.resend(&turn, os_user, &mut effects);
+                let outcome = rules::request_outcome(&requested);
+                effects.push(Effect::Tally(Tally::Request(RequestKind::Resend, outcome)));
                 effects.push(Effect::audit(
                     &who,
                     Action::Resend,

@@ -16,6 +16,7 @@ use crate::clock::{Clock, Timestamp};
 use crate::mail::outbox::{MailFailure, MailKind, OutboxEntry};
 use crate::mail::render::Mail;
 use crate::mailbox::Waiting;
+use crate::metrics::metrics;
 use crate::otp::OtpKeys;
 use crate::rules;
 use crate::store::{Store, StoreError};
@@ -270,6 +271,10 @@ impl MailerState {
             .outbox()?
             .into_iter()
             .partition(|entry| entry.next_try <= now);
+        let queued = due.len() + waiting.len();
+        metrics()
+            .mail_queue
+            .set(i64::try_from(queued).unwrap_or(i64::MAX));
         waiting.iter().for_each(|entry| later(entry.next_try));
         let mut due = due.into_iter().peekable();
         while due.peek().is_some() {
@@ -311,12 +316,17 @@ impl MailerState {
                 let mail = entry.render(&args.keys, &args.host, &args.management_url);
                 let transport = Arc::clone(&args.transport);
                 tokio::spawn(async move {
-                    match mail {
-                        Some(mail) => transport.deliver(&mail).await,
-                        None => Err(DeliveryError::Permanent(
+                    let Some(mail) = mail else {
+                        return Err(DeliveryError::Permanent(
                             "the OTP can no longer be opened".into(),
-                        )),
-                    }
+                        ));
+                    };
+                    let started = std::time::Instant::now();
+                    let delivered = transport.deliver(&mail).await;
+                    metrics()
+                        .mail_send_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                    delivered
                 })
             })
             .collect();
@@ -340,7 +350,10 @@ impl MailerState {
         let args = &self.args;
         let now = args.clock.now();
         let outcome = match delivered {
-            Ok(said) => format!("delivered ({said})"),
+            Ok(said) => {
+                metrics().mail_sent.inc();
+                format!("delivered ({said})")
+            }
             Err(DeliveryError::Permanent(reason)) => self.give_up(entry, reason)?,
             Err(DeliveryError::Temporary(reason)) => {
                 entry.attempts += 1;
@@ -348,6 +361,7 @@ impl MailerState {
                     let reason = format!("gave up after {} tries: {reason}", entry.attempts);
                     self.give_up(entry, reason)?
                 } else {
+                    metrics().mail_retried.inc();
                     entry.next_try = now.after(BACKOFF.pause(entry.attempts));
                     tracing::warn!(message = entry.id, attempts = entry.attempts, %reason, "mail delivery failed; will retry");
                     args.store.queue_mail(entry)?;
@@ -374,6 +388,7 @@ impl MailerState {
             args.store.put_mailed(computer, os_user, *valid_until)?;
         }
         args.store.remove_outbox(entry.id)?;
+        metrics().mail_queue.dec();
         Ok(Settled::Done)
     }
 
@@ -381,6 +396,7 @@ impl MailerState {
     /// the outcome for the audit log.
     fn give_up(&self, entry: &OutboxEntry, reason: String) -> Result<String, StoreError> {
         tracing::error!(message = entry.id, %reason, "mail delivery failed for good");
+        metrics().mail_given_up.inc();
         let outcome = format!("failed: {reason}");
         self.args.store.put_mail_failure(&MailFailure {
             id: entry.id,

@@ -10,6 +10,7 @@ use crate::directory::Recipient;
 use crate::id::ComputerId;
 use crate::login::{PromptState, RequestState, Requested, Verdict};
 use crate::mail::outbox::MailKind;
+use crate::metrics::{self, Issued, LoginOutcome, Tally};
 use crate::names::{is_email_address, masked};
 use crate::otp::{Check, Code, Origin, Otp, OtpState, Slot};
 use crate::request::{AccessRequest, Choice, Decision, Refusal, Resolution};
@@ -255,6 +256,11 @@ impl Logins {
         // Sent at once: new on this computer (an approval's request counted).
         let origin_counts = origin == Origin::AutoSend;
         let binding = turn.binding(os_user, email);
+        effects.push(Effect::Tally(Tally::Issued(match origin {
+            Origin::AutoSend => Issued::AutoSend,
+            Origin::Approval { .. } => Issued::Approval,
+            Origin::Generated { .. } => Issued::Generated,
+        })));
         let otp = Otp::new(turn.keys, binding, code, now, valid_until, origin);
         effects.push(Effect::QueueMail {
             to: email.to_owned(),
@@ -359,10 +365,12 @@ impl Logins {
             code,
         } = typed;
         if !policy.options.allow_otp {
+            effects.push(Effect::Tally(Tally::Login(LoginOutcome::NotRequired)));
             return Verdict::NotRequired;
         }
         let who = person(os_user, computer);
         if !is_email_address(email) {
+            effects.push(Effect::Tally(Tally::Login(LoginOutcome::DenyNotAnEmail)));
             // Not an address: a denial like any other, counted, never written out.
             effects.push(Effect::Count(LimitKey::Person(
                 computer.clone(),
@@ -379,6 +387,7 @@ impl Logins {
         if let Some((retry_after, key)) = throttled(failures, policy.settings, now) {
             let outcome = format!("throttled: too many failures for {}", key.describe());
             effects.push(Effect::audit(&who, Action::Verify, &outcome));
+            effects.push(Effect::Tally(Tally::Login(LoginOutcome::Throttled)));
             return Verdict::Throttle { retry_after };
         }
         // A user with no OTP gets no slot: names the agent sends cost no storage.
@@ -394,6 +403,12 @@ impl Logins {
             }
             None => Check::NotLive,
         };
+        effects.push(Effect::Tally(Tally::Login(match check {
+            Check::Allow => LoginOutcome::Allow,
+            Check::Wrong { locked: false } => LoginOutcome::DenyWrongCode,
+            Check::Wrong { locked: true } => LoginOutcome::DenyLocked,
+            Check::NotLive => LoginOutcome::DenyNoLiveOtp,
+        })));
         match check {
             Check::Allow => {
                 effects.push(Effect::audit(
@@ -459,6 +474,14 @@ impl Logins {
             comment: comment.clone(),
         };
         let id = request.id;
+        let decision = match choice {
+            Choice::Approve => metrics::Decision::Approved,
+            Choice::Deny => metrics::Decision::Denied,
+        };
+        effects.push(Effect::Tally(Tally::Decided(
+            decision,
+            now.since(request.created),
+        )));
         match choice {
             Choice::Approve => {
                 let origin = Origin::Approval { request: id };
@@ -512,6 +535,10 @@ impl Logins {
 
 /// Records that `request` expired and tells its requester.
 fn expired(computer: &ComputerId, request: &AccessRequest, effects: &mut Vec<Effect>) {
+    effects.push(Effect::Tally(Tally::Decided(
+        metrics::Decision::Expired,
+        request.expires.since(request.created),
+    )));
     effects.push(Effect::SaveRequest(request.clone()));
     effects.push(Effect::QueueMail {
         to: request.email.clone(),

@@ -27,6 +27,7 @@ use crate::clock::Timestamp;
 use crate::id::ComputerId;
 use crate::login::{LoginRequest, LoginResponse, Logout, Requested, Verdict};
 use crate::mail::outbox::MailKind;
+use crate::metrics::{RequestOutcome, Tally};
 use crate::otp::{Binding, Code, OtpKeys};
 use crate::request::{AccessRequest, Choice};
 use crate::session::ClientSession;
@@ -146,6 +147,8 @@ pub enum Effect {
     },
     /// Count a failure against this key.
     Count(LimitKey),
+    /// Count this for the operators' metrics.
+    Tally(Tally),
 }
 
 impl Effect {
@@ -156,6 +159,23 @@ impl Effect {
             action,
             outcome: outcome.to_owned(),
         }
+    }
+}
+
+/// What `requested` came to, for the metrics.
+pub fn request_outcome(requested: &Requested) -> RequestOutcome {
+    match requested {
+        Requested::Send { .. } => RequestOutcome::Sent,
+        Requested::Resend { .. } => RequestOutcome::Resent,
+        Requested::AwaitApproval { .. } => RequestOutcome::AwaitingApproval,
+        Requested::Throttle { .. } => RequestOutcome::Throttled,
+        Requested::DirectoryUnavailable => RequestOutcome::DirectoryUnavailable,
+        Requested::TooSoon { .. }
+        | Requested::NoLiveOtp
+        | Requested::Disabled
+        | Requested::NotRequired
+        | Requested::ResendLater { .. }
+        | Requested::Refuse => RequestOutcome::Refused,
     }
 }
 

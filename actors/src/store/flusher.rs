@@ -3,6 +3,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{Result, StoreError};
+use crate::metrics::metrics;
 
 /// Group commit over sled's flush. sled 0.34 runs each `flush_async` on its
 /// own thread pool, where many at once can take every thread and deadlock
@@ -29,9 +30,13 @@ impl Flusher {
         // covers them all.
         let covered = self.tickets.load(Ordering::SeqCst);
         let db = db.clone();
+        let started = std::time::Instant::now();
         tokio::task::spawn_blocking(move || db.flush())
             .await
             .map_err(|_| StoreError::FlushAborted)??;
+        metrics()
+            .store_commit_seconds
+            .observe(started.elapsed().as_secs_f64());
         *durable = covered;
         Ok(())
     }

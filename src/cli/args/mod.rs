@@ -94,6 +94,10 @@ pub(super) enum Command {
         /// refused (what is spooled is kept).
         #[arg(long, default_value_t = DEFAULT_SPOOL_MIB)]
         spool_mib: u64,
+        /// Serve the agent's Prometheus metrics (connected, spool bytes,
+        /// queued notices) at http://ADDRESS/metrics, e.g. 127.0.0.1:9465.
+        #[arg(long, value_name = "ADDRESS")]
+        metrics_listen: Option<std::net::SocketAddr>,
     },
     /// Run a shell (or COMMAND) under a pseudo-terminal and record what it
     /// shows, for the server (through the local agent). Meant as sshd's

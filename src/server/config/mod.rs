@@ -28,6 +28,9 @@
 //! cert_file = "/etc/otpgate/web.pem"   # chain, leaf first; default: the server's
 //! key_file = "/etc/otpgate/web.key"    # own certificate from its PKI
 //!
+//! [metrics]                   # Prometheus, plain HTTP GET /metrics; off without it
+//! listen = "127.0.0.1:9464"
+//!
 //! [ldap]                      # Active Directory (or LDAP) instead of directory_file
 //! url = "ldaps://dc1.corp.example.com"   # or a list of domain controllers, tried in
 //!                                        # turn; ldap:// with StartTLS (plain on loopback)
@@ -162,8 +165,16 @@ struct File {
     recording_quota_user_mib: Option<u64>,
     recordings_session_only: Option<bool>,
     web: Option<WebFile>,
+    metrics: Option<MetricsFile>,
     ldap: Option<LdapFile>,
     smtp: Option<SmtpFile>,
+}
+
+/// The `[metrics]` section as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MetricsFile {
+    listen: String,
 }
 
 /// The `[web]` section as written.
@@ -233,6 +244,8 @@ pub struct ServerConfig {
     pub recording_quotas: Quotas,
     /// The web Management Tool; `None` when turned off.
     pub web: Option<WebConfig>,
+    /// Where the Prometheus endpoint listens; `None`: nowhere.
+    pub metrics: Option<SocketAddr>,
     /// The LDAP directory; `None`: the directory file (or none).
     pub ldap: Option<LdapConfig>,
     /// The SMTP relay; `None` writes `.eml` files into the outbox folder.
@@ -369,6 +382,15 @@ impl ServerConfig {
             },
             |url| url.trim_end_matches('/').to_owned(),
         );
+        let metrics = file
+            .metrics
+            .map(|metrics| {
+                metrics.listen.parse().map_err(|_| ConfigError::Invalid {
+                    field: "metrics.listen",
+                    reason: format!("{:?} is not an IP address and port", metrics.listen),
+                })
+            })
+            .transpose()?;
         if let Some(bad) = server_names
             .iter()
             .find(|name| rustls::pki_types::ServerName::try_from(name.as_str()).is_err())
@@ -405,6 +427,7 @@ impl ServerConfig {
                 .unwrap_or_else(|| DEFAULT_ADMIN_EMAIL.to_owned()),
             management_url,
             web,
+            metrics,
             ldap: file.ldap.map(LdapFile::check).transpose()?,
             smtp: file.smtp.map(SmtpFile::check).transpose()?,
         })

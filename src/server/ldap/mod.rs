@@ -30,6 +30,7 @@ use tracing::{debug, warn};
 use otpgate_actors::directory::{
     AccountInfo, Directory, DirectoryError, DirectoryFuture, DirectoryPerson, Recipient,
 };
+use otpgate_actors::metrics::{LdapFailure, metrics};
 
 use crate::server::config::{LdapConfig, LdapUrl};
 use crate::server::directory::Domains;
@@ -536,14 +537,21 @@ impl LdapDirectory {
         &self,
         work: impl Future<Output = Result<T, ldap3::LdapError>>,
     ) -> Result<T, DirectoryError> {
-        match tokio::time::timeout(self.config.timeout, work).await {
+        let started = std::time::Instant::now();
+        let done = tokio::time::timeout(self.config.timeout, work).await;
+        metrics()
+            .ldap_seconds
+            .observe(started.elapsed().as_secs_f64());
+        match done {
             Ok(Ok(found)) => Ok(found),
             Ok(Err(err)) => {
+                metrics().ldap_failed(LdapFailure::Error);
                 warn!(error = %err, "the directory could not be searched");
                 self.drop_connection().await;
                 Err(DirectoryError::Unavailable(err.to_string()))
             }
             Err(_) => {
+                metrics().ldap_failed(LdapFailure::Timeout);
                 warn!(timeout = ?self.config.timeout, "the directory did not answer in time");
                 self.drop_connection().await;
                 Err(DirectoryError::Unavailable("timed out".into()))

@@ -28,6 +28,7 @@ use sled::Transactional;
 use sled::transaction::TransactionError;
 
 use otpgate_actors::audit::{Action, AuditEntry, Who};
+use otpgate_actors::metrics::metrics;
 use otpgate_actors::names::is_os_account;
 use otpgate_actors::otp::OtpKeys;
 use otpgate_actors::store::{self, StoreError};
@@ -412,6 +413,7 @@ impl Recordings {
                 Ok(())
             }),
         )?;
+        metrics().recording_bytes.inc_by(kept);
         Ok(Stored::Kept { id, first_loss })
     }
 

@@ -16,6 +16,7 @@ use super::App;
 use super::auth::{self, Posted};
 use super::views::{Nav, render};
 use crate::server::service::{SignInError, Via};
+use otpgate_actors::metrics::{SignIn, metrics};
 
 #[derive(Deserialize)]
 pub struct NextQuery {
@@ -83,6 +84,7 @@ pub async fn signin(
         .sessions
         .may_try(&app.service.account_key(&login), peer.ip())
     {
+        metrics().sign_in(SignIn::Throttled);
         return signin_form(
             StatusCode::TOO_MANY_REQUESTS,
             next,
@@ -96,6 +98,14 @@ pub async fn signin(
     let principal = match app.service.sign_in(&login, password, via).await {
         Ok(principal) => principal,
         Err(err) => {
+            metrics().sign_in(match err {
+                SignInError::Unavailable => SignIn::DirectoryUnavailable,
+                SignInError::TooManyWrong { .. } => SignIn::Throttled,
+                SignInError::Failed(_) => SignIn::Error,
+                SignInError::Wrong
+                | SignInError::ChangeDue(_)
+                | SignInError::ApprovesNothing(_) => SignIn::Refused,
+            });
             let (status, error) = match err {
                 SignInError::Unavailable => (
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -132,6 +142,7 @@ pub async fn signin(
             return signin_form(status, next, login, Some(error));
         }
     };
+    metrics().sign_in(SignIn::Ok);
     let session = app.sessions.start(principal);
     let mut response = Redirect::to(&next).into_response();
     if let Ok(cookie) = HeaderValue::from_str(&auth::session_cookie(&session)) {

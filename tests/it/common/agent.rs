@@ -103,13 +103,14 @@ impl AgentProcess {
     /// Starts the agent of `identity` for `server`, its socket, spool and log
     /// (`agent.log`) in `dir`, and waits until it is connected.
     pub async fn start(otpgate: &Path, identity: &Path, server: SocketAddr, dir: &Path) -> Self {
-        Self::start_under(&[], otpgate, identity, server, dir).await
+        Self::start_under(&[], &[], otpgate, identity, server, dir).await
     }
 
     /// As [`AgentProcess::start`], the agent run by the command `wrapper`
-    /// (`prlimit --nofile=...`, say).
+    /// (`prlimit --nofile=...`, say), with the options `extra` besides.
     pub async fn start_under(
         wrapper: &[&str],
+        extra: &[&str],
         otpgate: &Path,
         identity: &Path,
         server: SocketAddr,
@@ -134,6 +135,7 @@ impl AgentProcess {
             .arg(&socket)
             .arg("--spool")
             .arg(dir.join("spool"))
+            .args(extra)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(log)
@@ -213,6 +215,7 @@ impl Desk {
             limits,
             spool: socket.with_extension("spool"),
             spool_limit: 64 << 20,
+            metrics: None,
         })
         .await
     }

@@ -29,7 +29,7 @@ use crate::server::{self, Listeners, Server};
 use crate::tls::pki;
 use crate::tls::revoked::Revocations;
 use crate::unix;
-use args::{Bench, Certs, Cli, Command, DoctorAgent};
+use args::{Bench, Certs, Cli, Command, DoctorAgent, Generate};
 use prompt::{EXIT_ERROR, Prompt};
 
 /// Exit status for a configuration that cannot be used (sysexits' EX_USAGE).
@@ -182,6 +182,10 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 &doctor::server(config.as_deref(), overrides, send_test.as_deref()).await,
                 json,
             ))
+        }
+        Command::Generate(what) => {
+            generate(what)?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Doctor {
             json,
@@ -381,3 +385,23 @@ fn raise_fd_limit() -> Option<u64> {
 
 /// A time in milliseconds since the Unix epoch, as people read it.
 pub(super) use otpgate_actors::clock::shown as time;
+
+/// Writes the man pages or the completions `what` asks for.
+fn generate(what: Generate) -> anyhow::Result<()> {
+    use clap::CommandFactory;
+    use clap_complete::Shell;
+    let command = Cli::command();
+    match what {
+        Generate::Man { out } => {
+            std::fs::create_dir_all(&out)?;
+            clap_mangen::generate_to(command, &out)?;
+        }
+        Generate::Completions { out } => {
+            std::fs::create_dir_all(&out)?;
+            for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+                clap_complete::generate_to(shell, &mut command.clone(), "otpgate", &out)?;
+            }
+        }
+    }
+    Ok(())
+}

@@ -489,3 +489,38 @@ async fn one_users_burst_is_theirs_to_wait_out_and_others_are_served() {
     }
     assert!(throttled >= 50, "{throttled} of 100 waited");
 }
+
+#[test]
+fn man_pages_and_completions_are_made_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let (man, completions) = (dir.path().join("man"), dir.path().join("completions"));
+    for (what, out) in [("man", &man), ("completions", &completions)] {
+        let made = otpgate(&["generate", what, "--out", out.to_str().unwrap()], "");
+        assert_eq!(status_of(&made), 0, "{made:?}");
+    }
+    // A page per command, each saying its options.
+    let serve = std::fs::read_to_string(man.join("otpgate-serve.1")).unwrap();
+    assert!(serve.contains("config"), "{serve}");
+    for page in [
+        "otpgate.1",
+        "otpgate-agent.1",
+        "otpgate-admin-users-set.1",
+        "otpgate-doctor-agent.1",
+    ] {
+        assert!(man.join(page).exists(), "{page}");
+    }
+    assert!(
+        !man.join("otpgate-generate.1").exists(),
+        "a packagers' command has no page"
+    );
+    // Completions a shell reads.
+    let bash = Command::new("bash")
+        .arg("-n")
+        .arg(completions.join("otpgate.bash"))
+        .output()
+        .unwrap();
+    assert!(bash.status.success(), "{bash:?}");
+    for file in ["_otpgate", "otpgate.fish"] {
+        assert!(completions.join(file).exists(), "{file}");
+    }
+}

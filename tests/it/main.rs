@@ -21,6 +21,7 @@ mod lists;
 mod local;
 mod login;
 mod metrics;
+mod package;
 mod pam;
 mod record;
 mod refusals;

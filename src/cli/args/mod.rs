@@ -177,6 +177,26 @@ pub(super) enum Command {
         #[command(subcommand)]
         agent: Option<DoctorAgent>,
     },
+    /// Write the man pages or shell completions (for packagers).
+    #[command(hide = true, subcommand)]
+    Generate(Generate),
+}
+
+/// `otpgate generate`: files made from this command line, for packages.
+#[derive(Subcommand)]
+pub(super) enum Generate {
+    /// A man page per command (otpgate.1, otpgate-serve.1, ...).
+    Man {
+        /// The folder to write them into.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Completions for bash, zsh and fish.
+    Completions {
+        /// The folder to write them into.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 /// `otpgate doctor agent`.

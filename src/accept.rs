@@ -1,4 +1,5 @@
-//! What a listener's accept loop does when `accept` fails: out of file
+//! Listening: a TCP port bound with a deep backlog ([`bind`]), and what a
+//! listener's accept loop does when `accept` fails: out of file
 //! descriptors (`EMFILE`, `ENFILE`), out of memory, or a connection reset
 //! while it was queued. The error comes back at once for as long as its cause
 //! lasts, so trying again without a pause spins a core and floods the log:
@@ -6,9 +7,26 @@
 //! second), and a run of failures is logged when it starts and when it ends.
 
 use std::io;
+use std::net::SocketAddr;
 use std::time::Duration;
 
+use tokio::net::{TcpListener, TcpSocket};
 use tracing::{info, warn};
+
+/// The listen backlog: agents reconnecting all at once queue here.
+const LISTEN_BACKLOG: u32 = 8192;
+
+/// Binds `addr` with a backlog deep enough for a reconnect storm.
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
 
 /// The pause after a first failure.
 const FIRST: Duration = Duration::from_millis(10);

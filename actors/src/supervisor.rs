@@ -10,7 +10,6 @@
 //! child instead, unless it keeps failing ([`MAX_RESTARTS`] within
 //! [`RESTART_WINDOW`]), in which case it is left down until it is next needed.
 
-use crate::metrics::metrics;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,6 +31,7 @@ use crate::computer::{
 use crate::id::ComputerId;
 use crate::login::{LoginRequest, LoginResponse};
 use crate::mailbox::Waiting;
+use crate::metrics::metrics;
 use crate::request::Choice;
 use crate::rules::Decider;
 use crate::settings::OptionsPatch;

@@ -319,6 +319,10 @@ impl Message for ServerMessage {
                 let version = Self::VERSIONS.check(version)?;
                 encode_as(&Self::Close(code.in_version(version)), version, dst)
             }
+            Self::Response {
+                response: Response::Time(_),
+                ..
+            } if version < 2 => Err(FrameError::NotInVersion { version }),
             _ => encode_as(self, Self::VERSIONS.check(version)?, dst),
         }
     }

@@ -92,7 +92,7 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), A
     let metrics_listener = config
         .metrics
         .map(|addr| {
-            crate::server::bind(addr).map_err(|source| AgentError::Metrics { addr, source })
+            crate::accept::bind(addr).map_err(|source| AgentError::Metrics { addr, source })
         })
         .transpose()?;
     let (link, task) = Link::spawn(tls, config.server, cancel.clone())?;

@@ -2,7 +2,8 @@
 //! the program itself. Each check says OK, WARN or FAIL, what it found and,
 //! when not OK, the fix; the exit status is 1 when one failed. It reads the
 //! configuration and the data folder, and asks what they name (the relay,
-//! the directory, the server), but changes nothing and sends no mail.
+//! the directory, the server), but changes nothing, and sends no mail unless
+//! `--send-test` asks for a test message.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -11,17 +12,24 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use otpgate_actors::directory::Directory;
+use otpgate_actors::mail::Mail;
+use otpgate_actors::{Clock, SystemClock};
+use otpgate_protocol::{ErrorCode, Request, Response};
+
 use crate::agent::link::{Failures, Link, LinkStatus, ServerAddr};
 use crate::server::admin::socket_path;
 use crate::server::config::{Overrides, ServerConfig};
 use crate::server::ldap::LdapDirectory;
 use crate::server::mail::{Sender, Smtp};
 use crate::tls::pki::{self, ClientPaths};
-use otpgate_actors::directory::Directory;
-use otpgate_actors::mail::Mail;
-use otpgate_actors::{Clock, SystemClock};
-use otpgate_protocol::{ErrorCode, Request, Response};
 
+/// What to do about the server's own certificates.
+const RENEW_SERVER: &str =
+    "the server's is renewed at its next start; a new CA needs every computer re-issued";
+/// What to do when the agent is not welcomed.
+const UNWELCOME: &str = "check that the server runs and listens there, that this host name is in \
+     its certificate, and that this computer's certificate is not revoked";
 /// A certificate this close to its end is warned about.
 const EXPIRY_WARNING: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Free space below this in the data folder's file system is warned about.
@@ -139,12 +147,13 @@ pub async fn server(
         ("CA certificate", data.join("pki/ca.pem")),
         ("server certificate", data.join("pki/server.pem")),
     ] {
-        checks.push(certificate(what, &path, "renewed at the next start if it is the server's; a new CA needs every computer re-issued"));
+        checks.push(certificate(what, &path, MadeBy::FirstStart, RENEW_SERVER));
     }
     if let Some((cert, _)) = config.web.as_ref().and_then(|web| web.identity.clone()) {
         checks.push(certificate(
             "web certificate",
             &cert,
+            MadeBy::Operator,
             "give [web] a renewed certificate",
         ));
     }
@@ -158,18 +167,21 @@ pub async fn server(
     checks
 }
 
-/// The data folder and the secrets in it: there, and the owner's only.
+/// The data folder and the secrets in it: there, the owner's only, and all
+/// of one owner (files left by a `serve` run as another user, root say, are
+/// files the service cannot open).
 fn data_folder(data: &Path) -> Vec<Check> {
-    use std::os::unix::fs::PermissionsExt;
-    if !data.exists() {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(folder) = std::fs::metadata(data) else {
         return vec![Check::not_ok(
             Status::Warn,
             "data folder",
             format!("{} does not exist yet", data.display()),
             "it is made at the first start (otpgate serve)",
         )];
-    }
+    };
     let mut open = Vec::new();
+    let mut strangers = Vec::new();
     for path in [
         data.to_owned(),
         data.join("secret.key"),
@@ -178,46 +190,76 @@ fn data_folder(data: &Path) -> Vec<Check> {
         data.join("db"),
         data.join("recordings"),
     ] {
-        if let Ok(meta) = std::fs::metadata(&path)
-            && meta.permissions().mode() & 0o077 != 0
-        {
-            open.push(format!(
-                "{} ({:o})",
-                path.display(),
-                meta.permissions().mode() & 0o777
-            ));
+        let Ok(meta) = std::fs::metadata(&path) else {
+            continue;
+        };
+        if meta.mode() & 0o077 != 0 {
+            open.push(format!("{} ({:o})", path.display(), meta.mode() & 0o777));
+        }
+        if meta.uid() != folder.uid() {
+            strangers.push(format!("{} (uid {})", path.display(), meta.uid()));
         }
     }
-    vec![if open.is_empty() {
-        Check::ok(
-            "data folder",
-            format!("{}, the owner's only", data.display()),
-        )
-    } else {
-        Check::not_ok(
+    let mut checks = Vec::new();
+    if !open.is_empty() {
+        checks.push(Check::not_ok(
             Status::Fail,
             "data folder",
             format!("others may read: {}", open.join(", ")),
             format!("chmod -R go-rwx {}", data.display()),
-        )
-    }]
+        ));
+    }
+    if !strangers.is_empty() {
+        checks.push(Check::not_ok(
+            Status::Fail,
+            "data folder",
+            format!(
+                "not the folder's owner's (uid {}): {}",
+                folder.uid(),
+                strangers.join(", ")
+            ),
+            format!("chown -R {}: {}", folder.uid(), data.display()),
+        ));
+    }
+    if checks.is_empty() {
+        checks.push(Check::ok(
+            "data folder",
+            format!("{}, uid {}'s only", data.display(), folder.uid()),
+        ));
+    }
+    checks
 }
 
-/// The certificate in `path`: readable, and not about to end.
-fn certificate(what: &str, path: &Path, fix: &str) -> Check {
+/// Who makes a certificate that is missing.
+#[derive(Clone, Copy)]
+enum MadeBy {
+    /// The server, at its first start: missing is expected before it.
+    FirstStart,
+    /// The operator: missing is a failure, fixed by `fix`.
+    Operator,
+}
+
+/// The certificate in `path`: there, readable, and not about to end.
+fn certificate(what: &str, path: &Path, made_by: MadeBy, fix: &str) -> Check {
     if !path.exists() {
-        return Check::not_ok(
-            Status::Warn,
-            what,
-            format!("{} is not made yet", path.display()),
-            "start the server once to make it",
-        );
+        return match made_by {
+            MadeBy::FirstStart => Check::not_ok(
+                Status::Warn,
+                what,
+                format!("{} is not made yet", path.display()),
+                "start the server once to make it",
+            ),
+            MadeBy::Operator => Check::not_ok(
+                Status::Fail,
+                what,
+                format!("{} is missing", path.display()),
+                fix,
+            ),
+        };
     }
     let expires = match pki::read_cert(path).and_then(|cert| pki::expiry(&cert)) {
         Ok(expires) => expires,
-        Err(err) => {
-            return Check::not_ok(Status::Warn, what, err.to_string(), fix);
-        }
+        Err(err) => return Check::not_ok(Status::Fail, what, err.to_string(), fix),
     };
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let left = expires - now;
@@ -309,7 +351,11 @@ async fn directory(ldap: crate::server::config::LdapConfig) -> Check {
 
 /// Free space where the data folder is.
 fn disk(data: &Path) -> Check {
-    let folder = if data.exists() { data } else { Path::new(".") };
+    // The folder, or where it will be made.
+    let folder = data
+        .ancestors()
+        .find(|p| p.exists())
+        .unwrap_or(Path::new("/"));
     match nix::sys::statvfs::statvfs(folder) {
         Ok(fs) => {
             let free = fs.blocks_available().saturating_mul(fs.fragment_size());
@@ -335,8 +381,9 @@ fn disk(data: &Path) -> Check {
     }
 }
 
-/// The open-files limit this process may raise itself to, against the
-/// connections the server is to hold.
+/// The open-files limit a server started from here could raise itself to,
+/// against the connections it is to hold (a service's unit sets its own:
+/// `LimitNOFILE=` in otpgate.service).
 fn open_files(config: &ServerConfig) -> Check {
     let Ok((_, hard)) = rlimit::getrlimit(rlimit::Resource::NOFILE) else {
         return Check::not_ok(
@@ -350,7 +397,8 @@ fn open_files(config: &ServerConfig) -> Check {
         .unwrap_or(u64::MAX)
         .saturating_add(crate::server::RESERVED_FILES);
     let found = format!(
-        "up to {hard} open files; {needed} wanted for max_connections = {}",
+        "up to {hard} open files from here (a unit sets its own); {needed} wanted for \
+         max_connections = {}",
         config.max_connections
     );
     if hard >= needed {
@@ -365,7 +413,7 @@ fn open_files(config: &ServerConfig) -> Check {
     } else {
         Check::ok(
             "open files",
-            format!("up to {hard} open files; max_connections is sized to it"),
+            format!("up to {hard} open files from here; max_connections is sized to it"),
         )
     }
 }
@@ -387,34 +435,41 @@ async fn serving(data: &Path) -> Check {
 /// The agent's checks: its identity folder and certificates, and whether the
 /// server welcomes it.
 pub async fn agent(identity: &Path, server: ServerAddr) -> Vec<Check> {
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::MetadataExt;
     let paths = ClientPaths::new(identity);
-    let mut checks = Vec::new();
-    match std::fs::metadata(&paths.key) {
-        Ok(meta) if meta.permissions().mode() & 0o077 == 0 => {
-            checks.push(Check::ok("identity", format!("{}, the key root's only", identity.display())));
-        }
-        Ok(_) => checks.push(Check::not_ok(
+    let key = paths.key.display();
+    let mut checks = vec![match std::fs::metadata(&paths.key) {
+        // The agent runs as root without capabilities: it reads its own files.
+        Ok(meta) if meta.uid() != 0 => Check::not_ok(
             Status::Fail,
             "identity",
-            format!("others may read {}", paths.key.display()),
-            format!("chmod 600 {}", paths.key.display()),
-        )),
-        Err(err) => checks.push(Check::not_ok(
+            format!("{key} belongs to uid {}, not root", meta.uid()),
+            format!("chown root: {key}"),
+        ),
+        Ok(meta) if meta.mode() & 0o077 != 0 => Check::not_ok(
             Status::Fail,
             "identity",
-            format!("{}: {err}", paths.key.display()),
+            format!("others may read {key} ({:o})", meta.mode() & 0o777),
+            format!("chmod 600 {key}"),
+        ),
+        Ok(_) => Check::ok("identity", format!("{key}, root's only")),
+        Err(err) => Check::not_ok(
+            Status::Fail,
+            "identity",
+            format!("{key}: {err}"),
             "issue this computer's certificate (otpgate certs client NAME --out DIR) and copy it here",
-        )),
-    }
+        ),
+    }];
     checks.push(certificate(
         "computer certificate",
         &paths.cert,
+        MadeBy::Operator,
         "issue a new one: otpgate certs client NAME",
     ));
     checks.push(certificate(
         "CA certificate",
         &paths.ca,
+        MadeBy::Operator,
         "copy the server's pki/ca.pem here",
     ));
     checks.extend(reach(identity, server).await);
@@ -473,7 +528,7 @@ async fn reach(identity: &Path, server: ServerAddr) -> Vec<Check> {
                 "{shown} did not welcome this computer ({})",
                 tried(&status.failures)
             ),
-            "check that the server runs and listens there, that this host name is in its certificate, and that this computer's certificate is not revoked",
+            UNWELCOME,
         )]
     };
     cancel.cancel();
@@ -497,13 +552,18 @@ fn tried(failures: &Failures) -> String {
 /// How far this computer's clock is from the server's: the server's time
 /// against the middle of the round trip that asked for it.
 async fn skew(link: &Link) -> Check {
+    let asked = std::time::Instant::now();
     let before = SystemClock.now().unix_millis();
     let answer = tokio::time::timeout(REACH_WITHIN, link.call(Request::Time)).await;
-    let after = SystemClock.now().unix_millis();
+    let rtt = asked.elapsed();
     match answer {
         Ok(Ok(Response::Time(server))) => {
-            let ours = before / 2 + after / 2;
-            clock_check(i128::from(ours) - i128::from(server), after - before)
+            let half = u64::try_from(rtt.as_millis() / 2).unwrap_or(u64::MAX);
+            let ours = before.saturating_add(half);
+            clock_check(
+                i128::from(ours) - i128::from(server),
+                u64::try_from(rtt.as_millis()).unwrap_or(u64::MAX),
+            )
         }
         Ok(Ok(Response::Fail(ErrorCode::Unsupported))) => Check::not_ok(
             Status::Warn,

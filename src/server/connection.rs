@@ -101,6 +101,7 @@ pub(super) async fn serve_tcp(
     let (_, session) = tls.get_ref();
     if session.alpn_protocol() != Some(ALPN) {
         debug!("client did not negotiate ALPN otpgate/1");
+        metrics().tls_refused(TlsRefusal::Handshake);
         return;
     }
     // A resumed session carries the certificate of its first handshake, which
@@ -111,6 +112,7 @@ pub(super) async fn serve_tcp(
             Ok(cert) => cert,
             Err(err) => {
                 warn!(error = %err, "refused a certificate");
+                metrics().tls_refused(TlsRefusal::Handshake);
                 return;
             }
         },
@@ -130,7 +132,11 @@ pub(super) async fn serve_tcp(
             expired = cert.expires < now,
             "refused a revoked or expired certificate"
         );
-        metrics().tls_refused(TlsRefusal::Revoked);
+        metrics().tls_refused(if cert.expires < now {
+            TlsRefusal::Expired
+        } else {
+            TlsRefusal::Revoked
+        });
         let refused = ServerMessage::Close(ErrorCode::CertificateRefused);
         let _ = writer.write(&refused, HANDSHAKE_VERSION).await;
         return;

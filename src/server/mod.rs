@@ -34,7 +34,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep, timeout};
@@ -76,9 +76,6 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Open files the server needs besides its connections: the database, the
 /// listeners, the outbox, the blocking pool's files.
 pub const RESERVED_FILES: u64 = 256;
-
-/// The listen backlog: agents reconnecting all at once queue here.
-const LISTEN_BACKLOG: u32 = 8192;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -140,18 +137,6 @@ impl OpenError {
     }
 }
 
-/// Binds `addr` with a backlog deep enough for a reconnect storm.
-pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(LISTEN_BACKLOG)
-}
-
 /// The server's ports, bound before anything is written: a port in use stops a
 /// start with nothing made in the data folder.
 pub struct Listeners {
@@ -167,14 +152,14 @@ impl Listeners {
     /// Binds the agents' port and the web Management Tool's (reading its own
     /// certificate and key, if the configuration names them).
     pub fn bind(config: &ServerConfig) -> Result<Self, OpenError> {
-        let agents = bind(config.listen).map_err(|source| OpenError::Listen {
+        let agents = accept::bind(config.listen).map_err(|source| OpenError::Listen {
             addr: config.listen,
             source,
         })?;
         let web = config.web.as_ref().map(web::Listener::bind).transpose()?;
         let metrics = config
             .metrics
-            .map(|addr| bind(addr).map_err(|source| OpenError::Listen { addr, source }))
+            .map(|addr| accept::bind(addr).map_err(|source| OpenError::Listen { addr, source }))
             .transpose()?;
         Ok(Self {
             agents,

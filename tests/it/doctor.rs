@@ -8,9 +8,11 @@ use crate::common::release::{run, this_otpgate};
 use crate::common::server::TestServer;
 use crate::common::slapd::Slapd;
 
-/// `otpgate doctor ARGS --json`: each check's name and status, by name, and
-/// the exit status.
-pub(crate) async fn doctor(args: &[&str]) -> (Vec<(String, String, String)>, Option<i32>) {
+/// One check as `--json` says it: name, status, what was found, the fix.
+pub(crate) type Said = (String, String, String, String);
+
+/// `otpgate doctor ARGS --json`: each check, and the exit status.
+pub(crate) async fn doctor(args: &[&str]) -> (Vec<Said>, Option<i32>) {
     let output = run(
         this_otpgate(),
         &[&["doctor"][..], args, &["--json"]].concat(),
@@ -23,18 +25,23 @@ pub(crate) async fn doctor(args: &[&str]) -> (Vec<(String, String, String)>, Opt
         .iter()
         .map(|c| {
             let field = |name: &str| c[name].as_str().unwrap_or_default().to_owned();
-            (field("check"), field("status"), field("fix"))
+            (
+                field("check"),
+                field("status"),
+                field("found"),
+                field("fix"),
+            )
         })
         .collect();
     (checks, output.status.code())
 }
 
 /// The status of check `name` in `checks`.
-pub(crate) fn status<'c>(checks: &'c [(String, String, String)], name: &str) -> &'c str {
+pub(crate) fn status<'c>(checks: &'c [Said], name: &str) -> &'c str {
     checks
         .iter()
         .find(|(check, ..)| check == name)
-        .map_or("missing", |(_, status, _)| status.as_str())
+        .map_or("missing", |(_, status, ..)| status.as_str())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -68,9 +75,25 @@ async fn the_doctor_says_what_is_wrong_with_a_server_and_an_agent_and_the_fix() 
     let (checks, code) = doctor(&args).await;
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
     assert_eq!(status(&checks, "data folder"), "FAIL", "{checks:?}");
-    let fix = &checks.iter().find(|(c, ..)| c == "data folder").unwrap().2;
+    let fix = &checks.iter().find(|(c, ..)| c == "data folder").unwrap().3;
     assert!(fix.contains("chmod"), "{fix}");
     assert_eq!(code, Some(1));
+    // A secret of another owner (left by a `serve` run as someone else): one
+    // the service cannot open.
+    if nix::unistd::Uid::effective().is_root() {
+        let nobody = Some(nix::unistd::Uid::from_raw(65534));
+        nix::unistd::chown(&secret, nobody, None).unwrap();
+        let (checks, code) = doctor(&args).await;
+        nix::unistd::chown(&secret, Some(nix::unistd::Uid::effective()), None).unwrap();
+        let found = checks
+            .iter()
+            .find(|(c, _, found, _)| c == "data folder" && found.contains("uid 65534"));
+        assert!(
+            found.is_some_and(|(_, status, ..)| status == "FAIL"),
+            "{checks:?}"
+        );
+        assert_eq!(code, Some(1));
+    }
 
     // A client computer's agent: its identity, and the server's welcome.
     let identity = server.identity("ws-1");

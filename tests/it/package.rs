@@ -66,6 +66,7 @@ fn pam_stacks() -> Vec<(String, Vec<u8>)> {
     [
         "common-auth",
         "common-session",
+        "common-session-noninteractive",
         "common-account",
         "common-password",
     ]
@@ -100,7 +101,7 @@ fn the_packages_install_as_an_operator_expects_and_purge_clean() {
     };
     let listed = run("dpkg-query", &["-W", "-f=${Status}", PACKAGES[0]]);
     assert!(
-        !String::from_utf8_lossy(&listed.stdout).contains("installed"),
+        !String::from_utf8_lossy(&listed.stdout).ends_with(" installed"),
         "otpgate is installed on this machine already: the test would remove it"
     );
     let pam_before = pam_stacks();
@@ -158,27 +159,48 @@ fn the_packages_install_as_an_operator_expects_and_purge_clean() {
         let path = format!("/lib/systemd/system/{unit}");
         let verified = run("systemd-analyze", &["verify", &path]);
         assert!(verified.status.success(), "{unit}: {}", said(&verified));
-        let security = run(
+        let security = said(&run(
             "systemd-analyze",
-            &["security", "--offline=yes", "--threshold=40", &path],
-        );
-        assert!(security.status.success(), "{unit}: {}", said(&security));
-        let score = said(&security);
-        eprintln!(
-            "{unit}: {}",
-            score
-                .lines()
-                .find(|l| l.contains("Overall exposure level"))
-                .unwrap_or("?")
-        );
+            &["security", "--offline=yes", &path],
+        ));
+        // "→ Overall exposure level for otpgate.service: 1.5 OK"
+        let score: f64 = security
+            .lines()
+            .find_map(|line| {
+                line.split_once("Overall exposure level for ")?
+                    .1
+                    .split_once(": ")
+            })
+            .and_then(|(_, rest)| rest.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| panic!("{unit}: no exposure level in {security}"));
+        eprintln!("{unit}: exposure {score}");
+        // As measured when the units were written (1.5 and 2.1): a unit
+        // loosened past this is a choice to make here, not by accident.
+        assert!(score <= 2.5, "{unit}: exposure {score}\n{security}");
     }
 
-    // The PAM profile is offered, not turned on: the stacks are as they were.
+    // The PAM profile is offered, not turned on: the stacks are as they
+    // were. Turned on, it asks after the password, and runs in interactive
+    // sessions only (not cron's); the purge takes it out again.
     assert_eq!(
         pam_stacks(),
         pam_before,
         "installing changed the PAM stacks"
     );
+    let enabled = run("pam-auth-update", &["--enable", "otpgate"]);
+    assert!(enabled.status.success(), "{}", said(&enabled));
+    let stacks: std::collections::HashMap<_, _> = pam_stacks()
+        .into_iter()
+        .map(|(name, text)| (name, String::from_utf8_lossy(&text).into_owned()))
+        .collect();
+    for (stack, wanted) in [
+        ("common-auth", true),
+        ("common-session", true),
+        ("common-session-noninteractive", false),
+    ] {
+        let text = &stacks[stack];
+        assert_eq!(text.contains("pam_otpgate.so"), wanted, "{stack}: {text}");
+    }
 
     drop(installed);
     for path in [

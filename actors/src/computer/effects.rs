@@ -63,7 +63,8 @@ impl ComputerState {
                     let (limit, window) = (key.limit(settings), settings.failure_window);
                     store.count_failure(&key.key(), &|bucket| bucket.fail(now, limit, window))?;
                 }
-                Effect::Tally(tally) => metrics().tally(tally),
+                // Counted once the turn is durable (see commit).
+                Effect::Tally(tally) => self.tallies.push(tally),
             }
         }
         Ok(())
@@ -81,14 +82,18 @@ impl ComputerState {
             next_try: now,
         };
         self.svc.store.queue_mail(&entry)?;
-        metrics().mail_queue.inc();
         self.mail_queued = true;
         Ok(())
     }
 
-    /// Makes every change so far durable, then lets the mailer send what was queued.
+    /// Makes every change so far durable, then counts what the turn's rules
+    /// tallied and lets the mailer send what was queued.
     pub(super) async fn commit(&mut self) -> Result<()> {
+        let tallies = std::mem::take(&mut self.tallies);
         self.svc.store.flush().await?;
+        for tally in tallies {
+            metrics().tally(tally);
+        }
         if std::mem::take(&mut self.mail_queued)
             && let Some(mailer) = &self.svc.mailer
         {

@@ -25,6 +25,7 @@ use crate::id::ComputerId;
 use crate::login::{LoginRequest, LoginResponse};
 use crate::mail::MailerHandle;
 use crate::mailbox::Waiting;
+use crate::metrics::Tally;
 use crate::otp::OtpKeys;
 use crate::policy;
 use crate::request::{AccessRequest, Choice};
@@ -262,6 +263,8 @@ pub struct ComputerState {
     timer: Timer<ComputerMsg>,
     /// Whether mail was queued since the last commit.
     mail_queued: bool,
+    /// What this turn's rules tallied, counted once it is durable.
+    tallies: Vec<Tally>,
     /// When a heartbeat last wrote `last_seen`.
     last_saved: Option<Timestamp>,
 }
@@ -314,6 +317,7 @@ impl Actor for ComputerActor {
             sessions: HashMap::new(),
             timer: Timer::idle(),
             mail_queued: false,
+            tallies: Vec::new(),
             last_saved: None,
         };
         // Sessions open when the server stopped are still open: the people are
@@ -340,6 +344,8 @@ impl Actor for ComputerActor {
             tracing::warn!(computer = %state.id, "dropped a call whose caller gave up");
             return Ok(());
         }
+        // A turn that failed before its commit counted nothing.
+        state.tallies.clear();
         match message {
             ComputerMsg::Connect { conn, info, reply } => {
                 if state.connections.len() >= MAX_CONNECTIONS_PER_COMPUTER {

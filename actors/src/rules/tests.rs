@@ -7,6 +7,7 @@ use crate::clock::Timestamp;
 use crate::directory::{DirectoryPerson, Recipient, Role, UserRecord};
 use crate::id::ComputerId;
 use crate::login::{RequestMode, Requested, Verdict};
+use crate::metrics::{LoginOutcome, Tally};
 use crate::otp::{Binding, Code, Origin, Otp, OtpKeys};
 use crate::request::{Choice, Decision, Refusal};
 use crate::settings::{Effective, SystemSettings};
@@ -168,10 +169,39 @@ fn wrong_codes_are_counted_against_person_computer_and_email_and_lock_the_otp() 
         Action::Lock,
         "locked after too many wrong attempts"
     )));
+    let mut effects_after = Vec::new();
+    let verdict = logins.verify(
+        &turn(&keys(), &ws(), policy, t0()),
+        &[],
+        7,
+        Typed {
+            os_user: "alice",
+            email: "alice@example.com",
+            code: &code,
+        },
+        &mut effects_after,
+    );
     assert_eq!(
-        verify(&mut logins, policy, &code, t0()),
+        verdict,
         Verdict::Deny,
         "locked: the right code no longer works"
+    );
+    // The operators' counts say why each was denied.
+    let tallied: Vec<_> = effects
+        .iter()
+        .chain(&effects_after)
+        .filter_map(|e| match e {
+            Effect::Tally(Tally::Login(outcome)) => Some(*outcome),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        tallied,
+        [
+            LoginOutcome::DenyWrongCode,
+            LoginOutcome::DenyLocked,
+            LoginOutcome::DenyNoLiveOtp
+        ]
     );
 }
 
@@ -631,6 +661,21 @@ fn a_request_notifies_each_approver_and_an_approval_sends_the_otp() {
     ));
     assert!(matches!(request.decision, Decision::Approve(_)));
     assert_eq!(mails(&effects), 1, "the OTP");
+    let tallied: Vec<_> = effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Tally(tally) => Some(*tally),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        tallied,
+        [
+            Tally::Decided(crate::metrics::Decision::Approved, MINUTE),
+            Tally::Issued(crate::metrics::Issued::Approval)
+        ],
+        "a decision a minute after the request, and the OTP it issued"
+    );
     assert_eq!(
         verify(&mut logins, policy, &code, t0().after(MINUTE)),
         Verdict::Allow { session: 7 }

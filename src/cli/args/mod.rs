@@ -159,7 +159,8 @@ pub(super) enum Command {
     },
     /// What is wrong with this server (or, `doctor agent`, this computer's
     /// agent): each check OK, WARN or FAIL with the fix; exits 1 when one
-    /// failed. Reads and asks, changes nothing, sends no mail.
+    /// failed. Reads and asks, changes nothing, sends no mail (unless
+    /// --send-test).
     Doctor {
         /// A TOML configuration file; without it the embedded defaults apply.
         #[arg(long)]

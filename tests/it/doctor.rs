@@ -133,19 +133,28 @@ async fn the_doctor_says_what_is_wrong_with_a_server_and_an_agent_and_the_fix() 
     assert_eq!(code, Some(1));
 }
 
+/// The doctor's arguments for configuration `config`, written into `dir`,
+/// and a data folder there.
+fn configured(dir: &Path, config: &str) -> Vec<String> {
+    let file = dir.join("otpgate.toml");
+    std::fs::write(&file, config).unwrap();
+    let data = dir.join("data");
+    [
+        "--config",
+        file.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_doctor_logs_in_to_the_relay_and_sends_a_test_message_only_when_asked() {
     let dir = tempfile::tempdir().unwrap();
     let (relay, config) = crate::smtp::auth_relay(dir.path(), "not the secret");
-    let config_file = dir.path().join("otpgate.toml");
-    std::fs::write(&config_file, &config).unwrap();
-    let data = dir.path().join("data");
-    let args = [
-        "--config",
-        config_file.to_str().unwrap(),
-        "--data-dir",
-        data.to_str().unwrap(),
-    ];
+    let args = configured(dir.path(), &config);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
 
     // Refused credentials: the relay's words, never the password.
     let (checks, code) = doctor(&args).await;
@@ -179,15 +188,8 @@ async fn the_doctor_binds_to_the_directory_and_searches_it() {
     let Some(slapd) = Slapd::start(dir.path(), "the_doctor_binds") else {
         return;
     };
-    let config_file = dir.path().join("otpgate.toml");
-    std::fs::write(&config_file, slapd.config()).unwrap();
-    let data = dir.path().join("data");
-    let args = [
-        "--config",
-        config_file.to_str().unwrap(),
-        "--data-dir",
-        data.to_str().unwrap(),
-    ];
+    let args = configured(dir.path(), &slapd.config());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (checks, _) = doctor(&args).await;
     assert_eq!(status(&checks, "directory"), "OK", "{checks:?}");
 

@@ -8,7 +8,7 @@ use crate::common::agent::AgentProcess;
 use crate::common::release::{run, this_otpgate};
 use crate::common::server::ServerProcess;
 use crate::common::{HEARTBEAT_MS, free_port, me, wait_until};
-use crate::releases::{Life, ok};
+use crate::releases::{Life, prepare};
 
 /// The body of `GET http://ADDRESS/PATH` (`url`), which must answer 200,
 /// over plain HTTP/1.0 (the answer ends with the connection).
@@ -117,37 +117,8 @@ async fn the_metrics_count_a_known_run_and_name_nobody() {
         &format!("[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n"),
     );
     let data = server.data_dir();
-    let data_arg = data.to_str().unwrap();
     let password = "the metrics administrator's password";
-    ok(
-        this_otpgate(),
-        &[
-            "admin",
-            "--data-dir",
-            data_arg,
-            "users",
-            "set",
-            "admin",
-            "--password-stdin",
-        ],
-        &format!("{password}\n"),
-    )
-    .await;
-    let identity = dir.path().join("ws-metrics");
-    ok(
-        this_otpgate(),
-        &[
-            "certs",
-            "client",
-            "ws-metrics",
-            "--out",
-            identity.to_str().unwrap(),
-            "--data-dir",
-            data_arg,
-        ],
-        "",
-    )
-    .await;
+    let identity = prepare(&data, password, this_otpgate(), "ws-metrics", dir.path()).await;
     let agent_dir = tempfile::tempdir().unwrap();
     let agent_port = free_port();
     let agent_metrics = format!("127.0.0.1:{agent_port}");

@@ -33,10 +33,47 @@ fn said(output: &Output) -> String {
 
 /// Runs `otpgate` of binary `otpgate` with `args`; fails the test unless it
 /// exits 0. What it printed.
-pub(crate) async fn ok(otpgate: &Path, args: &[&str], stdin: &str) -> String {
+async fn ok(otpgate: &Path, args: &[&str], stdin: &str) -> String {
     let output = run(otpgate, args, stdin).await;
     assert!(output.status.success(), "{args:?}: {}", said(&output));
     String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A new site on the server whose data folder is `data`: its first
+/// administrator given `password` (with this release's CLI), and computer
+/// `name`'s identity issued by `certs` (a release's binary) into `dir/name`,
+/// which is returned.
+pub(crate) async fn prepare(
+    data: &Path,
+    password: &str,
+    certs: &Path,
+    name: &str,
+    dir: &Path,
+) -> std::path::PathBuf {
+    let data = data.to_str().unwrap();
+    ok(
+        this_otpgate(),
+        &[
+            "admin",
+            "--data-dir",
+            data,
+            "users",
+            "set",
+            "admin",
+            "--password-stdin",
+        ],
+        &format!("{password}\n"),
+    )
+    .await;
+    let identity = dir.join(name);
+    let out = identity.to_str().unwrap();
+    ok(
+        certs,
+        &["certs", "client", name, "--out", out, "--data-dir", data],
+        "",
+    )
+    .await;
+    identity
 }
 
 /// One client computer's life against one server, the programs of each
@@ -203,39 +240,10 @@ async fn this_releases_agent_prompt_recorder_and_cli_work_with_the_previous_serv
         "",
     );
     let data = server.data_dir();
-    let data_arg = data.to_str().unwrap();
     // The first administrator chooses their password, with this release's CLI.
     let password = "the cross-release administrator's password";
-    ok(
-        this_otpgate(),
-        &[
-            "admin",
-            "--data-dir",
-            data_arg,
-            "users",
-            "set",
-            "admin",
-            "--password-stdin",
-        ],
-        &format!("{password}\n"),
-    )
-    .await;
-    let identity = dir.path().join("ws-new");
+    let identity = prepare(&data, password, &previous.otpgate, "ws-new", dir.path()).await;
     let identity_arg = identity.to_str().unwrap();
-    ok(
-        &previous.otpgate,
-        &[
-            "certs",
-            "client",
-            "ws-new",
-            "--out",
-            identity_arg,
-            "--data-dir",
-            data_arg,
-        ],
-        "",
-    )
-    .await;
     // The doctor finds the server fine; its clock it cannot ask of it.
     let server_arg = server.addr.to_string();
     let (checks, code) =

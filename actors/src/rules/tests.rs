@@ -59,6 +59,17 @@ fn issue(logins: &mut Logins, policy: Policy<'_>, now: Timestamp) -> Code {
 }
 
 fn verify(logins: &mut Logins, policy: Policy<'_>, code: &Code, now: Timestamp) -> Verdict {
+    verify_into(logins, policy, code, now, &mut Vec::new())
+}
+
+/// [`verify`], its effects added to `effects`.
+fn verify_into(
+    logins: &mut Logins,
+    policy: Policy<'_>,
+    code: &Code,
+    now: Timestamp,
+    effects: &mut Vec<Effect>,
+) -> Verdict {
     logins.verify(
         &turn(&keys(), &ws(), policy, now),
         &[],
@@ -68,7 +79,7 @@ fn verify(logins: &mut Logins, policy: Policy<'_>, code: &Code, now: Timestamp) 
             email: "alice@example.com",
             code,
         },
-        &mut Vec::new(),
+        effects,
     )
 }
 
@@ -135,17 +146,7 @@ fn wrong_codes_are_counted_against_person_computer_and_email_and_lock_the_otp() 
     let wrong = Code::from_typed("00000000");
     let mut effects = Vec::new();
     for _ in 0..2 {
-        let verdict = logins.verify(
-            &turn(&keys(), &ws(), policy, t0()),
-            &[],
-            7,
-            Typed {
-                os_user: "alice",
-                email: "alice@example.com",
-                code: &wrong,
-            },
-            &mut effects,
-        );
+        let verdict = verify_into(&mut logins, policy, &wrong, t0(), &mut effects);
         assert_eq!(verdict, Verdict::Deny);
     }
     let counted: Vec<_> = effects
@@ -170,17 +171,7 @@ fn wrong_codes_are_counted_against_person_computer_and_email_and_lock_the_otp() 
         "locked after too many wrong attempts"
     )));
     let mut effects_after = Vec::new();
-    let verdict = logins.verify(
-        &turn(&keys(), &ws(), policy, t0()),
-        &[],
-        7,
-        Typed {
-            os_user: "alice",
-            email: "alice@example.com",
-            code: &code,
-        },
-        &mut effects_after,
-    );
+    let verdict = verify_into(&mut logins, policy, &code, t0(), &mut effects_after);
     assert_eq!(
         verdict,
         Verdict::Deny,

@@ -365,7 +365,7 @@ mod tests {
     }
 
     #[test]
-    fn the_time_is_not_asked_of_a_first_release_server() {
+    fn the_time_is_neither_asked_nor_told_in_version_1() {
         let time = AgentMessage::Request {
             id: 1,
             request: Request::Time,
@@ -376,6 +376,15 @@ mod tests {
             Err(FrameError::NotInVersion { version: 1 })
         ));
         assert!(time.encode(2, &mut buf).is_ok());
+        let answer = ServerMessage::Response {
+            id: 1,
+            response: Response::Time(1),
+        };
+        assert!(matches!(
+            answer.encode(1, &mut buf),
+            Err(FrameError::NotInVersion { version: 1 })
+        ));
+        assert!(answer.encode(2, &mut buf).is_ok());
     }
 
     #[test]

@@ -263,7 +263,8 @@ fn certificate(what: &str, path: &Path, made_by: MadeBy, fix: &str) -> Check {
     };
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let left = expires - now;
-    let shown = otpgate_actors::clock::shown(u64::try_from(expires).unwrap_or(0) * 1000);
+    let shown =
+        otpgate_actors::clock::shown(u64::try_from(expires).unwrap_or(0).saturating_mul(1000));
     if left <= 0 {
         Check::not_ok(Status::Fail, what, format!("expired at {shown}"), fix)
     } else if left < i64::try_from(EXPIRY_WARNING.as_secs()).unwrap_or(i64::MAX) {
@@ -438,13 +439,18 @@ pub async fn agent(identity: &Path, server: ServerAddr) -> Vec<Check> {
     use std::os::unix::fs::MetadataExt;
     let paths = ClientPaths::new(identity);
     let key = paths.key.display();
+    // Run as the agent is (root, in its unit, without capabilities: it
+    // reads its own files only).
+    let me = nix::unistd::Uid::effective().as_raw();
     let mut checks = vec![match std::fs::metadata(&paths.key) {
-        // The agent runs as root without capabilities: it reads its own files.
-        Ok(meta) if meta.uid() != 0 => Check::not_ok(
+        Ok(meta) if meta.uid() != me => Check::not_ok(
             Status::Fail,
             "identity",
-            format!("{key} belongs to uid {}, not root", meta.uid()),
-            format!("chown root: {key}"),
+            format!(
+                "{key} belongs to uid {}, not to uid {me} who runs this",
+                meta.uid()
+            ),
+            format!("chown {me}: {key}"),
         ),
         Ok(meta) if meta.mode() & 0o077 != 0 => Check::not_ok(
             Status::Fail,
@@ -452,7 +458,7 @@ pub async fn agent(identity: &Path, server: ServerAddr) -> Vec<Check> {
             format!("others may read {key} ({:o})", meta.mode() & 0o777),
             format!("chmod 600 {key}"),
         ),
-        Ok(_) => Check::ok("identity", format!("{key}, root's only")),
+        Ok(_) => Check::ok("identity", format!("{key}, uid {me}'s only")),
         Err(err) => Check::not_ok(
             Status::Fail,
             "identity",

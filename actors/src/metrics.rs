@@ -60,6 +60,8 @@ words! {
         DenyNoLiveOtp = "deny_no_live_otp",
         /// What was typed as the address is not one.
         DenyNotAnEmail = "deny_not_an_email",
+        /// The agent named an OS user that cannot be one.
+        DenyInvalidOsUser = "deny_invalid_os_user",
         /// Too many failures: not checked.
         Throttled = "throttled",
         /// The computer does not ask for OTPs.

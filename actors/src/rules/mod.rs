@@ -27,7 +27,7 @@ use crate::clock::Timestamp;
 use crate::id::ComputerId;
 use crate::login::{LoginRequest, LoginResponse, Logout, Requested, Verdict};
 use crate::mail::outbox::MailKind;
-use crate::metrics::{RequestOutcome, Tally};
+use crate::metrics::{LoginOutcome, RequestOutcome, Tally};
 use crate::otp::{Binding, Code, OtpKeys};
 use crate::request::{AccessRequest, Choice};
 use crate::session::ClientSession;
@@ -213,7 +213,7 @@ pub fn invalid_caller(computer: &ComputerId, call: &LoginRequest) -> (LoginRespo
         LoginRequest::Logout { .. } => LoginResponse::LoggedOut(Logout::NothingOpen),
         LoginRequest::Exempt { .. } => LoginResponse::Noted,
     };
-    let effects = vec![
+    let mut effects = vec![
         Effect::Count(LimitKey::Computer(computer.clone())),
         Effect::audit(
             &Who::os_user("(invalid OS user name)", computer),
@@ -221,6 +221,9 @@ pub fn invalid_caller(computer: &ComputerId, call: &LoginRequest) -> (LoginRespo
             "refused: invalid OS user name",
         ),
     ];
+    if let LoginRequest::Verify { .. } = call {
+        effects.push(Effect::Tally(Tally::Login(LoginOutcome::DenyInvalidOsUser)));
+    }
     (answer, effects)
 }
 

@@ -757,3 +757,21 @@ fn a_request_with_no_address_is_refused_and_counted() {
         "counted, and nothing saved or mailed"
     );
 }
+
+#[test]
+fn a_verify_for_an_impossible_os_user_is_denied_and_counted_as_such() {
+    let code = Code::from_typed("00000000");
+    let (answer, effects) = invalid_caller(
+        &ws(),
+        &LoginRequest::Verify {
+            email: "alice@example.com".into(),
+            code,
+        },
+    );
+    assert_eq!(answer, LoginResponse::Verified(Verdict::Deny));
+    assert!(effects.contains(&Effect::Tally(Tally::Login(
+        LoginOutcome::DenyInvalidOsUser
+    ))));
+    let (_, effects) = invalid_caller(&ws(), &LoginRequest::Status);
+    assert!(!effects.iter().any(|e| matches!(e, Effect::Tally(_))));
+}

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use nix::sys::signal::Signal;
 use tokio::sync::mpsc;
 use tokio::time::{sleep, timeout};
 
@@ -179,12 +180,13 @@ pub async fn run(mut config: RecorderConfig) -> Result<i32, RecordError> {
     pty.resize(pty_process::Size::new(height, width))
         .map_err(|e| failed(&e))?;
     let (command, named) = command_line(&config);
+    let signals = take_signals();
     let mut child = pty_process::blocking::Command::new(command.get_program())
         .args(command.get_args())
         .spawn(pts)
         .map_err(|e| failed(&e))?;
     let started = Instant::now();
-    hang_up_with_the_terminal(&child);
+    forward_signals(signals, &child);
     let start = RecordingStart {
         width,
         height,
@@ -265,26 +267,47 @@ pub async fn run(mut config: RecorderConfig) -> Result<i32, RecordError> {
 /// The terminal's end-of-file character (Ctrl-D).
 const END_OF_FILE: u8 = 0x04;
 
-/// When the person's terminal hangs up (a dropped SSH connection) or the
-/// recorder is asked to stop, the command's process group is hung up in
-/// turn, instead of the recorder dying with what it still holds: the command
-/// ends, and the recording is finished and handed over as usual.
-fn hang_up_with_the_terminal(child: &std::process::Child) {
+/// The signals the recorder takes in the command's place, each with the one
+/// it passes on to the command's process group. When the person's terminal
+/// hangs up (a dropped SSH connection) or the recorder is asked to stop, the
+/// command is hung up in turn, instead of the recorder dying with what it
+/// still holds: the command ends, and the recording is finished and handed
+/// over as usual. An interrupt or a quit sent to the recorder goes on as it
+/// is.
+///
+/// They are taken before the command is spawned: a signal a process catches
+/// is back to its default action in a program it executes, while one it
+/// ignores stays ignored. So a recorder started where hang-ups are ignored
+/// (under nohup, say) or interrupts are (a shell's background job) still
+/// starts its command with the default actions, and a hang-up ends it.
+fn take_signals() -> Vec<(tokio::signal::unix::Signal, Signal)> {
     use tokio::signal::unix::{SignalKind, signal};
+    [
+        (SignalKind::hangup(), Signal::SIGHUP),
+        (SignalKind::terminate(), Signal::SIGHUP),
+        (SignalKind::interrupt(), Signal::SIGINT),
+        (SignalKind::quit(), Signal::SIGQUIT),
+    ]
+    .into_iter()
+    .filter_map(|(kind, passed)| Some((signal(kind).ok()?, passed)))
+    .collect()
+}
+
+/// Passes each of `signals` on to `child`'s process group (see
+/// [`take_signals`]).
+fn forward_signals(
+    signals: Vec<(tokio::signal::unix::Signal, Signal)>,
+    child: &std::process::Child,
+) {
     let Ok(group) = i32::try_from(child.id()) else {
         return;
     };
-    for kind in [SignalKind::hangup(), SignalKind::terminate()] {
-        let Ok(mut signals) = signal(kind) else {
-            continue;
-        };
+    // The command leads a session of its own: its group is its pid.
+    let group = nix::unistd::Pid::from_raw(group);
+    for (mut taken, passed) in signals {
         tokio::spawn(async move {
-            while signals.recv().await.is_some() {
-                // The command leads a session of its own: its group is its pid.
-                let _ = nix::sys::signal::killpg(
-                    nix::unistd::Pid::from_raw(group),
-                    nix::sys::signal::Signal::SIGHUP,
-                );
+            while taken.recv().await.is_some() {
+                let _ = nix::sys::signal::killpg(group, passed);
             }
         });
     }

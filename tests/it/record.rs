@@ -514,25 +514,34 @@ async fn a_server_killed_mid_session_loses_nothing_it_acknowledged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_terminal_that_hangs_up_ends_the_command_and_the_recording_is_finished() {
-    let server = TestServer::start().await;
-    let desk = server.desk("ws-1").await;
-    let socket = desk.socket.clone();
-    let (_, status) = tokio::task::spawn_blocking(move || {
-        crate::common::recorder::record_hung_up(
-            &socket,
-            &["/bin/sh", "-c", "echo before; sleep 60"],
-            "before",
-        )
-    })
-    .await
-    .unwrap();
-    // SIGHUP: 128 + 1.
-    assert_eq!(status, 129);
-    let recording = server.ended_recording().await;
-    assert_eq!(recording.status, Some(129));
-    let (_, events) = cast_of(&server.data_dir(), recording.id).await;
-    assert!(output(&events).contains("before"));
-    desk.stop().await;
+    // Also where the recorder was started ignoring hang-ups (nohup): its
+    // command is not, and ends.
+    type Record = fn(&Path, &[&str], &str) -> (Vec<u8>, i32);
+    let ways: [(bool, Record); 2] = [
+        (false, crate::common::recorder::record_hung_up),
+        (true, crate::common::recorder::record_hung_up_where_ignored),
+    ];
+    for (ignored, record) in ways {
+        let server = TestServer::start().await;
+        let desk = server.desk("ws-1").await;
+        let socket = desk.socket.clone();
+        let (_, status) = tokio::task::spawn_blocking(move || {
+            record(
+                &socket,
+                &["/bin/sh", "-c", "echo before; sleep 60"],
+                "before",
+            )
+        })
+        .await
+        .unwrap();
+        // SIGHUP: 128 + 1.
+        assert_eq!(status, 129, "ignored: {ignored}");
+        let recording = server.ended_recording().await;
+        assert_eq!(recording.status, Some(129), "ignored: {ignored}");
+        let (_, events) = cast_of(&server.data_dir(), recording.id).await;
+        assert!(output(&events).contains("before"));
+        desk.stop().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -38,6 +38,29 @@ pub fn record_hung_up(socket: &Path, command: &[&str], shown: &str) -> (Vec<u8>,
     run(socket, &[], command, Some((shown, Act::HangUp)))
 }
 
+/// [`record_hung_up`], the recorder started where hang-ups, interrupts and
+/// quits are ignored (as under nohup, or as a shell's background job).
+pub fn record_hung_up_where_ignored(
+    socket: &Path,
+    command: &[&str],
+    shown: &str,
+) -> (Vec<u8>, i32) {
+    let (pty, pts) = pty_process::blocking::open().unwrap();
+    pty.resize(pty_process::Size::new(24, 80)).unwrap();
+    let child = pty_process::blocking::Command::new("/bin/sh")
+        .arg("-c")
+        .arg("trap '' HUP INT QUIT; exec \"$0\" \"$@\"")
+        .arg(OTPGATE)
+        .arg("record")
+        .arg("--socket")
+        .arg(socket)
+        .arg("--")
+        .args(command)
+        .spawn(pts)
+        .unwrap();
+    watch(pty, child, Some((shown, Act::HangUp)))
+}
+
 /// What the person does at the terminal.
 enum Act<'a> {
     Type(&'a [u8]),

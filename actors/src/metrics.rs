@@ -217,6 +217,7 @@ fn seconds(start: f64, buckets: u16) -> Histogram {
     Histogram::new(exponential_buckets(start, 2.0, buckets))
 }
 
+/// How a family of histograms makes a new one.
 type Histograms = fn() -> Histogram;
 
 /// The server's metrics.

@@ -101,6 +101,8 @@ pub struct LinkStatus {
     pub heartbeats: u64,
     /// Whether the current connection resumed an earlier TLS session.
     pub resumed: bool,
+    /// The server of the current connection, or of the last one.
+    pub server: Option<String>,
     /// Connection attempts that failed and connections that ended, by why.
     pub failures: Failures,
 }
@@ -213,14 +215,15 @@ pub struct Link {
 }
 
 impl Link {
-    /// Starts keeping a connection to `server` with TLS configuration `tls`, until
-    /// `cancel` fires.
+    /// Starts keeping a connection to one of `servers` with TLS configuration
+    /// `tls`, until `cancel` fires: the first that takes it, and when that
+    /// one goes, the next (see [`Maintainer::run`]).
     pub fn spawn(
         tls: Arc<ClientConfig>,
-        server: ServerAddr,
+        servers: Vec<ServerAddr>,
         cancel: CancellationToken,
     ) -> Result<(Self, JoinHandle<()>), TlsError> {
-        Self::spawn_from(tls, server, None, cancel)
+        Self::spawn_from(tls, servers, None, cancel)
     }
 
     /// [`Link::spawn`], connecting from local address `source` when given (a load
@@ -228,18 +231,24 @@ impl Link {
     /// ports).
     pub fn spawn_from(
         tls: Arc<ClientConfig>,
-        server: ServerAddr,
+        servers: Vec<ServerAddr>,
         source: Option<IpAddr>,
         cancel: CancellationToken,
     ) -> Result<(Self, JoinHandle<()>), TlsError> {
-        let name = tls::server_name(&server.host)?;
+        let servers = servers
+            .into_iter()
+            .map(|server| Ok((tls::server_name(&server.host)?, server)))
+            .collect::<Result<Vec<_>, TlsError>>()?;
+        if servers.is_empty() {
+            return Err(TlsError::NoServer);
+        }
         let (status_tx, status) = watch::channel(LinkStatus::default());
         let (requests, requests_rx) = mpsc::channel(QUEUE);
         let task = Maintainer {
             connector: TlsConnector::from(tls),
-            server,
+            servers,
+            current: 0,
             source,
-            name,
             status: status_tx,
             requests: requests_rx,
             cancel,
@@ -271,9 +280,11 @@ impl Link {
 /// The task behind a [`Link`].
 struct Maintainer {
     connector: TlsConnector,
-    server: ServerAddr,
+    /// The servers, each with the name its certificate must carry.
+    servers: Vec<(ServerName<'static>, ServerAddr)>,
+    /// The one tried or connected to now.
+    current: usize,
     source: Option<IpAddr>,
-    name: ServerName<'static>,
     status: watch::Sender<LinkStatus>,
     requests: mpsc::Receiver<Outgoing>,
     cancel: CancellationToken,
@@ -316,9 +327,14 @@ impl ConnectError {
 }
 
 impl Maintainer {
+    /// Connects, serves the connection until it ends, and again. A failed
+    /// attempt or a lost connection moves on to the next server at once;
+    /// once every server has failed in a row, each round waits longer
+    /// (backoff with jitter), so that agents cut off together neither spin
+    /// nor come back together.
     async fn run(mut self) {
-        // Failed attempts since the last connection the server welcomed.
-        let mut failures = 0;
+        // Failed attempts since the last connection a server welcomed.
+        let mut failures: u32 = 0;
         loop {
             let attempt = tokio::select! {
                 () = self.cancel.cancelled() => return,
@@ -344,7 +360,14 @@ impl Maintainer {
             self.status
                 .send_modify(|status| status.failures.add(failure));
             failures += 1;
-            let pause = sleep(BACKOFF.pause(failures));
+            self.current = (self.current + 1) % self.servers.len();
+            let servers = u32::try_from(self.servers.len()).unwrap_or(u32::MAX);
+            let pause = if failures.is_multiple_of(servers) {
+                BACKOFF.pause(failures / servers)
+            } else {
+                Duration::ZERO
+            };
+            let pause = sleep(pause);
             tokio::pin!(pause);
             loop {
                 tokio::select! {
@@ -359,7 +382,9 @@ impl Maintainer {
     }
 
     async fn connect(&self) -> Result<Established, ConnectError> {
-        let target = (self.server.host.as_str(), self.server.port);
+        let (name, server) = &self.servers[self.current];
+        // Every address the name resolves to is tried, in turn.
+        let target = (server.host.as_str(), server.port);
         let tcp = match self.source {
             None => TcpStream::connect(target).await?,
             Some(source) => {
@@ -377,7 +402,7 @@ impl Maintainer {
             }
         };
         let _ = tcp.set_nodelay(true);
-        let tls = self.connector.connect(self.name.clone(), tcp).await?;
+        let tls = self.connector.connect(name.clone(), tcp).await?;
         let resumed = tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
         let (read, write) = tokio::io::split(tls);
         let mut reader = FrameReader::new(read);
@@ -421,7 +446,9 @@ impl Maintainer {
     /// stopping; `Continue` says why the connection ended.
     async fn session(&mut self, mut conn: Established) -> ControlFlow<(), Failure> {
         let every = Duration::from_millis(conn.welcome.heartbeat_interval_ms.max(1).into());
+        let server = self.servers[self.current].1.to_string();
         info!(
+            %server,
             client = %conn.welcome.client_id,
             resumed = conn.resumed,
             version = conn.version,
@@ -441,6 +468,7 @@ impl Maintainer {
             status.client_id = Some(conn.welcome.client_id.clone());
             status.welcomes += 1;
             status.resumed = conn.resumed;
+            status.server = Some(server);
         });
         let mut ticks = interval_at(Instant::now() + every, every);
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);

@@ -22,8 +22,9 @@ use spool::Spool;
 /// The agent's settings, from its command line.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
-    /// Where the server is.
-    pub server: ServerAddr,
+    /// Where the servers are: the first that takes the agent, and the next
+    /// when it goes.
+    pub servers: Vec<ServerAddr>,
     /// The folder with `client.pem`, `client.key` and `ca.pem`.
     pub identity: PathBuf,
     /// Where to serve the local login prompt.
@@ -95,7 +96,7 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), A
             crate::accept::bind(addr).map_err(|source| AgentError::Metrics { addr, source })
         })
         .transpose()?;
-    let (link, task) = Link::spawn(tls, config.server, cancel.clone())?;
+    let (link, task) = Link::spawn(tls, config.servers, cancel.clone())?;
     let shipper = tokio::spawn(Arc::clone(&spool).ship(link.clone(), cancel.clone()));
     // Beside the socket: /run/otpgate/agent.sessions by default.
     let sessions = Arc::new(Sessions::load(config.socket.with_extension("sessions")));

@@ -433,7 +433,7 @@ impl Fleet {
                 let source = Ipv4Addr::new(127, 0, 0, 1 + (i % sources) as u8);
                 Link::spawn_from(
                     config,
-                    addr.clone(),
+                    vec![addr.clone()],
                     Some(IpAddr::V4(source)),
                     cancel.child_token(),
                 )

@@ -498,7 +498,7 @@ async fn reach(identity: &Path, server: ServerAddr) -> Vec<Check> {
         }
     };
     let cancel = CancellationToken::new();
-    let (link, task) = match Link::spawn(tls, server, cancel.clone()) {
+    let (link, task) = match Link::spawn(tls, vec![server], cancel.clone()) {
         Ok(spawned) => spawned,
         Err(err) => {
             return vec![Check::not_ok(

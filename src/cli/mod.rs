@@ -106,7 +106,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let cancel = CancellationToken::new();
             tokio::spawn(stop_on_signal(cancel.clone()));
             let config = AgentConfig {
-                server,
+                servers: server,
                 identity,
                 socket,
                 limits: Limits {

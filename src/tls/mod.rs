@@ -42,6 +42,9 @@ pub enum TlsError {
     /// A server name is not valid.
     #[error("{0:?} is not a valid server name")]
     ServerName(String),
+    /// An agent was given no server to connect to.
+    #[error("no server to connect to")]
+    NoServer,
 }
 
 fn provider() -> Arc<CryptoProvider> {

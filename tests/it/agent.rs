@@ -119,7 +119,7 @@ async fn the_login_prompt_is_known_by_its_peer_credentials() {
     let socket = server.data.path().join("agent.sock");
     let cancel = CancellationToken::new();
     let config = otpgate::agent::AgentConfig {
-        server: format!("localhost:{}", server.addr.port()).parse().unwrap(),
+        servers: vec![format!("localhost:{}", server.addr.port()).parse().unwrap()],
         identity,
         socket: socket.clone(),
         limits: crate::common::agent::unlimited(),
@@ -224,4 +224,41 @@ async fn connections_past_max_connections_wait_for_a_free_slot() {
     drop(first);
     third.welcomed(1, Duration::from_secs(20)).await;
     second.still_served(Duration::from_secs(20)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_given_several_servers_takes_the_next_when_one_goes() {
+    let first = TestServer::start().await;
+    let second = TestServer::start_sharing_pki(&first).await;
+    let identity = first.identity("ws-1");
+    let nobody = std::net::SocketAddr::from(([127, 0, 0, 1], crate::common::free_port()));
+    let on = |server: &TestServer| Some(format!("localhost:{}", server.addr.port()));
+
+    // The first listed is down: the next is taken at once, not after a
+    // backoff.
+    let agent = Agent::start_many(&identity, &[nobody, first.addr, second.addr]);
+    agent.welcomed(1, Duration::from_secs(2)).await;
+    let status = agent.link.status();
+    assert_eq!(status.server, on(&first), "{status:?}");
+    assert_eq!(status.failures.refused, 1, "{status:?}");
+
+    // The one it holds goes: it moves on, skipping the dead one, and is
+    // served there.
+    drop(first.stop().await);
+    agent.welcomed(2, WITHIN).await;
+    let status = agent.link.status();
+    assert_eq!(status.server, on(&second), "{status:?}");
+    assert_eq!(
+        agent.link.call(Request::Heartbeat).await,
+        Ok(Response::Heartbeat)
+    );
+    let desk = LoginRequest::Status;
+    let answer = agent.link.call(Request::Login {
+        os_user: "alice".into(),
+        request: desk,
+    });
+    assert!(
+        matches!(answer.await, Ok(Response::Login(LoginResponse::Status(_)))),
+        "the second server serves the computer"
+    );
 }

@@ -389,7 +389,7 @@ async fn a_full_spool_leaves_output_out_marks_the_recording_and_says_so() {
     let socket = dir.path().join("agent.sock");
     // A spool that takes small chunks only, and a recorder that holds nothing.
     let desk = crate::common::agent::Desk::start_configured(otpgate::agent::AgentConfig {
-        server: format!("localhost:{}", server.addr.port()).parse().unwrap(),
+        servers: vec![format!("localhost:{}", server.addr.port()).parse().unwrap()],
         identity: server.identity("ws-1"),
         socket: socket.clone(),
         limits: crate::common::agent::unlimited(),

@@ -62,9 +62,12 @@ pub(super) enum Command {
     Certs(Certs),
     /// Run the agent of a client computer.
     Agent {
-        /// The server, as HOST:PORT; HOST must be a name in its certificate.
-        #[arg(long)]
-        server: ServerAddr,
+        /// The server, as HOST:PORT (HOST must be a name in its certificate),
+        /// or several, comma-separated: the agent holds one connection, to
+        /// the first that takes it, and moves to the next when that one goes.
+        /// Every address a name resolves to is tried.
+        #[arg(long, value_delimiter = ',', required = true)]
+        server: Vec<ServerAddr>,
         /// The folder that `otpgate certs client` wrote for this computer.
         #[arg(long)]
         identity: PathBuf,

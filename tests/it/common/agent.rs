@@ -30,11 +30,20 @@ pub struct Agent {
 
 impl Agent {
     pub fn start(identity: &Path, server: SocketAddr) -> Self {
+        Self::start_many(identity, &[server])
+    }
+
+    /// An agent's link to the first of `servers` that takes it, and to the
+    /// next when that one goes.
+    pub fn start_many(identity: &Path, servers: &[SocketAddr]) -> Self {
         init_logs();
         let tls = tls::client_config(identity).unwrap();
-        let addr: ServerAddr = format!("localhost:{}", server.port()).parse().unwrap();
+        let servers: Vec<ServerAddr> = servers
+            .iter()
+            .map(|server| format!("localhost:{}", server.port()).parse().unwrap())
+            .collect();
         let cancel = CancellationToken::new();
-        let (link, _task) = Link::spawn(tls, addr, cancel.clone()).unwrap();
+        let (link, _task) = Link::spawn(tls, servers, cancel.clone()).unwrap();
         Self { link, cancel }
     }
 
@@ -209,7 +218,7 @@ impl Desk {
         limits: Limits,
     ) -> Self {
         Self::start_configured(AgentConfig {
-            server: format!("localhost:{}", server.port()).parse().unwrap(),
+            servers: vec![format!("localhost:{}", server.port()).parse().unwrap()],
             identity: identity.to_owned(),
             socket: socket.clone(),
             limits,

@@ -106,6 +106,18 @@ impl TestServer {
         Self::open(data, "127.0.0.1:0", Arc::new(SystemClock), String::new()).await
     }
 
+    /// A second server of `first`'s site: its own data folder, and the same
+    /// CA, so that `first`'s computers are taken here too.
+    pub async fn start_sharing_pki(first: &TestServer) -> Self {
+        let data = tempfile::tempdir().unwrap();
+        let pki = data.path().join("data").join("pki");
+        std::fs::create_dir_all(&pki).unwrap();
+        for file in ["ca.pem", "ca.key"] {
+            std::fs::copy(first.data_dir().join("pki").join(file), pki.join(file)).unwrap();
+        }
+        Self::open(data, "127.0.0.1:0", Arc::new(SystemClock), String::new()).await
+    }
+
     /// A server on the system clock with `extra` configuration (an `[smtp]`
     /// section, say).
     pub async fn start_with_config(extra: &str) -> Self {

@@ -433,9 +433,10 @@ async fn serving(data: &Path) -> Check {
     }
 }
 
-/// The agent's checks: its identity folder and certificates, and whether the
-/// server welcomes it.
-pub async fn agent(identity: &Path, server: ServerAddr) -> Vec<Check> {
+/// The agent's checks: its identity folder and certificates, and for each of
+/// its servers whether it welcomes this computer and how far apart the
+/// clocks are.
+pub async fn agent(identity: &Path, servers: Vec<ServerAddr>) -> Vec<Check> {
     use std::os::unix::fs::MetadataExt;
     let paths = ClientPaths::new(identity);
     let key = paths.key.display();
@@ -478,7 +479,9 @@ pub async fn agent(identity: &Path, server: ServerAddr) -> Vec<Check> {
         MadeBy::Operator,
         "copy the server's pki/ca.pem here",
     ));
-    checks.extend(reach(identity, server).await);
+    for server in servers {
+        checks.extend(reach(identity, server).await);
+    }
     checks
 }
 
@@ -525,7 +528,9 @@ async fn reach(identity: &Path, server: ServerAddr) -> Vec<Check> {
                 status.client_id.unwrap_or_default()
             ),
         );
-        vec![server, skew(&link).await]
+        let mut clock = skew(&link).await;
+        clock.found = format!("{shown}: {}", clock.found);
+        vec![server, clock]
     } else {
         vec![Check::not_ok(
             Status::Fail,

@@ -114,6 +114,19 @@ async fn the_doctor_says_what_is_wrong_with_a_server_and_an_agent_and_the_fix() 
         assert_eq!(status(&checks, name), "OK", "{name}: {checks:?}");
     }
     assert_eq!(code, Some(0));
+    // Several servers, as the agent is given them: each is checked, and one
+    // that does not answer fails.
+    let nobody = format!("localhost:{}", crate::common::free_port());
+    let both = format!("{address},{nobody}");
+    let identity_arg = identity.to_str().unwrap();
+    let (checks, code) = doctor(&["agent", "--identity", identity_arg, "--server", &both]).await;
+    let servers: Vec<&str> = checks
+        .iter()
+        .filter(|(check, ..)| check == "server")
+        .map(|(_, status, ..)| status.as_str())
+        .collect();
+    assert_eq!(servers, ["OK", "FAIL"], "{checks:?}");
+    assert_eq!(code, Some(1));
     // Revoked: the server no longer welcomes it.
     let revoked = run(
         this_otpgate(),

@@ -206,12 +206,13 @@ pub(super) enum Generate {
 /// `otpgate doctor agent`.
 #[derive(Subcommand)]
 pub(super) enum DoctorAgent {
-    /// Check this computer's agent: its identity and whether the server
+    /// Check this computer's agent: its identity and whether each server
     /// welcomes it.
     Agent {
-        /// The server, as HOST:PORT.
-        #[arg(long)]
-        server: ServerAddr,
+        /// The server, as HOST:PORT, or several, comma-separated (as the
+        /// agent is given them): each is checked.
+        #[arg(long, value_delimiter = ',', required = true)]
+        server: Vec<ServerAddr>,
         /// The agent's identity folder.
         #[arg(long)]
         identity: PathBuf,

@@ -267,30 +267,23 @@ pub async fn run(mut config: RecorderConfig) -> Result<i32, RecordError> {
 /// The terminal's end-of-file character (Ctrl-D).
 const END_OF_FILE: u8 = 0x04;
 
-/// The signals the recorder takes in the command's place, each with the one
-/// it passes on to the command's process group. When the person's terminal
-/// hangs up (a dropped SSH connection) or the recorder is asked to stop, the
-/// command is hung up in turn, instead of the recorder dying with what it
-/// still holds: the command ends, and the recording is finished and handed
-/// over as usual. An interrupt or a quit sent to the recorder goes on as it
-/// is.
+/// The signals the recorder takes in the command's place: when the person's
+/// terminal hangs up (a dropped SSH connection) or the recorder is asked to
+/// stop, the command's process group is hung up in turn, instead of the
+/// recorder dying with what it still holds: the command ends, and the
+/// recording is finished and handed over as usual.
 ///
 /// They are taken before the command is spawned: a signal a process catches
 /// is back to its default action in a program it executes, while one it
 /// ignores stays ignored. So a recorder started where hang-ups are ignored
-/// (under nohup, say) or interrupts are (a shell's background job) still
-/// starts its command with the default actions, and a hang-up ends it.
+/// (under nohup, say) still starts its command with the default action, and
+/// a hang-up ends it: the recorder does not pass nohup on.
 fn take_signals() -> Vec<(tokio::signal::unix::Signal, Signal)> {
     use tokio::signal::unix::{SignalKind, signal};
-    [
-        (SignalKind::hangup(), Signal::SIGHUP),
-        (SignalKind::terminate(), Signal::SIGHUP),
-        (SignalKind::interrupt(), Signal::SIGINT),
-        (SignalKind::quit(), Signal::SIGQUIT),
-    ]
-    .into_iter()
-    .filter_map(|(kind, passed)| Some((signal(kind).ok()?, passed)))
-    .collect()
+    [SignalKind::hangup(), SignalKind::terminate()]
+        .into_iter()
+        .filter_map(|kind| Some((signal(kind).ok()?, Signal::SIGHUP)))
+        .collect()
 }
 
 /// Passes each of `signals` on to `child`'s process group (see

@@ -328,10 +328,11 @@ impl ConnectError {
 
 impl Maintainer {
     /// Connects, serves the connection until it ends, and again. A failed
-    /// attempt or a lost connection moves on to the next server at once;
-    /// once every server has failed in a row, each round waits longer
-    /// (backoff with jitter), so that agents cut off together neither spin
-    /// nor come back together.
+    /// attempt moves on to the next server at once; a lost connection, after
+    /// a jittered moment; once every server has failed in a row, each round
+    /// waits longer (backoff with jitter), so that agents cut off together
+    /// neither spin nor come back together. With one server: the backoff
+    /// after each failure, as ever.
     async fn run(mut self) {
         // Failed attempts since the last connection a server welcomed.
         let mut failures: u32 = 0;
@@ -340,21 +341,21 @@ impl Maintainer {
                 () = self.cancel.cancelled() => return,
                 attempt = timeout(CONNECT_TIMEOUT, self.connect()) => attempt,
             };
-            let failure = match attempt {
+            let (failure, welcomed) = match attempt {
                 Ok(Ok(established)) => {
                     failures = 0;
                     match self.session(established).await {
                         Break(()) => return,
-                        Continue(ended) => ended,
+                        Continue(ended) => (ended, true),
                     }
                 }
                 Ok(Err(err)) => {
                     debug!(error = %err, "cannot connect to the server");
-                    err.failure()
+                    (err.failure(), false)
                 }
                 Err(_) => {
                     debug!("connecting to the server timed out");
-                    Failure::Timeout
+                    (Failure::Timeout, false)
                 }
             };
             self.status
@@ -362,8 +363,11 @@ impl Maintainer {
             failures += 1;
             self.current = (self.current + 1) % self.servers.len();
             let servers = u32::try_from(self.servers.len()).unwrap_or(u32::MAX);
-            let pause = if failures.is_multiple_of(servers) {
-                BACKOFF.pause(failures / servers)
+            // After a connection ends, a jittered moment (agents cut off
+            // together spread out, and servers that welcome and close at once
+            // are not hammered); after a whole round of failures, longer.
+            let pause = if welcomed || failures.is_multiple_of(servers) {
+                BACKOFF.pause(failures.div_ceil(servers))
             } else {
                 Duration::ZERO
             };

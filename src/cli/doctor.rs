@@ -444,6 +444,12 @@ pub async fn agent(identity: &Path, servers: Vec<ServerAddr>) -> Vec<Check> {
     // reads its own files only).
     let me = nix::unistd::Uid::effective().as_raw();
     let mut checks = vec![match std::fs::metadata(&paths.key) {
+        Ok(meta) if meta.uid() == 0 && me != 0 => Check::not_ok(
+            Status::Warn,
+            "identity",
+            format!("{key} is root's, and this runs as uid {me}"),
+            "run the doctor as root, as the agent runs (sudo otpgate doctor agent ...)",
+        ),
         Ok(meta) if meta.uid() != me => Check::not_ok(
             Status::Fail,
             "identity",

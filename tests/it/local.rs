@@ -174,21 +174,24 @@ async fn an_agent_out_of_file_descriptors_pauses_then_serves_again() {
         );
     }
     let log = dir.path().join("agent.log");
-    let said = |what: &str| std::fs::read_to_string(&log).unwrap().matches(what).count();
+    let read = || std::fs::read_to_string(&log).unwrap();
     wait_until(WITHIN, "the agent runs out of descriptors", || async {
-        said("accept failed") > 0
+        read().contains("accept failed")
     })
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     // One line when a run of failures starts and one when it ends: paced,
     // not spun on. (A descriptor freed meanwhile, the link's socket when a
     // loaded machine answers a heartbeat late, ends a run and starts another.)
-    let (runs, ended) = (said("accept failed"), said("accepting connections again"));
-    assert_eq!(
-        runs,
-        ended + 1,
-        "one line per run of failures:\n{}",
-        std::fs::read_to_string(&log).unwrap()
+    let said = read();
+    let (runs, ended) = (
+        said.matches("accept failed").count(),
+        said.matches("accepting connections again").count(),
+    );
+    // (Read between a run's end and the next failure, both counts agree.)
+    assert!(
+        runs == ended + 1 || runs == ended,
+        "one line per run of failures:\n{said}"
     );
     assert!(runs <= 3, "{runs} runs in 2 s");
     drop(held);

@@ -38,8 +38,8 @@ pub fn record_hung_up(socket: &Path, command: &[&str], shown: &str) -> (Vec<u8>,
     run(socket, &[], command, Some((shown, Act::HangUp)))
 }
 
-/// [`record_hung_up`], the recorder started where hang-ups, interrupts and
-/// quits are ignored (as under nohup, or as a shell's background job).
+/// [`record_hung_up`], the recorder started where hang-ups are ignored (as
+/// under nohup).
 pub fn record_hung_up_where_ignored(
     socket: &Path,
     command: &[&str],
@@ -49,7 +49,7 @@ pub fn record_hung_up_where_ignored(
     pty.resize(pty_process::Size::new(24, 80)).unwrap();
     let child = pty_process::blocking::Command::new("/bin/sh")
         .arg("-c")
-        .arg("trap '' HUP INT QUIT; exec \"$0\" \"$@\"")
+        .arg("trap '' HUP; exec \"$0\" \"$@\"")
         .arg(OTPGATE)
         .arg("record")
         .arg("--socket")

@@ -7,6 +7,7 @@
 
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -485,27 +486,28 @@ pub async fn agent(identity: &Path, servers: Vec<ServerAddr>) -> Vec<Check> {
         MadeBy::Operator,
         "copy the server's pki/ca.pem here",
     ));
-    for server in servers {
-        checks.extend(reach(identity, server).await);
-    }
-    checks
-}
-
-/// Whether the server at `server` welcomes the computer of `identity` and,
-/// when it does, how far the clocks are apart.
-async fn reach(identity: &Path, server: ServerAddr) -> Vec<Check> {
-    let shown = server.to_string();
     let tls = match crate::tls::client_config(identity) {
         Ok(tls) => tls,
         Err(err) => {
-            return vec![Check::not_ok(
+            checks.push(Check::not_ok(
                 Status::Fail,
                 "server",
                 err.to_string(),
                 "fix the identity folder",
-            )];
+            ));
+            return checks;
         }
     };
+    for server in servers {
+        checks.extend(reach(Arc::clone(&tls), server).await);
+    }
+    checks
+}
+
+/// Whether the server at `server` welcomes the computer whose identity `tls`
+/// presents and, when it does, how far the clocks are apart.
+async fn reach(tls: Arc<rustls::ClientConfig>, server: ServerAddr) -> Vec<Check> {
+    let shown = server.to_string();
     let cancel = CancellationToken::new();
     let (link, task) = match Link::spawn(tls, vec![server], cancel.clone()) {
         Ok(spawned) => spawned,
@@ -582,19 +584,21 @@ async fn skew(link: &Link) -> Check {
                 u64::try_from(rtt.as_millis()).unwrap_or(u64::MAX),
             )
         }
-        Ok(Ok(Response::Fail(ErrorCode::Unsupported))) => Check::not_ok(
-            Status::Warn,
-            "clock",
-            "the server's release does not tell its time",
-            "compare `date -u` here and on the server",
-        ),
-        _ => Check::not_ok(
-            Status::Warn,
-            "clock",
-            "the server did not tell its time",
-            "compare `date -u` here and on the server",
-        ),
+        Ok(Ok(Response::Fail(ErrorCode::Unsupported))) => {
+            untold("the server's release does not tell its time")
+        }
+        _ => untold("the server did not tell its time"),
     }
+}
+
+/// The clock check when the server's time is not known: `found` says why.
+fn untold(found: &str) -> Check {
+    Check::not_ok(
+        Status::Warn,
+        "clock",
+        found,
+        "compare `date -u` here and on the server",
+    )
 }
 
 /// The clock check for this computer being `ahead_ms` ahead of the server

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use crate::common::system::root_or_skip;
+use crate::releases::said;
 
 /// The packages, in the order they install.
 const PACKAGES: [&str; 2] = ["otpgate", "libpam-otpgate"];
@@ -37,14 +38,6 @@ fn built() -> Option<Vec<PathBuf>> {
 
 fn run(program: &str, args: &[&str]) -> Output {
     Command::new(program).args(args).output().unwrap()
-}
-
-fn said(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 /// The installed packages, purged on drop, even when the test fails.

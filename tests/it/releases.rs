@@ -22,7 +22,8 @@ use otpgate_protocol::admin::RoleView;
 
 const WITHIN: Duration = Duration::from_secs(30);
 
-fn said(output: &Output) -> String {
+/// What a finished program said: its status, stdout and stderr.
+pub(crate) fn said(output: &Output) -> String {
     format!(
         "status {:?}\nstdout: {}\nstderr: {}",
         output.status.code(),

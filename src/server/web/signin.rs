@@ -98,24 +98,19 @@ pub async fn signin(
     let principal = match app.service.sign_in(&login, password, via).await {
         Ok(principal) => principal,
         Err(err) => {
-            metrics().sign_in(match err {
-                SignInError::Unavailable => SignIn::DirectoryUnavailable,
-                SignInError::TooManyWrong { .. } => SignIn::Throttled,
-                SignInError::Failed(_) => SignIn::Error,
-                SignInError::Wrong
-                | SignInError::ChangeDue(_)
-                | SignInError::ApprovesNothing(_) => SignIn::Refused,
-            });
-            let (status, error) = match err {
+            let (outcome, status, error) = match err {
                 SignInError::Unavailable => (
+                    SignIn::DirectoryUnavailable,
                     StatusCode::SERVICE_UNAVAILABLE,
                     "The directory cannot be reached. Try again shortly.".to_owned(),
                 ),
                 SignInError::Wrong => (
+                    SignIn::Refused,
                     StatusCode::UNAUTHORIZED,
                     "Wrong login name or password.".to_owned(),
                 ),
                 SignInError::ChangeDue(_) => (
+                    SignIn::Refused,
                     StatusCode::FORBIDDEN,
                     format!(
                         "This password was made at the first start and opens nothing until \
@@ -123,6 +118,7 @@ pub async fn signin(
                     ),
                 ),
                 SignInError::TooManyWrong { minutes } => (
+                    SignIn::Throttled,
                     StatusCode::TOO_MANY_REQUESTS,
                     format!(
                         "Too many wrong passwords for this account lately. Try again in \
@@ -130,15 +126,19 @@ pub async fn signin(
                     ),
                 ),
                 SignInError::ApprovesNothing(_) => (
+                    SignIn::Refused,
                     StatusCode::FORBIDDEN,
                     "Your account approves no client computer, so there is nothing here for \
                      you: only approvers and administrators sign in."
                         .to_owned(),
                 ),
-                SignInError::Failed(failed) => {
-                    (StatusCode::INTERNAL_SERVER_ERROR, failed.told().message)
-                }
+                SignInError::Failed(failed) => (
+                    SignIn::Error,
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    failed.told().message,
+                ),
             };
+            metrics().sign_in(outcome);
             return signin_form(status, next, login, Some(error));
         }
     };

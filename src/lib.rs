@@ -14,6 +14,7 @@
 
 pub mod accept;
 pub mod agent;
+pub mod backup;
 pub mod bench;
 pub mod cast;
 pub mod cli;

@@ -182,6 +182,10 @@ pub enum Action {
     SignIn,
     /// Something befell a terminal recording (output lost on the client).
     Record,
+    /// An administrator made a backup.
+    Backup,
+    /// The data folder was put back from a backup.
+    Restore,
 }
 
 impl Action {
@@ -203,6 +207,8 @@ impl Action {
             Self::Exempt => "exempt",
             Self::SignIn => "sign_in",
             Self::Record => "record",
+            Self::Backup => "backup",
+            Self::Restore => "restore",
         }
     }
 }

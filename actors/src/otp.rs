@@ -31,6 +31,7 @@ pub struct OtpKeys {
     seal: LessSafeKey,
     decide: hmac::Key,
     recording: hmac::Key,
+    backup: hmac::Key,
 }
 
 impl fmt::Debug for OtpKeys {
@@ -47,7 +48,9 @@ impl OtpKeys {
         let seal = hmac::sign(&root, b"otpgate otp seal key v1");
         let decide = hmac::sign(&root, b"otpgate decision token key v1");
         let recording = hmac::sign(&root, b"otpgate recording seal key v1");
+        let backup = hmac::sign(&root, b"otpgate backup seal key v1");
         Self {
+            backup: hmac::Key::new(hmac::HMAC_SHA256, backup.as_ref()),
             mac: hmac::Key::new(hmac::HMAC_SHA256, mac.as_ref()),
             decide: hmac::Key::new(hmac::HMAC_SHA256, decide.as_ref()),
             recording: hmac::Key::new(hmac::HMAC_SHA256, recording.as_ref()),
@@ -56,6 +59,12 @@ impl OtpKeys {
                     .expect("an HMAC-SHA256 tag is a valid 32-byte ChaCha20 key"),
             ),
         }
+    }
+
+    /// The key that seals backups: only a holder of the server secret can
+    /// make a backup that [`hmac::verify`] takes.
+    pub fn backup_key(&self) -> &hmac::Key {
+        &self.backup
     }
 
     /// The seal of a stored recording's summary `body` (its chain head and

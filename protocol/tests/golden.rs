@@ -1048,6 +1048,21 @@ fn admin_samples_since_2() -> Vec<Sample> {
                 message: "for the administrator".into(),
             }),
         ),
+        sample("backup", AdminRequest::Backup { keys: true }),
+        sample(
+            "response-backed-up",
+            AdminResponse::BackedUp(Box::new(BackupView {
+                path: "/var/lib/otpgate/backups/1796601600000.otpgate-backup".into(),
+                bytes: 123_456,
+                sha256: "ab".repeat(32),
+                made_at: 1_796_601_600_000,
+                keys: true,
+                files: vec!["secret.key".into(), "pki/ca.pem".into()],
+                trees: vec![("db/audit".into(), 42)],
+                store_paused_us: 1_500,
+                recordings_paused_us: 20_000,
+            })),
+        ),
     ]
 }
 

@@ -18,7 +18,7 @@ use crate::cli::args::{
 };
 use otpgate_screens::for_terminal;
 
-use crate::cli::{prompt, recordings, time};
+use crate::cli::{backup, prompt, recordings, time};
 use crate::server::admin::socket_path;
 use crate::unix;
 
@@ -197,6 +197,9 @@ pub(super) async fn command(
         }
         Admin::Recordings(AdminRecordings::Search { text }) => {
             AdminRequest::RecordingsSearch { text }
+        }
+        Admin::Backup { out, without_keys } => {
+            return backup::backup(data_dir, &out, !without_keys, json).await;
         }
     };
     let response: AdminResponse = unix::ask(&socket_path(data_dir), &request).await?;
@@ -489,6 +492,7 @@ pub fn describe(response: &AdminResponse) -> String {
         }
         AdminResponse::Verified(verified) => recordings::describe_verified(&mut out, verified),
         AdminResponse::Hits(hits) => recordings::describe_hits(&mut out, hits),
+        AdminResponse::BackedUp(made) => backup::describe(&mut out, made),
         AdminResponse::DirectoryAccount(d) => {
             let took = format!("({} ms)", d.micros / 1000);
             let _ = match (&d.error, d.found) {

@@ -5,6 +5,7 @@
 
 mod admin;
 mod args;
+mod backup;
 mod doctor;
 pub mod prompt;
 mod recordings;
@@ -183,6 +184,11 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 json,
             ))
         }
+        Command::Restore {
+            file,
+            data_dir,
+            keys_from,
+        } => backup::restore(&file, &data_dir, keys_from.as_deref()).await,
         Command::Generate(what) => {
             generate(what)?;
             Ok(ExitCode::SUCCESS)

@@ -231,6 +231,9 @@ async fn answer(
         AdminRequest::RecordingsSearch { text } => {
             AdminResponse::Hits(service.search_recordings(operator, text).await?)
         }
+        AdminRequest::Backup { keys } => {
+            AdminResponse::BackedUp(Box::new(service.backup(operator, keys).await?))
+        }
     })
 }
 

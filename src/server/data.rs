@@ -46,7 +46,7 @@ pub(super) fn tighten_data_dir(data: &std::path::Path) -> Result<(), OpenError> 
 }
 
 /// The recordings' database folder, in the data folder.
-pub(super) const RECORDINGS: &str = "recordings";
+pub const RECORDINGS: &str = "recordings";
 
 /// The login name of the administrator created on first start.
 pub const INITIAL_ADMIN: &str = "admin";

@@ -24,7 +24,7 @@ pub mod service;
 mod upkeep;
 pub mod web;
 
-pub use data::{INITIAL_ADMIN, INITIAL_PASSWORD_FILE};
+pub use data::{INITIAL_ADMIN, INITIAL_PASSWORD_FILE, RECORDINGS};
 
 use std::future::Future;
 use std::io;
@@ -57,11 +57,12 @@ use ractor::{Actor, ActorRef};
 use zeroize::Zeroizing;
 
 use crate::accept;
+use crate::backup::make::Backups;
 use crate::tls::revoked::Revocations;
 use crate::tls::{self, TlsError, pki};
 use config::ServerConfig;
 use connection::{Shared, serve_tcp};
-use data::{RECORDINGS, bootstrap_admin, tighten_data_dir};
+use data::{bootstrap_admin, tighten_data_dir};
 use directory::{DirectoryFileError, StaticDirectory};
 use gate::Handshakes;
 use live::Warned;
@@ -179,6 +180,7 @@ pub struct Server {
     shared: Arc<Shared>,
     listener: TcpListener,
     store: Arc<SledStore>,
+    backups: Arc<Backups>,
     /// How long recordings are kept after their last write.
     recording_retention: Duration,
     policy: policy::Owner,
@@ -325,6 +327,13 @@ impl Server {
             waiting: waiting.clone(),
         };
         let (mailer, _) = Actor::spawn(None, Mailer, mailer_args).await?;
+        let backups = Arc::new(Backups {
+            store: store.clone(),
+            recordings: recordings.clone(),
+            data_dir: config.data_dir.clone(),
+            keys: keys.clone(),
+            making: tokio::sync::Mutex::default(),
+        });
         let services_keys = keys.clone();
         let services = Services {
             policy: policy.clone(),
@@ -360,6 +369,7 @@ impl Server {
                 ),
                 next_conn: AtomicU64::new(0),
             }),
+            backups,
             store,
             recording_retention: config.recording_retention,
             policy,
@@ -411,6 +421,7 @@ impl Server {
         let tracker = TaskTracker::new();
         let service = Arc::new(AdminService {
             recordings: self.shared.recordings.clone(),
+            backups: self.backups.clone(),
             store: self.store.clone(),
             policy: self.policy.clone(),
             computers: self.shared.computers.clone(),
@@ -529,6 +540,7 @@ impl Server {
         // holds the databases, so that they are closed (and their locks
         // released) when this returns.
         drop(self.policy);
+        drop(self.backups);
         let deadline = Instant::now() + SHUTDOWN_GRACE;
         let held = || {
             Arc::strong_count(&self.store) > 1

@@ -9,6 +9,7 @@ mod common;
 mod abuse;
 mod agent;
 mod approvers;
+mod backup;
 mod bad_frames;
 mod bench;
 mod browser;

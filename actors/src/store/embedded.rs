@@ -5,9 +5,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::copy::{self, Ids};
 use super::flusher::Flusher;
 use super::record::{decode, encode};
-use super::table::{Order, Table};
+use super::table::{Gate, Order, Table};
 use super::{ComputerRecord, Records, Result, SlotRecords, Store, StoreError, StoreFuture};
 use crate::audit::AuditEntry;
 use crate::clock::Timestamp;
@@ -28,6 +29,8 @@ pub const FLUSH_EVERY_MS: u64 = 500;
 pub struct SledStore {
     pub(super) db: sled::Db,
     pub(super) flusher: Arc<Flusher>,
+    ids: Ids,
+    gate: Gate,
     pub(super) meta: Table,
     pub(super) computers: Table,
     pub(super) groups: Table,
@@ -57,25 +60,45 @@ impl SledStore {
         // Fixed-window failure counts of older builds: short-lived, and unlike
         // the buckets that replaced them.
         db.drop_tree("failures")?;
+        let gate = Gate::default();
+        let table = |name| Table::open(&db, name, &gate);
         let store = Self {
             flusher: Arc::default(),
-            meta: Table::open(&db, "meta")?,
-            computers: Table::open(&db, "computers")?,
-            groups: Table::open(&db, "groups")?,
-            users: Table::open(&db, "users")?,
-            otps: Table::open(&db, "otps")?,
-            mailed: Table::open(&db, "mailed")?,
-            requests: Table::open(&db, "requests")?,
-            request_index: Table::open(&db, "request_index")?,
-            sessions: Table::open(&db, "sessions")?,
-            audit: Table::open(&db, "audit")?,
-            outbox: Table::open(&db, "outbox")?,
-            mail_failures: Table::open(&db, "mail_failures")?,
-            failures: Table::open(&db, "failure_buckets")?,
+            ids: Ids::open(&db)?,
+            meta: table("meta")?,
+            computers: table("computers")?,
+            groups: table("groups")?,
+            users: table("users")?,
+            otps: table("otps")?,
+            mailed: table("mailed")?,
+            requests: table("requests")?,
+            request_index: table("request_index")?,
+            sessions: table("sessions")?,
+            audit: table("audit")?,
+            outbox: table("outbox")?,
+            mail_failures: table("mail_failures")?,
+            failures: table("failure_buckets")?,
+            gate,
             db,
         };
         store.index_requests()?;
         Ok(store)
+    }
+
+    /// Every record, as the database holds them between two writes (each
+    /// write waits meanwhile: a copy in memory, then the writes go on), and an
+    /// id above every id handed out so far: what a backup holds.
+    pub fn snapshot(&self) -> Result<Snapshot> {
+        let _alone = self.gate.alone();
+        let next_id = self.next_id()?;
+        let trees = copy::trees(&self.db)?
+            .into_iter()
+            .map(|tree| {
+                let pairs = tree.iter().collect::<sled::Result<Vec<_>>>()?;
+                Ok((tree.name(), pairs))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Snapshot { trees, next_id })
     }
 
     /// Indexes requests written before the index existed (once: a store whose
@@ -91,6 +114,14 @@ impl SledStore {
         }
         Ok(())
     }
+}
+
+/// A copy of every tree of a [`SledStore`], taken by [`SledStore::snapshot`].
+pub struct Snapshot {
+    /// Each tree's name and its pairs, in key order.
+    pub trees: Vec<(sled::IVec, Vec<(sled::IVec, sled::IVec)>)>,
+    /// An id above every id the database had handed out.
+    pub next_id: u64,
 }
 
 /// The key of a computer's record `rest`: `computer \0 rest`.
@@ -113,7 +144,7 @@ fn ordered(id: u64) -> String {
 
 impl Store for SledStore {
     fn next_id(&self) -> Result<u64> {
-        Ok(self.db.generate_id()?)
+        self.ids.next()
     }
 
     fn flush(&self) -> StoreFuture<'_, ()> {
@@ -270,8 +301,7 @@ impl Store for SledStore {
     }
 
     fn remove_outbox(&self, id: u64) -> Result<()> {
-        self.outbox.tree.remove(id.to_be_bytes())?;
-        Ok(())
+        self.outbox.remove(id.to_be_bytes())
     }
 
     fn put_mail_failure(&self, failure: &MailFailure) -> Result<()> {
@@ -288,7 +318,7 @@ impl Store for SledStore {
 
     fn count_failure(&self, key: &str, fail: &(dyn Fn(Bucket) -> Bucket + Sync)) -> Result<()> {
         let mut failed = None;
-        self.failures.tree.update_and_fetch(key, |old| {
+        self.failures.update(key, |old| {
             let bucket = old
                 .and_then(|bytes| decode::<Bucket>("failure_buckets", bytes).ok())
                 .unwrap_or_default();
@@ -316,7 +346,7 @@ impl Store for SledStore {
             if entry.at >= cutoff {
                 break;
             }
-            self.audit.tree.remove(key)?;
+            self.audit.remove(key)?;
             removed += 1;
         }
         removed += self
@@ -325,8 +355,8 @@ impl Store for SledStore {
         for item in self.requests.from::<AccessRequest>(None, Order::Oldest) {
             let (key, request) = item?;
             if request.decision != Decision::Pending && request.created < cutoff {
-                self.requests.tree.remove(key)?;
-                self.request_index.tree.remove(request.id.to_be_bytes())?;
+                self.requests.remove(key)?;
+                self.request_index.remove(request.id.to_be_bytes())?;
                 removed += 1;
             }
         }

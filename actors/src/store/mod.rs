@@ -14,6 +14,7 @@
 //! log, so a write that survived a crash implies every earlier write did.
 
 mod computers;
+pub mod copy;
 mod embedded;
 mod flusher;
 pub mod record;
@@ -37,7 +38,7 @@ use crate::session::ClientSession;
 use crate::settings::{GroupRecord, SystemSettings};
 
 pub use computers::ComputerRecord;
-pub use embedded::{FLUSH_EVERY_MS, SledStore};
+pub use embedded::{FLUSH_EVERY_MS, SledStore, Snapshot};
 pub use record::{Record, decode, encode};
 
 /// Why the store could not read or write.

@@ -1,7 +1,12 @@
 //! One sled tree of records of one type, each read in whichever schema it
 //! was written in ([`Record`]) and written in the current one.
+//!
+//! Every write holds the store's [`Gate`] shared, so that a snapshot, which
+//! holds it alone, sees the database between two writes: a state a crash
+//! could have left.
 
 use std::ops::Bound;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::record::{Record, decode, encode};
 
@@ -15,18 +20,39 @@ pub(super) enum Order {
 }
 use super::{Records, Result};
 
+/// Held shared by every write of a store's tables, and alone by a snapshot.
+#[derive(Clone, Default)]
+pub(super) struct Gate(Arc<RwLock<()>>);
+
+impl Gate {
+    fn writing(&self) -> RwLockReadGuard<'_, ()> {
+        self.0
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Holds every write off until dropped.
+    pub(super) fn alone(&self) -> RwLockWriteGuard<'_, ()> {
+        self.0
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
 /// One sled tree of one kind of record.
 #[derive(Clone)]
 pub(super) struct Table {
     pub(super) name: &'static str,
     pub(super) tree: sled::Tree,
+    gate: Gate,
 }
 
 impl Table {
-    pub(super) fn open(db: &sled::Db, name: &'static str) -> Result<Self> {
+    pub(super) fn open(db: &sled::Db, name: &'static str, gate: &Gate) -> Result<Self> {
         Ok(Self {
             name,
             tree: db.open_tree(name)?,
+            gate: gate.clone(),
         })
     }
 
@@ -38,7 +64,26 @@ impl Table {
     }
 
     pub(super) fn put<T: Record>(&self, key: impl AsRef<[u8]>, record: &T) -> Result<()> {
-        self.tree.insert(key.as_ref(), encode(record)?)?;
+        let bytes = encode(record)?;
+        let _writing = self.gate.writing();
+        self.tree.insert(key.as_ref(), bytes)?;
+        Ok(())
+    }
+
+    pub(super) fn remove(&self, key: impl AsRef<[u8]>) -> Result<()> {
+        let _writing = self.gate.writing();
+        self.tree.remove(key)?;
+        Ok(())
+    }
+
+    /// Replaces the value at `key` with `f` of it, atomically.
+    pub(super) fn update(
+        &self,
+        key: impl AsRef<[u8]>,
+        f: impl FnMut(Option<&[u8]>) -> Option<Vec<u8>>,
+    ) -> Result<()> {
+        let _writing = self.gate.writing();
+        self.tree.update_and_fetch(key, f)?;
         Ok(())
     }
 
@@ -86,7 +131,7 @@ impl Table {
         for item in self.from::<T>(None, Order::Oldest) {
             let (key, record) = item?;
             if remove(&record) {
-                self.tree.remove(key)?;
+                self.remove(key)?;
                 removed += 1;
             }
         }

@@ -199,6 +199,12 @@ pub enum AdminRequest {
         /// The text.
         text: String,
     },
+    /// Make a backup of the data folder while the server serves, for the
+    /// administrator's command to take away. Since version 2.
+    Backup {
+        /// With the secret and the PKI's private keys.
+        keys: bool,
+    },
 }
 
 /// The entries a page holds unless the request says otherwise.
@@ -292,6 +298,8 @@ pub enum AdminResponse {
     Hits(Vec<HitView>),
     /// Refused or failed.
     Fail(AdminError),
+    /// A backup was made. Since version 2.
+    BackedUp(Box<BackupView>),
 }
 
 /// Why an admin request was not done.
@@ -345,7 +353,11 @@ impl Message for AdminRequest {
     const VERSIONS: Versions = version::ADMIN;
 
     fn encode(&self, version: u8, dst: &mut BytesMut) -> Result<(), FrameError> {
-        encode_as(self, Self::VERSIONS.check(version)?, dst)
+        let version = Self::VERSIONS.check(version)?;
+        match self {
+            Self::Backup { .. } if version < 2 => Err(FrameError::NotInVersion { version }),
+            _ => encode_as(self, version, dst),
+        }
     }
 
     fn decode(frame: &Frame) -> Result<Self, FrameError> {
@@ -374,6 +386,7 @@ impl Message for AdminResponse {
                 });
                 encode_as(&fail, version, dst)
             }
+            Self::BackedUp(_) if version < 2 => Err(FrameError::NotInVersion { version }),
             _ => encode_as(self, version, dst),
         }
     }

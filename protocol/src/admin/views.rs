@@ -373,3 +373,28 @@ pub struct AuditView {
     /// How it ended.
     pub outcome: String,
 }
+
+/// A backup the server made, waiting in its data folder for `otpgate admin
+/// backup` to take it away.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupView {
+    /// Where it is.
+    pub path: String,
+    /// Its size.
+    pub bytes: u64,
+    /// Its SHA-256, hex.
+    pub sha256: String,
+    /// When it was made.
+    pub made_at: u64,
+    /// Whether it holds the keys (the secret and the PKI's private keys).
+    pub keys: bool,
+    /// The files of the data folder it holds.
+    pub files: Vec<String>,
+    /// Each tree of the databases (`database/tree`) and its records.
+    pub trees: Vec<(String, u64)>,
+    /// How long the store's writes waited for its copy, in microseconds.
+    pub store_paused_us: u64,
+    /// How long recording chunks waited for the recordings' copy, in
+    /// microseconds.
+    pub recordings_paused_us: u64,
+}

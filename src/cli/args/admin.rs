@@ -43,6 +43,21 @@ pub(in crate::cli) enum Admin {
     /// Terminal recordings.
     #[command(subcommand)]
     Recordings(AdminRecordings),
+    /// Make a backup while the server serves (no login waits more than the
+    /// moment its store is copied): settings, groups, users, computers,
+    /// OTPs, requests, sessions, audit, outbox, recordings, the PKI and the
+    /// secret, compressed and sealed with a key derived from the secret.
+    /// `otpgate restore` puts it back.
+    Backup {
+        /// Where to write it: a new file, the owner's only.
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// Leave out the secret and the private keys (CA, server): the
+        /// backup can then be kept where the keys may not go, and restoring
+        /// it needs the site's keys (`restore --keys-from`).
+        #[arg(long)]
+        without_keys: bool,
+    },
 }
 
 #[derive(Subcommand)]

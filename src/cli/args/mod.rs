@@ -181,6 +181,21 @@ pub(super) enum Command {
         #[command(subcommand)]
         agent: Option<DoctorAgent>,
     },
+    /// Rebuild a data folder from a backup (`otpgate admin backup`), with no
+    /// server running on it: the checksum and the seal are checked first;
+    /// every OTP live when the backup was made is void afterwards.
+    Restore {
+        /// The backup file.
+        file: PathBuf,
+        /// The data folder to rebuild: absent or empty.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// A data folder (or a copy of its secret.key and pki/) holding the
+        /// site's keys: needed for a backup made --without-keys, and proves
+        /// that a backup with keys was made by this site.
+        #[arg(long, value_name = "DIR")]
+        keys_from: Option<PathBuf>,
+    },
     /// Write the man pages or shell completions (for packagers).
     #[command(hide = true, subcommand)]
     Generate(Generate),

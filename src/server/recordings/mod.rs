@@ -31,6 +31,7 @@ use otpgate_actors::audit::{Action, AuditEntry, Who};
 use otpgate_actors::metrics::metrics;
 use otpgate_actors::names::is_os_account;
 use otpgate_actors::otp::OtpKeys;
+use otpgate_actors::store::copy::Ids;
 use otpgate_actors::store::{self, StoreError};
 use otpgate_actors::{ComputerId, Store, Timestamp};
 use otpgate_protocol::record::{
@@ -155,7 +156,12 @@ pub struct Recordings {
     /// while the first is still being stored must find it (never two
     /// recordings for one key, never two writers of one summary).
     storing: std::sync::Mutex<()>,
+    /// Held shared while a chunk is received, alone while a backup copies
+    /// the database: chunks then wait as tasks, not as threads of the
+    /// blocking pool that the store's flushes need.
+    copying: tokio::sync::RwLock<()>,
     db: sled::Db,
+    ids: Ids,
     meta: sled::Tree,
     chunks: sled::Tree,
     keys: sled::Tree,
@@ -233,6 +239,8 @@ impl Recordings {
         let db = sled::Config::new().path(path).open()?;
         let mut recordings = Self {
             storing: std::sync::Mutex::new(()),
+            copying: tokio::sync::RwLock::new(()),
+            ids: Ids::open(&db)?,
             meta: db.open_tree(META)?,
             chunks: db.open_tree(CHUNKS)?,
             keys: db.open_tree(KEYS)?,
@@ -274,6 +282,22 @@ impl Recordings {
             }
         }
         Ok(())
+    }
+
+    /// Runs `copy` on the database (and an id above every id it handed out)
+    /// with every write held off: a backup's copy, between two chunks.
+    pub async fn copy_out<R: Send + 'static>(
+        self: &Arc<Self>,
+        copy: impl FnOnce(&sled::Db, u64) -> R + Send + 'static,
+    ) -> Result<R, StoreError> {
+        let _copying = self.copying.write().await;
+        let recordings = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let _storing = recordings.storing.lock().unwrap_or_else(|p| p.into_inner());
+            Ok(copy(&recordings.db, recordings.ids.next()?))
+        })
+        .await
+        .map_err(|_| StoreError::FlushAborted)?
     }
 
     /// Makes what was stored durable.
@@ -319,7 +343,7 @@ impl Recordings {
                 return Ok(Stored::Refused { first: true });
             }
             (None, Some(start)) => Recording {
-                id: self.db.generate_id()?,
+                id: self.ids.next()?,
                 computer: computer.to_string(),
                 key: chunk.recording,
                 os_user: os_user.to_owned(),
@@ -624,6 +648,7 @@ pub async fn receive(
         _ => None,
     };
     let seq = chunk.seq;
+    let _copying = recordings.copying.read().await;
     // Deflating and hashing take a moment: off the async runtime.
     let storing = {
         let (recordings, computer, os_user) =

@@ -14,9 +14,10 @@
 //! One file per family of operations, as mini-redis's `cmd/`: settings,
 //! clients (computers, groups, certificates), users, requests (lists,
 //! decisions, OTPs generated), sessions, mail, audit, people (sign-in, the
-//! directory), recordings.
+//! directory), recordings, backups.
 
 mod audit;
+mod backup;
 mod clients;
 mod mail;
 mod people;
@@ -74,6 +75,8 @@ pub struct AdminService {
     pub(crate) live: Arc<Live>,
     /// Terminal recordings.
     pub(crate) recordings: Shelf,
+    /// Backups of the data folder.
+    pub(crate) backups: Arc<crate::backup::make::Backups>,
     /// Who people are: sign-in with a directory account, `directory test`.
     pub(crate) directory: Arc<dyn Directory>,
     /// Wrong directory passwords lately, per account (see

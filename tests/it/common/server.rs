@@ -106,6 +106,12 @@ impl TestServer {
         Self::open(data, "127.0.0.1:0", Arc::new(SystemClock), String::new()).await
     }
 
+    /// A server on the system clock on data folder `data/data`, made
+    /// elsewhere (a restore, say).
+    pub async fn start_on(data: tempfile::TempDir) -> Self {
+        Self::open(data, "127.0.0.1:0", Arc::new(SystemClock), String::new()).await
+    }
+
     /// A second server of `first`'s site: its own data folder, and the same
     /// CA, so that `first`'s computers are taken here too.
     pub async fn start_sharing_pki(first: &TestServer) -> Self {

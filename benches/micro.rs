@@ -84,7 +84,9 @@ fn actors(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SledStore::open(dir.path()).unwrap());
     let services = Arc::new(Services {
-        policy: otpgate_actors::policy::Owner::load(store.clone()).unwrap(),
+        policy: runtime
+            .block_on(otpgate_actors::policy::Owner::load(store.clone()))
+            .unwrap(),
         store: store.clone(),
         clock: Arc::new(SystemClock),
         keys: Arc::new(OtpKeys::derive(&[7; 32])),

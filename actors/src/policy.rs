@@ -55,12 +55,13 @@ pub struct Owner {
 
 impl Owner {
     /// Loads the policy from `store`.
-    pub fn load(store: Arc<dyn Store>) -> Result<Self, StoreError> {
+    pub async fn load(store: Arc<dyn Store>) -> Result<Self, StoreError> {
         let snapshot = Snapshot {
-            settings: store.settings()?,
-            groups: store.groups()?.into_iter().collect(),
+            settings: store.settings().await?,
+            groups: store.groups().await?.into_iter().collect(),
             users: store
-                .users()?
+                .users()
+                .await?
                 .into_iter()
                 .map(|user| (user.login.clone(), user))
                 .collect(),
@@ -184,7 +185,7 @@ mod tests {
     async fn changes_are_seen_once_committed_and_survive_a_reload() {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
-        let owner = Owner::load(Arc::clone(&store)).unwrap();
+        let owner = Owner::load(Arc::clone(&store)).await.unwrap();
         let before = owner.snapshot();
 
         let mut edit = owner.edit().await;
@@ -227,7 +228,7 @@ mod tests {
         };
         assert_eq!(now.effective(&record).approvers, ["bob"]);
 
-        let reloaded = Owner::load(store).unwrap().snapshot();
+        let reloaded = Owner::load(store).await.unwrap().snapshot();
         assert_eq!(*reloaded, *now);
         assert_eq!(reloaded.settings.expiration, Duration::from_secs(120));
     }

@@ -413,7 +413,7 @@ mod tests {
     #[tokio::test]
     async fn a_panicking_computer_actor_is_respawned() {
         let dir = tempfile::tempdir().unwrap();
-        let (services, _) = services(dir.path());
+        let (services, _) = services(dir.path()).await;
         let (computers, handle) = Computers::start(services).await.unwrap();
         let id: ComputerId = "ws-1".parse().unwrap();
         let connect = |reply| ComputerMsg::Connect {

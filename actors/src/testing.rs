@@ -24,7 +24,7 @@ impl Directory for MapDirectory {
 
 /// Services on a fresh store in `dir`, with a manual clock, no mailer, and a
 /// directory that knows alice.
-pub fn services(dir: &Path) -> (Arc<Services>, ManualClock) {
+pub async fn services(dir: &Path) -> (Arc<Services>, ManualClock) {
     services_with(
         dir,
         Arc::new(MapDirectory(HashMap::from([(
@@ -32,14 +32,18 @@ pub fn services(dir: &Path) -> (Arc<Services>, ManualClock) {
             "alice@example.com".to_owned(),
         )]))),
     )
+    .await
 }
 
 /// [`services`] with `directory`.
-pub fn services_with(dir: &Path, directory: Arc<dyn Directory>) -> (Arc<Services>, ManualClock) {
+pub async fn services_with(
+    dir: &Path,
+    directory: Arc<dyn Directory>,
+) -> (Arc<Services>, ManualClock) {
     let clock = ManualClock::new(Timestamp::from_unix_millis(1_800_000_000_000));
     let store: Arc<dyn Store> = Arc::new(SledStore::open(dir).unwrap());
     let services = Services {
-        policy: policy::Owner::load(Arc::clone(&store)).unwrap(),
+        policy: policy::Owner::load(Arc::clone(&store)).await.unwrap(),
         store,
         clock: Arc::new(clock.clone()),
         keys: Arc::new(OtpKeys::derive(&[3; 32])),

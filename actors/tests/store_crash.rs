@@ -93,7 +93,7 @@ fn child(dir: &str) -> ! {
             tokio::spawn(async move {
                 let computer = format!("ws-{writer}").parse().expect("a valid name");
                 loop {
-                    let id = store.next_id().expect("an id");
+                    let id = store.next_id().await.expect("an id");
                     store
                         .put_slot(&computer, &format!("user{id}"), &Slot::default())
                         .expect("a slot");
@@ -108,7 +108,7 @@ fn child(dir: &str) -> ! {
             });
         }
         loop {
-            let due = store.outbox().expect("the outbox");
+            let due = store.outbox().await.expect("the outbox");
             for taken in &due {
                 say(format!("TAKE {}", taken.id));
             }
@@ -162,8 +162,11 @@ fn parent(rounds: usize) -> Result<String, String> {
             }
         }
         let store = SledStore::open(&db).map_err(|err| format!("reopening: {err}"))?;
-        let present: BTreeSet<u64> = store
-            .outbox()
+        let read = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .map_err(|err| err.to_string())?;
+        let present: BTreeSet<u64> = read
+            .block_on(store.outbox())
             .map_err(|err| err.to_string())?
             .iter()
             .map(|e| e.id)
@@ -182,7 +185,10 @@ fn parent(rounds: usize) -> Result<String, String> {
         let mut slots = HashSet::new();
         for writer in 0..WRITERS {
             let computer = format!("ws-{writer}").parse().map_err(|_| "name")?;
-            for (user, _) in store.slots(&computer).map_err(|err| err.to_string())? {
+            for (user, _) in read
+                .block_on(store.slots(&computer))
+                .map_err(|err| err.to_string())?
+            {
                 slots.insert((writer, user));
             }
         }

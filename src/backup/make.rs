@@ -21,7 +21,7 @@ use otpgate_actors::store::copy;
 use otpgate_actors::{SledStore, Timestamp};
 
 use super::{BackupError, Contents, Database, SECRET_FILE, Writer, file_error, is_key};
-use crate::server::recordings::Shelf;
+use crate::server::recordings::{Recordings, Shelf};
 
 /// The folder, in the data folder, backups are made in.
 pub const FOLDER: &str = "backups";
@@ -70,32 +70,61 @@ impl Backups {
                 "the recordings are unavailable ({why}); no backup made"
             ))
         })?);
-        let folder = self.data_dir.join(FOLDER);
-        let path = folder.join(format!("{}.otpgate-backup", now.unix_millis()));
-        let (store, keys, data_dir) = (
+        let path = self
+            .data_dir
+            .join(FOLDER)
+            .join(format!("{}.otpgate-backup", now.unix_millis()));
+        let made = self.write(&path, &recordings, now, with_keys).await;
+        let (sum, contents, store_paused, recordings_paused) = match made {
+            Ok(made) => made,
+            Err(err) => {
+                // A part-made backup may hold the keys: not left behind.
+                let _ = std::fs::remove_file(&path);
+                return Err(err);
+            }
+        };
+        let bytes = std::fs::metadata(&path).map_err(file_error(&path))?.len();
+        Ok(Made {
+            path,
+            bytes,
+            sum,
+            contents,
+            store_paused,
+            recordings_paused,
+        })
+    }
+
+    /// Writes the backup at `path`: its checksum, what it holds, and how
+    /// long the store's writes and the recordings' chunks waited.
+    async fn write(
+        &self,
+        path: &Path,
+        recordings: &Arc<Recordings>,
+        now: Timestamp,
+        with_keys: bool,
+    ) -> Result<(String, Contents, Duration, Duration), BackupError> {
+        let (store, keys, data_dir, path) = (
             Arc::clone(&self.store),
             Arc::clone(&self.keys),
             self.data_dir.clone(),
+            path.to_owned(),
         );
-        let started = {
-            let path = path.clone();
-            tokio::task::spawn_blocking(move || {
-                clear(&folder)?;
-                let mut writer = Writer::create(&path, &keys, now.unix_millis(), with_keys)?;
-                files(&mut writer, &data_dir, with_keys)?;
-                let waited = Instant::now();
-                let snapshot = store.snapshot()?;
-                let paused = waited.elapsed();
-                for (name, pairs) in &snapshot.trees {
-                    writer.tree(Database::Store, name)?;
-                    for (key, value) in pairs {
-                        writer.pair(key, value)?;
-                    }
+        let started = tokio::task::spawn_blocking(move || {
+            clear(path.parent().expect("a backup's path has a folder"))?;
+            let mut writer = Writer::create(&path, &keys, now.unix_millis(), with_keys)?;
+            files(&mut writer, &data_dir, with_keys)?;
+            let waited = Instant::now();
+            let snapshot = store.snapshot()?;
+            let paused = waited.elapsed();
+            for (name, pairs) in &snapshot.trees {
+                writer.tree(Database::Store, name)?;
+                for (key, value) in pairs {
+                    writer.pair(key, value)?;
                 }
-                writer.next_id(Database::Store, snapshot.next_id)?;
-                Ok::<_, BackupError>((writer, paused))
-            })
-        };
+            }
+            writer.next_id(Database::Store, snapshot.next_id)?;
+            Ok::<_, BackupError>((writer, paused))
+        });
         let (mut writer, store_paused) = started.await.map_err(aborted)??;
         let (copied, recordings_paused) = recordings
             .copy_out(move |db, next| {
@@ -108,15 +137,7 @@ impl Backups {
         let (sum, contents) = tokio::task::spawn_blocking(move || writer.finish())
             .await
             .map_err(aborted)??;
-        let bytes = std::fs::metadata(&path).map_err(file_error(&path))?.len();
-        Ok(Made {
-            path,
-            bytes,
-            sum,
-            contents,
-            store_paused,
-            recordings_paused,
-        })
+        Ok((sum, contents, store_paused, recordings_paused))
     }
 }
 
@@ -124,13 +145,24 @@ fn aborted(err: tokio::task::JoinError) -> BackupError {
     BackupError::Refused(format!("making the backup stopped: {err}"))
 }
 
+/// How long a backup waits in the data folder to be taken away: one older
+/// was left by an `admin backup` that stopped before it took it.
+const UNCLAIMED: Duration = Duration::from_secs(60 * 60);
+
 /// Makes folder `folder` (the owner's only) if it is not there, and removes
-/// what an earlier backup left in it.
+/// the backups left unclaimed in it.
 fn clear(folder: &Path) -> Result<(), BackupError> {
     crate::files::create_private_dir(folder).map_err(file_error(folder))?;
     for entry in std::fs::read_dir(folder).map_err(file_error(folder))? {
-        let path = entry.map_err(file_error(folder))?.path();
-        std::fs::remove_file(&path).map_err(file_error(&path))?;
+        let entry = entry.map_err(file_error(folder))?;
+        let path = entry.path();
+        let unclaimed = entry
+            .metadata()
+            .and_then(|meta| meta.modified())
+            .is_ok_and(|at| at.elapsed().is_ok_and(|age| age > UNCLAIMED));
+        if unclaimed {
+            std::fs::remove_file(&path).map_err(file_error(&path))?;
+        }
     }
     Ok(())
 }

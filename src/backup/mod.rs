@@ -33,6 +33,7 @@ use flate2::Compression;
 use flate2::read::DeflateDecoder;
 use flate2::write::DeflateEncoder;
 use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
 
 use otpgate_actors::StoreError;
 use otpgate_actors::otp::OtpKeys;
@@ -71,7 +72,7 @@ impl Database {
 }
 
 /// One part of a backup.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Serialize, Deserialize)]
 enum Part {
     /// First: what the backup is.
     Header {
@@ -316,10 +317,12 @@ impl Writer {
     }
 }
 
-/// A backup file whose checksum matched: what it holds is read once its
-/// seal is checked ([`Self::check_seal`]).
+/// A backup file whose checksum matched, held open: every later read is of
+/// the file checked, whatever happens to its path meanwhile. What it holds is
+/// read once its seal is checked ([`Self::check_seal`]).
 pub struct Sealed {
     path: PathBuf,
+    file: File,
     /// The checksum, hex.
     pub sum: String,
     mac: Vec<u8>,
@@ -355,37 +358,65 @@ impl Sealed {
         }
         Ok(Self {
             path: path.to_owned(),
+            file,
             sum: HEXLOWER.encode(sum.as_ref()),
             mac: mac.to_vec(),
             body,
         })
     }
 
+    /// The file, read from `offset`.
+    fn at(&self, offset: u64) -> Result<File, BackupError> {
+        let mut file = self.file.try_clone().map_err(file_error(&self.path))?;
+        file.seek(SeekFrom::Start(offset))
+            .map_err(file_error(&self.path))?;
+        Ok(file)
+    }
+
     /// Checks the seal with `keys` (derived from the secret named `whose`, for
     /// the error).
     pub fn check_seal(&self, keys: &OtpKeys, whose: &str) -> Result<(), BackupError> {
-        let mut file = File::open(&self.path).map_err(file_error(&self.path))?;
         let mut mac = hmac::Context::with_key(keys.backup_key());
-        each_block(&mut file, self.body, |block| mac.update(block))
+        each_block(&mut self.at(0)?, self.body, |block| mac.update(block))
             .map_err(file_error(&self.path))?;
         let mac = mac.sign();
         constant_time::verify_slices_are_equal(mac.as_ref(), &self.mac)
             .map_err(|_| BackupError::Seal(whose.to_owned()))
     }
 
-    /// The parts, in order (read before the seal is checked only to find
-    /// the secret it is checked with).
+    /// The parts, in order: read only once the seal is checked, but for
+    /// [`Self::secret_inside`].
     fn parts(&self) -> Result<Parts, BackupError> {
-        let mut file = File::open(&self.path).map_err(file_error(&self.path))?;
-        file.seek(SeekFrom::Start(MAGIC.len() as u64))
-            .map_err(file_error(&self.path))?;
-        let stream = BufReader::new(file).take(self.body - MAGIC.len() as u64);
+        let stream =
+            BufReader::new(self.at(MAGIC.len() as u64)?).take(self.body - MAGIC.len() as u64);
         Ok(Parts {
             path: self.path.clone(),
             stream: DeflateDecoder::new(stream),
         })
     }
+
+    /// The secret a backup made with keys holds, read before its seal is
+    /// checked (it is what the seal is checked with): only its first parts,
+    /// and no more than [`PRELUDE`] bytes of them.
+    fn secret_inside(&self) -> Result<Zeroizing<Vec<u8>>, BackupError> {
+        let mut parts = self.parts()?;
+        let mut budget = PRELUDE;
+        loop {
+            match parts.next_within(&mut budget)? {
+                Part::Header { keys: false, .. } => return Err(BackupError::NoKeys),
+                Part::Header { .. } => {}
+                Part::File { path, bytes, .. } if path == SECRET_FILE => {
+                    return Ok(Zeroizing::new(bytes));
+                }
+                Part::File { bytes, .. } => drop(Zeroizing::new(bytes)),
+                _ => return Err(BackupError::Malformed("no secret".into())),
+            }
+        }
+    }
 }
+
+/// The most of a backup read before its seal is checked.
+const PRELUDE: usize = 1 << 20;
 
 /// Hands the next `len` bytes of `file` to `f`, a block at a time.
 fn each_block(file: &mut File, len: u64, mut f: impl FnMut(&[u8])) -> io::Result<()> {
@@ -408,19 +439,25 @@ struct Parts {
 
 impl Parts {
     fn next(&mut self) -> Result<Part, BackupError> {
+        self.next_within(&mut (MAX_PART as usize))
+    }
+
+    /// The next part, if it fits in `budget` (then taken from it).
+    fn next_within(&mut self, budget: &mut usize) -> Result<Part, BackupError> {
         let malformed = |err: &dyn std::fmt::Display| BackupError::Malformed(err.to_string());
         let mut len = [0; 4];
         self.stream
             .read_exact(&mut len)
             .map_err(|err| malformed(&err))?;
-        let len = u32::from_be_bytes(len);
-        if len > MAX_PART {
+        let len = u32::from_be_bytes(len) as usize;
+        if len > (*budget).min(MAX_PART as usize) {
             return Err(BackupError::Malformed(format!(
                 "a record of {len} bytes in {}",
                 self.path.display()
             )));
         }
-        let mut bytes = vec![0; len as usize];
+        *budget -= len;
+        let mut bytes = Zeroizing::new(vec![0; len]);
         self.stream
             .read_exact(&mut bytes)
             .map_err(|err| malformed(&err))?;

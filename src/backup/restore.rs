@@ -8,6 +8,7 @@
 //! people concerned may ask for a new one at once (the once-an-hour rule
 //! starts again for them). A `restore` entry in the audit log says so.
 
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use zeroize::Zeroizing;
@@ -51,6 +52,21 @@ pub async fn restore(
 ) -> Result<Restored, BackupError> {
     let building = building_beside(data_dir)?;
     let sealed = Sealed::open(file)?;
+    let (secret, sealed_with) = match keys_from {
+        Some(dir) => {
+            let path = dir.join(SECRET_FILE);
+            let secret = Zeroizing::new(std::fs::read(&path).map_err(file_error(&path))?);
+            (secret, format!("the secret in {}", dir.display()))
+        }
+        None => (
+            sealed.secret_inside()?,
+            "the secret it holds (which proves it whole, not who made it: --keys-from with \
+             the site's data folder proves that)"
+                .to_owned(),
+        ),
+    };
+    sealed.check_seal(&OtpKeys::derive(&secret), &sealed_with)?;
+
     let mut parts = sealed.parts()?;
     let Part::Header {
         made_at,
@@ -60,51 +76,29 @@ pub async fn restore(
     else {
         return Err(BackupError::Malformed("no header".into()));
     };
-    let mut files = Vec::new();
-    let first = loop {
-        match parts.next()? {
-            Part::File { path, mode, bytes } => {
-                check_file(&path, keys)?;
-                files.push((path, mode, Zeroizing::new(bytes)));
-            }
-            other => break other,
-        }
-    };
-    let (secret, sealed_with) = match keys_from {
-        Some(dir) => {
-            let path = dir.join(SECRET_FILE);
-            let secret = Zeroizing::new(std::fs::read(&path).map_err(file_error(&path))?);
-            (secret, format!("the secret in {}", dir.display()))
-        }
-        None if keys => {
-            let secret = files
-                .iter()
-                .find(|(path, _, _)| path == SECRET_FILE)
-                .map(|(_, _, bytes)| bytes.clone())
-                .ok_or_else(|| BackupError::Malformed("no secret".into()))?;
-            (
-                secret,
-                "the secret it holds (which proves it whole, not who made it: --keys-from \
-                 with the site's data folder proves that)"
-                    .to_owned(),
-            )
-        }
-        None => return Err(BackupError::NoKeys),
-    };
-    sealed.check_seal(&OtpKeys::derive(&secret), &sealed_with)?;
-
+    if !keys && keys_from.is_none() {
+        return Err(BackupError::NoKeys);
+    }
     let built = async {
-        crate::files::create_private_dir(&building).map_err(file_error(&building))?;
         let mut contents = Contents::default();
-        for (path, mode, bytes) in &files {
-            put_file(&building, path, *mode, bytes)?;
-            contents.files.push(path.clone());
-        }
+        let first = loop {
+            match parts.next()? {
+                Part::File { path, mode, bytes } => {
+                    check_file(&path, keys)?;
+                    put_file(&building, &path, mode, &Zeroizing::new(bytes))?;
+                    contents.files.push(path);
+                }
+                other => break other,
+            }
+        };
         if let (false, Some(dir)) = (keys, keys_from) {
             copy_keys(dir, &building, &mut contents)?;
         }
         load(&mut parts, first, &building, &mut contents)?;
         let (voided, dropped) = void_live_otps(&building, made_at, now).await?;
+        for dir in [building.join("pki"), building.clone()] {
+            crate::files::sync_dir(&dir).map_err(file_error(&dir))?;
+        }
         Ok::<_, BackupError>((contents, voided, dropped))
     };
     let (contents, voided, dropped) = match built.await {
@@ -132,8 +126,9 @@ pub async fn restore(
     })
 }
 
-/// The folder the restore is built in, beside `data_dir`, which must be
-/// absent or empty.
+/// Makes the folder the restore is built in, beside `data_dir` (which must
+/// be absent or empty), the owner's only; removes what an earlier restore
+/// killed on the way left there.
 fn building_beside(data_dir: &Path) -> Result<PathBuf, BackupError> {
     match std::fs::read_dir(data_dir).map(|mut entries| entries.next().is_some()) {
         Ok(true) => return Err(BackupError::NotEmpty(data_dir.to_owned())),
@@ -148,15 +143,34 @@ fn building_beside(data_dir: &Path) -> Result<PathBuf, BackupError> {
     }
     let name = data_dir
         .file_name()
+        .and_then(|name| name.to_str())
         .ok_or_else(|| BackupError::Refused(format!("{}: not a folder", data_dir.display())))?;
-    let mut building = name.to_owned();
-    building.push(format!(".restoring-{}", std::process::id()));
-    let building = data_dir.with_file_name(building);
-    if building.exists() {
-        std::fs::remove_dir_all(&building).map_err(file_error(&building))?;
+    let stale = format!("{name}{BUILDING}");
+    let parent = data_dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    for entry in std::fs::read_dir(parent).map_err(file_error(parent))? {
+        let path = entry.map_err(file_error(parent))?.path();
+        if path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with(&stale))
+        {
+            std::fs::remove_dir_all(&path).map_err(file_error(&path))?;
+        }
     }
+    let suffix: u64 = rand::random();
+    let building = data_dir.with_file_name(format!("{stale}{suffix:016x}"));
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&building)
+        .map_err(file_error(&building))?;
     Ok(building)
 }
+
+/// What the name of a folder being built ends with, before a random part.
+const BUILDING: &str = ".restoring-";
 
 /// Refuses a file a backup cannot hold: anything but the secret, the first
 /// administrator's password and the PKI's files, and any key in a backup
@@ -204,10 +218,10 @@ fn copy_keys(from: &Path, to: &Path, contents: &mut Contents) -> Result<(), Back
     let mut names = vec![SECRET_FILE.to_owned()];
     for entry in std::fs::read_dir(&pki).map_err(file_error(&pki))? {
         let entry = entry.map_err(file_error(&pki))?;
-        if let Some(name) = entry.file_name().to_str()
-            && name.ends_with(".key")
+        if let Some(name) = entry.file_name().to_str().map(|name| format!("pki/{name}"))
+            && is_key(&name)
         {
-            names.push(format!("pki/{name}"));
+            names.push(name);
         }
     }
     for name in names {
@@ -218,6 +232,12 @@ fn copy_keys(from: &Path, to: &Path, contents: &mut Contents) -> Result<(), Back
     }
     Ok(())
 }
+
+/// How far above the backup's next id a restored database starts: the
+/// server it was made from went on handing out ids after it, and none of
+/// those (a request id in an approver's signed link, say) may name another
+/// record here.
+const AFTER_BACKUP: u64 = 1 << 40;
 
 /// Loads the databases from `parts`, `first` the one read already, into
 /// data folder `dir`.
@@ -261,7 +281,7 @@ fn load(
                 if open != database {
                     return Err(BackupError::Malformed("a database out of place".into()));
                 }
-                loader.finish(next)?;
+                loader.finish(next.saturating_add(AFTER_BACKUP))?;
                 loaded.push(database);
             }
             Part::End if loading.is_none() && loaded.contains(&Database::Store) => return Ok(()),
@@ -283,8 +303,7 @@ async fn void_live_otps(
 ) -> Result<(usize, usize), BackupError> {
     let store = SledStore::open(&dir.join(Database::Store.folder()))?;
     let mut voided = Vec::new();
-    for slot in store.every_slot() {
-        let (computer, os_user, mut slot) = slot?;
+    for (computer, os_user, mut slot) in store.every_slot().await? {
         if let Some(otp) = slot.otp.as_mut()
             && otp.state == OtpState::Live
         {
@@ -297,7 +316,7 @@ async fn void_live_otps(
         store.put_slot(computer, os_user, slot)?;
     }
     let mut dropped = 0;
-    for entry in store.outbox()? {
+    for entry in store.outbox().await? {
         if matches!(entry.kind, MailKind::Otp { .. }) {
             store.remove_outbox(entry.id)?;
             dropped += 1;

@@ -45,6 +45,16 @@ async fn restored(file: &Path, data: &Path, keys_from: Option<&Path>) -> Result<
     restore(file, data, keys_from, now()).await.map(|_| ())
 }
 
+/// Restores `file` into `data`: refused as malformed, nothing written.
+async fn refused_as_malformed(file: &Path, data: &Path, keys_from: Option<&Path>) {
+    let refused = restored(file, data, keys_from).await;
+    assert!(
+        matches!(refused, Err(BackupError::Malformed(_))),
+        "{refused:?}"
+    );
+    assert!(!data.exists());
+}
+
 #[tokio::test]
 async fn what_a_backup_holds_comes_back_with_ids_above_the_originals() {
     let dir = tempfile::tempdir().unwrap();
@@ -58,10 +68,13 @@ async fn what_a_backup_holds_comes_back_with_ids_above_the_originals() {
     assert_eq!(std::fs::read(data.join("pki/ca.pem")).unwrap(), b"CERT");
     let store = SledStore::open(&data.join("db")).unwrap();
     assert!(
-        store.next_id().unwrap() >= 1000,
-        "ids go on above the copy's"
+        store.next_id().await.unwrap() >= 1000 + (1 << 40),
+        "ids go on far above the copy's: the original went on handing them out"
     );
-    let audit: Vec<_> = store.audit_from(None).map(|e| e.unwrap().1).collect();
+    let audit =
+        otpgate_actors::store::all(|before| store.audit_from(before, otpgate_actors::store::BATCH))
+            .await
+            .unwrap();
     assert_eq!(audit.len(), 1, "the restore is said in the audit log");
     assert!(audit[0].outcome.contains("0 OTPs live then voided"));
 }
@@ -168,12 +181,7 @@ async fn parts_out_of_order_are_refused_and_the_folder_is_not_left_half_built() 
             .unwrap();
     });
     let data = dir.path().join("data");
-    let refused = restored(&file, &data, None).await;
-    assert!(
-        matches!(refused, Err(BackupError::Malformed(_))),
-        "{refused:?}"
-    );
-    assert!(!data.exists());
+    refused_as_malformed(&file, &data, None).await;
     let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert_eq!(left.len(), 1, "only the backup: {left:?}");
 
@@ -183,10 +191,50 @@ async fn parts_out_of_order_are_refused_and_the_folder_is_not_left_half_built() 
             .file(SECRET_FILE.into(), 0o600, SECRET.to_vec())
             .unwrap();
     });
-    let refused = restored(&file.with_extension("2"), &data, None).await;
-    assert!(
-        matches!(refused, Err(BackupError::Malformed(_))),
-        "{refused:?}"
+    refused_as_malformed(&file.with_extension("2"), &data, None).await;
+}
+
+#[tokio::test]
+async fn no_more_than_a_prelude_is_read_before_the_seal_is_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("b");
+    // A file of 2 MiB ahead of the secret: never read without --keys-from.
+    written(&file, &SECRET, true, |writer| {
+        writer
+            .file("pki/big.pem".into(), 0o644, vec![b'x'; 2 << 20])
+            .unwrap();
+        writer
+            .file(SECRET_FILE.into(), 0o600, SECRET.to_vec())
+            .unwrap();
+        store(writer);
+    });
+    let data = dir.path().join("data");
+    refused_as_malformed(&file, &data, None).await;
+    // With the site's keys given, the seal is checked first and it is read.
+    let site = dir.path().join("site");
+    std::fs::create_dir(&site).unwrap();
+    std::fs::write(site.join(SECRET_FILE), SECRET).unwrap();
+    restored(&file, &data, Some(&site)).await.unwrap();
+    assert_eq!(
+        std::fs::read(data.join("pki/big.pem")).unwrap().len(),
+        2 << 20
     );
-    assert!(!data.exists());
+}
+
+#[tokio::test]
+async fn a_restore_killed_on_the_way_leaves_nothing_the_next_one_keeps() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("b");
+    written(&file, &SECRET, true, site);
+    let left = dir.path().join("data.restoring-0123456789abcdef");
+    std::fs::create_dir(&left).unwrap();
+    std::fs::write(left.join(SECRET_FILE), SECRET).unwrap();
+    restored(&file, &dir.path().join("data"), None)
+        .await
+        .unwrap();
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names.len(), 2, "the backup and the data folder: {names:?}");
 }

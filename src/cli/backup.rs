@@ -25,6 +25,7 @@ pub(super) async fn backup(
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     if out.exists() {
+        // Said before the server makes one; made sure of when it is written.
         anyhow::bail!("{}: exists; give a new file", out.display());
     }
     let request = AdminRequest::Backup { keys };
@@ -43,26 +44,32 @@ pub(super) async fn backup(
     report(&AdminResponse::BackedUp(view), json)
 }
 
-/// Moves file `from` to `to` (copied when they are on different file
-/// systems), durably.
+/// Moves the server's file `from` to `to`, a new file of the caller's: copied
+/// (never a symbolic link followed, never a file replaced), made durable, then
+/// removed from the server's folder.
 fn take(from: &Path, to: &Path) -> anyhow::Result<()> {
     use anyhow::Context;
 
-    if std::fs::rename(from, to).is_err() {
-        let mut source = std::fs::File::open(from).with_context(|| from.display().to_string())?;
-        let mut target = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(to)
-            .with_context(|| to.display().to_string())?;
-        std::io::copy(&mut source, &mut target).with_context(|| to.display().to_string())?;
-        target.sync_all()?;
-        std::fs::remove_file(from).with_context(|| from.display().to_string())?;
+    let mut source = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(from)
+        .with_context(|| from.display().to_string())?;
+    if !source.metadata()?.is_file() {
+        anyhow::bail!("{}: not a file", from.display());
     }
+    let mut target = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(to)
+        .with_context(|| to.display().to_string())?;
+    std::io::copy(&mut source, &mut target).with_context(|| to.display().to_string())?;
+    target.sync_all()?;
     if let Some(parent) = to.parent().filter(|p| !p.as_os_str().is_empty()) {
         crate::files::sync_dir(parent).with_context(|| parent.display().to_string())?;
     }
+    std::fs::remove_file(from).with_context(|| from.display().to_string())?;
     Ok(())
 }
 

@@ -90,7 +90,7 @@ async fn answer(
             AdminResponse::Settings(service.set_settings(operator, &patch).await?)
         }
         AdminRequest::ClientsList { page } => {
-            AdminResponse::Clients(service.clients(operator, &page)?)
+            AdminResponse::Clients(service.clients(operator, &page).await?)
         }
         AdminRequest::ClientSet {
             computer,
@@ -141,7 +141,7 @@ async fn answer(
         }
         AdminRequest::RequestsList { all, filter, page } => {
             let which = if all { Which::All } else { Which::Pending };
-            AdminResponse::Requests(service.requests(operator, which, &filter, &page)?)
+            AdminResponse::Requests(service.requests(operator, which, &filter, &page).await?)
         }
         AdminRequest::RequestDecide {
             id,
@@ -199,13 +199,13 @@ async fn answer(
         }
         AdminRequest::SessionsList { all, filter, page } => {
             let open = if all { Open::AndEnded } else { Open::Only };
-            AdminResponse::Sessions(service.sessions(operator, open, &filter, &page)?)
+            AdminResponse::Sessions(service.sessions(operator, open, &filter, &page).await?)
         }
         AdminRequest::MailFailures { page } => {
-            AdminResponse::MailFailures(service.mail_failures(operator, &page)?)
+            AdminResponse::MailFailures(service.mail_failures(operator, &page).await?)
         }
         AdminRequest::MailQueue { page } => {
-            AdminResponse::MailQueue(service.mail_queue(operator, &page)?)
+            AdminResponse::MailQueue(service.mail_queue(operator, &page).await?)
         }
         AdminRequest::MailTest { to } => AdminResponse::MailSent {
             said: service.mail_test(operator, &to).await?,
@@ -217,7 +217,7 @@ async fn answer(
             AdminResponse::DirectoryAccount(service.directory_test(operator, &account).await?)
         }
         AdminRequest::AuditList { filter, page } => {
-            AdminResponse::Audit(service.audit_log(operator, &filter, &page)?)
+            AdminResponse::Audit(service.audit_log(operator, &filter, &page).await?)
         }
         AdminRequest::RecordingsList { session, page } => {
             AdminResponse::Recordings(service.recordings(operator, session, page).await?)

@@ -303,7 +303,7 @@ impl Server {
             })?;
             store.flush().await?;
         }
-        let policy = policy::Owner::load(store.clone())?;
+        let policy = policy::Owner::load(store.clone()).await?;
         let initial_password = bootstrap_admin(&policy, config, clock.as_ref()).await?;
         let host = config
             .server_names

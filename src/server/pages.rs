@@ -8,7 +8,7 @@ use serde::Serialize;
 use otpgate_actors::audit::AuditEntry;
 use otpgate_actors::request::AccessRequest;
 use otpgate_actors::session::ClientSession;
-use otpgate_actors::store::Records;
+use otpgate_actors::store::{BATCH, Batch, Records, StoreFuture};
 use otpgate_actors::{ComputerId, StoreError, Timestamp};
 use otpgate_protocol::admin::{DEFAULT_PAGE, ListFilter, MAX_PAGE, Page, PageRequest};
 use otpgate_protocol::{MAX_FRAME_LEN, encoded_len};
@@ -26,30 +26,106 @@ pub fn page<T, V: Serialize>(
     keep: impl Fn(&T) -> bool,
     view: impl Fn(&T) -> V,
 ) -> Result<Page<V>, StoreError> {
-    let limit = match request.limit {
-        0 => DEFAULT_PAGE,
-        n => n.min(MAX_PAGE),
-    } as usize;
-    let mut items = Vec::new();
-    let mut size = 0;
-    // The key of the last record read and done with: where the next page starts.
-    let mut last = None;
+    let mut pager = Pager::new(request);
     for record in records {
         let (key, record) = record?;
-        if keep(&record) {
-            let shown = view(&record);
+        if pager.take(key, &record, &keep, &view) {
+            return Ok(pager.page());
+        }
+    }
+    Ok(pager.last_page())
+}
+
+/// [`page`] of a list of the store, which `read` returns a batch at a time
+/// after the cursor it is given.
+pub async fn page_of<'a, T, V: Serialize>(
+    read: impl Fn(Option<Vec<u8>>) -> StoreFuture<'a, Batch<T>>,
+    request: &PageRequest,
+    keep: impl Fn(&T) -> bool,
+    view: impl Fn(&T) -> V,
+) -> Result<Page<V>, StoreError> {
+    let mut pager = Pager::new(request);
+    let mut after = request.after.clone();
+    loop {
+        let batch = read(after.take()).await?;
+        let full = batch.len() >= BATCH;
+        for (key, record) in batch {
+            after = Some(key.clone());
+            if pager.take(key, &record, &keep, &view) {
+                return Ok(pager.page());
+            }
+        }
+        if !full {
+            return Ok(pager.last_page());
+        }
+    }
+}
+
+/// A page being filled.
+struct Pager<V> {
+    limit: usize,
+    items: Vec<V>,
+    size: usize,
+    /// The key of the last record read and done with: where the next page
+    /// starts.
+    last: Option<Vec<u8>>,
+}
+
+impl<V: Serialize> Pager<V> {
+    fn new(request: &PageRequest) -> Self {
+        let limit = match request.limit {
+            0 => DEFAULT_PAGE,
+            n => n.min(MAX_PAGE),
+        } as usize;
+        Self {
+            limit,
+            items: Vec::new(),
+            size: 0,
+            last: None,
+        }
+    }
+
+    /// Takes the record at `key` if `keep` says so; whether the page was
+    /// full before it (the record is then left for the next page).
+    fn take<T>(
+        &mut self,
+        key: Vec<u8>,
+        record: &T,
+        keep: impl Fn(&T) -> bool,
+        view: impl Fn(&T) -> V,
+    ) -> bool {
+        if keep(record) {
+            let shown = view(record);
             // An entry costs its encoding plus its size in memory once decoded;
             // one that cannot be encoded is refused with the whole answer.
             let len = encoded_len(&shown).unwrap_or(PAGE_BUDGET) + size_of::<V>();
-            if items.len() == limit || (!items.is_empty() && size + len > PAGE_BUDGET) {
-                return Ok(Page { items, next: last });
+            if self.items.len() == self.limit
+                || (!self.items.is_empty() && self.size + len > PAGE_BUDGET)
+            {
+                return true;
             }
-            size += len;
-            items.push(shown);
+            self.size += len;
+            self.items.push(shown);
         }
-        last = Some(key);
+        self.last = Some(key);
+        false
     }
-    Ok(Page { items, next: None })
+
+    /// The page, full: the next starts after the last record taken.
+    fn page(self) -> Page<V> {
+        Page {
+            items: self.items,
+            next: self.last,
+        }
+    }
+
+    /// The page, the list read to its end.
+    fn last_page(self) -> Page<V> {
+        Page {
+            items: self.items,
+            next: None,
+        }
+    }
 }
 
 impl Matches for AccessRequest {

@@ -41,7 +41,11 @@ async fn an_agent_connects_and_stays_connected_across_heartbeats() {
     let data = server.data_dir();
     let _kept = server.stop().await;
     let store = SledStore::open(&data.join("db")).unwrap();
-    let record = store.computer(&"ws-1".parse().unwrap()).unwrap().unwrap();
+    let record = store
+        .computer(&"ws-1".parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(record.last_seen > record.first_seen);
     assert_eq!(record.connected_since, None, "disconnection recorded");
 }

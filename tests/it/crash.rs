@@ -182,7 +182,7 @@ async fn kill_9_after_allow_and_after_sent_loses_nothing() {
     ws2.disconnected().await;
     {
         let store = SledStore::open(&data.join("db")).unwrap();
-        let queued = store.outbox().unwrap();
+        let queued = store.outbox().await.unwrap();
         assert_eq!(queued.len(), 1, "the mail was queued durably: {queued:?}");
         // Had the store lost the entry, the start-up check would queue it again.
         store.remove_outbox(queued[0].id).unwrap();

@@ -29,20 +29,24 @@ impl ComputerState {
     }
 
     /// The failures counted against each of `keys`, for the rules to check.
-    pub(super) fn failures(
+    pub(super) async fn failures(
         &self,
         keys: impl IntoIterator<Item = LimitKey>,
     ) -> Result<Vec<(LimitKey, Bucket)>> {
-        keys.into_iter()
-            .map(|key| {
-                let bucket = self.svc.store.failures(&key.key())?;
-                Ok((key, bucket))
-            })
-            .collect()
+        let mut buckets = Vec::new();
+        for key in keys {
+            let bucket = self.svc.store.failures(&key.key()).await?;
+            buckets.push((key, bucket));
+        }
+        Ok(buckets)
     }
 
     /// Writes what a rule decided; [`ComputerState::commit`] makes it durable.
-    pub(super) fn apply(&mut self, settings: &SystemSettings, effects: Vec<Effect>) -> Result<()> {
+    pub(super) async fn apply(
+        &mut self,
+        settings: &SystemSettings,
+        effects: Vec<Effect>,
+    ) -> Result<()> {
         let now = self.now();
         let store = Arc::clone(&self.svc.store);
         for effect in effects {
@@ -53,7 +57,7 @@ impl ComputerState {
                     }
                 }
                 Effect::SaveRequest(request) => store.put_request(&request)?,
-                Effect::QueueMail { to, kind, request } => self.queue(&to, kind, request)?,
+                Effect::QueueMail { to, kind, request } => self.queue(&to, kind, request).await?,
                 Effect::Audit {
                     who,
                     action,
@@ -70,10 +74,15 @@ impl ComputerState {
         Ok(())
     }
 
-    pub(super) fn queue(&mut self, to: &str, kind: MailKind, request: Option<u64>) -> Result<()> {
+    pub(super) async fn queue(
+        &mut self,
+        to: &str,
+        kind: MailKind,
+        request: Option<u64>,
+    ) -> Result<()> {
         let now = self.now();
         let entry = OutboxEntry {
-            id: self.svc.store.next_id()?,
+            id: self.svc.store.next_id().await?,
             to: to.to_owned(),
             queued: now,
             kind,

@@ -27,7 +27,7 @@ impl ComputerState {
         let settings = &snapshot.settings;
         if !names::is_os_account(os_user) {
             let (answer, effects) = rules::invalid_caller(&self.id, &call);
-            self.apply(settings, effects)?;
+            self.apply(settings, effects).await?;
             self.commit().await?;
             return Ok(answer);
         }
@@ -82,12 +82,14 @@ impl ComputerState {
                 LoginResponse::Requested(requested)
             }
             LoginRequest::Verify { email, code } => {
-                let failures = self.failures([
-                    LimitKey::Person(id.clone(), os_user.to_owned()),
-                    LimitKey::Computer(id.clone()),
-                    LimitKey::Email(email.clone()),
-                ])?;
-                let session = self.svc.store.next_id()?;
+                let failures = self
+                    .failures([
+                        LimitKey::Person(id.clone(), os_user.to_owned()),
+                        LimitKey::Computer(id.clone()),
+                        LimitKey::Email(email.clone()),
+                    ])
+                    .await?;
+                let session = self.svc.store.next_id().await?;
                 let turn = Turn {
                     computer: &id,
                     policy,
@@ -139,7 +141,7 @@ impl ComputerState {
                 LoginResponse::Noted
             }
         };
-        self.apply(settings, effects)?;
+        self.apply(settings, effects).await?;
         if let Some((session, email)) = started {
             self.start_session(session, os_user, &email)?;
         }
@@ -167,11 +169,13 @@ impl ComputerState {
         };
         let person = LimitKey::Person(id.clone(), os_user.to_owned());
         let computer = LimitKey::Computer(id.clone());
-        let failures = self.failures([
-            person.clone(),
-            computer.clone(),
-            LimitKey::NewOnComputer(id.clone()),
-        ])?;
+        let failures = self
+            .failures([
+                person.clone(),
+                computer.clone(),
+                LimitKey::NewOnComputer(id.clone()),
+            ])
+            .await?;
         let enabled = rules::enabled(&mode, policy.options);
         match self
             .logins
@@ -211,7 +215,7 @@ impl ComputerState {
             }
             RequestMode::Internal { login, password } => {
                 let account = LimitKey::Login(login.clone());
-                let failures = self.failures([account.clone()])?;
+                let failures = self.failures([account.clone()]).await?;
                 if let Some((retry_after, _)) = rules::throttled(&failures, policy.settings, now) {
                     return Ok(Requested::Throttle { retry_after });
                 }
@@ -240,7 +244,7 @@ impl ComputerState {
             }
         };
         let approvers = rules::approvers(snapshot.users.values(), policy.options, found.recipients);
-        let request = self.svc.store.next_id()?;
+        let request = self.svc.store.next_id().await?;
         let ask = Ask {
             id: request,
             os_user,

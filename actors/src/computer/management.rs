@@ -20,7 +20,7 @@ impl ComputerState {
     ) -> Result<Decided> {
         let found = match self.logins.latest.values().find(|r| r.id == request) {
             Some(found) => Some(found.clone()),
-            None => self.svc.store.request(request)?,
+            None => self.svc.store.request(request).await?,
         };
         let Some(mut found) = found.filter(|found| found.computer == self.id) else {
             return Ok(Decided::NotFound);
@@ -58,7 +58,7 @@ impl ComputerState {
         let pending = self
             .logins
             .decide(&turn, &mut found, ruling, &code, &mut effects);
-        self.apply(settings, effects)?;
+        self.apply(settings, effects).await?;
         self.commit().await?;
         Ok(if pending {
             Decided::Done(found)
@@ -97,7 +97,7 @@ impl ComputerState {
             Action::Generate,
             &format!("for {os_user} ({email}): {comment}"),
         ));
-        self.apply(settings, effects)?;
+        self.apply(settings, effects).await?;
         self.commit().await?;
         Ok(Generated::Send { valid_until })
     }

@@ -283,7 +283,7 @@ impl Actor for ComputerActor {
     ) -> Result<ComputerState, ActorProcessingErr> {
         let ComputerArgs { id, services: svc } = args;
         let now = svc.clock.now();
-        let record = match svc.store.computer(&id)? {
+        let record = match svc.store.computer(&id).await? {
             // A restart forgets the connections, which re-register with their next
             // heartbeat; until then the computer is not connected.
             Some(record) => ComputerRecord {
@@ -302,10 +302,10 @@ impl Actor for ComputerActor {
             },
         };
         let mut logins = Logins {
-            slots: svc.store.slots(&id)?.into_iter().collect(),
+            slots: svc.store.slots(&id).await?.into_iter().collect(),
             latest: HashMap::new(),
         };
-        for request in svc.store.requests_of(&id)? {
+        for request in svc.store.requests_of(&id).await? {
             logins.latest.insert(request.os_user.clone(), request);
         }
         let mut state = ComputerState {
@@ -322,7 +322,7 @@ impl Actor for ComputerActor {
         };
         // Sessions open when the server stopped are still open: the people are
         // still logged in. Those whose agent was gone too long end in the sweep.
-        for session in state.svc.store.sessions_of(&state.id)? {
+        for session in state.svc.store.sessions_of(&state.id).await? {
             if session.ended.is_none() {
                 state.sessions.insert(session.id, session);
             }

@@ -87,7 +87,7 @@ impl ComputerState {
         let mut effects = Vec::new();
         let expired = self.logins.expire_all_due(&self.id, now, &mut effects);
         if expired {
-            self.apply(&snapshot.settings, effects)?;
+            self.apply(&snapshot.settings, effects).await?;
         }
         let gone: Vec<(u64, Timestamp)> = self
             .sessions

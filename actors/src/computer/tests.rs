@@ -35,8 +35,8 @@ impl Fixture {
     async fn with_directory(options: Options, directory: Option<Arc<dyn Directory>>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let (svc, clock) = match directory {
-            Some(directory) => services_with(dir.path(), directory),
-            None => services(dir.path()),
+            Some(directory) => services_with(dir.path(), directory).await,
+            None => services(dir.path()).await,
         };
         let id: ComputerId = "ws-1".parse().unwrap();
         let (actor, _) = Actor::spawn(
@@ -96,10 +96,11 @@ impl Fixture {
     }
 
     /// The codes in the outbox, newest last.
-    fn codes(&self) -> Vec<String> {
+    async fn codes(&self) -> Vec<String> {
         self.svc
             .store
             .outbox()
+            .await
             .unwrap()
             .into_iter()
             .filter_map(|entry| match entry.kind {
@@ -182,7 +183,7 @@ async fn a_slow_directory_holds_up_only_the_request_that_waits_for_it() {
         matches!(&answer, LoginResponse::Requested(Requested::Send { to, .. }) if to == "a***@example.com"),
         "{answer:?}"
     );
-    assert_eq!(f.codes().len(), 1);
+    assert_eq!(f.codes().await.len(), 1);
 }
 
 #[tokio::test]
@@ -198,7 +199,7 @@ async fn directory_auto_send_then_verify_once() {
         ),
         "the directory's address is shown masked: {answer:?}"
     );
-    let codes = f.codes();
+    let codes = f.codes().await;
     assert_eq!(codes.len(), 1);
     assert!(matches!(
         f.verify("alice@example.com", &codes[0]).await,
@@ -209,7 +210,7 @@ async fn directory_auto_send_then_verify_once() {
         LoginResponse::Verified(Verdict::Deny),
         "single use"
     );
-    let sessions = f.svc.store.sessions_of(&f.id).unwrap();
+    let sessions = f.svc.store.sessions_of(&f.id).await.unwrap();
     assert_eq!(sessions.len(), 1);
     assert_eq!(sessions[0].user_name(), "alice (alice@example.com)");
 }
@@ -245,7 +246,7 @@ async fn within_the_hour_the_same_otp_is_resent_and_after_it_a_new_one_issued() 
         matches!(again, LoginResponse::Requested(Requested::Resend { .. })),
         "{again:?}"
     );
-    let codes = f.codes();
+    let codes = f.codes().await;
     assert_eq!(codes.len(), 2);
     assert_eq!(codes[0], codes[1], "the same OTP, emailed again");
 
@@ -270,7 +271,7 @@ async fn within_the_hour_the_same_otp_is_resent_and_after_it_a_new_one_issued() 
         matches!(new, LoginResponse::Requested(Requested::Send { .. })),
         "{new:?}"
     );
-    let codes = f.codes();
+    let codes = f.codes().await;
     assert_ne!(codes[2], codes[0]);
 }
 
@@ -279,13 +280,13 @@ async fn an_otp_expires_after_the_expiration_time() {
     let f = Fixture::new(auto_directory()).await;
     f.login("alice", LoginRequest::Request(RequestMode::Directory))
         .await;
-    let code = f.codes().remove(0);
+    let code = f.codes().await.remove(0);
     f.clock.advance(Duration::from_secs(30 * 60));
     assert_eq!(
         f.verify("alice@example.com", &code).await,
         LoginResponse::Verified(Verdict::Deny)
     );
-    let slot = f.svc.store.slots(&f.id).unwrap().remove(0).1;
+    let slot = f.svc.store.slots(&f.id).await.unwrap().remove(0).1;
     let otp = slot.otp.unwrap();
     assert_eq!(otp.state, OtpState::Expired);
     assert!(otp.sealed().is_none(), "the sealed copy is wiped");
@@ -314,7 +315,7 @@ async fn the_timer_expires_requests_and_otps_and_tells_the_person_without_any_ca
     f.actor.cast(ComputerMsg::Sweep).unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let request = loop {
-        let request = f.svc.store.requests_of(&f.id).unwrap().remove(0);
+        let request = f.svc.store.requests_of(&f.id).await.unwrap().remove(0);
         if request.decision != crate::request::Decision::Pending {
             break request;
         }
@@ -323,27 +324,34 @@ async fn the_timer_expires_requests_and_otps_and_tells_the_person_without_any_ca
     };
     assert_eq!(request.decision, crate::request::Decision::Expire);
     // Bob is told by mail; alice's OTP is expired and its sealed copy wiped.
-    let told = f.svc.store.outbox().unwrap().into_iter().any(|entry| {
-        entry.to == "bob@example.com"
-            && matches!(
-                entry.kind,
-                MailKind::Outcome {
-                    refusal: crate::request::Refusal::Expire,
-                    ..
-                }
-            )
-    });
+    let told = f
+        .svc
+        .store
+        .outbox()
+        .await
+        .unwrap()
+        .into_iter()
+        .any(|entry| {
+            entry.to == "bob@example.com"
+                && matches!(
+                    entry.kind,
+                    MailKind::Outcome {
+                        refusal: crate::request::Refusal::Expire,
+                        ..
+                    }
+                )
+        });
     assert!(told, "the requester is told");
-    let slots = f.svc.store.slots(&f.id).unwrap();
+    let slots = f.svc.store.slots(&f.id).await.unwrap();
     let (_, alice) = slots.iter().find(|(user, _)| user == "alice").unwrap();
     let otp = alice.otp.as_ref().unwrap();
     assert_eq!(otp.state, OtpState::Expired);
     assert!(otp.sealed().is_none(), "the sealed copy is wiped");
-    let expired = f
-        .svc
-        .store
-        .audit_from(None)
-        .filter(|e| e.as_ref().unwrap().1.action == Action::Expire)
+    let expired = crate::store::all(|before| f.svc.store.audit_from(before, crate::store::BATCH))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == Action::Expire)
         .count();
     assert_eq!(expired, 2, "both expiries are in the audit log");
 }
@@ -422,13 +430,21 @@ async fn heartbeats_write_last_seen_at_most_every_so_often() {
         .unwrap()
         .unwrap();
     let connected = f.clock.now();
-    let record = f.svc.store.computer(&f.id).unwrap().unwrap();
+    let record = f.svc.store.computer(&f.id).await.unwrap().unwrap();
     assert_eq!(
         (record.agent_version.as_str(), record.protocol),
         ("test", Some(2))
     );
-    let stored = || f.svc.store.computer(&f.id).unwrap().unwrap().last_seen;
-    assert_eq!(stored(), connected);
+    let stored = async || {
+        f.svc
+            .store
+            .computer(&f.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .last_seen
+    };
+    assert_eq!(stored().await, connected);
     let slot = Waiting::default();
     let beat = |after: Duration| {
         f.clock.advance(after);
@@ -443,9 +459,9 @@ async fn heartbeats_write_last_seen_at_most_every_so_often() {
     };
     beat(Duration::from_secs(10)).await;
     beat(Duration::from_secs(10)).await;
-    assert_eq!(stored(), connected, "not written for every heartbeat");
+    assert_eq!(stored().await, connected, "not written for every heartbeat");
     beat(SEEN_WRITE_EVERY).await;
-    assert_eq!(stored(), f.clock.now());
+    assert_eq!(stored().await, f.clock.now());
 }
 
 #[tokio::test]
@@ -464,7 +480,10 @@ async fn a_call_whose_caller_gave_up_is_not_carried_out() {
         .unwrap();
     // Handled in order: once this is answered, so was that.
     f.login("bob", LoginRequest::Status).await;
-    assert!(f.codes().is_empty(), "no OTP was issued behind its back");
+    assert!(
+        f.codes().await.is_empty(),
+        "no OTP was issued behind its back"
+    );
     // Asked again, alice gets a new one at once.
     let answer = f
         .login("alice", LoginRequest::Request(RequestMode::Directory))

@@ -189,7 +189,7 @@ impl Actor for Mailer {
 async fn requeue_unmailed(args: &MailerArgs) -> Result<usize, StoreError> {
     let now = args.clock.now();
     let mut queued = HashSet::new();
-    for entry in args.store.outbox()? {
+    for entry in args.store.outbox().await? {
         if let MailKind::Otp {
             computer,
             os_user,
@@ -201,8 +201,7 @@ async fn requeue_unmailed(args: &MailerArgs) -> Result<usize, StoreError> {
         }
     }
     let mut requeued = 0;
-    for slot in args.store.every_slot() {
-        let (computer, os_user, slot) = slot?;
+    for (computer, os_user, slot) in args.store.every_slot().await? {
         let Some(otp) = slot.otp.filter(|otp| otp.is_live(now)) else {
             continue;
         };
@@ -210,13 +209,15 @@ async fn requeue_unmailed(args: &MailerArgs) -> Result<usize, StoreError> {
             continue;
         };
         let key = (computer, os_user, otp.valid_until);
-        if queued.contains(&key) || args.store.mailed(&key.0, &key.1)? == Some(otp.valid_until) {
+        if queued.contains(&key)
+            || args.store.mailed(&key.0, &key.1).await? == Some(otp.valid_until)
+        {
             continue;
         }
         let (computer, os_user, valid_until) = key;
         tracing::error!(%computer, "the mail of a live OTP was neither queued nor sent; queued again");
         let entry = OutboxEntry {
-            id: args.store.next_id()?,
+            id: args.store.next_id().await?,
             to: otp.email.clone(),
             queued: now,
             kind: rules::otp_mail(&computer, &os_user, sealed.to_vec(), valid_until),
@@ -268,7 +269,8 @@ impl MailerState {
         let now = args.clock.now();
         let (due, waiting): (Vec<_>, Vec<_>) = args
             .store
-            .outbox()?
+            .outbox()
+            .await?
             .into_iter()
             .partition(|entry| entry.next_try <= now);
         let queued = due.len() + waiting.len();
@@ -467,7 +469,7 @@ mod tests {
         // and the rest waits for the next round.
         let next = state.drain().await.unwrap();
         assert_eq!(transport.taken.lock().unwrap().len(), batch);
-        let left = store.outbox().unwrap();
+        let left = store.outbox().await.unwrap();
         assert_eq!(left.len() as u64, count);
         assert!(left.iter().take(batch).all(|e| e.attempts == 1));
         assert!(next.is_some_and(|at| at > clock.now()));
@@ -475,7 +477,7 @@ mod tests {
         // Once its retry is due, everything goes.
         clock.advance(BACKOFF.max);
         assert_eq!(state.drain().await.unwrap(), None);
-        assert!(store.outbox().unwrap().is_empty());
+        assert!(store.outbox().await.unwrap().is_empty());
         assert_eq!(
             transport.taken.lock().unwrap().len() as u64,
             batch as u64 + count
@@ -540,10 +542,13 @@ mod tests {
         assert_eq!(taken, ["alice@example.com", "bob@example.com"]);
         // Delivered: a later start finds them sent and sends nothing again.
         assert_eq!(requeue_unmailed(&state.args).await.unwrap(), 0);
-        let audit: Vec<_> = store
-            .audit_from(None)
-            .map(|e| e.unwrap().1.outcome)
-            .collect();
+        let audit: Vec<_> =
+            crate::store::all(|before| store.audit_from(before, crate::store::BATCH))
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|e| e.outcome)
+                .collect();
         assert_eq!(
             audit.iter().filter(|o| o.contains("queued again")).count(),
             2,

@@ -9,7 +9,7 @@ use super::copy::{self, Ids};
 use super::flusher::Flusher;
 use super::record::{decode, encode};
 use super::table::{Gate, Order, Table};
-use super::{ComputerRecord, Records, Result, SlotRecords, Store, StoreError, StoreFuture};
+use super::{Batch, ComputerRecord, Result, Store, StoreError, StoreFuture};
 use crate::audit::AuditEntry;
 use crate::clock::Timestamp;
 use crate::directory::UserRecord;
@@ -90,7 +90,7 @@ impl SledStore {
     /// id above every id handed out so far: what a backup holds.
     pub fn snapshot(&self) -> Result<Snapshot> {
         let _alone = self.gate.alone();
-        let next_id = self.next_id()?;
+        let next_id = self.ids.next()?;
         let trees = copy::trees(&self.db)?
             .into_iter()
             .map(|tree| {
@@ -107,7 +107,7 @@ impl SledStore {
         if !self.request_index.tree.is_empty() {
             return Ok(());
         }
-        for request in self.requests_from(None) {
+        for request in self.requests.from::<AccessRequest>(None, Order::Oldest) {
             let (_, request) = request?;
             self.request_index
                 .put(request.id.to_be_bytes(), &request.computer)?;
@@ -137,30 +137,35 @@ fn prefix(computer: &ComputerId) -> Vec<u8> {
     key
 }
 
+/// A read of sled's, which answers at once, as the store's future.
+fn now<T: Send + 'static>(read: Result<T>) -> StoreFuture<'static, T> {
+    Box::pin(std::future::ready(read))
+}
+
 /// A numeric id as a key part that sorts in numeric order.
 fn ordered(id: u64) -> String {
     format!("{id:020}")
 }
 
 impl Store for SledStore {
-    fn next_id(&self) -> Result<u64> {
-        self.ids.next()
+    fn next_id(&self) -> StoreFuture<'_, u64> {
+        now(self.ids.next())
     }
 
     fn flush(&self) -> StoreFuture<'_, ()> {
         Box::pin(self.flusher.flush(&self.db))
     }
 
-    fn settings(&self) -> Result<SystemSettings> {
-        Ok(self.meta.get("settings")?.unwrap_or_default())
+    fn settings(&self) -> StoreFuture<'_, SystemSettings> {
+        now(self.meta.get("settings").map(Option::unwrap_or_default))
     }
 
     fn put_settings(&self, settings: &SystemSettings) -> Result<()> {
         self.meta.put("settings", settings)
     }
 
-    fn computer(&self, id: &ComputerId) -> Result<Option<ComputerRecord>> {
-        self.computers.get(id.as_str())
+    fn computer<'a>(&'a self, id: &'a ComputerId) -> StoreFuture<'a, Option<ComputerRecord>> {
+        now(self.computers.get(id.as_str()))
     }
 
     fn put_computer(&self, id: &ComputerId, record: &ComputerRecord) -> Result<()> {
@@ -171,65 +176,79 @@ impl Store for SledStore {
         self.groups.put(name, group)
     }
 
-    fn computers_from(&self, after: Option<&[u8]>) -> Records<'_, (ComputerId, ComputerRecord)> {
+    fn computers_from(
+        &self,
+        after: Option<Vec<u8>>,
+        limit: usize,
+    ) -> StoreFuture<'_, Batch<(ComputerId, ComputerRecord)>> {
         let tree = self.computers.name;
-        Box::new(
-            self.computers
-                .from::<ComputerRecord>(after, Order::Oldest)
-                .map(move |item| {
-                    let (key, record) = item?;
-                    let id = std::str::from_utf8(&key)
-                        .ok()
-                        .and_then(|name| name.parse().ok())
-                        .ok_or(StoreError::BadKey { tree })?;
-                    Ok((key, (id, record)))
-                }),
-        )
+        now(self
+            .computers
+            .from::<ComputerRecord>(after.as_deref(), Order::Oldest)
+            .take(limit)
+            .map(move |item| {
+                let (key, record) = item?;
+                let id = std::str::from_utf8(&key)
+                    .ok()
+                    .and_then(|name| name.parse().ok())
+                    .ok_or(StoreError::BadKey { tree })?;
+                Ok((key, (id, record)))
+            })
+            .collect())
     }
 
-    fn groups(&self) -> Result<Vec<(String, GroupRecord)>> {
-        Ok(self
-            .groups
-            .scan::<GroupRecord>("")?
-            .into_iter()
-            .map(|(key, group)| (String::from_utf8_lossy(&key).into_owned(), group))
-            .collect())
+    fn groups(&self) -> StoreFuture<'_, Vec<(String, GroupRecord)>> {
+        now(self.groups.scan::<GroupRecord>("").map(|groups| {
+            groups
+                .into_iter()
+                .map(|(key, group)| (String::from_utf8_lossy(&key).into_owned(), group))
+                .collect()
+        }))
     }
 
     fn put_user(&self, user: &UserRecord) -> Result<()> {
         self.users.put(user.login.as_bytes(), user)
     }
 
-    fn users(&self) -> Result<Vec<UserRecord>> {
-        self.users.values("")
+    fn users(&self) -> StoreFuture<'_, Vec<UserRecord>> {
+        now(self.users.values(""))
     }
 
-    fn slots(&self, computer: &ComputerId) -> Result<Vec<(String, Slot)>> {
+    fn slots<'a>(&'a self, computer: &'a ComputerId) -> StoreFuture<'a, Vec<(String, Slot)>> {
         let skip = prefix(computer).len();
-        Ok(self
-            .otps
-            .scan(prefix(computer))?
-            .into_iter()
-            .map(|(key, slot)| (String::from_utf8_lossy(&key[skip..]).into_owned(), slot))
-            .collect())
+        now(self.otps.scan(prefix(computer)).map(|slots| {
+            slots
+                .into_iter()
+                .map(|(key, slot)| (String::from_utf8_lossy(&key[skip..]).into_owned(), slot))
+                .collect()
+        }))
     }
 
     fn put_slot(&self, computer: &ComputerId, os_user: &str, slot: &Slot) -> Result<()> {
         self.otps.put(scoped(computer, os_user), slot)
     }
 
-    fn every_slot(&self) -> SlotRecords<'_> {
-        Box::new(self.otps.from::<Slot>(None, Order::Oldest).map(|record| {
-            let (key, slot) = record?;
-            let bad = || StoreError::BadKey { tree: "otps" };
-            let split = key.iter().position(|&b| b == 0).ok_or_else(bad)?;
-            let computer = std::str::from_utf8(&key[..split])
-                .ok()
-                .and_then(|name| name.parse().ok())
-                .ok_or_else(bad)?;
-            let os_user = String::from_utf8_lossy(&key[split + 1..]).into_owned();
-            Ok((computer, os_user, slot))
-        }))
+    fn slots_from(
+        &self,
+        after: Option<Vec<u8>>,
+        limit: usize,
+    ) -> StoreFuture<'_, Batch<(ComputerId, String, Slot)>> {
+        now(self
+            .otps
+            .from::<Slot>(after.as_deref(), Order::Oldest)
+            .take(limit)
+            .map(|record| {
+                let (key, slot) = record?;
+                let bad = || StoreError::BadKey { tree: "otps" };
+                let split = key.iter().position(|&b| b == 0).ok_or_else(bad)?;
+                let computer = std::str::from_utf8(&key[..split])
+                    .ok()
+                    .and_then(|name| name.parse().ok())
+                    .ok_or_else(bad)?;
+                let os_user = String::from_utf8_lossy(&key[split + 1..]).into_owned();
+                Ok((key, (computer, os_user, slot)))
+            })
+            .collect())
     }
 
     fn put_mailed(
@@ -241,23 +260,34 @@ impl Store for SledStore {
         self.mailed.put(scoped(computer, os_user), &valid_until)
     }
 
-    fn mailed(&self, computer: &ComputerId, os_user: &str) -> Result<Option<Timestamp>> {
-        self.mailed.get(scoped(computer, os_user))
+    fn mailed<'a>(
+        &'a self,
+        computer: &'a ComputerId,
+        os_user: &'a str,
+    ) -> StoreFuture<'a, Option<Timestamp>> {
+        now(self.mailed.get(scoped(computer, os_user)))
     }
 
-    fn requests_of(&self, computer: &ComputerId) -> Result<Vec<AccessRequest>> {
-        self.requests.values(prefix(computer))
+    fn requests_of<'a>(&'a self, computer: &'a ComputerId) -> StoreFuture<'a, Vec<AccessRequest>> {
+        now(self.requests.values(prefix(computer)))
     }
 
-    fn request(&self, id: u64) -> Result<Option<AccessRequest>> {
-        match self.request_index.get::<ComputerId>(id.to_be_bytes())? {
-            Some(computer) => self.requests.get(scoped(&computer, &ordered(id))),
-            None => Ok(None),
-        }
+    fn request(&self, id: u64) -> StoreFuture<'_, Option<AccessRequest>> {
+        now(
+            match self.request_index.get::<ComputerId>(id.to_be_bytes()) {
+                Ok(Some(computer)) => self.requests.get(scoped(&computer, &ordered(id))),
+                Ok(None) => Ok(None),
+                Err(err) => Err(err),
+            },
+        )
     }
 
-    fn requests_from(&self, after: Option<&[u8]>) -> Records<'_, AccessRequest> {
-        self.requests.from(after, Order::Oldest)
+    fn requests_from(
+        &self,
+        after: Option<Vec<u8>>,
+        limit: usize,
+    ) -> StoreFuture<'_, Batch<AccessRequest>> {
+        now(self.requests.batch(after.as_deref(), Order::Oldest, limit))
     }
 
     fn put_request(&self, request: &AccessRequest) -> Result<()> {
@@ -267,12 +297,16 @@ impl Store for SledStore {
             .put(scoped(&request.computer, &ordered(request.id)), request)
     }
 
-    fn sessions_of(&self, computer: &ComputerId) -> Result<Vec<ClientSession>> {
-        self.sessions.values(prefix(computer))
+    fn sessions_of<'a>(&'a self, computer: &'a ComputerId) -> StoreFuture<'a, Vec<ClientSession>> {
+        now(self.sessions.values(prefix(computer)))
     }
 
-    fn sessions_from(&self, after: Option<&[u8]>) -> Records<'_, ClientSession> {
-        self.sessions.from(after, Order::Oldest)
+    fn sessions_from(
+        &self,
+        after: Option<Vec<u8>>,
+        limit: usize,
+    ) -> StoreFuture<'_, Batch<ClientSession>> {
+        now(self.sessions.batch(after.as_deref(), Order::Oldest, limit))
     }
 
     fn put_session(&self, session: &ClientSession) -> Result<()> {
@@ -281,23 +315,27 @@ impl Store for SledStore {
     }
 
     fn append_audit(&self, entry: &AuditEntry) -> Result<()> {
-        self.audit.put(self.next_id()?.to_be_bytes(), entry)
+        self.audit.put(self.ids.next()?.to_be_bytes(), entry)
     }
 
-    fn audit_from(&self, before: Option<&[u8]>) -> Records<'_, AuditEntry> {
-        self.audit.from(before, Order::Newest)
+    fn audit_from(
+        &self,
+        before: Option<Vec<u8>>,
+        limit: usize,
+    ) -> StoreFuture<'_, Batch<AuditEntry>> {
+        now(self.audit.batch(before.as_deref(), Order::Newest, limit))
     }
 
     fn queue_mail(&self, entry: &OutboxEntry) -> Result<()> {
         self.outbox.put(entry.id.to_be_bytes(), entry)
     }
 
-    fn outbox(&self) -> Result<Vec<OutboxEntry>> {
-        self.outbox.values("")
-    }
-
-    fn outbox_from(&self, after: Option<&[u8]>) -> Records<'_, OutboxEntry> {
-        self.outbox.from(after, Order::Oldest)
+    fn outbox_from(
+        &self,
+        after: Option<Vec<u8>>,
+        limit: usize,
+    ) -> StoreFuture<'_, Batch<OutboxEntry>> {
+        now(self.outbox.batch(after.as_deref(), Order::Oldest, limit))
     }
 
     fn remove_outbox(&self, id: u64) -> Result<()> {
@@ -308,12 +346,14 @@ impl Store for SledStore {
         self.mail_failures.put(failure.id.to_be_bytes(), failure)
     }
 
-    fn mail_failures(&self) -> Result<Vec<MailFailure>> {
-        self.mail_failures.values("")
-    }
-
-    fn mail_failures_from(&self, after: Option<&[u8]>) -> Records<'_, MailFailure> {
-        self.mail_failures.from(after, Order::Oldest)
+    fn mail_failures_from(
+        &self,
+        after: Option<Vec<u8>>,
+        limit: usize,
+    ) -> StoreFuture<'_, Batch<MailFailure>> {
+        now(self
+            .mail_failures
+            .batch(after.as_deref(), Order::Oldest, limit))
     }
 
     fn count_failure(&self, key: &str, fail: &(dyn Fn(Bucket) -> Bucket + Sync)) -> Result<()> {
@@ -333,8 +373,11 @@ impl Store for SledStore {
         failed.map_or(Ok(()), Err)
     }
 
-    fn failures(&self, key: &str) -> Result<Bucket> {
-        Ok(self.failures.get::<Bucket>(key)?.unwrap_or_default())
+    fn failures<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Bucket> {
+        now(self
+            .failures
+            .get::<Bucket>(key)
+            .map(Option::unwrap_or_default))
     }
 
     fn prune(&self, cutoff: Timestamp, now: Timestamp, window: Duration) -> Result<usize> {

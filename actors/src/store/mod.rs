@@ -89,53 +89,71 @@ pub enum StoreError {
 }
 
 /// Records read in order from a cursor, each with its own key: the cursor
-/// that the next page starts after.
+/// that the next batch starts after.
+pub type Batch<T> = Vec<(Vec<u8>, T)>;
+
+/// Records read in order from a cursor, one at a time, each with its key.
 pub type Records<'a, T> = Box<dyn Iterator<Item = Result<(Vec<u8>, T)>> + Send + 'a>;
 
-/// Every OTP slot with its computer and OS user, read in key order.
-pub type SlotRecords<'a> = Box<dyn Iterator<Item = Result<(ComputerId, String, Slot)>> + Send + 'a>;
+/// How many records a reader of a whole list asks for at a time.
+pub const BATCH: usize = 256;
 
 /// A future returned by the store, boxed so that `Store` can be a trait object.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// Where the actors keep their state. Writes become durable once [`Store::flush`]
-/// has returned. Each computer's records are written only by its actor.
+/// Where the actors keep their state. Reads are asynchronous (a database
+/// server may be asked); writes are taken at once and become durable once
+/// [`Store::flush`] has returned. Each computer's records are written only by
+/// its actor. Lists are read in batches of at most `limit` records after a
+/// cursor (`None`: from the start), each with its key, the next cursor.
 pub trait Store: Send + Sync + 'static {
     /// A new id, unique across the life of the database.
-    fn next_id(&self) -> Result<u64>;
+    fn next_id(&self) -> StoreFuture<'_, u64>;
     /// Makes every write made so far durable. Concurrent callers share one flush.
     fn flush(&self) -> StoreFuture<'_, ()>;
 
     /// The System Settings (the defaults until someone changes them).
-    fn settings(&self) -> Result<SystemSettings>;
+    fn settings(&self) -> StoreFuture<'_, SystemSettings>;
     /// Replaces the System Settings.
     fn put_settings(&self, settings: &SystemSettings) -> Result<()>;
 
     /// The record of computer `id`, if it was ever seen.
-    fn computer(&self, id: &ComputerId) -> Result<Option<ComputerRecord>>;
+    fn computer<'a>(&'a self, id: &'a ComputerId) -> StoreFuture<'a, Option<ComputerRecord>>;
     /// Replaces the record of computer `id`.
     fn put_computer(&self, id: &ComputerId, record: &ComputerRecord) -> Result<()>;
     /// The computers after cursor `after`, in name order.
-    fn computers_from(&self, after: Option<&[u8]>) -> Records<'_, (ComputerId, ComputerRecord)>;
+    fn computers_from(
+        &self,
+        after: Option<Vec<u8>>,
+        limit: usize,
+    ) -> StoreFuture<'_, Batch<(ComputerId, ComputerRecord)>>;
 
     /// Replaces client group `name`.
     fn put_group(&self, name: &str, group: &GroupRecord) -> Result<()>;
     /// Every client group.
-    fn groups(&self) -> Result<Vec<(String, GroupRecord)>>;
+    fn groups(&self) -> StoreFuture<'_, Vec<(String, GroupRecord)>>;
 
     /// Replaces internal user `login`.
     fn put_user(&self, user: &UserRecord) -> Result<()>;
     /// Every internal user.
-    fn users(&self) -> Result<Vec<UserRecord>>;
+    fn users(&self) -> StoreFuture<'_, Vec<UserRecord>>;
 
     /// Every OTP slot of computer `computer`, by OS user.
-    fn slots(&self, computer: &ComputerId) -> Result<Vec<(String, Slot)>>;
+    fn slots<'a>(&'a self, computer: &'a ComputerId) -> StoreFuture<'a, Vec<(String, Slot)>>;
     /// Replaces the OTP slot of `computer` and `os_user`.
     fn put_slot(&self, computer: &ComputerId, os_user: &str, slot: &Slot) -> Result<()>;
-    /// Every OTP slot of every computer: `(computer, os_user, slot)`.
-    fn every_slot(&self) -> SlotRecords<'_>;
+    /// The OTP slots after cursor `after`: `(computer, os_user, slot)`.
+    fn slots_from(
+        &self,
+        after: Option<Vec<u8>>,
+        limit: usize,
+    ) -> StoreFuture<'_, Batch<(ComputerId, String, Slot)>>;
+    /// Every OTP slot: `(computer, os_user, slot)`.
+    fn every_slot(&self) -> StoreFuture<'_, Vec<(ComputerId, String, Slot)>> {
+        Box::pin(all(|after| self.slots_from(after, BATCH)))
+    }
     /// Records that a mail of the OTP of `computer` and `os_user` valid until
     /// `valid_until` has left the outbox (delivered, or given up and listed).
     fn put_mailed(
@@ -146,56 +164,104 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<()>;
     /// The validity end of the OTP of `computer` and `os_user` whose mail last
     /// left the outbox.
-    fn mailed(&self, computer: &ComputerId, os_user: &str) -> Result<Option<Timestamp>>;
+    fn mailed<'a>(
+        &'a self,
+        computer: &'a ComputerId,
+        os_user: &'a str,
+    ) -> StoreFuture<'a, Option<Timestamp>>;
 
     /// Every access request of `computer`, oldest first.
-    fn requests_of(&self, computer: &ComputerId) -> Result<Vec<AccessRequest>>;
+    fn requests_of<'a>(&'a self, computer: &'a ComputerId) -> StoreFuture<'a, Vec<AccessRequest>>;
     /// The access requests after cursor `after`, by computer then age.
-    fn requests_from(&self, after: Option<&[u8]>) -> Records<'_, AccessRequest>;
+    fn requests_from(
+        &self,
+        after: Option<Vec<u8>>,
+        limit: usize,
+    ) -> StoreFuture<'_, Batch<AccessRequest>>;
     /// Access request `id`, found by its id.
-    fn request(&self, id: u64) -> Result<Option<AccessRequest>>;
+    fn request(&self, id: u64) -> StoreFuture<'_, Option<AccessRequest>>;
     /// Replaces an access request.
     fn put_request(&self, request: &AccessRequest) -> Result<()>;
 
     /// Every client session of `computer`, oldest first.
-    fn sessions_of(&self, computer: &ComputerId) -> Result<Vec<ClientSession>>;
+    fn sessions_of<'a>(&'a self, computer: &'a ComputerId) -> StoreFuture<'a, Vec<ClientSession>>;
     /// The client sessions after cursor `after`, by computer then age.
-    fn sessions_from(&self, after: Option<&[u8]>) -> Records<'_, ClientSession>;
+    fn sessions_from(
+        &self,
+        after: Option<Vec<u8>>,
+        limit: usize,
+    ) -> StoreFuture<'_, Batch<ClientSession>>;
     /// Replaces a client session.
     fn put_session(&self, session: &ClientSession) -> Result<()>;
 
     /// Appends an entry to the audit log.
     fn append_audit(&self, entry: &AuditEntry) -> Result<()>;
     /// The audit entries before cursor `before`, newest first.
-    fn audit_from(&self, before: Option<&[u8]>) -> Records<'_, AuditEntry>;
+    fn audit_from(
+        &self,
+        before: Option<Vec<u8>>,
+        limit: usize,
+    ) -> StoreFuture<'_, Batch<AuditEntry>>;
 
     /// Queues a message.
     fn queue_mail(&self, entry: &OutboxEntry) -> Result<()>;
-    /// Every queued message, oldest first.
-    fn outbox(&self) -> Result<Vec<OutboxEntry>>;
     /// The queued messages after cursor `after`, oldest first.
-    fn outbox_from(&self, after: Option<&[u8]>) -> Records<'_, OutboxEntry>;
+    fn outbox_from(
+        &self,
+        after: Option<Vec<u8>>,
+        limit: usize,
+    ) -> StoreFuture<'_, Batch<OutboxEntry>>;
+    /// Every queued message, oldest first.
+    fn outbox(&self) -> StoreFuture<'_, Vec<OutboxEntry>> {
+        Box::pin(all(|after| self.outbox_from(after, BATCH)))
+    }
     /// Removes a delivered message.
     fn remove_outbox(&self, id: u64) -> Result<()>;
     /// Records a message given up on.
     fn put_mail_failure(&self, failure: &MailFailure) -> Result<()>;
     /// Every message given up on, oldest first.
-    fn mail_failures(&self) -> Result<Vec<MailFailure>>;
+    fn mail_failures(&self) -> StoreFuture<'_, Vec<MailFailure>> {
+        Box::pin(all(|after| self.mail_failures_from(after, BATCH)))
+    }
     /// The messages given up on after cursor `after`, oldest first.
-    fn mail_failures_from(&self, after: Option<&[u8]>) -> Records<'_, MailFailure>;
+    fn mail_failures_from(
+        &self,
+        after: Option<Vec<u8>>,
+        limit: usize,
+    ) -> StoreFuture<'_, Batch<MailFailure>>;
 
     /// Counts one failure against `key`: replaces its bucket with `fail` of it,
     /// atomically, so that concurrent failures (one account tried from many
     /// computers) are never lost.
     fn count_failure(&self, key: &str, fail: &(dyn Fn(Bucket) -> Bucket + Sync)) -> Result<()>;
     /// The failures counted against `key`, as last written.
-    fn failures(&self, key: &str) -> Result<Bucket>;
+    fn failures<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Bucket>;
 
     /// Removes what is over and older than `cutoff` (audit entries, ended
     /// sessions, decided or expired requests, messages given up on), the
     /// failure buckets that `window` has drained by `now`, and the records of
     /// mail sent for OTPs that have expired. Returns how many records went.
     fn prune(&self, cutoff: Timestamp, now: Timestamp, window: Duration) -> Result<usize>;
+}
+
+/// Every record of a list that `read` returns a batch at a time (after the
+/// cursor it is given), in order.
+pub async fn all<'a, T>(
+    read: impl Fn(Option<Vec<u8>>) -> StoreFuture<'a, Batch<T>>,
+) -> Result<Vec<T>> {
+    let mut records = Vec::new();
+    let mut after = None;
+    loop {
+        let batch = read(after.take()).await?;
+        let full = batch.len() >= BATCH;
+        for (key, record) in batch {
+            after = Some(key);
+            records.push(record);
+        }
+        if !full {
+            return Ok(records);
+        }
+    }
 }
 
 /// The records kept in their first schema: nothing to upgrade yet.

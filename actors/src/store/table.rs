@@ -18,7 +18,7 @@ pub(super) enum Order {
     /// In reverse key order.
     Newest,
 }
-use super::{Records, Result};
+use super::{Batch, Records, Result};
 
 /// Held shared by every write of a store's tables, and alone by a snapshot.
 #[derive(Clone, Default)]
@@ -120,6 +120,16 @@ impl Table {
             Order::Newest => Box::new(range.rev().map(decode_one)),
             Order::Oldest => Box::new(range.map(decode_one)),
         }
+    }
+
+    /// At most `limit` records from `cursor` on (excluded) in `order`.
+    pub(super) fn batch<T: Record + 'static>(
+        &self,
+        cursor: Option<&[u8]>,
+        order: Order,
+        limit: usize,
+    ) -> Result<Batch<T>> {
+        self.from(cursor, order).take(limit).collect()
     }
 
     /// Removes every record for which `remove` says so; how many went.

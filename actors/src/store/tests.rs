@@ -29,16 +29,15 @@ async fn records_survive_reopening() {
     let id: ComputerId = "ws-1".parse().unwrap();
     {
         let store = SledStore::open(dir.path()).unwrap();
-        assert_eq!(store.computer(&id).unwrap(), None);
+        assert_eq!(store.computer(&id).await.unwrap(), None);
         store.put_computer(&id, &record()).unwrap();
         store.flush().await.unwrap();
     }
     let store = reopen(dir.path());
-    assert_eq!(store.computer(&id).unwrap(), Some(record()));
-    let all: Vec<_> = store
-        .computers_from(None)
-        .map(|item| item.unwrap().1)
-        .collect();
+    assert_eq!(store.computer(&id).await.unwrap(), Some(record()));
+    let all = super::all(|after| store.computers_from(after, BATCH))
+        .await
+        .unwrap();
     assert_eq!(all, vec![(id, record())]);
 }
 
@@ -62,8 +61,8 @@ async fn many_concurrent_flushes_all_finish() {
         .expect("every flush returns");
 }
 
-#[test]
-fn prefixes_keep_computers_apart() {
+#[tokio::test]
+async fn prefixes_keep_computers_apart() {
     let dir = tempfile::tempdir().unwrap();
     let store = SledStore::open(dir.path()).unwrap();
     let ws1: ComputerId = "ws-1".parse().unwrap();
@@ -72,6 +71,7 @@ fn prefixes_keep_computers_apart() {
     store.put_slot(&ws10, "bob", &Slot::default()).unwrap();
     let users: Vec<String> = store
         .slots(&ws1)
+        .await
         .unwrap()
         .into_iter()
         .map(|(u, _)| u)
@@ -79,8 +79,8 @@ fn prefixes_keep_computers_apart() {
     assert_eq!(users, ["alice"]);
 }
 
-#[test]
-fn pruning_removes_what_is_over_and_old_and_keeps_the_rest() {
+#[tokio::test]
+async fn pruning_removes_what_is_over_and_old_and_keeps_the_rest() {
     use crate::audit::Action;
     use crate::session::SessionEnd;
     let dir = tempfile::tempdir().unwrap();
@@ -143,21 +143,34 @@ fn pruning_removes_what_is_over_and_old_and_keeps_the_rest() {
     store.put_mailed(&ws1, "bob", t(500)).unwrap();
 
     assert_eq!(store.prune(cutoff, now, window).unwrap(), 2 + 1 + 1 + 1 + 1);
-    let audit: Vec<_> = store.audit_from(None).map(|e| e.unwrap().1.at).collect();
+    let audit: Vec<_> = all(|before| store.audit_from(before, BATCH))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.at)
+        .collect();
     assert_eq!(audit, [t(300), t(100)]);
-    let sessions: Vec<_> = store.sessions_from(None).map(|s| s.unwrap().1.id).collect();
+    let sessions: Vec<_> = all(|after| store.sessions_from(after, BATCH))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
     assert_eq!(sessions, [2, 3], "the open one stays, however old");
-    assert_eq!(store.request(11).unwrap(), None);
-    assert!(store.request(12).unwrap().is_some(), "a pending one stays");
-    assert!(store.request(13).unwrap().is_some());
-    assert_eq!(store.failures("old").unwrap(), Bucket::default());
-    assert_ne!(store.failures("fresh").unwrap(), Bucket::default());
-    assert_eq!(store.mailed(&ws1, "alice").unwrap(), None);
-    assert_eq!(store.mailed(&ws1, "bob").unwrap(), Some(t(500)));
+    assert_eq!(store.request(11).await.unwrap(), None);
+    assert!(
+        store.request(12).await.unwrap().is_some(),
+        "a pending one stays"
+    );
+    assert!(store.request(13).await.unwrap().is_some());
+    assert_eq!(store.failures("old").await.unwrap(), Bucket::default());
+    assert_ne!(store.failures("fresh").await.unwrap(), Bucket::default());
+    assert_eq!(store.mailed(&ws1, "alice").await.unwrap(), None);
+    assert_eq!(store.mailed(&ws1, "bob").await.unwrap(), Some(t(500)));
 }
 
-#[test]
-fn requests_are_found_by_id_also_those_written_before_the_index() {
+#[tokio::test]
+async fn requests_are_found_by_id_also_those_written_before_the_index() {
     use crate::request::{AccessRequest, Decision};
     let dir = tempfile::tempdir().unwrap();
     let request = |id, computer: &str| AccessRequest {
@@ -176,12 +189,12 @@ fn requests_are_found_by_id_also_those_written_before_the_index() {
         store.put_request(&request(8, "ws-2")).unwrap();
         // As a store from before the index.
         store.request_index.tree.clear().unwrap();
-        assert_eq!(store.request(7).unwrap(), None);
+        assert_eq!(store.request(7).await.unwrap(), None);
     }
     let store = reopen(dir.path());
-    assert_eq!(store.request(7).unwrap(), Some(request(7, "ws-1")));
-    assert_eq!(store.request(8).unwrap(), Some(request(8, "ws-2")));
-    assert_eq!(store.request(9).unwrap(), None);
+    assert_eq!(store.request(7).await.unwrap(), Some(request(7, "ws-1")));
+    assert_eq!(store.request(8).await.unwrap(), Some(request(8, "ws-2")));
+    assert_eq!(store.request(9).await.unwrap(), None);
 }
 
 /// Opens the store at `path` again, once the handle before has let go of
@@ -197,32 +210,39 @@ fn reopen(path: &Path) -> SledStore {
     panic!("the store at {} stayed locked", path.display())
 }
 
-#[test]
-fn failures_are_counted_atomically_and_kept() {
+#[tokio::test]
+async fn failures_are_counted_atomically_and_kept() {
     let dir = tempfile::tempdir().unwrap();
     let hour = Duration::from_secs(3600);
     let t0 = Timestamp::from_unix_millis(10_000);
     let fail = |bucket: Bucket| bucket.fail(t0, 2, hour);
     {
         let store = SledStore::open(dir.path()).unwrap();
-        assert_eq!(store.failures("k").unwrap(), Bucket::default());
+        assert_eq!(store.failures("k").await.unwrap(), Bucket::default());
         std::thread::scope(|scope| {
             for _ in 0..2 {
                 scope.spawn(|| store.count_failure("k", &fail).unwrap());
             }
         });
         assert_eq!(
-            store.failures("k").unwrap().full_for(t0, 2, hour),
+            store.failures("k").await.unwrap().full_for(t0, 2, hour),
             Some(hour / 2)
         );
     }
     let store = reopen(dir.path());
-    assert!(store.failures("k").unwrap().full_for(t0, 2, hour).is_some());
-    assert_eq!(store.failures("other").unwrap(), Bucket::default());
+    assert!(
+        store
+            .failures("k")
+            .await
+            .unwrap()
+            .full_for(t0, 2, hour)
+            .is_some()
+    );
+    assert_eq!(store.failures("other").await.unwrap(), Bucket::default());
 }
 
-#[test]
-fn the_audit_log_returns_the_newest_in_order() {
+#[tokio::test]
+async fn the_audit_log_returns_the_newest_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let store = SledStore::open(dir.path()).unwrap();
     for i in 0..5 {
@@ -237,22 +257,27 @@ fn the_audit_log_returns_the_newest_in_order() {
             .unwrap();
     }
     let newest: Vec<(Vec<u8>, String)> = store
-        .audit_from(None)
-        .take(3)
-        .map(|item| item.map(|(key, e)| (key, e.outcome)).unwrap())
+        .audit_from(None, 3)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(key, e)| (key, e.outcome))
         .collect();
     let outcomes: Vec<&str> = newest.iter().map(|(_, o)| o.as_str()).collect();
     assert_eq!(outcomes, ["4", "3", "2"]);
     let (cursor, _) = &newest[2];
     let older: Vec<String> = store
-        .audit_from(Some(cursor))
-        .map(|item| item.unwrap().1.outcome)
+        .audit_from(Some(cursor.clone()), BATCH)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, e)| e.outcome)
         .collect();
     assert_eq!(older, ["1", "0"], "the next page starts before the cursor");
 }
 
-#[test]
-fn settings_of_the_first_schema_are_upgraded() {
+#[tokio::test]
+async fn settings_of_the_first_schema_are_upgraded() {
     #[derive(Serialize)]
     struct V1 {
         expiration: Duration,
@@ -275,7 +300,7 @@ fn settings_of_the_first_schema_are_upgraded() {
         .tree
         .insert("settings", encode_as(SCHEMA_V1, &old).unwrap())
         .unwrap();
-    let upgraded = store.settings().unwrap();
+    let upgraded = store.settings().await.unwrap();
     assert_eq!(
         upgraded,
         SystemSettings {
@@ -288,11 +313,11 @@ fn settings_of_the_first_schema_are_upgraded() {
         }
     );
     store.put_settings(&upgraded).unwrap();
-    assert_eq!(store.settings().unwrap(), upgraded);
+    assert_eq!(store.settings().await.unwrap(), upgraded);
 }
 
-#[test]
-fn settings_of_the_second_schema_are_upgraded() {
+#[tokio::test]
+async fn settings_of_the_second_schema_are_upgraded() {
     #[derive(Serialize)]
     struct V2 {
         expiration: Duration,
@@ -320,7 +345,7 @@ fn settings_of_the_second_schema_are_upgraded() {
         .insert("settings", encode_as(2, &old).unwrap())
         .unwrap();
     assert_eq!(
-        store.settings().unwrap(),
+        store.settings().await.unwrap(),
         SystemSettings {
             expiration: Duration::from_secs(600),
             new_otp_interval: Duration::from_secs(60),
@@ -334,8 +359,8 @@ fn settings_of_the_second_schema_are_upgraded() {
     );
 }
 
-#[test]
-fn computers_and_groups_of_the_first_schema_are_upgraded() {
+#[tokio::test]
+async fn computers_and_groups_of_the_first_schema_are_upgraded() {
     #[derive(Serialize)]
     struct OptionsV1 {
         allow_otp: Option<bool>,
@@ -383,14 +408,19 @@ fn computers_and_groups_of_the_first_schema_are_upgraded() {
         record_input: None,
     };
     let ws: ComputerId = "ws-1".parse().unwrap();
-    let computer = store.computer(&ws).unwrap().unwrap();
+    let computer = store.computer(&ws).await.unwrap().unwrap();
     assert_eq!(
         (computer.host_name.as_str(), &computer.options),
         ("ws-1.corp", &upgraded)
     );
-    let listed: Vec<_> = store.computers_from(None).map(|c| c.unwrap().1.1).collect();
+    let listed: Vec<_> = all(|after| store.computers_from(after, BATCH))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.1)
+        .collect();
     assert_eq!(listed, std::slice::from_ref(&computer));
-    assert_eq!(store.groups().unwrap()[0].1.options, upgraded);
+    assert_eq!(store.groups().await.unwrap()[0].1.options, upgraded);
     // Written back in the new schema, read as written.
     let recording_input = ComputerRecord {
         options: Options {
@@ -400,7 +430,10 @@ fn computers_and_groups_of_the_first_schema_are_upgraded() {
         ..computer
     };
     store.put_computer(&ws, &recording_input).unwrap();
-    assert_eq!(store.computer(&ws).unwrap(), Some(recording_input.clone()));
+    assert_eq!(
+        store.computer(&ws).await.unwrap(),
+        Some(recording_input.clone())
+    );
 
     // Schema 2: without the agent's protocol version.
     #[derive(Serialize)]
@@ -424,13 +457,13 @@ fn computers_and_groups_of_the_first_schema_are_upgraded() {
     };
     let bytes = encode_as(2, &v2).unwrap();
     store.computers.tree.insert("ws-1", bytes).unwrap();
-    let upgraded = store.computer(&ws).unwrap().unwrap();
+    let upgraded = store.computer(&ws).await.unwrap().unwrap();
     assert_eq!(upgraded, recording_input);
     assert_eq!(upgraded.protocol, None);
 }
 
-#[test]
-fn users_of_earlier_schemas_are_upgraded() {
+#[tokio::test]
+async fn users_of_earlier_schemas_are_upgraded() {
     #[derive(Serialize)]
     struct V1 {
         login: String,
@@ -459,7 +492,10 @@ fn users_of_earlier_schemas_are_upgraded() {
         password_change_due: false,
         disabled: false,
     };
-    assert_eq!(store.users().unwrap(), std::slice::from_ref(&upgraded));
+    assert_eq!(
+        store.users().await.unwrap(),
+        std::slice::from_ref(&upgraded)
+    );
     #[derive(Serialize)]
     struct V2 {
         login: String,
@@ -481,7 +517,7 @@ fn users_of_earlier_schemas_are_upgraded() {
         .insert("alice", encode_as(2, &old).unwrap())
         .unwrap();
     assert_eq!(
-        store.users().unwrap(),
+        store.users().await.unwrap(),
         [UserRecord {
             password_change_due: true,
             ..upgraded.clone()
@@ -492,11 +528,11 @@ fn users_of_earlier_schemas_are_upgraded() {
         ..upgraded
     };
     store.put_user(&due).unwrap();
-    assert_eq!(store.users().unwrap(), [due]);
+    assert_eq!(store.users().await.unwrap(), [due]);
 }
 
-#[test]
-fn unknown_schema_versions_are_refused() {
+#[tokio::test]
+async fn unknown_schema_versions_are_refused() {
     let mut bytes = encode(&record()).unwrap();
     bytes[0] = 99;
     assert!(matches!(

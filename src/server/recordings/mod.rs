@@ -553,6 +553,7 @@ impl Recordings {
             let (key, last) = entry?;
             let last = last.as_ref().try_into().map_or(0, u64::from_be_bytes);
             if Timestamp::from_unix_millis(last) < cutoff {
+                let _storing = self.storing.lock().unwrap_or_else(|p| p.into_inner());
                 self.refused.remove(key)?;
             }
         }
@@ -641,7 +642,8 @@ pub async fn receive(
     }
     let session = match session {
         Some(session) if chunk.seq == 0 => store
-            .sessions_of(computer)?
+            .sessions_of(computer)
+            .await?
             .iter()
             .any(|s| s.id == session && s.os_user == os_user)
             .then_some(session),

@@ -5,7 +5,7 @@ use otpgate_actors::audit::Action;
 use otpgate_actors::directory::is_directory_name;
 use otpgate_actors::names::is_plain_text;
 use otpgate_actors::settings::GroupRecord;
-use otpgate_actors::store::ComputerRecord;
+use otpgate_actors::store::{BATCH, ComputerRecord};
 use otpgate_actors::{ComputerId, policy};
 use otpgate_protocol::admin::{
     AdminErrorCode, ClientView, GroupView, OptionsView, Page, PageRequest,
@@ -17,22 +17,23 @@ use crate::server::{convert, pages};
 
 impl AdminService {
     /// Client computers, by name.
-    pub fn clients(&self, who: &Principal, page: &PageRequest) -> Answer<Page<ClientView>> {
+    pub async fn clients(&self, who: &Principal, page: &PageRequest) -> Answer<Page<ClientView>> {
         self.require_admin(who)?;
         let policy = self.policy.snapshot();
-        Ok(pages::page(
-            self.store.computers_from(page.after.as_deref()),
+        Ok(pages::page_of(
+            |after| self.store.computers_from(after, BATCH),
             page,
             |_| true,
             |(id, record)| client_view(id, record, &policy),
-        )?)
+        )
+        .await?)
     }
 
     /// Client computer `computer`.
-    pub fn client(&self, who: &Principal, computer: &str) -> Answer<ClientView> {
+    pub async fn client(&self, who: &Principal, computer: &str) -> Answer<ClientView> {
         self.require_admin(who)?;
         let id = computer_id(computer)?;
-        match self.store.computer(&id)? {
+        match self.store.computer(&id).await? {
             Some(record) => Ok(client_view(&id, &record, &self.policy.snapshot())),
             None => refuse(
                 AdminErrorCode::NotFound,

@@ -4,6 +4,7 @@
 use otpgate_actors::audit::Action;
 use otpgate_actors::mail::{DeliveryError, Mail};
 use otpgate_actors::names::is_email_address;
+use otpgate_actors::store::BATCH;
 use otpgate_protocol::admin::{AdminErrorCode, MailFailureView, Page, PageRequest, QueuedMailView};
 
 use super::{AdminService, Answer, Principal, refuse};
@@ -11,29 +12,35 @@ use crate::server::{convert, pages};
 
 impl AdminService {
     /// Messages waiting in the outbox, oldest first.
-    pub fn mail_queue(&self, who: &Principal, page: &PageRequest) -> Answer<Page<QueuedMailView>> {
+    pub async fn mail_queue(
+        &self,
+        who: &Principal,
+        page: &PageRequest,
+    ) -> Answer<Page<QueuedMailView>> {
         self.require_admin(who)?;
-        Ok(pages::page(
-            self.store.outbox_from(page.after.as_deref()),
+        Ok(pages::page_of(
+            |after| self.store.outbox_from(after, BATCH),
             page,
             |_| true,
             convert::queued_mail_view,
-        )?)
+        )
+        .await?)
     }
 
     /// Messages given up on, oldest first.
-    pub fn mail_failures(
+    pub async fn mail_failures(
         &self,
         who: &Principal,
         page: &PageRequest,
     ) -> Answer<Page<MailFailureView>> {
         self.require_admin(who)?;
-        Ok(pages::page(
-            self.store.mail_failures_from(page.after.as_deref()),
+        Ok(pages::page_of(
+            |after| self.store.mail_failures_from(after, BATCH),
             page,
             |_| true,
             convert::mail_failure_view,
-        )?)
+        )
+        .await?)
     }
 
     /// Sends a test message to `to` now, bypassing the outbox: what the relay

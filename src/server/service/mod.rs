@@ -27,8 +27,7 @@ mod sessions;
 mod settings;
 mod users;
 
-use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -40,6 +39,7 @@ use otpgate_actors::directory::{Directory, DirectoryPerson, Role, UserRecord};
 use otpgate_actors::mail::MailTransport;
 use otpgate_actors::otp::OtpKeys;
 use otpgate_actors::rules::{self, Decider};
+use otpgate_actors::store::{self, BATCH, ComputerRecord};
 use otpgate_actors::{CallError, Clock, ComputerId, Computers, Store, StoreError, policy};
 use otpgate_protocol::admin::{AdminError, AdminErrorCode};
 
@@ -280,30 +280,52 @@ impl AdminService {
 
     /// Whether `who` may decide for some client computer (administrators:
     /// all of them).
-    fn approves_any(&self, who: &Principal) -> Answer<bool> {
-        let visible = self.visibility(who);
-        if visible.all {
-            return Ok(true);
-        }
-        for entry in self.store.computers_from(None) {
-            let (_, (id, _)) = entry?;
-            if visible.covers(id.as_str()) {
-                return Ok(true);
-            }
-        }
-        Ok(false)
+    async fn approves_any(&self, who: &Principal) -> Answer<bool> {
+        let visible = self.visibility(who).await?;
+        Ok(visible.all || !visible.computers.is_empty())
     }
 
     /// Which computers `who` may see and decide for: administrators all, the
-    /// others those whose approvers name them (each computer looked up once).
-    fn visibility(&self, who: &Principal) -> Visibility {
-        Visibility {
-            all: self.is_admin(who),
-            who: who.clone(),
-            store: Arc::clone(&self.store),
-            policy: self.policy.snapshot(),
-            directory: Arc::clone(&self.directory),
-            seen: RefCell::new(HashMap::new()),
+    /// others those whose approvers name them (every computer read once).
+    async fn visibility(&self, who: &Principal) -> Answer<Visibility> {
+        let all = self.is_admin(who);
+        let mut computers = HashSet::new();
+        if !all {
+            let policy = self.policy.snapshot();
+            for (id, record) in store::all(|after| self.store.computers_from(after, BATCH)).await? {
+                if self.decides_for(who, &policy, &record) {
+                    computers.insert(id.to_string());
+                }
+            }
+        }
+        Ok(Visibility { all, computers })
+    }
+
+    /// Whether `who` may see and decide what concerns computer `computer`.
+    async fn covers(&self, who: &Principal, computer: &ComputerId) -> Answer<bool> {
+        if self.is_admin(who) {
+            return Ok(true);
+        }
+        Ok(match self.store.computer(computer).await? {
+            Some(record) => self.decides_for(who, &self.policy.snapshot(), &record),
+            None => false,
+        })
+    }
+
+    /// Whether the approvers of the computer `record` describes name `who`.
+    fn decides_for(
+        &self,
+        who: &Principal,
+        policy: &policy::Snapshot,
+        record: &ComputerRecord,
+    ) -> bool {
+        let options = policy.effective(record);
+        match &who.identity {
+            Identity::Operator => true,
+            Identity::User(login) => rules::may_decide(policy.user(login), &options),
+            Identity::Person(person) => {
+                rules::person_may_decide(person, &options, |entry| self.directory.canonical(entry))
+            }
         }
     }
 
@@ -341,44 +363,15 @@ impl AdminService {
 }
 
 /// Which computers one principal may see: see [`AdminService::visibility`].
-/// It owns what it reads, so that work off the runtime can take it along.
+/// It owns what it holds, so that work off the runtime can take it along.
 struct Visibility {
     all: bool,
-    who: Principal,
-    store: Arc<dyn Store>,
-    policy: Arc<policy::Snapshot>,
-    directory: Arc<dyn Directory>,
-    seen: RefCell<HashMap<String, bool>>,
+    computers: HashSet<String>,
 }
 
 impl Visibility {
     /// Whether the principal may see and decide what concerns `computer`.
     fn covers(&self, computer: &str) -> bool {
-        if self.all {
-            return true;
-        }
-        if let Some(&known) = self.seen.borrow().get(computer) {
-            return known;
-        }
-        let covered = self.decides_for(computer);
-        self.seen.borrow_mut().insert(computer.to_owned(), covered);
-        covered
-    }
-
-    fn decides_for(&self, computer: &str) -> bool {
-        let Ok(id) = computer.parse::<ComputerId>() else {
-            return false;
-        };
-        let Ok(Some(record)) = self.store.computer(&id) else {
-            return false;
-        };
-        let options = self.policy.effective(&record);
-        match &self.who.identity {
-            Identity::Operator => true,
-            Identity::User(login) => rules::may_decide(self.policy.user(login), &options),
-            Identity::Person(person) => {
-                rules::person_may_decide(person, &options, |entry| self.directory.canonical(entry))
-            }
-        }
+        self.all || self.computers.contains(computer)
     }
 }

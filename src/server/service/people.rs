@@ -200,7 +200,7 @@ impl AdminService {
                     return Err(SignInError::Unavailable);
                 }
             };
-            return if self.approves_any(&person)? {
+            return if self.approves_any(&person).await? {
                 Ok(person)
             } else {
                 Err(SignInError::ApprovesNothing(person.name().to_owned()))

@@ -22,7 +22,7 @@ impl AdminService {
         session: Option<u64>,
         page: PageRequest,
     ) -> Answer<Page<RecordingView>> {
-        let visible = self.visibility(who);
+        let visible = self.visibility(who).await?;
         self.off_runtime(move |recordings| {
             admin::list(recordings, session, &page, |r| visible.covers(&r.computer))
         })
@@ -31,7 +31,7 @@ impl AdminService {
 
     /// Recording `id`, if `who` may see it.
     pub async fn recording(&self, who: &Principal, id: u64) -> Answer<RecordingView> {
-        let visible = self.visibility(who);
+        let visible = self.visibility(who).await?;
         self.off_runtime(move |recordings| {
             let recording = recordings.get(id)?;
             Ok(recording
@@ -49,7 +49,7 @@ impl AdminService {
         id: u64,
         from: u64,
     ) -> Answer<RecordingPartView> {
-        let visible = self.visibility(who);
+        let visible = self.visibility(who).await?;
         self.off_runtime(move |recordings| {
             admin::part(recordings, id, from, |r| visible.covers(&r.computer))
         })
@@ -68,7 +68,7 @@ impl AdminService {
         if id.is_none() {
             self.require_admin(who)?;
         }
-        let visible = self.visibility(who);
+        let visible = self.visibility(who).await?;
         self.off_runtime(move |recordings| {
             admin::verify(recordings, id, |r| visible.covers(&r.computer))
         })
@@ -78,7 +78,7 @@ impl AdminService {
 
     /// Where `text` shows in the recordings `who` may see.
     pub async fn search_recordings(&self, who: &Principal, text: String) -> Answer<Vec<HitView>> {
-        let visible = self.visibility(who);
+        let visible = self.visibility(who).await?;
         self.off_runtime(move |recordings| {
             admin::search(recordings, &text, |r: &Recording| {
                 visible.covers(&r.computer)

@@ -6,6 +6,7 @@
 use otpgate_actors::names::is_email_address;
 use otpgate_actors::otp::DecisionToken;
 use otpgate_actors::request::{Choice, Decision};
+use otpgate_actors::store::BATCH;
 use otpgate_actors::{Decided, Generated, Timestamp};
 use otpgate_protocol::admin::{AdminErrorCode, ListFilter, Page, PageRequest, RequestView};
 use otpgate_protocol::login::Secret;
@@ -55,17 +56,17 @@ pub struct Generate {
 impl AdminService {
     /// Access requests `who` may see (`which` of them, as `filter` says), by
     /// computer then age.
-    pub fn requests(
+    pub async fn requests(
         &self,
         who: &Principal,
         which: Which,
         filter: &ListFilter,
         page: &PageRequest,
     ) -> Answer<Page<RequestView>> {
-        let failures = self.store.mail_failures()?;
-        let visible = self.visibility(who);
-        Ok(pages::page(
-            self.store.requests_from(page.after.as_deref()),
+        let failures = self.store.mail_failures().await?;
+        let visible = self.visibility(who).await?;
+        Ok(pages::page_of(
+            |after| self.store.requests_from(after, BATCH),
             page,
             |r| {
                 (which == Which::All || r.decision == Decision::Pending)
@@ -73,13 +74,14 @@ impl AdminService {
                     && visible.covers(r.computer.as_str())
             },
             |r| convert::request_view(r, &failures),
-        )?)
+        )
+        .await?)
     }
 
     /// Access request `id`, if `who` may see it.
-    pub fn request(&self, who: &Principal, id: u64) -> Answer<RequestView> {
-        match self.store.request(id)? {
-            Some(request) if self.visibility(who).covers(request.computer.as_str()) => {
+    pub async fn request(&self, who: &Principal, id: u64) -> Answer<RequestView> {
+        match self.store.request(id).await? {
+            Some(request) if self.covers(who, &request.computer).await? => {
                 Ok(convert::request_view(&request, &[]))
             }
             _ => refuse(AdminErrorCode::NotFound, format!("no request {id}")),
@@ -154,7 +156,7 @@ impl AdminService {
                 "decide as an approver (--as NAME), with their password",
             );
         };
-        let Some(request) = self.store.request(id)? else {
+        let Some(request) = self.store.request(id).await? else {
             return refuse(AdminErrorCode::NotFound, format!("no request {id}"));
         };
         // Not theirs: refused without saying whose it is.
@@ -164,7 +166,7 @@ impl AdminService {
                 format!("{:?} may not decide request {id}", by.name()),
             )
         };
-        if !self.visibility(who).covers(request.computer.as_str()) {
+        if !self.covers(who, &request.computer).await? {
             return not_theirs();
         }
         let decided = self
@@ -208,7 +210,7 @@ impl AdminService {
                 "an OS user and an email address are needed",
             );
         }
-        if otp.client == Client::Known && self.store.computer(&id)?.is_none() {
+        if otp.client == Client::Known && self.store.computer(&id).await?.is_none() {
             return refuse(
                 AdminErrorCode::NotFound,
                 format!(

@@ -3,6 +3,8 @@
 
 use otpgate_protocol::admin::{ListFilter, Page, PageRequest, SessionView};
 
+use otpgate_actors::store::BATCH;
+
 use super::{AdminService, Answer, Principal};
 use crate::server::convert;
 use crate::server::pages::{self, Matches};
@@ -19,16 +21,16 @@ pub enum Open {
 impl AdminService {
     /// Client sessions `who` may see (`open` says which, `filter` of whom), by
     /// computer then age.
-    pub fn sessions(
+    pub async fn sessions(
         &self,
         who: &Principal,
         open: Open,
         filter: &ListFilter,
         page: &PageRequest,
     ) -> Answer<Page<SessionView>> {
-        let visible = self.visibility(who);
-        Ok(pages::page(
-            self.store.sessions_from(page.after.as_deref()),
+        let visible = self.visibility(who).await?;
+        Ok(pages::page_of(
+            |after| self.store.sessions_from(after, BATCH),
             page,
             |s| {
                 (open == Open::AndEnded || s.ended.is_none())
@@ -36,6 +38,7 @@ impl AdminService {
                     && visible.covers(s.computer.as_str())
             },
             convert::session_view,
-        )?)
+        )
+        .await?)
     }
 }

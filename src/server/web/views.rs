@@ -105,6 +105,7 @@ pub(super) async fn nav(app: &App, signed: &SignedIn) -> Nav {
             &ListFilter::default(),
             &page,
         )
+        .await
         .map_or(0, |page| page.items.len());
     nav_with(signed, pending)
 }
@@ -196,7 +197,8 @@ async fn requests_page(
     };
     let listed = app
         .service
-        .requests(&signed.principal, Which::All, &ListFilter::default(), &page);
+        .requests(&signed.principal, Which::All, &ListFilter::default(), &page)
+        .await;
     let requests = match listed {
         Ok(page) => page.items,
         Err(err) => {
@@ -367,7 +369,7 @@ pub async fn link_page(
         Ok(link) => link,
         Err(err) => return link_refused(&app, &signed, err).await,
     };
-    let request = match app.service.request(&signed.principal, link.request) {
+    let request = match app.service.request(&signed.principal, link.request).await {
         Ok(request) => request,
         Err(_) => {
             return message(
@@ -495,6 +497,7 @@ pub async fn sessions(
     let sessions = match app
         .service
         .sessions(&signed.principal, Open::AndEnded, &filter, &page)
+        .await
     {
         Ok(page) => page.items,
         Err(err @ ServiceError::Refused(_)) => {

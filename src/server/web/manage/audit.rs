@@ -131,6 +131,7 @@ pub async fn audit(
             let page = match app
                 .service
                 .audit_log(&signed.principal, &query.filter(), &page)
+                .await
             {
                 Ok(page) => page,
                 Err(err) => return unavailable(err),
@@ -151,6 +152,7 @@ pub async fn audit(
     let page = match app
         .service
         .audit_log(&signed.principal, &query.filter(), &page)
+        .await
     {
         Ok(page) => page,
         Err(err) => return unavailable(err),

@@ -99,7 +99,7 @@ pub async fn clients(State(app): State<App>, Admin(signed): Admin) -> Response {
         limit: 1000,
         after: None,
     };
-    let clients = match app.service.clients(&signed.principal, &page) {
+    let clients = match app.service.clients(&signed.principal, &page).await {
         Ok(page) => page.items,
         Err(err) => return unavailable(err),
     };
@@ -315,7 +315,7 @@ async fn client_form(
     notice: Option<String>,
     error: Option<String>,
 ) -> Response {
-    let client = match app.service.client(&signed.principal, name) {
+    let client = match app.service.client(&signed.principal, name).await {
         Ok(client) => client,
         Err(err @ ServiceError::Refused(_)) => {
             return message(

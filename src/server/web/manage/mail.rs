@@ -43,7 +43,7 @@ async fn mail_page(
         limit: 200,
         after: None,
     };
-    let failures = match app.service.mail_failures(&signed.principal, &page) {
+    let failures = match app.service.mail_failures(&signed.principal, &page).await {
         Ok(failures) => failures,
         Err(err) => return unavailable(err),
     };

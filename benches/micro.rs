@@ -12,7 +12,7 @@ use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use otpgate_actors::directory::{Directory, DirectoryFuture};
 use otpgate_actors::otp::{Binding, Code, Origin, Otp, OtpKeys};
 use otpgate_actors::{
-    Clock, ComputerId, ComputerMsg, Computers, Services, SledStore, Store, SystemClock,
+    Clock, ComputerId, ComputerMsg, Computers, KvStore, Services, Store, SystemClock,
 };
 use otpgate_protocol::login::{LoginRequest, Secret};
 use otpgate_protocol::version::AGENT;
@@ -82,7 +82,7 @@ impl Directory for NoDirectory {
 fn actors(c: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(SledStore::open(dir.path()).unwrap());
+    let store = Arc::new(KvStore::open(dir.path()).unwrap());
     let services = Arc::new(Services {
         policy: runtime
             .block_on(otpgate_actors::policy::Owner::load(store.clone()))

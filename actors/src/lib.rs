@@ -37,5 +37,5 @@ pub use computer::{
 };
 pub use id::{ComputerId, InvalidComputerId};
 pub use mailbox::Waiting;
-pub use store::{ComputerRecord, SledStore, Store, StoreError};
+pub use store::{ComputerRecord, KvStore, PgConfig, Store, StoreError};
 pub use supervisor::{CallError, ComputerSupervisor, Computers};

@@ -169,7 +169,7 @@ mod tests {
     use crate::audit::Action;
     use crate::clock::Timestamp;
     use crate::directory::Role;
-    use crate::store::SledStore;
+    use crate::store::KvStore;
 
     fn audit() -> AuditEntry {
         AuditEntry {
@@ -184,7 +184,7 @@ mod tests {
     #[tokio::test]
     async fn changes_are_seen_once_committed_and_survive_a_reload() {
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
+        let store: Arc<dyn Store> = Arc::new(KvStore::open(dir.path()).unwrap());
         let owner = Owner::load(Arc::clone(&store)).await.unwrap();
         let before = owner.snapshot();
 

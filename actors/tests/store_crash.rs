@@ -19,7 +19,7 @@ use otpgate_actors::audit::{Action, AuditEntry};
 use otpgate_actors::mail::{MailKind, OutboxEntry};
 use otpgate_actors::otp::Slot;
 use otpgate_actors::request::Refusal;
-use otpgate_actors::{SledStore, Store, Timestamp};
+use otpgate_actors::{KvStore, Store, Timestamp};
 
 const WRITERS: usize = 8;
 
@@ -82,7 +82,7 @@ fn child(dir: &str) -> ! {
         .expect("a runtime");
     runtime.block_on(async {
         let store: Arc<dyn Store> =
-            Arc::new(SledStore::open(std::path::Path::new(dir)).expect("the store opens"));
+            Arc::new(KvStore::open(std::path::Path::new(dir)).expect("the store opens"));
         let say = |line: String| {
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "{line}");
@@ -161,7 +161,7 @@ fn parent(rounds: usize) -> Result<String, String> {
                 _ => {}
             }
         }
-        let store = SledStore::open(&db).map_err(|err| format!("reopening: {err}"))?;
+        let store = KvStore::open(&db).map_err(|err| format!("reopening: {err}"))?;
         let read = tokio::runtime::Builder::new_current_thread()
             .build()
             .map_err(|err| err.to_string())?;

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use otpgate_actors::otp::OtpKeys;
 use otpgate_actors::store::copy;
-use otpgate_actors::{SledStore, Timestamp};
+use otpgate_actors::{KvStore, Timestamp};
 
 use super::{BackupError, Contents, Database, SECRET_FILE, Writer, file_error, is_key};
 use crate::server::recordings::{Recordings, Shelf};
@@ -29,7 +29,7 @@ pub const FOLDER: &str = "backups";
 /// What a backup is made of: the server's databases and its data folder.
 pub struct Backups {
     /// The store.
-    pub store: Arc<SledStore>,
+    pub store: Arc<KvStore>,
     /// The recordings.
     pub recordings: Shelf,
     /// The data folder.
@@ -114,7 +114,13 @@ impl Backups {
             let mut writer = Writer::create(&path, &keys, now.unix_millis(), with_keys)?;
             files(&mut writer, &data_dir, with_keys)?;
             let waited = Instant::now();
-            let snapshot = store.snapshot()?;
+            let snapshot = store.snapshot()?.ok_or_else(|| {
+                BackupError::Refused(
+                    "the store is in PostgreSQL: back it up with PostgreSQL's own tools \
+                     (pg_dump, or a base backup with WAL archiving)"
+                        .into(),
+                )
+            })?;
             let paused = waited.elapsed();
             for (name, pairs) in &snapshot.trees {
                 writer.tree(Database::Store, name)?;

@@ -17,7 +17,7 @@ use otpgate_actors::audit::{Action, AuditEntry, Who};
 use otpgate_actors::mail::outbox::MailKind;
 use otpgate_actors::otp::{OtpKeys, OtpState};
 use otpgate_actors::store::copy::Loader;
-use otpgate_actors::{SledStore, Store, Timestamp};
+use otpgate_actors::{KvStore, Store, Timestamp};
 
 use super::{BackupError, Contents, Database, Part, SECRET_FILE, Sealed, file_error, is_key};
 
@@ -301,7 +301,7 @@ async fn void_live_otps(
     made_at: u64,
     now: Timestamp,
 ) -> Result<(usize, usize), BackupError> {
-    let store = SledStore::open(&dir.join(Database::Store.folder()))?;
+    let store = KvStore::open(&dir.join(Database::Store.folder()))?;
     let mut voided = Vec::new();
     for (computer, os_user, mut slot) in store.every_slot().await? {
         if let Some(otp) = slot.otp.as_mut()

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use otpgate_actors::otp::OtpKeys;
-use otpgate_actors::{SledStore, Store, Timestamp};
+use otpgate_actors::{KvStore, Store, Timestamp};
 
 use super::restore::restore;
 use super::*;
@@ -66,7 +66,7 @@ async fn what_a_backup_holds_comes_back_with_ids_above_the_originals() {
     assert!(done.sealed_with.contains("the secret it holds"));
     assert_eq!(std::fs::read(data.join(SECRET_FILE)).unwrap(), SECRET);
     assert_eq!(std::fs::read(data.join("pki/ca.pem")).unwrap(), b"CERT");
-    let store = SledStore::open(&data.join("db")).unwrap();
+    let store = KvStore::open(&data.join("db")).unwrap();
     assert!(
         store.next_id().await.unwrap() >= 1000 + (1 << 40),
         "ids go on far above the copy's: the original went on handing them out"

@@ -22,7 +22,7 @@ use tracing::{Instrument, debug, info, warn};
 use otpgate_actors::directory::{Directory, person_name};
 use otpgate_actors::metrics::{Held, LoginOutcome, Tally, TlsRefusal, metrics};
 use otpgate_actors::{
-    AgentInfo, CallError, Clock, ComputerError, ComputerId, Computers, ConnectionId, SledStore,
+    AgentInfo, CallError, Clock, ComputerError, ComputerId, Computers, ConnectionId, KvStore,
     SystemClock, Waiting,
 };
 use otpgate_protocol::version as protocol_version;
@@ -57,7 +57,7 @@ pub(super) struct Shared {
     pub(super) directory: Arc<dyn Directory>,
     /// The audit log (a recording that lost output) and client sessions (a
     /// recording's tie).
-    pub(super) store: Arc<SledStore>,
+    pub(super) store: Arc<KvStore>,
     pub(super) clock: Arc<dyn Clock>,
     pub(super) handshake_timeout: Duration,
     pub(super) heartbeat_interval: Duration,

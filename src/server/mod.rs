@@ -51,7 +51,7 @@ use otpgate_actors::metrics::metrics;
 use otpgate_actors::otp::OtpKeys;
 use otpgate_actors::policy;
 use otpgate_actors::{
-    Clock, Computers, Services, SledStore, Store, StoreError, SystemClock, Waiting,
+    Clock, Computers, KvStore, Services, Store, StoreError, SystemClock, Waiting,
 };
 use ractor::{Actor, ActorRef};
 use zeroize::Zeroizing;
@@ -60,7 +60,7 @@ use crate::accept;
 use crate::backup::make::Backups;
 use crate::tls::revoked::Revocations;
 use crate::tls::{self, TlsError, pki};
-use config::ServerConfig;
+use config::{ServerConfig, StoreConfig};
 use connection::{Shared, serve_tcp};
 use data::{bootstrap_admin, tighten_data_dir};
 use directory::{DirectoryFileError, StaticDirectory};
@@ -179,7 +179,7 @@ impl Listeners {
 pub struct Server {
     shared: Arc<Shared>,
     listener: TcpListener,
-    store: Arc<SledStore>,
+    store: Arc<KvStore>,
     backups: Arc<Backups>,
     /// How long recordings are kept after their last write.
     recording_retention: Duration,
@@ -270,9 +270,14 @@ impl Server {
         };
         // Everything the configuration names is checked above; only now is the
         // database opened.
-        let db = config.data_dir.join("db");
-        data_dir(&db)?;
-        let store = Arc::new(SledStore::open(&db)?);
+        let store = Arc::new(match &config.store {
+            StoreConfig::Sled => {
+                let db = config.data_dir.join("db");
+                data_dir(&db)?;
+                KvStore::open(&db)?
+            }
+            StoreConfig::Postgres(pg) => KvStore::connect(pg).await?,
+        });
         let recordings = Shelf::open(
             &config.data_dir.join(RECORDINGS),
             Arc::clone(&keys),

@@ -9,7 +9,7 @@ use tokio::time::sleep;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use otpgate_actors::{Clock, SledStore, Store, StoreError, policy};
+use otpgate_actors::{Clock, KvStore, Store, StoreError, policy};
 
 use super::recordings::Shelf;
 
@@ -20,7 +20,7 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60 * 60);
 /// `Store::prune`), and the recordings past their own retention, at start and
 /// every [`PRUNE_EVERY`], until `cancel` fires.
 pub(super) async fn prune_every(
-    store: Arc<SledStore>,
+    store: Arc<KvStore>,
     policy: policy::Owner,
     clock: Arc<dyn Clock>,
     (recordings, recording_retention): (Shelf, Duration),
@@ -32,19 +32,22 @@ pub(super) async fn prune_every(
         if let Ok(recordings) = recordings.get() {
             let (recordings, old) = (Arc::clone(recordings), now.before(recording_retention));
             let flushed = Arc::clone(&recordings);
-            prune(
-                "recordings past their retention",
-                move || recordings.prune(old),
-                || async move { flushed.flush().await },
-            )
+            // Reading and removing chunks takes a while: off the runtime.
+            let removed = async move {
+                tokio::task::spawn_blocking(move || recordings.prune(old))
+                    .await
+                    .unwrap_or(Err(StoreError::FlushAborted))
+            };
+            prune("recordings past their retention", removed, || async move {
+                flushed.flush().await
+            })
             .await;
         }
         let cutoff = now.before(settings.retention);
-        let (pruned, flushed) = (store.clone(), store.clone());
         prune(
             "records past their retention",
-            move || pruned.prune(cutoff, now, settings.failure_window),
-            || async move { flushed.flush().await },
+            store.prune(cutoff, now, settings.failure_window),
+            || store.flush(),
         )
         .await;
         tokio::select! {
@@ -54,20 +57,19 @@ pub(super) async fn prune_every(
     }
 }
 
-/// Removes `what` with `remove` (off the runtime), then makes it durable with
+/// Removes `what` (`removed` says how many went), then makes it durable with
 /// `flush` if anything went; logs how it went.
 async fn prune<F: Future<Output = Result<(), StoreError>>>(
     what: &'static str,
-    remove: impl FnOnce() -> Result<usize, StoreError> + Send + 'static,
+    removed: impl Future<Output = Result<usize, StoreError>>,
     flush: impl FnOnce() -> F,
 ) {
-    match tokio::task::spawn_blocking(remove).await {
-        Ok(Ok(0)) => {}
-        Ok(Ok(removed)) => match flush().await {
+    match removed.await {
+        Ok(0) => {}
+        Ok(removed) => match flush().await {
             Ok(()) => info!(removed, what, "removed"),
             Err(err) => warn!(error = %err, what, "cannot flush after removing"),
         },
-        Ok(Err(err)) => warn!(error = %err, what, "cannot remove"),
-        Err(err) => warn!(error = %err, what, "removing stopped"),
+        Err(err) => warn!(error = %err, what, "cannot remove"),
     }
 }

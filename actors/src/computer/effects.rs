@@ -8,7 +8,7 @@ use crate::audit::{Action, AuditEntry, Who};
 use crate::clock::Timestamp;
 use crate::mail::{MailKind, OutboxEntry};
 use crate::metrics::metrics;
-use crate::rules::{Bucket, Effect, LimitKey};
+use crate::rules::{Bucket, Effect, Failure, LimitKey};
 use crate::settings::SystemSettings;
 
 use super::{ComputerState, Result};
@@ -65,7 +65,12 @@ impl ComputerState {
                 } => self.audit(&who, action, &outcome)?,
                 Effect::Count(key) => {
                     let (limit, window) = (key.limit(settings), settings.failure_window);
-                    store.count_failure(&key.key(), &|bucket| bucket.fail(now, limit, window))?;
+                    let failure = Failure {
+                        at: now,
+                        limit,
+                        window,
+                    };
+                    store.count_failure(&key.key(), failure)?;
                 }
                 // Counted once the turn is durable (see commit).
                 Effect::Tally(tally) => self.tallies.push(tally),

@@ -421,7 +421,7 @@ mod tests {
     use crate::clock::ManualClock;
     use crate::id::ComputerId;
     use crate::otp::{Code, Origin, Otp, Slot};
-    use crate::store::SledStore;
+    use crate::store::KvStore;
     use crate::testing::outcome_entry;
 
     /// Takes every message; its first sync fails, as a full disk would.
@@ -452,7 +452,7 @@ mod tests {
     #[tokio::test]
     async fn a_batch_leaves_the_outbox_only_once_the_transport_kept_it() {
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
+        let store: Arc<dyn Store> = Arc::new(KvStore::open(dir.path()).unwrap());
         let clock = ManualClock::new(Timestamp::from_unix_millis(1_800_000_000_000));
         let batch = DEFAULT_BATCH;
         let count = batch as u64 + 3;
@@ -500,7 +500,7 @@ mod tests {
     #[tokio::test]
     async fn a_live_otp_whose_mail_left_no_trace_is_mailed_at_start_and_only_once() {
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
+        let store: Arc<dyn Store> = Arc::new(KvStore::open(dir.path()).unwrap());
         let clock = ManualClock::new(Timestamp::from_unix_millis(1_800_000_000_000));
         let transport = Arc::new(Flaky {
             synced_once: AtomicBool::new(true),

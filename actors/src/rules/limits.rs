@@ -93,6 +93,26 @@ impl Default for Bucket {
     }
 }
 
+/// One failure to count against a key: at `at`, for a limit of `limit` a
+/// `window`. Data, not a closure, so that a store may apply it where the
+/// bucket is (in a database's transaction).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Failure {
+    /// When.
+    pub at: Timestamp,
+    /// The limit of the key.
+    pub limit: u32,
+    /// The window the limit is counted over.
+    pub window: Duration,
+}
+
+impl Failure {
+    /// `bucket` with this failure counted.
+    pub fn counted(self, bucket: Bucket) -> Bucket {
+        bucket.fail(self.at, self.limit, self.window)
+    }
+}
+
 impl Bucket {
     /// The bucket at `now`, drained at `limit` per `window`.
     fn at(self, now: Timestamp, limit: u32, window: Duration) -> Self {

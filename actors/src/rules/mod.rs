@@ -34,7 +34,7 @@ use crate::session::ClientSession;
 use crate::settings::{Effective, SystemSettings};
 
 pub use approvals::{Decider, approvers, enabled, may_decide, may_generate, person_may_decide};
-pub use limits::{Bucket, LimitKey, PERSON_SHARE, throttled};
+pub use limits::{Bucket, Failure, LimitKey, PERSON_SHARE, throttled};
 pub(crate) use logins::otp_mail;
 pub use logins::{Admit, Logins, status_of};
 

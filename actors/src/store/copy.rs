@@ -1,5 +1,5 @@
 //! A sled database copied out whole and loaded into a new folder: what a
-//! backup holds of each of the server's databases ([`crate::SledStore`] and
+//! backup holds of each of the server's databases ([`crate::KvStore`] and
 //! the recordings'), and the ids that must keep growing across the copy.
 //!
 //! sled's id counter lives outside its trees, so a copy would start it again

@@ -1,7 +1,8 @@
-//! Persistence: the [`Store`] trait the actors keep their state in, and its sled
-//! implementation, [`SledStore`].
+//! Persistence: the [`Store`] trait the actors keep their state in, and its
+//! implementation, [`KvStore`], over one sled database (the embedded
+//! default) or PostgreSQL ([`postgres`]).
 //!
-//! One tree per concern ([`table`]). Records are bincode behind a one-byte
+//! One table per concern ([`table`]). Records are bincode behind a one-byte
 //! schema version ([`record`]), so a later release can tell an old record from
 //! a new one and upgrade it as it reads it.
 //!
@@ -11,12 +12,14 @@
 //!
 //! Writes are not durable until [`Store::flush`] returns; sled also flushes by
 //! itself every [`FLUSH_EVERY_MS`] milliseconds. sled recovers a prefix of its
-//! log, so a write that survived a crash implies every earlier write did.
+//! log, so a write that survived a crash implies every earlier write did; in
+//! PostgreSQL the writes of a flush are one transaction.
 
 mod computers;
 pub mod copy;
-mod embedded;
 mod flusher;
+mod kv;
+mod postgres;
 pub mod record;
 mod table;
 #[cfg(test)]
@@ -33,12 +36,13 @@ use crate::id::ComputerId;
 use crate::mail::outbox::{MailFailure, OutboxEntry};
 use crate::otp::Slot;
 use crate::request::AccessRequest;
-use crate::rules::Bucket;
+use crate::rules::{Bucket, Failure};
 use crate::session::ClientSession;
 use crate::settings::{GroupRecord, SystemSettings};
 
 pub use computers::ComputerRecord;
-pub use embedded::{FLUSH_EVERY_MS, SledStore, Snapshot};
+pub use kv::{FLUSH_EVERY_MS, KvStore, Snapshot, open_sled};
+pub use postgres::PgConfig;
 pub use record::{Record, decode, encode};
 
 /// Why the store could not read or write.
@@ -48,6 +52,15 @@ pub enum StoreError {
     /// The database failed.
     #[error("database error")]
     Database(#[from] sled::Error),
+    /// PostgreSQL failed, or refused.
+    #[error("database error: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    /// PostgreSQL cannot be reached now.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// How to reach PostgreSQL is not right.
+    #[error("database configuration: {0}")]
+    Config(String),
     /// A stored record could not be decoded.
     #[error("corrupt record in {tree}")]
     Corrupt {
@@ -230,10 +243,10 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> StoreFuture<'_, Batch<MailFailure>>;
 
-    /// Counts one failure against `key`: replaces its bucket with `fail` of it,
-    /// atomically, so that concurrent failures (one account tried from many
-    /// computers) are never lost.
-    fn count_failure(&self, key: &str, fail: &(dyn Fn(Bucket) -> Bucket + Sync)) -> Result<()>;
+    /// Counts `failure` against `key`: replaces its bucket with the bucket
+    /// that counts it, atomically, so that concurrent failures (one account
+    /// tried from many computers) are never lost.
+    fn count_failure(&self, key: &str, failure: Failure) -> Result<()>;
     /// The failures counted against `key`, as last written.
     fn failures<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Bucket>;
 
@@ -241,7 +254,7 @@ pub trait Store: Send + Sync + 'static {
     /// sessions, decided or expired requests, messages given up on), the
     /// failure buckets that `window` has drained by `now`, and the records of
     /// mail sent for OTPs that have expired. Returns how many records went.
-    fn prune(&self, cutoff: Timestamp, now: Timestamp, window: Duration) -> Result<usize>;
+    fn prune(&self, cutoff: Timestamp, now: Timestamp, window: Duration) -> StoreFuture<'_, usize>;
 }
 
 /// Every record of a list that `read` returns a batch at a time (after the

@@ -28,7 +28,7 @@ async fn records_survive_reopening() {
     let dir = tempfile::tempdir().unwrap();
     let id: ComputerId = "ws-1".parse().unwrap();
     {
-        let store = SledStore::open(dir.path()).unwrap();
+        let store = KvStore::open(dir.path()).unwrap();
         assert_eq!(store.computer(&id).await.unwrap(), None);
         store.put_computer(&id, &record()).unwrap();
         store.flush().await.unwrap();
@@ -45,10 +45,10 @@ async fn records_survive_reopening() {
 async fn many_concurrent_flushes_all_finish() {
     // 500 at once used to take every sled pool thread and never return.
     let dir = tempfile::tempdir().unwrap();
-    let store = SledStore::open(dir.path()).unwrap();
+    let store = std::sync::Arc::new(KvStore::open(dir.path()).unwrap());
     let mut flushes = tokio::task::JoinSet::new();
     for i in 0..500u64 {
-        let store = store.clone();
+        let store = std::sync::Arc::clone(&store);
         flushes.spawn(async move {
             store
                 .put_slot(&"ws-1".parse().unwrap(), &i.to_string(), &Slot::default())
@@ -64,7 +64,7 @@ async fn many_concurrent_flushes_all_finish() {
 #[tokio::test]
 async fn prefixes_keep_computers_apart() {
     let dir = tempfile::tempdir().unwrap();
-    let store = SledStore::open(dir.path()).unwrap();
+    let store = KvStore::open(dir.path()).unwrap();
     let ws1: ComputerId = "ws-1".parse().unwrap();
     let ws10: ComputerId = "ws-10".parse().unwrap();
     store.put_slot(&ws1, "alice", &Slot::default()).unwrap();
@@ -81,10 +81,22 @@ async fn prefixes_keep_computers_apart() {
 
 #[tokio::test]
 async fn pruning_removes_what_is_over_and_old_and_keeps_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    pruning(&KvStore::open(dir.path()).unwrap()).await;
+}
+
+#[tokio::test]
+async fn in_postgres_pruning_removes_what_is_over_and_old_and_keeps_the_rest() {
+    let Some(cluster) = crate::testing::postgres() else {
+        return;
+    };
+    pruning(&KvStore::connect(&cluster.database().await).await.unwrap()).await;
+}
+
+/// What pruning removes and keeps, the same whatever `store` is kept in.
+async fn pruning(store: &KvStore) {
     use crate::audit::Action;
     use crate::session::SessionEnd;
-    let dir = tempfile::tempdir().unwrap();
-    let store = SledStore::open(dir.path()).unwrap();
     let day = Duration::from_secs(86_400);
     let t = |days: u64| Timestamp::from_unix_millis(days * 86_400_000);
     let (cutoff, now) = (t(100), t(465));
@@ -135,14 +147,23 @@ async fn pruning_removes_what_is_over_and_old_and_keeps_the_rest() {
         .put_request(&request(13, t(150), Decision::Expire))
         .unwrap();
     let window = Duration::from_secs(3600);
-    let failed = |at| Bucket::default().fail(at, 10, window);
-    store.count_failure("old", &|_| failed(t(1))).unwrap();
-    store.count_failure("fresh", &|_| failed(now)).unwrap();
+    let failed = |at| Failure {
+        at,
+        limit: 10,
+        window,
+    };
+    store.count_failure("old", failed(t(1))).unwrap();
+    store.count_failure("fresh", failed(now)).unwrap();
     let ws1: ComputerId = "ws-1".parse().unwrap();
     store.put_mailed(&ws1, "alice", t(400)).unwrap();
     store.put_mailed(&ws1, "bob", t(500)).unwrap();
+    store.flush().await.unwrap();
 
-    assert_eq!(store.prune(cutoff, now, window).unwrap(), 2 + 1 + 1 + 1 + 1);
+    assert_eq!(
+        store.prune(cutoff, now, window).await.unwrap(),
+        2 + 1 + 1 + 1 + 1
+    );
+    store.flush().await.unwrap();
     let audit: Vec<_> = all(|before| store.audit_from(before, BATCH))
         .await
         .unwrap()
@@ -184,11 +205,11 @@ async fn requests_are_found_by_id_also_those_written_before_the_index() {
         decision: Decision::Pending,
     };
     {
-        let store = SledStore::open(dir.path()).unwrap();
+        let store = KvStore::open(dir.path()).unwrap();
         store.put_request(&request(7, "ws-1")).unwrap();
         store.put_request(&request(8, "ws-2")).unwrap();
         // As a store from before the index.
-        store.request_index.tree.clear().unwrap();
+        store.request_index.sled_tree().unwrap().clear().unwrap();
         assert_eq!(store.request(7).await.unwrap(), None);
     }
     let store = reopen(dir.path());
@@ -199,9 +220,9 @@ async fn requests_are_found_by_id_also_those_written_before_the_index() {
 
 /// Opens the store at `path` again, once the handle before has let go of
 /// the lock (sled's flusher thread holds it for a moment after a drop).
-fn reopen(path: &Path) -> SledStore {
+fn reopen(path: &Path) -> KvStore {
     for _ in 0..100 {
-        match SledStore::open(path) {
+        match KvStore::open(path) {
             Ok(store) => return store,
             Err(StoreError::Database(_)) => std::thread::sleep(Duration::from_millis(50)),
             Err(err) => panic!("{err}"),
@@ -215,13 +236,17 @@ async fn failures_are_counted_atomically_and_kept() {
     let dir = tempfile::tempdir().unwrap();
     let hour = Duration::from_secs(3600);
     let t0 = Timestamp::from_unix_millis(10_000);
-    let fail = |bucket: Bucket| bucket.fail(t0, 2, hour);
+    let fail = Failure {
+        at: t0,
+        limit: 2,
+        window: hour,
+    };
     {
-        let store = SledStore::open(dir.path()).unwrap();
+        let store = KvStore::open(dir.path()).unwrap();
         assert_eq!(store.failures("k").await.unwrap(), Bucket::default());
         std::thread::scope(|scope| {
             for _ in 0..2 {
-                scope.spawn(|| store.count_failure("k", &fail).unwrap());
+                scope.spawn(|| store.count_failure("k", fail).unwrap());
             }
         });
         assert_eq!(
@@ -244,7 +269,7 @@ async fn failures_are_counted_atomically_and_kept() {
 #[tokio::test]
 async fn the_audit_log_returns_the_newest_in_order() {
     let dir = tempfile::tempdir().unwrap();
-    let store = SledStore::open(dir.path()).unwrap();
+    let store = KvStore::open(dir.path()).unwrap();
     for i in 0..5 {
         store
             .append_audit(&AuditEntry {
@@ -287,7 +312,7 @@ async fn settings_of_the_first_schema_are_upgraded() {
         max_failures_per_hour: u32,
     }
     let dir = tempfile::tempdir().unwrap();
-    let store = SledStore::open(dir.path()).unwrap();
+    let store = KvStore::open(dir.path()).unwrap();
     let old = V1 {
         expiration: Duration::from_secs(600),
         new_otp_interval: Duration::from_secs(60),
@@ -297,7 +322,8 @@ async fn settings_of_the_first_schema_are_upgraded() {
     };
     store
         .meta
-        .tree
+        .sled_tree()
+        .unwrap()
         .insert("settings", encode_as(SCHEMA_V1, &old).unwrap())
         .unwrap();
     let upgraded = store.settings().await.unwrap();
@@ -329,7 +355,7 @@ async fn settings_of_the_second_schema_are_upgraded() {
         resend_gap: Duration,
     }
     let dir = tempfile::tempdir().unwrap();
-    let store = SledStore::open(dir.path()).unwrap();
+    let store = KvStore::open(dir.path()).unwrap();
     let old = V2 {
         expiration: Duration::from_secs(600),
         new_otp_interval: Duration::from_secs(60),
@@ -341,7 +367,8 @@ async fn settings_of_the_second_schema_are_upgraded() {
     };
     store
         .meta
-        .tree
+        .sled_tree()
+        .unwrap()
         .insert("settings", encode_as(2, &old).unwrap())
         .unwrap();
     assert_eq!(
@@ -385,7 +412,7 @@ async fn computers_and_groups_of_the_first_schema_are_upgraded() {
         auto_internal: Some(true),
     };
     let dir = tempfile::tempdir().unwrap();
-    let store = SledStore::open(dir.path()).unwrap();
+    let store = KvStore::open(dir.path()).unwrap();
     let at = Timestamp::from_unix_millis(1_800_000_000_000);
     let old = ComputerV1 {
         first_seen: at,
@@ -397,9 +424,19 @@ async fn computers_and_groups_of_the_first_schema_are_upgraded() {
         options: options(),
     };
     let computer = encode_as(SCHEMA_V1, &old).unwrap();
-    store.computers.tree.insert("ws-1", computer).unwrap();
+    store
+        .computers
+        .sled_tree()
+        .unwrap()
+        .insert("ws-1", computer)
+        .unwrap();
     let group = encode_as(SCHEMA_V1, &(options(),)).unwrap();
-    store.groups.tree.insert("lab", group).unwrap();
+    store
+        .groups
+        .sled_tree()
+        .unwrap()
+        .insert("lab", group)
+        .unwrap();
     let upgraded = Options {
         allow_otp: Some(false),
         approvers: Some(vec!["bob".into()]),
@@ -456,7 +493,12 @@ async fn computers_and_groups_of_the_first_schema_are_upgraded() {
         options: recording_input.options.clone(),
     };
     let bytes = encode_as(2, &v2).unwrap();
-    store.computers.tree.insert("ws-1", bytes).unwrap();
+    store
+        .computers
+        .sled_tree()
+        .unwrap()
+        .insert("ws-1", bytes)
+        .unwrap();
     let upgraded = store.computer(&ws).await.unwrap().unwrap();
     assert_eq!(upgraded, recording_input);
     assert_eq!(upgraded.protocol, None);
@@ -472,7 +514,7 @@ async fn users_of_earlier_schemas_are_upgraded() {
         role: crate::directory::Role,
     }
     let dir = tempfile::tempdir().unwrap();
-    let store = SledStore::open(dir.path()).unwrap();
+    let store = KvStore::open(dir.path()).unwrap();
     let old = V1 {
         login: "alice".into(),
         email: "alice@example.com".into(),
@@ -481,7 +523,8 @@ async fn users_of_earlier_schemas_are_upgraded() {
     };
     store
         .users
-        .tree
+        .sled_tree()
+        .unwrap()
         .insert("alice", encode_as(SCHEMA_V1, &old).unwrap())
         .unwrap();
     let upgraded = UserRecord {
@@ -513,7 +556,8 @@ async fn users_of_earlier_schemas_are_upgraded() {
     };
     store
         .users
-        .tree
+        .sled_tree()
+        .unwrap()
         .insert("alice", encode_as(2, &old).unwrap())
         .unwrap();
     assert_eq!(
@@ -548,4 +592,94 @@ async fn unknown_schema_versions_are_refused() {
         decode::<ComputerRecord>("computers", &bytes[..3]),
         Err(StoreError::Corrupt { .. })
     ));
+}
+
+#[tokio::test]
+async fn in_postgres_records_are_kept_across_connections_once_flushed() {
+    let Some(cluster) = crate::testing::postgres() else {
+        return;
+    };
+    let config = cluster.database().await;
+    let id: ComputerId = "ws-1".parse().unwrap();
+    {
+        let store = KvStore::connect(&config).await.unwrap();
+        assert_eq!(store.computer(&id).await.unwrap(), None);
+        store.put_computer(&id, &record()).unwrap();
+        store.put_slot(&id, "alice", &Slot::default()).unwrap();
+        let written = KvStore::connect(&config).await.unwrap();
+        assert_eq!(
+            written.computer(&id).await.unwrap(),
+            None,
+            "not visible before it is durable"
+        );
+        store.flush().await.unwrap();
+        let a = store.next_id().await.unwrap();
+        let b = written.next_id().await.unwrap();
+        assert_ne!(a, b, "ids never repeat across connections");
+    }
+    // Connected again (a restart, another node): the schema is not made
+    // twice, and what was flushed is there.
+    let store = KvStore::connect(&config).await.unwrap();
+    assert_eq!(store.computer(&id).await.unwrap(), Some(record()));
+    let listed = all(|after| store.computers_from(after, BATCH))
+        .await
+        .unwrap();
+    assert_eq!(listed, vec![(id.clone(), record())]);
+    assert_eq!(store.slots(&id).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn in_postgres_failures_counted_on_two_nodes_at_once_are_all_kept() {
+    let Some(cluster) = crate::testing::postgres() else {
+        return;
+    };
+    let config = cluster.database().await;
+    let (a, b) = (
+        KvStore::connect(&config).await.unwrap(),
+        KvStore::connect(&config).await.unwrap(),
+    );
+    let hour = Duration::from_secs(3600);
+    let t0 = Timestamp::from_unix_millis(10_000);
+    let fail = Failure {
+        at: t0,
+        limit: 2,
+        window: hour,
+    };
+    a.count_failure("k", fail).unwrap();
+    b.count_failure("k", fail).unwrap();
+    let (flushed_a, flushed_b) = tokio::join!(a.flush(), b.flush());
+    flushed_a.unwrap();
+    flushed_b.unwrap();
+    assert_eq!(
+        a.failures("k").await.unwrap().full_for(t0, 2, hour),
+        Some(hour / 2),
+        "both failures counted"
+    );
+}
+
+#[tokio::test]
+async fn in_postgres_a_schema_newer_than_this_build_is_refused() {
+    let Some(cluster) = crate::testing::postgres() else {
+        return;
+    };
+    let config = cluster.database().await;
+    drop(KvStore::connect(&config).await.unwrap());
+    let (client, connection) = tokio_postgres::connect(&config.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute("INSERT INTO otpgate_schema (version) VALUES (99)")
+        .await
+        .unwrap();
+    let refused = KvStore::connect(&config)
+        .await
+        .err()
+        .map(|err| err.to_string());
+    assert!(
+        refused
+            .as_deref()
+            .is_some_and(|err| err.contains("newer than this build")),
+        "{refused:?}"
+    );
 }

@@ -46,6 +46,14 @@
 //! [ldap.domains]              # NetBIOS domain = realm: CORP\alice is alice@corp.example.com
 //! CORP = "corp.example.com"
 //!
+//! [store]                     # without it, sled in <data>/db
+//! backend = "postgres"        # several servers over one database
+//! url = "host=db1,db2 user=otpgate dbname=otpgate target_session_attrs=read-write"
+//! password_file = "/etc/otpgate/db-password"     # or password_env = "VAR"
+//! ca_file = "/etc/otpgate/db-ca.pem"             # TLS (required but on loopback)
+//! pool_size = 8
+//! statement_timeout_ms = 5000
+//!
 //! [smtp]                      # without it, mail goes to <data>/outbox as .eml files
 //! host = "mail.example.com"
 //! port = 587
@@ -67,6 +75,7 @@ use zeroize::Zeroizing;
 
 mod ldap;
 mod smtp;
+mod store;
 
 use ldap::LdapFile;
 pub use ldap::{
@@ -74,6 +83,10 @@ pub use ldap::{
 };
 use smtp::SmtpFile;
 pub use smtp::{DEFAULT_SMTP_TIMEOUT, SmtpConfig, SmtpSecurity};
+use store::StoreFile;
+pub use store::{DEFAULT_POOL_SIZE, DEFAULT_STATEMENT_TIMEOUT, StoreConfig};
+
+use otpgate_actors::names::is_loopback;
 
 use crate::server::recordings::{DEFAULT_QUOTAS, Quotas};
 
@@ -168,6 +181,7 @@ struct File {
     metrics: Option<MetricsFile>,
     ldap: Option<LdapFile>,
     smtp: Option<SmtpFile>,
+    store: Option<StoreFile>,
 }
 
 /// The `[metrics]` section as written.
@@ -250,6 +264,8 @@ pub struct ServerConfig {
     pub ldap: Option<LdapConfig>,
     /// The SMTP relay; `None` writes `.eml` files into the outbox folder.
     pub smtp: Option<SmtpConfig>,
+    /// Where state is kept.
+    pub store: StoreConfig,
 }
 
 impl ServerConfig {
@@ -430,6 +446,7 @@ impl ServerConfig {
             metrics,
             ldap: file.ldap.map(LdapFile::check).transpose()?,
             smtp: file.smtp.map(SmtpFile::check).transpose()?,
+            store: file.store.unwrap_or_default().check()?,
         })
     }
 }
@@ -459,13 +476,6 @@ impl WebFile {
 }
 
 /// Whether `host` is this machine.
-fn is_loopback(host: &str) -> bool {
-    host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
 /// A password from the configuration: never shown (its `Debug` says only
 /// that there is one), wiped when dropped.
 #[derive(Clone)]

@@ -236,7 +236,7 @@ impl Recordings {
         seal: Arc<OtpKeys>,
         quotas: Quotas,
     ) -> Result<Self, StoreError> {
-        let db = sled::Config::new().path(path).open()?;
+        let db = otpgate_actors::store::open_sled(&sled::Config::new().path(path))?;
         let mut recordings = Self {
             storing: std::sync::Mutex::new(()),
             copying: tokio::sync::RwLock::new(()),

@@ -16,7 +16,7 @@ use otpgate::server::config::{Overrides, ServerConfig};
 use otpgate::server::{self, Listeners, Server};
 use otpgate::tls::pki;
 use otpgate::unix;
-use otpgate_actors::{Clock, Computers, SledStore, Store, SystemClock};
+use otpgate_actors::{Clock, Computers, KvStore, Store, SystemClock};
 use otpgate_protocol::admin::{
     AdminRequest, AdminResponse, AuditView, ListFilter, PageRequest, RecordingView, RequestView,
     RoleView, SessionView, SettingsPatch, SettingsView,
@@ -99,7 +99,7 @@ impl TestServer {
         let db = data.path().join("data").join("db");
         std::fs::create_dir_all(&db).unwrap();
         {
-            let store = SledStore::open(&db).unwrap();
+            let store = KvStore::open(&db).unwrap();
             seed(&store);
             store.flush().await.unwrap();
         }

@@ -26,6 +26,8 @@ pub mod session;
 pub mod settings;
 pub mod store;
 pub mod supervisor;
+#[cfg(feature = "testing")]
+pub mod test_postgres;
 #[cfg(test)]
 mod testing;
 pub mod timer;

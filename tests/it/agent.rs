@@ -5,9 +5,9 @@
 use std::time::Duration;
 
 use crate::common::agent::Agent;
-use crate::common::server::{ServerProcess, TestServer, issue};
+use crate::common::server::{ServerProcess, TestServer, issue, open_store};
 use crate::common::wait_until;
-use otpgate_actors::{ComputerMsg, KvStore, Store};
+use otpgate_actors::{ComputerMsg, Store};
 use otpgate_protocol::local::{LocalRequest, LocalResponse};
 use otpgate_protocol::login::{LoginRequest, LoginResponse};
 use otpgate_protocol::{ErrorCode, Request, Response};
@@ -40,7 +40,7 @@ async fn an_agent_connects_and_stays_connected_across_heartbeats() {
     drop(agent);
     let data = server.data_dir();
     let _kept = server.stop().await;
-    let store = KvStore::open(&data.join("db")).unwrap();
+    let store = open_store(&data).await;
     let record = store
         .computer(&"ws-1".parse().unwrap())
         .await

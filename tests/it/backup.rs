@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use crate::common::agent::Desk;
 use crate::common::me;
 use crate::common::recorder::record;
-use crate::common::server::{TestServer, ended_recording};
+use crate::common::server::{SLED, TestServer, ended_recording};
 use otpgate_protocol::admin::{AdminRequest, AdminResponse, RoleView, SettingsPatch};
 use otpgate_protocol::login::{
     LoginRequest, LoginResponse, RequestMode, Requested, Secret, Verdict,
@@ -59,7 +59,7 @@ fn said(output: &std::process::Output) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_made_under_load_restores_whole_and_opens_no_otp_again() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_config(SLED).await;
     let email = format!("{}@example.com", me());
     server
         .set_settings(SettingsPatch {
@@ -251,7 +251,7 @@ fn to_ws3(email: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_without_keys_restores_only_with_the_sites_keys() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_config(SLED).await;
     let file = server.data.path().join("nokeys.otpgate-backup");
     let made = server
         .admin_cli(&["backup", "--without-keys", "--out", file.to_str().unwrap()])
@@ -276,7 +276,7 @@ async fn a_backup_without_keys_restores_only_with_the_sites_keys() {
     assert!(!data.exists(), "nothing written");
 
     // Another site's keys do not open it.
-    let other = TestServer::start().await;
+    let other = TestServer::start_with_config(SLED).await;
     let refused = restore(&file, &data, Some(&other.data_dir()));
     assert!(!refused.status.success());
     assert!(

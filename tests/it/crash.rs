@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use crate::common::agent::Desk;
 use crate::common::me;
-use crate::common::server::{ServerProcess, admin_ask, issue};
+use crate::common::server::{ServerProcess, admin_ask, issue, open_store};
 use crate::common::smtp::SmtpServer;
-use otpgate_actors::{KvStore, Store};
+use otpgate_actors::Store;
 use otpgate_protocol::admin::{
     AdminRequest, AdminResponse, ListFilter, OptionsView, PageRequest, SessionView,
 };
@@ -181,7 +181,7 @@ async fn kill_9_after_allow_and_after_sent_loses_nothing() {
     std::fs::remove_file(&hold).unwrap();
     ws2.disconnected().await;
     {
-        let store = KvStore::open(&data.join("db")).unwrap();
+        let store = open_store(&data).await;
         let queued = store.outbox().await.unwrap();
         assert_eq!(queued.len(), 1, "the mail was queued durably: {queued:?}");
         // Had the store lost the entry, the start-up check would queue it again.

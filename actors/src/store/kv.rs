@@ -29,7 +29,12 @@ pub const FLUSH_EVERY_MS: u64 = 500;
 /// What a store's tables are kept in.
 enum Engine {
     /// One sled database.
-    Sled { db: sled::Db, ids: Ids, gate: Gate },
+    Sled {
+        db: sled::Db,
+        ids: Ids,
+        gate: Gate,
+        flusher: Flusher,
+    },
     /// A PostgreSQL database; `unique` tells apart the audit entries this
     /// process writes (seeded at random: several nodes write).
     Pg { pg: Arc<Pg>, unique: AtomicU64 },
@@ -38,7 +43,6 @@ enum Engine {
 /// The store: a table per concern, in sled or in PostgreSQL.
 pub struct KvStore {
     engine: Engine,
-    flusher: Flusher,
     pub(super) meta: Table,
     pub(super) computers: Table,
     pub(super) groups: Table,
@@ -127,7 +131,6 @@ impl KvStore {
             outbox: table(outbox)?,
             mail_failures: table(mail_failures)?,
             failures: table(failures)?,
-            flusher: Flusher::default(),
             engine,
         })
     }
@@ -148,6 +151,7 @@ impl KvStore {
             ids: Ids::open(&db)?,
             gate: gate.clone(),
             db: db.clone(),
+            flusher: Flusher::default(),
         };
         let store = Self::with_tables(engine, |name| Table::sled(&db, name, &gate))?;
         store.index_requests()?;
@@ -170,7 +174,7 @@ impl KvStore {
     /// id above every id handed out so far: what a backup holds. Only of a
     /// sled store (a PostgreSQL database is backed up with its own tools).
     pub fn snapshot(&self) -> Result<Option<Snapshot>> {
-        let Engine::Sled { db, ids, gate } = &self.engine else {
+        let Engine::Sled { db, ids, gate, .. } = &self.engine else {
             return Ok(None);
         };
         let _alone = gate.alone();
@@ -252,22 +256,20 @@ impl Store for KvStore {
     }
 
     fn flush(&self) -> StoreFuture<'_, ()> {
-        Box::pin(self.flusher.flush(|| async {
-            match &self.engine {
-                Engine::Sled { db, .. } => {
-                    // sled 0.34 runs each `flush_async` on its own thread
-                    // pool, where many at once can take every thread and
-                    // deadlock waiting for the log write that needs one; so
-                    // one flush at a time, on tokio's blocking pool.
-                    let db = db.clone();
-                    tokio::task::spawn_blocking(move || db.flush())
-                        .await
-                        .map_err(|_| StoreError::FlushAborted)??;
-                    Ok(())
-                }
-                Engine::Pg { pg, .. } => pg.commit().await,
-            }
-        }))
+        match &self.engine {
+            Engine::Sled { db, flusher, .. } => Box::pin(flusher.flush(|| async {
+                // sled 0.34 runs each `flush_async` on its own thread pool,
+                // where many at once can take every thread and deadlock
+                // waiting for the log write that needs one; so one flush at
+                // a time, on tokio's blocking pool.
+                let db = db.clone();
+                tokio::task::spawn_blocking(move || db.flush())
+                    .await
+                    .map_err(|_| StoreError::FlushAborted)??;
+                Ok(())
+            })),
+            Engine::Pg { pg, .. } => Box::pin(pg.flush()),
+        }
     }
 
     fn settings(&self) -> StoreFuture<'_, SystemSettings> {

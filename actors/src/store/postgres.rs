@@ -5,7 +5,9 @@
 //!
 //! Writes are taken at once into a list of pending operations; a flush
 //! commits the whole list in one transaction (group commit: callers that
-//! arrive while one commits share the next, see [`super::flusher`]). A commit
+//! arrive while one commits share the next, see [`super::flusher`]). A read
+//! of a table this process has written to first waits for those writes to
+//! be committed, so that the process reads its own writes, as with sled. A commit
 //! that fails puts its operations back at the head of the list, in order: a
 //! caller told "unavailable" may still see its writes land with a later
 //! commit, as with any database whose COMMIT was not answered, and no later
@@ -24,6 +26,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::config::{Host, SslMode};
 use zeroize::Zeroizing;
 
+use super::flusher::Flusher;
 use super::record::{decode, encode};
 use super::table::Order;
 use super::{Result, StoreError};
@@ -66,6 +69,15 @@ const MIGRATION_LOCK: i64 = 0x6f74_7067_6174_6531;
 /// increment, in `001_tables.sql`).
 const ID_BLOCK: u64 = 1024;
 
+/// The writes taken and not yet committed.
+#[derive(Default)]
+struct Pending {
+    /// Waiting for the next commit, in order.
+    ops: Vec<Op>,
+    /// How many writes of each table are pending or being committed.
+    unsettled: std::collections::HashMap<&'static str, usize>,
+}
+
 /// A write waiting for the next commit.
 pub(super) enum Op {
     /// Insert or replace.
@@ -85,10 +97,21 @@ pub(super) enum Op {
     },
 }
 
+impl Op {
+    fn table(&self) -> &'static str {
+        match self {
+            Self::Put { table, .. } | Self::Remove { table, .. } | Self::Count { table, .. } => {
+                table
+            }
+        }
+    }
+}
+
 /// The database, its pending writes and the ids reserved.
 pub(super) struct Pg {
     pool: Pool,
-    pending: Mutex<Vec<Op>>,
+    pending: Mutex<Pending>,
+    flusher: Flusher,
     /// The next id to hand out, and the end of the block reserved.
     ids: tokio::sync::Mutex<(u64, u64)>,
 }
@@ -132,6 +155,7 @@ impl Pg {
         let pg = Self {
             pool,
             pending: Mutex::default(),
+            flusher: Flusher::default(),
             ids: tokio::sync::Mutex::new((0, 0)),
         };
         pg.migrate().await?;
@@ -181,27 +205,56 @@ impl Pg {
         Ok(())
     }
 
+    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Takes `op` for the next commit.
     pub(super) fn push(&self, op: Op) {
-        self.pending
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(op);
+        let mut pending = self.pending();
+        *pending.unsettled.entry(op.table()).or_default() += 1;
+        pending.ops.push(op);
+    }
+
+    /// Makes every write taken before this call durable (group commit).
+    pub(super) async fn flush(&self) -> Result<()> {
+        self.flusher.flush(|| self.commit()).await
     }
 
     /// Commits every pending write in one transaction.
-    pub(super) async fn commit(&self) -> Result<()> {
-        let ops = std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner));
+    async fn commit(&self) -> Result<()> {
+        let ops = std::mem::take(&mut self.pending().ops);
         if ops.is_empty() {
             return Ok(());
         }
         let applied = self.apply(&ops).await;
-        if applied.is_err() {
-            let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-            let later = std::mem::replace(&mut *pending, ops);
-            pending.extend(later);
+        let mut pending = self.pending();
+        if applied.is_ok() {
+            for op in &ops {
+                if let Some(count) = pending.unsettled.get_mut(op.table()) {
+                    *count -= 1;
+                }
+            }
+        } else {
+            let later = std::mem::replace(&mut pending.ops, ops);
+            pending.ops.extend(later);
         }
         applied
+    }
+
+    /// Waits until this process's writes to `table` are committed, so that
+    /// a read sees them (as a sled read does before its flush).
+    async fn settled(&self, table: &str) -> Result<()> {
+        let unsettled = self
+            .pending()
+            .unsettled
+            .get(table)
+            .is_some_and(|count| *count > 0);
+        if unsettled {
+            self.flush().await
+        } else {
+            Ok(())
+        }
     }
 
     async fn apply(&self, ops: &[Op]) -> Result<()> {
@@ -279,6 +332,7 @@ impl Pg {
 
     /// The value at `key` of `table`.
     pub(super) async fn get(&self, table: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.settled(table).await?;
         let client = self.client().await?;
         let get = client
             .prepare_cached(&format!("SELECT value FROM {table} WHERE key = $1"))
@@ -288,6 +342,7 @@ impl Pg {
 
     /// The pairs of `table` whose keys start with `prefix`, in key order.
     pub(super) async fn scan(&self, table: &str, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.settled(table).await?;
         let client = self.client().await?;
         let rows = match successor(prefix) {
             Some(end) => {
@@ -322,6 +377,7 @@ impl Pg {
         order: Order,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.settled(table).await?;
         let client = self.client().await?;
         let (from, direction) = match order {
             Order::Oldest => ("key >", "ASC"),

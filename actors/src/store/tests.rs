@@ -87,10 +87,10 @@ async fn pruning_removes_what_is_over_and_old_and_keeps_the_rest() {
 
 #[tokio::test]
 async fn in_postgres_pruning_removes_what_is_over_and_old_and_keeps_the_rest() {
-    let Some(cluster) = crate::testing::postgres() else {
+    let Some(cluster) = crate::test_postgres::postgres() else {
         return;
     };
-    pruning(&KvStore::connect(&cluster.database().await).await.unwrap()).await;
+    pruning(&KvStore::connect(&cluster.database()).await.unwrap()).await;
 }
 
 /// What pruning removes and keeps, the same whatever `store` is kept in.
@@ -595,26 +595,28 @@ async fn unknown_schema_versions_are_refused() {
 }
 
 #[tokio::test]
-async fn in_postgres_records_are_kept_across_connections_once_flushed() {
-    let Some(cluster) = crate::testing::postgres() else {
+async fn in_postgres_a_write_is_read_back_at_once_and_seen_elsewhere_once_committed() {
+    let Some(cluster) = crate::test_postgres::postgres() else {
         return;
     };
-    let config = cluster.database().await;
+    let config = cluster.database();
     let id: ComputerId = "ws-1".parse().unwrap();
     {
         let store = KvStore::connect(&config).await.unwrap();
         assert_eq!(store.computer(&id).await.unwrap(), None);
         store.put_computer(&id, &record()).unwrap();
         store.put_slot(&id, "alice", &Slot::default()).unwrap();
-        let written = KvStore::connect(&config).await.unwrap();
+        let elsewhere = KvStore::connect(&config).await.unwrap();
         assert_eq!(
-            written.computer(&id).await.unwrap(),
+            elsewhere.computer(&id).await.unwrap(),
             None,
-            "not visible before it is durable"
+            "not visible elsewhere before it is committed"
         );
-        store.flush().await.unwrap();
+        // The writer reads its own writes (committing them first).
+        assert_eq!(store.computer(&id).await.unwrap(), Some(record()));
+        assert_eq!(elsewhere.computer(&id).await.unwrap(), Some(record()));
         let a = store.next_id().await.unwrap();
-        let b = written.next_id().await.unwrap();
+        let b = elsewhere.next_id().await.unwrap();
         assert_ne!(a, b, "ids never repeat across connections");
     }
     // Connected again (a restart, another node): the schema is not made
@@ -630,10 +632,10 @@ async fn in_postgres_records_are_kept_across_connections_once_flushed() {
 
 #[tokio::test]
 async fn in_postgres_failures_counted_on_two_nodes_at_once_are_all_kept() {
-    let Some(cluster) = crate::testing::postgres() else {
+    let Some(cluster) = crate::test_postgres::postgres() else {
         return;
     };
-    let config = cluster.database().await;
+    let config = cluster.database();
     let (a, b) = (
         KvStore::connect(&config).await.unwrap(),
         KvStore::connect(&config).await.unwrap(),
@@ -659,10 +661,10 @@ async fn in_postgres_failures_counted_on_two_nodes_at_once_are_all_kept() {
 
 #[tokio::test]
 async fn in_postgres_a_schema_newer_than_this_build_is_refused() {
-    let Some(cluster) = crate::testing::postgres() else {
+    let Some(cluster) = crate::test_postgres::postgres() else {
         return;
     };
-    let config = cluster.database().await;
+    let config = cluster.database();
     drop(KvStore::connect(&config).await.unwrap());
     let (client, connection) = tokio_postgres::connect(&config.url, tokio_postgres::NoTls)
         .await

@@ -33,9 +33,74 @@ pub const ADMIN_PASSWORD: &str = "the tests' administrator password";
 /// A handshake (and Hello) timeout short enough for tests to see it.
 pub const HANDSHAKE_MS: u64 = 2000;
 
+/// A `[store]` section that keeps the store in sled whatever the suite runs
+/// on: for what only sled has (backups of the data folder).
+pub const SLED: &str = "[store]\nbackend = \"sled\"\n";
+
+/// The `[store]` section of the servers of folder `dir`: none (sled in the
+/// data folder), or under `OTPGATE_TEST_STORE=postgres` a database of their
+/// own in this test process's PostgreSQL cluster, the same one for every
+/// start on `dir` (its url kept in `dir/store.url`).
+fn store_section(dir: &Path) -> String {
+    let Some(url) = postgres_url(dir) else {
+        return String::new();
+    };
+    format!("[store]\nbackend = \"postgres\"\nurl = {url:?}\npool_size = 4\n")
+}
+
+/// The url of `dir`'s database when the suite runs on PostgreSQL, made on
+/// first use.
+fn postgres_url(dir: &Path) -> Option<String> {
+    if std::env::var("OTPGATE_TEST_STORE").as_deref() != Ok("postgres") {
+        return None;
+    }
+    let kept = dir.join("store.url");
+    if let Ok(url) = std::fs::read_to_string(&kept) {
+        return Some(url);
+    }
+    let cluster = otpgate_actors::test_postgres::postgres()
+        .expect("OTPGATE_TEST_STORE=postgres needs PostgreSQL (scripts/test installs it)");
+    let url = cluster.database().url;
+    std::fs::write(&kept, &url).unwrap();
+    Some(url)
+}
+
+/// The store of the server whose data folder is `data` (stopped), as it
+/// keeps it.
+pub async fn open_store(data: &Path) -> KvStore {
+    match postgres_url(data.parent().unwrap()) {
+        Some(url) => KvStore::connect(&otpgate_actors::PgConfig {
+            url,
+            password: None,
+            ca_file: None,
+            pool_size: 2,
+            statement_timeout: Duration::from_secs(10),
+        })
+        .await
+        .unwrap(),
+        None => KvStore::open(&data.join("db")).unwrap(),
+    }
+}
+
 /// Writes a test configuration into `dir` and returns its path: heartbeats every
-/// `heartbeat_ms`, handshakes within `handshake_ms`, then `extra` TOML sections.
+/// `heartbeat_ms`, handshakes within `handshake_ms`, then `extra` TOML sections
+/// (the suite's `[store]` unless `extra` has one).
 pub fn write_config(dir: &Path, heartbeat_ms: u64, handshake_ms: u64, extra: &str) -> PathBuf {
+    let store = if extra.contains("[store]") {
+        String::new()
+    } else {
+        store_section(dir)
+    };
+    config_file(
+        dir,
+        heartbeat_ms,
+        handshake_ms,
+        &format!("{extra}\n{store}"),
+    )
+}
+
+/// [`write_config`] with `extra` as it is.
+fn config_file(dir: &Path, heartbeat_ms: u64, handshake_ms: u64, extra: &str) -> PathBuf {
     let path = dir.join("otpgate.toml");
     let directory = dir.join("directory.toml");
     std::fs::write(
@@ -96,20 +161,18 @@ impl TestServer {
     /// started: for lists longer than a test could make through the front door.
     pub async fn start_seeded(seed: impl FnOnce(&dyn Store)) -> Self {
         let data = tempfile::tempdir().unwrap();
-        let db = data.path().join("data").join("db");
-        std::fs::create_dir_all(&db).unwrap();
         {
-            let store = KvStore::open(&db).unwrap();
+            let store = open_store(&data.path().join("data")).await;
             seed(&store);
             store.flush().await.unwrap();
         }
         Self::open(data, "127.0.0.1:0", Arc::new(SystemClock), String::new()).await
     }
 
-    /// A server on the system clock on data folder `data/data`, made
-    /// elsewhere (a restore, say).
+    /// A server on the system clock on sled data folder `data/data`, made
+    /// elsewhere (a restore).
     pub async fn start_on(data: tempfile::TempDir) -> Self {
-        Self::open(data, "127.0.0.1:0", Arc::new(SystemClock), String::new()).await
+        Self::open(data, "127.0.0.1:0", Arc::new(SystemClock), SLED.to_owned()).await
     }
 
     /// A second server of `first`'s site: its own data folder, and the same
@@ -147,6 +210,10 @@ impl TestServer {
         let server = Server::open_with_clock(&config, listeners, clock.clone())
             .await
             .unwrap();
+        if !extra.contains("[store]") && postgres_url(data.path()).is_some() {
+            let sled = data.path().join("data").join("db");
+            assert!(!sled.exists(), "the suite runs on PostgreSQL, not sled");
+        }
         let computers = server.computers();
         let web = server.web_addr().unwrap();
         let addr = server.agent_addr().unwrap();
@@ -482,10 +549,16 @@ impl ServerProcess {
             .append(true)
             .open(dir.join("server.log"))
             .unwrap();
+        // Another release's server knows no `[store]`: sled it is.
+        let config = if otpgate == super::release::this_otpgate() {
+            write_config(dir, heartbeat_ms, handshake_ms, extra)
+        } else {
+            config_file(dir, heartbeat_ms, handshake_ms, extra)
+        };
         let mut child = Command::new(otpgate)
             .arg("serve")
             .arg("--config")
-            .arg(write_config(dir, heartbeat_ms, handshake_ms, extra))
+            .arg(config)
             .arg("--data-dir")
             .arg(dir.join("data"))
             .args(["--listen", listen])

@@ -1,0 +1,153 @@
+//! A throwaway PostgreSQL cluster for tests, here and in the daemon's
+//! black-box suite (feature `testing`): Debian's `initdb` and `pg_ctl` on a
+//! free port of 127.0.0.1, never the packaged cluster.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use crate::store::PgConfig;
+
+/// A throwaway PostgreSQL cluster for this test process, on a free port of
+/// 127.0.0.1, started once (Debian's `initdb` and `pg_ctl`, as the
+/// `postgres` account when run as root: `initdb` refuses root), and stopped
+/// and removed by a watchdog once this process is gone.
+pub struct PgCluster {
+    bin: PathBuf,
+    port: u16,
+    next: AtomicU32,
+}
+
+/// The cluster of this test process, started on first use; `None` where
+/// PostgreSQL is not installed (the test then says it skipped, and fails
+/// under `OTPGATE_NO_SKIP`).
+pub fn postgres() -> Option<&'static PgCluster> {
+    static CLUSTER: OnceLock<Option<PgCluster>> = OnceLock::new();
+    CLUSTER.get_or_init(PgCluster::start).as_ref()
+}
+
+impl PgCluster {
+    fn start() -> Option<Self> {
+        let Some(bin) = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()
+            .into_iter()
+            .flatten()
+            .filter_map(|entry| Some(entry.ok()?.path().join("bin")))
+            .find(|bin| bin.join("initdb").exists())
+        else {
+            assert!(
+                std::env::var_os("OTPGATE_NO_SKIP").is_none(),
+                "PostgreSQL is not installed (scripts/test installs it)"
+            );
+            eprintln!("skipped: PostgreSQL is not installed");
+            return None;
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("otpgate-pg-")
+            .tempdir()
+            .unwrap()
+            .keep();
+        let root =
+            std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()) == 0;
+        let run = |program: &str| {
+            let mut command = if root {
+                let mut command = Command::new("runuser");
+                command
+                    .args(["-u", "postgres", "--"])
+                    .arg(bin.join(program));
+                command
+            } else {
+                Command::new(bin.join(program))
+            };
+            command.env_remove("PGDATA");
+            command
+        };
+        if root {
+            let status = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&dir)
+                .status()
+                .unwrap();
+            assert!(status.success(), "chown the cluster's folder");
+        }
+        let data = dir.join("data");
+        let out = run("initdb")
+            .arg("-D")
+            .arg(&data)
+            .args(["-A", "trust", "-U", "otpgate", "--no-sync"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "initdb: {out:?}");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let out = run("pg_ctl")
+            .arg("-D")
+            .arg(&data)
+            .arg("-o")
+            .arg(format!(
+                "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=on",
+                dir.display()
+            ))
+            .arg("-l")
+            .arg(dir.join("log"))
+            .args(["-w", "start"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "pg_ctl start: {out:?}");
+        // Stopped and removed once this process is gone, however it ends.
+        let stop = if root {
+            format!("runuser -u postgres -- {}", bin.join("pg_ctl").display())
+        } else {
+            bin.join("pg_ctl").display().to_string()
+        };
+        // (A watcher in the background of a shell that returns at once.)
+        let watcher = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "(while kill -0 {pid} 2>/dev/null; do sleep 1; done; \
+                 {stop} -D {data} -m immediate stop; rm -rf {dir}) &",
+                pid = std::process::id(),
+                data = data.display(),
+                dir = dir.display(),
+            ))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(watcher.success(), "start the cluster's watcher");
+        Some(Self {
+            bin,
+            port,
+            next: AtomicU32::new(0),
+        })
+    }
+
+    /// A new, empty database of its own (`createdb`), and how to reach it.
+    pub fn database(&self) -> PgConfig {
+        let n = self.next.fetch_add(1, Ordering::SeqCst);
+        let name = format!("t{}_{n}", std::process::id());
+        let out = Command::new(self.bin.join("createdb"))
+            .args(["-h", "127.0.0.1", "-U", "otpgate", "-p"])
+            .arg(self.port.to_string())
+            .arg(&name)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "createdb: {out:?}");
+        PgConfig {
+            url: format!(
+                "host=127.0.0.1 port={} user=otpgate dbname={name}",
+                self.port
+            ),
+            password: None,
+            ca_file: None,
+            pool_size: 4,
+            statement_timeout: Duration::from_secs(10),
+        }
+    }
+}

@@ -15,7 +15,12 @@ use crate::store::PgConfig;
 /// `postgres` account when run as root: `initdb` refuses root), and stopped
 /// and removed by a watchdog once this process is gone.
 pub struct PgCluster {
+    /// Its folder: the data folder `data`, the socket and the log.
+    dir: PathBuf,
+    data: PathBuf,
     bin: PathBuf,
+    /// Whether this process is root (the cluster is then `postgres`'s).
+    root: bool,
     port: u16,
     next: AtomicU32,
 }
@@ -29,7 +34,9 @@ pub fn postgres() -> Option<&'static PgCluster> {
 }
 
 impl PgCluster {
-    fn start() -> Option<Self> {
+    /// A cluster of the caller's own (to stop and start), or `None` as
+    /// [`postgres`] says.
+    pub fn start() -> Option<Self> {
         let Some(bin) = std::fs::read_dir("/usr/lib/postgresql")
             .ok()
             .into_iter()
@@ -51,19 +58,6 @@ impl PgCluster {
             .keep();
         let root =
             std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()) == 0;
-        let run = |program: &str| {
-            let mut command = if root {
-                let mut command = Command::new("runuser");
-                command
-                    .args(["-u", "postgres", "--"])
-                    .arg(bin.join(program));
-                command
-            } else {
-                Command::new(bin.join(program))
-            };
-            command.env_remove("PGDATA");
-            command
-        };
         if root {
             let status = Command::new("chown")
                 .args(["-R", "postgres:postgres"])
@@ -72,48 +66,44 @@ impl PgCluster {
                 .unwrap();
             assert!(status.success(), "chown the cluster's folder");
         }
-        let data = dir.join("data");
-        let out = run("initdb")
-            .arg("-D")
-            .arg(&data)
-            .args(["-A", "trust", "-U", "otpgate", "--no-sync"])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "initdb: {out:?}");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let out = run("pg_ctl")
+        let cluster = Self {
+            data: dir.join("data"),
+            dir,
+            bin,
+            root,
+            port,
+            next: AtomicU32::new(0),
+        };
+        let out = cluster
+            .run("initdb")
             .arg("-D")
-            .arg(&data)
-            .arg("-o")
-            .arg(format!(
-                "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=on",
-                dir.display()
-            ))
-            .arg("-l")
-            .arg(dir.join("log"))
-            .args(["-w", "start"])
+            .arg(&cluster.data)
+            .args(["-A", "trust", "-U", "otpgate", "--no-sync"])
             .output()
             .unwrap();
-        assert!(out.status.success(), "pg_ctl start: {out:?}");
+        assert!(out.status.success(), "initdb: {out:?}");
+        cluster.resume();
         // Stopped and removed once this process is gone, however it ends.
-        let stop = if root {
-            format!("runuser -u postgres -- {}", bin.join("pg_ctl").display())
-        } else {
-            bin.join("pg_ctl").display().to_string()
-        };
         // (A watcher in the background of a shell that returns at once.)
+        let pg_ctl = cluster.bin.join("pg_ctl").display().to_string();
+        let stop = if root {
+            format!("runuser -u postgres -- {pg_ctl}")
+        } else {
+            pg_ctl
+        };
         let watcher = Command::new("sh")
             .arg("-c")
             .arg(format!(
                 "(while kill -0 {pid} 2>/dev/null; do sleep 1; done; \
                  {stop} -D {data} -m immediate stop; rm -rf {dir}) &",
                 pid = std::process::id(),
-                data = data.display(),
-                dir = dir.display(),
+                data = cluster.data.display(),
+                dir = cluster.dir.display(),
             ))
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
@@ -121,11 +111,54 @@ impl PgCluster {
             .status()
             .unwrap();
         assert!(watcher.success(), "start the cluster's watcher");
-        Some(Self {
-            bin,
-            port,
-            next: AtomicU32::new(0),
-        })
+        Some(cluster)
+    }
+
+    /// `program` of PostgreSQL's, as the account that owns the cluster.
+    fn run(&self, program: &str) -> Command {
+        let mut command = if self.root {
+            let mut command = Command::new("runuser");
+            command
+                .args(["-u", "postgres", "--"])
+                .arg(self.bin.join(program));
+            command
+        } else {
+            Command::new(self.bin.join(program))
+        };
+        command.env_remove("PGDATA");
+        command
+    }
+
+    /// Starts the cluster (again), and waits until it takes connections.
+    pub fn resume(&self) {
+        let out = self
+            .run("pg_ctl")
+            .arg("-D")
+            .arg(&self.data)
+            .arg("-o")
+            .arg(format!(
+                "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=on",
+                self.port,
+                self.dir.display()
+            ))
+            .arg("-l")
+            .arg(self.dir.join("log"))
+            .args(["-w", "start"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "pg_ctl start: {out:?}");
+    }
+
+    /// Stops the cluster at once (as a crash would: `-m immediate`).
+    pub fn halt(&self) {
+        let out = self
+            .run("pg_ctl")
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-m", "immediate", "-w", "stop"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "pg_ctl stop: {out:?}");
     }
 
     /// A new, empty database of its own (`createdb`), and how to reach it.

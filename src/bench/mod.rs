@@ -60,6 +60,9 @@ pub struct FleetOptions {
     pub heartbeat: Duration,
     /// Where the server's data and the agents' identities are kept between runs.
     pub work_dir: PathBuf,
+    /// A file with the server's `[store]` section (PostgreSQL, say); sled in
+    /// the work folder without one.
+    pub store: Option<PathBuf>,
 }
 
 /// The report of any scenario.
@@ -242,6 +245,8 @@ struct ServerSetup {
     max_connections: usize,
     /// A directory file mapping each bench OS user to its address.
     directory: Option<PathBuf>,
+    /// See [`FleetOptions::store`].
+    store: Option<PathBuf>,
 }
 
 impl ServerSetup {
@@ -251,6 +256,7 @@ impl ServerSetup {
             // Room for the agents and a few more (late or stray connections).
             max_connections: options.agents + options.agents / 100 + 16,
             directory,
+            store: options.store.clone(),
         }
     }
 }
@@ -280,6 +286,12 @@ impl Server {
         }
         // The load is on the agents' port; the web tool is not under test.
         text.push_str("\n[web]\nenabled = false\n");
+        if let Some(store) = &setup.store {
+            let section = std::fs::read_to_string(store)
+                .with_context(|| format!("cannot read {}", store.display()))?;
+            text.push('\n');
+            text.push_str(&section);
+        }
         std::fs::write(&config, text)?;
         let data = work.join("data");
         let mut child = Command::new(std::env::current_exe()?)

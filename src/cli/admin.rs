@@ -13,13 +13,14 @@ use otpgate_protocol::login::Secret;
 
 use crate::cli::args::{
     Admin, AdminAudit, AdminClients, AdminDirectory, AdminGroups, AdminMail, AdminOtp,
-    AdminRecordings, AdminRequests, AdminSessions, AdminSettings, AdminUsers, DecideArgs,
-    FilterArgs, PageArgs,
+    AdminRecordings, AdminRequests, AdminSessions, AdminSettings, AdminStore, AdminUsers,
+    DecideArgs, FilterArgs, PageArgs,
 };
 use otpgate_screens::for_terminal;
 
-use crate::cli::{backup, prompt, recordings, time};
+use crate::cli::{backup, prompt, recordings, store, time};
 use crate::server::admin::socket_path;
+use crate::server::config::StoreConfig;
 use crate::unix;
 
 pub(super) async fn command(
@@ -200,6 +201,16 @@ pub(super) async fn command(
         }
         Admin::Backup { out, without_keys } => {
             return backup::backup(data_dir, &out, !without_keys, json).await;
+        }
+        Admin::Store(AdminStore::Copy {
+            from,
+            to,
+            password_file,
+            password_env,
+            ca_file,
+        }) => {
+            let target = StoreConfig::postgres(to, password_file, password_env, ca_file)?;
+            return store::copy(&from, &target, json).await;
         }
     };
     let response: AdminResponse = unix::ask(&socket_path(data_dir), &request).await?;

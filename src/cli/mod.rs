@@ -9,6 +9,7 @@ mod backup;
 mod doctor;
 pub mod prompt;
 mod recordings;
+mod store;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};

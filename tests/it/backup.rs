@@ -175,7 +175,7 @@ async fn a_backup_made_under_load_restores_whole_and_opens_no_otp_again() {
         .and_then(|count| count.parse().ok())
         .unwrap_or_else(|| panic!("{restored}"));
     assert!((2..=3).contains(&voided), "{restored}");
-    let server = TestServer::start_on(new).await;
+    let server = TestServer::start_on(new, SLED).await;
 
     assert_eq!(server.settings().await.expiration_secs, 45 * 60);
     let users = server
@@ -307,7 +307,7 @@ async fn a_backup_without_keys_restores_only_with_the_sites_keys() {
 
 /// A server starts on a restored folder, and takes its computers.
 async fn check_restored_serves(target: tempfile::TempDir) {
-    let server = TestServer::start_on(target).await;
+    let server = TestServer::start_on(target, SLED).await;
     let desk = server.desk("ws-9").await;
     let status = desk.login(LoginRequest::Status).await;
     assert!(matches!(status, LoginResponse::Status(_)), "{status:?}");

@@ -30,5 +30,6 @@ mod releases;
 mod scale;
 mod smtp;
 mod sshd;
+mod store;
 mod versions;
 mod web;

@@ -33,12 +33,11 @@ impl ComputerState {
         &self,
         keys: impl IntoIterator<Item = LimitKey>,
     ) -> Result<Vec<(LimitKey, Bucket)>> {
-        let mut buckets = Vec::new();
-        for key in keys {
-            let bucket = self.svc.store.failures(&key.key()).await?;
-            buckets.push((key, bucket));
-        }
-        Ok(buckets)
+        let keys: Vec<LimitKey> = keys.into_iter().collect();
+        let names: Vec<String> = keys.iter().map(LimitKey::key).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let buckets = self.svc.store.failures(&names).await?;
+        Ok(keys.into_iter().zip(buckets).collect())
     }
 
     /// Writes what a rule decided; [`ComputerState::commit`] makes it durable.

@@ -27,7 +27,7 @@ use crate::settings::{GroupRecord, SystemSettings};
 pub const FLUSH_EVERY_MS: u64 = 500;
 
 /// What a store's tables are kept in.
-enum Engine {
+pub(super) enum Engine {
     /// One sled database.
     Sled {
         db: sled::Db,
@@ -42,7 +42,7 @@ enum Engine {
 
 /// The store: a table per concern, in sled or in PostgreSQL.
 pub struct KvStore {
-    engine: Engine,
+    pub(super) engine: Engine,
     pub(super) meta: Table,
     pub(super) computers: Table,
     pub(super) groups: Table,
@@ -101,6 +101,26 @@ const TABLES: [&str; 13] = [
 ];
 
 impl KvStore {
+    /// Every table, in [`TABLES`]' order.
+    pub(super) fn tables(&self) -> [Table; TABLES.len()] {
+        [
+            &self.meta,
+            &self.computers,
+            &self.groups,
+            &self.users,
+            &self.otps,
+            &self.mailed,
+            &self.requests,
+            &self.request_index,
+            &self.sessions,
+            &self.audit,
+            &self.outbox,
+            &self.mail_failures,
+            &self.failures,
+        ]
+        .map(Table::clone)
+    }
+
     fn with_tables(engine: Engine, table: impl Fn(&'static str) -> Result<Table>) -> Result<Self> {
         let [
             meta,
@@ -505,8 +525,12 @@ impl Store for KvStore {
         self.failures.count(key, failure)
     }
 
-    fn failures<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Bucket> {
-        Box::pin(async move { Ok(self.failures.get::<Bucket>(key).await?.unwrap_or_default()) })
+    fn failures<'a>(&'a self, keys: &'a [&'a str]) -> StoreFuture<'a, Vec<Bucket>> {
+        Box::pin(async move {
+            let keys: Vec<&[u8]> = keys.iter().map(|key| key.as_bytes()).collect();
+            let found = self.failures.get_many::<Bucket>(&keys).await?;
+            Ok(found.into_iter().map(Option::unwrap_or_default).collect())
+        })
     }
 
     fn prune(&self, cutoff: Timestamp, now: Timestamp, window: Duration) -> StoreFuture<'_, usize> {

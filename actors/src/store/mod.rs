@@ -21,6 +21,7 @@ mod flusher;
 mod kv;
 mod postgres;
 pub mod record;
+mod site_copy;
 mod table;
 #[cfg(test)]
 mod tests;
@@ -44,6 +45,7 @@ pub use computers::ComputerRecord;
 pub use kv::{FLUSH_EVERY_MS, KvStore, Snapshot, open_sled};
 pub use postgres::PgConfig;
 pub use record::{Record, decode, encode};
+pub use site_copy::Copied;
 
 /// Why the store could not read or write.
 #[derive(Debug, thiserror::Error)]
@@ -247,8 +249,8 @@ pub trait Store: Send + Sync + 'static {
     /// that counts it, atomically, so that concurrent failures (one account
     /// tried from many computers) are never lost.
     fn count_failure(&self, key: &str, failure: Failure) -> Result<()>;
-    /// The failures counted against `key`, as last written.
-    fn failures<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Bucket>;
+    /// The failures counted against each of `keys`, as last written.
+    fn failures<'a>(&'a self, keys: &'a [&'a str]) -> StoreFuture<'a, Vec<Bucket>>;
 
     /// Removes what is over and older than `cutoff` (audit entries, ended
     /// sessions, decided or expired requests, messages given up on), the

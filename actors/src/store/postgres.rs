@@ -18,6 +18,7 @@
 //! fails leaves the schema as it was, and nodes starting together apply each
 //! once.
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
@@ -28,7 +29,7 @@ use zeroize::Zeroizing;
 
 use super::flusher::Flusher;
 use super::record::{decode, encode};
-use super::table::Order;
+use super::table::{Order, Table};
 use super::{Result, StoreError};
 use crate::names::is_loopback;
 use crate::rules::{Bucket, Failure};
@@ -75,7 +76,36 @@ struct Pending {
     /// Waiting for the next commit, in order.
     ops: Vec<Op>,
     /// How many writes of each table are pending or being committed.
-    unsettled: std::collections::HashMap<&'static str, usize>,
+    tables: HashMap<&'static str, usize>,
+    /// ... and of each key.
+    keys: HashMap<(&'static str, Vec<u8>), usize>,
+}
+
+impl Pending {
+    fn take(&mut self, op: Op) {
+        *self.tables.entry(op.table()).or_default() += 1;
+        *self
+            .keys
+            .entry((op.table(), op.key().to_vec()))
+            .or_default() += 1;
+        self.ops.push(op);
+    }
+
+    /// Forgets `ops`, committed.
+    fn settle(&mut self, ops: &[Op]) {
+        for op in ops {
+            if let Some(count) = self.tables.get_mut(op.table()) {
+                *count -= 1;
+            }
+            let key = (op.table(), op.key().to_vec());
+            if let Some(count) = self.keys.get_mut(&key) {
+                *count -= 1;
+                if *count == 0 {
+                    self.keys.remove(&key);
+                }
+            }
+        }
+    }
 }
 
 /// A write waiting for the next commit.
@@ -105,6 +135,49 @@ impl Op {
             }
         }
     }
+
+    fn key(&self) -> &[u8] {
+        match self {
+            Self::Put { key, .. } | Self::Remove { key, .. } | Self::Count { key, .. } => key,
+        }
+    }
+}
+
+/// What a commit does to one key: its last put or removal, if any (`Some(None)`
+/// removes), then the failures counted after it.
+#[derive(Default)]
+struct Change<'a> {
+    base: Option<Option<&'a [u8]>>,
+    counts: Vec<Failure>,
+}
+
+/// What `ops` do, by table and key, both in order: the order in which every
+/// node's commits lock rows, so that two never wait for each other.
+fn changes(ops: &[Op]) -> BTreeMap<&'static str, BTreeMap<&[u8], Change<'_>>> {
+    let mut changes: BTreeMap<_, BTreeMap<_, Change<'_>>> = BTreeMap::new();
+    for op in ops {
+        let change = changes
+            .entry(op.table())
+            .or_default()
+            .entry(op.key())
+            .or_default();
+        match op {
+            Op::Put { value, .. } => {
+                *change = Change {
+                    base: Some(Some(value)),
+                    counts: Vec::new(),
+                }
+            }
+            Op::Remove { .. } => {
+                *change = Change {
+                    base: Some(None),
+                    counts: Vec::new(),
+                }
+            }
+            Op::Count { failure, .. } => change.counts.push(*failure),
+        }
+    }
+    changes
 }
 
 /// The database, its pending writes and the ids reserved.
@@ -211,9 +284,7 @@ impl Pg {
 
     /// Takes `op` for the next commit.
     pub(super) fn push(&self, op: Op) {
-        let mut pending = self.pending();
-        *pending.unsettled.entry(op.table()).or_default() += 1;
-        pending.ops.push(op);
+        self.pending().take(op);
     }
 
     /// Makes every write taken before this call durable (group commit).
@@ -230,11 +301,7 @@ impl Pg {
         let applied = self.apply(&ops).await;
         let mut pending = self.pending();
         if applied.is_ok() {
-            for op in &ops {
-                if let Some(count) = pending.unsettled.get_mut(op.table()) {
-                    *count -= 1;
-                }
-            }
+            pending.settle(&ops);
         } else {
             let later = std::mem::replace(&mut pending.ops, ops);
             pending.ops.extend(later);
@@ -242,14 +309,17 @@ impl Pg {
         applied
     }
 
-    /// Waits until this process's writes to `table` are committed, so that
-    /// a read sees them (as a sled read does before its flush).
-    async fn settled(&self, table: &str) -> Result<()> {
-        let unsettled = self
-            .pending()
-            .unsettled
-            .get(table)
-            .is_some_and(|count| *count > 0);
+    /// Waits until this process's writes to `table` (to its `key`, if one is
+    /// given) are committed, so that a read sees them, as a sled read does
+    /// before its flush.
+    async fn settled(&self, table: &'static str, key: Option<&[u8]>) -> Result<()> {
+        let unsettled = {
+            let pending = self.pending();
+            match key {
+                Some(key) => pending.keys.contains_key(&(table, key.to_vec())),
+                None => pending.tables.get(table).is_some_and(|count| *count > 0),
+            }
+        };
         if unsettled {
             self.flush().await
         } else {
@@ -257,57 +327,82 @@ impl Pg {
         }
     }
 
+    /// Applies `ops` in one transaction: for each table, one statement for
+    /// its removals, one for its puts, and three for its counts.
     async fn apply(&self, ops: &[Op]) -> Result<()> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        for op in ops {
-            match op {
-                Op::Put { table, key, value } => {
-                    let put = tx
-                        .prepare_cached(&format!(
-                            "INSERT INTO {table} (key, value) VALUES ($1, $2)
-                             ON CONFLICT (key) DO UPDATE SET value = excluded.value"
-                        ))
-                        .await?;
-                    tx.execute(&put, &[key, value]).await?;
+        for (table, changes) in changes(ops) {
+            let (mut removed, mut put, mut values, mut counted) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for (key, change) in &changes {
+                match change.base {
+                    Some(None) => removed.push(*key),
+                    Some(Some(value)) => {
+                        put.push(*key);
+                        values.push(value);
+                    }
+                    None => {}
                 }
-                Op::Remove { table, key } => {
-                    let remove = tx
-                        .prepare_cached(&format!("DELETE FROM {table} WHERE key = $1"))
-                        .await?;
-                    tx.execute(&remove, &[key]).await?;
-                }
-                Op::Count {
-                    table,
-                    key,
-                    failure,
-                } => {
-                    // A row lock needs a row: a missing bucket is made
-                    // first (waiting for another node's insert of it), so
-                    // that two nodes' counts are never both made from none.
-                    let made = tx
-                        .prepare_cached(&format!(
-                            "INSERT INTO {table} (key, value) VALUES ($1, $2)
-                             ON CONFLICT (key) DO NOTHING"
-                        ))
-                        .await?;
-                    tx.execute(&made, &[key, &encode(&Bucket::default())?])
-                        .await?;
-                    let locked = tx
-                        .prepare_cached(&format!(
-                            "SELECT value FROM {table} WHERE key = $1 FOR UPDATE"
-                        ))
-                        .await?;
-                    let row = tx.query_one(&locked, &[key]).await?;
-                    let bucket = decode::<Bucket>(table, row.get(0)).unwrap_or_default();
-                    let value = encode(&failure.counted(bucket))?;
-                    let put = tx
-                        .prepare_cached(&format!("UPDATE {table} SET value = $2 WHERE key = $1"))
-                        .await?;
-                    tx.execute(&put, &[key, &value]).await?;
+                if !change.counts.is_empty() {
+                    counted.push(*key);
                 }
             }
+            if !removed.is_empty() {
+                let remove = tx
+                    .prepare_cached(&format!("DELETE FROM {table} WHERE key = ANY($1)"))
+                    .await?;
+                tx.execute(&remove, &[&removed]).await?;
+            }
+            if !put.is_empty() {
+                let upsert = tx
+                    .prepare_cached(&format!(
+                        "INSERT INTO {table} (key, value)
+                         SELECT * FROM unnest($1::bytea[], $2::bytea[])
+                         ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+                    ))
+                    .await?;
+                tx.execute(&upsert, &[&put, &values]).await?;
+            }
+            if !counted.is_empty() {
+                count(&tx, table, &counted, &changes).await?;
+            }
         }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Loads every pair of `tables` (another store's, read `batch` at a
+    /// time) into this one's tables of the same names, and has its ids go on
+    /// from `next_id`: all in one transaction.
+    pub(super) async fn load(&self, tables: &[Table], next_id: u64, batch: usize) -> Result<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        for table in tables {
+            let name = table.name;
+            let insert = tx
+                .prepare_cached(&format!(
+                    "INSERT INTO {name} (key, value) SELECT * FROM unnest($1::bytea[], $2::bytea[])"
+                ))
+                .await?;
+            let mut after: Option<Vec<u8>> = None;
+            loop {
+                let pairs = table.after(after.as_deref(), batch).await?;
+                let (keys, values): (Vec<&[u8]>, Vec<&[u8]>) = pairs
+                    .iter()
+                    .map(|(key, value)| (key.as_slice(), value.as_slice()))
+                    .unzip();
+                tx.execute(&insert, &[&keys, &values]).await?;
+                if pairs.len() < batch {
+                    break;
+                }
+                after = pairs.last().map(|(key, _)| key.clone());
+            }
+        }
+        let next = i64::try_from(next_id)
+            .map_err(|_| StoreError::Config(format!("id {next_id} is out of range")))?;
+        tx.execute("SELECT setval('otpgate_ids', $1, false)", &[&next])
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -331,8 +426,8 @@ impl Pg {
     }
 
     /// The value at `key` of `table`.
-    pub(super) async fn get(&self, table: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.settled(table).await?;
+    pub(super) async fn get(&self, table: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.settled(table, Some(key)).await?;
         let client = self.client().await?;
         let get = client
             .prepare_cached(&format!("SELECT value FROM {table} WHERE key = $1"))
@@ -340,9 +435,37 @@ impl Pg {
         Ok(client.query_opt(&get, &[&key]).await?.map(|row| row.get(0)))
     }
 
+    /// The values at `keys` of `table`, in their order.
+    pub(super) async fn get_many(
+        &self,
+        table: &'static str,
+        keys: &[&[u8]],
+    ) -> Result<Vec<Option<Vec<u8>>>> {
+        for key in keys {
+            self.settled(table, Some(key)).await?;
+        }
+        let client = self.client().await?;
+        let get = client
+            .prepare_cached(&format!(
+                "SELECT key, value FROM {table} WHERE key = ANY($1)"
+            ))
+            .await?;
+        let mut found: HashMap<Vec<u8>, Vec<u8>> = client
+            .query(&get, &[&keys])
+            .await?
+            .into_iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .collect();
+        Ok(keys.iter().map(|key| found.remove(*key)).collect())
+    }
+
     /// The pairs of `table` whose keys start with `prefix`, in key order.
-    pub(super) async fn scan(&self, table: &str, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        self.settled(table).await?;
+    pub(super) async fn scan(
+        &self,
+        table: &'static str,
+        prefix: &[u8],
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.settled(table, None).await?;
         let client = self.client().await?;
         let rows = match successor(prefix) {
             Some(end) => {
@@ -372,12 +495,12 @@ impl Pg {
     /// first).
     pub(super) async fn range(
         &self,
-        table: &str,
+        table: &'static str,
         cursor: Option<&[u8]>,
         order: Order,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        self.settled(table).await?;
+        self.settled(table, None).await?;
         let client = self.client().await?;
         let (from, direction) = match order {
             Order::Oldest => ("key >", "ASC"),
@@ -408,6 +531,50 @@ impl Pg {
             .map(|row| (row.get(0), row.get(1)))
             .collect())
     }
+}
+
+/// Counts the failures of `changes` against buckets `keys` of `table`, each
+/// read and replaced under a row lock. A row lock needs a row: a missing
+/// bucket is made first (waiting for another node's insert of it), so that
+/// two nodes' counts are never both made from none.
+async fn count(
+    tx: &deadpool_postgres::Transaction<'_>,
+    table: &'static str,
+    keys: &[&[u8]],
+    changes: &BTreeMap<&[u8], Change<'_>>,
+) -> Result<()> {
+    let made = tx
+        .prepare_cached(&format!(
+            "INSERT INTO {table} (key, value) SELECT key, $2 FROM unnest($1::bytea[]) AS key
+             ON CONFLICT (key) DO NOTHING"
+        ))
+        .await?;
+    tx.execute(&made, &[&keys, &encode(&Bucket::default())?])
+        .await?;
+    let locked = tx
+        .prepare_cached(&format!(
+            "SELECT key, value FROM {table} WHERE key = ANY($1) ORDER BY key FOR UPDATE"
+        ))
+        .await?;
+    let (mut counted, mut values) = (Vec::new(), Vec::new());
+    for row in tx.query(&locked, &[&keys]).await? {
+        let key: Vec<u8> = row.get(0);
+        let mut bucket = decode::<Bucket>(table, row.get(1)).unwrap_or_default();
+        for failure in changes.get(key.as_slice()).map_or(&[][..], |c| &c.counts) {
+            bucket = failure.counted(bucket);
+        }
+        values.push(encode(&bucket)?);
+        counted.push(key);
+    }
+    let update = tx
+        .prepare_cached(&format!(
+            "UPDATE {table} SET value = counted.value
+             FROM unnest($1::bytea[], $2::bytea[]) AS counted (key, value)
+             WHERE {table}.key = counted.key"
+        ))
+        .await?;
+    tx.execute(&update, &[&counted, &values]).await?;
+    Ok(())
 }
 
 /// The first key after every key that starts with `prefix`, if one is.
@@ -464,5 +631,56 @@ mod tests {
         assert_eq!(successor(b"a\xff"), Some(b"b".to_vec()));
         assert_eq!(successor(b"\xff\xff"), None);
         assert_eq!(successor(b""), None);
+    }
+
+    #[test]
+    fn a_commit_writes_each_key_as_its_last_write_left_it() {
+        let failure = Failure {
+            at: crate::Timestamp::from_unix_millis(1),
+            limit: 5,
+            window: Duration::from_secs(60),
+        };
+        let put = |key: &str, value: &str| Op::Put {
+            table: "t",
+            key: key.into(),
+            value: value.into(),
+        };
+        let remove = |key: &str| Op::Remove {
+            table: "t",
+            key: key.into(),
+        };
+        let count = |key: &str| Op::Count {
+            table: "t",
+            key: key.into(),
+            failure,
+        };
+        let ops = [
+            put("a", "1"),
+            remove("a"),
+            put("b", "1"),
+            put("b", "2"),
+            count("c"),
+            remove("c"),
+            count("c"),
+            count("d"),
+            put("d", "3"),
+            count("d"),
+            count("d"),
+        ];
+        let changes = changes(&ops);
+        let t = &changes["t"];
+        let seen: Vec<_> = t
+            .iter()
+            .map(|(key, change)| (*key, change.base, change.counts.len()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (&b"a"[..], Some(None), 0),
+                (b"b", Some(Some(&b"2"[..])), 0),
+                (b"c", Some(None), 1),
+                (b"d", Some(Some(&b"3"[..])), 2),
+            ]
+        );
     }
 }

@@ -94,6 +94,21 @@ impl Table {
         bytes.map(|bytes| decode(self.name, &bytes)).transpose()
     }
 
+    /// The records at `keys`, in their order (one query in PostgreSQL).
+    pub(super) async fn get_many<T: Record>(&self, keys: &[&[u8]]) -> Result<Vec<Option<T>>> {
+        let found = match &self.tree {
+            Tree::Sled { tree, .. } => keys
+                .iter()
+                .map(|key| Ok(tree.get(key)?.map(|bytes| bytes.to_vec())))
+                .collect::<Result<Vec<_>>>()?,
+            Tree::Pg(pg) => pg.get_many(self.name, keys).await?,
+        };
+        found
+            .into_iter()
+            .map(|bytes| bytes.map(|bytes| decode(self.name, &bytes)).transpose())
+            .collect()
+    }
+
     pub(super) fn put<T: Record>(&self, key: impl AsRef<[u8]>, record: &T) -> Result<()> {
         let value = encode(record)?;
         match &self.tree {
@@ -190,6 +205,30 @@ impl Table {
                 let pairs = pg.range(self.name, cursor, order, limit).await?;
                 self.decoded(pairs)
             }
+        }
+    }
+
+    /// At most `limit` pairs after `cursor` (excluded) in key order, as
+    /// stored: what a copy moves.
+    pub(super) async fn after(
+        &self,
+        cursor: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        match &self.tree {
+            Tree::Sled { tree, .. } => {
+                let range = match cursor {
+                    Some(after) => {
+                        tree.range::<&[u8], _>((Bound::Excluded(after), Bound::Unbounded))
+                    }
+                    None => tree.iter(),
+                };
+                Ok(range
+                    .take(limit)
+                    .map(|pair| pair.map(|(key, value)| (key.to_vec(), value.to_vec())))
+                    .collect::<sled::Result<_>>()?)
+            }
+            Tree::Pg(pg) => pg.range(self.name, cursor, Order::Oldest, limit).await,
         }
     }
 

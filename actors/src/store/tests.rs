@@ -184,8 +184,14 @@ async fn pruning(store: &KvStore) {
         "a pending one stays"
     );
     assert!(store.request(13).await.unwrap().is_some());
-    assert_eq!(store.failures("old").await.unwrap(), Bucket::default());
-    assert_ne!(store.failures("fresh").await.unwrap(), Bucket::default());
+    assert_eq!(
+        store.failures(&["old"]).await.unwrap()[0],
+        Bucket::default()
+    );
+    assert_ne!(
+        store.failures(&["fresh"]).await.unwrap()[0],
+        Bucket::default()
+    );
     assert_eq!(store.mailed(&ws1, "alice").await.unwrap(), None);
     assert_eq!(store.mailed(&ws1, "bob").await.unwrap(), Some(t(500)));
 }
@@ -243,27 +249,26 @@ async fn failures_are_counted_atomically_and_kept() {
     };
     {
         let store = KvStore::open(dir.path()).unwrap();
-        assert_eq!(store.failures("k").await.unwrap(), Bucket::default());
+        assert_eq!(store.failures(&["k"]).await.unwrap()[0], Bucket::default());
         std::thread::scope(|scope| {
             for _ in 0..2 {
                 scope.spawn(|| store.count_failure("k", fail).unwrap());
             }
         });
         assert_eq!(
-            store.failures("k").await.unwrap().full_for(t0, 2, hour),
+            store.failures(&["k"]).await.unwrap()[0].full_for(t0, 2, hour),
             Some(hour / 2)
         );
     }
     let store = reopen(dir.path());
     assert!(
-        store
-            .failures("k")
-            .await
-            .unwrap()
+        store.failures(&["k"]).await.unwrap()[0]
             .full_for(t0, 2, hour)
             .is_some()
     );
-    assert_eq!(store.failures("other").await.unwrap(), Bucket::default());
+    let both = store.failures(&["other", "k"]).await.unwrap();
+    assert_eq!(both[0], Bucket::default());
+    assert_ne!(both[1], Bucket::default(), "in the order asked");
 }
 
 #[tokio::test]
@@ -631,6 +636,33 @@ async fn in_postgres_a_write_is_read_back_at_once_and_seen_elsewhere_once_commit
 }
 
 #[tokio::test]
+async fn in_postgres_a_store_fails_while_the_database_is_down_and_recovers_without_a_restart() {
+    let Some(cluster) = crate::test_postgres::PgCluster::start() else {
+        return;
+    };
+    let config = cluster.database();
+    let store = KvStore::connect(&config).await.unwrap();
+    let (ws1, ws2): (ComputerId, ComputerId) = ("ws-1".parse().unwrap(), "ws-2".parse().unwrap());
+    store.put_computer(&ws1, &record()).unwrap();
+    store.flush().await.unwrap();
+    cluster.halt();
+    store.put_computer(&ws2, &record()).unwrap();
+    assert!(
+        store.flush().await.is_err(),
+        "no commit without the database"
+    );
+    assert!(store.computer(&ws1).await.is_err(), "nor a read");
+    cluster.resume();
+    // The write that was not committed is still pending, and lands with the
+    // next commit; the pool makes new connections.
+    store.flush().await.unwrap();
+    let elsewhere = KvStore::connect(&config).await.unwrap();
+    for id in [&ws1, &ws2] {
+        assert_eq!(elsewhere.computer(id).await.unwrap(), Some(record()));
+    }
+}
+
+#[tokio::test]
 async fn in_postgres_failures_counted_on_two_nodes_at_once_are_all_kept() {
     let Some(cluster) = crate::test_postgres::postgres() else {
         return;
@@ -653,7 +685,7 @@ async fn in_postgres_failures_counted_on_two_nodes_at_once_are_all_kept() {
     flushed_a.unwrap();
     flushed_b.unwrap();
     assert_eq!(
-        a.failures("k").await.unwrap().full_for(t0, 2, hour),
+        a.failures(&["k"]).await.unwrap()[0].full_for(t0, 2, hour),
         Some(hour / 2),
         "both failures counted"
     );
@@ -683,5 +715,72 @@ async fn in_postgres_a_schema_newer_than_this_build_is_refused() {
             .as_deref()
             .is_some_and(|err| err.contains("newer than this build")),
         "{refused:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_sled_store_is_copied_into_an_empty_postgres_database_whole_and_only_there() {
+    use crate::audit::{Action, Who};
+    let Some(cluster) = crate::test_postgres::postgres() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let sled = KvStore::open(dir.path()).unwrap();
+    let id: ComputerId = "ws-1".parse().unwrap();
+    sled.put_computer(&id, &record()).unwrap();
+    sled.put_slot(&id, "alice", &Slot::default()).unwrap();
+    let fail = Failure {
+        at: Timestamp::from_unix_millis(5),
+        limit: 3,
+        window: Duration::from_secs(60),
+    };
+    sled.count_failure("k", fail).unwrap();
+    // More than one batch of audit entries.
+    for n in 0..1500 {
+        sled.append_audit(&AuditEntry {
+            at: Timestamp::from_unix_millis(n),
+            who: Who::Server,
+            computer: None,
+            action: Action::Configure,
+            outcome: format!("entry {n}"),
+        })
+        .unwrap();
+    }
+    sled.flush().await.unwrap();
+    let last_id = sled.next_id().await.unwrap();
+
+    let config = cluster.database();
+    let pg = KvStore::connect(&config).await.unwrap();
+    let copied = sled.copy_into(&pg).await.unwrap();
+    let count = |table: &str| copied.iter().find(|c| c.table == table).unwrap().records;
+    assert_eq!(
+        (
+            count("computers"),
+            count("otps"),
+            count("audit"),
+            count("failure_buckets")
+        ),
+        (1, 1, 1500, 1)
+    );
+    assert_eq!(copied.len(), 13, "every table, the empty ones too");
+    // What the server reads, it reads the same.
+    assert_eq!(pg.computer(&id).await.unwrap(), Some(record()));
+    assert_eq!(pg.slots(&id).await.unwrap(), sled.slots(&id).await.unwrap());
+    assert_eq!(
+        pg.failures(&["k"]).await.unwrap(),
+        sled.failures(&["k"]).await.unwrap()
+    );
+    let (_, newest) = pg.audit_from(None, 1).await.unwrap().remove(0);
+    assert_eq!(newest.outcome, "entry 1499");
+    assert!(pg.next_id().await.unwrap() > last_id, "ids go on above");
+    // A second copy finds the target in use.
+    let again = sled.copy_into(&pg).await.unwrap_err().to_string();
+    assert!(again.contains("not empty"), "{again}");
+    // Into sled, never.
+    let other = tempfile::tempdir().unwrap();
+    assert!(
+        sled.copy_into(&KvStore::open(other.path()).unwrap())
+            .await
+            .is_err()
     );
 }

@@ -58,6 +58,37 @@ pub(in crate::cli) enum Admin {
         #[arg(long)]
         without_keys: bool,
     },
+    /// The store's database.
+    #[command(subcommand)]
+    Store(AdminStore),
+}
+
+#[derive(Subcommand)]
+pub(in crate::cli) enum AdminStore {
+    /// Copy a site's sled store, with its server stopped, into a new and
+    /// empty PostgreSQL database in one transaction, then check the copy
+    /// (records and a SHA-256 per table, read back from both); then set
+    /// `[store] backend = "postgres"` and start the server.
+    Copy {
+        /// The server's data folder (or its `db` folder).
+        #[arg(long, value_name = "DIR")]
+        from: std::path::PathBuf,
+        /// The database, as `[store] url` takes it (libpq's key=value or a
+        /// postgresql:// URL); give its password with --password-file or
+        /// --password-env, not here.
+        #[arg(long, value_name = "URL")]
+        to: String,
+        /// A file whose first line is the database password.
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<std::path::PathBuf>,
+        /// An environment variable holding the database password.
+        #[arg(long, value_name = "VAR")]
+        password_env: Option<String>,
+        /// The CA certificates that sign the database server's (TLS is
+        /// required unless every host is loopback).
+        #[arg(long, value_name = "FILE")]
+        ca_file: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]

@@ -88,6 +88,11 @@ pub(in crate::cli) struct FleetArgs {
     /// Where the server's data and the agents' identities are kept between runs.
     #[arg(long, default_value = "./otpgate-bench")]
     pub(in crate::cli) work_dir: PathBuf,
+    /// A TOML file with the server's `[store]` section, to measure it on
+    /// PostgreSQL (give it an empty database each run); sled in the work
+    /// folder without one.
+    #[arg(long)]
+    pub(in crate::cli) store: Option<PathBuf>,
     /// Print one JSON document.
     #[arg(long)]
     pub(in crate::cli) json: bool,
@@ -100,6 +105,7 @@ impl FleetArgs {
             sources: self.sources,
             heartbeat: std::time::Duration::from_secs(self.heartbeat.max(1)),
             work_dir: self.work_dir.clone(),
+            store: self.store.clone(),
         }
     }
 }

@@ -49,12 +49,39 @@ pub enum StoreConfig {
     Postgres(PgConfig),
 }
 
+/// A `[store]` section that cannot be.
+fn invalid(reason: String) -> ConfigError {
+    ConfigError::Invalid {
+        field: "store",
+        reason,
+    }
+}
+
+impl StoreConfig {
+    /// The PostgreSQL database at `url`, its password read from
+    /// `password_file` or `password_env` and its server checked against
+    /// `ca_file`, as a `[store]` section naming them would be (for commands
+    /// that take them as options).
+    pub fn postgres(
+        url: String,
+        password_file: Option<PathBuf>,
+        password_env: Option<String>,
+        ca_file: Option<PathBuf>,
+    ) -> Result<PgConfig, ConfigError> {
+        let file = StoreFile {
+            backend: Some(Backend::Postgres),
+            url: Some(url),
+            password_file,
+            password_env,
+            ca_file,
+            ..StoreFile::default()
+        };
+        file.postgres()
+    }
+}
+
 impl StoreFile {
     pub(super) fn check(self) -> Result<StoreConfig, ConfigError> {
-        let invalid = |reason: String| ConfigError::Invalid {
-            field: "store",
-            reason,
-        };
         if self.backend.unwrap_or_default() == Backend::Sled {
             return match (&self.url, &self.password_file, &self.password_env) {
                 (None, None, None) => Ok(StoreConfig::Sled),
@@ -63,6 +90,11 @@ impl StoreFile {
                 )),
             };
         }
+        Ok(StoreConfig::Postgres(self.postgres()?))
+    }
+
+    /// The PostgreSQL section checked.
+    fn postgres(self) -> Result<PgConfig, ConfigError> {
         let url = self
             .url
             .ok_or_else(|| invalid("backend = \"postgres\" needs a url".into()))?;
@@ -80,7 +112,7 @@ impl StoreFile {
         if !(1..=256).contains(&pool_size) {
             return Err(invalid(format!("pool_size {pool_size} is not 1 to 256")));
         }
-        Ok(StoreConfig::Postgres(PgConfig {
+        Ok(PgConfig {
             url,
             password: password.map(|password| password.0),
             ca_file: self.ca_file,
@@ -88,7 +120,7 @@ impl StoreFile {
             statement_timeout: self
                 .statement_timeout_ms
                 .map_or(DEFAULT_STATEMENT_TIMEOUT, Duration::from_millis),
-        }))
+        })
     }
 }
 

@@ -103,7 +103,7 @@ impl Default for Sessions {
 /// 32 random bytes, hex.
 fn token() -> String {
     let bytes: [u8; 32] = rand::random();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    data_encoding::HEXLOWER.encode(&bytes)
 }
 
 impl Sessions {

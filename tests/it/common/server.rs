@@ -169,10 +169,10 @@ impl TestServer {
         Self::open(data, "127.0.0.1:0", Arc::new(SystemClock), String::new()).await
     }
 
-    /// A server on the system clock on sled data folder `data/data`, made
-    /// elsewhere (a restore).
-    pub async fn start_on(data: tempfile::TempDir) -> Self {
-        Self::open(data, "127.0.0.1:0", Arc::new(SystemClock), SLED.to_owned()).await
+    /// A server on the system clock on data folder `data/data`, made
+    /// elsewhere (a restore, a copy), with `extra` configuration.
+    pub async fn start_on(data: tempfile::TempDir, extra: &str) -> Self {
+        Self::open(data, "127.0.0.1:0", Arc::new(SystemClock), extra.to_owned()).await
     }
 
     /// A second server of `first`'s site: its own data folder, and the same

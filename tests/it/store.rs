@@ -1,0 +1,78 @@
+//! A site moved from sled to PostgreSQL with `otpgate admin store copy`, and
+//! served from there.
+
+use crate::common::release::{run, this_otpgate};
+use crate::common::server::{SLED, TestServer};
+use otpgate_protocol::admin::{AdminRequest, AdminResponse, PageRequest, RoleView};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_moves_to_postgres_whole_and_is_served_from_there() {
+    let Some(cluster) = otpgate_actors::test_postgres::postgres() else {
+        return;
+    };
+    let server = TestServer::start_with_config(SLED).await;
+    server.add_user("carol", RoleView::User).await;
+    let desk = server.desk("ws-1").await;
+    drop(desk);
+    let data = server.stop().await;
+    let folder = data.path().join("data");
+    let folder = folder.to_str().unwrap();
+    let url = cluster.database().url;
+    let args = [
+        "admin",
+        "--data-dir",
+        folder,
+        "store",
+        "copy",
+        "--from",
+        folder,
+        "--to",
+        &url,
+    ];
+    let copy = || run(this_otpgate(), &args, "");
+    let out = copy().await;
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    let records = |table: &str| -> u64 {
+        let line = said
+            .lines()
+            .find(|line| line.split_whitespace().next() == Some(table))
+            .unwrap_or_else(|| panic!("no {table} in {said}"));
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    assert_eq!(records("users"), 2, "the first administrator and carol");
+    assert_eq!(records("computers"), 1);
+    assert!(records("audit") >= 2, "{said}");
+    assert!(said.contains("copied and checked"), "{said}");
+
+    // Run on PostgreSQL, the server has the site as it was.
+    let server = TestServer::start_on(
+        data,
+        &format!("[store]\nbackend = \"postgres\"\nurl = {url:?}\n"),
+    )
+    .await;
+    let AdminResponse::Users(users) = server
+        .admin(AdminRequest::UsersList {
+            page: PageRequest::default(),
+        })
+        .await
+    else {
+        panic!("no users")
+    };
+    assert!(users.items.iter().any(|user| user.login == "carol"));
+    let AdminResponse::Clients(clients) = server
+        .admin(AdminRequest::ClientsList {
+            page: PageRequest::default(),
+        })
+        .await
+    else {
+        panic!("no clients")
+    };
+    assert_eq!(clients.items.len(), 1);
+    // A database in use is not copied into.
+    let _stopped = server.stop().await;
+    let again = copy().await;
+    assert!(!again.status.success());
+    let why = String::from_utf8_lossy(&again.stderr);
+    assert!(why.contains("not empty"), "{why}");
+}

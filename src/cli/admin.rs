@@ -210,6 +210,11 @@ pub(super) async fn command(
             ca_file,
         }) => {
             let target = StoreConfig::postgres(to, password_file, password_env, ca_file)?;
+            anyhow::ensure!(
+                !target.url_has_password(),
+                "give the password with --password-file or --password-env, not in --to \
+                 (every user of this machine can read a command line)"
+            );
             return store::copy(&from, &target, json).await;
         }
     };

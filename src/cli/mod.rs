@@ -281,10 +281,14 @@ async fn serve(path: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<Ex
     println!("otpgate listening on {addr}");
     let cancel = CancellationToken::new();
     tokio::spawn(stop_on_signal(cancel.clone()));
-    if let server::Stopped::Late(step) = server.run(cancel.cancelled_owned()).await {
-        tracing::warn!(step, "stopped without waiting for everything");
+    match server.run(cancel.cancelled_owned()).await {
+        server::Stopped::Clean => Ok(ExitCode::SUCCESS),
+        server::Stopped::Late(step) => {
+            tracing::warn!(step, "stopped without waiting for everything");
+            Ok(ExitCode::SUCCESS)
+        }
+        server::Stopped::Taken => Ok(ExitCode::FAILURE),
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 /// Revokes computer `id`'s certificates through the running server, or, when

@@ -198,6 +198,9 @@ pub struct Server {
     web: Option<web::Web>,
     metrics: Option<TcpListener>,
     directory: Arc<dyn Directory>,
+    /// Ends if another server took the store's database (see
+    /// [`KvStore::alone`]).
+    taken: Option<otpgate_actors::store::Taken>,
 }
 
 impl Server {
@@ -278,6 +281,7 @@ impl Server {
             }
             StoreConfig::Postgres(pg) => KvStore::connect(pg).await?,
         });
+        let taken = store.alone().await?;
         let recordings = Shelf::open(
             &config.data_dir.join(RECORDINGS),
             Arc::clone(&keys),
@@ -392,6 +396,7 @@ impl Server {
             web,
             metrics: listeners.metrics,
             directory,
+            taken,
         })
     }
 
@@ -467,6 +472,21 @@ impl Server {
         ));
         let permits = Arc::new(Semaphore::new(self.max_connections));
         let mut pause = accept::Pause::new("agents");
+        // Serving stops, as on a shutdown, if the database was taken.
+        let (taken, lost) = (self.taken, std::sync::atomic::AtomicBool::new(false));
+        let lost_it = &lost;
+        let shutdown = async move {
+            let Some(taken) = taken else {
+                return shutdown.await;
+            };
+            tokio::select! {
+                () = shutdown => {}
+                why = taken => {
+                    tracing::error!(error = %why, "stopping: the database is another server's now");
+                    lost_it.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        };
         tokio::pin!(shutdown);
         loop {
             let permit = tokio::select! {
@@ -496,6 +516,9 @@ impl Server {
         }
 
         info!("shutting down");
+        if lost.load(std::sync::atomic::Ordering::Relaxed) {
+            stopped = Stopped::Taken;
+        }
         drop(listener);
         cancel.cancel();
         tracker.close();
@@ -570,6 +593,9 @@ impl Server {
 pub enum Stopped {
     /// Every step of the shutdown finished within its grace.
     Clean,
+    /// Another server took the database while this one's session was gone:
+    /// this one stopped serving.
+    Taken,
     /// This step (the last that did not) was cut short by its grace.
     Late(&'static str),
 }

@@ -1,8 +1,9 @@
 //! A site moved from sled to PostgreSQL with `otpgate admin store copy`, and
 //! served from there.
 
+use crate::common::HEARTBEAT_MS;
 use crate::common::release::{run, this_otpgate};
-use crate::common::server::{SLED, TestServer};
+use crate::common::server::{HANDSHAKE_MS, SLED, TestServer, write_config};
 use otpgate_protocol::admin::{AdminRequest, AdminResponse, PageRequest, RoleView};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -75,4 +76,40 @@ async fn a_site_moves_to_postgres_whole_and_is_served_from_there() {
     assert!(!again.status.success());
     let why = String::from_utf8_lossy(&again.stderr);
     assert!(why.contains("not empty"), "{why}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_server_on_the_same_database_is_refused_and_a_restart_is_not() {
+    let Some(cluster) = otpgate_actors::test_postgres::postgres() else {
+        return;
+    };
+    let url = cluster.database().url;
+    let store = format!("[store]\nbackend = \"postgres\"\nurl = {url:?}\n");
+    let first = TestServer::start_with_config(&store).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), HEARTBEAT_MS, HANDSHAKE_MS, &store);
+    let data = dir.path().join("data");
+    let out = run(
+        this_otpgate(),
+        &[
+            "serve",
+            "--config",
+            config.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        "",
+    )
+    .await;
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("another otpgate server uses this database"),
+        "{said}"
+    );
+    // Its own restart takes the database again at once.
+    let first = first.restart().await;
+    first.add_user("dora", RoleView::User).await;
 }

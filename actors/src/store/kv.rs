@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::copy::{self, Ids};
 use super::flusher::Flusher;
-use super::postgres::{Pg, PgConfig};
+use super::postgres::{Pg, PgConfig, Taken};
 use super::table::{Gate, Order, Table};
 use super::{Batch, ComputerRecord, Result, Store, StoreError, StoreFuture};
 use crate::audit::AuditEntry;
@@ -187,6 +187,16 @@ impl KvStore {
             unique: AtomicU64::new(rand::random()),
         };
         Self::with_tables(engine, |name| Ok(Table::postgres(&pg, name)))
+    }
+
+    /// Takes the database for this server alone: `None` for sled (whose
+    /// folder only one process can open); for PostgreSQL, what ends if
+    /// another server took it (see `Pg::alone`), or an error if one has it.
+    pub async fn alone(&self) -> Result<Option<Taken>> {
+        match &self.engine {
+            Engine::Sled { .. } => Ok(None),
+            Engine::Pg { pg, .. } => Ok(Some(pg.alone().await?)),
+        }
     }
 
     /// Every record, as the database holds them between two writes (each

@@ -43,7 +43,7 @@ use crate::settings::{GroupRecord, SystemSettings};
 
 pub use computers::ComputerRecord;
 pub use kv::{FLUSH_EVERY_MS, KvStore, Snapshot, open_sled};
-pub use postgres::PgConfig;
+pub use postgres::{PgConfig, Taken};
 pub use record::{Record, decode, encode};
 pub use site_copy::Copied;
 
@@ -60,6 +60,9 @@ pub enum StoreError {
     /// PostgreSQL cannot be reached now.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// Another server uses the PostgreSQL database.
+    #[error("another otpgate server uses this database (one server per database in this release)")]
+    Taken,
     /// How to reach PostgreSQL is not right.
     #[error("database configuration: {0}")]
     Config(String),

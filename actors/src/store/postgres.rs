@@ -20,11 +20,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::config::{Host, SslMode};
+use tokio_postgres_rustls::MakeRustlsConnect;
 use zeroize::Zeroizing;
 
 use super::flusher::Flusher;
@@ -51,6 +53,16 @@ pub struct PgConfig {
     pub statement_timeout: Duration,
 }
 
+impl PgConfig {
+    /// Whether the url itself holds a password (fine in a file of the
+    /// owner's; not on a command line, which every user sees).
+    pub fn url_has_password(&self) -> bool {
+        self.url
+            .parse::<tokio_postgres::Config>()
+            .is_ok_and(|config| config.get_password().is_some())
+    }
+}
+
 impl std::fmt::Debug for PgConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PgConfig")
@@ -65,6 +77,29 @@ const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("postgres/001_tables.sql")
 
 /// Held (for the transaction) while the schema is checked and upgraded.
 const MIGRATION_LOCK: i64 = 0x6f74_7067_6174_6531;
+/// Held (for its session) by the one server that uses the database.
+pub(super) const SITE_LOCK: i64 = 0x6f74_7067_6174_6532;
+/// How often a server whose session was lost tries to take the site lock
+/// again.
+const RELOCK_EVERY: Duration = Duration::from_secs(1);
+/// How long the site lock is waited for before it is another server's.
+const TAKE_WITHIN: Duration = Duration::from_secs(5);
+
+/// A session holding the site lock: its client, and the task driving its
+/// connection, ended (and the lock freed) when this is dropped.
+struct Held {
+    client: tokio_postgres::Client,
+    session: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.session.abort();
+    }
+}
+
+/// Ends with why when the database was taken by another server.
+pub type Taken = std::pin::Pin<Box<dyn std::future::Future<Output = StoreError> + Send>>;
 
 /// How many ids one trip to the database's sequence reserves (its
 /// increment, in `001_tables.sql`).
@@ -183,8 +218,13 @@ fn changes(ops: &[Op]) -> BTreeMap<&'static str, BTreeMap<&[u8], Change<'_>>> {
 /// The database, its pending writes and the ids reserved.
 pub(super) struct Pg {
     pool: Pool,
+    /// How to open a connection outside the pool (see [`Pg::alone`]).
+    config: tokio_postgres::Config,
+    tls: MakeRustlsConnect,
     pending: Mutex<Pending>,
     flusher: Flusher,
+    /// Held by the commit under way.
+    committing: tokio::sync::Mutex<()>,
     /// The next id to hand out, and the end of the block reserved.
     ids: tokio::sync::Mutex<(u64, u64)>,
 }
@@ -195,7 +235,14 @@ impl Pg {
         let mut pg: tokio_postgres::Config = config
             .url
             .parse()
-            .map_err(|err: tokio_postgres::Error| StoreError::Config(err.to_string()))?;
+            // Not the parser's words: they may quote a piece of a password.
+            .map_err(|_: tokio_postgres::Error| {
+                StoreError::Config(
+                    "the url is not a connection string (key=value settings or a \
+                     postgresql:// URL)"
+                        .into(),
+                )
+            })?;
         if let Some(password) = &config.password {
             pg.password(password.as_bytes());
         }
@@ -204,19 +251,24 @@ impl Pg {
             config.statement_timeout.as_millis()
         ));
         pg.application_name("otpgate");
-        let loopback = pg.get_hosts().iter().all(|host| match host {
-            Host::Tcp(name) => is_loopback(name),
-            Host::Unix(_) => true,
-        });
+        // Plain only on this machine: every host loopback, and every address
+        // given too (a `hostaddr` is where the connection goes, whatever
+        // `host` says); anywhere else, TLS and the server's certificate
+        // checked.
+        let hosts = pg.get_hosts();
+        let loopback = !hosts.is_empty()
+            && hosts.iter().all(|host| match host {
+                Host::Tcp(name) => is_loopback(name),
+                Host::Unix(_) => true,
+            })
+            && pg.get_hostaddrs().iter().all(std::net::IpAddr::is_loopback);
         if !loopback {
-            // Plain only on this machine: anywhere else, TLS and the
-            // server's certificate checked.
             pg.ssl_mode(SslMode::Require);
         }
-        let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(config)?);
+        let tls = MakeRustlsConnect::new(tls_config(config)?);
         let manager = Manager::from_config(
-            pg,
-            tls,
+            pg.clone(),
+            tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -227,8 +279,11 @@ impl Pg {
             .map_err(|err| StoreError::Config(err.to_string()))?;
         let pg = Self {
             pool,
+            config: pg,
+            tls,
             pending: Mutex::default(),
             flusher: Flusher::default(),
+            committing: tokio::sync::Mutex::new(()),
             ids: tokio::sync::Mutex::new((0, 0)),
         };
         pg.migrate().await?;
@@ -240,6 +295,62 @@ impl Pg {
             .get()
             .await
             .map_err(|err| StoreError::Unavailable(err.to_string()))
+    }
+
+    /// Takes the database for this process alone: an advisory lock held by
+    /// a session of its own (outside the pool). The returned future ends, with
+    /// why, only if another process took the lock while this one's session
+    /// was gone (the database restarted, the network failed): until then it
+    /// takes the lock again whenever its session ends; dropping it ends the
+    /// session and frees the lock. Refused if another process holds the lock
+    /// for [`TAKE_WITHIN`] (a server that just stopped frees it sooner).
+    pub(super) async fn alone(self: &Arc<Self>) -> Result<Taken> {
+        let mut held = self.lock_site().await?;
+        let pg = Arc::clone(self);
+        Ok(Box::pin(async move {
+            loop {
+                // Ends when the session does, and the lock with it.
+                let _ = (&mut held.session).await;
+                tracing::warn!("the database session holding the site lock ended; taking it again");
+                held = loop {
+                    match pg.lock_site().await {
+                        Ok(held) => break held,
+                        Err(err @ StoreError::Taken) => return err,
+                        Err(_) => tokio::time::sleep(RELOCK_EVERY).await,
+                    }
+                };
+            }
+        }))
+    }
+
+    /// A new session holding the site lock, tried for [`TAKE_WITHIN`].
+    async fn lock_site(&self) -> Result<Held> {
+        let (client, connection) = self
+            .config
+            .connect(self.tls.clone())
+            .await
+            .map_err(|err| StoreError::Unavailable(err.to_string()))?;
+        let held = Held {
+            client,
+            session: tokio::spawn(async move {
+                let _ = connection.await;
+            }),
+        };
+        let tried = tokio::time::Instant::now();
+        loop {
+            let locked: bool = held
+                .client
+                .query_one("SELECT pg_try_advisory_lock($1)", &[&SITE_LOCK])
+                .await?
+                .get(0);
+            if locked {
+                return Ok(held);
+            }
+            if tried.elapsed() >= TAKE_WITHIN {
+                return Err(StoreError::Taken);
+            }
+            tokio::time::sleep(RELOCK_EVERY / 4).await;
+        }
     }
 
     /// Applies the migrations this database lacks; refuses one whose schema
@@ -288,12 +399,27 @@ impl Pg {
     }
 
     /// Makes every write taken before this call durable (group commit).
-    pub(super) async fn flush(&self) -> Result<()> {
-        self.flusher.flush(|| self.commit()).await
+    pub(super) async fn flush(self: &Arc<Self>) -> Result<()> {
+        self.flusher
+            .flush(|| {
+                // In a task of its own: a caller that stops waiting (a
+                // request dropped) must not drop a commit halfway, with its
+                // writes taken from the queue and not put back.
+                let pg = Arc::clone(self);
+                async move {
+                    tokio::spawn(async move { pg.commit().await })
+                        .await
+                        .map_err(|_| StoreError::FlushAborted)?
+                }
+            })
+            .await
     }
 
-    /// Commits every pending write in one transaction.
+    /// Commits every pending write in one transaction, one commit at a time
+    /// (one left running by a caller that stopped waiting included), so that
+    /// commits land in the order their writes were taken.
     async fn commit(&self) -> Result<()> {
+        let _alone = self.committing.lock().await;
         let ops = std::mem::take(&mut self.pending().ops);
         if ops.is_empty() {
             return Ok(());
@@ -312,7 +438,7 @@ impl Pg {
     /// Waits until this process's writes to `table` (to its `key`, if one is
     /// given) are committed, so that a read sees them, as a sled read does
     /// before its flush.
-    async fn settled(&self, table: &'static str, key: Option<&[u8]>) -> Result<()> {
+    async fn settled(self: &Arc<Self>, table: &'static str, key: Option<&[u8]>) -> Result<()> {
         let unsettled = {
             let pending = self.pending();
             match key {
@@ -426,7 +552,11 @@ impl Pg {
     }
 
     /// The value at `key` of `table`.
-    pub(super) async fn get(&self, table: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+    pub(super) async fn get(
+        self: &Arc<Self>,
+        table: &'static str,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>> {
         self.settled(table, Some(key)).await?;
         let client = self.client().await?;
         let get = client
@@ -437,7 +567,7 @@ impl Pg {
 
     /// The values at `keys` of `table`, in their order.
     pub(super) async fn get_many(
-        &self,
+        self: &Arc<Self>,
         table: &'static str,
         keys: &[&[u8]],
     ) -> Result<Vec<Option<Vec<u8>>>> {
@@ -461,7 +591,7 @@ impl Pg {
 
     /// The pairs of `table` whose keys start with `prefix`, in key order.
     pub(super) async fn scan(
-        &self,
+        self: &Arc<Self>,
         table: &'static str,
         prefix: &[u8],
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
@@ -494,7 +624,7 @@ impl Pg {
     /// At most `limit` pairs of `table` after `cursor` (or before it, newest
     /// first).
     pub(super) async fn range(
-        &self,
+        self: &Arc<Self>,
         table: &'static str,
         cursor: Option<&[u8]>,
         order: Order,
@@ -549,17 +679,26 @@ async fn count(
              ON CONFLICT (key) DO NOTHING"
         ))
         .await?;
-    tx.execute(&made, &[&keys, &encode(&Bucket::default())?])
-        .await?;
     let locked = tx
         .prepare_cached(&format!(
             "SELECT key, value FROM {table} WHERE key = ANY($1) ORDER BY key FOR UPDATE"
         ))
         .await?;
+    let none = encode(&Bucket::default())?;
+    let mut buckets: BTreeMap<Vec<u8>, Bucket> = BTreeMap::new();
+    let mut missing = keys.to_vec();
+    // A bucket another node removed between this insert and this lock is
+    // made again (then it is this transaction's own, and stays).
+    while !missing.is_empty() {
+        tx.execute(&made, &[&missing, &none]).await?;
+        for row in tx.query(&locked, &[&missing]).await? {
+            let bucket = decode::<Bucket>(table, row.get(1)).unwrap_or_default();
+            buckets.insert(row.get(0), bucket);
+        }
+        missing.retain(|key| !buckets.contains_key(*key));
+    }
     let (mut counted, mut values) = (Vec::new(), Vec::new());
-    for row in tx.query(&locked, &[&keys]).await? {
-        let key: Vec<u8> = row.get(0);
-        let mut bucket = decode::<Bucket>(table, row.get(1)).unwrap_or_default();
+    for (key, mut bucket) in buckets {
         for failure in changes.get(key.as_slice()).map_or(&[][..], |c| &c.counts) {
             bucket = failure.counted(bucket);
         }

@@ -31,6 +31,9 @@ impl KvStore {
                 "a store is copied into PostgreSQL".into(),
             ));
         };
+        // Held as a server holds it, until the copy is checked: no server
+        // starts on the target meanwhile, and none may be on it now.
+        let _alone = target.alone().await?;
         for table in target.tables() {
             if !table.after(None, 1).await?.is_empty() {
                 return Err(StoreError::Config(format!(

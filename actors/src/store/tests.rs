@@ -784,3 +784,77 @@ async fn a_sled_store_is_copied_into_an_empty_postgres_database_whole_and_only_t
             .is_err()
     );
 }
+
+#[tokio::test]
+async fn in_postgres_one_server_holds_a_database_and_learns_when_another_took_it() {
+    let Some(cluster) = crate::test_postgres::postgres() else {
+        return;
+    };
+    let config = cluster.database();
+    let a = KvStore::connect(&config).await.unwrap();
+    let taken = a
+        .alone()
+        .await
+        .unwrap()
+        .expect("a PostgreSQL store is held");
+    let b = KvStore::connect(&config).await.unwrap();
+    assert!(matches!(b.alone().await, Err(StoreError::Taken)));
+    // Another process waits for the lock; then A's session ends under it (as
+    // when a network fails): the lock goes to the waiter, and A learns it.
+    let session = |url: String| async move {
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        client
+    };
+    let waiter = session(config.url.clone()).await;
+    let waiting = tokio::spawn(async move {
+        waiter
+            .query_one(
+                "SELECT pg_advisory_lock($1)",
+                &[&super::postgres::SITE_LOCK],
+            )
+            .await
+            .unwrap();
+        waiter
+    });
+    let admin = session(config.url.clone()).await;
+    let here = "database = (SELECT oid FROM pg_database WHERE datname = current_database())";
+    loop {
+        let waiting: i64 = admin
+            .query_one(
+                &format!("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND {here}"),
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    admin
+        .execute(
+            &format!("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted AND {here}"),
+            &[],
+        )
+        .await
+        .unwrap();
+    let why = tokio::time::timeout(Duration::from_secs(10), taken)
+        .await
+        .expect("A learns it within its retry");
+    assert!(matches!(why, StoreError::Taken), "{why}");
+    let _held = waiting.await.unwrap();
+    // A store that holds nothing is never told.
+    let dir = tempfile::tempdir().unwrap();
+    assert!(
+        KvStore::open(dir.path())
+            .unwrap()
+            .alone()
+            .await
+            .unwrap()
+            .is_none()
+    );
+}

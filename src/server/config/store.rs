@@ -1,5 +1,5 @@
 //! The `[store]` section: where the server keeps its state. sled in the data
-//! folder by default; PostgreSQL for several servers over one database.
+//! folder by default; or a PostgreSQL database.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -27,7 +27,7 @@ enum Backend {
 }
 
 /// The `[store]` section as written.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct StoreFile {
     backend: Option<Backend>,
@@ -37,6 +37,16 @@ pub(super) struct StoreFile {
     ca_file: Option<PathBuf>,
     pool_size: Option<usize>,
     statement_timeout_ms: Option<u64>,
+}
+
+impl std::fmt::Debug for StoreFile {
+    /// Without the url, which may hold a password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreFile")
+            .field("backend", &self.backend)
+            .field("pool_size", &self.pool_size)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Where the server keeps its state.

@@ -29,6 +29,11 @@ pub fn messages_to(outbox: &Path, to: &str) -> Vec<String> {
     let mut messages: Vec<(u64, String)> = entries
         .filter_map(|entry| {
             let path = entry.ok()?.path();
+            // A message is renamed into place whole: its `.tmp` may be half
+            // written, or gone by the time it is read.
+            if path.extension()? != "eml" {
+                return None;
+            }
             let id = path
                 .file_name()?
                 .to_str()?

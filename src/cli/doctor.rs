@@ -15,12 +15,12 @@ use tokio_util::sync::CancellationToken;
 
 use otpgate_actors::directory::Directory;
 use otpgate_actors::mail::Mail;
-use otpgate_actors::{Clock, SystemClock};
+use otpgate_actors::{Clock, PgConfig, SystemClock};
 use otpgate_protocol::{ErrorCode, Request, Response};
 
 use crate::agent::link::{Failures, Link, LinkStatus, ServerAddr};
 use crate::server::admin::socket_path;
-use crate::server::config::{Overrides, ServerConfig};
+use crate::server::config::{Overrides, ServerConfig, StoreConfig};
 use crate::server::ldap::LdapDirectory;
 use crate::server::mail::{Sender, Smtp};
 use crate::tls::pki::{self, ClientPaths};
@@ -161,6 +161,9 @@ pub async fn server(
     checks.push(smtp(&config, send_test).await);
     if let Some(ldap) = &config.ldap {
         checks.push(directory(ldap.clone()).await);
+    }
+    if let StoreConfig::Postgres(pg) = &config.store {
+        checks.push(postgres(pg).await);
     }
     checks.push(disk(data));
     checks.push(open_files(&config));
@@ -421,6 +424,45 @@ fn open_files(config: &ServerConfig) -> Check {
 }
 
 /// Whether a server serves this data folder now (its admin socket answers).
+/// The PostgreSQL store: reached, its schema one this build reads, and
+/// whether a server holds it (asked without changing anything).
+async fn postgres(pg: &PgConfig) -> Check {
+    const CHECK: &str = "PostgreSQL store";
+    let fix = "check [store] url, the password and ca_file, and that PostgreSQL runs and \
+               takes connections from this host";
+    match tokio::time::timeout(Duration::from_secs(10), pg.probe()).await {
+        Err(_) => Check::not_ok(Status::Fail, CHECK, "no answer in 10 s", fix),
+        Ok(Err(err)) => Check::not_ok(Status::Fail, CHECK, err.to_string(), fix),
+        Ok(Ok(probe)) if probe.schema > probe.newest => Check::not_ok(
+            Status::Fail,
+            CHECK,
+            format!(
+                "schema version {}, newer than this build's ({})",
+                probe.schema, probe.newest
+            ),
+            "upgrade otpgate to the release that made it",
+        ),
+        Ok(Ok(probe)) if probe.schema == 0 => Check::not_ok(
+            Status::Warn,
+            CHECK,
+            "reached; no otpgate tables yet",
+            "they are made at the first start (otpgate serve)",
+        ),
+        Ok(Ok(probe)) => Check::ok(
+            CHECK,
+            format!(
+                "reached; schema version {}; {}",
+                probe.schema,
+                if probe.held {
+                    "a server holds it"
+                } else {
+                    "no server holds it now"
+                }
+            ),
+        ),
+    }
+}
+
 async fn serving(data: &Path) -> Check {
     let socket = socket_path(data);
     match tokio::net::UnixStream::connect(&socket).await {

@@ -1,10 +1,19 @@
 //! A site moved from sled to PostgreSQL with `otpgate admin store copy`, and
 //! served from there.
 
-use crate::common::HEARTBEAT_MS;
+use std::time::Duration;
+
 use crate::common::release::{run, this_otpgate};
 use crate::common::server::{HANDSHAKE_MS, SLED, TestServer, write_config};
-use otpgate_protocol::admin::{AdminRequest, AdminResponse, PageRequest, RoleView};
+use crate::common::{HEARTBEAT_MS, me};
+use otpgate::cli::prompt::LoginError;
+use otpgate_protocol::admin::{
+    AdminRequest, AdminResponse, OptionsView, PageRequest, RoleView, SettingsPatch,
+};
+use otpgate_protocol::local::LocalError;
+use otpgate_protocol::login::{
+    LoginRequest, LoginResponse, RequestMode, Requested, Secret, Verdict,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_site_moves_to_postgres_whole_and_is_served_from_there() {
@@ -85,10 +94,44 @@ async fn a_second_server_on_the_same_database_is_refused_and_a_restart_is_not() 
     };
     let url = cluster.database().url;
     let store = format!("[store]\nbackend = \"postgres\"\nurl = {url:?}\n");
-    let first = TestServer::start_with_config(&store).await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), HEARTBEAT_MS, HANDSHAKE_MS, &store);
     let data = dir.path().join("data");
+    // The doctor asks the database, changing nothing.
+    let doctor = || async {
+        let out = run(
+            this_otpgate(),
+            &[
+                "doctor",
+                "--config",
+                config.to_str().unwrap(),
+                "--data-dir",
+                data.to_str().unwrap(),
+            ],
+            "",
+        )
+        .await;
+        let said = String::from_utf8_lossy(&out.stdout).into_owned();
+        said.lines()
+            .find(|line| line.contains("PostgreSQL store"))
+            .unwrap_or_else(|| panic!("no store check in {said}"))
+            .to_owned()
+    };
+    let before = doctor().await;
+    assert!(
+        before.starts_with("WARN") && before.contains("no otpgate tables yet"),
+        "{before}"
+    );
+    assert!(
+        doctor().await.contains("no otpgate tables yet"),
+        "still none"
+    );
+    let first = TestServer::start_with_config(&store).await;
+    let held = doctor().await;
+    assert!(
+        held.starts_with("OK") && held.contains("schema version 1; a server holds it"),
+        "{held}"
+    );
     let out = run(
         this_otpgate(),
         &[
@@ -112,4 +155,74 @@ async fn a_second_server_on_the_same_database_is_refused_and_a_restart_is_not() 
     // Its own restart takes the database again at once.
     let first = first.restart().await;
     first.add_user("dora", RoleView::User).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_postgres_is_down_logins_are_unavailable_and_they_work_again_after() {
+    let Some(cluster) = otpgate_actors::test_postgres::PgCluster::start() else {
+        return;
+    };
+    let url = cluster.database().url;
+    let server =
+        TestServer::start_with_config(&format!("[store]\nbackend = \"postgres\"\nurl = {url:?}\n"))
+            .await;
+    server
+        .set_settings(SettingsPatch {
+            new_otp_interval_secs: Some(0),
+            ..SettingsPatch::default()
+        })
+        .await;
+    let desk = server.desk("ws-1").await;
+    let answer = server
+        .admin(AdminRequest::ClientSet {
+            computer: "ws-1".into(),
+            group: None,
+            options: OptionsView {
+                auto_directory: Some(true),
+                ..OptionsView::default()
+            },
+        })
+        .await;
+    assert_eq!(answer, AdminResponse::Done);
+    let email = format!("{}@example.com", me());
+    let request = LoginRequest::Request(RequestMode::Directory);
+    let verify = |code: String| LoginRequest::Verify {
+        email: email.clone(),
+        code: Secret(code),
+    };
+    let sent = desk.login(request.clone()).await;
+    assert!(
+        matches!(sent, LoginResponse::Requested(Requested::Send { .. })),
+        "{sent:?}"
+    );
+    let first = server.codes_for(&email, 1).await.remove(0);
+
+    cluster.halt();
+    // Neither allowed nor denied: unavailable, said as such.
+    let unavailable = |answer: &Result<LoginResponse, LoginError>| {
+        matches!(answer, Err(LoginError::Local(LocalError::Unavailable)))
+    };
+    let during = desk.ask(verify(first.clone())).await;
+    assert!(unavailable(&during), "{during:?}");
+    let during = desk.ask(request.clone()).await;
+    assert!(unavailable(&during), "{during:?}");
+
+    cluster.resume();
+    // The same server, not restarted, serves again: a new OTP, and it opens
+    // the login. The first one was used (or is void): it opens nothing.
+    crate::common::wait_until(Duration::from_secs(20), "served again", || async {
+        matches!(
+            desk.ask(request.clone()).await,
+            Ok(LoginResponse::Requested(Requested::Send { .. }))
+        )
+    })
+    .await;
+    let codes = server.codes_for(&email, 2).await;
+    let newest = codes.last().unwrap().clone();
+    assert_ne!(newest, first);
+    let allowed = desk.login(verify(newest)).await;
+    assert!(
+        matches!(allowed, LoginResponse::Verified(Verdict::Allow { .. })),
+        "{allowed:?}"
+    );
 }

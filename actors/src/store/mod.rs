@@ -43,7 +43,7 @@ use crate::settings::{GroupRecord, SystemSettings};
 
 pub use computers::ComputerRecord;
 pub use kv::{FLUSH_EVERY_MS, KvStore, Snapshot, open_sled};
-pub use postgres::{PgConfig, Taken};
+pub use postgres::{PgConfig, Probe, Taken};
 pub use record::{Record, decode, encode};
 pub use site_copy::Copied;
 

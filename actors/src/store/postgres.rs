@@ -54,6 +54,86 @@ pub struct PgConfig {
 }
 
 impl PgConfig {
+    /// How to connect: the url's settings with the password, the statement
+    /// timeout and TLS as this config says.
+    fn settings(&self) -> Result<(tokio_postgres::Config, MakeRustlsConnect)> {
+        let mut pg: tokio_postgres::Config = self
+            .url
+            .parse()
+            // Not the parser's words: they may quote a piece of a password.
+            .map_err(|_: tokio_postgres::Error| {
+                StoreError::Config(
+                    "the url is not a connection string (key=value settings or a \
+                     postgresql:// URL)"
+                        .into(),
+                )
+            })?;
+        if let Some(password) = &self.password {
+            pg.password(password.as_bytes());
+        }
+        pg.options(format!(
+            "-c statement_timeout={}",
+            self.statement_timeout.as_millis()
+        ));
+        pg.application_name("otpgate");
+        // Plain only on this machine: every host loopback, and every address
+        // given too (a `hostaddr` is where the connection goes, whatever
+        // `host` says); anywhere else, TLS and the server's certificate
+        // checked.
+        let hosts = pg.get_hosts();
+        let loopback = !hosts.is_empty()
+            && hosts.iter().all(|host| match host {
+                Host::Tcp(name) => is_loopback(name),
+                Host::Unix(_) => true,
+            })
+            && pg.get_hostaddrs().iter().all(std::net::IpAddr::is_loopback);
+        if !loopback {
+            pg.ssl_mode(SslMode::Require);
+        }
+        Ok((pg, MakeRustlsConnect::new(tls_config(self)?)))
+    }
+
+    /// What a server would find, asked without changing anything: the
+    /// schema's version (0 before a first start) and whether a server holds
+    /// the database now.
+    pub async fn probe(&self) -> Result<Probe> {
+        let (pg, tls) = self.settings()?;
+        let (client, connection) = pg
+            .connect(tls)
+            .await
+            .map_err(|err| StoreError::Unavailable(err.to_string()))?;
+        let session = tokio::spawn(connection);
+        let made: bool = client
+            .query_one("SELECT to_regclass('otpgate_schema') IS NOT NULL", &[])
+            .await?
+            .get(0);
+        let schema: i32 = if made {
+            client
+                .query_one("SELECT coalesce(max(version), 0) FROM otpgate_schema", &[])
+                .await?
+                .get(0)
+        } else {
+            0
+        };
+        // A bigint advisory key shows as its two halves, objsubid 1.
+        let held: bool = client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted
+                   AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                   AND classid = ($1::bigint >> 32)::oid AND objid = ($1::bigint & 4294967295)::oid
+                   AND objsubid = 1)",
+                &[&SITE_LOCK],
+            )
+            .await?
+            .get(0);
+        session.abort();
+        Ok(Probe {
+            schema,
+            newest: MIGRATIONS.last().map_or(0, |(version, _)| *version),
+            held,
+        })
+    }
+
     /// Whether the url itself holds a password (fine in a file of the
     /// owner's; not on a command line, which every user sees).
     pub fn url_has_password(&self) -> bool {
@@ -70,6 +150,17 @@ impl std::fmt::Debug for PgConfig {
             .field("statement_timeout", &self.statement_timeout)
             .finish_non_exhaustive()
     }
+}
+
+/// What [`PgConfig::probe`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Probe {
+    /// The schema's version in the database; 0 before a first start.
+    pub schema: i32,
+    /// The newest this build knows.
+    pub newest: i32,
+    /// Whether a server holds the database now.
+    pub held: bool,
 }
 
 /// The schema's versions, in order: each applied once, in one transaction.
@@ -232,40 +323,7 @@ pub(super) struct Pg {
 impl Pg {
     /// Connects as `config` says and brings the schema up to date.
     pub(super) async fn connect(config: &PgConfig) -> Result<Self> {
-        let mut pg: tokio_postgres::Config = config
-            .url
-            .parse()
-            // Not the parser's words: they may quote a piece of a password.
-            .map_err(|_: tokio_postgres::Error| {
-                StoreError::Config(
-                    "the url is not a connection string (key=value settings or a \
-                     postgresql:// URL)"
-                        .into(),
-                )
-            })?;
-        if let Some(password) = &config.password {
-            pg.password(password.as_bytes());
-        }
-        pg.options(format!(
-            "-c statement_timeout={}",
-            config.statement_timeout.as_millis()
-        ));
-        pg.application_name("otpgate");
-        // Plain only on this machine: every host loopback, and every address
-        // given too (a `hostaddr` is where the connection goes, whatever
-        // `host` says); anywhere else, TLS and the server's certificate
-        // checked.
-        let hosts = pg.get_hosts();
-        let loopback = !hosts.is_empty()
-            && hosts.iter().all(|host| match host {
-                Host::Tcp(name) => is_loopback(name),
-                Host::Unix(_) => true,
-            })
-            && pg.get_hostaddrs().iter().all(std::net::IpAddr::is_loopback);
-        if !loopback {
-            pg.ssl_mode(SslMode::Require);
-        }
-        let tls = MakeRustlsConnect::new(tls_config(config)?);
+        let (pg, tls) = config.settings()?;
         let manager = Manager::from_config(
             pg.clone(),
             tls.clone(),

@@ -260,11 +260,19 @@ impl Desk {
 
     /// The login prompt, as the OS user running the tests.
     pub async fn login(&self, request: LoginRequest) -> LoginResponse {
+        self.ask(request).await.unwrap()
+    }
+
+    /// [`Desk::login`], a refusal of the agent's included.
+    pub async fn ask(
+        &self,
+        request: LoginRequest,
+    ) -> Result<LoginResponse, otpgate::cli::prompt::LoginError> {
         let prompt = Prompt {
             socket: self.socket.clone(),
             os_user: None,
         };
-        prompt.ask(request).await.unwrap()
+        prompt.ask(request).await
     }
 
     /// Stops the agent, as when the computer goes away.

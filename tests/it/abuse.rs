@@ -2,9 +2,10 @@
 //! their rule are refused like any other refusal, counted, and never written
 //! into the audit log.
 
+use crate::common::auto_directory;
 use crate::common::server::TestServer;
 use otpgate::cli::prompt::Prompt;
-use otpgate_protocol::admin::{AdminRequest, AdminResponse, SettingsPatch};
+use otpgate_protocol::admin::SettingsPatch;
 use otpgate_protocol::login::{
     LoginRequest, LoginResponse, RequestMode, Requested, Secret, Verdict,
 };
@@ -130,15 +131,7 @@ async fn a_computer_that_makes_up_users_cannot_mail_without_end() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_directory_address_is_shown_to_the_client_only_masked() {
     let server = TestServer::start().await;
-    let set = AdminRequest::ClientSet {
-        computer: "ws-1".into(),
-        group: None,
-        options: otpgate_protocol::admin::OptionsView {
-            auto_directory: Some(true),
-            ..Default::default()
-        },
-    };
-    assert_eq!(server.admin(set).await, AdminResponse::Done);
+    server.set_client("ws-1", auto_directory()).await;
     let desk = server.desk("ws-1").await;
     let alice = Prompt {
         socket: desk.socket.clone(),

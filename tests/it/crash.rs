@@ -8,13 +8,12 @@
 use std::time::Duration;
 
 use crate::common::agent::Desk;
+use crate::common::auto_directory;
 use crate::common::me;
 use crate::common::server::{ServerProcess, admin_ask, issue, open_store};
 use crate::common::smtp::SmtpServer;
 use otpgate_actors::Store;
-use otpgate_protocol::admin::{
-    AdminRequest, AdminResponse, ListFilter, OptionsView, PageRequest, SessionView,
-};
+use otpgate_protocol::admin::{AdminRequest, AdminResponse, ListFilter, PageRequest, SessionView};
 use otpgate_protocol::login::{
     LoginRequest, LoginResponse, RequestMode, Requested, Secret, Verdict,
 };
@@ -102,10 +101,7 @@ async fn kill_9_after_allow_and_after_sent_loses_nothing() {
     let addr = server.addr;
     let data = server.data_dir();
     for name in ["ws-1", "ws-2"] {
-        let options = OptionsView {
-            auto_directory: Some(true),
-            ..OptionsView::default()
-        };
+        let options = auto_directory();
         let set = AdminRequest::ClientSet {
             computer: name.into(),
             group: None,

@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use crate::common::agent::Desk;
+use crate::common::auto_directory;
 use crate::common::server::TestServer;
 use crate::common::slapd::{Slapd, password};
 use crate::common::web::WebClient;
@@ -42,17 +43,7 @@ async fn directory_users_get_their_otp_and_nobody_else_does() {
     let (config, _silent) = slapd.config_behind_dead_ones();
     let server = TestServer::start_with_config(&config).await;
     let desk = server.desk("ws-1").await;
-    let set = server
-        .admin(AdminRequest::ClientSet {
-            computer: "ws-1".into(),
-            group: None,
-            options: OptionsView {
-                auto_directory: Some(true),
-                ..OptionsView::default()
-            },
-        })
-        .await;
-    assert_eq!(set, AdminResponse::Done);
+    server.set_client("ws-1", auto_directory()).await;
 
     // Alice's account finds her mail; her other spellings are the same
     // person, with the same OTP: no second one within the hour.

@@ -5,6 +5,7 @@
 //! may act for any OS user through the agent's socket.
 
 use crate::common::agent::Desk;
+use crate::common::auto_directory;
 use crate::common::server::TestServer;
 use otpgate::cli::prompt::Prompt;
 use otpgate_protocol::admin::{AdminRequest, AdminResponse, OptionsView, RoleView, SettingsPatch};
@@ -127,12 +128,7 @@ async fn password_guessing_on_an_internal_login_is_throttled_across_computers() 
     };
     let mut desks = Vec::new();
     for name in ["ws-1", "ws-2"] {
-        let set = AdminRequest::ClientSet {
-            computer: name.into(),
-            group: None,
-            options: internal.clone(),
-        };
-        assert_eq!(server.admin(set).await, AdminResponse::Done);
+        server.set_client(name, internal.clone()).await;
         desks.push(server.desk(name).await);
     }
     for (desk, os_user) in [(0, "u1"), (0, "u2"), (1, "u3"), (1, "u4")] {
@@ -156,15 +152,7 @@ async fn password_guessing_on_an_internal_login_is_throttled_across_computers() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_requests_throttle_the_person_who_made_them() {
     let server = server().await;
-    let set = AdminRequest::ClientSet {
-        computer: "ws-1".into(),
-        group: None,
-        options: OptionsView {
-            auto_directory: Some(true),
-            ..OptionsView::default()
-        },
-    };
-    assert_eq!(server.admin(set).await, AdminResponse::Done);
+    server.set_client("ws-1", auto_directory()).await;
     let desk = server.desk("ws-1").await;
     let directory = || LoginRequest::Request(RequestMode::Directory);
     // Not in the directory: refused, and counted.

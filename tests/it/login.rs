@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::common::agent::{Agent, Desk};
+use crate::common::auto_directory;
 use crate::common::me;
 use crate::common::server::TestServer;
 use otpgate_actors::names::masked;
@@ -37,24 +38,6 @@ async fn setup() -> (ManualClock, TestServer, Desk) {
     let server = server_with(&clock).await;
     let desk = server.desk("ws-1").await;
     (clock, server, desk)
-}
-
-async fn set_client(server: &TestServer, name: &str, options: OptionsView) {
-    let response = server
-        .admin(AdminRequest::ClientSet {
-            computer: name.into(),
-            group: None,
-            options,
-        })
-        .await;
-    assert_eq!(response, AdminResponse::Done);
-}
-
-fn auto_ad() -> OptionsView {
-    OptionsView {
-        auto_directory: Some(true),
-        ..OptionsView::default()
-    }
 }
 
 fn my_email() -> String {
@@ -159,7 +142,7 @@ async fn directory_internal_and_emergency_modes() {
     let (clock, server, desk) = setup().await;
 
     // Active Directory users: nothing to type, the directory knows the address.
-    set_client(&server, "ws-1", auto_ad()).await;
+    server.set_client("ws-1", auto_directory()).await;
     assert!(
         matches!(
             request(&desk, RequestMode::Email(my_email())).await,
@@ -213,16 +196,16 @@ async fn directory_internal_and_emergency_modes() {
         })
         .await;
     assert_eq!(response, AdminResponse::Done);
-    set_client(
-        &server,
-        "ws-1",
-        OptionsView {
-            auto_directory: Some(false),
-            auto_internal: Some(true),
-            ..OptionsView::default()
-        },
-    )
-    .await;
+    server
+        .set_client(
+            "ws-1",
+            OptionsView {
+                auto_directory: Some(false),
+                auto_internal: Some(true),
+                ..OptionsView::default()
+            },
+        )
+        .await;
     clock.advance(HOUR);
     let wrong = RequestMode::Internal {
         login: "bob".into(),
@@ -405,7 +388,7 @@ async fn the_first_administrators_password_opens_nothing_until_changed() {
         auto_internal: Some(auto_internal),
         ..OptionsView::default()
     };
-    set_client(&server, "ws-1", internal(true)).await;
+    server.set_client("ws-1", internal(true)).await;
     let as_admin = RequestMode::Internal {
         login: "admin".into(),
         password: Secret(initial.clone()),
@@ -421,7 +404,7 @@ async fn the_first_administrators_password_opens_nothing_until_changed() {
     );
 
     // It decides nothing and generates nothing.
-    set_client(&server, "ws-1", internal(false)).await;
+    server.set_client("ws-1", internal(false)).await;
     let id = request_id(&request(&desk, RequestMode::Email(my_email())).await);
     let decide = |password: &str| AdminRequest::RequestDecide {
         id,
@@ -472,7 +455,7 @@ async fn the_first_administrators_password_opens_nothing_until_changed() {
 async fn an_otp_works_only_where_when_and_for_whom_it_was_issued() {
     let (clock, server, desk) = setup().await;
     let other_desk = server.desk("ws-2").await;
-    set_client(&server, "ws-1", auto_ad()).await;
+    server.set_client("ws-1", auto_directory()).await;
     let email = my_email();
 
     request(&desk, RequestMode::Directory).await;
@@ -550,7 +533,7 @@ async fn an_otp_works_only_where_when_and_for_whom_it_was_issued() {
 async fn within_the_hour_the_same_otp_is_resent_even_across_a_restart() {
     let clock = clock();
     let server = server_with(&clock).await;
-    set_client(&server, "ws-1", auto_ad()).await;
+    server.set_client("ws-1", auto_directory()).await;
     let identity = server.identity("ws-1");
     let desk = Desk::start(&identity, server.addr, server.data.path().join("ws-1.sock")).await;
     let email = my_email();
@@ -602,7 +585,7 @@ async fn fifty_concurrent_verifies_of_one_otp_allow_exactly_one() {
     // Flood control would refuse most of 50 requests at once from one agent.
     let server =
         TestServer::start_with(Arc::new(clock.clone()), "requests_per_second = 100\n").await;
-    set_client(&server, "ws-1", auto_ad()).await;
+    server.set_client("ws-1", auto_directory()).await;
     let desk = Arc::new(server.desk("ws-1").await);
     request(&desk, RequestMode::Directory).await;
     let code = server.codes_for(&my_email(), 1).await.remove(0);
@@ -633,7 +616,7 @@ async fn client_sessions_show_the_user_name_outlive_connections_and_restarts_and
  {
     let clock = clock();
     let server = server_with(&clock).await;
-    set_client(&server, "ws-1", auto_ad()).await;
+    server.set_client("ws-1", auto_directory()).await;
     let identity = server.identity("ws-1");
 
     // alice, through the agent's link (the test runs as another OS user).

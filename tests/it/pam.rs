@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::common::agent::Desk;
+use crate::common::auto_directory;
 use crate::common::pamtester::{Pamtester, otp_window};
 use crate::common::server::TestServer;
 use crate::common::system::{self, Account, Group, PamService};
@@ -18,17 +19,6 @@ const HOUR: Duration = Duration::from_secs(60 * 60);
 /// A service whose `auth` and `session` are the module's, with `args`.
 fn service(name: &str, desk: &Desk, args: &str) -> PamService {
     PamService::gate(name, system::module(), &desk.socket, args)
-}
-
-async fn set_client(server: &TestServer, options: OptionsView) {
-    let answer = server
-        .admin(AdminRequest::ClientSet {
-            computer: "ws-1".into(),
-            group: None,
-            options,
-        })
-        .await;
-    assert_eq!(answer, AdminResponse::Done);
 }
 
 async fn approve(server: &TestServer, choice: Choice, comment: Option<&str>) {
@@ -92,14 +82,7 @@ async fn every_request_mode_ends_in_a_login() {
     // Active Directory users: nothing to type; the address is shown masked
     // and typed in full.
     clock.advance(HOUR);
-    set_client(
-        &server,
-        OptionsView {
-            auto_directory: Some(true),
-            ..OptionsView::default()
-        },
-    )
-    .await;
+    server.set_client("ws-1", auto_directory()).await;
     let mut pam = Pamtester::start(&service, &account.name, &["authenticate"]);
     // The latest request's address is still filled in: an empty OTP asks anew.
     pam.answer("(empty to request", "").await;
@@ -141,15 +124,16 @@ async fn every_request_mode_ends_in_a_login() {
         })
         .await;
     assert_eq!(added, AdminResponse::Done);
-    set_client(
-        &server,
-        OptionsView {
-            auto_directory: Some(false),
-            auto_internal: Some(true),
-            ..OptionsView::default()
-        },
-    )
-    .await;
+    server
+        .set_client(
+            "ws-1",
+            OptionsView {
+                auto_directory: Some(false),
+                auto_internal: Some(true),
+                ..OptionsView::default()
+            },
+        )
+        .await;
     let mut pam = Pamtester::start(&service, &account.name, &["authenticate"]);
     pam.answer("(empty to request", "").await;
     pam.answer("Login name", "carol").await;
@@ -269,14 +253,15 @@ async fn off_unreachable_and_exempt_pass_or_fail_without_a_prompt() {
     .await;
 
     // With OTPs off for the computer: no prompt, through.
-    set_client(
-        &server,
-        OptionsView {
-            allow_otp: Some(false),
-            ..OptionsView::default()
-        },
-    )
-    .await;
+    server
+        .set_client(
+            "ws-1",
+            OptionsView {
+                allow_otp: Some(false),
+                ..OptionsView::default()
+            },
+        )
+        .await;
     let (ok, shown) = unattended(&account.name, &gate).await;
     assert!(ok, "{shown}");
     assert!(shown.contains("not required"), "{shown}");

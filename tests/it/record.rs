@@ -367,17 +367,15 @@ async fn typed_input_is_recorded_only_where_the_options_say_so() {
             .collect::<String>()
     };
     assert_eq!(typed_in(&server).await, "", "not by default");
-    let set = server
-        .admin(AdminRequest::ClientSet {
-            computer: "ws-1".into(),
-            group: None,
-            options: OptionsView {
+    server
+        .set_client(
+            "ws-1",
+            OptionsView {
                 record_input: Some(true),
                 ..OptionsView::default()
             },
-        })
+        )
         .await;
-    assert_eq!(set, AdminResponse::Done);
     assert_eq!(typed_in(&server).await, "typed words\n");
     desk.stop().await;
 }

@@ -3,13 +3,12 @@
 
 use std::time::Duration;
 
+use crate::common::auto_directory;
 use crate::common::release::{run, this_otpgate};
 use crate::common::server::{HANDSHAKE_MS, SLED, TestServer, write_config};
 use crate::common::{HEARTBEAT_MS, me};
 use otpgate::cli::prompt::LoginError;
-use otpgate_protocol::admin::{
-    AdminRequest, AdminResponse, OptionsView, PageRequest, RoleView, SettingsPatch,
-};
+use otpgate_protocol::admin::{AdminRequest, AdminResponse, PageRequest, RoleView, SettingsPatch};
 use otpgate_protocol::local::LocalError;
 use otpgate_protocol::login::{
     LoginRequest, LoginResponse, RequestMode, Requested, Secret, Verdict,
@@ -173,17 +172,7 @@ async fn while_postgres_is_down_logins_are_unavailable_and_they_work_again_after
         })
         .await;
     let desk = server.desk("ws-1").await;
-    let answer = server
-        .admin(AdminRequest::ClientSet {
-            computer: "ws-1".into(),
-            group: None,
-            options: OptionsView {
-                auto_directory: Some(true),
-                ..OptionsView::default()
-            },
-        })
-        .await;
-    assert_eq!(answer, AdminResponse::Done);
+    server.set_client("ws-1", auto_directory()).await;
     let email = format!("{}@example.com", me());
     let request = LoginRequest::Request(RequestMode::Directory);
     let verify = |code: String| LoginRequest::Verify {

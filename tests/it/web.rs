@@ -180,17 +180,15 @@ async fn approvers_decide_what_is_theirs_and_text_stays_text() {
     let desk = server.desk("ws-1").await;
     server.add_user("bob", RoleView::User).await;
     server.add_user("carol", RoleView::User).await;
-    let set = server
-        .admin(AdminRequest::ClientSet {
-            computer: "ws-1".into(),
-            group: None,
-            options: OptionsView {
+    server
+        .set_client(
+            "ws-1",
+            OptionsView {
                 approvers: Some(vec!["bob".into()]),
                 ..OptionsView::default()
             },
-        })
+        )
         .await;
-    assert_eq!(set, AdminResponse::Done);
     let id = request_access(&server, &desk, "alice@example.com").await;
 
     // Carol approves nothing here: she does not see the request, and cannot

@@ -633,17 +633,9 @@ impl Pg {
             self.settled(table, Some(key)).await?;
         }
         let client = self.client().await?;
-        let get = client
-            .prepare_cached(&format!(
-                "SELECT key, value FROM {table} WHERE key = ANY($1)"
-            ))
-            .await?;
-        let mut found: HashMap<Vec<u8>, Vec<u8>> = client
-            .query(&get, &[&keys])
-            .await?
-            .into_iter()
-            .map(|row| (row.get(0), row.get(1)))
-            .collect();
+        let sql = format!("SELECT key, value FROM {table} WHERE key = ANY($1)");
+        let mut found: HashMap<Vec<u8>, Vec<u8>> =
+            pairs(&client, &sql, &[&keys]).await?.into_iter().collect();
         Ok(keys.iter().map(|key| found.remove(*key)).collect())
     }
 
@@ -655,28 +647,18 @@ impl Pg {
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         self.settled(table, None).await?;
         let client = self.client().await?;
-        let rows = match successor(prefix) {
+        match successor(prefix) {
             Some(end) => {
-                let scan = client
-                    .prepare_cached(&format!(
-                        "SELECT key, value FROM {table} WHERE key >= $1 AND key < $2 ORDER BY key"
-                    ))
-                    .await?;
-                client.query(&scan, &[&prefix, &end]).await?
+                let sql = format!(
+                    "SELECT key, value FROM {table} WHERE key >= $1 AND key < $2 ORDER BY key"
+                );
+                pairs(&client, &sql, &[&prefix, &end]).await
             }
             None => {
-                let scan = client
-                    .prepare_cached(&format!(
-                        "SELECT key, value FROM {table} WHERE key >= $1 ORDER BY key"
-                    ))
-                    .await?;
-                client.query(&scan, &[&prefix]).await?
+                let sql = format!("SELECT key, value FROM {table} WHERE key >= $1 ORDER BY key");
+                pairs(&client, &sql, &[&prefix]).await
             }
-        };
-        Ok(rows
-            .into_iter()
-            .map(|row| (row.get(0), row.get(1)))
-            .collect())
+        }
     }
 
     /// At most `limit` pairs of `table` after `cursor` (or before it, newest
@@ -695,29 +677,20 @@ impl Pg {
             Order::Newest => ("key <", "DESC"),
         };
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = match cursor {
+        match cursor {
             Some(cursor) => {
-                let range = client
-                    .prepare_cached(&format!(
-                        "SELECT key, value FROM {table} WHERE {from} $1
-                         ORDER BY key {direction} LIMIT $2"
-                    ))
-                    .await?;
-                client.query(&range, &[&cursor, &limit]).await?
+                let sql = format!(
+                    "SELECT key, value FROM {table} WHERE {from} $1
+                     ORDER BY key {direction} LIMIT $2"
+                );
+                pairs(&client, &sql, &[&cursor, &limit]).await
             }
             None => {
-                let range = client
-                    .prepare_cached(&format!(
-                        "SELECT key, value FROM {table} ORDER BY key {direction} LIMIT $1"
-                    ))
-                    .await?;
-                client.query(&range, &[&limit]).await?
+                let sql =
+                    format!("SELECT key, value FROM {table} ORDER BY key {direction} LIMIT $1");
+                pairs(&client, &sql, &[&limit]).await
             }
-        };
-        Ok(rows
-            .into_iter()
-            .map(|row| (row.get(0), row.get(1)))
-            .collect())
+        }
     }
 }
 
@@ -772,6 +745,21 @@ async fn count(
         .await?;
     tx.execute(&update, &[&counted, &values]).await?;
     Ok(())
+}
+
+/// The `(key, value)` rows of query `sql` (prepared once per connection).
+async fn pairs(
+    client: &deadpool_postgres::Object,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let statement = client.prepare_cached(sql).await?;
+    Ok(client
+        .query(&statement, params)
+        .await?
+        .into_iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect())
 }
 
 /// The first key after every key that starts with `prefix`, if one is.

@@ -125,3 +125,12 @@ pub fn me() -> String {
         .unwrap()
         .name
 }
+
+/// A client computer's options with "automatically send OTPs to Active
+/// Directory users" on, the rest as they are.
+pub fn auto_directory() -> otpgate_protocol::admin::OptionsView {
+    otpgate_protocol::admin::OptionsView {
+        auto_directory: Some(true),
+        ..Default::default()
+    }
+}

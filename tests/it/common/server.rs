@@ -18,8 +18,8 @@ use otpgate::tls::pki;
 use otpgate::unix;
 use otpgate_actors::{Clock, Computers, KvStore, Store, SystemClock};
 use otpgate_protocol::admin::{
-    AdminRequest, AdminResponse, AuditView, ListFilter, PageRequest, RecordingView, RequestView,
-    RoleView, SessionView, SettingsPatch, SettingsView,
+    AdminRequest, AdminResponse, AuditView, ListFilter, OptionsView, PageRequest, RecordingView,
+    RequestView, RoleView, SessionView, SettingsPatch, SettingsView,
 };
 use otpgate_protocol::login::Secret;
 
@@ -291,6 +291,16 @@ impl TestServer {
     }
 
     /// Asks the running server's admin socket.
+    /// Sets client computer `computer`'s options (its group left as is).
+    pub async fn set_client(&self, computer: &str, options: OptionsView) {
+        let set = AdminRequest::ClientSet {
+            computer: computer.into(),
+            group: None,
+            options,
+        };
+        assert_eq!(self.admin(set).await, AdminResponse::Done);
+    }
+
     pub async fn admin(&self, request: AdminRequest) -> AdminResponse {
         admin_ask(&self.data_dir(), request).await
     }

@@ -423,7 +423,6 @@ fn open_files(config: &ServerConfig) -> Check {
     }
 }
 
-/// Whether a server serves this data folder now (its admin socket answers).
 /// The PostgreSQL store: reached, its schema one this build reads, and
 /// whether a server holds it (asked without changing anything).
 async fn postgres(pg: &PgConfig) -> Check {
@@ -463,6 +462,7 @@ async fn postgres(pg: &PgConfig) -> Check {
     }
 }
 
+/// Whether a server serves this data folder now (its admin socket answers).
 async fn serving(data: &Path) -> Check {
     let socket = socket_path(data);
     match tokio::net::UnixStream::connect(&socket).await {

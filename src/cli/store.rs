@@ -31,7 +31,9 @@ pub(super) async fn copy(from: &Path, to: &PgConfig, json: bool) -> anyhow::Resu
             db.display()
         )
     })?;
-    let target = KvStore::connect(to)
+    // Held as a server holds it until the copy is checked: none may be on
+    // it now, and none starts on it meanwhile.
+    let (target, _alone) = KvStore::connect_alone(to)
         .await
         .context("cannot open the PostgreSQL database")?;
     let copied = source.copy_into(&target).await?;

@@ -273,15 +273,18 @@ impl Server {
         };
         // Everything the configuration names is checked above; only now is the
         // database opened.
-        let store = Arc::new(match &config.store {
+        let (store, taken) = match &config.store {
             StoreConfig::Sled => {
                 let db = config.data_dir.join("db");
                 data_dir(&db)?;
-                KvStore::open(&db)?
+                (KvStore::open(&db)?, None)
             }
-            StoreConfig::Postgres(pg) => KvStore::connect(pg).await?,
-        });
-        let taken = store.alone().await?;
+            StoreConfig::Postgres(pg) => {
+                let (store, taken) = KvStore::connect_alone(pg).await?;
+                (store, Some(taken))
+            }
+        };
+        let store = Arc::new(store);
         let recordings = Shelf::open(
             &config.data_dir.join(RECORDINGS),
             Arc::clone(&keys),
@@ -516,9 +519,7 @@ impl Server {
         }
 
         info!("shutting down");
-        if lost.load(std::sync::atomic::Ordering::Relaxed) {
-            stopped = Stopped::Taken;
-        }
+        let lost = lost.load(std::sync::atomic::Ordering::Relaxed);
         drop(listener);
         cancel.cancel();
         tracker.close();
@@ -546,7 +547,10 @@ impl Server {
         let recordings = self.shared.recordings.get().ok().cloned();
         drop(self.shared);
         let flushed = async {
-            self.store.flush().await?;
+            // The database is another server's now: nothing more goes in.
+            if !lost {
+                self.store.flush().await?;
+            }
             match &recordings {
                 Some(recordings) => recordings.flush().await,
                 None => Ok(()),
@@ -584,7 +588,7 @@ impl Server {
             stopped = Stopped::Late("database release");
         }
         info!("stopped");
-        stopped
+        if lost { Stopped::Taken } else { stopped }
     }
 }
 

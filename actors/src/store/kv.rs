@@ -181,22 +181,28 @@ impl KvStore {
     /// Connects to the PostgreSQL database `config` names, making or
     /// upgrading its schema.
     pub async fn connect(config: &PgConfig) -> Result<Self> {
-        let pg = Arc::new(Pg::connect(config).await?);
+        let pg = Arc::new(Pg::new(config)?);
+        pg.migrate().await?;
+        Self::over(pg)
+    }
+
+    /// [`KvStore::connect`] for the one server of the database: the database
+    /// is taken first (refused if another server has it), then its schema
+    /// brought up to date; with what ends if another server takes it (see
+    /// `Pg::alone`). Dropping that frees the database.
+    pub async fn connect_alone(config: &PgConfig) -> Result<(Self, Taken)> {
+        let pg = Arc::new(Pg::new(config)?);
+        let taken = pg.alone().await?;
+        pg.migrate().await?;
+        Ok((Self::over(pg)?, taken))
+    }
+
+    fn over(pg: Arc<Pg>) -> Result<Self> {
         let engine = Engine::Pg {
             pg: Arc::clone(&pg),
             unique: AtomicU64::new(rand::random()),
         };
         Self::with_tables(engine, |name| Ok(Table::postgres(&pg, name)))
-    }
-
-    /// Takes the database for this server alone: `None` for sled (whose
-    /// folder only one process can open); for PostgreSQL, what ends if
-    /// another server took it (see `Pg::alone`), or an error if one has it.
-    pub async fn alone(&self) -> Result<Option<Taken>> {
-        match &self.engine {
-            Engine::Sled { .. } => Ok(None),
-            Engine::Pg { pg, .. } => Ok(Some(pg.alone().await?)),
-        }
     }
 
     /// Every record, as the database holds them between two writes (each

@@ -87,9 +87,13 @@ impl PgConfig {
                 Host::Unix(_) => true,
             })
             && pg.get_hostaddrs().iter().all(std::net::IpAddr::is_loopback);
-        if !loopback {
-            pg.ssl_mode(SslMode::Require);
-        }
+        // On loopback, plain: a local cluster's certificate is often one no
+        // CA signed (Debian's snakeoil), which TLS here would refuse.
+        pg.ssl_mode(if loopback {
+            SslMode::Disable
+        } else {
+            SslMode::Require
+        });
         Ok((pg, MakeRustlsConnect::new(tls_config(self)?)))
     }
 
@@ -176,11 +180,29 @@ const RELOCK_EVERY: Duration = Duration::from_secs(1);
 /// How long the site lock is waited for before it is another server's.
 const TAKE_WITHIN: Duration = Duration::from_secs(5);
 
-/// A session holding the site lock: its client, and the task driving its
-/// connection, ended (and the lock freed) when this is dropped.
+/// How often the session holding the site lock is asked whether it is
+/// there (and its TCP keepalive).
+const PING_EVERY: Duration = Duration::from_secs(2);
+
+/// A session holding the site lock: its client, its backend's pid, and the
+/// task driving its connection, ended (and the lock freed) when this is
+/// dropped.
 struct Held {
     client: tokio_postgres::Client,
+    pid: i32,
     session: tokio::task::JoinHandle<()>,
+}
+
+/// Ends when `client`'s session no longer answers within twice
+/// [`PING_EVERY`].
+async fn unanswered(client: &tokio_postgres::Client) {
+    loop {
+        tokio::time::sleep(PING_EVERY).await;
+        let ping = client.simple_query("SELECT 1");
+        if !matches!(tokio::time::timeout(2 * PING_EVERY, ping).await, Ok(Ok(_))) {
+            return;
+        }
+    }
 }
 
 impl Drop for Held {
@@ -321,8 +343,9 @@ pub(super) struct Pg {
 }
 
 impl Pg {
-    /// Connects as `config` says and brings the schema up to date.
-    pub(super) async fn connect(config: &PgConfig) -> Result<Self> {
+    /// The database `config` names, connected to on first use; its schema
+    /// as it is (see [`Pg::migrate`]).
+    pub(super) fn new(config: &PgConfig) -> Result<Self> {
         let (pg, tls) = config.settings()?;
         let manager = Manager::from_config(
             pg.clone(),
@@ -335,7 +358,7 @@ impl Pg {
             .max_size(config.pool_size.max(1))
             .build()
             .map_err(|err| StoreError::Config(err.to_string()))?;
-        let pg = Self {
+        Ok(Self {
             pool,
             config: pg,
             tls,
@@ -343,9 +366,7 @@ impl Pg {
             flusher: Flusher::default(),
             committing: tokio::sync::Mutex::new(()),
             ids: tokio::sync::Mutex::new((0, 0)),
-        };
-        pg.migrate().await?;
-        Ok(pg)
+        })
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object> {
@@ -363,15 +384,27 @@ impl Pg {
     /// session and frees the lock. Refused if another process holds the lock
     /// for [`TAKE_WITHIN`] (a server that just stopped frees it sooner).
     pub(super) async fn alone(self: &Arc<Self>) -> Result<Taken> {
-        let mut held = self.lock_site().await?;
+        let mut held = self.lock_site(None).await?;
         let pg = Arc::clone(self);
         Ok(Box::pin(async move {
             loop {
-                // Ends when the session does, and the lock with it.
-                let _ = (&mut held.session).await;
+                // Ends when the session does (the lock goes with it), or when
+                // it stops answering (a half-open connection holds nothing
+                // the database still counts on).
+                let Held {
+                    client, session, ..
+                } = &mut held;
+                tokio::select! {
+                    _ = session => {}
+                    () = unanswered(client) => {}
+                }
+                // No commit lands while the lock is not held.
+                let _no_commits = pg.committing.lock().await;
                 tracing::warn!("the database session holding the site lock ended; taking it again");
+                let previous = held.pid;
+                drop(held);
                 held = loop {
-                    match pg.lock_site().await {
+                    match pg.lock_site(Some(previous)).await {
                         Ok(held) => break held,
                         Err(err @ StoreError::Taken) => return err,
                         Err(_) => tokio::time::sleep(RELOCK_EVERY).await,
@@ -381,19 +414,37 @@ impl Pg {
         }))
     }
 
-    /// A new session holding the site lock, tried for [`TAKE_WITHIN`].
-    async fn lock_site(&self) -> Result<Held> {
-        let (client, connection) = self
-            .config
+    /// A new session holding the site lock, tried for [`TAKE_WITHIN`]. A
+    /// session of this process's that lost its connection (`previous`, a
+    /// backend the database has not noticed is gone yet) is ended first.
+    async fn lock_site(&self, previous: Option<i32>) -> Result<Held> {
+        let mut config = self.config.clone();
+        config.keepalives_idle(PING_EVERY);
+        let (client, connection) = config
             .connect(self.tls.clone())
             .await
             .map_err(|err| StoreError::Unavailable(err.to_string()))?;
+        let session = tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        let pid: i32 = client
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await?
+            .get(0);
         let held = Held {
             client,
-            session: tokio::spawn(async move {
-                let _ = connection.await;
-            }),
+            pid,
+            session,
         };
+        if let Some(previous) = previous {
+            held.client
+                .execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_locks
+                     WHERE locktype = 'advisory' AND granted AND pid = $1",
+                    &[&previous],
+                )
+                .await?;
+        }
         let tried = tokio::time::Instant::now();
         loop {
             let locked: bool = held
@@ -413,7 +464,7 @@ impl Pg {
 
     /// Applies the migrations this database lacks; refuses one whose schema
     /// is newer than this build.
-    async fn migrate(&self) -> Result<()> {
+    pub(super) async fn migrate(&self) -> Result<()> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])

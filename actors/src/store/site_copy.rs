@@ -22,7 +22,8 @@ pub struct Copied {
 
 impl KvStore {
     /// Copies every table of this store into `target`, a PostgreSQL store
-    /// with no record yet, ids included (the target's go on above this
+    /// with no record yet (held with [`KvStore::connect_alone`], so that no
+    /// server starts on it meanwhile), ids included (the target's go on above this
     /// one's); then checks that both hold the same. Nothing is written to the
     /// target unless all of it is.
     pub async fn copy_into(&self, target: &KvStore) -> Result<Vec<Copied>> {
@@ -31,9 +32,6 @@ impl KvStore {
                 "a store is copied into PostgreSQL".into(),
             ));
         };
-        // Held as a server holds it, until the copy is checked: no server
-        // starts on the target meanwhile, and none may be on it now.
-        let _alone = target.alone().await?;
         for table in target.tables() {
             if !table.after(None, 1).await?.is_empty() {
                 return Err(StoreError::Config(format!(

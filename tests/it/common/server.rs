@@ -290,7 +290,6 @@ impl TestServer {
         ended_recording(&self.data_dir()).await
     }
 
-    /// Asks the running server's admin socket.
     /// Sets client computer `computer`'s options (its group left as is).
     pub async fn set_client(&self, computer: &str, options: OptionsView) {
         let set = AdminRequest::ClientSet {
@@ -301,6 +300,7 @@ impl TestServer {
         assert_eq!(self.admin(set).await, AdminResponse::Done);
     }
 
+    /// Asks the running server's admin socket.
     pub async fn admin(&self, request: AdminRequest) -> AdminResponse {
         admin_ask(&self.data_dir(), request).await
     }

@@ -177,6 +177,9 @@ pub(super) const SITE_LOCK: i64 = 0x6f74_7067_6174_6532;
 /// How often a server whose session was lost tries to take the site lock
 /// again.
 const RELOCK_EVERY: Duration = Duration::from_secs(1);
+/// How many times a commit makes and locks failure buckets that others
+/// remove meanwhile before it gives up.
+const COUNT_ROUNDS: usize = 3;
 /// How long the site lock is waited for before it is another server's.
 const TAKE_WITHIN: Duration = Duration::from_secs(5);
 
@@ -770,8 +773,17 @@ async fn count(
     let mut buckets: BTreeMap<Vec<u8>, Bucket> = BTreeMap::new();
     let mut missing = keys.to_vec();
     // A bucket another node removed between this insert and this lock is
-    // made again (then it is this transaction's own, and stays).
-    while !missing.is_empty() {
+    // made again (then it is this transaction's own, and stays: a second
+    // round is enough, a few more are not expected).
+    for round in 0.. {
+        if missing.is_empty() {
+            break;
+        }
+        if round == COUNT_ROUNDS {
+            return Err(StoreError::Unavailable(
+                "failure buckets kept vanishing under this commit".into(),
+            ));
+        }
         tx.execute(&made, &[&missing, &none]).await?;
         for row in tx.query(&locked, &[&missing]).await? {
             let bucket = decode::<Bucket>(table, row.get(1)).unwrap_or_default();

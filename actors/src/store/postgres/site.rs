@@ -1,0 +1,138 @@
+//! One server per database: the site lock, an advisory lock held by a
+//! session of the server's own, checked while it lives and taken again when
+//! its session ends (see [`Pg::alone`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Pg, Result, StoreError};
+
+/// Held (for its session) by the one server that uses the database.
+pub(in crate::store) const SITE_LOCK: i64 = 0x6f74_7067_6174_6532;
+/// How often a server whose session was lost tries to take the site lock
+/// again.
+const RELOCK_EVERY: Duration = Duration::from_secs(1);
+/// How long the site lock is waited for before it is another server's.
+const TAKE_WITHIN: Duration = Duration::from_secs(5);
+
+/// How often the session holding the site lock is asked whether it is
+/// there (and its TCP keepalive).
+const PING_EVERY: Duration = Duration::from_secs(2);
+
+/// A session holding the site lock: its client, its backend's pid, and the
+/// task driving its connection, ended (and the lock freed) when this is
+/// dropped.
+struct Held {
+    client: tokio_postgres::Client,
+    pid: i32,
+    session: tokio::task::JoinHandle<()>,
+}
+
+/// Ends when `client`'s session no longer answers within twice
+/// [`PING_EVERY`].
+async fn unanswered(client: &tokio_postgres::Client) {
+    loop {
+        tokio::time::sleep(PING_EVERY).await;
+        let ping = client.simple_query("SELECT 1");
+        if !matches!(tokio::time::timeout(2 * PING_EVERY, ping).await, Ok(Ok(_))) {
+            return;
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.session.abort();
+    }
+}
+
+/// Ends with why when the database was taken by another server.
+pub type Taken = std::pin::Pin<Box<dyn std::future::Future<Output = StoreError> + Send>>;
+
+impl Pg {
+    /// Takes the database for this process alone: an advisory lock held by
+    /// a session of its own (outside the pool). The returned future ends, with
+    /// why, only if another process took the lock while this one's session
+    /// was gone (the database restarted, the network failed): until then it
+    /// takes the lock again whenever its session ends; dropping it ends the
+    /// session and frees the lock. Refused if another process holds the lock
+    /// for [`TAKE_WITHIN`] (a server that just stopped frees it sooner).
+    pub(in crate::store) async fn alone(self: &Arc<Self>) -> Result<Taken> {
+        let mut held = self.lock_site(None).await?;
+        let pg = Arc::clone(self);
+        Ok(Box::pin(async move {
+            loop {
+                // Ends when the session does (the lock goes with it), or when
+                // it stops answering (a half-open connection holds nothing
+                // the database still counts on).
+                let Held {
+                    client, session, ..
+                } = &mut held;
+                tokio::select! {
+                    _ = session => {}
+                    () = unanswered(client) => {}
+                }
+                // No commit lands while the lock is not held.
+                let _no_commits = pg.committing.lock().await;
+                tracing::warn!("the database session holding the site lock ended; taking it again");
+                let previous = held.pid;
+                drop(held);
+                held = loop {
+                    match pg.lock_site(Some(previous)).await {
+                        Ok(held) => break held,
+                        Err(err @ StoreError::Taken) => return err,
+                        Err(_) => tokio::time::sleep(RELOCK_EVERY).await,
+                    }
+                };
+            }
+        }))
+    }
+
+    /// A new session holding the site lock, tried for [`TAKE_WITHIN`]. A
+    /// session of this process's that lost its connection (`previous`, a
+    /// backend the database has not noticed is gone yet) is ended first.
+    async fn lock_site(&self, previous: Option<i32>) -> Result<Held> {
+        let mut config = self.config.clone();
+        config.keepalives_idle(PING_EVERY);
+        let (client, connection) = config
+            .connect(self.tls.clone())
+            .await
+            .map_err(|err| StoreError::Unavailable(err.to_string()))?;
+        let session = tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        let pid: i32 = client
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await?
+            .get(0);
+        let held = Held {
+            client,
+            pid,
+            session,
+        };
+        if let Some(previous) = previous {
+            held.client
+                .execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_locks
+                     WHERE locktype = 'advisory' AND granted AND pid = $1",
+                    &[&previous],
+                )
+                .await?;
+        }
+        let tried = tokio::time::Instant::now();
+        loop {
+            let locked: bool = held
+                .client
+                .query_one("SELECT pg_try_advisory_lock($1)", &[&SITE_LOCK])
+                .await?
+                .get(0);
+            if locked {
+                return Ok(held);
+            }
+            if tried.elapsed() >= TAKE_WITHIN {
+                return Err(StoreError::Taken);
+            }
+            tokio::time::sleep(RELOCK_EVERY / 4).await;
+        }
+    }
+}

@@ -1,0 +1,357 @@
+//! The writes: taken at once into the pending list, committed together in
+//! one transaction per flush (one statement per table and kind), put back
+//! at the head when a commit fails, and waited for by a read of what they
+//! wrote.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, PoisonError};
+
+use super::super::record::{decode, encode};
+use super::{Pg, Result, StoreError};
+use crate::rules::{Bucket, Failure};
+
+/// How many times a commit makes and locks failure buckets that others
+/// remove meanwhile before it gives up.
+const COUNT_ROUNDS: usize = 3;
+/// The writes taken and not yet committed.
+#[derive(Default)]
+pub(super) struct Pending {
+    /// Waiting for the next commit, in order.
+    ops: Vec<Op>,
+    /// How many writes of each table are pending or being committed.
+    tables: HashMap<&'static str, usize>,
+    /// ... and of each key.
+    keys: HashMap<(&'static str, Vec<u8>), usize>,
+}
+
+impl Pending {
+    fn take(&mut self, op: Op) {
+        *self.tables.entry(op.table()).or_default() += 1;
+        *self
+            .keys
+            .entry((op.table(), op.key().to_vec()))
+            .or_default() += 1;
+        self.ops.push(op);
+    }
+
+    /// Forgets `ops`, committed.
+    fn settle(&mut self, ops: &[Op]) {
+        for op in ops {
+            if let Some(count) = self.tables.get_mut(op.table()) {
+                *count -= 1;
+            }
+            let key = (op.table(), op.key().to_vec());
+            if let Some(count) = self.keys.get_mut(&key) {
+                *count -= 1;
+                if *count == 0 {
+                    self.keys.remove(&key);
+                }
+            }
+        }
+    }
+}
+
+/// A write waiting for the next commit.
+pub(in crate::store) enum Op {
+    /// Insert or replace.
+    Put {
+        table: &'static str,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    /// Remove, if there.
+    Remove { table: &'static str, key: Vec<u8> },
+    /// Count a failure against a key of `table` (its bucket read and
+    /// replaced under a row lock).
+    Count {
+        table: &'static str,
+        key: Vec<u8>,
+        failure: Failure,
+    },
+}
+
+impl Op {
+    fn table(&self) -> &'static str {
+        match self {
+            Self::Put { table, .. } | Self::Remove { table, .. } | Self::Count { table, .. } => {
+                table
+            }
+        }
+    }
+
+    fn key(&self) -> &[u8] {
+        match self {
+            Self::Put { key, .. } | Self::Remove { key, .. } | Self::Count { key, .. } => key,
+        }
+    }
+}
+
+/// What a commit does to one key: its last put or removal, if any (`Some(None)`
+/// removes), then the failures counted after it.
+#[derive(Default)]
+struct Change<'a> {
+    base: Option<Option<&'a [u8]>>,
+    counts: Vec<Failure>,
+}
+
+/// What `ops` do, by table and key, both in order: the order in which every
+/// node's commits lock rows, so that two never wait for each other.
+fn changes(ops: &[Op]) -> BTreeMap<&'static str, BTreeMap<&[u8], Change<'_>>> {
+    let mut changes: BTreeMap<_, BTreeMap<_, Change<'_>>> = BTreeMap::new();
+    for op in ops {
+        let change = changes
+            .entry(op.table())
+            .or_default()
+            .entry(op.key())
+            .or_default();
+        match op {
+            Op::Put { value, .. } => {
+                *change = Change {
+                    base: Some(Some(value)),
+                    counts: Vec::new(),
+                }
+            }
+            Op::Remove { .. } => {
+                *change = Change {
+                    base: Some(None),
+                    counts: Vec::new(),
+                }
+            }
+            Op::Count { failure, .. } => change.counts.push(*failure),
+        }
+    }
+    changes
+}
+
+impl Pg {
+    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes `op` for the next commit.
+    pub(in crate::store) fn push(&self, op: Op) {
+        self.pending().take(op);
+    }
+
+    /// Makes every write taken before this call durable (group commit).
+    pub(in crate::store) async fn flush(self: &Arc<Self>) -> Result<()> {
+        self.flusher
+            .flush(|| {
+                // In a task of its own: a caller that stops waiting (a
+                // request dropped) must not drop a commit halfway, with its
+                // writes taken from the queue and not put back.
+                let pg = Arc::clone(self);
+                async move {
+                    tokio::spawn(async move { pg.commit().await })
+                        .await
+                        .map_err(|_| StoreError::FlushAborted)?
+                }
+            })
+            .await
+    }
+
+    /// Commits every pending write in one transaction, one commit at a time
+    /// (one left running by a caller that stopped waiting included), so that
+    /// commits land in the order their writes were taken.
+    async fn commit(&self) -> Result<()> {
+        let _alone = self.committing.lock().await;
+        let ops = std::mem::take(&mut self.pending().ops);
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let applied = self.apply(&ops).await;
+        let mut pending = self.pending();
+        if applied.is_ok() {
+            pending.settle(&ops);
+        } else {
+            let later = std::mem::replace(&mut pending.ops, ops);
+            pending.ops.extend(later);
+        }
+        applied
+    }
+
+    /// Waits until this process's writes to `table` (to its `key`, if one is
+    /// given) are committed, so that a read sees them, as a sled read does
+    /// before its flush.
+    pub(super) async fn settled(
+        self: &Arc<Self>,
+        table: &'static str,
+        key: Option<&[u8]>,
+    ) -> Result<()> {
+        let unsettled = {
+            let pending = self.pending();
+            match key {
+                Some(key) => pending.keys.contains_key(&(table, key.to_vec())),
+                None => pending.tables.get(table).is_some_and(|count| *count > 0),
+            }
+        };
+        if unsettled {
+            self.flush().await
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Applies `ops` in one transaction: for each table, one statement for
+    /// its removals, one for its puts, and three for its counts.
+    async fn apply(&self, ops: &[Op]) -> Result<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        for (table, changes) in changes(ops) {
+            let (mut removed, mut put, mut values, mut counted) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for (key, change) in &changes {
+                match change.base {
+                    Some(None) => removed.push(*key),
+                    Some(Some(value)) => {
+                        put.push(*key);
+                        values.push(value);
+                    }
+                    None => {}
+                }
+                if !change.counts.is_empty() {
+                    counted.push(*key);
+                }
+            }
+            if !removed.is_empty() {
+                let remove = tx
+                    .prepare_cached(&format!("DELETE FROM {table} WHERE key = ANY($1)"))
+                    .await?;
+                tx.execute(&remove, &[&removed]).await?;
+            }
+            if !put.is_empty() {
+                let upsert = tx
+                    .prepare_cached(&format!(
+                        "INSERT INTO {table} (key, value)
+                         SELECT * FROM unnest($1::bytea[], $2::bytea[])
+                         ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+                    ))
+                    .await?;
+                tx.execute(&upsert, &[&put, &values]).await?;
+            }
+            if !counted.is_empty() {
+                count(&tx, table, &counted, &changes).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// Counts the failures of `changes` against buckets `keys` of `table`, each
+/// read and replaced under a row lock. A row lock needs a row: a missing
+/// bucket is made first (waiting for another node's insert of it), so that
+/// two nodes' counts are never both made from none.
+async fn count(
+    tx: &deadpool_postgres::Transaction<'_>,
+    table: &'static str,
+    keys: &[&[u8]],
+    changes: &BTreeMap<&[u8], Change<'_>>,
+) -> Result<()> {
+    let made = tx
+        .prepare_cached(&format!(
+            "INSERT INTO {table} (key, value) SELECT key, $2 FROM unnest($1::bytea[]) AS key
+             ON CONFLICT (key) DO NOTHING"
+        ))
+        .await?;
+    let locked = tx
+        .prepare_cached(&format!(
+            "SELECT key, value FROM {table} WHERE key = ANY($1) ORDER BY key FOR UPDATE"
+        ))
+        .await?;
+    let none = encode(&Bucket::default())?;
+    let mut buckets: BTreeMap<Vec<u8>, Bucket> = BTreeMap::new();
+    let mut missing = keys.to_vec();
+    // A bucket another node removed between this insert and this lock is
+    // made again (then it is this transaction's own, and stays: a second
+    // round is enough, a few more are not expected).
+    for round in 0.. {
+        if missing.is_empty() {
+            break;
+        }
+        if round == COUNT_ROUNDS {
+            return Err(StoreError::Unavailable(
+                "failure buckets kept vanishing under this commit".into(),
+            ));
+        }
+        tx.execute(&made, &[&missing, &none]).await?;
+        for row in tx.query(&locked, &[&missing]).await? {
+            let bucket = decode::<Bucket>(table, row.get(1)).unwrap_or_default();
+            buckets.insert(row.get(0), bucket);
+        }
+        missing.retain(|key| !buckets.contains_key(*key));
+    }
+    let (mut counted, mut values) = (Vec::new(), Vec::new());
+    for (key, mut bucket) in buckets {
+        for failure in changes.get(key.as_slice()).map_or(&[][..], |c| &c.counts) {
+            bucket = failure.counted(bucket);
+        }
+        values.push(encode(&bucket)?);
+        counted.push(key);
+    }
+    let update = tx
+        .prepare_cached(&format!(
+            "UPDATE {table} SET value = counted.value
+             FROM unnest($1::bytea[], $2::bytea[]) AS counted (key, value)
+             WHERE {table}.key = counted.key"
+        ))
+        .await?;
+    tx.execute(&update, &[&counted, &values]).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_commit_writes_each_key_as_its_last_write_left_it() {
+        let failure = Failure {
+            at: crate::Timestamp::from_unix_millis(1),
+            limit: 5,
+            window: std::time::Duration::from_secs(60),
+        };
+        let put = |key: &str, value: &str| Op::Put {
+            table: "t",
+            key: key.into(),
+            value: value.into(),
+        };
+        let remove = |key: &str| Op::Remove {
+            table: "t",
+            key: key.into(),
+        };
+        let count = |key: &str| Op::Count {
+            table: "t",
+            key: key.into(),
+            failure,
+        };
+        let ops = [
+            put("a", "1"),
+            remove("a"),
+            put("b", "1"),
+            put("b", "2"),
+            count("c"),
+            remove("c"),
+            count("c"),
+            count("d"),
+            put("d", "3"),
+            count("d"),
+            count("d"),
+        ];
+        let changes = changes(&ops);
+        let t = &changes["t"];
+        let seen: Vec<_> = t
+            .iter()
+            .map(|(key, change)| (*key, change.base, change.counts.len()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (&b"a"[..], Some(None), 0),
+                (b"b", Some(Some(&b"2"[..])), 0),
+                (b"c", Some(None), 1),
+                (b"d", Some(Some(&b"3"[..])), 2),
+            ]
+        );
+    }
+}

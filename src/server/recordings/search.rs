@@ -32,6 +32,9 @@ impl Recordings {
         // The plain text seen lately, so that a match split across events is
         // found; cut back once it has been searched.
         let mut window = String::new();
+        // A match found whose line has not ended yet: where its line starts
+        // in `window`, and when the match was shown.
+        let mut open: Option<(usize, f64)> = None;
         let mut from = 0;
         loop {
             let (events, next) = self.read(recording.id, from, 1 << 20)?;
@@ -40,18 +43,31 @@ impl Recordings {
                     continue;
                 }
                 window.push_str(&cast::plain_text(&event.data));
-                if let Some(at) = find_ignoring_case(&window, &wanted) {
+                if open.is_none()
+                    && let Some(at) = find_ignoring_case(&window, &wanted)
+                {
                     let start = window[..at].rfind('\n').map_or(0, |n| n + 1);
-                    let end = window[at..].find('\n').map_or(window.len(), |n| at + n);
-                    hits.push(Hit {
-                        recording: recording.id,
-                        seconds: event.seconds,
-                        line: window[start..end].trim().to_owned(),
-                    });
+                    open = Some((start, event.seconds));
+                }
+                if let Some((start, seconds)) = open {
+                    // The line shown whole: up to its end, which may come
+                    // with a later event (or up to a screenful).
+                    let end = window[start..].find('\n').map(|n| start + n);
+                    if end.is_none() && window.len() - start < LONGEST_LINE {
+                        continue;
+                    }
+                    hits.push(hit(
+                        recording,
+                        seconds,
+                        &window[start..],
+                        end.map(|end| end - start),
+                    ));
+                    open = None;
+                    window.clear();
                     if hits.len() >= limit {
                         return Ok(hits);
                     }
-                    window.clear();
+                    continue;
                 }
                 // Keep only what a match could still start in.
                 let keep = wanted.len().saturating_sub(1) + 200;
@@ -65,9 +81,32 @@ impl Recordings {
             }
             match next {
                 Some(next) => from = next,
-                None => return Ok(hits),
+                None => {
+                    // The recording ended inside a match's line.
+                    if let Some((start, seconds)) = open {
+                        hits.push(hit(recording, seconds, &window[start..], None));
+                    }
+                    return Ok(hits);
+                }
             }
         }
+    }
+}
+
+/// How much of a line without an end a hit shows.
+const LONGEST_LINE: usize = 4096;
+
+/// A hit at `seconds` on the line `text` begins with (up to `end`, or all of
+/// it).
+fn hit(recording: &Recording, seconds: f64, text: &str, end: Option<usize>) -> Hit {
+    let mut end = end.unwrap_or(text.len()).min(LONGEST_LINE);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    Hit {
+        recording: recording.id,
+        seconds,
+        line: text[..end].trim().to_owned(),
     }
 }
 

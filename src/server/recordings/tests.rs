@@ -158,6 +158,9 @@ fn search_finds_text_as_a_person_read_it() {
         "dow\u{1b}[0m\r\n",
         "root:x:0:0\r\n",
         "NEEDLE-Q7Z \u{130}stanbul\r\n",
+        "line 2999 of a long",
+        " listing\r\n",
+        "the last line, unended",
     ];
     let mut id = 0;
     for (seq, text) in parts.iter().enumerate() {
@@ -178,6 +181,15 @@ fn search_finds_text_as_a_person_read_it() {
         .unwrap();
     assert_eq!(hits.len(), 1, "{hits:?}");
     assert_eq!(hits[0].line, "NEEDLE-Q7Z \u{130}stanbul");
+    // A line whose end came with a later event is shown whole, and one the
+    // recording ended in as far as it went.
+    let hits = r.search(&recording, "LINE 2999 of", 10).unwrap();
+    assert_eq!(hits.len(), 1, "{hits:?}");
+    assert_eq!(hits[0].line, "line 2999 of a long listing");
+    assert_eq!(hits[0].seconds, 4.0, "where the match ends");
+    let hits = r.search(&recording, "last line", 10).unwrap();
+    assert_eq!(hits.len(), 1, "{hits:?}");
+    assert_eq!(hits[0].line, "the last line, unended");
     assert!(
         r.search(&recording, "nothing like it", 10)
             .unwrap()

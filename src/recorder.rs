@@ -219,11 +219,13 @@ pub async fn run(mut config: RecorderConfig) -> Result<i32, RecordError> {
         let mut stdin = std::io::stdin();
         let mut buffer = vec![0; 4096];
         while let Ok(n @ 1..) = stdin.read(&mut buffer) {
-            if input.write_all(&buffer[..n]).is_err() {
-                return;
-            }
+            // Into the recording before the shell has it: what it answers
+            // (its exit too) is recorded after what it was typed.
             if let Some(typed) = &typed {
                 let _ = typed.send(Seen::Input(Instant::now(), buffer[..n].to_vec()));
+            }
+            if input.write_all(&buffer[..n]).is_err() {
+                return;
             }
         }
         // The person's side ended (`ssh host cmd < file`, a closed

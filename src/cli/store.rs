@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use data_encoding::HEXLOWER;
 
+use otpgate_actors::store::SideDb;
 use otpgate_actors::{KvStore, PgConfig};
 
 /// Copies the sled store of data folder `from` (or the store folder itself)
@@ -33,10 +34,21 @@ pub(super) async fn copy(from: &Path, to: &PgConfig, json: bool) -> anyhow::Resu
     })?;
     // Held as a server holds it until the copy is checked: none may be on
     // it now, and none starts on it meanwhile.
+    // The recordings beside the store, if any were made.
+    let recordings = db.parent().map(|data| data.join("recordings"));
+    let recordings = match recordings.filter(|folder| folder.join("conf").is_file()) {
+        Some(folder) => Some(SideDb::open(&folder).with_context(|| {
+            format!(
+                "{}: cannot open the recordings (is their server still running?)",
+                folder.display()
+            )
+        })?),
+        None => None,
+    };
     let (target, _alone) = KvStore::connect_alone(to)
         .await
         .context("cannot open the PostgreSQL database")?;
-    let copied = source.copy_into(&target).await?;
+    let copied = source.copy_into(&target, recordings.as_ref()).await?;
     let hex = |sha: &[u8; 32]| HEXLOWER.encode(sha);
     if json {
         let tables: Vec<_> = copied
@@ -64,8 +76,9 @@ pub(super) async fn copy(from: &Path, to: &PgConfig, json: bool) -> anyhow::Resu
             );
         }
         println!(
-            "copied and checked. Recordings, the PKI and the secret stay in the data folder; \
-             set [store] backend = \"postgres\" and start the server."
+            "copied and checked. The PKI and the secret stay in the data folder (and the \
+             recordings' anchor file, recordings/made); set [store] backend = \"postgres\" \
+             and start the server."
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -287,9 +287,11 @@ impl Server {
         let store = Arc::new(store);
         let recordings = Shelf::open(
             &config.data_dir.join(RECORDINGS),
+            store.side(),
             Arc::clone(&keys),
             config.recording_quotas,
-        );
+        )
+        .await;
         let trouble = match recordings.get() {
             Err(why) => Some(format!("recordings unavailable: {why}")),
             Ok(recordings) => match recordings.found_gone() {

@@ -5,14 +5,18 @@
 //! input only where the options say; a full spool said; a stored recording
 //! altered on disk fails verification.
 
+use std::ops::Bound;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::common::recorder::{record, record_with};
-use crate::common::server::{ServerProcess, TestServer, admin_ask, ended_recording, recordings};
+use crate::common::server::{
+    ServerProcess, TestServer, admin_ask, ended_recording, open_recordings, open_store, recordings,
+};
 use crate::common::web::WebClient;
 use otpgate::cast::{self, Kind};
+use otpgate_actors::store::{Order, SideWrite};
 use otpgate_protocol::admin::{AdminRequest, AdminResponse, OptionsView, RoleView};
 
 const OTPGATE: &str = env!("CARGO_BIN_EXE_otpgate");
@@ -163,20 +167,31 @@ async fn a_recorded_shell_plays_back_byte_for_byte_with_its_timing() {
     desk.stop().await;
 }
 
-/// The data folder's recordings database, opened while the server is away.
-fn tamper(data_dir: &Path, id: u64) {
-    let db = sled::open(data_dir.join("recordings")).unwrap();
-    let chunks = db.open_tree("recording_chunks").unwrap();
-    let (key, _) = chunks
-        .scan_prefix(id.to_be_bytes())
-        .next()
-        .unwrap()
-        .unwrap();
-    let forged = otpgate::cast::event(0.1, Kind::Output, "nothing to see here");
-    let mut encoder = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
-    std::io::Write::write_all(&mut encoder, forged.as_bytes()).unwrap();
-    chunks.insert(key, encoder.finish().unwrap()).unwrap();
-    db.flush().unwrap();
+/// Forges the first chunk of recording `id` where the server keeps it,
+/// while the server is away.
+async fn tamper(data_dir: &Path, id: u64) {
+    let db = open_recordings(data_dir).await;
+    tokio::task::spawn_blocking(move || {
+        let chunks = db.table("recording_chunks").unwrap();
+        let first = id.to_be_bytes();
+        let (key, _) = chunks
+            .range(
+                (Bound::Included(&first[..]), Bound::Unbounded),
+                Order::Oldest,
+            )
+            .next()
+            .unwrap()
+            .unwrap();
+        let forged = otpgate::cast::event(0.1, Kind::Output, "nothing to see here");
+        let mut encoder =
+            flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut encoder, forged.as_bytes()).unwrap();
+        let forged = encoder.finish().unwrap();
+        db.write(&[SideWrite::Put(&chunks, &key, &forged)]).unwrap();
+        db.flush_blocking().unwrap();
+    })
+    .await
+    .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -216,7 +231,7 @@ async fn a_recording_made_while_the_server_is_away_arrives_whole_and_tampering_s
     let id = recording.id;
     desk.stop().await;
     let paused = server.pause().await;
-    tamper(&paused.data_dir(), id);
+    tamper(&paused.data_dir(), id).await;
     let server = paused.resume().await;
     let problem = intact(&server.data_dir(), id).await;
     assert!(problem.is_some_and(|p| p.contains("hash chain")), "altered");
@@ -550,7 +565,31 @@ async fn a_damaged_recordings_database_leaves_logins_working_and_says_so() {
     let server = TestServer::start().await;
     let paused = server.pause().await;
     let folder = paused.data_dir().join("recordings");
-    std::fs::write(folder.join("conf"), "garbage, as a failing disk leaves it").unwrap();
+    // Damaged as a failing disk leaves it: sled's own file, or in
+    // PostgreSQL the census row.
+    let said = match open_store(&paused.data_dir()).await.side() {
+        None => {
+            std::fs::write(folder.join("conf"), "garbage, as a failing disk leaves it").unwrap();
+            [
+                folder.display().to_string(),
+                "move that folder aside".into(),
+            ]
+        }
+        Some(db) => {
+            tokio::task::spawn_blocking(move || {
+                let census = db.table("recording_census").unwrap();
+                db.write(&[SideWrite::Put(&census, b"census", b"garbage")])
+                    .unwrap();
+                db.flush_blocking().unwrap();
+            })
+            .await
+            .unwrap();
+            [
+                "the recordings in PostgreSQL".into(),
+                "cannot be read".into(),
+            ]
+        }
+    };
     let server = paused.resume().await;
 
     // OTP logins go on.
@@ -597,8 +636,9 @@ async fn a_damaged_recordings_database_leaves_logins_working_and_says_so() {
     else {
         panic!("{listed:?}")
     };
-    assert!(message.contains(&folder.display().to_string()), "{message}");
-    assert!(message.contains("move that folder aside"), "{message}");
+    for said in said {
+        assert!(message.contains(&said), "{message}");
+    }
     assert!(
         server
             .audit(20)

@@ -4,8 +4,9 @@
 use std::time::Duration;
 
 use crate::common::auto_directory;
+use crate::common::recorder::record;
 use crate::common::release::{run, this_otpgate};
-use crate::common::server::{HANDSHAKE_MS, SLED, TestServer, write_config};
+use crate::common::server::{HANDSHAKE_MS, SLED, TestServer, recordings, write_config};
 use crate::common::{HEARTBEAT_MS, me};
 use otpgate::cli::prompt::LoginError;
 use otpgate_protocol::admin::{AdminRequest, AdminResponse, PageRequest, RoleView, SettingsPatch};
@@ -22,7 +23,14 @@ async fn a_site_moves_to_postgres_whole_and_is_served_from_there() {
     let server = TestServer::start_with_config(SLED).await;
     server.add_user("carol", RoleView::User).await;
     let desk = server.desk("ws-1").await;
-    drop(desk);
+    let socket = desk.socket.clone();
+    let recorded = |text: &'static str| {
+        let socket = socket.clone();
+        tokio::task::spawn_blocking(move || record(&socket, &["/bin/echo", text]))
+    };
+    assert_eq!(recorded("recorded on sled").await.unwrap().1, 0);
+    let before = server.ended_recording().await;
+    desk.stop().await;
     let data = server.stop().await;
     let folder = data.path().join("data");
     let folder = folder.to_str().unwrap();
@@ -52,6 +60,8 @@ async fn a_site_moves_to_postgres_whole_and_is_served_from_there() {
     assert_eq!(records("users"), 2, "the first administrator and carol");
     assert_eq!(records("computers"), 1);
     assert!(records("audit") >= 2, "{said}");
+    assert_eq!(records("recordings"), 1, "{said}");
+    assert!(records("recording_chunks") >= 1, "{said}");
     assert!(said.contains("copied and checked"), "{said}");
 
     // Run on PostgreSQL, the server has the site as it was.
@@ -78,6 +88,44 @@ async fn a_site_moves_to_postgres_whole_and_is_served_from_there() {
         panic!("no clients")
     };
     assert_eq!(clients.items.len(), 1);
+    // The recording came along, found and whole; the next one is numbered
+    // above it.
+    let search = AdminRequest::RecordingsSearch {
+        text: "recorded on sled".into(),
+    };
+    let AdminResponse::Hits(hits) = server.admin(search).await else {
+        panic!("no hits")
+    };
+    assert_eq!(hits.len(), 1, "{hits:?}");
+    assert_eq!(hits[0].recording.id, before.id);
+    let desk = server.desk("ws-1").await;
+    let socket = desk.socket.clone();
+    let recorded = tokio::task::spawn_blocking(move || {
+        record(&socket, &["/bin/echo", "recorded in PostgreSQL"])
+    });
+    assert_eq!(recorded.await.unwrap().1, 0);
+    let data = server.data_dir();
+    let newer = || async {
+        let listed = recordings(&data).await;
+        listed
+            .into_iter()
+            .find(|r| r.id != before.id && r.ended.is_some())
+    };
+    crate::common::wait_until(Duration::from_secs(30), "the new recording", || async {
+        newer().await.is_some()
+    })
+    .await;
+    let after = newer().await.unwrap();
+    assert!(after.id > before.id, "{} after {}", after.id, before.id);
+    let AdminResponse::Verified(verified) = server
+        .admin(AdminRequest::RecordingsVerify { id: None })
+        .await
+    else {
+        panic!("not verified")
+    };
+    assert_eq!(verified.len(), 2, "{verified:?}");
+    assert!(verified.iter().all(|v| v.problem.is_none()), "{verified:?}");
+    desk.stop().await;
     // A database in use is not copied into.
     let _stopped = server.stop().await;
     let again = copy().await;
@@ -128,7 +176,9 @@ async fn a_second_server_on_the_same_database_is_refused_and_a_restart_is_not() 
     let first = TestServer::start_with_config(&store).await;
     let held = doctor().await;
     assert!(
-        held.starts_with("OK") && held.contains("schema version 1; a server holds it"),
+        held.starts_with("OK")
+            && held.contains("schema version ")
+            && held.contains("; a server holds it"),
         "{held}"
     );
     let out = run(

@@ -21,6 +21,7 @@ mod flusher;
 mod kv;
 mod postgres;
 pub mod record;
+mod side;
 mod site_copy;
 mod table;
 #[cfg(test)]
@@ -45,7 +46,9 @@ pub use computers::ComputerRecord;
 pub use kv::{FLUSH_EVERY_MS, KvStore, Snapshot, open_sled};
 pub use postgres::{PgConfig, Probe, Taken};
 pub use record::{Record, decode, encode};
+pub use side::{Pairs, SIDE_TABLES, SideDb, SideTable, SideWrite};
 pub use site_copy::Copied;
+pub use table::Order;
 
 /// Why the store could not read or write.
 #[derive(Debug, thiserror::Error)]

@@ -23,6 +23,7 @@ mod site;
 mod writes;
 
 use std::collections::HashMap;
+use std::ops::Bound;
 use std::sync::{Arc, Mutex};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -39,7 +40,10 @@ pub(super) use writes::Op;
 use writes::Pending;
 
 /// The schema's versions, in order: each applied once, in one transaction.
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("postgres/001_tables.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("postgres/001_tables.sql")),
+    (2, include_str!("postgres/002_recordings.sql")),
+];
 
 /// Held (for the transaction) while the schema is checked and upgraded.
 const MIGRATION_LOCK: i64 = 0x6f74_7067_6174_6531;
@@ -245,27 +249,47 @@ impl Pg {
         order: Order,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let cursor = cursor.map_or(Bound::Unbounded, Bound::Excluded);
+        match order {
+            Order::Oldest => self.between(table, (cursor, Bound::Unbounded), order, limit),
+            Order::Newest => self.between(table, (Bound::Unbounded, cursor), order, limit),
+        }
+        .await
+    }
+
+    /// At most `limit` pairs of `table` whose keys are within `bounds`, in
+    /// `order`.
+    pub(super) async fn between(
+        self: &Arc<Self>,
+        table: &'static str,
+        (from, to): (Bound<&[u8]>, Bound<&[u8]>),
+        order: Order,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         self.settled(table, None).await?;
         let client = self.client().await?;
-        let (from, direction) = match order {
-            Order::Oldest => ("key >", "ASC"),
-            Order::Newest => ("key <", "DESC"),
-        };
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        match cursor {
-            Some(cursor) => {
-                let sql = format!(
-                    "SELECT key, value FROM {table} WHERE {from} $1
-                     ORDER BY key {direction} LIMIT $2"
-                );
-                pairs(&client, &sql, &[&cursor, &limit]).await
-            }
-            None => {
-                let sql =
-                    format!("SELECT key, value FROM {table} ORDER BY key {direction} LIMIT $1");
-                pairs(&client, &sql, &[&limit]).await
-            }
+        let mut sql = format!("SELECT key, value FROM {table} WHERE true");
+        let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = Vec::new();
+        for (bound, included, excluded) in [(&from, ">=", ">"), (&to, "<=", "<")] {
+            let (operator, key) = match bound {
+                Bound::Included(key) => (included, key),
+                Bound::Excluded(key) => (excluded, key),
+                Bound::Unbounded => continue,
+            };
+            params.push(key);
+            sql.push_str(&format!(" AND key {operator} ${}", params.len()));
         }
+        let direction = match order {
+            Order::Oldest => "ASC",
+            Order::Newest => "DESC",
+        };
+        params.push(&limit);
+        sql.push_str(&format!(
+            " ORDER BY key {direction} LIMIT ${}",
+            params.len()
+        ));
+        pairs(&client, &sql, &params).await
     }
 }
 

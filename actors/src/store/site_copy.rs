@@ -5,6 +5,7 @@
 use aws_lc_rs::digest;
 
 use super::kv::{Engine, KvStore};
+use super::side::{SIDE_TABLES, SideDb};
 use super::table::Table;
 use super::{Result, Store, StoreError};
 
@@ -21,18 +22,27 @@ pub struct Copied {
 }
 
 impl KvStore {
-    /// Copies every table of this store into `target`, a PostgreSQL store
-    /// with no record yet (held with [`KvStore::connect_alone`], so that no
-    /// server starts on it meanwhile), ids included (the target's go on above this
-    /// one's); then checks that both hold the same. Nothing is written to the
-    /// target unless all of it is.
-    pub async fn copy_into(&self, target: &KvStore) -> Result<Vec<Copied>> {
-        let Engine::Pg { pg, .. } = &target.engine else {
+    /// Copies every table of this store, and of its side database `side`
+    /// (the recordings') when there is one, into `target`, a PostgreSQL
+    /// store with no record yet (held with [`KvStore::connect_alone`], so
+    /// that no server starts on it meanwhile), ids included (the target's go
+    /// on above both); then checks that both hold the same. Nothing is
+    /// written to the target unless all of it is.
+    pub async fn copy_into(&self, target: &KvStore, side: Option<&SideDb>) -> Result<Vec<Copied>> {
+        let (Engine::Pg { pg, .. }, Some(target_side)) = (&target.engine, target.side()) else {
             return Err(StoreError::Config(
                 "a store is copied into PostgreSQL".into(),
             ));
         };
-        for table in target.tables() {
+        let mut from = self.tables().to_vec();
+        let mut to = target.tables().to_vec();
+        let mut next_id = self.next_id().await?;
+        to.extend(target_side.tables(&SIDE_TABLES)?);
+        if let Some(side) = side {
+            from.extend(side.tables(&SIDE_TABLES)?);
+            next_id = next_id.max(side.next_id()?);
+        }
+        for table in &to {
             if !table.after(None, 1).await?.is_empty() {
                 return Err(StoreError::Config(format!(
                     "the target database is not empty (table {} has records): \
@@ -41,22 +51,36 @@ impl KvStore {
                 )));
             }
         }
-        let next_id = self.next_id().await?;
-        pg.load(&self.tables(), next_id, COPY_BATCH).await?;
+        pg.load(&from, next_id, COPY_BATCH).await?;
         let mut copied = Vec::new();
-        for (from, to) in self.tables().iter().zip(target.tables()) {
-            let (here, there) = (summary(from).await?, summary(&to).await?);
+        for to in &to {
+            let here = match from.iter().find(|from| from.name == to.name) {
+                Some(from) => summary(from).await?,
+                None => Copied {
+                    table: to.name,
+                    records: 0,
+                    sha256: empty_sha256(),
+                },
+            };
+            let there = summary(to).await?;
             if here != there {
                 return Err(StoreError::Config(format!(
                     "table {} differs after the copy ({} records here, {} there): \
                      the target is not to be used",
-                    from.name, here.records, there.records
+                    to.name, here.records, there.records
                 )));
             }
             copied.push(here);
         }
         Ok(copied)
     }
+}
+
+/// The SHA-256 of a table with no record.
+fn empty_sha256() -> [u8; 32] {
+    let mut sha256 = [0; 32];
+    sha256.copy_from_slice(digest::digest(&digest::SHA256, &[]).as_ref());
+    sha256
 }
 
 /// `table`'s records counted and hashed, a batch at a time.

@@ -17,7 +17,7 @@ use crate::rules::{Bucket, Failure};
 
 /// Which way a table is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Order {
+pub enum Order {
     /// In key order: creation order, for ids and zero-padded keys.
     Oldest,
     /// In reverse key order.

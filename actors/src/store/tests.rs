@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 
+use std::ops::Bound;
 use std::path::Path;
 
 use super::record::{SCHEMA_V1, encode_as};
@@ -751,7 +752,7 @@ async fn a_sled_store_is_copied_into_an_empty_postgres_database_whole_and_only_t
 
     let config = cluster.database();
     let pg = KvStore::connect(&config).await.unwrap();
-    let copied = sled.copy_into(&pg).await.unwrap();
+    let copied = sled.copy_into(&pg, None).await.unwrap();
     let count = |table: &str| copied.iter().find(|c| c.table == table).unwrap().records;
     assert_eq!(
         (
@@ -774,12 +775,12 @@ async fn a_sled_store_is_copied_into_an_empty_postgres_database_whole_and_only_t
     assert_eq!(newest.outcome, "entry 1499");
     assert!(pg.next_id().await.unwrap() > last_id, "ids go on above");
     // A second copy finds the target in use.
-    let again = sled.copy_into(&pg).await.unwrap_err().to_string();
+    let again = sled.copy_into(&pg, None).await.unwrap_err().to_string();
     assert!(again.contains("not empty"), "{again}");
     // Into sled, never.
     let other = tempfile::tempdir().unwrap();
     assert!(
-        sled.copy_into(&KvStore::open(other.path()).unwrap())
+        sled.copy_into(&KvStore::open(other.path()).unwrap(), None)
             .await
             .is_err()
     );
@@ -844,4 +845,74 @@ async fn in_postgres_one_server_holds_a_database_and_learns_when_another_took_it
         .expect("A learns it within its retry");
     assert!(matches!(why, StoreError::Taken), "{why}");
     let _held = waiting.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn side_tables_read_ranges_in_either_order_and_write_together() {
+    let dir = tempfile::tempdir().unwrap();
+    side_tables(SideDb::open(dir.path()).unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_postgres_side_tables_read_ranges_in_either_order_and_write_together() {
+    let Some(cluster) = crate::test_postgres::postgres() else {
+        return;
+    };
+    let store = KvStore::connect(&cluster.database()).await.unwrap();
+    side_tables(store.side().unwrap()).await;
+}
+
+/// What [`SideDb`] promises, on `db`: ranges within bounds in both orders,
+/// across many pages; writes made together and read back at once; ids that
+/// never repeat.
+async fn side_tables(db: SideDb) {
+    tokio::task::spawn_blocking(move || {
+        let (chunks, keys) = (
+            db.table("recording_chunks").unwrap(),
+            db.table("recording_keys").unwrap(),
+        );
+        assert!(chunks.is_empty().unwrap());
+        let key = |n: u32| n.to_be_bytes();
+        for n in (0..1000u32).step_by(100) {
+            let pairs: Vec<_> = (n..n + 100).map(|n| (key(n), n.to_le_bytes())).collect();
+            let writes: Vec<_> = pairs
+                .iter()
+                .map(|(key, value)| SideWrite::Put(&chunks, key, value))
+                .collect();
+            db.write(&writes).unwrap();
+        }
+        db.write(&[
+            SideWrite::Remove(&chunks, &key(500)),
+            SideWrite::Put(&keys, b"name", b"500 gone"),
+        ])
+        .unwrap();
+        assert_eq!(
+            keys.get(b"name").unwrap().as_deref(),
+            Some(&b"500 gone"[..])
+        );
+        assert_eq!(chunks.get(&key(500)).unwrap(), None);
+        assert_eq!(
+            chunks.get(&key(7)).unwrap(),
+            Some(7u32.to_le_bytes().to_vec())
+        );
+        let numbers = |pairs: Pairs| -> Vec<u32> {
+            pairs
+                .map(|pair| u32::from_be_bytes(pair.unwrap().0.try_into().unwrap()))
+                .collect()
+        };
+        let (from, to) = (key(10), key(990));
+        let bounds = (Bound::Included(&from[..]), Bound::Excluded(&to[..]));
+        let oldest = numbers(chunks.range(bounds, Order::Oldest));
+        let expected: Vec<u32> = (10..990).filter(|n| *n != 500).collect();
+        assert_eq!(oldest, expected);
+        let newest = numbers(chunks.range(bounds, Order::Newest));
+        assert_eq!(newest, expected.iter().rev().copied().collect::<Vec<_>>());
+        let everything = (Bound::Unbounded, Bound::Unbounded);
+        assert_eq!(numbers(chunks.range(everything, Order::Oldest)).len(), 999);
+        let (a, b) = (db.next_id().unwrap(), db.next_id().unwrap());
+        assert!(b > a);
+        db.flush_blocking().unwrap();
+    })
+    .await
+    .unwrap();
 }

@@ -1,6 +1,8 @@
 //! Terminal recordings on the server: a sled database of its own in the data
 //! folder (`recordings/`), apart from the state the actors keep, since it is
-//! large and pruned on its own retention.
+//! large and pruned on its own retention; or, with the store in PostgreSQL,
+//! tables of that database (the same keys and values: see
+//! [`otpgate_actors::store::SideDb`]).
 //!
 //! A recording is stored as its chunks, each deflated, under the number the
 //! server gave it, with a summary: who, where, the client session, how many
@@ -18,21 +20,20 @@
 //! session may be refused whole.
 
 use std::io::{Read, Write};
+use std::ops::Bound;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use flate2::Compression;
 use flate2::read::DeflateDecoder;
 use flate2::write::DeflateEncoder;
 use serde::{Deserialize, Serialize};
-use sled::Transactional;
-use sled::transaction::TransactionError;
 
 use otpgate_actors::audit::{Action, AuditEntry, Who};
 use otpgate_actors::metrics::metrics;
 use otpgate_actors::names::is_os_account;
 use otpgate_actors::otp::OtpKeys;
-use otpgate_actors::store::copy::Ids;
-use otpgate_actors::store::{self, StoreError};
+use otpgate_actors::store::{self, Order, Pairs, SideDb, SideTable, SideWrite, StoreError};
 use otpgate_actors::{ComputerId, Store, Timestamp};
 use otpgate_protocol::record::{
     MAX_CHUNK_EVENTS, RecordChunk, RecordingEnd, RecordingKey, RecordingStart,
@@ -160,19 +161,20 @@ pub struct Recordings {
     /// the database: chunks then wait as tasks, not as threads of the
     /// blocking pool that the store's flushes need.
     copying: tokio::sync::RwLock<()>,
-    db: sled::Db,
-    ids: Ids,
-    meta: sled::Tree,
-    chunks: sled::Tree,
-    keys: sled::Tree,
-    usage: sled::Tree,
-    refused: sled::Tree,
-    census: sled::Tree,
+    db: SideDb,
+    meta: SideTable,
+    chunks: SideTable,
+    keys: SideTable,
+    usage: SideTable,
+    refused: SideTable,
+    census: SideTable,
     seal: Arc<OtpKeys>,
     quotas: Quotas,
     /// The anchor file (see [`sealed`]), and the count it holds.
     anchor: std::path::PathBuf,
     anchored: std::sync::Mutex<u64>,
+    /// How many recordings were ever made, as last written to the census.
+    made: AtomicU64,
     /// Recordings found gone from the database when it was opened.
     found_gone: u64,
 }
@@ -205,10 +207,10 @@ fn usage_keys(computer: &str, os_user: &str) -> [Vec<u8>; 2] {
     [of_computer, of_user]
 }
 
-fn usage_of(tree: &sled::Tree, key: &[u8]) -> Result<u64, sled::Error> {
-    Ok(tree
+fn usage_of(table: &SideTable, key: &[u8]) -> Result<u64, StoreError> {
+    Ok(table
         .get(key)?
-        .and_then(|bytes| bytes.as_ref().try_into().ok())
+        .and_then(|bytes| bytes.as_slice().try_into().ok())
         .map_or(0, u64::from_be_bytes))
 }
 
@@ -229,35 +231,37 @@ fn inflate(stored: &[u8]) -> std::io::Result<Vec<u8>> {
 }
 
 impl Recordings {
-    /// Opens (or creates) the database in folder `path`, keeping recordings
-    /// within `quotas`.
+    /// Opens the recordings in database `db`, with their anchor file in
+    /// folder `folder` (see [`sealed`]), keeping recordings within `quotas`.
+    /// Blocks: called on a blocking thread.
     pub fn open(
-        path: &std::path::Path,
+        db: SideDb,
+        folder: &std::path::Path,
         seal: Arc<OtpKeys>,
         quotas: Quotas,
     ) -> Result<Self, StoreError> {
-        let db = otpgate_actors::store::open_sled(&sled::Config::new().path(path))?;
         let mut recordings = Self {
             storing: std::sync::Mutex::new(()),
             copying: tokio::sync::RwLock::new(()),
-            ids: Ids::open(&db)?,
-            meta: db.open_tree(META)?,
-            chunks: db.open_tree(CHUNKS)?,
-            keys: db.open_tree(KEYS)?,
-            usage: db.open_tree(USAGE)?,
-            refused: db.open_tree(REFUSED)?,
-            census: db.open_tree(sealed::CENSUS)?,
+            meta: db.table(META)?,
+            chunks: db.table(CHUNKS)?,
+            keys: db.table(KEYS)?,
+            usage: db.table(USAGE)?,
+            refused: db.table(REFUSED)?,
+            census: db.table(sealed::CENSUS)?,
             db,
             seal,
             quotas,
-            anchor: sealed::anchor_of(path),
+            anchor: sealed::anchor_of(folder),
             anchored: std::sync::Mutex::new(0),
+            made: AtomicU64::new(0),
             found_gone: 0,
         };
         recordings.count_usage()?;
-        recordings.found_gone = recordings.take_census(&sealed::anchor_of(path))?;
-        recordings.db.flush()?;
-        recordings.anchor(recordings.made()?)?;
+        recordings.found_gone = recordings.take_census(&sealed::anchor_of(folder))?;
+        let made = recordings.made();
+        recordings.db.flush_blocking()?;
+        recordings.anchor(made)?;
         Ok(recordings)
     }
 
@@ -271,21 +275,22 @@ impl Recordings {
     /// with recordings and usage counted is up to date, as every chunk is
     /// counted when stored).
     fn count_usage(&self) -> Result<(), StoreError> {
-        if !self.usage.is_empty() || self.meta.is_empty() {
+        if !self.usage.is_empty()? || self.meta.is_empty()? {
             return Ok(());
         }
         for entry in self.list(None) {
             let (_, recording) = entry?;
             for key in usage_keys(&recording.computer, &recording.os_user) {
                 let used = usage_of(&self.usage, &key)? + recording.bytes;
-                self.usage.insert(key, &used.to_be_bytes())?;
+                self.db
+                    .write(&[SideWrite::Put(&self.usage, &key, &used.to_be_bytes())])?;
             }
         }
         Ok(())
     }
 
-    /// Runs `copy` on the database (and an id above every id it handed out)
-    /// with every write held off: a backup's copy, between two chunks.
+    /// Runs `copy` on the sled database (and an id above every id it handed
+    /// out) with every write held off: a backup's copy, between two chunks.
     pub async fn copy_out<R: Send + 'static>(
         self: &Arc<Self>,
         copy: impl FnOnce(&sled::Db, u64) -> R + Send + 'static,
@@ -294,7 +299,10 @@ impl Recordings {
         let recordings = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
             let _storing = recordings.storing.lock().unwrap_or_else(|p| p.into_inner());
-            Ok(copy(&recordings.db, recordings.ids.next()?))
+            let db = recordings.db.sled().ok_or_else(|| {
+                StoreError::Config("recordings in PostgreSQL are backed up with it".into())
+            })?;
+            Ok(copy(db, recordings.db.next_id()?))
         })
         .await
         .map_err(|_| StoreError::FlushAborted)?
@@ -304,8 +312,8 @@ impl Recordings {
     pub async fn flush(&self) -> Result<(), StoreError> {
         // What is stored now is what this flush makes durable: the anchor
         // never counts a recording a crash could still take back.
-        let made = self.made()?;
-        self.db.flush_async().await?;
+        let made = self.made();
+        self.db.flush().await?;
         self.anchor(made)
     }
 
@@ -324,9 +332,10 @@ impl Recordings {
         }
         let _storing = self.storing.lock().unwrap_or_else(|p| p.into_inner());
         let key = recording_key(computer, &chunk.recording);
-        if self.refused.contains_key(&key)? {
-            self.refused
-                .insert(&key, &now.unix_millis().to_be_bytes())?;
+        let heard = now.unix_millis().to_be_bytes();
+        if self.refused.get(&key)?.is_some() {
+            self.db
+                .write(&[SideWrite::Put(&self.refused, &key, &heard)])?;
             return Ok(Stored::Refused { first: false });
         }
         let known = match self.keys.get(&key)? {
@@ -338,12 +347,12 @@ impl Recordings {
             (Some(recording), _) if recording.os_user != os_user => return Ok(Stored::Malformed),
             (Some(recording), _) => recording,
             (None, Some(_)) if self.quotas.session_only && session.is_none() => {
-                self.refused
-                    .insert(&key, &now.unix_millis().to_be_bytes())?;
+                self.db
+                    .write(&[SideWrite::Put(&self.refused, &key, &heard)])?;
                 return Ok(Stored::Refused { first: true });
             }
             (None, Some(start)) => Recording {
-                id: self.ids.next()?,
+                id: self.db.next_id()?,
                 computer: computer.to_string(),
                 key: chunk.recording,
                 os_user: os_user.to_owned(),
@@ -411,6 +420,7 @@ impl Recordings {
         recording.summary_v1 = false;
         recording.seal = self.seal.seal_recording(&recording.summary());
         census.fold(&recording.seal);
+        let made = census.made;
         let census = census.sealed(&self.seal)?;
         let meta = store::encode(&recording)?;
         let body = deflate(events);
@@ -418,25 +428,16 @@ impl Recordings {
             (used_by_computer + kept).to_be_bytes(),
             (used_by_user + kept).to_be_bytes(),
         ];
-        let trees = (
-            &self.meta,
-            &self.chunks,
-            &self.keys,
-            &self.usage,
-            &self.census,
-        );
-        transact(
-            trees.transaction(|(meta_tree, chunks, keys, usage_tree, census_tree)| {
-                meta_tree.insert(&id.to_be_bytes(), meta.as_slice())?;
-                chunks.insert(&chunk_key(id, chunk.seq), body.as_slice())?;
-                keys.insert(key.as_slice(), &id.to_be_bytes())?;
-                for (key, used) in usage.iter().zip(&used) {
-                    usage_tree.insert(key.as_slice(), used)?;
-                }
-                census_tree.insert(sealed::CENSUS_KEY, census.as_slice())?;
-                Ok(())
-            }),
-        )?;
+        let (number, chunk_at) = (id.to_be_bytes(), chunk_key(id, chunk.seq));
+        self.db.write(&[
+            SideWrite::Put(&self.meta, &number, &meta),
+            SideWrite::Put(&self.chunks, &chunk_at, &body),
+            SideWrite::Put(&self.keys, &key, &number),
+            SideWrite::Put(&self.usage, &usage[0], &used[0]),
+            SideWrite::Put(&self.usage, &usage[1], &used[1]),
+            SideWrite::Put(&self.census, sealed::CENSUS_KEY, &census),
+        ])?;
+        self.made.store(made, Ordering::Release);
         metrics().recording_bytes.inc_by(kept);
         Ok(Stored::Kept { id, first_loss })
     }
@@ -466,21 +467,27 @@ impl Recordings {
             .parse()
             .ok()
             .map(|computer| recording_key(&computer, &recording.key));
-        let trees = (&self.meta, &self.keys, &self.usage, &self.census);
-        transact(trees.transaction(|(meta, keys, usage_tree, census_tree)| {
-            meta.remove(&id.to_be_bytes())?;
-            if let Some(name) = &name {
-                keys.remove(name.as_slice())?;
-            }
-            for (key, used) in usage.iter().zip(&used) {
-                usage_tree.insert(key.as_slice(), &used.to_be_bytes())?;
-            }
-            census_tree.insert(sealed::CENSUS_KEY, census.as_slice())?;
-            Ok(())
-        }))?;
-        for chunk in self.chunks_of(id, 0) {
-            let (key, _) = chunk?;
-            self.chunks.remove(key)?;
+        let (number, used) = (id.to_be_bytes(), used.map(u64::to_be_bytes));
+        let mut writes = vec![
+            SideWrite::Remove(&self.meta, &number),
+            SideWrite::Put(&self.usage, &usage[0], &used[0]),
+            SideWrite::Put(&self.usage, &usage[1], &used[1]),
+            SideWrite::Put(&self.census, sealed::CENSUS_KEY, &census),
+        ];
+        if let Some(name) = &name {
+            writes.push(SideWrite::Remove(&self.keys, name));
+        }
+        self.db.write(&writes)?;
+        let chunks: Vec<Vec<u8>> = self
+            .chunks_of(id, 0)
+            .map(|chunk| chunk.map(|(key, _)| key))
+            .collect::<Result<_, _>>()?;
+        for keys in chunks.chunks(store::BATCH) {
+            let removals: Vec<_> = keys
+                .iter()
+                .map(|key| SideWrite::Remove(&self.chunks, key))
+                .collect();
+            self.db.write(&removals)?;
         }
         Ok(true)
     }
@@ -493,28 +500,37 @@ impl Recordings {
     }
 
     /// Recording `id`'s chunks from number `from` on, in order.
-    fn chunks_of(&self, id: u64, from: u64) -> sled::Iter {
-        self.chunks
-            .range(chunk_key(id, from)..=chunk_key(id, u64::MAX))
+    fn chunks_of(&self, id: u64, from: u64) -> Pairs {
+        self.chunks_between(id, from, Bound::Included(u64::MAX))
+    }
+
+    /// Recording `id`'s chunks from number `from` up to `to`, in order.
+    fn chunks_between(&self, id: u64, from: u64, to: Bound<u64>) -> Pairs {
+        let (from, to) = (chunk_key(id, from), to.map(|to| chunk_key(id, to)));
+        self.chunks.range(
+            (
+                Bound::Included(from.as_slice()),
+                to.as_ref().map(<[u8; 16]>::as_slice),
+            ),
+            Order::Oldest,
+        )
     }
 
     /// Recording `id`, if there is one.
     pub fn get(&self, id: u64) -> Result<Option<Recording>, StoreError> {
         self.meta
-            .get(id.to_be_bytes())?
+            .get(&id.to_be_bytes())?
             .map(|bytes| store::decode(META, &bytes))
             .transpose()
     }
 
     /// The recordings, newest first, after cursor `after` (a number's bytes).
     pub fn list(&self, after: Option<&[u8]>) -> store::Records<'_, Recording> {
-        let range = match after {
-            Some(after) => self.meta.range(..after.to_vec()),
-            None => self.meta.range::<Vec<u8>, _>(..),
-        };
-        Box::new(range.rev().map(|entry| {
+        let before = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let range = self.meta.range((Bound::Unbounded, before), Order::Newest);
+        Box::new(range.map(|entry| {
             let (key, value) = entry?;
-            Ok((key.to_vec(), store::decode(META, &value)?))
+            Ok((key, store::decode(META, &value)?))
         }))
     }
 
@@ -549,12 +565,13 @@ impl Recordings {
                 removed += 1;
             }
         }
-        for entry in self.refused.iter() {
+        let everything = (Bound::Unbounded, Bound::Unbounded);
+        for entry in self.refused.range(everything, Order::Oldest) {
             let (key, last) = entry?;
-            let last = last.as_ref().try_into().map_or(0, u64::from_be_bytes);
+            let last = last.as_slice().try_into().map_or(0, u64::from_be_bytes);
             if Timestamp::from_unix_millis(last) < cutoff {
                 let _storing = self.storing.lock().unwrap_or_else(|p| p.into_inner());
-                self.refused.remove(key)?;
+                self.db.write(&[SideWrite::Remove(&self.refused, &key)])?;
             }
         }
         Ok(removed)
@@ -574,15 +591,40 @@ pub enum Shelf {
 }
 
 impl Shelf {
-    /// Opens the database in folder `path` (see [`Recordings::open`]); one
-    /// that cannot be opened is logged, with what to do, and left alone.
-    pub fn open(path: &std::path::Path, seal: Arc<OtpKeys>, quotas: Quotas) -> Self {
-        let opened = match crate::files::create_private_dir(path) {
-            Ok(()) => Recordings::open(path, seal, quotas).map_err(|err| with_sources(&err)),
-            Err(err) => Err(err.to_string()),
-        };
+    /// Opens the recordings: in the store's PostgreSQL database `beside`
+    /// when there is one, else in a sled database in folder `path`, which
+    /// holds their anchor file either way (see [`Recordings::open`]).
+    /// Recordings that cannot be opened are logged, with what to do, and
+    /// left alone.
+    pub async fn open(
+        path: &std::path::Path,
+        beside: Option<SideDb>,
+        seal: Arc<OtpKeys>,
+        quotas: Quotas,
+    ) -> Self {
+        let in_postgres = beside.is_some();
+        let folder = path.to_owned();
+        let opening = tokio::task::spawn_blocking(move || {
+            crate::files::create_private_dir(&folder).map_err(|err| err.to_string())?;
+            let db = match beside {
+                Some(db) => db,
+                None => SideDb::open(&folder).map_err(|err| with_sources(&err))?,
+            };
+            Recordings::open(db, &folder, seal, quotas).map_err(|err| with_sources(&err))
+        });
+        let opened = opening
+            .await
+            .unwrap_or_else(|err| Err(format!("opening them stopped: {err}")));
         match opened {
             Ok(recordings) => Self::Open(Arc::new(recordings)),
+            Err(err) if in_postgres => {
+                let why = format!(
+                    "the recordings in PostgreSQL cannot be read ({err}); OTP logins go on, \
+                     recordings wait in the agents' spools until the server is started again"
+                );
+                tracing::error!("{why}");
+                Self::Unavailable(why.into())
+            }
             Err(err) => {
                 let why = format!(
                     "the recordings database in {} cannot be opened ({err}); OTP logins go on, \
@@ -604,14 +646,6 @@ impl Shelf {
             Self::Unavailable(why) => Err(why),
         }
     }
-}
-
-/// The outcome of a transaction that never aborts.
-fn transact(written: Result<(), TransactionError<()>>) -> Result<(), StoreError> {
-    written.map_err(|err| match err {
-        TransactionError::Storage(err) => StoreError::Database(err),
-        TransactionError::Abort(()) => unreachable!("the transaction never aborts"),
-    })
 }
 
 /// `err` and what it came from, each after a colon.

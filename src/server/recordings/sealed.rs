@@ -18,8 +18,10 @@
 //! Not found: the whole database put back from an earlier copy together with
 //! an anchor file of the same time.
 
+use std::ops::Bound;
 use std::path::Path;
 use std::sync::PoisonError;
+use std::sync::atomic::Ordering;
 
 use aws_lc_rs::digest::{SHA256, digest};
 use serde::{Deserialize, Serialize};
@@ -27,10 +29,10 @@ use serde::{Deserialize, Serialize};
 use otpgate_actors::StoreError;
 use otpgate_actors::otp::OtpKeys;
 use otpgate_actors::store::record::{Body, SCHEMA_V1};
-use otpgate_actors::store::{self, Record};
+use otpgate_actors::store::{self, Record, SideWrite};
 use otpgate_protocol::record::{RecordingEnd, RecordingKey, RecordingStart};
 
-use super::{Recording, Recordings, chunk_key, inflate, seq_of};
+use super::{Recording, Recordings, inflate, seq_of};
 
 /// The tree with the census, under [`CENSUS_KEY`].
 pub(super) const CENSUS: &str = "recording_census";
@@ -281,7 +283,11 @@ impl Recordings {
 
     /// Stores `census`, sealed (outside a chunk's transaction).
     fn put_census(&self, census: Census) -> Result<(), StoreError> {
-        self.census.insert(CENSUS_KEY, census.sealed(&self.seal)?)?;
+        let made = census.made;
+        let sealed = census.sealed(&self.seal)?;
+        self.db
+            .write(&[SideWrite::Put(&self.census, CENSUS_KEY, &sealed)])?;
+        self.made.store(made, Ordering::Release);
         Ok(())
     }
 
@@ -308,8 +314,8 @@ impl Recordings {
 
     /// How many recordings were ever made, as stored now: what the anchor
     /// may say once what is stored now is durable.
-    pub(super) fn made(&self) -> Result<u64, StoreError> {
-        Ok(self.census()?.map_or(0, |census| census.made))
+    pub(super) fn made(&self) -> u64 {
+        self.made.load(Ordering::Acquire)
     }
 
     /// Writes `made` (taken before the flush that made it durable) to the
@@ -342,10 +348,7 @@ impl Recordings {
         let id = recording.id;
         let mut head = [0; 32];
         let mut expected = 0;
-        for entry in self
-            .chunks
-            .range(chunk_key(id, 0)..chunk_key(id, recording.chunks))
-        {
+        for entry in self.chunks_between(id, 0, Bound::Excluded(recording.chunks)) {
             let (key, stored) = entry?;
             let seq = seq_of(&key);
             if seq != expected {
@@ -363,12 +366,7 @@ impl Recordings {
         if head != recording.head {
             return Ok(Err(Tampered::Chain));
         }
-        if self
-            .chunks
-            .range(chunk_key(id, recording.chunks)..=chunk_key(id, u64::MAX))
-            .next()
-            .is_some()
-        {
+        if self.chunks_of(id, recording.chunks).next().is_some() {
             let grown = self
                 .get(id)?
                 .is_some_and(|now| now.chunks > recording.chunks);

@@ -12,7 +12,21 @@ fn open(dir: &std::path::Path) -> Recordings {
 
 fn open_with(dir: &std::path::Path, quotas: Quotas) -> Recordings {
     let keys = Arc::new(OtpKeys::derive(&[5; 32]));
-    Recordings::open(&dir.join("recordings"), keys, quotas).unwrap()
+    let folder = dir.join("recordings");
+    std::fs::create_dir_all(&folder).unwrap();
+    Recordings::open(SideDb::open(&folder).unwrap(), &folder, keys, quotas).unwrap()
+}
+
+/// Puts `value` at `key` of `table`, behind the server's back.
+fn put(r: &Recordings, table: &SideTable, key: &[u8], value: &[u8]) {
+    r.db.write(&[SideWrite::Put(table, key, value)]).unwrap();
+}
+
+/// Removes `key` of `table` behind the server's back; what it held.
+fn take(r: &Recordings, table: &SideTable, key: &[u8]) -> Option<Vec<u8>> {
+    let held = table.get(key).unwrap();
+    r.db.write(&[SideWrite::Remove(table, key)]).unwrap();
+    held
 }
 
 fn chunk(seq: u64, text: &str) -> RecordChunk {
@@ -120,29 +134,32 @@ fn a_tampered_recording_fails_verification() {
     assert_eq!(r.verify(&recording).unwrap(), Ok(()));
 
     // A chunk's text changed.
-    let original = r.chunks.get(chunk_key(id, 2)).unwrap().unwrap();
-    r.chunks
-        .insert(chunk_key(id, 2), deflate(&chunk(2, "MORE").events))
-        .unwrap();
+    let original = r.chunks.get(&chunk_key(id, 2)).unwrap().unwrap();
+    put(
+        &r,
+        &r.chunks,
+        &chunk_key(id, 2),
+        &deflate(&chunk(2, "MORE").events),
+    );
     assert_eq!(r.verify(&recording).unwrap(), Err(Tampered::Chain));
-    r.chunks.insert(chunk_key(id, 2), original.clone()).unwrap();
+    put(&r, &r.chunks, &chunk_key(id, 2), &original.clone());
 
     // A chunk removed, or one added.
-    let first = r.chunks.remove(chunk_key(id, 1)).unwrap().unwrap();
+    let first = take(&r, &r.chunks, &chunk_key(id, 1)).unwrap();
     assert_eq!(r.verify(&recording).unwrap(), Err(Tampered::Missing(1)));
-    r.chunks.insert(chunk_key(id, 1), first).unwrap();
-    r.chunks.insert(chunk_key(id, 4), original).unwrap();
+    put(&r, &r.chunks, &chunk_key(id, 1), &first);
+    put(&r, &r.chunks, &chunk_key(id, 4), &original);
     assert_eq!(r.verify(&recording).unwrap(), Err(Tampered::Extra));
-    r.chunks.remove(chunk_key(id, 4)).unwrap();
+    take(&r, &r.chunks, &chunk_key(id, 4));
 
     // The summary rewritten without the server's key (the last chunk
     // dropped and the head recomputed to match).
     let mut shorter = recording.clone();
     shorter.chunks = 3;
-    r.chunks.remove(chunk_key(id, 3)).unwrap();
+    take(&r, &r.chunks, &chunk_key(id, 3));
     let mut head = [0; 32];
     for seq in 0..3 {
-        let events = inflate(&r.chunks.get(chunk_key(id, seq)).unwrap().unwrap()).unwrap();
+        let events = inflate(&r.chunks.get(&chunk_key(id, seq)).unwrap().unwrap()).unwrap();
         head = chain(&head, seq, &events);
     }
     shorter.head = head;
@@ -421,24 +438,24 @@ fn a_recording_removed_whole_or_rolled_back_is_found_by_the_census() {
     assert_eq!(r.verify_census().unwrap(), Ok(()));
 
     // Rolled back: its summary of one chunk put back, the second chunk gone.
-    let earlier = r.meta.get(id.to_be_bytes()).unwrap().unwrap();
+    let earlier = r.meta.get(&id.to_be_bytes()).unwrap().unwrap();
     let mut second = chunk(1, "two");
     second.recording = [2; 16];
     r.store(&ws(), "alice", None, &second, at(2)).unwrap();
     assert_eq!(r.verify_census().unwrap(), Ok(()));
-    let later = r.meta.get(id.to_be_bytes()).unwrap().unwrap();
-    r.meta.insert(id.to_be_bytes(), earlier).unwrap();
-    r.chunks.remove(chunk_key(id, 1)).unwrap();
+    let later = r.meta.get(&id.to_be_bytes()).unwrap().unwrap();
+    put(&r, &r.meta, &id.to_be_bytes(), &earlier);
+    take(&r, &r.chunks, &chunk_key(id, 1));
     let recording = r.get(id).unwrap().unwrap();
     assert_eq!(r.verify(&recording).unwrap(), Ok(()), "on its own it holds");
     assert!(matches!(
         r.verify_census().unwrap(),
         Err(Tampered::Census { .. })
     ));
-    r.meta.insert(id.to_be_bytes(), later).unwrap();
+    put(&r, &r.meta, &id.to_be_bytes(), &later);
 
     // Removed whole.
-    r.meta.remove(id.to_be_bytes()).unwrap();
+    take(&r, &r.meta, &id.to_be_bytes());
     assert_eq!(
         r.verify_census().unwrap(),
         Err(Tampered::Census {
@@ -464,8 +481,8 @@ fn recordings_gone_from_the_database_are_found_at_the_next_opening() {
     let r = open(dir.path());
     first(&r, 1, 1);
     first(&r, 2, 1);
-    let made = r.made().unwrap();
-    r.db.flush().unwrap();
+    let made = r.made();
+    r.db.flush_blocking().unwrap();
     r.anchor(made).unwrap();
     assert_eq!(r.found_gone(), 0);
     drop(r);
@@ -523,13 +540,11 @@ fn a_recording_of_the_first_release_verifies_and_is_sealed_whole_at_its_next_chu
         &old.seal,
     );
     let bytes = otpgate_actors::store::record::encode_as(1, &v1).unwrap();
-    r.meta.insert(id.to_be_bytes(), bytes).unwrap();
+    put(&r, &r.meta, &id.to_be_bytes(), &bytes);
     let mut census = r.census().unwrap().unwrap();
     census.fold(&current.seal);
     census.fold(&old.seal);
-    r.census
-        .insert(b"census", census.sealed(&keys).unwrap())
-        .unwrap();
+    put(&r, &r.census, b"census", &census.sealed(&keys).unwrap());
 
     let read = r.get(id).unwrap().unwrap();
     assert!(read.summary_v1);
@@ -556,9 +571,12 @@ fn a_recording_still_being_written_verifies_and_the_census_holds_while_chunks_co
     assert_eq!(r.verify(&listed).unwrap(), Ok(()), "grown, not altered");
     // One put there behind the server's back is found.
     let now = r.get(id).unwrap().unwrap();
-    r.chunks
-        .insert(chunk_key(id, 2), deflate(b"[1.0, \"o\", \"x\"]\n"))
-        .unwrap();
+    put(
+        &r,
+        &r.chunks,
+        &chunk_key(id, 2),
+        &deflate(b"[1.0, \"o\", \"x\"]\n"),
+    );
     assert_eq!(r.verify(&now).unwrap(), Err(Tampered::Extra));
 }
 

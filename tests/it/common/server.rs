@@ -16,6 +16,7 @@ use otpgate::server::config::{Overrides, ServerConfig};
 use otpgate::server::{self, Listeners, Server};
 use otpgate::tls::pki;
 use otpgate::unix;
+use otpgate_actors::store::SideDb;
 use otpgate_actors::{Clock, Computers, KvStore, Store, SystemClock};
 use otpgate_protocol::admin::{
     AdminRequest, AdminResponse, AuditView, ListFilter, OptionsView, PageRequest, RecordingView,
@@ -63,6 +64,15 @@ fn postgres_url(dir: &Path) -> Option<String> {
     let url = cluster.database().url;
     std::fs::write(&kept, &url).unwrap();
     Some(url)
+}
+
+/// The recordings of the server whose data folder is `data` (stopped),
+/// where it keeps them; read and written on a blocking thread.
+pub async fn open_recordings(data: &Path) -> SideDb {
+    match open_store(data).await.side() {
+        Some(in_postgres) => in_postgres,
+        None => SideDb::open(&data.join("recordings")).unwrap(),
+    }
 }
 
 /// The store of the server whose data folder is `data` (stopped), as it

@@ -133,6 +133,14 @@ impl Pg {
         self.pending().take(op);
     }
 
+    /// Takes `ops` for the next commit, all of them in the same one.
+    pub(in crate::store) fn push_all(&self, ops: impl IntoIterator<Item = Op>) {
+        let mut pending = self.pending();
+        for op in ops {
+            pending.take(op);
+        }
+    }
+
     /// Makes every write taken before this call durable (group commit).
     pub(in crate::store) async fn flush(self: &Arc<Self>) -> Result<()> {
         self.flusher

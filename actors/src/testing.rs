@@ -40,8 +40,15 @@ pub async fn services_with(
     dir: &Path,
     directory: Arc<dyn Directory>,
 ) -> (Arc<Services>, ManualClock) {
+    services_over(Arc::new(KvStore::open(dir).unwrap()), directory).await
+}
+
+/// [`services_with`] over `store`.
+pub async fn services_over(
+    store: Arc<dyn Store>,
+    directory: Arc<dyn Directory>,
+) -> (Arc<Services>, ManualClock) {
     let clock = ManualClock::new(Timestamp::from_unix_millis(1_800_000_000_000));
-    let store: Arc<dyn Store> = Arc::new(KvStore::open(dir).unwrap());
     let services = Services {
         policy: policy::Owner::load(Arc::clone(&store)).await.unwrap(),
         store,

@@ -32,7 +32,7 @@ use crate::request::{AccessRequest, Choice};
 use crate::rules::{Decider, Logins};
 use crate::session::ClientSession;
 use crate::settings::{Options, OptionsPatch};
-use crate::store::{ComputerRecord, Store, StoreError};
+use crate::store::{self, ComputerRecord, Owner, Store, StoreError};
 use crate::timer::Timer;
 
 mod effects;
@@ -267,6 +267,10 @@ pub struct ComputerState {
     tallies: Vec<Tally>,
     /// When a heartbeat last wrote `last_seen`.
     last_saved: Option<Timestamp>,
+    /// This node's hold on the computer, which every turn's writes carry.
+    owner: Owner,
+    /// Another node took the computer: a commit left this one's writes out.
+    fenced: bool,
 }
 
 type Result<T, E = ComputerError> = std::result::Result<T, E>;
@@ -282,6 +286,9 @@ impl Actor for ComputerActor {
         args: ComputerArgs,
     ) -> Result<ComputerState, ActorProcessingErr> {
         let ComputerArgs { id, services: svc } = args;
+        // Taken before anything is read: what a node that held it before
+        // committed is read, and what it commits from now on is left out.
+        let owner = svc.store.own(&id).await?;
         let now = svc.clock.now();
         let record = match svc.store.computer(&id).await? {
             // A restart forgets the connections, which re-register with their next
@@ -319,6 +326,8 @@ impl Actor for ComputerActor {
             mail_queued: false,
             tallies: Vec::new(),
             last_saved: None,
+            owner,
+            fenced: false,
         };
         // Sessions open when the server stopped are still open: the people are
         // still logged in. Those whose agent was gone too long end in the sweep.
@@ -327,13 +336,33 @@ impl Actor for ComputerActor {
                 state.sessions.insert(session.id, session);
             }
         }
-        state.sweep(&myself, false).await?;
+        store::turn(state.owner.clone(), state.sweep(&myself, false)).await?;
         Ok(state)
     }
 
     async fn handle(
         &self,
         myself: ActorRef<Self::Msg>,
+        message: ComputerMsg,
+        state: &mut ComputerState,
+    ) -> Result<(), ActorProcessingErr> {
+        let owner = state.owner.clone();
+        let done = store::turn(owner, Self::handle_turn(myself.clone(), message, state)).await;
+        if state.fenced {
+            // Its state may be behind what the new holder wrote: the next
+            // message here starts an actor that takes the computer again
+            // and loads it.
+            tracing::warn!(computer = %state.id, "another server took this computer; its actor here stops");
+            myself.stop(Some("another server took this computer".into()));
+        }
+        done
+    }
+}
+
+impl ComputerActor {
+    /// Handles `message`, as one turn (see [`store::turn`]).
+    async fn handle_turn(
+        myself: ActorRef<ComputerMsg>,
         message: ComputerMsg,
         state: &mut ComputerState,
     ) -> Result<(), ActorProcessingErr> {

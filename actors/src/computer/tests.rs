@@ -493,3 +493,70 @@ async fn a_call_whose_caller_gave_up_is_not_carried_out() {
         "{answer:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_postgres_an_actor_whose_computer_another_node_took_does_nothing_more_and_stops() {
+    let Some(cluster) = crate::test_postgres::postgres() else {
+        return;
+    };
+    let config = cluster.database();
+    let node = || async {
+        let store = crate::KvStore::connect(&config).await.unwrap();
+        let directory = Arc::new(crate::testing::MapDirectory(HashMap::new()));
+        crate::testing::services_over(Arc::new(store), directory)
+            .await
+            .0
+    };
+    let (a, b) = (node().await, node().await);
+    let id: ComputerId = "ws-1".parse().unwrap();
+    let spawn = |services: Arc<Services>| {
+        let id = id.clone();
+        async move {
+            let args = ComputerArgs { id, services };
+            Actor::spawn(None, ComputerActor, args).await.unwrap().0
+        }
+    };
+    let configure = |actor: ActorRef<ComputerMsg>, record_input: bool| async move {
+        let set = Options {
+            record_input: Some(record_input),
+            ..Options::default()
+        };
+        actor
+            .call(
+                |reply| ComputerMsg::Configure {
+                    group: None,
+                    options: OptionsPatch {
+                        set,
+                        inherit: vec![],
+                    },
+                    by: crate::audit::Who::Server,
+                    reply,
+                },
+                TIMEOUT,
+            )
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    let on_a = spawn(Arc::clone(&a)).await;
+    configure(on_a.clone(), true).await.unwrap();
+    // The agent comes to node b, whose actor takes the computer.
+    let on_b = spawn(Arc::clone(&b)).await;
+    let late = configure(on_a.clone(), false).await;
+    assert!(
+        matches!(late, Err(ComputerError::Store(StoreError::Fenced(_)))),
+        "{late:?}"
+    );
+    for _ in 0..100 {
+        if on_a.get_status() == ractor::ActorStatus::Stopped {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(on_a.get_status(), ractor::ActorStatus::Stopped);
+    // What a did before b took the computer holds; what it did after, not.
+    let record = b.store.computer(&id).await.unwrap().unwrap();
+    assert_eq!(record.options.record_input, Some(true));
+    configure(on_b.clone(), false).await.unwrap();
+    on_b.stop(None);
+}

@@ -11,6 +11,7 @@ use super::copy::{self, Ids};
 use super::flusher::Flusher;
 use super::postgres::{Pg, PgConfig, Taken};
 use super::table::{Gate, Order, Table};
+use super::turn::Owner;
 use super::{Batch, ComputerRecord, Result, Store, StoreError, StoreFuture};
 use crate::audit::AuditEntry;
 use crate::clock::Timestamp;
@@ -284,6 +285,17 @@ fn ordered(id: u64) -> String {
 }
 
 impl Store for KvStore {
+    fn own<'a>(&'a self, computer: &'a ComputerId) -> StoreFuture<'a, Owner> {
+        match &self.engine {
+            // One process holds a sled database: nobody to fence out.
+            Engine::Sled { .. } => Box::pin(std::future::ready(Ok(Owner {
+                computer: computer.clone(),
+                fence: 0,
+            }))),
+            Engine::Pg { pg, .. } => Box::pin(pg.own(computer)),
+        }
+    }
+
     fn next_id(&self) -> StoreFuture<'_, u64> {
         match &self.engine {
             Engine::Sled { ids, .. } => Box::pin(std::future::ready(ids.next())),

@@ -26,6 +26,7 @@ mod site_copy;
 mod table;
 #[cfg(test)]
 mod tests;
+mod turn;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -49,6 +50,7 @@ pub use record::{Record, decode, encode};
 pub use side::{Pairs, SIDE_TABLES, SideDb, SideTable, SideWrite};
 pub use site_copy::Copied;
 pub use table::Order;
+pub use turn::{Owner, turn};
 
 /// Why the store could not read or write.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +68,10 @@ pub enum StoreError {
     /// Another server uses the PostgreSQL database.
     #[error("another otpgate server uses this database (one server per database in this release)")]
     Taken,
+    /// Another node took the computer whose writes these were (see
+    /// [`turn`]): they were left out.
+    #[error("another otpgate server took computer {0}")]
+    Fenced(ComputerId),
     /// How to reach PostgreSQL is not right.
     #[error("database configuration: {0}")]
     Config(String),
@@ -130,6 +136,9 @@ type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// its actor. Lists are read in batches of at most `limit` records after a
 /// cursor (`None`: from the start), each with its key, the next cursor.
 pub trait Store: Send + Sync + 'static {
+    /// Takes computer `computer` for this node, from any other that held it
+    /// (see [`turn`]): what that one committed is read after this.
+    fn own<'a>(&'a self, computer: &'a ComputerId) -> StoreFuture<'a, Owner>;
     /// A new id, unique across the life of the database.
     fn next_id(&self) -> StoreFuture<'_, u64>;
     /// Makes every write made so far durable. Concurrent callers share one flush.

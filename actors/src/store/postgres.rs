@@ -22,7 +22,7 @@ mod config;
 mod site;
 mod writes;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ops::Bound;
 use std::sync::{Arc, Mutex};
 
@@ -31,7 +31,9 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::flusher::Flusher;
 use super::table::{Order, Table};
+use super::turn::Owner;
 use super::{Result, StoreError};
+use crate::id::ComputerId;
 pub use config::{PgConfig, Probe};
 #[cfg(test)]
 pub(super) use site::SITE_LOCK;
@@ -43,6 +45,7 @@ use writes::Pending;
 const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("postgres/001_tables.sql")),
     (2, include_str!("postgres/002_recordings.sql")),
+    (3, include_str!("postgres/003_owners.sql")),
 ];
 
 /// Held (for the transaction) while the schema is checked and upgraded.
@@ -61,6 +64,9 @@ pub(super) struct Pg {
     flusher: Flusher,
     /// Held by the commit under way.
     committing: tokio::sync::Mutex<()>,
+    /// The owners whose writes a commit left out: another node took their
+    /// computers since.
+    fenced: Mutex<HashSet<Arc<Owner>>>,
     /// The next id to hand out, and the end of the block reserved.
     ids: tokio::sync::Mutex<(u64, u64)>,
 }
@@ -88,6 +94,7 @@ impl Pg {
             pending: Mutex::default(),
             flusher: Flusher::default(),
             committing: tokio::sync::Mutex::new(()),
+            fenced: Mutex::default(),
             ids: tokio::sync::Mutex::new((0, 0)),
         })
     }
@@ -186,6 +193,27 @@ impl Pg {
         let id = ids.0;
         ids.0 += 1;
         Ok(id)
+    }
+
+    /// Takes `computer` for this node: raises its fence, once every commit
+    /// holding its row has ended.
+    pub(super) async fn own(&self, computer: &ComputerId) -> Result<Owner> {
+        let client = self.client().await?;
+        let take = client
+            .prepare_cached(
+                "INSERT INTO owners (key, fence) VALUES ($1, 1)
+                 ON CONFLICT (key) DO UPDATE SET fence = owners.fence + 1
+                 RETURNING fence",
+            )
+            .await?;
+        let fence = client
+            .query_one(&take, &[&computer.as_str().as_bytes()])
+            .await?
+            .get(0);
+        Ok(Owner {
+            computer: computer.clone(),
+            fence,
+        })
     }
 
     /// The value at `key` of `table`.

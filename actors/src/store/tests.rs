@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use std::ops::Bound;
 use std::path::Path;
+use std::sync::Arc;
 
 use super::record::{SCHEMA_V1, encode_as};
 use super::*;
@@ -919,4 +920,116 @@ async fn side_tables(db: SideDb) {
     })
     .await
     .unwrap();
+}
+
+/// An audit entry of computer ws-1 saying `what`.
+fn said(what: &str) -> AuditEntry {
+    AuditEntry {
+        at: Timestamp::from_unix_millis(1),
+        who: crate::audit::Who::Server,
+        computer: Some("ws-1".into()),
+        action: crate::audit::Action::Configure,
+        outcome: what.into(),
+    }
+}
+
+/// What the audit log of `store` says, oldest first (of one node's).
+async fn audit_said(store: &KvStore) -> Vec<String> {
+    let mut said: Vec<String> = all(|before| store.audit_from(before, BATCH))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|entry| entry.outcome)
+        .collect();
+    said.reverse();
+    said
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_postgres_a_node_that_lost_a_computer_commits_nothing_more_for_it() {
+    let Some(cluster) = crate::test_postgres::postgres() else {
+        return;
+    };
+    let config = cluster.database();
+    let (a, b) = (
+        KvStore::connect(&config).await.unwrap(),
+        KvStore::connect(&config).await.unwrap(),
+    );
+    let id: ComputerId = "ws-1".parse().unwrap();
+    let slot = |n: u64| Slot {
+        last_new: Some(Timestamp::from_unix_millis(n)),
+        ..Slot::default()
+    };
+    let on_a = a.own(&id).await.unwrap();
+    turn(on_a.clone(), async {
+        a.put_slot(&id, "alice", &slot(1)).unwrap();
+        a.append_audit(&said("a, while it holds ws-1")).unwrap();
+        a.flush().await.unwrap();
+    })
+    .await;
+
+    // b takes the computer: it reads what a committed, and a's later turns
+    // are left out whole (the audit entry too), and a is told.
+    let on_b = b.own(&id).await.unwrap();
+    assert!(on_b.fence > on_a.fence);
+    assert_eq!(b.slots(&id).await.unwrap(), vec![("alice".into(), slot(1))]);
+    let late = turn(on_a.clone(), async {
+        a.put_slot(&id, "alice", &slot(2)).unwrap();
+        a.append_audit(&said("a, after b took ws-1")).unwrap();
+        a.flush().await
+    })
+    .await;
+    assert!(
+        matches!(late, Err(StoreError::Fenced(ref c)) if *c == id),
+        "{late:?}"
+    );
+    // Written and never flushed: left out at its next commit all the same.
+    turn(on_a, async {
+        a.put_slot(&id, "alice", &slot(3)).unwrap();
+    })
+    .await;
+    a.flush().await.unwrap();
+    turn(on_b, async {
+        b.append_audit(&said("b, which holds ws-1")).unwrap();
+        b.flush().await.unwrap();
+    })
+    .await;
+    let elsewhere = KvStore::connect(&config).await.unwrap();
+    assert_eq!(
+        elsewhere.slots(&id).await.unwrap(),
+        vec![("alice".into(), slot(1))]
+    );
+    let mut said = audit_said(&elsewhere).await;
+    said.sort();
+    assert_eq!(said, ["a, while it holds ws-1", "b, which holds ws-1"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_postgres_a_turns_writes_are_committed_together() {
+    let Some(cluster) = crate::test_postgres::postgres() else {
+        return;
+    };
+    let config = cluster.database();
+    let store = Arc::new(KvStore::connect(&config).await.unwrap());
+    let elsewhere = KvStore::connect(&config).await.unwrap();
+    let id: ComputerId = "ws-1".parse().unwrap();
+    let owner = store.own(&id).await.unwrap();
+    turn(owner, async {
+        store.put_slot(&id, "alice", &Slot::default()).unwrap();
+        // Another task's commit meanwhile takes none of this turn's writes.
+        let other = Arc::clone(&store);
+        tokio::spawn(async move {
+            other.append_audit(&said("another task")).unwrap();
+            other.flush().await.unwrap();
+        })
+        .await
+        .unwrap();
+        assert_eq!(audit_said(&elsewhere).await, ["another task"]);
+        assert!(elsewhere.slots(&id).await.unwrap().is_empty());
+        store.append_audit(&said("the turn")).unwrap();
+        store.flush().await.unwrap();
+    })
+    .await;
+    assert_eq!(elsewhere.slots(&id).await.unwrap().len(), 1);
+    assert_eq!(audit_said(&elsewhere).await, ["another task", "the turn"]);
 }

@@ -3,21 +3,25 @@
 //! at the head when a commit fails, and waited for by a read of what they
 //! wrote.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, PoisonError};
 
 use super::super::record::{decode, encode};
+use super::super::turn::{self, Owner};
 use super::{Pg, Result, StoreError};
 use crate::rules::{Bucket, Failure};
 
 /// How many times a commit makes and locks failure buckets that others
 /// remove meanwhile before it gives up.
 const COUNT_ROUNDS: usize = 3;
+/// A write taken, and the owner whose turn made it, if one did.
+type Tagged = (Op, Option<Arc<Owner>>);
+
 /// The writes taken and not yet committed.
 #[derive(Default)]
 pub(super) struct Pending {
     /// Waiting for the next commit, in order.
-    ops: Vec<Op>,
+    ops: Vec<Tagged>,
     /// How many writes of each table are pending or being committed.
     tables: HashMap<&'static str, usize>,
     /// ... and of each key.
@@ -25,18 +29,18 @@ pub(super) struct Pending {
 }
 
 impl Pending {
-    fn take(&mut self, op: Op) {
+    fn take(&mut self, op: Op, owner: Option<&Arc<Owner>>) {
         *self.tables.entry(op.table()).or_default() += 1;
         *self
             .keys
             .entry((op.table(), op.key().to_vec()))
             .or_default() += 1;
-        self.ops.push(op);
+        self.ops.push((op, owner.cloned()));
     }
 
-    /// Forgets `ops`, committed.
-    fn settle(&mut self, ops: &[Op]) {
-        for op in ops {
+    /// Forgets `ops`, committed (or left out).
+    fn settle(&mut self, ops: &[Tagged]) {
+        for (op, _) in ops {
             if let Some(count) = self.tables.get_mut(op.table()) {
                 *count -= 1;
             }
@@ -71,7 +75,7 @@ pub(in crate::store) enum Op {
 }
 
 impl Op {
-    fn table(&self) -> &'static str {
+    pub(in crate::store) fn table(&self) -> &'static str {
         match self {
             Self::Put { table, .. } | Self::Remove { table, .. } | Self::Count { table, .. } => {
                 table
@@ -79,7 +83,7 @@ impl Op {
         }
     }
 
-    fn key(&self) -> &[u8] {
+    pub(in crate::store) fn key(&self) -> &[u8] {
         match self {
             Self::Put { key, .. } | Self::Remove { key, .. } | Self::Count { key, .. } => key,
         }
@@ -96,7 +100,9 @@ struct Change<'a> {
 
 /// What `ops` do, by table and key, both in order: the order in which every
 /// node's commits lock rows, so that two never wait for each other.
-fn changes(ops: &[Op]) -> BTreeMap<&'static str, BTreeMap<&[u8], Change<'_>>> {
+fn changes<'a>(
+    ops: impl IntoIterator<Item = &'a Op>,
+) -> BTreeMap<&'static str, BTreeMap<&'a [u8], Change<'a>>> {
     let mut changes: BTreeMap<_, BTreeMap<_, Change<'_>>> = BTreeMap::new();
     for op in ops {
         let change = changes
@@ -128,21 +134,52 @@ impl Pg {
         self.pending.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Takes `op` for the next commit.
-    pub(in crate::store) fn push(&self, op: Op) {
-        self.pending().take(op);
+    /// Takes `op` for the next commit: held for the turn under way, if one
+    /// is (see [`turn`]).
+    pub(in crate::store) fn push(self: &Arc<Self>, op: Op) {
+        if let Some(op) = turn::hold(self, op) {
+            self.pending().take(op, None);
+        }
     }
 
     /// Takes `ops` for the next commit, all of them in the same one.
     pub(in crate::store) fn push_all(&self, ops: impl IntoIterator<Item = Op>) {
         let mut pending = self.pending();
         for op in ops {
-            pending.take(op);
+            pending.take(op, None);
         }
     }
 
-    /// Makes every write taken before this call durable (group commit).
+    /// Takes `ops`, written in a turn of `owner`'s, for the next commit, all
+    /// of them in the same one.
+    pub(in crate::store) fn take_owned(&self, ops: Vec<Op>, owner: &Arc<Owner>) {
+        let mut pending = self.pending();
+        for op in ops {
+            pending.take(op, Some(owner));
+        }
+    }
+
+    /// Makes every write taken before this call durable (group commit), the
+    /// turn's under way included; fails if a commit left that turn's writes
+    /// out (see [`turn`]).
     pub(in crate::store) async fn flush(self: &Arc<Self>) -> Result<()> {
+        let owner = turn::release(Some(self));
+        self.group_commit().await?;
+        match owner {
+            Some(owner) if self.fenced().contains(&owner) => {
+                Err(StoreError::Fenced(owner.computer.clone()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn fenced(&self) -> std::sync::MutexGuard<'_, HashSet<Arc<Owner>>> {
+        self.fenced.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Commits every write taken before this call, with those of whoever
+    /// else asks meanwhile.
+    async fn group_commit(self: &Arc<Self>) -> Result<()> {
         self.flusher
             .flush(|| {
                 // In a task of its own: a caller that stops waiting (a
@@ -169,13 +206,19 @@ impl Pg {
         }
         let applied = self.apply(&ops).await;
         let mut pending = self.pending();
-        if applied.is_ok() {
-            pending.settle(&ops);
-        } else {
-            let later = std::mem::replace(&mut pending.ops, ops);
-            pending.ops.extend(later);
+        match applied {
+            Ok(left_out) => {
+                pending.settle(&ops);
+                drop(pending);
+                self.fenced().extend(left_out);
+                Ok(())
+            }
+            Err(err) => {
+                let later = std::mem::replace(&mut pending.ops, ops);
+                pending.ops.extend(later);
+                Err(err)
+            }
         }
-        applied
     }
 
     /// Waits until this process's writes to `table` (to its `key`, if one is
@@ -186,7 +229,7 @@ impl Pg {
         table: &'static str,
         key: Option<&[u8]>,
     ) -> Result<()> {
-        let unsettled = {
+        let unsettled = turn::holds(self, table, key) || {
             let pending = self.pending();
             match key {
                 Some(key) => pending.keys.contains_key(&(table, key.to_vec())),
@@ -201,11 +244,18 @@ impl Pg {
     }
 
     /// Applies `ops` in one transaction: for each table, one statement for
-    /// its removals, one for its puts, and three for its counts.
-    async fn apply(&self, ops: &[Op]) -> Result<()> {
+    /// its removals, one for its puts, and three for its counts; those of
+    /// owners whose computers another node took since left out. The owners
+    /// left out.
+    async fn apply(&self, ops: &[Tagged]) -> Result<Vec<Arc<Owner>>> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        for (table, changes) in changes(ops) {
+        let left_out = taken_since(&tx, ops).await?;
+        let kept = ops.iter().filter_map(|(op, owner)| match owner {
+            Some(owner) if left_out.contains(owner) => None,
+            _ => Some(op),
+        });
+        for (table, changes) in changes(kept) {
             let (mut removed, mut put, mut values, mut counted) =
                 (Vec::new(), Vec::new(), Vec::new(), Vec::new());
             for (key, change) in &changes {
@@ -242,8 +292,40 @@ impl Pg {
             }
         }
         tx.commit().await?;
-        Ok(())
+        Ok(left_out)
     }
+}
+
+/// The owners of `ops` whose computers were taken with a newer fence since
+/// (or never), their rows locked against a new taking until `tx` ends.
+async fn taken_since(
+    tx: &deadpool_postgres::Transaction<'_>,
+    ops: &[Tagged],
+) -> Result<Vec<Arc<Owner>>> {
+    let mut owners: Vec<&Arc<Owner>> = ops.iter().filter_map(|(_, owner)| owner.as_ref()).collect();
+    owners.sort_by(|a, b| (a.computer.as_str(), a.fence).cmp(&(b.computer.as_str(), b.fence)));
+    owners.dedup();
+    if owners.is_empty() {
+        return Ok(Vec::new());
+    }
+    let keys: Vec<&[u8]> = owners
+        .iter()
+        .map(|o| o.computer.as_str().as_bytes())
+        .collect();
+    let locked = tx
+        .prepare_cached("SELECT key, fence FROM owners WHERE key = ANY($1) ORDER BY key FOR SHARE")
+        .await?;
+    let fences: HashMap<Vec<u8>, i64> = tx
+        .query(&locked, &[&keys])
+        .await?
+        .into_iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    Ok(owners
+        .into_iter()
+        .filter(|owner| fences.get(owner.computer.as_str().as_bytes()) != Some(&owner.fence))
+        .cloned()
+        .collect())
 }
 
 /// Counts the failures of `changes` against buckets `keys` of `table`, each

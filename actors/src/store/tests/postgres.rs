@@ -1,0 +1,442 @@
+//! The store's tests on PostgreSQL (each skipped where there is none): what
+//! a commit shows and when, a database that goes away and comes back, two
+//! nodes counting failures, the schema's versions, a site copied in, the one
+//! server's lock, side tables, and fenced turns.
+
+use std::ops::Bound;
+use std::sync::Arc;
+
+use super::*;
+
+#[tokio::test]
+async fn in_postgres_a_write_is_read_back_at_once_and_seen_elsewhere_once_committed() {
+    let Some(cluster) = crate::test_postgres::postgres() else {
+        return;
+    };
+    let config = cluster.database();
+    let id: ComputerId = "ws-1".parse().unwrap();
+    {
+        let store = KvStore::connect(&config).await.unwrap();
+        assert_eq!(store.computer(&id).await.unwrap(), None);
+        store.put_computer(&id, &record()).unwrap();
+        store.put_slot(&id, "alice", &Slot::default()).unwrap();
+        let elsewhere = KvStore::connect(&config).await.unwrap();
+        assert_eq!(
+            elsewhere.computer(&id).await.unwrap(),
+            None,
+            "not visible elsewhere before it is committed"
+        );
+        // The writer reads its own writes (committing them first).
+        assert_eq!(store.computer(&id).await.unwrap(), Some(record()));
+        assert_eq!(elsewhere.computer(&id).await.unwrap(), Some(record()));
+        let a = store.next_id().await.unwrap();
+        let b = elsewhere.next_id().await.unwrap();
+        assert_ne!(a, b, "ids never repeat across connections");
+    }
+    // Connected again (a restart, another node): the schema is not made
+    // twice, and what was flushed is there.
+    let store = KvStore::connect(&config).await.unwrap();
+    assert_eq!(store.computer(&id).await.unwrap(), Some(record()));
+    let listed = all(|after| store.computers_from(after, BATCH))
+        .await
+        .unwrap();
+    assert_eq!(listed, vec![(id.clone(), record())]);
+    assert_eq!(store.slots(&id).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn in_postgres_a_store_fails_while_the_database_is_down_and_recovers_without_a_restart() {
+    let Some(cluster) = crate::test_postgres::PgCluster::start() else {
+        return;
+    };
+    let config = cluster.database();
+    let store = KvStore::connect(&config).await.unwrap();
+    let (ws1, ws2): (ComputerId, ComputerId) = ("ws-1".parse().unwrap(), "ws-2".parse().unwrap());
+    store.put_computer(&ws1, &record()).unwrap();
+    store.flush().await.unwrap();
+    cluster.halt();
+    store.put_computer(&ws2, &record()).unwrap();
+    assert!(
+        store.flush().await.is_err(),
+        "no commit without the database"
+    );
+    assert!(store.computer(&ws1).await.is_err(), "nor a read");
+    cluster.resume();
+    // The write that was not committed is still pending, and lands with the
+    // next commit; the pool makes new connections.
+    store.flush().await.unwrap();
+    let elsewhere = KvStore::connect(&config).await.unwrap();
+    for id in [&ws1, &ws2] {
+        assert_eq!(elsewhere.computer(id).await.unwrap(), Some(record()));
+    }
+}
+
+#[tokio::test]
+async fn in_postgres_failures_counted_on_two_nodes_at_once_are_all_kept() {
+    let Some(cluster) = crate::test_postgres::postgres() else {
+        return;
+    };
+    let config = cluster.database();
+    let (a, b) = (
+        KvStore::connect(&config).await.unwrap(),
+        KvStore::connect(&config).await.unwrap(),
+    );
+    let hour = Duration::from_secs(3600);
+    let t0 = Timestamp::from_unix_millis(10_000);
+    let fail = Failure {
+        at: t0,
+        limit: 2,
+        window: hour,
+    };
+    a.count_failure("k", fail).unwrap();
+    b.count_failure("k", fail).unwrap();
+    let (flushed_a, flushed_b) = tokio::join!(a.flush(), b.flush());
+    flushed_a.unwrap();
+    flushed_b.unwrap();
+    assert_eq!(
+        a.failures(&["k"]).await.unwrap()[0].full_for(t0, 2, hour),
+        Some(hour / 2),
+        "both failures counted"
+    );
+}
+
+#[tokio::test]
+async fn in_postgres_a_schema_newer_than_this_build_is_refused() {
+    let Some(cluster) = crate::test_postgres::postgres() else {
+        return;
+    };
+    let config = cluster.database();
+    drop(KvStore::connect(&config).await.unwrap());
+    let (client, connection) = tokio_postgres::connect(&config.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute("INSERT INTO otpgate_schema (version) VALUES (99)")
+        .await
+        .unwrap();
+    let refused = KvStore::connect(&config)
+        .await
+        .err()
+        .map(|err| err.to_string());
+    assert!(
+        refused
+            .as_deref()
+            .is_some_and(|err| err.contains("newer than this build")),
+        "{refused:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_sled_store_is_copied_into_an_empty_postgres_database_whole_and_only_there() {
+    use crate::audit::{Action, Who};
+    let Some(cluster) = crate::test_postgres::postgres() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let sled = KvStore::open(dir.path()).unwrap();
+    let id: ComputerId = "ws-1".parse().unwrap();
+    sled.put_computer(&id, &record()).unwrap();
+    sled.put_slot(&id, "alice", &Slot::default()).unwrap();
+    let fail = Failure {
+        at: Timestamp::from_unix_millis(5),
+        limit: 3,
+        window: Duration::from_secs(60),
+    };
+    sled.count_failure("k", fail).unwrap();
+    // More than one batch of audit entries.
+    for n in 0..1500 {
+        sled.append_audit(&AuditEntry {
+            at: Timestamp::from_unix_millis(n),
+            who: Who::Server,
+            computer: None,
+            action: Action::Configure,
+            outcome: format!("entry {n}"),
+        })
+        .unwrap();
+    }
+    sled.flush().await.unwrap();
+    let last_id = sled.next_id().await.unwrap();
+
+    let config = cluster.database();
+    let pg = KvStore::connect(&config).await.unwrap();
+    let copied = sled.copy_into(&pg, None).await.unwrap();
+    let count = |table: &str| copied.iter().find(|c| c.table == table).unwrap().records;
+    assert_eq!(
+        (
+            count("computers"),
+            count("otps"),
+            count("audit"),
+            count("failure_buckets")
+        ),
+        (1, 1, 1500, 1)
+    );
+    assert_eq!(
+        copied.len(),
+        13 + SIDE_TABLES.len(),
+        "every table, the empty ones too (the recordings' with no recordings given)"
+    );
+    // What the server reads, it reads the same.
+    assert_eq!(pg.computer(&id).await.unwrap(), Some(record()));
+    assert_eq!(pg.slots(&id).await.unwrap(), sled.slots(&id).await.unwrap());
+    assert_eq!(
+        pg.failures(&["k"]).await.unwrap(),
+        sled.failures(&["k"]).await.unwrap()
+    );
+    let (_, newest) = pg.audit_from(None, 1).await.unwrap().remove(0);
+    assert_eq!(newest.outcome, "entry 1499");
+    assert!(pg.next_id().await.unwrap() > last_id, "ids go on above");
+    // A second copy finds the target in use.
+    let again = sled.copy_into(&pg, None).await.unwrap_err().to_string();
+    assert!(again.contains("not empty"), "{again}");
+    // Into sled, never.
+    let other = tempfile::tempdir().unwrap();
+    assert!(
+        sled.copy_into(&KvStore::open(other.path()).unwrap(), None)
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn in_postgres_one_server_holds_a_database_and_learns_when_another_took_it() {
+    let Some(cluster) = crate::test_postgres::postgres() else {
+        return;
+    };
+    let config = cluster.database();
+    let (_a, taken) = KvStore::connect_alone(&config).await.unwrap();
+    assert!(matches!(
+        KvStore::connect_alone(&config).await,
+        Err(StoreError::Taken)
+    ));
+    // Another process waits for the lock; then A's session ends under it (as
+    // when a network fails): the lock goes to the waiter, and A learns it.
+    let session = |url: String| async move {
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        client
+    };
+    let waiter = session(config.url.clone()).await;
+    let waiting = tokio::spawn(async move {
+        waiter
+            .query_one(
+                "SELECT pg_advisory_lock($1)",
+                &[&crate::store::postgres::SITE_LOCK],
+            )
+            .await
+            .unwrap();
+        waiter
+    });
+    let admin = session(config.url.clone()).await;
+    let here = "database = (SELECT oid FROM pg_database WHERE datname = current_database())";
+    loop {
+        let waiting: i64 = admin
+            .query_one(
+                &format!("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND {here}"),
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    admin
+        .execute(
+            &format!("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted AND {here}"),
+            &[],
+        )
+        .await
+        .unwrap();
+    let why = tokio::time::timeout(Duration::from_secs(10), taken)
+        .await
+        .expect("A learns it within its retry");
+    assert!(matches!(why, StoreError::Taken), "{why}");
+    let _held = waiting.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn side_tables_read_ranges_in_either_order_and_write_together() {
+    let dir = tempfile::tempdir().unwrap();
+    side_tables(SideDb::open(dir.path()).unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_postgres_side_tables_read_ranges_in_either_order_and_write_together() {
+    let Some(cluster) = crate::test_postgres::postgres() else {
+        return;
+    };
+    let store = KvStore::connect(&cluster.database()).await.unwrap();
+    side_tables(store.side().unwrap()).await;
+}
+
+/// What [`SideDb`] promises, on `db`: ranges within bounds in both orders,
+/// across many pages; writes made together and read back at once; ids that
+/// never repeat.
+async fn side_tables(db: SideDb) {
+    tokio::task::spawn_blocking(move || {
+        let (chunks, keys) = (
+            db.table("recording_chunks").unwrap(),
+            db.table("recording_keys").unwrap(),
+        );
+        assert!(chunks.is_empty().unwrap());
+        let key = |n: u32| n.to_be_bytes();
+        for n in (0..1000u32).step_by(100) {
+            let pairs: Vec<_> = (n..n + 100).map(|n| (key(n), n.to_le_bytes())).collect();
+            let writes: Vec<_> = pairs
+                .iter()
+                .map(|(key, value)| SideWrite::Put(&chunks, key, value))
+                .collect();
+            db.write(&writes).unwrap();
+        }
+        db.write(&[
+            SideWrite::Remove(&chunks, &key(500)),
+            SideWrite::Put(&keys, b"name", b"500 gone"),
+        ])
+        .unwrap();
+        assert_eq!(
+            keys.get(b"name").unwrap().as_deref(),
+            Some(&b"500 gone"[..])
+        );
+        assert_eq!(chunks.get(&key(500)).unwrap(), None);
+        assert_eq!(
+            chunks.get(&key(7)).unwrap(),
+            Some(7u32.to_le_bytes().to_vec())
+        );
+        let numbers = |pairs: Pairs| -> Vec<u32> {
+            pairs
+                .map(|pair| u32::from_be_bytes(pair.unwrap().0.try_into().unwrap()))
+                .collect()
+        };
+        let (from, to) = (key(10), key(990));
+        let bounds = (Bound::Included(&from[..]), Bound::Excluded(&to[..]));
+        let oldest = numbers(chunks.range(bounds, Order::Oldest));
+        let expected: Vec<u32> = (10..990).filter(|n| *n != 500).collect();
+        assert_eq!(oldest, expected);
+        let newest = numbers(chunks.range(bounds, Order::Newest));
+        assert_eq!(newest, expected.iter().rev().copied().collect::<Vec<_>>());
+        let everything = (Bound::Unbounded, Bound::Unbounded);
+        assert_eq!(numbers(chunks.range(everything, Order::Oldest)).len(), 999);
+        let (a, b) = (db.next_id().unwrap(), db.next_id().unwrap());
+        assert!(b > a);
+        db.flush_blocking().unwrap();
+    })
+    .await
+    .unwrap();
+}
+
+/// An audit entry of computer ws-1 saying `what`.
+fn said(what: &str) -> AuditEntry {
+    AuditEntry {
+        at: Timestamp::from_unix_millis(1),
+        who: crate::audit::Who::Server,
+        computer: Some("ws-1".into()),
+        action: crate::audit::Action::Configure,
+        outcome: what.into(),
+    }
+}
+
+/// What the audit log of `store` says, oldest first (of one node's).
+async fn audit_said(store: &KvStore) -> Vec<String> {
+    let mut said: Vec<String> = all(|before| store.audit_from(before, BATCH))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|entry| entry.outcome)
+        .collect();
+    said.reverse();
+    said
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_postgres_a_node_that_lost_a_computer_commits_nothing_more_for_it() {
+    let Some(cluster) = crate::test_postgres::postgres() else {
+        return;
+    };
+    let config = cluster.database();
+    let (a, b) = (
+        KvStore::connect(&config).await.unwrap(),
+        KvStore::connect(&config).await.unwrap(),
+    );
+    let id: ComputerId = "ws-1".parse().unwrap();
+    let slot = |n: u64| Slot {
+        last_new: Some(Timestamp::from_unix_millis(n)),
+        ..Slot::default()
+    };
+    let on_a = a.own(&id).await.unwrap();
+    turn(on_a.clone(), async {
+        a.put_slot(&id, "alice", &slot(1)).unwrap();
+        a.append_audit(&said("a, while it holds ws-1")).unwrap();
+        a.flush().await.unwrap();
+    })
+    .await;
+
+    // b takes the computer: it reads what a committed, and a's later turns
+    // are left out whole (the audit entry too), and a is told.
+    let on_b = b.own(&id).await.unwrap();
+    assert!(on_b.fence > on_a.fence);
+    assert_eq!(b.slots(&id).await.unwrap(), vec![("alice".into(), slot(1))]);
+    let late = turn(on_a.clone(), async {
+        a.put_slot(&id, "alice", &slot(2)).unwrap();
+        a.append_audit(&said("a, after b took ws-1")).unwrap();
+        a.flush().await
+    })
+    .await;
+    assert!(
+        matches!(late, Err(StoreError::Fenced(ref c)) if *c == id),
+        "{late:?}"
+    );
+    // Written and never flushed: left out at its next commit all the same.
+    turn(on_a, async {
+        a.put_slot(&id, "alice", &slot(3)).unwrap();
+    })
+    .await;
+    a.flush().await.unwrap();
+    turn(on_b, async {
+        b.append_audit(&said("b, which holds ws-1")).unwrap();
+        b.flush().await.unwrap();
+    })
+    .await;
+    let elsewhere = KvStore::connect(&config).await.unwrap();
+    assert_eq!(
+        elsewhere.slots(&id).await.unwrap(),
+        vec![("alice".into(), slot(1))]
+    );
+    let mut said = audit_said(&elsewhere).await;
+    said.sort();
+    assert_eq!(said, ["a, while it holds ws-1", "b, which holds ws-1"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_postgres_a_turns_writes_are_committed_together() {
+    let Some(cluster) = crate::test_postgres::postgres() else {
+        return;
+    };
+    let config = cluster.database();
+    let store = Arc::new(KvStore::connect(&config).await.unwrap());
+    let elsewhere = KvStore::connect(&config).await.unwrap();
+    let id: ComputerId = "ws-1".parse().unwrap();
+    let owner = store.own(&id).await.unwrap();
+    turn(owner, async {
+        store.put_slot(&id, "alice", &Slot::default()).unwrap();
+        // Another task's commit meanwhile takes none of this turn's writes.
+        let other = Arc::clone(&store);
+        tokio::spawn(async move {
+            other.append_audit(&said("another task")).unwrap();
+            other.flush().await.unwrap();
+        })
+        .await
+        .unwrap();
+        assert_eq!(audit_said(&elsewhere).await, ["another task"]);
+        assert!(elsewhere.slots(&id).await.unwrap().is_empty());
+        store.append_audit(&said("the turn")).unwrap();
+        store.flush().await.unwrap();
+    })
+    .await;
+    assert_eq!(elsewhere.slots(&id).await.unwrap().len(), 1);
+    assert_eq!(audit_said(&elsewhere).await, ["another task", "the turn"]);
+}

@@ -258,7 +258,7 @@ impl Server {
             .map(|web| web::Web::new(web, pki.chain.clone(), pki.key.clone_key()))
             .transpose()?;
         let acceptor = TlsAcceptor::from(tls::server_config(pki)?);
-        let revocations = Arc::new(Revocations::load(&config.data_dir).map_err(TlsError::from)?);
+        let mut revocations = Revocations::load(&config.data_dir).map_err(TlsError::from)?;
         let transport: Arc<dyn MailTransport> = match smtp {
             Some(smtp) => Arc::new(smtp),
             None => {
@@ -284,6 +284,16 @@ impl Server {
                 (store, Some(taken))
             }
         };
+        if let Some(db) = store.side() {
+            revocations = tokio::task::spawn_blocking(move || {
+                revocations.keep_in(db)?;
+                Ok::<_, pki::PkiError>(revocations)
+            })
+            .await
+            .map_err(|err| StoreError::Unavailable(err.to_string()))?
+            .map_err(TlsError::from)?;
+        }
+        let revocations = Arc::new(revocations);
         let store = Arc::new(store);
         let recordings = Shelf::open(
             &config.data_dir.join(RECORDINGS),

@@ -81,6 +81,9 @@ pub enum PkiError {
     /// A certificate does not name a valid client computer.
     #[error("certificate does not name a valid client computer")]
     Identity,
+    /// The store's database could not be read or written.
+    #[error("the database: {0}")]
+    Store(#[from] otpgate_actors::StoreError),
     /// A line of the revocation list cannot be read.
     #[error("{}: cannot read the line {line:?} (NAME UNIX_SECONDS)", path.display())]
     Revocations {

@@ -3,20 +3,29 @@
 //! computer NAME issued at or before that second is refused, on every
 //! connection, resumed or not. A certificate issued later for the same NAME (a
 //! replacement) is not.
+//!
+//! With the store in PostgreSQL, revocations are kept in its table
+//! `revocations` instead (the same name and second), and the file is still
+//! read: what was revoked before the site moved, or by `certs revoke` while
+//! no server ran, holds.
 
 use std::collections::HashMap;
 use std::io::{self, Write};
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::{PoisonError, RwLock};
 
 use otpgate_actors::ComputerId;
+use otpgate_actors::store::{Order, REVOCATIONS, SideDb, SideTable, SideWrite, StoreError};
 
 use crate::tls::pki::{ClientCert, PkiError};
 
-/// The revocation list of a data folder, in memory and on disk.
-#[derive(Debug)]
+/// The revocation list of a data folder, in memory and on disk (or in
+/// the store's database).
 pub struct Revocations {
     path: PathBuf,
+    /// Where revocations are written, when not to the file.
+    table: Option<(SideDb, SideTable)>,
     /// The latest revocation of each computer.
     latest: RwLock<HashMap<ComputerId, i64>>,
 }
@@ -30,7 +39,7 @@ impl Revocations {
             Err(err) if err.kind() == io::ErrorKind::NotFound => String::new(),
             Err(source) => return Err(PkiError::Io { path, source }),
         };
-        let mut latest = HashMap::new();
+        let mut revoked = Vec::new();
         for line in text.lines().filter(|line| !line.trim().is_empty()) {
             let parsed = line.split_once(' ').and_then(|(name, at)| {
                 Some((
@@ -44,35 +53,102 @@ impl Revocations {
                     line: line.to_owned(),
                 });
             };
-            let entry = latest.entry(id).or_insert(at);
-            *entry = (*entry).max(at);
+            revoked.push((id, at));
         }
-        Ok(Self {
+        let list = Self {
             path,
-            latest: RwLock::new(latest),
-        })
+            table: None,
+            latest: RwLock::default(),
+        };
+        for (id, at) in revoked {
+            list.remember(id, at);
+        }
+        Ok(list)
+    }
+
+    /// Keeps revocations in table [`REVOCATIONS`] of `db` (the store's
+    /// PostgreSQL database) from now on, with those it holds; the file's
+    /// that it lacks are written to it. Blocks.
+    pub fn keep_in(&mut self, db: SideDb) -> Result<(), PkiError> {
+        let table = db.table(REVOCATIONS)?;
+        let mut held = HashMap::new();
+        let everything = (Bound::Unbounded, Bound::Unbounded);
+        for pair in table.range(everything, Order::Oldest) {
+            let (name, at) = pair?;
+            let revoked = std::str::from_utf8(&name)
+                .ok()
+                .and_then(|name| name.parse::<ComputerId>().ok())
+                .zip(at.try_into().ok().map(i64::from_be_bytes));
+            let Some((id, at)) = revoked else {
+                return Err(StoreError::BadKey { tree: REVOCATIONS }.into());
+            };
+            held.insert(id, at);
+        }
+        let missing: Vec<(ComputerId, [u8; 8])> = self
+            .latest()
+            .iter()
+            .filter(|(id, at)| held.get(*id).is_none_or(|held| held < *at))
+            .map(|(id, at)| (id.clone(), at.to_be_bytes()))
+            .collect();
+        let writes: Vec<_> = missing
+            .iter()
+            .map(|(id, at)| SideWrite::Put(&table, id.as_str().as_bytes(), at))
+            .collect();
+        if !writes.is_empty() {
+            db.write(&writes)?;
+            db.flush_blocking()?;
+        }
+        for (id, at) in held {
+            self.remember(id, at);
+        }
+        self.table = Some((db, table));
+        Ok(())
     }
 
     /// Revokes every certificate of `id` issued at or before `at` (Unix
-    /// seconds): written to disk and synced before it takes effect.
+    /// seconds): written to disk and synced (or committed) before it takes
+    /// effect. Blocks.
     pub fn revoke(&self, id: &ComputerId, at: i64) -> Result<(), PkiError> {
-        let io_error = |source| PkiError::Io {
-            path: self.path.clone(),
-            source,
-        };
-        let mut file = crate::files::append_private(&self.path).map_err(io_error)?;
-        writeln!(file, "{id} {at}").map_err(io_error)?;
-        file.sync_all().map_err(io_error)?;
-        let mut latest = self.latest.write().unwrap_or_else(PoisonError::into_inner);
-        let entry = latest.entry(id.clone()).or_insert(at);
-        *entry = (*entry).max(at);
+        match &self.table {
+            Some((db, table)) => {
+                let kept = self.latest().get(id).map_or(at, |&before| before.max(at));
+                db.write(&[SideWrite::Put(
+                    table,
+                    id.as_str().as_bytes(),
+                    &kept.to_be_bytes(),
+                )])?;
+                db.flush_blocking()?;
+            }
+            None => {
+                let io_error = |source| PkiError::Io {
+                    path: self.path.clone(),
+                    source,
+                };
+                let mut file = crate::files::append_private(&self.path).map_err(io_error)?;
+                writeln!(file, "{id} {at}").map_err(io_error)?;
+                file.sync_all().map_err(io_error)?;
+            }
+        }
+        self.remember(id.clone(), at);
         Ok(())
+    }
+
+    fn latest(&self) -> std::sync::RwLockReadGuard<'_, HashMap<ComputerId, i64>> {
+        self.latest.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes the revocation of `id` at `at` in, the latest one counting.
+    fn remember(&self, id: ComputerId, at: i64) {
+        let mut latest = self.latest.write().unwrap_or_else(PoisonError::into_inner);
+        let entry = latest.entry(id).or_insert(at);
+        *entry = (*entry).max(at);
     }
 
     /// Whether `cert` is revoked.
     pub fn refuses(&self, cert: &ClientCert) -> bool {
-        let latest = self.latest.read().unwrap_or_else(PoisonError::into_inner);
-        latest.get(&cert.id).is_some_and(|&at| cert.issued <= at)
+        self.latest()
+            .get(&cert.id)
+            .is_some_and(|&at| cert.issued <= at)
     }
 }
 

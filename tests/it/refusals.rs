@@ -230,15 +230,26 @@ async fn a_revoked_certificate_is_cut_off_at_once_and_refused_even_when_resuming
         .await
         .unwrap()
         .unwrap();
-    let (resumed, answer) = hello_with(&server, config).await.unwrap();
+    let (resumed, answer) = hello_with(&server, config.clone()).await.unwrap();
     assert!(resumed, "the client resumed its session");
-    assert_eq!(
-        answer,
-        Some(ServerMessage::Close(
-            otpgate_protocol::ErrorCode::CertificateRefused
-        ))
-    );
+    let refused = Some(ServerMessage::Close(
+        otpgate_protocol::ErrorCode::CertificateRefused,
+    ));
+    assert_eq!(answer, refused);
     assert_eq!(agent.link.status().welcomes, 1, "never let back in");
+
+    // It holds across a restart, kept where the store is.
+    drop(agent);
+    let paused = server.pause().await;
+    let file = std::fs::read_to_string(paused.data_dir().join("pki/revoked.txt"));
+    assert_eq!(
+        file.unwrap_or_default().contains("ws-rev"),
+        !crate::common::server::in_postgres(),
+        "in the file on sled, in the database on PostgreSQL"
+    );
+    let server = paused.resume().await;
+    let (_, answer) = hello_with(&server, config).await.unwrap();
+    assert_eq!(answer, refused, "after a restart");
 
     // A certificate issued afterwards lets the computer back in.
     crate::common::wait_until(WITHIN, "the next second", || {

@@ -46,6 +46,9 @@ async fn a_site_moves_to_postgres_whole_and_is_served_from_there() {
         "--to",
         &url,
     ];
+    // A computer revoked while no server runs (in the folder's list).
+    let revoke = ["certs", "revoke", "ws-9", "--data-dir", folder];
+    assert!(run(this_otpgate(), &revoke, "").await.status.success());
     let copy = || run(this_otpgate(), &args, "");
     let out = copy().await;
     let said = String::from_utf8_lossy(&out.stdout);
@@ -128,6 +131,27 @@ async fn a_site_moves_to_postgres_whole_and_is_served_from_there() {
     desk.stop().await;
     // A database in use is not copied into.
     let _stopped = server.stop().await;
+    // The revocation moved into the database at the server's start.
+    let config = otpgate_actors::PgConfig {
+        url: url.clone(),
+        password: None,
+        ca_file: None,
+        pool_size: 1,
+        statement_timeout: Duration::from_secs(10),
+    };
+    let db = otpgate_actors::KvStore::connect(&config)
+        .await
+        .unwrap()
+        .side()
+        .unwrap();
+    let revoked = tokio::task::spawn_blocking(move || {
+        let table = db.table(otpgate_actors::store::REVOCATIONS).unwrap();
+        table.get(b"ws-9").unwrap()
+    });
+    assert!(
+        revoked.await.unwrap().is_some(),
+        "ws-9 is revoked in the database"
+    );
     let again = copy().await;
     assert!(!again.status.success());
     let why = String::from_utf8_lossy(&again.stderr);

@@ -47,7 +47,7 @@ pub use computers::ComputerRecord;
 pub use kv::{FLUSH_EVERY_MS, KvStore, Snapshot, open_sled};
 pub use postgres::{PgConfig, Probe, Taken};
 pub use record::{Record, decode, encode};
-pub use side::{Pairs, SIDE_TABLES, SideDb, SideTable, SideWrite};
+pub use side::{Pairs, REVOCATIONS, SIDE_TABLES, SideDb, SideTable, SideWrite};
 pub use site_copy::Copied;
 pub use table::Order;
 pub use turn::{Owner, turn};

@@ -46,6 +46,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("postgres/001_tables.sql")),
     (2, include_str!("postgres/002_recordings.sql")),
     (3, include_str!("postgres/003_owners.sql")),
+    (4, include_str!("postgres/004_revocations.sql")),
 ];
 
 /// Held (for the transaction) while the schema is checked and upgraded.

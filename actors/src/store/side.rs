@@ -1,7 +1,8 @@
 //! Tables of bytes kept beside the store, for what the server keeps apart
-//! from the actors' state (the terminal recordings): in a sled database of
-//! their own, or in tables of the store's PostgreSQL database of the same
-//! `(key, value)` shape ([`SIDE_TABLES`], made by the store's migrations).
+//! from the actors' state (the terminal recordings; in PostgreSQL the
+//! revoked certificates too): in a sled database of their own, or in tables
+//! of the store's PostgreSQL database of the same `(key, value)` shape
+//! ([`SIDE_TABLES`] and [`REVOCATIONS`], made by the store's migrations).
 //!
 //! Reads and writes block: they are made on blocking threads, where the
 //! work around them (deflating, hashing) runs too. A list of writes is made
@@ -32,6 +33,8 @@ pub const SIDE_TABLES: [&str; 6] = [
     "recording_refused",
     "recording_census",
 ];
+/// The table of revoked certificates, in PostgreSQL (`004_revocations.sql`).
+pub const REVOCATIONS: &str = "revocations";
 
 /// Pairs a PostgreSQL table's reader asks for at first, and at most.
 const FIRST_PAGE: usize = 16;
@@ -115,7 +118,7 @@ impl SideDb {
     pub fn table(&self, name: &'static str) -> Result<SideTable> {
         let place = match &self.0 {
             Side::Sled { db, .. } => Place::Sled(db.open_tree(name)?),
-            Side::Pg(_) if !SIDE_TABLES.contains(&name) => {
+            Side::Pg(_) if !SIDE_TABLES.contains(&name) && name != REVOCATIONS => {
                 return Err(StoreError::Config(format!("no side table {name}")));
             }
             Side::Pg(pg) => Place::Pg(Arc::clone(pg)),

@@ -1,12 +1,14 @@
 //! Client computers and client groups (administrators): lists, options,
 //! groups, and revoking a computer's certificates.
 
+use std::sync::Arc;
+
 use otpgate_actors::audit::Action;
 use otpgate_actors::directory::is_directory_name;
 use otpgate_actors::names::is_plain_text;
 use otpgate_actors::settings::GroupRecord;
 use otpgate_actors::store::{BATCH, ComputerRecord};
-use otpgate_actors::{ComputerId, policy};
+use otpgate_actors::{ComputerId, StoreError, policy};
 use otpgate_protocol::admin::{
     AdminErrorCode, ClientView, GroupView, OptionsView, Page, PageRequest,
 };
@@ -117,7 +119,11 @@ impl AdminService {
         self.require_admin(who)?;
         let id = computer_id(computer)?;
         let seconds = self.clock.now().unix_seconds();
-        if let Err(err) = self.revocations.revoke(&id, seconds) {
+        let (revocations, revoked) = (Arc::clone(&self.revocations), id.clone());
+        let written = tokio::task::spawn_blocking(move || revocations.revoke(&revoked, seconds))
+            .await
+            .unwrap_or_else(|err| Err(StoreError::Unavailable(err.to_string()).into()));
+        if let Err(err) = written {
             warn!(error = %err, "cannot write the revocation list");
             return refuse(
                 AdminErrorCode::Internal,

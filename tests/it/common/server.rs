@@ -52,7 +52,7 @@ fn store_section(dir: &Path) -> String {
 /// The url of `dir`'s database when the suite runs on PostgreSQL, made on
 /// first use.
 fn postgres_url(dir: &Path) -> Option<String> {
-    if std::env::var("OTPGATE_TEST_STORE").as_deref() != Ok("postgres") {
+    if !in_postgres() {
         return None;
     }
     let kept = dir.join("store.url");
@@ -64,6 +64,12 @@ fn postgres_url(dir: &Path) -> Option<String> {
     let url = cluster.database().url;
     std::fs::write(&kept, &url).unwrap();
     Some(url)
+}
+
+/// Whether this run's servers keep their store in PostgreSQL
+/// (`OTPGATE_TEST_STORE=postgres`).
+pub fn in_postgres() -> bool {
+    std::env::var("OTPGATE_TEST_STORE").as_deref() == Ok("postgres")
 }
 
 /// The recordings of the server whose data folder is `data` (stopped),

@@ -53,6 +53,7 @@ pub struct RecordChunk {
     /// The header, on chunk 0 only.
     pub start: Option<RecordingStart>,
     /// Whole asciicast event lines, each ending in `\n`.
+    #[serde(with = "events")]
     pub events: Vec<u8>,
     /// Output was dropped before this chunk (the recorder's buffer or the
     /// agent's spool was full): the recording is incomplete.
@@ -69,6 +70,53 @@ impl RecordChunk {
             && self.events.len() <= MAX_CHUNK_EVENTS
             && (self.events.is_empty() || self.events.ends_with(b"\n"))
             && std::str::from_utf8(&self.events).is_ok()
+    }
+}
+
+/// A chunk's events on the wire: as bytes, so that the decoder checks the
+/// length a frame claims against its limit before it reserves room (read as
+/// a sequence, serde would reserve room for up to 1 MiB whatever the frame
+/// holds). In bincode, the very bytes of a `Vec<u8>` written as a sequence.
+mod events {
+    use std::fmt;
+
+    use serde::de::{SeqAccess, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(events: &[u8], to: S) -> Result<S::Ok, S::Error> {
+        to.serialize_bytes(events)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(from: D) -> Result<Vec<u8>, D::Error> {
+        from.deserialize_byte_buf(Bytes)
+    }
+
+    struct Bytes;
+
+    impl<'de> Visitor<'de> for Bytes {
+        type Value = Vec<u8>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("bytes")
+        }
+
+        fn visit_bytes<E>(self, bytes: &[u8]) -> Result<Vec<u8>, E> {
+            Ok(bytes.to_vec())
+        }
+
+        fn visit_byte_buf<E>(self, bytes: Vec<u8>) -> Result<Vec<u8>, E> {
+            Ok(bytes)
+        }
+
+        /// Formats that write bytes as a sequence: nothing reserved on the
+        /// claim of a length.
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+            let mut bytes = Vec::new();
+            while let Some(byte) = seq.next_element()? {
+                bytes.push(byte);
+            }
+            Ok(bytes)
+        }
     }
 }
 

@@ -32,8 +32,6 @@ pub(super) async fn copy(from: &Path, to: &PgConfig, json: bool) -> anyhow::Resu
             db.display()
         )
     })?;
-    // Held as a server holds it until the copy is checked: none may be on
-    // it now, and none starts on it meanwhile.
     // The recordings beside the store, if any were made.
     let recordings = db.parent().map(|data| data.join("recordings"));
     let recordings = match recordings.filter(|folder| folder.join("conf").is_file()) {
@@ -45,6 +43,8 @@ pub(super) async fn copy(from: &Path, to: &PgConfig, json: bool) -> anyhow::Resu
         })?),
         None => None,
     };
+    // Held as a server holds it until the copy is checked: none may be on
+    // it now, and none starts on it meanwhile.
     let (target, _alone) = KvStore::connect_alone(to)
         .await
         .context("cannot open the PostgreSQL database")?;

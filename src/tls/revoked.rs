@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::io::{self, Write};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::{PoisonError, RwLock};
+use std::sync::{Mutex, PoisonError, RwLock};
 
 use otpgate_actors::ComputerId;
 use otpgate_actors::store::{Order, REVOCATIONS, SideDb, SideTable, SideWrite, StoreError};
@@ -26,6 +26,9 @@ pub struct Revocations {
     path: PathBuf,
     /// Where revocations are written, when not to the file.
     table: Option<(SideDb, SideTable)>,
+    /// Held while a revocation is written: two of one computer at once
+    /// leave the later one stored.
+    writing: Mutex<()>,
     /// The latest revocation of each computer.
     latest: RwLock<HashMap<ComputerId, i64>>,
 }
@@ -58,6 +61,7 @@ impl Revocations {
         let list = Self {
             path,
             table: None,
+            writing: Mutex::default(),
             latest: RwLock::default(),
         };
         for (id, at) in revoked {
@@ -109,6 +113,7 @@ impl Revocations {
     /// seconds): written to disk and synced (or committed) before it takes
     /// effect. Blocks.
     pub fn revoke(&self, id: &ComputerId, at: i64) -> Result<(), PkiError> {
+        let _writing = self.writing.lock().unwrap_or_else(PoisonError::into_inner);
         match &self.table {
             Some((db, table)) => {
                 let kept = self.latest().get(id).map_or(at, |&before| before.max(at));
@@ -117,7 +122,10 @@ impl Revocations {
                     id.as_str().as_bytes(),
                     &kept.to_be_bytes(),
                 )])?;
-                db.flush_blocking()?;
+                // In force from now on, even if the commit fails (it is
+                // then retried with the next): refused rather than not.
+                self.remember(id.clone(), at);
+                return Ok(db.flush_blocking()?);
             }
             None => {
                 let io_error = |source| PkiError::Io {

@@ -10,7 +10,6 @@ use crate::mail::{MailKind, OutboxEntry};
 use crate::metrics::metrics;
 use crate::rules::{Bucket, Effect, Failure, LimitKey};
 use crate::settings::SystemSettings;
-use crate::store::StoreError;
 
 use super::{ComputerState, Result};
 
@@ -104,9 +103,7 @@ impl ComputerState {
     /// tallied and lets the mailer send what was queued.
     pub(super) async fn commit(&mut self) -> Result<()> {
         let tallies = std::mem::take(&mut self.tallies);
-        let flushed = self.svc.store.flush().await;
-        self.fenced |= matches!(flushed, Err(StoreError::Fenced(_)));
-        flushed?;
+        self.svc.store.flush().await?;
         for tally in tallies {
             metrics().tally(tally);
         }

@@ -269,8 +269,6 @@ pub struct ComputerState {
     last_saved: Option<Timestamp>,
     /// This node's hold on the computer, which every turn's writes carry.
     owner: Owner,
-    /// Another node took the computer: a commit left this one's writes out.
-    fenced: bool,
 }
 
 type Result<T, E = ComputerError> = std::result::Result<T, E>;
@@ -327,7 +325,6 @@ impl Actor for ComputerActor {
             tallies: Vec::new(),
             last_saved: None,
             owner,
-            fenced: false,
         };
         // Sessions open when the server stopped are still open: the people are
         // still logged in. Those whose agent was gone too long end in the sweep.
@@ -348,12 +345,14 @@ impl Actor for ComputerActor {
     ) -> Result<(), ActorProcessingErr> {
         let owner = state.owner.clone();
         let done = store::turn(owner, Self::handle_turn(myself.clone(), message, state)).await;
-        if state.fenced {
-            // Its state may be behind what the new holder wrote: the next
-            // message here starts an actor that takes the computer again
+        if state.svc.store.fenced_out(&state.owner) {
+            // Its state may be behind what the new holder wrote. It stops
+            // (not fails, which would start it again at once): the next
+            // message for the computer here starts an actor that takes it
             // and loads it.
             tracing::warn!(computer = %state.id, "another server took this computer; its actor here stops");
             myself.stop(Some("another server took this computer".into()));
+            return Ok(());
         }
         done
     }

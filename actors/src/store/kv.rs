@@ -296,6 +296,13 @@ impl Store for KvStore {
         }
     }
 
+    fn fenced_out(&self, owner: &Owner) -> bool {
+        match &self.engine {
+            Engine::Sled { .. } => false,
+            Engine::Pg { pg, .. } => pg.fenced_out(owner),
+        }
+    }
+
     fn next_id(&self) -> StoreFuture<'_, u64> {
         match &self.engine {
             Engine::Sled { ids, .. } => Box::pin(std::future::ready(ids.next())),

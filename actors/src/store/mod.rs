@@ -139,6 +139,9 @@ pub trait Store: Send + Sync + 'static {
     /// Takes computer `computer` for this node, from any other that held it
     /// (see [`turn`]): what that one committed is read after this.
     fn own<'a>(&'a self, computer: &'a ComputerId) -> StoreFuture<'a, Owner>;
+    /// Whether a commit left out writes made in a turn of `owner`'s: another
+    /// node took its computer since.
+    fn fenced_out(&self, owner: &Owner) -> bool;
     /// A new id, unique across the life of the database.
     fn next_id(&self) -> StoreFuture<'_, u64>;
     /// Makes every write made so far durable. Concurrent callers share one flush.

@@ -3,9 +3,12 @@
 //! versioned records of the sled store, so that orders, cursors and schema
 //! upgrades are one and the same (bytea compares byte by byte, as sled does).
 //!
-//! Writes are taken at once into a list of pending operations; a flush
-//! commits the whole list in one transaction (group commit: callers that
-//! arrive while one commits share the next, see [`super::flusher`]). A read
+//! Writes are taken at once into a list of pending operations (those of a
+//! computer's actor turn held until the turn flushes, then taken together:
+//! see [`super::turn`]); a flush commits the whole list in one transaction
+//! (group commit: callers that arrive while one commits share the next, see
+//! [`super::flusher`]), leaving out the writes of computers another node
+//! took since. A read
 //! of a table this process has written to first waits for those writes to
 //! be committed, so that the process reads its own writes, as with sled. A commit
 //! that fails puts its operations back at the head of the list, in order: a
@@ -68,6 +71,8 @@ pub(super) struct Pg {
     /// The owners whose writes a commit left out: another node took their
     /// computers since.
     fenced: Mutex<HashSet<Arc<Owner>>>,
+    /// This process, as `owners` names the node holding a computer.
+    node: i64,
     /// The next id to hand out, and the end of the block reserved.
     ids: tokio::sync::Mutex<(u64, u64)>,
 }
@@ -96,6 +101,7 @@ impl Pg {
             flusher: Flusher::default(),
             committing: tokio::sync::Mutex::new(()),
             fenced: Mutex::default(),
+            node: rand::random(),
             ids: tokio::sync::Mutex::new((0, 0)),
         })
     }
@@ -197,20 +203,30 @@ impl Pg {
     }
 
     /// Takes `computer` for this node: raises its fence, once every commit
-    /// holding its row has ended.
+    /// holding its row has ended; keeps it when this node holds it already
+    /// (its actor started again).
     pub(super) async fn own(&self, computer: &ComputerId) -> Result<Owner> {
-        let client = self.client().await?;
-        let take = client
-            .prepare_cached(
-                "INSERT INTO owners (key, fence) VALUES ($1, 1)
-                 ON CONFLICT (key) DO UPDATE SET fence = owners.fence + 1
-                 RETURNING fence",
-            )
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let key = computer.as_str().as_bytes();
+        let held = tx
+            .prepare_cached("SELECT fence, node FROM owners WHERE key = $1 FOR UPDATE")
             .await?;
-        let fence = client
-            .query_one(&take, &[&computer.as_str().as_bytes()])
-            .await?
-            .get(0);
+        let fence = match tx.query_opt(&held, &[&key]).await? {
+            Some(row) if row.get::<_, i64>(1) == self.node => row.get(0),
+            _ => {
+                let take = tx
+                    .prepare_cached(
+                        "INSERT INTO owners (key, fence, node) VALUES ($1, 1, $2)
+                         ON CONFLICT (key) DO UPDATE
+                         SET fence = owners.fence + 1, node = excluded.node
+                         RETURNING fence",
+                    )
+                    .await?;
+                tx.query_one(&take, &[&key, &self.node]).await?.get(0)
+            }
+        };
+        tx.commit().await?;
         Ok(Owner {
             computer: computer.clone(),
             fence,

@@ -249,12 +249,12 @@ impl SideTable {
 
     /// Whether it holds no pair.
     pub fn is_empty(&self) -> Result<bool> {
-        match self
-            .range((Bound::Unbounded, Bound::Unbounded), Order::Oldest)
-            .next()
-        {
-            Some(pair) => pair.map(|_| false),
-            None => Ok(true),
+        match &self.place {
+            Place::Sled(tree) => Ok(tree.is_empty()),
+            Place::Pg(pg) => {
+                let everything = (Bound::Unbounded, Bound::Unbounded);
+                Ok(wait(pg.between(self.name, everything, Order::Oldest, 1))?.is_empty())
+            }
         }
     }
 

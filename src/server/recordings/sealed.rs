@@ -9,11 +9,13 @@
 //!   folds their seals together (XOR): a recording removed whole, or rolled
 //!   back to an earlier sealed state, no longer matches it. It is written in
 //!   the same transaction as every chunk.
-//! - Beside sled's own files, the anchor file (`made`, in the recordings
-//!   folder) says how many recordings were ever made, written once they are
-//!   durable: a database that lost recordings (a damaged log that sled cuts
-//!   short when it opens) is found at the next start, and stays reported.
-//!   Moving the folder aside to start a new database moves it too.
+//! - The anchor file (`made`, in the recordings folder, beside sled's own
+//!   files when the recordings are in sled) says how many recordings were
+//!   ever made, written once they are durable: a database that lost
+//!   recordings (a damaged log that sled cuts short when it opens, a
+//!   PostgreSQL put back from an earlier copy) is found at the next start,
+//!   and stays reported. Moving the folder aside to start a new database
+//!   moves it too.
 //!
 //! Not found: the whole database put back from an earlier copy together with
 //! an anchor file of the same time.

@@ -1,7 +1,8 @@
-//! The writes: taken at once into the pending list, committed together in
-//! one transaction per flush (one statement per table and kind), put back
-//! at the head when a commit fails, and waited for by a read of what they
-//! wrote.
+//! The writes: taken at once into the pending list (a turn's when it
+//! flushes or ends, tagged with its owner: see [`turn`]), committed together
+//! in one transaction per flush (one statement per table and kind) less
+//! those of owners whose computers another node took since, put back at the
+//! head when a commit fails, and waited for by a read of what they wrote.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, PoisonError};
@@ -166,7 +167,7 @@ impl Pg {
         let owner = turn::release(Some(self));
         self.group_commit().await?;
         match owner {
-            Some(owner) if self.fenced().contains(&owner) => {
+            Some(owner) if self.fenced_out(&owner) => {
                 Err(StoreError::Fenced(owner.computer.clone()))
             }
             _ => Ok(()),
@@ -175,6 +176,12 @@ impl Pg {
 
     fn fenced(&self) -> std::sync::MutexGuard<'_, HashSet<Arc<Owner>>> {
         self.fenced.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether a commit left out writes of `owner`'s: another node took its
+    /// computer since.
+    pub(in crate::store) fn fenced_out(&self, owner: &Owner) -> bool {
+        self.fenced().contains(owner)
     }
 
     /// Commits every write taken before this call, with those of whoever

@@ -368,6 +368,7 @@ async fn in_postgres_a_node_that_lost_a_computer_commits_nothing_more_for_it() {
         ..Slot::default()
     };
     let on_a = a.own(&id).await.unwrap();
+    assert_eq!(a.own(&id).await.unwrap(), on_a, "kept by its own node");
     turn(on_a.clone(), async {
         a.put_slot(&id, "alice", &slot(1)).unwrap();
         a.append_audit(&said("a, while it holds ws-1")).unwrap();
@@ -390,6 +391,7 @@ async fn in_postgres_a_node_that_lost_a_computer_commits_nothing_more_for_it() {
         matches!(late, Err(StoreError::Fenced(ref c)) if *c == id),
         "{late:?}"
     );
+    assert!(a.fenced_out(&on_a) && !b.fenced_out(&on_b));
     // Written and never flushed: left out at its next commit all the same.
     turn(on_a, async {
         a.put_slot(&id, "alice", &slot(3)).unwrap();

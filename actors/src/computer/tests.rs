@@ -17,6 +17,26 @@ use crate::testing::{services, services_with};
 const TIMEOUT: Option<Duration> = Some(Duration::from_secs(10));
 const CONN: ConnectionId = ConnectionId(1);
 
+/// Sets the options of `actor`'s computer to `options`, as the server does; its record then.
+async fn configure(actor: &ActorRef<ComputerMsg>, options: Options) -> Result<ComputerRecord> {
+    actor
+        .call(
+            |reply| ComputerMsg::Configure {
+                group: None,
+                options: OptionsPatch {
+                    set: options,
+                    inherit: vec![],
+                },
+                by: crate::audit::Who::Server,
+                reply,
+            },
+            TIMEOUT,
+        )
+        .await
+        .unwrap()
+        .unwrap()
+}
+
 struct Fixture {
     _dir: tempfile::TempDir,
     svc: Arc<Services>,
@@ -56,24 +76,7 @@ impl Fixture {
             actor,
             id,
         };
-        fixture
-            .actor
-            .call(
-                |reply| ComputerMsg::Configure {
-                    group: None,
-                    options: OptionsPatch {
-                        set: options,
-                        inherit: vec![],
-                    },
-                    by: crate::audit::Who::Server,
-                    reply,
-                },
-                TIMEOUT,
-            )
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
+        configure(&fixture.actor, options).await.unwrap();
         fixture
     }
 
@@ -516,33 +519,15 @@ async fn in_postgres_an_actor_whose_computer_another_node_took_does_nothing_more
             Actor::spawn(None, ComputerActor, args).await.unwrap().0
         }
     };
-    let configure = |actor: ActorRef<ComputerMsg>, record_input: bool| async move {
-        let set = Options {
-            record_input: Some(record_input),
-            ..Options::default()
-        };
-        actor
-            .call(
-                |reply| ComputerMsg::Configure {
-                    group: None,
-                    options: OptionsPatch {
-                        set,
-                        inherit: vec![],
-                    },
-                    by: crate::audit::Who::Server,
-                    reply,
-                },
-                TIMEOUT,
-            )
-            .await
-            .unwrap()
-            .unwrap()
+    let record_input = |record_input: bool| Options {
+        record_input: Some(record_input),
+        ..Options::default()
     };
     let on_a = spawn(Arc::clone(&a)).await;
-    configure(on_a.clone(), true).await.unwrap();
+    configure(&on_a, record_input(true)).await.unwrap();
     // The agent comes to node b, whose actor takes the computer.
     let on_b = spawn(Arc::clone(&b)).await;
-    let late = configure(on_a.clone(), false).await;
+    let late = configure(&on_a, record_input(false)).await;
     assert!(
         matches!(late, Err(ComputerError::Store(StoreError::Fenced(_)))),
         "{late:?}"
@@ -557,6 +542,6 @@ async fn in_postgres_an_actor_whose_computer_another_node_took_does_nothing_more
     // What a did before b took the computer holds; what it did after, not.
     let record = b.store.computer(&id).await.unwrap().unwrap();
     assert_eq!(record.options.record_input, Some(true));
-    configure(on_b.clone(), false).await.unwrap();
+    configure(&on_b, record_input(false)).await.unwrap();
     on_b.stop(None);
 }

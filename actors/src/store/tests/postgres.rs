@@ -71,16 +71,21 @@ async fn in_postgres_a_store_fails_while_the_database_is_down_and_recovers_witho
     }
 }
 
+/// Two stores over the database `config` names, as two servers hold it.
+async fn two_nodes(config: &PgConfig) -> (KvStore, KvStore) {
+    (
+        KvStore::connect(config).await.unwrap(),
+        KvStore::connect(config).await.unwrap(),
+    )
+}
+
 #[tokio::test]
 async fn in_postgres_failures_counted_on_two_nodes_at_once_are_all_kept() {
     let Some(cluster) = crate::test_postgres::postgres() else {
         return;
     };
     let config = cluster.database();
-    let (a, b) = (
-        KvStore::connect(&config).await.unwrap(),
-        KvStore::connect(&config).await.unwrap(),
-    );
+    let (a, b) = two_nodes(&config).await;
     let hour = Duration::from_secs(3600);
     let t0 = Timestamp::from_unix_millis(10_000);
     let fail = Failure {
@@ -358,10 +363,7 @@ async fn in_postgres_a_node_that_lost_a_computer_commits_nothing_more_for_it() {
         return;
     };
     let config = cluster.database();
-    let (a, b) = (
-        KvStore::connect(&config).await.unwrap(),
-        KvStore::connect(&config).await.unwrap(),
-    );
+    let (a, b) = two_nodes(&config).await;
     let id: ComputerId = "ws-1".parse().unwrap();
     let slot = |n: u64| Slot {
         last_new: Some(Timestamp::from_unix_millis(n)),

@@ -125,6 +125,10 @@ impl AdminService {
             .unwrap_or_else(|err| Err(StoreError::Unavailable(err.to_string()).into()));
         if let Err(err) = written {
             warn!(error = %err, "cannot write the revocation list");
+            // Closed all the same: a revocation whose commit failed is in
+            // force here until a restart, and a computer whose revocation
+            // was not written at all reconnects.
+            self.live.close_all(&id);
             return refuse(
                 AdminErrorCode::Internal,
                 "the revocation list could not be written",

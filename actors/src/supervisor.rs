@@ -404,14 +404,16 @@ impl Computers {
     }
 }
 
-#[cfg(all(test, feature = "fault-injection"))]
+#[cfg(test)]
 mod tests {
     use super::*;
-    use crate::computer::{AgentInfo, ConnectionId};
-    use crate::testing::services;
 
+    #[cfg(feature = "fault-injection")]
     #[tokio::test]
     async fn a_panicking_computer_actor_is_respawned() {
+        use crate::computer::{AgentInfo, ConnectionId};
+        use crate::testing::services;
+
         let dir = tempfile::tempdir().unwrap();
         let (services, _) = services(dir.path()).await;
         let (computers, handle) = Computers::start(services).await.unwrap();
@@ -439,5 +441,63 @@ mod tests {
 
         computers.stop(Duration::from_secs(5)).await;
         handle.await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn in_postgres_a_computer_another_node_took_is_not_taken_back_until_asked() {
+        let Some(cluster) = crate::test_postgres::postgres() else {
+            return;
+        };
+        let config = cluster.database();
+        let node = || async {
+            let store = crate::KvStore::connect(&config).await.unwrap();
+            let directory = Arc::new(crate::testing::MapDirectory(Default::default()));
+            let services = crate::testing::services_over(Arc::new(store), directory).await;
+            Computers::start(services.0).await.unwrap().0
+        };
+        let (a, b) = (node().await, node().await);
+        let id: ComputerId = "ws-1".parse().unwrap();
+        let record_input = |on: bool| OptionsPatch {
+            set: crate::settings::Options {
+                record_input: Some(on),
+                ..Default::default()
+            },
+            inherit: vec![],
+        };
+        let by = Who::Server;
+        a.configure(&id, None, &record_input(true), &by)
+            .await
+            .unwrap();
+        // The work comes to node b, which takes the computer: a's next change
+        // is left out, and its actor stops for good (not respawned, which
+        // would take the computer back).
+        b.configure(&id, None, &record_input(false), &by)
+            .await
+            .unwrap();
+        assert!(
+            a.configure(&id, None, &record_input(true), &by)
+                .await
+                .is_err()
+        );
+        let on_a = || ActorRef::<ComputerMsg>::where_is(child_name(a.scope, &id));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while on_a().is_some() {
+            assert!(Instant::now() < deadline, "a's actor did not stop");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(on_a().is_none(), "a's actor was started again unasked");
+        let record = b.configure(&id, None, &record_input(false), &by).await;
+        assert_eq!(record.unwrap().options.record_input, Some(false));
+        // Asked again, a takes it (loading b's state), and b is left out.
+        let record = a.configure(&id, None, &record_input(true), &by).await;
+        assert_eq!(record.unwrap().options.record_input, Some(true));
+        assert!(
+            b.configure(&id, None, &record_input(false), &by)
+                .await
+                .is_err()
+        );
+        a.stop(Duration::from_secs(5)).await;
+        b.stop(Duration::from_secs(5)).await;
     }
 }

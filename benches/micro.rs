@@ -1,20 +1,26 @@
 //! Micro-benchmarks of the hot paths: the frame codec, OTP generation, sealing
-//! and checking, one round trip to a computer's actor, and a durable sled write
-//! with and without batching of flushes. `cargo bench --bench micro`; the
-//! figures and what limits them are in BENCHMARKS.md.
+//! and checking, one round trip to a computer's actor, a durable sled write
+//! with and without batching of flushes, and a recording's chunk stored
+//! durably on sled and on PostgreSQL (a throwaway cluster, when there is
+//! one). `cargo bench --bench micro`; the figures and what limits them are
+//! in BENCHMARKS.md.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 
+use otpgate::server::recordings::{Quotas, Recordings};
 use otpgate_actors::directory::{Directory, DirectoryFuture};
 use otpgate_actors::otp::{Binding, Code, Origin, Otp, OtpKeys};
+use otpgate_actors::store::SideDb;
 use otpgate_actors::{
     Clock, ComputerId, ComputerMsg, Computers, KvStore, Services, Store, SystemClock,
 };
 use otpgate_protocol::login::{LoginRequest, Secret};
+use otpgate_protocol::record::{MAX_CHUNK_EVENTS, RecordChunk, RecordingStart};
 use otpgate_protocol::version::AGENT;
 use otpgate_protocol::{AgentMessage, Request};
 
@@ -142,5 +148,95 @@ fn actors(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, frames, otps, actors);
+/// A full chunk of recording `seq`: output lines of letters and digits in
+/// no order (deflate gains little on them, as on a compiler's output it
+/// would gain more), up to the most a chunk carries.
+fn full_chunk(seq: u64) -> RecordChunk {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 ";
+    let mut state = seq.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut events = String::new();
+    loop {
+        let text: String = (0..96)
+            .map(|_| {
+                // xorshift64: the same text for the same chunk, runs apart.
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                char::from(ALPHABET[(state % ALPHABET.len() as u64) as usize])
+            })
+            .collect();
+        let line = otpgate::cast::event(1.0, otpgate::cast::Kind::Output, &text);
+        if events.len() + line.len() > MAX_CHUNK_EVENTS {
+            break;
+        }
+        events.push_str(&line);
+    }
+    let events = events.into_bytes();
+    RecordChunk {
+        recording: [7; 16],
+        seq,
+        start: (seq == 0).then(|| RecordingStart {
+            width: 80,
+            height: 24,
+            started_ms: 1_800_000_000_000,
+            command: "/bin/sh".into(),
+            term: "xterm".into(),
+            input: false,
+        }),
+        events,
+        lost: false,
+        end: None,
+    }
+}
+
+/// A chunk stored as the server stores an agent's (deflated and chained on
+/// a blocking thread), then made durable, one after another: how fast one
+/// busy terminal's recording is taken in.
+fn recordings(c: &mut Criterion) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut group = c.benchmark_group("recordings");
+    group.throughput(Throughput::Bytes(MAX_CHUNK_EVENTS as u64));
+    let cluster = otpgate_actors::test_postgres::postgres();
+    let postgres = cluster.map(|cluster| {
+        let store = runtime.block_on(KvStore::connect(&cluster.database()));
+        store.unwrap().side().unwrap()
+    });
+    let sled = SideDb::open(&dir.path().join("sled")).unwrap();
+    for (name, db) in [("sled", Some(sled)), ("PostgreSQL", postgres)] {
+        let Some(db) = db else { continue };
+        let folder = dir.path().join(name);
+        std::fs::create_dir_all(&folder).unwrap();
+        let quotas = Quotas {
+            per_computer: u64::MAX,
+            per_user: u64::MAX,
+            session_only: false,
+        };
+        let keys = Arc::new(OtpKeys::derive(&[7; 32]));
+        let opening = runtime.spawn_blocking(move || Recordings::open(db, &folder, keys, quotas));
+        let recordings = Arc::new(runtime.block_on(opening).unwrap().unwrap());
+        let next = Arc::new(AtomicU64::new(0));
+        let computer: ComputerId = "ws-1".parse().unwrap();
+        group.bench_function(format!("durable 48 KiB chunk ({name})"), |b| {
+            b.to_async(&runtime).iter(|| {
+                let (recordings, computer) = (Arc::clone(&recordings), computer.clone());
+                let chunk = full_chunk(next.fetch_add(1, Ordering::Relaxed));
+                async move {
+                    let storing = Arc::clone(&recordings);
+                    tokio::task::spawn_blocking(move || {
+                        let now = SystemClock.now();
+                        storing.store(&computer, "alice", None, &chunk, now)
+                    })
+                    .await
+                    .unwrap()
+                    .unwrap();
+                    recordings.flush().await.unwrap();
+                }
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, frames, otps, actors, recordings);
 criterion_main!(benches);

@@ -197,14 +197,7 @@ async fn directory_internal_and_emergency_modes() {
         .await;
     assert_eq!(response, AdminResponse::Done);
     server
-        .set_client(
-            "ws-1",
-            OptionsView {
-                auto_directory: Some(false),
-                auto_internal: Some(true),
-                ..OptionsView::default()
-            },
-        )
+        .set_client("ws-1", crate::common::auto_internal_only())
         .await;
     clock.advance(HOUR);
     let wrong = RequestMode::Internal {

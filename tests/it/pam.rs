@@ -125,14 +125,7 @@ async fn every_request_mode_ends_in_a_login() {
         .await;
     assert_eq!(added, AdminResponse::Done);
     server
-        .set_client(
-            "ws-1",
-            OptionsView {
-                auto_directory: Some(false),
-                auto_internal: Some(true),
-                ..OptionsView::default()
-            },
-        )
+        .set_client("ws-1", crate::common::auto_internal_only())
         .await;
     let mut pam = Pamtester::start(&service, &account.name, &["authenticate"]);
     pam.answer("(empty to request", "").await;

@@ -126,6 +126,16 @@ pub fn me() -> String {
         .name
 }
 
+/// A client computer's options with OTPs sent at once to internal users
+/// only (not to Active Directory users), the rest as they are.
+pub fn auto_internal_only() -> otpgate_protocol::admin::OptionsView {
+    otpgate_protocol::admin::OptionsView {
+        auto_directory: Some(false),
+        auto_internal: Some(true),
+        ..Default::default()
+    }
+}
+
 /// A client computer's options with "automatically send OTPs to Active
 /// Directory users" on, the rest as they are.
 pub fn auto_directory() -> otpgate_protocol::admin::OptionsView {

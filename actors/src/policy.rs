@@ -42,6 +42,20 @@ impl Snapshot {
     pub fn user(&self, login: &str) -> Option<&UserRecord> {
         self.users.get(login)
     }
+
+    /// The policy as `store` keeps it.
+    async fn read(store: &dyn Store) -> Result<Self, StoreError> {
+        Ok(Self {
+            settings: store.settings().await?,
+            groups: store.groups().await?.into_iter().collect(),
+            users: store
+                .users()
+                .await?
+                .into_iter()
+                .map(|user| (user.login.clone(), user))
+                .collect(),
+        })
+    }
 }
 
 /// The one owner of the policy; cheap to clone, every clone the same owner.
@@ -56,21 +70,21 @@ pub struct Owner {
 impl Owner {
     /// Loads the policy from `store`.
     pub async fn load(store: Arc<dyn Store>) -> Result<Self, StoreError> {
-        let snapshot = Snapshot {
-            settings: store.settings().await?,
-            groups: store.groups().await?.into_iter().collect(),
-            users: store
-                .users()
-                .await?
-                .into_iter()
-                .map(|user| (user.login.clone(), user))
-                .collect(),
-        };
+        let snapshot = Snapshot::read(store.as_ref()).await?;
         Ok(Self {
             store,
             current: Arc::new(RwLock::new(Arc::new(snapshot))),
             writer: Arc::new(Mutex::new(())),
         })
+    }
+
+    /// Reads the policy again (another node changed it), between changes
+    /// made here.
+    pub async fn reload(&self) -> Result<(), StoreError> {
+        let _guard = self.writer.lock().await;
+        let snapshot = Snapshot::read(self.store.as_ref()).await?;
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(snapshot);
+        Ok(())
     }
 
     /// The policy now.

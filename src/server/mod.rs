@@ -15,6 +15,7 @@ mod convert;
 mod data;
 pub mod directory;
 mod gate;
+mod heard;
 pub mod ldap;
 pub(crate) mod live;
 pub mod mail;
@@ -201,6 +202,9 @@ pub struct Server {
     /// Ends if another server took the store's database (see
     /// [`KvStore::alone`]).
     taken: Option<otpgate_actors::store::Taken>,
+    /// What other servers over the store's database change, heard from
+    /// before anything was read.
+    changes: Option<tokio::sync::broadcast::Receiver<otpgate_actors::store::Change>>,
 }
 
 impl Server {
@@ -284,6 +288,7 @@ impl Server {
                 (store, Some(taken))
             }
         };
+        let changes = store.changes();
         if let Some(db) = store.side() {
             revocations = tokio::task::spawn_blocking(move || {
                 revocations.keep_in(db)?;
@@ -412,6 +417,7 @@ impl Server {
             metrics: listeners.metrics,
             directory,
             taken,
+            changes,
         })
     }
 
@@ -467,6 +473,14 @@ impl Server {
             (self.shared.recordings.clone(), self.recording_retention),
             cancel.child_token(),
         ));
+        if let Some(changes) = self.changes {
+            let followers = heard::Followers {
+                policy: self.policy.clone(),
+                revocations: self.shared.revocations.clone(),
+                live: self.shared.live.clone(),
+            };
+            tracker.spawn(heard::follow(changes, followers, cancel.child_token()));
+        }
         if let Some(web) = self.web {
             tracker.spawn(web.serve(service.clone(), cancel.child_token()));
         }

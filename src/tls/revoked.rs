@@ -75,19 +75,7 @@ impl Revocations {
     /// that it lacks are written to it. Blocks.
     pub fn keep_in(&mut self, db: SideDb) -> Result<(), PkiError> {
         let table = db.table(REVOCATIONS)?;
-        let mut held = HashMap::new();
-        let everything = (Bound::Unbounded, Bound::Unbounded);
-        for pair in table.range(everything, Order::Oldest) {
-            let (name, at) = pair?;
-            let revoked = std::str::from_utf8(&name)
-                .ok()
-                .and_then(|name| name.parse::<ComputerId>().ok())
-                .zip(at.try_into().ok().map(i64::from_be_bytes));
-            let Some((id, at)) = revoked else {
-                return Err(StoreError::BadKey { tree: REVOCATIONS }.into());
-            };
-            held.insert(id, at);
-        }
+        let held = held_in(&table)?;
         let missing: Vec<(ComputerId, [u8; 8])> = self
             .latest()
             .iter()
@@ -141,6 +129,29 @@ impl Revocations {
         Ok(())
     }
 
+    /// Reads the table again (another node revoked): the computers whose
+    /// revocation is newer than the one known here, each now in force.
+    /// Blocks.
+    pub fn reload(&self) -> Result<Vec<ComputerId>, PkiError> {
+        let Some((_, table)) = &self.table else {
+            return Ok(Vec::new());
+        };
+        let newer: Vec<(ComputerId, i64)> = {
+            let latest = self.latest();
+            held_in(table)?
+                .into_iter()
+                .filter(|(id, at)| latest.get(id).is_none_or(|known| known < at))
+                .collect()
+        };
+        Ok(newer
+            .into_iter()
+            .map(|(id, at)| {
+                self.remember(id.clone(), at);
+                id
+            })
+            .collect())
+    }
+
     fn latest(&self) -> std::sync::RwLockReadGuard<'_, HashMap<ComputerId, i64>> {
         self.latest.read().unwrap_or_else(PoisonError::into_inner)
     }
@@ -158,6 +169,24 @@ impl Revocations {
             .get(&cert.id)
             .is_some_and(|&at| cert.issued <= at)
     }
+}
+
+/// The latest revocation of each computer in `table`. Blocks.
+fn held_in(table: &SideTable) -> Result<HashMap<ComputerId, i64>, PkiError> {
+    let mut held = HashMap::new();
+    let everything = (Bound::Unbounded, Bound::Unbounded);
+    for pair in table.range(everything, Order::Oldest) {
+        let (name, at) = pair?;
+        let revoked = std::str::from_utf8(&name)
+            .ok()
+            .and_then(|name| name.parse::<ComputerId>().ok())
+            .zip(at.try_into().ok().map(i64::from_be_bytes));
+        let Some((id, at)) = revoked else {
+            return Err(StoreError::BadKey { tree: REVOCATIONS }.into());
+        };
+        held.insert(id, at);
+    }
+    Ok(held)
 }
 
 #[cfg(test)]

@@ -283,7 +283,41 @@ impl Actor for ComputerActor {
         myself: ActorRef<Self::Msg>,
         args: ComputerArgs,
     ) -> Result<ComputerState, ActorProcessingErr> {
-        let ComputerArgs { id, services: svc } = args;
+        Ok(ComputerState::load(args.id, args.services, &myself).await?)
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: ComputerMsg,
+        state: &mut ComputerState,
+    ) -> Result<(), ActorProcessingErr> {
+        if state.svc.store.fenced_out(&state.owner) {
+            // Another node took the computer since (an approver there
+            // decided, its agent went there): what this holds may be behind
+            // what that one wrote. Taken back and loaded again, as a
+            // respawned actor would, before anything is answered.
+            tracing::info!(computer = %state.id, "another server took this computer; loading it again");
+            if let Err(err) = state.reload(&myself).await {
+                // The caller hears "unavailable"; the next message tries again.
+                tracing::error!(computer = %state.id, error = %err, "cannot load this computer again");
+                return Ok(());
+            }
+        }
+        let owner = state.owner.clone();
+        store::turn(owner, Self::handle_turn(myself, message, state)).await
+    }
+}
+
+impl ComputerState {
+    /// Takes computer `id` for this node and loads what is kept of it: its
+    /// record, OTP slots, latest requests and open sessions; then expires
+    /// what is due, as a turn of its own.
+    async fn load(
+        id: ComputerId,
+        svc: Arc<Services>,
+        myself: &ActorRef<ComputerMsg>,
+    ) -> Result<Self> {
         // Taken before anything is read: what a node that held it before
         // committed is read, and what it commits from now on is left out.
         let owner = svc.store.own(&id).await?;
@@ -333,28 +367,21 @@ impl Actor for ComputerActor {
                 state.sessions.insert(session.id, session);
             }
         }
-        store::turn(state.owner.clone(), state.sweep(&myself, false)).await?;
+        store::turn(state.owner.clone(), state.sweep(myself, false)).await?;
         Ok(state)
     }
 
-    async fn handle(
-        &self,
-        myself: ActorRef<Self::Msg>,
-        message: ComputerMsg,
-        state: &mut ComputerState,
-    ) -> Result<(), ActorProcessingErr> {
-        let owner = state.owner.clone();
-        let done = store::turn(owner, Self::handle_turn(myself.clone(), message, state)).await;
-        if state.svc.store.fenced_out(&state.owner) {
-            // Its state may be behind what the new holder wrote. It stops
-            // (not fails, which would start it again at once): the next
-            // message for the computer here starts an actor that takes it
-            // and loads it.
-            tracing::warn!(computer = %state.id, "another server took this computer; its actor here stops");
-            myself.stop(Some("another server took this computer".into()));
-            return Ok(());
+    /// Takes the computer back from the node that took it, and loads it
+    /// again; its connections here stay, and are recorded with their next
+    /// heartbeat.
+    async fn reload(&mut self, myself: &ActorRef<ComputerMsg>) -> Result<()> {
+        let mut loaded = Self::load(self.id.clone(), Arc::clone(&self.svc), myself).await?;
+        loaded.connections = std::mem::take(&mut self.connections);
+        if !loaded.connections.is_empty() {
+            loaded.record.connected_since = self.record.connected_since;
         }
-        done
+        *self = loaded;
+        Ok(())
     }
 }
 

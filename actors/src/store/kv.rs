@@ -184,6 +184,7 @@ impl KvStore {
     pub async fn connect(config: &PgConfig) -> Result<Self> {
         let pg = Arc::new(Pg::new(config)?);
         pg.migrate().await?;
+        pg.listen().await?;
         Self::over(pg)
     }
 
@@ -195,6 +196,7 @@ impl KvStore {
         let pg = Arc::new(Pg::new(config)?);
         let taken = pg.alone().await?;
         pg.migrate().await?;
+        pg.listen().await?;
         Ok((Self::over(pg)?, taken))
     }
 
@@ -300,6 +302,13 @@ impl Store for KvStore {
         match &self.engine {
             Engine::Sled { .. } => false,
             Engine::Pg { pg, .. } => pg.fenced_out(owner),
+        }
+    }
+
+    fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<super::Change>> {
+        match &self.engine {
+            Engine::Sled { .. } => None,
+            Engine::Pg { pg, .. } => Some(pg.changes()),
         }
     }
 

@@ -115,6 +115,18 @@ pub enum StoreError {
     },
 }
 
+/// What another node changed, as this one hears of it (see
+/// [`Store::changes`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// The System Settings, a client group or an internal user.
+    Policy,
+    /// A computer's certificates were revoked.
+    Revocations,
+    /// This node did not hear for a while: anything may have changed.
+    Missed,
+}
+
 /// Records read in order from a cursor, each with its own key: the cursor
 /// that the next batch starts after.
 pub type Batch<T> = Vec<(Vec<u8>, T)>;
@@ -142,6 +154,9 @@ pub trait Store: Send + Sync + 'static {
     /// Whether a commit left out writes made in a turn of `owner`'s: another
     /// node took its computer since.
     fn fenced_out(&self, owner: &Owner) -> bool;
+    /// What other nodes change from now on; `None` where no other node can
+    /// use the store (sled).
+    fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<Change>>;
     /// A new id, unique across the life of the database.
     fn next_id(&self) -> StoreFuture<'_, u64>;
     /// Makes every write made so far durable. Concurrent callers share one flush.

@@ -22,6 +22,7 @@
 //! once.
 
 mod config;
+mod notices;
 mod site;
 mod writes;
 
@@ -30,14 +31,17 @@ use std::ops::Bound;
 use std::sync::{Arc, Mutex};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio::sync::broadcast;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::flusher::Flusher;
 use super::table::{Order, Table};
 use super::turn::Owner;
-use super::{Result, StoreError};
+use super::{Change, Result, StoreError};
 use crate::id::ComputerId;
 pub use config::{PgConfig, Probe};
+#[cfg(test)]
+pub(super) use notices::APPLICATION as LISTENING;
 #[cfg(test)]
 pub(super) use site::SITE_LOCK;
 pub use site::Taken;
@@ -50,10 +54,14 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (2, include_str!("postgres/002_recordings.sql")),
     (3, include_str!("postgres/003_owners.sql")),
     (4, include_str!("postgres/004_revocations.sql")),
+    (5, include_str!("postgres/005_notices.sql")),
 ];
 
 /// Held (for the transaction) while the schema is checked and upgraded.
 const MIGRATION_LOCK: i64 = 0x6f74_7067_6174_6531;
+/// How many changes heard are held for a listener that is behind (one
+/// further behind is told it missed some).
+const CHANGES_HELD: usize = 64;
 /// How many ids one trip to the database's sequence reserves (its
 /// increment, in `001_tables.sql`).
 const ID_BLOCK: u64 = 1024;
@@ -71,6 +79,13 @@ pub(super) struct Pg {
     /// The owners whose writes a commit left out: another node took their
     /// computers since.
     fenced: Mutex<HashSet<Arc<Owner>>>,
+    /// The newest fence each computer is known to be held with by another
+    /// node (see [`notices`]).
+    taken: Mutex<HashMap<ComputerId, i64>>,
+    /// What other nodes change, told to whoever listens.
+    changes: broadcast::Sender<Change>,
+    /// Hears what other nodes change, once [`Pg::listen`] has started it.
+    listening: Mutex<Option<notices::Listening>>,
     /// This process, as `owners` names the node holding a computer.
     node: i64,
     /// The next id to hand out, and the end of the block reserved.
@@ -101,6 +116,9 @@ impl Pg {
             flusher: Flusher::default(),
             committing: tokio::sync::Mutex::new(()),
             fenced: Mutex::default(),
+            taken: Mutex::default(),
+            changes: broadcast::channel(CHANGES_HELD).0,
+            listening: Mutex::default(),
             node: rand::random(),
             ids: tokio::sync::Mutex::new((0, 0)),
         })
@@ -203,8 +221,9 @@ impl Pg {
     }
 
     /// Takes `computer` for this node: raises its fence, once every commit
-    /// holding its row has ended; keeps it when this node holds it already
-    /// (its actor started again).
+    /// holding its row has ended, and tells the other nodes (see
+    /// [`notices`]); keeps it when this node holds it already (its actor
+    /// started again, or loads it again).
     pub(super) async fn own(&self, computer: &ComputerId) -> Result<Owner> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
@@ -223,10 +242,16 @@ impl Pg {
                          RETURNING fence",
                     )
                     .await?;
-                tx.query_one(&take, &[&key, &self.node]).await?.get(0)
+                let fence: i64 = tx.query_one(&take, &[&key, &self.node]).await?.get(0);
+                let tell = tx.prepare_cached("SELECT pg_notify($1, $2)").await?;
+                let taken = format!("{fence} {} {computer}", self.node);
+                tx.execute(&tell, &[&notices::OWNERS, &taken]).await?;
+                fence
             }
         };
         tx.commit().await?;
+        // Its earlier holds are past: forgotten.
+        self.fenced().retain(|owner| owner.computer != *computer);
         Ok(Owner {
             computer: computer.clone(),
             fence,

@@ -30,7 +30,7 @@ struct Held {
 
 /// Ends when `client`'s session no longer answers within twice
 /// [`PING_EVERY`].
-async fn unanswered(client: &tokio_postgres::Client) {
+pub(super) async fn unanswered(client: &tokio_postgres::Client) {
     loop {
         tokio::time::sleep(PING_EVERY).await;
         let ping = client.simple_query("SELECT 1");

@@ -167,21 +167,27 @@ impl Pg {
         let owner = turn::release(Some(self));
         self.group_commit().await?;
         match owner {
-            Some(owner) if self.fenced_out(&owner) => {
+            Some(owner) if self.fenced().contains(&owner) => {
                 Err(StoreError::Fenced(owner.computer.clone()))
             }
             _ => Ok(()),
         }
     }
 
-    fn fenced(&self) -> std::sync::MutexGuard<'_, HashSet<Arc<Owner>>> {
+    pub(super) fn fenced(&self) -> std::sync::MutexGuard<'_, HashSet<Arc<Owner>>> {
         self.fenced.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Whether a commit left out writes of `owner`'s: another node took its
-    /// computer since.
+    /// Whether another node took `owner`'s computer since: a commit left
+    /// out writes of `owner`'s, or another node said it took it.
     pub(in crate::store) fn fenced_out(&self, owner: &Owner) -> bool {
         self.fenced().contains(owner)
+            || self
+                .taken
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(&owner.computer)
+                .is_some_and(|fence| *fence > owner.fence)
     }
 
     /// Commits every write taken before this call, with those of whoever

@@ -72,6 +72,15 @@ async fn in_postgres_a_store_fails_while_the_database_is_down_and_recovers_witho
 }
 
 /// Two stores over the database `config` names, as two servers hold it.
+/// A session of the test's own with the database `config` names.
+async fn session(config: &PgConfig) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(&config.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+}
+
 async fn two_nodes(config: &PgConfig) -> (KvStore, KvStore) {
     (
         KvStore::connect(config).await.unwrap(),
@@ -216,14 +225,7 @@ async fn in_postgres_one_server_holds_a_database_and_learns_when_another_took_it
     ));
     // Another process waits for the lock; then A's session ends under it (as
     // when a network fails): the lock goes to the waiter, and A learns it.
-    let session = |url: String| async move {
-        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(connection);
-        client
-    };
-    let waiter = session(config.url.clone()).await;
+    let waiter = session(&config).await;
     let waiting = tokio::spawn(async move {
         waiter
             .query_one(
@@ -234,7 +236,7 @@ async fn in_postgres_one_server_holds_a_database_and_learns_when_another_took_it
             .unwrap();
         waiter
     });
-    let admin = session(config.url.clone()).await;
+    let admin = session(&config).await;
     let here = "database = (SELECT oid FROM pg_database WHERE datname = current_database())";
     loop {
         let waiting: i64 = admin
@@ -413,6 +415,87 @@ async fn in_postgres_a_node_that_lost_a_computer_commits_nothing_more_for_it() {
     let mut said = audit_said(&elsewhere).await;
     said.sort();
     assert_eq!(said, ["a, while it holds ws-1", "b, which holds ws-1"]);
+}
+
+/// Waits up to five seconds for `done`.
+async fn soon(mut done: impl FnMut() -> bool) -> bool {
+    for _ in 0..250 {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    done()
+}
+
+/// The next change `changes` hears within five seconds.
+async fn heard(changes: &mut tokio::sync::broadcast::Receiver<Change>) -> Change {
+    tokio::time::timeout(Duration::from_secs(5), changes.recv())
+        .await
+        .expect("heard within five seconds")
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_postgres_a_node_hears_at_once_what_another_changed_even_after_it_stopped_listening() {
+    let Some(cluster) = crate::test_postgres::postgres() else {
+        return;
+    };
+    let config = cluster.database();
+    let (a, b) = two_nodes(&config).await;
+    let mut changes = a.changes().unwrap();
+    let (ws1, ws2): (ComputerId, ComputerId) = ("ws-1".parse().unwrap(), "ws-2".parse().unwrap());
+
+    // b takes a computer a holds: a counts its hold as fenced out at once,
+    // without writing anything.
+    let on_a = a.own(&ws1).await.unwrap();
+    let on_b = b.own(&ws1).await.unwrap();
+    assert!(
+        soon(|| a.fenced_out(&on_a)).await,
+        "a heard that b took ws-1"
+    );
+    assert!(!b.fenced_out(&on_b), "not by its own taking");
+    let again = a.own(&ws1).await.unwrap();
+    assert!(!a.fenced_out(&again), "taken back");
+
+    // The policy and the revocations, whoever writes them.
+    b.put_settings(&SystemSettings {
+        expiration: Duration::from_secs(120),
+        ..SystemSettings::default()
+    })
+    .unwrap();
+    b.flush().await.unwrap();
+    assert_eq!(heard(&mut changes).await, Change::Policy);
+    let side = b.side().unwrap();
+    tokio::task::spawn_blocking(move || {
+        let revocations = side.table(REVOCATIONS).unwrap();
+        side.write(&[SideWrite::Put(&revocations, b"ws-9", &7i64.to_be_bytes())])
+            .unwrap();
+        side.flush_blocking().unwrap();
+    })
+    .await
+    .unwrap();
+    assert_eq!(heard(&mut changes).await, Change::Revocations);
+
+    // Its listening session ends (the database restarted, say) and b takes
+    // a computer meanwhile: a listens again, reads who holds what, and says
+    // it may have missed changes.
+    let on_a = a.own(&ws2).await.unwrap();
+    session(&config)
+        .await
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE application_name = $1 AND datname = current_database()",
+            &[&crate::store::postgres::LISTENING],
+        )
+        .await
+        .unwrap();
+    b.own(&ws2).await.unwrap();
+    let mut missed = false;
+    while !missed {
+        missed = heard(&mut changes).await == Change::Missed;
+    }
+    assert!(a.fenced_out(&on_a), "a knows b took ws-2");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,18 @@
+-- Version 5: every node hears what another changed (see
+-- actors/src/store/postgres/notices.rs). The settings, groups and users,
+-- and the revocations, whoever writes them, notify their channel once per
+-- statement; a node that takes a computer notifies `otpgate_owners` itself.
+CREATE FUNCTION otpgate_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify(TG_ARGV[0], '');
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER policy_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON meta
+    FOR EACH STATEMENT EXECUTE FUNCTION otpgate_notify('otpgate_policy');
+CREATE TRIGGER policy_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON groups
+    FOR EACH STATEMENT EXECUTE FUNCTION otpgate_notify('otpgate_policy');
+CREATE TRIGGER policy_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON users
+    FOR EACH STATEMENT EXECUTE FUNCTION otpgate_notify('otpgate_policy');
+CREATE TRIGGER revoked AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON revocations
+    FOR EACH STATEMENT EXECUTE FUNCTION otpgate_notify('otpgate_revocations');

@@ -1,7 +1,8 @@
 //! What other servers over the same database change, put in force here
 //! (see `Store::changes`): the settings, groups and users are read again,
 //! and so are the revocations, whose computers' connections here are then
-//! closed. A computer another server takes needs nothing here: its actor
+//! closed; mail queued wakes the mailer (which sends only on the node that
+//! sends mail). A computer another server takes needs nothing here: its actor
 //! loads it again before it next answers.
 
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use tokio::sync::broadcast::{Receiver, error::RecvError};
 use tokio::time::sleep;
 use tokio_util::sync::CancellationToken;
 
+use otpgate_actors::mail::MailerHandle;
 use otpgate_actors::policy;
 use otpgate_actors::store::Change;
 
@@ -28,6 +30,8 @@ pub(super) struct Followers {
     pub revocations: Arc<Revocations>,
     /// The connections here, closed when their computer is revoked.
     pub live: Arc<Live>,
+    /// Woken when mail is queued.
+    pub mailer: MailerHandle,
 }
 
 /// Puts in force what `changes` tells of, until `cancel` fires.
@@ -47,7 +51,11 @@ pub(super) async fn follow(
         match heard {
             Some(Ok(Change::Policy)) => stale.0 = true,
             Some(Ok(Change::Revocations)) => stale.1 = true,
-            Some(Ok(Change::Missed) | Err(RecvError::Lagged(_))) => stale = (true, true),
+            Some(Ok(Change::Outbox)) => followers.mailer.wake(),
+            Some(Ok(Change::Missed) | Err(RecvError::Lagged(_))) => {
+                stale = (true, true);
+                followers.mailer.wake();
+            }
             Some(Err(RecvError::Closed)) => return,
             None => {}
         }

@@ -205,6 +205,8 @@ pub struct Server {
     /// What other servers over the store's database change, heard from
     /// before anything was read.
     changes: Option<tokio::sync::broadcast::Receiver<otpgate_actors::store::Change>>,
+    /// Wakes the mailer.
+    wake_mailer: MailerHandle,
 }
 
 impl Server {
@@ -356,6 +358,7 @@ impl Server {
             waiting: waiting.clone(),
         };
         let (mailer, _) = Actor::spawn(None, Mailer, mailer_args).await?;
+        let wake_mailer = MailerHandle::new(mailer.clone(), waiting);
         let backups = Arc::new(Backups {
             store: store.clone(),
             recordings: recordings.clone(),
@@ -370,7 +373,7 @@ impl Server {
             clock: clock.clone(),
             keys,
             directory: Arc::clone(&directory),
-            mailer: Some(MailerHandle::new(mailer.clone(), waiting)),
+            mailer: Some(wake_mailer.clone()),
         };
         let (computers, supervisor) = Computers::start(Arc::new(services)).await?;
         Ok(Self {
@@ -418,6 +421,7 @@ impl Server {
             directory,
             taken,
             changes,
+            wake_mailer,
         })
     }
 
@@ -478,6 +482,7 @@ impl Server {
                 policy: self.policy.clone(),
                 revocations: self.shared.revocations.clone(),
                 live: self.shared.live.clone(),
+                mailer: self.wake_mailer,
             };
             tracker.spawn(heard::follow(changes, followers, cancel.child_token()));
         }

@@ -1,6 +1,9 @@
 //! The [`Mailer`] actor: delivers the outbox through a [`MailTransport`] (a folder
 //! of `.eml` files, or SMTP), oldest first, in batches, retrying with backoff,
-//! and removes a message only once the transport has kept it.
+//! and removes a message only once the transport has kept it. With several
+//! nodes over one database, one node's mailer sends at a time (see
+//! [`Store::sender`]); the others look every second whether it is gone, and
+//! the one that takes over first queues again what a crash lost.
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -131,6 +134,9 @@ pub struct MailerState {
     args: MailerArgs,
     /// The timer for the next retry; cancelled when the state drops.
     timer: Timer<MailerMsg>,
+    /// Whether this node sent the mail when last woken (see
+    /// [`Store::sender`]).
+    sending: bool,
 }
 
 impl Actor for Mailer {
@@ -143,13 +149,9 @@ impl Actor for Mailer {
         myself: ActorRef<MailerMsg>,
         args: MailerArgs,
     ) -> Result<MailerState, ActorProcessingErr> {
-        requeue_unmailed(&args).await?;
         // Whatever was queued before a restart goes out now.
         myself.send_message(MailerMsg::Wake)?;
-        Ok(MailerState {
-            args,
-            timer: Timer::idle(),
-        })
+        Ok(MailerState::new(args))
     }
 
     async fn handle(
@@ -162,7 +164,7 @@ impl Actor for Mailer {
             MailerMsg::Wake => {
                 // Before draining: mail queued from now on wakes it again.
                 state.args.waiting.handled();
-                let next = match state.drain().await {
+                let next = match state.send_due().await {
                     Ok(next) => next,
                     Err(err) => {
                         tracing::error!(error = %err, "mail outbox unreadable; will retry");
@@ -244,6 +246,10 @@ async fn requeue_unmailed(args: &MailerArgs) -> Result<usize, StoreError> {
     Ok(requeued)
 }
 
+/// How often a node whose mailer does not send looks whether the one that
+/// did is gone.
+const SENDER_CHECK_EVERY: Duration = Duration::from_secs(1);
+
 /// How many messages the [`Mailer`] hands to a transport at once unless it says
 /// otherwise: a relay should not see more connections from one client.
 pub const DEFAULT_BATCH: usize = 4;
@@ -257,6 +263,30 @@ enum Settled {
 }
 
 impl MailerState {
+    fn new(args: MailerArgs) -> Self {
+        Self {
+            args,
+            timer: Timer::idle(),
+            sending: false,
+        }
+    }
+
+    /// Delivers what is due if this node is the one that sends mail (see
+    /// [`Store::sender`]), having first queued again, when it has just
+    /// become the sender, what a crash lost. Returns when to look again:
+    /// soon, while another node sends.
+    async fn send_due(&mut self) -> Result<Option<Timestamp>, StoreError> {
+        if !self.args.store.sender().await? {
+            self.sending = false;
+            return Ok(Some(self.args.clock.now().after(SENDER_CHECK_EVERY)));
+        }
+        if !self.sending {
+            requeue_unmailed(&self.args).await?;
+            self.sending = true;
+        }
+        self.drain().await
+    }
+
     /// Delivers every message that is due, oldest first, in concurrent batches
     /// of [`MailTransport::batch`]; each batch's bookkeeping (audit, removal
     /// from the outbox) is made durable with one flush. Stops after a batch in
@@ -460,10 +490,7 @@ mod tests {
             store.queue_mail(&outcome_entry(id, clock.now())).unwrap();
         }
         let transport = Arc::new(Flaky::default());
-        let mut state = MailerState {
-            args: args(&store, transport.clone(), &clock),
-            timer: Timer::idle(),
-        };
+        let mut state = MailerState::new(args(&store, transport.clone(), &clock));
 
         // The first batch is handed over but not kept: it stays, to be retried,
         // and the rest waits for the next round.
@@ -532,10 +559,7 @@ mod tests {
 
         assert_eq!(requeue_unmailed(&args).await.unwrap(), 2);
         assert_eq!(requeue_unmailed(&args).await.unwrap(), 0, "queued now");
-        let mut state = MailerState {
-            args,
-            timer: Timer::idle(),
-        };
+        let mut state = MailerState::new(args);
         assert_eq!(state.drain().await.unwrap(), None);
         let mut taken = transport.taken.lock().unwrap().clone();
         taken.sort();
@@ -554,5 +578,53 @@ mod tests {
             2,
             "{audit:?}"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn in_postgres_one_node_sends_at_a_time_each_message_once_and_another_takes_over() {
+        let Some(cluster) = crate::test_postgres::postgres() else {
+            return;
+        };
+        let config = cluster.database();
+        let clock = ManualClock::new(Timestamp::from_unix_millis(1_800_000_000_000));
+        let transport = Arc::new(Flaky {
+            synced_once: AtomicBool::new(true),
+            ..Flaky::default()
+        });
+        let node = || async {
+            let store: Arc<dyn Store> = Arc::new(KvStore::connect(&config).await.unwrap());
+            MailerState::new(args(&store, transport.clone(), &clock))
+        };
+        let (mut a, mut b) = (node().await, node().await);
+        let queue = |store: &Arc<dyn Store>, ids: std::ops::Range<u64>| {
+            for id in ids {
+                store.queue_mail(&outcome_entry(id, clock.now())).unwrap();
+            }
+        };
+        queue(&a.args.store, 1..11);
+        a.args.store.flush().await.unwrap();
+        // Both woken at once, again and again: each message goes once.
+        for _ in 0..3 {
+            let (from_a, from_b) = tokio::join!(a.send_due(), b.send_due());
+            from_a.unwrap();
+            from_b.unwrap();
+        }
+        assert_eq!(transport.taken.lock().unwrap().len(), 10);
+        assert!(a.sending != b.sending, "one node sends");
+        // The sender goes: the other takes over within its next looks.
+        let (gone, mut left) = if a.sending { (a, b) } else { (b, a) };
+        drop(gone);
+        queue(&left.args.store, 11..13);
+        left.args.store.flush().await.unwrap();
+        for _ in 0..250 {
+            left.send_due().await.unwrap();
+            if left.sending {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(left.sending, "took over");
+        assert_eq!(transport.taken.lock().unwrap().len(), 12);
+        assert!(left.args.store.outbox().await.unwrap().is_empty());
     }
 }

@@ -312,6 +312,13 @@ impl Store for KvStore {
         }
     }
 
+    fn sender(&self) -> StoreFuture<'_, bool> {
+        match &self.engine {
+            Engine::Sled { .. } => Box::pin(std::future::ready(Ok(true))),
+            Engine::Pg { pg, .. } => Box::pin(pg.sender()),
+        }
+    }
+
     fn next_id(&self) -> StoreFuture<'_, u64> {
         match &self.engine {
             Engine::Sled { ids, .. } => Box::pin(std::future::ready(ids.next())),

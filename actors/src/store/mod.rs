@@ -123,6 +123,8 @@ pub enum Change {
     Policy,
     /// A computer's certificates were revoked.
     Revocations,
+    /// Mail was queued.
+    Outbox,
     /// This node did not hear for a while: anything may have changed.
     Missed,
 }
@@ -157,6 +159,10 @@ pub trait Store: Send + Sync + 'static {
     /// What other nodes change from now on; `None` where no other node can
     /// use the store (sled).
     fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<Change>>;
+    /// Whether this node is the one that sends the outbox's mail now (one
+    /// node at a time; taken now if none is): always, where no other node
+    /// can use the store (sled).
+    fn sender(&self) -> StoreFuture<'_, bool>;
     /// A new id, unique across the life of the database.
     fn next_id(&self) -> StoreFuture<'_, u64>;
     /// Makes every write made so far durable. Concurrent callers share one flush.

@@ -84,6 +84,9 @@ pub(super) struct Pg {
     taken: Mutex<HashMap<ComputerId, i64>>,
     /// What other nodes change, told to whoever listens.
     changes: broadcast::Sender<Change>,
+    /// The session holding (or trying for) the sender's lock, and whether
+    /// it holds it (see [`Pg::sender`]).
+    sending: tokio::sync::Mutex<Option<(site::Held, bool)>>,
     /// Hears what other nodes change, once [`Pg::listen`] has started it.
     listening: Mutex<Option<notices::Listening>>,
     /// This process, as `owners` names the node holding a computer.
@@ -118,6 +121,7 @@ impl Pg {
             fenced: Mutex::default(),
             taken: Mutex::default(),
             changes: broadcast::channel(CHANGES_HELD).0,
+            sending: tokio::sync::Mutex::default(),
             listening: Mutex::default(),
             node: rand::random(),
             ids: tokio::sync::Mutex::new((0, 0)),

@@ -1,7 +1,7 @@
 -- Version 5: every node hears what another changed (see
 -- actors/src/store/postgres/notices.rs). The settings, groups and users,
--- and the revocations, whoever writes them, notify their channel once per
--- statement; a node that takes a computer notifies `otpgate_owners` itself.
+-- the revocations and the outbox, whoever writes them, notify their channel
+-- once per statement; a node that takes a computer notifies `otpgate_owners` itself.
 CREATE FUNCTION otpgate_notify() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM pg_notify(TG_ARGV[0], '');
@@ -16,3 +16,5 @@ CREATE TRIGGER policy_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON us
     FOR EACH STATEMENT EXECUTE FUNCTION otpgate_notify('otpgate_policy');
 CREATE TRIGGER revoked AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON revocations
     FOR EACH STATEMENT EXECUTE FUNCTION otpgate_notify('otpgate_revocations');
+CREATE TRIGGER mail_queued AFTER INSERT ON outbox
+    FOR EACH STATEMENT EXECUTE FUNCTION otpgate_notify('otpgate_outbox');

@@ -2,14 +2,14 @@
 //! that several nodes over one database act on one state within moments
 //! rather than at their next write or restart.
 //!
-//! Three channels. [`OWNERS`]: a node that takes a computer from another
+//! Four channels. [`OWNERS`]: a node that takes a computer from another
 //! says so in the taking's transaction (`fence node computer`); every other
 //! node then counts its own hold on that computer as fenced out, so that its
 //! actor loads the computer again before it answers from what it holds in
 //! memory (a prompt's status, say, after an approver on another node
-//! decided). [`POLICY`] and [`REVOCATIONS`]: sent by triggers (migration 5)
-//! when the settings, groups, users or revocations change, whoever wrote
-//! them; they reach the server as [`Change`]s.
+//! decided). [`POLICY`], [`REVOCATIONS`] and [`OUTBOX`]: sent by triggers
+//! (migration 5) when the settings, groups, users or revocations change, or
+//! mail is queued, whoever wrote them; they reach the server as [`Change`]s.
 //!
 //! Notifications sent while no session listened are lost; so a session
 //! that ended is opened again, and then the owners table is read again and
@@ -32,6 +32,8 @@ pub(super) const OWNERS: &str = "otpgate_owners";
 const POLICY: &str = "otpgate_policy";
 /// A computer's certificates were revoked.
 const REVOCATIONS: &str = "otpgate_revocations";
+/// Mail was queued.
+const OUTBOX: &str = "otpgate_outbox";
 
 /// How the listening sessions are named in `pg_stat_activity`.
 pub(in crate::store) const APPLICATION: &str = "otpgate listening";
@@ -95,6 +97,9 @@ impl Pg {
             }
             REVOCATIONS => {
                 let _ = self.changes.send(Change::Revocations);
+            }
+            OUTBOX => {
+                let _ = self.changes.send(Change::Outbox);
             }
             _ => {}
         }
@@ -181,7 +186,7 @@ impl Session {
         session
             .client
             .batch_execute(&format!(
-                "LISTEN {OWNERS}; LISTEN {POLICY}; LISTEN {REVOCATIONS}"
+                "LISTEN {OWNERS}; LISTEN {POLICY}; LISTEN {REVOCATIONS}; LISTEN {OUTBOX}"
             ))
             .await?;
         Ok(session)

@@ -1,6 +1,8 @@
-//! One server per database: the site lock, an advisory lock held by a
-//! session of the server's own, checked while it lives and taken again when
-//! its session ends (see [`Pg::alone`]).
+//! Advisory locks held by sessions of a server's own (outside the pool),
+//! which PostgreSQL frees when the session ends: the site lock, which one
+//! server per database holds, checked while it lives and taken again when
+//! its session ends (see [`Pg::alone`]); and the sender's lock, which the
+//! one node that sends mail holds (see [`Pg::sender`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +11,8 @@ use super::{Pg, Result, StoreError};
 
 /// Held (for its session) by the one server that uses the database.
 pub(in crate::store) const SITE_LOCK: i64 = 0x6f74_7067_6174_6532;
+/// Held (for its session) by the node that sends mail.
+const SENDER_LOCK: i64 = 0x6f74_7067_6174_6533;
 /// How often a server whose session was lost tries to take the site lock
 /// again.
 const RELOCK_EVERY: Duration = Duration::from_secs(1);
@@ -19,10 +23,10 @@ const TAKE_WITHIN: Duration = Duration::from_secs(5);
 /// there (and its TCP keepalive).
 const PING_EVERY: Duration = Duration::from_secs(2);
 
-/// A session holding the site lock: its client, its backend's pid, and the
-/// task driving its connection, ended (and the lock freed) when this is
+/// A session of the server's own: its client, its backend's pid, and the
+/// task driving its connection, ended (and its locks freed) when this is
 /// dropped.
-struct Held {
+pub(in crate::store) struct Held {
     client: tokio_postgres::Client,
     pid: i32,
     session: tokio::task::JoinHandle<()>,
@@ -38,6 +42,14 @@ pub(super) async fn unanswered(client: &tokio_postgres::Client) {
             return;
         }
     }
+}
+
+/// Whether `held`'s session is there and answers within twice
+/// [`PING_EVERY`].
+async fn answers(held: &Held) -> bool {
+    let ping = held.client.simple_query("SELECT 1");
+    !held.session.is_finished()
+        && matches!(tokio::time::timeout(2 * PING_EVERY, ping).await, Ok(Ok(_)))
 }
 
 impl Drop for Held {
@@ -88,10 +100,32 @@ impl Pg {
         }))
     }
 
-    /// A new session holding the site lock, tried for [`TAKE_WITHIN`]. A
-    /// session of this process's that lost its connection (`previous`, a
-    /// backend the database has not noticed is gone yet) is ended first.
-    async fn lock_site(&self, previous: Option<i32>) -> Result<Held> {
+    /// Whether this node is the one that sends mail now: it holds the
+    /// sender's lock on a session of its own, taken now if no node holds
+    /// it. A node whose session ended (or stopped answering) has lost it.
+    pub(in crate::store) async fn sender(&self) -> Result<bool> {
+        let mut sending = self.sending.lock().await;
+        let held = match sending.take() {
+            Some((held, locked)) if answers(&held).await => {
+                if locked {
+                    *sending = Some((held, true));
+                    return Ok(true);
+                }
+                held
+            }
+            _ => self.session().await?,
+        };
+        let locked: bool = held
+            .client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&SENDER_LOCK])
+            .await?
+            .get(0);
+        *sending = Some((held, locked));
+        Ok(locked)
+    }
+
+    /// A new session of the server's own, kept alive by TCP keepalives.
+    async fn session(&self) -> Result<Held> {
         let mut config = self.config.clone();
         config.keepalives_idle(PING_EVERY);
         let (client, connection) = config
@@ -105,11 +139,18 @@ impl Pg {
             .query_one("SELECT pg_backend_pid()", &[])
             .await?
             .get(0);
-        let held = Held {
+        Ok(Held {
             client,
             pid,
             session,
-        };
+        })
+    }
+
+    /// A new session holding the site lock, tried for [`TAKE_WITHIN`]. A
+    /// session of this process's that lost its connection (`previous`, a
+    /// backend the database has not noticed is gone yet) is ended first.
+    async fn lock_site(&self, previous: Option<i32>) -> Result<Held> {
+        let held = self.session().await?;
         if let Some(previous) = previous {
             held.client
                 .execute(

@@ -32,6 +32,7 @@ pub struct OtpKeys {
     decide: hmac::Key,
     recording: hmac::Key,
     backup: hmac::Key,
+    site: [u8; 32],
 }
 
 impl fmt::Debug for OtpKeys {
@@ -49,7 +50,12 @@ impl OtpKeys {
         let decide = hmac::sign(&root, b"otpgate decision token key v1");
         let recording = hmac::sign(&root, b"otpgate recording seal key v1");
         let backup = hmac::sign(&root, b"otpgate backup seal key v1");
+        let site = hmac::sign(&root, b"otpgate site mark v1");
         Self {
+            site: site
+                .as_ref()
+                .try_into()
+                .expect("an HMAC-SHA256 tag is 32 bytes"),
             backup: hmac::Key::new(hmac::HMAC_SHA256, backup.as_ref()),
             mac: hmac::Key::new(hmac::HMAC_SHA256, mac.as_ref()),
             decide: hmac::Key::new(hmac::HMAC_SHA256, decide.as_ref()),
@@ -59,6 +65,12 @@ impl OtpKeys {
                     .expect("an HMAC-SHA256 tag is a valid 32-byte ChaCha20 key"),
             ),
         }
+    }
+
+    /// What tells this secret's site from another's, revealing nothing of
+    /// the secret: every node of a site must have the same.
+    pub fn site_mark(&self) -> [u8; 32] {
+        self.site
     }
 
     /// The key that seals backups: only a holder of the server secret can

@@ -424,7 +424,7 @@ fn open_files(config: &ServerConfig) -> Check {
 }
 
 /// The PostgreSQL store: reached, its schema one this build reads, and
-/// whether a server holds it (asked without changing anything).
+/// how many servers serve it (asked without changing anything).
 async fn postgres(pg: &PgConfig) -> Check {
     const CHECK: &str = "PostgreSQL store";
     let fix = "check [store] url, the password and ca_file, and that PostgreSQL runs and \
@@ -452,10 +452,11 @@ async fn postgres(pg: &PgConfig) -> Check {
             format!(
                 "reached; schema version {}; {}",
                 probe.schema,
-                if probe.held {
-                    "a server holds it"
-                } else {
-                    "no server holds it now"
+                match (probe.copying, probe.servers) {
+                    (true, _) => "a site is being copied into it".to_owned(),
+                    (false, 0) => "no server serves it now".to_owned(),
+                    (false, 1) => "1 server serves it".to_owned(),
+                    (false, n) => format!("{n} servers serve it"),
                 }
             ),
         ),

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use data_encoding::HEXLOWER;
 
-use otpgate_actors::store::SideDb;
+use otpgate_actors::store::{SideDb, Site};
 use otpgate_actors::{KvStore, PgConfig};
 
 /// Copies the sled store of data folder `from` (or the store folder itself)
@@ -45,7 +45,7 @@ pub(super) async fn copy(from: &Path, to: &PgConfig, json: bool) -> anyhow::Resu
     };
     // Held as a server holds it until the copy is checked: none may be on
     // it now, and none starts on it meanwhile.
-    let (target, _alone) = KvStore::connect_alone(to)
+    let (target, _alone) = KvStore::connect_holding(to, Site::Alone)
         .await
         .context("cannot open the PostgreSQL database")?;
     let copied = source.copy_into(&target, recordings.as_ref()).await?;

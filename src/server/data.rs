@@ -6,7 +6,9 @@ use zeroize::Zeroizing;
 
 use otpgate_actors::audit::{Action, AuditEntry, Who};
 use otpgate_actors::directory::{Role, UserRecord};
-use otpgate_actors::{Clock, policy};
+use otpgate_actors::otp::OtpKeys;
+use otpgate_actors::store::Alone;
+use otpgate_actors::{Clock, KvStore, policy};
 use rand::RngExt;
 
 use super::OpenError;
@@ -54,13 +56,23 @@ pub const INITIAL_ADMIN: &str = "admin";
 /// Where the first administrator's password is kept, in the data folder.
 pub const INITIAL_PASSWORD_FILE: &str = "admin-password";
 
-/// Creates the first administrator if there are no internal users yet, with a
-/// random password that is returned once and kept in a 0600 file.
-pub(super) async fn bootstrap_admin(
-    policy: &policy::Owner,
+/// What a server does once its store is open, one node at a time: checks
+/// that its secret is the site's (refused otherwise: its OTPs and tickets
+/// would not be the other nodes'), and creates the first administrator if
+/// there are no internal users yet, with a random password that is returned
+/// once and kept in a 0600 file.
+pub(super) async fn first_start(
+    (store, policy, keys): (&KvStore, &policy::Owner, &OtpKeys),
     config: &ServerConfig,
     clock: &dyn Clock,
 ) -> Result<Option<Zeroizing<String>>, OpenError> {
+    // Nodes starting together over one new database make one: each looks
+    // at the users as the one before it left them.
+    let _alone = store.alone(Alone::FirstStart).await?;
+    if !store.same_site(keys.site_mark()).await? {
+        return Err(OpenError::OtherSite);
+    }
+    policy.reload().await?;
     let mut edit = policy.edit().await;
     if !edit.current().users.is_empty() {
         return Ok(None);

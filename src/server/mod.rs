@@ -51,6 +51,7 @@ use otpgate_actors::mail::{MailTransport, Mailer, MailerArgs, MailerHandle, Mail
 use otpgate_actors::metrics::metrics;
 use otpgate_actors::otp::OtpKeys;
 use otpgate_actors::policy;
+use otpgate_actors::store::Site;
 use otpgate_actors::{
     Clock, Computers, KvStore, Services, Store, StoreError, SystemClock, Waiting,
 };
@@ -63,7 +64,7 @@ use crate::tls::revoked::Revocations;
 use crate::tls::{self, TlsError, pki};
 use config::{ServerConfig, StoreConfig};
 use connection::{Shared, serve_tcp};
-use data::{bootstrap_admin, tighten_data_dir};
+use data::{first_start, tighten_data_dir};
 use directory::{DirectoryFileError, StaticDirectory};
 use gate::Handshakes;
 use live::Warned;
@@ -86,7 +87,7 @@ pub enum OpenError {
     /// The PKI or TLS configuration is unusable.
     #[error(transparent)]
     Tls(#[from] TlsError),
-    /// The database could not be opened (another server may hold it).
+    /// The database could not be opened.
     #[error("cannot open the database: {0}")]
     Store(#[from] StoreError),
     /// A folder or socket in the data folder could not be created.
@@ -110,6 +111,13 @@ pub enum OpenError {
     /// The web Management Tool cannot start.
     #[error(transparent)]
     Web(#[from] web::WebError),
+    /// The server secret is not the one the database was first served
+    /// with.
+    #[error(
+        "this data folder's secret.key is not the site's: the database was first served with \
+         another; copy secret.key and pki/ca.pem and pki/ca.key from a server of the site"
+    )]
+    OtherSite,
     /// The agents' port could not be bound (another process holds it).
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -199,8 +207,8 @@ pub struct Server {
     web: Option<web::Web>,
     metrics: Option<TcpListener>,
     directory: Arc<dyn Directory>,
-    /// Ends if another server took the store's database (see
-    /// [`KvStore::alone`]).
+    /// Ends if a copy into the store's database took it while this
+    /// server's session was gone (see [`KvStore::connect_holding`]).
     taken: Option<otpgate_actors::store::Taken>,
     /// What other servers over the store's database change, heard from
     /// before anything was read.
@@ -286,7 +294,7 @@ impl Server {
                 (KvStore::open(&db)?, None)
             }
             StoreConfig::Postgres(pg) => {
-                let (store, taken) = KvStore::connect_alone(pg).await?;
+                let (store, taken) = KvStore::connect_holding(pg, Site::Serving).await?;
                 (store, Some(taken))
             }
         };
@@ -335,7 +343,8 @@ impl Server {
             store.flush().await?;
         }
         let policy = policy::Owner::load(store.clone()).await?;
-        let initial_password = bootstrap_admin(&policy, config, clock.as_ref()).await?;
+        let initial_password =
+            first_start((&store, &policy, &keys), config, clock.as_ref()).await?;
         let host = config
             .server_names
             .first()
@@ -506,7 +515,7 @@ impl Server {
         ));
         let permits = Arc::new(Semaphore::new(self.max_connections));
         let mut pause = accept::Pause::new("agents");
-        // Serving stops, as on a shutdown, if the database was taken.
+        // Serving stops, as on a shutdown, if a copy took the database.
         let (taken, lost) = (self.taken, std::sync::atomic::AtomicBool::new(false));
         let lost_it = &lost;
         let shutdown = async move {
@@ -516,7 +525,7 @@ impl Server {
             tokio::select! {
                 () = shutdown => {}
                 why = taken => {
-                    tracing::error!(error = %why, "stopping: the database is another server's now");
+                    tracing::error!(error = %why, "stopping: a site is being copied into the database");
                     lost_it.store(true, std::sync::atomic::Ordering::Relaxed);
                 }
             }
@@ -628,8 +637,8 @@ impl Server {
 pub enum Stopped {
     /// Every step of the shutdown finished within its grace.
     Clean,
-    /// Another server took the database while this one's session was gone:
-    /// this one stopped serving.
+    /// A copy into the database took it while this server's session was
+    /// gone: it stopped serving.
     Taken,
     /// This step (the last that did not) was cut short by its grace.
     Late(&'static str),

@@ -233,7 +233,7 @@ async fn connections_past_max_connections_wait_for_a_free_slot() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_given_several_servers_takes_the_next_when_one_goes() {
     let first = TestServer::start().await;
-    let second = TestServer::start_sharing_pki(&first).await;
+    let second = TestServer::start_node_of(&first).await;
     let identity = first.identity("ws-1");
     let nobody = std::net::SocketAddr::from(([127, 0, 0, 1], crate::common::free_port()));
     let on = |server: &TestServer| Some(format!("localhost:{}", server.addr.port()));

@@ -159,7 +159,7 @@ async fn a_site_moves_to_postgres_whole_and_is_served_from_there() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_server_on_the_same_database_is_refused_and_a_restart_is_not() {
+async fn servers_of_one_site_share_a_database_and_a_server_of_another_site_is_refused() {
     let Some(cluster) = otpgate_actors::test_postgres::postgres() else {
         return;
     };
@@ -202,9 +202,14 @@ async fn a_second_server_on_the_same_database_is_refused_and_a_restart_is_not() 
     assert!(
         held.starts_with("OK")
             && held.contains("schema version ")
-            && held.contains("; a server holds it"),
+            && held.contains("; 1 server serves it"),
         "{held}"
     );
+    // A node of the site (its secret and CA) serves it too.
+    let second = TestServer::start_node_of(&first).await;
+    let held = doctor().await;
+    assert!(held.contains("; 2 servers serve it"), "{held}");
+    // One with a secret of its own (a data folder made afresh) is refused.
     let out = run(
         this_otpgate(),
         &[
@@ -221,13 +226,27 @@ async fn a_second_server_on_the_same_database_is_refused_and_a_restart_is_not() 
     .await;
     assert!(!out.status.success());
     let said = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        said.contains("another otpgate server uses this database"),
-        "{said}"
-    );
-    // Its own restart takes the database again at once.
+    assert!(said.contains("secret.key is not the site's"), "{said}");
+    // A restart serves it again at once; a user added on one node is seen
+    // on the other.
     let first = first.restart().await;
     first.add_user("dora", RoleView::User).await;
+    let seen = async {
+        loop {
+            let users = second
+                .admin(AdminRequest::UsersList {
+                    page: PageRequest::default(),
+                })
+                .await;
+            if format!("{users:?}").contains("\"dora\"") {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(1), seen)
+        .await
+        .expect("in force on the other node within a second");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -24,6 +24,15 @@ use crate::rules::{Bucket, Failure};
 use crate::session::ClientSession;
 use crate::settings::{GroupRecord, SystemSettings};
 
+/// The key in `meta` of the site's [`SiteMark`].
+const SITE_MARK: &str = "site";
+
+/// The mark of the secret the site's database was first served with.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SiteMark([u8; 32]);
+
+impl super::Record for SiteMark {}
+
 /// How often sled writes its buffers to disk without being asked.
 pub const FLUSH_EVERY_MS: u64 = 500;
 
@@ -188,16 +197,45 @@ impl KvStore {
         Self::over(pg)
     }
 
-    /// [`KvStore::connect`] for the one server of the database: the database
-    /// is taken first (refused if another server has it), then its schema
-    /// brought up to date; with what ends if another server takes it (see
-    /// `Pg::alone`). Dropping that frees the database.
-    pub async fn connect_alone(config: &PgConfig) -> Result<(Self, Taken)> {
+    /// [`KvStore::connect`] holding the site lock as `how` says (shared by
+    /// the servers serving the database, or alone for a copy into it),
+    /// taken before the schema is brought up to date; with what ends if a
+    /// process took the lock alone meanwhile (see `Pg::site`). Dropping that
+    /// frees the lock.
+    pub async fn connect_holding(config: &PgConfig, how: super::Site) -> Result<(Self, Taken)> {
         let pg = Arc::new(Pg::new(config)?);
-        let taken = pg.alone().await?;
+        let taken = pg.site(how).await?;
         pg.migrate().await?;
         pg.listen().await?;
         Ok((Self::over(pg)?, taken))
+    }
+
+    /// Whether `mark` (see `OtpKeys::site_mark`) is the mark of the site
+    /// this database is: the one it was first served with, kept now if it
+    /// has none yet. Each node that starts asks, with [`Alone::FirstStart`]
+    /// held, so that two nodes with different secrets never both start.
+    ///
+    /// [`Alone::FirstStart`]: super::Alone::FirstStart
+    pub async fn same_site(&self, mark: [u8; 32]) -> Result<bool> {
+        match self.meta.get::<SiteMark>(SITE_MARK).await? {
+            Some(SiteMark(kept)) => {
+                Ok(aws_lc_rs::constant_time::verify_slices_are_equal(&kept, &mark).is_ok())
+            }
+            None => {
+                self.meta.put(SITE_MARK, &SiteMark(mark))?;
+                self.flush().await?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// This node's turn at `what`, once no other node over the database
+    /// has it: held until dropped.
+    pub async fn alone(&self, what: super::Alone) -> Result<super::Exclusive> {
+        match &self.engine {
+            Engine::Sled { .. } => Ok(super::Exclusive::only_node()),
+            Engine::Pg { pg, .. } => pg.exclusive(what).await,
+        }
     }
 
     fn over(pg: Arc<Pg>) -> Result<Self> {

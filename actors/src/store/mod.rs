@@ -45,7 +45,7 @@ use crate::settings::{GroupRecord, SystemSettings};
 
 pub use computers::ComputerRecord;
 pub use kv::{FLUSH_EVERY_MS, KvStore, Snapshot, open_sled};
-pub use postgres::{PgConfig, Probe, Taken};
+pub use postgres::{Alone, Exclusive, PgConfig, Probe, Site, Taken};
 pub use record::{Record, decode, encode};
 pub use side::{Pairs, REVOCATIONS, SIDE_TABLES, SideDb, SideTable, SideWrite};
 pub use site_copy::Copied;
@@ -65,8 +65,9 @@ pub enum StoreError {
     /// PostgreSQL cannot be reached now.
     #[error("database unavailable: {0}")]
     Unavailable(String),
-    /// Another server uses the PostgreSQL database.
-    #[error("another otpgate server uses this database (one server per database in this release)")]
+    /// The PostgreSQL database is served by otpgate servers (for a copy
+    /// into it), or being copied into (for a server).
+    #[error("the database is in use: servers serve it, or a site is being copied into it")]
     Taken,
     /// Another node took the computer whose writes these were (see
     /// [`turn`]): they were left out.

@@ -22,8 +22,8 @@
 //! once.
 
 mod config;
+mod locks;
 mod notices;
-mod site;
 mod writes;
 
 use std::collections::{HashMap, HashSet};
@@ -41,10 +41,10 @@ use super::{Change, Result, StoreError};
 use crate::id::ComputerId;
 pub use config::{PgConfig, Probe};
 #[cfg(test)]
-pub(super) use notices::APPLICATION as LISTENING;
+pub(super) use locks::SITE_LOCK;
+pub use locks::{Alone, Exclusive, Site, Taken};
 #[cfg(test)]
-pub(super) use site::SITE_LOCK;
-pub use site::Taken;
+pub(super) use notices::APPLICATION as LISTENING;
 pub(super) use writes::Op;
 use writes::Pending;
 
@@ -86,7 +86,9 @@ pub(super) struct Pg {
     changes: broadcast::Sender<Change>,
     /// The session holding (or trying for) the sender's lock, and whether
     /// it holds it (see [`Pg::sender`]).
-    sending: tokio::sync::Mutex<Option<(site::Held, bool)>>,
+    sending: tokio::sync::Mutex<Option<(locks::Held, bool)>>,
+    /// The sessions that take the locks of [`Alone`].
+    exclusive: locks::Sessions,
     /// Hears what other nodes change, once [`Pg::listen`] has started it.
     listening: Mutex<Option<notices::Listening>>,
     /// This process, as `owners` names the node holding a computer.
@@ -122,6 +124,7 @@ impl Pg {
             taken: Mutex::default(),
             changes: broadcast::channel(CHANGES_HELD).0,
             sending: tokio::sync::Mutex::default(),
+            exclusive: locks::Sessions::default(),
             listening: Mutex::default(),
             node: rand::random(),
             ids: tokio::sync::Mutex::new((0, 0)),

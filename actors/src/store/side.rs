@@ -194,6 +194,15 @@ impl SideDb {
         }
     }
 
+    /// This node's turn at `what`, once no other node over the database
+    /// has it: held until dropped.
+    pub async fn alone(&self, what: super::Alone) -> Result<super::Exclusive> {
+        match &self.0 {
+            Side::Sled { .. } => Ok(super::Exclusive::only_node()),
+            Side::Pg(pg) => pg.exclusive(what).await,
+        }
+    }
+
     /// [`Self::flush`], blocking.
     pub fn flush_blocking(&self) -> Result<()> {
         match &self.0 {

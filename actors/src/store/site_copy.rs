@@ -24,7 +24,7 @@ pub struct Copied {
 impl KvStore {
     /// Copies every table of this store, and of its side database `side`
     /// (the recordings') when there is one, into `target`, a PostgreSQL
-    /// store with no record yet (held with [`KvStore::connect_alone`], so
+    /// store with no record yet (held with [`KvStore::connect_holding`] alone, so
     /// that no server starts on it meanwhile), ids included (the target's go
     /// on above both); then checks that both hold the same. Nothing is
     /// written to the target unless all of it is.

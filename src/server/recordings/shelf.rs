@@ -7,7 +7,7 @@ use std::sync::Arc;
 use otpgate_actors::audit::{Action, AuditEntry, Who};
 use otpgate_actors::names::is_os_account;
 use otpgate_actors::otp::OtpKeys;
-use otpgate_actors::store::{SideDb, StoreError};
+use otpgate_actors::store::{Alone, SideDb, StoreError};
 use otpgate_actors::{ComputerId, Store, Timestamp};
 use otpgate_protocol::record::RecordChunk;
 use otpgate_protocol::{ErrorCode, Response};
@@ -122,6 +122,9 @@ pub async fn receive(
     };
     let seq = chunk.seq;
     let _copying = recordings.copying.read().await;
+    // Stored and committed while no other node stores one: all of them
+    // count into one census and one set of quotas.
+    let _alone = recordings.db.alone(Alone::Recording).await?;
     // Deflating and hashing take a moment: off the async runtime.
     let storing = {
         let (recordings, computer, os_user) =

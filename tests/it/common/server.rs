@@ -191,16 +191,27 @@ impl TestServer {
         Self::open(data, "127.0.0.1:0", Arc::new(SystemClock), extra.to_owned()).await
     }
 
-    /// A second server of `first`'s site: its own data folder, and the same
-    /// CA, so that `first`'s computers are taken here too.
-    pub async fn start_sharing_pki(first: &TestServer) -> Self {
+    /// Another node of `first`'s site: its own data folder with `first`'s
+    /// secret and CA (so that `first`'s computers are taken here too, and
+    /// its OTPs and tickets are this one's), over `first`'s database when
+    /// that is PostgreSQL.
+    pub async fn start_node_of(first: &TestServer) -> Self {
         let data = tempfile::tempdir().unwrap();
-        let pki = data.path().join("data").join("pki");
-        std::fs::create_dir_all(&pki).unwrap();
-        for file in ["ca.pem", "ca.key"] {
-            std::fs::copy(first.data_dir().join("pki").join(file), pki.join(file)).unwrap();
+        let (from, to) = (first.data_dir(), data.path().join("data"));
+        std::fs::create_dir_all(to.join("pki")).unwrap();
+        for file in ["secret.key", "pki/ca.pem", "pki/ca.key"] {
+            std::fs::copy(from.join(file), to.join(file)).unwrap();
         }
-        Self::open(data, "127.0.0.1:0", Arc::new(SystemClock), String::new()).await
+        if let Ok(url) = std::fs::read_to_string(first.data.path().join("store.url")) {
+            std::fs::write(data.path().join("store.url"), url).unwrap();
+        }
+        Self::open(
+            data,
+            "127.0.0.1:0",
+            Arc::new(SystemClock),
+            first.extra.clone(),
+        )
+        .await
     }
 
     /// A server on the system clock with `extra` configuration (an `[smtp]`

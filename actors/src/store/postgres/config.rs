@@ -9,7 +9,7 @@ use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres_rustls::MakeRustlsConnect;
 use zeroize::Zeroizing;
 
-use super::site::SITE_LOCK;
+use super::locks::SITE_LOCK;
 use super::{MIGRATIONS, Result, StoreError};
 use crate::names::is_loopback;
 
@@ -75,8 +75,8 @@ impl PgConfig {
     }
 
     /// What a server would find, asked without changing anything: the
-    /// schema's version (0 before a first start) and whether a server holds
-    /// the database now.
+    /// schema's version (0 before a first start), how many servers serve
+    /// the database now, and whether a site is being copied into it.
     pub async fn probe(&self) -> Result<Probe> {
         let (pg, tls) = self.settings()?;
         let (client, connection) = pg
@@ -97,21 +97,24 @@ impl PgConfig {
             0
         };
         // A bigint advisory key shows as its two halves, objsubid 1.
-        let held: bool = client
+        let row = client
             .query_one(
-                "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted
+                "SELECT count(*) FILTER (WHERE mode = 'ShareLock'),
+                        count(*) FILTER (WHERE mode = 'ExclusiveLock')
+                 FROM pg_locks WHERE locktype = 'advisory' AND granted
                    AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
                    AND classid = ($1::bigint >> 32)::oid AND objid = ($1::bigint & 4294967295)::oid
-                   AND objsubid = 1)",
+                   AND objsubid = 1",
                 &[&SITE_LOCK],
             )
-            .await?
-            .get(0);
+            .await?;
+        let (servers, copying): (i64, i64) = (row.get(0), row.get(1));
         session.abort();
         Ok(Probe {
             schema,
             newest: MIGRATIONS.last().map_or(0, |(version, _)| *version),
-            held,
+            servers: u32::try_from(servers).unwrap_or(u32::MAX),
+            copying: copying > 0,
         })
     }
 
@@ -140,8 +143,10 @@ pub struct Probe {
     pub schema: i32,
     /// The newest this build knows.
     pub newest: i32,
-    /// Whether a server holds the database now.
-    pub held: bool,
+    /// How many servers serve the database now.
+    pub servers: u32,
+    /// Whether a site is being copied into it now.
+    pub copying: bool,
 }
 
 /// TLS as `config` says: its CA file's certificates, or the system's.

@@ -21,7 +21,7 @@ use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
 use tokio_postgres::AsyncMessage;
 
-use super::site::unanswered;
+use super::locks::unanswered;
 use super::{Pg, Result, StoreError};
 use crate::id::ComputerId;
 use crate::store::Change;

@@ -213,18 +213,25 @@ async fn a_sled_store_is_copied_into_an_empty_postgres_database_whole_and_only_t
 }
 
 #[tokio::test]
-async fn in_postgres_one_server_holds_a_database_and_learns_when_another_took_it() {
+async fn in_postgres_servers_share_a_database_a_copy_has_it_alone_and_a_server_learns_when_one_took_it()
+ {
     let Some(cluster) = crate::test_postgres::postgres() else {
         return;
     };
     let config = cluster.database();
-    let (_a, taken) = KvStore::connect_alone(&config).await.unwrap();
+    let (_a, taken) = KvStore::connect_holding(&config, Site::Serving)
+        .await
+        .unwrap();
+    let (b, b_taken) = KvStore::connect_holding(&config, Site::Serving)
+        .await
+        .unwrap();
     assert!(matches!(
-        KvStore::connect_alone(&config).await,
+        KvStore::connect_holding(&config, Site::Alone).await,
         Err(StoreError::Taken)
     ));
-    // Another process waits for the lock; then A's session ends under it (as
-    // when a network fails): the lock goes to the waiter, and A learns it.
+    drop((b, b_taken));
+    // A copy waits for the lock; then A's session ends under it (as when a
+    // network fails): the lock goes to the copy, and A learns it.
     let waiter = session(&config).await;
     let waiting = tokio::spawn(async move {
         waiter
@@ -496,6 +503,41 @@ async fn in_postgres_a_node_hears_at_once_what_another_changed_even_after_it_sto
         missed = heard(&mut changes).await == Change::Missed;
     }
     assert!(a.fenced_out(&on_a), "a knows b took ws-2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_postgres_one_node_at_a_time_has_its_turn_even_when_a_holder_stops_waiting() {
+    let Some(cluster) = crate::test_postgres::postgres() else {
+        return;
+    };
+    let config = cluster.database();
+    let (a, b) = two_nodes(&config).await;
+    let b = Arc::new(b);
+    let on_a = a.alone(Alone::Recording).await.unwrap();
+    let waiting = {
+        let b = Arc::clone(&b);
+        tokio::spawn(async move { b.alone(Alone::Recording).await.unwrap() })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!waiting.is_finished(), "b waits while a has its turn");
+    // Another lock is not held up.
+    drop(a.alone(Alone::FirstStart).await.unwrap());
+    drop(on_a);
+    let on_b = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("b's turn once a's ended")
+        .unwrap();
+    // a asks again and stops waiting (its caller gave up): it holds
+    // nothing after, and b, once done, leaves it to whoever asks next.
+    let given_up =
+        tokio::time::timeout(Duration::from_millis(100), a.alone(Alone::Recording)).await;
+    assert!(given_up.is_err());
+    drop(on_b);
+    let next = tokio::time::timeout(Duration::from_secs(5), b.alone(Alone::Recording)).await;
+    assert!(next.is_ok(), "the lock was not left held");
+    drop(next);
+    let again = tokio::time::timeout(Duration::from_secs(5), a.alone(Alone::Recording)).await;
+    assert!(again.is_ok());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

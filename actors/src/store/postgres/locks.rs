@@ -1,18 +1,87 @@
 //! Advisory locks held by sessions of a server's own (outside the pool),
-//! which PostgreSQL frees when the session ends: the site lock, which one
-//! server per database holds, checked while it lives and taken again when
-//! its session ends (see [`Pg::alone`]); and the sender's lock, which the
-//! one node that sends mail holds (see [`Pg::sender`]).
+//! which PostgreSQL frees when the session ends: the site lock, which every
+//! server serving the database shares and a copy into it holds alone,
+//! checked while it lives and taken again when its session ends (see
+//! [`Pg::site`]); the sender's lock, which the
+//! one node that sends mail holds (see [`Pg::sender`]); and the locks of
+//! what one node at a time does ([`Alone`], see [`Pg::exclusive`]).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
+
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use super::{Pg, Result, StoreError};
 
-/// Held (for its session) by the one server that uses the database.
+/// Shared (for their sessions) by the servers that serve the database;
+/// held alone by a copy into it.
 pub(in crate::store) const SITE_LOCK: i64 = 0x6f74_7067_6174_6532;
 /// Held (for its session) by the node that sends mail.
 const SENDER_LOCK: i64 = 0x6f74_7067_6174_6533;
+/// What one node at a time does, across every node of a database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Alone {
+    /// Storing a recording's chunk: every node reads and writes the
+    /// recordings' census and quotas.
+    Recording,
+    /// Making the first administrator, once.
+    FirstStart,
+}
+
+impl Alone {
+    /// Its advisory lock.
+    fn lock(self) -> i64 {
+        match self {
+            Self::Recording => 0x6f74_7067_6174_6534,
+            Self::FirstStart => 0x6f74_7067_6174_6535,
+        }
+    }
+}
+
+/// The sessions that take the locks of [`Alone`], one per lock.
+pub(in crate::store) type Sessions = std::sync::Mutex<HashMap<Alone, Arc<Mutex<Option<Held>>>>>;
+
+/// This node's turn at what an [`Alone`] names, until dropped (or none to
+/// take, in sled). Let go by a task of its own, so that a caller that stops
+/// waiting lets go too; this node's next turn waits for that.
+pub struct Exclusive {
+    held: Option<(OwnedMutexGuard<Option<Held>>, i64)>,
+}
+
+impl Exclusive {
+    /// A turn where no other node can be (sled).
+    pub(in crate::store) fn only_node() -> Self {
+        Self { held: None }
+    }
+}
+
+impl Drop for Exclusive {
+    fn drop(&mut self) {
+        let Some((mut held, lock)) = self.held.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // No runtime: the process is ending, and its sessions with it.
+            return;
+        };
+        runtime.spawn(async move {
+            let unlock = match held.as_ref() {
+                Some(session) => session
+                    .client
+                    .query_one("SELECT pg_advisory_unlock($1)", &[&lock])
+                    .await
+                    .is_ok_and(|row| row.get::<_, bool>(0)),
+                None => true,
+            };
+            if !unlock {
+                // A session that could not let go is ended, and its lock with it.
+                *held = None;
+            }
+        });
+    }
+}
+
 /// How often a server whose session was lost tries to take the site lock
 /// again.
 const RELOCK_EVERY: Duration = Duration::from_secs(1);
@@ -58,19 +127,28 @@ impl Drop for Held {
     }
 }
 
-/// Ends with why when the database was taken by another server.
+/// How a process holds the site lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Site {
+    /// Serving it, with every other server that does.
+    Serving,
+    /// Alone: copying a site into it, with no server on it.
+    Alone,
+}
+
+/// Ends with why when the database was taken by another process.
 pub type Taken = std::pin::Pin<Box<dyn std::future::Future<Output = StoreError> + Send>>;
 
 impl Pg {
-    /// Takes the database for this process alone: an advisory lock held by
-    /// a session of its own (outside the pool). The returned future ends, with
-    /// why, only if another process took the lock while this one's session
-    /// was gone (the database restarted, the network failed): until then it
-    /// takes the lock again whenever its session ends; dropping it ends the
-    /// session and frees the lock. Refused if another process holds the lock
-    /// for [`TAKE_WITHIN`] (a server that just stopped frees it sooner).
-    pub(in crate::store) async fn alone(self: &Arc<Self>) -> Result<Taken> {
-        let mut held = self.lock_site(None).await?;
+    /// Takes the site lock as `how` says, on a session of its own (outside
+    /// the pool). The returned future ends, with why, only if a process that
+    /// holds it alone took it while this one's session was gone (the
+    /// database restarted, the network failed): until then it takes the
+    /// lock again whenever its session ends; dropping it ends the session
+    /// and frees the lock. Refused if the lock cannot be had for
+    /// [`TAKE_WITHIN`] (a process that just stopped frees it sooner).
+    pub(in crate::store) async fn site(self: &Arc<Self>, how: Site) -> Result<Taken> {
+        let mut held = self.lock_site(how, None).await?;
         let pg = Arc::clone(self);
         Ok(Box::pin(async move {
             loop {
@@ -90,7 +168,7 @@ impl Pg {
                 let previous = held.pid;
                 drop(held);
                 held = loop {
-                    match pg.lock_site(Some(previous)).await {
+                    match pg.lock_site(how, Some(previous)).await {
                         Ok(held) => break held,
                         Err(err @ StoreError::Taken) => return err,
                         Err(_) => tokio::time::sleep(RELOCK_EVERY).await,
@@ -124,6 +202,31 @@ impl Pg {
         Ok(locked)
     }
 
+    /// This node's turn at `what`, once no other node has it (or the
+    /// statement timeout passed: an error).
+    pub(in crate::store) async fn exclusive(&self, what: Alone) -> Result<Exclusive> {
+        let session = Arc::clone(
+            self.exclusive
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(what)
+                .or_default(),
+        );
+        let mut held = session.lock_owned().await;
+        let session = match held.take() {
+            Some(session) if !session.session.is_finished() => session,
+            _ => self.session().await?,
+        };
+        session
+            .client
+            .execute("SELECT pg_advisory_lock($1)", &[&what.lock()])
+            .await?;
+        *held = Some(session);
+        Ok(Exclusive {
+            held: Some((held, what.lock())),
+        })
+    }
+
     /// A new session of the server's own, kept alive by TCP keepalives.
     async fn session(&self) -> Result<Held> {
         let mut config = self.config.clone();
@@ -146,10 +249,11 @@ impl Pg {
         })
     }
 
-    /// A new session holding the site lock, tried for [`TAKE_WITHIN`]. A
-    /// session of this process's that lost its connection (`previous`, a
-    /// backend the database has not noticed is gone yet) is ended first.
-    async fn lock_site(&self, previous: Option<i32>) -> Result<Held> {
+    /// A new session holding the site lock as `how` says, tried for
+    /// [`TAKE_WITHIN`]. A session of this process's that lost its connection
+    /// (`previous`, a backend the database has not noticed is gone yet) is
+    /// ended first.
+    async fn lock_site(&self, how: Site, previous: Option<i32>) -> Result<Held> {
         let held = self.session().await?;
         if let Some(previous) = previous {
             held.client
@@ -160,13 +264,13 @@ impl Pg {
                 )
                 .await?;
         }
+        let take = match how {
+            Site::Serving => "SELECT pg_try_advisory_lock_shared($1)",
+            Site::Alone => "SELECT pg_try_advisory_lock($1)",
+        };
         let tried = tokio::time::Instant::now();
         loop {
-            let locked: bool = held
-                .client
-                .query_one("SELECT pg_try_advisory_lock($1)", &[&SITE_LOCK])
-                .await?
-                .get(0);
+            let locked: bool = held.client.query_one(take, &[&SITE_LOCK]).await?.get(0);
             if locked {
                 return Ok(held);
             }

@@ -22,6 +22,7 @@ mod lists;
 mod local;
 mod login;
 mod metrics;
+mod nodes;
 mod package;
 mod pam;
 mod record;

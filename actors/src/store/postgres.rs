@@ -29,6 +29,7 @@ mod writes;
 use std::collections::{HashMap, HashSet};
 use std::ops::Bound;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio::sync::broadcast;
@@ -54,11 +55,16 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (2, include_str!("postgres/002_recordings.sql")),
     (3, include_str!("postgres/003_owners.sql")),
     (4, include_str!("postgres/004_revocations.sql")),
-    (5, include_str!("postgres/005_notices.sql")),
+    (5, include_str!("postgres/005_nodes.sql")),
 ];
 
 /// Held (for the transaction) while the schema is checked and upgraded.
 const MIGRATION_LOCK: i64 = 0x6f74_7067_6174_6531;
+/// How long a node's hold on a computer keeps other nodes from taking it
+/// after its last commit for it (see [`Pg::own`]).
+const LEASE: Duration = Duration::from_millis(500);
+/// How long [`Pg::own`] waits for another node's lease to end.
+const OWN_WITHIN: Duration = Duration::from_secs(5);
 /// How many changes heard are held for a listener that is behind (one
 /// further behind is told it missed some).
 const CHANGES_HELD: usize = 64;
@@ -230,26 +236,56 @@ impl Pg {
     /// Takes `computer` for this node: raises its fence, once every commit
     /// holding its row has ended, and tells the other nodes (see
     /// [`notices`]); keeps it when this node holds it already (its actor
-    /// started again, or loads it again).
+    /// started again, or loads it again). A computer another node holds is
+    /// left to it while its lease runs ([`LEASE`], renewed by each of its
+    /// commits for the computer): this waits, up to [`OWN_WITHIN`], so that
+    /// nodes with work for one computer at once take turns at it rather
+    /// than fence each other's turns out.
     pub(super) async fn own(&self, computer: &ComputerId) -> Result<Owner> {
+        let waited = tokio::time::Instant::now();
+        loop {
+            if let Some(owner) = self.try_own(computer).await? {
+                // Its earlier holds are past: forgotten.
+                self.fenced().retain(|owner| owner.computer != *computer);
+                return Ok(owner);
+            }
+            if waited.elapsed() >= OWN_WITHIN {
+                return Err(StoreError::Unavailable(format!(
+                    "computer {computer} stayed busy on another server"
+                )));
+            }
+            let jitter = LEASE.mul_f64(rand::random_range(0.0..0.1));
+            tokio::time::sleep(LEASE / 10 + jitter).await;
+        }
+    }
+
+    /// [`Pg::own`], once: `None` while another node's lease runs.
+    async fn try_own(&self, computer: &ComputerId) -> Result<Option<Owner>> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let key = computer.as_str().as_bytes();
         let held = tx
-            .prepare_cached("SELECT fence, node FROM owners WHERE key = $1 FOR UPDATE")
+            .prepare_cached(
+                "SELECT fence, node, until > now() FROM owners WHERE key = $1 FOR UPDATE",
+            )
             .await?;
         let fence = match tx.query_opt(&held, &[&key]).await? {
             Some(row) if row.get::<_, i64>(1) == self.node => row.get(0),
+            Some(row) if row.get::<_, bool>(2) => return Ok(None),
             _ => {
                 let take = tx
                     .prepare_cached(
-                        "INSERT INTO owners (key, fence, node) VALUES ($1, 1, $2)
+                        "INSERT INTO owners (key, fence, node, until)
+                         VALUES ($1, 1, $2, now() + $3 * interval '1 second')
                          ON CONFLICT (key) DO UPDATE
-                         SET fence = owners.fence + 1, node = excluded.node
+                         SET fence = owners.fence + 1, node = excluded.node, until = excluded.until
                          RETURNING fence",
                     )
                     .await?;
-                let fence: i64 = tx.query_one(&take, &[&key, &self.node]).await?.get(0);
+                let fence: i64 = tx
+                    .query_one(&take, &[&key, &self.node, &LEASE.as_secs_f64()])
+                    .await?
+                    .get(0);
                 let tell = tx.prepare_cached("SELECT pg_notify($1, $2)").await?;
                 let taken = format!("{fence} {} {computer}", self.node);
                 tx.execute(&tell, &[&notices::OWNERS, &taken]).await?;
@@ -257,12 +293,10 @@ impl Pg {
             }
         };
         tx.commit().await?;
-        // Its earlier holds are past: forgotten.
-        self.fenced().retain(|owner| owner.computer != *computer);
-        Ok(Owner {
+        Ok(Some(Owner {
             computer: computer.clone(),
             fence,
-        })
+        }))
     }
 
     /// The value at `key` of `table`.

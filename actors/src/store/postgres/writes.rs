@@ -263,7 +263,7 @@ impl Pg {
     async fn apply(&self, ops: &[Tagged]) -> Result<Vec<Arc<Owner>>> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let left_out = taken_since(&tx, ops).await?;
+        let left_out = taken_since(&tx, ops, self.node).await?;
         let kept = ops.iter().filter_map(|(op, owner)| match owner {
             Some(owner) if left_out.contains(owner) => None,
             _ => Some(op),
@@ -310,10 +310,12 @@ impl Pg {
 }
 
 /// The owners of `ops` whose computers were taken with a newer fence since
-/// (or never), their rows locked against a new taking until `tx` ends.
+/// (or never), their rows locked against a new taking until `tx` ends; the
+/// leases of those this node (`node`) holds renewed (see `Pg::own`).
 async fn taken_since(
     tx: &deadpool_postgres::Transaction<'_>,
     ops: &[Tagged],
+    node: i64,
 ) -> Result<Vec<Arc<Owner>>> {
     let mut owners: Vec<&Arc<Owner>> = ops.iter().filter_map(|(_, owner)| owner.as_ref()).collect();
     owners.sort_by(|a, b| (a.computer.as_str(), a.fence).cmp(&(b.computer.as_str(), b.fence)));
@@ -325,11 +327,19 @@ async fn taken_since(
         .iter()
         .map(|o| o.computer.as_str().as_bytes())
         .collect();
+    // Locked in key order (as every node's commits lock them), then renewed.
     let locked = tx
-        .prepare_cached("SELECT key, fence FROM owners WHERE key = ANY($1) ORDER BY key FOR SHARE")
+        .prepare_cached(
+            "WITH locked AS (
+                 SELECT key, fence, node FROM owners WHERE key = ANY($1) ORDER BY key FOR UPDATE),
+             renewed AS (
+                 UPDATE owners SET until = now() + $3 * interval '1 second'
+                 FROM locked WHERE owners.key = locked.key AND locked.node = $2)
+             SELECT key, fence FROM locked",
+        )
         .await?;
     let fences: HashMap<Vec<u8>, i64> = tx
-        .query(&locked, &[&keys])
+        .query(&locked, &[&keys, &node, &super::LEASE.as_secs_f64()])
         .await?
         .into_iter()
         .map(|row| (row.get(0), row.get(1)))

@@ -541,6 +541,39 @@ async fn in_postgres_one_node_at_a_time_has_its_turn_even_when_a_holder_stops_wa
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_postgres_a_computer_is_left_to_the_node_working_on_it_until_its_lease_ends() {
+    let Some(cluster) = crate::test_postgres::postgres() else {
+        return;
+    };
+    let config = cluster.database();
+    let (a, b) = two_nodes(&config).await;
+    let id: ComputerId = "ws-1".parse().unwrap();
+    let on_a = a.own(&id).await.unwrap();
+    // a commits for the computer every 150 ms for a while; b wants it
+    // meanwhile: b waits until a has stopped, and none of a's turns is
+    // fenced out.
+    let working = async {
+        for n in 0..6 {
+            turn(on_a.clone(), async {
+                a.put_slot(&id, "alice", &Slot::default()).unwrap();
+                a.flush().await
+            })
+            .await
+            .unwrap_or_else(|err| panic!("turn {n}: {err}"));
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+        tokio::time::Instant::now()
+    };
+    let taking = async {
+        let on_b = b.own(&id).await.unwrap();
+        (on_b, tokio::time::Instant::now())
+    };
+    let (stopped, (on_b, took)) = tokio::join!(working, taking);
+    assert!(took >= stopped, "b took it while a worked on it");
+    assert!(on_b.fence > on_a.fence);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_postgres_a_turns_writes_are_committed_together() {
     let Some(cluster) = crate::test_postgres::postgres() else {
         return;

@@ -1,4 +1,7 @@
--- Version 5: every node hears what another changed (see
+-- Version 5: several nodes. A computer's holder keeps it for a lease after
+-- its last commit for it (see `Pg::own` in actors/src/store/postgres.rs).
+ALTER TABLE owners ADD COLUMN until timestamptz NOT NULL DEFAULT now();
+-- Every node hears what another changed (see
 -- actors/src/store/postgres/notices.rs). The settings, groups and users,
 -- the revocations and the outbox, whoever writes them, notify their channel
 -- once per statement; a node that takes a computer notifies `otpgate_owners` itself.

@@ -1,0 +1,244 @@
+//! Several servers of one site over one PostgreSQL database, in this process
+//! (each test skipped where PostgreSQL is missing): an OTP used once whichever
+//! node it is checked on, the hour rule across nodes, a request decided on
+//! another node than the person's, and the settings and revocations of one
+//! node in force on the others within a second.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::common::agent::Desk;
+use crate::common::auto_directory;
+use crate::common::mail::read_codes;
+use crate::common::me;
+use crate::common::server::TestServer;
+use otpgate_protocol::admin::{AdminRequest, AdminResponse, Choice, SettingsPatch};
+use otpgate_protocol::login::{
+    LoginRequest, LoginResponse, RequestMode, RequestState, Requested, Secret, Verdict,
+};
+
+/// `count` nodes of one new site over a database of their own; `None`
+/// without PostgreSQL.
+async fn site(count: usize) -> Option<Vec<TestServer>> {
+    let cluster = otpgate_actors::test_postgres::postgres()?;
+    let url = cluster.database().url;
+    let store = format!("[store]\nbackend = \"postgres\"\nurl = {url:?}\npool_size = 4\n");
+    let first = TestServer::start_with_config(&store).await;
+    let mut nodes = Vec::with_capacity(count);
+    for _ in 1..count {
+        nodes.push(TestServer::start_node_of(&first).await);
+    }
+    nodes.insert(0, first);
+    Some(nodes)
+}
+
+fn my_email() -> String {
+    format!("{}@example.com", me())
+}
+
+/// The OTPs mailed to `to` by any of `nodes` (whichever sends the site's
+/// mail), once there are at least `count`.
+async fn codes_on(nodes: &[TestServer], to: &str, count: usize) -> Vec<String> {
+    let mut codes = Vec::new();
+    crate::common::wait_until(
+        Duration::from_secs(20),
+        &format!("{count} OTPs mailed to {to}"),
+        || {
+            codes = nodes
+                .iter()
+                .flat_map(|node| read_codes(&node.data_dir().join("outbox"), to))
+                .collect();
+            let enough = codes.len() >= count;
+            async move { enough }
+        },
+    )
+    .await;
+    codes
+}
+
+async fn request(desk: &Desk, mode: RequestMode) -> Requested {
+    match desk.login(LoginRequest::Request(mode)).await {
+        LoginResponse::Requested(requested) => requested,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_otp_is_used_once_whichever_of_three_nodes_checks_it_and_the_hour_rule_holds_across_them()
+ {
+    let Some(nodes) = site(3).await else {
+        return;
+    };
+    nodes[0].set_client("ws-1", auto_directory()).await;
+    let mut desks = Vec::new();
+    for node in &nodes {
+        desks.push(Arc::new(node.desk("ws-1").await));
+    }
+    let sent = request(&desks[0], RequestMode::Directory).await;
+    assert!(matches!(sent, Requested::Send { .. }), "{sent:?}");
+    // Asked again on another node within the hour: no new one.
+    let again = request(&desks[1], RequestMode::Directory).await;
+    assert!(
+        matches!(
+            again,
+            Requested::Resend { .. } | Requested::ResendLater { .. }
+        ),
+        "{again:?}"
+    );
+    let code = codes_on(&nodes, &my_email(), 1).await[0].clone();
+
+    // Thirty tries at once, spread over the three nodes: one is let in.
+    let mut tries = tokio::task::JoinSet::new();
+    for n in 0..30 {
+        let (desk, code) = (Arc::clone(&desks[n % 3]), code.clone());
+        tries.spawn(async move {
+            desk.ask(LoginRequest::Verify {
+                email: my_email(),
+                code: Secret(code),
+            })
+            .await
+        });
+    }
+    let answers = tries.join_all().await;
+    let allowed = answers
+        .iter()
+        .filter(|answer| matches!(answer, Ok(LoginResponse::Verified(Verdict::Allow { .. }))))
+        .count();
+    assert_eq!(allowed, 1, "{answers:?}");
+    for answer in &answers {
+        assert!(
+            matches!(
+                answer,
+                Ok(LoginResponse::Verified(
+                    Verdict::Allow { .. } | Verdict::Deny | Verdict::Throttle { .. }
+                )) | Err(_)
+            ),
+            "{answer:?}"
+        );
+    }
+    // Used, on every node.
+    for desk in &desks {
+        let answer = desk
+            .login(LoginRequest::Verify {
+                email: my_email(),
+                code: Secret(code.clone()),
+            })
+            .await;
+        assert!(
+            matches!(
+                answer,
+                LoginResponse::Verified(Verdict::Deny | Verdict::Throttle { .. })
+            ),
+            "{answer:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_approved_on_another_node_reaches_the_person_within_a_second_and_is_mailed_once()
+{
+    let Some(nodes) = site(2).await else {
+        return;
+    };
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let desk = a.desk("ws-1").await;
+    let asked = request(&desk, RequestMode::Email(my_email())).await;
+    let Requested::AwaitApproval { request: id, .. } = asked else {
+        panic!("{asked:?}");
+    };
+    // The administrator's password, set on a, is b's within a second.
+    let password = a.admin_password().await;
+    let since = Instant::now();
+    loop {
+        let decided = b
+            .admin(AdminRequest::RequestDecide {
+                id,
+                by: "admin".into(),
+                password: Secret(password.clone()),
+                choice: Choice::Approve,
+                comment: None,
+            })
+            .await;
+        if matches!(decided, AdminResponse::Decided(_)) {
+            break;
+        }
+        assert!(since.elapsed() < Duration::from_secs(1), "{decided:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let since = Instant::now();
+    loop {
+        let LoginResponse::Status(status) = desk.login(LoginRequest::Status).await else {
+            panic!("no status");
+        };
+        if status.request == Some((id, RequestState::Approve)) {
+            break;
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(1),
+            "the person's prompt still says {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let code = codes_on(&nodes, &my_email(), 1).await.remove(0);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        codes_on(&nodes, &my_email(), 1).await,
+        [code.clone()],
+        "mailed once"
+    );
+    let verdict = desk
+        .login(LoginRequest::Verify {
+            email: my_email(),
+            code: Secret(code),
+        })
+        .await;
+    assert!(
+        matches!(verdict, LoginResponse::Verified(Verdict::Allow { .. })),
+        "{verdict:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_and_revocations_made_on_one_node_are_in_force_on_another_within_a_second() {
+    let Some(nodes) = site(2).await else {
+        return;
+    };
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let identity = b.identity("ws-1");
+    let agent = b.agent(&identity);
+    agent.welcomed(1, Duration::from_secs(10)).await;
+
+    a.set_settings(SettingsPatch {
+        new_otp_interval_secs: Some(120),
+        ..SettingsPatch::default()
+    })
+    .await;
+    let since = Instant::now();
+    while b.settings().await.new_otp_interval_secs != 120 {
+        assert!(
+            since.elapsed() < Duration::from_secs(1),
+            "not in force on b"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let revoked = a
+        .admin(AdminRequest::CertRevoke {
+            computer: "ws-1".into(),
+        })
+        .await;
+    assert!(
+        matches!(revoked, AdminResponse::Revoked { .. }),
+        "{revoked:?}"
+    );
+    let since = Instant::now();
+    while agent.link.status().connected {
+        assert!(
+            since.elapsed() < Duration::from_secs(1),
+            "b still serves ws-1"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!agent.link.status().connected, "and refuses it after");
+}

@@ -51,6 +51,81 @@ impl PgCluster {
             eprintln!("skipped: PostgreSQL is not installed");
             return None;
         };
+        let cluster = Self::folder(bin);
+        let out = cluster
+            .run("initdb")
+            .arg("-D")
+            .arg(&cluster.data)
+            .args(["-A", "trust", "-U", "otpgate", "--no-sync"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "initdb: {out:?}");
+        cluster.resume();
+        cluster.watch();
+        Some(cluster)
+    }
+
+    /// A streaming standby of this cluster (`pg_basebackup`), on a port of
+    /// its own; and this cluster made to wait for it at every commit
+    /// (synchronous commit), so that a commit answered is on both.
+    pub fn standby(&self) -> Self {
+        let standby = Self::folder(self.bin.clone());
+        let out = standby
+            .run("pg_basebackup")
+            .arg("-D")
+            .arg(&standby.data)
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "otpgate",
+                "-R",
+                "-X",
+                "stream",
+                "--checkpoint=fast",
+                "-p",
+            ])
+            .arg(self.port.to_string())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "pg_basebackup: {out:?}");
+        standby.resume();
+        standby.watch();
+        let out = Command::new(self.bin.join("psql"))
+            .args(["-h", "127.0.0.1", "-U", "otpgate", "-d", "postgres", "-p"])
+            .arg(self.port.to_string())
+            .args([
+                "-c",
+                "ALTER SYSTEM SET synchronous_standby_names = '*'",
+                "-c",
+                "SELECT pg_reload_conf()",
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "psql: {out:?}");
+        standby
+    }
+
+    /// Makes this standby the primary (`pg_ctl promote`).
+    pub fn promote(&self) {
+        let out = self
+            .run("pg_ctl")
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-w", "promote"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "pg_ctl promote: {out:?}");
+    }
+
+    /// The port it listens on, on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A cluster of programs `bin` in a new folder (owned by `postgres`
+    /// when this process is root), to listen on a free port; not made yet.
+    fn folder(bin: PathBuf) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("otpgate-pg-")
             .tempdir()
@@ -71,27 +146,22 @@ impl PgCluster {
             .local_addr()
             .unwrap()
             .port();
-        let cluster = Self {
+        Self {
             data: dir.join("data"),
             dir,
             bin,
             root,
             port,
             next: AtomicU32::new(0),
-        };
-        let out = cluster
-            .run("initdb")
-            .arg("-D")
-            .arg(&cluster.data)
-            .args(["-A", "trust", "-U", "otpgate", "--no-sync"])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "initdb: {out:?}");
-        cluster.resume();
-        // Stopped and removed once this process is gone, however it ends.
-        // (A watcher in the background of a shell that returns at once.)
-        let pg_ctl = cluster.bin.join("pg_ctl").display().to_string();
-        let stop = if root {
+        }
+    }
+
+    /// Has the cluster stopped and removed once this process is gone,
+    /// however it ends (a watcher in the background of a shell that
+    /// returns at once).
+    fn watch(&self) {
+        let pg_ctl = self.bin.join("pg_ctl").display().to_string();
+        let stop = if self.root {
             format!("runuser -u postgres -- {pg_ctl}")
         } else {
             pg_ctl
@@ -102,8 +172,8 @@ impl PgCluster {
                 "(while kill -0 {pid} 2>/dev/null; do sleep 1; done; \
                  {stop} -D {data} -m immediate stop; rm -rf {dir}) &",
                 pid = std::process::id(),
-                data = cluster.data.display(),
-                dir = cluster.dir.display(),
+                data = self.data.display(),
+                dir = self.dir.display(),
             ))
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
@@ -111,7 +181,6 @@ impl PgCluster {
             .status()
             .unwrap();
         assert!(watcher.success(), "start the cluster's watcher");
-        Some(cluster)
     }
 
     /// `program` of PostgreSQL's, as the account that owns the cluster.

@@ -13,6 +13,7 @@ mod backup;
 mod bad_frames;
 mod bench;
 mod browser;
+mod chaos;
 mod cli;
 mod crash;
 mod doctor;

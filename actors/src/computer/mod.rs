@@ -293,6 +293,13 @@ impl Actor for ComputerActor {
         state: &mut ComputerState,
     ) -> Result<(), ActorProcessingErr> {
         if state.svc.store.fenced_out(&state.owner) {
+            if let ComputerMsg::Disconnect { conn } = message {
+                // A connection here went, most likely as its agent moved to
+                // the node that took the computer: that one knows it is
+                // connected; nothing is taken back or written for this.
+                state.connections.remove(&conn);
+                return Ok(());
+            }
             // Another node took the computer since (an approver there
             // decided, its agent went there): what this holds may be behind
             // what that one wrote. Taken back and loaded again, as a

@@ -249,6 +249,8 @@ async fn requeue_unmailed(args: &MailerArgs) -> Result<usize, StoreError> {
 /// How often a node whose mailer does not send looks whether the one that
 /// did is gone.
 const SENDER_CHECK_EVERY: Duration = Duration::from_secs(1);
+/// How often the sending mailer looks at the outbox unwoken.
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
 /// How many messages the [`Mailer`] hands to a transport at once unless it says
 /// otherwise: a relay should not see more connections from one client.
@@ -274,7 +276,7 @@ impl MailerState {
     /// Delivers what is due if this node is the one that sends mail (see
     /// [`Store::sender`]), having first queued again, when it has just
     /// become the sender, what a crash lost. Returns when to look again:
-    /// soon, while another node sends.
+    /// soon while another node sends, and every [`SWEEP_EVERY`] at most.
     async fn send_due(&mut self) -> Result<Option<Timestamp>, StoreError> {
         if !self.args.store.sender().await? {
             self.sending = false;
@@ -284,7 +286,12 @@ impl MailerState {
             requeue_unmailed(&self.args).await?;
             self.sending = true;
         }
-        self.drain().await
+        // Mail another node queued without a word (it took itself for the
+        // sender a moment too long) is found within this.
+        let sweep = self.args.clock.now().after(SWEEP_EVERY);
+        Ok(Some(
+            self.drain().await?.map_or(sweep, |next| next.min(sweep)),
+        ))
     }
 
     /// Delivers every message that is due, oldest first, in concurrent batches

@@ -28,6 +28,7 @@ mod writes;
 
 use std::collections::{HashMap, HashSet};
 use std::ops::Bound;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -93,6 +94,9 @@ pub(super) struct Pg {
     /// The session holding (or trying for) the sender's lock, and whether
     /// it holds it (see [`Pg::sender`]).
     sending: tokio::sync::Mutex<Option<(locks::Held, bool)>>,
+    /// Whether this node sent the mail when last asked: mail it queues
+    /// wakes no other node.
+    sends: AtomicBool,
     /// The sessions that take the locks of [`Alone`].
     exclusive: locks::Sessions,
     /// Hears what other nodes change, once [`Pg::listen`] has started it.
@@ -130,6 +134,7 @@ impl Pg {
             taken: Mutex::default(),
             changes: broadcast::channel(CHANGES_HELD).0,
             sending: tokio::sync::Mutex::default(),
+            sends: AtomicBool::new(false),
             exclusive: locks::Sessions::default(),
             listening: Mutex::default(),
             node: rand::random(),

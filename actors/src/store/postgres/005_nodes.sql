@@ -3,8 +3,8 @@
 ALTER TABLE owners ADD COLUMN until timestamptz NOT NULL DEFAULT now();
 -- Every node hears what another changed (see
 -- actors/src/store/postgres/notices.rs). The settings, groups and users,
--- the revocations and the outbox, whoever writes them, notify their channel
--- once per statement; a node that takes a computer notifies `otpgate_owners` itself.
+-- and the revocations, whoever writes them, notify their channel once per
+-- statement; a node that takes a computer notifies `otpgate_owners` itself.
 CREATE FUNCTION otpgate_notify() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM pg_notify(TG_ARGV[0], '');
@@ -19,5 +19,3 @@ CREATE TRIGGER policy_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON us
     FOR EACH STATEMENT EXECUTE FUNCTION otpgate_notify('otpgate_policy');
 CREATE TRIGGER revoked AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON revocations
     FOR EACH STATEMENT EXECUTE FUNCTION otpgate_notify('otpgate_revocations');
-CREATE TRIGGER mail_queued AFTER INSERT ON outbox
-    FOR EACH STATEMENT EXECUTE FUNCTION otpgate_notify('otpgate_outbox');

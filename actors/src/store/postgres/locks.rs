@@ -7,6 +7,7 @@
 //! what one node at a time does ([`Alone`], see [`Pg::exclusive`]).
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
@@ -186,6 +187,7 @@ impl Pg {
         let held = match sending.take() {
             Some((held, locked)) if answers(&held).await => {
                 if locked {
+                    self.sends.store(true, Ordering::Relaxed);
                     *sending = Some((held, true));
                     return Ok(true);
                 }
@@ -199,6 +201,7 @@ impl Pg {
             .await?
             .get(0);
         *sending = Some((held, locked));
+        self.sends.store(locked, Ordering::Relaxed);
         Ok(locked)
     }
 

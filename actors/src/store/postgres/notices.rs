@@ -7,9 +7,10 @@
 //! node then counts its own hold on that computer as fenced out, so that its
 //! actor loads the computer again before it answers from what it holds in
 //! memory (a prompt's status, say, after an approver on another node
-//! decided). [`POLICY`], [`REVOCATIONS`] and [`OUTBOX`]: sent by triggers
-//! (migration 5) when the settings, groups, users or revocations change, or
-//! mail is queued, whoever wrote them; they reach the server as [`Change`]s.
+//! decided). [`POLICY`] and [`REVOCATIONS`]: sent by triggers (migration 5)
+//! when the settings, groups, users or revocations change, whoever wrote
+//! them; [`OUTBOX`]: sent with a commit that queues mail on a node that does
+//! not send it. They reach the server as [`Change`]s.
 //!
 //! Notifications sent while no session listened are lost; so a session
 //! that ended is opened again, and then the owners table is read again and
@@ -32,8 +33,8 @@ pub(super) const OWNERS: &str = "otpgate_owners";
 const POLICY: &str = "otpgate_policy";
 /// A computer's certificates were revoked.
 const REVOCATIONS: &str = "otpgate_revocations";
-/// Mail was queued.
-const OUTBOX: &str = "otpgate_outbox";
+/// Mail was queued on a node that does not send it.
+pub(super) const OUTBOX: &str = "otpgate_outbox";
 
 /// How the listening sessions are named in `pg_stat_activity`.
 pub(in crate::store) const APPLICATION: &str = "otpgate listening";

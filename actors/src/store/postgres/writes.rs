@@ -5,16 +5,19 @@
 //! head when a commit fails, and waited for by a read of what they wrote.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 
 use super::super::record::{decode, encode};
 use super::super::turn::{self, Owner};
-use super::{Pg, Result, StoreError};
+use super::{Pg, Result, StoreError, notices};
 use crate::rules::{Bucket, Failure};
 
 /// How many times a commit makes and locks failure buckets that others
 /// remove meanwhile before it gives up.
 const COUNT_ROUNDS: usize = 3;
+/// The outbox's table.
+const OUTBOX: &str = "outbox";
 /// A write taken, and the owner whose turn made it, if one did.
 type Tagged = (Op, Option<Arc<Owner>>);
 
@@ -303,6 +306,11 @@ impl Pg {
             if !counted.is_empty() {
                 count(&tx, table, &counted, &changes).await?;
             }
+            if table == OUTBOX && !put.is_empty() && !self.sends.load(Ordering::Relaxed) {
+                // Mail queued here for the node that sends it.
+                let tell = tx.prepare_cached("SELECT pg_notify($1, '')").await?;
+                tx.execute(&tell, &[&notices::OUTBOX]).await?;
+            }
         }
         tx.commit().await?;
         Ok(left_out)
@@ -311,7 +319,8 @@ impl Pg {
 
 /// The owners of `ops` whose computers were taken with a newer fence since
 /// (or never), their rows locked against a new taking until `tx` ends; the
-/// leases of those this node (`node`) holds renewed (see `Pg::own`).
+/// leases of those this node (`node`) holds renewed (see `Pg::own`) once
+/// half of them has passed.
 async fn taken_since(
     tx: &deadpool_postgres::Transaction<'_>,
     ops: &[Tagged],
@@ -334,7 +343,8 @@ async fn taken_since(
                  SELECT key, fence, node FROM owners WHERE key = ANY($1) ORDER BY key FOR UPDATE),
              renewed AS (
                  UPDATE owners SET until = now() + $3 * interval '1 second'
-                 FROM locked WHERE owners.key = locked.key AND locked.node = $2)
+                 FROM locked WHERE owners.key = locked.key AND locked.node = $2
+                   AND owners.until < now() + $3 * interval '0.5 second')
              SELECT key, fence FROM locked",
         )
         .await?;

@@ -380,3 +380,163 @@ async fn the_primary_lost_to_its_synchronous_standby_loses_no_otp_announced_as_s
         "{sent:?}"
     );
 }
+
+/// The OTPs mailed to `to` for computer `computer` by the site whose
+/// outbox folders are `outboxes`, in the order they were delivered.
+fn delivered(outboxes: &[PathBuf], to: &str, computer: &str) -> Vec<String> {
+    let subject = format!("Your one-time password for {computer}");
+    let mut mails: Vec<(std::time::SystemTime, String)> = outboxes
+        .iter()
+        .filter_map(|outbox| std::fs::read_dir(outbox).ok())
+        .flatten()
+        .filter_map(|entry| {
+            let path = entry.ok()?.path();
+            if path.extension()? != "eml" {
+                return None;
+            }
+            let modified = path.metadata().ok()?.modified().ok()?;
+            let text = std::fs::read_to_string(&path).ok()?;
+            let mail = otpgate::bench::read_otp_mail(&text)?;
+            (mail.to == to && text.contains(&subject)).then_some((modified, mail.code))
+        })
+        .collect();
+    mails.sort();
+    mails.into_iter().map(|(_, code)| code).collect()
+}
+
+/// What one computer's logins saw during the soak.
+#[derive(Debug, Default)]
+struct Seen {
+    logins: u64,
+    /// OTPs let in a second time.
+    twice: u64,
+    /// OTPs announced as sent whose mail never came (or never let in).
+    lost: u64,
+    /// The longest the computer's logins were refused in a row.
+    longest_refusal: Duration,
+}
+
+/// Logs in on `desk` (computer `computer`) again and again until `until`.
+async fn keep_logging_in(
+    desk: Desk,
+    computer: String,
+    outboxes: Vec<PathBuf>,
+    until: Instant,
+) -> Seen {
+    let mut seen = Seen::default();
+    let mut refused_since: Option<Instant> = None;
+    let mut refused = |ok: bool, seen: &mut Seen| match (ok, refused_since) {
+        (false, None) => refused_since = Some(Instant::now()),
+        (true, Some(since)) => {
+            seen.longest_refusal = seen.longest_refusal.max(since.elapsed());
+            refused_since = None;
+        }
+        _ => {}
+    };
+    let mut used = std::collections::HashSet::new();
+    while Instant::now() < until {
+        let asked = desk
+            .ask(LoginRequest::Request(RequestMode::Directory))
+            .await;
+        let sent = matches!(
+            asked,
+            Ok(LoginResponse::Requested(
+                Requested::Send { .. } | Requested::Resend { .. }
+            ))
+        );
+        refused(sent, &mut seen);
+        if !sent {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        // The newest code mailed for this computer lets the person in,
+        // within 20 s (typed again while the site is unavailable).
+        let announced = Instant::now();
+        let mut allowed = false;
+        while !allowed && announced.elapsed() < Duration::from_secs(20) {
+            let newest = delivered(&outboxes, &my_email(), &computer)
+                .into_iter()
+                .rfind(|code| !used.contains(code));
+            let Some(code) = newest else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            match verify(&desk, &code).await {
+                Ok(LoginResponse::Verified(Verdict::Allow { .. })) => {
+                    refused(true, &mut seen);
+                    allowed = true;
+                    seen.logins += 1;
+                    used.insert(code.clone());
+                    let again = verify(&desk, &code).await;
+                    if matches!(again, Ok(LoginResponse::Verified(Verdict::Allow { .. }))) {
+                        seen.twice += 1;
+                    }
+                }
+                Ok(LoginResponse::Verified(_)) => {
+                    // Superseded by a newer one (its request was answered
+                    // "unavailable" but committed): that one comes.
+                    used.insert(code);
+                }
+                _ => {
+                    refused(false, &mut seen);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        if !allowed {
+            seen.lost += 1;
+        }
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a two-minute soak: cargo test --test it -- --ignored --nocapture soak"]
+async fn soak_three_nodes_one_killed_every_five_to_ten_seconds() {
+    let Some(cluster) = PgCluster::start() else {
+        return;
+    };
+    let mut site = Site::start(&cluster.database().url, 3).await;
+    let settings = AdminRequest::SettingsSet(otpgate_protocol::admin::SettingsPatch {
+        new_otp_interval_secs: Some(0),
+        ..Default::default()
+    });
+    let set = site.admin(0, settings).await;
+    assert!(matches!(set, AdminResponse::Settings(_)), "{set:?}");
+    let outboxes: Vec<PathBuf> = (0..3).map(|n| site.data_dir(n).join("outbox")).collect();
+    let until = Instant::now() + Duration::from_secs(120);
+    let mut logging_in = tokio::task::JoinSet::new();
+    for n in 0..12 {
+        let computer = format!("ws-{:02}", n + 1);
+        site.set_client(0, &computer, auto_directory()).await;
+        let order = [n % 3, (n + 1) % 3, (n + 2) % 3];
+        let desk = site.desk(&computer, &order).await;
+        logging_in.spawn(keep_logging_in(desk, computer, outboxes.clone(), until));
+    }
+    let mut kills = 0;
+    while Instant::now() + Duration::from_secs(10) < until {
+        tokio::time::sleep(Duration::from_millis(rand::random_range(5000..10_000))).await;
+        let n = rand::random_range(0..3);
+        site.kill(n);
+        kills += 1;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        site.restart(n);
+    }
+    let seen = logging_in.join_all().await;
+    let logins: u64 = seen.iter().map(|s| s.logins).sum();
+    let twice: u64 = seen.iter().map(|s| s.twice).sum();
+    let lost: u64 = seen.iter().map(|s| s.lost).sum();
+    let longest = seen
+        .iter()
+        .map(|s| s.longest_refusal)
+        .max()
+        .unwrap_or_default();
+    println!(
+        "soak: 3 nodes, 12 computers, 120 s, {kills} nodes killed: {logins} logins, \
+         {twice} OTPs let in twice, {lost} announced OTPs lost, longest refusal {longest:?}"
+    );
+    assert_eq!(twice, 0);
+    assert_eq!(lost, 0);
+    assert!(longest < FAILOVER, "refused for {longest:?}");
+    assert!(logins > 0);
+}

@@ -76,7 +76,7 @@ const ID_BLOCK: u64 = 1024;
 /// The database, its pending writes and the ids reserved.
 pub(super) struct Pg {
     pool: Pool,
-    /// How to open a connection outside the pool (see [`Pg::alone`]).
+    /// How to open a connection outside the pool (see [`locks`]).
     config: tokio_postgres::Config,
     tls: MakeRustlsConnect,
     pending: Mutex<Pending>,
@@ -89,6 +89,8 @@ pub(super) struct Pg {
     /// The newest fence each computer is known to be held with by another
     /// node (see [`notices`]).
     taken: Mutex<HashMap<ComputerId, i64>>,
+    /// When this node last renewed (or took) each computer's lease.
+    renewed: Mutex<HashMap<ComputerId, std::time::Instant>>,
     /// What other nodes change, told to whoever listens.
     changes: broadcast::Sender<Change>,
     /// The session holding (or trying for) the sender's lock, and whether
@@ -132,6 +134,7 @@ impl Pg {
             committing: tokio::sync::Mutex::new(()),
             fenced: Mutex::default(),
             taken: Mutex::default(),
+            renewed: Mutex::default(),
             changes: broadcast::channel(CHANGES_HELD).0,
             sending: tokio::sync::Mutex::default(),
             sends: AtomicBool::new(false),
@@ -266,6 +269,7 @@ impl Pg {
 
     /// [`Pg::own`], once: `None` while another node's lease runs.
     async fn try_own(&self, computer: &ComputerId) -> Result<Option<Owner>> {
+        let began = std::time::Instant::now();
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let key = computer.as_str().as_bytes();
@@ -274,8 +278,8 @@ impl Pg {
                 "SELECT fence, node, until > now() FROM owners WHERE key = $1 FOR UPDATE",
             )
             .await?;
-        let fence = match tx.query_opt(&held, &[&key]).await? {
-            Some(row) if row.get::<_, i64>(1) == self.node => row.get(0),
+        let (fence, took) = match tx.query_opt(&held, &[&key]).await? {
+            Some(row) if row.get::<_, i64>(1) == self.node => (row.get(0), false),
             Some(row) if row.get::<_, bool>(2) => return Ok(None),
             _ => {
                 let take = tx
@@ -294,10 +298,13 @@ impl Pg {
                 let tell = tx.prepare_cached("SELECT pg_notify($1, $2)").await?;
                 let taken = format!("{fence} {} {computer}", self.node);
                 tx.execute(&tell, &[&notices::OWNERS, &taken]).await?;
-                fence
+                (fence, true)
             }
         };
         tx.commit().await?;
+        if took {
+            self.renewed().insert(computer.clone(), began);
+        }
         Ok(Some(Owner {
             computer: computer.clone(),
             fence,

@@ -7,10 +7,12 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
+use std::time::Instant;
 
 use super::super::record::{decode, encode};
 use super::super::turn::{self, Owner};
-use super::{Pg, Result, StoreError, notices};
+use super::{LEASE, Pg, Result, StoreError, notices};
+use crate::id::ComputerId;
 use crate::rules::{Bucket, Failure};
 
 /// How many times a commit makes and locks failure buckets that others
@@ -266,7 +268,8 @@ impl Pg {
     async fn apply(&self, ops: &[Tagged]) -> Result<Vec<Arc<Owner>>> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let left_out = taken_since(&tx, ops, self.node).await?;
+        let began = Instant::now();
+        let (left_out, renewed) = self.taken_since(&tx, ops, began).await?;
         let kept = ops.iter().filter_map(|(op, owner)| match owner {
             Some(owner) if left_out.contains(owner) => None,
             _ => Some(op),
@@ -313,52 +316,97 @@ impl Pg {
             }
         }
         tx.commit().await?;
+        self.renewed()
+            .extend(renewed.into_iter().map(|computer| (computer, began)));
         Ok(left_out)
     }
 }
 
-/// The owners of `ops` whose computers were taken with a newer fence since
-/// (or never), their rows locked against a new taking until `tx` ends; the
-/// leases of those this node (`node`) holds renewed (see `Pg::own`) once
-/// half of them has passed.
-async fn taken_since(
-    tx: &deadpool_postgres::Transaction<'_>,
-    ops: &[Tagged],
-    node: i64,
-) -> Result<Vec<Arc<Owner>>> {
-    let mut owners: Vec<&Arc<Owner>> = ops.iter().filter_map(|(_, owner)| owner.as_ref()).collect();
-    owners.sort_by(|a, b| (a.computer.as_str(), a.fence).cmp(&(b.computer.as_str(), b.fence)));
-    owners.dedup();
-    if owners.is_empty() {
-        return Ok(Vec::new());
+impl Pg {
+    /// The owners of `ops` whose computers were taken with a newer fence
+    /// since (or never), their rows locked against a new taking until `tx`
+    /// ends; and the computers whose leases this node holds were renewed
+    /// (see [`Pg::own`]), those more than half gone as this node last
+    /// renewed them (or ever), so that most commits only lock the rows.
+    async fn taken_since(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        ops: &[Tagged],
+        now: Instant,
+    ) -> Result<(Vec<Arc<Owner>>, Vec<ComputerId>)> {
+        let mut owners: Vec<&Arc<Owner>> =
+            ops.iter().filter_map(|(_, owner)| owner.as_ref()).collect();
+        owners.sort_by(|a, b| (a.computer.as_str(), a.fence).cmp(&(b.computer.as_str(), b.fence)));
+        owners.dedup();
+        if owners.is_empty() {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let keys: Vec<&[u8]> = owners.iter().map(|owner| key_of(owner)).collect();
+        let due: Vec<&Arc<Owner>> = {
+            let renewed = self.renewed();
+            owners
+                .iter()
+                .filter(|owner| {
+                    renewed
+                        .get(&owner.computer)
+                        .is_none_or(|at| now.saturating_duration_since(*at) >= LEASE / 2)
+                })
+                .copied()
+                .collect()
+        };
+        // Locked in key order, as every node's commits lock them.
+        let rows = if due.is_empty() {
+            let locked = tx
+                .prepare_cached(
+                    "SELECT key, fence FROM owners WHERE key = ANY($1) ORDER BY key FOR SHARE",
+                )
+                .await?;
+            tx.query(&locked, &[&keys]).await?
+        } else {
+            let renewing = tx
+                .prepare_cached(
+                    "WITH locked AS (
+                         SELECT key, fence, node FROM owners WHERE key = ANY($1)
+                         ORDER BY key FOR UPDATE),
+                     renewed AS (
+                         UPDATE owners SET until = now() + $3 * interval '1 second'
+                         FROM locked WHERE owners.key = locked.key AND locked.node = $2
+                           AND locked.key = ANY($4))
+                     SELECT key, fence FROM locked",
+                )
+                .await?;
+            let due_keys: Vec<&[u8]> = due.iter().map(|owner| key_of(owner)).collect();
+            let lease = LEASE.as_secs_f64();
+            tx.query(&renewing, &[&keys, &self.node, &lease, &due_keys])
+                .await?
+        };
+        let fences: HashMap<Vec<u8>, i64> = rows
+            .into_iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .collect();
+        let held = |owner: &&Arc<Owner>| fences.get(key_of(owner)) == Some(&owner.fence);
+        let renewed = due
+            .iter()
+            .filter(|owner| held(owner))
+            .map(|owner| owner.computer.clone())
+            .collect();
+        let left_out = owners
+            .into_iter()
+            .filter(|owner| !held(owner))
+            .cloned()
+            .collect();
+        Ok((left_out, renewed))
     }
-    let keys: Vec<&[u8]> = owners
-        .iter()
-        .map(|o| o.computer.as_str().as_bytes())
-        .collect();
-    // Locked in key order (as every node's commits lock them), then renewed.
-    let locked = tx
-        .prepare_cached(
-            "WITH locked AS (
-                 SELECT key, fence, node FROM owners WHERE key = ANY($1) ORDER BY key FOR UPDATE),
-             renewed AS (
-                 UPDATE owners SET until = now() + $3 * interval '1 second'
-                 FROM locked WHERE owners.key = locked.key AND locked.node = $2
-                   AND owners.until < now() + $3 * interval '0.5 second')
-             SELECT key, fence FROM locked",
-        )
-        .await?;
-    let fences: HashMap<Vec<u8>, i64> = tx
-        .query(&locked, &[&keys, &node, &super::LEASE.as_secs_f64()])
-        .await?
-        .into_iter()
-        .map(|row| (row.get(0), row.get(1)))
-        .collect();
-    Ok(owners
-        .into_iter()
-        .filter(|owner| fences.get(owner.computer.as_str().as_bytes()) != Some(&owner.fence))
-        .cloned()
-        .collect())
+
+    /// When this node last renewed (or took) each computer's lease.
+    pub(super) fn renewed(&self) -> std::sync::MutexGuard<'_, HashMap<ComputerId, Instant>> {
+        self.renewed.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The key of `owner`'s computer in table `owners`.
+fn key_of(owner: &Owner) -> &[u8] {
+    owner.computer.as_str().as_bytes()
 }
 
 /// Counts the failures of `changes` against buckets `keys` of `table`, each

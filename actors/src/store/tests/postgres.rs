@@ -1,7 +1,8 @@
 //! The store's tests on PostgreSQL (each skipped where there is none): what
 //! a commit shows and when, a database that goes away and comes back, two
-//! nodes counting failures, the schema's versions, a site copied in, the one
-//! server's lock, side tables, and fenced turns.
+//! nodes counting failures, the schema's versions, a site copied in, the site
+//! lock, side tables, fenced turns and leases, what one node hears of
+//! another's changes, and what one node at a time does.
 
 use std::ops::Bound;
 use std::sync::Arc;

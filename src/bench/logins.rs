@@ -139,7 +139,7 @@ impl FloodReport {
 pub async fn logins(fleet: FleetOptions, storm: LoginOptions) -> anyhow::Result<LoginReport> {
     with_setup(&fleet, async |server, fleet, mailbox| {
         let stop = CancellationToken::new();
-        storm_on(server, &fleet.links, 0, mailbox, &storm, &stop).await
+        storm_on((server, fleet), &fleet.links, 0, mailbox, &storm, &stop).await
     })
     .await
 }
@@ -159,7 +159,7 @@ pub async fn flood(
         let (bad, good) = fleet.links.split_at(attackers);
         let stop = CancellationToken::new();
         let attack = Attack::start(bad, mailbox, &stop).await?;
-        let honest = storm_on(server, good, attackers, mailbox, &storm, &stop).await;
+        let honest = storm_on((server, fleet), good, attackers, mailbox, &storm, &stop).await;
         stop.cancel();
         let attack = attack.finish().await?;
         let honest = honest?;
@@ -369,10 +369,11 @@ impl Tally {
     }
 }
 
-/// Runs a login storm with agents `links` (agent `offset + i` is `links[i]`),
-/// until its count or duration is reached or `stop` fires.
+/// Runs a login storm with agents `links` (agent `offset + i` is `links[i]`)
+/// of `fleet` on `server` (and its other nodes), until its count or
+/// duration is reached or `stop` fires.
 async fn storm_on(
-    server: &Server,
+    (server, fleet): (&Server, &Fleet),
     links: &[Link],
     offset: usize,
     mailbox: &Arc<Mailbox>,
@@ -460,7 +461,7 @@ async fn storm_on(
         logins_per_sec: total.completed as f64 / secs.max(f64::EPSILON),
         latency_ms: Percentiles::of(&total.latency),
         errors: total.errors,
-        server: server.usage()?,
+        server: fleet.usage(server)?,
     })
 }
 

@@ -63,6 +63,9 @@ pub struct FleetOptions {
     /// A file with the server's `[store]` section (PostgreSQL, say); sled in
     /// the work folder without one.
     pub store: Option<PathBuf>,
+    /// How many server processes of one site serve the agents (over
+    /// PostgreSQL, when more than one).
+    pub nodes: usize,
 }
 
 /// The report of any scenario.
@@ -376,6 +379,23 @@ async fn ask_admin(socket: &Path, request: &AdminRequest) -> anyhow::Result<Admi
     }
 }
 
+/// Makes `data` a data folder of another node of the site whose first
+/// node's data folder is `first`: its secret and CA, and its outbox folder
+/// the first node's (where the bench reads the mail, whichever node sends
+/// it).
+fn node_of(first: &Path, data: &Path) -> anyhow::Result<()> {
+    crate::files::create_private_dir(&data.join("pki"))?;
+    for file in ["secret.key", "pki/ca.pem", "pki/ca.key"] {
+        std::fs::copy(first.join(file), data.join(file))
+            .with_context(|| format!("cannot copy {file} to {}", data.display()))?;
+    }
+    let outbox = data.join("outbox");
+    if !outbox.exists() {
+        std::os::unix::fs::symlink(first.join("outbox"), outbox)?;
+    }
+    Ok(())
+}
+
 /// The name of agent `i`: its computer, its OS user, and its mailbox's local part.
 fn agent_name(i: usize) -> String {
     format!("bench-{i:06}")
@@ -415,10 +435,14 @@ fn identities(work: &Path, agents: usize) -> anyhow::Result<Vec<Arc<rustls::Clie
 struct Fleet {
     links: Vec<Link>,
     cancel: CancellationToken,
+    /// The site's other nodes, besides the server [`Fleet::start`] returns
+    /// (stopped with the fleet).
+    others: Vec<Server>,
 }
 
 impl Fleet {
-    /// Starts the server (first run: creates its PKI) and connects every agent.
+    /// Starts the server (first run: creates its PKI), and the site's other
+    /// nodes (see [`FleetOptions::nodes`]), and connects every agent.
     async fn start(options: &FleetOptions, setup: &ServerSetup) -> anyhow::Result<(Server, Self)> {
         // One file per agent here, and one per agent in the server (which
         // inherits this process's limit).
@@ -430,12 +454,26 @@ impl Fleet {
              open-files limit here is {files}: raise it (ulimit -n) or run fewer agents",
             options.agents
         );
+        anyhow::ensure!(
+            options.nodes <= 1 || setup.store.is_some(),
+            "several nodes share one database: give --store a PostgreSQL [store] section"
+        );
         crate::files::create_private_dir(&options.work_dir)?;
         let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
         let server = Server::start(&options.work_dir, setup, listen)?;
+        let others = (1..options.nodes)
+            .map(|n| {
+                let work = options.work_dir.join(format!("node-{n}"));
+                node_of(&server.data, &work.join("data"))?;
+                Server::start(&work, setup, listen)
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
         eprintln!("bench: loading {} identities", options.agents);
         let configs = identities(&options.work_dir, options.agents)?;
-        let addr = server.addr()?;
+        let mut addrs = vec![server.addr()?];
+        for other in &others {
+            addrs.push(other.addr()?);
+        }
         let cancel = CancellationToken::new();
         let sources = usize::from(options.sources.max(1));
         let links = configs
@@ -443,16 +481,37 @@ impl Fleet {
             .enumerate()
             .map(|(i, config)| {
                 let source = Ipv4Addr::new(127, 0, 0, 1 + (i % sources) as u8);
+                let mut servers = addrs.clone();
+                servers.rotate_left(i % addrs.len());
                 Link::spawn_from(
                     config,
-                    vec![addr.clone()],
+                    servers,
                     Some(IpAddr::V4(source)),
                     cancel.child_token(),
                 )
                 .map(|(link, _)| link)
             })
             .collect::<Result<_, _>>()?;
-        Ok((server, Self { links, cancel }))
+        Ok((
+            server,
+            Self {
+                links,
+                cancel,
+                others,
+            },
+        ))
+    }
+
+    /// The memory and CPU time of `server` and the other nodes, together.
+    fn usage(&self, server: &Server) -> anyhow::Result<Usage> {
+        let mut total = server.usage()?;
+        for other in &self.others {
+            let usage = other.usage()?;
+            total.rss_kib += usage.rss_kib;
+            total.peak_rss_kib += usage.peak_rss_kib;
+            total.cpu_secs += usage.cpu_secs;
+        }
+        Ok(total)
     }
 
     fn len(&self) -> usize {

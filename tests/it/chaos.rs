@@ -412,8 +412,45 @@ struct Seen {
     twice: u64,
     /// OTPs announced as sent whose mail never came (or never let in).
     lost: u64,
+    /// OTPs whose check was answered "unavailable" (its node died, say)
+    /// and which were used all the same: the person asks for a new one.
+    used_unanswered: u64,
     /// The longest the computer's logins were refused in a row.
     longest_refusal: Duration,
+    /// The longest one request or check took to be answered.
+    slowest: Duration,
+    /// The announced OTPs that never let the person in, to say.
+    notes: Vec<String>,
+}
+
+/// How one login of the soak ended, once its OTP was announced as sent.
+enum Ended {
+    /// Let in.
+    Allowed,
+    /// Its check was answered "unavailable" (its node died, say) and was
+    /// carried out all the same: the person asks for a new OTP.
+    UsedUnanswered,
+    /// No OTP mailed for it let the person in within 20 s.
+    Never,
+}
+
+/// Counts the time a computer's logins are refused in a row.
+#[derive(Default)]
+struct Refusals {
+    since: Option<Instant>,
+    longest: Duration,
+}
+
+impl Refusals {
+    fn refused(&mut self) {
+        self.since.get_or_insert_with(Instant::now);
+    }
+
+    fn served(&mut self) {
+        if let Some(since) = self.since.take() {
+            self.longest = self.longest.max(since.elapsed());
+        }
+    }
 }
 
 /// Logs in on `desk` (computer `computer`) again and again until `until`.
@@ -424,70 +461,103 @@ async fn keep_logging_in(
     until: Instant,
 ) -> Seen {
     let mut seen = Seen::default();
-    let mut refused_since: Option<Instant> = None;
-    let mut refused = |ok: bool, seen: &mut Seen| match (ok, refused_since) {
-        (false, None) => refused_since = Some(Instant::now()),
-        (true, Some(since)) => {
-            seen.longest_refusal = seen.longest_refusal.max(since.elapsed());
-            refused_since = None;
-        }
-        _ => {}
-    };
+    let mut refusals = Refusals::default();
     let mut used = std::collections::HashSet::new();
     while Instant::now() < until {
+        let asking = Instant::now();
         let asked = desk
             .ask(LoginRequest::Request(RequestMode::Directory))
             .await;
-        let sent = matches!(
+        seen.slowest = seen.slowest.max(asking.elapsed());
+        if !matches!(
             asked,
             Ok(LoginResponse::Requested(
                 Requested::Send { .. } | Requested::Resend { .. }
             ))
-        );
-        refused(sent, &mut seen);
-        if !sent {
+        ) {
+            refusals.refused();
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         }
-        // The newest code mailed for this computer lets the person in,
-        // within 20 s (typed again while the site is unavailable).
-        let announced = Instant::now();
-        let mut allowed = false;
-        while !allowed && announced.elapsed() < Duration::from_secs(20) {
-            let newest = delivered(&outboxes, &my_email(), &computer)
-                .into_iter()
-                .rfind(|code| !used.contains(code));
-            let Some(code) = newest else {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            };
-            match verify(&desk, &code).await {
-                Ok(LoginResponse::Verified(Verdict::Allow { .. })) => {
-                    refused(true, &mut seen);
-                    allowed = true;
-                    seen.logins += 1;
-                    used.insert(code.clone());
-                    let again = verify(&desk, &code).await;
-                    if matches!(again, Ok(LoginResponse::Verified(Verdict::Allow { .. }))) {
-                        seen.twice += 1;
-                    }
-                }
-                Ok(LoginResponse::Verified(_)) => {
-                    // Superseded by a newer one (its request was answered
-                    // "unavailable" but committed): that one comes.
-                    used.insert(code);
-                }
-                _ => {
-                    refused(false, &mut seen);
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
+        let mut tried = Vec::new();
+        let ended = log_in(
+            &desk,
+            (&computer, &outboxes),
+            &mut used,
+            &mut tried,
+            &mut seen,
+            &mut refusals,
+        )
+        .await;
+        match ended {
+            Ended::Allowed => seen.logins += 1,
+            Ended::UsedUnanswered => seen.used_unanswered += 1,
+            Ended::Never => {
+                seen.lost += 1;
+                let mailed = delivered(&outboxes, &my_email(), &computer);
+                seen.notes.push(format!(
+                    "{computer}: {asked:?}, never let in: tried {tried:?}, mailed {mailed:?}"
+                ));
             }
         }
-        if !allowed {
-            seen.lost += 1;
+    }
+    seen.longest_refusal = refusals.longest;
+    seen
+}
+
+/// Types the newest OTP mailed for `computer` (read from `outboxes`) that is
+/// not in `used` until it lets the person in, for at most 20 s; each OTP
+/// that did is tried again, and must not.
+async fn log_in(
+    desk: &Desk,
+    (computer, outboxes): (&str, &[PathBuf]),
+    used: &mut std::collections::HashSet<String>,
+    tried: &mut Vec<String>,
+    seen: &mut Seen,
+    refusals: &mut Refusals,
+) -> Ended {
+    let announced = Instant::now();
+    // Codes whose check went unanswered.
+    let mut unanswered = std::collections::HashSet::new();
+    while announced.elapsed() < Duration::from_secs(20) {
+        let newest = delivered(outboxes, &my_email(), computer)
+            .into_iter()
+            .rfind(|code| !used.contains(code));
+        let Some(code) = newest else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let checking = Instant::now();
+        let checked = verify(desk, &code).await;
+        seen.slowest = seen.slowest.max(checking.elapsed());
+        tried.push(format!("{code}: {checked:?}"));
+        match checked {
+            Ok(LoginResponse::Verified(Verdict::Allow { .. })) => {
+                refusals.served();
+                used.insert(code.clone());
+                let again = verify(desk, &code).await;
+                if matches!(again, Ok(LoginResponse::Verified(Verdict::Allow { .. }))) {
+                    seen.twice += 1;
+                }
+                return Ended::Allowed;
+            }
+            Ok(LoginResponse::Verified(Verdict::Deny)) => {
+                used.insert(code.clone());
+                if unanswered.contains(&code) {
+                    refusals.served();
+                    return Ended::UsedUnanswered;
+                }
+                // Superseded by a newer one (its request was answered
+                // "unavailable" but committed): that one comes.
+            }
+            _ => {
+                unanswered.insert(code);
+                refusals.refused();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
         }
     }
-    seen
+    Ended::Never
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -497,8 +567,12 @@ async fn soak_three_nodes_one_killed_every_five_to_ten_seconds() {
         return;
     };
     let mut site = Site::start(&cluster.database().url, 3).await;
+    // One person logs in on every computer, again and again, and tries each
+    // OTP a second time: no interval, and no throttling of their failures.
     let settings = AdminRequest::SettingsSet(otpgate_protocol::admin::SettingsPatch {
         new_otp_interval_secs: Some(0),
+        max_new_per_computer: Some(u32::MAX),
+        max_failures: Some(u32::MAX / 2),
         ..Default::default()
     });
     let set = site.admin(0, settings).await;
@@ -526,15 +600,19 @@ async fn soak_three_nodes_one_killed_every_five_to_ten_seconds() {
     let logins: u64 = seen.iter().map(|s| s.logins).sum();
     let twice: u64 = seen.iter().map(|s| s.twice).sum();
     let lost: u64 = seen.iter().map(|s| s.lost).sum();
-    let longest = seen
-        .iter()
-        .map(|s| s.longest_refusal)
-        .max()
-        .unwrap_or_default();
+    let used_unanswered: u64 = seen.iter().map(|s| s.used_unanswered).sum();
+    let longest = seen.iter().map(|s| s.longest_refusal).max();
+    let slowest = seen.iter().map(|s| s.slowest).max();
+    for note in seen.iter().flat_map(|s| &s.notes) {
+        println!("soak: {note}");
+    }
     println!(
         "soak: 3 nodes, 12 computers, 120 s, {kills} nodes killed: {logins} logins, \
-         {twice} OTPs let in twice, {lost} announced OTPs lost, longest refusal {longest:?}"
+         {twice} OTPs let in twice, {lost} announced OTPs lost, {used_unanswered} checks \
+         answered \"unavailable\" and carried out, logins refused for {longest:?} in a row \
+         at most, slowest answer {slowest:?}"
     );
+    let longest = longest.unwrap_or_default();
     assert_eq!(twice, 0);
     assert_eq!(lost, 0);
     assert!(longest < FAILOVER, "refused for {longest:?}");

@@ -93,6 +93,10 @@ pub(in crate::cli) struct FleetArgs {
     /// folder without one.
     #[arg(long)]
     pub(in crate::cli) store: Option<PathBuf>,
+    /// Server processes of one site over that store (PostgreSQL): agent i
+    /// is given node i mod N first, and the others after it.
+    #[arg(long, default_value_t = 1)]
+    pub(in crate::cli) nodes: usize,
     /// Print one JSON document.
     #[arg(long)]
     pub(in crate::cli) json: bool,
@@ -106,6 +110,7 @@ impl FleetArgs {
             heartbeat: std::time::Duration::from_secs(self.heartbeat.max(1)),
             work_dir: self.work_dir.clone(),
             store: self.store.clone(),
+            nodes: self.nodes.max(1),
         }
     }
 }

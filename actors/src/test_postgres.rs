@@ -108,14 +108,19 @@ impl PgCluster {
 
     /// Makes this standby the primary (`pg_ctl promote`).
     pub fn promote(&self) {
+        self.pg_ctl(["-w", "promote"]);
+    }
+
+    /// Runs `pg_ctl -D <its data folder> ARGS`, which must succeed.
+    fn pg_ctl<S: AsRef<std::ffi::OsStr>>(&self, args: impl IntoIterator<Item = S>) {
         let out = self
             .run("pg_ctl")
             .arg("-D")
             .arg(&self.data)
-            .args(["-w", "promote"])
+            .args(args)
             .output()
             .unwrap();
-        assert!(out.status.success(), "pg_ctl promote: {out:?}");
+        assert!(out.status.success(), "pg_ctl: {out:?}");
     }
 
     /// The port it listens on, on 127.0.0.1.
@@ -200,34 +205,25 @@ impl PgCluster {
 
     /// Starts the cluster (again), and waits until it takes connections.
     pub fn resume(&self) {
-        let out = self
-            .run("pg_ctl")
-            .arg("-D")
-            .arg(&self.data)
-            .arg("-o")
-            .arg(format!(
-                "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=on",
-                self.port,
-                self.dir.display()
-            ))
-            .arg("-l")
-            .arg(self.dir.join("log"))
-            .args(["-w", "start"])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "pg_ctl start: {out:?}");
+        let settings = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=on",
+            self.port,
+            self.dir.display()
+        );
+        let log = self.dir.join("log");
+        self.pg_ctl([
+            "-o".as_ref(),
+            settings.as_ref(),
+            "-l".as_ref(),
+            log.as_os_str(),
+            "-w".as_ref(),
+            "start".as_ref(),
+        ]);
     }
 
     /// Stops the cluster at once (as a crash would: `-m immediate`).
     pub fn halt(&self) {
-        let out = self
-            .run("pg_ctl")
-            .arg("-D")
-            .arg(&self.data)
-            .args(["-m", "immediate", "-w", "stop"])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "pg_ctl stop: {out:?}");
+        self.pg_ctl(["-m", "immediate", "-w", "stop"]);
     }
 
     /// A new, empty database of its own (`createdb`), and how to reach it.

@@ -212,7 +212,7 @@ async fn with_setup<T>(
             "bench: {welcomed} welcomed in {:.2} s; setting up",
             last.as_secs_f64()
         );
-        configure(&server, fleet.len()).await?;
+        configure(&server, &fleet).await?;
         let mailbox = Arc::new(Mailbox::open(&server.data.join("outbox"))?);
         scenario(&server, &fleet, &mailbox).await
     }
@@ -222,8 +222,10 @@ async fn with_setup<T>(
     result
 }
 
-/// Sets the server up for repeated automatic logins of `agents` agents.
-async fn configure(server: &Server, agents: usize) -> anyhow::Result<()> {
+/// Sets the server (and its other nodes) up for repeated automatic logins
+/// of the fleet's agents.
+async fn configure(server: &Server, fleet: &Fleet) -> anyhow::Result<()> {
+    let agents = fleet.len();
     server
         .admin(&AdminRequest::SettingsSet(SettingsPatch {
             // Each agent's user logs in over and over: no interval, and room
@@ -244,22 +246,32 @@ async fn configure(server: &Server, agents: usize) -> anyhow::Result<()> {
             },
         })
         .await?;
+    // Each computer is set on the node its agent is given first, as its
+    // administrator would: set on another node, it would be taken from the
+    // agent's node, and taken back at the agent's next request.
+    let sockets: Arc<Vec<std::path::PathBuf>> = Arc::new(
+        std::iter::once(server)
+            .chain(&fleet.others)
+            .map(Server::admin_socket)
+            .collect(),
+    );
     let next = Arc::new(AtomicUsize::new(0));
     let mut workers = JoinSet::new();
     for _ in 0..SETUP_CONCURRENCY.min(agents) {
-        let (socket, next) = (server.admin_socket(), Arc::clone(&next));
+        let (sockets, next) = (Arc::clone(&sockets), Arc::clone(&next));
         workers.spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= agents {
                     return anyhow::Ok(());
                 }
+                let socket = &sockets[i % sockets.len()];
                 let request = AdminRequest::ClientSet {
                     computer: agent_name(i),
                     group: Some(Some(GROUP.into())),
                     options: OptionsView::default(),
                 };
-                ask_admin(&socket, &request).await?;
+                ask_admin(socket, &request).await?;
             }
         });
     }

@@ -60,7 +60,7 @@ fn said(output: &std::process::Output) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_made_under_load_restores_whole_and_opens_no_otp_again() {
     let server = TestServer::start_with_config(SLED).await;
-    let email = format!("{}@example.com", me());
+    let email = crate::common::my_email();
     server
         .set_settings(SettingsPatch {
             expiration_secs: Some(45 * 60),

@@ -1,8 +1,9 @@
 //! Several server processes of one site over a PostgreSQL cluster of each
 //! test's own, and what happens when parts of it fail: the node holding an
 //! agent killed with SIGKILL while its users are mid-login, a node paused
-//! with SIGSTOP past its lease while its agent moves on (fencing), and the
-//! primary lost to its synchronous standby. A soak that kills a random node
+//! with SIGSTOP past its lease while its agent moves on (fencing),
+//! PostgreSQL away for ten seconds, and the primary lost to its synchronous
+//! standby. A soak that kills a random node
 //! every few seconds for two minutes is ignored here (a command in the
 //! README).
 
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::agent::{Desk, unlimited};
 use crate::common::mail::read_codes;
-use crate::common::me;
+use crate::common::my_email;
 use crate::common::server::{HANDSHAKE_MS, ServerProcess, admin_ask, issue};
 use crate::common::{HEARTBEAT_MS, auto_directory};
 use otpgate::agent::AgentConfig;
@@ -108,6 +109,13 @@ impl Site {
         admin_ask(&self.data_dir(n), request).await
     }
 
+    /// Every node's outbox folder.
+    fn outboxes(&self) -> Vec<PathBuf> {
+        (0..self.dirs.len())
+            .map(|n| self.data_dir(n).join("outbox"))
+            .collect()
+    }
+
     /// The OTPs mailed to `to` by the site (whichever node sent them).
     fn codes(&self, to: &str) -> Vec<String> {
         let mut codes: Vec<String> = (0..self.dirs.len())
@@ -179,17 +187,6 @@ impl Site {
     }
 }
 
-fn my_email() -> String {
-    format!("{}@example.com", me())
-}
-
-async fn request(desk: &Desk, mode: RequestMode) -> Requested {
-    match desk.login(LoginRequest::Request(mode)).await {
-        LoginResponse::Requested(requested) => requested,
-        other => panic!("{other:?}"),
-    }
-}
-
 async fn verify(
     desk: &Desk,
     code: &str,
@@ -228,9 +225,9 @@ async fn a_node_killed_mid_login_leaves_its_agents_otps_and_requests_to_the_othe
     let typing = site.desk("ws-1", &[0, 1, 2]).await;
     let asking = site.desk("ws-2", &[0, 1, 2]).await;
     // Mid-login on node 0: an OTP sent, and an access request waiting.
-    let sent = request(&typing, RequestMode::Directory).await;
+    let sent = typing.request(RequestMode::Directory).await;
     assert!(matches!(sent, Requested::Send { .. }), "{sent:?}");
-    let asked = request(&asking, RequestMode::Email(my_email())).await;
+    let asked = asking.request(RequestMode::Email(my_email())).await;
     let Requested::AwaitApproval { request: id, .. } = asked else {
         panic!("{asked:?}");
     };
@@ -293,7 +290,7 @@ async fn a_node_paused_past_its_lease_commits_nothing_for_the_computer_it_lost()
     let site = Site::start(&cluster.database().url, 2).await;
     site.set_client(0, "ws-1", auto_directory()).await;
     let desk = site.desk("ws-1", &[0, 1]).await;
-    let sent = request(&desk, RequestMode::Directory).await;
+    let sent = desk.request(RequestMode::Directory).await;
     assert!(matches!(sent, Requested::Send { .. }), "{sent:?}");
     let code = site.codes_for(&my_email(), 1).await.remove(0);
 
@@ -346,7 +343,7 @@ async fn the_primary_lost_to_its_synchronous_standby_loses_no_otp_announced_as_s
     for (n, name) in ["ws-1", "ws-2"].into_iter().enumerate() {
         site.set_client(0, name, auto_directory()).await;
         let desk = site.desk(name, &[n, 1 - n]).await;
-        let sent = request(&desk, RequestMode::Directory).await;
+        let sent = desk.request(RequestMode::Directory).await;
         assert!(matches!(sent, Requested::Send { .. }), "{sent:?}");
         desks.push(desk);
     }
@@ -374,10 +371,87 @@ async fn the_primary_lost_to_its_synchronous_standby_loses_no_otp_announced_as_s
     // And new logins go on, on both nodes.
     site.set_client(1, "ws-3", auto_directory()).await;
     let desk = site.desk("ws-3", &[1, 0]).await;
-    let sent = request(&desk, RequestMode::Directory).await;
+    let sent = desk.request(RequestMode::Directory).await;
     assert!(
         matches!(sent, Requested::Send { .. } | Requested::Resend { .. }),
         "{sent:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_away_for_ten_seconds_is_unavailable_on_every_node_and_served_after() {
+    let Some(cluster) = PgCluster::start() else {
+        return;
+    };
+    let site = Site::start(&cluster.database().url, 3).await;
+    let settings = AdminRequest::SettingsSet(otpgate_protocol::admin::SettingsPatch {
+        new_otp_interval_secs: Some(0),
+        ..Default::default()
+    });
+    assert!(matches!(
+        site.admin(0, settings).await,
+        AdminResponse::Settings(_)
+    ));
+    let mut desks = Vec::new();
+    for n in 0..3 {
+        let computer = format!("ws-{n}");
+        site.set_client(0, &computer, auto_directory()).await;
+        desks.push(site.desk(&computer, &[n, (n + 1) % 3, (n + 2) % 3]).await);
+    }
+    let sent = desks[0].request(RequestMode::Directory).await;
+    assert!(matches!(sent, Requested::Send { .. }), "{sent:?}");
+    let first = site.codes_for(&my_email(), 1).await.remove(0);
+
+    // Neither allowed nor denied on any node, for as long as it is away:
+    // unavailable, said as such.
+    cluster.halt();
+    let away = Instant::now();
+    while away.elapsed() < Duration::from_secs(10) {
+        let during = verify(&desks[0], &first).await;
+        assert!(during.is_err(), "{during:?}");
+        for desk in &desks[1..] {
+            let during = desk
+                .ask(LoginRequest::Request(RequestMode::Directory))
+                .await;
+            assert!(during.is_err(), "{during:?}");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    cluster.resume();
+    // No node restarted: each serves again, a new OTP opening the login.
+    for (n, desk) in desks.iter().enumerate() {
+        let since = Instant::now();
+        while !matches!(
+            desk.ask(LoginRequest::Request(RequestMode::Directory))
+                .await,
+            Ok(LoginResponse::Requested(Requested::Send { .. }))
+        ) {
+            assert!(
+                since.elapsed() < Duration::from_secs(20),
+                "node {n} not served again"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let computer = "ws-0";
+    let since = Instant::now();
+    let newest = loop {
+        let mailed = delivered(&site.outboxes(), &my_email(), computer);
+        match mailed.last() {
+            Some(code) if *code != first => break code.clone(),
+            _ => {
+                assert!(
+                    since.elapsed() < Duration::from_secs(20),
+                    "no new OTP mailed"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let allowed = verify(&desks[0], &newest).await;
+    assert!(
+        matches!(allowed, Ok(LoginResponse::Verified(Verdict::Allow { .. }))),
+        "{allowed:?}"
     );
 }
 
@@ -577,7 +651,7 @@ async fn soak_three_nodes_one_killed_every_five_to_ten_seconds() {
     });
     let set = site.admin(0, settings).await;
     assert!(matches!(set, AdminResponse::Settings(_)), "{set:?}");
-    let outboxes: Vec<PathBuf> = (0..3).map(|n| site.data_dir(n).join("outbox")).collect();
+    let outboxes = site.outboxes();
     let until = Instant::now() + Duration::from_secs(120);
     let mut logging_in = tokio::task::JoinSet::new();
     for n in 0..12 {

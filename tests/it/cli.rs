@@ -66,7 +66,7 @@ async fn scripts_get_json_and_exit_codes() {
     assert_eq!(status_of(&set), 0, "{set:?}");
     let desk: Desk = server.desk("ws-1").await;
     let socket = desk.socket.clone();
-    let email = format!("{}@example.com", me());
+    let email = crate::common::my_email();
 
     let requested = run(login(&socket, &["request", "--ad", "--json"]), "").await;
     assert_eq!(status_of(&requested), 0, "{requested:?}");
@@ -149,7 +149,7 @@ async fn scripts_get_json_and_exit_codes() {
 async fn the_interactive_prompt_walks_through_the_seed_screens() {
     let server = TestServer::start().await;
     let desk = server.desk("ws-1").await;
-    let email = format!("{}@example.com", me());
+    let email = crate::common::my_email();
     let mut prompt = Command::new(env!("CARGO_BIN_EXE_otpgate"))
         .args(["login", "--socket"])
         .arg(&desk.socket)

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::common::agent::Desk;
 use crate::common::auto_directory;
-use crate::common::me;
+use crate::common::my_email;
 use crate::common::server::{ServerProcess, admin_ask, issue, open_store};
 use crate::common::smtp::SmtpServer;
 use otpgate_actors::Store;
@@ -109,7 +109,7 @@ async fn kill_9_after_allow_and_after_sent_loses_nothing() {
         };
         assert_eq!(admin_ask(&data, set).await, AdminResponse::Done);
     }
-    let email = format!("{}@example.com", me());
+    let email = my_email();
     let desk = |name: &'static str| {
         let identity = issue(&data, dir.path(), name);
         let socket = dir.path().join(format!("{name}.sock"));

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use crate::common::agent::{Agent, Desk};
 use crate::common::auto_directory;
-use crate::common::me;
 use crate::common::server::TestServer;
+use crate::common::{me, my_email};
 use otpgate_actors::names::masked;
 use otpgate_actors::{Clock, ManualClock, SystemClock};
 use otpgate_protocol::admin::{
@@ -38,17 +38,6 @@ async fn setup() -> (ManualClock, TestServer, Desk) {
     let server = server_with(&clock).await;
     let desk = server.desk("ws-1").await;
     (clock, server, desk)
-}
-
-fn my_email() -> String {
-    format!("{}@example.com", me())
-}
-
-async fn request(desk: &Desk, mode: RequestMode) -> Requested {
-    match desk.login(LoginRequest::Request(mode)).await {
-        LoginResponse::Requested(requested) => requested,
-        other => panic!("{other:?}"),
-    }
 }
 
 async fn verify(desk: &Desk, email: &str, code: &str) -> Verdict {
@@ -98,7 +87,9 @@ async fn status(desk: &Desk) -> otpgate_protocol::login::PromptState {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn email_mode_goes_to_the_approvers_and_approval_sends_the_otp() {
     let (_, server, desk) = setup().await;
-    let requested = request(&desk, RequestMode::Email("carol@example.com".into())).await;
+    let requested = desk
+        .request(RequestMode::Email("carol@example.com".into()))
+        .await;
     let id = request_id(&requested);
 
     // The approvers (here the administrator) got the request by mail.
@@ -145,12 +136,12 @@ async fn directory_internal_and_emergency_modes() {
     server.set_client("ws-1", auto_directory()).await;
     assert!(
         matches!(
-            request(&desk, RequestMode::Email(my_email())).await,
+            desk.request(RequestMode::Email(my_email())).await,
             Requested::Disabled
         ),
         "plain email is not offered when auto-send is on"
     );
-    let sent = request(&desk, RequestMode::Directory).await;
+    let sent = desk.request(RequestMode::Directory).await;
     assert!(
         matches!(sent, Requested::Send { ref to, .. } if *to == masked(&my_email())),
         "{sent:?}"
@@ -163,7 +154,9 @@ async fn directory_internal_and_emergency_modes() {
 
     // Emergency access: an access request, marked so.
     clock.advance(HOUR);
-    let requested = request(&desk, RequestMode::Emergency("dave@example.com".into())).await;
+    let requested = desk
+        .request(RequestMode::Emergency("dave@example.com".into()))
+        .await;
     let id = request_id(&requested);
     let pending = server.requests(false).await;
     assert!(pending.iter().any(|r| r.id == id && r.emergency));
@@ -204,22 +197,18 @@ async fn directory_internal_and_emergency_modes() {
         login: "bob".into(),
         password: Secret("not it".into()),
     };
-    assert_eq!(request(&desk, wrong).await, Requested::Refuse);
+    assert_eq!(desk.request(wrong).await, Requested::Refuse);
     let nobody = RequestMode::Internal {
         login: "nobody".into(),
         password: Secret("bob's long password".into()),
     };
-    assert_eq!(
-        request(&desk, nobody).await,
-        Requested::Refuse,
-        "same answer"
-    );
+    assert_eq!(desk.request(nobody).await, Requested::Refuse, "same answer");
     let right = RequestMode::Internal {
         login: "bob".into(),
         password: Secret("bob's long password".into()),
     };
     assert!(
-        matches!(request(&desk, right).await, Requested::Send { ref to, .. } if to == "b***@example.com")
+        matches!(desk.request(right).await, Requested::Send { ref to, .. } if to == "b***@example.com")
     );
     let code = server.codes_for("bob@example.com", 1).await.remove(0);
     assert!(matches!(
@@ -232,7 +221,11 @@ async fn directory_internal_and_emergency_modes() {
 async fn denial_and_expiry_of_requests_reach_the_person() {
     let (clock, server, desk) = setup().await;
 
-    let id = request_id(&request(&desk, RequestMode::Email("erin@example.com".into())).await);
+    let id = request_id(
+        &desk
+            .request(RequestMode::Email("erin@example.com".into()))
+            .await,
+    );
     decide(&server, id, Choice::Deny, Some("not today")).await;
     assert_eq!(
         status(&desk).await.request,
@@ -253,7 +246,11 @@ async fn denial_and_expiry_of_requests_reach_the_person() {
     .await;
 
     // No OTP was issued, so the hour has not started: a new request is taken.
-    let id = request_id(&request(&desk, RequestMode::Email("erin@example.com".into())).await);
+    let id = request_id(
+        &desk
+            .request(RequestMode::Email("erin@example.com".into()))
+            .await,
+    );
     clock.advance(EXPIRY);
     assert_eq!(
         status(&desk).await.request,
@@ -386,7 +383,7 @@ async fn the_first_administrators_password_opens_nothing_until_changed() {
         login: "admin".into(),
         password: Secret(initial.clone()),
     };
-    assert_eq!(request(&desk, as_admin).await, Requested::Refuse);
+    assert_eq!(desk.request(as_admin).await, Requested::Refuse);
     assert!(
         server
             .audit(20)
@@ -398,7 +395,7 @@ async fn the_first_administrators_password_opens_nothing_until_changed() {
 
     // It decides nothing and generates nothing.
     server.set_client("ws-1", internal(false)).await;
-    let id = request_id(&request(&desk, RequestMode::Email(my_email())).await);
+    let id = request_id(&desk.request(RequestMode::Email(my_email())).await);
     let decide = |password: &str| AdminRequest::RequestDecide {
         id,
         by: "admin".into(),
@@ -451,7 +448,7 @@ async fn an_otp_works_only_where_when_and_for_whom_it_was_issued() {
     server.set_client("ws-1", auto_directory()).await;
     let email = my_email();
 
-    request(&desk, RequestMode::Directory).await;
+    desk.request(RequestMode::Directory).await;
     let code = server.codes_for(&email, 1).await.remove(0);
     assert_eq!(
         verify(&other_desk, &email, &code).await,
@@ -493,14 +490,14 @@ async fn an_otp_works_only_where_when_and_for_whom_it_was_issued() {
 
     // After expiry.
     clock.advance(HOUR);
-    request(&desk, RequestMode::Directory).await;
+    desk.request(RequestMode::Directory).await;
     let code = server.codes_for(&email, 2).await.remove(1);
     clock.advance(EXPIRY);
     assert_eq!(verify(&desk, &email, &code).await, Verdict::Deny, "expired");
 
     // Four wrong attempts, then the right one: still accepted.
     clock.advance(HOUR);
-    request(&desk, RequestMode::Directory).await;
+    desk.request(RequestMode::Directory).await;
     let code = server.codes_for(&email, 3).await.remove(2);
     for _ in 0..4 {
         assert_eq!(verify(&desk, &email, "00000000").await, Verdict::Deny);
@@ -512,7 +509,7 @@ async fn an_otp_works_only_where_when_and_for_whom_it_was_issued() {
 
     // Five wrong attempts lock it.
     clock.advance(HOUR);
-    request(&desk, RequestMode::Directory).await;
+    desk.request(RequestMode::Directory).await;
     let code = server.codes_for(&email, 4).await.remove(3);
     for _ in 0..5 {
         assert_eq!(verify(&desk, &email, "00000000").await, Verdict::Deny);
@@ -531,7 +528,7 @@ async fn within_the_hour_the_same_otp_is_resent_even_across_a_restart() {
     let desk = Desk::start(&identity, server.addr, server.data.path().join("ws-1.sock")).await;
     let email = my_email();
     assert!(matches!(
-        request(&desk, RequestMode::Directory).await,
+        desk.request(RequestMode::Directory).await,
         Requested::Send { .. }
     ));
     let first = server.codes_for(&email, 1).await.remove(0);
@@ -539,7 +536,7 @@ async fn within_the_hour_the_same_otp_is_resent_even_across_a_restart() {
     clock.advance(Duration::from_secs(10 * 60));
     let server = server.restart().await;
     desk.connected().await;
-    let again = request(&desk, RequestMode::Directory).await;
+    let again = desk.request(RequestMode::Directory).await;
     assert!(matches!(again, Requested::Resend { .. }), "{again:?}");
     let codes = server.codes_for(&email, 2).await;
     assert_eq!(codes[1], first, "the same OTP, mailed again");
@@ -555,7 +552,7 @@ async fn within_the_hour_the_same_otp_is_resent_even_across_a_restart() {
 
     clock.advance(HOUR);
     assert!(matches!(
-        request(&desk, RequestMode::Directory).await,
+        desk.request(RequestMode::Directory).await,
         Requested::Send { .. }
     ));
     let codes = server.codes_for(&email, 3).await;
@@ -580,7 +577,7 @@ async fn fifty_concurrent_verifies_of_one_otp_allow_exactly_one() {
         TestServer::start_with(Arc::new(clock.clone()), "requests_per_second = 100\n").await;
     server.set_client("ws-1", auto_directory()).await;
     let desk = Arc::new(server.desk("ws-1").await);
-    request(&desk, RequestMode::Directory).await;
+    desk.request(RequestMode::Directory).await;
     let code = server.codes_for(&my_email(), 1).await.remove(0);
     let mut tries = tokio::task::JoinSet::new();
     for _ in 0..50 {
@@ -657,7 +654,7 @@ async fn client_sessions_show_the_user_name_outlive_connections_and_restarts_and
 
     // The tester's own session, then logout.
     let desk = Desk::start(&identity, server.addr, server.data.path().join("ws-1.sock")).await;
-    request(&desk, RequestMode::Directory).await;
+    desk.request(RequestMode::Directory).await;
     let code = server.codes_for(&my_email(), 1).await.remove(0);
     assert!(matches!(
         verify(&desk, &my_email(), &code).await,

@@ -150,7 +150,7 @@ async fn the_metrics_count_a_known_run_and_name_nobody() {
 
     // A wrong code with no OTP asked for, then a whole life: a request
     // approved, the OTP verified, a terminal recorded, the computer revoked.
-    let email = format!("{}@example.com", me());
+    let email = crate::common::my_email();
     let socket = agent.socket.to_str().unwrap().to_owned();
     run(
         this_otpgate(),

@@ -1,16 +1,17 @@
 //! Several servers of one site over one PostgreSQL database, in this process
 //! (each test skipped where PostgreSQL is missing): an OTP used once whichever
 //! node it is checked on, the hour rule across nodes, a request decided on
-//! another node than the person's, and the settings and revocations of one
-//! node in force on the others within a second.
+//! another node than the person's, the settings and revocations of one node
+//! in force on the others within a second, and an agent's TLS session
+//! resumed on another node.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::common::agent::Desk;
+use crate::common::agent::Agent;
 use crate::common::auto_directory;
 use crate::common::mail::read_codes;
-use crate::common::me;
+use crate::common::my_email;
 use crate::common::server::TestServer;
 use otpgate_protocol::admin::{AdminRequest, AdminResponse, Choice, SettingsPatch};
 use otpgate_protocol::login::{
@@ -30,10 +31,6 @@ async fn site(count: usize) -> Option<Vec<TestServer>> {
     }
     nodes.insert(0, first);
     Some(nodes)
-}
-
-fn my_email() -> String {
-    format!("{}@example.com", me())
 }
 
 /// The OTPs mailed to `to` by any of `nodes` (whichever sends the site's
@@ -56,13 +53,6 @@ async fn codes_on(nodes: &[TestServer], to: &str, count: usize) -> Vec<String> {
     codes
 }
 
-async fn request(desk: &Desk, mode: RequestMode) -> Requested {
-    match desk.login(LoginRequest::Request(mode)).await {
-        LoginResponse::Requested(requested) => requested,
-        other => panic!("{other:?}"),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_otp_is_used_once_whichever_of_three_nodes_checks_it_and_the_hour_rule_holds_across_them()
  {
@@ -74,10 +64,10 @@ async fn an_otp_is_used_once_whichever_of_three_nodes_checks_it_and_the_hour_rul
     for node in &nodes {
         desks.push(Arc::new(node.desk("ws-1").await));
     }
-    let sent = request(&desks[0], RequestMode::Directory).await;
+    let sent = desks[0].request(RequestMode::Directory).await;
     assert!(matches!(sent, Requested::Send { .. }), "{sent:?}");
     // Asked again on another node within the hour: no new one.
-    let again = request(&desks[1], RequestMode::Directory).await;
+    let again = desks[1].request(RequestMode::Directory).await;
     assert!(
         matches!(
             again,
@@ -142,7 +132,7 @@ async fn a_request_approved_on_another_node_reaches_the_person_within_a_second_a
     };
     let (a, b) = (&nodes[0], &nodes[1]);
     let desk = a.desk("ws-1").await;
-    let asked = request(&desk, RequestMode::Email(my_email())).await;
+    let asked = desk.request(RequestMode::Email(my_email())).await;
     let Requested::AwaitApproval { request: id, .. } = asked else {
         panic!("{asked:?}");
     };
@@ -241,4 +231,20 @@ async fn settings_and_revocations_made_on_one_node_are_in_force_on_another_withi
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(!agent.link.status().connected, "and refuses it after");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_resumes_its_tls_session_on_another_node() {
+    let Some(mut nodes) = site(2).await else {
+        return;
+    };
+    let (b, a) = (nodes.pop().unwrap(), nodes.pop().unwrap());
+    let identity = a.identity("ws-1");
+    let agent = Agent::start_many(&identity, &[a.addr, b.addr]);
+    agent.welcomed(1, Duration::from_secs(10)).await;
+    drop(a.stop().await);
+    agent.welcomed(2, Duration::from_secs(20)).await;
+    let status = agent.link.status();
+    assert_eq!(status.server, Some(format!("localhost:{}", b.addr.port())));
+    assert!(status.resumed, "a's ticket is b's too: {status:?}");
 }

@@ -97,7 +97,7 @@ impl Life<'_> {
     pub(crate) async fn live(&self, agent: &AgentProcess, computer: &str) {
         let socket = agent.socket.to_str().unwrap();
         let data = self.data.to_str().unwrap();
-        let email = format!("{}@example.com", me());
+        let email = crate::common::my_email();
 
         ok(
             self.prompt,

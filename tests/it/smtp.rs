@@ -79,7 +79,7 @@ async fn the_otp_mail_arrives_with_both_parts_and_works() {
     let dir = tempfile::tempdir().unwrap();
     let (relay, server) = relay_and_server(dir.path()).await;
     let desk = server.desk("ws-1").await;
-    let email = format!("{}@example.com", me());
+    let email = crate::common::my_email();
     generate(&server, &me(), &email).await;
 
     let message = relay.wait_for(1, WITHIN).await.remove(0);

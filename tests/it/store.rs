@@ -7,7 +7,7 @@ use crate::common::auto_directory;
 use crate::common::recorder::record;
 use crate::common::release::{run, this_otpgate};
 use crate::common::server::{HANDSHAKE_MS, SLED, TestServer, recordings, write_config};
-use crate::common::{HEARTBEAT_MS, me};
+use crate::common::{HEARTBEAT_MS, my_email};
 use otpgate::cli::prompt::LoginError;
 use otpgate_protocol::admin::{AdminRequest, AdminResponse, PageRequest, RoleView, SettingsPatch};
 use otpgate_protocol::local::LocalError;
@@ -266,7 +266,7 @@ async fn while_postgres_is_down_logins_are_unavailable_and_they_work_again_after
         .await;
     let desk = server.desk("ws-1").await;
     server.set_client("ws-1", auto_directory()).await;
-    let email = format!("{}@example.com", me());
+    let email = my_email();
     let request = LoginRequest::Request(RequestMode::Directory);
     let verify = |code: String| LoginRequest::Verify {
         email: email.clone(),

@@ -7,11 +7,39 @@
 //! new owner loads what the old one committed. The writes of a turn
 //! ([`turn`]) are held until the turn flushes (or ends), then taken for the
 //! next commit all together, tagged with the owner. A commit locks the rows
-//! of the owners it carries (`FOR SHARE`) and leaves out the writes of every
-//! owner whose fence is no longer the computer's: another node took the
-//! computer since. That turn's flush fails with [`StoreError::Fenced`], so a
-//! node that lost a computer (paused, cut off from the database) commits
-//! nothing more for it and tells nobody that it did.
+//! of the owners it carries (and renews their leases, see `Pg::own`) and
+//! leaves out the writes of every owner whose fence is no longer the
+//! computer's: another node took the computer since. That turn's flush fails
+//! with [`StoreError::Fenced`], so a node that lost a computer (paused, cut
+//! off from the database) commits nothing more for it and tells nobody that
+//! it did.
+//!
+//! # Why no OTP is let in twice, and no hour rule broken, across nodes
+//!
+//! 1. Every rule about a computer (an OTP checked and marked used, a new OTP
+//!    refused within the hour after the slot's last, a request decided) is
+//!    applied by its actor, in one turn, to the state it holds; the answer
+//!    leaves only once the turn's writes are committed.
+//! 2. An actor's state is what it loaded right after its node took the
+//!    computer, plus its own turns since, one at a time (its mailbox).
+//! 3. Taking locks the computer's `owners` row `FOR UPDATE`, so it waits for
+//!    every commit that holds the row, and raises the fence. A commit holds
+//!    the row from its fence check to its end, in the transaction that
+//!    writes. So every commit of the old fence either ended before the take
+//!    (and the new holder loads it) or checks its fence after the take (and
+//!    is left out whole). No take falls between a check and its writes.
+//! 4. So the turns committed for a computer form one sequence in which each
+//!    turn saw every turn committed before it: the turns of one hold in
+//!    order, the first of a hold after all of the previous holds'.
+//! 5. Two "allow"s of one OTP would be two committed turns that each saw it
+//!    unused; by 4 the later one saw the earlier one mark it used.
+//!    Likewise two new OTPs within the hour: the later saw the earlier's
+//!    time in the slot. A reply lost with its node (the turn committed, the
+//!    answer never sent) can only use an OTP up, never let it in again.
+//!
+//! Answers that change nothing (a prompt's status) are read from the
+//! actor's state, which another node's taking makes it load again first
+//! (see `super::postgres::notices`); they decide nothing.
 //!
 //! A read in a turn of a table the turn wrote to first lets the turn's writes
 //! go (they are then committed before the read, and the rest of the turn in

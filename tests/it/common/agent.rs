@@ -20,7 +20,7 @@ use otpgate::agent::socket::Limits;
 use otpgate::cli::prompt::Prompt;
 use otpgate::tls;
 use otpgate::unix;
-use otpgate_protocol::login::{LoginRequest, LoginResponse};
+use otpgate_protocol::login::{LoginRequest, LoginResponse, RequestMode, Requested};
 
 /// An agent's link to a server, stopped when dropped.
 pub struct Agent {
@@ -256,6 +256,14 @@ impl Desk {
 
     async fn until_connected(&self, connected: bool) {
         until_connected(&self.socket, connected).await;
+    }
+
+    /// Asks for an OTP at the login prompt.
+    pub async fn request(&self, mode: RequestMode) -> Requested {
+        match self.login(LoginRequest::Request(mode)).await {
+            LoginResponse::Requested(requested) => requested,
+            other => panic!("{other:?}"),
+        }
     }
 
     /// The login prompt, as the OS user running the tests.

@@ -126,6 +126,11 @@ pub fn me() -> String {
         .name
 }
 
+/// The address the test directory gives the OS user running the tests.
+pub fn my_email() -> String {
+    format!("{}@example.com", me())
+}
+
 /// A client computer's options with OTPs sent at once to internal users
 /// only (not to Active Directory users), the rest as they are.
 pub fn auto_internal_only() -> otpgate_protocol::admin::OptionsView {

@@ -1,6 +1,6 @@
-//! `otpgate bench` as a load tester runs it: each scenario starts its own server,
-//! connects its agents from several 127.0.0.x addresses, does its work, stops by
-//! itself and reports.
+//! `otpgate bench` as a load tester runs it: each scenario starts its own server
+//! (or several nodes of one site over PostgreSQL), connects its agents from
+//! several 127.0.0.x addresses, does its work, stops by itself and reports.
 
 use std::path::Path;
 use std::process::Command;
@@ -71,6 +71,45 @@ fn bench_logins_completes_every_login_through_the_mail() {
     // for the bench, and no code from the first run is taken for a new one.
     let report = bench(work.path(), &["logins", "--agents", "10", "--count", "30"]);
     assert_eq!(report["completed"], 30, "{report}");
+}
+
+#[test]
+fn bench_logins_over_three_nodes_of_one_site_completes_every_login() {
+    let Some(cluster) = otpgate_actors::test_postgres::postgres() else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let store = work.path().join("store.toml");
+    let url = cluster.database().url;
+    std::fs::write(
+        &store,
+        format!("[store]\nbackend = \"postgres\"\nurl = {url:?}\n"),
+    )
+    .unwrap();
+    let args = [
+        "logins",
+        "--agents",
+        "12",
+        "--count",
+        "60",
+        "--rate",
+        "100",
+        "--nodes",
+        "3",
+        "--store",
+        store.to_str().unwrap(),
+    ];
+    let report = bench(&work.path().join("bench"), &args);
+    assert_eq!(report["completed"], 60, "{report}");
+    assert_eq!(report["errors"], serde_json::json!({}));
+    // Every node's data folder, each its own.
+    for n in 1..3 {
+        assert!(
+            work.path()
+                .join(format!("bench/node-{n}/data/pki/ca.pem"))
+                .exists()
+        );
+    }
 }
 
 #[test]

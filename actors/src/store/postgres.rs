@@ -95,7 +95,7 @@ pub(super) struct Pg {
     changes: broadcast::Sender<Change>,
     /// The session holding (or trying for) the sender's lock, and whether
     /// it holds it (see [`Pg::sender`]).
-    sending: tokio::sync::Mutex<Option<(locks::Held, bool)>>,
+    sending: tokio::sync::Mutex<Option<locks::Sending>>,
     /// Whether this node sent the mail when last asked: mail it queues
     /// wakes no other node.
     sends: AtomicBool,

@@ -12,6 +12,7 @@ use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::{Mutex, OwnedMutexGuard};
+use tokio::time::Instant;
 
 use super::{Pg, Result, StoreError};
 
@@ -128,6 +129,15 @@ impl Drop for Held {
     }
 }
 
+/// The session that holds (or tries for) the sender's lock.
+pub(in crate::store) struct Sending {
+    held: Held,
+    /// Whether it holds the lock.
+    locked: bool,
+    /// When it was last known to be there.
+    asked: Instant,
+}
+
 /// How a process holds the site lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Site {
@@ -185,13 +195,25 @@ impl Pg {
     pub(in crate::store) async fn sender(&self) -> Result<bool> {
         let mut sending = self.sending.lock().await;
         let held = match sending.take() {
-            Some((held, locked)) if answers(&held).await => {
-                if locked {
-                    self.sends.store(true, Ordering::Relaxed);
-                    *sending = Some((held, true));
+            // Asked whether it is there at most every PING_EVERY: a mailer
+            // woken for every message costs no round trip more.
+            Some(kept)
+                if kept.locked
+                    && !kept.held.session.is_finished()
+                    && kept.asked.elapsed() < PING_EVERY =>
+            {
+                *sending = Some(kept);
+                return Ok(true);
+            }
+            Some(kept) if answers(&kept.held).await => {
+                if kept.locked {
+                    *sending = Some(Sending {
+                        asked: Instant::now(),
+                        ..kept
+                    });
                     return Ok(true);
                 }
-                held
+                kept.held
             }
             _ => self.session().await?,
         };
@@ -200,7 +222,11 @@ impl Pg {
             .query_one("SELECT pg_try_advisory_lock($1)", &[&SENDER_LOCK])
             .await?
             .get(0);
-        *sending = Some((held, locked));
+        *sending = Some(Sending {
+            held,
+            locked,
+            asked: Instant::now(),
+        });
         self.sends.store(locked, Ordering::Relaxed);
         Ok(locked)
     }

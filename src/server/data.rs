@@ -7,7 +7,7 @@ use zeroize::Zeroizing;
 use otpgate_actors::audit::{Action, AuditEntry, Who};
 use otpgate_actors::directory::{Role, UserRecord};
 use otpgate_actors::otp::OtpKeys;
-use otpgate_actors::store::Alone;
+use otpgate_actors::store::{Alone, Exclusive};
 use otpgate_actors::{Clock, KvStore, policy};
 use rand::RngExt;
 
@@ -56,22 +56,29 @@ pub const INITIAL_ADMIN: &str = "admin";
 /// Where the first administrator's password is kept, in the data folder.
 pub const INITIAL_PASSWORD_FILE: &str = "admin-password";
 
-/// What a server does once its store is open, one node at a time: checks
-/// that its secret is the site's (refused otherwise: its OTPs and tickets
-/// would not be the other nodes'), and creates the first administrator if
-/// there are no internal users yet, with a random password that is returned
-/// once and kept in a 0600 file.
-pub(super) async fn first_start(
-    (store, policy, keys): (&KvStore, &policy::Owner, &OtpKeys),
-    config: &ServerConfig,
-    clock: &dyn Clock,
-) -> Result<Option<Zeroizing<String>>, OpenError> {
-    // Nodes starting together over one new database make one: each looks
-    // at the users as the one before it left them.
-    let _alone = store.alone(Alone::FirstStart).await?;
+/// The first thing a server does once its store is open, one node at a
+/// time: checks that its secret is the site's (refused otherwise, before it
+/// writes anything there: its OTPs, seals and tickets would not be the other
+/// nodes'). The turn is held until [`first_admin`].
+pub(super) async fn same_site(store: &KvStore, keys: &OtpKeys) -> Result<Exclusive, OpenError> {
+    let turn = store.alone(Alone::FirstStart).await?;
     if !store.same_site(keys.site_mark()).await? {
         return Err(OpenError::OtherSite);
     }
+    Ok(turn)
+}
+
+/// Creates the first administrator if there are no internal users yet, in
+/// the first start's `turn` (see [`same_site`]: nodes starting together
+/// over one new database make one), with a random password that is returned
+/// once and kept in a 0600 file.
+pub(super) async fn first_admin(
+    policy: &policy::Owner,
+    config: &ServerConfig,
+    clock: &dyn Clock,
+    turn: Exclusive,
+) -> Result<Option<Zeroizing<String>>, OpenError> {
+    // As the node before this one left them.
     policy.reload().await?;
     let mut edit = policy.edit().await;
     if !edit.current().users.is_empty() {
@@ -102,6 +109,7 @@ pub(super) async fn first_start(
         outcome: format!("administrator {INITIAL_ADMIN} created"),
     })
     .await?;
+    drop(turn);
     Ok(Some(password))
 }
 

@@ -64,7 +64,7 @@ use crate::tls::revoked::Revocations;
 use crate::tls::{self, TlsError, pki};
 use config::{ServerConfig, StoreConfig};
 use connection::{Shared, serve_tcp};
-use data::{first_start, tighten_data_dir};
+use data::{first_admin, same_site, tighten_data_dir};
 use directory::{DirectoryFileError, StaticDirectory};
 use gate::Handshakes;
 use live::Warned;
@@ -298,6 +298,7 @@ impl Server {
                 (store, Some(taken))
             }
         };
+        let first_turn = same_site(&store, &keys).await?;
         let changes = store.changes();
         if let Some(db) = store.side() {
             revocations = tokio::task::spawn_blocking(move || {
@@ -343,8 +344,7 @@ impl Server {
             store.flush().await?;
         }
         let policy = policy::Owner::load(store.clone()).await?;
-        let initial_password =
-            first_start((&store, &policy, &keys), config, clock.as_ref()).await?;
+        let initial_password = first_admin(&policy, config, clock.as_ref(), first_turn).await?;
         let host = config
             .server_names
             .first()

@@ -32,16 +32,24 @@ pub(super) async fn prune_every(
         if let Ok(recordings) = recordings.get() {
             let (recordings, old) = (Arc::clone(recordings), now.before(recording_retention));
             let flushed = Arc::clone(&recordings);
-            // Reading and removing chunks takes a while: off the runtime.
-            let removed = async move {
-                tokio::task::spawn_blocking(move || recordings.prune(old))
-                    .await
-                    .unwrap_or(Err(StoreError::FlushAborted))
-            };
-            prune("recordings past their retention", removed, || async move {
-                flushed.flush().await
-            })
-            .await;
+            // Removed and committed while no other node stores or removes
+            // recordings (see `Recordings::alone`).
+            match recordings.alone().await {
+                Ok(turn) => {
+                    // Reading and removing chunks takes a while: off the runtime.
+                    let removed = async move {
+                        tokio::task::spawn_blocking(move || recordings.prune(old))
+                            .await
+                            .unwrap_or(Err(StoreError::FlushAborted))
+                    };
+                    prune("recordings past their retention", removed, || async move {
+                        flushed.flush().await
+                    })
+                    .await;
+                    drop(turn);
+                }
+                Err(err) => warn!(error = %err, "cannot remove old recordings now"),
+            }
         }
         let cutoff = now.before(settings.retention);
         prune(

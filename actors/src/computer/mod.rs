@@ -293,12 +293,19 @@ impl Actor for ComputerActor {
         state: &mut ComputerState,
     ) -> Result<(), ActorProcessingErr> {
         if state.svc.store.fenced_out(&state.owner) {
-            if let ComputerMsg::Disconnect { conn } = message {
+            match &message {
                 // A connection here went, most likely as its agent moved to
                 // the node that took the computer: that one knows it is
                 // connected; nothing is taken back or written for this.
-                state.connections.remove(&conn);
-                return Ok(());
+                ComputerMsg::Disconnect { conn } => {
+                    state.connections.remove(conn);
+                    return Ok(());
+                }
+                // Expiring is the holder's to do.
+                ComputerMsg::Sweep => return Ok(()),
+                // Nobody waits for what it would do.
+                _ if message.caller_gone() => return Ok(()),
+                _ => {}
             }
             // Another node took the computer since (an approver there
             // decided, its agent went there): what this holds may be behind
@@ -308,6 +315,9 @@ impl Actor for ComputerActor {
             if let Err(err) = state.reload(&myself).await {
                 // The caller hears "unavailable"; the next message tries again.
                 tracing::error!(computer = %state.id, error = %err, "cannot load this computer again");
+                if let ComputerMsg::Heartbeat { pending, .. } = message {
+                    pending.handled();
+                }
                 return Ok(());
             }
         }

@@ -278,7 +278,16 @@ impl MailerState {
     /// become the sender, what a crash lost. Returns when to look again:
     /// soon while another node sends, and every [`SWEEP_EVERY`] at most.
     async fn send_due(&mut self) -> Result<Option<Timestamp>, StoreError> {
-        if !self.args.store.sender().await? {
+        let sender = match self.args.store.sender().await {
+            Ok(sender) => sender,
+            Err(err) => {
+                // Not known: looked at again soon, as by a node that does
+                // not send (and what a crash lost queued again if it does).
+                tracing::warn!(error = %err, "cannot tell whether this node sends the mail");
+                false
+            }
+        };
+        if !sender {
             self.sending = false;
             return Ok(Some(self.args.clock.now().after(SENDER_CHECK_EVERY)));
         }

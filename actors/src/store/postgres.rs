@@ -140,7 +140,8 @@ impl Pg {
             sends: AtomicBool::new(false),
             exclusive: locks::Sessions::default(),
             listening: Mutex::default(),
-            node: rand::random(),
+            // Never 0, which names nobody in `owners`.
+            node: rand::random_range(1..i64::MAX),
             ids: tokio::sync::Mutex::new((0, 0)),
         })
     }
@@ -273,6 +274,15 @@ impl Pg {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let key = computer.as_str().as_bytes();
+        // A row to lock, held by nobody (node 0), so that two nodes taking
+        // a computer for the first time at once take turns too.
+        let row = tx
+            .prepare_cached(
+                "INSERT INTO owners (key, fence, node, until) VALUES ($1, 0, 0, now())
+                 ON CONFLICT (key) DO NOTHING",
+            )
+            .await?;
+        tx.execute(&row, &[&key]).await?;
         let held = tx
             .prepare_cached(
                 "SELECT fence, node, until > now() FROM owners WHERE key = $1 FOR UPDATE",
@@ -284,11 +294,9 @@ impl Pg {
             _ => {
                 let take = tx
                     .prepare_cached(
-                        "INSERT INTO owners (key, fence, node, until)
-                         VALUES ($1, 1, $2, now() + $3 * interval '1 second')
-                         ON CONFLICT (key) DO UPDATE
-                         SET fence = owners.fence + 1, node = excluded.node, until = excluded.until
-                         RETURNING fence",
+                        "UPDATE owners SET fence = fence + 1, node = $2,
+                             until = now() + $3 * interval '1 second'
+                         WHERE key = $1 RETURNING fence",
                     )
                     .await?;
                 let fence: i64 = tx

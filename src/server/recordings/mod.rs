@@ -306,6 +306,13 @@ impl Recordings {
         .map_err(|_| StoreError::FlushAborted)?
     }
 
+    /// This node's turn at storing or removing recordings, once no other
+    /// node over the database has it: every node counts into one census
+    /// and one set of quotas. Held until dropped, across the flush.
+    pub async fn alone(&self) -> Result<store::Exclusive, StoreError> {
+        self.db.alone(store::Alone::Recording).await
+    }
+
     /// Makes what was stored durable.
     pub async fn flush(&self) -> Result<(), StoreError> {
         // What is stored now is what this flush makes durable: the anchor

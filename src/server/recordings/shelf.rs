@@ -41,7 +41,13 @@ impl Shelf {
     ) -> Self {
         let in_postgres = beside.is_some();
         let folder = path.to_owned();
+        // Opened (the census read, sealed again) while no other node stores.
+        let turn = match &beside {
+            Some(db) => Some(db.alone(Alone::Recording).await),
+            None => None,
+        };
         let opening = tokio::task::spawn_blocking(move || {
+            let _turn = turn.transpose().map_err(|err| with_sources(&err))?;
             crate::files::create_private_dir(&folder).map_err(|err| err.to_string())?;
             let db = match beside {
                 Some(db) => db,
@@ -124,7 +130,7 @@ pub async fn receive(
     let _copying = recordings.copying.read().await;
     // Stored and committed while no other node stores one: all of them
     // count into one census and one set of quotas.
-    let _alone = recordings.db.alone(Alone::Recording).await?;
+    let _alone = recordings.alone().await?;
     // Deflating and hashing take a moment: off the async runtime.
     let storing = {
         let (recordings, computer, os_user) =

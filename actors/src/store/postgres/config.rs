@@ -48,8 +48,10 @@ impl PgConfig {
         if let Some(password) = &self.password {
             pg.password(password.as_bytes());
         }
+        // A transaction left open (its process paused, say) ends as a
+        // statement would: its row locks then hold up no other node.
         pg.options(format!(
-            "-c statement_timeout={}",
+            "-c statement_timeout={0} -c idle_in_transaction_session_timeout={0}",
             self.statement_timeout.as_millis()
         ));
         pg.application_name("otpgate");

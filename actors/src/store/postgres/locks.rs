@@ -93,13 +93,18 @@ const TAKE_WITHIN: Duration = Duration::from_secs(5);
 /// How often the session holding the site lock is asked whether it is
 /// there (and its TCP keepalive).
 const PING_EVERY: Duration = Duration::from_secs(2);
+/// How long a session of the server's own may sit idle before the
+/// database ends it (and frees its locks): longer than the sending
+/// mailer's rounds (`SWEEP_EVERY`, 10 s), which ask it whether it is there.
+const IDLE_ENDS_AFTER: Duration = Duration::from_secs(15);
 
-/// A session of the server's own: its client, its backend's pid, and the
+/// A session of the server's own: its client, its backend (pid and start,
+/// which tell it from a later backend given the same pid), and the
 /// task driving its connection, ended (and its locks freed) when this is
 /// dropped.
 pub(in crate::store) struct Held {
     client: tokio_postgres::Client,
-    pid: i32,
+    backend: Backend,
     session: tokio::task::JoinHandle<()>,
 }
 
@@ -121,6 +126,14 @@ async fn answers(held: &Held) -> bool {
     let ping = held.client.simple_query("SELECT 1");
     !held.session.is_finished()
         && matches!(tokio::time::timeout(2 * PING_EVERY, ping).await, Ok(Ok(_)))
+}
+
+/// A backend of the database: its pid, and when it started (in
+/// microseconds since the epoch).
+#[derive(Debug, Clone, Copy)]
+struct Backend {
+    pid: i32,
+    started: i64,
 }
 
 impl Drop for Held {
@@ -176,7 +189,7 @@ impl Pg {
                 // No commit lands while the lock is not held.
                 let _no_commits = pg.committing.lock().await;
                 tracing::warn!("the database session holding the site lock ended; taking it again");
-                let previous = held.pid;
+                let previous = held.backend;
                 drop(held);
                 held = loop {
                     match pg.lock_site(how, Some(previous)).await {
@@ -215,7 +228,11 @@ impl Pg {
                 }
                 kept.held
             }
-            _ => self.session().await?,
+            _ => {
+                // Whatever it held, it may hold no more.
+                self.sends.store(false, Ordering::Relaxed);
+                self.session().await?
+            }
         };
         let locked: bool = held
             .client
@@ -256,7 +273,9 @@ impl Pg {
         })
     }
 
-    /// A new session of the server's own, kept alive by TCP keepalives.
+    /// A new session of the server's own, kept alive by TCP keepalives, and
+    /// ended by the database once idle for [`IDLE_ENDS_AFTER`] (this process
+    /// paused, say: its locks are then freed), where it can (14 and newer).
     async fn session(&self) -> Result<Held> {
         let mut config = self.config.clone();
         config.keepalives_idle(PING_EVERY);
@@ -267,13 +286,23 @@ impl Pg {
         let session = tokio::spawn(async move {
             let _ = connection.await;
         });
-        let pid: i32 = client
-            .query_one("SELECT pg_backend_pid()", &[])
-            .await?
-            .get(0);
+        let idle = format!("SET idle_session_timeout = {}", IDLE_ENDS_AFTER.as_millis());
+        if let Err(err) = client.batch_execute(&idle).await {
+            tracing::debug!(error = %err, "this PostgreSQL ends no idle session");
+        }
+        let row = client
+            .query_one(
+                "SELECT pid, (extract(epoch FROM backend_start) * 1000000)::bigint
+                 FROM pg_stat_activity WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .await?;
         Ok(Held {
             client,
-            pid,
+            backend: Backend {
+                pid: row.get(0),
+                started: row.get(1),
+            },
             session,
         })
     }
@@ -282,14 +311,15 @@ impl Pg {
     /// [`TAKE_WITHIN`]. A session of this process's that lost its connection
     /// (`previous`, a backend the database has not noticed is gone yet) is
     /// ended first.
-    async fn lock_site(&self, how: Site, previous: Option<i32>) -> Result<Held> {
+    async fn lock_site(&self, how: Site, previous: Option<Backend>) -> Result<Held> {
         let held = self.session().await?;
         if let Some(previous) = previous {
             held.client
                 .execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_locks
-                     WHERE locktype = 'advisory' AND granted AND pid = $1",
-                    &[&previous],
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                     WHERE pid = $1
+                       AND (extract(epoch FROM backend_start) * 1000000)::bigint = $2",
+                    &[&previous.pid, &previous.started],
                 )
                 .await?;
         }

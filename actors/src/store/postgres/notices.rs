@@ -118,11 +118,14 @@ impl Pg {
             .await?;
         for row in rows {
             let key: Vec<u8> = row.get(0);
-            let computer = String::from_utf8(key)
+            match String::from_utf8(key)
                 .ok()
                 .and_then(|name| name.parse::<ComputerId>().ok())
-                .ok_or(StoreError::BadKey { tree: "owners" })?;
-            self.taken_elsewhere(computer, row.get(1));
+            {
+                Some(computer) => self.taken_elsewhere(computer, row.get(1)),
+                // No computer of that name can be loaded either.
+                None => tracing::warn!("an unreadable computer in table owners; skipped"),
+            }
         }
         Ok(())
     }
@@ -134,6 +137,7 @@ async fn listening(pg: Weak<Pg>, mut session: Session) {
     loop {
         let ended = session.hear(&pg).await;
         tracing::warn!(error = %ended, "stopped hearing what other servers change; listening again");
+        let mut tries = 0u32;
         session = loop {
             tokio::time::sleep(LISTEN_AGAIN_AFTER).await;
             let Some(store) = pg.upgrade() else { return };
@@ -143,11 +147,17 @@ async fn listening(pg: Weak<Pg>, mut session: Session) {
             };
             match caught_up {
                 Ok(session) => {
+                    tracing::info!("hearing what other servers change again");
                     let _ = store.changes.send(Change::Missed);
                     break session;
                 }
+                // Said once a minute while it lasts.
+                Err(err) if tries.is_multiple_of(60) => {
+                    tracing::warn!(error = %err, "cannot hear what other servers change yet");
+                }
                 Err(err) => tracing::debug!(error = %err, "cannot listen yet"),
             }
+            tries += 1;
         };
     }
 }

@@ -113,19 +113,21 @@ pub(in crate::store) struct Held {
 pub(super) async fn unanswered(client: &tokio_postgres::Client) {
     loop {
         tokio::time::sleep(PING_EVERY).await;
-        let ping = client.simple_query("SELECT 1");
-        if !matches!(tokio::time::timeout(2 * PING_EVERY, ping).await, Ok(Ok(_))) {
+        if !pinged(client).await {
             return;
         }
     }
 }
 
-/// Whether `held`'s session is there and answers within twice
-/// [`PING_EVERY`].
+/// Whether `client`'s session answers within twice [`PING_EVERY`].
+async fn pinged(client: &tokio_postgres::Client) -> bool {
+    let ping = client.simple_query("SELECT 1");
+    matches!(tokio::time::timeout(2 * PING_EVERY, ping).await, Ok(Ok(_)))
+}
+
+/// Whether `held`'s session is there and answers (see [`pinged`]).
 async fn answers(held: &Held) -> bool {
-    let ping = held.client.simple_query("SELECT 1");
-    !held.session.is_finished()
-        && matches!(tokio::time::timeout(2 * PING_EVERY, ping).await, Ok(Ok(_)))
+    !held.session.is_finished() && pinged(&held.client).await
 }
 
 /// A backend of the database: its pid, and when it started (in

@@ -238,9 +238,9 @@ fn reopen(path: &Path) -> KvStore {
     panic!("the store at {} stayed locked", path.display())
 }
 
-#[tokio::test]
-async fn failures_are_counted_atomically_and_kept() {
-    let dir = tempfile::tempdir().unwrap();
+/// A window of an hour, its start, and a failure at that start in a window
+/// of that hour that fills with two.
+fn two_in_an_hour() -> (Duration, Timestamp, Failure) {
     let hour = Duration::from_secs(3600);
     let t0 = Timestamp::from_unix_millis(10_000);
     let fail = Failure {
@@ -248,6 +248,13 @@ async fn failures_are_counted_atomically_and_kept() {
         limit: 2,
         window: hour,
     };
+    (hour, t0, fail)
+}
+
+#[tokio::test]
+async fn failures_are_counted_atomically_and_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hour, t0, fail) = two_in_an_hour();
     {
         let store = KvStore::open(dir.path()).unwrap();
         assert_eq!(store.failures(&["k"]).await.unwrap()[0], Bucket::default());

@@ -96,13 +96,7 @@ async fn in_postgres_failures_counted_on_two_nodes_at_once_are_all_kept() {
     };
     let config = cluster.database();
     let (a, b) = two_nodes(&config).await;
-    let hour = Duration::from_secs(3600);
-    let t0 = Timestamp::from_unix_millis(10_000);
-    let fail = Failure {
-        at: t0,
-        limit: 2,
-        window: hour,
-    };
+    let (hour, t0, fail) = two_in_an_hour();
     a.count_failure("k", fail).unwrap();
     b.count_failure("k", fail).unwrap();
     let (flushed_a, flushed_b) = tokio::join!(a.flush(), b.flush());

@@ -83,7 +83,7 @@ pub trait Directory: Send + Sync + 'static {
 
 /// A person of the directory, as found when they sign in (or are named by a
 /// link of theirs): what they approve as.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DirectoryPerson {
     /// Their account as they named it (`CORP\bob`), for display and the log.
     pub name: String,

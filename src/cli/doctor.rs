@@ -432,16 +432,25 @@ async fn postgres(pg: &PgConfig) -> Check {
     match tokio::time::timeout(Duration::from_secs(10), pg.probe()).await {
         Err(_) => Check::not_ok(Status::Fail, CHECK, "no answer in 10 s", fix),
         Ok(Err(err)) => Check::not_ok(Status::Fail, CHECK, err.to_string(), fix),
-        Ok(Ok(probe)) if probe.schema > probe.newest => Check::not_ok(
+        Ok(Ok(probe)) if probe.schema.needs > probe.newest => Check::not_ok(
             Status::Fail,
             CHECK,
             format!(
-                "schema version {}, newer than this build's ({})",
-                probe.schema, probe.newest
+                "schema version {}, newer than this build's ({}) and not served by it",
+                probe.schema.version, probe.newest
             ),
             "upgrade otpgate to the release that made it",
         ),
-        Ok(Ok(probe)) if probe.schema == 0 => Check::not_ok(
+        Ok(Ok(probe)) if probe.schema.version > probe.newest => Check::not_ok(
+            Status::Warn,
+            CHECK,
+            format!(
+                "schema version {}, newer than this build's ({}); this build still serves it",
+                probe.schema.version, probe.newest
+            ),
+            "upgrade this server to the release of the site's other servers",
+        ),
+        Ok(Ok(probe)) if probe.schema.version == 0 => Check::not_ok(
             Status::Warn,
             CHECK,
             "reached; no otpgate tables yet",
@@ -451,7 +460,7 @@ async fn postgres(pg: &PgConfig) -> Check {
             CHECK,
             format!(
                 "reached; schema version {}; {}",
-                probe.schema,
+                probe.schema.version,
                 match (probe.copying, probe.servers) {
                     (true, _) => "a site is being copied into it".to_owned(),
                     (false, 0) => "no server serves it now".to_owned(),

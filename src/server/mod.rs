@@ -204,7 +204,8 @@ pub struct Server {
     admin_listener: tokio::net::UnixListener,
     initial_password: Option<Zeroizing<String>>,
     initial_password_file: std::path::PathBuf,
-    web: Option<web::Web>,
+    /// The web Management Tool, and where its sessions are kept.
+    web: Option<(web::Web, web::Sessions)>,
     metrics: Option<TcpListener>,
     directory: Arc<dyn Directory>,
     /// Ends if a copy into the store's database took it while this
@@ -310,6 +311,10 @@ impl Server {
             .map_err(TlsError::from)?;
         }
         let revocations = Arc::new(revocations);
+        let web = match web {
+            Some(web) => Some((web, web::Sessions::new(store.side(), clock.clone())?)),
+            None => None,
+        };
         let store = Arc::new(store);
         let recordings = Shelf::open(
             &config.data_dir.join(RECORDINGS),
@@ -441,7 +446,7 @@ impl Server {
 
     /// Where the web Management Tool listens, unless it is turned off.
     pub fn web_addr(&self) -> Option<SocketAddr> {
-        self.web.as_ref().and_then(|web| web.local_addr().ok())
+        self.web.as_ref().and_then(|(web, _)| web.local_addr().ok())
     }
 
     /// The handle on the computers' actors, for the parts of the daemon (and the
@@ -495,8 +500,8 @@ impl Server {
             };
             tracker.spawn(heard::follow(changes, followers, cancel.child_token()));
         }
-        if let Some(web) = self.web {
-            tracker.spawn(web.serve(service.clone(), cancel.child_token()));
+        if let Some((web, sessions)) = self.web {
+            tracker.spawn(web.serve(service.clone(), sessions, cancel.child_token()));
         }
         if let Some(listener) = self.metrics {
             if let Ok(addr) = listener.local_addr() {

@@ -2,8 +2,9 @@
 //! (each test skipped where PostgreSQL is missing): an OTP used once whichever
 //! node it is checked on, the hour rule across nodes, a request decided on
 //! another node than the person's, the settings and revocations of one node
-//! in force on the others within a second, and an agent's TLS session
-//! resumed on another node.
+//! in force on the others within a second, an agent's TLS session resumed
+//! on another node, and a web session open on every node and outliving the
+//! one it began on.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,7 +14,8 @@ use crate::common::auto_directory;
 use crate::common::mail::read_codes;
 use crate::common::my_email;
 use crate::common::server::TestServer;
-use otpgate_protocol::admin::{AdminRequest, AdminResponse, Choice, SettingsPatch};
+use crate::common::web::WebClient;
+use otpgate_protocol::admin::{AdminRequest, AdminResponse, Choice, RoleView, SettingsPatch};
 use otpgate_protocol::login::{
     LoginRequest, LoginResponse, RequestMode, RequestState, Requested, Secret, Verdict,
 };
@@ -247,4 +249,31 @@ async fn an_agent_resumes_its_tls_session_on_another_node() {
     let status = agent.link.status();
     assert_eq!(status.server, Some(format!("localhost:{}", b.addr.port())));
     assert!(status.resumed, "a's ticket is b's too: {status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_web_session_is_open_on_every_node_outlives_the_one_it_began_on_and_ends_on_all() {
+    let Some(mut nodes) = site(3).await else {
+        return;
+    };
+    nodes[0].add_user("bob", RoleView::Administrator).await;
+    let mut web = WebClient::new(&nodes[0]);
+    assert_eq!(
+        web.sign_in("bob", "bob's long password").await.status(),
+        303
+    );
+    // The node behind the load balancer changes: still signed in.
+    web.switch_to(&nodes[1]);
+    let (page, _) = web.page("/requests").await;
+    assert!(page.contains("bob"), "{page}");
+    // The node that signed bob in goes away; another serves him.
+    nodes.remove(0).stop().await;
+    web.switch_to(&nodes[1]);
+    let (_, csrf) = web.page("/settings").await;
+    assert!(!csrf.is_empty());
+    // Signed out there: out on the other node at once.
+    assert_eq!(web.post("/signout", &[("csrf", &csrf)]).await.status(), 303);
+    web.switch_to(&nodes[0]);
+    let answer = web.get("/requests").await;
+    assert_eq!(answer.status(), 303, "signed out on every node");
 }

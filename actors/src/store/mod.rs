@@ -45,9 +45,9 @@ use crate::settings::{GroupRecord, SystemSettings};
 
 pub use computers::ComputerRecord;
 pub use kv::{FLUSH_EVERY_MS, KvStore, Snapshot, open_sled};
-pub use postgres::{Alone, Exclusive, PgConfig, Probe, Site, Taken};
+pub use postgres::{Alone, Exclusive, PgConfig, Probe, Schema, Site, Taken};
 pub use record::{Record, decode, encode};
-pub use side::{Pairs, REVOCATIONS, SIDE_TABLES, SideDb, SideTable, SideWrite};
+pub use side::{Pairs, REVOCATIONS, SIDE_TABLES, SideDb, SideTable, SideWrite, WEB_SESSIONS};
 pub use site_copy::Copied;
 pub use table::Order;
 pub use turn::{Owner, turn};

@@ -50,14 +50,90 @@ pub(super) use notices::APPLICATION as LISTENING;
 pub(super) use writes::Op;
 use writes::Pending;
 
+/// One version of the schema.
+struct Migration {
+    version: i32,
+    /// The oldest schema version a build must know to serve a database at
+    /// this one (kept from version 6 on, see `006_web_sessions.sql`); `None`:
+    /// this one.
+    served_from: Option<i32>,
+    sql: &'static str,
+}
+
 /// The schema's versions, in order: each applied once, in one transaction.
-const MIGRATIONS: &[(i32, &str)] = &[
-    (1, include_str!("postgres/001_tables.sql")),
-    (2, include_str!("postgres/002_recordings.sql")),
-    (3, include_str!("postgres/003_owners.sql")),
-    (4, include_str!("postgres/004_revocations.sql")),
-    (5, include_str!("postgres/005_nodes.sql")),
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        served_from: None,
+        sql: include_str!("postgres/001_tables.sql"),
+    },
+    Migration {
+        version: 2,
+        served_from: None,
+        sql: include_str!("postgres/002_recordings.sql"),
+    },
+    Migration {
+        version: 3,
+        served_from: None,
+        sql: include_str!("postgres/003_owners.sql"),
+    },
+    Migration {
+        version: 4,
+        served_from: None,
+        sql: include_str!("postgres/004_revocations.sql"),
+    },
+    Migration {
+        version: 5,
+        served_from: None,
+        sql: include_str!("postgres/005_nodes.sql"),
+    },
+    // Only a table version 5 never reads: nodes of that release serve on
+    // (though, knowing nothing of `served_from`, they do not start again).
+    Migration {
+        version: 6,
+        served_from: Some(5),
+        sql: include_str!("postgres/006_web_sessions.sql"),
+    },
 ];
+
+/// The newest schema version this build knows.
+pub(super) fn newest() -> i32 {
+    MIGRATIONS.last().map_or(0, |migration| migration.version)
+}
+
+/// The schema a database holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Schema {
+    /// Its version; 0 before a first start.
+    pub version: i32,
+    /// The oldest version a build must know to serve it.
+    pub needs: i32,
+}
+
+impl Schema {
+    /// Read from `otpgate_schema` (which must exist).
+    async fn read(client: &impl tokio_postgres::GenericClient) -> Result<Self> {
+        let version: i32 = client
+            .query_one("SELECT coalesce(max(version), 0) FROM otpgate_schema", &[])
+            .await?
+            .get(0);
+        // `served_from` exists from version 6 on, so in any database newer
+        // than this build.
+        let needs = if version > newest() {
+            client
+                .query_one(
+                    "SELECT coalesce(max(coalesce(served_from, version)), 0)
+                     FROM otpgate_schema WHERE version > $1",
+                    &[&newest()],
+                )
+                .await?
+                .get(0)
+        } else {
+            version
+        };
+        Ok(Self { version, needs })
+    }
+}
 
 /// Held (for the transaction) while the schema is checked and upgraded.
 const MIGRATION_LOCK: i64 = 0x6f74_7067_6174_6531;
@@ -166,24 +242,34 @@ impl Pg {
                  applied timestamptz NOT NULL DEFAULT now())",
         )
         .await?;
-        let applied: i32 = tx
-            .query_one("SELECT coalesce(max(version), 0) FROM otpgate_schema", &[])
-            .await?
-            .get(0);
-        let newest = MIGRATIONS.last().map_or(0, |(version, _)| *version);
-        if applied > newest {
+        let schema = Schema::read(&*tx).await?;
+        if schema.needs > newest() {
             return Err(StoreError::Config(format!(
-                "the database's schema is version {applied}, newer than this build's \
-                 ({newest}): upgrade otpgate"
+                "the database's schema is version {}, newer than this build's ({}) and not \
+                 served by it: upgrade otpgate",
+                schema.version,
+                newest()
             )));
         }
-        for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > applied) {
-            tx.batch_execute(sql).await?;
-            tx.execute(
-                "INSERT INTO otpgate_schema (version) VALUES ($1)",
-                &[version],
-            )
-            .await?;
+        for migration in MIGRATIONS.iter().filter(|m| m.version > schema.version) {
+            tx.batch_execute(migration.sql).await?;
+            // `served_from` is a column from version 6 on.
+            match migration.served_from {
+                None => {
+                    tx.execute(
+                        "INSERT INTO otpgate_schema (version) VALUES ($1)",
+                        &[&migration.version],
+                    )
+                    .await?
+                }
+                Some(from) => {
+                    tx.execute(
+                        "INSERT INTO otpgate_schema (version, served_from) VALUES ($1, $2)",
+                        &[&migration.version, &from],
+                    )
+                    .await?
+                }
+            };
         }
         tx.commit().await?;
         Ok(())

@@ -1,8 +1,9 @@
 //! Tables of bytes kept beside the store, for what the server keeps apart
 //! from the actors' state (the terminal recordings; in PostgreSQL the
-//! revoked certificates too): in a sled database of their own, or in tables
-//! of the store's PostgreSQL database of the same `(key, value)` shape
-//! ([`SIDE_TABLES`] and [`REVOCATIONS`], made by the store's migrations).
+//! revoked certificates and the web sessions too): in a sled database of
+//! their own, or in tables of the store's PostgreSQL database of the same
+//! `(key, value)` shape ([`SIDE_TABLES`], [`REVOCATIONS`] and
+//! [`WEB_SESSIONS`], made by the store's migrations).
 //!
 //! Reads and writes block: they are made on blocking threads, where the
 //! work around them (deflating, hashing) runs too. A list of writes is made
@@ -35,6 +36,9 @@ pub const SIDE_TABLES: [&str; 6] = [
 ];
 /// The table of revoked certificates, in PostgreSQL (`004_revocations.sql`).
 pub const REVOCATIONS: &str = "revocations";
+/// The table of the web Management Tool's sessions, in PostgreSQL
+/// (`006_web_sessions.sql`); not copied with a site, nor backed up.
+pub const WEB_SESSIONS: &str = "web_sessions";
 
 /// Pairs a PostgreSQL table's reader asks for at first, and at most.
 const FIRST_PAGE: usize = 16;
@@ -114,11 +118,14 @@ impl SideDb {
         }
     }
 
-    /// Table `name`: one of [`SIDE_TABLES`] in PostgreSQL.
+    /// Table `name`: in PostgreSQL, one of [`SIDE_TABLES`], [`REVOCATIONS`]
+    /// or [`WEB_SESSIONS`].
     pub fn table(&self, name: &'static str) -> Result<SideTable> {
         let place = match &self.0 {
             Side::Sled { db, .. } => Place::Sled(db.open_tree(name)?),
-            Side::Pg(_) if !SIDE_TABLES.contains(&name) && name != REVOCATIONS => {
+            Side::Pg(_)
+                if !SIDE_TABLES.contains(&name) && ![REVOCATIONS, WEB_SESSIONS].contains(&name) =>
+            {
                 return Err(StoreError::Config(format!("no side table {name}")));
             }
             Side::Pg(pg) => Place::Pg(Arc::clone(pg)),

@@ -102,7 +102,7 @@ pub struct Principal {
 
 /// Which password an internal user signed in with: a fingerprint of its hash,
 /// never the hash itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Credential(u64);
 
 impl Credential {
@@ -117,7 +117,7 @@ impl Credential {
 }
 
 /// Who a principal is.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Identity {
     /// The account the daemon runs as, on the admin socket (mode 0600, so only
     /// it reaches it): an administrator.

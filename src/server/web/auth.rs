@@ -15,9 +15,10 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
+use std::ops::Bound;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use std::net::SocketAddr;
 
@@ -27,11 +28,16 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tracing::warn;
+
+use otpgate_actors::clock::{Clock, Timestamp};
+use otpgate_actors::store::record::{self, Record};
+use otpgate_actors::store::{Order, SideDb, SideTable, SideWrite, StoreError, WEB_SESSIONS};
 
 use super::App;
-use crate::server::service::{Principal, Via};
+use crate::server::service::{Credential, Identity, Principal, Via};
 
 /// The session cookie's name.
 pub const COOKIE: &str = "otpgate_session";
@@ -39,18 +45,29 @@ pub const COOKIE: &str = "otpgate_session";
 pub const IDLE: Duration = Duration::from_secs(30 * 60);
 /// A session ends this long after sign-in, busy or not.
 pub const ABSOLUTE: Duration = Duration::from_secs(12 * 60 * 60);
+/// How stale a session's last request may be written: a request within this
+/// of the one written is not written (one write a minute per busy session,
+/// not one per page).
+const SEEN_EVERY: Duration = Duration::from_secs(60);
 
-/// One signed-in browser.
+/// One signed-in browser, as kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Session {
-    /// Who signed in (with the credential they signed in with).
-    principal: Principal,
+    /// Who signed in.
+    identity: Identity,
+    /// The password they signed in with, for an internal user.
+    credential: Option<Credential>,
     csrf: String,
-    started: Instant,
-    last_seen: Instant,
-    /// Event streams open now.
-    streams: Arc<AtomicUsize>,
-    /// Readings of recordings running now.
-    readings: Arc<AtomicUsize>,
+    started: Timestamp,
+    last_seen: Timestamp,
+}
+
+impl Record for Session {}
+
+impl Session {
+    fn alive(&self, now: Timestamp) -> bool {
+        now.since(self.last_seen) < IDLE && now.since(self.started) < ABSOLUTE
+    }
 }
 
 /// What one session may hold at once of what costs the server while it runs.
@@ -82,22 +99,61 @@ impl Drop for Slot {
     }
 }
 
-/// The open sessions, by cookie value, and the sign-in throttles.
-pub struct Sessions {
-    open: Mutex<HashMap<String, Session>>,
-    per_account: DefaultKeyedRateLimiter<String>,
-    per_address: DefaultKeyedRateLimiter<IpAddr>,
+/// What one session holds on this server now, by [`Held`].
+#[derive(Default)]
+struct Holding {
+    streams: Arc<AtomicUsize>,
+    readings: Arc<AtomicUsize>,
 }
 
-impl Default for Sessions {
-    fn default() -> Self {
-        let per_minute = |n| Quota::per_minute(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN));
-        Self {
-            open: Mutex::default(),
-            per_account: RateLimiter::keyed(per_minute(5)),
-            per_address: RateLimiter::keyed(per_minute(20)),
-        }
+impl Holding {
+    fn idle(&self) -> bool {
+        self.streams.load(Ordering::Acquire) == 0 && self.readings.load(Ordering::Acquire) == 0
     }
+}
+
+/// Where sessions are kept, by the SHA-256 of their cookie (a reader of the
+/// database learns no cookie).
+enum Kept {
+    /// In this process: one server over its own store.
+    Here(Mutex<HashMap<[u8; 32], Session>>),
+    /// In the store's PostgreSQL database ([`WEB_SESSIONS`]), for every
+    /// server of the site: a session opened on one is open on all, and ends
+    /// on all at once.
+    Shared(SideDb, SideTable),
+}
+
+/// Why a session could not be read or written.
+#[derive(Debug, thiserror::Error)]
+#[error("the sessions could not be read or written: {0}")]
+pub struct Unavailable(String);
+
+impl From<StoreError> for Unavailable {
+    fn from(err: StoreError) -> Self {
+        Self(err.to_string())
+    }
+}
+
+impl IntoResponse for Unavailable {
+    fn into_response(self) -> Response {
+        warn!(error = %self, "a web session could not be checked");
+        super::views::message(
+            StatusCode::SERVICE_UNAVAILABLE,
+            None,
+            "Unavailable",
+            Some("Sign-in cannot be checked now; try again in a moment.".into()),
+        )
+    }
+}
+
+/// The open sessions, what they hold on this server, and the sign-in
+/// throttles (of this server).
+pub struct Sessions {
+    kept: Arc<Kept>,
+    clock: Arc<dyn Clock>,
+    holding: Mutex<HashMap<[u8; 32], Holding>>,
+    per_account: DefaultKeyedRateLimiter<String>,
+    per_address: DefaultKeyedRateLimiter<IpAddr>,
 }
 
 /// 32 random bytes, hex.
@@ -106,9 +162,122 @@ fn token() -> String {
     data_encoding::HEXLOWER.encode(&bytes)
 }
 
+/// The key a session is kept under: the SHA-256 of its cookie.
+fn key_of(cookie: &str) -> [u8; 32] {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, cookie.as_bytes());
+    let mut key = [0u8; 32];
+    key.copy_from_slice(digest.as_ref());
+    key
+}
+
+fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Kept {
+    /// The session kept under `key`. Blocks, in PostgreSQL.
+    fn get(&self, key: &[u8; 32]) -> Result<Option<Session>, StoreError> {
+        match self {
+            Self::Here(open) => Ok(locked(open).get(key).cloned()),
+            Self::Shared(_, table) => table
+                .get(key)?
+                .map(|bytes| record::decode(WEB_SESSIONS, &bytes))
+                .transpose(),
+        }
+    }
+
+    /// Keeps `session` under `key`, or (`None`) removes what is there, and
+    /// (with `prune`) every session that is no longer alive at `now`.
+    /// Blocks, in PostgreSQL; durable once [`Kept::flush`] has returned.
+    fn put(
+        &self,
+        key: &[u8; 32],
+        session: Option<&Session>,
+        prune: Option<Timestamp>,
+    ) -> Result<(), StoreError> {
+        match self {
+            Self::Here(open) => {
+                let mut open = locked(open);
+                if let Some(now) = prune {
+                    open.retain(|_, session| session.alive(now));
+                }
+                match session {
+                    Some(session) => open.insert(*key, session.clone()),
+                    None => open.remove(key),
+                };
+                Ok(())
+            }
+            Self::Shared(db, table) => {
+                let mut dead = Vec::new();
+                if let Some(now) = prune {
+                    let everything = (Bound::Unbounded, Bound::Unbounded);
+                    for pair in table.range(everything, Order::Oldest) {
+                        let (key, bytes) = pair?;
+                        // One this build cannot read (a newer release's)
+                        // is left to the release that wrote it.
+                        let read = record::decode::<Session>(WEB_SESSIONS, &bytes);
+                        if read.is_ok_and(|session| !session.alive(now)) {
+                            dead.push(key);
+                        }
+                    }
+                }
+                let value = session.map(record::encode).transpose()?;
+                let mut writes: Vec<SideWrite<'_>> = dead
+                    .iter()
+                    .map(|key| SideWrite::Remove(table, key))
+                    .collect();
+                writes.push(match &value {
+                    Some(value) => SideWrite::Put(table, key, value),
+                    None => SideWrite::Remove(table, key),
+                });
+                db.write(&writes)
+            }
+        }
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        match self {
+            Self::Here(_) => Ok(()),
+            Self::Shared(db, _) => db.flush().await,
+        }
+    }
+}
+
 impl Sessions {
-    fn open(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
-        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    /// Sessions kept in `db`'s [`WEB_SESSIONS`] table when the store is in
+    /// PostgreSQL (shared by the site's servers), else in this process;
+    /// their times read from `clock`.
+    pub fn new(db: Option<SideDb>, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
+        let kept = match db {
+            Some(db) => {
+                let table = db.table(WEB_SESSIONS)?;
+                Kept::Shared(db, table)
+            }
+            None => Kept::Here(Mutex::default()),
+        };
+        let per_minute = |n| Quota::per_minute(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN));
+        Ok(Self {
+            kept: Arc::new(kept),
+            clock,
+            holding: Mutex::default(),
+            per_account: RateLimiter::keyed(per_minute(5)),
+            per_address: RateLimiter::keyed(per_minute(20)),
+        })
+    }
+
+    /// Runs `work` on the kept sessions, on a blocking thread (PostgreSQL's
+    /// reads and writes block).
+    async fn on_kept<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Kept) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, Unavailable> {
+        let kept = Arc::clone(&self.kept);
+        tokio::task::spawn_blocking(move || work(&kept))
+            .await
+            .map_err(|err| Unavailable(err.to_string()))?
+            .map_err(Unavailable::from)
     }
 
     /// Whether a sign-in attempt for `login` from `address` may be checked now.
@@ -117,46 +286,53 @@ impl Sessions {
             && self.per_account.check_key(&login.to_owned()).is_ok()
     }
 
-    /// Opens a session for `principal`, who signed in; its cookie value.
-    pub fn start(&self, principal: Principal) -> String {
-        let now = Instant::now();
-        let id = token();
-        let mut open = self.open();
-        open.retain(|_, s| alive(s, now));
-        open.insert(
-            id.clone(),
-            Session {
-                principal,
-                csrf: token(),
-                started: now,
-                last_seen: now,
-                streams: Arc::default(),
-                readings: Arc::default(),
-            },
-        );
-        id
+    /// Opens a session for `principal`, who signed in; its cookie value,
+    /// once the session is kept (durably, in PostgreSQL).
+    pub async fn start(&self, principal: Principal) -> Result<String, Unavailable> {
+        let now = self.clock.now();
+        let cookie = token();
+        let key = key_of(&cookie);
+        let session = Session {
+            identity: principal.identity,
+            credential: principal.credential,
+            csrf: token(),
+            started: now,
+            last_seen: now,
+        };
+        locked(&self.holding).retain(|_, holding| !holding.idle());
+        self.on_kept(move |kept| kept.put(&key, Some(&session), Some(now)))
+            .await?;
+        self.kept.flush().await?;
+        Ok(cookie)
     }
 
-    /// Ends session `id`.
-    pub fn end(&self, id: &str) {
-        self.open().remove(id);
+    /// Ends session `cookie`, on every server that shares it.
+    pub async fn end(&self, cookie: &str) -> Result<(), Unavailable> {
+        let key = key_of(cookie);
+        self.on_kept(move |kept| kept.put(&key, None, None)).await?;
+        self.kept.flush().await?;
+        Ok(())
     }
 
-    /// Whether session `id` is still alive, without counting as activity.
-    pub fn is_open(&self, id: &str) -> bool {
-        self.open()
-            .get(id)
-            .is_some_and(|session| alive(session, Instant::now()))
+    /// Whether session `cookie` is still alive, without counting as
+    /// activity; a session that cannot be read counts as alive.
+    pub async fn is_open(&self, cookie: &str) -> bool {
+        let key = key_of(cookie);
+        let now = self.clock.now();
+        match self.on_kept(move |kept| kept.get(&key)).await {
+            Ok(found) => found.is_some_and(|session| session.alive(now)),
+            Err(_) => true,
+        }
     }
 
-    /// One more `held` for session `id`, or `None` when it holds as many as
-    /// it may (or has ended).
-    pub fn hold(&self, id: &str, held: Held) -> Option<Slot> {
-        let open = self.open();
-        let session = open.get(id)?;
+    /// One more `held` for session `cookie` on this server, or `None` when it
+    /// holds as many as it may.
+    pub fn hold(&self, cookie: &str, held: Held) -> Option<Slot> {
+        let mut holding = locked(&self.holding);
+        let holds = holding.entry(key_of(cookie)).or_default();
         let count = match held {
-            Held::Stream => &session.streams,
-            Held::Reading => &session.readings,
+            Held::Stream => &holds.streams,
+            Held::Reading => &holds.readings,
         };
         count
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
@@ -166,27 +342,40 @@ impl Sessions {
         Some(Slot(Arc::clone(count)))
     }
 
-    /// The session behind cookie `id`, if it is still alive: who signed in,
-    /// and the CSRF token. Counts as activity.
-    fn touch(&self, id: &str) -> Option<(Principal, String)> {
-        let now = Instant::now();
-        let mut open = self.open();
-        match open.get_mut(id) {
-            Some(session) if alive(session, now) => {
-                session.last_seen = now;
-                Some((session.principal.clone(), session.csrf.clone()))
-            }
-            Some(_) => {
-                open.remove(id);
-                None
-            }
-            None => None,
+    /// The session behind cookie `cookie`, if it is still alive: who signed
+    /// in (without where from), and the CSRF token. Counts as activity.
+    async fn touch(&self, cookie: &str) -> Result<Option<(Principal, String)>, Unavailable> {
+        let key = key_of(cookie);
+        let now = self.clock.now();
+        let (session, written) = self
+            .on_kept(move |kept| {
+                let Some(mut session) = kept.get(&key)? else {
+                    return Ok((None, false));
+                };
+                if !session.alive(now) {
+                    kept.put(&key, None, None)?;
+                    return Ok((None, true));
+                }
+                let seen = now.since(session.last_seen) >= SEEN_EVERY;
+                if seen {
+                    session.last_seen = now;
+                    kept.put(&key, Some(&session), None)?;
+                }
+                Ok((Some(session), seen))
+            })
+            .await?;
+        if written {
+            self.kept.flush().await?;
         }
+        Ok(session.map(|session| {
+            let principal = Principal {
+                identity: session.identity,
+                via: Via::Web { address: None },
+                credential: session.credential,
+            };
+            (principal, session.csrf)
+        }))
     }
-}
-
-fn alive(session: &Session, now: Instant) -> bool {
-    now.duration_since(session.last_seen) < IDLE && now.duration_since(session.started) < ABSOLUTE
 }
 
 /// The value of cookie `name` in `headers`.
@@ -251,11 +440,17 @@ impl FromRequestParts<App> for SignedIn {
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ConnectInfo(peer)| peer.ip());
         let session = cookie(&parts.headers, COOKIE).map(str::to_owned);
+        let touched = match &session {
+            Some(cookie) => app
+                .sessions
+                .touch(cookie)
+                .await
+                .map_err(IntoResponse::into_response)?,
+            None => None,
+        };
         // Who signed in, as long as they still stand (an internal user still
         // enabled, with the password they signed in with).
-        let found = session
-            .as_deref()
-            .and_then(|id| app.sessions.touch(id))
+        let found = touched
             .map(|(principal, csrf)| {
                 let via = Via::Web { address };
                 (Principal { via, ..principal }, csrf)
@@ -362,26 +557,58 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_session_lives_until_idle_or_too_old() {
-        let sessions = Sessions::default();
+    #[tokio::test]
+    async fn a_session_lives_until_idle_or_too_old_or_signed_out() {
+        use otpgate_actors::clock::ManualClock;
+        let clock = ManualClock::new(Timestamp::from_unix_millis(1_800_000_000_000));
+        let sessions = Sessions::new(None, Arc::new(clock.clone())).unwrap();
         let alice = || Principal {
-            identity: crate::server::service::Identity::User("alice".into()),
+            identity: Identity::User("alice".into()),
             via: Via::Web { address: None },
             credential: None,
         };
-        let id = sessions.start(alice());
-        assert_eq!(sessions.touch(&id).map(|(p, _)| p), Some(alice()));
-        sessions.open().get_mut(&id).unwrap().last_seen -= IDLE;
-        assert!(sessions.touch(&id).is_none(), "idle too long");
-        let id = sessions.start(alice());
-        sessions.open().get_mut(&id).unwrap().started -= ABSOLUTE;
-        assert!(sessions.touch(&id).is_none(), "too old");
-        let id = sessions.start(alice());
-        assert!(sessions.is_open(&id));
-        sessions.end(&id);
-        assert!(!sessions.is_open(&id));
-        assert!(sessions.touch(&id).is_none(), "signed out");
+        async fn signed(sessions: &Sessions, id: &str) -> Option<Principal> {
+            sessions
+                .touch(id)
+                .await
+                .unwrap()
+                .map(|(principal, _)| principal)
+        }
+        let id = sessions.start(alice()).await.unwrap();
+        assert_eq!(signed(&sessions, &id).await, Some(alice()));
+        // Busy: each request within the idle time keeps it.
+        for _ in 0..3 {
+            clock.advance(IDLE - SEEN_EVERY);
+            assert_eq!(signed(&sessions, &id).await, Some(alice()), "busy");
+        }
+        clock.advance(IDLE);
+        assert!(signed(&sessions, &id).await.is_none(), "idle too long");
+
+        // In use all along: no longer than the absolute time.
+        let id = sessions.start(alice()).await.unwrap();
+        let step = IDLE - SEEN_EVERY;
+        let mut elapsed = Duration::ZERO;
+        while elapsed + step < ABSOLUTE {
+            clock.advance(step);
+            elapsed += step;
+            assert!(signed(&sessions, &id).await.is_some(), "kept by use");
+        }
+        clock.advance(step);
+        assert!(signed(&sessions, &id).await.is_none(), "too old");
+
+        let id = sessions.start(alice()).await.unwrap();
+        assert!(sessions.is_open(&id).await);
+        sessions.end(&id).await.unwrap();
+        assert!(!sessions.is_open(&id).await);
+        assert!(signed(&sessions, &id).await.is_none(), "signed out");
+        // Kept under the cookie's hash, and dead ones pruned by a sign-in.
+        let Kept::Here(open) = &*sessions.kept else {
+            unreachable!("no database given")
+        };
+        sessions.start(alice()).await.unwrap();
+        clock.advance(ABSOLUTE);
+        let id = sessions.start(alice()).await.unwrap();
+        assert_eq!(locked(open).keys().collect::<Vec<_>>(), [&key_of(&id)]);
     }
 
     #[test]

@@ -18,6 +18,8 @@ mod recordings;
 mod signin;
 mod views;
 
+pub use auth::Sessions;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -133,11 +135,16 @@ impl Web {
     }
 
     /// Serves until `cancel` fires, then lets requests in flight finish for a
-    /// few seconds.
-    pub async fn serve(self, service: Arc<AdminService>, cancel: CancellationToken) {
+    /// few seconds; who is signed in is kept in `sessions`.
+    pub async fn serve(
+        self,
+        service: Arc<AdminService>,
+        sessions: auth::Sessions,
+        cancel: CancellationToken,
+    ) {
         let app = App {
             service,
-            sessions: Arc::default(),
+            sessions: Arc::new(sessions),
         };
         let addr = self.local_addr().ok();
         let handle = axum_server::Handle::new();

@@ -142,8 +142,14 @@ pub async fn signin(
             return signin_form(status, next, login, Some(error));
         }
     };
+    let session = match app.sessions.start(principal).await {
+        Ok(session) => session,
+        Err(unavailable) => {
+            metrics().sign_in(SignIn::Error);
+            return unavailable.into_response();
+        }
+    };
     metrics().sign_in(SignIn::Ok);
-    let session = app.sessions.start(principal);
     let mut response = Redirect::to(&next).into_response();
     if let Ok(cookie) = HeaderValue::from_str(&auth::session_cookie(&session)) {
         response.headers_mut().insert(header::SET_COOKIE, cookie);
@@ -156,7 +162,9 @@ pub async fn signin(
 pub struct Empty {}
 
 pub async fn signout(State(app): State<App>, posted: Posted<Empty>) -> Response {
-    app.sessions.end(&posted.signed.session);
+    if let Err(unavailable) = app.sessions.end(&posted.signed.session).await {
+        return unavailable.into_response();
+    }
     let mut response = Redirect::to("/signin").into_response();
     if let Ok(cookie) = HeaderValue::from_str(&auth::cleared_cookie()) {
         response.headers_mut().insert(header::SET_COOKIE, cookie);

@@ -564,7 +564,8 @@ pub async fn events(State(app): State<App>, signed: SignedIn) -> Response {
                 // A session that ended, or whose person no longer stands (a
                 // password changed, an account disabled), ends the stream;
                 // each count is made with their role of now.
-                if !app.sessions.is_open(&signed.session) || !app.service.stands(&signed.principal)
+                if !app.sessions.is_open(&signed.session).await
+                    || !app.service.stands(&signed.principal)
                 {
                     return None;
                 }

@@ -42,6 +42,12 @@ impl WebClient {
         }
     }
 
+    /// Sends what comes next to `server`'s Management Tool, with the same
+    /// cookies (as a load balancer in front of a site's servers would).
+    pub fn switch_to(&mut self, server: &TestServer) {
+        self.base = base(server.web);
+    }
+
     /// GET `path`.
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.client

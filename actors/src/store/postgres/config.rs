@@ -10,7 +10,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use zeroize::Zeroizing;
 
 use super::locks::SITE_LOCK;
-use super::{MIGRATIONS, Result, StoreError};
+use super::{Result, Schema, StoreError, newest};
 use crate::names::is_loopback;
 
 /// How to reach the database.
@@ -90,13 +90,13 @@ impl PgConfig {
             .query_one("SELECT to_regclass('otpgate_schema') IS NOT NULL", &[])
             .await?
             .get(0);
-        let schema: i32 = if made {
-            client
-                .query_one("SELECT coalesce(max(version), 0) FROM otpgate_schema", &[])
-                .await?
-                .get(0)
+        let schema = if made {
+            Schema::read(&client).await?
         } else {
-            0
+            Schema {
+                version: 0,
+                needs: 0,
+            }
         };
         // A bigint advisory key shows as its two halves, objsubid 1.
         let row = client
@@ -114,7 +114,7 @@ impl PgConfig {
         session.abort();
         Ok(Probe {
             schema,
-            newest: MIGRATIONS.last().map_or(0, |(version, _)| *version),
+            newest: newest(),
             servers: u32::try_from(servers).unwrap_or(u32::MAX),
             copying: copying > 0,
         })
@@ -141,8 +141,8 @@ impl std::fmt::Debug for PgConfig {
 /// What [`PgConfig::probe`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Probe {
-    /// The schema's version in the database; 0 before a first start.
-    pub schema: i32,
+    /// The schema in the database; version 0 before a first start.
+    pub schema: Schema,
     /// The newest this build knows.
     pub newest: i32,
     /// How many servers serve the database now.

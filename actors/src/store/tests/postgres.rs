@@ -110,7 +110,7 @@ async fn in_postgres_failures_counted_on_two_nodes_at_once_are_all_kept() {
 }
 
 #[tokio::test]
-async fn in_postgres_a_schema_newer_than_this_build_is_refused() {
+async fn in_postgres_a_newer_schema_is_served_only_when_it_says_this_build_may() {
     let Some(cluster) = crate::test_postgres::postgres() else {
         return;
     };
@@ -120,8 +120,28 @@ async fn in_postgres_a_schema_newer_than_this_build_is_refused() {
         .await
         .unwrap();
     tokio::spawn(connection);
+    let newest = super::super::postgres::newest();
+    // A version that only adds: served by this build, as the previous
+    // release serves version 6.
     client
-        .batch_execute("INSERT INTO otpgate_schema (version) VALUES (99)")
+        .execute(
+            "INSERT INTO otpgate_schema (version, served_from) VALUES ($1, $2)",
+            &[&(newest + 1), &newest],
+        )
+        .await
+        .unwrap();
+    let served = KvStore::connect(&config).await;
+    assert!(served.is_ok(), "{:?}", served.err());
+    drop(served);
+    let probe = config.probe().await.unwrap();
+    assert_eq!(probe.schema.version, newest + 1);
+    assert_eq!(probe.schema.needs, newest);
+    // One that needs a newer build (or says nothing, as versions before 6).
+    client
+        .execute(
+            "INSERT INTO otpgate_schema (version) VALUES ($1)",
+            &[&(newest + 2)],
+        )
         .await
         .unwrap();
     let refused = KvStore::connect(&config)

@@ -4,6 +4,11 @@
 //! through the [`Owner`], which writes it through to the store with its audit
 //! entry, makes it durable, and only then swaps in the new snapshot. A
 //! computer's own options stay with that computer's actor.
+//!
+//! With several servers over one database, a change is made in the site's
+//! policy turn ([`Alone::Policy`]) and starts from the policy as the database
+//! holds it then, not from this node's snapshot (which may be a second
+//! behind another node's change): no change of one node overwrites another's.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -13,7 +18,7 @@ use tokio::sync::{Mutex, MutexGuard};
 use crate::audit::AuditEntry;
 use crate::directory::UserRecord;
 use crate::settings::{Effective, GroupRecord, Options, SystemSettings};
-use crate::store::{ComputerRecord, Store, StoreError};
+use crate::store::{Alone, ComputerRecord, Exclusive, Store, StoreError};
 
 /// The policy at one moment.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -93,16 +98,20 @@ impl Owner {
         Arc::clone(&self.current.read().unwrap_or_else(PoisonError::into_inner))
     }
 
-    /// Starts a change: the edits made through the [`Edit`] take effect together
-    /// when it is committed. Changes are made one at a time.
-    pub async fn edit(&self) -> Edit<'_> {
+    /// Starts a change, from the policy as the store holds it now: the edits
+    /// made through the [`Edit`] take effect together when it is committed.
+    /// Changes are made one at a time, on this node and across the site.
+    pub async fn edit(&self) -> Result<Edit<'_>, StoreError> {
         let guard = self.writer.lock().await;
-        Edit {
+        let turn = self.store.alone(Alone::Policy).await?;
+        let next = Snapshot::read(self.store.as_ref()).await?;
+        Ok(Edit {
             owner: self,
             _guard: guard,
-            next: (*self.snapshot()).clone(),
+            _turn: turn,
+            next,
             writes: Vec::new(),
-        }
+        })
     }
 }
 
@@ -117,6 +126,7 @@ enum Write {
 pub struct Edit<'a> {
     owner: &'a Owner,
     _guard: MutexGuard<'a, ()>,
+    _turn: Exclusive,
     next: Snapshot,
     writes: Vec<Write>,
 }
@@ -202,7 +212,7 @@ mod tests {
         let owner = Owner::load(Arc::clone(&store)).await.unwrap();
         let before = owner.snapshot();
 
-        let mut edit = owner.edit().await;
+        let mut edit = owner.edit().await.unwrap();
         edit.set_settings(SystemSettings {
             expiration: Duration::from_secs(120),
             ..SystemSettings::default()

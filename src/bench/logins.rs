@@ -21,7 +21,7 @@ use serde::Serialize;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use otpgate_protocol::admin::{AdminRequest, AdminResponse, OptionsView, SettingsPatch};
+use otpgate_protocol::admin::{AdminRequest, OptionsView, SettingsPatch};
 use otpgate_protocol::login::{
     LoginRequest, LoginResponse, RequestMode, Requested, Secret, Verdict,
 };
@@ -246,23 +246,8 @@ async fn configure(server: &Server, fleet: &Fleet) -> anyhow::Result<()> {
             },
         })
         .await?;
-    // The group is in force on every node within a second (see
-    // `server::heard`): each is waited for before computers join it there.
-    for other in &fleet.others {
-        let since = Instant::now();
-        loop {
-            let groups = other.admin(&AdminRequest::GroupsList).await?;
-            if matches!(&groups, AdminResponse::Groups(groups) if groups.iter().any(|g| g.name == GROUP))
-            {
-                break;
-            }
-            anyhow::ensure!(
-                since.elapsed() < Duration::from_secs(5),
-                "group {GROUP} not in force on every node after 5 s"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
+    // A node that has not yet heard of the group reads the policy again
+    // when a computer is put in it (see `AdminService::set_client`).
     // Each computer is set on the node its agent is given first, as its
     // administrator would: set on another node, it would be taken from the
     // agent's node, and taken back at the agent's next request.

@@ -8,7 +8,7 @@ use otpgate_actors::audit::{Action, AuditEntry, Who};
 use otpgate_actors::directory::{Role, UserRecord};
 use otpgate_actors::otp::OtpKeys;
 use otpgate_actors::store::{Alone, Exclusive};
-use otpgate_actors::{Clock, KvStore, policy};
+use otpgate_actors::{Clock, KvStore, Store, policy};
 use rand::RngExt;
 
 use super::OpenError;
@@ -80,7 +80,7 @@ pub(super) async fn first_admin(
 ) -> Result<Option<Zeroizing<String>>, OpenError> {
     // As the node before this one left them.
     policy.reload().await?;
-    let mut edit = policy.edit().await;
+    let mut edit = policy.edit().await?;
     if !edit.current().users.is_empty() {
         return Ok(None);
     }

@@ -2,7 +2,9 @@
 //! (each test skipped where PostgreSQL is missing): an OTP used once whichever
 //! node it is checked on, the hour rule across nodes, a request decided on
 //! another node than the person's, the settings and revocations of one node
-//! in force on the others within a second, an agent's TLS session resumed
+//! in force on the others within a second (changes made at once on two
+//! nodes both kept; a group made on one node named at once on another), an
+//! agent's TLS session resumed
 //! on another node, and a web session open on every node and outliving the
 //! one it began on.
 
@@ -15,7 +17,9 @@ use crate::common::mail::read_codes;
 use crate::common::my_email;
 use crate::common::server::TestServer;
 use crate::common::web::WebClient;
-use otpgate_protocol::admin::{AdminRequest, AdminResponse, Choice, RoleView, SettingsPatch};
+use otpgate_protocol::admin::{
+    AdminRequest, AdminResponse, Choice, OptionsView, RoleView, SettingsPatch,
+};
 use otpgate_protocol::login::{
     LoginRequest, LoginResponse, RequestMode, RequestState, Requested, Secret, Verdict,
 };
@@ -233,6 +237,66 @@ async fn settings_and_revocations_made_on_one_node_are_in_force_on_another_withi
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(!agent.link.status().connected, "and refuses it after");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_made_at_once_on_two_nodes_are_both_kept_and_a_new_group_is_named_at_once_elsewhere()
+ {
+    let Some(nodes) = site(2).await else {
+        return;
+    };
+    let (a, b) = (&nodes[0], &nodes[1]);
+    // Ten rounds of two changes of the settings at once, one per node, each
+    // to another field: neither overwrites the other with what it had.
+    for round in 1..=10u64 {
+        let (on_a, on_b) = tokio::join!(
+            a.admin(AdminRequest::SettingsSet(SettingsPatch {
+                resend_gap_secs: Some(60 + round),
+                ..SettingsPatch::default()
+            })),
+            b.admin(AdminRequest::SettingsSet(SettingsPatch {
+                session_timeout_secs: Some(600 + round),
+                ..SettingsPatch::default()
+            })),
+        );
+        assert!(matches!(on_a, AdminResponse::Settings(_)), "{on_a:?}");
+        assert!(matches!(on_b, AdminResponse::Settings(_)), "{on_b:?}");
+        // Both, on both nodes, once each has heard of the other's.
+        for node in [a, b] {
+            let since = Instant::now();
+            loop {
+                let seen = node.settings().await;
+                let both = (seen.resend_gap_secs, seen.session_timeout_secs);
+                if both == (60 + round, 600 + round) {
+                    break;
+                }
+                assert!(
+                    since.elapsed() < Duration::from_secs(3),
+                    "round {round}: {both:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    // A group made on a is named on b at once, before b hears of it.
+    let made = a
+        .admin(AdminRequest::GroupSet {
+            name: "finance".into(),
+            options: OptionsView {
+                allow_otp: Some(true),
+                ..OptionsView::default()
+            },
+        })
+        .await;
+    assert_eq!(made, AdminResponse::Done);
+    let set = b
+        .admin(AdminRequest::ClientSet {
+            computer: "ws-1".into(),
+            group: Some(Some("finance".into())),
+            options: OptionsView::default(),
+        })
+        .await;
+    assert_eq!(set, AdminResponse::Done);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -367,7 +367,7 @@ async fn failures_throttle_the_person_first_and_the_computer_only_when_sprayed()
         max_failures: 20,
         ..SystemSettings::default()
     };
-    let mut edit = f.svc.policy.edit().await;
+    let mut edit = f.svc.policy.edit().await.unwrap();
     edit.set_settings(settings);
     edit.commit(&AuditEntry {
         at: f.clock.now(),

@@ -229,15 +229,6 @@ impl KvStore {
         }
     }
 
-    /// This node's turn at `what`, once no other node over the database
-    /// has it: held until dropped.
-    pub async fn alone(&self, what: super::Alone) -> Result<super::Exclusive> {
-        match &self.engine {
-            Engine::Sled { .. } => Ok(super::Exclusive::only_node()),
-            Engine::Pg { pg, .. } => pg.exclusive(what).await,
-        }
-    }
-
     fn over(pg: Arc<Pg>) -> Result<Self> {
         let engine = Engine::Pg {
             pg: Arc::clone(&pg),
@@ -347,6 +338,13 @@ impl Store for KvStore {
         match &self.engine {
             Engine::Sled { .. } => None,
             Engine::Pg { pg, .. } => Some(pg.changes()),
+        }
+    }
+
+    fn alone(&self, what: super::Alone) -> StoreFuture<'_, super::Exclusive> {
+        match &self.engine {
+            Engine::Sled { .. } => Box::pin(std::future::ready(Ok(super::Exclusive::only_node()))),
+            Engine::Pg { pg, .. } => Box::pin(pg.exclusive(what)),
         }
     }
 

@@ -160,6 +160,10 @@ pub trait Store: Send + Sync + 'static {
     /// What other nodes change from now on; `None` where no other node can
     /// use the store (sled).
     fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<Change>>;
+    /// This node's turn at `what`, once no other node over the database
+    /// has it: held until dropped (at once, where no other node can use the
+    /// store).
+    fn alone(&self, what: Alone) -> StoreFuture<'_, Exclusive>;
     /// Whether this node is the one that sends the outbox's mail now (one
     /// node at a time; taken now if none is): always, where no other node
     /// can use the store (sled).

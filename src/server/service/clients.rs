@@ -55,7 +55,12 @@ impl AdminService {
     ) -> Answer<()> {
         self.require_admin(who)?;
         let id = computer_id(computer)?;
-        let policy = self.policy.snapshot();
+        let policy = self
+            .policy_naming(|policy| {
+                matches!(&group, Some(Some(name)) if !policy.groups.contains_key(name))
+                    || names_unknown_users(policy, options)
+            })
+            .await?;
         if let Some(Some(name)) = &group
             && !policy.groups.contains_key(name)
         {
@@ -97,9 +102,11 @@ impl AdminService {
                 "a group's name must be 1 to 128 characters, none of them control characters",
             );
         }
-        self.check_approvers(&self.policy.snapshot(), options)
+        let policy = self
+            .policy_naming(|policy| names_unknown_users(policy, options))
             .await?;
-        let mut edit = self.policy.edit().await;
+        self.check_approvers(&policy, options).await?;
+        let mut edit = self.policy.edit().await?;
         let mut group: GroupRecord = edit.current().groups.get(name).cloned().unwrap_or_default();
         group.options.apply(&convert::options(options));
         edit.put_group(name, group);
@@ -148,6 +155,22 @@ impl AdminService {
     /// Refuses the approvers in `options` that are neither internal users nor
     /// accounts or groups the directory knows: nobody would be told of a
     /// request. A directory that cannot be asked now is not a refusal (logged).
+    /// The policy, read again from the store first when `lacks` says this
+    /// node's may be behind: a name it lacks may have been made on another
+    /// server a moment ago (heard within a second, see
+    /// [`crate::server::heard`]).
+    async fn policy_naming(
+        &self,
+        lacks: impl Fn(&policy::Snapshot) -> bool,
+    ) -> Answer<Arc<policy::Snapshot>> {
+        let policy = self.policy.snapshot();
+        if !lacks(&policy) {
+            return Ok(policy);
+        }
+        self.policy.reload().await?;
+        Ok(self.policy.snapshot())
+    }
+
     async fn check_approvers(
         &self,
         policy: &policy::Snapshot,
@@ -181,6 +204,16 @@ impl AdminService {
             ),
         )
     }
+}
+
+/// Whether `options` name an approver that is no internal user of `policy`
+/// (a directory name, or a user `policy` lacks).
+fn names_unknown_users(policy: &policy::Snapshot, options: &OptionsView) -> bool {
+    options
+        .approvers
+        .iter()
+        .flatten()
+        .any(|entry| !policy.users.contains_key(entry))
 }
 
 /// Computer `id` as the lists show it, its options resolved by `policy`.

@@ -21,7 +21,7 @@ impl AdminService {
         patch: &SettingsPatch,
     ) -> Answer<SettingsView> {
         self.require_admin(who)?;
-        let mut edit = self.policy.edit().await;
+        let mut edit = self.policy.edit().await?;
         let settings = convert::patch_settings(edit.current().settings.clone(), patch);
         if let Err(invalid) = settings.validate() {
             return refuse(AdminErrorCode::Invalid, invalid.to_string());

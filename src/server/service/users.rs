@@ -99,7 +99,7 @@ impl AdminService {
             return refuse(AdminErrorCode::Invalid, problem);
         }
         let password_hash = hash_off_runtime(Zeroizing::new(password.0)).await;
-        let mut edit = self.policy.edit().await;
+        let mut edit = self.policy.edit().await?;
         if edit.current().user(&login).is_some() {
             return refuse(AdminErrorCode::Conflict, format!("user {login:?} exists"));
         }
@@ -127,7 +127,7 @@ impl AdminService {
             self.require_admin(who)?;
         }
         // Held while the password hashes: two changes of one user never race.
-        let mut edit = self.policy.edit().await;
+        let mut edit = self.policy.edit().await?;
         let Some(mut user) = edit.current().user(login).cloned() else {
             return refuse(AdminErrorCode::NotFound, format!("no user {login:?}"));
         };

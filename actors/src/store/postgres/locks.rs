@@ -29,6 +29,9 @@ pub enum Alone {
     Recording,
     /// Making the first administrator, once.
     FirstStart,
+    /// Changing the settings, groups or users: each change starts from what
+    /// the database holds, and no other node's lands in between.
+    Policy,
 }
 
 impl Alone {
@@ -37,6 +40,7 @@ impl Alone {
         match self {
             Self::Recording => 0x6f74_7067_6174_6534,
             Self::FirstStart => 0x6f74_7067_6174_6535,
+            Self::Policy => 0x6f74_7067_6174_6536,
         }
     }
 }

@@ -186,6 +186,10 @@ pub enum Action {
     Backup,
     /// The data folder was put back from a backup.
     Restore,
+    /// An administrator made or revoked a join token.
+    Token,
+    /// A client computer enrolled with a join token, or was refused.
+    Enroll,
 }
 
 impl Action {
@@ -209,6 +213,8 @@ impl Action {
             Self::Record => "record",
             Self::Backup => "backup",
             Self::Restore => "restore",
+            Self::Token => "token",
+            Self::Enroll => "enroll",
         }
     }
 }

@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod enroll;
 pub mod frame;
 pub mod local;
 pub mod login;

@@ -120,6 +120,13 @@ pub const ADMIN: Versions = Versions {
     newest: 2,
 };
 
+/// The enrollment wire's versions (a computer asking for its first
+/// certificate with a join token, see [`crate::enroll`]): 1 is the first.
+pub const ENROLL: Versions = Versions {
+    oldest: 1,
+    newest: 1,
+};
+
 /// A message of one of the wires, written and read in every version of it that
 /// this build speaks.
 pub trait Message: Sized {

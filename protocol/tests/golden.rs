@@ -1,5 +1,5 @@
-//! Golden bytes: every message of every released version of the three wires
-//! (agent link, local socket, admin socket), encoded once into the files under
+//! Golden bytes: every message of every released version of the four wires
+//! (agent link, local socket, admin socket, enrollment), encoded once into the files under
 //! `tests/golden/` and checked in. Today's build must decode each old line into
 //! the value listed here and encode that value, for that version, into the very
 //! same bytes: a change that moves a variant, inserts a field or renames a
@@ -19,6 +19,7 @@ use std::path::PathBuf;
 use bytes::BytesMut;
 
 use otpgate_protocol::admin::*;
+use otpgate_protocol::enroll::{EnrollError, EnrollErrorCode, EnrollRequest, EnrollResponse};
 use otpgate_protocol::local::{AgentStatus, LocalError, LocalRequest, LocalResponse};
 use otpgate_protocol::login::{
     LoginRequest, LoginResponse, PromptState, RequestMode, RequestState, Requested, Secret, Verdict,
@@ -1063,7 +1064,83 @@ fn admin_samples_since_2() -> Vec<Sample> {
                 recordings_paused_us: 20_000,
             })),
         ),
+        sample("token-create", AdminRequest::TokenCreate(token_spec())),
+        sample("tokens-list", AdminRequest::TokensList),
+        sample("token-revoke", AdminRequest::TokenRevoke { id: 7 }),
+        sample(
+            "response-token-made",
+            AdminResponse::TokenMade {
+                token: secret("otpgate-join-1:AAAA"),
+                view: token_view(),
+            },
+        ),
+        sample("response-tokens", AdminResponse::Tokens(vec![token_view()])),
     ]
+}
+
+fn token_spec() -> TokenSpec {
+    TokenSpec {
+        ttl_secs: 86_400,
+        uses: 50,
+        group: Some("finance".into()),
+        name_pattern: Some("ws-*".into()),
+        replace: false,
+    }
+}
+
+fn token_view() -> TokenView {
+    TokenView {
+        id: 7,
+        spec: token_spec(),
+        created_at: 1_796_601_600_000,
+        expires_at: 1_796_688_000_000,
+        used: 3,
+        revoked_at: Some(1_796_602_000_000),
+        created_by: "operator(uid 0)".into(),
+    }
+}
+
+fn enroll_samples() -> Vec<Sample> {
+    let refused = |code| {
+        EnrollResponse::Refused(EnrollError {
+            code,
+            message: "for the operator".into(),
+        })
+    };
+    vec![
+        sample(
+            "enroll",
+            EnrollRequest {
+                token: secret("otpgate-join-1:AAAA"),
+                name: "ws-0042".into(),
+                csr: vec![0x30, 0x82, 0x01, 0x02],
+            },
+        ),
+        sample(
+            "response-enrolled",
+            EnrollResponse::Enrolled {
+                name: "ws-0042".into(),
+                certificate: vec![0x30, 0x82, 0x01],
+                ca: vec![0x30, 0x82, 0x02],
+                expires_ms: 1_799_193_600_000,
+            },
+        ),
+        sample("refused-bad-token", refused(EnrollErrorCode::BadToken)),
+        sample("refused-expired", refused(EnrollErrorCode::Expired)),
+        sample("refused-used-up", refused(EnrollErrorCode::UsedUp)),
+        sample("refused-revoked", refused(EnrollErrorCode::Revoked)),
+        sample("refused-name", refused(EnrollErrorCode::NameRefused)),
+        sample("refused-name-taken", refused(EnrollErrorCode::NameTaken)),
+        sample("refused-bad-request", refused(EnrollErrorCode::BadRequest)),
+        sample("refused-throttled", refused(EnrollErrorCode::Throttled)),
+        sample("refused-unavailable", refused(EnrollErrorCode::Unavailable)),
+        sample("refused-unsupported", refused(EnrollErrorCode::Unsupported)),
+    ]
+}
+
+#[test]
+fn the_enroll_wire_of_version_1_is_as_released() {
+    check("enroll", 1, enroll_samples());
 }
 
 #[test]

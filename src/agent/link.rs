@@ -58,6 +58,18 @@ pub struct ServerAddr {
 #[error("{0:?} is not HOST:PORT")]
 pub struct InvalidServerAddr(String);
 
+impl ServerAddr {
+    /// Its host: a name or an address.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// Its port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
 impl std::fmt::Display for ServerAddr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if self.host.contains(':') {

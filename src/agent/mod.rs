@@ -3,6 +3,7 @@
 //! on a local socket ([`socket`]), ends the client sessions whose OS sessions
 //! end ([`sessions`]), and ships recordings to the server ([`spool`]).
 
+pub mod enroll;
 pub mod link;
 mod metrics;
 pub mod sessions;

@@ -509,6 +509,21 @@ pub fn describe(response: &AdminResponse) -> String {
         AdminResponse::Verified(verified) => recordings::describe_verified(&mut out, verified),
         AdminResponse::Hits(hits) => recordings::describe_hits(&mut out, hits),
         AdminResponse::BackedUp(made) => backup::describe(&mut out, made),
+        AdminResponse::TokenMade { token, view } => {
+            let _ = write!(
+                out,
+                "{}\n\njoin token {}: {}\nShown this once; enroll with: otpgate agent enroll \
+                 --server HOST:PORT --token <the token>",
+                token.0,
+                view.id,
+                token_line(view)
+            );
+        }
+        AdminResponse::Tokens(tokens) => {
+            for view in tokens {
+                let _ = writeln!(out, "{}\t{}", view.id, token_line(view));
+            }
+        }
         AdminResponse::DirectoryAccount(d) => {
             let took = format!("({} ms)", d.micros / 1000);
             let _ = match (&d.error, d.found) {
@@ -577,4 +592,22 @@ pub fn exit_code(response: &AdminResponse) -> u8 {
         AdminResponse::Verified(verified) if verified.iter().any(|v| v.problem.is_some()) => 1,
         _ => 0,
     }
+}
+
+/// What a join token allows and how much of it is left, on one line.
+fn token_line(view: &otpgate_protocol::admin::TokenView) -> String {
+    let state = match view.revoked_at {
+        Some(at) => format!("revoked {}", time(at)),
+        None => format!("until {}", time(view.expires_at)),
+    };
+    format!(
+        "{}/{} used\t{state}\tnames {}\tgroup {}{}\tmade by {} at {}",
+        view.used,
+        view.spec.uses,
+        view.spec.name_pattern.as_deref().unwrap_or("*"),
+        view.spec.group.as_deref().unwrap_or("-"),
+        if view.spec.replace { "\treplaces" } else { "" },
+        view.created_by,
+        time(view.created_at)
+    )
 }

@@ -16,11 +16,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 use otpgate_actors::{Clock, ComputerId, SystemClock};
-use otpgate_protocol::admin::{AdminRequest, AdminResponse};
+use otpgate_protocol::admin::{AdminRequest, AdminResponse, TokenSpec};
 
 use crate::agent::socket::Limits;
 use crate::agent::{self, AgentConfig};
@@ -31,7 +32,7 @@ use crate::server::{self, Listeners, Server};
 use crate::tls::pki;
 use crate::tls::revoked::Revocations;
 use crate::unix;
-use args::{Bench, Certs, Cli, Command, DoctorAgent, Generate};
+use args::{AgentAction, Bench, Certs, Cli, Command, DoctorAgent, Generate, TokenCommand};
 use prompt::{EXIT_ERROR, Prompt};
 
 /// Exit status for a configuration that cannot be used (sysexits' EX_USAGE).
@@ -92,9 +93,39 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Certs(Certs::Revoke { name, data_dir }) => revoke(&data_dir, &name).await,
+        Command::Certs(Certs::Token(command)) => token(command).await,
         Command::Agent {
+            action:
+                Some(AgentAction::Enroll {
+                    server,
+                    token_file,
+                    identity,
+                    name,
+                }),
+            ..
+        } => {
+            let token = join_token(token_file.as_deref())?
+                .context("give the join token with --token-file or OTPGATE_JOIN_TOKEN")?;
+            let enrolled =
+                agent::enroll::enroll(&server, &token, &identity, name.as_deref()).await?;
+            println!(
+                "enrolled as {}; certificate until {}; identity in {}",
+                enrolled.name,
+                otpgate_actors::Timestamp::from_unix_millis(enrolled.expires_ms).rfc3339(),
+                identity.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Agent {
+            action: None,
+            identity: None,
+            ..
+        } => unreachable!("clap requires --identity without a subcommand"),
+        Command::Agent {
+            action: None,
             server,
-            identity,
+            identity: Some(identity),
+            token_file,
             socket,
             per_user_per_second,
             chunks_per_second,
@@ -105,6 +136,13 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             metrics_listen,
         } => {
             raise_fd_limit();
+            // A first start with a token: enrolled before anything else.
+            if !pki::ClientPaths::new(&identity).cert.exists()
+                && let Some(token) = join_token(token_file.as_deref())?
+            {
+                let enrolled = agent::enroll::enroll(&server, &token, &identity, None).await?;
+                tracing::info!(computer = %enrolled.name, "enrolled on first start");
+            }
             let cancel = CancellationToken::new();
             tokio::spawn(stop_on_signal(cancel.clone()));
             let config = AgentConfig {
@@ -309,6 +347,53 @@ async fn revoke(data_dir: &Path, id: &ComputerId) -> anyhow::Result<ExitCode> {
         }
         Err(err) => Err(err.into()),
     }
+}
+
+/// The join token in file `file`, else in the environment variable
+/// OTPGATE_JOIN_TOKEN, if either is given.
+fn join_token(file: Option<&Path>) -> anyhow::Result<Option<zeroize::Zeroizing<String>>> {
+    if let Some(file) = file {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read the join token in {}", file.display()))?;
+        return Ok(Some(zeroize::Zeroizing::new(text.trim().to_owned())));
+    }
+    Ok(std::env::var("OTPGATE_JOIN_TOKEN")
+        .ok()
+        .map(|text| zeroize::Zeroizing::new(text.trim().to_owned())))
+}
+
+/// `otpgate certs token`: asks the running server.
+async fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
+    let (data_dir, request) = match command {
+        TokenCommand::Create {
+            ttl,
+            uses,
+            group,
+            name_pattern,
+            replace,
+            data_dir,
+        } => (
+            data_dir,
+            AdminRequest::TokenCreate(TokenSpec {
+                ttl_secs: ttl,
+                uses,
+                group,
+                name_pattern,
+                replace,
+            }),
+        ),
+        TokenCommand::List { data_dir } => (data_dir, AdminRequest::TokensList),
+        TokenCommand::Revoke { id, data_dir } => (data_dir, AdminRequest::TokenRevoke { id }),
+    };
+    let response = unix::ask::<_, AdminResponse>(&socket_path(&data_dir), &request)
+        .await
+        .with_context(|| {
+            format!(
+                "join tokens are kept by the running server; is one running on {}?",
+                data_dir.display()
+            )
+        })?;
+    admin::report(&response, false)
 }
 
 fn config_error(err: &dyn std::fmt::Display) -> ExitCode {

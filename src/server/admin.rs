@@ -234,6 +234,15 @@ async fn answer(
         AdminRequest::Backup { keys } => {
             AdminResponse::BackedUp(Box::new(service.backup(operator, keys).await?))
         }
+        AdminRequest::TokenCreate(spec) => {
+            let (token, view) = service.create_token(operator, spec).await?;
+            AdminResponse::TokenMade { token, view }
+        }
+        AdminRequest::TokensList => AdminResponse::Tokens(service.tokens(operator).await?),
+        AdminRequest::TokenRevoke { id } => {
+            service.revoke_token(operator, id).await?;
+            AdminResponse::Done
+        }
     })
 }
 

@@ -32,6 +32,7 @@ use otpgate_protocol::{
 };
 
 use super::convert;
+use super::enroll::Enroller;
 use super::gate::Handshakes;
 use super::live::{Live, Warned};
 use super::recordings::{self, Shelf};
@@ -48,6 +49,8 @@ pub(super) struct Shared {
     pub(super) revocations: Arc<Revocations>,
     /// The connections open now, for revocations to close.
     pub(super) live: Arc<Live>,
+    /// Enrolls computers that come with a join token.
+    pub(super) enroller: Arc<Enroller>,
     /// The computers whose agent was found to speak an older protocol.
     pub(super) old_agents: Warned,
     pub(super) computers: Computers,
@@ -99,10 +102,17 @@ pub(super) async fn serve_tcp(
     };
     drop(place);
     let (_, session) = tls.get_ref();
-    if session.alpn_protocol() != Some(ALPN) {
-        debug!("client did not negotiate ALPN otpgate/1");
-        metrics().tls_refused(TlsRefusal::Handshake);
-        return;
+    match session.alpn_protocol() {
+        Some(ALPN) => {}
+        Some(otpgate_protocol::enroll::ALPN) => {
+            shared.enroller.serve(tls, peer.ip()).await;
+            return;
+        }
+        _ => {
+            debug!("client did not negotiate ALPN otpgate/1");
+            metrics().tls_refused(TlsRefusal::Handshake);
+            return;
+        }
     }
     // A resumed session carries the certificate of its first handshake, which
     // rustls does not check again: its expiry and revocation are checked here,
@@ -116,8 +126,12 @@ pub(super) async fn serve_tcp(
                 return;
             }
         },
-        // The verifier requires a certificate; this cannot happen, but must not panic.
-        None => return,
+        // Only an enrollment comes without one.
+        None => {
+            debug!("an agent came without a certificate");
+            metrics().tls_refused(TlsRefusal::Handshake);
+            return;
+        }
     };
     tracing::Span::current().record("client", cert.id.as_str());
     let (read, write) = tokio::io::split(tls);

@@ -14,6 +14,7 @@ mod connection;
 mod convert;
 mod data;
 pub mod directory;
+pub mod enroll;
 mod gate;
 mod heard;
 pub mod ldap;
@@ -67,7 +68,7 @@ use connection::{Shared, serve_tcp};
 use data::{first_admin, same_site, tighten_data_dir};
 use directory::{DirectoryFileError, StaticDirectory};
 use gate::Handshakes;
-use live::Warned;
+use live::{Live, Warned};
 use mail::{EmlDir, Sender, Smtp, SmtpSetupError};
 use recordings::Shelf;
 use service::AdminService;
@@ -390,6 +391,16 @@ impl Server {
             mailer: Some(wake_mailer.clone()),
         };
         let (computers, supervisor) = Computers::start(Arc::new(services)).await?;
+        let live: Arc<Live> = Arc::default();
+        let enroller = Arc::new(enroll::Enroller::new(
+            store.clone(),
+            computers.clone(),
+            revocations.clone(),
+            live.clone(),
+            clock.clone(),
+            pki::Ca::load(&config.data_dir).map_err(TlsError::from)?,
+            config.client_lifetime,
+        ));
         Ok(Self {
             listener: listeners.agents,
             shared: Arc::new(Shared {
@@ -399,7 +410,8 @@ impl Server {
                     config.max_handshakes_per_source,
                 ),
                 revocations: revocations.clone(),
-                live: Arc::default(),
+                live,
+                enroller,
                 old_agents: Warned::default(),
                 computers,
                 recordings,
@@ -480,6 +492,7 @@ impl Server {
             host: self.host.clone(),
             revocations: self.shared.revocations.clone(),
             live: self.shared.live.clone(),
+            enroller: self.shared.enroller.clone(),
             initial_password_file: self.initial_password_file.clone(),
             wrong_binds: Default::default(),
             directory: self.directory.clone(),

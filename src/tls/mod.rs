@@ -1,5 +1,7 @@
 //! TLS for the agent protocol: TLS 1.3 only, mutual authentication against the
-//! server's CA, ALPN `otpgate/1`, one crypto provider (aws-lc-rs) on both sides.
+//! server's CA, ALPN `otpgate/1` (or `otpgate-enroll/1`, without a client
+//! certificate, for a computer enrolling with a join token), one crypto
+//! provider (aws-lc-rs) on both sides.
 //! Shared by both ends of the wire: the server, the agent, the PKI tools and the
 //! load generator; the PKI itself is in [`pki`], the server's session-ticket keys
 //! in `tickets`.
@@ -7,6 +9,7 @@
 pub mod pki;
 pub mod revoked;
 mod tickets;
+pub mod token;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -57,17 +60,25 @@ fn roots(ca: CertificateDer<'static>) -> Result<Arc<RootCertStore>, TlsError> {
     Ok(Arc::new(roots))
 }
 
-/// The server's TLS configuration: agents must present a certificate from our CA.
+/// The server's TLS configuration: agents present a certificate from our CA
+/// (checked here), except a computer that comes to enroll (ALPN
+/// `otpgate-enroll/1`), which has none yet; the connection's handler refuses
+/// an agent without one. The chain sent ends with the CA certificate, which
+/// an enrolling computer checks against its token's fingerprint.
 pub fn server_config(pki: ServerPki) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = provider();
     let ticketer = Arc::new(Tickets::new(&pki.secret, &pki.ca));
     let verifier =
-        WebPkiClientVerifier::builder_with_provider(roots(pki.ca)?, provider.clone()).build()?;
+        WebPkiClientVerifier::builder_with_provider(roots(pki.ca.clone())?, provider.clone())
+            .allow_unauthenticated()
+            .build()?;
+    let mut chain = pki.chain;
+    chain.push(pki.ca);
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(pki.chain, pki.key)?;
-    config.alpn_protocols = vec![ALPN.to_vec()];
+        .with_single_cert(chain, pki.key)?;
+    config.alpn_protocols = vec![ALPN.to_vec(), otpgate_protocol::enroll::ALPN.to_vec()];
     config.ticketer = ticketer;
     // An agent holds one connection: one ticket for its next reconnection is enough.
     config.send_tls13_tickets = 1;

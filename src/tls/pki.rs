@@ -22,8 +22,8 @@ use std::path::{Path, PathBuf};
 use std::{fs, io};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SerialNumber,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -78,6 +78,10 @@ pub enum PkiError {
     /// A certificate could not be parsed.
     #[error("unreadable certificate")]
     Parse,
+    /// A certificate signing request is not one we sign (unreadable, its
+    /// signature wrong, or an extension we do not know).
+    #[error("not a valid certificate signing request")]
+    Request,
     /// A certificate does not name a valid client computer.
     #[error("certificate does not name a valid client computer")]
     Identity,
@@ -242,11 +246,7 @@ pub fn issue_client(data: &Path, id: &ComputerId, out: &Path) -> Result<ClientPa
     let paths = Paths::new(data);
     let issuer = load_issuer(&paths)?;
     let key = KeyPair::generate()?;
-    let mut params = CertificateParams::default();
-    params.distinguished_name = name(id.as_str());
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    validity(&mut params, LEAF_VALIDITY);
+    let (params, _) = client_params(id, OffsetDateTime::now_utc(), LEAF_VALIDITY);
     let cert = params.signed_by(&key, &issuer)?;
 
     create_private_dir(out).map_err(|source| io_error(out, source))?;
@@ -258,6 +258,91 @@ pub fn issue_client(data: &Path, id: &ComputerId, out: &Path) -> Result<ClientPa
         .map_err(|source| io_error(&client.cert, source))?;
     write_public(&client.ca, &ca).map_err(|source| io_error(&client.ca, source))?;
     Ok(client)
+}
+
+/// The parameters of a client computer's certificate issued at `issued`
+/// (backdated by [`BACKDATE`], as [`ClientCert::issued`] reads it back),
+/// lasting `lifetime`, with a random serial; the serial, hex.
+fn client_params(
+    id: &ComputerId,
+    issued: OffsetDateTime,
+    lifetime: Duration,
+) -> (CertificateParams, String) {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = name(id.as_str());
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.not_before = issued - BACKDATE;
+    params.not_after = issued + lifetime;
+    // 16 random bytes, the first bit clear: a positive number.
+    let mut serial: [u8; 16] = rand::random();
+    serial[0] &= 0x7f;
+    params.serial_number = Some(SerialNumber::from_slice(&serial));
+    (params, data_encoding::HEXLOWER.encode(&serial))
+}
+
+/// The CA, with its key, loaded by the server to sign the certificates of
+/// computers that enroll or renew.
+pub struct Ca {
+    issuer: Issuer<'static, KeyPair>,
+    /// The CA certificate.
+    pub cert: CertificateDer<'static>,
+}
+
+/// A certificate [`Ca::sign`] issued.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    /// The certificate.
+    pub cert: CertificateDer<'static>,
+    /// Its serial number, hex.
+    pub serial: String,
+    /// When it ends, in Unix seconds.
+    pub expires: i64,
+}
+
+impl fmt::Debug for Ca {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Ca(..)")
+    }
+}
+
+impl Ca {
+    /// The CA of data folder `data`.
+    pub fn load(data: &Path) -> Result<Self, PkiError> {
+        let paths = Paths::new(data);
+        Ok(Self {
+            issuer: load_issuer(&paths)?,
+            cert: read_cert(&paths.ca_cert)?,
+        })
+    }
+
+    /// A certificate for computer `id` and the public key of `csr` (a
+    /// PKCS #10 request signed with the matching private key, which proves
+    /// the asker holds it; nothing else of it is taken), issued at Unix
+    /// second `issued`, lasting `lifetime`.
+    pub fn sign(
+        &self,
+        id: &ComputerId,
+        csr: &[u8],
+        issued: i64,
+        lifetime: Duration,
+    ) -> Result<Issued, PkiError> {
+        let request = CertificateSigningRequestParams::from_der(&csr.into())
+            .map_err(|_| PkiError::Request)?;
+        let issued = OffsetDateTime::from_unix_timestamp(issued).map_err(|_| PkiError::Request)?;
+        let (params, serial) = client_params(id, issued, lifetime);
+        let expires = params.not_after.unix_timestamp();
+        let cert = CertificateSigningRequestParams {
+            params,
+            public_key: request.public_key,
+        }
+        .signed_by(&self.issuer)?;
+        Ok(Issued {
+            cert: cert.der().clone(),
+            serial,
+            expires,
+        })
+    }
 }
 
 /// What the server needs of a client certificate on every connection, resumed

@@ -43,11 +43,9 @@ pub struct Tickets {
 impl Tickets {
     /// Tickets whose keys come from `secret` and the CA certificate `ca`.
     pub fn new(secret: &ServerSecret, ca: &[u8]) -> Self {
-        let mut digest = [0u8; 32];
-        digest.copy_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, ca).as_ref());
         Self {
             root: hmac::Key::new(hmac::HMAC_SHA256, secret.expose()),
-            ca: digest,
+            ca: otpgate_actors::digest::sha256(ca),
         }
     }
 

@@ -17,6 +17,7 @@ mod chaos;
 mod cli;
 mod crash;
 mod doctor;
+mod enroll;
 mod ldap;
 mod limits;
 mod lists;

@@ -16,6 +16,7 @@ use super::{Batch, ComputerRecord, Result, Store, StoreError, StoreFuture};
 use crate::audit::AuditEntry;
 use crate::clock::Timestamp;
 use crate::directory::UserRecord;
+use crate::enroll::{Enrollment, JoinToken};
 use crate::id::ComputerId;
 use crate::mail::outbox::{MailFailure, OutboxEntry};
 use crate::otp::Slot;
@@ -69,6 +70,10 @@ pub struct KvStore {
     pub(super) outbox: Table,
     pub(super) mail_failures: Table,
     pub(super) failures: Table,
+    /// Join tokens, by id.
+    pub(super) tokens: Table,
+    /// Computer -> what it was issued when it enrolled.
+    pub(super) enrollments: Table,
 }
 
 /// Opens the sled database `config` names. The lock of a database this
@@ -94,7 +99,7 @@ const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 const LOCK_STEP: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// The tables, by name.
-const TABLES: [&str; 13] = [
+const TABLES: [&str; 15] = [
     "meta",
     "computers",
     "groups",
@@ -108,6 +113,8 @@ const TABLES: [&str; 13] = [
     "outbox",
     "mail_failures",
     "failure_buckets",
+    "join_tokens",
+    "enrollments",
 ];
 
 impl KvStore {
@@ -127,6 +134,8 @@ impl KvStore {
             &self.outbox,
             &self.mail_failures,
             &self.failures,
+            &self.tokens,
+            &self.enrollments,
         ]
         .map(Table::clone)
     }
@@ -146,6 +155,8 @@ impl KvStore {
             outbox,
             mail_failures,
             failures,
+            tokens,
+            enrollments,
         ] = TABLES;
         Ok(Self {
             meta: table(meta)?,
@@ -161,6 +172,8 @@ impl KvStore {
             outbox: table(outbox)?,
             mail_failures: table(mail_failures)?,
             failures: table(failures)?,
+            tokens: table(tokens)?,
+            enrollments: table(enrollments)?,
             engine,
         })
     }
@@ -606,6 +619,34 @@ impl Store for KvStore {
                 .batch(after.as_deref(), Order::Oldest, limit)
                 .await
         })
+    }
+
+    fn put_token(&self, token: &JoinToken) -> Result<()> {
+        self.tokens.put(token.id.to_be_bytes(), token)
+    }
+
+    fn token(&self, id: u64) -> StoreFuture<'_, Option<JoinToken>> {
+        Box::pin(async move { self.tokens.get(id.to_be_bytes()).await })
+    }
+
+    fn tokens_from(
+        &self,
+        before: Option<Vec<u8>>,
+        limit: usize,
+    ) -> StoreFuture<'_, Batch<JoinToken>> {
+        Box::pin(async move {
+            self.tokens
+                .batch(before.as_deref(), Order::Newest, limit)
+                .await
+        })
+    }
+
+    fn put_enrollment(&self, computer: &ComputerId, enrollment: &Enrollment) -> Result<()> {
+        self.enrollments.put(computer.as_str(), enrollment)
+    }
+
+    fn enrollment<'a>(&'a self, computer: &'a ComputerId) -> StoreFuture<'a, Option<Enrollment>> {
+        Box::pin(async move { self.enrollments.get(computer.as_str()).await })
     }
 
     fn count_failure(&self, key: &str, failure: Failure) -> Result<()> {

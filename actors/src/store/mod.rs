@@ -35,6 +35,7 @@ use std::time::Duration;
 use crate::audit::AuditEntry;
 use crate::clock::Timestamp;
 use crate::directory::UserRecord;
+use crate::enroll::{Enrollment, JoinToken};
 use crate::id::ComputerId;
 use crate::mail::outbox::{MailFailure, OutboxEntry};
 use crate::otp::Slot;
@@ -261,6 +262,21 @@ pub trait Store: Send + Sync + 'static {
         before: Option<Vec<u8>>,
         limit: usize,
     ) -> StoreFuture<'_, Batch<AuditEntry>>;
+
+    /// Adds or replaces a join token.
+    fn put_token(&self, token: &JoinToken) -> Result<()>;
+    /// Join token `id`.
+    fn token(&self, id: u64) -> StoreFuture<'_, Option<JoinToken>>;
+    /// The join tokens before cursor `before`, newest first.
+    fn tokens_from(
+        &self,
+        before: Option<Vec<u8>>,
+        limit: usize,
+    ) -> StoreFuture<'_, Batch<JoinToken>>;
+    /// Records what computer `computer` was issued when it enrolled.
+    fn put_enrollment(&self, computer: &ComputerId, enrollment: &Enrollment) -> Result<()>;
+    /// What computer `computer` was issued when it enrolled, if it did.
+    fn enrollment<'a>(&'a self, computer: &'a ComputerId) -> StoreFuture<'a, Option<Enrollment>>;
 
     /// Queues a message.
     fn queue_mail(&self, entry: &OutboxEntry) -> Result<()>;

@@ -54,7 +54,7 @@ use writes::Pending;
 struct Migration {
     version: i32,
     /// The oldest schema version a build must know to serve a database at
-    /// this one (kept from version 6 on, see `006_web_sessions.sql`); `None`:
+    /// this one (kept from version 6 on, see `006_sessions_tokens.sql`); `None`:
     /// this one.
     served_from: Option<i32>,
     sql: &'static str,
@@ -92,7 +92,7 @@ const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 6,
         served_from: Some(5),
-        sql: include_str!("postgres/006_web_sessions.sql"),
+        sql: include_str!("postgres/006_sessions_tokens.sql"),
     },
 ];
 

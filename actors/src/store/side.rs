@@ -37,7 +37,7 @@ pub const SIDE_TABLES: [&str; 6] = [
 /// The table of revoked certificates, in PostgreSQL (`004_revocations.sql`).
 pub const REVOCATIONS: &str = "revocations";
 /// The table of the web Management Tool's sessions, in PostgreSQL
-/// (`006_web_sessions.sql`); not copied with a site, nor backed up.
+/// (`006_sessions_tokens.sql`); not copied with a site, nor backed up.
 pub const WEB_SESSIONS: &str = "web_sessions";
 
 /// Pairs a PostgreSQL table's reader asks for at first, and at most.

@@ -205,6 +205,16 @@ pub enum AdminRequest {
         /// With the secret and the PKI's private keys.
         keys: bool,
     },
+    /// Make a join token for client computers to enroll with. Since
+    /// version 2.
+    TokenCreate(TokenSpec),
+    /// The join tokens made, newest first. Since version 2.
+    TokensList,
+    /// Revoke join token `id`: refused from now on. Since version 2.
+    TokenRevoke {
+        /// The token's id.
+        id: u64,
+    },
 }
 
 /// The entries a page holds unless the request says otherwise.
@@ -300,6 +310,16 @@ pub enum AdminResponse {
     Fail(AdminError),
     /// A backup was made. Since version 2.
     BackedUp(Box<BackupView>),
+    /// A join token was made: the token itself, shown this once (the server
+    /// keeps only a hash of its secret). Since version 2.
+    TokenMade {
+        /// The token, to give to the computers' enrollment.
+        token: Secret,
+        /// What it allows.
+        view: TokenView,
+    },
+    /// Join tokens. Since version 2.
+    Tokens(Vec<TokenView>),
 }
 
 /// Why an admin request was not done.
@@ -355,7 +375,14 @@ impl Message for AdminRequest {
     fn encode(&self, version: u8, dst: &mut BytesMut) -> Result<(), FrameError> {
         let version = Self::VERSIONS.check(version)?;
         match self {
-            Self::Backup { .. } if version < 2 => Err(FrameError::NotInVersion { version }),
+            Self::Backup { .. }
+            | Self::TokenCreate(_)
+            | Self::TokensList
+            | Self::TokenRevoke { .. }
+                if version < 2 =>
+            {
+                Err(FrameError::NotInVersion { version })
+            }
             _ => encode_as(self, version, dst),
         }
     }
@@ -386,7 +413,9 @@ impl Message for AdminResponse {
                 });
                 encode_as(&fail, version, dst)
             }
-            Self::BackedUp(_) if version < 2 => Err(FrameError::NotInVersion { version }),
+            Self::BackedUp(_) | Self::TokenMade { .. } | Self::Tokens(_) if version < 2 => {
+                Err(FrameError::NotInVersion { version })
+            }
             _ => encode_as(self, version, dst),
         }
     }

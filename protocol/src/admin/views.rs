@@ -398,3 +398,39 @@ pub struct BackupView {
     /// microseconds.
     pub recordings_paused_us: u64,
 }
+
+/// What a join token is to allow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenSpec {
+    /// How long it may be used, in seconds.
+    pub ttl_secs: u64,
+    /// How many computers may enroll with it.
+    pub uses: u32,
+    /// The client group its computers join.
+    pub group: Option<String>,
+    /// The names its computers may take (`*` any run of characters, `?` any
+    /// one; case ignored); any name when none.
+    pub name_pattern: Option<String>,
+    /// Whether a computer may take a name another enrolled computer holds
+    /// (whose certificates are then revoked).
+    pub replace: bool,
+}
+
+/// A join token, as the lists show it (never its secret).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenView {
+    /// Its id.
+    pub id: u64,
+    /// What it allows.
+    pub spec: TokenSpec,
+    /// When it was made.
+    pub created_at: u64,
+    /// When it ends.
+    pub expires_at: u64,
+    /// How many computers enrolled with it.
+    pub used: u32,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<u64>,
+    /// Who made it.
+    pub created_by: String,
+}

@@ -60,17 +60,26 @@ pub(super) enum Command {
     /// Issue certificates.
     #[command(subcommand)]
     Certs(Certs),
-    /// Run the agent of a client computer.
+    /// Run the agent of a client computer (or, with `enroll`, enroll it).
+    #[command(subcommand_negates_reqs = true, args_conflicts_with_subcommands = true)]
     Agent {
+        #[command(subcommand)]
+        action: Option<AgentAction>,
         /// The server, as HOST:PORT (HOST must be a name in its certificate),
         /// or several, comma-separated: the agent holds one connection, to
         /// the first that takes it, and moves to the next when that one goes.
         /// Every address a name resolves to is tried.
         #[arg(long, value_delimiter = ',', required = true)]
         server: Vec<ServerAddr>,
-        /// The folder that `otpgate certs client` wrote for this computer.
-        #[arg(long)]
-        identity: PathBuf,
+        /// The computer's identity folder: what `otpgate certs client` wrote,
+        /// or what enrollment writes.
+        #[arg(long, required = true)]
+        identity: Option<PathBuf>,
+        /// A file holding a join token: when the identity folder holds no
+        /// identity yet, the agent enrolls with it first (see `otpgate agent
+        /// enroll`); the environment variable OTPGATE_JOIN_TOKEN does too.
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
         /// Where to serve the login prompt.
         #[arg(long, default_value = DEFAULT_SOCKET)]
         socket: PathBuf,
@@ -235,6 +244,30 @@ pub(super) enum DoctorAgent {
 }
 
 #[derive(Subcommand)]
+pub(super) enum AgentAction {
+    /// Enroll this computer with a join token: its key pair is made here and
+    /// never sent; the server is checked against the CA the token names
+    /// before anything is sent; the identity folder is written for the agent
+    /// to run with. The token is read from --token-file or the environment
+    /// variable OTPGATE_JOIN_TOKEN, never from the command line.
+    Enroll {
+        /// The server, as HOST:PORT, or several, comma-separated: the first
+        /// that answers enrolls the computer.
+        #[arg(long, value_delimiter = ',', required = true)]
+        server: Vec<ServerAddr>,
+        /// A file holding the join token.
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
+        /// The identity folder to write (it must hold no identity yet).
+        #[arg(long)]
+        identity: PathBuf,
+        /// The computer's name; by default its host name.
+        #[arg(long)]
+        name: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
 pub(super) enum Certs {
     /// Issue a client computer's certificate and key, with the CA certificate.
     Client {
@@ -257,6 +290,69 @@ pub(super) enum Certs {
         #[arg(long, default_value = DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
     },
+    /// Join tokens, with which client computers enroll themselves (through
+    /// the running server).
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand)]
+pub(super) enum TokenCommand {
+    /// Make a join token and print it (shown this once).
+    Create {
+        /// How long it may be used: a number and s, m, h or d.
+        #[arg(long, default_value = "24h", value_parser = parse_duration)]
+        ttl: u64,
+        /// How many computers may enroll with it.
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+        /// The client group its computers join.
+        #[arg(long)]
+        group: Option<String>,
+        /// The names its computers may take: `*` any run of characters, `?`
+        /// any one (quote it from the shell).
+        #[arg(long)]
+        name_pattern: Option<String>,
+        /// Let a computer take a name another enrolled computer holds (that
+        /// computer's certificates are revoked).
+        #[arg(long)]
+        replace: bool,
+        /// The server's data folder.
+        #[arg(long, default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+    },
+    /// The join tokens made, newest first (never their secrets).
+    List {
+        /// The server's data folder.
+        #[arg(long, default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+    },
+    /// Revoke a join token: no computer enrolls with it from now on.
+    Revoke {
+        /// The token's id, as `list` shows it.
+        id: u64,
+        /// The server's data folder.
+        #[arg(long, default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+    },
+}
+
+/// Seconds in `text`: a number and s, m, h or d (`24h`).
+fn parse_duration(text: &str) -> Result<u64, String> {
+    let unit = text.chars().last().filter(char::is_ascii_alphabetic);
+    let number = unit.map_or(text, |unit| &text[..text.len() - unit.len_utf8()]);
+    let seconds = match unit {
+        None | Some('s') => 1,
+        Some('m') => 60,
+        Some('h') => 60 * 60,
+        Some('d') => 24 * 60 * 60,
+        Some(other) => return Err(format!("unknown unit {other:?}: use s, m, h or d")),
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(seconds))
+        .ok_or_else(|| format!("{text:?} is not a duration like 30m, 24h or 7d"))
 }
 
 #[derive(Subcommand)]

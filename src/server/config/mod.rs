@@ -28,6 +28,9 @@
 //! cert_file = "/etc/otpgate/web.pem"   # chain, leaf first; default: the server's
 //! key_file = "/etc/otpgate/web.key"    # own certificate from its PKI
 //!
+//! [pki]
+//! client_days = 30            # certificates of enrolled computers (1 to 825)
+//!
 //! [metrics]                   # Prometheus, plain HTTP GET /metrics; off without it
 //! listen = "127.0.0.1:9464"
 //!
@@ -178,11 +181,22 @@ struct File {
     recording_quota_user_mib: Option<u64>,
     recordings_session_only: Option<bool>,
     web: Option<WebFile>,
+    pki: Option<PkiFile>,
     metrics: Option<MetricsFile>,
     ldap: Option<LdapFile>,
     smtp: Option<SmtpFile>,
     store: Option<StoreFile>,
 }
+
+/// The `[pki]` section as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PkiFile {
+    client_days: Option<u32>,
+}
+
+/// How long an enrolled computer's certificate lasts unless configured.
+pub const DEFAULT_CLIENT_DAYS: u32 = 30;
 
 /// The `[metrics]` section as written.
 #[derive(Debug, Deserialize)]
@@ -256,6 +270,8 @@ pub struct ServerConfig {
     /// How much recording is kept per computer and OS user, and whether only
     /// that of client sessions.
     pub recording_quotas: Quotas,
+    /// How long the certificates of enrolled computers last.
+    pub client_lifetime: Duration,
     /// The web Management Tool; `None` when turned off.
     pub web: Option<WebConfig>,
     /// Where the Prometheus endpoint listens; `None`: nowhere.
@@ -385,6 +401,16 @@ impl ServerConfig {
                 .unwrap_or(DEFAULT_QUOTAS.session_only),
         };
         let server_names = file.server_names.unwrap_or_default();
+        let client_days = file
+            .pki
+            .and_then(|pki| pki.client_days)
+            .unwrap_or(DEFAULT_CLIENT_DAYS);
+        if !(1..=825).contains(&client_days) {
+            return Err(ConfigError::Invalid {
+                field: "pki.client_days",
+                reason: format!("{client_days} is not between 1 and 825"),
+            });
+        }
         let web = file.web.unwrap_or_default().check()?;
         let management_url = file.management_url.map_or_else(
             // Our own web tool, under the first name the server goes by.
@@ -434,6 +460,7 @@ impl ServerConfig {
                 24 * 60 * 60 * u64::from(recording_retention_days),
             ),
             recording_quotas,
+            client_lifetime: Duration::from_secs(24 * 60 * 60 * u64::from(client_days)),
             directory_file: file.directory_file,
             mail_from: file
                 .mail_from

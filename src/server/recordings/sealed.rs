@@ -25,7 +25,7 @@ use std::path::Path;
 use std::sync::PoisonError;
 use std::sync::atomic::Ordering;
 
-use aws_lc_rs::digest::{SHA256, digest};
+use otpgate_actors::digest::sha256;
 use serde::{Deserialize, Serialize};
 
 use otpgate_actors::StoreError;
@@ -83,10 +83,8 @@ pub(super) fn chain(head: &[u8; 32], seq: u64, events: &[u8]) -> [u8; 32] {
     let mut input = Vec::with_capacity(72);
     input.extend_from_slice(head);
     input.extend_from_slice(&seq.to_be_bytes());
-    input.extend_from_slice(digest(&SHA256, events).as_ref());
-    let mut next = [0; 32];
-    next.copy_from_slice(digest(&SHA256, &input).as_ref());
-    next
+    input.extend_from_slice(&sha256(events));
+    sha256(&input)
 }
 
 /// `text`'s length, then its bytes.

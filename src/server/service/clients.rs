@@ -152,14 +152,11 @@ impl AdminService {
         Ok(u32::try_from(disconnected).unwrap_or(u32::MAX))
     }
 
-    /// Refuses the approvers in `options` that are neither internal users nor
-    /// accounts or groups the directory knows: nobody would be told of a
-    /// request. A directory that cannot be asked now is not a refusal (logged).
     /// The policy, read again from the store first when `lacks` says this
     /// node's may be behind: a name it lacks may have been made on another
     /// server a moment ago (heard within a second, see
     /// [`crate::server::heard`]).
-    async fn policy_naming(
+    pub(super) async fn policy_naming(
         &self,
         lacks: impl Fn(&policy::Snapshot) -> bool,
     ) -> Answer<Arc<policy::Snapshot>> {
@@ -171,6 +168,9 @@ impl AdminService {
         Ok(self.policy.snapshot())
     }
 
+    /// Refuses the approvers in `options` that are neither internal users nor
+    /// accounts or groups the directory knows: nobody would be told of a
+    /// request. A directory that cannot be asked now is not a refusal (logged).
     async fn check_approvers(
         &self,
         policy: &policy::Snapshot,

@@ -14,7 +14,7 @@
 //! One file per family of operations, as mini-redis's `cmd/`: settings,
 //! clients (computers, groups, certificates), users, requests (lists,
 //! decisions, OTPs generated), sessions, mail, audit, people (sign-in, the
-//! directory), recordings, backups.
+//! directory), recordings, backups, join tokens.
 
 mod audit;
 mod backup;
@@ -25,6 +25,7 @@ mod recordings;
 mod requests;
 mod sessions;
 mod settings;
+mod tokens;
 mod users;
 
 use std::collections::HashSet;
@@ -73,6 +74,8 @@ pub struct AdminService {
     pub(crate) revocations: Arc<Revocations>,
     /// The agent connections open now.
     pub(crate) live: Arc<Live>,
+    /// Enrolls computers; makes and revokes their join tokens.
+    pub(crate) enroller: Arc<crate::server::enroll::Enroller>,
     /// Terminal recordings.
     pub(crate) recordings: Shelf,
     /// Backups of the data folder.
@@ -108,10 +111,9 @@ pub struct Credential(u64);
 impl Credential {
     /// The fingerprint of `user`'s password now.
     fn of(user: &UserRecord) -> Self {
-        let digest =
-            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, user.password_hash.as_bytes());
+        let digest = otpgate_actors::digest::sha256(user.password_hash.as_bytes());
         let mut first = [0u8; 8];
-        first.copy_from_slice(&digest.as_ref()[..8]);
+        first.copy_from_slice(&digest[..8]);
         Self(u64::from_be_bytes(first))
     }
 }

@@ -164,10 +164,7 @@ fn token() -> String {
 
 /// The key a session is kept under: the SHA-256 of its cookie.
 fn key_of(cookie: &str) -> [u8; 32] {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, cookie.as_bytes());
-    let mut key = [0u8; 32];
-    key.copy_from_slice(digest.as_ref());
-    key
+    otpgate_actors::digest::sha256(cookie.as_bytes())
 }
 
 fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -32,6 +32,9 @@ pub enum Alone {
     /// Changing the settings, groups or users: each change starts from what
     /// the database holds, and no other node's lands in between.
     Policy,
+    /// Enrolling a computer: a token's uses and a name's holder are decided
+    /// one enrollment at a time.
+    Enroll,
 }
 
 impl Alone {
@@ -41,6 +44,7 @@ impl Alone {
             Self::Recording => 0x6f74_7067_6174_6534,
             Self::FirstStart => 0x6f74_7067_6174_6535,
             Self::Policy => 0x6f74_7067_6174_6536,
+            Self::Enroll => 0x6f74_7067_6174_6537,
         }
     }
 }

@@ -125,6 +125,14 @@ pub enum Request {
     /// computer's is from it (`otpgate doctor agent`). Since version 2, and
     /// answered with `Unsupported` by servers of that version built before it.
     Time,
+    /// A new certificate for this computer, for the key of `csr` (a PKCS #10
+    /// request signed with it, DER), answered with [`Response::Renewed`]; only
+    /// a computer that enrolled may ask. Since version 2, and answered with
+    /// `Unsupported` by servers of that version built before it.
+    Renew {
+        /// The request.
+        csr: Vec<u8>,
+    },
 }
 
 /// What the server sends to an agent.
@@ -176,6 +184,13 @@ pub enum Response {
     /// The answer to [`Request::Time`]: the server's clock when it answered,
     /// in milliseconds since the Unix epoch.
     Time(u64),
+    /// The answer to [`Request::Renew`]: the new certificate (DER).
+    Renewed {
+        /// The certificate.
+        certificate: Vec<u8>,
+        /// When it ends, in milliseconds since the Unix epoch.
+        expires_ms: u64,
+    },
 }
 
 /// Why a request failed or a connection is being closed. Codes, not text: a peer
@@ -287,7 +302,7 @@ impl Message for AgentMessage {
         let version = match self {
             Self::Hello(_) => HANDSHAKE_VERSION,
             Self::Request {
-                request: Request::Time,
+                request: Request::Time | Request::Renew { .. },
                 ..
             } if version < 2 => return Err(FrameError::NotInVersion { version }),
             _ => Self::VERSIONS.check(version)?,
@@ -320,7 +335,7 @@ impl Message for ServerMessage {
                 encode_as(&Self::Close(code.in_version(version)), version, dst)
             }
             Self::Response {
-                response: Response::Time(_),
+                response: Response::Time(_) | Response::Renewed { .. },
                 ..
             } if version < 2 => Err(FrameError::NotInVersion { version }),
             _ => encode_as(self, Self::VERSIONS.check(version)?, dst),

@@ -1011,6 +1011,25 @@ fn agent_samples_since_2() -> Vec<Sample> {
                 response: Response::Time(1_796_601_600_000),
             },
         ),
+        sample(
+            "renew",
+            AgentMessage::Request {
+                id: 8,
+                request: Request::Renew {
+                    csr: vec![0x30, 0x82, 0x01, 0x02],
+                },
+            },
+        ),
+        sample(
+            "response-renewed",
+            ServerMessage::Response {
+                id: 8,
+                response: Response::Renewed {
+                    certificate: vec![0x30, 0x82, 0x01],
+                    expires_ms: 1_799_193_600_000,
+                },
+            },
+        ),
     ]
 }
 

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair};
+use rcgen::KeyPair;
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
@@ -28,7 +28,7 @@ use otpgate_protocol::version::ENROLL;
 use super::link::ServerAddr;
 use crate::files::{create_private_dir, write_private, write_public};
 use crate::frames::{FrameReader, FrameWriter};
-use crate::tls::pki::ClientPaths;
+use crate::tls::pki::{ClientPaths, PkiError, cert_pem, key_and_request};
 use crate::tls::token::{JoinTokenText, fingerprint};
 
 /// Why this computer did not enroll.
@@ -66,7 +66,7 @@ pub enum EnrollError {
     Garbled(String),
     /// The key pair or the request could not be made.
     #[error("cannot make the key pair: {0}")]
-    Key(#[from] rcgen::Error),
+    Key(#[from] PkiError),
     /// The identity folder could not be written.
     #[error("{}: {source}", path.display())]
     Io {
@@ -109,12 +109,7 @@ pub async fn enroll(
             .filter(|name| name.parse::<otpgate_actors::ComputerId>().is_ok())
             .ok_or(EnrollError::NoName)?,
     };
-    let key = KeyPair::generate()?;
-    let mut params = CertificateParams::default();
-    let mut subject = DistinguishedName::new();
-    subject.push(DnType::CommonName, name.as_str());
-    params.distinguished_name = subject;
-    let csr = params.serialize_request(&key)?.der().to_vec();
+    let (key, csr) = key_and_request(&name)?;
     let request = EnrollRequest {
         token: Secret(token.text().to_string()),
         name,
@@ -211,16 +206,6 @@ fn write_identity(
     certificate: &[u8],
     ca: &[u8],
 ) -> Result<(), EnrollError> {
-    // PEM: base64 in lines of 64.
-    let pem = |der: &[u8]| {
-        let base64 = data_encoding::BASE64.encode(der);
-        let mut text = String::from("-----BEGIN CERTIFICATE-----\n");
-        for line in base64.as_bytes().chunks(64) {
-            text.push_str(&String::from_utf8_lossy(line));
-            text.push('\n');
-        }
-        text + "-----END CERTIFICATE-----\n"
-    };
     let io = |path: &Path| {
         let path = path.to_owned();
         move |source| EnrollError::Io { path, source }
@@ -228,8 +213,8 @@ fn write_identity(
     create_private_dir(identity).map_err(io(identity))?;
     let secret = zeroize::Zeroizing::new(key.serialize_pem());
     write_private(&paths.key, secret.as_bytes()).map_err(io(&paths.key))?;
-    write_public(&paths.ca, pem(ca).as_bytes()).map_err(io(&paths.ca))?;
-    write_public(&paths.cert, pem(certificate).as_bytes()).map_err(io(&paths.cert))?;
+    write_public(&paths.ca, cert_pem(ca).as_bytes()).map_err(io(&paths.ca))?;
+    write_public(&paths.cert, cert_pem(certificate).as_bytes()).map_err(io(&paths.cert))?;
     Ok(())
 }
 

@@ -224,6 +224,8 @@ struct Outgoing {
 pub struct Link {
     status: watch::Receiver<LinkStatus>,
     requests: mpsc::Sender<Outgoing>,
+    /// The TLS configuration of the next connection (a renewed certificate).
+    tls: Arc<watch::Sender<Arc<ClientConfig>>>,
 }
 
 impl Link {
@@ -256,8 +258,10 @@ impl Link {
         }
         let (status_tx, status) = watch::channel(LinkStatus::default());
         let (requests, requests_rx) = mpsc::channel(QUEUE);
+        let (tls_tx, identity) = watch::channel(Arc::clone(&tls));
         let task = Maintainer {
             connector: TlsConnector::from(tls),
+            identity,
             servers,
             current: 0,
             source,
@@ -265,7 +269,19 @@ impl Link {
             requests: requests_rx,
             cancel,
         };
-        Ok((Self { status, requests }, tokio::spawn(task.run())))
+        let link = Self {
+            status,
+            requests,
+            tls: Arc::new(tls_tx),
+        };
+        Ok((link, tokio::spawn(task.run())))
+    }
+
+    /// Connects with `tls` from the next connection on (the one open now is
+    /// kept): a renewed certificate, with no session of the old one to
+    /// resume.
+    pub fn use_tls(&self, tls: Arc<ClientConfig>) {
+        self.tls.send_replace(tls);
     }
 
     /// What the link is doing now.
@@ -292,6 +308,8 @@ impl Link {
 /// The task behind a [`Link`].
 struct Maintainer {
     connector: TlsConnector,
+    /// The configuration to connect with, when it changes.
+    identity: watch::Receiver<Arc<ClientConfig>>,
     /// The servers, each with the name its certificate must carry.
     servers: Vec<(ServerName<'static>, ServerAddr)>,
     /// The one tried or connected to now.
@@ -349,6 +367,10 @@ impl Maintainer {
         // Failed attempts since the last connection a server welcomed.
         let mut failures: u32 = 0;
         loop {
+            // A renewed certificate is used from the next connection on.
+            if self.identity.has_changed().unwrap_or(false) {
+                self.connector = TlsConnector::from(Arc::clone(&self.identity.borrow_and_update()));
+            }
             let attempt = tokio::select! {
                 () = self.cancel.cancelled() => return,
                 attempt = timeout(CONNECT_TIMEOUT, self.connect()) => attempt,

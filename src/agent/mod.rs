@@ -6,6 +6,7 @@
 pub mod enroll;
 pub mod link;
 mod metrics;
+mod renew;
 pub mod sessions;
 pub mod socket;
 pub mod spool;
@@ -98,6 +99,11 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), A
         })
         .transpose()?;
     let (link, task) = Link::spawn(tls, config.servers, cancel.clone())?;
+    let renewer = tokio::spawn(renew::keep_renewed(
+        config.identity.clone(),
+        link.clone(),
+        cancel.clone(),
+    ));
     let shipper = tokio::spawn(Arc::clone(&spool).ship(link.clone(), cancel.clone()));
     // Beside the socket: /run/otpgate/agent.sessions by default.
     let sessions = Arc::new(Sessions::load(config.socket.with_extension("sessions")));
@@ -120,6 +126,7 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), A
         let _ = exporter.await;
     }
     let _ = watcher.await;
+    let _ = renewer.await;
     let _ = shipper.await;
     let _ = task.await;
     let _ = std::fs::remove_file(&config.socket);

@@ -303,7 +303,9 @@ async fn call(
         Ok(Response::Login(answer)) => Ok(answer),
         Ok(Response::Fail(ErrorCode::TooManyRequests)) => Err("rate_limited"),
         Ok(Response::Fail(_)) => Err("server_error"),
-        Ok(Response::Heartbeat | Response::Recorded | Response::Time(_)) => Err("protocol"),
+        Ok(
+            Response::Heartbeat | Response::Recorded | Response::Time(_) | Response::Renewed { .. },
+        ) => Err("protocol"),
         Err(_) => Err("connection"),
     }
 }

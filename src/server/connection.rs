@@ -386,6 +386,7 @@ async fn respond(shared: &Shared, id: &ComputerId, request: Request) -> Response
         // Answered by the connection itself; never spawned here.
         Request::Heartbeat => Ok(Response::Heartbeat),
         Request::Time => Ok(Response::Time(shared.clock.now().unix_millis())),
+        Request::Renew { csr } => return shared.enroller.renew(id, &csr).await,
         Request::Record {
             os_user,
             session,

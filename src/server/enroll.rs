@@ -28,10 +28,11 @@ use otpgate_actors::store::{Alone, Exclusive};
 use otpgate_actors::{Clock, ComputerId, Computers, Store, StoreError, Timestamp};
 use otpgate_protocol::enroll::{EnrollError, EnrollErrorCode, EnrollRequest, EnrollResponse};
 use otpgate_protocol::version::{ENROLL, Message};
+use otpgate_protocol::{ErrorCode, Response};
 
 use super::live::Live;
 use crate::frames::{FrameReader, FrameWriter};
-use crate::tls::pki::{Ca, PkiError};
+use crate::tls::pki::{Ca, Issued, PkiError};
 use crate::tls::revoked::Revocations;
 use crate::tls::token::JoinTokenText;
 
@@ -274,6 +275,49 @@ impl Enroller {
         })
     }
 
+    /// A new certificate for enrolled computer `computer` (whose connection
+    /// showed a valid, unrevoked certificate), for the key of `csr`; a
+    /// computer that did not enroll is refused.
+    pub async fn renew(&self, computer: &ComputerId, csr: &[u8]) -> Response {
+        let renewed = async {
+            let _turn = self.turn().await?;
+            let Some(mut enrollment) = self.store.enrollment(computer).await? else {
+                info!(%computer, "a computer that did not enroll asked to renew");
+                return Ok(Response::Fail(ErrorCode::CertificateRefused));
+            };
+            let now = self.clock.now();
+            let issued = match self
+                .ca
+                .sign(computer, csr, now.unix_seconds(), self.lifetime)
+            {
+                Ok(issued) => issued,
+                Err(PkiError::Request) => return Ok(Response::Fail(ErrorCode::Malformed)),
+                Err(other) => return Err(StoreError::Unavailable(other.to_string())),
+            };
+            let expires_at = ends(&issued);
+            enrollment.serial = issued.serial.clone();
+            enrollment.expires_at = expires_at;
+            self.store.put_enrollment(computer, &enrollment)?;
+            self.record(
+                computer,
+                format!(
+                    "certificate renewed: {} until {}",
+                    issued.serial,
+                    expires_at.rfc3339()
+                ),
+            )
+            .await?;
+            Ok(Response::Renewed {
+                certificate: issued.cert.to_vec(),
+                expires_ms: expires_at.unix_millis(),
+            })
+        };
+        renewed.await.unwrap_or_else(|err: StoreError| {
+            warn!(error = %err, %computer, "a certificate could not be renewed");
+            Response::Fail(ErrorCode::Unavailable)
+        })
+    }
+
     /// Writes the audit entry of an enrollment of `name` with `outcome`, with
     /// the writes made before it, and makes them durable.
     async fn record(&self, name: &ComputerId, outcome: String) -> Result<(), StoreError> {
@@ -324,6 +368,15 @@ fn told(token: &JoinToken, refusal: Refusal, name: &ComputerId) -> Refused {
             ),
         ),
     }
+}
+
+/// When certificate `issued` ends.
+fn ends(issued: &Issued) -> Timestamp {
+    Timestamp::from_unix_millis(
+        u64::try_from(issued.expires)
+            .unwrap_or(0)
+            .saturating_mul(1000),
+    )
 }
 
 fn unavailable(err: StoreError) -> Refused {

@@ -227,6 +227,10 @@ pub struct ClientPaths {
     pub key: PathBuf,
     /// The CA certificate the agent checks the server against.
     pub ca: PathBuf,
+    /// A renewed certificate and key on their way in (see
+    /// [`ClientPaths::replace`]).
+    next_cert: PathBuf,
+    next_key: PathBuf,
 }
 
 impl ClientPaths {
@@ -236,8 +240,61 @@ impl ClientPaths {
             cert: dir.join("client.pem"),
             key: dir.join("client.key"),
             ca: dir.join("ca.pem"),
+            next_cert: dir.join("client.next.pem"),
+            next_key: dir.join("client.next.key"),
         }
     }
+
+    /// Replaces the certificate and key with `cert_pem` and `key_pem`, so
+    /// that a crash at any point leaves the old pair or the new one (once
+    /// [`ClientPaths::settle`] has run): both are written beside the old
+    /// ones first, then renamed into place, the key first.
+    pub fn replace(&self, cert_pem: &str, key_pem: &str) -> io::Result<()> {
+        write_private(&self.next_key, key_pem.as_bytes())?;
+        write_public(&self.next_cert, cert_pem.as_bytes())?;
+        self.settle()
+    }
+
+    /// Finishes a replacement a crash cut short: a new pair written whole
+    /// goes into place (its key may be there already); a new key alone was
+    /// never paired, and goes.
+    pub fn settle(&self) -> io::Result<()> {
+        let (next_key, next_cert) = (self.next_key.exists(), self.next_cert.exists());
+        if next_key && !next_cert {
+            return fs::remove_file(&self.next_key);
+        }
+        if next_key {
+            fs::rename(&self.next_key, &self.key)?;
+        }
+        if next_cert {
+            fs::rename(&self.next_cert, &self.cert)?;
+        }
+        match (next_key || next_cert, self.cert.parent()) {
+            (true, Some(dir)) => crate::files::sync_dir(dir),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A new key pair of computer `name`, made here, and a certificate signing
+/// request (DER) for it, signed with it.
+pub fn key_and_request(name: &str) -> Result<(KeyPair, Vec<u8>), PkiError> {
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name = self::name(name);
+    let request = params.serialize_request(&key)?.der().to_vec();
+    Ok((key, request))
+}
+
+/// Certificate `der` as PEM.
+pub fn cert_pem(der: &[u8]) -> String {
+    let base64 = data_encoding::BASE64.encode(der);
+    let mut text = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in base64.as_bytes().chunks(64) {
+        text.push_str(&String::from_utf8_lossy(line));
+        text.push('\n');
+    }
+    text + "-----END CERTIFICATE-----\n"
 }
 
 /// Issues a certificate for client computer `id` with the CA in data folder
@@ -526,6 +583,45 @@ mod tests {
             .map(String::from)
             .into();
         assert!(server_cert_covers(&Paths::new(dir.path()).server_cert, &wanted).unwrap());
+    }
+
+    #[test]
+    fn a_replacement_cut_short_leaves_the_old_pair_or_the_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = ClientPaths::new(dir.path());
+        let pair = |paths: &ClientPaths| {
+            (
+                fs::read_to_string(&paths.cert).unwrap(),
+                fs::read_to_string(&paths.key).unwrap(),
+            )
+        };
+        let put = |path: &Path, text: &str| fs::write(path, text).unwrap();
+        let old = || {
+            put(&paths.cert, "old cert");
+            put(&paths.key, "old key");
+        };
+        // Cut before the new certificate was written: the old pair.
+        old();
+        put(&paths.next_key, "new key");
+        paths.settle().unwrap();
+        assert_eq!(pair(&paths), ("old cert".into(), "old key".into()));
+        // Cut before either was renamed, or between the two: the new pair.
+        for key_moved in [false, true] {
+            old();
+            put(&paths.next_cert, "new cert");
+            if key_moved {
+                put(&paths.key, "new key");
+            } else {
+                put(&paths.next_key, "new key");
+            }
+            paths.settle().unwrap();
+            assert_eq!(pair(&paths), ("new cert".into(), "new key".into()));
+        }
+        assert!(!paths.next_cert.exists() && !paths.next_key.exists());
+        // Whole: the new pair, the key 0600.
+        paths.replace("newer cert", "newer key").unwrap();
+        assert_eq!(pair(&paths), ("newer cert".into(), "newer key".into()));
+        assert_eq!(mode(&paths.key), 0o600);
     }
 
     #[test]

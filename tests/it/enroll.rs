@@ -2,7 +2,9 @@
 //! binary and real TLS: a token's uses, time, revocation and name pattern
 //! hold; the computer checks the server's CA against its token before it
 //! sends anything; the server never holds a computer's private key; one name
-//! goes to one computer; an agent given a token enrolls on its first start.
+//! goes to one computer; an agent given a token enrolls on its first start;
+//! a running agent renews its short certificate before it ends, with no
+//! login failing, and only an enrolled computer may.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -10,7 +12,7 @@ use std::process::Output;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::common::agent::AgentProcess;
+use crate::common::agent::{AgentProcess, Desk};
 use crate::common::server::TestServer;
 use otpgate::tls::token::JoinTokenText;
 use otpgate_actors::{ManualClock, Timestamp};
@@ -383,4 +385,73 @@ async fn an_agent_given_a_token_file_enrolls_on_its_first_start() {
         dir.path(),
     )
     .await;
+}
+
+/// The certificate in identity folder `identity`: its serial's place in the
+/// file (the whole PEM) and when it ends.
+fn certificate(identity: &Path) -> (String, i64) {
+    let pem = std::fs::read_to_string(identity.join("client.pem")).unwrap();
+    let der = otpgate::tls::pki::read_cert(&identity.join("client.pem")).unwrap();
+    (pem, otpgate::tls::pki::client_cert(&der).unwrap().expires)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_agent_renews_its_short_certificate_before_it_ends_and_logins_go_on() {
+    use otpgate_protocol::login::{LoginRequest, LoginResponse};
+    let server = TestServer::start_with_config("[pki]\nclient_lifetime_secs = 6\n").await;
+    let dir = tempfile::tempdir().unwrap();
+    let identity = dir.path().join("ws-1");
+    let output = enroll(&server, &token(&server, spec(1)).await, &identity, "ws-1").await;
+    assert!(output.status.success(), "{}", said(&output));
+    let (first, first_ends) = certificate(&identity);
+    let desk = Desk::start(&identity, server.addr, dir.path().join("agent.sock")).await;
+    // Asked every 100 ms, for longer than the first certificate lasts: the
+    // prompt is answered by the server every time.
+    let mut renewed = None;
+    let since = std::time::Instant::now();
+    while since.elapsed() < Duration::from_secs(8) {
+        let answer = desk.login(LoginRequest::Status).await;
+        assert!(matches!(answer, LoginResponse::Status(_)), "{answer:?}");
+        let (now, ends) = certificate(&identity);
+        if now != first && renewed.is_none() {
+            renewed = Some(since.elapsed());
+            assert!(ends > first_ends, "a later end");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let renewed = renewed.expect("renewed");
+    assert!(
+        renewed < Duration::from_secs(6),
+        "before it ended: {renewed:?}"
+    );
+    let key = identity.join("client.key");
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // The first certificate has ended: a new connection comes in with the
+    // renewed one.
+    drop(desk);
+    let desk = Desk::start(&identity, server.addr, dir.path().join("again.sock")).await;
+    let answer = desk.login(LoginRequest::Status).await;
+    assert!(matches!(answer, LoginResponse::Status(_)), "{answer:?}");
+    let audit = server.audit(100).await;
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.action == "enroll" && e.outcome.starts_with("certificate renewed")),
+        "{audit:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_computer_that_did_not_enroll_is_not_renewed() {
+    use otpgate_protocol::{ErrorCode, Request, Response};
+    let server = TestServer::start().await;
+    let identity = server.identity("ws-9");
+    let agent = server.agent(&identity);
+    agent.welcomed(1, Duration::from_secs(10)).await;
+    let (_, csr) = otpgate::tls::pki::key_and_request("ws-9").unwrap();
+    let answer = agent.link.call(Request::Renew { csr }).await.unwrap();
+    assert_eq!(answer, Response::Fail(ErrorCode::CertificateRefused));
 }

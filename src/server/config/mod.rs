@@ -193,6 +193,8 @@ struct File {
 #[serde(deny_unknown_fields)]
 struct PkiFile {
     client_days: Option<u32>,
+    /// For tests: the lifetime in seconds, over `client_days`.
+    client_lifetime_secs: Option<u64>,
 }
 
 /// How long an enrolled computer's certificate lasts unless configured.
@@ -401,10 +403,8 @@ impl ServerConfig {
                 .unwrap_or(DEFAULT_QUOTAS.session_only),
         };
         let server_names = file.server_names.unwrap_or_default();
-        let client_days = file
-            .pki
-            .and_then(|pki| pki.client_days)
-            .unwrap_or(DEFAULT_CLIENT_DAYS);
+        let pki = file.pki.unwrap_or_default();
+        let client_days = pki.client_days.unwrap_or(DEFAULT_CLIENT_DAYS);
         if !(1..=825).contains(&client_days) {
             return Err(ConfigError::Invalid {
                 field: "pki.client_days",
@@ -460,7 +460,10 @@ impl ServerConfig {
                 24 * 60 * 60 * u64::from(recording_retention_days),
             ),
             recording_quotas,
-            client_lifetime: Duration::from_secs(24 * 60 * 60 * u64::from(client_days)),
+            client_lifetime: Duration::from_secs(
+                pki.client_lifetime_secs
+                    .unwrap_or(24 * 60 * 60 * u64::from(client_days)),
+            ),
             directory_file: file.directory_file,
             mail_from: file
                 .mail_from

@@ -1094,6 +1094,17 @@ fn admin_samples_since_2() -> Vec<Sample> {
             },
         ),
         sample("response-tokens", AdminResponse::Tokens(vec![token_view()])),
+        sample("certs-list", AdminRequest::CertsList),
+        sample(
+            "response-certs",
+            AdminResponse::Certs(vec![CertView {
+                computer: "ws-0042".into(),
+                serial: "7f".repeat(16),
+                enrolled_at: 1_796_601_600_000,
+                expires_at: 1_799_193_600_000,
+                token: 7,
+            }]),
+        ),
     ]
 }
 

@@ -57,10 +57,23 @@ pub(super) async fn command(
             retention_days,
         }),
         Admin::Clients(AdminClients::List(PageArgs { limit })) => {
-            return list(data_dir, json, limit, |page| AdminRequest::ClientsList {
+            let listed = list(data_dir, json, limit, |page| AdminRequest::ClientsList {
                 page,
             })
-            .await;
+            .await?;
+            // Then the certificates of those that enrolled (a server that
+            // keeps none, or is older, shows nothing more).
+            if !json
+                && listed == ExitCode::SUCCESS
+                && let Ok(certs @ AdminResponse::Certs(_)) =
+                    unix::ask(&socket_path(data_dir), &AdminRequest::CertsList).await
+            {
+                let text = describe(&certs);
+                if !text.is_empty() {
+                    println!("\ncertificates of enrolled computers:\n{text}");
+                }
+            }
+            return Ok(listed);
         }
         Admin::Clients(AdminClients::Set {
             name,
@@ -522,6 +535,19 @@ pub fn describe(response: &AdminResponse) -> String {
         AdminResponse::Tokens(tokens) => {
             for view in tokens {
                 let _ = writeln!(out, "{}\t{}", view.id, token_line(view));
+            }
+        }
+        AdminResponse::Certs(certs) => {
+            for cert in certs {
+                let _ = writeln!(
+                    out,
+                    "{}\tserial {}\tuntil {}\tenrolled {} with join token {}",
+                    cert.computer,
+                    cert.serial,
+                    time(cert.expires_at),
+                    time(cert.enrolled_at),
+                    cert.token
+                );
             }
         }
         AdminResponse::DirectoryAccount(d) => {

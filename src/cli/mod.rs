@@ -94,6 +94,10 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Certs(Certs::Revoke { name, data_dir }) => revoke(&data_dir, &name).await,
         Command::Certs(Certs::Token(command)) => token(command).await,
+        Command::Certs(Certs::List { data_dir, json }) => {
+            let certs = ask_running(&data_dir, &AdminRequest::CertsList).await?;
+            admin::report(&certs, json)
+        }
         Command::Agent {
             action:
                 Some(AgentAction::Enroll {
@@ -385,15 +389,19 @@ async fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
         TokenCommand::List { data_dir } => (data_dir, AdminRequest::TokensList),
         TokenCommand::Revoke { id, data_dir } => (data_dir, AdminRequest::TokenRevoke { id }),
     };
-    let response = unix::ask::<_, AdminResponse>(&socket_path(&data_dir), &request)
+    admin::report(&ask_running(&data_dir, &request).await?, false)
+}
+
+/// The answer of the server running on data folder `data_dir` to `request`.
+async fn ask_running(data_dir: &Path, request: &AdminRequest) -> anyhow::Result<AdminResponse> {
+    unix::ask(&socket_path(data_dir), request)
         .await
         .with_context(|| {
             format!(
-                "join tokens are kept by the running server; is one running on {}?",
+                "tokens and certificates are kept by the running server; is one running on {}?",
                 data_dir.display()
             )
-        })?;
-    admin::report(&response, false)
+        })
 }
 
 fn config_error(err: &dyn std::fmt::Display) -> ExitCode {

@@ -243,6 +243,7 @@ async fn answer(
             service.revoke_token(operator, id).await?;
             AdminResponse::Done
         }
+        AdminRequest::CertsList => AdminResponse::Certs(service.certificates(operator).await?),
     })
 }
 

@@ -14,10 +14,11 @@ use std::time::Duration;
 
 use crate::common::agent::{AgentProcess, Desk};
 use crate::common::server::TestServer;
+use crate::common::web::WebClient;
 use otpgate::tls::token::JoinTokenText;
 use otpgate_actors::{ManualClock, Timestamp};
 use otpgate_protocol::admin::{
-    AdminErrorCode, AdminRequest, AdminResponse, OptionsView, PageRequest, TokenSpec,
+    AdminErrorCode, AdminRequest, AdminResponse, OptionsView, PageRequest, RoleView, TokenSpec,
 };
 
 const OTPGATE: &str = env!("CARGO_BIN_EXE_otpgate");
@@ -160,6 +161,43 @@ async fn three_computers_enroll_with_a_token_of_three_uses_join_its_group_and_co
             }
         }
     }
+
+    // The operator sees the fleet: serials and expiry on the command line,
+    // and on the web Clients page.
+    let listed = tokio::process::Command::new(OTPGATE)
+        .args(["certs", "list", "--data-dir"])
+        .arg(server.data_dir())
+        .output()
+        .await
+        .unwrap();
+    assert!(listed.status.success(), "{}", said(&listed));
+    for name in ["ws-1", "ws-2", "ws-3"] {
+        assert!(
+            said(&listed).contains(&format!("{name}\tserial ")),
+            "{}",
+            said(&listed)
+        );
+    }
+    let clients = tokio::process::Command::new(OTPGATE)
+        .args(["admin", "--data-dir"])
+        .arg(server.data_dir())
+        .args(["clients", "list"])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        said(&clients).contains("certificates of enrolled computers:"),
+        "{}",
+        said(&clients)
+    );
+    server.add_user("bob", RoleView::Administrator).await;
+    let web = WebClient::new(&server);
+    assert_eq!(
+        web.sign_in("bob", "bob's long password").await.status(),
+        303
+    );
+    let (page, _) = web.page("/clients").await;
+    assert!(page.contains("(enrolled <time"), "{page}");
 
     // Each use, and the refusal, is in the audit log.
     let audit = server.audit(100).await;

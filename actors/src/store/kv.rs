@@ -649,6 +649,18 @@ impl Store for KvStore {
         Box::pin(async move { self.enrollments.get(computer.as_str()).await })
     }
 
+    fn enrollments_from(
+        &self,
+        after: Option<Vec<u8>>,
+        limit: usize,
+    ) -> StoreFuture<'_, Batch<Enrollment>> {
+        Box::pin(async move {
+            self.enrollments
+                .batch(after.as_deref(), Order::Oldest, limit)
+                .await
+        })
+    }
+
     fn count_failure(&self, key: &str, failure: Failure) -> Result<()> {
         self.failures.count(key, failure)
     }

@@ -277,6 +277,13 @@ pub trait Store: Send + Sync + 'static {
     fn put_enrollment(&self, computer: &ComputerId, enrollment: &Enrollment) -> Result<()>;
     /// What computer `computer` was issued when it enrolled, if it did.
     fn enrollment<'a>(&'a self, computer: &'a ComputerId) -> StoreFuture<'a, Option<Enrollment>>;
+    /// The enrolled computers after cursor `after`, by name, each keyed by
+    /// its name.
+    fn enrollments_from(
+        &self,
+        after: Option<Vec<u8>>,
+        limit: usize,
+    ) -> StoreFuture<'_, Batch<Enrollment>>;
 
     /// Queues a message.
     fn queue_mail(&self, entry: &OutboxEntry) -> Result<()>;
@@ -324,15 +331,23 @@ pub trait Store: Send + Sync + 'static {
 pub async fn all<'a, T>(
     read: impl Fn(Option<Vec<u8>>) -> StoreFuture<'a, Batch<T>>,
 ) -> Result<Vec<T>> {
-    let mut records = Vec::new();
-    let mut after = None;
+    Ok(all_keyed(read)
+        .await?
+        .into_iter()
+        .map(|(_, record)| record)
+        .collect())
+}
+
+/// [`all`], each record with its key.
+pub async fn all_keyed<'a, T>(
+    read: impl Fn(Option<Vec<u8>>) -> StoreFuture<'a, Batch<T>>,
+) -> Result<Batch<T>> {
+    let mut records: Batch<T> = Vec::new();
     loop {
-        let batch = read(after.take()).await?;
+        let after = records.last().map(|(key, _)| key.clone());
+        let batch = read(after).await?;
         let full = batch.len() >= BATCH;
-        for (key, record) in batch {
-            after = Some(key);
-            records.push(record);
-        }
+        records.extend(batch);
         if !full {
             return Ok(records);
         }

@@ -215,6 +215,9 @@ pub enum AdminRequest {
         /// The token's id.
         id: u64,
     },
+    /// The certificates issued to enrolled computers, by computer. Since
+    /// version 2.
+    CertsList,
 }
 
 /// The entries a page holds unless the request says otherwise.
@@ -320,6 +323,8 @@ pub enum AdminResponse {
     },
     /// Join tokens. Since version 2.
     Tokens(Vec<TokenView>),
+    /// Certificates of enrolled computers. Since version 2.
+    Certs(Vec<CertView>),
 }
 
 /// Why an admin request was not done.
@@ -379,6 +384,7 @@ impl Message for AdminRequest {
             | Self::TokenCreate(_)
             | Self::TokensList
             | Self::TokenRevoke { .. }
+            | Self::CertsList
                 if version < 2 =>
             {
                 Err(FrameError::NotInVersion { version })
@@ -413,7 +419,9 @@ impl Message for AdminResponse {
                 });
                 encode_as(&fail, version, dst)
             }
-            Self::BackedUp(_) | Self::TokenMade { .. } | Self::Tokens(_) if version < 2 => {
+            Self::BackedUp(_) | Self::TokenMade { .. } | Self::Tokens(_) | Self::Certs(_)
+                if version < 2 =>
+            {
                 Err(FrameError::NotInVersion { version })
             }
             _ => encode_as(self, version, dst),

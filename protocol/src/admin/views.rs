@@ -434,3 +434,18 @@ pub struct TokenView {
     /// Who made it.
     pub created_by: String,
 }
+
+/// The certificate an enrolled computer holds now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertView {
+    /// The computer.
+    pub computer: String,
+    /// The certificate's serial number, hex.
+    pub serial: String,
+    /// When the computer enrolled.
+    pub enrolled_at: u64,
+    /// When the certificate ends (renewed before).
+    pub expires_at: u64,
+    /// The join token it enrolled with.
+    pub token: u64,
+}

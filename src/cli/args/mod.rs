@@ -294,6 +294,16 @@ pub(super) enum Certs {
     /// the running server).
     #[command(subcommand)]
     Token(TokenCommand),
+    /// The certificates the running server issued to enrolled computers:
+    /// serial, expiry, enrollment.
+    List {
+        /// The server's data folder.
+        #[arg(long, default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]

@@ -1,14 +1,15 @@
 //! Join tokens: made, listed and revoked by administrators (`otpgate certs
 //! token`), used by computers that enroll (see [`crate::server::enroll`]).
 //! The token's text is shown once, when it is made; the store keeps only a
-//! hash of its secret.
+//! hash of its secret. And what the enrolled computers hold (`otpgate certs
+//! list`).
 
 use std::time::Duration;
 
 use otpgate_actors::audit::Action;
 use otpgate_actors::enroll::{JoinToken, secret_hash};
 use otpgate_actors::store::{self, BATCH};
-use otpgate_protocol::admin::{AdminErrorCode, TokenSpec, TokenView};
+use otpgate_protocol::admin::{AdminErrorCode, CertView, TokenSpec, TokenView};
 use otpgate_protocol::login::Secret;
 
 use super::{AdminService, Answer, Principal, refuse};
@@ -90,6 +91,22 @@ impl AdminService {
         self.require_admin(who)?;
         let tokens = store::all(|before| self.store.tokens_from(before, BATCH)).await?;
         Ok(tokens.iter().map(token_view).collect())
+    }
+
+    /// The certificates of the enrolled computers, by computer.
+    pub async fn certificates(&self, who: &Principal) -> Answer<Vec<CertView>> {
+        self.require_admin(who)?;
+        let enrolled = store::all_keyed(|after| self.store.enrollments_from(after, BATCH)).await?;
+        Ok(enrolled
+            .into_iter()
+            .map(|(key, enrollment)| CertView {
+                computer: String::from_utf8_lossy(&key).into_owned(),
+                serial: enrollment.serial,
+                enrolled_at: enrollment.enrolled_at.unix_millis(),
+                expires_at: enrollment.expires_at.unix_millis(),
+                token: enrollment.token,
+            })
+            .collect())
     }
 
     /// Revokes join token `id`: no computer enrolls with it from now on.

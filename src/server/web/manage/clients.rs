@@ -73,6 +73,8 @@ struct ClientRow {
     last_seen: String,
     /// Its agent's software and protocol version.
     agent: String,
+    /// Its certificate, if it enrolled: until when, and since when enrolled.
+    certificate: Option<(String, String)>,
     group: String,
     cells: Vec<Cell>,
 }
@@ -107,6 +109,14 @@ pub async fn clients(State(app): State<App>, Admin(signed): Admin) -> Response {
         Ok(groups) => groups,
         Err(err) => return unavailable(err),
     };
+    let certificates: HashMap<String, (String, String)> =
+        match app.service.certificates(&signed.principal).await {
+            Ok(certs) => certs
+                .into_iter()
+                .map(|c| (c.computer, (time(c.expires_at), time(c.enrolled_at))))
+                .collect(),
+            Err(err) => return unavailable(err),
+        };
     render(
         StatusCode::OK,
         &ClientsPage {
@@ -122,6 +132,7 @@ pub async fn clients(State(app): State<App>, Admin(signed): Admin) -> Response {
                     online: c.connected_since.is_some(),
                     last_seen: time(c.last_seen),
                     agent: c.agent(),
+                    certificate: certificates.get(&c.computer).cloned(),
                     group: c.group.clone().unwrap_or_default(),
                     cells: cells(&c.options, Some(&c.effective)),
                 })

@@ -7,12 +7,13 @@
 //! memory and CPU time read from `/proc`.
 //!
 //! Scenarios: [`hold`] and [`reconnect`] (in `connections`), [`logins`] and
-//! [`flood`] (in `logins`). The OTPs of a login storm are read from the server's
+//! [`flood`] (in `logins`), [`enroll`]. The OTPs of a login storm are read from the server's
 //! outbox folder, as a person would read their mail (see `mailbox`): the server
 //! has no benchmark hook to switch on.
 
 mod connections;
 mod directory;
+mod enroll;
 mod logins;
 mod mailbox;
 mod recording;
@@ -42,6 +43,7 @@ use crate::unix;
 
 pub use connections::{HoldReport, ReconnectReport, hold, reconnect};
 pub use directory::{DirectoryReport, directory};
+pub use enroll::{EnrollReport, enroll};
 pub use logins::{FloodReport, LoginOptions, LoginReport, flood, logins};
 pub use mailbox::{OtpMail, read_otp_mail};
 pub use recording::{RecordReport, recording};
@@ -84,6 +86,8 @@ pub enum Report {
     Directory(DirectoryReport),
     /// See [`recording`].
     Record(RecordReport),
+    /// See [`enroll`].
+    Enroll(EnrollReport),
 }
 
 impl Report {
@@ -101,6 +105,7 @@ impl Report {
             }
             Self::Directory(r) => r.failed == 0,
             Self::Record(r) => r.passed(),
+            Self::Enroll(r) => r.enrolled == r.computers,
         }
     }
 
@@ -113,6 +118,7 @@ impl Report {
             Self::Flood(r) => r.describe(),
             Self::Directory(r) => r.describe(),
             Self::Record(r) => r.describe(),
+            Self::Enroll(r) => r.describe(),
         }
     }
 }

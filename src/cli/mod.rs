@@ -459,6 +459,15 @@ async fn bench(scenario: Bench) -> anyhow::Result<ExitCode> {
             Report::Directory(bench::directory(&config, &account, count).await?),
             json,
         ),
+        Bench::Enroll {
+            count,
+            concurrency,
+            work_dir,
+            json,
+        } => (
+            Report::Enroll(bench::enroll(&work_dir, count, concurrency).await?),
+            json,
+        ),
         Bench::Record {
             keys,
             mebibytes,

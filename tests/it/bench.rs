@@ -167,3 +167,32 @@ fn bench_reconnect_brings_every_agent_back_after_a_restart() {
         assert_percentiles(&report, "return_ms");
     }
 }
+
+#[test]
+fn bench_enroll_enrolls_every_computer_against_a_fresh_server_and_reports() {
+    let work = tempfile::tempdir().unwrap();
+    let run = || {
+        let output = Command::new(env!("CARGO_BIN_EXE_otpgate"))
+            .args(["bench", "enroll", "--count", "12", "--concurrency", "4"])
+            .args(["--json", "--work-dir"])
+            .arg(work.path())
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap()
+    };
+    // Twice: each run starts afresh (the names of the first are free again).
+    for _ in 0..2 {
+        let report = run();
+        assert_eq!(report["scenario"], "enroll");
+        assert_eq!(report["enrolled"], 12, "{report}");
+        assert_percentiles(&report, "latency");
+        assert!(report["server_cpu_secs"].as_f64().unwrap() >= 0.0);
+        let key = work.path().join("enroll/computer-11/client.key");
+        assert!(key.exists());
+    }
+}

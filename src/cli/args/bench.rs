@@ -58,6 +58,23 @@ pub(in crate::cli) enum Bench {
         #[arg(long)]
         json: bool,
     },
+    /// Computers enroll with one join token against a fresh server, a few at
+    /// a time: the time for all, each one's latency, the server's CPU.
+    Enroll {
+        /// How many computers.
+        #[arg(long, default_value_t = 100)]
+        count: usize,
+        /// How many enroll at once.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        /// Where the server's data and the computers' identities go (its
+        /// `enroll` folder is made afresh).
+        #[arg(long, default_value = "./otpgate-bench")]
+        work_dir: PathBuf,
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
     /// What `otpgate record` costs a terminal: keystroke-to-echo time and the
     /// throughput of a `cat` of a large file, straight and recorded.
     Record {

@@ -4,7 +4,8 @@
 //! sends anything; the server never holds a computer's private key; one name
 //! goes to one computer; an agent given a token enrolls on its first start;
 //! a running agent renews its short certificate before it ends, with no
-//! login failing, and only an enrolled computer may.
+//! login failing, and only an enrolled computer may; a revoked one is closed
+//! at once and cannot come back to renew.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -492,4 +493,41 @@ async fn a_computer_that_did_not_enroll_is_not_renewed() {
     let (_, csr) = otpgate::tls::pki::key_and_request("ws-9").unwrap();
     let answer = agent.link.call(Request::Renew { csr }).await.unwrap();
     assert_eq!(answer, Response::Fail(ErrorCode::CertificateRefused));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_enrolled_computer_is_closed_at_once_and_renews_nothing() {
+    use otpgate_protocol::Request;
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let identity = dir.path().join("ws-1");
+    let output = enroll(&server, &token(&server, spec(1)).await, &identity, "ws-1").await;
+    assert!(output.status.success(), "{}", said(&output));
+    let agent = server.agent(&identity);
+    agent.welcomed(1, Duration::from_secs(10)).await;
+    let revoked = server
+        .admin(AdminRequest::CertRevoke {
+            computer: "ws-1".into(),
+        })
+        .await;
+    assert!(
+        matches!(revoked, AdminResponse::Revoked { disconnected: 1 }),
+        "{revoked:?}"
+    );
+    let since = std::time::Instant::now();
+    while agent.link.status().connected {
+        assert!(since.elapsed() < Duration::from_secs(5), "still served");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // It cannot come back to ask for a new certificate.
+    let (_, csr) = otpgate::tls::pki::key_and_request("ws-1").unwrap();
+    let asked = tokio::time::timeout(
+        Duration::from_secs(3),
+        agent.link.call(Request::Renew { csr }),
+    )
+    .await;
+    assert!(
+        !matches!(asked, Ok(Ok(otpgate_protocol::Response::Renewed { .. }))),
+        "{asked:?}"
+    );
 }

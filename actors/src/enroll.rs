@@ -136,6 +136,9 @@ pub struct Enrollment {
     pub serial: String,
     /// When its certificate ends.
     pub expires_at: Timestamp,
+    /// The SHA-256 of its certificate's public key (SubjectPublicKeyInfo,
+    /// DER): a retry of the same enrollment is told from another computer.
+    pub key_hash: [u8; 32],
 }
 
 impl Record for Enrollment {}

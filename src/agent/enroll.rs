@@ -3,13 +3,15 @@
 //! pair here (its private key is written 0600 and never sent), checks that
 //! the server is the one the token names (its CA's fingerprint) before
 //! sending anything, sends a certificate signing request with the token, and
-//! writes the identity folder the agent runs with: `client.key`,
-//! `client.pem`, `ca.pem`.
+//! writes the identity folder the agent runs with: `client.key` (kept
+//! before the request is first sent, and used again by a retry whose answer
+//! was lost), then `ca.pem` and `client.pem` (checked to be for that key).
 
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use rcgen::KeyPair;
 use rustls::client::WebPkiServerVerifier;
@@ -28,7 +30,7 @@ use otpgate_protocol::version::ENROLL;
 use super::link::ServerAddr;
 use crate::files::{create_private_dir, write_private, write_public};
 use crate::frames::{FrameReader, FrameWriter};
-use crate::tls::pki::{ClientPaths, PkiError, cert_pem, key_and_request};
+use crate::tls::pki::{ClientPaths, PkiError, cert_pem, certifies, request_for};
 use crate::tls::token::{JoinTokenText, fingerprint};
 
 /// Why this computer did not enroll.
@@ -87,6 +89,9 @@ pub struct Enrolled {
     pub expires_ms: u64,
 }
 
+/// How long one server may take to connect, show itself and answer.
+const ASK_WITHIN: Duration = Duration::from_secs(30);
+
 /// Enrolls this computer as `name` (its host name by default) with join
 /// token `token`, with the first of `servers` that answers, into identity
 /// folder `identity`.
@@ -98,7 +103,7 @@ pub async fn enroll(
 ) -> Result<Enrolled, EnrollError> {
     let token = JoinTokenText::parse(token).ok_or(EnrollError::NotAToken)?;
     let paths = ClientPaths::new(identity);
-    if paths.cert.exists() || paths.key.exists() {
+    if paths.cert.exists() {
         return Err(EnrollError::Enrolled(identity.to_owned()));
     }
     let name = match name {
@@ -109,26 +114,57 @@ pub async fn enroll(
             .filter(|name| name.parse::<otpgate_actors::ComputerId>().is_ok())
             .ok_or(EnrollError::NoName)?,
     };
-    let (key, csr) = key_and_request(&name)?;
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| EnrollError::Io { path, source }
+    };
+    // A key kept by an earlier try (whose answer was lost) is used again:
+    // the server gives its certificate again for the same token.
+    let key = match std::fs::read_to_string(&paths.key) {
+        Ok(pem) => KeyPair::from_pem(&zeroize::Zeroizing::new(pem)).map_err(PkiError::from)?,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {
+            KeyPair::generate().map_err(PkiError::from)?
+        }
+        Err(err) => return Err(io(&paths.key)(err)),
+    };
+    let csr = request_for(&key, &name)?;
     let request = EnrollRequest {
         token: Secret(token.text().to_string()),
         name,
         csr,
     };
     let mut failures = Vec::new();
+    // Kept before it is first sent (a server checked against the token's CA
+    // is about to sign it), so that a lost answer can be asked for again.
+    let keep = || -> Result<(), EnrollError> {
+        if !paths.key.exists() {
+            create_private_dir(identity).map_err(io(identity))?;
+            let secret = zeroize::Zeroizing::new(key.serialize_pem());
+            write_private(&paths.key, secret.as_bytes()).map_err(io(&paths.key))?;
+        }
+        Ok(())
+    };
     for server in servers {
-        match ask(server, &token, &request).await {
+        let asked = tokio::time::timeout(ASK_WITHIN, ask(server, &token, &request, &keep))
+            .await
+            .unwrap_or_else(|_| Err(Asked::Unreachable("no answer in time".into())));
+        match asked {
             Ok(EnrollResponse::Enrolled {
                 name,
                 certificate,
                 ca,
                 expires_ms,
             }) => {
-                // What it calls its CA must be the one the token names.
-                if fingerprint(&CertificateDer::from(ca.as_slice())) != token.ca_fingerprint {
+                // What it calls its CA must be the one the token names, and
+                // the certificate must be for our key.
+                if fingerprint(&CertificateDer::from(ca.as_slice())) != token.ca_fingerprint
+                    || !certifies(&certificate, &key)
+                {
                     return Err(EnrollError::WrongServer(server.to_string()));
                 }
-                write_identity(identity, &paths, &key, &certificate, &ca)?;
+                write_public(&paths.ca, cert_pem(&ca).as_bytes()).map_err(io(&paths.ca))?;
+                write_public(&paths.cert, cert_pem(&certificate).as_bytes())
+                    .map_err(io(&paths.cert))?;
                 info!(%server, computer = %name, "enrolled");
                 return Ok(Enrolled { name, expires_ms });
             }
@@ -140,6 +176,7 @@ pub async fn enroll(
             }
             Err(Asked::WrongServer) => return Err(EnrollError::WrongServer(server.to_string())),
             Err(Asked::Garbled) => return Err(EnrollError::Garbled(server.to_string())),
+            Err(Asked::Kept(err)) => return Err(err),
             Err(Asked::Unreachable(why)) => {
                 warn!(%server, error = %why, "cannot enroll with this server");
                 failures.push(format!("{server}: {why}"));
@@ -154,14 +191,17 @@ enum Asked {
     WrongServer,
     Garbled,
     Unreachable(String),
+    /// The key could not be kept.
+    Kept(EnrollError),
 }
 
 /// Sends `request` to `server`, once it has shown a certificate of the CA
-/// `token` names; its answer.
+/// `token` names and `keep` has kept the key; its answer.
 async fn ask(
     server: &ServerAddr,
     token: &JoinTokenText,
     request: &EnrollRequest,
+    keep: &impl Fn() -> Result<(), EnrollError>,
 ) -> Result<EnrollResponse, Asked> {
     let unreachable = |err: &dyn std::fmt::Display| Asked::Unreachable(err.to_string());
     let name = ServerName::try_from(server.host().to_owned()).map_err(|err| unreachable(&err))?;
@@ -184,6 +224,7 @@ async fn ask(
         Err(_) if verifier.mismatched.load(Ordering::Acquire) => return Err(Asked::WrongServer),
         Err(err) => return Err(unreachable(&err)),
     };
+    keep().map_err(Asked::Kept)?;
     let (read, write) = tokio::io::split(tls);
     let (mut reader, mut writer) = (FrameReader::new(read), FrameWriter::new(write));
     writer
@@ -195,27 +236,6 @@ async fn ask(
         Ok(None) => Err(Asked::Unreachable("closed without an answer".into())),
         Err(_) => Err(Asked::Garbled),
     }
-}
-
-/// Writes the identity folder: the key first (0600), then the certificates,
-/// each whole or not at all.
-fn write_identity(
-    identity: &Path,
-    paths: &ClientPaths,
-    key: &KeyPair,
-    certificate: &[u8],
-    ca: &[u8],
-) -> Result<(), EnrollError> {
-    let io = |path: &Path| {
-        let path = path.to_owned();
-        move |source| EnrollError::Io { path, source }
-    };
-    create_private_dir(identity).map_err(io(identity))?;
-    let secret = zeroize::Zeroizing::new(key.serialize_pem());
-    write_private(&paths.key, secret.as_bytes()).map_err(io(&paths.key))?;
-    write_public(&paths.ca, cert_pem(ca).as_bytes()).map_err(io(&paths.ca))?;
-    write_public(&paths.cert, cert_pem(certificate).as_bytes()).map_err(io(&paths.cert))?;
-    Ok(())
 }
 
 /// Trusts a server whose chain holds the CA certificate of one fingerprint

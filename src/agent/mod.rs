@@ -80,6 +80,16 @@ pub enum AgentError {
 /// Runs the agent until `cancel` fires: the link to the server and the local
 /// socket for the login prompt.
 pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), AgentError> {
+    // A renewal a crash cut short is finished (or undone) first; only the
+    // agent writes its identity folder.
+    crate::tls::pki::ClientPaths::new(&config.identity)
+        .settle()
+        .map_err(|source| {
+            TlsError::Pki(crate::tls::pki::PkiError::Io {
+                path: config.identity.clone(),
+                source,
+            })
+        })?;
     let tls = tls::client_config(&config.identity)?;
     let listener =
         crate::unix::bind(&config.socket, 0o666).map_err(|source| AgentError::Socket {

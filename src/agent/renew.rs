@@ -81,7 +81,7 @@ async fn renew(paths: &ClientPaths, name: &str, link: &Link) -> Result<Renewed, 
         Ok(Response::Renewed {
             certificate,
             expires_ms,
-        }) => {
+        }) if pki::certifies(&certificate, &key) => {
             let key_pem = zeroize::Zeroizing::new(key.serialize_pem());
             paths
                 .replace(&cert_pem(&certificate), &key_pem)

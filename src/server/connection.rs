@@ -134,6 +134,7 @@ pub(super) async fn serve_tcp(
         }
     };
     tracing::Span::current().record("client", cert.id.as_str());
+    let cert = Arc::new(cert);
     let (read, write) = tokio::io::split(tls);
     let mut writer = FrameWriter::new(write);
     // Entered before the check: a revocation either shows in the check or
@@ -157,7 +158,8 @@ pub(super) async fn serve_tcp(
     }
     let mut session = Session {
         shared,
-        id: cert.id,
+        id: cert.id.clone(),
+        cert,
         conn,
         reader: FrameReader::new(read),
         writer,
@@ -171,6 +173,8 @@ pub(super) async fn serve_tcp(
 struct Session<R, W> {
     shared: Arc<Shared>,
     id: ComputerId,
+    /// The certificate its connection showed.
+    cert: Arc<pki::ClientCert>,
     conn: ConnectionId,
     reader: FrameReader<R>,
     writer: FrameWriter<W>,
@@ -359,10 +363,10 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                                 ServerMessage::Response { id, response }
                             } else {
                                 let shared = Arc::clone(&self.shared);
-                                let computer = self.id.clone();
+                                let cert = Arc::clone(&self.cert);
                                 in_flight.spawn(
                                     async move {
-                                        let response = respond(&shared, &computer, request).await;
+                                        let response = respond(&shared, &cert, request).await;
                                         ServerMessage::Response { id, response }
                                     }
                                     .in_current_span(),
@@ -380,13 +384,14 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
     }
 }
 
-/// Serves one request of computer `id`.
-async fn respond(shared: &Shared, id: &ComputerId, request: Request) -> Response {
+/// Serves one request of the computer whose connection showed `cert`.
+async fn respond(shared: &Shared, cert: &pki::ClientCert, request: Request) -> Response {
+    let id = &cert.id;
     let answer = match request {
         // Answered by the connection itself; never spawned here.
         Request::Heartbeat => Ok(Response::Heartbeat),
         Request::Time => Ok(Response::Time(shared.clock.now().unix_millis())),
-        Request::Renew { csr } => return shared.enroller.renew(id, &csr).await,
+        Request::Renew { csr } => return shared.enroller.renew(cert, &csr).await,
         Request::Record {
             os_user,
             session,

@@ -90,11 +90,6 @@ pub fn server_config(pki: ServerPki) -> Result<Arc<ServerConfig>, TlsError> {
 /// `otpgate certs client` wrote.
 pub fn client_config(dir: &Path) -> Result<Arc<ClientConfig>, TlsError> {
     let paths = ClientPaths::new(dir);
-    // A renewal a crash cut short is finished (or undone) first.
-    paths.settle().map_err(|source| PkiError::Io {
-        path: dir.to_owned(),
-        source,
-    })?;
     let chain = pki::read_chain(&paths.cert)?;
     let key = pki::read_key(&paths.key)?;
     let mut config = ClientConfig::builder_with_provider(provider())

@@ -263,16 +263,21 @@ impl ClientPaths {
         if next_key && !next_cert {
             return fs::remove_file(&self.next_key);
         }
+        // Each rename made durable before the next: a crash never keeps the
+        // certificate's without the key's.
+        let sync = || match self.cert.parent() {
+            Some(dir) => crate::files::sync_dir(dir),
+            None => Ok(()),
+        };
         if next_key {
             fs::rename(&self.next_key, &self.key)?;
+            sync()?;
         }
         if next_cert {
             fs::rename(&self.next_cert, &self.cert)?;
+            sync()?;
         }
-        match (next_key || next_cert, self.cert.parent()) {
-            (true, Some(dir)) => crate::files::sync_dir(dir),
-            _ => Ok(()),
-        }
+        Ok(())
     }
 }
 
@@ -280,10 +285,16 @@ impl ClientPaths {
 /// request (DER) for it, signed with it.
 pub fn key_and_request(name: &str) -> Result<(KeyPair, Vec<u8>), PkiError> {
     let key = KeyPair::generate()?;
+    let request = request_for(&key, name)?;
+    Ok((key, request))
+}
+
+/// A certificate signing request (DER) of computer `name` for `key`, signed
+/// with it.
+pub fn request_for(key: &KeyPair, name: &str) -> Result<Vec<u8>, PkiError> {
     let mut params = CertificateParams::default();
     params.distinguished_name = self::name(name);
-    let request = params.serialize_request(&key)?.der().to_vec();
-    Ok((key, request))
+    Ok(params.serialize_request(key)?.der().to_vec())
 }
 
 /// Certificate `der` as PEM.
@@ -331,9 +342,10 @@ fn client_params(
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     params.not_before = issued - BACKDATE;
     params.not_after = issued + lifetime;
-    // 16 random bytes, the first bit clear: a positive number.
+    // 16 random bytes, the first two bits 01: a positive number, and one
+    // whose DER form is these very bytes (as `ClientCert::serial` reads it).
     let mut serial: [u8; 16] = rand::random();
-    serial[0] &= 0x7f;
+    serial[0] = (serial[0] & 0x3f) | 0x40;
     params.serial_number = Some(SerialNumber::from_slice(&serial));
     (params, data_encoding::HEXLOWER.encode(&serial))
 }
@@ -373,25 +385,21 @@ impl Ca {
         })
     }
 
-    /// A certificate for computer `id` and the public key of `csr` (a
-    /// PKCS #10 request signed with the matching private key, which proves
-    /// the asker holds it; nothing else of it is taken), issued at Unix
-    /// second `issued`, lasting `lifetime`.
+    /// A certificate for computer `id` and the public key of `request`,
+    /// issued at Unix second `issued`, lasting `lifetime`.
     pub fn sign(
         &self,
         id: &ComputerId,
-        csr: &[u8],
+        request: &Request,
         issued: i64,
         lifetime: Duration,
     ) -> Result<Issued, PkiError> {
-        let request = CertificateSigningRequestParams::from_der(&csr.into())
-            .map_err(|_| PkiError::Request)?;
         let issued = OffsetDateTime::from_unix_timestamp(issued).map_err(|_| PkiError::Request)?;
         let (params, serial) = client_params(id, issued, lifetime);
         let expires = params.not_after.unix_timestamp();
         let cert = CertificateSigningRequestParams {
             params,
-            public_key: request.public_key,
+            public_key: request.public_key.clone(),
         }
         .signed_by(&self.issuer)?;
         Ok(Issued {
@@ -400,6 +408,38 @@ impl Ca {
             expires,
         })
     }
+}
+
+/// A certificate signing request (PKCS #10) whose signature the key it
+/// names verified, which proves the asker holds the private key: only that
+/// public key is taken from it.
+#[derive(Debug, Clone)]
+pub struct Request {
+    public_key: rcgen::PublicKey,
+    /// The SHA-256 of its public key (SubjectPublicKeyInfo, DER).
+    pub key_hash: [u8; 32],
+}
+
+impl Request {
+    /// The request in `csr` (DER), if its signature holds.
+    pub fn read(csr: &[u8]) -> Result<Self, PkiError> {
+        use rcgen::PublicKeyData;
+        let request = CertificateSigningRequestParams::from_der(&csr.into())
+            .map_err(|_| PkiError::Request)?;
+        let key_hash =
+            otpgate_actors::digest::sha256(&request.public_key.subject_public_key_info());
+        Ok(Self {
+            public_key: request.public_key,
+            key_hash,
+        })
+    }
+}
+
+/// Whether certificate `cert` (DER) is for the public key of `key`.
+pub fn certifies(cert: &[u8], key: &KeyPair) -> bool {
+    use rcgen::PublicKeyData;
+    x509_parser::parse_x509_certificate(cert)
+        .is_ok_and(|(_, cert)| cert.public_key().raw == key.subject_public_key_info().as_slice())
 }
 
 /// What the server needs of a client certificate on every connection, resumed
@@ -413,6 +453,8 @@ pub struct ClientCert {
     pub issued: i64,
     /// When it expires, in Unix seconds.
     pub expires: i64,
+    /// Its serial number, hex.
+    pub serial: String,
 }
 
 /// The facts of a (verified) client certificate.
@@ -429,6 +471,7 @@ pub fn client_cert(cert: &CertificateDer<'_>) -> Result<ClientCert, PkiError> {
         id: cn.parse().map_err(|_| PkiError::Identity)?,
         issued: validity.not_before.timestamp() + BACKDATE.whole_seconds(),
         expires: validity.not_after.timestamp(),
+        serial: data_encoding::HEXLOWER.encode(cert.raw_serial()),
     })
 }
 

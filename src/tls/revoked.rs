@@ -198,6 +198,7 @@ mod tests {
             id: name.parse().unwrap(),
             issued,
             expires: issued + 1000,
+            serial: "40".repeat(16),
         }
     }
 

@@ -137,7 +137,7 @@ async fn three_computers_enroll_with_a_token_of_three_uses_join_its_group_and_co
         &enroll(&server, &token, &dir.path().join("ws-4"), "ws-4").await,
         "used up (3 of 3",
     );
-    assert!(!dir.path().join("ws-4").join("client.key").exists());
+    assert!(!dir.path().join("ws-4").join("client.pem").exists());
 
     // The server never held a computer's private key: no file of its data
     // folder holds any of theirs, whole or as its base64.
@@ -268,7 +268,7 @@ async fn expired_revoked_forged_and_misnamed_tokens_are_refused_with_clear_words
     );
     refused(
         &enroll(&server, &patterned, &identity, "ws 1").await,
-        "is not a computer name",
+        "not a computer name",
     );
 
     // The right id and CA with another secret: told nothing more.
@@ -282,7 +282,7 @@ async fn expired_revoked_forged_and_misnamed_tokens_are_refused_with_clear_words
         &enroll(&server, "otpgate-join-1:nonsense", &identity, "ws-1").await,
         "not a join token",
     );
-    assert!(!identity.join("client.key").exists(), "nothing written");
+    assert!(!identity.join("client.pem").exists(), "no identity written");
 
     // A token that is none of those works.
     let output = enroll(&server, &patterned, &identity, "ws-1").await;
@@ -364,7 +364,7 @@ async fn of_two_computers_asking_for_one_name_at_once_one_gets_it() {
     } else {
         &first
     };
-    refused(lost, "another computer is enrolled as ws-same");
+    refused(lost, "another computer holds the name ws-same");
 
     // A token made to replace takes the name, and the old certificate is
     // void at once.
@@ -382,6 +382,53 @@ async fn of_two_computers_asking_for_one_name_at_once_one_gets_it() {
     }
     let agent = server.agent(&newer);
     agent.welcomed(1, Duration::from_secs(10)).await;
+
+    // A computer issued by hand that has connected holds its name too.
+    let by_hand = server.identity("ws-hand");
+    let agent = server.agent(&by_hand);
+    agent.welcomed(1, Duration::from_secs(10)).await;
+    refused(
+        &enroll(
+            &server,
+            &token_with_uses(&server, 1).await,
+            &dir.path().join("d"),
+            "ws-hand",
+        )
+        .await,
+        "another computer holds the name ws-hand",
+    );
+    assert!(agent.link.status().connected, "left alone");
+}
+
+async fn token_with_uses(server: &TestServer, uses: u32) -> String {
+    token(server, spec(uses)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_computer_whose_answer_was_lost_gets_its_certificate_again_for_no_further_use() {
+    let server = TestServer::start().await;
+    let token = token(&server, spec(1)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let identity = dir.path().join("ws-1");
+    let output = enroll(&server, &token, &identity, "ws-1").await;
+    assert!(output.status.success(), "{}", said(&output));
+    // The answer lost: the key kept, no certificate written.
+    let key = std::fs::read(identity.join("client.key")).unwrap();
+    std::fs::remove_file(identity.join("client.pem")).unwrap();
+    let again = enroll(&server, &token, &identity, "ws-1").await;
+    assert!(again.status.success(), "{}", said(&again));
+    assert_eq!(std::fs::read(identity.join("client.key")).unwrap(), key);
+    let agent = server.agent(&identity);
+    agent.welcomed(1, Duration::from_secs(10)).await;
+    // Another key under that name, with that spent token: refused.
+    refused(
+        &enroll(&server, &token, &dir.path().join("other"), "ws-1").await,
+        "used up",
+    );
+    let AdminResponse::Tokens(tokens) = server.admin(AdminRequest::TokensList).await else {
+        panic!("no tokens");
+    };
+    assert_eq!(tokens[0].used, 1);
 }
 
 async fn token_replacing(server: &TestServer) -> String {

@@ -411,6 +411,14 @@ impl ServerConfig {
                 reason: format!("{client_days} is not between 1 and 825"),
             });
         }
+        if let Some(secs) = pki.client_lifetime_secs
+            && !(1..=825 * 24 * 60 * 60).contains(&secs)
+        {
+            return Err(ConfigError::Invalid {
+                field: "pki.client_lifetime_secs",
+                reason: format!("{secs} is not between 1 and 825 days' seconds"),
+            });
+        }
         let web = file.web.unwrap_or_default().check()?;
         let management_url = file.management_url.map_or_else(
             // Our own web tool, under the first name the server goes by.

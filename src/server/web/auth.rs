@@ -436,7 +436,10 @@ impl FromRequestParts<App> for SignedIn {
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ConnectInfo(peer)| peer.ip());
-        let session = cookie(&parts.headers, COOKIE).map(str::to_owned);
+        // Only what we hand out is looked for: 64 hex digits.
+        let session = cookie(&parts.headers, COOKIE)
+            .filter(|value| value.len() == 64 && value.bytes().all(|b| b.is_ascii_hexdigit()))
+            .map(str::to_owned);
         let touched = match &session {
             Some(cookie) => app
                 .sessions

@@ -10,12 +10,10 @@
 //! A wire of its own, with versions of its own ([`crate::version::ENROLL`]),
 //! grown by the same rules as the others.
 
-use bytes::BytesMut;
 use serde::{Deserialize, Serialize};
 
-use crate::frame::{Frame, FrameError, encode_as};
 use crate::login::Secret;
-use crate::version::{self, Message, Versions};
+use crate::version::{self, same_in_every_version};
 
 /// The application protocol (ALPN) of an enrollment connection.
 pub const ALPN: &[u8] = b"otpgate-enroll/1";
@@ -86,28 +84,5 @@ pub enum EnrollErrorCode {
     Unsupported,
 }
 
-impl Message for EnrollRequest {
-    const VERSIONS: Versions = version::ENROLL;
-
-    fn encode(&self, version: u8, dst: &mut BytesMut) -> Result<(), FrameError> {
-        encode_as(self, Self::VERSIONS.check(version)?, dst)
-    }
-
-    fn decode(frame: &Frame) -> Result<Self, FrameError> {
-        Self::VERSIONS.check(frame.version)?;
-        frame.decode()
-    }
-}
-
-impl Message for EnrollResponse {
-    const VERSIONS: Versions = version::ENROLL;
-
-    fn encode(&self, version: u8, dst: &mut BytesMut) -> Result<(), FrameError> {
-        encode_as(self, Self::VERSIONS.check(version)?, dst)
-    }
-
-    fn decode(frame: &Frame) -> Result<Self, FrameError> {
-        Self::VERSIONS.check(frame.version)?;
-        frame.decode()
-    }
-}
+same_in_every_version!(EnrollRequest, version::ENROLL);
+same_in_every_version!(EnrollResponse, version::ENROLL);

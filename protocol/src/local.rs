@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::frame::{Frame, FrameError, encode_as};
 use crate::login::{LoginRequest, LoginResponse};
 use crate::record::RecordChunk;
-use crate::version::{self, Message, Versions};
+use crate::version::{self, Message, Versions, same_in_every_version};
 
 /// What the login prompt asks of its local agent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -111,18 +111,7 @@ pub enum LocalError {
     Unsupported,
 }
 
-impl Message for LocalRequest {
-    const VERSIONS: Versions = version::LOCAL;
-
-    fn encode(&self, version: u8, dst: &mut BytesMut) -> Result<(), FrameError> {
-        encode_as(self, Self::VERSIONS.check(version)?, dst)
-    }
-
-    fn decode(frame: &Frame) -> Result<Self, FrameError> {
-        Self::VERSIONS.check(frame.version)?;
-        frame.decode()
-    }
-}
+same_in_every_version!(LocalRequest, version::LOCAL);
 
 impl Message for LocalResponse {
     const VERSIONS: Versions = version::LOCAL;

@@ -141,6 +141,30 @@ pub trait Message: Sized {
     fn decode(frame: &Frame) -> Result<Self, FrameError>;
 }
 
+/// Implements [`Message`] for a type written the same in every version of
+/// `$versions` (its wire's): nothing to convert.
+macro_rules! same_in_every_version {
+    ($message:ty, $versions:expr) => {
+        impl $crate::version::Message for $message {
+            const VERSIONS: $crate::version::Versions = $versions;
+
+            fn encode(
+                &self,
+                version: u8,
+                dst: &mut bytes::BytesMut,
+            ) -> Result<(), $crate::frame::FrameError> {
+                $crate::frame::encode_as(self, Self::VERSIONS.check(version)?, dst)
+            }
+
+            fn decode(frame: &$crate::frame::Frame) -> Result<Self, $crate::frame::FrameError> {
+                Self::VERSIONS.check(frame.version)?;
+                frame.decode()
+            }
+        }
+    };
+}
+pub(crate) use same_in_every_version;
+
 /// Takes one message off the front of `src`: `Ok(None)` until a whole frame is
 /// there. On `Err` the frame is consumed; what it held could not be read.
 pub fn decode<M: Message>(src: &mut BytesMut) -> Result<Option<M>, FrameError> {

@@ -5,13 +5,19 @@
 use std::path::Path;
 use std::process::Command;
 
+/// Runs `otpgate bench <args> --json` with its agents on 4 source addresses
+/// and its work folder in `work`; returns the report.
+fn bench(work: &Path, args: &[&str]) -> serde_json::Value {
+    bench_json(work, &[args, &["--sources", "4"]].concat())
+}
+
 /// Runs `otpgate bench <args> --json` with its work folder in `work`; returns
 /// the report.
-fn bench(work: &Path, args: &[&str]) -> serde_json::Value {
+fn bench_json(work: &Path, args: &[&str]) -> serde_json::Value {
     let output = Command::new(env!("CARGO_BIN_EXE_otpgate"))
         .arg("bench")
         .args(args)
-        .args(["--sources", "4", "--json", "--work-dir"])
+        .args(["--json", "--work-dir"])
         .arg(work)
         .output()
         .unwrap();
@@ -171,23 +177,10 @@ fn bench_reconnect_brings_every_agent_back_after_a_restart() {
 #[test]
 fn bench_enroll_enrolls_every_computer_against_a_fresh_server_and_reports() {
     let work = tempfile::tempdir().unwrap();
-    let run = || {
-        let output = Command::new(env!("CARGO_BIN_EXE_otpgate"))
-            .args(["bench", "enroll", "--count", "12", "--concurrency", "4"])
-            .args(["--json", "--work-dir"])
-            .arg(work.path())
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap()
-    };
+    let args = ["enroll", "--count", "12", "--concurrency", "4"];
     // Twice: each run starts afresh (the names of the first are free again).
     for _ in 0..2 {
-        let report = run();
+        let report = bench_json(work.path(), &args);
         assert_eq!(report["scenario"], "enroll");
         assert_eq!(report["enrolled"], 12, "{report}");
         assert_percentiles(&report, "latency");

@@ -19,7 +19,7 @@ use crate::common::web::WebClient;
 use otpgate::tls::token::JoinTokenText;
 use otpgate_actors::{ManualClock, Timestamp};
 use otpgate_protocol::admin::{
-    AdminErrorCode, AdminRequest, AdminResponse, OptionsView, PageRequest, RoleView, TokenSpec,
+    AdminErrorCode, AdminRequest, AdminResponse, PageRequest, RoleView, TokenSpec,
 };
 
 const OTPGATE: &str = env!("CARGO_BIN_EXE_otpgate");
@@ -89,16 +89,7 @@ fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 async fn three_computers_enroll_with_a_token_of_three_uses_join_its_group_and_connect_a_fourth_is_refused()
  {
     let server = TestServer::start().await;
-    let made = server
-        .admin(AdminRequest::GroupSet {
-            name: "finance".into(),
-            options: OptionsView {
-                allow_otp: Some(true),
-                ..OptionsView::default()
-            },
-        })
-        .await;
-    assert_eq!(made, AdminResponse::Done);
+    server.add_group("finance").await;
     let token = token(
         &server,
         TokenSpec {
@@ -450,27 +441,21 @@ async fn an_agent_given_a_token_file_enrolls_on_its_first_start() {
     std::fs::write(&file, format!("{}\n", token(&server, spec(1)).await)).unwrap();
     let identity = dir.path().join("identity");
     let token_file = file.to_str().unwrap();
-    let agent = AgentProcess::start_under(
-        &[],
-        &["--token-file", token_file],
-        Path::new(OTPGATE),
-        &identity,
-        server.addr,
-        dir.path(),
-    )
-    .await;
-    assert!(identity.join("client.pem").exists());
-    drop(agent);
-    // Started again: the identity it has is used, the spent token not.
-    let _again = AgentProcess::start_under(
-        &[],
-        &["--token-file", token_file],
-        Path::new(OTPGATE),
-        &identity,
-        server.addr,
-        dir.path(),
-    )
-    .await;
+    // Started twice: the second time, the identity it has is used, the
+    // spent token not.
+    for _ in 0..2 {
+        let agent = AgentProcess::start_under(
+            &[],
+            &["--token-file", token_file],
+            Path::new(OTPGATE),
+            &identity,
+            server.addr,
+            dir.path(),
+        )
+        .await;
+        assert!(identity.join("client.pem").exists());
+        drop(agent);
+    }
 }
 
 /// The certificate in identity folder `identity`: its serial's place in the

@@ -279,16 +279,7 @@ async fn changes_made_at_once_on_two_nodes_are_both_kept_and_a_new_group_is_name
         }
     }
     // A group made on a is named on b at once, before b hears of it.
-    let made = a
-        .admin(AdminRequest::GroupSet {
-            name: "finance".into(),
-            options: OptionsView {
-                allow_otp: Some(true),
-                ..OptionsView::default()
-            },
-        })
-        .await;
-    assert_eq!(made, AdminResponse::Done);
+    a.add_group("finance").await;
     let set = b
         .admin(AdminRequest::ClientSet {
             computer: "ws-1".into(),

@@ -299,6 +299,20 @@ impl TestServer {
 
     /// Adds internal user `login` (`login@example.com`, password
     /// "`login`'s long password") with `role`.
+    /// Makes client group `name`, its computers allowed OTPs.
+    pub async fn add_group(&self, name: &str) {
+        let made = self
+            .admin(AdminRequest::GroupSet {
+                name: name.into(),
+                options: OptionsView {
+                    allow_otp: Some(true),
+                    ..OptionsView::default()
+                },
+            })
+            .await;
+        assert_eq!(made, AdminResponse::Done);
+    }
+
     pub async fn add_user(&self, login: &str, role: RoleView) {
         let added = self
             .admin(AdminRequest::UserAdd {

@@ -99,7 +99,7 @@ const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 const LOCK_STEP: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// The tables, by name.
-const TABLES: [&str; 15] = [
+pub(super) const TABLES: [&str; 15] = [
     "meta",
     "computers",
     "groups",

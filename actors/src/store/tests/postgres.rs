@@ -202,7 +202,7 @@ async fn a_sled_store_is_copied_into_an_empty_postgres_database_whole_and_only_t
     );
     assert_eq!(
         copied.len(),
-        13 + SIDE_TABLES.len(),
+        super::super::kv::TABLES.len() + SIDE_TABLES.len(),
         "every table, the empty ones too (the recordings' with no recordings given)"
     );
     // What the server reads, it reads the same.

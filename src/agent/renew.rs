@@ -102,7 +102,11 @@ async fn renew(paths: &ClientPaths, name: &str, link: &Link) -> Result<Renewed, 
             );
             Ok(Renewed::Refused)
         }
-        Ok(other) => Err(format!("the server answered {other:?}")),
+        Ok(Response::Renewed { .. }) => {
+            Err("the server's certificate is not for the key this computer made".into())
+        }
+        Ok(Response::Fail(code)) => Err(format!("the server answered {code:?}")),
+        Ok(_) => Err("the server answered something else than a certificate".into()),
         Err(err) => Err(err.to_string()),
     }
 }

@@ -142,6 +142,11 @@ const MIGRATION_LOCK: i64 = 0x6f74_7067_6174_6531;
 const LEASE: Duration = Duration::from_millis(500);
 /// How long [`Pg::own`] waits for another node's lease to end.
 const OWN_WITHIN: Duration = Duration::from_secs(5);
+/// How long [`Pg::own`] waits for a lease its holder keeps renewing before
+/// it takes the computer all the same: a node that never stops working on a
+/// computer does not starve the others (nodes then take turns of about this
+/// long).
+pub(super) const YIELD_WITHIN: Duration = Duration::from_secs(2);
 /// How many changes heard are held for a listener that is behind (one
 /// further behind is told it missed some).
 const CHANGES_HELD: usize = 64;
@@ -339,7 +344,8 @@ impl Pg {
     pub(super) async fn own(&self, computer: &ComputerId) -> Result<Owner> {
         let waited = tokio::time::Instant::now();
         loop {
-            if let Some(owner) = self.try_own(computer).await? {
+            let despite_lease = waited.elapsed() >= YIELD_WITHIN;
+            if let Some(owner) = self.try_own(computer, despite_lease).await? {
                 // Its earlier holds are past: forgotten.
                 self.fenced().retain(|owner| owner.computer != *computer);
                 return Ok(owner);
@@ -354,8 +360,9 @@ impl Pg {
         }
     }
 
-    /// [`Pg::own`], once: `None` while another node's lease runs.
-    async fn try_own(&self, computer: &ComputerId) -> Result<Option<Owner>> {
+    /// [`Pg::own`], once: `None` while another node's lease runs, unless
+    /// `despite_lease`.
+    async fn try_own(&self, computer: &ComputerId, despite_lease: bool) -> Result<Option<Owner>> {
         let began = std::time::Instant::now();
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
@@ -376,7 +383,7 @@ impl Pg {
             .await?;
         let (fence, took) = match tx.query_opt(&held, &[&key]).await? {
             Some(row) if row.get::<_, i64>(1) == self.node => (row.get(0), false),
-            Some(row) if row.get::<_, bool>(2) => return Ok(None),
+            Some(row) if row.get::<_, bool>(2) && !despite_lease => return Ok(None),
             _ => {
                 let take = tx
                     .prepare_cached(

@@ -589,6 +589,50 @@ async fn in_postgres_a_computer_is_left_to_the_node_working_on_it_until_its_leas
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_postgres_a_node_that_never_stops_working_on_a_computer_does_not_starve_another() {
+    let Some(cluster) = crate::test_postgres::postgres() else {
+        return;
+    };
+    let config = cluster.database();
+    let (a, b) = two_nodes(&config).await;
+    let id: ComputerId = "ws-1".parse().unwrap();
+    let on_a = a.own(&id).await.unwrap();
+    // a commits for the computer every 100 ms, renewing its lease, for
+    // longer than b would wait; b takes it all the same, after its wait,
+    // and a's later turns are fenced out.
+    let stop = tokio::sync::Notify::new();
+    let working = async {
+        let mut fenced = 0;
+        loop {
+            let committed = turn(on_a.clone(), async {
+                a.put_slot(&id, "alice", &Slot::default()).unwrap();
+                a.flush().await
+            })
+            .await;
+            fenced += usize::from(committed.is_err());
+            tokio::select! {
+                () = stop.notified() => return fenced,
+                () = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+        }
+    };
+    let taking = async {
+        let started = tokio::time::Instant::now();
+        let on_b = b.own(&id).await;
+        let took = started.elapsed();
+        // A few more of a's turns, which must be left out.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        stop.notify_one();
+        (on_b, took)
+    };
+    let (fenced, (on_b, took)) = tokio::join!(working, taking);
+    let on_b = on_b.expect("b was not starved");
+    assert!(on_b.fence > on_a.fence);
+    assert!(took >= super::super::postgres::YIELD_WITHIN, "b waited first: {took:?}");
+    assert!(fenced >= 1, "a's turns after b took it are left out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_postgres_a_turns_writes_are_committed_together() {
     let Some(cluster) = crate::test_postgres::postgres() else {
         return;

@@ -628,7 +628,10 @@ async fn in_postgres_a_node_that_never_stops_working_on_a_computer_does_not_star
     let (fenced, (on_b, took)) = tokio::join!(working, taking);
     let on_b = on_b.expect("b was not starved");
     assert!(on_b.fence > on_a.fence);
-    assert!(took >= super::super::postgres::YIELD_WITHIN, "b waited first: {took:?}");
+    assert!(
+        took >= super::super::postgres::YIELD_WITHIN,
+        "b waited first: {took:?}"
+    );
     assert!(fenced >= 1, "a's turns after b took it are left out");
 }
 

@@ -1,9 +1,12 @@
 //! Who is signed in to the web Management Tool: internal users with their
 //! password, directory people with theirs (checked by the directory; their
-//! groups read at sign-in); sessions held in memory behind a random cookie
-//! (`Secure`, `HttpOnly`, `SameSite=Strict`) with idle and absolute timeouts,
-//! a CSRF token per session, and sign-in throttled per account and per
-//! address.
+//! groups read at sign-in); sessions behind a random cookie (`Secure`,
+//! `HttpOnly`, `SameSite=Strict`) with idle and absolute timeouts, a CSRF
+//! token per session, and sign-in throttled per account and per address.
+//! Sessions are kept under the SHA-256 of their cookie: in this process over
+//! sled, in the store's PostgreSQL database otherwise, where every server of
+//! the site shares them (a session outlives the server it began on, and a
+//! sign-out on one ends it on all).
 //!
 //! A signed-in internal user is checked against the current users on every
 //! request (by the admin service): a removed, disabled or demoted user loses

@@ -555,26 +555,38 @@ async fn in_postgres_one_node_at_a_time_has_its_turn_even_when_a_holder_stops_wa
     assert!(again.is_ok());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn in_postgres_a_computer_is_left_to_the_node_working_on_it_until_its_lease_ends() {
-    let Some(cluster) = crate::test_postgres::postgres() else {
-        return;
-    };
-    let config = cluster.database();
-    let (a, b) = two_nodes(&config).await;
+/// Two nodes over one new database, node a holding computer `ws-1`: the
+/// nodes, the computer, a's hold; `None` without PostgreSQL.
+async fn a_holding_ws1() -> Option<(KvStore, KvStore, ComputerId, Owner)> {
+    let cluster = crate::test_postgres::postgres()?;
+    let (a, b) = two_nodes(&cluster.database()).await;
     let id: ComputerId = "ws-1".parse().unwrap();
     let on_a = a.own(&id).await.unwrap();
+    Some((a, b, id, on_a))
+}
+
+/// One turn of `owner`'s on `store`: a slot of computer `id` written.
+async fn one_turn(store: &KvStore, owner: &Owner, id: &ComputerId) -> Result<()> {
+    turn(owner.clone(), async {
+        store.put_slot(id, "alice", &Slot::default()).unwrap();
+        store.flush().await
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_postgres_a_computer_is_left_to_the_node_working_on_it_until_its_lease_ends() {
+    let Some((a, b, id, on_a)) = a_holding_ws1().await else {
+        return;
+    };
     // a commits for the computer every 150 ms for a while; b wants it
     // meanwhile: b waits until a has stopped, and none of a's turns is
     // fenced out.
     let working = async {
         for n in 0..6 {
-            turn(on_a.clone(), async {
-                a.put_slot(&id, "alice", &Slot::default()).unwrap();
-                a.flush().await
-            })
-            .await
-            .unwrap_or_else(|err| panic!("turn {n}: {err}"));
+            one_turn(&a, &on_a, &id)
+                .await
+                .unwrap_or_else(|err| panic!("turn {n}: {err}"));
             tokio::time::sleep(Duration::from_millis(150)).await;
         }
         tokio::time::Instant::now()
@@ -590,13 +602,9 @@ async fn in_postgres_a_computer_is_left_to_the_node_working_on_it_until_its_leas
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_postgres_a_node_that_never_stops_working_on_a_computer_does_not_starve_another() {
-    let Some(cluster) = crate::test_postgres::postgres() else {
+    let Some((a, b, id, on_a)) = a_holding_ws1().await else {
         return;
     };
-    let config = cluster.database();
-    let (a, b) = two_nodes(&config).await;
-    let id: ComputerId = "ws-1".parse().unwrap();
-    let on_a = a.own(&id).await.unwrap();
     // a commits for the computer every 100 ms, renewing its lease, for
     // longer than b would wait; b takes it all the same, after its wait,
     // and a's later turns are fenced out.
@@ -604,12 +612,7 @@ async fn in_postgres_a_node_that_never_stops_working_on_a_computer_does_not_star
     let working = async {
         let mut fenced = 0;
         loop {
-            let committed = turn(on_a.clone(), async {
-                a.put_slot(&id, "alice", &Slot::default()).unwrap();
-                a.flush().await
-            })
-            .await;
-            fenced += usize::from(committed.is_err());
+            fenced += usize::from(one_turn(&a, &on_a, &id).await.is_err());
             tokio::select! {
                 () = stop.notified() => return fenced,
                 () = tokio::time::sleep(Duration::from_millis(100)) => {}

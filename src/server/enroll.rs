@@ -174,13 +174,7 @@ impl Enroller {
         request: &EnrollRequest,
         peer: IpAddr,
     ) -> Result<EnrollResponse, Refused> {
-        let bad_token = || {
-            (
-                EnrollErrorCode::BadToken,
-                "not a join token of this server".to_owned(),
-            )
-        };
-        let text = JoinTokenText::parse(&request.token.0).ok_or_else(bad_token)?;
+        let text = JoinTokenText::parse(&request.token.0).ok_or_else(told_unknown)?;
         let name: ComputerId = request.name.parse().map_err(|_| {
             (
                 EnrollErrorCode::NameRefused,
@@ -256,17 +250,12 @@ impl Enroller {
             return Err(self.refuse(&name, peer, failed).await);
         }
         if taken {
-            let (revocations, revoked, at) = (
-                Arc::clone(&self.revocations),
-                name.clone(),
-                now.unix_seconds(),
-            );
-            let written = tokio::task::spawn_blocking(move || revocations.revoke(&revoked, at))
-                .await
-                .map_err(|err| err.to_string())
-                .and_then(|written| written.map_err(|err| err.to_string()));
+            let written = self
+                .revocations
+                .revoke_off_runtime(&name, now.unix_seconds())
+                .await;
             if let Err(err) = written {
-                let failed = unavailable(StoreError::Unavailable(err));
+                let failed = unavailable(StoreError::Unavailable(err.to_string()));
                 return Err(self.refuse(&name, peer, failed).await);
             }
             self.live.close_all(&name);

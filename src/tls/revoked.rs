@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::io::{self, Write};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use otpgate_actors::ComputerId;
 use otpgate_actors::store::{Order, REVOCATIONS, SideDb, SideTable, SideWrite, StoreError};
@@ -68,6 +68,20 @@ impl Revocations {
             list.remember(id, at);
         }
         Ok(list)
+    }
+
+    /// [`Revocations::revoke`] of the certificates of `id` issued at or
+    /// before Unix second `seconds`, on a blocking thread (its write
+    /// blocks).
+    pub async fn revoke_off_runtime(
+        self: &Arc<Self>,
+        id: &ComputerId,
+        seconds: i64,
+    ) -> Result<(), PkiError> {
+        let (list, id) = (Arc::clone(self), id.clone());
+        tokio::task::spawn_blocking(move || list.revoke(&id, seconds))
+            .await
+            .unwrap_or_else(|err| Err(StoreError::Unavailable(err.to_string()).into()))
     }
 
     /// Keeps revocations in table [`REVOCATIONS`] of `db` (the store's

@@ -8,7 +8,7 @@ use otpgate_actors::directory::is_directory_name;
 use otpgate_actors::names::is_plain_text;
 use otpgate_actors::settings::GroupRecord;
 use otpgate_actors::store::{BATCH, ComputerRecord};
-use otpgate_actors::{ComputerId, StoreError, policy};
+use otpgate_actors::{ComputerId, policy};
 use otpgate_protocol::admin::{
     AdminErrorCode, ClientView, GroupView, OptionsView, Page, PageRequest,
 };
@@ -126,11 +126,7 @@ impl AdminService {
         self.require_admin(who)?;
         let id = computer_id(computer)?;
         let seconds = self.clock.now().unix_seconds();
-        let (revocations, revoked) = (Arc::clone(&self.revocations), id.clone());
-        let written = tokio::task::spawn_blocking(move || revocations.revoke(&revoked, seconds))
-            .await
-            .unwrap_or_else(|err| Err(StoreError::Unavailable(err.to_string()).into()));
-        if let Err(err) = written {
+        if let Err(err) = self.revocations.revoke_off_runtime(&id, seconds).await {
             warn!(error = %err, "cannot write the revocation list");
             // Closed all the same: a revocation whose commit failed is in
             // force here until a restart, and a computer whose revocation

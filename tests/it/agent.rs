@@ -53,7 +53,7 @@ async fn an_agent_connects_and_stays_connected_across_heartbeats() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_reconnects_after_a_restart_and_resumes_its_session() {
     let dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(dir.path(), "127.0.0.1:0");
+    let server = ServerProcess::start(dir.path(), &crate::common::restartable_listen());
     let addr = server.addr;
     let agent = Agent::start(&issue(&server.data_dir(), dir.path(), "ws-2"), addr);
     agent.welcomed(1, WITHIN).await;

@@ -59,7 +59,7 @@ impl Site {
                     std::fs::copy(from.join(file), to.join(file)).unwrap();
                 }
             }
-            let node = site.serve(dir.path(), "127.0.0.1:0");
+            let node = site.serve(dir.path(), &crate::common::restartable_listen());
             site.addrs.push(node.addr);
             site.nodes.push(Some(node));
             site.dirs.push(dir);

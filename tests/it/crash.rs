@@ -93,7 +93,7 @@ async fn kill_9_after_allow_and_after_sent_loses_nothing() {
             &smtp,
         )
     };
-    let mut server = start("127.0.0.1:0");
+    let mut server = start(&crate::common::restartable_listen());
     assert!(
         server.initial_password.is_some(),
         "the first start creates the administrator"

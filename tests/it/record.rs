@@ -485,7 +485,7 @@ async fn past_a_users_quota_the_server_leaves_output_out_and_says_so() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_killed_mid_session_loses_nothing_it_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(dir.path(), "127.0.0.1:0");
+    let server = ServerProcess::start(dir.path(), &crate::common::restartable_listen());
     let (addr, data) = (server.addr, server.data_dir());
     let identity = crate::common::server::issue(&data, dir.path(), "ws-1");
     let desk =

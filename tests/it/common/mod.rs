@@ -71,14 +71,50 @@ where
 }
 
 /// A port on 127.0.0.1 that was free a moment ago, for a child that binds its
-/// own (sshd, slapd, chromedriver take no socket handed to them): another
-/// process may take it meanwhile, so start such a child with [`retry_start`].
+/// own (sshd, slapd, chromedriver take no socket handed to them) or a server
+/// that is stopped and started again on the same address: another process
+/// may take it meanwhile, so start such a child with [`retry_start`].
+///
+/// Taken below the kernel's ephemeral range, so that neither a client's
+/// connection nor another test's `:0` listener lands on it while it is free
+/// between a stop and a start (the suite's thousand agents use up ephemeral
+/// ports fast); each port is handed out once per test process.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const FIRST: u32 = 10_000;
+    let below = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    if below <= FIRST + 1_000 {
+        return any_port();
+    }
+    let span = below - FIRST;
+    let start = std::process::id().wrapping_mul(7_919) % span;
+    for _ in 0..span {
+        let port = FIRST + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        let port = u16::try_from(port).expect("below the ephemeral range");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    any_port()
+}
+
+/// A port the kernel picks, free a moment ago.
+fn any_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// `127.0.0.1:` a [`free_port`]: the address of a server a test stops and
+/// starts again on the same address.
+pub fn restartable_listen() -> String {
+    format!("127.0.0.1:{}", free_port())
 }
 
 /// Starts `what`, a child that binds ports from [`free_port`]: a start that

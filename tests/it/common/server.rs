@@ -170,7 +170,7 @@ impl TestServer {
     /// A server whose wall-clock time is `clock`'s, with `extra` configuration.
     pub async fn start_with(clock: Arc<dyn Clock>, extra: &str) -> Self {
         let data = tempfile::tempdir().unwrap();
-        Self::open(data, "127.0.0.1:0", clock, extra.to_owned()).await
+        Self::open(data, &super::restartable_listen(), clock, extra.to_owned()).await
     }
 
     /// A server on the system clock whose database `seed` filled before it
@@ -182,13 +182,25 @@ impl TestServer {
             seed(&store);
             store.flush().await.unwrap();
         }
-        Self::open(data, "127.0.0.1:0", Arc::new(SystemClock), String::new()).await
+        Self::open(
+            data,
+            &super::restartable_listen(),
+            Arc::new(SystemClock),
+            String::new(),
+        )
+        .await
     }
 
     /// A server on the system clock on data folder `data/data`, made
     /// elsewhere (a restore, a copy), with `extra` configuration.
     pub async fn start_on(data: tempfile::TempDir, extra: &str) -> Self {
-        Self::open(data, "127.0.0.1:0", Arc::new(SystemClock), extra.to_owned()).await
+        Self::open(
+            data,
+            &super::restartable_listen(),
+            Arc::new(SystemClock),
+            extra.to_owned(),
+        )
+        .await
     }
 
     /// Another node of `first`'s site: its own data folder with `first`'s
@@ -207,7 +219,7 @@ impl TestServer {
         }
         Self::open(
             data,
-            "127.0.0.1:0",
+            &super::restartable_listen(),
             Arc::new(SystemClock),
             first.extra.clone(),
         )

@@ -255,6 +255,9 @@ pub struct Metrics {
     pub ldap_failures: Family<FailureLabel, Counter>,
     /// Bytes of terminal recordings stored.
     pub recording_bytes: Counter,
+    /// Recording bytes waiting in the spools of the agents connected here,
+    /// as each last said.
+    pub agents_spooled: Gauge,
     /// Agents' TLS connections refused before they were served.
     pub tls_refused: Family<ReasonLabel, Counter>,
     /// Sign-ins to the web Management Tool.
@@ -283,6 +286,7 @@ impl Metrics {
             ldap_seconds: seconds(0.001, 14),
             ldap_failures: Family::default(),
             recording_bytes: Counter::default(),
+            agents_spooled: Gauge::default(),
             tls_refused: Family::default(),
             web_sign_ins: Family::default(),
         }
@@ -422,6 +426,12 @@ impl Metrics {
             Unit::Bytes,
             self.recording_bytes.clone(),
         );
+        registry.register_with_unit(
+            "agents_spooled",
+            "Recording bytes waiting in the spools of the agents connected here, as each last said",
+            Unit::Bytes,
+            self.agents_spooled.clone(),
+        );
         registry.register(
             "tls_refused",
             "Agents' connections refused before they were served, by reason",
@@ -451,6 +461,37 @@ impl Held {
 impl Drop for Held {
     fn drop(&mut self) {
         self.0.dec();
+    }
+}
+
+/// One connection's part of a gauge summed over connections (the bytes in
+/// agents' spools), taken back when dropped.
+#[derive(Debug)]
+pub struct Share {
+    gauge: Gauge,
+    value: i64,
+}
+
+impl Share {
+    /// A part of `gauge`, nothing yet.
+    pub fn of(gauge: &Gauge) -> Self {
+        Self {
+            gauge: gauge.clone(),
+            value: 0,
+        }
+    }
+
+    /// Makes this part `value`.
+    pub fn set(&mut self, value: u64) {
+        let value = i64::try_from(value).unwrap_or(i64::MAX);
+        self.gauge.inc_by(value.saturating_sub(self.value));
+        self.value = value;
+    }
+}
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        self.gauge.dec_by(self.value);
     }
 }
 

@@ -133,6 +133,16 @@ pub enum Request {
         /// The request.
         csr: Vec<u8>,
     },
+    /// A heartbeat that also says how the agent is: the recording bytes
+    /// waiting in its spool, for the server's metrics (summed over the
+    /// agents connected, never per computer). Answered as
+    /// [`Request::Heartbeat`] is. Since version 2, and answered with
+    /// `Unsupported` by servers of that version built before it: the agent
+    /// then sends plain heartbeats on that connection.
+    Status {
+        /// Recording bytes in the spool.
+        spool_bytes: u64,
+    },
 }
 
 /// What the server sends to an agent.
@@ -302,7 +312,7 @@ impl Message for AgentMessage {
         let version = match self {
             Self::Hello(_) => HANDSHAKE_VERSION,
             Self::Request {
-                request: Request::Time | Request::Renew { .. },
+                request: Request::Time | Request::Renew { .. } | Request::Status { .. },
                 ..
             } if version < 2 => return Err(FrameError::NotInVersion { version }),
             _ => Self::VERSIONS.check(version)?,

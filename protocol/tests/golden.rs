@@ -1021,6 +1021,15 @@ fn agent_samples_since_2() -> Vec<Sample> {
             },
         ),
         sample(
+            "status",
+            AgentMessage::Request {
+                id: 9,
+                request: Request::Status {
+                    spool_bytes: 1_048_576,
+                },
+            },
+        ),
+        sample(
             "response-renewed",
             ServerMessage::Response {
                 id: 8,

@@ -8,6 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::ops::ControlFlow::{self, Break, Continue};
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rustls::ClientConfig;
@@ -226,6 +227,8 @@ pub struct Link {
     requests: mpsc::Sender<Outgoing>,
     /// The TLS configuration of the next connection (a renewed certificate).
     tls: Arc<watch::Sender<Arc<ClientConfig>>>,
+    /// The recording bytes in the agent's spool, said with each heartbeat.
+    spooled: Arc<AtomicU64>,
 }
 
 impl Link {
@@ -259,7 +262,9 @@ impl Link {
         let (status_tx, status) = watch::channel(LinkStatus::default());
         let (requests, requests_rx) = mpsc::channel(QUEUE);
         let (tls_tx, identity) = watch::channel(Arc::clone(&tls));
+        let spooled = Arc::new(AtomicU64::new(0));
         let task = Maintainer {
+            spooled: Arc::clone(&spooled),
             connector: TlsConnector::from(tls),
             identity,
             servers,
@@ -273,6 +278,7 @@ impl Link {
             status,
             requests,
             tls: Arc::new(tls_tx),
+            spooled,
         };
         Ok((link, tokio::spawn(task.run())))
     }
@@ -282,6 +288,12 @@ impl Link {
     /// resume.
     pub fn use_tls(&self, tls: Arc<ClientConfig>) {
         self.tls.send_replace(tls);
+    }
+
+    /// Says, with the heartbeats from now on, that the agent's spool holds
+    /// `bytes` of recordings (for the server's metrics).
+    pub fn spooled(&self, bytes: u64) {
+        self.spooled.store(bytes, Ordering::Relaxed);
     }
 
     /// What the link is doing now.
@@ -318,6 +330,8 @@ struct Maintainer {
     status: watch::Sender<LinkStatus>,
     requests: mpsc::Receiver<Outgoing>,
     cancel: CancellationToken,
+    /// See [`Link::spooled`].
+    spooled: Arc<AtomicU64>,
 }
 
 type TlsStream = tokio_rustls::client::TlsStream<TcpStream>;
@@ -512,6 +526,9 @@ impl Maintainer {
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut next_id: u64 = 0;
         let mut heartbeat: Option<u64> = None;
+        // A server of version 2 built before `Status` answers it as
+        // unsupported: plain heartbeats to that one.
+        let mut plain = conn.version < 2;
         let mut last_heard = Instant::now();
         let mut callers: HashMap<u64, oneshot::Sender<Result<Response, LinkError>>> =
             HashMap::new();
@@ -530,7 +547,12 @@ impl Maintainer {
                     }
                     next_id += 1;
                     heartbeat = Some(next_id);
-                    AgentMessage::Request { id: next_id, request: Request::Heartbeat }
+                    let request = if plain {
+                        Request::Heartbeat
+                    } else {
+                        Request::Status { spool_bytes: self.spooled.load(Ordering::Relaxed) }
+                    };
+                    AgentMessage::Request { id: next_id, request }
                 }
                 // Beyond the server's limit, requests wait here in the queue.
                 Some(outgoing) = self.requests.recv(), if callers.len() < MAX_IN_FLIGHT => {
@@ -570,8 +592,12 @@ impl Maintainer {
                         ServerMessage::Response { id, response } => {
                             if heartbeat == Some(id) {
                                 heartbeat = None;
-                                if response == Response::Heartbeat {
-                                    self.status.send_modify(|status| status.heartbeats += 1);
+                                match response {
+                                    Response::Heartbeat => {
+                                        self.status.send_modify(|status| status.heartbeats += 1);
+                                    }
+                                    Response::Fail(ErrorCode::Unsupported) => plain = true,
+                                    _ => {}
                                 }
                             } else if let Some(caller) = callers.remove(&id) {
                                 let _ = caller.send(Ok(response));

@@ -209,6 +209,7 @@ impl Spool {
     pub async fn ship(self: Arc<Self>, link: Link, cancel: CancellationToken) {
         loop {
             let delivered = self.ship_once(&link).await;
+            link.spooled(self.backlog());
             let wait = if delivered {
                 // Everything went: wait for more.
                 Duration::from_secs(60)

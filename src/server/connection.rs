@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
 
 use otpgate_actors::directory::{Directory, person_name};
-use otpgate_actors::metrics::{Held, LoginOutcome, Tally, TlsRefusal, metrics};
+use otpgate_actors::metrics::{Held, LoginOutcome, Share, Tally, TlsRefusal, metrics};
 use otpgate_actors::{
     AgentInfo, CallError, Clock, ComputerError, ComputerId, Computers, ConnectionId, KvStore,
     SystemClock, Waiting,
@@ -280,6 +280,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         let mut in_flight = JoinSet::new();
         let flood = RateLimiter::direct(self.shared.request_quota);
         let heartbeat = Waiting::default();
+        // What the agent last said its spool holds.
+        let mut spooled = Share::of(&metrics().agents_spooled);
         loop {
             let out = tokio::select! {
                 biased;
@@ -338,10 +340,18 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                         Err(answer) => answer,
                         Ok(AgentMessage::Hello(_)) => return End::Close(ErrorCode::UnexpectedMessage),
                         Ok(AgentMessage::Pong { .. }) => continue,
-                        Ok(AgentMessage::Request { id, request: Request::Heartbeat }) => {
+                        Ok(AgentMessage::Request {
+                            id,
+                            request: request @ (Request::Heartbeat | Request::Status { .. }),
+                        }) => {
                             let response = if flood.check().is_err() {
                                 Response::Fail(ErrorCode::TooManyRequests)
+                            } else if self.version < 2 && request != Request::Heartbeat {
+                                Response::Fail(ErrorCode::Unsupported)
                             } else {
+                                if let Request::Status { spool_bytes } = request {
+                                    spooled.set(spool_bytes);
+                                }
                                 self.shared.computers.heartbeat(&self.id, self.conn, &heartbeat);
                                 Response::Heartbeat
                             };
@@ -389,7 +399,7 @@ async fn respond(shared: &Shared, cert: &pki::ClientCert, request: Request) -> R
     let id = &cert.id;
     let answer = match request {
         // Answered by the connection itself; never spawned here.
-        Request::Heartbeat => Ok(Response::Heartbeat),
+        Request::Heartbeat | Request::Status { .. } => Ok(Response::Heartbeat),
         Request::Time => Ok(Response::Time(shared.clock.now().unix_millis())),
         Request::Renew { csr } => return shared.enroller.renew(cert, &csr).await,
         Request::Record {

@@ -215,3 +215,45 @@ async fn the_metrics_count_a_known_run_and_name_nobody() {
     }
     promtool(&text).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_sums_what_connected_agents_say_their_spools_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics_port = free_port();
+    let server = ServerProcess::start_binary(
+        this_otpgate(),
+        dir.path(),
+        "127.0.0.1:0",
+        HEARTBEAT_MS,
+        2000,
+        &format!("[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n"),
+    );
+    let url = format!("http://127.0.0.1:{metrics_port}/metrics");
+    let spooled = || async { value(&scrape(&url).await.0, "otpgate_agents_spooled_bytes{}") };
+    let data = server.data_dir();
+    let agents: Vec<_> = ["ws-a", "ws-b"]
+        .into_iter()
+        .map(|name| {
+            let identity = crate::common::server::issue(&data, dir.path(), name);
+            crate::common::agent::Agent::start(&identity, server.addr)
+        })
+        .collect();
+    agents[0].link.spooled(4096);
+    agents[1].link.spooled(1000);
+    wait_until(std::time::Duration::from_secs(20), "both said", || async {
+        spooled().await == 5096.0
+    })
+    .await;
+    // What one says now replaces what it said; what a gone one said goes.
+    agents[0].link.spooled(96);
+    wait_until(std::time::Duration::from_secs(20), "said again", || async {
+        spooled().await == 1096.0
+    })
+    .await;
+    let mut agents = agents;
+    drop(agents.pop());
+    wait_until(std::time::Duration::from_secs(20), "one gone", || async {
+        spooled().await == 96.0
+    })
+    .await;
+}

@@ -1,5 +1,6 @@
 //! Micro-benchmarks of the hot paths: the frame codec, OTP generation, sealing
-//! and checking, one round trip to a computer's actor, a durable sled write
+//! and checking, one offline code's check at the cost sets are made with
+//! (what a guess costs whoever holds a computer's verifiers), one round trip to a computer's actor, a durable sled write
 //! with and without batching of flushes, and a recording's chunk stored
 //! durably on sled and on PostgreSQL (a throwaway cluster, when there is
 //! one). `cargo bench --bench micro`; the figures and what limits them are
@@ -75,6 +76,21 @@ fn otps(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
+}
+
+fn offline(c: &mut Criterion) {
+    use otpgate_actors::offline::{COST, check, verifier};
+    let salt = [7; 16];
+    let verifiers: Vec<_> = ["111122223333", "444455556666", "777788889999"]
+        .iter()
+        .map(|code| Some(verifier(code.as_bytes(), &salt, COST)))
+        .collect();
+    let mut group = c.benchmark_group("offline");
+    group.sample_size(10);
+    group.bench_function("check (Argon2id 64 MiB, 3 passes)", |b| {
+        b.iter(|| check("7777-8888-9999", &salt, COST, &verifiers))
+    });
+    group.finish();
 }
 
 struct NoDirectory;
@@ -238,5 +254,5 @@ fn recordings(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, frames, otps, actors, recordings);
+criterion_group!(benches, frames, otps, offline, actors, recordings);
 criterion_main!(benches);

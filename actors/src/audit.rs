@@ -190,6 +190,11 @@ pub enum Action {
     Token,
     /// A client computer enrolled with a join token, or was refused.
     Enroll,
+    /// Offline codes were issued or voided.
+    Offline,
+    /// Someone logged in with an offline code while the server could not be
+    /// reached (reported by the agent when it was back).
+    OfflineLogin,
 }
 
 impl Action {
@@ -215,6 +220,8 @@ impl Action {
             Self::Restore => "restore",
             Self::Token => "token",
             Self::Enroll => "enroll",
+            Self::Offline => "offline",
+            Self::OfflineLogin => "offline_login",
         }
     }
 }

@@ -20,6 +20,7 @@ pub mod mail;
 pub mod mailbox;
 pub mod metrics;
 pub mod names;
+pub mod offline;
 pub mod otp;
 pub mod policy;
 pub mod request;

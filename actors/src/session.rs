@@ -44,10 +44,25 @@ pub enum SessionEnd {
     AgentGone,
 }
 
+/// The ids of the client sessions of offline logins have this bit set: the
+/// agent picks them (at random) while the server cannot be reached, and the
+/// server's own ids, counted up from 1024, never come near it.
+pub const OFFLINE_SESSION: u64 = 1 << 63;
+
 impl ClientSession {
-    /// The Management Tool's User Name: `<logged in user> (<email>)`.
+    /// The Management Tool's User Name: `<logged in user> (<email>)`, and
+    /// ` — offline` after it for an offline login's.
     pub fn user_name(&self) -> String {
-        self.who().to_string()
+        if self.offline() {
+            format!("{} — offline", self.who())
+        } else {
+            self.who().to_string()
+        }
+    }
+
+    /// Whether an offline code let the person in.
+    pub fn offline(&self) -> bool {
+        self.id & OFFLINE_SESSION != 0
     }
 
     /// Its person, as the audit log names them.

@@ -26,12 +26,13 @@ use tokio::time::Instant;
 use crate::audit::Who;
 use crate::computer::{
     AgentInfo, ComputerActor, ComputerArgs, ComputerError, ComputerMsg, ConnectionId, Decided,
-    Generated, Services,
+    Generated, OfflineLogin, Services,
 };
 use crate::id::ComputerId;
 use crate::login::{LoginRequest, LoginResponse};
 use crate::mailbox::Waiting;
 use crate::metrics::metrics;
+use crate::offline::OfflineSet;
 use crate::request::Choice;
 use crate::rules::Decider;
 use crate::settings::OptionsPatch;
@@ -345,6 +346,52 @@ impl Computers {
             group: group.clone(),
             options: options.clone(),
             by: by.clone(),
+            reply,
+        })
+        .await
+    }
+
+    /// Keeps offline code set `set` on computer `id`, replacing its OS
+    /// user's, as `by` issued it.
+    pub async fn offline_issue(
+        &self,
+        id: &ComputerId,
+        set: &OfflineSet,
+        by: &Who,
+    ) -> Result<(), CallError> {
+        self.call(id, |reply| ComputerMsg::OfflineIssue {
+            set: set.clone(),
+            by: by.clone(),
+            reply,
+        })
+        .await
+    }
+
+    /// Voids the offline codes of `os_user` on computer `id` (every OS
+    /// user's with `None`), as `by`; how many sets went.
+    pub async fn offline_void(
+        &self,
+        id: &ComputerId,
+        os_user: Option<&str>,
+        by: &Who,
+    ) -> Result<usize, CallError> {
+        self.call(id, |reply| ComputerMsg::OfflineVoid {
+            os_user: os_user.map(str::to_owned),
+            by: by.clone(),
+            reply,
+        })
+        .await
+    }
+
+    /// Takes the offline logins computer `id`'s agent reports; the sets it
+    /// is to keep.
+    pub async fn offline_sync(
+        &self,
+        id: &ComputerId,
+        logins: &[OfflineLogin],
+    ) -> Result<Vec<OfflineSet>, CallError> {
+        self.call(id, |reply| ComputerMsg::OfflineSync {
+            logins: logins.to_vec(),
             reply,
         })
         .await

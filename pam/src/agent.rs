@@ -223,12 +223,14 @@ fn closed_by_peer(stream: &UnixStream) -> bool {
 
 /// Wipes the secrets `request` carries (an OTP, a password).
 fn wipe(request: &mut LocalRequest) {
-    if let LocalRequest::Login { request, .. } = request {
-        match request {
+    match request {
+        LocalRequest::Login { request, .. } => match request {
             LoginRequest::Verify { code, .. } => code.0.zeroize(),
             LoginRequest::Request(RequestMode::Internal { password, .. }) => password.0.zeroize(),
             _ => {}
-        }
+        },
+        LocalRequest::Offline { code, .. } => code.0.zeroize(),
+        _ => {}
     }
 }
 

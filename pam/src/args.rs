@@ -1,7 +1,7 @@
 //! The module's arguments, as the PAM service file gives them:
 //!
 //! ```text
-//! auth     required  pam_otpgate.so  [socket=/run/otpgate/agent.sock] [on_unreachable=deny|allow]
+//! auth     required  pam_otpgate.so  [socket=/run/otpgate/agent.sock] [on_unreachable=deny|allow|offline]
 //!                                    [exempt_group=GROUP] [approval_wait=300] [timeout=10]
 //! session  optional  pam_otpgate.so  [socket=...] [timeout=10]
 //! ```
@@ -22,6 +22,10 @@ pub enum Unreachable {
     Deny,
     /// Let the login through (and log it).
     Allow,
+    /// Ask for one of the person's offline codes, which the agent checks
+    /// (the choice for laptops): only while the agent runs and the server
+    /// cannot be reached.
+    Offline,
 }
 
 /// The module's arguments.
@@ -29,7 +33,8 @@ pub enum Unreachable {
 pub struct Args {
     /// The agent's socket.
     pub socket: PathBuf,
-    /// Without the agent or the server: deny (the default) or allow.
+    /// Without the agent or the server: deny (the default), allow, or ask
+    /// for an offline code.
     pub on_unreachable: Unreachable,
     /// Members of this group pass without a prompt (break-glass accounts).
     pub exempt_group: Option<String>,
@@ -68,6 +73,9 @@ impl Args {
                     parsed.on_unreachable = Unreachable::Allow;
                 }
                 "on_unreachable" if value == "deny" => parsed.on_unreachable = Unreachable::Deny,
+                "on_unreachable" if value == "offline" => {
+                    parsed.on_unreachable = Unreachable::Offline;
+                }
                 "exempt_group" if !value.is_empty() => {
                     parsed.exempt_group = Some(value.to_owned());
                 }
@@ -125,5 +133,12 @@ mod tests {
         assert_eq!(args, Args::default());
         assert_eq!(args.on_unreachable, Unreachable::Deny);
         assert_eq!(problems.len(), 4, "{problems:?}");
+    }
+
+    #[test]
+    fn offline_codes_are_asked_for_when_told() {
+        let (args, problems) = Args::parse(["on_unreachable=offline"]);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(args.on_unreachable, Unreachable::Offline);
     }
 }

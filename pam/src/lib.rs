@@ -32,7 +32,8 @@ use pam::module::{PamHandle, PamHooks};
 use zeroize::Zeroizing;
 
 use otpgate_protocol::local::{LocalError, LocalRequest, LocalResponse};
-use otpgate_protocol::login::{LoginRequest, LoginResponse};
+use otpgate_protocol::login::{LoginRequest, LoginResponse, Secret};
+use otpgate_protocol::offline::OfflineVerdict;
 use otpgate_screens::{self as screens, Outcome, Waits, Window};
 
 use agent::Agent;
@@ -139,7 +140,7 @@ fn authenticate(pamh: &mut PamHandle, args: &Args, silent: bool) -> PamResultCod
         return PamResultCode::PAM_CONV_ERR;
     };
     let Ok(agent) = Agent::connect(&args.socket, args.timeout) else {
-        return unreachable(&conv, args, &user);
+        return unreachable(&conv, args, &user, &service);
     };
     let mut gate = Gate {
         conv: &conv,
@@ -160,7 +161,7 @@ fn authenticate(pamh: &mut PamHandle, args: &Args, silent: bool) -> PamResultCod
             log(libc::LOG_NOTICE, &format!("{user} denied at {service}"));
             PamResultCode::PAM_AUTH_ERR
         }
-        Err(GateError::Unreachable) => unreachable(&conv, args, &user),
+        Err(GateError::Unreachable) => unreachable(&conv, args, &user, &service),
         Err(GateError::Agent(error)) => {
             log(
                 libc::LOG_WARNING,
@@ -179,9 +180,11 @@ fn authenticate(pamh: &mut PamHandle, args: &Args, silent: bool) -> PamResultCod
     }
 }
 
-/// The agent or the server cannot be reached: deny, unless told to allow.
-fn unreachable(conv: &Conv<'_>, args: &Args, user: &str) -> PamResultCode {
+/// The agent or the server cannot be reached: deny, unless told to allow
+/// or to ask for an offline code.
+fn unreachable(conv: &Conv<'_>, args: &Args, user: &str, service: &str) -> PamResultCode {
     match args.on_unreachable {
+        Unreachable::Offline => offline(conv, args, user, service),
         Unreachable::Deny => {
             log(
                 libc::LOG_WARNING,
@@ -198,6 +201,104 @@ fn unreachable(conv: &Conv<'_>, args: &Args, user: &str) -> PamResultCode {
             PamResultCode::PAM_SUCCESS
         }
     }
+}
+
+/// The server cannot be reached: one of `user`'s offline codes, checked by
+/// the agent, lets them in at `service`.
+fn offline(conv: &Conv<'_>, args: &Args, user: &str, service: &str) -> PamResultCode {
+    let Ok(answer) = conv.send(
+        PAM_PROMPT_ECHO_OFF,
+        "The OTP server cannot be reached. Offline code: ",
+    ) else {
+        return PamResultCode::PAM_CONV_ERR;
+    };
+    let code = Zeroizing::new(
+        answer
+            .and_then(|bytes| bytes.as_str().ok().map(str::to_owned))
+            .unwrap_or_default(),
+    );
+    let request = LocalRequest::Offline {
+        os_user: user.to_owned(),
+        service: service.to_owned(),
+        code: Secret(code.as_str().to_owned()),
+    };
+    let verdict = match tell_agent(args, request) {
+        Some(LocalResponse::Offline(verdict)) => verdict,
+        Some(LocalResponse::Login(LoginResponse::Throttled { retry_after })) => {
+            say(
+                conv,
+                &format!("Too many tries; wait {retry_after} s. Access denied."),
+            );
+            return PamResultCode::PAM_AUTH_ERR;
+        }
+        other => {
+            log(
+                libc::LOG_WARNING,
+                &format!("{user} denied: the agent cannot check offline codes ({other:?})"),
+            );
+            say(
+                conv,
+                "Offline codes cannot be checked on this computer now. Access denied.",
+            );
+            return PamResultCode::PAM_AUTH_ERR;
+        }
+    };
+    let (said, logged) = match verdict {
+        OfflineVerdict::Allowed { session } => {
+            log(
+                libc::LOG_NOTICE,
+                &format!(
+                    "{user} let in with an offline code at {service}: client session {session}"
+                ),
+            );
+            say(
+                conv,
+                "Offline code accepted; the server hears of this login when it is back.",
+            );
+            return PamResultCode::PAM_SUCCESS;
+        }
+        OfflineVerdict::Wrong => (
+            "Wrong offline code. Access denied.".to_owned(),
+            "a wrong offline code",
+        ),
+        OfflineVerdict::Locked { until_ms } => (
+            format!(
+                "Too many wrong offline codes: none is taken until {}. Access denied.",
+                local_time(until_ms)
+            ),
+            "offline codes locked",
+        ),
+        OfflineVerdict::NoCodes => (
+            "You have no offline code left on this computer. Access denied.".to_owned(),
+            "no offline code",
+        ),
+        OfflineVerdict::AwayTooLong { since_ms } => (
+            format!(
+                "This computer has not reached the OTP server since {}: offline codes are no \
+                 longer taken. Access denied.",
+                if since_ms == 0 {
+                    "it was set up".to_owned()
+                } else {
+                    local_time(since_ms)
+                }
+            ),
+            "too long away from the server",
+        ),
+        OfflineVerdict::Online => (
+            "The OTP server can be reached again: log in again to use an OTP.".to_owned(),
+            "the server is back",
+        ),
+        OfflineVerdict::Unavailable => (
+            "The offline login could not be recorded. Access denied.".to_owned(),
+            "not recorded",
+        ),
+    };
+    log(
+        libc::LOG_NOTICE,
+        &format!("{user} denied at {service}: {logged}"),
+    );
+    say(conv, &said);
+    PamResultCode::PAM_AUTH_ERR
 }
 
 /// Sends one request to the agent, for what needs no conversation; `None` if

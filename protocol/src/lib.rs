@@ -14,6 +14,7 @@ pub mod frame;
 pub mod local;
 pub mod login;
 pub mod message;
+pub mod offline;
 pub mod record;
 pub mod version;
 

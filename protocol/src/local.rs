@@ -12,7 +12,8 @@ use bytes::BytesMut;
 use serde::{Deserialize, Serialize};
 
 use crate::frame::{Frame, FrameError, encode_as};
-use crate::login::{LoginRequest, LoginResponse};
+use crate::login::{LoginRequest, LoginResponse, Secret};
+use crate::offline::OfflineVerdict;
 use crate::record::RecordChunk;
 use crate::version::{self, Message, Versions, same_in_every_version};
 
@@ -55,6 +56,19 @@ pub enum LocalRequest {
     /// recorder may forget it; [`LocalError::Unavailable`] when the spool is
     /// full.
     Record(RecordChunk),
+    /// PAM could not reach the server and asks whether `code`, typed by
+    /// `os_user` at PAM service `service`, is one of their offline codes
+    /// (root only), answered with [`LocalResponse::Offline`]. Since version
+    /// 2, and answered with `Unsupported` by agents of that version built
+    /// before it.
+    Offline {
+        /// The OS user.
+        os_user: String,
+        /// The PAM service (`sshd`, `login`, ...).
+        service: String,
+        /// What they typed.
+        code: Secret,
+    },
 }
 
 /// The agent's answer to a [`LocalRequest`].
@@ -75,6 +89,8 @@ pub enum LocalResponse {
     Done,
     /// The request could not be served.
     Fail(LocalError),
+    /// The answer to [`LocalRequest::Offline`].
+    Offline(OfflineVerdict),
 }
 
 /// What the agent knows of itself and of its caller.

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::frame::{Frame, FrameError, encode_as};
 use crate::login::{LoginRequest, LoginResponse};
+use crate::offline::{OfflineCodes, OfflineUse};
 use crate::record::RecordChunk;
 use crate::version::{self, Message};
 
@@ -143,6 +144,16 @@ pub enum Request {
         /// Recording bytes in the spool.
         spool_bytes: u64,
     },
+    /// This computer's offline codes, answered with [`Response::Offline`];
+    /// with it, the offline logins not yet told, which the server takes
+    /// (each once) before it answers. Asked on every connection, after
+    /// [`ServerMessage::OfflineChanged`] and after an offline login. Since
+    /// version 2, and answered with `Unsupported` by servers of that
+    /// version built before it.
+    Offline {
+        /// Offline logins the server has not taken yet, oldest first.
+        used: Vec<OfflineUse>,
+    },
 }
 
 /// What the server sends to an agent.
@@ -164,6 +175,11 @@ pub enum ServerMessage {
     },
     /// The connection is being closed by the server, for this reason.
     Close(ErrorCode),
+    /// This computer's offline codes changed (issued, void): ask for them
+    /// again ([`Request::Offline`]). Since version 2, and sent only to
+    /// agents that asked for them on this connection (an agent of that
+    /// version built before it lets it pass).
+    OfflineChanged,
 }
 
 /// The server's half of the handshake.
@@ -201,6 +217,10 @@ pub enum Response {
         /// When it ends, in milliseconds since the Unix epoch.
         expires_ms: u64,
     },
+    /// The answer to [`Request::Offline`]: this computer's offline codes
+    /// with codes left, one set per OS user; what it holds replaces what
+    /// the agent kept.
+    Offline(Vec<OfflineCodes>),
 }
 
 /// Why a request failed or a connection is being closed. Codes, not text: a peer
@@ -305,16 +325,25 @@ impl ErrorCode {
     }
 }
 
+impl Request {
+    /// The first version of the agent link that has this request.
+    pub fn since(&self) -> u8 {
+        match self {
+            Self::Heartbeat | Self::Login { .. } | Self::Record { .. } => 1,
+            Self::Time | Self::Renew { .. } | Self::Status { .. } | Self::Offline { .. } => 2,
+        }
+    }
+}
+
 impl Message for AgentMessage {
     const VERSIONS: version::Versions = version::AGENT;
 
     fn encode(&self, version: u8, dst: &mut BytesMut) -> Result<(), FrameError> {
         let version = match self {
             Self::Hello(_) => HANDSHAKE_VERSION,
-            Self::Request {
-                request: Request::Time | Request::Renew { .. } | Request::Status { .. },
-                ..
-            } if version < 2 => return Err(FrameError::NotInVersion { version }),
+            Self::Request { request, .. } if version < request.since() => {
+                return Err(FrameError::NotInVersion { version });
+            }
             _ => Self::VERSIONS.check(version)?,
         };
         encode_as(self, version, dst)
@@ -345,9 +374,14 @@ impl Message for ServerMessage {
                 encode_as(&Self::Close(code.in_version(version)), version, dst)
             }
             Self::Response {
-                response: Response::Time(_) | Response::Renewed { .. },
+                response: Response::Time(_) | Response::Renewed { .. } | Response::Offline(_),
                 ..
-            } if version < 2 => Err(FrameError::NotInVersion { version }),
+            }
+            | Self::OfflineChanged
+                if version < 2 =>
+            {
+                Err(FrameError::NotInVersion { version })
+            }
             _ => encode_as(self, Self::VERSIONS.check(version)?, dst),
         }
     }

@@ -24,6 +24,7 @@ use otpgate_protocol::local::{AgentStatus, LocalError, LocalRequest, LocalRespon
 use otpgate_protocol::login::{
     LoginRequest, LoginResponse, PromptState, RequestMode, RequestState, Requested, Secret, Verdict,
 };
+use otpgate_protocol::offline::{OfflineCodes, OfflineUse, OfflineVerdict};
 use otpgate_protocol::record::{RecordChunk, RecordingEnd, RecordingStart};
 use otpgate_protocol::{
     AgentMessage, ErrorCode, Hello, Message, Request, Response, ServerMessage, Welcome, decode,
@@ -1030,6 +1031,38 @@ fn agent_samples_since_2() -> Vec<Sample> {
             },
         ),
         sample(
+            "offline",
+            AgentMessage::Request {
+                id: 10,
+                request: Request::Offline {
+                    used: vec![OfflineUse {
+                        set: 3072,
+                        code: 1,
+                        os_user: "alice".into(),
+                        service: "sshd".into(),
+                        at_ms: 1_796_601_600_000,
+                        session: (1 << 63) | 0x0123_4567_89ab_cdef,
+                    }],
+                },
+            },
+        ),
+        sample(
+            "response-offline",
+            ServerMessage::Response {
+                id: 10,
+                response: Response::Offline(vec![OfflineCodes {
+                    set: 3072,
+                    os_user: "alice".into(),
+                    salt: [7; 16],
+                    memory_kib: 65_536,
+                    passes: 3,
+                    verifiers: vec![None, Some([9; 32])],
+                    expires_ms: 1_799_193_600_000,
+                }]),
+            },
+        ),
+        sample("offline-changed", ServerMessage::OfflineChanged),
+        sample(
             "response-renewed",
             ServerMessage::Response {
                 id: 8,
@@ -1044,10 +1077,54 @@ fn agent_samples_since_2() -> Vec<Sample> {
 
 /// What version 2 of the local wire adds.
 fn local_samples_since_2() -> Vec<Sample> {
-    vec![sample(
-        "response-fail-unsupported",
-        LocalResponse::Fail(LocalError::Unsupported),
-    )]
+    vec![
+        sample(
+            "response-fail-unsupported",
+            LocalResponse::Fail(LocalError::Unsupported),
+        ),
+        sample(
+            "offline",
+            LocalRequest::Offline {
+                os_user: "alice".into(),
+                service: "sshd".into(),
+                code: secret("1234-5678-9012"),
+            },
+        ),
+        sample(
+            "response-offline-allowed",
+            LocalResponse::Offline(OfflineVerdict::Allowed {
+                session: (1 << 63) | 5,
+            }),
+        ),
+        sample(
+            "response-offline-wrong",
+            LocalResponse::Offline(OfflineVerdict::Wrong),
+        ),
+        sample(
+            "response-offline-locked",
+            LocalResponse::Offline(OfflineVerdict::Locked {
+                until_ms: 1_796_602_500_000,
+            }),
+        ),
+        sample(
+            "response-offline-no-codes",
+            LocalResponse::Offline(OfflineVerdict::NoCodes),
+        ),
+        sample(
+            "response-offline-away-too-long",
+            LocalResponse::Offline(OfflineVerdict::AwayTooLong {
+                since_ms: 1_795_000_000_000,
+            }),
+        ),
+        sample(
+            "response-offline-online",
+            LocalResponse::Offline(OfflineVerdict::Online),
+        ),
+        sample(
+            "response-offline-unavailable",
+            LocalResponse::Offline(OfflineVerdict::Unavailable),
+        ),
+    ]
 }
 
 /// What version 2 of the admin wire adds.
@@ -1114,7 +1191,55 @@ fn admin_samples_since_2() -> Vec<Sample> {
                 token: 7,
             }]),
         ),
+        sample(
+            "offline-issue",
+            AdminRequest::OfflineIssue(OfflineSpec {
+                computer: "ws-0042".into(),
+                os_user: "alice".into(),
+                email: "alice@example.com".into(),
+                count: 5,
+                valid_days: 30,
+            }),
+        ),
+        sample(
+            "response-offline-issued",
+            AdminResponse::OfflineIssued {
+                codes: vec![secret("1234-5678-9012"), secret("3456-7890-1234")],
+                view: offline_view(),
+            },
+        ),
+        sample(
+            "offline-list",
+            AdminRequest::OfflineList {
+                computer: "ws-0042".into(),
+            },
+        ),
+        sample(
+            "response-offline",
+            AdminResponse::Offline(vec![offline_view()]),
+        ),
+        sample(
+            "offline-void",
+            AdminRequest::OfflineVoid {
+                computer: "ws-0042".into(),
+                os_user: Some("alice".into()),
+            },
+        ),
     ]
+}
+
+fn offline_view() -> OfflineView {
+    OfflineView {
+        set: 4096,
+        computer: "ws-0042".into(),
+        os_user: "alice".into(),
+        email: "alice@example.com".into(),
+        issued_at: 1_796_601_600_000,
+        expires_at: 1_799_193_600_000,
+        issued_by: "user:admin".into(),
+        codes: 2,
+        used: vec![(2, 1_796_688_000_000)],
+    }
 }
 
 fn token_spec() -> TokenSpec {

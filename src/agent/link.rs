@@ -118,6 +118,12 @@ pub struct LinkStatus {
     pub server: Option<String>,
     /// Connection attempts that failed and connections that ended, by why.
     pub failures: Failures,
+    /// Whether the server refused our certificate (revoked or expired) at
+    /// the last try.
+    pub refused: bool,
+    /// How many times the server said this computer's offline codes
+    /// changed.
+    pub offline_changes: u64,
 }
 
 /// Why a connection attempt failed or a welcomed connection ended.
@@ -399,6 +405,9 @@ impl Maintainer {
                 }
                 Ok(Err(err)) => {
                     debug!(error = %err, "cannot connect to the server");
+                    if let ConnectError::Refused(ErrorCode::CertificateRefused) = err {
+                        self.status.send_modify(|status| status.refused = true);
+                    }
                     (err.failure(), false)
                 }
                 Err(_) => {
@@ -519,6 +528,7 @@ impl Maintainer {
             status.connected = true;
             status.client_id = Some(conn.welcome.client_id.clone());
             status.welcomes += 1;
+            status.refused = false;
             status.resumed = conn.resumed;
             status.server = Some(server);
         });
@@ -607,7 +617,14 @@ impl Maintainer {
                         ServerMessage::Ping { nonce } => AgentMessage::Pong { nonce },
                         ServerMessage::Close(code) => {
                             info!(?code, "server closed the connection");
+                            if code == ErrorCode::CertificateRefused {
+                                self.status.send_modify(|status| status.refused = true);
+                            }
                             break Continue(Failure::Closed);
+                        }
+                        ServerMessage::OfflineChanged => {
+                            self.status.send_modify(|status| status.offline_changes += 1);
+                            continue;
                         }
                         ServerMessage::Welcome(_) => {
                             warn!("server sent a second Welcome; reconnecting");

@@ -6,6 +6,7 @@
 pub mod enroll;
 pub mod link;
 mod metrics;
+pub mod offline;
 mod renew;
 pub mod sessions;
 pub mod socket;
@@ -18,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::tls::{self, TlsError};
 use link::{Link, ServerAddr};
+use offline::Offline;
 use sessions::Sessions;
 use spool::Spool;
 
@@ -39,6 +41,9 @@ pub struct AgentConfig {
     pub spool_limit: u64,
     /// Where to serve the agent's Prometheus metrics, if anywhere.
     pub metrics: Option<std::net::SocketAddr>,
+    /// How long after its last contact with the server the agent still
+    /// takes offline codes.
+    pub offline_max_away: std::time::Duration,
 }
 
 /// Why the agent could not start.
@@ -115,11 +120,22 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), A
         cancel.clone(),
     ));
     let shipper = tokio::spawn(Arc::clone(&spool).ship(link.clone(), cancel.clone()));
+    // With what the server gave this computer, kept across reboots.
+    let offline = Arc::new(Offline::load(
+        config.identity.join(offline::FILE),
+        config.offline_max_away,
+    ));
+    let keeper = tokio::spawn(offline::keep(
+        Arc::clone(&offline),
+        link.clone(),
+        cancel.clone(),
+    ));
     // Beside the socket: /run/otpgate/agent.sessions by default.
     let sessions = Arc::new(Sessions::load(config.socket.with_extension("sessions")));
     let watcher = tokio::spawn(sessions::watch(
         Arc::clone(&sessions),
         link.clone(),
+        Arc::clone(&offline),
         cancel.clone(),
     ));
     let exporter = metrics_listener.map(|listener| {
@@ -128,7 +144,7 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), A
     });
     socket::serve(
         listener,
-        socket::Agent::new(link, sessions, spool, config.limits),
+        socket::Agent::new(link, sessions, spool, offline, config.limits),
         cancel,
     )
     .await;
@@ -136,6 +152,7 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), A
         let _ = exporter.await;
     }
     let _ = watcher.await;
+    let _ = keeper.await;
     let _ = renewer.await;
     let _ = shipper.await;
     let _ = task.await;

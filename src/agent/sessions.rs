@@ -30,6 +30,7 @@ use otpgate_protocol::login::LoginRequest;
 use otpgate_protocol::{Request, Response};
 
 use crate::agent::link::Link;
+use crate::agent::offline::Offline;
 
 /// How long an Allow waits for its OS session to open.
 const BIND_WITHIN: Duration = Duration::from_secs(10 * 60);
@@ -313,7 +314,12 @@ fn push_notice(state: &mut State, os_user: String, request: LoginRequest) {
 }
 
 /// Watches bound processes and delivers notices until `cancel` fires.
-pub async fn watch(sessions: Arc<Sessions>, link: Link, cancel: CancellationToken) {
+pub async fn watch(
+    sessions: Arc<Sessions>,
+    link: Link,
+    offline: Arc<Offline>,
+    cancel: CancellationToken,
+) {
     let mut tick = tokio::time::interval(WATCH_EVERY);
     loop {
         tokio::select! {
@@ -321,7 +327,11 @@ pub async fn watch(sessions: Arc<Sessions>, link: Link, cancel: CancellationToke
             _ = tick.tick() => sessions.reap(),
             () = sessions.queued.notified() => {}
         }
-        sessions.deliver(&link).await;
+        // The server must know an offline login's session before it hears
+        // that it ended.
+        if !offline.unreported() {
+            sessions.deliver(&link).await;
+        }
     }
 }
 

@@ -21,9 +21,12 @@ use tracing::{Instrument, info_span, warn};
 
 use otpgate_protocol::local::{AgentStatus, LocalError, LocalRequest, LocalResponse};
 use otpgate_protocol::login::{LoginRequest, LoginResponse, Verdict};
+use otpgate_protocol::offline::OfflineVerdict;
 use otpgate_protocol::{ErrorCode, Request, Response};
+use zeroize::Zeroizing;
 
 use crate::agent::link::{Link, LinkError};
+use crate::agent::offline::{self, Offline};
 use crate::agent::sessions::Sessions;
 use crate::agent::spool::{Spool, SpoolError};
 use crate::places::{Place, Places};
@@ -93,6 +96,7 @@ pub struct Agent {
     link: Link,
     sessions: Arc<Sessions>,
     spool: Arc<Spool>,
+    offline: Arc<Offline>,
     idle: Duration,
     /// Login requests, by the name of the OS user acted for.
     logins: Arc<DefaultKeyedRateLimiter<String>>,
@@ -103,12 +107,20 @@ pub struct Agent {
 
 impl Agent {
     /// Serves through `link`, ties sessions in `sessions`, spools recordings
-    /// in `spool`, and gives each local OS user `limits`.
-    pub fn new(link: Link, sessions: Arc<Sessions>, spool: Arc<Spool>, limits: Limits) -> Self {
+    /// in `spool`, checks offline codes in `offline`, and gives each local
+    /// OS user `limits`.
+    pub fn new(
+        link: Link,
+        sessions: Arc<Sessions>,
+        spool: Arc<Spool>,
+        offline: Arc<Offline>,
+        limits: Limits,
+    ) -> Self {
         Self {
             link,
             sessions,
             spool,
+            offline,
             idle: limits.idle,
             logins: Arc::new(RateLimiter::keyed(twice_in_bursts(
                 limits.logins_per_second,
@@ -269,6 +281,7 @@ async fn answer(request: LocalRequest, caller: &Caller, agent: &Agent) -> LocalR
         LocalRequest::SessionOpen { .. }
         | LocalRequest::SessionClose { .. }
         | LocalRequest::Exempt { .. }
+        | LocalRequest::Offline { .. }
             if !root =>
         {
             LocalResponse::Fail(LocalError::Forbidden)
@@ -289,6 +302,34 @@ async fn answer(request: LocalRequest, caller: &Caller, agent: &Agent) -> LocalR
                 .sessions
                 .notify(&os_user, LoginRequest::Exempt { service });
             LocalResponse::Done
+        }
+        LocalRequest::Offline {
+            os_user,
+            service,
+            code,
+        } => {
+            // Only while the server cannot be reached.
+            if agent.link.status().connected {
+                return LocalResponse::Offline(OfflineVerdict::Online);
+            }
+            if let Err(not_until) = agent.logins.check_key(&os_user) {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                return throttled(wait);
+            }
+            let offline = Arc::clone(&agent.offline);
+            let code = Zeroizing::new(code.0);
+            let user = os_user.clone();
+            let checked = tokio::task::spawn_blocking(move || {
+                offline.check(&user, &service, &code, offline::now_ms())
+            })
+            .await;
+            let Ok(verdict) = checked else {
+                return LocalResponse::Fail(LocalError::Internal);
+            };
+            if let (OfflineVerdict::Allowed { session }, Some(pid)) = (verdict, caller.pid) {
+                agent.sessions.allowed(&os_user, session, pid);
+            }
+            LocalResponse::Offline(verdict)
         }
         LocalRequest::Record(chunk) => {
             if !chunk.is_well_formed() {

@@ -304,7 +304,11 @@ async fn call(
         Ok(Response::Fail(ErrorCode::TooManyRequests)) => Err("rate_limited"),
         Ok(Response::Fail(_)) => Err("server_error"),
         Ok(
-            Response::Heartbeat | Response::Recorded | Response::Time(_) | Response::Renewed { .. },
+            Response::Heartbeat
+            | Response::Recorded
+            | Response::Time(_)
+            | Response::Renewed { .. }
+            | Response::Offline(_),
         ) => Err("protocol"),
         Err(_) => Err("connection"),
     }

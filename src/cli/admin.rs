@@ -7,13 +7,13 @@ use std::process::ExitCode;
 
 use otpgate_protocol::admin::{
     AdminError, AdminErrorCode, AdminRequest, AdminResponse, Choice, ListFilter, MAX_PAGE,
-    PageRequest, RequestView, SettingsPatch,
+    OfflineSpec, PageRequest, RequestView, SettingsPatch,
 };
 use otpgate_protocol::login::Secret;
 
 use crate::cli::args::{
-    Admin, AdminAudit, AdminClients, AdminDirectory, AdminGroups, AdminMail, AdminOtp,
-    AdminRecordings, AdminRequests, AdminSessions, AdminSettings, AdminStore, AdminUsers,
+    Admin, AdminAudit, AdminClients, AdminDirectory, AdminGroups, AdminMail, AdminOffline,
+    AdminOtp, AdminRecordings, AdminRequests, AdminSessions, AdminSettings, AdminStore, AdminUsers,
     DecideArgs, FilterArgs, PageArgs,
 };
 use otpgate_screens::for_terminal;
@@ -151,6 +151,26 @@ pub(super) async fn command(
             password: password(&format!("Password of {by}: "))?,
             by,
             new_client,
+        },
+        Admin::Offline(AdminOffline::Issue {
+            client,
+            os_user,
+            email,
+            count,
+            valid_days,
+        }) => AdminRequest::OfflineIssue(OfflineSpec {
+            computer: client,
+            os_user,
+            email,
+            count,
+            valid_days,
+        }),
+        Admin::Offline(AdminOffline::List { client }) => {
+            AdminRequest::OfflineList { computer: client }
+        }
+        Admin::Offline(AdminOffline::Void { client, os_user }) => AdminRequest::OfflineVoid {
+            computer: client,
+            os_user,
         },
         Admin::Sessions(AdminSessions::List { all, filter, page }) => {
             let filter = list_filter(filter);
@@ -535,6 +555,47 @@ pub fn describe(response: &AdminResponse) -> String {
         AdminResponse::Tokens(tokens) => {
             for view in tokens {
                 let _ = writeln!(out, "{}\t{}", view.id, token_line(view));
+            }
+        }
+        AdminResponse::OfflineIssued { codes, view } => {
+            let _ = writeln!(
+                out,
+                "offline codes for {} ({}) on {}, until {}: each lets {} in once, and only while \
+                 the server cannot be reached. Shown this once:",
+                view.os_user,
+                view.email,
+                view.computer,
+                time(view.expires_at),
+                view.os_user
+            );
+            for (place, code) in codes.iter().enumerate() {
+                let _ = writeln!(out, "  {:>2}. {}", place + 1, code.0);
+            }
+        }
+        AdminResponse::Offline(sets) => {
+            for view in sets {
+                let used: Vec<String> = view
+                    .used
+                    .iter()
+                    .map(|(place, at)| format!("{place} at {}", time(*at)))
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "{}\t{} ({})\t{} of {} left\tuntil {}\tissued {} by {}\tused: {}",
+                    view.computer,
+                    view.os_user,
+                    view.email,
+                    view.codes as usize - view.used.len(),
+                    view.codes,
+                    time(view.expires_at),
+                    time(view.issued_at),
+                    view.issued_by,
+                    if used.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        used.join(", ")
+                    }
+                );
             }
         }
         AdminResponse::Certs(certs) => {

@@ -138,6 +138,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             spool,
             spool_mib,
             metrics_listen,
+            offline_max_days,
         } => {
             raise_fd_limit();
             // A first start with a token: enrolled before anything else.
@@ -162,6 +163,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 spool,
                 spool_limit: spool_mib.saturating_mul(1 << 20),
                 metrics: metrics_listen,
+                offline_max_away: Duration::from_secs(u64::from(offline_max_days) * 24 * 60 * 60),
             };
             agent::run(config, cancel).await?;
             Ok(ExitCode::SUCCESS)

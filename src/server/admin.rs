@@ -244,6 +244,19 @@ async fn answer(
             AdminResponse::Done
         }
         AdminRequest::CertsList => AdminResponse::Certs(service.certificates(operator).await?),
+        AdminRequest::OfflineIssue(spec) => {
+            let (codes, view) = service.issue_offline(operator, spec).await?;
+            AdminResponse::OfflineIssued { codes, view }
+        }
+        AdminRequest::OfflineList { computer } => {
+            AdminResponse::Offline(service.offline_codes(operator, &computer).await?)
+        }
+        AdminRequest::OfflineVoid { computer, os_user } => {
+            service
+                .void_offline(operator, &computer, os_user.as_deref())
+                .await?;
+            AdminResponse::Done
+        }
     })
 }
 

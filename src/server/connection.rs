@@ -19,6 +19,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
 
+use otpgate_actors::computer::OfflineLogin;
 use otpgate_actors::directory::{Directory, person_name};
 use otpgate_actors::metrics::{Held, LoginOutcome, Share, Tally, TlsRefusal, metrics};
 use otpgate_actors::{
@@ -39,6 +40,7 @@ use super::recordings::{self, Shelf};
 use crate::frames::{FrameReader, FrameWriter};
 use crate::tls::revoked::Revocations;
 use crate::tls::{ALPN, pki};
+use tokio::sync::Notify;
 
 /// What every connection task needs.
 pub(super) struct Shared {
@@ -165,6 +167,7 @@ pub(super) async fn serve_tcp(
         writer,
         version: HANDSHAKE_VERSION,
         revoked: live.revoked.clone(),
+        offline: Arc::clone(&live.offline),
     };
     session.run(&cancel).await;
 }
@@ -182,6 +185,8 @@ struct Session<R, W> {
     version: u8,
     /// Fires when the computer's certificates are revoked.
     revoked: CancellationToken,
+    /// Rings when the computer's offline codes change.
+    offline: Arc<Notify>,
 }
 
 /// How a session ended.
@@ -282,11 +287,16 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         let heartbeat = Waiting::default();
         // What the agent last said its spool holds.
         let mut spooled = Share::of(&metrics().agents_spooled);
+        // Whether the agent asked for its offline codes: only then is it
+        // told when they change.
+        let mut keeps_offline = false;
+        let offline = Arc::clone(&self.offline);
         loop {
             let out = tokio::select! {
                 biased;
                 () = cancel.cancelled() => return End::Close(ErrorCode::ShuttingDown),
                 () = self.revoked.cancelled() => return End::Close(ErrorCode::CertificateRefused),
+                () = offline.notified(), if keeps_offline => ServerMessage::OfflineChanged,
                 Some(done) = in_flight.join_next() => match done {
                     Ok(out) => out,
                     Err(err) => {
@@ -340,14 +350,23 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                         Err(answer) => answer,
                         Ok(AgentMessage::Hello(_)) => return End::Close(ErrorCode::UnexpectedMessage),
                         Ok(AgentMessage::Pong { .. }) => continue,
+                        // Not in the version agreed: as unknown.
+                        Ok(AgentMessage::Request { id, request })
+                            if self.version < request.since() =>
+                        {
+                            let response = if flood.check().is_err() {
+                                Response::Fail(ErrorCode::TooManyRequests)
+                            } else {
+                                Response::Fail(ErrorCode::Unsupported)
+                            };
+                            ServerMessage::Response { id, response }
+                        }
                         Ok(AgentMessage::Request {
                             id,
                             request: request @ (Request::Heartbeat | Request::Status { .. }),
                         }) => {
                             let response = if flood.check().is_err() {
                                 Response::Fail(ErrorCode::TooManyRequests)
-                            } else if self.version < 2 && request != Request::Heartbeat {
-                                Response::Fail(ErrorCode::Unsupported)
                             } else {
                                 if let Request::Status { spool_bytes } = request {
                                     spooled.set(spool_bytes);
@@ -360,14 +379,15 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                         Ok(AgentMessage::Request { id, request: Request::Time }) => {
                             let response = if flood.check().is_err() {
                                 Response::Fail(ErrorCode::TooManyRequests)
-                            } else if self.version < 2 {
-                                Response::Fail(ErrorCode::Unsupported)
                             } else {
                                 Response::Time(self.shared.clock.now().unix_millis())
                             };
                             ServerMessage::Response { id, response }
                         }
                         Ok(AgentMessage::Request { id, request }) => {
+                            if let Request::Offline { .. } = request {
+                                keeps_offline = true;
+                            }
                             if in_flight.len() >= MAX_IN_FLIGHT || flood.check().is_err() {
                                 let response = Response::Fail(ErrorCode::TooManyRequests);
                                 ServerMessage::Response { id, response }
@@ -402,6 +422,14 @@ async fn respond(shared: &Shared, cert: &pki::ClientCert, request: Request) -> R
         Request::Heartbeat | Request::Status { .. } => Ok(Response::Heartbeat),
         Request::Time => Ok(Response::Time(shared.clock.now().unix_millis())),
         Request::Renew { csr } => return shared.enroller.renew(cert, &csr).await,
+        Request::Offline { used } => {
+            let logins: Vec<OfflineLogin> = used.into_iter().map(convert::offline_login).collect();
+            shared
+                .computers
+                .offline_sync(id, &logins)
+                .await
+                .map(|sets| Response::Offline(sets.iter().map(convert::offline_codes).collect()))
+        }
         Request::Record {
             os_user,
             session,

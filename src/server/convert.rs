@@ -5,12 +5,15 @@ use std::time::Duration;
 
 use zeroize::Zeroizing;
 
+use otpgate_actors::Timestamp;
 use otpgate_actors::audit::AuditEntry;
+use otpgate_actors::computer::OfflineLogin;
 use otpgate_actors::directory::Role;
 use otpgate_actors::login::{
     LoginRequest, LoginResponse, Logout, PromptState, RequestMode, RequestState, Requested, Verdict,
 };
 use otpgate_actors::mail::{MailFailure, OutboxEntry};
+use otpgate_actors::offline::OfflineSet;
 use otpgate_actors::otp::Code;
 use otpgate_actors::request::{AccessRequest, Choice, Decision};
 use otpgate_actors::session::ClientSession;
@@ -20,6 +23,7 @@ use otpgate_protocol::admin::{
     RequestView, RoleView, SessionView, SettingsPatch, SettingsView,
 };
 use otpgate_protocol::login::{self as wire};
+use otpgate_protocol::offline::{OfflineCodes, OfflineUse};
 
 /// A login request off the wire, as the computer's actor takes it. The secrets
 /// move into wiping containers.
@@ -320,5 +324,35 @@ pub fn audit_view(entry: &AuditEntry) -> AuditView {
         computer: entry.computer.clone(),
         action: entry.action.name().to_owned(),
         outcome: entry.outcome.clone(),
+    }
+}
+
+/// An offline login as the agent reported it.
+pub fn offline_login(used: OfflineUse) -> OfflineLogin {
+    OfflineLogin {
+        set: used.set,
+        code: usize::try_from(used.code).unwrap_or(usize::MAX),
+        os_user: used.os_user,
+        service: used.service,
+        at: Timestamp::from_unix_millis(used.at_ms),
+        session: used.session,
+    }
+}
+
+/// Offline code set `set` as its agent keeps it: verifiers of the codes
+/// left.
+pub fn offline_codes(set: &OfflineSet) -> OfflineCodes {
+    OfflineCodes {
+        set: set.id,
+        os_user: set.os_user.clone(),
+        salt: set.salt,
+        memory_kib: set.cost.memory_kib,
+        passes: set.cost.passes,
+        verifiers: set
+            .codes
+            .iter()
+            .map(|code| code.used_at.is_none().then_some(code.verifier))
+            .collect(),
+        expires_ms: set.expires_at.unix_millis(),
     }
 }

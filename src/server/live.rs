@@ -1,16 +1,26 @@
 //! The agent connections open now, by client computer: what a revocation of
-//! the computer's certificates closes at once; and which computers a warning
-//! about their agent was given for.
+//! the computer's certificates closes at once, and what is told when its
+//! offline codes change; and which computers a warning about their agent
+//! was given for.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use otpgate_actors::{ComputerId, ConnectionId};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-/// Open connections, each with the token that closes it.
+/// Open connections, each with the token that closes it and the bell that
+/// says its computer's offline codes changed.
 #[derive(Debug, Default)]
-pub struct Live(Mutex<HashMap<ComputerId, HashMap<ConnectionId, CancellationToken>>>);
+pub struct Live(Mutex<HashMap<ComputerId, HashMap<ConnectionId, Bells>>>);
+
+/// What one connection is told by others.
+#[derive(Debug, Clone, Default)]
+struct Bells {
+    revoked: CancellationToken,
+    offline: Arc<Notify>,
+}
 
 /// One connection's entry, removed when dropped.
 #[derive(Debug)]
@@ -20,23 +30,26 @@ pub struct Entry {
     conn: ConnectionId,
     /// Fires when the computer's certificates are revoked.
     pub revoked: CancellationToken,
+    /// Rings when the computer's offline codes change.
+    pub offline: Arc<Notify>,
 }
 
 impl Live {
     /// Records connection `conn` of computer `id`.
     pub fn enter(self: &Arc<Self>, id: &ComputerId, conn: ConnectionId) -> Entry {
-        let revoked = CancellationToken::new();
+        let bells = Bells::default();
         self.0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .entry(id.clone())
             .or_default()
-            .insert(conn, revoked.clone());
+            .insert(conn, bells.clone());
         Entry {
             live: Arc::clone(self),
             id: id.clone(),
             conn,
-            revoked,
+            revoked: bells.revoked,
+            offline: bells.offline,
         }
     }
 
@@ -44,9 +57,18 @@ impl Live {
     pub fn close_all(&self, id: &ComputerId) -> usize {
         let open = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         open.get(id).map_or(0, |conns| {
-            conns.values().for_each(CancellationToken::cancel);
+            conns.values().for_each(|bells| bells.revoked.cancel());
             conns.len()
         })
+    }
+
+    /// Tells every connection of computer `id` that its offline codes
+    /// changed.
+    pub fn offline_changed(&self, id: &ComputerId) {
+        let open = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(conns) = open.get(id) {
+            conns.values().for_each(|bells| bells.offline.notify_one());
+        }
     }
 }
 

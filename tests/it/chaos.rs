@@ -161,6 +161,7 @@ impl Site {
             limits: unlimited(),
             spool_limit: 64 << 20,
             metrics: None,
+            offline_max_away: std::time::Duration::from_secs(14 * 24 * 60 * 60),
         })
         .await
     }

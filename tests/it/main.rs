@@ -25,6 +25,7 @@ mod local;
 mod login;
 mod metrics;
 mod nodes;
+mod offline;
 mod package;
 mod pam;
 mod record;

@@ -14,7 +14,7 @@ use crate::policy;
 use crate::rules::{self, Access, Admit, Ask, Effect, LimitKey, Policy, Turn, Typed};
 use crate::session::SessionEnd;
 
-use super::{ComputerState, Found, MAX_SERVICE, Result};
+use super::{ComputerState, Found, Result, service_name};
 
 impl ComputerState {
     pub(super) async fn login(
@@ -128,11 +128,7 @@ impl ComputerState {
                 })
             }
             LoginRequest::Exempt { service } => {
-                let service = if names::is_plain_text(&service, MAX_SERVICE) {
-                    service
-                } else {
-                    "(an invalid service name)".to_owned()
-                };
+                let service = service_name(service);
                 effects.push(Effect::audit(
                     &who,
                     Action::Exempt,
@@ -143,7 +139,7 @@ impl ComputerState {
         };
         self.apply(settings, effects).await?;
         if let Some((session, email)) = started {
-            self.start_session(session, os_user, &email)?;
+            self.start_session(session, os_user, &email, self.now())?;
         }
         self.commit().await?;
         Ok(answer)

@@ -26,6 +26,7 @@ use crate::login::{LoginRequest, LoginResponse};
 use crate::mail::MailerHandle;
 use crate::mailbox::Waiting;
 use crate::metrics::Tally;
+use crate::offline::OfflineSet;
 use crate::otp::OtpKeys;
 use crate::policy;
 use crate::request::{AccessRequest, Choice};
@@ -39,12 +40,23 @@ mod effects;
 mod logins;
 mod lookups;
 mod management;
+mod offline;
 mod sessions;
 
 use lookups::Found;
+pub use offline::OfflineLogin;
 
-/// The longest PAM service name an exempt login's record keeps.
+/// The longest PAM service name an exempt or offline login's record keeps.
 const MAX_SERVICE: usize = 64;
+
+/// A PAM service's name as the agent said it, fit for the audit log.
+fn service_name(service: String) -> String {
+    if crate::names::is_plain_text(&service, MAX_SERVICE) {
+        service
+    } else {
+        "(an invalid service name)".to_owned()
+    }
+}
 
 /// What every computer's actor works with.
 pub struct Services {
@@ -149,6 +161,32 @@ pub enum ComputerMsg {
         /// The record as changed.
         reply: RpcReplyPort<Result<ComputerRecord, ComputerError>>,
     },
+    /// Keep a set of offline codes (made outside the actor: that is slow),
+    /// replacing its OS user's.
+    OfflineIssue {
+        /// The set.
+        set: OfflineSet,
+        /// Who issued it.
+        by: Who,
+        /// Answered once it is durable.
+        reply: RpcReplyPort<Result<(), ComputerError>>,
+    },
+    /// Void the offline codes of an OS user, or of every one.
+    OfflineVoid {
+        /// The OS user; `None`: every one.
+        os_user: Option<String>,
+        /// Who voids them.
+        by: Who,
+        /// How many sets went.
+        reply: RpcReplyPort<Result<usize, ComputerError>>,
+    },
+    /// The agent's offline logins, answered with the sets it is to keep.
+    OfflineSync {
+        /// What the agent reports.
+        logins: Vec<OfflineLogin>,
+        /// The sets with codes left.
+        reply: RpcReplyPort<Result<Vec<OfflineSet>, ComputerError>>,
+    },
     /// What is known of this computer.
     Record(RpcReplyPort<ComputerRecord>),
     /// Expire what is due: sent by the actor's own timer.
@@ -167,6 +205,9 @@ impl ComputerMsg {
             Self::Decide { reply, .. } => reply.is_closed(),
             Self::Generate { reply, .. } => reply.is_closed(),
             Self::Configure { reply, .. } => reply.is_closed(),
+            Self::OfflineIssue { reply, .. } => reply.is_closed(),
+            Self::OfflineVoid { reply, .. } => reply.is_closed(),
+            Self::OfflineSync { reply, .. } => reply.is_closed(),
             _ => false,
         }
     }
@@ -259,6 +300,8 @@ pub struct ComputerState {
     logins: Logins,
     /// Open client sessions: they outlive connections and restarts.
     sessions: HashMap<u64, ClientSession>,
+    /// Offline codes, per OS user.
+    offline: HashMap<String, OfflineSet>,
     /// The expiry timer; cancelled when the state drops with the actor.
     timer: Timer<ComputerMsg>,
     /// Whether mail was queued since the last commit.
@@ -364,6 +407,13 @@ impl ComputerState {
         for request in svc.store.requests_of(&id).await? {
             logins.latest.insert(request.os_user.clone(), request);
         }
+        let offline = svc
+            .store
+            .offline_sets(&id)
+            .await?
+            .into_iter()
+            .map(|set| (set.os_user.clone(), set))
+            .collect();
         let mut state = ComputerState {
             id,
             svc,
@@ -371,6 +421,7 @@ impl ComputerState {
             connections: HashSet::new(),
             logins,
             sessions: HashMap::new(),
+            offline,
             timer: Timer::idle(),
             mail_queued: false,
             tallies: Vec::new(),
@@ -510,6 +561,18 @@ impl ComputerActor {
                 reply,
             } => {
                 let _ = reply.send(state.configure(group, &options, &by).await);
+            }
+            ComputerMsg::OfflineIssue { mut set, by, reply } => {
+                set.os_user = state.person(set.os_user);
+                let _ = reply.send(state.offline_issue(set, &by).await);
+            }
+            ComputerMsg::OfflineVoid { os_user, by, reply } => {
+                let os_user = os_user.map(|os_user| state.person(os_user));
+                let _ = reply.send(state.offline_void(os_user.as_deref(), &by).await);
+            }
+            ComputerMsg::OfflineSync { logins, reply } => {
+                let _ = reply.send(state.offline_sync(logins).await);
+                state.schedule(&myself);
             }
             ComputerMsg::Record(reply) => {
                 let _ = reply.send(state.record.clone());

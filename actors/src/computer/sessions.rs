@@ -47,15 +47,21 @@ impl ComputerState {
         self.commit().await
     }
 
-    pub(super) fn start_session(&mut self, id: u64, os_user: &str, email: &str) -> Result<()> {
-        let now = self.now();
+    /// Starts session `id` of `os_user` (`email`), allowed at `started`.
+    pub(super) fn start_session(
+        &mut self,
+        id: u64,
+        os_user: &str,
+        email: &str,
+        started: Timestamp,
+    ) -> Result<()> {
         let session = ClientSession {
             id,
             computer: self.id.clone(),
             os_user: os_user.to_owned(),
             email: email.to_owned(),
-            started: now,
-            last_activity: now,
+            started,
+            last_activity: self.now(),
             ended: None,
         };
         self.svc.store.put_session(&session)?;

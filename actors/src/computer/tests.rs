@@ -555,3 +555,162 @@ async fn in_postgres_an_actor_whose_computer_another_node_took_loads_it_again_be
     on_a.stop(None);
     on_b.stop(None);
 }
+
+#[tokio::test]
+async fn offline_logins_are_sessions_and_audit_entries_once_and_use_their_codes() {
+    use crate::offline::{OfflineSet, Order};
+    use crate::session::OFFLINE_SESSION;
+
+    let f = Fixture::new(Options::default()).await;
+    let now = f.clock.now();
+    let issued = OfflineSet::issue(Order {
+        id: 77,
+        os_user: "alice".into(),
+        email: "alice@example.com".into(),
+        count: 2,
+        now,
+        valid: Duration::from_secs(86_400),
+        by: "admin".into(),
+    });
+    let issue = |set: OfflineSet| {
+        let actor = f.actor.clone();
+        async move {
+            actor
+                .call(
+                    |reply| ComputerMsg::OfflineIssue {
+                        set: set.clone(),
+                        by: Who::Server,
+                        reply,
+                    },
+                    TIMEOUT,
+                )
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+        }
+    };
+    let sync = |logins: Vec<OfflineLogin>| {
+        let actor = f.actor.clone();
+        async move {
+            actor
+                .call(
+                    |reply| ComputerMsg::OfflineSync {
+                        logins: logins.clone(),
+                        reply,
+                    },
+                    TIMEOUT,
+                )
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap()
+        }
+    };
+    issue(issued.set).await;
+    let login = OfflineLogin {
+        set: 77,
+        code: 1,
+        os_user: "alice".into(),
+        service: "sshd".into(),
+        at: now.before(Duration::from_secs(60)),
+        session: OFFLINE_SESSION | 5,
+    };
+    // Told twice (the first answer was lost): one session, one entry.
+    for _ in 0..2 {
+        let sets = sync(vec![login.clone()]).await;
+        assert_eq!(sets.len(), 1);
+        assert_eq!(sets[0].left(now), 1, "code 2 used");
+        assert_eq!(sets[0].codes[1].used_at, Some(login.at));
+    }
+    let sessions = f.svc.store.sessions_of(&f.id).await.unwrap();
+    assert_eq!(sessions.len(), 1);
+    assert_eq!(
+        sessions[0].user_name(),
+        "alice (alice@example.com) — offline"
+    );
+    assert_eq!(sessions[0].started, login.at);
+    let offline_entries = |entries: Vec<AuditEntry>| {
+        entries
+            .into_iter()
+            .filter(|e| e.action == Action::OfflineLogin)
+            .collect::<Vec<_>>()
+    };
+    let all: Vec<AuditEntry> = f
+        .svc
+        .store
+        .audit_from(None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, entry)| entry)
+        .collect();
+    let logins = offline_entries(all);
+    assert_eq!(logins.len(), 1);
+    assert!(
+        logins[0].outcome.contains("offline code 2 of 2"),
+        "{}",
+        logins[0].outcome
+    );
+
+    // A new set voids the old: a late report of the old one is still
+    // a session and an entry, said as such.
+    let newer = OfflineSet::issue(Order {
+        id: 78,
+        os_user: "alice".into(),
+        email: "alice@example.com".into(),
+        count: 1,
+        now,
+        valid: Duration::from_secs(86_400),
+        by: "admin".into(),
+    });
+    issue(newer.set).await;
+    let late = OfflineLogin {
+        code: 0,
+        session: OFFLINE_SESSION | 6,
+        ..login.clone()
+    };
+    let sets = sync(vec![late]).await;
+    assert_eq!(sets.len(), 1);
+    assert_eq!(sets[0].id, 78);
+    assert_eq!(sets[0].left(now), 1);
+    let all: Vec<AuditEntry> = f
+        .svc
+        .store
+        .audit_from(None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, entry)| entry)
+        .collect();
+    assert!(
+        offline_entries(all)
+            .iter()
+            .any(|e| e.outcome.contains("since replaced or void"))
+    );
+    // A session id of the server's own kind is no offline login's.
+    let forged = OfflineLogin {
+        session: 5,
+        ..login.clone()
+    };
+    sync(vec![forged]).await;
+    assert_eq!(f.svc.store.sessions_of(&f.id).await.unwrap().len(), 2);
+    // Voided: nothing left to keep.
+    let voided = f
+        .actor
+        .call(
+            |reply| ComputerMsg::OfflineVoid {
+                os_user: None,
+                by: Who::Server,
+                reply,
+            },
+            TIMEOUT,
+        )
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(voided, 1);
+    assert!(sync(vec![]).await.is_empty());
+    assert!(f.svc.store.offline_sets(&f.id).await.unwrap().is_empty());
+}

@@ -19,6 +19,7 @@ use crate::directory::UserRecord;
 use crate::enroll::{Enrollment, JoinToken};
 use crate::id::ComputerId;
 use crate::mail::outbox::{MailFailure, OutboxEntry};
+use crate::offline::OfflineSet;
 use crate::otp::Slot;
 use crate::request::{AccessRequest, Decision};
 use crate::rules::{Bucket, Failure};
@@ -74,6 +75,8 @@ pub struct KvStore {
     pub(super) tokens: Table,
     /// Computer -> what it was issued when it enrolled.
     pub(super) enrollments: Table,
+    /// Computer and OS user -> their offline codes.
+    pub(super) offline: Table,
 }
 
 /// Opens the sled database `config` names. The lock of a database this
@@ -99,7 +102,7 @@ const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 const LOCK_STEP: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// The tables, by name.
-pub(super) const TABLES: [&str; 15] = [
+pub(super) const TABLES: [&str; 16] = [
     "meta",
     "computers",
     "groups",
@@ -115,6 +118,7 @@ pub(super) const TABLES: [&str; 15] = [
     "failure_buckets",
     "join_tokens",
     "enrollments",
+    "offline_codes",
 ];
 
 impl KvStore {
@@ -136,6 +140,7 @@ impl KvStore {
             &self.failures,
             &self.tokens,
             &self.enrollments,
+            &self.offline,
         ]
         .map(Table::clone)
     }
@@ -157,6 +162,7 @@ impl KvStore {
             failures,
             tokens,
             enrollments,
+            offline,
         ] = TABLES;
         Ok(Self {
             meta: table(meta)?,
@@ -174,6 +180,7 @@ impl KvStore {
             failures: table(failures)?,
             tokens: table(tokens)?,
             enrollments: table(enrollments)?,
+            offline: table(offline)?,
             engine,
         })
     }
@@ -493,6 +500,18 @@ impl Store for KvStore {
                 })
                 .collect()
         })
+    }
+
+    fn offline_sets<'a>(&'a self, computer: &'a ComputerId) -> StoreFuture<'a, Vec<OfflineSet>> {
+        Box::pin(self.offline.values(prefix(computer)))
+    }
+
+    fn put_offline_set(&self, computer: &ComputerId, set: &OfflineSet) -> Result<()> {
+        self.offline.put(scoped(computer, &set.os_user), set)
+    }
+
+    fn remove_offline_set(&self, computer: &ComputerId, os_user: &str) -> Result<()> {
+        self.offline.remove(scoped(computer, os_user))
     }
 
     fn put_mailed(

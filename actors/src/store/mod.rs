@@ -38,6 +38,7 @@ use crate::directory::UserRecord;
 use crate::enroll::{Enrollment, JoinToken};
 use crate::id::ComputerId;
 use crate::mail::outbox::{MailFailure, OutboxEntry};
+use crate::offline::OfflineSet;
 use crate::otp::Slot;
 use crate::request::AccessRequest;
 use crate::rules::{Bucket, Failure};
@@ -199,6 +200,16 @@ pub trait Store: Send + Sync + 'static {
     fn put_user(&self, user: &UserRecord) -> Result<()>;
     /// Every internal user.
     fn users(&self) -> StoreFuture<'_, Vec<UserRecord>>;
+
+    /// Computer `computer`'s offline code sets, one per OS user.
+    fn offline_sets<'a>(&'a self, computer: &'a ComputerId) -> StoreFuture<'a, Vec<OfflineSet>>;
+
+    /// Keeps `set` as the offline codes of its OS user on `computer`,
+    /// replacing theirs.
+    fn put_offline_set(&self, computer: &ComputerId, set: &OfflineSet) -> Result<()>;
+
+    /// Forgets the offline codes of `os_user` on `computer`.
+    fn remove_offline_set(&self, computer: &ComputerId, os_user: &str) -> Result<()>;
 
     /// Every OTP slot of computer `computer`, by OS user.
     fn slots<'a>(&'a self, computer: &'a ComputerId) -> StoreFuture<'a, Vec<(String, Slot)>>;

@@ -94,6 +94,12 @@ const MIGRATIONS: &[Migration] = &[
         served_from: Some(5),
         sql: include_str!("postgres/006_sessions_tokens.sql"),
     },
+    // Only a table version 6 never reads.
+    Migration {
+        version: 7,
+        served_from: Some(6),
+        sql: include_str!("postgres/007_offline_codes.sql"),
+    },
 ];
 
 /// The newest schema version this build knows.

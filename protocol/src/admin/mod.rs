@@ -218,6 +218,23 @@ pub enum AdminRequest {
     /// The certificates issued to enrolled computers, by computer. Since
     /// version 2.
     CertsList,
+    /// Issue offline codes: answered with the codes, shown this once (the
+    /// server keeps only their verifiers). Since version 2.
+    OfflineIssue(OfflineSpec),
+    /// A computer's offline codes, by OS user (never a code). Since
+    /// version 2.
+    OfflineList {
+        /// The client computer.
+        computer: String,
+    },
+    /// Void a computer's offline codes: an OS user's, or every one's.
+    /// Since version 2.
+    OfflineVoid {
+        /// The client computer.
+        computer: String,
+        /// The OS user; `None`: every one.
+        os_user: Option<String>,
+    },
 }
 
 /// The entries a page holds unless the request says otherwise.
@@ -325,6 +342,16 @@ pub enum AdminResponse {
     Tokens(Vec<TokenView>),
     /// Certificates of enrolled computers. Since version 2.
     Certs(Vec<CertView>),
+    /// Offline codes were issued: the codes, shown this once. Since
+    /// version 2.
+    OfflineIssued {
+        /// The codes, in their order.
+        codes: Vec<Secret>,
+        /// What was issued.
+        view: OfflineView,
+    },
+    /// A computer's offline codes. Since version 2.
+    Offline(Vec<OfflineView>),
 }
 
 /// Why an admin request was not done.
@@ -385,6 +412,9 @@ impl Message for AdminRequest {
             | Self::TokensList
             | Self::TokenRevoke { .. }
             | Self::CertsList
+            | Self::OfflineIssue(_)
+            | Self::OfflineList { .. }
+            | Self::OfflineVoid { .. }
                 if version < 2 =>
             {
                 Err(FrameError::NotInVersion { version })
@@ -419,7 +449,12 @@ impl Message for AdminResponse {
                 });
                 encode_as(&fail, version, dst)
             }
-            Self::BackedUp(_) | Self::TokenMade { .. } | Self::Tokens(_) | Self::Certs(_)
+            Self::BackedUp(_)
+            | Self::TokenMade { .. }
+            | Self::Tokens(_)
+            | Self::Certs(_)
+            | Self::OfflineIssued { .. }
+            | Self::Offline(_)
                 if version < 2 =>
             {
                 Err(FrameError::NotInVersion { version })

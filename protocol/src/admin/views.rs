@@ -435,6 +435,45 @@ pub struct TokenView {
     pub created_by: String,
 }
 
+/// What offline codes are to be issued.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OfflineSpec {
+    /// The client computer they work on.
+    pub computer: String,
+    /// The OS user they let in.
+    pub os_user: String,
+    /// The person's address, for their client sessions.
+    pub email: String,
+    /// How many codes.
+    pub count: u32,
+    /// For how many days they work.
+    pub valid_days: u32,
+}
+
+/// One OS user's offline codes on a computer, as the lists show them
+/// (never a code).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OfflineView {
+    /// The set's id.
+    pub set: u64,
+    /// The client computer.
+    pub computer: String,
+    /// The OS user.
+    pub os_user: String,
+    /// The person's address.
+    pub email: String,
+    /// When they were issued.
+    pub issued_at: u64,
+    /// When they stop working.
+    pub expires_at: u64,
+    /// Who issued them.
+    pub issued_by: String,
+    /// How many codes the set holds.
+    pub codes: u32,
+    /// The codes used: their place (from 1) and when.
+    pub used: Vec<(u32, u64)>,
+}
+
 /// The certificate an enrolled computer holds now.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CertView {

@@ -28,6 +28,10 @@ pub(in crate::cli) enum Admin {
     /// One-time passwords.
     #[command(subcommand)]
     Otp(AdminOtp),
+    /// Offline codes: one-time codes a client computer checks by itself
+    /// while the server cannot be reached (PAM's `on_unreachable=offline`).
+    #[command(subcommand)]
+    Offline(AdminOffline),
     /// Client sessions.
     #[command(subcommand)]
     Sessions(AdminSessions),
@@ -359,6 +363,47 @@ pub(in crate::cli) enum AdminOtp {
         /// agent has not connected yet).
         #[arg(long)]
         new_client: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub(in crate::cli) enum AdminOffline {
+    /// Issue a set of offline codes for one OS user on one client computer,
+    /// replacing theirs there: printed this once (hand them to the person),
+    /// kept by the server and the computer only as slow hashes.
+    Issue {
+        /// The client computer.
+        #[arg(long)]
+        client: String,
+        /// The OS user they let in.
+        #[arg(long)]
+        os_user: String,
+        /// The person's address, for their client sessions.
+        #[arg(long)]
+        email: String,
+        /// How many codes.
+        #[arg(long, default_value_t = 5)]
+        count: u32,
+        /// For how many days they work.
+        #[arg(long, default_value_t = 30)]
+        valid_days: u32,
+    },
+    /// A client computer's offline codes: how many are left, which were
+    /// used and when.
+    List {
+        /// The client computer.
+        #[arg(long)]
+        client: String,
+    },
+    /// Void a client computer's offline codes: one OS user's, or every
+    /// one's.
+    Void {
+        /// The client computer.
+        #[arg(long)]
+        client: String,
+        /// The OS user; every one's when left out.
+        #[arg(long)]
+        os_user: Option<String>,
     },
 }
 

@@ -110,6 +110,10 @@ pub(super) enum Command {
         /// queued notices) at http://ADDRESS/metrics, e.g. 127.0.0.1:9465.
         #[arg(long, value_name = "ADDRESS")]
         metrics_listen: Option<std::net::SocketAddr>,
+        /// Take offline codes (PAM's `on_unreachable=offline`) for at most
+        /// this many days after the last contact with the server.
+        #[arg(long, default_value_t = 14)]
+        offline_max_days: u32,
     },
     /// Run a shell (or COMMAND) under a pseudo-terminal and record what it
     /// shows, for the server (through the local agent). Meant as sshd's

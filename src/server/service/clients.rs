@@ -145,6 +145,11 @@ impl AdminService {
             format!("certificates of {id} revoked"),
         )
         .await?;
+        // Its agent hears of it at its next try to connect, and voids its
+        // own copy then.
+        if let Err(err) = self.computers.offline_void(&id, None, &who.who()).await {
+            warn!(error = %err, "the offline codes of a revoked computer could not be voided");
+        }
         Ok(u32::try_from(disconnected).unwrap_or(u32::MAX))
     }
 

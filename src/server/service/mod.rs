@@ -20,6 +20,7 @@ mod audit;
 mod backup;
 mod clients;
 mod mail;
+mod offline;
 mod people;
 mod recordings;
 mod requests;

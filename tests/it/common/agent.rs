@@ -217,7 +217,56 @@ impl Desk {
         socket: PathBuf,
         limits: Limits,
     ) -> Self {
-        Self::start_configured(AgentConfig {
+        Self::start_configured(Self::config(identity, server, socket, limits)).await
+    }
+
+    /// A client computer whose agent runs with `config`, once connected.
+    pub async fn start_configured(config: AgentConfig) -> Self {
+        let desk = Self::spawn(config).await;
+        desk.connected().await;
+        desk
+    }
+
+    /// A client computer whose agent runs with `config`, connected or not
+    /// (once its socket answers).
+    pub async fn spawn(config: AgentConfig) -> Self {
+        let socket = config.socket.clone();
+        let cancel = CancellationToken::new();
+        let agent = otpgate::agent::run(config, cancel.clone());
+        let task = tokio::spawn(async move { agent.await.unwrap() });
+        let answers = socket.clone();
+        wait_until(
+            Duration::from_secs(20),
+            "the agent's socket answers",
+            || {
+                let answers = answers.clone();
+                async move {
+                    unix::ask::<_, otpgate_protocol::local::LocalResponse>(
+                        &answers,
+                        &otpgate_protocol::local::LocalRequest::Status,
+                    )
+                    .await
+                    .is_ok()
+                }
+            },
+        )
+        .await;
+        Self {
+            socket,
+            cancel,
+            task,
+        }
+    }
+
+    /// The configuration of an agent of computer `identity` for `server`,
+    /// serving `socket`, with `limits`.
+    pub fn config(
+        identity: &Path,
+        server: SocketAddr,
+        socket: PathBuf,
+        limits: Limits,
+    ) -> AgentConfig {
+        AgentConfig {
             servers: vec![format!("localhost:{}", server.port()).parse().unwrap()],
             identity: identity.to_owned(),
             socket: socket.clone(),
@@ -225,23 +274,8 @@ impl Desk {
             spool: socket.with_extension("spool"),
             spool_limit: 64 << 20,
             metrics: None,
-        })
-        .await
-    }
-
-    /// A client computer whose agent runs with `config`.
-    pub async fn start_configured(config: AgentConfig) -> Self {
-        let socket = config.socket.clone();
-        let cancel = CancellationToken::new();
-        let agent = otpgate::agent::run(config, cancel.clone());
-        let task = tokio::spawn(async move { agent.await.unwrap() });
-        let desk = Self {
-            socket,
-            cancel,
-            task,
-        };
-        desk.connected().await;
-        desk
+            offline_max_away: std::time::Duration::from_secs(14 * 24 * 60 * 60),
+        }
     }
 
     /// Waits until the agent is connected to the server.

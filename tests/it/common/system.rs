@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 
 /// The test accounts, one per test so that tests running at once never share
 /// one; the test directory knows each as `<name>@example.com`.
-pub const ACCOUNTS: [&str; 11] = [
+pub const ACCOUNTS: [&str; 13] = [
     "otpgate-t1",
     "otpgate-t2",
     "otpgate-t3",
@@ -20,6 +20,8 @@ pub const ACCOUNTS: [&str; 11] = [
     "otpgate-t9",
     "otpgate-t10",
     "otpgate-t11",
+    "otpgate-t12",
+    "otpgate-t13",
 ];
 
 /// Whether the tests run as root; if not, says that `test` is skipped.

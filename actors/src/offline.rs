@@ -32,6 +32,11 @@ pub const DIGITS: usize = 12;
 pub const MAX_CODES: u32 = 20;
 /// The longest a set is valid, in days.
 pub const MAX_VALID_DAYS: u32 = 366;
+/// The most sets (OS users) one computer holds: what its agent is sent
+/// fits in one frame.
+pub const MAX_SETS: usize = 64;
+/// The most offline logins an agent tells in one request.
+pub const MAX_TOLD: usize = 64;
 
 /// How hard one verifier is to make (and so one check, and one guess).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -189,11 +194,20 @@ pub fn verifier(code: &[u8], salt: &[u8; 16], cost: Cost) -> [u8; 32] {
     out
 }
 
+/// The most memory a set may ask one check for, in KiB.
+const MOST_MEMORY_KIB: u32 = 256 * 1024;
+/// The most passes a set may ask one check for.
+const MOST_PASSES: u32 = 16;
+
 fn hasher(cost: Cost) -> Argon2<'static> {
-    // A cost read from a file that argon2 refuses falls back to ours: the
-    // check then fails, as a wrong code does.
+    // A cost read from a file that is beyond our bounds, or that argon2
+    // refuses, falls back to ours: the check then fails, as a wrong code
+    // does, and a damaged file cannot make a check take the machine.
+    let within = cost.memory_kib <= MOST_MEMORY_KIB && cost.passes <= MOST_PASSES;
     let params = Params::new(cost.memory_kib, cost.passes, 1, Some(32))
-        .or_else(|_| Params::new(COST.memory_kib, COST.passes, 1, Some(32)))
+        .ok()
+        .filter(|_| within)
+        .or_else(|| Params::new(COST.memory_kib, COST.passes, 1, Some(32)).ok())
         .expect("our own cost is valid");
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
 }
@@ -224,9 +238,16 @@ pub fn check(
 /// The digits of what a person typed, if it is a code's: [`DIGITS`] digits,
 /// with spaces and dashes anywhere.
 fn digits_of(typed: &str) -> Option<Zeroizing<String>> {
-    let digits: Zeroizing<String> =
-        Zeroizing::new(typed.chars().filter(|c| !matches!(c, ' ' | '-')).collect());
-    (digits.len() == DIGITS && digits.bytes().all(|b| b.is_ascii_digit())).then_some(digits)
+    // Made in place, so that no copy of the code is left behind by a
+    // growing buffer.
+    let mut digits = Zeroizing::new(String::with_capacity(DIGITS));
+    for c in typed.chars().filter(|c| !matches!(c, ' ' | '-')) {
+        if !c.is_ascii_digit() || digits.len() == DIGITS {
+            return None;
+        }
+        digits.push(c);
+    }
+    (digits.len() == DIGITS).then_some(digits)
 }
 
 /// A code as shown to a person: its digits in groups of four.
@@ -324,14 +345,23 @@ mod tests {
     }
 
     #[test]
-    fn a_cost_argon2_refuses_falls_back_to_ours() {
-        let refused = Cost {
-            memory_kib: 1,
-            passes: 0,
-        };
-        assert_eq!(
-            verifier(b"111122223333", &[1; 16], refused),
-            verifier(b"111122223333", &[1; 16], COST)
-        );
+    fn a_cost_argon2_refuses_or_beyond_bounds_falls_back_to_ours() {
+        let ours = verifier(b"111122223333", &[1; 16], COST);
+        for cost in [
+            Cost {
+                memory_kib: 1,
+                passes: 0,
+            },
+            Cost {
+                memory_kib: u32::MAX,
+                passes: 1,
+            },
+            Cost {
+                memory_kib: 64,
+                passes: 1_000_000,
+            },
+        ] {
+            assert_eq!(verifier(b"111122223333", &[1; 16], cost), ours);
+        }
     }
 }

@@ -257,9 +257,15 @@ fn offline(conv: &Conv<'_>, args: &Args, user: &str, service: &str) -> PamResult
             );
             return PamResultCode::PAM_SUCCESS;
         }
-        OfflineVerdict::Wrong => (
+        // No code left says the same: a stranger at sshd learns nothing of
+        // who has codes.
+        OfflineVerdict::Wrong | OfflineVerdict::NoCodes => (
             "Wrong offline code. Access denied.".to_owned(),
-            "a wrong offline code",
+            if verdict == OfflineVerdict::Wrong {
+                "a wrong offline code"
+            } else {
+                "no offline code left"
+            },
         ),
         OfflineVerdict::Locked { until_ms } => (
             format!(
@@ -267,10 +273,6 @@ fn offline(conv: &Conv<'_>, args: &Args, user: &str, service: &str) -> PamResult
                 local_time(until_ms)
             ),
             "offline codes locked",
-        ),
-        OfflineVerdict::NoCodes => (
-            "You have no offline code left on this computer. Access denied.".to_owned(),
-            "no offline code",
         ),
         OfflineVerdict::AwayTooLong { since_ms } => (
             format!(

@@ -15,7 +15,7 @@ use crate::frame::{Frame, FrameError, encode_as};
 use crate::login::{LoginRequest, LoginResponse, Secret};
 use crate::offline::OfflineVerdict;
 use crate::record::RecordChunk;
-use crate::version::{self, Message, Versions, same_in_every_version};
+use crate::version::{self, Message, Versions};
 
 /// What the login prompt asks of its local agent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -127,7 +127,22 @@ pub enum LocalError {
     Unsupported,
 }
 
-same_in_every_version!(LocalRequest, version::LOCAL);
+impl Message for LocalRequest {
+    const VERSIONS: Versions = version::LOCAL;
+
+    fn encode(&self, version: u8, dst: &mut BytesMut) -> Result<(), FrameError> {
+        let version = Self::VERSIONS.check(version)?;
+        match self {
+            Self::Offline { .. } if version < 2 => Err(FrameError::NotInVersion { version }),
+            _ => encode_as(self, version, dst),
+        }
+    }
+
+    fn decode(frame: &Frame) -> Result<Self, FrameError> {
+        Self::VERSIONS.check(frame.version)?;
+        frame.decode()
+    }
+}
 
 impl Message for LocalResponse {
     const VERSIONS: Versions = version::LOCAL;
@@ -139,6 +154,7 @@ impl Message for LocalResponse {
             Self::Fail(LocalError::Unsupported) if version < 2 => {
                 encode_as(&Self::Fail(LocalError::Malformed), version, dst)
             }
+            Self::Offline(_) if version < 2 => Err(FrameError::NotInVersion { version }),
             _ => encode_as(self, version, dst),
         }
     }

@@ -7,10 +7,13 @@
 //! Everything is kept in one file in the identity folder (`offline`, 0600,
 //! root's), rewritten atomically on every change. A code is marked used, and
 //! its login journaled, before the login is allowed, so that no crash lets a
-//! code in twice. Guessing: [`WRONG_IN_A_ROW`] wrong codes in a row lock
-//! offline codes for that OS user for [`FIRST_LOCK`], twice as long with
-//! each lock after, until the server is reached. An agent that has not
-//! reached the server for its `--offline-max-days` takes no offline code.
+//! code in twice; a file that cannot be read is moved aside, and no code is
+//! taken until the server is reached again (a lost journal must not open
+//! the codes it used). Checks run one at a time (each takes 64 MiB).
+//! Guessing: [`WRONG_IN_A_ROW`] wrong codes in a row lock offline codes for
+//! that OS user for [`FIRST_LOCK`], twice as long with each lock after,
+//! until the server is reached. An agent that has not been connected to the
+//! server for its `--offline-max-days` takes no offline code.
 //!
 //! The server is asked for the verifiers when the agent connects, when the
 //! server says they changed, and after an offline login: the journal goes
@@ -22,7 +25,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use otpgate_actors::offline::{self, Cost};
+use otpgate_actors::directory::is_directory_name;
+use otpgate_actors::offline::{self, COST, Cost, MAX_TOLD};
+use otpgate_actors::session::OFFLINE_SESSION;
 use otpgate_protocol::offline::{OfflineCodes, OfflineUse, OfflineVerdict};
 use otpgate_protocol::{ErrorCode, Request, Response};
 use rand::RngExt;
@@ -35,32 +40,37 @@ use crate::agent::link::Link;
 
 /// The file in the identity folder that holds them.
 pub const FILE: &str = "offline";
-
 /// Wrong codes in a row that lock an OS user's offline codes.
 pub const WRONG_IN_A_ROW: u32 = 5;
 /// How long the first lock lasts; each after lasts twice the one before.
 pub const FIRST_LOCK: Duration = Duration::from_secs(15 * 60);
 /// The longest a lock lasts.
 const LONGEST_LOCK: Duration = Duration::from_secs(24 * 60 * 60);
-/// Session ids an agent picks for offline logins have this bit set; the
-/// server's own never do (see `otpgate_actors::session::OFFLINE_SESSION`).
-const OFFLINE_SESSION: u64 = 1 << 63;
+/// How often at most being connected is written down (what
+/// `--offline-max-days` counts from after a restart).
+const CONNECTED_WRITE_EVERY: Duration = Duration::from_secs(60 * 60);
 
 /// What the file keeps.
 #[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 struct Kept {
     /// The verifiers, per OS user.
     sets: Vec<OfflineCodes>,
-    /// When the server last gave them, in milliseconds since the Unix epoch.
+    /// When the agent was last connected to the server, in milliseconds
+    /// since the Unix epoch.
     contact_ms: Option<u64>,
     /// Offline logins the server has not taken yet, oldest first.
     journal: Vec<OfflineUse>,
     /// Wrong codes, per OS user.
     locks: BTreeMap<String, Lock>,
+    /// The file was unreadable: no code is taken until the server is
+    /// reached.
+    damaged: bool,
 }
 
 /// One OS user's wrong codes.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[serde(default)]
 struct Lock {
     /// Wrong in a row.
     wrong: u32,
@@ -75,6 +85,8 @@ struct Lock {
 pub struct Offline {
     file: PathBuf,
     kept: Mutex<Kept>,
+    /// One check at a time: each takes 64 MiB.
+    checking: Mutex<()>,
     /// How long after the last contact with the server codes still work.
     max_away: Duration,
     /// Woken when an offline login is journaled.
@@ -83,20 +95,29 @@ pub struct Offline {
 
 impl Offline {
     /// The offline codes kept in `file`, taken for at most `max_away` after
-    /// the last contact with the server. An unreadable file is said and
-    /// left for a new one (its codes then do not work until the next
-    /// contact).
+    /// the last contact with the server. A file that cannot be read is
+    /// moved aside (`offline.unreadable`) and said; no code is taken until
+    /// the server is reached again.
     pub fn load(file: PathBuf, max_away: Duration) -> Self {
         let kept = match std::fs::read(&file) {
-            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|err| {
-                warn!(file = %file.display(), error = %err, "the offline codes are unreadable: none until the server is reached");
-                Kept::default()
-            }),
-            Err(_) => Kept::default(),
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(std::io::Error::other),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(Kept::default()),
+            Err(err) => Err(err),
         };
+        let kept = kept.unwrap_or_else(|err| {
+            let aside = file.with_extension("unreadable");
+            let moved = std::fs::rename(&file, &aside);
+            warn!(file = %file.display(), error = %err, moved_to = %aside.display(), moved = moved.is_ok(),
+                "the offline codes are unreadable: none is taken until the server is reached");
+            Kept {
+                damaged: true,
+                ..Kept::default()
+            }
+        });
         Self {
             file,
             kept: Mutex::new(kept),
+            checking: Mutex::new(()),
             max_away,
             journaled: Notify::new(),
         }
@@ -113,48 +134,54 @@ impl Offline {
         crate::files::write_private(&self.file, &bytes)
     }
 
-    /// Whether an offline login waits to be told to the server: the
-    /// server must know an offline session before it hears that it ended.
-    pub fn unreported(&self) -> bool {
-        !self.kept().journal.is_empty()
+    /// [`Offline::save`], what went wrong logged.
+    fn save_or_say(&self, kept: &Kept) {
+        if let Err(err) = self.save(kept) {
+            warn!(error = %err, "the offline codes' record could not be written");
+        }
     }
 
-    /// How many unused, unexpired codes OS user `os_user` has at `now_ms`.
-    pub fn left(&self, os_user: &str, now_ms: u64) -> usize {
+    /// Whether the offline login of client session `session` waits to be
+    /// told to the server: the server must know an offline session before
+    /// it hears that it ended.
+    pub fn unreported(&self, session: u64) -> bool {
         self.kept()
-            .sets
+            .journal
             .iter()
-            .filter(|set| set.os_user == os_user && now_ms < set.expires_ms)
-            .map(|set| set.verifiers.iter().flatten().count())
-            .sum()
+            .any(|used| used.session == session)
     }
 
     /// Checks `typed` for OS user `os_user` at PAM service `service`, at
     /// `now_ms`: on a right code, marks it used and journals the login
     /// (on disk before this returns) and answers the client session it
-    /// starts. Slow on purpose (one Argon2id hash): call it off the runtime.
+    /// starts. Slow on purpose (one Argon2id hash, whatever the answer):
+    /// call it off the runtime.
     pub fn check(&self, os_user: &str, service: &str, typed: &str, now_ms: u64) -> OfflineVerdict {
-        let (set, salt, cost, verifiers) = {
+        let _one_at_a_time = self.checking.lock().unwrap_or_else(PoisonError::into_inner);
+        let found = {
             let kept = self.kept();
-            let Some(set) = kept
-                .sets
-                .iter()
-                .find(|set| set.os_user == os_user && now_ms < set.expires_ms)
-            else {
-                return OfflineVerdict::NoCodes;
-            };
             if let Some(refused) = self.refusal(&kept, os_user, now_ms) {
                 return refused;
             }
-            let cost = Cost {
-                memory_kib: set.memory_kib,
-                passes: set.passes,
-            };
-            (set.set, set.salt, cost, set.verifiers.clone())
+            kept.sets
+                .iter()
+                .find(|set| same_person(&set.os_user, os_user) && now_ms < set.expires_ms)
+                .map(|set| {
+                    let cost = Cost {
+                        memory_kib: set.memory_kib,
+                        passes: set.passes,
+                    };
+                    (set.set, set.salt, cost, set.verifiers.clone())
+                })
+        };
+        let Some((set, salt, cost, verifiers)) = found else {
+            // As long as a check: no one learns who has codes from the time.
+            offline::check(typed, &[0; 16], COST, &[]);
+            return OfflineVerdict::NoCodes;
         };
         let found = offline::check(typed, &salt, cost, &verifiers);
         let mut kept = self.kept();
-        // Checked again: another login may have taken it meanwhile.
+        // Checked again: what changed while the hash ran counts.
         if let Some(refused) = self.refusal(&kept, os_user, now_ms) {
             return refused;
         }
@@ -178,9 +205,7 @@ impl Offline {
                     "offline codes locked after {WRONG_IN_A_ROW} wrong in a row"
                 );
             }
-            if let Err(err) = self.save(&kept) {
-                warn!(error = %err, "the offline codes' record could not be written");
-            }
+            self.save_or_say(&kept);
             return OfflineVerdict::Wrong;
         };
         let session = rand::rng().random::<u64>() | OFFLINE_SESSION;
@@ -213,7 +238,7 @@ impl Offline {
     /// Why `os_user` may not use an offline code now, if they may not.
     fn refusal(&self, kept: &Kept, os_user: &str, now_ms: u64) -> Option<OfflineVerdict> {
         let away_since = kept.contact_ms.unwrap_or(0);
-        if now_ms.saturating_sub(away_since) > millis(self.max_away) {
+        if kept.damaged || now_ms.saturating_sub(away_since) > millis(self.max_away) {
             return Some(OfflineVerdict::AwayTooLong {
                 since_ms: away_since,
             });
@@ -226,18 +251,28 @@ impl Offline {
         }
     }
 
+    /// The agent is connected at `now_ms`: what `--offline-max-days` counts
+    /// from (written down at most every [`CONNECTED_WRITE_EVERY`]).
+    fn connected(&self, now_ms: u64) {
+        let mut kept = self.kept();
+        let written = kept.contact_ms.unwrap_or(0);
+        if now_ms.saturating_sub(written) >= millis(CONNECTED_WRITE_EVERY) && !kept.damaged {
+            kept.contact_ms = Some(now_ms);
+            self.save_or_say(&kept);
+        }
+    }
+
     /// Takes what the server said at `now_ms`, having been told `told` of
     /// the journal: its sets replace ours, the uses it took leave the
     /// journal, and locks are lifted.
     fn contact(&self, sets: Vec<OfflineCodes>, told: &[OfflineUse], now_ms: u64) {
         let mut kept = self.kept();
         kept.journal.retain(|entry| !told.contains(entry));
-        // A use journaled since the ask stays used until the server says.
-        let pending = kept.journal.clone();
         kept.sets = sets;
-        for entry in &pending {
-            if let Some(slot) = kept
-                .sets
+        // A use journaled since the ask stays used until the server says.
+        let Kept { sets, journal, .. } = &mut *kept;
+        for entry in journal.iter() {
+            if let Some(slot) = sets
                 .iter_mut()
                 .find(|s| s.set == entry.set)
                 .and_then(|s| s.verifiers.get_mut(entry.code as usize))
@@ -247,9 +282,8 @@ impl Offline {
         }
         kept.contact_ms = Some(now_ms);
         kept.locks.clear();
-        if let Err(err) = self.save(&kept) {
-            warn!(error = %err, "the offline codes' record could not be written");
-        }
+        kept.damaged = false;
+        self.save_or_say(&kept);
     }
 
     /// Voids every code: the server refused this computer's certificate.
@@ -259,11 +293,16 @@ impl Offline {
             return;
         }
         kept.sets.clear();
-        if let Err(err) = self.save(&kept) {
-            warn!(error = %err, "the offline codes' record could not be written");
-        }
+        self.save_or_say(&kept);
         warn!("the server refused this computer's certificate: its offline codes are void");
     }
+}
+
+/// Whether OS user `typed` (as PAM names them) is `issued` (as the server
+/// keeps them): the same, or, for a directory account (`CORP\alice`,
+/// `alice@corp`), the same but for case, as the server canonicalises them.
+fn same_person(issued: &str, typed: &str) -> bool {
+    issued == typed || (is_directory_name(typed) && issued.eq_ignore_ascii_case(typed))
 }
 
 fn millis(duration: Duration) -> u64 {
@@ -282,23 +321,34 @@ const RETRY_AFTER: Duration = Duration::from_secs(30);
 
 /// Keeps `offline` in step with the server over `link` until `cancel`
 /// fires: asks on every new connection, when the server says the codes
-/// changed, and when an offline login waits to be told.
+/// changed, and when an offline login waits to be told (once per
+/// connection to a server that does not know offline codes).
 pub async fn keep(offline: Arc<Offline>, link: Link, cancel: CancellationToken) {
     let mut status = link.watch();
+    // What was asked for: the connection and the change said.
     let mut asked = (0, 0);
+    // The connection whose server does not know offline codes.
+    let mut unsupported = None;
     loop {
-        let now = {
+        let (now, connected) = {
             let status = status.borrow_and_update();
-            if status.refused {
-                offline.void();
-            }
-            (status.welcomes, status.offline_changes)
+            ((status.welcomes, status.offline_changes), status.connected)
         };
-        let due = link.status().connected && (now != asked || offline.unreported());
+        if link.status().refused {
+            let offline = Arc::clone(&offline);
+            let _ = tokio::task::spawn_blocking(move || offline.void()).await;
+        }
+        let waiting = !offline.kept().journal.is_empty();
+        let due = connected && unsupported != Some(now.0) && (now != asked || waiting);
+        if connected {
+            let offline = Arc::clone(&offline);
+            let _ = tokio::task::spawn_blocking(move || offline.connected(now_ms())).await;
+        }
         if due {
             match ask(&offline, &link).await {
                 Ok(()) => asked = now,
-                Err(why) => {
+                Err(Unasked::Unsupported) => unsupported = Some(now.0),
+                Err(Unasked::Failed(why)) => {
                     debug!(why, "offline codes not asked for yet");
                     tokio::select! {
                         () = cancel.cancelled() => return,
@@ -316,19 +366,33 @@ pub async fn keep(offline: Arc<Offline>, link: Link, cancel: CancellationToken) 
     }
 }
 
-/// One ask: the journal told, the sets taken.
-async fn ask(offline: &Offline, link: &Link) -> Result<(), &'static str> {
-    let told = offline.kept().journal.clone();
+/// Why an ask did not go through.
+enum Unasked {
+    /// The server is of a release before offline codes.
+    Unsupported,
+    /// It failed; asked again later.
+    Failed(&'static str),
+}
+
+/// One ask: the journal told (its oldest [`MAX_TOLD`]), the sets taken.
+async fn ask(offline: &Arc<Offline>, link: &Link) -> Result<(), Unasked> {
+    let told: Vec<OfflineUse> = offline
+        .kept()
+        .journal
+        .iter()
+        .take(MAX_TOLD)
+        .cloned()
+        .collect();
     match link.call(Request::Offline { used: told.clone() }).await {
         Ok(Response::Offline(sets)) => {
-            offline.contact(sets, &told, now_ms());
+            let offline = Arc::clone(offline);
+            let _ =
+                tokio::task::spawn_blocking(move || offline.contact(sets, &told, now_ms())).await;
             Ok(())
         }
-        // A server of a release before offline codes: asked again later,
-        // in case the next connection is to one that takes the journal.
-        Ok(Response::Fail(ErrorCode::Unsupported)) => Err("the server does not know offline codes"),
-        Ok(_) => Err("the server could not answer"),
-        Err(_) => Err("the connection went"),
+        Ok(Response::Fail(ErrorCode::Unsupported)) => Err(Unasked::Unsupported),
+        Ok(_) => Err(Unasked::Failed("the server could not answer")),
+        Err(_) => Err(Unasked::Failed("the connection went")),
     }
 }
 
@@ -359,8 +423,19 @@ mod tests {
         }
     }
 
+    /// How many unused, unexpired codes OS user `os_user` has at `now_ms`.
+    fn left(offline: &Offline, os_user: &str, now_ms: u64) -> usize {
+        offline
+            .kept()
+            .sets
+            .iter()
+            .filter(|set| set.os_user == os_user && now_ms < set.expires_ms)
+            .map(|set| set.verifiers.iter().flatten().count())
+            .sum()
+    }
+
     fn offline(dir: &tempfile::TempDir) -> Offline {
-        let offline = Offline::load(dir.path().join("offline"), Duration::from_secs(86_400));
+        let offline = Offline::load(dir.path().join("offline"), Duration::from_secs(3 * 86_400));
         offline.contact(
             vec![
                 codes("alice", 1, &["111122223333", "444455556666"]),
@@ -391,13 +466,13 @@ mod tests {
             OfflineVerdict::Wrong,
             "alice's"
         );
-        assert_eq!(offline.left("alice", NOW), 1);
+        assert_eq!(left(&offline, "alice", NOW), 1);
         // What is on disk holds the use and no code.
         let file = std::fs::read_to_string(dir.path().join("offline")).unwrap();
         assert!(!file.contains("111122223333") && !file.contains("444455556666"));
         let again = Offline::load(dir.path().join("offline"), Duration::from_secs(86_400));
-        assert!(again.unreported());
-        assert_eq!(again.left("alice", NOW), 1);
+        assert!(again.unreported(session));
+        assert_eq!(left(&again, "alice", NOW), 1);
         assert_eq!(
             again.check("alice", "sshd", "111122223333", NOW),
             OfflineVerdict::Wrong
@@ -451,7 +526,7 @@ mod tests {
             offline.check("alice", "sshd", "111122223333", NOW + 2 * 86_400_000),
             OfflineVerdict::NoCodes
         );
-        let later = NOW + 86_400_001;
+        let later = NOW + 3 * 86_400_000 + 1;
         assert_eq!(
             offline.check("alice", "sshd", "111122223333", later),
             OfflineVerdict::AwayTooLong { since_ms: NOW }
@@ -481,10 +556,40 @@ mod tests {
         let mut answer = codes("alice", 1, &["111122223333", "444455556666"]);
         answer.verifiers[0] = None;
         offline.contact(vec![answer], &told, NOW);
-        assert!(offline.unreported(), "the second is still to tell");
+        let second = offline.kept().journal[0].session;
+        assert!(offline.unreported(second), "the second is still to tell");
+        assert!(!offline.unreported(told[0].session), "the first was told");
         assert_eq!(
             offline.check("alice", "sshd", "444455556666", NOW),
             OfflineVerdict::Wrong
+        );
+    }
+
+    #[test]
+    fn an_unreadable_file_is_moved_aside_and_no_code_is_taken_until_the_server_is_reached() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join(FILE);
+        std::fs::write(&file, "{ half a record").unwrap();
+        let offline = Offline::load(file, Duration::from_secs(86_400));
+        assert!(dir.path().join("offline.unreadable").exists());
+        assert!(matches!(
+            offline.check("alice", "sshd", "111122223333", NOW),
+            OfflineVerdict::AwayTooLong { .. }
+        ));
+        offline.contact(vec![codes("alice", 1, &["111122223333"])], &[], NOW);
+        assert!(matches!(
+            offline.check("alice", "sshd", "111122223333", NOW),
+            OfflineVerdict::Allowed { .. }
+        ));
+    }
+
+    #[test]
+    fn a_directory_account_is_the_same_person_whatever_the_case() {
+        assert!(same_person("corp\\alice", "CORP\\Alice"));
+        assert!(same_person("alice", "alice"));
+        assert!(
+            !same_person("alice", "Alice"),
+            "local accounts are as typed"
         );
     }
 }

@@ -267,23 +267,37 @@ impl Sessions {
         self.save(&state);
     }
 
-    /// Sends queued notices, oldest first, until the queue is empty or the
-    /// server cannot be reached.
-    async fn deliver(&self, link: &Link) {
+    /// Sends queued notices, oldest first (a logout of an offline login the
+    /// server has not heard of yet waits), until none is left to send or
+    /// the server cannot be reached.
+    async fn deliver(&self, link: &Link, offline: &Offline) {
+        // The server must know an offline login's session before it hears
+        // that it ended: such a logout waits, the rest go on.
+        let held = |(_, request): &(String, LoginRequest)| matches!(request, LoginRequest::Logout { session: Some(id) } if offline.unreported(*id));
         loop {
-            let Some((os_user, request)) = self.state().notices.front().cloned() else {
+            let next = {
+                let state = self.state();
+                state
+                    .notices
+                    .iter()
+                    .position(|notice| !held(notice))
+                    .map(|at| (at, state.notices[at].clone()))
+            };
+            let Some((at, (os_user, request))) = next else {
                 return;
             };
             match link
                 .call(Request::Login {
                     os_user: os_user.clone(),
-                    request,
+                    request: request.clone(),
                 })
                 .await
             {
                 Ok(Response::Login(_)) => {
                     let mut state = self.state();
-                    state.notices.pop_front();
+                    if state.notices.get(at) == Some(&(os_user, request)) {
+                        state.notices.remove(at);
+                    }
                     self.save(&state);
                 }
                 Ok(other) => {
@@ -327,11 +341,7 @@ pub async fn watch(
             _ = tick.tick() => sessions.reap(),
             () = sessions.queued.notified() => {}
         }
-        // The server must know an offline login's session before it hears
-        // that it ended.
-        if !offline.unreported() {
-            sessions.deliver(&link).await;
-        }
+        sessions.deliver(&link, &offline).await;
     }
 }
 

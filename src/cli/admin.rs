@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
+use otpgate_actors::{Clock, SystemClock};
 use otpgate_protocol::admin::{
     AdminError, AdminErrorCode, AdminRequest, AdminResponse, Choice, ListFilter, MAX_PAGE,
     OfflineSpec, PageRequest, RequestView, SettingsPatch,
@@ -585,7 +586,7 @@ pub fn describe(response: &AdminResponse) -> String {
                     view.computer,
                     view.os_user,
                     view.email,
-                    view.codes as usize - view.used.len(),
+                    view.left(SystemClock.now().unix_millis()),
                     view.codes,
                     time(view.expires_at),
                     time(view.issued_at),

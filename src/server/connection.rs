@@ -385,13 +385,11 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                             ServerMessage::Response { id, response }
                         }
                         Ok(AgentMessage::Request { id, request }) => {
-                            if let Request::Offline { .. } = request {
-                                keeps_offline = true;
-                            }
                             if in_flight.len() >= MAX_IN_FLIGHT || flood.check().is_err() {
                                 let response = Response::Fail(ErrorCode::TooManyRequests);
                                 ServerMessage::Response { id, response }
                             } else {
+                                keeps_offline |= matches!(request, Request::Offline { .. });
                                 let shared = Arc::clone(&self.shared);
                                 let cert = Arc::clone(&self.cert);
                                 in_flight.spawn(

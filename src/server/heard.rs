@@ -2,7 +2,8 @@
 //! (see `Store::changes`): the settings, groups and users are read again,
 //! and so are the revocations, whose computers' connections here are then
 //! closed; mail queued wakes the mailer (which sends only on the node that
-//! sends mail). A computer another server takes needs nothing here: its actor
+//! sends mail); a computer's offline codes changed are told to its agent if
+//! it is connected here. A computer another server takes needs nothing here: its actor
 //! loads it again before it next answers.
 
 use std::sync::Arc;
@@ -28,7 +29,8 @@ pub(super) struct Followers {
     pub policy: policy::Owner,
     /// The revocations in force here.
     pub revocations: Arc<Revocations>,
-    /// The connections here, closed when their computer is revoked.
+    /// The connections here, closed when their computer is revoked, and
+    /// told when its offline codes change.
     pub live: Arc<Live>,
     /// Woken when mail is queued.
     pub mailer: MailerHandle,
@@ -52,6 +54,7 @@ pub(super) async fn follow(
             Some(Ok(Change::Policy)) => stale.0 = true,
             Some(Ok(Change::Revocations)) => stale.1 = true,
             Some(Ok(Change::Outbox)) => followers.mailer.wake(),
+            Some(Ok(Change::Offline(id))) => followers.live.offline_changed(&id),
             Some(Ok(Change::Missed) | Err(RecvError::Lagged(_))) => {
                 stale = (true, true);
                 followers.mailer.wake();

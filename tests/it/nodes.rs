@@ -332,3 +332,56 @@ async fn a_web_session_is_open_on_every_node_outlives_the_one_it_began_on_and_en
     let answer = web.get("/requests").await;
     assert_eq!(answer.status(), 303, "signed out on every node");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_codes_issued_on_one_node_reach_the_agent_on_another_at_once() {
+    use otpgate_protocol::admin::OfflineSpec;
+    use otpgate_protocol::{Request, Response};
+    let Some(nodes) = site(2).await else {
+        return;
+    };
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let agent = b.agent(&b.identity("ws-1"));
+    agent.welcomed(1, Duration::from_secs(10)).await;
+    let ask = || agent.link.call(Request::Offline { used: vec![] });
+    assert_eq!(ask().await.unwrap(), Response::Offline(vec![]));
+
+    // Something b commits for ws-1 (an access request) makes what it
+    // holds of ws-1 known to a as well.
+    let asked = agent
+        .link
+        .call(Request::Login {
+            os_user: "alice".into(),
+            request: LoginRequest::Request(RequestMode::Email("alice@example.com".into())),
+        })
+        .await
+        .unwrap();
+    assert!(matches!(asked, Response::Login(_)), "{asked:?}");
+    let issued = a
+        .admin(AdminRequest::OfflineIssue(OfflineSpec {
+            computer: "ws-1".into(),
+            os_user: "alice".into(),
+            email: "alice@example.com".into(),
+            count: 2,
+            valid_days: 1,
+        }))
+        .await;
+    assert!(
+        matches!(issued, AdminResponse::OfflineIssued { .. }),
+        "{issued:?}"
+    );
+    let since = Instant::now();
+    while agent.link.status().offline_changes == 0 {
+        assert!(
+            since.elapsed() < Duration::from_secs(2),
+            "the agent on b is not told"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let Response::Offline(sets) = ask().await.unwrap() else {
+        panic!("no codes")
+    };
+    assert_eq!(sets.len(), 1);
+    assert_eq!(sets[0].os_user, "alice");
+    assert_eq!(sets[0].verifiers.iter().flatten().count(), 2);
+}

@@ -655,3 +655,67 @@ async fn a_new_password_ends_the_sessions_and_streams_opened_with_the_old_one() 
     assert_eq!(bob.get("/settings").await.status(), 403);
     desk.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn administrators_issue_see_and_void_a_clients_offline_codes() {
+    let server = TestServer::start().await;
+    let _desk = server.desk("ws-1").await;
+    let password = server.admin_password().await;
+    let web = WebClient::new(&server);
+    assert_eq!(web.sign_in("admin", &password).await.status(), 303);
+    let (page, _) = web.page("/clients").await;
+    assert!(page.contains("href=\"/clients/ws-1/offline\""), "{page}");
+    let (page, csrf) = web.page("/clients/ws-1/offline").await;
+    assert!(page.contains("Offline codes of ws-1"), "{page}");
+    let form = |count: &'static str| {
+        vec![
+            ("os_user", "alice"),
+            ("email", "alice@example.com"),
+            ("count", count),
+            ("valid_days", "30"),
+        ]
+    };
+    let mut bad = form("0");
+    bad.push(("csrf", &csrf));
+    let answer = web.post("/clients/ws-1/offline", &bad).await;
+    assert_eq!(answer.status(), 422);
+    assert!(answer.text().await.unwrap().contains("1 to 20 codes"));
+
+    // Issued: the codes shown on the answer, this once.
+    let mut good = form("2");
+    good.push(("csrf", &csrf));
+    let answer = web.post("/clients/ws-1/offline", &good).await;
+    assert_eq!(answer.status(), 200);
+    let page = answer.text().await.unwrap();
+    let code = |text: &str| -> Vec<String> {
+        text.split("<code>")
+            .skip(1)
+            .filter_map(|rest| rest.split_once("</code>").map(|(code, _)| code.to_owned()))
+            .filter(|code| code.len() == 14 && code.matches('-').count() == 2)
+            .collect()
+    };
+    let shown = code(&page);
+    assert_eq!(shown.len(), 2, "{page}");
+    assert!(page.contains("2 of 2"), "{page}");
+    let (page, csrf) = web.page("/clients/ws-1/offline").await;
+    assert!(code(&page).is_empty(), "shown once: {page}");
+    assert!(page.contains("alice@example.com") && page.contains("2 of 2"));
+    let audit = server.audit(10).await;
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.action == "offline" && e.outcome.contains("2 offline codes for alice")),
+        "{audit:?}"
+    );
+
+    // Voided: gone from the page.
+    let answer = web
+        .post(
+            "/clients/ws-1/offline/void",
+            &[("csrf", &csrf), ("os_user", "alice")],
+        )
+        .await;
+    assert_eq!(answer.status(), 303);
+    let (page, _) = web.page("/clients/ws-1/offline").await;
+    assert!(!page.contains("alice@example.com"), "{page}");
+}

@@ -5,7 +5,8 @@
 
 use crate::audit::{Action, Who};
 use crate::clock::Timestamp;
-use crate::offline::OfflineSet;
+use crate::names::is_os_account;
+use crate::offline::{MAX_TOLD, OfflineSet};
 use crate::session::OFFLINE_SESSION;
 
 use super::{ComputerState, Result, service_name};
@@ -79,18 +80,23 @@ impl ComputerState {
         Ok(void.len())
     }
 
-    /// Takes the offline logins the agent reports, and answers the sets it
-    /// is to keep. Each login is a client session (started when the agent
-    /// says, shown as offline) and an audit entry, whatever became of its
-    /// set since: someone got in, and an administrator must know. A login
-    /// reported again (its answer was lost) is taken once.
+    /// Takes the offline logins the agent reports (the first [`MAX_TOLD`]),
+    /// and answers the sets it is to keep. Each login is a client session
+    /// (started when the agent says, shown as offline) and an audit entry,
+    /// whatever became of its set since: someone got in, and an
+    /// administrator must know. A login reported again (its answer was
+    /// lost) is taken once; one that names no OS account, or a session id
+    /// of the server's kind, is none.
     pub(super) async fn offline_sync(
         &mut self,
         logins: Vec<OfflineLogin>,
     ) -> Result<Vec<OfflineSet>> {
         let now = self.now();
         let mut changed = false;
-        for login in logins {
+        for login in logins.into_iter().take(MAX_TOLD) {
+            if login.session & OFFLINE_SESSION == 0 || !is_os_account(&login.os_user) {
+                continue;
+            }
             let os_user = self.person(login.os_user);
             let set = self
                 .offline
@@ -101,9 +107,14 @@ impl ComputerState {
                     .get(login.code)
                     .is_some_and(|code| code.used_at == Some(login.at))
             });
-            if login.session & OFFLINE_SESSION == 0
-                || told_before
+            if told_before
                 || self.sessions.contains_key(&login.session)
+                || self
+                    .svc
+                    .store
+                    .session(&self.id, login.session)
+                    .await?
+                    .is_some()
             {
                 continue;
             }

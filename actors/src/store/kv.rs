@@ -502,6 +502,14 @@ impl Store for KvStore {
         })
     }
 
+    fn session<'a>(
+        &'a self,
+        computer: &'a ComputerId,
+        id: u64,
+    ) -> StoreFuture<'a, Option<ClientSession>> {
+        Box::pin(self.sessions.get(scoped(computer, &ordered(id))))
+    }
+
     fn offline_sets<'a>(&'a self, computer: &'a ComputerId) -> StoreFuture<'a, Vec<OfflineSet>> {
         Box::pin(self.offline.values(prefix(computer)))
     }

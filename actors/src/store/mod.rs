@@ -120,7 +120,7 @@ pub enum StoreError {
 
 /// What another node changed, as this one hears of it (see
 /// [`Store::changes`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
     /// The System Settings, a client group or an internal user.
     Policy,
@@ -128,6 +128,8 @@ pub enum Change {
     Revocations,
     /// Mail was queued.
     Outbox,
+    /// A computer's offline codes changed.
+    Offline(ComputerId),
     /// This node did not hear for a while: anything may have changed.
     Missed,
 }
@@ -200,6 +202,13 @@ pub trait Store: Send + Sync + 'static {
     fn put_user(&self, user: &UserRecord) -> Result<()>;
     /// Every internal user.
     fn users(&self) -> StoreFuture<'_, Vec<UserRecord>>;
+
+    /// Client session `id` of computer `computer`, if there is one.
+    fn session<'a>(
+        &'a self,
+        computer: &'a ComputerId,
+        id: u64,
+    ) -> StoreFuture<'a, Option<ClientSession>>;
 
     /// Computer `computer`'s offline code sets, one per OS user.
     fn offline_sets<'a>(&'a self, computer: &'a ComputerId) -> StoreFuture<'a, Vec<OfflineSet>>;

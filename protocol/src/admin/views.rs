@@ -474,6 +474,18 @@ pub struct OfflineView {
     pub used: Vec<(u32, u64)>,
 }
 
+impl OfflineView {
+    /// How many codes are left at `now` (milliseconds since the Unix
+    /// epoch): none once they expired.
+    pub fn left(&self, now: u64) -> usize {
+        if now < self.expires_at {
+            (self.codes as usize).saturating_sub(self.used.len())
+        } else {
+            0
+        }
+    }
+}
+
 /// The certificate an enrolled computer holds now.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CertView {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use otpgate_actors::ComputerId;
 use otpgate_actors::names::{is_email_address, is_os_account};
-use otpgate_actors::offline::{MAX_CODES, MAX_VALID_DAYS, OfflineSet, Order};
+use otpgate_actors::offline::{MAX_CODES, MAX_SETS, MAX_VALID_DAYS, OfflineSet, Order};
 use otpgate_protocol::admin::{AdminErrorCode, OfflineSpec, OfflineView};
 use otpgate_protocol::login::Secret;
 
@@ -48,6 +48,13 @@ impl AdminService {
             return refuse(
                 AdminErrorCode::NotFound,
                 format!("client computer {id} has never connected"),
+            );
+        }
+        let sets = self.store.offline_sets(&id).await?;
+        if sets.len() >= MAX_SETS && !sets.iter().any(|set| set.os_user == spec.os_user) {
+            return refuse(
+                AdminErrorCode::Invalid,
+                format!("a computer holds offline codes for at most {MAX_SETS} OS users"),
             );
         }
         let order = Order {

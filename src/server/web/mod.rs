@@ -208,6 +208,11 @@ fn router(app: App) -> Router {
             "/clients/{name}",
             get(manage::client).post(manage::client_set),
         )
+        .route(
+            "/clients/{name}/offline",
+            get(manage::offline).post(manage::offline_issue),
+        )
+        .route("/clients/{name}/offline/void", post(manage::offline_void))
         .route("/groups", get(manage::group_open))
         .route("/groups/{name}", get(manage::group).post(manage::group_set))
         .route("/users", get(manage::users).post(manage::user_add))

@@ -2,7 +2,7 @@
 //! that several nodes over one database act on one state within moments
 //! rather than at their next write or restart.
 //!
-//! Four channels. [`OWNERS`]: a node that takes a computer from another
+//! Five channels. [`OWNERS`]: a node that takes a computer from another
 //! says so in the taking's transaction (`fence node computer`); every other
 //! node then counts its own hold on that computer as fenced out, so that its
 //! actor loads the computer again before it answers from what it holds in
@@ -10,7 +10,9 @@
 //! decided). [`POLICY`] and [`REVOCATIONS`]: sent by triggers (migration 5)
 //! when the settings, groups, users or revocations change, whoever wrote
 //! them; [`OUTBOX`]: sent with a commit that queues mail on a node that does
-//! not send it. They reach the server as [`Change`]s.
+//! not send it; [`OFFLINE`]: sent by a trigger (migration 7) with the
+//! name of a computer whose offline codes changed. They reach the server
+//! as [`Change`]s.
 //!
 //! Notifications sent while no session listened are lost; so a session
 //! that ended is opened again, and then the owners table is read again and
@@ -35,6 +37,8 @@ const POLICY: &str = "otpgate_policy";
 const REVOCATIONS: &str = "otpgate_revocations";
 /// Mail was queued on a node that does not send it.
 pub(super) const OUTBOX: &str = "otpgate_outbox";
+/// A computer's offline codes changed: its name.
+const OFFLINE: &str = "otpgate_offline";
 
 /// How the listening sessions are named in `pg_stat_activity`.
 pub(in crate::store) const APPLICATION: &str = "otpgate listening";
@@ -102,6 +106,12 @@ impl Pg {
             OUTBOX => {
                 let _ = self.changes.send(Change::Outbox);
             }
+            OFFLINE => match payload.parse::<ComputerId>() {
+                Ok(computer) => {
+                    let _ = self.changes.send(Change::Offline(computer));
+                }
+                Err(_) => tracing::warn!(channel, "unreadable notification; ignored"),
+            },
             _ => {}
         }
     }
@@ -197,7 +207,8 @@ impl Session {
         session
             .client
             .batch_execute(&format!(
-                "LISTEN {OWNERS}; LISTEN {POLICY}; LISTEN {REVOCATIONS}; LISTEN {OUTBOX}"
+                "LISTEN {OWNERS}; LISTEN {POLICY}; LISTEN {REVOCATIONS}; LISTEN {OUTBOX}; \
+                 LISTEN {OFFLINE}"
             ))
             .await?;
         Ok(session)

@@ -68,6 +68,8 @@ fn cells(own: &OptionsView, effective: Option<&OptionsView>) -> Vec<Cell> {
 
 struct ClientRow {
     href: String,
+    /// Its offline codes' page.
+    offline: String,
     computer: String,
     online: bool,
     last_seen: String,
@@ -128,6 +130,7 @@ pub async fn clients(State(app): State<App>, Admin(signed): Admin) -> Response {
                 .iter()
                 .map(|c| ClientRow {
                     href: format!("/clients/{}", path_segment(&c.computer)),
+                    offline: format!("/clients/{}/offline", path_segment(&c.computer)),
                     computer: c.computer.clone(),
                     online: c.connected_since.is_some(),
                     last_seen: time(c.last_seen),
@@ -150,7 +153,7 @@ pub async fn clients(State(app): State<App>, Admin(signed): Admin) -> Response {
 }
 
 /// `text` as one segment of a URL's path.
-fn path_segment(text: &str) -> String {
+pub(super) fn path_segment(text: &str) -> String {
     crate::server::web::query_escape(text).replace('/', "%2F")
 }
 

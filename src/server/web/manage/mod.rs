@@ -1,12 +1,14 @@
 //! The Management Tool's administration pages (administrators only, but for
-//! the profile): System Settings, Clients and Client Groups, Users, Generate
-//! OTP, the audit log with its exports, Mail. Each calls the admin service,
+//! the profile): System Settings, Clients and Client Groups (and each
+//! client's offline codes), Users, Generate OTP, the audit log with its
+//! exports, Mail. Each calls the admin service,
 //! as `otpgate admin` does; the service checks that the signed-in person is an
 //! administrator ([`Admin`] only shows the others a page that says so).
 
 mod audit;
 mod clients;
 mod mail;
+mod offline;
 mod otp;
 mod settings;
 mod users;
@@ -14,6 +16,7 @@ mod users;
 pub use audit::audit;
 pub use clients::{client, client_set, clients, group, group_open, group_set};
 pub use mail::{mail, mail_test};
+pub use offline::{offline, offline_issue, offline_void};
 pub use otp::{otp, otp_generate};
 pub use settings::{settings, settings_set};
 pub use users::{profile, profile_password, user_add, user_set, users};

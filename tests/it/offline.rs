@@ -21,9 +21,19 @@ const WITHIN: Duration = Duration::from_secs(20);
 /// Issues `count` offline codes for `os_user` on ws-1: the codes and what
 /// was issued.
 async fn issue(server: &TestServer, os_user: &str, count: u32) -> (Vec<String>, OfflineView) {
+    issue_on(server, "ws-1", os_user, count).await
+}
+
+/// [`issue`] on `computer`.
+async fn issue_on(
+    server: &TestServer,
+    computer: &str,
+    os_user: &str,
+    count: u32,
+) -> (Vec<String>, OfflineView) {
     let answer = server
         .admin(AdminRequest::OfflineIssue(OfflineSpec {
-            computer: "ws-1".into(),
+            computer: computer.into(),
             os_user: os_user.into(),
             email: format!("{os_user}@example.com"),
             count,
@@ -209,4 +219,42 @@ async fn offline_codes_let_in_once_while_the_server_is_down_and_are_accounted_fo
     let (ok, shown) = log_in(&gate, &bob.name, &bobs[1], &["authenticate"]).await;
     assert!(!ok && shown.contains("Wrong offline code"), "void: {shown}");
     desk.stop().await;
+}
+
+/// The OS users with offline codes on `computer`.
+async fn holders(server: &TestServer, computer: &str) -> Vec<String> {
+    let listed = server
+        .admin(AdminRequest::OfflineList {
+            computer: computer.into(),
+        })
+        .await;
+    let AdminResponse::Offline(sets) = listed else {
+        panic!("{listed:?}")
+    };
+    sets.into_iter().map(|set| set.os_user).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disabling_a_user_voids_their_offline_codes_on_every_computer() {
+    let server = TestServer::start().await;
+    let _one = server.desk("ws-1").await;
+    let _two = server.desk("ws-2").await;
+    server
+        .add_user("bob", otpgate_protocol::admin::RoleView::User)
+        .await;
+    issue_on(&server, "ws-1", "bob", 1).await;
+    issue_on(&server, "ws-2", "bob", 1).await;
+    issue_on(&server, "ws-1", "carol", 1).await;
+    let disabled = server
+        .admin(AdminRequest::UserSet {
+            login: "bob".into(),
+            email: None,
+            role: None,
+            password: None,
+            disabled: Some(true),
+        })
+        .await;
+    assert_eq!(disabled, AdminResponse::Done);
+    assert_eq!(holders(&server, "ws-1").await, ["carol"]);
+    assert!(holders(&server, "ws-2").await.is_empty());
 }

@@ -324,6 +324,21 @@ fn scoped(computer: &ComputerId, rest: &str) -> Vec<u8> {
     key
 }
 
+/// The computer and the OS user of key `key` of table `tree`, made by
+/// [`scoped`].
+fn unscoped(tree: &'static str, key: &[u8]) -> Result<(ComputerId, String)> {
+    let bad = || StoreError::BadKey { tree };
+    let split = key.iter().position(|&b| b == 0).ok_or_else(bad)?;
+    let computer = std::str::from_utf8(&key[..split])
+        .ok()
+        .and_then(|name| name.parse().ok())
+        .ok_or_else(bad)?;
+    Ok((
+        computer,
+        String::from_utf8_lossy(&key[split + 1..]).into_owned(),
+    ))
+}
+
 fn prefix(computer: &ComputerId) -> Vec<u8> {
     let mut key = computer.as_str().as_bytes().to_vec();
     key.push(0);
@@ -489,14 +504,26 @@ impl Store for KvStore {
                 .await?
                 .into_iter()
                 .map(|(key, slot)| {
-                    let bad = || StoreError::BadKey { tree: "otps" };
-                    let split = key.iter().position(|&b| b == 0).ok_or_else(bad)?;
-                    let computer = std::str::from_utf8(&key[..split])
-                        .ok()
-                        .and_then(|name| name.parse().ok())
-                        .ok_or_else(bad)?;
-                    let os_user = String::from_utf8_lossy(&key[split + 1..]).into_owned();
+                    let (computer, os_user) = unscoped("otps", &key)?;
                     Ok((key, (computer, os_user, slot)))
+                })
+                .collect()
+        })
+    }
+
+    fn offline_from(
+        &self,
+        after: Option<Vec<u8>>,
+        limit: usize,
+    ) -> StoreFuture<'_, Batch<(ComputerId, OfflineSet)>> {
+        Box::pin(async move {
+            self.offline
+                .batch::<OfflineSet>(after.as_deref(), Order::Oldest, limit)
+                .await?
+                .into_iter()
+                .map(|(key, set)| {
+                    let (computer, _) = unscoped("offline_codes", &key)?;
+                    Ok((key, (computer, set)))
                 })
                 .collect()
         })

@@ -213,6 +213,14 @@ pub trait Store: Send + Sync + 'static {
     /// Computer `computer`'s offline code sets, one per OS user.
     fn offline_sets<'a>(&'a self, computer: &'a ComputerId) -> StoreFuture<'a, Vec<OfflineSet>>;
 
+    /// Every computer's offline code sets, in key order after cursor
+    /// `after`.
+    fn offline_from(
+        &self,
+        after: Option<Vec<u8>>,
+        limit: usize,
+    ) -> StoreFuture<'_, Batch<(ComputerId, OfflineSet)>>;
+
     /// Keeps `set` as the offline codes of its OS user on `computer`,
     /// replacing theirs.
     fn put_offline_set(&self, computer: &ComputerId, set: &OfflineSet) -> Result<()>;

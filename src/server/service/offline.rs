@@ -8,6 +8,7 @@ use std::time::Duration;
 use otpgate_actors::ComputerId;
 use otpgate_actors::names::{is_email_address, is_os_account};
 use otpgate_actors::offline::{MAX_CODES, MAX_SETS, MAX_VALID_DAYS, OfflineSet, Order};
+use otpgate_actors::store::{self, BATCH};
 use otpgate_protocol::admin::{AdminErrorCode, OfflineSpec, OfflineView};
 use otpgate_protocol::login::Secret;
 
@@ -109,6 +110,25 @@ impl AdminService {
             .await?;
         if voided > 0 {
             self.live.offline_changed(&id);
+        }
+        Ok(voided)
+    }
+}
+
+impl AdminService {
+    /// Voids, on every computer, the offline codes issued to the person of
+    /// `email` (an internal user disabled), as `who`; how many sets went.
+    pub(super) async fn void_offline_of(&self, who: &Principal, email: &str) -> Answer<usize> {
+        let sets = store::all_keyed(|after| self.store.offline_from(after, BATCH)).await?;
+        let mut voided = 0;
+        for (_, (computer, set)) in sets {
+            if set.email.eq_ignore_ascii_case(email) {
+                voided += self
+                    .computers
+                    .offline_void(&computer, Some(&set.os_user), &who.who())
+                    .await?;
+                self.live.offline_changed(&computer);
+            }
         }
         Ok(voided)
     }

@@ -165,6 +165,8 @@ impl AdminService {
                 self.remove_initial_password();
             }
         }
+        // Disabled: their offline codes go with them.
+        let disabled = (change.disabled == Some(true)).then(|| user.email.clone());
         edit.put_user(user);
         let entry = self.entry(
             who,
@@ -173,6 +175,9 @@ impl AdminService {
             format!("user {login} changed"),
         );
         edit.commit(&entry).await?;
+        if let Some(email) = disabled {
+            self.void_offline_of(who, &email).await?;
+        }
         Ok(())
     }
 

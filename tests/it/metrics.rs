@@ -104,18 +104,25 @@ fn value(samples: &BTreeMap<String, f64>, sample: &str) -> f64 {
         .unwrap_or_else(|| panic!("no {sample} in {samples:?}"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_metrics_count_a_known_run_and_name_nobody() {
-    let dir = tempfile::tempdir().unwrap();
+/// A server process of this build on folder `dir`, serving its metrics on
+/// the port it answers with.
+fn serving_metrics(dir: &std::path::Path) -> (ServerProcess, u16) {
     let metrics_port = free_port();
     let server = ServerProcess::start_binary(
         this_otpgate(),
-        dir.path(),
+        dir,
         "127.0.0.1:0",
         HEARTBEAT_MS,
         2000,
         &format!("[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n"),
     );
+    (server, metrics_port)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metrics_count_a_known_run_and_name_nobody() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, metrics_port) = serving_metrics(dir.path());
     let data = server.data_dir();
     let password = "the metrics administrator's password";
     let identity = prepare(&data, password, this_otpgate(), "ws-metrics", dir.path()).await;
@@ -219,15 +226,7 @@ async fn the_metrics_count_a_known_run_and_name_nobody() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_server_sums_what_connected_agents_say_their_spools_hold() {
     let dir = tempfile::tempdir().unwrap();
-    let metrics_port = free_port();
-    let server = ServerProcess::start_binary(
-        this_otpgate(),
-        dir.path(),
-        "127.0.0.1:0",
-        HEARTBEAT_MS,
-        2000,
-        &format!("[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n"),
-    );
+    let (server, metrics_port) = serving_metrics(dir.path());
     let url = format!("http://127.0.0.1:{metrics_port}/metrics");
     let spooled = || async { value(&scrape(&url).await.0, "otpgate_agents_spooled_bytes{}") };
     let data = server.data_dir();

@@ -98,6 +98,20 @@ impl Fixture {
             .unwrap()
     }
 
+    /// Asks the actor the message `build` makes; its answer, which must be
+    /// `Ok`.
+    async fn ask<T: Send + 'static>(
+        &self,
+        build: impl FnOnce(RpcReplyPort<Result<T>>) -> ComputerMsg,
+    ) -> T {
+        self.actor
+            .call(build, TIMEOUT)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+    }
+
     /// The codes in the outbox, newest last.
     async fn codes(&self) -> Vec<String> {
         self.svc
@@ -563,50 +577,27 @@ async fn offline_logins_are_sessions_and_audit_entries_once_and_use_their_codes(
 
     let f = Fixture::new(Options::default()).await;
     let now = f.clock.now();
-    let issued = OfflineSet::issue(Order {
-        id: 77,
-        os_user: "alice".into(),
-        email: "alice@example.com".into(),
-        count: 2,
-        now,
-        valid: Duration::from_secs(86_400),
-        by: "admin".into(),
-    });
+    let alices = |id: u64, count: u32| {
+        OfflineSet::issue(Order {
+            id,
+            os_user: "alice".into(),
+            email: "alice@example.com".into(),
+            count,
+            now,
+            valid: Duration::from_secs(86_400),
+            by: "admin".into(),
+        })
+    };
+    let issued = alices(77, 2);
     let issue = |set: OfflineSet| {
-        let actor = f.actor.clone();
-        async move {
-            actor
-                .call(
-                    |reply| ComputerMsg::OfflineIssue {
-                        set: set.clone(),
-                        by: Who::Server,
-                        reply,
-                    },
-                    TIMEOUT,
-                )
-                .await
-                .unwrap()
-                .unwrap()
-                .unwrap();
-        }
+        f.ask(|reply| ComputerMsg::OfflineIssue {
+            set,
+            by: Who::Server,
+            reply,
+        })
     };
-    let sync = |logins: Vec<OfflineLogin>| {
-        let actor = f.actor.clone();
-        async move {
-            actor
-                .call(
-                    |reply| ComputerMsg::OfflineSync {
-                        logins: logins.clone(),
-                        reply,
-                    },
-                    TIMEOUT,
-                )
-                .await
-                .unwrap()
-                .unwrap()
-                .unwrap()
-        }
-    };
+    let sync =
+        |logins: Vec<OfflineLogin>| f.ask(|reply| ComputerMsg::OfflineSync { logins, reply });
     issue(issued.set).await;
     let login = OfflineLogin {
         set: 77,
@@ -655,15 +646,7 @@ async fn offline_logins_are_sessions_and_audit_entries_once_and_use_their_codes(
 
     // A new set voids the old: a late report of the old one is still
     // a session and an entry, said as such.
-    let newer = OfflineSet::issue(Order {
-        id: 78,
-        os_user: "alice".into(),
-        email: "alice@example.com".into(),
-        count: 1,
-        now,
-        valid: Duration::from_secs(86_400),
-        by: "admin".into(),
-    });
+    let newer = alices(78, 1);
     issue(newer.set).await;
     let late = OfflineLogin {
         code: 0,
@@ -697,19 +680,12 @@ async fn offline_logins_are_sessions_and_audit_entries_once_and_use_their_codes(
     assert_eq!(f.svc.store.sessions_of(&f.id).await.unwrap().len(), 2);
     // Voided: nothing left to keep.
     let voided = f
-        .actor
-        .call(
-            |reply| ComputerMsg::OfflineVoid {
-                os_user: None,
-                by: Who::Server,
-                reply,
-            },
-            TIMEOUT,
-        )
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+        .ask(|reply| ComputerMsg::OfflineVoid {
+            os_user: None,
+            by: Who::Server,
+            reply,
+        })
+        .await;
     assert_eq!(voided, 1);
     assert!(sync(vec![]).await.is_empty());
     assert!(f.svc.store.offline_sets(&f.id).await.unwrap().is_empty());

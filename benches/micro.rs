@@ -1,7 +1,8 @@
 //! Micro-benchmarks of the hot paths: the frame codec, OTP generation, sealing
 //! and checking, one offline code's check at the cost sets are made with
-//! (what a guess costs whoever holds a computer's verifiers), one round trip to a computer's actor, a durable sled write
-//! with and without batching of flushes, and a recording's chunk stored
+//! (what a guess costs whoever holds a computer's verifiers), one round
+//! trip to a computer's actor, a durable sled write with and without
+//! batching of flushes, and a recording's chunk stored
 //! durably on sled and on PostgreSQL (a throwaway cluster, when there is
 //! one). `cargo bench --bench micro`; the figures and what limits them are
 //! in BENCHMARKS.md.

@@ -473,6 +473,10 @@ pub struct Share {
 }
 
 impl Share {
+    /// The most one part counts (a pebibyte of spool, say): what any number
+    /// of parts add up to stays within the gauge.
+    pub const MOST: u64 = 1 << 50;
+
     /// A part of `gauge`, nothing yet.
     pub fn of(gauge: &Gauge) -> Self {
         Self {
@@ -481,9 +485,9 @@ impl Share {
         }
     }
 
-    /// Makes this part `value`.
+    /// Makes this part `value` (at most [`Share::MOST`]).
     pub fn set(&mut self, value: u64) {
-        let value = i64::try_from(value).unwrap_or(i64::MAX);
+        let value = i64::try_from(value.min(Self::MOST)).unwrap_or(0);
         self.gauge.inc_by(value.saturating_sub(self.value));
         self.value = value;
     }

@@ -29,6 +29,10 @@ use crate::store::record::Record;
 
 /// How many digits a code has.
 pub const DIGITS: usize = 12;
+/// How many codes a set holds unless its issuer says otherwise.
+pub const DEFAULT_CODES: u32 = 5;
+/// How many days a set lasts unless its issuer says otherwise.
+pub const DEFAULT_VALID_DAYS: u32 = 30;
 /// The most codes one set holds.
 pub const MAX_CODES: u32 = 20;
 /// The longest a set is valid, in days.
@@ -61,8 +65,12 @@ pub const COST: Cost = Cost {
 pub struct OfflineSet {
     /// Its id (the store's): the agent names it when it reports a use.
     pub id: u64,
-    /// The OS user it lets in.
+    /// The OS user it lets in, as the server names them (a directory
+    /// account canonical, see `directory::person_name`).
     pub os_user: String,
+    /// The OS user as issued: the name PAM gives on the computer, which
+    /// the agent matches.
+    pub login_name: String,
     /// The person's address, for the client session of an offline login.
     pub email: String,
     /// When it was made.
@@ -151,6 +159,7 @@ impl OfflineSet {
         Issued {
             set: OfflineSet {
                 id: order.id,
+                login_name: order.os_user.clone(),
                 os_user: order.os_user,
                 email: order.email,
                 issued_at: order.now,

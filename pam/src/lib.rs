@@ -3,7 +3,10 @@
 //!
 //! `auth` walks the seed's screens (`otpgate_screens`) through the
 //! PAM conversation, asking the local agent for `PAM_USER` as root; it succeeds
-//! only on Allow, or when the computer does not use OTPs. `session` ties the
+//! only on Allow, or when the computer does not use OTPs; when the agent or
+//! the server cannot be reached it denies, allows, or (`on_unreachable=
+//! offline`) asks for one of the person's offline codes, which the agent
+//! checks. `session` ties the
 //! client session the Allow started to the process that holds the OS session,
 //! through the agent (sshd authenticates in another process than the one that
 //! opens the session, so nothing is kept in the PAM handle).
@@ -244,7 +247,7 @@ fn offline(conv: &Conv<'_>, args: &Args, user: &str, service: &str) -> PamResult
         }
     };
     let (said, logged) = match verdict {
-        OfflineVerdict::Allowed { session } => {
+        OfflineVerdict::Allow { session } => {
             log(
                 libc::LOG_NOTICE,
                 &format!(
@@ -257,8 +260,8 @@ fn offline(conv: &Conv<'_>, args: &Args, user: &str, service: &str) -> PamResult
             );
             return PamResultCode::PAM_SUCCESS;
         }
-        // No code left says the same: a stranger at sshd learns nothing of
-        // who has codes.
+        // No code left says the same (the agent hashes and counts the try
+        // all the same): a stranger at sshd does not learn who has codes.
         OfflineVerdict::Wrong | OfflineVerdict::NoCodes => (
             "Wrong offline code. Access denied.".to_owned(),
             if verdict == OfflineVerdict::Wrong {
@@ -293,6 +296,12 @@ fn offline(conv: &Conv<'_>, args: &Args, user: &str, service: &str) -> PamResult
         OfflineVerdict::Unavailable => (
             "The offline login could not be recorded. Access denied.".to_owned(),
             "not recorded",
+        ),
+        OfflineVerdict::Damaged => (
+            "Offline codes cannot be read on this computer until it reaches the OTP server \
+             again. Access denied."
+                .to_owned(),
+            "the agent's offline codes are unreadable",
         ),
     };
     log(

@@ -49,7 +49,7 @@ pub struct OfflineUse {
 pub enum OfflineVerdict {
     /// Right: the person may log in, in client session `session` (the
     /// code is used, the login journaled for the server).
-    Allowed {
+    Allow {
         /// The client session.
         session: u64,
     },
@@ -73,4 +73,7 @@ pub enum OfflineVerdict {
     Online,
     /// The login could not be journaled: refused.
     Unavailable,
+    /// The agent's record of its offline codes could not be read: none is
+    /// taken until the server is reached again.
+    Damaged,
 }

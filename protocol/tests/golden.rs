@@ -1092,7 +1092,7 @@ fn local_samples_since_2() -> Vec<Sample> {
         ),
         sample(
             "response-offline-allowed",
-            LocalResponse::Offline(OfflineVerdict::Allowed {
+            LocalResponse::Offline(OfflineVerdict::Allow {
                 session: (1 << 63) | 5,
             }),
         ),
@@ -1123,6 +1123,10 @@ fn local_samples_since_2() -> Vec<Sample> {
         sample(
             "response-offline-unavailable",
             LocalResponse::Offline(OfflineVerdict::Unavailable),
+        ),
+        sample(
+            "response-offline-damaged",
+            LocalResponse::Offline(OfflineVerdict::Damaged),
         ),
     ]
 }

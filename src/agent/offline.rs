@@ -40,6 +40,9 @@ use crate::agent::link::Link;
 
 /// The file in the identity folder that holds them.
 pub const FILE: &str = "offline";
+/// How many days after its last contact with the server an agent takes
+/// offline codes, unless told otherwise (`--offline-max-days`).
+pub const DEFAULT_MAX_DAYS: u32 = 14;
 /// Wrong codes in a row that lock an OS user's offline codes.
 pub const WRONG_IN_A_ROW: u32 = 5;
 /// How long the first lock lasts; each after lasts twice the one before.
@@ -158,9 +161,10 @@ impl Offline {
     /// call it off the runtime.
     pub fn check(&self, os_user: &str, service: &str, typed: &str, now_ms: u64) -> OfflineVerdict {
         let _one_at_a_time = self.checking.lock().unwrap_or_else(PoisonError::into_inner);
+        let locked_as = lock_key(os_user);
         let found = {
             let kept = self.kept();
-            if let Some(refused) = self.refusal(&kept, os_user, now_ms) {
+            if let Some(refused) = self.refusal(&kept, &locked_as, now_ms) {
                 return refused;
             }
             kept.sets
@@ -174,23 +178,24 @@ impl Offline {
                     (set.set, set.salt, cost, set.verifiers.clone())
                 })
         };
-        let Some((set, salt, cost, verifiers)) = found else {
-            // As long as a check: no one learns who has codes from the time.
-            offline::check(typed, &[0; 16], COST, &[]);
-            return OfflineVerdict::NoCodes;
-        };
+        // Without codes the hash is made all the same, and the try counts:
+        // neither the time nor a lock tells a stranger who has codes.
+        let (set, salt, cost, verifiers) = found.unwrap_or((0, [0; 16], COST, Vec::new()));
         let found = offline::check(typed, &salt, cost, &verifiers);
         let mut kept = self.kept();
         // Checked again: what changed while the hash ran counts.
-        if let Some(refused) = self.refusal(&kept, os_user, now_ms) {
+        if let Some(refused) = self.refusal(&kept, &locked_as, now_ms) {
             return refused;
         }
-        let code = found.and_then(|index| {
+        let taken = found.and_then(|index| {
             let set = kept.sets.iter_mut().find(|s| s.set == set)?;
-            set.verifiers.get_mut(index)?.take().map(|_| index)
+            set.verifiers
+                .get_mut(index)?
+                .take()
+                .map(|verifier| (index, verifier))
         });
-        let Some(code) = code else {
-            let lock = kept.locks.entry(os_user.to_owned()).or_default();
+        let Some((code, verifier)) = taken else {
+            let lock = kept.locks.entry(locked_as).or_default();
             lock.wrong += 1;
             if lock.wrong >= WRONG_IN_A_ROW {
                 let lasts = FIRST_LOCK
@@ -206,10 +211,14 @@ impl Offline {
                 );
             }
             self.save_or_say(&kept);
-            return OfflineVerdict::Wrong;
+            return if verifiers.is_empty() {
+                OfflineVerdict::NoCodes
+            } else {
+                OfflineVerdict::Wrong
+            };
         };
         let session = rand::rng().random::<u64>() | OFFLINE_SESSION;
-        kept.locks.remove(os_user);
+        let lock = kept.locks.remove(&locked_as);
         kept.journal.push(OfflineUse {
             set,
             code: u32::try_from(code).unwrap_or(u32::MAX),
@@ -225,25 +234,32 @@ impl Offline {
             if let Some(set) = kept.sets.iter_mut().find(|s| s.set == set)
                 && let Some(slot) = set.verifiers.get_mut(code)
             {
-                *slot = verifiers.get(code).copied().flatten();
+                *slot = Some(verifier);
+            }
+            if let Some(lock) = lock {
+                kept.locks.insert(lock_key(os_user), lock);
             }
             return OfflineVerdict::Unavailable;
         }
         drop(kept);
         info!(os_user, service, session, "let in with an offline code");
         self.journaled.notify_one();
-        OfflineVerdict::Allowed { session }
+        OfflineVerdict::Allow { session }
     }
 
-    /// Why `os_user` may not use an offline code now, if they may not.
-    fn refusal(&self, kept: &Kept, os_user: &str, now_ms: u64) -> Option<OfflineVerdict> {
+    /// Why the OS user whose wrong codes are counted under `locked_as`
+    /// may not use an offline code now, if they may not.
+    fn refusal(&self, kept: &Kept, locked_as: &str, now_ms: u64) -> Option<OfflineVerdict> {
+        if kept.damaged {
+            return Some(OfflineVerdict::Damaged);
+        }
         let away_since = kept.contact_ms.unwrap_or(0);
-        if kept.damaged || now_ms.saturating_sub(away_since) > millis(self.max_away) {
+        if now_ms.saturating_sub(away_since) > millis(self.max_away) {
             return Some(OfflineVerdict::AwayTooLong {
                 since_ms: away_since,
             });
         }
-        match kept.locks.get(os_user) {
+        match kept.locks.get(locked_as) {
             Some(lock) if now_ms < lock.until_ms => Some(OfflineVerdict::Locked {
                 until_ms: lock.until_ms,
             }),
@@ -298,11 +314,28 @@ impl Offline {
     }
 }
 
-/// Whether OS user `typed` (as PAM names them) is `issued` (as the server
-/// keeps them): the same, or, for a directory account (`CORP\alice`,
-/// `alice@corp`), the same but for case, as the server canonicalises them.
+/// Whether OS user `typed` (as PAM names them) is `issued` (as the
+/// administrator named them when the codes were issued): the same, or, for
+/// a directory account (`CORP\alice`, `alice@corp`), the same but for
+/// case, as directories take them.
 fn same_person(issued: &str, typed: &str) -> bool {
     issued == typed || (is_directory_name(typed) && issued.eq_ignore_ascii_case(typed))
+}
+
+/// The name OS user `typed`'s wrong codes are counted under: one count
+/// whatever the case of a directory account's name.
+fn lock_key(typed: &str) -> String {
+    if is_directory_name(typed) {
+        typed.to_ascii_lowercase()
+    } else {
+        typed.to_owned()
+    }
+}
+
+/// How long after its last contact with the server an agent told `days`
+/// takes offline codes.
+pub fn max_away(days: u32) -> Duration {
+    Duration::from_secs(u64::from(days) * 24 * 60 * 60)
 }
 
 fn millis(duration: Duration) -> u64 {
@@ -451,7 +484,7 @@ mod tests {
     fn a_code_lets_its_user_in_once_and_is_journaled_on_disk() {
         let dir = tempfile::tempdir().unwrap();
         let offline = offline(&dir);
-        let OfflineVerdict::Allowed { session } =
+        let OfflineVerdict::Allow { session } =
             offline.check("alice", "sshd", "1111-2222-3333", NOW)
         else {
             panic!("a right code")
@@ -498,7 +531,7 @@ mod tests {
         assert!(
             matches!(
                 offline.check("bob", "sshd", "777788889999", NOW),
-                OfflineVerdict::Allowed { .. }
+                OfflineVerdict::Allow { .. }
             ),
             "another user's are not locked"
         );
@@ -514,7 +547,7 @@ mod tests {
         offline.contact(vec![codes("alice", 1, &["111122223333"])], &[], until_ms);
         assert!(matches!(
             offline.check("alice", "sshd", "111122223333", until_ms),
-            OfflineVerdict::Allowed { .. }
+            OfflineVerdict::Allow { .. }
         ));
     }
 
@@ -544,12 +577,12 @@ mod tests {
         let offline = offline(&dir);
         assert!(matches!(
             offline.check("alice", "sshd", "111122223333", NOW),
-            OfflineVerdict::Allowed { .. }
+            OfflineVerdict::Allow { .. }
         ));
         let told = offline.kept().journal.clone();
         assert!(matches!(
             offline.check("alice", "sshd", "444455556666", NOW),
-            OfflineVerdict::Allowed { .. }
+            OfflineVerdict::Allow { .. }
         ));
         // The server answers the first ask having taken the first use
         // only: the second stays used here.
@@ -574,12 +607,12 @@ mod tests {
         assert!(dir.path().join("offline.unreadable").exists());
         assert!(matches!(
             offline.check("alice", "sshd", "111122223333", NOW),
-            OfflineVerdict::AwayTooLong { .. }
+            OfflineVerdict::Damaged
         ));
         offline.contact(vec![codes("alice", 1, &["111122223333"])], &[], NOW);
         assert!(matches!(
             offline.check("alice", "sshd", "111122223333", NOW),
-            OfflineVerdict::Allowed { .. }
+            OfflineVerdict::Allow { .. }
         ));
     }
 

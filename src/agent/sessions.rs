@@ -277,13 +277,9 @@ impl Sessions {
         loop {
             let next = {
                 let state = self.state();
-                state
-                    .notices
-                    .iter()
-                    .position(|notice| !held(notice))
-                    .map(|at| (at, state.notices[at].clone()))
+                state.notices.iter().find(|notice| !held(notice)).cloned()
             };
-            let Some((at, (os_user, request))) = next else {
+            let Some((os_user, request)) = next else {
                 return;
             };
             match link
@@ -294,8 +290,10 @@ impl Sessions {
                 .await
             {
                 Ok(Response::Login(_)) => {
+                    // Found again: the oldest may have been dropped meanwhile.
                     let mut state = self.state();
-                    if state.notices.get(at) == Some(&(os_user, request)) {
+                    let sent = (os_user, request);
+                    if let Some(at) = state.notices.iter().position(|notice| *notice == sent) {
                         state.notices.remove(at);
                     }
                     self.save(&state);

@@ -326,7 +326,7 @@ async fn answer(request: LocalRequest, caller: &Caller, agent: &Agent) -> LocalR
             let Ok(verdict) = checked else {
                 return LocalResponse::Fail(LocalError::Internal);
             };
-            if let (OfflineVerdict::Allowed { session }, Some(pid)) = (verdict, caller.pid) {
+            if let (OfflineVerdict::Allow { session }, Some(pid)) = (verdict, caller.pid) {
                 agent.sessions.allowed(&os_user, session, pid);
             }
             LocalResponse::Offline(verdict)

@@ -163,7 +163,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 spool,
                 spool_limit: spool_mib.saturating_mul(1 << 20),
                 metrics: metrics_listen,
-                offline_max_away: Duration::from_secs(u64::from(offline_max_days) * 24 * 60 * 60),
+                offline_max_away: agent::offline::max_away(offline_max_days),
             };
             agent::run(config, cancel).await?;
             Ok(ExitCode::SUCCESS)

@@ -12,7 +12,7 @@ use std::time::Duration;
 use governor::{Quota, RateLimiter};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep, timeout};
 use tokio_rustls::TlsAcceptor;
@@ -40,7 +40,6 @@ use super::recordings::{self, Shelf};
 use crate::frames::{FrameReader, FrameWriter};
 use crate::tls::revoked::Revocations;
 use crate::tls::{ALPN, pki};
-use tokio::sync::Notify;
 
 /// What every connection task needs.
 pub(super) struct Shared {

@@ -344,7 +344,7 @@ pub fn offline_login(used: OfflineUse) -> OfflineLogin {
 pub fn offline_codes(set: &OfflineSet) -> OfflineCodes {
     OfflineCodes {
         set: set.id,
-        os_user: set.os_user.clone(),
+        os_user: set.login_name.clone(),
         salt: set.salt,
         memory_kib: set.cost.memory_kib,
         passes: set.cost.passes,

@@ -58,6 +58,9 @@ pub(super) async fn follow(
             Some(Ok(Change::Missed) | Err(RecvError::Lagged(_))) => {
                 stale = (true, true);
                 followers.mailer.wake();
+                // Whose offline codes changed meanwhile is not known: every
+                // agent here asks again.
+                followers.live.offline_changed_all();
             }
             Some(Err(RecvError::Closed)) => return,
             None => {}

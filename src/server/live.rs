@@ -18,7 +18,9 @@ pub struct Live(Mutex<HashMap<ComputerId, HashMap<ConnectionId, Bells>>>);
 /// What one connection is told by others.
 #[derive(Debug, Clone, Default)]
 struct Bells {
+    /// Fires when its computer's certificates are revoked.
     revoked: CancellationToken,
+    /// Rings when its computer's offline codes change.
     offline: Arc<Notify>,
 }
 
@@ -60,6 +62,15 @@ impl Live {
             conns.values().for_each(|bells| bells.revoked.cancel());
             conns.len()
         })
+    }
+
+    /// Tells every connection here that its computer's offline codes may
+    /// have changed (which changed was not heard).
+    pub fn offline_changed_all(&self) {
+        let open = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        open.values()
+            .flat_map(HashMap::values)
+            .for_each(|bells| bells.offline.notify_one());
     }
 
     /// Tells every connection of computer `id` that its offline codes

@@ -130,7 +130,9 @@ async fn the_login_prompt_is_known_by_its_peer_credentials() {
         spool: socket.with_extension("spool"),
         spool_limit: 64 << 20,
         metrics: None,
-        offline_max_away: std::time::Duration::from_secs(14 * 24 * 60 * 60),
+        offline_max_away: otpgate::agent::offline::max_away(
+            otpgate::agent::offline::DEFAULT_MAX_DAYS,
+        ),
     };
     let agent = tokio::spawn(otpgate::agent::run(config, cancel.clone()));
 

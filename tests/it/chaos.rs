@@ -161,7 +161,9 @@ impl Site {
             limits: unlimited(),
             spool_limit: 64 << 20,
             metrics: None,
-            offline_max_away: std::time::Duration::from_secs(14 * 24 * 60 * 60),
+            offline_max_away: otpgate::agent::offline::max_away(
+                otpgate::agent::offline::DEFAULT_MAX_DAYS,
+            ),
         })
         .await
     }

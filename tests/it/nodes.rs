@@ -373,7 +373,7 @@ async fn offline_codes_issued_on_one_node_reach_the_agent_on_another_at_once() {
     let since = Instant::now();
     while agent.link.status().offline_changes == 0 {
         assert!(
-            since.elapsed() < Duration::from_secs(2),
+            since.elapsed() < Duration::from_secs(20),
             "the agent on b is not told"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;

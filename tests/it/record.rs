@@ -409,7 +409,9 @@ async fn a_full_spool_leaves_output_out_marks_the_recording_and_says_so() {
         spool: dir.path().join("spool"),
         spool_limit: 8 << 10,
         metrics: None,
-        offline_max_away: std::time::Duration::from_secs(14 * 24 * 60 * 60),
+        offline_max_away: otpgate::agent::offline::max_away(
+            otpgate::agent::offline::DEFAULT_MAX_DAYS,
+        ),
     })
     .await;
     let (shown, status) = tokio::task::spawn_blocking(move || {

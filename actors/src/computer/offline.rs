@@ -98,10 +98,11 @@ impl ComputerState {
                 continue;
             }
             let os_user = self.person(login.os_user);
+            // By its id: the agent names the OS user as PAM does.
             let set = self
                 .offline
-                .get_mut(&os_user)
-                .filter(|set| set.id == login.set);
+                .values_mut()
+                .find(|set| set.id == login.set && set.os_user == os_user);
             let told_before = set.as_ref().is_some_and(|set| {
                 set.codes
                     .get(login.code)

@@ -382,10 +382,10 @@ pub(in crate::cli) enum AdminOffline {
         #[arg(long)]
         email: String,
         /// How many codes.
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, default_value_t = otpgate_actors::offline::DEFAULT_CODES)]
         count: u32,
         /// For how many days they work.
-        #[arg(long, default_value_t = 30)]
+        #[arg(long, default_value_t = otpgate_actors::offline::DEFAULT_VALID_DAYS)]
         valid_days: u32,
     },
     /// A client computer's offline codes: how many are left, which were

@@ -112,7 +112,7 @@ pub(super) enum Command {
         metrics_listen: Option<std::net::SocketAddr>,
         /// Take offline codes (PAM's `on_unreachable=offline`) for at most
         /// this many days after the last contact with the server.
-        #[arg(long, default_value_t = 14)]
+        #[arg(long, default_value_t = crate::agent::offline::DEFAULT_MAX_DAYS)]
         offline_max_days: u32,
     },
     /// Run a shell (or COMMAND) under a pseudo-terminal and record what it

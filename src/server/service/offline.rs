@@ -52,7 +52,9 @@ impl AdminService {
             );
         }
         let sets = self.store.offline_sets(&id).await?;
-        if sets.len() >= MAX_SETS && !sets.iter().any(|set| set.os_user == spec.os_user) {
+        let replaces =
+            |set: &OfflineSet| set.login_name == spec.os_user || set.os_user == spec.os_user;
+        if sets.len() >= MAX_SETS && !sets.iter().any(replaces) {
             return refuse(
                 AdminErrorCode::Invalid,
                 format!("a computer holds offline codes for at most {MAX_SETS} OS users"),
@@ -113,9 +115,7 @@ impl AdminService {
         }
         Ok(voided)
     }
-}
 
-impl AdminService {
     /// Voids, on every computer, the offline codes issued to the person of
     /// `email` (an internal user disabled), as `who`; how many sets went.
     pub(super) async fn void_offline_of(&self, who: &Principal, email: &str) -> Answer<usize> {

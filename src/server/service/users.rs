@@ -131,6 +131,7 @@ impl AdminService {
         let Some(mut user) = edit.current().user(login).cloned() else {
             return refuse(AdminErrorCode::NotFound, format!("no user {login:?}"));
         };
+        let had = user.email.clone();
         let email = change.email.as_deref().unwrap_or(&user.email).to_owned();
         let password = change.password.as_ref().map(|p| p.0.as_str());
         if let Some(problem) = user_problem(login, &email, password) {
@@ -165,8 +166,9 @@ impl AdminService {
                 self.remove_initial_password();
             }
         }
-        // Disabled: their offline codes go with them.
-        let disabled = (change.disabled == Some(true)).then(|| user.email.clone());
+        // Disabled: their offline codes go with them, those issued to the
+        // address they had and to the one they have now.
+        let disabled = (change.disabled == Some(true)).then(|| [had, user.email.clone()]);
         edit.put_user(user);
         let entry = self.entry(
             who,
@@ -175,8 +177,8 @@ impl AdminService {
             format!("user {login} changed"),
         );
         edit.commit(&entry).await?;
-        if let Some(email) = disabled {
-            self.void_offline_of(who, &email).await?;
+        for email in disabled.iter().flatten() {
+            self.void_offline_of(who, email).await?;
         }
         Ok(())
     }

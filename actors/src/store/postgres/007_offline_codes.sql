@@ -7,14 +7,17 @@ CREATE TABLE offline_codes (key bytea PRIMARY KEY, value bytea NOT NULL);
 CREATE FUNCTION otpgate_offline_changed() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     k bytea;
+    p integer;
 BEGIN
     IF TG_OP = 'DELETE' THEN
         k := OLD.key;
     ELSE
         k := NEW.key;
     END IF;
-    PERFORM pg_notify('otpgate_offline',
-        convert_from(substring(k from 1 for position('\x00'::bytea in k) - 1), 'UTF8'));
+    p := position(decode('00', 'hex') in k);
+    IF p > 1 THEN
+        PERFORM pg_notify('otpgate_offline', convert_from(substring(k from 1 for p - 1), 'UTF8'));
+    END IF;
     RETURN NULL;
 END
 $$;

@@ -8,6 +8,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
 
+use otpgate_actors::offline::{DEFAULT_CODES, DEFAULT_VALID_DAYS};
 use otpgate_protocol::admin::{OfflineSpec, OfflineView};
 use otpgate_protocol::login::Secret;
 
@@ -55,7 +56,7 @@ pub struct IssueForm {
     os_user: String,
     #[serde(default)]
     email: String,
-    #[serde(default = "default_count")]
+    #[serde(default = "default_codes")]
     count: u32,
     #[serde(default = "default_days")]
     valid_days: u32,
@@ -66,18 +67,18 @@ impl Default for IssueForm {
         Self {
             os_user: String::new(),
             email: String::new(),
-            count: default_count(),
+            count: default_codes(),
             valid_days: default_days(),
         }
     }
 }
 
-fn default_count() -> u32 {
-    5
+fn default_codes() -> u32 {
+    DEFAULT_CODES
 }
 
 fn default_days() -> u32 {
-    30
+    DEFAULT_VALID_DAYS
 }
 
 #[derive(Deserialize)]

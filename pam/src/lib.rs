@@ -256,7 +256,7 @@ fn offline(conv: &Conv<'_>, args: &Args, user: &str, service: &str) -> PamResult
             );
             say(
                 conv,
-                "Offline code accepted; the server hears of this login when it is back.",
+                "Accepted: the server hears of this offline login when it is back.",
             );
             return PamResultCode::PAM_SUCCESS;
         }

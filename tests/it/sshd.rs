@@ -28,10 +28,11 @@ child = pexpect.spawn("ssh", ["-p", port] + methods + [
     "-o", "NumberOfPasswordPrompts=1", user + "@127.0.0.1", command],
     encoding="utf-8", timeout=60)
 while True:
-    asked = child.expect([r"Email address \(", "One-time password", pexpect.EOF])
+    asked = child.expect([r"Email address \(", "One-time password", "Offline code",
+        pexpect.EOF])
     if asked == 0:
         child.sendline(email)
-    elif asked == 1:
+    elif asked in (1, 2):
         child.sendline(code)
     else:
         break
@@ -389,6 +390,100 @@ async fn a_forced_recorder_records_the_ssh_session_tied_to_its_client_session() 
         .await;
     assert!(played.status.success(), "{played:?}");
     assert!(String::from_utf8_lossy(&played.stdout).contains("RECORDED-42"));
+    desk.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offline_ssh_login_is_recorded_and_accounted_for_when_the_server_is_back() {
+    if !system::root_or_skip("an_offline_ssh_login_is_recorded") {
+        return;
+    }
+    use otpgate_protocol::admin::OfflineSpec;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let open = dir.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let binary = system::binary_for_everyone(&open);
+    let server = TestServer::start().await;
+    let desk = Desk::start(
+        &server.identity("ws-1"),
+        server.addr,
+        open.join("agent.sock"),
+    )
+    .await;
+    let account = Account::create("otpgate-t14", &[]);
+    let service = sshd_service(
+        "otpgate-test-sshd-offline",
+        &desk.socket,
+        "on_unreachable=offline",
+    );
+    let force = format!(
+        "ForceCommand {} record --socket {}\n",
+        binary.display(),
+        desk.socket.display()
+    );
+    let sshd = Sshd::start_with(dir.path(), &service, &force);
+    let issued = server
+        .admin(AdminRequest::OfflineIssue(OfflineSpec {
+            computer: "ws-1".into(),
+            os_user: account.name.clone(),
+            email: account.email(),
+            count: 1,
+            valid_days: 1,
+        }))
+        .await;
+    let AdminResponse::OfflineIssued { codes, .. } = issued else {
+        panic!("{issued:?}")
+    };
+    let kept = server.identity("ws-1").join("offline");
+    crate::common::wait_until(Duration::from_secs(20), "the agent holds the codes", || {
+        let kept = kept.clone();
+        let name = account.name.clone();
+        async move { std::fs::read_to_string(kept).is_ok_and(|text| text.contains(&name)) }
+    })
+    .await;
+
+    // The server is away: the offline code opens a recorded session.
+    let paused = server.pause().await;
+    desk.disconnected().await;
+    let done = finish(ssh(
+        dir.path(),
+        &sshd,
+        &account.name,
+        &account.email(),
+        &codes[0].0,
+        "echo OFFLINE-$((6*7))",
+    ))
+    .await;
+    let said = String::from_utf8_lossy(&done.stdout);
+    assert!(said.contains("OFFLINE-42"), "{said}\n{}", sshd.log());
+
+    // Back: the session is shown offline, and its recording is tied to it.
+    let server = paused.resume().await;
+    desk.connected().await;
+    let recording = server.ended_recording().await;
+    let session = server
+        .sessions(true)
+        .await
+        .into_iter()
+        .find(|s| s.user_name.ends_with("— offline"))
+        .expect("the offline session");
+    assert_eq!(
+        session.user_name,
+        format!("{} ({}) — offline", account.name, account.email())
+    );
+    assert_eq!(recording.session, Some(session.id), "{recording:?}");
+    let AdminResponse::RecordingPart(part) = server
+        .admin(AdminRequest::RecordingRead {
+            id: recording.id,
+            from: 0,
+        })
+        .await
+    else {
+        panic!("read");
+    };
+    assert!(part.events.contains("OFFLINE-42"), "{}", part.events);
     desk.stop().await;
 }
 

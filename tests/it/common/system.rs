@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 
 /// The test accounts, one per test so that tests running at once never share
 /// one; the test directory knows each as `<name>@example.com`.
-pub const ACCOUNTS: [&str; 13] = [
+pub const ACCOUNTS: [&str; 14] = [
     "otpgate-t1",
     "otpgate-t2",
     "otpgate-t3",
@@ -22,6 +22,7 @@ pub const ACCOUNTS: [&str; 13] = [
     "otpgate-t11",
     "otpgate-t12",
     "otpgate-t13",
+    "otpgate-t14",
 ];
 
 /// Whether the tests run as root; if not, says that `test` is skipped.

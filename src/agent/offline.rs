@@ -49,6 +49,9 @@ pub const WRONG_IN_A_ROW: u32 = 5;
 pub const FIRST_LOCK: Duration = Duration::from_secs(15 * 60);
 /// The longest a lock lasts.
 const LONGEST_LOCK: Duration = Duration::from_secs(24 * 60 * 60);
+/// How many OS users' wrong codes are counted before those not locked now
+/// are forgotten.
+const MOST_COUNTED: usize = 1024;
 /// How often at most being connected is written down (what
 /// `--offline-max-days` counts from after a restart).
 const CONNECTED_WRITE_EVERY: Duration = Duration::from_secs(60 * 60);
@@ -195,6 +198,11 @@ impl Offline {
                 .map(|verifier| (index, verifier))
         });
         let Some((code, verifier)) = taken else {
+            // Kept bounded, whatever names are tried: counts not locking
+            // anyone now go first.
+            if kept.locks.len() >= MOST_COUNTED && !kept.locks.contains_key(&locked_as) {
+                kept.locks.retain(|_, lock| now_ms < lock.until_ms);
+            }
             let lock = kept.locks.entry(locked_as).or_default();
             lock.wrong += 1;
             if lock.wrong >= WRONG_IN_A_ROW {

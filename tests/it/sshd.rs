@@ -319,16 +319,14 @@ async fn a_panic_in_the_module_fails_closed_and_sshd_lives_on() {
     desk.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_forced_recorder_records_the_ssh_session_tied_to_its_client_session() {
-    if !system::root_or_skip("a_forced_recorder_records_the_ssh_session") {
-        return;
-    }
+/// A server; ws-1's agent on a socket every user reaches; and, in `dir`,
+/// sshd with PAM service `name` (the module with `args`) and the recorder
+/// forced on every session.
+async fn recorded(dir: &Path, name: &str, args: &str) -> (TestServer, Desk, PamService, Sshd) {
     use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().unwrap();
     // The recorder runs as the person: its binary and the agent's socket must
     // be within their reach.
-    let open = dir.path().join("open");
+    let open = dir.join("open");
     std::fs::create_dir(&open).unwrap();
     std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
     let binary = system::binary_for_everyone(&open);
@@ -339,14 +337,24 @@ async fn a_forced_recorder_records_the_ssh_session_tied_to_its_client_session() 
         open.join("agent.sock"),
     )
     .await;
-    let account = Account::create("otpgate-t9", &[]);
-    let service = sshd_service("otpgate-test-sshd-record", &desk.socket, "");
+    let service = sshd_service(name, &desk.socket, args);
     let force = format!(
         "ForceCommand {} record --socket {}\n",
         binary.display(),
         desk.socket.display()
     );
-    let sshd = Sshd::start_with(dir.path(), &service, &force);
+    let sshd = Sshd::start_with(dir, &service, &force);
+    (server, desk, service, sshd)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forced_recorder_records_the_ssh_session_tied_to_its_client_session() {
+    if !system::root_or_skip("a_forced_recorder_records_the_ssh_session") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (server, desk, _service, sshd) = recorded(dir.path(), "otpgate-test-sshd-record", "").await;
+    let account = Account::create("otpgate-t9", &[]);
     let code = otp(&server, &account, 1).await;
     let done = finish(ssh(
         dir.path(),
@@ -399,31 +407,14 @@ async fn an_offline_ssh_login_is_recorded_and_accounted_for_when_the_server_is_b
         return;
     }
     use otpgate_protocol::admin::OfflineSpec;
-    use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
-    let open = dir.path().join("open");
-    std::fs::create_dir(&open).unwrap();
-    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let binary = system::binary_for_everyone(&open);
-    let server = TestServer::start().await;
-    let desk = Desk::start(
-        &server.identity("ws-1"),
-        server.addr,
-        open.join("agent.sock"),
+    let (server, desk, _service, sshd) = recorded(
+        dir.path(),
+        "otpgate-test-sshd-offline",
+        "on_unreachable=offline",
     )
     .await;
     let account = Account::create("otpgate-t14", &[]);
-    let service = sshd_service(
-        "otpgate-test-sshd-offline",
-        &desk.socket,
-        "on_unreachable=offline",
-    );
-    let force = format!(
-        "ForceCommand {} record --socket {}\n",
-        binary.display(),
-        desk.socket.display()
-    );
-    let sshd = Sshd::start_with(dir.path(), &service, &force);
     let issued = server
         .admin(AdminRequest::OfflineIssue(OfflineSpec {
             computer: "ws-1".into(),

@@ -48,7 +48,7 @@ async fn issue_on(
 
 /// What the agent of ws-1 keeps of its offline codes.
 fn kept(server: &TestServer) -> String {
-    std::fs::read_to_string(server.identity("ws-1").join("offline")).unwrap_or_default()
+    std::fs::read_to_string(server.identity_dir("ws-1").join("offline")).unwrap_or_default()
 }
 
 /// Logs `user` in through `gate` with `ops`, typing `typed` at the offline
@@ -86,7 +86,7 @@ async fn offline_codes_let_in_once_while_the_server_is_down_and_are_accounted_fo
         assert!(!kept_now.contains(&digits) && !kept_now.contains(code.as_str()));
     }
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(server.identity("ws-1").join("offline"))
+    let mode = std::fs::metadata(server.identity_dir("ws-1").join("offline"))
         .unwrap()
         .permissions()
         .mode();
@@ -199,8 +199,9 @@ async fn offline_codes_let_in_once_while_the_server_is_down_and_are_accounted_fo
         })
         .await;
     assert!(!matches!(revoked, AdminResponse::Fail(_)), "{revoked:?}");
+    // Its own certificate, the one revoked.
     let desk = Desk::spawn(Desk::config(
-        &server.identity("ws-1"),
+        &server.identity_dir("ws-1"),
         server.addr,
         server.data_dir().join("ws-1-again.sock"),
         unlimited(),

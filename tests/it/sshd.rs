@@ -427,7 +427,7 @@ async fn an_offline_ssh_login_is_recorded_and_accounted_for_when_the_server_is_b
     let AdminResponse::OfflineIssued { codes, .. } = issued else {
         panic!("{issued:?}")
     };
-    let kept = server.identity("ws-1").join("offline");
+    let kept = server.identity_dir("ws-1").join("offline");
     crate::common::wait_until(Duration::from_secs(20), "the agent holds the codes", || {
         let kept = kept.clone();
         let name = account.name.clone();

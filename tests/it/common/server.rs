@@ -492,6 +492,12 @@ impl TestServer {
         issue(&self.data_dir(), self.data.path(), name)
     }
 
+    /// The folder client computer `name`'s identity was issued to, as it is
+    /// (nothing issued again).
+    pub fn identity_dir(&self, name: &str) -> PathBuf {
+        identity_dir(self.data.path(), name)
+    }
+
     /// Starts an agent link for identity folder `identity`.
     pub fn agent(&self, identity: &Path) -> Agent {
         Agent::start(identity, self.addr)
@@ -558,10 +564,15 @@ pub async fn ended_recording(data: &Path) -> RecordingView {
     ended().await.unwrap()
 }
 
+/// Where client computer `name`'s identity is issued to, under `parent`.
+fn identity_dir(parent: &Path, name: &str) -> PathBuf {
+    parent.join("identities").join(name)
+}
+
 /// Issues client computer `name`'s identity from the CA in `data_dir` into a
 /// folder under `parent`.
 pub fn issue(data_dir: &Path, parent: &Path, name: &str) -> PathBuf {
-    let out = parent.join("identities").join(name);
+    let out = identity_dir(parent, name);
     pki::issue_client(data_dir, &name.parse().unwrap(), &out).unwrap();
     out
 }

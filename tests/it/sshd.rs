@@ -319,6 +319,17 @@ async fn a_panic_in_the_module_fails_closed_and_sshd_lives_on() {
     desk.stop().await;
 }
 
+/// What recording `id` on `server` showed, from its start.
+async fn recording_events(server: &TestServer, id: u64) -> String {
+    let answer = server
+        .admin(AdminRequest::RecordingRead { id, from: 0 })
+        .await;
+    let AdminResponse::RecordingPart(part) = answer else {
+        panic!("read: {answer:?}");
+    };
+    part.events
+}
+
 /// A server; ws-1's agent on a socket every user reaches; and, in `dir`,
 /// sshd with PAM service `name` (the module with `args`) and the recorder
 /// forced on every session.
@@ -378,16 +389,8 @@ async fn a_forced_recorder_records_the_ssh_session_tied_to_its_client_session() 
         Some(session.id),
         "{recording:?} {session:?}"
     );
-    let AdminResponse::RecordingPart(part) = server
-        .admin(AdminRequest::RecordingRead {
-            id: recording.id,
-            from: 0,
-        })
-        .await
-    else {
-        panic!("read");
-    };
-    assert!(part.events.contains("RECORDED-42"), "{}", part.events);
+    let part = recording_events(&server, recording.id).await;
+    assert!(part.contains("RECORDED-42"), "{part}");
     assert!(
         recording.command.contains("RECORDED-$((6*7))"),
         "{recording:?}"
@@ -465,16 +468,8 @@ async fn an_offline_ssh_login_is_recorded_and_accounted_for_when_the_server_is_b
         format!("{} ({}) — offline", account.name, account.email())
     );
     assert_eq!(recording.session, Some(session.id), "{recording:?}");
-    let AdminResponse::RecordingPart(part) = server
-        .admin(AdminRequest::RecordingRead {
-            id: recording.id,
-            from: 0,
-        })
-        .await
-    else {
-        panic!("read");
-    };
-    assert!(part.events.contains("OFFLINE-42"), "{}", part.events);
+    let part = recording_events(&server, recording.id).await;
+    assert!(part.contains("OFFLINE-42"), "{part}");
     desk.stop().await;
 }
 

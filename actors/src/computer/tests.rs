@@ -621,22 +621,18 @@ async fn offline_logins_are_sessions_and_audit_entries_once_and_use_their_codes(
         "alice (alice@example.com) — offline"
     );
     assert_eq!(sessions[0].started, login.at);
-    let offline_entries = |entries: Vec<AuditEntry>| {
-        entries
+    let offline_entries = || async {
+        f.svc
+            .store
+            .audit_from(None, 100)
+            .await
+            .unwrap()
             .into_iter()
+            .map(|(_, entry): (_, AuditEntry)| entry)
             .filter(|e| e.action == Action::OfflineLogin)
             .collect::<Vec<_>>()
     };
-    let all: Vec<AuditEntry> = f
-        .svc
-        .store
-        .audit_from(None, 100)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|(_, entry)| entry)
-        .collect();
-    let logins = offline_entries(all);
+    let logins = offline_entries().await;
     assert_eq!(logins.len(), 1);
     assert!(
         logins[0].outcome.contains("offline code 2 of 2"),
@@ -657,17 +653,9 @@ async fn offline_logins_are_sessions_and_audit_entries_once_and_use_their_codes(
     assert_eq!(sets.len(), 1);
     assert_eq!(sets[0].id, 78);
     assert_eq!(sets[0].left(now), 1);
-    let all: Vec<AuditEntry> = f
-        .svc
-        .store
-        .audit_from(None, 100)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|(_, entry)| entry)
-        .collect();
     assert!(
-        offline_entries(all)
+        offline_entries()
+            .await
             .iter()
             .any(|e| e.outcome.contains("since replaced or void"))
     );

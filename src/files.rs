@@ -2,10 +2,11 @@
 //! 0700), written whole to a temporary name and renamed into place, so a crash
 //! never leaves half a key behind.
 
+use std::ffi::OsString;
 use std::fs::{self, DirBuilder, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Creates folder `path` (and its parents) with mode 0700 if it does not exist.
 pub fn create_private_dir(path: &Path) -> io::Result<()> {
@@ -17,10 +18,45 @@ pub fn write_private(path: &Path, contents: &[u8]) -> io::Result<()> {
     write_with_mode(path, contents, 0o600)
 }
 
-/// [`write_private`], except that the new name in the folder is not made durable
-/// yet: [`sync_dir`] does that, once for every file written before it.
-pub fn write_private_unsynced(path: &Path, contents: &[u8]) -> io::Result<()> {
-    write_and_rename(path, contents, 0o600)
+/// Writes each of `files` (a path in folder `dir` and its contents) as
+/// [`write_private`] would, but makes them durable together: every one is
+/// written under a temporary name, one `syncfs` makes them all durable (one
+/// pass over the filesystem and one device flush, where a sync per file
+/// costs both every time), then each is renamed into place and the folder is
+/// synced once. A path that exists already is left as it is. The outer error
+/// means nothing was made durable; the inner ones, that one file was not
+/// written; `Ok(true)` that a file was written, `Ok(false)` that it was there.
+pub fn write_private_together(
+    dir: &Path,
+    files: &[(PathBuf, Vec<u8>)],
+) -> io::Result<Vec<io::Result<bool>>> {
+    let mut written: Vec<io::Result<Option<(OsString, fs::File)>>> = files
+        .iter()
+        .map(|(path, contents)| {
+            if path.try_exists()? {
+                return Ok(None);
+            }
+            let (tmp, mut file) = create_tmp(path, 0o600)?;
+            file.write_all(contents)?;
+            Ok(Some((tmp, file)))
+        })
+        .collect();
+    if let Some(Ok(Some((_, file)))) = written.iter().find(|w| matches!(w, Ok(Some(_)))) {
+        nix::unistd::syncfs(file).map_err(io::Error::from)?;
+    }
+    let renamed = files
+        .iter()
+        .zip(written.iter_mut())
+        .map(
+            |((path, _), written)| match std::mem::replace(written, Ok(None)) {
+                Ok(Some((tmp, _))) => fs::rename(tmp, path).map(|()| true),
+                Ok(None) => Ok(false),
+                Err(err) => Err(err),
+            },
+        )
+        .collect();
+    sync_dir(dir)?;
+    Ok(renamed)
 }
 
 /// Makes the names written into folder `dir` durable.
@@ -76,27 +112,33 @@ fn write_with_mode(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
 /// Writes `contents` to a temporary name beside `path`, makes them durable and
 /// renames the file into place.
 fn write_and_rename(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
+    let (tmp, mut file) = create_tmp(path, mode)?;
+    file.write_all(contents)?;
+    file.sync_all()?;
+    fs::rename(tmp, path)
+}
+
+/// Creates a new, empty file with `mode` under a temporary name beside `path`
+/// (a leftover of a crash there is removed first); returns the name and the file.
+fn create_tmp(path: &Path, mode: u32) -> io::Result<(OsString, fs::File)> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
-    let tmp = Path::new(&tmp);
     let create = || {
         OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(mode)
-            .open(tmp)
+            .open(&tmp)
     };
-    let mut file = match create() {
+    let file = match create() {
         // A leftover from a crash may have other permissions: start afresh.
         Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
-            fs::remove_file(tmp)?;
+            fs::remove_file(&tmp)?;
             create()?
         }
         opened => opened?,
     };
-    file.write_all(contents)?;
-    file.sync_all()?;
-    fs::rename(tmp, path)
+    Ok((tmp, file))
 }
 
 #[cfg(test)]
@@ -127,19 +169,25 @@ mod tests {
     }
 
     #[test]
-    fn files_written_in_a_batch_are_whole_and_private() {
+    fn files_written_together_are_whole_private_and_never_written_over() {
         let dir = tempfile::tempdir().unwrap();
-        let names: Vec<_> = (0..3)
-            .map(|i| dir.path().join(format!("{i}.eml")))
+        let files: Vec<_> = (0..3)
+            .map(|i| {
+                let path = dir.path().join(format!("{i}.eml"));
+                (path, format!("message {i}").into_bytes())
+            })
             .collect();
-        for (i, name) in names.iter().enumerate() {
-            write_private_unsynced(name, format!("message {i}").as_bytes()).unwrap();
-        }
-        sync_dir(dir.path()).unwrap();
-        for (i, name) in names.iter().enumerate() {
-            assert_eq!(fs::read_to_string(name).unwrap(), format!("message {i}"));
+        // One was written before a crash; another left a temporary behind.
+        fs::write(&files[0].0, b"kept").unwrap();
+        fs::write(dir.path().join("1.eml.tmp"), b"half").unwrap();
+        let written = write_private_together(dir.path(), &files).unwrap();
+        let written: Vec<bool> = written.into_iter().map(Result::unwrap).collect();
+        assert_eq!(written, [false, true, true]);
+        assert_eq!(fs::read_to_string(&files[0].0).unwrap(), "kept");
+        for (path, contents) in &files[1..] {
+            assert_eq!(&fs::read(path).unwrap(), contents);
             assert_eq!(
-                fs::metadata(name).unwrap().permissions().mode() & 0o777,
+                fs::metadata(path).unwrap().permissions().mode() & 0o777,
                 0o600
             );
         }
@@ -148,5 +196,7 @@ mod tests {
             3,
             "no temporary left"
         );
+        // Nothing to write is no error.
+        assert!(write_private_together(dir.path(), &[]).unwrap().is_empty());
     }
 }

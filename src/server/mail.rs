@@ -12,10 +12,10 @@ use mail_send::mail_builder::MessageBuilder;
 use mail_send::mail_builder::headers::date::Date;
 use rustls::RootCertStore;
 
-use otpgate_actors::mail::{DeliveryError, DeliveryFuture, Mail, MailTransport, SyncFuture};
+use otpgate_actors::mail::{BatchFuture, DeliveryError, DeliveryFuture, Mail, MailTransport};
 use otpgate_screens::printable;
 
-use crate::files::{sync_dir, write_private_unsynced};
+use crate::files::write_private_together;
 use crate::server::config::{SmtpConfig, SmtpSecurity};
 
 /// The sender of every message: a display name and an address.
@@ -62,8 +62,8 @@ fn compose<'a>(mail: &'a Mail, from: &'a Sender) -> MessageBuilder<'a> {
 const EML_BATCH: usize = 64;
 
 /// Writes messages as `.eml` files into a folder, whole under a temporary name and
-/// then renamed, so a reader never sees half a message; the folder is synced
-/// once per batch. A message delivered again (after a crash) finds its file
+/// then renamed, so a reader never sees half a message; a batch's files are
+/// made durable together. A message delivered again (after a crash) finds its file
 /// and leaves it as it is.
 #[derive(Debug, Clone)]
 pub struct EmlDir {
@@ -79,46 +79,77 @@ impl EmlDir {
     }
 }
 
+impl EmlDir {
+    /// Where message `mail` is written.
+    fn path(&self, mail: &Mail) -> PathBuf {
+        let name: String = mail
+            .message_id
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '@'))
+            .collect();
+        self.dir.join(format!("{name}.eml"))
+    }
+}
+
 impl MailTransport for EmlDir {
     fn deliver<'a>(&'a self, mail: &'a Mail) -> DeliveryFuture<'a> {
         Box::pin(async move {
-            let name: String = mail
-                .message_id
-                .chars()
-                .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '@'))
-                .collect();
-            let path = self.dir.join(format!("{name}.eml"));
-            let bytes = compose(mail, &self.from)
-                .write_to_vec()
-                .map_err(|err| DeliveryError::Temporary(err.to_string()))?;
-            tokio::task::spawn_blocking(move || {
-                // A file is renamed into place whole, so one that is there was
-                // delivered: after a crash between writing it and leaving the
-                // outbox, it is not written again (a reader would see an old
-                // message arrive anew, after newer ones).
-                if path.try_exists()? {
-                    return Ok(format!("already written to {}", path.display()));
-                }
-                write_private_unsynced(&path, &bytes)?;
-                Ok(format!("written to {}", path.display()))
-            })
-            .await
-            .map_err(|err| DeliveryError::Temporary(err.to_string()))?
-            .map_err(|err: std::io::Error| DeliveryError::Temporary(err.to_string()))
+            let mut said = self.deliver_all(std::slice::from_ref(mail)).await;
+            said.pop()
+                .unwrap_or_else(|| Err(DeliveryError::Temporary("not written".into())))
         })
     }
 
-    fn sync(&self) -> SyncFuture<'_> {
-        let dir = self.dir.clone();
+    /// The batch's files are written side by side and made durable together.
+    /// A file is renamed into place whole, so one that is there was
+    /// delivered: after a crash between writing it and leaving the outbox, it
+    /// is not written again (a reader would see an old message arrive anew,
+    /// after newer ones).
+    fn deliver_all<'a>(&'a self, mails: &'a [Mail]) -> BatchFuture<'a> {
         Box::pin(async move {
-            tokio::task::spawn_blocking(move || sync_dir(&dir))
-                .await
-                .map_err(std::io::Error::other)?
+            let temporary = |err: &dyn std::fmt::Display| DeliveryError::Temporary(err.to_string());
+            let mut files = Vec::with_capacity(mails.len());
+            let composed: Vec<Result<(), DeliveryError>> = mails
+                .iter()
+                .map(|mail| {
+                    let bytes = compose(mail, &self.from)
+                        .write_to_vec()
+                        .map_err(|err| temporary(&err))?;
+                    files.push((self.path(mail), bytes));
+                    Ok(())
+                })
+                .collect();
+            let dir = self.dir.clone();
+            let written = tokio::task::spawn_blocking(move || {
+                let written = write_private_together(&dir, &files);
+                (files, written)
+            })
+            .await;
+            let (files, written) = match written {
+                Ok((files, Ok(written))) => (files, written),
+                Ok((_, Err(err))) => return mails.iter().map(|_| Err(temporary(&err))).collect(),
+                Err(err) => return mails.iter().map(|_| Err(temporary(&err))).collect(),
+            };
+            let mut written = files.into_iter().zip(written);
+            composed
+                .into_iter()
+                .map(|composed| {
+                    composed?;
+                    let Some(((path, _), written)) = written.next() else {
+                        return Err(DeliveryError::Temporary("not written".into()));
+                    };
+                    match written {
+                        Ok(true) => Ok(format!("written to {}", path.display())),
+                        Ok(false) => Ok(format!("already written to {}", path.display())),
+                        Err(err) => Err(temporary(&err)),
+                    }
+                })
+                .collect()
         })
     }
 
-    /// Files are cheap to write side by side; a batch shares one folder sync
-    /// and one database flush.
+    /// Files are cheap to write side by side; a batch shares one sync and one
+    /// database flush.
     fn batch(&self) -> usize {
         EML_BATCH
     }

@@ -42,22 +42,28 @@ pub enum DeliveryError {
 pub type DeliveryFuture<'a> =
     Pin<Box<dyn Future<Output = Result<String, DeliveryError>> + Send + 'a>>;
 
-/// A future returned by [`MailTransport::sync`].
-pub type SyncFuture<'a> = Pin<Box<dyn Future<Output = std::io::Result<()>> + Send + 'a>>;
+/// A future returned by [`MailTransport::deliver_all`]: one answer per
+/// message, in order.
+pub type BatchFuture<'a> =
+    Pin<Box<dyn Future<Output = Vec<Result<String, DeliveryError>>> + Send + 'a>>;
 
 /// Where messages go: a folder of `.eml` files, or an SMTP relay.
 pub trait MailTransport: Send + Sync + 'static {
-    /// Hands `mail` over; `Ok` means it was taken and, once [`sync`] has
-    /// returned, must not be sent again. Carries what the transport said.
-    ///
-    /// [`sync`]: MailTransport::sync
+    /// Hands `mail` over; `Ok` means it was taken and kept (a relay answered
+    /// 250, a file is durable): it must not be sent again. Carries what the
+    /// transport said.
     fn deliver<'a>(&'a self, mail: &'a Mail) -> DeliveryFuture<'a>;
 
-    /// Makes every message taken so far durable. The [`Mailer`] calls it once
-    /// per batch, before it forgets the batch; a relay that answered 250 has
-    /// nothing left to do.
-    fn sync(&self) -> SyncFuture<'_> {
-        Box::pin(async { Ok(()) })
+    /// Hands a batch over, as [`deliver`] does each message; answers in
+    /// the same order. By default all at once, each on its own; a transport
+    /// that can keep a batch more cheaply than its messages one by one (one
+    /// sync for many files) does so here.
+    ///
+    /// [`deliver`]: MailTransport::deliver
+    fn deliver_all<'a>(&'a self, mails: &'a [Mail]) -> BatchFuture<'a> {
+        Box::pin(futures_util::future::join_all(
+            mails.iter().map(|mail| self.deliver(mail)),
+        ))
     }
 
     /// How many messages it takes at once (at least 1).
@@ -329,15 +335,7 @@ impl MailerState {
             let size = args.transport.batch().max(1);
             let batch: Vec<OutboxEntry> = due.by_ref().take(size).collect();
             let mut relay_down = false;
-            let mut delivered = self.deliver(batch).await;
-            if let Err(err) = self.args.transport.sync().await {
-                // Nothing of this batch is known to be kept: it is tried again.
-                for (_, result) in &mut delivered {
-                    if result.is_ok() {
-                        *result = Err(DeliveryError::Temporary(format!("not kept: {err}")));
-                    }
-                }
-            }
+            let delivered = self.deliver(batch).await;
             for (mut entry, delivered) in delivered {
                 if let Settled::Retry(at) = self.settle(&mut entry, delivered)? {
                     later(at);
@@ -358,34 +356,37 @@ impl MailerState {
         batch: Vec<OutboxEntry>,
     ) -> Vec<(OutboxEntry, Result<String, DeliveryError>)> {
         let args = &self.args;
-        let deliveries: Vec<_> = batch
+        let mut mails = Vec::with_capacity(batch.len());
+        let opened: Vec<bool> = batch
             .iter()
             .map(|entry| {
                 let mail = entry.render(&args.keys, &args.host, &args.management_url);
-                let transport = Arc::clone(&args.transport);
-                tokio::spawn(async move {
-                    let Some(mail) = mail else {
-                        return Err(DeliveryError::Permanent(
-                            "the OTP can no longer be opened".into(),
-                        ));
-                    };
-                    let started = std::time::Instant::now();
-                    let delivered = transport.deliver(&mail).await;
-                    metrics()
-                        .mail_send_seconds
-                        .observe(started.elapsed().as_secs_f64());
-                    delivered
-                })
+                mail.map(|mail| mails.push(mail)).is_some()
             })
             .collect();
-        let mut results = Vec::with_capacity(batch.len());
-        for (entry, delivery) in batch.into_iter().zip(deliveries) {
-            let delivered = delivery
-                .await
-                .unwrap_or_else(|err| Err(DeliveryError::Temporary(err.to_string())));
-            results.push((entry, delivered));
-        }
-        results
+        let started = std::time::Instant::now();
+        let mut delivered = args.transport.deliver_all(&mails).await.into_iter();
+        // Each message waited for the whole batch.
+        let took = started.elapsed().as_secs_f64();
+        batch
+            .into_iter()
+            .zip(opened)
+            .map(|(entry, opened)| {
+                let result = if opened {
+                    metrics().mail_send_seconds.observe(took);
+                    delivered.next().unwrap_or_else(|| {
+                        Err(DeliveryError::Temporary(
+                            "the transport did not answer".into(),
+                        ))
+                    })
+                } else {
+                    Err(DeliveryError::Permanent(
+                        "the OTP can no longer be opened".into(),
+                    ))
+                };
+                (entry, result)
+            })
+            .collect()
     }
 
     /// Records what became of `entry`: retried later, given up, or delivered.
@@ -470,11 +471,11 @@ mod tests {
     use crate::store::KvStore;
     use crate::testing::outcome_entry;
 
-    /// Takes every message; its first sync fails, as a full disk would.
+    /// Takes every message; the first batch is not kept, as on a full disk.
     #[derive(Default)]
     struct Flaky {
         taken: Mutex<Vec<String>>,
-        synced_once: AtomicBool,
+        failed_once: AtomicBool,
     }
 
     impl MailTransport for Flaky {
@@ -483,14 +484,20 @@ mod tests {
             Box::pin(async { Ok("taken".to_owned()) })
         }
 
-        fn sync(&self) -> SyncFuture<'_> {
-            let first = !self.synced_once.swap(true, Ordering::SeqCst);
+        fn deliver_all<'a>(&'a self, mails: &'a [Mail]) -> BatchFuture<'a> {
+            let first = !self.failed_once.swap(true, Ordering::SeqCst);
             Box::pin(async move {
-                if first {
-                    Err(std::io::Error::other("disk full"))
-                } else {
-                    Ok(())
+                let mut said = Vec::new();
+                for mail in mails {
+                    said.push(self.deliver(mail).await.and_then(|taken| {
+                        if first {
+                            Err(DeliveryError::Temporary("not kept: disk full".into()))
+                        } else {
+                            Ok(taken)
+                        }
+                    }));
                 }
+                said
             })
         }
     }
@@ -546,7 +553,7 @@ mod tests {
         let store: Arc<dyn Store> = Arc::new(KvStore::open(dir.path()).unwrap());
         let clock = ManualClock::new(Timestamp::from_unix_millis(1_800_000_000_000));
         let transport = Arc::new(Flaky {
-            synced_once: AtomicBool::new(true),
+            failed_once: AtomicBool::new(true),
             ..Flaky::default()
         });
         let args = args(&store, transport.clone(), &clock);
@@ -604,7 +611,7 @@ mod tests {
         let config = cluster.database();
         let clock = ManualClock::new(Timestamp::from_unix_millis(1_800_000_000_000));
         let transport = Arc::new(Flaky {
-            synced_once: AtomicBool::new(true),
+            failed_once: AtomicBool::new(true),
             ..Flaky::default()
         });
         let node = || async {

@@ -6,8 +6,8 @@ pub mod outbox;
 pub mod render;
 
 pub use mailer::{
-    BACKOFF, DEFAULT_BATCH, DEFAULT_MAX_ATTEMPTS, DeliveryError, DeliveryFuture, MailTransport,
-    Mailer, MailerArgs, MailerHandle, MailerMsg, SyncFuture,
+    BACKOFF, BatchFuture, DEFAULT_BATCH, DEFAULT_MAX_ATTEMPTS, DeliveryError, DeliveryFuture,
+    MailTransport, Mailer, MailerArgs, MailerHandle, MailerMsg,
 };
 pub use outbox::{MailFailure, MailKind, OutboxEntry};
 pub use render::Mail;

@@ -61,8 +61,10 @@ impl Default for Limits {
         Self {
             logins_per_second: NonZeroU32::new(5).unwrap_or(NonZeroU32::MIN),
             // A chunk is at most 48 KiB, and a recorder sends one every half
-            // second unless output fills one first: about 1 MiB/s.
-            chunks_per_second: NonZeroU32::new(20).unwrap_or(NonZeroU32::MIN),
+            // second unless output fills one first: up to 96 MiB/s of
+            // output, more than a terminal makes (20 a second, before, held
+            // a busy terminal to 1 MiB/s and made it lose output).
+            chunks_per_second: NonZeroU32::new(2048).unwrap_or(NonZeroU32::MIN),
             connections: NonZeroUsize::new(64).unwrap_or(NonZeroUsize::MIN),
             idle: unix::IDLE,
         }

@@ -1,24 +1,33 @@
-//! `otpgate bench record`: what recording costs an interactive terminal. Each
-//! measure runs under a pseudo-terminal of the bench's own, once straight and
-//! once under `otpgate record`: the time from a keystroke to its echo (one
-//! key at a time, `cat` echoing through the terminal), and how fast a command
-//! that prints a lot (`cat` of a large file) gets its output to the terminal.
+//! `otpgate bench record`: what recording costs an interactive terminal, and
+//! how fast a recording gets to the server. Each measure runs under a
+//! pseudo-terminal of the bench's own, once straight and once under `otpgate
+//! record`: the time from a keystroke to its echo (one key at a time, `cat`
+//! echoing through the terminal), and how fast a command that prints a lot
+//! (`cat` of a large file) gets its output to the terminal.
 //!
-//! The recorder hands its chunks to a stand-in agent in this process that
-//! acknowledges each at once: what is measured is the recorder, not the
-//! agent's disk (the terminal never waits on the agent anyway).
+//! For those two, the recorder hands its chunks to a stand-in agent in this
+//! process that acknowledges each at once: what is measured is the recorder,
+//! not the agent's disk (the terminal never waits on the agent anyway). The
+//! last measure is the whole path: the same `cat` recorded through a real
+//! agent (in this process, with its spool and its default limits) to a
+//! server of this binary, until the server holds the recording's last chunk.
 
 use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde::Serialize;
 use tokio::net::UnixListener;
+use tokio_util::sync::CancellationToken;
 
+use otpgate_protocol::admin::{AdminRequest, AdminResponse, PageRequest};
 use otpgate_protocol::local::{LocalError, LocalRequest, LocalResponse};
 
-use super::{Percentiles, histogram, record};
+use super::{Percentiles, Server, ServerSetup, histogram, record};
+use crate::agent::{self, AgentConfig, offline, socket, spool};
+use crate::tls::pki;
 
 /// What a recording bench measured.
 #[derive(Debug, Clone, Serialize)]
@@ -37,6 +46,17 @@ pub struct RecordReport {
     pub recorded_mib_s: f64,
     /// Chunks the recorder handed over.
     pub chunks: u64,
+    /// The whole path: from the recorded `cat`'s start until the server
+    /// held all of it, in MiB/s.
+    pub stored_mib_s: f64,
+    /// Seconds from the terminal's last output until the server held all of
+    /// the recording.
+    pub stored_after_secs: f64,
+    /// The server's CPU time over the whole path, in seconds.
+    pub server_cpu_secs: f64,
+    /// Whether the server got all of the output (a recorder whose chunks
+    /// are refused for long enough drops output, and says so).
+    pub stored_complete: bool,
     /// Keystrokes whose echo never came.
     pub lost_echoes: u64,
 }
@@ -46,7 +66,8 @@ impl RecordReport {
     pub fn describe(&self) -> String {
         format!(
             "keystroke to echo (ms), {} keys one at a time\n  straight        {}\n  recorded        {}\n\
-             cat of {} MiB\n  straight        {:.0} MiB/s\n  recorded        {:.0} MiB/s ({:.2}x the time), {} chunks handed over",
+             cat of {} MiB\n  straight        {:.0} MiB/s\n  recorded        {:.0} MiB/s ({:.2}x the time), {} chunks handed over\n\
+             stored by the server, through an agent: {:.1} MiB/s ({:.1} s after the terminal's last output), server CPU {:.2} s{}",
             self.keystrokes,
             self.echo_plain.describe(),
             self.echo_recorded.describe(),
@@ -54,13 +75,21 @@ impl RecordReport {
             self.plain_mib_s,
             self.recorded_mib_s,
             self.plain_mib_s / self.recorded_mib_s,
-            self.chunks
+            self.chunks,
+            self.stored_mib_s,
+            self.stored_after_secs,
+            self.server_cpu_secs,
+            if self.stored_complete {
+                ""
+            } else {
+                ", OUTPUT LOST on the way"
+            }
         )
     }
 
-    /// Whether every keystroke came back.
+    /// Whether every keystroke came back, and all of the output to the server.
     pub fn passed(&self) -> bool {
-        self.lost_echoes == 0
+        self.lost_echoes == 0 && self.stored_complete
     }
 }
 
@@ -161,6 +190,12 @@ fn drain(pty: &mut pty_process::blocking::Pty) -> u64 {
 
 /// MiB/s of `cat file` getting to the terminal.
 fn throughput(file: &Path, mebibytes: u64, recorder: Option<&Path>) -> anyhow::Result<f64> {
+    let took = printed(file, recorder)?;
+    Ok(mebibytes as f64 / took.as_secs_f64())
+}
+
+/// How long `cat file` takes to get to the terminal.
+fn printed(file: &Path, recorder: Option<&Path>) -> anyhow::Result<Duration> {
     let path = file
         .to_str()
         .context("a temporary path that is not UTF-8")?;
@@ -168,7 +203,77 @@ fn throughput(file: &Path, mebibytes: u64, recorder: Option<&Path>) -> anyhow::R
     let (mut pty, mut child) = spawn(&["cat", path], recorder)?;
     drain(&mut pty);
     child.wait()?;
-    Ok(mebibytes as f64 / started.elapsed().as_secs_f64())
+    Ok(started.elapsed())
+}
+
+/// What the whole path measured.
+struct Stored {
+    mib_s: f64,
+    after_terminal: Duration,
+    server_cpu_secs: f64,
+    complete: bool,
+}
+
+/// The whole path: `cat file` (`mebibytes` MiB) recorded through a real
+/// agent to a server, both started here with their data in `dir`, until the
+/// server holds the recording's last chunk.
+async fn stored(dir: &Path, file: &Path, mebibytes: u64) -> anyhow::Result<Stored> {
+    let setup = ServerSetup {
+        heartbeat: Duration::from_secs(30),
+        max_connections: 16,
+        directory: None,
+        store: None,
+    };
+    crate::files::create_private_dir(dir)?;
+    let server = Server::start(dir, &setup, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
+    let identity = dir.join("agent");
+    pki::issue_client(&server.data, &"bench-record".parse()?, &identity)?;
+    let socket = dir.join("agent.sock");
+    let config = AgentConfig {
+        servers: vec![server.addr()?],
+        identity,
+        socket: socket.clone(),
+        limits: socket::Limits::default(),
+        spool: dir.join("spool"),
+        spool_limit: spool::DEFAULT_SPOOL_MIB << 20,
+        metrics: None,
+        offline_max_away: offline::max_away(offline::DEFAULT_MAX_DAYS),
+    };
+    let cancel = CancellationToken::new();
+    let _stop_agent = cancel.clone().drop_guard();
+    let agent = tokio::spawn(agent::run(config, cancel));
+    while !socket.exists() {
+        if agent.is_finished() {
+            anyhow::bail!("the agent stopped: {:?}", agent.await?);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let before = server.usage()?.cpu_secs;
+    let started = Instant::now();
+    let file = file.to_owned();
+    let terminal = tokio::task::spawn_blocking(move || printed(&file, Some(&socket))).await??;
+    let list = AdminRequest::RecordingsList {
+        session: None,
+        page: PageRequest::default(),
+    };
+    let complete = loop {
+        let AdminResponse::Recordings(page) = server.admin(&list).await? else {
+            anyhow::bail!("the server did not list its recordings");
+        };
+        if let Some(recording) = page.items.first().filter(|r| r.ended.is_some()) {
+            break !recording.incomplete;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let took = started.elapsed();
+    let server_cpu_secs = server.usage()?.cpu_secs - before;
+    server.stop();
+    Ok(Stored {
+        mib_s: mebibytes as f64 / took.as_secs_f64(),
+        after_terminal: took.saturating_sub(terminal),
+        server_cpu_secs,
+        complete,
+    })
 }
 
 /// Measures `keys` keystrokes and a `mebibytes` MiB `cat`, straight and
@@ -197,11 +302,12 @@ async fn measure(dir: &Path, keys: u64, mebibytes: u64) -> anyhow::Result<Record
         out.flush()?;
     }
     let socket_for = socket.clone();
+    let file_for = file.clone();
     let measured = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let (echo_plain, lost_plain) = echoes(keys, None)?;
         let (echo_recorded, lost_recorded) = echoes(keys, Some(&socket_for))?;
-        let plain = throughput(&file, mebibytes, None)?;
-        let recorded = throughput(&file, mebibytes, Some(&socket_for))?;
+        let plain = throughput(&file_for, mebibytes, None)?;
+        let recorded = throughput(&file_for, mebibytes, Some(&socket_for))?;
         Ok((
             echo_plain,
             echo_recorded,
@@ -212,6 +318,7 @@ async fn measure(dir: &Path, keys: u64, mebibytes: u64) -> anyhow::Result<Record
     })
     .await??;
     let (echo_plain, echo_recorded, plain_mib_s, recorded_mib_s, lost_echoes) = measured;
+    let whole = stored(&dir.join("stored"), &file, mebibytes).await?;
     Ok(RecordReport {
         keystrokes: keys,
         echo_plain,
@@ -221,5 +328,9 @@ async fn measure(dir: &Path, keys: u64, mebibytes: u64) -> anyhow::Result<Record
         recorded_mib_s,
         chunks: chunks.load(std::sync::atomic::Ordering::Relaxed),
         lost_echoes,
+        stored_mib_s: whole.mib_s,
+        stored_after_secs: whole.after_terminal.as_secs_f64(),
+        server_cpu_secs: whole.server_cpu_secs,
+        stored_complete: whole.complete,
     })
 }

@@ -5,6 +5,7 @@
 //! recordings store), with flood control and heartbeats.
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -41,6 +42,11 @@ use super::recordings::{self, Shelf};
 use crate::frames::{FrameReader, FrameWriter};
 use crate::tls::revoked::Revocations;
 use crate::tls::{ALPN, pki};
+
+/// How many recording chunks one connection may send a second, in bursts
+/// of twice that: at most 48 KiB each, 96 MiB/s of terminal output.
+const CHUNK_QUOTA: Quota = Quota::per_second(NonZeroU32::new(2048).expect("not 0"))
+    .allow_burst(NonZeroU32::new(4096).expect("not 0"));
 
 /// What every connection task needs.
 pub(super) struct Shared {
@@ -286,6 +292,10 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         // wakes it directly, with no task of their own to spawn and join.
         let mut in_flight = FuturesUnordered::new();
         let flood = RateLimiter::direct(self.shared.request_quota);
+        // Recordings' chunks have a flood control of their own: a busy
+        // terminal's output comes as many chunks, and must not crowd out
+        // logins, nor be held to a login's pace.
+        let chunks = RateLimiter::direct(CHUNK_QUOTA);
         let heartbeat = Waiting::default();
         // What the agent last said its spool holds.
         let mut spooled = Share::of(&metrics().agents_spooled);
@@ -381,7 +391,12 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                             ServerMessage::Response { id, response }
                         }
                         Ok(AgentMessage::Request { id, request }) => {
-                            if in_flight.len() >= MAX_IN_FLIGHT || flood.check().is_err() {
+                            let limit = if matches!(request, Request::Record { .. }) {
+                                &chunks
+                            } else {
+                                &flood
+                            };
+                            if in_flight.len() >= MAX_IN_FLIGHT || limit.check().is_err() {
                                 let response = Response::Fail(ErrorCode::TooManyRequests);
                                 ServerMessage::Response { id, response }
                             } else {

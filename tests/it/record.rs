@@ -486,6 +486,33 @@ async fn past_a_users_quota_the_server_leaves_output_out_and_says_so() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_terminal_is_not_held_to_the_pace_of_login_requests() {
+    // One login request a second per connection: a recording's chunks are
+    // counted apart, so a few MiB of output (about sixty chunks) arrive
+    // whole at once, not over a minute with pauses.
+    let server = TestServer::start_with_config("requests_per_second = 1").await;
+    let desk = server.desk("ws-1").await;
+    let socket = desk.socket.clone();
+    let (shown, status) = tokio::task::spawn_blocking(move || {
+        record(&socket, &["/bin/sh", "-c", "seq 1 400000; echo last"])
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 0);
+    assert!(String::from_utf8_lossy(&shown).contains("399999"));
+    let recording = server.ended_recording().await;
+    assert!(!recording.incomplete, "{recording:?}");
+    assert!(recording.chunks > 40, "{recording:?}");
+    let (_, events) = cast_of(&server.data_dir(), recording.id).await;
+    let kept = output(&events);
+    assert!(
+        kept.contains("399999") && kept.ends_with("last\r\n"),
+        "{kept:.200}"
+    );
+    desk.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_killed_mid_session_loses_nothing_it_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path(), &crate::common::restartable_listen());

@@ -245,7 +245,8 @@ pub struct Metrics {
     pub mail_retried: Counter,
     /// Messages given up on.
     pub mail_given_up: Counter,
-    /// One message's delivery, in seconds.
+    /// One message's delivery, in seconds (a batch's, for each of its
+    /// messages, where the transport takes them together).
     pub mail_send_seconds: Histogram,
     /// One commit of the store (a flush many turns may share), in seconds.
     pub store_commit_seconds: Histogram,

@@ -77,9 +77,7 @@ impl EmlDir {
         crate::files::create_private_dir(&dir)?;
         Ok(Self { dir, from })
     }
-}
 
-impl EmlDir {
     /// Where message `mail` is written.
     fn path(&self, mail: &Mail) -> PathBuf {
         let name: String = mail

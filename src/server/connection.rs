@@ -10,16 +10,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use futures_util::stream::FuturesUnordered;
 use governor::{Quota, RateLimiter};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, OwnedSemaphorePermit};
+use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep, timeout};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, warn};
 
 use otpgate_actors::computer::OfflineLogin;
 use otpgate_actors::directory::{Directory, person_name};
@@ -288,9 +287,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         let idle = sleep(2 * interval);
         tokio::pin!(idle);
         let mut ping: Option<u64> = None;
-        // Requests being answered, polled by this task: the actor's answer
-        // wakes it directly, with no task of their own to spawn and join.
-        let mut in_flight = FuturesUnordered::new();
+        let mut in_flight = JoinSet::new();
         let flood = RateLimiter::direct(self.shared.request_quota);
         // Recordings' chunks have a flood control of their own: a busy
         // terminal's output comes as many chunks, and must not crowd out
@@ -309,7 +306,13 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                 () = cancel.cancelled() => return End::Close(ErrorCode::ShuttingDown),
                 () = self.revoked.cancelled() => return End::Close(ErrorCode::CertificateRefused),
                 () = offline.notified(), if keeps_offline => ServerMessage::OfflineChanged,
-                Some(out) = in_flight.next() => out,
+                Some(done) = in_flight.join_next() => match done {
+                    Ok(out) => out,
+                    Err(err) => {
+                        tracing::error!(error = %err, "request task failed");
+                        continue;
+                    }
+                },
                 () = &mut idle => {
                     if ping.is_some() {
                         return End::Close(ErrorCode::Timeout);
@@ -403,10 +406,13 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                                 keeps_offline |= matches!(request, Request::Offline { .. });
                                 let shared = Arc::clone(&self.shared);
                                 let cert = Arc::clone(&self.cert);
-                                in_flight.push(async move {
-                                    let response = respond(&shared, &cert, request).await;
-                                    ServerMessage::Response { id, response }
-                                });
+                                in_flight.spawn(
+                                    async move {
+                                        let response = respond(&shared, &cert, request).await;
+                                        ServerMessage::Response { id, response }
+                                    }
+                                    .in_current_span(),
+                                );
                                 continue;
                             }
                         }

@@ -6,6 +6,7 @@
 mod admin;
 mod args;
 mod backup;
+mod describe;
 mod doctor;
 pub mod prompt;
 mod recordings;

@@ -9,6 +9,7 @@
 
 use std::path::Path;
 
+use super::kv::{Engine, KvStore};
 use super::{Result, StoreError};
 
 /// The tree holding a database's id floor.
@@ -100,5 +101,35 @@ impl Loader {
             .insert(FLOOR, &next_id.to_be_bytes())?;
         self.db.flush()?;
         Ok(())
+    }
+}
+
+/// A copy of every tree of a sled store, taken by [`KvStore::snapshot`].
+pub struct Snapshot {
+    /// Each tree's name and its pairs, in key order.
+    pub trees: Vec<(sled::IVec, Vec<(sled::IVec, sled::IVec)>)>,
+    /// An id above every id the database had handed out.
+    pub next_id: u64,
+}
+
+impl KvStore {
+    /// Every record, as the database holds them between two writes (each
+    /// write waits meanwhile: a copy in memory, then the writes go on), and an
+    /// id above every id handed out so far: what a backup holds. Only of a
+    /// sled store (a PostgreSQL database is backed up with its own tools).
+    pub fn snapshot(&self) -> Result<Option<Snapshot>> {
+        let Engine::Sled { db, ids, gate, .. } = &self.engine else {
+            return Ok(None);
+        };
+        let _alone = gate.alone();
+        let next_id = ids.next()?;
+        let trees = trees(db)?
+            .into_iter()
+            .map(|tree| {
+                let pairs = tree.iter().collect::<sled::Result<Vec<_>>>()?;
+                Ok((tree.name(), pairs))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Some(Snapshot { trees, next_id }))
     }
 }

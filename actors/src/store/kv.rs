@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::copy::{self, Ids};
+use super::copy::Ids;
 use super::flusher::Flusher;
+use super::keys::{ordered, prefix, scoped, unscoped};
 use super::postgres::{Pg, PgConfig, Taken};
 use super::table::{Gate, Order, Table};
 use super::turn::Owner;
@@ -21,7 +22,7 @@ use crate::id::ComputerId;
 use crate::mail::outbox::{MailFailure, OutboxEntry};
 use crate::offline::OfflineSet;
 use crate::otp::Slot;
-use crate::request::{AccessRequest, Decision};
+use crate::request::AccessRequest;
 use crate::rules::{Bucket, Failure};
 use crate::session::ClientSession;
 use crate::settings::{GroupRecord, SystemSettings};
@@ -257,26 +258,6 @@ impl KvStore {
         Self::with_tables(engine, |name| Ok(Table::postgres(&pg, name)))
     }
 
-    /// Every record, as the database holds them between two writes (each
-    /// write waits meanwhile: a copy in memory, then the writes go on), and an
-    /// id above every id handed out so far: what a backup holds. Only of a
-    /// sled store (a PostgreSQL database is backed up with its own tools).
-    pub fn snapshot(&self) -> Result<Option<Snapshot>> {
-        let Engine::Sled { db, ids, gate, .. } = &self.engine else {
-            return Ok(None);
-        };
-        let _alone = gate.alone();
-        let next_id = ids.next()?;
-        let trees = copy::trees(db)?
-            .into_iter()
-            .map(|tree| {
-                let pairs = tree.iter().collect::<sled::Result<Vec<_>>>()?;
-                Ok((tree.name(), pairs))
-            })
-            .collect::<Result<_>>()?;
-        Ok(Some(Snapshot { trees, next_id }))
-    }
-
     /// Indexes requests written before the index existed (once: a store whose
     /// index has entries is up to date, as every request is indexed when put).
     fn index_requests(&self) -> Result<()> {
@@ -307,47 +288,6 @@ impl KvStore {
         key[8..].copy_from_slice(&unique.to_be_bytes());
         Ok(key)
     }
-}
-
-/// A copy of every tree of a sled store, taken by [`KvStore::snapshot`].
-pub struct Snapshot {
-    /// Each tree's name and its pairs, in key order.
-    pub trees: Vec<(sled::IVec, Vec<(sled::IVec, sled::IVec)>)>,
-    /// An id above every id the database had handed out.
-    pub next_id: u64,
-}
-
-/// The key of a computer's record `rest`: `computer \0 rest`.
-fn scoped(computer: &ComputerId, rest: &str) -> Vec<u8> {
-    let mut key = prefix(computer);
-    key.extend_from_slice(rest.as_bytes());
-    key
-}
-
-/// The computer and the OS user of key `key` of table `tree`, made by
-/// [`scoped`].
-fn unscoped(tree: &'static str, key: &[u8]) -> Result<(ComputerId, String)> {
-    let bad = || StoreError::BadKey { tree };
-    let split = key.iter().position(|&b| b == 0).ok_or_else(bad)?;
-    let computer = std::str::from_utf8(&key[..split])
-        .ok()
-        .and_then(|name| name.parse().ok())
-        .ok_or_else(bad)?;
-    Ok((
-        computer,
-        String::from_utf8_lossy(&key[split + 1..]).into_owned(),
-    ))
-}
-
-fn prefix(computer: &ComputerId) -> Vec<u8> {
-    let mut key = computer.as_str().as_bytes().to_vec();
-    key.push(0);
-    key
-}
-
-/// A numeric id as a key part that sorts in numeric order.
-fn ordered(id: u64) -> String {
-    format!("{id:020}")
 }
 
 impl Store for KvStore {
@@ -728,38 +668,6 @@ impl Store for KvStore {
     }
 
     fn prune(&self, cutoff: Timestamp, now: Timestamp, window: Duration) -> StoreFuture<'_, usize> {
-        Box::pin(async move {
-            // Audit keys begin with the time: the oldest come first.
-            let mut removed = self
-                .audit
-                .remove_while(|entry: &AuditEntry| entry.at < cutoff)
-                .await?;
-            removed += self
-                .sessions
-                .remove_where(|s: &ClientSession| s.ended.is_some_and(|(at, _)| at < cutoff))
-                .await?;
-            let over = |request: &AccessRequest| {
-                request.decision != Decision::Pending && request.created < cutoff
-            };
-            for (_, request) in self.requests.scan::<AccessRequest>("").await? {
-                if over(&request) {
-                    self.request_index.remove(request.id.to_be_bytes())?;
-                }
-            }
-            removed += self.requests.remove_where(over).await?;
-            removed += self
-                .mail_failures
-                .remove_where(|f: &MailFailure| f.at < cutoff)
-                .await?;
-            removed += self
-                .failures
-                .remove_where(|bucket: &Bucket| bucket.drained_by(now, window))
-                .await?;
-            removed += self
-                .mailed
-                .remove_where(|valid_until: &Timestamp| *valid_until <= now)
-                .await?;
-            Ok(removed)
-        })
+        Box::pin(self.prune_older(cutoff, now, window))
     }
 }

@@ -18,8 +18,10 @@
 mod computers;
 pub mod copy;
 mod flusher;
+mod keys;
 mod kv;
 mod postgres;
+mod prune;
 pub mod record;
 mod side;
 mod site_copy;
@@ -46,7 +48,8 @@ use crate::session::ClientSession;
 use crate::settings::{GroupRecord, SystemSettings};
 
 pub use computers::ComputerRecord;
-pub use kv::{FLUSH_EVERY_MS, KvStore, Snapshot, open_sled};
+pub use copy::Snapshot;
+pub use kv::{FLUSH_EVERY_MS, KvStore, open_sled};
 pub use postgres::{Alone, Exclusive, PgConfig, Probe, Schema, Site, Taken};
 pub use record::{Record, decode, encode};
 pub use side::{Pairs, REVOCATIONS, SIDE_TABLES, SideDb, SideTable, SideWrite, WEB_SESSIONS};

@@ -22,14 +22,18 @@ pub fn write_private(path: &Path, contents: &[u8]) -> io::Result<()> {
 /// [`write_private`] would, but makes them durable together: every one is
 /// written under a temporary name, one `syncfs` makes them all durable (one
 /// pass over the filesystem and one device flush, where a sync per file
-/// costs both every time), then each is renamed into place and the folder is
-/// synced once. A path that exists already is left as it is. The outer error
-/// means nothing was made durable; the inner ones, that one file was not
-/// written; `Ok(true)` that a file was written, `Ok(false)` that it was there.
+/// costs both every time; on a kernel whose `syncfs` does not report a
+/// failed write, each file is synced on its own instead), then each is
+/// renamed into place and the folder is synced once. A path that exists
+/// already is left as it is. An outer error means the batch is not known to
+/// be durable (if only the folder's sync failed, the files are in place: a
+/// retry finds them there); the inner ones, that one file was not written;
+/// `Ok(true)` that a file was written, `Ok(false)` that it was there.
 pub fn write_private_together(
     dir: &Path,
     files: &[(PathBuf, Vec<u8>)],
 ) -> io::Result<Vec<io::Result<bool>>> {
+    let together = syncfs_reports_errors();
     let mut written: Vec<io::Result<Option<(OsString, fs::File)>>> = files
         .iter()
         .map(|(path, contents)| {
@@ -37,12 +41,30 @@ pub fn write_private_together(
                 return Ok(None);
             }
             let (tmp, mut file) = create_tmp(path, 0o600)?;
-            file.write_all(contents)?;
-            Ok(Some((tmp, file)))
+            let filled = file
+                .write_all(contents)
+                .and_then(|()| if together { Ok(()) } else { file.sync_all() });
+            match filled {
+                Ok(()) => Ok(Some((tmp, file))),
+                Err(err) => {
+                    // It holds part of a message: not left behind.
+                    let _ = fs::remove_file(&tmp);
+                    Err(err)
+                }
+            }
         })
         .collect();
-    if let Some(Ok(Some((_, file)))) = written.iter().find(|w| matches!(w, Ok(Some(_)))) {
-        nix::unistd::syncfs(file).map_err(io::Error::from)?;
+    fn open(written: &io::Result<Option<(OsString, fs::File)>>) -> Option<&(OsString, fs::File)> {
+        written.as_ref().ok()?.as_ref()
+    }
+    let first = written.iter().find_map(open);
+    if let (true, Some((_, file))) = (together, first)
+        && let Err(err) = nix::unistd::syncfs(file)
+    {
+        for (tmp, _) in written.iter().filter_map(open) {
+            let _ = fs::remove_file(tmp);
+        }
+        return Err(err.into());
     }
     let renamed = files
         .iter()
@@ -57,6 +79,27 @@ pub fn write_private_together(
         .collect();
     sync_dir(dir)?;
     Ok(renamed)
+}
+
+/// Whether this kernel's `syncfs` reports a write that failed (Linux 5.8 and
+/// later); before, it said nothing of it.
+fn syncfs_reports_errors() -> bool {
+    static REPORTS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *REPORTS.get_or_init(|| {
+        fs::read_to_string("/proc/sys/kernel/osrelease")
+            .ok()
+            .and_then(|release| release_at_least(&release, (5, 8)))
+            .unwrap_or(false)
+    })
+}
+
+/// Whether kernel release `release` ("6.1.0-18-amd64") is `want` or later;
+/// `None` if it cannot be read.
+fn release_at_least(release: &str, want: (u32, u32)) -> Option<bool> {
+    let mut parts = release.trim().split(|c: char| !c.is_ascii_digit());
+    let major: u32 = parts.next()?.parse().ok()?;
+    let minor: u32 = parts.next()?.parse().ok()?;
+    Some((major, minor) >= want)
 }
 
 /// Makes the names written into folder `dir` durable.
@@ -198,5 +241,19 @@ mod tests {
         );
         // Nothing to write is no error.
         assert!(write_private_together(dir.path(), &[]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn kernel_releases_are_read_by_major_and_minor() {
+        for (release, at_least) in [
+            ("6.1.0-18-amd64\n", Some(true)),
+            ("5.8.0", Some(true)),
+            ("5.10.0-28-cloud-amd64", Some(true)),
+            ("5.7.19", Some(false)),
+            ("4.18.0-553.el8_10.x86_64", Some(false)),
+            ("garbage", None),
+        ] {
+            assert_eq!(release_at_least(release, (5, 8)), at_least, "{release}");
+        }
     }
 }

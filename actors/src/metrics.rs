@@ -400,7 +400,7 @@ impl Metrics {
         );
         registry.register_with_unit(
             "mail_send",
-            "One message's delivery",
+            "One message's delivery (a batch's, where the transport takes them together)",
             Unit::Seconds,
             self.mail_send_seconds.clone(),
         );

@@ -62,8 +62,8 @@ impl Default for Limits {
             logins_per_second: NonZeroU32::new(5).unwrap_or(NonZeroU32::MIN),
             // A chunk is at most 48 KiB, and a recorder sends one every half
             // second unless output fills one first: up to 96 MiB/s of
-            // output, more than a terminal makes (20 a second, before, held
-            // a busy terminal to 1 MiB/s and made it lose output).
+            // output, more than a busy terminal makes (a lower pace makes a
+            // fast command's recording lose output).
             chunks_per_second: NonZeroU32::new(2048).unwrap_or(NonZeroU32::MIN),
             connections: NonZeroUsize::new(64).unwrap_or(NonZeroUsize::MIN),
             idle: unix::IDLE,
@@ -104,8 +104,15 @@ pub struct Agent {
     logins: Arc<DefaultKeyedRateLimiter<String>>,
     /// Recording chunks, by uid.
     chunks: Arc<DefaultKeyedRateLimiter<u32>>,
+    /// New recordings (their first chunks), by uid.
+    recordings: Arc<DefaultKeyedRateLimiter<u32>>,
     open: Arc<Open>,
 }
+
+/// How many recordings one uid may start a second (bursts of twice that):
+/// each is a recording the server keeps, so it is held to a person's pace of
+/// opening terminals, not to the pace of a terminal's output.
+const NEW_RECORDINGS_PER_SECOND: NonZeroU32 = NonZeroU32::new(5).expect("not 0");
 
 impl Agent {
     /// Serves through `link`, ties sessions in `sessions`, spools recordings
@@ -129,6 +136,9 @@ impl Agent {
             ))),
             chunks: Arc::new(RateLimiter::keyed(twice_in_bursts(
                 limits.chunks_per_second,
+            ))),
+            recordings: Arc::new(RateLimiter::keyed(twice_in_bursts(
+                NEW_RECORDINGS_PER_SECOND,
             ))),
             open: Arc::new(Open::new(limits.connections)),
         }
@@ -337,14 +347,17 @@ async fn answer(request: LocalRequest, caller: &Caller, agent: &Agent) -> LocalR
             if !chunk.is_well_formed() {
                 return LocalResponse::Fail(LocalError::Malformed);
             }
-            if agent.chunks.check_key(&caller.uid).is_err() {
+            let starts = chunk.seq == 0;
+            if agent.chunks.check_key(&caller.uid).is_err()
+                || (starts && agent.recordings.check_key(&caller.uid).is_err())
+            {
                 return LocalResponse::Fail(LocalError::Unavailable);
             }
             // The recording is the caller's own terminal: it runs under the
             // OS session its OTP login opened.
             let session = caller
                 .pid
-                .filter(|_| chunk.seq == 0)
+                .filter(|_| starts)
                 .and_then(|pid| agent.sessions.session_of(&caller.name, pid));
             let spool = Arc::clone(&agent.spool);
             let os_user = caller.name.clone();

@@ -65,7 +65,17 @@ struct Spooled {
     chunk: RecordChunk,
 }
 
-/// Bytes in the spool's chunk files, in all and by OS user.
+/// What a chunk file is counted as at the least: the disk block (and inode)
+/// it takes however small it is, so that a flood of tiny chunks fills a
+/// user's share of the spool as soon as the same bytes in whole chunks would.
+const FILE_AT_LEAST: u64 = 4096;
+
+/// What a chunk file of `len` bytes counts for against the limits.
+fn charged(len: u64) -> u64 {
+    len.max(FILE_AT_LEAST)
+}
+
+/// Bytes in the spool's chunk files (each [`charged`]), in all and by OS user.
 #[derive(Default)]
 struct Usage {
     total: u64,
@@ -74,11 +84,13 @@ struct Usage {
 
 impl Usage {
     fn add(&mut self, os_user: &str, len: u64) {
+        let len = charged(len);
         self.total += len;
         *self.by_user.entry(os_user.to_owned()).or_default() += len;
     }
 
     fn take(&mut self, os_user: Option<&str>, len: u64) {
+        let len = charged(len);
         self.total = self.total.saturating_sub(len);
         if let Some(held) = os_user.and_then(|user| self.by_user.get_mut(user)) {
             *held = held.saturating_sub(len);
@@ -171,7 +183,8 @@ impl Spool {
         {
             let mut used = self.used();
             let theirs = used.by_user.get(os_user).copied().unwrap_or(0);
-            if used.total + len > self.limit || theirs + len > self.limit / USER_SHARE {
+            let charge = charged(len);
+            if used.total + charge > self.limit || theirs + charge > self.limit / USER_SHARE {
                 return Err(SpoolError::Full);
             }
             used.add(os_user, len);
@@ -300,6 +313,9 @@ fn read(path: &Path) -> Result<(Spooled, u64), String> {
 mod tests {
     use super::*;
 
+    /// Room for ten chunk files; five of one user.
+    const LIMIT: u64 = 10 * FILE_AT_LEAST;
+
     fn chunk(key: u8, seq: u64) -> RecordChunk {
         RecordChunk {
             recording: [key; 16],
@@ -314,7 +330,7 @@ mod tests {
     #[test]
     fn one_users_chunk_never_takes_the_place_of_anothers() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::open(&dir.path().join("spool"), 1_000).unwrap();
+        let spool = Spool::open(&dir.path().join("spool"), LIMIT).unwrap();
         spool.put("alice", Some(4), chunk(1, 0)).unwrap();
         spool.put("mallory", None, chunk(1, 0)).unwrap();
         let owners: Vec<String> = spool
@@ -330,11 +346,13 @@ mod tests {
     fn chunks_wait_in_order_within_the_limit_and_survive_a_restart() {
         let dir = tempfile::tempdir().unwrap();
         let folder = dir.path().join("spool");
-        let spool = Spool::open(&folder, 1_000).unwrap();
+        let spool = Spool::open(&folder, LIMIT).unwrap();
         for (key, seq) in [(2, 1), (1, 10), (2, 0), (1, 2)] {
             spool.put("alice", Some(4), chunk(key, seq)).unwrap();
         }
         spool.put("alice", Some(4), chunk(1, 2)).unwrap();
+        // A tiny chunk takes a disk block whatever its size, and counts so.
+        assert_eq!(spool.used().by_user["alice"], 4 * FILE_AT_LEAST);
         let names: Vec<String> = spool
             .queue()
             .unwrap()
@@ -364,16 +382,16 @@ mod tests {
             Err(SpoolError::Full)
         ));
         assert!(
-            spool.used().by_user["alice"] <= 500,
+            spool.used().by_user["alice"] <= LIMIT / 2,
             "at most half is one user's"
         );
         // Another user still has room.
         spool.put("bob", None, chunk(4, 0)).unwrap();
-        assert!(spool.used().total <= 1_000);
+        assert!(spool.used().total <= LIMIT);
         // A half-written file is removed at the next start; the rest counted,
         // each user's part too.
         std::fs::write(folder.join("x.tmp"), b"half").unwrap();
-        let again = Spool::open(&folder, 1_000).unwrap();
+        let again = Spool::open(&folder, LIMIT).unwrap();
         assert_eq!(again.used().total, spool.used().total);
         assert_eq!(again.used().by_user, spool.used().by_user);
         assert!(!folder.join("x.tmp").exists());
@@ -381,7 +399,7 @@ mod tests {
         let mode = || std::fs::metadata(&folder).unwrap().permissions().mode();
         assert_eq!(mode() & 0o077, 0, "root's only");
         std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o755)).unwrap();
-        Spool::open(&folder, 1_000).unwrap();
+        Spool::open(&folder, LIMIT).unwrap();
         assert_eq!(mode() & 0o077, 0, "made root's only again");
     }
 }

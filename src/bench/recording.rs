@@ -241,7 +241,7 @@ async fn stored(dir: &Path, file: &Path, mebibytes: u64) -> anyhow::Result<Store
     };
     let cancel = CancellationToken::new();
     let _stop_agent = cancel.clone().drop_guard();
-    let agent = tokio::spawn(agent::run(config, cancel));
+    let agent = tokio::spawn(agent::run(config, cancel.clone()));
     while !socket.exists() {
         if agent.is_finished() {
             anyhow::bail!("the agent stopped: {:?}", agent.await?);
@@ -256,6 +256,8 @@ async fn stored(dir: &Path, file: &Path, mebibytes: u64) -> anyhow::Result<Store
         session: None,
         page: PageRequest::default(),
     };
+    // Far longer than the slowest path measured (about 1 MiB/s).
+    let deadline = started + Duration::from_secs(60 + 2 * mebibytes);
     let complete = loop {
         let AdminResponse::Recordings(page) = server.admin(&list).await? else {
             anyhow::bail!("the server did not list its recordings");
@@ -263,11 +265,19 @@ async fn stored(dir: &Path, file: &Path, mebibytes: u64) -> anyhow::Result<Store
         if let Some(recording) = page.items.first().filter(|r| r.ended.is_some()) {
             break !recording.incomplete;
         }
+        anyhow::ensure!(!agent.is_finished(), "the agent stopped");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the server did not hold the whole recording by {:?}",
+            deadline - started
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let took = started.elapsed();
     let server_cpu_secs = server.usage()?.cpu_secs - before;
     server.stop();
+    cancel.cancel();
+    agent.await??;
     Ok(Stored {
         mib_s: mebibytes as f64 / took.as_secs_f64(),
         after_terminal: took.saturating_sub(terminal),

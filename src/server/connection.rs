@@ -47,6 +47,12 @@ use crate::tls::{ALPN, pki};
 const CHUNK_QUOTA: Quota = Quota::per_second(NonZeroU32::new(2048).expect("not 0"))
     .allow_burst(NonZeroU32::new(4096).expect("not 0"));
 
+/// How many recordings one connection may start a second (their first
+/// chunks), in bursts of twice that: each is a recording the server keeps,
+/// so they come at the pace people open terminals.
+const START_QUOTA: Quota = Quota::per_second(NonZeroU32::new(20).expect("not 0"))
+    .allow_burst(NonZeroU32::new(40).expect("not 0"));
+
 /// What every connection task needs.
 pub(super) struct Shared {
     pub(super) acceptor: TlsAcceptor,
@@ -289,10 +295,11 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         let mut ping: Option<u64> = None;
         let mut in_flight = JoinSet::new();
         let flood = RateLimiter::direct(self.shared.request_quota);
-        // Recordings' chunks have a flood control of their own: a busy
-        // terminal's output comes as many chunks, and must not crowd out
-        // logins, nor be held to a login's pace.
+        // Recordings have a flood control of their own: a busy terminal's
+        // output comes as many chunks, and must not crowd out logins, nor be
+        // held to a login's pace; new recordings are held to fewer.
         let chunks = RateLimiter::direct(CHUNK_QUOTA);
+        let starts = RateLimiter::direct(START_QUOTA);
         let heartbeat = Waiting::default();
         // What the agent last said its spool holds.
         let mut spooled = Share::of(&metrics().agents_spooled);
@@ -394,10 +401,10 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                             ServerMessage::Response { id, response }
                         }
                         Ok(AgentMessage::Request { id, request }) => {
-                            let limit = if matches!(request, Request::Record { .. }) {
-                                &chunks
-                            } else {
-                                &flood
+                            let limit = match &request {
+                                Request::Record { chunk, .. } if chunk.seq == 0 => &starts,
+                                Request::Record { .. } => &chunks,
+                                _ => &flood,
                             };
                             if in_flight.len() >= MAX_IN_FLIGHT || limit.check().is_err() {
                                 let response = Response::Fail(ErrorCode::TooManyRequests);

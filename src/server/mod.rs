@@ -4,7 +4,8 @@
 //!
 //! One task per connection reads frames, runs the requests it receives
 //! concurrently (at most `MAX_IN_FLIGHT` at once, and no faster than the
-//! configured requests per second: flood control) and writes their responses.
+//! configured requests per second, recordings' chunks at a pace of their
+//! own: flood control) and writes their responses.
 //! A connection that sends a bad frame is told why with an [`ErrorCode`] and
 //! closed; nothing it sends can stop the server serving the others.
 

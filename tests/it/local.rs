@@ -99,6 +99,46 @@ async fn a_local_user_holds_no_more_than_their_share_of_connections_and_idle_one
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_user_starts_recordings_at_a_persons_pace_whatever_the_chunks_pace() {
+    let server = TestServer::start().await;
+    let desk = server.desk_with("ws-1", unlimited()).await;
+    let mut recorder = unix::Client::<LocalRequest, LocalResponse>::new(&desk.socket);
+    let chunk = |key: u8, seq: u64| {
+        LocalRequest::Record(RecordChunk {
+            recording: [key; 16],
+            seq,
+            start: (seq == 0).then(|| RecordingStart {
+                width: 80,
+                height: 24,
+                started_ms: 1,
+                command: "sh".into(),
+                term: "xterm".into(),
+                input: false,
+            }),
+            events: Vec::new(),
+            lost: false,
+            end: None,
+        })
+    };
+    // Empty first chunks, each a new recording: five a second, bursts of ten.
+    let mut started = 0;
+    for key in 0..20 {
+        if recorder.ask(&chunk(key, 0)).await.unwrap() == LocalResponse::Done {
+            started += 1;
+        }
+    }
+    assert!((10..=12).contains(&started), "{started} started");
+    // A recording under way goes on at its own pace.
+    for seq in 1..30 {
+        assert_eq!(
+            recorder.ask(&chunk(0, seq)).await.unwrap(),
+            LocalResponse::Done
+        );
+    }
+    desk.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_local_users_recording_chunks_come_at_their_rate() {
     let server = TestServer::start().await;
     let limits = Limits {

@@ -365,7 +365,20 @@ impl MailerState {
             })
             .collect();
         let started = std::time::Instant::now();
-        let mut delivered = args.transport.deliver_all(&mails).await.into_iter();
+        // In a task of its own: a transport that panics fails this batch
+        // for now, and the mailer goes on.
+        let transport = Arc::clone(&args.transport);
+        let said = tokio::spawn(async move { transport.deliver_all(&mails).await })
+            .await
+            .unwrap_or_else(|err| {
+                let failed = || Err(DeliveryError::Temporary(err.to_string()));
+                opened
+                    .iter()
+                    .filter(|&&opened| opened)
+                    .map(|_| failed())
+                    .collect()
+            });
+        let mut delivered = said.into_iter();
         // Each message waited for the whole batch.
         let took = started.elapsed().as_secs_f64();
         batch

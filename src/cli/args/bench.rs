@@ -76,7 +76,8 @@ pub(in crate::cli) enum Bench {
         json: bool,
     },
     /// What `otpgate record` costs a terminal: keystroke-to-echo time and the
-    /// throughput of a `cat` of a large file, straight and recorded.
+    /// throughput of a `cat` of a large file, straight and recorded; then how
+    /// fast that recording reaches a server through a real agent.
     Record {
         /// Keystrokes, one at a time, in each run.
         #[arg(long, default_value_t = 2000)]

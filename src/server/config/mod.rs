@@ -12,6 +12,7 @@
 //! handshake_timeout_ms = 10000
 //! heartbeat_interval_ms = 30000
 //! requests_per_second = 20      # per agent connection, bursts of twice that
+//!                               # (recordings' chunks are counted apart)
 //! directory_file = "/etc/otpgate/directory.toml"   # OS account -> email
 //! mail_from = "otpgate <otpgate@example.com>"
 //! admin_email = "it@example.com"                   # the first administrator's
@@ -257,7 +258,8 @@ pub struct ServerConfig {
     pub handshake_timeout: Duration,
     /// How often agents send a heartbeat.
     pub heartbeat_interval: Duration,
-    /// Requests per second one agent connection may send (heartbeats aside).
+    /// Requests per second one agent connection may send, heartbeats
+    /// included (recordings' chunks are counted apart).
     pub requests_per_second: NonZeroU32,
     /// The directory of Active Directory accounts (OS account to email), if any.
     pub directory_file: Option<PathBuf>,

@@ -335,37 +335,9 @@ impl Actor for ComputerActor {
         message: ComputerMsg,
         state: &mut ComputerState,
     ) -> Result<(), ActorProcessingErr> {
-        if state.svc.store.fenced_out(&state.owner) {
-            match &message {
-                // A connection here went, most likely as its agent moved to
-                // the node that took the computer: that one knows it is
-                // connected; nothing is taken back or written for this.
-                ComputerMsg::Disconnect { conn } => {
-                    state.connections.remove(conn);
-                    return Ok(());
-                }
-                // Expiring is the holder's to do.
-                ComputerMsg::Sweep => return Ok(()),
-                // Nobody waits for what it would do.
-                _ if message.caller_gone() => return Ok(()),
-                _ => {}
-            }
-            // Another node took the computer since (an approver there
-            // decided, its agent went there): what this holds may be behind
-            // what that one wrote. Taken back and loaded again, as a
-            // respawned actor would, before anything is answered.
-            tracing::info!(computer = %state.id, "another server took this computer; loading it again");
-            if let Err(err) = state.reload(&myself).await {
-                // The caller hears "unavailable"; the next message tries again.
-                tracing::error!(computer = %state.id, error = %err, "cannot load this computer again");
-                if let ComputerMsg::Heartbeat { pending, .. } = message {
-                    pending.handled();
-                }
-                return Ok(());
-            }
-        }
-        let owner = state.owner.clone();
-        store::turn(owner, Self::handle_turn(myself, message, state)).await
+        // Boxed: ractor keeps room for this future in every actor, idle or
+        // not, and a turn's is kilobytes; a turn allocates it instead.
+        Box::pin(Self::handle_message(myself, message, state)).await
     }
 }
 
@@ -454,6 +426,45 @@ impl ComputerState {
 }
 
 impl ComputerActor {
+    /// What [`Actor::handle`] does.
+    async fn handle_message(
+        myself: ActorRef<ComputerMsg>,
+        message: ComputerMsg,
+        state: &mut ComputerState,
+    ) -> Result<(), ActorProcessingErr> {
+        if state.svc.store.fenced_out(&state.owner) {
+            match &message {
+                // A connection here went, most likely as its agent moved to
+                // the node that took the computer: that one knows it is
+                // connected; nothing is taken back or written for this.
+                ComputerMsg::Disconnect { conn } => {
+                    state.connections.remove(conn);
+                    return Ok(());
+                }
+                // Expiring is the holder's to do.
+                ComputerMsg::Sweep => return Ok(()),
+                // Nobody waits for what it would do.
+                _ if message.caller_gone() => return Ok(()),
+                _ => {}
+            }
+            // Another node took the computer since (an approver there
+            // decided, its agent went there): what this holds may be behind
+            // what that one wrote. Taken back and loaded again, as a
+            // respawned actor would, before anything is answered.
+            tracing::info!(computer = %state.id, "another server took this computer; loading it again");
+            if let Err(err) = state.reload(&myself).await {
+                // The caller hears "unavailable"; the next message tries again.
+                tracing::error!(computer = %state.id, error = %err, "cannot load this computer again");
+                if let ComputerMsg::Heartbeat { pending, .. } = message {
+                    pending.handled();
+                }
+                return Ok(());
+            }
+        }
+        let owner = state.owner.clone();
+        store::turn(owner, Self::handle_turn(myself, message, state)).await
+    }
+
     /// Handles `message`, as one turn (see [`store::turn`]).
     async fn handle_turn(
         myself: ActorRef<ComputerMsg>,

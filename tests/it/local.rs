@@ -98,28 +98,32 @@ async fn a_local_user_holds_no_more_than_their_share_of_connections_and_idle_one
     assert!(holder.wait().await.unwrap().success());
 }
 
+/// Chunk `seq` of recording `[key; 16]` with `events`, as a recorder hands
+/// it to the agent (the first one says how the recording starts).
+fn record_chunk(key: u8, seq: u64, events: &[u8]) -> LocalRequest {
+    LocalRequest::Record(RecordChunk {
+        recording: [key; 16],
+        seq,
+        start: (seq == 0).then(|| RecordingStart {
+            width: 80,
+            height: 24,
+            started_ms: 1,
+            command: "sh".into(),
+            term: "xterm".into(),
+            input: false,
+        }),
+        events: events.to_vec(),
+        lost: false,
+        end: None,
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_local_user_starts_recordings_at_a_persons_pace_whatever_the_chunks_pace() {
     let server = TestServer::start().await;
     let desk = server.desk_with("ws-1", unlimited()).await;
     let mut recorder = unix::Client::<LocalRequest, LocalResponse>::new(&desk.socket);
-    let chunk = |key: u8, seq: u64| {
-        LocalRequest::Record(RecordChunk {
-            recording: [key; 16],
-            seq,
-            start: (seq == 0).then(|| RecordingStart {
-                width: 80,
-                height: 24,
-                started_ms: 1,
-                command: "sh".into(),
-                term: "xterm".into(),
-                input: false,
-            }),
-            events: Vec::new(),
-            lost: false,
-            end: None,
-        })
-    };
+    let chunk = |key: u8, seq: u64| record_chunk(key, seq, b"");
     // Empty first chunks, each a new recording: five a second, bursts of ten.
     let mut started = 0;
     for key in 0..20 {
@@ -147,23 +151,7 @@ async fn a_local_users_recording_chunks_come_at_their_rate() {
     };
     let desk = server.desk_with("ws-1", limits).await;
     let mut recorder = unix::Client::<LocalRequest, LocalResponse>::new(&desk.socket);
-    let chunk = |seq: u64| {
-        LocalRequest::Record(RecordChunk {
-            recording: [7; 16],
-            seq,
-            start: (seq == 0).then(|| RecordingStart {
-                width: 80,
-                height: 24,
-                started_ms: 1,
-                command: "sh".into(),
-                term: "xterm".into(),
-                input: false,
-            }),
-            events: b"[0.5, \"o\", \"x\"]\n".to_vec(),
-            lost: false,
-            end: None,
-        })
-    };
+    let chunk = |seq: u64| record_chunk(7, seq, b"[0.5, \"o\", \"x\"]\n");
     let mut answers = Vec::new();
     for seq in 0..5 {
         answers.push(recorder.ask(&chunk(seq)).await.unwrap());

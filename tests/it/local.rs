@@ -125,13 +125,20 @@ async fn a_local_user_starts_recordings_at_a_persons_pace_whatever_the_chunks_pa
     let mut recorder = unix::Client::<LocalRequest, LocalResponse>::new(&desk.socket);
     let chunk = |key: u8, seq: u64| record_chunk(key, seq, b"");
     // Empty first chunks, each a new recording: five a second, bursts of ten.
+    let began = std::time::Instant::now();
     let mut started = 0;
     for key in 0..20 {
         if recorder.ask(&chunk(key, 0)).await.unwrap() == LocalResponse::Done {
             started += 1;
         }
     }
-    assert!((10..=12).contains(&started), "{started} started");
+    // The burst, and one more for each fifth of a second spent (each
+    // accepted chunk is synced to disk, which may be slow).
+    let paced = 10 + began.elapsed().as_millis() / 200 + 1;
+    assert!(
+        started >= 10 && started <= paced,
+        "{started} started, {paced} allowed"
+    );
     // A recording under way goes on at its own pace.
     for seq in 1..30 {
         assert_eq!(

@@ -400,7 +400,8 @@ async fn a_full_spool_leaves_output_out_marks_the_recording_and_says_so() {
     let server = TestServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("agent.sock");
-    // A spool that takes small chunks only, and a recorder that holds nothing.
+    // A spool with room for one chunk file per user, and a recorder that
+    // holds nothing.
     let desk = crate::common::agent::Desk::start_configured(otpgate::agent::AgentConfig {
         servers: vec![format!("localhost:{}", server.addr.port()).parse().unwrap()],
         identity: server.identity("ws-1"),

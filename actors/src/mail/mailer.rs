@@ -365,19 +365,31 @@ impl MailerState {
             })
             .collect();
         let started = std::time::Instant::now();
-        // In a task of its own: a transport that panics fails this batch
-        // for now, and the mailer goes on.
+        // In a task of its own: a transport that panics does not take the
+        // mailer down; the batch is then tried one message at a time, each
+        // on its own, so that only the message it panics on fails.
+        let mails = Arc::new(mails);
         let transport = Arc::clone(&args.transport);
-        let said = tokio::spawn(async move { transport.deliver_all(&mails).await })
-            .await
-            .unwrap_or_else(|err| {
-                let failed = || Err(DeliveryError::Temporary(err.to_string()));
-                opened
-                    .iter()
-                    .filter(|&&opened| opened)
-                    .map(|_| failed())
-                    .collect()
-            });
+        let together = {
+            let mails = Arc::clone(&mails);
+            tokio::spawn(async move { transport.deliver_all(&mails).await })
+        };
+        let said = match together.await {
+            Ok(said) => said,
+            Err(err) => {
+                tracing::error!(error = %err, "the mail transport failed on a batch; its messages go one by one");
+                let mut said = Vec::with_capacity(mails.len());
+                for i in 0..mails.len() {
+                    let (transport, mails) = (Arc::clone(&args.transport), Arc::clone(&mails));
+                    let one = tokio::spawn(async move { transport.deliver(&mails[i]).await });
+                    said.push(
+                        one.await
+                            .unwrap_or_else(|err| Err(DeliveryError::Temporary(err.to_string()))),
+                    );
+                }
+                said
+            }
+        };
         let mut delivered = said.into_iter();
         // Each message waited for the whole batch.
         let took = started.elapsed().as_secs_f64();
@@ -545,6 +557,45 @@ mod tests {
             transport.taken.lock().unwrap().len() as u64,
             batch as u64 + count
         );
+    }
+
+    /// Takes every message but one, on which it panics.
+    #[derive(Default)]
+    struct Panicky {
+        taken: Mutex<Vec<String>>,
+    }
+
+    impl MailTransport for Panicky {
+        fn deliver<'a>(&'a self, mail: &'a Mail) -> DeliveryFuture<'a> {
+            assert_ne!(mail.to, "user2@example.com", "a bug in the transport");
+            self.taken.lock().unwrap().push(mail.to.clone());
+            Box::pin(async { Ok("taken".to_owned()) })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_transport_that_panics_on_one_message_fails_only_that_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(KvStore::open(dir.path()).unwrap());
+        let clock = ManualClock::new(Timestamp::from_unix_millis(1_800_000_000_000));
+        for id in 1..=3 {
+            store.queue_mail(&outcome_entry(id, clock.now())).unwrap();
+        }
+        let transport = Arc::new(Panicky::default());
+        let mut state = MailerState::new(MailerArgs {
+            transport: transport.clone(),
+            ..args(&store, Arc::new(Flaky::default()), &clock)
+        });
+        state.drain().await.unwrap();
+        let mut taken = transport.taken.lock().unwrap().clone();
+        taken.sort();
+        // One taken before the panic goes again (its answer was lost with
+        // it), with its Message-ID, as after a crash.
+        taken.dedup();
+        assert_eq!(taken, ["user1@example.com", "user3@example.com"]);
+        let left = store.outbox().await.unwrap();
+        assert_eq!(left.len(), 1, "only the one it panicked on is left");
+        assert_eq!((left[0].id, left[0].attempts), (2, 1));
     }
 
     fn args(store: &Arc<dyn Store>, transport: Arc<Flaky>, clock: &ManualClock) -> MailerArgs {

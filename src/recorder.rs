@@ -394,6 +394,11 @@ impl Recording {
                 Some(since) => CHUNK_EVERY.saturating_sub(since.elapsed()),
                 None => Duration::from_secs(3600),
             };
+            // Chunks the agent refused for now are offered again soon,
+            // whether or not the terminal shows anything more.
+            if !self.unsent.is_empty() {
+                wait = wait.min(CHUNK_EVERY);
+            }
             if let Some((_, at)) = exit {
                 wait = wait.min(LAST_OUTPUT_WITHIN.saturating_sub(at.elapsed()));
             }

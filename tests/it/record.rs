@@ -514,6 +514,37 @@ async fn a_busy_terminal_is_not_held_to_the_pace_of_login_requests() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunks_the_agent_refused_for_now_go_while_the_terminal_is_quiet() {
+    // The agent takes one chunk a second from a user (bursts of two): a
+    // burst of output makes more, and the terminal then shows nothing for a
+    // while. What was refused goes meanwhile, not only once more output comes
+    // or the command ends.
+    let server = TestServer::start().await;
+    let limits = otpgate::agent::socket::Limits {
+        chunks_per_second: std::num::NonZeroU32::new(1).unwrap(),
+        ..crate::common::agent::unlimited()
+    };
+    let desk = server.desk_with("ws-1", limits).await;
+    let socket = desk.socket.clone();
+    let recorded = tokio::task::spawn_blocking(move || {
+        record(&socket, &["/bin/sh", "-c", "seq 1 30000; sleep 10"])
+    });
+    crate::common::wait_until(
+        Duration::from_secs(8),
+        "the held chunks went while the terminal was quiet",
+        || async {
+            recordings(&server.data_dir())
+                .await
+                .first()
+                .is_some_and(|r| r.chunks >= 4 && r.ended.is_none())
+        },
+    )
+    .await;
+    assert_eq!(recorded.await.unwrap().1, 0);
+    desk.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_killed_mid_session_loses_nothing_it_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path(), &crate::common::restartable_listen());

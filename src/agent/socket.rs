@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use governor::{DefaultKeyedRateLimiter, RateLimiter};
 
 use nix::unistd::{Uid, User};
 use tokio::net::{UnixListener, UnixStream};
@@ -29,6 +29,7 @@ use crate::agent::link::{Link, LinkError};
 use crate::agent::offline::{self, Offline};
 use crate::agent::sessions::Sessions;
 use crate::agent::spool::{Spool, SpoolError};
+use crate::flood::twice_in_bursts;
 use crate::places::{Place, Places};
 use crate::unix;
 
@@ -143,12 +144,6 @@ impl Agent {
             open: Arc::new(Open::new(limits.connections)),
         }
     }
-}
-
-/// `per_second`, in bursts of twice that.
-fn twice_in_bursts(per_second: NonZeroU32) -> Quota {
-    Quota::per_second(per_second)
-        .allow_burst(per_second.saturating_mul(NonZeroU32::new(2).unwrap_or(NonZeroU32::MIN)))
 }
 
 /// The connections each uid has open, against the cap.

@@ -38,20 +38,19 @@ use super::enroll::Enroller;
 use super::gate::Handshakes;
 use super::live::{Live, Warned};
 use super::recordings::{self, Shelf};
+use crate::flood::twice_in_bursts;
 use crate::frames::{FrameReader, FrameWriter};
 use crate::tls::revoked::Revocations;
 use crate::tls::{ALPN, pki};
 
 /// How many recording chunks one connection may send a second, in bursts
 /// of twice that: at most 48 KiB each, 96 MiB/s of terminal output.
-const CHUNK_QUOTA: Quota = Quota::per_second(NonZeroU32::new(2048).expect("not 0"))
-    .allow_burst(NonZeroU32::new(4096).expect("not 0"));
+const CHUNK_QUOTA: Quota = twice_in_bursts(NonZeroU32::new(2048).expect("not 0"));
 
 /// How many recordings one connection may start a second (their first
 /// chunks), in bursts of twice that: each is a recording the server keeps,
 /// so they come at the pace people open terminals.
-const START_QUOTA: Quota = Quota::per_second(NonZeroU32::new(20).expect("not 0"))
-    .allow_burst(NonZeroU32::new(40).expect("not 0"));
+const START_QUOTA: Quota = twice_in_bursts(NonZeroU32::new(20).expect("not 0"));
 
 /// What every connection task needs.
 pub(super) struct Shared {

@@ -32,7 +32,6 @@ pub use data::{INITIAL_ADMIN, INITIAL_PASSWORD_FILE, RECORDINGS};
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -46,7 +45,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, info_span, warn};
 
-use governor::Quota;
 use otpgate_actors::audit::{Action, AuditEntry, Who};
 use otpgate_actors::directory::Directory;
 use otpgate_actors::mail::{MailTransport, Mailer, MailerArgs, MailerHandle, MailerMsg};
@@ -62,6 +60,7 @@ use zeroize::Zeroizing;
 
 use crate::accept;
 use crate::backup::make::Backups;
+use crate::flood::twice_in_bursts;
 use crate::tls::revoked::Revocations;
 use crate::tls::{self, TlsError, pki};
 use config::{ServerConfig, StoreConfig};
@@ -421,11 +420,7 @@ impl Server {
                 clock: clock.clone(),
                 handshake_timeout: config.handshake_timeout,
                 heartbeat_interval: config.heartbeat_interval,
-                request_quota: Quota::per_second(config.requests_per_second).allow_burst(
-                    config
-                        .requests_per_second
-                        .saturating_mul(NonZeroU32::new(2).expect("2 is not 0")),
-                ),
+                request_quota: twice_in_bursts(config.requests_per_second),
                 next_conn: AtomicU64::new(0),
             }),
             backups,
